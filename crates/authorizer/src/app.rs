@@ -1,0 +1,161 @@
+//! Startup: connect, migrate, bind, serve. Tests bind port 0 and read the port back.
+
+use crate::config::{Secret, Settings};
+use crate::credentials::Credentials;
+use crate::inflight::InFlight;
+use crate::metrics::Metrics;
+use crate::routes::{admin, error_body, processor};
+use actix_web::dev::Server;
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::Context;
+use protocol::KeyRing;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+use store::Store;
+
+/// Everything a request handler needs, shared by all workers.
+pub struct AppState {
+    pub store: Store,
+    pub keys: KeyRing,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    pub inflight: Arc<InFlight>,
+    pub admin_token: Secret,
+    /// False while draining: `/readyz` answers 503 so a load balancer stops sending.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// A bound, not yet running, authorizer.
+pub struct Application {
+    addr: SocketAddr,
+    server: Server,
+    store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Application {
+    /// Connects to the store (migrating unless disabled) and binds the listen address.
+    pub async fn build(
+        settings: Settings,
+        credentials: Credentials,
+    ) -> anyhow::Result<Application> {
+        let store = Store::connect(&settings.store_config())
+            .await
+            .context("cannot open the ledger store")?;
+        if settings.database.migrate_on_start {
+            let applied = store.migrate().await.context("cannot apply migrations")?;
+            for m in applied {
+                tracing::info!(migration = %m, "migration applied");
+            }
+        }
+        let listener = TcpListener::bind(settings.listen_addr()?)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        Self::with_listener(settings, credentials, store, listener)
+    }
+
+    pub fn with_listener(
+        settings: Settings,
+        credentials: Credentials,
+        store: Store,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
+        let addr = listener.local_addr()?;
+        let metrics = Arc::new(Metrics::new());
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            keys: credentials.keys,
+            metrics: metrics.clone(),
+            inflight: Arc::new(InFlight::default()),
+            admin_token: credentials.admin_token,
+            ready: Arc::new(AtomicBool::new(true)),
+            settings: Arc::new(settings.clone()),
+        });
+        let workers = match settings.server.workers {
+            0 => std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
+            n => n,
+        };
+        let server = HttpServer::new(move || {
+            let mut app = App::new().app_data(state.clone());
+            for (path, route) in processor::Route::ALL {
+                app = app.route(
+                    path,
+                    web::post().to(
+                        move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
+                            processor::handle(req, payload, s, route)
+                        },
+                    ),
+                );
+            }
+            app.route("/healthz", web::get().to(admin::healthz))
+                .route("/readyz", web::get().to(admin::readyz))
+                .route("/metrics", web::get().to(admin::metrics))
+                .route(
+                    "/v1/accounts/{user_id}/{currency}",
+                    web::put().to(admin::put_account),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}",
+                    web::get().to(admin::get_account),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/deposits",
+                    web::post().to(admin::deposit),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/withdrawals",
+                    web::post().to(admin::withdraw),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/postings",
+                    web::get().to(admin::postings),
+                )
+                .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
+                .route(
+                    "/v1/transactions/{transaction_id}",
+                    web::get().to(admin::get_transaction),
+                )
+                .default_service(web::to(|| async {
+                    HttpResponse::NotFound()
+                        .content_type("application/json")
+                        .body(error_body("not_found", "No such route"))
+                }))
+        })
+        .workers(workers)
+        .client_request_timeout(Duration::from_millis(settings.server.request_read_ms_max))
+        .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000))
+        .listen(listener)?
+        .run();
+        Ok(Application {
+            addr,
+            server,
+            store,
+            metrics,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// A handle that stops the server gracefully.
+    pub fn handle(&self) -> actix_web::dev::ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

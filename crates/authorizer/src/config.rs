@@ -1,0 +1,426 @@
+//! Layered, typed configuration: built-in defaults -> `config/default.toml` ->
+//! `config/<AUTHORIZER_ENV>.toml` -> `AUTHORIZER__SECTION__KEY` environment variables.
+//! Unknown keys are errors; every setting is validated before anything starts.
+
+use protocol::{ApiSecret, KeyRing};
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+const BUILT_IN: &str = include_str!("../../../config/default.toml");
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub processor: ProcessorSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub listen: String,
+    pub workers: usize,
+    pub body_bytes_max: usize,
+    pub request_read_ms_max: u64,
+    pub shutdown_ms_max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub data_dir: PathBuf,
+    pub pool_connections_max: u32,
+    pub pool_acquire_ms_max: u64,
+    pub statement_ms_max: u64,
+    pub lock_wait_ms_max: u64,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPair {
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointCheck {
+    Exact,
+    Suffix,
+    Off,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessorSettings {
+    pub api_key: String,
+    pub api_secret: Secret,
+    #[serde(default)]
+    pub keys: Vec<KeyPair>,
+    pub deadline_ms: u64,
+    pub authorization_skew_secs: u64,
+    pub adjustment_skew_secs: u64,
+    pub endpoint_check: EndpointCheck,
+    pub in_flight_wait_ms_max: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+/// A setting that is missing or wrong, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+impl Settings {
+    /// Loads the layers from `config_dir` and the process environment.
+    pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(config_dir, &env)
+    }
+
+    /// Loads with an explicit environment (tests).
+    pub fn load_from(config_dir: &Path, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+        let mut root = parse_toml(BUILT_IN, "built-in defaults")?;
+        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let mut files = vec![config_dir.join("default.toml")];
+        if let Some(e) = get("AUTHORIZER_ENV").filter(|e| !e.is_empty()) {
+            let f = config_dir.join(format!("{e}.toml"));
+            if !f.exists() {
+                return Err(ConfigError(format!(
+                    "AUTHORIZER_ENV={e} but {} does not exist",
+                    f.display()
+                )));
+            }
+            files.push(f);
+        }
+        for f in files.iter().filter(|f| f.exists()) {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| ConfigError(format!("cannot read {}: {e}", f.display())))?;
+            merge(&mut root, parse_toml(&text, &f.display().to_string())?);
+        }
+        if get("AUTHORIZER__DATABASE__URL").is_none()
+            && let Some(url) = get("DATABASE_URL")
+        {
+            set_path(&mut root, &["database", "url"], toml::Value::String(url))?;
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix("AUTHORIZER__") else {
+                continue;
+            };
+            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+            set_path(&mut root, &refs, scalar(value))
+                .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
+        }
+        let settings: Settings = root
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        if self.listen_addr().is_err() {
+            return bad(format!(
+                "server.listen: '{}' is not an address like 127.0.0.1:8080",
+                self.server.listen
+            ));
+        }
+        if self.server.body_bytes_max < 1024 {
+            return bad("server.body_bytes_max must be at least 1024".into());
+        }
+        let p = &self.processor;
+        if p.deadline_ms < 50 {
+            return bad("processor.deadline_ms must be at least 50".into());
+        }
+        for (name, v) in [
+            (
+                "database.pool_acquire_ms_max",
+                self.database.pool_acquire_ms_max,
+            ),
+            ("database.statement_ms_max", self.database.statement_ms_max),
+            ("database.lock_wait_ms_max", self.database.lock_wait_ms_max),
+        ] {
+            if v == 0 || v >= p.deadline_ms {
+                return bad(format!(
+                    "{name} must be between 1 and processor.deadline_ms ({})",
+                    p.deadline_ms
+                ));
+            }
+        }
+        if self.database.pool_connections_max == 0 {
+            return bad("database.pool_connections_max must be at least 1".into());
+        }
+        if p.api_key.is_empty() != p.api_secret.is_empty() {
+            return bad("processor.api_key and processor.api_secret must be set together".into());
+        }
+        self.key_ring()?;
+        let token = self.admin.token.expose();
+        if !token.is_empty() && token.len() < 16 {
+            return bad("admin.token must be at least 16 characters".into());
+        }
+        if self
+            .log
+            .filter
+            .parse::<tracing_subscriber::EnvFilter>()
+            .is_err()
+        {
+            return bad(format!(
+                "log.filter: '{}' is not a valid filter",
+                self.log.filter
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, std::net::AddrParseError> {
+        self.server.listen.parse()
+    }
+
+    /// Every configured processor key pair (may be empty: then `serve` generates one).
+    pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
+        let p = &self.processor;
+        let mut ring = KeyRing::new();
+        let first = (!p.api_key.is_empty()).then(|| (&p.api_key, &p.api_secret));
+        for (key, secret) in first
+            .into_iter()
+            .chain(p.keys.iter().map(|k| (&k.api_key, &k.api_secret)))
+        {
+            let s = ApiSecret::from_base64(secret.expose().trim()).map_err(|_| {
+                ConfigError(format!(
+                    "processor api_secret for api_key {key} is not standard base64"
+                ))
+            })?;
+            ring.insert(key.clone(), s);
+        }
+        Ok(ring)
+    }
+
+    /// The store settings derived from `[database]`.
+    pub fn store_config(&self) -> store::StoreConfig {
+        let d = &self.database;
+        store::StoreConfig {
+            url: (!d.url.is_empty()).then(|| d.url.expose().to_owned()),
+            sqlite_path: d.data_dir.join("authorizer.db"),
+            pool_connections_max: d.pool_connections_max,
+            pool_acquire_ms_max: d.pool_acquire_ms_max,
+            statement_ms_max: d.statement_ms_max,
+            lock_wait_ms_max: d.lock_wait_ms_max,
+        }
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError(format!("{origin}: {}", e.message())))
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result<(), ConfigError> {
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| ConfigError("empty setting name".into()))?;
+    let mut cur = root;
+    for p in parents {
+        cur = cur
+            .as_table_mut()
+            .and_then(|t| t.get_mut(*p))
+            .ok_or_else(|| ConfigError(format!("unknown section '{p}'")))?;
+    }
+    let table = cur
+        .as_table_mut()
+        .ok_or_else(|| ConfigError("not a section".into()))?;
+    if !table.contains_key(*last) {
+        return Err(ConfigError(format!("unknown setting '{last}'")));
+    }
+    // Keep the type of the default: "8080" stays a string where a string is expected.
+    let typed = match (&table[*last], value) {
+        (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
+        (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
+        (_, v) => v,
+    };
+    table.insert((*last).to_owned(), typed);
+    Ok(())
+}
+
+fn scalar(s: &str) -> toml::Value {
+    if let Ok(i) = s.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match s {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(s.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    fn nowhere() -> PathBuf {
+        PathBuf::from("/nonexistent-config-dir")
+    }
+
+    #[test]
+    fn defaults_load_and_env_overrides() {
+        let s = Settings::load_from(&nowhere(), &env(&[])).unwrap();
+        assert_eq!(s.server.listen, "127.0.0.1:8080");
+        assert_eq!(s.processor.deadline_ms, 800);
+        assert!(s.database.url.is_empty());
+        let s = Settings::load_from(
+            &nowhere(),
+            &env(&[
+                ("AUTHORIZER__SERVER__LISTEN", "0.0.0.0:9000"),
+                ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "900"),
+                ("DATABASE_URL", "postgres://u:pw@h/db"),
+                ("AUTHORIZER__ADMIN__TOKEN", "0123456789abcdef0123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:9000");
+        assert_eq!(s.processor.deadline_ms, 900);
+        assert_eq!(s.database.url.expose(), "postgres://u:pw@h/db");
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("pw@h"), "{dbg}");
+        assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+    }
+
+    #[test]
+    fn bad_settings_fail_naming_the_setting() {
+        let cases = [
+            ("AUTHORIZER__SERVER__LISTEN", "nowhere", "server.listen"),
+            (
+                "AUTHORIZER__SERVER__LISTEN_ADDR",
+                "x",
+                "unknown setting 'listen_addr'",
+            ),
+            ("AUTHORIZER__NOPE__X", "1", "unknown section 'nope'"),
+            ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon", "deadline_ms"),
+            (
+                "AUTHORIZER__DATABASE__STATEMENT_MS_MAX",
+                "5000",
+                "database.statement_ms_max",
+            ),
+            ("AUTHORIZER__ADMIN__TOKEN", "short", "admin.token"),
+            ("AUTHORIZER__PROCESSOR__API_KEY", "k", "set together"),
+        ];
+        for (k, v, want) in cases {
+            let err = Settings::load_from(&nowhere(), &env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(want), "{k}={v}: {err}");
+        }
+        let err = Settings::load_from(
+            &nowhere(),
+            &env(&[
+                ("AUTHORIZER__PROCESSOR__API_KEY", "k"),
+                ("AUTHORIZER__PROCESSOR__API_SECRET", "%%%"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("not standard base64") && !err.contains("%%%"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn files_layer_in_order() {
+        let dir = std::env::temp_dir().join(format!("authz-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("default.toml"), "[server]\nworkers = 3\n").unwrap();
+        std::fs::write(
+            dir.join("prod.toml"),
+            "[server]\nworkers = 5\n[log]\nformat = \"json\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_from(&dir, &env(&[])).unwrap();
+        assert_eq!(s.server.workers, 3);
+        let s = Settings::load_from(&dir, &env(&[("AUTHORIZER_ENV", "prod")])).unwrap();
+        assert_eq!(s.server.workers, 5);
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert!(Settings::load_from(&dir, &env(&[("AUTHORIZER_ENV", "nope")])).is_err());
+        std::fs::write(dir.join("default.toml"), "[server]\nworkerz = 3\n").unwrap();
+        assert!(
+            Settings::load_from(&dir, &env(&[]))
+                .unwrap_err()
+                .to_string()
+                .contains("workerz")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,150 @@
+//! The processor key pair(s) and the admin token: from configuration, or generated on
+//! first start and kept beside the database (mode 0600) so a newcomer needs no setup.
+
+use crate::config::{Secret, Settings};
+use anyhow::{Context, bail};
+use base64::Engine;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use protocol::{ApiSecret, KeyRing};
+use std::path::{Path, PathBuf};
+
+pub const PROCESSOR_KEY_FILE: &str = "processor-key.toml";
+pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+
+/// Resolved credentials, and a line for each one that was generated or loaded from disk.
+pub struct Credentials {
+    pub keys: KeyRing,
+    pub admin_token: Secret,
+    /// What to tell the operator at startup (never a secret itself).
+    pub notes: Vec<String>,
+    /// The first api key (the one a local simulator uses).
+    pub api_key: String,
+    pub api_secret: ApiSecret,
+}
+
+fn random(n: usize) -> anyhow::Result<Vec<u8>> {
+    let mut b = vec![0u8; n];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    Ok(b)
+}
+
+fn write_private(path: &Path, content: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFile {
+    api_key: String,
+    api_secret: String,
+}
+
+fn key_file(data_dir: &Path) -> PathBuf {
+    data_dir.join(PROCESSOR_KEY_FILE)
+}
+
+fn read_key_file(path: &Path) -> anyhow::Result<(String, ApiSecret)> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let k: KeyFile =
+        toml::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
+    let secret = ApiSecret::from_base64(k.api_secret.trim())
+        .map_err(|_| anyhow::anyhow!("{}: api_secret is not base64", path.display()))?;
+    Ok((k.api_key, secret))
+}
+
+/// Loads the configured credentials; when none are configured and `generate` is set,
+/// creates them in the data directory (or reuses the ones created before).
+pub fn resolve(settings: &Settings, generate: bool) -> anyhow::Result<Credentials> {
+    let data_dir = &settings.database.data_dir;
+    let mut keys = settings.key_ring()?;
+    let mut notes = Vec::new();
+    let (api_key, api_secret) = if keys.is_empty() {
+        let path = key_file(data_dir);
+        if !path.exists() {
+            if !generate {
+                bail!(
+                    "no processor key configured and no {} yet: start `authorizer serve` once, or set \
+                     AUTHORIZER__PROCESSOR__API_KEY and AUTHORIZER__PROCESSOR__API_SECRET",
+                    path.display()
+                );
+            }
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("cannot create {}", data_dir.display()))?;
+            let key = STANDARD.encode(random(32)?);
+            let secret = STANDARD.encode(random(32)?);
+            write_private(
+                &path,
+                &format!(
+                    "# Processor key pair for this data directory.\napi_key = \"{key}\"\napi_secret = \"{secret}\"\n"
+                ),
+            )?;
+            notes.push(format!(
+                "generated a processor key pair: api-key {key}, secret in {} (mode 0600)",
+                path.display()
+            ));
+        } else {
+            notes.push(format!("processor key pair from {}", path.display()));
+        }
+        let (k, s) = read_key_file(&path)?;
+        keys.insert(k.clone(), s.clone());
+        (k, s)
+    } else {
+        let p = &settings.processor;
+        let first = if p.api_key.is_empty() {
+            &p.keys[0]
+        } else {
+            &crate::config::KeyPair {
+                api_key: p.api_key.clone(),
+                api_secret: p.api_secret.clone(),
+            }
+        };
+        let s = keys
+            .get(&first.api_key)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("key ring lost its first key"))?;
+        (first.api_key.clone(), s)
+    };
+    let admin_token = if settings.admin.token.is_empty() {
+        let path = data_dir.join(ADMIN_TOKEN_FILE);
+        if !path.exists() {
+            if !generate {
+                bail!(
+                    "no admin token configured and no {} yet: start `authorizer serve` once, or set AUTHORIZER__ADMIN__TOKEN",
+                    path.display()
+                );
+            }
+            std::fs::create_dir_all(data_dir)?;
+            write_private(&path, &URL_SAFE_NO_PAD.encode(random(32)?))?;
+            notes.push(format!(
+                "generated an admin token in {} (mode 0600)",
+                path.display()
+            ));
+        }
+        let t = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Secret::new(t.trim().to_owned())
+    } else {
+        settings.admin.token.clone()
+    };
+    Ok(Credentials {
+        keys,
+        admin_token,
+        notes,
+        api_key,
+        api_secret,
+    })
+}

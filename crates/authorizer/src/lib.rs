@@ -1,0 +1,19 @@
+//! The issuer's authorization service: the processor's real-time endpoints, the admin
+//! API, configuration and startup. `main.rs` only parses the command line.
+
+pub mod app;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod inflight;
+pub mod metrics;
+pub mod routes;
+pub mod telemetry;
+
+pub use app::{AppState, Application};
+pub use config::Settings;
+
+/// Unix time in seconds.
+pub fn unix_now() -> i64 {
+    store::now_ms().div_euclid(1000)
+}

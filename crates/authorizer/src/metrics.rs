@@ -1,0 +1,246 @@
+//! Prometheus metrics in the text exposition format. Counters and histograms are kept
+//! in maps keyed by name and labels; label values come from closed sets chosen by the
+//! code (routes, decisions, reasons), never from request content.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Histogram bucket bounds in seconds: fine below the deadline, coarse above.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0,
+];
+
+type Key = (&'static str, Vec<(&'static str, String)>);
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum_micros: u64,
+}
+
+/// The process's metrics registry.
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<Key, u64>>,
+    histograms: Mutex<BTreeMap<Key, Histogram>>,
+    help: Mutex<BTreeMap<&'static str, &'static str>>,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let m = Metrics::default();
+        for (name, help) in [
+            (
+                "authorizer_requests_total",
+                "Processor requests by route and outcome.",
+            ),
+            (
+                "authorizer_request_duration_seconds",
+                "Time to answer a processor request, by route and decision.",
+            ),
+            (
+                "authorizer_signature_failures_total",
+                "Requests refused for their signature, by reason.",
+            ),
+            (
+                "authorizer_bad_requests_total",
+                "Requests refused before processing (malformed, oversized), by reason.",
+            ),
+            (
+                "authorizer_replays_total",
+                "Duplicates answered from the stored response, by route.",
+            ),
+            (
+                "authorizer_idempotency_conflicts_total",
+                "Idempotency keys reused with another body (HTTP 409).",
+            ),
+            (
+                "authorizer_in_flight_rejections_total",
+                "Duplicates answered 425 while the first was in flight.",
+            ),
+            (
+                "authorizer_negative_balances_total",
+                "Bookings that left a cardholder balance below zero.",
+            ),
+            (
+                "authorizer_store_failures_total",
+                "Requests the store could not serve, by route and kind.",
+            ),
+            (
+                "authorizer_flagged_bookings_total",
+                "Bookings flagged for review, by flag.",
+            ),
+            (
+                "authorizer_admin_requests_total",
+                "Admin API requests by status class.",
+            ),
+        ] {
+            m.describe(name, help);
+        }
+        m
+    }
+
+    fn describe(&self, name: &'static str, help: &'static str) {
+        if let Ok(mut h) = self.help.lock() {
+            h.insert(name, help);
+        }
+    }
+
+    pub fn inc(&self, name: &'static str, labels: &[(&'static str, &str)]) {
+        self.add(name, labels, 1);
+    }
+
+    pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        if let Ok(mut c) = self.counters.lock() {
+            *c.entry(key).or_default() += n;
+        }
+    }
+
+    pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        let secs = d.as_secs_f64();
+        if let Ok(mut h) = self.histograms.lock() {
+            let h = h.entry(key).or_default();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.count += 1;
+            h.sum_micros += u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        }
+    }
+
+    /// The value of one counter (tests and the simulator read it).
+    pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
+        self.counters
+            .lock()
+            .map(|c| {
+                c.iter()
+                    .filter(|((n, l), _)| {
+                        *n == name
+                            && labels
+                                .iter()
+                                .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+                    })
+                    .map(|(_, v)| *v)
+                    .sum()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Renders every metric in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let help = self.help.lock().map(|h| h.clone()).unwrap_or_default();
+        let header = |out: &mut String, name: &str, kind: &str, done: &mut Option<String>| {
+            if done.as_deref() != Some(name) {
+                if let Some(h) = help.get(name) {
+                    let _ = writeln!(out, "# HELP {name} {h}");
+                }
+                let _ = writeln!(out, "# TYPE {name} {kind}");
+                *done = Some(name.to_owned());
+            }
+        };
+        let mut last = None;
+        if let Ok(c) = self.counters.lock() {
+            for ((name, labels), v) in c.iter() {
+                header(&mut out, name, "counter", &mut last);
+                let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+            }
+        }
+        if let Ok(h) = self.histograms.lock() {
+            for ((name, labels), hist) in h.iter() {
+                header(&mut out, name, "histogram", &mut last);
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let le = format!("{b}");
+                    let _ = writeln!(
+                        out,
+                        "{name}_bucket{} {}",
+                        label_text(labels, Some(&le)),
+                        hist.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "{name}_bucket{} {}",
+                    label_text(labels, Some("+Inf")),
+                    hist.count
+                );
+                let sum = hist.sum_micros / 1_000_000;
+                let frac = hist.sum_micros % 1_000_000;
+                let _ = writeln!(
+                    out,
+                    "{name}_sum{} {sum}.{frac:06}",
+                    label_text(labels, None)
+                );
+                let _ = writeln!(
+                    out,
+                    "{name}_count{} {}",
+                    label_text(labels, None),
+                    hist.count
+                );
+            }
+        }
+        out
+    }
+}
+
+fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
+    let mut parts: Vec<String> = labels
+        .iter()
+        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+        .collect();
+    if let Some(le) = le {
+        parts.push(format!("le=\"{le}\""));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::new();
+        m.inc("authorizer_replays_total", &[("route", "authorization")]);
+        m.inc("authorizer_replays_total", &[("route", "authorization")]);
+        m.observe(
+            "authorizer_request_duration_seconds",
+            &[("route", "authorization"), ("decision", "APPROVED")],
+            Duration::from_micros(1500),
+        );
+        let text = m.render();
+        assert!(
+            text.contains("authorizer_replays_total{route=\"authorization\"} 2"),
+            "{text}"
+        );
+        assert!(text.contains("# TYPE authorizer_request_duration_seconds histogram"));
+        assert!(text.contains(
+            "authorizer_request_duration_seconds_bucket{route=\"authorization\",decision=\"APPROVED\",le=\"0.001\"} 0"
+        ));
+        assert!(text.contains(
+            "authorizer_request_duration_seconds_bucket{route=\"authorization\",decision=\"APPROVED\",le=\"0.002\"} 1"
+        ));
+        assert!(text.contains("authorizer_request_duration_seconds_sum{route=\"authorization\",decision=\"APPROVED\"} 0.001500"));
+        assert_eq!(
+            m.counter("authorizer_replays_total", &[("route", "authorization")]),
+            2
+        );
+    }
+}

@@ -1,0 +1,750 @@
+//! The processor's six routes: signature first (on the raw bytes), then parse, then
+//! idempotency, then the store, then a signed answer over the exact bytes sent.
+
+use crate::app::AppState;
+use crate::config::EndpointCheck;
+use crate::inflight::{self, Claim, Finished, Waited};
+use crate::routes::{error_body, read_body};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ledger::{Decision, DeclineClass, RequestKind, format_minor};
+use protocol::signature::{self, headers};
+use protocol::wire::{
+    AdjustmentResponse, AuthorizationResponse, Balance, Direction, Status, StatusDetail,
+    TransactionRequest, TransactionType,
+};
+use protocol::{ApiSecret, Notification};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use store::{
+    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
+    Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
+};
+
+/// Which of the six routes a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Authorization(Option<Direction>),
+    Adjustment(Direction),
+    Notification,
+}
+
+impl Route {
+    pub const ALL: [(&'static str, Route); 6] = [
+        ("/transactions/authorizations", Route::Authorization(None)),
+        (
+            "/transactions/authorizations/debit",
+            Route::Authorization(Some(Direction::Debit)),
+        ),
+        (
+            "/transactions/authorizations/credit",
+            Route::Authorization(Some(Direction::Credit)),
+        ),
+        (
+            "/transactions/adjustments/debit",
+            Route::Adjustment(Direction::Debit),
+        ),
+        (
+            "/transactions/adjustments/credit",
+            Route::Adjustment(Direction::Credit),
+        ),
+        ("/transactions/v1/notifications", Route::Notification),
+    ];
+
+    /// The path served, also the metrics label.
+    pub fn path(&self) -> &'static str {
+        Route::ALL
+            .iter()
+            .find(|(_, r)| r == self)
+            .map(|(p, _)| *p)
+            .unwrap_or("unknown")
+    }
+
+    fn in_flight_prefix(&self) -> &'static str {
+        match self {
+            Route::Authorization(_) => "authorization:",
+            Route::Adjustment(_) => "adjustment:",
+            Route::Notification => "notification:",
+        }
+    }
+}
+
+/// An answer before signing.
+struct Answer {
+    status: StatusCode,
+    body: Arc<Vec<u8>>,
+    /// Metrics label: the decision or what happened instead.
+    outcome: &'static str,
+}
+
+impl Answer {
+    fn new(status: u16, body: Vec<u8>, outcome: &'static str) -> Answer {
+        Answer {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            body: Arc::new(body),
+            outcome,
+        }
+    }
+
+    fn error(status: StatusCode, code: &str, message: &str, outcome: &'static str) -> Answer {
+        Answer {
+            status,
+            body: Arc::new(error_body(code, message)),
+            outcome,
+        }
+    }
+}
+
+/// A request whose signature checked out: its answer is signed with the same key.
+struct Verified {
+    secret: ApiSecret,
+    endpoint: String,
+}
+
+impl Verified {
+    fn respond(&self, answer: &Answer) -> HttpResponse {
+        let ts = crate::unix_now().to_string();
+        let sig = signature::sign(&self.secret, &ts, &self.endpoint, &answer.body);
+        HttpResponse::build(answer.status)
+            .insert_header((headers::ENDPOINT, self.endpoint.as_str()))
+            .insert_header((headers::TIMESTAMP, ts))
+            .insert_header((headers::SIGNATURE, sig))
+            .content_type("application/json")
+            .body(answer.body.to_vec())
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Checks the signature on the raw bytes. Every failure looks the same from outside.
+fn verify(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+) -> Result<Verified, &'static str> {
+    let key = header(req, headers::API_KEY).ok_or("missing_api_key")?;
+    let secret = state.keys.get(key).ok_or("unknown_api_key")?;
+    let ts = header(req, headers::TIMESTAMP).ok_or("missing_timestamp")?;
+    let endpoint = header(req, headers::ENDPOINT).ok_or("missing_endpoint")?;
+    let sig = header(req, headers::SIGNATURE).ok_or("missing_signature")?;
+    signature::verify(secret, ts, endpoint, body, sig).map_err(|e| e.reason())?;
+    let p = &state.settings.processor;
+    let skew = match route {
+        Route::Authorization(_) => p.authorization_skew_secs,
+        Route::Adjustment(_) | Route::Notification => p.adjustment_skew_secs,
+    };
+    signature::check_timestamp(ts, crate::unix_now(), skew).map_err(|e| e.reason())?;
+    let signed_path = endpoint.split('?').next().unwrap_or("");
+    let endpoint_ok = match p.endpoint_check {
+        EndpointCheck::Exact => signed_path == route.path(),
+        EndpointCheck::Suffix => signed_path.ends_with(route.path()),
+        EndpointCheck::Off => true,
+    };
+    if !endpoint_ok {
+        return Err("endpoint_mismatch");
+    }
+    Ok(Verified {
+        secret: secret.clone(),
+        endpoint: endpoint.to_owned(),
+    })
+}
+
+/// Entry point of all six routes.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    route: Route,
+) -> HttpResponse {
+    let started = Instant::now();
+    let metrics = &state.metrics;
+    let body = match read_body(&req, payload, state.settings.server.body_bytes_max).await {
+        Ok(b) => b,
+        Err((status, reason)) => {
+            metrics.inc("authorizer_bad_requests_total", &[("reason", reason)]);
+            return HttpResponse::build(status)
+                .content_type("application/json")
+                .body(error_body(reason, "Request body refused"));
+        }
+    };
+    let verified = match verify(&req, &body, &state, route) {
+        Ok(v) => v,
+        Err(reason) => {
+            metrics.inc("authorizer_signature_failures_total", &[("reason", reason)]);
+            tracing::warn!(route = route.path(), reason, "signature refused");
+            return HttpResponse::Unauthorized()
+                .content_type("application/json")
+                .body(error_body("unauthorized", "Signature not accepted"));
+        }
+    };
+    let answer = match route {
+        Route::Authorization(dir) => authorization(&req, &body, &state, route, dir, started).await,
+        Route::Adjustment(dir) => adjustment(&req, &body, &state, route, dir).await,
+        Route::Notification => notification(&req, &body, &state).await,
+    };
+    let elapsed = started.elapsed();
+    metrics.inc(
+        "authorizer_requests_total",
+        &[("route", route.path()), ("outcome", answer.outcome)],
+    );
+    metrics.observe(
+        "authorizer_request_duration_seconds",
+        &[("route", route.path()), ("decision", answer.outcome)],
+        elapsed,
+    );
+    verified.respond(&answer)
+}
+
+fn request_hash(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+fn idempotency_key<'a>(req: &'a HttpRequest) -> Result<&'a str, Answer> {
+    match header(req, headers::IDEMPOTENCY_KEY) {
+        Some(k) if !k.is_empty() && k.len() <= 255 => Ok(k),
+        _ => Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "missing_idempotency_key",
+            "x-idempotency-key is required (1 to 255 characters)",
+            "BAD_REQUEST",
+        )),
+    }
+}
+
+fn parse_request(body: &[u8], state: &AppState) -> Result<TransactionRequest, Answer> {
+    let parsed = TransactionRequest::from_slice(body).map_err(|e| {
+        state.metrics.inc(
+            "authorizer_bad_requests_total",
+            &[("reason", "malformed_request")],
+        );
+        Answer::error(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            e.message(),
+            "BAD_REQUEST",
+        )
+    })?;
+    if parsed.transaction.id.is_empty() || parsed.transaction.id.len() > 255 {
+        return Err(Answer::error(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            "transaction.id must be 1 to 255 characters",
+            "BAD_REQUEST",
+        ));
+    }
+    Ok(parsed)
+}
+
+fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
+    CardTransaction {
+        transaction_id: &r.transaction.id,
+        tx_type: r.transaction.kind.as_str(),
+        user_id: r.user.as_ref().map(|u| u.id.as_str()),
+        card_id: r.card.as_ref().map(|c| c.id.as_str()),
+        currency: &r.amount.local.currency,
+        amount_text: r.amount.local.total.text(),
+        amount: r.amount.local.total.value(),
+        mcc: r.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+        original_transaction_id: r.transaction.original_transaction_id.as_deref(),
+    }
+}
+
+fn request_kind(d: Direction) -> RequestKind {
+    match d {
+        Direction::Debit => RequestKind::Debit,
+        Direction::Credit => RequestKind::Credit,
+    }
+}
+
+/// What the in-flight registry said about this key.
+enum Gate {
+    Proceed(Option<inflight::Guard>),
+    Answered(Answer),
+}
+
+async fn gate(state: &AppState, route: Route, key: &str, hash: &[u8; 32]) -> Gate {
+    let full = format!("{}{key}", route.in_flight_prefix());
+    match state.inflight.claim(&full) {
+        Claim::Owner(g) => Gate::Proceed(Some(g)),
+        Claim::Duplicate(slot) => {
+            let bound = Duration::from_millis(state.settings.processor.in_flight_wait_ms_max);
+            match inflight::wait(slot, bound).await {
+                Waited::Answer(f) if &f.request_hash == hash => {
+                    state
+                        .metrics
+                        .inc("authorizer_replays_total", &[("route", route.path())]);
+                    Gate::Answered(Answer {
+                        status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
+                        body: f.body,
+                        outcome: "REPLAY",
+                    })
+                }
+                Waited::Answer(_) => Gate::Answered(conflict(state)),
+                Waited::Abandoned => Gate::Proceed(None),
+                Waited::TimedOut => {
+                    state.metrics.inc(
+                        "authorizer_in_flight_rejections_total",
+                        &[("route", route.path())],
+                    );
+                    Gate::Answered(Answer::error(
+                        StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
+                        "in_flight",
+                        "The same request is still being processed; retry shortly",
+                        "TOO_EARLY",
+                    ))
+                }
+            }
+        }
+    }
+}
+
+fn conflict(state: &AppState) -> Answer {
+    state
+        .metrics
+        .inc("authorizer_idempotency_conflicts_total", &[]);
+    Answer::error(
+        StatusCode::CONFLICT,
+        "idempotency_key_reused",
+        "This x-idempotency-key was used with a different body",
+        "CONFLICT",
+    )
+}
+
+/// Turns a store outcome into an answer, sharing it with waiting duplicates.
+fn settle<T>(
+    state: &AppState,
+    route: Route,
+    guard: Option<inflight::Guard>,
+    hash: [u8; 32],
+    outcome: Outcome<T>,
+    label: impl FnOnce(&T) -> &'static str,
+) -> Answer {
+    let (response, outcome_label): (StoredResponse, &'static str) = match outcome {
+        Outcome::Fresh { response, result } => (response, label(&result)),
+        Outcome::Replay(r) => {
+            state
+                .metrics
+                .inc("authorizer_replays_total", &[("route", route.path())]);
+            (r, "REPLAY")
+        }
+        Outcome::KeyConflict => return conflict(state),
+    };
+    let body = Arc::new(response.body);
+    if let Some(g) = guard {
+        g.finish(Finished {
+            request_hash: hash,
+            status: response.status,
+            body: body.clone(),
+        });
+    }
+    Answer {
+        status: StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
+        body,
+        outcome: outcome_label,
+    }
+}
+
+fn status_detail(class: DeclineClass) -> StatusDetail {
+    match class {
+        DeclineClass::Other => StatusDetail::Other,
+        DeclineClass::InvalidMerchant => StatusDetail::InvalidMerchant,
+        DeclineClass::InvalidAmount => StatusDetail::InvalidAmount,
+        DeclineClass::InsufficientFunds => StatusDetail::InsufficientFunds,
+    }
+}
+
+/// The exact body of an authorization answer.
+pub fn render_authorization(r: &AuthorizationResult) -> Vec<u8> {
+    let resp = match &r.decision {
+        Decision::Approved { .. } => AuthorizationResponse {
+            status: Status::Approved,
+            status_detail: StatusDetail::Approved,
+            message: "Approved".into(),
+            balance: None,
+        },
+        Decision::Balance { balance } => AuthorizationResponse {
+            status: Status::Approved,
+            status_detail: StatusDetail::Approved,
+            message: "Balance".into(),
+            balance: r.currency.map(|c| Balance {
+                total: format_minor(*balance, c.exponent()),
+                currency: c.code().to_owned(),
+            }),
+        },
+        Decision::Declined(d) => AuthorizationResponse {
+            status: Status::Rejected,
+            status_detail: status_detail(d.class()),
+            message: d.message().into(),
+            balance: None,
+        },
+    };
+    serde_json::to_vec(&resp).unwrap_or_default()
+}
+
+fn system_error() -> Answer {
+    let body = serde_json::to_vec(&AuthorizationResponse {
+        status: Status::Rejected,
+        status_detail: StatusDetail::SystemError,
+        message: "System error".into(),
+        balance: None,
+    })
+    .unwrap_or_default();
+    Answer::new(200, body, "SYSTEM_ERROR")
+}
+
+fn decision_label(r: &AuthorizationResult) -> &'static str {
+    match &r.decision {
+        Decision::Approved { .. } | Decision::Balance { .. } => "APPROVED",
+        Decision::Declined(d) => status_detail(d.class()).as_str(),
+    }
+}
+
+async fn authorization(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+    route_direction: Option<Direction>,
+    started: Instant,
+) -> Answer {
+    let key = match idempotency_key(req) {
+        Ok(k) => k,
+        Err(a) => return a,
+    };
+    let parsed = match parse_request(body, state) {
+        Ok(p) => p,
+        Err(a) => return a,
+    };
+    let kind = if parsed.transaction.kind == TransactionType::BalanceInquiry {
+        Some(RequestKind::BalanceInquiry)
+    } else {
+        route_direction
+            .or_else(|| parsed.transaction.kind.direction())
+            .map(request_kind)
+    };
+    let hash = request_hash(body);
+    let guard = match gate(state, route, key, &hash).await {
+        Gate::Proceed(g) => g,
+        Gate::Answered(a) => return a,
+    };
+    let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
+    // Leave room for the commit itself inside the deadline.
+    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
+    let committing = AtomicBool::new(false);
+    let call = ProcessorCall {
+        idempotency_key: key,
+        request_hash: hash,
+        endpoint: route.path(),
+        raw_body: body,
+        now_ms: store::now_ms(),
+        commit_by: Some(started + deadline.saturating_sub(commit_margin)),
+        commit_started: Some(&committing),
+    };
+    let t = card_transaction(&parsed);
+    let work = state.store.authorize(&call, &t, kind, render_authorization);
+    tokio::pin!(work);
+    let result = tokio::select! {
+        r = &mut work => r,
+        _ = tokio::time::sleep_until((started + deadline).into()) => {
+            if committing.load(Ordering::SeqCst) {
+                // The commit is under way: only its result tells whether money moved.
+                work.await
+            } else {
+                Err(StoreError::Timeout("authorization deadline reached".into()))
+            }
+        }
+    };
+    match result {
+        Ok(outcome) => {
+            let answer = settle(state, route, guard, hash, outcome, decision_label);
+            tracing::info!(
+                route = route.path(),
+                transaction_id = %parsed.transaction.id,
+                idempotency_key = key,
+                decision = answer.outcome,
+                elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                "authorization"
+            );
+            answer
+        }
+        Err(e) => {
+            state.metrics.inc(
+                "authorizer_store_failures_total",
+                &[("route", route.path()), ("kind", store_error_kind(&e))],
+            );
+            tracing::error!(
+                route = route.path(),
+                transaction_id = %parsed.transaction.id,
+                idempotency_key = key,
+                error = %e,
+                "authorization answered SYSTEM_ERROR, nothing booked"
+            );
+            system_error()
+        }
+    }
+}
+
+fn store_error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Timeout(_) => "timeout",
+        StoreError::Invalid(_) => "invalid",
+    }
+}
+
+fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
+    state.metrics.inc(
+        "authorizer_store_failures_total",
+        &[("route", route.path()), ("kind", store_error_kind(e))],
+    );
+    tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the processor resends");
+    Answer::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        "Not stored; send again later",
+        "UNAVAILABLE",
+    )
+}
+
+/// The exact body of an adjustment answer.
+pub fn render_adjustment(r: &AdjustmentResult) -> Vec<u8> {
+    let booked = r.movement_id.is_some();
+    let (detail, mut message) = if booked || !r.flags.has(store::Flags::OUT_OF_RANGE) {
+        (StatusDetail::Approved, String::from("Adjustment booked"))
+    } else {
+        (
+            StatusDetail::InvalidAmount,
+            String::from("Adjustment recorded, amount not bookable"),
+        )
+    };
+    if !r.flags.is_empty() {
+        message.push_str("; flagged for review: ");
+        message.push_str(&r.flags.stored());
+    }
+    serde_json::to_vec(&AdjustmentResponse {
+        status_detail: detail,
+        message,
+    })
+    .unwrap_or_default()
+}
+
+async fn adjustment(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+    direction: Direction,
+) -> Answer {
+    let key = match idempotency_key(req) {
+        Ok(k) => k,
+        Err(a) => return a,
+    };
+    let parsed = match parse_request(body, state) {
+        Ok(p) => p,
+        Err(a) => return a,
+    };
+    let hash = request_hash(body);
+    let guard = match gate(state, route, key, &hash).await {
+        Gate::Proceed(g) => g,
+        Gate::Answered(a) => return a,
+    };
+    let call = ProcessorCall {
+        idempotency_key: key,
+        request_hash: hash,
+        endpoint: route.path(),
+        raw_body: body,
+        now_ms: store::now_ms(),
+        commit_by: None,
+        commit_started: None,
+    };
+    let t = card_transaction(&parsed);
+    match state
+        .store
+        .adjust(&call, &t, request_kind(direction), render_adjustment)
+        .await
+    {
+        Ok(outcome) => {
+            if let Outcome::Fresh { result, .. } = &outcome {
+                for flag in result.flags.as_slice() {
+                    state
+                        .metrics
+                        .inc("authorizer_flagged_bookings_total", &[("flag", flag)]);
+                }
+                if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
+                    state.metrics.inc("authorizer_negative_balances_total", &[]);
+                    tracing::warn!(
+                        transaction_id = %parsed.transaction.id,
+                        balance_after = ?result.balance_after,
+                        "adjustment left a negative balance"
+                    );
+                }
+                tracing::info!(
+                    route = route.path(),
+                    transaction_id = %parsed.transaction.id,
+                    idempotency_key = key,
+                    flags = %result.flags.stored(),
+                    "adjustment booked"
+                );
+            }
+            settle(state, route, guard, hash, outcome, |_| "APPROVED")
+        }
+        Err(e) => unavailable(state, route, &e),
+    }
+}
+
+/// The exact body of a notification answer.
+pub fn render_notification(r: &NotificationResult) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "message": "Notification stored",
+        "effect": r.effect.as_str(),
+    }))
+    .unwrap_or_default()
+}
+
+async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answer {
+    let route = Route::Notification;
+    // A notification must never be lost: when its detail does not parse, keep what we can
+    // read (event id and key) and store it for review rather than refuse it forever.
+    let parsed = Notification::from_slice(body);
+    let loose: Option<serde_json::Value> = match &parsed {
+        Ok(_) => None,
+        Err(_) => serde_json::from_slice::<serde_json::Value>(body)
+            .ok()
+            .filter(|v| v.is_object()),
+    };
+    if parsed.is_err() && loose.is_none() {
+        state.metrics.inc(
+            "authorizer_bad_requests_total",
+            &[("reason", "malformed_request")],
+        );
+        let msg = parsed
+            .as_ref()
+            .err()
+            .map(|e| e.message().to_owned())
+            .unwrap_or_default();
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "malformed_request",
+            &msg,
+            "BAD_REQUEST",
+        );
+    }
+    let loose_str = |field: &str| {
+        loose
+            .as_ref()
+            .and_then(|v| v.get(field))
+            .and_then(|v| v.as_str())
+    };
+    let body_key = match &parsed {
+        Ok(n) => n.idempotency_key.as_deref(),
+        Err(_) => loose_str("idempotency_key"),
+    };
+    let key = match body_key
+        .filter(|k| !k.is_empty())
+        .or(header(req, headers::IDEMPOTENCY_KEY))
+    {
+        Some(k) if k.len() <= 255 => k,
+        _ => {
+            return Answer::error(
+                StatusCode::BAD_REQUEST,
+                "missing_idempotency_key",
+                "idempotency_key (body) or x-idempotency-key (header) is required",
+                "BAD_REQUEST",
+            );
+        }
+    };
+    let hash = request_hash(body);
+    let guard = match gate(state, route, key, &hash).await {
+        Gate::Proceed(g) => g,
+        Gate::Answered(a) => return a,
+    };
+    let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
+        Ok(n) => {
+            let d = &n.event_detail;
+            let t = match (&d.transaction, &d.amount) {
+                (Some(tx), Some(amount)) => Some(CardTransaction {
+                    transaction_id: &tx.id,
+                    tx_type: tx.kind.as_str(),
+                    user_id: d.user.as_ref().map(|u| u.id.as_str()),
+                    card_id: d.card.as_ref().map(|c| c.id.as_str()),
+                    currency: &amount.local.currency,
+                    amount_text: amount.local.total.text(),
+                    amount: amount.local.total.value(),
+                    mcc: d.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+                    original_transaction_id: tx.original_transaction_id.as_deref(),
+                }),
+                (Some(tx), None) => Some(CardTransaction {
+                    transaction_id: &tx.id,
+                    tx_type: tx.kind.as_str(),
+                    user_id: d.user.as_ref().map(|u| u.id.as_str()),
+                    card_id: d.card.as_ref().map(|c| c.id.as_str()),
+                    currency: "",
+                    amount_text: "",
+                    amount: None,
+                    mcc: None,
+                    original_transaction_id: tx.original_transaction_id.as_deref(),
+                }),
+                _ => None,
+            };
+            let direction = d
+                .transaction
+                .as_ref()
+                .and_then(|tx| tx.kind.direction())
+                .map(request_kind);
+            let verdict = n.verdict().map(|v| match v {
+                protocol::Verdict::Approved => Verdict::Approved,
+                protocol::Verdict::Rejected => Verdict::Rejected,
+            });
+            (
+                n.event_id.as_str(),
+                verdict,
+                d.status_detail.as_deref(),
+                t,
+                direction,
+            )
+        }
+        Err(_) => (
+            loose_str("event_id").unwrap_or("unparsed"),
+            None,
+            None,
+            None,
+            None,
+        ),
+    };
+    let call = NotificationCall {
+        key,
+        request_hash: hash,
+        raw_body: body,
+        now_ms: store::now_ms(),
+        event_id,
+        verdict,
+        status_detail,
+        transaction,
+        direction,
+        unparsed: parsed.is_err(),
+    };
+    match state.store.notify(&call, render_notification).await {
+        Ok(outcome) => {
+            if let Outcome::Fresh { result, .. } = &outcome {
+                tracing::info!(
+                    event_id,
+                    idempotency_key = key,
+                    transaction_id = transaction.map(|t| t.transaction_id).unwrap_or(""),
+                    effect = result.effect.as_str(),
+                    flags = %result.flags.stored(),
+                    "notification stored"
+                );
+                if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
+                    state.metrics.inc("authorizer_negative_balances_total", &[]);
+                }
+            }
+            settle(state, route, guard, hash, outcome, |r| r.effect.as_str())
+        }
+        Err(e) => unavailable(state, route, &e),
+    }
+}

@@ -1,0 +1,630 @@
+//! Request, notification and response bodies (protocol sections 5, 6 and 7).
+//!
+//! Parsing is tolerant where the processor evolves (unknown fields are ignored, enums are open,
+//! optional objects may be absent or null) and strict where money is concerned (amounts are exact,
+//! a currency must be a string). The caller keeps the raw body bytes, so nothing ignored here is
+//! lost.
+
+use std::convert::Infallible;
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::amount::WireAmount;
+
+/// Defines an open enum: the known values as variants, plus `Other(String)` for values added by
+/// the processor after this code was written. Unknown strings become `Other` instead of failing
+/// the whole request, because refusing a card payment over a new `entry_mode` would be worse than
+/// not recognising it.
+///
+/// (De)serialized as the plain string. Build values with `From<&str>`/`From<String>`/`parse`,
+/// which map known strings to their variant (`Other("PURCHASE")` built by hand would not compare
+/// equal to `Purchase`).
+macro_rules! open_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($variant:ident => $text:literal),+ $(,)? }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum $name {
+            $(
+                #[doc = concat!("`", $text, "`")]
+                $variant,
+            )+
+            /// A value not known to this build, kept verbatim.
+            Other(String),
+        }
+
+        impl $name {
+            /// The known wire values, in declaration order.
+            pub const KNOWN: &'static [&'static str] = &[$($text),+];
+
+            /// The wire string (for `Other`, the string as received).
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(Self::$variant => $text,)+
+                    Self::Other(s) => s,
+                }
+            }
+
+            /// Whether this is one of the known values.
+            pub fn is_known(&self) -> bool {
+                !matches!(self, Self::Other(_))
+            }
+
+            fn from_known(s: &str) -> Option<Self> {
+                match s {
+                    $($text => Some(Self::$variant),)+
+                    _ => None,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                Self::from_known(s).unwrap_or_else(|| Self::Other(s.to_owned()))
+            }
+        }
+
+        impl From<String> for $name {
+            fn from(s: String) -> Self {
+                Self::from_known(&s).unwrap_or(Self::Other(s))
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = Infallible;
+
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Ok(Self::from(s))
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct V;
+                impl serde::de::Visitor<'_> for V {
+                    type Value = $name;
+
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name::from(v))
+                    }
+
+                    fn visit_string<E: serde::de::Error>(self, v: String) -> Result<$name, E> {
+                        Ok($name::from(v))
+                    }
+                }
+                deserializer.deserialize_string(V)
+            }
+        }
+    };
+}
+
+open_enum! {
+    /// `transaction.type`.
+    TransactionType {
+        Purchase => "PURCHASE",
+        Withdrawal => "WITHDRAWAL",
+        Extracash => "EXTRACASH",
+        Cashback => "CASHBACK",
+        BalanceInquiry => "BALANCE_INQUIRY",
+        Refund => "REFUND",
+        Payment => "PAYMENT",
+        ReversalPurchase => "REVERSAL_PURCHASE",
+        ReversalWithdrawal => "REVERSAL_WITHDRAWAL",
+        ReversalExtracash => "REVERSAL_EXTRACASH",
+        ReversalRefund => "REVERSAL_REFUND",
+        ReversalPayment => "REVERSAL_PAYMENT",
+    }
+}
+
+open_enum! {
+    /// `transaction.point_type`.
+    PointType {
+        Pos => "POS",
+        Ecommerce => "ECOMMERCE",
+        Atm => "ATM",
+        Moto => "MOTO",
+    }
+}
+
+open_enum! {
+    /// `transaction.entry_mode`.
+    EntryMode {
+        Manual => "MANUAL",
+        Chip => "CHIP",
+        Contactless => "CONTACTLESS",
+        CredentialOnFile => "CREDENTIAL_ON_FILE",
+        MagStripe => "MAG_STRIPE",
+        // `OTHER` is a real wire value here, distinct from the catch-all `Other(String)`.
+        OtherMode => "OTHER",
+        Unknown => "UNKNOWN",
+    }
+}
+
+open_enum! {
+    /// `transaction.origin`.
+    Origin {
+        Domestic => "DOMESTIC",
+        International => "INTERNATIONAL",
+    }
+}
+
+open_enum! {
+    /// `transaction.source`.
+    Source {
+        Online => "ONLINE",
+        Clearing => "CLEARING",
+        Purge => "PURGE",
+        Manual => "MANUAL",
+        ChargebackManual => "CHARGEBACK_MANUAL",
+        TrustCreditManual => "TRUST_CREDIT_MANUAL",
+    }
+}
+
+open_enum! {
+    /// `card.product_type`.
+    ProductType {
+        Prepaid => "PREPAID",
+        Debit => "DEBIT",
+        Credit => "CREDIT",
+    }
+}
+
+open_enum! {
+    /// `card.provider`.
+    Provider {
+        Mastercard => "MASTERCARD",
+        Visa => "VISA",
+    }
+}
+
+/// Which way money moves on the user's account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Direction {
+    /// Money leaves the user's account.
+    Debit,
+    /// Money arrives on the user's account.
+    Credit,
+}
+
+impl Direction {
+    /// `"DEBIT"` or `"CREDIT"`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Direction::Debit => "DEBIT",
+            Direction::Credit => "CREDIT",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl TransactionType {
+    /// Direction implied by the type, used on the bare authorization route (which has no
+    /// `/debit` or `/credit` suffix) and for notifications.
+    ///
+    /// `None` for `BALANCE_INQUIRY` (moves no money) and for unknown types: guessing a direction
+    /// for a type we do not know could move money the wrong way.
+    pub fn direction(&self) -> Option<Direction> {
+        use TransactionType::*;
+        match self {
+            Purchase | Withdrawal | Extracash | Cashback | ReversalRefund | ReversalPayment => {
+                Some(Direction::Debit)
+            }
+            Refund | Payment | ReversalPurchase | ReversalWithdrawal | ReversalExtracash => {
+                Some(Direction::Credit)
+            }
+            BalanceInquiry | Other(_) => None,
+        }
+    }
+}
+
+/// A body that could not be parsed. Carries serde's short message (with line and column); the
+/// amount parser's own messages never repeat body content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct WireError {
+    message: String,
+}
+
+impl WireError {
+    /// Human-readable reason, suitable for a 400 answer.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl From<serde_json::Error> for WireError {
+    fn from(e: serde_json::Error) -> Self {
+        WireError {
+            message: e.to_string(),
+        }
+    }
+}
+
+/// Body of authorizations and adjustments (section 5).
+///
+/// Unknown fields (`installments`, `extra_data`, ...) are ignored: the caller stores the raw
+/// bytes. Optional objects may be absent or null.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRequest {
+    /// What happened, according to the processor.
+    pub transaction: TransactionInfo,
+    /// Where it happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<Merchant>,
+    /// The card used; may be one we never registered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardRef>,
+    /// The cardholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// The amounts; `amount.local` is the cardholder's money.
+    pub amount: Amounts,
+}
+
+impl TransactionRequest {
+    /// Parses a raw request body.
+    pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+}
+
+/// `transaction` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionInfo {
+    /// The processor's transaction id (`ctx-...`).
+    pub id: String,
+    /// `transaction.type`.
+    #[serde(rename = "type")]
+    pub kind: TransactionType,
+    /// `POS`, `ECOMMERCE`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub point_type: Option<PointType>,
+    /// `CHIP`, `CONTACTLESS`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_mode: Option<EntryMode>,
+    /// `DOMESTIC` or `INTERNATIONAL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+    /// `ONLINE`, `CLEARING`, ...
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+    /// Country of the transaction (ISO 3166 alpha-3 in the processor's examples).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country_code: Option<String>,
+    /// Terminal's local time without offset; store as given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_date_time: Option<String>,
+    /// For adjustments: the authorization this one corrects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub original_transaction_id: Option<String>,
+}
+
+/// `merchant` object.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Merchant {
+    /// Merchant id at the acquirer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Merchant category code, as a string (`"5045"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mcc: Option<String>,
+    /// Merchant name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Terminal id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terminal_id: Option<String>,
+    /// Merchant country.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    /// Merchant city.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// Merchant address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+}
+
+/// `card` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRef {
+    /// The processor's card id (`crd-...`).
+    pub id: String,
+    /// `PREPAID`, `DEBIT` or `CREDIT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product_type: Option<ProductType>,
+    /// `MASTERCARD` or `VISA`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<Provider>,
+    /// Last four digits of the PAN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_four: Option<String>,
+}
+
+/// `user` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRef {
+    /// The processor's user id (`usr-...`).
+    pub id: String,
+}
+
+/// `amount` object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amounts {
+    /// The cardholder's money, in the cardholder's currency: what moves on the account.
+    pub local: MoneyField,
+    /// In the merchant's currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<MoneyField>,
+    /// In the network's settlement currency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settlement: Option<MoneyField>,
+    /// Breakdown lines (`BASE`, `TAX`, `FEE`, ...) adding up to the total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<AmountDetail>>,
+}
+
+/// A total and its currency.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MoneyField {
+    /// Exact amount as sent.
+    pub total: WireAmount,
+    /// Currency code as sent; must be a JSON string. Whether it is a valid ISO 4217 code is
+    /// decided by the caller.
+    pub currency: String,
+}
+
+/// One line of `amount.details`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AmountDetail {
+    /// `BASE`, `TAX`, `FEE`, `EXTRACASH`, `DISCOUNT`, ... (kept as a plain string).
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Currency of the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
+    /// Amount of the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<WireAmount>,
+    /// Label of the line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// Notification body (section 7).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notification {
+    /// `approved-authorization-advice`, `authorization-advice`, or another event.
+    pub event_id: String,
+    /// The transaction the event is about.
+    pub event_detail: EventDetail,
+    /// Dedupe key for notifications.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
+/// `event_detail` of a notification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventDetail {
+    /// Same shape as in requests.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub transaction: Option<TransactionInfo>,
+    /// The cardholder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserRef>,
+    /// The card.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub card: Option<CardRef>,
+    /// The merchant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant: Option<Merchant>,
+    /// The amounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<Amounts>,
+    /// The processor's final status (`APPROVED` / `REJECTED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    /// Reason, e.g. `CLIENT_TIMEOUT`, `INSUFFICIENT_FUNDS` (open set, kept as a string).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_detail: Option<String>,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extra_detail: Option<String>,
+}
+
+/// The processor's final word on a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// The transaction is effective.
+    Approved,
+    /// The money never left.
+    Rejected,
+}
+
+/// `event_id` of the notification carrying an approved verdict.
+pub const EVENT_APPROVED_AUTHORIZATION_ADVICE: &str = "approved-authorization-advice";
+/// `event_id` of the notification carrying a (usually rejected) verdict in `event_detail.status`.
+pub const EVENT_AUTHORIZATION_ADVICE: &str = "authorization-advice";
+
+impl Notification {
+    /// Parses a raw notification body.
+    pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
+        Ok(serde_json::from_slice(body)?)
+    }
+
+    /// The verdict this notification carries, if any.
+    ///
+    /// * `approved-authorization-advice`: [`Verdict::Approved`].
+    /// * `authorization-advice`: [`Verdict::Approved`] only when `event_detail.status` is exactly
+    ///   `"APPROVED"`; otherwise (including absent or unrecognised status) [`Verdict::Rejected`],
+    ///   since this event means a rejection unless it says otherwise.
+    /// * any other event: `None` (stored, no ledger effect).
+    pub fn verdict(&self) -> Option<Verdict> {
+        match self.event_id.as_str() {
+            EVENT_APPROVED_AUTHORIZATION_ADVICE => Some(Verdict::Approved),
+            EVENT_AUTHORIZATION_ADVICE => match self.event_detail.status.as_deref() {
+                Some("APPROVED") => Some(Verdict::Approved),
+                _ => Some(Verdict::Rejected),
+            },
+            _ => None,
+        }
+    }
+}
+
+/// A status string that is not one of the known values of a closed enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status value")]
+pub struct UnknownValueError;
+
+/// `status` of an authorization answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// `APPROVED`
+    Approved,
+    /// `REJECTED`
+    Rejected,
+}
+
+impl Status {
+    /// The wire string.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Status::Approved => "APPROVED",
+            Status::Rejected => "REJECTED",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = UnknownValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "APPROVED" => Ok(Status::Approved),
+            "REJECTED" => Ok(Status::Rejected),
+            _ => Err(UnknownValueError),
+        }
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `status_detail` of an authorization or adjustment answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StatusDetail {
+    /// `APPROVED`
+    Approved,
+    /// `INSUFFICIENT_FUNDS`
+    InsufficientFunds,
+    /// `INVALID_MERCHANT`: blocked merchant.
+    InvalidMerchant,
+    /// `INVALID_AMOUNT`: amount refused by a rule.
+    InvalidAmount,
+    /// `SYSTEM_ERROR`
+    SystemError,
+    /// `OTHER`
+    Other,
+}
+
+impl StatusDetail {
+    /// The wire string.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StatusDetail::Approved => "APPROVED",
+            StatusDetail::InsufficientFunds => "INSUFFICIENT_FUNDS",
+            StatusDetail::InvalidMerchant => "INVALID_MERCHANT",
+            StatusDetail::InvalidAmount => "INVALID_AMOUNT",
+            StatusDetail::SystemError => "SYSTEM_ERROR",
+            StatusDetail::Other => "OTHER",
+        }
+    }
+}
+
+impl FromStr for StatusDetail {
+    type Err = UnknownValueError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "APPROVED" => Ok(StatusDetail::Approved),
+            "INSUFFICIENT_FUNDS" => Ok(StatusDetail::InsufficientFunds),
+            "INVALID_MERCHANT" => Ok(StatusDetail::InvalidMerchant),
+            "INVALID_AMOUNT" => Ok(StatusDetail::InvalidAmount),
+            "SYSTEM_ERROR" => Ok(StatusDetail::SystemError),
+            "OTHER" => Ok(StatusDetail::Other),
+            _ => Err(UnknownValueError),
+        }
+    }
+}
+
+impl fmt::Display for StatusDetail {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Our answer to an authorization (section 6).
+///
+/// Serialize with `serde_json::to_vec`; fields come out in the order status, status_detail,
+/// message, balance, and `balance` is omitted when `None`. Sign exactly the bytes produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthorizationResponse {
+    /// Approve or reject.
+    pub status: Status,
+    /// Why.
+    pub status_detail: StatusDetail,
+    /// Human-readable message.
+    pub message: String,
+    /// Only for `BALANCE_INQUIRY`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub balance: Option<Balance>,
+}
+
+/// Balance returned to a `BALANCE_INQUIRY`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Balance {
+    /// Exact decimal as a string, e.g. `"982345.12"`.
+    pub total: String,
+    /// ISO 4217 code.
+    pub currency: String,
+}
+
+/// Our answer to an adjustment (section 6): the movement is booked whatever this says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdjustmentResponse {
+    /// `APPROVED`, or another value to report a problem on our side.
+    pub status_detail: StatusDetail,
+    /// Human-readable message.
+    pub message: String,
+}

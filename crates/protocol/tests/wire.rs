@@ -1,0 +1,386 @@
+//! Sections 5, 6 and 7: request, notification and response bodies.
+
+use protocol::signature::{ApiSecret, sign};
+use protocol::wire::{
+    AdjustmentResponse, AuthorizationResponse, Balance, Direction, EntryMode, Notification,
+    PointType, ProductType, Provider, Status, StatusDetail, TransactionRequest, TransactionType,
+    Verdict,
+};
+
+const BODY: &[u8] = include_bytes!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/vectors/request-body.json"
+));
+
+/// A minimal valid body with `extra` spliced into the top-level object.
+fn body_with(transaction: &str, amount: &str, extra: &str) -> String {
+    format!(r#"{{"transaction":{transaction},"amount":{amount}{extra}}}"#)
+}
+
+const TX: &str = r#"{"id":"ctx-1","type":"PURCHASE"}"#;
+const AMOUNT: &str = r#"{"local":{"total":"10.00","currency":"ARS"}}"#;
+
+#[test]
+fn parses_the_vector_body() {
+    let r = TransactionRequest::from_slice(BODY).unwrap();
+    assert_eq!(r.transaction.id, "ctx-test-1");
+    assert_eq!(r.transaction.kind, TransactionType::Purchase);
+    assert_eq!(r.transaction.point_type, Some(PointType::Ecommerce));
+    assert_eq!(r.transaction.entry_mode, Some(EntryMode::Manual));
+    assert_eq!(r.transaction.country_code.as_deref(), Some("ARG"));
+    assert_eq!(
+        r.transaction.local_date_time.as_deref(),
+        Some("2024-01-01T10:00:00")
+    );
+    assert_eq!(r.transaction.original_transaction_id, None);
+    assert_eq!(r.transaction.source, None);
+    assert_eq!(r.amount.local.total.text(), "990.0");
+    assert_eq!(r.amount.local.currency, "ARS");
+    assert_eq!(r.amount.settlement.as_ref().unwrap().total.text(), "11.0");
+    let details = r.amount.details.as_ref().unwrap();
+    assert_eq!(details.len(), 1);
+    assert_eq!(details[0].kind.as_deref(), Some("BASE"));
+    assert_eq!(details[0].amount.as_ref().unwrap().text(), "990.0");
+    let merchant = r.merchant.as_ref().unwrap();
+    assert_eq!(merchant.mcc.as_deref(), Some("5045"));
+    assert_eq!(merchant.address, None);
+    assert_eq!(merchant.terminal_id, None);
+    let card = r.card.as_ref().unwrap();
+    assert_eq!(card.id, "crd-1629483284114MGA9BF");
+    assert_eq!(card.product_type, Some(ProductType::Prepaid));
+    assert_eq!(card.provider, Some(Provider::Mastercard));
+    assert_eq!(card.last_four.as_deref(), Some("6708"));
+    assert_eq!(r.user.as_ref().unwrap().id, "usr-1629293693904DM2U4T");
+}
+
+#[test]
+fn request_serialization_round_trips() {
+    let r = TransactionRequest::from_slice(BODY).unwrap();
+    let bytes = serde_json::to_vec(&r).unwrap();
+    let text = String::from_utf8(bytes.clone()).unwrap();
+    // Amounts go out as strings of their text; absent options are skipped, not null.
+    assert!(
+        text.contains(r#""local":{"total":"990.0","currency":"ARS"}"#),
+        "{text}"
+    );
+    assert!(!text.contains("null"), "{text}");
+    assert_eq!(TransactionRequest::from_slice(&bytes).unwrap(), r);
+}
+
+#[test]
+fn unknown_enum_values_are_kept() {
+    let tx = r#"{"id":"ctx-1","type":"NEW_TYPE","point_type":"SPACE","entry_mode":"TELEPATHY",
+                 "origin":"ORBITAL","source":"NEW_SOURCE"}"#;
+    let card = r#","card":{"id":"crd-1","product_type":"GOLD","provider":"AMEX"}"#;
+    let r = TransactionRequest::from_slice(body_with(tx, AMOUNT, card).as_bytes()).unwrap();
+    assert_eq!(
+        r.transaction.kind,
+        TransactionType::Other("NEW_TYPE".into())
+    );
+    assert_eq!(r.transaction.kind.as_str(), "NEW_TYPE");
+    assert!(!r.transaction.kind.is_known());
+    assert_eq!(r.transaction.kind.direction(), None);
+    assert_eq!(r.transaction.point_type.unwrap().as_str(), "SPACE");
+    assert_eq!(r.transaction.entry_mode.unwrap().as_str(), "TELEPATHY");
+    assert_eq!(r.transaction.origin.unwrap().as_str(), "ORBITAL");
+    assert_eq!(r.transaction.source.unwrap().as_str(), "NEW_SOURCE");
+    let card = r.card.unwrap();
+    assert_eq!(card.product_type.unwrap().as_str(), "GOLD");
+    assert_eq!(card.provider.unwrap().as_str(), "AMEX");
+    // Serialized back as the plain string.
+    assert_eq!(
+        serde_json::to_string(&TransactionType::Other("NEW_TYPE".into())).unwrap(),
+        r#""NEW_TYPE""#
+    );
+}
+
+#[test]
+fn entry_mode_other_is_a_known_value() {
+    let m: EntryMode = serde_json::from_str(r#""OTHER""#).unwrap();
+    assert_eq!(m, EntryMode::OtherMode);
+    assert!(m.is_known());
+    assert_eq!(serde_json::to_string(&m).unwrap(), r#""OTHER""#);
+}
+
+#[test]
+fn open_enum_construction_normalizes_known_values() {
+    assert_eq!(TransactionType::from("PURCHASE"), TransactionType::Purchase);
+    assert_eq!(
+        TransactionType::from(String::from("REFUND")),
+        TransactionType::Refund
+    );
+    assert_eq!(
+        "REVERSAL_PAYMENT".parse::<TransactionType>(),
+        Ok(TransactionType::ReversalPayment)
+    );
+    // Case matters on the wire.
+    assert_eq!(
+        TransactionType::from("purchase"),
+        TransactionType::Other("purchase".into())
+    );
+    for known in TransactionType::KNOWN {
+        let t = TransactionType::from(*known);
+        assert!(t.is_known(), "{known}");
+        assert_eq!(t.as_str(), *known);
+        assert_eq!(serde_json::to_string(&t).unwrap(), format!("\"{known}\""));
+    }
+    // A non-string is still a parse error (not silently Other).
+    assert!(serde_json::from_str::<TransactionType>("5").is_err());
+}
+
+#[test]
+fn directions() {
+    use TransactionType::*;
+    for t in [
+        Purchase,
+        Withdrawal,
+        Extracash,
+        Cashback,
+        ReversalRefund,
+        ReversalPayment,
+    ] {
+        assert_eq!(t.direction(), Some(Direction::Debit), "{t}");
+    }
+    for t in [
+        Refund,
+        Payment,
+        ReversalPurchase,
+        ReversalWithdrawal,
+        ReversalExtracash,
+    ] {
+        assert_eq!(t.direction(), Some(Direction::Credit), "{t}");
+    }
+    assert_eq!(BalanceInquiry.direction(), None);
+    assert_eq!(Other("PURCHASE_V2".into()).direction(), None);
+    assert_eq!(Direction::Debit.as_str(), "DEBIT");
+    assert_eq!(Direction::Credit.as_str(), "CREDIT");
+}
+
+#[test]
+fn unknown_fields_and_null_optionals_are_accepted() {
+    let extra = r#","installments":{"quantity":"12","credit_type":"NO_PROMOTION"},
+        "extra_data":{"pin_presence":"ONLINE"},"brand_new_field":[1,2,{"x":null}]"#;
+    let r = TransactionRequest::from_slice(body_with(TX, AMOUNT, extra).as_bytes()).unwrap();
+    assert_eq!(r.transaction.id, "ctx-1");
+
+    let extra = r#","installments":null,"extra_data":null,"merchant":null,"card":null,"user":null"#;
+    let r = TransactionRequest::from_slice(body_with(TX, AMOUNT, extra).as_bytes()).unwrap();
+    assert!(r.merchant.is_none() && r.card.is_none() && r.user.is_none());
+
+    let tx = r#"{"id":"ctx-1","type":"PURCHASE","source":null,"point_type":null,"extra":1}"#;
+    let amount = r#"{"local":{"total":1,"currency":"ARS"},"transaction":null,"settlement":null,
+                     "details":null}"#;
+    let merchant = r#","merchant":{"terminal_id":null,"mcc":"5411","new":true}"#;
+    let r = TransactionRequest::from_slice(body_with(tx, amount, merchant).as_bytes()).unwrap();
+    assert_eq!(r.transaction.source, None);
+    assert_eq!(r.amount.details, None);
+    assert_eq!(r.merchant.unwrap().mcc.as_deref(), Some("5411"));
+
+    // Minimal body: everything optional absent.
+    let r = TransactionRequest::from_slice(body_with(TX, AMOUNT, "").as_bytes()).unwrap();
+    assert_eq!(r.amount.local.total.text(), "10.00");
+}
+
+#[test]
+fn malformed_bodies_are_errors() {
+    let cases = [
+        // currency as a number
+        body_with(TX, r#"{"local":{"total":"10.00","currency":12}}"#, ""),
+        // amount as a boolean
+        body_with(TX, r#"{"local":{"total":true,"currency":"ARS"}}"#, ""),
+        // amount in a detail line malformed
+        body_with(
+            TX,
+            r#"{"local":{"total":1,"currency":"ARS"},"details":[{"amount":"1,5"}]}"#,
+            "",
+        ),
+        // missing transaction.id
+        body_with(r#"{"type":"PURCHASE"}"#, AMOUNT, ""),
+        // missing transaction.type
+        body_with(r#"{"id":"ctx-1"}"#, AMOUNT, ""),
+        // missing amount.local
+        body_with(TX, r#"{"transaction":{"total":1,"currency":"EUR"}}"#, ""),
+        // missing amount
+        format!(r#"{{"transaction":{TX}}}"#),
+        // transaction null
+        body_with("null", AMOUNT, ""),
+        // not JSON / not an object / empty
+        "{".to_owned(),
+        "[]".to_owned(),
+        String::new(),
+    ];
+    for body in cases {
+        let e = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+        assert!(!e.message().is_empty(), "{body}");
+    }
+}
+
+#[test]
+fn error_message_is_short_and_does_not_echo_amounts() {
+    let body = body_with(
+        TX,
+        r#"{"local":{"total":"4111 1111 1111 1111","currency":"ARS"}}"#,
+        "",
+    );
+    let e = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+    assert!(!e.to_string().contains("4111"), "{e}");
+    assert!(e.to_string().contains("line 1"), "{e}");
+    let body = body_with(r#"{"type":"PURCHASE"}"#, AMOUNT, "");
+    let e = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+    assert!(e.message().contains("missing field `id`"), "{e}");
+}
+
+fn notification(event_id: &str, status: Option<&str>) -> Notification {
+    let status = status
+        .map(|s| format!(r#","status":"{s}""#))
+        .unwrap_or_default();
+    let body = format!(
+        r#"{{"event_id":"{event_id}","event_detail":{{"transaction":{TX},
+            "user":{{"id":"usr-1"}},"card":{{"id":"crd-1"}},"merchant":{{"mcc":"5045"}},
+            "amount":{AMOUNT},"status_detail":"CLIENT_TIMEOUT","extra_detail":"x"{status}}},
+            "idempotency_key":"ctx-1","unknown":1}}"#
+    );
+    Notification::from_slice(body.as_bytes()).unwrap()
+}
+
+#[test]
+fn notification_parsing() {
+    let n = notification("authorization-advice", Some("REJECTED"));
+    assert_eq!(n.event_id, "authorization-advice");
+    assert_eq!(n.idempotency_key.as_deref(), Some("ctx-1"));
+    let d = &n.event_detail;
+    assert_eq!(d.transaction.as_ref().unwrap().id, "ctx-1");
+    assert_eq!(d.user.as_ref().unwrap().id, "usr-1");
+    assert_eq!(d.card.as_ref().unwrap().id, "crd-1");
+    assert_eq!(d.amount.as_ref().unwrap().local.total.text(), "10.00");
+    assert_eq!(d.status.as_deref(), Some("REJECTED"));
+    assert_eq!(d.status_detail.as_deref(), Some("CLIENT_TIMEOUT"));
+    assert_eq!(d.extra_detail.as_deref(), Some("x"));
+
+    // Sparse notification: only the required fields.
+    let n = Notification::from_slice(br#"{"event_id":"other","event_detail":{}}"#).unwrap();
+    assert!(n.event_detail.transaction.is_none());
+    assert!(n.idempotency_key.is_none());
+    assert!(Notification::from_slice(br#"{"event_detail":{}}"#).is_err());
+    assert!(Notification::from_slice(br#"{"event_id":"x"}"#).is_err());
+}
+
+#[test]
+fn notification_verdicts() {
+    assert_eq!(
+        notification("approved-authorization-advice", None).verdict(),
+        Some(Verdict::Approved)
+    );
+    assert_eq!(
+        notification("approved-authorization-advice", Some("APPROVED")).verdict(),
+        Some(Verdict::Approved)
+    );
+    assert_eq!(
+        notification("authorization-advice", Some("REJECTED")).verdict(),
+        Some(Verdict::Rejected)
+    );
+    assert_eq!(
+        notification("authorization-advice", Some("APPROVED")).verdict(),
+        Some(Verdict::Approved)
+    );
+    assert_eq!(
+        notification("authorization-advice", None).verdict(),
+        Some(Verdict::Rejected)
+    );
+    assert_eq!(
+        notification("card-created", Some("APPROVED")).verdict(),
+        None
+    );
+}
+
+#[test]
+fn authorization_response_exact_bytes_and_vector_2() {
+    let r = AuthorizationResponse {
+        status: Status::Approved,
+        status_detail: StatusDetail::Approved,
+        message: "Ok".into(),
+        balance: None,
+    };
+    let bytes = serde_json::to_vec(&r).unwrap();
+    assert_eq!(
+        bytes,
+        br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Ok"}"#
+    );
+    let secret = ApiSecret::from_base64("uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=").unwrap();
+    assert_eq!(
+        sign(
+            &secret,
+            "1700000001",
+            "/transactions/authorizations",
+            &bytes
+        ),
+        "hmac-sha256 u9SQX7+Pc1ZEVZUV97hvuysnwDx1gZBVSZ+6EWJKplM="
+    );
+}
+
+#[test]
+fn other_responses_exact_bytes() {
+    let r = AuthorizationResponse {
+        status: Status::Rejected,
+        status_detail: StatusDetail::InsufficientFunds,
+        message: "Insufficient funds".into(),
+        balance: None,
+    };
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"status":"REJECTED","status_detail":"INSUFFICIENT_FUNDS","message":"Insufficient funds"}"#
+    );
+    let r = AuthorizationResponse {
+        status: Status::Approved,
+        status_detail: StatusDetail::Approved,
+        message: "Balance".into(),
+        balance: Some(Balance {
+            total: "982345.12".into(),
+            currency: "MXN".into(),
+        }),
+    };
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"status":"APPROVED","status_detail":"APPROVED","message":"Balance","balance":{"total":"982345.12","currency":"MXN"}}"#
+    );
+    let r = AdjustmentResponse {
+        status_detail: StatusDetail::Approved,
+        message: "Booked".into(),
+    };
+    assert_eq!(
+        serde_json::to_string(&r).unwrap(),
+        r#"{"status_detail":"APPROVED","message":"Booked"}"#
+    );
+}
+
+#[test]
+fn status_strings() {
+    for s in [Status::Approved, Status::Rejected] {
+        assert_eq!(s.as_str().parse::<Status>(), Ok(s));
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            format!("\"{}\"", s.as_str())
+        );
+    }
+    for d in [
+        StatusDetail::Approved,
+        StatusDetail::InsufficientFunds,
+        StatusDetail::InvalidMerchant,
+        StatusDetail::InvalidAmount,
+        StatusDetail::SystemError,
+        StatusDetail::Other,
+    ] {
+        assert_eq!(d.as_str().parse::<StatusDetail>(), Ok(d));
+        assert_eq!(
+            serde_json::to_string(&d).unwrap(),
+            format!("\"{}\"", d.as_str())
+        );
+    }
+    assert_eq!(
+        StatusDetail::InsufficientFunds.as_str(),
+        "INSUFFICIENT_FUNDS"
+    );
+    assert_eq!(StatusDetail::SystemError.as_str(), "SYSTEM_ERROR");
+    assert!("approved".parse::<Status>().is_err());
+    assert!("CLIENT_TIMEOUT".parse::<StatusDetail>().is_err());
+}

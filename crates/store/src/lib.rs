@@ -1,0 +1,397 @@
+//! Ledger persistence behind one port, on Postgres (production) or SQLite (embedded
+//! default). All SQL lives in this crate.
+//!
+//! Each operation is written once. The [`run!`] macro expands a query expression for
+//! each backend, so every expansion is type-checked against its own driver while the
+//! logic (and the order of its statements) stays a single piece of code.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub mod admin;
+pub mod audit;
+mod migrate;
+pub mod processor;
+
+pub use admin::*;
+pub use audit::{AuditReport, Violation};
+pub use processor::*;
+
+use ledger::{Currency, SystemAccount};
+
+/// Runs `$body` with `$c` bound to the backend's connection inside a transaction.
+macro_rules! run {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::Tx::Pg(t) => {
+                let $c = &mut **t;
+                $body
+            }
+            $crate::Tx::Lite(t) => {
+                let $c = &mut **t;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use run;
+
+/// Runs `$body` with `$p` bound to the backend's pool (autocommit statements).
+macro_rules! run_pool {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            $crate::Db::Pg($p) => $body,
+            $crate::Db::Lite($p) => $body,
+        }
+    };
+}
+pub(crate) use run_pool;
+
+/// Picks the statement text for the backend: Postgres locks rows it reads for update;
+/// SQLite has a single writer and no `FOR UPDATE`.
+macro_rules! for_update {
+    ($tx:expr, $sql:expr) => {
+        match $tx {
+            $crate::Tx::Pg(_) => concat!($sql, " FOR UPDATE"),
+            $crate::Tx::Lite(_) => $sql,
+        }
+    };
+}
+pub(crate) use for_update;
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached or failed; the caller answers SYSTEM_ERROR / 503.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// A lock or statement timed out, or the commit deadline passed; nothing was committed.
+    #[error("database too slow: {0}")]
+    Timeout(String),
+    /// A bad setting or a value the schema cannot hold.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            // lock_not_available, query_canceled (statement_timeout)
+            if matches!(db.code().as_deref(), Some("55P03") | Some("57014")) {
+                return StoreError::Timeout(db.message().to_owned());
+            }
+        }
+        if matches!(e, sqlx::Error::PoolTimedOut) {
+            return StoreError::Timeout("no database connection free in time".into());
+        }
+        StoreError::Unavailable(e)
+    }
+}
+
+pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+/// Where and how to keep the ledger.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// `postgres://...` for Postgres, `sqlite:PATH` or `None` for the embedded file.
+    pub url: Option<String>,
+    /// The embedded database file when no URL is given.
+    pub sqlite_path: PathBuf,
+    pub pool_connections_max: u32,
+    pub pool_acquire_ms_max: u64,
+    pub statement_ms_max: u64,
+    pub lock_wait_ms_max: u64,
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("sqlite_path", &self.sqlite_path)
+            .field("pool_connections_max", &self.pool_connections_max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The URL with any password replaced, for logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Clone)]
+pub(crate) enum Db {
+    Pg(PgPool),
+    Lite(SqlitePool),
+}
+
+pub(crate) enum Tx {
+    Pg(sqlx::Transaction<'static, Postgres>),
+    Lite(sqlx::Transaction<'static, Sqlite>),
+}
+
+impl Tx {
+    pub(crate) async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Tx::Pg(t) => t.commit().await?,
+            Tx::Lite(t) => t.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// The ledger store: cheap to clone, shared by all workers.
+#[derive(Clone)]
+pub struct Store {
+    pub(crate) db: Db,
+    description: Arc<str>,
+    /// System account ids by (kind, currency). They never change once created.
+    system_ids: Arc<Mutex<HashMap<(SystemAccount, Currency), i64>>>,
+}
+
+impl Store {
+    /// Connects (creating the SQLite file and its directory when needed). Does not migrate.
+    pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        let sqlite_path = match cfg.url.as_deref() {
+            Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => None,
+            Some(u) => match u
+                .strip_prefix("sqlite://")
+                .or_else(|| u.strip_prefix("sqlite:"))
+            {
+                Some(p) => Some(PathBuf::from(p)),
+                None => {
+                    return Err(StoreError::Invalid(format!(
+                        "database url must start with postgres:// or sqlite: (got {})",
+                        redact_url(u)
+                    )));
+                }
+            },
+            None => Some(cfg.sqlite_path.clone()),
+        };
+        let (db, description) = match sqlite_path {
+            None => {
+                let url = cfg.url.as_deref().unwrap_or_default();
+                let opts = PgConnectOptions::from_str(url)
+                    .map_err(|e| StoreError::Invalid(format!("bad database url: {e}")))?
+                    .application_name("authorizer")
+                    .options([
+                        ("statement_timeout", format!("{}ms", cfg.statement_ms_max)),
+                        ("lock_timeout", format!("{}ms", cfg.lock_wait_ms_max)),
+                        // An idle transaction left by a killed client must not hold locks.
+                        ("idle_in_transaction_session_timeout", "60000ms".to_owned()),
+                    ]);
+                let description = format!(
+                    "postgres {}:{}/{}",
+                    opts.get_host(),
+                    opts.get_port(),
+                    opts.get_database().unwrap_or("")
+                );
+                let pool = PgPoolOptions::new()
+                    .max_connections(cfg.pool_connections_max)
+                    .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
+                    .connect_lazy_with(opts);
+                (Db::Pg(pool), description)
+            }
+            Some(path) => {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let opts = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    // FULL: an APPROVED answer means the movement is on disk.
+                    .synchronous(SqliteSynchronous::Full)
+                    .foreign_keys(true)
+                    .busy_timeout(Duration::from_millis(cfg.lock_wait_ms_max));
+                // One connection: SQLite has a single writer, and one connection makes
+                // every transaction serial without SQLITE_BUSY retries.
+                let pool = SqlitePoolOptions::new()
+                    .max_connections(1)
+                    .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
+                    .connect_with(opts)
+                    .await?;
+                (Db::Lite(pool), format!("sqlite {}", path.display()))
+            }
+        };
+        Ok(Store {
+            db,
+            description: description.into(),
+            system_ids: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    /// Which store is in use and where, for the startup line.
+    pub fn describe(&self) -> &str {
+        &self.description
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.db, Db::Pg(_))
+    }
+
+    /// Applies pending migrations; returns the names applied.
+    pub async fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        migrate::run(&self.db).await
+    }
+
+    /// Whether the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        run_pool!(&self.db, p => sqlx::query("SELECT 1").execute(p).await.map(|r| r.rows_affected()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        run_pool!(&self.db, p => p.close().await)
+    }
+
+    pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.db {
+            Db::Pg(p) => Tx::Pg(p.begin().await?),
+            // IMMEDIATE takes the write lock up front, so a transaction that reads
+            // and then writes never fails half-way on a lock upgrade.
+            Db::Lite(p) => Tx::Lite(p.begin_with("BEGIN IMMEDIATE").await?),
+        })
+    }
+
+    /// The id of a system account, creating it on first use (outside any transaction,
+    /// so the cached id always refers to a committed row).
+    pub(crate) async fn system_account(
+        &self,
+        kind: SystemAccount,
+        currency: Currency,
+    ) -> Result<i64, StoreError> {
+        if let Some(id) = self
+            .system_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(kind, currency)).copied())
+        {
+            return Ok(id);
+        }
+        let now = now_ms();
+        let id: i64 = run_pool!(&self.db, p => {
+            sqlx::query(
+                "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+                 VALUES ($1, NULL, $2, $3, $3) \
+                 ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
+            )
+            .bind(kind.as_str())
+            .bind(currency.code())
+            .bind(now)
+            .execute(p)
+            .await?;
+            sqlx::query_scalar("SELECT id FROM accounts WHERE kind = $1 AND currency = $2")
+                .bind(kind.as_str())
+                .bind(currency.code())
+                .fetch_one(p)
+                .await?
+        });
+        if let Ok(mut m) = self.system_ids.lock() {
+            m.insert((kind, currency), id);
+        }
+        Ok(id)
+    }
+}
+
+/// Milliseconds since the unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Days since the unix epoch (UTC) for a millisecond timestamp: the daily-limit window.
+pub fn day_of(ms: i64) -> i64 {
+    ms.div_euclid(86_400_000)
+}
+
+/// A response kept for byte-exact replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Flags that mark a booking for review; stored comma-separated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags(Vec<&'static str>);
+
+impl Flags {
+    pub const SUSPENSE: &'static str = "SUSPENSE";
+    pub const UNKNOWN_CURRENCY: &'static str = "UNKNOWN_CURRENCY";
+    pub const EXCESS_PRECISION: &'static str = "EXCESS_PRECISION";
+    pub const NEGATIVE_AMOUNT: &'static str = "NEGATIVE_AMOUNT";
+    pub const NEGATIVE_BALANCE: &'static str = "NEGATIVE_BALANCE";
+    pub const OUT_OF_RANGE: &'static str = "OUT_OF_RANGE";
+    pub const UNKNOWN_ORIGINAL: &'static str = "UNKNOWN_ORIGINAL";
+    pub const FORCED_BY_PROCESSOR: &'static str = "FORCED_BY_PROCESSOR";
+    pub const UNKNOWN_DIRECTION: &'static str = "UNKNOWN_DIRECTION";
+    pub const MISSING_AMOUNT: &'static str = "MISSING_AMOUNT";
+    pub const CONFLICTING_VERDICT: &'static str = "CONFLICTING_VERDICT";
+    pub const UNPARSED: &'static str = "UNPARSED";
+
+    pub fn add(&mut self, flag: &'static str) {
+        if !self.0.contains(&flag) {
+            self.0.push(flag);
+        }
+    }
+
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.contains(&flag)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[&'static str] {
+        &self.0
+    }
+
+    pub fn stored(&self) -> String {
+        self.0.join(",")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:data/a.db"), "sqlite:data/a.db");
+    }
+
+    #[test]
+    fn days_are_utc_and_floor_negative_times() {
+        assert_eq!(day_of(0), 0);
+        assert_eq!(day_of(86_399_999), 0);
+        assert_eq!(day_of(86_400_000), 1);
+        assert_eq!(day_of(-1), -1);
+    }
+}

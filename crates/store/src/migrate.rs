@@ -1,0 +1,79 @@
+//! Forward-only migrations, embedded in the binary. Each backend has its own SQL
+//! dialect in `migrations/<backend>/`; versions must match between them.
+
+use crate::{Db, StoreError, now_ms};
+use sqlx::Connection;
+
+struct Migration {
+    version: i64,
+    name: &'static str,
+    postgres: &'static str,
+    sqlite: &'static str,
+}
+
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    name: "0001_ledger",
+    postgres: include_str!("../../../migrations/postgres/0001_ledger.sql"),
+    sqlite: include_str!("../../../migrations/sqlite/0001_ledger.sql"),
+}];
+
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
+     version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)";
+
+/// Arbitrary constant shared by every instance: only one of them migrates at a time.
+const PG_MIGRATION_LOCK: i64 = 0x6175_7468_6d69_67;
+
+/// Applies every migration not yet recorded, each in its own transaction.
+macro_rules! apply_pending {
+    ($conn:expr, $dialect:ident, $applied:expr) => {{
+        sqlx::query(CREATE_TABLE).execute(&mut *$conn).await?;
+        for m in MIGRATIONS {
+            let done: Option<i64> =
+                sqlx::query_scalar("SELECT version FROM schema_migrations WHERE version = $1")
+                    .bind(m.version)
+                    .fetch_optional(&mut *$conn)
+                    .await?;
+            if done.is_some() {
+                continue;
+            }
+            let mut tx = $conn.begin().await?;
+            sqlx::raw_sql(m.$dialect).execute(&mut *tx).await?;
+            sqlx::query(
+                "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
+            )
+            .bind(m.version)
+            .bind(m.name)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            $applied.push(m.name.to_owned());
+        }
+        Ok::<_, sqlx::Error>(())
+    }};
+}
+
+pub(crate) async fn run(db: &Db) -> Result<Vec<String>, StoreError> {
+    let mut applied = Vec::new();
+    match db {
+        Db::Pg(pool) => {
+            let mut conn = pool.acquire().await?;
+            sqlx::query("SELECT pg_advisory_lock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await?;
+            let result = async { apply_pending!(conn, postgres, applied) }.await;
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
+                .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await;
+            result?;
+        }
+        Db::Lite(pool) => {
+            let mut conn = pool.acquire().await?;
+            apply_pending!(conn, sqlite, applied)?;
+        }
+    }
+    Ok(applied)
+}

@@ -1,0 +1,1395 @@
+//! The processor's three kinds of call: authorizations (decided), adjustments (always
+//! booked) and notifications (the final verdict). Each runs in one database transaction
+//! that holds the movement, the transaction record and the idempotency record together.
+//!
+//! Shape of every call: replay a finished answer if there is one, read and lock what the
+//! decision needs, decide, write, commit. Two duplicates racing past the first read meet
+//! at the unique keys of the records they insert; the loser rolls back and replays.
+
+use crate::{
+    Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
+};
+use ledger::money::AmountError;
+use ledger::{
+    AccountState, AuthorizationInput, CardState, CardStatus, Currency, Decision, Decline, Leg,
+    MccSet, PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
+};
+use rust_decimal::Decimal;
+use sqlx::Row;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
+/// Idempotency keys are scoped per endpoint kind: the processor may reuse a transaction
+/// id as the key of both an authorization and the adjustment that corrects it.
+const SCOPE_AUTHORIZATION: &str = "authorization";
+const SCOPE_ADJUSTMENT: &str = "adjustment";
+
+/// Transport facts of one processor request.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessorCall<'a> {
+    pub idempotency_key: &'a str,
+    /// SHA-256 of the raw body: same key with another body is a conflict.
+    pub request_hash: [u8; 32],
+    /// The route served (e.g. `/transactions/authorizations/debit`).
+    pub endpoint: &'a str,
+    pub raw_body: &'a [u8],
+    pub now_ms: i64,
+    /// Roll back instead of committing once this instant has passed: an answer that
+    /// can no longer arrive in time must not leave money moved.
+    pub commit_by: Option<Instant>,
+    /// Set just before COMMIT is sent: from then on the outcome is only known when the
+    /// commit returns, so the caller must wait for it rather than answer a timeout.
+    pub commit_started: Option<&'a AtomicBool>,
+}
+
+/// The card transaction a request describes.
+#[derive(Debug, Clone, Copy)]
+pub struct CardTransaction<'a> {
+    pub transaction_id: &'a str,
+    pub tx_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub card_id: Option<&'a str>,
+    /// `amount.local.currency` as received.
+    pub currency: &'a str,
+    /// `amount.local.total` exactly as received.
+    pub amount_text: &'a str,
+    /// `None` when the amount was well-formed but beyond exact decimal range.
+    pub amount: Option<Decimal>,
+    pub mcc: Option<&'a str>,
+    pub original_transaction_id: Option<&'a str>,
+}
+
+/// What a processor call came to.
+#[derive(Debug)]
+pub enum Outcome<T> {
+    /// Processed now; `response` is committed with the movement.
+    Fresh { response: StoredResponse, result: T },
+    /// A duplicate: the stored answer, byte for byte.
+    Replay(StoredResponse),
+    /// The idempotency key was used before with a different body.
+    KeyConflict,
+}
+
+/// The decision on an authorization, for rendering the answer.
+#[derive(Debug, Clone)]
+pub struct AuthorizationResult {
+    pub decision: Decision,
+    pub currency: Option<Currency>,
+    pub movement_id: Option<i64>,
+}
+
+/// What an adjustment booked.
+#[derive(Debug, Clone)]
+pub struct AdjustmentResult {
+    pub flags: Flags,
+    pub movement_id: Option<i64>,
+    /// Cardholder balance after, when it went to a cardholder account.
+    pub balance_after: Option<i64>,
+}
+
+/// The processor's final word in a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Rejected,
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Approved => "APPROVED",
+            Verdict::Rejected => "REJECTED",
+        }
+    }
+}
+
+/// What a notification did to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationEffect {
+    /// Our approved movement was undone.
+    Reversed,
+    /// A movement we had not booked was booked on the processor's word.
+    Forced,
+    /// Stored; nothing to move.
+    NoOp,
+    /// Stored; needs a person (conflicting verdicts, missing data).
+    Review,
+}
+
+impl NotificationEffect {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotificationEffect::Reversed => "REVERSED",
+            NotificationEffect::Forced => "FORCED",
+            NotificationEffect::NoOp => "NOOP",
+            NotificationEffect::Review => "REVIEW",
+        }
+    }
+}
+
+/// A notification as the store needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationCall<'a> {
+    /// The body's `idempotency_key` (or the header's when the body has none).
+    pub key: &'a str,
+    pub request_hash: [u8; 32],
+    pub raw_body: &'a [u8],
+    pub now_ms: i64,
+    pub event_id: &'a str,
+    pub verdict: Option<Verdict>,
+    pub status_detail: Option<&'a str>,
+    pub transaction: Option<CardTransaction<'a>>,
+    /// Direction implied by the transaction type, when known.
+    pub direction: Option<RequestKind>,
+    /// The body was JSON but not a notification we could read: keep it for a person.
+    pub unparsed: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct NotificationResult {
+    pub effect: NotificationEffect,
+    pub flags: Flags,
+    pub movement_id: Option<i64>,
+}
+
+/// Internal: a step either fails for real or lost a race and should run again.
+enum Step {
+    Fail(StoreError),
+    Retry,
+}
+
+impl From<sqlx::Error> for Step {
+    fn from(e: sqlx::Error) -> Self {
+        if is_unique_violation(&e) {
+            Step::Retry
+        } else {
+            Step::Fail(e.into())
+        }
+    }
+}
+
+impl From<StoreError> for Step {
+    fn from(e: StoreError) -> Self {
+        Step::Fail(e)
+    }
+}
+
+/// How many times a call that lost a race on a unique key is tried again; the next try
+/// finds the winner's record and replays it.
+const RACE_RETRIES: usize = 3;
+
+/// The cardholder account row, locked for the rest of the transaction.
+#[derive(Debug, Clone)]
+pub(crate) struct LockedAccount {
+    pub id: i64,
+    pub currency: Currency,
+    pub balance: i64,
+    pub version: i64,
+    pub overdraft_limit: i64,
+    pub per_transaction_limit: Option<i64>,
+    pub daily_limit: Option<i64>,
+    pub daily_spent_day: i64,
+    pub daily_spent: i64,
+    pub blocked_mccs: String,
+}
+
+impl LockedAccount {
+    fn state(&self, today: i64) -> AccountState {
+        AccountState {
+            currency: self.currency,
+            balance: self.balance,
+            overdraft_limit: self.overdraft_limit,
+            per_transaction_limit: self.per_transaction_limit,
+            daily_limit: self.daily_limit,
+            daily_spent: if self.daily_spent_day == today {
+                self.daily_spent
+            } else {
+                0
+            },
+            // Stored sets are validated on write; an unreadable one blocks nothing.
+            blocked_mccs: MccSet::from_stored(&self.blocked_mccs).unwrap_or_default(),
+        }
+    }
+}
+
+macro_rules! account_columns {
+    () => {
+        "SELECT id, currency, balance_minor, version, overdraft_limit_minor, \
+         per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
+         blocked_mccs, created_at_ms, updated_at_ms FROM accounts"
+    };
+}
+pub(crate) use account_columns;
+
+macro_rules! locked_account_from_row {
+    ($r:expr) => {{
+        let r = &$r;
+        let code: String = r.try_get("currency")?;
+        LockedAccount {
+            id: r.try_get("id")?,
+            currency: Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            balance: r.try_get("balance_minor")?,
+            version: r.try_get("version")?,
+            overdraft_limit: r.try_get("overdraft_limit_minor")?,
+            per_transaction_limit: r.try_get("per_transaction_limit_minor")?,
+            daily_limit: r.try_get("daily_limit_minor")?,
+            daily_spent_day: r.try_get("daily_spent_day")?,
+            daily_spent: r.try_get("daily_spent_minor")?,
+            blocked_mccs: r.try_get("blocked_mccs")?,
+        }
+    }};
+}
+pub(crate) use locked_account_from_row;
+
+/// Reads and locks the cardholder account for (user, currency).
+pub(crate) async fn lock_user_account(
+    tx: &mut Tx,
+    user_id: &str,
+    currency: Currency,
+) -> Result<Option<LockedAccount>, sqlx::Error> {
+    let sql = for_update!(
+        tx,
+        concat!(
+            account_columns!(),
+            " WHERE kind = 'USER' AND user_id = $1 AND currency = $2"
+        )
+    );
+    run!(tx, c => {
+        match sqlx::query(sql).bind(user_id).bind(currency.code()).fetch_optional(c).await? {
+            Some(r) => Ok(Some(locked_account_from_row!(r))),
+            None => Ok(None),
+        }
+    })
+}
+
+async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAccount, sqlx::Error> {
+    let sql = for_update!(tx, concat!(account_columns!(), " WHERE id = $1"));
+    run!(tx, c => {
+        let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
+        Ok(locked_account_from_row!(r))
+    })
+}
+
+async fn load_card(
+    tx: &mut Tx,
+    card_id: &str,
+    user_id: Option<&str>,
+) -> Result<Option<CardState>, sqlx::Error> {
+    let row: Option<(String, String, String)> = run!(tx, c => {
+        sqlx::query_as("SELECT user_id, status, blocked_mccs FROM cards WHERE card_id = $1")
+            .bind(card_id)
+            .fetch_optional(c)
+            .await?
+    });
+    Ok(row.map(|(owner, status, blocked)| CardState {
+        // An unreadable status is treated as not active: refuse rather than guess.
+        status: CardStatus::parse(&status).unwrap_or(CardStatus::Blocked),
+        belongs_to_user: user_id == Some(owner.as_str()),
+        blocked_mccs: MccSet::from_stored(&blocked).unwrap_or_default(),
+    }))
+}
+
+/// A finished request under an idempotency key.
+pub(crate) struct IdempotentRecord {
+    pub request_hash: Vec<u8>,
+    pub response: StoredResponse,
+}
+
+pub(crate) async fn find_idempotent(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+) -> Result<Option<IdempotentRecord>, sqlx::Error> {
+    let row: Option<(Vec<u8>, i32, Vec<u8>)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT request_hash, response_status, response_body FROM idempotency_keys \
+             WHERE scope = $1 AND key = $2",
+        )
+        .bind(scope)
+        .bind(key)
+        .fetch_optional(c)
+        .await?
+    });
+    Ok(row.map(|(request_hash, status, body)| IdempotentRecord {
+        request_hash,
+        response: StoredResponse {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        },
+    }))
+}
+
+pub(crate) async fn insert_idempotent(
+    tx: &mut Tx,
+    scope: &str,
+    key: &str,
+    request_hash: &[u8],
+    endpoint: &str,
+    response: &StoredResponse,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO idempotency_keys \
+             (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(scope)
+        .bind(key)
+        .bind(request_hash)
+        .bind(endpoint)
+        .bind(i32::from(response.status))
+        .bind(&response.body[..])
+        .bind(now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Who receives the holder leg of a movement.
+pub(crate) enum Holder<'a> {
+    Account(&'a LockedAccount),
+    System(i64),
+}
+
+/// Descriptive columns of a movement.
+pub(crate) struct MovementMeta<'a> {
+    pub kind: &'static str,
+    pub processor_kind: Option<&'static str>,
+    pub transaction_id: Option<&'a str>,
+    pub reference: Option<&'a str>,
+}
+
+/// Writes one balanced movement and moves the cardholder balance, if any. Returns the
+/// movement id and the cardholder balance after.
+pub(crate) async fn book(
+    tx: &mut Tx,
+    holder: Holder<'_>,
+    counterparty_id: i64,
+    plan: PostingPlan,
+    currency: Currency,
+    meta: &MovementMeta<'_>,
+    now_ms: i64,
+    daily_spent: Option<(i64, i64)>,
+) -> Result<(i64, Option<i64>), StoreError> {
+    let [(_, holder_amount), (_, counter_amount)] = plan
+        .legs()
+        .ok_or_else(|| StoreError::Invalid("amount out of range".into()))?;
+    let (holder_id, after) = match holder {
+        Holder::Account(a) => {
+            let balance = a
+                .balance
+                .checked_add(holder_amount)
+                .ok_or_else(|| StoreError::Invalid("balance out of range".into()))?;
+            (a.id, Some((balance, a.version + 1)))
+        }
+        Holder::System(id) => (id, None),
+    };
+    let movement_id: i64 = run!(tx, c => {
+        sqlx::query_scalar(
+            "INSERT INTO movements (kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(meta.kind)
+        .bind(currency.code())
+        .bind(meta.processor_kind)
+        .bind(meta.transaction_id)
+        .bind(meta.reference)
+        .bind(now_ms)
+        .fetch_one(c)
+        .await?
+    });
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO postings \
+             (movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6), ($1, $7, $8, NULL, NULL, $6)",
+        )
+        .bind(movement_id)
+        .bind(holder_id)
+        .bind(holder_amount)
+        .bind(after.map(|a| a.0))
+        .bind(after.map(|a| a.1))
+        .bind(now_ms)
+        .bind(counterparty_id)
+        .bind(counter_amount)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    if let (Holder::Account(a), Some((balance, version))) = (holder, after) {
+        let (day, spent) = daily_spent.unwrap_or((a.daily_spent_day, a.daily_spent));
+        run!(tx, c => {
+            sqlx::query(
+                "UPDATE accounts SET balance_minor = $1, version = $2, daily_spent_day = $3, \
+                 daily_spent_minor = $4, updated_at_ms = $5 WHERE id = $6",
+            )
+            .bind(balance)
+            .bind(version)
+            .bind(day)
+            .bind(spent)
+            .bind(now_ms)
+            .bind(a.id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+    }
+    Ok((movement_id, after.map(|a| a.0)))
+}
+
+/// The columns of a processor transaction record.
+struct TransactionRecord<'a> {
+    kind: &'static str,
+    call: Option<&'a ProcessorCall<'a>>,
+    tx: &'a CardTransaction<'a>,
+    direction: Option<RequestKind>,
+    amount_minor: Option<i64>,
+    status: Option<&'a str>,
+    status_detail: Option<&'a str>,
+    flags: &'a Flags,
+    movement_id: Option<i64>,
+    response: Option<&'a StoredResponse>,
+    verdict: Option<(Verdict, Option<&'a str>, Option<i64>)>,
+    now_ms: i64,
+}
+
+fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
+    match kind {
+        Some(RequestKind::Debit) => Some("DEBIT"),
+        Some(RequestKind::Credit) => Some("CREDIT"),
+        Some(RequestKind::BalanceInquiry) | None => None,
+    }
+}
+
+async fn insert_transaction_record(
+    tx: &mut Tx,
+    rec: &TransactionRecord<'_>,
+) -> Result<(), sqlx::Error> {
+    let t = rec.tx;
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, \
+             user_id, card_id, currency, amount_text, amount_minor, status, status_detail, flags, \
+             original_transaction_id, idempotency_key, movement_id, request_body, response_status, \
+             response_body, verdict, verdict_detail, verdict_movement_id, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18, $19, $20, $21, $22, $23, $23)",
+        )
+        .bind(rec.kind)
+        .bind(t.transaction_id)
+        .bind(rec.call.map(|c| c.endpoint))
+        .bind(direction_str(rec.direction))
+        .bind(t.tx_type)
+        .bind(t.user_id)
+        .bind(t.card_id)
+        .bind(t.currency)
+        .bind(t.amount_text)
+        .bind(rec.amount_minor)
+        .bind(rec.status)
+        .bind(rec.status_detail)
+        .bind(rec.flags.stored())
+        .bind(t.original_transaction_id)
+        .bind(rec.call.map(|c| c.idempotency_key))
+        .bind(rec.movement_id)
+        .bind(rec.call.map(|c| c.raw_body))
+        .bind(rec.response.map(|r| i32::from(r.status)))
+        .bind(rec.response.map(|r| &r.body[..]))
+        .bind(rec.verdict.map(|v| v.0.as_str()))
+        .bind(rec.verdict.and_then(|v| v.1))
+        .bind(rec.verdict.and_then(|v| v.2))
+        .bind(rec.now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// A processor transaction record as read back for deciding.
+struct ExistingRecord {
+    status: Option<String>,
+    amount_minor: Option<i64>,
+    movement_id: Option<i64>,
+    response: Option<StoredResponse>,
+    verdict: Option<String>,
+}
+
+async fn find_transaction_record(
+    tx: &mut Tx,
+    kind: &str,
+    transaction_id: &str,
+    lock: bool,
+) -> Result<Option<ExistingRecord>, sqlx::Error> {
+    let sql = if lock {
+        for_update!(
+            tx,
+            "SELECT status, amount_minor, movement_id, response_status, response_body, verdict \
+             FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
+        )
+    } else {
+        "SELECT status, amount_minor, movement_id, response_status, response_body, verdict \
+         FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
+    };
+    run!(tx, c => {
+        match sqlx::query(sql).bind(kind).bind(transaction_id).fetch_optional(c).await? {
+            None => Ok(None),
+            Some(r) => {
+                let status: Option<i32> = r.try_get("response_status")?;
+                let body: Option<Vec<u8>> = r.try_get("response_body")?;
+                Ok(Some(ExistingRecord {
+                    status: r.try_get("status")?,
+                    amount_minor: r.try_get("amount_minor")?,
+                    movement_id: r.try_get("movement_id")?,
+                    response: match (status, body) {
+                        (Some(s), Some(b)) => Some(StoredResponse {
+                            status: u16::try_from(s).unwrap_or(500),
+                            body: b,
+                        }),
+                        _ => None,
+                    },
+                    verdict: r.try_get("verdict")?,
+                }))
+            }
+        }
+    })
+}
+
+fn deadline_passed(commit_by: Option<Instant>) -> bool {
+    commit_by.is_some_and(|d| Instant::now() >= d)
+}
+
+fn status_of(decision: &Decision) -> (&'static str, &'static str) {
+    match decision {
+        Decision::Approved { .. } | Decision::Balance { .. } => ("APPROVED", "APPROVED"),
+        Decision::Declined(d) => ("REJECTED", d.class().as_str()),
+    }
+}
+
+/// Replays `response` for a duplicate arriving under a new idempotency key.
+async fn replay_under_new_key(
+    mut tx: Tx,
+    scope: &str,
+    call: &ProcessorCall<'_>,
+    response: StoredResponse,
+) -> Result<StoredResponse, Step> {
+    insert_idempotent(
+        &mut tx,
+        scope,
+        call.idempotency_key,
+        &call.request_hash,
+        call.endpoint,
+        &response,
+        call.now_ms,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(response)
+}
+
+impl Store {
+    /// Decides and books an authorization exactly once. `render` turns the decision into
+    /// the exact response body, which is stored with the movement.
+    pub async fn authorize<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        kind: Option<RequestKind>,
+        render: R,
+    ) -> Result<Outcome<AuthorizationResult>, StoreError>
+    where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        let currency = Currency::parse(t.currency).ok();
+        let clearing = match currency {
+            Some(c) => Some(
+                self.system_account(SystemAccount::ProcessorClearing, c)
+                    .await?,
+            ),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            match self
+                .try_authorize(call, t, kind, currency, clearing, &render)
+                .await
+            {
+                Ok(o) => return Ok(o),
+                Err(Step::Fail(e)) => return Err(e),
+                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
+                Err(Step::Retry) => {
+                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
+                }
+            }
+        }
+    }
+
+    async fn try_authorize<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        kind: Option<RequestKind>,
+        currency: Option<Currency>,
+        clearing: Option<i64>,
+        render: &R,
+    ) -> Result<Outcome<AuthorizationResult>, Step>
+    where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        let scope = SCOPE_AUTHORIZATION;
+        let mut tx = self.begin().await?;
+        if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
+            return Ok(if rec.request_hash == call.request_hash {
+                Outcome::Replay(rec.response)
+            } else {
+                Outcome::KeyConflict
+            });
+        }
+        let existing =
+            find_transaction_record(&mut tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
+        if let Some(existing) = existing {
+            if let Some(response) = existing.response {
+                return Ok(Outcome::Replay(
+                    replay_under_new_key(tx, scope, call, response).await?,
+                ));
+            }
+            // First seen through the processor's verdict: that verdict stands.
+            let decision = if existing.verdict.as_deref() == Some(Verdict::Approved.as_str()) {
+                Decision::Approved {
+                    amount: existing.amount_minor.unwrap_or(0),
+                    balance_after: 0,
+                    daily_spent_after: 0,
+                }
+            } else {
+                Decision::Declined(Decline::RejectedByProcessor)
+            };
+            let result = AuthorizationResult {
+                decision,
+                currency,
+                movement_id: None,
+            };
+            let response = StoredResponse {
+                status: 200,
+                body: render(&result),
+            };
+            let (status, detail) = status_of(&result.decision);
+            run!(&mut tx, c => {
+                sqlx::query(
+                    "UPDATE processor_transactions SET endpoint = $1, idempotency_key = $2, \
+                     request_body = $3, response_status = $4, response_body = $5, status = $6, \
+                     status_detail = $7, updated_at_ms = $8 WHERE kind = $9 AND transaction_id = $10",
+                )
+                .bind(call.endpoint)
+                .bind(call.idempotency_key)
+                .bind(call.raw_body)
+                .bind(i32::from(response.status))
+                .bind(&response.body[..])
+                .bind(status)
+                .bind(detail)
+                .bind(call.now_ms)
+                .bind(KIND_AUTHORIZATION)
+                .bind(t.transaction_id)
+                .execute(c)
+                .await?
+                .rows_affected()
+            });
+            insert_idempotent(
+                &mut tx,
+                scope,
+                call.idempotency_key,
+                &call.request_hash,
+                call.endpoint,
+                &response,
+                call.now_ms,
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Outcome::Fresh { response, result });
+        }
+
+        let account = match (currency, t.user_id) {
+            (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
+            _ => None,
+        };
+        let card = match t.card_id {
+            Some(id) => load_card(&mut tx, id, t.user_id).await?,
+            None => None,
+        };
+        let today = day_of(call.now_ms);
+        let input = AuthorizationInput {
+            kind,
+            currency,
+            amount: t.amount,
+            mcc: t.mcc,
+        };
+        let decision = decide(
+            &input,
+            account.as_ref().map(|a| a.state(today)).as_ref(),
+            card.as_ref(),
+        );
+
+        let mut movement_id = None;
+        if let (
+            Decision::Approved {
+                amount,
+                daily_spent_after,
+                ..
+            },
+            Some(acct),
+            Some(cur),
+            Some(clr),
+        ) = (&decision, account.as_ref(), currency, clearing)
+        {
+            if *amount != 0 {
+                let meta = MovementMeta {
+                    kind: KIND_AUTHORIZATION,
+                    processor_kind: Some(KIND_AUTHORIZATION),
+                    transaction_id: Some(t.transaction_id),
+                    reference: None,
+                };
+                let (id, _) = book(
+                    &mut tx,
+                    Holder::Account(acct),
+                    clr,
+                    PostingPlan::card(*amount),
+                    cur,
+                    &meta,
+                    call.now_ms,
+                    Some((today, *daily_spent_after)),
+                )
+                .await?;
+                movement_id = Some(id);
+            }
+        }
+        let amount_minor = match &decision {
+            Decision::Approved { amount, .. } => Some(*amount),
+            _ => None,
+        };
+        let result = AuthorizationResult {
+            decision,
+            currency,
+            movement_id,
+        };
+        let response = StoredResponse {
+            status: 200,
+            body: render(&result),
+        };
+        let (status, detail) = status_of(&result.decision);
+        insert_transaction_record(
+            &mut tx,
+            &TransactionRecord {
+                kind: KIND_AUTHORIZATION,
+                call: Some(call),
+                tx: t,
+                direction: kind,
+                amount_minor,
+                status: Some(status),
+                status_detail: Some(detail),
+                flags: &Flags::default(),
+                movement_id,
+                response: Some(&response),
+                verdict: None,
+                now_ms: call.now_ms,
+            },
+        )
+        .await?;
+        insert_idempotent(
+            &mut tx,
+            scope,
+            call.idempotency_key,
+            &call.request_hash,
+            call.endpoint,
+            &response,
+            call.now_ms,
+        )
+        .await?;
+        if deadline_passed(call.commit_by) {
+            // Dropping the transaction rolls it back: nothing is booked.
+            return Err(Step::Fail(StoreError::Timeout(
+                "authorization deadline passed".into(),
+            )));
+        }
+        if let Some(flag) = call.commit_started {
+            flag.store(true, Ordering::SeqCst);
+        }
+        tx.commit().await?;
+        Ok(Outcome::Fresh { response, result })
+    }
+
+    /// Books an adjustment exactly once. Adjustments cannot be refused: whatever they
+    /// say is recorded, on suspense when no cardholder account fits, and flagged.
+    pub async fn adjust<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        direction: RequestKind,
+        render: R,
+    ) -> Result<Outcome<AdjustmentResult>, StoreError>
+    where
+        R: Fn(&AdjustmentResult) -> Vec<u8>,
+    {
+        let mut flags = Flags::default();
+        let currency = match Currency::parse_any(t.currency) {
+            Ok(c) => {
+                if !c.is_listed() {
+                    flags.add(Flags::UNKNOWN_CURRENCY);
+                }
+                Some(c)
+            }
+            Err(_) => {
+                flags.add(Flags::UNKNOWN_CURRENCY);
+                None
+            }
+        };
+        let minor = movement_amount(currency, t.amount, &mut flags);
+        let signed = minor.map(|m| {
+            if direction == RequestKind::Debit {
+                -m
+            } else {
+                m
+            }
+        });
+        let accounts = match currency {
+            Some(c) => Some((
+                self.system_account(SystemAccount::ProcessorClearing, c)
+                    .await?,
+                self.system_account(SystemAccount::Suspense, c).await?,
+            )),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            let step = self
+                .try_adjust(
+                    call,
+                    t,
+                    direction,
+                    currency,
+                    signed,
+                    accounts,
+                    flags.clone(),
+                    &render,
+                )
+                .await;
+            match step {
+                Ok(o) => return Ok(o),
+                Err(Step::Fail(e)) => return Err(e),
+                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
+                Err(Step::Retry) => {
+                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
+                }
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn try_adjust<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        direction: RequestKind,
+        currency: Option<Currency>,
+        signed: Option<i64>,
+        accounts: Option<(i64, i64)>,
+        mut flags: Flags,
+        render: &R,
+    ) -> Result<Outcome<AdjustmentResult>, Step>
+    where
+        R: Fn(&AdjustmentResult) -> Vec<u8>,
+    {
+        let scope = SCOPE_ADJUSTMENT;
+        let mut tx = self.begin().await?;
+        if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
+            return Ok(if rec.request_hash == call.request_hash {
+                Outcome::Replay(rec.response)
+            } else {
+                Outcome::KeyConflict
+            });
+        }
+        if let Some(existing) =
+            find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
+        {
+            if let Some(response) = existing.response {
+                return Ok(Outcome::Replay(
+                    replay_under_new_key(tx, scope, call, response).await?,
+                ));
+            }
+        }
+        if let Some(original) = t.original_transaction_id {
+            let known: Option<i32> = run!(&mut tx, c => {
+                sqlx::query_scalar("SELECT 1 FROM processor_transactions WHERE transaction_id = $1 LIMIT 1")
+                    .bind(original)
+                    .fetch_optional(c)
+                    .await?
+            });
+            if known.is_none() {
+                flags.add(Flags::UNKNOWN_ORIGINAL);
+            }
+        }
+        let account = match (currency.filter(Currency::is_listed), t.user_id) {
+            (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
+            _ => None,
+        };
+        let mut movement_id = None;
+        let mut balance_after = None;
+        if let (Some(amount), Some(cur), Some((clearing, suspense))) = (signed, currency, accounts)
+        {
+            let fits = account
+                .as_ref()
+                .is_some_and(|a| a.balance.checked_add(amount).is_some());
+            let (holder, plan) = match (&account, fits) {
+                (Some(a), true) => (Holder::Account(a), PostingPlan::card(amount)),
+                _ => {
+                    flags.add(Flags::SUSPENSE);
+                    (Holder::System(suspense), PostingPlan::suspense(amount))
+                }
+            };
+            if amount != 0 {
+                let meta = MovementMeta {
+                    kind: KIND_ADJUSTMENT,
+                    processor_kind: Some(KIND_ADJUSTMENT),
+                    transaction_id: Some(t.transaction_id),
+                    reference: t.original_transaction_id,
+                };
+                let (id, after) = book(
+                    &mut tx,
+                    holder,
+                    clearing,
+                    plan,
+                    cur,
+                    &meta,
+                    call.now_ms,
+                    None,
+                )
+                .await?;
+                movement_id = Some(id);
+                balance_after = after;
+                if after.is_some_and(|b| b < 0) {
+                    flags.add(Flags::NEGATIVE_BALANCE);
+                }
+            }
+        } else if account.is_none() {
+            flags.add(Flags::SUSPENSE);
+        }
+        let result = AdjustmentResult {
+            flags,
+            movement_id,
+            balance_after,
+        };
+        let response = StoredResponse {
+            status: 200,
+            body: render(&result),
+        };
+        insert_transaction_record(
+            &mut tx,
+            &TransactionRecord {
+                kind: KIND_ADJUSTMENT,
+                call: Some(call),
+                tx: t,
+                direction: Some(direction),
+                amount_minor: signed,
+                status: Some("APPROVED"),
+                status_detail: Some(if movement_id.is_some() || signed == Some(0) {
+                    "APPROVED"
+                } else {
+                    "INVALID_AMOUNT"
+                }),
+                flags: &result.flags,
+                movement_id,
+                response: Some(&response),
+                verdict: None,
+                now_ms: call.now_ms,
+            },
+        )
+        .await?;
+        insert_idempotent(
+            &mut tx,
+            scope,
+            call.idempotency_key,
+            &call.request_hash,
+            call.endpoint,
+            &response,
+            call.now_ms,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Outcome::Fresh { response, result })
+    }
+
+    /// Stores a notification once and applies the processor's verdict to the ledger.
+    pub async fn notify<R>(
+        &self,
+        n: &NotificationCall<'_>,
+        render: R,
+    ) -> Result<Outcome<NotificationResult>, StoreError>
+    where
+        R: Fn(&NotificationResult) -> Vec<u8>,
+    {
+        let currency = n
+            .transaction
+            .and_then(|t| Currency::parse_any(t.currency).ok());
+        let accounts = match currency {
+            Some(c) => Some((
+                self.system_account(SystemAccount::ProcessorClearing, c)
+                    .await?,
+                self.system_account(SystemAccount::Suspense, c).await?,
+            )),
+            None => None,
+        };
+        let mut attempt = 0;
+        loop {
+            match self.try_notify(n, currency, accounts, &render).await {
+                Ok(o) => return Ok(o),
+                Err(Step::Fail(e)) => return Err(e),
+                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
+                Err(Step::Retry) => {
+                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
+                }
+            }
+        }
+    }
+
+    async fn try_notify<R>(
+        &self,
+        n: &NotificationCall<'_>,
+        currency: Option<Currency>,
+        accounts: Option<(i64, i64)>,
+        render: &R,
+    ) -> Result<Outcome<NotificationResult>, Step>
+    where
+        R: Fn(&NotificationResult) -> Vec<u8>,
+    {
+        let mut tx = self.begin().await?;
+        let seen: Option<(Vec<u8>, Vec<u8>)> = run!(&mut tx, c => {
+            sqlx::query_as("SELECT request_hash, response_body FROM notifications WHERE idempotency_key = $1")
+                .bind(n.key)
+                .fetch_optional(c)
+                .await?
+        });
+        if let Some((hash, body)) = seen {
+            return Ok(if hash == n.request_hash {
+                Outcome::Replay(StoredResponse { status: 200, body })
+            } else {
+                Outcome::KeyConflict
+            });
+        }
+        let mut flags = Flags::default();
+        let mut movement_id = None;
+        let effect = match (n.verdict, n.transaction) {
+            (Some(verdict), Some(t)) => {
+                let existing =
+                    find_transaction_record(&mut tx, KIND_AUTHORIZATION, t.transaction_id, true)
+                        .await?;
+                let effect = self
+                    .apply_verdict(
+                        &mut tx, n, &t, verdict, existing, currency, accounts, &mut flags,
+                    )
+                    .await?;
+                movement_id = effect.1;
+                effect.0
+            }
+            _ if n.unparsed => {
+                flags.add(Flags::UNPARSED);
+                NotificationEffect::Review
+            }
+            _ => NotificationEffect::NoOp,
+        };
+        let result = NotificationResult {
+            effect,
+            flags,
+            movement_id,
+        };
+        let body = render(&result);
+        run!(&mut tx, c => {
+            sqlx::query(
+                "INSERT INTO notifications (idempotency_key, event_id, transaction_id, verdict, \
+                 status_detail, effect, flags, movement_id, request_hash, request_body, response_body, \
+                 received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+            )
+            .bind(n.key)
+            .bind(n.event_id)
+            .bind(n.transaction.map(|t| t.transaction_id))
+            .bind(n.verdict.map(|v| v.as_str()))
+            .bind(n.status_detail)
+            .bind(result.effect.as_str())
+            .bind(result.flags.stored())
+            .bind(result.movement_id)
+            .bind(&n.request_hash[..])
+            .bind(n.raw_body)
+            .bind(&body[..])
+            .bind(n.now_ms)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(Outcome::Fresh {
+            response: StoredResponse { status: 200, body },
+            result,
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_verdict(
+        &self,
+        tx: &mut Tx,
+        n: &NotificationCall<'_>,
+        t: &CardTransaction<'_>,
+        verdict: Verdict,
+        existing: Option<ExistingRecord>,
+        currency: Option<Currency>,
+        accounts: Option<(i64, i64)>,
+        flags: &mut Flags,
+    ) -> Result<(NotificationEffect, Option<i64>), Step> {
+        let set_verdict = |movement: Option<i64>| (verdict, n.status_detail, movement);
+        match (verdict, existing) {
+            (_, Some(e)) if e.verdict.as_deref().is_some_and(|v| v != verdict.as_str()) => {
+                flags.add(Flags::CONFLICTING_VERDICT);
+                Ok((NotificationEffect::Review, None))
+            }
+            (_, Some(e)) if e.verdict.is_some() => Ok((NotificationEffect::NoOp, None)),
+            (Verdict::Rejected, Some(e)) => {
+                let booked = e.status.as_deref() == Some("APPROVED");
+                let reversal = match (booked, e.movement_id) {
+                    (true, Some(original)) => Some(reverse_movement(tx, original, n.now_ms).await?),
+                    _ => None,
+                };
+                update_verdict(tx, t.transaction_id, set_verdict(reversal), n.now_ms).await?;
+                Ok((
+                    if reversal.is_some() {
+                        NotificationEffect::Reversed
+                    } else {
+                        NotificationEffect::NoOp
+                    },
+                    reversal,
+                ))
+            }
+            (Verdict::Rejected, None) => {
+                // Remember the verdict so a late authorization cannot book it.
+                insert_transaction_record(
+                    tx,
+                    &TransactionRecord {
+                        kind: KIND_AUTHORIZATION,
+                        call: None,
+                        tx: t,
+                        direction: n.direction,
+                        amount_minor: None,
+                        status: None,
+                        status_detail: None,
+                        flags,
+                        movement_id: None,
+                        response: None,
+                        verdict: Some(set_verdict(None)),
+                        now_ms: n.now_ms,
+                    },
+                )
+                .await?;
+                Ok((NotificationEffect::NoOp, None))
+            }
+            (Verdict::Approved, Some(e)) if e.status.as_deref() == Some("APPROVED") => {
+                update_verdict(tx, t.transaction_id, set_verdict(None), n.now_ms).await?;
+                Ok((NotificationEffect::NoOp, None))
+            }
+            (Verdict::Approved, existing) => {
+                flags.add(Flags::FORCED_BY_PROCESSOR);
+                let minor = movement_amount(currency, t.amount, flags);
+                let signed = match (n.direction, minor) {
+                    (Some(RequestKind::Debit), Some(m)) => Some(-m),
+                    (Some(RequestKind::Credit), Some(m)) => Some(m),
+                    (_, Some(_)) => {
+                        flags.add(Flags::UNKNOWN_DIRECTION);
+                        None
+                    }
+                    (_, None) => None,
+                };
+                let mut movement = None;
+                if let (Some(amount), Some(cur), Some((clearing, suspense))) =
+                    (signed.filter(|a| *a != 0), currency, accounts)
+                {
+                    let account = match (cur.is_listed(), t.user_id) {
+                        (true, Some(u)) => lock_user_account(tx, u, cur).await?,
+                        _ => None,
+                    };
+                    let (holder, plan) = match &account {
+                        Some(a) if a.balance.checked_add(amount).is_some() => {
+                            (Holder::Account(a), PostingPlan::card(amount))
+                        }
+                        _ => {
+                            flags.add(Flags::SUSPENSE);
+                            (Holder::System(suspense), PostingPlan::suspense(amount))
+                        }
+                    };
+                    let meta = MovementMeta {
+                        kind: "FORCED",
+                        processor_kind: Some(KIND_AUTHORIZATION),
+                        transaction_id: Some(t.transaction_id),
+                        reference: Some(n.key),
+                    };
+                    let (id, after) =
+                        book(tx, holder, clearing, plan, cur, &meta, n.now_ms, None).await?;
+                    if after.is_some_and(|b| b < 0) {
+                        flags.add(Flags::NEGATIVE_BALANCE);
+                    }
+                    movement = Some(id);
+                }
+                let effect = if movement.is_some() || signed == Some(0) {
+                    NotificationEffect::Forced
+                } else {
+                    NotificationEffect::Review
+                };
+                if existing.is_some() {
+                    update_verdict(tx, t.transaction_id, set_verdict(movement), n.now_ms).await?;
+                } else {
+                    insert_transaction_record(
+                        tx,
+                        &TransactionRecord {
+                            kind: KIND_AUTHORIZATION,
+                            call: None,
+                            tx: t,
+                            direction: n.direction,
+                            amount_minor: signed,
+                            status: None,
+                            status_detail: None,
+                            flags,
+                            movement_id: None,
+                            response: None,
+                            verdict: Some(set_verdict(movement)),
+                            now_ms: n.now_ms,
+                        },
+                    )
+                    .await?;
+                }
+                Ok((effect, movement))
+            }
+        }
+    }
+}
+
+/// Minor units of a movement that must be booked whatever it says, flagging what had to
+/// be adapted. `None` when it cannot be held at all.
+fn movement_amount(
+    currency: Option<Currency>,
+    amount: Option<Decimal>,
+    flags: &mut Flags,
+) -> Option<i64> {
+    let Some(amount) = amount else {
+        flags.add(Flags::OUT_OF_RANGE);
+        return None;
+    };
+    let currency = currency?;
+    if amount.is_sign_negative() && !amount.is_zero() {
+        flags.add(Flags::NEGATIVE_AMOUNT);
+    }
+    match to_minor(amount, currency) {
+        Ok(m) => Some(m),
+        Err(AmountError::ExcessPrecision) => {
+            flags.add(Flags::EXCESS_PRECISION);
+            to_minor_rounded(amount, currency).ok().or_else(|| {
+                flags.add(Flags::OUT_OF_RANGE);
+                None
+            })
+        }
+        Err(AmountError::OutOfRange) => {
+            flags.add(Flags::OUT_OF_RANGE);
+            None
+        }
+    }
+}
+
+async fn update_verdict(
+    tx: &mut Tx,
+    transaction_id: &str,
+    (verdict, detail, movement): (Verdict, Option<&str>, Option<i64>),
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE processor_transactions SET verdict = $1, verdict_detail = $2, \
+             verdict_movement_id = $3, updated_at_ms = $4 WHERE kind = $5 AND transaction_id = $6",
+        )
+        .bind(verdict.as_str())
+        .bind(detail)
+        .bind(movement)
+        .bind(now_ms)
+        .bind(KIND_AUTHORIZATION)
+        .bind(transaction_id)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Books the exact opposite of a movement; returns the reversal's id.
+async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<i64, Step> {
+    let legs: Vec<(i64, i64, String, String, Option<String>)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT p.account_id, p.amount_minor, a.kind, m.currency, m.transaction_id \
+             FROM postings p JOIN accounts a ON a.id = p.account_id \
+             JOIN movements m ON m.id = p.movement_id WHERE p.movement_id = $1 ORDER BY p.id",
+        )
+        .bind(original)
+        .fetch_all(c)
+        .await?
+    });
+    let [
+        (holder_id, holder_amount, holder_kind, code, tx_id),
+        (counter_id, _, counter_kind, _, _),
+    ]: [_; 2] = <[_; 2]>::try_from(legs)
+        .map_err(|_| StoreError::Invalid(format!("movement {original} is not two postings")))?;
+    let currency = Currency::parse_any(&code).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let counterparty = SystemAccount::parse(&counter_kind)
+        .ok_or_else(|| StoreError::Invalid(format!("movement {original}: bad counterparty")))?;
+    let plan = PostingPlan {
+        holder: match SystemAccount::parse(&holder_kind) {
+            Some(s) => Leg::System(s),
+            None => Leg::User,
+        },
+        counterparty,
+        holder_amount,
+    }
+    .reversed()
+    .ok_or_else(|| StoreError::Invalid("amount out of range".into()))?;
+    let meta = MovementMeta {
+        kind: "REVERSAL",
+        processor_kind: Some(KIND_AUTHORIZATION),
+        transaction_id: tx_id.as_deref(),
+        reference: None,
+    };
+    let id = match plan.holder {
+        Leg::User => {
+            let account = lock_account_by_id(tx, holder_id).await?;
+            book(
+                tx,
+                Holder::Account(&account),
+                counter_id,
+                plan,
+                currency,
+                &meta,
+                now_ms,
+                None,
+            )
+            .await?
+            .0
+        }
+        Leg::System(_) => {
+            book(
+                tx,
+                Holder::System(holder_id),
+                counter_id,
+                plan,
+                currency,
+                &meta,
+                now_ms,
+                None,
+            )
+            .await?
+            .0
+        }
+    };
+    Ok(id)
+}
