@@ -1,1 +1,460 @@
+//! Test harness: a real authorizer on a free port, on a fresh database of either
+//! backend, driven over HTTP with requests signed exactly as the processor signs them.
 
+use authorizer::Settings;
+use authorizer::app::Application;
+use authorizer::config::Secret;
+use authorizer::credentials::Credentials;
+use protocol::signature::{self, headers};
+use protocol::{ApiSecret, KeyRing};
+use serde_json::{Value, json};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use store::Store;
+
+/// The processor's published demo key pair (protocol page, section 10).
+pub const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
+pub const API_SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+/// Writes each scenario's test once per backend: `both_backends!(purchase, refund);`
+/// expects `async fn purchase(app: TestApp)` in the same module.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name($crate::TestApp::spawn($crate::Backend::Postgres).await).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    super::$name($crate::TestApp::spawn($crate::Backend::Sqlite).await).await;
+                }
+            )*
+        }
+    };
+}
+
+/// Admin URL of the Postgres that tests create their databases in.
+pub fn pg_admin_url() -> String {
+    std::env::var("AUTHORIZER_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+static COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A fresh, empty Postgres database; returns its URL.
+pub async fn fresh_pg_database() -> String {
+    let admin = pg_admin_url();
+    let name = format!(
+        "authz_t_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst),
+        store::now_ms() % 1_000_000
+    );
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot reach the test Postgres at {admin} ({e}); run the suite with scripts/test"
+            )
+        });
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin
+        .rsplit_once('/')
+        .map(|(b, _)| b.to_owned())
+        .unwrap_or(admin);
+    format!("{base}/{name}")
+}
+
+/// A plain HTTP answer.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A running authorizer and what a test needs to talk to it.
+pub struct TestApp {
+    pub backend: Backend,
+    pub base: String,
+    pub client: awc::Client,
+    pub secret: ApiSecret,
+    pub store: Store,
+    pub database_url: Option<String>,
+    pub data_dir: tempfile::TempDir,
+    pub metrics: std::sync::Arc<authorizer::metrics::Metrics>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        Self::spawn_with(backend, |_| {}).await
+    }
+
+    /// Starts an authorizer with the default settings changed by `tweak`.
+    pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let database_url = match backend {
+            Backend::Postgres => Some(fresh_pg_database().await),
+            Backend::Sqlite => None,
+        };
+        let mut settings =
+            Settings::load_from(&PathBuf::from("/nonexistent"), &[]).expect("default settings");
+        settings.server.listen = "127.0.0.1:0".into();
+        settings.server.workers = 2;
+        settings.database.url = Secret::new(database_url.clone().unwrap_or_default());
+        settings.database.data_dir = data_dir.path().to_path_buf();
+        settings.database.pool_connections_max = 16;
+        settings.log.filter = "warn".into();
+        tweak(&mut settings);
+        let mut keys = KeyRing::new();
+        let secret = ApiSecret::from_base64(API_SECRET).expect("demo secret");
+        keys.insert(API_KEY, secret.clone());
+        let creds = Credentials {
+            keys,
+            admin_token: Secret::new(ADMIN_TOKEN),
+            notes: vec![],
+            api_key: API_KEY.into(),
+            api_secret: secret.clone(),
+        };
+        let app = Application::build(settings, creds)
+            .await
+            .expect("authorizer starts");
+        let base = format!("http://{}", app.addr());
+        let store = app.store().clone();
+        let metrics = app.metrics.clone();
+        let handle = app.handle();
+        actix_rt::spawn(app.run_until_stopped());
+        let client = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish();
+        TestApp {
+            backend,
+            base,
+            client,
+            secret,
+            store,
+            database_url,
+            data_dir,
+            metrics,
+            handle,
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+
+    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
+        let mut res = req.send_body(body).await.expect("request sent");
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = res
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .expect("response body")
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends `body` to `path` signed as the processor signs, now.
+    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
+        self.processor_signed(
+            path,
+            body,
+            idempotency_key,
+            crate_now(),
+            path,
+            API_KEY,
+            &self.secret,
+        )
+        .await
+    }
+
+    /// Full control over what is signed and sent.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn processor_signed(
+        &self,
+        path: &str,
+        body: &[u8],
+        idempotency_key: &str,
+        timestamp: i64,
+        signed_endpoint: &str,
+        api_key: &str,
+        secret: &ApiSecret,
+    ) -> Resp {
+        let ts = timestamp.to_string();
+        let sig = signature::sign(secret, &ts, signed_endpoint, body);
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .insert_header((headers::API_KEY, api_key))
+            .insert_header((headers::TIMESTAMP, ts))
+            .insert_header((headers::ENDPOINT, signed_endpoint))
+            .insert_header((headers::SIGNATURE, sig))
+            .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
+            .insert_header(("content-type", "application/json"));
+        self.send(req, body.to_vec()).await
+    }
+
+    /// Asserts the answer carries our signature over its exact bytes, a fresh timestamp
+    /// and the echoed endpoint.
+    pub fn assert_signed(&self, r: &Resp, endpoint: &str) {
+        let ts = r
+            .header(headers::TIMESTAMP)
+            .expect("X-Timestamp on the answer");
+        let ep = r
+            .header(headers::ENDPOINT)
+            .expect("X-Endpoint on the answer");
+        let sig = r
+            .header(headers::SIGNATURE)
+            .expect("X-Signature on the answer");
+        assert_eq!(ep, endpoint, "endpoint echoed");
+        signature::verify(&self.secret, ts, ep, &r.body, sig).expect("answer signature verifies");
+        signature::check_timestamp(ts, crate_now(), 5).expect("answer timestamp is ours and fresh");
+    }
+
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idem: Option<&str>,
+    ) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "PUT" => self.client.put(url),
+            "POST" => self.client.post(url),
+            m => panic!("method {m}"),
+        }
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")));
+        if let Some(k) = idem {
+            req = req.insert_header(("idempotency-key", k));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(
+            req.insert_header(("content-type", "application/json")),
+            bytes,
+        )
+        .await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
+            .await
+    }
+
+    /// Opens an account and deposits `amount` (a decimal string) into it.
+    pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/v1/accounts/{user}/{currency}"),
+                None,
+                None,
+            )
+            .await;
+        assert!(
+            r.status == 201 || r.status == 200,
+            "open account: {} {:?}",
+            r.status,
+            r.json()
+        );
+        if amount != "0" {
+            let key = format!(
+                "fund-{user}-{currency}-{}",
+                COUNTER.fetch_add(1, Ordering::SeqCst)
+            );
+            let r = self
+                .admin(
+                    "POST",
+                    &format!("/v1/accounts/{user}/{currency}/deposits"),
+                    Some(json!({ "amount": amount })),
+                    Some(&key),
+                )
+                .await;
+            assert_eq!(r.status, 201, "deposit: {:?}", r.json());
+        }
+    }
+
+    /// The available balance as the admin API shows it.
+    pub async fn available(&self, user: &str, currency: &str) -> String {
+        let r = self
+            .admin(
+                "GET",
+                &format!("/v1/accounts/{user}/{currency}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(
+            r.status,
+            200,
+            "account {user}/{currency}: {:?}",
+            String::from_utf8_lossy(&r.body)
+        );
+        r.json()["available"]
+            .as_str()
+            .expect("available")
+            .to_owned()
+    }
+
+    /// Asserts the ledger invariants hold.
+    pub async fn assert_audit_clean(&self) -> store::AuditReport {
+        let report = self.store.audit().await.expect("audit runs");
+        assert!(
+            report.violations.is_empty(),
+            "audit violations: {:#?}",
+            report.violations
+        );
+        report
+    }
+}
+
+pub fn crate_now() -> i64 {
+    authorizer::unix_now()
+}
+
+/// Builds a processor request body; `amount` is inserted as raw JSON (`990.0` or `"990.00"`).
+#[derive(Clone, Debug)]
+pub struct Tx {
+    pub id: String,
+    pub kind: String,
+    pub user: String,
+    pub card: String,
+    pub amount: String,
+    pub currency: String,
+    pub mcc: String,
+    pub original: Option<String>,
+    pub details: Option<String>,
+}
+
+impl Tx {
+    pub fn new(id: &str, kind: &str, user: &str, amount: &str, currency: &str) -> Tx {
+        Tx {
+            id: id.into(),
+            kind: kind.into(),
+            user: user.into(),
+            card: format!("crd-{user}"),
+            amount: amount.into(),
+            currency: currency.into(),
+            mcc: "5045".into(),
+            original: None,
+            details: None,
+        }
+    }
+    pub fn original(mut self, id: &str) -> Tx {
+        self.original = Some(id.into());
+        self
+    }
+    pub fn card(mut self, card: &str) -> Tx {
+        self.card = card.into();
+        self
+    }
+    pub fn mcc(mut self, mcc: &str) -> Tx {
+        self.mcc = mcc.into();
+        self
+    }
+    /// Raw JSON array for `amount.details`.
+    pub fn details(mut self, raw: &str) -> Tx {
+        self.details = Some(raw.into());
+        self
+    }
+
+    pub fn body(&self) -> Vec<u8> {
+        let original = match &self.original {
+            Some(o) => format!("\"{o}\""),
+            None => "null".into(),
+        };
+        let details = self.details.clone().unwrap_or_else(|| {
+            format!(
+                r#"[{{"type":"BASE","currency":"{}","amount":{},"name":"BASE"}}]"#,
+                self.currency, self.amount
+            )
+        });
+        format!(
+            r#"{{"transaction":{{"id":"{id}","country_code":"ARG","type":"{kind}","point_type":"POS","entry_mode":"CONTACTLESS","origin":"DOMESTIC","source":"ONLINE","local_date_time":"2024-01-01T10:00:00","original_transaction_id":{original}}},"merchant":{{"id":"111111111111111","mcc":"{mcc}","address":null,"name":"Computer Software","terminal_id":"T1","country":"ARG","city":"CABA"}},"card":{{"id":"{card}","product_type":"PREPAID","provider":"MASTERCARD","last_four":"6708"}},"installments":null,"user":{{"id":"{user}"}},"amount":{{"local":{{"total":{amount},"currency":"{cur}"}},"transaction":{{"total":{amount},"currency":"{cur}"}},"settlement":{{"total":11.0,"currency":"USD"}},"details":{details}}},"extra_data":{{"pin_presence":"ONLINE","cvv_validation":"MATCHING","card_presence":"PRESENT"}}}}"#,
+            id = self.id,
+            kind = self.kind,
+            mcc = self.mcc,
+            card = self.card,
+            user = self.user,
+            amount = self.amount,
+            cur = self.currency,
+        )
+        .into_bytes()
+    }
+
+    /// A notification body carrying this transaction and a verdict.
+    pub fn advice(&self, event_id: &str, status: &str, status_detail: &str, key: &str) -> Vec<u8> {
+        let inner: Value = serde_json::from_slice(&self.body()).expect("own body is JSON");
+        let mut detail = inner.as_object().cloned().unwrap_or_default();
+        detail.insert("status".into(), json!(status));
+        detail.insert("status_detail".into(), json!(status_detail));
+        detail.insert("extra_detail".into(), json!("test"));
+        // Amounts keep their raw text: splice the detail object back as text.
+        let mut text =
+            json!({ "event_id": event_id, "event_detail": "__DETAIL__", "idempotency_key": key })
+                .to_string();
+        let detail_text = serde_json::to_string(&detail).expect("detail");
+        text = text.replace("\"__DETAIL__\"", &detail_text);
+        text.into_bytes()
+    }
+}
+
+pub const AUTH: &str = "/transactions/authorizations";
+pub const AUTH_DEBIT: &str = "/transactions/authorizations/debit";
+pub const AUTH_CREDIT: &str = "/transactions/authorizations/credit";
+pub const ADJ_DEBIT: &str = "/transactions/adjustments/debit";
+pub const ADJ_CREDIT: &str = "/transactions/adjustments/credit";
+pub const NOTIFY: &str = "/transactions/v1/notifications";
+
+/// A unique id for this test process.
+pub fn uid(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
+}

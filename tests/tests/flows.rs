@@ -1,0 +1,622 @@
+//! End-to-end money flows over HTTP with signed requests, checking balances after each.
+
+use e2e::*;
+use serde_json::json;
+
+async fn purchase(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "990.0", "ARS");
+    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    assert_eq!(r.status, 200);
+    app.assert_signed(&r, AUTH);
+    assert_eq!(
+        r.body,
+        br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Approved"}"#
+    );
+    assert_eq!(app.available("u1", "ARS").await, "10.00");
+    // The posting history explains the balance.
+    let p = app
+        .admin("GET", "/v1/accounts/u1/ARS/postings", None, None)
+        .await
+        .json();
+    assert_eq!(p["postings"][0]["amount"], "-990.00");
+    assert_eq!(p["postings"][0]["balance_after"], "10.00");
+    assert_eq!(p["postings"][0]["transaction_id"], tx.id.as_str());
+    assert_eq!(p["postings"][1]["kind"], "DEPOSIT");
+    app.assert_audit_clean().await;
+}
+
+async fn purchase_then_full_refund(app: TestApp) {
+    app.funded("u1", "ARS", "500.00").await;
+    let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"120.50\"", "ARS");
+    assert_eq!(
+        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "379.50");
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "120.50", "ARS").original(&p.id);
+    let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;
+    assert_eq!(r.status, 200);
+    app.assert_signed(&r, ADJ_CREDIT);
+    assert_eq!(r.json()["status_detail"], "APPROVED");
+    assert_eq!(app.available("u1", "ARS").await, "500.00");
+    // The refund is linked to the purchase it corrects.
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", p.id), None, None)
+        .await
+        .json();
+    assert_eq!(h["adjustments"][0]["transaction_id"], refund.id.as_str());
+    assert_eq!(h["records"][0]["status"], "APPROVED");
+    app.assert_audit_clean().await;
+}
+
+async fn purchase_then_partial_refund(app: TestApp) {
+    app.funded("u1", "ARS", "500.00").await;
+    let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "200.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "75.25", "ARS").original(&p.id);
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.available("u1", "ARS").await, "375.25");
+    app.assert_audit_clean().await;
+}
+
+async fn purchase_then_closing_differences(app: TestApp) {
+    app.funded("u1", "ARS", "500.00").await;
+    let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    // Clearing presented more than was authorized: a debit adjustment for the difference.
+    let more = Tx::new(&uid("ctx"), "PURCHASE", "u1", "3.10", "ARS").original(&p.id);
+    assert_eq!(
+        app.processor(ADJ_DEBIT, &more.body(), &uid("k"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.available("u1", "ARS").await, "396.90");
+    // And another purchase closed for less: a credit adjustment.
+    let p2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "50.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH_DEBIT, &p2.body(), &uid("k"))
+            .await
+            .json()["status"],
+        "APPROVED"
+    );
+    let less = Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "0.90", "ARS").original(&p2.id);
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &less.body(), &uid("k"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.available("u1", "ARS").await, "347.80");
+    app.assert_audit_clean().await;
+}
+
+async fn payment_credit(app: TestApp) {
+    app.funded("u1", "MXN", "0").await;
+    let pay = Tx::new(&uid("ctx"), "PAYMENT", "u1", "250.00", "MXN");
+    let r = app.processor(AUTH_CREDIT, &pay.body(), &uid("k")).await;
+    assert_eq!(r.json()["status"], "APPROVED");
+    assert_eq!(app.available("u1", "MXN").await, "250.00");
+    // A payment through the offline flow arrives as a credit adjustment.
+    let pay2 = Tx::new(&uid("ctx"), "PAYMENT", "u1", "49.99", "MXN");
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &pay2.body(), &uid("k"))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(app.available("u1", "MXN").await, "299.99");
+    app.assert_audit_clean().await;
+}
+
+async fn cashback_with_base_and_extracash(app: TestApp) {
+    app.funded("u1", "BRL", "300.00").await;
+    let tx = Tx::new(&uid("ctx"), "CASHBACK", "u1", "150.00", "BRL").details(
+        r#"[{"type":"BASE","currency":"BRL","amount":"100.00","name":"BASE"},{"type":"EXTRACASH","currency":"BRL","amount":"50.00","name":"EXTRACASH"}]"#,
+    );
+    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    assert_eq!(r.json()["status"], "APPROVED");
+    assert_eq!(app.available("u1", "BRL").await, "150.00");
+    // The detail lines are kept as received.
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
+        .await
+        .json();
+    assert_eq!(
+        h["records"][0]["request"]["amount"]["details"][1]["type"],
+        "EXTRACASH"
+    );
+    app.assert_audit_clean().await;
+}
+
+async fn withdrawal(app: TestApp) {
+    app.funded("u1", "CLP", "20000").await;
+    let tx = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "15000", "CLP");
+    assert_eq!(
+        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    assert_eq!(app.available("u1", "CLP").await, "5000");
+    // CLP has no minor unit: a decimal is not representable.
+    let bad = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "10.5", "CLP");
+    let r = app.processor(AUTH, &bad.body(), &uid("k")).await.json();
+    assert_eq!(r["status_detail"], "INVALID_AMOUNT");
+    assert_eq!(app.available("u1", "CLP").await, "5000");
+    app.assert_audit_clean().await;
+}
+
+async fn purchase_with_tax_lines_and_string_amounts(app: TestApp) {
+    app.funded("u1", "ARS", "2000.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"1060.74\"", "ARS").details(
+        r#"[{"type":"BASE","currency":"ARS","amount":"1000.00","name":"BASE"},{"type":"TAX","currency":"ARS","amount":"21.00","name":"IVA"},{"type":"TAX","currency":"ARS","amount":"30.00","name":"PAIS"},{"type":"TAX","currency":"ARS","amount":"5.24","name":"IIBB"},{"type":"TAX","currency":"ARS","amount":"4.50","name":"SELLOS"}]"#,
+    );
+    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    assert_eq!(r.json()["status"], "APPROVED");
+    assert_eq!(app.available("u1", "ARS").await, "939.26");
+    app.assert_audit_clean().await;
+}
+
+async fn unknown_card_on_known_user(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").card("crd-never-registered");
+    assert_eq!(
+        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "90.00");
+}
+
+async fn insufficient_funds(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.01", "ARS");
+    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    app.assert_signed(&r, AUTH);
+    assert_eq!(r.body, br#"{"status":"REJECTED","status_detail":"INSUFFICIENT_FUNDS","message":"Insufficient funds"}"#);
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    app.assert_audit_clean().await;
+}
+
+async fn balance_inquiry(app: TestApp) {
+    app.funded("u1", "MXN", "982345.12").await;
+    let tx = Tx::new(&uid("ctx"), "BALANCE_INQUIRY", "u1", "0", "MXN");
+    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    assert_eq!(
+        r.body,
+        br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Balance","balance":{"total":"982345.12","currency":"MXN"}}"#
+    );
+    let p = app
+        .admin("GET", "/v1/accounts/u1/MXN/postings", None, None)
+        .await
+        .json();
+    assert_eq!(
+        p["postings"].as_array().map(Vec::len),
+        Some(1),
+        "only the deposit: no movement"
+    );
+}
+
+async fn rejected_advice_reverses_once(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "600.00");
+    let key = uid("adv");
+    let advice = tx.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.status, 200);
+    app.assert_signed(&r, NOTIFY);
+    assert_eq!(r.json()["effect"], "REVERSED");
+    assert_eq!(app.available("u1", "ARS").await, "1000.00");
+    // A second copy (same key) and a copy under another key change nothing.
+    assert_eq!(app.processor(NOTIFY, &advice, &key).await.body, r.body);
+    let key2 = uid("adv");
+    let again = tx.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key2);
+    assert_eq!(
+        app.processor(NOTIFY, &again, &key2).await.json()["effect"],
+        "NOOP"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "1000.00");
+    app.assert_audit_clean().await;
+}
+
+async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
+    app.funded("u1", "ARS", "50.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "80.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
+        "INSUFFICIENT_FUNDS"
+    );
+    let key = uid("adv");
+    let advice = tx.advice(
+        "approved-authorization-advice",
+        "APPROVED",
+        "APPROVED",
+        &key,
+    );
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.json()["effect"], "FORCED");
+    // Effective on the processor's word, even below zero; flagged for review.
+    assert_eq!(app.available("u1", "ARS").await, "-30.00");
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
+        .await
+        .json();
+    let flags = h["notifications"][0]["flags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(flags.contains(&json!("FORCED_BY_PROCESSOR")), "{flags:?}");
+    assert!(flags.contains(&json!("NEGATIVE_BALANCE")), "{flags:?}");
+    // The same verdict again books nothing more.
+    let key2 = uid("adv");
+    let again = tx.advice(
+        "approved-authorization-advice",
+        "APPROVED",
+        "APPROVED",
+        &key2,
+    );
+    assert_eq!(
+        app.processor(NOTIFY, &again, &key2).await.json()["effect"],
+        "NOOP"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "-30.00");
+    app.assert_audit_clean().await;
+}
+
+async fn verdict_before_authorization(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    // The processor timed us out and said so before our late authorization arrived.
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let key = uid("adv");
+    let advice = tx.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &key).await.json()["effect"],
+        "NOOP"
+    );
+    let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+    assert_eq!(r["status"], "REJECTED");
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    // An approved verdict for a transaction never seen books it once; the late
+    // authorization then answers approved without booking again.
+    let tx2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
+    let key2 = uid("adv");
+    let adv2 = tx2.advice(
+        "approved-authorization-advice",
+        "APPROVED",
+        "APPROVED",
+        &key2,
+    );
+    assert_eq!(
+        app.processor(NOTIFY, &adv2, &key2).await.json()["effect"],
+        "FORCED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "70.00");
+    assert_eq!(
+        app.processor(AUTH, &tx2.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "70.00");
+    app.assert_audit_clean().await;
+}
+
+async fn card_and_account_rules(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/cards/crd-u1",
+            Some(json!({"user_id":"u1","status":"LOST","blocked_mccs":[]})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
+        "OTHER"
+    );
+    app.admin(
+        "PUT",
+        "/v1/cards/crd-u1",
+        Some(json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]})),
+        None,
+    )
+    .await;
+    let casino = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").mcc("7995");
+    assert_eq!(
+        app.processor(AUTH, &casino.body(), &uid("k")).await.json()["status_detail"],
+        "INVALID_MERCHANT"
+    );
+    // Account rules: per-transaction and daily limits, overdraft.
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/accounts/u1/ARS",
+            Some(json!({"overdraft_limit":"100.00","per_transaction_limit":"600.00","daily_limit":"1050.00","blocked_mccs":["5411"]})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let big = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.01", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &big.body(), &uid("k")).await.json()["status_detail"],
+        "INVALID_AMOUNT"
+    );
+    let grocery = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").mcc("5411");
+    assert_eq!(
+        app.processor(AUTH, &grocery.body(), &uid("k")).await.json()["status_detail"],
+        "INVALID_MERCHANT"
+    );
+    let a = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &a.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    let b = Tx::new(&uid("ctx"), "PURCHASE", "u1", "460.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &b.body(), &uid("k")).await.json()["status_detail"],
+        "INVALID_AMOUNT",
+        "daily limit"
+    );
+    let c = Tx::new(&uid("ctx"), "PURCHASE", "u1", "450.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &c.body(), &uid("k")).await.json()["status"],
+        "APPROVED",
+        "overdraft covers"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "-50.00");
+    // A card registered to another user is refused.
+    app.admin(
+        "PUT",
+        "/v1/cards/crd-x",
+        Some(json!({"user_id":"u2","status":"ACTIVE"})),
+        None,
+    )
+    .await;
+    let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").card("crd-x");
+    assert_eq!(
+        app.processor(AUTH, &other.body(), &uid("k")).await.json()["status_detail"],
+        "OTHER"
+    );
+    app.assert_audit_clean().await;
+}
+
+async fn unknown_user_or_currency(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let nobody = Tx::new(&uid("ctx"), "PURCHASE", "nobody", "1.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &nobody.body(), &uid("k")).await.json()["status_detail"],
+        "OTHER"
+    );
+    let wrong_currency = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "USD");
+    assert_eq!(
+        app.processor(AUTH, &wrong_currency.body(), &uid("k"))
+            .await
+            .json()["status_detail"],
+        "OTHER"
+    );
+    let unknown = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "XYZ");
+    assert_eq!(
+        app.processor(AUTH, &unknown.body(), &uid("k")).await.json()["status_detail"],
+        "INVALID_AMOUNT"
+    );
+    // Adjustments cannot be refused: unknown user or currency go to suspense, flagged.
+    let adj = Tx::new(&uid("ctx"), "REFUND", "nobody", "5.00", "ARS");
+    let r = app
+        .processor(ADJ_CREDIT, &adj.body(), &uid("k"))
+        .await
+        .json();
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("SUSPENSE"),
+        "{r}"
+    );
+    let adj2 = Tx::new(&uid("ctx"), "REFUND", "u1", "5.00", "XYZ");
+    let r = app
+        .processor(ADJ_CREDIT, &adj2.body(), &uid("k"))
+        .await
+        .json();
+    let msg = r["message"].as_str().unwrap_or("");
+    assert!(
+        msg.contains("UNKNOWN_CURRENCY") && msg.contains("SUSPENSE"),
+        "{r}"
+    );
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", adj2.id), None, None)
+        .await
+        .json();
+    assert_eq!(h["movements"][0]["postings"][0]["account"], "SUSPENSE");
+    assert_eq!(h["movements"][0]["postings"][0]["amount"], "5.0000");
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    app.assert_audit_clean().await;
+}
+
+async fn adjustment_may_go_negative(app: TestApp) {
+    app.funded("u1", "ARS", "10.00").await;
+    let adj = Tx::new(&uid("ctx"), "PURCHASE", "u1", "25.00", "ARS");
+    let r = app
+        .processor(ADJ_DEBIT, &adj.body(), &uid("k"))
+        .await
+        .json();
+    assert_eq!(r["status_detail"], "APPROVED");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("NEGATIVE_BALANCE"),
+        "{r}"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "-15.00");
+    assert_eq!(
+        app.metrics
+            .counter("authorizer_negative_balances_total", &[]),
+        1
+    );
+    // More decimals than the currency has: booked rounded, the exact text kept, flagged.
+    let fine = Tx::new(&uid("ctx"), "REFUND", "u1", "0.005", "ARS");
+    let r = app
+        .processor(ADJ_CREDIT, &fine.body(), &uid("k"))
+        .await
+        .json();
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("EXCESS_PRECISION"),
+        "{r}"
+    );
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", fine.id), None, None)
+        .await
+        .json();
+    assert_eq!(h["records"][0]["amount"], "0.005");
+    app.assert_audit_clean().await;
+}
+
+async fn admin_api(app: TestApp) {
+    // Every admin route wants the bearer token.
+    let r = app.get("/v1/accounts/u1/ARS").await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.json()["error"]["code"], "unauthorized");
+    app.funded("u1", "ARS", "0").await;
+    let dep = |amt: &str| json!({ "amount": amt, "reference": "top-up" });
+    let path = "/v1/accounts/u1/ARS/deposits";
+    let a = app
+        .admin("POST", path, Some(dep("10.00")), Some("dep-1"))
+        .await;
+    assert_eq!(a.status, 201);
+    let b = app
+        .admin("POST", path, Some(dep("10.00")), Some("dep-1"))
+        .await;
+    assert_eq!(
+        (b.status, &b.body),
+        (201, &a.body),
+        "replayed, not booked twice"
+    );
+    assert_eq!(
+        app.admin("POST", path, Some(dep("11.00")), Some("dep-1"))
+            .await
+            .status,
+        409
+    );
+    assert_eq!(
+        app.admin("POST", path, Some(dep("10.001")), Some("dep-2"))
+            .await
+            .json()["error"]["code"],
+        "invalid_amount"
+    );
+    assert_eq!(
+        app.admin("POST", path, Some(dep("10.00")), None)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        app.admin("POST", path, Some(json!({"amount": 10})), Some("dep-3"))
+            .await
+            .status,
+        400
+    );
+    assert_eq!(app.available("u1", "ARS").await, "10.00");
+    let w = app
+        .admin(
+            "POST",
+            "/v1/accounts/u1/ARS/withdrawals",
+            Some(dep("10.01")),
+            Some("w-1"),
+        )
+        .await;
+    assert_eq!(
+        (w.status, w.json()["error"]["code"].clone()),
+        (422, json!("insufficient_funds"))
+    );
+    let w = app
+        .admin(
+            "POST",
+            "/v1/accounts/u1/ARS/withdrawals",
+            Some(dep("4.00")),
+            Some("w-2"),
+        )
+        .await;
+    assert_eq!(w.status, 201);
+    assert_eq!(app.available("u1", "ARS").await, "6.00");
+    assert_eq!(
+        app.admin("GET", "/v1/accounts/u1/ZZZ", None, None)
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        app.admin("GET", "/v1/accounts/nobody/ARS", None, None)
+            .await
+            .status,
+        404
+    );
+    // Pagination, newest first.
+    for i in 0..5 {
+        app.admin("POST", path, Some(dep("1.00")), Some(&format!("p-{i}")))
+            .await;
+    }
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let page = app
+            .admin(
+                "GET",
+                &format!("/v1/accounts/u1/ARS/postings?limit=3&cursor={cursor}"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        for p in page["postings"].as_array().unwrap() {
+            seen.push(p["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 7);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+    assert_eq!(app.get("/healthz").await.status, 200);
+    assert_eq!(app.get("/readyz").await.status, 200);
+    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(m.contains("authorizer_admin_requests_total"), "{m}");
+    app.assert_audit_clean().await;
+}
+
+both_backends!(
+    purchase,
+    purchase_then_full_refund,
+    purchase_then_partial_refund,
+    purchase_then_closing_differences,
+    payment_credit,
+    cashback_with_base_and_extracash,
+    withdrawal,
+    purchase_with_tax_lines_and_string_amounts,
+    unknown_card_on_known_user,
+    insufficient_funds,
+    balance_inquiry,
+    rejected_advice_reverses_once,
+    approved_advice_books_a_rejected_purchase,
+    verdict_before_authorization,
+    card_and_account_rules,
+    unknown_user_or_currency,
+    adjustment_may_go_negative,
+    admin_api,
+);
