@@ -160,6 +160,7 @@ impl Settings {
             set_path(&mut root, &refs, scalar(value))
                 .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
         }
+        check_types(&parse_toml(BUILT_IN, "built-in defaults")?, &root, "")?;
         let settings: Settings = root
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
@@ -230,7 +231,7 @@ impl Settings {
     pub fn key_ring(&self) -> Result<KeyRing, ConfigError> {
         let p = &self.processor;
         let mut ring = KeyRing::new();
-        let first = (!p.api_key.is_empty()).then(|| (&p.api_key, &p.api_secret));
+        let first = (!p.api_key.is_empty()).then_some((&p.api_key, &p.api_secret));
         for (key, secret) in first
             .into_iter()
             .chain(p.keys.iter().map(|k| (&k.api_key, &k.api_secret)))
@@ -256,6 +257,44 @@ impl Settings {
             statement_ms_max: d.statement_ms_max,
             lock_wait_ms_max: d.lock_wait_ms_max,
         }
+    }
+}
+
+/// Every setting must have the type of its default, so a mistake is reported with the
+/// setting's name rather than as a bare type error.
+fn check_types(default: &toml::Value, actual: &toml::Value, path: &str) -> Result<(), ConfigError> {
+    use toml::Value as V;
+    match (default, actual) {
+        (V::Table(d), V::Table(a)) => {
+            for (k, v) in a {
+                let name = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match d.get(k) {
+                    Some(dv) => check_types(dv, v, &name)?,
+                    None if name == "processor.keys" => {}
+                    None => return Err(ConfigError(format!("unknown setting '{name}'"))),
+                }
+            }
+            Ok(())
+        }
+        (V::Integer(_), V::Integer(i)) if *i >= 0 => Ok(()),
+        (V::Integer(_), other) => Err(ConfigError(format!(
+            "{path} must be a whole number (got a {})",
+            other.type_str()
+        ))),
+        (V::Boolean(_), V::Boolean(_)) | (V::String(_), V::String(_)) => Ok(()),
+        (V::Boolean(_), other) => Err(ConfigError(format!(
+            "{path} must be true or false (got a {})",
+            other.type_str()
+        ))),
+        (V::String(_), other) => Err(ConfigError(format!(
+            "{path} must be a string (got a {})",
+            other.type_str()
+        ))),
+        (_, _) => Err(ConfigError(format!("{path} has the wrong type"))),
     }
 }
 

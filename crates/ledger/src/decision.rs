@@ -324,6 +324,14 @@ mod tests {
     use Decline::*;
     use RequestKind::*;
 
+    type Case = (
+        &'static str,
+        AuthorizationInput<'static>,
+        Option<AccountState>,
+        Option<CardState>,
+        Decision,
+    );
+
     /// One row per rule, plus the boundaries that matter for money.
     #[test]
     fn decision_table() {
@@ -348,13 +356,7 @@ mod tests {
         no_kind.kind = None;
         no_kind.currency = None;
 
-        let cases: Vec<(
-            &str,
-            AuthorizationInput,
-            Option<AccountState>,
-            Option<CardState>,
-            Decision,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 "unknown direction",
                 no_kind,

@@ -22,7 +22,7 @@ const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)";
 
 /// Arbitrary constant shared by every instance: only one of them migrates at a time.
-const PG_MIGRATION_LOCK: i64 = 0x6175_7468_6d69_67;
+const PG_MIGRATION_LOCK: i64 = 0x0061_7574_686d_6967;
 
 /// Applies every migration not yet recorded, each in its own transaction.
 macro_rules! apply_pending {

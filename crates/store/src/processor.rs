@@ -366,6 +366,7 @@ pub(crate) struct MovementMeta<'a> {
 
 /// Writes one balanced movement and moves the cardholder balance, if any. Returns the
 /// movement id and the cardholder balance after.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn book(
     tx: &mut Tx,
     holder: Holder<'_>,
@@ -743,27 +744,26 @@ impl Store {
             Some(cur),
             Some(clr),
         ) = (&decision, account.as_ref(), currency, clearing)
+            && *amount != 0
         {
-            if *amount != 0 {
-                let meta = MovementMeta {
-                    kind: KIND_AUTHORIZATION,
-                    processor_kind: Some(KIND_AUTHORIZATION),
-                    transaction_id: Some(t.transaction_id),
-                    reference: None,
-                };
-                let (id, _) = book(
-                    &mut tx,
-                    Holder::Account(acct),
-                    clr,
-                    PostingPlan::card(*amount),
-                    cur,
-                    &meta,
-                    call.now_ms,
-                    Some((today, *daily_spent_after)),
-                )
-                .await?;
-                movement_id = Some(id);
-            }
+            let meta = MovementMeta {
+                kind: KIND_AUTHORIZATION,
+                processor_kind: Some(KIND_AUTHORIZATION),
+                transaction_id: Some(t.transaction_id),
+                reference: None,
+            };
+            let (id, _) = book(
+                &mut tx,
+                Holder::Account(acct),
+                clr,
+                PostingPlan::card(*amount),
+                cur,
+                &meta,
+                call.now_ms,
+                Some((today, *daily_spent_after)),
+            )
+            .await?;
+            movement_id = Some(id);
         }
         let amount_minor = match &decision {
             Decision::Approved { amount, .. } => Some(*amount),
@@ -910,14 +910,14 @@ impl Store {
                 Outcome::KeyConflict
             });
         }
-        if let Some(existing) =
-            find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
+        if let Some(ExistingRecord {
+            response: Some(response),
+            ..
+        }) = find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
         {
-            if let Some(response) = existing.response {
-                return Ok(Outcome::Replay(
-                    replay_under_new_key(tx, scope, call, response).await?,
-                ));
-            }
+            return Ok(Outcome::Replay(
+                replay_under_new_key(tx, scope, call, response).await?,
+            ));
         }
         if let Some(original) = t.original_transaction_id {
             let known: Option<i32> = run!(&mut tx, c => {

@@ -204,7 +204,7 @@ fn request_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-fn idempotency_key<'a>(req: &'a HttpRequest) -> Result<&'a str, Answer> {
+fn idempotency_key(req: &HttpRequest) -> Result<&str, Answer> {
     match header(req, headers::IDEMPOTENCY_KEY) {
         Some(k) if !k.is_empty() && k.len() <= 255 => Ok(k),
         _ => Err(Answer::error(

@@ -1,0 +1,151 @@
+//! The `authorizer` binary as an operator runs it.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_authorizer"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c.arg("--config-dir").arg("/nonexistent-config");
+    c
+}
+
+#[test]
+fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
+    let out = bin()
+        .env("AUTHORIZER__SERVER__LISTEN", "not-an-address")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("server.listen"), "{err}");
+    let out = bin()
+        .env("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon")
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deadline_ms"));
+}
+
+#[test]
+fn migrate_then_audit_an_empty_embedded_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 migration(s) applied"));
+    let out = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
+}
+
+#[test]
+fn secrets_and_card_data_never_reach_the_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
+    let token = "very-secret-admin-token-1234567890";
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
+        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("AUTHORIZER__PROCESSOR__API_KEY", "key-1")
+        .env("AUTHORIZER__PROCESSOR__API_SECRET", secret)
+        .env("AUTHORIZER__ADMIN__TOKEN", token)
+        .env("AUTHORIZER__LOG__FILTER", "debug")
+        .env("AUTHORIZER__LOG__FORMAT", "json")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let addr = format!("127.0.0.1:{port}");
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A signed purchase carrying card data, and a bad-signature one.
+    let body = r#"{"transaction":{"id":"ctx-log-1","type":"PURCHASE"},"card":{"id":"crd-1","last_four":"6708","pan":"5555444433336708"},"user":{"id":"usr-1"},"amount":{"local":{"total":"1.00","currency":"ARS"}}}"#;
+    let ts = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs())
+    .to_string();
+    let sig = protocol::signature::sign(
+        &protocol::ApiSecret::from_base64(secret).unwrap(),
+        &ts,
+        "/transactions/authorizations",
+        body.as_bytes(),
+    );
+    for signature in [sig.as_str(), "hmac-sha256 AAAA"] {
+        let req = format!(
+            "POST /transactions/authorizations HTTP/1.1\r\nHost: x\r\nX-Api-Key: key-1\r\nX-Timestamp: {ts}\r\nX-Endpoint: /transactions/authorizations\r\nX-Signature: {signature}\r\nx-idempotency-key: k-{}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            signature.len(),
+            body.len()
+        );
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        use std::io::{Read, Write};
+        s.write_all(req.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 "), "{resp}");
+    }
+    let admin = format!(
+        "GET /v1/accounts/usr-1/ARS HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    );
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(admin.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+    }
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let out = loop {
+        if let Some(_s) = child.try_wait().unwrap() {
+            break child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline + Duration::from_secs(10) {
+            let _ = child.kill();
+            break child.wait_with_output().unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let logs = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        logs.contains("ctx-log-1"),
+        "the request was logged by id: {logs}"
+    );
+    for forbidden in [secret, token, "5555444433336708", "6708"] {
+        assert!(
+            !logs.contains(forbidden),
+            "{forbidden} leaked into the logs:\n{logs}"
+        );
+    }
+}

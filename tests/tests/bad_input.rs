@@ -1,0 +1,295 @@
+//! Bad input gets a clear error and changes nothing.
+
+use e2e::*;
+use protocol::ApiSecret;
+
+/// Nothing was recorded about any processor transaction.
+async fn nothing_stored(app: &TestApp) {
+    let r = app.assert_audit_clean().await;
+    assert_eq!(
+        (r.processor_transactions, r.notifications),
+        (0, 0),
+        "nothing stored"
+    );
+}
+
+async fn malformed_bodies(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let good = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").body();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("not json", b"hello".to_vec()),
+        ("truncated", good[..good.len() / 2].to_vec()),
+        ("empty", Vec::new()),
+        (
+            "amount true",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("\"total\":10.00", "\"total\":true", 1)
+                .into_bytes(),
+        ),
+        (
+            "currency 12",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("\"currency\":\"ARS\"", "\"currency\":12", 1)
+                .into_bytes(),
+        ),
+        (
+            "amount with comma",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("\"total\":10.00", "\"total\":\"10,00\"", 1)
+                .into_bytes(),
+        ),
+        (
+            "no transaction id",
+            String::from_utf8(good.clone())
+                .unwrap()
+                .replacen("\"id\":\"ctx", "\"idx\":\"ctx", 1)
+                .into_bytes(),
+        ),
+        (
+            "invalid utf-8",
+            [&good[..20], &[0xff, 0xfe][..], &good[20..]].concat(),
+        ),
+        ("array", b"[1,2,3]".to_vec()),
+    ];
+    for (name, body) in cases {
+        for path in [AUTH, ADJ_CREDIT] {
+            let r = app.processor(path, &body, &uid("k")).await;
+            assert_eq!(r.status, 400, "{name} on {path}");
+            app.assert_signed(&r, path);
+            assert_eq!(r.json()["error"]["code"], "malformed_request", "{name}");
+        }
+    }
+    let r = app.processor(NOTIFY, b"{not json", &uid("k")).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        app.metrics.counter(
+            "authorizer_bad_requests_total",
+            &[("reason", "malformed_request")]
+        ) >= 18
+    );
+    nothing_stored(&app).await;
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+}
+
+async fn oversized_body(app: TestApp) {
+    let big = vec![b' '; 64 * 1024 + 1];
+    let r = app.processor(AUTH, &big, &uid("k")).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json()["error"]["code"], "body_too_large");
+    // Exactly at the limit is read (and refused only for not being a request).
+    let at = vec![b' '; 64 * 1024];
+    assert_eq!(app.processor(AUTH, &at, &uid("k")).await.status, 400);
+    nothing_stored(&app).await;
+}
+
+async fn bad_signatures(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let body = tx.body();
+    let now = crate_now();
+    let other = ApiSecret::from_base64("AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=").unwrap();
+    let s = &app.secret;
+    let cases: Vec<(&str, Resp)> = vec![
+        (
+            "wrong secret",
+            app.processor_signed(AUTH, &body, &uid("k"), now, AUTH, API_KEY, &other)
+                .await,
+        ),
+        (
+            "unknown key",
+            app.processor_signed(AUTH, &body, &uid("k"), now, AUTH, "nobody", s)
+                .await,
+        ),
+        (
+            "stale",
+            app.processor_signed(AUTH, &body, &uid("k"), now - 61, AUTH, API_KEY, s)
+                .await,
+        ),
+        (
+            "future",
+            app.processor_signed(AUTH, &body, &uid("k"), now + 61, AUTH, API_KEY, s)
+                .await,
+        ),
+        (
+            "other endpoint",
+            app.processor_signed(AUTH, &body, &uid("k"), now, ADJ_CREDIT, API_KEY, s)
+                .await,
+        ),
+    ];
+    for (name, r) in cases {
+        assert_eq!(r.status, 401, "{name}");
+        assert_eq!(
+            r.json()["error"]["code"],
+            "unauthorized",
+            "{name}: nothing says which check failed"
+        );
+        assert!(r.header("x-signature").is_none());
+    }
+    // Tampered body: signed over one body, another sent.
+    let ts = now.to_string();
+    let sig = protocol::signature::sign(s, &ts, AUTH, &body);
+    let mut tampered = body.clone();
+    let pos = tampered.iter().position(|b| *b == b'9').unwrap_or(10);
+    tampered[pos] = b'8';
+    for (name, sig_value) in [
+        ("tampered", sig.clone()),
+        ("no prefix", sig.replacen("hmac-sha256 ", "", 1)),
+        ("missing", String::new()),
+    ] {
+        let mut req = app
+            .client
+            .post(format!("{}{AUTH}", app.base))
+            .insert_header(("x-api-key", API_KEY))
+            .insert_header(("x-timestamp", ts.as_str()))
+            .insert_header(("x-endpoint", AUTH))
+            .insert_header(("x-idempotency-key", uid("k")));
+        if !sig_value.is_empty() {
+            req = req.insert_header(("x-signature", sig_value));
+        }
+        let res = req
+            .send_body(if name == "tampered" {
+                tampered.clone()
+            } else {
+                body.clone()
+            })
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 401, "{name}");
+    }
+    // Adjustments have their own, wider window.
+    let adj = Tx::new(&uid("ctx"), "REFUND", "u1", "1.00", "ARS").body();
+    let r = app
+        .processor_signed(
+            ADJ_CREDIT,
+            &adj,
+            &uid("k"),
+            now - 200,
+            ADJ_CREDIT,
+            API_KEY,
+            s,
+        )
+        .await;
+    assert_eq!(r.status, 200, "inside the 300 s adjustment window");
+    let r = app
+        .processor_signed(
+            ADJ_CREDIT,
+            &adj,
+            &uid("k"),
+            now - 301,
+            ADJ_CREDIT,
+            API_KEY,
+            s,
+        )
+        .await;
+    assert_eq!(r.status, 401);
+    assert!(
+        app.metrics
+            .counter("authorizer_signature_failures_total", &[])
+            >= 9
+    );
+    assert_eq!(app.available("u1", "ARS").await, "101.00");
+    // A gateway prefix on the signed endpoint is tolerated and echoed back.
+    let gw = "/gateway/transactions/authorizations";
+    let r = app
+        .processor_signed(AUTH, &body, &uid("k"), now, gw, API_KEY, s)
+        .await;
+    assert_eq!(r.status, 200);
+    app.assert_signed(&r, gw);
+    app.assert_audit_clean().await;
+}
+
+async fn odd_but_valid_requests(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    // Unknown enum values are kept, not refused.
+    let t = Tx::new(&uid("ctx"), "NEW_PURCHASE_KIND", "u1", "1.00", "ARS");
+    let body = String::from_utf8(t.body())
+        .unwrap()
+        .replace("\"POS\"", "\"HOLOGRAM\"")
+        .replace("{\"id\":\"111", "{\"future_field\":{\"x\":1},\"id\":\"111");
+    let r = app
+        .processor(AUTH_DEBIT, body.as_bytes(), &uid("k"))
+        .await
+        .json();
+    assert_eq!(r["status"], "APPROVED", "route gives the direction");
+    let h = app
+        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
+        .await
+        .json();
+    assert_eq!(h["records"][0]["type"], "NEW_PURCHASE_KIND");
+    assert_eq!(
+        h["records"][0]["request"]["transaction"]["point_type"],
+        "HOLOGRAM"
+    );
+    assert_eq!(
+        h["records"][0]["request"]["merchant"]["future_field"]["x"],
+        1
+    );
+    // On the bare route an unknown type says nothing about direction.
+    let t2 = Tx::new(&uid("ctx"), "NEW_PURCHASE_KIND", "u1", "1.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &t2.body(), &uid("k")).await.json()["status_detail"],
+        "OTHER"
+    );
+    // Huge and negative amounts: refused, no panic, nothing moved.
+    for amount in [
+        "1e400",
+        "99999999999999999999999999999999999999",
+        "\"92233720368547758.08\"",
+        "-1.00",
+        "0.001",
+    ] {
+        let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
+        let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+        assert_eq!(r.status, 200, "{amount}");
+        assert_eq!(r.json()["status_detail"], "INVALID_AMOUNT", "{amount}");
+    }
+    let huge_adj = Tx::new(&uid("ctx"), "REFUND", "u1", "1e400", "ARS");
+    let r = app
+        .processor(ADJ_CREDIT, &huge_adj.body(), &uid("k"))
+        .await
+        .json();
+    assert_eq!(r["status_detail"], "INVALID_AMOUNT");
+    // Zero approves without a movement.
+    let zero = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0", "ARS");
+    assert_eq!(
+        app.processor(AUTH, &zero.body(), &uid("k")).await.json()["status"],
+        "APPROVED"
+    );
+    // No idempotency key: refused, signed.
+    let t3 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS");
+    let r = app.processor(AUTH, &t3.body(), "").await;
+    assert_eq!(r.status, 400);
+    app.assert_signed(&r, AUTH);
+    assert_eq!(app.available("u1", "ARS").await, "99.00");
+    // A notification we cannot read as one is still kept for review, never refused forever.
+    let key = uid("adv");
+    let odd = format!(
+        r#"{{"event_id":"authorization-advice","event_detail":{{"transaction":{{"no_id":true}}}},"idempotency_key":"{key}"}}"#
+    );
+    let r = app.processor(NOTIFY, odd.as_bytes(), &key).await;
+    assert_eq!(
+        (r.status, r.json()["effect"].clone()),
+        (200, serde_json::json!("REVIEW"))
+    );
+    let other = format!(
+        r#"{{"event_id":"card-shipped","event_detail":{{}},"idempotency_key":"{}"}}"#,
+        uid("n")
+    );
+    assert_eq!(
+        app.processor(NOTIFY, other.as_bytes(), &uid("k"))
+            .await
+            .json()["effect"],
+        "NOOP"
+    );
+    app.assert_audit_clean().await;
+}
+
+both_backends!(
+    malformed_bodies,
+    oversized_body,
+    bad_signatures,
+    odd_but_valid_requests
+);

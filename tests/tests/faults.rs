@@ -1,0 +1,141 @@
+//! Infrastructure failure: a database that cannot serve in time. Authorizations answer
+//! REJECTED/SYSTEM_ERROR inside the deadline with nothing booked; adjustments and
+//! notifications answer 503 so the processor resends them, and the resends book once.
+
+use e2e::*;
+use sqlx::Connection;
+use std::time::{Duration, Instant};
+
+/// Holds the database's write path from another session, as a stuck batch job would.
+enum Blocker {
+    Pg(sqlx::PgConnection),
+    Lite(sqlx::SqliteConnection),
+}
+
+async fn block_writes(app: &TestApp, user: &str) -> Blocker {
+    match app.backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
+                .await
+                .unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
+                .bind(user)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Blocker::Pg(c)
+        }
+        Backend::Sqlite => {
+            let path = app.data_dir.path().join("authorizer.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Blocker::Lite(c)
+        }
+    }
+}
+
+async fn release(b: Blocker) {
+    match b {
+        Blocker::Pg(mut c) => {
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        }
+        Blocker::Lite(mut c) => {
+            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+        }
+    }
+}
+
+async fn blocked_database(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let purchase = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "1.00", "ARS");
+    let (pk, rk, nk) = (uid("k"), uid("k"), uid("adv"));
+    let advice = purchase.advice("approved-authorization-advice", "APPROVED", "APPROVED", &nk);
+
+    let blocker = block_writes(&app, "u1").await;
+    let started = Instant::now();
+    let r = app.processor(AUTH, &purchase.body(), &pk).await;
+    let took = started.elapsed();
+    app.assert_signed(&r, AUTH);
+    assert_eq!(
+        r.body,
+        br#"{"status":"REJECTED","status_detail":"SYSTEM_ERROR","message":"System error"}"#
+    );
+    // Deadline is 800 ms; the slack only absorbs a loaded test machine.
+    assert!(
+        took < Duration::from_millis(800 + 700),
+        "answered after {took:?}"
+    );
+    let r = app.processor(ADJ_CREDIT, &refund.body(), &rk).await;
+    assert_eq!(r.status, 503);
+    app.assert_signed(&r, ADJ_CREDIT);
+    assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 503);
+    release(blocker).await;
+
+    assert_eq!(
+        app.available("u1", "ARS").await,
+        "100.00",
+        "nothing booked during the outage"
+    );
+    assert!(app.metrics.counter("authorizer_store_failures_total", &[]) >= 3);
+    // The processor resends the adjustment and the notification: each books once.
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &refund.body(), &rk).await.status,
+        200
+    );
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &refund.body(), &rk).await.status,
+        200
+    );
+    assert_eq!(app.available("u1", "ARS").await, "101.00");
+    // The declined authorization was never stored: the processor's approved verdict books it.
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &nk).await.json()["effect"],
+        "FORCED"
+    );
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &nk).await.json()["effect"],
+        "FORCED",
+        "replayed"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "91.00");
+    app.assert_audit_clean().await;
+}
+
+async fn audit_finds_tampering(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    app.processor(AUTH, &tx.body(), &uid("k")).await;
+    app.assert_audit_clean().await;
+    // Someone edits a balance by hand: the audit names it.
+    let sql = "UPDATE accounts SET balance_minor = balance_minor + 1 WHERE user_id = 'u1'";
+    match app.backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+        Backend::Sqlite => {
+            let path = app.data_dir.path().join("authorizer.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query(sql).execute(&mut c).await.unwrap();
+        }
+    }
+    let report = app.store.audit().await.unwrap();
+    let invariants: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
+    assert!(
+        invariants.contains(&"account balance equals the sum of its postings"),
+        "{invariants:?}"
+    );
+}
+
+both_backends!(blocked_database, audit_finds_tampering);
