@@ -116,3 +116,14 @@ CREATE TABLE notifications (
     received_at_ms   BIGINT NOT NULL
 );
 CREATE INDEX notifications_transaction ON notifications (transaction_id);
+
+-- History is append-only: a correction is a new movement, never an edit.
+CREATE FUNCTION ledger_history_is_immutable() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION '% rows are immutable', TG_TABLE_NAME;
+END
+$$;
+CREATE TRIGGER postings_immutable BEFORE UPDATE OR DELETE ON postings
+    FOR EACH ROW EXECUTE FUNCTION ledger_history_is_immutable();
+CREATE TRIGGER movements_immutable BEFORE UPDATE OR DELETE ON movements
+    FOR EACH ROW EXECUTE FUNCTION ledger_history_is_immutable();

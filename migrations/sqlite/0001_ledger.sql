@@ -116,3 +116,13 @@ CREATE TABLE notifications (
     received_at_ms   BIGINT NOT NULL
 );
 CREATE INDEX notifications_transaction ON notifications (transaction_id);
+
+-- History is append-only: a correction is a new movement, never an edit.
+CREATE TRIGGER postings_no_update BEFORE UPDATE ON postings
+BEGIN SELECT RAISE(ABORT, 'postings rows are immutable'); END;
+CREATE TRIGGER postings_no_delete BEFORE DELETE ON postings
+BEGIN SELECT RAISE(ABORT, 'postings rows are immutable'); END;
+CREATE TRIGGER movements_no_update BEFORE UPDATE ON movements
+BEGIN SELECT RAISE(ABORT, 'movements rows are immutable'); END;
+CREATE TRIGGER movements_no_delete BEFORE DELETE ON movements
+BEGIN SELECT RAISE(ABORT, 'movements rows are immutable'); END;

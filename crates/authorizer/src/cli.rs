@@ -1,9 +1,12 @@
 //! The `authorizer` command line.
 
 use crate::app::Application;
-use crate::config::Settings;
+use crate::client::{Client, SimKind, Simulation, simulate};
+use crate::config::{Secret, Settings};
 use crate::{credentials, telemetry};
+use anyhow::bail;
 use clap::{Parser, Subcommand};
+use serde_json::{Value, json};
 use std::path::PathBuf;
 
 #[derive(Parser, Debug)]
@@ -37,6 +40,102 @@ pub enum Command {
     Migrate,
     /// Check the ledger's invariants; exits 1 on any violation, printing each.
     Audit,
+    /// Send one request to a running authorizer exactly as the processor would, check the
+    /// answer's signature and show the balance after. Exits 1 if the signature does not verify.
+    Simulate {
+        #[command(flatten)]
+        sim: Simulation,
+        /// The authorizer's base URL (default: from server.listen).
+        #[arg(long)]
+        url: Option<String>,
+        /// Print a JSON report instead of the compact form.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cardholder accounts, through the admin API.
+    Accounts {
+        #[command(subcommand)]
+        action: AccountAction,
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Cards, through the admin API.
+    Cards {
+        #[command(subcommand)]
+        action: CardAction,
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
+    /// Start a throwaway authorizer on a free port and walk through a short story:
+    /// deposit, purchase, declined purchase, refund, balance. Leaves nothing behind.
+    Demo,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AccountAction {
+    /// Open an account (idempotent); options set its rules.
+    Open {
+        user: String,
+        currency: String,
+        #[arg(long)]
+        overdraft_limit: Option<String>,
+        #[arg(long)]
+        per_transaction_limit: Option<String>,
+        #[arg(long)]
+        daily_limit: Option<String>,
+        /// Merchant category code to refuse (repeatable).
+        #[arg(long = "block-mcc")]
+        blocked_mccs: Vec<String>,
+    },
+    /// Add money to an account.
+    Deposit {
+        user: String,
+        currency: String,
+        amount: String,
+        #[arg(long)]
+        reference: Option<String>,
+        /// Retry safely with the same key (default: generated).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Take money out of an account (never overdraws).
+    Withdraw {
+        user: String,
+        currency: String,
+        amount: String,
+        #[arg(long)]
+        reference: Option<String>,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Show an account.
+    Show { user: String, currency: String },
+    /// Posting history, newest first.
+    Postings {
+        user: String,
+        currency: String,
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CardAction {
+    /// Register or update a card.
+    Set {
+        card: String,
+        #[arg(long)]
+        user: String,
+        /// ACTIVE, BLOCKED, LOST, STOLEN or CLOSED
+        #[arg(long, default_value = "ACTIVE")]
+        status: String,
+        #[arg(long = "block-mcc")]
+        blocked_mccs: Vec<String>,
+    },
 }
 
 /// Runs a command; returns the process exit code.
@@ -48,11 +147,35 @@ pub async fn run(cli: Cli) -> i32 {
             return 2;
         }
     };
-    telemetry::init(&settings.log);
+    let mut log = settings.log.clone();
+    if !matches!(cli.command, Command::Serve { .. }) && log.filter == "info" {
+        // Client-side commands print their own results; only problems belong on stderr.
+        log.filter = "warn".into();
+    }
+    telemetry::init(&log);
     let result = match cli.command {
         Command::Serve { no_migrate } => serve(settings, no_migrate).await,
         Command::Migrate => migrate(settings).await,
         Command::Audit => audit(settings).await,
+        Command::Simulate { sim, url, json } => {
+            match Client::from_settings(&settings, url.as_deref()) {
+                Ok(c) => run_simulation(&c, &sim, json).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Accounts { action, url, json } => {
+            match Client::from_settings(&settings, url.as_deref()) {
+                Ok(c) => accounts(&c, action, json).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Cards { action, url, json } => {
+            match Client::from_settings(&settings, url.as_deref()) {
+                Ok(c) => cards(&c, action, json).await,
+                Err(e) => Err(e),
+            }
+        }
+        Command::Demo => demo(settings).await,
     };
     match result {
         Ok(code) => code,
@@ -123,4 +246,413 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
         println!("{} violation(s)", r.violations.len());
         Ok(1)
     }
+}
+
+async fn run_simulation(client: &Client, sim: &Simulation, as_json: bool) -> anyhow::Result<i32> {
+    let (report, human, signature_ok) = simulate(client, sim).await?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("{human}");
+    }
+    Ok(if signature_ok { 0 } else { 1 })
+}
+
+fn generated_key(prefix: &str) -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::getrandom(&mut b);
+    format!(
+        "{prefix}-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    )
+}
+
+/// Prints an admin API answer; non-2xx is an error with the envelope's message.
+fn show(
+    status: u16,
+    v: &Value,
+    as_json: bool,
+    human: impl FnOnce(&Value) -> String,
+) -> anyhow::Result<i32> {
+    if !(200..300).contains(&status) {
+        let code = v["error"]["code"].as_str().unwrap_or("error");
+        let msg = v["error"]["message"].as_str().unwrap_or("");
+        bail!("HTTP {status} {code}: {msg}");
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(v)?);
+    } else {
+        println!("{}", human(v));
+    }
+    Ok(0)
+}
+
+fn account_line(v: &Value) -> String {
+    let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
+    format!(
+        "{}/{}: available {} (version {}, overdraft {}, per-transaction limit {}, daily limit {}, blocked MCCs {})",
+        s("user_id"),
+        s("currency"),
+        s("available"),
+        v["version"],
+        s("overdraft_limit"),
+        s("per_transaction_limit"),
+        s("daily_limit"),
+        v["blocked_mccs"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(","))
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "none".into()),
+    )
+}
+
+async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::Result<i32> {
+    match action {
+        AccountAction::Open {
+            user,
+            currency,
+            overdraft_limit,
+            per_transaction_limit,
+            daily_limit,
+            blocked_mccs,
+        } => {
+            let has_rules = overdraft_limit.is_some()
+                || per_transaction_limit.is_some()
+                || daily_limit.is_some()
+                || !blocked_mccs.is_empty();
+            let body = has_rules.then(|| {
+                json!({
+                    "overdraft_limit": overdraft_limit,
+                    "per_transaction_limit": per_transaction_limit,
+                    "daily_limit": daily_limit,
+                    "blocked_mccs": blocked_mccs,
+                })
+            });
+            let (st, v) = c
+                .admin(
+                    "PUT",
+                    &format!("/v1/accounts/{user}/{currency}"),
+                    body,
+                    None,
+                )
+                .await?;
+            show(st, &v, as_json, |v| {
+                format!(
+                    "{} {}",
+                    if st == 201 { "opened" } else { "exists" },
+                    account_line(v)
+                )
+            })
+        }
+        AccountAction::Deposit {
+            user,
+            currency,
+            amount,
+            reference,
+            idempotency_key,
+        } => {
+            fund(
+                c,
+                "deposits",
+                &user,
+                &currency,
+                &amount,
+                reference,
+                idempotency_key,
+                as_json,
+            )
+            .await
+        }
+        AccountAction::Withdraw {
+            user,
+            currency,
+            amount,
+            reference,
+            idempotency_key,
+        } => {
+            fund(
+                c,
+                "withdrawals",
+                &user,
+                &currency,
+                &amount,
+                reference,
+                idempotency_key,
+                as_json,
+            )
+            .await
+        }
+        AccountAction::Show { user, currency } => {
+            let (st, v) = c
+                .admin(
+                    "GET",
+                    &format!("/v1/accounts/{user}/{currency}"),
+                    None,
+                    None,
+                )
+                .await?;
+            show(st, &v, as_json, account_line)
+        }
+        AccountAction::Postings {
+            user,
+            currency,
+            limit,
+        } => {
+            let (st, v) = c
+                .admin(
+                    "GET",
+                    &format!("/v1/accounts/{user}/{currency}/postings?limit={limit}"),
+                    None,
+                    None,
+                )
+                .await?;
+            show(st, &v, as_json, |v| {
+                let mut out = format!(
+                    "{:>6}  {:<13} {:>14} {:>14}  {}",
+                    "id", "kind", "amount", "balance after", "transaction"
+                );
+                for p in v["postings"].as_array().into_iter().flatten() {
+                    out.push_str(&format!(
+                        "\n{:>6}  {:<13} {:>14} {:>14}  {}",
+                        p["id"].as_i64().unwrap_or_default(),
+                        p["kind"].as_str().unwrap_or(""),
+                        p["amount"].as_str().unwrap_or(""),
+                        p["balance_after"].as_str().unwrap_or(""),
+                        p["transaction_id"]
+                            .as_str()
+                            .or(p["reference"].as_str())
+                            .unwrap_or(""),
+                    ));
+                }
+                out
+            })
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn fund(
+    c: &Client,
+    kind: &str,
+    user: &str,
+    currency: &str,
+    amount: &str,
+    reference: Option<String>,
+    idempotency_key: Option<String>,
+    as_json: bool,
+) -> anyhow::Result<i32> {
+    let key = idempotency_key.unwrap_or_else(|| generated_key("cli"));
+    let (st, v) = c
+        .admin(
+            "POST",
+            &format!("/v1/accounts/{user}/{currency}/{kind}"),
+            Some(json!({ "amount": amount, "reference": reference })),
+            Some(&key),
+        )
+        .await?;
+    show(st, &v, as_json, |v| {
+        format!(
+            "{} {} {}: available {} (movement {}, idempotency key {key})",
+            v["kind"].as_str().unwrap_or("").to_lowercase(),
+            v["amount"].as_str().unwrap_or(""),
+            v["currency"].as_str().unwrap_or(""),
+            v["available"].as_str().unwrap_or(""),
+            v["movement_id"],
+        )
+    })
+}
+
+async fn cards(c: &Client, action: CardAction, as_json: bool) -> anyhow::Result<i32> {
+    let CardAction::Set {
+        card,
+        user,
+        status,
+        blocked_mccs,
+    } = action;
+    let (st, v) = c
+        .admin(
+            "PUT",
+            &format!("/v1/cards/{card}"),
+            Some(json!({ "user_id": user, "status": status, "blocked_mccs": blocked_mccs })),
+            None,
+        )
+        .await?;
+    show(st, &v, as_json, |v| {
+        format!(
+            "card {} of {}: {}",
+            v["card_id"].as_str().unwrap_or(""),
+            v["user_id"].as_str().unwrap_or(""),
+            v["status"].as_str().unwrap_or("")
+        )
+    })
+}
+
+async fn demo(mut settings: Settings) -> anyhow::Result<i32> {
+    let dir = tempfile_dir()?;
+    settings.database.url = Secret::default();
+    settings.database.data_dir = dir.clone();
+    settings.server.listen = "127.0.0.1:0".into();
+    settings.processor.api_key.clear();
+    settings.processor.api_secret = Secret::default();
+    settings.processor.keys.clear();
+    settings.admin.token = Secret::default();
+    let creds = credentials::resolve(&settings, true)?;
+    let client_creds = (
+        creds.api_key.clone(),
+        creds.api_secret.clone(),
+        creds.admin_token.expose().to_owned(),
+    );
+    let app = Application::build(settings, creds).await?;
+    let base = format!("http://{}", app.addr());
+    println!(
+        "Demo authorizer on {base}, ledger in {} (removed at the end)\n",
+        app.store().describe()
+    );
+    let store = app.store().clone();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    let c = Client::new(base, client_creds.0, client_creds.1, client_creds.2);
+    let result = demo_story(&c, &store).await;
+    handle.stop(true).await;
+    store.close().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
+    let user = "demo-user";
+    let step = |n: u32, text: &str| println!("{n}. {text}");
+    step(
+        1,
+        "The issuer opens an ARS account for demo-user and deposits 1000.00",
+    );
+    let (st, v) = c
+        .admin("PUT", &format!("/v1/accounts/{user}/ARS"), None, None)
+        .await?;
+    show(st, &v, false, |v| format!("   {}", account_line(v)))?;
+    let (st, v) = c
+        .admin(
+            "POST",
+            &format!("/v1/accounts/{user}/ARS/deposits"),
+            Some(json!({"amount": "1000.00", "reference": "demo top-up"})),
+            Some(&generated_key("demo")),
+        )
+        .await?;
+    show(st, &v, false, |v| {
+        format!(
+            "   deposited {} ARS, available {}",
+            v["amount"].as_str().unwrap_or(""),
+            v["available"].as_str().unwrap_or("")
+        )
+    })?;
+    let sim = |kind: SimKind, amount: &str, original: Option<String>| Simulation {
+        kind,
+        user: user.into(),
+        card: None,
+        amount: amount.into(),
+        currency: "ARS".into(),
+        extracash: None,
+        original,
+        id: None,
+        mcc: "5045".into(),
+        tx_type: None,
+    };
+    let mut all_verified = true;
+    let run = |n: u32, text: &str, s: Simulation| {
+        let text = text.to_owned();
+        async move {
+            println!("{n}. {text}");
+            let (report, human, ok) = simulate(c, &s).await?;
+            println!("   {}", human.replace('\n', "\n   "));
+            Ok::<_, anyhow::Error>((report, ok))
+        }
+    };
+    let (purchase, ok) = run(
+        2,
+        "The cardholder buys for 250.00 ARS (the processor asks us; we approve and book)",
+        sim(SimKind::Purchase, "250.00", None),
+    )
+    .await?;
+    all_verified &= ok;
+    let (_, ok) = run(
+        3,
+        "They try 900.00 ARS: more than is left",
+        sim(SimKind::Purchase, "900.00", None),
+    )
+    .await?;
+    all_verified &= ok;
+    let original = purchase["transaction_id"].as_str().map(str::to_owned);
+    let (_, ok) = run(
+        4,
+        "The merchant refunds 100.00 ARS of the first purchase (an adjustment: always booked)",
+        sim(SimKind::Refund, "100.00", original),
+    )
+    .await?;
+    all_verified &= ok;
+    let (_, ok) = run(
+        5,
+        "A balance inquiry at an ATM",
+        sim(SimKind::Balance, "0", None),
+    )
+    .await?;
+    all_verified &= ok;
+    println!("6. The posting history explains the balance");
+    let (st, v) = c
+        .admin(
+            "GET",
+            &format!("/v1/accounts/{user}/ARS/postings"),
+            None,
+            None,
+        )
+        .await?;
+    show(st, &v, false, |v| {
+        v["postings"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                format!(
+                    "   {:<13} {:>9}  -> {:>8}",
+                    p["kind"].as_str().unwrap_or(""),
+                    p["amount"].as_str().unwrap_or(""),
+                    p["balance_after"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    })?;
+    let report = store.audit().await?;
+    println!(
+        "7. Audit: {} movements, {} postings, {}",
+        report.movements,
+        report.postings,
+        if report.is_clean() {
+            "every invariant holds".to_owned()
+        } else {
+            format!("{} VIOLATIONS", report.violations.len())
+        }
+    );
+    println!(
+        "\nNext: `authorizer serve` keeps a ledger in ./data; `authorizer simulate purchase --amount 125.50` talks to it."
+    );
+    Ok(if all_verified && report.is_clean() {
+        0
+    } else {
+        1
+    })
+}
+
+fn tempfile_dir() -> anyhow::Result<PathBuf> {
+    let mut b = [0u8; 6];
+    getrandom::getrandom(&mut b).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let dir = std::env::temp_dir().join(format!(
+        "authorizer-demo-{}",
+        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
+    ));
+    std::fs::create_dir_all(&dir)?;
+    Ok(dir)
 }

@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod cli;
+pub mod client;
 pub mod config;
 pub mod credentials;
 pub mod inflight;

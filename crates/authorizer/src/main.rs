@@ -1,8 +1,8 @@
 use clap::Parser;
 
-#[tokio::main]
-async fn main() {
+fn main() {
     let cli = authorizer::cli::Cli::parse();
-    let code = authorizer::cli::run(cli).await;
+    // An actix system: a Tokio runtime that also runs the HTTP client's local tasks.
+    let code = actix_rt::System::new().block_on(authorizer::cli::run(cli));
     std::process::exit(code);
 }

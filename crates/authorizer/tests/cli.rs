@@ -149,3 +149,229 @@ fn secrets_and_card_data_never_reach_the_logs() {
         );
     }
 }
+
+#[test]
+fn demo_tells_the_whole_story_and_leaves_nothing_behind() {
+    let out = bin().arg("demo").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for want in [
+        "deposited 1000.00 ARS",
+        "APPROVED (Approved)",
+        "REJECTED INSUFFICIENT_FUNDS",
+        "available after: 850.00 ARS",
+        "balance reported: 850.00 ARS",
+        "every invariant holds",
+    ] {
+        assert!(stdout.contains(want), "missing '{want}' in:\n{stdout}");
+    }
+    assert!(!stdout.contains("DID NOT VERIFY"));
+    let dir = stdout
+        .split("ledger in sqlite ")
+        .nth(1)
+        .and_then(|s| s.split(" (removed").next())
+        .unwrap();
+    assert!(!std::path::Path::new(dir).exists(), "{dir} left behind");
+}
+
+/// Starts `serve` on a fresh data directory with generated credentials.
+struct Served {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve_fresh() -> Served {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
+        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Served {
+        child,
+        dir,
+        url: format!("http://127.0.0.1:{port}"),
+    }
+}
+
+fn client(s: &Served, args: &[&str]) -> std::process::Output {
+    bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path())
+        .args(args)
+        .arg("--url")
+        .arg(&s.url)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn first_run_credentials_simulator_and_accounts_cli() {
+    let s = serve_fresh();
+    // Generated on first start, private to the owner.
+    for f in ["processor-key.toml", "admin-token"] {
+        let meta = std::fs::metadata(s.dir.path().join(f)).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{f}");
+        }
+        let _ = meta;
+    }
+    let ok = |o: &std::process::Output| {
+        assert!(
+            o.status.success(),
+            "{}\n{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert!(ok(&client(&s, &["accounts", "open", "usr-7", "ARS"])).contains("opened usr-7/ARS"));
+    assert!(
+        ok(&client(
+            &s,
+            &["accounts", "deposit", "usr-7", "ARS", "500.00"]
+        ))
+        .contains("available 500.00")
+    );
+    let out = ok(&client(
+        &s,
+        &[
+            "simulate",
+            "purchase",
+            "--user",
+            "usr-7",
+            "--amount",
+            "125.50",
+            "--currency",
+            "ARS",
+        ],
+    ));
+    assert!(
+        out.contains("APPROVED")
+            && out.contains("signature verified")
+            && out.contains("available after: 374.50 ARS"),
+        "{out}"
+    );
+    let out = ok(&client(
+        &s,
+        &[
+            "simulate",
+            "cashback",
+            "--user",
+            "usr-7",
+            "--amount",
+            "10.00",
+            "--extracash",
+            "20.00",
+            "--json",
+        ],
+    ));
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["signature_verified"], true);
+    assert_eq!(report["available_after"], "344.50");
+    let tx = report["transaction_id"].as_str().unwrap().to_owned();
+    let out = ok(&client(
+        &s,
+        &[
+            "simulate",
+            "advice-rejected",
+            "--user",
+            "usr-7",
+            "--amount",
+            "30.00",
+            "--original",
+            &tx,
+        ],
+    ));
+    assert!(
+        out.contains("available after: 374.50 ARS"),
+        "reversed: {out}"
+    );
+    assert!(
+        ok(&client(
+            &s,
+            &["accounts", "withdraw", "usr-7", "ARS", "74.50"]
+        ))
+        .contains("available 300.00")
+    );
+    let postings = ok(&client(&s, &["accounts", "postings", "usr-7", "ARS"]));
+    assert_eq!(postings.lines().count(), 1 + 5, "{postings}");
+    assert!(
+        ok(&client(
+            &s,
+            &[
+                "cards",
+                "set",
+                "crd-usr-7",
+                "--user",
+                "usr-7",
+                "--status",
+                "BLOCKED"
+            ]
+        ))
+        .contains("BLOCKED")
+    );
+    let out = ok(&client(
+        &s,
+        &[
+            "simulate", "purchase", "--user", "usr-7", "--amount", "1.00",
+        ],
+    ));
+    assert!(out.contains("REJECTED OTHER (Card not active)"), "{out}");
+    // An admin error is reported, with a non-zero exit.
+    let o = client(&s, &["accounts", "show", "nobody", "ARS"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404 not_found"));
+    let audit = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path())
+        .arg("audit")
+        .output()
+        .unwrap();
+    assert!(ok(&audit).contains("clean"));
+}
+
+#[test]
+fn simulate_fails_when_the_answer_is_not_signed_by_our_key() {
+    let s = serve_fresh();
+    // The simulator uses another key pair than the server: the server refuses (401,
+    // unsigned) and the simulator must say so with a non-zero exit.
+    let o = bin()
+        .env("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path())
+        .env("AUTHORIZER__PROCESSOR__API_KEY", "other")
+        .env(
+            "AUTHORIZER__PROCESSOR__API_SECRET",
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        )
+        .args(["simulate", "balance", "--url", &s.url])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("DID NOT VERIFY"));
+}
