@@ -105,12 +105,12 @@ async fn bad_signatures(app: TestApp) {
         ),
         (
             "stale",
-            app.processor_signed(AUTH, &body, &uid("k"), now - 61, AUTH, API_KEY, s)
+            app.processor_signed(AUTH, &body, &uid("k"), now - 70, AUTH, API_KEY, s)
                 .await,
         ),
         (
             "future",
-            app.processor_signed(AUTH, &body, &uid("k"), now + 61, AUTH, API_KEY, s)
+            app.processor_signed(AUTH, &body, &uid("k"), now + 70, AUTH, API_KEY, s)
                 .await,
         ),
         (
@@ -178,7 +178,7 @@ async fn bad_signatures(app: TestApp) {
             ADJ_CREDIT,
             &adj,
             &uid("k"),
-            now - 301,
+            now - 310,
             ADJ_CREDIT,
             API_KEY,
             s,

@@ -1,7 +1,7 @@
 //! The `authorizer` command line.
 
 use crate::app::Application;
-use crate::client::{Client, SimKind, Simulation, simulate};
+use crate::client::{Client, SimKind, Simulation, generated_id, simulate};
 use crate::config::{Secret, Settings};
 use crate::{credentials, telemetry};
 use anyhow::bail;
@@ -158,22 +158,24 @@ pub async fn run(cli: Cli) -> i32 {
         Command::Migrate => migrate(settings).await,
         Command::Audit => audit(settings).await,
         Command::Simulate { sim, url, json } => {
-            match Client::from_settings(&settings, url.as_deref()) {
-                Ok(c) => run_simulation(&c, &sim, json).await,
-                Err(e) => Err(e),
-            }
+            with_client(&settings, url, |c| async move {
+                run_simulation(&c, &sim, json).await
+            })
+            .await
         }
         Command::Accounts { action, url, json } => {
-            match Client::from_settings(&settings, url.as_deref()) {
-                Ok(c) => accounts(&c, action, json).await,
-                Err(e) => Err(e),
-            }
+            with_client(&settings, url, |c| async move {
+                accounts(&c, action, json).await
+            })
+            .await
         }
         Command::Cards { action, url, json } => {
-            match Client::from_settings(&settings, url.as_deref()) {
-                Ok(c) => cards(&c, action, json).await,
-                Err(e) => Err(e),
-            }
+            with_client(
+                &settings,
+                url,
+                |c| async move { cards(&c, action, json).await },
+            )
+            .await
         }
         Command::Demo => demo(settings).await,
     };
@@ -248,6 +250,14 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
     }
 }
 
+async fn with_client<F, Fut>(settings: &Settings, url: Option<String>, f: F) -> anyhow::Result<i32>
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<i32>>,
+{
+    f(Client::from_settings(settings, url.as_deref())?).await
+}
+
 async fn run_simulation(client: &Client, sim: &Simulation, as_json: bool) -> anyhow::Result<i32> {
     let (report, human, signature_ok) = simulate(client, sim).await?;
     if as_json {
@@ -256,15 +266,6 @@ async fn run_simulation(client: &Client, sim: &Simulation, as_json: bool) -> any
         println!("{human}");
     }
     Ok(if signature_ok { 0 } else { 1 })
-}
-
-fn generated_key(prefix: &str) -> String {
-    let mut b = [0u8; 8];
-    let _ = getrandom::getrandom(&mut b);
-    format!(
-        "{prefix}-{}",
-        b.iter().map(|x| format!("{x:02x}")).collect::<String>()
-    )
 }
 
 /// Prints an admin API answer; non-2xx is an error with the envelope's message.
@@ -445,7 +446,7 @@ async fn fund(
     idempotency_key: Option<String>,
     as_json: bool,
 ) -> anyhow::Result<i32> {
-    let key = idempotency_key.unwrap_or_else(|| generated_key("cli"));
+    let key = idempotency_key.unwrap_or_else(|| generated_id("cli"));
     let (st, v) = c
         .admin(
             "POST",
@@ -539,7 +540,7 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
             "POST",
             &format!("/v1/accounts/{user}/ARS/deposits"),
             Some(json!({"amount": "1000.00", "reference": "demo top-up"})),
-            Some(&generated_key("demo")),
+            Some(&generated_id("demo")),
         )
         .await?;
     show(st, &v, false, |v| {

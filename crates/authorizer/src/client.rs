@@ -221,7 +221,8 @@ fn money(text: &str, currency: &str) -> anyhow::Result<MoneyField> {
     })
 }
 
-fn generated_id(prefix: &str) -> String {
+/// `prefix-` and 16 random hex digits.
+pub fn generated_id(prefix: &str) -> String {
     let mut b = [0u8; 8];
     let _ = getrandom::getrandom(&mut b);
     format!(

@@ -180,6 +180,26 @@ impl From<StoreError> for Step {
 /// finds the winner's record and replays it.
 const RACE_RETRIES: usize = 3;
 
+/// Runs `attempt` again while it loses races on unique keys (at most [`RACE_RETRIES`] times).
+async fn retry_races<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, Step>>,
+{
+    for _ in 0..RACE_RETRIES {
+        match attempt().await {
+            Ok(o) => return Ok(o),
+            Err(Step::Fail(e)) => return Err(e),
+            Err(Step::Retry) => {}
+        }
+    }
+    match attempt().await {
+        Ok(o) => Ok(o),
+        Err(Step::Fail(e)) => Err(e),
+        Err(Step::Retry) => Err(StoreError::Timeout("lost the same race repeatedly".into())),
+    }
+}
+
 /// The cardholder account row, locked for the rest of the transaction.
 #[derive(Debug, Clone)]
 pub(crate) struct LockedAccount {
@@ -613,20 +633,7 @@ impl Store {
             ),
             None => None,
         };
-        let mut attempt = 0;
-        loop {
-            match self
-                .try_authorize(call, t, kind, currency, clearing, &render)
-                .await
-            {
-                Ok(o) => return Ok(o),
-                Err(Step::Fail(e)) => return Err(e),
-                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
-                Err(Step::Retry) => {
-                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
-                }
-            }
-        }
+        retry_races(|| self.try_authorize(call, t, kind, currency, clearing, &render)).await
     }
 
     async fn try_authorize<R>(
@@ -861,29 +868,19 @@ impl Store {
             )),
             None => None,
         };
-        let mut attempt = 0;
-        loop {
-            let step = self
-                .try_adjust(
-                    call,
-                    t,
-                    direction,
-                    currency,
-                    signed,
-                    accounts,
-                    flags.clone(),
-                    &render,
-                )
-                .await;
-            match step {
-                Ok(o) => return Ok(o),
-                Err(Step::Fail(e)) => return Err(e),
-                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
-                Err(Step::Retry) => {
-                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
-                }
-            }
-        }
+        retry_races(|| {
+            self.try_adjust(
+                call,
+                t,
+                direction,
+                currency,
+                signed,
+                accounts,
+                flags.clone(),
+                &render,
+            )
+        })
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1040,17 +1037,7 @@ impl Store {
             )),
             None => None,
         };
-        let mut attempt = 0;
-        loop {
-            match self.try_notify(n, currency, accounts, &render).await {
-                Ok(o) => return Ok(o),
-                Err(Step::Fail(e)) => return Err(e),
-                Err(Step::Retry) if attempt < RACE_RETRIES => attempt += 1,
-                Err(Step::Retry) => {
-                    return Err(StoreError::Timeout("lost the same race repeatedly".into()));
-                }
-            }
-        }
+        retry_races(|| self.try_notify(n, currency, accounts, &render)).await
     }
 
     async fn try_notify<R>(

@@ -666,31 +666,19 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
         Ok(n) => {
             let d = &n.event_detail;
-            let t = match (&d.transaction, &d.amount) {
-                (Some(tx), Some(amount)) => Some(CardTransaction {
-                    transaction_id: &tx.id,
-                    tx_type: tx.kind.as_str(),
-                    user_id: d.user.as_ref().map(|u| u.id.as_str()),
-                    card_id: d.card.as_ref().map(|c| c.id.as_str()),
-                    currency: &amount.local.currency,
-                    amount_text: amount.local.total.text(),
-                    amount: amount.local.total.value(),
-                    mcc: d.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
-                    original_transaction_id: tx.original_transaction_id.as_deref(),
-                }),
-                (Some(tx), None) => Some(CardTransaction {
-                    transaction_id: &tx.id,
-                    tx_type: tx.kind.as_str(),
-                    user_id: d.user.as_ref().map(|u| u.id.as_str()),
-                    card_id: d.card.as_ref().map(|c| c.id.as_str()),
-                    currency: "",
-                    amount_text: "",
-                    amount: None,
-                    mcc: None,
-                    original_transaction_id: tx.original_transaction_id.as_deref(),
-                }),
-                _ => None,
-            };
+            // An advice without amounts still names the transaction: keep it, book nothing.
+            let local = d.amount.as_ref().map(|a| &a.local);
+            let t = d.transaction.as_ref().map(|tx| CardTransaction {
+                transaction_id: &tx.id,
+                tx_type: tx.kind.as_str(),
+                user_id: d.user.as_ref().map(|u| u.id.as_str()),
+                card_id: d.card.as_ref().map(|c| c.id.as_str()),
+                currency: local.map(|l| l.currency.as_str()).unwrap_or(""),
+                amount_text: local.map(|l| l.total.text()).unwrap_or(""),
+                amount: local.and_then(|l| l.total.value()),
+                mcc: d.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+                original_transaction_id: tx.original_transaction_id.as_deref(),
+            });
             let direction = d
                 .transaction
                 .as_ref()
