@@ -118,6 +118,14 @@ impl Application {
                     "/v1/transactions/{transaction_id}",
                     web::get().to(admin::get_transaction),
                 )
+                .route(
+                    "/v1/reconciliation/runs",
+                    web::get().to(admin::reconciliation_runs),
+                )
+                .route(
+                    "/v1/reconciliation/runs/{date}/breaks",
+                    web::get().to(admin::reconciliation_breaks),
+                )
                 .default_service(web::to(|| async {
                     HttpResponse::NotFound()
                         .content_type("application/json")

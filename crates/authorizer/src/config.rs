@@ -4,34 +4,12 @@
 
 use protocol::{ApiSecret, KeyRing};
 use serde::Deserialize;
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 const BUILT_IN: &str = include_str!("../../../config/default.toml");
 
-/// A secret string whose `Debug` never shows it.
-#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Self {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
-    }
-}
+pub use settings::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -114,11 +92,6 @@ pub struct LogSettings {
     pub filter: String,
 }
 
-/// A setting that is missing or wrong, named so the operator can fix it.
-#[derive(Debug, thiserror::Error)]
-#[error("configuration error: {0}")]
-pub struct ConfigError(pub String);
-
 impl Settings {
     /// Loads the layers from `config_dir` and the process environment.
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
@@ -128,42 +101,17 @@ impl Settings {
 
     /// Loads with an explicit environment (tests).
     pub fn load_from(config_dir: &Path, env: &[(String, String)]) -> Result<Settings, ConfigError> {
-        let mut root = parse_toml(BUILT_IN, "built-in defaults")?;
-        let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-        let mut files = vec![config_dir.join("default.toml")];
-        if let Some(e) = get("AUTHORIZER_ENV").filter(|e| !e.is_empty()) {
-            let f = config_dir.join(format!("{e}.toml"));
-            if !f.exists() {
-                return Err(ConfigError(format!(
-                    "AUTHORIZER_ENV={e} but {} does not exist",
-                    f.display()
-                )));
-            }
-            files.push(f);
-        }
-        for f in files.iter().filter(|f| f.exists()) {
-            let text = std::fs::read_to_string(f)
-                .map_err(|e| ConfigError(format!("cannot read {}: {e}", f.display())))?;
-            merge(&mut root, parse_toml(&text, &f.display().to_string())?);
-        }
-        if get("AUTHORIZER__DATABASE__URL").is_none()
-            && let Some(url) = get("DATABASE_URL")
-        {
-            set_path(&mut root, &["database", "url"], toml::Value::String(url))?;
-        }
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix("AUTHORIZER__") else {
-                continue;
-            };
-            let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
-            let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-            set_path(&mut root, &refs, scalar(value))
-                .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
-        }
-        check_types(&parse_toml(BUILT_IN, "built-in defaults")?, &root, "")?;
-        let settings: Settings = root
-            .try_into()
-            .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))?;
+        let layers = settings::Layers {
+            built_in: BUILT_IN,
+            config_dir,
+            base_file: "default.toml",
+            env_name_var: "AUTHORIZER_ENV",
+            env_file_prefix: "",
+            prefix: "AUTHORIZER__",
+            aliases: &[("DATABASE_URL", &["database", "url"])],
+            open_keys: &["processor.keys"],
+        };
+        let settings: Settings = settings::load(&layers, env)?;
         settings.validate()?;
         Ok(settings)
     }
@@ -257,104 +205,6 @@ impl Settings {
             statement_ms_max: d.statement_ms_max,
             lock_wait_ms_max: d.lock_wait_ms_max,
         }
-    }
-}
-
-/// Every setting must have the type of its default, so a mistake is reported with the
-/// setting's name rather than as a bare type error.
-fn check_types(default: &toml::Value, actual: &toml::Value, path: &str) -> Result<(), ConfigError> {
-    use toml::Value as V;
-    match (default, actual) {
-        (V::Table(d), V::Table(a)) => {
-            for (k, v) in a {
-                let name = if path.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{path}.{k}")
-                };
-                match d.get(k) {
-                    Some(dv) => check_types(dv, v, &name)?,
-                    None if name == "processor.keys" => {}
-                    None => return Err(ConfigError(format!("unknown setting '{name}'"))),
-                }
-            }
-            Ok(())
-        }
-        (V::Integer(_), V::Integer(i)) if *i >= 0 => Ok(()),
-        (V::Integer(_), other) => Err(ConfigError(format!(
-            "{path} must be a whole number (got a {})",
-            other.type_str()
-        ))),
-        (V::Boolean(_), V::Boolean(_)) | (V::String(_), V::String(_)) => Ok(()),
-        (V::Boolean(_), other) => Err(ConfigError(format!(
-            "{path} must be true or false (got a {})",
-            other.type_str()
-        ))),
-        (V::String(_), other) => Err(ConfigError(format!(
-            "{path} must be a string (got a {})",
-            other.type_str()
-        ))),
-        (_, _) => Err(ConfigError(format!("{path} has the wrong type"))),
-    }
-}
-
-fn parse_toml(text: &str, origin: &str) -> Result<toml::Value, ConfigError> {
-    text.parse::<toml::Table>()
-        .map(toml::Value::Table)
-        .map_err(|e| ConfigError(format!("{origin}: {}", e.message())))
-}
-
-fn merge(base: &mut toml::Value, over: toml::Value) {
-    match (base, over) {
-        (toml::Value::Table(b), toml::Value::Table(o)) => {
-            for (k, v) in o {
-                match b.get_mut(&k) {
-                    Some(existing) => merge(existing, v),
-                    None => {
-                        b.insert(k, v);
-                    }
-                }
-            }
-        }
-        (b, o) => *b = o,
-    }
-}
-
-fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result<(), ConfigError> {
-    let (last, parents) = path
-        .split_last()
-        .ok_or_else(|| ConfigError("empty setting name".into()))?;
-    let mut cur = root;
-    for p in parents {
-        cur = cur
-            .as_table_mut()
-            .and_then(|t| t.get_mut(*p))
-            .ok_or_else(|| ConfigError(format!("unknown section '{p}'")))?;
-    }
-    let table = cur
-        .as_table_mut()
-        .ok_or_else(|| ConfigError("not a section".into()))?;
-    if !table.contains_key(*last) {
-        return Err(ConfigError(format!("unknown setting '{last}'")));
-    }
-    // Keep the type of the default: "8080" stays a string where a string is expected.
-    let typed = match (&table[*last], value) {
-        (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
-        (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
-        (_, v) => v,
-    };
-    table.insert((*last).to_owned(), typed);
-    Ok(())
-}
-
-fn scalar(s: &str) -> toml::Value {
-    if let Ok(i) = s.parse::<i64>() {
-        return toml::Value::Integer(i);
-    }
-    match s {
-        "true" => toml::Value::Boolean(true),
-        "false" => toml::Value::Boolean(false),
-        _ => toml::Value::String(s.to_owned()),
     }
 }
 

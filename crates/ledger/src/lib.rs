@@ -7,6 +7,7 @@ pub mod decision;
 pub mod ids;
 pub mod money;
 pub mod posting;
+pub mod reconcile;
 
 pub use currency::{Currency, CurrencyError, UNLISTED_EXPONENT};
 pub use decision::{

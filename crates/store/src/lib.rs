@@ -18,10 +18,12 @@ pub mod admin;
 pub mod audit;
 mod migrate;
 pub mod processor;
+pub mod recon;
 
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use processor::*;
+pub use recon::*;
 
 use ledger::{Currency, SystemAccount};
 
@@ -161,6 +163,8 @@ impl Tx {
 pub struct Store {
     pub(crate) db: Db,
     description: Arc<str>,
+    /// The embedded database file, when that is the backend.
+    sqlite_path: Option<PathBuf>,
     /// System account ids by (kind, currency). They never change once created.
     system_ids: Arc<Mutex<HashMap<(SystemAccount, Currency), i64>>>,
 }
@@ -184,7 +188,7 @@ impl Store {
             },
             None => Some(cfg.sqlite_path.clone()),
         };
-        let (db, description) = match sqlite_path {
+        let (db, description) = match sqlite_path.clone() {
             None => {
                 let url = cfg.url.as_deref().unwrap_or_default();
                 let opts = PgConnectOptions::from_str(url)
@@ -235,6 +239,7 @@ impl Store {
         Ok(Store {
             db,
             description: description.into(),
+            sqlite_path,
             system_ids: Arc::new(Mutex::new(HashMap::new())),
         })
     }

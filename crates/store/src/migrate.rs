@@ -11,12 +11,20 @@ struct Migration {
     sqlite: &'static str,
 }
 
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "0001_ledger",
-    postgres: include_str!("../../../migrations/postgres/0001_ledger.sql"),
-    sqlite: include_str!("../../../migrations/sqlite/0001_ledger.sql"),
-}];
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "0001_ledger",
+        postgres: include_str!("../../../migrations/postgres/0001_ledger.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0001_ledger.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "0002_reconciliation",
+        postgres: include_str!("../../../migrations/postgres/0002_reconciliation.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0002_reconciliation.sql"),
+    },
+];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
      version BIGINT PRIMARY KEY, name TEXT NOT NULL, applied_at_ms BIGINT NOT NULL)";

@@ -772,9 +772,21 @@ impl Store {
             .await?;
             movement_id = Some(id);
         }
+        // Declines keep the requested amount too: a later forced booking and the
+        // reconciliation compare against it.
+        let requested = currency
+            .zip(t.amount)
+            .and_then(|(c, a)| to_minor(a, c).ok());
         let amount_minor = match &decision {
             Decision::Approved { amount, .. } => Some(*amount),
-            _ => None,
+            Decision::Balance { .. } => Some(0),
+            Decision::Declined(_) => requested.map(|m| {
+                if kind == Some(RequestKind::Debit) {
+                    -m
+                } else {
+                    m
+                }
+            }),
         };
         let result = AuthorizationResult {
             decision,

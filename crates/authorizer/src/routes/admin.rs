@@ -605,3 +605,133 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
 }
+
+fn run_json(r: &store::RunRecord) -> Value {
+    json!({
+        "business_date": r.business_date,
+        "status": r.status,
+        "started_at_ms": r.started_at_ms,
+        "finished_at_ms": r.finished_at_ms,
+        "matched": r.matched,
+        "pending": r.pending,
+        "presentments_matched": r.presentments_matched,
+        "breaks": r.break_count,
+        "malformed_rows": r.malformed_rows,
+        "summary": serde_json::from_str::<Value>(&r.summary).unwrap_or(Value::Null),
+    })
+}
+
+#[derive(Deserialize)]
+pub struct RunsQuery {
+    limit: Option<i64>,
+}
+
+pub async fn reconciliation_runs(
+    req: HttpRequest,
+    query: web::Query<RunsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let r = async {
+        check_token(&req, &state)?;
+        let limit = query.limit.unwrap_or(30);
+        if !(1..=366).contains(&limit) {
+            return Err(AdminError::bad(
+                "invalid_limit",
+                "limit must be between 1 and 366",
+            ));
+        }
+        let runs = state.store.runs(limit).await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "runs": runs.iter().map(run_json).collect::<Vec<_>>() }),
+        ))
+    }
+    .await;
+    respond(&state, r)
+}
+
+#[derive(Deserialize)]
+pub struct BreaksQuery {
+    class: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<i64>,
+}
+
+pub async fn reconciliation_breaks(
+    req: HttpRequest,
+    path: web::Path<String>,
+    query: web::Query<BreaksQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let r = async {
+        check_token(&req, &state)?;
+        let date = path.into_inner();
+        let limit = query.limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(AdminError::bad(
+                "invalid_limit",
+                "limit must be between 1 and 1000",
+            ));
+        }
+        if let Some(c) = query.class.as_deref()
+            && ledger::reconcile::BreakClass::parse(c).is_none()
+        {
+            return Err(AdminError::bad(
+                "invalid_class",
+                format!("no break class '{c}'"),
+            ));
+        }
+        let run = state
+            .store
+            .run(&date)
+            .await?
+            .ok_or_else(|| AdminError::not_found("reconciliation run"))?;
+        let rows = state
+            .store
+            .run_breaks(
+                &date,
+                query.class.as_deref(),
+                limit + 1,
+                query.cursor.unwrap_or(0),
+            )
+            .await?;
+        let more = rows.len() as i64 > limit;
+        let page = &rows[..rows.len().min(limit as usize)];
+        let items: Vec<Value> = page
+            .iter()
+            .map(|b| {
+                let exp = b
+                    .currency
+                    .as_deref()
+                    .and_then(|c| Currency::parse_any(c).ok())
+                    .map(|c| c.exponent())
+                    .unwrap_or(2);
+                let amt = |v: Option<i64>| v.map(|m| format_minor(m, exp));
+                json!({
+                    "seq": b.seq,
+                    "class": b.class,
+                    "transaction_id": b.transaction_id,
+                    "kind": b.kind,
+                    "currency": b.currency,
+                    "ledger_amount": amt(b.ledger_amount_minor),
+                    "file_amount": amt(b.file_amount_minor),
+                    "difference": amt(b.difference_minor),
+                    "file": b.file,
+                    "line": b.line,
+                    "detail": b.detail,
+                })
+            })
+            .collect();
+        let next = if more {
+            page.last().map(|b| b.seq)
+        } else {
+            None
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({ "run": run_json(&run), "breaks": items, "next_cursor": next }),
+        ))
+    }
+    .await;
+    respond(&state, r)
+}

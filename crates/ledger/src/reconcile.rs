@@ -1,0 +1,1707 @@
+//! Reconciliation of the processor's files against the ledger.
+//!
+//! Every night the processor delivers two CSV files for a business date: a
+//! TRANSACTIONS file (authorizations and adjustments as the processor recorded them)
+//! and a PRESENTMENTS file (clearing presented by acquirers, each settling one
+//! authorization). The reconciler crate parses the rows and loads our side from the
+//! database; this module only classifies.
+//!
+//! # Memory and speed
+//!
+//! The ledger side is loaded first with [`Matcher::add_ledger`] and held in two
+//! `FxHashMap<Box<str>, _>` (authorizations and adjustments), about 32 and 40 bytes
+//! per entry plus the id. The file side is streamed: [`Matcher::transaction`] and
+//! [`Matcher::presentment`] look a row up by `&str` (no allocation), flip a flag on the
+//! ledger entry and drop the row. Only rows that produce a [`Break`] are kept, plus the
+//! id of each file row that has no ledger entry (needed to recognise its duplicates).
+//!
+//! # Rules
+//!
+//! Transactions file row against the ledger entry with the same `(kind, transaction_id)`:
+//!
+//! * A second (third, ...) row for the same `(kind, id)` is [`BreakClass::DuplicateInFile`]
+//!   (file `"transactions"`, the duplicate's line). Only the first row is classified and
+//!   counted in the totals.
+//! * No ledger entry: an approved row is [`BreakClass::MissingInLedger`]; a rejected row
+//!   is matched (a decline we have no trace of moves no money).
+//! * The currencies differ: [`BreakClass::CurrencyMismatch`] (nothing else is compared;
+//!   `difference_minor` is `None` because the amounts are in different units).
+//! * The processor approved it and the ledger entry is not effective, or the processor
+//!   rejected it and the ledger entry is effective: [`BreakClass::StatusMismatch`], with
+//!   detail `"processor approved, ledger not booked"` or `"ledger booked, processor
+//!   rejected"`.
+//! * Both sides effective with different amounts: [`BreakClass::AmountMismatch`].
+//! * Otherwise (same amount, or a decline both sides agree on) the row is matched.
+//!
+//! Ledger entries no transactions row mentioned, at [`Matcher::finish`]: an effective
+//! one booked at or after [`MatchConfig::grace_from_ms`] is `pending` (late delivery);
+//! an earlier one is [`BreakClass::MissingInFile`]. Non-effective entries (declines)
+//! missing from the file are neither breaks nor counted.
+//!
+//! Presentments (file `"presentments"`):
+//!
+//! * A second presentment for the same id is [`BreakClass::DuplicateInFile`].
+//! * The id must be a ledger authorization, else
+//!   [`BreakClass::PresentmentWithoutAuthorization`] (also when the id is a ledger
+//!   adjustment).
+//! * A currency other than the authorization's is [`BreakClass::CurrencyMismatch`].
+//! * A presentment of a non-effective authorization is
+//!   [`BreakClass::PresentmentAmountDiffers`] with ledger amount 0 and detail
+//!   `"presented but not booked"`.
+//! * Otherwise the presented amount is compared with the expected amount: the
+//!   authorization's amount plus the amounts of the effective ledger adjustments in the
+//!   same currency whose `original_transaction_id` is that authorization (a partial
+//!   refund reduces what the acquirer should present). A difference above
+//!   [`MatchConfig::presentment_tolerance_minor`] is
+//!   [`BreakClass::PresentmentAmountDiffers`] (ledger amount = expected, detail
+//!   `"adjustment expected: ..."`); otherwise `presentments_matched` grows.
+//! * Authorizations without a presentment are not breaks: clearing arrives over days.
+//!
+//! Totals per currency: `ledger_totals` over effective ledger entries, `file_totals`
+//! over approved first-occurrence transactions rows, `presentment_totals` over
+//! first-occurrence presentments. Debits are negative amounts, reported as a positive
+//! magnitude; zero amounts count but add to neither side.
+//!
+//! `difference_minor` is always `file - ledger`; it is `None` when either side is
+//! unknown, when the currencies differ, or when the difference does not fit an `i64`
+//! (all arithmetic is done in `i128`, never overflowing). A ledger entry loaded twice
+//! with the same `(kind, id)` keeps the first and counts in
+//! [`Report::ledger_duplicates`].
+
+use crate::Currency;
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fmt::Write as _;
+
+/// `Break::file` for rows of the transactions file.
+pub const TRANSACTIONS_FILE: &str = "transactions";
+/// `Break::file` for rows of the presentments file.
+pub const PRESENTMENTS_FILE: &str = "presentments";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EntryKind {
+    Authorization,
+    Adjustment,
+}
+
+impl EntryKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            EntryKind::Authorization => "authorization",
+            EntryKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A processor transaction as our ledger booked it.
+#[derive(Debug, Clone)]
+pub struct LedgerEntry {
+    pub transaction_id: Box<str>,
+    pub kind: EntryKind,
+    /// Whether the money movement stands: approved and booked and not reversed
+    /// (adjustments: true when booked). A declined authorization, or one reversed by a
+    /// REJECTED verdict, is false.
+    pub effective: bool,
+    pub currency: Currency,
+    /// Signed from the cardholder's side in minor units (debit negative, credit
+    /// positive); 0 for declined.
+    pub amount_minor: i64,
+    pub original_transaction_id: Option<Box<str>>,
+    /// When we booked it (unix ms).
+    pub booked_at_ms: i64,
+}
+
+/// One row of the processor's transactions file, already parsed.
+#[derive(Debug, Clone)]
+pub struct FileTransaction {
+    pub line: u64,
+    pub transaction_id: String,
+    pub kind: EntryKind,
+    /// The processor's status for it: true = APPROVED.
+    pub approved: bool,
+    pub currency: Currency,
+    /// Signed from the cardholder's side, minor units.
+    pub amount_minor: i64,
+    pub original_transaction_id: Option<String>,
+}
+
+/// One row of the presentments file: the clearing of an authorization.
+#[derive(Debug, Clone)]
+pub struct Presentment {
+    pub line: u64,
+    /// The authorization it clears.
+    pub transaction_id: String,
+    pub currency: Currency,
+    /// Signed from the cardholder's side, minor units (a purchase presentment is
+    /// negative).
+    pub amount_minor: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct MatchConfig {
+    /// Presentment vs authorized (+ linked adjustments) difference tolerated, in minor
+    /// units (absolute; a negative value is treated as 0).
+    pub presentment_tolerance_minor: i64,
+    /// Ledger entries booked at or after this instant (unix ms) that are missing from
+    /// the file are reported as `Pending` (late delivery) instead of `MissingInFile`.
+    pub grace_from_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BreakClass {
+    AmountMismatch,
+    StatusMismatch,
+    MissingInLedger,
+    MissingInFile,
+    DuplicateInFile,
+    PresentmentWithoutAuthorization,
+    PresentmentAmountDiffers,
+    CurrencyMismatch,
+}
+
+impl BreakClass {
+    pub const ALL: [BreakClass; 8] = [
+        BreakClass::AmountMismatch,
+        BreakClass::StatusMismatch,
+        BreakClass::MissingInLedger,
+        BreakClass::MissingInFile,
+        BreakClass::DuplicateInFile,
+        BreakClass::PresentmentWithoutAuthorization,
+        BreakClass::PresentmentAmountDiffers,
+        BreakClass::CurrencyMismatch,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            BreakClass::AmountMismatch => "amount_mismatch",
+            BreakClass::StatusMismatch => "status_mismatch",
+            BreakClass::MissingInLedger => "missing_in_ledger",
+            BreakClass::MissingInFile => "missing_in_file",
+            BreakClass::DuplicateInFile => "duplicate_in_file",
+            BreakClass::PresentmentWithoutAuthorization => "presentment_without_authorization",
+            BreakClass::PresentmentAmountDiffers => "presentment_amount_differs",
+            BreakClass::CurrencyMismatch => "currency_mismatch",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<BreakClass> {
+        Self::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+impl fmt::Display for BreakClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One disagreement between the ledger and the files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Break {
+    pub class: BreakClass,
+    pub transaction_id: String,
+    pub kind: Option<EntryKind>,
+    pub currency: Option<Currency>,
+    pub ledger_amount_minor: Option<i64>,
+    pub file_amount_minor: Option<i64>,
+    /// file - ledger, when both are known (and in the same currency).
+    pub difference_minor: Option<i64>,
+    /// "transactions" or "presentments", with the 1-based data line (header is line 1,
+    /// first data row line 2) when the break comes from a row.
+    pub file: Option<&'static str>,
+    pub line: Option<u64>,
+    pub detail: String,
+}
+
+/// Per-currency totals on each side.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub count: u64,
+    /// Sum of the negative amounts, as a positive magnitude.
+    pub debits_minor: i128,
+    pub credits_minor: i128,
+}
+
+impl Totals {
+    fn add(&mut self, amount_minor: i64) {
+        self.count += 1;
+        if amount_minor < 0 {
+            self.debits_minor += i128::from(amount_minor).abs();
+        } else {
+            self.credits_minor += i128::from(amount_minor);
+        }
+    }
+
+    /// Credits minus debits.
+    pub fn net_minor(&self) -> i128 {
+        self.credits_minor - self.debits_minor
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    /// First-occurrence transactions rows that agree with the ledger (including
+    /// declines both sides agree on and rejected rows we have no entry for).
+    pub matched: u64,
+    /// Missing from the file but inside the grace window: not a break yet.
+    pub pending: u64,
+    pub presentments_matched: u64,
+    /// Sorted by (class, transaction_id) at finish.
+    pub breaks: Vec<Break>,
+    /// Effective ledger entries.
+    pub ledger_totals: BTreeMap<Currency, Totals>,
+    /// Transactions file rows with approved=true (first occurrences).
+    pub file_totals: BTreeMap<Currency, Totals>,
+    /// First-occurrence presentments.
+    pub presentment_totals: BTreeMap<Currency, Totals>,
+    /// Rows fed to [`Matcher::transaction`].
+    pub transaction_rows: u64,
+    /// Rows fed to [`Matcher::presentment`].
+    pub presentment_rows: u64,
+    /// Ledger entries passed to [`Matcher::add_ledger`] (including duplicates).
+    pub ledger_entries: u64,
+    /// Ledger entries ignored because the same `(kind, id)` was already loaded.
+    pub ledger_duplicates: u64,
+}
+
+impl Report {
+    /// Number of breaks of one class.
+    pub fn count(&self, c: BreakClass) -> usize {
+        self.breaks.iter().filter(|b| b.class == c).count()
+    }
+
+    /// Number of breaks per class; every class is present, with 0 when it has none.
+    pub fn counts(&self) -> BTreeMap<BreakClass, usize> {
+        let mut m: BTreeMap<BreakClass, usize> = BreakClass::ALL.iter().map(|c| (*c, 0)).collect();
+        for b in &self.breaks {
+            *m.entry(b.class).or_insert(0) += 1;
+        }
+        m
+    }
+
+    /// Whether nothing disagrees.
+    pub fn is_clean(&self) -> bool {
+        self.breaks.is_empty()
+    }
+}
+
+// Slot flags.
+const EFFECTIVE: u8 = 1;
+/// A transactions-file row mentioned it.
+const SEEN: u8 = 2;
+/// A presentment mentioned it (authorizations only).
+const PRESENTED: u8 = 4;
+/// The linked adjustments do not sum inside an i64 (authorizations only).
+const ADJ_OVERFLOW: u8 = 8;
+
+/// What both kinds keep about a ledger entry (24 bytes).
+#[derive(Debug, Clone, Copy)]
+struct Core {
+    amount: i64,
+    booked_at_ms: i64,
+    currency: Currency,
+    flags: u8,
+}
+
+impl Core {
+    fn effective(&self) -> bool {
+        self.flags & EFFECTIVE != 0
+    }
+}
+
+/// 32 bytes.
+#[derive(Debug)]
+struct AuthSlot {
+    core: Core,
+    /// Sum of the effective same-currency adjustments linked to it.
+    adjusted: i64,
+}
+
+/// 40 bytes.
+#[derive(Debug)]
+struct AdjSlot {
+    core: Core,
+    original: Option<Box<str>>,
+}
+
+/// Streams the files against the loaded ledger; see the module documentation.
+pub struct Matcher {
+    config: MatchConfig,
+    auths: FxHashMap<Box<str>, AuthSlot>,
+    adjs: FxHashMap<Box<str>, AdjSlot>,
+    /// Ids of transactions rows with no ledger entry, per kind (index by `kind_index`).
+    unknown_rows: [FxHashSet<Box<str>>; 2],
+    /// Ids of presentments with no ledger authorization.
+    unknown_presented: FxHashSet<Box<str>>,
+    /// Whether the adjustments have been summed into their authorizations.
+    linked: bool,
+    report: Report,
+}
+
+fn kind_index(k: EntryKind) -> usize {
+    match k {
+        EntryKind::Authorization => 0,
+        EntryKind::Adjustment => 1,
+    }
+}
+
+/// `file - ledger` if it fits an i64.
+fn difference(file: i64, ledger: i64) -> Option<i64> {
+    i64::try_from(i128::from(file) - i128::from(ledger)).ok()
+}
+
+/// Minor units as a decimal with the currency's places and its code: `-12.50 ARS`.
+fn money(minor: i128, c: Currency) -> String {
+    let exp = u32::from(c.exponent());
+    let mag = minor.unsigned_abs();
+    let sign = if minor < 0 { "-" } else { "" };
+    let mut s = String::with_capacity(24);
+    if exp == 0 {
+        let _ = write!(s, "{sign}{mag} {c}");
+    } else {
+        let p = 10u128.pow(exp);
+        let _ = write!(
+            s,
+            "{sign}{}.{:0width$} {c}",
+            mag / p,
+            mag % p,
+            width = exp as usize
+        );
+    }
+    s
+}
+
+/// Adds an effective adjustment to its authorization, if that is loaded and in the same
+/// currency.
+fn link(
+    auths: &mut FxHashMap<Box<str>, AuthSlot>,
+    original: &str,
+    currency: Currency,
+    amount: i64,
+) {
+    if let Some(a) = auths.get_mut(original) {
+        if a.core.currency != currency {
+            return;
+        }
+        match a.adjusted.checked_add(amount) {
+            Some(v) => a.adjusted = v,
+            None => a.core.flags |= ADJ_OVERFLOW,
+        }
+    }
+}
+
+impl Matcher {
+    pub fn new(config: MatchConfig) -> Matcher {
+        Matcher {
+            config,
+            auths: FxHashMap::default(),
+            adjs: FxHashMap::default(),
+            unknown_rows: [FxHashSet::default(), FxHashSet::default()],
+            unknown_presented: FxHashSet::default(),
+            linked: false,
+            report: Report::default(),
+        }
+    }
+
+    /// Pre-sizes for `ledger_entries` authorizations (adjustments grow as needed, from
+    /// an eighth of that).
+    pub fn with_capacity(config: MatchConfig, ledger_entries: usize) -> Matcher {
+        let mut m = Matcher::new(config);
+        m.auths.reserve(ledger_entries);
+        m.adjs.reserve(ledger_entries / 8);
+        m
+    }
+
+    /// Load the ledger side (call for every entry before any file row). An entry loaded
+    /// after the first file row is still matched, but only links to an authorization
+    /// that is already loaded.
+    pub fn add_ledger(&mut self, e: LedgerEntry) {
+        self.report.ledger_entries += 1;
+        let core = Core {
+            amount: e.amount_minor,
+            booked_at_ms: e.booked_at_ms,
+            currency: e.currency,
+            flags: if e.effective { EFFECTIVE } else { 0 },
+        };
+        let inserted = match e.kind {
+            EntryKind::Authorization => match self.auths.entry(e.transaction_id) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(AuthSlot { core, adjusted: 0 });
+                    true
+                }
+            },
+            EntryKind::Adjustment => match self.adjs.entry(e.transaction_id) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    if self.linked
+                        && e.effective
+                        && let Some(orig) = e.original_transaction_id.as_deref()
+                    {
+                        link(&mut self.auths, orig, e.currency, e.amount_minor);
+                    }
+                    v.insert(AdjSlot {
+                        core,
+                        original: e.original_transaction_id,
+                    });
+                    true
+                }
+            },
+        };
+        if !inserted {
+            self.report.ledger_duplicates += 1;
+            return;
+        }
+        if e.effective {
+            self.report
+                .ledger_totals
+                .entry(e.currency)
+                .or_default()
+                .add(e.amount_minor);
+        }
+    }
+
+    /// Sums every effective adjustment into its authorization, once, before the first
+    /// file row.
+    fn link_adjustments(&mut self) {
+        if self.linked {
+            return;
+        }
+        self.linked = true;
+        for adj in self.adjs.values() {
+            if !adj.core.effective() {
+                continue;
+            }
+            if let Some(orig) = adj.original.as_deref() {
+                link(&mut self.auths, orig, adj.core.currency, adj.core.amount);
+            }
+        }
+    }
+
+    /// Classifies one transactions-file row.
+    pub fn transaction(&mut self, row: FileTransaction) {
+        self.link_adjustments();
+        self.report.transaction_rows += 1;
+        let id: &str = &row.transaction_id;
+        let slot = match row.kind {
+            EntryKind::Authorization => self.auths.get_mut(id).map(|s| &mut s.core),
+            EntryKind::Adjustment => self.adjs.get_mut(id).map(|s| &mut s.core),
+        };
+        let ledger = match slot {
+            Some(core) => {
+                if core.flags & SEEN != 0 {
+                    self.duplicate_row(row);
+                    return;
+                }
+                core.flags |= SEEN;
+                *core
+            }
+            None => {
+                let seen = &mut self.unknown_rows[kind_index(row.kind)];
+                if seen.contains(id) {
+                    self.duplicate_row(row);
+                    return;
+                }
+                seen.insert(Box::from(id));
+                if row.approved {
+                    self.count_file_row(&row);
+                    let detail = format!(
+                        "processor approved {} {}; no ledger entry",
+                        row.kind,
+                        money(row.amount_minor.into(), row.currency)
+                    );
+                    self.push_row_break(BreakClass::MissingInLedger, row, None, detail);
+                } else {
+                    self.report.matched += 1;
+                }
+                return;
+            }
+        };
+        if row.approved {
+            self.count_file_row(&row);
+        }
+        if ledger.currency != row.currency {
+            let detail = format!(
+                "ledger booked {}, processor recorded {}",
+                money(ledger.amount.into(), ledger.currency),
+                money(row.amount_minor.into(), row.currency)
+            );
+            let mut b = self.row_break(
+                BreakClass::CurrencyMismatch,
+                row,
+                Some(ledger.amount),
+                detail,
+            );
+            b.currency = Some(ledger.currency);
+            b.difference_minor = None;
+            self.report.breaks.push(b);
+            return;
+        }
+        match (row.approved, ledger.effective()) {
+            (true, false) => {
+                let detail = format!(
+                    "processor approved, ledger not booked: processor {}",
+                    money(row.amount_minor.into(), row.currency)
+                );
+                self.push_row_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
+            }
+            (false, true) => {
+                let detail = format!(
+                    "ledger booked, processor rejected: ledger {}",
+                    money(ledger.amount.into(), ledger.currency)
+                );
+                self.push_row_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
+            }
+            (true, true) if ledger.amount != row.amount_minor => {
+                let diff = i128::from(row.amount_minor) - i128::from(ledger.amount);
+                let detail = format!(
+                    "ledger {}, processor {}, difference {}",
+                    money(ledger.amount.into(), ledger.currency),
+                    money(row.amount_minor.into(), row.currency),
+                    money(diff, row.currency)
+                );
+                self.push_row_break(BreakClass::AmountMismatch, row, Some(ledger.amount), detail);
+            }
+            _ => self.report.matched += 1,
+        }
+    }
+
+    /// Classifies one presentments-file row.
+    pub fn presentment(&mut self, row: Presentment) {
+        self.link_adjustments();
+        self.report.presentment_rows += 1;
+        let id: &str = &row.transaction_id;
+        let (core, adjusted) = match self.auths.get_mut(id) {
+            Some(slot) => {
+                if slot.core.flags & PRESENTED != 0 {
+                    self.duplicate_presentment(row);
+                    return;
+                }
+                slot.core.flags |= PRESENTED;
+                (slot.core, slot.adjusted)
+            }
+            None => {
+                if self.unknown_presented.contains(id) {
+                    self.duplicate_presentment(row);
+                    return;
+                }
+                self.unknown_presented.insert(Box::from(id));
+                self.count_presentment(&row);
+                let detail = if self.adjs.contains_key(id) {
+                    format!("{id} is a ledger adjustment, not an authorization")
+                } else {
+                    format!(
+                        "presented {} for an authorization the ledger does not have",
+                        money(row.amount_minor.into(), row.currency)
+                    )
+                };
+                self.push_presentment_break(
+                    BreakClass::PresentmentWithoutAuthorization,
+                    row,
+                    None,
+                    detail,
+                );
+                return;
+            }
+        };
+        self.count_presentment(&row);
+        if core.currency != row.currency {
+            let detail = format!(
+                "authorized {}, presented {}",
+                money(core.amount.into(), core.currency),
+                money(row.amount_minor.into(), row.currency)
+            );
+            let mut b = self.presentment_break(
+                BreakClass::CurrencyMismatch,
+                row,
+                Some(core.amount),
+                detail,
+            );
+            b.currency = Some(core.currency);
+            b.difference_minor = None;
+            self.report.breaks.push(b);
+            return;
+        }
+        if !core.effective() {
+            let detail = format!(
+                "presented but not booked: presented {}, authorization not effective in the ledger",
+                money(row.amount_minor.into(), row.currency)
+            );
+            self.push_presentment_break(BreakClass::PresentmentAmountDiffers, row, Some(0), detail);
+            return;
+        }
+        if core.flags & ADJ_OVERFLOW != 0 {
+            let detail = format!(
+                "adjustment expected: linked adjustments of {id} overflow the ledger's range; presented {}",
+                money(row.amount_minor.into(), row.currency)
+            );
+            self.push_presentment_break(BreakClass::PresentmentAmountDiffers, row, None, detail);
+            return;
+        }
+        let expected = i128::from(core.amount) + i128::from(adjusted);
+        let presented = i128::from(row.amount_minor);
+        let diff = presented - expected;
+        let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
+        if diff.abs() <= tolerance {
+            self.report.presentments_matched += 1;
+            return;
+        }
+        let cur = row.currency;
+        let detail = format!(
+            "adjustment expected: presented {}, authorized {} + adjustments {} = {}, difference {} (tolerance {})",
+            money(presented, cur),
+            money(core.amount.into(), cur),
+            money(adjusted.into(), cur),
+            money(expected, cur),
+            money(diff, cur),
+            money(tolerance, cur)
+        );
+        let ledger_amount = i64::try_from(expected).ok();
+        let mut b = self.presentment_break(
+            BreakClass::PresentmentAmountDiffers,
+            row,
+            ledger_amount,
+            detail,
+        );
+        b.difference_minor = i64::try_from(diff).ok();
+        self.report.breaks.push(b);
+    }
+
+    /// Reports ledger entries the file never mentioned and sorts the breaks.
+    pub fn finish(mut self) -> Report {
+        self.link_adjustments();
+        let grace = self.config.grace_from_ms;
+        let mut report = self.report;
+        let auths = self
+            .auths
+            .into_iter()
+            .map(|(id, s)| (id, EntryKind::Authorization, s.core));
+        let adjs = self
+            .adjs
+            .into_iter()
+            .map(|(id, s)| (id, EntryKind::Adjustment, s.core));
+        for (id, kind, core) in auths.chain(adjs) {
+            if !core.effective() || core.flags & SEEN != 0 {
+                continue;
+            }
+            if core.booked_at_ms >= grace {
+                report.pending += 1;
+                continue;
+            }
+            let detail = format!(
+                "ledger booked {} {} at {} ms, absent from the transactions file",
+                kind,
+                money(core.amount.into(), core.currency),
+                core.booked_at_ms
+            );
+            report.breaks.push(Break {
+                class: BreakClass::MissingInFile,
+                transaction_id: String::from(id),
+                kind: Some(kind),
+                currency: Some(core.currency),
+                ledger_amount_minor: Some(core.amount),
+                file_amount_minor: None,
+                difference_minor: None,
+                file: None,
+                line: None,
+                detail,
+            });
+        }
+        report.breaks.sort_unstable_by(|a, b| {
+            (a.class, &a.transaction_id, a.kind, a.file, a.line).cmp(&(
+                b.class,
+                &b.transaction_id,
+                b.kind,
+                b.file,
+                b.line,
+            ))
+        });
+        report
+    }
+
+    fn count_file_row(&mut self, row: &FileTransaction) {
+        self.report
+            .file_totals
+            .entry(row.currency)
+            .or_default()
+            .add(row.amount_minor);
+    }
+
+    fn count_presentment(&mut self, row: &Presentment) {
+        self.report
+            .presentment_totals
+            .entry(row.currency)
+            .or_default()
+            .add(row.amount_minor);
+    }
+
+    fn row_break(
+        &self,
+        class: BreakClass,
+        row: FileTransaction,
+        ledger_amount: Option<i64>,
+        detail: String,
+    ) -> Break {
+        Break {
+            class,
+            transaction_id: row.transaction_id,
+            kind: Some(row.kind),
+            currency: Some(row.currency),
+            ledger_amount_minor: ledger_amount,
+            file_amount_minor: Some(row.amount_minor),
+            difference_minor: ledger_amount.and_then(|l| difference(row.amount_minor, l)),
+            file: Some(TRANSACTIONS_FILE),
+            line: Some(row.line),
+            detail,
+        }
+    }
+
+    fn push_row_break(
+        &mut self,
+        class: BreakClass,
+        row: FileTransaction,
+        ledger_amount: Option<i64>,
+        detail: String,
+    ) {
+        let b = self.row_break(class, row, ledger_amount, detail);
+        self.report.breaks.push(b);
+    }
+
+    fn duplicate_row(&mut self, row: FileTransaction) {
+        let detail = format!(
+            "{} {} appears again in the transactions file ({}, {}); only the first row is reconciled",
+            row.kind,
+            row.transaction_id,
+            if row.approved { "APPROVED" } else { "REJECTED" },
+            money(row.amount_minor.into(), row.currency)
+        );
+        self.push_row_break(BreakClass::DuplicateInFile, row, None, detail);
+    }
+
+    fn presentment_break(
+        &self,
+        class: BreakClass,
+        row: Presentment,
+        ledger_amount: Option<i64>,
+        detail: String,
+    ) -> Break {
+        Break {
+            class,
+            transaction_id: row.transaction_id,
+            kind: Some(EntryKind::Authorization),
+            currency: Some(row.currency),
+            ledger_amount_minor: ledger_amount,
+            file_amount_minor: Some(row.amount_minor),
+            difference_minor: ledger_amount.and_then(|l| difference(row.amount_minor, l)),
+            file: Some(PRESENTMENTS_FILE),
+            line: Some(row.line),
+            detail,
+        }
+    }
+
+    fn push_presentment_break(
+        &mut self,
+        class: BreakClass,
+        row: Presentment,
+        ledger_amount: Option<i64>,
+        detail: String,
+    ) {
+        let b = self.presentment_break(class, row, ledger_amount, detail);
+        self.report.breaks.push(b);
+    }
+
+    fn duplicate_presentment(&mut self, row: Presentment) {
+        let detail = format!(
+            "{} presented again ({}); only the first presentment is reconciled",
+            row.transaction_id,
+            money(row.amount_minor.into(), row.currency)
+        );
+        self.push_presentment_break(BreakClass::DuplicateInFile, row, None, detail);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cur(c: &str) -> Currency {
+        Currency::parse(c).unwrap()
+    }
+
+    fn cfg() -> MatchConfig {
+        MatchConfig {
+            presentment_tolerance_minor: 0,
+            grace_from_ms: 1_000_000,
+        }
+    }
+
+    fn auth(id: &str, effective: bool, amount: i64) -> LedgerEntry {
+        LedgerEntry {
+            transaction_id: id.into(),
+            kind: EntryKind::Authorization,
+            effective,
+            currency: cur("ARS"),
+            amount_minor: amount,
+            original_transaction_id: None,
+            booked_at_ms: 1_000,
+        }
+    }
+
+    fn adj(id: &str, original: &str, amount: i64) -> LedgerEntry {
+        LedgerEntry {
+            transaction_id: id.into(),
+            kind: EntryKind::Adjustment,
+            effective: true,
+            currency: cur("ARS"),
+            amount_minor: amount,
+            original_transaction_id: Some(original.into()),
+            booked_at_ms: 1_000,
+        }
+    }
+
+    fn row(line: u64, id: &str, approved: bool, amount: i64) -> FileTransaction {
+        FileTransaction {
+            line,
+            transaction_id: id.into(),
+            kind: EntryKind::Authorization,
+            approved,
+            currency: cur("ARS"),
+            amount_minor: amount,
+            original_transaction_id: None,
+        }
+    }
+
+    fn pres(line: u64, id: &str, amount: i64) -> Presentment {
+        Presentment {
+            line,
+            transaction_id: id.into(),
+            currency: cur("ARS"),
+            amount_minor: amount,
+        }
+    }
+
+    fn run(
+        config: MatchConfig,
+        ledger: Vec<LedgerEntry>,
+        rows: Vec<FileTransaction>,
+        presentments: Vec<Presentment>,
+    ) -> Report {
+        let mut m = Matcher::with_capacity(config, ledger.len());
+        for e in ledger {
+            m.add_ledger(e);
+        }
+        for r in rows {
+            m.transaction(r);
+        }
+        for p in presentments {
+            m.presentment(p);
+        }
+        m.finish()
+    }
+
+    /// The only break of the report.
+    fn only(r: &Report) -> &Break {
+        assert_eq!(r.breaks.len(), 1, "{:#?}", r.breaks);
+        &r.breaks[0]
+    }
+
+    #[test]
+    fn class_names_are_snake_case_and_round_trip() {
+        let names: Vec<&str> = BreakClass::ALL.iter().map(|c| c.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "amount_mismatch",
+                "status_mismatch",
+                "missing_in_ledger",
+                "missing_in_file",
+                "duplicate_in_file",
+                "presentment_without_authorization",
+                "presentment_amount_differs",
+                "currency_mismatch",
+            ]
+        );
+        for c in BreakClass::ALL {
+            assert_eq!(BreakClass::parse(c.as_str()), Some(c));
+            assert_eq!(c.to_string(), c.as_str());
+        }
+        assert_eq!(BreakClass::parse("nope"), None);
+    }
+
+    #[test]
+    fn exact_row_is_matched() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -5000)],
+            vec![row(2, "A1", true, -5000)],
+            vec![],
+        );
+        assert!(r.is_clean(), "{:#?}", r.breaks);
+        assert_eq!(r.matched, 1);
+        assert_eq!(r.transaction_rows, 1);
+    }
+
+    #[test]
+    fn approved_row_without_ledger_entry_is_missing_in_ledger() {
+        let r = run(cfg(), vec![], vec![row(2, "X9", true, -1234)], vec![]);
+        assert_eq!(
+            only(&r),
+            &Break {
+                class: BreakClass::MissingInLedger,
+                transaction_id: "X9".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: None,
+                file_amount_minor: Some(-1234),
+                difference_minor: None,
+                file: Some("transactions"),
+                line: Some(2),
+                detail: "processor approved authorization -12.34 ARS; no ledger entry".into(),
+            }
+        );
+        assert_eq!(r.matched, 0);
+    }
+
+    #[test]
+    fn rejected_row_without_ledger_entry_is_matched() {
+        let r = run(cfg(), vec![], vec![row(2, "X9", false, 0)], vec![]);
+        assert!(r.is_clean());
+        assert_eq!(r.matched, 1);
+        assert!(r.file_totals.is_empty());
+    }
+
+    #[test]
+    fn kind_is_part_of_the_key() {
+        // The ledger has A1 as an authorization; the file says it is an adjustment.
+        let mut f = row(3, "A1", true, -5000);
+        f.kind = EntryKind::Adjustment;
+        let r = run(cfg(), vec![auth("A1", true, -5000)], vec![f], vec![]);
+        assert_eq!(r.count(BreakClass::MissingInLedger), 1);
+        assert_eq!(r.count(BreakClass::MissingInFile), 1);
+        let mil = r
+            .breaks
+            .iter()
+            .find(|b| b.class == BreakClass::MissingInLedger)
+            .unwrap();
+        assert_eq!(mil.kind, Some(EntryKind::Adjustment));
+    }
+
+    #[test]
+    fn second_occurrence_is_duplicate_and_first_is_classified() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -5000)],
+            vec![
+                row(2, "A1", true, -5000),
+                row(7, "A1", true, -5000),
+                row(9, "A1", false, 0),
+            ],
+            vec![],
+        );
+        assert_eq!(r.matched, 1);
+        assert_eq!(r.breaks.len(), 2);
+        for (b, line) in r.breaks.iter().zip([7, 9]) {
+            assert_eq!(b.class, BreakClass::DuplicateInFile);
+            assert_eq!(b.transaction_id, "A1");
+            assert_eq!(b.file, Some("transactions"));
+            assert_eq!(b.line, Some(line));
+            assert_eq!(b.ledger_amount_minor, None);
+            assert_eq!(b.difference_minor, None);
+        }
+        assert_eq!(r.breaks[0].file_amount_minor, Some(-5000));
+        // Only the first occurrence counts in the file totals.
+        assert_eq!(
+            r.file_totals[&cur("ARS")],
+            Totals {
+                count: 1,
+                debits_minor: 5000,
+                credits_minor: 0
+            }
+        );
+    }
+
+    #[test]
+    fn duplicate_of_a_row_missing_in_ledger() {
+        let r = run(
+            cfg(),
+            vec![],
+            vec![row(2, "X1", true, -10), row(3, "X1", true, -10)],
+            vec![],
+        );
+        assert_eq!(r.count(BreakClass::MissingInLedger), 1);
+        assert_eq!(r.count(BreakClass::DuplicateInFile), 1);
+        let d = r
+            .breaks
+            .iter()
+            .find(|b| b.class == BreakClass::DuplicateInFile)
+            .unwrap();
+        assert_eq!(d.line, Some(3));
+        assert_eq!(r.file_totals[&cur("ARS")].count, 1);
+    }
+
+    #[test]
+    fn currency_differs() {
+        let mut f = row(4, "A1", true, -5000);
+        f.currency = cur("USD");
+        let r = run(cfg(), vec![auth("A1", true, -5000)], vec![f], vec![]);
+        assert_eq!(
+            only(&r),
+            &Break {
+                class: BreakClass::CurrencyMismatch,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: Some(-5000),
+                file_amount_minor: Some(-5000),
+                difference_minor: None,
+                file: Some("transactions"),
+                line: Some(4),
+                detail: "ledger booked -50.00 ARS, processor recorded -50.00 USD".into(),
+            }
+        );
+        // The row is still seen: no MissingInFile for A1.
+        assert_eq!(r.pending, 0);
+    }
+
+    #[test]
+    fn status_mismatch_processor_approved_ledger_not_booked() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", false, 0)],
+            vec![row(5, "A1", true, -700)],
+            vec![],
+        );
+        let b = only(&r);
+        assert_eq!(b.class, BreakClass::StatusMismatch);
+        assert_eq!(b.transaction_id, "A1");
+        assert_eq!(b.ledger_amount_minor, Some(0));
+        assert_eq!(b.file_amount_minor, Some(-700));
+        assert_eq!(b.difference_minor, Some(-700));
+        assert_eq!(b.line, Some(5));
+        assert!(
+            b.detail
+                .starts_with("processor approved, ledger not booked"),
+            "{}",
+            b.detail
+        );
+    }
+
+    #[test]
+    fn status_mismatch_ledger_booked_processor_rejected() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -700)],
+            vec![row(6, "A1", false, -700)],
+            vec![],
+        );
+        let b = only(&r);
+        assert_eq!(b.class, BreakClass::StatusMismatch);
+        assert_eq!(b.ledger_amount_minor, Some(-700));
+        assert_eq!(b.file_amount_minor, Some(-700));
+        assert_eq!(b.difference_minor, Some(0));
+        assert_eq!(b.line, Some(6));
+        assert!(
+            b.detail.starts_with("ledger booked, processor rejected"),
+            "{}",
+            b.detail
+        );
+        // Rejected rows are not in the file totals; the ledger side is.
+        assert!(r.file_totals.is_empty());
+        assert_eq!(r.ledger_totals[&cur("ARS")].debits_minor, 700);
+    }
+
+    #[test]
+    fn amount_differs() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -10_000)],
+            vec![row(2, "A1", true, -10_050)],
+            vec![],
+        );
+        assert_eq!(
+            only(&r),
+            &Break {
+                class: BreakClass::AmountMismatch,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: Some(-10_000),
+                file_amount_minor: Some(-10_050),
+                difference_minor: Some(-50),
+                file: Some("transactions"),
+                line: Some(2),
+                detail: "ledger -100.00 ARS, processor -100.50 ARS, difference -0.50 ARS".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn decline_on_both_sides_is_matched() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", false, 0)],
+            vec![row(2, "A1", false, -900)],
+            vec![],
+        );
+        assert!(r.is_clean(), "{:#?}", r.breaks);
+        assert_eq!(r.matched, 1);
+        assert!(r.ledger_totals.is_empty());
+        assert!(r.file_totals.is_empty());
+    }
+
+    #[test]
+    fn effective_entry_absent_from_file_is_missing_in_file() {
+        let mut a = auth("A1", true, -300);
+        a.booked_at_ms = 999_999;
+        let r = run(cfg(), vec![a, auth("D1", false, 0)], vec![], vec![]);
+        assert_eq!(
+            only(&r),
+            &Break {
+                class: BreakClass::MissingInFile,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: Some(-300),
+                file_amount_minor: None,
+                difference_minor: None,
+                file: None,
+                line: None,
+                detail: "ledger booked authorization -3.00 ARS at 999999 ms, absent from the transactions file".into(),
+            }
+        );
+        // The absent decline is neither a break nor pending.
+        assert_eq!(r.pending, 0);
+        assert_eq!(r.matched, 0);
+    }
+
+    #[test]
+    fn grace_boundary_is_inclusive() {
+        let at = |id: &str, ms: i64| {
+            let mut a = auth(id, true, -1);
+            a.booked_at_ms = ms;
+            a
+        };
+        let mut late_adj = adj("J1", "nobody", 5);
+        late_adj.booked_at_ms = 2_000_000;
+        let r = run(
+            cfg(),
+            vec![
+                at("BEFORE", 999_999),
+                at("AT", 1_000_000),
+                at("AFTER", 1_000_001),
+                late_adj,
+            ],
+            vec![],
+            vec![],
+        );
+        assert_eq!(r.pending, 3);
+        let b = only(&r);
+        assert_eq!(b.class, BreakClass::MissingInFile);
+        assert_eq!(b.transaction_id, "BEFORE");
+    }
+
+    #[test]
+    fn presentment_without_authorization() {
+        let r = run(
+            cfg(),
+            vec![adj("J1", "A0", 100)],
+            vec![{
+                let mut f = row(2, "J1", true, 100);
+                f.kind = EntryKind::Adjustment;
+                f
+            }],
+            vec![pres(2, "NOPE", -100), pres(3, "J1", -100)],
+        );
+        assert_eq!(r.breaks.len(), 2, "{:#?}", r.breaks);
+        assert_eq!(
+            r.breaks[0],
+            Break {
+                class: BreakClass::PresentmentWithoutAuthorization,
+                transaction_id: "J1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: None,
+                file_amount_minor: Some(-100),
+                difference_minor: None,
+                file: Some("presentments"),
+                line: Some(3),
+                detail: "J1 is a ledger adjustment, not an authorization".into(),
+            }
+        );
+        assert_eq!(r.breaks[1].transaction_id, "NOPE");
+        assert_eq!(r.breaks[1].line, Some(2));
+        assert_eq!(r.presentment_totals[&cur("ARS")].count, 2);
+        assert_eq!(r.presentments_matched, 0);
+    }
+
+    #[test]
+    fn duplicate_presentment() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -500)],
+            vec![row(2, "A1", true, -500)],
+            vec![
+                pres(2, "A1", -500),
+                pres(3, "A1", -500),
+                pres(4, "Z", -1),
+                pres(5, "Z", -1),
+            ],
+        );
+        assert_eq!(r.presentments_matched, 1);
+        let dups: Vec<&Break> = r
+            .breaks
+            .iter()
+            .filter(|b| b.class == BreakClass::DuplicateInFile)
+            .collect();
+        assert_eq!(dups.len(), 2);
+        assert_eq!(
+            (dups[0].transaction_id.as_str(), dups[0].line),
+            ("A1", Some(3))
+        );
+        assert_eq!(
+            (dups[1].transaction_id.as_str(), dups[1].line),
+            ("Z", Some(5))
+        );
+        assert!(dups.iter().all(|b| b.file == Some("presentments")));
+        assert_eq!(r.count(BreakClass::PresentmentWithoutAuthorization), 1);
+        assert_eq!(
+            r.presentment_totals[&cur("ARS")],
+            Totals {
+                count: 2,
+                debits_minor: 501,
+                credits_minor: 0
+            }
+        );
+    }
+
+    #[test]
+    fn presentment_amount_differs_beyond_tolerance() {
+        let config = MatchConfig {
+            presentment_tolerance_minor: 10,
+            ..cfg()
+        };
+        let r = run(
+            config,
+            vec![
+                auth("A1", true, -10_000),
+                adj("R1", "A1", 2_000),
+                auth("A2", true, -10_000),
+            ],
+            vec![],
+            vec![pres(2, "A1", -10_000), pres(3, "A2", -10_010)],
+        );
+        // A2 is exactly at the tolerance: matched.
+        assert_eq!(r.presentments_matched, 1);
+        let b = r
+            .breaks
+            .iter()
+            .find(|b| b.class == BreakClass::PresentmentAmountDiffers)
+            .unwrap();
+        assert_eq!(
+            b,
+            &Break {
+                class: BreakClass::PresentmentAmountDiffers,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: Some(-8_000),
+                file_amount_minor: Some(-10_000),
+                difference_minor: Some(-2_000),
+                file: Some("presentments"),
+                line: Some(2),
+                detail: "adjustment expected: presented -100.00 ARS, authorized -100.00 ARS + adjustments 20.00 ARS = -80.00 ARS, difference -20.00 ARS (tolerance 0.10 ARS)".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn linked_partial_refund_makes_presentment_match() {
+        // The refund is loaded before its authorization: linking does not depend on order.
+        // A booked-but-unlinked and a non-effective adjustment do not count.
+        let mut void = adj("R9", "A1", 1_000);
+        void.effective = false;
+        let mut other_cur = adj("R8", "A1", 77);
+        other_cur.currency = cur("USD");
+        let r = run(
+            cfg(),
+            vec![
+                adj("R1", "A1", 2_500),
+                void,
+                other_cur,
+                auth("A1", true, -10_000),
+                adj("R2", "A1", 500),
+            ],
+            vec![],
+            vec![pres(2, "A1", -7_000)],
+        );
+        assert_eq!(r.presentments_matched, 1);
+        assert_eq!(r.count(BreakClass::PresentmentAmountDiffers), 0);
+    }
+
+    #[test]
+    fn presentment_of_a_non_effective_authorization() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", false, 0)],
+            vec![],
+            vec![pres(4, "A1", -900)],
+        );
+        assert_eq!(
+            only(&r),
+            &Break {
+                class: BreakClass::PresentmentAmountDiffers,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: Some(0),
+                file_amount_minor: Some(-900),
+                difference_minor: Some(-900),
+                file: Some("presentments"),
+                line: Some(4),
+                detail: "presented but not booked: presented -9.00 ARS, authorization not effective in the ledger".into(),
+            }
+        );
+    }
+
+    #[test]
+    fn presentment_in_another_currency() {
+        let mut p = pres(2, "A1", -500);
+        p.currency = cur("USD");
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -500)],
+            vec![row(2, "A1", true, -500)],
+            vec![p],
+        );
+        let b = only(&r);
+        assert_eq!(b.class, BreakClass::CurrencyMismatch);
+        assert_eq!(b.file, Some("presentments"));
+        assert_eq!(b.currency, Some(cur("ARS")));
+        assert_eq!(b.difference_minor, None);
+        assert_eq!(r.presentment_totals[&cur("USD")].count, 1);
+    }
+
+    #[test]
+    fn authorization_without_presentment_is_not_a_break() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -500)],
+            vec![row(2, "A1", true, -500)],
+            vec![],
+        );
+        assert!(r.is_clean());
+    }
+
+    #[test]
+    fn totals_per_currency() {
+        let mut usd = auth("U1", true, 250);
+        usd.currency = cur("USD");
+        let mut usd_row = row(5, "U1", true, 250);
+        usd_row.currency = cur("USD");
+        let mut clp_p = pres(3, "C1", -1500);
+        clp_p.currency = cur("CLP");
+        let r = run(
+            cfg(),
+            vec![
+                auth("A1", true, -10_000),
+                auth("A2", true, -2_000),
+                auth("D1", false, 0),
+                adj("R1", "A1", 3_000),
+                usd,
+            ],
+            vec![
+                row(2, "A1", true, -10_000),
+                row(3, "A2", true, -2_000),
+                row(4, "D1", false, -4_000),
+                {
+                    let mut f = row(6, "R1", true, 3_000);
+                    f.kind = EntryKind::Adjustment;
+                    f
+                },
+                usd_row,
+                row(7, "A2", true, -2_000),
+            ],
+            vec![pres(2, "A1", -7_000), clp_p],
+        );
+        let ars = cur("ARS");
+        let usd = cur("USD");
+        assert_eq!(
+            r.ledger_totals,
+            BTreeMap::from([
+                (
+                    ars,
+                    Totals {
+                        count: 3,
+                        debits_minor: 12_000,
+                        credits_minor: 3_000
+                    }
+                ),
+                (
+                    usd,
+                    Totals {
+                        count: 1,
+                        debits_minor: 0,
+                        credits_minor: 250
+                    }
+                ),
+            ])
+        );
+        assert_eq!(r.file_totals, r.ledger_totals);
+        assert_eq!(r.ledger_totals[&ars].net_minor(), -9_000);
+        assert_eq!(
+            r.presentment_totals,
+            BTreeMap::from([
+                (
+                    ars,
+                    Totals {
+                        count: 1,
+                        debits_minor: 7_000,
+                        credits_minor: 0
+                    }
+                ),
+                (
+                    cur("CLP"),
+                    Totals {
+                        count: 1,
+                        debits_minor: 1_500,
+                        credits_minor: 0
+                    }
+                ),
+            ])
+        );
+        assert_eq!(r.matched, 5);
+        assert_eq!(r.presentments_matched, 1);
+        assert_eq!(r.count(BreakClass::DuplicateInFile), 1);
+        assert_eq!(r.count(BreakClass::PresentmentWithoutAuthorization), 1);
+    }
+
+    #[test]
+    fn breaks_are_sorted_by_class_then_id() {
+        let mut old = auth("M2", true, -1);
+        old.booked_at_ms = 0;
+        let mut old2 = auth("M1", true, -1);
+        old2.booked_at_ms = 0;
+        let r = run(
+            cfg(),
+            vec![
+                old,
+                old2,
+                auth("S1", false, 0),
+                auth("B2", true, -5),
+                auth("B1", true, -5),
+            ],
+            vec![
+                row(2, "Z", true, -1),
+                row(3, "B2", true, -6),
+                row(4, "Y", true, -1),
+                row(5, "S1", true, -1),
+                row(6, "B1", true, -7),
+            ],
+            vec![],
+        );
+        let got: Vec<(BreakClass, &str)> = r
+            .breaks
+            .iter()
+            .map(|b| (b.class, b.transaction_id.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (BreakClass::AmountMismatch, "B1"),
+                (BreakClass::AmountMismatch, "B2"),
+                (BreakClass::StatusMismatch, "S1"),
+                (BreakClass::MissingInLedger, "Y"),
+                (BreakClass::MissingInLedger, "Z"),
+                (BreakClass::MissingInFile, "M1"),
+                (BreakClass::MissingInFile, "M2"),
+            ]
+        );
+        let counts = r.counts();
+        assert_eq!(counts.len(), 8);
+        assert_eq!(counts[&BreakClass::AmountMismatch], 2);
+        assert_eq!(counts[&BreakClass::CurrencyMismatch], 0);
+    }
+
+    #[test]
+    fn extreme_amounts_do_not_overflow() {
+        let config = MatchConfig {
+            presentment_tolerance_minor: i64::MAX,
+            ..cfg()
+        };
+        let r = run(
+            config,
+            vec![
+                auth("A1", true, i64::MIN),
+                adj("R1", "A1", i64::MIN),
+                adj("R2", "A1", i64::MIN),
+                auth("A2", true, i64::MAX),
+                adj("R3", "A2", i64::MAX),
+            ],
+            vec![row(2, "A1", true, i64::MAX)],
+            vec![pres(2, "A1", 0), pres(3, "A2", i64::MIN)],
+        );
+        let am = r
+            .breaks
+            .iter()
+            .find(|b| b.class == BreakClass::AmountMismatch)
+            .unwrap();
+        assert_eq!(am.ledger_amount_minor, Some(i64::MIN));
+        assert_eq!(am.file_amount_minor, Some(i64::MAX));
+        assert_eq!(am.difference_minor, None);
+        assert!(
+            am.detail.contains("difference 184467440737095516.15 ARS"),
+            "{}",
+            am.detail
+        );
+        let pad: Vec<&Break> = r
+            .breaks
+            .iter()
+            .filter(|b| b.class == BreakClass::PresentmentAmountDiffers)
+            .collect();
+        assert_eq!(pad.len(), 2, "{:#?}", r.breaks);
+        // A1: the adjustments overflow an i64.
+        assert_eq!(pad[0].ledger_amount_minor, None);
+        assert!(pad[0].detail.contains("overflow"), "{}", pad[0].detail);
+        // A2: expected 2 * i64::MAX does not fit; presented i64::MIN is far beyond tolerance.
+        assert_eq!(pad[1].ledger_amount_minor, None);
+        assert_eq!(pad[1].difference_minor, None);
+        assert_eq!(
+            r.ledger_totals[&cur("ARS")].debits_minor,
+            3 * i128::from(i64::MIN).abs()
+        );
+    }
+
+    #[test]
+    fn ledger_entry_loaded_twice_keeps_the_first() {
+        let r = run(
+            cfg(),
+            vec![auth("A1", true, -100), auth("A1", true, -999)],
+            vec![row(2, "A1", true, -100)],
+            vec![],
+        );
+        assert!(r.is_clean(), "{:#?}", r.breaks);
+        assert_eq!(r.ledger_duplicates, 1);
+        assert_eq!(r.ledger_entries, 2);
+        assert_eq!(r.ledger_totals[&cur("ARS")].count, 1);
+    }
+
+    #[test]
+    fn adjustment_loaded_late_still_links() {
+        let mut m = Matcher::new(cfg());
+        m.add_ledger(auth("A1", true, -1_000));
+        m.transaction(row(2, "A1", true, -1_000));
+        m.add_ledger(adj("R1", "A1", 400));
+        m.presentment(pres(2, "A1", -600));
+        let r = m.finish();
+        assert_eq!(r.presentments_matched, 1);
+        // R1 was never in the transactions file and is before the grace window.
+        assert_eq!(r.count(BreakClass::MissingInFile), 1);
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn ledger_slots_stay_small() {
+        assert_eq!(std::mem::size_of::<Core>(), 24);
+        assert_eq!(std::mem::size_of::<AuthSlot>(), 32);
+        assert_eq!(std::mem::size_of::<AdjSlot>(), 40);
+    }
+
+    /// A tiny deterministic generator (splitmix64) so the test needs no dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        }
+        fn below(&mut self, n: u64) -> i64 {
+            i64::try_from(self.next() % n).unwrap()
+        }
+    }
+
+    #[test]
+    fn ten_thousand_generated_entries_all_match() {
+        let n = 10_000usize;
+        let mut rng = Rng(42);
+        let currencies = [cur("ARS"), cur("USD"), cur("CLP"), cur("KWD")];
+        let mut ledger = Vec::with_capacity(n);
+        let mut expected_presentment = Vec::new();
+        let mut i = 0;
+        while ledger.len() < n {
+            let c = currencies[i % currencies.len()];
+            let id = format!("T{i:08}");
+            let declined = rng.below(50) == 0;
+            let amount = if declined {
+                0
+            } else {
+                -(rng.below(1_000_000) + 1)
+            };
+            ledger.push(LedgerEntry {
+                transaction_id: id.clone().into(),
+                kind: EntryKind::Authorization,
+                effective: !declined,
+                currency: c,
+                amount_minor: amount,
+                original_transaction_id: None,
+                booked_at_ms: rng.below(2_000_000),
+            });
+            let mut total = amount;
+            if !declined && rng.below(10) == 0 && ledger.len() < n {
+                let refund = rng.below(amount.unsigned_abs()) + 1;
+                total += refund;
+                ledger.push(LedgerEntry {
+                    transaction_id: format!("J{i:08}").into(),
+                    kind: EntryKind::Adjustment,
+                    effective: true,
+                    currency: c,
+                    amount_minor: refund,
+                    original_transaction_id: Some(id.clone().into()),
+                    booked_at_ms: rng.below(2_000_000),
+                });
+            }
+            if !declined {
+                expected_presentment.push((id, c, total));
+            }
+            i += 1;
+        }
+        let rows: Vec<FileTransaction> = ledger
+            .iter()
+            .enumerate()
+            .map(|(k, e)| FileTransaction {
+                line: k as u64 + 2,
+                transaction_id: e.transaction_id.to_string(),
+                kind: e.kind,
+                approved: e.effective,
+                currency: e.currency,
+                amount_minor: e.amount_minor,
+                original_transaction_id: e.original_transaction_id.as_deref().map(String::from),
+            })
+            .collect();
+        let presentments: Vec<Presentment> = expected_presentment
+            .iter()
+            .enumerate()
+            .map(|(k, (id, c, total))| Presentment {
+                line: k as u64 + 2,
+                transaction_id: id.clone(),
+                currency: *c,
+                amount_minor: *total,
+            })
+            .collect();
+        let n_presentments = presentments.len() as u64;
+        let r = run(cfg(), ledger, rows, presentments);
+        assert!(r.is_clean(), "{:#?}", &r.breaks[..r.breaks.len().min(5)]);
+        assert_eq!(r.matched, n as u64);
+        assert_eq!(r.presentments_matched, n_presentments);
+        assert_eq!(r.pending, 0);
+        assert_eq!(r.ledger_totals, r.file_totals);
+    }
+}

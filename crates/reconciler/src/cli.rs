@@ -1,0 +1,202 @@
+//! `reconciler run | daemon | report`.
+
+use crate::config::{Settings, Source};
+use crate::report;
+use crate::run::{Outcome, RunOptions, run};
+use crate::schedule::{Cron, civil_from_days, parse_offset};
+use crate::sftp::BusinessDate;
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use store::Store;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "reconciler",
+    version,
+    about = "Reconciles the processor's daily CSV files against the issuer's ledger."
+)]
+pub struct Cli {
+    /// Directory holding reconciler.toml and reconciler.<RECONCILER_ENV>.toml.
+    #[arg(
+        long,
+        global = true,
+        default_value = "config",
+        env = "RECONCILER_CONFIG_DIR"
+    )]
+    pub config_dir: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Reconcile one business date once. Exit 0 clean, 1 breaks above the threshold, 2 could not run.
+    Run {
+        #[arg(long)]
+        date: String,
+        /// "sftp" or "dir:/path" (default: source.kind).
+        #[arg(long)]
+        source: Option<String>,
+        /// Reconcile even when every file was already imported.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Reconcile yesterday on the schedule of schedule.cron; one instance at a time.
+    Daemon,
+    /// Print the stored run of a business date.
+    Report {
+        #[arg(long)]
+        date: String,
+    },
+}
+
+fn init_logs(s: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&s.log.filter));
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = if s.log.format == "json" {
+        b.json().flatten_event(true).try_init()
+    } else {
+        b.with_target(false).try_init()
+    };
+}
+
+/// Runs a command; returns the exit code (2: could not run).
+pub async fn main(cli: Cli) -> i32 {
+    let s = match Settings::load(&cli.config_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("reconciler: {e}");
+            return 2;
+        }
+    };
+    init_logs(&s);
+    let result = async {
+        let store = Store::connect(&s.store_config()).await?;
+        store.migrate().await?;
+        match cli.command {
+            Command::Run {
+                date,
+                source,
+                force,
+            } => {
+                let opts = RunOptions {
+                    date: BusinessDate::parse(&date)
+                        .map_err(|e| anyhow::anyhow!("--date {date}: {e}"))?,
+                    force,
+                    source: source.as_deref().map(Source::parse).transpose()?,
+                };
+                let outcome = run(&s, &store, &opts).await?;
+                print_outcome(&store, &date, &outcome, s.report.largest).await?;
+                Ok(outcome.exit_code())
+            }
+            Command::Report { date } => {
+                BusinessDate::parse(&date).map_err(|e| anyhow::anyhow!("--date {date}: {e}"))?;
+                match print_run(&store, &date, s.report.largest).await? {
+                    true => Ok(0),
+                    false => anyhow::bail!("no reconciliation run for {date}"),
+                }
+            }
+            Command::Daemon => daemon(&s, &store).await,
+        }
+    }
+    .await;
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("reconciler: {e:#}");
+            2
+        }
+    }
+}
+
+async fn print_run(store: &Store, date: &str, largest: usize) -> anyhow::Result<bool> {
+    let Some(run) = store.run(date).await? else {
+        return Ok(false);
+    };
+    let breaks = store.run_breaks(date, None, 1_000_000, 0).await?;
+    let summary: serde_json::Value = serde_json::from_str(&run.summary)?;
+    print!("{}", report::summary_text(&run, &breaks, &summary, largest));
+    Ok(true)
+}
+
+async fn print_outcome(
+    store: &Store,
+    date: &str,
+    outcome: &Outcome,
+    largest: usize,
+) -> anyhow::Result<()> {
+    match outcome {
+        Outcome::Unchanged => {
+            println!(
+                "{date}: every file was already imported and reconciled; nothing changed (use --force to re-run)"
+            );
+            print_run(store, date, largest).await?;
+        }
+        Outcome::Done { report_dir, .. } => {
+            print_run(store, date, largest).await?;
+            println!("\nreports: {}", report_dir.display());
+        }
+    }
+    Ok(())
+}
+
+/// The business date before the local day of `at_ms`.
+fn yesterday(at_ms: i64, offset_min: i64) -> BusinessDate {
+    let day = (at_ms + offset_min * 60_000).div_euclid(86_400_000) - 1;
+    let (year, month, day) = civil_from_days(day);
+    BusinessDate { year, month, day }
+}
+
+async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
+    let cron = Cron::parse(&s.schedule.cron)?;
+    let offset = parse_offset(&s.matching.utc_offset)?;
+    loop {
+        let now = store::now_ms();
+        let next = cron
+            .next_after(now, offset)
+            .ok_or_else(|| anyhow::anyhow!("schedule.cron never fires"))?;
+        tracing::info!(
+            in_secs = (next - now) / 1000,
+            "next reconciliation scheduled"
+        );
+        tokio::select! {
+            _ = tokio::time::sleep(std::time::Duration::from_millis((next - now).max(0) as u64)) => {}
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("stopping");
+                return Ok(0);
+            }
+        }
+        let date = yesterday(next, offset);
+        let opts = RunOptions {
+            date: date.clone(),
+            force: false,
+            source: None,
+        };
+        match run(s, store, &opts).await {
+            Ok(outcome) => {
+                tracing::info!(business_date = %date, ?outcome, "scheduled reconciliation done")
+            }
+            // Another instance holds the lock, or the files are not there yet: log and wait
+            // for the next fire; `reconciler run` can redo a date by hand.
+            Err(e) => {
+                tracing::error!(business_date = %date, error = %format!("{e:#}"), "scheduled reconciliation failed")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yesterday_is_in_the_business_timezone() {
+        // 2024-01-02T02:00Z is still Jan 1 in Buenos Aires: yesterday is Dec 31.
+        let t = crate::schedule::days_from_civil(2024, 1, 2) * 86_400_000 + 2 * 3_600_000;
+        assert_eq!(yesterday(t, -180).to_string(), "2023-12-31");
+        assert_eq!(yesterday(t, 0).to_string(), "2024-01-01");
+    }
+}

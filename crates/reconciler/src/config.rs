@@ -1,0 +1,300 @@
+//! The reconciler's settings: `config/reconciler.toml` (built in, and read from the config
+//! directory), `config/reconciler.<RECONCILER_ENV>.toml`, then `RECONCILER__SECTION__KEY`.
+
+use crate::schedule::{Cron, parse_offset};
+use serde::Deserialize;
+use settings::{ConfigError, Secret};
+use std::path::{Path, PathBuf};
+
+const BUILT_IN: &str = include_str!("../../../config/reconciler.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub source: SourceSettings,
+    pub sftp: SftpSettings,
+    pub files: FileSettings,
+    pub csv: CsvSettings,
+    pub mapping: Mapping,
+    pub matching: MatchingSettings,
+    pub report: ReportSettings,
+    pub schedule: ScheduleSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    pub url: Secret,
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceSettings {
+    pub kind: String,
+    pub staging_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SftpSettings {
+    pub host: String,
+    pub port: u16,
+    pub user: String,
+    pub private_key: String,
+    pub private_key_passphrase: Secret,
+    pub password: Secret,
+    pub host_key_sha256: String,
+    pub remote_dir: String,
+    pub connect_timeout_ms: u64,
+    pub attempts: u32,
+    pub backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSettings {
+    pub transactions: String,
+    pub presentments: String,
+    pub date_format: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsvSettings {
+    pub delimiter: String,
+    pub decimal_separator: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mapping {
+    pub transactions: TransactionColumns,
+    pub presentments: PresentmentColumns,
+}
+
+/// Header names of the transactions file's columns; empty for a column the file lacks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TransactionColumns {
+    pub transaction_id: String,
+    pub kind: String,
+    #[serde(rename = "type")]
+    pub tx_type: String,
+    pub status: String,
+    pub direction: String,
+    pub amount: String,
+    pub currency: String,
+    pub original_transaction_id: String,
+    pub card_id: String,
+    pub user_id: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresentmentColumns {
+    pub transaction_id: String,
+    pub direction: String,
+    pub amount: String,
+    pub currency: String,
+    pub card_id: String,
+    pub date: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MatchingSettings {
+    pub utc_offset: String,
+    pub presentment_tolerance_minor: i64,
+    pub grace_minutes: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportSettings {
+    pub dir: PathBuf,
+    pub break_threshold: u64,
+    pub largest: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleSettings {
+    pub cron: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: String,
+    pub filter: String,
+}
+
+/// Where the files come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Sftp,
+    Dir(PathBuf),
+}
+
+impl Source {
+    pub fn parse(s: &str) -> Result<Source, ConfigError> {
+        match s {
+            "sftp" => Ok(Source::Sftp),
+            _ => match s.strip_prefix("dir:") {
+                Some(p) if !p.is_empty() => Ok(Source::Dir(PathBuf::from(p))),
+                _ => Err(ConfigError(format!(
+                    "source '{s}' must be \"sftp\" or \"dir:/path\""
+                ))),
+            },
+        }
+    }
+}
+
+impl Settings {
+    pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
+        let env: Vec<(String, String)> = std::env::vars().collect();
+        Self::load_from(config_dir, &env)
+    }
+
+    pub fn load_from(config_dir: &Path, env: &[(String, String)]) -> Result<Settings, ConfigError> {
+        let layers = settings::Layers {
+            built_in: BUILT_IN,
+            config_dir,
+            base_file: "reconciler.toml",
+            env_name_var: "RECONCILER_ENV",
+            env_file_prefix: "reconciler.",
+            prefix: "RECONCILER__",
+            aliases: &[("DATABASE_URL", &["database", "url"])],
+            open_keys: &[],
+        };
+        let s: Settings = settings::load(&layers, env)?;
+        s.validate()?;
+        Ok(s)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        Source::parse(&self.source.kind)?;
+        if let Err(e) = parse_offset(&self.matching.utc_offset) {
+            return bad(format!("matching.utc_offset: {e}"));
+        }
+        if let Err(e) = Cron::parse(&self.schedule.cron) {
+            return bad(format!("schedule.cron: {e}"));
+        }
+        if self.csv.delimiter.len() != 1 {
+            return bad("csv.delimiter must be one character".into());
+        }
+        if !matches!(self.csv.decimal_separator.as_str(), "." | ",") {
+            return bad("csv.decimal_separator must be \".\" or \",\"".into());
+        }
+        if self.csv.decimal_separator == self.csv.delimiter {
+            return bad("csv.decimal_separator and csv.delimiter must differ".into());
+        }
+        if self.matching.presentment_tolerance_minor < 0 || self.matching.grace_minutes < 0 {
+            return bad(
+                "matching.presentment_tolerance_minor and grace_minutes cannot be negative".into(),
+            );
+        }
+        let t = &self.mapping.transactions;
+        for (name, v) in [
+            ("transaction_id", &t.transaction_id),
+            ("kind", &t.kind),
+            ("status", &t.status),
+            ("direction", &t.direction),
+            ("amount", &t.amount),
+            ("currency", &t.currency),
+        ] {
+            if v.is_empty() {
+                return bad(format!("mapping.transactions.{name} is required"));
+            }
+        }
+        let p = &self.mapping.presentments;
+        for (name, v) in [
+            ("transaction_id", &p.transaction_id),
+            ("direction", &p.direction),
+            ("amount", &p.amount),
+            ("currency", &p.currency),
+        ] {
+            if v.is_empty() {
+                return bad(format!("mapping.presentments.{name} is required"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The store settings: the same database as the authorizer.
+    pub fn store_config(&self) -> store::StoreConfig {
+        store::StoreConfig {
+            url: (!self.database.url.is_empty()).then(|| self.database.url.expose().to_owned()),
+            sqlite_path: self.database.data_dir.join("authorizer.db"),
+            pool_connections_max: 4,
+            pool_acquire_ms_max: 30_000,
+            statement_ms_max: 600_000,
+            lock_wait_ms_max: 30_000,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter().map(|(a, b)| ((*a).into(), (*b).into())).collect()
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let s = Settings::load_from(Path::new("/nonexistent"), &env(&[])).unwrap();
+        assert_eq!(s.mapping.transactions.amount, "local_amount");
+        assert_eq!(Source::parse(&s.source.kind).unwrap(), Source::Sftp);
+        let s = Settings::load_from(
+            Path::new("/nonexistent"),
+            &env(&[
+                ("RECONCILER__SOURCE__KIND", "dir:/in"),
+                ("RECONCILER__SFTP__PORT", "2222"),
+                ("RECONCILER__SFTP__PASSWORD", "pw-123"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            Source::parse(&s.source.kind).unwrap(),
+            Source::Dir("/in".into())
+        );
+        assert_eq!(s.sftp.port, 2222);
+        assert!(!format!("{s:?}").contains("pw-123"));
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        for (k, v, want) in [
+            ("RECONCILER__SCHEDULE__CRON", "every day", "schedule.cron"),
+            (
+                "RECONCILER__MATCHING__UTC_OFFSET",
+                "ART",
+                "matching.utc_offset",
+            ),
+            ("RECONCILER__SOURCE__KIND", "ftp", "source"),
+            (
+                "RECONCILER__CSV__DECIMAL_SEPARATOR",
+                ";",
+                "decimal_separator",
+            ),
+            (
+                "RECONCILER__MAPPING__TRANSACTIONS__AMOUNT",
+                "",
+                "mapping.transactions.amount",
+            ),
+            ("RECONCILER__SFTP__PORT", "abc", "sftp.port"),
+        ] {
+            let e = Settings::load_from(Path::new("/nonexistent"), &env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{k}={v}: {e}");
+        }
+    }
+}

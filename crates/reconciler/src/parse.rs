@@ -1,0 +1,313 @@
+//! Streaming CSV parsing of the processor's files, driven by the column mapping. Memory is
+//! bounded whatever the file size: one record buffer is reused for every row. A row that
+//! cannot be read is collected with its file, line and reason; it never stops the run.
+
+use crate::config::{CsvSettings, PresentmentColumns, TransactionColumns};
+use anyhow::{Context, bail};
+use ledger::reconcile::{EntryKind, FileTransaction, Presentment};
+use ledger::{Currency, to_minor};
+use rust_decimal::Decimal;
+use std::path::Path;
+use std::str::FromStr;
+
+/// A row that could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Malformed {
+    pub file: String,
+    pub line: u64,
+    pub reason: String,
+}
+
+/// How amounts are written.
+#[derive(Debug, Clone, Copy)]
+pub struct CsvFormat {
+    pub delimiter: u8,
+    pub decimal_comma: bool,
+}
+
+impl From<&CsvSettings> for CsvFormat {
+    fn from(c: &CsvSettings) -> Self {
+        CsvFormat {
+            delimiter: c.delimiter.as_bytes()[0],
+            decimal_comma: c.decimal_separator == ",",
+        }
+    }
+}
+
+/// Positions of the mapped columns, found by header name (trimmed, case-insensitive).
+struct Columns(Vec<Option<usize>>);
+
+fn resolve(
+    headers: &csv::ByteRecord,
+    wanted: &[(&str, &str, bool)],
+    file: &str,
+) -> anyhow::Result<Columns> {
+    let names: Vec<String> = headers
+        .iter()
+        .map(|h| {
+            String::from_utf8_lossy(h)
+                .trim()
+                .trim_start_matches('\u{feff}')
+                .to_lowercase()
+        })
+        .collect();
+    let mut out = Vec::with_capacity(wanted.len());
+    for (field, header, required) in wanted {
+        let header = header.trim().to_lowercase();
+        let pos = if header.is_empty() {
+            None
+        } else {
+            names.iter().position(|n| *n == header)
+        };
+        if pos.is_none() && *required {
+            bail!(
+                "{file}: no column '{header}' for {field} (headers: {})",
+                names.join(", ")
+            );
+        }
+        out.push(pos);
+    }
+    Ok(Columns(out))
+}
+
+fn get<'r>(rec: &'r csv::ByteRecord, col: Option<usize>) -> Result<&'r str, String> {
+    match col {
+        None => Ok(""),
+        Some(i) => {
+            let raw = rec.get(i).ok_or_else(|| {
+                format!("row has {} fields, expected at least {}", rec.len(), i + 1)
+            })?;
+            std::str::from_utf8(raw)
+                .map(str::trim)
+                .map_err(|_| "not UTF-8".to_owned())
+        }
+    }
+}
+
+/// Parses an unsigned decimal amount exactly, in the file's decimal style.
+pub fn parse_amount(text: &str, fmt: CsvFormat, currency: Currency) -> Result<i64, String> {
+    if text.is_empty() {
+        return Err("empty amount".into());
+    }
+    let normalized;
+    let t = if fmt.decimal_comma {
+        if text.contains('.') {
+            return Err(format!(
+                "amount '{text}' has a '.' but decimals are written with ','"
+            ));
+        }
+        normalized = text.replace(',', ".");
+        normalized.as_str()
+    } else {
+        if text.contains(',') {
+            return Err(format!(
+                "amount '{text}' has a ',' but decimals are written with '.'"
+            ));
+        }
+        text
+    };
+    if !t.bytes().all(|b| b.is_ascii_digit() || b == b'.') || t.starts_with('.') || t.ends_with('.')
+    {
+        return Err(format!("amount '{text}' is not an unsigned decimal"));
+    }
+    let d = Decimal::from_str(t).map_err(|_| format!("amount '{text}' is not a decimal"))?;
+    to_minor(d, currency).map_err(|e| format!("amount '{text}' in {currency}: {e}"))
+}
+
+fn signed(direction: &str, minor: i64) -> Result<i64, String> {
+    match direction.to_ascii_uppercase().as_str() {
+        "DEBIT" => Ok(-minor),
+        "CREDIT" => Ok(minor),
+        other => Err(format!("direction '{other}' is neither DEBIT nor CREDIT")),
+    }
+}
+
+fn currency(code: &str) -> Result<Currency, String> {
+    Currency::parse_any(&code.to_ascii_uppercase())
+        .map_err(|_| format!("currency '{code}' is not a currency code"))
+}
+
+/// Streams `path` row by row: `parse` turns a record into a value or a reason.
+fn stream<T>(
+    path: &Path,
+    fmt: CsvFormat,
+    wanted: &[(&str, &str, bool)],
+    malformed: &mut Vec<Malformed>,
+    mut parse: impl FnMut(&csv::ByteRecord, &[Option<usize>], u64) -> Result<T, String>,
+    mut row: impl FnMut(T),
+) -> anyhow::Result<u64> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut r = csv::ReaderBuilder::new()
+        .delimiter(fmt.delimiter)
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(f);
+    let cols = resolve(r.byte_headers()?, wanted, &name)?;
+    let mut rec = csv::ByteRecord::new();
+    let mut n = 0u64;
+    loop {
+        let line = r.position().line() + 1;
+        match r.read_byte_record(&mut rec) {
+            Ok(false) => break,
+            Ok(true) => {}
+            Err(e) => {
+                n += 1;
+                malformed.push(Malformed {
+                    file: name.clone(),
+                    line,
+                    reason: format!("unreadable row: {e}"),
+                });
+                continue;
+            }
+        }
+        n += 1;
+        let line = rec.position().map(|p| p.line()).unwrap_or(line);
+        match parse(&rec, &cols.0, line) {
+            Ok(t) => row(t),
+            Err(reason) => malformed.push(Malformed {
+                file: name.clone(),
+                line,
+                reason,
+            }),
+        }
+    }
+    Ok(n)
+}
+
+fn transaction_id(rec: &csv::ByteRecord, col: Option<usize>) -> Result<String, String> {
+    let id = get(rec, col)?;
+    if id.is_empty() {
+        return Err("empty transaction id".into());
+    }
+    Ok(id.to_owned())
+}
+
+/// Streams the transactions file, calling `row` for each good row; returns rows read.
+pub fn transactions(
+    path: &Path,
+    map: &TransactionColumns,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    row: impl FnMut(FileTransaction),
+) -> anyhow::Result<u64> {
+    let wanted = [
+        ("transaction_id", map.transaction_id.as_str(), true),
+        ("kind", map.kind.as_str(), true),
+        ("status", map.status.as_str(), true),
+        ("direction", map.direction.as_str(), true),
+        ("amount", map.amount.as_str(), true),
+        ("currency", map.currency.as_str(), true),
+        (
+            "original_transaction_id",
+            map.original_transaction_id.as_str(),
+            false,
+        ),
+    ];
+    stream(
+        path,
+        fmt,
+        &wanted,
+        malformed,
+        |rec, c, line| {
+            let transaction_id = transaction_id(rec, c[0])?;
+            let kind = match get(rec, c[1])?.to_ascii_uppercase().as_str() {
+                "AUTHORIZATION" => EntryKind::Authorization,
+                "ADJUSTMENT" => EntryKind::Adjustment,
+                other => {
+                    return Err(format!(
+                        "kind '{other}' is neither AUTHORIZATION nor ADJUSTMENT"
+                    ));
+                }
+            };
+            let approved = match get(rec, c[2])?.to_ascii_uppercase().as_str() {
+                "APPROVED" => true,
+                "REJECTED" => false,
+                other => return Err(format!("status '{other}' is neither APPROVED nor REJECTED")),
+            };
+            let cur = currency(get(rec, c[5])?)?;
+            let amount_minor = signed(get(rec, c[3])?, parse_amount(get(rec, c[4])?, fmt, cur)?)?;
+            let original = get(rec, c[6])?;
+            Ok(FileTransaction {
+                line,
+                transaction_id,
+                kind,
+                approved,
+                currency: cur,
+                amount_minor,
+                original_transaction_id: (!original.is_empty()).then(|| original.to_owned()),
+            })
+        },
+        row,
+    )
+}
+
+/// Streams the presentments file, calling `row` for each good row; returns rows read.
+pub fn presentments(
+    path: &Path,
+    map: &PresentmentColumns,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    row: impl FnMut(Presentment),
+) -> anyhow::Result<u64> {
+    let wanted = [
+        ("transaction_id", map.transaction_id.as_str(), true),
+        ("direction", map.direction.as_str(), true),
+        ("amount", map.amount.as_str(), true),
+        ("currency", map.currency.as_str(), true),
+    ];
+    stream(
+        path,
+        fmt,
+        &wanted,
+        malformed,
+        |rec, c, line| {
+            let transaction_id = transaction_id(rec, c[0])?;
+            let cur = currency(get(rec, c[3])?)?;
+            let amount_minor = signed(get(rec, c[1])?, parse_amount(get(rec, c[2])?, fmt, cur)?)?;
+            Ok(Presentment {
+                line,
+                transaction_id,
+                currency: cur,
+                amount_minor,
+            })
+        },
+        row,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOT: CsvFormat = CsvFormat {
+        delimiter: b',',
+        decimal_comma: false,
+    };
+    const COMMA: CsvFormat = CsvFormat {
+        delimiter: b';',
+        decimal_comma: true,
+    };
+
+    #[test]
+    fn amounts_are_exact_in_both_styles() {
+        let ars = Currency::parse("ARS").unwrap();
+        let clp = Currency::parse("CLP").unwrap();
+        assert_eq!(parse_amount("1060.74", DOT, ars), Ok(106_074));
+        assert_eq!(parse_amount("1060,74", COMMA, ars), Ok(106_074));
+        assert_eq!(parse_amount("15000", DOT, clp), Ok(15_000));
+        for bad in [
+            "", "-1.00", "1,060.74", "1.0.0", ".5", "5.", "1e3", "10.001", "abc",
+        ] {
+            assert!(parse_amount(bad, DOT, ars).is_err(), "{bad}");
+        }
+        assert!(parse_amount("1.060,74", COMMA, ars).is_err());
+        assert!(
+            parse_amount("1,5", COMMA, clp).is_err(),
+            "CLP has no decimals"
+        );
+    }
+}

@@ -1,0 +1,211 @@
+//! Layered, typed configuration: built-in defaults -> a file in the config directory ->
+//! a per-environment file -> `PREFIX__SECTION__KEY` environment variables. Every setting
+//! must exist in the defaults and keep its type, so a mistake is reported by name.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::path::Path;
+
+/// A secret string whose `Debug` never shows it.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+/// A setting that is missing or wrong, named so the operator can fix it.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Where a binary's layers come from.
+pub struct Layers<'a> {
+    /// The built-in defaults (TOML text, usually `include_str!` of the shipped file).
+    pub built_in: &'a str,
+    pub config_dir: &'a Path,
+    /// The file read from `config_dir` over the defaults, e.g. `default.toml`.
+    pub base_file: &'a str,
+    /// Names the per-environment file: `<value>.toml`, or `<file_prefix><value>.toml`.
+    pub env_name_var: &'a str,
+    pub env_file_prefix: &'a str,
+    /// Environment prefix, e.g. `AUTHORIZER__`.
+    pub prefix: &'a str,
+    /// Plain variables honoured when the prefixed one is not set, e.g. `DATABASE_URL`.
+    pub aliases: &'a [(&'a str, &'a [&'a str])],
+    /// Settings that may appear in files though absent from the defaults (lists of tables).
+    pub open_keys: &'a [&'a str],
+}
+
+/// Loads and type-checks every layer into `T`.
+pub fn load<T: DeserializeOwned>(
+    l: &Layers<'_>,
+    env: &[(String, String)],
+) -> Result<T, ConfigError> {
+    let defaults = parse_toml(l.built_in, "built-in defaults")?;
+    let mut root = defaults.clone();
+    let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+    let mut files = vec![l.config_dir.join(l.base_file)];
+    if let Some(e) = get(l.env_name_var).filter(|e| !e.is_empty()) {
+        let f = l.config_dir.join(format!("{}{e}.toml", l.env_file_prefix));
+        if !f.exists() {
+            return Err(ConfigError(format!(
+                "{}={e} but {} does not exist",
+                l.env_name_var,
+                f.display()
+            )));
+        }
+        files.push(f);
+    }
+    for f in files.iter().filter(|f| f.exists()) {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", f.display())))?;
+        merge(&mut root, parse_toml(&text, &f.display().to_string())?);
+    }
+    for (alias, path) in l.aliases {
+        let prefixed = format!(
+            "{}{}",
+            l.prefix,
+            path.iter()
+                .map(|p| p.to_uppercase())
+                .collect::<Vec<_>>()
+                .join("__")
+        );
+        if get(&prefixed).is_none()
+            && let Some(v) = get(alias)
+        {
+            set_path(&mut root, path, toml::Value::String(v))?;
+        }
+    }
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(l.prefix) else {
+            continue;
+        };
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        set_path(&mut root, &refs, scalar(value))
+            .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
+    }
+    check_types(&defaults, &root, "", l.open_keys)?;
+    root.try_into()
+        .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))
+}
+
+/// Every setting must have the type of its default, so a mistake is reported with the
+/// setting's name rather than as a bare type error.
+fn check_types(
+    default: &toml::Value,
+    actual: &toml::Value,
+    path: &str,
+    open: &[&str],
+) -> Result<(), ConfigError> {
+    use toml::Value as V;
+    match (default, actual) {
+        (V::Table(d), V::Table(a)) => {
+            for (k, v) in a {
+                let name = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                match d.get(k) {
+                    Some(dv) => check_types(dv, v, &name, open)?,
+                    None if open.contains(&name.as_str()) => {}
+                    None => return Err(ConfigError(format!("unknown setting '{name}'"))),
+                }
+            }
+            Ok(())
+        }
+        (V::Integer(_), V::Integer(i)) if *i >= 0 => Ok(()),
+        (V::Integer(_), other) => Err(ConfigError(format!(
+            "{path} must be a whole number (got a {})",
+            other.type_str()
+        ))),
+        (V::Boolean(_), V::Boolean(_)) | (V::String(_), V::String(_)) => Ok(()),
+        (V::Boolean(_), other) => Err(ConfigError(format!(
+            "{path} must be true or false (got a {})",
+            other.type_str()
+        ))),
+        (V::String(_), other) => Err(ConfigError(format!(
+            "{path} must be a string (got a {})",
+            other.type_str()
+        ))),
+        (_, _) => Err(ConfigError(format!("{path} has the wrong type"))),
+    }
+}
+
+fn parse_toml(text: &str, origin: &str) -> Result<toml::Value, ConfigError> {
+    text.parse::<toml::Table>()
+        .map(toml::Value::Table)
+        .map_err(|e| ConfigError(format!("{origin}: {}", e.message())))
+}
+
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(existing) => merge(existing, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result<(), ConfigError> {
+    let (last, parents) = path
+        .split_last()
+        .ok_or_else(|| ConfigError("empty setting name".into()))?;
+    let mut cur = root;
+    for p in parents {
+        cur = cur
+            .as_table_mut()
+            .and_then(|t| t.get_mut(*p))
+            .ok_or_else(|| ConfigError(format!("unknown section '{p}'")))?;
+    }
+    let table = cur
+        .as_table_mut()
+        .ok_or_else(|| ConfigError("not a section".into()))?;
+    if !table.contains_key(*last) {
+        return Err(ConfigError(format!("unknown setting '{last}'")));
+    }
+    // Keep the type of the default: "8080" stays a string where a string is expected.
+    let typed = match (&table[*last], value) {
+        (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
+        (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
+        (_, v) => v,
+    };
+    table.insert((*last).to_owned(), typed);
+    Ok(())
+}
+
+fn scalar(s: &str) -> toml::Value {
+    if let Ok(i) = s.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    match s {
+        "true" => toml::Value::Boolean(true),
+        "false" => toml::Value::Boolean(false),
+        _ => toml::Value::String(s.to_owned()),
+    }
+}

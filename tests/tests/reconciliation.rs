@@ -1,0 +1,443 @@
+//! The nightly reconciliation against a ledger built through the processor's endpoints.
+
+use e2e::*;
+use reconciler::config::{Settings as ReconSettings, Source};
+use reconciler::run::{Outcome, RunOptions, run};
+use reconciler::sftp::BusinessDate;
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn today() -> BusinessDate {
+    let days = store::now_ms().div_euclid(86_400_000);
+    let (year, month, day) = reconciler::schedule::civil_from_days(days);
+    BusinessDate { year, month, day }
+}
+
+fn settings(app: &TestApp, reports: &Path) -> ReconSettings {
+    let mut s = ReconSettings::load_from(Path::new("/nonexistent"), &[]).expect("defaults");
+    s.database.url = authorizer::config::Secret::new(app.database_url.clone().unwrap_or_default());
+    s.database.data_dir = app.data_dir.path().to_path_buf();
+    s.matching.utc_offset = "Z".into();
+    s.matching.grace_minutes = 0;
+    s.report.dir = reports.to_path_buf();
+    s
+}
+
+const TX_HEADER: &str = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date";
+
+fn tx_row(
+    id: &str,
+    kind: &str,
+    status: &str,
+    dir: &str,
+    amount: &str,
+    cur: &str,
+    original: &str,
+) -> String {
+    format!("{id},{kind},PURCHASE,{status},{dir},{amount},{cur},{original},crd-u1,u1,2024-01-01")
+}
+
+async fn approve(app: &TestApp, id: &str, amount: &str) {
+    let r = app
+        .processor(
+            AUTH_DEBIT,
+            &Tx::new(id, "PURCHASE", "u1", amount, "ARS").body(),
+            &uid("k"),
+        )
+        .await;
+    assert_eq!(r.json()["status"], "APPROVED", "{id}");
+}
+
+async fn every_break_class(app: TestApp) {
+    app.funded("u1", "ARS", "10000.00").await;
+    let p = uid("r");
+    let id = |s: &str| format!("{p}-{s}");
+    for (name, amount) in [
+        ("a", "100.00"),
+        ("b", "200.00"),
+        ("c", "50.00"),
+        ("d", "30.00"),
+        ("f", "10.00"),
+        ("h", "60.00"),
+        ("i", "70.00"),
+        ("j", "5.00"),
+    ] {
+        approve(&app, &id(name), amount).await;
+    }
+    let refund = Tx::new(&id("g"), "REFUND", "u1", "20.00", "ARS").original(&id("h"));
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
+            .await
+            .status,
+        200
+    );
+    let declined = Tx::new(&id("k"), "PURCHASE", "u1", "99999.00", "ARS");
+    assert_eq!(
+        app.processor(AUTH_DEBIT, &declined.body(), &uid("k"))
+            .await
+            .json()["status"],
+        "REJECTED"
+    );
+
+    let date = today();
+    let files = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let d = date.format("%Y%m%d");
+    let transactions = [
+        TX_HEADER.to_owned(),
+        tx_row(
+            &id("a"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "100.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("b"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "210.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("c"),
+            "AUTHORIZATION",
+            "REJECTED",
+            "DEBIT",
+            "50.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("e"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "40.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("f"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "10.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("f"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "10.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("g"),
+            "ADJUSTMENT",
+            "APPROVED",
+            "CREDIT",
+            "20.00",
+            "ARS",
+            &id("h"),
+        ),
+        tx_row(
+            &id("h"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "60.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("i"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "70.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("j"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "5.00",
+            "USD",
+            "",
+        ),
+        tx_row(
+            &id("k"),
+            "AUTHORIZATION",
+            "REJECTED",
+            "DEBIT",
+            "99999.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("x"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "12.345",
+            "ARS",
+            "",
+        ),
+        tx_row(&id("y"), "REFUND", "APPROVED", "CREDIT", "1.00", "ARS", ""),
+    ]
+    .join("\n");
+    std::fs::write(
+        files.path().join(format!("transactions_{d}.csv")),
+        &transactions,
+    )
+    .unwrap();
+    let presentments = [
+        "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
+        format!("{},DEBIT,100.00,ARS,crd-u1,2024-01-01", id("a")),
+        format!("{},DEBIT,40.00,ARS,crd-u1,2024-01-01", id("h")),
+        format!("{},DEBIT,75.00,ARS,crd-u1,2024-01-01", id("i")),
+        format!("{},DEBIT,15.00,ARS,crd-u1,2024-01-01", id("z")),
+    ]
+    .join("\n");
+    std::fs::write(
+        files.path().join(format!("presentments_{d}.csv")),
+        &presentments,
+    )
+    .unwrap();
+    // Another day's file in the same folder is left alone.
+    std::fs::write(files.path().join("transactions_19990101.csv"), TX_HEADER).unwrap();
+
+    let s = settings(&app, reports.path());
+    let opts = RunOptions {
+        date: date.clone(),
+        force: false,
+        source: Some(Source::Dir(files.path().to_path_buf())),
+    };
+    let outcome = run(&s, &app.store, &opts)
+        .await
+        .expect("reconciliation runs");
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done {
+                breaks: 8,
+                above_threshold: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 1);
+
+    let ds = date.to_string();
+    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
+    let by_class: BTreeMap<&str, Vec<&str>> = breaks.iter().fold(BTreeMap::new(), |mut m, b| {
+        m.entry(b.class.as_str())
+            .or_default()
+            .push(b.transaction_id.as_str());
+        m
+    });
+    let ids = |names: &[&str]| names.iter().map(|n| id(n)).collect::<Vec<_>>();
+    let got = |class: &str| {
+        by_class
+            .get(class)
+            .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+            .unwrap_or_default()
+    };
+    assert_eq!(got("amount_mismatch"), ids(&["b"]));
+    assert_eq!(got("status_mismatch"), ids(&["c"]));
+    assert_eq!(got("missing_in_file"), ids(&["d"]));
+    assert_eq!(got("missing_in_ledger"), ids(&["e"]));
+    assert_eq!(got("duplicate_in_file"), ids(&["f"]));
+    assert_eq!(got("currency_mismatch"), ids(&["j"]));
+    assert_eq!(got("presentment_amount_differs"), ids(&["i"]));
+    assert_eq!(got("presentment_without_authorization"), ids(&["z"]));
+    let b = breaks
+        .iter()
+        .find(|b| b.class == "amount_mismatch")
+        .unwrap();
+    assert_eq!(
+        (
+            b.ledger_amount_minor,
+            b.file_amount_minor,
+            b.difference_minor
+        ),
+        (Some(-20_000), Some(-21_000), Some(-1_000))
+    );
+    assert_eq!((b.file.as_deref(), b.line), (Some("transactions"), Some(3)));
+    let run_rec = app.store.run(&ds).await.unwrap().unwrap();
+    assert_eq!(run_rec.malformed_rows, 2, "{}", run_rec.summary);
+    assert!(
+        run_rec.summary.contains("\"line\":13") && run_rec.summary.contains("12.345"),
+        "{}",
+        run_rec.summary
+    );
+
+    // Files for people.
+    let dir = reports.path().join(&ds);
+    let csv = std::fs::read_to_string(dir.join("breaks.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 1 + 8);
+    assert!(
+        csv.contains(&format!(
+            "amount_mismatch,{},AUTHORIZATION,ARS,-200.00,-210.00,-10.00,transactions,3",
+            id("b")
+        )),
+        "{csv}"
+    );
+    let text = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
+    assert!(
+        text.contains("BREAKS FOUND") && text.contains("Largest breaks"),
+        "{text}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(json["breaks_by_class"]["duplicate_in_file"], 1);
+
+    // The admin API shows the run and its breaks.
+    let runs = app
+        .admin("GET", "/v1/reconciliation/runs", None, None)
+        .await;
+    assert_eq!(runs.status, 200, "{}", String::from_utf8_lossy(&runs.body));
+    let runs = runs.json();
+    assert_eq!(runs["runs"][0]["business_date"], ds.as_str());
+    assert_eq!(runs["runs"][0]["breaks"], 8);
+    let page = app
+        .admin(
+            "GET",
+            &format!("/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"),
+            None,
+            None,
+        )
+        .await
+        .json();
+    assert_eq!(page["breaks"][0]["difference"], "-10.00");
+    assert_eq!(page["breaks"].as_array().map(Vec::len), Some(1));
+    assert_eq!(
+        app.admin(
+            "GET",
+            "/v1/reconciliation/runs/1999-01-01/breaks",
+            None,
+            None
+        )
+        .await
+        .status,
+        404
+    );
+
+    // The same files again: nothing changes.
+    let again = run(&s, &app.store, &opts).await.unwrap();
+    assert_eq!(again, Outcome::Unchanged);
+    // A corrected file is a new version: the date's run is replaced.
+    let fixed = transactions.replace(
+        &format!("{},AUTHORIZATION,PURCHASE,APPROVED,DEBIT,210.00", id("b")),
+        &format!("{},AUTHORIZATION,PURCHASE,APPROVED,DEBIT,200.00", id("b")),
+    );
+    std::fs::write(files.path().join(format!("transactions_{d}.csv")), fixed).unwrap();
+    let third = run(&s, &app.store, &opts).await.unwrap();
+    assert!(
+        matches!(third, Outcome::Done { breaks: 7, .. }),
+        "{third:?}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&app.store.run(&ds).await.unwrap().unwrap().summary).unwrap();
+    let tx_file = summary["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["role"] == "transactions")
+        .unwrap();
+    assert_eq!(tx_file["import"]["status"], "new_version");
+    assert_eq!(tx_file["import"]["version"], 2);
+    assert_eq!(
+        app.store
+            .run_breaks(&ds, Some("amount_mismatch"), 10, 0)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
+    app.assert_audit_clean().await;
+}
+
+async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let id = uid("clean");
+    approve(&app, &id, "10.00").await;
+    let date = today();
+    let files = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let rows = [
+        TX_HEADER.to_owned(),
+        tx_row(
+            &id,
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "10.00",
+            "ARS",
+            "",
+        ),
+    ]
+    .join("\n");
+    std::fs::write(
+        files
+            .path()
+            .join(format!("transactions_{}.csv", date.format("%Y%m%d"))),
+        rows,
+    )
+    .unwrap();
+    let s = settings(&app, reports.path());
+    let opts = RunOptions {
+        date: date.clone(),
+        force: false,
+        source: Some(Source::Dir(files.path().to_path_buf())),
+    };
+    // While another instance holds the lock, a run refuses to start.
+    let held = app
+        .store
+        .try_lock_reconciler()
+        .await
+        .unwrap()
+        .expect("lock free");
+    let err = run(&s, &app.store, &opts).await.unwrap_err().to_string();
+    assert!(err.contains("another reconciliation is running"), "{err}");
+    held.release().await;
+    let outcome = run(&s, &app.store, &opts).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done {
+                breaks: 0,
+                above_threshold: false,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 0);
+    // No file for a date: could not run.
+    let missing = RunOptions {
+        date: BusinessDate::parse("1999-01-02").unwrap(),
+        force: false,
+        source: opts.source.clone(),
+    };
+    assert!(
+        run(&s, &app.store, &missing)
+            .await
+            .unwrap_err()
+            .to_string()
+            .contains("no transactions file")
+    );
+}
+
+both_backends!(every_break_class, a_clean_day_and_the_single_instance_lock);
