@@ -8,7 +8,8 @@
 #
 #   ensure_postgres        -> exports AUTHORIZER_TEST_PG_URL
 #   ensure_redis           -> exports AUTHORIZER_TEST_REDIS_URL
-#   ensure_sshd_available  -> exports AUTHORIZER_TEST_SSHD, AUTHORIZER_TEST_SFTP_SERVER
+#   ensure_sshd_available  -> exports AUTHORIZER_TEST_SSHD, AUTHORIZER_TEST_SFTP_SERVER,
+#                             AUTHORIZER_TEST_SSH_KEYGEN; creates /run/sshd
 #                             (only installs/locates binaries, starts nothing)
 #
 #   drop_leftover_test_databases   drops authz_t_* / authz_tmpl_* databases
@@ -619,8 +620,7 @@ stop_test_redis() {
 
 # ------------------------------------------------------------ OpenSSH sshd --
 
-# Make sure sshd and sftp-server exist (installing openssh-server if needed).
-# Does NOT start a daemon: tests run their own sshd on a loopback port.
+# Absolute path of sshd (it refuses to run by a relative path).
 _authz_find_sshd() {
     local c
     for c in "$(command -v sshd 2>/dev/null)" /usr/sbin/sshd /usr/local/sbin/sshd; do
@@ -644,13 +644,15 @@ _authz_find_sftp_server() {
     return 1
 }
 
-# Make sure sshd and sftp-server exist (installing openssh-server if needed)
-# and export their paths. Does NOT start a daemon: tests run their own sshd
-# on a loopback port.
+# Make sure sshd, sftp-server and ssh-keygen exist (installing openssh-server
+# and openssh-client if needed), that sshd's privilege separation directory
+# /run/sshd exists, and export the paths. Does NOT start a daemon: the tests
+# (crates/reconciler/tests/sftp.rs) run their own sshd on a loopback port.
 ensure_sshd_available() {
-    local sshd sftp
-    if ! sshd=$(_authz_find_sshd) || ! sftp=$(_authz_find_sftp_server); then
-        _authz_log "sshd/sftp-server not found; installing openssh-server"
+    local sshd sftp keygen
+    if ! sshd=$(_authz_find_sshd) || ! sftp=$(_authz_find_sftp_server) \
+        || ! keygen=$(command -v ssh-keygen 2>/dev/null); then
+        _authz_log "sshd/sftp-server/ssh-keygen not found; installing openssh-server"
         _authz_apt_install openssh-server openssh-sftp-server openssh-client || true
         if ! sshd=$(_authz_find_sshd); then
             _authz_err "OpenSSH server is unavailable: sshd is missing and could not be installed (apt-get install openssh-server)"
@@ -660,7 +662,20 @@ ensure_sshd_available() {
             _authz_err "OpenSSH sftp-server is missing and could not be installed (apt-get install openssh-sftp-server)"
             return 1
         fi
+        if ! keygen=$(command -v ssh-keygen 2>/dev/null); then
+            _authz_err "ssh-keygen is missing and could not be installed (apt-get install openssh-client)"
+            return 1
+        fi
+    fi
+    # sshd refuses to start without it; it lives on a tmpfs, so it is gone after
+    # a reboot unless the system's ssh service recreated it.
+    if [ ! -d /run/sshd ]; then
+        if ! _authz_as_root install -d -m 0755 /run/sshd; then
+            _authz_err "cannot create sshd's privilege separation directory /run/sshd (needs root)"
+            return 1
+        fi
     fi
     export AUTHORIZER_TEST_SSHD=$sshd
     export AUTHORIZER_TEST_SFTP_SERVER=$sftp
+    export AUTHORIZER_TEST_SSH_KEYGEN=$keygen
 }

@@ -90,6 +90,11 @@ pub async fn main(cli: Cli) -> i32 {
                 };
                 let outcome = run(&s, &store, &opts).await?;
                 print_outcome(&store, &date, &outcome, s.report.largest).await?;
+                if outcome == Outcome::Unchanged {
+                    // Nothing new: the date's standing result decides the exit code.
+                    let breaks = store.run(&date).await?.map(|r| r.break_count).unwrap_or(0);
+                    return Ok(i32::from(breaks as u64 > s.report.break_threshold));
+                }
                 Ok(outcome.exit_code())
             }
             Command::Report { date } => {

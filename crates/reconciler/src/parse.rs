@@ -70,7 +70,7 @@ fn resolve(
     Ok(Columns(out))
 }
 
-fn get<'r>(rec: &'r csv::ByteRecord, col: Option<usize>) -> Result<&'r str, String> {
+fn get(rec: &csv::ByteRecord, col: Option<usize>) -> Result<&str, String> {
     match col {
         None => Ok(""),
         Some(i) => {

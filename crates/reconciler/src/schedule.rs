@@ -141,10 +141,10 @@ impl Cron {
     /// The first matching minute strictly after `after_ms` (unix ms), at `offset_min`.
     pub fn next_after(&self, after_ms: i64, offset_min: i64) -> Option<i64> {
         let local_min = (after_ms + offset_min * 60_000).div_euclid(60_000) + 1;
-        let mut day = local_min.div_euclid(1440);
+        let first_day = local_min.div_euclid(1440);
         let mut minute_of_day = local_min.rem_euclid(1440);
         // Any valid expression fires within about four years (Feb 29).
-        for _ in 0..(366 * 5) {
+        for day in first_day..first_day + 366 * 5 {
             let (y, m, d) = civil_from_days(day);
             if self.matches_day(y, m, d) {
                 for mod_ in minute_of_day..1440 {
@@ -154,7 +154,6 @@ impl Cron {
                     }
                 }
             }
-            day += 1;
             minute_of_day = 0;
         }
         None

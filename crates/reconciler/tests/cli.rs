@@ -1,0 +1,86 @@
+//! The `reconciler` binary as cron runs it: exit 0 clean, 1 breaks, 2 could not run.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn reconciler(data: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RECONCILER__DATABASE__DATA_DIR", data)
+        .env("RECONCILER__REPORT__DIR", data.join("reports"))
+        .env("RECONCILER__MATCHING__UTC_OFFSET", "Z")
+        .args(["--config-dir", "/nonexistent"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn exit_codes_and_reports() {
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("in");
+    std::fs::create_dir_all(&files).unwrap();
+    let source = format!("dir:{}", files.display());
+    let header = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date\n";
+    // A day with only a declined transaction: nothing to book, nothing missing.
+    std::fs::write(
+        files.join("transactions_20240301.csv"),
+        format!("{header}ctx-1,AUTHORIZATION,PURCHASE,REJECTED,DEBIT,1.00,ARS,,c,u,2024-03-01\n"),
+    )
+    .unwrap();
+    let o = reconciler(
+        dir.path(),
+        &["run", "--date", "2024-03-01", "--source", &source],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("CLEAN"));
+    // A day where the processor approved something the ledger never booked.
+    std::fs::write(
+        files.join("transactions_20240302.csv"),
+        format!("{header}ctx-2,AUTHORIZATION,PURCHASE,APPROVED,DEBIT,12.50,ARS,,c,u,2024-03-02\n"),
+    )
+    .unwrap();
+    let o = reconciler(
+        dir.path(),
+        &["run", "--date", "2024-03-02", "--source", &source],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("missing_in_ledger"), "{}", text(&o));
+    assert!(dir.path().join("reports/2024-03-02/breaks.csv").exists());
+    // The same files again change nothing, and still report the standing result.
+    let o = reconciler(
+        dir.path(),
+        &["run", "--date", "2024-03-02", "--source", &source],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("nothing changed"));
+    let o = reconciler(dir.path(), &["report", "--date", "2024-03-02"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(text(&o).contains("ctx-2"));
+    // Could not run: no file, no run, bad date, bad setting.
+    for args in [
+        vec!["run", "--date", "2024-03-03", "--source", source.as_str()],
+        vec!["report", "--date", "2024-03-03"],
+        vec!["run", "--date", "2024-02-30", "--source", source.as_str()],
+    ] {
+        let o = reconciler(dir.path(), &args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+    }
+    let o = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .env_clear()
+        .env("RECONCILER__SCHEDULE__CRON", "daily")
+        .args(["--config-dir", "/nonexistent", "daemon"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o).contains("schedule.cron"));
+}
