@@ -24,7 +24,8 @@ pub enum Backend {
 }
 
 /// Writes each scenario's test once per backend: `both_backends!(purchase, refund);`
-/// expects `async fn purchase(app: TestApp)` in the same module.
+/// expects `async fn purchase(app: TestApp)` in the same module. After every scenario the
+/// ledger's invariants are audited on its database.
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
@@ -32,7 +33,10 @@ macro_rules! both_backends {
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    super::$name($crate::TestApp::spawn($crate::Backend::Postgres).await).await;
+                    let app = $crate::TestApp::spawn($crate::Backend::Postgres).await;
+                    let store = app.store.clone();
+                    super::$name(app).await;
+                    $crate::assert_clean(&store).await;
                 }
             )*
         }
@@ -40,11 +44,25 @@ macro_rules! both_backends {
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    super::$name($crate::TestApp::spawn($crate::Backend::Sqlite).await).await;
+                    let app = $crate::TestApp::spawn($crate::Backend::Sqlite).await;
+                    let store = app.store.clone();
+                    super::$name(app).await;
+                    $crate::assert_clean(&store).await;
                 }
             )*
         }
     };
+}
+
+/// Asserts the ledger invariants hold on `store`.
+pub async fn assert_clean(store: &Store) -> store::AuditReport {
+    let report = store.audit().await.expect("audit runs");
+    assert!(
+        report.violations.is_empty(),
+        "audit violations: {:#?}",
+        report.violations
+    );
+    report
 }
 
 /// Admin URL of the Postgres that tests create their databases in.
@@ -342,13 +360,7 @@ impl TestApp {
 
     /// Asserts the ledger invariants hold.
     pub async fn assert_audit_clean(&self) -> store::AuditReport {
-        let report = self.store.audit().await.expect("audit runs");
-        assert!(
-            report.violations.is_empty(),
-            "audit violations: {:#?}",
-            report.violations
-        );
-        report
+        assert_clean(&self.store).await
     }
 }
 
