@@ -40,6 +40,21 @@ macro_rules! both_backends {
                 }
             )*
         }
+        /// Postgres with one transaction per authorization (grouped commits off).
+        mod postgres_single {
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
+                        s.processor.grouped_commits = false;
+                    })
+                    .await;
+                    let store = app.store.clone();
+                    super::$name(app).await;
+                    $crate::assert_clean(&store).await;
+                }
+            )*
+        }
         mod sqlite {
             $(
                 #[actix_rt::test]

@@ -80,6 +80,17 @@ async fn two_hundred_purchases_on_seventy_three(backend: Backend) {
     }
     assert_eq!((approved, declined), (73, 127));
     assert_eq!(app.available("u1", "ARS").await, "0.00");
+    if backend == Backend::Postgres {
+        // Concurrent arrivals were committed together, several per transaction.
+        let batches = app.metrics.counter("authorizer_commit_batches_total", &[]);
+        let items = app
+            .metrics
+            .counter("authorizer_commit_batch_items_total", &[]);
+        assert!(
+            items >= 200 && batches < items,
+            "{batches} batches for {items} authorizations"
+        );
+    }
     app.assert_audit_clean().await;
 }
 

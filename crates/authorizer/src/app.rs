@@ -25,6 +25,8 @@ pub struct AppState {
     pub admin_token: Secret,
     /// False while draining: `/readyz` answers 503 so a load balancer stops sending.
     pub ready: Arc<AtomicBool>,
+    /// Grouped commits, when enabled and the store is Postgres.
+    pub batcher: Option<crate::batcher::Batcher>,
 }
 
 /// A bound, not yet running, authorizer.
@@ -63,7 +65,26 @@ impl Application {
     ) -> anyhow::Result<Application> {
         let addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
+        let p = &settings.processor;
+        let batcher = (p.grouped_commits && store.is_postgres()).then(|| {
+            crate::batcher::Batcher::start(
+                store.clone(),
+                metrics.clone(),
+                p.commit_batch_size_max,
+                p.commit_batches_in_flight_max,
+            )
+        });
+        tracing::info!(
+            grouped_commits = batcher.is_some(),
+            "authorizations commit {}",
+            if batcher.is_some() {
+                "in groups"
+            } else {
+                "one transaction per request"
+            }
+        );
         let state = web::Data::new(AppState {
+            batcher,
             store: store.clone(),
             keys: credentials.keys,
             metrics: metrics.clone(),

@@ -70,6 +70,9 @@ pub struct ProcessorSettings {
     pub adjustment_skew_secs: u64,
     pub endpoint_check: EndpointCheck,
     pub in_flight_wait_ms_max: u64,
+    pub grouped_commits: bool,
+    pub commit_batch_size_max: usize,
+    pub commit_batches_in_flight_max: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +148,9 @@ impl Settings {
                     p.deadline_ms
                 ));
             }
+        }
+        if p.commit_batch_size_max == 0 || p.commit_batches_in_flight_max == 0 {
+            return bad("processor.commit_batch_size_max and commit_batches_in_flight_max must be at least 1".into());
         }
         if self.database.pool_connections_max == 0 {
             return bad("database.pool_connections_max must be at least 1".into());

@@ -2,6 +2,7 @@
 //! API, configuration and startup. `main.rs` only parses the command line.
 
 pub mod app;
+pub mod batcher;
 pub mod cli;
 pub mod client;
 pub mod config;

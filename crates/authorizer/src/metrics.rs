@@ -77,6 +77,14 @@ impl Metrics {
                 "authorizer_admin_requests_total",
                 "Admin API requests by status class.",
             ),
+            (
+                "authorizer_commit_batches_total",
+                "Grouped commits: batches committed.",
+            ),
+            (
+                "authorizer_commit_batch_items_total",
+                "Grouped commits: authorizations in those batches.",
+            ),
         ] {
             m.describe(name, help);
         }

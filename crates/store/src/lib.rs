@@ -16,12 +16,14 @@ use std::time::Duration;
 
 pub mod admin;
 pub mod audit;
+pub mod batch;
 mod migrate;
 pub mod processor;
 pub mod recon;
 
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
+pub use batch::BatchItem;
 pub use processor::*;
 pub use recon::*;
 

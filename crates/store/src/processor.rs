@@ -19,11 +19,11 @@ use sqlx::Row;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+pub(crate) const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
 const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
 /// Idempotency keys are scoped per endpoint kind: the processor may reuse a transaction
 /// id as the key of both an authorization and the adjustment that corrects it.
-const SCOPE_AUTHORIZATION: &str = "authorization";
+pub(crate) const SCOPE_AUTHORIZATION: &str = "authorization";
 const SCOPE_ADJUSTMENT: &str = "adjustment";
 
 /// Transport facts of one processor request.
@@ -216,7 +216,7 @@ pub(crate) struct LockedAccount {
 }
 
 impl LockedAccount {
-    fn state(&self, today: i64) -> AccountState {
+    pub(crate) fn state(&self, today: i64) -> AccountState {
         AccountState {
             currency: self.currency,
             balance: self.balance,
@@ -479,7 +479,7 @@ struct TransactionRecord<'a> {
     now_ms: i64,
 }
 
-fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
+pub(crate) fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
     match kind {
         Some(RequestKind::Debit) => Some("DEBIT"),
         Some(RequestKind::Credit) => Some("CREDIT"),
@@ -584,7 +584,7 @@ fn deadline_passed(commit_by: Option<Instant>) -> bool {
     commit_by.is_some_and(|d| Instant::now() >= d)
 }
 
-fn status_of(decision: &Decision) -> (&'static str, &'static str) {
+pub(crate) fn status_of(decision: &Decision) -> (&'static str, &'static str) {
     match decision {
         Decision::Approved { .. } | Decision::Balance { .. } => ("APPROVED", "APPROVED"),
         Decision::Declined(d) => ("REJECTED", d.class().as_str()),

@@ -240,7 +240,7 @@ fn parse_request(body: &[u8], state: &AppState) -> Result<TransactionRequest, An
     Ok(parsed)
 }
 
-fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
+pub(crate) fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
     CardTransaction {
         transaction_id: &r.transaction.id,
         tx_type: r.transaction.kind.as_str(),
@@ -435,27 +435,62 @@ async fn authorization(
     let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
     // Leave room for the commit itself inside the deadline.
     let commit_margin = (deadline / 4).min(Duration::from_millis(150));
-    let committing = AtomicBool::new(false);
-    let call = ProcessorCall {
-        idempotency_key: key,
-        request_hash: hash,
-        endpoint: route.path(),
-        raw_body: body,
-        now_ms: store::now_ms(),
-        commit_by: Some(started + deadline.saturating_sub(commit_margin)),
-        commit_started: Some(&committing),
-    };
-    let t = card_transaction(&parsed);
-    let work = state.store.authorize(&call, &t, kind, render_authorization);
-    tokio::pin!(work);
-    let result = tokio::select! {
-        r = &mut work => r,
-        _ = tokio::time::sleep_until((started + deadline).into()) => {
-            if committing.load(Ordering::SeqCst) {
-                // The commit is under way: only its result tells whether money moved.
-                work.await
-            } else {
-                Err(StoreError::Timeout("authorization deadline reached".into()))
+    let commit_by = started + deadline.saturating_sub(commit_margin);
+    let committing = Arc::new(AtomicBool::new(false));
+    let now_ms = store::now_ms();
+    let result = match &state.batcher {
+        Some(batcher) => {
+            let (reply, mut answer) = tokio::sync::oneshot::channel();
+            let job = crate::batcher::Job {
+                body: body.to_vec(),
+                parsed: parsed.clone(),
+                idempotency_key: key.to_owned(),
+                request_hash: hash,
+                endpoint: route.path(),
+                now_ms,
+                commit_by,
+                kind,
+                committing: committing.clone(),
+                reply,
+            };
+            match batcher.submit(job).await {
+                Err(_) => Err(StoreError::Timeout("batching stopped".into())),
+                Ok(()) => tokio::select! {
+                    r = &mut answer => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
+                    _ = tokio::time::sleep_until((started + deadline).into()) => {
+                        if committing.load(Ordering::SeqCst) {
+                            // The commit is under way: only its result tells whether money moved.
+                            answer.await.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
+                        } else {
+                            Err(StoreError::Timeout("authorization deadline reached".into()))
+                        }
+                    }
+                },
+            }
+        }
+        None => {
+            let call = ProcessorCall {
+                idempotency_key: key,
+                request_hash: hash,
+                endpoint: route.path(),
+                raw_body: body,
+                now_ms,
+                commit_by: Some(commit_by),
+                commit_started: Some(&committing),
+            };
+            let t = card_transaction(&parsed);
+            let work = state.store.authorize(&call, &t, kind, render_authorization);
+            tokio::pin!(work);
+            tokio::select! {
+                r = &mut work => r,
+                _ = tokio::time::sleep_until((started + deadline).into()) => {
+                    if committing.load(Ordering::SeqCst) {
+                        // The commit is under way: only its result tells whether money moved.
+                        work.await
+                    } else {
+                        Err(StoreError::Timeout("authorization deadline reached".into()))
+                    }
+                }
             }
         }
     };

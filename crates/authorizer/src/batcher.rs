@@ -1,0 +1,105 @@
+//! Grouped commits: authorizations that arrive while commits are in flight are gathered
+//! into one batch, committed in one database transaction. An idle service adds no wait: a
+//! request that finds a free commit slot goes at once, alone.
+
+use crate::routes::processor::{card_transaction, render_authorization};
+use protocol::wire::TransactionRequest;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+use store::{AuthorizationResult, BatchItem, Outcome, ProcessorCall, Store, StoreError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+/// One authorization waiting for its batch.
+pub struct Job {
+    pub body: Vec<u8>,
+    pub parsed: TransactionRequest,
+    pub idempotency_key: String,
+    pub request_hash: [u8; 32],
+    pub endpoint: &'static str,
+    pub now_ms: i64,
+    pub commit_by: Instant,
+    pub kind: Option<ledger::RequestKind>,
+    /// Set just before the batch's COMMIT is sent.
+    pub committing: Arc<AtomicBool>,
+    pub reply: oneshot::Sender<Result<Outcome<AuthorizationResult>, StoreError>>,
+}
+
+/// Hands authorizations to the batching task.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: mpsc::Sender<Job>,
+}
+
+impl Batcher {
+    /// Starts the batching task on the current runtime.
+    pub fn start(
+        store: Store,
+        metrics: Arc<crate::metrics::Metrics>,
+        batch_size_max: usize,
+        batches_in_flight_max: usize,
+    ) -> Batcher {
+        let (tx, mut rx) = mpsc::channel::<Job>(batch_size_max * batches_in_flight_max * 4);
+        let slots = Arc::new(Semaphore::new(batches_in_flight_max));
+        tokio::spawn(async move {
+            while let Some(first) = rx.recv().await {
+                // While every commit slot is busy, arrivals queue up: they form the next batch.
+                let Ok(slot) = slots.clone().acquire_owned().await else {
+                    break;
+                };
+                let mut batch = vec![first];
+                while batch.len() < batch_size_max {
+                    match rx.try_recv() {
+                        Ok(job) => batch.push(job),
+                        Err(_) => break,
+                    }
+                }
+                let store = store.clone();
+                metrics.inc("authorizer_commit_batches_total", &[]);
+                metrics.add(
+                    "authorizer_commit_batch_items_total",
+                    &[],
+                    batch.len() as u64,
+                );
+                tokio::spawn(async move {
+                    run_batch(&store, batch).await;
+                    drop(slot);
+                });
+            }
+        });
+        Batcher { tx }
+    }
+
+    /// Queues a job; `Err` gives it back when the batching task is gone.
+    pub async fn submit(&self, job: Job) -> Result<(), Job> {
+        self.tx.send(job).await.map_err(|e| e.0)
+    }
+}
+
+async fn run_batch(store: &Store, jobs: Vec<Job>) {
+    let results = {
+        let txs: Vec<_> = jobs.iter().map(|j| card_transaction(&j.parsed)).collect();
+        let items: Vec<BatchItem<'_>> = jobs
+            .iter()
+            .zip(&txs)
+            .map(|(j, t)| BatchItem {
+                call: ProcessorCall {
+                    idempotency_key: &j.idempotency_key,
+                    request_hash: j.request_hash,
+                    endpoint: j.endpoint,
+                    raw_body: &j.body,
+                    now_ms: j.now_ms,
+                    commit_by: Some(j.commit_by),
+                    commit_started: Some(&j.committing),
+                },
+                tx: *t,
+                kind: j.kind,
+            })
+            .collect();
+        store.authorize_batch(&items, render_authorization).await
+    };
+    for (job, result) in jobs.into_iter().zip(results) {
+        // A requester that gave up (deadline) has dropped its receiver; nothing to do.
+        let _ = job.reply.send(result);
+    }
+}
