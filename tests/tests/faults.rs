@@ -58,7 +58,20 @@ async fn blocked_database(app: TestApp) {
     let (pk, rk, nk) = (uid("k"), uid("k"), uid("adv"));
     let advice = purchase.advice("approved-authorization-advice", "APPROVED", "APPROVED", &nk);
 
+    // Approved before the outage; the processor will resend it during it.
+    let earlier = Tx::new(&uid("ctx"), "PURCHASE", "u1", "5.00", "ARS");
+    let ek = uid("k");
+    let first = app.processor(AUTH, &earlier.body(), &ek).await;
+    assert_eq!(first.json()["status"], "APPROVED");
+
     let blocker = block_writes(&app, "u1").await;
+    // A duplicate of a finished request gets its identical answer, database or not.
+    let again = app.processor(AUTH, &earlier.body(), &ek).await;
+    assert_eq!(
+        again.body, first.body,
+        "a resend of an approval is never answered as a decline"
+    );
+
     let started = Instant::now();
     let r = app.processor(AUTH, &purchase.body(), &pk).await;
     let took = started.elapsed();
@@ -80,7 +93,7 @@ async fn blocked_database(app: TestApp) {
 
     assert_eq!(
         app.available("u1", "ARS").await,
-        "100.00",
+        "95.00",
         "nothing booked during the outage"
     );
     assert!(app.metrics.counter("authorizer_store_failures_total", &[]) >= 3);
@@ -93,7 +106,7 @@ async fn blocked_database(app: TestApp) {
         app.processor(ADJ_CREDIT, &refund.body(), &rk).await.status,
         200
     );
-    assert_eq!(app.available("u1", "ARS").await, "101.00");
+    assert_eq!(app.available("u1", "ARS").await, "96.00");
     // The declined authorization was never stored: the processor's approved verdict books it.
     assert_eq!(
         app.processor(NOTIFY, &advice, &nk).await.json()["effect"],
@@ -104,7 +117,7 @@ async fn blocked_database(app: TestApp) {
         "FORCED",
         "replayed"
     );
-    assert_eq!(app.available("u1", "ARS").await, "91.00");
+    assert_eq!(app.available("u1", "ARS").await, "86.00");
     app.assert_audit_clean().await;
 }
 

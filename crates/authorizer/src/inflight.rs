@@ -1,10 +1,18 @@
-//! Requests in flight in this process, by idempotency key. A duplicate that arrives
-//! while the first is still being processed waits for the first's answer instead of
-//! taking a database connection to block on the same keys.
+//! Requests in flight in this process, by idempotency key, and the answers finished
+//! recently. A duplicate that arrives while the first is still being processed waits for
+//! the first's answer instead of taking a database connection to block on the same keys;
+//! a duplicate of a recently finished request is answered from memory, identically, even
+//! when the database is too busy to look it up.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// How many finished answers are kept, and for how long: the processor retries within
+/// minutes, and the database keeps every answer for good.
+const RECENT_MAX: usize = 100_000;
+const RECENT_TTL: Duration = Duration::from_secs(600);
 
 /// A finished answer, shared with waiting duplicates.
 #[derive(Clone, Debug)]
@@ -19,6 +27,35 @@ type Slot = watch::Receiver<Option<Finished>>;
 #[derive(Default)]
 pub struct InFlight {
     map: Mutex<HashMap<String, Slot>>,
+    recent: Mutex<Recent>,
+}
+
+/// Finished answers by key, oldest first for eviction.
+#[derive(Default)]
+struct Recent {
+    answers: HashMap<String, Finished>,
+    order: VecDeque<(Instant, String)>,
+}
+
+impl Recent {
+    fn insert(&mut self, key: String, answer: Finished) {
+        let now = Instant::now();
+        while let Some((at, _)) = self.order.front() {
+            if self.order.len() < RECENT_MAX && now.duration_since(*at) < RECENT_TTL {
+                break;
+            }
+            if let Some((_, old)) = self.order.pop_front() {
+                self.answers.remove(&old);
+            }
+        }
+        if self.answers.insert(key.clone(), answer).is_none() {
+            self.order.push_back((now, key));
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<Finished> {
+        self.answers.get(key).cloned()
+    }
 }
 
 /// The result of claiming a key.
@@ -27,6 +64,8 @@ pub enum Claim {
     Owner(Guard),
     /// Another request holds the key; wait on this.
     Duplicate(Slot),
+    /// The key finished recently: its stored answer.
+    Finished(Finished),
 }
 
 /// Held by the request that processes a key. Dropping it without finishing lets
@@ -38,7 +77,11 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// Shares a durably stored answer with waiting duplicates and later ones.
     pub fn finish(self, answer: Finished) {
+        if let Ok(mut r) = self.owner.recent.lock() {
+            r.insert(self.key.clone(), answer.clone());
+        }
         let _ = self.tx.send(Some(answer));
     }
 }
@@ -65,6 +108,9 @@ impl InFlight {
         };
         if let Some(rx) = m.get(key) {
             return Claim::Duplicate(rx.clone());
+        }
+        if let Some(done) = self.recent.lock().ok().and_then(|r| r.get(key)) {
+            return Claim::Finished(done);
         }
         let (tx, rx) = watch::channel(None);
         m.insert(key.to_owned(), rx);
@@ -126,7 +172,39 @@ mod tests {
             _ => panic!("expected the answer"),
         }
         assert!(f.is_empty());
-        assert!(matches!(f.claim("k"), Claim::Owner(_)));
+        // Later duplicates get the finished answer without anyone processing them.
+        match f.claim("k") {
+            Claim::Finished(a) => assert_eq!(&a.body[..], b"ok"),
+            _ => panic!("expected the finished answer"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_finished_answers_are_remembered() {
+        let f = Arc::new(InFlight::default());
+        let Claim::Owner(g) = f.claim("failed") else {
+            panic!()
+        };
+        drop(g);
+        assert!(
+            matches!(f.claim("failed"), Claim::Owner(_)),
+            "a failure is not an answer"
+        );
+    }
+
+    #[test]
+    fn recent_answers_are_bounded() {
+        let mut r = Recent::default();
+        let a = Finished {
+            request_hash: [0; 32],
+            status: 200,
+            body: Arc::new(vec![]),
+        };
+        for i in 0..RECENT_MAX + 10 {
+            r.insert(format!("k{i}"), a.clone());
+        }
+        assert_eq!(r.answers.len(), RECENT_MAX);
+        assert!(r.get("k0").is_none() && r.get(&format!("k{}", RECENT_MAX + 9)).is_some());
     }
 
     #[tokio::test]

@@ -271,20 +271,11 @@ async fn gate(state: &AppState, route: Route, key: &str, hash: &[u8; 32]) -> Gat
     let full = format!("{}{key}", route.in_flight_prefix());
     match state.inflight.claim(&full) {
         Claim::Owner(g) => Gate::Proceed(Some(g)),
+        Claim::Finished(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
         Claim::Duplicate(slot) => {
             let bound = Duration::from_millis(state.settings.processor.in_flight_wait_ms_max);
             match inflight::wait(slot, bound).await {
-                Waited::Answer(f) if &f.request_hash == hash => {
-                    state
-                        .metrics
-                        .inc("authorizer_replays_total", &[("route", route.path())]);
-                    Gate::Answered(Answer {
-                        status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
-                        body: f.body,
-                        outcome: "REPLAY",
-                    })
-                }
-                Waited::Answer(_) => Gate::Answered(conflict(state)),
+                Waited::Answer(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
                 Waited::Abandoned => Gate::Proceed(None),
                 Waited::TimedOut => {
                     state.metrics.inc(
@@ -300,6 +291,21 @@ async fn gate(state: &AppState, route: Route, key: &str, hash: &[u8; 32]) -> Gat
                 }
             }
         }
+    }
+}
+
+/// A duplicate of a finished request: the identical answer, or 409 for another body.
+fn replay_or_conflict(state: &AppState, route: Route, f: Finished, hash: &[u8; 32]) -> Answer {
+    if &f.request_hash != hash {
+        return conflict(state);
+    }
+    state
+        .metrics
+        .inc("authorizer_replays_total", &[("route", route.path())]);
+    Answer {
+        status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
+        body: f.body,
+        outcome: "REPLAY",
     }
 }
 
