@@ -66,14 +66,16 @@ impl Application {
         let addr = listener.local_addr()?;
         let metrics = Arc::new(Metrics::new());
         let p = &settings.processor;
-        let batcher = (p.grouped_commits && store.is_postgres()).then(|| {
-            crate::batcher::Batcher::start(
-                store.clone(),
+        let batcher = if p.grouped_commits && store.is_postgres() {
+            Some(crate::batcher::Batcher::start(
+                settings.store_config(),
                 metrics.clone(),
                 p.commit_batch_size_max,
                 p.commit_batches_in_flight_max,
-            )
-        });
+            )?)
+        } else {
+            None
+        };
         tracing::info!(
             grouped_commits = batcher.is_some(),
             "authorizations commit {}",
@@ -154,6 +156,9 @@ impl Application {
                 }))
         })
         .workers(workers)
+        // Answers go out at once: with Nagle's algorithm a response written in two parts
+        // waits for the client's delayed ACK (tens of milliseconds).
+        .tcp_nodelay(true)
         .client_request_timeout(Duration::from_millis(settings.server.request_read_ms_max))
         .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000))
         .listen(listener)?

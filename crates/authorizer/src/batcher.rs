@@ -32,16 +32,36 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts the batching task on the current runtime.
+    /// Starts the batching task on its own multi-threaded runtime, with its own pool:
+    /// every database connection of the batches is then opened and driven by the runtime
+    /// that uses it, instead of waiting for an HTTP worker's event loop to notice its
+    /// socket.
     pub fn start(
-        store: Store,
+        config: store::StoreConfig,
         metrics: Arc<crate::metrics::Metrics>,
         batch_size_max: usize,
         batches_in_flight_max: usize,
-    ) -> Batcher {
+    ) -> std::io::Result<Batcher> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("authorizer-commits")
+            .enable_all()
+            .build()?;
         let (tx, mut rx) = mpsc::channel::<Job>(batch_size_max * batches_in_flight_max * 4);
         let slots = Arc::new(Semaphore::new(batches_in_flight_max));
-        tokio::spawn(async move {
+        let config = store::StoreConfig {
+            pool_connections_max: u32::try_from(batches_in_flight_max + 2).unwrap_or(8),
+            ..config
+        };
+        let handle = runtime.handle().clone();
+        handle.spawn(async move {
+            let store = match Store::connect(&config).await {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "grouped commits: cannot open the store");
+                    return;
+                }
+            };
             while let Some(first) = rx.recv().await {
                 // While every commit slot is busy, arrivals queue up: they form the next batch.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -67,7 +87,9 @@ impl Batcher {
                 });
             }
         });
-        Batcher { tx }
+        // The runtime lives as long as the process: batches may be committing at any time.
+        std::mem::forget(runtime);
+        Ok(Batcher { tx })
     }
 
     /// Queues a job; `Err` gives it back when the batching task is gone.
