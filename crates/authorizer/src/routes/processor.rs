@@ -442,6 +442,8 @@ async fn authorization(
     // Leave room for the commit itself inside the deadline.
     let commit_margin = (deadline / 4).min(Duration::from_millis(150));
     let commit_by = started + deadline.saturating_sub(commit_margin);
+    // The request itself moves into the batch; the id stays here for the log line.
+    let transaction_id = parsed.transaction.id.clone();
     let committing = Arc::new(AtomicBool::new(false));
     let now_ms = store::now_ms();
     let result = match &state.batcher {
@@ -449,7 +451,7 @@ async fn authorization(
             let (reply, mut answer) = tokio::sync::oneshot::channel();
             let job = crate::batcher::Job {
                 body: body.to_vec(),
-                parsed: parsed.clone(),
+                parsed,
                 idempotency_key: key.to_owned(),
                 request_hash: hash,
                 endpoint: route.path(),
@@ -505,7 +507,7 @@ async fn authorization(
             let answer = settle(state, route, guard, hash, outcome, decision_label);
             tracing::info!(
                 route = route.path(),
-                transaction_id = %parsed.transaction.id,
+                transaction_id = %transaction_id,
                 idempotency_key = key,
                 decision = answer.outcome,
                 elapsed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
@@ -520,7 +522,7 @@ async fn authorization(
             );
             tracing::error!(
                 route = route.path(),
-                transaction_id = %parsed.transaction.id,
+                transaction_id = %transaction_id,
                 idempotency_key = key,
                 error = %e,
                 "authorization answered SYSTEM_ERROR, nothing booked"
