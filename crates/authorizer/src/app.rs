@@ -1,10 +1,11 @@
 //! Startup: connect, migrate, bind, serve. Tests bind port 0 and read the port back.
 
-use crate::config::{Secret, Settings};
+use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
-use crate::routes::{admin, error_body, processor};
+use crate::routes::{BodyReadTimeout, admin, error_body, processor};
+use crate::security::{AllowList, TokenDigest};
 use actix_web::dev::Server;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
@@ -22,7 +23,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<InFlight>,
-    pub admin_token: Secret,
+    /// The admin bearer token's digest (the token itself is not kept).
+    pub admin_token: TokenDigest,
+    /// Peers allowed on the processor routes (empty: all).
+    pub processor_peers: AllowList,
     /// False while draining: `/readyz` answers 503 so a load balancer stops sending.
     pub ready: Arc<AtomicBool>,
     /// Grouped commits, when enabled and the store is Postgres.
@@ -35,6 +39,7 @@ pub struct Application {
     server: Server,
     store: Store,
     pub metrics: Arc<Metrics>,
+    tls: bool,
 }
 
 impl Application {
@@ -64,6 +69,17 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let addr = listener.local_addr()?;
+        let processor_peers = AllowList::parse(&settings.processor.allowed_networks)
+            .map_err(|e| anyhow::anyhow!("processor.allowed_networks: {e}"))?;
+        let tls = &settings.server.tls;
+        let tls_config = if tls.enabled() {
+            Some(crate::security::tls_config(
+                std::path::Path::new(&tls.cert_path),
+                std::path::Path::new(&tls.key_path),
+            )?)
+        } else {
+            None
+        };
         let metrics = Arc::new(Metrics::new());
         let p = &settings.processor;
         let batcher = if p.grouped_commits && store.is_postgres() {
@@ -91,7 +107,8 @@ impl Application {
             keys: credentials.keys,
             metrics: metrics.clone(),
             inflight: Arc::new(InFlight::default()),
-            admin_token: credentials.admin_token,
+            admin_token: TokenDigest::of(credentials.admin_token.expose()),
+            processor_peers,
             ready: Arc::new(AtomicBool::new(true)),
             settings: Arc::new(settings.clone()),
         });
@@ -101,78 +118,114 @@ impl Application {
                 .unwrap_or(2),
             n => n,
         };
+        let body_timeout = BodyReadTimeout(Duration::from_millis(settings.server.body_read_ms_max));
+        let openapi_json = web::Bytes::from(crate::openapi::json());
         let server = HttpServer::new(move || {
-            let mut app = App::new().app_data(state.clone());
+            let mut app = App::new()
+                .app_data(state.clone())
+                .app_data(body_timeout)
+                // Extractor failures answer in the one JSON error envelope too.
+                .app_data(crate::routes::path_config())
+                .app_data(crate::routes::query_config());
             for (path, route) in processor::Route::ALL {
-                app = app.route(
-                    path,
-                    web::post().to(
-                        move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
-                            processor::handle(req, payload, s, route)
-                        },
-                    ),
-                );
+                app =
+                    app.route(
+                        path,
+                        web::post().to(
+                            move |req: HttpRequest,
+                                  payload: web::Payload,
+                                  s: web::Data<AppState>| async move {
+                                if let Some(refused) = crate::routes::refuse_peer(&req, &s) {
+                                    return refused;
+                                }
+                                processor::handle(req, payload, s, route).await
+                            },
+                        ),
+                    );
             }
-            app.route("/healthz", web::get().to(admin::healthz))
-                .route("/readyz", web::get().to(admin::readyz))
-                .route("/metrics", web::get().to(admin::metrics))
-                .route(
-                    "/v1/accounts/{user_id}/{currency}",
-                    web::put().to(admin::put_account),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}",
-                    web::get().to(admin::get_account),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/deposits",
-                    web::post().to(admin::deposit),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/withdrawals",
-                    web::post().to(admin::withdraw),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/postings",
-                    web::get().to(admin::postings),
-                )
-                .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
-                .route(
-                    "/v1/transactions/{transaction_id}",
-                    web::get().to(admin::get_transaction),
-                )
-                .route(
-                    "/v1/reconciliation/runs",
-                    web::get().to(admin::reconciliation_runs),
-                )
-                .route(
-                    "/v1/reconciliation/runs/{date}/breaks",
-                    web::get().to(admin::reconciliation_breaks),
-                )
-                .default_service(web::to(|| async {
-                    HttpResponse::NotFound()
-                        .content_type("application/json")
-                        .body(error_body("not_found", "No such route"))
-                }))
+            let openapi_json = openapi_json.clone();
+            app.route(
+                "/openapi.json",
+                web::get().to(move || {
+                    let body = openapi_json.clone();
+                    async move {
+                        HttpResponse::Ok()
+                            .content_type("application/json")
+                            .body(body)
+                    }
+                }),
+            )
+            .route("/healthz", web::get().to(admin::healthz))
+            .route("/readyz", web::get().to(admin::readyz))
+            .route("/metrics", web::get().to(admin::metrics))
+            .route(
+                "/v1/accounts/{user_id}/{currency}",
+                web::put().to(admin::put_account),
+            )
+            .route(
+                "/v1/accounts/{user_id}/{currency}",
+                web::get().to(admin::get_account),
+            )
+            .route(
+                "/v1/accounts/{user_id}/{currency}/deposits",
+                web::post().to(admin::deposit),
+            )
+            .route(
+                "/v1/accounts/{user_id}/{currency}/withdrawals",
+                web::post().to(admin::withdraw),
+            )
+            .route(
+                "/v1/accounts/{user_id}/{currency}/postings",
+                web::get().to(admin::postings),
+            )
+            .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
+            .route(
+                "/v1/transactions/{transaction_id}",
+                web::get().to(admin::get_transaction),
+            )
+            .route(
+                "/v1/reconciliation/runs",
+                web::get().to(admin::reconciliation_runs),
+            )
+            .route(
+                "/v1/reconciliation/runs/{date}/breaks",
+                web::get().to(admin::reconciliation_breaks),
+            )
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound()
+                    .content_type("application/json")
+                    .body(error_body("not_found", "No such route"))
+            }))
         })
         .workers(workers)
         // Answers go out at once: with Nagle's algorithm a response written in two parts
         // waits for the client's delayed ACK (tens of milliseconds).
         .tcp_nodelay(true)
         .client_request_timeout(Duration::from_millis(settings.server.request_read_ms_max))
-        .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000))
-        .listen(listener)?
+        .client_disconnect_timeout(Duration::from_millis(settings.server.disconnect_ms_max))
+        .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000));
+        let tls = tls_config.is_some();
+        let server = match tls_config {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Application {
             addr,
             server,
             store,
             metrics,
+            tls,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     pub fn port(&self) -> u16 {

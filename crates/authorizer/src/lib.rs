@@ -9,7 +9,9 @@ pub mod config;
 pub mod credentials;
 pub mod inflight;
 pub mod metrics;
+pub mod openapi;
 pub mod routes;
+pub mod security;
 pub mod telemetry;
 
 pub use app::{AppState, Application};
