@@ -350,6 +350,90 @@ async fn invalid_text(app: TestApp) {
         assert_eq!(r.status, 400, "{name}");
         assert_eq!(r.json()["error"]["code"], "malformed_request", "{name}");
     }
+    // U+0000 in any string: no Postgres text column can hold it, so it used to be answered
+    // "not stored, send again" (503) forever on adjustments and notifications. Refused on
+    // every route and both backends alike.
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "1.00", "ARS").original(&tx.id);
+    let nul_cases = [
+        (
+            AUTH,
+            replace(
+                &body,
+                "\"user\":{\"id\":\"u1\"}",
+                "\"user\":{\"id\":\"u1\\u0000\"}",
+            ),
+        ),
+        (
+            ADJ_CREDIT,
+            replace(
+                &refund.body(),
+                "\"original_transaction_id\":\"",
+                "\"original_transaction_id\":\"\\u0000",
+            ),
+        ),
+        (
+            ADJ_DEBIT,
+            replace(&refund.body(), "\"ONLINE\"", "\"ON\\u0000LINE\""),
+        ),
+        (
+            ADJ_CREDIT,
+            replace(
+                &refund.body(),
+                "\"extra_data\":{",
+                "\"extra_data\":{\"note\":\"\\u0000\",",
+            ),
+        ),
+        (
+            NOTIFY,
+            replace(
+                &tx.advice(
+                    "authorization-advice",
+                    "REJECTED",
+                    "CLIENT_TIMEOUT",
+                    "adv-nul",
+                ),
+                "adv-nul",
+                "adv\\u0000",
+            ),
+        ),
+        (
+            NOTIFY,
+            format!(
+                r#"{{"event_id":"odd\u0000","event_detail":[],"idempotency_key":"{}"}}"#,
+                uid("n")
+            )
+            .into_bytes(),
+        ),
+    ];
+    for (path, b) in &nul_cases {
+        let r = app.processor(path, b, &uid("k")).await;
+        assert_eq!(r.status, 400, "{path}: {}", String::from_utf8_lossy(b));
+        app.assert_signed(&r, path);
+        assert!(
+            r.json()["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("U+0000")
+        );
+    }
+    // An escaped backslash followed by the letters u0000 is ordinary text.
+    let text_only = replace(&refund.body(), "\"ONLINE\"", "\"ON\\\\u0000LINE\"");
+    assert_eq!(
+        app.processor(ADJ_CREDIT, &text_only, &uid("k"))
+            .await
+            .status,
+        200
+    );
+    let r = app
+        .admin(
+            "POST",
+            "/v1/accounts/u1/ARS/deposits",
+            Some(serde_json::json!({"amount": "1.00", "reference": "a\u{0}b"})),
+            Some(&uid("dep")),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json()["error"]["code"], "invalid_reference");
     // Bytes that are not UTF-8 in headers: the key is treated as absent (400, signed), the
     // signature headers as missing (401).
     let mut req = signed_raw(&app, AUTH, &body, "placeholder-key", "");
@@ -407,7 +491,13 @@ async fn invalid_text(app: TestApp) {
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "invalid_query");
-    assert_eq!(ledger(&app).await, before);
+    let after = ledger(&app).await;
+    assert_eq!(
+        after.movements,
+        before.movements + 1,
+        "only the ordinary refund"
+    );
+    assert_eq!(after.available, "101.00");
 }
 
 async fn hostile_amounts(app: TestApp) {

@@ -95,12 +95,20 @@ fn header_param(
         .build()
 }
 
+/// Printable text: no control characters, no U+FFFD (what undecodable escapes become).
+const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$";
+
 fn path_param(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    let schema = if name == "currency" {
+        string_schema(Some("^[A-Z]{3}$"), None, None)
+    } else {
+        string_schema(Some(PRINTABLE_PATTERN), Some(1), Some(255))
+    };
     ParameterBuilder::new()
         .name(name)
         .parameter_in(ParameterIn::Path)
         .required(Required::True)
-        .schema(Some(string_schema(None, Some(1), Some(255))))
+        .schema(Some(schema))
         .description(Some(description))
         .build()
 }
@@ -325,7 +333,10 @@ const E_503: (&str, &str) = ("503", "Storage unavailable; try again.");
 
 fn account_params() -> Vec<utoipa::openapi::path::Parameter> {
     vec![
-        path_param("user_id", "The cardholder (1 to 255 printable characters)."),
+        path_param(
+            "user_id",
+            "The cardholder: 1 to 255 bytes of printable text.",
+        ),
         path_param("currency", "ISO 4217 code, e.g. ARS."),
     ]
 }

@@ -275,15 +275,26 @@ impl WireError {
 /// later reader of the stored request.
 pub const MAX_DEPTH: usize = 32;
 
-/// Refuses bodies nested deeper than [`MAX_DEPTH`] (a linear scan, before parsing).
-fn check_depth(body: &[u8]) -> Result<(), WireError> {
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in body {
+/// Refuses bodies nested deeper than [`MAX_DEPTH`], and strings holding U+0000 (written
+/// `\u0000`: a raw NUL byte is not valid JSON anyway). A NUL can be neither stored in a
+/// Postgres text column nor meant by the processor; refusing it everywhere keeps both
+/// backends alike and turns what would be an endless "not stored, send again" into a clear
+/// 400. One linear scan, before parsing.
+fn check_body(body: &[u8]) -> Result<(), WireError> {
+    let refuse = |message: String| Err(WireError { message });
+    let (mut depth, mut in_string, mut i) = (0usize, false, 0usize);
+    while i < body.len() {
+        let b = body[i];
+        i += 1;
         if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
+            match b {
+                b'\\' => {
+                    if body.get(i) == Some(&b'u') && body.get(i + 1..i + 5) == Some(b"0000") {
+                        return refuse("strings must not contain U+0000".into());
+                    }
+                    i += 1;
+                }
+                b'"' => in_string = false,
                 _ => {}
             }
             continue;
@@ -293,9 +304,7 @@ fn check_depth(body: &[u8]) -> Result<(), WireError> {
             b'{' | b'[' => {
                 depth += 1;
                 if depth > MAX_DEPTH {
-                    return Err(WireError {
-                        message: format!("JSON nested deeper than {MAX_DEPTH} levels"),
-                    });
+                    return refuse(format!("JSON nested deeper than {MAX_DEPTH} levels"));
                 }
             }
             b'}' | b']' => depth = depth.saturating_sub(1),
@@ -303,6 +312,13 @@ fn check_depth(body: &[u8]) -> Result<(), WireError> {
         }
     }
     Ok(())
+}
+
+/// Whether a body is one [`TransactionRequest::from_slice`] and [`Notification::from_slice`]
+/// refuse before parsing (too deep, or a U+0000 in a string). A caller that falls back to a
+/// looser parse must not fall back for these.
+pub fn refused_before_parsing(body: &[u8]) -> bool {
+    check_body(body).is_err()
 }
 
 impl From<serde_json::Error> for WireError {
@@ -336,10 +352,10 @@ pub struct TransactionRequest {
 }
 
 impl TransactionRequest {
-    /// Parses a raw request body (at most [`MAX_DEPTH`] levels deep; a key repeated in an
-    /// object this type reads is refused).
+    /// Parses a raw request body (at most [`MAX_DEPTH`] levels deep, no U+0000 in strings; a
+    /// key repeated in an object this type reads is refused).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
-        check_depth(body)?;
+        check_body(body)?;
         Ok(serde_json::from_slice(body)?)
     }
 }
@@ -348,7 +364,8 @@ impl TransactionRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransactionInfo {
-    /// The processor's transaction id (`ctx-...`).
+    /// The processor's transaction id (`ctx-...`), 1 to 255 bytes.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub id: String,
     /// `transaction.type`.
     #[serde(rename = "type")]
@@ -532,9 +549,10 @@ pub const EVENT_APPROVED_AUTHORIZATION_ADVICE: &str = "approved-authorization-ad
 pub const EVENT_AUTHORIZATION_ADVICE: &str = "authorization-advice";
 
 impl Notification {
-    /// Parses a raw notification body (at most [`MAX_DEPTH`] levels deep).
+    /// Parses a raw notification body (at most [`MAX_DEPTH`] levels deep, no U+0000 in
+    /// strings).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
-        check_depth(body)?;
+        check_body(body)?;
         Ok(serde_json::from_slice(body)?)
     }
 

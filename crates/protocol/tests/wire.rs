@@ -422,3 +422,21 @@ fn a_repeated_key_in_a_read_object_is_refused() {
     let skipped = r#"{"transaction":{"id":"a","type":"PURCHASE"},"extra_data":{"x":1,"x":2},"amount":{"local":{"total":1,"currency":"ARS"}}}"#;
     assert!(TransactionRequest::from_slice(skipped.as_bytes()).is_ok());
 }
+
+#[test]
+fn a_nul_in_any_string_is_refused_and_an_escaped_backslash_is_not_one() {
+    let body = |s: &str| {
+        format!(
+            r#"{{"transaction":{{"id":"a","type":"PURCHASE"}},"extra":"{s}","amount":{{"local":{{"total":1,"currency":"ARS"}}}}}}"#
+        )
+    };
+    let err = TransactionRequest::from_slice(body(r"x\u0000").as_bytes()).unwrap_err();
+    assert!(err.message().contains("U+0000"), "{err}");
+    assert!(protocol::wire::refused_before_parsing(
+        body(r"\u0000").as_bytes()
+    ));
+    assert!(TransactionRequest::from_slice(body(r"x\\u0000").as_bytes()).is_ok());
+    assert!(TransactionRequest::from_slice(body(r"x\u0001").as_bytes()).is_ok());
+    let n = r#"{"event_id":"e\u0000","event_detail":{}}"#;
+    assert!(Notification::from_slice(n.as_bytes()).is_err());
+}

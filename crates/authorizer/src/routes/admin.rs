@@ -271,8 +271,9 @@ pub struct FundingRequest {
     /// A positive decimal string with at most the currency's decimals.
     #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("100.00"))]
     amount: String,
-    /// Free text kept with the movement.
+    /// Free text kept with the movement (no U+0000).
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000]*$")]
     reference: Option<String>,
 }
 
@@ -319,6 +320,13 @@ async fn fund(
             })?;
         let raw = body(&req, payload, &state).await?;
         let b: FundingRequest = parse_json(&raw)?;
+        if b.reference.as_deref().is_some_and(|r| r.contains('\0')) {
+            // No store can hold it (Postgres text refuses NUL): a clear 400, not a 503.
+            return Err(AdminError::bad(
+                "invalid_reference",
+                "reference must not contain U+0000",
+            ));
+        }
         let minor = amount(&b.amount, c, "amount")?;
         if minor <= 0 {
             return Err(AdminError::bad("invalid_amount", "amount must be positive"));
@@ -460,8 +468,12 @@ pub async fn postings(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardRequest {
-    /// The cardholder the card belongs to.
-    #[schema(min_length = 1, max_length = 255)]
+    /// The cardholder the card belongs to: 1 to 255 bytes of printable text.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
     user_id: String,
     #[schema(inline, value_type = CardStatusName)]
     status: String,
