@@ -101,6 +101,8 @@ const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$";
 fn path_param(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
     let schema = if name == "currency" {
         string_schema(Some("^[A-Z]{3}$"), None, None)
+    } else if name == "date" {
+        string_schema(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), None, None)
     } else {
         string_schema(Some(PRINTABLE_PATTERN), Some(1), Some(255))
     };
