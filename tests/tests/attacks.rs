@@ -575,27 +575,20 @@ async fn header_floods(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let before = ledger(&app).await;
     let body = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").body();
-    // Hundreds of headers.
+    // Hundreds of headers (actix-web reads at most 96, and a head of at most 128 KiB).
     let many: String = (0..300).map(|i| format!("X-Flood-{i}: {i}\r\n")).collect();
     let r = raw(&app, &signed_raw(&app, AUTH, &body, &uid("k"), &many)).await;
-    let status = status_of(&r);
-    assert!(status == 431 || status == 400, "many headers: {r}");
+    assert_eq!(status_of(&r), 431, "many headers: {r}");
     // One huge header.
     let huge = format!("X-Huge: {}\r\n", "a".repeat(256 * 1024));
     let r = raw(&app, &signed_raw(&app, AUTH, &body, &uid("k"), &huge)).await;
-    let status = status_of(&r);
-    assert!(
-        status == 431 || status == 400,
-        "huge header: {status} {}",
-        r.len()
-    );
+    assert_eq!(status_of(&r), 431, "huge header");
     // A huge head split over many small headers.
     let wide: String = (0..80)
         .map(|i| format!("X-Wide-{i}: {}\r\n", "b".repeat(2000)))
         .collect();
     let r = raw(&app, &signed_raw(&app, AUTH, &body, &uid("k"), &wide)).await;
-    let status = status_of(&r);
-    assert!(status == 431 || status == 400, "wide head: {status}");
+    assert_eq!(status_of(&r), 431, "wide head");
     assert_eq!(ledger(&app).await, before);
     // The server is unharmed and a request with a few extra headers is served.
     let extra: String = (0..20).map(|i| format!("X-Extra-{i}: {i}\r\n")).collect();

@@ -119,7 +119,6 @@ impl Application {
             n => n,
         };
         let body_timeout = BodyReadTimeout(Duration::from_millis(settings.server.body_read_ms_max));
-        let openapi_json = web::Bytes::from(crate::openapi::json());
         let server = HttpServer::new(move || {
             let mut app = App::new()
                 .app_data(state.clone())
@@ -128,74 +127,57 @@ impl Application {
                 .app_data(crate::routes::path_config())
                 .app_data(crate::routes::query_config());
             for (path, route) in processor::Route::ALL {
-                app =
-                    app.route(
-                        path,
-                        web::post().to(
-                            move |req: HttpRequest,
-                                  payload: web::Payload,
-                                  s: web::Data<AppState>| async move {
-                                if let Some(refused) = crate::routes::refuse_peer(&req, &s) {
-                                    return refused;
-                                }
-                                processor::handle(req, payload, s, route).await
-                            },
-                        ),
-                    );
+                app = app.route(
+                    path,
+                    web::post().to(
+                        move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
+                            crate::routes::guarded(req, payload, s, route)
+                        },
+                    ),
+                );
             }
-            let openapi_json = openapi_json.clone();
-            app.route(
-                "/openapi.json",
-                web::get().to(move || {
-                    let body = openapi_json.clone();
-                    async move {
-                        HttpResponse::Ok()
-                            .content_type("application/json")
-                            .body(body)
-                    }
-                }),
-            )
-            .route("/healthz", web::get().to(admin::healthz))
-            .route("/readyz", web::get().to(admin::readyz))
-            .route("/metrics", web::get().to(admin::metrics))
-            .route(
-                "/v1/accounts/{user_id}/{currency}",
-                web::put().to(admin::put_account),
-            )
-            .route(
-                "/v1/accounts/{user_id}/{currency}",
-                web::get().to(admin::get_account),
-            )
-            .route(
-                "/v1/accounts/{user_id}/{currency}/deposits",
-                web::post().to(admin::deposit),
-            )
-            .route(
-                "/v1/accounts/{user_id}/{currency}/withdrawals",
-                web::post().to(admin::withdraw),
-            )
-            .route(
-                "/v1/accounts/{user_id}/{currency}/postings",
-                web::get().to(admin::postings),
-            )
-            .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
-            .route(
-                "/v1/transactions/{transaction_id}",
-                web::get().to(admin::get_transaction),
-            )
-            .route(
-                "/v1/reconciliation/runs",
-                web::get().to(admin::reconciliation_runs),
-            )
-            .route(
-                "/v1/reconciliation/runs/{date}/breaks",
-                web::get().to(admin::reconciliation_breaks),
-            )
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound()
-                    .content_type("application/json")
-                    .body(error_body("not_found", "No such route"))
-            }))
+            app.route("/healthz", web::get().to(admin::healthz))
+                .route("/readyz", web::get().to(admin::readyz))
+                .route("/metrics", web::get().to(admin::metrics))
+                .route("/openapi.json", web::get().to(crate::openapi::serve))
+                .route(
+                    "/v1/accounts/{user_id}/{currency}",
+                    web::put().to(admin::put_account),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}",
+                    web::get().to(admin::get_account),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/deposits",
+                    web::post().to(admin::deposit),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/withdrawals",
+                    web::post().to(admin::withdraw),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/postings",
+                    web::get().to(admin::postings),
+                )
+                .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
+                .route(
+                    "/v1/transactions/{transaction_id}",
+                    web::get().to(admin::get_transaction),
+                )
+                .route(
+                    "/v1/reconciliation/runs",
+                    web::get().to(admin::reconciliation_runs),
+                )
+                .route(
+                    "/v1/reconciliation/runs/{date}/breaks",
+                    web::get().to(admin::reconciliation_breaks),
+                )
+                .default_service(web::to(|| async {
+                    HttpResponse::NotFound()
+                        .content_type("application/json")
+                        .body(error_body("not_found", "No such route"))
+                }))
         })
         .workers(workers)
         // Answers go out at once: with Nagle's algorithm a response written in two parts

@@ -652,6 +652,14 @@ pub fn document() -> OpenApi {
         .build()
 }
 
+/// `GET /openapi.json`.
+pub async fn serve() -> actix_web::HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(json).as_str())
+}
+
 /// The document as served and committed: pretty JSON, keys sorted, one trailing newline.
 pub fn json() -> String {
     let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();

@@ -79,6 +79,19 @@ pub fn error_body(code: &str, message: &str) -> Vec<u8> {
         .unwrap_or_default()
 }
 
+/// A processor route behind the network allow-list.
+pub async fn guarded(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    route: processor::Route,
+) -> HttpResponse {
+    if let Some(refused) = refuse_peer(&req, &state) {
+        return refused;
+    }
+    processor::handle(req, payload, state, route).await
+}
+
 /// Reads the raw body, refusing more than `limit` bytes without buffering them, and a body
 /// that takes longer than the [`BodyReadTimeout`] in the app data (408).
 pub async fn read_body(
