@@ -842,6 +842,21 @@ async fn replays_within_the_window_book_once(app: TestApp) {
             snapshot,
             "{path}: replays changed nothing"
         );
+        // The idempotency key is not covered by the signature: the same captured request
+        // under a new key is still the same transaction, answered as before.
+        let new_key = String::from_utf8_lossy(&captured).replacen(&key, &uid("other"), 1);
+        let again = raw(&app, new_key.as_bytes()).await;
+        assert_eq!(status_of(&again), 200, "{again}");
+        assert_eq!(
+            again.split("\r\n\r\n").nth(1).unwrap_or(""),
+            first_body,
+            "{path}"
+        );
+        assert_eq!(
+            ledger(&app).await,
+            snapshot,
+            "{path}: a new key changed nothing"
+        );
     }
 }
 
