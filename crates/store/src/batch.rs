@@ -47,6 +47,71 @@ struct Posting {
     version: Option<i64>,
 }
 
+/// The reads of a batch (see `batch_in`); one row shape for all branches, told apart by `tag`.
+const READ_BATCH: &str = "\
+SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
+       NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
+       NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
+       NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
+       NULL::text AS blocked_mccs, NULL::text AS status \
+  FROM idempotency_keys WHERE scope = $1 AND key = ANY($2) \
+UNION ALL \
+SELECT 2, transaction_id, NULL, response_status, response_body, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL, NULL \
+  FROM (SELECT transaction_id, response_status, response_body FROM processor_transactions \
+         WHERE kind = $3 AND transaction_id = ANY($4) FOR UPDATE) t \
+UNION ALL \
+SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
+       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL \
+  FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
+               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs \
+          FROM accounts WHERE kind = 'USER' \
+           AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
+         ORDER BY id FOR UPDATE) a \
+UNION ALL \
+SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       blocked_mccs, status \
+  FROM cards WHERE card_id = ANY($7) \
+UNION ALL \
+SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL \
+  FROM generate_series(1, $8::int8) \
+UNION ALL \
+SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL \
+  FROM generate_series(1, 2 * $8::int8)";
+
+/// The writes of a batch, in one statement: movements, postings, account balances, the
+/// processor transactions and the idempotency records. Empty arrays write nothing.
+const WRITE_BATCH: &str = "\
+WITH m AS ( \
+  INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
+  SELECT id, 'AUTHORIZATION', cur, 'AUTHORIZATION', tid, NULL, $4 \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, cur, tid) \
+), p AS ( \
+  INSERT INTO postings (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
+  SELECT id, mid, aid, amt, bal, ver, $4 \
+    FROM UNNEST($5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) AS u(id, mid, aid, amt, bal, ver) \
+), a AS ( \
+  UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
+         daily_spent_minor = u.s, updated_at_ms = $4 \
+    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[]) AS u(id, b, v, d, s) \
+   WHERE a.id = u.id \
+), t AS ( \
+  INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
+         card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
+         idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms) \
+  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $4, $4 \
+    FROM UNNEST($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
+                $23::text[], $24::int8[], $25::text[], $26::text[], $27::text[], $28::text[], $29::int8[], \
+                $30::bytea[], $31::int4[], $32::bytea[]) \
+      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp) \
+), k AS ( \
+  INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+  SELECT $33, k, h, ep, rs, body, $4 \
+    FROM UNNEST($34::text[], $35::bytea[], $36::text[], $37::int4[], $38::bytea[]) AS u(k, h, ep, rs, body) \
+) SELECT 1";
+
 impl Store {
     /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
     /// single item this is the single-request path, item by item. Each item's
@@ -145,49 +210,11 @@ impl Store {
         let keys: Vec<&str> = items.iter().map(|i| i.call.idempotency_key).collect();
         let tx_ids: Vec<&str> = items.iter().map(|i| i.tx.transaction_id).collect();
 
-        // Finished requests under these keys.
-        let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT key, request_hash, response_status, response_body FROM idempotency_keys \
-             WHERE scope = $1 AND key = ANY($2)",
-        )
-        .bind(SCOPE_AUTHORIZATION)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let status: i32 = r.try_get(2)?;
-            by_key.insert(
-                r.try_get(0)?,
-                (
-                    r.try_get(1)?,
-                    StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body: r.try_get(3)?,
-                    },
-                ),
-            );
-        }
-        // Transactions already recorded (answered, or first seen through a verdict).
-        let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT transaction_id, response_status, response_body FROM processor_transactions \
-             WHERE kind = $1 AND transaction_id = ANY($2) FOR UPDATE",
-        )
-        .bind(KIND_AUTHORIZATION)
-        .bind(&tx_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let status: Option<i32> = r.try_get(1)?;
-            let body: Option<Vec<u8>> = r.try_get(2)?;
-            let response = status.zip(body).map(|(s, b)| StoredResponse {
-                status: u16::try_from(s).unwrap_or(500),
-                body: b,
-            });
-            by_tx.insert(r.try_get(0)?, response);
-        }
-        // Cardholder accounts, locked in id order.
+        // Everything the batch reads, in one round trip: finished requests under these keys;
+        // the transactions already recorded (locked); the cardholder accounts (locked in id
+        // order); the cards; and enough movement and posting ids for the worst case, taken
+        // after the locks so the postings of one account are numbered in the order of their
+        // balance-after chain. The branches of a UNION ALL run one after the other.
         let (mut users, mut codes) = (Vec::new(), Vec::new());
         for i in items {
             if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
@@ -195,33 +222,76 @@ impl Store {
                 codes.push(c.code().to_owned());
             }
         }
+        let card_ids: Vec<&str> = items.iter().filter_map(|i| i.tx.card_id).collect();
+        let moving = items
+            .iter()
+            .filter(|i| matches!(i.kind, Some(RequestKind::Debit | RequestKind::Credit)))
+            .count() as i64;
+        let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
+        let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
         let mut accounts: HashMap<(String, Currency), LockedAccount> = HashMap::new();
         let mut touched: Vec<(String, Currency)> = Vec::new();
-        for r in sqlx::query(
-            "SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-             per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
-             blocked_mccs, created_at_ms, updated_at_ms FROM accounts WHERE kind = 'USER' AND \
-             (user_id, currency) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) ORDER BY id FOR UPDATE",
-        )
-        .bind(&users)
-        .bind(&codes)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let user: String = r.try_get("user_id")?;
-            let a = locked_account_from_row!(r);
-            accounts.insert((user, a.currency), a);
-        }
-        let card_ids: Vec<&str> = items.iter().filter_map(|i| i.tx.card_id).collect();
         let mut cards: HashMap<String, (String, String, String)> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT card_id, user_id, status, blocked_mccs FROM cards WHERE card_id = ANY($1)",
-        )
-        .bind(&card_ids)
-        .fetch_all(&mut *tx)
-        .await?
+        let (mut movement_ids, mut posting_ids) = (Vec::new(), Vec::new());
+        for r in sqlx::query(READ_BATCH)
+            .bind(SCOPE_AUTHORIZATION)
+            .bind(&keys)
+            .bind(KIND_AUTHORIZATION)
+            .bind(&tx_ids)
+            .bind(&users)
+            .bind(&codes)
+            .bind(&card_ids)
+            .bind(moving)
+            .fetch_all(&mut *tx)
+            .await?
         {
-            cards.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+            let tag: i32 = r.try_get("tag")?;
+            match tag {
+                1 => {
+                    let status: Option<i32> = r.try_get("st")?;
+                    let body: Option<Vec<u8>> = r.try_get("body")?;
+                    let hash: Option<Vec<u8>> = r.try_get("h")?;
+                    by_key.insert(
+                        r.try_get("k")?,
+                        (
+                            hash.unwrap_or_default(),
+                            StoredResponse {
+                                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                                body: body.unwrap_or_default(),
+                            },
+                        ),
+                    );
+                }
+                2 => {
+                    let status: Option<i32> = r.try_get("st")?;
+                    let body: Option<Vec<u8>> = r.try_get("body")?;
+                    let response = status.zip(body).map(|(s, b)| StoredResponse {
+                        status: u16::try_from(s).unwrap_or(500),
+                        body: b,
+                    });
+                    by_tx.insert(r.try_get("k")?, response);
+                }
+                3 => {
+                    let user: String = r.try_get("user_id")?;
+                    let a = locked_account_from_row!(r);
+                    accounts.insert((user, a.currency), a);
+                }
+                4 => {
+                    let user: Option<String> = r.try_get("user_id")?;
+                    let status: Option<String> = r.try_get("status")?;
+                    let blocked: Option<String> = r.try_get("blocked_mccs")?;
+                    cards.insert(
+                        r.try_get("k")?,
+                        (
+                            user.unwrap_or_default(),
+                            status.unwrap_or_default(),
+                            blocked.unwrap_or_default(),
+                        ),
+                    );
+                }
+                5 => movement_ids.push(r.try_get::<i64, _>("id")?),
+                _ => posting_ids.push(r.try_get::<i64, _>("id")?),
+            }
         }
 
         // Decide in arrival order.
@@ -359,116 +429,72 @@ impl Store {
             .map(|i| i.call.now_ms)
             .max()
             .unwrap_or_else(crate::now_ms);
-        // Ids are taken up front so postings of one account are numbered in the order of
-        // their balance-after chain.
-        let ids = |seq: &'static str, n: usize| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)",
-            )
-            .bind(seq)
-            .bind(n as i64)
+        movement_ids.sort_unstable();
+        posting_ids.sort_unstable();
+        if movement_ids.len() < movements.len() || posting_ids.len() < postings.len() {
+            // Cannot happen (ids are reserved for every moving request); run alone instead.
+            return Ok(None);
+        }
+        for (idx, m) in result_movement.iter().enumerate() {
+            if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) =
+                (m, results.get_mut(idx))
+            {
+                result.movement_id = Some(movement_ids[*m]);
+            }
+        }
+        let finals: Vec<&LockedAccount> = touched.iter().filter_map(|k| accounts.get(k)).collect();
+        let movement_of = |idx: usize| match &results[idx] {
+            Some(Outcome::Fresh { result, .. }) => result.movement_id,
+            _ => None,
         };
-        if !movements.is_empty() {
-            let mut movement_ids = ids("movements", movements.len())
-                .fetch_all(&mut *tx)
-                .await?;
-            movement_ids.sort_unstable();
-            let mut posting_ids = ids("postings", postings.len()).fetch_all(&mut *tx).await?;
-            posting_ids.sort_unstable();
-            sqlx::query(
-                "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
-                 SELECT id, 'AUTHORIZATION', cur, 'AUTHORIZATION', tid, NULL, $4 \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, cur, tid)",
-            )
-            .bind(&movement_ids)
+        let amount_of = |idx: usize| {
+            let item = &items[idx];
+            match &results[idx] {
+                Some(Outcome::Fresh { result, .. }) => match &result.decision {
+                    Decision::Approved { amount, .. } => Some(*amount),
+                    Decision::Balance { .. } => Some(0),
+                    Decision::Declined(_) => Currency::parse(item.tx.currency)
+                        .ok()
+                        .zip(item.tx.amount)
+                        .and_then(|(c, a)| to_minor(a, c).ok())
+                        .map(|m| {
+                            if item.kind == Some(RequestKind::Debit) {
+                                -m
+                            } else {
+                                m
+                            }
+                        }),
+                },
+                _ => None,
+            }
+        };
+        let status_of_idx = |idx: usize| match &results[idx] {
+            Some(Outcome::Fresh { result, .. }) => status_of(&result.decision),
+            _ => ("REJECTED", "OTHER"),
+        };
+        let r = |f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
+            records
+                .iter()
+                .map(|(i, _)| f(&items[*i]))
+                .collect::<Vec<_>>()
+        };
+        // Everything the batch writes, in one round trip.
+        sqlx::query(WRITE_BATCH)
+            .bind(&movement_ids[..movements.len()])
             .bind(movements.iter().map(|(_, c)| c.code()).collect::<Vec<_>>())
             .bind(movements.iter().map(|(t, _)| *t).collect::<Vec<_>>())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO postings (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
-                 SELECT id, mid, aid, amt, bal, ver, $7 \
-                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS u(id, mid, aid, amt, bal, ver)",
-            )
-            .bind(&posting_ids)
+            .bind(&posting_ids[..postings.len()])
             .bind(postings.iter().map(|p| movement_ids[p.movement]).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.account_id).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.amount).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.balance_after).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.version).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let finals: Vec<&LockedAccount> =
-                touched.iter().filter_map(|k| accounts.get(k)).collect();
-            sqlx::query(
-                "UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
-                 daily_spent_minor = u.s, updated_at_ms = $6 \
-                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS u(id, b, v, d, s) \
-                 WHERE a.id = u.id",
-            )
             .bind(finals.iter().map(|a| a.id).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.balance).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.version).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.daily_spent_day).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.daily_spent).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for (idx, m) in result_movement.iter().enumerate() {
-                if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) =
-                    (m, results.get_mut(idx))
-                {
-                    result.movement_id = Some(movement_ids[*m]);
-                }
-            }
-        }
-        if !records.is_empty() {
-            let movement_of = |idx: usize| match &results[idx] {
-                Some(Outcome::Fresh { result, .. }) => result.movement_id,
-                _ => None,
-            };
-            let amount_of = |idx: usize| {
-                let item = &items[idx];
-                match &results[idx] {
-                    Some(Outcome::Fresh { result, .. }) => match &result.decision {
-                        Decision::Approved { amount, .. } => Some(*amount),
-                        Decision::Balance { .. } => Some(0),
-                        Decision::Declined(_) => Currency::parse(item.tx.currency)
-                            .ok()
-                            .zip(item.tx.amount)
-                            .and_then(|(c, a)| to_minor(a, c).ok())
-                            .map(|m| {
-                                if item.kind == Some(RequestKind::Debit) {
-                                    -m
-                                } else {
-                                    m
-                                }
-                            }),
-                    },
-                    _ => None,
-                }
-            };
-            let status_of_idx = |idx: usize| match &results[idx] {
-                Some(Outcome::Fresh { result, .. }) => status_of(&result.decision),
-                _ => ("REJECTED", "OTHER"),
-            };
-            let r = |f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
-                records
-                    .iter()
-                    .map(|(i, _)| f(&items[*i]))
-                    .collect::<Vec<_>>()
-            };
-            sqlx::query(
-                "INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
-                 card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
-                 idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms) \
-                 SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $18, $18 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], $15::bytea[], $16::int4[], $17::bytea[]) \
-                 AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp)",
-            )
             .bind(r(&|i| Some(i.tx.transaction_id.to_owned())))
             .bind(r(&|i| Some(i.call.endpoint.to_owned())))
             .bind(r(&|i| direction_str(i.kind).map(str::to_owned)))
@@ -483,29 +509,17 @@ impl Store {
             .bind(r(&|i| i.tx.original_transaction_id.map(str::to_owned)))
             .bind(r(&|i| Some(i.call.idempotency_key.to_owned())))
             .bind(records.iter().map(|(i, _)| movement_of(*i)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| items[*i].call.raw_body.to_vec()).collect::<Vec<_>>())
+            .bind(records.iter().map(|(i, _)| items[*i].call.raw_body).collect::<Vec<_>>())
             .bind(records.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(_, resp)| resp.body.clone()).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !new_keys.is_empty() {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
-                 SELECT $1, k, h, ep, rs, body, $7 FROM UNNEST($2::text[], $3::bytea[], $4::text[], $5::int4[], $6::bytea[]) \
-                 AS u(k, h, ep, rs, body)",
-            )
+            .bind(records.iter().map(|(_, resp)| resp.body.as_slice()).collect::<Vec<_>>())
             .bind(SCOPE_AUTHORIZATION)
             .bind(new_keys.iter().map(|(i, _)| items[*i].call.idempotency_key).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.request_hash.to_vec()).collect::<Vec<_>>())
+            .bind(new_keys.iter().map(|(i, _)| items[*i].call.request_hash.as_slice()).collect::<Vec<_>>())
             .bind(new_keys.iter().map(|(i, _)| items[*i].call.endpoint).collect::<Vec<_>>())
             .bind(new_keys.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(_, resp)| resp.body.clone()).collect::<Vec<_>>())
-            .bind(now)
+            .bind(new_keys.iter().map(|(_, resp)| resp.body.as_slice()).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
-        }
         Ok(Some(results))
     }
 }
