@@ -1,13 +1,19 @@
-//! Grouped commits: many authorizations in one Postgres transaction, with a handful of
-//! set-based statements per batch instead of several statements per authorization, and
-//! one WAL flush for all of them.
+//! Grouped commits: many authorizations in one Postgres commit, with two statements per
+//! batch instead of several statements per authorization, and one WAL flush for all of them.
+//!
+//! A batch reads everything it needs in one statement (idempotency records, recorded
+//! transactions, cardholder accounts, cards, and ids for what it may write), decides in
+//! memory, and writes everything in one statement that is its own commit. No lock is held
+//! between the two: the write names the version and balance each account had when read, and
+//! aborts as a whole if one moved. A batch that lost such a race (hot accounts) runs again in a
+//! transaction that locks its accounts in id order, so concurrent batches (and other
+//! instances) cannot deadlock.
 //!
 //! Each authorization keeps its exact per-request meaning: decisions are taken in arrival
 //! order against the balances the earlier ones in the batch left; a duplicate inside the
-//! batch replays the first answer; cardholder accounts are locked in id order, so
-//! concurrent batches (and other instances) cannot deadlock. If the batch loses a race on
-//! a unique key to another instance, it rolls back and every item runs alone through the
-//! single-request path, which replays the winner: one request never fails its neighbours.
+//! batch replays the first answer. If the batch loses a race on a unique key to another
+//! request, nothing of it is written and every item runs alone through the single-request
+//! path, which replays the winner: one request never fails its neighbours.
 
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
@@ -48,6 +54,7 @@ struct Posting {
 }
 
 /// The reads of a batch (see `batch_in`); one row shape for all branches, told apart by `tag`.
+/// Without locks; `READ_BATCH_LOCKING` is the same with `FOR UPDATE` where `/*LOCK*/` stands.
 const READ_BATCH: &str = "\
 SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
@@ -59,7 +66,7 @@ UNION ALL \
 SELECT 2, transaction_id, NULL, response_status, response_body, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        NULL, NULL, NULL, NULL, NULL \
   FROM (SELECT transaction_id, response_status, response_body FROM processor_transactions \
-         WHERE kind = $3 AND transaction_id = ANY($4) FOR UPDATE) t \
+         WHERE kind = $3 AND transaction_id = ANY($4) /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
        per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL \
@@ -67,7 +74,7 @@ SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version,
                per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs \
           FROM accounts WHERE kind = 'USER' \
            AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
-         ORDER BY id FOR UPDATE) a \
+         ORDER BY id /*LOCK*/) a \
 UNION ALL \
 SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        blocked_mccs, status \
@@ -80,6 +87,10 @@ UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
+
+/// The same reads, locking the transactions and accounts they read (in id order).
+static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| READ_BATCH.replace("/*LOCK*/", "FOR UPDATE"));
 
 /// The writes of a batch, in one statement: movements, postings, account balances, the
 /// processor transactions and the idempotency records. Empty arrays write nothing.
@@ -95,8 +106,10 @@ WITH m AS ( \
 ), a AS ( \
   UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
          daily_spent_minor = u.s, updated_at_ms = $4 \
-    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[]) AS u(id, b, v, d, s) \
-   WHERE a.id = u.id \
+    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[]) \
+      AS u(id, b, v, d, s, ov, ob) \
+   WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob \
+   RETURNING a.id \
 ), t AS ( \
   INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
          card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
@@ -110,7 +123,7 @@ WITH m AS ( \
   INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
   SELECT $33, k, h, ep, rs, body, $4 \
     FROM UNNEST($34::text[], $35::bytea[], $36::text[], $37::int4[], $38::bytea[]) AS u(k, h, ep, rs, body) \
-) SELECT 1";
+) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a))";
 
 impl Store {
     /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
@@ -172,38 +185,52 @@ impl Store {
                 );
             }
         }
+        // First without locks: two round trips, the write commits on its own and fails
+        // as a whole if an account moved since the read.
+        let mut conn = pool.acquire().await?;
+        match self
+            .batch_in(&mut conn, items, render, &clearing, false)
+            .await
+        {
+            Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
+            Ok(Step::Fallback) => return Ok(Attempt::Fallback),
+            Ok(Step::Late) => {
+                return Err(StoreError::Timeout("authorization deadline passed".into()));
+            }
+            Err(e) if is_lost_race(&e) => {}
+            Err(e) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
+            Err(e) => return Err(e.into()),
+        }
+        drop(conn);
+        // Lost a race on an account (hot accounts): again, holding the accounts' locks.
         let mut tx = pool.begin().await?;
-        let step = self.batch_in(&mut tx, items, render, &clearing).await;
-        match step {
-            Ok(Some(results)) => {
-                if items
-                    .iter()
-                    .filter_map(|i| i.call.commit_by)
-                    .min()
-                    .is_some_and(|d| Instant::now() >= d)
-                {
+        match self.batch_in(&mut tx, items, render, &clearing, true).await {
+            Ok(Step::Done(results)) => {
+                if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
                 }
-                for flag in items.iter().filter_map(|i| i.call.commit_started) {
-                    flag.store(true, Ordering::SeqCst);
-                }
+                mark_committing(items);
                 tx.commit().await?;
                 Ok(Attempt::Done(results))
             }
-            Ok(None) => Ok(Attempt::Fallback),
+            Ok(Step::Fallback) => Ok(Attempt::Fallback),
+            Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
             Err(e) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Reads, decides and writes the batch inside `tx`; `None` means: fall back.
+    /// Reads, decides and writes the batch on `tx`. With `locking`, `tx` is a transaction
+    /// the caller commits, and the reads lock what they read; without, `tx` is a plain
+    /// connection, and the write is the commit, guarded by the versions read.
     async fn batch_in<R>(
         &self,
         tx: &mut sqlx::PgConnection,
         items: &[BatchItem<'_>],
         render: &R,
         clearing: &HashMap<Currency, i64>,
-    ) -> Result<Option<Vec<Option<Outcome<AuthorizationResult>>>>, sqlx::Error>
+        locking: bool,
+    ) -> Result<Step, sqlx::Error>
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
@@ -233,7 +260,13 @@ impl Store {
         let mut touched: Vec<(String, Currency)> = Vec::new();
         let mut cards: HashMap<String, (String, String, String)> = HashMap::new();
         let (mut movement_ids, mut posting_ids) = (Vec::new(), Vec::new());
-        for r in sqlx::query(READ_BATCH)
+        let read = if locking {
+            READ_BATCH_LOCKING.as_str()
+        } else {
+            READ_BATCH
+        };
+        let mut read_state: HashMap<i64, (i64, i64)> = HashMap::new();
+        for r in sqlx::query(read)
             .bind(SCOPE_AUTHORIZATION)
             .bind(&keys)
             .bind(KIND_AUTHORIZATION)
@@ -274,6 +307,7 @@ impl Store {
                 3 => {
                     let user: String = r.try_get("user_id")?;
                     let a = locked_account_from_row!(r);
+                    read_state.insert(a.id, (a.version, a.balance));
                     accounts.insert((user, a.currency), a);
                 }
                 4 => {
@@ -376,7 +410,7 @@ impl Store {
                 && *amount != 0
             {
                 let Some(&clr) = clearing.get(&cur) else {
-                    return Ok(None);
+                    return Ok(Step::Fallback);
                 };
                 let m = movements.len();
                 movements.push((t.transaction_id, cur));
@@ -433,11 +467,10 @@ impl Store {
         posting_ids.sort_unstable();
         if movement_ids.len() < movements.len() || posting_ids.len() < postings.len() {
             // Cannot happen (ids are reserved for every moving request); run alone instead.
-            return Ok(None);
+            return Ok(Step::Fallback);
         }
         for (idx, m) in result_movement.iter().enumerate() {
-            if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) =
-                (m, results.get_mut(idx))
+            if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) = (m, results.get_mut(idx))
             {
                 result.movement_id = Some(movement_ids[*m]);
             }
@@ -478,6 +511,13 @@ impl Store {
                 .map(|(i, _)| f(&items[*i]))
                 .collect::<Vec<_>>()
         };
+        if !locking {
+            // This statement is the commit.
+            if deadline_passed(items) {
+                return Ok(Step::Late);
+            }
+            mark_committing(items);
+        }
         // Everything the batch writes, in one round trip.
         sqlx::query(WRITE_BATCH)
             .bind(&movement_ids[..movements.len()])
@@ -485,7 +525,12 @@ impl Store {
             .bind(movements.iter().map(|(t, _)| *t).collect::<Vec<_>>())
             .bind(now)
             .bind(&posting_ids[..postings.len()])
-            .bind(postings.iter().map(|p| movement_ids[p.movement]).collect::<Vec<_>>())
+            .bind(
+                postings
+                    .iter()
+                    .map(|p| movement_ids[p.movement])
+                    .collect::<Vec<_>>(),
+            )
             .bind(postings.iter().map(|p| p.account_id).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.amount).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.balance_after).collect::<Vec<_>>())
@@ -503,23 +548,126 @@ impl Store {
             .bind(r(&|i| i.tx.card_id.map(str::to_owned)))
             .bind(r(&|i| Some(i.tx.currency.to_owned())))
             .bind(r(&|i| Some(i.tx.amount_text.to_owned())))
-            .bind(records.iter().map(|(i, _)| amount_of(*i)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| status_of_idx(*i).0).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| status_of_idx(*i).1).collect::<Vec<_>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| amount_of(*i))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| status_of_idx(*i).0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| status_of_idx(*i).1)
+                    .collect::<Vec<_>>(),
+            )
             .bind(r(&|i| i.tx.original_transaction_id.map(str::to_owned)))
             .bind(r(&|i| Some(i.call.idempotency_key.to_owned())))
-            .bind(records.iter().map(|(i, _)| movement_of(*i)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| items[*i].call.raw_body).collect::<Vec<_>>())
-            .bind(records.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(_, resp)| resp.body.as_slice()).collect::<Vec<_>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| movement_of(*i))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| items[*i].call.raw_body)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(_, resp)| i32::from(resp.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(_, resp)| resp.body.as_slice())
+                    .collect::<Vec<_>>(),
+            )
             .bind(SCOPE_AUTHORIZATION)
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.idempotency_key).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.request_hash.as_slice()).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.endpoint).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(_, resp)| resp.body.as_slice()).collect::<Vec<_>>())
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.idempotency_key)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.request_hash.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.endpoint)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(_, resp)| i32::from(resp.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(_, resp)| resp.body.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                finals
+                    .iter()
+                    .map(|a| read_state.get(&a.id).map(|s| s.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                finals
+                    .iter()
+                    .map(|a| read_state.get(&a.id).map(|s| s.1))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(finals.len() as i64)
             .execute(&mut *tx)
             .await?;
-        Ok(Some(results))
+        Ok(Step::Done(results))
     }
+}
+
+/// How one pass over a batch ended.
+enum Step {
+    /// Per item: the outcome, or `None` to run it alone afterwards.
+    Done(Vec<Option<Outcome<AuthorizationResult>>>),
+    /// Run every item alone.
+    Fallback,
+    /// The deadline passed before the commit: nothing was written.
+    Late,
+}
+
+fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
+    items
+        .iter()
+        .filter_map(|i| i.call.commit_by)
+        .min()
+        .is_some_and(|d| Instant::now() >= d)
+}
+
+/// From here on only the commit's outcome tells whether money moved.
+fn mark_committing(items: &[BatchItem<'_>]) {
+    for flag in items.iter().filter_map(|i| i.call.commit_started) {
+        flag.store(true, Ordering::SeqCst);
+    }
+}
+
+/// The write's guard (`ledger_expect_rows`) found an account changed since the read.
+fn is_lost_race(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
 }
