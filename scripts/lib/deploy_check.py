@@ -172,6 +172,13 @@ def cmd_settings(root):
                 pool = configmaps if "configMapRef" in ef else secrets
                 if ref["name"] not in pool:
                     fail(f"{where}: envFrom {ref['name']} is not defined")
+            ports = {p.get("name") for p in c.get("ports", [])} | {p["containerPort"] for p in c.get("ports", [])}
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                get = (c.get(probe) or {}).get("httpGet")
+                if get and get["port"] not in ports:
+                    fail(f"{where}: {probe} uses port {get['port']!r}, which the container does not declare")
+                if get and get["path"] not in ("/healthz", "/readyz"):
+                    fail(f"{where}: {probe} path {get['path']} is not /healthz or /readyz")
             for m in c.get("volumeMounts", []):
                 if m["name"] not in volumes:
                     fail(f"{where}: mounts undefined volume {m['name']}")
