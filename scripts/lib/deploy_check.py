@@ -15,6 +15,10 @@ Usage: deploy_check.py COMMAND REPO_ROOT [ARGS...]
                                 k8s-reconciler); placeholder secrets come from the examples
   k8s-scrape OUT                checks the kubernetes_sd_configs of deploy/prometheus/scrape-kubernetes.yml
                                 and writes a copy with a static target instead, for promtool
+  lb send PORT TXID KEY | lb count PORT | lb get PORT PATH
+                                the load-balancing smoke: a signed balance inquiry with the
+                                example key pair (prints the HTTP status), a replica's
+                                authorizer_requests_total, a GET's status
   data-of KIND NAME KEY         prints one key of a ConfigMap or Secret of deploy/k8s
 
 Each check prints what it checked; a problem is printed as "FAIL: ..." and exits 1.
@@ -470,6 +474,48 @@ def cmd_k8s_scrape(root, out):
     done("scrape-kubernetes.yml: discovery block and the pods' prometheus.io annotations")
 
 
+def cmd_lb(root, args):
+    import base64
+    import hashlib
+    import hmac
+    import http.client
+    import time
+
+    def conn(port):
+        return http.client.HTTPConnection("127.0.0.1", int(port), timeout=10)
+
+    if args[0] == "send":
+        port, txid, key = args[1:4]
+        files = secret_files(root)
+        api_key = open(files["processor_api_key"]).read().strip()
+        secret = base64.b64decode(open(files["processor_api_secret"]).read().strip())
+        body = json.dumps({"transaction": {"id": txid, "type": "BALANCE_INQUIRY"},
+                           "user": {"id": "usr-deploy-check"},
+                           "amount": {"local": {"total": "0", "currency": "ARS"}}}).encode()
+        ep, ts = "/transactions/authorizations", str(int(time.time()))
+        mac = hmac.new(secret, ts.encode() + ep.encode() + body, hashlib.sha256).digest()
+        headers = {"X-Api-Key": api_key, "X-Timestamp": ts, "X-Endpoint": ep,
+                   "X-Signature": "hmac-sha256 " + base64.b64encode(mac).decode(),
+                   "x-idempotency-key": key, "Content-Type": "application/json"}
+        c = conn(port)
+        c.request("POST", ep, body, headers)
+        r = c.getresponse()
+        r.read()
+        print(r.status)
+    elif args[0] == "count":
+        c = conn(args[1])
+        c.request("GET", "/metrics")
+        text = c.getresponse().read().decode()
+        print(sum(int(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("authorizer_requests_total")))
+    elif args[0] == "get":
+        c = conn(args[1])
+        c.request("GET", args[2])
+        r = c.getresponse()
+        r.read()
+        print(r.status)
+
+
 def cmd_data_of(root, kind, name, key):
     for _, d in k8s_docs(root):
         if d["kind"] == kind and d["metadata"]["name"] == name:
@@ -493,6 +539,8 @@ def main():
         cmd_env_of(root, sys.argv[3])
     elif cmd == "k8s-scrape":
         cmd_k8s_scrape(root, sys.argv[3])
+    elif cmd == "lb":
+        cmd_lb(root, sys.argv[3:])
     elif cmd == "data-of":
         cmd_data_of(root, *sys.argv[3:6])
     else:
