@@ -284,6 +284,15 @@ async fn concurrent_purchases_on_one_account_never_overdraw() {
     apps[0].assert_audit_clean().await;
 }
 
+/// The body of `tx` under a new transaction id (one id is answered once, whatever the key).
+fn fresh(tx: &Tx) -> Vec<u8> {
+    Tx {
+        id: uid("ctx"),
+        ..tx.clone()
+    }
+    .body()
+}
+
 /// Polls balance inquiries on `base` until the card's answer is `want`; returns the time.
 async fn until_answer(base: &str, tx: &Tx, want: &str, started: Instant) -> Duration {
     loop {
@@ -324,7 +333,7 @@ async fn rule_changes_reach_every_instance() {
     // Warm every instance's cache, twice: the second is a hit.
     for app in &apps {
         for _ in 0..2 {
-            let (_, b) = send(&app.base, AUTH, &inquiry.clone().body(), &uid("k")).await;
+            let (_, b) = send(&app.base, AUTH, &fresh(&inquiry), &uid("k")).await;
             assert_eq!(status_detail(&b), "APPROVED/APPROVED");
         }
         assert!(app.metrics.counter("authorizer_rules_cache_hits_total", &[]) >= 1);
@@ -416,7 +425,7 @@ async fn a_lost_invalidation_is_bounded_by_the_cache_ttl() {
     .await;
     assert_eq!(s, 201);
     let inquiry = Tx::new("x", "BALANCE_INQUIRY", "u1", "0", "ARS").card(&card);
-    let (_, b) = send(&apps[1].base, AUTH, &inquiry.clone().body(), &uid("k")).await;
+    let (_, b) = send(&apps[1].base, AUTH, &fresh(&inquiry), &uid("k")).await;
     assert_eq!(status_detail(&b), "APPROVED/APPROVED");
     // Changed behind the admin API's back: no message is ever sent.
     apps[0]
@@ -628,7 +637,7 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     // Warm the rule caches, then take Redis away.
     let inquiry = Tx::new("x", "BALANCE_INQUIRY", "u1", "0", "ARS").card(&card);
     for b in &bases {
-        let (_, a) = send(b, AUTH, &inquiry.clone().body(), &uid("k")).await;
+        let (_, a) = send(b, AUTH, &fresh(&inquiry), &uid("k")).await;
         assert_eq!(status_detail(&a), "APPROVED/APPROVED");
     }
     own.stop();
@@ -673,7 +682,7 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     .await;
     assert_eq!(s, 200);
     for b in &bases[1..] {
-        let (_, a) = send(b, AUTH, &inquiry.clone().body(), &uid("k")).await;
+        let (_, a) = send(b, AUTH, &fresh(&inquiry), &uid("k")).await;
         assert_eq!(status_detail(&a), "REJECTED/OTHER", "{b}");
     }
     // Redis comes back (empty): the instances resubscribe, flush, and share again.
@@ -785,6 +794,19 @@ impl Drop for Node {
     }
 }
 
+/// Processor requests an instance has answered, from its metrics.
+async fn answered(base: &str) -> u64 {
+    let client = awc::Client::default();
+    let Ok(mut r) = client.get(format!("{base}/metrics")).send().await else {
+        return 0;
+    };
+    let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
+    text.lines()
+        .filter(|l| l.starts_with("authorizer_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
 #[actix_rt::test]
 async fn a_killed_instance_loses_nothing() {
     let db = fresh_pg_database().await;
@@ -826,8 +848,12 @@ async fn a_killed_instance_loses_nothing() {
             let b = bases[i % 3].clone();
             async move { send(&b, AUTH, body, key).await }
         }));
+        // Once the victim has answered a few, so that others are mid-flight on it.
         let kill = async {
-            actix_rt::time::sleep(Duration::from_millis(150)).await;
+            let until = Instant::now() + Duration::from_secs(30);
+            while answered(&bases[1]).await < 5 && Instant::now() < until {
+                actix_rt::time::sleep(Duration::from_millis(2)).await;
+            }
             nodes[1].signal("-KILL");
         };
         let (answers, ()) = tokio::join!(sends, kill);
@@ -838,7 +864,17 @@ async fn a_killed_instance_loses_nothing() {
     // sends the request again.
     let definite = |s: u16, b: &[u8]| s == 200 && status_detail(b) != "REJECTED/SYSTEM_ERROR";
     let lost = first.iter().filter(|(s, b)| !definite(*s, b)).count();
-    println!("kill -9: {lost} of 150 requests had no answer and were sent again to the survivors");
+    let on_victim = first
+        .iter()
+        .enumerate()
+        .filter(|(i, (s, b))| i % 3 == 1 && definite(*s, b))
+        .count();
+    println!(
+        "kill -9: the victim answered {on_victim} of its 50 before dying; {lost} of 150 requests \
+         had no answer and were sent again to the survivors"
+    );
+    assert!(on_victim >= 1 && lost >= 1, "the kill landed mid-stream");
+
     // The processor sends again what got no answer, with the same key, to the others.
     let survivors = [bases[0].clone(), bases[2].clone()];
     let mut approved = 0;
@@ -856,6 +892,18 @@ async fn a_killed_instance_loses_nothing() {
         }
     }
     assert_eq!(approved, 150, "1000.00 covers every purchase");
+    let took_over: usize = [&nodes[0], &nodes[2]]
+        .iter()
+        .map(|n| {
+            n.log_text()
+                .matches("took over an abandoned in-flight marker")
+                .count()
+        })
+        .sum();
+    println!(
+        "kill -9: {took_over} in-flight markers of the dead instance were taken over after {:?}",
+        Duration::from_millis(6000)
+    );
     let (_, acct) = admin_at(&bases[0], "GET", "/v1/accounts/u1/ARS", None).await;
     assert_eq!(acct["available"], "250.00", "each purchase booked exactly once");
     let store = store::Store::connect(&store::StoreConfig {

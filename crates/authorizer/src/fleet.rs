@@ -8,7 +8,8 @@
 //! while the first is in flight, the stored answer once it finished) instead of queueing
 //! on a database lock. Every Redis call is bounded by `redis.command_ms_max`; a failure
 //! is counted in `authorizer_redis_fallbacks_total{op}`, logged once, and Redis is then
-//! skipped for `redis.retry_ms`: requests go straight to Postgres, as a single instance does.
+//! skipped (requests go straight to Postgres, as a single instance does) until a ping,
+//! tried every `redis.retry_ms`, answers again.
 //!
 //! Keys (all under `redis.key_prefix`):
 //! - `idem:answer:<scope>:<key>`: a finished answer (request hash, status, body), kept
@@ -25,7 +26,7 @@ use crate::rules::RulesCache;
 use futures_util::StreamExt;
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -177,8 +178,8 @@ struct Link {
     prefix: String,
     command: Duration,
     retry_ms: i64,
-    /// Redis is skipped until this unix time (ms) after a failure.
-    down_until_ms: AtomicI64,
+    /// Set by a failed call: Redis is skipped until the health check's ping answers.
+    down: AtomicBool,
     in_flight_ttl_ms: u64,
     stale_ms: i64,
     answers_ttl_ms: u64,
@@ -237,7 +238,7 @@ impl Fleet {
             prefix: settings.key_prefix.clone(),
             command: Duration::from_millis(settings.command_ms_max),
             retry_ms: i64::try_from(settings.retry_ms).unwrap_or(1000),
-            down_until_ms: AtomicI64::new(0),
+            down: AtomicBool::new(false),
             in_flight_ttl_ms: settings.in_flight_ttl_secs.saturating_mul(1000),
             stale_ms: i64::try_from(settings.in_flight_stale_ms).unwrap_or(i64::MAX),
             answers_ttl_ms: settings.answers_ttl_secs.saturating_mul(1000),
@@ -260,11 +261,14 @@ impl Fleet {
         self.link.is_some()
     }
 
-    /// Whether the rules subscriber is subscribed now (tests and readiness details).
-    pub fn subscribed(&self) -> bool {
-        self.link
-            .as_ref()
-            .is_some_and(|l| l.subscribed.load(Ordering::SeqCst))
+    /// Whether Redis is in use now: commands answer and the rules subscriber is
+    /// subscribed (readiness details; false means degraded, not unready).
+    pub fn healthy(&self) -> bool {
+        self.link.as_ref().is_some_and(|l| {
+            l.conn.get().is_some()
+                && !l.down.load(Ordering::SeqCst)
+                && l.subscribed.load(Ordering::SeqCst)
+        })
     }
 
     /// Stops the background tasks (the connection closes when the last user is done).
@@ -440,11 +444,7 @@ impl Link {
     fn fallback(&self, op: &'static str, why: &str) {
         self.metrics
             .inc("authorizer_redis_fallbacks_total", &[("op", op)]);
-        let now = store::now_ms();
-        let was = self
-            .down_until_ms
-            .swap(now.saturating_add(self.retry_ms), Ordering::SeqCst);
-        if was <= now {
+        if !self.down.swap(true, Ordering::SeqCst) {
             tracing::warn!(
                 op,
                 error = why,
@@ -461,7 +461,7 @@ impl Link {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
-        if store::now_ms() < self.down_until_ms.load(Ordering::SeqCst) {
+        if self.down.load(Ordering::SeqCst) {
             self.metrics
                 .inc("authorizer_redis_fallbacks_total", &[("op", op)]);
             return None;
@@ -484,8 +484,9 @@ impl Link {
     }
 }
 
-/// Opens the connection manager, retrying until Redis answers; it reconnects by itself
-/// afterwards.
+/// Opens the connection manager, retrying until Redis answers; then, while calls are
+/// failing (`down`), pings every `redis.retry_ms` (which also makes the manager reconnect)
+/// and puts Redis back in use once it answers.
 async fn connect(link: Arc<Link>) {
     let mut shutdown = link.shutdown.subscribe();
     let config = redis::aio::ConnectionManagerConfig::new()
@@ -498,7 +499,7 @@ async fn connect(link: Arc<Link>) {
             Ok(c) => {
                 let _ = link.conn.set(c);
                 tracing::info!("connected to Redis");
-                return;
+                break;
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect to Redis yet; serving from Postgres");
@@ -507,6 +508,23 @@ async fn connect(link: Arc<Link>) {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(u64::try_from(link.retry_ms).unwrap_or(1000))) => {}
             _ = shutdown.changed() => return,
+        }
+    }
+    let Some(conn) = link.conn.get() else { return };
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(u64::try_from(link.retry_ms).unwrap_or(1000))) => {}
+            _ = shutdown.changed() => return,
+        }
+        if !link.down.load(Ordering::SeqCst) {
+            continue;
+        }
+        let mut c = conn.clone();
+        let ping = redis::cmd("PING");
+        let bound = link.command.max(Duration::from_millis(100));
+        if let Ok(Ok(_)) = tokio::time::timeout(bound, ping.query_async::<Value>(&mut c)).await {
+            link.down.store(false, Ordering::SeqCst);
+            tracing::info!("Redis answers again: shared state back in use");
         }
     }
 }

@@ -601,7 +601,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 "status": "ready",
                 "store": state.store.describe(),
                 // Redis down is degraded, not unready: Postgres serves every request.
-                "redis": match (state.fleet.is_configured(), state.fleet.subscribed()) {
+                "redis": match (state.fleet.is_configured(), state.fleet.healthy()) {
                     (false, _) => "not configured",
                     (true, true) => "ok",
                     (true, false) => "degraded",
