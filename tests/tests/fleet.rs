@@ -984,14 +984,28 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
         let (base, body, key) = (base.clone(), body.clone(), key.clone());
         async move { send(&base, AUTH, &body, &key).await }
     });
-    // Past the drain: new connections are refused while the purchase is still in flight.
+    // Past the drain: no new connection is served while the purchase is still in flight.
     let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(base.trim_start_matches("http://")).is_ok() {
+    while !node.log_text().contains("no longer accepting connections") {
         assert!(Instant::now() < until, "still accepting after the drain");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
     }
     let closed_after = t0.elapsed();
-    assert!(!in_flight.is_finished(), "the purchase waits on the row lock");
+    let probe = awc::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .finish()
+        .get(format!("{base}/healthz"))
+        .send()
+        .await;
+    assert!(probe.is_err(), "a new connection is not served after the drain");
+    if in_flight.is_finished() {
+        let (s, b) = in_flight.await.expect("joined");
+        panic!(
+            "the purchase should wait on the row lock; got {s} {} after {closed_after:?}\n{}",
+            String::from_utf8_lossy(&b),
+            node.log_text()
+        );
+    }
     lock.rollback().await.expect("release");
     let (s, answer) = in_flight.await.expect("joined");
     assert_eq!(s, 200);

@@ -17,7 +17,7 @@ use anyhow::Context;
 use protocol::KeyRing;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use store::Store;
 
@@ -52,6 +52,25 @@ pub struct Application {
     ready: Arc<AtomicBool>,
     fleet: Fleet,
     drain: Duration,
+    shutdown_max: Duration,
+    /// Requests being served now, across workers.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight for as long as it is alive.
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl InFlightGuard {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlightGuard {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(counter.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Application {
@@ -118,6 +137,8 @@ impl Application {
             }
         );
         let ready = Arc::new(AtomicBool::new(true));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight_outer = in_flight.clone();
         metrics.set_gauge("authorizer_ready", &[], 1);
         let state = web::Data::new(AppState {
             batcher,
@@ -140,9 +161,20 @@ impl Application {
             n => n,
         };
         let server = HttpServer::new(move || {
+            let counter = in_flight.clone();
             let mut app = App::new()
                 .app_data(state.clone())
-                .wrap(actix_web::middleware::from_fn(admin_rate_limit));
+                .wrap(actix_web::middleware::from_fn(admin_rate_limit))
+                .wrap_fn(move |req, srv| {
+                    use actix_web::dev::Service;
+                    let guard = InFlightGuard::enter(&counter);
+                    let fut = srv.call(req);
+                    async move {
+                        let r = fut.await;
+                        drop(guard);
+                        r
+                    }
+                });
             for (path, route) in processor::Route::ALL {
                 app = app.route(
                     path,
@@ -213,6 +245,8 @@ impl Application {
             ready,
             fleet,
             drain: Duration::from_millis(settings.server.drain_ms),
+            shutdown_max: Duration::from_millis(settings.server.shutdown_ms_max),
+            in_flight: in_flight_outer,
         })
     }
 
@@ -235,12 +269,17 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: `/readyz` answers 503
     /// at once (a load balancer drains this instance), requests are still served for
-    /// `server.drain_ms`, then the listener closes and requests in flight get
+    /// `server.drain_ms`, then no new connection is accepted and requests in flight get
     /// `server.shutdown_ms_max` to finish; a request cut off after that drops its
     /// transaction, which rolls back.
+    ///
+    /// The workers are stopped only once nothing is in flight: a worker's event loop also
+    /// drives the pooled database connections it opened, which other workers' requests
+    /// may be using, so stopping an idle worker early would break their transactions.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let handle = self.server.handle();
         let (ready, metrics, drain) = (self.ready.clone(), self.metrics.clone(), self.drain);
+        let (in_flight, shutdown_max) = (self.in_flight.clone(), self.shutdown_max);
         let signals = actix_rt::spawn(async move {
             let why = shutdown_signal().await;
             ready.store(false, Ordering::SeqCst);
@@ -251,8 +290,24 @@ impl Application {
                 "shutting down: not ready any more, draining"
             );
             tokio::time::sleep(drain).await;
-            tracing::info!("no longer accepting connections; finishing requests in flight");
-            handle.stop(true).await;
+            handle.pause().await;
+            tracing::info!(
+                in_flight = in_flight.load(Ordering::SeqCst),
+                "no longer accepting connections; finishing requests in flight"
+            );
+            let until = tokio::time::Instant::now() + shutdown_max;
+            while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let left = in_flight.load(Ordering::SeqCst);
+            if left > 0 {
+                tracing::warn!(
+                    in_flight = left,
+                    "shutdown bound reached: cutting off requests still in flight (their transactions roll back)"
+                );
+            }
+            // Whatever is still running gets the server's own bound (0 when none is left).
+            handle.stop(left > 0).await;
         });
         let result = self.server.await;
         signals.abort();
