@@ -200,12 +200,10 @@ async fn duplicates_across_instances_book_once() {
         let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
         let (body, key) = (tx.body(), uid("k"));
         // The same request on the three instances at once, twice each.
-        let answers = join_all(
-            (0..6).map(|i| {
-                let (b, body, key) = (bases[i % 3].clone(), body.clone(), key.clone());
-                async move { send(&b, AUTH, &body, &key).await }
-            }),
-        )
+        let answers = join_all((0..6).map(|i| {
+            let (b, body, key) = (bases[i % 3].clone(), body.clone(), key.clone());
+            async move { send(&b, AUTH, &body, &key).await }
+        }))
         .await;
         let firsts: Vec<&Vec<u8>> = answers
             .iter()
@@ -213,11 +211,7 @@ async fn duplicates_across_instances_book_once() {
             .map(|(_, b)| b)
             .collect();
         for (s, b) in &answers {
-            assert!(
-                *s == 200 || *s == 425,
-                "{s} {}",
-                String::from_utf8_lossy(b)
-            );
+            assert!(*s == 200 || *s == 425, "{s} {}", String::from_utf8_lossy(b));
         }
         let definite = send_until_answered(&bases, AUTH, &body, &key).await;
         for b in firsts {
@@ -236,10 +230,7 @@ async fn duplicates_across_instances_book_once() {
     let mut conn = redis_conn(&redis).await;
     for (i, (key, body)) in keys.iter().enumerate() {
         let stored: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!(
-                "{}idem:answer:authorization:{key}",
-                prefix
-            ))
+            .arg(format!("{}idem:answer:authorization:{key}", prefix))
             .query_async(&mut conn)
             .await
             .expect("GET");
@@ -296,7 +287,11 @@ fn fresh(tx: &Tx) -> Vec<u8> {
 /// Polls balance inquiries on `base` until the card's answer is `want`; returns the time.
 async fn until_answer(base: &str, tx: &Tx, want: &str, started: Instant) -> Duration {
     loop {
-        let body = Tx { id: uid("ctx"), ..tx.clone() }.body();
+        let body = Tx {
+            id: uid("ctx"),
+            ..tx.clone()
+        }
+        .body();
         let (s, b) = send(base, AUTH, &body, &uid("k")).await;
         assert_eq!(s, 200);
         if status_detail(&b) == want {
@@ -318,9 +313,7 @@ async fn rule_changes_reach_every_instance() {
     let (apps, _) = fleet(3, Some(&redis), |s| s.rules.cache_ttl_ms = 60_000).await;
     apps[0].funded("u1", "ARS", "1000.00").await;
     let card = uid("crd");
-    let put_card = |status: &str, mccs: Vec<&str>| {
-        json!({ "user_id": "u1", "status": status, "blocked_mccs": mccs })
-    };
+    let put_card = |status: &str, mccs: Vec<&str>| json!({ "user_id": "u1", "status": status, "blocked_mccs": mccs });
     let (s, _) = admin_at(
         &apps[0].base,
         "PUT",
@@ -336,15 +329,33 @@ async fn rule_changes_reach_every_instance() {
             let (_, b) = send(&app.base, AUTH, &fresh(&inquiry), &uid("k")).await;
             assert_eq!(status_detail(&b), "APPROVED/APPROVED");
         }
-        assert!(app.metrics.counter("authorizer_rules_cache_hits_total", &[]) >= 1);
+        assert!(
+            app.metrics
+                .counter("authorizer_rules_cache_hits_total", &[])
+                >= 1
+        );
     }
     let mut report = Vec::new();
     // Block the card through instance 0; measure until 1 and 2 refuse it.
     for (what, body, want) in [
-        ("card blocked", put_card("BLOCKED", vec![]), "REJECTED/OTHER"),
-        ("card active again", put_card("ACTIVE", vec![]), "APPROVED/APPROVED"),
+        (
+            "card blocked",
+            put_card("BLOCKED", vec![]),
+            "REJECTED/OTHER",
+        ),
+        (
+            "card active again",
+            put_card("ACTIVE", vec![]),
+            "APPROVED/APPROVED",
+        ),
     ] {
-        let (s, _) = admin_at(&apps[0].base, "PUT", &format!("/v1/cards/{card}"), Some(body)).await;
+        let (s, _) = admin_at(
+            &apps[0].base,
+            "PUT",
+            &format!("/v1/cards/{card}"),
+            Some(body),
+        )
+        .await;
         assert_eq!(s, 200);
         let t0 = Instant::now();
         let times = join_all(
@@ -374,7 +385,10 @@ async fn rule_changes_reach_every_instance() {
             .map(|a| until_answer(&a.base, &purchase, "REJECTED/INVALID_MERCHANT", t0)),
     )
     .await;
-    report.push(("card MCC blocked", times.iter().max().copied().unwrap_or_default()));
+    report.push((
+        "card MCC blocked",
+        times.iter().max().copied().unwrap_or_default(),
+    ));
     // An account's rules live on the row the transaction locks: in force at once.
     let (s, _) = admin_at(
         &apps[0].base,
@@ -466,7 +480,15 @@ async fn without_redis_an_instance_invalidates_its_own_cache() {
         assert!(r.status == 200 || r.status == 201);
         for _ in 0..2 {
             let r = app
-                .processor(AUTH, &Tx { id: uid("ctx"), ..inquiry.clone() }.body(), &uid("k"))
+                .processor(
+                    AUTH,
+                    &Tx {
+                        id: uid("ctx"),
+                        ..inquiry.clone()
+                    }
+                    .body(),
+                    &uid("k"),
+                )
                 .await;
             let want = if status == "ACTIVE" {
                 "APPROVED/APPROVED"
@@ -476,7 +498,11 @@ async fn without_redis_an_instance_invalidates_its_own_cache() {
             assert_eq!(status_detail(&r.body), want, "card {status}");
         }
     }
-    assert!(app.metrics.counter("authorizer_rules_cache_hits_total", &[]) >= 3);
+    assert!(
+        app.metrics
+            .counter("authorizer_rules_cache_hits_total", &[])
+            >= 3
+    );
     assert_eq!(
         app.metrics.counter("authorizer_redis_fallbacks_total", &[]),
         0,
@@ -524,7 +550,12 @@ async fn admin_rate_limit_is_shared_by_the_fleet() {
     // The processor's routes are never rate limited.
     let (s, _) = get_json(&apps[0].base, "/readyz").await;
     assert_eq!(s, 200);
-    assert!(apps[1].metrics.counter("authorizer_admin_rate_limited_total", &[]) >= 2);
+    assert!(
+        apps[1]
+            .metrics
+            .counter("authorizer_admin_rate_limited_total", &[])
+            >= 2
+    );
     // The bucket key is a digest of the token, never the token.
     let mut conn = redis_conn(&redis).await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -695,10 +726,7 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     let first = send_until_answered(&bases[..1], AUTH, &body, &key).await;
     let mut conn = redis_conn(&url).await;
     let cached: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!(
-            "{}idem:answer:authorization:{key}",
-            prefix
-        ))
+        .arg(format!("{}idem:answer:authorization:{key}", prefix))
         .query_async(&mut conn)
         .await
         .expect("GET");
@@ -905,7 +933,10 @@ async fn a_killed_instance_loses_nothing() {
         Duration::from_millis(6000)
     );
     let (_, acct) = admin_at(&bases[0], "GET", "/v1/accounts/u1/ARS", None).await;
-    assert_eq!(acct["available"], "250.00", "each purchase booked exactly once");
+    assert_eq!(
+        acct["available"], "250.00",
+        "each purchase booked exactly once"
+    );
     let store = store::Store::connect(&store::StoreConfig {
         url: Some(db.clone()),
         sqlite_path: "unused".into(),
@@ -997,7 +1028,10 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
         .get(format!("{base}/healthz"))
         .send()
         .await;
-    assert!(probe.is_err(), "a new connection is not served after the drain");
+    assert!(
+        probe.is_err(),
+        "a new connection is not served after the drain"
+    );
     if in_flight.is_finished() {
         let (s, b) = in_flight.await.expect("joined");
         panic!(
@@ -1018,7 +1052,10 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
         t0.elapsed().as_secs_f64() * 1000.0
     );
     assert!(status.success(), "exit {status:?}: {}", node.log_text());
-    assert!(closed_after >= Duration::from_millis(1400), "drained {closed_after:?}");
+    assert!(
+        closed_after >= Duration::from_millis(1400),
+        "drained {closed_after:?}"
+    );
     let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
     let balance: i64 = sqlx::query_scalar(
         "SELECT balance_minor FROM accounts WHERE user_id = 'u1' AND kind = 'USER'",

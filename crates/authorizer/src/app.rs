@@ -352,14 +352,16 @@ async fn admin_rate_limit(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) = state.filter(|s| {
-        req.path().starts_with("/v1/") && admin::token_matches(req.request(), s)
-    }) && let Err(wait) = state
-        .limiter
-        .admit(&state.fleet, &state.admin_token_id)
-        .await
+    if let Some(state) =
+        state.filter(|s| req.path().starts_with("/v1/") && admin::token_matches(req.request(), s))
+        && let Err(wait) = state
+            .limiter
+            .admit(&state.fleet, &state.admin_token_id)
+            .await
     {
-        state.metrics.inc("authorizer_admin_rate_limited_total", &[]);
+        state
+            .metrics
+            .inc("authorizer_admin_rate_limited_total", &[]);
         state
             .metrics
             .inc("authorizer_admin_requests_total", &[("class", "4xx")]);

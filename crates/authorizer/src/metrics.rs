@@ -148,11 +148,10 @@ impl Metrics {
 
     /// The value of one gauge, if set.
     pub fn gauge(&self, name: &str) -> Option<i64> {
-        self.gauges.lock().ok().and_then(|g| {
-            g.iter()
-                .find(|((n, _), _)| *n == name)
-                .map(|(_, v)| *v)
-        })
+        self.gauges
+            .lock()
+            .ok()
+            .and_then(|g| g.iter().find(|((n, _), _)| *n == name).map(|(_, v)| *v))
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
@@ -303,7 +302,10 @@ mod tests {
         m.set_gauge("authorizer_ready", &[], 1);
         m.set_gauge("authorizer_ready", &[], 0);
         let text = m.render();
-        assert!(text.contains("# TYPE authorizer_ready gauge\nauthorizer_ready 0\n"), "{text}");
+        assert!(
+            text.contains("# TYPE authorizer_ready gauge\nauthorizer_ready 0\n"),
+            "{text}"
+        );
         assert_eq!(m.gauge("authorizer_ready"), Some(0));
     }
 }

@@ -152,7 +152,10 @@ mod tests {
         // The admin change lands while the (old) value is being read.
         c.invalidate("crd", "local");
         c.fill("crd", record(CardStatus::Active), epoch);
-        assert!(c.get("crd").is_none(), "a stale read must not fill the cache");
+        assert!(
+            c.get("crd").is_none(),
+            "a stale read must not fill the cache"
+        );
         let epoch = c.epoch.load(Ordering::SeqCst);
         c.fill("crd", record(CardStatus::Blocked), epoch);
         assert_eq!(

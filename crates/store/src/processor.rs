@@ -12,8 +12,8 @@ use crate::{
 };
 use ledger::money::AmountError;
 use ledger::{
-    AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg,
-    MccSet, PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
+    AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
+    PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
 };
 use rust_decimal::Decimal;
 use sqlx::Row;

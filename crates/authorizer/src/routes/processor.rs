@@ -6,6 +6,7 @@ use crate::config::EndpointCheck;
 use crate::fleet::{FleetClaim, Ticket};
 use crate::inflight::{self, Claim, Finished, Waited};
 use crate::routes::{error_body, read_body};
+use crate::rules::CachedCard;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::{Decision, DeclineClass, RequestKind, format_minor};
@@ -19,10 +20,9 @@ use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use crate::rules::CachedCard;
 use store::{
-    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, NotificationCall, NotificationResult,
-    Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, NotificationCall,
+    NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
 };
 
 /// Which of the six routes a request came in on.
