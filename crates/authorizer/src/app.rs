@@ -269,9 +269,9 @@ impl Application {
 
     /// Serves until SIGTERM or SIGINT, then shuts down gracefully: `/readyz` answers 503
     /// at once (a load balancer drains this instance), requests are still served for
-    /// `server.drain_ms`, then no new connection is accepted and requests in flight get
-    /// `server.shutdown_ms_max` to finish; a request cut off after that drops its
-    /// transaction, which rolls back.
+    /// `server.drain_ms` (not after SIGINT), then no new connection is accepted and requests
+    /// in flight get `server.shutdown_ms_max` to finish; a request cut off after that drops
+    /// its transaction, which rolls back. A second signal stops at once.
     ///
     /// The workers are stopped only once nothing is in flight: a worker's event loop also
     /// drives the pooled database connections it opened, which other workers' requests
@@ -284,11 +284,24 @@ impl Application {
             let why = shutdown_signal().await;
             ready.store(false, Ordering::SeqCst);
             metrics.set_gauge("authorizer_ready", &[], 0);
+            // SIGINT is a person at a terminal: no load balancer to wait for.
+            let drain = if why == "SIGTERM" {
+                drain
+            } else {
+                Duration::ZERO
+            };
             tracing::info!(
                 signal = why,
                 drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
                 "shutting down: not ready any more, draining"
             );
+            // A second signal stops at once.
+            let force = handle.clone();
+            actix_rt::spawn(async move {
+                let again = shutdown_signal().await;
+                tracing::warn!(signal = again, "second signal: stopping now");
+                force.stop(false).await;
+            });
             tokio::time::sleep(drain).await;
             handle.pause().await;
             tracing::info!(
