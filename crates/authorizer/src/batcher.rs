@@ -2,7 +2,7 @@
 //! into one batch, committed in one database transaction. An idle service adds no wait: a
 //! request that finds a free commit slot goes at once, alone.
 
-use crate::routes::processor::{card_transaction, render_authorization};
+use crate::routes::processor::{card_lookup, card_transaction, render_authorization};
 use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -20,6 +20,8 @@ pub struct Job {
     pub now_ms: i64,
     pub commit_by: Instant,
     pub kind: Option<ledger::RequestKind>,
+    /// The card's rules from the instance's cache (`None`: read them in the batch).
+    pub card: Option<crate::rules::CachedCard>,
     /// Set just before the batch's COMMIT is sent.
     pub committing: Arc<AtomicBool>,
     pub reply: oneshot::Sender<Result<Outcome<AuthorizationResult>, StoreError>>,
@@ -116,6 +118,7 @@ async fn run_batch(store: &Store, jobs: Vec<Job>) {
                 },
                 tx: *t,
                 kind: j.kind,
+                card: card_lookup(j.card.as_ref()),
             })
             .collect();
         store.authorize_batch(&items, render_authorization).await

@@ -7,9 +7,12 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod fleet;
 pub mod inflight;
 pub mod metrics;
+pub mod ratelimit;
 pub mod routes;
+pub mod rules;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

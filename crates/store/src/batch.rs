@@ -19,6 +19,7 @@ use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
     ProcessorCall, SCOPE_AUTHORIZATION, direction_str, locked_account_from_row, status_of,
 };
+use crate::rules::CardLookup;
 use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
 use ledger::{
     AuthorizationInput, CardState, CardStatus, Currency, Decision, MccSet, RequestKind,
@@ -35,6 +36,8 @@ pub struct BatchItem<'a> {
     pub call: ProcessorCall<'a>,
     pub tx: CardTransaction<'a>,
     pub kind: Option<RequestKind>,
+    /// The card's rules when known beforehand (from a cache); otherwise read in the batch.
+    pub card: CardLookup<'a>,
 }
 
 /// How a batch attempt ended.
@@ -158,7 +161,7 @@ impl Store {
             out.push(match done {
                 Some(o) => Ok(o),
                 None => {
-                    self.authorize(&item.call, &item.tx, item.kind, &render)
+                    self.authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
                         .await
                 }
             });
@@ -249,7 +252,11 @@ impl Store {
                 codes.push(c.code().to_owned());
             }
         }
-        let card_ids: Vec<&str> = items.iter().filter_map(|i| i.tx.card_id).collect();
+        let card_ids: Vec<&str> = items
+            .iter()
+            .filter(|i| matches!(i.card, CardLookup::InTransaction))
+            .filter_map(|i| i.tx.card_id)
+            .collect();
         let moving = items
             .iter()
             .filter(|i| matches!(i.kind, Some(RequestKind::Debit | RequestKind::Credit)))
@@ -378,14 +385,15 @@ impl Store {
             let currency = Currency::parse(t.currency).ok();
             let account_key = t.user_id.zip(currency).map(|(u, c)| (u.to_owned(), c));
             let today = day_of(call.now_ms);
-            let card = t
-                .card_id
-                .and_then(|id| cards.get(id))
-                .map(|(owner, status, blocked)| CardState {
+            let card = match (t.card_id, item.card.known(t.user_id)) {
+                (None, _) => None,
+                (Some(_), Some(known)) => known,
+                (Some(id), None) => cards.get(id).map(|(owner, status, blocked)| CardState {
                     status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
                     belongs_to_user: t.user_id == Some(owner.as_str()),
                     blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
-                });
+                }),
+            };
             let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
             let input = AuthorizationInput {
                 kind: item.kind,

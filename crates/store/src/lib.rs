@@ -20,12 +20,14 @@ pub mod batch;
 mod migrate;
 pub mod processor;
 pub mod recon;
+pub mod rules;
 
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use processor::*;
 pub use recon::*;
+pub use rules::{CardLookup, CardRecord};
 
 use ledger::{Currency, SystemAccount};
 

@@ -6,13 +6,14 @@
 //! decision needs, decide, write, commit. Two duplicates racing past the first read meet
 //! at the unique keys of the records they insert; the loser rolls back and replays.
 
+use crate::rules::{CardLookup, CardRecord};
 use crate::{
     Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
 };
 use ledger::money::AmountError;
 use ledger::{
-    AccountState, AuthorizationInput, CardState, CardStatus, Currency, Decision, Decline, Leg,
-    MccSet, PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
+    AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
+    PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
 };
 use rust_decimal::Decimal;
 use sqlx::Row;
@@ -303,11 +304,8 @@ async fn load_card(
             .fetch_optional(c)
             .await?
     });
-    Ok(row.map(|(owner, status, blocked)| CardState {
-        // An unreadable status is treated as not active: refuse rather than guess.
-        status: CardStatus::parse(&status).unwrap_or(CardStatus::Blocked),
-        belongs_to_user: user_id == Some(owner.as_str()),
-        blocked_mccs: MccSet::from_stored(&blocked).unwrap_or_default(),
+    Ok(row.map(|(owner, status, blocked)| {
+        CardRecord::from_stored(owner, &status, &blocked).state_for(user_id)
     }))
 }
 
@@ -625,6 +623,24 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
+        self.authorize_with(call, t, kind, CardLookup::InTransaction, render)
+            .await
+    }
+
+    /// [`Store::authorize`] with the card's rules known beforehand (from a cache): the
+    /// card is then not read in the transaction. The account, its balance and its rules
+    /// are still read under the row lock.
+    pub async fn authorize_with<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        kind: Option<RequestKind>,
+        card: CardLookup<'_>,
+        render: R,
+    ) -> Result<Outcome<AuthorizationResult>, StoreError>
+    where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
         let currency = Currency::parse(t.currency).ok();
         let clearing = match currency {
             Some(c) => Some(
@@ -633,14 +649,16 @@ impl Store {
             ),
             None => None,
         };
-        retry_races(|| self.try_authorize(call, t, kind, currency, clearing, &render)).await
+        retry_races(|| self.try_authorize(call, t, kind, card, currency, clearing, &render)).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn try_authorize<R>(
         &self,
         call: &ProcessorCall<'_>,
         t: &CardTransaction<'_>,
         kind: Option<RequestKind>,
+        card_lookup: CardLookup<'_>,
         currency: Option<Currency>,
         clearing: Option<i64>,
         render: &R,
@@ -723,9 +741,10 @@ impl Store {
             (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
             _ => None,
         };
-        let card = match t.card_id {
-            Some(id) => load_card(&mut tx, id, t.user_id).await?,
-            None => None,
+        let card = match (t.card_id, card_lookup.known(t.user_id)) {
+            (None, _) => None,
+            (Some(_), Some(known)) => known,
+            (Some(id), None) => load_card(&mut tx, id, t.user_id).await?,
         };
         let today = day_of(call.now_ms);
         let input = AuthorizationInput {

@@ -77,8 +77,9 @@ fn json_response(status: StatusCode, v: &Value) -> HttpResponse {
         .body(v.to_string())
 }
 
-/// Bearer token check, constant-time over fixed-length digests.
-fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
+/// Whether the request carries the admin bearer token; constant-time over fixed-length
+/// digests.
+pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
     let presented = req
         .headers()
         .get(actix_web::http::header::AUTHORIZATION)
@@ -87,7 +88,12 @@ fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
         .unwrap_or("");
     let want = Sha256::digest(state.admin_token.expose().as_bytes());
     let got = Sha256::digest(presented.as_bytes());
-    if presented.is_empty() || !bool::from(want.ct_eq(&got)) {
+    !presented.is_empty() && bool::from(want.ct_eq(&got))
+}
+
+/// Bearer token check.
+fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
+    if !token_matches(req, state) {
         return Err(AdminError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -463,7 +469,10 @@ pub async fn put_card(
                 store::now_ms(),
             )
             .await?;
-        // Rule changes are in force for the next authorization: nothing is cached.
+        // In force here for the next authorization, and on every instance of the fleet
+        // once the message arrives (each cached entry also expires on its own).
+        state.rules.invalidate(&card_id, "local");
+        state.fleet.publish_card_change(&card_id).await;
         let v = json!({
             "card_id": card.card_id,
             "user_id": card.user_id,
@@ -588,7 +597,16 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     match state.store.ping().await {
         Ok(()) => json_response(
             StatusCode::OK,
-            &json!({ "status": "ready", "store": state.store.describe() }),
+            &json!({
+                "status": "ready",
+                "store": state.store.describe(),
+                // Redis down is degraded, not unready: Postgres serves every request.
+                "redis": match (state.fleet.is_configured(), state.fleet.healthy()) {
+                    (false, _) => "not configured",
+                    (true, true) => "ok",
+                    (true, false) => "degraded",
+                },
+            }),
         ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
