@@ -64,10 +64,17 @@ impl Store {
                 Ok(Attempt::Done(v)) => Some(v),
                 Ok(Attempt::Fallback) => None,
                 Err(e) => {
+                    let uncertain = matches!(e, StoreError::Uncertain(_));
                     let msg = e.to_string();
                     return items
                         .iter()
-                        .map(|_| Err(StoreError::Timeout(format!("batch failed: {msg}"))))
+                        .map(|_| {
+                            Err(if uncertain {
+                                StoreError::Uncertain(format!("batch: {msg}"))
+                            } else {
+                                StoreError::Timeout(format!("batch failed: {msg}"))
+                            })
+                        })
                         .collect();
                 }
             }
@@ -122,7 +129,7 @@ impl Store {
                 for flag in items.iter().filter_map(|i| i.call.commit_started) {
                     flag.store(true, Ordering::SeqCst);
                 }
-                tx.commit().await?;
+                tx.commit().await.map_err(StoreError::from_commit)?;
                 Ok(Attempt::Done(results))
             }
             Ok(None) => Ok(Attempt::Fallback),

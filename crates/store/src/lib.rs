@@ -81,6 +81,22 @@ pub enum StoreError {
     /// A bad setting or a value the schema cannot hold.
     #[error("{0}")]
     Invalid(String),
+    /// COMMIT was sent and the connection failed before its reply (the server shut down,
+    /// the connection was cut): the transaction may or may not be committed. Nobody can
+    /// tell until the database is reachable again.
+    #[error("commit outcome unknown: {0}")]
+    Uncertain(String),
+}
+
+impl StoreError {
+    /// The error of a failed COMMIT: the database refusing the transaction is a definite
+    /// rollback; losing the connection while waiting for the reply is [`StoreError::Uncertain`].
+    pub(crate) fn from_commit(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut => e.into(),
+            other => StoreError::Uncertain(other.to_string()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -153,10 +169,9 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::Pg(t) => t.commit().await?,
-            Tx::Lite(t) => t.commit().await?,
+            Tx::Pg(t) => t.commit().await.map_err(StoreError::from_commit),
+            Tx::Lite(t) => t.commit().await.map_err(StoreError::from_commit),
         }
-        Ok(())
     }
 }
 

@@ -520,13 +520,25 @@ async fn authorization(
                 "authorizer_store_failures_total",
                 &[("route", route.path()), ("kind", store_error_kind(&e))],
             );
-            tracing::error!(
-                route = route.path(),
-                transaction_id = %transaction_id,
-                idempotency_key = key,
-                error = %e,
-                "authorization answered SYSTEM_ERROR, nothing booked"
-            );
+            if matches!(e, StoreError::Uncertain(_)) {
+                // The approval may be booked: the processor's advice for this declined
+                // authorization reverses it (and reconciliation reports it if none comes).
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, commit outcome unknown: it may be booked until the processor's advice reverses it"
+                );
+            } else {
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, nothing booked"
+                );
+            }
             system_error()
         }
     }
@@ -537,6 +549,7 @@ fn store_error_kind(e: &StoreError) -> &'static str {
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Timeout(_) => "timeout",
         StoreError::Invalid(_) => "invalid",
+        StoreError::Uncertain(_) => "uncertain",
     }
 }
 
