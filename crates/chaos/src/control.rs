@@ -110,6 +110,21 @@ impl Authorizer {
         lines[lines.len().saturating_sub(15)..].join("\n")
     }
 
+    /// Transaction ids of the authorizations it logged with a commit of unknown outcome.
+    pub fn uncertain_commits(&self) -> std::collections::HashSet<String> {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        text.lines()
+            .filter(|l| l.contains("commit outcome unknown"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| {
+                v.get("fields")?
+                    .get("transaction_id")?
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
     /// Runs `authorizer audit` against the same database; its exit code and output.
     pub fn audit(&self) -> (Option<i32>, String) {
         let out = Command::new(&self.bin)
@@ -162,6 +177,8 @@ pub fn shell(cmd: &str) -> anyhow::Result<String> {
 pub struct Postgres {
     /// e.g. `runuser -u postgres -- /usr/lib/postgresql/15/bin/pg_ctl -D /tmp/x/data -l /tmp/x/log`
     pub pg_ctl: String,
+    /// The cluster's data directory (its postmaster.pid names the server process).
+    pub data_dir: PathBuf,
     /// Superuser URL of the database the authorizer uses (for psql).
     pub url: String,
 }
@@ -173,6 +190,30 @@ impl Postgres {
 
     pub fn start(&self) -> anyhow::Result<()> {
         shell(&format!("{} -w -t 60 start", self.pg_ctl)).map(|_| ())
+    }
+
+    /// The server's processes: the postmaster (from postmaster.pid) and its children.
+    pub fn pids(&self) -> anyhow::Result<Vec<u32>> {
+        let pidfile = self.data_dir.join("postmaster.pid");
+        let text = std::fs::read_to_string(&pidfile)
+            .with_context(|| format!("cannot read {}", pidfile.display()))?;
+        let main: u32 = text
+            .lines()
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .with_context(|| format!("{} names no process", pidfile.display()))?;
+        let children = Command::new("pgrep")
+            .arg("-P")
+            .arg(main.to_string())
+            .output()
+            .context("cannot run pgrep")?;
+        let mut pids = vec![main];
+        pids.extend(
+            String::from_utf8_lossy(&children.stdout)
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok()),
+        );
+        Ok(pids)
     }
 
     /// Runs one SQL text with psql; rows as `|`-separated fields.
@@ -207,6 +248,19 @@ impl Postgres {
             .map(|l| l.split('|').map(str::to_owned).collect())
             .collect())
     }
+}
+
+/// Sends `SIG<name>` to each of `pids` (processes this run started).
+pub fn signal(name: &str, pids: &[u32]) -> anyhow::Result<()> {
+    let status = Command::new("kill")
+        .arg(format!("-{name}"))
+        .args(pids.iter().map(u32::to_string))
+        .status()
+        .context("cannot run kill")?;
+    if !status.success() {
+        bail!("kill -{name} failed for some of {pids:?}");
+    }
+    Ok(())
 }
 
 /// Another database session that keeps taking `SELECT ... FOR UPDATE` row locks on some

@@ -24,6 +24,9 @@ pub struct Plan {
     pub outages: u32,
     /// How long the database stays down, ms.
     pub outage_ms: (i64, i64),
+    /// Database freezes (SIGSTOP) and how long each lasts, ms.
+    pub freezes: u32,
+    pub freeze_ms: i64,
     pub slow_s: f64,
     pub storm_s: f64,
     /// Finished requests sent again after the authorizer lost its memory.
@@ -124,6 +127,7 @@ pub async fn outage(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::
         let url = pg.url.clone();
         let stopper = Postgres {
             pg_ctl: ctl.clone(),
+            data_dir: pg.data_dir.clone(),
             url: url.clone(),
         };
         let m = mode.to_owned();
@@ -131,9 +135,35 @@ pub async fn outage(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::
         engine.stats(|p| p.faults += 1);
         eprintln!("chaos: database stopped ({mode})");
         sleep_ms(engine.range(plan.outage_ms.0, plan.outage_ms.1)).await;
-        let starter = Postgres { pg_ctl: ctl, url };
+        let starter = Postgres {
+            pg_ctl: ctl,
+            data_dir: pg.data_dir.clone(),
+            url,
+        };
         blocking(move || starter.start()).await?;
         eprintln!("chaos: database started");
+        sleep_ms(2000).await;
+    }
+    engine.stop_load(load).await;
+    Ok(())
+}
+
+/// Database freeze: every process of the private cluster stopped with SIGSTOP (a host that
+/// hangs, or a network partition that drops packets without a reset: connections stay open
+/// and nothing answers), then SIGCONT. Authorizations must still answer within the deadline;
+/// adjustments and notifications must answer (503) rather than hang.
+pub async fn freeze(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::Result<()> {
+    engine.begin_phase("db-freeze");
+    let load = engine.start_load(plan.rate);
+    sleep_ms(1000).await;
+    for _ in 0..plan.freezes {
+        let pids = pg.pids()?;
+        crate::control::signal("STOP", &pids)?;
+        engine.stats(|p| p.faults += 1);
+        eprintln!("chaos: database frozen ({} processes)", pids.len());
+        sleep_ms(plan.freeze_ms).await;
+        crate::control::signal("CONT", &pids)?;
+        eprintln!("chaos: database thawed");
         sleep_ms(2000).await;
     }
     engine.stop_load(load).await;

@@ -3,6 +3,7 @@
 //!
 //! 1. **crash**: SIGKILL at random moments, restart, continue;
 //! 2. **db-outage**: the database stopped (fast, then immediate) and started again;
+//!    **db-freeze**: every server process stopped with SIGSTOP past the client's patience;
 //! 3. **slow-db**: another session holds row locks past the 800 ms deadline, with the default
 //!    lock timeout and with lock and statement timeouts just under the deadline;
 //! 4. **duplicate-storm**: every request sent 2 to 5 times, at once and later, some under a
@@ -73,6 +74,12 @@ pub struct Cli {
     /// Database stops (default 4, quick 1).
     #[arg(long)]
     pub outages: Option<u32>,
+    /// Database freezes, SIGSTOP of every server process (default 2, quick 1).
+    #[arg(long)]
+    pub freezes: Option<u32>,
+    /// The private cluster's data directory (for the server's process ids).
+    #[arg(long)]
+    pub pg_data: PathBuf,
     /// New requests per second during the faults.
     #[arg(long)]
     pub rate: Option<f64>,
@@ -121,6 +128,10 @@ pub struct Summary {
     pub double_booked: u64,
     /// Slowest authorization answer during the fault phases, ms.
     pub worst_authorization_ms_during_faults: f64,
+    /// The same as measured by the client, its own stalls included.
+    pub worst_authorization_raw_ms_during_faults: f64,
+    /// How long this client's event loop was stalled in all (a loaded machine).
+    pub client_stalled_ms: f64,
     /// Slowest adjustment or notification answer during the fault phases, ms.
     pub worst_other_ms_during_faults: f64,
     pub deadline_ms: u64,
@@ -175,6 +186,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         crash_gap_ms: if quick { (300, 1200) } else { (300, 2500) },
         outages: cli.outages.unwrap_or(if quick { 1 } else { 4 }),
         outage_ms: if quick { (1500, 1500) } else { (1500, 4000) },
+        freezes: cli.freezes.unwrap_or(if quick { 1 } else { 2 }),
+        // Longer than the client's patience: a request that waits for the database hangs.
+        freeze_ms: cli.timeout_ms as i64 + 1500,
         slow_s: if quick { 3.0 } else { 10.0 },
         storm_s: if quick { 4.0 } else { 15.0 },
         replays_after_restart: if quick { 100 } else { 500 },
@@ -210,6 +224,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         ),
         ("AUTHORIZER__ADMIN__TOKEN".to_owned(), token.clone()),
         ("AUTHORIZER__LOG__FILTER".to_owned(), "warn".into()),
+        // One JSON object a line: the checks read which commits it reported uncertain.
+        ("AUTHORIZER__LOG__FORMAT".to_owned(), "json".into()),
     ];
     let auth = RefCell::new(Authorizer::new(
         cli.authorizer.clone(),
@@ -219,6 +235,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     ));
     let pg = Postgres {
         pg_ctl: cli.pg_ctl.clone(),
+        data_dir: cli.pg_data.clone(),
         url: cli.database_url.clone(),
     };
     let secret = protocol::ApiSecret::from_base64(API_SECRET)
@@ -250,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         2,
     ));
 
+    engine.watch_stalls();
     auth.borrow_mut().spawn(&[])?;
     faults::ready(&engine, &auth).await?;
     open_accounts(&engine).await?;
@@ -261,6 +279,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
 
     faults::crash(&engine, &auth, &plan).await?;
     faults::outage(&engine, &pg, &plan).await?;
+    faults::freeze(&engine, &pg, &plan).await?;
     faults::slow(&engine, &auth, &pg, &plan, "slow-db", &[]).await?;
     let near = [
         ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "700"),
@@ -294,7 +313,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         crashes_injected: auth.borrow().kills,
         db_outages: phases
             .iter()
-            .filter(|p| p.name == "db-outage")
+            .filter(|p| p.name == "db-outage" || p.name == "db-freeze")
             .map(|p| p.faults)
             .sum(),
         lock_holds: phases
@@ -318,6 +337,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         worst_authorization_ms_during_faults: fault_phases()
             .map(|p| p.worst_authorization_ms)
             .fold(0.0, f64::max),
+        worst_authorization_raw_ms_during_faults: fault_phases()
+            .map(|p| p.worst_authorization_raw_ms)
+            .fold(0.0, f64::max),
+        client_stalled_ms: engine.stalled_ms.get(),
         worst_other_ms_during_faults: fault_phases().map(|p| p.worst_other_ms).fold(0.0, f64::max),
         deadline_ms: cli.deadline_ms,
         checks,
@@ -376,7 +399,7 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
 fn print_table(s: &Summary) {
     println!();
     println!(
-        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9}",
+        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9} {:>9}",
         "phase",
         "requests",
         "http",
@@ -386,11 +409,12 @@ fn print_table(s: &Summary) {
         "503",
         "sys_err",
         "worst_ms",
+        "raw_ms",
         "other_ms"
     );
     for p in &s.phases {
         println!(
-            "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9.1} {:>9.1}",
+            "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1}",
             p.name,
             p.requests,
             p.http_requests,
@@ -400,6 +424,7 @@ fn print_table(s: &Summary) {
             p.unavailable_503,
             p.system_errors,
             p.worst_authorization_ms,
+            p.worst_authorization_raw_ms,
             p.worst_other_ms
         );
     }
@@ -417,7 +442,7 @@ fn print_table(s: &Summary) {
         s.unavailable_503
     );
     println!(
-        "lost answers {} (booked {}, not booked {}; {} advices, {} reversed), SYSTEM_ERROR answers {} (booked {}), malformed {}, skewed refused {}",
+        "lost answers {} (booked {}, not booked {}; {} advices, {} reversed), SYSTEM_ERROR answers {} (booked unreported {}; commits reported uncertain {}, of which booked {}), malformed {}, skewed refused {}",
         s.lost_answers,
         s.checks.lost_booked,
         s.checks.lost_not_booked,
@@ -425,17 +450,21 @@ fn print_table(s: &Summary) {
         s.checks.advices_reversed,
         s.system_error_answers,
         s.checks.system_error_booked,
+        s.checks.uncertain_commits_reported,
+        s.checks.uncertain_commits_booked,
         s.malformed_inputs,
         s.skewed_refused
     );
     println!(
-        "lost = {}, double-booked = {}, balance mismatches = {} of {}, audit exit {:?}; worst authorization answer during faults {:.1} ms (deadline {} ms), worst adjustment/notification {:.1} ms",
+        "lost = {}, double-booked = {}, balance mismatches = {} of {}, audit exit {:?}; worst authorization answer during faults {:.1} ms ({:.1} ms as measured; this client stalled {:.0} ms in all; deadline {} ms), worst adjustment/notification {:.1} ms",
         s.lost,
         s.double_booked,
         s.checks.balance_mismatches,
         s.checks.accounts_checked,
         s.checks.audit_exit_code,
         s.worst_authorization_ms_during_faults,
+        s.worst_authorization_raw_ms_during_faults,
+        s.client_stalled_ms,
         s.deadline_ms,
         s.worst_other_ms_during_faults
     );

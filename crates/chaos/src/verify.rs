@@ -28,8 +28,15 @@ pub struct Checks {
     pub advices_reversed: u64,
     /// Authorizations answered only SYSTEM_ERROR (nothing may be booked for them).
     pub system_error_only: u64,
-    /// Of those, booked anyway (must be 0).
+    /// Of those, booked without the authorizer reporting the commit's outcome as unknown
+    /// (must be 0).
     pub system_error_booked: u64,
+    /// SYSTEM_ERROR answers the authorizer logged as "commit outcome unknown" (the connection
+    /// failed after COMMIT was sent).
+    pub uncertain_commits_reported: u64,
+    /// Of those, committed after all: reversed by the processor's advice, sent like the
+    /// advices for lost answers.
+    pub uncertain_commits_booked: u64,
     /// Adjustments and notifications without a stored answer (503, lost, 425) sent again
     /// with the same key and body until stored.
     pub resent_until_stored: u64,
@@ -144,6 +151,8 @@ pub async fn run(
 
     // 2. What the ledger holds before the advices.
     let before = movement_counts(pg)?;
+    let uncertain = auth.borrow().uncertain_commits();
+    c.uncertain_commits_reported = uncertain.len() as u64;
     let mut lost_idx = Vec::new();
     {
         let reqs = engine.reqs.borrow();
@@ -194,10 +203,15 @@ pub async fn run(
                     }
                     None => {
                         c.system_error_only += 1;
-                        if auth_n > 0 {
+                        if auth_n > 0 && uncertain.contains(&l.tx_id) {
+                            // The connection failed during COMMIT and the authorizer said
+                            // so: the processor's advice for the decline reverses it.
+                            c.uncertain_commits_booked += 1;
+                            lost_idx.push((i, auth_n));
+                        } else if auth_n > 0 {
                             c.system_error_booked += 1;
                             engine.violation(format!(
-                                "{}: answered SYSTEM_ERROR but booked",
+                                "{}: answered SYSTEM_ERROR but booked, not reported uncertain",
                                 l.tx_id
                             ));
                         }
@@ -213,9 +227,9 @@ pub async fn run(
         }
     }
 
-    // 3. As the processor does for an authorization it got no answer to: a REJECTED advice.
-    // It reverses what was booked; for what was not, it is remembered so the authorization
-    // can never book later.
+    // 3. As the processor does for an authorization it got no answer to (and for one it
+    // declined): a REJECTED advice. It reverses what was booked; for what was not, it is
+    // remembered so the authorization can never book later.
     let advices: Vec<(Bytes, String, u64)> = {
         let reqs = engine.reqs.borrow();
         lost_idx
