@@ -20,7 +20,6 @@ use ledger::{
 };
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// One authorization of a batch.
@@ -50,7 +49,7 @@ struct Posting {
 impl Store {
     /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
     /// single item this is the single-request path, item by item. Each item's
-    /// `call.commit_started` flag is set just before COMMIT is sent.
+    /// `call.commit_started` gate is taken just before COMMIT is sent.
     pub async fn authorize_batch<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -59,40 +58,64 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        let batched = if self.is_postgres() && items.len() > 1 {
+        let mut out: Vec<_> = items.iter().map(|_| None).collect();
+        self.authorize_batch_each(items, render, |i, r| out[i] = Some(r))
+            .await;
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Timeout("no result".into()))))
+            .collect()
+    }
+
+    /// [`Store::authorize_batch`], handing each item's result to `done(index, result)` as
+    /// soon as it is known. When the batch falls back to one transaction per item, an item
+    /// committed early must not wait for the others (whose locks may take long) before its
+    /// requester hears of it: it is past its commit point and waits for exactly this.
+    pub async fn authorize_batch_each<R>(
+        &self,
+        items: &[BatchItem<'_>],
+        render: R,
+        mut done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
+    ) where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        // Items the batch decided; the others (None) go one transaction each.
+        let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
+            items.iter().map(|_| None).collect();
+        if self.is_postgres() && items.len() > 1 {
             match self.try_batch(items, &render).await {
-                Ok(Attempt::Done(v)) => Some(v),
-                Ok(Attempt::Fallback) => None,
+                Ok(Attempt::Done(v)) => batched = v,
+                Ok(Attempt::Fallback) => {}
                 Err(e) => {
                     let uncertain = matches!(e, StoreError::Uncertain(_));
                     let msg = e.to_string();
-                    return items
-                        .iter()
-                        .map(|_| {
+                    for i in 0..items.len() {
+                        done(
+                            i,
                             Err(if uncertain {
                                 StoreError::Uncertain(format!("batch: {msg}"))
                             } else {
                                 StoreError::Timeout(format!("batch failed: {msg}"))
-                            })
-                        })
-                        .collect();
+                            }),
+                        );
+                    }
+                    return;
                 }
             }
-        } else {
-            None
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let batched = batched.unwrap_or_else(|| items.iter().map(|_| None).collect());
-        for (item, done) in items.iter().zip(batched) {
-            out.push(match done {
-                Some(o) => Ok(o),
-                None => {
-                    self.authorize(&item.call, &item.tx, item.kind, &render)
-                        .await
-                }
-            });
         }
-        out
+        let mut single = Vec::new();
+        for (i, o) in batched.into_iter().enumerate() {
+            match o {
+                Some(o) => done(i, Ok(o)),
+                None => single.push(i),
+            }
+        }
+        for i in single {
+            let item = &items[i];
+            let r = self
+                .authorize(&item.call, &item.tx, item.kind, &render)
+                .await;
+            done(i, r);
+        }
     }
 
     async fn try_batch<R>(&self, items: &[BatchItem<'_>], render: &R) -> Result<Attempt, StoreError>
@@ -126,8 +149,17 @@ impl Store {
                 {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
                 }
-                for flag in items.iter().filter_map(|i| i.call.commit_started) {
-                    flag.store(true, Ordering::SeqCst);
+                // Every requester still waiting, or none: one that gave up at its deadline
+                // was answered "nothing booked", so the batch rolls back (those already
+                // claimed wait for this failure and answer the same).
+                let mut all = true;
+                for gate in items.iter().filter_map(|i| i.call.commit_started) {
+                    all &= gate.start_commit();
+                }
+                if !all {
+                    return Err(StoreError::Timeout(
+                        "an authorization of the batch was abandoned at its deadline".into(),
+                    ));
                 }
                 tx.commit().await.map_err(StoreError::from_commit)?;
                 Ok(Attempt::Done(results))

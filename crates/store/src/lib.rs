@@ -410,6 +410,21 @@ mod tests {
     }
 
     #[test]
+    fn the_first_of_commit_and_deadline_wins() {
+        // The commit first: the deadline must wait for its outcome.
+        let g = CommitGate::new();
+        assert!(g.start_commit());
+        assert!(!g.abandon(), "a started commit cannot be abandoned");
+        assert!(g.committing());
+        assert!(g.start_commit(), "a batch may claim it again");
+        // The deadline first: the commit must not happen.
+        let g = CommitGate::new();
+        assert!(g.abandon());
+        assert!(!g.start_commit(), "an abandoned request is never committed");
+        assert!(g.abandon() && !g.committing());
+    }
+
+    #[test]
     fn days_are_utc_and_floor_negative_times() {
         assert_eq!(day_of(0), 0);
         assert_eq!(day_of(86_399_999), 0);

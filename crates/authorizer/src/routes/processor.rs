@@ -16,11 +16,10 @@ use protocol::wire::{
 use protocol::{ApiSecret, Notification};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
-    Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
+    AdjustmentResult, AuthorizationResult, CardTransaction, CommitGate, NotificationCall,
+    NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
 };
 
 /// Which of the six routes a request came in on.
@@ -444,7 +443,8 @@ async fn authorization(
     let commit_by = started + deadline.saturating_sub(commit_margin);
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
-    let committing = Arc::new(AtomicBool::new(false));
+    // Whichever comes first, the commit or the deadline, decides: see store::CommitGate.
+    let committing = Arc::new(CommitGate::new());
     let now_ms = store::now_ms();
     let result = match &state.batcher {
         Some(batcher) => {
@@ -459,18 +459,25 @@ async fn authorization(
                 commit_by,
                 kind,
                 committing: committing.clone(),
-                reply,
+                reply: Some(reply),
             };
-            match batcher.submit(job).await {
-                Err(_) => Err(StoreError::Timeout("batching stopped".into())),
-                Ok(()) => tokio::select! {
+            // A full queue (the database stalled for seconds) must not hold the answer past
+            // the deadline either: a job not queued in time is dropped, never committed.
+            let queued =
+                tokio::time::timeout_at((started + deadline).into(), batcher.submit(job)).await;
+            match queued {
+                Err(_) => Err(StoreError::Timeout(
+                    "commit queue full until the deadline".into(),
+                )),
+                Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
+                Ok(Ok(())) => tokio::select! {
                     r = &mut answer => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
                     _ = tokio::time::sleep_until((started + deadline).into()) => {
-                        if committing.load(Ordering::SeqCst) {
+                        if committing.abandon() {
+                            Err(StoreError::Timeout("authorization deadline reached".into()))
+                        } else {
                             // The commit is under way: only its result tells whether money moved.
                             answer.await.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
-                        } else {
-                            Err(StoreError::Timeout("authorization deadline reached".into()))
                         }
                     }
                 },
@@ -492,11 +499,11 @@ async fn authorization(
             tokio::select! {
                 r = &mut work => r,
                 _ = tokio::time::sleep_until((started + deadline).into()) => {
-                    if committing.load(Ordering::SeqCst) {
+                    if committing.abandon() {
+                        Err(StoreError::Timeout("authorization deadline reached".into()))
+                    } else {
                         // The commit is under way: only its result tells whether money moved.
                         work.await
-                    } else {
-                        Err(StoreError::Timeout("authorization deadline reached".into()))
                     }
                 }
             }
