@@ -117,8 +117,9 @@ impl Authorizer {
             .filter(|l| l.contains("commit outcome unknown"))
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .filter_map(|v| {
-                v.get("fields")?
-                    .get("transaction_id")?
+                // Flattened (as configured) or under "fields".
+                v.get("transaction_id")
+                    .or_else(|| v.get("fields")?.get("transaction_id"))?
                     .as_str()
                     .map(str::to_owned)
             })

@@ -105,8 +105,15 @@ pub struct PhaseStats {
     pub worst_authorization_ms: f64,
     /// The same as measured, stalls included.
     pub worst_authorization_raw_ms: f64,
+    /// Most HTTP requests out at once (the client keeps at most 512 connections).
+    pub max_in_flight: u64,
     /// Answers during which this client was stalled for more than 50 ms.
     pub answers_during_client_stalls: u64,
+    /// Authorizations the server itself timed at over 1 s (its /metrics histogram, read at
+    /// the end of the phase; `None` when the process was killed first).
+    pub server_authorizations_over_1s: Option<u64>,
+    /// ... and over the deadline (0.8 s bucket).
+    pub server_authorizations_over_deadline: Option<u64>,
     /// Slowest answer to an adjustment or notification, ms.
     pub worst_other_ms: f64,
     pub elapsed_s: f64,
@@ -152,6 +159,10 @@ pub struct Engine {
     /// the start: on a loaded machine the client itself can be descheduled, and a stall while
     /// a request is out is not the server's time.
     pub stalled_ms: Cell<f64>,
+    /// HTTP requests out right now.
+    sending: Cell<u64>,
+    /// The last /metrics reading: (authorizer start it belongs to, over 0.8 s, over 1 s).
+    last_scrape: Cell<(u64, u64, u64)>,
 }
 
 /// The kind of request a path carries.
@@ -211,7 +222,50 @@ impl Engine {
             exponent,
             accounts,
             stalled_ms: Cell::new(0.0),
+            last_scrape: Cell::new((0, 0, 0)),
+            sending: Cell::new(0),
         }
+    }
+
+    /// Reads the authorizer's own timing of authorizations (/metrics) into the current phase:
+    /// how many it answered in over 0.8 s and over 1 s since the last reading (`start` is its
+    /// start count: a new process starts from zero).
+    pub async fn scrape_server(&self, start: u64) {
+        let Ok((200, text)) = self.http.get_text("/metrics").await else {
+            return;
+        };
+        let (mut total, mut le08, mut le1) = (0u64, 0u64, 0u64);
+        for line in text.lines() {
+            if !line.starts_with("authorizer_request_duration_seconds_bucket{")
+                || !line.contains("route=\"/transactions/authorizations")
+            {
+                continue;
+            }
+            let Some(n) = line.rsplit(' ').next().and_then(|n| n.parse::<u64>().ok()) else {
+                continue;
+            };
+            if line.contains("le=\"+Inf\"") {
+                total += n;
+            } else if line.contains("le=\"0.8\"") {
+                le08 += n;
+            } else if line.contains("le=\"1\"") {
+                le1 += n;
+            }
+        }
+        let (over08, over1) = (total - le08.min(total), total - le1.min(total));
+        let (last_start, last08, last1) = self.last_scrape.get();
+        let (d08, d1) = if last_start == start {
+            (over08.saturating_sub(last08), over1.saturating_sub(last1))
+        } else {
+            (over08, over1)
+        };
+        self.last_scrape.set((start, over08, over1));
+        self.stats(|p| {
+            p.server_authorizations_over_deadline =
+                Some(p.server_authorizations_over_deadline.unwrap_or(0) + d08);
+            p.server_authorizations_over_1s =
+                Some(p.server_authorizations_over_1s.unwrap_or(0) + d1);
+        });
     }
 
     /// Watches this thread's event loop: every 5 ms timer that fires more than 5 ms late adds
@@ -332,7 +386,11 @@ impl Engine {
         let started = Instant::now();
         let stalled_before = self.stalled_ms.get();
         let ts = loadgen::http::unix_now() + skew;
+        self.sending.set(self.sending.get() + 1);
+        let now_out = self.sending.get();
+        self.stats(|p| p.max_in_flight = p.max_in_flight.max(now_out));
         let result = self.http.processor_at(path, &key, body, ts).await;
+        self.sending.set(self.sending.get() - 1);
         let latency = started.elapsed();
         let stalled = Duration::from_secs_f64((self.stalled_ms.get() - stalled_before) / 1000.0);
         self.outstanding.set(self.outstanding.get() - 1);

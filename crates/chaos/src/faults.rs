@@ -95,6 +95,7 @@ pub async fn crash(
     }
     sleep_ms(1000).await;
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
     eprintln!(
         "chaos: {} kills, slowest restart {} ms",
         plan.crash_cycles,
@@ -117,7 +118,12 @@ async fn blocking<T: Send + 'static>(
 
 /// Database outage: the private Postgres is stopped (fast, then immediate: a crash that
 /// needs recovery) under load, stays down, and is started again.
-pub async fn outage(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::Result<()> {
+pub async fn outage(
+    engine: &Rc<Engine>,
+    auth: &RefCell<Authorizer>,
+    pg: &Postgres,
+    plan: &Plan,
+) -> anyhow::Result<()> {
     engine.begin_phase("db-outage");
     let load = engine.start_load(plan.rate);
     sleep_ms(1000).await;
@@ -145,6 +151,7 @@ pub async fn outage(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::
         sleep_ms(2000).await;
     }
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
     Ok(())
 }
 
@@ -152,7 +159,12 @@ pub async fn outage(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::
 /// hangs, or a network partition that drops packets without a reset: connections stay open
 /// and nothing answers), then SIGCONT. Authorizations must still answer within the deadline;
 /// adjustments and notifications must answer (503) rather than hang.
-pub async fn freeze(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::Result<()> {
+pub async fn freeze(
+    engine: &Rc<Engine>,
+    auth: &RefCell<Authorizer>,
+    pg: &Postgres,
+    plan: &Plan,
+) -> anyhow::Result<()> {
     engine.begin_phase("db-freeze");
     let load = engine.start_load(plan.rate);
     sleep_ms(1000).await;
@@ -167,6 +179,7 @@ pub async fn freeze(engine: &Rc<Engine>, pg: &Postgres, plan: &Plan) -> anyhow::
         sleep_ms(2000).await;
     }
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
     Ok(())
 }
 
@@ -194,6 +207,7 @@ pub async fn slow(
     let load = engine.start_load(plan.rate);
     sleep_ms((plan.slow_s * 1000.0) as i64).await;
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
     let holds = blocking(move || Ok(holder.finish())).await?;
     engine.stats(|p| p.faults += holds);
     engine.hot_share.set(0);
@@ -231,6 +245,7 @@ pub async fn storm(
     let load = engine.start_load(plan.rate);
     sleep_ms((plan.storm_s * 1000.0) as i64).await;
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
     engine.storm.set(false);
     engine.hot_share.set(0);
     let holds = blocking(move || Ok(holder.finish())).await?;

@@ -276,10 +276,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     let load = engine.start_load(plan.rate);
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     engine.stop_load(load).await;
+    engine.scrape_server(auth.borrow().starts).await;
 
     faults::crash(&engine, &auth, &plan).await?;
-    faults::outage(&engine, &pg, &plan).await?;
-    faults::freeze(&engine, &pg, &plan).await?;
+    faults::outage(&engine, &auth, &pg, &plan).await?;
+    faults::freeze(&engine, &auth, &pg, &plan).await?;
     faults::slow(&engine, &auth, &pg, &plan, "slow-db", &[]).await?;
     let near = [
         ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "700"),
@@ -289,6 +290,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     faults::storm(&engine, &auth, &pg, &plan).await?;
     faults::clock(&engine, &plan).await?;
     let malformed = faults::malformed(&engine, &plan).await?;
+    engine.scrape_server(auth.borrow().starts).await;
     engine.end_phase();
 
     let checks = verify::run(&engine, &auth, &pg).await?;
@@ -399,7 +401,7 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
 fn print_table(s: &Summary) {
     println!();
     println!(
-        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9} {:>9}",
+        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>6}",
         "phase",
         "requests",
         "http",
@@ -410,11 +412,12 @@ fn print_table(s: &Summary) {
         "sys_err",
         "worst_ms",
         "raw_ms",
-        "other_ms"
+        "other_ms",
+        "srv>1s"
     );
     for p in &s.phases {
         println!(
-            "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1}",
+            "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>6}",
             p.name,
             p.requests,
             p.http_requests,
@@ -425,7 +428,10 @@ fn print_table(s: &Summary) {
             p.system_errors,
             p.worst_authorization_ms,
             p.worst_authorization_raw_ms,
-            p.worst_other_ms
+            p.worst_other_ms,
+            p.server_authorizations_over_1s
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
         );
     }
     println!();

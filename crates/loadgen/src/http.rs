@@ -167,6 +167,33 @@ impl Http {
         }
     }
 
+    /// A GET on the admin side whose answer is text (`/metrics`): status and body.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let exchange = async {
+            let mut res = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .insert_header(("authorization", self.admin_auth.as_str()))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot reach the authorizer at {}: {e}", self.base)
+                })?;
+            let bytes = res
+                .body()
+                .limit(BODY_LIMIT)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
+            Ok::<_, anyhow::Error>((
+                res.status().as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        };
+        actix_rt::time::timeout(ADMIN_TIMEOUT_MIN, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("GET {path} timed out"))?
+    }
+
     /// An admin API call: status and JSON body (`Null` when the body is not JSON).
     pub async fn admin(
         &self,
