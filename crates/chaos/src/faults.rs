@@ -95,7 +95,8 @@ pub async fn crash(
     }
     sleep_ms(1000).await;
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     eprintln!(
         "chaos: {} kills, slowest restart {} ms",
         plan.crash_cycles,
@@ -151,7 +152,8 @@ pub async fn outage(
         sleep_ms(2000).await;
     }
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     Ok(())
 }
 
@@ -179,7 +181,8 @@ pub async fn freeze(
         sleep_ms(2000).await;
     }
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     Ok(())
 }
 
@@ -207,7 +210,8 @@ pub async fn slow(
     let load = engine.start_load(plan.rate);
     sleep_ms((plan.slow_s * 1000.0) as i64).await;
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     let holds = blocking(move || Ok(holder.finish())).await?;
     engine.stats(|p| p.faults += holds);
     engine.hot_share.set(0);
@@ -245,7 +249,8 @@ pub async fn storm(
     let load = engine.start_load(plan.rate);
     sleep_ms((plan.storm_s * 1000.0) as i64).await;
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     engine.storm.set(false);
     engine.hot_share.set(0);
     let holds = blocking(move || Ok(holder.finish())).await?;

@@ -276,7 +276,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     let load = engine.start_load(plan.rate);
     actix_rt::time::sleep(Duration::from_secs(2)).await;
     engine.stop_load(load).await;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
 
     faults::crash(&engine, &auth, &plan).await?;
     faults::outage(&engine, &auth, &pg, &plan).await?;
@@ -290,7 +291,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     faults::storm(&engine, &auth, &pg, &plan).await?;
     faults::clock(&engine, &plan).await?;
     let malformed = faults::malformed(&engine, &plan).await?;
-    engine.scrape_server(auth.borrow().starts).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
     engine.end_phase();
 
     let checks = verify::run(&engine, &auth, &pg).await?;
