@@ -27,7 +27,6 @@ use ledger::{
 };
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// One authorization of a batch.
@@ -131,7 +130,7 @@ WITH m AS ( \
 impl Store {
     /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
     /// single item this is the single-request path, item by item. Each item's
-    /// `call.commit_started` flag is set just before COMMIT is sent.
+    /// `call.commit_started` gate is taken just before the commit is sent.
     pub async fn authorize_batch<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -140,33 +139,64 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        let batched = if self.is_postgres() && items.len() > 1 {
+        let mut out: Vec<_> = items.iter().map(|_| None).collect();
+        self.authorize_batch_each(items, render, |i, r| out[i] = Some(r))
+            .await;
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Timeout("no result".into()))))
+            .collect()
+    }
+
+    /// [`Store::authorize_batch`], handing each item's result to `done(index, result)` as
+    /// soon as it is known. When the batch falls back to one transaction per item, an item
+    /// committed early must not wait for the others (whose locks may take long) before its
+    /// requester hears of it: it is past its commit point and waits for exactly this.
+    pub async fn authorize_batch_each<R>(
+        &self,
+        items: &[BatchItem<'_>],
+        render: R,
+        mut done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
+    ) where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        // Items the batch decided; the others (None) go one transaction each.
+        let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
+            items.iter().map(|_| None).collect();
+        if self.is_postgres() && items.len() > 1 {
             match self.try_batch(items, &render).await {
-                Ok(Attempt::Done(v)) => Some(v),
-                Ok(Attempt::Fallback) => None,
+                Ok(Attempt::Done(v)) => batched = v,
+                Ok(Attempt::Fallback) => {}
                 Err(e) => {
+                    let uncertain = matches!(e, StoreError::Uncertain(_));
                     let msg = e.to_string();
-                    return items
-                        .iter()
-                        .map(|_| Err(StoreError::Timeout(format!("batch failed: {msg}"))))
-                        .collect();
+                    for i in 0..items.len() {
+                        done(
+                            i,
+                            Err(if uncertain {
+                                StoreError::Uncertain(format!("batch: {msg}"))
+                            } else {
+                                StoreError::Timeout(format!("batch failed: {msg}"))
+                            }),
+                        );
+                    }
+                    return;
                 }
             }
-        } else {
-            None
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let batched = batched.unwrap_or_else(|| items.iter().map(|_| None).collect());
-        for (item, done) in items.iter().zip(batched) {
-            out.push(match done {
-                Some(o) => Ok(o),
-                None => {
-                    self.authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
-                        .await
-                }
-            });
         }
-        out
+        let mut single = Vec::new();
+        for (i, o) in batched.into_iter().enumerate() {
+            match o {
+                Some(o) => done(i, Ok(o)),
+                None => single.push(i),
+            }
+        }
+        for i in single {
+            let item = &items[i];
+            let r = self
+                .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
+                .await;
+            done(i, r);
+        }
     }
 
     async fn try_batch<R>(&self, items: &[BatchItem<'_>], render: &R) -> Result<Attempt, StoreError>
@@ -200,6 +230,8 @@ impl Store {
             Ok(Step::Late) => {
                 return Err(StoreError::Timeout("authorization deadline passed".into()));
             }
+            Ok(Step::Abandoned) => return Err(abandoned()),
+            Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
             Err(e) if is_lost_race(&e) => {}
             Err(e) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
             Err(e) => return Err(e.into()),
@@ -212,12 +244,16 @@ impl Store {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
                 }
-                mark_committing(items);
-                tx.commit().await?;
+                if !start_commit(items) {
+                    return Err(abandoned());
+                }
+                tx.commit().await.map_err(StoreError::from_commit)?;
                 Ok(Attempt::Done(results))
             }
             Ok(Step::Fallback) => Ok(Attempt::Fallback),
             Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
+            Ok(Step::Abandoned) => Err(abandoned()),
+            Ok(Step::Uncertain(e)) => Err(StoreError::from_commit(e)),
             Err(e) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
@@ -524,10 +560,12 @@ impl Store {
             if deadline_passed(items) {
                 return Ok(Step::Late);
             }
-            mark_committing(items);
+            if !start_commit(items) {
+                return Ok(Step::Abandoned);
+            }
         }
         // Everything the batch writes, in one round trip.
-        sqlx::query(WRITE_BATCH)
+        let written = sqlx::query(WRITE_BATCH)
             .bind(&movement_ids[..movements.len()])
             .bind(movements.iter().map(|(_, c)| c.code()).collect::<Vec<_>>())
             .bind(movements.iter().map(|(t, _)| *t).collect::<Vec<_>>())
@@ -645,7 +683,16 @@ impl Store {
             )
             .bind(finals.len() as i64)
             .execute(&mut *tx)
-            .await?;
+            .await;
+        match written {
+            Ok(_) => {}
+            // Without locks this statement was the commit: a refusal by the database (a
+            // lost race, a unique key) is a definite rollback; a lost connection is not.
+            Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => {
+                return Ok(Step::Uncertain(e));
+            }
+            Err(e) => return Err(e),
+        }
         Ok(Step::Done(results))
     }
 }
@@ -658,6 +705,14 @@ enum Step {
     Fallback,
     /// The deadline passed before the commit: nothing was written.
     Late,
+    /// A requester gave up at its deadline before the commit: nothing was written.
+    Abandoned,
+    /// The connection failed while the commit was under way: its outcome is unknown.
+    Uncertain(sqlx::Error),
+}
+
+fn abandoned() -> StoreError {
+    StoreError::Timeout("an authorization of the batch was abandoned at its deadline".into())
 }
 
 fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
@@ -668,11 +723,16 @@ fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
         .is_some_and(|d| Instant::now() >= d)
 }
 
-/// From here on only the commit's outcome tells whether money moved.
-fn mark_committing(items: &[BatchItem<'_>]) {
-    for flag in items.iter().filter_map(|i| i.call.commit_started) {
-        flag.store(true, Ordering::SeqCst);
+/// Takes every item's commit gate before the commit: from then on only the commit's outcome
+/// tells whether money moved. False when a requester already gave up at its deadline (it was
+/// answered "nothing booked"): the batch must not commit (those already claimed wait for
+/// this failure and answer the same).
+fn start_commit(items: &[BatchItem<'_>]) -> bool {
+    let mut all = true;
+    for gate in items.iter().filter_map(|i| i.call.commit_started) {
+        all &= gate.start_commit();
     }
+    all
 }
 
 /// The write's guard (`ledger_expect_rows`) found an account changed since the read.

@@ -17,7 +17,7 @@ use ledger::{
 };
 use rust_decimal::Decimal;
 use sqlx::Row;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 pub(crate) const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
@@ -40,9 +40,60 @@ pub struct ProcessorCall<'a> {
     /// Roll back instead of committing once this instant has passed: an answer that
     /// can no longer arrive in time must not leave money moved.
     pub commit_by: Option<Instant>,
-    /// Set just before COMMIT is sent: from then on the outcome is only known when the
-    /// commit returns, so the caller must wait for it rather than answer a timeout.
-    pub commit_started: Option<&'a AtomicBool>,
+    /// Taken just before COMMIT is sent: from then on the outcome is only known when the
+    /// commit returns, so the caller must wait for it rather than answer a timeout. A caller
+    /// that gave up first (its deadline) makes the store roll back instead.
+    pub commit_started: Option<&'a CommitGate>,
+}
+
+/// Decides once, between a request's COMMIT and its deadline, which came first. The store
+/// calls [`CommitGate::start_commit`] just before COMMIT; the requester calls
+/// [`CommitGate::abandon`] at its deadline. Whoever is first wins and the other sees it, so
+/// a request answered "nothing booked" can never be committed a moment later, however the
+/// threads involved are scheduled.
+#[derive(Debug, Default)]
+pub struct CommitGate(AtomicU8);
+
+impl CommitGate {
+    const OPEN: u8 = 0;
+    const COMMITTING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    pub fn new() -> CommitGate {
+        CommitGate::default()
+    }
+
+    /// The store, before COMMIT: whether it may commit (false: the requester gave up).
+    pub fn start_commit(&self) -> bool {
+        match self.0.compare_exchange(
+            Self::OPEN,
+            Self::COMMITTING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::COMMITTING,
+        }
+    }
+
+    /// The requester, at its deadline: true if it may answer without the outcome (nothing
+    /// will be committed); false if a commit is under way and its outcome must be awaited.
+    pub fn abandon(&self) -> bool {
+        match self.0.compare_exchange(
+            Self::OPEN,
+            Self::ABANDONED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::ABANDONED,
+        }
+    }
+
+    /// Whether a commit was started.
+    pub fn committing(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::COMMITTING
+    }
 }
 
 /// The card transaction a request describes.
@@ -851,8 +902,12 @@ impl Store {
                 "authorization deadline passed".into(),
             )));
         }
-        if let Some(flag) = call.commit_started {
-            flag.store(true, Ordering::SeqCst);
+        if let Some(gate) = call.commit_started
+            && !gate.start_commit()
+        {
+            return Err(Step::Fail(StoreError::Timeout(
+                "authorization abandoned at its deadline".into(),
+            )));
         }
         tx.commit().await?;
         Ok(Outcome::Fresh { response, result })

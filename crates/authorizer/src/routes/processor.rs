@@ -18,11 +18,11 @@ use protocol::wire::{
 use protocol::{ApiSecret, Notification};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, NotificationCall,
-    NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate,
+    NotificationCall, NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse,
+    Verdict,
 };
 
 /// Which of the six routes a request came in on.
@@ -496,7 +496,8 @@ async fn authorization(
         Some(id) => state.rules.card(&state.store, id).await,
         None => None,
     };
-    let committing = Arc::new(AtomicBool::new(false));
+    // Whichever comes first, the commit or the deadline, decides: see store::CommitGate.
+    let committing = Arc::new(CommitGate::new());
     let now_ms = store::now_ms();
     let result = match &state.batcher {
         Some(batcher) => {
@@ -512,18 +513,25 @@ async fn authorization(
                 kind,
                 card,
                 committing: committing.clone(),
-                reply,
+                reply: Some(reply),
             };
-            match batcher.submit(job).await {
-                Err(_) => Err(StoreError::Timeout("batching stopped".into())),
-                Ok(()) => tokio::select! {
+            // A full queue (the database stalled for seconds) must not hold the answer past
+            // the deadline either: a job not queued in time is dropped, never committed.
+            let queued =
+                tokio::time::timeout_at((started + deadline).into(), batcher.submit(job)).await;
+            match queued {
+                Err(_) => Err(StoreError::Timeout(
+                    "commit queue full until the deadline".into(),
+                )),
+                Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
+                Ok(Ok(())) => tokio::select! {
                     r = &mut answer => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
                     _ = tokio::time::sleep_until((started + deadline).into()) => {
-                        if committing.load(Ordering::SeqCst) {
+                        if committing.abandon() {
+                            Err(StoreError::Timeout("authorization deadline reached".into()))
+                        } else {
                             // The commit is under way: only its result tells whether money moved.
                             answer.await.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
-                        } else {
-                            Err(StoreError::Timeout("authorization deadline reached".into()))
                         }
                     }
                 },
@@ -551,11 +559,11 @@ async fn authorization(
             tokio::select! {
                 r = &mut work => r,
                 _ = tokio::time::sleep_until((started + deadline).into()) => {
-                    if committing.load(Ordering::SeqCst) {
+                    if committing.abandon() {
+                        Err(StoreError::Timeout("authorization deadline reached".into()))
+                    } else {
                         // The commit is under way: only its result tells whether money moved.
                         work.await
-                    } else {
-                        Err(StoreError::Timeout("authorization deadline reached".into()))
                     }
                 }
             }
@@ -579,13 +587,25 @@ async fn authorization(
                 "authorizer_store_failures_total",
                 &[("route", route.path()), ("kind", store_error_kind(&e))],
             );
-            tracing::error!(
-                route = route.path(),
-                transaction_id = %transaction_id,
-                idempotency_key = key,
-                error = %e,
-                "authorization answered SYSTEM_ERROR, nothing booked"
-            );
+            if matches!(e, StoreError::Uncertain(_)) {
+                // The approval may be booked: the processor's advice for this declined
+                // authorization reverses it (and reconciliation reports it if none comes).
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, commit outcome unknown: it may be booked until the processor's advice reverses it"
+                );
+            } else {
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, nothing booked"
+                );
+            }
             system_error()
         }
     }
@@ -596,6 +616,7 @@ fn store_error_kind(e: &StoreError) -> &'static str {
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Timeout(_) => "timeout",
         StoreError::Invalid(_) => "invalid",
+        StoreError::Uncertain(_) => "uncertain",
     }
 }
 
