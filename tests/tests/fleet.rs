@@ -196,6 +196,7 @@ async fn duplicates_across_instances_book_once() {
     apps[0].funded("u1", "ARS", "1000.00").await;
     let bases: Vec<String> = apps.iter().map(|a| a.base.clone()).collect();
     let mut keys = Vec::new();
+    let mut too_early = 0;
     for _ in 0..20 {
         let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
         let (body, key) = (tx.body(), uid("k"));
@@ -205,6 +206,7 @@ async fn duplicates_across_instances_book_once() {
             async move { send(&b, AUTH, &body, &key).await }
         }))
         .await;
+        too_early += answers.iter().filter(|(s, _)| *s == 425).count();
         let firsts: Vec<&Vec<u8>> = answers
             .iter()
             .filter(|(s, _)| *s == 200)
@@ -220,6 +222,11 @@ async fn duplicates_across_instances_book_once() {
         assert_eq!(status_detail(&definite), "APPROVED/APPROVED");
         keys.push((key, body));
     }
+    println!(
+        "fleet duplicates: 20 requests x 6 concurrent copies over 3 instances: {} answered 425, \
+         the rest the identical answer",
+        too_early
+    );
     assert_eq!(
         apps[1].available("u1", "ARS").await,
         "800.00",
@@ -1101,4 +1108,101 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
     .await
     .expect("balance");
     assert_eq!(balance, 7_000, "the in-flight purchase committed");
+}
+
+#[actix_rt::test]
+async fn sigterm_cuts_off_at_the_bound_rolls_back_and_exits_zero() {
+    let db = fresh_pg_database().await;
+    let redis = redis_url();
+    let mut node = Node::start(
+        &db,
+        &redis,
+        &prefix(),
+        &[
+            ("AUTHORIZER__SERVER__DRAIN_MS", "200"),
+            ("AUTHORIZER__SERVER__SHUTDOWN_MS_MAX", "1000"),
+            ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "20000"),
+            ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "30000"),
+            ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "15000"),
+            ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "15000"),
+            ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "15000"),
+            ("AUTHORIZER__PROCESSOR__GROUPED_COMMITS", "false"),
+        ],
+    );
+    let base = node.base.clone();
+    let (s, _) = admin_at(&base, "PUT", "/v1/accounts/u1/ARS", None).await;
+    assert_eq!(s, 201);
+    let (s, _) = admin_at(
+        &base,
+        "POST",
+        "/v1/accounts/u1/ARS/deposits",
+        Some(json!({ "amount": "100.00" })),
+    )
+    .await;
+    assert_eq!(s, 201);
+    use sqlx::Connection;
+    let mut holder = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let mut lock = sqlx::Connection::begin(&mut holder).await.expect("begin");
+    sqlx::query("SELECT 1 FROM accounts WHERE user_id = 'u1' FOR UPDATE")
+        .execute(&mut *lock)
+        .await
+        .expect("lock");
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
+    let (body, key) = (tx.body(), uid("k"));
+    let in_flight = actix_rt::spawn({
+        let (base, body, key) = (base.clone(), body.clone(), key.clone());
+        async move { send(&base, AUTH, &body, &key).await }
+    });
+    // The purchase is waiting on the row when the signal comes.
+    let mut watcher = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&mut watcher)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < until,
+            "the purchase never reached the row lock"
+        );
+        actix_rt::time::sleep(Duration::from_millis(10)).await;
+    }
+    let t0 = Instant::now();
+    node.signal("-TERM");
+    let status = node.child.wait().expect("exits");
+    let exited = t0.elapsed();
+    let (s, _) = in_flight.await.expect("joined");
+    assert_eq!(s, 0, "cut off: no answer");
+    assert!(status.success(), "exit {status:?}: {}", node.log_text());
+    assert!(
+        node.log_text().contains("shutdown bound reached"),
+        "{}",
+        node.log_text()
+    );
+    println!(
+        "SIGTERM with a request stuck past the bound: exited 0 after {:.0} ms (drain 200 + bound 1000)",
+        exited.as_secs_f64() * 1000.0
+    );
+    // Only now let the row go: the cut-off transaction must not commit.
+    lock.rollback().await.expect("release");
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
+    let (balance, records): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT balance_minor FROM accounts WHERE user_id = 'u1' AND kind = 'USER'), \
+         (SELECT count(*) FROM processor_transactions)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .expect("read");
+    assert_eq!(
+        (balance, records),
+        (10_000, 0),
+        "rolled back: nothing booked"
+    );
 }

@@ -319,8 +319,9 @@ impl Application {
                     "shutdown bound reached: cutting off requests still in flight (their transactions roll back)"
                 );
             }
-            // Whatever is still running gets the server's own bound (0 when none is left).
-            handle.stop(left > 0).await;
+            // Graceful when nothing is in flight (idle keep-alive connections close);
+            // otherwise the bound is spent: cut off what is left.
+            handle.stop(left == 0).await;
         });
         let result = self.server.await;
         signals.abort();
