@@ -96,6 +96,7 @@ impl Purchase {
                 original_transaction_id: None,
             },
             kind: Some(RequestKind::Debit),
+            card: store::CardLookup::InTransaction,
         }
     }
 }

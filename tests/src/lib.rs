@@ -88,6 +88,13 @@ pub fn pg_admin_url() -> String {
 
 static COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// The Redis that fleet tests share (each test uses its own key prefix), from
+/// AUTHORIZER_TEST_REDIS_URL (scripts/test sets it).
+pub fn redis_url() -> String {
+    std::env::var("AUTHORIZER_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
 /// A fresh, empty Postgres database; returns its URL.
 pub async fn fresh_pg_database() -> String {
     let admin = pg_admin_url();
@@ -157,11 +164,24 @@ impl TestApp {
 
     /// Starts an authorizer with the default settings changed by `tweak`.
     pub async fn spawn_with(backend: Backend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-        let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = match backend {
             Backend::Postgres => Some(fresh_pg_database().await),
             Backend::Sqlite => None,
         };
+        Self::spawn_on(database_url, tweak).await
+    }
+
+    /// Starts an authorizer on an existing Postgres database (`None`: a fresh SQLite
+    /// file): several instances on one database form a fleet.
+    pub async fn spawn_on(
+        database_url: Option<String>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> TestApp {
+        let backend = match database_url {
+            Some(_) => Backend::Postgres,
+            None => Backend::Sqlite,
+        };
+        let data_dir = tempfile::tempdir().expect("temp dir");
         let mut settings =
             Settings::load_from(&PathBuf::from("/nonexistent"), &[]).expect("default settings");
         settings.server.listen = "127.0.0.1:0".into();

@@ -1,18 +1,24 @@
-//! Startup: connect, migrate, bind, serve. Tests bind port 0 and read the port back.
+//! Startup: connect, migrate, bind, serve; graceful shutdown on SIGTERM. Tests bind
+//! port 0 and read the port back.
 
 use crate::config::Settings;
 use crate::credentials::Credentials;
+use crate::fleet::Fleet;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
+use crate::ratelimit::Limiter;
 use crate::routes::{BodyReadTimeout, admin, error_body, processor};
+use crate::rules::RulesCache;
 use crate::security::{AllowList, TokenDigest};
-use actix_web::dev::Server;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use anyhow::Context;
 use protocol::KeyRing;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use store::Store;
 
@@ -31,6 +37,14 @@ pub struct AppState {
     pub ready: Arc<AtomicBool>,
     /// Grouped commits, when enabled and the store is Postgres.
     pub batcher: Option<crate::batcher::Batcher>,
+    /// The fleet's shared state in Redis (inert without `redis.url`).
+    pub fleet: Fleet,
+    /// Card rules cached in this instance.
+    pub rules: Arc<RulesCache>,
+    /// Admin API request rate, per token.
+    pub limiter: Limiter,
+    /// The admin token's bucket id (a digest, never the token).
+    pub admin_token_id: String,
 }
 
 /// A bound, not yet running, authorizer.
@@ -40,6 +54,28 @@ pub struct Application {
     store: Store,
     pub metrics: Arc<Metrics>,
     tls: bool,
+    ready: Arc<AtomicBool>,
+    fleet: Fleet,
+    drain: Duration,
+    shutdown_max: Duration,
+    /// Requests being served now, across workers.
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts a request in flight for as long as it is alive.
+struct InFlightGuard(Arc<AtomicUsize>);
+
+impl InFlightGuard {
+    fn enter(counter: &Arc<AtomicUsize>) -> InFlightGuard {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlightGuard(counter.clone())
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 impl Application {
@@ -101,16 +137,39 @@ impl Application {
                 "one transaction per request"
             }
         );
+        let rules = Arc::new(RulesCache::new(
+            Duration::from_millis(settings.rules.cache_ttl_ms),
+            settings.rules.cache_entries_max,
+            metrics.clone(),
+        ));
+        let fleet = Fleet::start(&settings.redis, metrics.clone(), rules.clone())?;
+        tracing::info!(
+            redis = fleet.is_configured(),
+            "idempotency, rule invalidation and admin rate limits {}",
+            if fleet.is_configured() {
+                "shared through Redis, falling back to this instance and Postgres"
+            } else {
+                "kept in this instance (no redis.url)"
+            }
+        );
+        let ready = Arc::new(AtomicBool::new(true));
+        let in_flight = Arc::new(AtomicUsize::new(0));
+        let in_flight_outer = in_flight.clone();
+        metrics.set_gauge("authorizer_ready", &[], 1);
         let state = web::Data::new(AppState {
             batcher,
             store: store.clone(),
             keys: credentials.keys,
             metrics: metrics.clone(),
             inflight: Arc::new(InFlight::default()),
+            admin_token_id: crate::ratelimit::token_id(credentials.admin_token.expose()),
             admin_token: TokenDigest::of(credentials.admin_token.expose()),
             processor_peers,
-            ready: Arc::new(AtomicBool::new(true)),
+            ready: ready.clone(),
             settings: Arc::new(settings.clone()),
+            fleet: fleet.clone(),
+            rules,
+            limiter: Limiter::new(settings.admin.rate_per_sec, settings.admin.burst),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -120,12 +179,24 @@ impl Application {
         };
         let body_timeout = BodyReadTimeout(Duration::from_millis(settings.server.body_read_ms_max));
         let server = HttpServer::new(move || {
+            let counter = in_flight.clone();
             let mut app = App::new()
                 .app_data(state.clone())
                 .app_data(body_timeout)
                 // Extractor failures answer in the one JSON error envelope too.
                 .app_data(crate::routes::path_config())
-                .app_data(crate::routes::query_config());
+                .app_data(crate::routes::query_config())
+                .wrap(actix_web::middleware::from_fn(admin_rate_limit))
+                .wrap_fn(move |req, srv| {
+                    use actix_web::dev::Service;
+                    let guard = InFlightGuard::enter(&counter);
+                    let fut = srv.call(req);
+                    async move {
+                        let r = fut.await;
+                        drop(guard);
+                        r
+                    }
+                });
             for (path, route) in processor::Route::ALL {
                 app = app.route(
                     path,
@@ -180,6 +251,8 @@ impl Application {
                 }))
         })
         .workers(workers)
+        // SIGTERM/SIGINT are handled in `run_until_stopped`: readiness goes first.
+        .disable_signals()
         // Answers go out at once: with Nagle's algorithm a response written in two parts
         // waits for the client's delayed ACK (tens of milliseconds).
         .tcp_nodelay(true)
@@ -198,6 +271,11 @@ impl Application {
             store,
             metrics,
             tls,
+            ready,
+            fleet,
+            drain: Duration::from_millis(settings.server.drain_ms),
+            shutdown_max: Duration::from_millis(settings.server.shutdown_ms_max),
+            in_flight: in_flight_outer,
         })
     }
 
@@ -223,8 +301,127 @@ impl Application {
         self.server.handle()
     }
 
-    /// Serves until SIGINT/SIGTERM (graceful: in-flight requests finish).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully: `/readyz` answers 503
+    /// at once (a load balancer drains this instance), requests are still served for
+    /// `server.drain_ms` (not after SIGINT), then no new connection is accepted and requests
+    /// in flight get `server.shutdown_ms_max` to finish; a request cut off after that drops
+    /// its transaction, which rolls back. A second signal stops at once.
+    ///
+    /// The workers are stopped only once nothing is in flight: a worker's event loop also
+    /// drives the pooled database connections it opened, which other workers' requests
+    /// may be using, so stopping an idle worker early would break their transactions.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let handle = self.server.handle();
+        let (ready, metrics, drain) = (self.ready.clone(), self.metrics.clone(), self.drain);
+        let (in_flight, shutdown_max) = (self.in_flight.clone(), self.shutdown_max);
+        let signals = actix_rt::spawn(async move {
+            let why = shutdown_signal().await;
+            ready.store(false, Ordering::SeqCst);
+            metrics.set_gauge("authorizer_ready", &[], 0);
+            // SIGINT is a person at a terminal: no load balancer to wait for.
+            let drain = if why == "SIGTERM" {
+                drain
+            } else {
+                Duration::ZERO
+            };
+            tracing::info!(
+                signal = why,
+                drain_ms = u64::try_from(drain.as_millis()).unwrap_or(u64::MAX),
+                "shutting down: not ready any more, draining"
+            );
+            // A second signal stops at once.
+            let force = handle.clone();
+            actix_rt::spawn(async move {
+                let again = shutdown_signal().await;
+                tracing::warn!(signal = again, "second signal: stopping now");
+                force.stop(false).await;
+            });
+            tokio::time::sleep(drain).await;
+            handle.pause().await;
+            tracing::info!(
+                in_flight = in_flight.load(Ordering::SeqCst),
+                "no longer accepting connections; finishing requests in flight"
+            );
+            let until = tokio::time::Instant::now() + shutdown_max;
+            while in_flight.load(Ordering::SeqCst) > 0 && tokio::time::Instant::now() < until {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            let left = in_flight.load(Ordering::SeqCst);
+            if left > 0 {
+                tracing::warn!(
+                    in_flight = left,
+                    "shutdown bound reached: cutting off requests still in flight (their transactions roll back)"
+                );
+            }
+            // Graceful when nothing is in flight (idle keep-alive connections close);
+            // otherwise the bound is spent: cut off what is left.
+            handle.stop(left == 0).await;
+        });
+        let result = self.server.await;
+        signals.abort();
+        self.fleet.stop();
+        self.store.close().await;
+        result
     }
+}
+
+/// Waits for SIGTERM or SIGINT; returns its name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+            },
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "SIGINT"
+    }
+}
+
+/// The admin API's rate limit, in front of every admin route (they all start with
+/// `/v1/`): a request with the valid admin token takes one token from that token's
+/// bucket, or is answered 429 with Retry-After. Requests without it go on to the route,
+/// which answers 401.
+async fn admin_rate_limit(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) =
+        state.filter(|s| req.path().starts_with("/v1/") && admin::token_matches(req.request(), s))
+        && let Err(wait) = state
+            .limiter
+            .admit(&state.fleet, &state.admin_token_id)
+            .await
+    {
+        state
+            .metrics
+            .inc("authorizer_admin_rate_limited_total", &[]);
+        state
+            .metrics
+            .inc("authorizer_admin_requests_total", &[("class", "4xx")]);
+        let secs = wait.as_millis().div_ceil(1000).max(1);
+        let resp = HttpResponse::TooManyRequests()
+            .insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()))
+            .content_type("application/json")
+            .body(error_body(
+                "rate_limited",
+                "Too many admin requests; retry after the time in Retry-After",
+            ));
+        return Ok(req.into_response(resp));
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
 }

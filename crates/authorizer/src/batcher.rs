@@ -2,10 +2,9 @@
 //! into one batch, committed in one database transaction. An idle service adds no wait: a
 //! request that finds a free commit slot goes at once, alone.
 
-use crate::routes::processor::{card_transaction, render_authorization};
+use crate::routes::processor::{card_lookup, card_transaction, render_authorization};
 use protocol::wire::TransactionRequest;
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 use store::{AuthorizationResult, BatchItem, Outcome, ProcessorCall, Store, StoreError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
@@ -20,9 +19,12 @@ pub struct Job {
     pub now_ms: i64,
     pub commit_by: Instant,
     pub kind: Option<ledger::RequestKind>,
-    /// Set just before the batch's COMMIT is sent.
-    pub committing: Arc<AtomicBool>,
-    pub reply: oneshot::Sender<Result<Outcome<AuthorizationResult>, StoreError>>,
+    /// The card's rules from the instance's cache (`None`: read them in the batch).
+    pub card: Option<crate::rules::CachedCard>,
+    /// Taken just before the batch's COMMIT is sent, unless the requester gave up first.
+    pub committing: Arc<store::CommitGate>,
+    /// Taken when the batch runs; answered as soon as this job's result is known.
+    pub reply: Option<oneshot::Sender<Result<Outcome<AuthorizationResult>, StoreError>>>,
 }
 
 /// Hands authorizations to the batching task.
@@ -98,30 +100,34 @@ impl Batcher {
     }
 }
 
-async fn run_batch(store: &Store, jobs: Vec<Job>) {
-    let results = {
-        let txs: Vec<_> = jobs.iter().map(|j| card_transaction(&j.parsed)).collect();
-        let items: Vec<BatchItem<'_>> = jobs
-            .iter()
-            .zip(&txs)
-            .map(|(j, t)| BatchItem {
-                call: ProcessorCall {
-                    idempotency_key: &j.idempotency_key,
-                    request_hash: j.request_hash,
-                    endpoint: j.endpoint,
-                    raw_body: &j.body,
-                    now_ms: j.now_ms,
-                    commit_by: Some(j.commit_by),
-                    commit_started: Some(&j.committing),
-                },
-                tx: *t,
-                kind: j.kind,
-            })
-            .collect();
-        store.authorize_batch(&items, render_authorization).await
-    };
-    for (job, result) in jobs.into_iter().zip(results) {
-        // A requester that gave up (deadline) has dropped its receiver; nothing to do.
-        let _ = job.reply.send(result);
-    }
+async fn run_batch(store: &Store, mut jobs: Vec<Job>) {
+    let mut replies: Vec<_> = jobs.iter_mut().map(|j| j.reply.take()).collect();
+    let txs: Vec<_> = jobs.iter().map(|j| card_transaction(&j.parsed)).collect();
+    let items: Vec<BatchItem<'_>> = jobs
+        .iter()
+        .zip(&txs)
+        .map(|(j, t)| BatchItem {
+            call: ProcessorCall {
+                idempotency_key: &j.idempotency_key,
+                request_hash: j.request_hash,
+                endpoint: j.endpoint,
+                raw_body: &j.body,
+                now_ms: j.now_ms,
+                commit_by: Some(j.commit_by),
+                commit_started: Some(&j.committing),
+            },
+            tx: *t,
+            kind: j.kind,
+            card: card_lookup(j.card.as_ref()),
+        })
+        .collect();
+    // Each requester hears as soon as its own item is done.
+    store
+        .authorize_batch_each(&items, render_authorization, |i, result| {
+            if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
+                // A requester that gave up (deadline) has dropped its receiver; nothing to do.
+                let _ = reply.send(result);
+            }
+        })
+        .await;
 }

@@ -18,6 +18,8 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub processor: ProcessorSettings,
     pub admin: AdminSettings,
+    pub redis: RedisSettings,
+    pub rules: RulesSettings,
     pub log: LogSettings,
 }
 
@@ -30,6 +32,7 @@ pub struct ServerSettings {
     pub request_read_ms_max: u64,
     pub body_read_ms_max: u64,
     pub disconnect_ms_max: u64,
+    pub drain_ms: u64,
     pub shutdown_ms_max: u64,
     pub tls: TlsSettings,
 }
@@ -98,6 +101,27 @@ pub struct ProcessorSettings {
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     pub token: Secret,
+    pub rate_per_sec: u32,
+    pub burst: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: Secret,
+    pub key_prefix: String,
+    pub command_ms_max: u64,
+    pub retry_ms: u64,
+    pub in_flight_ttl_secs: u64,
+    pub in_flight_stale_ms: u64,
+    pub answers_ttl_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSettings {
+    pub cache_ttl_ms: u64,
+    pub cache_entries_max: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -130,7 +154,10 @@ impl Settings {
             env_name_var: "AUTHORIZER_ENV",
             env_file_prefix: "",
             prefix: "AUTHORIZER__",
-            aliases: &[("DATABASE_URL", &["database", "url"])],
+            aliases: &[
+                ("DATABASE_URL", &["database", "url"]),
+                ("REDIS_URL", &["redis", "url"]),
+            ],
             open_keys: &["processor.keys"],
         };
         let settings: Settings = settings::load(&layers, env)?;
@@ -188,6 +215,29 @@ impl Settings {
         }
         if p.commit_batch_size_max == 0 || p.commit_batches_in_flight_max == 0 {
             return bad("processor.commit_batch_size_max and commit_batches_in_flight_max must be at least 1".into());
+        }
+        if self.admin.rate_per_sec == 0 || self.admin.burst == 0 {
+            return bad("admin.rate_per_sec and admin.burst must be at least 1".into());
+        }
+        let r = &self.redis;
+        let url = r.url.expose();
+        if !url.is_empty() && !url.starts_with("redis://") {
+            return bad("redis.url must start with redis:// (or be empty)".into());
+        }
+        if r.command_ms_max == 0 || r.command_ms_max >= p.deadline_ms {
+            return bad(format!(
+                "redis.command_ms_max must be between 1 and processor.deadline_ms ({})",
+                p.deadline_ms
+            ));
+        }
+        if r.in_flight_stale_ms <= p.deadline_ms {
+            return bad(format!(
+                "redis.in_flight_stale_ms must exceed processor.deadline_ms ({})",
+                p.deadline_ms
+            ));
+        }
+        if r.in_flight_ttl_secs * 1000 < r.in_flight_stale_ms || r.answers_ttl_secs == 0 {
+            return bad("redis.in_flight_ttl_secs must cover in_flight_stale_ms, and answers_ttl_secs be at least 1".into());
         }
         if self.database.pool_connections_max == 0 {
             return bad("database.pool_connections_max must be at least 1".into());

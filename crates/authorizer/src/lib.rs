@@ -7,10 +7,13 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod credentials;
+pub mod fleet;
 pub mod inflight;
 pub mod metrics;
 pub mod openapi;
+pub mod ratelimit;
 pub mod routes;
+pub mod rules;
 pub mod security;
 pub mod telemetry;
 

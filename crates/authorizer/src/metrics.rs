@@ -25,6 +25,7 @@ struct Histogram {
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<Key, u64>>,
+    gauges: Mutex<BTreeMap<Key, i64>>,
     histograms: Mutex<BTreeMap<Key, Histogram>>,
     help: Mutex<BTreeMap<&'static str, &'static str>>,
 }
@@ -85,6 +86,30 @@ impl Metrics {
                 "authorizer_commit_batch_items_total",
                 "Grouped commits: authorizations in those batches.",
             ),
+            (
+                "authorizer_redis_fallbacks_total",
+                "Redis calls that failed or were skipped (Redis down); the request fell back to the in-process state and Postgres, by operation.",
+            ),
+            (
+                "authorizer_rules_cache_hits_total",
+                "Card rules answered from this instance's cache.",
+            ),
+            (
+                "authorizer_rules_cache_misses_total",
+                "Card rules read from the database (not cached, expired, or cache not in use).",
+            ),
+            (
+                "authorizer_rules_cache_invalidations_total",
+                "Card rule invalidations applied to this instance's cache, by source (local admin change, fleet message, flush on subscriber reconnect).",
+            ),
+            (
+                "authorizer_admin_rate_limited_total",
+                "Admin API requests refused with 429 by the per-token rate limit.",
+            ),
+            (
+                "authorizer_ready",
+                "1 while this instance takes traffic; 0 from the start of a graceful shutdown.",
+            ),
         ] {
             m.describe(name, help);
         }
@@ -109,6 +134,24 @@ impl Metrics {
         if let Ok(mut c) = self.counters.lock() {
             *c.entry(key).or_default() += n;
         }
+    }
+
+    pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], v: i64) {
+        let key = (
+            name,
+            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
+        );
+        if let Ok(mut g) = self.gauges.lock() {
+            g.insert(key, v);
+        }
+    }
+
+    /// The value of one gauge, if set.
+    pub fn gauge(&self, name: &str) -> Option<i64> {
+        self.gauges
+            .lock()
+            .ok()
+            .and_then(|g| g.iter().find(|((n, _), _)| *n == name).map(|(_, v)| *v))
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
@@ -164,6 +207,12 @@ impl Metrics {
         if let Ok(c) = self.counters.lock() {
             for ((name, labels), v) in c.iter() {
                 header(&mut out, name, "counter", &mut last);
+                let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
+            }
+        }
+        if let Ok(g) = self.gauges.lock() {
+            for ((name, labels), v) in g.iter() {
+                header(&mut out, name, "gauge", &mut last);
                 let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
             }
         }
@@ -250,5 +299,13 @@ mod tests {
             m.counter("authorizer_replays_total", &[("route", "authorization")]),
             2
         );
+        m.set_gauge("authorizer_ready", &[], 1);
+        m.set_gauge("authorizer_ready", &[], 0);
+        let text = m.render();
+        assert!(
+            text.contains("# TYPE authorizer_ready gauge\nauthorizer_ready 0\n"),
+            "{text}"
+        );
+        assert_eq!(m.gauge("authorizer_ready"), Some(0));
     }
 }

@@ -331,6 +331,10 @@ const E_422: (&str, &str) = (
     "422",
     "A withdrawal cannot overdraw the account (insufficient_funds).",
 );
+const E_429: (&str, &str) = (
+    "429",
+    "Too many admin requests with this token (admin rate limit, fleet-wide with Redis); retry after Retry-After seconds.",
+);
 const E_503: (&str, &str) = ("503", "Storage unavailable; try again.");
 
 fn account_params() -> Vec<utoipa::openapi::path::Parameter> {
@@ -368,7 +372,7 @@ fn admin_operations() -> Vec<AdminOp> {
                 ),
                 ("201", "Opened.", "Account"),
             ],
-            errors: &[E_400, E_401, E_408, E_413, E_503],
+            errors: &[E_400, E_401, E_408, E_413, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Get,
@@ -378,7 +382,7 @@ fn admin_operations() -> Vec<AdminOp> {
             params: account_params(),
             body: None,
             ok: vec![("200", "The account.", "Account")],
-            errors: &[E_400, E_401, E_404, E_503],
+            errors: &[E_400, E_401, E_404, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Post,
@@ -392,7 +396,7 @@ fn admin_operations() -> Vec<AdminOp> {
                 "Booked (or the replay of the same request).",
                 "FundingReceipt",
             )],
-            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_503],
+            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Post,
@@ -406,7 +410,9 @@ fn admin_operations() -> Vec<AdminOp> {
                 "Booked (or the replay of the same request).",
                 "FundingReceipt",
             )],
-            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_422, E_503],
+            errors: &[
+                E_400, E_401, E_404, E_408, E_409, E_413, E_422, E_429, E_503,
+            ],
         },
         AdminOp {
             method: HttpMethod::Get,
@@ -420,7 +426,7 @@ fn admin_operations() -> Vec<AdminOp> {
             .concat(),
             body: None,
             ok: vec![("200", "One page.", "PostingsPage")],
-            errors: &[E_400, E_401, E_404, E_503],
+            errors: &[E_400, E_401, E_404, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Put,
@@ -430,7 +436,7 @@ fn admin_operations() -> Vec<AdminOp> {
             params: vec![path_param("card_id", "The processor's card id.")],
             body: Some(("CardRequest", true)),
             ok: vec![("200", "Updated.", "Card"), ("201", "Registered.", "Card")],
-            errors: &[E_400, E_401, E_408, E_413, E_503],
+            errors: &[E_400, E_401, E_408, E_413, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Get,
@@ -443,7 +449,7 @@ fn admin_operations() -> Vec<AdminOp> {
             )],
             body: None,
             ok: vec![("200", "The history.", "TransactionHistory")],
-            errors: &[E_400, E_401, E_404, E_503],
+            errors: &[E_400, E_401, E_404, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Get,
@@ -453,7 +459,7 @@ fn admin_operations() -> Vec<AdminOp> {
             params: admin::RunsQuery::into_params(|| Some(ParameterIn::Query)),
             body: None,
             ok: vec![("200", "The runs.", "RunsPage")],
-            errors: &[E_400, E_401, E_503],
+            errors: &[E_400, E_401, E_429, E_503],
         },
         AdminOp {
             method: HttpMethod::Get,
@@ -467,7 +473,7 @@ fn admin_operations() -> Vec<AdminOp> {
             .concat(),
             body: None,
             ok: vec![("200", "The run and one page of its breaks.", "BreaksPage")],
-            errors: &[E_400, E_401, E_404, E_503],
+            errors: &[E_400, E_401, E_404, E_429, E_503],
         },
     ]
 }

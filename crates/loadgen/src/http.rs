@@ -88,25 +88,54 @@ impl Http {
         idempotency_key: &str,
         body: Bytes,
     ) -> Result<Answer, Failure> {
-        let ts = unix_now().to_string();
+        self.processor_at(path, idempotency_key, body, unix_now())
+            .await
+    }
+
+    /// Like [`Http::processor`], but signed as of unix time `timestamp` (a skewed clock).
+    pub async fn processor_at(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        body: Bytes,
+        timestamp: i64,
+    ) -> Result<Answer, Failure> {
+        let ts = timestamp.to_string();
         let sig = signature::sign(&self.secret, &ts, path, &body);
+        self.processor_raw(path, Some(idempotency_key), body, Some((ts, sig)))
+            .await
+    }
+
+    /// Sends `body` to `path` with the given timestamp and signature header values (`None`:
+    /// no signature headers at all) and optional idempotency key; the answer is verified as
+    /// for [`Http::processor`]. For refused-input tests: bad signatures, missing headers.
+    pub async fn processor_raw(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Bytes,
+        signed: Option<(String, String)>,
+    ) -> Result<Answer, Failure> {
         let exchange = async {
-            let mut res = self
+            let mut req = self
                 .client
                 .post(format!("{}{path}", self.base))
                 .insert_header((headers::API_KEY, self.api_key.as_str()))
-                .insert_header((headers::TIMESTAMP, ts))
                 .insert_header((headers::ENDPOINT, path))
-                .insert_header((headers::SIGNATURE, sig))
-                .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-                .insert_header(("content-type", "application/json"))
-                .send_body(body)
-                .await
-                .map_err(|e| match e {
-                    awc::error::SendRequestError::Timeout => Failure::Timeout,
-                    awc::error::SendRequestError::Connect(_) => Failure::Connect,
-                    _ => Failure::Transport,
-                })?;
+                .insert_header(("content-type", "application/json"));
+            if let Some((ts, sig)) = signed {
+                req = req
+                    .insert_header((headers::TIMESTAMP, ts))
+                    .insert_header((headers::SIGNATURE, sig));
+            }
+            if let Some(k) = idempotency_key {
+                req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
+            }
+            let mut res = req.send_body(body).await.map_err(|e| match e {
+                awc::error::SendRequestError::Timeout => Failure::Timeout,
+                awc::error::SendRequestError::Connect(_) => Failure::Connect,
+                _ => Failure::Transport,
+            })?;
             let body = res.body().limit(BODY_LIMIT).await.map_err(|e| match e {
                 awc::error::PayloadError::Io(ref io)
                     if io.kind() == std::io::ErrorKind::TimedOut =>
@@ -136,6 +165,33 @@ impl Http {
             Ok(r) => r,
             Err(_) => Err(Failure::Timeout),
         }
+    }
+
+    /// A GET on the admin side whose answer is text (`/metrics`): status and body.
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        let exchange = async {
+            let mut res = self
+                .client
+                .get(format!("{}{path}", self.base))
+                .insert_header(("authorization", self.admin_auth.as_str()))
+                .send()
+                .await
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot reach the authorizer at {}: {e}", self.base)
+                })?;
+            let bytes = res
+                .body()
+                .limit(BODY_LIMIT)
+                .await
+                .map_err(|e| anyhow::anyhow!("reading {path}: {e}"))?;
+            Ok::<_, anyhow::Error>((
+                res.status().as_u16(),
+                String::from_utf8_lossy(&bytes).into_owned(),
+            ))
+        };
+        actix_rt::time::timeout(ADMIN_TIMEOUT_MIN, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("GET {path} timed out"))?
     }
 
     /// An admin API call: status and JSON body (`Null` when the body is not JSON).

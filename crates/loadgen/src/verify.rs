@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// An admin call, tried again on a transient failure (no answer, 5xx). Opening is idempotent
-/// and deposits carry an Idempotency-Key, so a retry never funds twice.
+/// An admin call, tried again on a transient failure (no answer, 5xx) and, after a pause,
+/// when the admin API's rate limit refuses it (429). Opening is idempotent and deposits
+/// carry an Idempotency-Key, so a retry never funds twice.
 async fn admin(
     http: &Http,
     method: Method,
@@ -25,13 +26,24 @@ async fn admin(
     key: Option<&str>,
 ) -> anyhow::Result<(u16, Value)> {
     let mut last = None;
-    for attempt in 0..5u32 {
+    let mut limited = 0u32;
+    let mut attempt = 0u32;
+    while attempt < 5 {
         match http.admin(method.clone(), path, body.clone(), key).await {
+            Ok((429, v)) if limited < 600 => {
+                // Rate limited: wait (Retry-After is whole seconds; a short pause suffices
+                // for a refilling bucket) without spending an attempt.
+                limited += 1;
+                last = Some(anyhow::anyhow!("HTTP 429: {v}"));
+                actix_rt::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
             Ok((s, v)) if s < 500 => return Ok((s, v)),
             Ok((s, v)) => last = Some(anyhow::anyhow!("HTTP {s}: {v}")),
             Err(e) => last = Some(e),
         }
-        actix_rt::time::sleep(Duration::from_millis(200 * u64::from(attempt + 1))).await;
+        attempt += 1;
+        actix_rt::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
     }
     Err(last.unwrap_or_else(|| anyhow::anyhow!("no answer")))
 }

@@ -159,8 +159,18 @@ impl<'de> Deserialize<'de> for WireAmount {
 impl Serialize for WireAmount {
     /// Serialized as a JSON string holding [`WireAmount::text`]: a string cannot be reformatted
     /// by any JSON library on the way, so the receiver sees exactly our text.
+    ///
+    /// Except a JSON number literal with an exponent (`1e3`): an amount string must be a plain
+    /// decimal, so `"1e3"` would not read back. It goes out as the number literal it came as
+    /// (with serde_json, which is what every caller uses), and reads back identical.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(&self.text)
+        if split(&self.text, false).is_some() {
+            return serializer.serialize_str(&self.text);
+        }
+        use serde::ser::Error as _;
+        RawValue::from_string(self.text.clone())
+            .map_err(S::Error::custom)?
+            .serialize(serializer)
     }
 }
 

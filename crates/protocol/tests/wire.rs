@@ -67,6 +67,40 @@ fn request_serialization_round_trips() {
     assert_eq!(TransactionRequest::from_slice(&bytes).unwrap(), r);
 }
 
+/// Found by the `wire_request` fuzz target: a JSON number with an exponent is a valid
+/// amount, but it went out as the string "1e3", which our own parser refuses.
+#[test]
+fn exponent_amounts_round_trip() {
+    for literal in ["1e3", "9.9E+1", "-5e-2", "1e400"] {
+        let body = body_with(
+            TX,
+            &format!(r#"{{"local":{{"total":{literal},"currency":"ARS"}}}}"#),
+            "",
+        );
+        let r = TransactionRequest::from_slice(body.as_bytes()).unwrap();
+        let bytes = serde_json::to_vec(&r).unwrap();
+        let back = TransactionRequest::from_slice(&bytes).unwrap_or_else(|e| {
+            panic!(
+                "{literal}: {}: {}",
+                e.message(),
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        assert_eq!(back, r, "{literal}");
+        assert_eq!(back.amount.local.total.text(), literal);
+    }
+    // Plain decimals still go out as strings.
+    let r = TransactionRequest::from_slice(
+        body_with(TX, r#"{"local":{"total":12.50,"currency":"ARS"}}"#, "").as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        String::from_utf8(serde_json::to_vec(&r).unwrap())
+            .unwrap()
+            .contains(r#""total":"12.50""#)
+    );
+}
+
 #[test]
 fn unknown_enum_values_are_kept() {
     let tx = r#"{"id":"ctx-1","type":"NEW_TYPE","point_type":"SPACE","entry_mode":"TELEPATHY",

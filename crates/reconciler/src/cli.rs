@@ -158,6 +158,19 @@ fn yesterday(at_ms: i64, offset_min: i64) -> BusinessDate {
 async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
     let cron = Cron::parse(&s.schedule.cron)?;
     let offset = parse_offset(&s.matching.utc_offset)?;
+    // SIGTERM (a container or service manager stopping us) and SIGINT both stop the daemon
+    // between runs; one that arrives during a run lets the run finish first.
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut stop = std::pin::pin!(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    });
     loop {
         let now = store::now_ms();
         let next = cron
@@ -169,7 +182,7 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
         );
         tokio::select! {
             _ = tokio::time::sleep(std::time::Duration::from_millis((next - now).max(0) as u64)) => {}
-            _ = tokio::signal::ctrl_c() => {
+            _ = &mut stop => {
                 tracing::info!("stopping");
                 return Ok(0);
             }

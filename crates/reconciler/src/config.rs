@@ -227,6 +227,7 @@ impl Settings {
     }
 
     /// The store settings: the same database as the authorizer.
+    #[cfg(feature = "service")]
     pub fn store_config(&self) -> store::StoreConfig {
         store::StoreConfig {
             url: (!self.database.url.is_empty()).then(|| self.database.url.expose().to_owned()),

@@ -2,10 +2,14 @@
 //! local directory), parse them with a configurable column mapping, match every row
 //! against the ledger, record and report every break.
 
+#[cfg(feature = "service")]
 pub mod cli;
 pub mod config;
 pub mod parse;
+#[cfg(feature = "service")]
 pub mod report;
+#[cfg(feature = "service")]
 pub mod run;
 pub mod schedule;
+#[cfg(feature = "service")]
 pub mod sftp;

@@ -127,25 +127,34 @@ fn currency(code: &str) -> Result<Currency, String> {
         .map_err(|_| format!("currency '{code}' is not a currency code"))
 }
 
-/// Streams `path` row by row: `parse` turns a record into a value or a reason.
+/// The file name reported with malformed rows.
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn open(path: &Path) -> anyhow::Result<std::fs::File> {
+    std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))
+}
+
+/// Streams `input` (named `name` in reports) row by row: `parse` turns a record into a
+/// value or a reason.
 fn stream<T>(
-    path: &Path,
+    input: impl std::io::Read,
+    name: &str,
     fmt: CsvFormat,
     wanted: &[(&str, &str, bool)],
     malformed: &mut Vec<Malformed>,
     mut parse: impl FnMut(&csv::ByteRecord, &[Option<usize>], u64) -> Result<T, String>,
     mut row: impl FnMut(T),
 ) -> anyhow::Result<u64> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let name = name.to_owned();
     let mut r = csv::ReaderBuilder::new()
         .delimiter(fmt.delimiter)
         .flexible(true)
         .has_headers(true)
-        .from_reader(f);
+        .from_reader(input);
     let cols = resolve(r.byte_headers()?, wanted, &name)?;
     let mut rec = csv::ByteRecord::new();
     let mut n = 0u64;
@@ -194,6 +203,18 @@ pub fn transactions(
     malformed: &mut Vec<Malformed>,
     row: impl FnMut(FileTransaction),
 ) -> anyhow::Result<u64> {
+    transactions_from(open(path)?, &file_name(path), map, fmt, malformed, row)
+}
+
+/// [`transactions`] from any reader, `name` standing for the file in reports.
+pub fn transactions_from(
+    input: impl std::io::Read,
+    name: &str,
+    map: &TransactionColumns,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    row: impl FnMut(FileTransaction),
+) -> anyhow::Result<u64> {
     let wanted = [
         ("transaction_id", map.transaction_id.as_str(), true),
         ("kind", map.kind.as_str(), true),
@@ -208,7 +229,8 @@ pub fn transactions(
         ),
     ];
     stream(
-        path,
+        input,
+        name,
         fmt,
         &wanted,
         malformed,
@@ -253,6 +275,18 @@ pub fn presentments(
     malformed: &mut Vec<Malformed>,
     row: impl FnMut(Presentment),
 ) -> anyhow::Result<u64> {
+    presentments_from(open(path)?, &file_name(path), map, fmt, malformed, row)
+}
+
+/// [`presentments`] from any reader, `name` standing for the file in reports.
+pub fn presentments_from(
+    input: impl std::io::Read,
+    name: &str,
+    map: &PresentmentColumns,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    row: impl FnMut(Presentment),
+) -> anyhow::Result<u64> {
     let wanted = [
         ("transaction_id", map.transaction_id.as_str(), true),
         ("direction", map.direction.as_str(), true),
@@ -260,7 +294,8 @@ pub fn presentments(
         ("currency", map.currency.as_str(), true),
     ];
     stream(
-        path,
+        input,
+        name,
         fmt,
         &wanted,
         malformed,

@@ -84,3 +84,63 @@ fn exit_codes_and_reports() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o).contains("schedule.cron"));
 }
+
+/// A container runtime stops the daemon with SIGTERM: it exits 0 between runs.
+#[cfg(unix)]
+#[test]
+fn daemon_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RECONCILER__DATABASE__DATA_DIR", dir.path())
+        .env("RECONCILER__REPORT__DIR", dir.path().join("reports"))
+        .env("RECONCILER__MATCHING__UTC_OFFSET", "Z")
+        .env("RECONCILER__SCHEDULE__CRON", "0 3 * * *")
+        .args(["--config-dir", "/nonexistent", "daemon"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it has scheduled its first run (its handlers are installed before that).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon exited before it was signalled"
+        );
+        if dir.path().join("reconciler.sqlite3").exists()
+            || std::fs::read_dir(dir.path()).unwrap().count() > 0
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let code = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s.code();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the daemon did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code, Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("stopping")
+            || String::from_utf8_lossy(&out.stdout).contains("stopping")
+    );
+}

@@ -1,18 +1,25 @@
-//! Grouped commits: many authorizations in one Postgres transaction, with a handful of
-//! set-based statements per batch instead of several statements per authorization, and
-//! one WAL flush for all of them.
+//! Grouped commits: many authorizations in one Postgres commit, with two statements per
+//! batch instead of several statements per authorization, and one WAL flush for all of them.
+//!
+//! A batch reads everything it needs in one statement (idempotency records, recorded
+//! transactions, cardholder accounts, cards, and ids for what it may write), decides in
+//! memory, and writes everything in one statement that is its own commit. No lock is held
+//! between the two: the write names the version and balance each account had when read, and
+//! aborts as a whole if one moved. A batch that lost such a race (hot accounts) runs again in a
+//! transaction that locks its accounts in id order, so concurrent batches (and other
+//! instances) cannot deadlock.
 //!
 //! Each authorization keeps its exact per-request meaning: decisions are taken in arrival
 //! order against the balances the earlier ones in the batch left; a duplicate inside the
-//! batch replays the first answer; cardholder accounts are locked in id order, so
-//! concurrent batches (and other instances) cannot deadlock. If the batch loses a race on
-//! a unique key to another instance, it rolls back and every item runs alone through the
-//! single-request path, which replays the winner: one request never fails its neighbours.
+//! batch replays the first answer. If the batch loses a race on a unique key to another
+//! request, nothing of it is written and every item runs alone through the single-request
+//! path, which replays the winner: one request never fails its neighbours.
 
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
     ProcessorCall, SCOPE_AUTHORIZATION, direction_str, locked_account_from_row, status_of,
 };
+use crate::rules::CardLookup;
 use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
 use ledger::{
     AuthorizationInput, CardState, CardStatus, Currency, Decision, MccSet, RequestKind,
@@ -20,7 +27,6 @@ use ledger::{
 };
 use sqlx::Row;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 /// One authorization of a batch.
@@ -29,6 +35,8 @@ pub struct BatchItem<'a> {
     pub call: ProcessorCall<'a>,
     pub tx: CardTransaction<'a>,
     pub kind: Option<RequestKind>,
+    /// The card's rules when known beforehand (from a cache); otherwise read in the batch.
+    pub card: CardLookup<'a>,
 }
 
 /// How a batch attempt ended.
@@ -47,10 +55,82 @@ struct Posting {
     version: Option<i64>,
 }
 
+/// The reads of a batch (see `batch_in`); one row shape for all branches, told apart by `tag`.
+/// Without locks; `READ_BATCH_LOCKING` is the same with `FOR UPDATE` where `/*LOCK*/` stands.
+const READ_BATCH: &str = "\
+SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
+       NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
+       NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
+       NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
+       NULL::text AS blocked_mccs, NULL::text AS status \
+  FROM idempotency_keys WHERE scope = $1 AND key = ANY($2) \
+UNION ALL \
+SELECT 2, transaction_id, NULL, response_status, response_body, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL, NULL \
+  FROM (SELECT transaction_id, response_status, response_body FROM processor_transactions \
+         WHERE kind = $3 AND transaction_id = ANY($4) /*LOCK*/) t \
+UNION ALL \
+SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
+       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL \
+  FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
+               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs \
+          FROM accounts WHERE kind = 'USER' \
+           AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
+         ORDER BY id /*LOCK*/) a \
+UNION ALL \
+SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       blocked_mccs, status \
+  FROM cards WHERE card_id = ANY($7) \
+UNION ALL \
+SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL \
+  FROM generate_series(1, $8::int8) \
+UNION ALL \
+SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+       NULL, NULL, NULL, NULL \
+  FROM generate_series(1, 2 * $8::int8)";
+
+/// The same reads, locking the transactions and accounts they read (in id order).
+static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| READ_BATCH.replace("/*LOCK*/", "FOR UPDATE"));
+
+/// The writes of a batch, in one statement: movements, postings, account balances, the
+/// processor transactions and the idempotency records. Empty arrays write nothing.
+const WRITE_BATCH: &str = "\
+WITH m AS ( \
+  INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
+  SELECT id, 'AUTHORIZATION', cur, 'AUTHORIZATION', tid, NULL, $4 \
+    FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, cur, tid) \
+), p AS ( \
+  INSERT INTO postings (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
+  SELECT id, mid, aid, amt, bal, ver, $4 \
+    FROM UNNEST($5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) AS u(id, mid, aid, amt, bal, ver) \
+), a AS ( \
+  UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
+         daily_spent_minor = u.s, updated_at_ms = $4 \
+    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[]) \
+      AS u(id, b, v, d, s, ov, ob) \
+   WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob \
+   RETURNING a.id \
+), t AS ( \
+  INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
+         card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
+         idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms) \
+  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $4, $4 \
+    FROM UNNEST($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
+                $23::text[], $24::int8[], $25::text[], $26::text[], $27::text[], $28::text[], $29::int8[], \
+                $30::bytea[], $31::int4[], $32::bytea[]) \
+      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp) \
+), k AS ( \
+  INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+  SELECT $33, k, h, ep, rs, body, $4 \
+    FROM UNNEST($34::text[], $35::bytea[], $36::text[], $37::int4[], $38::bytea[]) AS u(k, h, ep, rs, body) \
+) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a))";
+
 impl Store {
     /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
     /// single item this is the single-request path, item by item. Each item's
-    /// `call.commit_started` flag is set just before COMMIT is sent.
+    /// `call.commit_started` gate is taken just before the commit is sent.
     pub async fn authorize_batch<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -59,33 +139,64 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        let batched = if self.is_postgres() && items.len() > 1 {
+        let mut out: Vec<_> = items.iter().map(|_| None).collect();
+        self.authorize_batch_each(items, render, |i, r| out[i] = Some(r))
+            .await;
+        out.into_iter()
+            .map(|r| r.unwrap_or_else(|| Err(StoreError::Timeout("no result".into()))))
+            .collect()
+    }
+
+    /// [`Store::authorize_batch`], handing each item's result to `done(index, result)` as
+    /// soon as it is known. When the batch falls back to one transaction per item, an item
+    /// committed early must not wait for the others (whose locks may take long) before its
+    /// requester hears of it: it is past its commit point and waits for exactly this.
+    pub async fn authorize_batch_each<R>(
+        &self,
+        items: &[BatchItem<'_>],
+        render: R,
+        mut done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
+    ) where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        // Items the batch decided; the others (None) go one transaction each.
+        let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
+            items.iter().map(|_| None).collect();
+        if self.is_postgres() && items.len() > 1 {
             match self.try_batch(items, &render).await {
-                Ok(Attempt::Done(v)) => Some(v),
-                Ok(Attempt::Fallback) => None,
+                Ok(Attempt::Done(v)) => batched = v,
+                Ok(Attempt::Fallback) => {}
                 Err(e) => {
+                    let uncertain = matches!(e, StoreError::Uncertain(_));
                     let msg = e.to_string();
-                    return items
-                        .iter()
-                        .map(|_| Err(StoreError::Timeout(format!("batch failed: {msg}"))))
-                        .collect();
+                    for i in 0..items.len() {
+                        done(
+                            i,
+                            Err(if uncertain {
+                                StoreError::Uncertain(format!("batch: {msg}"))
+                            } else {
+                                StoreError::Timeout(format!("batch failed: {msg}"))
+                            }),
+                        );
+                    }
+                    return;
                 }
             }
-        } else {
-            None
-        };
-        let mut out = Vec::with_capacity(items.len());
-        let batched = batched.unwrap_or_else(|| items.iter().map(|_| None).collect());
-        for (item, done) in items.iter().zip(batched) {
-            out.push(match done {
-                Some(o) => Ok(o),
-                None => {
-                    self.authorize(&item.call, &item.tx, item.kind, &render)
-                        .await
-                }
-            });
         }
-        out
+        let mut single = Vec::new();
+        for (i, o) in batched.into_iter().enumerate() {
+            match o {
+                Some(o) => done(i, Ok(o)),
+                None => single.push(i),
+            }
+        }
+        for i in single {
+            let item = &items[i];
+            let r = self
+                .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
+                .await;
+            done(i, r);
+        }
     }
 
     async fn try_batch<R>(&self, items: &[BatchItem<'_>], render: &R) -> Result<Attempt, StoreError>
@@ -107,87 +218,69 @@ impl Store {
                 );
             }
         }
+        // First without locks: two round trips, the write commits on its own and fails
+        // as a whole if an account moved since the read.
+        let mut conn = pool.acquire().await?;
+        match self
+            .batch_in(&mut conn, items, render, &clearing, false)
+            .await
+        {
+            Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
+            Ok(Step::Fallback) => return Ok(Attempt::Fallback),
+            Ok(Step::Late) => {
+                return Err(StoreError::Timeout("authorization deadline passed".into()));
+            }
+            Ok(Step::Abandoned) => return Err(abandoned()),
+            Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
+            Err(e) if is_lost_race(&e) => {}
+            Err(e) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
+            Err(e) => return Err(e.into()),
+        }
+        drop(conn);
+        // Lost a race on an account (hot accounts): again, holding the accounts' locks.
         let mut tx = pool.begin().await?;
-        let step = self.batch_in(&mut tx, items, render, &clearing).await;
-        match step {
-            Ok(Some(results)) => {
-                if items
-                    .iter()
-                    .filter_map(|i| i.call.commit_by)
-                    .min()
-                    .is_some_and(|d| Instant::now() >= d)
-                {
+        match self.batch_in(&mut tx, items, render, &clearing, true).await {
+            Ok(Step::Done(results)) => {
+                if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
                 }
-                for flag in items.iter().filter_map(|i| i.call.commit_started) {
-                    flag.store(true, Ordering::SeqCst);
+                if !start_commit(items) {
+                    return Err(abandoned());
                 }
-                tx.commit().await?;
+                tx.commit().await.map_err(StoreError::from_commit)?;
                 Ok(Attempt::Done(results))
             }
-            Ok(None) => Ok(Attempt::Fallback),
+            Ok(Step::Fallback) => Ok(Attempt::Fallback),
+            Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
+            Ok(Step::Abandoned) => Err(abandoned()),
+            Ok(Step::Uncertain(e)) => Err(StoreError::from_commit(e)),
             Err(e) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Reads, decides and writes the batch inside `tx`; `None` means: fall back.
+    /// Reads, decides and writes the batch on `tx`. With `locking`, `tx` is a transaction
+    /// the caller commits, and the reads lock what they read; without, `tx` is a plain
+    /// connection, and the write is the commit, guarded by the versions read.
     async fn batch_in<R>(
         &self,
         tx: &mut sqlx::PgConnection,
         items: &[BatchItem<'_>],
         render: &R,
         clearing: &HashMap<Currency, i64>,
-    ) -> Result<Option<Vec<Option<Outcome<AuthorizationResult>>>>, sqlx::Error>
+        locking: bool,
+    ) -> Result<Step, sqlx::Error>
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let keys: Vec<&str> = items.iter().map(|i| i.call.idempotency_key).collect();
         let tx_ids: Vec<&str> = items.iter().map(|i| i.tx.transaction_id).collect();
 
-        // Finished requests under these keys.
-        let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT key, request_hash, response_status, response_body FROM idempotency_keys \
-             WHERE scope = $1 AND key = ANY($2)",
-        )
-        .bind(SCOPE_AUTHORIZATION)
-        .bind(&keys)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let status: i32 = r.try_get(2)?;
-            by_key.insert(
-                r.try_get(0)?,
-                (
-                    r.try_get(1)?,
-                    StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body: r.try_get(3)?,
-                    },
-                ),
-            );
-        }
-        // Transactions already recorded (answered, or first seen through a verdict).
-        let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT transaction_id, response_status, response_body FROM processor_transactions \
-             WHERE kind = $1 AND transaction_id = ANY($2) FOR UPDATE",
-        )
-        .bind(KIND_AUTHORIZATION)
-        .bind(&tx_ids)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let status: Option<i32> = r.try_get(1)?;
-            let body: Option<Vec<u8>> = r.try_get(2)?;
-            let response = status.zip(body).map(|(s, b)| StoredResponse {
-                status: u16::try_from(s).unwrap_or(500),
-                body: b,
-            });
-            by_tx.insert(r.try_get(0)?, response);
-        }
-        // Cardholder accounts, locked in id order.
+        // Everything the batch reads, in one round trip: finished requests under these keys;
+        // the transactions already recorded (locked); the cardholder accounts (locked in id
+        // order); the cards; and enough movement and posting ids for the worst case, taken
+        // after the locks so the postings of one account are numbered in the order of their
+        // balance-after chain. The branches of a UNION ALL run one after the other.
         let (mut users, mut codes) = (Vec::new(), Vec::new());
         for i in items {
             if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
@@ -195,33 +288,87 @@ impl Store {
                 codes.push(c.code().to_owned());
             }
         }
+        let card_ids: Vec<&str> = items
+            .iter()
+            .filter(|i| matches!(i.card, CardLookup::InTransaction))
+            .filter_map(|i| i.tx.card_id)
+            .collect();
+        let moving = items
+            .iter()
+            .filter(|i| matches!(i.kind, Some(RequestKind::Debit | RequestKind::Credit)))
+            .count() as i64;
+        let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
+        let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
         let mut accounts: HashMap<(String, Currency), LockedAccount> = HashMap::new();
         let mut touched: Vec<(String, Currency)> = Vec::new();
-        for r in sqlx::query(
-            "SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-             per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
-             blocked_mccs, created_at_ms, updated_at_ms FROM accounts WHERE kind = 'USER' AND \
-             (user_id, currency) IN (SELECT * FROM UNNEST($1::text[], $2::text[])) ORDER BY id FOR UPDATE",
-        )
-        .bind(&users)
-        .bind(&codes)
-        .fetch_all(&mut *tx)
-        .await?
-        {
-            let user: String = r.try_get("user_id")?;
-            let a = locked_account_from_row!(r);
-            accounts.insert((user, a.currency), a);
-        }
-        let card_ids: Vec<&str> = items.iter().filter_map(|i| i.tx.card_id).collect();
         let mut cards: HashMap<String, (String, String, String)> = HashMap::new();
-        for r in sqlx::query(
-            "SELECT card_id, user_id, status, blocked_mccs FROM cards WHERE card_id = ANY($1)",
-        )
-        .bind(&card_ids)
-        .fetch_all(&mut *tx)
-        .await?
+        let (mut movement_ids, mut posting_ids) = (Vec::new(), Vec::new());
+        let read = if locking {
+            READ_BATCH_LOCKING.as_str()
+        } else {
+            READ_BATCH
+        };
+        let mut read_state: HashMap<i64, (i64, i64)> = HashMap::new();
+        for r in sqlx::query(read)
+            .bind(SCOPE_AUTHORIZATION)
+            .bind(&keys)
+            .bind(KIND_AUTHORIZATION)
+            .bind(&tx_ids)
+            .bind(&users)
+            .bind(&codes)
+            .bind(&card_ids)
+            .bind(moving)
+            .fetch_all(&mut *tx)
+            .await?
         {
-            cards.insert(r.try_get(0)?, (r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+            let tag: i32 = r.try_get("tag")?;
+            match tag {
+                1 => {
+                    let status: Option<i32> = r.try_get("st")?;
+                    let body: Option<Vec<u8>> = r.try_get("body")?;
+                    let hash: Option<Vec<u8>> = r.try_get("h")?;
+                    by_key.insert(
+                        r.try_get("k")?,
+                        (
+                            hash.unwrap_or_default(),
+                            StoredResponse {
+                                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
+                                body: body.unwrap_or_default(),
+                            },
+                        ),
+                    );
+                }
+                2 => {
+                    let status: Option<i32> = r.try_get("st")?;
+                    let body: Option<Vec<u8>> = r.try_get("body")?;
+                    let response = status.zip(body).map(|(s, b)| StoredResponse {
+                        status: u16::try_from(s).unwrap_or(500),
+                        body: b,
+                    });
+                    by_tx.insert(r.try_get("k")?, response);
+                }
+                3 => {
+                    let user: String = r.try_get("user_id")?;
+                    let a = locked_account_from_row!(r);
+                    read_state.insert(a.id, (a.version, a.balance));
+                    accounts.insert((user, a.currency), a);
+                }
+                4 => {
+                    let user: Option<String> = r.try_get("user_id")?;
+                    let status: Option<String> = r.try_get("status")?;
+                    let blocked: Option<String> = r.try_get("blocked_mccs")?;
+                    cards.insert(
+                        r.try_get("k")?,
+                        (
+                            user.unwrap_or_default(),
+                            status.unwrap_or_default(),
+                            blocked.unwrap_or_default(),
+                        ),
+                    );
+                }
+                5 => movement_ids.push(r.try_get::<i64, _>("id")?),
+                _ => posting_ids.push(r.try_get::<i64, _>("id")?),
+            }
         }
 
         // Decide in arrival order.
@@ -274,14 +421,15 @@ impl Store {
             let currency = Currency::parse(t.currency).ok();
             let account_key = t.user_id.zip(currency).map(|(u, c)| (u.to_owned(), c));
             let today = day_of(call.now_ms);
-            let card = t
-                .card_id
-                .and_then(|id| cards.get(id))
-                .map(|(owner, status, blocked)| CardState {
+            let card = match (t.card_id, item.card.known(t.user_id)) {
+                (None, _) => None,
+                (Some(_), Some(known)) => known,
+                (Some(id), None) => cards.get(id).map(|(owner, status, blocked)| CardState {
                     status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
                     belongs_to_user: t.user_id == Some(owner.as_str()),
                     blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
-                });
+                }),
+            };
             let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
             let input = AuthorizationInput {
                 kind: item.kind,
@@ -306,7 +454,7 @@ impl Store {
                 && *amount != 0
             {
                 let Some(&clr) = clearing.get(&cur) else {
-                    return Ok(None);
+                    return Ok(Step::Fallback);
                 };
                 let m = movements.len();
                 movements.push((t.transaction_id, cur));
@@ -359,116 +507,85 @@ impl Store {
             .map(|i| i.call.now_ms)
             .max()
             .unwrap_or_else(crate::now_ms);
-        // Ids are taken up front so postings of one account are numbered in the order of
-        // their balance-after chain.
-        let ids = |seq: &'static str, n: usize| {
-            sqlx::query_scalar::<_, i64>(
-                "SELECT nextval(pg_get_serial_sequence($1, 'id')) FROM generate_series(1, $2)",
-            )
-            .bind(seq)
-            .bind(n as i64)
+        movement_ids.sort_unstable();
+        posting_ids.sort_unstable();
+        if movement_ids.len() < movements.len() || posting_ids.len() < postings.len() {
+            // Cannot happen (ids are reserved for every moving request); run alone instead.
+            return Ok(Step::Fallback);
+        }
+        for (idx, m) in result_movement.iter().enumerate() {
+            if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) = (m, results.get_mut(idx))
+            {
+                result.movement_id = Some(movement_ids[*m]);
+            }
+        }
+        let finals: Vec<&LockedAccount> = touched.iter().filter_map(|k| accounts.get(k)).collect();
+        let movement_of = |idx: usize| match &results[idx] {
+            Some(Outcome::Fresh { result, .. }) => result.movement_id,
+            _ => None,
         };
-        if !movements.is_empty() {
-            let mut movement_ids = ids("movements", movements.len())
-                .fetch_all(&mut *tx)
-                .await?;
-            movement_ids.sort_unstable();
-            let mut posting_ids = ids("postings", postings.len()).fetch_all(&mut *tx).await?;
-            posting_ids.sort_unstable();
-            sqlx::query(
-                "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
-                 SELECT id, 'AUTHORIZATION', cur, 'AUTHORIZATION', tid, NULL, $4 \
-                 FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, cur, tid)",
-            )
-            .bind(&movement_ids)
+        let amount_of = |idx: usize| {
+            let item = &items[idx];
+            match &results[idx] {
+                Some(Outcome::Fresh { result, .. }) => match &result.decision {
+                    Decision::Approved { amount, .. } => Some(*amount),
+                    Decision::Balance { .. } => Some(0),
+                    Decision::Declined(_) => Currency::parse(item.tx.currency)
+                        .ok()
+                        .zip(item.tx.amount)
+                        .and_then(|(c, a)| to_minor(a, c).ok())
+                        .map(|m| {
+                            if item.kind == Some(RequestKind::Debit) {
+                                -m
+                            } else {
+                                m
+                            }
+                        }),
+                },
+                _ => None,
+            }
+        };
+        let status_of_idx = |idx: usize| match &results[idx] {
+            Some(Outcome::Fresh { result, .. }) => status_of(&result.decision),
+            _ => ("REJECTED", "OTHER"),
+        };
+        let r = |f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
+            records
+                .iter()
+                .map(|(i, _)| f(&items[*i]))
+                .collect::<Vec<_>>()
+        };
+        if !locking {
+            // This statement is the commit.
+            if deadline_passed(items) {
+                return Ok(Step::Late);
+            }
+            if !start_commit(items) {
+                return Ok(Step::Abandoned);
+            }
+        }
+        // Everything the batch writes, in one round trip.
+        let written = sqlx::query(WRITE_BATCH)
+            .bind(&movement_ids[..movements.len()])
             .bind(movements.iter().map(|(_, c)| c.code()).collect::<Vec<_>>())
             .bind(movements.iter().map(|(t, _)| *t).collect::<Vec<_>>())
             .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query(
-                "INSERT INTO postings (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
-                 SELECT id, mid, aid, amt, bal, ver, $7 \
-                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[], $6::int8[]) AS u(id, mid, aid, amt, bal, ver)",
+            .bind(&posting_ids[..postings.len()])
+            .bind(
+                postings
+                    .iter()
+                    .map(|p| movement_ids[p.movement])
+                    .collect::<Vec<_>>(),
             )
-            .bind(&posting_ids)
-            .bind(postings.iter().map(|p| movement_ids[p.movement]).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.account_id).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.amount).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.balance_after).collect::<Vec<_>>())
             .bind(postings.iter().map(|p| p.version).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let finals: Vec<&LockedAccount> =
-                touched.iter().filter_map(|k| accounts.get(k)).collect();
-            sqlx::query(
-                "UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
-                 daily_spent_minor = u.s, updated_at_ms = $6 \
-                 FROM UNNEST($1::int8[], $2::int8[], $3::int8[], $4::int8[], $5::int8[]) AS u(id, b, v, d, s) \
-                 WHERE a.id = u.id",
-            )
             .bind(finals.iter().map(|a| a.id).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.balance).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.version).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.daily_spent_day).collect::<Vec<_>>())
             .bind(finals.iter().map(|a| a.daily_spent).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            for (idx, m) in result_movement.iter().enumerate() {
-                if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) =
-                    (m, results.get_mut(idx))
-                {
-                    result.movement_id = Some(movement_ids[*m]);
-                }
-            }
-        }
-        if !records.is_empty() {
-            let movement_of = |idx: usize| match &results[idx] {
-                Some(Outcome::Fresh { result, .. }) => result.movement_id,
-                _ => None,
-            };
-            let amount_of = |idx: usize| {
-                let item = &items[idx];
-                match &results[idx] {
-                    Some(Outcome::Fresh { result, .. }) => match &result.decision {
-                        Decision::Approved { amount, .. } => Some(*amount),
-                        Decision::Balance { .. } => Some(0),
-                        Decision::Declined(_) => Currency::parse(item.tx.currency)
-                            .ok()
-                            .zip(item.tx.amount)
-                            .and_then(|(c, a)| to_minor(a, c).ok())
-                            .map(|m| {
-                                if item.kind == Some(RequestKind::Debit) {
-                                    -m
-                                } else {
-                                    m
-                                }
-                            }),
-                    },
-                    _ => None,
-                }
-            };
-            let status_of_idx = |idx: usize| match &results[idx] {
-                Some(Outcome::Fresh { result, .. }) => status_of(&result.decision),
-                _ => ("REJECTED", "OTHER"),
-            };
-            let r = |f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
-                records
-                    .iter()
-                    .map(|(i, _)| f(&items[*i]))
-                    .collect::<Vec<_>>()
-            };
-            sqlx::query(
-                "INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
-                 card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
-                 idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms) \
-                 SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $18, $18 \
-                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-                 $9::int8[], $10::text[], $11::text[], $12::text[], $13::text[], $14::int8[], $15::bytea[], $16::int4[], $17::bytea[]) \
-                 AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp)",
-            )
             .bind(r(&|i| Some(i.tx.transaction_id.to_owned())))
             .bind(r(&|i| Some(i.call.endpoint.to_owned())))
             .bind(r(&|i| direction_str(i.kind).map(str::to_owned)))
@@ -477,35 +594,148 @@ impl Store {
             .bind(r(&|i| i.tx.card_id.map(str::to_owned)))
             .bind(r(&|i| Some(i.tx.currency.to_owned())))
             .bind(r(&|i| Some(i.tx.amount_text.to_owned())))
-            .bind(records.iter().map(|(i, _)| amount_of(*i)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| status_of_idx(*i).0).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| status_of_idx(*i).1).collect::<Vec<_>>())
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| amount_of(*i))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| status_of_idx(*i).0)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| status_of_idx(*i).1)
+                    .collect::<Vec<_>>(),
+            )
             .bind(r(&|i| i.tx.original_transaction_id.map(str::to_owned)))
             .bind(r(&|i| Some(i.call.idempotency_key.to_owned())))
-            .bind(records.iter().map(|(i, _)| movement_of(*i)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(i, _)| items[*i].call.raw_body.to_vec()).collect::<Vec<_>>())
-            .bind(records.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(records.iter().map(|(_, resp)| resp.body.clone()).collect::<Vec<_>>())
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        if !new_keys.is_empty() {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
-                 SELECT $1, k, h, ep, rs, body, $7 FROM UNNEST($2::text[], $3::bytea[], $4::text[], $5::int4[], $6::bytea[]) \
-                 AS u(k, h, ep, rs, body)",
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| movement_of(*i))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(i, _)| items[*i].call.raw_body)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(_, resp)| i32::from(resp.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                records
+                    .iter()
+                    .map(|(_, resp)| resp.body.as_slice())
+                    .collect::<Vec<_>>(),
             )
             .bind(SCOPE_AUTHORIZATION)
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.idempotency_key).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.request_hash.to_vec()).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(i, _)| items[*i].call.endpoint).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(_, resp)| i32::from(resp.status)).collect::<Vec<_>>())
-            .bind(new_keys.iter().map(|(_, resp)| resp.body.clone()).collect::<Vec<_>>())
-            .bind(now)
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.idempotency_key)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.request_hash.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(i, _)| items[*i].call.endpoint)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(_, resp)| i32::from(resp.status))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                new_keys
+                    .iter()
+                    .map(|(_, resp)| resp.body.as_slice())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                finals
+                    .iter()
+                    .map(|a| read_state.get(&a.id).map(|s| s.0))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                finals
+                    .iter()
+                    .map(|a| read_state.get(&a.id).map(|s| s.1))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(finals.len() as i64)
             .execute(&mut *tx)
-            .await?;
+            .await;
+        match written {
+            Ok(_) => {}
+            // Without locks this statement was the commit: a refusal by the database (a
+            // lost race, a unique key) is a definite rollback; a lost connection is not.
+            Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => {
+                return Ok(Step::Uncertain(e));
+            }
+            Err(e) => return Err(e),
         }
-        Ok(Some(results))
+        Ok(Step::Done(results))
     }
+}
+
+/// How one pass over a batch ended.
+enum Step {
+    /// Per item: the outcome, or `None` to run it alone afterwards.
+    Done(Vec<Option<Outcome<AuthorizationResult>>>),
+    /// Run every item alone.
+    Fallback,
+    /// The deadline passed before the commit: nothing was written.
+    Late,
+    /// A requester gave up at its deadline before the commit: nothing was written.
+    Abandoned,
+    /// The connection failed while the commit was under way: its outcome is unknown.
+    Uncertain(sqlx::Error),
+}
+
+fn abandoned() -> StoreError {
+    StoreError::Timeout("an authorization of the batch was abandoned at its deadline".into())
+}
+
+fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
+    items
+        .iter()
+        .filter_map(|i| i.call.commit_by)
+        .min()
+        .is_some_and(|d| Instant::now() >= d)
+}
+
+/// Takes every item's commit gate before the commit: from then on only the commit's outcome
+/// tells whether money moved. False when a requester already gave up at its deadline (it was
+/// answered "nothing booked"): the batch must not commit (those already claimed wait for
+/// this failure and answer the same).
+fn start_commit(items: &[BatchItem<'_>]) -> bool {
+    let mut all = true;
+    for gate in items.iter().filter_map(|i| i.call.commit_started) {
+        all &= gate.start_commit();
+    }
+    all
+}
+
+/// The write's guard (`ledger_expect_rows`) found an account changed since the read.
+fn is_lost_race(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
 }

@@ -20,12 +20,14 @@ pub mod batch;
 mod migrate;
 pub mod processor;
 pub mod recon;
+pub mod rules;
 
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use processor::*;
 pub use recon::*;
+pub use rules::{CardLookup, CardRecord};
 
 use ledger::{Currency, SystemAccount};
 
@@ -81,6 +83,22 @@ pub enum StoreError {
     /// A bad setting or a value the schema cannot hold.
     #[error("{0}")]
     Invalid(String),
+    /// COMMIT was sent and the connection failed before its reply (the server shut down,
+    /// the connection was cut): the transaction may or may not be committed. Nobody can
+    /// tell until the database is reachable again.
+    #[error("commit outcome unknown: {0}")]
+    Uncertain(String),
+}
+
+impl StoreError {
+    /// The error of a failed COMMIT: the database refusing the transaction is a definite
+    /// rollback; losing the connection while waiting for the reply is [`StoreError::Uncertain`].
+    pub(crate) fn from_commit(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Database(_) | sqlx::Error::PoolTimedOut => e.into(),
+            other => StoreError::Uncertain(other.to_string()),
+        }
+    }
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -153,10 +171,9 @@ pub(crate) enum Tx {
 impl Tx {
     pub(crate) async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Tx::Pg(t) => t.commit().await?,
-            Tx::Lite(t) => t.commit().await?,
+            Tx::Pg(t) => t.commit().await.map_err(StoreError::from_commit),
+            Tx::Lite(t) => t.commit().await.map_err(StoreError::from_commit),
         }
-        Ok(())
     }
 }
 
@@ -392,6 +409,21 @@ mod tests {
         );
         assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact_url("sqlite:data/a.db"), "sqlite:data/a.db");
+    }
+
+    #[test]
+    fn the_first_of_commit_and_deadline_wins() {
+        // The commit first: the deadline must wait for its outcome.
+        let g = CommitGate::new();
+        assert!(g.start_commit());
+        assert!(!g.abandon(), "a started commit cannot be abandoned");
+        assert!(g.committing());
+        assert!(g.start_commit(), "a batch may claim it again");
+        // The deadline first: the commit must not happen.
+        let g = CommitGate::new();
+        assert!(g.abandon());
+        assert!(!g.start_commit(), "an abandoned request is never committed");
+        assert!(g.abandon() && !g.committing());
     }
 
     #[test]

@@ -24,6 +24,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0002_reconciliation.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0002_reconciliation.sql"),
     },
+    Migration {
+        version: 3,
+        name: "0003_grouped_commits",
+        postgres: include_str!("../../../migrations/postgres/0003_grouped_commits.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0003_grouped_commits.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -6,17 +6,18 @@
 //! decision needs, decide, write, commit. Two duplicates racing past the first read meet
 //! at the unique keys of the records they insert; the loser rolls back and replays.
 
+use crate::rules::{CardLookup, CardRecord};
 use crate::{
     Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
 };
 use ledger::money::AmountError;
 use ledger::{
-    AccountState, AuthorizationInput, CardState, CardStatus, Currency, Decision, Decline, Leg,
-    MccSet, PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
+    AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
+    PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
 };
 use rust_decimal::Decimal;
 use sqlx::Row;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
 pub(crate) const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
@@ -39,9 +40,60 @@ pub struct ProcessorCall<'a> {
     /// Roll back instead of committing once this instant has passed: an answer that
     /// can no longer arrive in time must not leave money moved.
     pub commit_by: Option<Instant>,
-    /// Set just before COMMIT is sent: from then on the outcome is only known when the
-    /// commit returns, so the caller must wait for it rather than answer a timeout.
-    pub commit_started: Option<&'a AtomicBool>,
+    /// Taken just before COMMIT is sent: from then on the outcome is only known when the
+    /// commit returns, so the caller must wait for it rather than answer a timeout. A caller
+    /// that gave up first (its deadline) makes the store roll back instead.
+    pub commit_started: Option<&'a CommitGate>,
+}
+
+/// Decides once, between a request's COMMIT and its deadline, which came first. The store
+/// calls [`CommitGate::start_commit`] just before COMMIT; the requester calls
+/// [`CommitGate::abandon`] at its deadline. Whoever is first wins and the other sees it, so
+/// a request answered "nothing booked" can never be committed a moment later, however the
+/// threads involved are scheduled.
+#[derive(Debug, Default)]
+pub struct CommitGate(AtomicU8);
+
+impl CommitGate {
+    const OPEN: u8 = 0;
+    const COMMITTING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    pub fn new() -> CommitGate {
+        CommitGate::default()
+    }
+
+    /// The store, before COMMIT: whether it may commit (false: the requester gave up).
+    pub fn start_commit(&self) -> bool {
+        match self.0.compare_exchange(
+            Self::OPEN,
+            Self::COMMITTING,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::COMMITTING,
+        }
+    }
+
+    /// The requester, at its deadline: true if it may answer without the outcome (nothing
+    /// will be committed); false if a commit is under way and its outcome must be awaited.
+    pub fn abandon(&self) -> bool {
+        match self.0.compare_exchange(
+            Self::OPEN,
+            Self::ABANDONED,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        ) {
+            Ok(_) => true,
+            Err(state) => state == Self::ABANDONED,
+        }
+    }
+
+    /// Whether a commit was started.
+    pub fn committing(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::COMMITTING
+    }
 }
 
 /// The card transaction a request describes.
@@ -303,11 +355,8 @@ async fn load_card(
             .fetch_optional(c)
             .await?
     });
-    Ok(row.map(|(owner, status, blocked)| CardState {
-        // An unreadable status is treated as not active: refuse rather than guess.
-        status: CardStatus::parse(&status).unwrap_or(CardStatus::Blocked),
-        belongs_to_user: user_id == Some(owner.as_str()),
-        blocked_mccs: MccSet::from_stored(&blocked).unwrap_or_default(),
+    Ok(row.map(|(owner, status, blocked)| {
+        CardRecord::from_stored(owner, &status, &blocked).state_for(user_id)
     }))
 }
 
@@ -625,6 +674,24 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
+        self.authorize_with(call, t, kind, CardLookup::InTransaction, render)
+            .await
+    }
+
+    /// [`Store::authorize`] with the card's rules known beforehand (from a cache): the
+    /// card is then not read in the transaction. The account, its balance and its rules
+    /// are still read under the row lock.
+    pub async fn authorize_with<R>(
+        &self,
+        call: &ProcessorCall<'_>,
+        t: &CardTransaction<'_>,
+        kind: Option<RequestKind>,
+        card: CardLookup<'_>,
+        render: R,
+    ) -> Result<Outcome<AuthorizationResult>, StoreError>
+    where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
         let currency = Currency::parse(t.currency).ok();
         let clearing = match currency {
             Some(c) => Some(
@@ -633,14 +700,16 @@ impl Store {
             ),
             None => None,
         };
-        retry_races(|| self.try_authorize(call, t, kind, currency, clearing, &render)).await
+        retry_races(|| self.try_authorize(call, t, kind, card, currency, clearing, &render)).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn try_authorize<R>(
         &self,
         call: &ProcessorCall<'_>,
         t: &CardTransaction<'_>,
         kind: Option<RequestKind>,
+        card_lookup: CardLookup<'_>,
         currency: Option<Currency>,
         clearing: Option<i64>,
         render: &R,
@@ -723,9 +792,10 @@ impl Store {
             (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
             _ => None,
         };
-        let card = match t.card_id {
-            Some(id) => load_card(&mut tx, id, t.user_id).await?,
-            None => None,
+        let card = match (t.card_id, card_lookup.known(t.user_id)) {
+            (None, _) => None,
+            (Some(_), Some(known)) => known,
+            (Some(id), None) => load_card(&mut tx, id, t.user_id).await?,
         };
         let today = day_of(call.now_ms);
         let input = AuthorizationInput {
@@ -832,8 +902,12 @@ impl Store {
                 "authorization deadline passed".into(),
             )));
         }
-        if let Some(flag) = call.commit_started {
-            flag.store(true, Ordering::SeqCst);
+        if let Some(gate) = call.commit_started
+            && !gate.start_commit()
+        {
+            return Err(Step::Fail(StoreError::Timeout(
+                "authorization abandoned at its deadline".into(),
+            )));
         }
         tx.commit().await?;
         Ok(Outcome::Fresh { response, result })

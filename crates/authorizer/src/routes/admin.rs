@@ -89,10 +89,16 @@ fn bearer(req: &HttpRequest) -> &str {
         .unwrap_or("")
 }
 
-/// Bearer token check: constant time over fixed-length digests; only the digest of the
-/// configured token is held (see [`crate::security::TokenDigest`]).
+/// Whether the request carries the admin bearer token: constant time over fixed-length
+/// digests; only the digest of the configured token is held (see
+/// [`crate::security::TokenDigest`]).
+pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
+    state.admin_token.matches(bearer(req))
+}
+
+/// Bearer token check.
 fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
-    if !state.admin_token.matches(bearer(req)) {
+    if !token_matches(req, state) {
         return Err(AdminError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
@@ -516,7 +522,10 @@ pub async fn put_card(
                 store::now_ms(),
             )
             .await?;
-        // Rule changes are in force for the next authorization: nothing is cached.
+        // In force here for the next authorization, and on every instance of the fleet
+        // once the message arrives (each cached entry also expires on its own).
+        state.rules.invalidate(&card_id, "local");
+        state.fleet.publish_card_change(&card_id).await;
         let v = Card {
             card_id: card.card_id,
             user_id: card.user_id,
@@ -657,6 +666,7 @@ pub async fn healthz() -> HttpResponse {
         &Health {
             status: "ok".into(),
             store: None,
+            redis: None,
         },
     )
 }
@@ -668,6 +678,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             &Health {
                 status: "draining".into(),
                 store: None,
+                redis: None,
             },
         );
     }
@@ -677,6 +688,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
             &Health {
                 status: "ready".into(),
                 store: Some(state.store.describe().to_owned()),
+                // Redis down is degraded, not unready: Postgres serves every request.
+                redis: Some(
+                    match (state.fleet.is_configured(), state.fleet.healthy()) {
+                        (false, _) => "not configured",
+                        (true, true) => "ok",
+                        (true, false) => "degraded",
+                    }
+                    .into(),
+                ),
             },
         ),
         Err(e) => {
@@ -686,6 +706,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                 &Health {
                     status: "database unreachable".into(),
                     store: None,
+                    redis: None,
                 },
             )
         }
@@ -1013,6 +1034,10 @@ pub struct Health {
     /// Which store is in use (when ready).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
+    /// Redis (when ready): `ok`, `degraded` (every request falls back to Postgres) or
+    /// `not configured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
 }
 
 /// One reconciliation run.

@@ -3,8 +3,10 @@
 
 use crate::app::AppState;
 use crate::config::EndpointCheck;
+use crate::fleet::{FleetClaim, Ticket};
 use crate::inflight::{self, Claim, Finished, Waited};
 use crate::routes::{error_body, read_body};
+use crate::rules::CachedCard;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::{Decision, DeclineClass, RequestKind, format_minor};
@@ -16,11 +18,11 @@ use protocol::wire::{
 use protocol::{ApiSecret, Notification};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
-    Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate,
+    NotificationCall, NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse,
+    Verdict,
 };
 
 /// Which of the six routes a request came in on.
@@ -254,6 +256,15 @@ pub(crate) fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
     }
 }
 
+/// Where the store takes a card's rules from: what the cache said, or its own read.
+pub(crate) fn card_lookup(cached: Option<&CachedCard>) -> CardLookup<'_> {
+    match cached {
+        None => CardLookup::InTransaction,
+        Some(None) => CardLookup::Absent,
+        Some(Some(r)) => CardLookup::Known(r),
+    }
+}
+
 fn request_kind(d: Direction) -> RequestKind {
     match d {
         Direction::Debit => RequestKind::Debit,
@@ -261,34 +272,64 @@ fn request_kind(d: Direction) -> RequestKind {
     }
 }
 
-/// What the in-flight registry said about this key.
+/// What the in-flight registries said about this key: this process's first, then the
+/// fleet's in Redis. The database decides in the end either way.
 enum Gate {
-    Proceed(Option<inflight::Guard>),
+    Proceed(Claims),
     Answered(Answer),
+}
+
+/// What the request that processes a key holds: the in-process guard (waiting
+/// duplicates here get its answer) and the fleet-wide marker, when Redis has one.
+#[derive(Default)]
+struct Claims {
+    local: Option<inflight::Guard>,
+    fleet: Option<Ticket>,
+}
+
+fn too_early(state: &AppState, route: Route) -> Answer {
+    state.metrics.inc(
+        "authorizer_in_flight_rejections_total",
+        &[("route", route.path())],
+    );
+    Answer::error(
+        StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
+        "in_flight",
+        "The same request is still being processed; retry shortly",
+        "TOO_EARLY",
+    )
 }
 
 async fn gate(state: &AppState, route: Route, key: &str, hash: &[u8; 32]) -> Gate {
     let full = format!("{}{key}", route.in_flight_prefix());
     match state.inflight.claim(&full) {
-        Claim::Owner(g) => Gate::Proceed(Some(g)),
+        Claim::Owner(g) => match state.fleet.claim(&full).await {
+            FleetClaim::Owner(t) => Gate::Proceed(Claims {
+                local: Some(g),
+                fleet: Some(t),
+            }),
+            // Redis not configured or not answering: the database alone keeps it once.
+            FleetClaim::Unavailable => Gate::Proceed(Claims {
+                local: Some(g),
+                fleet: None,
+            }),
+            FleetClaim::Answer(f) => {
+                // Committed earlier, maybe on another instance: share it here too.
+                g.finish(f.clone());
+                Gate::Answered(replay_or_conflict(state, route, f, hash))
+            }
+            FleetClaim::Busy => {
+                drop(g);
+                Gate::Answered(too_early(state, route))
+            }
+        },
         Claim::Finished(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
         Claim::Duplicate(slot) => {
             let bound = Duration::from_millis(state.settings.processor.in_flight_wait_ms_max);
             match inflight::wait(slot, bound).await {
                 Waited::Answer(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
-                Waited::Abandoned => Gate::Proceed(None),
-                Waited::TimedOut => {
-                    state.metrics.inc(
-                        "authorizer_in_flight_rejections_total",
-                        &[("route", route.path())],
-                    );
-                    Gate::Answered(Answer::error(
-                        StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
-                        "in_flight",
-                        "The same request is still being processed; retry shortly",
-                        "TOO_EARLY",
-                    ))
-                }
+                Waited::Abandoned => Gate::Proceed(Claims::default()),
+                Waited::TimedOut => Gate::Answered(too_early(state, route)),
             }
         }
     }
@@ -321,11 +362,12 @@ fn conflict(state: &AppState) -> Answer {
     )
 }
 
-/// Turns a store outcome into an answer, sharing it with waiting duplicates.
-fn settle<T>(
+/// Turns a store outcome into an answer, sharing it with waiting duplicates here and,
+/// through Redis, with the fleet. Only answers committed in the database get here.
+async fn settle<T>(
     state: &AppState,
     route: Route,
-    guard: Option<inflight::Guard>,
+    claims: Claims,
     hash: [u8; 32],
     outcome: Outcome<T>,
     label: impl FnOnce(&T) -> &'static str,
@@ -341,12 +383,16 @@ fn settle<T>(
         Outcome::KeyConflict => return conflict(state),
     };
     let body = Arc::new(response.body);
-    if let Some(g) = guard {
-        g.finish(Finished {
-            request_hash: hash,
-            status: response.status,
-            body: body.clone(),
-        });
+    let finished = Finished {
+        request_hash: hash,
+        status: response.status,
+        body: body.clone(),
+    };
+    if let Some(t) = claims.fleet {
+        t.finish(&finished).await;
+    }
+    if let Some(g) = claims.local {
+        g.finish(finished);
     }
     Answer {
         status: StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
@@ -434,8 +480,8 @@ async fn authorization(
             .map(request_kind)
     };
     let hash = request_hash(body);
-    let guard = match gate(state, route, key, &hash).await {
-        Gate::Proceed(g) => g,
+    let claims = match gate(state, route, key, &hash).await {
+        Gate::Proceed(c) => c,
         Gate::Answered(a) => return a,
     };
     let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
@@ -444,7 +490,14 @@ async fn authorization(
     let commit_by = started + deadline.saturating_sub(commit_margin);
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
-    let committing = Arc::new(AtomicBool::new(false));
+    // Card rules from this instance's cache; the account and its balance are read under
+    // the row lock in the transaction.
+    let card = match parsed.card.as_ref().map(|c| c.id.as_str()) {
+        Some(id) => state.rules.card(&state.store, id).await,
+        None => None,
+    };
+    // Whichever comes first, the commit or the deadline, decides: see store::CommitGate.
+    let committing = Arc::new(CommitGate::new());
     let now_ms = store::now_ms();
     let result = match &state.batcher {
         Some(batcher) => {
@@ -458,19 +511,27 @@ async fn authorization(
                 now_ms,
                 commit_by,
                 kind,
+                card,
                 committing: committing.clone(),
-                reply,
+                reply: Some(reply),
             };
-            match batcher.submit(job).await {
-                Err(_) => Err(StoreError::Timeout("batching stopped".into())),
-                Ok(()) => tokio::select! {
+            // A full queue (the database stalled for seconds) must not hold the answer past
+            // the deadline either: a job not queued in time is dropped, never committed.
+            let queued =
+                tokio::time::timeout_at((started + deadline).into(), batcher.submit(job)).await;
+            match queued {
+                Err(_) => Err(StoreError::Timeout(
+                    "commit queue full until the deadline".into(),
+                )),
+                Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
+                Ok(Ok(())) => tokio::select! {
                     r = &mut answer => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
                     _ = tokio::time::sleep_until((started + deadline).into()) => {
-                        if committing.load(Ordering::SeqCst) {
+                        if committing.abandon() {
+                            Err(StoreError::Timeout("authorization deadline reached".into()))
+                        } else {
                             // The commit is under way: only its result tells whether money moved.
                             answer.await.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
-                        } else {
-                            Err(StoreError::Timeout("authorization deadline reached".into()))
                         }
                     }
                 },
@@ -487,16 +548,22 @@ async fn authorization(
                 commit_started: Some(&committing),
             };
             let t = card_transaction(&parsed);
-            let work = state.store.authorize(&call, &t, kind, render_authorization);
+            let work = state.store.authorize_with(
+                &call,
+                &t,
+                kind,
+                card_lookup(card.as_ref()),
+                render_authorization,
+            );
             tokio::pin!(work);
             tokio::select! {
                 r = &mut work => r,
                 _ = tokio::time::sleep_until((started + deadline).into()) => {
-                    if committing.load(Ordering::SeqCst) {
+                    if committing.abandon() {
+                        Err(StoreError::Timeout("authorization deadline reached".into()))
+                    } else {
                         // The commit is under way: only its result tells whether money moved.
                         work.await
-                    } else {
-                        Err(StoreError::Timeout("authorization deadline reached".into()))
                     }
                 }
             }
@@ -504,7 +571,7 @@ async fn authorization(
     };
     match result {
         Ok(outcome) => {
-            let answer = settle(state, route, guard, hash, outcome, decision_label);
+            let answer = settle(state, route, claims, hash, outcome, decision_label).await;
             tracing::info!(
                 route = route.path(),
                 transaction_id = %transaction_id,
@@ -520,13 +587,25 @@ async fn authorization(
                 "authorizer_store_failures_total",
                 &[("route", route.path()), ("kind", store_error_kind(&e))],
             );
-            tracing::error!(
-                route = route.path(),
-                transaction_id = %transaction_id,
-                idempotency_key = key,
-                error = %e,
-                "authorization answered SYSTEM_ERROR, nothing booked"
-            );
+            if matches!(e, StoreError::Uncertain(_)) {
+                // The approval may be booked: the processor's advice for this declined
+                // authorization reverses it (and reconciliation reports it if none comes).
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, commit outcome unknown: it may be booked until the processor's advice reverses it"
+                );
+            } else {
+                tracing::error!(
+                    route = route.path(),
+                    transaction_id = %transaction_id,
+                    idempotency_key = key,
+                    error = %e,
+                    "authorization answered SYSTEM_ERROR, nothing booked"
+                );
+            }
             system_error()
         }
     }
@@ -537,6 +616,7 @@ fn store_error_kind(e: &StoreError) -> &'static str {
         StoreError::Unavailable(_) => "unavailable",
         StoreError::Timeout(_) => "timeout",
         StoreError::Invalid(_) => "invalid",
+        StoreError::Uncertain(_) => "uncertain",
     }
 }
 
@@ -592,8 +672,8 @@ async fn adjustment(
         Err(a) => return a,
     };
     let hash = request_hash(body);
-    let guard = match gate(state, route, key, &hash).await {
-        Gate::Proceed(g) => g,
+    let claims = match gate(state, route, key, &hash).await {
+        Gate::Proceed(c) => c,
         Gate::Answered(a) => return a,
     };
     let call = ProcessorCall {
@@ -634,7 +714,7 @@ async fn adjustment(
                     "adjustment booked"
                 );
             }
-            settle(state, route, guard, hash, outcome, |_| "APPROVED")
+            settle(state, route, claims, hash, outcome, |_| "APPROVED").await
         }
         Err(e) => unavailable(state, route, &e),
     }
@@ -704,8 +784,8 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         }
     };
     let hash = request_hash(body);
-    let guard = match gate(state, route, key, &hash).await {
-        Gate::Proceed(g) => g,
+    let claims = match gate(state, route, key, &hash).await {
+        Gate::Proceed(c) => c,
         Gate::Answered(a) => return a,
     };
     let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
@@ -776,7 +856,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                     state.metrics.inc("authorizer_negative_balances_total", &[]);
                 }
             }
-            settle(state, route, guard, hash, outcome, |r| r.effect.as_str())
+            settle(state, route, claims, hash, outcome, |r| r.effect.as_str()).await
         }
         Err(e) => unavailable(state, route, &e),
     }

@@ -1,0 +1,487 @@
+//! Chaos run: the real `authorizer` binary on a private Postgres cluster, under steady
+//! signed traffic, while faults are injected one after another:
+//!
+//! 1. **crash**: SIGKILL at random moments, restart, continue;
+//! 2. **db-outage**: the database stopped (fast, then immediate) and started again;
+//!    **db-freeze**: every server process stopped with SIGSTOP past the client's patience;
+//! 3. **slow-db**: another session holds row locks past the 800 ms deadline, with the default
+//!    lock timeout and with lock and statement timeouts just under the deadline;
+//! 4. **duplicate-storm**: every request sent 2 to 5 times, at once and later, some under a
+//!    new key, then replayed again after a crash wiped the in-memory answers;
+//! 5. **clock-skew**: signatures outside and inside the accepted window;
+//! 6. **malformed-input**: bad signatures and bodies.
+//!
+//! Then, acting as the processor, it resends what was not stored and sends a REJECTED advice
+//! for every authorization whose answer was lost, and checks: nothing the client saw is
+//! missing from the ledger, nothing is booked twice, no SYSTEM_ERROR or refused request is
+//! booked, every balance is exactly the funding plus the answers, and `authorizer audit` is
+//! clean. A JSON summary is printed and written; the exit code is 1 on any violation.
+//!
+//! `scripts/chaos` starts the private cluster and runs this; see its header.
+
+pub mod control;
+pub mod engine;
+pub mod faults;
+pub mod verify;
+
+use anyhow::Context;
+use control::{Authorizer, Postgres};
+use engine::{Engine, PhaseStats, Traffics};
+use faults::Plan;
+use loadgen::http::Http;
+use loadgen::rng::{AccountSampler, Skew};
+use loadgen::traffic::Traffic;
+use serde::Serialize;
+use std::cell::RefCell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+/// The processor's published demo key pair: this run's authorizer is private and throwaway.
+const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
+const API_SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
+
+/// Fault injection against a real authorizer and a private Postgres.
+#[derive(Debug, clap::Parser)]
+#[command(name = "chaos", version)]
+pub struct Cli {
+    /// The authorizer binary to run.
+    #[arg(long)]
+    pub authorizer: PathBuf,
+    /// Its configuration directory.
+    #[arg(long, default_value = "config")]
+    pub config_dir: PathBuf,
+    /// Postgres URL of the (private, throwaway) database the authorizer uses; a superuser,
+    /// as the lock holder and the checks connect with it too.
+    #[arg(long)]
+    pub database_url: String,
+    /// pg_ctl of the private cluster as a command prefix; the run appends `-w -m fast stop`
+    /// and `-w start`.
+    #[arg(long)]
+    pub pg_ctl: String,
+    /// Directory for the authorizer's data dir, its log and the summary.
+    #[arg(long)]
+    pub work_dir: PathBuf,
+    /// Port of the authorizer.
+    #[arg(long, default_value_t = 18480)]
+    pub port: u16,
+    /// The short variant (CI): fewer cycles, shorter phases.
+    #[arg(long)]
+    pub quick: bool,
+    /// Kill -9 cycles (default 60, quick 5).
+    #[arg(long)]
+    pub crash_cycles: Option<u32>,
+    /// Database stops (default 4, quick 1).
+    #[arg(long)]
+    pub outages: Option<u32>,
+    /// Database freezes, SIGSTOP of every server process (default 2, quick 1).
+    #[arg(long)]
+    pub freezes: Option<u32>,
+    /// The private cluster's data directory (for the server's process ids).
+    #[arg(long)]
+    pub pg_data: PathBuf,
+    /// New requests per second during the faults.
+    #[arg(long)]
+    pub rate: Option<f64>,
+    #[arg(long, default_value_t = 200)]
+    pub accounts: u32,
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// The authorizer's processor.deadline_ms (set on it, and held against every answer).
+    #[arg(long, default_value_t = 800)]
+    pub deadline_ms: u64,
+    /// How far past the deadline an authorization's answer may arrive (the commit already
+    /// started then, and its outcome is awaited).
+    #[arg(long, default_value_t = 200)]
+    pub margin_ms: u64,
+    /// The client gives up on an answer after this long: a hang.
+    #[arg(long, default_value_t = 5000)]
+    pub timeout_ms: u64,
+    /// Where the JSON summary goes (default WORK_DIR/summary.json).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub passed: bool,
+    pub mode: &'static str,
+    pub seed: u64,
+    pub duration_s: f64,
+    /// Logical requests (one idempotency key and body each).
+    pub requests_sent: u64,
+    /// Every HTTP request, duplicates and resends included.
+    pub http_requests: u64,
+    pub crashes_injected: u64,
+    pub db_outages: u64,
+    pub lock_holds: u64,
+    pub duplicates_sent: u64,
+    pub new_key_duplicates: u64,
+    pub too_early_425: u64,
+    pub unavailable_503: u64,
+    pub system_error_answers: u64,
+    pub lost_answers: u64,
+    pub malformed_inputs: u64,
+    pub skewed_refused: u64,
+    /// Stored answers missing from the ledger.
+    pub lost: u64,
+    pub double_booked: u64,
+    /// Slowest authorization answer during the fault phases, ms.
+    pub worst_authorization_ms_during_faults: f64,
+    /// The same as measured by the client, its own stalls included.
+    pub worst_authorization_raw_ms_during_faults: f64,
+    /// How long this client's event loop was stalled in all (a loaded machine).
+    pub client_stalled_ms: f64,
+    /// Slowest adjustment or notification answer during the fault phases, ms.
+    pub worst_other_ms_during_faults: f64,
+    pub deadline_ms: u64,
+    pub checks: verify::Checks,
+    pub malformed: faults::Malformed,
+    pub phases: Vec<PhaseStats>,
+    pub violations: Vec<String>,
+}
+
+/// Parses the command line and runs; 0 passed, 1 a violation, 2 could not run.
+pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
+    use clap::Parser;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { 2 } else { 0 };
+        }
+    };
+    let system = actix_rt::System::new();
+    match system.block_on(run(cli)) {
+        Ok(s) => {
+            if s.passed {
+                0
+            } else {
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("chaos: could not run: {e:#}");
+            2
+        }
+    }
+}
+
+fn traffic(prefix: &str, accounts: u32, mix: &str) -> anyhow::Result<Traffic> {
+    Ok(Traffic {
+        prefix: prefix.to_owned(),
+        currency: "ARS".into(),
+        exponent: 2,
+        sampler: AccountSampler::new(accounts, Skew::Uniform),
+        mix: mix.parse()?,
+    })
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
+    let started = Instant::now();
+    let quick = cli.quick;
+    let plan = Plan {
+        rate: cli.rate.unwrap_or(if quick { 80.0 } else { 150.0 }),
+        crash_cycles: cli.crash_cycles.unwrap_or(if quick { 5 } else { 60 }),
+        crash_gap_ms: if quick { (300, 1200) } else { (300, 2500) },
+        outages: cli.outages.unwrap_or(if quick { 1 } else { 4 }),
+        outage_ms: if quick { (1500, 1500) } else { (1500, 4000) },
+        freezes: cli.freezes.unwrap_or(if quick { 1 } else { 2 }),
+        // Longer than the client's patience: a request that waits for the database hangs.
+        freeze_ms: cli.timeout_ms as i64 + 1500,
+        slow_s: if quick { 3.0 } else { 10.0 },
+        storm_s: if quick { 4.0 } else { 15.0 },
+        replays_after_restart: if quick { 100 } else { 500 },
+        clock_requests: if quick { 40 } else { 200 },
+        malformed: if quick { 200 } else { 2000 },
+        hot_accounts: 6.min(cli.accounts),
+        authorization_skew_secs: 60,
+        adjustment_skew_secs: 300,
+    };
+    std::fs::create_dir_all(&cli.work_dir)
+        .with_context(|| format!("cannot create {}", cli.work_dir.display()))?;
+    let data_dir = cli.work_dir.join("data");
+    let token = format!("chaos-admin-{}-{}", std::process::id(), cli.seed);
+    let url = format!("http://127.0.0.1:{}", cli.port);
+    let env = vec![
+        ("DATABASE_URL".to_owned(), cli.database_url.clone()),
+        (
+            "AUTHORIZER__SERVER__LISTEN".to_owned(),
+            format!("127.0.0.1:{}", cli.port),
+        ),
+        (
+            "AUTHORIZER__DATABASE__DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        ),
+        ("AUTHORIZER__PROCESSOR__API_KEY".to_owned(), API_KEY.into()),
+        (
+            "AUTHORIZER__PROCESSOR__API_SECRET".to_owned(),
+            API_SECRET.into(),
+        ),
+        (
+            "AUTHORIZER__PROCESSOR__DEADLINE_MS".to_owned(),
+            cli.deadline_ms.to_string(),
+        ),
+        ("AUTHORIZER__ADMIN__TOKEN".to_owned(), token.clone()),
+        ("AUTHORIZER__LOG__FILTER".to_owned(), "warn".into()),
+        // One JSON object a line: the checks read which commits it reported uncertain.
+        ("AUTHORIZER__LOG__FORMAT".to_owned(), "json".into()),
+    ];
+    let auth = RefCell::new(Authorizer::new(
+        cli.authorizer.clone(),
+        cli.config_dir.clone(),
+        env,
+        cli.work_dir.join("authorizer.log"),
+    ));
+    let pg = Postgres {
+        pg_ctl: cli.pg_ctl.clone(),
+        data_dir: cli.pg_data.clone(),
+        url: cli.database_url.clone(),
+    };
+    let secret = protocol::ApiSecret::from_base64(API_SECRET)
+        .map_err(|_| anyhow::anyhow!("bad built-in secret"))?;
+    let http = Http::new(
+        &url,
+        API_KEY,
+        &secret,
+        &token,
+        512,
+        Duration::from_millis(cli.timeout_ms),
+    );
+    let prefix = format!("cx{}", cli.seed);
+    let mix = "purchase=70,withdrawal=5,balance=5,refund=8,adjustment=7,notification=5";
+    let traffics = Traffics {
+        all: traffic(&prefix, cli.accounts, mix)?,
+        hot: traffic(&prefix, plan.hot_accounts, mix)?,
+        purchases: traffic(&prefix, cli.accounts, "purchase=1")?,
+        refunds: traffic(&prefix, cli.accounts, "refund=1")?,
+    };
+    let engine = Rc::new(Engine::new(
+        http,
+        secret,
+        traffics,
+        cli.accounts,
+        cli.seed,
+        Duration::from_millis(cli.deadline_ms),
+        Duration::from_millis(cli.margin_ms),
+        2,
+    ));
+
+    engine.watch_stalls();
+    auth.borrow_mut().spawn(&[])?;
+    faults::ready(&engine, &auth).await?;
+    open_accounts(&engine).await?;
+
+    engine.begin_phase("steady");
+    let load = engine.start_load(plan.rate);
+    actix_rt::time::sleep(Duration::from_secs(2)).await;
+    engine.stop_load(load).await;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
+
+    faults::crash(&engine, &auth, &plan).await?;
+    faults::outage(&engine, &auth, &pg, &plan).await?;
+    faults::freeze(&engine, &auth, &pg, &plan).await?;
+    faults::slow(&engine, &auth, &pg, &plan, "slow-db", &[]).await?;
+    let near = [
+        ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "700"),
+        ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "750"),
+    ];
+    faults::slow(&engine, &auth, &pg, &plan, "slow-db-near-deadline", &near).await?;
+    faults::storm(&engine, &auth, &pg, &plan).await?;
+    faults::clock(&engine, &plan).await?;
+    let malformed = faults::malformed(&engine, &plan).await?;
+    let starts = auth.borrow().starts;
+    engine.scrape_server(starts).await;
+    engine.end_phase();
+
+    let checks = verify::run(&engine, &auth, &pg).await?;
+    auth.borrow_mut().stop();
+
+    let phases = engine.phases.borrow().clone();
+    let fault_phases = || {
+        phases
+            .iter()
+            .filter(|p| p.name != "steady" && p.name != "resolution")
+    };
+    let sum = |f: fn(&PhaseStats) -> u64| phases.iter().map(f).sum::<u64>();
+    let reqs = engine.reqs.borrow();
+    let violations = engine.violations.borrow().clone();
+    let summary = Summary {
+        passed: violations.is_empty(),
+        mode: if quick { "quick" } else { "full" },
+        seed: cli.seed,
+        duration_s: started.elapsed().as_secs_f64(),
+        requests_sent: reqs.len() as u64,
+        http_requests: sum(|p| p.http_requests),
+        crashes_injected: auth.borrow().kills,
+        db_outages: phases
+            .iter()
+            .filter(|p| p.name == "db-outage" || p.name == "db-freeze")
+            .map(|p| p.faults)
+            .sum(),
+        lock_holds: phases
+            .iter()
+            .filter(|p| p.name.starts_with("slow") || p.name == "duplicate-storm")
+            .map(|p| p.faults)
+            .sum(),
+        duplicates_sent: sum(|p| p.duplicates),
+        new_key_duplicates: sum(|p| p.new_key_duplicates),
+        too_early_425: sum(|p| p.too_early_425),
+        unavailable_503: sum(|p| p.unavailable_503),
+        system_error_answers: sum(|p| p.system_errors),
+        lost_answers: checks.lost_answers,
+        malformed_inputs: malformed.sent,
+        skewed_refused: reqs
+            .iter()
+            .filter(|l| l.expect == engine::Expect::Refused)
+            .count() as u64,
+        lost: checks.lost,
+        double_booked: checks.double_booked,
+        worst_authorization_ms_during_faults: fault_phases()
+            .map(|p| p.worst_authorization_ms)
+            .fold(0.0, f64::max),
+        worst_authorization_raw_ms_during_faults: fault_phases()
+            .map(|p| p.worst_authorization_raw_ms)
+            .fold(0.0, f64::max),
+        client_stalled_ms: engine.stalled_ms.get(),
+        worst_other_ms_during_faults: fault_phases().map(|p| p.worst_other_ms).fold(0.0, f64::max),
+        deadline_ms: cli.deadline_ms,
+        checks,
+        malformed,
+        phases,
+        violations,
+    };
+    let out = cli
+        .out
+        .clone()
+        .unwrap_or_else(|| cli.work_dir.join("summary.json"));
+    let json = serde_json::to_string_pretty(&summary)?;
+    std::fs::write(&out, &json).with_context(|| format!("cannot write {}", out.display()))?;
+    print_table(&summary);
+    println!("summary written to {}", out.display());
+    Ok(summary)
+}
+
+/// Opens and funds every account through the admin API (idempotent: retried on failure).
+async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
+    use futures_util::{StreamExt, stream};
+    let fund = "20000.00";
+    let results: Vec<anyhow::Result<()>> = stream::iter(0..engine.accounts)
+        .map(|i| async move {
+            let user = engine.traffic.all.user(i);
+            let path = format!("/v1/accounts/{user}/ARS");
+            let (s, v) = engine
+                .http
+                .admin(awc::http::Method::PUT, &path, None, None)
+                .await?;
+            anyhow::ensure!(s == 200 || s == 201, "opening {user}: HTTP {s} {v}");
+            let (s, v) = engine
+                .http
+                .admin(
+                    awc::http::Method::POST,
+                    &format!("{path}/deposits"),
+                    Some(serde_json::json!({ "amount": fund, "reference": "chaos funding" })),
+                    Some(&format!("{user}-fund")),
+                )
+                .await?;
+            anyhow::ensure!(s == 200 || s == 201, "funding {user}: HTTP {s} {v}");
+            let minor = v
+                .get("available")
+                .and_then(|a| a.as_str())
+                .and_then(|a| loadgen::money::parse_minor(a, 2).ok())
+                .with_context(|| format!("funding {user}: no available balance in {v}"))?;
+            engine.book.set_baseline(i, minor);
+            Ok(())
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    results.into_iter().collect()
+}
+
+fn print_table(s: &Summary) {
+    println!();
+    println!(
+        "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9} {:>9} {:>9} {:>6}",
+        "phase",
+        "requests",
+        "http",
+        "faults",
+        "dups",
+        "425",
+        "503",
+        "sys_err",
+        "worst_ms",
+        "raw_ms",
+        "other_ms",
+        "srv>1s"
+    );
+    for p in &s.phases {
+        println!(
+            "{:<24} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>7} {:>9.1} {:>9.1} {:>9.1} {:>6}",
+            p.name,
+            p.requests,
+            p.http_requests,
+            p.faults,
+            p.duplicates,
+            p.too_early_425,
+            p.unavailable_503,
+            p.system_errors,
+            p.worst_authorization_ms,
+            p.worst_authorization_raw_ms,
+            p.worst_other_ms,
+            p.server_authorizations_over_1s
+                .map(|n| n.to_string())
+                .unwrap_or_else(|| "-".into())
+        );
+    }
+    println!();
+    println!(
+        "requests {} (http {}), crashes {}, outages {}, lock holds {}, duplicates {} ({} new-key), 425s {}, 503s {}",
+        s.requests_sent,
+        s.http_requests,
+        s.crashes_injected,
+        s.db_outages,
+        s.lock_holds,
+        s.duplicates_sent,
+        s.new_key_duplicates,
+        s.too_early_425,
+        s.unavailable_503
+    );
+    println!(
+        "lost answers {} (booked {}, not booked {}; {} advices, {} reversed), SYSTEM_ERROR answers {} (booked unreported {}; commits reported uncertain {}, of which booked {}), malformed {}, skewed refused {}",
+        s.lost_answers,
+        s.checks.lost_booked,
+        s.checks.lost_not_booked,
+        s.checks.advices_sent,
+        s.checks.advices_reversed,
+        s.system_error_answers,
+        s.checks.system_error_booked,
+        s.checks.uncertain_commits_reported,
+        s.checks.uncertain_commits_booked,
+        s.malformed_inputs,
+        s.skewed_refused
+    );
+    println!(
+        "lost = {}, double-booked = {}, balance mismatches = {} of {}, audit exit {:?}; worst authorization answer during faults {:.1} ms ({:.1} ms as measured; this client stalled {:.0} ms in all; deadline {} ms), worst adjustment/notification {:.1} ms",
+        s.lost,
+        s.double_booked,
+        s.checks.balance_mismatches,
+        s.checks.accounts_checked,
+        s.checks.audit_exit_code,
+        s.worst_authorization_ms_during_faults,
+        s.worst_authorization_raw_ms_during_faults,
+        s.client_stalled_ms,
+        s.deadline_ms,
+        s.worst_other_ms_during_faults
+    );
+    if s.passed {
+        println!("PASSED: no violation");
+    } else {
+        println!("FAILED: {} violation(s)", s.violations.len());
+        for v in s.violations.iter().take(30) {
+            println!("  {v}");
+        }
+    }
+}

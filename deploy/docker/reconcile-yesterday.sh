@@ -1,0 +1,31 @@
+#!/bin/bash
+# Reconciles the business day before today, once, and exits with the reconciler's code
+# (0 clean, 1 breaks above report.break_threshold, 2 could not run). For schedulers that
+# start a job at a time (a Kubernetes CronJob) instead of `reconciler daemon`.
+#
+# The business day is taken in RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00), which must be
+# set: the reconciler reads the same variable, so the date and the matching window agree.
+# Extra arguments go to `reconciler run` (e.g. --force).
+set -euo pipefail
+
+offset=${RECONCILER__MATCHING__UTC_OFFSET:-}
+if [ -z "$offset" ]; then
+    echo "reconcile-yesterday: set RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00), the business day's UTC offset" >&2
+    exit 2
+fi
+# A POSIX TZ counts hours west of UTC: -03:00 is "UTC+03:00", +05:30 is "UTC-05:30".
+case $offset in
+    Z | +00:00 | -00:00) tz=UTC0 ;;
+    -[0-9][0-9]:[0-9][0-9]) tz="UTC+${offset#-}" ;;
+    +[0-9][0-9]:[0-9][0-9]) tz="UTC-${offset#+}" ;;
+    *)
+        echo "reconcile-yesterday: RECONCILER__MATCHING__UTC_OFFSET '$offset' must look like -03:00" >&2
+        exit 2
+        ;;
+esac
+# A fixed offset has no daylight saving: yesterday is exactly 86400 s ago. RECONCILE_NOW
+# (unix seconds) pins "now" for tests.
+now=${RECONCILE_NOW:-$(date +%s)}
+date=$(TZ=$tz date -d "@$((now - 86400))" +%F)
+echo "reconcile-yesterday: business date $date (UTC offset $offset)" >&2
+exec "${RECONCILER_BIN:-reconciler}" run --date "$date" "$@"
