@@ -1,14 +1,15 @@
 //! Startup: connect, migrate, bind, serve; graceful shutdown on SIGTERM. Tests bind
 //! port 0 and read the port back.
 
-use crate::config::{Secret, Settings};
+use crate::config::Settings;
 use crate::credentials::Credentials;
 use crate::fleet::Fleet;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::ratelimit::Limiter;
-use crate::routes::{admin, error_body, processor};
+use crate::routes::{BodyReadTimeout, admin, error_body, processor};
 use crate::rules::RulesCache;
+use crate::security::{AllowList, TokenDigest};
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
@@ -28,7 +29,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<InFlight>,
-    pub admin_token: Secret,
+    /// The admin bearer token's digest (the token itself is not kept).
+    pub admin_token: TokenDigest,
+    /// Peers allowed on the processor routes (empty: all).
+    pub processor_peers: AllowList,
     /// False while draining: `/readyz` answers 503 so a load balancer stops sending.
     pub ready: Arc<AtomicBool>,
     /// Grouped commits, when enabled and the store is Postgres.
@@ -55,6 +59,7 @@ pub struct Application {
     shutdown_max: Duration,
     /// Requests being served now, across workers.
     in_flight: Arc<AtomicUsize>,
+    tls: bool,
 }
 
 /// Counts a request in flight for as long as it is alive.
@@ -100,6 +105,17 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let addr = listener.local_addr()?;
+        let processor_peers = AllowList::parse(&settings.processor.allowed_networks)
+            .map_err(|e| anyhow::anyhow!("processor.allowed_networks: {e}"))?;
+        let tls = &settings.server.tls;
+        let tls_config = if tls.enabled() {
+            Some(crate::security::tls_config(
+                std::path::Path::new(&tls.cert_path),
+                std::path::Path::new(&tls.key_path),
+            )?)
+        } else {
+            None
+        };
         let metrics = Arc::new(Metrics::new());
         let p = &settings.processor;
         let batcher = if p.grouped_commits && store.is_postgres() {
@@ -147,7 +163,8 @@ impl Application {
             metrics: metrics.clone(),
             inflight: Arc::new(InFlight::default()),
             admin_token_id: crate::ratelimit::token_id(credentials.admin_token.expose()),
-            admin_token: credentials.admin_token,
+            admin_token: TokenDigest::of(credentials.admin_token.expose()),
+            processor_peers,
             ready: ready.clone(),
             settings: Arc::new(settings.clone()),
             fleet: fleet.clone(),
@@ -160,10 +177,15 @@ impl Application {
                 .unwrap_or(2),
             n => n,
         };
+        let body_timeout = BodyReadTimeout(Duration::from_millis(settings.server.body_read_ms_max));
         let server = HttpServer::new(move || {
             let counter = in_flight.clone();
             let mut app = App::new()
                 .app_data(state.clone())
+                .app_data(body_timeout)
+                // Extractor failures answer in the one JSON error envelope too.
+                .app_data(crate::routes::path_config())
+                .app_data(crate::routes::query_config())
                 .wrap(actix_web::middleware::from_fn(admin_rate_limit))
                 .wrap_fn(move |req, srv| {
                     use actix_web::dev::Service;
@@ -180,7 +202,7 @@ impl Application {
                     path,
                     web::post().to(
                         move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
-                            processor::handle(req, payload, s, route)
+                            crate::routes::guarded(req, payload, s, route)
                         },
                     ),
                 );
@@ -188,6 +210,7 @@ impl Application {
             app.route("/healthz", web::get().to(admin::healthz))
                 .route("/readyz", web::get().to(admin::readyz))
                 .route("/metrics", web::get().to(admin::metrics))
+                .route("/openapi.json", web::get().to(crate::openapi::serve))
                 .route(
                     "/v1/accounts/{user_id}/{currency}",
                     web::put().to(admin::put_account),
@@ -234,8 +257,13 @@ impl Application {
         // waits for the client's delayed ACK (tens of milliseconds).
         .tcp_nodelay(true)
         .client_request_timeout(Duration::from_millis(settings.server.request_read_ms_max))
-        .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000))
-        .listen(listener)?
+        .client_disconnect_timeout(Duration::from_millis(settings.server.disconnect_ms_max))
+        .shutdown_timeout(settings.server.shutdown_ms_max.div_ceil(1000));
+        let tls = tls_config.is_some();
+        let server = match tls_config {
+            Some(config) => server.listen_rustls_0_23(listener, config)?,
+            None => server.listen(listener)?,
+        }
         .run();
         Ok(Application {
             addr,
@@ -247,11 +275,17 @@ impl Application {
             drain: Duration::from_millis(settings.server.drain_ms),
             shutdown_max: Duration::from_millis(settings.server.shutdown_ms_max),
             in_flight: in_flight_outer,
+            tls,
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls { "https" } else { "http" }
     }
 
     pub fn port(&self) -> u16 {

@@ -70,6 +70,9 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Print the OpenAPI document of every route (what `GET /openapi.json` serves and
+    /// docs/openapi.json holds): `authorizer openapi > docs/openapi.json`.
+    Openapi,
     /// Start a throwaway authorizer on a free port and walk through a short story:
     /// deposit, purchase, declined purchase, refund, balance. Leaves nothing behind.
     Demo,
@@ -140,6 +143,11 @@ pub enum CardAction {
 
 /// Runs a command; returns the process exit code.
 pub async fn run(cli: Cli) -> i32 {
+    if matches!(cli.command, Command::Openapi) {
+        // Needs no configuration: the document depends on the code only.
+        print!("{}", crate::openapi::json());
+        return 0;
+    }
     let settings = match Settings::load(&cli.config_dir) {
         Ok(s) => s,
         Err(e) => {
@@ -178,6 +186,7 @@ pub async fn run(cli: Cli) -> i32 {
             .await
         }
         Command::Demo => demo(settings).await,
+        Command::Openapi => Ok(0),
     };
     match result {
         Ok(code) => code,
@@ -198,7 +207,8 @@ async fn serve(mut settings: Settings, no_migrate: bool) -> anyhow::Result<i32> 
     }
     let app = Application::build(settings, creds).await?;
     tracing::info!(
-        "authorizer listening on http://{} (store: {}{})",
+        "authorizer listening on {}://{} (store: {}{})",
+        app.scheme(),
         app.addr(),
         app.store().describe(),
         if app.store().is_postgres() {

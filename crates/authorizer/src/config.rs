@@ -31,7 +31,24 @@ pub struct ServerSettings {
     pub body_bytes_max: usize,
     pub request_read_ms_max: u64,
     pub drain_ms: u64,
+    pub body_read_ms_max: u64,
+    pub disconnect_ms_max: u64,
     pub shutdown_ms_max: u64,
+    pub tls: TlsSettings,
+}
+
+/// HTTPS on the listen address when both paths are set (PEM files).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert_path: String,
+    pub key_path: String,
+}
+
+impl TlsSettings {
+    pub fn enabled(&self) -> bool {
+        !self.cert_path.is_empty()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,6 +93,8 @@ pub struct ProcessorSettings {
     pub grouped_commits: bool,
     pub commit_batch_size_max: usize,
     pub commit_batches_in_flight_max: usize,
+    /// CIDR blocks allowed to call the processor routes; empty: any peer.
+    pub allowed_networks: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +176,25 @@ impl Settings {
         if self.server.body_bytes_max < 1024 {
             return bad("server.body_bytes_max must be at least 1024".into());
         }
+        for (name, v) in [
+            (
+                "server.request_read_ms_max",
+                self.server.request_read_ms_max,
+            ),
+            ("server.body_read_ms_max", self.server.body_read_ms_max),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be at least 1"));
+            }
+        }
+        let tls = &self.server.tls;
+        if tls.cert_path.is_empty() != tls.key_path.is_empty() {
+            return bad("server.tls.cert_path and server.tls.key_path must be set together".into());
+        }
         let p = &self.processor;
+        if let Err(e) = crate::security::AllowList::parse(&p.allowed_networks) {
+            return bad(format!("processor.allowed_networks: {e}"));
+        }
         if p.deadline_ms < 50 {
             return bad("processor.deadline_ms must be at least 50".into());
         }

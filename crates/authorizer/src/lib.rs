@@ -10,9 +10,11 @@ pub mod credentials;
 pub mod fleet;
 pub mod inflight;
 pub mod metrics;
+pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod rules;
+pub mod security;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

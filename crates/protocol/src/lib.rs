@@ -9,6 +9,8 @@
 //! * [`wire`]: request, notification and response bodies.
 
 pub mod amount;
+#[cfg(feature = "openapi")]
+pub mod openapi;
 pub mod signature;
 pub mod wire;
 

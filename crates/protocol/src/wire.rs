@@ -88,6 +88,16 @@ macro_rules! open_enum {
             }
         }
 
+        #[cfg(feature = "openapi")]
+        impl utoipa::PartialSchema for $name {
+            fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+                crate::openapi::open_enum_schema(Self::KNOWN)
+            }
+        }
+
+        #[cfg(feature = "openapi")]
+        impl utoipa::ToSchema for $name {}
+
         impl Serialize for $name {
             fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
                 serializer.serialize_str(self.as_str())
@@ -199,6 +209,7 @@ open_enum! {
 
 /// Which way money moves on the user's account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Direction {
     /// Money leaves the user's account.
@@ -258,6 +269,58 @@ impl WireError {
     }
 }
 
+/// Deepest nesting of objects and arrays accepted in a body. The processor's bodies nest
+/// four levels; the parser's own limit (128) does not apply to fields it skips, so without
+/// this a body of tens of thousands of levels would be accepted and stored, and break every
+/// later reader of the stored request.
+pub const MAX_DEPTH: usize = 32;
+
+/// Refuses bodies nested deeper than [`MAX_DEPTH`], and strings holding U+0000 (written
+/// `\u0000`: a raw NUL byte is not valid JSON anyway). A NUL can be neither stored in a
+/// Postgres text column nor meant by the processor; refusing it everywhere keeps both
+/// backends alike and turns what would be an endless "not stored, send again" into a clear
+/// 400. One linear scan, before parsing.
+fn check_body(body: &[u8]) -> Result<(), WireError> {
+    let refuse = |message: String| Err(WireError { message });
+    let (mut depth, mut in_string, mut i) = (0usize, false, 0usize);
+    while i < body.len() {
+        let b = body[i];
+        i += 1;
+        if in_string {
+            match b {
+                b'\\' => {
+                    if body.get(i) == Some(&b'u') && body.get(i + 1..i + 5) == Some(b"0000") {
+                        return refuse("strings must not contain U+0000".into());
+                    }
+                    i += 1;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return refuse(format!("JSON nested deeper than {MAX_DEPTH} levels"));
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Whether a body is one [`TransactionRequest::from_slice`] and [`Notification::from_slice`]
+/// refuse before parsing (too deep, or a U+0000 in a string). A caller that falls back to a
+/// looser parse must not fall back for these.
+pub fn refused_before_parsing(body: &[u8]) -> bool {
+    check_body(body).is_err()
+}
+
 impl From<serde_json::Error> for WireError {
     fn from(e: serde_json::Error) -> Self {
         WireError {
@@ -271,6 +334,7 @@ impl From<serde_json::Error> for WireError {
 /// Unknown fields (`installments`, `extra_data`, ...) are ignored: the caller stores the raw
 /// bytes. Optional objects may be absent or null.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransactionRequest {
     /// What happened, according to the processor.
     pub transaction: TransactionInfo,
@@ -288,16 +352,20 @@ pub struct TransactionRequest {
 }
 
 impl TransactionRequest {
-    /// Parses a raw request body.
+    /// Parses a raw request body (at most [`MAX_DEPTH`] levels deep, no U+0000 in strings; a
+    /// key repeated in an object this type reads is refused).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
+        check_body(body)?;
         Ok(serde_json::from_slice(body)?)
     }
 }
 
 /// `transaction` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TransactionInfo {
-    /// The processor's transaction id (`ctx-...`).
+    /// The processor's transaction id (`ctx-...`), 1 to 255 bytes.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 255))]
     pub id: String,
     /// `transaction.type`.
     #[serde(rename = "type")]
@@ -327,6 +395,7 @@ pub struct TransactionInfo {
 
 /// `merchant` object.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Merchant {
     /// Merchant id at the acquirer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -353,6 +422,7 @@ pub struct Merchant {
 
 /// `card` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CardRef {
     /// The processor's card id (`crd-...`).
     pub id: String,
@@ -369,6 +439,7 @@ pub struct CardRef {
 
 /// `user` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserRef {
     /// The processor's user id (`usr-...`).
     pub id: String,
@@ -376,6 +447,7 @@ pub struct UserRef {
 
 /// `amount` object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Amounts {
     /// The cardholder's money, in the cardholder's currency: what moves on the account.
     pub local: MoneyField,
@@ -392,6 +464,7 @@ pub struct Amounts {
 
 /// A total and its currency.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MoneyField {
     /// Exact amount as sent.
     pub total: WireAmount,
@@ -402,6 +475,7 @@ pub struct MoneyField {
 
 /// One line of `amount.details`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AmountDetail {
     /// `BASE`, `TAX`, `FEE`, `EXTRACASH`, `DISCOUNT`, ... (kept as a plain string).
     #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
@@ -419,6 +493,7 @@ pub struct AmountDetail {
 
 /// Notification body (section 7).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Notification {
     /// `approved-authorization-advice`, `authorization-advice`, or another event.
     pub event_id: String,
@@ -431,6 +506,7 @@ pub struct Notification {
 
 /// `event_detail` of a notification.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EventDetail {
     /// Same shape as in requests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -473,8 +549,10 @@ pub const EVENT_APPROVED_AUTHORIZATION_ADVICE: &str = "approved-authorization-ad
 pub const EVENT_AUTHORIZATION_ADVICE: &str = "authorization-advice";
 
 impl Notification {
-    /// Parses a raw notification body.
+    /// Parses a raw notification body (at most [`MAX_DEPTH`] levels deep, no U+0000 in
+    /// strings).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
+        check_body(body)?;
         Ok(serde_json::from_slice(body)?)
     }
 
@@ -504,6 +582,7 @@ pub struct UnknownValueError;
 
 /// `status` of an authorization answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     /// `APPROVED`
@@ -542,6 +621,7 @@ impl fmt::Display for Status {
 
 /// `status_detail` of an authorization or adjustment answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum StatusDetail {
     /// `APPROVED`
@@ -599,6 +679,7 @@ impl fmt::Display for StatusDetail {
 /// Serialize with `serde_json::to_vec`; fields come out in the order status, status_detail,
 /// message, balance, and `balance` is omitted when `None`. Sign exactly the bytes produced.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AuthorizationResponse {
     /// Approve or reject.
     pub status: Status,
@@ -613,6 +694,7 @@ pub struct AuthorizationResponse {
 
 /// Balance returned to a `BALANCE_INQUIRY`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Balance {
     /// Exact decimal as a string, e.g. `"982345.12"`.
     pub total: String,
@@ -622,6 +704,7 @@ pub struct Balance {
 
 /// Our answer to an adjustment (section 6): the movement is booked whatever this says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AdjustmentResponse {
     /// `APPROVED`, or another value to report a problem on our side.
     pub status_detail: StatusDetail,

@@ -418,3 +418,59 @@ fn status_strings() {
     assert!("approved".parse::<Status>().is_err());
     assert!("CLIENT_TIMEOUT".parse::<StatusDetail>().is_err());
 }
+
+#[test]
+fn nesting_deeper_than_the_limit_is_refused_even_in_skipped_fields() {
+    use protocol::wire::MAX_DEPTH;
+    let body = |extra: &str| {
+        format!(
+            r#"{{"transaction":{{"id":"ctx-1","type":"PURCHASE"}},"extra":{extra},"amount":{{"local":{{"total":1,"currency":"ARS"}}}}}}"#
+        )
+    };
+    // The request itself is 3 levels deep; the extra field adds its own.
+    let ok = format!("{}{}", "[".repeat(MAX_DEPTH - 1), "]".repeat(MAX_DEPTH - 1));
+    assert!(TransactionRequest::from_slice(body(&ok).as_bytes()).is_ok());
+    let deep = format!("{}{}", "[".repeat(20_000), "]".repeat(20_000));
+    let err = TransactionRequest::from_slice(body(&deep).as_bytes()).unwrap_err();
+    assert!(err.message().contains("nested deeper"), "{err}");
+    let just_over = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
+    assert!(TransactionRequest::from_slice(body(&just_over).as_bytes()).is_err());
+    // Brackets inside strings (escaped quotes included) do not count.
+    let in_string = format!(r#""\"{}""#, "[{".repeat(100));
+    assert!(TransactionRequest::from_slice(body(&in_string).as_bytes()).is_ok());
+    let n = format!(r#"{{"event_id":"x","event_detail":{{"extra":{deep}}}}}"#);
+    assert!(Notification::from_slice(n.as_bytes()).is_err());
+}
+
+#[test]
+fn a_repeated_key_in_a_read_object_is_refused() {
+    for body in [
+        r#"{"transaction":{"id":"a","type":"PURCHASE"},"amount":{"local":{"total":1,"total":1000,"currency":"ARS"}}}"#,
+        r#"{"transaction":{"id":"a","id":"b","type":"PURCHASE"},"amount":{"local":{"total":1,"currency":"ARS"}}}"#,
+        r#"{"transaction":{"id":"a","type":"PURCHASE"},"amount":{"local":{"total":1,"currency":"ARS"}},"amount":{"local":{"total":9,"currency":"ARS"}}}"#,
+    ] {
+        let err = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+        assert!(err.message().contains("duplicate field"), "{err}");
+    }
+    // Repeats inside fields we do not read are left to the stored raw body.
+    let skipped = r#"{"transaction":{"id":"a","type":"PURCHASE"},"extra_data":{"x":1,"x":2},"amount":{"local":{"total":1,"currency":"ARS"}}}"#;
+    assert!(TransactionRequest::from_slice(skipped.as_bytes()).is_ok());
+}
+
+#[test]
+fn a_nul_in_any_string_is_refused_and_an_escaped_backslash_is_not_one() {
+    let body = |s: &str| {
+        format!(
+            r#"{{"transaction":{{"id":"a","type":"PURCHASE"}},"extra":"{s}","amount":{{"local":{{"total":1,"currency":"ARS"}}}}}}"#
+        )
+    };
+    let err = TransactionRequest::from_slice(body(r"x\u0000").as_bytes()).unwrap_err();
+    assert!(err.message().contains("U+0000"), "{err}");
+    assert!(protocol::wire::refused_before_parsing(
+        body(r"\u0000").as_bytes()
+    ));
+    assert!(TransactionRequest::from_slice(body(r"x\\u0000").as_bytes()).is_ok());
+    assert!(TransactionRequest::from_slice(body(r"x\u0001").as_bytes()).is_ok());
+    let n = r#"{"event_id":"e\u0000","event_detail":{}}"#;
+    assert!(Notification::from_slice(n.as_bytes()).is_err());
+}

@@ -138,6 +138,15 @@ fn check_types(
             other.type_str()
         ))),
         (V::Boolean(_), V::Boolean(_)) | (V::String(_), V::String(_)) => Ok(()),
+        // Lists in the defaults are lists of strings.
+        (V::Array(_), V::Array(items)) => match items.iter().position(|v| !v.is_str()) {
+            None => Ok(()),
+            Some(i) => Err(ConfigError(format!("{path}[{i}] must be a string"))),
+        },
+        (V::Array(_), other) => Err(ConfigError(format!(
+            "{path} must be a list of strings (got a {})",
+            other.type_str()
+        ))),
         (V::Boolean(_), other) => Err(ConfigError(format!(
             "{path} must be true or false (got a {})",
             other.type_str()
@@ -193,6 +202,22 @@ fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result
     let typed = match (&table[*last], value) {
         (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
         (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
+        // A list from the environment: comma-separated, blanks ignored.
+        (toml::Value::Array(_), v) => {
+            let text = match v {
+                toml::Value::String(s) => s,
+                toml::Value::Integer(i) => i.to_string(),
+                toml::Value::Boolean(b) => b.to_string(),
+                _ => String::new(),
+            };
+            toml::Value::Array(
+                text.split(',')
+                    .map(str::trim)
+                    .filter(|p| !p.is_empty())
+                    .map(|p| toml::Value::String(p.to_owned()))
+                    .collect(),
+            )
+        }
         (_, v) => v,
     };
     table.insert((*last).to_owned(), typed);

@@ -7,11 +7,11 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::{CardStatus, Currency, MccSet, format_minor, to_minor};
 use protocol::WireAmount;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 use store::{AccountSettings, AccountView, FundingCall, FundingOutcome, StoredResponse};
-use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
 
 /// An admin API failure, rendered in the JSON envelope.
 pub struct AdminError {
@@ -71,27 +71,31 @@ fn respond(state: &AppState, r: Result<HttpResponse>) -> HttpResponse {
     resp
 }
 
-fn json_response(status: StatusCode, v: &Value) -> HttpResponse {
+fn json_response<T: Serialize>(status: StatusCode, v: &T) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("application/json")
-        .body(v.to_string())
+        .body(serde_json::to_vec(v).unwrap_or_default())
 }
 
-/// Whether the request carries the admin bearer token; constant-time over fixed-length
-/// digests.
-pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
-    let presented = req
-        .headers()
+/// The token of an `Authorization: Bearer <token>` header (scheme case-insensitive).
+fn bearer(req: &HttpRequest) -> &str {
+    req.headers()
         .get(actix_web::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    let want = Sha256::digest(state.admin_token.expose().as_bytes());
-    let got = Sha256::digest(presented.as_bytes());
-    !presented.is_empty() && bool::from(want.ct_eq(&got))
+        .and_then(|v| {
+            let (scheme, token) = v.split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+        })
+        .unwrap_or("")
 }
 
-/// Bearer token check.
+/// Whether the request carries the admin bearer token.
+pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
+    state.admin_token.matches(bearer(req))
+}
+
+/// Bearer token check: constant time over fixed-length digests; only the digest of the
+/// configured token is held (see [`crate::security::TokenDigest`]).
 fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
     if !token_matches(req, state) {
         return Err(AdminError::new(
@@ -107,8 +111,19 @@ fn currency(code: &str) -> Result<Currency> {
     Currency::parse(code).map_err(|e| AdminError::bad("unknown_currency", e.to_string()))
 }
 
+/// Whether an identifier is 1 to 255 bytes of printable text. U+FFFD is refused too: the
+/// router decodes percent-escapes that are not UTF-8 into it, so `u%FF` and `u%FE` would
+/// otherwise both name the account `u\u{FFFD}`.
+fn printable_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 255
+        && !id
+            .chars()
+            .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
+}
+
 fn user_id(id: &str) -> Result<&str> {
-    if id.is_empty() || id.len() > 255 || id.chars().any(char::is_control) {
+    if !printable_id(id) {
         return Err(AdminError::bad(
             "invalid_user_id",
             "user id must be 1 to 255 printable characters",
@@ -142,33 +157,41 @@ async fn body(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Res
         .map_err(|(status, code)| AdminError::new(status, code, "Request body refused"))
 }
 
-fn account_json(a: &AccountView) -> Value {
+fn account_json(a: &AccountView) -> Account {
     let e = a.currency.exponent();
     let s = &a.settings;
-    json!({
-        "user_id": a.user_id,
-        "currency": a.currency.code(),
-        "available": format_minor(a.balance, e),
-        "balance_minor": a.balance,
-        "version": a.version,
-        "overdraft_limit": format_minor(s.overdraft_limit, e),
-        "per_transaction_limit": s.per_transaction_limit.map(|v| format_minor(v, e)),
-        "daily_limit": s.daily_limit.map(|v| format_minor(v, e)),
-        "blocked_mccs": s.blocked_mccs.to_list(),
-        "created_at_ms": a.created_at_ms,
-        "updated_at_ms": a.updated_at_ms,
-    })
+    Account {
+        user_id: a.user_id.clone(),
+        currency: a.currency.code().to_owned(),
+        available: format_minor(a.balance, e),
+        balance_minor: a.balance,
+        version: a.version,
+        overdraft_limit: format_minor(s.overdraft_limit, e),
+        per_transaction_limit: s.per_transaction_limit.map(|v| format_minor(v, e)),
+        daily_limit: s.daily_limit.map(|v| format_minor(v, e)),
+        blocked_mccs: s.blocked_mccs.to_list(),
+        created_at_ms: a.created_at_ms,
+        updated_at_ms: a.updated_at_ms,
+    }
 }
 
-#[derive(Deserialize)]
+/// Rules of an account (all optional; absent means none, and an overdraft of 0).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct AccountBody {
+pub struct AccountRules {
+    /// How far the balance may go below zero, a decimal string.
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("0"))]
     overdraft_limit: Option<String>,
+    /// Largest single authorization, a decimal string; null: no limit.
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     per_transaction_limit: Option<String>,
+    /// Largest sum of authorizations per UTC day, a decimal string; null: no limit.
     #[serde(default)]
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$")]
     daily_limit: Option<String>,
+    /// Merchant category codes (four digits) refused on this account.
     #[serde(default)]
     blocked_mccs: Option<Vec<String>>,
 }
@@ -192,7 +215,7 @@ pub async fn put_account(
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
             None
         } else {
-            let b: AccountBody = parse_json(&raw)?;
+            let b: AccountRules = parse_json(&raw)?;
             let limit =
                 |v: &Option<String>, f: &str| v.as_deref().map(|t| amount(t, c, f)).transpose();
             let s = AccountSettings {
@@ -246,11 +269,16 @@ pub async fn get_account(
     respond(&state, r)
 }
 
-#[derive(Deserialize)]
+/// A deposit or withdrawal.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FundingBody {
+pub struct FundingRequest {
+    /// A positive decimal string with at most the currency's decimals.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("100.00"))]
     amount: String,
+    /// Free text kept with the movement (no U+0000).
     #[serde(default)]
+    #[schema(pattern = r"^[^\u0000]*$")]
     reference: Option<String>,
 }
 
@@ -296,7 +324,14 @@ async fn fund(
                 )
             })?;
         let raw = body(&req, payload, &state).await?;
-        let b: FundingBody = parse_json(&raw)?;
+        let b: FundingRequest = parse_json(&raw)?;
+        if b.reference.as_deref().is_some_and(|r| r.contains('\0')) {
+            // No store can hold it (Postgres text refuses NUL): a clear 400, not a 503.
+            return Err(AdminError::bad(
+                "invalid_reference",
+                "reference must not contain U+0000",
+            ));
+        }
         let minor = amount(&b.amount, c, "amount")?;
         if minor <= 0 {
             return Err(AdminError::bad("invalid_amount", "amount must be positive"));
@@ -318,17 +353,20 @@ async fn fund(
         };
         let render = |movement_id: i64, balance: i64| StoredResponse {
             status: 201,
-            body: json!({
-                "movement_id": movement_id,
-                "kind": if withdrawal { "WITHDRAWAL" } else { "DEPOSIT" },
-                "user_id": uid,
-                "currency": c.code(),
-                "amount": format_minor(minor, c.exponent()),
-                "available": format_minor(balance, c.exponent()),
-                "reference": b.reference,
+            body: serde_json::to_vec(&FundingReceipt {
+                movement_id,
+                kind: if withdrawal {
+                    FundingKind::Withdrawal
+                } else {
+                    FundingKind::Deposit
+                },
+                user_id: uid.to_owned(),
+                currency: c.code().to_owned(),
+                amount: format_minor(minor, c.exponent()),
+                available: format_minor(balance, c.exponent()),
+                reference: b.reference.clone(),
             })
-            .to_string()
-            .into_bytes(),
+            .unwrap_or_default(),
         };
         let stored = match state.store.fund(&call, render).await? {
             FundingOutcome::Done { response } | FundingOutcome::Replay(response) => response,
@@ -358,9 +396,13 @@ async fn fund(
     respond(&state, r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PageQuery {
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -396,20 +438,18 @@ pub async fn postings(
         let more = rows.len() as i64 > limit;
         let page: Vec<_> = rows.iter().take(limit as usize).collect();
         let e = c.exponent();
-        let items: Vec<Value> = page
+        let items: Vec<Posting> = page
             .iter()
-            .map(|p| {
-                json!({
-                    "id": p.id,
-                    "movement_id": p.movement_id,
-                    "kind": p.movement_kind,
-                    "transaction_id": p.transaction_id,
-                    "reference": p.reference,
-                    "amount": format_minor(p.amount, e),
-                    "balance_after": p.balance_after.map(|b| format_minor(b, e)),
-                    "version": p.account_version,
-                    "created_at_ms": p.created_at_ms,
-                })
+            .map(|p| Posting {
+                id: p.id,
+                movement_id: p.movement_id,
+                kind: p.movement_kind.clone(),
+                transaction_id: p.transaction_id.clone(),
+                reference: p.reference.clone(),
+                amount: format_minor(p.amount, e),
+                balance_after: p.balance_after.map(|b| format_minor(b, e)),
+                version: p.account_version,
+                created_at_ms: p.created_at_ms,
             })
             .collect();
         let next = if more {
@@ -419,18 +459,30 @@ pub async fn postings(
         };
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "postings": items, "next_cursor": next }),
+            &PostingsPage {
+                postings: items,
+                next_cursor: next,
+            },
         ))
     }
     .await;
     respond(&state, r)
 }
 
-#[derive(Deserialize)]
+/// A card we hold a record for, and its rules.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CardBody {
+pub struct CardRequest {
+    /// The cardholder the card belongs to: 1 to 255 bytes of printable text.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
     user_id: String,
+    #[schema(inline, value_type = CardStatusName)]
     status: String,
+    /// Merchant category codes (four digits) refused on this card.
     #[serde(default)]
     blocked_mccs: Vec<String>,
 }
@@ -444,14 +496,14 @@ pub async fn put_card(
     let r = async {
         check_token(&req, &state)?;
         let card_id = path.into_inner();
-        if card_id.is_empty() || card_id.len() > 255 {
+        if !printable_id(&card_id) {
             return Err(AdminError::bad(
                 "invalid_card_id",
-                "card id must be 1 to 255 characters",
+                "card id must be 1 to 255 printable characters",
             ));
         }
         let raw = body(&req, payload, &state).await?;
-        let b: CardBody = parse_json(&raw)?;
+        let b: CardRequest = parse_json(&raw)?;
         let status = CardStatus::parse(&b.status).ok_or_else(|| {
             AdminError::bad(
                 "invalid_status",
@@ -473,13 +525,13 @@ pub async fn put_card(
         // once the message arrives (each cached entry also expires on its own).
         state.rules.invalidate(&card_id, "local");
         state.fleet.publish_card_change(&card_id).await;
-        let v = json!({
-            "card_id": card.card_id,
-            "user_id": card.user_id,
-            "status": card.status.as_str(),
-            "blocked_mccs": card.blocked_mccs.to_list(),
-            "updated_at_ms": card.updated_at_ms,
-        });
+        let v = Card {
+            card_id: card.card_id,
+            user_id: card.user_id,
+            status: card.status.as_str().to_owned(),
+            blocked_mccs: card.blocked_mccs.to_list(),
+            updated_at_ms: card.updated_at_ms,
+        };
         Ok(json_response(
             if created {
                 StatusCode::CREATED
@@ -502,31 +554,39 @@ fn stored_body(b: &Option<Vec<u8>>) -> Value {
     }
 }
 
-fn record_json(r: &store::TransactionRecordView) -> Value {
-    json!({
-        "kind": r.kind,
-        "transaction_id": r.transaction_id,
-        "endpoint": r.endpoint,
-        "direction": r.direction,
-        "type": r.tx_type,
-        "user_id": r.user_id,
-        "card_id": r.card_id,
-        "currency": r.currency,
-        "amount": r.amount_text,
-        "amount_minor": r.amount_minor,
-        "status": r.status,
-        "status_detail": r.status_detail,
-        "flags": r.flags.split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
-        "original_transaction_id": r.original_transaction_id,
-        "movement_id": r.movement_id,
-        "verdict": r.verdict,
-        "verdict_detail": r.verdict_detail,
-        "verdict_movement_id": r.verdict_movement_id,
-        "request": stored_body(&r.request_body),
-        "response": stored_body(&r.response_body),
-        "created_at_ms": r.created_at_ms,
-        "updated_at_ms": r.updated_at_ms,
-    })
+fn flags(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
+    TransactionRecord {
+        kind: r.kind.clone(),
+        transaction_id: r.transaction_id.clone(),
+        endpoint: r.endpoint.clone(),
+        direction: r.direction.clone(),
+        tx_type: r.tx_type.clone(),
+        user_id: r.user_id.clone(),
+        card_id: r.card_id.clone(),
+        currency: r.currency.clone(),
+        amount: r.amount_text.clone(),
+        amount_minor: r.amount_minor,
+        status: r.status.clone(),
+        status_detail: r.status_detail.clone(),
+        flags: flags(&r.flags),
+        original_transaction_id: r.original_transaction_id.clone(),
+        movement_id: r.movement_id,
+        verdict: r.verdict.clone(),
+        verdict_detail: r.verdict_detail.clone(),
+        verdict_movement_id: r.verdict_movement_id,
+        request: stored_body(&r.request_body),
+        response: stored_body(&r.response_body),
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+    }
 }
 
 pub async fn get_transaction(
@@ -537,46 +597,62 @@ pub async fn get_transaction(
     let r = async {
         check_token(&req, &state)?;
         let id = path.into_inner();
+        if !printable_id(&id) {
+            return Err(AdminError::bad(
+                "invalid_transaction_id",
+                "transaction id must be 1 to 255 printable characters",
+            ));
+        }
         let h = state
             .store
             .transaction_history(&id)
             .await?
             .ok_or_else(|| AdminError::not_found("transaction"))?;
-        let movements: Vec<Value> = h
+        let movements: Vec<Movement> = h
             .movements
             .iter()
             .map(|m| {
                 let exp = Currency::parse_any(&m.currency)
                     .map(|c| c.exponent())
                     .unwrap_or(2);
-                json!({
-                    "id": m.id,
-                    "kind": m.kind,
-                    "currency": m.currency,
-                    "transaction_id": m.transaction_id,
-                    "created_at_ms": m.created_at_ms,
-                    "postings": m.postings.iter().map(|(kind, user, amt)| json!({
-                        "account": kind, "user_id": user, "amount": format_minor(*amt, exp),
-                    })).collect::<Vec<_>>(),
-                })
+                Movement {
+                    id: m.id,
+                    kind: m.kind.clone(),
+                    currency: m.currency.clone(),
+                    transaction_id: m.transaction_id.clone(),
+                    created_at_ms: m.created_at_ms,
+                    postings: m
+                        .postings
+                        .iter()
+                        .map(|(kind, user, amt)| MovementPosting {
+                            account: kind.clone(),
+                            user_id: user.clone(),
+                            amount: format_minor(*amt, exp),
+                        })
+                        .collect(),
+                }
             })
             .collect();
-        let v = json!({
-            "transaction_id": id,
-            "records": h.records.iter().map(record_json).collect::<Vec<_>>(),
-            "adjustments": h.linked_adjustments.iter().map(record_json).collect::<Vec<_>>(),
-            "notifications": h.notifications.iter().map(|n| json!({
-                "idempotency_key": n.idempotency_key,
-                "event_id": n.event_id,
-                "verdict": n.verdict,
-                "status_detail": n.status_detail,
-                "effect": n.effect,
-                "flags": n.flags.split(',').filter(|f| !f.is_empty()).collect::<Vec<_>>(),
-                "movement_id": n.movement_id,
-                "received_at_ms": n.received_at_ms,
-            })).collect::<Vec<_>>(),
-            "movements": movements,
-        });
+        let v = TransactionHistory {
+            transaction_id: id,
+            records: h.records.iter().map(record_json).collect(),
+            adjustments: h.linked_adjustments.iter().map(record_json).collect(),
+            notifications: h
+                .notifications
+                .iter()
+                .map(|n| NotificationRecord {
+                    idempotency_key: n.idempotency_key.clone(),
+                    event_id: n.event_id.clone(),
+                    verdict: n.verdict.clone(),
+                    status_detail: n.status_detail.clone(),
+                    effect: n.effect.clone(),
+                    flags: flags(&n.flags),
+                    movement_id: n.movement_id,
+                    received_at_ms: n.received_at_ms,
+                })
+                .collect(),
+            movements,
+        };
         Ok(json_response(StatusCode::OK, &v))
     }
     .await;
@@ -584,35 +660,53 @@ pub async fn get_transaction(
 }
 
 pub async fn healthz() -> HttpResponse {
-    json_response(StatusCode::OK, &json!({ "status": "ok" }))
+    json_response(
+        StatusCode::OK,
+        &Health {
+            status: "ok".into(),
+            store: None,
+            redis: None,
+        },
+    )
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return json_response(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({ "status": "draining" }),
+            &Health {
+                status: "draining".into(),
+                store: None,
+                redis: None,
+            },
         );
     }
     match state.store.ping().await {
         Ok(()) => json_response(
             StatusCode::OK,
-            &json!({
-                "status": "ready",
-                "store": state.store.describe(),
+            &Health {
+                status: "ready".into(),
+                store: Some(state.store.describe().to_owned()),
                 // Redis down is degraded, not unready: Postgres serves every request.
-                "redis": match (state.fleet.is_configured(), state.fleet.healthy()) {
-                    (false, _) => "not configured",
-                    (true, true) => "ok",
-                    (true, false) => "degraded",
-                },
-            }),
+                redis: Some(
+                    match (state.fleet.is_configured(), state.fleet.healthy()) {
+                        (false, _) => "not configured",
+                        (true, true) => "ok",
+                        (true, false) => "degraded",
+                    }
+                    .to_owned(),
+                ),
+            },
         ),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check: database unreachable");
             json_response(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({ "status": "database unreachable" }),
+                &Health {
+                    status: "database unreachable".into(),
+                    store: None,
+                    redis: None,
+                },
             )
         }
     }
@@ -624,23 +718,26 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .body(state.metrics.render())
 }
 
-fn run_json(r: &store::RunRecord) -> Value {
-    json!({
-        "business_date": r.business_date,
-        "status": r.status,
-        "started_at_ms": r.started_at_ms,
-        "finished_at_ms": r.finished_at_ms,
-        "matched": r.matched,
-        "pending": r.pending,
-        "presentments_matched": r.presentments_matched,
-        "breaks": r.break_count,
-        "malformed_rows": r.malformed_rows,
-        "summary": serde_json::from_str::<Value>(&r.summary).unwrap_or(Value::Null),
-    })
+fn run_json(r: &store::RunRecord) -> Run {
+    Run {
+        business_date: r.business_date.clone(),
+        status: r.status.clone(),
+        started_at_ms: r.started_at_ms,
+        finished_at_ms: r.finished_at_ms,
+        matched: r.matched,
+        pending: r.pending,
+        presentments_matched: r.presentments_matched,
+        breaks: r.break_count,
+        malformed_rows: r.malformed_rows,
+        summary: serde_json::from_str::<Value>(&r.summary).unwrap_or(Value::Null),
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RunsQuery {
+    /// How many runs, newest first.
+    #[param(minimum = 1, maximum = 366, default = 30)]
     limit: Option<i64>,
 }
 
@@ -661,17 +758,24 @@ pub async fn reconciliation_runs(
         let runs = state.store.runs(limit).await?;
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "runs": runs.iter().map(run_json).collect::<Vec<_>>() }),
+            &RunsPage {
+                runs: runs.iter().map(run_json).collect(),
+            },
         ))
     }
     .await;
     respond(&state, r)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct BreaksQuery {
+    /// Only breaks of this class (e.g. `amount_mismatch`).
     class: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 1000, default = 100)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page.
     cursor: Option<i64>,
 }
 
@@ -715,7 +819,7 @@ pub async fn reconciliation_breaks(
             .await?;
         let more = rows.len() as i64 > limit;
         let page = &rows[..rows.len().min(limit as usize)];
-        let items: Vec<Value> = page
+        let items: Vec<Break> = page
             .iter()
             .map(|b| {
                 let exp = b
@@ -725,19 +829,19 @@ pub async fn reconciliation_breaks(
                     .map(|c| c.exponent())
                     .unwrap_or(2);
                 let amt = |v: Option<i64>| v.map(|m| format_minor(m, exp));
-                json!({
-                    "seq": b.seq,
-                    "class": b.class,
-                    "transaction_id": b.transaction_id,
-                    "kind": b.kind,
-                    "currency": b.currency,
-                    "ledger_amount": amt(b.ledger_amount_minor),
-                    "file_amount": amt(b.file_amount_minor),
-                    "difference": amt(b.difference_minor),
-                    "file": b.file,
-                    "line": b.line,
-                    "detail": b.detail,
-                })
+                Break {
+                    seq: b.seq,
+                    class: b.class.clone(),
+                    transaction_id: b.transaction_id.clone(),
+                    kind: b.kind.clone(),
+                    currency: b.currency.clone(),
+                    ledger_amount: amt(b.ledger_amount_minor),
+                    file_amount: amt(b.file_amount_minor),
+                    difference: amt(b.difference_minor),
+                    file: b.file.clone(),
+                    line: b.line,
+                    detail: b.detail.clone(),
+                }
             })
             .collect();
         let next = if more {
@@ -747,9 +851,235 @@ pub async fn reconciliation_breaks(
         };
         Ok(json_response(
             StatusCode::OK,
-            &json!({ "run": run_json(&run), "breaks": items, "next_cursor": next }),
+            &BreaksPage {
+                run: run_json(&run),
+                breaks: items,
+                next_cursor: next,
+            },
         ))
     }
     .await;
     respond(&state, r)
+}
+
+// Response bodies of the admin API. They are what the handlers serialize, and their
+// schemas are what docs/openapi.json publishes.
+
+/// A cardholder account. Amounts are decimal strings in the currency's units.
+#[derive(Serialize, ToSchema)]
+pub struct Account {
+    pub user_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// Balance available now (may be negative after adjustments).
+    pub available: String,
+    /// The same balance in minor units.
+    pub balance_minor: i64,
+    /// Increases with every posting on the account.
+    pub version: i64,
+    pub overdraft_limit: String,
+    pub per_transaction_limit: Option<String>,
+    pub daily_limit: Option<String>,
+    pub blocked_mccs: Vec<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum FundingKind {
+    Deposit,
+    Withdrawal,
+}
+
+/// A booked deposit or withdrawal (replayed identically for a repeated Idempotency-Key).
+#[derive(Serialize, ToSchema)]
+pub struct FundingReceipt {
+    pub movement_id: i64,
+    pub kind: FundingKind,
+    pub user_id: String,
+    pub currency: String,
+    pub amount: String,
+    /// Available balance after the movement.
+    pub available: String,
+    pub reference: Option<String>,
+}
+
+/// One posting on the account, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct Posting {
+    pub id: i64,
+    pub movement_id: i64,
+    /// Movement kind, e.g. `AUTHORIZATION`, `DEPOSIT`, `ADJUSTMENT_CREDIT`.
+    pub kind: String,
+    pub transaction_id: Option<String>,
+    pub reference: Option<String>,
+    /// Signed decimal: negative takes money from the account.
+    pub amount: String,
+    pub balance_after: Option<String>,
+    pub version: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct PostingsPage {
+    pub postings: Vec<Posting>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A card and its rules.
+#[derive(Serialize, ToSchema)]
+pub struct Card {
+    pub card_id: String,
+    pub user_id: String,
+    #[schema(inline, value_type = CardStatusName)]
+    pub status: String,
+    pub blocked_mccs: Vec<String>,
+    pub updated_at_ms: i64,
+}
+
+/// Card status values.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum CardStatusName {
+    Active,
+    Blocked,
+    Lost,
+    Stolen,
+    Closed,
+}
+
+/// What we received on one processor route about a transaction, decided and booked.
+#[derive(Serialize, ToSchema)]
+pub struct TransactionRecord {
+    /// `authorization` or `adjustment`.
+    pub kind: String,
+    pub transaction_id: String,
+    pub endpoint: Option<String>,
+    pub direction: Option<String>,
+    #[serde(rename = "type")]
+    pub tx_type: Option<String>,
+    pub user_id: Option<String>,
+    pub card_id: Option<String>,
+    pub currency: Option<String>,
+    /// The amount exactly as the processor sent it.
+    pub amount: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub status: Option<String>,
+    pub status_detail: Option<String>,
+    pub flags: Vec<String>,
+    pub original_transaction_id: Option<String>,
+    pub movement_id: Option<i64>,
+    pub verdict: Option<String>,
+    pub verdict_detail: Option<String>,
+    pub verdict_movement_id: Option<i64>,
+    /// The raw request as received (JSON, or text when it was not JSON).
+    pub request: Value,
+    /// The exact answer we sent.
+    pub response: Value,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct NotificationRecord {
+    pub idempotency_key: String,
+    pub event_id: String,
+    pub verdict: Option<String>,
+    pub status_detail: Option<String>,
+    /// `REVERSED`, `FORCED`, `NOOP` or `REVIEW`.
+    pub effect: String,
+    pub flags: Vec<String>,
+    pub movement_id: Option<i64>,
+    pub received_at_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct MovementPosting {
+    /// Account kind: `CARDHOLDER`, `CLEARING`, `FUNDING`, `SUSPENSE`.
+    pub account: String,
+    pub user_id: Option<String>,
+    pub amount: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Movement {
+    pub id: i64,
+    pub kind: String,
+    pub currency: String,
+    pub transaction_id: Option<String>,
+    pub created_at_ms: i64,
+    pub postings: Vec<MovementPosting>,
+}
+
+/// Everything about one processor transaction id.
+#[derive(Serialize, ToSchema)]
+pub struct TransactionHistory {
+    pub transaction_id: String,
+    pub records: Vec<TransactionRecord>,
+    /// Adjustments whose `original_transaction_id` is this transaction.
+    pub adjustments: Vec<TransactionRecord>,
+    pub notifications: Vec<NotificationRecord>,
+    pub movements: Vec<Movement>,
+}
+
+/// `/healthz` and `/readyz`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, `ready`, `draining` or `database unreachable`.
+    pub status: String,
+    /// Which store is in use (when ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub store: Option<String>,
+    /// The fleet's shared Redis (when ready): `ok`, `degraded` (requests fall back to the
+    /// database) or `not configured`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+}
+
+/// One reconciliation run.
+#[derive(Serialize, ToSchema)]
+pub struct Run {
+    /// `YYYY-MM-DD`.
+    pub business_date: String,
+    pub status: String,
+    pub started_at_ms: i64,
+    pub finished_at_ms: i64,
+    pub matched: i64,
+    pub pending: i64,
+    pub presentments_matched: i64,
+    pub breaks: i64,
+    pub malformed_rows: i64,
+    /// Totals per currency and counts per class.
+    pub summary: Value,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunsPage {
+    pub runs: Vec<Run>,
+}
+
+/// One difference between the ledger and the processor's files.
+#[derive(Serialize, ToSchema)]
+pub struct Break {
+    pub seq: i64,
+    pub class: String,
+    pub transaction_id: String,
+    pub kind: Option<String>,
+    pub currency: Option<String>,
+    pub ledger_amount: Option<String>,
+    pub file_amount: Option<String>,
+    pub difference: Option<String>,
+    pub file: Option<String>,
+    pub line: Option<i64>,
+    pub detail: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BreaksPage {
+    pub run: Run,
+    pub breaks: Vec<Break>,
+    pub next_cursor: Option<i64>,
 }

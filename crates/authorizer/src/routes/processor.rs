@@ -734,8 +734,10 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     // A notification must never be lost: when its detail does not parse, keep what we can
     // read (event id and key) and store it for review rather than refuse it forever.
     let parsed = Notification::from_slice(body);
+    // Not for a body refused before parsing (too deep, or a U+0000 no store can hold).
     let loose: Option<serde_json::Value> = match &parsed {
         Ok(_) => None,
+        Err(_) if protocol::wire::refused_before_parsing(body) => None,
         Err(_) => serde_json::from_slice::<serde_json::Value>(body)
             .ok()
             .filter(|v| v.is_object()),

@@ -1,0 +1,668 @@
+//! The OpenAPI 3.1 document of every route, built from the code: the processor routes from
+//! [`Route::ALL`] (the table the server registers), the bodies from the wire and
+//! admin types' `ToSchema` derives. Served at `GET /openapi.json`; committed as
+//! `docs/openapi.json` (regenerate with `cargo run -p authorizer -- openapi > docs/openapi.json`;
+//! a test fails while the two differ).
+
+use crate::routes::admin;
+use crate::routes::processor::Route;
+use protocol::wire;
+use serde::Serialize;
+use utoipa::openapi::path::{
+    HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
+};
+use utoipa::openapi::request_body::RequestBodyBuilder;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, SchemaType, Type};
+use utoipa::openapi::security::{
+    ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
+};
+use utoipa::openapi::{
+    ComponentsBuilder, ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref,
+    RefOr, Required, ResponseBuilder, tag::TagBuilder,
+};
+use utoipa::{IntoParams, ToSchema};
+
+/// The one error envelope of every route.
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({"error": {"code": "malformed_request", "message": "missing field `amount` at line 1 column 42"}})))]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable snake_case code, e.g. `unauthorized`, `malformed_request`, `idempotency_key_reused`.
+    pub code: String,
+    /// Human-readable; never repeats secrets or card data.
+    pub message: String,
+}
+
+/// What a notification changed.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NotificationEffect {
+    /// A movement we booked was reversed (the processor rejected it).
+    Reversed,
+    /// A transaction we declined or never saw was booked (the processor approved it).
+    Forced,
+    /// Stored; nothing to change.
+    Noop,
+    /// Stored for review: the body could not be fully read.
+    Review,
+}
+
+/// Answer to a stored notification (the processor resends until it gets a 2xx).
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct NotificationAnswer {
+    pub message: String,
+    pub effect: NotificationEffect,
+}
+
+fn schema_ref(name: &str) -> RefOr<Schema> {
+    RefOr::Ref(Ref::from_schema_name(name))
+}
+
+fn string_schema(pattern: Option<&str>, min: Option<usize>, max: Option<usize>) -> ObjectBuilder {
+    ObjectBuilder::new()
+        .schema_type(SchemaType::new(Type::String))
+        .pattern(pattern)
+        .min_length(min)
+        .max_length(max)
+}
+
+fn json_content(schema: RefOr<Schema>) -> utoipa::openapi::Content {
+    ContentBuilder::new().schema(Some(schema)).build()
+}
+
+fn header_param(
+    name: &str,
+    required: bool,
+    schema: ObjectBuilder,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Header)
+        .required(if required {
+            Required::True
+        } else {
+            Required::False
+        })
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
+}
+
+/// Printable text: no control characters, no U+FFFD (what undecodable escapes become).
+const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$";
+
+fn path_param(name: &str, description: &str) -> utoipa::openapi::path::Parameter {
+    let schema = if name == "currency" {
+        string_schema(Some("^[A-Z]{3}$"), None, None)
+    } else if name == "date" {
+        string_schema(Some("^[0-9]{4}-[0-9]{2}-[0-9]{2}$"), None, None)
+    } else {
+        string_schema(Some(PRINTABLE_PATTERN), Some(1), Some(255))
+    };
+    ParameterBuilder::new()
+        .name(name)
+        .parameter_in(ParameterIn::Path)
+        .required(Required::True)
+        .schema(Some(schema))
+        .description(Some(description))
+        .build()
+}
+
+const SIGNATURE_PATTERN: &str = r"^hmac-sha256 [A-Za-z0-9+/]{43}=$";
+
+/// The headers every signed answer carries.
+fn signed(mut r: ResponseBuilder) -> ResponseBuilder {
+    for (name, schema, description) in [
+        (
+            "x-signature",
+            string_schema(Some(SIGNATURE_PATTERN), None, None),
+            "`hmac-sha256 ` + base64 of HMAC-SHA256(secret, X-Timestamp ++ X-Endpoint ++ the exact response body), with the key pair the request named.",
+        ),
+        (
+            "x-timestamp",
+            string_schema(Some("^[0-9]{1,12}$"), None, None),
+            "Our unix time in seconds when the answer was signed.",
+        ),
+        (
+            "x-endpoint",
+            string_schema(None, None, None),
+            "The request's X-Endpoint, echoed.",
+        ),
+    ] {
+        r = r.header(
+            name,
+            HeaderBuilder::new()
+                .schema(schema)
+                .description(Some(description))
+                .build(),
+        );
+    }
+    r
+}
+
+fn response(description: &str, body: &str) -> ResponseBuilder {
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", json_content(schema_ref(body)))
+}
+
+fn error(description: &str) -> ResponseBuilder {
+    response(description, "ErrorBody")
+}
+
+fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
+    let (operation_id, summary, description, request, answer) = match route {
+        Route::Authorization(None) => (
+            "authorize",
+            "Authorize a card transaction",
+            "The direction comes from `transaction.type`. Always 200 once a decision is reached (APPROVED or REJECTED with a status_detail); REJECTED / SYSTEM_ERROR with nothing booked when the ledger cannot answer within the deadline.",
+            "TransactionRequest",
+            "AuthorizationResponse",
+        ),
+        Route::Authorization(Some(wire::Direction::Debit)) => (
+            "authorizeDebit",
+            "Authorize a debit (money leaves the cardholder's account)",
+            "As `/transactions/authorizations`, with the direction given by the route.",
+            "TransactionRequest",
+            "AuthorizationResponse",
+        ),
+        Route::Authorization(Some(wire::Direction::Credit)) => (
+            "authorizeCredit",
+            "Authorize a credit (money arrives on the cardholder's account)",
+            "As `/transactions/authorizations`, with the direction given by the route.",
+            "TransactionRequest",
+            "AuthorizationResponse",
+        ),
+        Route::Adjustment(wire::Direction::Debit) => (
+            "adjustDebit",
+            "Book a debit the network already made effective",
+            "Cannot be refused: always booked (a balance may go negative; an unknown user or currency is parked on suspense and flagged). 503 when it could not be stored: the processor sends it again.",
+            "TransactionRequest",
+            "AdjustmentResponse",
+        ),
+        Route::Adjustment(wire::Direction::Credit) => (
+            "adjustCredit",
+            "Book a credit (refund, reversal, payment, clearing difference)",
+            "Cannot be refused: always booked. 503 when it could not be stored: the processor sends it again.",
+            "TransactionRequest",
+            "AdjustmentResponse",
+        ),
+        Route::Notification => (
+            "notify",
+            "Store the processor's final verdict on a transaction",
+            "Deduplicated on `idempotency_key` (body) or x-idempotency-key. A REJECTED verdict reverses a movement we booked (once); an APPROVED verdict for something we declined or never saw books it and flags it. A body that cannot be read as a notification but is a JSON object is still stored, for review (effect REVIEW). 503 when it could not be stored.",
+            "Notification",
+            "NotificationAnswer",
+        ),
+    };
+    let idempotency_required = route != Route::Notification;
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .tag("processor")
+        .summary(Some(summary))
+        .description(Some(description))
+        .parameters(Some([
+            header_param(
+                "x-api-key",
+                true,
+                string_schema(None, Some(1), None),
+                "Which key pair signed the request.",
+            ),
+            header_param(
+                "x-signature",
+                true,
+                string_schema(Some(SIGNATURE_PATTERN), None, None),
+                "`hmac-sha256 ` + standard base64 of HMAC-SHA256(base64-decoded api secret, X-Timestamp ++ X-Endpoint ++ raw body).",
+            ),
+            header_param(
+                "x-timestamp",
+                true,
+                string_schema(Some("^[0-9]{1,12}$"), None, None),
+                "Unix seconds when signed; refused outside processor.authorization_skew_secs (authorizations) or processor.adjustment_skew_secs (adjustments, notifications), both directions.",
+            ),
+            header_param(
+                "x-endpoint",
+                true,
+                string_schema(None, Some(1), None),
+                "The path that was signed; must end with (or equal, per processor.endpoint_check) the route called.",
+            ),
+            header_param(
+                "x-idempotency-key",
+                idempotency_required,
+                string_schema(None, Some(1), Some(255)),
+                if idempotency_required {
+                    "Same key = same logical request: a finished duplicate gets the identical answer, re-signed."
+                } else {
+                    "Used when the body has no idempotency_key."
+                },
+            ),
+        ]))
+        .request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(Required::True))
+                .description(Some(
+                    "Raw JSON; the signature covers these exact bytes. Unknown fields are accepted and kept; a duplicated key in a typed object is refused (400).",
+                ))
+                .content("application/json", json_content(schema_ref(request)))
+                .build(),
+        ))
+        .security(SecurityRequirement::new("processorSignature", Vec::<String>::new()))
+        .response("200", signed(response("Answered, signed.", answer)).build())
+        .response(
+            "400",
+            signed(error(
+                "The body is not a request of this kind, or x-idempotency-key is missing or longer than 255 characters; nothing stored. Signed.",
+            ))
+            .build(),
+        )
+        .response(
+            "401",
+            error("Signature not accepted (unknown key, bad or missing signature, stale or future timestamp, other endpoint). Not signed; says nothing about which check failed; nothing stored.").build(),
+        )
+        .response(
+            "403",
+            error("The peer address is not in processor.allowed_networks. Not signed.").build(),
+        )
+        .response(
+            "408",
+            error("The body did not arrive within server.body_read_ms_max. Not signed.").build(),
+        )
+        .response(
+            "409",
+            signed(error(
+                "This x-idempotency-key was used with another body; nothing booked. Signed.",
+            ))
+            .build(),
+        )
+        .response(
+            "413",
+            error("The body is larger than server.body_bytes_max. Not signed.").build(),
+        )
+        .response(
+            "425",
+            signed(error(
+                "The same request is still being processed; retry shortly. Signed.",
+            ))
+            .build(),
+        );
+    if !matches!(route, Route::Authorization(_)) {
+        op = op.response(
+            "503",
+            signed(error("Not stored; send it again later. Signed.")).build(),
+        );
+    }
+    op.build()
+}
+
+struct AdminOp {
+    method: HttpMethod,
+    path: &'static str,
+    id: &'static str,
+    summary: &'static str,
+    params: Vec<utoipa::openapi::path::Parameter>,
+    body: Option<(&'static str, bool)>,
+    ok: Vec<(&'static str, &'static str, &'static str)>,
+    errors: &'static [(&'static str, &'static str)],
+}
+
+const E_400: (&str, &str) = (
+    "400",
+    "Invalid input (path, query or body); the error code says which.",
+);
+const E_401: (&str, &str) = ("401", "Missing or wrong bearer token.");
+const E_404: (&str, &str) = ("404", "Not found.");
+const E_408: (&str, &str) = (
+    "408",
+    "The body did not arrive within server.body_read_ms_max.",
+);
+const E_409: (&str, &str) = (
+    "409",
+    "This Idempotency-Key was used with another request; nothing booked.",
+);
+const E_413: (&str, &str) = ("413", "The body is larger than server.body_bytes_max.");
+const E_422: (&str, &str) = (
+    "422",
+    "A withdrawal cannot overdraw the account (insufficient_funds).",
+);
+const E_503: (&str, &str) = ("503", "Storage unavailable; try again.");
+
+fn account_params() -> Vec<utoipa::openapi::path::Parameter> {
+    vec![
+        path_param(
+            "user_id",
+            "The cardholder: 1 to 255 bytes of printable text.",
+        ),
+        path_param("currency", "ISO 4217 code, e.g. ARS."),
+    ]
+}
+
+fn admin_operations() -> Vec<AdminOp> {
+    let idem = || {
+        header_param(
+            "idempotency-key",
+            true,
+            string_schema(None, Some(1), Some(255)),
+            "Same key and request: the identical answer, booked once.",
+        )
+    };
+    vec![
+        AdminOp {
+            method: HttpMethod::Put,
+            path: "/v1/accounts/{user_id}/{currency}",
+            id: "openAccount",
+            summary: "Open an account (idempotent); an optional body sets its rules",
+            params: account_params(),
+            body: Some(("AccountRules", false)),
+            ok: vec![
+                (
+                    "200",
+                    "Already open (rules updated when a body is given).",
+                    "Account",
+                ),
+                ("201", "Opened.", "Account"),
+            ],
+            errors: &[E_400, E_401, E_408, E_413, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/accounts/{user_id}/{currency}",
+            id: "getAccount",
+            summary: "Available balance, version and rules",
+            params: account_params(),
+            body: None,
+            ok: vec![("200", "The account.", "Account")],
+            errors: &[E_400, E_401, E_404, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Post,
+            path: "/v1/accounts/{user_id}/{currency}/deposits",
+            id: "deposit",
+            summary: "Add money to an account",
+            params: [account_params(), vec![idem()]].concat(),
+            body: Some(("FundingRequest", true)),
+            ok: vec![(
+                "201",
+                "Booked (or the replay of the same request).",
+                "FundingReceipt",
+            )],
+            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Post,
+            path: "/v1/accounts/{user_id}/{currency}/withdrawals",
+            id: "withdraw",
+            summary: "Take money out of an account; never overdraws",
+            params: [account_params(), vec![idem()]].concat(),
+            body: Some(("FundingRequest", true)),
+            ok: vec![(
+                "201",
+                "Booked (or the replay of the same request).",
+                "FundingReceipt",
+            )],
+            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_422, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/accounts/{user_id}/{currency}/postings",
+            id: "listPostings",
+            summary: "Postings of an account, newest first, cursor-paginated",
+            params: [
+                account_params(),
+                admin::PageQuery::into_params(|| Some(ParameterIn::Query)),
+            ]
+            .concat(),
+            body: None,
+            ok: vec![("200", "One page.", "PostingsPage")],
+            errors: &[E_400, E_401, E_404, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Put,
+            path: "/v1/cards/{card_id}",
+            id: "putCard",
+            summary: "Register or update a card and its rules (in force for the next authorization)",
+            params: vec![path_param("card_id", "The processor's card id.")],
+            body: Some(("CardRequest", true)),
+            ok: vec![("200", "Updated.", "Card"), ("201", "Registered.", "Card")],
+            errors: &[E_400, E_401, E_408, E_413, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/transactions/{transaction_id}",
+            id: "getTransaction",
+            summary: "What we received, decided and booked for a processor transaction id",
+            params: vec![path_param(
+                "transaction_id",
+                "The processor's transaction id.",
+            )],
+            body: None,
+            ok: vec![("200", "The history.", "TransactionHistory")],
+            errors: &[E_400, E_401, E_404, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/reconciliation/runs",
+            id: "listReconciliationRuns",
+            summary: "Reconciliation runs, newest business date first",
+            params: admin::RunsQuery::into_params(|| Some(ParameterIn::Query)),
+            body: None,
+            ok: vec![("200", "The runs.", "RunsPage")],
+            errors: &[E_400, E_401, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/reconciliation/runs/{date}/breaks",
+            id: "listReconciliationBreaks",
+            summary: "Breaks of one business date's run",
+            params: [
+                vec![path_param("date", "Business date, YYYY-MM-DD.")],
+                admin::BreaksQuery::into_params(|| Some(ParameterIn::Query)),
+            ]
+            .concat(),
+            body: None,
+            ok: vec![("200", "The run and one page of its breaks.", "BreaksPage")],
+            errors: &[E_400, E_401, E_404, E_503],
+        },
+    ]
+}
+
+/// Every schema the document references, with the ones they reference.
+fn schemas() -> Vec<(String, RefOr<Schema>)> {
+    let mut out = Vec::new();
+    fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
+        out.push((T::name().into_owned(), T::schema()));
+        T::schemas(out);
+    }
+    add::<wire::TransactionRequest>(&mut out);
+    add::<wire::Notification>(&mut out);
+    add::<wire::AuthorizationResponse>(&mut out);
+    add::<wire::AdjustmentResponse>(&mut out);
+    add::<NotificationAnswer>(&mut out);
+    add::<ErrorBody>(&mut out);
+    add::<admin::AccountRules>(&mut out);
+    add::<admin::Account>(&mut out);
+    add::<admin::FundingRequest>(&mut out);
+    add::<admin::FundingReceipt>(&mut out);
+    add::<admin::PostingsPage>(&mut out);
+    add::<admin::CardRequest>(&mut out);
+    add::<admin::Card>(&mut out);
+    add::<admin::TransactionHistory>(&mut out);
+    add::<admin::RunsPage>(&mut out);
+    add::<admin::BreaksPage>(&mut out);
+    add::<admin::Health>(&mut out);
+    out
+}
+
+/// The whole document.
+pub fn document() -> OpenApi {
+    let mut paths = PathsBuilder::new();
+    for (path, route) in Route::ALL {
+        paths = paths.path(
+            path,
+            PathItem::new(HttpMethod::Post, processor_operation(route)),
+        );
+    }
+    for op in admin_operations() {
+        let mut b = OperationBuilder::new()
+            .operation_id(Some(op.id))
+            .tag("admin")
+            .summary(Some(op.summary))
+            .parameters(Some(op.params))
+            .security(SecurityRequirement::new("adminToken", Vec::<String>::new()));
+        if let Some((schema, required)) = op.body {
+            b = b.request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(if required {
+                        Required::True
+                    } else {
+                        Required::False
+                    }))
+                    .content("application/json", json_content(schema_ref(schema)))
+                    .build(),
+            ));
+        }
+        for (status, description, body) in op.ok {
+            b = b.response(status, response(description, body).build());
+        }
+        for (status, description) in op.errors {
+            b = b.response(*status, error(description).build());
+        }
+        paths = paths.path(op.path, PathItem::new(op.method, b.build()));
+    }
+    let plain = |id: &str, summary: &str, responses: Vec<(&str, ResponseBuilder)>| {
+        let mut b = OperationBuilder::new()
+            .operation_id(Some(id))
+            .tag("operations")
+            .summary(Some(summary));
+        for (status, r) in responses {
+            b = b.response(status, r.build());
+        }
+        PathItem::new(HttpMethod::Get, b.build())
+    };
+    paths = paths
+        .path(
+            "/healthz",
+            plain(
+                "healthz",
+                "The process is up",
+                vec![("200", response("Up.", "Health"))],
+            ),
+        )
+        .path(
+            "/readyz",
+            plain(
+                "readyz",
+                "Ready to serve: the database answers and the server is not draining",
+                vec![
+                    ("200", response("Ready.", "Health")),
+                    (
+                        "503",
+                        response("Draining, or the database is unreachable.", "Health"),
+                    ),
+                ],
+            ),
+        )
+        .path(
+            "/metrics",
+            plain(
+                "metrics",
+                "Prometheus metrics",
+                vec![(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("Prometheus text exposition format 0.0.4.")
+                        .content(
+                            "text/plain",
+                            json_content(string_schema(None, None, None).into()),
+                        ),
+                )],
+            ),
+        )
+        .path(
+            "/openapi.json",
+            plain(
+                "openapi",
+                "This document",
+                vec![(
+                    "200",
+                    ResponseBuilder::new()
+                        .description("The OpenAPI document.")
+                        .content(
+                            "application/json",
+                            json_content(
+                                ObjectBuilder::new()
+                                    .schema_type(SchemaType::new(Type::Object))
+                                    .into(),
+                            ),
+                        ),
+                )],
+            ),
+        );
+    let components = ComponentsBuilder::new()
+        .schemas_from_iter(schemas())
+        .security_scheme(
+            "processorSignature",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Signature",
+                "HMAC-SHA256 request signature (see the x-signature, x-timestamp, x-endpoint and x-api-key header parameters). Answers are signed the same way with the same key pair.",
+            ))),
+        )
+        .security_scheme(
+            "adminToken",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some("The admin token (admin.token, or data_dir/admin-token)."))
+                    .build(),
+            ),
+        )
+        .build();
+    OpenApiBuilder::new()
+        .info(
+            InfoBuilder::new()
+                .title("authorizer")
+                .version(env!("CARGO_PKG_VERSION"))
+                .description(Some(
+                    "Card issuer authorization processor: the card processor's signed real-time routes, the issuer's admin API, and operations endpoints. Every error body is {\"error\":{\"code\":..,\"message\":..}}; an unknown route answers 404 in the same envelope.",
+                ))
+                .build(),
+        )
+        .paths(paths.build())
+        .components(Some(components))
+        .tags(Some([
+            TagBuilder::new()
+                .name("processor")
+                .description(Some("Called by the card processor; signed both ways."))
+                .build(),
+            TagBuilder::new()
+                .name("admin")
+                .description(Some("The issuer's back office; bearer token."))
+                .build(),
+            TagBuilder::new()
+                .name("operations")
+                .description(Some("Health, readiness, metrics; no authentication."))
+                .build(),
+        ]))
+        .build()
+}
+
+/// `GET /openapi.json`.
+pub async fn serve() -> actix_web::HttpResponse {
+    static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    actix_web::HttpResponse::Ok()
+        .content_type("application/json")
+        .body(DOCUMENT.get_or_init(json).as_str())
+}
+
+/// The document as served and committed: pretty JSON, keys sorted, one trailing newline.
+pub fn json() -> String {
+    let mut text = serde_json::to_string_pretty(&document()).unwrap_or_default();
+    text.push('\n');
+    text
+}

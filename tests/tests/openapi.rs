@@ -1,0 +1,50 @@
+//! The served OpenAPI document is the generated one, and every operation it documents is
+//! routed by the server.
+
+use e2e::*;
+
+#[actix_rt::test]
+async fn every_documented_operation_is_served() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let served = app.get("/openapi.json").await;
+    assert_eq!(served.status, 200);
+    assert_eq!(served.header("content-type"), Some("application/json"));
+    assert_eq!(served.body, authorizer::openapi::json().into_bytes());
+    let doc = served.json();
+    let mut operations = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        let concrete = path
+            .replace("{user_id}", "u-none")
+            .replace("{currency}", "ARS")
+            .replace("{card_id}", "crd-none")
+            .replace("{transaction_id}", "ctx-none")
+            .replace("{date}", "2024-01-01");
+        for (method, op) in item.as_object().unwrap() {
+            operations += 1;
+            let method = method.to_uppercase();
+            let r = match op["tags"][0].as_str() {
+                Some("admin") => app.admin(&method, &concrete, None, None).await,
+                Some("processor") => app.processor(&concrete, b"{}", &uid("k")).await,
+                _ => app.get(&concrete).await,
+            };
+            let documented = op["responses"][r.status.to_string()].is_object();
+            assert!(
+                documented,
+                "{method} {path}: {} is not documented",
+                r.status
+            );
+            if r.status == 404 {
+                assert_ne!(
+                    r.json()["error"]["message"],
+                    "No such route",
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+    }
+    assert_eq!(
+        operations,
+        6 + 9 + 4,
+        "processor, admin and operations routes"
+    );
+}
