@@ -53,13 +53,13 @@ pub struct Application {
     server: Server,
     store: Store,
     pub metrics: Arc<Metrics>,
-    tls: bool,
     ready: Arc<AtomicBool>,
     fleet: Fleet,
     drain: Duration,
     shutdown_max: Duration,
     /// Requests being served now, across workers.
     in_flight: Arc<AtomicUsize>,
+    tls: bool,
 }
 
 /// Counts a request in flight for as long as it is alive.
@@ -270,12 +270,12 @@ impl Application {
             server,
             store,
             metrics,
-            tls,
             ready,
             fleet,
             drain: Duration::from_millis(settings.server.drain_ms),
             shutdown_max: Duration::from_millis(settings.server.shutdown_ms_max),
             in_flight: in_flight_outer,
+            tls,
         })
     }
 

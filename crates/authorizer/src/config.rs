@@ -30,9 +30,9 @@ pub struct ServerSettings {
     pub workers: usize,
     pub body_bytes_max: usize,
     pub request_read_ms_max: u64,
+    pub drain_ms: u64,
     pub body_read_ms_max: u64,
     pub disconnect_ms_max: u64,
-    pub drain_ms: u64,
     pub shutdown_ms_max: u64,
     pub tls: TlsSettings,
 }

@@ -217,20 +217,10 @@ impl Postgres {
         Ok(pids)
     }
 
-    /// Runs one SQL text with psql; rows as `|`-separated fields.
-    pub fn query(&self, sql: &str) -> anyhow::Result<Vec<Vec<String>>> {
+    /// Runs one SQL text with psql; its output, unaligned, without headers.
+    pub fn query(&self, sql: &str) -> anyhow::Result<String> {
         let out = Command::new("psql")
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-F",
-                "|",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-            ])
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d"])
             .arg(&self.url)
             .arg("-c")
             .arg(sql)
@@ -243,11 +233,7 @@ impl Postgres {
                 String::from_utf8_lossy(&out.stderr).trim()
             );
         }
-        Ok(String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(|l| l.split('|').map(str::to_owned).collect())
-            .collect())
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 }
 

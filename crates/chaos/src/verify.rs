@@ -57,19 +57,20 @@ pub struct Checks {
     pub audit_output: String,
 }
 
-/// Movements per (kind, processor transaction id).
+/// Movements per (kind, processor transaction id). Read as one JSON document: transaction
+/// ids come from mutated bodies too and may hold any separator.
 fn movement_counts(pg: &Postgres) -> anyhow::Result<HashMap<(String, String), u64>> {
-    let rows = pg.query(
-        "SELECT kind, transaction_id, count(*) FROM movements \
-         WHERE transaction_id IS NOT NULL GROUP BY 1, 2",
+    let text = pg.query(
+        "SELECT coalesce(json_agg(json_build_array(kind, transaction_id, n)), '[]') FROM \
+         (SELECT kind, transaction_id, count(*) AS n FROM movements \
+          WHERE transaction_id IS NOT NULL GROUP BY 1, 2) t",
     )?;
-    let mut m = HashMap::new();
-    for r in rows {
-        if let [kind, tx, n] = &r[..] {
-            m.insert((kind.clone(), tx.clone()), n.parse().unwrap_or(0));
-        }
-    }
-    Ok(m)
+    let list: Vec<(String, String, u64)> = serde_json::from_str(&text)
+        .map_err(|e| anyhow::anyhow!("movement counts are not JSON: {e}"))?;
+    Ok(list
+        .into_iter()
+        .map(|(kind, tx, n)| ((kind, tx), n))
+        .collect())
 }
 
 fn count(m: &HashMap<(String, String), u64>, kind: &str, tx: &str) -> u64 {

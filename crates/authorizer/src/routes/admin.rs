@@ -89,14 +89,13 @@ fn bearer(req: &HttpRequest) -> &str {
         .unwrap_or("")
 }
 
-/// Whether the request carries the admin bearer token: constant time over fixed-length
-/// digests; only the digest of the configured token is held (see
-/// [`crate::security::TokenDigest`]).
+/// Whether the request carries the admin bearer token.
 pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
     state.admin_token.matches(bearer(req))
 }
 
-/// Bearer token check.
+/// Bearer token check: constant time over fixed-length digests; only the digest of the
+/// configured token is held (see [`crate::security::TokenDigest`]).
 fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
     if !token_matches(req, state) {
         return Err(AdminError::new(
@@ -695,7 +694,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
                         (true, true) => "ok",
                         (true, false) => "degraded",
                     }
-                    .into(),
+                    .to_owned(),
                 ),
             },
         ),
@@ -1034,8 +1033,8 @@ pub struct Health {
     /// Which store is in use (when ready).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub store: Option<String>,
-    /// Redis (when ready): `ok`, `degraded` (every request falls back to Postgres) or
-    /// `not configured`.
+    /// The fleet's shared Redis (when ready): `ok`, `degraded` (requests fall back to the
+    /// database) or `not configured`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub redis: Option<String>,
 }
