@@ -311,6 +311,9 @@ async fn every_break_class(app: TestApp) {
     let runs = runs.json();
     assert_eq!(runs["runs"][0]["business_date"], ds.as_str());
     assert_eq!(runs["runs"][0]["breaks"], 8);
+    // The dashboard's gauge shows the latest run's breaks.
+    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert!(m.contains("\nauthorizer_reconciliation_breaks 8\n"), "{m}");
     let page = app
         .admin(
             "GET",

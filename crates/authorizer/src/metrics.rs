@@ -110,6 +110,14 @@ impl Metrics {
                 "authorizer_ready",
                 "1 while this instance takes traffic; 0 from the start of a graceful shutdown.",
             ),
+            (
+                "authorizer_reconciliation_breaks",
+                "Breaks found by the latest reconciliation run (read from the ledger at scrape time).",
+            ),
+            (
+                "authorizer_reconciliation_malformed_rows",
+                "Malformed file rows of the latest reconciliation run.",
+            ),
         ] {
             m.describe(name, help);
         }

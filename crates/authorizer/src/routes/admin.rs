@@ -713,6 +713,23 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The latest reconciliation run, read from the ledger at scrape time (every instance
+    // reports the same figure; the reconciler is a batch job without an endpoint of its own).
+    match state.store.runs(1).await {
+        Ok(runs) => {
+            if let Some(run) = runs.first() {
+                state
+                    .metrics
+                    .set_gauge("authorizer_reconciliation_breaks", &[], run.break_count);
+                state.metrics.set_gauge(
+                    "authorizer_reconciliation_malformed_rows",
+                    &[],
+                    run.malformed_rows,
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics: cannot read the latest reconciliation run"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
