@@ -95,9 +95,14 @@ static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| READ_BATCH.replace("/*LOCK*/", "FOR UPDATE"));
 
 /// The writes of a batch, in one statement: movements, postings, account balances, the
-/// processor transactions and the idempotency records. Empty arrays write nothing.
+/// processor transactions and the idempotency records. Empty arrays write nothing. Without
+/// locks taken earlier this statement is the commit, which the requesters wait for: it must
+/// not wait on a row lock, so it first locks its accounts with NOWAIT (`lk`, evaluated once
+/// before the update's first row) and fails at once, as a lost race, if one is held.
 const WRITE_BATCH: &str = "\
-WITH m AS ( \
+WITH lk AS ( \
+  SELECT id FROM accounts WHERE id = ANY($11::int8[]) FOR UPDATE NOWAIT \
+), m AS ( \
   INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
   SELECT id, 'AUTHORIZATION', cur, 'AUTHORIZATION', tid, NULL, $4 \
     FROM UNNEST($1::int8[], $2::text[], $3::text[]) AS u(id, cur, tid) \
@@ -111,6 +116,7 @@ WITH m AS ( \
     FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[]) \
       AS u(id, b, v, d, s, ov, ob) \
    WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob \
+     AND (SELECT count(*) FROM lk) >= 0 \
    RETURNING a.id \
 ), t AS ( \
   INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
@@ -232,7 +238,13 @@ impl Store {
             }
             Ok(Step::Abandoned) => return Err(abandoned()),
             Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
-            Err(e) if is_lost_race(&e) => {}
+            Err(e) if is_lost_race(&e) => {
+                // Nothing was written: the requesters may give up at their deadline again
+                // while the batch waits for its locks.
+                for gate in items.iter().filter_map(|i| i.call.commit_started) {
+                    gate.reopen();
+                }
+            }
             Err(e) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
             Err(e) => return Err(e.into()),
         }
@@ -735,7 +747,8 @@ fn start_commit(items: &[BatchItem<'_>]) -> bool {
     all
 }
 
-/// The write's guard (`ledger_expect_rows`) found an account changed since the read.
+/// The write's guard (`ledger_expect_rows`) found an account changed since the read (40001),
+/// or one of its accounts locked by another transaction (55P03, `NOWAIT`).
 fn is_lost_race(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40001"))
+    matches!(e, sqlx::Error::Database(db) if matches!(db.code().as_deref(), Some("40001" | "55P03")))
 }

@@ -94,6 +94,17 @@ impl CommitGate {
     pub fn committing(&self) -> bool {
         self.0.load(Ordering::SeqCst) == Self::COMMITTING
     }
+
+    /// The store, after a commit attempt that certainly wrote nothing (refused by the
+    /// database): the requester may give up at its deadline again.
+    pub fn reopen(&self) {
+        let _ = self.0.compare_exchange(
+            Self::COMMITTING,
+            Self::OPEN,
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
 }
 
 /// The card transaction a request describes.
