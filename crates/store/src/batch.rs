@@ -19,11 +19,10 @@ use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
     ProcessorCall, SCOPE_AUTHORIZATION, direction_str, locked_account_from_row, status_of,
 };
-use crate::rules::CardLookup;
+use crate::rules::{CardLookup, CardRecord};
 use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
 use ledger::{
-    AuthorizationInput, CardState, CardStatus, Currency, Decision, MccSet, RequestKind,
-    SystemAccount, decide, to_minor,
+    AuthorizationInput, Currency, Decision, RequestKind, SystemAccount, decide, to_minor,
 };
 use sqlx::Row;
 use std::collections::HashMap;
@@ -436,10 +435,8 @@ impl Store {
             let card = match (t.card_id, item.card.known(t.user_id)) {
                 (None, _) => None,
                 (Some(_), Some(known)) => known,
-                (Some(id), None) => cards.get(id).map(|(owner, status, blocked)| CardState {
-                    status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
-                    belongs_to_user: t.user_id == Some(owner.as_str()),
-                    blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
+                (Some(id), None) => cards.get(id).map(|(owner, status, blocked)| {
+                    CardRecord::from_stored(owner.clone(), status, blocked).state_for(t.user_id)
                 }),
             };
             let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
