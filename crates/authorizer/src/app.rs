@@ -124,6 +124,7 @@ impl Application {
                 metrics.clone(),
                 p.commit_batch_size_max,
                 p.commit_batches_in_flight_max,
+                std::time::Duration::from_millis(p.commit_batch_overlap_ms),
             )?)
         } else {
             None

@@ -93,6 +93,8 @@ pub struct ProcessorSettings {
     pub grouped_commits: bool,
     pub commit_batch_size_max: usize,
     pub commit_batches_in_flight_max: usize,
+    /// A batch still committing after this long lets the next batch start beside it.
+    pub commit_batch_overlap_ms: u64,
     /// CIDR blocks allowed to call the processor routes; empty: any peer.
     pub allowed_networks: Vec<String>,
 }
