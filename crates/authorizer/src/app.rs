@@ -117,11 +117,17 @@ impl Application {
             None
         };
         let metrics = Arc::new(Metrics::new());
+        let rules = Arc::new(RulesCache::new(
+            Duration::from_millis(settings.rules.cache_ttl_ms),
+            settings.rules.cache_entries_max,
+            metrics.clone(),
+        ));
         let p = &settings.processor;
         let batcher = if p.grouped_commits && store.is_postgres() {
             Some(crate::batcher::Batcher::start(
                 settings.store_config(),
                 metrics.clone(),
+                rules.clone(),
                 p.commit_batch_size_max,
                 p.commit_batches_in_flight_max,
                 std::time::Duration::from_millis(p.commit_batch_overlap_ms),
@@ -138,11 +144,6 @@ impl Application {
                 "one transaction per request"
             }
         );
-        let rules = Arc::new(RulesCache::new(
-            Duration::from_millis(settings.rules.cache_ttl_ms),
-            settings.rules.cache_entries_max,
-            metrics.clone(),
-        ));
         let fleet = Fleet::start(&settings.redis, metrics.clone(), rules.clone())?;
         tracing::info!(
             redis = fleet.is_configured(),

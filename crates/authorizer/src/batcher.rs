@@ -27,6 +27,8 @@ pub struct Job {
     pub kind: Option<ledger::RequestKind>,
     /// The card's rules from the instance's cache (`None`: read them in the batch).
     pub card: Option<crate::rules::CachedCard>,
+    /// A cache miss: the cache's epoch before the batch reads the card (see `RulesCache::probe`).
+    pub card_epoch: Option<u64>,
     /// Taken just before the batch's COMMIT is sent, unless the requester gave up first.
     pub committing: Arc<store::CommitGate>,
     /// Taken when the batch runs; answered as soon as this job's result is known.
@@ -47,6 +49,7 @@ impl Batcher {
     pub fn start(
         config: store::StoreConfig,
         metrics: Arc<crate::metrics::Metrics>,
+        rules: Arc<crate::rules::RulesCache>,
         batch_size_max: usize,
         batches_in_flight_max: usize,
         overlap: std::time::Duration,
@@ -84,6 +87,7 @@ impl Batcher {
                     }
                 }
                 let store = store.clone();
+                let rules = rules.clone();
                 metrics.inc("authorizer_commit_batches_total", &[]);
                 metrics.add(
                     "authorizer_commit_batch_items_total",
@@ -92,7 +96,7 @@ impl Batcher {
                 );
                 let (finished, done) = oneshot::channel::<()>();
                 tokio::spawn(async move {
-                    run_batch(&store, batch).await;
+                    run_batch(&store, &rules, batch).await;
                     drop(slot);
                     drop(finished);
                 });
@@ -113,7 +117,7 @@ impl Batcher {
     }
 }
 
-async fn run_batch(store: &Store, mut jobs: Vec<Job>) {
+async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Vec<Job>) {
     let mut replies: Vec<_> = jobs.iter_mut().map(|j| j.reply.take()).collect();
     let txs: Vec<_> = jobs.iter().map(|j| card_transaction(&j.parsed)).collect();
     let items: Vec<BatchItem<'_>> = jobs
@@ -135,12 +139,24 @@ async fn run_batch(store: &Store, mut jobs: Vec<Job>) {
         })
         .collect();
     // Each requester hears as soon as its own item is done.
+    // The oldest cache epoch of the misses: a card read by this batch is cached only if
+    // no invalidation came after the first of them looked.
+    let epoch = jobs.iter().filter_map(|j| j.card_epoch).min();
     store
-        .authorize_batch_each(&items, render_authorization, |i, result| {
-            if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
-                // A requester that gave up (deadline) has dropped its receiver; nothing to do.
-                let _ = reply.send(result);
-            }
-        })
+        .authorize_batch_with_cards(
+            &items,
+            render_authorization,
+            |i, result| {
+                if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
+                    // A requester that gave up (deadline) has dropped its receiver.
+                    let _ = reply.send(result);
+                }
+            },
+            |card_id, record| {
+                if let Some(epoch) = epoch {
+                    rules.fill_read(card_id, record, epoch);
+                }
+            },
+        )
         .await;
 }

@@ -73,6 +73,33 @@ impl RulesCache {
         Some(record)
     }
 
+    /// The card's rules from the cache without reading them on a miss: `Err(epoch)` on a
+    /// miss, to pass to [`RulesCache::fill_read`] with what a read begun after this call
+    /// found (grouped commits read the card in the batch's one read statement);
+    /// `Ok(None)` when the cache is not in use.
+    pub fn probe(&self, card_id: &str) -> Result<Option<CachedCard>, u64> {
+        if !self.is_live() {
+            self.metrics
+                .inc("authorizer_rules_cache_misses_total", &[("kind", "card")]);
+            return Ok(None);
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        if let Some(hit) = self.get(card_id) {
+            self.metrics
+                .inc("authorizer_rules_cache_hits_total", &[("kind", "card")]);
+            return Ok(Some(hit));
+        }
+        self.metrics
+            .inc("authorizer_rules_cache_misses_total", &[("kind", "card")]);
+        Err(epoch)
+    }
+
+    /// Caches what a read begun after [`RulesCache::probe`] returned `Err(epoch)` found,
+    /// unless the card was invalidated since.
+    pub fn fill_read(&self, card_id: &str, record: Option<store::CardRecord>, epoch: u64) {
+        self.fill(card_id, record.map(Arc::new), epoch);
+    }
+
     fn get(&self, card_id: &str) -> Option<CachedCard> {
         let m = self.cards.lock().ok()?;
         let (v, at) = m.get(card_id)?;

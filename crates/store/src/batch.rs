@@ -140,8 +140,9 @@ WITH lk AS ( \
 ) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a))";
 
 impl Store {
-    /// Decides and books `items` together. On SQLite (one writer, one connection) and for a
-    /// single item this is the single-request path, item by item. Each item's
+    /// Decides and books `items` together (also a single item: two round trips, a read and
+    /// a write that is the commit). On SQLite (one writer, one connection) this is the
+    /// single-request path, item by item. Each item's
     /// `call.commit_started` gate is taken just before the commit is sent.
     pub async fn authorize_batch<R>(
         &self,
@@ -167,15 +168,36 @@ impl Store {
         &self,
         items: &[BatchItem<'_>],
         render: R,
+        done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
+    ) where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        self.authorize_batch_with_cards(items, render, done, |_, _| {})
+            .await;
+    }
+
+    /// [`Store::authorize_batch_each`], also handing every card the batch read for items
+    /// whose card was not known beforehand to `card_read(card_id, record)` (`None`: no
+    /// such card), before any result: what a cache of card rules may keep.
+    pub async fn authorize_batch_with_cards<R>(
+        &self,
+        items: &[BatchItem<'_>],
+        render: R,
         mut done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
+        mut card_read: impl FnMut(&str, Option<CardRecord>),
     ) where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         // Items the batch decided; the others (None) go one transaction each.
         let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
             items.iter().map(|_| None).collect();
-        if self.is_postgres() && items.len() > 1 {
-            match self.try_batch(items, &render).await {
+        if self.is_postgres() && !items.is_empty() {
+            let mut cards = Vec::new();
+            let attempt = self.try_batch(items, &render, &mut cards).await;
+            for (id, record) in cards {
+                card_read(id, record);
+            }
+            match attempt {
                 Ok(Attempt::Done(v)) => batched = v,
                 Ok(Attempt::Fallback) => {}
                 Err(e) => {
@@ -211,7 +233,12 @@ impl Store {
         }
     }
 
-    async fn try_batch<R>(&self, items: &[BatchItem<'_>], render: &R) -> Result<Attempt, StoreError>
+    async fn try_batch<'i, R>(
+        &self,
+        items: &[BatchItem<'i>],
+        render: &R,
+        cards: &mut Vec<(&'i str, Option<CardRecord>)>,
+    ) -> Result<Attempt, StoreError>
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
@@ -234,7 +261,7 @@ impl Store {
         // as a whole if an account moved since the read.
         let mut conn = pool.acquire().await?;
         match self
-            .batch_in(&mut conn, items, render, &clearing, false)
+            .batch_in(&mut conn, items, render, &clearing, false, cards)
             .await
         {
             Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
@@ -257,7 +284,10 @@ impl Store {
         drop(conn);
         // Lost a race on an account (hot accounts): again, holding the accounts' locks.
         let mut tx = pool.begin().await?;
-        match self.batch_in(&mut tx, items, render, &clearing, true).await {
+        match self
+            .batch_in(&mut tx, items, render, &clearing, true, cards)
+            .await
+        {
             Ok(Step::Done(results)) => {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
@@ -280,13 +310,15 @@ impl Store {
     /// Reads, decides and writes the batch on `tx`. With `locking`, `tx` is a transaction
     /// the caller commits, and the reads lock what they read; without, `tx` is a plain
     /// connection, and the write is the commit, guarded by the versions read.
-    async fn batch_in<R>(
+    /// The cards read for items whose card was not known go to `cards_read`.
+    async fn batch_in<'i, R>(
         &self,
         tx: &mut sqlx::PgConnection,
-        items: &[BatchItem<'_>],
+        items: &[BatchItem<'i>],
         render: &R,
         clearing: &HashMap<Currency, i64>,
         locking: bool,
+        cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
     ) -> Result<Step, sqlx::Error>
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
@@ -306,7 +338,7 @@ impl Store {
                 codes.push(c.code().to_owned());
             }
         }
-        let card_ids: Vec<&str> = items
+        let card_ids: Vec<&'i str> = items
             .iter()
             .filter(|i| matches!(i.card, CardLookup::InTransaction))
             .filter_map(|i| i.tx.card_id)
@@ -387,6 +419,14 @@ impl Store {
                 5 => movement_ids.push(r.try_get::<i64, _>("id")?),
                 _ => posting_ids.push(r.try_get::<i64, _>("id")?),
             }
+        }
+
+        cards_read.clear();
+        for id in &card_ids {
+            let record = cards.get(*id).map(|(owner, status, blocked)| {
+                CardRecord::from_stored(owner.clone(), status, blocked)
+            });
+            cards_read.push((id, record));
         }
 
         // Decide in arrival order.

@@ -492,7 +492,14 @@ async fn authorization(
     let transaction_id = parsed.transaction.id.clone();
     // Card rules from this instance's cache; the account and its balance are read under
     // the row lock in the transaction.
+    // With grouped commits a miss costs no read of its own: the batch reads the card in
+    // its one read statement and fills the cache (`card_epoch`).
+    let mut card_epoch = None;
     let card = match parsed.card.as_ref().map(|c| c.id.as_str()) {
+        Some(id) if state.batcher.is_some() => state.rules.probe(id).unwrap_or_else(|epoch| {
+            card_epoch = Some(epoch);
+            None
+        }),
         Some(id) => state.rules.card(&state.store, id).await,
         None => None,
     };
@@ -512,6 +519,7 @@ async fn authorization(
                 commit_by,
                 kind,
                 card,
+                card_epoch,
                 committing: committing.clone(),
                 reply: Some(reply),
             };
