@@ -163,3 +163,49 @@ async fn postgres_audit_finds_tampering() {
 async fn sqlite_audit_finds_tampering() {
     audit_finds_tampering(TestApp::spawn(Backend::Sqlite).await).await;
 }
+
+/// Grouped commits: a batch stuck on one account's row lock (held elsewhere) does not hold
+/// up authorizations of other accounts; after `commit_batch_overlap_ms` the next batch
+/// starts beside it and they are answered while the stuck one still waits.
+#[actix_rt::test]
+async fn postgres_a_locked_account_does_not_hold_up_the_others() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    for u in ["u1", "u2", "u3", "u4"] {
+        app.funded(u, "ARS", "100.00").await;
+    }
+    let blocker = block_writes(&app, "u1").await;
+    let stuck = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let stuck_key = uid("k");
+    let others: Vec<(Tx, String)> = ["u2", "u3", "u4"]
+        .iter()
+        .map(|u| (Tx::new(&uid("ctx"), "PURCHASE", u, "1.00", "ARS"), uid("k")))
+        .collect();
+    let stuck_answer = async {
+        let r = app.processor(AUTH, &stuck.body(), &stuck_key).await;
+        (r, Instant::now())
+    };
+    let others_answers = async {
+        // Sent once the stuck authorization's batch is waiting for the lock.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut answers = Vec::new();
+        for (tx, key) in &others {
+            answers.push(app.processor(AUTH, &tx.body(), key).await);
+        }
+        (answers, Instant::now())
+    };
+    let ((stuck_r, stuck_at), (answers, others_at)) = tokio::join!(stuck_answer, others_answers);
+    release(blocker).await;
+    for r in &answers {
+        assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
+    }
+    assert_eq!(stuck_r.json()["status_detail"], "SYSTEM_ERROR");
+    assert!(
+        others_at < stuck_at,
+        "the other accounts were answered only after the locked one"
+    );
+    for u in ["u2", "u3", "u4"] {
+        assert_eq!(app.available(u, "ARS").await, "99.00");
+    }
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    app.assert_audit_clean().await;
+}
