@@ -988,6 +988,7 @@ async fn a_killed_instance_loses_nothing() {
         pool_acquire_ms_max: 5_000,
         statement_ms_max: 5_000,
         lock_wait_ms_max: 5_000,
+        index_probes_only: false,
     })
     .await
     .expect("store");

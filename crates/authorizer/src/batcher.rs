@@ -63,6 +63,7 @@ impl Batcher {
         let slots = Arc::new(Semaphore::new(batches_in_flight_max));
         let config = store::StoreConfig {
             pool_connections_max: u32::try_from(batches_in_flight_max + 2).unwrap_or(8),
+            index_probes_only: true,
             ..config
         };
         let handle = runtime.handle().clone();

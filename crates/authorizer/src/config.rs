@@ -299,6 +299,7 @@ impl Settings {
             pool_acquire_ms_max: d.pool_acquire_ms_max,
             statement_ms_max: d.statement_ms_max,
             lock_wait_ms_max: d.lock_wait_ms_max,
+            index_probes_only: false,
         }
     }
 }

@@ -236,6 +236,7 @@ impl Settings {
             pool_acquire_ms_max: 30_000,
             statement_ms_max: 600_000,
             lock_wait_ms_max: 30_000,
+            index_probes_only: false,
         }
     }
 }

@@ -131,6 +131,10 @@ pub struct StoreConfig {
     pub pool_acquire_ms_max: u64,
     pub statement_ms_max: u64,
     pub lock_wait_ms_max: u64,
+    /// Postgres: plan every statement as index probes (`enable_seqscan = off`). For the pool
+    /// of grouped commits, whose statements look rows up by key: a cached generic plan built
+    /// while a table was still small must not scan the whole table per key once it grew.
+    pub index_probes_only: bool,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -219,6 +223,11 @@ impl Store {
                         // An idle transaction left by a killed client must not hold locks.
                         ("idle_in_transaction_session_timeout", "60000ms".to_owned()),
                     ]);
+                let opts = if cfg.index_probes_only {
+                    opts.options([("enable_seqscan", "off")])
+                } else {
+                    opts
+                };
                 let description = format!(
                     "postgres {}:{}/{}",
                     opts.get_host(),
