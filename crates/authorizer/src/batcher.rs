@@ -55,7 +55,7 @@ impl Batcher {
         overlap: std::time::Duration,
     ) -> std::io::Result<Batcher> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
+            .worker_threads(1)
             .thread_name("authorizer-commits")
             .enable_all()
             .build()?;
