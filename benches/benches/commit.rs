@@ -157,14 +157,18 @@ async fn transactions_used(url: &str, batch: &[Purchase]) -> i64 {
 }
 
 /// A store on a fresh database with the service's default database settings (its pool of
-/// 32 lets every separate commit hold its own connection), and 32 funded accounts.
+/// 32 lets every separate commit hold its own connection) planned as the grouped commits'
+/// own pool plans (index probes), and 32 funded accounts.
 async fn funded_store(url: &str) -> Store {
     let mut settings =
         Settings::load_from(Path::new("/nonexistent"), &[]).expect("default settings");
     settings.database.url = Secret::new(url.to_owned());
-    let store = Store::connect(&settings.store_config())
-        .await
-        .expect("store connects");
+    let store = Store::connect(&store::StoreConfig {
+        index_probes_only: true,
+        ..settings.store_config()
+    })
+    .await
+    .expect("store connects");
     store.migrate().await.expect("migrations apply");
     let ars = Currency::parse(CURRENCY).expect("ARS is listed");
     for i in 0..BATCH {

@@ -203,6 +203,11 @@ async fn postgres_a_locked_account_does_not_hold_up_the_others() {
         others_at < stuck_at,
         "the other accounts were answered only after the locked one"
     );
+    assert!(
+        app.metrics
+            .counter("authorizer_commit_batch_overlaps_total", &[])
+            >= 1
+    );
     for u in ["u2", "u3", "u4"] {
         assert_eq!(app.available(u, "ARS").await, "99.00");
     }

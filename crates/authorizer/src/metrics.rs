@@ -87,6 +87,10 @@ impl Metrics {
                 "Grouped commits: authorizations in those batches.",
             ),
             (
+                "authorizer_commit_batch_overlaps_total",
+                "Grouped commits: batches still committing after commit_batch_overlap_ms, so that the next one started beside them (row locks, a slow disk).",
+            ),
+            (
                 "authorizer_redis_fallbacks_total",
                 "Redis calls that failed or were skipped (Redis down); the request fell back to the in-process state and Postgres, by operation.",
             ),
