@@ -131,9 +131,10 @@ pub struct StoreConfig {
     pub pool_acquire_ms_max: u64,
     pub statement_ms_max: u64,
     pub lock_wait_ms_max: u64,
-    /// Postgres: plan every statement as index probes (`enable_seqscan = off`). For the pool
-    /// of grouped commits, whose statements look rows up by key: a cached generic plan built
-    /// while a table was still small must not scan the whole table per key once it grew.
+    /// Postgres: plan every statement once, as index probes (`enable_seqscan = off`,
+    /// `plan_cache_mode = force_generic_plan`). For the pool of grouped commits, whose
+    /// statements look rows up by key: a cached generic plan built while a table was still
+    /// small must not scan the whole table per key once it grew.
     pub index_probes_only: bool,
 }
 
@@ -224,7 +225,12 @@ impl Store {
                         ("idle_in_transaction_session_timeout", "60000ms".to_owned()),
                     ]);
                 let opts = if cfg.index_probes_only {
-                    opts.options([("enable_seqscan", "off")])
+                    // ...and planned once per connection: a custom plan per execution costs
+                    // more than the small batches of a quiet service take to run.
+                    opts.options([
+                        ("enable_seqscan", "off"),
+                        ("plan_cache_mode", "force_generic_plan"),
+                    ])
                 } else {
                     opts
                 };
