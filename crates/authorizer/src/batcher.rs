@@ -139,10 +139,10 @@ async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Ve
             card: card_lookup(j.card.as_ref()),
         })
         .collect();
-    // Each requester hears as soon as its own item is done.
     // The oldest cache epoch of the misses: a card read by this batch is cached only if
     // no invalidation came after the first of them looked.
     let epoch = jobs.iter().filter_map(|j| j.card_epoch).min();
+    // Each requester hears as soon as its own item is done.
     store
         .authorize_batch_with_cards(
             &items,

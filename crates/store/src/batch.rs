@@ -58,9 +58,10 @@ struct Posting {
 /// Without locks; `READ_BATCH_LOCKING` is the same with `FOR UPDATE` where `/*LOCK*/` stands.
 /// Every lookup is a LATERAL probe of a unique index per wanted key (`LIMIT 1` keeps the
 /// planner from flattening it into a hash join), so the plan stays an index probe per key
-/// also when Postgres switches to a generic plan built while the table was small. (`kind = $3 AND transaction_id = ANY($4)`, or a join, ended up as an index scan
-/// on `kind` alone, a pass over every authorization of the table per batch: batches slowed
-/// down as the ledger grew.)
+/// also when Postgres switches to a generic plan built while the table was small.
+/// (`kind = $3 AND transaction_id = ANY($4)`, or a join, ended up as an index scan on `kind`
+/// alone, a pass over every authorization of the table per batch: batches slowed down as the
+/// ledger grew.)
 const READ_BATCH: &str = "\
 SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
