@@ -144,7 +144,7 @@ async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Ve
     let epoch = jobs.iter().filter_map(|j| j.card_epoch).min();
     // Each requester hears as soon as its own item is done.
     store
-        .authorize_batch_with_cards(
+        .authorize_batch_each(
             &items,
             render_authorization,
             |i, result| {

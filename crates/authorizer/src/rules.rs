@@ -55,19 +55,10 @@ impl RulesCache {
     /// no cached rules (cache off or not live, or the read failed): the transaction reads
     /// the card itself.
     pub async fn card(&self, store: &Store, card_id: &str) -> Option<CachedCard> {
-        if !self.is_live() {
-            self.metrics
-                .inc("authorizer_rules_cache_misses_total", &[("kind", "card")]);
-            return None;
-        }
-        if let Some(hit) = self.get(card_id) {
-            self.metrics
-                .inc("authorizer_rules_cache_hits_total", &[("kind", "card")]);
-            return Some(hit);
-        }
-        self.metrics
-            .inc("authorizer_rules_cache_misses_total", &[("kind", "card")]);
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epoch = match self.probe(card_id) {
+            Ok(cached) => return cached,
+            Err(epoch) => epoch,
+        };
         let record = store.card_record(card_id).await.ok()?.map(Arc::new);
         self.fill(card_id, record.clone(), epoch);
         Some(record)

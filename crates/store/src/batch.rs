@@ -154,7 +154,7 @@ impl Store {
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let mut out: Vec<_> = items.iter().map(|_| None).collect();
-        self.authorize_batch_each(items, render, |i, r| out[i] = Some(r))
+        self.authorize_batch_each(items, render, |i, r| out[i] = Some(r), |_, _| {})
             .await;
         out.into_iter()
             .map(|r| r.unwrap_or_else(|| Err(StoreError::Timeout("no result".into()))))
@@ -165,22 +165,10 @@ impl Store {
     /// soon as it is known. When the batch falls back to one transaction per item, an item
     /// committed early must not wait for the others (whose locks may take long) before its
     /// requester hears of it: it is past its commit point and waits for exactly this.
+    /// Every card the batch read for items whose card was not known beforehand goes to
+    /// `card_read(card_id, record)` (`None`: no such card) before any result: what a cache
+    /// of card rules may keep.
     pub async fn authorize_batch_each<R>(
-        &self,
-        items: &[BatchItem<'_>],
-        render: R,
-        done: impl FnMut(usize, Result<Outcome<AuthorizationResult>, StoreError>),
-    ) where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        self.authorize_batch_with_cards(items, render, done, |_, _| {})
-            .await;
-    }
-
-    /// [`Store::authorize_batch_each`], also handing every card the batch read for items
-    /// whose card was not known beforehand to `card_read(card_id, record)` (`None`: no
-    /// such card), before any result: what a cache of card rules may keep.
-    pub async fn authorize_batch_with_cards<R>(
         &self,
         items: &[BatchItem<'_>],
         render: R,
@@ -352,7 +340,7 @@ impl Store {
         let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
         let mut accounts: HashMap<(String, Currency), LockedAccount> = HashMap::new();
         let mut touched: Vec<(String, Currency)> = Vec::new();
-        let mut cards: HashMap<String, (String, String, String)> = HashMap::new();
+        let mut cards: HashMap<String, CardRecord> = HashMap::new();
         let (mut movement_ids, mut posting_ids) = (Vec::new(), Vec::new());
         let read = if locking {
             READ_BATCH_LOCKING.as_str()
@@ -410,10 +398,10 @@ impl Store {
                     let blocked: Option<String> = r.try_get("blocked_mccs")?;
                     cards.insert(
                         r.try_get("k")?,
-                        (
+                        CardRecord::from_stored(
                             user.unwrap_or_default(),
-                            status.unwrap_or_default(),
-                            blocked.unwrap_or_default(),
+                            &status.unwrap_or_default(),
+                            &blocked.unwrap_or_default(),
                         ),
                     );
                 }
@@ -423,12 +411,7 @@ impl Store {
         }
 
         cards_read.clear();
-        for id in &card_ids {
-            let record = cards.get(*id).map(|(owner, status, blocked)| {
-                CardRecord::from_stored(owner.clone(), status, blocked)
-            });
-            cards_read.push((id, record));
-        }
+        cards_read.extend(card_ids.iter().map(|id| (*id, cards.get(*id).cloned())));
 
         // Decide in arrival order.
         let mut results: Vec<Option<Outcome<AuthorizationResult>>> =
@@ -483,9 +466,7 @@ impl Store {
             let card = match (t.card_id, item.card.known(t.user_id)) {
                 (None, _) => None,
                 (Some(_), Some(known)) => known,
-                (Some(id), None) => cards.get(id).map(|(owner, status, blocked)| {
-                    CardRecord::from_stored(owner.clone(), status, blocked).state_for(t.user_id)
-                }),
+                (Some(id), None) => cards.get(id).map(|c| c.state_for(t.user_id)),
             };
             let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
             let input = AuthorizationInput {
