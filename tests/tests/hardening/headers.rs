@@ -1,0 +1,1 @@
+//! Hardening: ambiguous security headers, failed admin authentication, noise from malformed HTTP.

@@ -1,0 +1,1 @@
+//! Hardening: what the processor sends is bounded and readable before it is booked or logged.

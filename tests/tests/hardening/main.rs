@@ -1,0 +1,6 @@
+//! Hardening: each defect a hostile client found, as a regression test against a real
+//! server on both stores. One test binary, one module per area.
+
+mod headers;
+mod intake;
+mod money;

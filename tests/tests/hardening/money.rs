@@ -1,0 +1,1 @@
+//! Hardening: money never moves the wrong way, twice, or past a block.
