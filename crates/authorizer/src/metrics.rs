@@ -75,6 +75,10 @@ impl Metrics {
                 "Bookings flagged for review, by flag.",
             ),
             (
+                "authorizer_transaction_conflicts_total",
+                "Transaction ids resent under a new key asking for other money (HTTP 409), by route.",
+            ),
+            (
                 "authorizer_admin_requests_total",
                 "Admin API requests by status class.",
             ),

@@ -5,7 +5,9 @@
 //! 1. currency not a listed ISO 4217 code -> declined, invalid amount;
 //! 2. no account for (user, currency) -> declined, other;
 //! 3. card on record and not ACTIVE (or registered to another user) -> declined, other;
-//! 4. merchant MCC blocked for the account or the card -> declined, invalid merchant;
+//! 4. merchant MCC blocked for the account or the card -> declined, invalid merchant; where
+//!    a block applies, an MCC that is missing or cannot be read is declined the same way
+//!    (a block must not fail open); MCCs are read through [`Mcc::normalize`];
 //! 5. amount not representable in minor units, negative, or above the per-transaction
 //!    or daily limit (debits) -> declined, invalid amount;
 //! 6. balance inquiry -> approved with the balance, no movement;
@@ -106,6 +108,8 @@ pub enum Decline {
     CardNotActive(CardStatus),
     CardOfAnotherUser,
     MerchantBlocked,
+    /// A block applies and the request's MCC is missing or cannot be read.
+    MerchantCategoryUnreadable,
     AmountNotRepresentable,
     NegativeAmount,
     AbovePerTransactionLimit,
@@ -145,7 +149,9 @@ impl Decline {
             | Decline::CardNotActive(_)
             | Decline::CardOfAnotherUser
             | Decline::RejectedByProcessor => DeclineClass::Other,
-            Decline::MerchantBlocked => DeclineClass::InvalidMerchant,
+            Decline::MerchantBlocked | Decline::MerchantCategoryUnreadable => {
+                DeclineClass::InvalidMerchant
+            }
             Decline::UnknownCurrency
             | Decline::AmountNotRepresentable
             | Decline::NegativeAmount
@@ -164,6 +170,9 @@ impl Decline {
             Decline::CardNotActive(_) => "Card not active",
             Decline::CardOfAnotherUser => "Card not registered to this user",
             Decline::MerchantBlocked => "Merchant blocked",
+            Decline::MerchantCategoryUnreadable => {
+                "Merchant category missing or unreadable where a block applies"
+            }
             Decline::AmountNotRepresentable => "Invalid amount",
             Decline::NegativeAmount => "Negative amount",
             Decline::AbovePerTransactionLimit => "Amount above per-transaction limit",
@@ -226,9 +235,13 @@ fn decide_inner(
             return Err(Decline::CardNotActive(card.status));
         }
     }
-    if let Some(mcc) = input.mcc.and_then(|m| Mcc::parse(m).ok()) {
-        let blocked_by_card = card.is_some_and(|c| c.blocked_mccs.contains(&mcc));
-        if account.blocked_mccs.contains(&mcc) || blocked_by_card {
+    let card_blocks = card.map(|c| &c.blocked_mccs).filter(|b| !b.is_empty());
+    if !account.blocked_mccs.is_empty() || card_blocks.is_some() {
+        let mcc = input
+            .mcc
+            .and_then(|m| Mcc::normalize(m).ok())
+            .ok_or(Decline::MerchantCategoryUnreadable)?;
+        if account.blocked_mccs.contains(&mcc) || card_blocks.is_some_and(|b| b.contains(&mcc)) {
             return Err(Decline::MerchantBlocked);
         }
     }
@@ -451,9 +464,57 @@ mod tests {
                 Some(account(1000)),
                 Some(CardState {
                     status: CardStatus::Lost,
-                    ..card_blocked
+                    ..card_blocked.clone()
                 }),
                 Declined(CardNotActive(CardStatus::Lost)),
+            ),
+            (
+                "mcc blocked in another spelling",
+                AuthorizationInput {
+                    mcc: Some(" 05045"),
+                    ..input(Debit, "1")
+                },
+                Some(account(1000)),
+                Some(card_blocked.clone()),
+                Declined(MerchantBlocked),
+            ),
+            (
+                "mcc missing where a block applies",
+                AuthorizationInput {
+                    mcc: None,
+                    ..input(Debit, "1")
+                },
+                Some(account(1000)),
+                Some(card_blocked.clone()),
+                Declined(MerchantCategoryUnreadable),
+            ),
+            (
+                "mcc unreadable where a block applies",
+                AuthorizationInput {
+                    mcc: Some("50x5"),
+                    ..input(Debit, "1")
+                },
+                Some({
+                    let mut a = account(1000);
+                    a.blocked_mccs = blocked.clone();
+                    a
+                }),
+                None,
+                Declined(MerchantCategoryUnreadable),
+            ),
+            (
+                "mcc unreadable and no block",
+                AuthorizationInput {
+                    mcc: Some("50x5"),
+                    ..input(Debit, "1")
+                },
+                Some(account(1000)),
+                Some(card(CardStatus::Active)),
+                Approved {
+                    amount: -100,
+                    balance_after: 900,
+                    daily_spent_after: 100,
+                },
             ),
             (
                 "mcc beats amount",

@@ -24,6 +24,22 @@ impl Mcc {
         }
     }
 
+    /// Reads an MCC as a network message may carry it: surrounding spaces are dropped and
+    /// the digits are read as a number of at most four digits (`" 5045"`, `"05045"` and
+    /// `"742"` are 5045, 5045 and 0742). Anything else is refused, so that a category a
+    /// block names cannot pass it in another spelling.
+    pub fn normalize(s: &str) -> Result<Mcc, IdError> {
+        let digits = s.trim_matches(|c: char| c.is_ascii_whitespace());
+        if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IdError::BadMcc);
+        }
+        let value: u32 = digits.parse().map_err(|_| IdError::BadMcc)?;
+        if value > 9999 {
+            return Err(IdError::BadMcc);
+        }
+        Mcc::parse(&format!("{value:04}"))
+    }
+
     pub fn as_str(&self) -> &str {
         std::str::from_utf8(&self.0).unwrap_or("0000")
     }
@@ -90,6 +106,28 @@ mod tests {
         assert_eq!(Mcc::parse("5045").unwrap().as_str(), "5045");
         for bad in ["504", "50455", "50a5", "", " 504", "５０４５"] {
             assert_eq!(Mcc::parse(bad), Err(IdError::BadMcc), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mcc_normalizes_spellings_of_one_category() {
+        for same in ["5045", " 5045", "5045 ", "05045", "0005045", "\t5045\n"] {
+            assert_eq!(Mcc::normalize(same).unwrap().as_str(), "5045", "{same:?}");
+        }
+        assert_eq!(Mcc::normalize("742").unwrap().as_str(), "0742");
+        assert_eq!(Mcc::normalize("0").unwrap().as_str(), "0000");
+        for bad in [
+            "",
+            " ",
+            "50a5",
+            "10000",
+            "-504",
+            "+504",
+            "5 045",
+            "５０４５",
+            "000000000",
+        ] {
+            assert_eq!(Mcc::normalize(bad), Err(IdError::BadMcc), "{bad:?}");
         }
     }
 

@@ -82,6 +82,8 @@ pub enum FundingOutcome {
     AccountNotFound,
     /// A withdrawal never overdraws.
     InsufficientFunds,
+    /// The balance after a deposit would be beyond what the ledger can hold.
+    BalanceOutOfRange,
 }
 
 /// A processor transaction record, for history.
@@ -302,6 +304,9 @@ impl Store {
         let amount = if f.withdrawal { -f.amount } else { f.amount };
         if f.withdrawal && account.balance < f.amount {
             return Ok(FundingOutcome::InsufficientFunds);
+        }
+        if account.balance.checked_add(amount).is_none() {
+            return Ok(FundingOutcome::BalanceOutOfRange);
         }
         let meta = MovementMeta {
             kind: if f.withdrawal {

@@ -441,15 +441,10 @@ impl Store {
                 continue;
             }
             match by_tx.get(t.transaction_id) {
-                Some(Some(resp)) => {
-                    // The same transaction under a new key: its first answer, recorded under this key too.
-                    let resp = resp.clone();
-                    by_key.insert(
-                        call.idempotency_key.to_owned(),
-                        (call.request_hash.to_vec(), resp.clone()),
-                    );
-                    new_keys.push((idx, resp.clone()));
-                    results.push(Some(Outcome::Replay(resp)));
+                Some(Some(_)) => {
+                    // The same transaction under a new key (rare): the single-request path
+                    // compares it with the record and replays or refuses it.
+                    results.push(None);
                     continue;
                 }
                 Some(None) => {

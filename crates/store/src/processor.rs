@@ -133,6 +133,9 @@ pub enum Outcome<T> {
     Replay(StoredResponse),
     /// The idempotency key was used before with a different body.
     KeyConflict,
+    /// The processor transaction id was processed before under another key, asking for
+    /// other money (amount, currency, direction, route, type, user or card): not a retry.
+    TransactionConflict,
 }
 
 /// The decision on an authorization, for rendering the answer.
@@ -598,6 +601,57 @@ struct ExistingRecord {
     movement_id: Option<i64>,
     response: Option<StoredResponse>,
     verdict: Option<String>,
+    asked: Asked,
+}
+
+/// What a recorded request asked for: the fields a processor's retry of the same
+/// transaction never changes.
+#[derive(Debug, Default)]
+struct Asked {
+    endpoint: Option<String>,
+    direction: Option<String>,
+    tx_type: Option<String>,
+    user_id: Option<String>,
+    card_id: Option<String>,
+    currency: Option<String>,
+    amount_text: Option<String>,
+}
+
+impl Asked {
+    /// Whether `t`, arriving on `endpoint` in `direction`, asks for the same money as the
+    /// recorded request. Formatting may differ (`10.5` and `"10.50"` are one amount).
+    fn same_as(
+        &self,
+        endpoint: &str,
+        direction: Option<RequestKind>,
+        t: &CardTransaction<'_>,
+    ) -> bool {
+        let amount_same = match (
+            self.amount_text.as_deref().and_then(parse_decimal),
+            t.amount,
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.amount_text.as_deref() == Some(t.amount_text),
+        };
+        self.endpoint.as_deref() == Some(endpoint)
+            && self.direction.as_deref() == direction_str(direction)
+            && self.tx_type.as_deref() == Some(t.tx_type)
+            && self.user_id.as_deref() == t.user_id
+            && self.card_id.as_deref() == t.card_id
+            && self
+                .currency
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(t.currency))
+            && amount_same
+    }
+}
+
+/// A stored amount text as an exact decimal (plain or exponent notation), as the intake read it.
+fn parse_decimal(text: &str) -> Option<Decimal> {
+    let text = text.trim_matches('"');
+    text.parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(text).ok())
 }
 
 async fn find_transaction_record(
@@ -606,15 +660,17 @@ async fn find_transaction_record(
     transaction_id: &str,
     lock: bool,
 ) -> Result<Option<ExistingRecord>, sqlx::Error> {
-    let sql = if lock {
-        for_update!(
-            tx,
-            "SELECT status, amount_minor, movement_id, response_status, response_body, verdict \
+    macro_rules! select {
+        () => {
+            "SELECT status, amount_minor, movement_id, response_status, response_body, verdict, \
+             endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
              FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
-        )
+        };
+    }
+    let sql = if lock {
+        for_update!(tx, select!())
     } else {
-        "SELECT status, amount_minor, movement_id, response_status, response_body, verdict \
-         FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
+        select!()
     };
     run!(tx, c => {
         match sqlx::query(sql).bind(kind).bind(transaction_id).fetch_optional(c).await? {
@@ -634,6 +690,15 @@ async fn find_transaction_record(
                         _ => None,
                     },
                     verdict: r.try_get("verdict")?,
+                    asked: Asked {
+                        endpoint: r.try_get("endpoint")?,
+                        direction: r.try_get("direction")?,
+                        tx_type: r.try_get("tx_type")?,
+                        user_id: r.try_get("user_id")?,
+                        card_id: r.try_get("card_id")?,
+                        currency: r.try_get("currency")?,
+                        amount_text: r.try_get("amount_text")?,
+                    },
                 }))
             }
         }
@@ -741,6 +806,9 @@ impl Store {
             find_transaction_record(&mut tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
         if let Some(existing) = existing {
             if let Some(response) = existing.response {
+                if !existing.asked.same_as(call.endpoint, kind, t) {
+                    return Ok(Outcome::TransactionConflict);
+                }
                 return Ok(Outcome::Replay(
                     replay_under_new_key(tx, scope, call, response).await?,
                 ));
@@ -1006,9 +1074,13 @@ impl Store {
         }
         if let Some(ExistingRecord {
             response: Some(response),
+            asked,
             ..
         }) = find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
         {
+            if !asked.same_as(call.endpoint, Some(direction), t) {
+                return Ok(Outcome::TransactionConflict);
+            }
             return Ok(Outcome::Replay(
                 replay_under_new_key(tx, scope, call, response).await?,
             ));
@@ -1032,9 +1104,12 @@ impl Store {
         let mut balance_after = None;
         if let (Some(amount), Some(cur), Some((clearing, suspense))) = (signed, currency, accounts)
         {
-            let fits = account
-                .as_ref()
-                .is_some_and(|a| a.balance.checked_add(amount).is_some());
+            // A negative amount would move money against the route's direction: it is
+            // parked for a person, never turned into the opposite movement.
+            let fits = !flags.has(Flags::NEGATIVE_AMOUNT)
+                && account
+                    .as_ref()
+                    .is_some_and(|a| a.balance.checked_add(amount).is_some());
             let (holder, plan) = match (&account, fits) {
                 (Some(a), true) => (Holder::Account(a), PostingPlan::card(amount)),
                 _ => {
@@ -1238,14 +1313,25 @@ impl Store {
             (_, Some(e)) if e.verdict.is_some() => Ok((NotificationEffect::NoOp, None)),
             (Verdict::Rejected, Some(e)) => {
                 let booked = e.status.as_deref() == Some("APPROVED");
-                let reversal = match (booked, e.movement_id) {
-                    (true, Some(original)) => Some(reverse_movement(tx, original, n.now_ms).await?),
-                    _ => None,
+                let (reversal, unbookable) = match (booked, e.movement_id) {
+                    (true, Some(original)) => match reverse_movement(tx, original, n.now_ms).await?
+                    {
+                        Some(id) => (Some(id), false),
+                        None => {
+                            // The balance cannot hold the reversal: a person decides; a 503
+                            // would only make the processor resend it forever.
+                            flags.add(Flags::OUT_OF_RANGE);
+                            (None, true)
+                        }
+                    },
+                    _ => (None, false),
                 };
                 update_verdict(tx, t.transaction_id, set_verdict(reversal), n.now_ms).await?;
                 Ok((
                     if reversal.is_some() {
                         NotificationEffect::Reversed
+                    } else if unbookable {
+                        NotificationEffect::Review
                     } else {
                         NotificationEffect::NoOp
                     },
@@ -1298,8 +1384,10 @@ impl Store {
                         (true, Some(u)) => lock_user_account(tx, u, cur).await?,
                         _ => None,
                     };
+                    // A negative amount is parked for a person (see `try_adjust`).
+                    let negative = flags.has(Flags::NEGATIVE_AMOUNT);
                     let (holder, plan) = match &account {
-                        Some(a) if a.balance.checked_add(amount).is_some() => {
+                        Some(a) if !negative && a.balance.checked_add(amount).is_some() => {
                             (Holder::Account(a), PostingPlan::card(amount))
                         }
                         _ => {
@@ -1408,8 +1496,9 @@ async fn update_verdict(
     Ok(())
 }
 
-/// Books the exact opposite of a movement; returns the reversal's id.
-async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<i64, Step> {
+/// Books the exact opposite of a movement; returns the reversal's id, or `None` when the
+/// cardholder balance cannot hold it (beyond the ledger's range).
+async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<Option<i64>, Step> {
     let legs: Vec<(i64, i64, String, String, Option<String>)> = run!(tx, c => {
         sqlx::query_as(
             "SELECT p.account_id, p.amount_minor, a.kind, m.currency, m.transaction_id \
@@ -1447,6 +1536,9 @@ async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<i64
     let id = match plan.holder {
         Leg::User => {
             let account = lock_account_by_id(tx, holder_id).await?;
+            if account.balance.checked_add(plan.holder_amount).is_none() {
+                return Ok(None);
+            }
             book(
                 tx,
                 Holder::Account(&account),
@@ -1475,5 +1567,5 @@ async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<i64
             .0
         }
     };
-    Ok(id)
+    Ok(Some(id))
 }

@@ -385,6 +385,13 @@ async fn fund(
                     "A withdrawal cannot overdraw the account",
                 ));
             }
+            FundingOutcome::BalanceOutOfRange => {
+                return Err(AdminError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "balance_out_of_range",
+                    "The deposit would take the balance beyond what the ledger can hold",
+                ));
+            }
         };
         Ok(
             HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK))

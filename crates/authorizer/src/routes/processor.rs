@@ -362,6 +362,21 @@ fn conflict(state: &AppState) -> Answer {
     )
 }
 
+/// A resend of a processed transaction id under a new key that asks for other money:
+/// answering the first answer would tell the processor that this money moved.
+fn transaction_conflict(state: &AppState, route: Route) -> Answer {
+    state.metrics.inc(
+        "authorizer_transaction_conflicts_total",
+        &[("route", route.path())],
+    );
+    Answer::error(
+        StatusCode::CONFLICT,
+        "transaction_id_reused",
+        "This transaction.id was processed with another amount, currency, direction, route, type, user or card",
+        "TRANSACTION_CONFLICT",
+    )
+}
+
 /// Turns a store outcome into an answer, sharing it with waiting duplicates here and,
 /// through Redis, with the fleet. Only answers committed in the database get here.
 async fn settle<T>(
@@ -381,6 +396,13 @@ async fn settle<T>(
             (r, "REPLAY")
         }
         Outcome::KeyConflict => return conflict(state),
+        Outcome::TransactionConflict => {
+            tracing::warn!(
+                route = route.path(),
+                "transaction id resent under a new key asking for other money: refused with 409"
+            );
+            return transaction_conflict(state, route);
+        }
     };
     let body = Arc::new(response.body);
     let finished = Finished {
@@ -862,6 +884,11 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                 );
                 if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
                     state.metrics.inc("authorizer_negative_balances_total", &[]);
+                }
+                for flag in result.flags.as_slice() {
+                    state
+                        .metrics
+                        .inc("authorizer_flagged_bookings_total", &[("flag", flag)]);
                 }
             }
             settle(state, route, claims, hash, outcome, |r| r.effect.as_str()).await
