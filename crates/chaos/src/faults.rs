@@ -5,7 +5,7 @@ use crate::engine::{Engine, Expect, Got};
 use bytes::Bytes;
 use loadgen::book::Op;
 use loadgen::money::parse_minor;
-use loadgen::traffic::{ADJUST_CREDIT, AUTHORIZE_DEBIT, NOTIFY};
+use loadgen::traffic::{ADJUST_CREDIT, ADJUST_DEBIT, AUTHORIZE_DEBIT, NOTIFY};
 use protocol::TransactionRequest;
 use protocol::signature;
 use serde::Serialize;
@@ -353,7 +353,28 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
         "no_idempotency_key",
         "oversize",
         "signed_byte_flip",
+        "negative_adjustment",
+        "resent_other_money",
+        "mcc_block_bypass",
     ];
+    // A card of ours that blocks the traffic's MCC: the bypass attempts spell it otherwise.
+    let blocked_card = format!("crd-{}-blocked", engine.traffic.all.prefix);
+    let blocked_owner = engine.traffic.all.user(0);
+    let (status, v) = engine
+        .http
+        .admin(
+            awc::http::Method::PUT,
+            &format!("/v1/cards/{blocked_card}"),
+            Some(serde_json::json!({
+                "user_id": blocked_owner, "status": "ACTIVE", "blocked_mccs": ["5045"]
+            })),
+            None,
+        )
+        .await?;
+    anyhow::ensure!(
+        status == 200 || status == 201,
+        "registering the blocking card: HTTP {status} {v}"
+    );
     for i in 0..plan.malformed {
         let category = categories[i as usize % categories.len()];
         let account = engine.range(0, i64::from(engine.accounts) - 1) as u32;
@@ -426,6 +447,68 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
                 let b = Bytes::from(serde_json::to_vec(&v)?);
                 (b.clone(), Some(sign(path, &b)))
             }
+            "negative_adjustment" => {
+                // Adjustments and advices cannot be refused: answered 200, parked on suspense,
+                // never moving the cardholder's money (the money check proves it).
+                let mut v: serde_json::Value = serde_json::from_slice(&valid)?;
+                v["amount"]["local"]["total"] = serde_json::json!("-12.34");
+                let b = if engine.chance(50) {
+                    path = ADJUST_DEBIT;
+                    Bytes::from(serde_json::to_vec(&v)?)
+                } else {
+                    path = NOTIFY;
+                    let mut detail = v;
+                    detail["status"] = serde_json::json!("APPROVED");
+                    detail["status_detail"] = serde_json::json!("APPROVED");
+                    Bytes::from(serde_json::to_vec(&serde_json::json!({
+                        "event_id": "approved-authorization-advice",
+                        "event_detail": detail,
+                        "idempotency_key": key,
+                    }))?)
+                };
+                (b.clone(), Some(sign(path, &b)))
+            }
+            "resent_other_money" => {
+                // A zero purchase (approved, nothing moves), then its transaction id under a
+                // new key asking for money: never a replay of the first answer.
+                let mut v: serde_json::Value = serde_json::from_slice(&valid)?;
+                v["amount"]["local"]["total"] = serde_json::json!("0.00");
+                let first = Bytes::from(serde_json::to_vec(&v)?);
+                let first_key = format!("{key}-first");
+                let r = engine
+                    .http
+                    .processor_raw(
+                        path,
+                        Some(&first_key),
+                        first.clone(),
+                        Some(sign(path, &first)),
+                    )
+                    .await;
+                match r {
+                    Ok(a) if a.status == 200 => {}
+                    Ok(a) => engine.violation(format!(
+                        "malformed {category}: the zero purchase got HTTP {}",
+                        a.status
+                    )),
+                    Err(f) => engine.violation(format!(
+                        "malformed {category}: the zero purchase got no answer ({})",
+                        f.kind()
+                    )),
+                }
+                (valid.clone(), Some(sign(path, &valid)))
+            }
+            "mcc_block_bypass" => {
+                let mut v: serde_json::Value = serde_json::from_slice(&valid)?;
+                v["user"]["id"] = serde_json::json!(blocked_owner);
+                v["card"]["id"] = serde_json::json!(blocked_card);
+                v["merchant"]["mcc"] = match i % 3 {
+                    0 => serde_json::json!(" 5045"),
+                    1 => serde_json::json!("05045"),
+                    _ => serde_json::Value::Null,
+                };
+                let b = Bytes::from(serde_json::to_vec(&v)?);
+                (b.clone(), Some(sign(path, &b)))
+            }
             _ => {
                 let mut b = valid.to_vec();
                 let at = engine.range(0, b.len() as i64 - 1) as usize;
@@ -467,6 +550,14 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
             }
             "oversize" => a.status == 413,
             "signed_byte_flip" => a.status == 200 || (400..500).contains(&a.status),
+            "negative_adjustment" => {
+                a.status == 200 && String::from_utf8_lossy(&a.body).contains("SUSPENSE")
+                    || a.status == 200 && path == NOTIFY
+            }
+            "resent_other_money" => a.status == 409,
+            "mcc_block_bypass" => {
+                a.status == 200 && String::from_utf8_lossy(&a.body).contains("\"INVALID_MERCHANT\"")
+            }
             _ => (400..500).contains(&a.status) && a.status != 401,
         };
         if !expected_ok {
@@ -476,7 +567,7 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
                 String::from_utf8_lossy(&a.body[..a.body.len().min(200)])
             ));
         }
-        if a.status == 200 {
+        if a.status == 200 && category == "signed_byte_flip" {
             // The mutated body still reads as a request: account for what it did.
             settle_mutated(engine, &body, &a.body, &key);
         }
