@@ -551,8 +551,8 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
             "oversize" => a.status == 413,
             "signed_byte_flip" => a.status == 200 || (400..500).contains(&a.status),
             "negative_adjustment" => {
-                a.status == 200 && String::from_utf8_lossy(&a.body).contains("SUSPENSE")
-                    || a.status == 200 && path == NOTIFY
+                a.status == 200
+                    && (path == NOTIFY || String::from_utf8_lossy(&a.body).contains("SUSPENSE"))
             }
             "resent_other_money" => a.status == 409,
             "mcc_block_bypass" => {
