@@ -123,13 +123,18 @@ impl Application {
             metrics.clone(),
         ));
         let p = &settings.processor;
-        let batcher = if p.grouped_commits && store.is_postgres() {
+        let batcher = if p.grouped_commits {
             Some(crate::batcher::Batcher::start(
                 settings.store_config(),
                 metrics.clone(),
                 rules.clone(),
                 p.commit_batch_size_max,
-                p.commit_batches_in_flight_max,
+                // The embedded store has one writer: one batch at a time, never beside it.
+                if store.is_postgres() {
+                    p.commit_batches_in_flight_max
+                } else {
+                    1
+                },
                 std::time::Duration::from_millis(p.commit_batch_overlap_ms),
             )?)
         } else {

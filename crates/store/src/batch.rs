@@ -17,7 +17,8 @@
 
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
-    ProcessorCall, SCOPE_AUTHORIZATION, direction_str, locked_account_from_row, status_of,
+    ProcessorCall, SCOPE_AUTHORIZATION, Step as ItemStep, authorize_in, direction_str,
+    locked_account_from_row, status_of,
 };
 use crate::rules::{CardLookup, CardRecord};
 use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
@@ -142,9 +143,9 @@ WITH lk AS ( \
 
 impl Store {
     /// Decides and books `items` together (also a single item: two round trips, a read and
-    /// a write that is the commit). On SQLite (one writer, one connection) this is the
-    /// single-request path, item by item. Each item's
-    /// `call.commit_started` gate is taken just before the commit is sent.
+    /// a write that is the commit). On SQLite (one writer, one connection) the items are
+    /// decided one after the other in one transaction: one durable commit for the batch.
+    /// Each item's `call.commit_started` gate is taken just before the commit is sent.
     pub async fn authorize_batch<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -180,6 +181,28 @@ impl Store {
         // Items the batch decided; the others (None) go one transaction each.
         let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
             items.iter().map(|_| None).collect();
+        if !self.is_postgres() && !items.is_empty() {
+            match self.lite_batch(items, &render).await {
+                Ok(Some(outcomes)) => batched = outcomes.into_iter().map(Some).collect(),
+                // An item failed on its own: every item runs alone, so it fails no other.
+                Ok(None) => {}
+                Err(e) => {
+                    let uncertain = matches!(e, StoreError::Uncertain(_));
+                    let msg = e.to_string();
+                    for i in 0..items.len() {
+                        done(
+                            i,
+                            Err(if uncertain {
+                                StoreError::Uncertain(format!("batch: {msg}"))
+                            } else {
+                                StoreError::Timeout(format!("batch failed: {msg}"))
+                            }),
+                        );
+                    }
+                    return;
+                }
+            }
+        }
         if self.is_postgres() && !items.is_empty() {
             let mut cards = Vec::new();
             let attempt = self.try_batch(items, &render, &mut cards).await;
@@ -220,6 +243,54 @@ impl Store {
                 .await;
             done(i, r);
         }
+    }
+
+    /// The embedded store's batch: every item in arrival order in one transaction (each sees
+    /// what the ones before it wrote), then one commit. `None` when an item failed: nothing
+    /// is written and the caller runs every item alone.
+    async fn lite_batch<R>(
+        &self,
+        items: &[BatchItem<'_>],
+        render: &R,
+    ) -> Result<Option<Vec<Outcome<AuthorizationResult>>>, StoreError>
+    where
+        R: Fn(&AuthorizationResult) -> Vec<u8>,
+    {
+        // Before the transaction: it holds the embedded store's one connection.
+        let mut clearing: HashMap<Currency, i64> = HashMap::new();
+        for item in items {
+            if let Ok(c) = Currency::parse(item.tx.currency)
+                && !clearing.contains_key(&c)
+            {
+                clearing.insert(
+                    c,
+                    self.system_account(SystemAccount::ProcessorClearing, c)
+                        .await?,
+                );
+            }
+        }
+        let mut tx = self.begin().await?;
+        let mut outcomes = Vec::with_capacity(items.len());
+        for item in items {
+            let currency = Currency::parse(item.tx.currency).ok();
+            let clr = currency.and_then(|c| clearing.get(&c).copied());
+            match authorize_in(
+                &mut tx, &item.call, &item.tx, item.kind, item.card, currency, clr, render,
+            )
+            .await
+            {
+                Ok((outcome, _)) => outcomes.push(outcome),
+                Err(ItemStep::Fail(_) | ItemStep::Retry) => return Ok(None),
+            }
+        }
+        if deadline_passed(items) {
+            return Err(StoreError::Timeout("authorization deadline passed".into()));
+        }
+        if !start_commit(items) {
+            return Err(abandoned());
+        }
+        tx.commit().await?;
+        Ok(Some(outcomes))
     }
 
     async fn try_batch<'i, R>(

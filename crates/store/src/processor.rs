@@ -221,7 +221,7 @@ pub struct NotificationResult {
 }
 
 /// Internal: a step either fails for real or lost a race and should run again.
-enum Step {
+pub(crate) enum Step {
     Fail(StoreError),
     Retry,
 }
@@ -716,15 +716,15 @@ pub(crate) fn status_of(decision: &Decision) -> (&'static str, &'static str) {
     }
 }
 
-/// Replays `response` for a duplicate arriving under a new idempotency key.
+/// Records `response` under a duplicate's new idempotency key, for the caller to commit.
 async fn replay_under_new_key(
-    mut tx: Tx,
+    tx: &mut Tx,
     scope: &str,
     call: &ProcessorCall<'_>,
     response: StoredResponse,
 ) -> Result<StoredResponse, Step> {
     insert_idempotent(
-        &mut tx,
+        tx,
         scope,
         call.idempotency_key,
         &call.request_hash,
@@ -733,8 +733,19 @@ async fn replay_under_new_key(
         call.now_ms,
     )
     .await?;
-    tx.commit().await?;
     Ok(response)
+}
+
+/// What an authorization left to do with its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Commit {
+    /// Nothing was written: a replay or a conflict.
+    Nothing,
+    /// Records only (a replay under a new key, a verdict that came first): commit.
+    Records,
+    /// A decision with its movement: commit only within the deadline and while the
+    /// requester still waits (its `CommitGate`).
+    Decision,
 }
 
 impl Store {
@@ -779,6 +790,7 @@ impl Store {
         retry_races(|| self.try_authorize(call, t, kind, card, currency, clearing, &render)).await
     }
 
+    /// One authorization in a transaction of its own.
     #[allow(clippy::too_many_arguments)]
     async fn try_authorize<R>(
         &self,
@@ -793,180 +805,120 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        let scope = SCOPE_AUTHORIZATION;
         let mut tx = self.begin().await?;
-        if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
-            return Ok(if rec.request_hash == call.request_hash {
+        let (outcome, commit) = authorize_in(
+            &mut tx,
+            call,
+            t,
+            kind,
+            card_lookup,
+            currency,
+            clearing,
+            render,
+        )
+        .await?;
+        match commit {
+            Commit::Nothing => {}
+            Commit::Records => tx.commit().await?,
+            Commit::Decision => {
+                if deadline_passed(call.commit_by) {
+                    // Dropping the transaction rolls it back: nothing is booked.
+                    return Err(Step::Fail(StoreError::Timeout(
+                        "authorization deadline passed".into(),
+                    )));
+                }
+                if let Some(gate) = call.commit_started
+                    && !gate.start_commit()
+                {
+                    return Err(Step::Fail(StoreError::Timeout(
+                        "authorization abandoned at its deadline".into(),
+                    )));
+                }
+                tx.commit().await?;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+/// Replays, refuses or decides one authorization on `tx`, writing what it decided; the
+/// caller commits (alone, or with the rest of a batch on the embedded store).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn authorize_in<R>(
+    tx: &mut Tx,
+    call: &ProcessorCall<'_>,
+    t: &CardTransaction<'_>,
+    kind: Option<RequestKind>,
+    card_lookup: CardLookup<'_>,
+    currency: Option<Currency>,
+    clearing: Option<i64>,
+    render: &R,
+) -> Result<(Outcome<AuthorizationResult>, Commit), Step>
+where
+    R: Fn(&AuthorizationResult) -> Vec<u8>,
+{
+    let scope = SCOPE_AUTHORIZATION;
+    if let Some(rec) = find_idempotent(tx, scope, call.idempotency_key).await? {
+        return Ok((
+            if rec.request_hash == call.request_hash {
                 Outcome::Replay(rec.response)
             } else {
                 Outcome::KeyConflict
-            });
-        }
-        let existing =
-            find_transaction_record(&mut tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
-        if let Some(existing) = existing {
-            if let Some(response) = existing.response {
-                if !existing.asked.same_as(call.endpoint, kind, t) {
-                    return Ok(Outcome::TransactionConflict);
-                }
-                return Ok(Outcome::Replay(
-                    replay_under_new_key(tx, scope, call, response).await?,
-                ));
-            }
-            // First seen through the processor's verdict: that verdict stands.
-            let decision = if existing.verdict.as_deref() == Some(Verdict::Approved.as_str()) {
-                Decision::Approved {
-                    amount: existing.amount_minor.unwrap_or(0),
-                    balance_after: 0,
-                    daily_spent_after: 0,
-                }
-            } else {
-                Decision::Declined(Decline::RejectedByProcessor)
-            };
-            let result = AuthorizationResult {
-                decision,
-                currency,
-                movement_id: None,
-            };
-            let response = StoredResponse {
-                status: 200,
-                body: render(&result),
-            };
-            let (status, detail) = status_of(&result.decision);
-            run!(&mut tx, c => {
-                sqlx::query(
-                    "UPDATE processor_transactions SET endpoint = $1, idempotency_key = $2, \
-                     request_body = $3, response_status = $4, response_body = $5, status = $6, \
-                     status_detail = $7, updated_at_ms = $8 WHERE kind = $9 AND transaction_id = $10",
-                )
-                .bind(call.endpoint)
-                .bind(call.idempotency_key)
-                .bind(call.raw_body)
-                .bind(i32::from(response.status))
-                .bind(&response.body[..])
-                .bind(status)
-                .bind(detail)
-                .bind(call.now_ms)
-                .bind(KIND_AUTHORIZATION)
-                .bind(t.transaction_id)
-                .execute(c)
-                .await?
-                .rows_affected()
-            });
-            insert_idempotent(
-                &mut tx,
-                scope,
-                call.idempotency_key,
-                &call.request_hash,
-                call.endpoint,
-                &response,
-                call.now_ms,
-            )
-            .await?;
-            tx.commit().await?;
-            return Ok(Outcome::Fresh { response, result });
-        }
-
-        let account = match (currency, t.user_id) {
-            (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
-            _ => None,
-        };
-        let card = match (t.card_id, card_lookup.known(t.user_id)) {
-            (None, _) => None,
-            (Some(_), Some(known)) => known,
-            (Some(id), None) => load_card(&mut tx, id, t.user_id).await?,
-        };
-        let today = day_of(call.now_ms);
-        let input = AuthorizationInput {
-            kind,
-            currency,
-            amount: t.amount,
-            mcc: t.mcc,
-        };
-        let decision = decide(
-            &input,
-            account.as_ref().map(|a| a.state(today)).as_ref(),
-            card.as_ref(),
-        );
-
-        let mut movement_id = None;
-        if let (
-            Decision::Approved {
-                amount,
-                daily_spent_after,
-                ..
             },
-            Some(acct),
-            Some(cur),
-            Some(clr),
-        ) = (&decision, account.as_ref(), currency, clearing)
-            && *amount != 0
-        {
-            let meta = MovementMeta {
-                kind: KIND_AUTHORIZATION,
-                processor_kind: Some(KIND_AUTHORIZATION),
-                transaction_id: Some(t.transaction_id),
-                reference: None,
-            };
-            let (id, _) = book(
-                &mut tx,
-                Holder::Account(acct),
-                clr,
-                PostingPlan::card(*amount),
-                cur,
-                &meta,
-                call.now_ms,
-                Some((today, *daily_spent_after)),
-            )
-            .await?;
-            movement_id = Some(id);
+            Commit::Nothing,
+        ));
+    }
+    let existing = find_transaction_record(tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
+    if let Some(existing) = existing {
+        if let Some(response) = existing.response {
+            if !existing.asked.same_as(call.endpoint, kind, t) {
+                return Ok((Outcome::TransactionConflict, Commit::Nothing));
+            }
+            let response = replay_under_new_key(tx, scope, call, response).await?;
+            return Ok((Outcome::Replay(response), Commit::Records));
         }
-        // Declines keep the requested amount too: a later forced booking and the
-        // reconciliation compare against it.
-        let requested = currency
-            .zip(t.amount)
-            .and_then(|(c, a)| to_minor(a, c).ok());
-        let amount_minor = match &decision {
-            Decision::Approved { amount, .. } => Some(*amount),
-            Decision::Balance { .. } => Some(0),
-            Decision::Declined(_) => requested.map(|m| {
-                if kind == Some(RequestKind::Debit) {
-                    -m
-                } else {
-                    m
-                }
-            }),
+        // First seen through the processor's verdict: that verdict stands.
+        let decision = if existing.verdict.as_deref() == Some(Verdict::Approved.as_str()) {
+            Decision::Approved {
+                amount: existing.amount_minor.unwrap_or(0),
+                balance_after: 0,
+                daily_spent_after: 0,
+            }
+        } else {
+            Decision::Declined(Decline::RejectedByProcessor)
         };
         let result = AuthorizationResult {
             decision,
             currency,
-            movement_id,
+            movement_id: None,
         };
         let response = StoredResponse {
             status: 200,
             body: render(&result),
         };
         let (status, detail) = status_of(&result.decision);
-        insert_transaction_record(
-            &mut tx,
-            &TransactionRecord {
-                kind: KIND_AUTHORIZATION,
-                call: Some(call),
-                tx: t,
-                direction: kind,
-                amount_minor,
-                status: Some(status),
-                status_detail: Some(detail),
-                flags: &Flags::default(),
-                movement_id,
-                response: Some(&response),
-                verdict: None,
-                now_ms: call.now_ms,
-            },
-        )
-        .await?;
+        run!(tx, c => {
+            sqlx::query(
+                "UPDATE processor_transactions SET endpoint = $1, idempotency_key = $2, \
+                 request_body = $3, response_status = $4, response_body = $5, status = $6, \
+                 status_detail = $7, updated_at_ms = $8 WHERE kind = $9 AND transaction_id = $10",
+            )
+            .bind(call.endpoint)
+            .bind(call.idempotency_key)
+            .bind(call.raw_body)
+            .bind(i32::from(response.status))
+            .bind(&response.body[..])
+            .bind(status)
+            .bind(detail)
+            .bind(call.now_ms)
+            .bind(KIND_AUTHORIZATION)
+            .bind(t.transaction_id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
         insert_idempotent(
-            &mut tx,
+            tx,
             scope,
             call.idempotency_key,
             &call.request_hash,
@@ -975,23 +927,121 @@ impl Store {
             call.now_ms,
         )
         .await?;
-        if deadline_passed(call.commit_by) {
-            // Dropping the transaction rolls it back: nothing is booked.
-            return Err(Step::Fail(StoreError::Timeout(
-                "authorization deadline passed".into(),
-            )));
-        }
-        if let Some(gate) = call.commit_started
-            && !gate.start_commit()
-        {
-            return Err(Step::Fail(StoreError::Timeout(
-                "authorization abandoned at its deadline".into(),
-            )));
-        }
-        tx.commit().await?;
-        Ok(Outcome::Fresh { response, result })
+        return Ok((Outcome::Fresh { response, result }, Commit::Records));
     }
 
+    let account = match (currency, t.user_id) {
+        (Some(c), Some(u)) => lock_user_account(tx, u, c).await?,
+        _ => None,
+    };
+    let card = match (t.card_id, card_lookup.known(t.user_id)) {
+        (None, _) => None,
+        (Some(_), Some(known)) => known,
+        (Some(id), None) => load_card(tx, id, t.user_id).await?,
+    };
+    let today = day_of(call.now_ms);
+    let input = AuthorizationInput {
+        kind,
+        currency,
+        amount: t.amount,
+        mcc: t.mcc,
+    };
+    let decision = decide(
+        &input,
+        account.as_ref().map(|a| a.state(today)).as_ref(),
+        card.as_ref(),
+    );
+
+    let mut movement_id = None;
+    if let (
+        Decision::Approved {
+            amount,
+            daily_spent_after,
+            ..
+        },
+        Some(acct),
+        Some(cur),
+        Some(clr),
+    ) = (&decision, account.as_ref(), currency, clearing)
+        && *amount != 0
+    {
+        let meta = MovementMeta {
+            kind: KIND_AUTHORIZATION,
+            processor_kind: Some(KIND_AUTHORIZATION),
+            transaction_id: Some(t.transaction_id),
+            reference: None,
+        };
+        let (id, _) = book(
+            tx,
+            Holder::Account(acct),
+            clr,
+            PostingPlan::card(*amount),
+            cur,
+            &meta,
+            call.now_ms,
+            Some((today, *daily_spent_after)),
+        )
+        .await?;
+        movement_id = Some(id);
+    }
+    // Declines keep the requested amount too: a later forced booking and the
+    // reconciliation compare against it.
+    let requested = currency
+        .zip(t.amount)
+        .and_then(|(c, a)| to_minor(a, c).ok());
+    let amount_minor = match &decision {
+        Decision::Approved { amount, .. } => Some(*amount),
+        Decision::Balance { .. } => Some(0),
+        Decision::Declined(_) => requested.map(|m| {
+            if kind == Some(RequestKind::Debit) {
+                -m
+            } else {
+                m
+            }
+        }),
+    };
+    let result = AuthorizationResult {
+        decision,
+        currency,
+        movement_id,
+    };
+    let response = StoredResponse {
+        status: 200,
+        body: render(&result),
+    };
+    let (status, detail) = status_of(&result.decision);
+    insert_transaction_record(
+        tx,
+        &TransactionRecord {
+            kind: KIND_AUTHORIZATION,
+            call: Some(call),
+            tx: t,
+            direction: kind,
+            amount_minor,
+            status: Some(status),
+            status_detail: Some(detail),
+            flags: &Flags::default(),
+            movement_id,
+            response: Some(&response),
+            verdict: None,
+            now_ms: call.now_ms,
+        },
+    )
+    .await?;
+    insert_idempotent(
+        tx,
+        scope,
+        call.idempotency_key,
+        &call.request_hash,
+        call.endpoint,
+        &response,
+        call.now_ms,
+    )
+    .await?;
+    Ok((Outcome::Fresh { response, result }, Commit::Decision))
+}
+
+impl Store {
     /// Books an adjustment exactly once. Adjustments cannot be refused: whatever they
     /// say is recorded, on suspense when no cardholder account fits, and flagged.
     pub async fn adjust<R>(
@@ -1081,9 +1131,9 @@ impl Store {
             if !asked.same_as(call.endpoint, Some(direction), t) {
                 return Ok(Outcome::TransactionConflict);
             }
-            return Ok(Outcome::Replay(
-                replay_under_new_key(tx, scope, call, response).await?,
-            ));
+            let response = replay_under_new_key(&mut tx, scope, call, response).await?;
+            tx.commit().await?;
+            return Ok(Outcome::Replay(response));
         }
         if let Some(original) = t.original_transaction_id {
             let known: Option<i32> = run!(&mut tx, c => {
