@@ -486,7 +486,7 @@ fn match_part(
             _ => anyhow::bail!("a file partition holds a ledger entry"),
         }
         n += 1;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             counters.matched.fetch_add(4096, Ordering::Relaxed);
         }
     }
