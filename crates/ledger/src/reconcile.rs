@@ -15,6 +15,12 @@
 //! ledger entry and drop the row. Only rows that produce a [`Break`] are kept, plus the
 //! id of each file row that has no ledger entry (needed to recognise its duplicates).
 //!
+//! A day too large for one matcher is split by transaction id into partitions, each
+//! matched by its own `Matcher` (the reconciler does this): everything a ledger entry
+//! is compared with shares its id, except the adjustments summed into an authorization,
+//! which [`Matcher::add_adjustment_link`] brings to the authorization's partition.
+//! [`Report::merge`] adds the partitions' reports up.
+//!
 //! # Rules
 //!
 //! Transactions file row against the ledger entry with the same `(kind, transaction_id)`:
