@@ -15,6 +15,12 @@
 //! ledger entry and drop the row. Only rows that produce a [`Break`] are kept, plus the
 //! id of each file row that has no ledger entry (needed to recognise its duplicates).
 //!
+//! A day too large for one matcher is split by transaction id into partitions, each
+//! matched by its own `Matcher` (the reconciler does this): everything a ledger entry
+//! is compared with shares its id, except the adjustments summed into an authorization,
+//! which [`Matcher::add_adjustment_link`] brings to the authorization's partition.
+//! [`Report::merge`] adds the partitions' reports up.
+//!
 //! # Rules
 //!
 //! Transactions file row against the ledger entry with the same `(kind, transaction_id)`:
@@ -292,6 +298,47 @@ impl Report {
     }
 }
 
+impl Report {
+    /// Adds the report of another partition of the same day (disjoint ids); the breaks
+    /// are sorted again, as [`Matcher::finish`] leaves them.
+    pub fn merge(&mut self, other: Report) {
+        self.matched += other.matched;
+        self.pending += other.pending;
+        self.presentments_matched += other.presentments_matched;
+        self.breaks.extend(other.breaks);
+        sort_breaks(&mut self.breaks);
+        for (mine, theirs) in [
+            (&mut self.ledger_totals, other.ledger_totals),
+            (&mut self.file_totals, other.file_totals),
+            (&mut self.presentment_totals, other.presentment_totals),
+        ] {
+            for (c, t) in theirs {
+                let m = mine.entry(c).or_default();
+                m.count += t.count;
+                m.debits_minor += t.debits_minor;
+                m.credits_minor += t.credits_minor;
+            }
+        }
+        self.transaction_rows += other.transaction_rows;
+        self.presentment_rows += other.presentment_rows;
+        self.ledger_entries += other.ledger_entries;
+        self.ledger_duplicates += other.ledger_duplicates;
+    }
+}
+
+/// The order of [`Report::breaks`]: class, then transaction id, kind, file, line.
+pub fn sort_breaks(breaks: &mut [Break]) {
+    breaks.sort_unstable_by(|a, b| {
+        (a.class, &a.transaction_id, a.kind, a.file, a.line).cmp(&(
+            b.class,
+            &b.transaction_id,
+            b.kind,
+            b.file,
+            b.line,
+        ))
+    });
+}
+
 // Slot flags.
 const EFFECTIVE: u8 = 1;
 /// A transactions-file row mentioned it.
@@ -466,6 +513,16 @@ impl Matcher {
                 .or_default()
                 .add(e.amount_minor);
         }
+    }
+
+    /// Adds an effective adjustment's amount to authorization `original`, for callers
+    /// that partition the ledger by id: the adjustment itself is then loaded (in the
+    /// partition of its own id) without `original_transaction_id`, and this call goes
+    /// to the partition of `original`, after that partition's entries are loaded. Same
+    /// rule as the link made from a loaded adjustment: only an authorization loaded
+    /// here and in the same currency is adjusted.
+    pub fn add_adjustment_link(&mut self, original: &str, currency: Currency, amount_minor: i64) {
+        link(&mut self.auths, original, currency, amount_minor);
     }
 
     /// Sums every effective adjustment into its authorization, once, before the first
@@ -714,15 +771,7 @@ impl Matcher {
                 detail,
             });
         }
-        report.breaks.sort_unstable_by(|a, b| {
-            (a.class, &a.transaction_id, a.kind, a.file, a.line).cmp(&(
-                b.class,
-                &b.transaction_id,
-                b.kind,
-                b.file,
-                b.line,
-            ))
-        });
+        sort_breaks(&mut report.breaks);
         report
     }
 
@@ -1703,5 +1752,166 @@ mod tests {
         assert_eq!(r.presentments_matched, n_presentments);
         assert_eq!(r.pending, 0);
         assert_eq!(r.ledger_totals, r.file_totals);
+    }
+
+    /// A day with every break class, matched whole and matched in partitions by id
+    /// (adjustments' links sent to their authorization's partition): the same report.
+    #[test]
+    fn partitioned_matching_gives_the_same_report() {
+        let mut rng = Rng(7);
+        let currencies = [cur("ARS"), cur("USD"), cur("CLP")];
+        let mut ledger = Vec::new();
+        let mut rows = Vec::new();
+        let mut presentments = Vec::new();
+        for i in 0..3_000usize {
+            let c = currencies[i % 3];
+            let id = format!("T{i}");
+            let effective = rng.below(10) != 0;
+            let amount = if effective {
+                -(rng.below(100_000) + 1)
+            } else {
+                0
+            };
+            let booked_at_ms = rng.below(1_200_000);
+            if rng.below(20) != 0 {
+                ledger.push(LedgerEntry {
+                    transaction_id: id.clone().into(),
+                    kind: EntryKind::Authorization,
+                    effective,
+                    currency: c,
+                    amount_minor: amount,
+                    original_transaction_id: None,
+                    booked_at_ms,
+                });
+            }
+            let mut adjusted = 0;
+            if rng.below(6) == 0 {
+                let refund = rng.below(500) + 1;
+                let adj_currency = if rng.below(10) == 0 {
+                    currencies[(i + 1) % 3]
+                } else {
+                    c
+                };
+                adjusted = refund;
+                ledger.push(LedgerEntry {
+                    transaction_id: format!("J{i}").into(),
+                    kind: EntryKind::Adjustment,
+                    effective: rng.below(8) != 0,
+                    currency: adj_currency,
+                    amount_minor: refund,
+                    original_transaction_id: Some(id.clone().into()),
+                    booked_at_ms: rng.below(1_200_000),
+                });
+                if rng.below(2) == 0 {
+                    let mut r = row(0, &format!("J{i}"), true, refund + rng.below(2));
+                    r.kind = EntryKind::Adjustment;
+                    r.currency = adj_currency;
+                    rows.push(r);
+                }
+            }
+            let roll = rng.below(12);
+            if roll != 0 {
+                let mut r = row(0, &id, effective == (roll != 1), amount);
+                r.currency = if roll == 2 {
+                    currencies[(i + 2) % 3]
+                } else {
+                    c
+                };
+                if roll == 3 {
+                    r.amount_minor -= 7;
+                }
+                rows.push(r.clone());
+                if roll == 4 {
+                    rows.push(r);
+                }
+            }
+            if rng.below(3) == 0 {
+                let p = Presentment {
+                    line: 0,
+                    transaction_id: if rng.below(15) == 0 {
+                        format!("J{i}")
+                    } else {
+                        id.clone()
+                    },
+                    currency: if rng.below(25) == 0 {
+                        currencies[(i + 1) % 3]
+                    } else {
+                        c
+                    },
+                    amount_minor: amount + adjusted - rng.below(3),
+                };
+                presentments.push(p.clone());
+                if rng.below(10) == 0 {
+                    presentments.push(p);
+                }
+            }
+        }
+        for (k, r) in rows.iter_mut().enumerate() {
+            r.line = k as u64 + 2;
+        }
+        for (k, p) in presentments.iter_mut().enumerate() {
+            p.line = k as u64 + 2;
+        }
+        let config = MatchConfig {
+            presentment_tolerance_minor: 1,
+            grace_from_ms: 1_000_000,
+        };
+        let whole = run(
+            config.clone(),
+            ledger.clone(),
+            rows.clone(),
+            presentments.clone(),
+        );
+        for class in BreakClass::ALL {
+            assert!(whole.count(class) > 0, "the day has no {class}");
+        }
+        assert!(whole.pending > 0 && whole.presentments_matched > 0);
+
+        let parts = 7;
+        let part = |id: &str| id.bytes().map(usize::from).sum::<usize>() % parts;
+        let mut merged = Report::default();
+        for p in 0..parts {
+            let mut m = Matcher::new(config.clone());
+            for e in ledger.iter().filter(|e| part(&e.transaction_id) == p) {
+                let mut e = e.clone();
+                e.original_transaction_id = None;
+                m.add_ledger(e);
+            }
+            for e in &ledger {
+                if let Some(orig) = e.original_transaction_id.as_deref()
+                    && e.effective
+                    && part(orig) == p
+                {
+                    m.add_adjustment_link(orig, e.currency, e.amount_minor);
+                }
+            }
+            for r in rows.iter().filter(|r| part(&r.transaction_id) == p) {
+                m.transaction(r.clone());
+            }
+            for x in presentments.iter().filter(|x| part(&x.transaction_id) == p) {
+                m.presentment(x.clone());
+            }
+            merged.merge(m.finish());
+        }
+        assert_eq!(merged.breaks, whole.breaks);
+        assert_eq!(
+            (merged.matched, merged.pending, merged.presentments_matched),
+            (whole.matched, whole.pending, whole.presentments_matched)
+        );
+        assert_eq!(merged.ledger_totals, whole.ledger_totals);
+        assert_eq!(merged.file_totals, whole.file_totals);
+        assert_eq!(merged.presentment_totals, whole.presentment_totals);
+        assert_eq!(
+            (
+                merged.transaction_rows,
+                merged.presentment_rows,
+                merged.ledger_entries
+            ),
+            (
+                whole.transaction_rows,
+                whole.presentment_rows,
+                whole.ledger_entries
+            )
+        );
     }
 }

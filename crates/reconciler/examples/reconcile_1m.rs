@@ -1,11 +1,16 @@
 //! Benchmark: reconcile N file rows (default 1,000,000) against N booked transactions in a
-//! real Postgres database; parse + match + store + report, timed, with peak memory.
+//! real database; parse + match + store + report, timed, with the peak memory of every
+//! process involved.
 //!
-//!     cargo run --release -p reconciler --example reconcile_1m -- [N]
+//!     cargo run --release -p reconciler --example reconcile_1m -- [N] [postgres|sqlite]
 //!
-//! Uses AUTHORIZER_TEST_PG_URL (default postgres://postgres@127.0.0.1:5432/postgres) to
-//! create a scratch database, which it drops at the end. Seeding is done by the database
-//! itself (generate_series) and is not part of the measurement.
+//! Postgres (the default) uses AUTHORIZER_TEST_PG_URL (default
+//! postgres://postgres@127.0.0.1:5432/postgres) to create a scratch database, which it
+//! drops at the end; the peak of the server processes that served the run is read from
+//! /proc (their pids from pg_stat_activity). SQLite uses a scratch file in a temporary
+//! directory. Seeding is done by the database itself (generate_series, a recursive CTE)
+//! and is not part of the measurement. RECONCILER__MATCHING__PARTITION_ENTRIES, when
+//! set, overrides the partition size.
 
 use reconciler::config::{Settings, Source};
 use reconciler::run::{Input, Role, reconcile};
@@ -15,11 +20,17 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
 
-fn peak_rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+/// VmHWM of a process, in MiB (0 when /proc does not tell).
+fn peak_rss_mib_of(pid: &str) -> f64 {
+    status_mib(pid, "VmHWM:")
+}
+
+/// A size field of /proc/<pid>/status, in MiB (0 when /proc does not tell).
+fn status_mib(pid: &str, field: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).map(|l| {
+            s.lines().find(|l| l.starts_with(field)).map(|l| {
                 l.split_whitespace()
                     .nth(1)
                     .unwrap_or("0")
@@ -31,30 +42,51 @@ fn peak_rss_mib() -> f64 {
         / 1024.0
 }
 
+fn peak_rss_mib() -> f64 {
+    peak_rss_mib_of("self")
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let n: i64 = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let n: i64 = args
+        .iter()
+        .find(|a| a.chars().all(|c| c.is_ascii_digit()))
         .map(|a| a.parse())
         .transpose()?
         .unwrap_or(1_000_000);
+    let sqlite = args.iter().any(|a| a == "sqlite");
     let admin = std::env::var("AUTHORIZER_TEST_PG_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
     let db = format!("authz_bench_{}", std::process::id());
-    let mut c = sqlx::PgConnection::connect(&admin).await?;
-    sqlx::query(&format!("CREATE DATABASE {db}"))
-        .execute(&mut c)
-        .await?;
-    let url = format!(
-        "{}/{db}",
-        admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
-    );
     let work = tempfile::tempdir()?;
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[])?;
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k == "RECONCILER__MATCHING__PARTITION_ENTRIES")
+        .collect();
+    let mut s = Settings::load_from(Path::new("/nonexistent"), &env)?;
+    let mut admin_conn = None;
+    let url = if sqlite {
+        s.database.data_dir = work.path().join("db");
+        format!(
+            "sqlite:{}",
+            s.database.data_dir.join("authorizer.db").display()
+        )
+    } else {
+        let mut c = sqlx::PgConnection::connect(&admin).await?;
+        sqlx::query(&format!("CREATE DATABASE {db}"))
+            .execute(&mut c)
+            .await?;
+        admin_conn = Some(c);
+        format!(
+            "{}/{db}",
+            admin.rsplit_once('/').map(|(b, _)| b).unwrap_or(&admin)
+        )
+    };
     s.database.url = settings::Secret::new(url.clone());
     s.matching.utc_offset = "Z".into();
     s.report.dir = work.path().join("reports");
     s.source.kind = format!("dir:{}", work.path().display());
+    s.source.staging_dir = work.path().join("staging");
     let store = store::Store::connect(&s.store_config()).await?;
     store.migrate().await?;
     let date = BusinessDate::parse("2024-03-01").map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -62,18 +94,39 @@ async fn main() -> anyhow::Result<()> {
 
     // Seed the ledger: N approved authorizations booked during the day.
     let seed = Instant::now();
-    let mut bench = sqlx::PgConnection::connect(&url).await?;
-    sqlx::query(
-        "INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
-         currency, amount_text, amount_minor, status, status_detail, flags, created_at_ms, updated_at_ms) \
-         SELECT 'AUTHORIZATION', 'ctx-bench-' || i, '/transactions/authorizations', 'DEBIT', 'PURCHASE', \
-         'usr-' || (i % 100000), 'ARS', '', -(100 + i % 100000), 'APPROVED', 'APPROVED', '', $1 + i % 86000000, $1 \
-         FROM generate_series(1, $2) AS i",
-    )
-    .bind(from)
-    .bind(n)
-    .execute(&mut bench)
-    .await?;
+    if sqlite {
+        let mut c = sqlx::SqliteConnection::connect(&url).await?;
+        sqlx::query(
+            "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $2) \
+             INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
+             currency, amount_text, amount_minor, status, status_detail, flags, created_at_ms, updated_at_ms) \
+             SELECT 'AUTHORIZATION', 'ctx-bench-' || i, '/transactions/authorizations', 'DEBIT', 'PURCHASE', \
+             'usr-' || (i % 100000), 'ARS', '', -(100 + i % 100000), 'APPROVED', 'APPROVED', '', $1 + i % 86000000, $1 \
+             FROM g",
+        )
+        .bind(from)
+        .bind(n)
+        .execute(&mut c)
+        .await?;
+        c.close().await?;
+    } else {
+        let mut bench = sqlx::PgConnection::connect(&url).await?;
+        sqlx::query(
+            "INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
+             currency, amount_text, amount_minor, status, status_detail, flags, created_at_ms, updated_at_ms) \
+             SELECT 'AUTHORIZATION', 'ctx-bench-' || i, '/transactions/authorizations', 'DEBIT', 'PURCHASE', \
+             'usr-' || (i % 100000), 'ARS', '', -(100 + i % 100000), 'APPROVED', 'APPROVED', '', $1 + i % 86000000, $1 \
+             FROM generate_series(1, $2) AS i",
+        )
+        .bind(from)
+        .bind(n)
+        .execute(&mut bench)
+        .await?;
+        sqlx::query("VACUUM ANALYZE processor_transactions")
+            .execute(&mut bench)
+            .await?;
+        bench.close().await?;
+    }
     // The file: every transaction, 1% with another amount, plus 0.1% the ledger never saw.
     let name = "transactions_20240301.csv";
     let path = work.path().join(name);
@@ -174,16 +227,39 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
     println!(
-        "load + parse + match {:.2} s; + store + report files {:.2} s total; peak RSS {:.0} MiB",
+        "{}: load + parse + match {:.2} s ({} partition(s)); + store + report files {:.2} s total; \
+         peak RSS {:.0} MiB (this process)",
+        if sqlite { "sqlite" } else { "postgres" },
         matched_at.as_secs_f64(),
+        r.partitions,
         total.as_secs_f64(),
         peak_rss_mib()
     );
-    drop(bench);
-    store.close().await;
-    let _ = Source::Sftp;
-    sqlx::query(&format!("DROP DATABASE {db}"))
-        .execute(&mut c)
+    if let Some(mut c) = admin_conn {
+        // The server processes that served the run: the pool's connections.
+        let pids: Vec<i32> = sqlx::query_scalar(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND application_name = 'authorizer'",
+        )
+        .bind(&db)
+        .fetch_all(&mut c)
         .await?;
+        for pid in pids {
+            let pid = pid.to_string();
+            println!(
+                "postgres backend {pid}: peak RSS {:.0} MiB, of which shared buffers it touched \
+                 (now) {:.0} MiB; its own memory now {:.0} MiB",
+                peak_rss_mib_of(&pid),
+                status_mib(&pid, "RssShmem:"),
+                status_mib(&pid, "RssAnon:")
+            );
+        }
+        store.close().await;
+        sqlx::query(&format!("DROP DATABASE {db}"))
+            .execute(&mut c)
+            .await?;
+    } else {
+        store.close().await;
+    }
+    let _ = Source::Sftp;
     Ok(())
 }

@@ -110,6 +110,15 @@ pub struct MatchingSettings {
     pub utc_offset: String,
     pub presentment_tolerance_minor: i64,
     pub grace_minutes: i64,
+    /// Ledger entries matched together at most: a larger day is split by transaction id
+    /// into partitions of about this many, spilled to the staging directory, so memory
+    /// does not grow with the day (about 100 bytes per entry, two partitions at a time).
+    #[serde(default = "default_partition_entries")]
+    pub partition_entries: u64,
+}
+
+fn default_partition_entries() -> u64 {
+    400_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -193,6 +202,9 @@ impl Settings {
         }
         if self.csv.decimal_separator == self.csv.delimiter {
             return bad("csv.decimal_separator and csv.delimiter must differ".into());
+        }
+        if self.matching.partition_entries == 0 {
+            return bad("matching.partition_entries must be at least 1".into());
         }
         if self.matching.presentment_tolerance_minor < 0 || self.matching.grace_minutes < 0 {
             return bad(

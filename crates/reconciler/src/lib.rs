@@ -7,6 +7,8 @@ pub mod cli;
 pub mod config;
 pub mod parse;
 #[cfg(feature = "service")]
+pub mod partition;
+#[cfg(feature = "service")]
 pub mod report;
 #[cfg(feature = "service")]
 pub mod run;

@@ -93,6 +93,13 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
         "malformed_rows": r.malformed.len(),
         "malformed": malformed,
         "elapsed_ms": elapsed.as_millis() as u64,
+        "performance": {
+            "partitions": r.partitions,
+            "match_ms": r.elapsed.as_millis() as u64,
+            // Ledger entries and file rows, both read and matched.
+            "rows_per_second": ((r.ledger_entries + r.rows) as f64 / r.elapsed.as_secs_f64().max(0.001)).round() as u64,
+            "peak_rss_kib": r.peak_rss_kib,
+        },
     })
 }
 

@@ -2,6 +2,7 @@
 
 use crate::config::{Settings, Source};
 use crate::parse::{self, CsvFormat, Malformed};
+use crate::partition::{self, PartReader, Record, Spill, SpillDir};
 use crate::report;
 use crate::schedule::{day_window_ms, parse_offset};
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
@@ -11,6 +12,8 @@ use ledger::reconcile::{Break, MatchConfig, Matcher, Report};
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use store::{BreakRecord, FileReceipt, FileStatus, RunRecord, Store};
 
@@ -197,18 +200,80 @@ fn source_label(s: &Settings, source: &Source) -> String {
     }
 }
 
-fn progress(label: &str) -> ProgressBar {
-    if std::io::stderr().is_terminal() {
+/// Counters of a running reconciliation, shown on a terminal while it runs.
+#[derive(Default)]
+struct Counters {
+    ledger: AtomicU64,
+    rows: AtomicU64,
+    matched: AtomicU64,
+}
+
+/// A progress line on stderr when it is a terminal (rows read, matched, elapsed, rate),
+/// refreshed by a timer rather than per row; nothing otherwise.
+struct ProgressLine {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl ProgressLine {
+    fn start(counters: Arc<Counters>, parts: usize) -> ProgressLine {
+        if !std::io::stderr().is_terminal() {
+            return ProgressLine {
+                stop: None,
+                task: None,
+            };
+        }
         let pb = ProgressBar::new_spinner();
         pb.set_style(
-            ProgressStyle::with_template("{spinner} {msg} {pos} rows ({per_sec})")
+            ProgressStyle::with_template("{spinner} reconciling: {msg}")
                 .unwrap_or_else(|_| ProgressStyle::default_spinner()),
         );
-        pb.set_message(label.to_owned());
-        pb
-    } else {
-        ProgressBar::hidden()
+        let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+        let started = Instant::now();
+        let task = tokio::spawn(async move {
+            loop {
+                let l = counters.ledger.load(Ordering::Relaxed);
+                let r = counters.rows.load(Ordering::Relaxed);
+                let m = counters.matched.load(Ordering::Relaxed);
+                let secs = started.elapsed().as_secs_f64();
+                pb.set_message(format!(
+                    "ledger {l} | file rows {r} | matched {m} | {parts} partition(s) | {secs:.1} s | {:.0} rows/s",
+                    (l + r) as f64 / secs.max(0.001)
+                ));
+                pb.tick();
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                }
+            }
+            pb.finish_and_clear();
+        });
+        ProgressLine {
+            stop: Some(stop),
+            task: Some(task),
+        }
     }
+
+    async fn finish(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+}
+
+/// The process's peak resident size so far (VmHWM), in KiB; `None` without `/proc`.
+pub fn peak_rss_kib() -> Option<u64> {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 /// Everything a run produced, before it is stored.
@@ -217,63 +282,216 @@ pub struct Reconciled {
     pub malformed: Vec<Malformed>,
     pub ledger_entries: u64,
     pub rows: u64,
+    /// Partitions the day was matched in (1: it fit in memory at once).
+    pub partitions: usize,
+    /// How long reading and matching took.
+    pub elapsed: std::time::Duration,
+    /// Peak resident size of the process when matching ended, if the system tells.
+    pub peak_rss_kib: Option<u64>,
 }
 
-/// Loads the ledger side of the day and streams the files through the matcher.
+/// Matches the day partition by partition (see [`crate::partition`]): both sides are
+/// read at once (the ledger from the store, the files on a blocking thread) into
+/// partitions by transaction id, then each partition is matched on its own, two at a
+/// time, so memory is bounded by the partition size whatever the size of the day.
 pub async fn reconcile(
     s: &Settings,
     store: &Store,
     date: &BusinessDate,
     inputs: &[Input],
 ) -> anyhow::Result<Reconciled> {
+    let clock = Instant::now();
     let offset = parse_offset(&s.matching.utc_offset)?;
     let (from, to) = day_window_ms(date.year, date.month, date.day, offset);
-    let mut matcher = Matcher::new(MatchConfig {
+    let config = MatchConfig {
         presentment_tolerance_minor: s.matching.presentment_tolerance_minor,
         grace_from_ms: to - s.matching.grace_minutes * 60_000,
-    });
-    let pb = progress("ledger");
-    let ledger_entries = store
-        .ledger_entries(from, to, |e| {
-            matcher.add_ledger(e);
-            pb.inc(1);
-        })
-        .await?;
-    pb.finish_and_clear();
+    };
+    let file_bytes: u64 = inputs.iter().map(|i| i.size).sum();
+    let expected = store.ledger_entry_count(from, to).await?;
+    let parts = partition::parts_for(expected, file_bytes, s.matching.partition_entries);
+    let spill_dir = if parts > 1 {
+        Some(SpillDir::create(&s.source.staging_dir)?)
+    } else {
+        None
+    };
+    let dir = spill_dir.as_ref().map(|d| d.path().to_owned());
+    let counters = Arc::new(Counters::default());
+    let progress = ProgressLine::start(counters.clone(), parts);
+
+    // The files on a blocking thread while this task reads the ledger.
     let fmt = CsvFormat::from(&s.csv);
     let map = s.mapping.clone();
-    let inputs = inputs.to_vec();
-    // CSV over big files is blocking work: off the async workers.
-    let (matcher, malformed, rows) = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+    let files = inputs.to_vec();
+    let file_dir = dir.clone();
+    let c = counters.clone();
+    let file_side = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let mut spill = Spill::new(parts, file_dir.as_deref(), "file")?;
         let mut malformed = Vec::new();
         let mut rows = 0;
-        for input in inputs.iter().filter(|i| i.role == Role::Transactions) {
-            let pb = progress(&input.name);
+        let mut failed: Option<anyhow::Error> = None;
+        for input in files.iter().filter(|i| i.role == Role::Transactions) {
             rows +=
                 parse::transactions(&input.path, &map.transactions, fmt, &mut malformed, |r| {
-                    matcher.transaction(r);
-                    pb.inc(1);
+                    if failed.is_none()
+                        && let Err(e) = spill.transaction(&r)
+                    {
+                        failed = Some(e);
+                    }
+                    c.rows.fetch_add(1, Ordering::Relaxed);
                 })?;
-            pb.finish_and_clear();
         }
-        for input in inputs.iter().filter(|i| i.role == Role::Presentments) {
-            let pb = progress(&input.name);
+        for input in files.iter().filter(|i| i.role == Role::Presentments) {
             rows +=
                 parse::presentments(&input.path, &map.presentments, fmt, &mut malformed, |r| {
-                    matcher.presentment(r);
-                    pb.inc(1);
+                    if failed.is_none()
+                        && let Err(e) = spill.presentment(&r)
+                    {
+                        failed = Some(e);
+                    }
+                    c.rows.fetch_add(1, Ordering::Relaxed);
                 })?;
-            pb.finish_and_clear();
         }
-        Ok((matcher, malformed, rows))
-    })
-    .await??;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        Ok((spill.finish()?, malformed, rows))
+    });
+    let mut ledger_spill = Spill::new(parts, dir.as_deref(), "ledger")?;
+    let mut failed: Option<anyhow::Error> = None;
+    // Partition files are written through small buffers into the page cache: short
+    // enough to do on this task, which is waiting on the database most of the time.
+    let read = store
+        .ledger_entries(from, to, |e| {
+            if failed.is_none()
+                && let Err(e) = ledger_spill.ledger(&e)
+            {
+                failed = Some(e);
+            }
+            counters.ledger.fetch_add(1, Ordering::Relaxed);
+        })
+        .await;
+    let file_side = file_side.await.context("file reading task failed");
+    let ledger_entries = read?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (file_written, malformed, rows) = file_side??;
+    let ledger_written = ledger_spill.finish()?;
+
+    let c = counters.clone();
+    let report =
+        tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
+            .await
+            .context("matching task failed")??;
+    progress.finish().await;
+    drop(spill_dir);
     Ok(Reconciled {
-        report: matcher.finish(),
+        report,
         malformed,
         ledger_entries,
         rows,
+        partitions: parts,
+        elapsed: clock.elapsed(),
+        peak_rss_kib: peak_rss_kib(),
     })
+}
+
+/// Matches every partition, two at a time (the machine's cores, at most two: the
+/// memory bound is two partitions), and merges their reports in partition order.
+fn match_parts(
+    config: MatchConfig,
+    ledger: partition::Written,
+    file: partition::Written,
+    counters: &Counters,
+) -> anyhow::Result<Report> {
+    let parts = ledger.parts();
+    // Opened when their turn comes: a reader's buffer per partition up front would grow
+    // with the day.
+    let sides = Mutex::new((ledger, file));
+    let open = |i: usize| -> anyhow::Result<(u64, PartReader, PartReader)> {
+        let mut g = sides
+            .lock()
+            .map_err(|_| anyhow::anyhow!("a matching thread failed"))?;
+        let (l, f) = &mut *g;
+        Ok((l.entries[i], l.take(i)?, f.take(i)?))
+    };
+    let workers = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 2)
+        .min(parts);
+    let next = AtomicUsize::new(0);
+    let results: Vec<Mutex<Option<anyhow::Result<Report>>>> =
+        (0..parts).map(|_| Mutex::new(None)).collect();
+    std::thread::scope(|scope| {
+        for _ in 0..workers {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= parts {
+                        break;
+                    }
+                    let r = open(i).and_then(|(entries, l, f)| {
+                        match_part(config.clone(), entries, l, f, counters)
+                    });
+                    if let Ok(mut slot) = results[i].lock() {
+                        *slot = Some(r);
+                    }
+                }
+            });
+        }
+    });
+    let mut report = Report::default();
+    for slot in results {
+        let r = slot
+            .into_inner()
+            .ok()
+            .flatten()
+            .context("a partition was not matched")??;
+        report.merge(r);
+    }
+    Ok(report)
+}
+
+fn match_part(
+    config: MatchConfig,
+    entries: u64,
+    mut ledger: PartReader,
+    mut file: PartReader,
+    counters: &Counters,
+) -> anyhow::Result<Report> {
+    let mut m = Matcher::with_capacity(config, usize::try_from(entries).unwrap_or(0));
+    // Entries first, then the links to them, then the file rows (Matcher's order).
+    let mut links = Vec::new();
+    while let Some(r) = ledger.next_record()? {
+        match r {
+            Record::Entry(e) => m.add_ledger(e),
+            Record::Link {
+                original,
+                currency,
+                amount_minor,
+            } => links.push((original, currency, amount_minor)),
+            _ => anyhow::bail!("a ledger partition holds a file row"),
+        }
+    }
+    for (original, currency, amount) in links {
+        m.add_adjustment_link(&original, currency, amount);
+    }
+    let mut n = 0u64;
+    while let Some(r) = file.next_record()? {
+        match r {
+            Record::Transaction(t) => m.transaction(t),
+            Record::Presentment(p) => m.presentment(p),
+            _ => anyhow::bail!("a file partition holds a ledger entry"),
+        }
+        n += 1;
+        if n.is_multiple_of(4096) {
+            counters.matched.fetch_add(4096, Ordering::Relaxed);
+        }
+    }
+    counters.matched.fetch_add(n % 4096, Ordering::Relaxed);
+    Ok(m.finish())
 }
 
 fn break_record(seq: i64, b: &Break) -> BreakRecord {

@@ -7,15 +7,16 @@ use reconciler::parse::{self, CsvFormat};
 use std::io::Write;
 use std::path::Path;
 
-fn peak_rss_kib() -> u64 {
+/// VmHWM in KiB; `None` where the system does not tell (no `/proc`).
+fn peak_rss_kib() -> Option<u64> {
     std::fs::read_to_string("/proc/self/status")
+        .ok()?
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
         .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 #[test]
@@ -50,12 +51,20 @@ fn a_million_rows_in_bounded_memory() {
         },
     )
     .unwrap();
-    let grew = peak_rss_kib().saturating_sub(before);
-    eprintln!(
-        "1,000,000 rows, file {} MiB, peak RSS grew {} KiB while parsing",
-        size_kib / 1024,
-        grew
-    );
+    let grew = match (before, peak_rss_kib()) {
+        (Some(before), Some(after)) => Some(after.saturating_sub(before)),
+        _ => None,
+    };
+    match grew {
+        Some(g) => eprintln!(
+            "1,000,000 rows, file {} MiB, peak RSS grew {g} KiB while parsing",
+            size_kib / 1024
+        ),
+        None => eprintln!(
+            "SKIPPED the memory assertion of a_million_rows_in_bounded_memory: \
+             /proc/self/status has no VmHWM here, so the peak cannot be read"
+        ),
+    }
     assert_eq!(read, 1_000_000);
     assert_eq!(rows, 999_990);
     assert_eq!(malformed.len(), 10);
@@ -65,8 +74,10 @@ fn a_million_rows_in_bounded_memory() {
         size_kib > 60 * 1024,
         "the file is big enough to matter: {size_kib} KiB"
     );
-    assert!(
-        grew < 16 * 1024,
-        "parsing grew the peak by {grew} KiB for a {size_kib} KiB file"
-    );
+    if let Some(grew) = grew {
+        assert!(
+            grew < 16 * 1024,
+            "parsing grew the peak by {grew} KiB for a {size_kib} KiB file"
+        );
+    }
 }

@@ -1,0 +1,319 @@
+//! A day matched in many spilled partitions gives exactly the report of the same day
+//! matched at once: every break class, counts, totals per currency, malformed rows, the
+//! grace window, duplicates across two transactions files, and presentments of
+//! authorizations whose adjustments fall in other partitions. Embedded store, real files.
+
+use ledger::reconcile::{MatchConfig, Matcher, Report};
+use reconciler::config::Settings;
+use reconciler::parse::{self, CsvFormat, Malformed};
+use reconciler::run::{Input, Reconciled, Role, reconcile};
+use reconciler::sftp::BusinessDate;
+use sqlx::Connection;
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// splitmix64, so the day is the same on every run.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const TX_HEADER: &str = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date\n";
+
+fn amount(minor: i64) -> (&'static str, String) {
+    let dir = if minor < 0 { "DEBIT" } else { "CREDIT" };
+    let m = minor.unsigned_abs();
+    (dir, format!("{}.{:02}", m / 100, m % 100))
+}
+
+fn tx(out: &mut String, id: &str, kind: &str, approved: bool, minor: i64, cur: &str) {
+    let (dir, amt) = amount(minor);
+    let status = if approved { "APPROVED" } else { "REJECTED" };
+    let _ = writeln!(
+        out,
+        "{id},{kind},PURCHASE,{status},{dir},{amt},{cur},,crd,usr,2024-03-01"
+    );
+}
+
+/// Seeds the ledger and writes the files in `dir`; returns the inputs.
+async fn seed(dir: &Path) -> Vec<Input> {
+    std::fs::create_dir_all(dir.join("db")).unwrap();
+    let url = format!("sqlite:{}", dir.join("db/authorizer.db").display());
+    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+    s.database.url = settings::Secret::new(url.clone());
+    let store = store::Store::connect(&s.store_config()).await.unwrap();
+    store.migrate().await.unwrap();
+    store.close().await;
+    let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
+    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+    sqlx::query("INSERT INTO movements (id, kind, currency, created_at_ms) VALUES (1, 'ADJUSTMENT', 'ARS', 0)")
+        .execute(&mut c)
+        .await
+        .unwrap();
+    let mut rng = Rng(19);
+    let curs = ["ARS", "USD", "CLP"];
+    let (mut tx_a, mut tx_b, mut pres) = (
+        String::from(TX_HEADER),
+        String::from(TX_HEADER),
+        String::from("transaction_id,direction,local_amount,local_currency\n"),
+    );
+    for i in 0..1_500u64 {
+        let cur = curs[(i % 3) as usize];
+        let id = format!("ctx-{i}");
+        let approved = rng.below(10) != 0;
+        let minor = if approved {
+            -(rng.below(90_000) as i64 + 100)
+        } else {
+            0
+        };
+        // Most in the day, some in the last 30 minutes (the grace window).
+        let at = if rng.below(15) == 0 {
+            to - 1 - rng.below(20 * 60_000) as i64
+        } else {
+            from + rng.below(80_000_000) as i64
+        };
+        let in_ledger = rng.below(25) != 0;
+        if in_ledger {
+            sqlx::query(
+                "INSERT INTO processor_transactions (kind, transaction_id, currency, amount_minor, status, flags, \
+                 created_at_ms, updated_at_ms) VALUES ('AUTHORIZATION', $1, $2, $3, $4, '', $5, $5)",
+            )
+            .bind(&id)
+            .bind(cur)
+            .bind(minor)
+            .bind(if approved { "APPROVED" } else { "REJECTED" })
+            .bind(at)
+            .execute(&mut c)
+            .await
+            .unwrap();
+        }
+        let mut adjusted = 0;
+        if approved && rng.below(5) == 0 {
+            let refund = rng.below(5_000) as i64 + 1;
+            let booked = rng.below(8) != 0;
+            if booked {
+                adjusted = refund;
+            }
+            sqlx::query(
+                "INSERT INTO processor_transactions (kind, transaction_id, currency, amount_minor, status, flags, \
+                 original_transaction_id, movement_id, created_at_ms, updated_at_ms) \
+                 VALUES ('ADJUSTMENT', $1, $2, $3, 'APPROVED', '', $4, $5, $6, $6)",
+            )
+            .bind(format!("adj-{i}"))
+            .bind(cur)
+            .bind(refund)
+            .bind(&id)
+            .bind(booked.then_some(1i64))
+            .bind(from + rng.below(80_000_000) as i64)
+            .execute(&mut c)
+            .await
+            .unwrap();
+            if rng.below(2) == 0 {
+                tx(
+                    &mut tx_b,
+                    &format!("adj-{i}"),
+                    "ADJUSTMENT",
+                    true,
+                    refund,
+                    cur,
+                );
+            }
+        }
+        let mut line = String::new();
+        let file = &mut line;
+        match rng.below(14) {
+            0 => {}                                                     // missing in file
+            1 => tx(file, &id, "AUTHORIZATION", !approved, minor, cur), // status
+            2 => tx(
+                file,
+                &id,
+                "AUTHORIZATION",
+                approved,
+                minor,
+                curs[((i + 1) % 3) as usize],
+            ), // currency
+            3 => tx(file, &id, "AUTHORIZATION", approved, minor - 7, cur), // amount
+            4 => {
+                // A duplicate, the second in the other file.
+                tx(&mut tx_a, &id, "AUTHORIZATION", approved, minor, cur);
+                tx(&mut tx_b, &id, "AUTHORIZATION", approved, minor, cur);
+            }
+            5 => tx(file, &id, "AUTHORIZATION", approved, minor, "XX1"), // malformed
+            _ => tx(file, &id, "AUTHORIZATION", approved, minor, cur),
+        }
+        if rng.below(20) == 0 {
+            tx(
+                file,
+                &format!("ghost-{i}"),
+                "AUTHORIZATION",
+                true,
+                -500,
+                cur,
+            ); // missing in ledger
+        }
+        if i % 2 == 0 {
+            tx_a.push_str(&line);
+        } else {
+            tx_b.push_str(&line);
+        }
+        if approved && rng.below(3) == 0 {
+            let presented = minor + adjusted - rng.below(3) as i64 * 5;
+            let target = if rng.below(30) == 0 {
+                format!("adj-{i}")
+            } else {
+                id.clone()
+            };
+            let (dir, amt) = amount(presented);
+            let pcur = if rng.below(40) == 0 {
+                curs[((i + 2) % 3) as usize]
+            } else {
+                cur
+            };
+            let line = format!("{target},{dir},{amt},{pcur}\n");
+            pres.push_str(&line);
+            if rng.below(15) == 0 {
+                pres.push_str(&line);
+            }
+        }
+    }
+    c.close().await.unwrap();
+    let mut inputs = Vec::new();
+    for (name, role, body) in [
+        ("transactions_20240301_a.csv", Role::Transactions, tx_a),
+        ("transactions_20240301_b.csv", Role::Transactions, tx_b),
+        ("presentments_20240301.csv", Role::Presentments, pres),
+    ] {
+        let path = dir.join(name);
+        std::fs::write(&path, body.as_bytes()).unwrap();
+        inputs.push(Input {
+            role,
+            name: name.into(),
+            size: body.len() as u64,
+            path,
+            sha256: [0; 32],
+            status: None,
+        });
+    }
+    inputs
+}
+
+async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled {
+    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+    s.database.url =
+        settings::Secret::new(format!("sqlite:{}", dir.join("db/authorizer.db").display()));
+    s.matching.utc_offset = "Z".into();
+    s.matching.grace_minutes = 30;
+    s.matching.presentment_tolerance_minor = 5;
+    s.matching.partition_entries = partition_entries;
+    s.source.staging_dir = dir.join("staging");
+    let store = store::Store::connect(&s.store_config()).await.unwrap();
+    let date = BusinessDate::parse("2024-03-01").unwrap();
+    let r = reconcile(&s, &store, &date, inputs).await.unwrap();
+    store.close().await;
+    r
+}
+
+/// The day matched as before partitions existed: the whole ledger in one matcher, the
+/// files streamed through it.
+async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
+    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+    s.database.url =
+        settings::Secret::new(format!("sqlite:{}", dir.join("db/authorizer.db").display()));
+    let store = store::Store::connect(&s.store_config()).await.unwrap();
+    let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
+    let mut m = Matcher::new(MatchConfig {
+        presentment_tolerance_minor: 5,
+        grace_from_ms: to - 30 * 60_000,
+    });
+    store
+        .ledger_entries(from, to, |e| m.add_ledger(e))
+        .await
+        .unwrap();
+    store.close().await;
+    let fmt = CsvFormat::from(&s.csv);
+    let mut malformed = Vec::new();
+    for i in inputs.iter().filter(|i| i.role == Role::Transactions) {
+        parse::transactions(&i.path, &s.mapping.transactions, fmt, &mut malformed, |r| {
+            m.transaction(r)
+        })
+        .unwrap();
+    }
+    for i in inputs.iter().filter(|i| i.role == Role::Presentments) {
+        parse::presentments(&i.path, &s.mapping.presentments, fmt, &mut malformed, |r| {
+            m.presentment(r)
+        })
+        .unwrap();
+    }
+    (m.finish(), malformed)
+}
+
+fn assert_same(got: &Reconciled, want: &Report, malformed: &[Malformed]) {
+    if let Some(i) = (0..got.report.breaks.len().max(want.breaks.len()))
+        .find(|&i| got.report.breaks.get(i) != want.breaks.get(i))
+    {
+        panic!(
+            "{} breaks, {} expected; first difference at {i}: {:#?} instead of {:#?}",
+            got.report.breaks.len(),
+            want.breaks.len(),
+            got.report.breaks.get(i),
+            want.breaks.get(i)
+        );
+    }
+    assert_eq!(
+        (
+            got.report.matched,
+            got.report.pending,
+            got.report.presentments_matched
+        ),
+        (want.matched, want.pending, want.presentments_matched)
+    );
+    assert_eq!(got.report.ledger_totals, want.ledger_totals);
+    assert_eq!(got.report.file_totals, want.file_totals);
+    assert_eq!(got.report.presentment_totals, want.presentment_totals);
+    assert_eq!(
+        (
+            got.report.transaction_rows,
+            got.report.presentment_rows,
+            got.report.ledger_entries
+        ),
+        (
+            want.transaction_rows,
+            want.presentment_rows,
+            want.ledger_entries
+        )
+    );
+    assert_eq!(got.malformed, malformed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_partitions_give_the_report_of_one() {
+    let work = tempfile::tempdir().unwrap();
+    let inputs = seed(work.path()).await;
+    let whole = run(work.path(), &inputs, 1_000_000).await;
+    let parts = run(work.path(), &inputs, 7).await;
+    assert_eq!(whole.partitions, 1);
+    assert!(parts.partitions > 200, "{} partitions", parts.partitions);
+    for (class, n) in whole.report.counts() {
+        assert!(n > 0, "the day has no {class}");
+    }
+    assert!(whole.report.pending > 0 && whole.report.presentments_matched > 0);
+    assert!(!whole.malformed.is_empty());
+    let (want, malformed) = reference(work.path(), &inputs).await;
+    assert_same(&whole, &want, &malformed);
+    assert_same(&parts, &want, &malformed);
+    // The spilled partitions are gone.
+    let left: Vec<_> = std::fs::read_dir(work.path().join("staging"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(left.is_empty(), "left in the staging directory: {left:?}");
+}
