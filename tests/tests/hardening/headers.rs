@@ -376,8 +376,21 @@ async fn the_valid_token_keeps_its_own_rate_limit_when_the_address_is_locked_out
     }
 }
 
-/// Starts the real binary with logs in a file; returns it, its address and the log path.
-fn start_node(dir: &std::path::Path, format: &str, filter: &str) -> (std::process::Child, String) {
+/// The real binary in a child process, killed if a test panics before stopping it: a
+/// child left running would keep everything it inherited open.
+struct Node(Option<std::process::Child>);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Starts the real binary with logs in `dir`/server.log; returns it and its address.
+fn start_node(dir: &std::path::Path, format: &str, filter: &str) -> (Node, String) {
     let log_path = dir.join("server.log");
     let log = std::fs::File::create(&log_path).expect("log file");
     let mut child = Command::new(env!("CARGO_BIN_EXE_authorizer-node"))
@@ -413,7 +426,7 @@ fn start_node(dir: &std::path::Path, format: &str, filter: &str) -> (std::proces
         std::thread::sleep(Duration::from_millis(50));
     };
     match addr {
-        Ok(addr) => (child, addr),
+        Ok(addr) => (Node(Some(child)), addr),
         Err(text) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -433,7 +446,11 @@ fn raw(addr: &str, bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn stop_node(mut child: std::process::Child) {
+/// Stops the node as an operator would (SIGINT), so that its logs are complete.
+fn stop_node(mut node: Node) {
+    let Some(mut child) = node.0.take() else {
+        return;
+    };
     let _ = Command::new("kill")
         .arg("-INT")
         .arg(child.id().to_string())
@@ -464,7 +481,7 @@ fn malformed_http_is_counted_and_not_logged_at_error() {
     // The default filter in JSON, then an operator's own filter in text.
     for (format, filter) in [("json", "info"), ("text", "info,authorizer=debug")] {
         let dir = tempfile::tempdir().expect("dir");
-        let (child, addr) = start_node(dir.path(), format, filter);
+        let (node, addr) = start_node(dir.path(), format, filter);
         for g in garbage {
             let answer = raw(&addr, g);
             assert!(
@@ -478,8 +495,8 @@ fn malformed_http_is_counted_and_not_logged_at_error() {
             b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         );
         assert!(metrics.starts_with("HTTP/1.1 200"), "{metrics}");
+        stop_node(node);
         let counted = metric(&metrics, "authorizer_malformed_http_total");
-        stop_node(child);
         let logs = std::fs::read_to_string(dir.path().join("server.log")).expect("logs");
         assert_eq!(counted, garbage.len() as u64, "{format}:\n{logs}");
         assert!(
