@@ -6,7 +6,7 @@ use crate::credentials::Credentials;
 use crate::fleet::Fleet;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
-use crate::ratelimit::Limiter;
+use crate::ratelimit::{Failure, FailureLimiter, Limiter};
 use crate::routes::{BodyReadTimeout, admin, error_body, processor};
 use crate::rules::RulesCache;
 use crate::security::{AllowList, TokenDigest};
@@ -43,6 +43,8 @@ pub struct AppState {
     pub rules: Arc<RulesCache>,
     /// Admin API request rate, per token.
     pub limiter: Limiter,
+    /// Failed admin authentications, per client address.
+    pub auth_failures: FailureLimiter,
     /// The admin token's bucket id (a digest, never the token).
     pub admin_token_id: String,
 }
@@ -177,6 +179,10 @@ impl Application {
             fleet: fleet.clone(),
             rules,
             limiter: Limiter::new(settings.admin.rate_per_sec, settings.admin.burst),
+            auth_failures: FailureLimiter::new(
+                settings.admin.auth_failures_per_sec,
+                settings.admin.auth_failures_burst,
+            ),
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -193,7 +199,7 @@ impl Application {
                 // Extractor failures answer in the one JSON error envelope too.
                 .app_data(crate::routes::path_config())
                 .app_data(crate::routes::query_config())
-                .wrap(actix_web::middleware::from_fn(admin_rate_limit))
+                .wrap(actix_web::middleware::from_fn(admin_guard))
                 .wrap_fn(move |req, srv| {
                     use actix_web::dev::Service;
                     let guard = InFlightGuard::enter(&counter);
@@ -398,37 +404,107 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-/// The admin API's rate limit, in front of every admin route (they all start with
-/// `/v1/`): a request with the valid admin token takes one token from that token's
-/// bucket, or is answered 429 with Retry-After. Requests without it go on to the route,
-/// which answers 401.
-async fn admin_rate_limit(
+/// In front of every admin route (they all start with `/v1/`, the only routes that read
+/// `Authorization`):
+///
+/// - `Authorization` sent more than once is 400 `duplicate_header`: which one counts must not
+///   depend on who reads it (a proxy may take the last, actix the first).
+/// - The valid admin token takes one request from its own bucket (`admin.rate_per_sec`,
+///   `admin.burst`), or is answered 429 with Retry-After.
+/// - Anything else (a wrong, missing or unreadable token) is a failed authentication, charged
+///   to the client address (the TCP peer, never a forwarding header). Within the address's
+///   budget it goes on to the route, which answers 401; over it, 429 with Retry-After before
+///   the route is reached.
+///
+/// The token is compared (a SHA-256 and a constant-time comparison, cheap) before the
+/// address's budget is consulted, so the valid token is served even from an address that is
+/// over its budget: an attacker behind the same proxy or NAT as the issuer cannot lock the
+/// issuer out. The price is that a locked-out address still learns whether a guess is right
+/// (200 rather than 429); what protects the token is its length (at least 16 characters, 43
+/// when generated), and the budget keeps failed attempts out of the routes and in a metric.
+async fn admin_guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let Some(state) =
-        state.filter(|s| req.path().starts_with("/v1/") && admin::token_matches(req.request(), s))
-        && let Err(wait) = state
-            .limiter
-            .admit(&state.fleet, &state.admin_token_id)
-            .await
+    let Some(state) = state.filter(|_| req.path().starts_with("/v1/")) else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    let metrics = &state.metrics;
+    if req
+        .headers()
+        .get_all(actix_web::http::header::AUTHORIZATION)
+        .nth(1)
+        .is_some()
     {
-        state
-            .metrics
-            .inc("authorizer_admin_rate_limited_total", &[]);
-        state
-            .metrics
-            .inc("authorizer_admin_requests_total", &[("class", "4xx")]);
-        let secs = wait.as_millis().div_ceil(1000).max(1);
-        let resp = HttpResponse::TooManyRequests()
-            .insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()))
+        metrics.inc(
+            "authorizer_admin_auth_failures_total",
+            &[("reason", "duplicate_header")],
+        );
+        metrics.inc("authorizer_admin_requests_total", &[("class", "4xx")]);
+        let resp = HttpResponse::BadRequest()
             .content_type("application/json")
             .body(error_body(
-                "rate_limited",
-                "Too many admin requests; retry after the time in Retry-After",
+                "duplicate_header",
+                "The Authorization header must appear once",
             ));
         return Ok(req.into_response(resp));
     }
-    Ok(next.call(req).await?.map_into_boxed_body())
+    if admin::token_matches(req.request(), &state) {
+        if let Err(wait) = state
+            .limiter
+            .admit(&state.fleet, &state.admin_token_id)
+            .await
+        {
+            metrics.inc("authorizer_admin_rate_limited_total", &[]);
+            return too_many(
+                req,
+                &state,
+                wait,
+                "Too many admin requests; retry after the time in Retry-After",
+            );
+        }
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    metrics.inc(
+        "authorizer_admin_auth_failures_total",
+        &[("reason", "invalid_token")],
+    );
+    let peer = req.peer_addr().map(|a| a.ip());
+    match state.auth_failures.fail(peer) {
+        Failure::Counted => Ok(next.call(req).await?.map_into_boxed_body()),
+        Failure::Refused { wait, first } => {
+            metrics.inc("authorizer_admin_auth_lockouts_total", &[]);
+            if first {
+                tracing::warn!(
+                    peer = %peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
+                    "admin API: too many failed authentications from this address; refusing its requests without the valid token with 429"
+                );
+            }
+            too_many(
+                req,
+                &state,
+                wait,
+                "Too many failed authentications from this address; retry after the time in Retry-After",
+            )
+        }
+    }
+}
+
+/// 429 in the JSON envelope with Retry-After in whole seconds (at least 1).
+fn too_many(
+    req: ServiceRequest,
+    state: &AppState,
+    wait: Duration,
+    message: &str,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    state
+        .metrics
+        .inc("authorizer_admin_requests_total", &[("class", "4xx")]);
+    let secs = wait.as_millis().div_ceil(1000).max(1);
+    let resp = HttpResponse::TooManyRequests()
+        .insert_header((actix_web::http::header::RETRY_AFTER, secs.to_string()))
+        .content_type("application/json")
+        .body(error_body("rate_limited", message));
+    Ok(req.into_response(resp))
 }

@@ -105,6 +105,8 @@ pub struct AdminSettings {
     pub token: Secret,
     pub rate_per_sec: u32,
     pub burst: u32,
+    pub auth_failures_per_sec: u32,
+    pub auth_failures_burst: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -220,6 +222,12 @@ impl Settings {
         }
         if self.admin.rate_per_sec == 0 || self.admin.burst == 0 {
             return bad("admin.rate_per_sec and admin.burst must be at least 1".into());
+        }
+        if self.admin.auth_failures_per_sec == 0 || self.admin.auth_failures_burst == 0 {
+            return bad(
+                "admin.auth_failures_per_sec and admin.auth_failures_burst must be at least 1"
+                    .into(),
+            );
         }
         let r = &self.redis;
         let url = r.url.expose();
@@ -360,6 +368,11 @@ mod tests {
                 "database.statement_ms_max",
             ),
             ("AUTHORIZER__ADMIN__TOKEN", "short", "admin.token"),
+            (
+                "AUTHORIZER__ADMIN__AUTH_FAILURES_BURST",
+                "0",
+                "admin.auth_failures_per_sec and admin.auth_failures_burst",
+            ),
             ("AUTHORIZER__PROCESSOR__API_KEY", "k", "set together"),
         ];
         for (k, v, want) in cases {

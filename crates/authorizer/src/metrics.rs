@@ -115,6 +115,18 @@ impl Metrics {
                 "Admin API requests refused with 429 by the per-token rate limit.",
             ),
             (
+                "authorizer_admin_auth_failures_total",
+                "Admin API requests that failed authentication, by reason (invalid_token: wrong, missing or unreadable; duplicate_header: Authorization sent more than once).",
+            ),
+            (
+                "authorizer_admin_auth_lockouts_total",
+                "Admin API requests without the valid token refused with 429 because their client address was over admin.auth_failures_burst/auth_failures_per_sec.",
+            ),
+            (
+                "authorizer_malformed_http_total",
+                "Requests refused with 400 by the HTTP layer because they are not HTTP (garbage bytes, a bad request line or header); logged at debug only.",
+            ),
+            (
                 "authorizer_ready",
                 "1 while this instance takes traffic; 0 from the start of a graceful shutdown.",
             ),
@@ -208,6 +220,13 @@ impl Metrics {
 
     /// Renders every metric in the Prometheus text format.
     pub fn render(&self) -> String {
+        // Counted by the log layer, which exists once per process.
+        if let Ok(mut c) = self.counters.lock() {
+            c.insert(
+                ("authorizer_malformed_http_total", Vec::new()),
+                crate::telemetry::malformed_http_requests(),
+            );
+        }
         let mut out = String::new();
         let help = self.help.lock().map(|h| h.clone()).unwrap_or_default();
         let header = |out: &mut String, name: &str, kind: &str, done: &mut Option<String>| {

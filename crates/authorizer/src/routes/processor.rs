@@ -129,6 +129,21 @@ fn verify(
     state: &AppState,
     route: Route,
 ) -> Result<Verified, &'static str> {
+    // A header sent twice is refused rather than resolved: a proxy that reads the other
+    // copy would disagree about what was signed, by whom, or under which key.
+    let signed = [
+        headers::API_KEY,
+        headers::TIMESTAMP,
+        headers::ENDPOINT,
+        headers::SIGNATURE,
+        headers::IDEMPOTENCY_KEY,
+    ];
+    if signed
+        .iter()
+        .any(|h| req.headers().get_all(*h).nth(1).is_some())
+    {
+        return Err("duplicate_header");
+    }
     let key = header(req, headers::API_KEY).ok_or("missing_api_key")?;
     let secret = state.keys.get(key).ok_or("unknown_api_key")?;
     let ts = header(req, headers::TIMESTAMP).ok_or("missing_timestamp")?;
