@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use authorizer::Settings;
 use authorizer::config::Secret;
-use authorizer::routes::processor::render_authorization;
+use authorizer::service::render_authorization;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use e2e::{Tx, uid};
 use futures_util::future::join_all;

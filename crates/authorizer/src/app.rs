@@ -36,7 +36,8 @@ pub struct AppState {
     /// False while draining: `/readyz` answers 503 so a load balancer stops sending.
     pub ready: Arc<AtomicBool>,
     /// Grouped commits, when enabled and the store is Postgres.
-    pub batcher: Option<crate::batcher::Batcher>,
+    /// The one writer of authorizations.
+    pub batcher: crate::batcher::Batcher,
     /// The fleet's shared state in Redis (inert without `redis.url`).
     pub fleet: Fleet,
     /// Card rules cached in this instance.
@@ -125,27 +126,34 @@ impl Application {
             metrics.clone(),
         ));
         let p = &settings.processor;
-        let batcher = if p.grouped_commits {
-            Some(crate::batcher::Batcher::start(
-                settings.store_config(),
-                metrics.clone(),
-                rules.clone(),
+        // Every authorization goes through the batcher, the one writer. Without grouped
+        // commits a batch is one authorization, as many at once as the pool allows.
+        let (batch_size_max, in_flight_max, overlap_ms) = if p.grouped_commits {
+            (
                 p.commit_batch_size_max,
-                // The embedded store has one writer: one batch at a time, never beside it.
-                if store.is_postgres() {
-                    p.commit_batches_in_flight_max
-                } else {
-                    1
-                },
-                std::time::Duration::from_millis(p.commit_batch_overlap_ms),
-            )?)
+                p.commit_batches_in_flight_max,
+                p.commit_batch_overlap_ms,
+            )
         } else {
-            None
+            (1, settings.database.pool_connections_max as usize, 0)
         };
+        let batcher = crate::batcher::Batcher::start(
+            settings.store_config(),
+            metrics.clone(),
+            rules.clone(),
+            batch_size_max,
+            // The embedded store has one writer: one batch at a time, never beside it.
+            if store.is_postgres() {
+                in_flight_max
+            } else {
+                1
+            },
+            std::time::Duration::from_millis(overlap_ms),
+        )?;
         tracing::info!(
-            grouped_commits = batcher.is_some(),
+            grouped_commits = p.grouped_commits,
             "authorizations commit {}",
-            if batcher.is_some() {
+            if p.grouped_commits {
                 "in groups"
             } else {
                 "one transaction per request"

@@ -8,7 +8,7 @@
 //! (waiting on a row lock, a stalled disk) lets the next one start beside it, up to
 //! `batches_in_flight_max`, so one slow batch never holds up the rest.
 
-use crate::routes::processor::{card_lookup, card_transaction, render_authorization};
+use crate::service::{card_lookup, card_transaction, render_authorization};
 use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::time::Instant;

@@ -15,6 +15,7 @@ pub mod ratelimit;
 pub mod routes;
 pub mod rules;
 pub mod security;
+pub mod service;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

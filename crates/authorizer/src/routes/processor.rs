@@ -1,28 +1,26 @@
 //! The processor's six routes: signature first (on the raw bytes), then parse, then
-//! idempotency, then the store, then a signed answer over the exact bytes sent.
+//! idempotency, then the service (authorizations, through the one writer) or the store
+//! (adjustments, notifications), then a signed answer over the exact bytes sent.
 
 use crate::app::AppState;
 use crate::config::EndpointCheck;
 use crate::fleet::{FleetClaim, Ticket};
 use crate::inflight::{self, Claim, Finished, Waited};
 use crate::routes::{error_body, read_body};
-use crate::rules::CachedCard;
+use crate::service::{
+    self, card_transaction, decision_label, render_adjustment, render_notification,
+};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
-use ledger::{Decision, DeclineClass, RequestKind, format_minor};
+use ledger::RequestKind;
 use protocol::signature::{self, headers};
-use protocol::wire::{
-    AdjustmentResponse, AuthorizationResponse, Balance, Direction, Status, StatusDetail,
-    TransactionRequest, TransactionType,
-};
+use protocol::wire::{Direction, TransactionRequest, TransactionType};
 use protocol::{ApiSecret, Notification};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate,
-    NotificationCall, NotificationResult, Outcome, ProcessorCall, StoreError, StoredResponse,
-    Verdict,
+    CardTransaction, NotificationCall, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
 };
 
 /// Which of the six routes a request came in on.
@@ -257,29 +255,6 @@ fn parse_request(body: &[u8], state: &AppState) -> Result<TransactionRequest, An
     Ok(parsed)
 }
 
-pub(crate) fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
-    CardTransaction {
-        transaction_id: &r.transaction.id,
-        tx_type: r.transaction.kind.as_str(),
-        user_id: r.user.as_ref().map(|u| u.id.as_str()),
-        card_id: r.card.as_ref().map(|c| c.id.as_str()),
-        currency: &r.amount.local.currency,
-        amount_text: r.amount.local.total.text(),
-        amount: r.amount.local.total.value(),
-        mcc: r.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
-        original_transaction_id: r.transaction.original_transaction_id.as_deref(),
-    }
-}
-
-/// Where the store takes a card's rules from: what the cache said, or its own read.
-pub(crate) fn card_lookup(cached: Option<&CachedCard>) -> CardLookup<'_> {
-    match cached {
-        None => CardLookup::InTransaction,
-        Some(None) => CardLookup::Absent,
-        Some(Some(r)) => CardLookup::Known(r),
-    }
-}
-
 fn request_kind(d: Direction) -> RequestKind {
     match d {
         Direction::Debit => RequestKind::Debit,
@@ -438,59 +413,8 @@ async fn settle<T>(
     }
 }
 
-fn status_detail(class: DeclineClass) -> StatusDetail {
-    match class {
-        DeclineClass::Other => StatusDetail::Other,
-        DeclineClass::InvalidMerchant => StatusDetail::InvalidMerchant,
-        DeclineClass::InvalidAmount => StatusDetail::InvalidAmount,
-        DeclineClass::InsufficientFunds => StatusDetail::InsufficientFunds,
-    }
-}
-
-/// The exact body of an authorization answer.
-pub fn render_authorization(r: &AuthorizationResult) -> Vec<u8> {
-    let resp = match &r.decision {
-        Decision::Approved { .. } => AuthorizationResponse {
-            status: Status::Approved,
-            status_detail: StatusDetail::Approved,
-            message: "Approved".into(),
-            balance: None,
-        },
-        Decision::Balance { balance } => AuthorizationResponse {
-            status: Status::Approved,
-            status_detail: StatusDetail::Approved,
-            message: "Balance".into(),
-            balance: r.currency.map(|c| Balance {
-                total: format_minor(*balance, c.exponent()),
-                currency: c.code().to_owned(),
-            }),
-        },
-        Decision::Declined(d) => AuthorizationResponse {
-            status: Status::Rejected,
-            status_detail: status_detail(d.class()),
-            message: d.message().into(),
-            balance: None,
-        },
-    };
-    serde_json::to_vec(&resp).unwrap_or_default()
-}
-
 fn system_error() -> Answer {
-    let body = serde_json::to_vec(&AuthorizationResponse {
-        status: Status::Rejected,
-        status_detail: StatusDetail::SystemError,
-        message: "System error".into(),
-        balance: None,
-    })
-    .unwrap_or_default();
-    Answer::new(200, body, "SYSTEM_ERROR")
-}
-
-fn decision_label(r: &AuthorizationResult) -> &'static str {
-    match &r.decision {
-        Decision::Approved { .. } | Decision::Balance { .. } => "APPROVED",
-        Decision::Declined(d) => status_detail(d.class()).as_str(),
-    }
+    Answer::new(200, service::render_system_error(), "SYSTEM_ERROR")
 }
 
 async fn authorization(
@@ -521,99 +445,21 @@ async fn authorization(
         Gate::Proceed(c) => c,
         Gate::Answered(a) => return a,
     };
-    let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
-    // Leave room for the commit itself inside the deadline.
-    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
-    let commit_by = started + deadline.saturating_sub(commit_margin);
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
-    // Card rules from this instance's cache; the account and its balance are read under
-    // the row lock in the transaction.
-    // With grouped commits a miss costs no read of its own: the batch reads the card in
-    // its one read statement and fills the cache (`card_epoch`).
-    let mut card_epoch = None;
-    let card = match parsed.card.as_ref().map(|c| c.id.as_str()) {
-        Some(id) if state.batcher.is_some() => state.rules.probe(id).unwrap_or_else(|epoch| {
-            card_epoch = Some(epoch);
-            None
-        }),
-        Some(id) => state.rules.card(&state.store, id).await,
-        None => None,
-    };
-    // Whichever comes first, the commit or the deadline, decides: see store::CommitGate.
-    let committing = Arc::new(CommitGate::new());
-    let now_ms = store::now_ms();
-    let result = match &state.batcher {
-        Some(batcher) => {
-            let (reply, mut answer) = tokio::sync::oneshot::channel();
-            let job = crate::batcher::Job {
-                body: body.to_vec(),
-                parsed,
-                idempotency_key: key.to_owned(),
-                request_hash: hash,
-                endpoint: route.path(),
-                now_ms,
-                commit_by,
-                kind,
-                card,
-                card_epoch,
-                committing: committing.clone(),
-                reply: Some(reply),
-            };
-            // A full queue (the database stalled for seconds) must not hold the answer past
-            // the deadline either: a job not queued in time is dropped, never committed.
-            let queued =
-                tokio::time::timeout_at((started + deadline).into(), batcher.submit(job)).await;
-            match queued {
-                Err(_) => Err(StoreError::Timeout(
-                    "commit queue full until the deadline".into(),
-                )),
-                Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
-                Ok(Ok(())) => tokio::select! {
-                    r = &mut answer => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
-                    _ = tokio::time::sleep_until((started + deadline).into()) => {
-                        if committing.abandon() {
-                            Err(StoreError::Timeout("authorization deadline reached".into()))
-                        } else {
-                            // The commit is under way: only its result tells whether money moved.
-                            answer.await.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
-                        }
-                    }
-                },
-            }
-        }
-        None => {
-            let call = ProcessorCall {
-                idempotency_key: key,
-                request_hash: hash,
-                endpoint: route.path(),
-                raw_body: body,
-                now_ms,
-                commit_by: Some(commit_by),
-                commit_started: Some(&committing),
-            };
-            let t = card_transaction(&parsed);
-            let work = state.store.authorize_with(
-                &call,
-                &t,
-                kind,
-                card_lookup(card.as_ref()),
-                render_authorization,
-            );
-            tokio::pin!(work);
-            tokio::select! {
-                r = &mut work => r,
-                _ = tokio::time::sleep_until((started + deadline).into()) => {
-                    if committing.abandon() {
-                        Err(StoreError::Timeout("authorization deadline reached".into()))
-                    } else {
-                        // The commit is under way: only its result tells whether money moved.
-                        work.await
-                    }
-                }
-            }
-        }
-    };
+    let result = service::authorize(
+        state,
+        service::Authorization {
+            body,
+            parsed,
+            idempotency_key: key,
+            request_hash: hash,
+            endpoint: route.path(),
+            kind,
+            started,
+        },
+    )
+    .await;
     match result {
         Ok(outcome) => {
             let answer = settle(state, route, claims, hash, outcome, decision_label).await;
@@ -679,28 +525,6 @@ fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
     )
 }
 
-/// The exact body of an adjustment answer.
-pub fn render_adjustment(r: &AdjustmentResult) -> Vec<u8> {
-    let booked = r.movement_id.is_some();
-    let (detail, mut message) = if booked || !r.flags.has(store::Flags::OUT_OF_RANGE) {
-        (StatusDetail::Approved, String::from("Adjustment booked"))
-    } else {
-        (
-            StatusDetail::InvalidAmount,
-            String::from("Adjustment recorded, amount not bookable"),
-        )
-    };
-    if !r.flags.is_empty() {
-        message.push_str("; flagged for review: ");
-        message.push_str(&r.flags.stored());
-    }
-    serde_json::to_vec(&AdjustmentResponse {
-        status_detail: detail,
-        message,
-    })
-    .unwrap_or_default()
-}
-
 async fn adjustment(
     req: &HttpRequest,
     body: &[u8],
@@ -763,15 +587,6 @@ async fn adjustment(
         }
         Err(e) => unavailable(state, route, &e),
     }
-}
-
-/// The exact body of a notification answer.
-pub fn render_notification(r: &NotificationResult) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({
-        "message": "Notification stored",
-        "effect": r.effect.as_str(),
-    }))
-    .unwrap_or_default()
 }
 
 async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answer {

@@ -1,0 +1,206 @@
+//! The way every authorization takes, between the processor's routes and the one writer:
+//! a request goes to the batcher (one writer on either store) and is answered within its
+//! deadline; and the exact bytes of every answer to the processor are rendered here, in
+//! one place. Routes call this module; the batcher calls only its mapping and rendering.
+//!
+//! route (signature, parse, idempotency) -> service (deadline) -> batcher -> store
+
+use crate::app::AppState;
+use crate::rules::CachedCard;
+use ledger::{Decision, DeclineClass, RequestKind, format_minor};
+use protocol::wire::{
+    AdjustmentResponse, AuthorizationResponse, Balance, Status, StatusDetail, TransactionRequest,
+};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate,
+    NotificationResult, Outcome, StoreError,
+};
+
+/// One verified, parsed authorization on its way to the writer.
+pub struct Authorization<'a> {
+    pub body: &'a [u8],
+    pub parsed: TransactionRequest,
+    pub idempotency_key: &'a str,
+    pub request_hash: [u8; 32],
+    pub endpoint: &'static str,
+    pub kind: Option<RequestKind>,
+    /// When the request arrived: the deadline counts from here.
+    pub started: Instant,
+}
+
+/// Hands the authorization to the batcher and waits for its outcome, or for the deadline
+/// if that comes first and no commit has started (then nothing is booked, ever: see
+/// [`CommitGate`]).
+pub async fn authorize(
+    state: &AppState,
+    a: Authorization<'_>,
+) -> Result<Outcome<AuthorizationResult>, StoreError> {
+    let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
+    let due = a.started + deadline;
+    // Leave room for the commit itself inside the deadline.
+    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
+    let commit_by = a.started + deadline.saturating_sub(commit_margin);
+    // Card rules from this instance's cache; a miss costs no read of its own: the batch
+    // reads the card and fills the cache (`card_epoch`). The account and its balance are
+    // read by the batch.
+    let mut card_epoch = None;
+    let card = a
+        .parsed
+        .card
+        .as_ref()
+        .and_then(|c| match state.rules.probe(&c.id) {
+            Ok(known) => known,
+            Err(epoch) => {
+                card_epoch = Some(epoch);
+                None
+            }
+        });
+    // Whichever comes first, the commit or the deadline, decides.
+    let committing = Arc::new(CommitGate::new());
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let job = crate::batcher::Job {
+        body: a.body.to_vec(),
+        parsed: a.parsed,
+        idempotency_key: a.idempotency_key.to_owned(),
+        request_hash: a.request_hash,
+        endpoint: a.endpoint,
+        now_ms: store::now_ms(),
+        commit_by,
+        kind: a.kind,
+        card,
+        card_epoch,
+        committing: committing.clone(),
+        reply: Some(reply),
+    };
+    let dropped = || StoreError::Timeout("batch dropped".into());
+    // A full queue (the database stalled for seconds) must not hold the answer past the
+    // deadline either: a job not queued in time is dropped, never committed.
+    match tokio::time::timeout_at(due.into(), state.batcher.submit(job)).await {
+        Err(_) => Err(StoreError::Timeout(
+            "commit queue full until the deadline".into(),
+        )),
+        Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
+        Ok(Ok(())) => tokio::select! {
+            r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
+            _ = tokio::time::sleep_until(due.into()) => {
+                if committing.abandon() {
+                    Err(StoreError::Timeout("authorization deadline reached".into()))
+                } else {
+                    // The commit is under way: only its result tells whether money moved.
+                    answer.await.unwrap_or_else(|_| Err(dropped()))
+                }
+            }
+        },
+    }
+}
+
+pub fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
+    CardTransaction {
+        transaction_id: &r.transaction.id,
+        tx_type: r.transaction.kind.as_str(),
+        user_id: r.user.as_ref().map(|u| u.id.as_str()),
+        card_id: r.card.as_ref().map(|c| c.id.as_str()),
+        currency: &r.amount.local.currency,
+        amount_text: r.amount.local.total.text(),
+        amount: r.amount.local.total.value(),
+        mcc: r.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+        original_transaction_id: r.transaction.original_transaction_id.as_deref(),
+    }
+}
+
+/// Where the store takes a card's rules from: what the cache said, or its own read.
+pub fn card_lookup(cached: Option<&CachedCard>) -> CardLookup<'_> {
+    match cached {
+        None => CardLookup::InTransaction,
+        Some(None) => CardLookup::Absent,
+        Some(Some(r)) => CardLookup::Known(r),
+    }
+}
+
+fn status_detail(class: DeclineClass) -> StatusDetail {
+    match class {
+        DeclineClass::Other => StatusDetail::Other,
+        DeclineClass::InvalidMerchant => StatusDetail::InvalidMerchant,
+        DeclineClass::InvalidAmount => StatusDetail::InvalidAmount,
+        DeclineClass::InsufficientFunds => StatusDetail::InsufficientFunds,
+    }
+}
+
+/// The exact body of an authorization answer.
+pub fn render_authorization(r: &AuthorizationResult) -> Vec<u8> {
+    let resp = match &r.decision {
+        Decision::Approved { .. } => AuthorizationResponse {
+            status: Status::Approved,
+            status_detail: StatusDetail::Approved,
+            message: "Approved".into(),
+            balance: None,
+        },
+        Decision::Balance { balance } => AuthorizationResponse {
+            status: Status::Approved,
+            status_detail: StatusDetail::Approved,
+            message: "Balance".into(),
+            balance: r.currency.map(|c| Balance {
+                total: format_minor(*balance, c.exponent()),
+                currency: c.code().to_owned(),
+            }),
+        },
+        Decision::Declined(d) => AuthorizationResponse {
+            status: Status::Rejected,
+            status_detail: status_detail(d.class()),
+            message: d.message().into(),
+            balance: None,
+        },
+    };
+    serde_json::to_vec(&resp).unwrap_or_default()
+}
+
+pub fn decision_label(r: &AuthorizationResult) -> &'static str {
+    match &r.decision {
+        Decision::Approved { .. } | Decision::Balance { .. } => "APPROVED",
+        Decision::Declined(d) => status_detail(d.class()).as_str(),
+    }
+}
+
+/// The exact body of an adjustment answer.
+pub fn render_adjustment(r: &AdjustmentResult) -> Vec<u8> {
+    let booked = r.movement_id.is_some();
+    let (detail, mut message) = if booked || !r.flags.has(store::Flags::OUT_OF_RANGE) {
+        (StatusDetail::Approved, String::from("Adjustment booked"))
+    } else {
+        (
+            StatusDetail::InvalidAmount,
+            String::from("Adjustment recorded, amount not bookable"),
+        )
+    };
+    if !r.flags.is_empty() {
+        message.push_str("; flagged for review: ");
+        message.push_str(&r.flags.stored());
+    }
+    serde_json::to_vec(&AdjustmentResponse {
+        status_detail: detail,
+        message,
+    })
+    .unwrap_or_default()
+}
+
+/// The exact body of a notification answer.
+pub fn render_notification(r: &NotificationResult) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({
+        "message": "Notification stored",
+        "effect": r.effect.as_str(),
+    }))
+    .unwrap_or_default()
+}
+
+/// The answer to an authorization that could not be served in time: nothing booked.
+pub fn render_system_error() -> Vec<u8> {
+    serde_json::to_vec(&AuthorizationResponse {
+        status: Status::Rejected,
+        status_detail: StatusDetail::SystemError,
+        message: "System error".into(),
+        balance: None,
+    })
+    .unwrap_or_default()
+}
