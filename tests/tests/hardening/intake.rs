@@ -641,6 +641,161 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
     assert!(h["records"][0]["request"]["deep"].is_array());
 }
 
+/// A real authorizer process whose log is read back; killed when dropped (a panic while it
+/// starts included, so none outlives its test).
+struct LoggingNode {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    _data: tempfile::TempDir,
+}
+
+impl Drop for LoggingNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl LoggingNode {
+    /// Starts the command-line authorizer on the embedded store, logging at `info` in
+    /// `format`; returns it and its base URL.
+    fn start(format: &str) -> (LoggingNode, String) {
+        use std::io::BufRead;
+        let data = tempfile::tempdir().expect("dir");
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_authorizer-node"))
+            .arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AUTHORIZER_CONFIG_DIR", data.path().join("no-config"))
+            .env("AUTHORIZER__SERVER__LISTEN", "127.0.0.1:0")
+            .env("AUTHORIZER__SERVER__WORKERS", "1")
+            .env("AUTHORIZER__DATABASE__DATA_DIR", data.path())
+            .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
+            .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
+            .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
+            .env("AUTHORIZER__LOG__FILTER", "info")
+            .env("AUTHORIZER__LOG__FORMAT", format)
+            // Without colours, any escape sequence in the log came from a request.
+            .env("NO_COLOR", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("authorizer-node starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let node = LoggingNode {
+            child,
+            log: Default::default(),
+            _data: data,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = node.log.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if let Some(addr) = line.split("listening on http://").nth(1) {
+                    let addr: String = addr
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == '.' || *c == ':')
+                        .collect();
+                    let _ = tx.send(addr);
+                }
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("node did not start: {:?}", node.log_lines()));
+        (node, format!("http://{addr}"))
+    }
+
+    fn log_lines(&self) -> Vec<String> {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+/// Sends `body` to the node, signed as the processor signs.
+async fn send_signed(base: &str, path: &str, body: &[u8], key: &str) -> u16 {
+    let secret = protocol::ApiSecret::from_base64(API_SECRET).expect("demo secret");
+    let ts = crate_now().to_string();
+    let sig = protocol::signature::sign(&secret, &ts, path, body);
+    awc::Client::default()
+        .post(format!("{base}{path}"))
+        .insert_header(("x-api-key", API_KEY))
+        .insert_header(("x-timestamp", ts))
+        .insert_header(("x-endpoint", path))
+        .insert_header(("x-signature", sig))
+        .insert_header(("x-idempotency-key", key))
+        .insert_header(("content-type", "application/json"))
+        .send_body(body.to_vec())
+        .await
+        .expect("answered")
+        .status()
+        .as_u16()
+}
+
+/// Item 3, read in the log itself: hostile ids on every route, in both log formats, forge no
+/// line and leave no escape sequence, while ordinary ids are still logged, unquoted.
+#[actix_rt::test]
+async fn hostile_ids_forge_no_log_line() {
+    for format in ["text", "json"] {
+        let (node, base) = LoggingNode::start(format);
+        let plain = uid("ctx");
+        let t = Tx::new(&plain, "PURCHASE", "u1", "1.00", "ARS");
+        assert_eq!(send_signed(&base, AUTH, &t.body(), &uid("k")).await, 200);
+        for id in [
+            "ctx-1\nFORGED INFO authorization decision=APPROVED",
+            "ctx-1\r\nFORGED",
+            "ctx-\u{1b}[2K\u{1b}[1GFORGED",
+            "ctx-1 FORGED=field",
+            "ctx-\u{2028}FORGED",
+        ] {
+            let ok = uid("ctx");
+            let t = Tx::new(&ok, "REFUND", "u1", "1.00", "ARS");
+            let (from, to) = (
+                format!("\"id\":\"{ok}\""),
+                format!("\"id\":\"{}\"", json_inner(id)),
+            );
+            let bad = replace(&t.body(), &from, &to);
+            for path in [AUTH, ADJ_CREDIT] {
+                assert_eq!(
+                    send_signed(&base, path, &bad, &uid("k")).await,
+                    400,
+                    "{id:?}"
+                );
+            }
+            let key = uid("adv");
+            let advice = t.advice(
+                "approved-authorization-advice",
+                "APPROVED",
+                "APPROVED",
+                &key,
+            );
+            let advice = replace(&advice, &from, &to);
+            assert_eq!(
+                send_signed(&base, NOTIFY, &advice, &key).await,
+                200,
+                "{id:?}"
+            );
+        }
+        // The lines are written before the answers; give the reader thread a moment.
+        actix_rt::time::sleep(std::time::Duration::from_millis(300)).await;
+        let lines = node.log_lines();
+        drop(node);
+        assert!(
+            lines.iter().any(|l| l.contains(&plain)),
+            "{format}: the plain authorization is logged: {lines:#?}"
+        );
+        for line in &lines {
+            assert!(!line.contains("FORGED"), "{format}: {line}");
+            assert!(!line.contains(['\u{1b}', '\u{2028}']), "{format}: {line:?}");
+        }
+    }
+}
+
 both_backends!(
     hostile_ids_are_refused_on_intake,
     every_booked_id_is_retrievable,
