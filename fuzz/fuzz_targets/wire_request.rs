@@ -17,6 +17,21 @@ fuzz_target!(|data: &[u8]| {
             )
         });
         assert_eq!(back, req, "the request changed on a round trip");
+        // Whatever parses carries only ids that may be stored and logged unquoted.
+        assert!(protocol::wire::is_valid_id(&req.transaction.id));
+        for id in [
+            req.transaction.original_transaction_id.as_deref(),
+            req.card.as_ref().map(|c| c.id.as_str()),
+            req.user.as_ref().map(|u| u.id.as_str()),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            assert!(
+                protocol::wire::is_valid_id(id),
+                "an id that breaks the rule parsed"
+            );
+        }
         let _ = req.transaction.kind.direction();
     }
     if let Ok(n) = Notification::from_slice(data) {
@@ -29,6 +44,7 @@ fuzz_target!(|data: &[u8]| {
             )
         });
         assert_eq!(back, n, "the notification changed on a round trip");
+        assert!(protocol::wire::is_valid_id(&n.event_id));
         let _ = n.verdict();
     }
     let _ = serde_json::from_slice::<AuthorizationResponse>(data);

@@ -47,6 +47,9 @@ pub enum AmountError {
     /// The string is not a plain decimal (optional `-`, digits, optional `.` and digits).
     #[error("amount string is not a plain decimal (optional '-', digits, optional '.' and digits)")]
     NotPlainDecimal,
+    /// The integer part of a string amount has a leading zero (`"007.00"`; `"0.07"` is fine).
+    #[error("amount string has a leading zero in its integer part")]
+    LeadingZero,
     /// The JSON number literal is not a valid JSON number.
     #[error("amount is not a valid JSON number")]
     NotJsonNumber,
@@ -71,12 +74,17 @@ impl WireAmount {
 
     /// Parses the content of a JSON string amount: an optional leading `-`, one or more digits,
     /// and optionally `.` followed by one or more digits. Nothing else (no `+`, no spaces, no
-    /// exponent, no `,`, no `NaN`/`Infinity`, no hex, no `.5` or `5.`).
+    /// exponent, no `,`, no `NaN`/`Infinity`, no hex, no `.5` or `5.`), and no leading zero
+    /// in the integer part (`"007.00"`), as in a JSON number: zero-padding is not how the
+    /// processor writes money, and what we refuse in a number we refuse in a string.
     pub fn parse(text: &str) -> Result<WireAmount, AmountError> {
         if text.is_empty() {
             return Err(AmountError::Empty);
         }
         let parts = split(text, false).ok_or(AmountError::NotPlainDecimal)?;
+        if parts.int.len() > 1 && parts.int.starts_with('0') {
+            return Err(AmountError::LeadingZero);
+        }
         Ok(WireAmount {
             text: text.to_owned(),
             value: parts.to_decimal(),
@@ -371,15 +379,23 @@ mod tests {
     }
 
     #[test]
-    fn leading_zeros_only_in_strings() {
-        assert_eq!(
-            WireAmount::parse("007.5").unwrap().value(),
-            Some(dec("7.5"))
-        );
-        assert_eq!(
-            WireAmount::parse_json_number("007.5"),
-            Err(AmountError::NotJsonNumber)
-        );
+    fn leading_zeros_are_refused_in_strings_and_numbers() {
+        for text in ["007.5", "007", "00", "-01", "00.5"] {
+            assert_eq!(
+                WireAmount::parse(text),
+                Err(AmountError::LeadingZero),
+                "{text}"
+            );
+            assert_eq!(
+                WireAmount::parse_json_number(text),
+                Err(AmountError::NotJsonNumber),
+                "{text}"
+            );
+        }
+        for text in ["0", "-0", "0.07", "-0.00", "10", "100.00"] {
+            assert!(WireAmount::parse(text).is_ok(), "{text}");
+            assert!(WireAmount::parse_json_number(text).is_ok(), "{text}");
+        }
     }
 
     #[test]

@@ -255,11 +255,13 @@ impl TransactionType {
 }
 
 /// A body that could not be parsed. Carries serde's short message (with line and column); the
-/// amount parser's own messages never repeat body content.
+/// amount parser's own messages never repeat body content, and neither does an id refused by
+/// [`check_id`] (the message names the field only).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct WireError {
     message: String,
+    id_field: Option<&'static str>,
 }
 
 impl WireError {
@@ -267,6 +269,43 @@ impl WireError {
     pub fn message(&self) -> &str {
         &self.message
     }
+
+    /// The field, when the body parsed but one of its ids breaks the rule of [`check_id`]
+    /// (e.g. `"transaction.id"`). A closed set of names, fit for a metrics label.
+    pub fn id_field(&self) -> Option<&'static str> {
+        self.id_field
+    }
+}
+
+/// Longest processor id accepted, in bytes: the same bound as `x-idempotency-key`, far below
+/// what an indexed text column can hold (a Postgres btree entry fails at about 2.7 kB, which
+/// would turn every resend of the same request into another failure).
+pub const ID_BYTES_MAX: usize = 255;
+
+/// Whether `id` is acceptable as a processor id (transaction, original transaction, card and
+/// user ids, notification event ids and idempotency keys): 1 to [`ID_BYTES_MAX`] bytes of
+/// visible ASCII, `!` to `~`.
+///
+/// Tolerant of any punctuation the processor may use (`/`, `+`, `=`, `#`, `%`, quotes, ...);
+/// strict on what can forge or hide text where ids end up: control characters (newlines,
+/// ANSI escapes), spaces (a `key=value` log line read as two fields), and anything outside
+/// ASCII (bidirectional overrides, line separators, look-alike letters, U+FFFD). An id that
+/// passes can be written to a log unquoted and typed back into a URL.
+pub fn is_valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= ID_BYTES_MAX && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// [`is_valid_id`], as an error naming `field` (never repeating the value).
+pub fn check_id(field: &'static str, id: &str) -> Result<(), WireError> {
+    if is_valid_id(id) {
+        return Ok(());
+    }
+    Err(WireError {
+        message: format!(
+            "{field} must be 1 to {ID_BYTES_MAX} visible ASCII characters (letters, digits, punctuation; no spaces or control characters)"
+        ),
+        id_field: Some(field),
+    })
 }
 
 /// Deepest nesting of objects and arrays accepted in a body. The processor's bodies nest
@@ -275,13 +314,26 @@ impl WireError {
 /// later reader of the stored request.
 pub const MAX_DEPTH: usize = 32;
 
-/// Refuses bodies nested deeper than [`MAX_DEPTH`], and strings holding U+0000 (written
-/// `\u0000`: a raw NUL byte is not valid JSON anyway). A NUL can be neither stored in a
-/// Postgres text column nor meant by the processor; refusing it everywhere keeps both
-/// backends alike and turns what would be an endless "not stored, send again" into a clear
-/// 400. One linear scan, before parsing.
+/// Refuses bodies that are not UTF-8, bodies nested deeper than [`MAX_DEPTH`], and strings
+/// holding U+0000 (written `\u0000`: a raw NUL byte is not valid JSON anyway). serde_json
+/// checks UTF-8 only in the strings it reads: a field it skips (`extra_data`, an unknown
+/// field) would keep bytes that are not text in the stored request, and break its later
+/// readers. A NUL can be neither stored in a Postgres text column nor meant by the
+/// processor; refusing it everywhere keeps both backends alike and turns what would be an
+/// endless "not stored, send again" into a clear 400. Linear scans, before parsing.
 fn check_body(body: &[u8]) -> Result<(), WireError> {
-    let refuse = |message: String| Err(WireError { message });
+    let refuse = |message: String| {
+        Err(WireError {
+            message,
+            id_field: None,
+        })
+    };
+    if let Err(e) = std::str::from_utf8(body) {
+        return refuse(format!(
+            "body is not valid UTF-8 (byte {})",
+            e.valid_up_to() + 1
+        ));
+    }
     let (mut depth, mut in_string, mut i) = (0usize, false, 0usize);
     while i < body.len() {
         let b = body[i];
@@ -315,7 +367,7 @@ fn check_body(body: &[u8]) -> Result<(), WireError> {
 }
 
 /// Whether a body is one [`TransactionRequest::from_slice`] and [`Notification::from_slice`]
-/// refuse before parsing (too deep, or a U+0000 in a string). A caller that falls back to a
+/// refuse before parsing (not UTF-8, too deep, or a U+0000 in a string). A caller that falls back to a
 /// looser parse must not fall back for these.
 pub fn refused_before_parsing(body: &[u8]) -> bool {
     check_body(body).is_err()
@@ -325,6 +377,7 @@ impl From<serde_json::Error> for WireError {
     fn from(e: serde_json::Error) -> Self {
         WireError {
             message: e.to_string(),
+            id_field: None,
         }
     }
 }
@@ -352,11 +405,39 @@ pub struct TransactionRequest {
 }
 
 impl TransactionRequest {
-    /// Parses a raw request body (at most [`MAX_DEPTH`] levels deep, no U+0000 in strings; a
-    /// key repeated in an object this type reads is refused).
+    /// Parses a raw request body (UTF-8 throughout, at most [`MAX_DEPTH`] levels deep, no
+    /// U+0000 in strings; a key repeated in an object this type reads is refused), then
+    /// checks its ids ([`TransactionRequest::check_ids`]).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
         check_body(body)?;
-        Ok(serde_json::from_slice(body)?)
+        let parsed: Self = serde_json::from_slice(body)?;
+        parsed.check_ids()?;
+        Ok(parsed)
+    }
+
+    /// Every id this request carries that is stored or logged follows [`check_id`]:
+    /// `transaction.id`, `transaction.original_transaction_id`, `card.id`, `user.id`.
+    /// (`merchant.id` is neither: it stays in the stored raw request only.)
+    pub fn check_ids(&self) -> Result<(), WireError> {
+        self.transaction
+            .check_ids("transaction.id", "transaction.original_transaction_id")?;
+        if let Some(c) = &self.card {
+            check_id("card.id", &c.id)?;
+        }
+        if let Some(u) = &self.user {
+            check_id("user.id", &u.id)?;
+        }
+        Ok(())
+    }
+}
+
+impl TransactionInfo {
+    fn check_ids(&self, id: &'static str, original: &'static str) -> Result<(), WireError> {
+        check_id(id, &self.id)?;
+        if let Some(o) = &self.original_transaction_id {
+            check_id(original, o)?;
+        }
+        Ok(())
     }
 }
 
@@ -549,11 +630,37 @@ pub const EVENT_APPROVED_AUTHORIZATION_ADVICE: &str = "approved-authorization-ad
 pub const EVENT_AUTHORIZATION_ADVICE: &str = "authorization-advice";
 
 impl Notification {
-    /// Parses a raw notification body (at most [`MAX_DEPTH`] levels deep, no U+0000 in
-    /// strings).
+    /// Parses a raw notification body (UTF-8 throughout, at most [`MAX_DEPTH`] levels deep,
+    /// no U+0000 in strings), then checks its ids ([`Notification::check_ids`]).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {
         check_body(body)?;
-        Ok(serde_json::from_slice(body)?)
+        let parsed: Self = serde_json::from_slice(body)?;
+        parsed.check_ids()?;
+        Ok(parsed)
+    }
+
+    /// `event_id`, a non-empty `idempotency_key`, and the ids of `event_detail`
+    /// (`transaction.id`, `transaction.original_transaction_id`, `card.id`, `user.id`)
+    /// follow [`check_id`]. An empty `idempotency_key` counts as absent (the header's is used).
+    pub fn check_ids(&self) -> Result<(), WireError> {
+        check_id("event_id", &self.event_id)?;
+        if let Some(k) = self.idempotency_key.as_deref().filter(|k| !k.is_empty()) {
+            check_id("idempotency_key", k)?;
+        }
+        let d = &self.event_detail;
+        if let Some(t) = &d.transaction {
+            t.check_ids(
+                "event_detail.transaction.id",
+                "event_detail.transaction.original_transaction_id",
+            )?;
+        }
+        if let Some(c) = &d.card {
+            check_id("event_detail.card.id", &c.id)?;
+        }
+        if let Some(u) = &d.user {
+            check_id("event_detail.user.id", &u.id)?;
+        }
+        Ok(())
     }
 
     /// The verdict this notification carries, if any.

@@ -474,3 +474,188 @@ fn a_nul_in_any_string_is_refused_and_an_escaped_backslash_is_not_one() {
     let n = r#"{"event_id":"e\u0000","event_detail":{}}"#;
     assert!(Notification::from_slice(n.as_bytes()).is_err());
 }
+
+#[test]
+fn ids_are_visible_ascii_of_at_most_255_bytes() {
+    use protocol::wire::{ID_BYTES_MAX, check_id, is_valid_id};
+    for ok in [
+        "ctx-200kXoaEJLNzcsvNxY1pmBO7fEx",
+        "c-1625519392748E6XZBK",
+        "a",
+        "ctx/1+2=3#4%5?6&7\"8'9\\0<>{}[]|~`!@$^*()_:;,.",
+        &"x".repeat(ID_BYTES_MAX),
+    ] {
+        assert!(is_valid_id(ok), "{ok:?}");
+    }
+    for bad in [
+        String::new(),
+        "x".repeat(ID_BYTES_MAX + 1),
+        "x".repeat(10_000),
+        "ctx-1\nINFO forged line".into(),
+        "ctx-1\r".into(),
+        "ctx-\u{1b}[31mred".into(),
+        "ctx 1".into(),
+        "ctx\t1".into(),
+        "ctx-\u{7f}".into(),
+        "ctx-\u{85}".into(),
+        "ctx-\u{2028}".into(),
+        "ctx-\u{202e}".into(),
+        "ctx-\u{fffd}".into(),
+        "ctx-é".into(),
+    ] {
+        assert!(!is_valid_id(&bad), "{bad:?}");
+        let e = check_id("card.id", &bad).unwrap_err();
+        assert_eq!(e.id_field(), Some("card.id"));
+        // The message names the field and never the value.
+        assert_eq!(e.message(), check_id("card.id", "").unwrap_err().message());
+        assert!(e.message().starts_with("card.id must be"), "{e}");
+    }
+}
+
+#[test]
+fn every_id_of_a_request_follows_the_rule() {
+    let full = |tx_id: &str, original: &str, card: &str, user: &str| {
+        format!(
+            r#"{{"transaction":{{"id":{},"type":"REFUND","original_transaction_id":{}}},"card":{{"id":{}}},"user":{{"id":{}}},"merchant":{{"id":"merchant with spaces"}},"amount":{AMOUNT}}}"#,
+            serde_json::to_string(tx_id).unwrap(),
+            serde_json::to_string(original).unwrap(),
+            serde_json::to_string(card).unwrap(),
+            serde_json::to_string(user).unwrap(),
+        )
+    };
+    let good = full("ctx-1", "ctx-0", "crd-1", "usr-1");
+    let r = TransactionRequest::from_slice(good.as_bytes()).unwrap();
+    assert!(r.check_ids().is_ok());
+    // merchant.id is neither stored in a column nor logged: not held to the rule.
+    assert_eq!(
+        r.merchant.unwrap().id.as_deref(),
+        Some("merchant with spaces")
+    );
+    let long = "9".repeat(10_000);
+    for (body, field) in [
+        (full("ctx\n1", "ctx-0", "crd-1", "usr-1"), "transaction.id"),
+        (full(&long, "ctx-0", "crd-1", "usr-1"), "transaction.id"),
+        (full("", "ctx-0", "crd-1", "usr-1"), "transaction.id"),
+        (
+            full("ctx-1", &long, "crd-1", "usr-1"),
+            "transaction.original_transaction_id",
+        ),
+        (
+            full("ctx-1", "", "crd-1", "usr-1"),
+            "transaction.original_transaction_id",
+        ),
+        (full("ctx-1", "ctx-0", "crd\u{1b}[2J", "usr-1"), "card.id"),
+        (full("ctx-1", "ctx-0", &long, "usr-1"), "card.id"),
+        (full("ctx-1", "ctx-0", "crd-1", "usr 1"), "user.id"),
+    ] {
+        let e = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+        assert_eq!(e.id_field(), Some(field), "{e}");
+        assert!(e.message().starts_with(field), "{e}");
+        assert!(!e.message().contains("999"), "the value is not echoed: {e}");
+    }
+    // Other parse errors name no id field.
+    let e = TransactionRequest::from_slice(b"{}").unwrap_err();
+    assert_eq!(e.id_field(), None);
+}
+
+#[test]
+fn every_id_of_a_notification_follows_the_rule() {
+    let n = |event_id: &str, key: &str, tx: &str, card: &str| {
+        format!(
+            r#"{{"event_id":{},"event_detail":{{"transaction":{{"id":{},"type":"PURCHASE"}},"card":{{"id":{}}},"user":{{"id":"usr-1"}}}},"idempotency_key":{}}}"#,
+            serde_json::to_string(event_id).unwrap(),
+            serde_json::to_string(tx).unwrap(),
+            serde_json::to_string(card).unwrap(),
+            serde_json::to_string(key).unwrap(),
+        )
+    };
+    assert!(
+        Notification::from_slice(n("authorization-advice", "ctx-1", "ctx-1", "crd-1").as_bytes())
+            .is_ok()
+    );
+    // An empty key counts as absent (the header's is used).
+    assert!(
+        Notification::from_slice(n("authorization-advice", "", "ctx-1", "crd-1").as_bytes())
+            .is_ok()
+    );
+    let long = "x".repeat(10_000);
+    for (body, field) in [
+        (
+            n("authorization\nadvice", "k", "ctx-1", "crd-1"),
+            "event_id",
+        ),
+        (
+            n("authorization-advice", &long, "ctx-1", "crd-1"),
+            "idempotency_key",
+        ),
+        (
+            n("authorization-advice", "k", &long, "crd-1"),
+            "event_detail.transaction.id",
+        ),
+        (
+            n("authorization-advice", "k", "ctx\u{1b}[0m", "crd-1"),
+            "event_detail.transaction.id",
+        ),
+        (
+            n("authorization-advice", "k", "ctx-1", &long),
+            "event_detail.card.id",
+        ),
+    ] {
+        let e = Notification::from_slice(body.as_bytes()).unwrap_err();
+        assert_eq!(e.id_field(), Some(field), "{e}");
+    }
+}
+
+#[test]
+fn a_body_that_is_not_utf8_is_refused_even_in_a_skipped_field() {
+    let body = |extra: &[u8]| {
+        let mut b =
+            br#"{"transaction":{"id":"ctx-1","type":"PURCHASE"},"extra_data":{"note":""#.to_vec();
+        b.extend_from_slice(extra);
+        b.extend_from_slice(br#""},"amount":{"local":{"total":"10.00","currency":"ARS"}}}"#);
+        b
+    };
+    assert!(TransactionRequest::from_slice(&body(b"caf\xc3\xa9")).is_ok());
+    for bad in [
+        &b"\xff"[..],
+        b"\xc3\x28",
+        b"\xed\xa0\x80",
+        b"\xf8\x88\x80\x80\x80",
+        b"\xc3",
+    ] {
+        let e = TransactionRequest::from_slice(&body(bad)).unwrap_err();
+        assert!(e.message().contains("not valid UTF-8"), "{e}");
+        assert!(protocol::wire::refused_before_parsing(&body(bad)));
+    }
+    let n = b"{\"event_id\":\"x\",\"event_detail\":{\"extra\":\"\xff\"}}";
+    assert!(Notification::from_slice(n).is_err());
+    assert!(protocol::wire::refused_before_parsing(n));
+}
+
+#[test]
+fn leading_zeros_in_amounts_are_refused() {
+    for total in [
+        r#""007.00""#,
+        r#""007""#,
+        r#""00""#,
+        r#""-01.5""#,
+        "007",
+        "007.00",
+        "-01",
+    ] {
+        let amount = format!(r#"{{"local":{{"total":{total},"currency":"ARS"}}}}"#);
+        let b = body_with(TX, &amount, "");
+        assert!(
+            TransactionRequest::from_slice(b.as_bytes()).is_err(),
+            "{total}"
+        );
+    }
+    for total in [r#""0.07""#, r#""0""#, r#""-0.00""#, "0.07", "0", "70"] {
+        let amount = format!(r#"{{"local":{{"total":{total},"currency":"ARS"}}}}"#);
+        let b = body_with(TX, &amount, "");
+        assert!(
+            TransactionRequest::from_slice(b.as_bytes()).is_ok(),
+            "{total}"
+        );
+    }
+}

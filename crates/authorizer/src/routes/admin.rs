@@ -122,6 +122,16 @@ fn printable_id(id: &str) -> bool {
             .any(|c| c.is_control() || c == char::REPLACEMENT_CHARACTER)
 }
 
+/// Whether a transaction id can be looked up. Wider than what intake books today
+/// (`protocol::wire::is_valid_id`) on purpose: ids booked before that rule, with spaces,
+/// control characters or beyond 255 bytes, must stay retrievable, and a read-only exact
+/// match can do no harm. Still refused: U+FFFD, which the router substitutes for
+/// percent-escapes that are not UTF-8 (`ctx%FF` would find `ctx\u{FFFD}`), and U+0000,
+/// which no Postgres text parameter can carry.
+fn lookup_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(['\0', char::REPLACEMENT_CHARACTER])
+}
+
 fn user_id(id: &str) -> Result<&str> {
     if !printable_id(id) {
         return Err(AdminError::bad(
@@ -604,10 +614,10 @@ pub async fn get_transaction(
     let r = async {
         check_token(&req, &state)?;
         let id = path.into_inner();
-        if !printable_id(&id) {
+        if !lookup_id(&id) {
             return Err(AdminError::bad(
                 "invalid_transaction_id",
-                "transaction id must be 1 to 255 printable characters",
+                "transaction id must be non-empty text (percent-encoded UTF-8, no U+0000)",
             ));
         }
         let h = state

@@ -219,9 +219,16 @@ fn request_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
 }
 
-fn idempotency_key(req: &HttpRequest) -> Result<&str, Answer> {
+fn idempotency_key<'a>(
+    req: &'a HttpRequest,
+    state: &AppState,
+    route: Route,
+) -> Result<&'a str, Answer> {
     match header(req, headers::IDEMPOTENCY_KEY) {
-        Some(k) if !k.is_empty() && k.len() <= 255 => Ok(k),
+        Some(k) if !k.is_empty() => {
+            valid_id(state, route, "x-idempotency-key", k)?;
+            Ok(k)
+        }
         _ => Err(Answer::error(
             StatusCode::BAD_REQUEST,
             "missing_idempotency_key",
@@ -231,28 +238,62 @@ fn idempotency_key(req: &HttpRequest) -> Result<&str, Answer> {
     }
 }
 
-fn parse_request(body: &[u8], state: &AppState) -> Result<TransactionRequest, Answer> {
-    let parsed = TransactionRequest::from_slice(body).map_err(|e| {
-        state.metrics.inc(
-            "authorizer_bad_requests_total",
-            &[("reason", "malformed_request")],
-        );
+/// Counts an id that breaks the rule of `protocol::wire::check_id`; the value itself is
+/// neither logged nor echoed.
+fn count_invalid_id(state: &AppState, route: Route, field: &'static str) {
+    state.metrics.inc(
+        "authorizer_invalid_ids_total",
+        &[("route", route.path()), ("field", field)],
+    );
+    tracing::warn!(
+        route = route.path(),
+        field,
+        "processor id breaks the id rule"
+    );
+}
+
+/// A key that is stored and logged: 400 `malformed_request` naming the field unless it
+/// follows the id rule.
+fn valid_id(state: &AppState, route: Route, field: &'static str, id: &str) -> Result<(), Answer> {
+    protocol::wire::check_id(field, id).map_err(|e| {
+        count_invalid_id(state, route, field);
+        state
+            .metrics
+            .inc("authorizer_bad_requests_total", &[("reason", "invalid_id")]);
         Answer::error(
             StatusCode::BAD_REQUEST,
             "malformed_request",
             e.message(),
             "BAD_REQUEST",
         )
-    })?;
-    if parsed.transaction.id.is_empty() || parsed.transaction.id.len() > 255 {
-        return Err(Answer::error(
+    })
+}
+
+fn parse_request(
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+) -> Result<TransactionRequest, Answer> {
+    // Ids are checked by the parser: stored and logged unquoted only once they are known to
+    // be visible ASCII of bounded length.
+    TransactionRequest::from_slice(body).map_err(|e| {
+        let reason = match e.id_field() {
+            Some(field) => {
+                count_invalid_id(state, route, field);
+                "invalid_id"
+            }
+            None => "malformed_request",
+        };
+        state
+            .metrics
+            .inc("authorizer_bad_requests_total", &[("reason", reason)]);
+        Answer::error(
             StatusCode::BAD_REQUEST,
             "malformed_request",
-            "transaction.id must be 1 to 255 characters",
+            e.message(),
             "BAD_REQUEST",
-        ));
-    }
-    Ok(parsed)
+        )
+    })
 }
 
 fn request_kind(d: Direction) -> RequestKind {
@@ -425,11 +466,11 @@ async fn authorization(
     route_direction: Option<Direction>,
     started: Instant,
 ) -> Answer {
-    let key = match idempotency_key(req) {
+    let key = match idempotency_key(req, state, route) {
         Ok(k) => k,
         Err(a) => return a,
     };
-    let parsed = match parse_request(body, state) {
+    let parsed = match parse_request(body, state, route) {
         Ok(p) => p,
         Err(a) => return a,
     };
@@ -532,11 +573,11 @@ async fn adjustment(
     route: Route,
     direction: Direction,
 ) -> Answer {
-    let key = match idempotency_key(req) {
+    let key = match idempotency_key(req, state, route) {
         Ok(k) => k,
         Err(a) => return a,
     };
-    let parsed = match parse_request(body, state) {
+    let parsed = match parse_request(body, state, route) {
         Ok(p) => p,
         Err(a) => return a,
     };
@@ -594,7 +635,19 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     // A notification must never be lost: when its detail does not parse, keep what we can
     // read (event id and key) and store it for review rather than refuse it forever.
     let parsed = Notification::from_slice(body);
-    // Not for a body refused before parsing (too deep, or a U+0000 no store can hold).
+    // An id that breaks the rule is kept for review like any unreadable detail: a 400 would
+    // be resent forever, and the verdict lost with it. Its ids stay in the raw body only.
+    // (A bad key itself is counted where it is refused, below.)
+    if let Some(field) = parsed
+        .as_ref()
+        .err()
+        .and_then(|e| e.id_field())
+        .filter(|f| *f != "idempotency_key")
+    {
+        count_invalid_id(state, route, field);
+    }
+    // Not for a body refused before parsing (not UTF-8, too deep, or a U+0000 no store can
+    // hold).
     let loose: Option<serde_json::Value> = match &parsed {
         Ok(_) => None,
         Err(_) if protocol::wire::refused_before_parsing(body) => None,
@@ -629,12 +682,10 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         Ok(n) => n.idempotency_key.as_deref(),
         Err(_) => loose_str("idempotency_key"),
     };
-    let key = match body_key
-        .filter(|k| !k.is_empty())
-        .or(header(req, headers::IDEMPOTENCY_KEY))
-    {
-        Some(k) if k.len() <= 255 => k,
-        _ => {
+    let body_key = body_key.filter(|k| !k.is_empty());
+    let key = match body_key.or(header(req, headers::IDEMPOTENCY_KEY).filter(|k| !k.is_empty())) {
+        Some(k) => k,
+        None => {
             return Answer::error(
                 StatusCode::BAD_REQUEST,
                 "missing_idempotency_key",
@@ -643,6 +694,15 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
             );
         }
     };
+    // The key is what dedupes: one that cannot be stored as such is refused, not reviewed.
+    let key_field = if body_key.is_some() {
+        "idempotency_key"
+    } else {
+        "x-idempotency-key"
+    };
+    if let Err(a) = valid_id(state, route, key_field, key) {
+        return a;
+    }
     let hash = request_hash(body);
     let claims = match gate(state, route, key, &hash).await {
         Gate::Proceed(c) => c,
@@ -682,7 +742,9 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
             )
         }
         Err(_) => (
-            loose_str("event_id").unwrap_or("unparsed"),
+            loose_str("event_id")
+                .filter(|e| protocol::wire::is_valid_id(e))
+                .unwrap_or("unparsed"),
             None,
             None,
             None,
