@@ -260,15 +260,23 @@ impl TestApp {
     }
 
     async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
-        exchange(req, body).await.expect("request sent")
-    }
-
-    /// The same server as a [`Remote`] (the calls a process of the fleet answers too).
-    pub fn remote(&self) -> Remote {
-        Remote {
-            base: self.base.clone(),
-            client: self.client.clone(),
-            secret: self.secret.clone(),
+        let mut res = req.send_body(body).await.expect("request sent");
+        let status = res.status().as_u16();
+        let headers = res
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let body = res
+            .body()
+            .limit(16 * 1024 * 1024)
+            .await
+            .expect("response body")
+            .to_vec();
+        Resp {
+            status,
+            headers,
+            body,
         }
     }
 
@@ -298,15 +306,17 @@ impl TestApp {
         api_key: &str,
         secret: &ApiSecret,
     ) -> Resp {
-        let req = signed(
-            self.client.post(format!("{}{path}", self.base)),
-            body,
-            idempotency_key,
-            timestamp,
-            signed_endpoint,
-            api_key,
-            secret,
-        );
+        let ts = timestamp.to_string();
+        let sig = signature::sign(secret, &ts, signed_endpoint, body);
+        let req = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .insert_header((headers::API_KEY, api_key))
+            .insert_header((headers::TIMESTAMP, ts))
+            .insert_header((headers::ENDPOINT, signed_endpoint))
+            .insert_header((headers::SIGNATURE, sig))
+            .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
+            .insert_header(("content-type", "application/json"));
         self.send(req, body.to_vec()).await
     }
 
@@ -334,154 +344,23 @@ impl TestApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> Resp {
-        let req = admin_request(&self.client, &self.base, method, path, idem);
-        self.send(req, admin_body(body)).await
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
-            .await
-    }
-
-    /// Opens an account and deposits `amount` (a decimal string) into it.
-    pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
-        self.remote().funded(user, currency, amount).await
-    }
-
-    /// The available balance as the admin API shows it.
-    pub async fn available(&self, user: &str, currency: &str) -> String {
-        self.remote().available(user, currency).await
-    }
-
-    /// Asserts the ledger invariants hold.
-    pub async fn assert_audit_clean(&self) -> store::AuditReport {
-        assert_clean(&self.store).await
-    }
-}
-
-/// Sends a request and reads the whole answer; `Err` when the connection failed or the
-/// answer was cut off.
-pub async fn exchange(req: awc::ClientRequest, body: Vec<u8>) -> Result<Resp, String> {
-    let mut res = req.send_body(body).await.map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = res
-        .body()
-        .limit(16 * 1024 * 1024)
-        .await
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// `req` with the processor's headers, `body` signed for `signed_endpoint` at `timestamp`.
-pub fn signed(
-    req: awc::ClientRequest,
-    body: &[u8],
-    idempotency_key: &str,
-    timestamp: i64,
-    signed_endpoint: &str,
-    api_key: &str,
-    secret: &ApiSecret,
-) -> awc::ClientRequest {
-    let ts = timestamp.to_string();
-    let sig = signature::sign(secret, &ts, signed_endpoint, body);
-    req.insert_header((headers::API_KEY, api_key))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, signed_endpoint))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-        .insert_header(("content-type", "application/json"))
-}
-
-/// An admin API request carrying the test token.
-fn admin_request(
-    client: &awc::Client,
-    base: &str,
-    method: &str,
-    path: &str,
-    idem: Option<&str>,
-) -> awc::ClientRequest {
-    let url = format!("{base}{path}");
-    let mut req = match method {
-        "GET" => client.get(url),
-        "PUT" => client.put(url),
-        "POST" => client.post(url),
-        m => panic!("method {m}"),
-    }
-    .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-    .insert_header(("content-type", "application/json"));
-    if let Some(k) = idem {
-        req = req.insert_header(("idempotency-key", k));
-    }
-    req
-}
-
-fn admin_body(body: Option<Value>) -> Vec<u8> {
-    body.map(|b| b.to_string().into_bytes()).unwrap_or_default()
-}
-
-/// An authorizer reached over HTTP only, in this process or another (a fleet's processes,
-/// one that may be killed): a failed connection is status 0 with an empty body, never a
-/// panic, so a test can tell it apart and send again.
-#[derive(Clone)]
-pub struct Remote {
-    pub base: String,
-    client: awc::Client,
-    secret: ApiSecret,
-}
-
-impl Remote {
-    /// The server at `base`, keyed with the demo key pair and the test admin token.
-    pub fn new(base: &str) -> Remote {
-        Remote {
-            base: base.to_owned(),
-            client: awc::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .finish(),
-            secret: ApiSecret::from_base64(API_SECRET).expect("demo secret"),
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "PUT" => self.client.put(url),
+            "POST" => self.client.post(url),
+            m => panic!("method {m}"),
         }
-    }
-
-    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
-        exchange(req, body).await.unwrap_or(Resp {
-            status: 0,
-            headers: vec![],
-            body: vec![],
-        })
-    }
-
-    /// Sends `body` to `path` signed as the processor signs, now.
-    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
-        let req = signed(
-            self.client.post(format!("{}{path}", self.base)),
-            body,
-            idempotency_key,
-            crate_now(),
-            path,
-            API_KEY,
-            &self.secret,
-        );
-        self.send(req, body.to_vec()).await
-    }
-
-    pub async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        idem: Option<&str>,
-    ) -> Resp {
-        let req = admin_request(&self.client, &self.base, method, path, idem);
-        self.send(req, admin_body(body)).await
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")));
+        if let Some(k) = idem {
+            req = req.insert_header(("idempotency-key", k));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(
+            req.insert_header(("content-type", "application/json")),
+            bytes,
+        )
+        .await
     }
 
     pub async fn get(&self, path: &str) -> Resp {
@@ -542,6 +421,127 @@ impl Remote {
             .as_str()
             .expect("available")
             .to_owned()
+    }
+
+    /// Asserts the ledger invariants hold.
+    pub async fn assert_audit_clean(&self) -> store::AuditReport {
+        assert_clean(&self.store).await
+    }
+}
+
+/// Sends a request and reads the whole answer; `Err` when the connection failed or the
+/// answer was cut off.
+async fn exchange(req: awc::ClientRequest, body: Vec<u8>) -> Result<Resp, String> {
+    let mut res = req.send_body(body).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = res
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `req` with the processor's headers, `body` signed for `signed_endpoint` at `timestamp`.
+fn signed(
+    req: awc::ClientRequest,
+    body: &[u8],
+    idempotency_key: &str,
+    timestamp: i64,
+    signed_endpoint: &str,
+    api_key: &str,
+    secret: &ApiSecret,
+) -> awc::ClientRequest {
+    let ts = timestamp.to_string();
+    let sig = signature::sign(secret, &ts, signed_endpoint, body);
+    req.insert_header((headers::API_KEY, api_key))
+        .insert_header((headers::TIMESTAMP, ts))
+        .insert_header((headers::ENDPOINT, signed_endpoint))
+        .insert_header((headers::SIGNATURE, sig))
+        .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
+        .insert_header(("content-type", "application/json"))
+}
+
+/// An authorizer reached over HTTP only, in this process or another (a fleet's processes,
+/// one that may be killed): `TestApp`'s calls, except that a failed connection is status 0
+/// with an empty body instead of a panic, so a test can tell it apart and send again.
+#[derive(Clone)]
+pub struct Remote {
+    pub base: String,
+    client: awc::Client,
+    secret: ApiSecret,
+}
+
+impl Remote {
+    /// The server at `base`, keyed with the demo key pair and the test admin token.
+    pub fn new(base: &str) -> Remote {
+        Remote {
+            base: base.to_owned(),
+            client: awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .finish(),
+            secret: ApiSecret::from_base64(API_SECRET).expect("demo secret"),
+        }
+    }
+
+    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
+        exchange(req, body).await.unwrap_or(Resp {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        })
+    }
+
+    /// Sends `body` to `path` signed as the processor signs, now.
+    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
+        let req = signed(
+            self.client.post(format!("{}{path}", self.base)),
+            body,
+            idempotency_key,
+            crate_now(),
+            path,
+            API_KEY,
+            &self.secret,
+        );
+        self.send(req, body.to_vec()).await
+    }
+
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idem: Option<&str>,
+    ) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "PUT" => self.client.put(url),
+            "POST" => self.client.post(url),
+            m => panic!("method {m}"),
+        }
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .insert_header(("content-type", "application/json"));
+        if let Some(k) = idem {
+            req = req.insert_header(("idempotency-key", k));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(req, bytes).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
+            .await
     }
 }
 
