@@ -26,14 +26,24 @@ pub enum Backend {
 /// Writes each scenario's test once per backend: `both_backends!(purchase, refund);`
 /// expects `async fn purchase(app: TestApp)` in the same module. After every scenario the
 /// ledger's invariants are audited on its database.
+///
+/// `both_backends!(settings = patient; race)` starts each server with the default settings
+/// changed by `fn patient(s: &mut Settings)` first (the backend's own setting, grouped
+/// commits off for `postgres_single`, applies after it).
 #[macro_export]
 macro_rules! both_backends {
-    ($($name:ident),* $(,)?) => {
+    (settings = $tweak:path; $($name:ident),* $(,)?) => {
         mod postgres {
+            // The tweak is named where the macro is called.
+            #[allow(unused_imports)]
+            use super::*;
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    let app = $crate::TestApp::spawn($crate::Backend::Postgres).await;
+                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
+                        $tweak(s);
+                    })
+                    .await;
                     let store = app.store.clone();
                     super::$name(app).await;
                     $crate::assert_clean(&store).await;
@@ -42,10 +52,14 @@ macro_rules! both_backends {
         }
         /// Postgres with one transaction per authorization (grouped commits off).
         mod postgres_single {
+            // The tweak is named where the macro is called.
+            #[allow(unused_imports)]
+            use super::*;
             $(
                 #[actix_rt::test]
                 async fn $name() {
                     let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
+                        $tweak(s);
                         s.processor.grouped_commits = false;
                     })
                     .await;
@@ -56,10 +70,16 @@ macro_rules! both_backends {
             )*
         }
         mod sqlite {
+            // The tweak is named where the macro is called.
+            #[allow(unused_imports)]
+            use super::*;
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    let app = $crate::TestApp::spawn($crate::Backend::Sqlite).await;
+                    let app = $crate::TestApp::spawn_with($crate::Backend::Sqlite, |s| {
+                        $tweak(s);
+                    })
+                    .await;
                     let store = app.store.clone();
                     super::$name(app).await;
                     $crate::assert_clean(&store).await;
@@ -67,7 +87,13 @@ macro_rules! both_backends {
             )*
         }
     };
+    ($($name:ident),* $(,)?) => {
+        $crate::both_backends!(settings = $crate::default_settings; $($name),*);
+    };
 }
+
+/// The settings tweak of `both_backends!` without one: the defaults as they are.
+pub fn default_settings(_: &mut Settings) {}
 
 /// Asserts the ledger invariants hold on `store`.
 pub async fn assert_clean(store: &Store) -> store::AuditReport {
@@ -154,6 +180,8 @@ pub struct TestApp {
     pub database_url: Option<String>,
     pub data_dir: tempfile::TempDir,
     pub metrics: std::sync::Arc<authorizer::metrics::Metrics>,
+    /// Authorizations on Postgres share transactions (grouped commits on, the default).
+    pub grouped_commits: bool,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -191,6 +219,7 @@ impl TestApp {
         settings.database.pool_connections_max = 16;
         settings.log.filter = "warn".into();
         tweak(&mut settings);
+        let grouped_commits = backend == Backend::Postgres && settings.processor.grouped_commits;
         let mut keys = KeyRing::new();
         let secret = ApiSecret::from_base64(API_SECRET).expect("demo secret");
         keys.insert(API_KEY, secret.clone());
@@ -221,6 +250,7 @@ impl TestApp {
             database_url,
             data_dir,
             metrics,
+            grouped_commits,
             handle,
         }
     }
@@ -396,6 +426,122 @@ impl TestApp {
     /// Asserts the ledger invariants hold.
     pub async fn assert_audit_clean(&self) -> store::AuditReport {
         assert_clean(&self.store).await
+    }
+}
+
+/// Sends a request and reads the whole answer; `Err` when the connection failed or the
+/// answer was cut off.
+async fn exchange(req: awc::ClientRequest, body: Vec<u8>) -> Result<Resp, String> {
+    let mut res = req.send_body(body).await.map_err(|e| e.to_string())?;
+    let status = res.status().as_u16();
+    let headers = res
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = res
+        .body()
+        .limit(16 * 1024 * 1024)
+        .await
+        .map_err(|e| e.to_string())?
+        .to_vec();
+    Ok(Resp {
+        status,
+        headers,
+        body,
+    })
+}
+
+/// `req` with the processor's headers, `body` signed for `signed_endpoint` at `timestamp`.
+fn signed(
+    req: awc::ClientRequest,
+    body: &[u8],
+    idempotency_key: &str,
+    timestamp: i64,
+    signed_endpoint: &str,
+    api_key: &str,
+    secret: &ApiSecret,
+) -> awc::ClientRequest {
+    let ts = timestamp.to_string();
+    let sig = signature::sign(secret, &ts, signed_endpoint, body);
+    req.insert_header((headers::API_KEY, api_key))
+        .insert_header((headers::TIMESTAMP, ts))
+        .insert_header((headers::ENDPOINT, signed_endpoint))
+        .insert_header((headers::SIGNATURE, sig))
+        .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
+        .insert_header(("content-type", "application/json"))
+}
+
+/// An authorizer reached over HTTP only, in this process or another (a fleet's processes,
+/// one that may be killed): `TestApp`'s calls, except that a failed connection is status 0
+/// with an empty body instead of a panic, so a test can tell it apart and send again.
+#[derive(Clone)]
+pub struct Remote {
+    pub base: String,
+    client: awc::Client,
+    secret: ApiSecret,
+}
+
+impl Remote {
+    /// The server at `base`, keyed with the demo key pair and the test admin token.
+    pub fn new(base: &str) -> Remote {
+        Remote {
+            base: base.to_owned(),
+            client: awc::Client::builder()
+                .timeout(std::time::Duration::from_secs(30))
+                .finish(),
+            secret: ApiSecret::from_base64(API_SECRET).expect("demo secret"),
+        }
+    }
+
+    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
+        exchange(req, body).await.unwrap_or(Resp {
+            status: 0,
+            headers: vec![],
+            body: vec![],
+        })
+    }
+
+    /// Sends `body` to `path` signed as the processor signs, now.
+    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
+        let req = signed(
+            self.client.post(format!("{}{path}", self.base)),
+            body,
+            idempotency_key,
+            crate_now(),
+            path,
+            API_KEY,
+            &self.secret,
+        );
+        self.send(req, body.to_vec()).await
+    }
+
+    pub async fn admin(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        idem: Option<&str>,
+    ) -> Resp {
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "PUT" => self.client.put(url),
+            "POST" => self.client.post(url),
+            m => panic!("method {m}"),
+        }
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .insert_header(("content-type", "application/json"));
+        if let Some(k) = idem {
+            req = req.insert_header(("idempotency-key", k));
+        }
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        self.send(req, bytes).await
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
+            .await
     }
 }
 

@@ -198,7 +198,6 @@ async fn bad_signatures(app: TestApp) {
         .await;
     assert_eq!(r.status, 200);
     app.assert_signed(&r, gw);
-    app.assert_audit_clean().await;
 }
 
 async fn odd_but_valid_requests(app: TestApp) {
@@ -284,7 +283,6 @@ async fn odd_but_valid_requests(app: TestApp) {
             .json()["effect"],
         "NOOP"
     );
-    app.assert_audit_clean().await;
 }
 
 both_backends!(

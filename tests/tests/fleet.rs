@@ -11,8 +11,8 @@
 use authorizer::Settings;
 use e2e::*;
 use futures_util::future::join_all;
-use protocol::signature::{self, headers};
 use serde_json::{Value, json};
+use sqlx::Connection;
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -66,17 +66,11 @@ async fn fleet(
 }
 
 async fn get_json(base: &str, path: &str) -> (u16, Value) {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .finish();
-    match client.get(format!("{base}{path}")).send().await {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            let body = r.body().await.map(|b| b.to_vec()).unwrap_or_default();
-            (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
-        }
-        Err(_) => (0, Value::Null),
-    }
+    let r = Remote::new(base).get(path).await;
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
 }
 
 /// Waits until the instance says its rules subscription is up.
@@ -97,32 +91,8 @@ async fn wait_subscribed(base: &str) {
 
 /// Sends a signed processor request to any instance; status 0 when the connection failed.
 async fn send(base: &str, path: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
-    let secret = protocol::ApiSecret::from_base64(API_SECRET).expect("secret");
-    let ts = crate_now().to_string();
-    let sig = signature::sign(&secret, &ts, path, body);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let res = client
-        .post(format!("{base}{path}"))
-        .insert_header((headers::API_KEY, API_KEY))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, path))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header((headers::IDEMPOTENCY_KEY, key))
-        .insert_header(("content-type", "application/json"))
-        .send_body(body.to_vec())
-        .await;
-    match res {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            match r.body().await {
-                Ok(b) => (status, b.to_vec()),
-                Err(_) => (0, vec![]),
-            }
-        }
-        Err(_) => (0, vec![]),
-    }
+    let r = Remote::new(base).processor(path, body, key).await;
+    (r.status, r.body)
 }
 
 /// Sends until the answer is definite (not 425, not a failed connection), trying the
@@ -148,26 +118,28 @@ async fn send_until_answered(bases: &[String], path: &str, body: &[u8], key: &st
 }
 
 async fn admin_at(base: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(30))
-        .finish();
-    let url = format!("{base}{path}");
-    let req = match method {
-        "GET" => client.get(url),
-        "PUT" => client.put(url),
-        "POST" => client.post(url),
-        m => panic!("method {m}"),
-    }
-    .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-    .insert_header(("idempotency-key", uid("admin")))
-    .insert_header(("content-type", "application/json"));
-    let mut r = req
-        .send_body(body.map(|b| b.to_string()).unwrap_or_default())
-        .await
-        .expect("admin request");
-    let status = r.status().as_u16();
-    let b = r.body().await.expect("body").to_vec();
-    (status, serde_json::from_slice(&b).unwrap_or(Value::Null))
+    let r = Remote::new(base)
+        .admin(method, path, body, Some(&uid("admin")))
+        .await;
+    assert_ne!(r.status, 0, "admin request to {base}");
+    (
+        r.status,
+        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+    )
+}
+
+/// Opens u1/ARS through `open_at` and deposits `amount` through `deposit_at`.
+async fn open_and_fund(open_at: &str, deposit_at: &str, amount: &str) {
+    let (s, _) = admin_at(open_at, "PUT", "/v1/accounts/u1/ARS", None).await;
+    assert_eq!(s, 201);
+    let (s, _) = admin_at(
+        deposit_at,
+        "POST",
+        "/v1/accounts/u1/ARS/deposits",
+        Some(json!({ "amount": amount })),
+    )
+    .await;
+    assert_eq!(s, 201);
 }
 
 fn status_detail(body: &[u8]) -> String {
@@ -866,17 +838,69 @@ impl Drop for Node {
     }
 }
 
+/// The metrics text of an instance (empty when it does not answer).
+async fn metrics_text(base: &str) -> String {
+    String::from_utf8_lossy(&Remote::new(base).get("/metrics").await.body).into_owned()
+}
+
 /// Processor requests an instance has answered, from its metrics.
 async fn answered(base: &str) -> u64 {
-    let client = awc::Client::default();
-    let Ok(mut r) = client.get(format!("{base}/metrics")).send().await else {
-        return 0;
-    };
-    let text = String::from_utf8_lossy(&r.body().await.unwrap_or_default()).into_owned();
-    text.lines()
+    metrics_text(base)
+        .await
+        .lines()
         .filter(|l| l.starts_with("authorizer_requests_total{"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
         .sum()
+}
+
+/// One process on a fresh database, u1/ARS holding 100.00; on SIGTERM it drains for
+/// `drain_ms`, then gives requests in flight `shutdown_ms_max`. One transaction per
+/// purchase, so that a purchase waits on its account's row (see `hold_account_row`).
+async fn lone_node(drain_ms: &str, shutdown_ms_max: &str) -> (Node, String) {
+    let db = fresh_pg_database().await;
+    let node = Node::start(
+        &db,
+        &redis_url(),
+        &prefix(),
+        &[
+            ("AUTHORIZER__SERVER__DRAIN_MS", drain_ms),
+            ("AUTHORIZER__SERVER__SHUTDOWN_MS_MAX", shutdown_ms_max),
+            ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "20000"),
+            ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "30000"),
+            ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "15000"),
+            ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "15000"),
+            ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "15000"),
+            ("AUTHORIZER__PROCESSOR__GROUPED_COMMITS", "false"),
+        ],
+    );
+    open_and_fund(&node.base, &node.base, "100.00").await;
+    (node, db)
+}
+
+/// A connection holding u1's account row (`FOR UPDATE`) until `ROLLBACK` is sent on it.
+async fn hold_account_row(db: &str) -> sqlx::PgConnection {
+    let mut holder = sqlx::PgConnection::connect(db).await.expect("connect");
+    for sql in [
+        "BEGIN",
+        "SELECT 1 FROM accounts WHERE user_id = 'u1' FOR UPDATE",
+    ] {
+        sqlx::query(sql).execute(&mut holder).await.expect(sql);
+    }
+    holder
+}
+
+async fn release_account_row(mut holder: sqlx::PgConnection) {
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("release");
+}
+
+/// A purchase of 30.00 by u1 sent to `base` in the background.
+fn purchase_in_flight(base: &str) -> actix_rt::task::JoinHandle<(u16, Vec<u8>)> {
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
+    let (base, body, key) = (base.to_owned(), tx.body(), uid("k"));
+    actix_rt::spawn(async move { send(&base, AUTH, &body, &key).await })
 }
 
 #[actix_rt::test]
@@ -897,16 +921,7 @@ async fn a_killed_instance_loses_nothing() {
     for n in &nodes {
         wait_subscribed(&n.base).await;
     }
-    let (s, _) = admin_at(&nodes[0].base, "PUT", "/v1/accounts/u1/ARS", None).await;
-    assert_eq!(s, 201);
-    let (s, _) = admin_at(
-        &nodes[1].base,
-        "POST",
-        "/v1/accounts/u1/ARS/deposits",
-        Some(json!({ "amount": "1000.00" })),
-    )
-    .await;
-    assert_eq!(s, 201);
+    open_and_fund(&nodes[0].base, &nodes[1].base, "1000.00").await;
     let bases: Vec<String> = nodes.iter().map(|n| n.base.clone()).collect();
     let requests: Vec<(Vec<u8>, String)> = (0..150)
         .map(|_| {
@@ -998,53 +1013,12 @@ async fn a_killed_instance_loses_nothing() {
 
 #[actix_rt::test]
 async fn sigterm_turns_unready_drains_and_exits_zero() {
-    let db = fresh_pg_database().await;
-    let redis = redis_url();
-    let mut node = Node::start(
-        &db,
-        &redis,
-        &prefix(),
-        &[
-            ("AUTHORIZER__SERVER__DRAIN_MS", "1500"),
-            ("AUTHORIZER__SERVER__SHUTDOWN_MS_MAX", "10000"),
-            ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "20000"),
-            ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "30000"),
-            ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "15000"),
-            ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "15000"),
-            ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "15000"),
-            ("AUTHORIZER__PROCESSOR__GROUPED_COMMITS", "false"),
-        ],
-    );
+    let (mut node, db) = lone_node("1500", "10000").await;
     let base = node.base.clone();
-    let (s, _) = admin_at(&base, "PUT", "/v1/accounts/u1/ARS", None).await;
-    assert_eq!(s, 201);
-    let (s, _) = admin_at(
-        &base,
-        "POST",
-        "/v1/accounts/u1/ARS/deposits",
-        Some(json!({ "amount": "100.00" })),
-    )
-    .await;
-    assert_eq!(s, 201);
     assert_eq!(get_json(&base, "/readyz").await.0, 200);
-    let metrics = || async {
-        let client = awc::Client::default();
-        let mut r = client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .expect("metrics");
-        String::from_utf8_lossy(&r.body().await.expect("body")).into_owned()
-    };
-    assert!(metrics().await.contains("authorizer_ready 1"));
+    assert!(metrics_text(&base).await.contains("authorizer_ready 1"));
     // Hold the account's row so that a purchase stays in flight across the shutdown.
-    use sqlx::Connection;
-    let mut holder = sqlx::PgConnection::connect(&db).await.expect("connect");
-    let mut lock = sqlx::Connection::begin(&mut holder).await.expect("begin");
-    sqlx::query("SELECT 1 FROM accounts WHERE user_id = 'u1' FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock");
+    let holder = hold_account_row(&db).await;
     let t0 = Instant::now();
     node.signal("-TERM");
     // Unready at once, while still serving.
@@ -1053,13 +1027,8 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
         assert!(Instant::now() < until, "readyz still 200 after SIGTERM");
     }
     let unready_after = t0.elapsed();
-    assert!(metrics().await.contains("authorizer_ready 0"));
-    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
-    let (body, key) = (tx.body(), uid("k"));
-    let in_flight = actix_rt::spawn({
-        let (base, body, key) = (base.clone(), body.clone(), key.clone());
-        async move { send(&base, AUTH, &body, &key).await }
-    });
+    assert!(metrics_text(&base).await.contains("authorizer_ready 0"));
+    let in_flight = purchase_in_flight(&base);
     // Past the drain: no new connection is served while the purchase is still in flight.
     let until = Instant::now() + Duration::from_secs(10);
     while !node.log_text().contains("no longer accepting connections") {
@@ -1085,7 +1054,7 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
             node.log_text()
         );
     }
-    lock.rollback().await.expect("release");
+    release_account_row(holder).await;
     let (s, answer) = in_flight.await.expect("joined");
     assert_eq!(s, 200);
     assert_eq!(status_detail(&answer), "APPROVED/APPROVED");
@@ -1113,47 +1082,9 @@ async fn sigterm_turns_unready_drains_and_exits_zero() {
 
 #[actix_rt::test]
 async fn sigterm_cuts_off_at_the_bound_rolls_back_and_exits_zero() {
-    let db = fresh_pg_database().await;
-    let redis = redis_url();
-    let mut node = Node::start(
-        &db,
-        &redis,
-        &prefix(),
-        &[
-            ("AUTHORIZER__SERVER__DRAIN_MS", "200"),
-            ("AUTHORIZER__SERVER__SHUTDOWN_MS_MAX", "1000"),
-            ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "20000"),
-            ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "30000"),
-            ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "15000"),
-            ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "15000"),
-            ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "15000"),
-            ("AUTHORIZER__PROCESSOR__GROUPED_COMMITS", "false"),
-        ],
-    );
-    let base = node.base.clone();
-    let (s, _) = admin_at(&base, "PUT", "/v1/accounts/u1/ARS", None).await;
-    assert_eq!(s, 201);
-    let (s, _) = admin_at(
-        &base,
-        "POST",
-        "/v1/accounts/u1/ARS/deposits",
-        Some(json!({ "amount": "100.00" })),
-    )
-    .await;
-    assert_eq!(s, 201);
-    use sqlx::Connection;
-    let mut holder = sqlx::PgConnection::connect(&db).await.expect("connect");
-    let mut lock = sqlx::Connection::begin(&mut holder).await.expect("begin");
-    sqlx::query("SELECT 1 FROM accounts WHERE user_id = 'u1' FOR UPDATE")
-        .execute(&mut *lock)
-        .await
-        .expect("lock");
-    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
-    let (body, key) = (tx.body(), uid("k"));
-    let in_flight = actix_rt::spawn({
-        let (base, body, key) = (base.clone(), body.clone(), key.clone());
-        async move { send(&base, AUTH, &body, &key).await }
-    });
+    let (mut node, db) = lone_node("200", "1000").await;
+    let holder = hold_account_row(&db).await;
+    let in_flight = purchase_in_flight(&node.base);
     // The purchase is waiting on the row when the signal comes.
     let mut watcher = sqlx::PgConnection::connect(&db).await.expect("connect");
     let until = Instant::now() + Duration::from_secs(10);
@@ -1191,7 +1122,7 @@ async fn sigterm_cuts_off_at_the_bound_rolls_back_and_exits_zero() {
         exited.as_secs_f64() * 1000.0
     );
     // Only now let the row go: the cut-off transaction must not commit.
-    lock.rollback().await.expect("release");
+    release_account_row(holder).await;
     actix_rt::time::sleep(Duration::from_millis(300)).await;
     let mut conn = sqlx::PgConnection::connect(&db).await.expect("connect");
     let (balance, records): (i64, i64) = sqlx::query_as(
