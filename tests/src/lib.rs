@@ -180,7 +180,7 @@ pub struct TestApp {
     pub database_url: Option<String>,
     pub data_dir: tempfile::TempDir,
     pub metrics: std::sync::Arc<authorizer::metrics::Metrics>,
-    /// Authorizations on Postgres share transactions (grouped commits on, the default).
+    /// Authorizations share transactions (grouped commits on, the default, on either store).
     pub grouped_commits: bool,
     handle: actix_web::dev::ServerHandle,
 }
@@ -219,7 +219,7 @@ impl TestApp {
         settings.database.pool_connections_max = 16;
         settings.log.filter = "warn".into();
         tweak(&mut settings);
-        let grouped_commits = backend == Backend::Postgres && settings.processor.grouped_commits;
+        let grouped_commits = settings.processor.grouped_commits;
         let mut keys = KeyRing::new();
         let secret = ApiSecret::from_base64(API_SECRET).expect("demo secret");
         keys.insert(API_KEY, secret.clone());

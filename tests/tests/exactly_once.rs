@@ -89,7 +89,8 @@ mod races {
                 "{batches} batches for {items} authorizations"
             );
         } else {
-            assert_eq!((batches, items), (0, 0), "one transaction each, no batches");
+            assert_eq!(batches, items, "one authorization per batch");
+            assert!(items >= 200, "{items} authorizations through the writer");
         }
     }
 
