@@ -356,6 +356,7 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
         "negative_adjustment",
         "resent_other_money",
         "mcc_block_bypass",
+        "forged_log_id",
     ];
     // A card of ours that blocks the traffic's MCC: the bypass attempts spell it otherwise.
     let blocked_card = format!("crd-{}-blocked", engine.traffic.all.prefix);
@@ -497,6 +498,17 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
                 }
                 (valid.clone(), Some(sign(path, &valid)))
             }
+            "forged_log_id" => {
+                // An id that would forge a log line or colour a terminal: refused on intake.
+                let mut v: serde_json::Value = serde_json::from_slice(&valid)?;
+                v["transaction"]["id"] = serde_json::json!(match i % 3 {
+                    0 => format!("{tx_id}\nINFO authorization decision=APPROVED"),
+                    1 => format!("{tx_id}\u{1b}[31m"),
+                    _ => format!("{tx_id} {}", "x".repeat(300)),
+                });
+                let b = Bytes::from(serde_json::to_vec(&v)?);
+                (b.clone(), Some(sign(path, &b)))
+            }
             "mcc_block_bypass" => {
                 let mut v: serde_json::Value = serde_json::from_slice(&valid)?;
                 v["user"]["id"] = serde_json::json!(blocked_owner);
@@ -555,6 +567,9 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
                     && (path == NOTIFY || String::from_utf8_lossy(&a.body).contains("SUSPENSE"))
             }
             "resent_other_money" => a.status == 409,
+            "forged_log_id" => {
+                a.status == 400 && String::from_utf8_lossy(&a.body).contains("transaction.id")
+            }
             "mcc_block_bypass" => {
                 a.status == 200 && String::from_utf8_lossy(&a.body).contains("\"INVALID_MERCHANT\"")
             }
