@@ -333,7 +333,7 @@ const E_422: (&str, &str) = (
 );
 const E_429: (&str, &str) = (
     "429",
-    "Too many admin requests with this token (admin rate limit, fleet-wide with Redis); retry after Retry-After seconds.",
+    "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
 );
 const E_503: (&str, &str) = ("503", "Storage unavailable; try again.");
 

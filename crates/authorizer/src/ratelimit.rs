@@ -10,21 +10,24 @@
 //! unauthenticated traffic.
 
 use crate::fleet::Fleet;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::NoOpMiddleware;
+use governor::state::keyed::HashMapStateStore;
+use governor::{Quota, RateLimiter};
+use ipnet::Ipv6Net;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub struct Limiter {
+/// The per-token limit. Its local buckets are governor's GCRA, which admits exactly what a
+/// token bucket of the same rate and burst admits; `C` is a clock tests can move.
+pub struct Limiter<C: Clock = DefaultClock> {
     rate_per_sec: u32,
     burst: u32,
-    local: Mutex<HashMap<String, Bucket>>,
-}
-
-struct Bucket {
-    tokens: f64,
-    at: Instant,
+    local: RateLimiter<String, HashMapStateStore<String>, C, NoOpMiddleware<C::Instant>>,
 }
 
 /// The bucket id of an admin token: 16 hex digits of its SHA-256.
@@ -37,10 +40,20 @@ pub fn token_id(token: &str) -> String {
 
 impl Limiter {
     pub fn new(rate_per_sec: u32, burst: u32) -> Limiter {
+        Limiter::with_clock(rate_per_sec, burst, DefaultClock::default())
+    }
+}
+
+impl<C: Clock> Limiter<C> {
+    fn with_clock(rate_per_sec: u32, burst: u32, clock: C) -> Limiter<C> {
+        let rate_per_sec = rate_per_sec.max(1);
+        let burst = burst.max(1);
+        let nonzero = |n: u32| NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN);
+        let quota = Quota::per_second(nonzero(rate_per_sec)).allow_burst(nonzero(burst));
         Limiter {
-            rate_per_sec: rate_per_sec.max(1),
-            burst: burst.max(1),
-            local: Mutex::new(HashMap::new()),
+            rate_per_sec,
+            burst,
+            local: RateLimiter::hashmap_with_clock(quota, clock),
         }
     }
 
@@ -49,28 +62,13 @@ impl Limiter {
         if let Some(r) = fleet.take_token(id, self.rate_per_sec, self.burst).await {
             return r.map_err(Duration::from_millis);
         }
-        self.admit_local(id, Instant::now())
+        self.admit_local(id)
     }
 
-    fn admit_local(&self, id: &str, now: Instant) -> Result<(), Duration> {
-        let Ok(mut m) = self.local.lock() else {
-            return Ok(());
-        };
-        let rate = f64::from(self.rate_per_sec);
-        let burst = f64::from(self.burst);
-        let b = m.entry(id.to_owned()).or_insert(Bucket {
-            tokens: burst,
-            at: now,
-        });
-        let elapsed = now.saturating_duration_since(b.at).as_secs_f64();
-        b.tokens = (b.tokens + elapsed * rate).min(burst);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(Duration::from_secs_f64((1.0 - b.tokens) / rate))
-        }
+    fn admit_local(&self, id: &str) -> Result<(), Duration> {
+        self.local
+            .check_key(&id.to_owned())
+            .map_err(|refused| refused.wait_time_from(self.local.clock().now()))
     }
 }
 
@@ -93,6 +91,11 @@ pub enum Failure {
 /// address (`burst` failures at once, then `rate_per_sec`). The address is the TCP peer,
 /// never a forwarding header; IPv6 peers are grouped by /64, the smallest block a single
 /// host is usually given, so that one host cannot spread its guesses over its addresses.
+///
+/// Kept by hand rather than on governor's keyed limiter: governor cannot ask whether an
+/// address is already tracked without adding it, so at the cap it could not keep tracked
+/// addresses on their own buckets while sending only newcomers to the shared one, and it
+/// keeps no per-address mark for the first refusal.
 pub struct FailureLimiter {
     rate_per_sec: u32,
     burst: u32,
@@ -119,7 +122,7 @@ fn address_key(peer: Option<IpAddr>) -> Option<IpAddr> {
     peer.map(|ip| match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6((u128::from(v6) & (u128::MAX << 64)).into()),
+            None => IpAddr::V6(Ipv6Net::new_assert(v6, 64).network()),
         },
         v4 => v4,
     })
@@ -187,27 +190,45 @@ impl FailureLimiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use governor::clock::FakeRelativeClock;
 
     #[test]
     fn burst_then_refill_at_the_rate() {
-        let l = Limiter::new(10, 3);
-        let t0 = Instant::now();
+        let clock = FakeRelativeClock::default();
+        let l = Limiter::with_clock(10, 3, clock.clone());
         for _ in 0..3 {
-            assert!(l.admit_local("k", t0).is_ok());
+            assert!(l.admit_local("k").is_ok());
         }
-        let wait = l.admit_local("k", t0).unwrap_err();
+        let wait = l.admit_local("k").unwrap_err();
         assert!(wait <= Duration::from_millis(100) && wait > Duration::ZERO);
         // Buckets are per key.
-        assert!(l.admit_local("other", t0).is_ok());
+        assert!(l.admit_local("other").is_ok());
         // 100 ms at 10/s refills one token.
-        assert!(l.admit_local("k", t0 + Duration::from_millis(100)).is_ok());
-        assert!(l.admit_local("k", t0 + Duration::from_millis(100)).is_err());
+        clock.advance(Duration::from_millis(100));
+        assert!(l.admit_local("k").is_ok());
+        assert!(l.admit_local("k").is_err());
         // Never more than the burst.
-        let later = t0 + Duration::from_secs(60);
+        clock.advance(Duration::from_secs(60));
         for _ in 0..3 {
-            assert!(l.admit_local("k", later).is_ok());
+            assert!(l.admit_local("k").is_ok());
         }
-        assert!(l.admit_local("k", later).is_err());
+        assert!(l.admit_local("k").is_err());
+    }
+
+    #[test]
+    fn the_wait_is_the_time_to_the_next_token() {
+        let clock = FakeRelativeClock::default();
+        let l = Limiter::with_clock(4, 1, clock.clone());
+        assert!(l.admit_local("k").is_ok());
+        assert_eq!(l.admit_local("k"), Err(Duration::from_millis(250)));
+        clock.advance(Duration::from_millis(200));
+        assert_eq!(l.admit_local("k"), Err(Duration::from_millis(50)));
+        clock.advance(Duration::from_millis(50));
+        assert!(l.admit_local("k").is_ok());
+        // Settings of zero are taken as one, as before.
+        let one = Limiter::with_clock(0, 0, clock.clone());
+        assert!(one.admit_local("k").is_ok());
+        assert_eq!(one.admit_local("k"), Err(Duration::from_secs(1)));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Transport and access security: the processor routes' network allow-list, the admin
 //! token kept only as a digest, and the optional TLS listener.
 
+use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::net::IpAddr;
@@ -9,14 +10,12 @@ use subtle::ConstantTimeEq;
 
 /// One CIDR block, IPv4 or IPv6 (`10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Network {
-    addr: IpAddr,
-    prefix: u8,
-}
+pub struct Network(IpNet);
 
 impl Network {
     /// Parses `addr/prefix` or a bare address. Host bits set below the prefix are refused
-    /// (`10.0.0.1/8` is almost always a typo for something else).
+    /// (`10.0.0.1/8` is almost always a typo for something else). The parts are checked one
+    /// by one, rather than by `IpNet`'s parser, so that the error says which part is wrong.
     pub fn parse(text: &str) -> Result<Network, String> {
         let text = text.trim();
         let (addr, prefix) = match text.split_once('/') {
@@ -29,64 +28,36 @@ impl Network {
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
+            // Digits only: `u8::from_str` would take `+8`.
             Some(p) if !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()) => {
-                p.parse::<u8>().ok().filter(|n| *n <= max).ok_or_else(|| {
-                    format!("'{text}': the prefix length must be between 0 and {max}")
-                })?
+                p.parse::<u8>().unwrap_or(u8::MAX)
             }
             Some(_) => return Err(format!("'{text}': the prefix length is not a number")),
         };
-        let net = Network { addr, prefix };
-        if net.masked(addr) != bits(addr) {
+        let net = IpNet::new(addr, prefix)
+            .map_err(|_| format!("'{text}': the prefix length must be between 0 and {max}"))?;
+        if net.network() != addr {
             return Err(format!(
                 "'{text}' has host bits set below /{prefix}; write the network address"
             ));
         }
-        Ok(net)
-    }
-
-    fn masked(&self, ip: IpAddr) -> u128 {
-        let width = if ip.is_ipv4() { 32 } else { 128 };
-        let host_bits = width - u32::from(self.prefix);
-        let mask = if host_bits >= 128 {
-            0
-        } else {
-            u128::MAX << host_bits
-        };
-        bits(ip) & mask
+        Ok(Network(net))
     }
 
     /// Whether `ip` is inside this block. An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`,
     /// what a dual-stack socket reports for an IPv4 client) is treated as the IPv4 address.
     pub fn contains(&self, ip: IpAddr) -> bool {
-        let ip = canonical(ip);
-        if ip.is_ipv4() != self.addr.is_ipv4() {
-            return false;
-        }
-        self.masked(ip) == bits(self.addr)
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
     }
 }
 
 impl fmt::Display for Network {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.prefix)
-    }
-}
-
-fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
-}
-
-fn bits(ip: IpAddr) -> u128 {
-    match ip {
-        IpAddr::V4(v4) => u128::from(u32::from(v4)),
-        IpAddr::V6(v6) => u128::from(v6),
+        self.0.fmt(f)
     }
 }
 
