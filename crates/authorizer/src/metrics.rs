@@ -75,6 +75,10 @@ impl Metrics {
                 "Bookings flagged for review, by flag.",
             ),
             (
+                "authorizer_invalid_ids_total",
+                "Processor requests refused for an id that breaks the id rule, by route and field.",
+            ),
+            (
                 "authorizer_transaction_conflicts_total",
                 "Transaction ids resent under a new key asking for other money (HTTP 409), by route.",
             ),
