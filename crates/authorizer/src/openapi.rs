@@ -258,7 +258,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         .response(
             "400",
             signed(error(
-                "The body is not a request of this kind, or x-idempotency-key is missing or longer than 255 characters; nothing stored. Signed.",
+                "The body is not a request of this kind (not UTF-8 JSON, a field of the wrong type, an amount with leading zeros, an id that breaks the id rule: 1 to 255 visible ASCII characters), or x-idempotency-key is missing or breaks that rule; the message names the field; nothing stored. Signed.",
             ))
             .build(),
         )
@@ -277,7 +277,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         .response(
             "409",
             signed(error(
-                "This x-idempotency-key was used with another body; nothing booked. Signed.",
+                "This x-idempotency-key was used with another body (idempotency_key_reused), or this transaction.id was answered before under another key and this request asks for other money: another amount, currency, direction, route, type, user or card (transaction_id_reused); nothing booked. Signed.",
             ))
             .build(),
         )
@@ -329,7 +329,7 @@ const E_409: (&str, &str) = (
 const E_413: (&str, &str) = ("413", "The body is larger than server.body_bytes_max.");
 const E_422: (&str, &str) = (
     "422",
-    "A withdrawal cannot overdraw the account (insufficient_funds).",
+    "A withdrawal cannot overdraw the account (insufficient_funds), or a deposit would take the balance beyond what the ledger holds (balance_out_of_range).",
 );
 const E_429: (&str, &str) = (
     "429",
