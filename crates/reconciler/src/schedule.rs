@@ -2,30 +2,41 @@
 //! A fixed offset is exact for the processor's markets (none of them observes DST).
 
 use anyhow::{Context, bail};
+use croner::parser::{CronParser, Seconds, Year};
+use jiff::civil::Date;
+use jiff::tz::Offset;
+use jiff::{Span, Timestamp};
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm).
+const EPOCH: Date = Date::constant(1970, 1, 1);
+const DAY_MS: i64 = 86_400_000;
+
+/// Days since 1970-01-01 of a calendar date.
+///
+/// # Panics
+/// On a date that is not in the calendar; callers pass validated business dates.
 pub fn days_from_civil(y: i32, m: u32, d: u32) -> i64 {
-    let y = i64::from(y) - i64::from(m <= 2);
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let m = i64::from(m);
-    let doy = (153 * (if m > 2 { m - 3 } else { m + 9 }) + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let date = match (i16::try_from(y), i8::try_from(m), i8::try_from(d)) {
+        (Ok(y), Ok(m), Ok(d)) => Date::new(y, m, d).ok(),
+        _ => None,
+    }
+    .unwrap_or_else(|| panic!("{y:04}-{m:02}-{d:02} is not a calendar date"));
+    date.duration_since(EPOCH).as_secs() / 86_400
 }
 
 /// The date of a day number.
+///
+/// # Panics
+/// Outside years -9999..=9999, which no clock or business date reaches.
 pub fn civil_from_days(z: i64) -> (i32, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = (yoe + era * 400 + i64::from(m <= 2)) as i32;
-    (y, m, d)
+    let date = Span::new()
+        .try_days(z)
+        .and_then(|days| EPOCH.checked_add(days))
+        .unwrap_or_else(|e| panic!("day {z} is outside the calendar: {e}"));
+    (
+        i32::from(date.year()),
+        date.month() as u32,
+        date.day() as u32,
+    )
 }
 
 /// Parses "+HH:MM" / "-HH:MM" / "Z" into minutes east of UTC.
@@ -50,113 +61,60 @@ pub fn parse_offset(s: &str) -> anyhow::Result<i64> {
 
 /// The UTC window `[start, end)` in unix ms of a business date at `offset_min`.
 pub fn day_window_ms(y: i32, m: u32, d: u32, offset_min: i64) -> (i64, i64) {
-    let start = days_from_civil(y, m, d) * 86_400_000 - offset_min * 60_000;
-    (start, start + 86_400_000)
+    let start = days_from_civil(y, m, d) * DAY_MS - offset_min * 60_000;
+    (start, start + DAY_MS)
 }
 
 /// A five-field cron expression: minute hour day-of-month month day-of-week, each `*`,
-/// a number, a range `a-b`, a list `a,b`, or a step `*/n` / `a-b/n`. Day of week 0-6,
+/// a number, a range `a-b`, a list `a,b`, or a step `*/n`, `a/n` / `a-b/n`. Day of week 0-6,
 /// Sunday 0 (7 is also Sunday). When both day fields are restricted, either matches.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cron {
-    minutes: Vec<bool>,
-    hours: Vec<bool>,
-    days: Vec<bool>,
-    months: Vec<bool>,
-    weekdays: Vec<bool>,
-    days_any: bool,
-    weekdays_any: bool,
-}
+pub struct Cron(croner::Cron);
 
-fn field(spec: &str, lo: u32, hi: u32, name: &str) -> anyhow::Result<Vec<bool>> {
-    let mut set = vec![false; hi as usize + 1];
-    for part in spec.split(',') {
-        let (range, step) = match part.split_once('/') {
-            Some((r, s)) => (
-                r,
-                s.parse::<u32>()
-                    .with_context(|| format!("cron {name}: bad step in '{part}'"))?,
-            ),
-            None => (part, 1),
-        };
-        if step == 0 {
-            bail!("cron {name}: step 0 in '{part}'");
-        }
-        let (a, b) = if range == "*" {
-            (lo, hi)
-        } else if let Some((a, b)) = range.split_once('-') {
-            (a.parse()?, b.parse()?)
-        } else {
-            let v: u32 = range
-                .parse()
-                .with_context(|| format!("cron {name}: '{part}' is not a number"))?;
-            (v, if part.contains('/') { hi } else { v })
-        };
-        if a < lo || b > hi || a > b {
-            bail!("cron {name}: '{part}' is outside {lo}-{hi}");
-        }
-        for v in (a..=b).step_by(step as usize) {
-            set[v as usize] = true;
-        }
-    }
-    Ok(set)
-}
+/// Any valid five-field expression fires within about four years (Feb 29); one that
+/// does not fire within five (e.g. Feb 30) never does.
+const HORIZON_DAYS: i64 = 366 * 5;
 
 impl Cron {
     pub fn parse(expr: &str) -> anyhow::Result<Cron> {
-        let f: Vec<&str> = expr.split_whitespace().collect();
-        if f.len() != 5 {
+        if expr.split_whitespace().count() != 5 {
             bail!(
                 "cron '{expr}' must have five fields: minute hour day-of-month month day-of-week"
             );
         }
-        let mut weekdays = field(f[4], 0, 7, "day-of-week")?;
-        if weekdays[7] {
-            weekdays[0] = true;
+        // The documented grammar is numeric. croner's dialect also takes names, `L`, `W`,
+        // `#`, `?` and a `+` that turns the day fields' OR into an AND; none of them is
+        // part of this configuration, so they are refused rather than silently meant.
+        if let Some(c) = expr.chars().find(|c| {
+            !(c.is_ascii_digit() || c.is_whitespace() || matches!(c, '*' | ',' | '-' | '/'))
+        }) {
+            bail!("cron '{expr}': unexpected '{c}' (fields are numbers, '*', ',', '-' and '/')");
         }
-        Ok(Cron {
-            minutes: field(f[0], 0, 59, "minute")?,
-            hours: field(f[1], 0, 23, "hour")?,
-            days: field(f[2], 1, 31, "day-of-month")?,
-            months: field(f[3], 1, 12, "month")?,
-            weekdays,
-            days_any: f[2] == "*",
-            weekdays_any: f[4] == "*",
-        })
-    }
-
-    fn matches_day(&self, y: i32, m: u32, d: u32) -> bool {
-        let weekday = (days_from_civil(y, m, d) + 4).rem_euclid(7) as usize; // 1970-01-01 was a Thursday
-        let dom = self.days[d as usize];
-        let dow = self.weekdays[weekday];
-        self.months[m as usize]
-            && match (self.days_any, self.weekdays_any) {
-                (true, true) => true,
-                (false, true) => dom,
-                (true, false) => dow,
-                (false, false) => dom || dow,
-            }
+        let parser = CronParser::builder()
+            .seconds(Seconds::Disallowed)
+            .year(Year::Disallowed)
+            // `a/n` (from a to the end of the range, every n) is classic cron syntax.
+            .sloppy_ranges(true)
+            .build();
+        let cron = parser
+            .parse(expr)
+            .with_context(|| format!("cron '{expr}'"))?;
+        Ok(Cron(cron))
     }
 
     /// The first matching minute strictly after `after_ms` (unix ms), at `offset_min`.
     pub fn next_after(&self, after_ms: i64, offset_min: i64) -> Option<i64> {
-        let local_min = (after_ms + offset_min * 60_000).div_euclid(60_000) + 1;
-        let first_day = local_min.div_euclid(1440);
-        let mut minute_of_day = local_min.rem_euclid(1440);
-        // Any valid expression fires within about four years (Feb 29).
-        for day in first_day..first_day + 366 * 5 {
-            let (y, m, d) = civil_from_days(day);
-            if self.matches_day(y, m, d) {
-                for mod_ in minute_of_day..1440 {
-                    let (h, mi) = (mod_ / 60, mod_ % 60);
-                    if self.hours[h as usize] && self.minutes[mi as usize] {
-                        return Some((day * 1440 + mod_) * 60_000 - offset_min * 60_000);
-                    }
-                }
-            }
-            minute_of_day = 0;
-        }
-        None
+        let offset = Offset::from_seconds(i32::try_from(offset_min * 60).ok()?).ok()?;
+        let offset_ms = offset_min * 60_000;
+        // Minute resolution: the first candidate is the next whole local minute.
+        let first_local_min = (after_ms + offset_ms).div_euclid(60_000) + 1;
+        let first = offset
+            .to_datetime(Timestamp::from_millisecond(first_local_min * 60_000 - offset_ms).ok()?);
+        let next = self.0.find_next_occurrence(&first, true).ok()?;
+        let next_ms = offset.to_timestamp(next).ok()?.as_millisecond();
+        let days_ahead =
+            (next_ms + offset_ms).div_euclid(DAY_MS) - first_local_min.div_euclid(1440);
+        (days_ahead < HORIZON_DAYS).then_some(next_ms)
     }
 }
 
@@ -220,6 +178,67 @@ mod tests {
             "0 24 * * *",
         ] {
             assert!(Cron::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cron_classic_forms() {
+        let at = |y, m, d, h: i64, mi: i64| {
+            days_from_civil(y, m, d) * 86_400_000 + (h * 60 + mi) * 60_000
+        };
+        // Mid-minute and sub-second starts fire on the next whole minute, not at once.
+        let every = Cron::parse("* * * * *").unwrap();
+        assert_eq!(
+            every.next_after(at(2024, 1, 1, 9, 0) + 30_500, 0),
+            Some(at(2024, 1, 1, 9, 1))
+        );
+        assert_eq!(
+            every.next_after(at(2024, 1, 1, 9, 0) - 1, 0),
+            Some(at(2024, 1, 1, 9, 0))
+        );
+        // 7 is Sunday too: Monday 2024-01-01 -> Sunday 2024-01-07.
+        for sunday in ["0 6 * * 7", "0 6 * * 0"] {
+            let c = Cron::parse(sunday).unwrap();
+            assert_eq!(
+                c.next_after(at(2024, 1, 1, 0, 0), 0),
+                Some(at(2024, 1, 7, 6, 0)),
+                "{sunday}"
+            );
+        }
+        // Both day fields restricted: either matches (the 5th, or any Friday).
+        let either = Cron::parse("0 6 5 * 5").unwrap();
+        assert_eq!(
+            either.next_after(at(2024, 1, 1, 0, 0), 0),
+            Some(at(2024, 1, 5, 6, 0))
+        );
+        assert_eq!(
+            either.next_after(at(2024, 1, 5, 6, 0), 0),
+            Some(at(2024, 1, 12, 6, 0))
+        );
+        // `a/n` runs from a to the end of the field.
+        let from_five = Cron::parse("5/20 * * * *").unwrap();
+        assert_eq!(
+            from_five.next_after(at(2024, 1, 1, 9, 46), 0),
+            Some(at(2024, 1, 1, 10, 5))
+        );
+        // A local schedule in a half-hour offset: 06:00 at +05:30 is 00:30Z.
+        let daily = Cron::parse("0 6 * * *").unwrap();
+        assert_eq!(
+            daily.next_after(at(2024, 1, 1, 0, 0), 330),
+            Some(at(2024, 1, 1, 0, 30))
+        );
+        // A date that never comes.
+        assert_eq!(Cron::parse("0 0 30 2 *").unwrap().next_after(0, 0), None);
+        // Dialects beyond the documented numeric grammar are refused.
+        for other in [
+            "0 6 * * MON",
+            "0 6 L * *",
+            "0 6 * * 1#2",
+            "0 6 ? * *",
+            "0 6 * * +1",
+            "@daily",
+        ] {
+            assert!(Cron::parse(other).is_err(), "{other}");
         }
     }
 }

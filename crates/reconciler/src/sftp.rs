@@ -191,20 +191,6 @@ pub struct InvalidDate {
     reason: &'static str,
 }
 
-fn is_leap(year: i32) -> bool {
-    (year % 4 == 0 && year % 100 != 0) || year % 400 == 0
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
-        4 | 6 | 9 | 11 => 30,
-        2 if is_leap(year) => 29,
-        2 => 28,
-        _ => 0,
-    }
-}
-
 impl BusinessDate {
     /// Parses a strict `YYYY-MM-DD` calendar date (year 0001-9999).
     pub fn parse(s: &str) -> Result<Self, InvalidDate> {
@@ -233,7 +219,7 @@ impl BusinessDate {
         if !(1..=12).contains(&month) {
             return Err(err("month out of range"));
         }
-        if day == 0 || day > days_in_month(year, month) {
+        if jiff::civil::Date::new(year as i16, month as i8, day as i8).is_err() {
             return Err(err("day out of range"));
         }
         Ok(Self { year, month, day })
