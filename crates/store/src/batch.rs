@@ -72,10 +72,10 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
   FROM UNNEST($2::text[]) AS x(wanted), \
        LATERAL (SELECT * FROM idempotency_keys WHERE scope = $1 AND key = x.wanted LIMIT 1) i \
 UNION ALL \
-SELECT 2, transaction_id, NULL, response_status, response_body, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
+SELECT 2, transaction_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        NULL, NULL, NULL, NULL, NULL \
   FROM UNNEST($4::text[]) AS x(tid), \
-       LATERAL (SELECT transaction_id, response_status, response_body FROM processor_transactions \
+       LATERAL (SELECT transaction_id FROM processor_transactions \
                  WHERE kind = $3 AND transaction_id = x.tid LIMIT 1 /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
@@ -181,37 +181,27 @@ impl Store {
         // Items the batch decided; the others (None) go one transaction each.
         let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
             items.iter().map(|_| None).collect();
-        if !self.is_postgres() && !items.is_empty() {
-            match self.lite_batch(items, &render).await {
-                Ok(Some(outcomes)) => batched = outcomes.into_iter().map(Some).collect(),
-                // An item failed on its own: every item runs alone, so it fails no other.
-                Ok(None) => {}
-                Err(e) => {
-                    let uncertain = matches!(e, StoreError::Uncertain(_));
-                    let msg = e.to_string();
-                    for i in 0..items.len() {
-                        done(
-                            i,
-                            Err(if uncertain {
-                                StoreError::Uncertain(format!("batch: {msg}"))
-                            } else {
-                                StoreError::Timeout(format!("batch failed: {msg}"))
-                            }),
-                        );
-                    }
-                    return;
+        if !items.is_empty() {
+            let attempt = if self.is_postgres() {
+                let mut cards = Vec::new();
+                let attempt = self.try_batch(items, &render, &mut cards).await;
+                for (id, record) in cards {
+                    card_read(id, record);
                 }
-            }
-        }
-        if self.is_postgres() && !items.is_empty() {
-            let mut cards = Vec::new();
-            let attempt = self.try_batch(items, &render, &mut cards).await;
-            for (id, record) in cards {
-                card_read(id, record);
-            }
+                attempt.map(|a| match a {
+                    Attempt::Done(v) => Some(v),
+                    Attempt::Fallback => None,
+                })
+            } else {
+                self.lite_batch(items, &render)
+                    .await
+                    .map(|o| o.map(|v| v.into_iter().map(Some).collect()))
+            };
             match attempt {
-                Ok(Attempt::Done(v)) => batched = v,
-                Ok(Attempt::Fallback) => {}
+                Ok(Some(v)) => batched = v,
+                // A lost race, or an item that failed on its own: every item runs alone,
+                // so none fails another.
+                Ok(None) => {}
                 Err(e) => {
                     let uncertain = matches!(e, StoreError::Uncertain(_));
                     let msg = e.to_string();
@@ -408,7 +398,8 @@ impl Store {
             .filter(|i| matches!(i.kind, Some(RequestKind::Debit | RequestKind::Credit)))
             .count() as i64;
         let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
-        let mut by_tx: HashMap<String, Option<StoredResponse>> = HashMap::new();
+        // Transactions recorded before (answered, or first seen through a verdict).
+        let mut recorded: std::collections::HashSet<String> = std::collections::HashSet::new();
         let mut accounts: HashMap<(String, Currency), LockedAccount> = HashMap::new();
         let mut touched: Vec<(String, Currency)> = Vec::new();
         let mut cards: HashMap<String, CardRecord> = HashMap::new();
@@ -449,13 +440,7 @@ impl Store {
                     );
                 }
                 2 => {
-                    let status: Option<i32> = r.try_get("st")?;
-                    let body: Option<Vec<u8>> = r.try_get("body")?;
-                    let response = status.zip(body).map(|(s, b)| StoredResponse {
-                        status: u16::try_from(s).unwrap_or(500),
-                        body: b,
-                    });
-                    by_tx.insert(r.try_get("k")?, response);
+                    recorded.insert(r.try_get("k")?);
                 }
                 3 => {
                     let user: String = r.try_get("user_id")?;
@@ -494,7 +479,6 @@ impl Store {
         let mut records: Vec<(usize, StoredResponse)> = Vec::new();
         // Idempotency rows to write: item index and its response.
         let mut new_keys: Vec<(usize, StoredResponse)> = Vec::new();
-        let mut deferred_tx: Vec<&str> = Vec::new();
         for (idx, item) in items.iter().enumerate() {
             let call = &item.call;
             let t = &item.tx;
@@ -507,24 +491,12 @@ impl Store {
                 }));
                 continue;
             }
-            if deferred_tx.contains(&t.transaction_id) {
+            if recorded.contains(t.transaction_id) {
+                // A transaction recorded before under another key (a resend, rare) or first
+                // seen through a verdict: the single-request path compares the resend with
+                // the record and replays or refuses it, and lets a verdict stand.
                 results.push(None);
                 continue;
-            }
-            match by_tx.get(t.transaction_id) {
-                Some(Some(_)) => {
-                    // The same transaction under a new key (rare): the single-request path
-                    // compares it with the record and replays or refuses it.
-                    results.push(None);
-                    continue;
-                }
-                Some(None) => {
-                    // First seen through a verdict: the single-request path knows that case.
-                    deferred_tx.push(t.transaction_id);
-                    results.push(None);
-                    continue;
-                }
-                None => {}
             }
             let currency = Currency::parse(t.currency).ok();
             let account_key = t.user_id.zip(currency).map(|(u, c)| (u.to_owned(), c));
@@ -600,7 +572,7 @@ impl Store {
                 call.idempotency_key.to_owned(),
                 (call.request_hash.to_vec(), response.clone()),
             );
-            by_tx.insert(t.transaction_id.to_owned(), Some(response.clone()));
+            recorded.insert(t.transaction_id.to_owned());
             records.push((idx, response.clone()));
             new_keys.push((idx, response.clone()));
             results.push(Some(Outcome::Fresh { response, result }));

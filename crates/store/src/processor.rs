@@ -716,24 +716,23 @@ pub(crate) fn status_of(decision: &Decision) -> (&'static str, &'static str) {
     }
 }
 
-/// Records `response` under a duplicate's new idempotency key, for the caller to commit.
-async fn replay_under_new_key(
+/// Records the answer to `call` under its idempotency key, for the caller to commit.
+async fn record_answer(
     tx: &mut Tx,
     scope: &str,
     call: &ProcessorCall<'_>,
-    response: StoredResponse,
-) -> Result<StoredResponse, Step> {
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
     insert_idempotent(
         tx,
         scope,
         call.idempotency_key,
         &call.request_hash,
         call.endpoint,
-        &response,
+        response,
         call.now_ms,
     )
-    .await?;
-    Ok(response)
+    .await
 }
 
 /// What an authorization left to do with its transaction.
@@ -874,7 +873,7 @@ where
             if !existing.asked.same_as(call.endpoint, kind, t) {
                 return Ok((Outcome::TransactionConflict, Commit::Nothing));
             }
-            let response = replay_under_new_key(tx, scope, call, response).await?;
+            record_answer(tx, scope, call, &response).await?;
             return Ok((Outcome::Replay(response), Commit::Records));
         }
         // First seen through the processor's verdict: that verdict stands.
@@ -917,16 +916,7 @@ where
             .await?
             .rows_affected()
         });
-        insert_idempotent(
-            tx,
-            scope,
-            call.idempotency_key,
-            &call.request_hash,
-            call.endpoint,
-            &response,
-            call.now_ms,
-        )
-        .await?;
+        record_answer(tx, scope, call, &response).await?;
         return Ok((Outcome::Fresh { response, result }, Commit::Records));
     }
 
@@ -1028,16 +1018,7 @@ where
         },
     )
     .await?;
-    insert_idempotent(
-        tx,
-        scope,
-        call.idempotency_key,
-        &call.request_hash,
-        call.endpoint,
-        &response,
-        call.now_ms,
-    )
-    .await?;
+    record_answer(tx, scope, call, &response).await?;
     Ok((Outcome::Fresh { response, result }, Commit::Decision))
 }
 
@@ -1131,7 +1112,7 @@ impl Store {
             if !asked.same_as(call.endpoint, Some(direction), t) {
                 return Ok(Outcome::TransactionConflict);
             }
-            let response = replay_under_new_key(&mut tx, scope, call, response).await?;
+            record_answer(&mut tx, scope, call, &response).await?;
             tx.commit().await?;
             return Ok(Outcome::Replay(response));
         }
@@ -1225,16 +1206,7 @@ impl Store {
             },
         )
         .await?;
-        insert_idempotent(
-            &mut tx,
-            scope,
-            call.idempotency_key,
-            &call.request_hash,
-            call.endpoint,
-            &response,
-            call.now_ms,
-        )
-        .await?;
+        record_answer(&mut tx, scope, call, &response).await?;
         tx.commit().await?;
         Ok(Outcome::Fresh { response, result })
     }
