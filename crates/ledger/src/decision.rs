@@ -6,8 +6,8 @@
 //! 2. no account for (user, currency) -> declined, other;
 //! 3. card on record and not ACTIVE (or registered to another user) -> declined, other;
 //! 4. merchant MCC blocked for the account or the card -> declined, invalid merchant; where
-//!    a block applies, an MCC that is missing or cannot be read is declined the same way
-//!    (a block must not fail open); MCCs are read through [`Mcc::normalize`];
+//!    a block applies, a debit whose MCC is missing or cannot be read is declined the same
+//!    way (a block must not fail open); MCCs are read through [`Mcc::normalize`];
 //! 5. amount not representable in minor units, negative, or above the per-transaction
 //!    or daily limit (debits) -> declined, invalid amount;
 //! 6. balance inquiry -> approved with the balance, no movement;
@@ -237,12 +237,20 @@ fn decide_inner(
     }
     let card_blocks = card.map(|c| &c.blocked_mccs).filter(|b| !b.is_empty());
     if !account.blocked_mccs.is_empty() || card_blocks.is_some() {
-        let mcc = input
-            .mcc
-            .and_then(|m| Mcc::normalize(m).ok())
-            .ok_or(Decline::MerchantCategoryUnreadable)?;
-        if account.blocked_mccs.contains(&mcc) || card_blocks.is_some_and(|b| b.contains(&mcc)) {
-            return Err(Decline::MerchantBlocked);
+        match input.mcc.and_then(|m| Mcc::normalize(m).ok()) {
+            Some(mcc)
+                if account.blocked_mccs.contains(&mcc)
+                    || card_blocks.is_some_and(|b| b.contains(&mcc)) =>
+            {
+                return Err(Decline::MerchantBlocked);
+            }
+            Some(_) => {}
+            // A block must not fail open for money leaving the account; a refund or a
+            // balance inquiry without a readable MCC spends nothing.
+            None if kind == RequestKind::Debit => {
+                return Err(Decline::MerchantCategoryUnreadable);
+            }
+            None => {}
         }
     }
     let amount = input.amount.ok_or(Decline::AmountNotRepresentable)?;
@@ -501,6 +509,20 @@ mod tests {
                 }),
                 None,
                 Declined(MerchantCategoryUnreadable),
+            ),
+            (
+                "credit without an mcc where a block applies",
+                AuthorizationInput {
+                    mcc: None,
+                    ..input(Credit, "1")
+                },
+                Some(account(1000)),
+                Some(card_blocked.clone()),
+                Approved {
+                    amount: 100,
+                    balance_after: 1100,
+                    daily_spent_after: 0,
+                },
             ),
             (
                 "mcc unreadable and no block",
