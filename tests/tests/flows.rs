@@ -300,6 +300,72 @@ async fn verdict_before_authorization(app: TestApp) {
         "APPROVED"
     );
     assert_eq!(app.available("u1", "ARS").await, "70.00");
+    // A verdict may carry less than the authorization (here no card). Once the late
+    // authorization is answered, the record holds what it asked: its resend under a new
+    // key replays the answer instead of being refused as other money.
+    let tx3 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "20.00", "ARS");
+    let key3 = uid("adv");
+    let mut adv3: serde_json::Value = serde_json::from_slice(&tx3.advice(
+        "approved-authorization-advice",
+        "APPROVED",
+        "APPROVED",
+        &key3,
+    ))
+    .expect("advice is JSON");
+    adv3["event_detail"]
+        .as_object_mut()
+        .expect("detail")
+        .remove("card");
+    let adv3 = adv3.to_string().into_bytes();
+    assert_eq!(
+        app.processor(NOTIFY, &adv3, &key3).await.json()["effect"],
+        "FORCED"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "50.00");
+    let first = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    assert_eq!(first.json()["status"], "APPROVED");
+    let resent = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    assert_eq!(resent.status, 200);
+    assert_eq!(resent.body, first.body);
+    assert_eq!(app.available("u1", "ARS").await, "50.00");
+}
+
+async fn card_rules_are_cached(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let card = uid("crd");
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/v1/cards/{card}"),
+            Some(json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let hits = || {
+        app.metrics
+            .counter("authorizer_rules_cache_hits_total", &[("kind", "card")])
+    };
+    let before = hits();
+    // The first read fills the cache, on whichever store; the next ones are hits and still
+    // apply the card's rules.
+    for (mcc, want) in [
+        ("5411", "APPROVED"),
+        ("5411", "APPROVED"),
+        ("7995", "REJECTED"),
+    ] {
+        let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS")
+            .card(&card)
+            .mcc(mcc);
+        let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+        assert_eq!(r["status"], want, "mcc {mcc}");
+    }
+    assert_eq!(
+        hits() - before,
+        2,
+        "the second and third authorizations hit the cache"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "98.00");
 }
 
 async fn card_and_account_rules(app: TestApp) {
@@ -599,6 +665,7 @@ both_backends!(
     rejected_advice_reverses_once,
     approved_advice_books_a_rejected_purchase,
     verdict_before_authorization,
+    card_rules_are_cached,
     card_and_account_rules,
     unknown_user_or_currency,
     adjustment_may_go_negative,

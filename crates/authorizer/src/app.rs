@@ -139,6 +139,7 @@ impl Application {
         };
         let batcher = crate::batcher::Batcher::start(
             settings.store_config(),
+            (!store.is_postgres()).then(|| store.clone()),
             metrics.clone(),
             rules.clone(),
             batch_size_max,

@@ -18,7 +18,7 @@
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
     ProcessorCall, SCOPE_AUTHORIZATION, Step as ItemStep, authorize_in, direction_str,
-    locked_account_from_row, status_of,
+    load_card_record, locked_account_from_row, status_of,
 };
 use crate::rules::{CardLookup, CardRecord};
 use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
@@ -193,9 +193,12 @@ impl Store {
                     Attempt::Fallback => None,
                 })
             } else {
-                self.lite_batch(items, &render)
-                    .await
-                    .map(|o| o.map(|v| v.into_iter().map(Some).collect()))
+                let mut cards = Vec::new();
+                let attempt = self.lite_batch(items, &render, &mut cards).await;
+                for (id, record) in cards {
+                    card_read(id, record);
+                }
+                attempt.map(|o| o.map(|v| v.into_iter().map(Some).collect()))
             };
             match attempt {
                 Ok(Some(v)) => batched = v,
@@ -238,10 +241,11 @@ impl Store {
     /// The embedded store's batch: every item in arrival order in one transaction (each sees
     /// what the ones before it wrote), then one commit. `None` when an item failed: nothing
     /// is written and the caller runs every item alone.
-    async fn lite_batch<R>(
+    async fn lite_batch<'i, R>(
         &self,
-        items: &[BatchItem<'_>],
+        items: &[BatchItem<'i>],
         render: &R,
+        cards: &mut Vec<(&'i str, Option<CardRecord>)>,
     ) -> Result<Option<Vec<Outcome<AuthorizationResult>>>, StoreError>
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
@@ -260,19 +264,52 @@ impl Store {
             }
         }
         let mut tx = self.begin().await?;
+        // The cards the instance's cache did not know, each read once under the write lock:
+        // the items decide on them, and the cache may keep them.
+        let mut read: HashMap<&'i str, Option<CardRecord>> = HashMap::new();
+        for item in items {
+            if let (Some(id), CardLookup::InTransaction) = (item.tx.card_id, item.card)
+                && !read.contains_key(id)
+            {
+                let record = load_card_record(&mut tx, id).await?;
+                read.insert(id, record);
+            }
+        }
         let mut outcomes = Vec::with_capacity(items.len());
         for item in items {
             let currency = Currency::parse(item.tx.currency).ok();
             let clr = currency.and_then(|c| clearing.get(&c).copied());
+            let card = match (item.tx.card_id, item.card) {
+                (Some(id), CardLookup::InTransaction) => match read.get(id) {
+                    Some(Some(record)) => CardLookup::Known(record),
+                    Some(None) => CardLookup::Absent,
+                    None => CardLookup::InTransaction,
+                },
+                (_, known) => known,
+            };
             match authorize_in(
-                &mut tx, &item.call, &item.tx, item.kind, item.card, currency, clr, render,
+                &mut tx, &item.call, &item.tx, item.kind, card, currency, clr, render,
             )
             .await
             {
                 Ok((outcome, _)) => outcomes.push(outcome),
-                Err(ItemStep::Fail(_) | ItemStep::Retry) => return Ok(None),
+                Err(step) => {
+                    // Nothing of the batch is written; every item runs alone, where this
+                    // one's error reaches its own requester.
+                    match &step {
+                        ItemStep::Retry => tracing::debug!(
+                            "embedded batch: an item lost a race on a unique key; items run alone"
+                        ),
+                        ItemStep::Fail(e) => tracing::warn!(
+                            error = %e,
+                            "embedded batch: an item failed; items run alone"
+                        ),
+                    }
+                    return Ok(None);
+                }
             }
         }
+        cards.extend(read);
         if deadline_passed(items) {
             return Err(StoreError::Timeout("authorization deadline passed".into()));
         }

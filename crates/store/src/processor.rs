@@ -363,15 +363,23 @@ async fn load_card(
     card_id: &str,
     user_id: Option<&str>,
 ) -> Result<Option<CardState>, sqlx::Error> {
+    Ok(load_card_record(tx, card_id)
+        .await?
+        .map(|record| record.state_for(user_id)))
+}
+
+/// The card's rules as `tx` sees them (`None`: we hold no record of it).
+pub(crate) async fn load_card_record(
+    tx: &mut Tx,
+    card_id: &str,
+) -> Result<Option<CardRecord>, sqlx::Error> {
     let row: Option<(String, String, String)> = run!(tx, c => {
         sqlx::query_as("SELECT user_id, status, blocked_mccs FROM cards WHERE card_id = $1")
             .bind(card_id)
             .fetch_optional(c)
             .await?
     });
-    Ok(row.map(|(owner, status, blocked)| {
-        CardRecord::from_stored(owner, &status, &blocked).state_for(user_id)
-    }))
+    Ok(row.map(|(owner, status, blocked)| CardRecord::from_stored(owner, &status, &blocked)))
 }
 
 /// A finished request under an idempotency key.
@@ -897,10 +905,14 @@ where
         };
         let (status, detail) = status_of(&result.decision);
         run!(tx, c => {
+            // The record now holds what the authorization asked, not what the verdict's
+            // detail carried: a resend of this authorization is compared with it.
             sqlx::query(
                 "UPDATE processor_transactions SET endpoint = $1, idempotency_key = $2, \
                  request_body = $3, response_status = $4, response_body = $5, status = $6, \
-                 status_detail = $7, updated_at_ms = $8 WHERE kind = $9 AND transaction_id = $10",
+                 status_detail = $7, updated_at_ms = $8, direction = $11, tx_type = $12, \
+                 user_id = $13, card_id = $14, currency = $15, amount_text = $16 \
+                 WHERE kind = $9 AND transaction_id = $10",
             )
             .bind(call.endpoint)
             .bind(call.idempotency_key)
@@ -912,6 +924,12 @@ where
             .bind(call.now_ms)
             .bind(KIND_AUTHORIZATION)
             .bind(t.transaction_id)
+            .bind(direction_str(kind))
+            .bind(t.tx_type)
+            .bind(t.user_id)
+            .bind(t.card_id)
+            .bind(t.currency)
+            .bind(t.amount_text)
             .execute(c)
             .await?
             .rows_affected()
