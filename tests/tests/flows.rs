@@ -580,8 +580,35 @@ async fn admin_api(app: TestApp) {
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
     assert_eq!(app.get("/healthz").await.status, 200);
     assert_eq!(app.get("/readyz").await.status, 200);
-    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
-    assert!(m.contains("authorizer_admin_requests_total"), "{m}");
+    let scrape = app.get("/metrics").await;
+    assert_eq!(
+        scrape.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let m = String::from_utf8(scrape.body).unwrap();
+    assert!(
+        m.contains("# TYPE authorizer_admin_requests_total counter\n"),
+        "{m}"
+    );
+    assert!(m.contains("# HELP authorizer_requests_total "), "{m}");
+    // Every sample line is a series and a number, under the HELP and TYPE of its family.
+    for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample");
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| f.ends_with("_seconds")))
+            .unwrap_or(name);
+        assert!(
+            m.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP"
+        );
+        assert!(
+            m.contains(&format!("# TYPE {family} ")),
+            "{family} has no TYPE"
+        );
+    }
 }
 
 both_backends!(
