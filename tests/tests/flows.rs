@@ -590,7 +590,7 @@ async fn admin_api(app: TestApp) {
         m.contains("# TYPE authorizer_admin_requests_total counter\n"),
         "{m}"
     );
-    assert!(m.contains("# HELP authorizer_requests_total "), "{m}");
+    assert!(m.contains("# HELP authorizer_admin_requests_total "), "{m}");
     // Every sample line is a series and a number, under the HELP and TYPE of its family.
     for line in m.lines().filter(|l| !l.starts_with('#')) {
         let (series, value) = line.rsplit_once(' ').expect("a sample");
