@@ -161,13 +161,7 @@ async fn resent_transaction_id_asking_other_money_is_refused(app: TestApp) {
         ("route", AUTH, &first),
     ] {
         let r = app.processor(path, &tx.body(), &uid("k")).await;
-        assert_eq!(
-            r.status,
-            409,
-            "{what}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        app.assert_signed(&r, path);
+        app.assert_signed_status(&r, 409, path, what);
         assert_eq!(r.json()["error"]["code"], "transaction_id_reused", "{what}");
     }
     assert_eq!(app.available(&user, "ARS").await, "99.00");
@@ -204,13 +198,7 @@ async fn resent_adjustment_id_asking_other_money_is_refused(app: TestApp) {
     bigger.amount = "90.00".into();
     for (path, tx) in [(ADJ_CREDIT, &bigger), (ADJ_DEBIT, &first)] {
         let r = app.processor(path, &tx.body(), &uid("k")).await;
-        assert_eq!(
-            r.status,
-            409,
-            "{path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        app.assert_signed(&r, path);
+        app.assert_signed_status(&r, 409, path, path);
         assert_eq!(r.json()["error"]["code"], "transaction_id_reused");
     }
     let r = app.processor(ADJ_CREDIT, &first.body(), &uid("k")).await;
