@@ -34,56 +34,21 @@ pub enum Backend {
 #[macro_export]
 macro_rules! both_backends {
     (settings = $tweak:path; $($name:ident),* $(,)?) => {
-        mod postgres {
+        $crate::both_backends!(@module postgres, Postgres, false, $tweak; $($name),*);
+        // Postgres with one transaction per authorization (grouped commits off).
+        $crate::both_backends!(@module postgres_single, Postgres, true, $tweak; $($name),*);
+        $crate::both_backends!(@module sqlite, Sqlite, false, $tweak; $($name),*);
+    };
+    (@module $module:ident, $backend:ident, $single:expr, $tweak:path; $($name:ident),*) => {
+        mod $module {
             // The tweak is named where the macro is called.
             #[allow(unused_imports)]
             use super::*;
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
-                        $tweak(s);
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
-                }
-            )*
-        }
-        /// Postgres with one transaction per authorization (grouped commits off).
-        mod postgres_single {
-            // The tweak is named where the macro is called.
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[actix_rt::test]
-                async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
-                        $tweak(s);
-                        s.processor.grouped_commits = false;
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            // The tweak is named where the macro is called.
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[actix_rt::test]
-                async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Sqlite, |s| {
-                        $tweak(s);
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
+                    $crate::run_scenario($crate::Backend::$backend, $single, $tweak, super::$name)
+                        .await;
                 }
             )*
         }
@@ -91,6 +56,26 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         $crate::both_backends!(settings = $crate::default_settings; $($name),*);
     };
+}
+
+/// One test of `both_backends!`: a server on `backend` with the default settings changed by
+/// `tweak` (then grouped commits off when `single`), the scenario, and the ledger's audit.
+pub async fn run_scenario<F: std::future::Future<Output = ()>>(
+    backend: Backend,
+    single: bool,
+    tweak: impl FnOnce(&mut Settings),
+    scenario: impl FnOnce(TestApp) -> F,
+) {
+    let app = TestApp::spawn_with(backend, |s| {
+        tweak(s);
+        if single {
+            s.processor.grouped_commits = false;
+        }
+    })
+    .await;
+    let store = app.store.clone();
+    scenario(app).await;
+    assert_clean(&store).await;
 }
 
 /// The settings tweak of `both_backends!` without one: the defaults as they are.

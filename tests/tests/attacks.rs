@@ -244,12 +244,7 @@ async fn duplicate_keys(app: TestApp) {
     // for review and changes no money.
     let key = uid("adv");
     let advice = replace(
-        &tx.advice(
-            "approved-authorization-advice",
-            "APPROVED",
-            "APPROVED",
-            &key,
-        ),
+        &tx.approved_advice(&key),
         "\"event_id\":\"approved-authorization-advice\"",
         "\"event_id\":\"authorization-advice\",\"event_id\":\"approved-authorization-advice\"",
     );
@@ -714,12 +709,7 @@ async fn signature_for_another_endpoint(app: TestApp) {
     // A genuine signature for one route, replayed on each other route: every pair refused.
     for signed_for in ROUTES {
         let body = if signed_for == NOTIFY {
-            tx.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            )
+            tx.approved_advice(&key)
         } else {
             tx.body()
         };

@@ -232,12 +232,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
         "INSUFFICIENT_FUNDS"
     );
     let key = uid("adv");
-    let advice = tx.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key,
-    );
+    let advice = tx.approved_advice(&key);
     let r = app.processor(NOTIFY, &advice, &key).await;
     assert_eq!(r.json()["effect"], "FORCED");
     // Effective on the processor's word, even below zero; flagged for review.
@@ -254,12 +249,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert!(flags.contains(&json!("NEGATIVE_BALANCE")), "{flags:?}");
     // The same verdict again books nothing more.
     let key2 = uid("adv");
-    let again = tx.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key2,
-    );
+    let again = tx.approved_advice(&key2);
     assert_eq!(
         app.processor(NOTIFY, &again, &key2).await.json()["effect"],
         "NOOP"
@@ -284,12 +274,7 @@ async fn verdict_before_authorization(app: TestApp) {
     // authorization then answers approved without booking again.
     let tx2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
     let key2 = uid("adv");
-    let adv2 = tx2.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key2,
-    );
+    let adv2 = tx2.approved_advice(&key2);
     assert_eq!(
         app.processor(NOTIFY, &adv2, &key2).await.json()["effect"],
         "FORCED"

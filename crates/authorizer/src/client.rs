@@ -6,9 +6,8 @@ use crate::credentials;
 use anyhow::bail;
 use processor_client::Method;
 use protocol::wire::{
-    AmountDetail, Amounts, CardRef, EntryMode, EventDetail, Merchant, MoneyField, Origin,
-    PointType, ProductType, Provider, Source, TransactionInfo, TransactionRequest, TransactionType,
-    UserRef,
+    AmountDetail, Amounts, CardRef, EntryMode, Merchant, MoneyField, Origin, PointType,
+    ProductType, Provider, Source, TransactionInfo, TransactionRequest, TransactionType, UserRef,
 };
 use protocol::{ApiSecret, Notification, WireAmount};
 use serde_json::{Value, json};
@@ -112,16 +111,15 @@ impl Client {
         Ok((answer.status, answer.json()))
     }
 
+    /// One account as the admin API shows it: status and JSON.
+    pub async fn account(&self, user: &str, currency: &str) -> anyhow::Result<(u16, Value)> {
+        let path = format!("/v1/accounts/{user}/{currency}");
+        self.admin("GET", &path, None, None).await
+    }
+
     /// The available balance, or `None` when the account does not exist.
     pub async fn available(&self, user: &str, currency: &str) -> anyhow::Result<Option<String>> {
-        let (status, v) = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await?;
+        let (status, v) = self.account(user, currency).await?;
         Ok((status == 200).then(|| v["available"].as_str().unwrap_or_default().to_owned()))
     }
 }
@@ -314,43 +312,20 @@ impl Simulation {
             id: self.user.clone(),
         };
         let idempotency_key = generated_id("idem");
+        let request = TransactionRequest {
+            transaction,
+            merchant: Some(merchant),
+            card: Some(card),
+            user: Some(user),
+            amount,
+        };
         let body = if is_advice {
             let approved = self.kind == AdviceApproved;
-            let n = Notification {
-                event_id: if approved {
-                    "approved-authorization-advice"
-                } else {
-                    "authorization-advice"
-                }
-                .into(),
-                event_detail: EventDetail {
-                    transaction: Some(transaction),
-                    user: Some(user),
-                    card: Some(card),
-                    merchant: Some(merchant),
-                    amount: Some(amount),
-                    status: Some(if approved { "APPROVED" } else { "REJECTED" }.into()),
-                    status_detail: Some(
-                        if approved {
-                            "APPROVED"
-                        } else {
-                            "CLIENT_TIMEOUT"
-                        }
-                        .into(),
-                    ),
-                    extra_detail: None,
-                },
-                idempotency_key: Some(idempotency_key.clone()),
-            };
+            let n =
+                Notification::advice(request, approved, "CLIENT_TIMEOUT", idempotency_key.clone());
             serde_json::to_vec(&n)?
         } else {
-            serde_json::to_vec(&TransactionRequest {
-                transaction,
-                merchant: Some(merchant),
-                card: Some(card),
-                user: Some(user),
-                amount,
-            })?
+            serde_json::to_vec(&request)?
         };
         let summary = match self.kind {
             Balance => format!("balance inquiry for {} in {}", self.user, self.currency),

@@ -3,7 +3,6 @@
 //! run's timeout, and admin calls with the bearer token. One [`Http`] per thread: awc
 //! clients are not `Send`.
 
-use bytes::Bytes;
 use processor_client::Client;
 use protocol::ApiSecret;
 use serde_json::Value;
@@ -17,8 +16,18 @@ const ADMIN_TIMEOUT_MIN: Duration = Duration::from_secs(30);
 /// Largest answer body read.
 const BODY_LIMIT: usize = 1 << 20;
 
+/// The shared client (processor calls: `processor`, `processor_at`, `processor_raw`) with
+/// the run's deadlines, and admin calls answering status and JSON.
 pub struct Http {
     client: Client,
+}
+
+impl std::ops::Deref for Http {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
 }
 
 impl Http {
@@ -44,44 +53,6 @@ impl Http {
             .with_body_limit(BODY_LIMIT)
             .with_deadlines(timeout, admin_timeout);
         Http { client }
-    }
-
-    /// Signs `body` for `path` now and sends it.
-    pub async fn processor(
-        &self,
-        path: &str,
-        idempotency_key: &str,
-        body: Bytes,
-    ) -> Result<Answer, Failure> {
-        self.client.processor(path, idempotency_key, body).await
-    }
-
-    /// Like [`Http::processor`], but signed as of unix time `timestamp` (a skewed clock).
-    pub async fn processor_at(
-        &self,
-        path: &str,
-        idempotency_key: &str,
-        body: Bytes,
-        timestamp: i64,
-    ) -> Result<Answer, Failure> {
-        self.client
-            .processor_at(path, idempotency_key, body, timestamp)
-            .await
-    }
-
-    /// Sends `body` to `path` with the given timestamp and signature header values (`None`:
-    /// no signature headers at all) and optional idempotency key. For refused-input tests:
-    /// bad signatures, missing headers.
-    pub async fn processor_raw(
-        &self,
-        path: &str,
-        idempotency_key: Option<&str>,
-        body: Bytes,
-        signed: Option<(String, String)>,
-    ) -> Result<Answer, Failure> {
-        self.client
-            .processor_raw(path, idempotency_key, body, signed)
-            .await
     }
 
     /// A GET whose answer is text (`/metrics`): status and body.

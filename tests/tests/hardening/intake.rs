@@ -247,12 +247,7 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
         let ok = uid("ctx");
         let t = Tx::new(&ok, "PURCHASE", "u1", "40.00", "ARS");
         let key = uid("adv");
-        let advice = t.advice(
-            "approved-authorization-advice",
-            "APPROVED",
-            "APPROVED",
-            &key,
-        );
+        let advice = t.approved_advice(&key);
         let bad = json_inner(&id);
         let advice = match field {
             "event_detail.transaction.id" => replace(
@@ -741,12 +736,7 @@ async fn hostile_ids_forge_no_log_line() {
                 );
             }
             let key = uid("adv");
-            let advice = t.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            );
+            let advice = t.approved_advice(&key);
             let advice = replace(&advice, &from, &to);
             assert_eq!(
                 send_signed(&base, NOTIFY, &advice, &key).await,

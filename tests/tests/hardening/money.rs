@@ -52,18 +52,7 @@ async fn negative_advice_never_credits_the_cardholder(app: TestApp) {
     // The processor's final word on a purchase we never saw, with a negative amount.
     let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "-50.00", "ARS");
     let key = uid("adv");
-    let r = app
-        .processor(
-            NOTIFY,
-            &tx.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            ),
-            &key,
-        )
-        .await;
+    let r = app.processor(NOTIFY, &tx.approved_advice(&key), &key).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     app.assert_signed(&r, NOTIFY);
     assert_eq!(app.available(&user, "ARS").await, "100.00");
