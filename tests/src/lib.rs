@@ -5,6 +5,7 @@ use authorizer::Settings;
 use authorizer::app::Application;
 use authorizer::config::Secret;
 use authorizer::credentials::Credentials;
+use processor_client::{Failure, Method, Signed};
 use protocol::signature::{self, headers};
 use protocol::{ApiSecret, KeyRing};
 use serde_json::{Value, json};
@@ -33,56 +34,21 @@ pub enum Backend {
 #[macro_export]
 macro_rules! both_backends {
     (settings = $tweak:path; $($name:ident),* $(,)?) => {
-        mod postgres {
+        $crate::both_backends!(@module postgres, Postgres, false, $tweak; $($name),*);
+        // Postgres with one transaction per authorization (grouped commits off).
+        $crate::both_backends!(@module postgres_single, Postgres, true, $tweak; $($name),*);
+        $crate::both_backends!(@module sqlite, Sqlite, false, $tweak; $($name),*);
+    };
+    (@module $module:ident, $backend:ident, $single:expr, $tweak:path; $($name:ident),*) => {
+        mod $module {
             // The tweak is named where the macro is called.
             #[allow(unused_imports)]
             use super::*;
             $(
                 #[actix_rt::test]
                 async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
-                        $tweak(s);
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
-                }
-            )*
-        }
-        /// Postgres with one transaction per authorization (grouped commits off).
-        mod postgres_single {
-            // The tweak is named where the macro is called.
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[actix_rt::test]
-                async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Postgres, |s| {
-                        $tweak(s);
-                        s.processor.grouped_commits = false;
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
-                }
-            )*
-        }
-        mod sqlite {
-            // The tweak is named where the macro is called.
-            #[allow(unused_imports)]
-            use super::*;
-            $(
-                #[actix_rt::test]
-                async fn $name() {
-                    let app = $crate::TestApp::spawn_with($crate::Backend::Sqlite, |s| {
-                        $tweak(s);
-                    })
-                    .await;
-                    let store = app.store.clone();
-                    super::$name(app).await;
-                    $crate::assert_clean(&store).await;
+                    $crate::run_scenario($crate::Backend::$backend, $single, $tweak, super::$name)
+                        .await;
                 }
             )*
         }
@@ -90,6 +56,26 @@ macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
         $crate::both_backends!(settings = $crate::default_settings; $($name),*);
     };
+}
+
+/// One test of `both_backends!`: a server on `backend` with the default settings changed by
+/// `tweak` (then grouped commits off when `single`), the scenario, and the ledger's audit.
+pub async fn run_scenario<F: std::future::Future<Output = ()>>(
+    backend: Backend,
+    single: bool,
+    tweak: impl FnOnce(&mut Settings),
+    scenario: impl FnOnce(TestApp) -> F,
+) {
+    let app = TestApp::spawn_with(backend, |s| {
+        tweak(s);
+        if single {
+            s.processor.grouped_commits = false;
+        }
+    })
+    .await;
+    let store = app.store.clone();
+    scenario(app).await;
+    assert_clean(&store).await;
 }
 
 /// The settings tweak of `both_backends!` without one: the defaults as they are.
@@ -180,6 +166,8 @@ pub struct TestApp {
     pub database_url: Option<String>,
     pub data_dir: tempfile::TempDir,
     pub metrics: std::sync::Arc<authorizer::metrics::Metrics>,
+    /// The shared signed client over `client`, keyed with the demo key pair.
+    pub api: processor_client::Client,
     /// Authorizations share transactions (grouped commits on, the default, on either store).
     pub grouped_commits: bool,
     handle: actix_web::dev::ServerHandle,
@@ -241,10 +229,18 @@ impl TestApp {
         let client = awc::Client::builder()
             .timeout(std::time::Duration::from_secs(30))
             .finish();
+        let api = processor_client::Client::new(
+            client.clone(),
+            &base,
+            API_KEY,
+            secret.clone(),
+            ADMIN_TOKEN,
+        );
         TestApp {
             backend,
             base,
             client,
+            api,
             secret,
             store,
             database_url,
@@ -257,27 +253,6 @@ impl TestApp {
 
     pub async fn stop(&self) {
         self.handle.stop(true).await;
-    }
-
-    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
-        let mut res = req.send_body(body).await.expect("request sent");
-        let status = res.status().as_u16();
-        let headers = res
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let body = res
-            .body()
-            .limit(16 * 1024 * 1024)
-            .await
-            .expect("response body")
-            .to_vec();
-        Resp {
-            status,
-            headers,
-            body,
-        }
     }
 
     /// Sends `body` to `path` signed as the processor signs, now.
@@ -306,18 +281,34 @@ impl TestApp {
         api_key: &str,
         secret: &ApiSecret,
     ) -> Resp {
-        let ts = timestamp.to_string();
-        let sig = signature::sign(secret, &ts, signed_endpoint, body);
-        let req = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .insert_header((headers::API_KEY, api_key))
-            .insert_header((headers::TIMESTAMP, ts))
-            .insert_header((headers::ENDPOINT, signed_endpoint))
-            .insert_header((headers::SIGNATURE, sig))
-            .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-            .insert_header(("content-type", "application/json"));
-        self.send(req, body.to_vec()).await
+        let req = signed(
+            &self.api,
+            path,
+            body,
+            idempotency_key,
+            timestamp,
+            signed_endpoint,
+            api_key,
+            secret,
+        );
+        sent(exchange(&self.api, req, body.to_vec()).await)
+    }
+
+    /// Sends a request built on `client` (or `api`) and reads the whole answer.
+    pub async fn send_request(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
+        sent(exchange(&self.api, req, body).await)
+    }
+
+    /// Asserts the answer has `status` (`what` and the body say which case failed) and
+    /// carries our signature for `endpoint`.
+    pub fn assert_signed_status(&self, r: &Resp, status: u16, endpoint: &str, what: &str) {
+        assert_eq!(
+            r.status,
+            status,
+            "{what}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        self.assert_signed(r, endpoint);
     }
 
     /// Asserts the answer carries our signature over its exact bytes, a fresh timestamp
@@ -344,28 +335,11 @@ impl TestApp {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> Resp {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            "PUT" => self.client.put(url),
-            "POST" => self.client.post(url),
-            m => panic!("method {m}"),
-        }
-        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")));
-        if let Some(k) = idem {
-            req = req.insert_header(("idempotency-key", k));
-        }
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.send(
-            req.insert_header(("content-type", "application/json")),
-            bytes,
-        )
-        .await
+        sent(admin(&self.api, method, path, body, idem).await)
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
-            .await
+        sent(get(&self.api, path).await)
     }
 
     /// Opens an account and deposits `amount` (a decimal string) into it.
@@ -427,34 +401,77 @@ impl TestApp {
     pub async fn assert_audit_clean(&self) -> store::AuditReport {
         assert_clean(&self.store).await
     }
+
+    /// What the ledger holds (audited first) and `u1`'s ARS balance.
+    pub async fn ledger(&self) -> Ledger {
+        let r = self.assert_audit_clean().await;
+        Ledger {
+            movements: r.movements,
+            postings: r.postings,
+            processor_transactions: r.processor_transactions,
+            notifications: r.notifications,
+            available: self.available("u1", "ARS").await,
+        }
+    }
+
+    /// A signed processor request as raw HTTP/1.1 bytes (`Connection: close`), with extra
+    /// header lines (each ending in CRLF) after the real ones.
+    pub fn signed_raw(&self, path: &str, body: &[u8], key: &str, extra: &str) -> Vec<u8> {
+        let (ts, sig) = processor_client::sign(&self.secret, crate_now(), path, body);
+        let mut req = format!(
+            "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {API_KEY}\r\nX-Timestamp: {ts}\r\nX-Endpoint: {path}\r\nX-Signature: {sig}\r\nx-idempotency-key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        req
+    }
+}
+
+/// Everything the ledger holds, and the test account's balance: equal before and after a
+/// refused request when it changed nothing.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ledger {
+    pub movements: i64,
+    pub postings: i64,
+    pub processor_transactions: i64,
+    pub notifications: i64,
+    pub available: String,
+}
+
+/// The answer as a test reads it.
+fn resp(a: processor_client::Answer) -> Resp {
+    Resp {
+        status: a.status,
+        headers: a
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+            .collect(),
+        body: a.body.to_vec(),
+    }
+}
+
+/// `TestApp`'s calls panic when the connection failed or the answer was cut off.
+fn sent(r: Result<Resp, Failure>) -> Resp {
+    r.unwrap_or_else(|f| panic!("request sent and answered: {f}"))
 }
 
 /// Sends a request and reads the whole answer; `Err` when the connection failed or the
 /// answer was cut off.
-async fn exchange(req: awc::ClientRequest, body: Vec<u8>) -> Result<Resp, String> {
-    let mut res = req.send_body(body).await.map_err(|e| e.to_string())?;
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = res
-        .body()
-        .limit(16 * 1024 * 1024)
-        .await
-        .map_err(|e| e.to_string())?
-        .to_vec();
-    Ok(Resp {
-        status,
-        headers,
-        body,
-    })
+async fn exchange(
+    api: &processor_client::Client,
+    req: awc::ClientRequest,
+    body: Vec<u8>,
+) -> Result<Resp, Failure> {
+    api.send(req, body.into(), None).await.map(resp)
 }
 
-/// `req` with the processor's headers, `body` signed for `signed_endpoint` at `timestamp`.
+/// A processor request to `path`, `body` signed for `signed_endpoint` at `timestamp`.
+#[allow(clippy::too_many_arguments)]
 fn signed(
-    req: awc::ClientRequest,
+    api: &processor_client::Client,
+    path: &str,
     body: &[u8],
     idempotency_key: &str,
     timestamp: i64,
@@ -462,14 +479,41 @@ fn signed(
     api_key: &str,
     secret: &ApiSecret,
 ) -> awc::ClientRequest {
-    let ts = timestamp.to_string();
-    let sig = signature::sign(secret, &ts, signed_endpoint, body);
-    req.insert_header((headers::API_KEY, api_key))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, signed_endpoint))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-        .insert_header(("content-type", "application/json"))
+    api.processor_request(
+        path,
+        Signed {
+            api_key,
+            endpoint: signed_endpoint,
+            signature: Some(processor_client::sign(
+                secret,
+                timestamp,
+                signed_endpoint,
+                body,
+            )),
+            idempotency_key: Some(idempotency_key),
+        },
+    )
+}
+
+/// An admin API call with the test admin token.
+async fn admin(
+    api: &processor_client::Client,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+    idem: Option<&str>,
+) -> Result<Resp, Failure> {
+    let method = match method {
+        "GET" => Method::GET,
+        "PUT" => Method::PUT,
+        "POST" => Method::POST,
+        m => panic!("method {m}"),
+    };
+    api.admin(method, path, body.as_ref(), idem).await.map(resp)
+}
+
+async fn get(api: &processor_client::Client, path: &str) -> Result<Resp, Failure> {
+    api.get(path).await.map(resp)
 }
 
 /// An authorizer reached over HTTP only, in this process or another (a fleet's processes,
@@ -478,42 +522,44 @@ fn signed(
 #[derive(Clone)]
 pub struct Remote {
     pub base: String,
-    client: awc::Client,
-    secret: ApiSecret,
+    api: processor_client::Client,
+}
+
+/// Status 0 and an empty body for a failed connection.
+fn or_status_0(r: Result<Resp, Failure>) -> Resp {
+    r.unwrap_or(Resp {
+        status: 0,
+        headers: vec![],
+        body: vec![],
+    })
 }
 
 impl Remote {
     /// The server at `base`, keyed with the demo key pair and the test admin token.
     pub fn new(base: &str) -> Remote {
+        let http = awc::Client::builder()
+            .timeout(std::time::Duration::from_secs(30))
+            .finish();
+        let secret = ApiSecret::from_base64(API_SECRET).expect("demo secret");
         Remote {
             base: base.to_owned(),
-            client: awc::Client::builder()
-                .timeout(std::time::Duration::from_secs(30))
-                .finish(),
-            secret: ApiSecret::from_base64(API_SECRET).expect("demo secret"),
+            api: processor_client::Client::new(http, base, API_KEY, secret, ADMIN_TOKEN),
         }
-    }
-
-    async fn send(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
-        exchange(req, body).await.unwrap_or(Resp {
-            status: 0,
-            headers: vec![],
-            body: vec![],
-        })
     }
 
     /// Sends `body` to `path` signed as the processor signs, now.
     pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
         let req = signed(
-            self.client.post(format!("{}{path}", self.base)),
+            &self.api,
+            path,
             body,
             idempotency_key,
             crate_now(),
             path,
             API_KEY,
-            &self.secret,
+            self.api.secret(),
         );
-        self.send(req, body.to_vec()).await
+        or_status_0(exchange(&self.api, req, body.to_vec()).await)
     }
 
     pub async fn admin(
@@ -523,25 +569,11 @@ impl Remote {
         body: Option<Value>,
         idem: Option<&str>,
     ) -> Resp {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            "PUT" => self.client.put(url),
-            "POST" => self.client.post(url),
-            m => panic!("method {m}"),
-        }
-        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
-        .insert_header(("content-type", "application/json"));
-        if let Some(k) = idem {
-            req = req.insert_header(("idempotency-key", k));
-        }
-        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-        self.send(req, bytes).await
+        or_status_0(admin(&self.api, method, path, body, idem).await)
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.client.get(format!("{}{path}", self.base)), vec![])
-            .await
+        or_status_0(get(&self.api, path).await)
     }
 }
 
@@ -617,6 +649,11 @@ impl Tx {
             cur = self.currency,
         )
         .into_bytes()
+    }
+
+    /// The approved-authorization advice of this transaction.
+    pub fn approved_advice(&self, key: &str) -> Vec<u8> {
+        self.advice("approved-authorization-advice", "APPROVED", "APPROVED", key)
     }
 
     /// A notification body carrying this transaction and a verdict.

@@ -8,27 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// What the ledger holds: counts of everything and the test account's balance.
-#[derive(Debug, PartialEq, Eq)]
-struct Ledger {
-    movements: i64,
-    postings: i64,
-    processor_transactions: i64,
-    notifications: i64,
-    available: String,
-}
-
-async fn ledger(app: &TestApp) -> Ledger {
-    let r = app.assert_audit_clean().await;
-    Ledger {
-        movements: r.movements,
-        postings: r.postings,
-        processor_transactions: r.processor_transactions,
-        notifications: r.notifications,
-        available: app.available("u1", "ARS").await,
-    }
-}
-
 fn host_port(app: &TestApp) -> String {
     app.base.trim_start_matches("http://").to_owned()
 }
@@ -90,15 +69,7 @@ fn status_of(response: &str) -> u16 {
 
 /// A signed processor request as raw HTTP/1.1 bytes, with extra header lines.
 fn signed_raw(app: &TestApp, path: &str, body: &[u8], key: &str, extra: &str) -> Vec<u8> {
-    let ts = crate_now().to_string();
-    let sig = signature::sign(&app.secret, &ts, path, body);
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nX-Api-Key: {API_KEY}\r\nX-Timestamp: {ts}\r\nX-Endpoint: {path}\r\nX-Signature: {sig}\r\nx-idempotency-key: {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    req
+    app.signed_raw(path, body, key, extra)
 }
 
 fn replace(body: &[u8], from: &str, to: &str) -> Vec<u8> {
@@ -109,7 +80,7 @@ fn replace(body: &[u8], from: &str, to: &str) -> Vec<u8> {
 
 async fn oversized_bodies(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let limit = 64 * 1024;
     // Chunked, no Content-Length: refused once the stream passes the limit.
     let chunk = vec![b'a'; 8 * 1024];
@@ -142,12 +113,12 @@ async fn oversized_bodies(app: TestApp) {
     )
     .await;
     assert_eq!(status_of(&r), 413, "{r}");
-    assert_eq!(ledger(&app).await, before);
+    assert_eq!(app.ledger().await, before);
 }
 
 async fn deeply_nested_json(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     // 20,000 levels in a field we do not even read (the parser skips such fields without
     // its depth limit): refused before parsing, never stored.
@@ -182,7 +153,7 @@ async fn deeply_nested_json(app: TestApp) {
     )
     .await;
     assert_eq!(status_of(&r), 400, "{r}");
-    assert_eq!(ledger(&app).await, before);
+    assert_eq!(app.ledger().await, before);
     // Moderate nesting in a field we keep is accepted, stored, and shown back.
     let fine = format!("{}1{}", "[".repeat(20), "]".repeat(20));
     let body = replace(
@@ -202,7 +173,7 @@ async fn deeply_nested_json(app: TestApp) {
 
 async fn duplicate_keys(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     let body = tx.body();
     // Which of two values counts must never be a parser's choice: a duplicated key in any
@@ -273,12 +244,7 @@ async fn duplicate_keys(app: TestApp) {
     // for review and changes no money.
     let key = uid("adv");
     let advice = replace(
-        &tx.advice(
-            "approved-authorization-advice",
-            "APPROVED",
-            "APPROVED",
-            &key,
-        ),
+        &tx.approved_advice(&key),
         "\"event_id\":\"approved-authorization-advice\"",
         "\"event_id\":\"authorization-advice\",\"event_id\":\"approved-authorization-advice\"",
     );
@@ -298,7 +264,7 @@ async fn duplicate_keys(app: TestApp) {
     .await;
     assert_eq!(status_of(&r), 400, "{r}");
     assert!(r.contains("duplicate field"), "{r}");
-    let after = ledger(&app).await;
+    let after = app.ledger().await;
     assert_eq!(
         (
             after.movements,
@@ -320,7 +286,7 @@ async fn duplicate_keys(app: TestApp) {
 
 async fn invalid_text(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     let body = tx.body();
     // Lone surrogates and bad escapes inside strings, read or ignored.
@@ -491,7 +457,7 @@ async fn invalid_text(app: TestApp) {
         .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.json()["error"]["code"], "invalid_query");
-    let after = ledger(&app).await;
+    let after = app.ledger().await;
     assert_eq!(
         after.movements,
         before.movements + 1,
@@ -502,7 +468,7 @@ async fn invalid_text(app: TestApp) {
 
 async fn hostile_amounts(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     // Not JSON numbers, or strings that are not plain decimals: refused before any decision.
     for amount in [
         "NaN",
@@ -550,7 +516,7 @@ async fn hostile_amounts(app: TestApp) {
     // Negative zero moves nothing, whatever the decision.
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "-0.00", "ARS");
     assert_eq!(app.processor(AUTH, &t.body(), &uid("k")).await.status, 200);
-    let after = ledger(&app).await;
+    let after = app.ledger().await;
     assert_eq!(
         (after.movements, after.postings, &after.available),
         (before.movements, before.postings, &before.available),
@@ -572,7 +538,7 @@ async fn hostile_amounts(app: TestApp) {
 
 async fn header_floods(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let body = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").body();
     // Hundreds of headers (actix-web reads at most 96, and a head of at most 128 KiB).
     let many: String = (0..300).map(|i| format!("X-Flood-{i}: {i}\r\n")).collect();
@@ -588,7 +554,7 @@ async fn header_floods(app: TestApp) {
         .collect();
     let r = raw(&app, &signed_raw(&app, AUTH, &body, &uid("k"), &wide)).await;
     assert_eq!(status_of(&r), 431, "wide head");
-    assert_eq!(ledger(&app).await, before);
+    assert_eq!(app.ledger().await, before);
     // The server is unharmed and a request with a few extra headers is served.
     let extra: String = (0..20).map(|i| format!("X-Extra-{i}: {i}\r\n")).collect();
     let r = raw(&app, &signed_raw(&app, AUTH, &body, &uid("k"), &extra)).await;
@@ -659,7 +625,7 @@ async fn slow_clients_are_cut_off(backend: Backend) {
     })
     .await;
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let every = Duration::from_millis(100);
     // 1. The request head, one byte every 100 ms: 80 bytes would take 8 s.
     let head =
@@ -713,7 +679,7 @@ async fn slow_clients_are_cut_off(backend: Backend) {
     let slow = dribble(&app, admin.as_bytes(), admin_body, every).await;
     assert_eq!(status_of(&slow.answer), 408, "{}", slow.answer);
     assert!(slow.cut_off && slow.closed);
-    let after = ledger(&app).await;
+    let after = app.ledger().await;
     assert_eq!(
         after.processor_transactions,
         before.processor_transactions + 1,
@@ -736,19 +702,14 @@ const ROUTES: [&str; 6] = [AUTH, AUTH_DEBIT, AUTH_CREDIT, ADJ_DEBIT, ADJ_CREDIT,
 
 async fn signature_for_another_endpoint(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     let key = uid("adv");
     let now = crate_now();
     // A genuine signature for one route, replayed on each other route: every pair refused.
     for signed_for in ROUTES {
         let body = if signed_for == NOTIFY {
-            tx.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            )
+            tx.approved_advice(&key)
         } else {
             tx.body()
         };
@@ -806,7 +767,7 @@ async fn signature_for_another_endpoint(app: TestApp) {
     };
     assert_eq!(failures("endpoint_mismatch"), 30);
     assert_eq!(failures("mismatch"), 31);
-    assert_eq!(ledger(&app).await, before);
+    assert_eq!(app.ledger().await, before);
 }
 
 async fn replays_within_the_window_book_once(app: TestApp) {
@@ -825,7 +786,7 @@ async fn replays_within_the_window_book_once(app: TestApp) {
         let first = raw(&app, &captured).await;
         assert_eq!(status_of(&first), 200, "{first}");
         let first_body = first.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
-        let snapshot = ledger(&app).await;
+        let snapshot = app.ledger().await;
         assert_eq!(snapshot.available, balance, "{path}");
         for _ in 0..5 {
             let again = raw(&app, &captured).await;
@@ -837,7 +798,7 @@ async fn replays_within_the_window_book_once(app: TestApp) {
             );
         }
         assert_eq!(
-            ledger(&app).await,
+            app.ledger().await,
             snapshot,
             "{path}: replays changed nothing"
         );
@@ -852,7 +813,7 @@ async fn replays_within_the_window_book_once(app: TestApp) {
             "{path}"
         );
         assert_eq!(
-            ledger(&app).await,
+            app.ledger().await,
             snapshot,
             "{path}: a new key changed nothing"
         );
@@ -876,7 +837,7 @@ async fn replays_after_the_window_are_refused(backend: Backend) {
         let r = raw(&app, c).await;
         assert_eq!(status_of(&r), 200, "{r}");
     }
-    let snapshot = ledger(&app).await;
+    let snapshot = app.ledger().await;
     assert_eq!(snapshot.available, "93.00");
     // Past the window, the same bytes are stale: 401, whatever the key and body.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -891,7 +852,7 @@ async fn replays_after_the_window_are_refused(backend: Backend) {
         ),
         2
     );
-    assert_eq!(ledger(&app).await, snapshot);
+    assert_eq!(app.ledger().await, snapshot);
 }
 
 #[actix_rt::test]

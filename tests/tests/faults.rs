@@ -56,7 +56,7 @@ async fn blocked_database(app: TestApp) {
     let purchase = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "1.00", "ARS");
     let (pk, rk, nk) = (uid("k"), uid("k"), uid("adv"));
-    let advice = purchase.advice("approved-authorization-advice", "APPROVED", "APPROVED", &nk);
+    let advice = purchase.approved_advice(&nk);
 
     // Approved before the outage; the processor will resend it during it.
     let earlier = Tx::new(&uid("ctx"), "PURCHASE", "u1", "5.00", "ARS");

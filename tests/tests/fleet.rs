@@ -129,6 +129,13 @@ async fn admin_at(base: &str, method: &str, path: &str, body: Option<Value>) -> 
 }
 
 /// Opens u1/ARS through `open_at` and deposits `amount` through `deposit_at`.
+/// Puts a card's rules at `base`; returns the status.
+async fn put_card_at(base: &str, card: &str, body: Value) -> u16 {
+    admin_at(base, "PUT", &format!("/v1/cards/{card}"), Some(body))
+        .await
+        .0
+}
+
 async fn open_and_fund(open_at: &str, deposit_at: &str, amount: &str) {
     let (s, _) = admin_at(open_at, "PUT", "/v1/accounts/u1/ARS", None).await;
     assert_eq!(s, 201);
@@ -293,13 +300,7 @@ async fn rule_changes_reach_every_instance() {
     apps[0].funded("u1", "ARS", "1000.00").await;
     let card = uid("crd");
     let put_card = |status: &str, mccs: Vec<&str>| json!({ "user_id": "u1", "status": status, "blocked_mccs": mccs });
-    let (s, _) = admin_at(
-        &apps[0].base,
-        "PUT",
-        &format!("/v1/cards/{card}"),
-        Some(put_card("ACTIVE", vec![])),
-    )
-    .await;
+    let s = put_card_at(&apps[0].base, &card, put_card("ACTIVE", vec![])).await;
     assert_eq!(s, 201);
     let inquiry = Tx::new("x", "BALANCE_INQUIRY", "u1", "0", "ARS").card(&card);
     // Warm every instance's cache, twice: the second is a hit.
@@ -352,13 +353,7 @@ async fn rule_changes_reach_every_instance() {
         }
         let before: Vec<u64> = apps[1..].iter().map(invalidations).collect();
         let t0 = Instant::now();
-        let (s, _) = admin_at(
-            &apps[0].base,
-            "PUT",
-            &format!("/v1/cards/{card}"),
-            Some(body),
-        )
-        .await;
+        let s = put_card_at(&apps[0].base, &card, body).await;
         assert_eq!(s, 200);
         let answered = t0.elapsed();
         while apps[1..]
@@ -424,11 +419,10 @@ async fn a_lost_invalidation_is_bounded_by_the_cache_ttl() {
     let (apps, _) = fleet(2, Some(&redis), |s| s.rules.cache_ttl_ms = 1_000).await;
     apps[0].funded("u1", "ARS", "10.00").await;
     let card = uid("crd");
-    let (s, _) = admin_at(
+    let s = put_card_at(
         &apps[0].base,
-        "PUT",
-        &format!("/v1/cards/{card}"),
-        Some(json!({ "user_id": "u1", "status": "ACTIVE" })),
+        &card,
+        json!({ "user_id": "u1", "status": "ACTIVE" }),
     )
     .await;
     assert_eq!(s, 201);
@@ -673,11 +667,10 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     apps[0].funded("u1", "ARS", "1000.00").await;
     let bases: Vec<String> = apps.iter().map(|a| a.base.clone()).collect();
     let card = uid("crd");
-    let (s, _) = admin_at(
+    let s = put_card_at(
         &bases[0],
-        "PUT",
-        &format!("/v1/cards/{card}"),
-        Some(json!({ "user_id": "u1", "status": "ACTIVE" })),
+        &card,
+        json!({ "user_id": "u1", "status": "ACTIVE" }),
     )
     .await;
     assert_eq!(s, 201);
@@ -720,11 +713,10 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
     }
-    let (s, _) = admin_at(
+    let s = put_card_at(
         &bases[0],
-        "PUT",
-        &format!("/v1/cards/{card}"),
-        Some(json!({ "user_id": "u1", "status": "BLOCKED" })),
+        &card,
+        json!({ "user_id": "u1", "status": "BLOCKED" }),
     )
     .await;
     assert_eq!(s, 200);

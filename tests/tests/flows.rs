@@ -232,12 +232,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
         "INSUFFICIENT_FUNDS"
     );
     let key = uid("adv");
-    let advice = tx.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key,
-    );
+    let advice = tx.approved_advice(&key);
     let r = app.processor(NOTIFY, &advice, &key).await;
     assert_eq!(r.json()["effect"], "FORCED");
     // Effective on the processor's word, even below zero; flagged for review.
@@ -254,12 +249,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert!(flags.contains(&json!("NEGATIVE_BALANCE")), "{flags:?}");
     // The same verdict again books nothing more.
     let key2 = uid("adv");
-    let again = tx.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key2,
-    );
+    let again = tx.approved_advice(&key2);
     assert_eq!(
         app.processor(NOTIFY, &again, &key2).await.json()["effect"],
         "NOOP"
@@ -284,12 +274,7 @@ async fn verdict_before_authorization(app: TestApp) {
     // authorization then answers approved without booking again.
     let tx2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
     let key2 = uid("adv");
-    let adv2 = tx2.advice(
-        "approved-authorization-advice",
-        "APPROVED",
-        "APPROVED",
-        &key2,
-    );
+    let adv2 = tx2.approved_advice(&key2);
     assert_eq!(
         app.processor(NOTIFY, &adv2, &key2).await.json()["effect"],
         "FORCED"
@@ -646,8 +631,35 @@ async fn admin_api(app: TestApp) {
     assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
     assert_eq!(app.get("/healthz").await.status, 200);
     assert_eq!(app.get("/readyz").await.status, 200);
-    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
-    assert!(m.contains("authorizer_admin_requests_total"), "{m}");
+    let scrape = app.get("/metrics").await;
+    assert_eq!(
+        scrape.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let m = String::from_utf8(scrape.body).unwrap();
+    assert!(
+        m.contains("# TYPE authorizer_admin_requests_total counter\n"),
+        "{m}"
+    );
+    assert!(m.contains("# HELP authorizer_admin_requests_total "), "{m}");
+    // Every sample line is a series and a number, under the HELP and TYPE of its family.
+    for line in m.lines().filter(|l| !l.starts_with('#')) {
+        let (series, value) = line.rsplit_once(' ').expect("a sample");
+        value.parse::<f64>().unwrap_or_else(|_| panic!("{line}"));
+        let name = series.split('{').next().unwrap();
+        let family = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|s| name.strip_suffix(s).filter(|f| f.ends_with("_seconds")))
+            .unwrap_or(name);
+        assert!(
+            m.contains(&format!("# HELP {family} ")),
+            "{family} has no HELP"
+        );
+        assert!(
+            m.contains(&format!("# TYPE {family} ")),
+            "{family} has no TYPE"
+        );
+    }
 }
 
 both_backends!(

@@ -83,119 +83,33 @@ async fn every_break_class(app: TestApp) {
     let files = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
     let d = date.format("%Y%m%d");
-    let transactions = [
-        TX_HEADER.to_owned(),
-        tx_row(
-            &id("a"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "100.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("b"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "210.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("c"),
-            "AUTHORIZATION",
-            "REJECTED",
-            "DEBIT",
-            "50.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("e"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "40.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("f"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "10.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("f"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "10.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("g"),
-            "ADJUSTMENT",
-            "APPROVED",
-            "CREDIT",
-            "20.00",
-            "ARS",
-            &id("h"),
-        ),
-        tx_row(
-            &id("h"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "60.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("i"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "70.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("j"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "5.00",
-            "USD",
-            "",
-        ),
-        tx_row(
-            &id("k"),
-            "AUTHORIZATION",
-            "REJECTED",
-            "DEBIT",
-            "99999.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("x"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "12.345",
-            "ARS",
-            "",
-        ),
-        tx_row(&id("y"), "REFUND", "APPROVED", "CREDIT", "1.00", "ARS", ""),
-    ]
-    .join("\n");
+    // id, kind, status, direction, amount, currency, original: ids under this test's prefix.
+    let rows = "\
+a,AUTHORIZATION,APPROVED,DEBIT,100.00,ARS,
+b,AUTHORIZATION,APPROVED,DEBIT,210.00,ARS,
+c,AUTHORIZATION,REJECTED,DEBIT,50.00,ARS,
+e,AUTHORIZATION,APPROVED,DEBIT,40.00,ARS,
+f,AUTHORIZATION,APPROVED,DEBIT,10.00,ARS,
+f,AUTHORIZATION,APPROVED,DEBIT,10.00,ARS,
+g,ADJUSTMENT,APPROVED,CREDIT,20.00,ARS,h
+h,AUTHORIZATION,APPROVED,DEBIT,60.00,ARS,
+i,AUTHORIZATION,APPROVED,DEBIT,70.00,ARS,
+j,AUTHORIZATION,APPROVED,DEBIT,5.00,USD,
+k,AUTHORIZATION,REJECTED,DEBIT,99999.00,ARS,
+x,AUTHORIZATION,APPROVED,DEBIT,12.345,ARS,
+y,REFUND,APPROVED,CREDIT,1.00,ARS,";
+    let transactions = std::iter::once(TX_HEADER.to_owned())
+        .chain(rows.lines().map(|row| {
+            let f: Vec<&str> = row.split(',').collect();
+            let original = if f[6].is_empty() {
+                String::new()
+            } else {
+                id(f[6])
+            };
+            tx_row(&id(f[0]), f[1], f[2], f[3], f[4], f[5], &original)
+        }))
+        .collect::<Vec<_>>()
+        .join("\n");
     std::fs::write(
         files.path().join(format!("transactions_{d}.csv")),
         &transactions,

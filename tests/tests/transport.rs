@@ -83,15 +83,7 @@ async fn https_async(
 }
 
 fn signed_request(app: &TestApp, path: &str, body: &[u8], key: &str) -> Vec<u8> {
-    let ts = crate_now().to_string();
-    let sig = signature::sign(&app.secret, &ts, path, body);
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Api-Key: {API_KEY}\r\nX-Timestamp: {ts}\r\nX-Endpoint: {path}\r\nX-Signature: {sig}\r\nx-idempotency-key: {key}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    req
+    app.signed_raw(path, body, key, "")
 }
 
 fn split(answer: &str) -> (u16, &str, &str) {

@@ -398,14 +398,7 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
             .await
         }
         AccountAction::Show { user, currency } => {
-            let (st, v) = c
-                .admin(
-                    "GET",
-                    &format!("/v1/accounts/{user}/{currency}"),
-                    None,
-                    None,
-                )
-                .await?;
+            let (st, v) = c.account(&user, &currency).await?;
             show(st, &v, as_json, account_line)
         }
         AccountAction::Postings {

@@ -3,24 +3,21 @@
 
 use crate::config::Settings;
 use crate::credentials;
-use anyhow::{Context, bail};
-use protocol::signature::{self, headers};
+use anyhow::bail;
+use processor_client::Method;
 use protocol::wire::{
-    AmountDetail, Amounts, CardRef, EntryMode, EventDetail, Merchant, MoneyField, Origin,
-    PointType, ProductType, Provider, Source, TransactionInfo, TransactionRequest, TransactionType,
-    UserRef,
+    AmountDetail, Amounts, CardRef, EntryMode, Merchant, MoneyField, Origin, PointType,
+    ProductType, Provider, Source, TransactionInfo, TransactionRequest, TransactionType, UserRef,
 };
 use protocol::{ApiSecret, Notification, WireAmount};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-/// Talks to one authorizer as the processor and as the issuer's back office.
+/// Talks to one authorizer as the processor and as the issuer's back office, through the
+/// shared signed client.
 pub struct Client {
-    http: awc::Client,
+    inner: processor_client::Client,
     pub base: String,
-    api_key: String,
-    secret: ApiSecret,
-    admin_token: String,
 }
 
 /// A processor call and what came back.
@@ -44,12 +41,11 @@ impl Client {
         let http = awc::Client::builder()
             .timeout(Duration::from_secs(30))
             .finish();
+        let inner = processor_client::Client::new(http, &base, &api_key, secret, &admin_token)
+            .with_body_limit(8 << 20);
         Client {
-            http,
-            base: base.trim_end_matches('/').to_owned(),
-            api_key,
-            secret,
-            admin_token,
+            base: inner.base().to_owned(),
+            inner,
         }
     }
 
@@ -68,6 +64,10 @@ impl Client {
         ))
     }
 
+    fn failed(&self, f: processor_client::Failure) -> anyhow::Error {
+        anyhow::anyhow!("cannot reach the authorizer at {}: {f}", self.base)
+    }
+
     /// Sends a body to a processor route, signed now; checks the answer's signature.
     pub async fn processor(
         &self,
@@ -75,49 +75,17 @@ impl Client {
         body: &[u8],
         idempotency_key: &str,
     ) -> anyhow::Result<Reply> {
-        let ts = crate::unix_now().to_string();
-        let sig = signature::sign(&self.secret, &ts, path, body);
         let started = Instant::now();
-        let mut res = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .insert_header((headers::API_KEY, self.api_key.as_str()))
-            .insert_header((headers::TIMESTAMP, ts))
-            .insert_header((headers::ENDPOINT, path))
-            .insert_header((headers::SIGNATURE, sig))
-            .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-            .insert_header(("content-type", "application/json"))
-            .send_body(body.to_vec())
+        let answer = self
+            .inner
+            .processor(path, idempotency_key, body.to_vec().into())
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {}: {e}", self.base))?;
-        let body = res
-            .body()
-            .limit(1 << 20)
-            .await
-            .context("reading the answer")?
-            .to_vec();
-        let elapsed = started.elapsed();
-        let h = |n: &str| {
-            res.headers()
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned)
-        };
-        let signature_ok = match (
-            h(headers::TIMESTAMP),
-            h(headers::ENDPOINT),
-            h(headers::SIGNATURE),
-        ) {
-            (Some(ts), Some(ep), Some(sig)) => {
-                ep == path && signature::verify(&self.secret, &ts, &ep, &body, &sig).is_ok()
-            }
-            _ => false,
-        };
+            .map_err(|f| self.failed(f))?;
         Ok(Reply {
-            status: res.status().as_u16(),
-            body,
-            signature_ok,
-            elapsed,
+            status: answer.status,
+            body: answer.body.to_vec(),
+            signature_ok: answer.signature_ok,
+            elapsed: started.elapsed(),
         })
     }
 
@@ -129,41 +97,29 @@ impl Client {
         body: Option<Value>,
         idempotency_key: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "GET" => self.http.get(url),
-            "PUT" => self.http.put(url),
-            "POST" => self.http.post(url),
+        let method = match method {
+            "GET" => Method::GET,
+            "PUT" => Method::PUT,
+            "POST" => Method::POST,
             m => bail!("unsupported method {m}"),
-        }
-        .insert_header(("authorization", format!("Bearer {}", self.admin_token)))
-        .insert_header(("content-type", "application/json"));
-        if let Some(k) = idempotency_key {
-            req = req.insert_header(("idempotency-key", k));
-        }
-        let mut res = req
-            .send_body(body.map(|b| b.to_string()).unwrap_or_default())
+        };
+        let answer = self
+            .inner
+            .admin(method, path, body.as_ref(), idempotency_key)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {}: {e}", self.base))?;
-        let bytes = res
-            .body()
-            .limit(8 << 20)
-            .await
-            .context("reading the answer")?;
-        let v = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((res.status().as_u16(), v))
+            .map_err(|f| self.failed(f))?;
+        Ok((answer.status, answer.json()))
+    }
+
+    /// One account as the admin API shows it: status and JSON.
+    pub async fn account(&self, user: &str, currency: &str) -> anyhow::Result<(u16, Value)> {
+        let path = format!("/v1/accounts/{user}/{currency}");
+        self.admin("GET", &path, None, None).await
     }
 
     /// The available balance, or `None` when the account does not exist.
     pub async fn available(&self, user: &str, currency: &str) -> anyhow::Result<Option<String>> {
-        let (status, v) = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await?;
+        let (status, v) = self.account(user, currency).await?;
         Ok((status == 200).then(|| v["available"].as_str().unwrap_or_default().to_owned()))
     }
 }
@@ -356,43 +312,20 @@ impl Simulation {
             id: self.user.clone(),
         };
         let idempotency_key = generated_id("idem");
+        let request = TransactionRequest {
+            transaction,
+            merchant: Some(merchant),
+            card: Some(card),
+            user: Some(user),
+            amount,
+        };
         let body = if is_advice {
             let approved = self.kind == AdviceApproved;
-            let n = Notification {
-                event_id: if approved {
-                    "approved-authorization-advice"
-                } else {
-                    "authorization-advice"
-                }
-                .into(),
-                event_detail: EventDetail {
-                    transaction: Some(transaction),
-                    user: Some(user),
-                    card: Some(card),
-                    merchant: Some(merchant),
-                    amount: Some(amount),
-                    status: Some(if approved { "APPROVED" } else { "REJECTED" }.into()),
-                    status_detail: Some(
-                        if approved {
-                            "APPROVED"
-                        } else {
-                            "CLIENT_TIMEOUT"
-                        }
-                        .into(),
-                    ),
-                    extra_detail: None,
-                },
-                idempotency_key: Some(idempotency_key.clone()),
-            };
+            let n =
+                Notification::advice(request, approved, "CLIENT_TIMEOUT", idempotency_key.clone());
             serde_json::to_vec(&n)?
         } else {
-            serde_json::to_vec(&TransactionRequest {
-                transaction,
-                merchant: Some(merchant),
-                card: Some(card),
-                user: Some(user),
-                amount,
-            })?
+            serde_json::to_vec(&request)?
         };
         let summary = match self.kind {
             Balance => format!("balance inquiry for {} in {}", self.user, self.currency),

@@ -1,38 +1,133 @@
-//! Prometheus metrics in the text exposition format. Counters and histograms are kept
-//! in maps keyed by name and labels; label values come from closed sets chosen by the
-//! code (routes, decisions, reasons), never from request content.
+//! Prometheus metrics, kept and rendered by `prometheus-client` (the Prometheus project's
+//! own Rust client) in the Prometheus text format 0.0.4. Call sites name a family and its
+//! labels; a family's type follows from the call that first uses it (`inc`/`add`: counter,
+//! `set_gauge`: gauge, `observe`: histogram) and its help text from the table in
+//! [`Metrics::new`]. Label values come from closed sets chosen by the code (routes,
+//! decisions, reasons), never from request content.
 
-use std::collections::BTreeMap;
-use std::fmt::Write;
-use std::sync::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::TypedMetric;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Metric, Registry};
+
 /// Histogram bucket bounds in seconds: fine below the deadline, coarse above.
-const BUCKETS: [f64; 14] = [
+pub const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0,
 ];
 
-type Key = (&'static str, Vec<(&'static str, String)>);
+/// The `Content-Type` of [`Metrics::render`]'s text.
+pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum_micros: u64,
+type Labels = Vec<(&'static str, String)>;
+
+fn labels_of(labels: &[(&'static str, &str)]) -> Labels {
+    labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect()
+}
+
+/// One family: the registered `Family` and the same metrics by label set (clones share
+/// their value), which the hot path looks up and `counter`/`gauge` read.
+struct Series<M> {
+    family: Family<Labels, M, fn() -> M>,
+    seen: RwLock<HashMap<Labels, M>>,
+}
+
+/// The families of one metric type by name, created and registered on first use.
+struct Families<M> {
+    by_name: RwLock<HashMap<&'static str, Arc<Series<M>>>>,
+    new: fn() -> M,
+}
+
+impl<M: Metric + TypedMetric + Clone> Families<M> {
+    fn new(new: fn() -> M) -> Self {
+        Families {
+            by_name: RwLock::default(),
+            new,
+        }
+    }
+
+    /// Calls `f` with the metric of `name` and `labels`, creating (and registering, under
+    /// `name` less `suffix`) what does not exist yet.
+    fn with<R>(
+        &self,
+        m: &Metrics,
+        name: &'static str,
+        suffix: &str,
+        labels: &[(&'static str, &str)],
+        f: impl FnOnce(&M) -> R,
+    ) -> R {
+        let found = self.by_name.read().ok().and_then(|s| s.get(name).cloned());
+        let series = match found {
+            Some(s) => s,
+            None => {
+                let mut by_name = self.by_name.write().unwrap_or_else(|e| e.into_inner());
+                by_name
+                    .entry(name)
+                    .or_insert_with(|| {
+                        let family = Family::new_with_constructor(self.new);
+                        m.register(
+                            name.strip_suffix(suffix).unwrap_or(name),
+                            name,
+                            family.clone(),
+                        );
+                        Arc::new(Series {
+                            family,
+                            seen: RwLock::default(),
+                        })
+                    })
+                    .clone()
+            }
+        };
+        let key = labels_of(labels);
+        if let Some(metric) = series.seen.read().ok().and_then(|s| s.get(&key).cloned()) {
+            return f(&metric);
+        }
+        let metric = series.family.get_or_create_owned(&key);
+        if let Ok(mut seen) = series.seen.write() {
+            seen.insert(key, metric.clone());
+        }
+        f(&metric)
+    }
+
+    /// Every label set and metric of `name`.
+    fn read<R>(&self, name: &str, f: impl FnOnce(&HashMap<Labels, M>) -> R) -> Option<R> {
+        let series = self.by_name.read().ok()?.get(name).cloned()?;
+        let seen = series.seen.read().ok()?;
+        Some(f(&seen))
+    }
 }
 
 /// The process's metrics registry.
-#[derive(Default)]
 pub struct Metrics {
-    counters: Mutex<BTreeMap<Key, u64>>,
-    gauges: Mutex<BTreeMap<Key, i64>>,
-    histograms: Mutex<BTreeMap<Key, Histogram>>,
-    help: Mutex<BTreeMap<&'static str, &'static str>>,
+    registry: Mutex<Registry>,
+    help: HashMap<&'static str, &'static str>,
+    counters: Families<Counter>,
+    gauges: Families<Gauge>,
+    histograms: Families<Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
-        let m = Metrics::default();
+        let mut m = Metrics {
+            registry: Mutex::new(Registry::default()),
+            help: HashMap::new(),
+            counters: Families::new(Counter::default),
+            gauges: Families::new(Gauge::default),
+            histograms: Families::new(|| Histogram::new(BUCKETS)),
+        };
         for (name, help) in [
             (
                 "authorizer_requests_total",
@@ -131,6 +226,10 @@ impl Metrics {
                 "Requests refused with 400 by the HTTP layer because they are not HTTP (garbage bytes, a bad request line or header); logged at debug only.",
             ),
             (
+                "authorizer_forbidden_peers_total",
+                "Processor requests refused with 403 because the TCP peer is outside processor.allowed_networks, by route.",
+            ),
+            (
                 "authorizer_ready",
                 "1 while this instance takes traffic; 0 from the start of a graceful shutdown.",
             ),
@@ -148,9 +247,21 @@ impl Metrics {
         m
     }
 
-    fn describe(&self, name: &'static str, help: &'static str) {
-        if let Ok(mut h) = self.help.lock() {
-            h.insert(name, help);
+    fn describe(&mut self, name: &'static str, help: &'static str) {
+        self.help.insert(name, help);
+    }
+
+    /// Registers a family under `registered` (the text encoder adds `_total` to counters),
+    /// with the help text described for `name`.
+    fn register(&self, registered: &str, name: &str, metric: impl Metric) {
+        let help = self.help.get(name).copied().unwrap_or_else(|| {
+            tracing::warn!(metric = name, "metric without a description");
+            ""
+        });
+        // The registry ends every help text with a full stop.
+        let help = help.strip_suffix('.').unwrap_or(help);
+        if let Ok(mut r) = self.registry.lock() {
+            r.register(registered, help, metric);
         }
     }
 
@@ -159,151 +270,59 @@ impl Metrics {
     }
 
     pub fn add(&self, name: &'static str, labels: &[(&'static str, &str)], n: u64) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-        );
-        if let Ok(mut c) = self.counters.lock() {
-            *c.entry(key).or_default() += n;
-        }
+        self.counters
+            .with(self, name, "_total", labels, |c| c.inc_by(n));
     }
 
     pub fn set_gauge(&self, name: &'static str, labels: &[(&'static str, &str)], v: i64) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-        );
-        if let Ok(mut g) = self.gauges.lock() {
-            g.insert(key, v);
-        }
+        self.gauges.with(self, name, "", labels, |g| g.set(v));
     }
 
     /// The value of one gauge, if set.
     pub fn gauge(&self, name: &str) -> Option<i64> {
         self.gauges
-            .lock()
-            .ok()
-            .and_then(|g| g.iter().find(|((n, _), _)| *n == name).map(|(_, v)| *v))
+            .read(name, |seen| seen.values().next().map(Gauge::get))
+            .flatten()
     }
 
     pub fn observe(&self, name: &'static str, labels: &[(&'static str, &str)], d: Duration) {
-        let key = (
-            name,
-            labels.iter().map(|(k, v)| (*k, (*v).to_owned())).collect(),
-        );
-        let secs = d.as_secs_f64();
-        if let Ok(mut h) = self.histograms.lock() {
-            let h = h.entry(key).or_default();
-            for (i, b) in BUCKETS.iter().enumerate() {
-                if secs <= *b {
-                    h.counts[i] += 1;
-                }
-            }
-            h.count += 1;
-            h.sum_micros += u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        }
+        self.histograms
+            .with(self, name, "", labels, |h| h.observe(d.as_secs_f64()));
     }
 
-    /// The value of one counter (tests and the simulator read it).
+    /// The value of one counter (tests and the simulator read it): the sum over the label
+    /// sets that include `labels`.
     pub fn counter(&self, name: &str, labels: &[(&str, &str)]) -> u64 {
         self.counters
-            .lock()
-            .map(|c| {
-                c.iter()
-                    .filter(|((n, l), _)| {
-                        *n == name
-                            && labels
-                                .iter()
-                                .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
+            .read(name, |seen| {
+                seen.iter()
+                    .filter(|(l, _)| {
+                        labels
+                            .iter()
+                            .all(|(k, v)| l.iter().any(|(lk, lv)| lk == k && lv == v))
                     })
-                    .map(|(_, v)| *v)
+                    .map(|(_, c)| c.get())
                     .sum()
             })
             .unwrap_or(0)
     }
 
-    /// Renders every metric in the Prometheus text format.
+    /// Renders every metric in the Prometheus text format ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
         // Counted by the log layer, which exists once per process.
-        if let Ok(mut c) = self.counters.lock() {
-            c.insert(
-                ("authorizer_malformed_http_total", Vec::new()),
-                crate::telemetry::malformed_http_requests(),
-            );
-        }
+        let malformed = crate::telemetry::malformed_http_requests();
+        self.counters.with(
+            self,
+            "authorizer_malformed_http_total",
+            "_total",
+            &[],
+            |c| c.inner().fetch_max(malformed, Ordering::Relaxed),
+        );
         let mut out = String::new();
-        let help = self.help.lock().map(|h| h.clone()).unwrap_or_default();
-        let header = |out: &mut String, name: &str, kind: &str, done: &mut Option<String>| {
-            if done.as_deref() != Some(name) {
-                if let Some(h) = help.get(name) {
-                    let _ = writeln!(out, "# HELP {name} {h}");
-                }
-                let _ = writeln!(out, "# TYPE {name} {kind}");
-                *done = Some(name.to_owned());
-            }
-        };
-        let mut last = None;
-        if let Ok(c) = self.counters.lock() {
-            for ((name, labels), v) in c.iter() {
-                header(&mut out, name, "counter", &mut last);
-                let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
-            }
-        }
-        if let Ok(g) = self.gauges.lock() {
-            for ((name, labels), v) in g.iter() {
-                header(&mut out, name, "gauge", &mut last);
-                let _ = writeln!(out, "{name}{} {v}", label_text(labels, None));
-            }
-        }
-        if let Ok(h) = self.histograms.lock() {
-            for ((name, labels), hist) in h.iter() {
-                header(&mut out, name, "histogram", &mut last);
-                for (i, b) in BUCKETS.iter().enumerate() {
-                    let le = format!("{b}");
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {}",
-                        label_text(labels, Some(&le)),
-                        hist.counts[i]
-                    );
-                }
-                let _ = writeln!(
-                    out,
-                    "{name}_bucket{} {}",
-                    label_text(labels, Some("+Inf")),
-                    hist.count
-                );
-                let sum = hist.sum_micros / 1_000_000;
-                let frac = hist.sum_micros % 1_000_000;
-                let _ = writeln!(
-                    out,
-                    "{name}_sum{} {sum}.{frac:06}",
-                    label_text(labels, None)
-                );
-                let _ = writeln!(
-                    out,
-                    "{name}_count{} {}",
-                    label_text(labels, None),
-                    hist.count
-                );
-            }
+        if let Ok(r) = self.registry.lock() {
+            let _ = prometheus_text::encode(&mut out, &r);
         }
         out
-    }
-}
-
-fn label_text(labels: &[(&'static str, String)], le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
-        .collect();
-    if let Some(le) = le {
-        parts.push(format!("le=\"{le}\""));
-    }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
     }
 }
 
@@ -333,7 +352,10 @@ mod tests {
         assert!(text.contains(
             "authorizer_request_duration_seconds_bucket{route=\"authorization\",decision=\"APPROVED\",le=\"0.002\"} 1"
         ));
-        assert!(text.contains("authorizer_request_duration_seconds_sum{route=\"authorization\",decision=\"APPROVED\"} 0.001500"));
+        assert!(
+            text.contains("authorizer_request_duration_seconds_sum{route=\"authorization\",decision=\"APPROVED\"} 0.0015\n"),
+            "{text}"
+        );
         assert_eq!(
             m.counter("authorizer_replays_total", &[("route", "authorization")]),
             2
@@ -346,5 +368,103 @@ mod tests {
             "{text}"
         );
         assert_eq!(m.gauge("authorizer_ready"), Some(0));
+    }
+
+    /// What a scraper reads: every family has a `# HELP` and a `# TYPE` line before its
+    /// samples, every sample belongs to the family above it and has a number for a value,
+    /// counters keep their `_total` name, histograms their buckets, sum and count.
+    #[test]
+    fn scrape_parses() {
+        let m = Metrics::new();
+        m.inc("authorizer_forbidden_peers_total", &[("route", "/x")]);
+        m.add("authorizer_commit_batch_items_total", &[], 3);
+        m.inc(
+            "authorizer_bad_requests_total",
+            &[("reason", "quote\" and \\ backslash")],
+        );
+        m.set_gauge("authorizer_reconciliation_breaks", &[], 8);
+        m.observe(
+            "authorizer_request_duration_seconds",
+            &[("route", "authorization"), ("decision", "REJECTED")],
+            Duration::from_millis(900),
+        );
+        let text = m.render();
+        let (mut help, mut kind) = (None::<String>, None::<(String, String)>);
+        let mut samples = 0;
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# HELP ") {
+                let (name, h) = rest.split_once(' ').expect("help text");
+                assert!(!h.trim().is_empty() && !h.ends_with(".."), "{line}");
+                help = Some(name.to_owned());
+            } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, t) = rest.split_once(' ').expect("type");
+                assert_eq!(help.as_deref(), Some(name), "TYPE without HELP: {line}");
+                assert!(["counter", "gauge", "histogram"].contains(&t), "{line}");
+                kind = Some((name.to_owned(), t.to_owned()));
+            } else {
+                let (series, value) = line.rsplit_once(' ').expect("sample");
+                value.parse::<f64>().expect("a number");
+                let name = series.split('{').next().unwrap();
+                let (family, t) = kind.as_ref().expect("sample before TYPE");
+                let ok = match t.as_str() {
+                    "histogram" => ["_bucket", "_sum", "_count"]
+                        .iter()
+                        .any(|s| name == format!("{family}{s}")),
+                    _ => name == family,
+                };
+                assert!(ok, "{line} under {family}");
+                samples += 1;
+            }
+        }
+        assert_eq!(samples, 4 + BUCKETS.len() + 3 + 1, "{text}");
+        assert!(text.contains("# TYPE authorizer_forbidden_peers_total counter\n"));
+        assert!(text.contains("authorizer_commit_batch_items_total 3\n"));
+        assert!(
+            text.contains(
+                "authorizer_bad_requests_total{reason=\"quote\\\" and \\\\ backslash\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("le=\"0.8\"} 0\n") && text.contains("le=\"1\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("authorizer_malformed_http_total "));
+        assert_eq!(m.counter("authorizer_commit_batch_items_total", &[]), 3);
+    }
+
+    /// Every metric the code names (outside this file) has a help text.
+    #[test]
+    fn every_metric_is_described() {
+        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("metrics.rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let m = Metrics::new();
+        let mut files = Vec::new();
+        walk(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        for f in files {
+            let text = std::fs::read_to_string(&f).unwrap();
+            for part in text.split("\"authorizer_").skip(1) {
+                let end = part
+                    .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+                    .unwrap_or(part.len());
+                let name = format!("authorizer_{}", &part[..end]);
+                assert!(
+                    m.help.contains_key(name.as_str()),
+                    "{name} ({}) has no help text",
+                    f.display()
+                );
+            }
+        }
     }
 }

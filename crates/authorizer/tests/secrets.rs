@@ -26,46 +26,35 @@ fn body(id: &str, kind: &str, amount: &str, original: Option<&str>) -> Vec<u8> {
 
 async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
     // Admin: every route, right token.
-    let (s, _) = c
-        .admin(
+    for (method, path, body, key) in [
+        (
             "PUT",
             "/v1/accounts/usr-log/ARS",
-            Some(json!({"overdraft_limit":"0","daily_limit":null,"per_transaction_limit":"5000.00","blocked_mccs":["7995"]})),
+            json!({"overdraft_limit":"0","daily_limit":null,"per_transaction_limit":"5000.00","blocked_mccs":["7995"]}),
             None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    let (s, _) = c
-        .admin(
+        ),
+        (
             "PUT",
             "/v1/cards/crd-log",
-            Some(json!({"user_id":"usr-log","status":"ACTIVE","blocked_mccs":[]})),
+            json!({"user_id":"usr-log","status":"ACTIVE","blocked_mccs":[]}),
             None,
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    let (s, _) = c
-        .admin(
+        ),
+        (
             "POST",
             "/v1/accounts/usr-log/ARS/deposits",
-            Some(json!({"amount":"1000.00","reference":"top-up"})),
+            json!({"amount":"1000.00","reference":"top-up"}),
             Some("dep-1"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
-    let (s, _) = c
-        .admin(
+        ),
+        (
             "POST",
             "/v1/accounts/usr-log/ARS/withdrawals",
-            Some(json!({"amount":"1.00"})),
+            json!({"amount":"1.00"}),
             Some("wd-1"),
-        )
-        .await
-        .unwrap();
-    assert_eq!(s, 201);
+        ),
+    ] {
+        let (s, _) = c.admin(method, path, Some(body), key).await.unwrap();
+        assert_eq!(s, 201, "{method} {path}");
+    }
     // Processor: every route.
     let r = c
         .processor(

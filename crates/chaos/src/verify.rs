@@ -7,7 +7,6 @@ use bytes::Bytes;
 use futures_util::{StreamExt, stream};
 use loadgen::money::{format_minor, parse_minor};
 use loadgen::traffic::NOTIFY;
-use protocol::wire::{EVENT_AUTHORIZATION_ADVICE, EventDetail};
 use protocol::{Notification, TransactionRequest};
 use serde::Serialize;
 use std::collections::HashMap;
@@ -82,20 +81,7 @@ fn count(m: &HashMap<(String, String), u64>, kind: &str, tx: &str) -> u64 {
 /// The REJECTED advice the processor sends for an authorization it timed out on.
 fn advice(body: &[u8], key: &str) -> Option<Bytes> {
     let req = TransactionRequest::from_slice(body).ok()?;
-    let n = Notification {
-        event_id: EVENT_AUTHORIZATION_ADVICE.into(),
-        event_detail: EventDetail {
-            transaction: Some(req.transaction),
-            user: req.user,
-            card: req.card,
-            merchant: req.merchant,
-            amount: Some(req.amount),
-            status: Some("REJECTED".into()),
-            status_detail: Some("CLIENT_TIMEOUT".into()),
-            extra_detail: None,
-        },
-        idempotency_key: Some(key.to_owned()),
-    };
+    let n = Notification::advice(req, false, "CLIENT_TIMEOUT", key.to_owned());
     serde_json::to_vec(&n).ok().map(Bytes::from)
 }
 

@@ -251,7 +251,7 @@ impl Cli {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use clap::Parser;
 
@@ -292,17 +292,20 @@ mod tests {
         assert!(c.user_prefix.starts_with("lg-"));
     }
 
+    /// The program name and credentials, without a mode.
+    pub(crate) const CREDENTIALS: [&str; 7] = [
+        "loadgen",
+        "--api-key",
+        "k",
+        "--api-secret",
+        "c2VjcmV0",
+        "--admin-token",
+        "t",
+    ];
+
     #[test]
     fn a_mode_is_required_and_exclusive() {
-        let base = [
-            "loadgen",
-            "--api-key",
-            "k",
-            "--api-secret",
-            "c2VjcmV0",
-            "--admin-token",
-            "t",
-        ];
+        let base = CREDENTIALS;
         let e = Cli::try_parse_from(base).unwrap().resolve().unwrap_err();
         assert!(e.to_string().contains("--rate"));
         let both = [&base[..], &["--rate", "1", "--connections", "2"]].concat();

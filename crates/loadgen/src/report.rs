@@ -384,14 +384,7 @@ mod tests {
     use std::time::{Duration, Instant};
 
     fn config() -> Config {
-        Cli::try_parse_from([
-            "loadgen",
-            "--api-key",
-            "k",
-            "--api-secret",
-            "c2VjcmV0",
-            "--admin-token",
-            "t",
+        let run = [
             "--rate",
             "500",
             "--duration",
@@ -400,10 +393,11 @@ mod tests {
             "0s",
             "--accounts",
             "10",
-        ])
-        .unwrap()
-        .resolve()
-        .unwrap()
+        ];
+        Cli::try_parse_from([&crate::cli::tests::CREDENTIALS[..], &run[..]].concat())
+            .unwrap()
+            .resolve()
+            .unwrap()
     }
 
     fn recorder(phases: Phases) -> Recorder {

@@ -226,6 +226,7 @@ mod tests {
         };
         let answer = Answer {
             status: 200,
+            headers: Default::default(),
             body: bytes::Bytes::from_static(b"{\"status\":\"REJECTED\"}"),
             signature_ok: true,
         };

@@ -8,8 +8,7 @@ use crate::money::{format_minor, unit};
 use crate::rng::{AccountSampler, Rng};
 use bytes::Bytes;
 use protocol::wire::{
-    AmountDetail, Amounts, CardRef, EVENT_APPROVED_AUTHORIZATION_ADVICE,
-    EVENT_AUTHORIZATION_ADVICE, EntryMode, EventDetail, Merchant, MoneyField, Origin, PointType,
+    AmountDetail, Amounts, CardRef, EntryMode, Merchant, MoneyField, Origin, PointType,
     ProductType, Provider, Source, TransactionInfo, TransactionRequest, TransactionType, UserRef,
 };
 use protocol::{Notification, WireAmount};
@@ -206,32 +205,7 @@ impl Traffic {
                 };
                 let req =
                     self.request(&o.transaction_id, tx_type, o.account, o.amount, None, point);
-                let n = Notification {
-                    event_id: if approve {
-                        EVENT_APPROVED_AUTHORIZATION_ADVICE
-                    } else {
-                        EVENT_AUTHORIZATION_ADVICE
-                    }
-                    .into(),
-                    event_detail: EventDetail {
-                        transaction: Some(req.transaction),
-                        user: req.user,
-                        card: req.card,
-                        merchant: req.merchant,
-                        amount: Some(req.amount),
-                        status: Some(if approve { "APPROVED" } else { "REJECTED" }.into()),
-                        status_detail: Some(
-                            if approve {
-                                "APPROVED"
-                            } else {
-                                "REJECTED_FRAUD"
-                            }
-                            .into(),
-                        ),
-                        extra_detail: None,
-                    },
-                    idempotency_key: Some(key.clone()),
-                };
+                let n = Notification::advice(req, approve, "REJECTED_FRAUD", key.clone());
                 Planned {
                     kind,
                     account: o.account,

@@ -630,6 +630,36 @@ pub const EVENT_APPROVED_AUTHORIZATION_ADVICE: &str = "approved-authorization-ad
 pub const EVENT_AUTHORIZATION_ADVICE: &str = "authorization-advice";
 
 impl Notification {
+    /// The processor's advice about `request`: approved (`approved-authorization-advice`,
+    /// status and detail `APPROVED`) or not (`authorization-advice`, status `REJECTED`
+    /// with `rejected_detail`).
+    pub fn advice(
+        request: TransactionRequest,
+        approved: bool,
+        rejected_detail: &str,
+        idempotency_key: String,
+    ) -> Notification {
+        let (event_id, status, detail) = if approved {
+            (EVENT_APPROVED_AUTHORIZATION_ADVICE, "APPROVED", "APPROVED")
+        } else {
+            (EVENT_AUTHORIZATION_ADVICE, "REJECTED", rejected_detail)
+        };
+        Notification {
+            event_id: event_id.into(),
+            event_detail: EventDetail {
+                transaction: Some(request.transaction),
+                user: request.user,
+                card: request.card,
+                merchant: request.merchant,
+                amount: Some(request.amount),
+                status: Some(status.into()),
+                status_detail: Some(detail.into()),
+                extra_detail: None,
+            },
+            idempotency_key: Some(idempotency_key),
+        }
+    }
+
     /// Parses a raw notification body (UTF-8 throughout, at most [`MAX_DEPTH`] levels deep,
     /// no U+0000 in strings), then checks its ids ([`Notification::check_ids`]).
     pub fn from_slice(body: &[u8]) -> Result<Self, WireError> {

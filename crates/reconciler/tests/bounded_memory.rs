@@ -5,7 +5,8 @@
 //! A third child matches the larger day in one partition, to show that the measurement
 //! does see memory that grows with the day.
 
-use reconciler::config::Settings;
+mod embedded;
+
 use reconciler::run::{Input, Role, reconcile};
 use reconciler::sftp::BusinessDate;
 use sqlx::Connection;
@@ -16,29 +17,11 @@ use std::process::Command;
 const CHILD: &str = "RECONCILER_BOUNDED_MEMORY_CHILD";
 const TEST: &str = "a_larger_day_peaks_at_the_same_height";
 
-fn vm_hwm_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 /// A day of `n` booked authorizations and a file with every one of them (one in a
 /// thousand with another amount), in `dir`.
 async fn seed(dir: &Path, n: u64) {
-    std::fs::create_dir_all(dir.join("db")).unwrap();
-    let url = format!("sqlite:{}", dir.join("db/authorizer.db").display());
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url = settings::Secret::new(url.clone());
-    let store = store::Store::connect(&s.store_config()).await.unwrap();
-    store.migrate().await.unwrap();
-    store.close().await;
+    let mut c = embedded::empty_ledger(dir).await;
     let (from, _) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
-    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query(
         "WITH RECURSIVE g(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM g WHERE i < $2) \
          INSERT INTO processor_transactions (kind, transaction_id, direction, currency, amount_minor, \
@@ -70,9 +53,7 @@ async fn seed(dir: &Path, n: u64) {
 
 /// In the child: reconciles the day seeded in `dir` and prints its peak.
 async fn child(dir: &Path, partition_entries: u64, n: u64) {
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url =
-        settings::Secret::new(format!("sqlite:{}", dir.join("db/authorizer.db").display()));
+    let mut s = embedded::settings(dir);
     s.matching.utc_offset = "Z".into();
     s.matching.partition_entries = partition_entries;
     s.source.staging_dir = dir.join("staging");
@@ -98,7 +79,7 @@ async fn child(dir: &Path, partition_entries: u64, n: u64) {
         "{} partitions",
         r.partitions
     );
-    println!("PEAK_KIB={}", vm_hwm_kib().unwrap());
+    println!("PEAK_KIB={}", reconciler::run::peak_rss_kib().unwrap());
 }
 
 fn peak_of(dir: &Path, partition_entries: u64, n: u64) -> u64 {
@@ -130,7 +111,7 @@ async fn a_larger_day_peaks_at_the_same_height() {
         child(Path::new(&dir), partition_entries, n).await;
         return;
     }
-    if vm_hwm_kib().is_none() {
+    if reconciler::run::peak_rss_kib().is_none() {
         eprintln!(
             "SKIPPED a_larger_day_peaks_at_the_same_height: /proc/self/status has no VmHWM \
              here, so a process's peak memory cannot be read"

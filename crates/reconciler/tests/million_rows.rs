@@ -7,18 +7,6 @@ use reconciler::parse::{self, CsvFormat};
 use std::io::Write;
 use std::path::Path;
 
-/// VmHWM in KiB; `None` where the system does not tell (no `/proc`).
-fn peak_rss_kib() -> Option<u64> {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()?
-        .lines()
-        .find(|l| l.starts_with("VmHWM:"))?
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
-}
-
 #[test]
 fn a_million_rows_in_bounded_memory() {
     let dir = tempfile::tempdir().unwrap();
@@ -35,7 +23,7 @@ fn a_million_rows_in_bounded_memory() {
         }
     }
     let size_kib = std::fs::metadata(&path).unwrap().len() / 1024;
-    let before = peak_rss_kib();
+    let before = reconciler::run::peak_rss_kib();
     let s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
     let mut malformed = Vec::new();
     let mut rows = 0u64;
@@ -51,7 +39,7 @@ fn a_million_rows_in_bounded_memory() {
         },
     )
     .unwrap();
-    let grew = match (before, peak_rss_kib()) {
+    let grew = match (before, reconciler::run::peak_rss_kib()) {
         (Some(before), Some(after)) => Some(after.saturating_sub(before)),
         _ => None,
     };

@@ -3,8 +3,9 @@
 //! grace window, duplicates across two transactions files, and presentments of
 //! authorizations whose adjustments fall in other partitions. Embedded store, real files.
 
+mod embedded;
+
 use ledger::reconcile::{MatchConfig, Matcher, Report};
-use reconciler::config::Settings;
 use reconciler::parse::{self, CsvFormat, Malformed};
 use reconciler::run::{Input, Reconciled, Role, reconcile};
 use reconciler::sftp::BusinessDate;
@@ -46,15 +47,8 @@ fn tx(out: &mut String, id: &str, kind: &str, approved: bool, minor: i64, cur: &
 
 /// Seeds the ledger and writes the files in `dir`; returns the inputs.
 async fn seed(dir: &Path) -> Vec<Input> {
-    std::fs::create_dir_all(dir.join("db")).unwrap();
-    let url = format!("sqlite:{}", dir.join("db/authorizer.db").display());
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url = settings::Secret::new(url.clone());
-    let store = store::Store::connect(&s.store_config()).await.unwrap();
-    store.migrate().await.unwrap();
-    store.close().await;
+    let mut c = embedded::empty_ledger(dir).await;
     let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
-    let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
     sqlx::query("INSERT INTO movements (id, kind, currency, created_at_ms) VALUES (1, 'ADJUSTMENT', 'ARS', 0)")
         .execute(&mut c)
         .await
@@ -207,9 +201,7 @@ async fn seed(dir: &Path) -> Vec<Input> {
 }
 
 async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled {
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url =
-        settings::Secret::new(format!("sqlite:{}", dir.join("db/authorizer.db").display()));
+    let mut s = embedded::settings(dir);
     s.matching.utc_offset = "Z".into();
     s.matching.grace_minutes = 30;
     s.matching.presentment_tolerance_minor = 5;
@@ -225,9 +217,7 @@ async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled
 /// The day matched as before partitions existed: the whole ledger in one matcher, the
 /// files streamed through it.
 async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
-    let mut s = Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url =
-        settings::Secret::new(format!("sqlite:{}", dir.join("db/authorizer.db").display()));
+    let s = embedded::settings(dir);
     let store = store::Store::connect(&s.store_config()).await.unwrap();
     let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
     let mut m = Matcher::new(MatchConfig {

@@ -16,17 +16,16 @@ async fn processor_with(
     key: &str,
     extra: &[(&str, &str)],
 ) -> Resp {
-    let ts = crate_now().to_string();
-    let sig = signature::sign(&app.secret, &ts, path, body);
-    let mut req = app
-        .client
-        .post(format!("{}{path}", app.base))
-        .insert_header((headers::API_KEY, API_KEY))
-        .insert_header((headers::TIMESTAMP, ts.as_str()))
-        .insert_header((headers::ENDPOINT, path))
-        .insert_header((headers::SIGNATURE, sig.as_str()))
-        .insert_header((headers::IDEMPOTENCY_KEY, key))
-        .insert_header(("content-type", "application/json"));
+    let (ts, sig) = processor_client::sign(&app.secret, crate_now(), path, body);
+    let mut req = app.api.processor_request(
+        path,
+        processor_client::Signed {
+            api_key: API_KEY,
+            endpoint: path,
+            signature: Some((ts.clone(), sig.clone())),
+            idempotency_key: Some(key),
+        },
+    );
     for (name, value) in extra {
         // The same value twice is as ambiguous as two values: `SIG` stands for the real one.
         let value = match *value {
@@ -36,23 +35,7 @@ async fn processor_with(
         };
         req = req.append_header((*name, value));
     }
-    send(req, body.to_vec()).await
-}
-
-async fn send(req: awc::ClientRequest, body: Vec<u8>) -> Resp {
-    let mut res = req.send_body(body).await.expect("request sent");
-    let status = res.status().as_u16();
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
-        .collect();
-    let body = res.body().await.expect("response body").to_vec();
-    Resp {
-        status,
-        headers,
-        body,
-    }
+    app.send_request(req, body.to_vec()).await
 }
 
 /// An admin request with the given `Authorization` header values (none, one, or several).
@@ -78,7 +61,7 @@ async fn admin_as(
         req = req.append_header((*name, *value));
     }
     let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
-    send(
+    app.send_request(
         req.insert_header(("content-type", "application/json")),
         bytes,
     )
@@ -159,13 +142,7 @@ async fn duplicate_processor_headers_are_refused(app: TestApp) {
             // The same request without the second copy goes through, under the same
             // idempotency key: the refused one reserved nothing.
             let r = processor_with(&app, path, &body, &key, &[]).await;
-            assert_eq!(
-                r.status,
-                200,
-                "{what}: {}",
-                String::from_utf8_lossy(&r.body)
-            );
-            app.assert_signed(&r, path);
+            app.assert_signed_status(&r, 200, path, what);
             assert_eq!(r.json()["status"], "APPROVED", "{what}");
             let refund = Tx::new(&uid("ctx-rf"), "REFUND", "u1", "10.00", "ARS").original(&tx.id);
             let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;

@@ -6,27 +6,6 @@
 
 use e2e::*;
 
-/// Everything the ledger holds, and the test account's balance.
-#[derive(Debug, PartialEq, Eq)]
-struct Ledger {
-    movements: i64,
-    postings: i64,
-    processor_transactions: i64,
-    notifications: i64,
-    available: String,
-}
-
-async fn ledger(app: &TestApp) -> Ledger {
-    let r = app.assert_audit_clean().await;
-    Ledger {
-        movements: r.movements,
-        postings: r.postings,
-        processor_transactions: r.processor_transactions,
-        notifications: r.notifications,
-        available: app.available("u1", "ARS").await,
-    }
-}
-
 fn replace(body: &[u8], from: &str, to: &str) -> Vec<u8> {
     let text = String::from_utf8(body.to_vec()).expect("own body is UTF-8");
     assert!(text.contains(from), "{from} not in the body");
@@ -95,7 +74,7 @@ fn hostile_ids() -> Vec<(&'static str, String)> {
 /// every id field, with a 400 naming the field; nothing is stored, the refusal is counted.
 async fn hostile_ids_are_refused_on_intake(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let auth_refusals = app.metrics.counter(
         "authorizer_invalid_ids_total",
         &[("route", AUTH), ("field", "transaction.id")],
@@ -151,7 +130,7 @@ async fn hostile_ids_are_refused_on_intake(app: TestApp) {
             assert_refused(&app, &r, path, "x-idempotency-key", "header key");
         }
     }
-    assert_eq!(ledger(&app).await, before, "nothing stored, nothing moved");
+    assert_eq!(app.ledger().await, before, "nothing stored, nothing moved");
     assert_eq!(
         app.metrics.counter(
             "authorizer_invalid_ids_total",
@@ -253,7 +232,7 @@ async fn every_booked_id_is_retrievable(app: TestApp) {
 /// every resend with 503. A key that breaks the rule cannot dedupe: 400, nothing stored.
 async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let long = "9".repeat(10_000);
     let mut kept = 0;
     for (field, id) in [
@@ -268,12 +247,7 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
         let ok = uid("ctx");
         let t = Tx::new(&ok, "PURCHASE", "u1", "40.00", "ARS");
         let key = uid("adv");
-        let advice = t.advice(
-            "approved-authorization-advice",
-            "APPROVED",
-            "APPROVED",
-            &key,
-        );
+        let advice = t.approved_advice(&key);
         let bad = json_inner(&id);
         let advice = match field {
             "event_detail.transaction.id" => replace(
@@ -295,13 +269,7 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
             &[("route", NOTIFY), ("field", field)],
         );
         let r = app.processor(NOTIFY, &advice, &key).await;
-        assert_eq!(
-            r.status,
-            200,
-            "{field}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        app.assert_signed(&r, NOTIFY);
+        app.assert_signed_status(&r, 200, NOTIFY, field);
         assert_eq!(r.json()["effect"], "REVIEW", "{field}");
         kept += 1;
         // A resend is the same answer, stored once.
@@ -334,7 +302,7 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
         let r = app.processor(NOTIFY, &advice, &uid("k")).await;
         assert_refused(&app, &r, NOTIFY, "idempotency_key", "body key");
     }
-    let after = ledger(&app).await;
+    let after = app.ledger().await;
     assert_eq!(
         (
             after.movements,
@@ -361,7 +329,7 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
 /// index that cannot hold it, and nothing is stored; 255 bytes is still booked, 256 is not.
 async fn long_ids_are_refused_with_400(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let long = "9".repeat(10_000);
     let just_over = "8".repeat(256);
     for bad in [&long, &just_over] {
@@ -404,7 +372,7 @@ async fn long_ids_are_refused_with_400(app: TestApp) {
             }
         }
     }
-    assert_eq!(ledger(&app).await, before, "nothing stored, nothing moved");
+    assert_eq!(app.ledger().await, before, "nothing stored, nothing moved");
     // At the bound, every id field at once: booked, and found again.
     let max = |p: &str| format!("{p}{}", "7".repeat(255 - p.len()));
     let (tx_id, card, user) = (max(&uid("ctx")), max(&uid("crd")), max(&uid("usr")));
@@ -447,7 +415,7 @@ async fn long_ids_are_refused_with_400(app: TestApp) {
 /// `extra_data`); otherwise 400 on every route, notifications included, and nothing stored.
 async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS");
     let splice = |body: Vec<u8>, marker: &str, bytes: &[u8]| {
         let pos = body
@@ -505,7 +473,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
             .unwrap()
             .contains("not valid UTF-8")
     );
-    assert_eq!(ledger(&app).await, before, "nothing stored");
+    assert_eq!(app.ledger().await, before, "nothing stored");
     // Valid multi-byte text in the same places is kept as sent.
     let fine = splice(
         t.body(),
@@ -528,7 +496,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
 /// processor routes and the admin API; `0.07` and `0` are ordinary amounts.
 async fn leading_zero_amounts_are_refused(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     for amount in [
         "\"007.00\"",
         "\"007\"",
@@ -568,7 +536,7 @@ async fn leading_zero_amounts_are_refused(app: TestApp) {
         assert_eq!(r.status, 400, "{amount}");
         assert_eq!(r.json()["error"]["code"], "invalid_amount", "{amount}");
     }
-    assert_eq!(ledger(&app).await, before, "nothing stored, nothing moved");
+    assert_eq!(app.ledger().await, before, "nothing stored, nothing moved");
     for amount in ["\"0.07\"", "0.07", "\"0\"", "0"] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
         let r = app.processor(AUTH, &t.body(), &uid("k")).await;
@@ -588,7 +556,7 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
         "docs/security.md states another nesting limit"
     );
     app.funded("u1", "ARS", "100.00").await;
-    let before = ledger(&app).await;
+    let before = app.ledger().await;
     // The body's top-level object is level 1: `levels - 1` arrays in a top-level field.
     let nested = |body: Vec<u8>, levels: usize| {
         let arrays = format!("{}{}", "[".repeat(levels - 1), "]".repeat(levels - 1));
@@ -628,7 +596,7 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
             "{path}"
         );
     }
-    assert_eq!(ledger(&app).await, before, "nothing stored");
+    assert_eq!(app.ledger().await, before, "nothing stored");
     // Exactly at the limit: booked, and the nested field kept.
     let r = app
         .processor(AUTH, &nested(t.body(), MAX_DEPTH), &uid("k"))
@@ -768,12 +736,7 @@ async fn hostile_ids_forge_no_log_line() {
                 );
             }
             let key = uid("adv");
-            let advice = t.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            );
+            let advice = t.approved_advice(&key);
             let advice = replace(&advice, &from, &to);
             assert_eq!(
                 send_signed(&base, NOTIFY, &advice, &key).await,

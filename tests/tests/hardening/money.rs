@@ -52,18 +52,7 @@ async fn negative_advice_never_credits_the_cardholder(app: TestApp) {
     // The processor's final word on a purchase we never saw, with a negative amount.
     let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "-50.00", "ARS");
     let key = uid("adv");
-    let r = app
-        .processor(
-            NOTIFY,
-            &tx.advice(
-                "approved-authorization-advice",
-                "APPROVED",
-                "APPROVED",
-                &key,
-            ),
-            &key,
-        )
-        .await;
+    let r = app.processor(NOTIFY, &tx.approved_advice(&key), &key).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     app.assert_signed(&r, NOTIFY);
     assert_eq!(app.available(&user, "ARS").await, "100.00");
@@ -161,13 +150,7 @@ async fn resent_transaction_id_asking_other_money_is_refused(app: TestApp) {
         ("route", AUTH, &first),
     ] {
         let r = app.processor(path, &tx.body(), &uid("k")).await;
-        assert_eq!(
-            r.status,
-            409,
-            "{what}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        app.assert_signed(&r, path);
+        app.assert_signed_status(&r, 409, path, what);
         assert_eq!(r.json()["error"]["code"], "transaction_id_reused", "{what}");
     }
     assert_eq!(app.available(&user, "ARS").await, "99.00");
@@ -204,13 +187,7 @@ async fn resent_adjustment_id_asking_other_money_is_refused(app: TestApp) {
     bigger.amount = "90.00".into();
     for (path, tx) in [(ADJ_CREDIT, &bigger), (ADJ_DEBIT, &first)] {
         let r = app.processor(path, &tx.body(), &uid("k")).await;
-        assert_eq!(
-            r.status,
-            409,
-            "{path}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
-        app.assert_signed(&r, path);
+        app.assert_signed_status(&r, 409, path, path);
         assert_eq!(r.json()["error"]["code"], "transaction_id_reused");
     }
     let r = app.processor(ADJ_CREDIT, &first.body(), &uid("k")).await;

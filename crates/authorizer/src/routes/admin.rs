@@ -748,7 +748,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the latest reconciliation run"),
     }
     HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4")
+        .content_type(crate::metrics::CONTENT_TYPE)
         .body(state.metrics.render())
 }
 

@@ -1,0 +1,394 @@
+//! The one client of a running authorizer, used by the CLI, the load generator, the chaos
+//! run and the tests: processor calls signed exactly as the processor signs them (the
+//! protocol crate's HMAC), each answer's signature checked over its exact bytes, and admin
+//! calls with the bearer token. awc clients are not `Send`: one [`Client`] per thread.
+
+use bytes::Bytes;
+use protocol::ApiSecret;
+use protocol::signature::{self, headers};
+use serde_json::Value;
+use std::time::Duration;
+
+pub use awc::http::Method;
+pub use awc::http::header::HeaderMap;
+
+/// An answer, read whole.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    /// For a processor call: whether X-Signature verifies over X-Timestamp ++ X-Endpoint ++
+    /// body with our secret, and X-Endpoint echoes the path we signed. False otherwise.
+    pub signature_ok: bool,
+}
+
+impl Answer {
+    /// One header's value, if present and text.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// The body as JSON; `Null` when it is not JSON.
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+/// Why a call got no answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// No complete answer within the deadline (or awc's own timeout).
+    Timeout,
+    /// Could not connect.
+    Connect,
+    /// The connection broke while sending or reading, or the answer was over the size limit.
+    Transport,
+}
+
+impl Failure {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Failure::Timeout => "timeout",
+            Failure::Connect => "connect",
+            Failure::Transport => "transport",
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Failure::Timeout => "no complete answer in time",
+            Failure::Connect => "cannot connect",
+            Failure::Transport => "the connection broke (or the answer was too large)",
+        })
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// The headers of a processor request; the tests vary each of them.
+#[derive(Debug, Clone)]
+pub struct Signed<'a> {
+    /// X-Api-Key.
+    pub api_key: &'a str,
+    /// X-Endpoint, the path the signature covers.
+    pub endpoint: &'a str,
+    /// X-Timestamp and X-Signature; `None` sends neither.
+    pub signature: Option<(String, String)>,
+    /// Idempotency-Key, if any.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// X-Timestamp and X-Signature for `body` sent to `endpoint` at unix time `timestamp`.
+pub fn sign(secret: &ApiSecret, timestamp: i64, endpoint: &str, body: &[u8]) -> (String, String) {
+    let ts = timestamp.to_string();
+    let sig = signature::sign(secret, &ts, endpoint, body);
+    (ts, sig)
+}
+
+/// Whether `headers` carry our signature over `body` for `path` (see [`Answer::signature_ok`]).
+pub fn verify(secret: &ApiSecret, path: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    match (
+        header(headers::TIMESTAMP),
+        header(headers::ENDPOINT),
+        header(headers::SIGNATURE),
+    ) {
+        (Some(ts), Some(ep), Some(sig)) => {
+            ep == path && signature::verify(secret, ts, ep, body, sig).is_ok()
+        }
+        _ => false,
+    }
+}
+
+/// Unix time in seconds, for X-Timestamp.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// One authorizer, as the processor and as the issuer's back office.
+#[derive(Clone)]
+pub struct Client {
+    http: awc::Client,
+    base: String,
+    api_key: String,
+    secret: ApiSecret,
+    admin_auth: String,
+    body_limit: usize,
+    processor_deadline: Option<Duration>,
+    admin_deadline: Option<Duration>,
+}
+
+impl Client {
+    /// Talks to `base` (`http://host:port`) through `http`, keyed with `api_key` and
+    /// `secret` and the admin bearer token. Answers up to 16 MiB are read; no deadline
+    /// beyond `http`'s own timeout.
+    pub fn new(
+        http: awc::Client,
+        base: &str,
+        api_key: &str,
+        secret: ApiSecret,
+        admin_token: &str,
+    ) -> Client {
+        Client {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            api_key: api_key.to_owned(),
+            secret,
+            admin_auth: format!("Bearer {admin_token}"),
+            body_limit: 16 << 20,
+            processor_deadline: None,
+            admin_deadline: None,
+        }
+    }
+
+    /// The largest answer body read; a larger one is [`Failure::Transport`].
+    pub fn with_body_limit(mut self, bytes: usize) -> Client {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Deadlines around a whole exchange (sent, answered and read): processor calls, and
+    /// admin calls and GETs.
+    pub fn with_deadlines(mut self, processor: Duration, admin: Duration) -> Client {
+        self.processor_deadline = Some(processor);
+        self.admin_deadline = Some(admin);
+        self
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn http(&self) -> &awc::Client {
+        &self.http
+    }
+
+    pub fn secret(&self) -> &ApiSecret {
+        &self.secret
+    }
+
+    pub fn api_key(&self) -> &str {
+        &self.api_key
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Our headers for `body` sent to `path`, signed as of unix time `timestamp`.
+    pub fn signed<'a>(
+        &'a self,
+        path: &'a str,
+        idempotency_key: Option<&'a str>,
+        body: &[u8],
+        timestamp: i64,
+    ) -> Signed<'a> {
+        Signed {
+            api_key: &self.api_key,
+            endpoint: path,
+            signature: Some(sign(&self.secret, timestamp, path, body)),
+            idempotency_key,
+        }
+    }
+
+    /// A POST to `path` with the processor's headers as `signed` says.
+    pub fn processor_request(&self, path: &str, signed: Signed<'_>) -> awc::ClientRequest {
+        let mut req = self
+            .http
+            .post(self.url(path))
+            .insert_header((headers::API_KEY, signed.api_key))
+            .insert_header((headers::ENDPOINT, signed.endpoint))
+            .insert_header(("content-type", "application/json"));
+        if let Some((ts, sig)) = signed.signature {
+            req = req
+                .insert_header((headers::TIMESTAMP, ts))
+                .insert_header((headers::SIGNATURE, sig));
+        }
+        if let Some(k) = signed.idempotency_key {
+            req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
+        }
+        req
+    }
+
+    /// Signs `body` for `path` now and sends it; the answer's signature is checked.
+    pub async fn processor(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        body: Bytes,
+    ) -> Result<Answer, Failure> {
+        self.processor_at(path, idempotency_key, body, unix_now())
+            .await
+    }
+
+    /// Like [`Client::processor`], but signed as of unix time `timestamp` (a skewed clock).
+    pub async fn processor_at(
+        &self,
+        path: &str,
+        idempotency_key: &str,
+        body: Bytes,
+        timestamp: i64,
+    ) -> Result<Answer, Failure> {
+        let signed = self.signed(path, Some(idempotency_key), &body, timestamp);
+        let req = self.processor_request(path, signed);
+        self.send_processor(req, path, body).await
+    }
+
+    /// Sends `body` to `path` with the given X-Timestamp and X-Signature values (`None`: no
+    /// signature headers at all) and optional idempotency key; the answer is checked as for
+    /// [`Client::processor`]. For refused-input tests: bad signatures, missing headers.
+    pub async fn processor_raw(
+        &self,
+        path: &str,
+        idempotency_key: Option<&str>,
+        body: Bytes,
+        signature: Option<(String, String)>,
+    ) -> Result<Answer, Failure> {
+        let req = self.processor_request(
+            path,
+            Signed {
+                api_key: &self.api_key,
+                endpoint: path,
+                signature,
+                idempotency_key,
+            },
+        );
+        self.send_processor(req, path, body).await
+    }
+
+    /// Sends a processor request built with [`Client::processor_request`]; the answer's
+    /// signature is checked against `path`.
+    pub async fn send_processor(
+        &self,
+        req: awc::ClientRequest,
+        path: &str,
+        body: Bytes,
+    ) -> Result<Answer, Failure> {
+        let mut answer = self.send(req, body, self.processor_deadline).await?;
+        answer.signature_ok = verify(&self.secret, path, &answer.headers, &answer.body);
+        Ok(answer)
+    }
+
+    /// An admin API request: the bearer token, JSON, an optional idempotency key.
+    pub fn admin_request(
+        &self,
+        method: Method,
+        path: &str,
+        idempotency_key: Option<&str>,
+    ) -> awc::ClientRequest {
+        let mut req = self
+            .http
+            .request(method, self.url(path))
+            .insert_header(("authorization", self.admin_auth.as_str()))
+            .insert_header(("content-type", "application/json"));
+        if let Some(k) = idempotency_key {
+            req = req.insert_header(("idempotency-key", k));
+        }
+        req
+    }
+
+    /// An admin API call with an optional JSON body.
+    pub async fn admin(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<Answer, Failure> {
+        let req = self.admin_request(method, path, idempotency_key);
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        self.send(req, body, self.admin_deadline).await
+    }
+
+    /// A plain GET (no credentials): the operations endpoints.
+    pub async fn get(&self, path: &str) -> Result<Answer, Failure> {
+        let req = self.http.get(self.url(path));
+        self.send(req, Bytes::new(), self.admin_deadline).await
+    }
+
+    /// Sends `req` with `body` and reads the whole answer within `deadline`, if any.
+    pub async fn send(
+        &self,
+        req: awc::ClientRequest,
+        body: Bytes,
+        deadline: Option<Duration>,
+    ) -> Result<Answer, Failure> {
+        let exchange = async {
+            let res = req.send_body(body).await.map_err(|e| match e {
+                awc::error::SendRequestError::Timeout => Failure::Timeout,
+                awc::error::SendRequestError::Connect(_) => Failure::Connect,
+                _ => Failure::Transport,
+            })?;
+            let status = res.status().as_u16();
+            // The headers move out of the response head: nothing is copied.
+            let mut headers = HeaderMap::new();
+            let mut res = res.map_body(|head, payload| {
+                std::mem::swap(&mut headers, &mut head.headers);
+                payload
+            });
+            let body = res
+                .body()
+                .limit(self.body_limit)
+                .await
+                .map_err(|e| match e {
+                    awc::error::PayloadError::Io(ref io)
+                        if io.kind() == std::io::ErrorKind::TimedOut =>
+                    {
+                        Failure::Timeout
+                    }
+                    _ => Failure::Transport,
+                })?;
+            Ok(Answer {
+                status,
+                headers,
+                body,
+                signature_ok: false,
+            })
+        };
+        match deadline {
+            Some(d) => actix_rt::time::timeout(d, exchange)
+                .await
+                .unwrap_or(Err(Failure::Timeout)),
+            None => exchange.await,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use awc::http::header::{HeaderName, HeaderValue};
+
+    fn secret() -> ApiSecret {
+        ApiSecret::from_base64("uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=").unwrap()
+    }
+
+    #[test]
+    fn verifies_only_our_signature_for_our_path() {
+        let s = secret();
+        let body = br#"{"status":"APPROVED"}"#;
+        let (ts, sig) = sign(&s, 1_700_000_000, "/transactions/authorizations", body);
+        let mut h = HeaderMap::new();
+        for (n, v) in [
+            (headers::TIMESTAMP, ts.as_str()),
+            (headers::ENDPOINT, "/transactions/authorizations"),
+            (headers::SIGNATURE, sig.as_str()),
+        ] {
+            h.insert(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        assert!(verify(&s, "/transactions/authorizations", &h, body));
+        assert!(!verify(&s, "/transactions/authorizations/debit", &h, body));
+        assert!(!verify(&s, "/transactions/authorizations", &h, b"{}"));
+        h.remove(headers::SIGNATURE);
+        assert!(!verify(&s, "/transactions/authorizations", &h, body));
+    }
+}
