@@ -16,6 +16,7 @@ pub mod routes;
 pub mod rules;
 pub mod security;
 pub mod service;
+pub mod signed;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

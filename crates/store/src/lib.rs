@@ -17,6 +17,7 @@ use std::time::Duration;
 pub mod admin;
 pub mod audit;
 pub mod batch;
+pub mod holds;
 mod migrate;
 pub mod processor;
 pub mod recon;
@@ -25,6 +26,9 @@ pub mod rules;
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
+pub use holds::{
+    ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest,
+};
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};

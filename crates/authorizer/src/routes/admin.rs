@@ -173,7 +173,9 @@ fn account_json(a: &AccountView) -> Account {
     Account {
         user_id: a.user_id.clone(),
         currency: a.currency.code().to_owned(),
-        available: format_minor(a.balance, e),
+        available: format_minor(a.balance.saturating_sub(a.held), e),
+        posted: format_minor(a.balance, e),
+        held: format_minor(a.held, e),
         balance_minor: a.balance,
         version: a.version,
         overdraft_limit: format_minor(s.overdraft_limit, e),
@@ -905,9 +907,14 @@ pub struct Account {
     pub user_id: String,
     /// ISO 4217 code.
     pub currency: String,
-    /// Balance available now (may be negative after adjustments).
+    /// What can be spent now: `posted - held` (may be negative after adjustments).
     pub available: String,
-    /// The same balance in minor units.
+    /// The posted balance: what the postings sum to.
+    pub posted: String,
+    /// The sum of the account's RESERVED holds (reserved by a channel, not yet captured,
+    /// cancelled or expired).
+    pub held: String,
+    /// The posted balance in minor units.
     pub balance_minor: i64,
     /// Increases with every posting on the account.
     pub version: i64,
