@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod batcher;
+pub mod channel_service;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -121,7 +121,6 @@ pub fn verify_signature<'r>(
     ))
 }
 
-
 /// What the in-flight registries said about this key: this process's first, then the
 /// fleet's in Redis. The database decides in the end either way.
 pub enum Gate {
@@ -186,7 +185,12 @@ pub async fn gate(state: &AppState, route: &'static str, full: &str, hash: &[u8;
 }
 
 /// A duplicate of a finished request: the identical answer, or 409 for another body.
-fn replay_or_conflict(state: &AppState, route: &'static str, f: Finished, hash: &[u8; 32]) -> Answer {
+fn replay_or_conflict(
+    state: &AppState,
+    route: &'static str,
+    f: Finished,
+    hash: &[u8; 32],
+) -> Answer {
     if &f.request_hash != hash {
         return conflict(state);
     }

@@ -13,9 +13,7 @@
 //! expired once `now >= expires_at_ms`, whether or not the sweeper has run: every
 //! operation on an overdue `RESERVED` hold first expires it ([`due`], [`expire`]).
 
-use crate::decision::{
-    AccountState, AuthorizationInput, CardState, Decision, RequestKind, decide,
-};
+use crate::decision::{AccountState, AuthorizationInput, CardState, Decision, RequestKind, decide};
 use crate::posting::PostingPlan;
 
 /// Milliseconds in a UTC day: the daily-limit window.
@@ -153,9 +151,7 @@ impl HoldError {
             HoldError::NotReserved => "The reservation is not reserved any more",
             HoldError::Expired => "The reservation has expired",
             HoldError::AmountExceedsReserved => "The amount exceeds the reserved amount",
-            HoldError::PartialCaptureNotPossible => {
-                "This reservation can only be captured in full"
-            }
+            HoldError::PartialCaptureNotPossible => "This reservation can only be captured in full",
             HoldError::CapturedWithDifferentAmount => {
                 "The reservation was captured with another amount"
             }
@@ -330,7 +326,10 @@ pub struct RefundAsk {
 /// Refunds part of a captured hold, crediting the account at once. (A replay of a
 /// `refund_id` is the caller's: it is recognised before the hold is looked at.)
 pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, HoldError> {
-    let amount = ask.amount.filter(|a| *a > 0).ok_or(HoldError::InvalidAmount)?;
+    let amount = ask
+        .amount
+        .filter(|a| *a > 0)
+        .ok_or(HoldError::InvalidAmount)?;
     if hold.state != HoldState::Captured {
         return Err(HoldError::NotCaptured);
     }
@@ -512,7 +511,11 @@ mod tests {
             expires_at_ms: now,
             ..reserved(10_000)
         };
-        let rows: Vec<(&str, Result<Transition, HoldError>, Result<Transition, HoldError>)> = vec![
+        let rows: Vec<(
+            &str,
+            Result<Transition, HoldError>,
+            Result<Transition, HoldError>,
+        )> = vec![
             (
                 "capture cancelled",
                 capture(&cancelled, None, now),
@@ -573,8 +576,16 @@ mod tests {
                 cancel(&captured(10_000, 10_000, 0), now),
                 Err(HoldError::AlreadyCaptured),
             ),
-            ("cancel expired", cancel(&expired, now), Err(HoldError::Expired)),
-            ("cancel overdue", cancel(&overdue, now), Err(HoldError::Expired)),
+            (
+                "cancel expired",
+                cancel(&expired, now),
+                Err(HoldError::Expired),
+            ),
+            (
+                "cancel overdue",
+                cancel(&overdue, now),
+                Err(HoldError::Expired),
+            ),
             (
                 "cancel again",
                 cancel(&cancelled, now),
@@ -652,11 +663,21 @@ mod tests {
             assert_eq!(refund(&hold, &a, at), Err(want), "row: {name}");
         }
         // On the last day of the window it is still allowed, and exactly up to captured.
-        assert!(refund(&captured(10_000, 8_000, 3_000), &ask(5_000), T0 + HOUR + 90 * 24 * HOUR).is_ok());
+        assert!(
+            refund(
+                &captured(10_000, 8_000, 3_000),
+                &ask(5_000),
+                T0 + HOUR + 90 * 24 * HOUR
+            )
+            .is_ok()
+        );
         // Every code maps to its status.
         assert_eq!(HoldError::InvalidAmount.http_status(), 400);
         assert_eq!(HoldError::RefundIdReused.http_status(), 409);
-        assert_eq!(HoldError::ReservationIdReused.code(), "RESERVATION_ID_REUSED");
+        assert_eq!(
+            HoldError::ReservationIdReused.code(),
+            "RESERVATION_ID_REUSED"
+        );
     }
 
     #[test]
@@ -683,10 +704,16 @@ mod tests {
         let day = T0.div_euclid(DAY_MS) * DAY_MS;
         let mut h = reserved(5_000);
         h.reserved_at_ms = day + 23 * HOUR;
-        assert_eq!(applied(cancel(&h, day + 23 * HOUR + 1)).daily_give_back, 5_000);
+        assert_eq!(
+            applied(cancel(&h, day + 23 * HOUR + 1)).daily_give_back,
+            5_000
+        );
         assert_eq!(applied(cancel(&h, day + DAY_MS)).daily_give_back, 0);
         h.expires_at_ms = day + 23 * HOUR + 10;
-        assert_eq!(expire(&h, day + 23 * HOUR + 10).unwrap().daily_give_back, 5_000);
+        assert_eq!(
+            expire(&h, day + 23 * HOUR + 10).unwrap().daily_give_back,
+            5_000
+        );
         assert_eq!(expire(&h, day + DAY_MS).unwrap().daily_give_back, 0);
         let partial = applied(capture(&reserved(5_000), Some(4_000), T0 + DAY_MS));
         assert_eq!(partial.daily_give_back, 0);
@@ -702,7 +729,10 @@ mod tests {
         assert!(due(&h, h.expires_at_ms));
         assert_eq!(expire(&h, h.expires_at_ms - 1), None);
         let e = expire(&h, h.expires_at_ms).unwrap();
-        assert_eq!((e.state, e.held_delta, e.posted_delta), (HoldState::Expired, -100, 0));
+        assert_eq!(
+            (e.state, e.held_delta, e.posted_delta),
+            (HoldState::Expired, -100, 0)
+        );
         assert_eq!(e.postings, None);
         assert_eq!(expire(&captured(100, 100, 0), h.expires_at_ms + 1), None);
         for s in HoldState::ALL {

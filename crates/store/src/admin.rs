@@ -337,7 +337,9 @@ impl Store {
         // The receipt shows what can be spent: posted less held.
         let response = render(
             movement_id,
-            after.unwrap_or(account.balance).saturating_sub(account.held),
+            after
+                .unwrap_or(account.balance)
+                .saturating_sub(account.held),
         );
         let inserted = insert_idempotent(
             &mut tx,

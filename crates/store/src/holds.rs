@@ -7,8 +7,8 @@
 //! sweeper never deadlock one another.
 
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, insert_idempotent,
-    load_card, lock_account_by_id, lock_user_account, retry_races,
+    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, insert_idempotent, load_card,
+    lock_account_by_id, lock_user_account, retry_races,
 };
 use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_update, run};
 use ledger::holds::{
@@ -283,8 +283,8 @@ async fn apply(
     );
     let mut movement_id = None;
     if let (Some(plan), Some(kind)) = (effects.postings, effects.movement_kind()) {
-        let clearing = pos_clearing
-            .ok_or_else(|| StoreError::Invalid("no PoS clearing account".into()))?;
+        let clearing =
+            pos_clearing.ok_or_else(|| StoreError::Invalid("no PoS clearing account".into()))?;
         let reference = format!("{}:{}", hold.view.channel, hold.view.reservation_id);
         let meta = MovementMeta {
             kind,
@@ -629,18 +629,31 @@ impl Store {
         Ok(ChannelOutcome::Fresh { response, events })
     }
 
-    /// Captures (`amount` in minor units, `None`: in full) a reserved hold.
+    /// Captures `amount` (`None`: in full) of a reserved hold.
     pub async fn capture<R>(
         &self,
         call: &ChannelCall<'_>,
         reservation_id: &str,
-        amount: Option<i64>,
+        amount: Option<Decimal>,
         render: R,
     ) -> Result<ChannelOutcome, StoreError>
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        self.end_hold(call, reservation_id, Ending::Capture(amount), &render)
+        let Some(currency) = self.hold_currency(call.channel, reservation_id).await? else {
+            return Ok(ChannelOutcome::NotFound);
+        };
+        let minor = match amount.map(|a| ledger::to_minor(a, currency)) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => {
+                return Ok(ChannelOutcome::Refused {
+                    error: HoldError::InvalidAmount,
+                    expired: false,
+                });
+            }
+        };
+        self.end_hold(call, reservation_id, Ending::Capture(minor), &render)
             .await
     }
 
@@ -982,17 +995,16 @@ impl Store {
         let mut accounts: Vec<i64> = candidates.iter().map(|c| c.1).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let locked: Vec<i64> = match &mut tx {
-            Tx::Pg(t) => {
-                sqlx::query_scalar(
+        let locked: Vec<i64> =
+            match &mut tx {
+                Tx::Pg(t) => sqlx::query_scalar(
                     "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
                 )
                 .bind(&accounts)
                 .fetch_all(&mut **t)
-                .await?
-            }
-            Tx::Lite(_) => accounts,
-        };
+                .await?,
+                Tx::Lite(_) => accounts,
+            };
         let mut expired = 0u64;
         for account_id in locked {
             let mut account = lock_account_by_id(&mut tx, account_id).await?;

@@ -26,9 +26,7 @@ pub mod rules;
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
-pub use holds::{
-    ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest,
-};
+pub use holds::{ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest};
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};

@@ -4,16 +4,16 @@
 
 use crate::app::AppState;
 use crate::routes::{error_body, read_body};
-use crate::signed::{self, Answer, Verified, header, request_hash};
 use crate::service::{
     self, card_transaction, decision_label, render_adjustment, render_notification,
 };
+use crate::signed::{self, Answer, Verified, header, request_hash};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::RequestKind;
+use protocol::Notification;
 use protocol::signature::headers;
 use protocol::wire::{Direction, TransactionRequest, TransactionType};
-use protocol::Notification;
 use std::time::Instant;
 use store::{
     CardTransaction, NotificationCall, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
@@ -293,7 +293,14 @@ async fn authorization(
             .map(request_kind)
     };
     let hash = request_hash(body);
-    let claims = match signed::gate(state, route.path(), &format!("{}{key}", route.in_flight_prefix()), &hash).await {
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
         signed::Gate::Proceed(c) => c,
         signed::Gate::Answered(a) => return a,
     };
@@ -393,7 +400,14 @@ async fn adjustment(
         Err(a) => return a,
     };
     let hash = request_hash(body);
-    let claims = match signed::gate(state, route.path(), &format!("{}{key}", route.in_flight_prefix()), &hash).await {
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
         signed::Gate::Proceed(c) => c,
         signed::Gate::Answered(a) => return a,
     };
@@ -515,7 +529,14 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         return a;
     }
     let hash = request_hash(body);
-    let claims = match signed::gate(state, route.path(), &format!("{}{key}", route.in_flight_prefix()), &hash).await {
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
         signed::Gate::Proceed(c) => c,
         signed::Gate::Answered(a) => return a,
     };
