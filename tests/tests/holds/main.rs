@@ -7,4 +7,5 @@ mod concurrency;
 mod errors;
 mod expiry;
 mod killed;
+mod reconciliation;
 mod worked_example;
