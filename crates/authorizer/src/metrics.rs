@@ -241,6 +241,18 @@ impl Metrics {
                 "authorizer_reconciliation_malformed_rows",
                 "Malformed file rows of the latest reconciliation run.",
             ),
+            (
+                "authorizer_holds_total",
+                "Hold events of the channels' reservations by event (reserved, captured, cancelled, expired, refunded).",
+            ),
+            (
+                "authorizer_hold_sweep_duration_seconds",
+                "Time of one sweep expiring due holds.",
+            ),
+            (
+                "authorizer_holds_reserved",
+                "Holds in state RESERVED (read from the ledger by the sweeper).",
+            ),
         ] {
             m.describe(name, help);
         }
