@@ -371,22 +371,10 @@ impl TestApp {
         secret: &ApiSecret,
         timestamp: i64,
     ) -> Resp {
-        let ts = timestamp.to_string();
-        let sig = signature::sign(secret, &ts, path, body);
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            _ => self.client.post(url),
-        }
-        .insert_header((headers::API_KEY, api_key))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, path))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header(("content-type", "application/json"));
-        if let Some(k) = key {
-            req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
-        }
-        self.send(req, body.to_vec()).await
+        let req = channel_request(
+            &self.api, method, path, body, key, api_key, secret, timestamp,
+        );
+        sent(exchange(&self.api, req, body.to_vec()).await)
     }
 
     /// Asserts a channel answer carries our signature (with the channel's secret).
@@ -537,6 +525,36 @@ async fn exchange(
     api.send(req, body.into(), None).await.map(resp)
 }
 
+/// A channel request (`method` GET or POST) to `path`, `body` signed with `api_key` and
+/// `secret` at `timestamp`.
+#[allow(clippy::too_many_arguments)]
+fn channel_request(
+    api: &processor_client::Client,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    key: Option<&str>,
+    api_key: &str,
+    secret: &ApiSecret,
+    timestamp: i64,
+) -> awc::ClientRequest {
+    let method = if method == "GET" {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    api.signed_request(
+        method,
+        path,
+        Signed {
+            api_key,
+            endpoint: path,
+            signature: Some(processor_client::sign(secret, timestamp, path, body)),
+            idempotency_key: key,
+        },
+    )
+}
+
 /// A processor request to `path`, `body` signed for `signed_endpoint` at `timestamp`.
 #[allow(clippy::too_many_arguments)]
 fn signed(
@@ -666,22 +684,10 @@ impl Remote {
         secret: &ApiSecret,
         timestamp: i64,
     ) -> Resp {
-        let ts = timestamp.to_string();
-        let sig = signature::sign(secret, &ts, path, body);
-        let url = format!("{}{path}", self.base);
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            _ => self.client.post(url),
-        }
-        .insert_header((headers::API_KEY, api_key))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, path))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header(("content-type", "application/json"));
-        if let Some(k) = key {
-            req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
-        }
-        self.send(req, body.to_vec()).await
+        let req = channel_request(
+            &self.api, method, path, body, key, api_key, secret, timestamp,
+        );
+        or_status_0(exchange(&self.api, req, body.to_vec()).await)
     }
 
     /// Asserts a channel answer carries our signature (with the channel's secret).

@@ -199,9 +199,20 @@ impl Client {
 
     /// A POST to `path` with the processor's headers as `signed` says.
     pub fn processor_request(&self, path: &str, signed: Signed<'_>) -> awc::ClientRequest {
+        self.signed_request(Method::POST, path, signed)
+    }
+
+    /// A request to `path` with the signed headers as `signed` says: the processor's
+    /// routes, and the channels' (whose GETs are signed over the empty body).
+    pub fn signed_request(
+        &self,
+        method: Method,
+        path: &str,
+        signed: Signed<'_>,
+    ) -> awc::ClientRequest {
         let mut req = self
             .http
-            .post(self.url(path))
+            .request(method, self.url(path))
             .insert_header((headers::API_KEY, signed.api_key))
             .insert_header((headers::ENDPOINT, signed.endpoint))
             .insert_header(("content-type", "application/json"));
