@@ -307,10 +307,12 @@ fn show(
 fn account_line(v: &Value) -> String {
     let s = |k: &str| v[k].as_str().unwrap_or("-").to_owned();
     format!(
-        "{}/{}: available {} (version {}, overdraft {}, per-transaction limit {}, daily limit {}, blocked MCCs {})",
+        "{}/{}: available {} (posted {}, held {}, version {}, overdraft {}, per-transaction limit {}, daily limit {}, blocked MCCs {})",
         s("user_id"),
         s("currency"),
         s("available"),
+        s("posted"),
+        s("held"),
         v["version"],
         s("overdraft_limit"),
         s("per_transaction_limit"),
