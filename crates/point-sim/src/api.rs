@@ -257,7 +257,10 @@ async fn events(req: HttpRequest, sim: Data) -> HttpResponse {
                 .and_then(|s| s.get(..10))
                 .and_then(|s| s.parse::<jiff::civil::Date>().ok())
         };
-        let (start, end) = (parse(&q.start).ok_or_else(bad)?, parse(&q.end).ok_or_else(bad)?);
+        let (start, end) = (
+            parse(&q.start).ok_or_else(bad)?,
+            parse(&q.end).ok_or_else(bad)?,
+        );
         let m = sim.lock();
         let list: Vec<Value> = m
             .events
@@ -361,7 +364,13 @@ async fn sim_present(
 
 async fn sim_stats(req: HttpRequest, sim: Data) -> HttpResponse {
     guarded!(req, sim, {
-        let pending: usize = sim.queues.lock().expect("lock").values().map(|q| q.len()).sum();
+        let pending: usize = sim
+            .queues
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|q| q.len())
+            .sum();
         let mut v = serde_json::to_value(sim.stats.snapshot()).expect("stats serialize");
         v["webhooks_queued"] = json!(pending);
         Ok(v)
@@ -397,10 +406,19 @@ async fn get_payment(req: HttpRequest, sim: Data, path: web::Path<String>) -> Ht
 pub fn routes(cfg: &mut web::ServiceConfig) {
     let b = BASE;
     cfg.route(&format!("{b}/integrators"), web::get().to(get_integrator))
-        .route(&format!("{b}/integrators"), web::patch().to(patch_integrator))
-        .route(&format!("{b}/integrators/check"), web::post().to(check_integrator))
+        .route(
+            &format!("{b}/integrators"),
+            web::patch().to(patch_integrator),
+        )
+        .route(
+            &format!("{b}/integrators/check"),
+            web::post().to(check_integrator),
+        )
         .route(&format!("{b}/devices"), web::get().to(list_devices))
-        .route(&format!("{b}/devices/{{device_id}}"), web::patch().to(patch_device))
+        .route(
+            &format!("{b}/devices/{{device_id}}"),
+            web::patch().to(patch_device),
+        )
         .route(
             &format!("{b}/devices/{{device_id}}/payment-intents"),
             web::post().to(create_intent),
@@ -409,21 +427,36 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             &format!("{b}/devices/{{device_id}}/payment-intents/{{id}}"),
             web::delete().to(delete_intent),
         )
-        .route(&format!("{b}/payment-intents/events"), web::get().to(events))
-        .route(&format!("{b}/payment-intents/{{id}}"), web::get().to(get_intent))
+        .route(
+            &format!("{b}/payment-intents/events"),
+            web::get().to(events),
+        )
+        .route(
+            &format!("{b}/payment-intents/{{id}}"),
+            web::get().to(get_intent),
+        )
         .route(
             &format!("{b}/payment-intents/{{id}}/events"),
             web::get().to(intent_last_event),
         )
-        .route(&format!("{b}/devices/{{device_id}}/refund"), web::post().to(create_refund))
+        .route(
+            &format!("{b}/devices/{{device_id}}/refund"),
+            web::post().to(create_refund),
+        )
         .route(&format!("{b}/refund/{{id}}"), web::get().to(get_refund))
         .route(
             &format!("{b}/devices/{{device_id}}/refund/{{id}}"),
             web::delete().to(delete_refund),
         )
         .route("/sim/devices/{device_id}/fetch", web::post().to(sim_fetch))
-        .route("/sim/devices/{device_id}/present", web::post().to(sim_present))
-        .route("/sim/devices/{device_id}/cancel", web::post().to(sim_cancel))
+        .route(
+            "/sim/devices/{device_id}/present",
+            web::post().to(sim_present),
+        )
+        .route(
+            "/sim/devices/{device_id}/cancel",
+            web::post().to(sim_cancel),
+        )
         .route("/sim/stats", web::get().to(sim_stats))
         .route("/v1/payments/{id}", web::get().to(get_payment));
     crate::reader::routes(cfg);

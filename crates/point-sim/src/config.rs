@@ -348,7 +348,9 @@ impl Config {
             bail!("reader.device {:?} is not a configured device", r.device);
         }
         if !self.authorizer_url.starts_with("http://") {
-            bail!("authorizer_url must be an http:// URL (the simulator speaks plain HTTP on loopback)");
+            bail!(
+                "authorizer_url must be an http:// URL (the simulator speaks plain HTTP on loopback)"
+            );
         }
         Ok(addr)
     }

@@ -61,7 +61,11 @@ impl Row {
             self.transaction_id,
             self.kind,
             self.tx_type,
-            if self.approved { "APPROVED" } else { "REJECTED" },
+            if self.approved {
+                "APPROVED"
+            } else {
+                "REJECTED"
+            },
             self.direction(),
             self.amount,
             self.currency,

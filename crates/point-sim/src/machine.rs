@@ -232,7 +232,10 @@ mod tests {
 
     #[test]
     fn busy_and_final_sets() {
-        let busy: Vec<_> = ALL_STATES.into_iter().filter(|s| s.occupies_device()).collect();
+        let busy: Vec<_> = ALL_STATES
+            .into_iter()
+            .filter(|s| s.occupies_device())
+            .collect();
         assert_eq!(
             busy,
             [

@@ -243,9 +243,9 @@ impl Sim {
     }
 
     pub fn device(&self, id: &str) -> Result<&DeviceConfig, ApiError> {
-        self.devices.get(id).ok_or_else(|| {
-            ApiError::new(404, "device_not_found", format!("device {id} not found"))
-        })
+        self.devices
+            .get(id)
+            .ok_or_else(|| ApiError::new(404, "device_not_found", format!("device {id} not found")))
     }
 
     /// Applies `event` to the intent, records it, and queues its notification in `out`.
@@ -512,9 +512,7 @@ impl Sim {
                 i.device_id == device_id && i.state == State::Open
             })
             .cloned()
-            .ok_or_else(|| {
-                ApiError::new(404, "no_open_intent", "the device has no OPEN intent")
-            })?;
+            .ok_or_else(|| ApiError::new(404, "no_open_intent", "the device has no OPEN intent"))?;
         let mut out = Vec::new();
         self.transition(&mut m, &id, Event::Fetch, &mut out)
             .expect("OPEN fetches");
@@ -703,7 +701,11 @@ impl Sim {
         let mut out = Vec::new();
         let mut m = self.lock();
         let id = Self::active_on(&m, device_id).ok_or_else(|| {
-            ApiError::new(404, "no_intent", "the device has no intent to present a card to")
+            ApiError::new(
+                404,
+                "no_intent",
+                "the device has no intent to present a card to",
+            )
         })?;
         let state = m.intents[&id].state;
         match state {
@@ -722,7 +724,9 @@ impl Sim {
         }
         let kind = m.intents[&id].kind;
         if kind == Kind::Refund {
-            return self.present_refund(m, out, client, &device, &id, card).await;
+            return self
+                .present_refund(m, out, client, &device, &id, card)
+                .await;
         }
         self.transition(&mut m, &id, Event::Present, &mut out)
             .expect("ON_TERMINAL takes a card");
@@ -783,15 +787,21 @@ impl Sim {
         drop(m);
         self.flush(std::mem::take(&mut out));
 
-        let magic = Some(amount).filter(|a| self.cfg.magic_amounts && [1100, 1200, 1300].contains(a));
+        let magic =
+            Some(amount).filter(|a| self.cfg.magic_amounts && [1100, 1200, 1300].contains(a));
         let adv_key = format!("pt-adv-{id}");
         let mut csv = Vec::new();
         // (event path, payment.state, /v1/payments status, status_detail)
         let (events, payment_state, status, detail): (Vec<Event>, &str, &str, String) =
             if magic == Some(1200) {
                 // A processor-side decline before the issuer: only the advice.
-                self.followup(client, NOTIFY, &adv_key, traffic::advice(&auth, "INVALID_PIN", &adv_key))
-                    .await;
+                self.followup(
+                    client,
+                    NOTIFY,
+                    &adv_key,
+                    traffic::advice(&auth, "INVALID_PIN", &adv_key),
+                )
+                .await;
                 (
                     vec![Event::Reconciled, Event::End],
                     "rejected",
@@ -799,21 +809,40 @@ impl Sim {
                     "INVALID_PIN".into(),
                 )
             } else {
-                let outcome = self.authorize(client, &auth, &id, card.answer_delay_ms).await;
+                let outcome = self
+                    .authorize(client, &auth, &id, card.answer_delay_ms)
+                    .await;
                 let approved = matches!(outcome, AuthOutcome::Approved);
-                csv.push(crate::csv::Row::of(&auth, "AUTHORIZATION", approved && magic != Some(1300)));
+                csv.push(crate::csv::Row::of(
+                    &auth,
+                    "AUTHORIZATION",
+                    approved && magic != Some(1300),
+                ));
                 let advise = |detail: &str| traffic::advice(&auth, detail, &adv_key);
                 match (outcome, magic) {
                     (AuthOutcome::Timeout, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_TIMEOUT")).await;
-                        (vec![Event::NoStatus], "", "rejected", "CLIENT_TIMEOUT".into())
+                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_TIMEOUT"))
+                            .await;
+                        (
+                            vec![Event::NoStatus],
+                            "",
+                            "rejected",
+                            "CLIENT_TIMEOUT".into(),
+                        )
                     }
                     (AuthOutcome::Unavailable, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_UNAVAILABLE")).await;
-                        (vec![Event::NoStatus], "", "rejected", "CLIENT_UNAVAILABLE".into())
+                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_UNAVAILABLE"))
+                            .await;
+                        (
+                            vec![Event::NoStatus],
+                            "",
+                            "rejected",
+                            "CLIENT_UNAVAILABLE".into(),
+                        )
                     }
                     (AuthOutcome::BadSignature, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_SIGNATURE_ERROR")).await;
+                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_SIGNATURE_ERROR"))
+                            .await;
                         (
                             vec![Event::Reconciled, Event::End],
                             "rejected",
@@ -822,7 +851,8 @@ impl Sim {
                         )
                     }
                     (AuthOutcome::Refused, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("INVALID_TRANSACTION")).await;
+                        self.followup(client, NOTIFY, &adv_key, advise("INVALID_TRANSACTION"))
+                            .await;
                         (
                             vec![Event::Reconciled, Event::End],
                             "rejected",
@@ -831,7 +861,8 @@ impl Sim {
                         )
                     }
                     (_, Some(1300)) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("INTERNAL_ERROR")).await;
+                        self.followup(client, NOTIFY, &adv_key, advise("INTERNAL_ERROR"))
+                            .await;
                         (vec![Event::Fail], "", "rejected", "INTERNAL_ERROR".into())
                     }
                     (AuthOutcome::Approved, Some(1100)) => {
@@ -860,7 +891,12 @@ impl Sim {
                     ),
                     (AuthOutcome::Rejected(d), _) => {
                         self.followup(client, NOTIFY, &adv_key, advise(&d)).await;
-                        (vec![Event::Reconciled, Event::End], "rejected", "rejected", d)
+                        (
+                            vec![Event::Reconciled, Event::End],
+                            "rejected",
+                            "rejected",
+                            d,
+                        )
                     }
                 }
             };
@@ -897,7 +933,9 @@ impl Sim {
     ) -> Result<Value, ApiError> {
         self.transition(&mut m, id, Event::Present, &mut out)
             .expect("ON_TERMINAL takes a card");
-        let pid = m.intents[id].payment_id.expect("a refund names its payment");
+        let pid = m.intents[id]
+            .payment_id
+            .expect("a refund names its payment");
         let p = m.payments.get(&pid).expect("refunds name known payments");
         if p.card_id != card.card_id {
             self.transition(&mut m, id, Event::Fail, &mut out)
@@ -916,7 +954,12 @@ impl Sim {
         drop(m);
         self.flush(std::mem::take(&mut out));
         let taken = self
-            .followup(client, ADJ_CREDIT, &format!("pt-refund-{id}"), body.to_bytes())
+            .followup(
+                client,
+                ADJ_CREDIT,
+                &format!("pt-refund-{id}"),
+                body.to_bytes(),
+            )
             .await;
         self.record_csv(&[crate::csv::Row::of(&body, "ADJUSTMENT", true)]);
         let mut m = self.lock();
@@ -1066,7 +1109,14 @@ mod tests {
         ] {
             assert_eq!(check_amount(site, Some(&json!(min))), Ok(min));
             assert_eq!(check_amount(site, Some(&json!(max))), Ok(max));
-            for bad in [json!(min - 1), json!(max + 1), json!(12.34), json!(1500.0), json!("1500"), Value::Null] {
+            for bad in [
+                json!(min - 1),
+                json!(max + 1),
+                json!(12.34),
+                json!(1500.0),
+                json!("1500"),
+                Value::Null,
+            ] {
                 assert_eq!(
                     check_amount(site, Some(&bad)).unwrap_err().code,
                     "invalid_amount",
@@ -1079,7 +1129,13 @@ mod tests {
 
     #[test]
     fn mlb_payment_rules() {
-        assert!(check_mlb_payment(&json!({"installments": 3, "installments_cost": "buyer"}), 1500).is_ok());
+        assert!(
+            check_mlb_payment(
+                &json!({"installments": 3, "installments_cost": "buyer"}),
+                1500
+            )
+            .is_ok()
+        );
         assert!(check_mlb_payment(&json!({"type": "credit_card"}), 100).is_ok());
         for (p, amount) in [
             (json!({"installments": 0}), 1500),
@@ -1087,7 +1143,11 @@ mod tests {
             (json!({"installments": "2"}), 1500),
             (json!({"installments_cost": "bank"}), 1500),
         ] {
-            assert_eq!(check_mlb_payment(&p, amount).unwrap_err().code, "invalid_payment", "{p}");
+            assert_eq!(
+                check_mlb_payment(&p, amount).unwrap_err().code,
+                "invalid_payment",
+                "{p}"
+            );
         }
     }
 
@@ -1095,8 +1155,14 @@ mod tests {
     async fn api_rules() {
         let s = sim();
         let body = json!({"amount": 1500, "additional_info": {"external_reference": "r1", "print_on_terminal": true, "ticket_number": "S1"}});
-        assert_eq!(s.create_intent("nope", &body).unwrap_err().code, "device_not_found");
-        assert_eq!(s.create_intent("DEV__OFF", &body).unwrap_err().code, "device_not_in_pdv_mode");
+        assert_eq!(
+            s.create_intent("nope", &body).unwrap_err().code,
+            "device_not_found"
+        );
+        assert_eq!(
+            s.create_intent("DEV__OFF", &body).unwrap_err().code,
+            "device_not_in_pdv_mode"
+        );
         let i = s.create_intent(DEV, &body).unwrap();
         assert_eq!(i["device_id"], DEV);
         assert_eq!(i["amount"], 1500);
@@ -1104,21 +1170,32 @@ mod tests {
         assert_eq!(s.create_intent(DEV, &body).unwrap_err().code, "device_busy");
         // A field of another site is echoed.
         let mlb = s
-            .create_intent("DEV__MLB", &json!({"amount": 1500, "additional_info": {"ticket_number": "T"}}))
+            .create_intent(
+                "DEV__MLB",
+                &json!({"amount": 1500, "additional_info": {"ticket_number": "T"}}),
+            )
             .unwrap();
         assert_eq!(mlb["additional_info"]["ticket_number"], "T");
         // DELETE while OPEN, then again (final): 409.
-        assert_eq!(s.api_cancel(DEV, &id, Kind::Payment).unwrap()["id"], id.as_str());
+        assert_eq!(
+            s.api_cancel(DEV, &id, Kind::Payment).unwrap()["id"],
+            id.as_str()
+        );
         assert_eq!(
             s.api_cancel(DEV, &id, Kind::Payment).unwrap_err().code,
             "intent_not_cancelable"
         );
         assert_eq!(
-            s.api_cancel(DEV, "unknown", Kind::Payment).unwrap_err().code,
+            s.api_cancel(DEV, "unknown", Kind::Payment)
+                .unwrap_err()
+                .code,
             "payment_intent_not_found"
         );
         // After a fetch, DELETE is refused; the device cancels.
-        let id2 = s.create_intent(DEV, &body).unwrap()["id"].as_str().unwrap().to_owned();
+        let id2 = s.create_intent(DEV, &body).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
         assert_eq!(s.fetch(DEV).unwrap()["state"], "ON_TERMINAL");
         assert_eq!(s.fetch(DEV).unwrap_err().code, "no_open_intent");
         assert_eq!(
@@ -1126,16 +1203,30 @@ mod tests {
             "intent_not_cancelable"
         );
         assert_eq!(s.device_cancel(DEV).unwrap()["state"], "CANCELED");
-        assert_eq!(s.device_cancel(DEV).unwrap_err().code, "intent_not_cancelable");
+        assert_eq!(
+            s.device_cancel(DEV).unwrap_err().code,
+            "intent_not_cancelable"
+        );
         // Refunds of unknown payments are refused.
         assert_eq!(
-            s.create_refund(DEV, &json!({"payment_id": 10000000001u64})).unwrap_err().code,
+            s.create_refund(DEV, &json!({"payment_id": 10000000001u64}))
+                .unwrap_err()
+                .code,
             "refund_not_allowed"
         );
         // Modes.
-        assert_eq!(s.set_mode(DEV, &json!({"operating_mode": "X"})).unwrap_err().code, "invalid_operating_mode");
-        s.set_mode(DEV, &json!({"operating_mode": "STANDALONE"})).unwrap();
-        assert_eq!(s.create_intent(DEV, &body).unwrap_err().code, "device_not_in_pdv_mode");
+        assert_eq!(
+            s.set_mode(DEV, &json!({"operating_mode": "X"}))
+                .unwrap_err()
+                .code,
+            "invalid_operating_mode"
+        );
+        s.set_mode(DEV, &json!({"operating_mode": "STANDALONE"}))
+            .unwrap();
+        assert_eq!(
+            s.create_intent(DEV, &body).unwrap_err().code,
+            "device_not_in_pdv_mode"
+        );
     }
 
     #[actix_rt::test]
@@ -1177,7 +1268,10 @@ mod tests {
         );
         i.state = State::ConfirmationRequired;
         let v: Value = serde_json::from_slice(&notification(&i)).unwrap();
-        assert_eq!(v["payment"], json!({"id": 18308029193u64, "type": "", "state": ""}));
+        assert_eq!(
+            v["payment"],
+            json!({"id": 18308029193u64, "type": "", "state": ""})
+        );
         for s in [State::Canceled, State::Error, State::Abandoned] {
             i.state = s;
             let v: Value = serde_json::from_slice(&notification(&i)).unwrap();
@@ -1188,7 +1282,10 @@ mod tests {
     #[test]
     fn times() {
         assert_eq!(utc_seconds(1_704_114_000_000), "2024-01-01 13:00:00");
-        assert_eq!(local_date_time(1_704_114_000_000, -3), "2024-01-01T10:00:00");
+        assert_eq!(
+            local_date_time(1_704_114_000_000, -3),
+            "2024-01-01T10:00:00"
+        );
         assert_eq!(iso(1_704_114_000_123, -3), "2024-01-01T10:00:00.123-03:00");
         assert_eq!(iso(1_704_114_000_123, 0), "2024-01-01T13:00:00.123Z");
     }

@@ -333,7 +333,10 @@ mod tests {
         );
         // The protocol crate reads it back as what it is.
         let parsed = protocol::TransactionRequest::from_slice(&body).unwrap();
-        assert_eq!(parsed.transaction.id, auth_id("7d8c70b6-2ac8-4c57-a441-c319088ca3ca"));
+        assert_eq!(
+            parsed.transaction.id,
+            auth_id("7d8c70b6-2ac8-4c57-a441-c319088ca3ca")
+        );
     }
 
     #[test]
@@ -357,7 +360,10 @@ mod tests {
             v["installments"],
             serde_json::json!({"quantity":"3","current_installment":"1"})
         );
-        assert_eq!(v["extra_data"], serde_json::json!({"card_presence":"PRESENT"}));
+        assert_eq!(
+            v["extra_data"],
+            serde_json::json!({"card_presence":"PRESENT"})
+        );
         assert_eq!(v["amount"]["local"]["total"], "1234.56");
         assert_eq!(v["transaction"]["country_code"], "BRA");
         assert_eq!(v["transaction"]["entry_mode"], "CONTACTLESS");
@@ -394,9 +400,17 @@ mod tests {
             local_date_time: "2024-01-01T10:00:00".into(),
             installments: None,
         });
-        let rev = credit_adjustment(&auth, "ctx-pt-i1-rev", "REVERSAL_PURCHASE", "2024-01-01T10:00:01");
+        let rev = credit_adjustment(
+            &auth,
+            "ctx-pt-i1-rev",
+            "REVERSAL_PURCHASE",
+            "2024-01-01T10:00:01",
+        );
         let parsed = protocol::TransactionRequest::from_slice(&rev.to_bytes()).unwrap();
-        assert_eq!(parsed.transaction.original_transaction_id.as_deref(), Some("ctx-pt-i1"));
+        assert_eq!(
+            parsed.transaction.original_transaction_id.as_deref(),
+            Some("ctx-pt-i1")
+        );
         assert_eq!(parsed.transaction.id, "ctx-pt-i1-rev");
         assert_eq!(parsed.transaction.kind.as_str(), "REVERSAL_PURCHASE");
         let adv = advice(&auth, "CLIENT_TIMEOUT", "pt-adv-i1");
@@ -404,7 +418,10 @@ mod tests {
         assert_eq!(n.event_id, "authorization-advice");
         assert_eq!(n.idempotency_key.as_deref(), Some("pt-adv-i1"));
         assert_eq!(n.event_detail.status.as_deref(), Some("REJECTED"));
-        assert_eq!(n.event_detail.status_detail.as_deref(), Some("CLIENT_TIMEOUT"));
+        assert_eq!(
+            n.event_detail.status_detail.as_deref(),
+            Some("CLIENT_TIMEOUT")
+        );
         assert_eq!(n.event_detail.transaction.unwrap().id, "ctx-pt-i1");
     }
 }
