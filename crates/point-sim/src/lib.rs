@@ -71,6 +71,7 @@ pub mod csv;
 pub mod load;
 pub mod machine;
 pub mod reader;
+pub mod receiver;
 pub mod signed;
 pub mod sim;
 pub mod stats;

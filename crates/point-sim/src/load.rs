@@ -41,6 +41,12 @@ pub enum Command {
     },
     /// Drive N devices at a rate with a mix of outcomes, then check the money.
     Load(LoadArgs),
+    /// A demo integrator webhook: answers the challenge with the integrator token and
+    /// prints each notification with its verified signature.
+    Receive {
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        listen: String,
+    },
 }
 
 #[derive(clap::Args, Clone)]
@@ -136,6 +142,11 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 running.stop().await;
                 Ok(true)
             })
+        }
+        Some(Command::Receive { listen }) => {
+            let addr = crate::config::loopback_listen(&listen)?;
+            actix_rt::System::new().block_on(crate::receiver::serve(addr, cfg.integrator_token))?;
+            Ok(true)
         }
         Some(Command::Load(args)) => {
             let token = match (&args.admin_token, &cfg.data_dir) {
