@@ -176,18 +176,20 @@ fn device(id: &str, site: Site) -> point_sim::config::DeviceConfig {
 async fn point(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Point {
     let (recv_url, recv, handle) = receiver();
     let csv = app.data_dir.path().join(format!("{}.csv", uid("pt")));
-    let mut cfg = Config::default();
-    cfg.authorizer_url = app.base.clone();
-    cfg.processor_api_key = Some(API_KEY.into());
-    cfg.processor_api_secret = Some(API_SECRET.into());
-    cfg.devices = vec![
-        point_sim::config::demo_device(),
-        device(DEV_MLB, Site::Mlb),
-        device(DEV_MLM, Site::Mlm),
-    ];
-    cfg.webhook_backoff_ms = 50;
-    cfg.challenge_timeout_ms = 500;
-    cfg.transactions_csv = csv.display().to_string();
+    let mut cfg = Config {
+        authorizer_url: app.base.clone(),
+        processor_api_key: Some(API_KEY.into()),
+        processor_api_secret: Some(API_SECRET.into()),
+        devices: vec![
+            point_sim::config::demo_device(),
+            device(DEV_MLB, Site::Mlb),
+            device(DEV_MLM, Site::Mlm),
+        ],
+        webhook_backoff_ms: 50,
+        challenge_timeout_ms: 500,
+        transactions_csv: csv.display().to_string(),
+        ..Config::default()
+    };
     tweak(&mut cfg);
     let run = point_sim::start(cfg).await.expect("point-sim starts");
     Point {

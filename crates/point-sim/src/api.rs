@@ -66,11 +66,16 @@ fn json_body(body: &[u8]) -> Result<Value, ApiError> {
         .map_err(|_| ApiError::new(400, "invalid_body", "the body is not JSON"))
 }
 
+/// Runs a handler body that answers with `?` on errors.
+fn handled(f: impl FnOnce() -> Result<Value, ApiError>) -> Result<Value, ApiError> {
+    f()
+}
+
 macro_rules! guarded {
     ($req:expr, $sim:expr, $body:expr) => {{
         match auth(&$req, &$sim) {
             Err(e) => error(e),
-            Ok(()) => reply((|| -> Result<Value, ApiError> { $body })()),
+            Ok(()) => reply(handled(|| $body)),
         }
     }};
 }

@@ -302,7 +302,7 @@ struct Book {
 
 async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::Result<bool> {
     let mix = Mix::parse(&args.mix)?;
-    if args.devices == 0 || !(args.per_minute > 0.0) {
+    if args.devices == 0 || args.per_minute.is_nan() || args.per_minute <= 0.0 {
         bail!("--devices and --per-minute must be positive");
     }
     let fund = crate::traffic::decimal(parse_cents(&args.fund)?);
@@ -441,7 +441,10 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
     }
     // The money check.
     let mut passed = true;
-    let b = book.borrow();
+    let (delta, outcomes, errors) = {
+        let b = book.borrow();
+        (b.delta.clone(), b.outcomes.clone(), b.errors.clone())
+    };
     for (u, start) in &start_balance {
         let (s, v) = http
             .admin("GET", &format!("/v1/accounts/{u}/ARS"), None, None)
@@ -451,18 +454,18 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
         } else {
             None
         };
-        let want = start + b.delta.get(u).copied().unwrap_or(0);
+        let want = start + delta.get(u).copied().unwrap_or(0);
         if got != Some(want) {
             passed = false;
             println!("MISMATCH {u}: ledger {got:?}, expected {want} (minor units)");
         }
     }
-    for e in &b.errors {
+    for e in &errors {
         passed = false;
         println!("ERROR {e}");
     }
     let stats = serde_json::to_value(running.sim.stats.snapshot())?;
-    println!("outcomes: {}", serde_json::to_string(&b.outcomes)?);
+    println!("outcomes: {}", serde_json::to_string(&outcomes)?);
     println!("processor traffic: {stats}");
     println!(
         "money check: {} accounts, {}",
@@ -473,7 +476,6 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
             "FAILED"
         }
     );
-    drop(b);
     running.stop().await;
     Ok(passed)
 }

@@ -674,6 +674,51 @@ enum AuthOutcome {
     Refused,
 }
 
+/// What `begin` left for the asynchronous part of a presentation.
+enum Begun {
+    Sale {
+        id: String,
+        pid: u64,
+        amount: i64,
+        auth: TxBody,
+        offset: i8,
+    },
+    Refund {
+        id: String,
+        pid: u64,
+        body: TxBody,
+    },
+    Done(Value),
+}
+
+/// How a sale ended: the events from `PROCESSING`, `payment.state`, the payment's status
+/// and status detail.
+struct Ending {
+    events: Vec<Event>,
+    payment_state: &'static str,
+    status: &'static str,
+    detail: String,
+}
+
+impl Ending {
+    fn finished(payment_state: &'static str, status: &'static str, detail: &str) -> Ending {
+        Ending {
+            events: vec![Event::Reconciled, Event::End],
+            payment_state,
+            status,
+            detail: detail.into(),
+        }
+    }
+    fn no_status(detail: &str) -> Ending {
+        Ending {
+            events: vec![Event::NoStatus],
+            payment_state: "",
+            status: "rejected",
+            detail: detail.into(),
+        }
+    }
+}
+
 impl Sim {
     /// `POST /sim/devices/{d}/present` (§2.5, §2.7): fetches first if needed, runs to a final
     /// state, answers with the final intent.
@@ -698,19 +743,68 @@ impl Sim {
             ));
         }
         let device = self.device(device_id)?.clone();
+        match self.begin(&device, &card)? {
+            Begun::Done(v) => Ok(v),
+            Begun::Refund { id, pid, body } => {
+                let taken = self
+                    .followup(
+                        client,
+                        ADJ_CREDIT,
+                        &format!("pt-refund-{id}"),
+                        body.to_bytes(),
+                    )
+                    .await;
+                self.record_csv(&[crate::csv::Row::of(&body, "ADJUSTMENT", true)]);
+                Ok(self.end_refund(&id, pid, taken != Some(false)))
+            }
+            Begun::Sale {
+                id,
+                pid,
+                amount,
+                auth,
+                offset,
+            } => {
+                let ending = self
+                    .run_sale(client, &id, amount, &auth, offset, card.answer_delay_ms)
+                    .await;
+                Ok(self.end_sale(&id, pid, ending))
+            }
+        }
+    }
+
+    /// Under the lock: fetch if needed, enter `PROCESSING`, assign the payment id and build
+    /// the authorization (or check the refund's card).
+    fn begin(
+        self: &Arc<Self>,
+        device: &DeviceConfig,
+        card: &Presentation,
+    ) -> Result<Begun, ApiError> {
         let mut out = Vec::new();
-        let mut m = self.lock();
-        let id = Self::active_on(&m, device_id).ok_or_else(|| {
+        let r = {
+            let mut m = self.lock();
+            self.begin_locked(&mut m, device, card, &mut out)
+        };
+        self.flush(out);
+        r
+    }
+
+    fn begin_locked(
+        &self,
+        m: &mut Model,
+        device: &DeviceConfig,
+        card: &Presentation,
+        out: &mut Outbox,
+    ) -> Result<Begun, ApiError> {
+        let id = Self::active_on(m, &device.id).ok_or_else(|| {
             ApiError::new(
                 404,
                 "no_intent",
                 "the device has no intent to present a card to",
             )
         })?;
-        let state = m.intents[&id].state;
-        match state {
+        match m.intents[&id].state {
             State::Open => {
-                self.transition(&mut m, &id, Event::Fetch, &mut out)
+                self.transition(m, &id, Event::Fetch, out)
                     .expect("OPEN fetches");
             }
             State::OnTerminal => {}
@@ -722,15 +816,28 @@ impl Sim {
                 ));
             }
         }
-        let kind = m.intents[&id].kind;
-        if kind == Kind::Refund {
-            return self
-                .present_refund(m, out, client, &device, &id, card)
-                .await;
-        }
-        self.transition(&mut m, &id, Event::Present, &mut out)
+        self.transition(m, &id, Event::Present, out)
             .expect("ON_TERMINAL takes a card");
         let now = now_ms();
+        let offset = device.site.utc_offset_hours();
+        if m.intents[&id].kind == Kind::Refund {
+            let pid = m.intents[&id]
+                .payment_id
+                .expect("a refund names its payment");
+            let p = m.payments.get(&pid).expect("refunds name known payments");
+            if p.card_id != card.card_id {
+                self.transition(m, &id, Event::Fail, out)
+                    .expect("PROCESSING fails");
+                return Ok(Begun::Done(Self::refund_view(&m.intents[&id])));
+            }
+            let body = traffic::credit_adjustment(
+                &p.auth,
+                &format!("ctx-ptr-{id}"),
+                "REFUND",
+                &local_date_time(now, offset),
+            );
+            return Ok(Begun::Refund { id, pid, body });
+        }
         let pid = m.next_payment;
         m.next_payment += 1;
         let intent = m.intents.get_mut(&id).expect("exists");
@@ -749,11 +856,10 @@ impl Sim {
             .get("external_reference")
             .and_then(Value::as_str)
             .map(str::to_owned);
-        let offset = device.site.utc_offset_hours();
         let auth = traffic::authorization(&traffic::Sale {
             transaction_id: traffic::auth_id(&id),
-            device: &device,
-            card: &card,
+            device,
+            card,
             amount_minor: amount,
             currency: device.site.currency().into(),
             local_date_time: local_date_time(now, offset),
@@ -770,7 +876,7 @@ impl Sim {
             Payment {
                 id: pid,
                 intent_id: id.clone(),
-                device_id: device_id.to_owned(),
+                device_id: device.id.clone(),
                 amount,
                 currency: device.site.currency().into(),
                 status: "in_process".into(),
@@ -784,200 +890,138 @@ impl Sim {
                 auth: auth.clone(),
             },
         );
-        drop(m);
-        self.flush(std::mem::take(&mut out));
+        Ok(Begun::Sale {
+            id,
+            pid,
+            amount,
+            auth,
+            offset,
+        })
+    }
 
+    /// The issuer traffic of §2.5's outcome table, in order.
+    async fn run_sale(
+        self: &Arc<Self>,
+        client: &awc::Client,
+        id: &str,
+        amount: i64,
+        auth: &TxBody,
+        offset: i8,
+        answer_delay_ms: Option<u64>,
+    ) -> Ending {
         let magic =
             Some(amount).filter(|a| self.cfg.magic_amounts && [1100, 1200, 1300].contains(a));
         let adv_key = format!("pt-adv-{id}");
-        let mut csv = Vec::new();
-        // (event path, payment.state, /v1/payments status, status_detail)
-        let (events, payment_state, status, detail): (Vec<Event>, &str, &str, String) =
-            if magic == Some(1200) {
-                // A processor-side decline before the issuer: only the advice.
-                self.followup(
-                    client,
-                    NOTIFY,
-                    &adv_key,
-                    traffic::advice(&auth, "INVALID_PIN", &adv_key),
-                )
+        let advise = |detail: &str| traffic::advice(auth, detail, &adv_key);
+        if magic == Some(1200) {
+            // A processor-side decline before the issuer: only the advice.
+            self.followup(client, NOTIFY, &adv_key, advise("INVALID_PIN"))
                 .await;
-                (
-                    vec![Event::Reconciled, Event::End],
-                    "rejected",
-                    "rejected",
-                    "INVALID_PIN".into(),
-                )
-            } else {
-                let outcome = self
-                    .authorize(client, &auth, &id, card.answer_delay_ms)
+            return Ending::finished("rejected", "rejected", "INVALID_PIN");
+        }
+        let outcome = self.authorize(client, auth, id, answer_delay_ms).await;
+        let approved = matches!(outcome, AuthOutcome::Approved);
+        let mut csv = vec![crate::csv::Row::of(
+            auth,
+            "AUTHORIZATION",
+            approved && magic != Some(1300),
+        )];
+        let ending = match (outcome, magic) {
+            (AuthOutcome::Timeout, _) => {
+                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_TIMEOUT"))
                     .await;
-                let approved = matches!(outcome, AuthOutcome::Approved);
-                csv.push(crate::csv::Row::of(
-                    &auth,
-                    "AUTHORIZATION",
-                    approved && magic != Some(1300),
-                ));
-                let advise = |detail: &str| traffic::advice(&auth, detail, &adv_key);
-                match (outcome, magic) {
-                    (AuthOutcome::Timeout, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_TIMEOUT"))
-                            .await;
-                        (
-                            vec![Event::NoStatus],
-                            "",
-                            "rejected",
-                            "CLIENT_TIMEOUT".into(),
-                        )
-                    }
-                    (AuthOutcome::Unavailable, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_UNAVAILABLE"))
-                            .await;
-                        (
-                            vec![Event::NoStatus],
-                            "",
-                            "rejected",
-                            "CLIENT_UNAVAILABLE".into(),
-                        )
-                    }
-                    (AuthOutcome::BadSignature, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("CLIENT_SIGNATURE_ERROR"))
-                            .await;
-                        (
-                            vec![Event::Reconciled, Event::End],
-                            "rejected",
-                            "rejected",
-                            "CLIENT_SIGNATURE_ERROR".into(),
-                        )
-                    }
-                    (AuthOutcome::Refused, _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("INVALID_TRANSACTION"))
-                            .await;
-                        (
-                            vec![Event::Reconciled, Event::End],
-                            "rejected",
-                            "rejected",
-                            "INVALID_TRANSACTION".into(),
-                        )
-                    }
-                    (_, Some(1300)) => {
-                        self.followup(client, NOTIFY, &adv_key, advise("INTERNAL_ERROR"))
-                            .await;
-                        (vec![Event::Fail], "", "rejected", "INTERNAL_ERROR".into())
-                    }
-                    (AuthOutcome::Approved, Some(1100)) => {
-                        let rev_id = format!("{}-rev", auth.transaction.id);
-                        let rev = traffic::credit_adjustment(
-                            &auth,
-                            &rev_id,
-                            "REVERSAL_PURCHASE",
-                            &local_date_time(now_ms(), offset),
-                        );
-                        self.followup(client, ADJ_CREDIT, &format!("pt-rev-{id}"), rev.to_bytes())
-                            .await;
-                        csv.push(crate::csv::Row::of(&rev, "ADJUSTMENT", true));
-                        (
-                            vec![Event::Reconciled, Event::End],
-                            "reversed",
-                            "cancelled",
-                            "REVERSED".into(),
-                        )
-                    }
-                    (AuthOutcome::Approved, _) => (
-                        vec![Event::Reconciled, Event::End],
-                        "approved",
-                        "approved",
-                        "APPROVED".into(),
-                    ),
-                    (AuthOutcome::Rejected(d), _) => {
-                        self.followup(client, NOTIFY, &adv_key, advise(&d)).await;
-                        (
-                            vec![Event::Reconciled, Event::End],
-                            "rejected",
-                            "rejected",
-                            d,
-                        )
-                    }
+                Ending::no_status("CLIENT_TIMEOUT")
+            }
+            (AuthOutcome::Unavailable, _) => {
+                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_UNAVAILABLE"))
+                    .await;
+                Ending::no_status("CLIENT_UNAVAILABLE")
+            }
+            (AuthOutcome::BadSignature, _) => {
+                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_SIGNATURE_ERROR"))
+                    .await;
+                Ending::finished("rejected", "rejected", "CLIENT_SIGNATURE_ERROR")
+            }
+            (AuthOutcome::Refused, _) => {
+                self.followup(client, NOTIFY, &adv_key, advise("INVALID_TRANSACTION"))
+                    .await;
+                Ending::finished("rejected", "rejected", "INVALID_TRANSACTION")
+            }
+            (_, Some(1300)) => {
+                self.followup(client, NOTIFY, &adv_key, advise("INTERNAL_ERROR"))
+                    .await;
+                Ending {
+                    events: vec![Event::Fail],
+                    payment_state: "",
+                    status: "rejected",
+                    detail: "INTERNAL_ERROR".into(),
                 }
-            };
+            }
+            (AuthOutcome::Approved, Some(1100)) => {
+                let rev = traffic::credit_adjustment(
+                    auth,
+                    &format!("{}-rev", auth.transaction.id),
+                    "REVERSAL_PURCHASE",
+                    &local_date_time(now_ms(), offset),
+                );
+                self.followup(client, ADJ_CREDIT, &format!("pt-rev-{id}"), rev.to_bytes())
+                    .await;
+                csv.push(crate::csv::Row::of(&rev, "ADJUSTMENT", true));
+                Ending::finished("reversed", "cancelled", "REVERSED")
+            }
+            (AuthOutcome::Approved, _) => Ending::finished("approved", "approved", "APPROVED"),
+            (AuthOutcome::Rejected(d), _) => {
+                self.followup(client, NOTIFY, &adv_key, advise(&d)).await;
+                Ending::finished("rejected", "rejected", &d)
+            }
+        };
         self.record_csv(&csv);
-        let mut m = self.lock();
-        {
-            let intent = m.intents.get_mut(&id).expect("exists");
-            intent.payment_state = Some(payment_state.into());
-            if events == [Event::NoStatus] {
+        ending
+    }
+
+    /// Under the lock: the sale's final states and its payment.
+    fn end_sale(self: &Arc<Self>, id: &str, pid: u64, e: Ending) -> Value {
+        let mut out = Vec::new();
+        let v = {
+            let mut m = self.lock();
+            let intent = m.intents.get_mut(id).expect("exists");
+            intent.payment_state = Some(e.payment_state.into());
+            if e.events == [Event::NoStatus] {
                 intent.payment_type = Some(String::new());
             }
             let p = m.payments.get_mut(&pid).expect("exists");
-            p.status = status.into();
-            p.status_detail = detail;
-        }
-        for ev in events {
-            self.transition(&mut m, &id, ev, &mut out)
-                .expect("the engine follows the machine");
-        }
-        let v = self.intent_view(&m, &m.intents[&id]);
-        drop(m);
+            p.status = e.status.into();
+            p.status_detail = e.detail;
+            for ev in e.events {
+                self.transition(&mut m, id, ev, &mut out)
+                    .expect("the engine follows the machine");
+            }
+            self.intent_view(&m, &m.intents[id])
+        };
         self.flush(out);
-        Ok(v)
+        v
     }
 
-    async fn present_refund(
-        self: &Arc<Self>,
-        mut m: std::sync::MutexGuard<'_, Model>,
-        mut out: Outbox,
-        client: &awc::Client,
-        device: &DeviceConfig,
-        id: &str,
-        card: Presentation,
-    ) -> Result<Value, ApiError> {
-        self.transition(&mut m, id, Event::Present, &mut out)
-            .expect("ON_TERMINAL takes a card");
-        let pid = m.intents[id]
-            .payment_id
-            .expect("a refund names its payment");
-        let p = m.payments.get(&pid).expect("refunds name known payments");
-        if p.card_id != card.card_id {
-            self.transition(&mut m, id, Event::Fail, &mut out)
-                .expect("PROCESSING fails");
-            let v = Self::refund_view(&m.intents[id]);
-            drop(m);
-            self.flush(out);
-            return Ok(v);
-        }
-        let body = traffic::credit_adjustment(
-            &p.auth,
-            &format!("ctx-ptr-{id}"),
-            "REFUND",
-            &local_date_time(now_ms(), device.site.utc_offset_hours()),
-        );
-        drop(m);
-        self.flush(std::mem::take(&mut out));
-        let taken = self
-            .followup(
-                client,
-                ADJ_CREDIT,
-                &format!("pt-refund-{id}"),
-                body.to_bytes(),
-            )
-            .await;
-        self.record_csv(&[crate::csv::Row::of(&body, "ADJUSTMENT", true)]);
-        let mut m = self.lock();
-        let ev = if taken == Some(false) {
-            Event::Fail
-        } else {
-            let p = m.payments.get_mut(&pid).expect("exists");
-            p.status = "refunded".into();
-            p.status_detail = "REFUNDED".into();
-            m.intents.get_mut(id).expect("exists").payment_state = Some("refunded".into());
-            Event::End
+    /// Under the lock: the refund's final state, and its payment refunded when it was taken.
+    fn end_refund(self: &Arc<Self>, id: &str, pid: u64, taken: bool) -> Value {
+        let mut out = Vec::new();
+        let v = {
+            let mut m = self.lock();
+            let ev = if taken {
+                let p = m.payments.get_mut(&pid).expect("exists");
+                p.status = "refunded".into();
+                p.status_detail = "REFUNDED".into();
+                m.intents.get_mut(id).expect("exists").payment_state = Some("refunded".into());
+                Event::End
+            } else {
+                Event::Fail
+            };
+            self.transition(&mut m, id, ev, &mut out)
+                .expect("PROCESSING ends");
+            Self::refund_view(&m.intents[id])
         };
-        self.transition(&mut m, id, ev, &mut out)
-            .expect("PROCESSING ends");
-        let v = Self::refund_view(&m.intents[id]);
-        drop(m);
         self.flush(out);
-        Ok(v)
+        v
     }
 
     /// Sends the authorization, waiting at most `authorization_timeout_ms` for the answer. A
@@ -1080,8 +1124,10 @@ mod tests {
     use crate::config::Site;
 
     fn sim() -> Arc<Sim> {
-        let mut cfg = Config::default();
-        cfg.devices = vec![crate::config::demo_device()];
+        let mut cfg = Config {
+            devices: vec![crate::config::demo_device()],
+            ..Config::default()
+        };
         let mut mlb = crate::config::demo_device();
         mlb.id = "DEV__MLB".into();
         mlb.site = Site::Mlb;
