@@ -971,6 +971,155 @@ async fn refund(app: TestApp) {
     pt.run.stop().await;
 }
 
+/// instore-extensions §5: the virtual card reader, through the same signed traffic.
+async fn virtual_reader(app: TestApp) {
+    let user = uid("usr");
+    app.funded(&user, "ARS", "100.00").await;
+    let card = user.clone();
+    let pt = point(&app, |c| {
+        c.reader = Some(point_sim::config::ReaderConfig {
+            peds: vec!["PED-1".into()],
+            device: String::new(),
+        });
+        c.virtual_cards = vec![point_sim::config::VirtualCard {
+            key: "visa-1".into(),
+            card_id: format!("crd-{card}"),
+            user_id: card.clone(),
+            product_type: "CREDIT".into(),
+            provider: "VISA".into(),
+            last_four: "4242".into(),
+            currency: "ARS".into(),
+        }];
+    })
+    .await;
+    let ped = json!({"registration_code": "PED-1", "name": "Verifone P400", "type": "PED"});
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/initialize_credit_processor",
+            Some(json!({"processor": "Custom"})),
+        )
+        .await;
+    assert_eq!(
+        v["data"],
+        json!({"captureEnabled": false, "simulated": true})
+    );
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/connect_card_reader",
+            Some(json!({"ped": {"registration_code": "nope"}})),
+        )
+        .await;
+    assert_eq!(
+        (v["result"].as_str(), v["error"].as_str()),
+        (Some("Failure"), Some("Device Offline"))
+    );
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/connect_card_reader",
+            Some(json!({ "ped": ped })),
+        )
+        .await;
+    assert_eq!(v["result"], "Success");
+    let collect = |cart: &str, reference: &str, amount: i64| {
+        json!({"saleId": "s1", "testCard": "visa-1", "reference": reference, "cartKey": cart,
+               "amount": {"amount": amount, "precision": 2, "currency": "ARS"}, "ped": ped})
+    };
+    // Approved: the authorization is ours, signed like the network's.
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/collect_credit_payment",
+            Some(collect("cart-1", "ref-1", 2000)),
+        )
+        .await;
+    assert_eq!(v["result"], "Success", "{v}");
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["data"]["authorization_response_code"], "3030");
+    assert_eq!(v["data"]["last4"], "4242");
+    let pid = v["data"]["processor_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.available(&user, "ARS").await, "80.00");
+    let (_, h) = transaction(&app, &pid).await;
+    assert_eq!(h["records"][0]["status"], "APPROVED");
+    let (_, cap) = pt
+        .call(
+            "POST",
+            "/instore/capture_payment",
+            Some(json!({"cartKey": "cart-1"})),
+        )
+        .await;
+    assert_eq!(cap["data"]["processor_id"], pid.as_str());
+    // A partial refund, then what is left.
+    let (_, v) = pt
+        .call("POST", "/instore/create_credit_refund", Some(json!({"saleId": "s1", "last4": "4242", "reference": "ref-1", "amount": "5.00", "currency": "ARS"})))
+        .await;
+    assert_eq!(v["status"], "approved", "{v}");
+    assert_eq!(app.available(&user, "ARS").await, "85.00");
+    let (_, v) = pt
+        .call(
+            "GET",
+            &format!("/instore/credit_available_refund/{pid}"),
+            None,
+        )
+        .await;
+    assert_eq!(v["data"]["amount"], "15.00");
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/create_credit_refund",
+            Some(json!({"reference": "ref-1", "amount": "15.01", "currency": "ARS"})),
+        )
+        .await;
+    assert_eq!(v["result"], "Failure");
+    // A refunded payment is not cancelled; another one is, once.
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/cancel_credit_payment",
+            Some(json!({"processor_id": pid})),
+        )
+        .await;
+    assert_eq!(v["result"], "Failure");
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/collect_credit_payment",
+            Some(collect("cart-2", "ref-2", 3000)),
+        )
+        .await;
+    let pid2 = v["data"]["processor_id"].as_str().unwrap().to_owned();
+    assert_eq!(app.available(&user, "ARS").await, "55.00");
+    for _ in 0..2 {
+        let (_, v) = pt
+            .call(
+                "POST",
+                "/instore/cancel_credit_payment",
+                Some(json!({"processor_id": pid2, "last4": "4242"})),
+            )
+            .await;
+        assert_eq!(v["status"], "approved", "{v}");
+    }
+    assert_eq!(app.available(&user, "ARS").await, "85.00");
+    let (_, h) = transaction(&app, &pid2).await;
+    assert_eq!(h["adjustments"].as_array().unwrap().len(), 1, "{h}");
+    // Declined: more than the balance.
+    let (_, v) = pt
+        .call(
+            "POST",
+            "/instore/collect_credit_payment",
+            Some(collect("cart-3", "ref-3", 900_000)),
+        )
+        .await;
+    assert_eq!(
+        (v["result"].as_str(), v["error"].as_str()),
+        (Some("Failure"), Some("INSUFFICIENT_FUNDS"))
+    );
+    assert_eq!(app.available(&user, "ARS").await, "85.00");
+    pt.run.stop().await;
+}
+
 both_backends!(
     challenge,
     approved_purchase,
@@ -979,4 +1128,5 @@ both_backends!(
     authorizer_unreachable,
     api_rules_and_abandonment,
     refund,
+    virtual_reader,
 );

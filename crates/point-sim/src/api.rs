@@ -30,7 +30,7 @@ pub fn error(e: ApiError) -> HttpResponse {
 }
 
 /// `Authorization: Bearer <one of access_tokens>`, else 401.
-fn auth(req: &HttpRequest, sim: &Sim) -> Result<(), ApiError> {
+pub(crate) fn auth(req: &HttpRequest, sim: &Sim) -> Result<(), ApiError> {
     let given = req
         .headers()
         .get("authorization")

@@ -661,7 +661,7 @@ pub fn check_mlb_payment(p: &Value, amount: i64) -> Result<(), ApiError> {
 }
 
 /// How the authorization went, from the terminal's side.
-enum AuthOutcome {
+pub(crate) enum AuthOutcome {
     Approved,
     Rejected(String),
     /// No answer in time.
@@ -1026,7 +1026,7 @@ impl Sim {
 
     /// Sends the authorization, waiting at most `authorization_timeout_ms` for the answer. A
     /// late answer is discarded: the request is not cancelled.
-    async fn authorize(
+    pub(crate) async fn authorize(
         &self,
         client: &awc::Client,
         auth: &TxBody,
@@ -1077,7 +1077,7 @@ impl Sim {
     /// Sends a follow-up (advice, reversal, refund) until the authorizer takes it, in the
     /// background; waits for it at most `followup_wait_ms`. `Some(true)`: taken;
     /// `Some(false)`: refused for good; `None`: still being retried.
-    async fn followup(
+    pub(crate) async fn followup(
         self: &Arc<Self>,
         client: &awc::Client,
         path: &'static str,

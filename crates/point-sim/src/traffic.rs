@@ -245,6 +245,18 @@ pub fn credit_adjustment(
     b
 }
 
+/// `body` with every amount (local, transaction, settlement, the BASE line) set to `minor`.
+pub fn with_amount(mut body: TxBody, minor: i64) -> TxBody {
+    let total = decimal(minor);
+    body.amount.local.total = total.clone();
+    body.amount.transaction.total = total.clone();
+    body.amount.settlement.total = total.clone();
+    for d in &mut body.amount.details {
+        d.amount = total.clone();
+    }
+    body
+}
+
 #[derive(Serialize)]
 struct AdviceDetail<'a> {
     #[serde(flatten)]
