@@ -9,6 +9,7 @@ use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use e2e::*;
 use point_sim::config::{Config, Site};
 use serde_json::{Value, json};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -1120,6 +1121,92 @@ async fn virtual_reader(app: TestApp) {
     pt.run.stop().await;
 }
 
+/// §2.8 test 7: a day of terminal traffic, written by the simulator as the processor's
+/// transactions file, reconciled against our ledger.
+async fn reconciled_day(app: TestApp) {
+    use reconciler::config::{Settings as ReconSettings, Source};
+    use reconciler::run::{RunOptions, run};
+    let pt = point(&app, |c| c.authorization_timeout_ms = 300).await;
+    let user = uid("usr");
+    app.funded(&user, "ARS", "100.00").await;
+    let poor = uid("usr");
+    app.funded(&poor, "ARS", "1.00").await;
+    let mut ids = BTreeMap::new();
+    for (name, amount, who, extra) in [
+        ("approved", 1500, &user, json!({})),
+        ("declined", 1500, &poor, json!({})),
+        ("reversed", 1100, &user, json!({})),
+        ("rejected", 1200, &user, json!({})),
+        ("error", 1300, &user, json!({})),
+        ("timeout", 1400, &user, json!({ "answer_delay_ms": 1000 })),
+    ] {
+        let done = pt.sale(amount, who, extra).await;
+        ids.insert(name, done["id"].as_str().unwrap().to_owned());
+    }
+    let pid = pt.payment(&json!(10_000_000_001u64)).await["id"].clone();
+    let (_, r) = pt
+        .call(
+            "POST",
+            &Point::api(&format!("/devices/{DEV}/refund")),
+            Some(json!({ "payment_id": pid })),
+        )
+        .await;
+    assert_eq!(
+        pt.present(DEV, &user, json!({})).await["state"],
+        "FINISHED",
+        "{r}"
+    );
+    assert_eq!(app.available(&user, "ARS").await, "100.00");
+
+    let days = store::now_ms().div_euclid(86_400_000);
+    let (year, month, day) = reconciler::schedule::civil_from_days(days);
+    let date = reconciler::sftp::BusinessDate { year, month, day };
+    let files = tempfile::tempdir().unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let d = date.format("%Y%m%d");
+    std::fs::copy(&pt.csv, files.path().join(format!("transactions_{d}.csv"))).unwrap();
+    std::fs::write(
+        files.path().join(format!("presentments_{d}.csv")),
+        "transaction_id,direction,local_amount,local_currency,card_id,date\n",
+    )
+    .unwrap();
+    let mut s = ReconSettings::load_from(std::path::Path::new("/nonexistent"), &[]).unwrap();
+    s.database.url = authorizer::config::Secret::new(app.database_url.clone().unwrap_or_default());
+    s.database.data_dir = app.data_dir.path().to_path_buf();
+    s.matching.utc_offset = "Z".into();
+    s.matching.grace_minutes = 0;
+    s.report.dir = reports.path().to_path_buf();
+    let opts = RunOptions {
+        date: date.clone(),
+        force: false,
+        source: Some(Source::Dir(files.path().to_path_buf())),
+    };
+    let outcome = run(&s, &app.store, &opts)
+        .await
+        .expect("reconciliation runs");
+    let breaks = app
+        .store
+        .run_breaks(&date.to_string(), None, 100, 0)
+        .await
+        .unwrap();
+    let got: Vec<(String, String)> = breaks
+        .iter()
+        .map(|b| (b.class.clone(), b.transaction_id.clone()))
+        .collect();
+    let rec = app.store.run(&date.to_string()).await.unwrap().unwrap();
+    assert_eq!(rec.malformed_rows, 0, "{}", rec.summary);
+    // Every row of the file was matched: 5 authorizations (of 6 sales: 1200 never reached
+    // us), the reversal of 1100 and the refund. The expected breaks of this day: none.
+    assert_eq!(rec.matched, 7, "{} {outcome:?} {got:?}", rec.summary);
+    assert_eq!(
+        got,
+        Vec::<(String, String)>::new(),
+        "no break expected: {}",
+        rec.summary
+    );
+    pt.run.stop().await;
+}
+
 both_backends!(
     challenge,
     approved_purchase,
@@ -1129,4 +1216,5 @@ both_backends!(
     api_rules_and_abandonment,
     refund,
     virtual_reader,
+    reconciled_day,
 );
