@@ -683,6 +683,11 @@ async fn declines_and_magic_amounts(app: TestApp) {
     let posts = pt.wait_for(&id, "ERROR").await;
     assert!(posts.last().unwrap().body.get("payment").is_none());
 
+    // Every request the simulator sent got a 2xx with our valid signature.
+    let st = pt.stats().await;
+    assert_eq!(st["answers_bad_signature"], 0, "{st}");
+    assert_eq!(st["answers_not_2xx"], 0, "{st}");
+    assert_eq!(st["followups_pending"], 0, "{st}");
     // Without magic amounts, 1200 is an ordinary sale.
     let plain = point(&app, |c| c.magic_amounts = false).await;
     let done = plain.sale(1200, &user, json!({})).await;

@@ -19,9 +19,14 @@
 //! * [`signed`]: signing and sending them, verifying our answers' signatures.
 //! * [`sim`]: the in-memory model, the API's rules, the timers and the engine.
 //! * [`webhook`]: the challenge, signed notifications, ordered retried delivery.
-//! * [`api`]: the HTTP routes. [`reader`]: the virtual card reader.
+//! * [`api`]: the HTTP routes. [`reader`]: the virtual card reader (its own decisions are
+//!   in its docs). [`receiver`]: a demo integrator webhook (`point-sim receive`).
 //! * [`csv`]: the transactions file in the reconciler's default layout.
-//! * [`load`]: the load mode.
+//! * [`load`]: the command line and the load mode (`point-sim load`): N devices taking
+//!   intents through the simulator's public API at a rate with a mix of outcomes, cardholders
+//!   funded through the authorizer's admin API, every balance compared with the ledger at the
+//!   end (exit 1 on a mismatch). It registers no webhook: its notifications are counted as
+//!   `dropped_unvalidated`.
 //!
 //! # Decisions where the specification is silent
 //!

@@ -10,7 +10,8 @@
 //! * Sales are made at the merchant of `reader.device` (default: the first configured
 //!   device), in the presented card's currency; `amount` must be `{amount, precision: 2,
 //!   currency}` with the card's currency. The card is read by chip with an online PIN.
-//! * `processor_id` is the authorization's `transaction.id` (`ctx-vr-<uuid>`).
+//! * `processor_id` is the authorization's `transaction.id` (`ctx-vr-<uuid>`), sent with
+//!   the idempotency key `pt-auth-vr-<uuid>`; its advices use `vr-adv-<uuid>`.
 //! * `credit_available_refund` answers `data.amount` as a decimal string (`"15.00"`);
 //!   `create_credit_refund` takes `amount` as a decimal string (or integer digits) of major
 //!   units and allows partial refunds up to what is left; each refund is its own credit
@@ -42,6 +43,8 @@ pub struct ReaderSale {
     pub refunds: u32,
     pub cancelled: bool,
     pub data: Value,
+    /// The device's UTC offset, for the adjustments' `local_date_time`.
+    pub offset_hours: i8,
 }
 
 #[derive(Default)]
@@ -194,6 +197,7 @@ async fn collect(sim: &Arc<Sim>, client: &awc::Client, body: &Value) -> Value {
             refunds: 0,
             cancelled: false,
             data: data.clone(),
+            offset_hours: device.site.utc_offset_hours(),
         },
     );
     json!({"result": "Success", "error": null, "cartKey": cart_key, "data": data, "status": "succeeded"})
@@ -214,7 +218,7 @@ async fn adjust(
             &sale.auth,
             id,
             kind,
-            &local_date_time(crate::webhook::now_ms(), 0),
+            &local_date_time(crate::webhook::now_ms(), sale.offset_hours),
         ),
         minor,
     );
