@@ -1223,3 +1223,104 @@ both_backends!(
     virtual_reader,
     reconciled_day,
 );
+
+/// A stand-in authorizer whose answers the simulator must not trust: a 200 whose signature
+/// does not verify, or a 503. It records the advices it gets.
+#[derive(Default)]
+struct Fake {
+    status: u16,
+    advices: Vec<Value>,
+}
+
+async fn fake_any(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Fake>>) -> HttpResponse {
+    if req.path() == NOTIFY {
+        st.lock()
+            .unwrap()
+            .advices
+            .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
+        return HttpResponse::Ok().finish();
+    }
+    let status = st.lock().unwrap().status;
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .insert_header(("x-timestamp", crate_now().to_string()))
+        .insert_header(("x-endpoint", req.path().to_owned()))
+        .insert_header((
+            "x-signature",
+            "hmac-sha256 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ))
+        .body(r#"{"status":"APPROVED","status_detail":"APPROVED","message":"Approved"}"#)
+}
+
+/// §2.5: an answer whose signature does not verify is a rejection (advice
+/// `CLIENT_SIGNATURE_ERROR`); a 5xx is `CONFIRMATION_REQUIRED` (advice `CLIENT_UNAVAILABLE`).
+#[actix_rt::test]
+async fn untrusted_answers() {
+    let st = web::Data::new(Mutex::new(Fake {
+        status: 200,
+        ..Fake::default()
+    }));
+    let shared = st.clone().into_inner();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(st.clone())
+            .default_service(web::to(fake_any))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind("127.0.0.1:0")
+    .unwrap();
+    let addr = server.addrs()[0];
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    let run = point_sim::start(Config {
+        authorizer_url: format!("http://{addr}"),
+        processor_api_key: Some(API_KEY.into()),
+        processor_api_secret: Some(API_SECRET.into()),
+        devices: vec![point_sim::config::demo_device()],
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    let (recv_url, recv, recv_handle) = receiver();
+    let pt = Point {
+        base: run.url(),
+        run,
+        client: awc::Client::default(),
+        recv,
+        recv_url,
+        csv: std::path::PathBuf::new(),
+        _recv_handle: recv_handle,
+    };
+    let done = pt.sale(1500, "usr-x", json!({})).await;
+    assert_eq!(done["state"], "FINISHED");
+    assert_eq!(done["payment"]["state"], "rejected");
+    let p = pt.payment(&done["payment"]["id"]).await;
+    assert_eq!(p["status_detail"], "CLIENT_SIGNATURE_ERROR");
+    shared.lock().unwrap().status = 503;
+    let done = pt.sale(1500, "usr-x", json!({})).await;
+    assert_eq!(done["state"], "CONFIRMATION_REQUIRED");
+    assert_eq!(
+        pt.payment(&done["payment"]["id"]).await["status_detail"],
+        "CLIENT_UNAVAILABLE"
+    );
+    let advices: Vec<String> = shared
+        .lock()
+        .unwrap()
+        .advices
+        .iter()
+        .map(|a| {
+            a["event_detail"]["status_detail"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(advices, ["CLIENT_SIGNATURE_ERROR", "CLIENT_UNAVAILABLE"]);
+    let st = pt.stats().await;
+    // The authorization's answer and the two advices' (the stand-in signs nothing valid).
+    assert_eq!(st["answers_bad_signature"], 3, "{st}");
+    assert_eq!(st["answers_not_2xx"], 1, "{st}");
+    pt.run.stop().await;
+    handle.stop(true).await;
+}
