@@ -1,0 +1,468 @@
+//! HTTP: the Integration API subset (§2.3), the device control routes under `/sim`, the
+//! Payments API subset, and the virtual reader's routes.
+
+use crate::machine::{Kind, State};
+use crate::sim::{ApiError, Sim, iso};
+use crate::traffic::Presentation;
+use crate::webhook;
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub const BASE: &str = "/point/integration-api";
+
+type Data = web::Data<Sim>;
+
+fn reply(r: Result<Value, ApiError>) -> HttpResponse {
+    match r {
+        Ok(v) => HttpResponse::Ok().json(v),
+        Err(e) => error(e),
+    }
+}
+
+pub fn error(e: ApiError) -> HttpResponse {
+    HttpResponse::build(
+        actix_web::http::StatusCode::from_u16(e.status)
+            .unwrap_or(actix_web::http::StatusCode::INTERNAL_SERVER_ERROR),
+    )
+    .json(e.body())
+}
+
+/// `Authorization: Bearer <one of access_tokens>`, else 401.
+pub(crate) fn auth(req: &HttpRequest, sim: &Sim) -> Result<(), ApiError> {
+    let given = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    let ok = !given.is_empty()
+        && sim
+            .cfg
+            .access_tokens
+            .iter()
+            .any(|t| !t.is_empty() && constant_eq(t.as_bytes(), given.as_bytes()));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            401,
+            "unauthorized",
+            "invalid or missing access token",
+        ))
+    }
+}
+
+fn constant_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn json_body(body: &[u8]) -> Result<Value, ApiError> {
+    if body.is_empty() {
+        return Ok(json!({}));
+    }
+    serde_json::from_slice(body)
+        .map_err(|_| ApiError::new(400, "invalid_body", "the body is not JSON"))
+}
+
+/// Runs a handler body that answers with `?` on errors.
+fn handled(f: impl FnOnce() -> Result<Value, ApiError>) -> Result<Value, ApiError> {
+    f()
+}
+
+macro_rules! guarded {
+    ($req:expr, $sim:expr, $body:expr) => {{
+        match auth(&$req, &$sim) {
+            Err(e) => error(e),
+            Ok(()) => reply(handled(|| $body)),
+        }
+    }};
+}
+
+async fn get_integrator(req: HttpRequest, sim: Data) -> HttpResponse {
+    guarded!(req, sim, {
+        let reg = sim.registration.lock().expect("lock").clone();
+        Ok(json!({
+            "token": sim.cfg.integrator_token,
+            "webhook": reg.url,
+            "is_valid_webhook": reg.valid,
+        }))
+    })
+}
+
+async fn patch_integrator(req: HttpRequest, sim: Data, body: web::Bytes) -> HttpResponse {
+    if let Err(e) = auth(&req, &sim) {
+        return error(e);
+    }
+    let v = match json_body(&body) {
+        Ok(v) => v,
+        Err(e) => return error(e),
+    };
+    let url = v.get("webhook").and_then(Value::as_str).unwrap_or("");
+    if !webhook::valid_url(url) {
+        return error(ApiError::new(
+            400,
+            "invalid_webhook",
+            "webhook must be an absolute http or https URL",
+        ));
+    }
+    let mut reg = sim.registration.lock().expect("lock");
+    reg.url = url.to_owned();
+    reg.valid = false;
+    reg.generation += 1;
+    HttpResponse::NoContent().finish()
+}
+
+async fn check_integrator(req: HttpRequest, sim: Data) -> HttpResponse {
+    if let Err(e) = auth(&req, &sim) {
+        return error(e);
+    }
+    let (url, generation) = {
+        let reg = sim.registration.lock().expect("lock");
+        (reg.url.clone(), reg.generation)
+    };
+    let passed = !url.is_empty()
+        && webhook::run_challenge(
+            &url,
+            &sim.cfg.integrator_token,
+            Duration::from_millis(sim.cfg.challenge_timeout_ms),
+        )
+        .await;
+    if passed {
+        let mut reg = sim.registration.lock().expect("lock");
+        // A PATCH during the challenge wins: that URL has not been checked.
+        if reg.generation == generation {
+            reg.valid = true;
+            crate::stats::inc(&sim.stats.challenges_passed);
+            return HttpResponse::NoContent().finish();
+        }
+    }
+    crate::stats::inc(&sim.stats.challenges_failed);
+    error(ApiError::new(
+        400,
+        "webhook_validation_failed",
+        "the webhook did not answer the challenge",
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct DeviceQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+    store_id: Option<String>,
+    pos_id: Option<u64>,
+}
+
+async fn list_devices(req: HttpRequest, sim: Data) -> HttpResponse {
+    guarded!(req, sim, {
+        let q = web::Query::<DeviceQuery>::from_query(req.query_string())
+            .map_err(|_| ApiError::new(400, "invalid_query", "offset and limit are integers"))?;
+        let m = sim.lock();
+        let all: Vec<Value> = sim
+            .devices
+            .values()
+            .filter(|d| q.store_id.as_ref().is_none_or(|s| *s == d.store_id))
+            .filter(|d| q.pos_id.is_none_or(|p| p == d.pos_id))
+            .map(|d| {
+                json!({
+                    "id": d.id,
+                    "pos_id": d.pos_id,
+                    "store_id": d.store_id,
+                    "external_pos_id": d.external_pos_id,
+                    "operating_mode": m.modes.get(&d.id).copied().unwrap_or(d.operating_mode),
+                })
+            })
+            .collect();
+        let offset = q.offset.unwrap_or(0);
+        let limit = q.limit.unwrap_or(50);
+        let page: Vec<Value> = all.iter().skip(offset).take(limit).cloned().collect();
+        Ok(json!({
+            "devices": page,
+            "paging": {"total": all.len(), "limit": limit, "offset": offset},
+        }))
+    })
+}
+
+async fn patch_device(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    guarded!(req, sim, {
+        let v = json_body(&body)?;
+        sim.set_mode(&path, &v)
+    })
+}
+
+async fn create_intent(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    guarded!(req, sim, {
+        let v = json_body(&body)?;
+        sim.create_intent(&path, &v)
+    })
+}
+
+async fn get_intent(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, {
+        let m = sim.lock();
+        match m.intents.get(path.as_str()) {
+            Some(i) if i.kind == Kind::Payment => Ok(sim.intent_view(&m, i)),
+            _ => Err(ApiError::new(
+                404,
+                "payment_intent_not_found",
+                "payment intent not found",
+            )),
+        }
+    })
+}
+
+async fn intent_last_event(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, {
+        let m = sim.lock();
+        match m.intents.get(path.as_str()) {
+            Some(i) if i.kind == Kind::Payment => Ok(json!({
+                "status": i.state.as_str(),
+                "created_on": iso(i.changed_ms, 0),
+            })),
+            _ => Err(ApiError::new(
+                404,
+                "payment_intent_not_found",
+                "payment intent not found",
+            )),
+        }
+    })
+}
+
+#[derive(serde::Deserialize)]
+struct EventsQuery {
+    #[serde(rename = "startDate")]
+    start: Option<String>,
+    #[serde(rename = "endDate")]
+    end: Option<String>,
+}
+
+async fn events(req: HttpRequest, sim: Data) -> HttpResponse {
+    guarded!(req, sim, {
+        let bad = || {
+            ApiError::new(
+                400,
+                "invalid_date",
+                "startDate and endDate are ISO dates (YYYY-MM-DD), UTC, inclusive",
+            )
+        };
+        let q = web::Query::<EventsQuery>::from_query(req.query_string()).map_err(|_| bad())?;
+        let parse = |s: &Option<String>| {
+            s.as_deref()
+                .and_then(|s| s.get(..10))
+                .and_then(|s| s.parse::<jiff::civil::Date>().ok())
+        };
+        let (start, end) = (
+            parse(&q.start).ok_or_else(bad)?,
+            parse(&q.end).ok_or_else(bad)?,
+        );
+        let m = sim.lock();
+        let list: Vec<Value> = m
+            .events
+            .iter()
+            .filter(|(_, _, ms)| {
+                let d = jiff::Timestamp::from_millisecond(*ms)
+                    .map(|t| t.to_zoned(jiff::tz::TimeZone::UTC).date())
+                    .ok();
+                d.is_some_and(|d| d >= start && d <= end)
+            })
+            .map(|(id, s, ms)| {
+                json!({"payment_intent_id": id, "status": s.as_str(), "created_on": iso(*ms, 0)})
+            })
+            .collect();
+        Ok(json!({ "events": list }))
+    })
+}
+
+async fn delete_intent(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    guarded!(req, sim, {
+        let (d, id) = path.into_inner();
+        sim.clone().into_inner().api_cancel(&d, &id, Kind::Payment)
+    })
+}
+
+async fn create_refund(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    guarded!(req, sim, {
+        let v = json_body(&body)?;
+        sim.create_refund(&path, &v)
+    })
+}
+
+async fn get_refund(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, {
+        let m = sim.lock();
+        match m.intents.get(path.as_str()) {
+            Some(i) if i.kind == Kind::Refund => Ok(Sim::refund_view(i)),
+            _ => Err(ApiError::new(
+                404,
+                "refund_not_found",
+                "refund intent not found",
+            )),
+        }
+    })
+}
+
+async fn delete_refund(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    guarded!(req, sim, {
+        let (d, id) = path.into_inner();
+        sim.clone().into_inner().api_cancel(&d, &id, Kind::Refund)
+    })
+}
+
+async fn sim_fetch(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, sim.clone().into_inner().fetch(&path))
+}
+
+async fn sim_cancel(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, sim.clone().into_inner().device_cancel(&path))
+}
+
+async fn sim_present(
+    req: HttpRequest,
+    sim: Data,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    if let Err(e) = auth(&req, &sim) {
+        return error(e);
+    }
+    let card: Presentation = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => {
+            return error(ApiError::new(
+                400,
+                "invalid_presentation",
+                format!("the presentation is not valid: {e}"),
+            ));
+        }
+    };
+    let client = req
+        .app_data::<awc::Client>()
+        .cloned()
+        .unwrap_or_else(crate::signed::client);
+    let sim: Arc<Sim> = sim.into_inner();
+    reply(sim.present(&client, &path, card).await)
+}
+
+async fn sim_stats(req: HttpRequest, sim: Data) -> HttpResponse {
+    guarded!(req, sim, {
+        let pending: usize = sim
+            .queues
+            .lock()
+            .expect("lock")
+            .values()
+            .map(|q| q.len())
+            .sum();
+        let mut v = serde_json::to_value(sim.stats.snapshot()).expect("stats serialize");
+        v["webhooks_queued"] = json!(pending);
+        Ok(v)
+    })
+}
+
+async fn get_payment(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
+    guarded!(req, sim, {
+        let not_found = || ApiError::new(404, "payment_not_found", "payment not found");
+        let id: u64 = path.parse().map_err(|_| not_found())?;
+        let m = sim.lock();
+        let p = m.payments.get(&id).ok_or_else(not_found)?;
+        let final_ = m
+            .intents
+            .get(&p.intent_id)
+            .is_none_or(|i| i.state.is_final() || i.state == State::Processed);
+        Ok(json!({
+            "id": p.id,
+            "status": if final_ { p.status.as_str() } else { "in_process" },
+            "status_detail": p.status_detail,
+            "transaction_amount": p.amount as f64 / 100.0,
+            "currency_id": p.currency,
+            "external_reference": p.external_reference,
+            "date_created": p.date_created,
+            "point_of_interaction": {"device_id": p.device_id, "payment_intent_id": p.intent_id},
+            "card": {"id": p.card_id},
+            "amount": p.amount,
+        }))
+    })
+}
+
+/// Every route of the simulator.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    let b = BASE;
+    cfg.route(&format!("{b}/integrators"), web::get().to(get_integrator))
+        .route(
+            &format!("{b}/integrators"),
+            web::patch().to(patch_integrator),
+        )
+        .route(
+            &format!("{b}/integrators/check"),
+            web::post().to(check_integrator),
+        )
+        .route(&format!("{b}/devices"), web::get().to(list_devices))
+        .route(
+            &format!("{b}/devices/{{device_id}}"),
+            web::patch().to(patch_device),
+        )
+        .route(
+            &format!("{b}/devices/{{device_id}}/payment-intents"),
+            web::post().to(create_intent),
+        )
+        .route(
+            &format!("{b}/devices/{{device_id}}/payment-intents/{{id}}"),
+            web::delete().to(delete_intent),
+        )
+        .route(
+            &format!("{b}/payment-intents/events"),
+            web::get().to(events),
+        )
+        .route(
+            &format!("{b}/payment-intents/{{id}}"),
+            web::get().to(get_intent),
+        )
+        .route(
+            &format!("{b}/payment-intents/{{id}}/events"),
+            web::get().to(intent_last_event),
+        )
+        .route(
+            &format!("{b}/devices/{{device_id}}/refund"),
+            web::post().to(create_refund),
+        )
+        .route(&format!("{b}/refund/{{id}}"), web::get().to(get_refund))
+        .route(
+            &format!("{b}/devices/{{device_id}}/refund/{{id}}"),
+            web::delete().to(delete_refund),
+        )
+        .route("/sim/devices/{device_id}/fetch", web::post().to(sim_fetch))
+        .route(
+            "/sim/devices/{device_id}/present",
+            web::post().to(sim_present),
+        )
+        .route(
+            "/sim/devices/{device_id}/cancel",
+            web::post().to(sim_cancel),
+        )
+        .route("/sim/stats", web::get().to(sim_stats))
+        .route("/v1/payments/{id}", web::get().to(get_payment));
+    crate::reader::routes(cfg);
+}
