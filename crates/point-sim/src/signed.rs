@@ -1,10 +1,9 @@
-//! Signed processor requests and verified answers: the one place that signs and sends
-//! (through the `protocol` crate's signing; nothing is re-implemented here). Kept small so it
-//! can move onto the shared signed-client crate.
+//! Signed processor requests and verified answers: the one place that sends, through the
+//! workspace's signed processor client (`processor-client`).
 
 use bytes::Bytes;
 use protocol::ApiSecret;
-use protocol::signature::{self, headers};
+use protocol::signature;
 use std::time::Duration;
 
 pub const AUTH_DEBIT: &str = "/transactions/authorizations/debit";
@@ -14,14 +13,6 @@ pub const NOTIFY: &str = "/transactions/v1/notifications";
 /// `X-Signature` for `timestamp ++ endpoint ++ body`.
 pub fn signature(secret: &ApiSecret, timestamp: &str, endpoint: &str, body: &[u8]) -> String {
     signature::sign(secret, timestamp, endpoint, body)
-}
-
-/// Unix seconds.
-pub fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
 }
 
 /// An HTTP answer from the authorizer.
@@ -62,7 +53,8 @@ pub fn client() -> awc::Client {
 }
 
 impl Signer {
-    /// Signs `body` for `path` now and sends it once.
+    /// Signs `body` for `path` now and sends it once, through the shared signed client
+    /// (which also checks the answer's signature).
     pub async fn post(
         &self,
         client: &awc::Client,
@@ -70,42 +62,26 @@ impl Signer {
         idempotency_key: &str,
         body: Bytes,
     ) -> Result<Answer, Failure> {
-        let ts = unix_now().to_string();
-        let sig = signature(&self.secret, &ts, path, &body);
-        let mut res = client
-            .post(format!("{}{path}", self.base))
-            .insert_header((headers::API_KEY, self.api_key.as_str()))
-            .insert_header((headers::TIMESTAMP, ts))
-            .insert_header((headers::ENDPOINT, path))
-            .insert_header((headers::SIGNATURE, sig))
-            .insert_header((headers::IDEMPOTENCY_KEY, idempotency_key))
-            .insert_header(("content-type", "application/json"))
-            .send_body(body)
-            .await
-            .map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => Failure::Timeout,
-                _ => Failure::Unavailable,
-            })?;
-        let body = res
-            .body()
-            .limit(BODY_LIMIT)
-            .await
-            .map_err(|_| Failure::Unavailable)?;
-        let header = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
-        let signature_ok = match (
-            header(headers::TIMESTAMP),
-            header(headers::ENDPOINT),
-            header(headers::SIGNATURE),
-        ) {
-            (Some(ts), Some(ep), Some(sig)) => {
-                ep == path && signature::verify(&self.secret, ts, ep, &body, sig).is_ok()
+        processor_client::Client::new(
+            client.clone(),
+            &self.base,
+            &self.api_key,
+            self.secret.clone(),
+            "",
+        )
+        .with_body_limit(BODY_LIMIT)
+        .processor(path, idempotency_key, body)
+        .await
+        .map(|a| Answer {
+            status: a.status,
+            body: a.body,
+            signature_ok: a.signature_ok,
+        })
+        .map_err(|e| match e {
+            processor_client::Failure::Timeout => Failure::Timeout,
+            processor_client::Failure::Connect | processor_client::Failure::Transport => {
+                Failure::Unavailable
             }
-            _ => false,
-        };
-        Ok(Answer {
-            status: res.status().as_u16(),
-            body,
-            signature_ok,
         })
     }
 
