@@ -160,6 +160,81 @@ impl Resp {
     }
 }
 
+/// The calls `TestApp` and `Remote` share, over their `api` client; `$finish` turns the
+/// exchange's result into a `Resp` (a panic, or status 0, on a failed connection).
+macro_rules! calls_over_http {
+    ($finish:ident) => {
+        pub async fn admin(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<Value>,
+            idem: Option<&str>,
+        ) -> Resp {
+            $finish(admin(&self.api, method, path, body, idem).await)
+        }
+
+        pub async fn get(&self, path: &str) -> Resp {
+            $finish(get(&self.api, path).await)
+        }
+
+        /// Sends `body` to a channel route signed with the test channel's key, now. `key`:
+        /// the x-idempotency-key (none on a GET).
+        pub async fn channel(
+            &self,
+            method: &str,
+            path: &str,
+            body: &[u8],
+            key: Option<&str>,
+        ) -> Resp {
+            let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+            self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
+                .await
+        }
+
+        /// Full control over the key and time a channel request is signed with.
+        #[allow(clippy::too_many_arguments)]
+        pub async fn channel_signed(
+            &self,
+            method: &str,
+            path: &str,
+            body: &[u8],
+            key: Option<&str>,
+            api_key: &str,
+            secret: &ApiSecret,
+            timestamp: i64,
+        ) -> Resp {
+            let req = channel_request(
+                &self.api, method, path, body, key, api_key, secret, timestamp,
+            );
+            $finish(exchange(&self.api, req, body.to_vec()).await)
+        }
+
+        /// Asserts a channel answer carries our signature (with the channel's secret).
+        pub fn assert_channel_signed(&self, r: &Resp, endpoint: &str) {
+            let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+            let ts = r.header(headers::TIMESTAMP).expect("X-Timestamp");
+            let sig = r.header(headers::SIGNATURE).expect("X-Signature");
+            assert_eq!(r.header(headers::ENDPOINT), Some(endpoint));
+            signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
+        }
+
+        /// The account as the admin API shows it (posted, held, available...).
+        pub async fn account(&self, user: &str, currency: &str) -> Value {
+            let r = self
+                .admin(
+                    "GET",
+                    &format!("/v1/accounts/{user}/{currency}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "account {user}/{currency}");
+            r.json()
+        }
+    };
+}
+
 /// A running authorizer and what a test needs to talk to it.
 pub struct TestApp {
     pub backend: Backend,
@@ -337,68 +412,7 @@ impl TestApp {
         signature::check_timestamp(ts, crate_now(), 5).expect("answer timestamp is ours and fresh");
     }
 
-    pub async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        idem: Option<&str>,
-    ) -> Resp {
-        sent(admin(&self.api, method, path, body, idem).await)
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        sent(get(&self.api, path).await)
-    }
-
-    /// Sends `body` to a channel route signed with the test channel's key, now. `key`:
-    /// the x-idempotency-key (none on a GET).
-    pub async fn channel(&self, method: &str, path: &str, body: &[u8], key: Option<&str>) -> Resp {
-        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-        self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
-            .await
-    }
-
-    /// Full control over the key and time a channel request is signed with.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn channel_signed(
-        &self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        key: Option<&str>,
-        api_key: &str,
-        secret: &ApiSecret,
-        timestamp: i64,
-    ) -> Resp {
-        let req = channel_request(
-            &self.api, method, path, body, key, api_key, secret, timestamp,
-        );
-        sent(exchange(&self.api, req, body.to_vec()).await)
-    }
-
-    /// Asserts a channel answer carries our signature (with the channel's secret).
-    pub fn assert_channel_signed(&self, r: &Resp, endpoint: &str) {
-        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-        let ts = r.header(headers::TIMESTAMP).expect("X-Timestamp");
-        let sig = r.header(headers::SIGNATURE).expect("X-Signature");
-        assert_eq!(r.header(headers::ENDPOINT), Some(endpoint));
-        signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
-    }
-
-    /// The account as the admin API shows it (posted, held, available...).
-    pub async fn account(&self, user: &str, currency: &str) -> Value {
-        let r = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "account {user}/{currency}");
-        r.json()
-    }
+    calls_over_http!(sent);
 
     /// Opens an account and deposits `amount` (a decimal string) into it.
     pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
@@ -650,68 +664,7 @@ impl Remote {
         or_status_0(exchange(&self.api, req, body.to_vec()).await)
     }
 
-    pub async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        idem: Option<&str>,
-    ) -> Resp {
-        or_status_0(admin(&self.api, method, path, body, idem).await)
-    }
-
-    pub async fn get(&self, path: &str) -> Resp {
-        or_status_0(get(&self.api, path).await)
-    }
-
-    /// Sends `body` to a channel route signed with the test channel's key, now. `key`:
-    /// the x-idempotency-key (none on a GET).
-    pub async fn channel(&self, method: &str, path: &str, body: &[u8], key: Option<&str>) -> Resp {
-        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-        self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
-            .await
-    }
-
-    /// Full control over the key and time a channel request is signed with.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn channel_signed(
-        &self,
-        method: &str,
-        path: &str,
-        body: &[u8],
-        key: Option<&str>,
-        api_key: &str,
-        secret: &ApiSecret,
-        timestamp: i64,
-    ) -> Resp {
-        let req = channel_request(
-            &self.api, method, path, body, key, api_key, secret, timestamp,
-        );
-        or_status_0(exchange(&self.api, req, body.to_vec()).await)
-    }
-
-    /// Asserts a channel answer carries our signature (with the channel's secret).
-    pub fn assert_channel_signed(&self, r: &Resp, endpoint: &str) {
-        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-        let ts = r.header(headers::TIMESTAMP).expect("X-Timestamp");
-        let sig = r.header(headers::SIGNATURE).expect("X-Signature");
-        assert_eq!(r.header(headers::ENDPOINT), Some(endpoint));
-        signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
-    }
-
-    /// The account as the admin API shows it (posted, held, available...).
-    pub async fn account(&self, user: &str, currency: &str) -> Value {
-        let r = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "account {user}/{currency}");
-        r.json()
-    }
+    calls_over_http!(or_status_0);
 }
 
 pub fn crate_now() -> i64 {
@@ -824,4 +777,54 @@ pub fn uid(prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::SeqCst)
     )
+}
+
+/// Holds the database's write path from another session, as a stuck batch job would: the
+/// user's account rows (Postgres) or the file's write lock (SQLite).
+pub enum Blocker {
+    Pg(sqlx::PgConnection),
+    Lite(sqlx::SqliteConnection),
+}
+
+pub async fn block_writes(app: &TestApp, user: &str) -> Blocker {
+    use sqlx::Connection;
+    match app.backend {
+        Backend::Postgres => {
+            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
+                .await
+                .unwrap();
+            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
+            sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
+                .bind(user)
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Blocker::Pg(c)
+        }
+        Backend::Sqlite => {
+            let path = app.data_dir.path().join("authorizer.db");
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
+                .await
+                .unwrap();
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut c)
+                .await
+                .unwrap();
+            Blocker::Lite(c)
+        }
+    }
+}
+
+impl Blocker {
+    /// Ends the blocking transaction: the writes it held back may go on.
+    pub async fn release(self) {
+        match self {
+            Blocker::Pg(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+            Blocker::Lite(mut c) => {
+                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
+            }
+        }
+    }
 }

@@ -6,51 +6,6 @@ use e2e::*;
 use sqlx::Connection;
 use std::time::{Duration, Instant};
 
-/// Holds the database's write path from another session, as a stuck batch job would.
-enum Blocker {
-    Pg(sqlx::PgConnection),
-    Lite(sqlx::SqliteConnection),
-}
-
-async fn block_writes(app: &TestApp, user: &str) -> Blocker {
-    match app.backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
-                .await
-                .unwrap();
-            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-            sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
-                .bind(user)
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Pg(c)
-        }
-        Backend::Sqlite => {
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Lite(c)
-        }
-    }
-}
-
-async fn release(b: Blocker) {
-    match b {
-        Blocker::Pg(mut c) => {
-            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-        }
-        Blocker::Lite(mut c) => {
-            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-        }
-    }
-}
-
 async fn blocked_database(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let purchase = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
@@ -89,7 +44,7 @@ async fn blocked_database(app: TestApp) {
     assert_eq!(r.status, 503);
     app.assert_signed(&r, ADJ_CREDIT);
     assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 503);
-    release(blocker).await;
+    blocker.release().await;
 
     assert_eq!(
         app.available("u1", "ARS").await,
@@ -193,7 +148,7 @@ async fn postgres_a_locked_account_does_not_hold_up_the_others() {
         (answers, Instant::now())
     };
     let ((stuck_r, stuck_at), (answers, others_at)) = tokio::join!(stuck_answer, others_answers);
-    release(blocker).await;
+    blocker.release().await;
     for r in &answers {
         assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
     }

@@ -5,52 +5,7 @@
 use super::common::*;
 use e2e::*;
 use serde_json::json;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
-
-/// Holds the account row (Postgres) or the write lock (SQLite) from another session.
-enum Blocker {
-    Pg(sqlx::PgConnection),
-    Lite(sqlx::SqliteConnection),
-}
-
-async fn block_writes(app: &TestApp) -> Blocker {
-    match app.backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
-                .await
-                .unwrap();
-            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-            sqlx::query("SELECT id FROM accounts WHERE user_id = 'u1' FOR UPDATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Pg(c)
-        }
-        Backend::Sqlite => {
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Lite(c)
-        }
-    }
-}
-
-async fn release(b: Blocker) {
-    match b {
-        Blocker::Pg(mut c) => {
-            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-        }
-        Blocker::Lite(mut c) => {
-            sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-        }
-    }
-}
 
 async fn a_blocked_database(app: TestApp) {
     app.funded("u1", "DKK", "100.00").await;
@@ -65,7 +20,7 @@ async fn a_blocked_database(app: TestApp) {
     let capture = bytes(&json!({"amount": "10.00"}));
     let (rk, ck) = (uid("ck"), uid("ck"));
 
-    let blocker = block_writes(&app).await;
+    let blocker = block_writes(&app, "u1").await;
     let started = Instant::now();
     let r = app.channel("POST", RES, &body, Some(&rk)).await;
     let took = started.elapsed();
@@ -83,7 +38,7 @@ async fn a_blocked_database(app: TestApp) {
         .channel("POST", &capture_path("f1"), &capture, Some(&ck))
         .await;
     assert_eq!(error_code(&r, 503), "unavailable");
-    release(blocker).await;
+    blocker.release().await;
 
     // Nothing was stored: the resends are decided now, once.
     let (posted, held, _) = balances(&app, "DKK").await;
