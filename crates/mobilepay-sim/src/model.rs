@@ -1711,3 +1711,7 @@ pub fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     }
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod tests;
