@@ -67,6 +67,7 @@ fn decide(c: &mut Criterion) {
     let account = |balance: i64| AccountState {
         currency: ars,
         balance,
+        held: 0,
         overdraft_limit: 0,
         per_transaction_limit: None,
         daily_limit: None,

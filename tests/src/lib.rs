@@ -16,6 +16,10 @@ use store::Store;
 pub const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
 pub const API_SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The two-phase channel every test app knows (`[[channels.keys]]`).
+pub const CHANNEL_NAME: &str = "mobilepay-test";
+pub const CHANNEL_KEY: &str = "chan-key-mobilepay-test";
+pub const CHANNEL_SECRET: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -218,6 +222,11 @@ impl TestApp {
         settings.database.data_dir = data_dir.path().to_path_buf();
         settings.database.pool_connections_max = 16;
         settings.log.filter = "warn".into();
+        settings.channels.keys.push(authorizer::config::ChannelKey {
+            name: CHANNEL_NAME.into(),
+            api_key: CHANNEL_KEY.into(),
+            api_secret: Secret::new(CHANNEL_SECRET),
+        });
         tweak(&mut settings);
         let grouped_commits = settings.processor.grouped_commits;
         let mut keys = KeyRing::new();
@@ -366,6 +375,67 @@ impl TestApp {
     pub async fn get(&self, path: &str) -> Resp {
         self.send(self.client.get(format!("{}{path}", self.base)), vec![])
             .await
+    }
+
+    /// Sends `body` to a channel route signed with the test channel's key, now. `key`:
+    /// the x-idempotency-key (none on a GET).
+    pub async fn channel(&self, method: &str, path: &str, body: &[u8], key: Option<&str>) -> Resp {
+        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+        self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
+            .await
+    }
+
+    /// Full control over the key and time a channel request is signed with.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn channel_signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        key: Option<&str>,
+        api_key: &str,
+        secret: &ApiSecret,
+        timestamp: i64,
+    ) -> Resp {
+        let ts = timestamp.to_string();
+        let sig = signature::sign(secret, &ts, path, body);
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        }
+        .insert_header((headers::API_KEY, api_key))
+        .insert_header((headers::TIMESTAMP, ts))
+        .insert_header((headers::ENDPOINT, path))
+        .insert_header((headers::SIGNATURE, sig))
+        .insert_header(("content-type", "application/json"));
+        if let Some(k) = key {
+            req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
+        }
+        self.send(req, body.to_vec()).await
+    }
+
+    /// Asserts a channel answer carries our signature (with the channel's secret).
+    pub fn assert_channel_signed(&self, r: &Resp, endpoint: &str) {
+        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+        let ts = r.header(headers::TIMESTAMP).expect("X-Timestamp");
+        let sig = r.header(headers::SIGNATURE).expect("X-Signature");
+        assert_eq!(r.header(headers::ENDPOINT), Some(endpoint));
+        signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
+    }
+
+    /// The account as the admin API shows it (posted, held, available...).
+    pub async fn account(&self, user: &str, currency: &str) -> Value {
+        let r = self
+            .admin(
+                "GET",
+                &format!("/v1/accounts/{user}/{currency}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "account {user}/{currency}");
+        r.json()
     }
 
     /// Opens an account and deposits `amount` (a decimal string) into it.
@@ -542,6 +612,67 @@ impl Remote {
     pub async fn get(&self, path: &str) -> Resp {
         self.send(self.client.get(format!("{}{path}", self.base)), vec![])
             .await
+    }
+
+    /// Sends `body` to a channel route signed with the test channel's key, now. `key`:
+    /// the x-idempotency-key (none on a GET).
+    pub async fn channel(&self, method: &str, path: &str, body: &[u8], key: Option<&str>) -> Resp {
+        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+        self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
+            .await
+    }
+
+    /// Full control over the key and time a channel request is signed with.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn channel_signed(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+        key: Option<&str>,
+        api_key: &str,
+        secret: &ApiSecret,
+        timestamp: i64,
+    ) -> Resp {
+        let ts = timestamp.to_string();
+        let sig = signature::sign(secret, &ts, path, body);
+        let url = format!("{}{path}", self.base);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            _ => self.client.post(url),
+        }
+        .insert_header((headers::API_KEY, api_key))
+        .insert_header((headers::TIMESTAMP, ts))
+        .insert_header((headers::ENDPOINT, path))
+        .insert_header((headers::SIGNATURE, sig))
+        .insert_header(("content-type", "application/json"));
+        if let Some(k) = key {
+            req = req.insert_header((headers::IDEMPOTENCY_KEY, k));
+        }
+        self.send(req, body.to_vec()).await
+    }
+
+    /// Asserts a channel answer carries our signature (with the channel's secret).
+    pub fn assert_channel_signed(&self, r: &Resp, endpoint: &str) {
+        let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+        let ts = r.header(headers::TIMESTAMP).expect("X-Timestamp");
+        let sig = r.header(headers::SIGNATURE).expect("X-Signature");
+        assert_eq!(r.header(headers::ENDPOINT), Some(endpoint));
+        signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
+    }
+
+    /// The account as the admin API shows it (posted, held, available...).
+    pub async fn account(&self, user: &str, currency: &str) -> Value {
+        let r = self
+            .admin(
+                "GET",
+                &format!("/v1/accounts/{user}/{currency}"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "account {user}/{currency}");
+        r.json()
     }
 }
 

@@ -7,7 +7,7 @@ use crate::fleet::Fleet;
 use crate::inflight::InFlight;
 use crate::metrics::Metrics;
 use crate::ratelimit::{Failure, FailureLimiter, Limiter};
-use crate::routes::{BodyReadTimeout, admin, error_body, processor};
+use crate::routes::{BodyReadTimeout, admin, channels, error_body, processor};
 use crate::rules::RulesCache;
 use crate::security::{AllowList, TokenDigest};
 use actix_web::body::{BoxBody, MessageBody};
@@ -26,6 +26,8 @@ use store::Store;
 pub struct AppState {
     pub store: Store,
     pub keys: KeyRing,
+    /// The two-phase channels' key ring and names (`[[channels.keys]]`).
+    pub channels: crate::config::ChannelRing,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<InFlight>,
@@ -63,6 +65,8 @@ pub struct Application {
     /// Requests being served now, across workers.
     in_flight: Arc<AtomicUsize>,
     tls: bool,
+    /// The hold sweeper, stopped with the server.
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 /// Counts a request in flight for as long as it is alive.
@@ -170,6 +174,20 @@ impl Application {
                 "kept in this instance (no redis.url)"
             }
         );
+        let channels = settings.channel_ring()?;
+        if let Some(k) = channels
+            .keys
+            .api_keys()
+            .into_iter()
+            .find(|k| credentials.keys.get(k).is_some())
+        {
+            anyhow::bail!("channels.keys: api_key {k} is also a processor key");
+        }
+        let sweeper = tokio::spawn(sweep_holds(
+            store.clone(),
+            metrics.clone(),
+            Duration::from_millis(settings.holds.sweep_interval_ms),
+        ));
         let ready = Arc::new(AtomicBool::new(true));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let in_flight_outer = in_flight.clone();
@@ -178,6 +196,7 @@ impl Application {
             batcher,
             store: store.clone(),
             keys: credentials.keys,
+            channels,
             metrics: metrics.clone(),
             inflight: Arc::new(InFlight::default()),
             admin_token_id: crate::ratelimit::token_id(credentials.admin_token.expose()),
@@ -229,6 +248,20 @@ impl Application {
                     ),
                 );
             }
+            for (path, route) in channels::ChannelRoute::ALL {
+                let handler =
+                    move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
+                        channels::handle(req, payload, s, route)
+                    };
+                app = app.route(
+                    path,
+                    if route.is_post() {
+                        web::post().to(handler)
+                    } else {
+                        web::get().to(handler)
+                    },
+                );
+            }
             app.route("/healthz", web::get().to(admin::healthz))
                 .route("/readyz", web::get().to(admin::readyz))
                 .route("/metrics", web::get().to(admin::metrics))
@@ -252,6 +285,10 @@ impl Application {
                 .route(
                     "/v1/accounts/{user_id}/{currency}/postings",
                     web::get().to(admin::postings),
+                )
+                .route(
+                    "/v1/accounts/{user_id}/{currency}/holds",
+                    web::get().to(admin::holds),
                 )
                 .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
                 .route(
@@ -298,6 +335,7 @@ impl Application {
             shutdown_max: Duration::from_millis(settings.server.shutdown_ms_max),
             in_flight: in_flight_outer,
             tls,
+            sweeper,
         })
     }
 
@@ -381,9 +419,43 @@ impl Application {
         });
         let result = self.server.await;
         signals.abort();
+        self.sweeper.abort();
         self.fleet.stop();
         self.store.close().await;
         result
+    }
+}
+
+/// Holds a sweep expires per transaction.
+const SWEEP_BATCH_MAX: i64 = 500;
+
+/// Expires due holds every `interval` (each instance runs one; they share the work, see
+/// [`Store::expire_due_holds`]), and keeps the gauge of RESERVED holds.
+async fn sweep_holds(store: Store, metrics: Arc<Metrics>, interval: Duration) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let started = std::time::Instant::now();
+        match store
+            .expire_due_holds(store::now_ms(), SWEEP_BATCH_MAX)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                metrics.add("authorizer_holds_total", &[("event", "expired")], n);
+                tracing::info!(expired = n, "hold sweep");
+            }
+            Err(e) => tracing::warn!(error = %e, "hold sweep failed; trying again next interval"),
+        }
+        metrics.observe(
+            "authorizer_hold_sweep_duration_seconds",
+            &[],
+            started.elapsed(),
+        );
+        if let Ok(n) = store.reserved_holds().await {
+            metrics.set_gauge("authorizer_holds_reserved", &[], n);
+        }
     }
 }
 

@@ -17,6 +17,8 @@ pub struct Settings {
     pub server: ServerSettings,
     pub database: DatabaseSettings,
     pub processor: ProcessorSettings,
+    pub channels: ChannelSettings,
+    pub holds: HoldSettings,
     pub admin: AdminSettings,
     pub redis: RedisSettings,
     pub rules: RulesSettings,
@@ -99,6 +101,41 @@ pub struct ProcessorSettings {
     pub allowed_networks: Vec<String>,
 }
 
+/// A two-phase channel's key pair (a PoS wallet): its name is recorded as the holds'
+/// `channel`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelKey {
+    pub name: String,
+    pub api_key: String,
+    pub api_secret: Secret,
+}
+
+/// The channel reservation API (`/channels/v1/...`): its own key ring, signed as the
+/// processor signs.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSettings {
+    /// Accepted clock difference of X-Timestamp, in seconds.
+    pub skew_secs: u64,
+    #[serde(default)]
+    pub keys: Vec<ChannelKey>,
+}
+
+/// Holds reserved by channels.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HoldSettings {
+    /// Lifetime of a reservation that names none.
+    pub expiry_secs: u64,
+    /// The longest `expires_in_secs` a reservation may ask for.
+    pub expiry_secs_max: u64,
+    /// How often the sweeper expires due holds.
+    pub sweep_interval_ms: u64,
+    /// Refunds are refused this many days after the capture.
+    pub refund_window_days: u32,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
@@ -162,7 +199,7 @@ impl Settings {
                 ("DATABASE_URL", &["database", "url"]),
                 ("REDIS_URL", &["redis", "url"]),
             ],
-            open_keys: &["processor.keys"],
+            open_keys: &["processor.keys", "channels.keys"],
         };
         let settings: Settings = settings::load(&layers, env)?;
         settings.validate()?;
@@ -255,7 +292,27 @@ impl Settings {
         if p.api_key.is_empty() != p.api_secret.is_empty() {
             return bad("processor.api_key and processor.api_secret must be set together".into());
         }
-        self.key_ring()?;
+        let processor_ring = self.key_ring()?;
+        let channels = self.channel_ring()?;
+        if let Some(k) = channels
+            .keys
+            .api_keys()
+            .into_iter()
+            .find(|k| processor_ring.get(k).is_some())
+        {
+            return bad(format!(
+                "channels.keys: api_key {k} is also a processor key; each caller needs its own"
+            ));
+        }
+        let h = &self.holds;
+        if h.expiry_secs == 0 || h.expiry_secs_max == 0 || h.expiry_secs > h.expiry_secs_max {
+            return bad("holds.expiry_secs must be between 1 and holds.expiry_secs_max".into());
+        }
+        if h.sweep_interval_ms == 0 || h.refund_window_days == 0 {
+            return bad(
+                "holds.sweep_interval_ms and holds.refund_window_days must be at least 1".into(),
+            );
+        }
         let token = self.admin.token.expose();
         if !token.is_empty() && token.len() < 16 {
             return bad("admin.token must be at least 16 characters".into());
@@ -297,6 +354,34 @@ impl Settings {
         Ok(ring)
     }
 
+    /// The channels' key ring and each key's channel name.
+    pub fn channel_ring(&self) -> Result<ChannelRing, ConfigError> {
+        let mut ring = ChannelRing::default();
+        for k in &self.channels.keys {
+            if k.name.is_empty() || k.name.len() > 64 || !protocol::wire::is_valid_id(&k.name) {
+                return Err(ConfigError(format!(
+                    "channels.keys: name '{}' must be 1 to 64 visible ASCII characters",
+                    k.name
+                )));
+            }
+            if k.api_key.is_empty() || ring.names.contains_key(&k.api_key) {
+                return Err(ConfigError(format!(
+                    "channels.keys: api_key of {} is empty or used twice",
+                    k.name
+                )));
+            }
+            let s = ApiSecret::from_base64(k.api_secret.expose().trim()).map_err(|_| {
+                ConfigError(format!(
+                    "channels.keys: api_secret of {} is not standard base64",
+                    k.name
+                ))
+            })?;
+            ring.keys.insert(k.api_key.clone(), s);
+            ring.names.insert(k.api_key.clone(), k.name.clone());
+        }
+        Ok(ring)
+    }
+
     /// The store settings derived from `[database]`.
     pub fn store_config(&self) -> store::StoreConfig {
         let d = &self.database;
@@ -310,6 +395,13 @@ impl Settings {
             index_probes_only: false,
         }
     }
+}
+
+/// The channels' keys: the ring that verifies them, and the channel each names.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelRing {
+    pub keys: KeyRing,
+    pub names: std::collections::HashMap<String, String>,
 }
 
 #[cfg(test)]

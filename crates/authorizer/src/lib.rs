@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod batcher;
+pub mod channel_service;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -16,6 +17,7 @@ pub mod routes;
 pub mod rules;
 pub mod security;
 pub mod service;
+pub mod signed;
 pub mod telemetry;
 
 pub use app::{AppState, Application};

@@ -12,6 +12,22 @@ const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.8, 1.0, 2.0, 5.0,
 ];
 
+/// Holds (two-phase channels): kept apart from the processor's metrics above.
+const HOLD_METRICS: [(&str, &str); 3] = [
+    (
+        "authorizer_holds_total",
+        "Hold events by event (reserved, captured, cancelled, expired, refunded).",
+    ),
+    (
+        "authorizer_hold_sweep_duration_seconds",
+        "Time of one sweep expiring due holds.",
+    ),
+    (
+        "authorizer_holds_reserved",
+        "Holds in state RESERVED (read from the ledger by the sweeper).",
+    ),
+];
+
 type Key = (&'static str, Vec<(&'static str, String)>);
 
 #[derive(Default)]
@@ -143,6 +159,10 @@ impl Metrics {
                 "Malformed file rows of the latest reconciliation run.",
             ),
         ] {
+            m.describe(name, help);
+        }
+        // Holds (two-phase channels).
+        for (name, help) in HOLD_METRICS {
             m.describe(name, help);
         }
         m

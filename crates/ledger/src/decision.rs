@@ -67,8 +67,11 @@ impl CardStatus {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountState {
     pub currency: Currency,
-    /// Available balance in minor units.
+    /// Posted balance in minor units (what the postings sum to).
     pub balance: i64,
+    /// Sum of the account's `RESERVED` holds, in minor units (≥ 0). A debit may spend
+    /// `balance - held + overdraft_limit`; holds move no money.
+    pub held: i64,
     /// How far below zero a debit may take the balance, in minor units.
     pub overdraft_limit: i64,
     pub per_transaction_limit: Option<i64>,
@@ -279,12 +282,14 @@ fn decide_inner(
     };
     let signed = match kind {
         RequestKind::BalanceInquiry => {
+            // What the cardholder can spend: the posted balance less what is held.
             return Ok(Decision::Balance {
-                balance: account.balance,
+                balance: account.balance.saturating_sub(account.held),
             });
         }
         RequestKind::Debit => {
-            let available = i128::from(account.balance) + i128::from(account.overdraft_limit);
+            let available = i128::from(account.balance) - i128::from(account.held)
+                + i128::from(account.overdraft_limit);
             if i128::from(minor) > available {
                 return Err(Decline::InsufficientFunds);
             }
@@ -316,6 +321,7 @@ mod tests {
         AccountState {
             currency: ars(),
             balance,
+            held: 0,
             overdraft_limit: 0,
             per_transaction_limit: None,
             daily_limit: None,
@@ -673,6 +679,43 @@ mod tests {
                     balance_after: -500,
                     daily_spent_after: 1500,
                 },
+            ),
+            (
+                "a hold reduces what a debit may spend",
+                input(Debit, "5.01"),
+                Some({
+                    let mut a = account(1000);
+                    a.held = 500;
+                    a
+                }),
+                None,
+                Declined(InsufficientFunds),
+            ),
+            (
+                "a debit may spend exactly posted minus held",
+                input(Debit, "5.00"),
+                Some({
+                    let mut a = account(1000);
+                    a.held = 500;
+                    a
+                }),
+                None,
+                Approved {
+                    amount: -500,
+                    balance_after: 500,
+                    daily_spent_after: 500,
+                },
+            ),
+            (
+                "balance inquiry reports posted minus held",
+                input(BalanceInquiry, "0"),
+                Some({
+                    let mut a = account(1000);
+                    a.held = 300;
+                    a
+                }),
+                None,
+                Balance { balance: 700 },
             ),
             (
                 "overdraft exceeded",

@@ -4,6 +4,7 @@
 
 pub mod currency;
 pub mod decision;
+pub mod holds;
 pub mod ids;
 pub mod money;
 pub mod posting;

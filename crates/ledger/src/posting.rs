@@ -10,13 +10,16 @@ pub enum SystemAccount {
     Funding,
     /// Movements that could not be attributed to a cardholder account.
     Suspense,
+    /// The two-phase channels' side (PoS wallets): captures and refunds of holds.
+    PosClearing,
 }
 
 impl SystemAccount {
-    pub const ALL: [SystemAccount; 3] = [
+    pub const ALL: [SystemAccount; 4] = [
         SystemAccount::ProcessorClearing,
         SystemAccount::Funding,
         SystemAccount::Suspense,
+        SystemAccount::PosClearing,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -24,6 +27,7 @@ impl SystemAccount {
             SystemAccount::ProcessorClearing => "PROCESSOR_CLEARING",
             SystemAccount::Funding => "FUNDING",
             SystemAccount::Suspense => "SUSPENSE",
+            SystemAccount::PosClearing => "POS_CLEARING",
         }
     }
 
@@ -73,6 +77,16 @@ impl PostingPlan {
         PostingPlan {
             holder: Leg::User,
             counterparty: SystemAccount::Funding,
+            holder_amount,
+        }
+    }
+
+    /// A channel movement (hold capture or refund) on the cardholder account against
+    /// PoS clearing.
+    pub fn pos(holder_amount: i64) -> PostingPlan {
+        PostingPlan {
+            holder: Leg::User,
+            counterparty: SystemAccount::PosClearing,
             holder_amount,
         }
     }

@@ -25,7 +25,10 @@ pub struct AccountSettings {
 pub struct AccountView {
     pub user_id: String,
     pub currency: Currency,
+    /// The posted balance (what the postings sum to).
     pub balance: i64,
+    /// The sum of the account's RESERVED holds; `available = balance - held`.
+    pub held: i64,
     pub version: i64,
     pub settings: AccountSettings,
     pub created_at_ms: i64,
@@ -152,6 +155,7 @@ fn view_of(a: LockedAccount, user_id: String, created: i64, updated: i64) -> Acc
         user_id,
         currency: a.currency,
         balance: a.balance,
+        held: a.held,
         version: a.version,
         settings: AccountSettings {
             overdraft_limit: a.overdraft_limit,
@@ -302,7 +306,8 @@ impl Store {
             return Ok(FundingOutcome::AccountNotFound);
         };
         let amount = if f.withdrawal { -f.amount } else { f.amount };
-        if f.withdrawal && account.balance < f.amount {
+        // Withdrawals never overdraw and never spend what holds keep: available alone.
+        if f.withdrawal && account.balance.saturating_sub(account.held) < f.amount {
             return Ok(FundingOutcome::InsufficientFunds);
         }
         if account.balance.checked_add(amount).is_none() {
@@ -329,7 +334,13 @@ impl Store {
             None,
         )
         .await?;
-        let response = render(movement_id, after.unwrap_or(account.balance));
+        // The receipt shows what can be spent: posted less held.
+        let response = render(
+            movement_id,
+            after
+                .unwrap_or(account.balance)
+                .saturating_sub(account.held),
+        );
         let inserted = insert_idempotent(
             &mut tx,
             SCOPE_ADMIN,

@@ -18,7 +18,10 @@ pub struct AuditReport {
     pub postings: i64,
     pub processor_transactions: i64,
     pub notifications: i64,
+    pub holds: i64,
     pub violations: Vec<Violation>,
+    /// Findings that are not broken invariants (a sweeper lagging behind).
+    pub warnings: Vec<Violation>,
 }
 
 impl AuditReport {
@@ -91,15 +94,76 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT 'system account ' || kind || '/' || currency || ' has a running balance' FROM accounts \
          WHERE kind <> 'USER' AND (balance_minor <> 0 OR version <> 0)",
     ),
+    (
+        "account held equals the sum of its RESERVED holds and is not negative",
+        "SELECT 'account ' || COALESCE(a.user_id, a.kind) || '/' || a.currency || ' held ' || CAST(a.held_minor AS TEXT) || \
+         ' but RESERVED holds sum to ' || CAST(CAST(COALESCE(SUM(h.amount_minor), 0) AS BIGINT) AS TEXT) \
+         FROM accounts a LEFT JOIN holds h ON h.account_id = a.id AND h.state = 'RESERVED' \
+         GROUP BY a.id, a.user_id, a.kind, a.currency, a.held_minor \
+         HAVING a.held_minor <> COALESCE(SUM(h.amount_minor), 0) OR a.held_minor < 0",
+    ),
+    (
+        "a CAPTURED hold has one HOLD_CAPTURE movement of its captured amount, other holds none",
+        "SELECT 'hold ' || CAST(h.id AS TEXT) || ' (' || h.state || ') and its capture movement disagree' FROM holds h \
+         WHERE (h.state = 'CAPTURED') <> (h.capture_movement_id IS NOT NULL) \
+            OR (h.state = 'CAPTURED' AND NOT EXISTS (SELECT 1 FROM postings p JOIN movements m ON m.id = p.movement_id \
+                 WHERE p.movement_id = h.capture_movement_id AND m.kind = 'HOLD_CAPTURE' \
+                   AND p.account_id = h.account_id AND p.amount_minor = -h.captured_minor))",
+    ),
+    (
+        "every HOLD_CAPTURE movement is the capture of exactly one hold",
+        "SELECT 'HOLD_CAPTURE movement ' || CAST(m.id AS TEXT) || ' captures ' || CAST(COUNT(h.id) AS TEXT) || ' holds' \
+         FROM movements m LEFT JOIN holds h ON h.capture_movement_id = m.id WHERE m.kind = 'HOLD_CAPTURE' \
+         GROUP BY m.id HAVING COUNT(h.id) <> 1",
+    ),
+    (
+        "captured <= amount, and refunded = sum of HOLD_REFUND <= captured",
+        "SELECT 'hold ' || CAST(h.id AS TEXT) || ' amount ' || CAST(h.amount_minor AS TEXT) || ' captured ' || \
+           CAST(h.captured_minor AS TEXT) || ' refunded ' || CAST(h.refunded_minor AS TEXT) || ' refund postings ' || \
+           CAST(CAST(r.total AS BIGINT) AS TEXT) \
+         FROM holds h, (SELECT h2.id AS hid, COALESCE(SUM(p.amount_minor), 0) AS total FROM holds h2 \
+             LEFT JOIN hold_events e ON e.hold_id = h2.id AND e.kind = 'REFUNDED' \
+             LEFT JOIN movements m ON m.id = e.movement_id AND m.kind = 'HOLD_REFUND' \
+             LEFT JOIN postings p ON p.movement_id = m.id AND p.account_id = h2.account_id \
+             GROUP BY h2.id) r \
+         WHERE r.hid = h.id AND (h.captured_minor > h.amount_minor OR h.refunded_minor > h.captured_minor \
+            OR h.refunded_minor <> r.total)",
+    ),
+    (
+        "every HOLD_REFUND movement is one refund event",
+        "SELECT 'HOLD_REFUND movement ' || CAST(m.id AS TEXT) || ' has ' || CAST(COUNT(e.id) AS TEXT) || ' refund events' \
+         FROM movements m LEFT JOIN hold_events e ON e.movement_id = m.id AND e.kind = 'REFUNDED' \
+         WHERE m.kind = 'HOLD_REFUND' GROUP BY m.id HAVING COUNT(e.id) <> 1",
+    ),
+    (
+        "every hold's events start with RESERVED and end in its state",
+        "SELECT 'hold ' || CAST(h.id AS TEXT) || ' is ' || h.state || ' but its events say ' || \
+           COALESCE((SELECT e.kind FROM hold_events e WHERE e.hold_id = h.id AND e.kind <> 'REFUNDED' ORDER BY e.id DESC LIMIT 1), 'nothing') \
+         FROM holds h \
+         WHERE COALESCE((SELECT e.kind FROM hold_events e WHERE e.hold_id = h.id AND e.kind <> 'REFUNDED' ORDER BY e.id DESC LIMIT 1), 'nothing') <> h.state \
+            OR COALESCE((SELECT e.kind FROM hold_events e WHERE e.hold_id = h.id ORDER BY e.id LIMIT 1), 'nothing') <> 'RESERVED' \
+            OR (SELECT COUNT(*) FROM hold_events e WHERE e.hold_id = h.id AND e.kind <> 'REFUNDED') > 2",
+    ),
 ];
 
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM movements), \
     (SELECT COUNT(*) FROM postings), (SELECT COUNT(*) FROM processor_transactions), \
-    (SELECT COUNT(*) FROM notifications)";
+    (SELECT COUNT(*) FROM notifications), (SELECT COUNT(*) FROM holds)";
+
+/// The sweep interval the audit assumes when none is given (`holds.sweep_interval_ms`).
+pub const SWEEP_INTERVAL_MS_DEFAULT: i64 = 60_000;
 
 impl Store {
     /// Checks every invariant on one consistent snapshot.
     pub async fn audit(&self) -> Result<AuditReport, StoreError> {
+        self.audit_with(SWEEP_INTERVAL_MS_DEFAULT).await
+    }
+
+    /// [`Store::audit`], warning about RESERVED holds more than two sweep intervals past
+    /// their expiry ("sweeper lagging"): a warning, not a violation, since every operation
+    /// expires an overdue hold before it looks at it.
+    pub async fn audit_with(&self, sweep_interval_ms: i64) -> Result<AuditReport, StoreError> {
+        let lag_before = crate::now_ms().saturating_sub(sweep_interval_ms.saturating_mul(2));
         let mut tx = match &self.db {
             Db::Pg(p) => crate::Tx::Pg(
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -115,10 +179,22 @@ impl Store {
             report.postings = r.try_get(2)?;
             report.processor_transactions = r.try_get(3)?;
             report.notifications = r.try_get(4)?;
+            report.holds = r.try_get(5)?;
             for (invariant, sql) in CHECKS {
                 for row in sqlx::query(sql).fetch_all(&mut *c).await? {
                     report.violations.push(Violation { invariant, detail: row.try_get(0)? });
                 }
+            }
+            for row in sqlx::query(
+                "SELECT 'hold ' || CAST(id AS TEXT) || ' (' || channel || '/' || reservation_id || \
+                 ') expired at ' || CAST(expires_at_ms AS TEXT) || ' is still RESERVED' \
+                 FROM holds WHERE state = 'RESERVED' AND expires_at_ms < $1 ORDER BY id LIMIT 100",
+            )
+            .bind(lag_before)
+            .fetch_all(&mut *c)
+            .await?
+            {
+                report.warnings.push(Violation { invariant: "sweeper lagging", detail: row.try_get(0)? });
             }
         });
         Ok(report)

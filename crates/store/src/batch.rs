@@ -68,34 +68,34 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
        NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
        NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
-       NULL::text AS blocked_mccs, NULL::text AS status \
+       NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor \
   FROM UNNEST($2::text[]) AS x(wanted), \
        LATERAL (SELECT * FROM idempotency_keys WHERE scope = $1 AND key = x.wanted LIMIT 1) i \
 UNION ALL \
 SELECT 2, transaction_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL \
   FROM UNNEST($4::text[]) AS x(tid), \
        LATERAL (SELECT transaction_id FROM processor_transactions \
                  WHERE kind = $3 AND transaction_id = x.tid LIMIT 1 /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL \
+       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor \
   FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs \
+               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor \
           FROM accounts WHERE kind = 'USER' \
            AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
          ORDER BY id /*LOCK*/) a \
 UNION ALL \
 SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       blocked_mccs, status \
+       blocked_mccs, status, NULL \
   FROM UNNEST($7::text[]) AS x(wanted), LATERAL (SELECT * FROM cards WHERE card_id = x.wanted LIMIT 1) c \
 UNION ALL \
 SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, $8::int8) \
 UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The same reads, locking the transactions and accounts they read (in id order).
@@ -121,9 +121,9 @@ WITH lk AS ( \
 ), a AS ( \
   UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
          daily_spent_minor = u.s, updated_at_ms = $4 \
-    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[]) \
-      AS u(id, b, v, d, s, ov, ob) \
-   WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob \
+    FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[], \
+                $42::int8[]) AS u(id, b, v, d, s, ov, ob, oh) \
+   WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob AND a.held_minor = u.oh \
      AND (SELECT count(*) FROM lk) >= 0 \
    RETURNING a.id \
 ), t AS ( \
@@ -795,6 +795,9 @@ impl Store {
                     .collect::<Vec<_>>(),
             )
             .bind(finals.len() as i64)
+            // Holds move no version: a reservation between the read and this write shows
+            // in held_minor, and the guard sends the batch round again under locks.
+            .bind(finals.iter().map(|a| a.held).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await;
         match written {

@@ -30,6 +30,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0003_grouped_commits.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0003_grouped_commits.sql"),
     },
+    Migration {
+        version: 4,
+        name: "0004_holds",
+        postgres: include_str!("../../../migrations/postgres/0004_holds.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0004_holds.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -247,7 +247,7 @@ impl From<StoreError> for Step {
 const RACE_RETRIES: usize = 3;
 
 /// Runs `attempt` again while it loses races on unique keys (at most [`RACE_RETRIES`] times).
-async fn retry_races<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
+pub(crate) async fn retry_races<T, F, Fut>(mut attempt: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, Step>>,
@@ -272,6 +272,8 @@ pub(crate) struct LockedAccount {
     pub id: i64,
     pub currency: Currency,
     pub balance: i64,
+    /// Sum of the account's RESERVED holds.
+    pub held: i64,
     pub version: i64,
     pub overdraft_limit: i64,
     pub per_transaction_limit: Option<i64>,
@@ -286,6 +288,7 @@ impl LockedAccount {
         AccountState {
             currency: self.currency,
             balance: self.balance,
+            held: self.held,
             overdraft_limit: self.overdraft_limit,
             per_transaction_limit: self.per_transaction_limit,
             daily_limit: self.daily_limit,
@@ -302,7 +305,7 @@ impl LockedAccount {
 
 macro_rules! account_columns {
     () => {
-        "SELECT id, currency, balance_minor, version, overdraft_limit_minor, \
+        "SELECT id, currency, balance_minor, held_minor, version, overdraft_limit_minor, \
          per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
          blocked_mccs, created_at_ms, updated_at_ms FROM accounts"
     };
@@ -317,6 +320,7 @@ macro_rules! locked_account_from_row {
             id: r.try_get("id")?,
             currency: Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
             balance: r.try_get("balance_minor")?,
+            held: r.try_get("held_minor")?,
             version: r.try_get("version")?,
             overdraft_limit: r.try_get("overdraft_limit_minor")?,
             per_transaction_limit: r.try_get("per_transaction_limit_minor")?,
@@ -350,7 +354,7 @@ pub(crate) async fn lock_user_account(
     })
 }
 
-async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAccount, sqlx::Error> {
+pub(crate) async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAccount, sqlx::Error> {
     let sql = for_update!(tx, concat!(account_columns!(), " WHERE id = $1"));
     run!(tx, c => {
         let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
@@ -358,7 +362,7 @@ async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAccount, sqlx:
     })
 }
 
-async fn load_card(
+pub(crate) async fn load_card(
     tx: &mut Tx,
     card_id: &str,
     user_id: Option<&str>,

@@ -173,7 +173,9 @@ fn account_json(a: &AccountView) -> Account {
     Account {
         user_id: a.user_id.clone(),
         currency: a.currency.code().to_owned(),
-        available: format_minor(a.balance, e),
+        available: format_minor(a.balance.saturating_sub(a.held), e),
+        posted: format_minor(a.balance, e),
+        held: format_minor(a.held, e),
         balance_minor: a.balance,
         version: a.version,
         overdraft_limit: format_minor(s.overdraft_limit, e),
@@ -421,6 +423,96 @@ pub struct PageQuery {
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// Query of the holds listing.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HoldsQuery {
+    /// Only holds in this state: RESERVED, CAPTURED, CANCELLED or EXPIRED.
+    state: Option<String>,
+    /// Page size.
+    #[param(minimum = 1, maximum = 500, default = 50)]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// `GET /v1/accounts/{user_id}/{currency}/holds`: the account's holds, newest first.
+pub async fn holds(
+    req: HttpRequest,
+    path: web::Path<(String, String)>,
+    query: web::Query<HoldsQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let r = async {
+        check_token(&req, &state)?;
+        let (uid, code) = path.into_inner();
+        let c = currency(&code)?;
+        let limit = query.limit.unwrap_or(50);
+        if !(1..=500).contains(&limit) {
+            return Err(AdminError::bad(
+                "invalid_limit",
+                "limit must be between 1 and 500",
+            ));
+        }
+        let hold_state = match query.state.as_deref() {
+            None | Some("") => None,
+            Some(s) => Some(ledger::holds::HoldState::parse(s).ok_or_else(|| {
+                AdminError::bad(
+                    "invalid_state",
+                    "state must be RESERVED, CAPTURED, CANCELLED or EXPIRED",
+                )
+            })?),
+        };
+        let before =
+            match query.cursor.as_deref() {
+                None | Some("") => None,
+                Some(s) => Some(s.parse::<i64>().map_err(|_| {
+                    AdminError::bad("invalid_cursor", "cursor is not one we issued")
+                })?),
+            };
+        let rows = state
+            .store
+            .account_holds(user_id(&uid)?, c, hold_state, before, limit + 1)
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        let more = rows.len() as i64 > limit;
+        let page: Vec<_> = rows.iter().take(limit as usize).collect();
+        let e = c.exponent();
+        let items: Vec<HoldItem> = page
+            .iter()
+            .map(|h| HoldItem {
+                id: h.id,
+                channel: h.channel.clone(),
+                reservation_id: h.reservation_id.clone(),
+                state: h.state.as_str().to_owned(),
+                amount: format_minor(h.amount, e),
+                captured: format_minor(h.captured, e),
+                refunded: format_minor(h.refunded, e),
+                partial_capture_possible: h.partial_capture_possible,
+                expires_at_ms: h.expires_at_ms,
+                captured_at_ms: h.captured_at_ms,
+                card_id: h.card_id.clone(),
+                reference: h.reference.clone(),
+                created_at_ms: h.created_at_ms,
+            })
+            .collect();
+        let next = if more {
+            page.last().map(|h| h.id.to_string())
+        } else {
+            None
+        };
+        Ok(json_response(
+            StatusCode::OK,
+            &HoldsPage {
+                holds: items,
+                next_cursor: next,
+            },
+        ))
+    }
+    .await;
+    respond(&state, r)
 }
 
 pub async fn postings(
@@ -905,9 +997,14 @@ pub struct Account {
     pub user_id: String,
     /// ISO 4217 code.
     pub currency: String,
-    /// Balance available now (may be negative after adjustments).
+    /// What can be spent now: `posted - held` (may be negative after adjustments).
     pub available: String,
-    /// The same balance in minor units.
+    /// The posted balance: what the postings sum to.
+    pub posted: String,
+    /// The sum of the account's RESERVED holds (reserved by a channel, not yet captured,
+    /// cancelled or expired).
+    pub held: String,
+    /// The posted balance in minor units.
     pub balance_minor: i64,
     /// Increases with every posting on the account.
     pub version: i64,
@@ -952,6 +1049,34 @@ pub struct Posting {
     pub amount: String,
     pub balance_after: Option<String>,
     pub version: Option<i64>,
+    pub created_at_ms: i64,
+}
+
+/// A page of holds, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct HoldsPage {
+    pub holds: Vec<HoldItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// A hold reserved by a two-phase channel. Amounts are decimal strings.
+#[derive(Serialize, ToSchema)]
+pub struct HoldItem {
+    pub id: i64,
+    /// The channel key's name.
+    pub channel: String,
+    pub reservation_id: String,
+    /// RESERVED, CAPTURED, CANCELLED or EXPIRED.
+    pub state: String,
+    pub amount: String,
+    pub captured: String,
+    pub refunded: String,
+    pub partial_capture_possible: bool,
+    pub expires_at_ms: i64,
+    pub captured_at_ms: Option<i64>,
+    pub card_id: Option<String>,
+    pub reference: Option<String>,
     pub created_at_ms: i64,
 }
 

@@ -1,6 +1,8 @@
-//! HTTP routes: the processor's endpoints and the issuer's admin API.
+//! HTTP routes: the processor's endpoints, the two-phase channels' API and the issuer's
+//! admin API.
 
 pub mod admin;
+pub mod channels;
 pub mod processor;
 
 use crate::app::AppState;

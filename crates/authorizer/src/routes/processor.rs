@@ -3,22 +3,18 @@
 //! (adjustments, notifications), then a signed answer over the exact bytes sent.
 
 use crate::app::AppState;
-use crate::config::EndpointCheck;
-use crate::fleet::{FleetClaim, Ticket};
-use crate::inflight::{self, Claim, Finished, Waited};
 use crate::routes::{error_body, read_body};
 use crate::service::{
     self, card_transaction, decision_label, render_adjustment, render_notification,
 };
+use crate::signed::{self, Answer, Verified, header, request_hash};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::RequestKind;
-use protocol::signature::{self, headers};
+use protocol::Notification;
+use protocol::signature::headers;
 use protocol::wire::{Direction, TransactionRequest, TransactionType};
-use protocol::{ApiSecret, Notification};
-use sha2::{Digest, Sha256};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use store::{
     CardTransaction, NotificationCall, Outcome, ProcessorCall, StoreError, StoredResponse, Verdict,
 };
@@ -71,102 +67,21 @@ impl Route {
     }
 }
 
-/// An answer before signing.
-struct Answer {
-    status: StatusCode,
-    body: Arc<Vec<u8>>,
-    /// Metrics label: the decision or what happened instead.
-    outcome: &'static str,
-}
-
-impl Answer {
-    fn new(status: u16, body: Vec<u8>, outcome: &'static str) -> Answer {
-        Answer {
-            status: StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            body: Arc::new(body),
-            outcome,
-        }
-    }
-
-    fn error(status: StatusCode, code: &str, message: &str, outcome: &'static str) -> Answer {
-        Answer {
-            status,
-            body: Arc::new(error_body(code, message)),
-            outcome,
-        }
-    }
-}
-
-/// A request whose signature checked out: its answer is signed with the same key.
-struct Verified {
-    secret: ApiSecret,
-    endpoint: String,
-}
-
-impl Verified {
-    fn respond(&self, answer: &Answer) -> HttpResponse {
-        let ts = crate::unix_now().to_string();
-        let sig = signature::sign(&self.secret, &ts, &self.endpoint, &answer.body);
-        HttpResponse::build(answer.status)
-            .insert_header((headers::ENDPOINT, self.endpoint.as_str()))
-            .insert_header((headers::TIMESTAMP, ts))
-            .insert_header((headers::SIGNATURE, sig))
-            .content_type("application/json")
-            .body(answer.body.to_vec())
-    }
-}
-
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
-}
-
-/// Checks the signature on the raw bytes. Every failure looks the same from outside.
+/// Checks the signature on the raw bytes with the processor's key ring. Every failure
+/// looks the same from outside.
 fn verify(
     req: &HttpRequest,
     body: &[u8],
     state: &AppState,
     route: Route,
 ) -> Result<Verified, &'static str> {
-    // A header sent twice is refused rather than resolved: a proxy that reads the other
-    // copy would disagree about what was signed, by whom, or under which key.
-    let signed = [
-        headers::API_KEY,
-        headers::TIMESTAMP,
-        headers::ENDPOINT,
-        headers::SIGNATURE,
-        headers::IDEMPOTENCY_KEY,
-    ];
-    if signed
-        .iter()
-        .any(|h| req.headers().get_all(*h).nth(1).is_some())
-    {
-        return Err("duplicate_header");
-    }
-    let key = header(req, headers::API_KEY).ok_or("missing_api_key")?;
-    let secret = state.keys.get(key).ok_or("unknown_api_key")?;
-    let ts = header(req, headers::TIMESTAMP).ok_or("missing_timestamp")?;
-    let endpoint = header(req, headers::ENDPOINT).ok_or("missing_endpoint")?;
-    let sig = header(req, headers::SIGNATURE).ok_or("missing_signature")?;
-    signature::verify(secret, ts, endpoint, body, sig).map_err(|e| e.reason())?;
     let p = &state.settings.processor;
     let skew = match route {
         Route::Authorization(_) => p.authorization_skew_secs,
         Route::Adjustment(_) | Route::Notification => p.adjustment_skew_secs,
     };
-    signature::check_timestamp(ts, crate::unix_now(), skew).map_err(|e| e.reason())?;
-    let signed_path = endpoint.split('?').next().unwrap_or("");
-    let endpoint_ok = match p.endpoint_check {
-        EndpointCheck::Exact => signed_path == route.path(),
-        EndpointCheck::Suffix => signed_path.ends_with(route.path()),
-        EndpointCheck::Off => true,
-    };
-    if !endpoint_ok {
-        return Err("endpoint_mismatch");
-    }
-    Ok(Verified {
-        secret: secret.clone(),
-        endpoint: endpoint.to_owned(),
-    })
+    signed::verify_signature(req, body, &state.keys, skew, route.path(), p.endpoint_check)
+        .map(|(v, _)| v)
 }
 
 /// Entry point of all six routes.
@@ -213,10 +128,6 @@ pub async fn handle(
         elapsed,
     );
     verified.respond(&answer)
-}
-
-fn request_hash(body: &[u8]) -> [u8; 32] {
-    Sha256::digest(body).into()
 }
 
 fn idempotency_key<'a>(
@@ -303,96 +214,6 @@ fn request_kind(d: Direction) -> RequestKind {
     }
 }
 
-/// What the in-flight registries said about this key: this process's first, then the
-/// fleet's in Redis. The database decides in the end either way.
-enum Gate {
-    Proceed(Claims),
-    Answered(Answer),
-}
-
-/// What the request that processes a key holds: the in-process guard (waiting
-/// duplicates here get its answer) and the fleet-wide marker, when Redis has one.
-#[derive(Default)]
-struct Claims {
-    local: Option<inflight::Guard>,
-    fleet: Option<Ticket>,
-}
-
-fn too_early(state: &AppState, route: Route) -> Answer {
-    state.metrics.inc(
-        "authorizer_in_flight_rejections_total",
-        &[("route", route.path())],
-    );
-    Answer::error(
-        StatusCode::from_u16(425).unwrap_or(StatusCode::CONFLICT),
-        "in_flight",
-        "The same request is still being processed; retry shortly",
-        "TOO_EARLY",
-    )
-}
-
-async fn gate(state: &AppState, route: Route, key: &str, hash: &[u8; 32]) -> Gate {
-    let full = format!("{}{key}", route.in_flight_prefix());
-    match state.inflight.claim(&full) {
-        Claim::Owner(g) => match state.fleet.claim(&full).await {
-            FleetClaim::Owner(t) => Gate::Proceed(Claims {
-                local: Some(g),
-                fleet: Some(t),
-            }),
-            // Redis not configured or not answering: the database alone keeps it once.
-            FleetClaim::Unavailable => Gate::Proceed(Claims {
-                local: Some(g),
-                fleet: None,
-            }),
-            FleetClaim::Answer(f) => {
-                // Committed earlier, maybe on another instance: share it here too.
-                g.finish(f.clone());
-                Gate::Answered(replay_or_conflict(state, route, f, hash))
-            }
-            FleetClaim::Busy => {
-                drop(g);
-                Gate::Answered(too_early(state, route))
-            }
-        },
-        Claim::Finished(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
-        Claim::Duplicate(slot) => {
-            let bound = Duration::from_millis(state.settings.processor.in_flight_wait_ms_max);
-            match inflight::wait(slot, bound).await {
-                Waited::Answer(f) => Gate::Answered(replay_or_conflict(state, route, f, hash)),
-                Waited::Abandoned => Gate::Proceed(Claims::default()),
-                Waited::TimedOut => Gate::Answered(too_early(state, route)),
-            }
-        }
-    }
-}
-
-/// A duplicate of a finished request: the identical answer, or 409 for another body.
-fn replay_or_conflict(state: &AppState, route: Route, f: Finished, hash: &[u8; 32]) -> Answer {
-    if &f.request_hash != hash {
-        return conflict(state);
-    }
-    state
-        .metrics
-        .inc("authorizer_replays_total", &[("route", route.path())]);
-    Answer {
-        status: StatusCode::from_u16(f.status).unwrap_or(StatusCode::OK),
-        body: f.body,
-        outcome: "REPLAY",
-    }
-}
-
-fn conflict(state: &AppState) -> Answer {
-    state
-        .metrics
-        .inc("authorizer_idempotency_conflicts_total", &[]);
-    Answer::error(
-        StatusCode::CONFLICT,
-        "idempotency_key_reused",
-        "This x-idempotency-key was used with a different body",
-        "CONFLICT",
-    )
-}
-
 /// A resend of a processed transaction id under a new key that asks for other money:
 /// answering the first answer would tell the processor that this money moved.
 fn transaction_conflict(state: &AppState, route: Route) -> Answer {
@@ -413,7 +234,7 @@ fn transaction_conflict(state: &AppState, route: Route) -> Answer {
 async fn settle<T>(
     state: &AppState,
     route: Route,
-    claims: Claims,
+    claims: signed::Claims,
     hash: [u8; 32],
     outcome: Outcome<T>,
     label: impl FnOnce(&T) -> &'static str,
@@ -426,7 +247,7 @@ async fn settle<T>(
                 .inc("authorizer_replays_total", &[("route", route.path())]);
             (r, "REPLAY")
         }
-        Outcome::KeyConflict => return conflict(state),
+        Outcome::KeyConflict => return signed::conflict(state),
         Outcome::TransactionConflict => {
             tracing::warn!(
                 route = route.path(),
@@ -435,20 +256,10 @@ async fn settle<T>(
             return transaction_conflict(state, route);
         }
     };
-    let body = Arc::new(response.body);
-    let finished = Finished {
-        request_hash: hash,
-        status: response.status,
-        body: body.clone(),
-    };
-    if let Some(t) = claims.fleet {
-        t.finish(&finished).await;
-    }
-    if let Some(g) = claims.local {
-        g.finish(finished);
-    }
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let body = claims.finish(hash, response).await;
     Answer {
-        status: StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK),
+        status,
         body,
         outcome: outcome_label,
     }
@@ -482,9 +293,16 @@ async fn authorization(
             .map(request_kind)
     };
     let hash = request_hash(body);
-    let claims = match gate(state, route, key, &hash).await {
-        Gate::Proceed(c) => c,
-        Gate::Answered(a) => return a,
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
+        signed::Gate::Proceed(c) => c,
+        signed::Gate::Answered(a) => return a,
     };
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
@@ -582,9 +400,16 @@ async fn adjustment(
         Err(a) => return a,
     };
     let hash = request_hash(body);
-    let claims = match gate(state, route, key, &hash).await {
-        Gate::Proceed(c) => c,
-        Gate::Answered(a) => return a,
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
+        signed::Gate::Proceed(c) => c,
+        signed::Gate::Answered(a) => return a,
     };
     let call = ProcessorCall {
         idempotency_key: key,
@@ -704,9 +529,16 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         return a;
     }
     let hash = request_hash(body);
-    let claims = match gate(state, route, key, &hash).await {
-        Gate::Proceed(c) => c,
-        Gate::Answered(a) => return a,
+    let claims = match signed::gate(
+        state,
+        route.path(),
+        &format!("{}{key}", route.in_flight_prefix()),
+        &hash,
+    )
+    .await
+    {
+        signed::Gate::Proceed(c) => c,
+        signed::Gate::Answered(a) => return a,
     };
     let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
         Ok(n) => {

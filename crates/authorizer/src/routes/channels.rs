@@ -1,0 +1,519 @@
+//! The two-phase channels' routes (PoS wallets): reserve, capture, cancel, refund and read
+//! a reservation. Signed exactly as the processor signs, with the channels' own key ring
+//! (`[[channels.keys]]`); every POST needs `x-idempotency-key` with the processor's
+//! semantics. Signature first (on the raw bytes), then parse, then the in-flight gate, then
+//! the channel service or the store, then a signed answer over the exact bytes sent.
+
+use crate::app::AppState;
+use crate::channel_service::{self, render, reservation_json};
+use crate::routes::{error_body, read_body};
+use crate::signed::{self, Answer, header, request_hash};
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ledger::Currency;
+use ledger::holds::HoldError;
+use protocol::amount::WireAmount;
+use protocol::signature::headers;
+use serde::{Deserialize, Serialize};
+use std::time::Instant;
+use store::{ChannelCall, ChannelOutcome, ReserveRequest, StoreError};
+
+/// Ids a channel chooses (reservation, refund, idempotency key): at most this many bytes.
+const CHANNEL_ID_BYTES_MAX: usize = 64;
+
+/// Which of the five routes a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChannelRoute {
+    Reserve,
+    Capture,
+    Cancel,
+    Refund,
+    Get,
+}
+
+impl ChannelRoute {
+    /// Every route with its path template (as routed, and the metrics label).
+    pub const ALL: [(&'static str, ChannelRoute); 5] = [
+        ("/channels/v1/reservations", ChannelRoute::Reserve),
+        (
+            "/channels/v1/reservations/{reservation_id}/capture",
+            ChannelRoute::Capture,
+        ),
+        (
+            "/channels/v1/reservations/{reservation_id}/cancel",
+            ChannelRoute::Cancel,
+        ),
+        (
+            "/channels/v1/reservations/{reservation_id}/refunds",
+            ChannelRoute::Refund,
+        ),
+        (
+            "/channels/v1/reservations/{reservation_id}",
+            ChannelRoute::Get,
+        ),
+    ];
+
+    pub fn path(&self) -> &'static str {
+        ChannelRoute::ALL
+            .iter()
+            .find(|(_, r)| r == self)
+            .map(|(p, _)| *p)
+            .unwrap_or("unknown")
+    }
+
+    pub fn is_post(&self) -> bool {
+        *self != ChannelRoute::Get
+    }
+}
+
+/// The reservation request.
+#[derive(Debug, Deserialize)]
+struct ReserveBody {
+    reservation_id: String,
+    user_id: String,
+    card_id: Option<String>,
+    amount: WireAmount,
+    currency: String,
+    merchant: Option<Merchant>,
+    expires_in_secs: Option<i64>,
+    partial_capture_possible: Option<bool>,
+    reference: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+struct Merchant {
+    id: Option<String>,
+    name: Option<String>,
+    mcc: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaptureBody {
+    amount: Option<WireAmount>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    refund_id: String,
+    amount: WireAmount,
+    currency: Option<String>,
+}
+
+fn bad(code: &str, message: &str) -> Answer {
+    Answer::error(StatusCode::BAD_REQUEST, code, message, "BAD_REQUEST")
+}
+
+fn refused(e: HoldError) -> Answer {
+    Answer::error(
+        StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::CONFLICT),
+        e.code(),
+        e.message(),
+        e.code(),
+    )
+}
+
+/// A channel-chosen id: 1 to 64 visible ASCII characters (stored and logged as is).
+fn channel_id(field: &str, id: &str) -> Result<(), Answer> {
+    if id.len() <= CHANNEL_ID_BYTES_MAX && protocol::wire::is_valid_id(id) {
+        Ok(())
+    } else {
+        Err(bad(
+            "malformed_request",
+            &format!("{field} must be 1 to 64 visible ASCII characters"),
+        ))
+    }
+}
+
+/// Entry point of the five routes.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    route: ChannelRoute,
+) -> HttpResponse {
+    let started = Instant::now();
+    let metrics = &state.metrics;
+    let body = match read_body(&req, payload, state.settings.server.body_bytes_max).await {
+        Ok(b) => b,
+        Err((status, reason)) => {
+            metrics.inc("authorizer_bad_requests_total", &[("reason", reason)]);
+            return HttpResponse::build(status)
+                .content_type("application/json")
+                .body(error_body(reason, "Request body refused"));
+        }
+    };
+    let verified = signed::verify_signature(
+        &req,
+        &body,
+        &state.channels.keys,
+        state.settings.channels.skew_secs,
+        req.path(),
+        state.settings.processor.endpoint_check,
+    );
+    let (verified, channel) = match verified {
+        Ok((v, key)) => match state.channels.names.get(key) {
+            Some(name) => (v, name.clone()),
+            None => return unauthorized(&state, route, "unknown_api_key"),
+        },
+        Err(reason) => return unauthorized(&state, route, reason),
+    };
+    let answer = serve(&req, &body, &state, route, &channel, started).await;
+    metrics.inc(
+        "authorizer_requests_total",
+        &[("route", route.path()), ("outcome", answer.outcome)],
+    );
+    metrics.observe(
+        "authorizer_request_duration_seconds",
+        &[("route", route.path()), ("decision", answer.outcome)],
+        started.elapsed(),
+    );
+    verified.respond(&answer)
+}
+
+fn unauthorized(state: &AppState, route: ChannelRoute, reason: &'static str) -> HttpResponse {
+    state
+        .metrics
+        .inc("authorizer_signature_failures_total", &[("reason", reason)]);
+    tracing::warn!(route = route.path(), reason, "channel signature refused");
+    HttpResponse::Unauthorized()
+        .content_type("application/json")
+        .body(error_body("unauthorized", "Signature not accepted"))
+}
+
+async fn serve(
+    req: &HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    route: ChannelRoute,
+    channel: &str,
+    started: Instant,
+) -> Answer {
+    let reservation_id = req.match_info().get("reservation_id").unwrap_or("");
+    if route != ChannelRoute::Reserve
+        && let Err(a) = channel_id("reservation_id", reservation_id)
+    {
+        return a;
+    }
+    if route == ChannelRoute::Get {
+        return get(state, channel, reservation_id).await;
+    }
+    let key = match header(req, headers::IDEMPOTENCY_KEY) {
+        Some(k) if !k.is_empty() => k,
+        _ => {
+            return bad(
+                "missing_idempotency_key",
+                "x-idempotency-key is required (1 to 64 characters)",
+            );
+        }
+    };
+    if let Err(a) = channel_id("x-idempotency-key", key) {
+        return a;
+    }
+    let hash = request_hash(body);
+    let call = ChannelCall {
+        channel,
+        idempotency_key: key,
+        request_hash: hash,
+        endpoint: route.path(),
+        now_ms: store::now_ms(),
+        commit_by: None,
+        commit_started: None,
+    };
+    match route {
+        ChannelRoute::Reserve => reserve(state, call, body, route, started).await,
+        ChannelRoute::Capture => {
+            let amount = if body.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                match serde_json::from_slice::<CaptureBody>(body) {
+                    Ok(b) => match b.amount {
+                        None => None,
+                        Some(a) => match a.value() {
+                            Some(v) => Some(v),
+                            None => return refused(HoldError::InvalidAmount),
+                        },
+                    },
+                    Err(e) => return bad("malformed_request", &e.to_string()),
+                }
+            };
+            let claims = match claim(state, route, channel, key, &hash).await {
+                Ok(c) => c,
+                Err(a) => return a,
+            };
+            let r = state
+                .store
+                .capture(&call, reservation_id, amount, render)
+                .await;
+            finish(state, route, claims, hash, r).await
+        }
+        ChannelRoute::Cancel => {
+            if !body.iter().all(u8::is_ascii_whitespace)
+                && !matches!(
+                    serde_json::from_slice::<serde_json::Value>(body),
+                    Ok(serde_json::Value::Object(ref m)) if m.is_empty()
+                )
+            {
+                return bad("malformed_request", "A cancel takes {} or an empty body");
+            }
+            let claims = match claim(state, route, channel, key, &hash).await {
+                Ok(c) => c,
+                Err(a) => return a,
+            };
+            let r = state.store.cancel(&call, reservation_id, render).await;
+            finish(state, route, claims, hash, r).await
+        }
+        ChannelRoute::Refund => {
+            let b = match serde_json::from_slice::<RefundBody>(body) {
+                Ok(b) => b,
+                Err(e) => return bad("malformed_request", &e.to_string()),
+            };
+            if let Err(a) = channel_id("refund_id", &b.refund_id) {
+                return a;
+            }
+            let Some(amount) = b.amount.value() else {
+                return refused(HoldError::InvalidAmount);
+            };
+            let claims = match claim(state, route, channel, key, &hash).await {
+                Ok(c) => c,
+                Err(a) => return a,
+            };
+            let r = state
+                .store
+                .refund(
+                    &call,
+                    reservation_id,
+                    &b.refund_id,
+                    Some(amount),
+                    b.currency.as_deref(),
+                    state.settings.holds.refund_window_days,
+                    render,
+                )
+                .await;
+            finish(state, route, claims, hash, r).await
+        }
+        ChannelRoute::Get => get(state, channel, reservation_id).await,
+    }
+}
+
+fn in_flight_key(channel: &str, key: &str) -> String {
+    format!("channel:{channel}:{key}")
+}
+
+/// Claims the key for this request, or the answer for a duplicate (its replay, 409 for
+/// another body, or 425 while it is in flight).
+async fn claim(
+    state: &AppState,
+    route: ChannelRoute,
+    channel: &str,
+    key: &str,
+    hash: &[u8; 32],
+) -> Result<signed::Claims, Answer> {
+    match signed::gate(state, route.path(), &in_flight_key(channel, key), hash).await {
+        signed::Gate::Proceed(c) => Ok(c),
+        signed::Gate::Answered(a) => Err(a),
+    }
+}
+
+fn count_events(state: &AppState, events: &[ledger::holds::HoldEventKind]) {
+    for e in events {
+        state
+            .metrics
+            .inc("authorizer_holds_total", &[("event", e.label())]);
+    }
+}
+
+/// Turns a store outcome of a capture, cancel or refund into an answer. An infrastructure
+/// failure is 503 with nothing committed: the channel sends it again.
+async fn finish(
+    state: &AppState,
+    route: ChannelRoute,
+    claims: signed::Claims,
+    hash: [u8; 32],
+    r: Result<ChannelOutcome, StoreError>,
+) -> Answer {
+    match r {
+        Ok(ChannelOutcome::Fresh { response, events }) => {
+            count_events(state, &events);
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+            let label = events.last().map(|e| e.as_str()).unwrap_or("APPROVED");
+            Answer {
+                status,
+                body: claims.finish(hash, response).await,
+                outcome: label,
+            }
+        }
+        Ok(ChannelOutcome::Replay(response)) => {
+            state
+                .metrics
+                .inc("authorizer_replays_total", &[("route", route.path())]);
+            let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+            Answer {
+                status,
+                body: claims.finish(hash, response).await,
+                outcome: "REPLAY",
+            }
+        }
+        Ok(ChannelOutcome::KeyConflict) => signed::conflict(state),
+        Ok(ChannelOutcome::NotFound) => Answer::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "No reservation with this reservation_id for this channel",
+            "NOT_FOUND",
+        ),
+        Ok(ChannelOutcome::Refused { error, expired }) => {
+            if expired {
+                count_events(state, &[ledger::holds::HoldEventKind::Expired]);
+            }
+            refused(error)
+        }
+        Err(e) => {
+            state.metrics.inc(
+                "authorizer_store_failures_total",
+                &[("route", route.path()), ("kind", store_error_kind(&e))],
+            );
+            tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the channel resends");
+            Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Not stored; send again later",
+                "UNAVAILABLE",
+            )
+        }
+    }
+}
+
+fn store_error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Timeout(_) => "timeout",
+        StoreError::Invalid(_) => "invalid",
+        StoreError::Uncertain(_) => "uncertain",
+    }
+}
+
+async fn reserve(
+    state: &AppState,
+    call: ChannelCall<'_>,
+    body: &[u8],
+    route: ChannelRoute,
+    started: Instant,
+) -> Answer {
+    let b = match serde_json::from_slice::<ReserveBody>(body) {
+        Ok(b) => b,
+        Err(e) => return bad("malformed_request", &e.to_string()),
+    };
+    for (field, id) in [
+        ("reservation_id", Some(&b.reservation_id)),
+        ("user_id", Some(&b.user_id)),
+        ("card_id", b.card_id.as_ref()),
+    ] {
+        if let Some(id) = id
+            && let Err(a) = channel_id(field, id)
+        {
+            return a;
+        }
+    }
+    let h = &state.settings.holds;
+    let max = i64::try_from(h.expiry_secs_max).unwrap_or(i64::MAX);
+    let expires_in = match b.expires_in_secs {
+        None => i64::try_from(h.expiry_secs).unwrap_or(max),
+        Some(s) if (1..=max).contains(&s) => s,
+        Some(_) => {
+            return bad(
+                "INVALID_EXPIRES_IN_SECS",
+                &format!("expires_in_secs must be between 1 and {max}"),
+            );
+        }
+    };
+    let merchant = b
+        .merchant
+        .as_ref()
+        .and_then(|m| serde_json::to_string(m).ok());
+    let req = ReserveRequest {
+        reservation_id: &b.reservation_id,
+        user_id: &b.user_id,
+        card_id: b.card_id.as_deref(),
+        currency: Currency::parse(&b.currency).ok(),
+        amount: b.amount.value(),
+        mcc: b.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+        merchant: merchant.as_deref(),
+        reference: b.reference.as_deref(),
+        expires_at_ms: call.now_ms.saturating_add(expires_in.saturating_mul(1000)),
+        partial_capture_possible: b.partial_capture_possible.unwrap_or(true),
+    };
+    let hash = call.request_hash;
+    let claims = match claim(state, route, call.channel, call.idempotency_key, &hash).await {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
+    match channel_service::reserve(state, call, &req, started).await {
+        Ok(ChannelOutcome::Fresh { response, events }) => {
+            count_events(state, &events);
+            let label = if events.is_empty() {
+                "REJECTED"
+            } else {
+                "APPROVED"
+            };
+            tracing::info!(
+                route = route.path(),
+                reservation_id = %b.reservation_id,
+                idempotency_key = call.idempotency_key,
+                decision = label,
+                "reservation"
+            );
+            Answer {
+                status: StatusCode::OK,
+                body: claims.finish(hash, response).await,
+                outcome: label,
+            }
+        }
+        Ok(other) => finish(state, route, claims, hash, Ok(other)).await,
+        Err(e) => {
+            state.metrics.inc(
+                "authorizer_store_failures_total",
+                &[("route", route.path()), ("kind", store_error_kind(&e))],
+            );
+            tracing::error!(
+                route = route.path(),
+                reservation_id = %b.reservation_id,
+                idempotency_key = call.idempotency_key,
+                error = %e,
+                "reservation answered SYSTEM_ERROR, nothing held"
+            );
+            Answer::new(200, channel_service::render_system_error(), "SYSTEM_ERROR")
+        }
+    }
+}
+
+async fn get(state: &AppState, channel: &str, reservation_id: &str) -> Answer {
+    match state
+        .store
+        .hold(channel, reservation_id, store::now_ms())
+        .await
+    {
+        Ok(Some((view, expired))) => {
+            if expired {
+                count_events(state, &[ledger::holds::HoldEventKind::Expired]);
+            }
+            let body = serde_json::to_vec(&reservation_json(&view, true)).unwrap_or_default();
+            Answer::new(200, body, "OK")
+        }
+        Ok(None) => Answer::error(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "No reservation with this reservation_id for this channel",
+            "NOT_FOUND",
+        ),
+        Err(e) => {
+            tracing::error!(error = %e, "store failed reading a reservation");
+            Answer::error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Try again later",
+                "UNAVAILABLE",
+            )
+        }
+    }
+}

@@ -1,0 +1,1043 @@
+//! Holds: SQL and row mapping for the two-phase channel API. Every rule comes from
+//! `ledger::holds`; this module reads what a rule needs (under lock), asks the rule, and
+//! writes the effects it returns, in one transaction.
+//!
+//! Lock order, everywhere: the cardholder account row first, then the hold row (Postgres
+//! `FOR UPDATE`), so captures, cancels, refunds, reservations, authorizations and the
+//! sweeper never deadlock one another.
+
+use crate::processor::{
+    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, insert_idempotent, load_card,
+    lock_account_by_id, lock_user_account, retry_races,
+};
+use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_update, run};
+use ledger::holds::{
+    self, Effects, Hold, HoldError, HoldEventKind, HoldState, RefundAsk, Transition,
+};
+use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount};
+use rust_decimal::Decimal;
+use sqlx::Row;
+use std::time::Instant;
+
+/// Transport facts of one channel request.
+#[derive(Debug, Clone, Copy)]
+pub struct ChannelCall<'a> {
+    /// The channel key's name: the holds' `channel`.
+    pub channel: &'a str,
+    pub idempotency_key: &'a str,
+    /// SHA-256 of the raw body.
+    pub request_hash: [u8; 32],
+    pub endpoint: &'a str,
+    pub now_ms: i64,
+    /// Reservations only: roll back instead of committing once this has passed.
+    pub commit_by: Option<Instant>,
+    /// Reservations only: see [`CommitGate`].
+    pub commit_started: Option<&'a CommitGate>,
+}
+
+/// A reservation as parsed from the request.
+#[derive(Debug, Clone, Copy)]
+pub struct ReserveRequest<'a> {
+    pub reservation_id: &'a str,
+    pub user_id: &'a str,
+    pub card_id: Option<&'a str>,
+    /// `None` when the currency is not a listed code.
+    pub currency: Option<Currency>,
+    /// `None` when the amount was well-formed but beyond exact decimal range.
+    pub amount: Option<Decimal>,
+    pub mcc: Option<&'a str>,
+    /// The merchant object as JSON text, kept as received.
+    pub merchant: Option<&'a str>,
+    pub reference: Option<&'a str>,
+    pub expires_at_ms: i64,
+    pub partial_capture_possible: bool,
+}
+
+/// One refund of a hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundView {
+    pub refund_id: String,
+    pub amount: i64,
+    pub created_at_ms: i64,
+}
+
+/// A hold as the channel API and the admin API show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldView {
+    pub id: i64,
+    pub channel: String,
+    pub reservation_id: String,
+    pub currency: Currency,
+    pub state: HoldState,
+    pub amount: i64,
+    pub captured: i64,
+    pub refunded: i64,
+    pub partial_capture_possible: bool,
+    pub expires_at_ms: i64,
+    pub captured_at_ms: Option<i64>,
+    pub card_id: Option<String>,
+    pub reference: Option<String>,
+    pub created_at_ms: i64,
+    pub refunds: Vec<RefundView>,
+}
+
+/// What the store asks the caller to render: the decision on a reservation, or the hold
+/// after a capture, cancel or refund.
+#[derive(Debug, Clone)]
+pub enum ChannelAnswer<'a> {
+    Reserved(&'a HoldView),
+    Declined(Decline),
+    Captured(&'a HoldView),
+    Cancelled(&'a HoldView),
+    Refunded {
+        hold: &'a HoldView,
+        refund_id: &'a str,
+        amount: i64,
+    },
+}
+
+/// How a channel call ended.
+#[derive(Debug)]
+pub enum ChannelOutcome {
+    /// Done now and committed; `events` are the hold events written (for metrics).
+    Fresh {
+        response: StoredResponse,
+        events: Vec<HoldEventKind>,
+    },
+    /// The first answer again, byte for byte.
+    Replay(StoredResponse),
+    /// The idempotency key was used with another body.
+    KeyConflict,
+    /// No such reservation for this channel.
+    NotFound,
+    /// A rule refused it; `expired` when a lazy expiry was committed on the way.
+    Refused { error: HoldError, expired: bool },
+}
+
+/// Scopes in `idempotency_keys`.
+fn key_scope(channel: &str) -> String {
+    format!("channel:{channel}")
+}
+fn reservation_scope(channel: &str) -> String {
+    format!("reservation:{channel}")
+}
+fn refund_scope(channel: &str, reservation_id: &str) -> String {
+    format!("refund:{channel}:{reservation_id}")
+}
+
+/// A hold row.
+struct HoldRow {
+    id: i64,
+    account_id: i64,
+    view: HoldView,
+    final_response: Option<Vec<u8>>,
+}
+
+impl HoldRow {
+    fn rule(&self) -> Hold {
+        let v = &self.view;
+        Hold {
+            state: v.state,
+            amount: v.amount,
+            captured: v.captured,
+            refunded: v.refunded,
+            partial_capture_possible: v.partial_capture_possible,
+            reserved_at_ms: v.created_at_ms,
+            expires_at_ms: v.expires_at_ms,
+            captured_at_ms: v.captured_at_ms,
+        }
+    }
+}
+
+macro_rules! hold_from_row {
+    ($r:expr) => {{
+        let r = &$r;
+        let code: String = r.try_get("currency")?;
+        let state: String = r.try_get("state")?;
+        HoldRow {
+            id: r.try_get("id")?,
+            account_id: r.try_get("account_id")?,
+            final_response: r.try_get("final_response")?,
+            view: HoldView {
+                id: r.try_get("id")?,
+                channel: r.try_get("channel")?,
+                reservation_id: r.try_get("reservation_id")?,
+                currency: Currency::parse_any(&code)
+                    .map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+                state: HoldState::parse(&state).ok_or_else(|| {
+                    sqlx::Error::Decode(format!("unknown hold state {state}").into())
+                })?,
+                amount: r.try_get("amount_minor")?,
+                captured: r.try_get("captured_minor")?,
+                refunded: r.try_get("refunded_minor")?,
+                partial_capture_possible: r.try_get("partial_capture_possible")?,
+                expires_at_ms: r.try_get("expires_at_ms")?,
+                captured_at_ms: r.try_get("captured_at_ms")?,
+                card_id: r.try_get("card_id")?,
+                reference: r.try_get("reference")?,
+                created_at_ms: r.try_get("created_at_ms")?,
+                refunds: Vec::new(),
+            },
+        }
+    }};
+}
+
+async fn find_hold(
+    tx: &mut Tx,
+    channel: &str,
+    reservation_id: &str,
+    lock: bool,
+) -> Result<Option<HoldRow>, sqlx::Error> {
+    macro_rules! select {
+        () => {
+            concat!(
+                "SELECT id, channel, reservation_id, account_id, card_id, currency, \
+                 amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
+                 expires_at_ms, captured_at_ms, reference, final_response, created_at_ms \
+                 FROM holds WHERE channel = $1 AND reservation_id = $2"
+            )
+        };
+    }
+    let sql = if lock {
+        for_update!(tx, select!())
+    } else {
+        select!()
+    };
+    run!(tx, c => {
+        match sqlx::query(sql).bind(channel).bind(reservation_id).fetch_optional(c).await? {
+            Some(r) => Ok(Some(hold_from_row!(r))),
+            None => Ok(None),
+        }
+    })
+}
+
+async fn load_refunds(tx: &mut Tx, hold_id: i64) -> Result<Vec<RefundView>, sqlx::Error> {
+    let rows: Vec<(Option<String>, i64, i64)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT refund_id, amount_minor, created_at_ms FROM hold_events \
+             WHERE hold_id = $1 AND kind = 'REFUNDED' ORDER BY id",
+        )
+        .bind(hold_id)
+        .fetch_all(c)
+        .await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(id, amount, at)| RefundView {
+            refund_id: id.unwrap_or_default(),
+            amount,
+            created_at_ms: at,
+        })
+        .collect())
+}
+
+async fn insert_event(
+    tx: &mut Tx,
+    hold_id: i64,
+    kind: HoldEventKind,
+    amount: i64,
+    refund_id: Option<&str>,
+    movement_id: Option<i64>,
+    idempotency_key: Option<&str>,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO hold_events (hold_id, kind, amount_minor, refund_id, movement_id, \
+             idempotency_key, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(hold_id)
+        .bind(kind.as_str())
+        .bind(amount)
+        .bind(refund_id)
+        .bind(movement_id)
+        .bind(idempotency_key)
+        .bind(now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Writes what `ledger::holds` decided: the movement (if any) with the cardholder's
+/// balance, version and daily counter; then `held_minor`; then the hold and its event.
+/// `account` is locked and current. Returns the movement id.
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    tx: &mut Tx,
+    account: &LockedAccount,
+    hold: &mut HoldRow,
+    effects: &Effects,
+    pos_clearing: Option<i64>,
+    refund_id: Option<&str>,
+    idempotency_key: Option<&str>,
+    now_ms: i64,
+) -> Result<Option<i64>, Step> {
+    let today = day_of(now_ms);
+    let spent = holds::give_back_counter(
+        account.daily_spent_day,
+        account.daily_spent,
+        today,
+        effects.daily_give_back,
+    );
+    let mut movement_id = None;
+    if let (Some(plan), Some(kind)) = (effects.postings, effects.movement_kind()) {
+        let clearing =
+            pos_clearing.ok_or_else(|| StoreError::Invalid("no PoS clearing account".into()))?;
+        let reference = format!("{}:{}", hold.view.channel, hold.view.reservation_id);
+        let meta = MovementMeta {
+            kind,
+            processor_kind: None,
+            transaction_id: None,
+            reference: Some(&reference),
+        };
+        let (id, _) = book(
+            tx,
+            Holder::Account(account),
+            clearing,
+            plan,
+            hold.view.currency,
+            &meta,
+            now_ms,
+            Some((account.daily_spent_day, spent)),
+        )
+        .await?;
+        movement_id = Some(id);
+    }
+    if effects.held_delta != 0 || (movement_id.is_none() && spent != account.daily_spent) {
+        run!(tx, c => {
+            sqlx::query(
+                "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_minor = $2, \
+                 updated_at_ms = $3 WHERE id = $4",
+            )
+            .bind(effects.held_delta)
+            .bind(spent)
+            .bind(now_ms)
+            .bind(account.id)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+    }
+    let captured_at = match effects.event {
+        HoldEventKind::Captured => Some(now_ms),
+        _ => hold.view.captured_at_ms,
+    };
+    let capture_movement = match effects.event {
+        HoldEventKind::Captured => movement_id,
+        _ => None,
+    };
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE holds SET state = $1, captured_minor = $2, refunded_minor = $3, \
+             captured_at_ms = $4, capture_movement_id = COALESCE($5, capture_movement_id), \
+             updated_at_ms = $6 WHERE id = $7",
+        )
+        .bind(effects.state.as_str())
+        .bind(effects.captured)
+        .bind(effects.refunded)
+        .bind(captured_at)
+        .bind(capture_movement)
+        .bind(now_ms)
+        .bind(hold.id)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    insert_event(
+        tx,
+        hold.id,
+        effects.event,
+        effects.event_amount,
+        refund_id,
+        movement_id,
+        idempotency_key,
+        now_ms,
+    )
+    .await?;
+    let v = &mut hold.view;
+    v.state = effects.state;
+    v.captured = effects.captured;
+    v.refunded = effects.refunded;
+    v.captured_at_ms = captured_at;
+    Ok(movement_id)
+}
+
+async fn set_final_response(tx: &mut Tx, hold_id: i64, body: &[u8]) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query("UPDATE holds SET final_response = $1 WHERE id = $2")
+            .bind(body)
+            .bind(hold_id)
+            .execute(c)
+            .await?
+            .rows_affected()
+    });
+    Ok(())
+}
+
+/// Locks the hold's account, then the hold; expires it if due (in this transaction).
+/// Returns the account, the hold and whether it was expired now.
+async fn lock_hold(
+    tx: &mut Tx,
+    channel: &str,
+    reservation_id: &str,
+    now_ms: i64,
+) -> Result<Option<(LockedAccount, HoldRow, bool)>, Step> {
+    let Some(first) = find_hold(tx, channel, reservation_id, false).await? else {
+        return Ok(None);
+    };
+    let account = lock_account_by_id(tx, first.account_id).await?;
+    let Some(mut hold) = find_hold(tx, channel, reservation_id, true).await? else {
+        return Ok(None);
+    };
+    let mut expired = false;
+    if let Some(e) = holds::expire(&hold.rule(), now_ms) {
+        apply(tx, &account, &mut hold, &e, None, None, None, now_ms).await?;
+        expired = true;
+    }
+    // The account as it is now (the expiry changed its held amount).
+    let account = if expired {
+        lock_account_by_id(tx, hold.account_id).await?
+    } else {
+        account
+    };
+    Ok(Some((account, hold, expired)))
+}
+
+/// Replays or refuses by idempotency key; `None`: go on.
+async fn check_key(tx: &mut Tx, call: &ChannelCall<'_>) -> Result<Option<ChannelOutcome>, Step> {
+    Ok(
+        find_idempotent(tx, &key_scope(call.channel), call.idempotency_key)
+            .await?
+            .map(|rec| {
+                if rec.request_hash == call.request_hash {
+                    ChannelOutcome::Replay(rec.response)
+                } else {
+                    ChannelOutcome::KeyConflict
+                }
+            }),
+    )
+}
+
+async fn record_key(
+    tx: &mut Tx,
+    call: &ChannelCall<'_>,
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
+    insert_idempotent(
+        tx,
+        &key_scope(call.channel),
+        call.idempotency_key,
+        &call.request_hash,
+        call.endpoint,
+        response,
+        call.now_ms,
+    )
+    .await
+}
+
+/// A refusal: a committed lazy expiry stays committed; anything else rolls back.
+async fn refuse(tx: Tx, error: HoldError, expired: bool) -> Result<ChannelOutcome, Step> {
+    if expired {
+        tx.commit().await?;
+    }
+    Ok(ChannelOutcome::Refused { error, expired })
+}
+
+/// Which of capture and cancel.
+#[derive(Debug, Clone, Copy)]
+enum Ending {
+    Capture(Option<i64>),
+    Cancel,
+}
+
+impl Store {
+    /// Decides a reservation and, approved, holds the amount; exactly once per
+    /// (channel, reservation_id). Declines are recorded too (a new attempt needs a new
+    /// reservation_id).
+    pub async fn reserve<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        req: &ReserveRequest<'_>,
+        render: R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        retry_races(|| self.try_reserve(call, req, &render)).await
+    }
+
+    async fn try_reserve<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        req: &ReserveRequest<'_>,
+        render: &R,
+    ) -> Result<ChannelOutcome, Step>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let mut tx = self.begin().await?;
+        if let Some(o) = check_key(&mut tx, call).await? {
+            return Ok(o);
+        }
+        let res_scope = reservation_scope(call.channel);
+        if let Some(rec) = find_idempotent(&mut tx, &res_scope, req.reservation_id).await? {
+            if rec.request_hash != call.request_hash {
+                return Ok(ChannelOutcome::Refused {
+                    error: HoldError::ReservationIdReused,
+                    expired: false,
+                });
+            }
+            record_key(&mut tx, call, &rec.response).await?;
+            tx.commit().await?;
+            return Ok(ChannelOutcome::Replay(rec.response));
+        }
+        let account = match req.currency {
+            Some(c) => lock_user_account(&mut tx, req.user_id, c).await?,
+            None => None,
+        };
+        let card = match req.card_id {
+            Some(id) => load_card(&mut tx, id, Some(req.user_id)).await?,
+            None => None,
+        };
+        let today = day_of(call.now_ms);
+        let input = AuthorizationInput {
+            kind: None,
+            currency: req.currency,
+            amount: req.amount,
+            mcc: req.mcc,
+        };
+        let mut decision = holds::reserve(
+            &input,
+            account.as_ref().map(|a| a.state(today)).as_ref(),
+            card.as_ref(),
+        );
+        // A hold of nothing holds nothing: the amount must be greater than zero.
+        if let Decision::Approved { amount: 0, .. } = decision {
+            decision = Decision::Declined(Decline::AmountNotRepresentable);
+        }
+        let mut events = Vec::new();
+        let body = match (&decision, &account, req.currency) {
+            (
+                Decision::Approved {
+                    amount,
+                    daily_spent_after,
+                    ..
+                },
+                Some(acct),
+                Some(currency),
+            ) => {
+                let minor = -*amount;
+                let hold_id: i64 = run!(&mut tx, c => {
+                    sqlx::query_scalar(
+                        "INSERT INTO holds (channel, reservation_id, account_id, card_id, currency, \
+                         amount_minor, state, partial_capture_possible, expires_at_ms, merchant, \
+                         reference, request_hash, created_at_ms, updated_at_ms) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'RESERVED', $7, $8, $9, $10, $11, $12, $12) \
+                         RETURNING id",
+                    )
+                    .bind(call.channel)
+                    .bind(req.reservation_id)
+                    .bind(acct.id)
+                    .bind(req.card_id)
+                    .bind(currency.code())
+                    .bind(minor)
+                    .bind(req.partial_capture_possible)
+                    .bind(req.expires_at_ms)
+                    .bind(req.merchant)
+                    .bind(req.reference)
+                    .bind(&call.request_hash[..])
+                    .bind(call.now_ms)
+                    .fetch_one(c)
+                    .await?
+                });
+                run!(&mut tx, c => {
+                    sqlx::query(
+                        "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_day = $2, \
+                         daily_spent_minor = $3, updated_at_ms = $4 WHERE id = $5",
+                    )
+                    .bind(minor)
+                    .bind(today)
+                    .bind(*daily_spent_after)
+                    .bind(call.now_ms)
+                    .bind(acct.id)
+                    .execute(c)
+                    .await?
+                    .rows_affected()
+                });
+                insert_event(
+                    &mut tx,
+                    hold_id,
+                    HoldEventKind::Reserved,
+                    minor,
+                    None,
+                    None,
+                    Some(call.idempotency_key),
+                    call.now_ms,
+                )
+                .await?;
+                events.push(HoldEventKind::Reserved);
+                let view = HoldView {
+                    id: hold_id,
+                    channel: call.channel.to_owned(),
+                    reservation_id: req.reservation_id.to_owned(),
+                    currency,
+                    state: HoldState::Reserved,
+                    amount: minor,
+                    captured: 0,
+                    refunded: 0,
+                    partial_capture_possible: req.partial_capture_possible,
+                    expires_at_ms: req.expires_at_ms,
+                    captured_at_ms: None,
+                    card_id: req.card_id.map(str::to_owned),
+                    reference: req.reference.map(str::to_owned),
+                    created_at_ms: call.now_ms,
+                    refunds: Vec::new(),
+                };
+                render(&ChannelAnswer::Reserved(&view))
+            }
+            (Decision::Declined(d), _, _) => render(&ChannelAnswer::Declined(*d)),
+            // Approved without an account cannot happen (no account declines first).
+            _ => render(&ChannelAnswer::Declined(Decline::AccountNotFound)),
+        };
+        let response = StoredResponse { status: 200, body };
+        insert_idempotent(
+            &mut tx,
+            &res_scope,
+            req.reservation_id,
+            &call.request_hash,
+            call.endpoint,
+            &response,
+            call.now_ms,
+        )
+        .await?;
+        record_key(&mut tx, call, &response).await?;
+        if call.commit_by.is_some_and(|d| Instant::now() >= d) {
+            return Err(Step::Fail(StoreError::Timeout(
+                "reservation deadline passed".into(),
+            )));
+        }
+        if let Some(gate) = call.commit_started
+            && !gate.start_commit()
+        {
+            return Err(Step::Fail(StoreError::Timeout(
+                "reservation abandoned at its deadline".into(),
+            )));
+        }
+        tx.commit().await?;
+        Ok(ChannelOutcome::Fresh { response, events })
+    }
+
+    /// Captures `amount` (`None`: in full) of a reserved hold.
+    pub async fn capture<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        amount: Option<Decimal>,
+        render: R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let Some(currency) = self.hold_currency(call.channel, reservation_id).await? else {
+            return Ok(ChannelOutcome::NotFound);
+        };
+        let minor = match amount.map(|a| ledger::to_minor(a, currency)) {
+            None => None,
+            Some(Ok(m)) => Some(m),
+            Some(Err(_)) => {
+                return Ok(ChannelOutcome::Refused {
+                    error: HoldError::InvalidAmount,
+                    expired: false,
+                });
+            }
+        };
+        self.end_hold(call, reservation_id, Ending::Capture(minor), &render)
+            .await
+    }
+
+    /// Cancels a reserved hold (again: the same answer).
+    pub async fn cancel<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        render: R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        self.end_hold(call, reservation_id, Ending::Cancel, &render)
+            .await
+    }
+
+    async fn end_hold<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        ending: Ending,
+        render: &R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        // Before the transaction: the embedded store has one connection.
+        let currency = self.hold_currency(call.channel, reservation_id).await?;
+        let clearing = match currency {
+            Some(c) => Some(self.system_account(SystemAccount::PosClearing, c).await?),
+            None => return Ok(ChannelOutcome::NotFound),
+        };
+        retry_races(|| self.try_end_hold(call, reservation_id, ending, clearing, render)).await
+    }
+
+    async fn try_end_hold<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        ending: Ending,
+        clearing: Option<i64>,
+        render: &R,
+    ) -> Result<ChannelOutcome, Step>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let mut tx = self.begin().await?;
+        if let Some(o) = check_key(&mut tx, call).await? {
+            return Ok(o);
+        }
+        let Some((account, mut hold, expired)) =
+            lock_hold(&mut tx, call.channel, reservation_id, call.now_ms).await?
+        else {
+            return Ok(ChannelOutcome::NotFound);
+        };
+        let rule = hold.rule();
+        let decided = match ending {
+            Ending::Capture(amount) => holds::capture(&rule, amount, call.now_ms),
+            Ending::Cancel => holds::cancel(&rule, call.now_ms),
+        };
+        let effects = match decided {
+            Err(e) => return refuse(tx, e, expired).await,
+            Ok(Transition::Replay) => {
+                let body = hold.final_response.clone().unwrap_or_default();
+                let response = StoredResponse { status: 200, body };
+                record_key(&mut tx, call, &response).await?;
+                tx.commit().await?;
+                return Ok(ChannelOutcome::Replay(response));
+            }
+            Ok(Transition::Apply(e)) => e,
+        };
+        apply(
+            &mut tx,
+            &account,
+            &mut hold,
+            &effects,
+            clearing,
+            None,
+            Some(call.idempotency_key),
+            call.now_ms,
+        )
+        .await?;
+        hold.view.refunds = load_refunds(&mut tx, hold.id).await?;
+        let body = match ending {
+            Ending::Capture(_) => render(&ChannelAnswer::Captured(&hold.view)),
+            Ending::Cancel => render(&ChannelAnswer::Cancelled(&hold.view)),
+        };
+        set_final_response(&mut tx, hold.id, &body).await?;
+        let response = StoredResponse { status: 200, body };
+        record_key(&mut tx, call, &response).await?;
+        tx.commit().await?;
+        let mut events = Vec::new();
+        if expired {
+            events.push(HoldEventKind::Expired);
+        }
+        events.push(effects.event);
+        Ok(ChannelOutcome::Fresh { response, events })
+    }
+
+    /// Refunds part of a captured hold: the account is credited at once.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn refund<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        refund_id: &str,
+        amount: Option<Decimal>,
+        currency: Option<&str>,
+        window_days: u32,
+        render: R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let Some(hold_currency) = self.hold_currency(call.channel, reservation_id).await? else {
+            return Ok(ChannelOutcome::NotFound);
+        };
+        let clearing = self
+            .system_account(SystemAccount::PosClearing, hold_currency)
+            .await?;
+        let ask = RefundAsk {
+            amount: amount.and_then(|a| ledger::to_minor(a, hold_currency).ok()),
+            currency_matches: currency.is_none_or(|c| c.eq_ignore_ascii_case(hold_currency.code())),
+            window_days,
+        };
+        retry_races(|| self.try_refund(call, reservation_id, refund_id, &ask, clearing, &render))
+            .await
+    }
+
+    async fn try_refund<R>(
+        &self,
+        call: &ChannelCall<'_>,
+        reservation_id: &str,
+        refund_id: &str,
+        ask: &RefundAsk,
+        clearing: i64,
+        render: &R,
+    ) -> Result<ChannelOutcome, Step>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let mut tx = self.begin().await?;
+        if let Some(o) = check_key(&mut tx, call).await? {
+            return Ok(o);
+        }
+        let scope = refund_scope(call.channel, reservation_id);
+        if let Some(rec) = find_idempotent(&mut tx, &scope, refund_id).await? {
+            if rec.request_hash != call.request_hash {
+                return Ok(ChannelOutcome::Refused {
+                    error: HoldError::RefundIdReused,
+                    expired: false,
+                });
+            }
+            record_key(&mut tx, call, &rec.response).await?;
+            tx.commit().await?;
+            return Ok(ChannelOutcome::Replay(rec.response));
+        }
+        let Some((account, mut hold, expired)) =
+            lock_hold(&mut tx, call.channel, reservation_id, call.now_ms).await?
+        else {
+            return Ok(ChannelOutcome::NotFound);
+        };
+        let effects = match holds::refund(&hold.rule(), ask, call.now_ms) {
+            Ok(e) => e,
+            Err(e) => return refuse(tx, e, expired).await,
+        };
+        apply(
+            &mut tx,
+            &account,
+            &mut hold,
+            &effects,
+            Some(clearing),
+            Some(refund_id),
+            Some(call.idempotency_key),
+            call.now_ms,
+        )
+        .await?;
+        hold.view.refunds = load_refunds(&mut tx, hold.id).await?;
+        let body = render(&ChannelAnswer::Refunded {
+            hold: &hold.view,
+            refund_id,
+            amount: effects.event_amount,
+        });
+        let response = StoredResponse { status: 200, body };
+        insert_idempotent(
+            &mut tx,
+            &scope,
+            refund_id,
+            &call.request_hash,
+            call.endpoint,
+            &response,
+            call.now_ms,
+        )
+        .await?;
+        record_key(&mut tx, call, &response).await?;
+        tx.commit().await?;
+        Ok(ChannelOutcome::Fresh {
+            response,
+            events: vec![HoldEventKind::Refunded],
+        })
+    }
+
+    /// The hold with its refunds; an overdue reserved hold is expired first (committed).
+    /// The bool says whether it was expired now.
+    pub async fn hold(
+        &self,
+        channel: &str,
+        reservation_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(HoldView, bool)>, StoreError> {
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let Some(mut h) = find_hold(&mut tx, channel, reservation_id, false).await? else {
+                return Ok(None);
+            };
+            let mut expired = false;
+            if holds::due(&h.rule(), now_ms) {
+                if let Some((_, locked, now_expired)) =
+                    lock_hold(&mut tx, channel, reservation_id, now_ms).await?
+                {
+                    h = locked;
+                    expired = now_expired;
+                }
+                if expired {
+                    h.view.refunds = load_refunds(&mut tx, h.id).await?;
+                    tx.commit().await?;
+                    return Ok(Some((h.view, true)));
+                }
+            }
+            h.view.refunds = load_refunds(&mut tx, h.id).await?;
+            Ok(Some((h.view, expired)))
+        })
+        .await
+    }
+
+    /// The currency of a hold (read without locking, to prepare the transaction).
+    async fn hold_currency(
+        &self,
+        channel: &str,
+        reservation_id: &str,
+    ) -> Result<Option<Currency>, StoreError> {
+        let code: Option<String> = crate::run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT currency FROM holds WHERE channel = $1 AND reservation_id = $2")
+                .bind(channel)
+                .bind(reservation_id)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(code.and_then(|c| Currency::parse_any(&c).ok()))
+    }
+
+    /// Holds of a cardholder account, newest first, optionally in one state, with ids
+    /// below `before`. `None` when the account does not exist.
+    pub async fn account_holds(
+        &self,
+        user_id: &str,
+        currency: Currency,
+        state: Option<HoldState>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Option<Vec<HoldView>>, StoreError> {
+        let account: Option<i64> = crate::run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2")
+                .bind(user_id)
+                .bind(currency.code())
+                .fetch_optional(p)
+                .await?
+        });
+        let Some(account) = account else {
+            return Ok(None);
+        };
+        let sql = concat!(
+            "SELECT id, channel, reservation_id, account_id, card_id, currency, \
+             amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
+             expires_at_ms, captured_at_ms, reference, final_response, created_at_ms FROM holds \
+             WHERE account_id = $1 AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR id < $3) \
+             ORDER BY id DESC LIMIT $4"
+        );
+        let rows: Vec<HoldRow> = crate::run_pool!(&self.db, p => {
+            let mut out = Vec::new();
+            for r in sqlx::query(sql)
+                .bind(account)
+                .bind(state.map(|s| s.as_str()))
+                .bind(before)
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            {
+                out.push(hold_from_row!(r));
+            }
+            out
+        });
+        Ok(Some(rows.into_iter().map(|h| h.view).collect()))
+    }
+
+    /// Number of RESERVED holds (the `authorizer_holds_reserved` gauge).
+    pub async fn reserved_holds(&self) -> Result<i64, StoreError> {
+        Ok(crate::run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM holds WHERE state = 'RESERVED'")
+                .fetch_one(p)
+                .await?
+        }))
+    }
+
+    /// Expires due RESERVED holds, at most `batch_max` per transaction, until none is due
+    /// (catching up after downtime). Safe with several instances: on Postgres each batch
+    /// takes the accounts of due holds with `FOR UPDATE SKIP LOCKED` (accounts first, the
+    /// order every writer follows), so instances share the work and never wait on a
+    /// request. Returns how many holds were expired.
+    pub async fn expire_due_holds(&self, now_ms: i64, batch_max: i64) -> Result<u64, StoreError> {
+        let mut total = 0;
+        loop {
+            let (n, more) = self.expire_batch(now_ms, batch_max).await?;
+            total += n;
+            if !more {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// One batch; returns (expired, whether more may be due).
+    async fn expire_batch(&self, now_ms: i64, batch_max: i64) -> Result<(u64, bool), StoreError> {
+        let mut tx = self.begin().await?;
+        let candidates: Vec<(i64, i64)> = run!(&mut tx, c => {
+            sqlx::query_as(
+                "SELECT id, account_id FROM holds WHERE state = 'RESERVED' AND expires_at_ms <= $1 \
+                 ORDER BY expires_at_ms, id LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(batch_max)
+            .fetch_all(c)
+            .await?
+        });
+        if candidates.is_empty() {
+            return Ok((0, false));
+        }
+        let full = i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= batch_max;
+        let mut accounts: Vec<i64> = candidates.iter().map(|c| c.1).collect();
+        accounts.sort_unstable();
+        accounts.dedup();
+        let locked: Vec<i64> =
+            match &mut tx {
+                Tx::Pg(t) => sqlx::query_scalar(
+                    "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
+                )
+                .bind(&accounts)
+                .fetch_all(&mut **t)
+                .await?,
+                Tx::Lite(_) => accounts,
+            };
+        let mut expired = 0u64;
+        for account_id in locked {
+            let mut account = lock_account_by_id(&mut tx, account_id).await?;
+            let ids: Vec<i64> = candidates
+                .iter()
+                .filter(|c| c.1 == account_id)
+                .map(|c| c.0)
+                .collect();
+            for id in ids {
+                let sql = for_update!(
+                    &tx,
+                    "SELECT id, channel, reservation_id, account_id, card_id, currency, \
+                     amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
+                     expires_at_ms, captured_at_ms, reference, final_response, created_at_ms \
+                     FROM holds WHERE id = $1"
+                );
+                let mut hold = run!(&mut tx, c => {
+                    let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
+                    hold_from_row!(r)
+                });
+                if let Some(e) = holds::expire(&hold.rule(), now_ms) {
+                    apply(&mut tx, &account, &mut hold, &e, None, None, None, now_ms)
+                        .await
+                        .map_err(|s| match s {
+                            Step::Fail(e) => e,
+                            Step::Retry => StoreError::Timeout("sweeper lost a race".into()),
+                        })?;
+                    account = lock_account_by_id(&mut tx, account_id).await?;
+                    expired += 1;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((expired, full && expired > 0))
+    }
+}

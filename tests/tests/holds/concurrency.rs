@@ -1,0 +1,89 @@
+//! Races: identical captures book once; concurrent reservations never hold more than there is.
+
+use super::common::*;
+use authorizer::Settings;
+use e2e::*;
+use futures_util::future::join_all;
+use serde_json::json;
+
+/// Room for 200 requests at once on a small machine: the deadline is generous, and an
+/// answer without a decision (SYSTEM_ERROR) is sent again, as a channel would.
+fn patient(s: &mut Settings) {
+    s.processor.deadline_ms = 10_000;
+    s.redis.in_flight_stale_ms = 20_000;
+    s.database.pool_acquire_ms_max = 5_000;
+    s.database.statement_ms_max = 5_000;
+    s.database.lock_wait_ms_max = 5_000;
+}
+
+/// 50 identical captures at once (each under its own key): one movement, one answer.
+async fn identical_captures_book_once(app: TestApp) {
+    app.funded("u1", "DKK", "500.00").await;
+    reserve(
+        &app,
+        &reservation("cc", "100.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    let body = bytes(&json!({"amount": "60.00"}));
+    let path = capture_path("cc");
+    let answers = join_all((0..50).map(|_| {
+        let (app, body, path) = (&app, &body, &path);
+        async move {
+            loop {
+                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
+                if r.status != 503 && r.status != 425 {
+                    return r;
+                }
+            }
+        }
+    }))
+    .await;
+    let first = &answers[0];
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    for a in &answers {
+        assert_eq!((a.status, &a.body), (200, &first.body));
+    }
+    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
+    let (posted, held, _) = balances(&app, "DKK").await;
+    assert_eq!((posted.as_str(), held.as_str()), ("440.00", "0.00"));
+}
+
+/// 200 reservations of 1.00 at once on exactly 73.00: exactly 73 are approved.
+async fn reservations_never_hold_more_than_there_is(app: TestApp) {
+    app.funded("u1", "DKK", "73.00").await;
+    let answers = join_all((0..200).map(|i| {
+        let app = &app;
+        async move {
+            let body = bytes(&reservation(&format!("r{i}"), "1.00", "DKK"));
+            let key = uid("ck");
+            loop {
+                let r = app.channel("POST", RES, &body, Some(&key)).await;
+                if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
+                    return r.json()["status_detail"].as_str().unwrap_or("").to_owned();
+                }
+                assert!(r.status == 200 || r.status == 425, "{}", r.status);
+            }
+        }
+    }))
+    .await;
+    let approved = answers.iter().filter(|d| *d == "APPROVED").count();
+    let declined = answers
+        .iter()
+        .filter(|d| *d == "INSUFFICIENT_FUNDS")
+        .count();
+    assert_eq!((approved, declined), (73, 127));
+    let (posted, held, available) = balances(&app, "DKK").await;
+    assert_eq!(
+        (posted.as_str(), held.as_str(), available.as_str()),
+        ("73.00", "73.00", "0.00")
+    );
+}
+
+both_backends!(settings = patient; identical_captures_book_once, reservations_never_hold_more_than_there_is);

@@ -1,0 +1,121 @@
+//! Expiry by the sweeper (a short interval), and the daily counter given back on release.
+
+use super::common::*;
+use authorizer::Settings;
+use e2e::*;
+use serde_json::json;
+use std::time::{Duration, Instant};
+
+fn fast_sweep(s: &mut Settings) {
+    s.holds.sweep_interval_ms = 100;
+}
+
+/// Nobody touches the hold: the sweeper expires it, and held goes back to zero.
+async fn the_sweeper_expires_due_holds(app: TestApp) {
+    app.funded("u1", "DKK", "100.00").await;
+    let mut due = reservation("s1", "30.00", "DKK");
+    due["expires_in_secs"] = json!(1);
+    reserve(&app, &due, "APPROVED", "APPROVED").await;
+    reserve(
+        &app,
+        &reservation("s2", "20.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    assert_eq!(balances(&app, "DKK").await.1, "50.00");
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let l = app
+            .admin("GET", "/v1/accounts/u1/DKK/holds?state=EXPIRED", None, None)
+            .await
+            .json();
+        if l["holds"].as_array().is_some_and(|h| h.len() == 1) {
+            assert_eq!(l["holds"][0]["reservation_id"], "s1");
+            break;
+        }
+        assert!(Instant::now() < until, "the sweeper never expired s1");
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (posted, held, available) = balances(&app, "DKK").await;
+    assert_eq!(
+        (posted.as_str(), held.as_str(), available.as_str()),
+        ("100.00", "20.00", "80.00")
+    );
+    let g = app.channel("GET", &get_path("s1"), b"", None).await.json();
+    assert_eq!(g["state"], "EXPIRED");
+    let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+    assert!(
+        m.contains("authorizer_holds_total{event=\"expired\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("authorizer_holds_reserved 1"), "{m}");
+    assert!(
+        m.contains("authorizer_hold_sweep_duration_seconds_count"),
+        "{m}"
+    );
+}
+
+/// A release on the day of the reservation gives the amount back to the daily counter.
+async fn releases_give_back_the_daily_limit(app: TestApp) {
+    app.funded("u1", "DKK", "1000.00").await;
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/accounts/u1/DKK",
+            Some(json!({"daily_limit": "100.00"})),
+            None,
+        )
+        .await;
+    assert!(
+        r.status == 200 || r.status == 201,
+        "{}",
+        String::from_utf8_lossy(&r.body)
+    );
+    reserve(
+        &app,
+        &reservation("d1", "80.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    reserve(
+        &app,
+        &reservation("d2", "30.00", "DKK"),
+        "REJECTED",
+        "INVALID_AMOUNT",
+    )
+    .await;
+    // Cancel gives back 80; a partial capture of 50 gives back the 30 not captured.
+    assert_eq!(post(&app, &cancel_path("d1"), &json!({})).await.status, 200);
+    reserve(
+        &app,
+        &reservation("d3", "80.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    let r = post(&app, &capture_path("d3"), &json!({"amount": "50.00"})).await;
+    assert_eq!(r.status, 200);
+    reserve(
+        &app,
+        &reservation("d4", "50.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    reserve(
+        &app,
+        &reservation("d5", "0.01", "DKK"),
+        "REJECTED",
+        "INVALID_AMOUNT",
+    )
+    .await;
+}
+
+mod sweeping {
+    use super::*;
+    both_backends!(settings = fast_sweep; the_sweeper_expires_due_holds);
+}
+
+both_backends!(releases_give_back_the_daily_limit);
