@@ -136,6 +136,8 @@ impl Channel {
             }
             last = self.once(call).await;
             match &last {
+                // REJECTED / SYSTEM_ERROR: no decision and nothing stored; ask again.
+                Ok(a) if a.status == 200 && a.json()["status_detail"] == "SYSTEM_ERROR" => {}
                 Ok(a) if a.status < 500 && a.status != 425 => return last,
                 _ => {}
             }
@@ -151,6 +153,11 @@ impl Channel {
             Ok(a) if a.status == 200 => {
                 let v = a.json();
                 match v["status"].as_str() {
+                    // Still no decision after the retries: treated as no answer (a cancel
+                    // follows, answered 404 when nothing was held).
+                    _ if v["status_detail"] == "SYSTEM_ERROR" => {
+                        ReserveOutcome::NoAnswer("SYSTEM_ERROR".into())
+                    }
                     Some("APPROVED") => ReserveOutcome::Approved,
                     Some("REJECTED") => ReserveOutcome::Rejected(
                         v["status_detail"].as_str().unwrap_or("REJECTED").to_owned(),
