@@ -122,6 +122,37 @@ impl Channel {
         }
     }
 
+    /// `GET /channels/v1/reservations/{id}` (which also expires an overdue hold): the
+    /// verified answer.
+    pub async fn get_reservation(&self, id: &str) -> Result<Answer, String> {
+        let path = format!("/channels/v1/reservations/{id}");
+        let mut req = self.client.get(format!("{}{path}", self.base));
+        for (n, v) in self.key.get_headers(&path, unix_now()) {
+            req = req.insert_header((n, v));
+        }
+        let mut res = req.send().await.map_err(|e| format!("send: {e}"))?;
+        let bytes = res
+            .body()
+            .limit(BODY_LIMIT)
+            .await
+            .map_err(|e| format!("read: {e}"))?;
+        let h = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
+        self.key
+            .verify_answer(
+                &path,
+                &bytes,
+                h(headers::TIMESTAMP),
+                h(headers::ENDPOINT),
+                h(headers::SIGNATURE),
+                unix_now(),
+            )
+            .map_err(|why| format!("answer not verified: {why}"))?;
+        Ok(Answer {
+            status: res.status().as_u16(),
+            body: bytes,
+        })
+    }
+
     /// The first attempt and up to `retries` more, same key, while there is no answer or the
     /// answer says "try again" (5xx, 425). The last answer or failure is returned.
     pub async fn with_retries(&self, shared: &Shared, call: &Call) -> Result<Answer, String> {

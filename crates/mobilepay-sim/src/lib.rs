@@ -12,7 +12,8 @@
 //! * [`channel`]: calls to the authorizer with the reliability rules (timeouts, retries under
 //!   one idempotency key, background delivery, breaks).
 //! * [`server`]: the `/api/pos/...` wrapper routes, the `/sim/...` customer routes, timers.
-//! * [`load`]: the scripted load mode and its money check against the ledger.
+//! * [`load`]: the command line (`serve`, `load`).
+//! * [`script`]: the scripted load mode and its money check against the ledger.
 //!
 //! Decisions where the spec is silent are listed in the crate's `DECISIONS` section below.
 //!
@@ -56,6 +57,7 @@ pub mod channel;
 pub mod config;
 pub mod load;
 pub mod model;
+pub mod script;
 pub mod server;
 pub mod signing;
 pub mod state;

@@ -22,6 +22,9 @@ pub enum Cmd {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Scripted load: N tills against a simulator started in this process, then a money
+    /// check of every account against the ledger.
+    Load(crate::script::LoadArgs),
 }
 
 /// Parses the command line and runs; the exit code is 0 on success, 1 when a load run failed
@@ -39,6 +42,16 @@ pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32
             Ok(()) => 0,
             Err(e) => {
                 eprintln!("mobilepay-sim: {e:#}");
+                2
+            }
+        },
+        Cmd::Load(args) => match crate::script::run(args) {
+            Ok(summary) => {
+                print!("{}", summary.table());
+                if summary.passed() { 0 } else { 1 }
+            }
+            Err(e) => {
+                eprintln!("mobilepay-sim load: {e:#}");
                 2
             }
         },

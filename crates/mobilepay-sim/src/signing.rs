@@ -45,6 +45,13 @@ impl ChannelKey {
         ]
     }
 
+    /// The headers of a signed GET of `endpoint` (an empty body, no idempotency key).
+    pub fn get_headers(&self, endpoint: &str, timestamp: i64) -> Vec<(&'static str, String)> {
+        let mut h = self.headers(endpoint, b"", "", timestamp);
+        h.retain(|(n, _)| *n != headers::IDEMPOTENCY_KEY && *n != "content-type");
+        h
+    }
+
     /// Whether an answer is ours: `X-Endpoint` echoes what we signed, `X-Signature` verifies
     /// over its exact bytes, and `X-Timestamp` is fresh.
     pub fn verify_answer(
