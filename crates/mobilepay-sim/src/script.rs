@@ -144,6 +144,7 @@ pub struct Summary {
     pub errors: Vec<String>,
     pub reserve_latency_ms: (u64, f64, f64, f64),
     pub breaks: u64,
+    pub break_list: Vec<String>,
     pub accounts_checked: usize,
     pub money_mismatches: Vec<String>,
     pub captured_total: i64,
@@ -194,6 +195,9 @@ impl Summary {
             self.accounts_checked,
             self.money_mismatches.len()
         );
+        for b in self.break_list.iter().take(20) {
+            let _ = writeln!(s, "    BREAK {b}");
+        }
         for m in self.money_mismatches.iter().take(20) {
             let _ = writeln!(s, "    MISMATCH {m}");
         }
@@ -368,7 +372,7 @@ terminals = [{}]
         let duration = args.duration;
         let expiry_ms = (args.expiry_secs * 1000) as i64;
         tasks.push(actix_rt::spawn(async move {
-            let mut rng = Rng(seed ^ ((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
+            let mut rng = Rng((seed ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1);
             let mut book = Book::default();
             // Spread the tills' first payments over one interval.
             let mut due =
@@ -466,6 +470,9 @@ terminals = [{}]
         .breaks
         .load(std::sync::atomic::Ordering::SeqCst);
     s.reserve_latency_ms = sim.shared.reserve_latency_ms();
+    if let Some(list) = sim.shared.breaks_json()["breaks"].as_array() {
+        s.break_list = list.iter().map(Value::to_string).collect();
+    }
     let out = std::mem::take(&mut *s);
     drop(s);
     sim.stop().await;

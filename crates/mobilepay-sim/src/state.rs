@@ -70,6 +70,8 @@ pub struct Shared {
     pub world: Mutex<World>,
     pub breaks: Mutex<Vec<Break>>,
     pub stats: Stats,
+    /// Payments whose capture is not yet answered: their refunds wait for it.
+    pub captures_in_flight: Mutex<std::collections::HashSet<String>>,
     latency_us: Mutex<hdrhistogram::Histogram<u64>>,
 }
 
@@ -79,6 +81,7 @@ impl Shared {
             world: Mutex::new(world),
             breaks: Mutex::new(Vec::new()),
             stats: Stats::default(),
+            captures_in_flight: Mutex::default(),
             latency_us: Mutex::new(
                 hdrhistogram::Histogram::new_with_bounds(1, 60_000_000, 3).expect("bounds"),
             ),
