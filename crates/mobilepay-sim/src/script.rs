@@ -431,23 +431,32 @@ terminals = [{}]
         Duration::from_secs(10),
         2,
     );
-    let mut s = summary.borrow_mut();
-    for (id, _) in expiring.borrow().iter() {
+    let ids: Vec<String> = expiring.borrow().iter().map(|(id, _)| id.clone()).collect();
+    let mut expiries = 0;
+    let mut errors = Vec::new();
+    for id in &ids {
         match channel.get_reservation(id).await {
-            Ok(a) if a.json()["state"] == "EXPIRED" => s.expiries += 1,
-            Ok(a) => s.errors.push(format!(
+            Ok(a) if a.json()["state"] == "EXPIRED" => expiries += 1,
+            Ok(a) => errors.push(format!(
                 "reservation {id} left to expire is {}: {}",
                 a.status,
                 a.message()
             )),
-            Err(e) => s.errors.push(format!("reservation {id}: {e}")),
+            Err(e) => errors.push(format!("reservation {id}: {e}")),
         }
     }
-    // The money check.
-    for (user, book) in &books {
-        let (st, v) = http
-            .admin("GET", &format!("/v1/accounts/{user}/DKK"), None, None)
-            .await?;
+    // Every account read back, then the money check.
+    let mut accounts = Vec::new();
+    for (user, _) in &books {
+        accounts.push(
+            http.admin("GET", &format!("/v1/accounts/{user}/DKK"), None, None)
+                .await?,
+        );
+    }
+    let mut s = std::mem::take(&mut *summary.borrow_mut());
+    s.expiries = expiries;
+    s.errors.extend(errors);
+    for ((user, book), (st, v)) in books.iter().zip(accounts) {
         s.accounts_checked += 1;
         let posted = v["posted"].as_str().and_then(parse_signed);
         let held = v["held"].as_str().and_then(parse_signed);
@@ -473,10 +482,8 @@ terminals = [{}]
     if let Some(list) = sim.shared.breaks_json()["breaks"].as_array() {
         s.break_list = list.iter().map(Value::to_string).collect();
     }
-    let out = std::mem::take(&mut *s);
-    drop(s);
     sim.stop().await;
-    Ok(out)
+    Ok(s)
 }
 
 /// "-1.50" or "2.00" in minor units (balances may be any sign in principle).

@@ -410,19 +410,20 @@ async fn a_payment_from_token_to_refund_over_the_wire() {
     let (_, v) = c.get("refunds", &[("paymentId", &id)]).await;
     assert_eq!(v["refundIds"], json!([rid]));
     // Every call carried its own stable key; nothing was refused.
-    let s = st.lock().unwrap();
-    assert_eq!(s.bad_signatures, 0);
-    let keys: Vec<&str> = s.seen.iter().map(|(_, k)| k.as_str()).collect();
-    assert_eq!(
-        keys,
-        vec![
-            format!("mp-res-{id}"),
-            format!("mp-cap-{id}"),
-            format!("mp-ref-{rid}")
-        ]
-    );
+    {
+        let s = st.lock().unwrap();
+        assert_eq!(s.bad_signatures, 0);
+        let keys: Vec<&str> = s.seen.iter().map(|(_, k)| k.as_str()).collect();
+        assert_eq!(
+            keys,
+            vec![
+                format!("mp-res-{id}"),
+                format!("mp-cap-{id}"),
+                format!("mp-ref-{rid}")
+            ]
+        );
+    }
     assert_eq!(c.breaks().await["count"], 0);
-    drop(s);
     sim.stop().await;
 }
 
@@ -506,21 +507,22 @@ async fn approve_without_answer_retries_under_one_key_then_cancels() {
     );
     st.lock().unwrap().reserve_delay_ms = 0;
     c.settle().await;
-    let s = st.lock().unwrap();
-    let reserves: Vec<&String> = s
-        .seen
-        .iter()
-        .filter(|(p, _)| p == "/channels/v1/reservations")
-        .map(|(_, k)| k)
-        .collect();
-    assert_eq!(reserves.len(), 3, "the first attempt and 2 retries");
-    assert!(reserves.iter().all(|k| **k == format!("mp-res-{id}")));
-    // The hold committed unseen is cancelled.
-    assert!(s.seen.contains(&(
-        format!("/channels/v1/reservations/{id}/cancel"),
-        format!("mp-can-{id}")
-    )));
-    drop(s);
+    {
+        let s = st.lock().unwrap();
+        let reserves: Vec<&String> = s
+            .seen
+            .iter()
+            .filter(|(p, _)| p == "/channels/v1/reservations")
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(reserves.len(), 3, "the first attempt and 2 retries");
+        assert!(reserves.iter().all(|k| **k == format!("mp-res-{id}")));
+        // The hold committed unseen is cancelled.
+        assert!(s.seen.contains(&(
+            format!("/channels/v1/reservations/{id}/cancel"),
+            format!("mp-can-{id}")
+        )));
+    }
     // Let the late reserves land, then check the hold is released (or never left).
     actix_rt::time::sleep(Duration::from_millis(1_200)).await;
     c.settle().await;
@@ -565,17 +567,18 @@ async fn capture_is_answered_at_once_and_delivered_until_2xx() {
     let (s, v) = c.get("payment/capture", &[("paymentId", &id)]).await;
     assert_eq!((s, v["status"].as_str().unwrap()), (200, "Captured"));
     c.settle().await;
-    let s = st.lock().unwrap();
-    assert_eq!(s.holds[&id].2.as_deref(), Some("80.00"));
-    let captures: Vec<&String> = s
-        .seen
-        .iter()
-        .filter(|(p, _)| p.ends_with("/capture"))
-        .map(|(_, k)| k)
-        .collect();
-    assert_eq!(captures.len(), 6);
-    assert!(captures.iter().all(|k| **k == format!("mp-cap-{id}")));
-    drop(s);
+    {
+        let s = st.lock().unwrap();
+        assert_eq!(s.holds[&id].2.as_deref(), Some("80.00"));
+        let captures: Vec<&String> = s
+            .seen
+            .iter()
+            .filter(|(p, _)| p.ends_with("/capture"))
+            .map(|(_, k)| k)
+            .collect();
+        assert_eq!(captures.len(), 6);
+        assert!(captures.iter().all(|k| **k == format!("mp-cap-{id}")));
+    }
     assert_eq!(c.breaks().await["count"], 0);
     sim.stop().await;
 }
@@ -603,15 +606,16 @@ async fn cancel_in_reserved_is_sent_and_repeats_send_nothing() {
     assert_eq!(c.get("payment/cancel", &[("paymentId", &id)]).await.0, 200);
     assert_eq!(c.get("payment/cancel", &[("paymentId", &id)]).await.0, 200);
     c.settle().await;
-    let s = st.lock().unwrap();
-    assert_eq!(s.holds[&id].1, "CANCELLED");
-    assert_eq!(
-        s.seen
-            .iter()
-            .filter(|(p, _)| p.ends_with("/cancel"))
-            .count(),
-        1
-    );
-    drop(s);
+    {
+        let s = st.lock().unwrap();
+        assert_eq!(s.holds[&id].1, "CANCELLED");
+        assert_eq!(
+            s.seen
+                .iter()
+                .filter(|(p, _)| p.ends_with("/cancel"))
+                .count(),
+            1
+        );
+    }
     sim.stop().await;
 }
