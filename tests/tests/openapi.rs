@@ -18,13 +18,19 @@ async fn every_documented_operation_is_served() {
             .replace("{currency}", "ARS")
             .replace("{card_id}", "crd-none")
             .replace("{transaction_id}", "ctx-none")
-            .replace("{date}", "2024-01-01");
+            .replace("{date}", "2024-01-01")
+            .replace("{reservation_id}", "res-none");
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
             let method = method.to_uppercase();
             let r = match op["tags"][0].as_str() {
                 Some("admin") => app.admin(&method, &concrete, None, None).await,
                 Some("processor") => app.processor(&concrete, b"{}", &uid("k")).await,
+                Some("channels") => {
+                    let key = uid("k");
+                    let key = (method == "POST").then_some(key.as_str());
+                    app.channel(&method, &concrete, b"{}", key).await
+                }
                 _ => app.get(&concrete).await,
             };
             let documented = op["responses"][r.status.to_string()].is_object();
@@ -44,7 +50,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 9 + 4,
-        "processor, admin and operations routes"
+        6 + 5 + 10 + 4,
+        "processor, channel, admin and operations routes"
     );
 }

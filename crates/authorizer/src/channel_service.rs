@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use store::{
     ChannelAnswer, ChannelCall, ChannelOutcome, CommitGate, HoldView, ReserveRequest, StoreError,
 };
+use utoipa::ToSchema;
 
 /// Reserves, answering within the deadline counted from `started`.
 pub async fn reserve(
@@ -90,7 +91,7 @@ pub fn rfc3339(ms: i64) -> String {
 }
 
 /// A refund as the channel sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RefundJson {
     pub refund_id: String,
     pub amount: String,
@@ -98,9 +99,10 @@ pub struct RefundJson {
 }
 
 /// A reservation as the channel sees it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ReservationJson {
     pub reservation_id: String,
+    /// RESERVED, CAPTURED, CANCELLED or EXPIRED.
     pub state: &'static str,
     pub amount: String,
     pub captured: String,
@@ -110,12 +112,13 @@ pub struct ReservationJson {
     pub partial_capture_possible: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reference: Option<String>,
+    /// On `GET` only: the refunds, oldest first.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refunds: Option<Vec<RefundJson>>,
 }
 
 /// The refund an answer reports.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct RefundAnswer {
     pub refund_id: String,
     pub amount: String,
@@ -123,9 +126,12 @@ pub struct RefundAnswer {
 }
 
 /// Every channel answer of a POST.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ChannelResponse {
+    /// APPROVED or REJECTED.
     pub status: &'static str,
+    /// APPROVED, INSUFFICIENT_FUNDS, INVALID_MERCHANT, INVALID_AMOUNT, OTHER or SYSTEM_ERROR:
+    /// the authorizations' vocabulary.
     pub status_detail: &'static str,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]

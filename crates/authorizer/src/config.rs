@@ -444,6 +444,64 @@ mod tests {
     }
 
     #[test]
+    fn channel_keys_and_hold_settings() {
+        let s = Settings::load_from(&nowhere(), &env(&[])).unwrap();
+        assert_eq!(s.channels.skew_secs, 300);
+        assert!(s.channels.keys.is_empty());
+        assert_eq!(
+            (
+                s.holds.expiry_secs,
+                s.holds.expiry_secs_max,
+                s.holds.sweep_interval_ms,
+                s.holds.refund_window_days
+            ),
+            (604_800, 604_800, 60_000, 90)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let secret = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+        let write = |extra: &str| {
+            std::fs::write(
+                dir.path().join("default.toml"),
+                format!(
+                    "[[channels.keys]]\nname = \"mp\"\napi_key = \"k1\"\napi_secret = \"{secret}\"\n{extra}"
+                ),
+            )
+            .unwrap();
+        };
+        write("");
+        let s = Settings::load_from(dir.path(), &env(&[])).unwrap();
+        let ring = s.channel_ring().unwrap();
+        assert!(ring.keys.get("k1").is_some());
+        assert_eq!(ring.names.get("k1").map(String::as_str), Some("mp"));
+        // A key of both rings is refused: each caller signs with its own.
+        let err = Settings::load_from(
+            dir.path(),
+            &env(&[
+                ("AUTHORIZER__PROCESSOR__API_KEY", "k1"),
+                ("AUTHORIZER__PROCESSOR__API_SECRET", secret),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("also a processor key"), "{err}");
+        write("[[channels.keys]]\nname = \"mp 2\"\napi_key = \"k2\"\napi_secret = \"x\"\n");
+        let err = Settings::load_from(dir.path(), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("channels.keys"), "{err}");
+        for (k, v) in [
+            ("AUTHORIZER__HOLDS__EXPIRY_SECS", "604801"),
+            ("AUTHORIZER__HOLDS__EXPIRY_SECS", "0"),
+            ("AUTHORIZER__HOLDS__SWEEP_INTERVAL_MS", "0"),
+        ] {
+            let err = Settings::load_from(&nowhere(), &env(&[(k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("holds."), "{k}={v}: {err}");
+        }
+    }
+
+    #[test]
     fn bad_settings_fail_naming_the_setting() {
         let cases = [
             ("AUTHORIZER__SERVER__LISTEN", "nowhere", "server.listen"),

@@ -4,7 +4,9 @@
 //! `docs/openapi.json` (regenerate with `cargo run -p authorizer -- openapi > docs/openapi.json`;
 //! a test fails while the two differ).
 
+use crate::channel_service;
 use crate::routes::admin;
+use crate::routes::channels::{self, ChannelRoute};
 use crate::routes::processor::Route;
 use protocol::wire;
 use serde::Serialize;
@@ -301,6 +303,145 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
     op.build()
 }
 
+fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
+    let (operation_id, summary, description, request, answer) = match route {
+        ChannelRoute::Reserve => (
+            "reserve",
+            "Reserve (hold) an amount on a cardholder account",
+            "The authorization's decision and vocabulary, with funds = available + overdraft (available = posted - held). APPROVED holds the amount (no money moves); REJECTED is recorded: the same reservation_id and body replays it, another body is 409 RESERVATION_ID_REUSED. Answered within processor.deadline_ms; REJECTED / SYSTEM_ERROR with nothing held when the ledger cannot answer in time.",
+            Some(("ReserveBody", true)),
+            "ChannelResponse",
+        ),
+        ChannelRoute::Capture => (
+            "captureReservation",
+            "Capture a reservation, fully or partly; the remainder is released",
+            "Moves the captured amount (HOLD_CAPTURE against PoS clearing). Capturing again with the same amount replays the first answer; with another amount: 409 CAPTURED_WITH_DIFFERENT_AMOUNT. 409 NOT_RESERVED, EXPIRED, AMOUNT_EXCEEDS_RESERVED, PARTIAL_CAPTURE_NOT_POSSIBLE; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
+            Some(("CaptureBody", false)),
+            "ChannelResponse",
+        ),
+        ChannelRoute::Cancel => (
+            "cancelReservation",
+            "Cancel a reservation; the hold is released",
+            "Body `{}` or empty. Again: 200, the same answer. 409 ALREADY_CAPTURED, EXPIRED. 503 with nothing committed: send it again.",
+            None,
+            "ChannelResponse",
+        ),
+        ChannelRoute::Refund => (
+            "refundReservation",
+            "Refund part of a captured reservation; the account is credited at once",
+            "HOLD_REFUND against PoS clearing. The same refund_id and body replays; another body: 409 REFUND_ID_REUSED. 409 NOT_CAPTURED, CURRENCY_MISMATCH, PAYMENT_TOO_OLD (holds.refund_window_days after the capture), REFUND_EXCEEDS_CAPTURED; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
+            Some(("RefundBody", true)),
+            "ChannelResponse",
+        ),
+        ChannelRoute::Get => (
+            "getReservation",
+            "A reservation with its refunds",
+            "An overdue RESERVED hold is expired first.",
+            None,
+            "ReservationJson",
+        ),
+    };
+    let mut params = vec![
+        header_param(
+            "x-api-key",
+            true,
+            string_schema(None, Some(1), None),
+            "A key of [[channels.keys]]; a processor key is refused here.",
+        ),
+        header_param(
+            "x-signature",
+            true,
+            string_schema(Some(SIGNATURE_PATTERN), None, None),
+            "As on the processor routes: HMAC-SHA256 over X-Timestamp ++ X-Endpoint ++ raw body.",
+        ),
+        header_param(
+            "x-timestamp",
+            true,
+            string_schema(Some("^[0-9]{1,12}$"), None, None),
+            "Unix seconds when signed; refused outside channels.skew_secs.",
+        ),
+        header_param(
+            "x-endpoint",
+            true,
+            string_schema(None, Some(1), None),
+            "The path that was signed (with the reservation id), per processor.endpoint_check.",
+        ),
+    ];
+    if route.is_post() {
+        params.push(header_param(
+            "x-idempotency-key",
+            true,
+            string_schema(None, Some(1), Some(64)),
+            "Same key and body: the identical answer, re-signed; another body: 409.",
+        ));
+    }
+    if route != ChannelRoute::Reserve {
+        params.push(path_param(
+            "reservation_id",
+            "The channel's reservation id, 1 to 64 visible ASCII characters.",
+        ));
+    }
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .tag("channels")
+        .summary(Some(summary))
+        .description(Some(description))
+        .parameters(Some(params))
+        .security(SecurityRequirement::new("processorSignature", Vec::<String>::new()))
+        .response("200", signed(response("Answered, signed.", answer)).build())
+        .response(
+            "401",
+            error("Signature not accepted (unknown key, a processor key, bad or missing signature, stale timestamp, other endpoint). Not signed.").build(),
+        );
+    if let Some((body, required)) = request {
+        op = op.request_body(Some(
+            RequestBodyBuilder::new()
+                .required(Some(if required {
+                    Required::True
+                } else {
+                    Required::False
+                }))
+                .content("application/json", json_content(schema_ref(body)))
+                .build(),
+        ));
+    }
+    if route.is_post() {
+        op = op
+            .response(
+                "400",
+                signed(error("Malformed body or id, missing or bad x-idempotency-key, INVALID_AMOUNT, INVALID_EXPIRES_IN_SECS. Signed.")).build(),
+            )
+            .response(
+                "409",
+                signed(error("The x-idempotency-key was used with another body (idempotency_key_reused), or a rule of the reservation refuses it (the code names it). Signed.")).build(),
+            )
+            .response(
+                "425",
+                signed(error("The same request is still being processed; retry shortly. Signed.")).build(),
+            );
+    } else {
+        op = op.response(
+            "400",
+            signed(error("A reservation id that breaks the id rule. Signed.")).build(),
+        );
+    }
+    if route != ChannelRoute::Reserve {
+        op = op
+            .response(
+                "404",
+                signed(error(
+                    "No reservation with this id for this channel (NOT_FOUND). Signed.",
+                ))
+                .build(),
+            )
+            .response(
+                "503",
+                signed(error("Nothing committed; send it again later. Signed.")).build(),
+            );
+    }
+    op.build()
+}
+
 struct AdminOp {
     method: HttpMethod,
     path: &'static str,
@@ -378,7 +519,7 @@ fn admin_operations() -> Vec<AdminOp> {
             method: HttpMethod::Get,
             path: "/v1/accounts/{user_id}/{currency}",
             id: "getAccount",
-            summary: "Available balance, version and rules",
+            summary: "Posted, held and available balance (posted - held), version and rules",
             params: account_params(),
             body: None,
             ok: vec![("200", "The account.", "Account")],
@@ -426,6 +567,20 @@ fn admin_operations() -> Vec<AdminOp> {
             .concat(),
             body: None,
             ok: vec![("200", "One page.", "PostingsPage")],
+            errors: &[E_400, E_401, E_404, E_429, E_503],
+        },
+        AdminOp {
+            method: HttpMethod::Get,
+            path: "/v1/accounts/{user_id}/{currency}/holds",
+            id: "listHolds",
+            summary: "Holds reserved on an account by two-phase channels, newest first, cursor-paginated",
+            params: [
+                account_params(),
+                admin::HoldsQuery::into_params(|| Some(ParameterIn::Query)),
+            ]
+            .concat(),
+            body: None,
+            ok: vec![("200", "One page.", "HoldsPage")],
             errors: &[E_400, E_401, E_404, E_429, E_503],
         },
         AdminOp {
@@ -496,6 +651,12 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     add::<admin::FundingRequest>(&mut out);
     add::<admin::FundingReceipt>(&mut out);
     add::<admin::PostingsPage>(&mut out);
+    add::<admin::HoldsPage>(&mut out);
+    add::<channels::ReserveBody>(&mut out);
+    add::<channels::CaptureBody>(&mut out);
+    add::<channels::RefundBody>(&mut out);
+    add::<channel_service::ChannelResponse>(&mut out);
+    add::<channel_service::ReservationJson>(&mut out);
     add::<admin::CardRequest>(&mut out);
     add::<admin::Card>(&mut out);
     add::<admin::TransactionHistory>(&mut out);
@@ -513,6 +674,14 @@ pub fn document() -> OpenApi {
             path,
             PathItem::new(HttpMethod::Post, processor_operation(route)),
         );
+    }
+    for (path, route) in ChannelRoute::ALL {
+        let method = if route.is_post() {
+            HttpMethod::Post
+        } else {
+            HttpMethod::Get
+        };
+        paths = paths.path(path, PathItem::new(method, channel_operation(route)));
     }
     for op in admin_operations() {
         let mut b = OperationBuilder::new()
@@ -635,7 +804,7 @@ pub fn document() -> OpenApi {
                 .title("authorizer")
                 .version(env!("CARGO_PKG_VERSION"))
                 .description(Some(
-                    "Card issuer authorization processor: the card processor's signed real-time routes, the issuer's admin API, and operations endpoints. Every error body is {\"error\":{\"code\":..,\"message\":..}}; an unknown route answers 404 in the same envelope.",
+                    "Card issuer authorization processor: the card processor's signed real-time routes, the two-phase channels' signed reservation API, the issuer's admin API, and operations endpoints. Every error body is {\"error\":{\"code\":..,\"message\":..}}; an unknown route answers 404 in the same envelope.",
                 ))
                 .build(),
         )
@@ -645,6 +814,12 @@ pub fn document() -> OpenApi {
             TagBuilder::new()
                 .name("processor")
                 .description(Some("Called by the card processor; signed both ways."))
+                .build(),
+            TagBuilder::new()
+                .name("channels")
+                .description(Some(
+                    "Two-phase channels (PoS wallets): reservations captured, cancelled, expired and refunded. Signed both ways like the processor routes, with the channels' own keys.",
+                ))
                 .build(),
             TagBuilder::new()
                 .name("admin")

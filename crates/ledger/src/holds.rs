@@ -511,11 +511,12 @@ mod tests {
             expires_at_ms: now,
             ..reserved(10_000)
         };
-        let rows: Vec<(
-            &str,
+        type Row = (
+            &'static str,
             Result<Transition, HoldError>,
             Result<Transition, HoldError>,
-        )> = vec![
+        );
+        let rows: Vec<Row> = vec![
             (
                 "capture cancelled",
                 capture(&cancelled, None, now),

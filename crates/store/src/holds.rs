@@ -125,6 +125,15 @@ fn refund_scope(channel: &str, reservation_id: &str) -> String {
     format!("refund:{channel}:{reservation_id}")
 }
 
+/// The columns every hold read selects.
+macro_rules! hold_columns {
+    () => {
+        "SELECT id, channel, reservation_id, account_id, card_id, currency, amount_minor, state, \
+         captured_minor, refunded_minor, partial_capture_possible, expires_at_ms, captured_at_ms, \
+         reference, final_response, created_at_ms FROM holds"
+    };
+}
+
 /// A hold row.
 struct HoldRow {
     id: i64,
@@ -191,10 +200,8 @@ async fn find_hold(
     macro_rules! select {
         () => {
             concat!(
-                "SELECT id, channel, reservation_id, account_id, card_id, currency, \
-                 amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
-                 expires_at_ms, captured_at_ms, reference, final_response, created_at_ms \
-                 FROM holds WHERE channel = $1 AND reservation_id = $2"
+                hold_columns!(),
+                " WHERE channel = $1 AND reservation_id = $2"
             )
         };
     }
@@ -231,6 +238,7 @@ async fn load_refunds(tx: &mut Tx, hold_id: i64) -> Result<Vec<RefundView>, sqlx
         .collect())
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     tx: &mut Tx,
     hold_id: i64,
@@ -927,10 +935,8 @@ impl Store {
             return Ok(None);
         };
         let sql = concat!(
-            "SELECT id, channel, reservation_id, account_id, card_id, currency, \
-             amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
-             expires_at_ms, captured_at_ms, reference, final_response, created_at_ms FROM holds \
-             WHERE account_id = $1 AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR id < $3) \
+            hold_columns!(),
+            " WHERE account_id = $1 AND ($2 IS NULL OR state = $2) AND ($3 IS NULL OR id < $3) \
              ORDER BY id DESC LIMIT $4"
         );
         let rows: Vec<HoldRow> = crate::run_pool!(&self.db, p => {
@@ -1014,13 +1020,7 @@ impl Store {
                 .map(|c| c.0)
                 .collect();
             for id in ids {
-                let sql = for_update!(
-                    &tx,
-                    "SELECT id, channel, reservation_id, account_id, card_id, currency, \
-                     amount_minor, state, captured_minor, refunded_minor, partial_capture_possible, \
-                     expires_at_ms, captured_at_ms, reference, final_response, created_at_ms \
-                     FROM holds WHERE id = $1"
-                );
+                let sql = for_update!(&tx, concat!(hold_columns!(), " WHERE id = $1"));
                 let mut hold = run!(&mut tx, c => {
                     let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
                     hold_from_row!(r)

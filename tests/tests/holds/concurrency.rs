@@ -86,4 +86,44 @@ async fn reservations_never_hold_more_than_there_is(app: TestApp) {
     );
 }
 
-both_backends!(settings = patient; identical_captures_book_once, reservations_never_hold_more_than_there_is);
+/// Reservations and card authorizations racing on one account (the grouped batch decides
+/// without locks and must see every hold): together they never spend more than there is.
+async fn holds_and_authorizations_share_one_balance(app: TestApp) {
+    app.funded("u1", "DKK", "50.00").await;
+    let reservations = join_all((0..60).map(|i| {
+        let app = &app;
+        async move {
+            let body = bytes(&reservation(&format!("m{i}"), "1.00", "DKK"));
+            let key = uid("ck");
+            loop {
+                let r = app.channel("POST", RES, &body, Some(&key)).await;
+                if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
+                    return r.json()["status"] == "APPROVED";
+                }
+            }
+        }
+    }));
+    let purchases = join_all((0..60).map(|_| {
+        let app = &app;
+        async move {
+            let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "DKK");
+            let (body, key) = (tx.body(), uid("k"));
+            loop {
+                let r = app.processor(AUTH_DEBIT, &body, &key).await;
+                if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
+                    return r.json()["status"] == "APPROVED";
+                }
+            }
+        }
+    }));
+    let (held, spent) = tokio::join!(reservations, purchases);
+    let held = held.iter().filter(|a| **a).count();
+    let spent = spent.iter().filter(|a| **a).count();
+    assert_eq!(held + spent, 50, "{held} holds and {spent} purchases");
+    let (posted, held_text, available) = balances(&app, "DKK").await;
+    assert_eq!(posted, format!("{}.00", 50 - spent));
+    assert_eq!(held_text, format!("{held}.00"));
+    assert_eq!(available, "0.00");
+}
+
+both_backends!(settings = patient; identical_captures_book_once, reservations_never_hold_more_than_there_is, holds_and_authorizations_share_one_balance);

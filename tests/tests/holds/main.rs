@@ -6,5 +6,7 @@ mod common;
 mod concurrency;
 mod errors;
 mod expiry;
+mod faults;
 mod killed;
+mod reconciliation;
 mod worked_example;

@@ -17,6 +17,7 @@ use protocol::signature::headers;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
 use store::{ChannelCall, ChannelOutcome, ReserveRequest, StoreError};
+use utoipa::ToSchema;
 
 /// Ids a channel chooses (reservation, refund, idempotency key): at most this many bytes.
 const CHANNEL_ID_BYTES_MAX: usize = 64;
@@ -66,38 +67,52 @@ impl ChannelRoute {
     }
 }
 
-/// The reservation request.
-#[derive(Debug, Deserialize)]
-struct ReserveBody {
+/// A reservation: hold `amount` on the account (`user_id`, `currency`) until it is
+/// captured, cancelled or expires. Unknown fields are ignored.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReserveBody {
+    /// Unique per channel, 1 to 64 visible ASCII characters.
     reservation_id: String,
+    /// The cardholder.
     user_id: String,
+    /// Card rules (status, owner, blocked MCCs) apply when we hold the card.
     card_id: Option<String>,
+    /// Greater than zero and representable in the currency.
     amount: WireAmount,
+    /// ISO 4217.
     currency: String,
     merchant: Option<Merchant>,
+    /// 1 to holds.expiry_secs_max (outside: 400); default holds.expiry_secs.
     expires_in_secs: Option<i64>,
+    /// Default true.
     partial_capture_possible: Option<bool>,
+    /// e.g. the order id.
     reference: Option<String>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-struct Merchant {
+/// The merchant; its `mcc` feeds the blocked-MCC rule.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+pub struct Merchant {
     id: Option<String>,
     name: Option<String>,
     mcc: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A capture; without `amount`, the full reserved amount.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CaptureBody {
+pub struct CaptureBody {
     amount: Option<WireAmount>,
 }
 
-#[derive(Debug, Deserialize)]
+/// A refund of a captured reservation; the account is credited at once.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RefundBody {
+pub struct RefundBody {
+    /// 1 to 64 visible ASCII characters; the same refund_id and body replays.
     refund_id: String,
     amount: WireAmount,
+    /// When given, must be the reservation's currency.
     currency: Option<String>,
 }
 
