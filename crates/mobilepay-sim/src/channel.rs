@@ -217,13 +217,23 @@ impl Channel {
 
 /// Delivers an owed capture, cancel or refund in the background until the authorizer
 /// answers it: 2xx is done; a cancel's 404 (nothing was reserved) and 409 `EXPIRED` (our
-/// expiry released it) are done; any other refusal is a break, recorded and counted.
+/// expiry released it) are done; any other refusal is a break, recorded and counted. A
+/// refund is sent only once its payment's capture has been answered (they are ordered, as a
+/// clearing file orders them).
 pub fn deliver(shared: Arc<Shared>, channel: Rc<Channel>, call: Call) {
     shared
         .stats
         .pending
         .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    if let Call::Capture { payment_id, .. } = &call {
+        in_flight(&shared).insert(payment_id.clone());
+    }
     actix_rt::spawn(async move {
+        if let Call::Refund { payment_id, .. } = &call {
+            while in_flight(&shared).contains(payment_id) {
+                actix_rt::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         let mut wait = BACKOFF_FIRST;
         loop {
             match channel.with_retries(&shared, &call).await {
@@ -257,9 +267,20 @@ pub fn deliver(shared: Arc<Shared>, channel: Rc<Channel>, call: Call) {
                 }
             }
         }
+        if let Call::Capture { payment_id, .. } = &call {
+            in_flight(&shared).remove(payment_id);
+        }
         shared
             .stats
             .pending
             .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     });
+}
+
+/// The payments whose capture is not yet answered.
+fn in_flight(shared: &Shared) -> std::sync::MutexGuard<'_, std::collections::HashSet<String>> {
+    shared
+        .captures_in_flight
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
 }
