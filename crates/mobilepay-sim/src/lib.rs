@@ -15,8 +15,6 @@
 //! * [`load`]: the command line (`serve`, `load`).
 //! * [`script`]: the scripted load mode and its money check against the ledger.
 //!
-//! Decisions where the spec is silent are listed in the crate's `DECISIONS` section below.
-//!
 //! # Decisions
 //!
 //! * Errors without a v10 code (unknown terminal, PoS or payment; a missing field; a
@@ -45,6 +43,17 @@
 //! * Cancels of a `Reserved` payment are delivered in the background like captures; a 404
 //!   (nothing reserved) or 409 `EXPIRED` (our expiry got there first, the hold is released
 //!   either way) ends the delivery without a break; other refusals are breaks.
+//! * A refund is sent to the authorizer only after its payment's capture has been answered
+//!   (captures are delivered in the background, so a refund created at once would otherwise
+//!   overtake its capture and be refused `NOT_CAPTURED`).
+//! * A reserve answered `REJECTED`/`SYSTEM_ERROR` (no decision, nothing stored) is asked
+//!   again under the same key within the retry budget; if it still has no decision, it is
+//!   treated as no answer (`CancelledByMobilePay`, and a cancel that the authorizer answers
+//!   404 when nothing was held).
+//! * Idempotency keys of calls to the authorizer are derived from the simulator's own ids:
+//!   `mp-res-<paymentId>`, `mp-cap-<paymentId>`, `mp-can-<paymentId>`, `mp-ref-<refundId>`.
+//! * Everything is in memory: a stopped simulator forgets its payments and any delivery still
+//!   pending (the authorizer's expiry releases what it held).
 //! * Every answer from the authorizer must carry a valid signature by the channel pair, echo
 //!   the signed endpoint and be within 300 s; an answer that does not is treated as no answer
 //!   (retried under the same key).

@@ -619,3 +619,36 @@ async fn cancel_in_reserved_is_sent_and_repeats_send_nothing() {
     }
     sim.stop().await;
 }
+
+#[actix_rt::test]
+async fn a_refund_waits_for_its_payments_capture() {
+    let (sim, c, st) = setup("tok").await;
+    let (id, _) = c.approved("o-1", "80").await;
+    st.lock().unwrap().capture_503 = 3;
+    assert_eq!(c.get("payment/capture", &[("paymentId", &id)]).await.0, 200);
+    let (s, v) = c
+        .get(
+            "refund/create",
+            &[
+                ("paymentId", &id),
+                ("amount", "10"),
+                ("currencyCode", "DKK"),
+                ("refundOrderId", "r-1"),
+            ],
+        )
+        .await;
+    assert_eq!(s, 200, "{v}");
+    let rid = v["refundId"].as_str().unwrap().to_owned();
+    assert_eq!(c.get("refund/capture", &[("refundId", &rid)]).await.0, 200);
+    c.settle().await;
+    {
+        let s = st.lock().unwrap();
+        let paths: Vec<&str> = s.seen.iter().map(|(p, _)| p.as_str()).collect();
+        let last_capture = paths.iter().rposition(|p| p.ends_with("/capture")).unwrap();
+        let refund = paths.iter().position(|p| p.ends_with("/refunds")).unwrap();
+        assert!(refund > last_capture, "{paths:?}");
+        assert_eq!(s.refunds, vec![(rid.clone(), "10.00".to_owned())]);
+    }
+    assert_eq!(c.breaks().await["count"], 0);
+    sim.stop().await;
+}
