@@ -9,6 +9,7 @@ use crate::model::{Call, ReserveOutcome};
 use crate::signing::ChannelKey;
 use crate::state::{Break, Shared, unix_now};
 use bytes::Bytes;
+use processor_client::Method;
 use protocol::signature::headers;
 use serde_json::Value;
 use std::rc::Rc;
@@ -57,8 +58,7 @@ impl Answer {
 }
 
 pub struct Channel {
-    client: awc::Client,
-    base: String,
+    api: processor_client::Client,
     key: ChannelKey,
     timeout: Duration,
     retries: u32,
@@ -66,56 +66,57 @@ pub struct Channel {
 
 impl Channel {
     pub fn new(base: &str, key: ChannelKey, timeout: Duration, retries: u32) -> Channel {
-        let client = awc::Client::builder()
+        let http = awc::Client::builder()
             .connector(awc::Connector::new().timeout(timeout))
             .timeout(timeout + Duration::from_secs(1))
             .finish();
+        let api = processor_client::Client::new(http, base, &key.api_key, key.secret.clone(), "")
+            .with_body_limit(BODY_LIMIT);
         Channel {
-            client,
-            base: base.trim_end_matches('/').to_owned(),
+            api,
             key,
             timeout,
             retries,
         }
     }
 
+    /// Sends a signed request and accepts only a complete answer signed by the channel key
+    /// pair, fresh and echoing `path`.
+    async fn exchange(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        key: Option<&str>,
+    ) -> Result<Answer, String> {
+        let signed = self.key.signed(path, &body, key, unix_now());
+        let req = self.api.signed_request(method, path, signed);
+        let a = self
+            .api
+            .send(req, body, None)
+            .await
+            .map_err(|e| format!("send: {e}"))?;
+        self.key
+            .verify_answer(
+                path,
+                &a.body,
+                a.header(headers::TIMESTAMP),
+                a.header(headers::ENDPOINT),
+                a.header(headers::SIGNATURE),
+                unix_now(),
+            )
+            .map_err(|why| format!("answer {} not verified: {why}", a.status))?;
+        Ok(Answer {
+            status: a.status,
+            body: a.body,
+        })
+    }
+
     /// One attempt: `Err` when there is no complete, verified answer within the timeout.
     pub async fn once(&self, call: &Call) -> Result<Answer, String> {
         let path = call.path();
-        let body = call.body();
-        let exchange = async {
-            let mut req = self.client.post(format!("{}{path}", self.base));
-            for (n, v) in self
-                .key
-                .headers(&path, &body, &call.idempotency_key(), unix_now())
-            {
-                req = req.insert_header((n, v));
-            }
-            let mut res = req
-                .send_body(body.clone())
-                .await
-                .map_err(|e| format!("send: {e}"))?;
-            let bytes = res
-                .body()
-                .limit(BODY_LIMIT)
-                .await
-                .map_err(|e| format!("read: {e}"))?;
-            let h = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
-            self.key
-                .verify_answer(
-                    &path,
-                    &bytes,
-                    h(headers::TIMESTAMP),
-                    h(headers::ENDPOINT),
-                    h(headers::SIGNATURE),
-                    unix_now(),
-                )
-                .map_err(|why| format!("answer {} not verified: {why}", res.status().as_u16()))?;
-            Ok(Answer {
-                status: res.status().as_u16(),
-                body: bytes,
-            })
-        };
+        let key = call.idempotency_key();
+        let exchange = self.exchange(Method::POST, &path, Bytes::from(call.body()), Some(&key));
         match actix_rt::time::timeout(self.timeout, exchange).await {
             Ok(r) => r,
             Err(_) => Err("timeout".into()),
@@ -126,31 +127,7 @@ impl Channel {
     /// verified answer.
     pub async fn get_reservation(&self, id: &str) -> Result<Answer, String> {
         let path = format!("/channels/v1/reservations/{id}");
-        let mut req = self.client.get(format!("{}{path}", self.base));
-        for (n, v) in self.key.get_headers(&path, unix_now()) {
-            req = req.insert_header((n, v));
-        }
-        let mut res = req.send().await.map_err(|e| format!("send: {e}"))?;
-        let bytes = res
-            .body()
-            .limit(BODY_LIMIT)
-            .await
-            .map_err(|e| format!("read: {e}"))?;
-        let h = |n: &str| res.headers().get(n).and_then(|v| v.to_str().ok());
-        self.key
-            .verify_answer(
-                &path,
-                &bytes,
-                h(headers::TIMESTAMP),
-                h(headers::ENDPOINT),
-                h(headers::SIGNATURE),
-                unix_now(),
-            )
-            .map_err(|why| format!("answer not verified: {why}"))?;
-        Ok(Answer {
-            status: res.status().as_u16(),
-            body: bytes,
-        })
+        self.exchange(Method::GET, &path, Bytes::new(), None).await
     }
 
     /// The first attempt and up to `retries` more, same key, while there is no answer or the

@@ -1,9 +1,10 @@
-//! Request signing for the channel API, and verification of its signed answers: the one place
-//! that touches the HMAC scheme, through the `protocol` crate's [`signature::sign`] and
-//! [`signature::verify`] (spec §2.2: exactly the processor's scheme, with a channel key pair).
+//! The channel key pair: the signed headers of a request (through the workspace's signed
+//! client, `processor-client`) and the verification of a signed answer, fresh and echoed
+//! (spec §2.2: exactly the processor's scheme, with a channel key pair).
 
+use processor_client::Signed;
 use protocol::ApiSecret;
-use protocol::signature::{self, headers};
+use protocol::signature;
 
 /// How far an answer's `X-Timestamp` may be from our clock.
 pub const ANSWER_SKEW_SECS: u64 = 300;
@@ -25,31 +26,26 @@ impl ChannelKey {
         })
     }
 
-    /// The headers of a signed POST of `body` to `endpoint` at unix time `timestamp`.
-    pub fn headers(
-        &self,
-        endpoint: &str,
+    /// The signed headers of `body` sent to `endpoint` at unix time `timestamp`, for the
+    /// workspace's signed client (`processor_client::Client::signed_request`).
+    pub fn signed<'a>(
+        &'a self,
+        endpoint: &'a str,
         body: &[u8],
-        idempotency_key: &str,
+        idempotency_key: Option<&'a str>,
         timestamp: i64,
-    ) -> Vec<(&'static str, String)> {
-        let ts = timestamp.to_string();
-        let sig = signature::sign(&self.secret, &ts, endpoint, body);
-        vec![
-            (headers::API_KEY, self.api_key.clone()),
-            (headers::TIMESTAMP, ts),
-            (headers::ENDPOINT, endpoint.to_owned()),
-            (headers::SIGNATURE, sig),
-            (headers::IDEMPOTENCY_KEY, idempotency_key.to_owned()),
-            ("content-type", "application/json".to_owned()),
-        ]
-    }
-
-    /// The headers of a signed GET of `endpoint` (an empty body, no idempotency key).
-    pub fn get_headers(&self, endpoint: &str, timestamp: i64) -> Vec<(&'static str, String)> {
-        let mut h = self.headers(endpoint, b"", "", timestamp);
-        h.retain(|(n, _)| *n != headers::IDEMPOTENCY_KEY && *n != "content-type");
-        h
+    ) -> Signed<'a> {
+        Signed {
+            api_key: &self.api_key,
+            endpoint,
+            signature: Some(processor_client::sign(
+                &self.secret,
+                timestamp,
+                endpoint,
+                body,
+            )),
+            idempotency_key,
+        }
     }
 
     /// Whether an answer is ours: `X-Endpoint` echoes what we signed, `X-Signature` verifies
@@ -87,43 +83,40 @@ mod tests {
         ChannelKey::new("demo", SECRET).unwrap()
     }
 
-    fn header<'a>(h: &'a [(&'static str, String)], name: &str) -> &'a str {
-        h.iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_str())
-            .unwrap()
-    }
-
     #[test]
     fn reservation_vector() {
         assert_eq!(RESERVATION.len(), 223);
-        let h = key().headers(
+        let k = key();
+        let h = k.signed(
             "/channels/v1/reservations",
             RESERVATION.as_bytes(),
-            "k1",
+            Some("k1"),
             1_700_000_100,
         );
         assert_eq!(
-            header(&h, headers::SIGNATURE),
-            "hmac-sha256 4/nepXVxR3b88LaB0ESzriF/wG5guv8oBZq2EpbC1FU="
+            h.signature,
+            Some((
+                "1700000100".to_owned(),
+                "hmac-sha256 4/nepXVxR3b88LaB0ESzriF/wG5guv8oBZq2EpbC1FU=".to_owned()
+            ))
         );
-        assert_eq!(header(&h, headers::TIMESTAMP), "1700000100");
-        assert_eq!(header(&h, headers::ENDPOINT), "/channels/v1/reservations");
-        assert_eq!(header(&h, headers::IDEMPOTENCY_KEY), "k1");
-        assert_eq!(header(&h, headers::API_KEY), "demo");
+        assert_eq!(h.endpoint, "/channels/v1/reservations");
+        assert_eq!(h.idempotency_key, Some("k1"));
+        assert_eq!(h.api_key, "demo");
     }
 
     #[test]
     fn capture_vector() {
-        let h = key().headers(
+        let k = key();
+        let h = k.signed(
             "/channels/v1/reservations/mp-3f2a9c1e/capture",
             br#"{"amount":"100.00"}"#,
-            "k2",
+            Some("k2"),
             1_700_000_200,
         );
         assert_eq!(
-            header(&h, headers::SIGNATURE),
-            "hmac-sha256 AnSceKgmqaZJtRcekwQZt5e/l09sEIxipRoQOhe79nI="
+            h.signature.map(|(_, sig)| sig).as_deref(),
+            Some("hmac-sha256 AnSceKgmqaZJtRcekwQZt5e/l09sEIxipRoQOhe79nI=")
         );
     }
 
