@@ -13,9 +13,7 @@ use e2e::*;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::Connection;
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 // ------------------------------------------------------------------ helpers --
@@ -747,87 +745,22 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
 
 // ------------------------------------------------------ real processes --
 
-/// An authorizer process (the real command line), on a free port.
-struct Node {
-    child: Child,
-    base: String,
-    log: Arc<Mutex<Vec<String>>>,
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(db: &str, redis: &str, prefix: &str, extra: &[(&str, &str)]) -> Node {
-        let data = tempfile::tempdir().expect("dir");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_authorizer-node"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AUTHORIZER_CONFIG_DIR", data.path().join("no-config"))
-            .env("AUTHORIZER__SERVER__LISTEN", "127.0.0.1:0")
-            .env("AUTHORIZER__SERVER__WORKERS", "2")
-            .env("AUTHORIZER__DATABASE__DATA_DIR", data.path())
-            .env("AUTHORIZER__DATABASE__POOL_CONNECTIONS_MAX", "8")
-            .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
-            .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
-            .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("AUTHORIZER__REDIS__KEY_PREFIX", prefix)
-            .env("AUTHORIZER__LOG__FILTER", "info")
-            .env("DATABASE_URL", db)
-            .env("REDIS_URL", redis)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("authorizer-node starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let lines = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("listening on http://")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
-                if let Ok(mut l) = lines.lock() {
-                    l.push(line);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("node did not start: {:?}", log.lock().map(|l| l.clone())));
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            log,
-            _data: data,
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .expect("kill runs")
-            .success();
-        assert!(ok, "kill {sig}");
-    }
-
-    fn log_text(&self) -> String {
-        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// An authorizer process of a fleet on `db` and `redis` under the key prefix `prefix`.
+fn fleet_node(db: &str, redis: &str, prefix: &str, extra: &[(&str, &str)]) -> Node {
+    let mut env = vec![
+        ("AUTHORIZER__DATABASE__POOL_CONNECTIONS_MAX", "8"),
+        ("AUTHORIZER__REDIS__KEY_PREFIX", prefix),
+        ("REDIS_URL", redis),
+    ];
+    env.extend_from_slice(extra);
+    Node::start(
+        env!("CARGO_BIN_EXE_authorizer-node"),
+        db,
+        NodeOptions {
+            env: &env,
+            ..NodeOptions::default()
+        },
+    )
 }
 
 /// The metrics text of an instance (empty when it does not answer).
@@ -850,7 +783,7 @@ async fn answered(base: &str) -> u64 {
 /// purchase, so that a purchase waits on its account's row (see `hold_account_row`).
 async fn lone_node(drain_ms: &str, shutdown_ms_max: &str) -> (Node, String) {
     let db = fresh_pg_database().await;
-    let node = Node::start(
+    let node = fleet_node(
         &db,
         &redis_url(),
         &prefix(),
@@ -909,7 +842,7 @@ async fn a_killed_instance_loses_nothing() {
         ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "4000"),
         ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "4000"),
     ];
-    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&db, &redis, &p, &env)).collect();
+    let mut nodes: Vec<Node> = (0..3).map(|_| fleet_node(&db, &redis, &p, &env)).collect();
     for n in &nodes {
         wait_subscribed(&n.base).await;
     }

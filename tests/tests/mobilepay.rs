@@ -639,93 +639,24 @@ mod unswept {
 
 mod crash {
     //! `kill -9` of a real authorizer process between a reservation's commit and its answer.
-    //! The node helper follows the `holds` tests' (`tests/tests/holds/killed.rs`); the
-    //! survivor binds the victim's port, so the simulator's retry reaches it.
+    //! The survivor binds the victim's port, so the simulator's retry reaches it.
     use super::*;
-    use std::io::{BufRead, BufReader};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::mpsc;
-
-    struct Node {
-        child: Child,
-        base: String,
-    }
-
-    impl Node {
-        fn start(db: &str, data: &std::path::Path, listen: &str, extra: &[(&str, &str)]) -> Node {
-            let config = data.join("config");
-            std::fs::create_dir_all(&config).expect("config dir");
-            std::fs::write(
-                config.join("default.toml"),
-                format!(
-                    "[[channels.keys]]\nname = \"{CHANNEL_NAME}\"\napi_key = \"{CHANNEL_KEY}\"\napi_secret = \"{CHANNEL_SECRET}\"\n"
-                ),
-            )
-            .expect("config file");
-            let mut cmd = Command::new(env!("CARGO_BIN_EXE_authorizer-node"));
-            cmd.arg("serve")
-                .env_clear()
-                .env("PATH", std::env::var("PATH").unwrap_or_default())
-                .env("AUTHORIZER_CONFIG_DIR", &config)
-                .env("AUTHORIZER__SERVER__LISTEN", listen)
-                .env("AUTHORIZER__SERVER__WORKERS", "2")
-                .env("AUTHORIZER__DATABASE__DATA_DIR", data)
-                .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
-                .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
-                .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
-                .env("AUTHORIZER__LOG__FILTER", "info")
-                .env("DATABASE_URL", db)
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            for (k, v) in extra {
-                cmd.env(k, v);
-            }
-            let mut child = cmd.spawn().expect("authorizer-node starts");
-            let stderr = child.stderr.take().expect("stderr");
-            let (tx, rx) = mpsc::channel();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if let Some(addr) = line
-                        .split("listening on http://")
-                        .nth(1)
-                        .and_then(|r| r.split_whitespace().next())
-                    {
-                        let _ = tx.send(addr.to_owned());
-                    }
-                }
-            });
-            let addr = rx
-                .recv_timeout(Duration::from_secs(60))
-                .expect("node did not start");
-            Node {
-                child,
-                base: format!("http://{addr}"),
-            }
-        }
-
-        fn kill9(&mut self) {
-            let ok = Command::new("kill")
-                .args(["-KILL", &self.child.id().to_string()])
-                .status()
-                .expect("kill runs")
-                .success();
-            assert!(ok);
-            let _ = self.child.wait();
-        }
-    }
-
-    impl Drop for Node {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
 
     async fn run(db: String) {
         let data = tempfile::tempdir().expect("dir");
-        let mut victim = Node::start(
-            &db,
-            data.path(),
+        let node = |listen: &str, env: &'static [(&'static str, &'static str)]| {
+            Node::start(
+                env!("CARGO_BIN_EXE_authorizer-node"),
+                &db,
+                NodeOptions {
+                    data_dir: Some(data.path()),
+                    listen: Some(listen),
+                    channel_key: true,
+                    env,
+                },
+            )
+        };
+        let mut victim = node(
             "127.0.0.1:0",
             &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
         );
@@ -779,7 +710,7 @@ mod crash {
         }
         victim.kill9();
         let listen = victim.base.trim_start_matches("http://").to_owned();
-        let survivor = Node::start(&db, data.path(), &listen, &[]);
+        let survivor = node(&listen, &[]);
         let v = approving.await.expect("approve task");
         assert_eq!(
             v["status"], "Reserved",

@@ -3,111 +3,14 @@
 
 use super::common::*;
 use e2e::*;
-use protocol::ApiSecret;
-use protocol::signature::{self, headers};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
-
-/// An authorizer process (the real command line) on `db`, with the test channel's key in
-/// its configuration directory.
-struct Node {
-    child: Child,
-    base: String,
-    _data: tempfile::TempDir,
-}
-
-impl Node {
-    fn start(db: &str, extra: &[(&str, &str)]) -> Node {
-        let data = tempfile::tempdir().expect("dir");
-        let config = data.path().join("config");
-        std::fs::create_dir_all(&config).expect("config dir");
-        std::fs::write(
-            config.join("default.toml"),
-            format!(
-                "[[channels.keys]]\nname = \"{CHANNEL_NAME}\"\napi_key = \"{CHANNEL_KEY}\"\napi_secret = \"{CHANNEL_SECRET}\"\n"
-            ),
-        )
-        .expect("config file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_authorizer-node"));
-        cmd.arg("serve")
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("AUTHORIZER_CONFIG_DIR", &config)
-            .env("AUTHORIZER__SERVER__LISTEN", "127.0.0.1:0")
-            .env("AUTHORIZER__SERVER__WORKERS", "2")
-            .env("AUTHORIZER__DATABASE__DATA_DIR", data.path())
-            .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
-            .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
-            .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
-            .env("AUTHORIZER__LOG__FILTER", "info")
-            .env("DATABASE_URL", db)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("authorizer-node starts");
-        let stderr = child.stderr.take().expect("stderr");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = line
-                    .split("listening on http://")
-                    .nth(1)
-                    .and_then(|r| r.split_whitespace().next())
-                {
-                    let _ = tx.send(addr.to_owned());
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("node did not start");
-        Node {
-            child,
-            base: format!("http://{addr}"),
-            _data: data,
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A signed channel request to `base`; status 0 when the connection failed.
 async fn reserve_at(base: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
-    let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("secret");
-    let ts = crate_now().to_string();
-    let sig = signature::sign(&secret, &ts, RES, body);
-    let client = awc::Client::builder()
-        .timeout(Duration::from_secs(60))
-        .finish();
-    let res = client
-        .post(format!("{base}{RES}"))
-        .insert_header((headers::API_KEY, CHANNEL_KEY))
-        .insert_header((headers::TIMESTAMP, ts))
-        .insert_header((headers::ENDPOINT, RES))
-        .insert_header((headers::SIGNATURE, sig))
-        .insert_header((headers::IDEMPOTENCY_KEY, key))
-        .insert_header(("content-type", "application/json"))
-        .send_body(body.to_vec())
+    let r = Remote::new(base)
+        .channel("POST", RES, body, Some(key))
         .await;
-    match res {
-        Ok(mut r) => {
-            let status = r.status().as_u16();
-            (
-                status,
-                r.body().await.map(|b| b.to_vec()).unwrap_or_default(),
-            )
-        }
-        Err(_) => (0, vec![]),
-    }
+    (r.status, r.body)
 }
 
 async fn holds_in(db: &str) -> i64 {
@@ -123,8 +26,13 @@ async fn holds_in(db: &str) -> i64 {
 async fn a_reservation_committed_by_a_killed_process_replays() {
     let db = fresh_pg_database().await;
     let victim = Node::start(
+        env!("CARGO_BIN_EXE_authorizer-node"),
         &db,
-        &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
+        NodeOptions {
+            channel_key: true,
+            env: &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
+            ..NodeOptions::default()
+        },
     );
     let admin = Remote::new(&victim.base);
     assert_eq!(
@@ -155,18 +63,19 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
     let mut victim = victim;
-    let ok = Command::new("kill")
-        .args(["-KILL", &victim.child.id().to_string()])
-        .status()
-        .expect("kill runs")
-        .success();
-    assert!(ok);
-    let _ = victim.child.wait();
+    victim.kill9();
     let (status, _) = pending.await.expect("request task");
     assert_eq!(status, 0, "the killed process never answered");
 
     // The channel retries on another instance: the committed answer, and still one hold.
-    let survivor = Node::start(&db, &[]);
+    let survivor = Node::start(
+        env!("CARGO_BIN_EXE_authorizer-node"),
+        &db,
+        NodeOptions {
+            channel_key: true,
+            ..NodeOptions::default()
+        },
+    );
     let (status, answer) = reserve_at(&survivor.base, &body, key).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let v: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");

@@ -1,0 +1,136 @@
+//! An authorizer as a real process (the command line, `serve`), for the tests that kill,
+//! signal or restart it: its bound address read from its log, the log kept for assertions.
+
+use crate::{ADMIN_TOKEN, API_KEY, API_SECRET, CHANNEL_KEY, CHANNEL_NAME, CHANNEL_SECRET};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How a [`Node`] starts; the defaults: a fresh data directory, a free loopback port, no
+/// configuration file.
+#[derive(Default)]
+pub struct NodeOptions<'a> {
+    /// The data directory (`None`: a temporary one, removed with the node).
+    pub data_dir: Option<&'a Path>,
+    /// `server.listen` (`None`: `127.0.0.1:0`).
+    pub listen: Option<&'a str>,
+    /// The test channel's key pair in the node's `config/default.toml`.
+    pub channel_key: bool,
+    /// More environment, e.g. `AUTHORIZER__...` settings or `REDIS_URL`.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// A running authorizer process; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+    _data: Option<tempfile::TempDir>,
+}
+
+impl Node {
+    /// Starts `bin` (a test's `env!("CARGO_BIN_EXE_authorizer-node")`) on the database
+    /// `db`, with the demo processor key pair and the test admin token, and waits until it
+    /// listens.
+    pub fn start(bin: &str, db: &str, o: NodeOptions<'_>) -> Node {
+        let temp = match o.data_dir {
+            Some(_) => None,
+            None => Some(tempfile::tempdir().expect("dir")),
+        };
+        let data: PathBuf = o
+            .data_dir
+            .map(Path::to_path_buf)
+            .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
+            .expect("a data directory");
+        let config = data.join("config");
+        if o.channel_key {
+            std::fs::create_dir_all(&config).expect("config dir");
+            std::fs::write(
+                config.join("default.toml"),
+                format!(
+                    "[[channels.keys]]\nname = \"{CHANNEL_NAME}\"\napi_key = \"{CHANNEL_KEY}\"\napi_secret = \"{CHANNEL_SECRET}\"\n"
+                ),
+            )
+            .expect("config file");
+        }
+        let mut cmd = Command::new(bin);
+        cmd.arg("serve")
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("AUTHORIZER_CONFIG_DIR", &config)
+            .env(
+                "AUTHORIZER__SERVER__LISTEN",
+                o.listen.unwrap_or("127.0.0.1:0"),
+            )
+            .env("AUTHORIZER__SERVER__WORKERS", "2")
+            .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
+            .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
+            .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
+            .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
+            .env("AUTHORIZER__LOG__FILTER", "info")
+            .env("DATABASE_URL", db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in o.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("authorizer-node starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let lines = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = line
+                    .split("listening on http://")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                {
+                    let _ = tx.send(addr.to_owned());
+                }
+                if let Ok(mut l) = lines.lock() {
+                    l.push(line);
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .unwrap_or_else(|_| panic!("node did not start: {:?}", log.lock().map(|l| l.clone())));
+        Node {
+            child,
+            base: format!("http://{addr}"),
+            log,
+            _data: temp,
+        }
+    }
+
+    /// Sends `sig` (`-TERM`, `-KILL`, ...) to the process.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .expect("kill runs")
+            .success();
+        assert!(ok, "kill {sig}");
+    }
+
+    /// `kill -9`, and waits until the process is gone.
+    pub fn kill9(&mut self) {
+        self.signal("-KILL");
+        let _ = self.child.wait();
+    }
+
+    /// Everything the process has logged so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().map(|l| l.join("\n")).unwrap_or_default()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
