@@ -262,11 +262,7 @@ impl Application {
                     },
                 );
             }
-            app.route("/healthz", web::get().to(admin::healthz))
-                .route("/readyz", web::get().to(admin::readyz))
-                .route("/metrics", web::get().to(admin::metrics))
-                .route("/openapi.json", web::get().to(crate::openapi::serve))
-                .configure(admin::configure)
+            app.configure(admin::configure)
                 .default_service(web::to(|| async {
                     HttpResponse::NotFound()
                         .content_type("application/json")

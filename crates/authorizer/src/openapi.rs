@@ -2,12 +2,13 @@
 //! `GET /openapi.json`; committed as `docs/openapi.json` (regenerate with
 //! `cargo run -p authorizer -- openapi > docs/openapi.json`; a test fails while the two differ).
 //!
-//! - The admin routes are documented on their handlers, `#[utoipa::path]` in
-//!   [`crate::routes::admin`], and merged here from [`admin::AdminApi`]. One table in that
-//!   module both registers the routes (`admin::configure`) and lists the handlers the
-//!   document is generated from, so a route cannot be registered without its attribute (it
-//!   does not compile), and a test checks every registered (method, path) against the
-//!   document, so an attribute cannot name another path or method than the server serves.
+//! - The admin and operations routes are documented on their handlers, `#[utoipa::path]`
+//!   (in [`crate::routes::admin`], and [`serve`] here), and merged from [`admin::AdminApi`].
+//!   One table in `routes::admin` both registers those routes (`admin::configure`) and lists
+//!   the handlers the document is generated from, so a route cannot be registered without
+//!   its attribute (it does not compile), and a test checks every registered (method, path)
+//!   against the document, so an attribute cannot name another path or method than the
+//!   server serves.
 //! - The processor routes come from [`Route::ALL`] and the channel routes from
 //!   [`ChannelRoute::ALL`], the tables the server registers, one operation per entry. One
 //!   handler serves every entry of each table (the route is a value, not a function), so
@@ -16,7 +17,7 @@
 //!   a route added to an enum does not compile until it is documented here, and one added
 //!   to a table is documented as the server registers it (a channel route's method comes
 //!   from the same `is_post()`).
-//! - The bodies come from the wire, channel and admin types' `ToSchema` derives; the admin
+//! - The bodies come from the wire, channel and admin types' `ToSchema` derives; the
 //!   handlers' bodies are collected from their attributes.
 use crate::channel_service;
 use crate::routes::admin;
@@ -512,7 +513,6 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     add::<channels::RefundBody>(&mut out);
     add::<channel_service::ChannelResponse>(&mut out);
     add::<channel_service::ReservationJson>(&mut out);
-    add::<admin::Health>(&mut out);
     // Referenced by name from `admin::put_account` (an optional body that is never null).
     add::<admin::AccountRules>(&mut out);
     out
@@ -535,75 +535,6 @@ pub fn document() -> OpenApi {
         };
         paths = paths.path(path, PathItem::new(method, channel_operation(route)));
     }
-    let plain = |id: &str, summary: &str, responses: Vec<(&str, ResponseBuilder)>| {
-        let mut b = OperationBuilder::new()
-            .operation_id(Some(id))
-            .tag("operations")
-            .summary(Some(summary));
-        for (status, r) in responses {
-            b = b.response(status, r.build());
-        }
-        PathItem::new(HttpMethod::Get, b.build())
-    };
-    paths = paths
-        .path(
-            "/healthz",
-            plain(
-                "healthz",
-                "The process is up",
-                vec![("200", response("Up.", "Health"))],
-            ),
-        )
-        .path(
-            "/readyz",
-            plain(
-                "readyz",
-                "Ready to serve: the database answers and the server is not draining",
-                vec![
-                    ("200", response("Ready.", "Health")),
-                    (
-                        "503",
-                        response("Draining, or the database is unreachable.", "Health"),
-                    ),
-                ],
-            ),
-        )
-        .path(
-            "/metrics",
-            plain(
-                "metrics",
-                "Prometheus metrics",
-                vec![(
-                    "200",
-                    ResponseBuilder::new()
-                        .description("Prometheus text exposition format 0.0.4.")
-                        .content(
-                            "text/plain",
-                            json_content(string_schema(None, None, None).into()),
-                        ),
-                )],
-            ),
-        )
-        .path(
-            "/openapi.json",
-            plain(
-                "openapi",
-                "This document",
-                vec![(
-                    "200",
-                    ResponseBuilder::new()
-                        .description("The OpenAPI document.")
-                        .content(
-                            "application/json",
-                            json_content(
-                                ObjectBuilder::new()
-                                    .schema_type(SchemaType::new(Type::Object))
-                                    .into(),
-                            ),
-                        ),
-                )],
-            ),
-        );
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas())
         .security_scheme(
@@ -660,7 +591,15 @@ pub fn document() -> OpenApi {
     doc
 }
 
-/// `GET /openapi.json`.
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", body = Object,
+        content_type = "application/json")),
+)]
 pub async fn serve() -> actix_web::HttpResponse {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     actix_web::HttpResponse::Ok()

@@ -1,5 +1,6 @@
 //! The issuer's admin API: accounts, funding, cards, history, health and metrics.
-//! Amounts are decimal strings; every error uses the one JSON envelope.
+//! Amounts are decimal strings; every error uses the one JSON envelope. These routes and
+//! `/openapi.json` are registered ([`configure`]) and documented ([`AdminApi`]) from one table.
 
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -14,20 +15,21 @@ use sha2::{Digest, Sha256};
 use store::{AccountSettings, AccountView, FundingCall, FundingOutcome, StoredResponse};
 use utoipa::{IntoParams, ToSchema};
 
-/// The admin routes, one table: `method "path" => handler`. [`configure`] registers exactly
-/// these, [`AdminApi`] documents exactly these handlers (from their `#[utoipa::path]`: a
-/// handler without one does not compile here), and [`ROUTES`] lists them for the test that
-/// the document has every registered (method, path).
+/// The admin and operations routes, one table: `method "path" => handler`. [`configure`]
+/// registers exactly these, [`AdminApi`] documents exactly these handlers (from their
+/// `#[utoipa::path]`: a handler without one does not compile here), and [`ROUTES`] lists
+/// them for the test that the document has every registered (method, path).
 macro_rules! admin_routes {
-    ($($method:ident $path:literal => $handler:ident,)*) => {
-        /// Registers the admin routes on the server.
+    ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
+        /// Registers the admin and operations routes on the server.
         pub fn configure(cfg: &mut web::ServiceConfig) {
-            $(cfg.route($path, web::$method().to($handler));)*
+            $(cfg.route($path, web::$method().to($($handler)::+));)*
         }
 
-        /// The OpenAPI paths (and the schemas they reference) of the admin routes.
+        /// The OpenAPI paths (and the schemas they reference) of the admin and operations
+        /// routes.
         #[derive(utoipa::OpenApi)]
-        #[openapi(paths($($handler),*))]
+        #[openapi(paths($($($handler)::+),*))]
         pub struct AdminApi;
 
         /// `(method, path)` of every route [`configure`] registers, method in lower case.
@@ -36,6 +38,10 @@ macro_rules! admin_routes {
 }
 
 admin_routes! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+    get "/openapi.json" => crate::openapi::serve,
     put "/v1/accounts/{user_id}/{currency}" => put_account,
     get "/v1/accounts/{user_id}/{currency}" => get_account,
     post "/v1/accounts/{user_id}/{currency}/deposits" => deposit,
@@ -1003,6 +1009,14 @@ pub async fn get_transaction(
     respond(&state, r)
 }
 
+/// The process is up
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up.", body = Health)),
+)]
 pub async fn healthz() -> HttpResponse {
     json_response(
         StatusCode::OK,
@@ -1014,6 +1028,17 @@ pub async fn healthz() -> HttpResponse {
     )
 }
 
+/// Ready to serve: the database answers and the server is not draining
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = Health),
+        (status = 503, description = "Draining, or the database is unreachable.", body = Health),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return json_response(
@@ -1056,6 +1081,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
+        body = String, content_type = "text/plain")),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The latest reconciliation run, read from the ledger at scrape time (every instance
     // reports the same figure; the reconciler is a batch job without an endpoint of its own).
