@@ -262,47 +262,7 @@ impl Application {
                     },
                 );
             }
-            app.route("/healthz", web::get().to(admin::healthz))
-                .route("/readyz", web::get().to(admin::readyz))
-                .route("/metrics", web::get().to(admin::metrics))
-                .route("/openapi.json", web::get().to(crate::openapi::serve))
-                .route(
-                    "/v1/accounts/{user_id}/{currency}",
-                    web::put().to(admin::put_account),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}",
-                    web::get().to(admin::get_account),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/deposits",
-                    web::post().to(admin::deposit),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/withdrawals",
-                    web::post().to(admin::withdraw),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/postings",
-                    web::get().to(admin::postings),
-                )
-                .route(
-                    "/v1/accounts/{user_id}/{currency}/holds",
-                    web::get().to(admin::holds),
-                )
-                .route("/v1/cards/{card_id}", web::put().to(admin::put_card))
-                .route(
-                    "/v1/transactions/{transaction_id}",
-                    web::get().to(admin::get_transaction),
-                )
-                .route(
-                    "/v1/reconciliation/runs",
-                    web::get().to(admin::reconciliation_runs),
-                )
-                .route(
-                    "/v1/reconciliation/runs/{date}/breaks",
-                    web::get().to(admin::reconciliation_breaks),
-                )
+            app.configure(admin::configure)
                 .default_service(web::to(|| async {
                     HttpResponse::NotFound()
                         .content_type("application/json")

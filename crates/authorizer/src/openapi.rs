@@ -1,15 +1,31 @@
-//! The OpenAPI 3.1 document of every route, built from the code: the processor routes from
-//! [`Route::ALL`] (the table the server registers), the bodies from the wire and
-//! admin types' `ToSchema` derives. Served at `GET /openapi.json`; committed as
-//! `docs/openapi.json` (regenerate with `cargo run -p authorizer -- openapi > docs/openapi.json`;
-//! a test fails while the two differ).
-
+//! The OpenAPI 3.1 document of every route, built from the code. Served at
+//! `GET /openapi.json`; committed as `docs/openapi.json` (regenerate with
+//! `cargo run -p authorizer -- openapi > docs/openapi.json`; a test fails while the two differ).
+//!
+//! - The admin and operations routes are documented on their handlers, `#[utoipa::path]`
+//!   (in [`crate::routes::admin`], and [`serve`] here), and merged from [`admin::AdminApi`].
+//!   One table in `routes::admin` both registers those routes (`admin::configure`) and lists
+//!   the handlers the document is generated from, so a route cannot be registered without
+//!   its attribute (it does not compile), and a test checks every registered (method, path)
+//!   against the document, so an attribute cannot name another path or method than the
+//!   server serves.
+//! - The processor routes come from [`Route::ALL`] and the channel routes from
+//!   [`ChannelRoute::ALL`], the tables the server registers, one operation per entry. One
+//!   handler serves every entry of each table (the route is a value, not a function), so
+//!   there is no per-route handler to carry an attribute; the operations are built per
+//!   table entry below with an exhaustive `match` over the route enums, which cannot drift:
+//!   a route added to an enum does not compile until it is documented here, and one added
+//!   to a table is documented as the server registers it (a channel route's method comes
+//!   from the same `is_post()`).
+//! - The bodies come from the wire, channel and admin types' `ToSchema` derives; the
+//!   handlers' bodies are collected from their attributes.
 use crate::channel_service;
 use crate::routes::admin;
 use crate::routes::channels::{self, ChannelRoute};
 use crate::routes::processor::Route;
 use protocol::wire;
 use serde::Serialize;
+use utoipa::ToSchema;
 use utoipa::openapi::path::{
     HttpMethod, OperationBuilder, ParameterBuilder, ParameterIn, PathItem, PathsBuilder,
 };
@@ -22,7 +38,6 @@ use utoipa::openapi::{
     ComponentsBuilder, ContentBuilder, HeaderBuilder, InfoBuilder, OpenApi, OpenApiBuilder, Ref,
     RefOr, Required, ResponseBuilder, tag::TagBuilder,
 };
-use utoipa::{IntoParams, ToSchema};
 
 /// The one error envelope of every route.
 #[derive(Serialize, ToSchema)]
@@ -60,6 +75,11 @@ pub enum NotificationEffect {
 pub struct NotificationAnswer {
     pub message: String,
     pub effect: NotificationEffect,
+}
+
+/// Where a schema sits in the document: `#/components/schemas/<name>`.
+pub fn component_ref<T: ToSchema>() -> String {
+    Ref::from_schema_name(T::name()).ref_location
 }
 
 fn schema_ref(name: &str) -> RefOr<Schema> {
@@ -442,198 +462,40 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
     op.build()
 }
 
-struct AdminOp {
-    method: HttpMethod,
-    path: &'static str,
-    id: &'static str,
-    summary: &'static str,
-    params: Vec<utoipa::openapi::path::Parameter>,
-    body: Option<(&'static str, bool)>,
-    ok: Vec<(&'static str, &'static str, &'static str)>,
-    errors: &'static [(&'static str, &'static str)],
+/// The error answers of the admin routes, named in their handlers' `responses(...)`: each is
+/// one status with its description and the [`ErrorBody`] envelope.
+pub mod errors {
+    use super::{RefOr, error};
+    use std::collections::BTreeMap;
+    use utoipa::openapi::Response;
+
+    macro_rules! error_answers {
+        ($($name:ident $status:literal $description:literal,)*) => {$(
+            pub struct $name;
+
+            impl utoipa::IntoResponses for $name {
+                fn responses() -> BTreeMap<String, RefOr<Response>> {
+                    [($status.to_owned(), error($description).build().into())].into()
+                }
+            }
+        )*};
+    }
+
+    error_answers! {
+        BadInput "400" "Invalid input (path, query or body); the error code says which.",
+        Unauthorized "401" "Missing or wrong bearer token.",
+        NotFound "404" "Not found.",
+        BodyTimeout "408" "The body did not arrive within server.body_read_ms_max.",
+        KeyReused "409" "This Idempotency-Key was used with another request; nothing booked.",
+        BodyTooLarge "413" "The body is larger than server.body_bytes_max.",
+        Unprocessable "422" "A withdrawal cannot overdraw the account (insufficient_funds), or a deposit would take the balance beyond what the ledger holds (balance_out_of_range).",
+        TooManyRequests "429" "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
+        StorageUnavailable "503" "Storage unavailable; try again.",
+    }
 }
 
-const E_400: (&str, &str) = (
-    "400",
-    "Invalid input (path, query or body); the error code says which.",
-);
-const E_401: (&str, &str) = ("401", "Missing or wrong bearer token.");
-const E_404: (&str, &str) = ("404", "Not found.");
-const E_408: (&str, &str) = (
-    "408",
-    "The body did not arrive within server.body_read_ms_max.",
-);
-const E_409: (&str, &str) = (
-    "409",
-    "This Idempotency-Key was used with another request; nothing booked.",
-);
-const E_413: (&str, &str) = ("413", "The body is larger than server.body_bytes_max.");
-const E_422: (&str, &str) = (
-    "422",
-    "A withdrawal cannot overdraw the account (insufficient_funds), or a deposit would take the balance beyond what the ledger holds (balance_out_of_range).",
-);
-const E_429: (&str, &str) = (
-    "429",
-    "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
-);
-const E_503: (&str, &str) = ("503", "Storage unavailable; try again.");
-
-fn account_params() -> Vec<utoipa::openapi::path::Parameter> {
-    vec![
-        path_param(
-            "user_id",
-            "The cardholder: 1 to 255 bytes of printable text.",
-        ),
-        path_param("currency", "ISO 4217 code, e.g. ARS."),
-    ]
-}
-
-fn admin_operations() -> Vec<AdminOp> {
-    let idem = || {
-        header_param(
-            "idempotency-key",
-            true,
-            string_schema(None, Some(1), Some(255)),
-            "Same key and request: the identical answer, booked once.",
-        )
-    };
-    vec![
-        AdminOp {
-            method: HttpMethod::Put,
-            path: "/v1/accounts/{user_id}/{currency}",
-            id: "openAccount",
-            summary: "Open an account (idempotent); an optional body sets its rules",
-            params: account_params(),
-            body: Some(("AccountRules", false)),
-            ok: vec![
-                (
-                    "200",
-                    "Already open (rules updated when a body is given).",
-                    "Account",
-                ),
-                ("201", "Opened.", "Account"),
-            ],
-            errors: &[E_400, E_401, E_408, E_413, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/accounts/{user_id}/{currency}",
-            id: "getAccount",
-            summary: "Posted, held and available balance (posted - held), version and rules",
-            params: account_params(),
-            body: None,
-            ok: vec![("200", "The account.", "Account")],
-            errors: &[E_400, E_401, E_404, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Post,
-            path: "/v1/accounts/{user_id}/{currency}/deposits",
-            id: "deposit",
-            summary: "Add money to an account",
-            params: [account_params(), vec![idem()]].concat(),
-            body: Some(("FundingRequest", true)),
-            ok: vec![(
-                "201",
-                "Booked (or the replay of the same request).",
-                "FundingReceipt",
-            )],
-            errors: &[E_400, E_401, E_404, E_408, E_409, E_413, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Post,
-            path: "/v1/accounts/{user_id}/{currency}/withdrawals",
-            id: "withdraw",
-            summary: "Take money out of an account; never overdraws",
-            params: [account_params(), vec![idem()]].concat(),
-            body: Some(("FundingRequest", true)),
-            ok: vec![(
-                "201",
-                "Booked (or the replay of the same request).",
-                "FundingReceipt",
-            )],
-            errors: &[
-                E_400, E_401, E_404, E_408, E_409, E_413, E_422, E_429, E_503,
-            ],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/accounts/{user_id}/{currency}/postings",
-            id: "listPostings",
-            summary: "Postings of an account, newest first, cursor-paginated",
-            params: [
-                account_params(),
-                admin::PageQuery::into_params(|| Some(ParameterIn::Query)),
-            ]
-            .concat(),
-            body: None,
-            ok: vec![("200", "One page.", "PostingsPage")],
-            errors: &[E_400, E_401, E_404, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/accounts/{user_id}/{currency}/holds",
-            id: "listHolds",
-            summary: "Holds reserved on an account by two-phase channels, newest first, cursor-paginated",
-            params: [
-                account_params(),
-                admin::HoldsQuery::into_params(|| Some(ParameterIn::Query)),
-            ]
-            .concat(),
-            body: None,
-            ok: vec![("200", "One page.", "HoldsPage")],
-            errors: &[E_400, E_401, E_404, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Put,
-            path: "/v1/cards/{card_id}",
-            id: "putCard",
-            summary: "Register or update a card and its rules (in force for the next authorization)",
-            params: vec![path_param("card_id", "The processor's card id.")],
-            body: Some(("CardRequest", true)),
-            ok: vec![("200", "Updated.", "Card"), ("201", "Registered.", "Card")],
-            errors: &[E_400, E_401, E_408, E_413, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/transactions/{transaction_id}",
-            id: "getTransaction",
-            summary: "What we received, decided and booked for a processor transaction id",
-            params: vec![path_param(
-                "transaction_id",
-                "The processor's transaction id.",
-            )],
-            body: None,
-            ok: vec![("200", "The history.", "TransactionHistory")],
-            errors: &[E_400, E_401, E_404, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/reconciliation/runs",
-            id: "listReconciliationRuns",
-            summary: "Reconciliation runs, newest business date first",
-            params: admin::RunsQuery::into_params(|| Some(ParameterIn::Query)),
-            body: None,
-            ok: vec![("200", "The runs.", "RunsPage")],
-            errors: &[E_400, E_401, E_429, E_503],
-        },
-        AdminOp {
-            method: HttpMethod::Get,
-            path: "/v1/reconciliation/runs/{date}/breaks",
-            id: "listReconciliationBreaks",
-            summary: "Breaks of one business date's run",
-            params: [
-                vec![path_param("date", "Business date, YYYY-MM-DD.")],
-                admin::BreaksQuery::into_params(|| Some(ParameterIn::Query)),
-            ]
-            .concat(),
-            body: None,
-            ok: vec![("200", "The run and one page of its breaks.", "BreaksPage")],
-            errors: &[E_400, E_401, E_404, E_429, E_503],
-        },
-    ]
-}
-
-/// Every schema the document references, with the ones they reference.
+/// Every schema the hand-built operations reference, with the ones they reference (the admin
+/// handlers' schemas come with [`admin::AdminApi`]).
 fn schemas() -> Vec<(String, RefOr<Schema>)> {
     let mut out = Vec::new();
     fn add<T: ToSchema>(out: &mut Vec<(String, RefOr<Schema>)>) {
@@ -646,23 +508,13 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     add::<wire::AdjustmentResponse>(&mut out);
     add::<NotificationAnswer>(&mut out);
     add::<ErrorBody>(&mut out);
-    add::<admin::AccountRules>(&mut out);
-    add::<admin::Account>(&mut out);
-    add::<admin::FundingRequest>(&mut out);
-    add::<admin::FundingReceipt>(&mut out);
-    add::<admin::PostingsPage>(&mut out);
-    add::<admin::HoldsPage>(&mut out);
     add::<channels::ReserveBody>(&mut out);
     add::<channels::CaptureBody>(&mut out);
     add::<channels::RefundBody>(&mut out);
     add::<channel_service::ChannelResponse>(&mut out);
     add::<channel_service::ReservationJson>(&mut out);
-    add::<admin::CardRequest>(&mut out);
-    add::<admin::Card>(&mut out);
-    add::<admin::TransactionHistory>(&mut out);
-    add::<admin::RunsPage>(&mut out);
-    add::<admin::BreaksPage>(&mut out);
-    add::<admin::Health>(&mut out);
+    // Referenced by name from `admin::put_account` (an optional body that is never null).
+    add::<admin::AccountRules>(&mut out);
     out
 }
 
@@ -683,102 +535,6 @@ pub fn document() -> OpenApi {
         };
         paths = paths.path(path, PathItem::new(method, channel_operation(route)));
     }
-    for op in admin_operations() {
-        let mut b = OperationBuilder::new()
-            .operation_id(Some(op.id))
-            .tag("admin")
-            .summary(Some(op.summary))
-            .parameters(Some(op.params))
-            .security(SecurityRequirement::new("adminToken", Vec::<String>::new()));
-        if let Some((schema, required)) = op.body {
-            b = b.request_body(Some(
-                RequestBodyBuilder::new()
-                    .required(Some(if required {
-                        Required::True
-                    } else {
-                        Required::False
-                    }))
-                    .content("application/json", json_content(schema_ref(schema)))
-                    .build(),
-            ));
-        }
-        for (status, description, body) in op.ok {
-            b = b.response(status, response(description, body).build());
-        }
-        for (status, description) in op.errors {
-            b = b.response(*status, error(description).build());
-        }
-        paths = paths.path(op.path, PathItem::new(op.method, b.build()));
-    }
-    let plain = |id: &str, summary: &str, responses: Vec<(&str, ResponseBuilder)>| {
-        let mut b = OperationBuilder::new()
-            .operation_id(Some(id))
-            .tag("operations")
-            .summary(Some(summary));
-        for (status, r) in responses {
-            b = b.response(status, r.build());
-        }
-        PathItem::new(HttpMethod::Get, b.build())
-    };
-    paths = paths
-        .path(
-            "/healthz",
-            plain(
-                "healthz",
-                "The process is up",
-                vec![("200", response("Up.", "Health"))],
-            ),
-        )
-        .path(
-            "/readyz",
-            plain(
-                "readyz",
-                "Ready to serve: the database answers and the server is not draining",
-                vec![
-                    ("200", response("Ready.", "Health")),
-                    (
-                        "503",
-                        response("Draining, or the database is unreachable.", "Health"),
-                    ),
-                ],
-            ),
-        )
-        .path(
-            "/metrics",
-            plain(
-                "metrics",
-                "Prometheus metrics",
-                vec![(
-                    "200",
-                    ResponseBuilder::new()
-                        .description("Prometheus text exposition format 0.0.4.")
-                        .content(
-                            "text/plain",
-                            json_content(string_schema(None, None, None).into()),
-                        ),
-                )],
-            ),
-        )
-        .path(
-            "/openapi.json",
-            plain(
-                "openapi",
-                "This document",
-                vec![(
-                    "200",
-                    ResponseBuilder::new()
-                        .description("The OpenAPI document.")
-                        .content(
-                            "application/json",
-                            json_content(
-                                ObjectBuilder::new()
-                                    .schema_type(SchemaType::new(Type::Object))
-                                    .into(),
-                            ),
-                        ),
-                )],
-            ),
-        );
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas())
         .security_scheme(
@@ -798,7 +554,7 @@ pub fn document() -> OpenApi {
             ),
         )
         .build();
-    OpenApiBuilder::new()
+    let mut doc = OpenApiBuilder::new()
         .info(
             InfoBuilder::new()
                 .title("authorizer")
@@ -830,10 +586,20 @@ pub fn document() -> OpenApi {
                 .description(Some("Health, readiness, metrics; no authentication."))
                 .build(),
         ]))
-        .build()
+        .build();
+    doc.merge(<admin::AdminApi as utoipa::OpenApi>::openapi());
+    doc
 }
 
-/// `GET /openapi.json`.
+/// This document
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    operation_id = "openapi",
+    tag = "operations",
+    responses((status = 200, description = "The OpenAPI document.", body = Object,
+        content_type = "application/json")),
+)]
 pub async fn serve() -> actix_web::HttpResponse {
     static DOCUMENT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     actix_web::HttpResponse::Ok()

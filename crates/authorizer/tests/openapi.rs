@@ -56,3 +56,67 @@ fn the_document_is_openapi_3_1_and_names_every_error_status() {
     // Open enums accept any string.
     assert!(schemas["TransactionType"]["enum"].is_null());
 }
+
+/// The admin and operations routes are registered from `admin::ROUTES`' table and documented
+/// from their handlers' attributes: the two must name the same (method, path) pairs.
+#[test]
+fn every_registered_admin_route_is_documented_with_its_method() {
+    use authorizer::routes::admin::ROUTES;
+    let doc: serde_json::Value = serde_json::from_str(&authorizer::openapi::json()).unwrap();
+    for (method, path) in ROUTES {
+        let op = &doc["paths"][path][method];
+        assert!(
+            op.is_object(),
+            "{method} {path} is registered but not documented"
+        );
+        let security = match op["tags"][0].as_str() {
+            Some("admin") => serde_json::json!([{"adminToken": []}]),
+            Some("operations") => serde_json::Value::Null,
+            other => panic!("{method} {path}: tag {other:?}"),
+        };
+        assert_eq!(op["security"], security, "{method} {path}");
+    }
+    // And the other way: no such operation is documented that is not registered.
+    let mut documented = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if op["tags"][0] == "admin" || op["tags"][0] == "operations" {
+                documented.push((method.as_str(), path.as_str()));
+            }
+        }
+    }
+    documented.sort();
+    let mut registered = ROUTES.to_vec();
+    registered.sort();
+    assert_eq!(documented, registered);
+    assert_eq!(registered.len(), 10 + 4, "admin and operations routes");
+}
+
+#[test]
+fn every_schema_reference_resolves() {
+    fn walk<'a>(v: &'a serde_json::Value, refs: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                if let Some(r) = m.get("$ref").and_then(|r| r.as_str()) {
+                    refs.push(r);
+                }
+                m.values().for_each(|v| walk(v, refs));
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, refs)),
+            _ => {}
+        }
+    }
+    let doc: serde_json::Value = serde_json::from_str(&authorizer::openapi::json()).unwrap();
+    let mut refs = Vec::new();
+    walk(&doc, &mut refs);
+    assert!(!refs.is_empty());
+    for r in refs {
+        let name = r
+            .strip_prefix("#/components/schemas/")
+            .unwrap_or_else(|| panic!("{r}: not a schema reference"));
+        assert!(
+            doc["components"]["schemas"][name].is_object(),
+            "{r} does not resolve"
+        );
+    }
+}

@@ -1,7 +1,9 @@
 //! The issuer's admin API: accounts, funding, cards, history, health and metrics.
-//! Amounts are decimal strings; every error uses the one JSON envelope.
+//! Amounts are decimal strings; every error uses the one JSON envelope. These routes and
+//! `/openapi.json` are registered ([`configure`]) and documented ([`AdminApi`]) from one table.
 
 use crate::app::AppState;
+use crate::openapi::errors;
 use crate::routes::{error_body, read_body};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -12,6 +14,99 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use store::{AccountSettings, AccountView, FundingCall, FundingOutcome, StoredResponse};
 use utoipa::{IntoParams, ToSchema};
+
+/// The admin and operations routes, one table: `method "path" => handler`. [`configure`]
+/// registers exactly these, [`AdminApi`] documents exactly these handlers (from their
+/// `#[utoipa::path]`: a handler without one does not compile here), and [`ROUTES`] lists
+/// them for the test that the document has every registered (method, path).
+macro_rules! admin_routes {
+    ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
+        /// Registers the admin and operations routes on the server.
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(cfg.route($path, web::$method().to($($handler)::+));)*
+        }
+
+        /// The OpenAPI paths (and the schemas they reference) of the admin and operations
+        /// routes.
+        #[derive(utoipa::OpenApi)]
+        #[openapi(paths($($($handler)::+),*))]
+        pub struct AdminApi;
+
+        /// `(method, path)` of every route [`configure`] registers, method in lower case.
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+    };
+}
+
+admin_routes! {
+    get "/healthz" => healthz,
+    get "/readyz" => readyz,
+    get "/metrics" => metrics,
+    get "/openapi.json" => crate::openapi::serve,
+    put "/v1/accounts/{user_id}/{currency}" => put_account,
+    get "/v1/accounts/{user_id}/{currency}" => get_account,
+    post "/v1/accounts/{user_id}/{currency}/deposits" => deposit,
+    post "/v1/accounts/{user_id}/{currency}/withdrawals" => withdraw,
+    get "/v1/accounts/{user_id}/{currency}/postings" => postings,
+    get "/v1/accounts/{user_id}/{currency}/holds" => holds,
+    put "/v1/cards/{card_id}" => put_card,
+    get "/v1/transactions/{transaction_id}" => get_transaction,
+    get "/v1/reconciliation/runs" => reconciliation_runs,
+    get "/v1/reconciliation/runs/{date}/breaks" => reconciliation_breaks,
+}
+
+/// The account a route names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct AccountPath {
+    /// The cardholder: 1 to 255 bytes of printable text.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
+    user_id: String,
+    /// ISO 4217 code, e.g. ARS.
+    #[param(pattern = "^[A-Z]{3}$")]
+    currency: String,
+}
+
+/// The card a route names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct CardPath {
+    /// The processor's card id.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
+    card_id: String,
+}
+
+/// The processor transaction a route names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TransactionPath {
+    /// The processor's transaction id.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
+    transaction_id: String,
+}
+
+/// The reconciliation run a route names.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RunPath {
+    /// Business date, YYYY-MM-DD.
+    #[param(pattern = "^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    date: String,
+}
+
+/// The `Idempotency-Key` header of deposits and withdrawals.
+const IDEMPOTENCY_KEY: &str = "Same key and request: the identical answer, booked once.";
 
 /// An admin API failure, rendered in the JSON envelope.
 pub struct AdminError {
@@ -213,15 +308,36 @@ fn mccs(list: &[String]) -> Result<MccSet> {
         .map_err(|_| AdminError::bad("invalid_mcc", "blocked_mccs must be four-digit codes"))
 }
 
+/// Open an account (idempotent); an optional body sets its rules
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{user_id}/{currency}",
+    operation_id = "openAccount",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath),
+    // Optional, and never `null`: `Option<AccountRules>` would document a nullable body.
+    request_body = ref(crate::openapi::component_ref::<AccountRules>()),
+    responses(
+        (status = 200, body = Account,
+            description = "Already open (rules updated when a body is given)."),
+        (status = 201, description = "Opened.", body = Account),
+        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
+        errors::TooManyRequests, errors::StorageUnavailable,
+    ),
+)]
 pub async fn put_account(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let (uid, code) = path.into_inner();
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
         let c = currency(&code)?;
         let raw = body(&req, payload, &state).await?;
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
@@ -262,14 +378,31 @@ pub async fn put_account(
     respond(&state, r)
 }
 
+/// Posted, held and available balance (posted - held), version and rules
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{user_id}/{currency}",
+    operation_id = "getAccount",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath),
+    responses(
+        (status = 200, description = "The account.", body = Account),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn get_account(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let (uid, code) = path.into_inner();
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
         let view = state
             .store
             .account(user_id(&uid)?, currency(&code)?)
@@ -294,18 +427,60 @@ pub struct FundingRequest {
     reference: Option<String>,
 }
 
+/// Add money to an account
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{user_id}/{currency}/deposits",
+    operation_id = "deposit",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(
+        AccountPath,
+        ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
+            description = IDEMPOTENCY_KEY),
+    ),
+    request_body = FundingRequest,
+    responses(
+        (status = 201, body = FundingReceipt,
+            description = "Booked (or the replay of the same request)."),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn deposit(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     fund(req, path, payload, state, false).await
 }
 
+/// Take money out of an account; never overdraws
+#[utoipa::path(
+    post,
+    path = "/v1/accounts/{user_id}/{currency}/withdrawals",
+    operation_id = "withdraw",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(
+        AccountPath,
+        ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
+            description = IDEMPOTENCY_KEY),
+    ),
+    request_body = FundingRequest,
+    responses(
+        (status = 201, body = FundingReceipt,
+            description = "Booked (or the replay of the same request)."),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge, errors::Unprocessable, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn withdraw(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
@@ -314,14 +489,17 @@ pub async fn withdraw(
 
 async fn fund(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
     withdrawal: bool,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let (uid, code) = path.into_inner();
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
         let c = currency(&code)?;
         let uid = user_id(&uid)?;
         let key = req
@@ -438,16 +616,32 @@ pub struct HoldsQuery {
     cursor: Option<String>,
 }
 
-/// `GET /v1/accounts/{user_id}/{currency}/holds`: the account's holds, newest first.
+/// Holds reserved on an account by two-phase channels, newest first, cursor-paginated
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{user_id}/{currency}/holds",
+    operation_id = "listHolds",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath, HoldsQuery),
+    responses(
+        (status = 200, description = "One page.", body = HoldsPage),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn holds(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     query: web::Query<HoldsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let (uid, code) = path.into_inner();
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
         let c = currency(&code)?;
         let limit = query.limit.unwrap_or(50);
         if !(1..=500).contains(&limit) {
@@ -515,15 +709,32 @@ pub async fn holds(
     respond(&state, r)
 }
 
+/// Postings of an account, newest first, cursor-paginated
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{user_id}/{currency}/postings",
+    operation_id = "listPostings",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath, PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = PostingsPage),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn postings(
     req: HttpRequest,
-    path: web::Path<(String, String)>,
+    path: web::Path<AccountPath>,
     query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let (uid, code) = path.into_inner();
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
         let c = currency(&code)?;
         let limit = query.limit.unwrap_or(50);
         if !(1..=500).contains(&limit) {
@@ -596,15 +807,31 @@ pub struct CardRequest {
     blocked_mccs: Vec<String>,
 }
 
+/// Register or update a card and its rules (in force for the next authorization)
+#[utoipa::path(
+    put,
+    path = "/v1/cards/{card_id}",
+    operation_id = "putCard",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(CardPath),
+    request_body = CardRequest,
+    responses(
+        (status = 200, description = "Updated.", body = Card),
+        (status = 201, description = "Registered.", body = Card),
+        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
+        errors::TooManyRequests, errors::StorageUnavailable,
+    ),
+)]
 pub async fn put_card(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<CardPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let card_id = path.into_inner();
+        let card_id = path.into_inner().card_id;
         if !printable_id(&card_id) {
             return Err(AdminError::bad(
                 "invalid_card_id",
@@ -698,14 +925,28 @@ fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
     }
 }
 
+/// What we received, decided and booked for a processor transaction id
+#[utoipa::path(
+    get,
+    path = "/v1/transactions/{transaction_id}",
+    operation_id = "getTransaction",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(TransactionPath),
+    responses(
+        (status = 200, description = "The history.", body = TransactionHistory),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn get_transaction(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<TransactionPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let id = path.into_inner();
+        let id = path.into_inner().transaction_id;
         if !lookup_id(&id) {
             return Err(AdminError::bad(
                 "invalid_transaction_id",
@@ -768,6 +1009,14 @@ pub async fn get_transaction(
     respond(&state, r)
 }
 
+/// The process is up
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "operations",
+    responses((status = 200, description = "Up.", body = Health)),
+)]
 pub async fn healthz() -> HttpResponse {
     json_response(
         StatusCode::OK,
@@ -779,6 +1028,17 @@ pub async fn healthz() -> HttpResponse {
     )
 }
 
+/// Ready to serve: the database answers and the server is not draining
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = Health),
+        (status = 503, description = "Draining, or the database is unreachable.", body = Health),
+    ),
+)]
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if !state.ready.load(std::sync::atomic::Ordering::SeqCst) {
         return json_response(
@@ -821,6 +1081,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
+/// Prometheus metrics
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "operations",
+    responses((status = 200, description = "Prometheus text exposition format 0.0.4.",
+        body = String, content_type = "text/plain")),
+)]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The latest reconciliation run, read from the ledger at scrape time (every instance
     // reports the same figure; the reconciler is a batch job without an endpoint of its own).
@@ -867,6 +1136,19 @@ pub struct RunsQuery {
     limit: Option<i64>,
 }
 
+/// Reconciliation runs, newest business date first
+#[utoipa::path(
+    get,
+    path = "/v1/reconciliation/runs",
+    operation_id = "listReconciliationRuns",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(RunsQuery),
+    responses(
+        (status = 200, description = "The runs.", body = RunsPage),
+        errors::BadInput, errors::Unauthorized, errors::TooManyRequests, errors::StorageUnavailable,
+    ),
+)]
 pub async fn reconciliation_runs(
     req: HttpRequest,
     query: web::Query<RunsQuery>,
@@ -905,15 +1187,29 @@ pub struct BreaksQuery {
     cursor: Option<i64>,
 }
 
+/// Breaks of one business date's run
+#[utoipa::path(
+    get,
+    path = "/v1/reconciliation/runs/{date}/breaks",
+    operation_id = "listReconciliationBreaks",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(RunPath, BreaksQuery),
+    responses(
+        (status = 200, description = "The run and one page of its breaks.", body = BreaksPage),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
 pub async fn reconciliation_breaks(
     req: HttpRequest,
-    path: web::Path<String>,
+    path: web::Path<RunPath>,
     query: web::Query<BreaksQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let date = path.into_inner();
+        let date = path.into_inner().date;
         let limit = query.limit.unwrap_or(100);
         if !(1..=1000).contains(&limit) {
             return Err(AdminError::bad(
