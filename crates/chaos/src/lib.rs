@@ -11,11 +11,19 @@
 //! 5. **clock-skew**: signatures outside and inside the accepted window;
 //! 6. **malformed-input**: bad signatures and bodies.
 //!
+//! Beside the processor's traffic, through every phase, a PoS wallet (its own
+//! `[[channels.keys]]` key pair) reserves on the same accounts and captures (in full or in
+//! part), cancels, lets expire (by the sweeper and lazily) or keeps each hold, and refunds
+//! captures, resending under the same key until answered (see [`channels`]).
+//!
 //! Then, acting as the processor, it resends what was not stored and sends a REJECTED advice
 //! for every authorization whose answer was lost, and checks: nothing the client saw is
 //! missing from the ledger, nothing is booked twice, no SYSTEM_ERROR or refused request is
-//! booked, every balance is exactly the funding plus the answers, and `authorizer audit` is
-//! clean. A JSON summary is printed and written; the exit code is 1 on any violation.
+//! booked, every posted balance is exactly the funding plus the answers (the wallet's captures
+//! and refunds included), every held amount exactly the holds the wallet saw approved and not
+//! ended, every hold in the ledger one the wallet saw approved, in the state it saw, with one
+//! capture movement at most and refunds never above it, and `authorizer audit` (with its hold
+//! checks) is clean. A JSON summary is printed and written; the exit code is 1 on any violation.
 //!
 //! `scripts/chaos` starts the private cluster and runs this; see its header.
 
@@ -524,7 +532,7 @@ fn print_table(s: &Summary) {
     let ch = &s.channels;
     let cc = &s.checks.channel;
     println!(
-        "channel: reservations {} (approved {}, rejected {}, SYSTEM_ERROR answers {}), captures {} ({} partial), cancels {}, refunds {}, expired {} left alone ({} by the sweeper) + {} refused EXPIRED on capture, kept reserved {}; http {}, duplicates {} ({} new-key), attempts without answer {} (425s {}, 503s {}, none {}), resolved at the end {}",
+        "channel: reservations {} (approved {}, rejected {}, SYSTEM_ERROR answers {}), captures {} ({} partial), cancels {}, refunds {}, expired {} left alone ({} by the sweeper) + {} refused EXPIRED on capture, kept reserved {}; http {}, duplicates {} ({} new-key), attempts without answer {} (425s {}, 503s {}, 408s {}, none {}), resolved at the end {}",
         ch.reservations,
         ch.approved,
         ch.rejected,
@@ -543,11 +551,12 @@ fn print_table(s: &Summary) {
         ch.lost_attempts,
         ch.too_early_425,
         ch.unavailable_503,
+        ch.request_timeout_408,
         ch.no_answer,
         ch.resolved_at_end
     );
     println!(
-        "channel checks: holds in the ledger {} ({} reserved at the end), lost {}, double-booked {}, unaccounted holds {}, state mismatches {}, over-captured {}, over-refunded {}, never answered {}, reads {} ({} disagreeing); EXPIRED events by the sweeper or a read {}, by a capture {}; reservations answered past the deadline as measured here {} (slowest {:.0} ms)",
+        "channel checks: holds in the ledger {} ({} reserved at the end), lost {}, double-booked {}, unaccounted holds {}, state mismatches {}, over-captured {}, over-refunded {}, never answered {}, reads {} ({} disagreeing); EXPIRED events {}; reservations answered past the deadline as measured here {} (slowest {:.0} ms)",
         cc.holds_in_ledger,
         cc.holds_reserved_at_end,
         cc.lost,
@@ -559,8 +568,7 @@ fn print_table(s: &Summary) {
         cc.never_answered,
         cc.reads,
         cc.read_mismatches,
-        cc.expired_by_sweeper_or_read,
-        cc.expired_by_request,
+        cc.expired_events,
         ch.reservations_over_deadline,
         ch.worst_reservation_ms
     );
