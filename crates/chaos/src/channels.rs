@@ -213,7 +213,13 @@ impl Engine {
         } else {
             self.range(0, i64::from(self.accounts) - 1) as u32
         };
-        let amount = self.range(100, 20_000);
+        // One in fifty is more than any account holds: REJECTED / INSUFFICIENT_FUNDS, and
+        // no hold may exist for it.
+        let amount = if self.chance(2) {
+            5_000_000
+        } else {
+            self.range(100, 20_000)
+        };
         let roll = self.range(0, 99);
         let fate = match roll {
             0..=49 => {
