@@ -116,6 +116,10 @@ pub struct PhaseStats {
     pub server_authorizations_over_deadline: Option<u64>,
     /// Slowest answer to an adjustment or notification, ms.
     pub worst_other_ms: f64,
+    /// HTTP attempts of the channel (reservations, captures, cancels, refunds) in this phase.
+    pub channel_http_requests: u64,
+    /// Reservations first sent in this phase.
+    pub channel_reservations: u64,
     pub elapsed_s: f64,
 }
 
@@ -163,6 +167,12 @@ pub struct Engine {
     sending: Cell<u64>,
     /// The last /metrics reading: (authorizer start it belongs to, over 0.8 s, over 1 s).
     last_scrape: Cell<(u64, u64, u64)>,
+    /// The PoS wallet beside the processor: reservations, captures, cancels, refunds.
+    pub channels: crate::channels::Channels,
+    /// Reservation and key prefix of the wallet's requests.
+    pub channel_prefix: String,
+    /// The hot accounts are the first this many.
+    pub hot_accounts: u32,
 }
 
 /// The kind of request a path carries.
@@ -200,6 +210,8 @@ impl Engine {
         deadline: Duration,
         margin: Duration,
         exponent: u8,
+        channels: crate::channels::Channels,
+        hot_accounts: u32,
     ) -> Engine {
         Engine {
             http,
@@ -224,6 +236,9 @@ impl Engine {
             stalled_ms: Cell::new(0.0),
             last_scrape: Cell::new((0, 0, 0)),
             sending: Cell::new(0),
+            channels,
+            channel_prefix: format!("cx{seed}"),
+            hot_accounts,
         }
     }
 
@@ -555,6 +570,26 @@ impl Engine {
     /// Starts steady traffic at `rate` requests per second until [`Engine::stop_load`].
     pub fn start_load(self: &Rc<Self>, rate: f64) -> actix_rt::task::JoinHandle<()> {
         self.loading.set(true);
+        if self.channels.rate > 0.0 {
+            // The wallet's new reservations, beside the processor's traffic; their lives
+            // (captures, cancels, refunds, expiries) run on across phases and faults.
+            let e = self.clone();
+            actix_rt::spawn(async move {
+                let interval = Duration::from_secs_f64(1.0 / e.channels.rate);
+                let mut next = Instant::now();
+                while e.loading.get() {
+                    actix_rt::time::sleep_until(next.into()).await;
+                    next += interval;
+                    if Instant::now() > next + Duration::from_secs(1) {
+                        next = Instant::now();
+                    }
+                    if e.loading.get() {
+                        e.stats(|p| p.channel_reservations += 1);
+                        e.channel_new();
+                    }
+                }
+            });
+        }
         let e = self.clone();
         actix_rt::spawn(async move {
             let interval = Duration::from_secs_f64(1.0 / rate);

@@ -11,14 +11,23 @@
 //! 5. **clock-skew**: signatures outside and inside the accepted window;
 //! 6. **malformed-input**: bad signatures and bodies.
 //!
+//! Beside the processor's traffic, through every phase, a PoS wallet (its own
+//! `[[channels.keys]]` key pair) reserves on the same accounts and captures (in full or in
+//! part), cancels, lets expire (by the sweeper and lazily) or keeps each hold, and refunds
+//! captures, resending under the same key until answered (see [`channels`]).
+//!
 //! Then, acting as the processor, it resends what was not stored and sends a REJECTED advice
 //! for every authorization whose answer was lost, and checks: nothing the client saw is
 //! missing from the ledger, nothing is booked twice, no SYSTEM_ERROR or refused request is
-//! booked, every balance is exactly the funding plus the answers, and `authorizer audit` is
-//! clean. A JSON summary is printed and written; the exit code is 1 on any violation.
+//! booked, every posted balance is exactly the funding plus the answers (the wallet's captures
+//! and refunds included), every held amount exactly the holds the wallet saw approved and not
+//! ended, every hold in the ledger one the wallet saw approved, in the state it saw, with one
+//! capture movement at most and refunds never above it, and `authorizer audit` (with its hold
+//! checks) is clean. A JSON summary is printed and written; the exit code is 1 on any violation.
 //!
 //! `scripts/chaos` starts the private cluster and runs this; see its header.
 
+pub mod channels;
 pub mod control;
 pub mod engine;
 pub mod faults;
@@ -40,6 +49,10 @@ use std::time::{Duration, Instant};
 /// The processor's published demo key pair: this run's authorizer is private and throwaway.
 const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
 const API_SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
+
+/// The hold sweeper's interval on this run's authorizer: short, so that holds expire during
+/// the run both by the sweeper and lazily (a capture just after the expiry).
+pub(crate) const SWEEP_INTERVAL_MS: u64 = 1500;
 
 /// Fault injection against a real authorizer and a private Postgres.
 #[derive(Debug, clap::Parser)]
@@ -83,6 +96,9 @@ pub struct Cli {
     /// New requests per second during the faults.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// New channel reservations per second beside them (default 12, quick 8; 0: none).
+    #[arg(long)]
+    pub channel_rate: Option<f64>,
     #[arg(long, default_value_t = 200)]
     pub accounts: u32,
     #[arg(long, default_value_t = 1)]
@@ -135,6 +151,8 @@ pub struct Summary {
     /// Slowest adjustment or notification answer during the fault phases, ms.
     pub worst_other_ms_during_faults: f64,
     pub deadline_ms: u64,
+    /// The channel's traffic (reservations, captures, cancels, refunds, expiries).
+    pub channels: channels::ChannelCounts,
     pub checks: verify::Checks,
     pub malformed: faults::Malformed,
     pub phases: Vec<PhaseStats>,
@@ -201,6 +219,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     std::fs::create_dir_all(&cli.work_dir)
         .with_context(|| format!("cannot create {}", cli.work_dir.display()))?;
     let data_dir = cli.work_dir.join("data");
+    // The configuration: the given directory's files, plus a layer (AUTHORIZER_ENV=chaos)
+    // with the wallet's key ring and a fast hold sweeper.
+    let config_dir = cli.work_dir.join("config");
+    std::fs::create_dir_all(&config_dir)
+        .with_context(|| format!("cannot create {}", config_dir.display()))?;
+    for f in std::fs::read_dir(&cli.config_dir)
+        .with_context(|| format!("cannot read {}", cli.config_dir.display()))?
+    {
+        let f = f?;
+        if f.file_type()?.is_file() {
+            std::fs::copy(f.path(), config_dir.join(f.file_name()))?;
+        }
+    }
+    std::fs::write(
+        config_dir.join("chaos.toml"),
+        channels::config_layer(SWEEP_INTERVAL_MS),
+    )?;
     let token = format!("chaos-admin-{}-{}", std::process::id(), cli.seed);
     let url = format!("http://127.0.0.1:{}", cli.port);
     let env = vec![
@@ -223,13 +258,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
             cli.deadline_ms.to_string(),
         ),
         ("AUTHORIZER__ADMIN__TOKEN".to_owned(), token.clone()),
+        ("AUTHORIZER_ENV".to_owned(), "chaos".to_owned()),
         ("AUTHORIZER__LOG__FILTER".to_owned(), "warn".into()),
         // One JSON object a line: the checks read which commits it reported uncertain.
         ("AUTHORIZER__LOG__FORMAT".to_owned(), "json".into()),
     ];
     let auth = RefCell::new(Authorizer::new(
         cli.authorizer.clone(),
-        cli.config_dir.clone(),
+        config_dir,
         env,
         cli.work_dir.join("authorizer.log"),
     ));
@@ -248,6 +284,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         512,
         Duration::from_millis(cli.timeout_ms),
     );
+    let channel_secret = protocol::ApiSecret::from_base64(channels::CHANNEL_SECRET)
+        .map_err(|_| anyhow::anyhow!("bad built-in channel secret"))?;
+    let wallet = channels::Channels::new(
+        Http::new(
+            &url,
+            channels::CHANNEL_KEY,
+            &channel_secret,
+            &token,
+            256,
+            Duration::from_millis(cli.timeout_ms),
+        ),
+        cli.accounts,
+        cli.channel_rate.unwrap_or(if quick { 8.0 } else { 12.0 }),
+    );
     let prefix = format!("cx{}", cli.seed);
     let mix = "purchase=70,withdrawal=5,balance=5,refund=8,adjustment=7,notification=5";
     let traffics = Traffics {
@@ -265,6 +315,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         Duration::from_millis(cli.deadline_ms),
         Duration::from_millis(cli.margin_ms),
         2,
+        wallet,
+        plan.hot_accounts,
     ));
 
     engine.watch_stalls();
@@ -336,8 +388,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
             .iter()
             .filter(|l| l.expect == engine::Expect::Refused)
             .count() as u64,
-        lost: checks.lost,
-        double_booked: checks.double_booked,
+        lost: checks.lost + checks.channel.lost,
+        double_booked: checks.double_booked + checks.channel.double_booked,
         worst_authorization_ms_during_faults: fault_phases()
             .map(|p| p.worst_authorization_ms)
             .fold(0.0, f64::max),
@@ -347,6 +399,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         client_stalled_ms: engine.stalled_ms.get(),
         worst_other_ms_during_faults: fault_phases().map(|p| p.worst_other_ms).fold(0.0, f64::max),
         deadline_ms: cli.deadline_ms,
+        channels: engine.channels.counts.borrow().clone(),
         checks,
         malformed,
         phases,
@@ -475,6 +528,49 @@ fn print_table(s: &Summary) {
         s.client_stalled_ms,
         s.deadline_ms,
         s.worst_other_ms_during_faults
+    );
+    let ch = &s.channels;
+    let cc = &s.checks.channel;
+    println!(
+        "channel: reservations {} (approved {}, rejected {}, SYSTEM_ERROR answers {}), captures {} ({} partial), cancels {}, refunds {}, expired {} left alone ({} by the sweeper) + {} refused EXPIRED on capture, kept reserved {}; http {}, duplicates {} ({} new-key), attempts without answer {} (425s {}, 503s {}, 408s {}, none {}), resolved at the end {}",
+        ch.reservations,
+        ch.approved,
+        ch.rejected,
+        ch.system_error_answers,
+        ch.captures,
+        ch.partial_captures,
+        ch.cancels,
+        ch.refunds,
+        ch.expired_left_alone,
+        ch.expired_by_sweeper,
+        ch.expired_on_capture,
+        ch.kept_reserved,
+        ch.http_requests,
+        ch.duplicates,
+        ch.new_key_duplicates,
+        ch.lost_attempts,
+        ch.too_early_425,
+        ch.unavailable_503,
+        ch.request_timeout_408,
+        ch.no_answer,
+        ch.resolved_at_end
+    );
+    println!(
+        "channel checks: holds in the ledger {} ({} reserved at the end), lost {}, double-booked {}, unaccounted holds {}, state mismatches {}, over-captured {}, over-refunded {}, never answered {}, reads {} ({} disagreeing); EXPIRED events {}; reservations answered past the deadline as measured here {} (slowest {:.0} ms)",
+        cc.holds_in_ledger,
+        cc.holds_reserved_at_end,
+        cc.lost,
+        cc.double_booked,
+        cc.unaccounted_holds,
+        cc.state_mismatches,
+        cc.over_captured,
+        cc.over_refunded,
+        cc.never_answered,
+        cc.reads,
+        cc.read_mismatches,
+        cc.expired_events,
+        ch.reservations_over_deadline,
+        ch.worst_reservation_ms
     );
     if s.passed {
         println!("PASSED: no violation");

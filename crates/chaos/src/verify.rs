@@ -49,11 +49,14 @@ pub struct Checks {
     /// Answers other than APPROVED that have an authorization movement.
     pub declined_but_booked: u64,
     pub accounts_checked: u64,
-    /// Accounts whose balance is not exactly the funding plus what the answers said.
+    /// Accounts whose posted balance is not exactly the funding plus what the answers said,
+    /// or whose held amount is not the holds the wallet saw approved and not ended.
     pub balance_mismatches: u64,
     pub mismatch_examples: Vec<String>,
     pub audit_exit_code: Option<i32>,
     pub audit_output: String,
+    /// The channel's reservations, captures, cancels and refunds against the holds.
+    pub channel: crate::channels::ChannelChecks,
 }
 
 /// Movements per (kind, processor transaction id). Read as one JSON document: transaction
@@ -92,6 +95,7 @@ pub async fn run(
 ) -> anyhow::Result<Checks> {
     engine.begin_phase("resolution");
     let mut c = Checks::default();
+    crate::channels::resolve(engine).await;
 
     // 1. Adjustments and notifications must be stored: the processor resends them until a
     // 2xx, with the same key and body.
@@ -270,7 +274,12 @@ pub async fn run(
         }
     }
 
-    // 5. Every balance, to the minor unit: funding plus exactly what the answers said.
+    // 5. The channel's holds against what the wallet saw (and every short hold expired).
+    c.channel = crate::channels::check(engine, pg).await?;
+
+    // 6. Every balance, to the minor unit: posted is the funding plus exactly what the
+    // answers said (the processor's and the channel's captures and refunds); held is exactly
+    // the holds the wallet saw approved and not ended.
     let currency = engine.traffic.all.currency.clone();
     let accounts: Vec<u32> = (0..engine.accounts).collect();
     let found: Vec<Option<String>> = stream::iter(accounts)
@@ -278,7 +287,9 @@ pub async fn run(
             let currency = &currency;
             async move {
                 let user = engine.traffic.all.user(i);
-                let expected = engine.book.expected(i);
+                let posted =
+                    engine.book.expected(i) + engine.channels.posted_delta.borrow()[i as usize];
+                let held = engine.channels.expected_held(i);
                 let r = engine
                     .http
                     .admin(
@@ -288,22 +299,32 @@ pub async fn run(
                         None,
                     )
                     .await;
-                let actual = match r {
-                    Ok((200, v)) => v
-                        .get("available")
+                let read = |v: &serde_json::Value, k: &str| {
+                    v.get(k)
                         .and_then(|a| a.as_str())
-                        .and_then(|a| parse_minor(a, engine.exponent).ok()),
+                        .and_then(|a| parse_minor(a, engine.exponent).ok())
+                };
+                let actual = match r {
+                    Ok((200, v)) => {
+                        match (read(&v, "posted"), read(&v, "held"), read(&v, "available")) {
+                            (Some(p), Some(h), Some(a)) => Some((p, h, a)),
+                            _ => None,
+                        }
+                    }
                     _ => None,
                 };
+                let m = |x: i64| format_minor(x, engine.exponent);
                 match actual {
-                    Some(a) if a == expected => None,
-                    other => Some(format!(
-                        "{user}: expected {}, ledger {}",
-                        format_minor(expected, engine.exponent),
-                        other
-                            .map(|a| format_minor(a, engine.exponent))
-                            .unwrap_or_else(|| "unreadable".into())
+                    Some((p, h, a)) if p == posted && h == held && a == p - h => None,
+                    Some((p, h, a)) => Some(format!(
+                        "{user}: expected posted {} held {}, ledger posted {} held {} available {}",
+                        m(posted),
+                        m(held),
+                        m(p),
+                        m(h),
+                        m(a)
                     )),
+                    None => Some(format!("{user}: unreadable account")),
                 }
             }
         })
@@ -319,7 +340,7 @@ pub async fn run(
         engine.violation(format!("balance: {m}"));
     }
 
-    // 6. The ledger's own invariants.
+    // 7. The ledger's own invariants (the holds' included).
     let (code, output) = auth.borrow().audit();
     c.audit_exit_code = code;
     c.audit_output = output.trim().to_owned();

@@ -809,22 +809,22 @@ impl Store {
             return Ok(o);
         }
         let scope = refund_scope(call.channel, reservation_id);
-        if let Some(rec) = find_idempotent(&mut tx, &scope, refund_id).await? {
-            if rec.request_hash != call.request_hash {
-                return Ok(ChannelOutcome::Refused {
-                    error: HoldError::RefundIdReused,
-                    expired: false,
-                });
-            }
-            record_key(&mut tx, call, &rec.response).await?;
-            tx.commit().await?;
-            return Ok(ChannelOutcome::Replay(rec.response));
-        }
         let Some((account, mut hold, expired)) =
             lock_hold(&mut tx, call.channel, reservation_id, call.now_ms).await?
         else {
             return Ok(ChannelOutcome::NotFound);
         };
+        // The refund id is looked up under the hold's lock: a copy of the refund sent under
+        // another key while the first was being written waits here for it, then replays it
+        // (read before the lock, it missed the first and was judged as a second refund).
+        if let Some(rec) = find_idempotent(&mut tx, &scope, refund_id).await? {
+            if rec.request_hash != call.request_hash {
+                return refuse(tx, HoldError::RefundIdReused, expired).await;
+            }
+            record_key(&mut tx, call, &rec.response).await?;
+            tx.commit().await?;
+            return Ok(ChannelOutcome::Replay(rec.response));
+        }
         let effects = match holds::refund(&hold.rule(), ask, call.now_ms) {
             Ok(e) => e,
             Err(e) => return refuse(tx, e, expired).await,

@@ -55,6 +55,54 @@ async fn identical_captures_book_once(app: TestApp) {
     assert_eq!((posted.as_str(), held.as_str()), ("440.00", "0.00"));
 }
 
+/// The same refund (refund id and body) sent at once under 20 keys, for more than half the
+/// capture: one refund is booked and every copy gets its answer, never
+/// REFUND_EXCEEDS_CAPTURED (the refund id is looked up under the hold's lock).
+async fn one_refund_under_many_keys_books_once(app: TestApp) {
+    app.funded("u1", "DKK", "500.00").await;
+    reserve(
+        &app,
+        &reservation("rr", "100.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    let r = post(&app, &capture_path("rr"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let body = bytes(&json!({"refund_id": "rf-1", "amount": "70.00"}));
+    let path = refund_path("rr");
+    let answers = join_all((0..20).map(|_| {
+        let (app, body, path) = (&app, &body, &path);
+        async move {
+            loop {
+                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
+                if r.status != 503 && r.status != 425 {
+                    return r;
+                }
+            }
+        }
+    }))
+    .await;
+    let first = &answers[0];
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    for a in &answers {
+        assert_eq!(
+            (a.status, &a.body),
+            (200, &first.body),
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
+    let (posted, held, _) = balances(&app, "DKK").await;
+    assert_eq!((posted.as_str(), held.as_str()), ("470.00", "0.00"));
+}
+
 /// 200 reservations of 1.00 at once on exactly 73.00: exactly 73 are approved.
 async fn reservations_never_hold_more_than_there_is(app: TestApp) {
     app.funded("u1", "DKK", "73.00").await;
@@ -126,4 +174,4 @@ async fn holds_and_authorizations_share_one_balance(app: TestApp) {
     assert_eq!(available, "0.00");
 }
 
-both_backends!(settings = patient; identical_captures_book_once, reservations_never_hold_more_than_there_is, holds_and_authorizations_share_one_balance);
+both_backends!(settings = patient; identical_captures_book_once, one_refund_under_many_keys_books_once, reservations_never_hold_more_than_there_is, holds_and_authorizations_share_one_balance);
