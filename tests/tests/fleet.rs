@@ -854,11 +854,18 @@ async fn a_killed_instance_loses_nothing() {
             (tx.body(), uid("k"))
         })
         .collect();
-    // Everything in flight at once, spread over the three; node 1 dies in the middle.
+    // Everything in flight at once, spread over the three; node 1 dies in the middle. The
+    // victim's share goes out over about 150 ms, so that the kill (after its fifth answer)
+    // lands mid-stream however fast the machine answers.
     let first = {
         let sends = join_all(requests.iter().enumerate().map(|(i, (body, key))| {
             let b = bases[i % 3].clone();
-            async move { send(&b, AUTH, body, key).await }
+            async move {
+                if i % 3 == 1 {
+                    actix_rt::time::sleep(Duration::from_millis(3 * (i / 3) as u64)).await;
+                }
+                send(&b, AUTH, body, key).await
+            }
         }));
         // Once the victim has answered a few, so that others are mid-flight on it.
         let kill = async {
