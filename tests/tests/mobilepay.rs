@@ -765,4 +765,10 @@ mod crash {
     async fn postgres_kill_9_between_commit_and_answer() {
         run(fresh_pg_database().await).await;
     }
+
+    /// The embedded store: the survivor opens the file the killed process wrote.
+    #[actix_rt::test]
+    async fn sqlite_kill_9_between_commit_and_answer() {
+        run(String::new()).await;
+    }
 }

@@ -85,6 +85,35 @@ impl Drop for InFlightGuard {
     }
 }
 
+/// How long a starting instance retries its migrations while the database is unreachable or
+/// too slow to hand it a connection.
+const MIGRATE_PATIENCE: Duration = Duration::from_secs(30);
+
+/// The migrations at start, retried for up to [`MIGRATE_PATIENCE`] while the database is
+/// unreachable or too slow (an instance restarted after a crash may meet a database still
+/// busy with the dead process's sessions, or one that is itself starting). A failing
+/// migration or a bad setting fails at once.
+async fn migrate_patiently(store: &Store) -> Result<Vec<String>, store::StoreError> {
+    let give_up = std::time::Instant::now() + MIGRATE_PATIENCE;
+    let mut wait = Duration::from_millis(200);
+    loop {
+        match store.migrate().await {
+            Err(e @ (store::StoreError::Unavailable(_) | store::StoreError::Timeout(_)))
+                if std::time::Instant::now() + wait < give_up =>
+            {
+                tracing::warn!(
+                    error = %e,
+                    retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                    "cannot apply migrations yet; retrying"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            r => return r,
+        }
+    }
+}
+
 impl Application {
     /// Connects to the store (migrating unless disabled) and binds the listen address.
     pub async fn build(
@@ -95,7 +124,9 @@ impl Application {
             .await
             .context("cannot open the ledger store")?;
         if settings.database.migrate_on_start {
-            let applied = store.migrate().await.context("cannot apply migrations")?;
+            let applied = migrate_patiently(&store)
+                .await
+                .context("cannot apply migrations")?;
             for m in applied {
                 tracing::info!(migration = %m, "migration applied");
             }
