@@ -7,7 +7,7 @@ use crate::app::AppState;
 use crate::config::EndpointCheck;
 use crate::fleet::{FleetClaim, Ticket};
 use crate::inflight::{self, Claim, Finished, Waited};
-use crate::routes::error_body;
+use crate::routes::{error_body, read_body};
 use actix_web::HttpRequest;
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -240,4 +240,23 @@ impl Claims {
 /// SHA-256 of a raw body: the same key with another body is a conflict.
 pub fn request_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
+}
+
+/// The raw body of a signed caller's request (size- and time-limited), or the refusal to
+/// answer: counted in `authorizer_bad_requests_total`, in the house error envelope.
+pub async fn body_or_refusal(
+    req: &HttpRequest,
+    payload: actix_web::web::Payload,
+    state: &AppState,
+) -> Result<Vec<u8>, HttpResponse> {
+    read_body(req, payload, state.settings.server.body_bytes_max)
+        .await
+        .map_err(|(status, reason)| {
+            state
+                .metrics
+                .inc("authorizer_bad_requests_total", &[("reason", reason)]);
+            HttpResponse::build(status)
+                .content_type("application/json")
+                .body(error_body(reason, "Request body refused"))
+        })
 }

@@ -6,7 +6,7 @@
 
 use crate::app::AppState;
 use crate::channel_service::{self, render, reservation_json};
-use crate::routes::{error_body, read_body};
+use crate::routes::error_body;
 use crate::signed::{self, Answer, header, request_hash};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -150,14 +150,9 @@ pub async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let metrics = &state.metrics;
-    let body = match read_body(&req, payload, state.settings.server.body_bytes_max).await {
+    let body = match signed::body_or_refusal(&req, payload, &state).await {
         Ok(b) => b,
-        Err((status, reason)) => {
-            metrics.inc("authorizer_bad_requests_total", &[("reason", reason)]);
-            return HttpResponse::build(status)
-                .content_type("application/json")
-                .body(error_body(reason, "Request body refused"));
-        }
+        Err(refusal) => return refusal,
     };
     let verified = signed::verify_signature(
         &req,

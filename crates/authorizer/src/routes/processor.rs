@@ -3,7 +3,7 @@
 //! (adjustments, notifications), then a signed answer over the exact bytes sent.
 
 use crate::app::AppState;
-use crate::routes::{error_body, read_body};
+use crate::routes::error_body;
 use crate::service::{
     self, card_transaction, decision_label, render_adjustment, render_notification,
 };
@@ -93,14 +93,9 @@ pub async fn handle(
 ) -> HttpResponse {
     let started = Instant::now();
     let metrics = &state.metrics;
-    let body = match read_body(&req, payload, state.settings.server.body_bytes_max).await {
+    let body = match signed::body_or_refusal(&req, payload, &state).await {
         Ok(b) => b,
-        Err((status, reason)) => {
-            metrics.inc("authorizer_bad_requests_total", &[("reason", reason)]);
-            return HttpResponse::build(status)
-                .content_type("application/json")
-                .body(error_body(reason, "Request body refused"));
-        }
+        Err(refusal) => return refusal,
     };
     let verified = match verify(&req, &body, &state, route) {
         Ok(v) => v,
