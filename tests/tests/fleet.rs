@@ -768,16 +768,6 @@ async fn metrics_text(base: &str) -> String {
     String::from_utf8_lossy(&Remote::new(base).get("/metrics").await.body).into_owned()
 }
 
-/// Processor requests an instance has answered, from its metrics.
-async fn answered(base: &str) -> u64 {
-    metrics_text(base)
-        .await
-        .lines()
-        .filter(|l| l.starts_with("authorizer_requests_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
 /// One process on a fresh database, u1/ARS holding 100.00; on SIGTERM it drains for
 /// `drain_ms`, then gives requests in flight `shutdown_ms_max`. One transaction per
 /// purchase, so that a purchase waits on its account's row (see `hold_account_row`).
@@ -855,23 +845,27 @@ async fn a_killed_instance_loses_nothing() {
         })
         .collect();
     // Everything in flight at once, spread over the three; node 1 dies in the middle. The
-    // victim's share goes out over about 150 ms, so that the kill (after its fifth answer)
-    // lands mid-stream however fast the machine answers.
+    // victim's share goes out over about 300 ms, and the kill follows its fifth answer as
+    // this client sees it, so that it lands mid-stream however fast the machine answers.
+    let victim_answers = std::rc::Rc::new(std::cell::Cell::new(0usize));
     let first = {
         let sends = join_all(requests.iter().enumerate().map(|(i, (body, key))| {
             let b = bases[i % 3].clone();
+            let victim_answers = victim_answers.clone();
             async move {
-                if i % 3 == 1 {
-                    actix_rt::time::sleep(Duration::from_millis(3 * (i / 3) as u64)).await;
+                if i % 3 != 1 {
+                    return send(&b, AUTH, body, key).await;
                 }
-                send(&b, AUTH, body, key).await
+                actix_rt::time::sleep(Duration::from_millis(6 * (i / 3) as u64)).await;
+                let r = send(&b, AUTH, body, key).await;
+                victim_answers.set(victim_answers.get() + 1);
+                r
             }
         }));
-        // Once the victim has answered a few, so that others are mid-flight on it.
         let kill = async {
             let until = Instant::now() + Duration::from_secs(30);
-            while answered(&bases[1]).await < 5 && Instant::now() < until {
-                actix_rt::time::sleep(Duration::from_millis(2)).await;
+            while victim_answers.get() < 5 && Instant::now() < until {
+                actix_rt::time::sleep(Duration::from_millis(1)).await;
             }
             nodes[1].signal("-KILL");
         };
