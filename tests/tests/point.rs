@@ -712,8 +712,16 @@ async fn timeout_then_advice(app: TestApp) {
     let p = pt.payment(&done["payment"]["id"]).await;
     assert_eq!(p["status"], "rejected");
     assert_eq!(p["status_detail"], "CLIENT_TIMEOUT");
-    // Our authorizer approved and booked in time for itself; the advice reversed it.
-    let (_, h) = transaction(&app, &format!("ctx-pt-{id}")).await;
+    // Our authorizer approved and booked in time for itself; the advice reversed it. On a
+    // busy machine the advice may reach us before the authorization it settles: wait for it.
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let h = loop {
+        let (_, h) = transaction(&app, &format!("ctx-pt-{id}")).await;
+        if !h["records"][0]["status"].is_null() || std::time::Instant::now() > until {
+            break h;
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(h["records"][0]["status"], "APPROVED");
     assert_eq!(h["notifications"][0]["status_detail"], "CLIENT_TIMEOUT");
     assert_eq!(h["notifications"][0]["effect"], "REVERSED");
