@@ -9,6 +9,7 @@ pub mod ids;
 pub mod money;
 pub mod posting;
 pub mod reconcile;
+pub mod verdicts;
 
 pub use currency::{Currency, CurrencyError, UNLISTED_EXPONENT};
 pub use decision::{

@@ -1,0 +1,1222 @@
+//! Adjustments and notifications: the processor's corrections and final verdicts.
+//!
+//! Neither can be refused. An adjustment is booked whatever it says (on suspense when no
+//! cardholder account fits) and flagged for a person where it had to be adapted. A
+//! notification carries the processor's last word on an authorization: a rejection undoes
+//! what we booked, an approval books what we did not (a forced advice), a verdict that
+//! arrives before its authorization is remembered so the authorization cannot book it, and
+//! anything contradictory is stored for review.
+//!
+//! Everything here is pure. The store reads what a request names (the recorded
+//! authorization, the cardholder account, the movement to undo), asks [`plan_adjustment`] or
+//! [`plan_notification`] what to do, and writes the rows of the answer: it decides nothing.
+//! Which rows it must read first is also decided here ([`AdjustmentTerms::account`],
+//! [`NotificationAsk::original_to_read`], [`NotificationAsk::account_to_read`]), so a read
+//! that depends on a rule follows that rule in one place.
+
+use crate::currency::Currency;
+use crate::decision::RequestKind;
+use crate::money::{AmountError, to_minor, to_minor_rounded};
+use crate::posting::{Leg, PostingPlan, SystemAccount};
+use rust_decimal::Decimal;
+
+/// Flags that mark a booking for review; stored comma-separated in the order they were
+/// raised (answers and reports show them in that order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flags(Vec<&'static str>);
+
+impl Flags {
+    pub const SUSPENSE: &'static str = "SUSPENSE";
+    pub const UNKNOWN_CURRENCY: &'static str = "UNKNOWN_CURRENCY";
+    pub const EXCESS_PRECISION: &'static str = "EXCESS_PRECISION";
+    pub const NEGATIVE_AMOUNT: &'static str = "NEGATIVE_AMOUNT";
+    pub const NEGATIVE_BALANCE: &'static str = "NEGATIVE_BALANCE";
+    pub const OUT_OF_RANGE: &'static str = "OUT_OF_RANGE";
+    pub const UNKNOWN_ORIGINAL: &'static str = "UNKNOWN_ORIGINAL";
+    pub const FORCED_BY_PROCESSOR: &'static str = "FORCED_BY_PROCESSOR";
+    pub const UNKNOWN_DIRECTION: &'static str = "UNKNOWN_DIRECTION";
+    pub const MISSING_AMOUNT: &'static str = "MISSING_AMOUNT";
+    pub const CONFLICTING_VERDICT: &'static str = "CONFLICTING_VERDICT";
+    pub const UNPARSED: &'static str = "UNPARSED";
+
+    pub fn add(&mut self, flag: &'static str) {
+        if !self.0.contains(&flag) {
+            self.0.push(flag);
+        }
+    }
+
+    pub fn has(&self, flag: &str) -> bool {
+        self.0.contains(&flag)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn as_slice(&self) -> &[&'static str] {
+        &self.0
+    }
+
+    pub fn stored(&self) -> String {
+        self.0.join(",")
+    }
+}
+
+/// The processor's final word in a notification.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Approved,
+    Rejected,
+}
+
+impl Verdict {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Verdict::Approved => "APPROVED",
+            Verdict::Rejected => "REJECTED",
+        }
+    }
+}
+
+/// What a notification did to the ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotificationEffect {
+    /// Our approved movement was undone.
+    Reversed,
+    /// A movement we had not booked was booked on the processor's word.
+    Forced,
+    /// Stored; nothing to move.
+    NoOp,
+    /// Stored; needs a person (conflicting verdicts, missing data).
+    Review,
+}
+
+impl NotificationEffect {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotificationEffect::Reversed => "REVERSED",
+            NotificationEffect::Forced => "FORCED",
+            NotificationEffect::NoOp => "NOOP",
+            NotificationEffect::Review => "REVIEW",
+        }
+    }
+}
+
+/// Record kind (and movement `processor_kind`) of authorizations.
+pub const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
+/// Record kind (and movement kind) of adjustments.
+pub const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
+/// Movement kind of a booking made on the processor's approval alone.
+pub const KIND_FORCED: &str = "FORCED";
+/// Movement kind of the exact opposite of an earlier movement.
+pub const KIND_REVERSAL: &str = "REVERSAL";
+
+/// What a repeated idempotency key comes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// The same body: answer with the stored bytes.
+    Replay,
+    /// Another body under a used key: refused.
+    KeyConflict,
+}
+
+/// Compares a request with the one first recorded under its key (by body hash).
+pub fn repeat_of(recorded_hash: &[u8], request_hash: &[u8]) -> Repeat {
+    if recorded_hash == request_hash {
+        Repeat::Replay
+    } else {
+        Repeat::KeyConflict
+    }
+}
+
+/// The stored name of a request's direction.
+pub fn direction_name(kind: Option<RequestKind>) -> Option<&'static str> {
+    match kind {
+        Some(RequestKind::Debit) => Some("DEBIT"),
+        Some(RequestKind::Credit) => Some("CREDIT"),
+        Some(RequestKind::BalanceInquiry) | None => None,
+    }
+}
+
+/// What a recorded request asked for: the fields a processor's retry of the same
+/// transaction never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    pub endpoint: Option<String>,
+    pub direction: Option<String>,
+    pub tx_type: Option<String>,
+    pub user_id: Option<String>,
+    pub card_id: Option<String>,
+    pub currency: Option<String>,
+    pub amount_text: Option<String>,
+}
+
+/// What a request arriving now asks for, to compare with [`Asked`].
+#[derive(Debug, Clone, Copy)]
+pub struct Asking<'a> {
+    pub endpoint: &'a str,
+    pub direction: Option<RequestKind>,
+    pub tx_type: &'a str,
+    pub user_id: Option<&'a str>,
+    pub card_id: Option<&'a str>,
+    /// `amount.local.currency` as received.
+    pub currency: &'a str,
+    /// `amount.local.total` exactly as received.
+    pub amount_text: &'a str,
+    /// `None` when the amount was beyond exact decimal range.
+    pub amount: Option<Decimal>,
+}
+
+impl Asked {
+    /// Whether `now` asks for the same money as the recorded request: a retry rather than
+    /// a second transaction under a reused id. Formatting may differ (`10.5` and `"10.50"`
+    /// are one amount; currency codes compare without case).
+    pub fn same_as(&self, now: &Asking<'_>) -> bool {
+        let amount_same = match (
+            self.amount_text.as_deref().and_then(parse_decimal),
+            now.amount,
+        ) {
+            (Some(a), Some(b)) => a == b,
+            _ => self.amount_text.as_deref() == Some(now.amount_text),
+        };
+        self.endpoint.as_deref() == Some(now.endpoint)
+            && self.direction.as_deref() == direction_name(now.direction)
+            && self.tx_type.as_deref() == Some(now.tx_type)
+            && self.user_id.as_deref() == now.user_id
+            && self.card_id.as_deref() == now.card_id
+            && self
+                .currency
+                .as_deref()
+                .is_some_and(|c| c.eq_ignore_ascii_case(now.currency))
+            && amount_same
+    }
+}
+
+/// A stored amount text as an exact decimal (plain or exponent notation), as the intake
+/// read it.
+fn parse_decimal(text: &str) -> Option<Decimal> {
+    let text = text.trim_matches('"');
+    text.parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(text).ok())
+}
+
+/// Minor units of a movement that must be booked whatever it says, flagging what had to
+/// be adapted. `None` when it cannot be held at all.
+pub fn movement_amount(
+    currency: Option<Currency>,
+    amount: Option<Decimal>,
+    flags: &mut Flags,
+) -> Option<i64> {
+    let Some(amount) = amount else {
+        flags.add(Flags::OUT_OF_RANGE);
+        return None;
+    };
+    let currency = currency?;
+    if amount.is_sign_negative() && !amount.is_zero() {
+        flags.add(Flags::NEGATIVE_AMOUNT);
+    }
+    match to_minor(amount, currency) {
+        Ok(m) => Some(m),
+        Err(AmountError::ExcessPrecision) => {
+            flags.add(Flags::EXCESS_PRECISION);
+            to_minor_rounded(amount, currency).ok().or_else(|| {
+                flags.add(Flags::OUT_OF_RANGE);
+                None
+            })
+        }
+        Err(AmountError::OutOfRange) => {
+            flags.add(Flags::OUT_OF_RANGE);
+            None
+        }
+    }
+}
+
+/// `minor` signed for the cardholder: a debit takes, a credit gives. `None` (flagged out
+/// of range) for the one debit whose opposite does not exist in `i64`.
+fn signed_for(direction: RequestKind, minor: i64, flags: &mut Flags) -> Option<i64> {
+    if direction != RequestKind::Debit {
+        return Some(minor);
+    }
+    let signed = minor.checked_neg();
+    if signed.is_none() {
+        flags.add(Flags::OUT_OF_RANGE);
+    }
+    signed
+}
+
+/// A cardholder account as read (and locked) for a booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountView {
+    pub id: i64,
+    pub balance: i64,
+}
+
+/// The processor clearing and suspense account ids of a currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SystemIds {
+    pub clearing: i64,
+    pub suspense: i64,
+}
+
+/// One movement to write: its descriptive columns, its postings and the accounts that
+/// receive them. The cardholder balance after is already checked to fit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MovementPlan<'a> {
+    pub kind: &'static str,
+    pub processor_kind: &'static str,
+    pub transaction_id: Option<&'a str>,
+    pub reference: Option<&'a str>,
+    pub currency: Currency,
+    pub postings: PostingPlan,
+    /// The account of the holder leg: the cardholder account when `postings.holder` is
+    /// [`Leg::User`], else the system account.
+    pub holder_id: i64,
+    pub counterparty_id: i64,
+    /// The cardholder balance after the movement (`None` on a system account).
+    pub balance_after: Option<i64>,
+}
+
+/// Where a booking that cannot be refused lands: the cardholder account when it exists
+/// and the amount fits its balance; suspense otherwise (flagged). A negative amount is
+/// always parked for a person: it would move money against the route's direction.
+fn place(
+    amount: i64,
+    account: Option<AccountView>,
+    ids: SystemIds,
+    flags: &mut Flags,
+) -> (PostingPlan, i64, Option<i64>) {
+    let after = account
+        .filter(|_| !flags.has(Flags::NEGATIVE_AMOUNT))
+        .and_then(|a| Some((a.id, a.balance.checked_add(amount)?)));
+    match after {
+        Some((id, balance)) => (PostingPlan::card(amount), id, Some(balance)),
+        None => {
+            flags.add(Flags::SUSPENSE);
+            (PostingPlan::suspense(amount), ids.suspense, None)
+        }
+    }
+}
+
+/// An adjustment's money as the route states it, before anything is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentTerms {
+    /// `None`: not a currency code at all (nothing can be booked).
+    pub currency: Option<Currency>,
+    /// Signed for the cardholder; `None` when the amount cannot be held.
+    pub signed: Option<i64>,
+    pub flags: Flags,
+}
+
+impl AdjustmentTerms {
+    /// Reads the currency and amount of an adjustment on a route of `direction`.
+    pub fn new(currency: &str, amount: Option<Decimal>, direction: RequestKind) -> AdjustmentTerms {
+        let mut flags = Flags::default();
+        let currency = match Currency::parse_any(currency) {
+            Ok(c) => {
+                if !c.is_listed() {
+                    flags.add(Flags::UNKNOWN_CURRENCY);
+                }
+                Some(c)
+            }
+            Err(_) => {
+                flags.add(Flags::UNKNOWN_CURRENCY);
+                None
+            }
+        };
+        let signed = movement_amount(currency, amount, &mut flags)
+            .and_then(|m| signed_for(direction, m, &mut flags));
+        AdjustmentTerms {
+            currency,
+            signed,
+            flags,
+        }
+    }
+
+    /// The cardholder account to read for `user_id`: only a listed currency has them.
+    pub fn account(&self, user_id: Option<&str>) -> Option<Currency> {
+        self.currency
+            .filter(Currency::is_listed)
+            .filter(|_| user_id.is_some())
+    }
+}
+
+/// What the store read for an adjustment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AdjustmentFacts {
+    /// Whether the transaction the adjustment names as its original was ever recorded
+    /// (`None`: it names none).
+    pub original_known: Option<bool>,
+    /// The cardholder account, when [`AdjustmentTerms::account`] named one and it exists.
+    pub account: Option<AccountView>,
+    /// The currency's system accounts, when it has a currency.
+    pub system: Option<SystemIds>,
+}
+
+/// An adjustment, planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustmentPlan<'a> {
+    pub flags: Flags,
+    pub movement: Option<MovementPlan<'a>>,
+    /// Cardholder balance after, when it went to a cardholder account.
+    pub balance_after: Option<i64>,
+    /// The record's amount (signed for the cardholder).
+    pub amount_minor: Option<i64>,
+    /// The record's status detail: `INVALID_AMOUNT` when nothing could be booked.
+    pub status_detail: &'static str,
+}
+
+/// Plans an adjustment: booked on the cardholder account when it fits, on suspense
+/// otherwise, never refused.
+pub fn plan_adjustment<'a>(
+    terms: &AdjustmentTerms,
+    facts: &AdjustmentFacts,
+    transaction_id: &'a str,
+    original_transaction_id: Option<&'a str>,
+) -> AdjustmentPlan<'a> {
+    let mut flags = terms.flags.clone();
+    if facts.original_known == Some(false) {
+        flags.add(Flags::UNKNOWN_ORIGINAL);
+    }
+    let mut movement = None;
+    if let (Some(amount), Some(currency), Some(ids)) = (terms.signed, terms.currency, facts.system)
+    {
+        let (postings, holder_id, balance_after) = place(amount, facts.account, ids, &mut flags);
+        if amount != 0 {
+            if balance_after.is_some_and(|b| b < 0) {
+                flags.add(Flags::NEGATIVE_BALANCE);
+            }
+            movement = Some(MovementPlan {
+                kind: KIND_ADJUSTMENT,
+                processor_kind: KIND_ADJUSTMENT,
+                transaction_id: Some(transaction_id),
+                reference: original_transaction_id,
+                currency,
+                postings,
+                holder_id,
+                counterparty_id: ids.clearing,
+                balance_after,
+            });
+        }
+    } else if facts.account.is_none() {
+        flags.add(Flags::SUSPENSE);
+    }
+    AdjustmentPlan {
+        flags,
+        balance_after: movement.and_then(|m| m.balance_after),
+        movement,
+        amount_minor: terms.signed,
+        status_detail: if movement.is_some() || terms.signed == Some(0) {
+            "APPROVED"
+        } else {
+            "INVALID_AMOUNT"
+        },
+    }
+}
+
+/// The authorization record a notification's verdict meets, as read under lock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordedAuthorization<'a> {
+    /// Our answer (`APPROVED` / `REJECTED`); `None` when only a verdict was recorded.
+    pub status: Option<&'a str>,
+    /// Our movement, when we booked one.
+    pub movement_id: Option<i64>,
+    /// A verdict recorded before.
+    pub verdict: Option<&'a str>,
+}
+
+impl RecordedAuthorization<'_> {
+    fn booked_movement(&self) -> Option<i64> {
+        self.movement_id.filter(|_| self.status == Some("APPROVED"))
+    }
+}
+
+/// The card transaction a notification names.
+#[derive(Debug, Clone, Copy)]
+pub struct VerdictAsk<'a> {
+    pub transaction_id: &'a str,
+    pub user_id: Option<&'a str>,
+    /// `amount.local.currency`, when it is a currency code.
+    pub currency: Option<Currency>,
+    pub amount: Option<Decimal>,
+    /// Direction implied by the transaction type, when known.
+    pub direction: Option<RequestKind>,
+}
+
+/// A notification as the plan needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationAsk<'a> {
+    /// The notification's idempotency key: the reference of a forced movement.
+    pub key: &'a str,
+    pub verdict: Option<Verdict>,
+    pub transaction: Option<VerdictAsk<'a>>,
+    /// The body was JSON but not a notification we could read: keep it for a person.
+    pub unparsed: bool,
+}
+
+/// The movement a rejection undoes, as read: its two postings in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OriginalMovement<'a> {
+    pub currency: Currency,
+    pub transaction_id: Option<&'a str>,
+    pub holder: Leg,
+    pub holder_id: i64,
+    pub holder_amount: i64,
+    pub counterparty: SystemAccount,
+    pub counterparty_id: i64,
+    /// The cardholder balance now, when the holder is a cardholder account.
+    pub holder_balance: Option<i64>,
+}
+
+/// What the store read for a notification.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NotificationFacts<'a> {
+    pub record: Option<RecordedAuthorization<'a>>,
+    /// The movement named by [`NotificationAsk::original_to_read`].
+    pub original: Option<OriginalMovement<'a>>,
+    /// The account named by [`NotificationAsk::account_to_read`], when it exists.
+    pub account: Option<AccountView>,
+    /// The currency's system accounts, when the transaction has a currency.
+    pub system: Option<SystemIds>,
+}
+
+/// How a notification leaves the authorization record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordWrite {
+    /// Untouched (no verdict to apply, or one that changes nothing).
+    None,
+    /// The recorded authorization takes the verdict (and the planned movement, if any).
+    SetVerdict,
+    /// A record is created holding only the verdict (and the planned movement, if any),
+    /// so a late authorization finds it and cannot book against it.
+    Insert { amount_minor: Option<i64> },
+}
+
+/// A notification, planned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotificationPlan<'a> {
+    pub effect: NotificationEffect,
+    pub flags: Flags,
+    pub movement: Option<MovementPlan<'a>>,
+    pub record: RecordWrite,
+}
+
+/// Why a plan cannot be made from what was read: the ledger's own rows are inconsistent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerdictError {
+    /// The movement to undo has an amount whose opposite does not exist.
+    #[error("amount out of range")]
+    AmountOutOfRange,
+    /// A reversal was planned without reading the movement it undoes.
+    #[error("movement {0} was not read")]
+    OriginalNotRead(i64),
+    /// A reversal on a cardholder account was planned without reading its balance.
+    #[error("account {0} was not read")]
+    AccountNotRead(i64),
+}
+
+/// A forced booking's amount, signed for the cardholder.
+fn forced_amount(t: &VerdictAsk<'_>, flags: &mut Flags) -> Option<i64> {
+    let minor = movement_amount(t.currency, t.amount, flags);
+    match (t.direction, minor) {
+        (Some(direction @ (RequestKind::Debit | RequestKind::Credit)), Some(m)) => {
+            signed_for(direction, m, flags)
+        }
+        (_, Some(_)) => {
+            flags.add(Flags::UNKNOWN_DIRECTION);
+            None
+        }
+        (_, None) => None,
+    }
+}
+
+/// What a verdict does, given the record it meets.
+enum Path {
+    /// The verdict contradicts one recorded before.
+    Conflicting,
+    /// The verdict was recorded before.
+    Repeated,
+    /// A rejection of what we recorded: undo the movement, if we booked one.
+    Undo(Option<i64>),
+    /// A rejection of what we never saw: remember it.
+    Remember,
+    /// An approval of what we approved.
+    Confirm,
+    /// An approval of what we declined or never saw: book it on the processor's word.
+    Force,
+}
+
+fn path(verdict: Verdict, record: Option<&RecordedAuthorization<'_>>) -> Path {
+    match (verdict, record) {
+        (_, Some(r)) if r.verdict.is_some_and(|v| v != verdict.as_str()) => Path::Conflicting,
+        (_, Some(r)) if r.verdict.is_some() => Path::Repeated,
+        (Verdict::Rejected, Some(r)) => Path::Undo(r.booked_movement()),
+        (Verdict::Rejected, None) => Path::Remember,
+        (Verdict::Approved, Some(r)) if r.status == Some("APPROVED") => Path::Confirm,
+        (Verdict::Approved, _) => Path::Force,
+    }
+}
+
+impl<'a> NotificationAsk<'a> {
+    /// The card transaction whose record the verdict applies to (the record to read and
+    /// lock), when there is a verdict to apply.
+    pub fn record_to_read(&self) -> Option<&'a str> {
+        self.verdict.and(self.transaction).map(|t| t.transaction_id)
+    }
+
+    /// The movement to read for undoing, given the record read.
+    pub fn original_to_read(&self, record: Option<&RecordedAuthorization<'_>>) -> Option<i64> {
+        match path(self.verdict?, record) {
+            Path::Undo(movement) => movement,
+            _ => None,
+        }
+    }
+
+    /// The cardholder account (user, currency) to read and lock for a forced booking,
+    /// given the record read.
+    pub fn account_to_read(
+        &self,
+        record: Option<&RecordedAuthorization<'_>>,
+    ) -> Option<(&'a str, Currency)> {
+        let t = self.transaction?;
+        if !matches!(path(self.verdict?, record), Path::Force) {
+            return None;
+        }
+        let signed = forced_amount(&t, &mut Flags::default());
+        let currency = t.currency.filter(Currency::is_listed)?;
+        (signed.is_some_and(|a| a != 0)).then_some((t.user_id?, currency))
+    }
+}
+
+/// Plans a notification: what its verdict does to the record it meets and to the ledger.
+pub fn plan_notification<'a>(
+    ask: &NotificationAsk<'a>,
+    facts: &NotificationFacts<'a>,
+) -> Result<NotificationPlan<'a>, VerdictError> {
+    let mut flags = Flags::default();
+    let (Some(verdict), Some(t)) = (ask.verdict, ask.transaction) else {
+        let effect = if ask.unparsed {
+            flags.add(Flags::UNPARSED);
+            NotificationEffect::Review
+        } else {
+            NotificationEffect::NoOp
+        };
+        return Ok(NotificationPlan {
+            effect,
+            flags,
+            movement: None,
+            record: RecordWrite::None,
+        });
+    };
+    let plan = |effect, flags, movement, record| {
+        Ok(NotificationPlan {
+            effect,
+            flags,
+            movement,
+            record,
+        })
+    };
+    match path(verdict, facts.record.as_ref()) {
+        Path::Conflicting => {
+            flags.add(Flags::CONFLICTING_VERDICT);
+            plan(NotificationEffect::Review, flags, None, RecordWrite::None)
+        }
+        Path::Repeated => plan(NotificationEffect::NoOp, flags, None, RecordWrite::None),
+        Path::Undo(None) => plan(
+            NotificationEffect::NoOp,
+            flags,
+            None,
+            RecordWrite::SetVerdict,
+        ),
+        Path::Undo(Some(movement_id)) => {
+            let original = facts
+                .original
+                .ok_or(VerdictError::OriginalNotRead(movement_id))?;
+            match reversal(&original)? {
+                Some(m) => plan(
+                    NotificationEffect::Reversed,
+                    flags,
+                    Some(m),
+                    RecordWrite::SetVerdict,
+                ),
+                None => {
+                    // The balance cannot hold the reversal: a person decides; a 503 would
+                    // only make the processor resend it forever.
+                    flags.add(Flags::OUT_OF_RANGE);
+                    plan(
+                        NotificationEffect::Review,
+                        flags,
+                        None,
+                        RecordWrite::SetVerdict,
+                    )
+                }
+            }
+        }
+        Path::Remember => plan(
+            NotificationEffect::NoOp,
+            flags,
+            None,
+            RecordWrite::Insert { amount_minor: None },
+        ),
+        Path::Confirm => plan(
+            NotificationEffect::NoOp,
+            flags,
+            None,
+            RecordWrite::SetVerdict,
+        ),
+        Path::Force => {
+            flags.add(Flags::FORCED_BY_PROCESSOR);
+            let signed = forced_amount(&t, &mut flags);
+            let mut movement = None;
+            if let (Some(amount), Some(currency), Some(ids)) =
+                (signed.filter(|a| *a != 0), t.currency, facts.system)
+            {
+                let (postings, holder_id, balance_after) =
+                    place(amount, facts.account, ids, &mut flags);
+                if balance_after.is_some_and(|b| b < 0) {
+                    flags.add(Flags::NEGATIVE_BALANCE);
+                }
+                movement = Some(MovementPlan {
+                    kind: KIND_FORCED,
+                    processor_kind: KIND_AUTHORIZATION,
+                    transaction_id: Some(t.transaction_id),
+                    reference: Some(ask.key),
+                    currency,
+                    postings,
+                    holder_id,
+                    counterparty_id: ids.clearing,
+                    balance_after,
+                });
+            }
+            let effect = if movement.is_some() || signed == Some(0) {
+                NotificationEffect::Forced
+            } else {
+                NotificationEffect::Review
+            };
+            let record = if facts.record.is_some() {
+                RecordWrite::SetVerdict
+            } else {
+                RecordWrite::Insert {
+                    amount_minor: signed,
+                }
+            };
+            plan(effect, flags, movement, record)
+        }
+    }
+}
+
+/// The exact opposite of `original`, or `None` when the cardholder balance cannot hold it
+/// (beyond the ledger's range).
+fn reversal<'a>(original: &OriginalMovement<'a>) -> Result<Option<MovementPlan<'a>>, VerdictError> {
+    let postings = PostingPlan {
+        holder: original.holder,
+        counterparty: original.counterparty,
+        holder_amount: original.holder_amount,
+    }
+    .reversed()
+    .ok_or(VerdictError::AmountOutOfRange)?;
+    let balance_after = match (original.holder, original.holder_balance) {
+        (Leg::User, Some(balance)) => match balance.checked_add(postings.holder_amount) {
+            Some(after) => Some(after),
+            None => return Ok(None),
+        },
+        (Leg::User, None) => return Err(VerdictError::AccountNotRead(original.holder_id)),
+        (Leg::System(_), _) => None,
+    };
+    Ok(Some(MovementPlan {
+        kind: KIND_REVERSAL,
+        processor_kind: KIND_AUTHORIZATION,
+        transaction_id: original.transaction_id,
+        reference: None,
+        currency: original.currency,
+        postings,
+        holder_id: original.holder_id,
+        counterparty_id: original.counterparty_id,
+        balance_after,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    const IDS: SystemIds = SystemIds {
+        clearing: 1,
+        suspense: 2,
+    };
+    const HOLDER: i64 = 10;
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    fn cur(code: &str) -> Currency {
+        Currency::parse_any(code).unwrap()
+    }
+
+    fn account(balance: i64) -> Option<AccountView> {
+        Some(AccountView {
+            id: HOLDER,
+            balance,
+        })
+    }
+
+    /// An adjustment of `amount` in `currency` on a route of `direction` against an
+    /// account holding `balance` (`None`: no account read).
+    fn adjust(
+        currency: &str,
+        amount: Option<&str>,
+        direction: RequestKind,
+        balance: Option<i64>,
+        original_known: Option<bool>,
+    ) -> AdjustmentPlan<'static> {
+        let terms = AdjustmentTerms::new(currency, amount.map(dec), direction);
+        let facts = AdjustmentFacts {
+            original_known,
+            account: balance.and_then(account),
+            system: terms.currency.map(|_| IDS),
+        };
+        plan_adjustment(&terms, &facts, "adj-1", Some("auth-1"))
+    }
+
+    #[test]
+    fn adjustments_book_on_the_account_or_park_on_suspense() {
+        use RequestKind::{Credit, Debit};
+        // (currency, amount, direction, balance, original known,
+        //  flags, holder amount, on the account, balance after, status detail)
+        #[allow(clippy::type_complexity)]
+        #[rustfmt::skip]
+        let table: &[(&str, Option<&str>, RequestKind, Option<i64>, Option<bool>, &[&str], Option<i64>, bool, Option<i64>, &str)] = &[
+            // A refund credits the cardholder; a closing difference debits.
+            ("EUR", Some("10.50"), Credit, Some(0), Some(true), &[], Some(1050), true, Some(1050), "APPROVED"),
+            ("EUR", Some("2.00"), Debit, Some(500), None, &[], Some(-200), true, Some(300), "APPROVED"),
+            // Adjustments cannot be refused: the balance may go negative, flagged.
+            ("EUR", Some("7.00"), Debit, Some(500), None, &["NEGATIVE_BALANCE"], Some(-700), true, Some(-200), "APPROVED"),
+            // No account for the user: suspense.
+            ("EUR", Some("1.00"), Credit, None, None, &["SUSPENSE"], Some(100), false, None, "APPROVED"),
+            // An unlisted code is booked in its own right (four places), on suspense.
+            ("XYZ", Some("1.00"), Credit, None, None, &["UNKNOWN_CURRENCY", "SUSPENSE"], Some(10_000), false, None, "APPROVED"),
+            // Not a currency at all: nothing can be booked.
+            ("E1", Some("1.00"), Credit, None, None, &["UNKNOWN_CURRENCY", "SUSPENSE"], None, false, None, "INVALID_AMOUNT"),
+            // A negative amount never moves money against the route: parked.
+            ("EUR", Some("-3.00"), Credit, Some(0), None, &["NEGATIVE_AMOUNT", "SUSPENSE"], Some(-300), false, None, "APPROVED"),
+            ("EUR", Some("-3.00"), Debit, Some(0), None, &["NEGATIVE_AMOUNT", "SUSPENSE"], Some(300), false, None, "APPROVED"),
+            // Excess precision is rounded and flagged.
+            ("EUR", Some("1.005"), Credit, Some(0), None, &["EXCESS_PRECISION"], Some(100), true, Some(100), "APPROVED"),
+            // Beyond the ledger's range: recorded, not booked.
+            ("EUR", Some("92233720368547758.08"), Credit, Some(0), None, &["OUT_OF_RANGE"], None, false, None, "INVALID_AMOUNT"),
+            ("EUR", None, Credit, Some(0), None, &["OUT_OF_RANGE"], None, false, None, "INVALID_AMOUNT"),
+            // The one debit whose opposite is not an i64.
+            ("EUR", Some("-92233720368547758.08"), Debit, Some(0), None, &["NEGATIVE_AMOUNT", "OUT_OF_RANGE"], None, false, None, "INVALID_AMOUNT"),
+            // A balance that cannot hold it: suspense.
+            ("EUR", Some("0.01"), Credit, Some(i64::MAX), None, &["SUSPENSE"], Some(1), false, None, "APPROVED"),
+            // Zero moves nothing and is approved.
+            ("EUR", Some("0"), Credit, Some(0), None, &[], None, false, None, "APPROVED"),
+            ("EUR", Some("0"), Credit, None, None, &["SUSPENSE"], None, false, None, "APPROVED"),
+            // An original we never recorded is flagged, the adjustment still booked.
+            ("EUR", Some("1.00"), Credit, Some(0), Some(false), &["UNKNOWN_ORIGINAL"], Some(100), true, Some(100), "APPROVED"),
+            ("XYZ", None, Credit, None, Some(false), &["UNKNOWN_CURRENCY", "OUT_OF_RANGE", "UNKNOWN_ORIGINAL", "SUSPENSE"], None, false, None, "INVALID_AMOUNT"),
+        ];
+        for (
+            i,
+            &(
+                currency,
+                amount,
+                direction,
+                balance,
+                known,
+                flags,
+                holder_amount,
+                on_account,
+                after,
+                detail,
+            ),
+        ) in table.iter().enumerate()
+        {
+            let p = adjust(currency, amount, direction, balance, known);
+            assert_eq!(p.flags.as_slice(), flags, "case {i}: flags");
+            assert_eq!(
+                p.movement.map(|m| m.postings.holder_amount),
+                holder_amount,
+                "case {i}: amount"
+            );
+            assert_eq!(p.balance_after, after, "case {i}: balance after");
+            assert_eq!(p.status_detail, detail, "case {i}: detail");
+            if let Some(m) = p.movement {
+                assert_eq!(
+                    m.holder_id,
+                    if on_account { HOLDER } else { IDS.suspense },
+                    "case {i}"
+                );
+                assert_eq!(m.postings.holder == Leg::User, on_account, "case {i}: leg");
+                assert_eq!(m.counterparty_id, IDS.clearing);
+                assert_eq!(m.postings.counterparty, SystemAccount::ProcessorClearing);
+                assert_eq!(
+                    (m.kind, m.processor_kind),
+                    (KIND_ADJUSTMENT, KIND_ADJUSTMENT)
+                );
+                assert_eq!(
+                    (m.transaction_id, m.reference),
+                    (Some("adj-1"), Some("auth-1"))
+                );
+                assert_eq!(m.currency, cur(currency));
+            }
+        }
+    }
+
+    #[test]
+    fn adjustments_read_an_account_only_in_a_listed_currency() {
+        let t = |c: &str| AdjustmentTerms::new(c, Some(dec("1")), RequestKind::Credit);
+        assert_eq!(t("EUR").account(Some("u1")), Some(cur("EUR")));
+        assert_eq!(t("EUR").account(None), None);
+        assert_eq!(t("XYZ").account(Some("u1")), None);
+        assert_eq!(t("E1").account(Some("u1")), None);
+        assert_eq!(
+            t("XYZ").signed,
+            Some(10_000),
+            "unlisted codes have four places"
+        );
+    }
+
+    fn record(
+        status: Option<&'static str>,
+        movement_id: Option<i64>,
+        verdict: Option<&'static str>,
+    ) -> Option<RecordedAuthorization<'static>> {
+        Some(RecordedAuthorization {
+            status,
+            movement_id,
+            verdict,
+        })
+    }
+
+    fn ask(
+        verdict: Option<Verdict>,
+        amount: Option<&str>,
+        direction: Option<RequestKind>,
+        currency: &str,
+        user: Option<&'static str>,
+    ) -> NotificationAsk<'static> {
+        NotificationAsk {
+            key: "n-1",
+            verdict,
+            transaction: Some(VerdictAsk {
+                transaction_id: "tx-1",
+                user_id: user,
+                currency: Currency::parse_any(currency).ok(),
+                amount: amount.map(dec),
+                direction,
+            }),
+            unparsed: false,
+        }
+    }
+
+    /// Runs a notification the way the store does: reads what the ask names, then plans.
+    fn notify(
+        a: &NotificationAsk<'static>,
+        rec: Option<RecordedAuthorization<'static>>,
+        original: Option<OriginalMovement<'static>>,
+        balance: Option<i64>,
+    ) -> NotificationPlan<'static> {
+        let original = a.original_to_read(rec.as_ref()).map(|id| {
+            original
+                .filter(|_| id == 77)
+                .expect("the booked movement is read")
+        });
+        let account = a.account_to_read(rec.as_ref()).and_then(|(user, c)| {
+            assert_eq!(c, cur("EUR"));
+            assert!(user == "u1" || balance.is_none(), "only u1 has an account");
+            balance.and_then(account)
+        });
+        let facts = NotificationFacts {
+            record: rec,
+            original,
+            account,
+            system: a.transaction.and_then(|t| t.currency).map(|_| IDS),
+        };
+        plan_notification(a, &facts).unwrap()
+    }
+
+    fn booked(holder: Leg, holder_amount: i64, balance: Option<i64>) -> OriginalMovement<'static> {
+        OriginalMovement {
+            currency: cur("EUR"),
+            transaction_id: Some("tx-1"),
+            holder,
+            holder_id: if holder == Leg::User {
+                HOLDER
+            } else {
+                IDS.suspense
+            },
+            holder_amount,
+            counterparty: SystemAccount::ProcessorClearing,
+            counterparty_id: IDS.clearing,
+            holder_balance: balance,
+        }
+    }
+
+    #[test]
+    fn verdicts_against_what_was_recorded() {
+        use NotificationEffect::{Forced, NoOp, Reversed, Review};
+        use RecordWrite::{Insert, SetVerdict};
+        use Verdict::{Approved, Rejected};
+        let debit = Some(RequestKind::Debit);
+        let user = Leg::User;
+        let suspense = Leg::System(SystemAccount::Suspense);
+        // (verdict, amount, direction, user, record, booked movement, balance,
+        //  effect, flags, holder amount and account of the movement, record write)
+        #[allow(clippy::type_complexity)]
+        #[rustfmt::skip]
+        let table: &[(Verdict, &str, Option<RequestKind>, Option<&'static str>, Option<RecordedAuthorization<'static>>, Option<OriginalMovement<'static>>, Option<i64>, NotificationEffect, &[&str], Option<(i64, i64)>, RecordWrite)] = &[
+            // A rejection of what we approved undoes it once.
+            (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(booked(user, -1000, Some(0))), None, Reversed, &[], Some((1000, HOLDER)), SetVerdict),
+            // ... also when it was parked on suspense.
+            (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(booked(suspense, -1000, None)), None, Reversed, &[], Some((1000, IDS.suspense)), SetVerdict),
+            // A balance that cannot take the reversal goes to a person.
+            (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(booked(user, -1000, Some(i64::MAX - 5))), None, Review, &["OUT_OF_RANGE"], None, SetVerdict),
+            // Approved without a movement (a zero amount, a balance inquiry): nothing to undo.
+            (Rejected, "0", debit, Some("u1"), record(Some("APPROVED"), None, None), None, None, NoOp, &[], None, SetVerdict),
+            // A rejection of what we declined.
+            (Rejected, "10", debit, Some("u1"), record(Some("REJECTED"), None, None), None, None, NoOp, &[], None, SetVerdict),
+            // A rejection before its authorization is remembered.
+            (Rejected, "10", debit, Some("u1"), None, None, None, NoOp, &[], None, Insert { amount_minor: None }),
+            // The same verdict again changes nothing; the other verdict needs a person.
+            (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), Some("REJECTED")), None, None, NoOp, &[], None, RecordWrite::None),
+            (Approved, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), Some("REJECTED")), None, None, Review, &["CONFLICTING_VERDICT"], None, RecordWrite::None),
+            (Rejected, "10", debit, Some("u1"), record(None, None, Some("APPROVED")), None, None, Review, &["CONFLICTING_VERDICT"], None, RecordWrite::None),
+            // An approval of what we approved is recorded.
+            (Approved, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), None, None, NoOp, &[], None, SetVerdict),
+            // An approval of what we declined is forced onto the account.
+            (Approved, "10", debit, Some("u1"), record(Some("REJECTED"), None, None), None, Some(300), Forced, &["FORCED_BY_PROCESSOR", "NEGATIVE_BALANCE"], Some((-1000, HOLDER)), SetVerdict),
+            (Approved, "10", Some(RequestKind::Credit), Some("u1"), record(Some("REJECTED"), None, None), None, Some(300), Forced, &["FORCED_BY_PROCESSOR"], Some((1000, HOLDER)), SetVerdict),
+            // ... and an approval before its authorization too, recording the amount.
+            (Approved, "10", debit, Some("u1"), None, None, Some(5000), Forced, &["FORCED_BY_PROCESSOR"], Some((-1000, HOLDER)), Insert { amount_minor: Some(-1000) }),
+            // No account (an unknown user, or none named): suspense.
+            (Approved, "10", debit, Some("u9"), None, None, None, Forced, &["FORCED_BY_PROCESSOR", "SUSPENSE"], Some((-1000, IDS.suspense)), Insert { amount_minor: Some(-1000) }),
+            (Approved, "10", debit, None, None, None, None, Forced, &["FORCED_BY_PROCESSOR", "SUSPENSE"], Some((-1000, IDS.suspense)), Insert { amount_minor: Some(-1000) }),
+            // A negative advice never credits the cardholder.
+            (Approved, "-10", debit, Some("u1"), None, None, Some(0), Forced, &["FORCED_BY_PROCESSOR", "NEGATIVE_AMOUNT", "SUSPENSE"], Some((1000, IDS.suspense)), Insert { amount_minor: Some(1000) }),
+            // A direction we cannot tell, or an amount we cannot hold: a person decides.
+            (Approved, "10", None, Some("u1"), None, None, None, Review, &["FORCED_BY_PROCESSOR", "UNKNOWN_DIRECTION"], None, Insert { amount_minor: None }),
+            (Approved, "10", Some(RequestKind::BalanceInquiry), Some("u1"), None, None, None, Review, &["FORCED_BY_PROCESSOR", "UNKNOWN_DIRECTION"], None, Insert { amount_minor: None }),
+            (Approved, "92233720368547758.08", debit, Some("u1"), None, None, None, Review, &["FORCED_BY_PROCESSOR", "OUT_OF_RANGE"], None, Insert { amount_minor: None }),
+            // Zero is forced without a movement.
+            (Approved, "0", debit, Some("u1"), None, None, None, Forced, &["FORCED_BY_PROCESSOR"], None, Insert { amount_minor: Some(0) }),
+            // Excess precision is rounded and flagged.
+            (Approved, "1.005", debit, Some("u1"), None, None, Some(0), Forced, &["FORCED_BY_PROCESSOR", "EXCESS_PRECISION", "NEGATIVE_BALANCE"], Some((-100, HOLDER)), Insert { amount_minor: Some(-100) }),
+        ];
+        for (
+            i,
+            &(
+                verdict,
+                amount,
+                direction,
+                user,
+                rec,
+                original,
+                balance,
+                effect,
+                flags,
+                movement,
+                write,
+            ),
+        ) in table.iter().enumerate()
+        {
+            let a = ask(Some(verdict), Some(amount), direction, "EUR", user);
+            let p = notify(&a, rec, original, balance);
+            assert_eq!(p.effect, effect, "case {i}: effect");
+            assert_eq!(p.flags.as_slice(), flags, "case {i}: flags");
+            assert_eq!(
+                p.movement.map(|m| (m.postings.holder_amount, m.holder_id)),
+                movement,
+                "case {i}: movement"
+            );
+            assert_eq!(p.record, write, "case {i}: record");
+            if let Some(m) = p.movement {
+                assert_eq!(m.counterparty_id, IDS.clearing, "case {i}");
+                assert_eq!(m.processor_kind, KIND_AUTHORIZATION);
+                assert_eq!(m.transaction_id, Some("tx-1"));
+                let expected_after = match (m.postings.holder, balance, original) {
+                    (Leg::User, Some(b), None) => Some(b + m.postings.holder_amount),
+                    (Leg::User, _, Some(o)) => {
+                        Some(o.holder_balance.unwrap() + m.postings.holder_amount)
+                    }
+                    _ => None,
+                };
+                assert_eq!(m.balance_after, expected_after, "case {i}: balance after");
+                match verdict {
+                    Verdict::Rejected => assert_eq!((m.kind, m.reference), (KIND_REVERSAL, None)),
+                    Verdict::Approved => {
+                        assert_eq!((m.kind, m.reference), (KIND_FORCED, Some("n-1")))
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reads_follow_the_verdict() {
+        let approved = record(Some("APPROVED"), Some(77), None);
+        let declined = record(Some("REJECTED"), None, None);
+        let debit = Some(RequestKind::Debit);
+        let rejects = ask(Some(Verdict::Rejected), Some("1"), debit, "EUR", Some("u1"));
+        let approves = ask(Some(Verdict::Approved), Some("1"), debit, "EUR", Some("u1"));
+        assert_eq!(rejects.record_to_read(), Some("tx-1"));
+        assert_eq!(rejects.original_to_read(approved.as_ref()), Some(77));
+        assert_eq!(rejects.original_to_read(declined.as_ref()), None);
+        assert_eq!(rejects.account_to_read(None), None);
+        assert_eq!(approves.original_to_read(declined.as_ref()), None);
+        assert_eq!(
+            approves.account_to_read(approved.as_ref()),
+            None,
+            "confirmed, nothing to book"
+        );
+        assert_eq!(
+            approves.account_to_read(declined.as_ref()),
+            Some(("u1", cur("EUR")))
+        );
+        let zero = ask(Some(Verdict::Approved), Some("0"), debit, "EUR", Some("u1"));
+        assert_eq!(zero.account_to_read(None), None, "zero books nothing");
+        let unlisted = ask(Some(Verdict::Approved), Some("1"), debit, "XYZ", Some("u1"));
+        assert_eq!(unlisted.account_to_read(None), None);
+        let no_verdict = ask(None, Some("1"), debit, "EUR", Some("u1"));
+        assert_eq!(no_verdict.record_to_read(), None);
+        assert_eq!(no_verdict.account_to_read(None), None);
+    }
+
+    #[test]
+    fn notifications_without_a_verdict() {
+        let mut a = ask(None, Some("1"), None, "EUR", Some("u1"));
+        let p = plan_notification(&a, &NotificationFacts::default()).unwrap();
+        assert_eq!(
+            (p.effect, p.record, p.movement),
+            (NotificationEffect::NoOp, RecordWrite::None, None)
+        );
+        assert!(p.flags.is_empty());
+        a.unparsed = true;
+        a.transaction = None;
+        a.verdict = Some(Verdict::Approved);
+        let p = plan_notification(&a, &NotificationFacts::default()).unwrap();
+        assert_eq!(p.effect, NotificationEffect::Review);
+        assert_eq!(p.flags.as_slice(), [Flags::UNPARSED]);
+        assert_eq!(p.record, RecordWrite::None);
+    }
+
+    #[test]
+    fn an_unreadable_movement_is_an_error_not_a_guess() {
+        let a = ask(Some(Verdict::Rejected), Some("1"), None, "EUR", None);
+        let approved = record(Some("APPROVED"), Some(77), None);
+        let facts = |original| NotificationFacts {
+            record: approved,
+            original,
+            account: None,
+            system: Some(IDS),
+        };
+        assert_eq!(
+            plan_notification(&a, &facts(None)),
+            Err(VerdictError::OriginalNotRead(77))
+        );
+        let unread = booked(Leg::User, -100, None);
+        assert_eq!(
+            plan_notification(&a, &facts(Some(unread))),
+            Err(VerdictError::AccountNotRead(HOLDER))
+        );
+        let extreme = booked(Leg::System(SystemAccount::Suspense), i64::MIN, None);
+        assert_eq!(
+            plan_notification(&a, &facts(Some(extreme))),
+            Err(VerdictError::AmountOutOfRange)
+        );
+    }
+
+    #[test]
+    fn a_resent_id_must_ask_for_the_same_money() {
+        let asked = Asked {
+            endpoint: Some("/adjustments/debit".into()),
+            direction: Some("DEBIT".into()),
+            tx_type: Some("PURCHASE".into()),
+            user_id: Some("u1".into()),
+            card_id: None,
+            currency: Some("EUR".into()),
+            amount_text: Some("10.5".into()),
+        };
+        let now = Asking {
+            endpoint: "/adjustments/debit",
+            direction: Some(RequestKind::Debit),
+            tx_type: "PURCHASE",
+            user_id: Some("u1"),
+            card_id: None,
+            currency: "eur",
+            amount_text: "\"10.50\"",
+            amount: Some(dec("10.50")),
+        };
+        assert!(asked.same_as(&now), "formatting differs, money does not");
+        let differs: [Asking<'_>; 8] = [
+            Asking {
+                endpoint: "/adjustments/credit",
+                ..now
+            },
+            Asking {
+                direction: Some(RequestKind::Credit),
+                ..now
+            },
+            Asking {
+                tx_type: "REFUND",
+                ..now
+            },
+            Asking {
+                user_id: Some("u2"),
+                ..now
+            },
+            Asking {
+                card_id: Some("c1"),
+                ..now
+            },
+            Asking {
+                currency: "USD",
+                ..now
+            },
+            Asking {
+                amount: Some(dec("10.51")),
+                ..now
+            },
+            Asking {
+                amount: None,
+                amount_text: "1e400",
+                ..now
+            },
+        ];
+        for (i, d) in differs.iter().enumerate() {
+            assert!(!asked.same_as(d), "case {i}");
+        }
+        let huge = Asked {
+            amount_text: Some("1e400".into()),
+            ..asked.clone()
+        };
+        assert!(huge.same_as(&Asking {
+            amount: None,
+            amount_text: "1e400",
+            ..now
+        }));
+        let exponent = Asked {
+            amount_text: Some("1.05E1".into()),
+            ..asked
+        };
+        assert!(exponent.same_as(&now));
+    }
+
+    #[test]
+    fn keys_directions_and_names() {
+        assert_eq!(repeat_of(b"a", b"a"), Repeat::Replay);
+        assert_eq!(repeat_of(b"a", b"b"), Repeat::KeyConflict);
+        assert_eq!(direction_name(Some(RequestKind::Debit)), Some("DEBIT"));
+        assert_eq!(direction_name(Some(RequestKind::Credit)), Some("CREDIT"));
+        assert_eq!(direction_name(Some(RequestKind::BalanceInquiry)), None);
+        assert_eq!(Verdict::Rejected.as_str(), "REJECTED");
+        assert_eq!(NotificationEffect::Forced.as_str(), "FORCED");
+        let mut f = Flags::default();
+        f.add(Flags::SUSPENSE);
+        f.add(Flags::NEGATIVE_AMOUNT);
+        f.add(Flags::SUSPENSE);
+        assert_eq!(f.stored(), "SUSPENSE,NEGATIVE_AMOUNT");
+    }
+}
