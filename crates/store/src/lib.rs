@@ -27,6 +27,7 @@ pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use holds::{ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest};
+pub use ledger::verdicts::Flags;
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};
@@ -371,47 +372,6 @@ pub fn day_of(ms: i64) -> i64 {
 pub struct StoredResponse {
     pub status: u16,
     pub body: Vec<u8>,
-}
-
-/// Flags that mark a booking for review; stored comma-separated.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Flags(Vec<&'static str>);
-
-impl Flags {
-    pub const SUSPENSE: &'static str = "SUSPENSE";
-    pub const UNKNOWN_CURRENCY: &'static str = "UNKNOWN_CURRENCY";
-    pub const EXCESS_PRECISION: &'static str = "EXCESS_PRECISION";
-    pub const NEGATIVE_AMOUNT: &'static str = "NEGATIVE_AMOUNT";
-    pub const NEGATIVE_BALANCE: &'static str = "NEGATIVE_BALANCE";
-    pub const OUT_OF_RANGE: &'static str = "OUT_OF_RANGE";
-    pub const UNKNOWN_ORIGINAL: &'static str = "UNKNOWN_ORIGINAL";
-    pub const FORCED_BY_PROCESSOR: &'static str = "FORCED_BY_PROCESSOR";
-    pub const UNKNOWN_DIRECTION: &'static str = "UNKNOWN_DIRECTION";
-    pub const MISSING_AMOUNT: &'static str = "MISSING_AMOUNT";
-    pub const CONFLICTING_VERDICT: &'static str = "CONFLICTING_VERDICT";
-    pub const UNPARSED: &'static str = "UNPARSED";
-
-    pub fn add(&mut self, flag: &'static str) {
-        if !self.0.contains(&flag) {
-            self.0.push(flag);
-        }
-    }
-
-    pub fn has(&self, flag: &str) -> bool {
-        self.0.contains(&flag)
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    pub fn as_slice(&self) -> &[&'static str] {
-        &self.0
-    }
-
-    pub fn stored(&self) -> String {
-        self.0.join(",")
-    }
 }
 
 #[cfg(test)]

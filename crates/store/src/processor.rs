@@ -10,18 +10,24 @@ use crate::rules::{CardLookup, CardRecord};
 use crate::{
     Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
 };
-use ledger::money::AmountError;
+use ledger::verdicts::{
+    AccountView, AdjustmentFacts, AdjustmentTerms, Asked, Asking, MovementPlan, NotificationAsk,
+    NotificationFacts, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat, SystemIds,
+    VerdictAsk, direction_name, plan_adjustment, plan_notification, repeat_of,
+};
 use ledger::{
     AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
-    PostingPlan, RequestKind, SystemAccount, decide, to_minor, to_minor_rounded,
+    PostingPlan, RequestKind, SystemAccount, decide, to_minor,
 };
 use rust_decimal::Decimal;
 use sqlx::Row;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-pub(crate) const KIND_AUTHORIZATION: &str = "AUTHORIZATION";
-const KIND_ADJUSTMENT: &str = "ADJUSTMENT";
+pub use ledger::verdicts::{NotificationEffect, Verdict};
+
+pub(crate) const KIND_AUTHORIZATION: &str = ledger::verdicts::KIND_AUTHORIZATION;
+const KIND_ADJUSTMENT: &str = ledger::verdicts::KIND_ADJUSTMENT;
 /// Idempotency keys are scoped per endpoint kind: the processor may reuse a transaction
 /// id as the key of both an authorization and the adjustment that corrects it.
 pub(crate) const SCOPE_AUTHORIZATION: &str = "authorization";
@@ -155,46 +161,6 @@ pub struct AdjustmentResult {
     pub balance_after: Option<i64>,
 }
 
-/// The processor's final word in a notification.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
-    Approved,
-    Rejected,
-}
-
-impl Verdict {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Verdict::Approved => "APPROVED",
-            Verdict::Rejected => "REJECTED",
-        }
-    }
-}
-
-/// What a notification did to the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NotificationEffect {
-    /// Our approved movement was undone.
-    Reversed,
-    /// A movement we had not booked was booked on the processor's word.
-    Forced,
-    /// Stored; nothing to move.
-    NoOp,
-    /// Stored; needs a person (conflicting verdicts, missing data).
-    Review,
-}
-
-impl NotificationEffect {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            NotificationEffect::Reversed => "REVERSED",
-            NotificationEffect::Forced => "FORCED",
-            NotificationEffect::NoOp => "NOOP",
-            NotificationEffect::Review => "REVIEW",
-        }
-    }
-}
-
 /// A notification as the store needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct NotificationCall<'a> {
@@ -284,6 +250,13 @@ pub(crate) struct LockedAccount {
 }
 
 impl LockedAccount {
+    fn view(&self) -> AccountView {
+        AccountView {
+            id: self.id,
+            balance: self.balance,
+        }
+    }
+
     pub(crate) fn state(&self, today: i64) -> AccountState {
         AccountState {
             currency: self.currency,
@@ -555,10 +528,25 @@ struct TransactionRecord<'a> {
 }
 
 pub(crate) fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
-    match kind {
-        Some(RequestKind::Debit) => Some("DEBIT"),
-        Some(RequestKind::Credit) => Some("CREDIT"),
-        Some(RequestKind::BalanceInquiry) | None => None,
+    direction_name(kind)
+}
+
+/// What `t`, arriving on `endpoint` in `direction`, asks for: compared with a recorded
+/// request under the same transaction id.
+fn asking<'a>(
+    endpoint: &'a str,
+    direction: Option<RequestKind>,
+    t: &CardTransaction<'a>,
+) -> Asking<'a> {
+    Asking {
+        endpoint,
+        direction,
+        tx_type: t.tx_type,
+        user_id: t.user_id,
+        card_id: t.card_id,
+        currency: t.currency,
+        amount_text: t.amount_text,
+        amount: t.amount,
     }
 }
 
@@ -616,54 +604,14 @@ struct ExistingRecord {
     asked: Asked,
 }
 
-/// What a recorded request asked for: the fields a processor's retry of the same
-/// transaction never changes.
-#[derive(Debug, Default)]
-struct Asked {
-    endpoint: Option<String>,
-    direction: Option<String>,
-    tx_type: Option<String>,
-    user_id: Option<String>,
-    card_id: Option<String>,
-    currency: Option<String>,
-    amount_text: Option<String>,
-}
-
-impl Asked {
-    /// Whether `t`, arriving on `endpoint` in `direction`, asks for the same money as the
-    /// recorded request. Formatting may differ (`10.5` and `"10.50"` are one amount).
-    fn same_as(
-        &self,
-        endpoint: &str,
-        direction: Option<RequestKind>,
-        t: &CardTransaction<'_>,
-    ) -> bool {
-        let amount_same = match (
-            self.amount_text.as_deref().and_then(parse_decimal),
-            t.amount,
-        ) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.amount_text.as_deref() == Some(t.amount_text),
-        };
-        self.endpoint.as_deref() == Some(endpoint)
-            && self.direction.as_deref() == direction_str(direction)
-            && self.tx_type.as_deref() == Some(t.tx_type)
-            && self.user_id.as_deref() == t.user_id
-            && self.card_id.as_deref() == t.card_id
-            && self
-                .currency
-                .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case(t.currency))
-            && amount_same
+impl ExistingRecord {
+    fn recorded(&self) -> RecordedAuthorization<'_> {
+        RecordedAuthorization {
+            status: self.status.as_deref(),
+            movement_id: self.movement_id,
+            verdict: self.verdict.as_deref(),
+        }
     }
-}
-
-/// A stored amount text as an exact decimal (plain or exponent notation), as the intake read it.
-fn parse_decimal(text: &str) -> Option<Decimal> {
-    let text = text.trim_matches('"');
-    text.parse::<Decimal>()
-        .ok()
-        .or_else(|| Decimal::from_scientific(text).ok())
 }
 
 async fn find_transaction_record(
@@ -882,7 +830,7 @@ where
     let existing = find_transaction_record(tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
     if let Some(existing) = existing {
         if let Some(response) = existing.response {
-            if !existing.asked.same_as(call.endpoint, kind, t) {
+            if !existing.asked.same_as(&asking(call.endpoint, kind, t)) {
                 return Ok((Outcome::TransactionConflict, Commit::Nothing));
             }
             record_answer(tx, scope, call, &response).await?;
@@ -1046,7 +994,8 @@ where
 
 impl Store {
     /// Books an adjustment exactly once. Adjustments cannot be refused: whatever they
-    /// say is recorded, on suspense when no cardholder account fits, and flagged.
+    /// say is recorded, on suspense when no cardholder account fits, and flagged (the
+    /// rules: [`ledger::verdicts::plan_adjustment`]).
     pub async fn adjust<R>(
         &self,
         call: &ProcessorCall<'_>,
@@ -1057,60 +1006,18 @@ impl Store {
     where
         R: Fn(&AdjustmentResult) -> Vec<u8>,
     {
-        let mut flags = Flags::default();
-        let currency = match Currency::parse_any(t.currency) {
-            Ok(c) => {
-                if !c.is_listed() {
-                    flags.add(Flags::UNKNOWN_CURRENCY);
-                }
-                Some(c)
-            }
-            Err(_) => {
-                flags.add(Flags::UNKNOWN_CURRENCY);
-                None
-            }
-        };
-        let minor = movement_amount(currency, t.amount, &mut flags);
-        let signed = minor.map(|m| {
-            if direction == RequestKind::Debit {
-                -m
-            } else {
-                m
-            }
-        });
-        let accounts = match currency {
-            Some(c) => Some((
-                self.system_account(SystemAccount::ProcessorClearing, c)
-                    .await?,
-                self.system_account(SystemAccount::Suspense, c).await?,
-            )),
-            None => None,
-        };
-        retry_races(|| {
-            self.try_adjust(
-                call,
-                t,
-                direction,
-                currency,
-                signed,
-                accounts,
-                flags.clone(),
-                &render,
-            )
-        })
-        .await
+        let terms = AdjustmentTerms::new(t.currency, t.amount, direction);
+        let system = self.system_ids(terms.currency).await?;
+        retry_races(|| self.try_adjust(call, t, direction, &terms, system, &render)).await
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn try_adjust<R>(
         &self,
         call: &ProcessorCall<'_>,
         t: &CardTransaction<'_>,
         direction: RequestKind,
-        currency: Option<Currency>,
-        signed: Option<i64>,
-        accounts: Option<(i64, i64)>,
-        mut flags: Flags,
+        terms: &AdjustmentTerms,
+        system: Option<SystemIds>,
         render: &R,
     ) -> Result<Outcome<AdjustmentResult>, Step>
     where
@@ -1119,11 +1026,11 @@ impl Store {
         let scope = SCOPE_ADJUSTMENT;
         let mut tx = self.begin().await?;
         if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
-            return Ok(if rec.request_hash == call.request_hash {
-                Outcome::Replay(rec.response)
-            } else {
-                Outcome::KeyConflict
-            });
+            return Ok(repeated(
+                &rec.request_hash,
+                &call.request_hash,
+                rec.response,
+            ));
         }
         if let Some(ExistingRecord {
             response: Some(response),
@@ -1131,76 +1038,33 @@ impl Store {
             ..
         }) = find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
         {
-            if !asked.same_as(call.endpoint, Some(direction), t) {
+            if !asked.same_as(&asking(call.endpoint, Some(direction), t)) {
                 return Ok(Outcome::TransactionConflict);
             }
             record_answer(&mut tx, scope, call, &response).await?;
             tx.commit().await?;
             return Ok(Outcome::Replay(response));
         }
-        if let Some(original) = t.original_transaction_id {
-            let known: Option<i32> = run!(&mut tx, c => {
-                sqlx::query_scalar("SELECT 1 FROM processor_transactions WHERE transaction_id = $1 LIMIT 1")
-                    .bind(original)
-                    .fetch_optional(c)
-                    .await?
-            });
-            if known.is_none() {
-                flags.add(Flags::UNKNOWN_ORIGINAL);
-            }
-        }
-        let account = match (currency.filter(Currency::is_listed), t.user_id) {
+        let original_known = match t.original_transaction_id {
+            Some(original) => Some(transaction_known(&mut tx, original).await?),
+            None => None,
+        };
+        let account = match (terms.account(t.user_id), t.user_id) {
             (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
             _ => None,
         };
-        let mut movement_id = None;
-        let mut balance_after = None;
-        if let (Some(amount), Some(cur), Some((clearing, suspense))) = (signed, currency, accounts)
-        {
-            // A negative amount would move money against the route's direction: it is
-            // parked for a person, never turned into the opposite movement.
-            let fits = !flags.has(Flags::NEGATIVE_AMOUNT)
-                && account
-                    .as_ref()
-                    .is_some_and(|a| a.balance.checked_add(amount).is_some());
-            let (holder, plan) = match (&account, fits) {
-                (Some(a), true) => (Holder::Account(a), PostingPlan::card(amount)),
-                _ => {
-                    flags.add(Flags::SUSPENSE);
-                    (Holder::System(suspense), PostingPlan::suspense(amount))
-                }
-            };
-            if amount != 0 {
-                let meta = MovementMeta {
-                    kind: KIND_ADJUSTMENT,
-                    processor_kind: Some(KIND_ADJUSTMENT),
-                    transaction_id: Some(t.transaction_id),
-                    reference: t.original_transaction_id,
-                };
-                let (id, after) = book(
-                    &mut tx,
-                    holder,
-                    clearing,
-                    plan,
-                    cur,
-                    &meta,
-                    call.now_ms,
-                    None,
-                )
-                .await?;
-                movement_id = Some(id);
-                balance_after = after;
-                if after.is_some_and(|b| b < 0) {
-                    flags.add(Flags::NEGATIVE_BALANCE);
-                }
-            }
-        } else if account.is_none() {
-            flags.add(Flags::SUSPENSE);
-        }
+        let facts = AdjustmentFacts {
+            original_known,
+            account: account.as_ref().map(LockedAccount::view),
+            system,
+        };
+        let plan = plan_adjustment(terms, &facts, t.transaction_id, t.original_transaction_id);
+        let movement_id =
+            write_movement(&mut tx, plan.movement, account.as_ref(), call.now_ms).await?;
         let result = AdjustmentResult {
-            flags,
+            flags: plan.flags,
             movement_id,
-            balance_after,
+            balance_after: plan.balance_after,
         };
         let response = StoredResponse {
             status: 200,
@@ -1213,13 +1077,9 @@ impl Store {
                 call: Some(call),
                 tx: t,
                 direction: Some(direction),
-                amount_minor: signed,
+                amount_minor: plan.amount_minor,
                 status: Some("APPROVED"),
-                status_detail: Some(if movement_id.is_some() || signed == Some(0) {
-                    "APPROVED"
-                } else {
-                    "INVALID_AMOUNT"
-                }),
+                status_detail: Some(plan.status_detail),
                 flags: &result.flags,
                 movement_id,
                 response: Some(&response),
@@ -1233,7 +1093,8 @@ impl Store {
         Ok(Outcome::Fresh { response, result })
     }
 
-    /// Stores a notification once and applies the processor's verdict to the ledger.
+    /// Stores a notification once and applies the processor's verdict to the ledger (the
+    /// rules: [`ledger::verdicts::plan_notification`]).
     pub async fn notify<R>(
         &self,
         n: &NotificationCall<'_>,
@@ -1242,25 +1103,18 @@ impl Store {
     where
         R: Fn(&NotificationResult) -> Vec<u8>,
     {
-        let currency = n
-            .transaction
-            .and_then(|t| Currency::parse_any(t.currency).ok());
-        let accounts = match currency {
-            Some(c) => Some((
-                self.system_account(SystemAccount::ProcessorClearing, c)
-                    .await?,
-                self.system_account(SystemAccount::Suspense, c).await?,
-            )),
-            None => None,
-        };
-        retry_races(|| self.try_notify(n, currency, accounts, &render)).await
+        let ask = n.ask();
+        let system = self
+            .system_ids(ask.transaction.and_then(|t| t.currency))
+            .await?;
+        retry_races(|| self.try_notify(n, &ask, system, &render)).await
     }
 
     async fn try_notify<R>(
         &self,
         n: &NotificationCall<'_>,
-        currency: Option<Currency>,
-        accounts: Option<(i64, i64)>,
+        ask: &NotificationAsk<'_>,
+        system: Option<SystemIds>,
         render: &R,
     ) -> Result<Outcome<NotificationResult>, Step>
     where
@@ -1274,36 +1128,64 @@ impl Store {
                 .await?
         });
         if let Some((hash, body)) = seen {
-            return Ok(if hash == n.request_hash {
-                Outcome::Replay(StoredResponse { status: 200, body })
-            } else {
-                Outcome::KeyConflict
-            });
+            let response = StoredResponse { status: 200, body };
+            return Ok(repeated(&hash, &n.request_hash, response));
         }
-        let mut flags = Flags::default();
-        let mut movement_id = None;
-        let effect = match (n.verdict, n.transaction) {
-            (Some(verdict), Some(t)) => {
-                let existing =
-                    find_transaction_record(&mut tx, KIND_AUTHORIZATION, t.transaction_id, true)
-                        .await?;
-                let effect = self
-                    .apply_verdict(
-                        &mut tx, n, &t, verdict, existing, currency, accounts, &mut flags,
+        let existing = match ask.record_to_read() {
+            Some(id) => find_transaction_record(&mut tx, KIND_AUTHORIZATION, id, true).await?,
+            None => None,
+        };
+        let record = existing.as_ref().map(ExistingRecord::recorded);
+        let original = match ask.original_to_read(record.as_ref()) {
+            Some(id) => Some(read_original(&mut tx, id).await?),
+            None => None,
+        };
+        let account = match ask.account_to_read(record.as_ref()) {
+            Some((user, currency)) => lock_user_account(&mut tx, user, currency).await?,
+            None => original.as_ref().and_then(|o| o.account.clone()),
+        };
+        let facts = NotificationFacts {
+            record,
+            original: original.as_ref().map(OriginalRow::movement),
+            account: account.as_ref().map(LockedAccount::view),
+            system,
+        };
+        let plan =
+            plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let movement_id =
+            write_movement(&mut tx, plan.movement, account.as_ref(), n.now_ms).await?;
+        if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
+            let set_verdict = (verdict, n.status_detail, movement_id);
+            match plan.record {
+                RecordWrite::None => {}
+                RecordWrite::SetVerdict => {
+                    update_verdict(&mut tx, t.transaction_id, set_verdict, n.now_ms).await?;
+                }
+                RecordWrite::Insert { amount_minor } => {
+                    insert_transaction_record(
+                        &mut tx,
+                        &TransactionRecord {
+                            kind: KIND_AUTHORIZATION,
+                            call: None,
+                            tx: t,
+                            direction: n.direction,
+                            amount_minor,
+                            status: None,
+                            status_detail: None,
+                            flags: &plan.flags,
+                            movement_id: None,
+                            response: None,
+                            verdict: Some(set_verdict),
+                            now_ms: n.now_ms,
+                        },
                     )
                     .await?;
-                movement_id = effect.1;
-                effect.0
+                }
             }
-            _ if n.unparsed => {
-                flags.add(Flags::UNPARSED);
-                NotificationEffect::Review
-            }
-            _ => NotificationEffect::NoOp,
-        };
+        }
         let result = NotificationResult {
-            effect,
-            flags,
+            effect: plan.effect,
+            flags: plan.flags,
             movement_id,
         };
         let body = render(&result);
@@ -1336,184 +1218,97 @@ impl Store {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn apply_verdict(
+    /// The processor clearing and suspense accounts of `currency`, when there is one.
+    async fn system_ids(
         &self,
-        tx: &mut Tx,
-        n: &NotificationCall<'_>,
-        t: &CardTransaction<'_>,
-        verdict: Verdict,
-        existing: Option<ExistingRecord>,
         currency: Option<Currency>,
-        accounts: Option<(i64, i64)>,
-        flags: &mut Flags,
-    ) -> Result<(NotificationEffect, Option<i64>), Step> {
-        let set_verdict = |movement: Option<i64>| (verdict, n.status_detail, movement);
-        match (verdict, existing) {
-            (_, Some(e)) if e.verdict.as_deref().is_some_and(|v| v != verdict.as_str()) => {
-                flags.add(Flags::CONFLICTING_VERDICT);
-                Ok((NotificationEffect::Review, None))
-            }
-            (_, Some(e)) if e.verdict.is_some() => Ok((NotificationEffect::NoOp, None)),
-            (Verdict::Rejected, Some(e)) => {
-                let booked = e.status.as_deref() == Some("APPROVED");
-                let (reversal, unbookable) = match (booked, e.movement_id) {
-                    (true, Some(original)) => match reverse_movement(tx, original, n.now_ms).await?
-                    {
-                        Some(id) => (Some(id), false),
-                        None => {
-                            // The balance cannot hold the reversal: a person decides; a 503
-                            // would only make the processor resend it forever.
-                            flags.add(Flags::OUT_OF_RANGE);
-                            (None, true)
-                        }
-                    },
-                    _ => (None, false),
-                };
-                update_verdict(tx, t.transaction_id, set_verdict(reversal), n.now_ms).await?;
-                Ok((
-                    if reversal.is_some() {
-                        NotificationEffect::Reversed
-                    } else if unbookable {
-                        NotificationEffect::Review
-                    } else {
-                        NotificationEffect::NoOp
-                    },
-                    reversal,
-                ))
-            }
-            (Verdict::Rejected, None) => {
-                // Remember the verdict so a late authorization cannot book it.
-                insert_transaction_record(
-                    tx,
-                    &TransactionRecord {
-                        kind: KIND_AUTHORIZATION,
-                        call: None,
-                        tx: t,
-                        direction: n.direction,
-                        amount_minor: None,
-                        status: None,
-                        status_detail: None,
-                        flags,
-                        movement_id: None,
-                        response: None,
-                        verdict: Some(set_verdict(None)),
-                        now_ms: n.now_ms,
-                    },
-                )
-                .await?;
-                Ok((NotificationEffect::NoOp, None))
-            }
-            (Verdict::Approved, Some(e)) if e.status.as_deref() == Some("APPROVED") => {
-                update_verdict(tx, t.transaction_id, set_verdict(None), n.now_ms).await?;
-                Ok((NotificationEffect::NoOp, None))
-            }
-            (Verdict::Approved, existing) => {
-                flags.add(Flags::FORCED_BY_PROCESSOR);
-                let minor = movement_amount(currency, t.amount, flags);
-                let signed = match (n.direction, minor) {
-                    (Some(RequestKind::Debit), Some(m)) => Some(-m),
-                    (Some(RequestKind::Credit), Some(m)) => Some(m),
-                    (_, Some(_)) => {
-                        flags.add(Flags::UNKNOWN_DIRECTION);
-                        None
-                    }
-                    (_, None) => None,
-                };
-                let mut movement = None;
-                if let (Some(amount), Some(cur), Some((clearing, suspense))) =
-                    (signed.filter(|a| *a != 0), currency, accounts)
-                {
-                    let account = match (cur.is_listed(), t.user_id) {
-                        (true, Some(u)) => lock_user_account(tx, u, cur).await?,
-                        _ => None,
-                    };
-                    // A negative amount is parked for a person (see `try_adjust`).
-                    let negative = flags.has(Flags::NEGATIVE_AMOUNT);
-                    let (holder, plan) = match &account {
-                        Some(a) if !negative && a.balance.checked_add(amount).is_some() => {
-                            (Holder::Account(a), PostingPlan::card(amount))
-                        }
-                        _ => {
-                            flags.add(Flags::SUSPENSE);
-                            (Holder::System(suspense), PostingPlan::suspense(amount))
-                        }
-                    };
-                    let meta = MovementMeta {
-                        kind: "FORCED",
-                        processor_kind: Some(KIND_AUTHORIZATION),
-                        transaction_id: Some(t.transaction_id),
-                        reference: Some(n.key),
-                    };
-                    let (id, after) =
-                        book(tx, holder, clearing, plan, cur, &meta, n.now_ms, None).await?;
-                    if after.is_some_and(|b| b < 0) {
-                        flags.add(Flags::NEGATIVE_BALANCE);
-                    }
-                    movement = Some(id);
-                }
-                let effect = if movement.is_some() || signed == Some(0) {
-                    NotificationEffect::Forced
-                } else {
-                    NotificationEffect::Review
-                };
-                if existing.is_some() {
-                    update_verdict(tx, t.transaction_id, set_verdict(movement), n.now_ms).await?;
-                } else {
-                    insert_transaction_record(
-                        tx,
-                        &TransactionRecord {
-                            kind: KIND_AUTHORIZATION,
-                            call: None,
-                            tx: t,
-                            direction: n.direction,
-                            amount_minor: signed,
-                            status: None,
-                            status_detail: None,
-                            flags,
-                            movement_id: None,
-                            response: None,
-                            verdict: Some(set_verdict(movement)),
-                            now_ms: n.now_ms,
-                        },
-                    )
-                    .await?;
-                }
-                Ok((effect, movement))
-            }
+    ) -> Result<Option<SystemIds>, StoreError> {
+        let Some(c) = currency else {
+            return Ok(None);
+        };
+        Ok(Some(SystemIds {
+            clearing: self
+                .system_account(SystemAccount::ProcessorClearing, c)
+                .await?,
+            suspense: self.system_account(SystemAccount::Suspense, c).await?,
+        }))
+    }
+}
+
+impl NotificationCall<'_> {
+    fn ask(&self) -> NotificationAsk<'_> {
+        NotificationAsk {
+            key: self.key,
+            verdict: self.verdict,
+            transaction: self.transaction.map(|t| VerdictAsk {
+                transaction_id: t.transaction_id,
+                user_id: t.user_id,
+                currency: Currency::parse_any(t.currency).ok(),
+                amount: t.amount,
+                direction: self.direction,
+            }),
+            unparsed: self.unparsed,
         }
     }
 }
 
-/// Minor units of a movement that must be booked whatever it says, flagging what had to
-/// be adapted. `None` when it cannot be held at all.
-fn movement_amount(
-    currency: Option<Currency>,
-    amount: Option<Decimal>,
-    flags: &mut Flags,
-) -> Option<i64> {
-    let Some(amount) = amount else {
-        flags.add(Flags::OUT_OF_RANGE);
-        return None;
+/// A repeated key: its stored answer for the same body, a conflict for another.
+fn repeated<T>(recorded_hash: &[u8], request_hash: &[u8], response: StoredResponse) -> Outcome<T> {
+    match repeat_of(recorded_hash, request_hash) {
+        Repeat::Replay => Outcome::Replay(response),
+        Repeat::KeyConflict => Outcome::KeyConflict,
+    }
+}
+
+/// Whether any processor transaction was recorded under `transaction_id`.
+async fn transaction_known(tx: &mut Tx, transaction_id: &str) -> Result<bool, sqlx::Error> {
+    let known: Option<i32> = run!(tx, c => {
+        sqlx::query_scalar("SELECT 1 FROM processor_transactions WHERE transaction_id = $1 LIMIT 1")
+            .bind(transaction_id)
+            .fetch_optional(c)
+            .await?
+    });
+    Ok(known.is_some())
+}
+
+/// Writes a planned movement; its cardholder leg goes to `account`, read and locked for it.
+async fn write_movement(
+    tx: &mut Tx,
+    movement: Option<MovementPlan<'_>>,
+    account: Option<&LockedAccount>,
+    now_ms: i64,
+) -> Result<Option<i64>, StoreError> {
+    let Some(m) = movement else {
+        return Ok(None);
     };
-    let currency = currency?;
-    if amount.is_sign_negative() && !amount.is_zero() {
-        flags.add(Flags::NEGATIVE_AMOUNT);
-    }
-    match to_minor(amount, currency) {
-        Ok(m) => Some(m),
-        Err(AmountError::ExcessPrecision) => {
-            flags.add(Flags::EXCESS_PRECISION);
-            to_minor_rounded(amount, currency).ok().or_else(|| {
-                flags.add(Flags::OUT_OF_RANGE);
-                None
-            })
+    let holder = match (m.postings.holder, account) {
+        (Leg::User, Some(a)) if a.id == m.holder_id => Holder::Account(a),
+        (Leg::User, _) => {
+            return Err(StoreError::Invalid(format!(
+                "account {} was not read for its movement",
+                m.holder_id
+            )));
         }
-        Err(AmountError::OutOfRange) => {
-            flags.add(Flags::OUT_OF_RANGE);
-            None
-        }
-    }
+        (Leg::System(_), _) => Holder::System(m.holder_id),
+    };
+    let meta = MovementMeta {
+        kind: m.kind,
+        processor_kind: Some(m.processor_kind),
+        transaction_id: m.transaction_id,
+        reference: m.reference,
+    };
+    let (id, _) = book(
+        tx,
+        holder,
+        m.counterparty_id,
+        m.postings,
+        m.currency,
+        &meta,
+        now_ms,
+        None,
+    )
+    .await?;
+    Ok(Some(id))
 }
 
 async fn update_verdict(
@@ -1540,76 +1335,69 @@ async fn update_verdict(
     Ok(())
 }
 
-/// Books the exact opposite of a movement; returns the reversal's id, or `None` when the
-/// cardholder balance cannot hold it (beyond the ledger's range).
-async fn reverse_movement(tx: &mut Tx, original: i64, now_ms: i64) -> Result<Option<i64>, Step> {
+/// A movement as read for undoing it, with its cardholder account locked.
+struct OriginalRow {
+    currency: Currency,
+    transaction_id: Option<String>,
+    holder: Leg,
+    holder_id: i64,
+    holder_amount: i64,
+    counterparty: SystemAccount,
+    counterparty_id: i64,
+    account: Option<LockedAccount>,
+}
+
+impl OriginalRow {
+    fn movement(&self) -> OriginalMovement<'_> {
+        OriginalMovement {
+            currency: self.currency,
+            transaction_id: self.transaction_id.as_deref(),
+            holder: self.holder,
+            holder_id: self.holder_id,
+            holder_amount: self.holder_amount,
+            counterparty: self.counterparty,
+            counterparty_id: self.counterparty_id,
+            holder_balance: self.account.as_ref().map(|a| a.balance),
+        }
+    }
+}
+
+/// Reads movement `id`'s two postings and locks its cardholder account, if any.
+async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
     let legs: Vec<(i64, i64, String, String, Option<String>)> = run!(tx, c => {
         sqlx::query_as(
             "SELECT p.account_id, p.amount_minor, a.kind, m.currency, m.transaction_id \
              FROM postings p JOIN accounts a ON a.id = p.account_id \
              JOIN movements m ON m.id = p.movement_id WHERE p.movement_id = $1 ORDER BY p.id",
         )
-        .bind(original)
+        .bind(id)
         .fetch_all(c)
         .await?
     });
     let [
-        (holder_id, holder_amount, holder_kind, code, tx_id),
-        (counter_id, _, counter_kind, _, _),
+        (holder_id, holder_amount, holder_kind, code, transaction_id),
+        (counterparty_id, _, counter_kind, _, _),
     ]: [_; 2] = <[_; 2]>::try_from(legs)
-        .map_err(|_| StoreError::Invalid(format!("movement {original} is not two postings")))?;
+        .map_err(|_| StoreError::Invalid(format!("movement {id} is not two postings")))?;
     let currency = Currency::parse_any(&code).map_err(|e| StoreError::Invalid(e.to_string()))?;
     let counterparty = SystemAccount::parse(&counter_kind)
-        .ok_or_else(|| StoreError::Invalid(format!("movement {original}: bad counterparty")))?;
-    let plan = PostingPlan {
-        holder: match SystemAccount::parse(&holder_kind) {
-            Some(s) => Leg::System(s),
-            None => Leg::User,
-        },
-        counterparty,
+        .ok_or_else(|| StoreError::Invalid(format!("movement {id}: bad counterparty")))?;
+    let holder = match SystemAccount::parse(&holder_kind) {
+        Some(s) => Leg::System(s),
+        None => Leg::User,
+    };
+    let account = match holder {
+        Leg::User => Some(lock_account_by_id(tx, holder_id).await?),
+        Leg::System(_) => None,
+    };
+    Ok(OriginalRow {
+        currency,
+        transaction_id,
+        holder,
+        holder_id,
         holder_amount,
-    }
-    .reversed()
-    .ok_or_else(|| StoreError::Invalid("amount out of range".into()))?;
-    let meta = MovementMeta {
-        kind: "REVERSAL",
-        processor_kind: Some(KIND_AUTHORIZATION),
-        transaction_id: tx_id.as_deref(),
-        reference: None,
-    };
-    let id = match plan.holder {
-        Leg::User => {
-            let account = lock_account_by_id(tx, holder_id).await?;
-            if account.balance.checked_add(plan.holder_amount).is_none() {
-                return Ok(None);
-            }
-            book(
-                tx,
-                Holder::Account(&account),
-                counter_id,
-                plan,
-                currency,
-                &meta,
-                now_ms,
-                None,
-            )
-            .await?
-            .0
-        }
-        Leg::System(_) => {
-            book(
-                tx,
-                Holder::System(holder_id),
-                counter_id,
-                plan,
-                currency,
-                &meta,
-                now_ms,
-                None,
-            )
-            .await?
-            .0
-        }
-    };
-    Ok(Some(id))
+        counterparty,
+        counterparty_id,
+        account,
+    })
 }
