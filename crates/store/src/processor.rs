@@ -5,6 +5,8 @@
 //! Shape of every call: replay a finished answer if there is one, read and lock what the
 //! decision needs, decide, write, commit. Two duplicates racing past the first read meet
 //! at the unique keys of the records they insert; the loser rolls back and replays.
+//! Adjustments and notifications are decided by `ledger::verdicts`: here they are only
+//! read, handed to its plan, and written.
 
 use crate::rules::{CardLookup, CardRecord};
 use crate::{
