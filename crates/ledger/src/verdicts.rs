@@ -138,24 +138,10 @@ pub fn direction_name(kind: Option<RequestKind>) -> Option<&'static str> {
     }
 }
 
-/// What a recorded request asked for: the fields a processor's retry of the same
-/// transaction never changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Asked {
-    pub endpoint: Option<String>,
-    pub direction: Option<String>,
-    pub tx_type: Option<String>,
-    pub user_id: Option<String>,
-    pub card_id: Option<String>,
-    pub currency: Option<String>,
-    pub amount_text: Option<String>,
-}
-
-/// What a request arriving now asks for, to compare with [`Asked`].
+/// The card transaction a processor request describes.
 #[derive(Debug, Clone, Copy)]
-pub struct Asking<'a> {
-    pub endpoint: &'a str,
-    pub direction: Option<RequestKind>,
+pub struct CardTransaction<'a> {
+    pub transaction_id: &'a str,
     pub tx_type: &'a str,
     pub user_id: Option<&'a str>,
     pub card_id: Option<&'a str>,
@@ -163,31 +149,68 @@ pub struct Asking<'a> {
     pub currency: &'a str,
     /// `amount.local.total` exactly as received.
     pub amount_text: &'a str,
-    /// `None` when the amount was beyond exact decimal range.
+    /// `None` when the amount was well-formed but beyond exact decimal range.
     pub amount: Option<Decimal>,
+    pub mcc: Option<&'a str>,
+    pub original_transaction_id: Option<&'a str>,
+}
+
+/// What a recorded request asked for: the fields a processor's retry of the same
+/// transaction never changes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Asked {
+    endpoint: Option<String>,
+    direction: Option<String>,
+    tx_type: Option<String>,
+    user_id: Option<String>,
+    card_id: Option<String>,
+    currency: Option<String>,
+    amount_text: Option<String>,
 }
 
 impl Asked {
-    /// Whether `now` asks for the same money as the recorded request: a retry rather than
-    /// a second transaction under a reused id. Formatting may differ (`10.5` and `"10.50"`
-    /// are one amount; currency codes compare without case).
-    pub fn same_as(&self, now: &Asking<'_>) -> bool {
+    /// Reads a recorded request from its stored columns, each fetched by name (`endpoint`,
+    /// `direction`, `tx_type`, `user_id`, `card_id`, `currency`, `amount_text`).
+    pub fn read<E>(
+        mut column: impl FnMut(&'static str) -> Result<Option<String>, E>,
+    ) -> Result<Asked, E> {
+        Ok(Asked {
+            endpoint: column("endpoint")?,
+            direction: column("direction")?,
+            tx_type: column("tx_type")?,
+            user_id: column("user_id")?,
+            card_id: column("card_id")?,
+            currency: column("currency")?,
+            amount_text: column("amount_text")?,
+        })
+    }
+
+    /// Whether `t`, arriving on `endpoint` in `direction`, asks for the same money as the
+    /// recorded request: a retry rather than a second transaction under a reused id.
+    /// Formatting may differ (`10.5` and `"10.50"` are one amount; currency codes compare
+    /// without case).
+    pub fn same_as(
+        &self,
+        endpoint: &str,
+        direction: Option<RequestKind>,
+        t: &CardTransaction<'_>,
+    ) -> bool {
         let amount_same = match (
             self.amount_text.as_deref().and_then(parse_decimal),
-            now.amount,
+            t.amount,
         ) {
             (Some(a), Some(b)) => a == b,
-            _ => self.amount_text.as_deref() == Some(now.amount_text),
+            _ => self.amount_text.as_deref() == Some(t.amount_text),
         };
-        self.endpoint.as_deref() == Some(now.endpoint)
-            && self.direction.as_deref() == direction_name(now.direction)
-            && self.tx_type.as_deref() == Some(now.tx_type)
-            && self.user_id.as_deref() == now.user_id
-            && self.card_id.as_deref() == now.card_id
+        self.endpoint.as_deref() == Some(endpoint)
+            && self.direction.as_deref() == direction_name(direction)
+            && self.tx_type.as_deref() == Some(t.tx_type)
+            && self.user_id.as_deref() == t.user_id
+            && self.card_id.as_deref() == t.card_id
             && self
                 .currency
                 .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case(now.currency))
+                .is_some_and(|c| c.eq_ignore_ascii_case(t.currency))
             && amount_same
     }
 }
@@ -277,25 +300,55 @@ pub struct MovementPlan<'a> {
     pub balance_after: Option<i64>,
 }
 
-/// Where a booking that cannot be refused lands: the cardholder account when it exists
-/// and the amount fits its balance; suspense otherwise (flagged). A negative amount is
-/// always parked for a person: it would move money against the route's direction.
-fn place(
+/// The descriptive columns of a movement.
+#[derive(Debug, Clone, Copy)]
+struct Labels<'a> {
+    kind: &'static str,
+    processor_kind: &'static str,
+    transaction_id: Option<&'a str>,
+    reference: Option<&'a str>,
+}
+
+/// A booking that cannot be refused, against processor clearing. It lands on the
+/// cardholder account when it exists and the amount fits its balance, on suspense
+/// otherwise (flagged); a negative amount is always parked for a person, as it would move
+/// money against the route's direction. A balance left negative is flagged. `None` for a
+/// zero amount, which moves nothing but is placed (and flagged) all the same.
+fn unrefusable<'a>(
+    labels: Labels<'a>,
+    currency: Currency,
     amount: i64,
     account: Option<AccountView>,
     ids: SystemIds,
     flags: &mut Flags,
-) -> (PostingPlan, i64, Option<i64>) {
+) -> Option<MovementPlan<'a>> {
     let after = account
         .filter(|_| !flags.has(Flags::NEGATIVE_AMOUNT))
         .and_then(|a| Some((a.id, a.balance.checked_add(amount)?)));
-    match after {
+    let (postings, holder_id, balance_after) = match after {
         Some((id, balance)) => (PostingPlan::card(amount), id, Some(balance)),
         None => {
             flags.add(Flags::SUSPENSE);
             (PostingPlan::suspense(amount), ids.suspense, None)
         }
+    };
+    if amount == 0 {
+        return None;
     }
+    if balance_after.is_some_and(|b| b < 0) {
+        flags.add(Flags::NEGATIVE_BALANCE);
+    }
+    Some(MovementPlan {
+        kind: labels.kind,
+        processor_kind: labels.processor_kind,
+        transaction_id: labels.transaction_id,
+        reference: labels.reference,
+        currency,
+        postings,
+        holder_id,
+        counterparty_id: ids.clearing,
+        balance_after,
+    })
 }
 
 /// An adjustment's money as the route states it, before anything is read.
@@ -309,10 +362,10 @@ pub struct AdjustmentTerms {
 }
 
 impl AdjustmentTerms {
-    /// Reads the currency and amount of an adjustment on a route of `direction`.
-    pub fn new(currency: &str, amount: Option<Decimal>, direction: RequestKind) -> AdjustmentTerms {
+    /// Reads the currency and amount of adjustment `t` on a route of `direction`.
+    pub fn new(t: &CardTransaction<'_>, direction: RequestKind) -> AdjustmentTerms {
         let mut flags = Flags::default();
-        let currency = match Currency::parse_any(currency) {
+        let currency = match Currency::parse_any(t.currency) {
             Ok(c) => {
                 if !c.is_listed() {
                     flags.add(Flags::UNKNOWN_CURRENCY);
@@ -324,7 +377,7 @@ impl AdjustmentTerms {
                 None
             }
         };
-        let signed = movement_amount(currency, amount, &mut flags)
+        let signed = movement_amount(currency, t.amount, &mut flags)
             .and_then(|m| signed_for(direction, m, &mut flags));
         AdjustmentTerms {
             currency,
@@ -333,11 +386,10 @@ impl AdjustmentTerms {
         }
     }
 
-    /// The cardholder account to read for `user_id`: only a listed currency has them.
-    pub fn account(&self, user_id: Option<&str>) -> Option<Currency> {
-        self.currency
-            .filter(Currency::is_listed)
-            .filter(|_| user_id.is_some())
+    /// The cardholder account (user, currency) to read and lock for adjustment `t`: only
+    /// a listed currency has them.
+    pub fn account<'a>(&self, t: &CardTransaction<'a>) -> Option<(&'a str, Currency)> {
+        Some((t.user_id?, self.currency.filter(Currency::is_listed)?))
     }
 }
 
@@ -371,8 +423,7 @@ pub struct AdjustmentPlan<'a> {
 pub fn plan_adjustment<'a>(
     terms: &AdjustmentTerms,
     facts: &AdjustmentFacts,
-    transaction_id: &'a str,
-    original_transaction_id: Option<&'a str>,
+    t: &CardTransaction<'a>,
 ) -> AdjustmentPlan<'a> {
     let mut flags = terms.flags.clone();
     if facts.original_known == Some(false) {
@@ -381,23 +432,13 @@ pub fn plan_adjustment<'a>(
     let mut movement = None;
     if let (Some(amount), Some(currency), Some(ids)) = (terms.signed, terms.currency, facts.system)
     {
-        let (postings, holder_id, balance_after) = place(amount, facts.account, ids, &mut flags);
-        if amount != 0 {
-            if balance_after.is_some_and(|b| b < 0) {
-                flags.add(Flags::NEGATIVE_BALANCE);
-            }
-            movement = Some(MovementPlan {
-                kind: KIND_ADJUSTMENT,
-                processor_kind: KIND_ADJUSTMENT,
-                transaction_id: Some(transaction_id),
-                reference: original_transaction_id,
-                currency,
-                postings,
-                holder_id,
-                counterparty_id: ids.clearing,
-                balance_after,
-            });
-        }
+        let labels = Labels {
+            kind: KIND_ADJUSTMENT,
+            processor_kind: KIND_ADJUSTMENT,
+            transaction_id: Some(t.transaction_id),
+            reference: t.original_transaction_id,
+        };
+        movement = unrefusable(labels, currency, amount, facts.account, ids, &mut flags);
     } else if facts.account.is_none() {
         flags.add(Flags::SUSPENSE);
     }
@@ -431,25 +472,15 @@ impl RecordedAuthorization<'_> {
     }
 }
 
-/// The card transaction a notification names.
-#[derive(Debug, Clone, Copy)]
-pub struct VerdictAsk<'a> {
-    pub transaction_id: &'a str,
-    pub user_id: Option<&'a str>,
-    /// `amount.local.currency`, when it is a currency code.
-    pub currency: Option<Currency>,
-    pub amount: Option<Decimal>,
-    /// Direction implied by the transaction type, when known.
-    pub direction: Option<RequestKind>,
-}
-
 /// A notification as the plan needs it.
 #[derive(Debug, Clone, Copy)]
 pub struct NotificationAsk<'a> {
     /// The notification's idempotency key: the reference of a forced movement.
     pub key: &'a str,
     pub verdict: Option<Verdict>,
-    pub transaction: Option<VerdictAsk<'a>>,
+    pub transaction: Option<CardTransaction<'a>>,
+    /// Direction implied by the transaction type, when known.
+    pub direction: Option<RequestKind>,
     /// The body was JSON but not a notification we could read: keep it for a person.
     pub unparsed: bool,
 }
@@ -516,9 +547,13 @@ pub enum VerdictError {
 }
 
 /// A forced booking's amount, signed for the cardholder.
-fn forced_amount(t: &VerdictAsk<'_>, flags: &mut Flags) -> Option<i64> {
-    let minor = movement_amount(t.currency, t.amount, flags);
-    match (t.direction, minor) {
+fn forced_amount(
+    t: &CardTransaction<'_>,
+    direction: Option<RequestKind>,
+    flags: &mut Flags,
+) -> Option<i64> {
+    let minor = movement_amount(currency_of(t), t.amount, flags);
+    match (direction, minor) {
         (Some(direction @ (RequestKind::Debit | RequestKind::Credit)), Some(m)) => {
             signed_for(direction, m, flags)
         }
@@ -528,6 +563,11 @@ fn forced_amount(t: &VerdictAsk<'_>, flags: &mut Flags) -> Option<i64> {
         }
         (_, None) => None,
     }
+}
+
+/// A notification's currency, when it is a currency code (listed or not).
+fn currency_of(t: &CardTransaction<'_>) -> Option<Currency> {
+    Currency::parse_any(t.currency).ok()
 }
 
 /// What a verdict does, given the record it meets.
@@ -558,6 +598,11 @@ fn path(verdict: Verdict, record: Option<&RecordedAuthorization<'_>>) -> Path {
 }
 
 impl<'a> NotificationAsk<'a> {
+    /// The transaction's currency (listed or not), whose system accounts a booking uses.
+    pub fn currency(&self) -> Option<Currency> {
+        self.transaction.as_ref().and_then(currency_of)
+    }
+
     /// The card transaction whose record the verdict applies to (the record to read and
     /// lock), when there is a verdict to apply.
     pub fn record_to_read(&self) -> Option<&'a str> {
@@ -582,8 +627,8 @@ impl<'a> NotificationAsk<'a> {
         if !matches!(path(self.verdict?, record), Path::Force) {
             return None;
         }
-        let signed = forced_amount(&t, &mut Flags::default());
-        let currency = t.currency.filter(Currency::is_listed)?;
+        let signed = forced_amount(&t, self.direction, &mut Flags::default());
+        let currency = currency_of(&t).filter(Currency::is_listed)?;
         (signed.is_some_and(|a| a != 0)).then_some((t.user_id?, currency))
     }
 }
@@ -666,27 +711,18 @@ pub fn plan_notification<'a>(
         ),
         Path::Force => {
             flags.add(Flags::FORCED_BY_PROCESSOR);
-            let signed = forced_amount(&t, &mut flags);
+            let signed = forced_amount(&t, ask.direction, &mut flags);
             let mut movement = None;
             if let (Some(amount), Some(currency), Some(ids)) =
-                (signed.filter(|a| *a != 0), t.currency, facts.system)
+                (signed.filter(|a| *a != 0), currency_of(&t), facts.system)
             {
-                let (postings, holder_id, balance_after) =
-                    place(amount, facts.account, ids, &mut flags);
-                if balance_after.is_some_and(|b| b < 0) {
-                    flags.add(Flags::NEGATIVE_BALANCE);
-                }
-                movement = Some(MovementPlan {
+                let labels = Labels {
                     kind: KIND_FORCED,
                     processor_kind: KIND_AUTHORIZATION,
                     transaction_id: Some(t.transaction_id),
                     reference: Some(ask.key),
-                    currency,
-                    postings,
-                    holder_id,
-                    counterparty_id: ids.clearing,
-                    balance_after,
-                });
+                };
+                movement = unrefusable(labels, currency, amount, facts.account, ids, &mut flags);
             }
             let effect = if movement.is_some() || signed == Some(0) {
                 NotificationEffect::Forced
@@ -755,6 +791,25 @@ mod tests {
         Currency::parse_any(code).unwrap()
     }
 
+    fn transaction(
+        id: &'static str,
+        currency: &'static str,
+        amount: Option<&'static str>,
+        user: Option<&'static str>,
+    ) -> CardTransaction<'static> {
+        CardTransaction {
+            transaction_id: id,
+            tx_type: "PURCHASE",
+            user_id: user,
+            card_id: None,
+            currency,
+            amount_text: amount.unwrap_or("1e400"),
+            amount: amount.map(dec),
+            mcc: None,
+            original_transaction_id: None,
+        }
+    }
+
     fn account(balance: i64) -> Option<AccountView> {
         Some(AccountView {
             id: HOLDER,
@@ -765,19 +820,23 @@ mod tests {
     /// An adjustment of `amount` in `currency` on a route of `direction` against an
     /// account holding `balance` (`None`: no account read).
     fn adjust(
-        currency: &str,
-        amount: Option<&str>,
+        currency: &'static str,
+        amount: Option<&'static str>,
         direction: RequestKind,
         balance: Option<i64>,
         original_known: Option<bool>,
     ) -> AdjustmentPlan<'static> {
-        let terms = AdjustmentTerms::new(currency, amount.map(dec), direction);
+        let t = CardTransaction {
+            original_transaction_id: Some("auth-1"),
+            ..transaction("adj-1", currency, amount, Some("u1"))
+        };
+        let terms = AdjustmentTerms::new(&t, direction);
         let facts = AdjustmentFacts {
             original_known,
-            account: balance.and_then(account),
+            account: terms.account(&t).and(balance).and_then(account),
             system: terms.currency.map(|_| IDS),
         };
-        plan_adjustment(&terms, &facts, "adj-1", Some("auth-1"))
+        plan_adjustment(&terms, &facts, &t)
     }
 
     #[test]
@@ -867,13 +926,17 @@ mod tests {
 
     #[test]
     fn adjustments_read_an_account_only_in_a_listed_currency() {
-        let t = |c: &str| AdjustmentTerms::new(c, Some(dec("1")), RequestKind::Credit);
-        assert_eq!(t("EUR").account(Some("u1")), Some(cur("EUR")));
-        assert_eq!(t("EUR").account(None), None);
-        assert_eq!(t("XYZ").account(Some("u1")), None);
-        assert_eq!(t("E1").account(Some("u1")), None);
+        let account = |c, user| {
+            let t = transaction("adj-1", c, Some("1"), user);
+            AdjustmentTerms::new(&t, RequestKind::Credit).account(&t)
+        };
+        assert_eq!(account("EUR", Some("u1")), Some(("u1", cur("EUR"))));
+        assert_eq!(account("EUR", None), None);
+        assert_eq!(account("XYZ", Some("u1")), None);
+        assert_eq!(account("E1", Some("u1")), None);
+        let t = transaction("adj-1", "XYZ", Some("1"), None);
         assert_eq!(
-            t("XYZ").signed,
+            AdjustmentTerms::new(&t, RequestKind::Credit).signed,
             Some(10_000),
             "unlisted codes have four places"
         );
@@ -893,21 +956,16 @@ mod tests {
 
     fn ask(
         verdict: Option<Verdict>,
-        amount: Option<&str>,
+        amount: Option<&'static str>,
         direction: Option<RequestKind>,
-        currency: &str,
+        currency: &'static str,
         user: Option<&'static str>,
     ) -> NotificationAsk<'static> {
         NotificationAsk {
             key: "n-1",
             verdict,
-            transaction: Some(VerdictAsk {
-                transaction_id: "tx-1",
-                user_id: user,
-                currency: Currency::parse_any(currency).ok(),
-                amount: amount.map(dec),
-                direction,
-            }),
+            transaction: Some(transaction("tx-1", currency, amount, user)),
+            direction,
             unparsed: false,
         }
     }
@@ -933,7 +991,7 @@ mod tests {
             record: rec,
             original,
             account,
-            system: a.transaction.and_then(|t| t.currency).map(|_| IDS),
+            system: a.currency().map(|_| IDS),
         };
         plan_notification(a, &facts).unwrap()
     }
@@ -1130,78 +1188,54 @@ mod tests {
 
     #[test]
     fn a_resent_id_must_ask_for_the_same_money() {
-        let asked = Asked {
-            endpoint: Some("/adjustments/debit".into()),
-            direction: Some("DEBIT".into()),
-            tx_type: Some("PURCHASE".into()),
-            user_id: Some("u1".into()),
-            card_id: None,
-            currency: Some("EUR".into()),
-            amount_text: Some("10.5".into()),
+        let recorded = |amount_text: &'static str| {
+            let column = |name| match name {
+                "endpoint" => Ok(Some("/adjustments/debit")),
+                "direction" => Ok(Some("DEBIT")),
+                "tx_type" => Ok(Some("PURCHASE")),
+                "user_id" => Ok(Some("u1")),
+                "card_id" => Ok(None),
+                "currency" => Ok(Some("EUR")),
+                "amount_text" => Ok(Some(amount_text)),
+                other => Err(other),
+            };
+            Asked::read(|name| column(name).map(|v| v.map(String::from))).unwrap()
         };
-        let now = Asking {
-            endpoint: "/adjustments/debit",
-            direction: Some(RequestKind::Debit),
-            tx_type: "PURCHASE",
-            user_id: Some("u1"),
-            card_id: None,
+        let asked = recorded("10.5");
+        let (endpoint, debit) = ("/adjustments/debit", Some(RequestKind::Debit));
+        let now = CardTransaction {
             currency: "eur",
             amount_text: "\"10.50\"",
-            amount: Some(dec("10.50")),
+            ..transaction("adj-1", "EUR", Some("10.50"), Some("u1"))
         };
-        assert!(asked.same_as(&now), "formatting differs, money does not");
-        let differs: [Asking<'_>; 8] = [
-            Asking {
-                endpoint: "/adjustments/credit",
-                ..now
-            },
-            Asking {
-                direction: Some(RequestKind::Credit),
-                ..now
-            },
-            Asking {
-                tx_type: "REFUND",
-                ..now
-            },
-            Asking {
-                user_id: Some("u2"),
-                ..now
-            },
-            Asking {
-                card_id: Some("c1"),
-                ..now
-            },
-            Asking {
-                currency: "USD",
-                ..now
-            },
-            Asking {
-                amount: Some(dec("10.51")),
-                ..now
-            },
-            Asking {
-                amount: None,
-                amount_text: "1e400",
-                ..now
-            },
+        assert!(
+            asked.same_as(endpoint, debit, &now),
+            "formatting differs, money does not"
+        );
+        assert!(!asked.same_as("/adjustments/credit", debit, &now));
+        assert!(!asked.same_as(endpoint, Some(RequestKind::Credit), &now));
+        assert!(!asked.same_as(endpoint, None, &now));
+        #[rustfmt::skip]
+        let differs = [
+            CardTransaction { tx_type: "REFUND", ..now },
+            CardTransaction { user_id: Some("u2"), ..now },
+            CardTransaction { user_id: None, ..now },
+            CardTransaction { card_id: Some("c1"), ..now },
+            CardTransaction { currency: "USD", ..now },
+            CardTransaction { amount: Some(dec("10.51")), ..now },
+            CardTransaction { amount: None, amount_text: "1e400", ..now },
         ];
-        for (i, d) in differs.iter().enumerate() {
-            assert!(!asked.same_as(d), "case {i}");
+        for (i, t) in differs.iter().enumerate() {
+            assert!(!asked.same_as(endpoint, debit, t), "case {i}");
         }
-        let huge = Asked {
-            amount_text: Some("1e400".into()),
-            ..asked.clone()
-        };
-        assert!(huge.same_as(&Asking {
+        let huge = CardTransaction {
             amount: None,
             amount_text: "1e400",
             ..now
-        }));
-        let exponent = Asked {
-            amount_text: Some("1.05E1".into()),
-            ..asked
         };
-        assert!(exponent.same_as(&now));
+        assert!(recorded("1e400").same_as(endpoint, debit, &huge));
+        assert!(recorded("1.05E1").same_as(endpoint, debit, &now));
+        assert!(!Asked::default().same_as(endpoint, debit, &now));
     }
 
     #[test]

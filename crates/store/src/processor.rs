@@ -13,20 +13,19 @@ use crate::{
     Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
 };
 use ledger::verdicts::{
-    AccountView, AdjustmentFacts, AdjustmentTerms, Asked, Asking, MovementPlan, NotificationAsk,
+    AccountView, AdjustmentFacts, AdjustmentTerms, Asked, MovementPlan, NotificationAsk,
     NotificationFacts, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat, SystemIds,
-    VerdictAsk, direction_name, plan_adjustment, plan_notification, repeat_of,
+    direction_name, plan_adjustment, plan_notification, repeat_of,
 };
 use ledger::{
     AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
     PostingPlan, RequestKind, SystemAccount, decide, to_minor,
 };
-use rust_decimal::Decimal;
 use sqlx::Row;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
 
-pub use ledger::verdicts::{NotificationEffect, Verdict};
+pub use ledger::verdicts::{CardTransaction, NotificationEffect, Verdict};
 
 pub(crate) const KIND_AUTHORIZATION: &str = ledger::verdicts::KIND_AUTHORIZATION;
 const KIND_ADJUSTMENT: &str = ledger::verdicts::KIND_ADJUSTMENT;
@@ -113,23 +112,6 @@ impl CommitGate {
             Ordering::SeqCst,
         );
     }
-}
-
-/// The card transaction a request describes.
-#[derive(Debug, Clone, Copy)]
-pub struct CardTransaction<'a> {
-    pub transaction_id: &'a str,
-    pub tx_type: &'a str,
-    pub user_id: Option<&'a str>,
-    pub card_id: Option<&'a str>,
-    /// `amount.local.currency` as received.
-    pub currency: &'a str,
-    /// `amount.local.total` exactly as received.
-    pub amount_text: &'a str,
-    /// `None` when the amount was well-formed but beyond exact decimal range.
-    pub amount: Option<Decimal>,
-    pub mcc: Option<&'a str>,
-    pub original_transaction_id: Option<&'a str>,
 }
 
 /// What a processor call came to.
@@ -533,25 +515,6 @@ pub(crate) fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
     direction_name(kind)
 }
 
-/// What `t`, arriving on `endpoint` in `direction`, asks for: compared with a recorded
-/// request under the same transaction id.
-fn asking<'a>(
-    endpoint: &'a str,
-    direction: Option<RequestKind>,
-    t: &CardTransaction<'a>,
-) -> Asking<'a> {
-    Asking {
-        endpoint,
-        direction,
-        tx_type: t.tx_type,
-        user_id: t.user_id,
-        card_id: t.card_id,
-        currency: t.currency,
-        amount_text: t.amount_text,
-        amount: t.amount,
-    }
-}
-
 async fn insert_transaction_record(
     tx: &mut Tx,
     rec: &TransactionRecord<'_>,
@@ -652,15 +615,7 @@ async fn find_transaction_record(
                         _ => None,
                     },
                     verdict: r.try_get("verdict")?,
-                    asked: Asked {
-                        endpoint: r.try_get("endpoint")?,
-                        direction: r.try_get("direction")?,
-                        tx_type: r.try_get("tx_type")?,
-                        user_id: r.try_get("user_id")?,
-                        card_id: r.try_get("card_id")?,
-                        currency: r.try_get("currency")?,
-                        amount_text: r.try_get("amount_text")?,
-                    },
+                    asked: Asked::read(|column| r.try_get(column))?,
                 }))
             }
         }
@@ -832,7 +787,7 @@ where
     let existing = find_transaction_record(tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
     if let Some(existing) = existing {
         if let Some(response) = existing.response {
-            if !existing.asked.same_as(&asking(call.endpoint, kind, t)) {
+            if !existing.asked.same_as(call.endpoint, kind, t) {
                 return Ok((Outcome::TransactionConflict, Commit::Nothing));
             }
             record_answer(tx, scope, call, &response).await?;
@@ -1008,7 +963,7 @@ impl Store {
     where
         R: Fn(&AdjustmentResult) -> Vec<u8>,
     {
-        let terms = AdjustmentTerms::new(t.currency, t.amount, direction);
+        let terms = AdjustmentTerms::new(t, direction);
         let system = self.system_ids(terms.currency).await?;
         retry_races(|| self.try_adjust(call, t, direction, &terms, system, &render)).await
     }
@@ -1040,7 +995,7 @@ impl Store {
             ..
         }) = find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
         {
-            if !asked.same_as(&asking(call.endpoint, Some(direction), t)) {
+            if !asked.same_as(call.endpoint, Some(direction), t) {
                 return Ok(Outcome::TransactionConflict);
             }
             record_answer(&mut tx, scope, call, &response).await?;
@@ -1051,16 +1006,16 @@ impl Store {
             Some(original) => Some(transaction_known(&mut tx, original).await?),
             None => None,
         };
-        let account = match (terms.account(t.user_id), t.user_id) {
-            (Some(c), Some(u)) => lock_user_account(&mut tx, u, c).await?,
-            _ => None,
+        let account = match terms.account(t) {
+            Some((user, currency)) => lock_user_account(&mut tx, user, currency).await?,
+            None => None,
         };
         let facts = AdjustmentFacts {
             original_known,
             account: account.as_ref().map(LockedAccount::view),
             system,
         };
-        let plan = plan_adjustment(terms, &facts, t.transaction_id, t.original_transaction_id);
+        let plan = plan_adjustment(terms, &facts, t);
         let movement_id =
             write_movement(&mut tx, plan.movement, account.as_ref(), call.now_ms).await?;
         let result = AdjustmentResult {
@@ -1106,9 +1061,7 @@ impl Store {
         R: Fn(&NotificationResult) -> Vec<u8>,
     {
         let ask = n.ask();
-        let system = self
-            .system_ids(ask.transaction.and_then(|t| t.currency))
-            .await?;
+        let system = self.system_ids(ask.currency()).await?;
         retry_races(|| self.try_notify(n, &ask, system, &render)).await
     }
 
@@ -1242,13 +1195,8 @@ impl NotificationCall<'_> {
         NotificationAsk {
             key: self.key,
             verdict: self.verdict,
-            transaction: self.transaction.map(|t| VerdictAsk {
-                transaction_id: t.transaction_id,
-                user_id: t.user_id,
-                currency: Currency::parse_any(t.currency).ok(),
-                amount: t.amount,
-                direction: self.direction,
-            }),
+            transaction: self.transaction,
+            direction: self.direction,
             unparsed: self.unparsed,
         }
     }
