@@ -4,6 +4,7 @@
 
 pub mod currency;
 pub mod decision;
+pub mod funding;
 pub mod holds;
 pub mod ids;
 pub mod money;

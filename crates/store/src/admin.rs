@@ -6,7 +6,9 @@ use crate::processor::{
     lock_user_account, locked_account_from_row,
 };
 use crate::{Store, StoreError, StoredResponse, run_pool};
-use ledger::{CardStatus, Currency, MccSet, PostingPlan, SystemAccount};
+use ledger::funding::{FundedAccount, FundingRefusal, plan_funding};
+use ledger::verdicts::{Repeat, repeat_of};
+use ledger::{CardStatus, Currency, MccSet, SystemAccount};
 use sqlx::Row;
 
 const SCOPE_ADMIN: &str = "admin";
@@ -296,51 +298,41 @@ impl Store {
             .await?;
         let mut tx = self.begin().await?;
         if let Some(rec) = find_idempotent(&mut tx, SCOPE_ADMIN, f.idempotency_key).await? {
-            return Ok(if rec.request_hash == f.request_hash {
-                FundingOutcome::Replay(rec.response)
-            } else {
-                FundingOutcome::KeyConflict
+            return Ok(match repeat_of(&rec.request_hash, &f.request_hash) {
+                Repeat::Replay => FundingOutcome::Replay(rec.response),
+                Repeat::KeyConflict => FundingOutcome::KeyConflict,
             });
         }
         let Some(account) = lock_user_account(&mut tx, f.user_id, f.currency).await? else {
             return Ok(FundingOutcome::AccountNotFound);
         };
-        let amount = if f.withdrawal { -f.amount } else { f.amount };
-        // Withdrawals never overdraw and never spend what holds keep: available alone.
-        if f.withdrawal && account.balance.saturating_sub(account.held) < f.amount {
-            return Ok(FundingOutcome::InsufficientFunds);
-        }
-        if account.balance.checked_add(amount).is_none() {
-            return Ok(FundingOutcome::BalanceOutOfRange);
-        }
+        let funded = FundedAccount {
+            balance: account.balance,
+            held: account.held,
+        };
+        let plan = match plan_funding(f.withdrawal, f.amount, funded) {
+            Ok(plan) => plan,
+            Err(FundingRefusal::InsufficientFunds) => return Ok(FundingOutcome::InsufficientFunds),
+            Err(FundingRefusal::BalanceOutOfRange) => return Ok(FundingOutcome::BalanceOutOfRange),
+        };
         let meta = MovementMeta {
-            kind: if f.withdrawal {
-                "WITHDRAWAL"
-            } else {
-                "DEPOSIT"
-            },
+            kind: plan.kind,
             processor_kind: None,
             transaction_id: None,
             reference: f.reference,
         };
-        let (movement_id, after) = book(
+        let (movement_id, _) = book(
             &mut tx,
             Holder::Account(&account),
             funding,
-            PostingPlan::funding(amount),
+            plan.postings,
             f.currency,
             &meta,
             f.now_ms,
             None,
         )
         .await?;
-        // The receipt shows what can be spent: posted less held.
-        let response = render(
-            movement_id,
-            after
-                .unwrap_or(account.balance)
-                .saturating_sub(account.held),
-        );
+        let response = render(movement_id, plan.available_after);
         let inserted = insert_idempotent(
             &mut tx,
             SCOPE_ADMIN,
