@@ -1,0 +1,13 @@
+//! The commercetools InStore payment extensions on the wire (`docs/instore.md`): the
+//! syntactic JSON layer and `JS(v)`, the signature verifier with its candidate messages, the
+//! tenant configuration, request shapes and typed payloads, the result and callback bodies,
+//! exact money parsing, and the pure decision tables. No I/O and no async: the routes, the
+//! store and the callback outbox build on these functions.
+
+pub mod error;
+pub mod json;
+pub mod tenant;
+
+pub use error::{ErrorCode, InstoreError};
+pub use json::{JsonError, Node, Value, js, parse};
+pub use tenant::{SecretString, Tenant, TenantConfig, TenantConfigError, Tenants};
