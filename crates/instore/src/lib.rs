@@ -6,8 +6,16 @@
 
 pub mod error;
 pub mod json;
+pub mod route;
+pub mod signature;
 pub mod tenant;
+pub mod verify;
 
 pub use error::{ErrorCode, InstoreError};
 pub use json::{JsonError, Node, Value, js, parse};
+pub use route::{Method, Route, WalletAction};
 pub use tenant::{SecretString, Tenant, TenantConfig, TenantConfigError, Tenants};
+pub use verify::{
+    AuthFailure, Envelope, Headers, MatchedForm, Rejection, Shape, VerifiedGet, VerifiedPost,
+    detect_shape, verify_get, verify_post,
+};
