@@ -4,15 +4,19 @@
 //! exact money parsing, and the pure decision tables. No I/O and no async: the routes, the
 //! store and the callback outbox build on these functions.
 
+pub mod decision;
 pub mod error;
 pub mod json;
+pub mod money;
 pub mod route;
 pub mod signature;
 pub mod tenant;
 pub mod verify;
 
+pub use decision::{Outcome, Reason};
 pub use error::{ErrorCode, InstoreError};
 pub use json::{JsonError, Node, Value, js, parse};
+pub use money::{Amount, MoneyError, WireAmount};
 pub use route::{Method, Route, WalletAction};
 pub use tenant::{SecretString, Tenant, TenantConfig, TenantConfigError, Tenants};
 pub use verify::{
