@@ -8,6 +8,7 @@ pub mod decision;
 pub mod error;
 pub mod json;
 pub mod money;
+pub mod payload;
 pub mod route;
 pub mod signature;
 pub mod tenant;
