@@ -4,6 +4,7 @@
 //! exact money parsing, and the pure decision tables. No I/O and no async: the routes, the
 //! store and the callback outbox build on these functions.
 
+pub mod body;
 pub mod decision;
 pub mod error;
 pub mod json;
