@@ -7,6 +7,26 @@ use crate::json::{ObjectBuilder, Value, js};
 use crate::money::{Amount, WALLET_PRECISION};
 use crate::payload::{CardNumber, CardType, PoaAction, PoaLogRecord, card_status_str};
 
+/// The two ids a movement carries, written together in every body that names one.
+trait ExternalIds {
+    fn external_ids<'a>(
+        self,
+        transaction: impl Into<Option<&'a str>>,
+        payment: impl Into<Option<&'a str>>,
+    ) -> Self;
+}
+
+impl ExternalIds for ObjectBuilder {
+    fn external_ids<'a>(
+        self,
+        transaction: impl Into<Option<&'a str>>,
+        payment: impl Into<Option<&'a str>>,
+    ) -> ObjectBuilder {
+        self.field("external_transaction_id", transaction.into())
+            .field("external_payment_id", payment.into())
+    }
+}
+
 /// `{"requestId":"<payload.requestId>"}`: the acknowledgement of an accepted envelope.
 pub fn ack(request_id: &str) -> String {
     ObjectBuilder::new().field("requestId", request_id).to_js()
@@ -83,8 +103,7 @@ impl CreateData<'_> {
             .field("balance", self.balance.map(Amount::to_value))
             .field("issuer", self.issuer)
             .field("customer_id", self.customer_id)
-            .field("external_transaction_id", self.external_transaction_id)
-            .field("external_payment_id", self.external_payment_id)
+            .external_ids(self.external_transaction_id, self.external_payment_id)
             .build()
     }
 }
@@ -185,8 +204,7 @@ impl MovementData<'_> {
             .field("number", self.number.as_str())
             .field("amount", self.amount.map(Amount::to_value))
             .field("balance", self.balance.map(Amount::to_value))
-            .field("external_transaction_id", self.external_transaction_id)
-            .field("external_payment_id", self.external_payment_id)
+            .external_ids(self.external_transaction_id, self.external_payment_id)
             .field("session_id", self.session_id)
             .field("reference", self.reference)
             .field_opt("accounts", accounts)
@@ -214,8 +232,7 @@ impl CancelData<'_> {
             .field("number", self.number.as_str())
             .field("amount", self.amount.map(Amount::to_value))
             .field("balance", self.balance.map(Amount::to_value))
-            .field("external_transaction_id", self.external_transaction_id)
-            .field("external_payment_id", self.external_payment_id)
+            .external_ids(self.external_transaction_id, self.external_payment_id)
             .field(
                 "original_external_transaction_id",
                 self.original_external_transaction_id,
@@ -257,8 +274,7 @@ pub fn log_body(
                 .field("action", e.action.as_str())
                 .field("amount", e.amount.to_value())
                 .field("balance", e.balance.to_value())
-                .field("external_transaction_id", e.external_transaction_id)
-                .field("external_payment_id", e.external_payment_id)
+                .external_ids(e.external_transaction_id, e.external_payment_id)
                 .field("reference", e.reference)
                 .field("session_id", e.session_id)
                 .field("locationId", e.location_id)

@@ -213,6 +213,22 @@ pub struct SvCard {
     pub funds: Funds,
 }
 
+impl SvCard {
+    /// An active card of the requesting tenant with no secrets on record, not linked.
+    pub fn new(number: &str, funds: Funds) -> SvCard {
+        SvCard {
+            number: number.to_owned(),
+            tenant_matches: true,
+            active: true,
+            cvc_hash: None,
+            pin_hash: None,
+            pin_tries: 0,
+            linked: false,
+            funds,
+        }
+    }
+}
+
 /// One card of a stored-value request: what the store found for the number and what the
 /// request presented for it.
 #[derive(Debug, Clone, Copy)]

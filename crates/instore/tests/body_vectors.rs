@@ -23,17 +23,17 @@ fn payload(text: &str) -> instore::Value {
 }
 
 fn card(number: &str, posted: i64) -> SvCard {
-    SvCard {
-        number: number.into(),
-        tenant_matches: true,
-        active: true,
-        cvc_hash: None,
-        pin_hash: None,
-        pin_tries: 0,
-        linked: false,
-        funds: Funds::plain(Currency::parse("USD").unwrap(), posted),
-    }
+    SvCard::new(
+        number,
+        Funds::plain(Currency::parse("USD").unwrap(), posted),
+    )
 }
+
+const MERCHANT: WalletMerchant<'static> = WalletMerchant {
+    merchant_id: "634100700040000",
+    terminal_id: "00000011",
+    method: "wallet",
+};
 
 #[test]
 fn acknowledgement_71() {
@@ -267,9 +267,8 @@ fn every_emitted_body_is_canonical() {
     let ids = vec![tricky.to_string(), "2".to_string()];
     let declined = Outcome::declined(Reason::InsufficientFunds);
     let merchant = WalletMerchant {
-        merchant_id: "634100700040000",
         terminal_id: tricky,
-        method: "wallet",
+        ..MERCHANT
     };
     let record = PoaLogRecord::read(&payload(&format!(
         r#"{{"action":"Credit","account_number":"1","company_name":"{}","amount":{{"amount":"1000","precision":"2","currency":"USD"}},"session_id":"s","order_id":"0024242","status":"declined"}}"#,
@@ -373,17 +372,7 @@ fn every_emitted_body_is_canonical() {
         poa_log_list(&n, &[(record.clone(), "2025-03-01T10:04:11.532Z".into())]),
         wallet_status(None, Outcome::APPROVED, None, None),
         wallet_status(Some(tricky), declined, Some(usd(16_960)), Some(false)),
-        PayWalletResponse {
-            request_id: None,
-            transaction_id: Some("wtx-0123456789abcdef0123"),
-            total: Some(usd(16_960)),
-            tip: Some(usd(300)),
-            subtotal: Some(usd(16_660)),
-            merchant,
-            pos_local_time: Some(tricky),
-            outcome: Outcome::APPROVED,
-        }
-        .to_js(),
+        seed_payment(merchant, tricky).to_js(),
         RefundWalletResponse {
             request_id: None,
             transaction_id: None,
@@ -403,24 +392,26 @@ fn every_emitted_body_is_canonical() {
     }
 }
 
-#[test]
-fn wallet_bodies() {
-    let merchant = WalletMerchant {
-        merchant_id: "634100700040000",
-        terminal_id: "00000011",
-        method: "wallet",
-    };
-    let body = PayWalletResponse {
+/// The seed's `pay_wallet` example, approved: 169.60 charged, 3.00 of it tip.
+fn seed_payment<'a>(
+    merchant: WalletMerchant<'a>,
+    pos_local_time: &'a str,
+) -> PayWalletResponse<'a> {
+    PayWalletResponse {
         request_id: None,
         transaction_id: Some("wtx-0123456789abcdef0123"),
         total: Some(usd(16_960)),
         tip: Some(usd(300)),
         subtotal: Some(usd(16_660)),
         merchant,
-        pos_local_time: Some("2024-01-24 12:37:54"),
+        pos_local_time: Some(pos_local_time),
         outcome: Outcome::APPROVED,
     }
-    .to_js();
+}
+
+#[test]
+fn wallet_bodies() {
+    let body = seed_payment(MERCHANT, "2024-01-24 12:37:54").to_js();
     assert_eq!(
         body,
         r#"{"transaction_id":"wtx-0123456789abcdef0123","total":"16960","tip":"300","subtotal":"16660","merchant_id":"634100700040000","terminal_id":"00000011","method":"wallet","pos_local_time":"2024-01-24 12:37:54","result":"Success","code":"00","error_message":null}"#

@@ -20,16 +20,10 @@ fn wire(amount: u64, precision: u8, currency: &str) -> WireAmount {
 }
 
 fn card(number: &str, currency: &str, posted: i64) -> SvCard {
-    SvCard {
-        number: number.into(),
-        tenant_matches: true,
-        active: true,
-        cvc_hash: None,
-        pin_hash: None,
-        pin_tries: 0,
-        linked: false,
-        funds: Funds::plain(Currency::parse(currency).unwrap(), posted),
-    }
+    SvCard::new(
+        number,
+        Funds::plain(Currency::parse(currency).unwrap(), posted),
+    )
 }
 
 fn one(c: &SvCard) -> Vec<CardRequest<'_>> {
@@ -451,44 +445,37 @@ fn poa_create_and_update() {
         PoaCreateDecision::Declined(Reason::NotPermitted)
     );
     let high = wire(500_001, 2, "USD");
-    assert_eq!(
-        decide_poa_create(
-            true,
-            ceiling,
-            None,
-            &PoaCreateRequest {
+    let eur = wire(1, 2, "EUR");
+    let owed = wire(1, 2, "USD");
+    for (variant, reason) in [
+        (
+            PoaCreateRequest {
                 credit_limit: &high,
                 ..req.clone()
-            }
+            },
+            Reason::CreditLimitTooHigh,
         ),
-        PoaCreateDecision::Declined(Reason::CreditLimitTooHigh)
-    );
-    let eur = wire(1, 2, "EUR");
-    assert_eq!(
-        decide_poa_create(
-            true,
-            ceiling,
-            None,
-            &PoaCreateRequest {
+        // No ceiling configured for EUR: no credit can be granted in it.
+        (
+            PoaCreateRequest {
                 credit_limit: &eur,
                 ..req.clone()
-            }
+            },
+            Reason::CreditLimitTooHigh,
         ),
-        PoaCreateDecision::Declined(Reason::CreditLimitTooHigh)
-    );
-    let owed = wire(1, 2, "USD");
-    assert_eq!(
-        decide_poa_create(
-            true,
-            ceiling,
-            None,
-            &PoaCreateRequest {
+        (
+            PoaCreateRequest {
                 balance: Some(&owed),
                 ..req.clone()
-            }
+            },
+            Reason::InvalidAmount,
         ),
-        PoaCreateDecision::Declined(Reason::InvalidAmount)
-    );
+    ] {
+        assert_eq!(
+            decide_poa_create(true, ceiling, None, &variant),
+            PoaCreateDecision::Declined(reason)
+        );
+    }
     let existing = poa(0, 50_000, &["234234"]);
     assert_eq!(
         decide_poa_create(true, ceiling, Some(&existing), &req),

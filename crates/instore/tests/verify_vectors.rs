@@ -228,6 +228,7 @@ fn pretty_printed_lookup_matches_the_js_candidate() {
 #[test]
 fn envelope_bindings() {
     let tenants = tenants();
+    let card = lookup("6280001234567895");
     let refuse = |body: &str, route: &Route| refused(body, route, sig(MAC_72), &tenants).0;
     assert_eq!(
         refuse(BODY_72, &lookup("6280007654321010")),
@@ -237,20 +238,10 @@ fn envelope_bindings() {
         "https://instore.example/callback/req-9a8b0002",
         "https://evil.example/x",
     );
-    assert_eq!(
-        refuse(&evil, &lookup("6280001234567895")),
-        ErrorCode::CallbackUrlNotAllowed
-    );
+    assert_eq!(refuse(&evil, &card), ErrorCode::CallbackUrlNotAllowed);
     // Another URL inside the allow-list is accepted: InStore may issue one per attempt.
     let fresh = BODY_72.replace("callback/req-9a8b0002", "callback/req-9a8b0002-retry");
-    let v = verify_post(
-        &tenants,
-        &lookup("6280001234567895"),
-        sig(MAC_72),
-        fresh.as_bytes(),
-        MAX,
-    )
-    .unwrap();
+    let v = verify_post(&tenants, &card, sig(MAC_72), fresh.as_bytes(), MAX).unwrap();
     assert_eq!(
         v.envelope.unwrap().callback_url,
         "https://instore.example/callback/req-9a8b0002-retry"
@@ -259,42 +250,23 @@ fn envelope_bindings() {
         "\"cartKey\": \"3819232132\"",
         "\"cartKey\": \"3819232132\",\n    \"number\": \"6280001234567895\"",
     );
-    assert_eq!(
-        refuse(&dup, &lookup("6280001234567895")),
-        ErrorCode::Malformed
-    );
+    assert_eq!(refuse(&dup, &card), ErrorCode::Malformed);
     let other_id = BODY_72.replace(
         "\"requestId\": \"req-9a8b0002\",\n  \"callbackUrl\"",
         "\"requestId\": \"req-9a8b0099\",\n  \"callbackUrl\"",
     );
     assert_ne!(other_id, BODY_72);
-    let r = verify_post(
-        &tenants,
-        &lookup("6280001234567895"),
-        sig(MAC_72),
-        other_id.as_bytes(),
-        MAX,
-    )
-    .unwrap_err();
+    let r = verify_post(&tenants, &card, sig(MAC_72), other_id.as_bytes(), MAX).unwrap_err();
     assert_eq!(r.error.code, ErrorCode::RequestIdMismatch);
     assert_eq!(r.error.request_id.as_deref(), Some("req-9a8b0099"));
     let other_url = BODY_72.replace(
         "/instore/storedvaluecard/6280001234567895",
         "/instore/storedvaluecard_process",
     );
-    assert_eq!(
-        refuse(&other_url, &lookup("6280001234567895")),
-        ErrorCode::PayloadUrlMismatch
-    );
+    assert_eq!(refuse(&other_url, &card), ErrorCode::PayloadUrlMismatch);
     // A bare body on a stored-value action.
     assert_eq!(
-        refused(
-            SIGNED_72,
-            &lookup("6280001234567895"),
-            sig(MAC_72),
-            &tenants
-        )
-        .0,
+        refused(SIGNED_72, &card, sig(MAC_72), &tenants).0,
         ErrorCode::EnvelopeRequired
     );
     // Too large: nothing is parsed.
