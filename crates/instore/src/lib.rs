@@ -23,5 +23,5 @@ pub use route::{Method, Route, WalletAction};
 pub use tenant::{SecretString, Tenant, TenantConfig, TenantConfigError, Tenants};
 pub use verify::{
     AuthFailure, Envelope, Headers, MatchedForm, Rejection, Shape, VerifiedGet, VerifiedPost,
-    detect_shape, verify_get, verify_post,
+    detect_shape, money_idempotency_key, verify_get, verify_post,
 };

@@ -192,6 +192,25 @@ impl VerifiedPost<'_> {
     }
 }
 
+/// The idempotency key of a request that moves money without a seed request id (POA
+/// `Credit`, section 1.5): the envelope's `requestId` when enveloped (bound to
+/// `payload.requestId` whenever the payload carries one), else the `x-correlation-id`
+/// header. Without either the request is refused: refusing is better than risking a double
+/// charge.
+pub fn money_idempotency_key(
+    verified: &VerifiedPost<'_>,
+    correlation_id: Option<&str>,
+) -> Result<String, InstoreError> {
+    match (&verified.envelope, correlation_id) {
+        (Some(e), _) => Ok(e.request_id.clone()),
+        (None, Some(c)) if !c.trim().is_empty() => Ok(c.to_owned()),
+        (None, _) => Err(InstoreError::new(
+            ErrorCode::IdempotencyKeyRequired,
+            "a bare Credit needs an x-correlation-id header to be retried safely",
+        )),
+    }
+}
+
 /// Verifies a POST body for `route` (section 1.3 steps 1 to 8, then the binding rules).
 ///
 /// Order: size (413), syntactic parse and shape (400), signature value, tenant, MAC and

@@ -122,6 +122,10 @@ fn redeem_envelope_verifies_in_every_spelling() {
         assert_eq!(v.matched, MatchedForm::Raw);
         assert_eq!(v.tenant.tenant_id, TENANT);
         assert_eq!(v.signed_request_id(), Some("req-9a8b0001"));
+        assert_eq!(
+            instore::money_idempotency_key(&v, None).as_deref(),
+            Ok("req-9a8b0001")
+        );
         let e = v.envelope.unwrap();
         assert_eq!(
             e.callback_url,
@@ -391,6 +395,14 @@ fn bare_bodies() {
     .unwrap();
     assert_eq!((v.shape, v.matched), (Shape::Bare, MatchedForm::Raw));
     assert!(v.envelope.is_none());
+    assert_eq!(
+        instore::money_idempotency_key(&v, Some("corr-poa-1")).as_deref(),
+        Ok("corr-poa-1")
+    );
+    assert_eq!(
+        instore::money_idempotency_key(&v, None).unwrap_err().code,
+        ErrorCode::IdempotencyKeyRequired
+    );
 
     let pay = Route::parse(Method::Post, "pay_wallet").unwrap();
     let body = r#"{"barcode":"123456789012345678901000","currency":"USD","total":16960,"pos_local_time":"2024-01-24 12:37:54","tip":300,"note":"payment"}"#;
