@@ -565,3 +565,67 @@ fn percent_decode(s: &str) -> Option<String> {
     }
     String::from_utf8(out).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shape(text: &str) -> Shape {
+        detect_shape(&json::parse(text.as_bytes()).unwrap().value)
+    }
+
+    #[test]
+    fn shapes() {
+        assert_eq!(
+            shape(r#"{"payload":{},"callbackUrl":"https://x/"}"#),
+            Shape::Envelope
+        );
+        assert_eq!(shape(r#"{"payload":{},"callbackUrl":null}"#), Shape::Bare);
+        assert_eq!(
+            shape(r#"{"payload":"{}","callbackUrl":"https://x/"}"#),
+            Shape::Bare
+        );
+        assert_eq!(shape(r#"{"payload":{}}"#), Shape::Bare);
+        assert_eq!(shape(r#"{"action":"Credit"}"#), Shape::Bare);
+    }
+
+    #[test]
+    fn query_decoding() {
+        assert_eq!(
+            parse_query("a=1&b=x+y%2By&&c&d=%C3%A1").unwrap(),
+            vec![
+                ("a".to_owned(), "1".to_owned()),
+                ("b".to_owned(), "x y+y".to_owned()),
+                ("c".to_owned(), String::new()),
+                ("d".to_owned(), "á".to_owned()),
+            ]
+        );
+        for bad in ["a=%", "a=%4", "a=%zz", "a=%+1", "a=%ff", "a=1&a=1"] {
+            assert_eq!(
+                parse_query(bad).unwrap_err().code,
+                ErrorCode::Malformed,
+                "{bad}"
+            );
+        }
+        assert!(parse_query("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn identical_candidates_cost_one_mac() {
+        let key = b"0123456789abcdef";
+        let sig = crate::signature::hmac_sha256(key, b"other");
+        let same = vec![
+            (MatchedForm::Raw, b"m".to_vec()),
+            (MatchedForm::Js, b"m".to_vec()),
+            (MatchedForm::JsStripped, b"other".to_vec()),
+        ];
+        // The duplicate is skipped, so the third candidate is the second MAC and matches.
+        assert_eq!(first_match(key, &same, &sig), Some(MatchedForm::JsStripped));
+        let five: Vec<(MatchedForm, Vec<u8>)> = (0..4)
+            .map(|i| (MatchedForm::Js, vec![i]))
+            .chain([(MatchedForm::QueryRaw, b"other".to_vec())])
+            .collect();
+        // A fifth distinct candidate is never computed.
+        assert_eq!(first_match(key, &five, &sig), None);
+    }
+}

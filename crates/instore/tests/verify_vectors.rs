@@ -160,6 +160,28 @@ fn refused(
     (r.error.code, r.auth_failure)
 }
 
+/// The same requestId with another amount is a conflict (409) for the store: the request
+/// hash over `JS(payload)` differs, while a pretty-printed copy of the same payload does not.
+#[test]
+fn request_hash_tells_replays_from_conflicts() {
+    use instore::payload::request_hash;
+    let tenants = tenants();
+    let first = verify_post(&tenants, &process(), sig(MAC_71), BODY_71.as_bytes(), MAX).unwrap();
+    assert_eq!(
+        request_hash(&first.payload.value),
+        sha256_hex(PAYLOAD_71.as_bytes())
+    );
+    let changed = PAYLOAD_71.replace("\"amount\":1220", "\"amount\":1221");
+    let mac = sign(KEY.as_bytes(), changed.as_bytes());
+    let body = BODY_71.replace(PAYLOAD_71, &changed).replace(MAC_71, &mac);
+    let second = verify_post(&tenants, &process(), sig(&mac), body.as_bytes(), MAX).unwrap();
+    assert_eq!(second.signed_request_id(), Some("req-9a8b0001"));
+    assert_ne!(
+        request_hash(&first.payload.value),
+        request_hash(&second.payload.value)
+    );
+}
+
 #[test]
 fn flipped_bytes_are_refused() {
     let tenants = tenants();
