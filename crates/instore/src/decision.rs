@@ -373,6 +373,18 @@ pub fn decide_redeem(
     })
 }
 
+/// Whether an injected account's `balance` differs from the ledger's (section 2.6): counted
+/// in `instore_injected_balance_mismatch_total`, never trusted. An injected balance that
+/// cannot be read as money in the card's currency differs.
+pub fn injected_balance_differs(
+    injected: &WireAmount,
+    ledger_balance: i64,
+    currency: Currency,
+) -> bool {
+    listed_currency(&injected.currency) != Ok(currency)
+        || to_minor(injected.amount, injected.precision, currency) != Ok(ledger_balance)
+}
+
 /// A wrong PIN at lookup: the store increments the try counter and blocks the card when it
 /// reaches `instore.pin_tries_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -389,6 +389,26 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn configuration_shape() {
+        let c: TenantConfig = serde_json::from_str(
+            r#"{"tenant_id":"b312-c121-3f45-ab34","verification_key":"instore-demo-verification-key-01","callback_url_prefixes":["https://instore.example/"],"poa_credit_limit_max":{"USD":"5000.00"}}"#,
+        )
+        .unwrap();
+        assert!(c.api_key.is_none());
+        assert!(c.stored_value_create_enabled && !c.poa_create_enabled);
+        assert_eq!(c.merchant_id, "");
+        let t = Tenants::new(vec![c]).unwrap();
+        assert_eq!(
+            t.only().unwrap().verification_key(),
+            b"instore-demo-verification-key-01"
+        );
+        let unknown = serde_json::from_str::<TenantConfig>(
+            r#"{"tenant_id":"a","verification_key":"0123456789abcdef","callback_url_prefixes":[],"apiKey":"x"}"#,
+        );
+        assert!(unknown.is_err());
+    }
+
+    #[test]
     fn keys_are_masked() {
         let t = Tenants::new(vec![config("a", "0123456789abcdef")]).unwrap();
         assert!(!format!("{t:?}").contains("0123456789abcdef"));

@@ -641,3 +641,20 @@ fn outcomes() {
         assert_eq!(r.code(), code, "{}", r.as_str());
     }
 }
+
+#[test]
+fn injected_balances_are_compared_not_trusted() {
+    assert!(!injected_balance_differs(
+        &wire(3780, 2, "USD"),
+        3780,
+        usd()
+    ));
+    assert!(!injected_balance_differs(
+        &wire(378_000, 4, "USD"),
+        3780,
+        usd()
+    ));
+    assert!(injected_balance_differs(&wire(3781, 2, "USD"), 3780, usd()));
+    assert!(injected_balance_differs(&wire(3780, 2, "EUR"), 3780, usd()));
+    assert!(injected_balance_differs(&wire(1, 3, "USD"), 0, usd()));
+}
