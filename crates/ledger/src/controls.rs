@@ -26,7 +26,7 @@ pub use evaluate::{
     Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner, evaluate,
     touched_keys,
 };
-pub use window::{Interval, Window, WindowKey};
+pub use window::{Interval, TimeZoneError, Window, WindowKey, time_zone};
 
 use std::collections::BTreeSet;
 use std::fmt;

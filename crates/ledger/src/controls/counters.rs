@@ -69,32 +69,61 @@ pub struct CounterDelta {
     pub count: i64,
 }
 
-/// The counters the store prefetched for a batch, keyed by owner and counter. A counter
+/// Where [`super::evaluate`] reads what a window has counted so far. The plan answers from
+/// the counters the store prefetched for the batch, with the batch's earlier approvals
+/// applied, mapping [`Owner`] to the request's account and card.
+pub trait CounterSource {
+    fn counter(&self, owner: Owner, key: &CounterKey) -> Counter;
+}
+
+impl<F: Fn(Owner, &CounterKey) -> Counter> CounterSource for F {
+    fn counter(&self, owner: Owner, key: &CounterKey) -> Counter {
+        self(owner, key)
+    }
+}
+
+/// The counters of one account and one card, keyed by owner and counter. A counter
 /// not in the snapshot has counted nothing.
 #[derive(Debug, Clone, Default)]
-pub struct CounterSnapshot(FxHashMap<(Owner, CounterKey), Counter>);
+pub struct CounterSnapshot {
+    account: FxHashMap<CounterKey, Counter>,
+    card: FxHashMap<CounterKey, Counter>,
+}
 
 impl CounterSnapshot {
+    fn of(&mut self, owner: Owner) -> &mut FxHashMap<CounterKey, Counter> {
+        match owner {
+            Owner::Account => &mut self.account,
+            Owner::Card => &mut self.card,
+        }
+    }
+
     pub fn insert(&mut self, owner: Owner, key: CounterKey, counter: Counter) {
-        self.0.insert((owner, key), counter);
+        self.of(owner).insert(key, counter);
     }
 
     pub fn get(&self, owner: Owner, key: &CounterKey) -> Counter {
-        // The tuple key needs an owned `CounterKey`; lookups are few per request.
-        self.0
-            .get(&(owner, key.clone()))
-            .copied()
-            .unwrap_or_default()
+        let map = match owner {
+            Owner::Account => &self.account,
+            Owner::Card => &self.card,
+        };
+        map.get(key).copied().unwrap_or_default()
     }
 
     /// Applies deltas, so a later request of the same batch sees an earlier approval.
     /// Counters never go below zero: a give-back cannot make room that was never taken.
     pub fn apply(&mut self, deltas: &[CounterDelta]) {
         for d in deltas {
-            let c = self.0.entry((d.owner, d.key.clone())).or_default();
+            let c = self.of(d.owner).entry(d.key.clone()).or_default();
             c.amount = c.amount.saturating_add(d.amount).max(0);
             c.count = c.count.saturating_add(d.count).max(0);
         }
+    }
+}
+
+impl CounterSource for CounterSnapshot {
+    fn counter(&self, owner: Owner, key: &CounterKey) -> Counter {
+        self.get(owner, key)
     }
 }
 

@@ -6,7 +6,7 @@ use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use super::category::mcc_value;
-use super::counters::{CounterDelta, CounterKey, CounterSnapshot};
+use super::counters::{CounterDelta, CounterKey, CounterSource};
 use super::{Categories, Channels, Controls, Country, Interval};
 use crate::decision::{DeclineClass, RequestKind};
 use crate::money::format_minor;
@@ -43,6 +43,19 @@ pub struct ControlRequest<'a> {
     pub channels: Channels,
     /// When the authorization is decided: the instant whose windows it counts in.
     pub at: Timestamp,
+}
+
+impl<'a> ControlRequest<'a> {
+    /// The country the country controls read: the merchant's, or where the processor
+    /// leaves it out, the transaction's (both ISO 3166, alpha-2 or alpha-3).
+    pub fn merchant_country(
+        merchant_country: Option<&'a str>,
+        transaction_country: Option<&'a str>,
+    ) -> Option<&'a str> {
+        merchant_country
+            .filter(|c| !c.trim().is_empty())
+            .or(transaction_country)
+    }
 }
 
 /// Which list a membership check read.
@@ -196,7 +209,7 @@ struct Facts {
 pub fn evaluate(
     layers: &[(Owner, &Controls)],
     request: &ControlRequest<'_>,
-    counters: &CounterSnapshot,
+    counters: &impl CounterSource,
     tz: &TimeZone,
 ) -> Evaluation {
     let facts = Facts {
@@ -455,7 +468,7 @@ fn limit_checks(
     c: &Controls,
     request: &ControlRequest<'_>,
     f: &Facts,
-    counters: &CounterSnapshot,
+    counters: &impl CounterSource,
     tz: &TimeZone,
 ) -> Result<(), ()> {
     let who = owner.words();
@@ -470,7 +483,9 @@ fn limit_checks(
             continue;
         }
         let key = key(l.interval, cats, request.at, tz);
-        let spent = key.as_ref().map_or(0, |k| counters.get(owner, k).amount);
+        let spent = key
+            .as_ref()
+            .map_or(0, |k| counters.counter(owner, k).amount);
         let passed = spent
             .checked_add(request.amount)
             .is_some_and(|total| total <= l.amount);
@@ -512,7 +527,7 @@ fn limit_checks(
         let Some(k) = key(l.interval, cats, request.at, tz) else {
             continue;
         };
-        let counted = counters.get(owner, &k).count;
+        let counted = counters.counter(owner, &k).count;
         let passed = counted < i64::from(l.count);
         ev.checks.push(Check::VelocityLimit {
             owner,

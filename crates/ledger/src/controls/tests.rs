@@ -388,8 +388,6 @@ fn evaluation_table() {
     use ControlKind::*;
     use Owner::*;
     let none = CounterSnapshot::default;
-    let cur = r#""currency":"ARS","#;
-    let _ = cur;
     let rows: Vec<Row> = vec![
         ("no controls", "{}", None, debit(100), none(), None),
         (
@@ -1240,6 +1238,23 @@ fn a_reversal_gives_back_in_the_original_window() {
     // A give-back never makes a counter negative.
     snap.apply(&back);
     assert_eq!(snap.get(Owner::Account, &back[0].key), Counter::default());
+}
+
+#[test]
+fn the_merchant_country_comes_first() {
+    assert_eq!(
+        ControlRequest::merchant_country(Some("URY"), Some("ARG")),
+        Some("URY")
+    );
+    assert_eq!(
+        ControlRequest::merchant_country(None, Some("ARG")),
+        Some("ARG")
+    );
+    assert_eq!(
+        ControlRequest::merchant_country(Some(" "), Some("ARG")),
+        Some("ARG")
+    );
+    assert_eq!(ControlRequest::merchant_country(None, None), None);
 }
 
 #[test]

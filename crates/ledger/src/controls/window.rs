@@ -6,6 +6,37 @@ use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use jiff::{Timestamp, ToSpan};
 
+/// Why the `controls.time_zone` setting could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("controls.time_zone {setting:?}: {reason}")]
+pub struct TimeZoneError {
+    pub setting: String,
+    pub reason: String,
+}
+
+/// Resolves the `controls.time_zone` setting. `UTC` (the default) stands alone; an IANA
+/// name (`America/Argentina/Buenos_Aires`) needs its TZif data, which the caller reads
+/// from the system's zoneinfo (this crate does no I/O, and the build bundles no tz
+/// database); without data the setting is read as a POSIX TZ rule (`<-03>3`,
+/// `EST5EDT,M3.2.0,M11.1.0`).
+pub fn time_zone(setting: &str, tzif: Option<&[u8]>) -> Result<TimeZone, TimeZoneError> {
+    let fail = |reason: String| TimeZoneError {
+        setting: setting.to_owned(),
+        reason,
+    };
+    match (setting, tzif) {
+        ("UTC" | "Etc/UTC", _) => Ok(TimeZone::UTC),
+        (name, Some(data)) => {
+            TimeZone::tzif(name, data).map_err(|e| fail(format!("unreadable TZif data: {e}")))
+        }
+        (rule, None) => TimeZone::posix(rule).map_err(|e| {
+            fail(format!(
+                "no zoneinfo data for it, and not a POSIX TZ rule either ({e})"
+            ))
+        }),
+    }
+}
+
 /// How long a limit's window lasts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Interval {
@@ -537,6 +568,39 @@ mod tests {
             }
             assert_eq!(WindowKey::parse(key), Some(w.key), "{case}");
         }
+    }
+
+    #[test]
+    fn the_setting_resolves_to_a_zone() {
+        assert_eq!(time_zone("UTC", None), Ok(TimeZone::UTC));
+        let ny = time_zone("EST5EDT,M3.2.0,M11.1.0", None).unwrap();
+        assert_eq!(
+            Interval::Daily
+                .window(ts("2026-07-01T12:00:00Z"), &ny)
+                .unwrap()
+                .start,
+            Some(ts("2026-07-01T04:00:00Z"))
+        );
+        let e = time_zone("America/Sao_Paulo", None).unwrap_err();
+        assert!(e.reason.contains("no zoneinfo data"), "{e}");
+        assert!(time_zone("America/Sao_Paulo", Some(b"not tzif")).is_err());
+        // The real tz database entry: in 2018 Sao Paulo's 4 November began at 01:00, and
+        // since 2019 the zone keeps -03 all year.
+        let sp = time_zone(
+            "America/Sao_Paulo",
+            Some(include_bytes!("testdata/America_Sao_Paulo.tzif")),
+        )
+        .unwrap();
+        let day = Interval::Daily
+            .window(ts("2018-11-04T12:00:00Z"), &sp)
+            .unwrap();
+        assert_eq!(day.start, Some(ts("2018-11-04T03:00:00Z")));
+        assert_eq!(day.end, Some(ts("2018-11-05T02:00:00Z")));
+        let year = Interval::Yearly
+            .window(ts("2027-01-01T02:59:59Z"), &sp)
+            .unwrap();
+        assert_eq!(year.key.to_string(), "yearly:2026");
+        assert_eq!(year.end, Some(ts("2027-01-01T03:00:00Z")));
     }
 
     #[test]
