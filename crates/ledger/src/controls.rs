@@ -206,7 +206,7 @@ impl Controls {
 
     /// The canonical JSON form (for storage and for `GET`): fields in a fixed order, empty
     /// lists left out, lists sorted and without repeats, amounts as decimal strings with
-    /// the currency's places. Parsing it back with `from_json(_, None)` gives `self`.
+    /// the currency's places. Parsing it back with the same `account_currency` gives `self`.
     pub fn to_canonical_json(&self) -> String {
         // A derived `Serialize` writes fields in declaration order whatever features
         // serde_json is built with (a `Map` sorts keys unless `preserve_order` is on).
@@ -364,37 +364,35 @@ fn categories(
         .map(|v| Some(Categories::new(v)))
 }
 
-fn countries(obj: &Map<String, Value>, field: &str) -> Result<BTreeSet<Country>, ControlsError> {
+/// The entries of a list of names, each read by `parse`; `refusal` says why a name is not
+/// one.
+fn named<T>(
+    obj: &Map<String, Value>,
+    field: &str,
+    parse: impl Fn(&str) -> Option<T>,
+    refusal: impl Fn(&str) -> String,
+) -> Result<Vec<T>, ControlsError> {
     strings(obj, field, "")?
         .unwrap_or_default()
         .into_iter()
-        .map(|(at, s)| {
-            Country::parse(s).ok_or_else(|| {
-                err(
-                    at,
-                    format!("{s:?} is not an ISO 3166-1 alpha-2 or alpha-3 country code"),
-                )
-            })
-        })
+        .map(|(at, s)| parse(s).ok_or_else(|| err(at, refusal(s))))
         .collect()
 }
 
+fn countries(obj: &Map<String, Value>, field: &str) -> Result<BTreeSet<Country>, ControlsError> {
+    named(obj, field, Country::parse, |s| {
+        format!("{s:?} is not an ISO 3166-1 alpha-2 or alpha-3 country code")
+    })
+    .map(BTreeSet::from_iter)
+}
+
 fn channels(obj: &Map<String, Value>, field: &str) -> Result<Channels, ControlsError> {
-    let list = strings(obj, field, "")?
-        .unwrap_or_default()
-        .into_iter()
-        .map(|(at, s)| {
-            Channel::parse(s).ok_or_else(|| {
-                err(
-                    at,
-                    format!(
-                        "unknown channel {s:?} (known: {})",
-                        Channel::ALL.map(|c| c.name()).join(", ")
-                    ),
-                )
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let list = named(obj, field, Channel::parse, |s| {
+        format!(
+            "unknown channel {s:?} (known: {})",
+            Channel::ALL.map(|c| c.name()).join(", ")
+        )
+    })?;
     Ok(Channels::from_list(&list))
 }
 

@@ -73,7 +73,7 @@ impl fmt::Display for Country {
 
 impl fmt::Debug for Country {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.alpha2())
+        fmt::Display::fmt(self, f)
     }
 }
 

@@ -114,231 +114,56 @@ fn canonical_form_round_trips_and_is_stable() {
 #[test]
 fn refusals_name_the_field() {
     let usd = Currency::parse("USD").ok();
+    #[rustfmt::skip]
     let cases: &[(&str, Option<Currency>, &str, &str)] = &[
         ("[]", usd, "", "must be a JSON object"),
         ("{", usd, "", "not valid JSON"),
-        (
-            r#"{"blocked_mccs": []}"#,
-            usd,
-            "blocked_mccs",
-            "unknown field",
-        ),
-        (
-            r#"{"blocked_categories": "gambling"}"#,
-            usd,
-            "blocked_categories",
-            "must be a list",
-        ),
-        (
-            r#"{"blocked_categories": ["5411", "gamble"]}"#,
-            usd,
-            "blocked_categories[1]",
-            "unknown category group \"gamble\"",
-        ),
-        (
-            r#"{"allowed_categories": ["541"]}"#,
-            usd,
-            "allowed_categories[0]",
-            "not a merchant category code",
-        ),
-        (
-            r#"{"allowed_categories": [5411]}"#,
-            usd,
-            "allowed_categories[0]",
-            "must be a string",
-        ),
-        (
-            r#"{"blocked_categories": ["5814-5811"]}"#,
-            usd,
-            "blocked_categories[0]",
-            "not a category range",
-        ),
-        (
-            r#"{"blocked_countries": ["AR", "XYZ"]}"#,
-            usd,
-            "blocked_countries[1]",
-            "\"XYZ\" is not an ISO 3166-1",
-        ),
-        (
-            r#"{"allowed_countries": ["032"]}"#,
-            usd,
-            "allowed_countries[0]",
-            "not an ISO 3166-1",
-        ),
-        (
-            r#"{"blocked_channels": ["online"]}"#,
-            usd,
-            "blocked_channels[0]",
-            "unknown channel \"online\"",
-        ),
-        (
-            r#"{"currency": "ARS"}"#,
-            usd,
-            "currency",
-            "the account's currency is USD, not ARS",
-        ),
-        (
-            r#"{"currency": "XXY"}"#,
-            None,
-            "currency",
-            "not an ISO 4217 currency",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5", "interval": "daily"}]}"#,
-            None,
-            "currency",
-            "required when there are spending limits",
-        ),
-        (
-            r#"{"spending_limits": {}}"#,
-            usd,
-            "spending_limits",
-            "must be a list",
-        ),
-        (
-            r#"{"spending_limits": ["5"]}"#,
-            usd,
-            "spending_limits[0]",
-            "must be an object",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5.001", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "more decimal places than USD has (2)",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5.5", "interval": "daily"}]}"#,
-            Currency::parse("CLP").ok(),
-            "spending_limits[0].amount",
-            "more decimal places than CLP has (0)",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": 5, "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "must be a decimal string",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "1e3", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "not a decimal amount",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "-5", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "not a decimal amount",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": " 5", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "not a decimal amount",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5.", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "not a decimal amount",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "0.00", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "greater than zero",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "99999999999999999999", "interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "out of range",
-        ),
-        (
-            r#"{"spending_limits": [{"interval": "daily"}]}"#,
-            usd,
-            "spending_limits[0].amount",
-            "required",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5"}]}"#,
-            usd,
-            "spending_limits[0].interval",
-            "required",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5", "interval": "hourly"}]}"#,
-            usd,
-            "spending_limits[0].interval",
-            "unknown interval \"hourly\"",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5", "interval": "daily", "category": ["5411"]}]}"#,
-            usd,
-            "spending_limits[0].category",
-            "unknown field",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5", "interval": "daily", "categories": []}]}"#,
-            usd,
-            "spending_limits[0].categories",
-            "at least one category",
-        ),
-        (
-            r#"{"spending_limits": [{"amount": "5", "interval": "daily", "categories": ["5411", "casino"]}]}"#,
-            usd,
-            "spending_limits[0].categories[1]",
-            "unknown category group",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": 0, "interval": "daily"}]}"#,
-            usd,
-            "velocity_limits[0].count",
-            "greater than zero",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": -1, "interval": "daily"}]}"#,
-            usd,
-            "velocity_limits[0].count",
-            "greater than zero",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": 1.5, "interval": "daily"}]}"#,
-            usd,
-            "velocity_limits[0].count",
-            "whole number",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": "3", "interval": "daily"}]}"#,
-            usd,
-            "velocity_limits[0].count",
-            "whole number",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": 5000000000, "interval": "daily"}]}"#,
-            usd,
-            "velocity_limits[0].count",
-            "too large",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": 3, "interval": "per_authorization"}]}"#,
-            usd,
-            "velocity_limits[0].interval",
-            "use a window",
-        ),
-        (
-            r#"{"velocity_limits": [{"count": 3, "interval": "daily"}, {"count": 3, "interval": "yearly", "amount": "5"}]}"#,
-            usd,
-            "velocity_limits[1].amount",
-            "unknown field",
-        ),
+        (r#"{"blocked_mccs": []}"#, usd, "blocked_mccs", "unknown field"),
+        (r#"{"blocked_categories": "gambling"}"#, usd, "blocked_categories", "must be a list"),
+        (r#"{"blocked_categories": ["5411", "gamble"]}"#, usd, "blocked_categories[1]", "unknown category group \"gamble\""),
+        (r#"{"allowed_categories": ["541"]}"#, usd, "allowed_categories[0]", "not a merchant category code"),
+        (r#"{"allowed_categories": [5411]}"#, usd, "allowed_categories[0]", "must be a string"),
+        (r#"{"blocked_categories": ["5814-5811"]}"#, usd, "blocked_categories[0]", "not a category range"),
+        (r#"{"blocked_countries": ["AR", "XYZ"]}"#, usd, "blocked_countries[1]", "\"XYZ\" is not an ISO 3166-1"),
+        (r#"{"allowed_countries": ["032"]}"#, usd, "allowed_countries[0]", "not an ISO 3166-1"),
+        (r#"{"blocked_channels": ["online"]}"#, usd, "blocked_channels[0]", "unknown channel \"online\""),
+        (r#"{"currency": "ARS"}"#, usd, "currency", "the account's currency is USD, not ARS"),
+        (r#"{"currency": "XXY"}"#, None, "currency", "not an ISO 4217 currency"),
+        (r#"{"spending_limits": [{"amount": "5", "interval": "daily"}]}"#, None, "currency", "required when there are spending limits"),
+        (r#"{"spending_limits": {}}"#, usd, "spending_limits", "must be a list"),
+        (r#"{"spending_limits": ["5"]}"#, usd, "spending_limits[0]", "must be an object"),
+        (r#"{"spending_limits": [{"amount": "5.001", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "more decimal places than USD has (2)"),
+        (r#"{"spending_limits": [{"amount": "5.5", "interval": "daily"}]}"#, Currency::parse("CLP").ok(), "spending_limits[0].amount", "more decimal places than CLP has (0)"),
+        (r#"{"spending_limits": [{"amount": 5, "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "must be a decimal string"),
+        (r#"{"spending_limits": [{"amount": "1e3", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
+        (r#"{"spending_limits": [{"amount": "-5", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
+        (r#"{"spending_limits": [{"amount": " 5", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
+        (r#"{"spending_limits": [{"amount": "5.", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
+        (r#"{"spending_limits": [{"amount": "0.00", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "greater than zero"),
+        (r#"{"spending_limits": [{"amount": "99999999999999999999", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "out of range"),
+        (r#"{"spending_limits": [{"interval": "daily"}]}"#, usd, "spending_limits[0].amount", "required"),
+        (r#"{"spending_limits": [{"amount": "5"}]}"#, usd, "spending_limits[0].interval", "required"),
+        (r#"{"spending_limits": [{"amount": "5", "interval": "hourly"}]}"#, usd, "spending_limits[0].interval", "unknown interval \"hourly\""),
+        (r#"{"spending_limits": [{"amount": "5", "interval": "daily", "category": ["5411"]}]}"#, usd, "spending_limits[0].category", "unknown field"),
+        (r#"{"spending_limits": [{"amount": "5", "interval": "daily", "categories": []}]}"#, usd, "spending_limits[0].categories", "at least one category"),
+        (r#"{"spending_limits": [{"amount": "5", "interval": "daily", "categories": ["5411", "casino"]}]}"#, usd, "spending_limits[0].categories[1]", "unknown category group"),
+        (r#"{"velocity_limits": [{"count": 0, "interval": "daily"}]}"#, usd, "velocity_limits[0].count", "greater than zero"),
+        (r#"{"velocity_limits": [{"count": -1, "interval": "daily"}]}"#, usd, "velocity_limits[0].count", "greater than zero"),
+        (r#"{"velocity_limits": [{"count": 1.5, "interval": "daily"}]}"#, usd, "velocity_limits[0].count", "whole number"),
+        (r#"{"velocity_limits": [{"count": "3", "interval": "daily"}]}"#, usd, "velocity_limits[0].count", "whole number"),
+        (r#"{"velocity_limits": [{"count": 5000000000, "interval": "daily"}]}"#, usd, "velocity_limits[0].count", "too large"),
+        (r#"{"velocity_limits": [{"count": 3, "interval": "per_authorization"}]}"#, usd, "velocity_limits[0].interval", "use a window"),
+        (r#"{"velocity_limits": [{"count": 3, "interval": "daily"}, {"count": 3, "interval": "yearly", "amount": "5"}]}"#, usd, "velocity_limits[1].amount", "unknown field"),
     ];
     for (json, cur, field, message) in cases {
         let (f, m) = refused(json, *cur);
         assert_eq!(f, *field, "{json}: {m}");
         assert!(m.contains(message), "{json}: {m:?} should say {message:?}");
     }
+}
+
+fn counted(amount: i64, count: i64) -> Counter {
+    Counter { amount, count }
 }
 
 fn at(s: &str) -> Timestamp {
@@ -388,593 +213,62 @@ fn evaluation_table() {
     use ControlKind::*;
     use Owner::*;
     let none = CounterSnapshot::default;
+    #[rustfmt::skip]
     let rows: Vec<Row> = vec![
         ("no controls", "{}", None, debit(100), none(), None),
-        (
-            "empty card controls",
-            "{}",
-            Some("{}"),
-            debit(100),
-            none(),
-            None,
-        ),
+        ("empty card controls", "{}", Some("{}"), debit(100), none(), None),
         // Categories.
-        (
-            "allowed category by code",
-            r#"{"allowed_categories":["5411"]}"#,
-            None,
-            debit(1),
-            none(),
-            None,
-        ),
-        (
-            "allowed category by range",
-            r#"{"allowed_categories":["5400-5499"]}"#,
-            None,
-            debit(1),
-            none(),
-            None,
-        ),
-        (
-            "category not allowed",
-            r#"{"allowed_categories":["5811-5814","airlines"]}"#,
-            None,
-            debit(1),
-            none(),
-            Some((
-                Account,
-                AllowedCategories,
-                "merchant category 5411 not among the categories allowed on the account",
-            )),
-        ),
-        (
-            "blocked category by group",
-            "{}",
-            Some(r#"{"blocked_categories":["gambling"]}"#),
-            ControlRequest {
-                mcc: Some("7995"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Card,
-                BlockedCategories,
-                "merchant category 7995 (gambling) blocked on the card",
-            )),
-        ),
-        (
-            "blocked category by code",
-            r#"{"blocked_categories":["5411"]}"#,
-            None,
-            debit(1),
-            none(),
-            Some((
-                Account,
-                BlockedCategories,
-                "merchant category 5411 blocked on the account",
-            )),
-        ),
-        (
-            "blocked category in another spelling",
-            r#"{"blocked_categories":["0742"]}"#,
-            None,
-            ControlRequest {
-                mcc: Some(" 742"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                BlockedCategories,
-                "merchant category 0742 blocked on the account",
-            )),
-        ),
-        (
-            "range edge outside",
-            r#"{"blocked_categories":["5811-5814"]}"#,
-            None,
-            ControlRequest {
-                mcc: Some("5815"),
-                ..debit(1)
-            },
-            none(),
-            None,
-        ),
-        (
-            "range edge inside",
-            r#"{"blocked_categories":["5811-5814"]}"#,
-            None,
-            ControlRequest {
-                mcc: Some("5814"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                BlockedCategories,
-                "merchant category 5814 (5811-5814) blocked on the account",
-            )),
-        ),
-        (
-            "allowed on account, blocked on card",
-            r#"{"allowed_categories":["5411"]}"#,
-            Some(r#"{"blocked_categories":["5411"]}"#),
-            debit(1),
-            none(),
-            Some((
-                Card,
-                BlockedCategories,
-                "merchant category 5411 blocked on the card",
-            )),
-        ),
-        (
-            "missing mcc where categories are allowed",
-            r#"{"allowed_categories":["5411"]}"#,
-            None,
-            ControlRequest {
-                mcc: None,
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                AllowedCategories,
-                "merchant category missing or unreadable where the account allows only some categories",
-            )),
-        ),
-        (
-            "unreadable mcc where categories are blocked",
-            "{}",
-            Some(r#"{"blocked_categories":["gambling"]}"#),
-            ControlRequest {
-                mcc: Some("79x5"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Card,
-                BlockedCategories,
-                "merchant category missing or unreadable where the card blocks categories",
-            )),
-        ),
-        (
-            "credit without an mcc passes",
-            r#"{"allowed_categories":["5411"]}"#,
-            None,
-            ControlRequest {
-                mcc: None,
-                kind: RequestKind::Credit,
-                ..debit(1)
-            },
-            none(),
-            None,
-        ),
-        (
-            "credit at a blocked merchant declines",
-            r#"{"blocked_categories":["5411"]}"#,
-            None,
-            ControlRequest {
-                kind: RequestKind::Credit,
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                BlockedCategories,
-                "merchant category 5411 blocked on the account",
-            )),
-        ),
+        ("allowed category by code", r#"{"allowed_categories":["5411"]}"#, None, debit(1), none(), None),
+        ("allowed category by range", r#"{"allowed_categories":["5400-5499"]}"#, None, debit(1), none(), None),
+        ("category not allowed", r#"{"allowed_categories":["5811-5814","airlines"]}"#, None, debit(1), none(), Some((Account, AllowedCategories, "merchant category 5411 not among the categories allowed on the account"))),
+        ("blocked category by group", "{}", Some(r#"{"blocked_categories":["gambling"]}"#), ControlRequest { mcc: Some("7995"), ..debit(1) }, none(), Some((Card, BlockedCategories, "merchant category 7995 (gambling) blocked on the card"))),
+        ("blocked category by code", r#"{"blocked_categories":["5411"]}"#, None, debit(1), none(), Some((Account, BlockedCategories, "merchant category 5411 blocked on the account"))),
+        ("blocked category in another spelling", r#"{"blocked_categories":["0742"]}"#, None, ControlRequest { mcc: Some(" 742"), ..debit(1) }, none(), Some((Account, BlockedCategories, "merchant category 0742 blocked on the account"))),
+        ("range edge outside", r#"{"blocked_categories":["5811-5814"]}"#, None, ControlRequest { mcc: Some("5815"), ..debit(1) }, none(), None),
+        ("range edge inside", r#"{"blocked_categories":["5811-5814"]}"#, None, ControlRequest { mcc: Some("5814"), ..debit(1) }, none(), Some((Account, BlockedCategories, "merchant category 5814 (5811-5814) blocked on the account"))),
+        ("allowed on account, blocked on card", r#"{"allowed_categories":["5411"]}"#, Some(r#"{"blocked_categories":["5411"]}"#), debit(1), none(), Some((Card, BlockedCategories, "merchant category 5411 blocked on the card"))),
+        ("missing mcc where categories are allowed", r#"{"allowed_categories":["5411"]}"#, None, ControlRequest { mcc: None, ..debit(1) }, none(), Some((Account, AllowedCategories, "merchant category missing or unreadable where the account allows only some categories"))),
+        ("unreadable mcc where categories are blocked", "{}", Some(r#"{"blocked_categories":["gambling"]}"#), ControlRequest { mcc: Some("79x5"), ..debit(1) }, none(), Some((Card, BlockedCategories, "merchant category missing or unreadable where the card blocks categories"))),
+        ("credit without an mcc passes", r#"{"allowed_categories":["5411"]}"#, None, ControlRequest { mcc: None, kind: RequestKind::Credit, ..debit(1) }, none(), None),
+        ("credit at a blocked merchant declines", r#"{"blocked_categories":["5411"]}"#, None, ControlRequest { kind: RequestKind::Credit, ..debit(1) }, none(), Some((Account, BlockedCategories, "merchant category 5411 blocked on the account"))),
         // Countries.
-        (
-            "allowed country alpha-3 vs alpha-2",
-            r#"{"allowed_countries":["AR"]}"#,
-            None,
-            debit(1),
-            none(),
-            None,
-        ),
-        (
-            "country not allowed",
-            r#"{"allowed_countries":["UY","CL"]}"#,
-            None,
-            debit(1),
-            none(),
-            Some((
-                Account,
-                AllowedCountries,
-                "merchant country AR (Argentina) not among the countries allowed on the account",
-            )),
-        ),
-        (
-            "blocked country",
-            "{}",
-            Some(r#"{"blocked_countries":["BRA"]}"#),
-            ControlRequest {
-                country: Some("br"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Card,
-                BlockedCountries,
-                "merchant country BR (Brazil) blocked on the card",
-            )),
-        ),
-        (
-            "other country passes a block",
-            r#"{"blocked_countries":["BRA"]}"#,
-            None,
-            debit(1),
-            none(),
-            None,
-        ),
-        (
-            "missing country where countries are restricted",
-            r#"{"blocked_countries":["BRA"]}"#,
-            None,
-            ControlRequest {
-                country: None,
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                BlockedCountries,
-                "merchant country missing or unknown where the account restricts countries",
-            )),
-        ),
-        (
-            "unknown country where countries are allowed",
-            r#"{"allowed_countries":["AR"]}"#,
-            None,
-            ControlRequest {
-                country: Some("XXX"),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                AllowedCountries,
-                "merchant country missing or unknown where the account restricts countries",
-            )),
-        ),
-        (
-            "balance inquiry without a country passes",
-            r#"{"allowed_countries":["AR"]}"#,
-            None,
-            ControlRequest {
-                country: None,
-                kind: RequestKind::BalanceInquiry,
-                ..debit(0)
-            },
-            none(),
-            None,
-        ),
+        ("allowed country alpha-3 vs alpha-2", r#"{"allowed_countries":["AR"]}"#, None, debit(1), none(), None),
+        ("country not allowed", r#"{"allowed_countries":["UY","CL"]}"#, None, debit(1), none(), Some((Account, AllowedCountries, "merchant country AR (Argentina) not among the countries allowed on the account"))),
+        ("blocked country", "{}", Some(r#"{"blocked_countries":["BRA"]}"#), ControlRequest { country: Some("br"), ..debit(1) }, none(), Some((Card, BlockedCountries, "merchant country BR (Brazil) blocked on the card"))),
+        ("other country passes a block", r#"{"blocked_countries":["BRA"]}"#, None, debit(1), none(), None),
+        ("missing country where countries are restricted", r#"{"blocked_countries":["BRA"]}"#, None, ControlRequest { country: None, ..debit(1) }, none(), Some((Account, BlockedCountries, "merchant country missing or unknown where the account restricts countries"))),
+        ("unknown country where countries are allowed", r#"{"allowed_countries":["AR"]}"#, None, ControlRequest { country: Some("XXX"), ..debit(1) }, none(), Some((Account, AllowedCountries, "merchant country missing or unknown where the account restricts countries"))),
+        ("balance inquiry without a country passes", r#"{"allowed_countries":["AR"]}"#, None, ControlRequest { country: None, kind: RequestKind::BalanceInquiry, ..debit(0) }, none(), None),
         // Channels.
-        (
-            "blocked channel",
-            r#"{"blocked_channels":["ecommerce"]}"#,
-            None,
-            ControlRequest {
-                channels: Channels::from_request(Some("PURCHASE"), Some("ECOMMERCE"), None, None),
-                ..debit(1)
-            },
-            none(),
-            Some((Account, BlockedChannels, "ecommerce blocked on the account")),
-        ),
-        (
-            "atm withdrawal blocked on card",
-            "{}",
-            Some(r#"{"blocked_channels":["atm"]}"#),
-            ControlRequest {
-                channels: Channels::from_request(
-                    Some("WITHDRAWAL"),
-                    Some("ATM"),
-                    Some("CHIP"),
-                    Some("DOMESTIC"),
-                ),
-                ..debit(1)
-            },
-            none(),
-            Some((Card, BlockedChannels, "atm blocked on the card")),
-        ),
-        (
-            "plain purchase passes blocked channels",
-            r#"{"blocked_channels":["ecommerce","atm","contactless","manual_entry","international"]}"#,
-            None,
-            ControlRequest {
-                channels: Channels::from_request(
-                    Some("PURCHASE"),
-                    Some("POS"),
-                    Some("CHIP"),
-                    Some("DOMESTIC"),
-                ),
-                ..debit(1)
-            },
-            none(),
-            None,
-        ),
-        (
-            "allowed channels hold every channel shown",
-            r#"{"allowed_channels":["contactless","international"]}"#,
-            None,
-            ControlRequest {
-                channels: Channels::from_list(&[Channel::Contactless, Channel::International]),
-                ..debit(1)
-            },
-            none(),
-            None,
-        ),
-        (
-            "a channel outside the allowed ones",
-            r#"{"allowed_channels":["contactless"]}"#,
-            None,
-            ControlRequest {
-                channels: Channels::from_list(&[Channel::Contactless, Channel::International]),
-                ..debit(1)
-            },
-            none(),
-            Some((
-                Account,
-                AllowedChannels,
-                "international not among the channels allowed on the account",
-            )),
-        ),
-        (
-            "merchant controls run before limits",
-            r#"{"spending_limits":[{"amount":"1","interval":"per_authorization"}]}"#,
-            Some(r#"{"blocked_countries":["AR"]}"#),
-            debit(500),
-            none(),
-            Some((
-                Card,
-                BlockedCountries,
-                "merchant country AR (Argentina) blocked on the card",
-            )),
-        ),
+        ("blocked channel", r#"{"blocked_channels":["ecommerce"]}"#, None, ControlRequest { channels: Channels::from_request(Some("PURCHASE"), Some("ECOMMERCE"), None, None), ..debit(1) }, none(), Some((Account, BlockedChannels, "ecommerce blocked on the account"))),
+        ("atm withdrawal blocked on card", "{}", Some(r#"{"blocked_channels":["atm"]}"#), ControlRequest { channels: Channels::from_request(Some("WITHDRAWAL"), Some("ATM"), Some("CHIP"), Some("DOMESTIC")), ..debit(1) }, none(), Some((Card, BlockedChannels, "atm blocked on the card"))),
+        ("plain purchase passes blocked channels", r#"{"blocked_channels":["ecommerce","atm","contactless","manual_entry","international"]}"#, None, ControlRequest { channels: Channels::from_request(Some("PURCHASE"), Some("POS"), Some("CHIP"), Some("DOMESTIC")), ..debit(1) }, none(), None),
+        ("allowed channels hold every channel shown", r#"{"allowed_channels":["contactless","international"]}"#, None, ControlRequest { channels: Channels::from_list(&[Channel::Contactless, Channel::International]), ..debit(1) }, none(), None),
+        ("a channel outside the allowed ones", r#"{"allowed_channels":["contactless"]}"#, None, ControlRequest { channels: Channels::from_list(&[Channel::Contactless, Channel::International]), ..debit(1) }, none(), Some((Account, AllowedChannels, "international not among the channels allowed on the account"))),
+        ("merchant controls run before limits", r#"{"spending_limits":[{"amount":"1","interval":"per_authorization"}]}"#, Some(r#"{"blocked_countries":["AR"]}"#), debit(500), none(), Some((Card, BlockedCountries, "merchant country AR (Argentina) blocked on the card"))),
         // Spending limits.
-        (
-            "per authorization at the limit",
-            r#"{"spending_limits":[{"amount":"100.00","interval":"per_authorization"}]}"#,
-            None,
-            debit(10_000),
-            none(),
-            None,
-        ),
-        (
-            "per authorization above",
-            r#"{"spending_limits":[{"amount":"100.00","interval":"per_authorization"}]}"#,
-            None,
-            debit(10_001),
-            none(),
-            Some((
-                Account,
-                SpendingLimit,
-                "per-authorization spending limit of 100.00 ARS exceeded on the account",
-            )),
-        ),
-        (
-            "monthly exactly reached",
-            r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#,
-            None,
-            debit(5_000),
-            counters(&[(Account, "monthly:2026-12", 45_000, 9)]),
-            None,
-        ),
-        (
-            "monthly over by one",
-            r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#,
-            None,
-            debit(5_001),
-            counters(&[(Account, "monthly:2026-12", 45_000, 9)]),
-            Some((
-                Account,
-                SpendingLimit,
-                "monthly spending limit of 500.00 ARS reached on the account",
-            )),
-        ),
-        (
-            "last month's spending does not count",
-            r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#,
-            None,
-            debit(5_001),
-            counters(&[(Account, "monthly:2026-11", 50_000, 9)]),
-            None,
-        ),
-        (
-            "the card's spending is its own",
-            r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#,
-            None,
-            debit(5_001),
-            counters(&[(Card, "monthly:2026-12", 50_000, 9)]),
-            None,
-        ),
-        (
-            "daily, weekly, yearly, all-time each read their window",
-            r#"{"spending_limits":[{"amount":"10","interval":"daily"},{"amount":"20","interval":"weekly"},{"amount":"30","interval":"yearly"},{"amount":"40","interval":"all_time"}]}"#,
-            None,
-            debit(100),
-            counters(&[
-                (Account, "daily:2026-12-03", 900, 0),
-                (Account, "weekly:2026-11-30", 1_900, 0),
-                (Account, "yearly:2026", 2_900, 0),
-                (Account, "all_time", 3_800, 0),
-            ]),
-            None,
-        ),
-        (
-            "weekly over",
-            r#"{"spending_limits":[{"amount":"10","interval":"daily"},{"amount":"20","interval":"weekly"}]}"#,
-            None,
-            debit(101),
-            counters(&[(Account, "weekly:2026-11-30", 1_900, 0)]),
-            Some((
-                Account,
-                SpendingLimit,
-                "weekly spending limit of 20.00 ARS reached on the account",
-            )),
-        ),
-        (
-            "all-time over",
-            r#"{"spending_limits":[{"amount":"40","interval":"all_time"}]}"#,
-            None,
-            debit(201),
-            counters(&[(Account, "all_time", 3_800, 0)]),
-            Some((
-                Account,
-                SpendingLimit,
-                "all-time spending limit of 40.00 ARS reached on the account",
-            )),
-        ),
-        (
-            "category limit applies to its categories",
-            r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling","5811-5814"]}]}"#,
-            None,
-            ControlRequest {
-                mcc: Some("7995"),
-                ..debit(5_001)
-            },
-            none(),
-            Some((
-                Account,
-                SpendingLimit,
-                "daily spending limit of 50.00 ARS for 5811-5814, gambling reached on the account",
-            )),
-        ),
-        (
-            "category limit ignores other categories",
-            r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling"]}]}"#,
-            None,
-            debit(5_001),
-            none(),
-            None,
-        ),
-        (
-            "category limit reads its own counter",
-            r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling"]}]}"#,
-            None,
-            ControlRequest {
-                mcc: Some("7995"),
-                ..debit(100)
-            },
-            counters(&[
-                (Account, "daily:2026-12-03", 5_000, 0),
-                (Account, "daily:2026-12-03|gambling", 4_950, 0),
-            ]),
-            Some((
-                Account,
-                SpendingLimit,
-                "daily spending limit of 50.00 ARS for gambling reached on the account",
-            )),
-        ),
-        (
-            "card limit in its own currency",
-            "{}",
-            Some(r#"{"currency":"ARS","spending_limits":[{"amount":"30","interval":"daily"}]}"#),
-            debit(3_001),
-            none(),
-            Some((
-                Card,
-                SpendingLimit,
-                "daily spending limit of 30.00 ARS reached on the card",
-            )),
-        ),
-        (
-            "card limit in another currency does not apply",
-            "{}",
-            Some(r#"{"currency":"USD","spending_limits":[{"amount":"30","interval":"daily"}]}"#),
-            debit(3_001),
-            none(),
-            None,
-        ),
-        (
-            "account passes, card limit declines",
-            r#"{"spending_limits":[{"amount":"100","interval":"daily"}]}"#,
-            Some(r#"{"currency":"ARS","spending_limits":[{"amount":"50","interval":"daily"}]}"#),
-            debit(6_000),
-            none(),
-            Some((
-                Card,
-                SpendingLimit,
-                "daily spending limit of 50.00 ARS reached on the card",
-            )),
-        ),
-        (
-            "limits do not apply to credits",
-            r#"{"spending_limits":[{"amount":"1","interval":"per_authorization"}],"velocity_limits":[{"count":1,"interval":"daily"}]}"#,
-            None,
-            ControlRequest {
-                kind: RequestKind::Credit,
-                ..debit(500)
-            },
-            counters(&[(Account, "daily:2026-12-03", 0, 1)]),
-            None,
-        ),
+        ("per authorization at the limit", r#"{"spending_limits":[{"amount":"100.00","interval":"per_authorization"}]}"#, None, debit(10_000), none(), None),
+        ("per authorization above", r#"{"spending_limits":[{"amount":"100.00","interval":"per_authorization"}]}"#, None, debit(10_001), none(), Some((Account, SpendingLimit, "per-authorization spending limit of 100.00 ARS exceeded on the account"))),
+        ("monthly exactly reached", r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#, None, debit(5_000), counters(&[(Account, "monthly:2026-12", 45_000, 9)]), None),
+        ("monthly over by one", r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#, None, debit(5_001), counters(&[(Account, "monthly:2026-12", 45_000, 9)]), Some((Account, SpendingLimit, "monthly spending limit of 500.00 ARS reached on the account"))),
+        ("last month's spending does not count", r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#, None, debit(5_001), counters(&[(Account, "monthly:2026-11", 50_000, 9)]), None),
+        ("the card's spending is its own", r#"{"spending_limits":[{"amount":"500.00","interval":"monthly"}]}"#, None, debit(5_001), counters(&[(Card, "monthly:2026-12", 50_000, 9)]), None),
+        ("daily, weekly, yearly, all-time each read their window", r#"{"spending_limits":[{"amount":"10","interval":"daily"},{"amount":"20","interval":"weekly"},{"amount":"30","interval":"yearly"},{"amount":"40","interval":"all_time"}]}"#, None, debit(100), counters(&[ (Account, "daily:2026-12-03", 900, 0), (Account, "weekly:2026-11-30", 1_900, 0), (Account, "yearly:2026", 2_900, 0), (Account, "all_time", 3_800, 0), ]), None),
+        ("weekly over", r#"{"spending_limits":[{"amount":"10","interval":"daily"},{"amount":"20","interval":"weekly"}]}"#, None, debit(101), counters(&[(Account, "weekly:2026-11-30", 1_900, 0)]), Some((Account, SpendingLimit, "weekly spending limit of 20.00 ARS reached on the account"))),
+        ("all-time over", r#"{"spending_limits":[{"amount":"40","interval":"all_time"}]}"#, None, debit(201), counters(&[(Account, "all_time", 3_800, 0)]), Some((Account, SpendingLimit, "all-time spending limit of 40.00 ARS reached on the account"))),
+        ("category limit applies to its categories", r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling","5811-5814"]}]}"#, None, ControlRequest { mcc: Some("7995"), ..debit(5_001) }, none(), Some((Account, SpendingLimit, "daily spending limit of 50.00 ARS for 5811-5814, gambling reached on the account"))),
+        ("category limit ignores other categories", r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling"]}]}"#, None, debit(5_001), none(), None),
+        ("category limit reads its own counter", r#"{"spending_limits":[{"amount":"50","interval":"daily","categories":["gambling"]}]}"#, None, ControlRequest { mcc: Some("7995"), ..debit(100) }, counters(&[ (Account, "daily:2026-12-03", 5_000, 0), (Account, "daily:2026-12-03|gambling", 4_950, 0), ]), Some((Account, SpendingLimit, "daily spending limit of 50.00 ARS for gambling reached on the account"))),
+        ("card limit in its own currency", "{}", Some(r#"{"currency":"ARS","spending_limits":[{"amount":"30","interval":"daily"}]}"#), debit(3_001), none(), Some((Card, SpendingLimit, "daily spending limit of 30.00 ARS reached on the card"))),
+        ("card limit in another currency does not apply", "{}", Some(r#"{"currency":"USD","spending_limits":[{"amount":"30","interval":"daily"}]}"#), debit(3_001), none(), None),
+        ("account passes, card limit declines", r#"{"spending_limits":[{"amount":"100","interval":"daily"}]}"#, Some(r#"{"currency":"ARS","spending_limits":[{"amount":"50","interval":"daily"}]}"#), debit(6_000), none(), Some((Card, SpendingLimit, "daily spending limit of 50.00 ARS reached on the card"))),
+        ("limits do not apply to credits", r#"{"spending_limits":[{"amount":"1","interval":"per_authorization"}],"velocity_limits":[{"count":1,"interval":"daily"}]}"#, None, ControlRequest { kind: RequestKind::Credit, ..debit(500) }, counters(&[(Account, "daily:2026-12-03", 0, 1)]), None),
         // Velocity limits.
-        (
-            "velocity with room",
-            r#"{"velocity_limits":[{"count":3,"interval":"daily"}]}"#,
-            None,
-            debit(1),
-            counters(&[(Account, "daily:2026-12-03", 0, 2)]),
-            None,
-        ),
-        (
-            "velocity reached",
-            r#"{"velocity_limits":[{"count":3,"interval":"daily"}]}"#,
-            None,
-            debit(1),
-            counters(&[(Account, "daily:2026-12-03", 0, 3)]),
-            Some((
-                Account,
-                VelocityLimit,
-                "daily limit of 3 authorizations reached on the account",
-            )),
-        ),
-        (
-            "velocity of one in a category",
-            "{}",
-            Some(
-                r#"{"velocity_limits":[{"count":1,"interval":"monthly","categories":["atm_cash"]}]}"#,
-            ),
-            ControlRequest {
-                mcc: Some("6011"),
-                ..debit(1)
-            },
-            counters(&[(Card, "monthly:2026-12|atm_cash", 100, 1)]),
-            Some((
-                Card,
-                VelocityLimit,
-                "monthly limit of 1 authorization for atm_cash reached on the card",
-            )),
-        ),
-        (
-            "card velocity counts requests in any currency",
-            "{}",
-            Some(r#"{"velocity_limits":[{"count":2,"interval":"weekly"}]}"#),
-            debit(1),
-            counters(&[(Card, "weekly:2026-11-30", 0, 2)]),
-            Some((
-                Card,
-                VelocityLimit,
-                "weekly limit of 2 authorizations reached on the card",
-            )),
-        ),
-        (
-            "unreadable mcc counts against a category limit",
-            r#"{"velocity_limits":[{"count":1,"interval":"yearly","categories":["gambling"]}]}"#,
-            None,
-            ControlRequest {
-                mcc: None,
-                ..debit(1)
-            },
-            counters(&[(Account, "yearly:2026|gambling", 0, 1)]),
-            Some((
-                Account,
-                VelocityLimit,
-                "yearly limit of 1 authorization for gambling reached on the account",
-            )),
-        ),
+        ("velocity with room", r#"{"velocity_limits":[{"count":3,"interval":"daily"}]}"#, None, debit(1), counters(&[(Account, "daily:2026-12-03", 0, 2)]), None),
+        ("velocity reached", r#"{"velocity_limits":[{"count":3,"interval":"daily"}]}"#, None, debit(1), counters(&[(Account, "daily:2026-12-03", 0, 3)]), Some((Account, VelocityLimit, "daily limit of 3 authorizations reached on the account"))),
+        ("velocity of one in a category", "{}", Some(r#"{"velocity_limits":[{"count":1,"interval":"monthly","categories":["atm_cash"]}]}"#), ControlRequest { mcc: Some("6011"), ..debit(1) }, counters(&[(Card, "monthly:2026-12|atm_cash", 100, 1)]), Some((Card, VelocityLimit, "monthly limit of 1 authorization for atm_cash reached on the card"))),
+        ("card velocity counts requests in any currency", "{}", Some(r#"{"velocity_limits":[{"count":2,"interval":"weekly"}]}"#), debit(1), counters(&[(Card, "weekly:2026-11-30", 0, 2)]), Some((Card, VelocityLimit, "weekly limit of 2 authorizations reached on the card"))),
+        ("unreadable mcc counts against a category limit", r#"{"velocity_limits":[{"count":1,"interval":"yearly","categories":["gambling"]}]}"#, None, ControlRequest { mcc: None, ..debit(1) }, counters(&[(Account, "yearly:2026|gambling", 0, 1)]), Some((Account, VelocityLimit, "yearly limit of 1 authorization for gambling reached on the account"))),
     ];
     for (name, acc, crd, req, snap, want) in rows {
         let acc = account(acc);
@@ -1135,13 +429,7 @@ fn counters_add_and_give_back() {
     assert_eq!(first.counted.len(), 2);
     snap.apply(&first.counted);
     let daily = CounterKey::parse("daily:2026-12-03").unwrap();
-    assert_eq!(
-        snap.get(Owner::Account, &daily),
-        Counter {
-            amount: 6_000,
-            count: 1
-        }
-    );
+    assert_eq!(snap.get(Owner::Account, &daily), counted(6_000, 1));
     let second = evaluate(&layers, &debit(4_001), &snap, &TimeZone::UTC);
     assert_eq!(
         second.declined.map(|d| d.message),
@@ -1150,13 +438,7 @@ fn counters_add_and_give_back() {
     let second = evaluate(&layers, &debit(4_000), &snap, &TimeZone::UTC);
     assert!(second.approved());
     snap.apply(&second.counted);
-    assert_eq!(
-        snap.get(Owner::Account, &daily),
-        Counter {
-            amount: 10_000,
-            count: 2
-        }
-    );
+    assert_eq!(snap.get(Owner::Account, &daily), counted(10_000, 2));
     let third = evaluate(&layers, &debit(0), &snap, &TimeZone::UTC);
     assert_eq!(third.declined.unwrap().control, ControlKind::VelocityLimit);
 
@@ -1164,13 +446,7 @@ fn counters_add_and_give_back() {
     // only what was taken; a whole reversal then gives the count; a repeat gives nothing.
     let (back, r) = release(&first.counted, Released::default(), Release::Amount(1_000));
     snap.apply(&back);
-    assert_eq!(
-        snap.get(Owner::Account, &daily),
-        Counter {
-            amount: 9_000,
-            count: 2
-        }
-    );
+    assert_eq!(snap.get(Owner::Account, &daily), counted(9_000, 2));
     assert_eq!(
         r,
         Released {
@@ -1180,13 +456,7 @@ fn counters_add_and_give_back() {
     );
     let (back, r) = release(&first.counted, r, Release::Amount(10_000));
     snap.apply(&back);
-    assert_eq!(
-        snap.get(Owner::Account, &daily),
-        Counter {
-            amount: 4_000,
-            count: 2
-        }
-    );
+    assert_eq!(snap.get(Owner::Account, &daily), counted(4_000, 2));
     assert_eq!(
         r,
         Released {
@@ -1196,13 +466,7 @@ fn counters_add_and_give_back() {
     );
     let (back, r) = release(&first.counted, r, Release::Whole);
     snap.apply(&back);
-    assert_eq!(
-        snap.get(Owner::Account, &daily),
-        Counter {
-            amount: 4_000,
-            count: 1
-        }
-    );
+    assert_eq!(snap.get(Owner::Account, &daily), counted(4_000, 1));
     assert!(r.whole);
     let (back, r2) = release(&first.counted, r, Release::Whole);
     assert!(back.is_empty());
