@@ -23,8 +23,8 @@ pub use counters::{
 };
 pub use country::Country;
 pub use evaluate::{
-    Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner, evaluate,
-    touched_keys,
+    Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner,
+    approval_deltas, evaluate, touched_keys,
 };
 pub use window::{Interval, TimeZoneError, Window, WindowKey, time_zone};
 

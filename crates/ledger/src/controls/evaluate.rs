@@ -213,10 +213,7 @@ pub fn evaluate(
     tz: &TimeZone,
 ) -> Evaluation {
     let facts = Facts {
-        mcc: request
-            .mcc
-            .and_then(|m| Mcc::normalize(m).ok())
-            .map(|m| mcc_value(&m)),
+        mcc: read_mcc(request),
         country: request.country.and_then(Country::parse),
         debit: request.kind == RequestKind::Debit,
     };
@@ -235,11 +232,63 @@ pub fn evaluate(
     }
     for (owner, c) in layers {
         if limit_checks(&mut ev, *owner, c, request, &facts, counters, tz).is_err() {
-            ev.counted.clear();
             return ev;
         }
     }
+    ev.counted = approval_deltas(layers, request, tz);
     ev
+}
+
+/// The request's MCC as the controls compare it, read like the legacy blocks.
+fn read_mcc(request: &ControlRequest<'_>) -> Option<u16> {
+    request
+        .mcc
+        .and_then(|m| Mcc::normalize(m).ok())
+        .map(|m| mcc_value(&m))
+}
+
+/// What an approval of `request` adds to the counters: its amount and one, once per
+/// counter of the windowed limits that apply to it, however many limits read that
+/// counter; no money where the layer's limits are in another currency. [`evaluate`]
+/// returns these with an approval; the plan also books them, without deciding, for money
+/// the network made effective on its own (an approved advice for a transaction we did not
+/// approve). Sorted by owner and key.
+pub fn approval_deltas(
+    layers: &[(Owner, &Controls)],
+    request: &ControlRequest<'_>,
+    tz: &TimeZone,
+) -> Vec<CounterDelta> {
+    if request.kind != RequestKind::Debit {
+        return Vec::new();
+    }
+    let mcc = read_mcc(request);
+    let mut deltas: Vec<CounterDelta> = Vec::new();
+    for (owner, c) in layers {
+        let amount = if c.currency == Some(request.currency) {
+            request.amount
+        } else {
+            0
+        };
+        for (interval, cats) in windowed_limits(c, request.currency, mcc) {
+            let Some(key) = key(interval, cats, request.at, tz) else {
+                continue;
+            };
+            match deltas
+                .iter_mut()
+                .find(|d| d.owner == *owner && d.key == key)
+            {
+                Some(d) => d.amount = d.amount.max(amount),
+                None => deltas.push(CounterDelta {
+                    owner: *owner,
+                    key,
+                    amount,
+                    count: 1,
+                }),
+            }
+        }
+    }
+    deltas.sort_unstable_by(|a, b| (a.owner, &a.key).cmp(&(b.owner, &b.key)));
+    deltas
 }
 
 /// The counters `request` reads and, if approved, writes: what the store prefetches.
@@ -248,24 +297,10 @@ pub fn touched_keys(
     request: &ControlRequest<'_>,
     tz: &TimeZone,
 ) -> Vec<(Owner, CounterKey)> {
-    if request.kind != RequestKind::Debit {
-        return Vec::new();
-    }
-    let mcc = request
-        .mcc
-        .and_then(|m| Mcc::normalize(m).ok())
-        .map(|m| mcc_value(&m));
-    let mut keys: Vec<(Owner, CounterKey)> = layers
-        .iter()
-        .flat_map(|(owner, c)| {
-            windowed_limits(c, request.currency, mcc).filter_map(move |(interval, cats)| {
-                Some((*owner, key(interval, cats, request.at, tz)?))
-            })
-        })
-        .collect();
-    keys.sort_unstable();
-    keys.dedup();
-    keys
+    approval_deltas(layers, request, tz)
+        .into_iter()
+        .map(|d| (d.owner, d.key))
+        .collect()
 }
 
 /// The windows of the limits of `c` that apply to a request in `currency` with `mcc`.
@@ -515,9 +550,6 @@ fn limit_checks(
             );
             return decline(ev, owner, ControlKind::SpendingLimit, message);
         }
-        if let Some(k) = key {
-            count(ev, owner, k, request.amount);
-        }
     }
     for l in &c.velocity_limits {
         let cats = l.categories.as_ref();
@@ -552,30 +584,6 @@ fn limit_checks(
             );
             return decline(ev, owner, ControlKind::VelocityLimit, message);
         }
-        count(
-            ev,
-            owner,
-            k,
-            if money.is_some() { request.amount } else { 0 },
-        );
     }
     Ok(())
-}
-
-/// Records that an approval adds `amount` and one authorization to a counter, once per
-/// counter however many limits read it.
-fn count(ev: &mut Evaluation, owner: Owner, key: CounterKey, amount: i64) {
-    match ev
-        .counted
-        .iter_mut()
-        .find(|d| d.owner == owner && d.key == key)
-    {
-        Some(d) => d.amount = d.amount.max(amount),
-        None => ev.counted.push(CounterDelta {
-            owner,
-            key,
-            amount,
-            count: 1,
-        }),
-    }
 }

@@ -480,6 +480,47 @@ fn counters_add_and_give_back() {
 }
 
 #[test]
+fn effective_money_counts_without_a_decision() {
+    let acc = account(r#"{"spending_limits":[{"amount":"100","interval":"daily"}]}"#);
+    let crd = card(
+        r#"{"currency":"USD","spending_limits":[{"amount":"5","interval":"weekly"}],"velocity_limits":[{"count":1,"interval":"weekly"}]}"#,
+    );
+    let layers = [(Owner::Account, &acc), (Owner::Card, &crd)];
+    let full = counters(&[(Owner::Account, "daily:2026-12-03", 10_000, 1)]);
+    // Over the limit: declined, counts nothing ...
+    let ev = evaluate(&layers, &debit(500), &full, &TimeZone::UTC);
+    assert_eq!(ev.declined.unwrap().control, ControlKind::SpendingLimit);
+    // ... but when the network approved it anyway the money is gone, and counts.
+    let deltas = approval_deltas(&layers, &debit(500), &TimeZone::UTC);
+    let rows: Vec<(Owner, String, i64, i64)> = deltas
+        .iter()
+        .map(|d| (d.owner, d.key.to_string(), d.amount, d.count))
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            (Owner::Account, "daily:2026-12-03".to_owned(), 500, 1),
+            // The card's limits are in USD: the ARS purchase counts once, with no money.
+            (Owner::Card, "weekly:2026-11-30".to_owned(), 0, 1),
+        ]
+    );
+    // An approval counts exactly these.
+    let ev = evaluate(
+        &layers,
+        &debit(500),
+        &CounterSnapshot::default(),
+        &TimeZone::UTC,
+    );
+    assert_eq!(ev.counted, deltas);
+    // Credits and balance inquiries count nothing.
+    let credit = ControlRequest {
+        kind: RequestKind::Credit,
+        ..debit(500)
+    };
+    assert!(approval_deltas(&layers, &credit, &TimeZone::UTC).is_empty());
+}
+
+#[test]
 fn a_reversal_gives_back_in_the_original_window() {
     let acc = account(r#"{"spending_limits":[{"amount":"100","interval":"daily"}]}"#);
     let layers = [(Owner::Account, &acc)];
