@@ -26,7 +26,7 @@ pub use evaluate::{
     Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner,
     approval_deltas, evaluate, touched_keys,
 };
-pub use window::{Interval, TimeZoneError, Window, WindowKey, time_zone};
+pub use window::{Interval, TimeZoneError, Window, WindowKey, local_day, time_zone};
 
 use std::collections::BTreeSet;
 use std::fmt;

@@ -30,25 +30,25 @@ impl Country {
     /// codes and names are refused: the processor sends letters, and a control must not
     /// silently match nothing.
     pub fn parse(s: &str) -> Option<Country> {
-        let t = s.trim_matches(|c: char| c.is_ascii_whitespace());
-        if !t.bytes().all(|b| b.is_ascii_alphabetic()) {
+        let b = s.trim_matches(|c: char| c.is_ascii_whitespace()).as_bytes();
+        if !(2..=3).contains(&b.len()) || !b.iter().all(u8::is_ascii_alphabetic) {
             return None;
         }
-        let up = t.to_ascii_uppercase();
-        match up.len() {
-            2 => COUNTRIES
-                .binary_search_by(|(a2, _, _)| (*a2).cmp(up.as_str()))
+        // Upper-cased on the stack: this runs for every request a country control reads.
+        let mut up = [0u8; 3];
+        for (u, c) in up.iter_mut().zip(b) {
+            *u = c.to_ascii_uppercase();
+        }
+        if b.len() == 2 {
+            COUNTRIES
+                .binary_search_by(|(a2, _, _)| a2.as_bytes().cmp(&up[..2]))
                 .ok()
-                .map(|i| Country(i as u16)),
-            3 => {
-                let b = up.as_bytes();
-                let key = [b[0], b[1], b[2]];
-                BY_ALPHA3
-                    .binary_search_by(|(k, _)| k.cmp(&key))
-                    .ok()
-                    .map(|i| Country(BY_ALPHA3[i].1))
-            }
-            _ => None,
+                .map(|i| Country(i as u16))
+        } else {
+            BY_ALPHA3
+                .binary_search_by(|(k, _)| k.cmp(&up))
+                .ok()
+                .map(|i| Country(BY_ALPHA3[i].1))
         }
     }
 

@@ -2,11 +2,13 @@
 //! of every check run.
 
 use jiff::Timestamp;
+use jiff::civil::Date;
 use jiff::tz::TimeZone;
 use serde::Serialize;
 
 use super::category::mcc_value;
 use super::counters::{CounterDelta, CounterKey, CounterSource};
+use super::window::local_day;
 use super::{Categories, Channels, Controls, Country, Interval};
 use crate::decision::{DeclineClass, RequestKind};
 use crate::money::format_minor;
@@ -227,15 +229,18 @@ pub fn evaluate(
             return ev;
         }
     }
-    if !facts.debit {
+    let limited = |c: &&Controls| !c.spending_limits.is_empty() || !c.velocity_limits.is_empty();
+    if !facts.debit || !layers.iter().map(|(_, c)| c).any(limited) {
         return ev;
     }
+    // Every window key of the request comes from its local day, converted once.
+    let day = local_day(request.at, tz);
     for (owner, c) in layers {
-        if limit_checks(&mut ev, *owner, c, request, &facts, counters, tz).is_err() {
+        if limit_checks(&mut ev, *owner, c, request, &facts, counters, day).is_err() {
             return ev;
         }
     }
-    ev.counted = approval_deltas(layers, request, tz);
+    ev.counted = deltas_on(layers, request, day);
     ev
 }
 
@@ -261,6 +266,14 @@ pub fn approval_deltas(
     if request.kind != RequestKind::Debit {
         return Vec::new();
     }
+    deltas_on(layers, request, local_day(request.at, tz))
+}
+
+fn deltas_on(
+    layers: &[(Owner, &Controls)],
+    request: &ControlRequest<'_>,
+    day: Date,
+) -> Vec<CounterDelta> {
     let mcc = read_mcc(request);
     let mut deltas: Vec<CounterDelta> = Vec::new();
     for (owner, c) in layers {
@@ -270,7 +283,7 @@ pub fn approval_deltas(
             0
         };
         for (interval, cats) in windowed_limits(c, request.currency, mcc) {
-            let Some(key) = key(interval, cats, request.at, tz) else {
+            let Some(key) = key(interval, cats, day) else {
                 continue;
             };
             match deltas
@@ -331,14 +344,9 @@ fn covers(cats: Option<&Categories>, mcc: Option<u16>) -> bool {
     }
 }
 
-fn key(
-    interval: Interval,
-    cats: Option<&Categories>,
-    at: Timestamp,
-    tz: &TimeZone,
-) -> Option<CounterKey> {
+fn key(interval: Interval, cats: Option<&Categories>, day: Date) -> Option<CounterKey> {
     Some(CounterKey {
-        window: interval.window(at, tz)?.key,
+        window: interval.key_of_day(day)?,
         categories: cats.cloned(),
     })
 }
@@ -504,7 +512,7 @@ fn limit_checks(
     request: &ControlRequest<'_>,
     f: &Facts,
     counters: &impl CounterSource,
-    tz: &TimeZone,
+    day: Date,
 ) -> Result<(), ()> {
     let who = owner.words();
     let for_categories =
@@ -517,7 +525,7 @@ fn limit_checks(
         if !covers(cats, f.mcc) {
             continue;
         }
-        let key = key(l.interval, cats, request.at, tz);
+        let key = key(l.interval, cats, day);
         let spent = key
             .as_ref()
             .map_or(0, |k| counters.counter(owner, k).amount);
@@ -556,7 +564,7 @@ fn limit_checks(
         if !covers(cats, f.mcc) {
             continue;
         }
-        let Some(k) = key(l.interval, cats, request.at, tz) else {
+        let Some(k) = key(l.interval, cats, day) else {
             continue;
         };
         let counted = counters.counter(owner, &k).count;

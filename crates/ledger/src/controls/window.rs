@@ -88,17 +88,37 @@ impl Interval {
     /// The window of this interval holding `at`, in `tz`; `None` for
     /// [`Interval::PerAuthorization`], which counts nothing.
     pub fn window(&self, at: Timestamp, tz: &TimeZone) -> Option<Window> {
-        let day = at.to_zoned(tz.clone()).date();
+        let key = self.key_of_day(local_day(at, tz))?;
+        let Some(first) = key.first_day else {
+            return Some(Window {
+                key,
+                start: None,
+                end: None,
+            });
+        };
+        let next = match self {
+            Interval::Daily => first.checked_add(1.day()),
+            Interval::Weekly => first.checked_add(1.week()),
+            Interval::Monthly => first.checked_add(1.month()),
+            _ => first.checked_add(1.year()),
+        };
+        Some(Window {
+            key,
+            start: start_of(first, tz),
+            // Past the last representable day the window simply does not end.
+            end: next.ok().and_then(|d| start_of(d, tz)),
+        })
+    }
+
+    /// The key of the window holding the local calendar `day`: all a counter needs, without
+    /// the bounds (which cost two more time zone conversions).
+    pub fn key_of_day(&self, day: Date) -> Option<WindowKey> {
         let first = match self {
             Interval::PerAuthorization => return None,
             Interval::AllTime => {
-                return Some(Window {
-                    key: WindowKey {
-                        interval: Interval::AllTime,
-                        first_day: None,
-                    },
-                    start: None,
-                    end: None,
+                return Some(WindowKey {
+                    interval: Interval::AllTime,
+                    first_day: None,
                 });
             }
             Interval::Daily => day,
@@ -108,22 +128,16 @@ impl Interval {
             Interval::Monthly => day.first_of_month(),
             Interval::Yearly => day.first_of_year(),
         };
-        let next = match self {
-            Interval::Daily => first.checked_add(1.day()),
-            Interval::Weekly => first.checked_add(1.week()),
-            Interval::Monthly => first.checked_add(1.month()),
-            _ => first.checked_add(1.year()),
-        };
-        Some(Window {
-            key: WindowKey {
-                interval: *self,
-                first_day: Some(first),
-            },
-            start: start_of(first, tz),
-            // Past the last representable day the window simply does not end.
-            end: next.ok().and_then(|d| start_of(d, tz)),
+        Some(WindowKey {
+            interval: *self,
+            first_day: Some(first),
         })
     }
+}
+
+/// The local calendar day holding `at` in `tz`.
+pub fn local_day(at: Timestamp, tz: &TimeZone) -> Date {
+    tz.to_datetime(at).date()
 }
 
 /// The first instant of `day` in `tz`. Where midnight falls in a gap (a zone that moves
@@ -323,6 +337,11 @@ mod tests {
                 assert!(!w.contains(e), "{case}");
             }
             assert_eq!(WindowKey::parse(key), Some(w.key), "{case}");
+            assert_eq!(
+                interval.key_of_day(local_day(at, &tz)),
+                Some(w.key),
+                "{case}"
+            );
         }
     }
 
