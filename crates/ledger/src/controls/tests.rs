@@ -398,6 +398,60 @@ fn explanation_lists_the_checks_with_their_inputs() {
 }
 
 #[test]
+fn a_full_window_stops_at_its_boundary_in_the_configured_zone() {
+    let ny = TimeZone::posix("EST5EDT,M3.2.0,M11.1.0").unwrap();
+    // (interval, last instant of a full window, first instant of the next, its key)
+    #[rustfmt::skip]
+    let rows = [
+        // The night the clocks go forward: the local day ends at 04:00Z, not 05:00Z.
+        (Interval::Daily, "2026-03-09T03:59:59Z", "2026-03-09T04:00:00Z", "daily:2026-03-08"),
+        (Interval::Daily, "2026-11-02T04:59:59Z", "2026-11-02T05:00:00Z", "daily:2026-11-01"),
+        // Sunday night to Monday.
+        (Interval::Weekly, "2026-12-07T04:59:59Z", "2026-12-07T05:00:00Z", "weekly:2026-11-30"),
+        // The leap day is the last of February.
+        (Interval::Monthly, "2028-03-01T04:59:59Z", "2028-03-01T05:00:00Z", "monthly:2028-02"),
+        (Interval::Yearly, "2027-01-01T04:59:59Z", "2027-01-01T05:00:00Z", "yearly:2026"),
+        (Interval::AllTime, "2027-01-01T04:59:59Z", "2040-01-01T00:00:00Z", "all_time"),
+    ];
+    for (interval, last, next, key) in rows {
+        let acc = account(&format!(
+            r#"{{"spending_limits":[{{"amount":"100","interval":"{interval}"}}],"velocity_limits":[{{"count":3,"interval":"{interval}"}}]}}"#
+        ));
+        let full = counters(&[(Owner::Account, key, 10_000, 1)]);
+        let layers = [(Owner::Account, &acc)];
+        let before = ControlRequest {
+            at: at(last),
+            ..debit(1)
+        };
+        let ev = evaluate(&layers, &before, &full, &ny);
+        assert_eq!(
+            ev.declined.map(|d| d.message),
+            Some(format!(
+                "{} spending limit of 100.00 ARS reached on the account",
+                interval.words()
+            )),
+            "{interval} at {last}"
+        );
+        let after = ControlRequest {
+            at: at(next),
+            ..debit(1)
+        };
+        let ev = evaluate(&layers, &after, &full, &ny);
+        assert_eq!(
+            ev.approved(),
+            interval != Interval::AllTime,
+            "{interval} at {next}"
+        );
+        // A count limit reads the same window.
+        let counted_out = counters(&[(Owner::Account, key, 0, 3)]);
+        assert!(
+            !evaluate(&layers, &before, &counted_out, &ny).approved(),
+            "{interval} at {last}"
+        );
+    }
+}
+
+#[test]
 fn windows_follow_the_configured_zone() {
     // 02:30Z on the 1st is still the last day of November in Buenos Aires (UTC-3).
     let tz = TimeZone::posix("<-03>3").unwrap();
