@@ -2,6 +2,7 @@
 //! authorization decision. No I/O and no async: everything here is a function of
 //! its inputs, so it can be table-tested and benchmarked in isolation.
 
+pub mod controls;
 pub mod currency;
 pub mod decision;
 pub mod funding;

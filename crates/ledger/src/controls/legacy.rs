@@ -1,0 +1,42 @@
+//! The fields accounts and cards had before controls, read as controls: an account's
+//! per-transaction limit, daily limit and blocked MCCs, a card's blocked MCCs.
+
+use super::{Categories, Controls, Interval, SpendingLimit};
+use crate::decision::{AccountState, CardState};
+
+impl Controls {
+    /// The controls an account's legacy fields amount to: blocked MCCs become blocked
+    /// categories, the per-transaction limit a `per_authorization` spending limit and the
+    /// daily limit a `daily` one (a calendar day in the configured zone). Evaluated beside
+    /// the account's own controls, so both must pass.
+    pub fn from_account_state(account: &AccountState) -> Controls {
+        let mut spending_limits: Vec<SpendingLimit> = [
+            (Interval::PerAuthorization, account.per_transaction_limit),
+            (Interval::Daily, account.daily_limit),
+        ]
+        .into_iter()
+        .filter_map(|(interval, limit)| {
+            limit.map(|amount| SpendingLimit {
+                interval,
+                categories: None,
+                amount,
+            })
+        })
+        .collect();
+        spending_limits.sort_unstable();
+        Controls {
+            currency: Some(account.currency),
+            blocked_categories: Categories::from_mcc_set(&account.blocked_mccs),
+            spending_limits,
+            ..Controls::default()
+        }
+    }
+
+    /// The controls a card's legacy blocked MCCs amount to.
+    pub fn from_card_state(card: &CardState) -> Controls {
+        Controls {
+            blocked_categories: Categories::from_mcc_set(&card.blocked_mccs),
+            ..Controls::default()
+        }
+    }
+}
