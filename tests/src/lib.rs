@@ -782,52 +782,61 @@ pub fn uid(prefix: &str) -> String {
     )
 }
 
-/// Holds the database's write path from another session, as a stuck batch job would: the
-/// user's account rows (Postgres) or the file's write lock (SQLite).
-pub enum Blocker {
+/// A session of its own on a test server's database, beside the server's pool: to hold the
+/// write path as a stuck batch job would, or to change rows behind the server's back.
+pub enum DirectConn {
     Pg(sqlx::PgConnection),
     Lite(sqlx::SqliteConnection),
 }
 
-pub async fn block_writes(app: &TestApp, user: &str) -> Blocker {
-    use sqlx::Connection;
-    match app.backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
-                .await
-                .unwrap();
-            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-            sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
-                .bind(user)
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Pg(c)
+impl DirectConn {
+    pub async fn open(app: &TestApp) -> DirectConn {
+        use sqlx::Connection;
+        match app.backend {
+            Backend::Postgres => {
+                let url = app.database_url.as_deref().expect("a Postgres database");
+                DirectConn::Pg(sqlx::PgConnection::connect(url).await.expect("connect"))
+            }
+            Backend::Sqlite => {
+                let path = app.data_dir.path().join("authorizer.db");
+                let url = format!("sqlite:{}", path.display());
+                DirectConn::Lite(
+                    sqlx::SqliteConnection::connect(&url)
+                        .await
+                        .expect("connect"),
+                )
+            }
         }
-        Backend::Sqlite => {
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Lite(c)
+    }
+
+    /// Runs one statement; its values are the test's own literals (no binds).
+    pub async fn execute(&mut self, sql: &str) {
+        match self {
+            DirectConn::Pg(c) => sqlx::query(sql).execute(c).await.map(drop),
+            DirectConn::Lite(c) => sqlx::query(sql).execute(c).await.map(drop),
         }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Ends the blocking transaction of `block_writes`: the writes it held back may go on.
+    pub async fn release(mut self) {
+        self.execute("ROLLBACK").await;
     }
 }
 
-impl Blocker {
-    /// Ends the blocking transaction: the writes it held back may go on.
-    pub async fn release(self) {
-        match self {
-            Blocker::Pg(mut c) => {
-                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-            }
-            Blocker::Lite(mut c) => {
-                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-            }
+/// Holds the database's write path from another session, as a stuck batch job would: the
+/// user's account rows (Postgres) or the file's write lock (SQLite).
+pub async fn block_writes(app: &TestApp, user: &str) -> DirectConn {
+    let mut c = DirectConn::open(app).await;
+    match app.backend {
+        Backend::Postgres => {
+            c.execute("BEGIN").await;
+            c.execute(&format!(
+                "SELECT id FROM accounts WHERE user_id = '{user}' FOR UPDATE"
+            ))
+            .await;
         }
+        Backend::Sqlite => c.execute("BEGIN IMMEDIATE").await,
     }
+    c
 }

@@ -19,40 +19,10 @@ fn patient(s: &mut Settings) {
 /// 50 identical captures at once (each under its own key): one movement, one answer.
 async fn identical_captures_book_once(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
-    reserve(
-        &app,
-        &reservation("cc", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let body = bytes(&json!({"amount": "60.00"}));
-    let path = capture_path("cc");
-    let answers = join_all((0..50).map(|_| {
-        let (app, body, path) = (&app, &body, &path);
-        async move {
-            loop {
-                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
-                if r.status != 503 && r.status != 425 {
-                    return r;
-                }
-            }
-        }
-    }))
-    .await;
-    let first = &answers[0];
-    assert_eq!(
-        first.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
-    for a in &answers {
-        assert_eq!((a.status, &a.body), (200, &first.body));
-    }
+    reserve_approved(&app, "cc", "100.00", "DKK").await;
+    same_post_at_once(&app, &capture_path("cc"), &json!({"amount": "60.00"}), 50).await;
     assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("440.00", "0.00"));
+    assert_posted_held(&app, "DKK", "440.00", "0.00").await;
 }
 
 /// The same refund (refund id and body) sent at once under 20 keys, for more than half the
@@ -60,47 +30,12 @@ async fn identical_captures_book_once(app: TestApp) {
 /// REFUND_EXCEEDS_CAPTURED (the refund id is looked up under the hold's lock).
 async fn one_refund_under_many_keys_books_once(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
-    reserve(
-        &app,
-        &reservation("rr", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "rr", "100.00", "DKK").await;
     let r = post(&app, &capture_path("rr"), &json!({})).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let body = bytes(&json!({"refund_id": "rf-1", "amount": "70.00"}));
-    let path = refund_path("rr");
-    let answers = join_all((0..20).map(|_| {
-        let (app, body, path) = (&app, &body, &path);
-        async move {
-            loop {
-                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
-                if r.status != 503 && r.status != 425 {
-                    return r;
-                }
-            }
-        }
-    }))
-    .await;
-    let first = &answers[0];
-    assert_eq!(
-        first.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
-    for a in &answers {
-        assert_eq!(
-            (a.status, &a.body),
-            (200, &first.body),
-            "{}",
-            String::from_utf8_lossy(&a.body)
-        );
-    }
+    same_post_at_once(&app, &refund_path("rr"), &refund("rf-1", "70.00"), 20).await;
     assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("470.00", "0.00"));
+    assert_posted_held(&app, "DKK", "470.00", "0.00").await;
 }
 
 /// 200 reservations of 1.00 at once on exactly 73.00: exactly 73 are approved.

@@ -10,28 +10,23 @@ use serde_json::json;
 async fn error_rows(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
     // unknown reservation_id
-    let r = post(&app, &capture_path("nope"), &json!({})).await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
-    let r = post(&app, &cancel_path("nope"), &json!({})).await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
-    let r = post(
-        &app,
-        &refund_path("nope"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
+    assert_eq!(
+        refused(&app, &capture_path("nope"), &json!({}), 404).await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        refused(&app, &cancel_path("nope"), &json!({}), 404).await,
+        "NOT_FOUND"
+    );
+    assert_eq!(
+        refused(&app, &refund_path("nope"), &refund("x", "1"), 404).await,
+        "NOT_FOUND"
+    );
     let r = app.channel("GET", &get_path("nope"), b"", None).await;
     assert_eq!(error_code(&r, 404), "NOT_FOUND");
 
     // capture: cancelled
-    reserve(
-        &app,
-        &reservation("c1", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "c1", "10.00", "DKK").await;
     let first = post(&app, &cancel_path("c1"), &json!({})).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.json()["reservation"]["state"], "CANCELLED");
@@ -40,89 +35,84 @@ async fn error_rows(app: TestApp) {
         .channel("POST", &cancel_path("c1"), b"", Some(&uid("ck")))
         .await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    let r = post(&app, &capture_path("c1"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "NOT_RESERVED");
+    assert_eq!(
+        refused(&app, &capture_path("c1"), &json!({}), 409).await,
+        "NOT_RESERVED"
+    );
     // refund: not captured (cancelled, reserved)
-    let r = post(
-        &app,
-        &refund_path("c1"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
+    assert_eq!(
+        refused(&app, &refund_path("c1"), &refund("x", "1"), 409).await,
+        "NOT_CAPTURED"
+    );
 
     // capture: more than reserved; not representable; zero
-    reserve(
-        &app,
-        &reservation("c2", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let r = post(
-        &app,
-        &refund_path("c2"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
-    let r = post(&app, &capture_path("c2"), &json!({"amount": "10.01"})).await;
-    assert_eq!(error_code(&r, 409), "AMOUNT_EXCEEDS_RESERVED");
+    reserve_approved(&app, "c2", "10.00", "DKK").await;
+    assert_eq!(
+        refused(&app, &refund_path("c2"), &refund("x", "1"), 409).await,
+        "NOT_CAPTURED"
+    );
+    assert_eq!(
+        refused(&app, &capture_path("c2"), &json!({"amount": "10.01"}), 409).await,
+        "AMOUNT_EXCEEDS_RESERVED"
+    );
     for bad in [json!("0.00"), json!("-1.00"), json!("1.001"), json!(0)] {
-        let r = post(&app, &capture_path("c2"), &json!({ "amount": bad })).await;
-        assert_eq!(error_code(&r, 400), "INVALID_AMOUNT", "{bad}");
+        assert_eq!(
+            refused(&app, &capture_path("c2"), &json!({ "amount": bad }), 400).await,
+            "INVALID_AMOUNT",
+            "{bad}"
+        );
     }
     // partial capture not possible
     let mut full = reservation("c3", "10.00", "DKK");
     full["partial_capture_possible"] = json!(false);
     reserve(&app, &full, "APPROVED", "APPROVED").await;
-    let r = post(&app, &capture_path("c3"), &json!({"amount": "9.99"})).await;
-    assert_eq!(error_code(&r, 409), "PARTIAL_CAPTURE_NOT_POSSIBLE");
+    assert_eq!(
+        refused(&app, &capture_path("c3"), &json!({"amount": "9.99"}), 409).await,
+        "PARTIAL_CAPTURE_NOT_POSSIBLE"
+    );
     // without an amount: the full amount
     let r = post(&app, &capture_path("c3"), &json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reservation"]["captured"], "10.00");
     // cancel: captured
-    let r = post(&app, &cancel_path("c3"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "ALREADY_CAPTURED");
+    assert_eq!(
+        refused(&app, &cancel_path("c3"), &json!({}), 409).await,
+        "ALREADY_CAPTURED"
+    );
     // capture again with another amount
-    let r = post(&app, &capture_path("c3"), &json!({"amount": "5.00"})).await;
-    assert_eq!(error_code(&r, 409), "CAPTURED_WITH_DIFFERENT_AMOUNT");
+    assert_eq!(
+        refused(&app, &capture_path("c3"), &json!({"amount": "5.00"}), 409).await,
+        "CAPTURED_WITH_DIFFERENT_AMOUNT"
+    );
 
     // refund: currency mismatch; above captured; refund id replay and reuse
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "CURRENCY_MISMATCH");
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "10.01"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "REFUND_EXCEEDS_CAPTURED");
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "0"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 400), "INVALID_AMOUNT");
+    assert_eq!(
+        refused(
+            &app,
+            &refund_path("c3"),
+            &json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"}),
+            409
+        )
+        .await,
+        "CURRENCY_MISMATCH"
+    );
+    assert_eq!(
+        refused(&app, &refund_path("c3"), &refund("r1", "10.01"), 409).await,
+        "REFUND_EXCEEDS_CAPTURED"
+    );
+    assert_eq!(
+        refused(&app, &refund_path("c3"), &refund("r1", "0"), 400).await,
+        "INVALID_AMOUNT"
+    );
     let body = json!({"refund_id": "r1", "amount": "4.00"});
     let first = post(&app, &refund_path("c3"), &body).await;
     assert_eq!(first.status, 200);
     let again = post(&app, &refund_path("c3"), &body).await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "5.00"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "REFUND_ID_REUSED");
+    assert_eq!(
+        refused(&app, &refund_path("c3"), &refund("r1", "5.00"), 409).await,
+        "REFUND_ID_REUSED"
+    );
     assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
 
     // capture, cancel and refund of an expired hold
@@ -130,71 +120,43 @@ async fn error_rows(app: TestApp) {
     short["expires_in_secs"] = json!(1);
     reserve(&app, &short, "APPROVED", "APPROVED").await;
     actix_rt::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = post(&app, &cancel_path("c4"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
-    let r = post(&app, &capture_path("c4"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
-    let r = post(
-        &app,
-        &refund_path("c4"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
+    assert_eq!(
+        refused(&app, &cancel_path("c4"), &json!({}), 409).await,
+        "EXPIRED"
+    );
+    assert_eq!(
+        refused(&app, &capture_path("c4"), &json!({}), 409).await,
+        "EXPIRED"
+    );
+    assert_eq!(
+        refused(&app, &refund_path("c4"), &refund("x", "1"), 409).await,
+        "NOT_CAPTURED"
+    );
 
     // payment too old: a capture made 91 days ago (moved back in the database).
-    reserve(
-        &app,
-        &reservation("c5", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "c5", "10.00", "DKK").await;
     assert_eq!(
         post(&app, &capture_path("c5"), &json!({})).await.status,
         200
     );
     age_capture(&app, "c5", 91).await;
-    let r = post(
-        &app,
-        &refund_path("c5"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "PAYMENT_TOO_OLD");
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("984.00", "10.00"));
+    assert_eq!(
+        refused(&app, &refund_path("c5"), &refund("x", "1"), 409).await,
+        "PAYMENT_TOO_OLD"
+    );
+    assert_posted_held(&app, "DKK", "984.00", "10.00").await;
 }
 
 /// Moves a capture `days` into the past (refund window test).
 async fn age_capture(app: &TestApp, reservation_id: &str, days: i64) {
-    let sql = "UPDATE holds SET captured_at_ms = captured_at_ms - $1 WHERE reservation_id = $2";
     let ms = days * 86_400_000;
-    match &app.database_url {
-        Some(url) => {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::query(sql)
-                .bind(ms)
-                .bind(reservation_id)
-                .execute(&mut c)
-                .await
-                .expect("age");
-        }
-        None => {
-            use sqlx::Connection;
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .expect("connect");
-            sqlx::query(sql)
-                .bind(ms)
-                .bind(reservation_id)
-                .execute(&mut c)
-                .await
-                .expect("age");
-        }
-    }
+    DirectConn::open(app)
+        .await
+        .execute(&format!(
+            "UPDATE holds SET captured_at_ms = captured_at_ms - {ms} \
+             WHERE reservation_id = '{reservation_id}'"
+        ))
+        .await;
 }
 
 /// Signatures, keys of the other caller, idempotency keys, reused ids, bad input.
@@ -279,16 +241,21 @@ async fn transport_and_input(app: TestApp) {
     // the same reservation id and body under a new key replays; another body is 409
     let r = app.channel("POST", RES, &body, Some("k-t1-b")).await;
     assert_eq!((r.status, &r.body), (200, &first.body));
-    let r = post(&app, RES, &reservation("t1", "11.00", "DKK")).await;
-    assert_eq!(error_code(&r, 409), "RESERVATION_ID_REUSED");
+    assert_eq!(
+        refused(&app, RES, &reservation("t1", "11.00", "DKK"), 409).await,
+        "RESERVATION_ID_REUSED"
+    );
     assert_eq!(balances(&app, "DKK").await.1, "10.00", "one hold");
 
     // expires_in_secs outside 1..=expiry_secs_max
     for bad in [json!(0), json!(-5), json!(604_801)] {
         let mut b = reservation(&uid("t"), "1.00", "DKK");
         b["expires_in_secs"] = bad.clone();
-        let r = post(&app, RES, &b).await;
-        assert_eq!(error_code(&r, 400), "INVALID_EXPIRES_IN_SECS", "{bad}");
+        assert_eq!(
+            refused(&app, RES, &b, 400).await,
+            "INVALID_EXPIRES_IN_SECS",
+            "{bad}"
+        );
     }
     // malformed bodies and ids
     let r = app.channel("POST", RES, b"{", Some(&uid("ck"))).await;
@@ -326,13 +293,7 @@ async fn transport_and_input(app: TestApp) {
         "INVALID_AMOUNT",
     )
     .await;
-    reserve(
-        &app,
-        &reservation("t8", "90.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "t8", "90.00", "DKK").await;
     let r = post(&app, RES, &reservation("t5", "90.01", "DKK")).await;
     assert_eq!(
         r.json()["status_detail"],

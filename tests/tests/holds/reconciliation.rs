@@ -22,41 +22,18 @@ async fn a_day_with_holds_reconciles_clean(app: TestApp) {
         .await;
     assert_eq!(r.json()["status"], "APPROVED");
     // The channel's: a capture, a refund, a cancel and an open hold.
-    reserve(
-        &app,
-        &reservation("h1", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h1", "100.00", "DKK").await;
     assert_eq!(
         post(&app, &capture_path("h1"), &json!({"amount": "80.00"}))
             .await
             .status,
         200
     );
-    let r = post(
-        &app,
-        &refund_path("h1"),
-        &json!({"refund_id": "r1", "amount": "5.00"}),
-    )
-    .await;
+    let r = post(&app, &refund_path("h1"), &refund("r1", "5.00")).await;
     assert_eq!(r.status, 200);
-    reserve(
-        &app,
-        &reservation("h2", "20.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h2", "20.00", "DKK").await;
     assert_eq!(post(&app, &cancel_path("h2"), &json!({})).await.status, 200);
-    reserve(
-        &app,
-        &reservation("h3", "30.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h3", "30.00", "DKK").await;
 
     let days = store::now_ms().div_euclid(86_400_000);
     let (year, month, day) = reconciler::schedule::civil_from_days(days);

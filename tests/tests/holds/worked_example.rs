@@ -12,13 +12,7 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
     // 1. reserve mp-3f2a9c1e 125.50
-    let r = reserve(
-        &app,
-        &reservation("mp-3f2a9c1e", "125.50", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    let r = reserve_approved(&app, "mp-3f2a9c1e", "125.50", "DKK").await;
     app.assert_channel_signed(&r, RES);
     let v = r.json();
     assert_eq!(v["message"], "Reserved");
@@ -80,13 +74,16 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("400.00", "0.00", "400.00"));
 
     // 5. capture 90.00
-    let r = post(
-        &app,
-        &capture_path("mp-3f2a9c1e"),
-        &json!({"amount": "90.00"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "CAPTURED_WITH_DIFFERENT_AMOUNT");
+    assert_eq!(
+        refused(
+            &app,
+            &capture_path("mp-3f2a9c1e"),
+            &json!({"amount": "90.00"}),
+            409
+        )
+        .await,
+        "CAPTURED_WITH_DIFFERENT_AMOUNT"
+    );
 
     // 6. refund r1 30.00
     let r = post(
@@ -101,22 +98,20 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("430.00", "0.00", "430.00"));
 
     // 7. refund r2 80.00: 30 + 80 > 100
-    let r = post(
-        &app,
-        &refund_path("mp-3f2a9c1e"),
-        &json!({"refund_id": "r2", "amount": "80.00"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "REFUND_EXCEEDS_CAPTURED");
+    assert_eq!(
+        refused(
+            &app,
+            &refund_path("mp-3f2a9c1e"),
+            &refund("r2", "80.00"),
+            409
+        )
+        .await,
+        "REFUND_EXCEEDS_CAPTURED"
+    );
     assert_eq!(balances(&app, "DKK").await, b("430.00", "0.00", "430.00"));
 
     // 8. refund r2 70.00
-    let r = post(
-        &app,
-        &refund_path("mp-3f2a9c1e"),
-        &json!({"refund_id": "r2", "amount": "70.00"}),
-    )
-    .await;
+    let r = post(&app, &refund_path("mp-3f2a9c1e"), &refund("r2", "70.00")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
@@ -140,8 +135,10 @@ async fn worked_example(app: TestApp) {
 
     // 10. 3 s later: capture finds it expired (lazily: the sweeper runs once a minute).
     actix_rt::time::sleep(Duration::from_millis(3000)).await;
-    let r = post(&app, &capture_path("mp-2"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
+    assert_eq!(
+        refused(&app, &capture_path("mp-2"), &json!({}), 409).await,
+        "EXPIRED"
+    );
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
     // Money moved only at capture and refund, against PoS clearing.
