@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use store::Store;
 
 pub mod node;
+pub mod recon;
 pub use node::{Node, NodeOptions};
 
 /// The processor's published demo key pair (protocol page, section 10).
@@ -82,6 +83,34 @@ pub async fn run_scenario<F: std::future::Future<Output = ()>>(
     .await;
     let store = app.store.clone();
     scenario(app).await;
+    assert_clean(&store).await;
+}
+
+/// Room for 200 channel requests at once on a small machine: the deadline is generous, and
+/// in-flight markers outlive the slowest answer (the scenarios send an undecided answer again,
+/// as a channel would).
+pub fn crowd_settings(s: &mut Settings) {
+    s.processor.deadline_ms = 10_000;
+    s.redis.in_flight_stale_ms = 20_000;
+    s.database.pool_acquire_ms_max = 5_000;
+    s.database.statement_ms_max = 5_000;
+    s.database.lock_wait_ms_max = 5_000;
+}
+
+/// Asserts the ledger invariants hold on the database a stopped or killed server left: the
+/// Postgres at `url`, else the SQLite file at `sqlite_path`.
+pub async fn assert_database_clean(url: Option<String>, sqlite_path: PathBuf) {
+    let store = Store::connect(&store::StoreConfig {
+        url,
+        sqlite_path,
+        pool_connections_max: 2,
+        pool_acquire_ms_max: 5_000,
+        statement_ms_max: 5_000,
+        lock_wait_ms_max: 5_000,
+        index_probes_only: false,
+    })
+    .await
+    .expect("store");
     assert_clean(&store).await;
 }
 
@@ -232,7 +261,12 @@ macro_rules! calls_over_http {
                     None,
                 )
                 .await;
-            assert_eq!(r.status, 200, "account {user}/{currency}");
+            assert_eq!(
+                r.status,
+                200,
+                "account {user}/{currency}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
             r.json()
         }
     };
@@ -452,24 +486,27 @@ impl TestApp {
 
     /// The available balance as the admin API shows it.
     pub async fn available(&self, user: &str, currency: &str) -> String {
-        let r = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(
-            r.status,
-            200,
-            "account {user}/{currency}: {:?}",
-            String::from_utf8_lossy(&r.body)
-        );
-        r.json()["available"]
+        self.account(user, currency).await["available"]
             .as_str()
             .expect("available")
             .to_owned()
+    }
+
+    /// How many movements of `kind` the user's account shows (its postings list).
+    pub async fn movements(&self, user: &str, currency: &str, kind: &str) -> usize {
+        let p = self
+            .admin(
+                "GET",
+                &format!("/v1/accounts/{user}/{currency}/postings?limit=500"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        p["postings"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["kind"] == kind).count())
+            .unwrap_or(0)
     }
 
     /// Asserts the ledger invariants hold.

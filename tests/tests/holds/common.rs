@@ -67,23 +67,6 @@ pub async fn balances(app: &TestApp, currency: &str) -> (String, String, String)
     (s("posted"), s("held"), s("available"))
 }
 
-/// Movements of a kind on u1's account, from the postings list.
-pub async fn movements_of(app: &TestApp, currency: &str, kind: &str) -> usize {
-    let p = app
-        .admin(
-            "GET",
-            &format!("/v1/accounts/u1/{currency}/postings?limit=500"),
-            None,
-            None,
-        )
-        .await
-        .json();
-    p["postings"]
-        .as_array()
-        .map(|a| a.iter().filter(|p| p["kind"] == kind).count())
-        .unwrap_or(0)
-}
-
 /// Reserves `amount` for u1 and asserts it is approved.
 pub async fn reserve_approved(app: &TestApp, id: &str, amount: &str, currency: &str) -> Resp {
     reserve(

@@ -113,7 +113,7 @@ async fn error_rows(app: TestApp) {
         refused(&app, &refund_path("c3"), &refund("r1", "5.00"), 409).await,
         "REFUND_ID_REUSED"
     );
-    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 1);
 
     // capture, cancel and refund of an expired hold
     let mut short = reservation("c4", "10.00", "DKK");

@@ -44,7 +44,7 @@ async fn a_blocked_database(app: TestApp) {
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reservation"]["state"], "CAPTURED");
     assert_posted_held(&app, "DKK", "90.00", "20.00").await;
-    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
 }
 
 both_backends!(a_blocked_database);

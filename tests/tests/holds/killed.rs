@@ -90,16 +90,5 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
     let a: serde_json::Value = serde_json::from_slice(&acct.body).expect("JSON");
     assert_eq!(a["held"], "40.00");
     assert_eq!(a["available"], "60.00");
-    let store = store::Store::connect(&store::StoreConfig {
-        url: Some(db.clone()),
-        sqlite_path: std::path::PathBuf::new(),
-        pool_connections_max: 2,
-        pool_acquire_ms_max: 5000,
-        statement_ms_max: 5000,
-        lock_wait_ms_max: 5000,
-        index_probes_only: false,
-    })
-    .await
-    .expect("store");
-    assert_clean(&store).await;
+    assert_database_clean(Some(db.clone()), std::path::PathBuf::new()).await;
 }

@@ -142,8 +142,8 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
     // Money moved only at capture and refund, against PoS clearing.
-    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
-    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 2);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 2);
     // The admin listing.
     let l = app
         .admin("GET", "/v1/accounts/u1/DKK/holds?limit=1", None, None)
