@@ -251,6 +251,44 @@ macro_rules! calls_over_http {
             signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
         }
 
+        /// Opens an account and deposits `amount` (a decimal string) into it.
+        pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
+            let r = self
+                .admin(
+                    "PUT",
+                    &format!("/v1/accounts/{user}/{currency}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert!(
+                r.status == 201 || r.status == 200,
+                "open account: {} {:?}",
+                r.status,
+                r.json()
+            );
+            if amount != "0" {
+                let key = format!(
+                    "fund-{user}-{currency}-{}",
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                );
+                let r = self
+                    .admin(
+                        "POST",
+                        &format!("/v1/accounts/{user}/{currency}/deposits"),
+                        Some(json!({ "amount": amount })),
+                        Some(&key),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "deposit: {:?}", r.json());
+            }
+        }
+
+        /// An admin GET's JSON answer, whatever its status.
+        pub async fn admin_get(&self, path: &str) -> Value {
+            self.admin("GET", path, None, None).await.json()
+        }
+
         /// The account as the admin API shows it (posted, held, available...).
         pub async fn account(&self, user: &str, currency: &str) -> Value {
             let r = self
@@ -450,39 +488,6 @@ impl TestApp {
     }
 
     calls_over_http!(sent);
-
-    /// Opens an account and deposits `amount` (a decimal string) into it.
-    pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
-        let r = self
-            .admin(
-                "PUT",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert!(
-            r.status == 201 || r.status == 200,
-            "open account: {} {:?}",
-            r.status,
-            r.json()
-        );
-        if amount != "0" {
-            let key = format!(
-                "fund-{user}-{currency}-{}",
-                COUNTER.fetch_add(1, Ordering::SeqCst)
-            );
-            let r = self
-                .admin(
-                    "POST",
-                    &format!("/v1/accounts/{user}/{currency}/deposits"),
-                    Some(json!({ "amount": amount })),
-                    Some(&key),
-                )
-                .await;
-            assert_eq!(r.status, 201, "deposit: {:?}", r.json());
-        }
-    }
 
     /// The available balance as the admin API shows it.
     pub async fn available(&self, user: &str, currency: &str) -> String {

@@ -62,3 +62,9 @@ pub fn today() -> BusinessDate {
     let (year, month, day) = reconciler::schedule::civil_from_days(days);
     BusinessDate { year, month, day }
 }
+
+/// Writes the processor's transactions file of `date` (`rows`, its header first) into `files`.
+pub fn write_transactions(files: &Path, date: &BusinessDate, rows: &str) {
+    let name = format!("transactions_{}.csv", date.format("%Y%m%d"));
+    std::fs::write(files.join(name), rows).expect("write the transactions file");
+}

@@ -213,10 +213,7 @@ async fn odd_but_valid_requests(app: TestApp) {
         .await
         .json();
     assert_eq!(r["status"], "APPROVED", "route gives the direction");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert_eq!(h["records"][0]["type"], "NEW_PURCHASE_KIND");
     assert_eq!(
         h["records"][0]["request"]["transaction"]["point_type"],

@@ -15,10 +15,7 @@ async fn purchase(app: TestApp) {
     );
     assert_eq!(app.available("u1", "ARS").await, "10.00");
     // The posting history explains the balance.
-    let p = app
-        .admin("GET", "/v1/accounts/u1/ARS/postings", None, None)
-        .await
-        .json();
+    let p = app.admin_get("/v1/accounts/u1/ARS/postings").await;
     assert_eq!(p["postings"][0]["amount"], "-990.00");
     assert_eq!(p["postings"][0]["balance_after"], "10.00");
     assert_eq!(p["postings"][0]["transaction_id"], tx.id.as_str());
@@ -40,10 +37,7 @@ async fn purchase_then_full_refund(app: TestApp) {
     assert_eq!(r.json()["status_detail"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "500.00");
     // The refund is linked to the purchase it corrects.
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", p.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", p.id)).await;
     assert_eq!(h["adjustments"][0]["transaction_id"], refund.id.as_str());
     assert_eq!(h["records"][0]["status"], "APPROVED");
 }
@@ -125,10 +119,7 @@ async fn cashback_with_base_and_extracash(app: TestApp) {
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "BRL").await, "150.00");
     // The detail lines are kept as received.
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", tx.id)).await;
     assert_eq!(
         h["records"][0]["request"]["amount"]["details"][1]["type"],
         "EXTRACASH"
@@ -187,10 +178,7 @@ async fn balance_inquiry(app: TestApp) {
         r.body,
         br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Balance","balance":{"total":"982345.12","currency":"MXN"}}"#
     );
-    let p = app
-        .admin("GET", "/v1/accounts/u1/MXN/postings", None, None)
-        .await
-        .json();
+    let p = app.admin_get("/v1/accounts/u1/MXN/postings").await;
     assert_eq!(
         p["postings"].as_array().map(Vec::len),
         Some(1),
@@ -237,10 +225,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert_eq!(r.json()["effect"], "FORCED");
     // Effective on the processor's word, even below zero; flagged for review.
     assert_eq!(app.available("u1", "ARS").await, "-30.00");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", tx.id)).await;
     let flags = h["notifications"][0]["flags"]
         .as_array()
         .cloned()
@@ -474,9 +459,8 @@ async fn unknown_user_or_currency(app: TestApp) {
         "{r}"
     );
     let h = app
-        .admin("GET", &format!("/v1/transactions/{}", adj2.id), None, None)
-        .await
-        .json();
+        .admin_get(&format!("/v1/transactions/{}", adj2.id))
+        .await;
     assert_eq!(h["movements"][0]["postings"][0]["account"], "SUSPENSE");
     assert_eq!(h["movements"][0]["postings"][0]["amount"], "5.0000");
     assert_eq!(app.available("u1", "ARS").await, "100.00");
@@ -517,9 +501,8 @@ async fn adjustment_may_go_negative(app: TestApp) {
         "{r}"
     );
     let h = app
-        .admin("GET", &format!("/v1/transactions/{}", fine.id), None, None)
-        .await
-        .json();
+        .admin_get(&format!("/v1/transactions/{}", fine.id))
+        .await;
     assert_eq!(h["records"][0]["amount"], "0.005");
 }
 
@@ -611,14 +594,10 @@ async fn admin_api(app: TestApp) {
     let mut cursor = String::new();
     loop {
         let page = app
-            .admin(
-                "GET",
-                &format!("/v1/accounts/u1/ARS/postings?limit=3&cursor={cursor}"),
-                None,
-                None,
-            )
-            .await
-            .json();
+            .admin_get(&format!(
+                "/v1/accounts/u1/ARS/postings?limit=3&cursor={cursor}"
+            ))
+            .await;
         for p in page["postings"].as_array().unwrap() {
             seen.push(p["id"].as_i64().unwrap());
         }

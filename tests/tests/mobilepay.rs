@@ -351,9 +351,8 @@ async fn expiry_by_the_sweeper(app: TestApp) {
     // The sweeper released it; nobody asked about it.
     assert_eq!(balances(&app, "u1").await, b("500.00", "0.00", "500.00"));
     let l = app
-        .admin("GET", "/v1/accounts/u1/DKK/holds?state=EXPIRED", None, None)
-        .await
-        .json();
+        .admin_get("/v1/accounts/u1/DKK/holds?state=EXPIRED")
+        .await;
     assert_eq!(l["holds"][0]["reservation_id"], id.as_str(), "{l}");
     assert_eq!(till.status(&id).await, "ExpiredAndCancelled");
     let (s, v) = till.capture(&id, None).await;
@@ -636,22 +635,7 @@ mod crash {
             &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
         );
         let admin = Remote::new(&victim.base);
-        assert_eq!(
-            admin
-                .admin("PUT", "/v1/accounts/u1/DKK", None, None)
-                .await
-                .status,
-            201
-        );
-        let r = admin
-            .admin(
-                "POST",
-                "/v1/accounts/u1/DKK/deposits",
-                Some(json!({"amount": "100.00"})),
-                Some("fund-1"),
-            )
-            .await;
-        assert_eq!(r.status, 201);
+        admin.funded("u1", "DKK", "100.00").await;
         // Patient retries: the survivor takes a moment to start.
         let till = Till::start_at(&victim.base, 1, |c| {
             c.call_retries = 5;
@@ -694,18 +678,12 @@ mod crash {
         let st = till.sim.shared.stats_json();
         assert!(st["retries"].as_u64().unwrap() >= 1, "{st}");
         let admin = Remote::new(&survivor.base);
-        let a = admin
-            .admin("GET", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .json();
+        let a = admin.admin_get("/v1/accounts/u1/DKK").await;
         assert_eq!(
             (a["held"].as_str(), a["available"].as_str()),
             (Some("40.00"), Some("60.00"))
         );
-        let h = admin
-            .admin("GET", "/v1/accounts/u1/DKK/holds", None, None)
-            .await
-            .json();
+        let h = admin.admin_get("/v1/accounts/u1/DKK/holds").await;
         assert_eq!(
             h["holds"].as_array().map(Vec::len),
             Some(1),
@@ -714,10 +692,7 @@ mod crash {
         // And the payment completes.
         assert_eq!(till.capture(&id, None).await.0, 200);
         till.settle().await;
-        let a = admin
-            .admin("GET", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .json();
+        let a = admin.admin_get("/v1/accounts/u1/DKK").await;
         assert_eq!(a["posted"], "60.00");
         assert_eq!(till.breaks(), 0);
         till.sim.stop().await;

@@ -207,14 +207,10 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
     assert!(m.contains("\nauthorizer_reconciliation_breaks 8\n"), "{m}");
     let page = app
-        .admin(
-            "GET",
-            &format!("/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"),
-            None,
-            None,
-        )
-        .await
-        .json();
+        .admin_get(&format!(
+            "/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"
+        ))
+        .await;
     assert_eq!(page["breaks"][0]["difference"], "-10.00");
     assert_eq!(page["breaks"].as_array().map(Vec::len), Some(1));
     assert_eq!(
@@ -283,13 +279,7 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
         ),
     ]
     .join("\n");
-    std::fs::write(
-        files
-            .path()
-            .join(format!("transactions_{}.csv", date.format("%Y%m%d"))),
-        rows,
-    )
-    .unwrap();
+    recon::write_transactions(files.path(), &date, &rows);
     let s = recon::settings(&app, reports.path());
     let opts = recon::from_dir(&date, files.path());
     // While another instance holds the lock, a run refuses to start.

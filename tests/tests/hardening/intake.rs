@@ -482,10 +482,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
     );
     let r = app.processor(AUTH, &fine, &uid("k")).await;
     assert_eq!(r.json()["status"], "APPROVED");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert_eq!(
         h["records"][0]["request"]["extra_data"]["pin_presence"],
         "caf\u{e9} \u{1f4b3}ONLINE"
@@ -602,10 +599,7 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
         .processor(AUTH, &nested(t.body(), MAX_DEPTH), &uid("k"))
         .await;
     assert_eq!(r.json()["status"], "APPROVED");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert!(h["records"][0]["request"]["deep"].is_array());
 }
 

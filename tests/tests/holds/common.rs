@@ -78,6 +78,11 @@ pub async fn reserve_approved(app: &TestApp, id: &str, amount: &str, currency: &
     .await
 }
 
+/// Reserves `amount` DKK for u1 and asserts it is rejected with `detail`.
+pub async fn reserve_rejected(app: &TestApp, id: &str, amount: &str, detail: &str) -> Resp {
+    reserve(app, &reservation(id, amount, "DKK"), "REJECTED", detail).await
+}
+
 /// A refund body.
 pub fn refund(refund_id: &str, amount: &str) -> Value {
     json!({"refund_id": refund_id, "amount": amount})
@@ -86,6 +91,21 @@ pub fn refund(refund_id: &str, amount: &str) -> Value {
 /// POSTs `body` to `path` and returns the error code of the refusal, asserting its status.
 pub async fn refused(app: &TestApp, path: &str, body: &Value, status: u16) -> String {
     error_code(&post(app, path, body).await, status)
+}
+
+/// POSTs each row's body to its path, in order, and asserts the refusal: the status and
+/// the error code.
+pub async fn refusals(
+    app: &TestApp,
+    rows: impl IntoIterator<Item = (String, Value, u16, &'static str)>,
+) {
+    for (path, body, status, code) in rows {
+        assert_eq!(
+            refused(app, &path, &body, status).await,
+            code,
+            "{path} {body}"
+        );
+    }
 }
 
 /// Asserts u1's posted and held balances.

@@ -9,19 +9,16 @@ use serde_json::json;
 /// The §2.2 table, row by row.
 async fn error_rows(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
-    // unknown reservation_id
-    assert_eq!(
-        refused(&app, &capture_path("nope"), &json!({}), 404).await,
-        "NOT_FOUND"
-    );
-    assert_eq!(
-        refused(&app, &cancel_path("nope"), &json!({}), 404).await,
-        "NOT_FOUND"
-    );
-    assert_eq!(
-        refused(&app, &refund_path("nope"), &refund("x", "1"), 404).await,
-        "NOT_FOUND"
-    );
+    let any_refund = || refund("x", "1");
+    // unknown reservation_id, on every route
+    let unknown =
+        [capture_path("nope"), cancel_path("nope")].map(|p| (p, json!({}), 404, "NOT_FOUND"));
+    refusals(&app, unknown).await;
+    refusals(
+        &app,
+        [(refund_path("nope"), any_refund(), 404, "NOT_FOUND")],
+    )
+    .await;
     let r = app.channel("GET", &get_path("nope"), b"", None).await;
     assert_eq!(error_code(&r, 404), "NOT_FOUND");
 
@@ -35,84 +32,88 @@ async fn error_rows(app: TestApp) {
         .channel("POST", &cancel_path("c1"), b"", Some(&uid("ck")))
         .await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    assert_eq!(
-        refused(&app, &capture_path("c1"), &json!({}), 409).await,
-        "NOT_RESERVED"
-    );
-    // refund: not captured (cancelled, reserved)
-    assert_eq!(
-        refused(&app, &refund_path("c1"), &refund("x", "1"), 409).await,
-        "NOT_CAPTURED"
-    );
-
-    // capture: more than reserved; not representable; zero
+    // capture: cancelled; refund: not captured (cancelled, then reserved); capture: more
+    // than reserved, not representable, zero
     reserve_approved(&app, "c2", "10.00", "DKK").await;
-    assert_eq!(
-        refused(&app, &refund_path("c2"), &refund("x", "1"), 409).await,
-        "NOT_CAPTURED"
-    );
-    assert_eq!(
-        refused(&app, &capture_path("c2"), &json!({"amount": "10.01"}), 409).await,
-        "AMOUNT_EXCEEDS_RESERVED"
-    );
+    let mut rows = vec![
+        (capture_path("c1"), json!({}), 409, "NOT_RESERVED"),
+        (refund_path("c1"), any_refund(), 409, "NOT_CAPTURED"),
+        (refund_path("c2"), any_refund(), 409, "NOT_CAPTURED"),
+        (
+            capture_path("c2"),
+            json!({"amount": "10.01"}),
+            409,
+            "AMOUNT_EXCEEDS_RESERVED",
+        ),
+    ];
     for bad in [json!("0.00"), json!("-1.00"), json!("1.001"), json!(0)] {
-        assert_eq!(
-            refused(&app, &capture_path("c2"), &json!({ "amount": bad }), 400).await,
+        rows.push((
+            capture_path("c2"),
+            json!({ "amount": bad }),
+            400,
             "INVALID_AMOUNT",
-            "{bad}"
-        );
+        ));
     }
-    // partial capture not possible
+    refusals(&app, rows).await;
+
+    // partial capture not possible; without an amount: the full amount
     let mut full = reservation("c3", "10.00", "DKK");
     full["partial_capture_possible"] = json!(false);
     reserve(&app, &full, "APPROVED", "APPROVED").await;
-    assert_eq!(
-        refused(&app, &capture_path("c3"), &json!({"amount": "9.99"}), 409).await,
-        "PARTIAL_CAPTURE_NOT_POSSIBLE"
-    );
-    // without an amount: the full amount
+    let partial = json!({"amount": "9.99"});
+    refusals(
+        &app,
+        [(
+            capture_path("c3"),
+            partial,
+            409,
+            "PARTIAL_CAPTURE_NOT_POSSIBLE",
+        )],
+    )
+    .await;
     let r = post(&app, &capture_path("c3"), &json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reservation"]["captured"], "10.00");
-    // cancel: captured
-    assert_eq!(
-        refused(&app, &cancel_path("c3"), &json!({}), 409).await,
-        "ALREADY_CAPTURED"
-    );
-    // capture again with another amount
-    assert_eq!(
-        refused(&app, &capture_path("c3"), &json!({"amount": "5.00"}), 409).await,
-        "CAPTURED_WITH_DIFFERENT_AMOUNT"
-    );
-
-    // refund: currency mismatch; above captured; refund id replay and reuse
-    assert_eq!(
-        refused(
-            &app,
-            &refund_path("c3"),
-            &json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"}),
-            409
-        )
-        .await,
-        "CURRENCY_MISMATCH"
-    );
-    assert_eq!(
-        refused(&app, &refund_path("c3"), &refund("r1", "10.01"), 409).await,
-        "REFUND_EXCEEDS_CAPTURED"
-    );
-    assert_eq!(
-        refused(&app, &refund_path("c3"), &refund("r1", "0"), 400).await,
-        "INVALID_AMOUNT"
-    );
-    let body = json!({"refund_id": "r1", "amount": "4.00"});
+    // cancel: captured; capture again with another amount; refund: currency mismatch,
+    // above captured, zero
+    let in_euros = json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"});
+    refusals(
+        &app,
+        [
+            (cancel_path("c3"), json!({}), 409, "ALREADY_CAPTURED"),
+            (
+                capture_path("c3"),
+                json!({"amount": "5.00"}),
+                409,
+                "CAPTURED_WITH_DIFFERENT_AMOUNT",
+            ),
+            (refund_path("c3"), in_euros, 409, "CURRENCY_MISMATCH"),
+            (
+                refund_path("c3"),
+                refund("r1", "10.01"),
+                409,
+                "REFUND_EXCEEDS_CAPTURED",
+            ),
+            (refund_path("c3"), refund("r1", "0"), 400, "INVALID_AMOUNT"),
+        ],
+    )
+    .await;
+    // refund id replay and reuse
+    let body = refund("r1", "4.00");
     let first = post(&app, &refund_path("c3"), &body).await;
     assert_eq!(first.status, 200);
     let again = post(&app, &refund_path("c3"), &body).await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    assert_eq!(
-        refused(&app, &refund_path("c3"), &refund("r1", "5.00"), 409).await,
-        "REFUND_ID_REUSED"
-    );
+    refusals(
+        &app,
+        [(
+            refund_path("c3"),
+            refund("r1", "5.00"),
+            409,
+            "REFUND_ID_REUSED",
+        )],
+    )
+    .await;
     assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 1);
 
     // capture, cancel and refund of an expired hold
@@ -120,18 +121,15 @@ async fn error_rows(app: TestApp) {
     short["expires_in_secs"] = json!(1);
     reserve(&app, &short, "APPROVED", "APPROVED").await;
     actix_rt::time::sleep(std::time::Duration::from_millis(1100)).await;
-    assert_eq!(
-        refused(&app, &cancel_path("c4"), &json!({}), 409).await,
-        "EXPIRED"
-    );
-    assert_eq!(
-        refused(&app, &capture_path("c4"), &json!({}), 409).await,
-        "EXPIRED"
-    );
-    assert_eq!(
-        refused(&app, &refund_path("c4"), &refund("x", "1"), 409).await,
-        "NOT_CAPTURED"
-    );
+    refusals(
+        &app,
+        [
+            (cancel_path("c4"), json!({}), 409, "EXPIRED"),
+            (capture_path("c4"), json!({}), 409, "EXPIRED"),
+            (refund_path("c4"), any_refund(), 409, "NOT_CAPTURED"),
+        ],
+    )
+    .await;
 
     // payment too old: a capture made 91 days ago (moved back in the database).
     reserve_approved(&app, "c5", "10.00", "DKK").await;
@@ -140,10 +138,11 @@ async fn error_rows(app: TestApp) {
         200
     );
     age_capture(&app, "c5", 91).await;
-    assert_eq!(
-        refused(&app, &refund_path("c5"), &refund("x", "1"), 409).await,
-        "PAYMENT_TOO_OLD"
-    );
+    refusals(
+        &app,
+        [(refund_path("c5"), any_refund(), 409, "PAYMENT_TOO_OLD")],
+    )
+    .await;
     assert_posted_held(&app, "DKK", "984.00", "10.00").await;
 }
 
@@ -165,45 +164,20 @@ async fn transport_and_input(app: TestApp) {
     let body = bytes(&reservation("t1", "10.00", "DKK"));
     let chan = ApiSecret::from_base64(CHANNEL_SECRET).unwrap();
     let proc_secret = ApiSecret::from_base64(API_SECRET).unwrap();
-    // a bad signature (signed with another secret), and a stale timestamp
+    // a bad signature (signed with another secret), a stale timestamp, and the processor's
+    // key on a channel route
     let other = ApiSecret::from_base64("BBECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            CHANNEL_KEY,
-            &other,
-            crate_now(),
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            CHANNEL_KEY,
-            &chan,
-            crate_now() - 3600,
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
-    // the processor's key on a channel route
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            API_KEY,
-            &proc_secret,
-            crate_now(),
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
+    let now = crate_now();
+    for (key, secret, at) in [
+        (CHANNEL_KEY, &other, now),
+        (CHANNEL_KEY, &chan, now - 3600),
+        (API_KEY, &proc_secret, now),
+    ] {
+        let r = app
+            .channel_signed("POST", RES, &body, Some("k1"), key, secret, at)
+            .await;
+        assert_eq!(error_code(&r, 401), "unauthorized", "{key} at {at}");
+    }
     // a channel key on a processor route
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "DKK");
     let r = app

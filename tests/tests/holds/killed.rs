@@ -35,22 +35,7 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
         },
     );
     let admin = Remote::new(&victim.base);
-    assert_eq!(
-        admin
-            .admin("PUT", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .status,
-        201
-    );
-    let r = admin
-        .admin(
-            "POST",
-            "/v1/accounts/u1/DKK/deposits",
-            Some(serde_json::json!({"amount": "100.00"})),
-            Some("fund-1"),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    admin.funded("u1", "DKK", "100.00").await;
     let body = bytes(&reservation("mp-killed", "40.00", "DKK"));
     let key = "k-killed";
     let base = victim.base.clone();

@@ -39,13 +39,7 @@ async fn a_day_with_holds_reconciles_clean(app: TestApp) {
         format!("{id},AUTHORIZATION,PURCHASE,APPROVED,DEBIT,10.00,DKK,,crd-u1,u1,2024-01-01"),
     ]
     .join("\n");
-    std::fs::write(
-        files
-            .path()
-            .join(format!("transactions_{}.csv", date.format("%Y%m%d"))),
-        rows,
-    )
-    .unwrap();
+    recon::write_transactions(files.path(), &date, &rows);
     recon::run_clean(&app, reports.path(), &date, files.path()).await;
     let (posted, held, available) = balances(&app, "DKK").await;
     assert_eq!(

@@ -145,22 +145,15 @@ async fn worked_example(app: TestApp) {
     assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
     assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 2);
     // The admin listing.
-    let l = app
-        .admin("GET", "/v1/accounts/u1/DKK/holds?limit=1", None, None)
-        .await
-        .json();
+    let l = app.admin_get("/v1/accounts/u1/DKK/holds?limit=1").await;
     assert_eq!(l["holds"][0]["reservation_id"], "mp-2");
     assert_eq!(l["holds"][0]["state"], "EXPIRED");
     let next = l["next_cursor"].as_str().expect("a second page").to_owned();
     let l = app
-        .admin(
-            "GET",
-            &format!("/v1/accounts/u1/DKK/holds?state=CAPTURED&cursor={next}"),
-            None,
-            None,
-        )
-        .await
-        .json();
+        .admin_get(&format!(
+            "/v1/accounts/u1/DKK/holds?state=CAPTURED&cursor={next}"
+        ))
+        .await;
     assert_eq!(l["holds"][0]["reservation_id"], "mp-3f2a9c1e");
     assert_eq!(l["holds"][0]["refunded"], "100.00");
     assert!(l["next_cursor"].is_null());
