@@ -414,6 +414,11 @@ impl TestApp {
         self.handle.stop(true).await;
     }
 
+    /// Sends `tx` to the processor route `path` under a fresh idempotency key.
+    pub async fn send(&self, path: &str, tx: &Tx) -> Resp {
+        self.processor(path, &tx.body(), &uid("k")).await
+    }
+
     /// Sends `body` to `path` signed as the processor signs, now.
     pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
         self.processor_signed(

@@ -77,7 +77,7 @@ async fn blocked_database(app: TestApp) {
 async fn audit_finds_tampering(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
-    app.processor(AUTH, &tx.body(), &uid("k")).await;
+    app.send(AUTH, &tx).await;
     app.assert_audit_clean().await;
     // Someone edits a balance by hand: the audit names it.
     DirectConn::open(&app)

@@ -6,7 +6,7 @@ use serde_json::json;
 async fn purchase(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "990.0", "ARS");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(r.status, 200);
     app.assert_signed(&r, AUTH);
     assert_eq!(
@@ -25,13 +25,10 @@ async fn purchase(app: TestApp) {
 async fn purchase_then_full_refund(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"120.50\"", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "379.50");
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "120.50", "ARS").original(&p.id);
-    let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;
+    let r = app.send(ADJ_CREDIT, &refund).await;
     assert_eq!(r.status, 200);
     app.assert_signed(&r, ADJ_CREDIT);
     assert_eq!(r.json()["status_detail"], "APPROVED");
@@ -45,68 +42,37 @@ async fn purchase_then_full_refund(app: TestApp) {
 async fn purchase_then_partial_refund(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "200.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "75.25", "ARS").original(&p.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "375.25");
 }
 
 async fn purchase_then_closing_differences(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     // Clearing presented more than was authorized: a debit adjustment for the difference.
     let more = Tx::new(&uid("ctx"), "PURCHASE", "u1", "3.10", "ARS").original(&p.id);
-    assert_eq!(
-        app.processor(ADJ_DEBIT, &more.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_DEBIT, &more).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "396.90");
     // And another purchase closed for less: a credit adjustment.
     let p2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "50.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p2.body(), &uid("k"))
-            .await
-            .json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p2).await.json()["status"], "APPROVED");
     let less = Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "0.90", "ARS").original(&p2.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &less.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &less).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "347.80");
 }
 
 async fn payment_credit(app: TestApp) {
     app.funded("u1", "MXN", "0").await;
     let pay = Tx::new(&uid("ctx"), "PAYMENT", "u1", "250.00", "MXN");
-    let r = app.processor(AUTH_CREDIT, &pay.body(), &uid("k")).await;
+    let r = app.send(AUTH_CREDIT, &pay).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "MXN").await, "250.00");
     // A payment through the offline flow arrives as a credit adjustment.
     let pay2 = Tx::new(&uid("ctx"), "PAYMENT", "u1", "49.99", "MXN");
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &pay2.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &pay2).await.status, 200);
     assert_eq!(app.available("u1", "MXN").await, "299.99");
 }
 
@@ -115,7 +81,7 @@ async fn cashback_with_base_and_extracash(app: TestApp) {
     let tx = Tx::new(&uid("ctx"), "CASHBACK", "u1", "150.00", "BRL").details(
         r#"[{"type":"BASE","currency":"BRL","amount":"100.00","name":"BASE"},{"type":"EXTRACASH","currency":"BRL","amount":"50.00","name":"EXTRACASH"}]"#,
     );
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "BRL").await, "150.00");
     // The detail lines are kept as received.
@@ -129,14 +95,11 @@ async fn cashback_with_base_and_extracash(app: TestApp) {
 async fn withdrawal(app: TestApp) {
     app.funded("u1", "CLP", "20000").await;
     let tx = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "15000", "CLP");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "CLP").await, "5000");
     // CLP has no minor unit: a decimal is not representable.
     let bad = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "10.5", "CLP");
-    let r = app.processor(AUTH, &bad.body(), &uid("k")).await.json();
+    let r = app.send(AUTH, &bad).await.json();
     assert_eq!(r["status_detail"], "INVALID_AMOUNT");
     assert_eq!(app.available("u1", "CLP").await, "5000");
 }
@@ -146,7 +109,7 @@ async fn purchase_with_tax_lines_and_string_amounts(app: TestApp) {
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"1060.74\"", "ARS").details(
         r#"[{"type":"BASE","currency":"ARS","amount":"1000.00","name":"BASE"},{"type":"TAX","currency":"ARS","amount":"21.00","name":"IVA"},{"type":"TAX","currency":"ARS","amount":"30.00","name":"PAIS"},{"type":"TAX","currency":"ARS","amount":"5.24","name":"IIBB"},{"type":"TAX","currency":"ARS","amount":"4.50","name":"SELLOS"}]"#,
     );
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "939.26");
 }
@@ -154,17 +117,14 @@ async fn purchase_with_tax_lines_and_string_amounts(app: TestApp) {
 async fn unknown_card_on_known_user(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").card("crd-never-registered");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "90.00");
 }
 
 async fn insufficient_funds(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.01", "ARS");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     app.assert_signed(&r, AUTH);
     assert_eq!(r.body, br#"{"status":"REJECTED","status_detail":"INSUFFICIENT_FUNDS","message":"Insufficient funds"}"#);
     assert_eq!(app.available("u1", "ARS").await, "100.00");
@@ -173,7 +133,7 @@ async fn insufficient_funds(app: TestApp) {
 async fn balance_inquiry(app: TestApp) {
     app.funded("u1", "MXN", "982345.12").await;
     let tx = Tx::new(&uid("ctx"), "BALANCE_INQUIRY", "u1", "0", "MXN");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(
         r.body,
         br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Balance","balance":{"total":"982345.12","currency":"MXN"}}"#
@@ -189,10 +149,7 @@ async fn balance_inquiry(app: TestApp) {
 async fn rejected_advice_reverses_once(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "600.00");
     let key = uid("adv");
     let advice = tx.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
@@ -216,7 +173,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     app.funded("u1", "ARS", "50.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "80.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &tx).await.json()["status_detail"],
         "INSUFFICIENT_FUNDS"
     );
     let key = uid("adv");
@@ -252,7 +209,7 @@ async fn verdict_before_authorization(app: TestApp) {
         app.processor(NOTIFY, &advice, &key).await.json()["effect"],
         "NOOP"
     );
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+    let r = app.send(AUTH, &tx).await.json();
     assert_eq!(r["status"], "REJECTED");
     assert_eq!(app.available("u1", "ARS").await, "100.00");
     // An approved verdict for a transaction never seen books it once; the late
@@ -265,10 +222,7 @@ async fn verdict_before_authorization(app: TestApp) {
         "FORCED"
     );
     assert_eq!(app.available("u1", "ARS").await, "70.00");
-    assert_eq!(
-        app.processor(AUTH, &tx2.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx2).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "70.00");
     // A verdict may carry less than the authorization (here no card). Once the late
     // authorization is answered, the record holds what it asked: its resend under a new
@@ -292,9 +246,9 @@ async fn verdict_before_authorization(app: TestApp) {
         "FORCED"
     );
     assert_eq!(app.available("u1", "ARS").await, "50.00");
-    let first = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    let first = app.send(AUTH, &tx3).await;
     assert_eq!(first.json()["status"], "APPROVED");
-    let resent = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    let resent = app.send(AUTH, &tx3).await;
     assert_eq!(resent.status, 200);
     assert_eq!(resent.body, first.body);
     assert_eq!(app.available("u1", "ARS").await, "50.00");
@@ -327,7 +281,7 @@ async fn card_rules_are_cached(app: TestApp) {
         let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS")
             .card(&card)
             .mcc(mcc);
-        let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+        let r = app.send(AUTH, &tx).await.json();
         assert_eq!(r["status"], want, "mcc {mcc}");
     }
     assert_eq!(
@@ -350,10 +304,7 @@ async fn card_and_account_rules(app: TestApp) {
         .await;
     assert_eq!(r.status, 201);
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
-        "OTHER"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status_detail"], "OTHER");
     app.admin(
         "PUT",
         "/v1/cards/crd-u1",
@@ -363,7 +314,7 @@ async fn card_and_account_rules(app: TestApp) {
     .await;
     let casino = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").mcc("7995");
     assert_eq!(
-        app.processor(AUTH, &casino.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &casino).await.json()["status_detail"],
         "INVALID_MERCHANT"
     );
     // Account rules: per-transaction and daily limits, overdraft.
@@ -378,28 +329,25 @@ async fn card_and_account_rules(app: TestApp) {
     assert_eq!(r.status, 200, "{:?}", r.json());
     let big = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.01", "ARS");
     assert_eq!(
-        app.processor(AUTH, &big.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &big).await.json()["status_detail"],
         "INVALID_AMOUNT"
     );
     let grocery = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").mcc("5411");
     assert_eq!(
-        app.processor(AUTH, &grocery.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &grocery).await.json()["status_detail"],
         "INVALID_MERCHANT"
     );
     let a = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &a.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &a).await.json()["status"], "APPROVED");
     let b = Tx::new(&uid("ctx"), "PURCHASE", "u1", "460.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &b.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &b).await.json()["status_detail"],
         "INVALID_AMOUNT",
         "daily limit"
     );
     let c = Tx::new(&uid("ctx"), "PURCHASE", "u1", "450.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &c.body(), &uid("k")).await.json()["status"],
+        app.send(AUTH, &c).await.json()["status"],
         "APPROVED",
         "overdraft covers"
     );
@@ -414,7 +362,7 @@ async fn card_and_account_rules(app: TestApp) {
     .await;
     let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").card("crd-x");
     assert_eq!(
-        app.processor(AUTH, &other.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &other).await.json()["status_detail"],
         "OTHER"
     );
 }
@@ -423,36 +371,28 @@ async fn unknown_user_or_currency(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let nobody = Tx::new(&uid("ctx"), "PURCHASE", "nobody", "1.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &nobody.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &nobody).await.json()["status_detail"],
         "OTHER"
     );
     let wrong_currency = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "USD");
     assert_eq!(
-        app.processor(AUTH, &wrong_currency.body(), &uid("k"))
-            .await
-            .json()["status_detail"],
+        app.send(AUTH, &wrong_currency).await.json()["status_detail"],
         "OTHER"
     );
     let unknown = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "XYZ");
     assert_eq!(
-        app.processor(AUTH, &unknown.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &unknown).await.json()["status_detail"],
         "INVALID_AMOUNT"
     );
     // Adjustments cannot be refused: unknown user or currency go to suspense, flagged.
     let adj = Tx::new(&uid("ctx"), "REFUND", "nobody", "5.00", "ARS");
-    let r = app
-        .processor(ADJ_CREDIT, &adj.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &adj).await.json();
     assert!(
         r["message"].as_str().unwrap_or("").contains("SUSPENSE"),
         "{r}"
     );
     let adj2 = Tx::new(&uid("ctx"), "REFUND", "u1", "5.00", "XYZ");
-    let r = app
-        .processor(ADJ_CREDIT, &adj2.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &adj2).await.json();
     let msg = r["message"].as_str().unwrap_or("");
     assert!(
         msg.contains("UNKNOWN_CURRENCY") && msg.contains("SUSPENSE"),
@@ -469,10 +409,7 @@ async fn unknown_user_or_currency(app: TestApp) {
 async fn adjustment_may_go_negative(app: TestApp) {
     app.funded("u1", "ARS", "10.00").await;
     let adj = Tx::new(&uid("ctx"), "PURCHASE", "u1", "25.00", "ARS");
-    let r = app
-        .processor(ADJ_DEBIT, &adj.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_DEBIT, &adj).await.json();
     assert_eq!(r["status_detail"], "APPROVED");
     assert!(
         r["message"]
@@ -489,10 +426,7 @@ async fn adjustment_may_go_negative(app: TestApp) {
     );
     // More decimals than the currency has: booked rounded, the exact text kept, flagged.
     let fine = Tx::new(&uid("ctx"), "REFUND", "u1", "0.005", "ARS");
-    let r = app
-        .processor(ADJ_CREDIT, &fine.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &fine).await.json();
     assert!(
         r["message"]
             .as_str()

@@ -526,13 +526,13 @@ async fn holds_and_cards(app: TestApp) {
     let id = till.reserved(1, "u1", "o-1", "125.50").await;
     assert_eq!(balances(&app, "u1").await, b("500.00", "125.50", "374.50"));
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "REJECTED");
     assert_eq!(r.json()["status_detail"], "INSUFFICIENT_FUNDS");
     till.get("payment/cancel", &[("paymentId", &id)]).await;
     till.settle().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
     assert_eq!(balances(&app, "u1").await, b("100.00", "0.00", "100.00"));
 }

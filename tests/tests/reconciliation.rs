@@ -47,17 +47,10 @@ async fn every_break_class(app: TestApp) {
         approve(&app, &id(name), amount).await;
     }
     let refund = Tx::new(&id("g"), "REFUND", "u1", "20.00", "ARS").original(&id("h"));
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
     let declined = Tx::new(&id("k"), "PURCHASE", "u1", "99999.00", "ARS");
     assert_eq!(
-        app.processor(AUTH_DEBIT, &declined.body(), &uid("k"))
-            .await
-            .json()["status"],
+        app.send(AUTH_DEBIT, &declined).await.json()["status"],
         "REJECTED"
     );
 

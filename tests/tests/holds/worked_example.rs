@@ -25,21 +25,16 @@ async fn worked_example(app: TestApp) {
 
     // 2. a card authorization of 400.00 on the processor route: the hold counts.
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "REJECTED");
     assert_eq!(r.json()["status_detail"], "INSUFFICIENT_FUNDS");
     assert_eq!(balances(&app, "DKK").await, b("500.00", "125.50", "374.50"));
     // ...while 374.50 is exactly what may still be spent (then given back by a refund).
     let fits = Tx::new(&uid("ctx"), "PURCHASE", "u1", "374.50", "DKK");
-    let r = app.processor(AUTH_DEBIT, &fits.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &fits).await;
     assert_eq!(r.json()["status"], "APPROVED");
     let back = Tx::new(&uid("ctx"), "REFUND", "u1", "374.50", "DKK").original(&fits.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &back.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &back).await.status, 200);
     // Admin withdrawals use available alone.
     let w = app
         .admin(
