@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use store::Store;
 
 pub mod node;
+pub mod recon;
 pub use node::{Node, NodeOptions};
 
 /// The processor's published demo key pair (protocol page, section 10).
@@ -82,6 +83,34 @@ pub async fn run_scenario<F: std::future::Future<Output = ()>>(
     .await;
     let store = app.store.clone();
     scenario(app).await;
+    assert_clean(&store).await;
+}
+
+/// Room for 200 channel requests at once on a small machine: the deadline is generous, and
+/// in-flight markers outlive the slowest answer (the scenarios send an undecided answer again,
+/// as a channel would).
+pub fn crowd_settings(s: &mut Settings) {
+    s.processor.deadline_ms = 10_000;
+    s.redis.in_flight_stale_ms = 20_000;
+    s.database.pool_acquire_ms_max = 5_000;
+    s.database.statement_ms_max = 5_000;
+    s.database.lock_wait_ms_max = 5_000;
+}
+
+/// Asserts the ledger invariants hold on the database a stopped or killed server left: the
+/// Postgres at `url`, else the SQLite file at `sqlite_path`.
+pub async fn assert_database_clean(url: Option<String>, sqlite_path: PathBuf) {
+    let store = Store::connect(&store::StoreConfig {
+        url,
+        sqlite_path,
+        pool_connections_max: 2,
+        pool_acquire_ms_max: 5_000,
+        statement_ms_max: 5_000,
+        lock_wait_ms_max: 5_000,
+        index_probes_only: false,
+    })
+    .await
+    .expect("store");
     assert_clean(&store).await;
 }
 
@@ -222,6 +251,44 @@ macro_rules! calls_over_http {
             signature::verify(&secret, ts, endpoint, &r.body, sig).expect("answer signature");
         }
 
+        /// Opens an account and deposits `amount` (a decimal string) into it.
+        pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
+            let r = self
+                .admin(
+                    "PUT",
+                    &format!("/v1/accounts/{user}/{currency}"),
+                    None,
+                    None,
+                )
+                .await;
+            assert!(
+                r.status == 201 || r.status == 200,
+                "open account: {} {:?}",
+                r.status,
+                r.json()
+            );
+            if amount != "0" {
+                let key = format!(
+                    "fund-{user}-{currency}-{}",
+                    COUNTER.fetch_add(1, Ordering::SeqCst)
+                );
+                let r = self
+                    .admin(
+                        "POST",
+                        &format!("/v1/accounts/{user}/{currency}/deposits"),
+                        Some(json!({ "amount": amount })),
+                        Some(&key),
+                    )
+                    .await;
+                assert_eq!(r.status, 201, "deposit: {:?}", r.json());
+            }
+        }
+
+        /// An admin GET's JSON answer, whatever its status.
+        pub async fn admin_get(&self, path: &str) -> Value {
+            self.admin("GET", path, None, None).await.json()
+        }
+
         /// The account as the admin API shows it (posted, held, available...).
         pub async fn account(&self, user: &str, currency: &str) -> Value {
             let r = self
@@ -232,7 +299,12 @@ macro_rules! calls_over_http {
                     None,
                 )
                 .await;
-            assert_eq!(r.status, 200, "account {user}/{currency}");
+            assert_eq!(
+                r.status,
+                200,
+                "account {user}/{currency}: {}",
+                String::from_utf8_lossy(&r.body)
+            );
             r.json()
         }
     };
@@ -342,6 +414,11 @@ impl TestApp {
         self.handle.stop(true).await;
     }
 
+    /// Sends `tx` to the processor route `path` under a fresh idempotency key.
+    pub async fn send(&self, path: &str, tx: &Tx) -> Resp {
+        self.processor(path, &tx.body(), &uid("k")).await
+    }
+
     /// Sends `body` to `path` signed as the processor signs, now.
     pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
         self.processor_signed(
@@ -417,59 +494,29 @@ impl TestApp {
 
     calls_over_http!(sent);
 
-    /// Opens an account and deposits `amount` (a decimal string) into it.
-    pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
-        let r = self
-            .admin(
-                "PUT",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert!(
-            r.status == 201 || r.status == 200,
-            "open account: {} {:?}",
-            r.status,
-            r.json()
-        );
-        if amount != "0" {
-            let key = format!(
-                "fund-{user}-{currency}-{}",
-                COUNTER.fetch_add(1, Ordering::SeqCst)
-            );
-            let r = self
-                .admin(
-                    "POST",
-                    &format!("/v1/accounts/{user}/{currency}/deposits"),
-                    Some(json!({ "amount": amount })),
-                    Some(&key),
-                )
-                .await;
-            assert_eq!(r.status, 201, "deposit: {:?}", r.json());
-        }
-    }
-
     /// The available balance as the admin API shows it.
     pub async fn available(&self, user: &str, currency: &str) -> String {
-        let r = self
-            .admin(
-                "GET",
-                &format!("/v1/accounts/{user}/{currency}"),
-                None,
-                None,
-            )
-            .await;
-        assert_eq!(
-            r.status,
-            200,
-            "account {user}/{currency}: {:?}",
-            String::from_utf8_lossy(&r.body)
-        );
-        r.json()["available"]
+        self.account(user, currency).await["available"]
             .as_str()
             .expect("available")
             .to_owned()
+    }
+
+    /// How many movements of `kind` the user's account shows (its postings list).
+    pub async fn movements(&self, user: &str, currency: &str, kind: &str) -> usize {
+        let p = self
+            .admin(
+                "GET",
+                &format!("/v1/accounts/{user}/{currency}/postings?limit=500"),
+                None,
+                None,
+            )
+            .await
+            .json();
+        p["postings"]
+            .as_array()
+            .map(|a| a.iter().filter(|p| p["kind"] == kind).count())
+            .unwrap_or(0)
     }
 
     /// Asserts the ledger invariants hold.
@@ -782,52 +829,61 @@ pub fn uid(prefix: &str) -> String {
     )
 }
 
-/// Holds the database's write path from another session, as a stuck batch job would: the
-/// user's account rows (Postgres) or the file's write lock (SQLite).
-pub enum Blocker {
+/// A session of its own on a test server's database, beside the server's pool: to hold the
+/// write path as a stuck batch job would, or to change rows behind the server's back.
+pub enum DirectConn {
     Pg(sqlx::PgConnection),
     Lite(sqlx::SqliteConnection),
 }
 
-pub async fn block_writes(app: &TestApp, user: &str) -> Blocker {
-    use sqlx::Connection;
-    match app.backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
-                .await
-                .unwrap();
-            sqlx::query("BEGIN").execute(&mut c).await.unwrap();
-            sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
-                .bind(user)
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Pg(c)
+impl DirectConn {
+    pub async fn open(app: &TestApp) -> DirectConn {
+        use sqlx::Connection;
+        match app.backend {
+            Backend::Postgres => {
+                let url = app.database_url.as_deref().expect("a Postgres database");
+                DirectConn::Pg(sqlx::PgConnection::connect(url).await.expect("connect"))
+            }
+            Backend::Sqlite => {
+                let path = app.data_dir.path().join("authorizer.db");
+                let url = format!("sqlite:{}", path.display());
+                DirectConn::Lite(
+                    sqlx::SqliteConnection::connect(&url)
+                        .await
+                        .expect("connect"),
+                )
+            }
         }
-        Backend::Sqlite => {
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query("BEGIN IMMEDIATE")
-                .execute(&mut c)
-                .await
-                .unwrap();
-            Blocker::Lite(c)
+    }
+
+    /// Runs one statement; its values are the test's own literals (no binds).
+    pub async fn execute(&mut self, sql: &str) {
+        match self {
+            DirectConn::Pg(c) => sqlx::query(sql).execute(c).await.map(drop),
+            DirectConn::Lite(c) => sqlx::query(sql).execute(c).await.map(drop),
         }
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+
+    /// Ends the blocking transaction of `block_writes`: the writes it held back may go on.
+    pub async fn release(mut self) {
+        self.execute("ROLLBACK").await;
     }
 }
 
-impl Blocker {
-    /// Ends the blocking transaction: the writes it held back may go on.
-    pub async fn release(self) {
-        match self {
-            Blocker::Pg(mut c) => {
-                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-            }
-            Blocker::Lite(mut c) => {
-                sqlx::query("ROLLBACK").execute(&mut c).await.unwrap();
-            }
+/// Holds the database's write path from another session, as a stuck batch job would: the
+/// user's account rows (Postgres) or the file's write lock (SQLite).
+pub async fn block_writes(app: &TestApp, user: &str) -> DirectConn {
+    let mut c = DirectConn::open(app).await;
+    match app.backend {
+        Backend::Postgres => {
+            c.execute("BEGIN").await;
+            c.execute(&format!(
+                "SELECT id FROM accounts WHERE user_id = '{user}' FOR UPDATE"
+            ))
+            .await;
         }
+        Backend::Sqlite => c.execute("BEGIN IMMEDIATE").await,
     }
+    c
 }

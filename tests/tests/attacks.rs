@@ -508,14 +508,14 @@ async fn hostile_amounts(app: TestApp) {
         "0.0000000000000000000000000001",
     ] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
-        let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+        let r = app.send(AUTH, &t).await;
         assert_eq!(r.status, 200, "{amount}");
         assert_eq!(r.json()["status"], "REJECTED", "{amount}");
         assert_eq!(r.json()["status_detail"], "INVALID_AMOUNT", "{amount}");
     }
     // Negative zero moves nothing, whatever the decision.
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "-0.00", "ARS");
-    assert_eq!(app.processor(AUTH, &t.body(), &uid("k")).await.status, 200);
+    assert_eq!(app.send(AUTH, &t).await.status, 200);
     let after = app.ledger().await;
     assert_eq!(
         (after.movements, after.postings, &after.available),
@@ -525,14 +525,11 @@ async fn hostile_amounts(app: TestApp) {
     // Exponent notation is a JSON number like any other and is read exactly:
     // 1.05e1 is 10.50, not 10.499999...
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.05e1", "ARS");
-    let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+    let r = app.send(AUTH, &t).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "89.50");
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "250E-2", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &t.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &t).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "87.00");
 }
 
@@ -635,7 +632,7 @@ async fn slow_clients_are_cut_off(backend: Backend) {
         // Meanwhile, a normal client is served at once.
         tokio::time::sleep(Duration::from_millis(200)).await;
         let t0 = Instant::now();
-        let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+        let r = app.send(AUTH, &tx).await;
         (r, t0.elapsed())
     };
     let (slow, (served, served_in)) = tokio::join!(dribble(&app, b"", head, every), normal);

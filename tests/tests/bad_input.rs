@@ -16,38 +16,27 @@ async fn nothing_stored(app: &TestApp) {
 async fn malformed_bodies(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let good = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").body();
+    // The good body with one text replaced.
+    let edited = |from: &str, to: &str| {
+        String::from_utf8(good.clone())
+            .unwrap()
+            .replacen(from, to, 1)
+            .into_bytes()
+    };
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("not json", b"hello".to_vec()),
         ("truncated", good[..good.len() / 2].to_vec()),
         ("empty", Vec::new()),
-        (
-            "amount true",
-            String::from_utf8(good.clone())
-                .unwrap()
-                .replacen("\"total\":10.00", "\"total\":true", 1)
-                .into_bytes(),
-        ),
+        ("amount true", edited("\"total\":10.00", "\"total\":true")),
         (
             "currency 12",
-            String::from_utf8(good.clone())
-                .unwrap()
-                .replacen("\"currency\":\"ARS\"", "\"currency\":12", 1)
-                .into_bytes(),
+            edited("\"currency\":\"ARS\"", "\"currency\":12"),
         ),
         (
             "amount with comma",
-            String::from_utf8(good.clone())
-                .unwrap()
-                .replacen("\"total\":10.00", "\"total\":\"10,00\"", 1)
-                .into_bytes(),
+            edited("\"total\":10.00", "\"total\":\"10,00\""),
         ),
-        (
-            "no transaction id",
-            String::from_utf8(good.clone())
-                .unwrap()
-                .replacen("\"id\":\"ctx", "\"idx\":\"ctx", 1)
-                .into_bytes(),
-        ),
+        ("no transaction id", edited("\"id\":\"ctx", "\"idx\":\"ctx")),
         (
             "invalid utf-8",
             [&good[..20], &[0xff, 0xfe][..], &good[20..]].concat(),
@@ -213,10 +202,7 @@ async fn odd_but_valid_requests(app: TestApp) {
         .await
         .json();
     assert_eq!(r["status"], "APPROVED", "route gives the direction");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert_eq!(h["records"][0]["type"], "NEW_PURCHASE_KIND");
     assert_eq!(
         h["records"][0]["request"]["transaction"]["point_type"],
@@ -228,10 +214,7 @@ async fn odd_but_valid_requests(app: TestApp) {
     );
     // On the bare route an unknown type says nothing about direction.
     let t2 = Tx::new(&uid("ctx"), "NEW_PURCHASE_KIND", "u1", "1.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &t2.body(), &uid("k")).await.json()["status_detail"],
-        "OTHER"
-    );
+    assert_eq!(app.send(AUTH, &t2).await.json()["status_detail"], "OTHER");
     // Huge and negative amounts: refused, no panic, nothing moved.
     for amount in [
         "1e400",
@@ -241,22 +224,16 @@ async fn odd_but_valid_requests(app: TestApp) {
         "0.001",
     ] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
-        let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+        let r = app.send(AUTH, &t).await;
         assert_eq!(r.status, 200, "{amount}");
         assert_eq!(r.json()["status_detail"], "INVALID_AMOUNT", "{amount}");
     }
     let huge_adj = Tx::new(&uid("ctx"), "REFUND", "u1", "1e400", "ARS");
-    let r = app
-        .processor(ADJ_CREDIT, &huge_adj.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &huge_adj).await.json();
     assert_eq!(r["status_detail"], "INVALID_AMOUNT");
     // Zero approves without a movement.
     let zero = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &zero.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &zero).await.json()["status"], "APPROVED");
     // No idempotency key: refused, signed.
     let t3 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS");
     let r = app.processor(AUTH, &t3.body(), "").await;

@@ -138,15 +138,15 @@ async fn same_key_other_body_is_409(app: TestApp) {
 async fn same_transaction_under_a_new_key(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
-    let first = app.processor(AUTH, &tx.body(), &uid("k")).await;
-    let second = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let first = app.send(AUTH, &tx).await;
+    let second = app.send(AUTH, &tx).await;
     assert_eq!(second.body, first.body);
     let adj = Tx::new(&uid("ctx"), "REFUND", "u1", "5.00", "ARS");
-    app.processor(ADJ_CREDIT, &adj.body(), &uid("k")).await;
-    app.processor(ADJ_CREDIT, &adj.body(), &uid("k")).await;
+    app.send(ADJ_CREDIT, &adj).await;
+    app.send(ADJ_CREDIT, &adj).await;
     // An authorization and an adjustment may share an id: one booking per kind.
     let same_id = Tx::new(&tx.id, "REFUND", "u1", "1.00", "ARS");
-    app.processor(ADJ_CREDIT, &same_id.body(), &uid("k")).await;
+    app.send(ADJ_CREDIT, &same_id).await;
     assert_eq!(app.available("u1", "ARS").await, "96.00");
 }
 

@@ -3,7 +3,6 @@
 //! notifications answer 503 so the processor resends them, and the resends book once.
 
 use e2e::*;
-use sqlx::Connection;
 use std::time::{Duration, Instant};
 
 async fn blocked_database(app: TestApp) {
@@ -78,25 +77,13 @@ async fn blocked_database(app: TestApp) {
 async fn audit_finds_tampering(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
-    app.processor(AUTH, &tx.body(), &uid("k")).await;
+    app.send(AUTH, &tx).await;
     app.assert_audit_clean().await;
     // Someone edits a balance by hand: the audit names it.
-    let sql = "UPDATE accounts SET balance_minor = balance_minor + 1 WHERE user_id = 'u1'";
-    match app.backend {
-        Backend::Postgres => {
-            let mut c = sqlx::PgConnection::connect(app.database_url.as_deref().unwrap())
-                .await
-                .unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        }
-        Backend::Sqlite => {
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .unwrap();
-            sqlx::query(sql).execute(&mut c).await.unwrap();
-        }
-    }
+    DirectConn::open(&app)
+        .await
+        .execute("UPDATE accounts SET balance_minor = balance_minor + 1 WHERE user_id = 'u1'")
+        .await;
     let report = app.store.audit().await.unwrap();
     let invariants: Vec<&str> = report.violations.iter().map(|v| v.invariant).collect();
     assert!(

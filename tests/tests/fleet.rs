@@ -922,18 +922,7 @@ async fn a_killed_instance_loses_nothing() {
         acct["available"], "250.00",
         "each purchase booked exactly once"
     );
-    let store = store::Store::connect(&store::StoreConfig {
-        url: Some(db.clone()),
-        sqlite_path: "unused".into(),
-        pool_connections_max: 2,
-        pool_acquire_ms_max: 5_000,
-        statement_ms_max: 5_000,
-        lock_wait_ms_max: 5_000,
-        index_probes_only: false,
-    })
-    .await
-    .expect("store");
-    assert_clean(&store).await;
+    assert_database_clean(Some(db.clone()), "unused".into()).await;
     nodes.truncate(0);
 }
 

@@ -6,7 +6,7 @@ use serde_json::json;
 async fn purchase(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "990.0", "ARS");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(r.status, 200);
     app.assert_signed(&r, AUTH);
     assert_eq!(
@@ -15,10 +15,7 @@ async fn purchase(app: TestApp) {
     );
     assert_eq!(app.available("u1", "ARS").await, "10.00");
     // The posting history explains the balance.
-    let p = app
-        .admin("GET", "/v1/accounts/u1/ARS/postings", None, None)
-        .await
-        .json();
+    let p = app.admin_get("/v1/accounts/u1/ARS/postings").await;
     assert_eq!(p["postings"][0]["amount"], "-990.00");
     assert_eq!(p["postings"][0]["balance_after"], "10.00");
     assert_eq!(p["postings"][0]["transaction_id"], tx.id.as_str());
@@ -28,22 +25,16 @@ async fn purchase(app: TestApp) {
 async fn purchase_then_full_refund(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"120.50\"", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "379.50");
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "120.50", "ARS").original(&p.id);
-    let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;
+    let r = app.send(ADJ_CREDIT, &refund).await;
     assert_eq!(r.status, 200);
     app.assert_signed(&r, ADJ_CREDIT);
     assert_eq!(r.json()["status_detail"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "500.00");
     // The refund is linked to the purchase it corrects.
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", p.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", p.id)).await;
     assert_eq!(h["adjustments"][0]["transaction_id"], refund.id.as_str());
     assert_eq!(h["records"][0]["status"], "APPROVED");
 }
@@ -51,68 +42,37 @@ async fn purchase_then_full_refund(app: TestApp) {
 async fn purchase_then_partial_refund(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "200.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "75.25", "ARS").original(&p.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "375.25");
 }
 
 async fn purchase_then_closing_differences(app: TestApp) {
     app.funded("u1", "ARS", "500.00").await;
     let p = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
     // Clearing presented more than was authorized: a debit adjustment for the difference.
     let more = Tx::new(&uid("ctx"), "PURCHASE", "u1", "3.10", "ARS").original(&p.id);
-    assert_eq!(
-        app.processor(ADJ_DEBIT, &more.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_DEBIT, &more).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "396.90");
     // And another purchase closed for less: a credit adjustment.
     let p2 = Tx::new(&uid("ctx"), "PURCHASE", "u1", "50.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH_DEBIT, &p2.body(), &uid("k"))
-            .await
-            .json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH_DEBIT, &p2).await.json()["status"], "APPROVED");
     let less = Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "0.90", "ARS").original(&p2.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &less.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &less).await.status, 200);
     assert_eq!(app.available("u1", "ARS").await, "347.80");
 }
 
 async fn payment_credit(app: TestApp) {
     app.funded("u1", "MXN", "0").await;
     let pay = Tx::new(&uid("ctx"), "PAYMENT", "u1", "250.00", "MXN");
-    let r = app.processor(AUTH_CREDIT, &pay.body(), &uid("k")).await;
+    let r = app.send(AUTH_CREDIT, &pay).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "MXN").await, "250.00");
     // A payment through the offline flow arrives as a credit adjustment.
     let pay2 = Tx::new(&uid("ctx"), "PAYMENT", "u1", "49.99", "MXN");
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &pay2.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &pay2).await.status, 200);
     assert_eq!(app.available("u1", "MXN").await, "299.99");
 }
 
@@ -121,14 +81,11 @@ async fn cashback_with_base_and_extracash(app: TestApp) {
     let tx = Tx::new(&uid("ctx"), "CASHBACK", "u1", "150.00", "BRL").details(
         r#"[{"type":"BASE","currency":"BRL","amount":"100.00","name":"BASE"},{"type":"EXTRACASH","currency":"BRL","amount":"50.00","name":"EXTRACASH"}]"#,
     );
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "BRL").await, "150.00");
     // The detail lines are kept as received.
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", tx.id)).await;
     assert_eq!(
         h["records"][0]["request"]["amount"]["details"][1]["type"],
         "EXTRACASH"
@@ -138,14 +95,11 @@ async fn cashback_with_base_and_extracash(app: TestApp) {
 async fn withdrawal(app: TestApp) {
     app.funded("u1", "CLP", "20000").await;
     let tx = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "15000", "CLP");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "CLP").await, "5000");
     // CLP has no minor unit: a decimal is not representable.
     let bad = Tx::new(&uid("ctx"), "WITHDRAWAL", "u1", "10.5", "CLP");
-    let r = app.processor(AUTH, &bad.body(), &uid("k")).await.json();
+    let r = app.send(AUTH, &bad).await.json();
     assert_eq!(r["status_detail"], "INVALID_AMOUNT");
     assert_eq!(app.available("u1", "CLP").await, "5000");
 }
@@ -155,7 +109,7 @@ async fn purchase_with_tax_lines_and_string_amounts(app: TestApp) {
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"1060.74\"", "ARS").details(
         r#"[{"type":"BASE","currency":"ARS","amount":"1000.00","name":"BASE"},{"type":"TAX","currency":"ARS","amount":"21.00","name":"IVA"},{"type":"TAX","currency":"ARS","amount":"30.00","name":"PAIS"},{"type":"TAX","currency":"ARS","amount":"5.24","name":"IIBB"},{"type":"TAX","currency":"ARS","amount":"4.50","name":"SELLOS"}]"#,
     );
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "939.26");
 }
@@ -163,17 +117,14 @@ async fn purchase_with_tax_lines_and_string_amounts(app: TestApp) {
 async fn unknown_card_on_known_user(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").card("crd-never-registered");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "90.00");
 }
 
 async fn insufficient_funds(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.01", "ARS");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     app.assert_signed(&r, AUTH);
     assert_eq!(r.body, br#"{"status":"REJECTED","status_detail":"INSUFFICIENT_FUNDS","message":"Insufficient funds"}"#);
     assert_eq!(app.available("u1", "ARS").await, "100.00");
@@ -182,15 +133,12 @@ async fn insufficient_funds(app: TestApp) {
 async fn balance_inquiry(app: TestApp) {
     app.funded("u1", "MXN", "982345.12").await;
     let tx = Tx::new(&uid("ctx"), "BALANCE_INQUIRY", "u1", "0", "MXN");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(
         r.body,
         br#"{"status":"APPROVED","status_detail":"APPROVED","message":"Balance","balance":{"total":"982345.12","currency":"MXN"}}"#
     );
-    let p = app
-        .admin("GET", "/v1/accounts/u1/MXN/postings", None, None)
-        .await
-        .json();
+    let p = app.admin_get("/v1/accounts/u1/MXN/postings").await;
     assert_eq!(
         p["postings"].as_array().map(Vec::len),
         Some(1),
@@ -201,10 +149,7 @@ async fn balance_inquiry(app: TestApp) {
 async fn rejected_advice_reverses_once(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "600.00");
     let key = uid("adv");
     let advice = tx.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
@@ -228,7 +173,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     app.funded("u1", "ARS", "50.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "80.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &tx).await.json()["status_detail"],
         "INSUFFICIENT_FUNDS"
     );
     let key = uid("adv");
@@ -237,10 +182,7 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert_eq!(r.json()["effect"], "FORCED");
     // Effective on the processor's word, even below zero; flagged for review.
     assert_eq!(app.available("u1", "ARS").await, "-30.00");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", tx.id)).await;
     let flags = h["notifications"][0]["flags"]
         .as_array()
         .cloned()
@@ -267,7 +209,7 @@ async fn verdict_before_authorization(app: TestApp) {
         app.processor(NOTIFY, &advice, &key).await.json()["effect"],
         "NOOP"
     );
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+    let r = app.send(AUTH, &tx).await.json();
     assert_eq!(r["status"], "REJECTED");
     assert_eq!(app.available("u1", "ARS").await, "100.00");
     // An approved verdict for a transaction never seen books it once; the late
@@ -280,10 +222,7 @@ async fn verdict_before_authorization(app: TestApp) {
         "FORCED"
     );
     assert_eq!(app.available("u1", "ARS").await, "70.00");
-    assert_eq!(
-        app.processor(AUTH, &tx2.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &tx2).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "70.00");
     // A verdict may carry less than the authorization (here no card). Once the late
     // authorization is answered, the record holds what it asked: its resend under a new
@@ -307,9 +246,9 @@ async fn verdict_before_authorization(app: TestApp) {
         "FORCED"
     );
     assert_eq!(app.available("u1", "ARS").await, "50.00");
-    let first = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    let first = app.send(AUTH, &tx3).await;
     assert_eq!(first.json()["status"], "APPROVED");
-    let resent = app.processor(AUTH, &tx3.body(), &uid("k")).await;
+    let resent = app.send(AUTH, &tx3).await;
     assert_eq!(resent.status, 200);
     assert_eq!(resent.body, first.body);
     assert_eq!(app.available("u1", "ARS").await, "50.00");
@@ -342,7 +281,7 @@ async fn card_rules_are_cached(app: TestApp) {
         let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS")
             .card(&card)
             .mcc(mcc);
-        let r = app.processor(AUTH, &tx.body(), &uid("k")).await.json();
+        let r = app.send(AUTH, &tx).await.json();
         assert_eq!(r["status"], want, "mcc {mcc}");
     }
     assert_eq!(
@@ -365,10 +304,7 @@ async fn card_and_account_rules(app: TestApp) {
         .await;
     assert_eq!(r.status, 201);
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &tx.body(), &uid("k")).await.json()["status_detail"],
-        "OTHER"
-    );
+    assert_eq!(app.send(AUTH, &tx).await.json()["status_detail"], "OTHER");
     app.admin(
         "PUT",
         "/v1/cards/crd-u1",
@@ -378,7 +314,7 @@ async fn card_and_account_rules(app: TestApp) {
     .await;
     let casino = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").mcc("7995");
     assert_eq!(
-        app.processor(AUTH, &casino.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &casino).await.json()["status_detail"],
         "INVALID_MERCHANT"
     );
     // Account rules: per-transaction and daily limits, overdraft.
@@ -393,28 +329,25 @@ async fn card_and_account_rules(app: TestApp) {
     assert_eq!(r.status, 200, "{:?}", r.json());
     let big = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.01", "ARS");
     assert_eq!(
-        app.processor(AUTH, &big.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &big).await.json()["status_detail"],
         "INVALID_AMOUNT"
     );
     let grocery = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").mcc("5411");
     assert_eq!(
-        app.processor(AUTH, &grocery.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &grocery).await.json()["status_detail"],
         "INVALID_MERCHANT"
     );
     let a = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.00", "ARS");
-    assert_eq!(
-        app.processor(AUTH, &a.body(), &uid("k")).await.json()["status"],
-        "APPROVED"
-    );
+    assert_eq!(app.send(AUTH, &a).await.json()["status"], "APPROVED");
     let b = Tx::new(&uid("ctx"), "PURCHASE", "u1", "460.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &b.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &b).await.json()["status_detail"],
         "INVALID_AMOUNT",
         "daily limit"
     );
     let c = Tx::new(&uid("ctx"), "PURCHASE", "u1", "450.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &c.body(), &uid("k")).await.json()["status"],
+        app.send(AUTH, &c).await.json()["status"],
         "APPROVED",
         "overdraft covers"
     );
@@ -429,7 +362,7 @@ async fn card_and_account_rules(app: TestApp) {
     .await;
     let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").card("crd-x");
     assert_eq!(
-        app.processor(AUTH, &other.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &other).await.json()["status_detail"],
         "OTHER"
     );
 }
@@ -438,45 +371,36 @@ async fn unknown_user_or_currency(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let nobody = Tx::new(&uid("ctx"), "PURCHASE", "nobody", "1.00", "ARS");
     assert_eq!(
-        app.processor(AUTH, &nobody.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &nobody).await.json()["status_detail"],
         "OTHER"
     );
     let wrong_currency = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "USD");
     assert_eq!(
-        app.processor(AUTH, &wrong_currency.body(), &uid("k"))
-            .await
-            .json()["status_detail"],
+        app.send(AUTH, &wrong_currency).await.json()["status_detail"],
         "OTHER"
     );
     let unknown = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "XYZ");
     assert_eq!(
-        app.processor(AUTH, &unknown.body(), &uid("k")).await.json()["status_detail"],
+        app.send(AUTH, &unknown).await.json()["status_detail"],
         "INVALID_AMOUNT"
     );
     // Adjustments cannot be refused: unknown user or currency go to suspense, flagged.
     let adj = Tx::new(&uid("ctx"), "REFUND", "nobody", "5.00", "ARS");
-    let r = app
-        .processor(ADJ_CREDIT, &adj.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &adj).await.json();
     assert!(
         r["message"].as_str().unwrap_or("").contains("SUSPENSE"),
         "{r}"
     );
     let adj2 = Tx::new(&uid("ctx"), "REFUND", "u1", "5.00", "XYZ");
-    let r = app
-        .processor(ADJ_CREDIT, &adj2.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &adj2).await.json();
     let msg = r["message"].as_str().unwrap_or("");
     assert!(
         msg.contains("UNKNOWN_CURRENCY") && msg.contains("SUSPENSE"),
         "{r}"
     );
     let h = app
-        .admin("GET", &format!("/v1/transactions/{}", adj2.id), None, None)
-        .await
-        .json();
+        .admin_get(&format!("/v1/transactions/{}", adj2.id))
+        .await;
     assert_eq!(h["movements"][0]["postings"][0]["account"], "SUSPENSE");
     assert_eq!(h["movements"][0]["postings"][0]["amount"], "5.0000");
     assert_eq!(app.available("u1", "ARS").await, "100.00");
@@ -485,10 +409,7 @@ async fn unknown_user_or_currency(app: TestApp) {
 async fn adjustment_may_go_negative(app: TestApp) {
     app.funded("u1", "ARS", "10.00").await;
     let adj = Tx::new(&uid("ctx"), "PURCHASE", "u1", "25.00", "ARS");
-    let r = app
-        .processor(ADJ_DEBIT, &adj.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_DEBIT, &adj).await.json();
     assert_eq!(r["status_detail"], "APPROVED");
     assert!(
         r["message"]
@@ -505,10 +426,7 @@ async fn adjustment_may_go_negative(app: TestApp) {
     );
     // More decimals than the currency has: booked rounded, the exact text kept, flagged.
     let fine = Tx::new(&uid("ctx"), "REFUND", "u1", "0.005", "ARS");
-    let r = app
-        .processor(ADJ_CREDIT, &fine.body(), &uid("k"))
-        .await
-        .json();
+    let r = app.send(ADJ_CREDIT, &fine).await.json();
     assert!(
         r["message"]
             .as_str()
@@ -517,9 +435,8 @@ async fn adjustment_may_go_negative(app: TestApp) {
         "{r}"
     );
     let h = app
-        .admin("GET", &format!("/v1/transactions/{}", fine.id), None, None)
-        .await
-        .json();
+        .admin_get(&format!("/v1/transactions/{}", fine.id))
+        .await;
     assert_eq!(h["records"][0]["amount"], "0.005");
 }
 
@@ -611,14 +528,10 @@ async fn admin_api(app: TestApp) {
     let mut cursor = String::new();
     loop {
         let page = app
-            .admin(
-                "GET",
-                &format!("/v1/accounts/u1/ARS/postings?limit=3&cursor={cursor}"),
-                None,
-                None,
-            )
-            .await
-            .json();
+            .admin_get(&format!(
+                "/v1/accounts/u1/ARS/postings?limit=3&cursor={cursor}"
+            ))
+            .await;
         for p in page["postings"].as_array().unwrap() {
             seen.push(p["id"].as_i64().unwrap());
         }

@@ -184,22 +184,6 @@ fn b(p: &str, h: &str, a: &str) -> (String, String, String) {
     (p.into(), h.into(), a.into())
 }
 
-async fn movements(app: &TestApp, user: &str, kind: &str) -> usize {
-    let p = app
-        .admin(
-            "GET",
-            &format!("/v1/accounts/{user}/DKK/postings?limit=500"),
-            None,
-            None,
-        )
-        .await
-        .json();
-    p["postings"]
-        .as_array()
-        .map(|a| a.iter().filter(|p| p["kind"] == kind).count())
-        .unwrap_or(0)
-}
-
 /// The error code of a channel answer.
 fn channel_code(r: &Resp, status: u16) -> String {
     assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
@@ -367,9 +351,8 @@ async fn expiry_by_the_sweeper(app: TestApp) {
     // The sweeper released it; nobody asked about it.
     assert_eq!(balances(&app, "u1").await, b("500.00", "0.00", "500.00"));
     let l = app
-        .admin("GET", "/v1/accounts/u1/DKK/holds?state=EXPIRED", None, None)
-        .await
-        .json();
+        .admin_get("/v1/accounts/u1/DKK/holds?state=EXPIRED")
+        .await;
     assert_eq!(l["holds"][0]["reservation_id"], id.as_str(), "{l}");
     assert_eq!(till.status(&id).await, "ExpiredAndCancelled");
     let (s, v) = till.capture(&id, None).await;
@@ -378,7 +361,7 @@ async fn expiry_by_the_sweeper(app: TestApp) {
     let st = till.sim.shared.stats_json();
     assert_eq!(st["captures_delivered"], 0, "no call reached us: {st}");
     assert_eq!(till.breaks(), 0);
-    assert_eq!(movements(&app, "u1", "HOLD_CAPTURE").await, 0);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 0);
 }
 
 fn expiry_2s_unswept(s: &mut Settings) {
@@ -429,7 +412,7 @@ async fn capture_rules(app: TestApp) {
     assert_eq!((s1, s2), (200, 200));
     assert_eq!(v1, v2);
     till.settle().await;
-    assert_eq!(movements(&app, "u1", "HOLD_CAPTURE").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
     // A different amount: 1307 here, CAPTURED_WITH_DIFFERENT_AMOUNT at our API.
     let (s, v) = till.capture(&id, Some("90.00")).await;
     assert_eq!((s, v10(&v)), (409, "1307".into()));
@@ -529,7 +512,7 @@ async fn refunds(app: TestApp) {
     let (_, d) = till.get("refund/details", &[("refundId", &r4)]).await;
     assert_eq!(d["status"], "ExpiredAndCaptured", "{d}");
     assert_eq!(balances(&app, "u1").await, b("450.00", "0.00", "450.00"));
-    assert_eq!(movements(&app, "u1", "HOLD_REFUND").await, 2);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 2);
     let (_, d) = till.get("refund/details", &[("refundId", &r2)]).await;
     assert_eq!(d["status"], "CancelledByClient");
     assert_eq!(till.breaks(), 0);
@@ -543,13 +526,13 @@ async fn holds_and_cards(app: TestApp) {
     let id = till.reserved(1, "u1", "o-1", "125.50").await;
     assert_eq!(balances(&app, "u1").await, b("500.00", "125.50", "374.50"));
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "REJECTED");
     assert_eq!(r.json()["status_detail"], "INSUFFICIENT_FUNDS");
     till.get("payment/cancel", &[("paymentId", &id)]).await;
     till.settle().await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
     assert_eq!(balances(&app, "u1").await, b("100.00", "0.00", "100.00"));
 }
@@ -571,7 +554,7 @@ async fn exactly_once(app: TestApp) {
     assert_eq!(first.0, 200, "{}", first.1);
     assert!(answers.iter().all(|a| *a == first), "identical answers");
     till.settle().await;
-    assert_eq!(movements(&app, "u1", "HOLD_CAPTURE").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
     assert_eq!(balances(&app, "u1").await, b("420.00", "0.00", "420.00"));
     // 200 customers' approvals on an account funded for exactly 73 of them.
     app.funded("u73", "DKK", "73.00").await;
@@ -611,18 +594,9 @@ both_backends!(
     holds_and_cards
 );
 
-/// Room for 200 requests at once on a small machine (as the `holds` concurrency tests).
-fn patient(s: &mut Settings) {
-    s.processor.deadline_ms = 10_000;
-    s.redis.in_flight_stale_ms = 20_000;
-    s.database.pool_acquire_ms_max = 5_000;
-    s.database.statement_ms_max = 5_000;
-    s.database.lock_wait_ms_max = 5_000;
-}
-
 mod crowded {
     use super::*;
-    both_backends!(settings = patient; exactly_once);
+    both_backends!(settings = crowd_settings; exactly_once);
 }
 
 mod swept {
@@ -661,22 +635,7 @@ mod crash {
             &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
         );
         let admin = Remote::new(&victim.base);
-        assert_eq!(
-            admin
-                .admin("PUT", "/v1/accounts/u1/DKK", None, None)
-                .await
-                .status,
-            201
-        );
-        let r = admin
-            .admin(
-                "POST",
-                "/v1/accounts/u1/DKK/deposits",
-                Some(json!({"amount": "100.00"})),
-                Some("fund-1"),
-            )
-            .await;
-        assert_eq!(r.status, 201);
+        admin.funded("u1", "DKK", "100.00").await;
         // Patient retries: the survivor takes a moment to start.
         let till = Till::start_at(&victim.base, 1, |c| {
             c.call_retries = 5;
@@ -719,18 +678,12 @@ mod crash {
         let st = till.sim.shared.stats_json();
         assert!(st["retries"].as_u64().unwrap() >= 1, "{st}");
         let admin = Remote::new(&survivor.base);
-        let a = admin
-            .admin("GET", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .json();
+        let a = admin.admin_get("/v1/accounts/u1/DKK").await;
         assert_eq!(
             (a["held"].as_str(), a["available"].as_str()),
             (Some("40.00"), Some("60.00"))
         );
-        let h = admin
-            .admin("GET", "/v1/accounts/u1/DKK/holds", None, None)
-            .await
-            .json();
+        let h = admin.admin_get("/v1/accounts/u1/DKK/holds").await;
         assert_eq!(
             h["holds"].as_array().map(Vec::len),
             Some(1),
@@ -739,26 +692,16 @@ mod crash {
         // And the payment completes.
         assert_eq!(till.capture(&id, None).await.0, 200);
         till.settle().await;
-        let a = admin
-            .admin("GET", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .json();
+        let a = admin.admin_get("/v1/accounts/u1/DKK").await;
         assert_eq!(a["posted"], "60.00");
         assert_eq!(till.breaks(), 0);
         till.sim.stop().await;
-        let store = store::Store::connect(&store::StoreConfig {
-            url: (!db.is_empty()).then(|| db.clone()),
-            sqlite_path: data.path().join("authorizer.db"),
-            pool_connections_max: 2,
-            pool_acquire_ms_max: 5000,
-            statement_ms_max: 5000,
-            lock_wait_ms_max: 5000,
-            index_probes_only: false,
-        })
-        .await
-        .expect("store");
         drop(survivor);
-        assert_clean(&store).await;
+        assert_database_clean(
+            (!db.is_empty()).then(|| db.clone()),
+            data.path().join("authorizer.db"),
+        )
+        .await;
     }
 
     #[actix_rt::test]

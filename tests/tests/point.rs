@@ -1137,8 +1137,7 @@ async fn virtual_reader(app: TestApp) {
 /// §2.8 test 7: a day of terminal traffic, written by the simulator as the processor's
 /// transactions file, reconciled against our ledger.
 async fn reconciled_day(app: TestApp) {
-    use reconciler::config::{Settings as ReconSettings, Source};
-    use reconciler::run::{RunOptions, run};
+    use reconciler::run::run;
     let pt = point(&app, |c| c.authorization_timeout_ms = 300).await;
     let user = uid("usr");
     app.funded(&user, "ARS", "100.00").await;
@@ -1171,9 +1170,7 @@ async fn reconciled_day(app: TestApp) {
     );
     assert_eq!(app.available(&user, "ARS").await, "100.00");
 
-    let days = store::now_ms().div_euclid(86_400_000);
-    let (year, month, day) = reconciler::schedule::civil_from_days(days);
-    let date = reconciler::sftp::BusinessDate { year, month, day };
+    let date = recon::today();
     let files = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
     let d = date.format("%Y%m%d");
@@ -1183,17 +1180,8 @@ async fn reconciled_day(app: TestApp) {
         "transaction_id,direction,local_amount,local_currency,card_id,date\n",
     )
     .unwrap();
-    let mut s = ReconSettings::load_from(std::path::Path::new("/nonexistent"), &[]).unwrap();
-    s.database.url = authorizer::config::Secret::new(app.database_url.clone().unwrap_or_default());
-    s.database.data_dir = app.data_dir.path().to_path_buf();
-    s.matching.utc_offset = "Z".into();
-    s.matching.grace_minutes = 0;
-    s.report.dir = reports.path().to_path_buf();
-    let opts = RunOptions {
-        date: date.clone(),
-        force: false,
-        source: Some(Source::Dir(files.path().to_path_buf())),
-    };
+    let s = recon::settings(&app, reports.path());
+    let opts = recon::from_dir(&date, files.path());
     let outcome = run(&s, &app.store, &opts)
         .await
         .expect("reconciliation runs");

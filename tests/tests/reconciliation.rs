@@ -1,27 +1,9 @@
 //! The nightly reconciliation against a ledger built through the processor's endpoints.
 
 use e2e::*;
-use reconciler::config::{Settings as ReconSettings, Source};
 use reconciler::run::{Outcome, RunOptions, run};
 use reconciler::sftp::BusinessDate;
 use std::collections::BTreeMap;
-use std::path::Path;
-
-fn today() -> BusinessDate {
-    let days = store::now_ms().div_euclid(86_400_000);
-    let (year, month, day) = reconciler::schedule::civil_from_days(days);
-    BusinessDate { year, month, day }
-}
-
-fn settings(app: &TestApp, reports: &Path) -> ReconSettings {
-    let mut s = ReconSettings::load_from(Path::new("/nonexistent"), &[]).expect("defaults");
-    s.database.url = authorizer::config::Secret::new(app.database_url.clone().unwrap_or_default());
-    s.database.data_dir = app.data_dir.path().to_path_buf();
-    s.matching.utc_offset = "Z".into();
-    s.matching.grace_minutes = 0;
-    s.report.dir = reports.to_path_buf();
-    s
-}
 
 const TX_HEADER: &str = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date";
 
@@ -65,21 +47,14 @@ async fn every_break_class(app: TestApp) {
         approve(&app, &id(name), amount).await;
     }
     let refund = Tx::new(&id("g"), "REFUND", "u1", "20.00", "ARS").original(&id("h"));
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &refund.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
     let declined = Tx::new(&id("k"), "PURCHASE", "u1", "99999.00", "ARS");
     assert_eq!(
-        app.processor(AUTH_DEBIT, &declined.body(), &uid("k"))
-            .await
-            .json()["status"],
+        app.send(AUTH_DEBIT, &declined).await.json()["status"],
         "REJECTED"
     );
 
-    let date = today();
+    let date = recon::today();
     let files = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
     let d = date.format("%Y%m%d");
@@ -131,12 +106,8 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     // Another day's file in the same folder is left alone.
     std::fs::write(files.path().join("transactions_19990101.csv"), TX_HEADER).unwrap();
 
-    let s = settings(&app, reports.path());
-    let opts = RunOptions {
-        date: date.clone(),
-        force: false,
-        source: Some(Source::Dir(files.path().to_path_buf())),
-    };
+    let s = recon::settings(&app, reports.path());
+    let opts = recon::from_dir(&date, files.path());
     let outcome = run(&s, &app.store, &opts)
         .await
         .expect("reconciliation runs");
@@ -229,14 +200,10 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
     assert!(m.contains("\nauthorizer_reconciliation_breaks 8\n"), "{m}");
     let page = app
-        .admin(
-            "GET",
-            &format!("/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"),
-            None,
-            None,
-        )
-        .await
-        .json();
+        .admin_get(&format!(
+            "/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"
+        ))
+        .await;
     assert_eq!(page["breaks"][0]["difference"], "-10.00");
     assert_eq!(page["breaks"].as_array().map(Vec::len), Some(1));
     assert_eq!(
@@ -289,7 +256,7 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let id = uid("clean");
     approve(&app, &id, "10.00").await;
-    let date = today();
+    let date = recon::today();
     let files = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
     let rows = [
@@ -305,19 +272,9 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
         ),
     ]
     .join("\n");
-    std::fs::write(
-        files
-            .path()
-            .join(format!("transactions_{}.csv", date.format("%Y%m%d"))),
-        rows,
-    )
-    .unwrap();
-    let s = settings(&app, reports.path());
-    let opts = RunOptions {
-        date: date.clone(),
-        force: false,
-        source: Some(Source::Dir(files.path().to_path_buf())),
-    };
+    recon::write_transactions(files.path(), &date, &rows);
+    let s = recon::settings(&app, reports.path());
+    let opts = recon::from_dir(&date, files.path());
     // While another instance holds the lock, a run refuses to start.
     let held = app
         .store
@@ -329,17 +286,7 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     assert!(err.contains("another reconciliation is running"), "{err}");
     held.release().await;
     let outcome = run(&s, &app.store, &opts).await.unwrap();
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Done {
-                breaks: 0,
-                above_threshold: false,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    recon::assert_clean(&outcome);
     assert_eq!(outcome.exit_code(), 0);
     // No file for a date: could not run.
     let missing = RunOptions {

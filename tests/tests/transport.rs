@@ -235,7 +235,7 @@ async fn a_bad_certificate_or_key_stops_the_start() {
 
 async fn processor_call(app: &TestApp) -> Resp {
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS");
-    app.processor(AUTH, &tx.body(), &uid("k")).await
+    app.send(AUTH, &tx).await
 }
 
 #[actix_rt::test]

@@ -1,15 +1,10 @@
 //! The `authorizer` binary as an operator runs it.
 
+mod common;
+
+use common::{bin, free_port, wait_listening};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_authorizer"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default());
-    c.arg("--config-dir").arg("/nonexistent-config");
-    c
-}
 
 #[test]
 fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
@@ -60,10 +55,7 @@ fn secrets_and_card_data_never_reach_the_logs() {
     let dir = tempfile::tempdir().unwrap();
     let secret = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
     let token = "very-secret-admin-token-1234567890";
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let mut child = bin()
         .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
         .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -77,12 +69,8 @@ fn secrets_and_card_data_never_reach_the_logs() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    wait_listening(port, Duration::from_secs(20));
     let addr = format!("127.0.0.1:{port}");
-    while std::net::TcpStream::connect(&addr).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
     // A signed purchase carrying card data, and a bad-signature one.
     let body = r#"{"transaction":{"id":"ctx-log-1","type":"PURCHASE"},"card":{"id":"crd-1","last_four":"6708","pan":"5555444433336708"},"user":{"id":"usr-1"},"amount":{"local":{"total":"1.00","currency":"ARS"}}}"#;
     let ts = (std::time::SystemTime::now()
@@ -123,11 +111,12 @@ fn secrets_and_card_data_never_reach_the_logs() {
         .arg("-INT")
         .arg(child.id().to_string())
         .status();
+    let stop_by = Instant::now() + Duration::from_secs(30);
     let out = loop {
         if let Some(_s) = child.try_wait().unwrap() {
             break child.wait_with_output().unwrap();
         }
-        if Instant::now() > deadline + Duration::from_secs(10) {
+        if Instant::now() > stop_by {
             let _ = child.kill();
             break child.wait_with_output().unwrap();
         }
@@ -203,11 +192,7 @@ impl Drop for Served {
 
 fn serve_fresh() -> Served {
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let child = bin()
         .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
         .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
@@ -216,11 +201,7 @@ fn serve_fresh() -> Served {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_listening(port, Duration::from_secs(20));
     Served {
         child,
         dir,

@@ -2,7 +2,10 @@
 //! scenario: every processor route (signed, replayed, conflicting, refused, malformed) and
 //! every admin route (with the right token and with near misses of it).
 
+mod common;
+
 use authorizer::client::Client;
+use common::{bin, free_port, wait_listening};
 use protocol::ApiSecret;
 use serde_json::json;
 use std::process::{Command, Stdio};
@@ -222,19 +225,11 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
 async fn a_full_scenario_at_trace_level_logs_no_secret_and_no_card_number() {
     for format in ["json", "text"] {
         let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         // Logs go to a file: at trace level they would fill a pipe and block the server.
         let log_path = dir.path().join("server.log");
         let log_file = std::fs::File::create(&log_path).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_authorizer"))
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .arg("--config-dir")
-            .arg("/nonexistent-config")
+        let mut child = bin()
             .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
             .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
@@ -247,12 +242,8 @@ async fn a_full_scenario_at_trace_level_logs_no_secret_and_no_card_number() {
             .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
+        wait_listening(port, Duration::from_secs(30));
         let addr = format!("127.0.0.1:{port}");
-        while std::net::TcpStream::connect(&addr).is_err() {
-            assert!(Instant::now() < deadline, "server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
         let secret = ApiSecret::from_base64(SECRET).unwrap();
         let base = format!("http://{addr}");
         let c = Client::new(base.clone(), API_KEY.into(), secret.clone(), TOKEN.into());

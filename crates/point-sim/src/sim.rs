@@ -502,24 +502,8 @@ impl Sim {
 
     /// `POST /sim/devices/{d}/fetch`: the oldest `OPEN` intent becomes `ON_TERMINAL`.
     pub fn fetch(self: &Arc<Self>, device_id: &str) -> Result<Value, ApiError> {
-        self.device(device_id)?;
-        let mut m = self.lock();
-        let id = m
-            .order
-            .iter()
-            .find(|id| {
-                let i = &m.intents[*id];
-                i.device_id == device_id && i.state == State::Open
-            })
-            .cloned()
-            .ok_or_else(|| ApiError::new(404, "no_open_intent", "the device has no OPEN intent"))?;
-        let mut out = Vec::new();
-        self.transition(&mut m, &id, Event::Fetch, &mut out)
-            .expect("OPEN fetches");
-        let v = self.any_view(&m, &id);
-        drop(m);
-        self.flush(out);
-        Ok(v)
+        let none = || ApiError::new(404, "no_open_intent", "the device has no OPEN intent");
+        self.device_step(device_id, State::Open, Event::Fetch, none)
     }
 
     fn any_view(&self, m: &Model, id: &str) -> Value {
@@ -532,6 +516,25 @@ impl Sim {
 
     /// `POST /sim/devices/{d}/cancel`: `ON_TERMINAL` becomes `CANCELED`.
     pub fn device_cancel(self: &Arc<Self>, device_id: &str) -> Result<Value, ApiError> {
+        let none = || {
+            ApiError::new(
+                409,
+                "intent_not_cancelable",
+                "the device shows no intent (ON_TERMINAL) to cancel",
+            )
+        };
+        self.device_step(device_id, State::OnTerminal, Event::DeviceCancel, none)
+    }
+
+    /// What the device does to its oldest intent in `from`: `event`, answered with the
+    /// intent's view; `none` when the device has no intent in that state.
+    fn device_step(
+        self: &Arc<Self>,
+        device_id: &str,
+        from: State,
+        event: Event,
+        none: impl FnOnce() -> ApiError,
+    ) -> Result<Value, ApiError> {
         self.device(device_id)?;
         let mut m = self.lock();
         let id = m
@@ -539,19 +542,13 @@ impl Sim {
             .iter()
             .find(|id| {
                 let i = &m.intents[*id];
-                i.device_id == device_id && i.state == State::OnTerminal
+                i.device_id == device_id && i.state == from
             })
             .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    409,
-                    "intent_not_cancelable",
-                    "the device shows no intent (ON_TERMINAL) to cancel",
-                )
-            })?;
+            .ok_or_else(none)?;
         let mut out = Vec::new();
-        self.transition(&mut m, &id, Event::DeviceCancel, &mut out)
-            .expect("ON_TERMINAL cancels");
+        self.transition(&mut m, &id, event, &mut out)
+            .unwrap_or_else(|e| panic!("{from:?} takes {event:?}: {e:?}"));
         let v = self.any_view(&m, &id);
         drop(m);
         self.flush(out);

@@ -292,10 +292,10 @@ fn connection_drop_mid_transfer_leaves_no_file() {
 
 // ------------------------------------------------------- without any sshd --
 
-#[test]
-fn connection_refused_retries_with_backoff_then_connect_error() {
-    let port = free_port(); // nothing listens there any more
-    let cfg = SftpConfig {
+/// A password login to loopback `port` that never gets as far as the password: three
+/// attempts, `backoff_ms` apart at first.
+fn nobody_at(port: u16, backoff_ms: u64) -> SftpConfig {
+    SftpConfig {
         host: "127.0.0.1".into(),
         port,
         user: "nobody".into(),
@@ -306,8 +306,14 @@ fn connection_refused_retries_with_backoff_then_connect_error() {
         date_format: "%Y%m%d".into(),
         connect_timeout_ms: 2_000,
         attempts: 3,
-        backoff_ms: 150,
-    };
+        backoff_ms,
+    }
+}
+
+#[test]
+fn connection_refused_retries_with_backoff_then_connect_error() {
+    let port = free_port(); // nothing listens there any more
+    let cfg = nobody_at(port, 150);
     let staging = tempfile::tempdir().unwrap();
     let started = Instant::now();
     let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
@@ -325,19 +331,7 @@ fn connection_refused_retries_with_backoff_then_connect_error() {
 #[test]
 fn handshake_failure_is_retried_attempts_times() {
     let (port, accepted) = hang_up_listener();
-    let cfg = SftpConfig {
-        host: "127.0.0.1".into(),
-        port,
-        user: "nobody".into(),
-        auth: SftpAuth::Password("x".into()),
-        host_key_sha256: fingerprint(b"whatever"),
-        remote_dir: "/".into(),
-        patterns: vec!["*".into()],
-        date_format: "%Y%m%d".into(),
-        connect_timeout_ms: 2_000,
-        attempts: 3,
-        backoff_ms: 20,
-    };
+    let cfg = nobody_at(port, 20);
     let staging = tempfile::tempdir().unwrap();
     let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
     eprintln!("expected error: {err}");

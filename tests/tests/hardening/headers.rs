@@ -145,7 +145,7 @@ async fn duplicate_processor_headers_are_refused(app: TestApp) {
             app.assert_signed_status(&r, 200, path, what);
             assert_eq!(r.json()["status"], "APPROVED", "{what}");
             let refund = Tx::new(&uid("ctx-rf"), "REFUND", "u1", "10.00", "ARS").original(&tx.id);
-            let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;
+            let r = app.send(ADJ_CREDIT, &refund).await;
             assert_eq!(r.status, 200, "{what}: refund");
             assert_eq!(app.available("u1", "ARS").await, "100.00", "{what}");
         }
@@ -293,7 +293,7 @@ async fn failed_admin_authentications_are_limited_per_address(app: TestApp) {
     assert!(text.contains("# HELP authorizer_admin_auth_lockouts_total"));
     // The processor's routes are not affected.
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "5.00", "ARS");
-    let r = app.processor(AUTH, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH, &tx).await;
     assert_eq!(r.json()["status"], "APPROVED");
 }
 

@@ -145,7 +145,7 @@ async fn hostile_ids_are_refused_on_intake(app: TestApp) {
             >= (hostile_ids().len() * ROUTES.len() * 4) as u64
     );
     // The same transaction with a plain id is booked as usual.
-    let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+    let r = app.send(AUTH, &t).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "99.00");
 }
@@ -396,7 +396,7 @@ async fn long_ids_are_refused_with_400(app: TestApp) {
     let refund = Tx::new(&max(&uid("ctx")), "REFUND", &user, "1.00", "ARS")
         .card(&card)
         .original(&tx_id);
-    let r = app.processor(ADJ_CREDIT, &refund.body(), &uid("k")).await;
+    let r = app.send(ADJ_CREDIT, &refund).await;
     assert_eq!(r.status, 200);
     let h = app
         .admin("GET", &format!("/v1/transactions/{tx_id}"), None, None)
@@ -482,10 +482,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
     );
     let r = app.processor(AUTH, &fine, &uid("k")).await;
     assert_eq!(r.json()["status"], "APPROVED");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert_eq!(
         h["records"][0]["request"]["extra_data"]["pin_presence"],
         "caf\u{e9} \u{1f4b3}ONLINE"
@@ -523,7 +520,7 @@ async fn leading_zero_amounts_are_refused(app: TestApp) {
     // In a detail line too: every amount of the body is read the same way.
     let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "\"7.00\"", "ARS")
         .details(r#"[{"type":"BASE","currency":"ARS","amount":"007.00","name":"BASE"}]"#);
-    assert_eq!(app.processor(AUTH, &t.body(), &uid("k")).await.status, 400);
+    assert_eq!(app.send(AUTH, &t).await.status, 400);
     for amount in ["007.00", "007", "-01.00"] {
         let r = app
             .admin(
@@ -539,7 +536,7 @@ async fn leading_zero_amounts_are_refused(app: TestApp) {
     assert_eq!(app.ledger().await, before, "nothing stored, nothing moved");
     for amount in ["\"0.07\"", "0.07", "\"0\"", "0"] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
-        let r = app.processor(AUTH, &t.body(), &uid("k")).await;
+        let r = app.send(AUTH, &t).await;
         assert_eq!(r.json()["status"], "APPROVED", "{amount}");
     }
     assert_eq!(app.available("u1", "ARS").await, "99.86");
@@ -602,10 +599,7 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
         .processor(AUTH, &nested(t.body(), MAX_DEPTH), &uid("k"))
         .await;
     assert_eq!(r.json()["status"], "APPROVED");
-    let h = app
-        .admin("GET", &format!("/v1/transactions/{}", t.id), None, None)
-        .await
-        .json();
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
     assert!(h["records"][0]["request"]["deep"].is_array());
 }
 

@@ -83,7 +83,7 @@ async fn negative_advice_never_credits_the_cardholder(app: TestApp) {
 
     // The cardholder cannot spend money that was never theirs.
     let buy = Tx::new(&uid("ctx"), "PURCHASE", &user, "140.00", "ARS");
-    let r = app.processor(AUTH, &buy.body(), &uid("k")).await;
+    let r = app.send(AUTH, &buy).await;
     assert_eq!(r.json()["status_detail"], "INSUFFICIENT_FUNDS");
     assert_eq!(app.available(&user, "ARS").await, "100.00");
 }
@@ -121,7 +121,7 @@ async fn resent_transaction_id_asking_other_money_is_refused(app: TestApp) {
     app.funded(&user, "ARS", "100.00").await;
     app.funded(&other, "ARS", "100.00").await;
     let first = Tx::new(&uid("ctx"), "PURCHASE", &user, "1.00", "ARS");
-    let r1 = app.processor(AUTH_DEBIT, &first.body(), &uid("k")).await;
+    let r1 = app.send(AUTH_DEBIT, &first).await;
     assert_eq!(r1.json()["status"], "APPROVED");
     let conflicts = counter(
         &app,
@@ -167,9 +167,7 @@ async fn resent_transaction_id_asking_other_money_is_refused(app: TestApp) {
     // A retry that differs only in formatting (and in its timestamp and key) replays.
     let mut reformatted = first.clone();
     reformatted.amount = "\"1.0\"".into();
-    let r = app
-        .processor(AUTH_DEBIT, &reformatted.body(), &uid("k"))
-        .await;
+    let r = app.send(AUTH_DEBIT, &reformatted).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, r1.body, "the first answer, byte for byte");
     app.assert_signed(&r, AUTH_DEBIT);
@@ -180,7 +178,7 @@ async fn resent_adjustment_id_asking_other_money_is_refused(app: TestApp) {
     let user = uid("resend-adj");
     app.funded(&user, "ARS", "100.00").await;
     let first = Tx::new(&uid("ctx"), "REFUND", &user, "10.00", "ARS");
-    let r1 = app.processor(ADJ_CREDIT, &first.body(), &uid("k")).await;
+    let r1 = app.send(ADJ_CREDIT, &first).await;
     assert_eq!(r1.status, 200);
     assert_eq!(app.available(&user, "ARS").await, "110.00");
     let mut bigger = first.clone();
@@ -190,7 +188,7 @@ async fn resent_adjustment_id_asking_other_money_is_refused(app: TestApp) {
         app.assert_signed_status(&r, 409, path, path);
         assert_eq!(r.json()["error"]["code"], "transaction_id_reused");
     }
-    let r = app.processor(ADJ_CREDIT, &first.body(), &uid("k")).await;
+    let r = app.send(ADJ_CREDIT, &first).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body, r1.body);
     assert_eq!(app.available(&user, "ARS").await, "110.00");
@@ -264,12 +262,12 @@ async fn mcc_in_another_spelling_or_missing_does_not_pass_a_block(app: TestApp) 
     }
     // Another category passes; without a block an unreadable MCC blocks nothing.
     let ok = Tx::new(&uid("ctx"), "PURCHASE", &user, "1.00", "ARS").mcc("5411");
-    let r = app.processor(AUTH, &ok.body(), &uid("k")).await;
+    let r = app.send(AUTH, &ok).await;
     assert_eq!(r.json()["status"], "APPROVED");
     let free = uid("mcc-free");
     app.funded(&free, "ARS", "10.00").await;
     let odd = Tx::new(&uid("ctx"), "PURCHASE", &free, "1.00", "ARS").mcc("50A5");
-    let r = app.processor(AUTH, &odd.body(), &uid("k")).await;
+    let r = app.send(AUTH, &odd).await;
     assert_eq!(r.json()["status"], "APPROVED");
     assert_eq!(app.available(&user, "ARS").await, "99.00");
 }

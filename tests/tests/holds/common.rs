@@ -1,6 +1,7 @@
 //! Bodies and calls the scenarios share.
 
 use e2e::*;
+use futures_util::future::join_all;
 use serde_json::{Value, json};
 
 pub const RES: &str = "/channels/v1/reservations";
@@ -66,19 +67,84 @@ pub async fn balances(app: &TestApp, currency: &str) -> (String, String, String)
     (s("posted"), s("held"), s("available"))
 }
 
-/// Movements of a kind on u1's account, from the postings list.
-pub async fn movements_of(app: &TestApp, currency: &str, kind: &str) -> usize {
-    let p = app
-        .admin(
-            "GET",
-            &format!("/v1/accounts/u1/{currency}/postings?limit=500"),
-            None,
-            None,
-        )
-        .await
-        .json();
-    p["postings"]
-        .as_array()
-        .map(|a| a.iter().filter(|p| p["kind"] == kind).count())
-        .unwrap_or(0)
+/// Reserves `amount` for u1 and asserts it is approved.
+pub async fn reserve_approved(app: &TestApp, id: &str, amount: &str, currency: &str) -> Resp {
+    reserve(
+        app,
+        &reservation(id, amount, currency),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await
+}
+
+/// Reserves `amount` DKK for u1 and asserts it is rejected with `detail`.
+pub async fn reserve_rejected(app: &TestApp, id: &str, amount: &str, detail: &str) -> Resp {
+    reserve(app, &reservation(id, amount, "DKK"), "REJECTED", detail).await
+}
+
+/// A refund body.
+pub fn refund(refund_id: &str, amount: &str) -> Value {
+    json!({"refund_id": refund_id, "amount": amount})
+}
+
+/// POSTs `body` to `path` and returns the error code of the refusal, asserting its status.
+pub async fn refused(app: &TestApp, path: &str, body: &Value, status: u16) -> String {
+    error_code(&post(app, path, body).await, status)
+}
+
+/// POSTs each row's body to its path, in order, and asserts the refusal: the status and
+/// the error code.
+pub async fn refusals(
+    app: &TestApp,
+    rows: impl IntoIterator<Item = (String, Value, u16, &'static str)>,
+) {
+    for (path, body, status, code) in rows {
+        assert_eq!(
+            refused(app, &path, &body, status).await,
+            code,
+            "{path} {body}"
+        );
+    }
+}
+
+/// Asserts u1's posted and held balances.
+pub async fn assert_posted_held(app: &TestApp, currency: &str, posted: &str, held: &str) {
+    let (p, h, _) = balances(app, currency).await;
+    assert_eq!((p.as_str(), h.as_str()), (posted, held));
+}
+
+/// Sends `body` to `path` `copies` times at once, each under its own key, and sends again an
+/// answer that is no decision (503, 425) as a channel would. Asserts every copy got the same
+/// 200 answer, and returns it.
+pub async fn same_post_at_once(app: &TestApp, path: &str, body: &Value, copies: usize) -> Resp {
+    let body = bytes(body);
+    let mut answers = join_all((0..copies).map(|_| {
+        let body = &body;
+        async move {
+            loop {
+                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
+                if r.status != 503 && r.status != 425 {
+                    return r;
+                }
+            }
+        }
+    }))
+    .await;
+    let first = answers.swap_remove(0);
+    assert_eq!(
+        first.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&first.body)
+    );
+    for a in &answers {
+        assert_eq!(
+            (a.status, &a.body),
+            (200, &first.body),
+            "{}",
+            String::from_utf8_lossy(&a.body)
+        );
+    }
+    first
 }

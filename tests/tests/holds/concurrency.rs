@@ -1,58 +1,17 @@
 //! Races: identical captures book once; concurrent reservations never hold more than there is.
 
 use super::common::*;
-use authorizer::Settings;
 use e2e::*;
 use futures_util::future::join_all;
 use serde_json::json;
 
-/// Room for 200 requests at once on a small machine: the deadline is generous, and an
-/// answer without a decision (SYSTEM_ERROR) is sent again, as a channel would.
-fn patient(s: &mut Settings) {
-    s.processor.deadline_ms = 10_000;
-    s.redis.in_flight_stale_ms = 20_000;
-    s.database.pool_acquire_ms_max = 5_000;
-    s.database.statement_ms_max = 5_000;
-    s.database.lock_wait_ms_max = 5_000;
-}
-
 /// 50 identical captures at once (each under its own key): one movement, one answer.
 async fn identical_captures_book_once(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
-    reserve(
-        &app,
-        &reservation("cc", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let body = bytes(&json!({"amount": "60.00"}));
-    let path = capture_path("cc");
-    let answers = join_all((0..50).map(|_| {
-        let (app, body, path) = (&app, &body, &path);
-        async move {
-            loop {
-                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
-                if r.status != 503 && r.status != 425 {
-                    return r;
-                }
-            }
-        }
-    }))
-    .await;
-    let first = &answers[0];
-    assert_eq!(
-        first.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
-    for a in &answers {
-        assert_eq!((a.status, &a.body), (200, &first.body));
-    }
-    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("440.00", "0.00"));
+    reserve_approved(&app, "cc", "100.00", "DKK").await;
+    same_post_at_once(&app, &capture_path("cc"), &json!({"amount": "60.00"}), 50).await;
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
+    assert_posted_held(&app, "DKK", "440.00", "0.00").await;
 }
 
 /// The same refund (refund id and body) sent at once under 20 keys, for more than half the
@@ -60,47 +19,12 @@ async fn identical_captures_book_once(app: TestApp) {
 /// REFUND_EXCEEDS_CAPTURED (the refund id is looked up under the hold's lock).
 async fn one_refund_under_many_keys_books_once(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
-    reserve(
-        &app,
-        &reservation("rr", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "rr", "100.00", "DKK").await;
     let r = post(&app, &capture_path("rr"), &json!({})).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    let body = bytes(&json!({"refund_id": "rf-1", "amount": "70.00"}));
-    let path = refund_path("rr");
-    let answers = join_all((0..20).map(|_| {
-        let (app, body, path) = (&app, &body, &path);
-        async move {
-            loop {
-                let r = app.channel("POST", path, body, Some(&uid("ck"))).await;
-                if r.status != 503 && r.status != 425 {
-                    return r;
-                }
-            }
-        }
-    }))
-    .await;
-    let first = &answers[0];
-    assert_eq!(
-        first.status,
-        200,
-        "{}",
-        String::from_utf8_lossy(&first.body)
-    );
-    for a in &answers {
-        assert_eq!(
-            (a.status, &a.body),
-            (200, &first.body),
-            "{}",
-            String::from_utf8_lossy(&a.body)
-        );
-    }
-    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("470.00", "0.00"));
+    same_post_at_once(&app, &refund_path("rr"), &refund("rf-1", "70.00"), 20).await;
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 1);
+    assert_posted_held(&app, "DKK", "470.00", "0.00").await;
 }
 
 /// 200 reservations of 1.00 at once on exactly 73.00: exactly 73 are approved.
@@ -174,4 +98,4 @@ async fn holds_and_authorizations_share_one_balance(app: TestApp) {
     assert_eq!(available, "0.00");
 }
 
-both_backends!(settings = patient; identical_captures_book_once, one_refund_under_many_keys_books_once, reservations_never_hold_more_than_there_is, holds_and_authorizations_share_one_balance);
+both_backends!(settings = crowd_settings; identical_captures_book_once, one_refund_under_many_keys_books_once, reservations_never_hold_more_than_there_is, holds_and_authorizations_share_one_balance);

@@ -9,29 +9,21 @@ use serde_json::json;
 /// The §2.2 table, row by row.
 async fn error_rows(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
-    // unknown reservation_id
-    let r = post(&app, &capture_path("nope"), &json!({})).await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
-    let r = post(&app, &cancel_path("nope"), &json!({})).await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
-    let r = post(
+    let any_refund = || refund("x", "1");
+    // unknown reservation_id, on every route
+    let unknown =
+        [capture_path("nope"), cancel_path("nope")].map(|p| (p, json!({}), 404, "NOT_FOUND"));
+    refusals(&app, unknown).await;
+    refusals(
         &app,
-        &refund_path("nope"),
-        &json!({"refund_id": "x", "amount": "1"}),
+        [(refund_path("nope"), any_refund(), 404, "NOT_FOUND")],
     )
     .await;
-    assert_eq!(error_code(&r, 404), "NOT_FOUND");
     let r = app.channel("GET", &get_path("nope"), b"", None).await;
     assert_eq!(error_code(&r, 404), "NOT_FOUND");
 
     // capture: cancelled
-    reserve(
-        &app,
-        &reservation("c1", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "c1", "10.00", "DKK").await;
     let first = post(&app, &cancel_path("c1"), &json!({})).await;
     assert_eq!(first.status, 200);
     assert_eq!(first.json()["reservation"]["state"], "CANCELLED");
@@ -40,161 +32,130 @@ async fn error_rows(app: TestApp) {
         .channel("POST", &cancel_path("c1"), b"", Some(&uid("ck")))
         .await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    let r = post(&app, &capture_path("c1"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "NOT_RESERVED");
-    // refund: not captured (cancelled, reserved)
-    let r = post(
-        &app,
-        &refund_path("c1"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
-
-    // capture: more than reserved; not representable; zero
-    reserve(
-        &app,
-        &reservation("c2", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let r = post(
-        &app,
-        &refund_path("c2"),
-        &json!({"refund_id": "x", "amount": "1"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
-    let r = post(&app, &capture_path("c2"), &json!({"amount": "10.01"})).await;
-    assert_eq!(error_code(&r, 409), "AMOUNT_EXCEEDS_RESERVED");
+    // capture: cancelled; refund: not captured (cancelled, then reserved); capture: more
+    // than reserved, not representable, zero
+    reserve_approved(&app, "c2", "10.00", "DKK").await;
+    let mut rows = vec![
+        (capture_path("c1"), json!({}), 409, "NOT_RESERVED"),
+        (refund_path("c1"), any_refund(), 409, "NOT_CAPTURED"),
+        (refund_path("c2"), any_refund(), 409, "NOT_CAPTURED"),
+        (
+            capture_path("c2"),
+            json!({"amount": "10.01"}),
+            409,
+            "AMOUNT_EXCEEDS_RESERVED",
+        ),
+    ];
     for bad in [json!("0.00"), json!("-1.00"), json!("1.001"), json!(0)] {
-        let r = post(&app, &capture_path("c2"), &json!({ "amount": bad })).await;
-        assert_eq!(error_code(&r, 400), "INVALID_AMOUNT", "{bad}");
+        rows.push((
+            capture_path("c2"),
+            json!({ "amount": bad }),
+            400,
+            "INVALID_AMOUNT",
+        ));
     }
-    // partial capture not possible
+    refusals(&app, rows).await;
+
+    // partial capture not possible; without an amount: the full amount
     let mut full = reservation("c3", "10.00", "DKK");
     full["partial_capture_possible"] = json!(false);
     reserve(&app, &full, "APPROVED", "APPROVED").await;
-    let r = post(&app, &capture_path("c3"), &json!({"amount": "9.99"})).await;
-    assert_eq!(error_code(&r, 409), "PARTIAL_CAPTURE_NOT_POSSIBLE");
-    // without an amount: the full amount
+    let partial = json!({"amount": "9.99"});
+    refusals(
+        &app,
+        [(
+            capture_path("c3"),
+            partial,
+            409,
+            "PARTIAL_CAPTURE_NOT_POSSIBLE",
+        )],
+    )
+    .await;
     let r = post(&app, &capture_path("c3"), &json!({})).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reservation"]["captured"], "10.00");
-    // cancel: captured
-    let r = post(&app, &cancel_path("c3"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "ALREADY_CAPTURED");
-    // capture again with another amount
-    let r = post(&app, &capture_path("c3"), &json!({"amount": "5.00"})).await;
-    assert_eq!(error_code(&r, 409), "CAPTURED_WITH_DIFFERENT_AMOUNT");
-
-    // refund: currency mismatch; above captured; refund id replay and reuse
-    let r = post(
+    // cancel: captured; capture again with another amount; refund: currency mismatch,
+    // above captured, zero
+    let in_euros = json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"});
+    refusals(
         &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "1.00", "currency": "EUR"}),
+        [
+            (cancel_path("c3"), json!({}), 409, "ALREADY_CAPTURED"),
+            (
+                capture_path("c3"),
+                json!({"amount": "5.00"}),
+                409,
+                "CAPTURED_WITH_DIFFERENT_AMOUNT",
+            ),
+            (refund_path("c3"), in_euros, 409, "CURRENCY_MISMATCH"),
+            (
+                refund_path("c3"),
+                refund("r1", "10.01"),
+                409,
+                "REFUND_EXCEEDS_CAPTURED",
+            ),
+            (refund_path("c3"), refund("r1", "0"), 400, "INVALID_AMOUNT"),
+        ],
     )
     .await;
-    assert_eq!(error_code(&r, 409), "CURRENCY_MISMATCH");
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "10.01"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "REFUND_EXCEEDS_CAPTURED");
-    let r = post(
-        &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "0"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 400), "INVALID_AMOUNT");
-    let body = json!({"refund_id": "r1", "amount": "4.00"});
+    // refund id replay and reuse
+    let body = refund("r1", "4.00");
     let first = post(&app, &refund_path("c3"), &body).await;
     assert_eq!(first.status, 200);
     let again = post(&app, &refund_path("c3"), &body).await;
     assert_eq!((again.status, &again.body), (200, &first.body));
-    let r = post(
+    refusals(
         &app,
-        &refund_path("c3"),
-        &json!({"refund_id": "r1", "amount": "5.00"}),
+        [(
+            refund_path("c3"),
+            refund("r1", "5.00"),
+            409,
+            "REFUND_ID_REUSED",
+        )],
     )
     .await;
-    assert_eq!(error_code(&r, 409), "REFUND_ID_REUSED");
-    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 1);
 
     // capture, cancel and refund of an expired hold
     let mut short = reservation("c4", "10.00", "DKK");
     short["expires_in_secs"] = json!(1);
     reserve(&app, &short, "APPROVED", "APPROVED").await;
     actix_rt::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let r = post(&app, &cancel_path("c4"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
-    let r = post(&app, &capture_path("c4"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
-    let r = post(
+    refusals(
         &app,
-        &refund_path("c4"),
-        &json!({"refund_id": "x", "amount": "1"}),
+        [
+            (cancel_path("c4"), json!({}), 409, "EXPIRED"),
+            (capture_path("c4"), json!({}), 409, "EXPIRED"),
+            (refund_path("c4"), any_refund(), 409, "NOT_CAPTURED"),
+        ],
     )
     .await;
-    assert_eq!(error_code(&r, 409), "NOT_CAPTURED");
 
     // payment too old: a capture made 91 days ago (moved back in the database).
-    reserve(
-        &app,
-        &reservation("c5", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "c5", "10.00", "DKK").await;
     assert_eq!(
         post(&app, &capture_path("c5"), &json!({})).await.status,
         200
     );
     age_capture(&app, "c5", 91).await;
-    let r = post(
+    refusals(
         &app,
-        &refund_path("c5"),
-        &json!({"refund_id": "x", "amount": "1"}),
+        [(refund_path("c5"), any_refund(), 409, "PAYMENT_TOO_OLD")],
     )
     .await;
-    assert_eq!(error_code(&r, 409), "PAYMENT_TOO_OLD");
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("984.00", "10.00"));
+    assert_posted_held(&app, "DKK", "984.00", "10.00").await;
 }
 
 /// Moves a capture `days` into the past (refund window test).
 async fn age_capture(app: &TestApp, reservation_id: &str, days: i64) {
-    let sql = "UPDATE holds SET captured_at_ms = captured_at_ms - $1 WHERE reservation_id = $2";
     let ms = days * 86_400_000;
-    match &app.database_url {
-        Some(url) => {
-            use sqlx::Connection;
-            let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
-            sqlx::query(sql)
-                .bind(ms)
-                .bind(reservation_id)
-                .execute(&mut c)
-                .await
-                .expect("age");
-        }
-        None => {
-            use sqlx::Connection;
-            let path = app.data_dir.path().join("authorizer.db");
-            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite:{}", path.display()))
-                .await
-                .expect("connect");
-            sqlx::query(sql)
-                .bind(ms)
-                .bind(reservation_id)
-                .execute(&mut c)
-                .await
-                .expect("age");
-        }
-    }
+    DirectConn::open(app)
+        .await
+        .execute(&format!(
+            "UPDATE holds SET captured_at_ms = captured_at_ms - {ms} \
+             WHERE reservation_id = '{reservation_id}'"
+        ))
+        .await;
 }
 
 /// Signatures, keys of the other caller, idempotency keys, reused ids, bad input.
@@ -203,45 +164,20 @@ async fn transport_and_input(app: TestApp) {
     let body = bytes(&reservation("t1", "10.00", "DKK"));
     let chan = ApiSecret::from_base64(CHANNEL_SECRET).unwrap();
     let proc_secret = ApiSecret::from_base64(API_SECRET).unwrap();
-    // a bad signature (signed with another secret), and a stale timestamp
+    // a bad signature (signed with another secret), a stale timestamp, and the processor's
+    // key on a channel route
     let other = ApiSecret::from_base64("BBECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=").unwrap();
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            CHANNEL_KEY,
-            &other,
-            crate_now(),
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            CHANNEL_KEY,
-            &chan,
-            crate_now() - 3600,
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
-    // the processor's key on a channel route
-    let r = app
-        .channel_signed(
-            "POST",
-            RES,
-            &body,
-            Some("k1"),
-            API_KEY,
-            &proc_secret,
-            crate_now(),
-        )
-        .await;
-    assert_eq!(error_code(&r, 401), "unauthorized");
+    let now = crate_now();
+    for (key, secret, at) in [
+        (CHANNEL_KEY, &other, now),
+        (CHANNEL_KEY, &chan, now - 3600),
+        (API_KEY, &proc_secret, now),
+    ] {
+        let r = app
+            .channel_signed("POST", RES, &body, Some("k1"), key, secret, at)
+            .await;
+        assert_eq!(error_code(&r, 401), "unauthorized", "{key} at {at}");
+    }
     // a channel key on a processor route
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "DKK");
     let r = app
@@ -279,16 +215,21 @@ async fn transport_and_input(app: TestApp) {
     // the same reservation id and body under a new key replays; another body is 409
     let r = app.channel("POST", RES, &body, Some("k-t1-b")).await;
     assert_eq!((r.status, &r.body), (200, &first.body));
-    let r = post(&app, RES, &reservation("t1", "11.00", "DKK")).await;
-    assert_eq!(error_code(&r, 409), "RESERVATION_ID_REUSED");
+    assert_eq!(
+        refused(&app, RES, &reservation("t1", "11.00", "DKK"), 409).await,
+        "RESERVATION_ID_REUSED"
+    );
     assert_eq!(balances(&app, "DKK").await.1, "10.00", "one hold");
 
     // expires_in_secs outside 1..=expiry_secs_max
     for bad in [json!(0), json!(-5), json!(604_801)] {
         let mut b = reservation(&uid("t"), "1.00", "DKK");
         b["expires_in_secs"] = bad.clone();
-        let r = post(&app, RES, &b).await;
-        assert_eq!(error_code(&r, 400), "INVALID_EXPIRES_IN_SECS", "{bad}");
+        assert_eq!(
+            refused(&app, RES, &b, 400).await,
+            "INVALID_EXPIRES_IN_SECS",
+            "{bad}"
+        );
     }
     // malformed bodies and ids
     let r = app.channel("POST", RES, b"{", Some(&uid("ck"))).await;
@@ -326,13 +267,7 @@ async fn transport_and_input(app: TestApp) {
         "INVALID_AMOUNT",
     )
     .await;
-    reserve(
-        &app,
-        &reservation("t8", "90.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "t8", "90.00", "DKK").await;
     let r = post(&app, RES, &reservation("t5", "90.01", "DKK")).await;
     assert_eq!(
         r.json()["status_detail"],

@@ -16,20 +16,13 @@ async fn the_sweeper_expires_due_holds(app: TestApp) {
     let mut due = reservation("s1", "30.00", "DKK");
     due["expires_in_secs"] = json!(1);
     reserve(&app, &due, "APPROVED", "APPROVED").await;
-    reserve(
-        &app,
-        &reservation("s2", "20.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "s2", "20.00", "DKK").await;
     assert_eq!(balances(&app, "DKK").await.1, "50.00");
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let l = app
-            .admin("GET", "/v1/accounts/u1/DKK/holds?state=EXPIRED", None, None)
-            .await
-            .json();
+            .admin_get("/v1/accounts/u1/DKK/holds?state=EXPIRED")
+            .await;
         if l["holds"].as_array().is_some_and(|h| h.len() == 1) {
             assert_eq!(l["holds"][0]["reservation_id"], "s1");
             break;
@@ -72,45 +65,15 @@ async fn releases_give_back_the_daily_limit(app: TestApp) {
         "{}",
         String::from_utf8_lossy(&r.body)
     );
-    reserve(
-        &app,
-        &reservation("d1", "80.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    reserve(
-        &app,
-        &reservation("d2", "30.00", "DKK"),
-        "REJECTED",
-        "INVALID_AMOUNT",
-    )
-    .await;
+    reserve_approved(&app, "d1", "80.00", "DKK").await;
+    reserve_rejected(&app, "d2", "30.00", "INVALID_AMOUNT").await;
     // Cancel gives back 80; a partial capture of 50 gives back the 30 not captured.
     assert_eq!(post(&app, &cancel_path("d1"), &json!({})).await.status, 200);
-    reserve(
-        &app,
-        &reservation("d3", "80.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "d3", "80.00", "DKK").await;
     let r = post(&app, &capture_path("d3"), &json!({"amount": "50.00"})).await;
     assert_eq!(r.status, 200);
-    reserve(
-        &app,
-        &reservation("d4", "50.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    reserve(
-        &app,
-        &reservation("d5", "0.01", "DKK"),
-        "REJECTED",
-        "INVALID_AMOUNT",
-    )
-    .await;
+    reserve_approved(&app, "d4", "50.00", "DKK").await;
+    reserve_rejected(&app, "d5", "0.01", "INVALID_AMOUNT").await;
 }
 
 mod sweeping {

@@ -9,13 +9,7 @@ use std::time::{Duration, Instant};
 
 async fn a_blocked_database(app: TestApp) {
     app.funded("u1", "DKK", "100.00").await;
-    reserve(
-        &app,
-        &reservation("f1", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "f1", "10.00", "DKK").await;
     let body = bytes(&reservation("f2", "20.00", "DKK"));
     let capture = bytes(&json!({"amount": "10.00"}));
     let (rk, ck) = (uid("ck"), uid("ck"));
@@ -41,8 +35,7 @@ async fn a_blocked_database(app: TestApp) {
     blocker.release().await;
 
     // Nothing was stored: the resends are decided now, once.
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("100.00", "10.00"));
+    assert_posted_held(&app, "DKK", "100.00", "10.00").await;
     let r = app.channel("POST", RES, &body, Some(&rk)).await;
     assert_eq!(r.json()["status"], "APPROVED");
     let r = app
@@ -50,9 +43,8 @@ async fn a_blocked_database(app: TestApp) {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["reservation"]["state"], "CAPTURED");
-    let (posted, held, _) = balances(&app, "DKK").await;
-    assert_eq!((posted.as_str(), held.as_str()), ("90.00", "20.00"));
-    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
+    assert_posted_held(&app, "DKK", "90.00", "20.00").await;
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
 }
 
 both_backends!(a_blocked_database);

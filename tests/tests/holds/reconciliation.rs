@@ -3,11 +3,7 @@
 
 use super::common::*;
 use e2e::*;
-use reconciler::config::{Settings as ReconSettings, Source};
-use reconciler::run::{Outcome, RunOptions, run};
-use reconciler::sftp::BusinessDate;
 use serde_json::json;
-use std::path::Path;
 
 async fn a_day_with_holds_reconciles_clean(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
@@ -22,45 +18,20 @@ async fn a_day_with_holds_reconciles_clean(app: TestApp) {
         .await;
     assert_eq!(r.json()["status"], "APPROVED");
     // The channel's: a capture, a refund, a cancel and an open hold.
-    reserve(
-        &app,
-        &reservation("h1", "100.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h1", "100.00", "DKK").await;
     assert_eq!(
         post(&app, &capture_path("h1"), &json!({"amount": "80.00"}))
             .await
             .status,
         200
     );
-    let r = post(
-        &app,
-        &refund_path("h1"),
-        &json!({"refund_id": "r1", "amount": "5.00"}),
-    )
-    .await;
+    let r = post(&app, &refund_path("h1"), &refund("r1", "5.00")).await;
     assert_eq!(r.status, 200);
-    reserve(
-        &app,
-        &reservation("h2", "20.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h2", "20.00", "DKK").await;
     assert_eq!(post(&app, &cancel_path("h2"), &json!({})).await.status, 200);
-    reserve(
-        &app,
-        &reservation("h3", "30.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    reserve_approved(&app, "h3", "30.00", "DKK").await;
 
-    let days = store::now_ms().div_euclid(86_400_000);
-    let (year, month, day) = reconciler::schedule::civil_from_days(days);
-    let date = BusinessDate { year, month, day };
+    let date = recon::today();
     let files = tempfile::tempdir().unwrap();
     let reports = tempfile::tempdir().unwrap();
     let rows = [
@@ -68,36 +39,8 @@ async fn a_day_with_holds_reconciles_clean(app: TestApp) {
         format!("{id},AUTHORIZATION,PURCHASE,APPROVED,DEBIT,10.00,DKK,,crd-u1,u1,2024-01-01"),
     ]
     .join("\n");
-    std::fs::write(
-        files
-            .path()
-            .join(format!("transactions_{}.csv", date.format("%Y%m%d"))),
-        rows,
-    )
-    .unwrap();
-    let mut s = ReconSettings::load_from(Path::new("/nonexistent"), &[]).expect("defaults");
-    s.database.url = authorizer::config::Secret::new(app.database_url.clone().unwrap_or_default());
-    s.database.data_dir = app.data_dir.path().to_path_buf();
-    s.matching.utc_offset = "Z".into();
-    s.matching.grace_minutes = 0;
-    s.report.dir = reports.path().to_path_buf();
-    let opts = RunOptions {
-        date,
-        force: false,
-        source: Some(Source::Dir(files.path().to_path_buf())),
-    };
-    let outcome = run(&s, &app.store, &opts).await.unwrap();
-    assert!(
-        matches!(
-            outcome,
-            Outcome::Done {
-                breaks: 0,
-                above_threshold: false,
-                ..
-            }
-        ),
-        "{outcome:?}"
-    );
+    recon::write_transactions(files.path(), &date, &rows);
+    recon::run_clean(&app, reports.path(), &date, files.path()).await;
     let (posted, held, available) = balances(&app, "DKK").await;
     assert_eq!(
         (posted.as_str(), held.as_str(), available.as_str()),

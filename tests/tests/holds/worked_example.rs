@@ -12,13 +12,7 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
     // 1. reserve mp-3f2a9c1e 125.50
-    let r = reserve(
-        &app,
-        &reservation("mp-3f2a9c1e", "125.50", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
+    let r = reserve_approved(&app, "mp-3f2a9c1e", "125.50", "DKK").await;
     app.assert_channel_signed(&r, RES);
     let v = r.json();
     assert_eq!(v["message"], "Reserved");
@@ -31,21 +25,16 @@ async fn worked_example(app: TestApp) {
 
     // 2. a card authorization of 400.00 on the processor route: the hold counts.
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "DKK");
-    let r = app.processor(AUTH_DEBIT, &tx.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &tx).await;
     assert_eq!(r.json()["status"], "REJECTED");
     assert_eq!(r.json()["status_detail"], "INSUFFICIENT_FUNDS");
     assert_eq!(balances(&app, "DKK").await, b("500.00", "125.50", "374.50"));
     // ...while 374.50 is exactly what may still be spent (then given back by a refund).
     let fits = Tx::new(&uid("ctx"), "PURCHASE", "u1", "374.50", "DKK");
-    let r = app.processor(AUTH_DEBIT, &fits.body(), &uid("k")).await;
+    let r = app.send(AUTH_DEBIT, &fits).await;
     assert_eq!(r.json()["status"], "APPROVED");
     let back = Tx::new(&uid("ctx"), "REFUND", "u1", "374.50", "DKK").original(&fits.id);
-    assert_eq!(
-        app.processor(ADJ_CREDIT, &back.body(), &uid("k"))
-            .await
-            .status,
-        200
-    );
+    assert_eq!(app.send(ADJ_CREDIT, &back).await.status, 200);
     // Admin withdrawals use available alone.
     let w = app
         .admin(
@@ -80,13 +69,16 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("400.00", "0.00", "400.00"));
 
     // 5. capture 90.00
-    let r = post(
-        &app,
-        &capture_path("mp-3f2a9c1e"),
-        &json!({"amount": "90.00"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "CAPTURED_WITH_DIFFERENT_AMOUNT");
+    assert_eq!(
+        refused(
+            &app,
+            &capture_path("mp-3f2a9c1e"),
+            &json!({"amount": "90.00"}),
+            409
+        )
+        .await,
+        "CAPTURED_WITH_DIFFERENT_AMOUNT"
+    );
 
     // 6. refund r1 30.00
     let r = post(
@@ -101,22 +93,20 @@ async fn worked_example(app: TestApp) {
     assert_eq!(balances(&app, "DKK").await, b("430.00", "0.00", "430.00"));
 
     // 7. refund r2 80.00: 30 + 80 > 100
-    let r = post(
-        &app,
-        &refund_path("mp-3f2a9c1e"),
-        &json!({"refund_id": "r2", "amount": "80.00"}),
-    )
-    .await;
-    assert_eq!(error_code(&r, 409), "REFUND_EXCEEDS_CAPTURED");
+    assert_eq!(
+        refused(
+            &app,
+            &refund_path("mp-3f2a9c1e"),
+            &refund("r2", "80.00"),
+            409
+        )
+        .await,
+        "REFUND_EXCEEDS_CAPTURED"
+    );
     assert_eq!(balances(&app, "DKK").await, b("430.00", "0.00", "430.00"));
 
     // 8. refund r2 70.00
-    let r = post(
-        &app,
-        &refund_path("mp-3f2a9c1e"),
-        &json!({"refund_id": "r2", "amount": "70.00"}),
-    )
-    .await;
+    let r = post(&app, &refund_path("mp-3f2a9c1e"), &refund("r2", "70.00")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
@@ -140,30 +130,25 @@ async fn worked_example(app: TestApp) {
 
     // 10. 3 s later: capture finds it expired (lazily: the sweeper runs once a minute).
     actix_rt::time::sleep(Duration::from_millis(3000)).await;
-    let r = post(&app, &capture_path("mp-2"), &json!({})).await;
-    assert_eq!(error_code(&r, 409), "EXPIRED");
+    assert_eq!(
+        refused(&app, &capture_path("mp-2"), &json!({}), 409).await,
+        "EXPIRED"
+    );
     assert_eq!(balances(&app, "DKK").await, b("500.00", "0.00", "500.00"));
 
     // Money moved only at capture and refund, against PoS clearing.
-    assert_eq!(movements_of(&app, "DKK", "HOLD_CAPTURE").await, 1);
-    assert_eq!(movements_of(&app, "DKK", "HOLD_REFUND").await, 2);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
+    assert_eq!(app.movements("u1", "DKK", "HOLD_REFUND").await, 2);
     // The admin listing.
-    let l = app
-        .admin("GET", "/v1/accounts/u1/DKK/holds?limit=1", None, None)
-        .await
-        .json();
+    let l = app.admin_get("/v1/accounts/u1/DKK/holds?limit=1").await;
     assert_eq!(l["holds"][0]["reservation_id"], "mp-2");
     assert_eq!(l["holds"][0]["state"], "EXPIRED");
     let next = l["next_cursor"].as_str().expect("a second page").to_owned();
     let l = app
-        .admin(
-            "GET",
-            &format!("/v1/accounts/u1/DKK/holds?state=CAPTURED&cursor={next}"),
-            None,
-            None,
-        )
-        .await
-        .json();
+        .admin_get(&format!(
+            "/v1/accounts/u1/DKK/holds?state=CAPTURED&cursor={next}"
+        ))
+        .await;
     assert_eq!(l["holds"][0]["reservation_id"], "mp-3f2a9c1e");
     assert_eq!(l["holds"][0]["refunded"], "100.00");
     assert!(l["next_cursor"].is_null());

@@ -1,5 +1,5 @@
 //! Hardening: each defect a hostile client found, as a regression test against a real
-//! server on both stores. One test binary, one module per area.
+//! server on both stores. One module per area.
 
 mod headers;
 mod intake;
