@@ -334,6 +334,29 @@ impl Store {
             None,
         )
         .await?;
+        let (event_type, event) = if f.withdrawal {
+            ("account.withdrawn", "evt-withdrawal")
+        } else {
+            ("account.funded", "evt-deposit")
+        };
+        self.emit(
+            &mut tx,
+            event_type,
+            &format!("{event}-{movement_id}"),
+            f.now_ms,
+            || {
+                let exp = f.currency.exponent();
+                serde_json::json!({
+                    "movement_id": movement_id,
+                    "user_id": f.user_id,
+                    "currency": f.currency.code(),
+                    "amount": ledger::format_minor(f.amount, exp),
+                    "posted": after.map(|b| ledger::format_minor(b, exp)),
+                    "reference": f.reference,
+                })
+            },
+        )
+        .await?;
         // The receipt shows what can be spent: posted less held.
         let response = render(
             movement_id,
