@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use store::Store;
 
 pub mod node;
+pub mod receiver;
 pub use node::{Node, NodeOptions};
 
 /// The processor's published demo key pair (protocol page, section 10).
@@ -612,6 +613,8 @@ async fn admin(
         "GET" => Method::GET,
         "PUT" => Method::PUT,
         "POST" => Method::POST,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
         m => panic!("method {m}"),
     };
     api.admin(method, path, body.as_ref(), idem).await.map(resp)
