@@ -419,3 +419,129 @@ mod give_up {
         rx.stop().await;
     }
 }
+
+/// Rows of `sql` (one text column) on the Postgres database `db`.
+async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
+    sqlx::query_scalar::<_, String>(sql)
+        .fetch_all(&mut c)
+        .await
+        .expect("query")
+        .into_iter()
+        .collect()
+}
+
+/// `kill -9` of an authorizer holding undelivered events (its receiver failing them):
+/// another instance on the database delivers every one, none missing, each repeat with
+/// the identical bytes.
+#[actix_rt::test]
+async fn a_killed_dispatcher_loses_no_event() {
+    let db = fresh_pg_database().await;
+    let rx = Receiver::start();
+    rx.fail_first(usize::MAX);
+    let env = [
+        ("AUTHORIZER__WEBHOOKS__POLL_INTERVAL_MS", "20"),
+        // A lease of 1 s: the killed instance's claims run out quickly.
+        ("AUTHORIZER__WEBHOOKS__CALLBACK_TIMEOUT_MS", "500"),
+    ];
+    let options = || NodeOptions {
+        channel_key: true,
+        env: &env,
+        ..NodeOptions::default()
+    };
+    let mut victim = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
+    let api = Remote::new(&victim.base);
+    let r = api
+        .admin(
+            "POST",
+            "/v1/webhooks/subscriptions",
+            Some(json!({"url": rx.url("/hook")})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    rx.set_secret(v["secret"].as_str().unwrap());
+    let id = v["id"].as_i64().unwrap();
+    let r = api
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{id}/check"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        api.admin("PUT", "/v1/accounts/u1/DKK", None, None)
+            .await
+            .status,
+        201
+    );
+    let r = api
+        .admin(
+            "POST",
+            "/v1/accounts/u1/DKK/deposits",
+            Some(json!({"amount": "1000.00"})),
+            Some("fund-1"),
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    for i in 0..20 {
+        let res = format!("k{i}");
+        let body = bytes(&reservation(&res, "3.00", "DKK"));
+        let r = api.channel("POST", RES, &body, Some(&uid("ck"))).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if i % 2 == 0 {
+            let r = api
+                .channel("POST", &capture_path(&res), b"{}", Some(&uid("ck")))
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    }
+    // Attempts are failing and leases are held when the process dies.
+    wait_until("failed attempts", Duration::from_secs(10), || async {
+        rx.posts().len() >= 10
+    })
+    .await;
+    victim.kill9();
+    let expected = texts(
+        &db,
+        "SELECT 'evt-hold-' || CAST(id AS TEXT) FROM hold_events \
+         UNION SELECT 'evt-deposit-' || CAST(id AS TEXT) FROM movements WHERE kind = 'DEPOSIT'",
+    )
+    .await;
+    assert_eq!(expected.len(), 20 + 10 + 1);
+    assert_eq!(texts(&db, "SELECT event_id FROM outbox").await, expected);
+    assert!(
+        !texts(&db, "SELECT event_id FROM outbox WHERE state = 'PENDING'")
+            .await
+            .is_empty()
+    );
+
+    rx.fail_first(0);
+    let survivor = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
+    rx.wait_for(&expected, Duration::from_secs(60)).await;
+    assert_identical_and_signed(&rx);
+    wait_until("every row DELIVERED", Duration::from_secs(10), || async {
+        texts(&db, "SELECT event_id FROM outbox WHERE state = 'DELIVERED'").await == expected
+    })
+    .await;
+    let repeats = rx.posts().len() - expected.len();
+    assert!(repeats >= 10, "the failed attempts before the kill");
+    let store = store::Store::connect(&store::StoreConfig {
+        url: Some(db.clone()),
+        sqlite_path: std::path::PathBuf::new(),
+        pool_connections_max: 2,
+        pool_acquire_ms_max: 5000,
+        statement_ms_max: 5000,
+        lock_wait_ms_max: 5000,
+        index_probes_only: false,
+    })
+    .await
+    .expect("store");
+    assert_clean(&store).await;
+    drop(survivor);
+    rx.stop().await;
+}
