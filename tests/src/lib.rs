@@ -642,7 +642,38 @@ fn or_status_0(r: Result<Resp, Failure>) -> Resp {
     })
 }
 
+/// A store on the Postgres database `db`, for audits and reads of a database that
+/// processes of a test shared.
+pub async fn pg_store(db: &str) -> Store {
+    Store::connect(&store::StoreConfig {
+        url: Some(db.to_owned()),
+        sqlite_path: std::path::PathBuf::new(),
+        pool_connections_max: 2,
+        pool_acquire_ms_max: 5000,
+        statement_ms_max: 5000,
+        lock_wait_ms_max: 5000,
+        index_probes_only: false,
+    })
+    .await
+    .expect("store")
+}
+
 impl Remote {
+    /// Opens `user`'s account in `currency` and deposits `amount` under `key`.
+    pub async fn open_and_fund(&self, user: &str, currency: &str, amount: &str, key: &str) {
+        let path = format!("/v1/accounts/{user}/{currency}");
+        assert_eq!(self.admin("PUT", &path, None, None).await.status, 201);
+        let r = self
+            .admin(
+                "POST",
+                &format!("{path}/deposits"),
+                Some(json!({ "amount": amount })),
+                Some(key),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+
     /// The server at `base`, keyed with the demo key pair and the test admin token.
     pub fn new(base: &str) -> Remote {
         let http = awc::Client::builder()

@@ -661,22 +661,7 @@ mod crash {
             &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
         );
         let admin = Remote::new(&victim.base);
-        assert_eq!(
-            admin
-                .admin("PUT", "/v1/accounts/u1/DKK", None, None)
-                .await
-                .status,
-            201
-        );
-        let r = admin
-            .admin(
-                "POST",
-                "/v1/accounts/u1/DKK/deposits",
-                Some(json!({"amount": "100.00"})),
-                Some("fund-1"),
-            )
-            .await;
-        assert_eq!(r.status, 201);
+        admin.open_and_fund("u1", "DKK", "100.00", "fund-1").await;
         // Patient retries: the survivor takes a moment to start.
         let till = Till::start_at(&victim.base, 1, |c| {
             c.call_retries = 5;

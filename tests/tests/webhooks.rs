@@ -51,6 +51,16 @@ async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i6
     v["id"].as_i64().expect("id")
 }
 
+async fn subscription(app: &TestApp, id: i64) -> Resp {
+    app.admin(
+        "GET",
+        &format!("/v1/webhooks/subscriptions/{id}"),
+        None,
+        None,
+    )
+    .await
+}
+
 async fn check(app: &TestApp, id: i64) -> Resp {
     app.admin(
         "POST",
@@ -121,15 +131,7 @@ async fn challenge_guards_the_url(app: TestApp) {
     let rx = Receiver::start();
     let id = subscribe(&app, &rx, "/hook", json!([])).await;
     // The secret is never shown again.
-    let got = app
-        .admin(
-            "GET",
-            &format!("/v1/webhooks/subscriptions/{id}"),
-            None,
-            None,
-        )
-        .await
-        .json();
+    let got = subscription(&app, id).await.json();
     assert!(got.get("secret").is_none(), "{got}");
     let list = app
         .admin("GET", "/v1/webhooks/subscriptions", None, None)
@@ -146,15 +148,7 @@ async fn challenge_guards_the_url(app: TestApp) {
         let r = check(&app, id).await;
         assert_eq!(r.status, 400, "{failing:?}");
         assert_eq!(r.json()["error"]["code"], "webhook_validation_failed");
-        let s = app
-            .admin(
-                "GET",
-                &format!("/v1/webhooks/subscriptions/{id}"),
-                None,
-                None,
-            )
-            .await
-            .json();
+        let s = subscription(&app, id).await.json();
         assert_eq!(s["state"], "PENDING_VALIDATION", "{failing:?}");
     }
     // Not validated: an event is not even queued for it.
@@ -231,14 +225,7 @@ async fn challenge_guards_the_url(app: TestApp) {
         )
         .await;
     assert_eq!(r.status, 204);
-    let r = app
-        .admin(
-            "GET",
-            &format!("/v1/webhooks/subscriptions/{id}"),
-            None,
-            None,
-        )
-        .await;
+    let r = subscription(&app, id).await;
     assert_eq!(r.status, 404);
     app.funded("u1", "DKK", "3.00").await;
     assert_eq!(outbox(&app, None).await.len(), 2, "no subscriber, no row");
@@ -473,21 +460,7 @@ async fn a_killed_dispatcher_loses_no_event() {
         )
         .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    assert_eq!(
-        api.admin("PUT", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .status,
-        201
-    );
-    let r = api
-        .admin(
-            "POST",
-            "/v1/accounts/u1/DKK/deposits",
-            Some(json!({"amount": "1000.00"})),
-            Some("fund-1"),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    api.open_and_fund("u1", "DKK", "1000.00", "fund-1").await;
     for i in 0..20 {
         let res = format!("k{i}");
         let body = bytes(&reservation(&res, "3.00", "DKK"));
@@ -530,17 +503,7 @@ async fn a_killed_dispatcher_loses_no_event() {
     .await;
     let repeats = rx.posts().len() - expected.len();
     assert!(repeats >= 10, "the failed attempts before the kill");
-    let store = store::Store::connect(&store::StoreConfig {
-        url: Some(db.clone()),
-        sqlite_path: std::path::PathBuf::new(),
-        pool_connections_max: 2,
-        pool_acquire_ms_max: 5000,
-        statement_ms_max: 5000,
-        lock_wait_ms_max: 5000,
-        index_probes_only: false,
-    })
-    .await
-    .expect("store");
+    let store = pg_store(&db).await;
     assert_clean(&store).await;
     drop(survivor);
     rx.stop().await;

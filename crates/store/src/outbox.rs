@@ -353,6 +353,14 @@ impl Store {
         tx.commit().await
     }
 
+    /// Commits a change of one subscription (`n` rows: whether it existed) and forgets
+    /// this instance's list of active ones.
+    async fn subscription_changed(&self, tx: Tx, n: u64) -> Result<bool, StoreError> {
+        tx.commit().await?;
+        self.subscriptions.invalidate();
+        Ok(n == 1)
+    }
+
     /// Creates a subscription awaiting its challenge. `event_types` empty: every type.
     pub async fn create_subscription(
         &self,
@@ -449,9 +457,7 @@ impl Store {
             .await?;
             n
         });
-        tx.commit().await?;
-        self.subscriptions.invalidate();
-        Ok(n == 1)
+        self.subscription_changed(tx, n).await
     }
 
     /// Marks the subscription ACTIVE if its URL is still `url` (the one that answered the
@@ -498,9 +504,7 @@ impl Store {
                 .await?
                 .rows_affected()
         });
-        tx.commit().await?;
-        self.subscriptions.invalidate();
-        Ok(n == 1)
+        self.subscription_changed(tx, n).await
     }
 
     /// Claims up to `batch_max` due rows for `lease_ms`. Rows of a subscription are due

@@ -35,22 +35,7 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
         },
     );
     let admin = Remote::new(&victim.base);
-    assert_eq!(
-        admin
-            .admin("PUT", "/v1/accounts/u1/DKK", None, None)
-            .await
-            .status,
-        201
-    );
-    let r = admin
-        .admin(
-            "POST",
-            "/v1/accounts/u1/DKK/deposits",
-            Some(serde_json::json!({"amount": "100.00"})),
-            Some("fund-1"),
-        )
-        .await;
-    assert_eq!(r.status, 201);
+    admin.open_and_fund("u1", "DKK", "100.00", "fund-1").await;
     let body = bytes(&reservation("mp-killed", "40.00", "DKK"));
     let key = "k-killed";
     let base = victim.base.clone();
@@ -90,16 +75,6 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
     let a: serde_json::Value = serde_json::from_slice(&acct.body).expect("JSON");
     assert_eq!(a["held"], "40.00");
     assert_eq!(a["available"], "60.00");
-    let store = store::Store::connect(&store::StoreConfig {
-        url: Some(db.clone()),
-        sqlite_path: std::path::PathBuf::new(),
-        pool_connections_max: 2,
-        pool_acquire_ms_max: 5000,
-        statement_ms_max: 5000,
-        lock_wait_ms_max: 5000,
-        index_probes_only: false,
-    })
-    .await
-    .expect("store");
+    let store = pg_store(&db).await;
     assert_clean(&store).await;
 }

@@ -14,6 +14,19 @@ use store::outbox::{DEAD, DELIVERED, EVENT_TYPES, PENDING};
 use store::{DeliveryView, Redeliver, SubscriptionView};
 use utoipa::{IntoParams, ToSchema};
 
+/// Answers `work` for a caller with the admin token, in the one error envelope.
+async fn admin_call(
+    req: &HttpRequest,
+    state: &AppState,
+    work: impl std::future::Future<Output = Result<HttpResponse>>,
+) -> HttpResponse {
+    let r = match check_token(req, state) {
+        Ok(()) => work.await,
+        Err(e) => Err(e),
+    };
+    respond(state, r)
+}
+
 /// The longest subscription URL accepted.
 const URL_BYTES_MAX: usize = 2048;
 
@@ -130,8 +143,7 @@ pub async fn create_subscription(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let raw = body(&req, payload, &state).await?;
         let b: SubscriptionRequest = parse_json(&raw)?;
         checked_url(&b.url)?;
@@ -161,9 +173,8 @@ pub async fn create_subscription(
                 secret,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Webhook subscriptions
@@ -179,8 +190,7 @@ pub async fn create_subscription(
     ),
 )]
 pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let subs = state.store.subscriptions().await?;
         Ok(json_response(
             StatusCode::OK,
@@ -188,9 +198,8 @@ pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) ->
                 subscriptions: subs.into_iter().map(Subscription::from).collect(),
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 async fn found(state: &AppState, id: i64) -> Result<SubscriptionView> {
@@ -220,13 +229,11 @@ pub async fn get_subscription(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let sub = found(&state, path.id).await?;
         Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Change a subscription's URL: it receives nothing until the new URL passes the challenge
@@ -250,8 +257,7 @@ pub async fn change_subscription(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let raw = body(&req, payload, &state).await?;
         let b: SubscriptionChange = parse_json(&raw)?;
         checked_url(&b.url)?;
@@ -264,9 +270,8 @@ pub async fn change_subscription(
         }
         let sub = found(&state, path.id).await?;
         Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Delete a subscription and its secret; its undelivered events become DEAD
@@ -288,8 +293,7 @@ pub async fn delete_subscription(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         if !state
             .store
             .delete_subscription(path.id, store::now_ms())
@@ -299,9 +303,8 @@ pub async fn delete_subscription(
         }
         tracing::info!(subscription = path.id, "webhook subscription deleted");
         Ok(HttpResponse::NoContent().finish())
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Challenge a subscription's URL: `GET <url>?challengeCode=<32 hex>` must answer
@@ -325,8 +328,7 @@ pub async fn check_subscription(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let (url, secret) = state
             .store
             .subscription_secret(path.id)
@@ -364,9 +366,8 @@ pub async fn check_subscription(
         tracing::info!(subscription = path.id, "webhook subscription active");
         let sub = found(&state, path.id).await?;
         Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// One delivery of the outbox.
@@ -451,8 +452,7 @@ pub async fn list_outbox(
     query: web::Query<OutboxQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let wanted = query.state.as_deref();
         if wanted.is_some_and(|s| ![PENDING, DELIVERED, DEAD].contains(&s)) {
             return Err(AdminError::bad(
@@ -478,9 +478,8 @@ pub async fn list_outbox(
                 next_cursor,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Send a DEAD (or DELIVERED) delivery again: back to PENDING, due now, the same bytes
@@ -502,8 +501,7 @@ pub async fn redeliver(
     path: web::Path<IdPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         match state.store.redeliver(path.id, store::now_ms()).await? {
             Redeliver::NotFound => return Err(AdminError::not_found("delivery")),
             Redeliver::Queued => tracing::info!(delivery = path.id, "delivery queued again"),
@@ -518,7 +516,6 @@ pub async fn redeliver(
             StatusCode::ACCEPTED,
             &OutboxDelivery::from(d),
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
