@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use store::Store;
 
 pub mod node;
+pub mod receiver;
 pub mod recon;
 pub use node::{Node, NodeOptions};
 
@@ -659,6 +660,8 @@ async fn admin(
         "GET" => Method::GET,
         "PUT" => Method::PUT,
         "POST" => Method::POST,
+        "PATCH" => Method::PATCH,
+        "DELETE" => Method::DELETE,
         m => panic!("method {m}"),
     };
     api.admin(method, path, body.as_ref(), idem).await.map(resp)

@@ -16,3 +16,4 @@ mod openapi;
 mod point;
 mod reconciliation;
 mod transport;
+mod webhooks;

@@ -19,7 +19,8 @@ async fn every_documented_operation_is_served() {
             .replace("{card_id}", "crd-none")
             .replace("{transaction_id}", "ctx-none")
             .replace("{date}", "2024-01-01")
-            .replace("{reservation_id}", "res-none");
+            .replace("{reservation_id}", "res-none")
+            .replace("{id}", "999999");
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
             let method = method.to_uppercase();
@@ -50,7 +51,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 10 + 4,
+        6 + 5 + 18 + 4,
         "processor, channel, admin and operations routes"
     );
 }

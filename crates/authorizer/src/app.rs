@@ -67,6 +67,8 @@ pub struct Application {
     tls: bool,
     /// The hold sweeper, stopped with the server.
     sweeper: tokio::task::JoinHandle<()>,
+    /// The outbox dispatcher (when `webhooks.dispatch`), stopped with the server.
+    dispatcher: Option<actix_rt::task::JoinHandle<()>>,
 }
 
 /// Counts a request in flight for as long as it is alive.
@@ -219,6 +221,9 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.holds.sweep_interval_ms),
         ));
+        let dispatcher = settings.webhooks.dispatch.then(|| {
+            crate::outbox::start(store.clone(), metrics.clone(), settings.webhooks.clone())
+        });
         let ready = Arc::new(AtomicBool::new(true));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let in_flight_outer = in_flight.clone();
@@ -327,6 +332,7 @@ impl Application {
             in_flight: in_flight_outer,
             tls,
             sweeper,
+            dispatcher,
         })
     }
 
@@ -411,6 +417,9 @@ impl Application {
         let result = self.server.await;
         signals.abort();
         self.sweeper.abort();
+        if let Some(d) = &self.dispatcher {
+            d.abort();
+        }
         self.fleet.stop();
         self.store.close().await;
         result

@@ -19,6 +19,7 @@ pub struct Settings {
     pub processor: ProcessorSettings,
     pub channels: ChannelSettings,
     pub holds: HoldSettings,
+    pub webhooks: WebhookSettings,
     pub admin: AdminSettings,
     pub redis: RedisSettings,
     pub rules: RulesSettings,
@@ -134,6 +135,24 @@ pub struct HoldSettings {
     pub sweep_interval_ms: u64,
     /// Refunds are refused this many days after the capture.
     pub refund_window_days: u32,
+}
+
+/// Event webhooks and the outbox dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Whether this instance runs a dispatcher (events are written either way).
+    pub dispatch: bool,
+    /// One delivery attempt, connect to last byte.
+    pub callback_timeout_ms: u64,
+    /// The challenge exchange of a subscription URL.
+    pub challenge_timeout_ms: u64,
+    /// A delivery still failing this long after its commit (or redelivery) is DEAD.
+    pub give_up_secs: u64,
+    /// Rows claimed per round.
+    pub batch_max: u32,
+    /// Pause between rounds that found nothing due.
+    pub poll_interval_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -311,6 +330,19 @@ impl Settings {
         if h.sweep_interval_ms == 0 || h.refund_window_days == 0 {
             return bad(
                 "holds.sweep_interval_ms and holds.refund_window_days must be at least 1".into(),
+            );
+        }
+        let w = &self.webhooks;
+        if w.callback_timeout_ms == 0
+            || w.challenge_timeout_ms == 0
+            || w.give_up_secs == 0
+            || w.batch_max == 0
+            || w.poll_interval_ms == 0
+        {
+            return bad(
+                "webhooks.callback_timeout_ms, challenge_timeout_ms, give_up_secs, batch_max \
+                 and poll_interval_ms must be at least 1"
+                    .into(),
             );
         }
         let token = self.admin.token.expose();
@@ -493,11 +525,18 @@ mod tests {
             ("AUTHORIZER__HOLDS__EXPIRY_SECS", "604801"),
             ("AUTHORIZER__HOLDS__EXPIRY_SECS", "0"),
             ("AUTHORIZER__HOLDS__SWEEP_INTERVAL_MS", "0"),
+            ("AUTHORIZER__WEBHOOKS__GIVE_UP_SECS", "0"),
+            ("AUTHORIZER__WEBHOOKS__BATCH_MAX", "0"),
         ] {
             let err = Settings::load_from(&nowhere(), &env(&[(k, v)]))
                 .unwrap_err()
                 .to_string();
-            assert!(err.contains("holds."), "{k}={v}: {err}");
+            let section = if k.contains("WEBHOOKS") {
+                "webhooks."
+            } else {
+                "holds."
+            };
+            assert!(err.contains(section), "{k}={v}: {err}");
         }
     }
 

@@ -12,6 +12,7 @@ pub mod fleet;
 pub mod inflight;
 pub mod metrics;
 pub mod openapi;
+pub mod outbox;
 pub mod ratelimit;
 pub mod routes;
 pub mod rules;

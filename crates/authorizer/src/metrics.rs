@@ -253,6 +253,18 @@ impl Metrics {
                 "authorizer_holds_reserved",
                 "Holds in state RESERVED (read from the ledger by the sweeper).",
             ),
+            (
+                "authorizer_webhook_deliveries_total",
+                "Outbox delivery attempts by outcome (delivered, failed) and deliveries given up (dead).",
+            ),
+            (
+                "authorizer_webhook_pending",
+                "Outbox rows still to deliver (read by the dispatcher).",
+            ),
+            (
+                "authorizer_webhook_delivery_delay_seconds",
+                "Time from an event's commit (or redelivery) to its acknowledgement.",
+            ),
         ] {
             m.describe(name, help);
         }

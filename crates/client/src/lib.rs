@@ -403,3 +403,81 @@ mod tests {
         assert!(!verify(&s, "/transactions/authorizations", &h, body));
     }
 }
+
+/// Whether `url` is an absolute http or https URL with a host.
+pub fn valid_webhook_url(url: &str) -> bool {
+    match url.parse::<awc::http::Uri>() {
+        Ok(u) => {
+            matches!(u.scheme_str(), Some("http") | Some("https"))
+                && u.host().is_some_and(|h| !h.is_empty())
+        }
+        Err(_) => false,
+    }
+}
+
+/// `url` with `name=value` appended to its query.
+pub fn with_query(url: &str, name: &str, value: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}{name}={value}")
+}
+
+/// Calls `GET <url>?challengeCode=<code>` (no redirects followed, `timeout` for the whole
+/// exchange) and checks the answer: 200 JSON whose `encrypted_challenge` is
+/// HMAC-SHA256(`secret`, `code`) in hex (point-integration §1.7). `Err` says why not.
+pub async fn webhook_challenge(
+    url: &str,
+    secret: &str,
+    code: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    let client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(timeout)
+        .finish();
+    let exchange = async {
+        let mut res = client
+            .get(with_query(url, "challengeCode", code))
+            .send()
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+        if res.status().as_u16() != 200 {
+            return Err(format!("answered {}", res.status().as_u16()));
+        }
+        let body = res
+            .body()
+            .limit(64 * 1024)
+            .await
+            .map_err(|e| format!("body unreadable: {e}"))?;
+        let v: Value =
+            serde_json::from_slice(&body).map_err(|_| "answer is not JSON".to_owned())?;
+        let answer = v
+            .get("encrypted_challenge")
+            .and_then(Value::as_str)
+            .ok_or_else(|| "no string encrypted_challenge".to_owned())?;
+        if protocol::webhook::challenge_matches(secret, code, answer) {
+            Ok(())
+        } else {
+            Err("encrypted_challenge does not match".to_owned())
+        }
+    };
+    actix_rt::time::timeout(timeout, exchange)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {} ms", timeout.as_millis())))
+}
+
+#[cfg(test)]
+mod webhook_tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_queries() {
+        assert!(valid_webhook_url("http://127.0.0.1:9/webhook"));
+        assert!(valid_webhook_url("https://example.com/x?y=1"));
+        assert!(!valid_webhook_url("ftp://example.com/"));
+        assert!(!valid_webhook_url("/webhook"));
+        assert!(!valid_webhook_url("example.com/webhook"));
+        assert!(!valid_webhook_url(""));
+        assert_eq!(with_query("http://h/w", "a", "b"), "http://h/w?a=b");
+        assert_eq!(with_query("http://h/w?x=1", "a", "b"), "http://h/w?x=1&a=b");
+    }
+}

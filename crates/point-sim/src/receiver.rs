@@ -2,21 +2,14 @@
 //! (`GET ?challengeCode=`) with HMAC-SHA256(integrator token, code) in hex, and prints every
 //! notification POSTed to it, with whether its `x-signature` verifies (±300 s).
 
-use crate::webhook::{encrypted_challenge, now_ms, x_signature};
+use crate::webhook::{encrypted_challenge, now_ms};
 use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
 
 /// Whether `header` (`ts=…,v1=…`) signs `id` and `request_id` with `token`, within ±300 s.
 pub fn verify(token: &str, header: &str, id: &str, request_id: &str) -> bool {
-    let Some(ts) = header
-        .strip_prefix("ts=")
-        .and_then(|r| r.split_once(",v1="))
-        .and_then(|(ts, _)| ts.parse::<i64>().ok())
-    else {
-        return false;
-    };
-    (now_ms() - ts).abs() <= 300_000 && x_signature(token, id, request_id, ts) == header
+    protocol::webhook::verify_x_signature(token, header, id, request_id, now_ms(), 300_000)
 }
 
 async fn get(req: HttpRequest, token: web::Data<String>) -> HttpResponse {

@@ -4,57 +4,11 @@
 use crate::sim::Sim;
 use crate::stats::inc;
 use bytes::Bytes;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-type HmacSha256 = Hmac<Sha256>;
-
-fn mac(key: &str, msg: &[u8]) -> HmacSha256 {
-    let mut m = HmacSha256::new_from_slice(key.as_bytes()).expect("HMAC takes any key");
-    m.update(msg);
-    m
-}
-
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).ok())
-        .collect()
-}
-
-/// HMAC-SHA256(key = UTF-8 of `token`, message = UTF-8 of `code`), 64 lowercase hex digits.
-pub fn encrypted_challenge(token: &str, code: &str) -> String {
-    hex(&mac(token, code.as_bytes()).finalize().into_bytes())
-}
-
-/// Whether `answer` (64 hex digits, either case) is the challenge's HMAC, compared in
-/// constant time after decoding.
-pub fn challenge_matches(token: &str, code: &str, answer: &str) -> bool {
-    if answer.len() != 64 {
-        return false;
-    }
-    match unhex(answer) {
-        Some(tag) => mac(token, code.as_bytes()).verify_slice(&tag).is_ok(),
-        None => false,
-    }
-}
-
-/// `x-signature` of a notification: `ts=<ms>,v1=<hex HMAC(token, "id:..;request-id:..;ts:..;")>`.
-pub fn x_signature(token: &str, intent_id: &str, request_id: &str, ts_ms: i64) -> String {
-    let manifest = format!("id:{intent_id};request-id:{request_id};ts:{ts_ms};");
-    let v1 = hex(&mac(token, manifest.as_bytes()).finalize().into_bytes());
-    format!("ts={ts_ms},v1={v1}")
-}
+pub use protocol::webhook::{challenge_matches, encrypted_challenge, hex, x_signature};
 
 /// Random bytes from the OS CSPRNG.
 pub fn random_bytes<const N: usize>() -> [u8; N] {
@@ -79,48 +33,15 @@ pub fn uuid_v4() -> String {
     )
 }
 
-/// Whether `url` is an absolute http or https URL with a host.
-pub fn valid_url(url: &str) -> bool {
-    match url.parse::<awc::http::Uri>() {
-        Ok(u) => {
-            matches!(u.scheme_str(), Some("http") | Some("https"))
-                && u.host().is_some_and(|h| !h.is_empty())
-        }
-        Err(_) => false,
-    }
-}
+pub use processor_client::valid_webhook_url as valid_url;
 
-fn with_query(url: &str, name: &str, value: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}{name}={value}")
-}
-
-/// Calls `GET <url>?challengeCode=<code>` (no redirects followed) and checks the answer.
+/// Calls `GET <url>?challengeCode=<code>` with a fresh code (no redirects followed) and
+/// checks the answer.
 pub async fn run_challenge(url: &str, token: &str, timeout: Duration) -> bool {
     let code = hex(&random_bytes::<16>());
-    let client = awc::Client::builder()
-        .disable_redirects()
-        .timeout(timeout)
-        .finish();
-    let exchange = async {
-        let mut res = client
-            .get(with_query(url, "challengeCode", &code))
-            .send()
-            .await
-            .ok()?;
-        if res.status().as_u16() != 200 {
-            return None;
-        }
-        let body = res.body().limit(64 * 1024).await.ok()?;
-        let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
-        let answer = v.get("encrypted_challenge")?.as_str()?.to_owned();
-        Some(challenge_matches(token, &code, &answer))
-    };
-    actix_rt::time::timeout(timeout, exchange)
+    processor_client::webhook_challenge(url, token, &code, timeout)
         .await
-        .ok()
-        .flatten()
-        .unwrap_or(false)
+        .is_ok()
 }
 
 /// The integrator's webhook: its URL and whether it passed the challenge. `generation`
@@ -247,45 +168,6 @@ pub fn now_ms() -> i64 {
 mod tests {
     use super::*;
 
-    const TOKEN: &str = "0230abf9-79e9-493b-b288-32d123456789";
-
-    #[test]
-    fn challenge_vectors() {
-        assert_eq!(
-            encrypted_challenge(TOKEN, "YOUR_CHALLENGE_CODE"),
-            "cd0a35ec4b2c06bee54b59899037b167b9c9257673c1e290119495936fd1a4cb"
-        );
-        assert_eq!(
-            encrypted_challenge(TOKEN, "8c1f4e2a9b7d6c5e3f2a1b0c9d8e7f6a"),
-            "a9f11d720e675b66290f0115477045ffc7556e6107354a8d583b4f7057ef73be"
-        );
-        let good = "a9f11d720e675b66290f0115477045ffc7556e6107354a8d583b4f7057ef73be";
-        let code = "8c1f4e2a9b7d6c5e3f2a1b0c9d8e7f6a";
-        assert!(challenge_matches(TOKEN, code, good));
-        assert!(challenge_matches(TOKEN, code, &good.to_uppercase()));
-        assert!(!challenge_matches(TOKEN, code, &good[..62]));
-        assert!(!challenge_matches(TOKEN, code, &format!("{good}00")));
-        assert!(!challenge_matches(TOKEN, "other", good));
-        assert!(!challenge_matches("other", code, good));
-        let mut flipped = good.to_owned();
-        flipped.replace_range(0..1, "b");
-        assert!(!challenge_matches(TOKEN, code, &flipped));
-        assert!(!challenge_matches(TOKEN, code, &"z".repeat(64)));
-    }
-
-    #[test]
-    fn webhook_signature_vector() {
-        assert_eq!(
-            x_signature(
-                TOKEN,
-                "7d8c70b6-2ac8-4c57-a441-c319088ca3ca",
-                "0b9e5a5e-1c5e-4b0e-9d1a-6c1f3f7b2a10",
-                1_700_000_000_000
-            ),
-            "ts=1700000000000,v1=33a913d048f74ab36760ee1c8b308a8ddcad0b8116ba8b2b784afd11736bebf8"
-        );
-    }
-
     #[test]
     fn uuids_and_urls() {
         let u = uuid_v4();
@@ -294,12 +176,5 @@ mod tests {
         assert!(matches!(&u[19..20], "8" | "9" | "a" | "b"));
         assert_ne!(uuid_v4(), u);
         assert!(valid_url("http://127.0.0.1:9/webhook"));
-        assert!(valid_url("https://example.com/x?y=1"));
-        assert!(!valid_url("ftp://example.com/"));
-        assert!(!valid_url("/webhook"));
-        assert!(!valid_url("example.com/webhook"));
-        assert!(!valid_url(""));
-        assert_eq!(with_query("http://h/w", "a", "b"), "http://h/w?a=b");
-        assert_eq!(with_query("http://h/w?x=1", "a", "b"), "http://h/w?x=1&a=b");
     }
 }

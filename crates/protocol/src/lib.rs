@@ -7,11 +7,13 @@
 //! * [`amount`]: amounts as sent on the wire (JSON number or string), parsed without `f64`.
 //! * [`signature`]: `X-Signature` / `X-Timestamp` handling and the key ring used during rotation.
 //! * [`wire`]: request, notification and response bodies.
+//! * [`webhook`]: the URL challenge and the `x-signature` of webhook deliveries.
 
 pub mod amount;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod signature;
+pub mod webhook;
 pub mod wire;
 
 pub use amount::{AmountError, WireAmount};

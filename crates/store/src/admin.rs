@@ -332,6 +332,29 @@ impl Store {
             None,
         )
         .await?;
+        let (event_type, event) = if f.withdrawal {
+            ("account.withdrawn", "evt-withdrawal")
+        } else {
+            ("account.funded", "evt-deposit")
+        };
+        self.emit(
+            &mut tx,
+            event_type,
+            &format!("{event}-{movement_id}"),
+            f.now_ms,
+            || {
+                let exp = f.currency.exponent();
+                serde_json::json!({
+                    "movement_id": movement_id,
+                    "user_id": f.user_id,
+                    "currency": f.currency.code(),
+                    "amount": ledger::format_minor(f.amount, exp),
+                    "posted": ledger::format_minor(plan.balance_after, exp),
+                    "reference": f.reference,
+                })
+            },
+        )
+        .await?;
         let response = render(movement_id, plan.available_after);
         let inserted = insert_idempotent(
             &mut tx,

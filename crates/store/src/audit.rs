@@ -144,6 +144,18 @@ const CHECKS: &[(&str, &str)] = &[
             OR COALESCE((SELECT e.kind FROM hold_events e WHERE e.hold_id = h.id ORDER BY e.id LIMIT 1), 'nothing') <> 'RESERVED' \
             OR (SELECT COUNT(*) FROM hold_events e WHERE e.hold_id = h.id AND e.kind <> 'REFUNDED') > 2",
     ),
+    (
+        // An instance learns of a new subscription within `outbox::SUBSCRIPTIONS_TTL`
+        // (1 s); an event committed 2 s after the subscription became active is wanted.
+        "every hold event since a subscription became active has its delivery row",
+        "SELECT 'hold event ' || CAST(e.id AS TEXT) || ' (' || e.kind || ') has no delivery for subscription ' || CAST(s.id AS TEXT) \
+         FROM hold_events e JOIN webhook_subscriptions s ON s.state = 'ACTIVE' AND e.created_at_ms >= s.active_since_ms + 2000 \
+         WHERE (s.event_types = '*' OR ',' || s.event_types || ',' LIKE '%,' || \
+                CASE e.kind WHEN 'RESERVED' THEN 'hold.reserved' WHEN 'CAPTURED' THEN 'hold.captured' \
+                WHEN 'CANCELLED' THEN 'hold.released' WHEN 'EXPIRED' THEN 'hold.expired' ELSE 'hold.refunded' END || ',%') \
+           AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.subscription_id = s.id \
+                           AND o.event_id = 'evt-hold-' || CAST(e.id AS TEXT))",
+    ),
 ];
 
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM movements), \

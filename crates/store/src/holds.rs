@@ -14,7 +14,7 @@ use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_updat
 use ledger::holds::{
     self, Effects, Hold, HoldError, HoldEventKind, HoldState, RefundAsk, Transition,
 };
-use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount};
+use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount, format_minor};
 use rust_decimal::Decimal;
 use sqlx::Row;
 use std::time::Instant;
@@ -238,10 +238,25 @@ async fn load_refunds(tx: &mut Tx, hold_id: i64) -> Result<Vec<RefundView>, sqlx
         .collect())
 }
 
+/// The event type our subscribers see for a hold event.
+fn event_type(kind: HoldEventKind) -> &'static str {
+    match kind {
+        HoldEventKind::Reserved => "hold.reserved",
+        HoldEventKind::Captured => "hold.captured",
+        HoldEventKind::Cancelled => "hold.released",
+        HoldEventKind::Expired => "hold.expired",
+        HoldEventKind::Refunded => "hold.refunded",
+    }
+}
+
+/// Writes the hold event of a transition of `hold` (as it is after the transition) and
+/// publishes it to the subscribers in the same transaction; the event id derives from
+/// the row, so it is stable.
 #[allow(clippy::too_many_arguments)]
 async fn insert_event(
+    store: &Store,
     tx: &mut Tx,
-    hold_id: i64,
+    hold: &HoldView,
     kind: HoldEventKind,
     amount: i64,
     refund_id: Option<&str>,
@@ -249,23 +264,48 @@ async fn insert_event(
     idempotency_key: Option<&str>,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    run!(tx, c => {
-        sqlx::query(
+    let id: i64 = run!(tx, c => {
+        sqlx::query_scalar(
             "INSERT INTO hold_events (hold_id, kind, amount_minor, refund_id, movement_id, \
-             idempotency_key, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             idempotency_key, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
-        .bind(hold_id)
+        .bind(hold.id)
         .bind(kind.as_str())
         .bind(amount)
         .bind(refund_id)
         .bind(movement_id)
         .bind(idempotency_key)
         .bind(now_ms)
-        .execute(c)
+        .fetch_one(c)
         .await?
-        .rows_affected()
     });
-    Ok(())
+    let event_id = hold_event_id(id);
+    store
+        .emit(tx, event_type(kind), &event_id, now_ms, || {
+            let exp = hold.currency.exponent();
+            serde_json::json!({
+                "hold_event_id": id,
+                "channel": hold.channel,
+                "reservation_id": hold.reservation_id,
+                "currency": hold.currency.code(),
+                "amount": format_minor(amount, exp),
+                "refund_id": refund_id,
+                "movement_id": movement_id,
+                "hold": {
+                    "state": hold.state.as_str(),
+                    "amount": format_minor(hold.amount, exp),
+                    "captured": format_minor(hold.captured, exp),
+                    "refunded": format_minor(hold.refunded, exp),
+                    "reference": hold.reference,
+                },
+            })
+        })
+        .await
+}
+
+/// The event id of hold event row `id` (the audit joins on it).
+pub fn hold_event_id(id: i64) -> String {
+    format!("evt-hold-{id}")
 }
 
 /// Writes what `ledger::holds` decided: the movement (if any) with the cardholder's
@@ -273,6 +313,7 @@ async fn insert_event(
 /// `account` is locked and current. Returns the movement id.
 #[allow(clippy::too_many_arguments)]
 async fn apply(
+    store: &Store,
     tx: &mut Tx,
     account: &LockedAccount,
     hold: &mut HoldRow,
@@ -353,9 +394,15 @@ async fn apply(
         .await?
         .rows_affected()
     });
+    let v = &mut hold.view;
+    v.state = effects.state;
+    v.captured = effects.captured;
+    v.refunded = effects.refunded;
+    v.captured_at_ms = captured_at;
     insert_event(
+        store,
         tx,
-        hold.id,
+        &hold.view,
         effects.event,
         effects.event_amount,
         refund_id,
@@ -364,11 +411,6 @@ async fn apply(
         now_ms,
     )
     .await?;
-    let v = &mut hold.view;
-    v.state = effects.state;
-    v.captured = effects.captured;
-    v.refunded = effects.refunded;
-    v.captured_at_ms = captured_at;
     Ok(movement_id)
 }
 
@@ -387,6 +429,7 @@ async fn set_final_response(tx: &mut Tx, hold_id: i64, body: &[u8]) -> Result<()
 /// Locks the hold's account, then the hold; expires it if due (in this transaction).
 /// Returns the account, the hold and whether it was expired now.
 async fn lock_hold(
+    store: &Store,
     tx: &mut Tx,
     channel: &str,
     reservation_id: &str,
@@ -401,7 +444,7 @@ async fn lock_hold(
     };
     let mut expired = false;
     if let Some(e) = holds::expire(&hold.rule(), now_ms) {
-        apply(tx, &account, &mut hold, &e, None, None, None, now_ms).await?;
+        apply(store, tx, &account, &mut hold, &e, None, None, None, now_ms).await?;
         expired = true;
     }
     // The account as it is now (the expiry changed its held amount).
@@ -574,18 +617,6 @@ impl Store {
                     .await?
                     .rows_affected()
                 });
-                insert_event(
-                    &mut tx,
-                    hold_id,
-                    HoldEventKind::Reserved,
-                    minor,
-                    None,
-                    None,
-                    Some(call.idempotency_key),
-                    call.now_ms,
-                )
-                .await?;
-                events.push(HoldEventKind::Reserved);
                 let view = HoldView {
                     id: hold_id,
                     channel: call.channel.to_owned(),
@@ -603,6 +634,19 @@ impl Store {
                     created_at_ms: call.now_ms,
                     refunds: Vec::new(),
                 };
+                insert_event(
+                    self,
+                    &mut tx,
+                    &view,
+                    HoldEventKind::Reserved,
+                    minor,
+                    None,
+                    None,
+                    Some(call.idempotency_key),
+                    call.now_ms,
+                )
+                .await?;
+                events.push(HoldEventKind::Reserved);
                 render(&ChannelAnswer::Reserved(&view))
             }
             (Decision::Declined(d), _, _) => render(&ChannelAnswer::Declined(*d)),
@@ -714,7 +758,7 @@ impl Store {
             return Ok(o);
         }
         let Some((account, mut hold, expired)) =
-            lock_hold(&mut tx, call.channel, reservation_id, call.now_ms).await?
+            lock_hold(self, &mut tx, call.channel, reservation_id, call.now_ms).await?
         else {
             return Ok(ChannelOutcome::NotFound);
         };
@@ -735,6 +779,7 @@ impl Store {
             Ok(Transition::Apply(e)) => e,
         };
         apply(
+            self,
             &mut tx,
             &account,
             &mut hold,
@@ -810,7 +855,7 @@ impl Store {
         }
         let scope = refund_scope(call.channel, reservation_id);
         let Some((account, mut hold, expired)) =
-            lock_hold(&mut tx, call.channel, reservation_id, call.now_ms).await?
+            lock_hold(self, &mut tx, call.channel, reservation_id, call.now_ms).await?
         else {
             return Ok(ChannelOutcome::NotFound);
         };
@@ -830,6 +875,7 @@ impl Store {
             Err(e) => return refuse(tx, e, expired).await,
         };
         apply(
+            self,
             &mut tx,
             &account,
             &mut hold,
@@ -881,7 +927,7 @@ impl Store {
             let mut expired = false;
             if holds::due(&h.rule(), now_ms) {
                 if let Some((_, locked, now_expired)) =
-                    lock_hold(&mut tx, channel, reservation_id, now_ms).await?
+                    lock_hold(self, &mut tx, channel, reservation_id, now_ms).await?
                 {
                     h = locked;
                     expired = now_expired;
@@ -1026,12 +1072,14 @@ impl Store {
                     hold_from_row!(r)
                 });
                 if let Some(e) = holds::expire(&hold.rule(), now_ms) {
-                    apply(&mut tx, &account, &mut hold, &e, None, None, None, now_ms)
-                        .await
-                        .map_err(|s| match s {
-                            Step::Fail(e) => e,
-                            Step::Retry => StoreError::Timeout("sweeper lost a race".into()),
-                        })?;
+                    apply(
+                        self, &mut tx, &account, &mut hold, &e, None, None, None, now_ms,
+                    )
+                    .await
+                    .map_err(|s| match s {
+                        Step::Fail(e) => e,
+                        Step::Retry => StoreError::Timeout("sweeper lost a race".into()),
+                    })?;
                     account = lock_account_by_id(&mut tx, account_id).await?;
                     expired += 1;
                 }

@@ -19,6 +19,7 @@ pub mod audit;
 pub mod batch;
 pub mod holds;
 mod migrate;
+pub mod outbox;
 pub mod processor;
 pub mod recon;
 pub mod rules;
@@ -28,6 +29,7 @@ pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use holds::{ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest};
 pub use ledger::verdicts::Flags;
+pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};
@@ -194,6 +196,8 @@ pub struct Store {
     sqlite_path: Option<PathBuf>,
     /// System account ids by (kind, currency). They never change once created.
     system_ids: Arc<Mutex<HashMap<(SystemAccount, Currency), i64>>>,
+    /// The active webhook subscriptions, as this instance last read them.
+    subscriptions: Arc<outbox::SubscriptionCache>,
 }
 
 impl Store {
@@ -278,6 +282,7 @@ impl Store {
             description: description.into(),
             sqlite_path,
             system_ids: Arc::new(Mutex::new(HashMap::new())),
+            subscriptions: Arc::default(),
         })
     }
 

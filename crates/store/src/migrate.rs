@@ -36,6 +36,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0004_holds.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0004_holds.sql"),
     },
+    Migration {
+        version: 5,
+        name: "0005_outbox",
+        postgres: include_str!("../../../migrations/postgres/0005_outbox.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0005_outbox.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

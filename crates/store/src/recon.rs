@@ -260,6 +260,28 @@ impl Store {
                 qb.build().execute(&mut *c).await?;
             }
         });
+        let summary = serde_json::from_str::<serde_json::Value>(&run.summary).ok();
+        self.emit(
+            &mut tx,
+            "reconciliation.finished",
+            &format!("evt-recon-{}-{}", run.business_date, run.finished_at_ms),
+            run.finished_at_ms,
+            || {
+                serde_json::json!({
+                    "business_date": run.business_date,
+                    "status": run.status,
+                    "started_at_ms": run.started_at_ms,
+                    "finished_at_ms": run.finished_at_ms,
+                    "matched": run.matched,
+                    "pending": run.pending,
+                    "presentments_matched": run.presentments_matched,
+                    "break_count": run.break_count,
+                    "malformed_rows": run.malformed_rows,
+                    "summary": summary,
+                })
+            },
+        )
+        .await?;
         tx.commit().await
     }
 

@@ -2,7 +2,7 @@
 //! both stores, driven over HTTP with requests signed with a channel's key. One module per
 //! area; every scenario ends with a clean audit (the matrix does that).
 
-mod common;
+pub(crate) mod common;
 mod concurrency;
 mod errors;
 mod expiry;

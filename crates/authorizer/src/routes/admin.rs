@@ -52,6 +52,14 @@ admin_routes! {
     get "/v1/transactions/{transaction_id}" => get_transaction,
     get "/v1/reconciliation/runs" => reconciliation_runs,
     get "/v1/reconciliation/runs/{date}/breaks" => reconciliation_breaks,
+    post "/v1/webhooks/subscriptions" => super::webhooks::create_subscription,
+    get "/v1/webhooks/subscriptions" => super::webhooks::list_subscriptions,
+    get "/v1/webhooks/subscriptions/{id}" => super::webhooks::get_subscription,
+    patch "/v1/webhooks/subscriptions/{id}" => super::webhooks::change_subscription,
+    delete "/v1/webhooks/subscriptions/{id}" => super::webhooks::delete_subscription,
+    post "/v1/webhooks/subscriptions/{id}/check" => super::webhooks::check_subscription,
+    get "/v1/outbox" => super::webhooks::list_outbox,
+    post "/v1/outbox/{id}/redeliver" => super::webhooks::redeliver,
 }
 
 /// The account a route names.
@@ -123,10 +131,10 @@ impl AdminError {
             message: message.into(),
         }
     }
-    fn bad(code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
-    fn not_found(what: &str) -> Self {
+    pub(crate) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -147,9 +155,9 @@ impl From<store::StoreError> for AdminError {
     }
 }
 
-type Result<T> = std::result::Result<T, AdminError>;
+pub(crate) type Result<T> = std::result::Result<T, AdminError>;
 
-fn respond(state: &AppState, r: Result<HttpResponse>) -> HttpResponse {
+pub(crate) fn respond(state: &AppState, r: Result<HttpResponse>) -> HttpResponse {
     let resp = r.unwrap_or_else(|e| {
         HttpResponse::build(e.status)
             .content_type("application/json")
@@ -166,7 +174,7 @@ fn respond(state: &AppState, r: Result<HttpResponse>) -> HttpResponse {
     resp
 }
 
-fn json_response<T: Serialize>(status: StatusCode, v: &T) -> HttpResponse {
+pub(crate) fn json_response<T: Serialize>(status: StatusCode, v: &T) -> HttpResponse {
     HttpResponse::build(status)
         .content_type("application/json")
         .body(serde_json::to_vec(v).unwrap_or_default())
@@ -191,7 +199,7 @@ pub(crate) fn token_matches(req: &HttpRequest, state: &AppState) -> bool {
 
 /// Bearer token check: constant time over fixed-length digests; only the digest of the
 /// configured token is held (see [`crate::security::TokenDigest`]).
-fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
+pub(crate) fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
     if !token_matches(req, state) {
         return Err(AdminError::new(
             StatusCode::UNAUTHORIZED,
@@ -252,11 +260,15 @@ fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
     to_minor(w.value().ok_or_else(invalid)?, c).map_err(|_| invalid())
 }
 
-fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
+pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| AdminError::bad("malformed_request", e.to_string()))
 }
 
-async fn body(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<Vec<u8>> {
+pub(crate) async fn body(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<Vec<u8>> {
     read_body(req, payload, state.settings.server.body_bytes_max)
         .await
         .map_err(|(status, code)| AdminError::new(status, code, "Request body refused"))

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod channels;
 pub mod processor;
+pub mod webhooks;
 
 use crate::app::AppState;
 use actix_web::http::StatusCode;

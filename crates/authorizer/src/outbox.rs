@@ -1,0 +1,142 @@
+//! The outbox dispatcher: a background task that claims due deliveries, POSTs their exact
+//! bytes, and records the outcome. It runs beside the server, never on a request's path:
+//! an authorization only writes its row (in its own commit) and never waits for a send.
+
+use crate::config::WebhookSettings;
+use crate::metrics::Metrics;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Claimed, Store};
+
+const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
+
+/// Starts the dispatcher on the current (actix) thread; abort the handle to stop it.
+pub fn start(
+    store: Store,
+    metrics: Arc<Metrics>,
+    settings: WebhookSettings,
+) -> actix_rt::task::JoinHandle<()> {
+    actix_rt::spawn(async move { run(store, metrics, settings).await })
+}
+
+async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
+    let timeout = Duration::from_millis(settings.callback_timeout_ms);
+    // Redirects are never followed: the URL that passed the challenge is the only target.
+    let client = awc::Client::builder()
+        .disable_redirects()
+        .timeout(timeout)
+        .finish();
+    // A crashed holder's lease runs out and another dispatcher takes the row over.
+    let lease_ms =
+        i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+    let give_up_ms = i64::try_from(settings.give_up_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let idle = Duration::from_millis(settings.poll_interval_ms);
+    loop {
+        match store.give_up_deliveries(store::now_ms(), give_up_ms).await {
+            Ok(dead) => {
+                for d in &dead {
+                    tracing::warn!(
+                        delivery = d.id,
+                        event_id = %d.event_id,
+                        url = %d.url,
+                        attempts = d.attempts,
+                        last_error = d.last_error.as_deref().unwrap_or(""),
+                        "webhook delivery given up (DEAD)"
+                    );
+                }
+                metrics.add(DELIVERIES, &[("outcome", "dead")], dead.len() as u64);
+            }
+            Err(e) => tracing::warn!(error = %e, "outbox give-up pass failed"),
+        }
+        let claimed = match store
+            .claim_deliveries(store::now_ms(), lease_ms, i64::from(settings.batch_max))
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox claim failed; trying again");
+                Vec::new()
+            }
+        };
+        if claimed.is_empty() {
+            if let Ok(n) = store.pending_deliveries().await {
+                metrics.set_gauge("authorizer_webhook_pending", &[], n);
+            }
+            actix_rt::time::sleep(idle).await;
+            continue;
+        }
+        let sends = claimed
+            .iter()
+            .map(|d| deliver(&store, &metrics, &client, d));
+        futures_util::future::join_all(sends).await;
+    }
+}
+
+/// Header value of `name` among a row's fixed headers.
+fn header<'a>(d: &'a Claimed, name: &str) -> Option<&'a str> {
+    d.headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
+
+/// One attempt: the row's bytes and fixed headers, plus (for a subscription) a fresh
+/// `x-signature` over the event id and request id with its secret.
+async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
+    let mut req = client.post(&d.url);
+    for (k, v) in &d.headers {
+        req = req.insert_header((k.as_str(), v.as_str()));
+    }
+    if let Some(secret) = &d.signing_secret {
+        let request_id = header(d, "x-request-id").unwrap_or(&d.event_id);
+        let sig = protocol::webhook::x_signature(secret, &d.event_id, request_id, store::now_ms());
+        req = req.insert_header(("x-signature", sig));
+    }
+    let mut res = req
+        .send_body(d.body.clone())
+        .await
+        .map_err(|e| format!("request failed: {e}"))?;
+    // Read (a bounded part of) the answer so the connection can be reused.
+    let _ = res.body().limit(64 * 1024).await;
+    if res.status().is_success() {
+        Ok(())
+    } else {
+        Err(format!("answered {}", res.status().as_u16()))
+    }
+}
+
+async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Claimed) {
+    let outcome = attempt(client, d).await;
+    let now = store::now_ms();
+    let recorded = match &outcome {
+        Ok(()) => {
+            metrics.inc(DELIVERIES, &[("outcome", "delivered")]);
+            let delay = u64::try_from(now.saturating_sub(d.created_at_ms)).unwrap_or(0);
+            metrics.observe(
+                "authorizer_webhook_delivery_delay_seconds",
+                &[],
+                Duration::from_millis(delay),
+            );
+            store.mark_delivered(d.id, now).await
+        }
+        Err(e) => {
+            metrics.inc(DELIVERIES, &[("outcome", "failed")]);
+            tracing::info!(delivery = d.id, event_id = %d.event_id, attempt = d.attempts + 1, error = %e, "webhook delivery failed; will retry");
+            let wait = store::outbox::backoff_ms(d.attempts + 1, jitter_permille());
+            store.mark_failed(d.id, e, now + wait, now).await
+        }
+    };
+    if let Err(e) = recorded {
+        // The lease runs out and the row is sent again: at least once.
+        tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
+    }
+}
+
+/// Uniform in −200..=200 (±20 % of the backoff), from the OS random source.
+fn jitter_permille() -> i64 {
+    let mut b = [0u8; 2];
+    if getrandom::getrandom(&mut b).is_err() {
+        return 0;
+    }
+    i64::from(u16::from_le_bytes(b) % 401) - 200
+}

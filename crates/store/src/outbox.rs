@@ -1,0 +1,758 @@
+//! The durable outbox and the webhook subscriptions it delivers to: SQL only. A delivery
+//! row is written inside the caller's open transaction, so it commits (or rolls back)
+//! with the change it reports; the authorizer's dispatcher claims due rows, sends them,
+//! and marks the outcome here.
+//!
+//! Claiming: on Postgres any number of instances claim with `FOR UPDATE SKIP LOCKED` and
+//! a lease (`leased_until_ms`); a row whose lease ran out (its holder died mid-send) is
+//! taken over. SQLite has one writer and one dispatcher.
+
+use crate::{Store, StoreError, Tx, run, run_pool};
+use sqlx::Row;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+/// How long an instance trusts its list of active subscriptions. A change made through
+/// this instance invalidates it at once; other instances of a fleet see it within this.
+pub const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(1);
+
+/// Every event type we publish. `authorization.decided`, `adjustment.booked` and
+/// `notification.applied` join when their write paths call [`Store::emit`].
+pub const EVENT_TYPES: &[&str] = &[
+    "hold.reserved",
+    "hold.captured",
+    "hold.released",
+    "hold.expired",
+    "hold.refunded",
+    "account.funded",
+    "account.withdrawn",
+    "reconciliation.finished",
+];
+
+/// Delivery states.
+pub const PENDING: &str = "PENDING";
+pub const DELIVERED: &str = "DELIVERED";
+pub const DEAD: &str = "DEAD";
+
+/// Subscription states.
+pub const PENDING_VALIDATION: &str = "PENDING_VALIDATION";
+pub const ACTIVE: &str = "ACTIVE";
+
+/// The wait after failed attempt `attempts` (1 for the first): `min(1 s × 2^(n-1), 300 s)`,
+/// moved by `jitter_permille` (drawn by the caller from −200..=200, ±20 %).
+pub fn backoff_ms(attempts: i64, jitter_permille: i64) -> i64 {
+    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    let base = (1_000i64 << exp).min(300_000);
+    base + base * jitter_permille.clamp(-200, 200) / 1000
+}
+
+/// A subscription that may receive events now.
+#[derive(Debug, Clone)]
+struct Active {
+    id: i64,
+    url: String,
+    types: String,
+}
+
+impl Active {
+    fn wants(&self, event_type: &str) -> bool {
+        self.types == "*" || self.types.split(',').any(|t| t == event_type)
+    }
+}
+
+/// This instance's view of the active subscriptions: the one check an event costs when
+/// nobody subscribes.
+#[derive(Default)]
+pub(crate) struct SubscriptionCache {
+    cached: RwLock<Option<(Instant, Arc<[Active]>)>>,
+}
+
+impl SubscriptionCache {
+    fn fresh(&self) -> Option<Arc<[Active]>> {
+        let g = self.cached.read().ok()?;
+        let (at, subs) = g.as_ref()?;
+        (at.elapsed() < SUBSCRIPTIONS_TTL).then(|| subs.clone())
+    }
+
+    fn invalidate(&self) {
+        if let Ok(mut g) = self.cached.write() {
+            *g = None;
+        }
+    }
+}
+
+/// A subscription as the admin API shows it (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionView {
+    pub id: i64,
+    pub url: String,
+    /// Empty: every event type.
+    pub event_types: Vec<String>,
+    pub state: String,
+    pub active_since_ms: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A delivery as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: String,
+    pub subscription_id: Option<i64>,
+    pub url: String,
+    pub body: Vec<u8>,
+    pub state: String,
+    pub attempts: i64,
+    pub next_attempt_at_ms: i64,
+    pub last_error: Option<String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub delivered_at_ms: Option<i64>,
+}
+
+/// A claimed delivery: everything the dispatcher needs to send it.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub event_id: String,
+    pub url: String,
+    pub body: Vec<u8>,
+    /// Header name and value pairs fixed at enqueue.
+    pub headers: Vec<(String, String)>,
+    /// The subscription's secret: sign each attempt with it (`None`: the headers suffice).
+    pub signing_secret: Option<String>,
+    pub attempts: i64,
+    pub created_at_ms: i64,
+}
+
+/// A delivery given up.
+#[derive(Debug, Clone)]
+pub struct GivenUp {
+    pub id: i64,
+    pub event_id: String,
+    pub url: String,
+    pub attempts: i64,
+    pub last_error: Option<String>,
+}
+
+/// A row to enqueue with every header it needs (a callback to a configured URL).
+#[derive(Debug, Clone)]
+pub struct Delivery<'a> {
+    pub event_id: &'a str,
+    pub event_type: &'a str,
+    pub url: &'a str,
+    pub body: &'a [u8],
+    pub headers: &'a [(&'a str, &'a str)],
+}
+
+/// What [`Store::redeliver`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Redeliver {
+    Queued,
+    NotFound,
+    /// Still pending: it goes out anyway.
+    AlreadyPending,
+}
+
+fn headers_json(headers: &[(&str, &str)]) -> String {
+    let map: serde_json::Map<String, serde_json::Value> = headers
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::from(*v)))
+        .collect();
+    serde_json::Value::Object(map).to_string()
+}
+
+fn headers_of(text: &str) -> Vec<(String, String)> {
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(m)) => m
+            .into_iter()
+            .filter_map(|(k, v)| v.as_str().map(|v| (k, v.to_owned())))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn types_of(stored: &str) -> Vec<String> {
+    if stored == "*" {
+        Vec::new()
+    } else {
+        stored.split(',').map(str::to_owned).collect()
+    }
+}
+
+const SUBSCRIPTION_COLUMNS: &str = "SELECT id, url, event_types, state, active_since_ms, \
+     created_at_ms, updated_at_ms FROM webhook_subscriptions";
+
+macro_rules! subscription_of {
+    ($r:expr) => {
+        SubscriptionView {
+            id: $r.try_get(0)?,
+            url: $r.try_get(1)?,
+            event_types: types_of(&$r.try_get::<String, _>(2)?),
+            state: $r.try_get(3)?,
+            active_since_ms: $r.try_get(4)?,
+            created_at_ms: $r.try_get(5)?,
+            updated_at_ms: $r.try_get(6)?,
+        }
+    };
+}
+
+const DELIVERY_COLUMNS: &str = "SELECT id, event_id, event_type, subscription_id, url, body, \
+     state, attempts, next_attempt_at_ms, last_error, created_at_ms, updated_at_ms, \
+     delivered_at_ms FROM outbox";
+
+macro_rules! delivery_of {
+    ($r:expr) => {
+        DeliveryView {
+            id: $r.try_get(0)?,
+            event_id: $r.try_get(1)?,
+            event_type: $r.try_get(2)?,
+            subscription_id: $r.try_get(3)?,
+            url: $r.try_get(4)?,
+            body: $r.try_get(5)?,
+            state: $r.try_get(6)?,
+            attempts: i64::from($r.try_get::<i32, _>(7)?),
+            next_attempt_at_ms: $r.try_get(8)?,
+            last_error: $r.try_get(9)?,
+            created_at_ms: $r.try_get(10)?,
+            updated_at_ms: $r.try_get(11)?,
+            delivered_at_ms: $r.try_get(12)?,
+        }
+    };
+}
+
+/// Inserts one PENDING row, due now, in `tx`.
+#[allow(clippy::too_many_arguments)]
+async fn insert_row(
+    tx: &mut Tx,
+    event_id: &str,
+    event_type: &str,
+    subscription_id: Option<i64>,
+    url: &str,
+    body: &[u8],
+    headers: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7, $7, $7)",
+        )
+        .bind(event_id)
+        .bind(event_type)
+        .bind(subscription_id)
+        .bind(url)
+        .bind(body)
+        .bind(headers)
+        .bind(now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Enqueues `d` in the caller's open transaction: it is sent only if that commits.
+pub(crate) async fn enqueue(tx: &mut Tx, d: &Delivery<'_>, now_ms: i64) -> Result<(), sqlx::Error> {
+    insert_row(
+        tx,
+        d.event_id,
+        d.event_type,
+        None,
+        d.url,
+        d.body,
+        &headers_json(d.headers),
+        now_ms,
+    )
+    .await
+}
+
+impl Store {
+    /// The active subscriptions, from this instance's cache or (stale) read in `tx`: the
+    /// caller's own transaction, so the embedded store's single connection is never
+    /// waited for twice.
+    async fn active_subscriptions(&self, tx: &mut Tx) -> Result<Arc<[Active]>, sqlx::Error> {
+        if let Some(subs) = self.subscriptions.fresh() {
+            return Ok(subs);
+        }
+        let rows: Vec<(i64, String, String)> = run!(tx, c => {
+            sqlx::query_as(
+                "SELECT id, url, event_types FROM webhook_subscriptions WHERE state = 'ACTIVE' \
+                 ORDER BY id",
+            )
+            .fetch_all(c)
+            .await?
+        });
+        let subs: Arc<[Active]> = rows
+            .into_iter()
+            .map(|(id, url, types)| Active { id, url, types })
+            .collect();
+        if let Ok(mut g) = self.subscriptions.cached.write() {
+            *g = Some((Instant::now(), subs.clone()));
+        }
+        Ok(subs)
+    }
+
+    /// Publishes an event in the caller's open transaction: one outbox row per active
+    /// subscription that wants `event_type`. `event_id` must be stable (derived from the
+    /// row the event reports); `data` is built only when somebody subscribes.
+    pub(crate) async fn emit<F>(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        event_id: &str,
+        now_ms: i64,
+        data: F,
+    ) -> Result<(), sqlx::Error>
+    where
+        F: FnOnce() -> serde_json::Value,
+    {
+        let subs = self.active_subscriptions(tx).await?;
+        let wanted: Vec<&Active> = subs.iter().filter(|s| s.wants(event_type)).collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let body = serde_json::json!({
+            "id": event_id,
+            "type": event_type,
+            "created_at_ms": now_ms,
+            "data": data(),
+        })
+        .to_string()
+        .into_bytes();
+        let headers = headers_json(&[
+            ("content-type", "application/json"),
+            ("x-event-id", event_id),
+            ("x-event-type", event_type),
+            ("x-request-id", event_id),
+        ]);
+        for s in wanted {
+            insert_row(
+                tx,
+                event_id,
+                event_type,
+                Some(s.id),
+                &s.url,
+                &body,
+                &headers,
+                now_ms,
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Enqueues a delivery to a configured URL in its own transaction (callers with an
+    /// open transaction use [`enqueue`]).
+    pub async fn enqueue_delivery(&self, d: &Delivery<'_>, now_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        enqueue(&mut tx, d, now_ms).await?;
+        tx.commit().await
+    }
+
+    /// Commits a change of one subscription (`n` rows: whether it existed) and forgets
+    /// this instance's list of active ones.
+    async fn subscription_changed(&self, tx: Tx, n: u64) -> Result<bool, StoreError> {
+        tx.commit().await?;
+        self.subscriptions.invalidate();
+        Ok(n == 1)
+    }
+
+    /// Creates a subscription awaiting its challenge. `event_types` empty: every type.
+    pub async fn create_subscription(
+        &self,
+        url: &str,
+        secret: &str,
+        event_types: &[String],
+        now_ms: i64,
+    ) -> Result<SubscriptionView, StoreError> {
+        let types = if event_types.is_empty() {
+            "*".to_owned()
+        } else {
+            event_types.join(",")
+        };
+        let id: i64 = run_pool!(&self.db, p => {
+            sqlx::query_scalar(
+                "INSERT INTO webhook_subscriptions (url, secret, event_types, state, \
+                 created_at_ms, updated_at_ms) VALUES ($1, $2, $3, 'PENDING_VALIDATION', $4, $4) \
+                 RETURNING id",
+            )
+            .bind(url)
+            .bind(secret)
+            .bind(&types)
+            .bind(now_ms)
+            .fetch_one(p)
+            .await?
+        });
+        self.subscription(id)
+            .await?
+            .ok_or_else(|| StoreError::Invalid("subscription vanished".into()))
+    }
+
+    pub async fn subscription(&self, id: i64) -> Result<Option<SubscriptionView>, StoreError> {
+        let sql = format!("{SUBSCRIPTION_COLUMNS} WHERE id = $1");
+        Ok(run_pool!(&self.db, p => {
+            match sqlx::query(&sql).bind(id).fetch_optional(p).await? {
+                Some(r) => Some(subscription_of!(r)),
+                None => None,
+            }
+        }))
+    }
+
+    pub async fn subscriptions(&self) -> Result<Vec<SubscriptionView>, StoreError> {
+        let sql = format!("{SUBSCRIPTION_COLUMNS} ORDER BY id");
+        let mut out = Vec::new();
+        run_pool!(&self.db, p => {
+            for r in sqlx::query(&sql).fetch_all(p).await? {
+                out.push(subscription_of!(r));
+            }
+        });
+        Ok(out)
+    }
+
+    /// The URL and secret to challenge.
+    pub async fn subscription_secret(
+        &self,
+        id: i64,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        Ok(run_pool!(&self.db, p => {
+            sqlx::query_as("SELECT url, secret FROM webhook_subscriptions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(p)
+                .await?
+        }))
+    }
+
+    /// A new URL: validation starts over, and the pending deliveries follow the
+    /// subscriber to it (sent once it passes the challenge). `false`: no such subscription.
+    pub async fn set_subscription_url(
+        &self,
+        id: i64,
+        url: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = run!(&mut tx, c => {
+            let n = sqlx::query(
+                "UPDATE webhook_subscriptions SET url = $1, state = 'PENDING_VALIDATION', \
+                 active_since_ms = NULL, updated_at_ms = $2 WHERE id = $3",
+            )
+            .bind(url)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "UPDATE outbox SET url = $1, updated_at_ms = $2 \
+                 WHERE subscription_id = $3 AND state = 'PENDING'",
+            )
+            .bind(url)
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+            n
+        });
+        self.subscription_changed(tx, n).await
+    }
+
+    /// Marks the subscription ACTIVE if its URL is still `url` (the one that answered the
+    /// challenge: a change in between keeps it pending). Returns whether it is active.
+    pub async fn activate_subscription(
+        &self,
+        id: i64,
+        url: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = run_pool!(&self.db, p => {
+            sqlx::query(
+                "UPDATE webhook_subscriptions SET state = 'ACTIVE', \
+                 active_since_ms = COALESCE(active_since_ms, $1), updated_at_ms = $1 \
+                 WHERE id = $2 AND url = $3",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .bind(url)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        self.subscriptions.invalidate();
+        Ok(n == 1)
+    }
+
+    /// Deletes a subscription with its secret; its undelivered rows become DEAD.
+    pub async fn delete_subscription(&self, id: i64, now_ms: i64) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = run!(&mut tx, c => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'DEAD', last_error = 'subscription deleted', \
+                 leased_until_ms = NULL, updated_at_ms = $1 \
+                 WHERE subscription_id = $2 AND state = 'PENDING'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(&mut *c)
+            .await?;
+            sqlx::query("DELETE FROM webhook_subscriptions WHERE id = $1")
+                .bind(id)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
+        self.subscription_changed(tx, n).await
+    }
+
+    /// Claims up to `batch_max` due rows for `lease_ms`. Rows of a subscription are due
+    /// only while it is ACTIVE at the row's URL: nothing goes to an unvalidated URL.
+    pub async fn claim_deliveries(
+        &self,
+        now_ms: i64,
+        lease_ms: i64,
+        batch_max: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        const DUE: &str = "SELECT o.id, o.event_id, o.url, o.body, o.headers, s.secret, \
+             o.attempts, o.created_at_ms, o.subscription_id FROM outbox o \
+             LEFT JOIN webhook_subscriptions s ON s.id = o.subscription_id \
+             WHERE o.state = 'PENDING' AND o.next_attempt_at_ms <= $1 \
+             AND (o.leased_until_ms IS NULL OR o.leased_until_ms <= $1) \
+             AND (o.subscription_id IS NULL OR (s.state = 'ACTIVE' AND s.url = o.url)) \
+             ORDER BY o.next_attempt_at_ms, o.id LIMIT $2";
+        let mut tx = self.begin().await?;
+        let sql = match &tx {
+            Tx::Pg(_) => format!("{DUE} FOR UPDATE OF o SKIP LOCKED"),
+            Tx::Lite(_) => DUE.to_owned(),
+        };
+        let mut claimed = Vec::new();
+        run!(&mut tx, c => {
+            for r in sqlx::query(&sql).bind(now_ms).bind(batch_max).fetch_all(&mut *c).await? {
+                let sub: Option<i64> = r.try_get(8)?;
+                let secret: Option<String> = r.try_get(5)?;
+                claimed.push(Claimed {
+                    id: r.try_get(0)?,
+                    event_id: r.try_get(1)?,
+                    url: r.try_get(2)?,
+                    body: r.try_get(3)?,
+                    headers: headers_of(&r.try_get::<String, _>(4)?),
+                    signing_secret: sub.and(secret),
+                    attempts: i64::from(r.try_get::<i32, _>(6)?),
+                    created_at_ms: r.try_get(7)?,
+                });
+            }
+            for d in &claimed {
+                sqlx::query("UPDATE outbox SET leased_until_ms = $1 WHERE id = $2")
+                    .bind(now_ms + lease_ms)
+                    .bind(d.id)
+                    .execute(&mut *c)
+                    .await?;
+            }
+        });
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// The receiver acknowledged row `id`.
+    pub async fn mark_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+        run_pool!(&self.db, p => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
+                 leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
+                 updated_at_ms = $1 WHERE id = $2 AND state = 'PENDING'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// An attempt on row `id` failed: try again at `next_attempt_at_ms`
+    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s.
+    pub async fn mark_failed(
+        &self,
+        id: i64,
+        error: &str,
+        next_attempt_at_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        run_pool!(&self.db, p => {
+            sqlx::query(
+                "UPDATE outbox SET attempts = attempts + 1, leased_until_ms = NULL, \
+                 last_error = $1, next_attempt_at_ms = $2, updated_at_ms = $3 \
+                 WHERE id = $4 AND state = 'PENDING'",
+            )
+            .bind(error)
+            .bind(next_attempt_at_ms)
+            .bind(now_ms)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(())
+    }
+
+    /// Rows pending since before `now_ms - give_up_ms` and not being sent become DEAD;
+    /// returns them (for the log and the metric).
+    pub async fn give_up_deliveries(
+        &self,
+        now_ms: i64,
+        give_up_ms: i64,
+    ) -> Result<Vec<GivenUp>, StoreError> {
+        let cutoff = now_ms.saturating_sub(give_up_ms);
+        let rows: Vec<(i64, String, String, i32, Option<String>)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "UPDATE outbox SET state = 'DEAD', leased_until_ms = NULL, updated_at_ms = $1 \
+                 WHERE state = 'PENDING' AND pending_since_ms <= $2 \
+                 AND (leased_until_ms IS NULL OR leased_until_ms <= $1) \
+                 RETURNING id, event_id, url, attempts, last_error",
+            )
+            .bind(now_ms)
+            .bind(cutoff)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(id, event_id, url, attempts, last_error)| GivenUp {
+                id,
+                event_id,
+                url,
+                attempts: i64::from(attempts),
+                last_error,
+            })
+            .collect())
+    }
+
+    /// Puts a DEAD or DELIVERED row back to PENDING, due now, its give-up age restarted.
+    pub async fn redeliver(&self, id: i64, now_ms: i64) -> Result<Redeliver, StoreError> {
+        let mut tx = self.begin().await?;
+        let state: Option<String> = run!(&mut tx, c => {
+            sqlx::query_scalar("SELECT state FROM outbox WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&mut *c)
+                .await?
+        });
+        let out = match state.as_deref() {
+            None => Redeliver::NotFound,
+            Some(PENDING) => Redeliver::AlreadyPending,
+            Some(_) => {
+                run!(&mut tx, c => {
+                    sqlx::query(
+                        "UPDATE outbox SET state = 'PENDING', attempts = 0, \
+                         next_attempt_at_ms = $1, pending_since_ms = $1, leased_until_ms = NULL, \
+                         delivered_at_ms = NULL, updated_at_ms = $1 WHERE id = $2",
+                    )
+                    .bind(now_ms)
+                    .bind(id)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected()
+                });
+                Redeliver::Queued
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// Deliveries in `state` (all when `None`), newest first, before row `before`.
+    pub async fn deliveries(
+        &self,
+        state: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
+        let sql = format!(
+            "{DELIVERY_COLUMNS} WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        let mut out = Vec::new();
+        run_pool!(&self.db, p => {
+            let rows = sqlx::query(&sql)
+                .bind(state)
+                .bind(before)
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            for r in rows {
+                out.push(delivery_of!(r));
+            }
+        });
+        Ok(out)
+    }
+
+    pub async fn delivery(&self, id: i64) -> Result<Option<DeliveryView>, StoreError> {
+        let sql = format!("{DELIVERY_COLUMNS} WHERE id = $1");
+        Ok(run_pool!(&self.db, p => {
+            match sqlx::query(&sql).bind(id).fetch_optional(p).await? {
+                Some(r) => Some(delivery_of!(r)),
+                None => None,
+            }
+        }))
+    }
+
+    /// Rows still to deliver (the pending gauge).
+    pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
+        Ok(run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'PENDING'")
+                .fetch_one(p)
+                .await?
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_to_five_minutes_within_a_fifth() {
+        let plain: Vec<i64> = (1..=11).map(|n| backoff_ms(n, 0)).collect();
+        assert_eq!(
+            plain,
+            [
+                1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 64_000, 128_000, 256_000, 300_000,
+                300_000
+            ]
+        );
+        assert_eq!(backoff_ms(1_000, 0), 300_000);
+        assert_eq!(backoff_ms(1, 200), 1_200);
+        assert_eq!(backoff_ms(1, -200), 800);
+        assert_eq!(backoff_ms(3, 999), 4_800, "jitter is bounded to ±20 %");
+        assert_eq!(backoff_ms(0, 0), 1_000);
+    }
+
+    #[test]
+    fn event_types_match_by_name_or_all() {
+        let a = Active {
+            id: 1,
+            url: String::new(),
+            types: "hold.captured,account.funded".into(),
+        };
+        assert!(a.wants("hold.captured") && a.wants("account.funded"));
+        assert!(!a.wants("hold.reserved") && !a.wants("hold"));
+        let all = Active {
+            types: "*".into(),
+            ..a
+        };
+        assert!(all.wants("reconciliation.finished"));
+        assert_eq!(types_of("*"), Vec::<String>::new());
+        let h = headers_json(&[("x-a", "1"), ("content-type", "application/json")]);
+        let mut back = headers_of(&h);
+        back.sort();
+        assert_eq!(
+            back,
+            [
+                ("content-type".to_owned(), "application/json".to_owned()),
+                ("x-a".to_owned(), "1".to_owned())
+            ]
+        );
+    }
+}

@@ -1,0 +1,505 @@
+//! Our own event webhooks (point-integration §3): a subscription receives nothing until its
+//! URL answers the challenge; hold, account and reconciliation events come from the outbox
+//! written in the commit they report, signed, retried with the identical bytes, given up
+//! (DEAD) after the configured age and sent again on request; a `kill -9` loses none.
+//! Real receivers on loopback, both stores.
+
+use crate::holds::common::*;
+use authorizer::Settings;
+use e2e::receiver::{Challenge, Receiver};
+use e2e::*;
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+fn quick(s: &mut Settings) {
+    s.webhooks.poll_interval_ms = 20;
+    s.webhooks.challenge_timeout_ms = 300;
+    s.holds.sweep_interval_ms = 100;
+}
+
+fn quick_give_up(s: &mut Settings) {
+    quick(s);
+    s.webhooks.give_up_secs = 1;
+}
+
+both_backends!(settings = quick; challenge_guards_the_url, hold_events_reach_the_subscriber);
+
+/// Creates a subscription of `rx` at `path` for `types` and tells `rx` its secret.
+async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
+    let r = app
+        .admin(
+            "POST",
+            "/v1/webhooks/subscriptions",
+            Some(json!({"url": rx.url(path), "event_types": types})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    let v = r.json();
+    assert_eq!(v["state"], "PENDING_VALIDATION");
+    let secret = v["secret"].as_str().expect("secret shown at creation");
+    assert!(
+        secret.starts_with("whsec_") && secret.len() == 6 + 64,
+        "{secret}"
+    );
+    rx.set_secret(secret);
+    v["id"].as_i64().expect("id")
+}
+
+async fn subscription(app: &TestApp, id: i64) -> Resp {
+    app.admin(
+        "GET",
+        &format!("/v1/webhooks/subscriptions/{id}"),
+        None,
+        None,
+    )
+    .await
+}
+
+async fn check(app: &TestApp, id: i64) -> Resp {
+    app.admin(
+        "POST",
+        &format!("/v1/webhooks/subscriptions/{id}/check"),
+        None,
+        None,
+    )
+    .await
+}
+
+async fn active(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
+    let id = subscribe(app, rx, path, types).await;
+    let r = check(app, id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "ACTIVE");
+    id
+}
+
+async fn outbox(app: &TestApp, state: Option<&str>) -> Vec<Value> {
+    let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
+    let r = app
+        .admin("GET", &format!("/v1/outbox?limit=1000{q}"), None, None)
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    r.json()["deliveries"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn ids(rows: &[Value]) -> BTreeSet<String> {
+    rows.iter()
+        .map(|d| d["event_id"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let until = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < until, "{what} not within {within:?}");
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every post of each event carried the same bytes, a valid signature, and the event's id.
+fn assert_identical_and_signed(rx: &Receiver) -> BTreeMap<String, Vec<e2e::receiver::Post>> {
+    let mut by_event: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for p in rx.posts() {
+        by_event.entry(p.event_id.clone()).or_default().push(p);
+    }
+    for (id, posts) in &by_event {
+        assert!(posts.iter().all(|p| p.signature_ok), "{id}: bad signature");
+        assert!(
+            posts.iter().all(|p| p.body == posts[0].body),
+            "{id}: bytes changed"
+        );
+        let v: Value = serde_json::from_slice(&posts[0].body).expect("JSON body");
+        assert_eq!(v["id"], id.as_str());
+    }
+    by_event
+}
+
+async fn challenge_guards_the_url(app: TestApp) {
+    let rx = Receiver::start();
+    let id = subscribe(&app, &rx, "/hook", json!([])).await;
+    // The secret is never shown again.
+    let got = subscription(&app, id).await.json();
+    assert!(got.get("secret").is_none(), "{got}");
+    let list = app
+        .admin("GET", "/v1/webhooks/subscriptions", None, None)
+        .await;
+    assert!(!String::from_utf8_lossy(&list.body).contains("whsec_"));
+    for failing in [
+        Challenge::WrongHmac,
+        Challenge::Status(500),
+        Challenge::Status(404),
+        Challenge::Redirect,
+        Challenge::Late(Duration::from_millis(1500)),
+    ] {
+        rx.set_challenge(failing);
+        let r = check(&app, id).await;
+        assert_eq!(r.status, 400, "{failing:?}");
+        assert_eq!(r.json()["error"]["code"], "webhook_validation_failed");
+        let s = subscription(&app, id).await.json();
+        assert_eq!(s["state"], "PENDING_VALIDATION", "{failing:?}");
+    }
+    // Not validated: an event is not even queued for it.
+    app.funded("u1", "DKK", "100.00").await;
+    assert!(outbox(&app, None).await.is_empty());
+
+    rx.set_challenge(Challenge::Right);
+    let r = check(&app, id).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "ACTIVE");
+    assert!(r.json()["active_since_ms"].is_i64());
+    app.funded("u1", "DKK", "1.00").await;
+    let first = ids(&outbox(&app, None).await);
+    assert_eq!(first.len(), 1);
+    rx.wait_for(&first, Duration::from_secs(10)).await;
+
+    // A failing event, then a new URL: validation starts over, and the event waits for it.
+    rx.fail_first(1000);
+    app.funded("u1", "DKK", "2.00").await;
+    wait_until("a failed attempt", Duration::from_secs(10), || async {
+        rx.posts().iter().any(|p| p.status == 500)
+    })
+    .await;
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/subscriptions/{id}"),
+            Some(json!({"url": rx.url("/moved")})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["state"], "PENDING_VALIDATION");
+    assert!(r.json()["active_since_ms"].is_null());
+    rx.fail_first(0);
+    let sent = rx.posts().len();
+    actix_rt::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(rx.posts().len(), sent, "nothing goes to an unvalidated URL");
+    let r = check(&app, id).await;
+    assert_eq!(r.status, 200);
+    let all = ids(&outbox(&app, None).await);
+    assert_eq!(all.len(), 2);
+    rx.wait_for(&all, Duration::from_secs(10)).await;
+    let by_event = assert_identical_and_signed(&rx);
+    let moved: Vec<_> = rx
+        .posts()
+        .into_iter()
+        .filter(|p| p.path == "/moved")
+        .collect();
+    assert_eq!(moved.len(), 1, "the waiting event went to the new URL");
+    assert_eq!(by_event[&moved[0].event_id].len(), 2);
+
+    // Bad input.
+    for (body, code) in [
+        (json!({"url": "ftp://x/"}), "invalid_url"),
+        (json!({"url": "/relative"}), "invalid_url"),
+        (
+            json!({"url": rx.url("/x"), "event_types": ["hold.nope"]}),
+            "unknown_event_type",
+        ),
+    ] {
+        let r = app
+            .admin("POST", "/v1/webhooks/subscriptions", Some(body), None)
+            .await;
+        assert_eq!(r.status, 400);
+        assert_eq!(r.json()["error"]["code"], code);
+    }
+    let r = app
+        .admin(
+            "DELETE",
+            &format!("/v1/webhooks/subscriptions/{id}"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 204);
+    let r = subscription(&app, id).await;
+    assert_eq!(r.status, 404);
+    app.funded("u1", "DKK", "3.00").await;
+    assert_eq!(outbox(&app, None).await.len(), 2, "no subscriber, no row");
+    rx.stop().await;
+}
+
+async fn hold_events_reach_the_subscriber(app: TestApp) {
+    let rx = Receiver::start();
+    // Every event fails three times, then is acknowledged.
+    rx.fail_first(3);
+    active(&app, &rx, "/hook", json!([])).await;
+    app.funded("u1", "DKK", "100.00").await;
+    reserve(
+        &app,
+        &reservation("a1", "30.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    let r = post(&app, &capture_path("a1"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    reserve(
+        &app,
+        &reservation("a2", "10.00", "DKK"),
+        "APPROVED",
+        "APPROVED",
+    )
+    .await;
+    let r = post(&app, &cancel_path("a2"), &json!({})).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let mut due = reservation("a3", "5.00", "DKK");
+    due["expires_in_secs"] = json!(1);
+    reserve(&app, &due, "APPROVED", "APPROVED").await;
+    let r = post(
+        &app,
+        &refund_path("a1"),
+        &json!({"refund_id": "r1", "amount": "10.00"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let w = app
+        .admin(
+            "POST",
+            "/v1/accounts/u1/DKK/withdrawals",
+            Some(json!({"amount": "1.00"})),
+            Some(&uid("w")),
+        )
+        .await;
+    assert_eq!(w.status, 201);
+    // The sweeper expires a3.
+    wait_until("the expiry event", Duration::from_secs(10), || async {
+        outbox(&app, None)
+            .await
+            .iter()
+            .any(|d| d["event_type"] == "hold.expired")
+    })
+    .await;
+    let rows = outbox(&app, None).await;
+    let mut types: Vec<&str> = rows
+        .iter()
+        .filter_map(|d| d["event_type"].as_str())
+        .collect();
+    types.sort_unstable();
+    assert_eq!(
+        types,
+        [
+            "account.funded",
+            "account.withdrawn",
+            "hold.captured",
+            "hold.expired",
+            "hold.refunded",
+            "hold.released",
+            "hold.reserved",
+            "hold.reserved",
+            "hold.reserved"
+        ]
+    );
+    let wanted = ids(&rows);
+    assert_eq!(wanted.len(), 9, "one stable id per event");
+    // Three failures wait 1 + 2 + 4 s (±20 %) before the fourth attempt.
+    rx.wait_for(&wanted, Duration::from_secs(30)).await;
+    let by_event = assert_identical_and_signed(&rx);
+    for (id, posts) in &by_event {
+        let statuses: Vec<u16> = posts.iter().map(|p| p.status).collect();
+        assert_eq!(statuses, [500, 500, 500, 200], "{id}");
+    }
+    let captured = rows
+        .iter()
+        .find(|d| d["event_type"] == "hold.captured")
+        .expect("captured");
+    let posted: Value =
+        serde_json::from_slice(&by_event[captured["event_id"].as_str().unwrap()][3].body).unwrap();
+    assert_eq!(posted["data"]["reservation_id"], "a1");
+    assert_eq!(posted["data"]["amount"], "30.00");
+    assert_eq!(posted["data"]["hold"]["state"], "CAPTURED");
+    assert_eq!(posted, captured["body"]);
+    wait_until("every row DELIVERED", Duration::from_secs(5), || async {
+        outbox(&app, Some("DELIVERED")).await.len() == 9
+    })
+    .await;
+    assert!(
+        outbox(&app, Some("DELIVERED"))
+            .await
+            .iter()
+            .all(|d| d["attempts"] == 4)
+    );
+    let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+    assert!(
+        m.contains("authorizer_webhook_deliveries_total{outcome=\"delivered\"} 9"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authorizer_webhook_deliveries_total{outcome=\"failed\"} 27"),
+        "{m}"
+    );
+    assert!(
+        m.contains("authorizer_webhook_delivery_delay_seconds_count 9"),
+        "{m}"
+    );
+    rx.stop().await;
+}
+
+/// A short give-up age of its own.
+mod give_up {
+    use super::*;
+
+    both_backends!(settings = super::quick_give_up; dead_after_the_give_up_age_then_redelivered);
+
+    async fn dead_after_the_give_up_age_then_redelivered(app: TestApp) {
+        let rx = Receiver::start();
+        rx.fail_first(1000);
+        active(&app, &rx, "/hook", json!(["account.funded"])).await;
+        app.funded("u1", "DKK", "100.00").await;
+        // Not subscribed to hold events: no row for them.
+        reserve(
+            &app,
+            &reservation("d1", "1.00", "DKK"),
+            "APPROVED",
+            "APPROVED",
+        )
+        .await;
+        wait_until("DEAD", Duration::from_secs(15), || async {
+            outbox(&app, Some("DEAD")).await.len() == 1
+        })
+        .await;
+        let all = outbox(&app, None).await;
+        assert_eq!(all.len(), 1);
+        let dead = &all[0];
+        assert_eq!(dead["event_type"], "account.funded");
+        assert_eq!(dead["last_error"], "answered 500");
+        let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+        assert!(
+            m.contains("authorizer_webhook_deliveries_total{outcome=\"dead\"} 1"),
+            "{m}"
+        );
+        let failed = rx.posts().len();
+        assert!(failed >= 1);
+
+        rx.fail_first(0);
+        let id = dead["id"].as_i64().unwrap();
+        let r = app
+            .admin("POST", &format!("/v1/outbox/{id}/redeliver"), None, None)
+            .await;
+        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        rx.wait_for(&ids(&all), Duration::from_secs(10)).await;
+        let by_event = assert_identical_and_signed(&rx);
+        assert_eq!(by_event.len(), 1);
+        wait_until("DELIVERED", Duration::from_secs(5), || async {
+            outbox(&app, Some("DELIVERED")).await.len() == 1
+        })
+        .await;
+        let r = app
+            .admin("POST", "/v1/outbox/999999/redeliver", None, None)
+            .await;
+        assert_eq!(r.status, 404);
+        let r = app.admin("GET", "/v1/outbox?state=LOST", None, None).await;
+        assert_eq!(r.status, 400);
+        rx.stop().await;
+    }
+}
+
+/// Rows of `sql` (one text column) on the Postgres database `db`.
+async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
+    sqlx::query_scalar::<_, String>(sql)
+        .fetch_all(&mut c)
+        .await
+        .expect("query")
+        .into_iter()
+        .collect()
+}
+
+/// `kill -9` of an authorizer holding undelivered events (its receiver failing them):
+/// another instance on the database delivers every one, none missing, each repeat with
+/// the identical bytes.
+#[actix_rt::test]
+async fn a_killed_dispatcher_loses_no_event() {
+    let db = fresh_pg_database().await;
+    let rx = Receiver::start();
+    rx.fail_first(usize::MAX);
+    let env = [
+        ("AUTHORIZER__WEBHOOKS__POLL_INTERVAL_MS", "20"),
+        // A lease of 1 s: the killed instance's claims run out quickly.
+        ("AUTHORIZER__WEBHOOKS__CALLBACK_TIMEOUT_MS", "500"),
+    ];
+    let options = || NodeOptions {
+        channel_key: true,
+        env: &env,
+        ..NodeOptions::default()
+    };
+    let mut victim = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
+    let api = Remote::new(&victim.base);
+    let r = api
+        .admin(
+            "POST",
+            "/v1/webhooks/subscriptions",
+            Some(json!({"url": rx.url("/hook")})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 201);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    rx.set_secret(v["secret"].as_str().unwrap());
+    let id = v["id"].as_i64().unwrap();
+    let r = api
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{id}/check"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    api.funded("u1", "DKK", "1000.00").await;
+    for i in 0..20 {
+        let res = format!("k{i}");
+        let body = bytes(&reservation(&res, "3.00", "DKK"));
+        let r = api.channel("POST", RES, &body, Some(&uid("ck"))).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        if i % 2 == 0 {
+            let r = api
+                .channel("POST", &capture_path(&res), b"{}", Some(&uid("ck")))
+                .await;
+            assert_eq!(r.status, 200);
+        }
+    }
+    // Attempts are failing and leases are held when the process dies.
+    wait_until("failed attempts", Duration::from_secs(10), || async {
+        rx.posts().len() >= 10
+    })
+    .await;
+    victim.kill9();
+    let expected = texts(
+        &db,
+        "SELECT 'evt-hold-' || CAST(id AS TEXT) FROM hold_events \
+         UNION SELECT 'evt-deposit-' || CAST(id AS TEXT) FROM movements WHERE kind = 'DEPOSIT'",
+    )
+    .await;
+    assert_eq!(expected.len(), 20 + 10 + 1);
+    assert_eq!(texts(&db, "SELECT event_id FROM outbox").await, expected);
+    assert!(
+        !texts(&db, "SELECT event_id FROM outbox WHERE state = 'PENDING'")
+            .await
+            .is_empty()
+    );
+
+    rx.fail_first(0);
+    let survivor = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
+    rx.wait_for(&expected, Duration::from_secs(60)).await;
+    assert_identical_and_signed(&rx);
+    wait_until("every row DELIVERED", Duration::from_secs(10), || async {
+        texts(&db, "SELECT event_id FROM outbox WHERE state = 'DELIVERED'").await == expected
+    })
+    .await;
+    let repeats = rx.posts().len() - expected.len();
+    assert!(repeats >= 10, "the failed attempts before the kill");
+    assert_database_clean(Some(db.clone()), std::path::PathBuf::new()).await;
+    drop(survivor);
+    rx.stop().await;
+}
