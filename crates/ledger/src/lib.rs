@@ -7,6 +7,7 @@ pub mod decision;
 pub mod holds;
 pub mod ids;
 pub mod money;
+pub mod plan;
 pub mod posting;
 pub mod reconcile;
 
