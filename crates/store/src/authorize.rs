@@ -227,7 +227,7 @@ async fn prefetch<'i>(
             && probed.insert((user, currency))
             && let Some(a) = lock_user_account(tx, user, currency).await?
         {
-            s.accounts.insert((user.to_owned(), currency), a.to_plan());
+            s.accounts.insert((user.to_owned(), currency), a);
         }
     }
     for id in cards_to_read(items) {

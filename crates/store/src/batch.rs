@@ -16,7 +16,7 @@
 //! fails its neighbours.
 
 use crate::authorize::{cards_to_read, moving, request_of};
-use crate::processor::{Asked, LockedAccount, direction_str};
+use crate::processor::{Asked, LockedAccount, asked_from_row, direction_str};
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
     SCOPE_AUTHORIZATION, Step as ItemStep, locked_account_from_row,
@@ -24,7 +24,7 @@ use crate::processor::{
 use crate::rules::{CardLookup, CardRecord, card_from_stored};
 use crate::{Db, Store, StoreError, StoredResponse, is_unique_violation};
 use ledger::plan::{
-    KeyRecord, RecordWrite, RecordedTransaction, Snapshot, Writes, plan_authorizations,
+    KeyRecord, RecordRow, RecordWrite, RecordedTransaction, Snapshot, Writes, plan_authorizations,
 };
 use ledger::{Currency, RequestKind};
 use sqlx::Row;
@@ -331,6 +331,10 @@ where
     let snapshot = read_batch(tx, items, clearing, locking, cards_read).await?;
     let requests: Vec<_> = items.iter().map(request_of).collect();
     let plan = plan_authorizations(snapshot, &requests, render).map_err(BatchError::Plan)?;
+    if !locking && plan.writes.is_empty() {
+        // Replays only: nothing to commit.
+        return Ok(Step::Done(plan.outcomes));
+    }
     if !locking {
         // The write is the commit.
         if deadline_passed(items) {
@@ -422,22 +426,14 @@ async fn read_batch<'i>(
                         amount_minor: r.try_get("amount_minor")?,
                         response: response()?,
                         verdict: r.try_get("verdict")?,
-                        asked: Asked {
-                            endpoint: r.try_get("endpoint")?,
-                            direction: r.try_get("direction")?,
-                            tx_type: r.try_get("tx_type")?,
-                            user_id: r.try_get("user_id")?,
-                            card_id: r.try_get("card_id")?,
-                            currency: r.try_get("currency")?,
-                            amount_text: r.try_get("amount_text")?,
-                        },
+                        asked: asked_from_row!(r),
                     },
                 );
             }
             3 => {
                 let user: String = r.try_get("user_id")?;
                 let a: LockedAccount = locked_account_from_row!(r);
-                s.accounts.insert((user, a.currency), a.to_plan());
+                s.accounts.insert((user, a.currency), a);
             }
             4 => {
                 let user: Option<String> = r.try_get("user_id")?;
@@ -462,6 +458,11 @@ async fn read_batch<'i>(
     Ok(s)
 }
 
+/// One column of `rows`, as an array to bind.
+fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
 /// Everything the plan writes, in one round trip.
 async fn write_batch(
     tx: &mut sqlx::PgConnection,
@@ -477,26 +478,13 @@ async fn write_batch(
         .records
         .iter()
         .partition(|r| r.write == RecordWrite::Insert);
-    let item = |r: &ledger::plan::RecordRow| &items[r.request];
-    let texts = |rows: &[&ledger::plan::RecordRow],
-                 f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
-        rows.iter().map(|r| f(item(r))).collect::<Vec<_>>()
+    let item = |r: &RecordRow| &items[r.request];
+    let texts = |rows: &[&RecordRow], f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
+        col(rows, |r| f(item(r)))
     };
-    let statuses = |rows: &[&ledger::plan::RecordRow]| {
-        rows.iter()
-            .map(|r| i32::from(r.response.status))
-            .collect::<Vec<_>>()
-    };
-    let bodies = |rows: &[&ledger::plan::RecordRow]| {
-        rows.iter()
-            .map(|r| r.response.body.clone())
-            .collect::<Vec<_>>()
-    };
-    let raw = |rows: &[&ledger::plan::RecordRow]| {
-        rows.iter()
-            .map(|r| item(r).call.raw_body)
-            .collect::<Vec<_>>()
-    };
+    let statuses = |rows: &[&RecordRow]| col(rows, |r| i32::from(r.response.status));
+    let bodies = |rows: &[&RecordRow]| col(rows, |r| r.response.body.clone());
+    let raw = |rows: &[&RecordRow]| col(rows, |r| item(r).call.raw_body);
     let tid = |i: &BatchItem<'_>| Some(i.tx.transaction_id.to_owned());
     let endpoint = |i: &BatchItem<'_>| Some(i.call.endpoint.to_owned());
     let key = |i: &BatchItem<'_>| Some(i.call.idempotency_key.to_owned());
@@ -507,41 +495,21 @@ async fn write_batch(
     let currency = |i: &BatchItem<'_>| Some(i.tx.currency.to_owned());
     let amount_text = |i: &BatchItem<'_>| Some(i.tx.amount_text.to_owned());
     sqlx::query(WRITE_BATCH)
-        .bind(w.movements.iter().map(|m| m.id).collect::<Vec<_>>())
-        .bind(
-            w.movements
-                .iter()
-                .map(|m| m.currency.code())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.movements
-                .iter()
-                .map(|m| items[m.request].tx.transaction_id)
-                .collect::<Vec<_>>(),
-        )
+        .bind(col(&w.movements, |m| m.id))
+        .bind(col(&w.movements, |m| m.currency.code()))
+        .bind(col(&w.movements, |m| items[m.request].tx.transaction_id))
         .bind(now)
-        .bind(w.postings.iter().map(|p| p.id).collect::<Vec<_>>())
-        .bind(w.postings.iter().map(|p| p.movement_id).collect::<Vec<_>>())
-        .bind(w.postings.iter().map(|p| p.account_id).collect::<Vec<_>>())
-        .bind(w.postings.iter().map(|p| p.amount).collect::<Vec<_>>())
-        .bind(
-            w.postings
-                .iter()
-                .map(|p| p.balance_after)
-                .collect::<Vec<_>>(),
-        )
-        .bind(w.postings.iter().map(|p| p.version).collect::<Vec<_>>())
-        .bind(w.accounts.iter().map(|a| a.id).collect::<Vec<_>>())
-        .bind(w.accounts.iter().map(|a| a.balance).collect::<Vec<_>>())
-        .bind(w.accounts.iter().map(|a| a.version).collect::<Vec<_>>())
-        .bind(
-            w.accounts
-                .iter()
-                .map(|a| a.daily_spent_day)
-                .collect::<Vec<_>>(),
-        )
-        .bind(w.accounts.iter().map(|a| a.daily_spent).collect::<Vec<_>>())
+        .bind(col(&w.postings, |p| p.id))
+        .bind(col(&w.postings, |p| p.movement_id))
+        .bind(col(&w.postings, |p| p.account_id))
+        .bind(col(&w.postings, |p| p.amount))
+        .bind(col(&w.postings, |p| p.balance_after))
+        .bind(col(&w.postings, |p| p.version))
+        .bind(col(&w.accounts, |a| a.id))
+        .bind(col(&w.accounts, |a| a.balance))
+        .bind(col(&w.accounts, |a| a.version))
+        .bind(col(&w.accounts, |a| a.daily_spent_day))
+        .bind(col(&w.accounts, |a| a.daily_spent))
         .bind(texts(&new, &tid))
         .bind(texts(&new, &endpoint))
         .bind(texts(&new, &direction))
@@ -550,72 +518,39 @@ async fn write_batch(
         .bind(texts(&new, &card))
         .bind(texts(&new, &currency))
         .bind(texts(&new, &amount_text))
-        .bind(new.iter().map(|r| r.amount_minor).collect::<Vec<_>>())
-        .bind(new.iter().map(|r| r.status).collect::<Vec<_>>())
-        .bind(new.iter().map(|r| r.status_detail).collect::<Vec<_>>())
+        .bind(col(&new, |r| r.amount_minor))
+        .bind(col(&new, |r| r.status))
+        .bind(col(&new, |r| r.status_detail))
         .bind(texts(&new, &|i| {
             i.tx.original_transaction_id.map(str::to_owned)
         }))
         .bind(texts(&new, &key))
-        .bind(new.iter().map(|r| r.movement_id).collect::<Vec<_>>())
+        .bind(col(&new, |r| r.movement_id))
         .bind(raw(&new))
         .bind(statuses(&new))
         .bind(bodies(&new))
         .bind(SCOPE_AUTHORIZATION)
-        .bind(
-            w.keys
-                .iter()
-                .map(|k| items[k.request].call.idempotency_key)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.keys
-                .iter()
-                .map(|k| items[k.request].call.request_hash.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.keys
-                .iter()
-                .map(|k| items[k.request].call.endpoint)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.keys
-                .iter()
-                .map(|k| i32::from(k.response.status))
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.keys
-                .iter()
-                .map(|k| k.response.body.as_slice())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.accounts
-                .iter()
-                .map(|a| a.read_version)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            w.accounts
-                .iter()
-                .map(|a| a.read_balance)
-                .collect::<Vec<_>>(),
-        )
+        .bind(col(&w.keys, |k| items[k.request].call.idempotency_key))
+        .bind(col(&w.keys, |k| {
+            items[k.request].call.request_hash.as_slice()
+        }))
+        .bind(col(&w.keys, |k| items[k.request].call.endpoint))
+        .bind(col(&w.keys, |k| i32::from(k.response.status)))
+        .bind(col(&w.keys, |k| k.response.body.as_slice()))
+        .bind(col(&w.accounts, |a| a.read_version))
+        .bind(col(&w.accounts, |a| a.read_balance))
         .bind((w.accounts.len() + answered.len()) as i64)
         // Holds move no version: a reservation between the read and this write shows
         // in held_minor, and the guard sends the batch round again under locks.
-        .bind(w.accounts.iter().map(|a| a.read_held).collect::<Vec<_>>())
+        .bind(col(&w.accounts, |a| a.read_held))
         .bind(texts(&answered, &tid))
         .bind(texts(&answered, &endpoint))
         .bind(texts(&answered, &key))
         .bind(raw(&answered))
         .bind(statuses(&answered))
         .bind(bodies(&answered))
-        .bind(answered.iter().map(|r| r.status).collect::<Vec<_>>())
-        .bind(answered.iter().map(|r| r.status_detail).collect::<Vec<_>>())
+        .bind(col(&answered, |r| r.status))
+        .bind(col(&answered, |r| r.status_detail))
         .bind(texts(&answered, &direction))
         .bind(texts(&answered, &tx_type))
         .bind(texts(&answered, &user))

@@ -11,10 +11,7 @@ use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_
 use ledger::money::AmountError;
 pub(crate) use ledger::plan::{Asked, direction_str};
 pub use ledger::plan::{AuthorizationResult, CardTransaction, Outcome};
-use ledger::{
-    AccountState, Currency, Leg, MccSet, PostingPlan, RequestKind, SystemAccount, to_minor,
-    to_minor_rounded,
-};
+use ledger::{Currency, Leg, PostingPlan, RequestKind, SystemAccount, to_minor, to_minor_rounded};
 use rust_decimal::Decimal;
 use sqlx::Row;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -228,45 +225,7 @@ where
 }
 
 /// The cardholder account row, locked for the rest of the transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct LockedAccount {
-    pub id: i64,
-    pub currency: Currency,
-    pub balance: i64,
-    /// Sum of the account's RESERVED holds.
-    pub held: i64,
-    pub version: i64,
-    pub overdraft_limit: i64,
-    pub per_transaction_limit: Option<i64>,
-    pub daily_limit: Option<i64>,
-    pub daily_spent_day: i64,
-    pub daily_spent: i64,
-    pub blocked_mccs: String,
-}
-
-impl LockedAccount {
-    pub(crate) fn state(&self, today: i64) -> AccountState {
-        self.to_plan().state(today)
-    }
-
-    /// The account as a plan reads it.
-    pub(crate) fn to_plan(&self) -> ledger::plan::Account {
-        ledger::plan::Account {
-            id: self.id,
-            currency: self.currency,
-            balance: self.balance,
-            held: self.held,
-            version: self.version,
-            overdraft_limit: self.overdraft_limit,
-            per_transaction_limit: self.per_transaction_limit,
-            daily_limit: self.daily_limit,
-            daily_spent_day: self.daily_spent_day,
-            daily_spent: self.daily_spent,
-            // Stored sets are validated on write; an unreadable one blocks nothing.
-            blocked_mccs: MccSet::from_stored(&self.blocked_mccs).unwrap_or_default(),
-        }
-    }
-}
+pub(crate) use ledger::plan::Account as LockedAccount;
 
 macro_rules! account_columns {
     () => {
@@ -292,7 +251,9 @@ macro_rules! locked_account_from_row {
             daily_limit: r.try_get("daily_limit_minor")?,
             daily_spent_day: r.try_get("daily_spent_day")?,
             daily_spent: r.try_get("daily_spent_minor")?,
-            blocked_mccs: r.try_get("blocked_mccs")?,
+            // Stored sets are validated on write; an unreadable one blocks nothing.
+            blocked_mccs: ledger::MccSet::from_stored(&r.try_get::<String, _>("blocked_mccs")?)
+                .unwrap_or_default(),
         }
     }};
 }
@@ -573,6 +534,23 @@ pub(crate) struct ExistingRecord {
     pub asked: Asked,
 }
 
+/// What a recorded transaction asked for, from a row with its columns.
+macro_rules! asked_from_row {
+    ($r:expr) => {{
+        let r = &$r;
+        Asked {
+            endpoint: r.try_get("endpoint")?,
+            direction: r.try_get("direction")?,
+            tx_type: r.try_get("tx_type")?,
+            user_id: r.try_get("user_id")?,
+            card_id: r.try_get("card_id")?,
+            currency: r.try_get("currency")?,
+            amount_text: r.try_get("amount_text")?,
+        }
+    }};
+}
+pub(crate) use asked_from_row;
+
 pub(crate) async fn find_transaction_record(
     tx: &mut Tx,
     kind: &str,
@@ -609,15 +587,7 @@ pub(crate) async fn find_transaction_record(
                         _ => None,
                     },
                     verdict: r.try_get("verdict")?,
-                    asked: Asked {
-                        endpoint: r.try_get("endpoint")?,
-                        direction: r.try_get("direction")?,
-                        tx_type: r.try_get("tx_type")?,
-                        user_id: r.try_get("user_id")?,
-                        card_id: r.try_get("card_id")?,
-                        currency: r.try_get("currency")?,
-                        amount_text: r.try_get("amount_text")?,
-                    },
+                    asked: asked_from_row!(r),
                 }))
             }
         }

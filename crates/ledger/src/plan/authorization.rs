@@ -108,26 +108,14 @@ where
                     currency,
                     movement_id: None,
                 };
-                let response = StoredResponse {
-                    status: 200,
-                    body: render(&result),
-                };
-                let (status, status_detail) = status_of(&result.decision);
-                writes.records.push(RecordRow {
-                    request: idx,
-                    write: RecordWrite::Answer,
-                    amount_minor: verdict_first.amount_minor,
-                    status,
-                    status_detail,
-                    movement_id: None,
-                    response: response.clone(),
-                });
-                (
-                    Outcome::Fresh {
-                        response: response.clone(),
-                        result,
-                    },
-                    response,
+                let amount_minor = verdict_first.amount_minor;
+                record(
+                    &mut writes,
+                    idx,
+                    RecordWrite::Answer,
+                    amount_minor,
+                    result,
+                    &render,
                 )
             }
             None => {
@@ -225,26 +213,13 @@ where
                     currency,
                     movement_id,
                 };
-                let response = StoredResponse {
-                    status: 200,
-                    body: render(&result),
-                };
-                let (status, status_detail) = status_of(&result.decision);
-                writes.records.push(RecordRow {
-                    request: idx,
-                    write: RecordWrite::Insert,
+                record(
+                    &mut writes,
+                    idx,
+                    RecordWrite::Insert,
                     amount_minor,
-                    status,
-                    status_detail,
-                    movement_id,
-                    response: response.clone(),
-                });
-                (
-                    Outcome::Fresh {
-                        response: response.clone(),
-                        result,
-                    },
-                    response,
+                    result,
+                    &render,
                 )
             }
         };
@@ -275,6 +250,41 @@ where
         outcomes.push(outcome);
     }
     Ok(Plan { outcomes, writes })
+}
+
+/// Renders the answer to request `idx`, records it, and returns it as the request's outcome.
+fn record<R>(
+    writes: &mut Writes,
+    idx: usize,
+    write: RecordWrite,
+    amount_minor: Option<i64>,
+    result: AuthorizationResult,
+    render: &R,
+) -> (Outcome<AuthorizationResult>, StoredResponse)
+where
+    R: Fn(&AuthorizationResult) -> Vec<u8>,
+{
+    let response = StoredResponse {
+        status: 200,
+        body: render(&result),
+    };
+    let (status, status_detail) = status_of(&result.decision);
+    writes.records.push(RecordRow {
+        request: idx,
+        write,
+        amount_minor,
+        status,
+        status_detail,
+        movement_id: result.movement_id,
+        response: response.clone(),
+    });
+    (
+        Outcome::Fresh {
+            response: response.clone(),
+            result,
+        },
+        response,
+    )
 }
 
 /// The amount a transaction record keeps: what moved, and for a decline what was asked

@@ -333,21 +333,25 @@ fn a_verdict_that_came_first_stands_and_moves_nothing() {
     }
 }
 
-#[test]
-fn requests_on_one_account_see_the_balance_the_earlier_ones_left() {
+/// Purchases of 6, `second` and 4 on one account: the first approved, the second declined
+/// for `why`.
+fn three_purchases(s: Snapshot, second: &str, why: Decline) -> Plan<AuthorizationResult> {
     let p = run(
-        snapshot(1_000),
+        s,
         &[
             req("k1", b"h1", tx("t1", "6")),
-            req("k2", b"h2", tx("t2", "6")),
+            req("k2", b"h2", tx("t2", second)),
             req("k3", b"h3", tx("t3", "4")),
         ],
     );
     assert!(fresh(&p.outcomes[0]).decision.is_approved());
-    assert_eq!(
-        fresh(&p.outcomes[1]).decision,
-        Decision::Declined(Decline::InsufficientFunds)
-    );
+    assert_eq!(fresh(&p.outcomes[1]).decision, Decision::Declined(why));
+    p
+}
+
+#[test]
+fn requests_on_one_account_see_the_balance_the_earlier_ones_left() {
+    let p = three_purchases(snapshot(1_000), "6", Decline::InsufficientFunds);
     assert_eq!(
         fresh(&p.outcomes[2]).decision,
         Decision::Approved {
@@ -422,19 +426,7 @@ fn the_daily_counter_restarts_each_day_and_counts_within_the_batch() {
     // Spent yesterday: does not count today.
     a.daily_spent_day = day_of(NOW) - 1;
     a.daily_spent = 1_000;
-    let p = run(
-        s,
-        &[
-            req("k1", b"h1", tx("t1", "6")),
-            req("k2", b"h2", tx("t2", "5")),
-            req("k3", b"h3", tx("t3", "4")),
-        ],
-    );
-    assert!(fresh(&p.outcomes[0]).decision.is_approved());
-    assert_eq!(
-        fresh(&p.outcomes[1]).decision,
-        Decision::Declined(Decline::AboveDailyLimit)
-    );
+    let p = three_purchases(s, "5", Decline::AboveDailyLimit);
     assert!(fresh(&p.outcomes[2]).decision.is_approved());
     let w = &p.writes.accounts[0];
     assert_eq!((w.daily_spent_day, w.daily_spent), (day_of(NOW), 1_000));
