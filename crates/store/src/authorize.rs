@@ -10,17 +10,18 @@
 
 use crate::batch::{BatchItem, abandoned, deadline_passed, start_commit};
 use crate::processor::{
-    KIND_AUTHORIZATION, ProcessorCall, SCOPE_AUTHORIZATION, Step, TransactionRecord,
-    find_idempotent, find_transaction_record, insert_idempotent, insert_transaction_record,
-    load_card_record, lock_user_account, retry_races,
+    Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
+    TransactionRecord, account_columns, asked_from_row, insert_transaction_record,
+    load_card_record, locked_account_from_row, retry_races,
 };
 use crate::rules::{CardLookup, CardRecord};
-use crate::{Flags, Store, StoreError, Tx, run};
+use crate::{Flags, Store, StoreError, StoredResponse, Tx, run};
 use ledger::plan::{
     AuthorizationRequest, AuthorizationResult, CardTransaction, KeyRecord, Outcome, RecordWrite,
     RecordedTransaction, Snapshot, Writes, direction_str, plan_authorizations,
 };
 use ledger::{Currency, RequestKind, SystemAccount};
+use sqlx::Row;
 use std::collections::{HashMap, HashSet};
 
 /// The request a batch item asks the plan for.
@@ -170,9 +171,11 @@ impl Store {
 }
 
 /// Reads what `items` name on `tx`: finished keys, recorded transactions and cardholder
-/// accounts (locked for the rest of the transaction), the cards not known beforehand, and
-/// ids for what the plan may write (reserved after the account locks, so one account's
-/// postings are numbered in the order of its balance-after chain).
+/// accounts (locked for the rest of the transaction, accounts in id order), the cards not
+/// known beforehand, and ids for what the plan may write (reserved after the account locks,
+/// so one account's postings are numbered in the order of its balance-after chain). One
+/// statement per kind of row, whatever the batch's size: on the embedded store each
+/// statement is a hop to the database's thread.
 async fn prefetch<'i>(
     tx: &mut Tx,
     items: &[BatchItem<'i>],
@@ -183,20 +186,35 @@ async fn prefetch<'i>(
         clearing: clearing.clone(),
         ..Snapshot::default()
     };
-    for item in items {
-        let key = item.call.idempotency_key;
-        if !s.keys.contains_key(key)
-            && let Some(rec) = find_idempotent(tx, SCOPE_AUTHORIZATION, key).await?
-        {
+    let lock = match tx {
+        Tx::Pg(_) => " FOR UPDATE",
+        Tx::Lite(_) => "",
+    };
+    let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
+    let sql = format!(
+        "SELECT key, request_hash, response_status, response_body FROM idempotency_keys \
+         WHERE scope = $1 AND key IN {}",
+        placeholders(1, keys.len(), 2)
+    );
+    run!(tx, c => {
+        let mut q = sqlx::query(&sql).bind(SCOPE_AUTHORIZATION);
+        for k in &keys {
+            q = q.bind(*k);
+        }
+        for r in q.fetch_all(c).await? {
             s.keys.insert(
-                key.to_owned(),
+                r.try_get("key")?,
                 KeyRecord {
-                    request_hash: rec.request_hash,
-                    response: rec.response,
+                    request_hash: r.try_get("request_hash")?,
+                    response: StoredResponse {
+                        status: u16::try_from(r.try_get::<i32, _>("response_status")?)
+                            .unwrap_or(500),
+                        body: r.try_get("response_body")?,
+                    },
                 },
             );
         }
-    }
+    });
     if items
         .iter()
         .all(|i| s.keys.contains_key(i.call.idempotency_key))
@@ -204,31 +222,57 @@ async fn prefetch<'i>(
         // Replays only: nothing else is needed, and nothing is locked.
         return Ok(s);
     }
-    let mut probed = HashSet::new();
-    for item in items {
-        let tid = item.tx.transaction_id;
-        if probed.insert(tid)
-            && let Some(e) = find_transaction_record(tx, KIND_AUTHORIZATION, tid, true).await?
-        {
+    let tids = distinct(items.iter().map(|i| i.tx.transaction_id));
+    let sql = format!(
+        "SELECT transaction_id, amount_minor, response_status, response_body, verdict, endpoint, \
+         direction, tx_type, user_id, card_id, currency, amount_text FROM processor_transactions \
+         WHERE kind = $1 AND transaction_id IN {}{lock}",
+        placeholders(1, tids.len(), 2)
+    );
+    run!(tx, c => {
+        let mut q = sqlx::query(&sql).bind(KIND_AUTHORIZATION);
+        for t in &tids {
+            q = q.bind(*t);
+        }
+        for r in q.fetch_all(c).await? {
+            let status: Option<i32> = r.try_get("response_status")?;
+            let body: Option<Vec<u8>> = r.try_get("response_body")?;
             s.transactions.insert(
-                tid.to_owned(),
+                r.try_get("transaction_id")?,
                 RecordedTransaction {
-                    amount_minor: e.amount_minor,
-                    response: e.response,
-                    verdict: e.verdict,
-                    asked: e.asked,
+                    amount_minor: r.try_get("amount_minor")?,
+                    response: status.zip(body).map(|(status, body)| StoredResponse {
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    }),
+                    verdict: r.try_get("verdict")?,
+                    asked: asked_from_row!(r),
                 },
             );
         }
-    }
-    let mut probed = HashSet::new();
-    for item in items {
-        if let (Some(user), Ok(currency)) = (item.tx.user_id, Currency::parse(item.tx.currency))
-            && probed.insert((user, currency))
-            && let Some(a) = lock_user_account(tx, user, currency).await?
-        {
-            s.accounts.insert((user.to_owned(), currency), a);
-        }
+    });
+    let owners = distinct(
+        items
+            .iter()
+            .filter_map(|i| i.tx.user_id.zip(Currency::parse(i.tx.currency).ok())),
+    );
+    if !owners.is_empty() {
+        let sql = format!(
+            "{} WHERE kind = 'USER' AND (user_id, currency) IN (VALUES {}) ORDER BY id{lock}",
+            account_columns!().replacen("SELECT ", "SELECT user_id, ", 1),
+            placeholders(owners.len(), 2, 1)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql);
+            for (user, currency) in &owners {
+                q = q.bind(*user).bind(currency.code());
+            }
+            for r in q.fetch_all(c).await? {
+                let user: String = r.try_get("user_id")?;
+                let a: LockedAccount = locked_account_from_row!(r);
+                s.accounts.insert((user, a.currency), a);
+            }
+        });
     }
     for id in cards_to_read(items) {
         let record = load_card_record(tx, id).await?;
@@ -243,6 +287,25 @@ async fn prefetch<'i>(
         s.posting_ids = reserve_ids(tx, "postings", 2 * n).await?;
     }
     Ok(s)
+}
+
+/// The distinct values of `values`, in first-seen order.
+fn distinct<T: Eq + std::hash::Hash + Copy>(values: impl Iterator<Item = T>) -> Vec<T> {
+    let mut seen = HashSet::new();
+    values.filter(|v| seen.insert(*v)).collect()
+}
+
+/// Numbered placeholders for `rows` rows of `cols` values from `$first` on:
+/// `($1, $2), ($3, $4)`; one row of one column per value when `cols` is 1 and `rows` 1 is
+/// asked for a list: `placeholders(1, n, k)` is `($k, ..., $k+n-1)`.
+fn placeholders(rows: usize, cols: usize, first: usize) -> String {
+    let row = |r: usize| {
+        let cells: Vec<String> = (0..cols)
+            .map(|c| format!("${}", first + r * cols + c))
+            .collect();
+        format!("({})", cells.join(", "))
+    };
+    (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
 /// `n` ids for new rows of `table`, ascending. On SQLite the transaction holds the one
@@ -277,61 +340,72 @@ async fn reserve_ids(tx: &mut Tx, table: &'static str, n: i64) -> Result<Vec<i64
     }
 }
 
-/// Writes a plan's rows on `tx`, one statement per row (the embedded store runs in process,
-/// where a statement costs no round trip).
+/// Writes a plan's rows on `tx`: one statement per table (a request's record row alone is
+/// one statement each).
 async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), sqlx::Error> {
-    for m in &w.movements {
-        let item = &items[m.request];
-        run!(tx, c => {
-            sqlx::query(
-                "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, reference, created_at_ms) \
-                 VALUES ($1, $2, $3, $2, $4, NULL, $5)",
-            )
-            .bind(m.id)
-            .bind(KIND_AUTHORIZATION)
-            .bind(m.currency.code())
-            .bind(item.tx.transaction_id)
-            .bind(item.call.now_ms)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
-    }
     let now = items.iter().map(|i| i.call.now_ms).max().unwrap_or(0);
-    for p in &w.postings {
+    if !w.movements.is_empty() {
+        let sql = format!(
+            "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, created_at_ms) \
+             VALUES {}",
+            placeholders(w.movements.len(), 6, 1)
+        );
         run!(tx, c => {
-            sqlx::query(
-                "INSERT INTO postings \
-                 (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(p.id)
-            .bind(p.movement_id)
-            .bind(p.account_id)
-            .bind(p.amount)
-            .bind(p.balance_after)
-            .bind(p.version)
-            .bind(now)
-            .execute(c)
-            .await?
-            .rows_affected()
+            let mut q = sqlx::query(&sql);
+            for m in &w.movements {
+                let item = &items[m.request];
+                q = q
+                    .bind(m.id)
+                    .bind(KIND_AUTHORIZATION)
+                    .bind(m.currency.code())
+                    .bind(KIND_AUTHORIZATION)
+                    .bind(item.tx.transaction_id)
+                    .bind(item.call.now_ms);
+            }
+            q.execute(c).await?.rows_affected()
         });
     }
-    for a in &w.accounts {
+    if !w.postings.is_empty() {
+        let sql = format!(
+            "INSERT INTO postings \
+             (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
+             VALUES {}",
+            placeholders(w.postings.len(), 7, 1)
+        );
         run!(tx, c => {
-            sqlx::query(
-                "UPDATE accounts SET balance_minor = $1, version = $2, daily_spent_day = $3, \
-                 daily_spent_minor = $4, updated_at_ms = $5 WHERE id = $6",
-            )
-            .bind(a.balance)
-            .bind(a.version)
-            .bind(a.daily_spent_day)
-            .bind(a.daily_spent)
-            .bind(now)
-            .bind(a.id)
-            .execute(c)
-            .await?
-            .rows_affected()
+            let mut q = sqlx::query(&sql);
+            for p in &w.postings {
+                q = q
+                    .bind(p.id)
+                    .bind(p.movement_id)
+                    .bind(p.account_id)
+                    .bind(p.amount)
+                    .bind(p.balance_after)
+                    .bind(p.version)
+                    .bind(now);
+            }
+            q.execute(c).await?.rows_affected()
+        });
+    }
+    if !w.accounts.is_empty() {
+        // VALUES columns are column1, column2, ... on both backends.
+        let sql = format!(
+            "UPDATE accounts SET balance_minor = v.column2, version = v.column3, \
+             daily_spent_day = v.column4, daily_spent_minor = v.column5, updated_at_ms = $1 \
+             FROM (VALUES {}) AS v WHERE accounts.id = v.column1",
+            placeholders(w.accounts.len(), 5, 2)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql).bind(now);
+            for a in &w.accounts {
+                q = q
+                    .bind(a.id)
+                    .bind(a.balance)
+                    .bind(a.version)
+                    .bind(a.daily_spent_day)
+                    .bind(a.daily_spent);
+            }
+            q.execute(c).await?.rows_affected()
         });
     }
     for r in &w.records {
@@ -393,18 +467,28 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
             }
         }
     }
-    for k in &w.keys {
-        let call = &items[k.request].call;
-        insert_idempotent(
-            tx,
-            SCOPE_AUTHORIZATION,
-            call.idempotency_key,
-            &call.request_hash,
-            call.endpoint,
-            &k.response,
-            call.now_ms,
-        )
-        .await?;
+    if !w.keys.is_empty() {
+        let sql = format!(
+            "INSERT INTO idempotency_keys \
+             (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+             VALUES {}",
+            placeholders(w.keys.len(), 7, 1)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql);
+            for k in &w.keys {
+                let call = &items[k.request].call;
+                q = q
+                    .bind(SCOPE_AUTHORIZATION)
+                    .bind(call.idempotency_key)
+                    .bind(&call.request_hash[..])
+                    .bind(call.endpoint)
+                    .bind(i32::from(k.response.status))
+                    .bind(&k.response.body[..])
+                    .bind(call.now_ms);
+            }
+            q.execute(c).await?.rows_affected()
+        });
     }
     Ok(())
 }

@@ -525,13 +525,12 @@ pub(crate) async fn insert_transaction_record(
 }
 
 /// A processor transaction record as read back for deciding.
-pub(crate) struct ExistingRecord {
-    pub status: Option<String>,
-    pub amount_minor: Option<i64>,
-    pub movement_id: Option<i64>,
-    pub response: Option<StoredResponse>,
-    pub verdict: Option<String>,
-    pub asked: Asked,
+struct ExistingRecord {
+    status: Option<String>,
+    movement_id: Option<i64>,
+    response: Option<StoredResponse>,
+    verdict: Option<String>,
+    asked: Asked,
 }
 
 /// What a recorded transaction asked for, from a row with its columns.
@@ -551,7 +550,7 @@ macro_rules! asked_from_row {
 }
 pub(crate) use asked_from_row;
 
-pub(crate) async fn find_transaction_record(
+async fn find_transaction_record(
     tx: &mut Tx,
     kind: &str,
     transaction_id: &str,
@@ -559,7 +558,7 @@ pub(crate) async fn find_transaction_record(
 ) -> Result<Option<ExistingRecord>, sqlx::Error> {
     macro_rules! select {
         () => {
-            "SELECT status, amount_minor, movement_id, response_status, response_body, verdict, \
+            "SELECT status, movement_id, response_status, response_body, verdict, \
              endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
              FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
         };
@@ -577,7 +576,6 @@ pub(crate) async fn find_transaction_record(
                 let body: Option<Vec<u8>> = r.try_get("response_body")?;
                 Ok(Some(ExistingRecord {
                     status: r.try_get("status")?,
-                    amount_minor: r.try_get("amount_minor")?,
                     movement_id: r.try_get("movement_id")?,
                     response: match (status, body) {
                         (Some(s), Some(b)) => Some(StoredResponse {
