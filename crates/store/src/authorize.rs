@@ -1,9 +1,9 @@
 //! Authorizations in one transaction, on either backend: prefetch what the requests' keys
 //! name (locking it), plan them with [`ledger::plan::plan_authorizations`], write the plan's
 //! rows, commit once. The embedded store runs every batch this way (its one connection is
-//! the one writer: one durable commit per batch), and so does a request alone (a Postgres
-//! batch that lost a race, or `commit_batch_max = 1`). Postgres batches take the two
-//! statement path of [`crate::batch`], which feeds the same plan.
+//! the one writer: one durable commit per batch), and so does a request alone (the items of
+//! a Postgres batch that lost a race on a unique key, each a batch of one). Postgres batches
+//! take the two statement path of [`crate::batch`], which feeds the same plan.
 //!
 //! Nothing here decides: the rules are the plan's; this module only reads rows into a
 //! snapshot and turns rows to write into statements.
@@ -340,53 +340,54 @@ async fn reserve_ids(tx: &mut Tx, table: &'static str, n: i64) -> Result<Vec<i64
     }
 }
 
+/// Inserts `rows` (each `cols` values, bound by `|q, row| ...`) with one statement.
+macro_rules! insert_rows {
+    ($tx:expr, $head:expr, $rows:expr, $cols:expr, |$q:ident, $row:ident| $bind:expr) => {
+        if !$rows.is_empty() {
+            let sql = format!("{} VALUES {}", $head, placeholders($rows.len(), $cols, 1));
+            run!($tx, c => {
+                let mut $q = sqlx::query(&sql);
+                for $row in $rows.iter() {
+                    $q = $bind;
+                }
+                $q.execute(c).await?.rows_affected()
+            });
+        }
+    };
+}
+
 /// Writes a plan's rows on `tx`: one statement per table (a request's record row alone is
 /// one statement each).
 async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), sqlx::Error> {
     let now = items.iter().map(|i| i.call.now_ms).max().unwrap_or(0);
-    if !w.movements.is_empty() {
-        let sql = format!(
-            "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, created_at_ms) \
-             VALUES {}",
-            placeholders(w.movements.len(), 6, 1)
-        );
-        run!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for m in &w.movements {
-                let item = &items[m.request];
-                q = q
-                    .bind(m.id)
-                    .bind(KIND_AUTHORIZATION)
-                    .bind(m.currency.code())
-                    .bind(KIND_AUTHORIZATION)
-                    .bind(item.tx.transaction_id)
-                    .bind(item.call.now_ms);
-            }
-            q.execute(c).await?.rows_affected()
-        });
-    }
-    if !w.postings.is_empty() {
-        let sql = format!(
-            "INSERT INTO postings \
-             (id, movement_id, account_id, amount_minor, balance_after_minor, account_version, created_at_ms) \
-             VALUES {}",
-            placeholders(w.postings.len(), 7, 1)
-        );
-        run!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for p in &w.postings {
-                q = q
-                    .bind(p.id)
-                    .bind(p.movement_id)
-                    .bind(p.account_id)
-                    .bind(p.amount)
-                    .bind(p.balance_after)
-                    .bind(p.version)
-                    .bind(now);
-            }
-            q.execute(c).await?.rows_affected()
-        });
-    }
+    insert_rows!(
+        tx,
+        "INSERT INTO movements (id, kind, currency, processor_kind, transaction_id, created_at_ms)",
+        w.movements,
+        6,
+        |q, m| q
+            .bind(m.id)
+            .bind(KIND_AUTHORIZATION)
+            .bind(m.currency.code())
+            .bind(KIND_AUTHORIZATION)
+            .bind(items[m.request].tx.transaction_id)
+            .bind(items[m.request].call.now_ms)
+    );
+    insert_rows!(
+        tx,
+        "INSERT INTO postings (id, movement_id, account_id, amount_minor, balance_after_minor, \
+         account_version, created_at_ms)",
+        w.postings,
+        7,
+        |q, p| q
+            .bind(p.id)
+            .bind(p.movement_id)
+            .bind(p.account_id)
+            .bind(p.amount)
+            .bind(p.balance_after)
+            .bind(p.version)
+            .bind(now)
+    );
     if !w.accounts.is_empty() {
         // VALUES columns are column1, column2, ... on both backends.
         let sql = format!(
@@ -467,28 +468,20 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
             }
         }
     }
-    if !w.keys.is_empty() {
-        let sql = format!(
-            "INSERT INTO idempotency_keys \
-             (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
-             VALUES {}",
-            placeholders(w.keys.len(), 7, 1)
-        );
-        run!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for k in &w.keys {
-                let call = &items[k.request].call;
-                q = q
-                    .bind(SCOPE_AUTHORIZATION)
-                    .bind(call.idempotency_key)
-                    .bind(&call.request_hash[..])
-                    .bind(call.endpoint)
-                    .bind(i32::from(k.response.status))
-                    .bind(&k.response.body[..])
-                    .bind(call.now_ms);
-            }
-            q.execute(c).await?.rows_affected()
-        });
-    }
+    insert_rows!(
+        tx,
+        "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, \
+         response_body, created_at_ms)",
+        w.keys,
+        7,
+        |q, k| q
+            .bind(SCOPE_AUTHORIZATION)
+            .bind(items[k.request].call.idempotency_key)
+            .bind(&items[k.request].call.request_hash[..])
+            .bind(items[k.request].call.endpoint)
+            .bind(i32::from(k.response.status))
+            .bind(&k.response.body[..])
+            .bind(items[k.request].call.now_ms)
+    );
     Ok(())
 }
