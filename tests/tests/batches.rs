@@ -208,7 +208,66 @@ async fn two_accounts_in_one_batch_move_independently(app: TestApp) {
     assert_eq!(app.available(&b, "ARS").await, "0.00");
 }
 
+/// A request alone (what the items of a batch that lost a race on a unique key do): the
+/// transactional path with its reads locked.
+async fn a_request_alone_books_once_and_replays(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "5.00").await;
+    let tid = uid("t");
+    let asked = [
+        Asked {
+            key: uid("k"),
+            hash: 1,
+            tid: tid.clone(),
+            amount: "4.00",
+        },
+        Asked {
+            key: uid("k"),
+            hash: 2,
+            tid: tid.clone(),
+            amount: "4",
+        },
+        Asked {
+            key: uid("k"),
+            hash: 3,
+            tid: uid("t"),
+            amount: "4.00",
+        },
+    ];
+    let batch = items(&user, &asked, crate_now());
+    let mut out = Vec::new();
+    for item in batch.iter().chain(&batch[..1]) {
+        let o = app
+            .store
+            .authorize(&item.call, &item.tx, item.kind, render)
+            .await
+            .expect("answered");
+        out.push(answer(&o));
+    }
+    assert_eq!(out[0].0, "fresh");
+    assert!(
+        out[0].1.starts_with(b"Approved { amount: -400"),
+        "{:?}",
+        out[0]
+    );
+    assert_eq!(
+        out[1],
+        ("replay", out[0].1.clone()),
+        "same transaction, new key"
+    );
+    assert_eq!(
+        out[2],
+        (
+            "fresh",
+            format!("{:?}", Decision::Declined(Decline::InsufficientFunds)).into_bytes()
+        )
+    );
+    assert_eq!(out[3], ("replay", out[0].1.clone()), "same key");
+    assert_eq!(app.available(&user, "ARS").await, "1.00");
+}
+
 both_backends!(
     a_batch_sees_what_its_earlier_requests_left,
-    two_accounts_in_one_batch_move_independently
+    two_accounts_in_one_batch_move_independently,
+    a_request_alone_books_once_and_replays
 );
