@@ -5,6 +5,7 @@
 
 mod attacks;
 mod bad_input;
+mod batches;
 mod exactly_once;
 mod faults;
 mod fleet;

@@ -9,6 +9,7 @@ pub mod funding;
 pub mod holds;
 pub mod ids;
 pub mod money;
+pub mod plan;
 pub mod posting;
 pub mod reconcile;
 pub mod verdicts;

@@ -17,6 +17,7 @@
 use crate::currency::Currency;
 use crate::decision::RequestKind;
 use crate::money::{AmountError, to_minor, to_minor_rounded};
+pub use crate::plan::{Asked, CardTransaction, direction_str};
 use crate::posting::{Leg, PostingPlan, SystemAccount};
 use rust_decimal::Decimal;
 
@@ -127,101 +128,6 @@ pub fn repeat_of(recorded_hash: &[u8], request_hash: &[u8]) -> Repeat {
     } else {
         Repeat::KeyConflict
     }
-}
-
-/// The stored name of a request's direction.
-pub fn direction_name(kind: Option<RequestKind>) -> Option<&'static str> {
-    match kind {
-        Some(RequestKind::Debit) => Some("DEBIT"),
-        Some(RequestKind::Credit) => Some("CREDIT"),
-        Some(RequestKind::BalanceInquiry) | None => None,
-    }
-}
-
-/// The card transaction a processor request describes.
-#[derive(Debug, Clone, Copy)]
-pub struct CardTransaction<'a> {
-    pub transaction_id: &'a str,
-    pub tx_type: &'a str,
-    pub user_id: Option<&'a str>,
-    pub card_id: Option<&'a str>,
-    /// `amount.local.currency` as received.
-    pub currency: &'a str,
-    /// `amount.local.total` exactly as received.
-    pub amount_text: &'a str,
-    /// `None` when the amount was well-formed but beyond exact decimal range.
-    pub amount: Option<Decimal>,
-    pub mcc: Option<&'a str>,
-    pub original_transaction_id: Option<&'a str>,
-}
-
-/// What a recorded request asked for: the fields a processor's retry of the same
-/// transaction never changes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Asked {
-    endpoint: Option<String>,
-    direction: Option<String>,
-    tx_type: Option<String>,
-    user_id: Option<String>,
-    card_id: Option<String>,
-    currency: Option<String>,
-    amount_text: Option<String>,
-}
-
-impl Asked {
-    /// Reads a recorded request from its stored columns, each fetched by name (`endpoint`,
-    /// `direction`, `tx_type`, `user_id`, `card_id`, `currency`, `amount_text`).
-    pub fn read<E>(
-        mut column: impl FnMut(&'static str) -> Result<Option<String>, E>,
-    ) -> Result<Asked, E> {
-        Ok(Asked {
-            endpoint: column("endpoint")?,
-            direction: column("direction")?,
-            tx_type: column("tx_type")?,
-            user_id: column("user_id")?,
-            card_id: column("card_id")?,
-            currency: column("currency")?,
-            amount_text: column("amount_text")?,
-        })
-    }
-
-    /// Whether `t`, arriving on `endpoint` in `direction`, asks for the same money as the
-    /// recorded request: a retry rather than a second transaction under a reused id.
-    /// Formatting may differ (`10.5` and `"10.50"` are one amount; currency codes compare
-    /// without case).
-    pub fn same_as(
-        &self,
-        endpoint: &str,
-        direction: Option<RequestKind>,
-        t: &CardTransaction<'_>,
-    ) -> bool {
-        let amount_same = match (
-            self.amount_text.as_deref().and_then(parse_decimal),
-            t.amount,
-        ) {
-            (Some(a), Some(b)) => a == b,
-            _ => self.amount_text.as_deref() == Some(t.amount_text),
-        };
-        self.endpoint.as_deref() == Some(endpoint)
-            && self.direction.as_deref() == direction_name(direction)
-            && self.tx_type.as_deref() == Some(t.tx_type)
-            && self.user_id.as_deref() == t.user_id
-            && self.card_id.as_deref() == t.card_id
-            && self
-                .currency
-                .as_deref()
-                .is_some_and(|c| c.eq_ignore_ascii_case(t.currency))
-            && amount_same
-    }
-}
-
-/// A stored amount text as an exact decimal (plain or exponent notation), as the intake
-/// read it.
-fn parse_decimal(text: &str) -> Option<Decimal> {
-    let text = text.trim_matches('"');
-    text.parse::<Decimal>()
-        .ok()
-        .or_else(|| Decimal::from_scientific(text).ok())
 }
 
 /// Minor units of a movement that must be booked whatever it says, flagging what had to
@@ -1242,9 +1148,9 @@ mod tests {
     fn keys_directions_and_names() {
         assert_eq!(repeat_of(b"a", b"a"), Repeat::Replay);
         assert_eq!(repeat_of(b"a", b"b"), Repeat::KeyConflict);
-        assert_eq!(direction_name(Some(RequestKind::Debit)), Some("DEBIT"));
-        assert_eq!(direction_name(Some(RequestKind::Credit)), Some("CREDIT"));
-        assert_eq!(direction_name(Some(RequestKind::BalanceInquiry)), None);
+        assert_eq!(direction_str(Some(RequestKind::Debit)), Some("DEBIT"));
+        assert_eq!(direction_str(Some(RequestKind::Credit)), Some("CREDIT"));
+        assert_eq!(direction_str(Some(RequestKind::BalanceInquiry)), None);
         assert_eq!(Verdict::Rejected.as_str(), "REJECTED");
         assert_eq!(NotificationEffect::Forced.as_str(), "FORCED");
         let mut f = Flags::default();

@@ -163,7 +163,7 @@ fn view_of(a: LockedAccount, user_id: String, created: i64, updated: i64) -> Acc
             overdraft_limit: a.overdraft_limit,
             per_transaction_limit: a.per_transaction_limit,
             daily_limit: a.daily_limit,
-            blocked_mccs: MccSet::from_stored(&a.blocked_mccs).unwrap_or_default(),
+            blocked_mccs: a.blocked_mccs,
         },
         created_at_ms: created,
         updated_at_ms: updated,

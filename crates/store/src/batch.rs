@@ -1,30 +1,32 @@
-//! Grouped commits: many authorizations in one Postgres commit, with two statements per
-//! batch instead of several statements per authorization, and one WAL flush for all of them.
+//! Grouped commits: many authorizations in one commit. On Postgres a batch is two statements
+//! instead of several per authorization, and one WAL flush for all of them; on the embedded
+//! store it is one transaction on the one writer (see [`crate::authorize`]).
 //!
-//! A batch reads everything it needs in one statement (idempotency records, recorded
-//! transactions, cardholder accounts, cards, and ids for what it may write), decides in
-//! memory, and writes everything in one statement that is its own commit. No lock is held
-//! between the two: the write names the version and balance each account had when read, and
-//! aborts as a whole if one moved. A batch that lost such a race (hot accounts) runs again in a
+//! Both feed one plan ([`ledger::plan::plan_authorizations`]): a Postgres batch reads
+//! everything its keys name in one statement (idempotency records, recorded transactions,
+//! cardholder accounts, cards, and ids for what it may write), plans in memory, and writes
+//! the plan's rows in one statement that is its own commit. No lock is held between the two:
+//! the write names the version and balance each account had when read, and aborts as a
+//! whole if one moved. A batch that lost such a race (hot accounts) runs again in a
 //! transaction that locks its accounts in id order, so concurrent batches (and other
 //! instances) cannot deadlock.
 //!
-//! Each authorization keeps its exact per-request meaning: decisions are taken in arrival
-//! order against the balances the earlier ones in the batch left; a duplicate inside the
-//! batch replays the first answer. If the batch loses a race on a unique key to another
-//! request, nothing of it is written and every item runs alone through the single-request
-//! path, which replays the winner: one request never fails its neighbours.
+//! If the batch loses a race on a unique key to another request, nothing of it is written
+//! and every item runs alone (a batch of one), which replays the winner: one request never
+//! fails its neighbours.
 
+use crate::authorize::{cards_to_read, moving, request_of};
+use crate::processor::{Asked, LockedAccount, asked_from_row, direction_str};
 use crate::processor::{
-    AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, LockedAccount, Outcome,
-    ProcessorCall, SCOPE_AUTHORIZATION, Step as ItemStep, authorize_in, direction_str,
-    load_card_record, locked_account_from_row, status_of,
+    AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
+    SCOPE_AUTHORIZATION, Step as ItemStep, locked_account_from_row,
 };
-use crate::rules::{CardLookup, CardRecord};
-use crate::{Db, Store, StoreError, StoredResponse, day_of, is_unique_violation};
-use ledger::{
-    AuthorizationInput, Currency, Decision, RequestKind, SystemAccount, decide, to_minor,
+use crate::rules::{CardLookup, CardRecord, card_from_stored};
+use crate::{Db, Store, StoreError, StoredResponse, is_unique_violation};
+use ledger::plan::{
+    KeyRecord, RecordRow, RecordWrite, RecordedTransaction, Snapshot, Writes, plan_authorizations,
 };
+use ledger::{Currency, RequestKind};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -41,20 +43,11 @@ pub struct BatchItem<'a> {
 
 /// How a batch attempt ended.
 enum Attempt {
-    /// Per item: the outcome, or `None` to run it alone afterwards.
-    Done(Vec<Option<Outcome<AuthorizationResult>>>),
+    /// Per item: the outcome.
+    Done(Vec<Outcome<AuthorizationResult>>),
     /// Lost a race on a unique key: run every item alone.
     Fallback,
 }
-
-struct Posting {
-    movement: usize,
-    account_id: i64,
-    amount: i64,
-    balance_after: Option<i64>,
-    version: Option<i64>,
-}
-
 /// The reads of a batch (see `batch_in`); one row shape for all branches, told apart by `tag`.
 /// Without locks; `READ_BATCH_LOCKING` is the same with `FOR UPDATE` where `/*LOCK*/` stands.
 /// Every lookup is a LATERAL probe of a unique index per wanted key (`LIMIT 1` keeps the
@@ -68,18 +61,22 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
        NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
        NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
-       NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor \
+       NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor, \
+       NULL::int8 AS amount_minor, NULL::text AS verdict, NULL::text AS endpoint, NULL::text AS direction, \
+       NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text \
   FROM UNNEST($2::text[]) AS x(wanted), \
        LATERAL (SELECT * FROM idempotency_keys WHERE scope = $1 AND key = x.wanted LIMIT 1) i \
 UNION ALL \
-SELECT 2, transaction_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL, NULL \
+SELECT 2, t.transaction_id, NULL, t.response_status, t.response_body, NULL, t.user_id, t.currency, \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.status, NULL, \
+       t.amount_minor, t.verdict, t.endpoint, t.direction, t.tx_type, t.card_id, t.amount_text \
   FROM UNNEST($4::text[]) AS x(tid), \
-       LATERAL (SELECT transaction_id FROM processor_transactions \
+       LATERAL (SELECT * FROM processor_transactions \
                  WHERE kind = $3 AND transaction_id = x.tid LIMIT 1 /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor \
+       per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor, \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
                per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor \
           FROM accounts WHERE kind = 'USER' \
@@ -87,15 +84,15 @@ SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version,
          ORDER BY id /*LOCK*/) a \
 UNION ALL \
 SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       blocked_mccs, status, NULL \
+       blocked_mccs, status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM UNNEST($7::text[]) AS x(wanted), LATERAL (SELECT * FROM cards WHERE card_id = x.wanted LIMIT 1) c \
 UNION ALL \
 SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, $8::int8) \
 UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The same reads, locking the transactions and accounts they read (in id order).
@@ -103,8 +100,8 @@ static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| READ_BATCH.replace("/*LOCK*/", "FOR UPDATE"));
 
 /// The writes of a batch, in one statement: movements, postings, account balances, the
-/// processor transactions and the idempotency records. Empty arrays write nothing. Without
-/// locks taken earlier this statement is the commit, which the requesters wait for: it must
+/// processor transactions (new, or answering a verdict that came first) and the idempotency
+/// records. Empty arrays write nothing. Without locks taken earlier this statement is the commit, which the requesters wait for: it must
 /// not wait on a row lock, so it first locks its accounts with NOWAIT (`lk`, evaluated once
 /// before the update's first row) and fails at once, as a lost race, if one is held.
 const WRITE_BATCH: &str = "\
@@ -139,13 +136,23 @@ WITH lk AS ( \
   INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
   SELECT $33, k, h, ep, rs, body, $4 \
     FROM UNNEST($34::text[], $35::bytea[], $36::text[], $37::int4[], $38::bytea[]) AS u(k, h, ep, rs, body) \
-) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a))";
+), u AS ( \
+  UPDATE processor_transactions p SET endpoint = u.ep, idempotency_key = u.ik, request_body = u.rb, \
+         response_status = u.rs, response_body = u.resp, status = u.st, status_detail = u.sd, \
+         updated_at_ms = $4, direction = u.dir, tx_type = u.typ, user_id = u.uid, card_id = u.cid, \
+         currency = u.cur, amount_text = u.atext \
+    FROM UNNEST($43::text[], $44::text[], $45::text[], $46::bytea[], $47::int4[], $48::bytea[], $49::text[], \
+                $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[], $56::text[]) \
+      AS u(tid, ep, ik, rb, rs, resp, st, sd, dir, typ, uid, cid, cur, atext) \
+   WHERE p.kind = 'AUTHORIZATION' AND p.transaction_id = u.tid AND p.response_status IS NULL \
+   RETURNING p.transaction_id \
+) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a) + (SELECT count(*) FROM u))";
 
 impl Store {
-    /// Decides and books `items` together (also a single item: two round trips, a read and
-    /// a write that is the commit). On SQLite (one writer, one connection) the items are
-    /// decided one after the other in one transaction: one durable commit for the batch.
-    /// Each item's `call.commit_started` gate is taken just before the commit is sent.
+    /// Decides and books `items` together (also a single item). On Postgres: two round
+    /// trips, a read and a write that is the commit. On SQLite (one writer, one connection)
+    /// one transaction: one durable commit for the batch. Each item's `call.commit_started`
+    /// gate is taken just before the commit is sent.
     pub async fn authorize_batch<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -178,146 +185,44 @@ impl Store {
     ) where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        // Items the batch decided; the others (None) go one transaction each.
-        let mut batched: Vec<Option<Outcome<AuthorizationResult>>> =
-            items.iter().map(|_| None).collect();
-        if !items.is_empty() {
-            let attempt = if self.is_postgres() {
-                let mut cards = Vec::new();
-                let attempt = self.try_batch(items, &render, &mut cards).await;
-                for (id, record) in cards {
-                    card_read(id, record);
+        if items.is_empty() {
+            return;
+        }
+        let mut cards = Vec::new();
+        let attempt = self.try_batch(items, &render, &mut cards).await;
+        for (id, record) in cards {
+            card_read(id, record);
+        }
+        match attempt {
+            Ok(Attempt::Done(outcomes)) => {
+                for (i, o) in outcomes.into_iter().enumerate() {
+                    done(i, Ok(o));
                 }
-                attempt.map(|a| match a {
-                    Attempt::Done(v) => Some(v),
-                    Attempt::Fallback => None,
-                })
-            } else {
-                let mut cards = Vec::new();
-                let attempt = self.lite_batch(items, &render, &mut cards).await;
-                for (id, record) in cards {
-                    card_read(id, record);
+            }
+            // A lost race: every item runs alone, so none fails another.
+            Ok(Attempt::Fallback) => {
+                for (i, item) in items.iter().enumerate() {
+                    let r = self
+                        .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
+                        .await;
+                    done(i, r);
                 }
-                attempt.map(|o| o.map(|v| v.into_iter().map(Some).collect()))
-            };
-            match attempt {
-                Ok(Some(v)) => batched = v,
-                // A lost race, or an item that failed on its own: every item runs alone,
-                // so none fails another.
-                Ok(None) => {}
-                Err(e) => {
-                    let uncertain = matches!(e, StoreError::Uncertain(_));
-                    let msg = e.to_string();
-                    for i in 0..items.len() {
-                        done(
-                            i,
-                            Err(if uncertain {
-                                StoreError::Uncertain(format!("batch: {msg}"))
-                            } else {
-                                StoreError::Timeout(format!("batch failed: {msg}"))
-                            }),
-                        );
-                    }
-                    return;
+            }
+            Err(e) => {
+                let uncertain = matches!(e, StoreError::Uncertain(_));
+                let msg = e.to_string();
+                for i in 0..items.len() {
+                    done(
+                        i,
+                        Err(if uncertain {
+                            StoreError::Uncertain(format!("batch: {msg}"))
+                        } else {
+                            StoreError::Timeout(format!("batch failed: {msg}"))
+                        }),
+                    );
                 }
             }
         }
-        let mut single = Vec::new();
-        for (i, o) in batched.into_iter().enumerate() {
-            match o {
-                Some(o) => done(i, Ok(o)),
-                None => single.push(i),
-            }
-        }
-        for i in single {
-            let item = &items[i];
-            let r = self
-                .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
-                .await;
-            done(i, r);
-        }
-    }
-
-    /// The embedded store's batch: every item in arrival order in one transaction (each sees
-    /// what the ones before it wrote), then one commit. `None` when an item failed: nothing
-    /// is written and the caller runs every item alone.
-    async fn lite_batch<'i, R>(
-        &self,
-        items: &[BatchItem<'i>],
-        render: &R,
-        cards: &mut Vec<(&'i str, Option<CardRecord>)>,
-    ) -> Result<Option<Vec<Outcome<AuthorizationResult>>>, StoreError>
-    where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        // Before the transaction: it holds the embedded store's one connection.
-        let mut clearing: HashMap<Currency, i64> = HashMap::new();
-        for item in items {
-            if let Ok(c) = Currency::parse(item.tx.currency)
-                && !clearing.contains_key(&c)
-            {
-                clearing.insert(
-                    c,
-                    self.system_account(SystemAccount::ProcessorClearing, c)
-                        .await?,
-                );
-            }
-        }
-        let mut tx = self.begin().await?;
-        // The cards the instance's cache did not know, each read once under the write lock:
-        // the items decide on them, and the cache may keep them.
-        let mut read: HashMap<&'i str, Option<CardRecord>> = HashMap::new();
-        for item in items {
-            if let (Some(id), CardLookup::InTransaction) = (item.tx.card_id, item.card)
-                && !read.contains_key(id)
-            {
-                let record = load_card_record(&mut tx, id).await?;
-                read.insert(id, record);
-            }
-        }
-        let mut outcomes = Vec::with_capacity(items.len());
-        for item in items {
-            let currency = Currency::parse(item.tx.currency).ok();
-            let clr = currency.and_then(|c| clearing.get(&c).copied());
-            let card = match (item.tx.card_id, item.card) {
-                (Some(id), CardLookup::InTransaction) => match read.get(id) {
-                    Some(Some(record)) => CardLookup::Known(record),
-                    Some(None) => CardLookup::Absent,
-                    None => CardLookup::InTransaction,
-                },
-                (_, known) => known,
-            };
-            match authorize_in(
-                &mut tx, &item.call, &item.tx, item.kind, card, currency, clr, render,
-            )
-            .await
-            {
-                Ok((outcome, _)) => outcomes.push(outcome),
-                Err(step) => {
-                    // Nothing of the batch is written; every item runs alone, where this
-                    // one's error reaches its own requester.
-                    match &step {
-                        ItemStep::Retry => tracing::debug!(
-                            "embedded batch: an item lost a race on a unique key; items run alone"
-                        ),
-                        ItemStep::Fail(e) => tracing::warn!(
-                            error = %e,
-                            "embedded batch: an item failed; items run alone"
-                        ),
-                    }
-                    return Ok(None);
-                }
-            }
-        }
-        cards.extend(read);
-        if deadline_passed(items) {
-            return Err(StoreError::Timeout("authorization deadline passed".into()));
-        }
-        if !start_commit(items) {
-            return Err(abandoned());
-        }
-        tx.commit().await?;
-        Ok(Some(outcomes))
     }
 
     async fn try_batch<'i, R>(
@@ -329,52 +234,43 @@ impl Store {
     where
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
-        let Db::Pg(pool) = &self.db else {
-            return Ok(Attempt::Fallback);
-        };
-        let mut clearing: HashMap<Currency, i64> = HashMap::new();
-        for item in items {
-            if let Ok(c) = Currency::parse(item.tx.currency)
-                && !clearing.contains_key(&c)
-            {
-                clearing.insert(
-                    c,
-                    self.system_account(SystemAccount::ProcessorClearing, c)
-                        .await?,
-                );
+        let clearing = self.clearing_accounts(items).await?;
+        let pool = match &self.db {
+            Db::Pg(pool) => pool,
+            Db::Lite(_) => {
+                return match self.authorize_in_tx(items, &clearing, render, cards).await {
+                    Ok(outcomes) => Ok(Attempt::Done(outcomes)),
+                    // Cannot happen on the one writer; alone, each item replays the winner.
+                    Err(ItemStep::Retry) => Ok(Attempt::Fallback),
+                    Err(ItemStep::Fail(e)) => Err(e),
+                };
             }
-        }
+        };
         // First without locks: two round trips, the write commits on its own and fails
         // as a whole if an account moved since the read.
         let mut conn = pool.acquire().await?;
-        match self
-            .batch_in(&mut conn, items, render, &clearing, false, cards)
-            .await
-        {
+        match batch_in(&mut conn, items, render, &clearing, false, cards).await {
             Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
-            Ok(Step::Fallback) => return Ok(Attempt::Fallback),
             Ok(Step::Late) => {
                 return Err(StoreError::Timeout("authorization deadline passed".into()));
             }
             Ok(Step::Abandoned) => return Err(abandoned()),
             Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
-            Err(e) if is_lost_race(&e) => {
+            Err(BatchError::Sql(e)) if is_lost_race(&e) => {
                 // Nothing was written: the requesters may give up at their deadline again
                 // while the batch waits for its locks.
                 for gate in items.iter().filter_map(|i| i.call.commit_started) {
                     gate.reopen();
                 }
             }
-            Err(e) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
+            Err(BatchError::Sql(e)) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
             Err(e) => return Err(e.into()),
         }
         drop(conn);
         // Lost a race on an account (hot accounts): again, holding the accounts' locks.
+        cards.clear();
         let mut tx = pool.begin().await?;
-        match self
-            .batch_in(&mut tx, items, render, &clearing, true, cards)
-            .await
-        {
+        match batch_in(&mut tx, items, render, &clearing, true, cards).await {
             Ok(Step::Done(results)) => {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
@@ -385,440 +281,291 @@ impl Store {
                 tx.commit().await.map_err(StoreError::from_commit)?;
                 Ok(Attempt::Done(results))
             }
-            Ok(Step::Fallback) => Ok(Attempt::Fallback),
             Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
             Ok(Step::Abandoned) => Err(abandoned()),
             Ok(Step::Uncertain(e)) => Err(StoreError::from_commit(e)),
-            Err(e) if is_unique_violation(&e) => Ok(Attempt::Fallback),
+            Err(BatchError::Sql(e)) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
     }
+}
 
-    /// Reads, decides and writes the batch on `tx`. With `locking`, `tx` is a transaction
-    /// the caller commits, and the reads lock what they read; without, `tx` is a plain
-    /// connection, and the write is the commit, guarded by the versions read.
-    /// The cards read for items whose card was not known go to `cards_read`.
-    async fn batch_in<'i, R>(
-        &self,
-        tx: &mut sqlx::PgConnection,
-        items: &[BatchItem<'i>],
-        render: &R,
-        clearing: &HashMap<Currency, i64>,
-        locking: bool,
-        cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
-    ) -> Result<Step, sqlx::Error>
-    where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        let keys: Vec<&str> = items.iter().map(|i| i.call.idempotency_key).collect();
-        let tx_ids: Vec<&str> = items.iter().map(|i| i.tx.transaction_id).collect();
+/// Why a Postgres batch pass failed.
+enum BatchError {
+    Sql(sqlx::Error),
+    /// The read cannot carry the plan (cannot happen: ids are reserved for every moving
+    /// request, clearing accounts for every currency).
+    Plan(ledger::plan::PlanError),
+}
 
-        // Everything the batch reads, in one round trip: finished requests under these keys;
-        // the transactions already recorded (locked); the cardholder accounts (locked in id
-        // order); the cards; and enough movement and posting ids for the worst case, taken
-        // after the locks so the postings of one account are numbered in the order of their
-        // balance-after chain. The branches of a UNION ALL run one after the other.
-        let (mut users, mut codes) = (Vec::new(), Vec::new());
-        for i in items {
-            if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
-                users.push(u);
-                codes.push(c.code().to_owned());
-            }
-        }
-        let card_ids: Vec<&'i str> = items
-            .iter()
-            .filter(|i| matches!(i.card, CardLookup::InTransaction))
-            .filter_map(|i| i.tx.card_id)
-            .collect();
-        let moving = items
-            .iter()
-            .filter(|i| matches!(i.kind, Some(RequestKind::Debit | RequestKind::Credit)))
-            .count() as i64;
-        let mut by_key: HashMap<String, (Vec<u8>, StoredResponse)> = HashMap::new();
-        // Transactions recorded before (answered, or first seen through a verdict).
-        let mut recorded: std::collections::HashSet<String> = std::collections::HashSet::new();
-        let mut accounts: HashMap<(String, Currency), LockedAccount> = HashMap::new();
-        let mut touched: Vec<(String, Currency)> = Vec::new();
-        let mut cards: HashMap<String, CardRecord> = HashMap::new();
-        let (mut movement_ids, mut posting_ids) = (Vec::new(), Vec::new());
-        let read = if locking {
-            READ_BATCH_LOCKING.as_str()
-        } else {
-            READ_BATCH
-        };
-        let mut read_state: HashMap<i64, (i64, i64)> = HashMap::new();
-        for r in sqlx::query(read)
-            .bind(SCOPE_AUTHORIZATION)
-            .bind(&keys)
-            .bind(KIND_AUTHORIZATION)
-            .bind(&tx_ids)
-            .bind(&users)
-            .bind(&codes)
-            .bind(&card_ids)
-            .bind(moving)
-            .fetch_all(&mut *tx)
-            .await?
-        {
-            let tag: i32 = r.try_get("tag")?;
-            match tag {
-                1 => {
-                    let status: Option<i32> = r.try_get("st")?;
-                    let body: Option<Vec<u8>> = r.try_get("body")?;
-                    let hash: Option<Vec<u8>> = r.try_get("h")?;
-                    by_key.insert(
-                        r.try_get("k")?,
-                        (
-                            hash.unwrap_or_default(),
-                            StoredResponse {
-                                status: status.and_then(|s| u16::try_from(s).ok()).unwrap_or(500),
-                                body: body.unwrap_or_default(),
-                            },
-                        ),
-                    );
-                }
-                2 => {
-                    recorded.insert(r.try_get("k")?);
-                }
-                3 => {
-                    let user: String = r.try_get("user_id")?;
-                    let a = locked_account_from_row!(r);
-                    read_state.insert(a.id, (a.version, a.balance));
-                    accounts.insert((user, a.currency), a);
-                }
-                4 => {
-                    let user: Option<String> = r.try_get("user_id")?;
-                    let status: Option<String> = r.try_get("status")?;
-                    let blocked: Option<String> = r.try_get("blocked_mccs")?;
-                    cards.insert(
-                        r.try_get("k")?,
-                        CardRecord::from_stored(
-                            user.unwrap_or_default(),
-                            &status.unwrap_or_default(),
-                            &blocked.unwrap_or_default(),
-                        ),
-                    );
-                }
-                5 => movement_ids.push(r.try_get::<i64, _>("id")?),
-                _ => posting_ids.push(r.try_get::<i64, _>("id")?),
-            }
-        }
-
-        cards_read.clear();
-        cards_read.extend(card_ids.iter().map(|id| (*id, cards.get(*id).cloned())));
-
-        // Decide in arrival order.
-        let mut results: Vec<Option<Outcome<AuthorizationResult>>> =
-            Vec::with_capacity(items.len());
-        let mut movements: Vec<(&str, Currency)> = Vec::new();
-        let mut result_movement: Vec<Option<usize>> = Vec::with_capacity(items.len());
-        let mut postings: Vec<Posting> = Vec::new();
-        // Records to write: item index and its response.
-        let mut records: Vec<(usize, StoredResponse)> = Vec::new();
-        // Idempotency rows to write: item index and its response.
-        let mut new_keys: Vec<(usize, StoredResponse)> = Vec::new();
-        for (idx, item) in items.iter().enumerate() {
-            let call = &item.call;
-            let t = &item.tx;
-            result_movement.push(None);
-            if let Some((hash, resp)) = by_key.get(call.idempotency_key) {
-                results.push(Some(if hash[..] == call.request_hash[..] {
-                    Outcome::Replay(resp.clone())
-                } else {
-                    Outcome::KeyConflict
-                }));
-                continue;
-            }
-            if recorded.contains(t.transaction_id) {
-                // A transaction recorded before under another key (a resend, rare) or first
-                // seen through a verdict: the single-request path compares the resend with
-                // the record and replays or refuses it, and lets a verdict stand.
-                results.push(None);
-                continue;
-            }
-            let currency = Currency::parse(t.currency).ok();
-            let account_key = t.user_id.zip(currency).map(|(u, c)| (u.to_owned(), c));
-            let today = day_of(call.now_ms);
-            let card = match (t.card_id, item.card.known(t.user_id)) {
-                (None, _) => None,
-                (Some(_), Some(known)) => known,
-                (Some(id), None) => cards.get(id).map(|c| c.state_for(t.user_id)),
-            };
-            let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
-            let input = AuthorizationInput {
-                kind: item.kind,
-                currency,
-                amount: t.amount,
-                mcc: t.mcc,
-            };
-            let decision = decide(
-                &input,
-                account.as_ref().map(|a| a.state(today)).as_ref(),
-                card.as_ref(),
-            );
-            if let (
-                Decision::Approved {
-                    amount,
-                    balance_after,
-                    daily_spent_after,
-                },
-                Some(acct),
-                Some(cur),
-            ) = (&decision, account, currency)
-                && *amount != 0
-            {
-                let Some(&clr) = clearing.get(&cur) else {
-                    return Ok(Step::Fallback);
-                };
-                let m = movements.len();
-                movements.push((t.transaction_id, cur));
-                acct.version += 1;
-                acct.balance = *balance_after;
-                acct.daily_spent_day = today;
-                acct.daily_spent = *daily_spent_after;
-                postings.push(Posting {
-                    movement: m,
-                    account_id: acct.id,
-                    amount: *amount,
-                    balance_after: Some(acct.balance),
-                    version: Some(acct.version),
-                });
-                postings.push(Posting {
-                    movement: m,
-                    account_id: clr,
-                    amount: -*amount,
-                    balance_after: None,
-                    version: None,
-                });
-                if let Some(k) = account_key.clone()
-                    && !touched.contains(&k)
-                {
-                    touched.push(k);
-                }
-                result_movement[idx] = Some(m);
-            }
-            let result = AuthorizationResult {
-                decision,
-                currency,
-                movement_id: None,
-            };
-            let response = StoredResponse {
-                status: 200,
-                body: render(&result),
-            };
-            by_key.insert(
-                call.idempotency_key.to_owned(),
-                (call.request_hash.to_vec(), response.clone()),
-            );
-            recorded.insert(t.transaction_id.to_owned());
-            records.push((idx, response.clone()));
-            new_keys.push((idx, response.clone()));
-            results.push(Some(Outcome::Fresh { response, result }));
-        }
-
-        let now = items
-            .iter()
-            .map(|i| i.call.now_ms)
-            .max()
-            .unwrap_or_else(crate::now_ms);
-        movement_ids.sort_unstable();
-        posting_ids.sort_unstable();
-        if movement_ids.len() < movements.len() || posting_ids.len() < postings.len() {
-            // Cannot happen (ids are reserved for every moving request); run alone instead.
-            return Ok(Step::Fallback);
-        }
-        for (idx, m) in result_movement.iter().enumerate() {
-            if let (Some(m), Some(Some(Outcome::Fresh { result, .. }))) = (m, results.get_mut(idx))
-            {
-                result.movement_id = Some(movement_ids[*m]);
-            }
-        }
-        let finals: Vec<&LockedAccount> = touched.iter().filter_map(|k| accounts.get(k)).collect();
-        let movement_of = |idx: usize| match &results[idx] {
-            Some(Outcome::Fresh { result, .. }) => result.movement_id,
-            _ => None,
-        };
-        let amount_of = |idx: usize| {
-            let item = &items[idx];
-            match &results[idx] {
-                Some(Outcome::Fresh { result, .. }) => match &result.decision {
-                    Decision::Approved { amount, .. } => Some(*amount),
-                    Decision::Balance { .. } => Some(0),
-                    Decision::Declined(_) => Currency::parse(item.tx.currency)
-                        .ok()
-                        .zip(item.tx.amount)
-                        .and_then(|(c, a)| to_minor(a, c).ok())
-                        .map(|m| {
-                            if item.kind == Some(RequestKind::Debit) {
-                                -m
-                            } else {
-                                m
-                            }
-                        }),
-                },
-                _ => None,
-            }
-        };
-        let status_of_idx = |idx: usize| match &results[idx] {
-            Some(Outcome::Fresh { result, .. }) => status_of(&result.decision),
-            _ => ("REJECTED", "OTHER"),
-        };
-        let r = |f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
-            records
-                .iter()
-                .map(|(i, _)| f(&items[*i]))
-                .collect::<Vec<_>>()
-        };
-        if !locking {
-            // This statement is the commit.
-            if deadline_passed(items) {
-                return Ok(Step::Late);
-            }
-            if !start_commit(items) {
-                return Ok(Step::Abandoned);
-            }
-        }
-        // Everything the batch writes, in one round trip.
-        let written = sqlx::query(WRITE_BATCH)
-            .bind(&movement_ids[..movements.len()])
-            .bind(movements.iter().map(|(_, c)| c.code()).collect::<Vec<_>>())
-            .bind(movements.iter().map(|(t, _)| *t).collect::<Vec<_>>())
-            .bind(now)
-            .bind(&posting_ids[..postings.len()])
-            .bind(
-                postings
-                    .iter()
-                    .map(|p| movement_ids[p.movement])
-                    .collect::<Vec<_>>(),
-            )
-            .bind(postings.iter().map(|p| p.account_id).collect::<Vec<_>>())
-            .bind(postings.iter().map(|p| p.amount).collect::<Vec<_>>())
-            .bind(postings.iter().map(|p| p.balance_after).collect::<Vec<_>>())
-            .bind(postings.iter().map(|p| p.version).collect::<Vec<_>>())
-            .bind(finals.iter().map(|a| a.id).collect::<Vec<_>>())
-            .bind(finals.iter().map(|a| a.balance).collect::<Vec<_>>())
-            .bind(finals.iter().map(|a| a.version).collect::<Vec<_>>())
-            .bind(finals.iter().map(|a| a.daily_spent_day).collect::<Vec<_>>())
-            .bind(finals.iter().map(|a| a.daily_spent).collect::<Vec<_>>())
-            .bind(r(&|i| Some(i.tx.transaction_id.to_owned())))
-            .bind(r(&|i| Some(i.call.endpoint.to_owned())))
-            .bind(r(&|i| direction_str(i.kind).map(str::to_owned)))
-            .bind(r(&|i| Some(i.tx.tx_type.to_owned())))
-            .bind(r(&|i| i.tx.user_id.map(str::to_owned)))
-            .bind(r(&|i| i.tx.card_id.map(str::to_owned)))
-            .bind(r(&|i| Some(i.tx.currency.to_owned())))
-            .bind(r(&|i| Some(i.tx.amount_text.to_owned())))
-            .bind(
-                records
-                    .iter()
-                    .map(|(i, _)| amount_of(*i))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                records
-                    .iter()
-                    .map(|(i, _)| status_of_idx(*i).0)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                records
-                    .iter()
-                    .map(|(i, _)| status_of_idx(*i).1)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(r(&|i| i.tx.original_transaction_id.map(str::to_owned)))
-            .bind(r(&|i| Some(i.call.idempotency_key.to_owned())))
-            .bind(
-                records
-                    .iter()
-                    .map(|(i, _)| movement_of(*i))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                records
-                    .iter()
-                    .map(|(i, _)| items[*i].call.raw_body)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                records
-                    .iter()
-                    .map(|(_, resp)| i32::from(resp.status))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                records
-                    .iter()
-                    .map(|(_, resp)| resp.body.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(SCOPE_AUTHORIZATION)
-            .bind(
-                new_keys
-                    .iter()
-                    .map(|(i, _)| items[*i].call.idempotency_key)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_keys
-                    .iter()
-                    .map(|(i, _)| items[*i].call.request_hash.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_keys
-                    .iter()
-                    .map(|(i, _)| items[*i].call.endpoint)
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_keys
-                    .iter()
-                    .map(|(_, resp)| i32::from(resp.status))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                new_keys
-                    .iter()
-                    .map(|(_, resp)| resp.body.as_slice())
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                finals
-                    .iter()
-                    .map(|a| read_state.get(&a.id).map(|s| s.0))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(
-                finals
-                    .iter()
-                    .map(|a| read_state.get(&a.id).map(|s| s.1))
-                    .collect::<Vec<_>>(),
-            )
-            .bind(finals.len() as i64)
-            // Holds move no version: a reservation between the read and this write shows
-            // in held_minor, and the guard sends the batch round again under locks.
-            .bind(finals.iter().map(|a| a.held).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await;
-        match written {
-            Ok(_) => {}
-            // Without locks this statement was the commit: a refusal by the database (a
-            // lost race, a unique key) is a definite rollback; a lost connection is not.
-            Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => {
-                return Ok(Step::Uncertain(e));
-            }
-            Err(e) => return Err(e),
-        }
-        Ok(Step::Done(results))
+impl From<sqlx::Error> for BatchError {
+    fn from(e: sqlx::Error) -> Self {
+        BatchError::Sql(e)
     }
+}
+
+impl From<BatchError> for StoreError {
+    fn from(e: BatchError) -> Self {
+        match e {
+            BatchError::Sql(e) => e.into(),
+            BatchError::Plan(e) => StoreError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// Reads, plans and writes the batch on `tx`. With `locking`, `tx` is a transaction the
+/// caller commits, and the reads lock what they read; without, `tx` is a plain connection,
+/// and the write is the commit, guarded by the versions read. The cards read for items
+/// whose card was not known go to `cards_read`.
+async fn batch_in<'i, R>(
+    tx: &mut sqlx::PgConnection,
+    items: &[BatchItem<'i>],
+    render: &R,
+    clearing: &HashMap<Currency, i64>,
+    locking: bool,
+    cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
+) -> Result<Step, BatchError>
+where
+    R: Fn(&AuthorizationResult) -> Vec<u8>,
+{
+    let snapshot = read_batch(tx, items, clearing, locking, cards_read).await?;
+    let requests: Vec<_> = items.iter().map(request_of).collect();
+    let plan = plan_authorizations(snapshot, &requests, render).map_err(BatchError::Plan)?;
+    if !locking && plan.writes.is_empty() {
+        // Replays only: nothing to commit.
+        return Ok(Step::Done(plan.outcomes));
+    }
+    if !locking {
+        // The write is the commit.
+        if deadline_passed(items) {
+            return Ok(Step::Late);
+        }
+        if !start_commit(items) {
+            return Ok(Step::Abandoned);
+        }
+    }
+    match write_batch(tx, items, &plan.writes).await {
+        Ok(()) => Ok(Step::Done(plan.outcomes)),
+        // Without locks this statement was the commit: a refusal by the database (a
+        // lost race, a unique key) is a definite rollback; a lost connection is not.
+        Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => Ok(Step::Uncertain(e)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Everything the batch reads, in one round trip: finished requests under these keys; the
+/// transactions already recorded (locked); the cardholder accounts (locked in id order);
+/// the cards; and enough movement and posting ids for the worst case, taken after the
+/// locks so the postings of one account are numbered in the order of their balance-after
+/// chain. The branches of a UNION ALL run one after the other.
+async fn read_batch<'i>(
+    tx: &mut sqlx::PgConnection,
+    items: &[BatchItem<'i>],
+    clearing: &HashMap<Currency, i64>,
+    locking: bool,
+    cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
+) -> Result<Snapshot, sqlx::Error> {
+    let keys: Vec<&str> = items.iter().map(|i| i.call.idempotency_key).collect();
+    let tx_ids: Vec<&str> = items.iter().map(|i| i.tx.transaction_id).collect();
+    let (mut users, mut codes) = (Vec::new(), Vec::new());
+    for i in items {
+        if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
+            users.push(u);
+            codes.push(c.code().to_owned());
+        }
+    }
+    let card_ids = cards_to_read(items);
+    let read = if locking {
+        READ_BATCH_LOCKING.as_str()
+    } else {
+        READ_BATCH
+    };
+    let mut s = Snapshot {
+        clearing: clearing.clone(),
+        ..Snapshot::default()
+    };
+    for r in sqlx::query(read)
+        .bind(SCOPE_AUTHORIZATION)
+        .bind(&keys)
+        .bind(KIND_AUTHORIZATION)
+        .bind(&tx_ids)
+        .bind(&users)
+        .bind(&codes)
+        .bind(&card_ids)
+        .bind(moving(items) as i64)
+        .fetch_all(&mut *tx)
+        .await?
+    {
+        let tag: i32 = r.try_get("tag")?;
+        let response = || -> Result<Option<StoredResponse>, sqlx::Error> {
+            let status: Option<i32> = r.try_get("st")?;
+            let body: Option<Vec<u8>> = r.try_get("body")?;
+            Ok(status.zip(body).map(|(s, body)| StoredResponse {
+                status: u16::try_from(s).unwrap_or(500),
+                body,
+            }))
+        };
+        match tag {
+            1 => {
+                let hash: Option<Vec<u8>> = r.try_get("h")?;
+                s.keys.insert(
+                    r.try_get("k")?,
+                    KeyRecord {
+                        request_hash: hash.unwrap_or_default(),
+                        response: response()?.unwrap_or(StoredResponse {
+                            status: 500,
+                            body: Vec::new(),
+                        }),
+                    },
+                );
+            }
+            2 => {
+                s.transactions.insert(
+                    r.try_get("k")?,
+                    RecordedTransaction {
+                        amount_minor: r.try_get("amount_minor")?,
+                        response: response()?,
+                        verdict: r.try_get("verdict")?,
+                        asked: asked_from_row!(r),
+                    },
+                );
+            }
+            3 => {
+                let user: String = r.try_get("user_id")?;
+                let a: LockedAccount = locked_account_from_row!(r);
+                s.accounts.insert((user, a.currency), a);
+            }
+            4 => {
+                let user: Option<String> = r.try_get("user_id")?;
+                let status: Option<String> = r.try_get("status")?;
+                let blocked: Option<String> = r.try_get("blocked_mccs")?;
+                s.cards.insert(
+                    r.try_get("k")?,
+                    card_from_stored(
+                        user.unwrap_or_default(),
+                        &status.unwrap_or_default(),
+                        &blocked.unwrap_or_default(),
+                    ),
+                );
+            }
+            5 => s.movement_ids.push(r.try_get::<i64, _>("id")?),
+            _ => s.posting_ids.push(r.try_get::<i64, _>("id")?),
+        }
+    }
+    s.movement_ids.sort_unstable();
+    s.posting_ids.sort_unstable();
+    cards_read.extend(card_ids.iter().map(|id| (*id, s.cards.get(*id).cloned())));
+    Ok(s)
+}
+
+/// One column of `rows`, as an array to bind.
+fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
+    rows.iter().map(f).collect()
+}
+
+/// Everything the plan writes, in one round trip.
+async fn write_batch(
+    tx: &mut sqlx::PgConnection,
+    items: &[BatchItem<'_>],
+    w: &Writes,
+) -> Result<(), sqlx::Error> {
+    let now = items
+        .iter()
+        .map(|i| i.call.now_ms)
+        .max()
+        .unwrap_or_else(crate::now_ms);
+    let (new, answered): (Vec<_>, Vec<_>) = w
+        .records
+        .iter()
+        .partition(|r| r.write == RecordWrite::Insert);
+    let item = |r: &RecordRow| &items[r.request];
+    let texts = |rows: &[&RecordRow], f: &dyn Fn(&BatchItem<'_>) -> Option<String>| {
+        col(rows, |r| f(item(r)))
+    };
+    let statuses = |rows: &[&RecordRow]| col(rows, |r| i32::from(r.response.status));
+    let bodies = |rows: &[&RecordRow]| col(rows, |r| r.response.body.clone());
+    let raw = |rows: &[&RecordRow]| col(rows, |r| item(r).call.raw_body);
+    let tid = |i: &BatchItem<'_>| Some(i.tx.transaction_id.to_owned());
+    let endpoint = |i: &BatchItem<'_>| Some(i.call.endpoint.to_owned());
+    let key = |i: &BatchItem<'_>| Some(i.call.idempotency_key.to_owned());
+    let direction = |i: &BatchItem<'_>| direction_str(i.kind).map(str::to_owned);
+    let tx_type = |i: &BatchItem<'_>| Some(i.tx.tx_type.to_owned());
+    let user = |i: &BatchItem<'_>| i.tx.user_id.map(str::to_owned);
+    let card = |i: &BatchItem<'_>| i.tx.card_id.map(str::to_owned);
+    let currency = |i: &BatchItem<'_>| Some(i.tx.currency.to_owned());
+    let amount_text = |i: &BatchItem<'_>| Some(i.tx.amount_text.to_owned());
+    sqlx::query(WRITE_BATCH)
+        .bind(col(&w.movements, |m| m.id))
+        .bind(col(&w.movements, |m| m.currency.code()))
+        .bind(col(&w.movements, |m| items[m.request].tx.transaction_id))
+        .bind(now)
+        .bind(col(&w.postings, |p| p.id))
+        .bind(col(&w.postings, |p| p.movement_id))
+        .bind(col(&w.postings, |p| p.account_id))
+        .bind(col(&w.postings, |p| p.amount))
+        .bind(col(&w.postings, |p| p.balance_after))
+        .bind(col(&w.postings, |p| p.version))
+        .bind(col(&w.accounts, |a| a.id))
+        .bind(col(&w.accounts, |a| a.balance))
+        .bind(col(&w.accounts, |a| a.version))
+        .bind(col(&w.accounts, |a| a.daily_spent_day))
+        .bind(col(&w.accounts, |a| a.daily_spent))
+        .bind(texts(&new, &tid))
+        .bind(texts(&new, &endpoint))
+        .bind(texts(&new, &direction))
+        .bind(texts(&new, &tx_type))
+        .bind(texts(&new, &user))
+        .bind(texts(&new, &card))
+        .bind(texts(&new, &currency))
+        .bind(texts(&new, &amount_text))
+        .bind(col(&new, |r| r.amount_minor))
+        .bind(col(&new, |r| r.status))
+        .bind(col(&new, |r| r.status_detail))
+        .bind(texts(&new, &|i| {
+            i.tx.original_transaction_id.map(str::to_owned)
+        }))
+        .bind(texts(&new, &key))
+        .bind(col(&new, |r| r.movement_id))
+        .bind(raw(&new))
+        .bind(statuses(&new))
+        .bind(bodies(&new))
+        .bind(SCOPE_AUTHORIZATION)
+        .bind(col(&w.keys, |k| items[k.request].call.idempotency_key))
+        .bind(col(&w.keys, |k| {
+            items[k.request].call.request_hash.as_slice()
+        }))
+        .bind(col(&w.keys, |k| items[k.request].call.endpoint))
+        .bind(col(&w.keys, |k| i32::from(k.response.status)))
+        .bind(col(&w.keys, |k| k.response.body.as_slice()))
+        .bind(col(&w.accounts, |a| a.read_version))
+        .bind(col(&w.accounts, |a| a.read_balance))
+        .bind((w.accounts.len() + answered.len()) as i64)
+        // Holds move no version: a reservation between the read and this write shows
+        // in held_minor, and the guard sends the batch round again under locks.
+        .bind(col(&w.accounts, |a| a.read_held))
+        .bind(texts(&answered, &tid))
+        .bind(texts(&answered, &endpoint))
+        .bind(texts(&answered, &key))
+        .bind(raw(&answered))
+        .bind(statuses(&answered))
+        .bind(bodies(&answered))
+        .bind(col(&answered, |r| r.status))
+        .bind(col(&answered, |r| r.status_detail))
+        .bind(texts(&answered, &direction))
+        .bind(texts(&answered, &tx_type))
+        .bind(texts(&answered, &user))
+        .bind(texts(&answered, &card))
+        .bind(texts(&answered, &currency))
+        .bind(texts(&answered, &amount_text))
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// How one pass over a batch ended.
 enum Step {
-    /// Per item: the outcome, or `None` to run it alone afterwards.
-    Done(Vec<Option<Outcome<AuthorizationResult>>>),
-    /// Run every item alone.
-    Fallback,
+    /// Per item: the outcome.
+    Done(Vec<Outcome<AuthorizationResult>>),
     /// The deadline passed before the commit: nothing was written.
     Late,
     /// A requester gave up at its deadline before the commit: nothing was written.
@@ -827,11 +574,11 @@ enum Step {
     Uncertain(sqlx::Error),
 }
 
-fn abandoned() -> StoreError {
+pub(crate) fn abandoned() -> StoreError {
     StoreError::Timeout("an authorization of the batch was abandoned at its deadline".into())
 }
 
-fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
+pub(crate) fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
     items
         .iter()
         .filter_map(|i| i.call.commit_by)
@@ -843,7 +590,7 @@ fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
 /// tells whether money moved. False when a requester already gave up at its deadline (it was
 /// answered "nothing booked"): the batch must not commit (those already claimed wait for
 /// this failure and answer the same).
-fn start_commit(items: &[BatchItem<'_>]) -> bool {
+pub(crate) fn start_commit(items: &[BatchItem<'_>]) -> bool {
     let mut all = true;
     for gate in items.iter().filter_map(|i| i.call.commit_started) {
         all &= gate.start_commit();

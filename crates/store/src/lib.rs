@@ -16,6 +16,7 @@ use std::time::Duration;
 
 pub mod admin;
 pub mod audit;
+mod authorize;
 pub mod batch;
 pub mod holds;
 mod migrate;
@@ -367,17 +368,7 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Days since the unix epoch (UTC) for a millisecond timestamp: the daily-limit window.
-pub fn day_of(ms: i64) -> i64 {
-    ms.div_euclid(86_400_000)
-}
-
-/// A response kept for byte-exact replay.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoredResponse {
-    pub status: u16,
-    pub body: Vec<u8>,
-}
+pub use ledger::plan::{StoredResponse, day_of};
 
 #[cfg(test)]
 mod tests {

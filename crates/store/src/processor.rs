@@ -8,19 +8,16 @@
 //! Adjustments and notifications are decided by `ledger::verdicts`: here they are only
 //! read, handed to its plan, and written.
 
-use crate::rules::{CardLookup, CardRecord};
-use crate::{
-    Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
-};
+use crate::rules::{CardRecord, card_from_stored};
+use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_violation, run};
+pub(crate) use ledger::plan::{Asked, direction_str};
+pub use ledger::plan::{AuthorizationResult, Outcome};
 use ledger::verdicts::{
-    AccountView, AdjustmentFacts, AdjustmentTerms, Asked, MovementPlan, NotificationAsk,
+    AccountView, AdjustmentFacts, AdjustmentTerms, MovementPlan, NotificationAsk,
     NotificationFacts, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat, SystemIds,
-    direction_name, plan_adjustment, plan_notification, repeat_of,
+    plan_adjustment, plan_notification, repeat_of,
 };
-use ledger::{
-    AccountState, AuthorizationInput, CardState, Currency, Decision, Decline, Leg, MccSet,
-    PostingPlan, RequestKind, SystemAccount, decide, to_minor,
-};
+use ledger::{Currency, Leg, PostingPlan, RequestKind, SystemAccount};
 use sqlx::Row;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
@@ -114,28 +111,6 @@ impl CommitGate {
     }
 }
 
-/// What a processor call came to.
-#[derive(Debug)]
-pub enum Outcome<T> {
-    /// Processed now; `response` is committed with the movement.
-    Fresh { response: StoredResponse, result: T },
-    /// A duplicate: the stored answer, byte for byte.
-    Replay(StoredResponse),
-    /// The idempotency key was used before with a different body.
-    KeyConflict,
-    /// The processor transaction id was processed before under another key, asking for
-    /// other money (amount, currency, direction, route, type, user or card): not a retry.
-    TransactionConflict,
-}
-
-/// The decision on an authorization, for rendering the answer.
-#[derive(Debug, Clone)]
-pub struct AuthorizationResult {
-    pub decision: Decision,
-    pub currency: Option<Currency>,
-    pub movement_id: Option<i64>,
-}
-
 /// What an adjustment booked.
 #[derive(Debug, Clone)]
 pub struct AdjustmentResult {
@@ -217,46 +192,12 @@ where
 }
 
 /// The cardholder account row, locked for the rest of the transaction.
-#[derive(Debug, Clone)]
-pub(crate) struct LockedAccount {
-    pub id: i64,
-    pub currency: Currency,
-    pub balance: i64,
-    /// Sum of the account's RESERVED holds.
-    pub held: i64,
-    pub version: i64,
-    pub overdraft_limit: i64,
-    pub per_transaction_limit: Option<i64>,
-    pub daily_limit: Option<i64>,
-    pub daily_spent_day: i64,
-    pub daily_spent: i64,
-    pub blocked_mccs: String,
-}
+pub(crate) use ledger::plan::Account as LockedAccount;
 
-impl LockedAccount {
-    fn view(&self) -> AccountView {
-        AccountView {
-            id: self.id,
-            balance: self.balance,
-        }
-    }
-
-    pub(crate) fn state(&self, today: i64) -> AccountState {
-        AccountState {
-            currency: self.currency,
-            balance: self.balance,
-            held: self.held,
-            overdraft_limit: self.overdraft_limit,
-            per_transaction_limit: self.per_transaction_limit,
-            daily_limit: self.daily_limit,
-            daily_spent: if self.daily_spent_day == today {
-                self.daily_spent
-            } else {
-                0
-            },
-            // Stored sets are validated on write; an unreadable one blocks nothing.
-            blocked_mccs: MccSet::from_stored(&self.blocked_mccs).unwrap_or_default(),
-        }
+fn account_view(a: &LockedAccount) -> AccountView {
+    AccountView {
+        id: a.id,
+        balance: a.balance,
     }
 }
 
@@ -284,7 +225,9 @@ macro_rules! locked_account_from_row {
             daily_limit: r.try_get("daily_limit_minor")?,
             daily_spent_day: r.try_get("daily_spent_day")?,
             daily_spent: r.try_get("daily_spent_minor")?,
-            blocked_mccs: r.try_get("blocked_mccs")?,
+            // Stored sets are validated on write; an unreadable one blocks nothing.
+            blocked_mccs: ledger::MccSet::from_stored(&r.try_get::<String, _>("blocked_mccs")?)
+                .unwrap_or_default(),
         }
     }};
 }
@@ -323,7 +266,7 @@ pub(crate) async fn load_card(
     tx: &mut Tx,
     card_id: &str,
     user_id: Option<&str>,
-) -> Result<Option<CardState>, sqlx::Error> {
+) -> Result<Option<ledger::CardState>, sqlx::Error> {
     Ok(load_card_record(tx, card_id)
         .await?
         .map(|record| record.state_for(user_id)))
@@ -340,7 +283,7 @@ pub(crate) async fn load_card_record(
             .fetch_optional(c)
             .await?
     });
-    Ok(row.map(|(owner, status, blocked)| CardRecord::from_stored(owner, &status, &blocked)))
+    Ok(row.map(|(owner, status, blocked)| card_from_stored(owner, &status, &blocked)))
 }
 
 /// A finished request under an idempotency key.
@@ -496,26 +439,22 @@ pub(crate) async fn book(
 }
 
 /// The columns of a processor transaction record.
-struct TransactionRecord<'a> {
-    kind: &'static str,
-    call: Option<&'a ProcessorCall<'a>>,
-    tx: &'a CardTransaction<'a>,
-    direction: Option<RequestKind>,
-    amount_minor: Option<i64>,
-    status: Option<&'a str>,
-    status_detail: Option<&'a str>,
-    flags: &'a Flags,
-    movement_id: Option<i64>,
-    response: Option<&'a StoredResponse>,
-    verdict: Option<(Verdict, Option<&'a str>, Option<i64>)>,
-    now_ms: i64,
+pub(crate) struct TransactionRecord<'a> {
+    pub kind: &'static str,
+    pub call: Option<&'a ProcessorCall<'a>>,
+    pub tx: &'a CardTransaction<'a>,
+    pub direction: Option<RequestKind>,
+    pub amount_minor: Option<i64>,
+    pub status: Option<&'a str>,
+    pub status_detail: Option<&'a str>,
+    pub flags: &'a Flags,
+    pub movement_id: Option<i64>,
+    pub response: Option<&'a StoredResponse>,
+    pub verdict: Option<(Verdict, Option<&'a str>, Option<i64>)>,
+    pub now_ms: i64,
 }
 
-pub(crate) fn direction_str(kind: Option<RequestKind>) -> Option<&'static str> {
-    direction_name(kind)
-}
-
-async fn insert_transaction_record(
+pub(crate) async fn insert_transaction_record(
     tx: &mut Tx,
     rec: &TransactionRecord<'_>,
 ) -> Result<(), sqlx::Error> {
@@ -562,7 +501,6 @@ async fn insert_transaction_record(
 /// A processor transaction record as read back for deciding.
 struct ExistingRecord {
     status: Option<String>,
-    amount_minor: Option<i64>,
     movement_id: Option<i64>,
     response: Option<StoredResponse>,
     verdict: Option<String>,
@@ -579,6 +517,15 @@ impl ExistingRecord {
     }
 }
 
+/// What a recorded transaction asked for, from a row with its columns.
+macro_rules! asked_from_row {
+    ($r:expr) => {{
+        let r = &$r;
+        Asked::read(|column| r.try_get(column))?
+    }};
+}
+pub(crate) use asked_from_row;
+
 async fn find_transaction_record(
     tx: &mut Tx,
     kind: &str,
@@ -587,7 +534,7 @@ async fn find_transaction_record(
 ) -> Result<Option<ExistingRecord>, sqlx::Error> {
     macro_rules! select {
         () => {
-            "SELECT status, amount_minor, movement_id, response_status, response_body, verdict, \
+            "SELECT status, movement_id, response_status, response_body, verdict, \
              endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
              FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
         };
@@ -605,7 +552,6 @@ async fn find_transaction_record(
                 let body: Option<Vec<u8>> = r.try_get("response_body")?;
                 Ok(Some(ExistingRecord {
                     status: r.try_get("status")?,
-                    amount_minor: r.try_get("amount_minor")?,
                     movement_id: r.try_get("movement_id")?,
                     response: match (status, body) {
                         (Some(s), Some(b)) => Some(StoredResponse {
@@ -615,26 +561,15 @@ async fn find_transaction_record(
                         _ => None,
                     },
                     verdict: r.try_get("verdict")?,
-                    asked: Asked::read(|column| r.try_get(column))?,
+                    asked: asked_from_row!(r),
                 }))
             }
         }
     })
 }
 
-fn deadline_passed(commit_by: Option<Instant>) -> bool {
-    commit_by.is_some_and(|d| Instant::now() >= d)
-}
-
-pub(crate) fn status_of(decision: &Decision) -> (&'static str, &'static str) {
-    match decision {
-        Decision::Approved { .. } | Decision::Balance { .. } => ("APPROVED", "APPROVED"),
-        Decision::Declined(d) => ("REJECTED", d.class().as_str()),
-    }
-}
-
 /// Records the answer to `call` under its idempotency key, for the caller to commit.
-async fn record_answer(
+pub(crate) async fn record_answer(
     tx: &mut Tx,
     scope: &str,
     call: &ProcessorCall<'_>,
@@ -650,303 +585,6 @@ async fn record_answer(
         call.now_ms,
     )
     .await
-}
-
-/// What an authorization left to do with its transaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Commit {
-    /// Nothing was written: a replay or a conflict.
-    Nothing,
-    /// Records only (a replay under a new key, a verdict that came first): commit.
-    Records,
-    /// A decision with its movement: commit only within the deadline and while the
-    /// requester still waits (its `CommitGate`).
-    Decision,
-}
-
-impl Store {
-    /// Decides and books an authorization exactly once. `render` turns the decision into
-    /// the exact response body, which is stored with the movement.
-    pub async fn authorize<R>(
-        &self,
-        call: &ProcessorCall<'_>,
-        t: &CardTransaction<'_>,
-        kind: Option<RequestKind>,
-        render: R,
-    ) -> Result<Outcome<AuthorizationResult>, StoreError>
-    where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        self.authorize_with(call, t, kind, CardLookup::InTransaction, render)
-            .await
-    }
-
-    /// [`Store::authorize`] with the card's rules known beforehand (from a cache): the
-    /// card is then not read in the transaction. The account, its balance and its rules
-    /// are still read under the row lock.
-    pub async fn authorize_with<R>(
-        &self,
-        call: &ProcessorCall<'_>,
-        t: &CardTransaction<'_>,
-        kind: Option<RequestKind>,
-        card: CardLookup<'_>,
-        render: R,
-    ) -> Result<Outcome<AuthorizationResult>, StoreError>
-    where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        let currency = Currency::parse(t.currency).ok();
-        let clearing = match currency {
-            Some(c) => Some(
-                self.system_account(SystemAccount::ProcessorClearing, c)
-                    .await?,
-            ),
-            None => None,
-        };
-        retry_races(|| self.try_authorize(call, t, kind, card, currency, clearing, &render)).await
-    }
-
-    /// One authorization in a transaction of its own.
-    #[allow(clippy::too_many_arguments)]
-    async fn try_authorize<R>(
-        &self,
-        call: &ProcessorCall<'_>,
-        t: &CardTransaction<'_>,
-        kind: Option<RequestKind>,
-        card_lookup: CardLookup<'_>,
-        currency: Option<Currency>,
-        clearing: Option<i64>,
-        render: &R,
-    ) -> Result<Outcome<AuthorizationResult>, Step>
-    where
-        R: Fn(&AuthorizationResult) -> Vec<u8>,
-    {
-        let mut tx = self.begin().await?;
-        let (outcome, commit) = authorize_in(
-            &mut tx,
-            call,
-            t,
-            kind,
-            card_lookup,
-            currency,
-            clearing,
-            render,
-        )
-        .await?;
-        match commit {
-            Commit::Nothing => {}
-            Commit::Records => tx.commit().await?,
-            Commit::Decision => {
-                if deadline_passed(call.commit_by) {
-                    // Dropping the transaction rolls it back: nothing is booked.
-                    return Err(Step::Fail(StoreError::Timeout(
-                        "authorization deadline passed".into(),
-                    )));
-                }
-                if let Some(gate) = call.commit_started
-                    && !gate.start_commit()
-                {
-                    return Err(Step::Fail(StoreError::Timeout(
-                        "authorization abandoned at its deadline".into(),
-                    )));
-                }
-                tx.commit().await?;
-            }
-        }
-        Ok(outcome)
-    }
-}
-
-/// Replays, refuses or decides one authorization on `tx`, writing what it decided; the
-/// caller commits (alone, or with the rest of a batch on the embedded store).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn authorize_in<R>(
-    tx: &mut Tx,
-    call: &ProcessorCall<'_>,
-    t: &CardTransaction<'_>,
-    kind: Option<RequestKind>,
-    card_lookup: CardLookup<'_>,
-    currency: Option<Currency>,
-    clearing: Option<i64>,
-    render: &R,
-) -> Result<(Outcome<AuthorizationResult>, Commit), Step>
-where
-    R: Fn(&AuthorizationResult) -> Vec<u8>,
-{
-    let scope = SCOPE_AUTHORIZATION;
-    if let Some(rec) = find_idempotent(tx, scope, call.idempotency_key).await? {
-        return Ok((
-            if rec.request_hash == call.request_hash {
-                Outcome::Replay(rec.response)
-            } else {
-                Outcome::KeyConflict
-            },
-            Commit::Nothing,
-        ));
-    }
-    let existing = find_transaction_record(tx, KIND_AUTHORIZATION, t.transaction_id, true).await?;
-    if let Some(existing) = existing {
-        if let Some(response) = existing.response {
-            if !existing.asked.same_as(call.endpoint, kind, t) {
-                return Ok((Outcome::TransactionConflict, Commit::Nothing));
-            }
-            record_answer(tx, scope, call, &response).await?;
-            return Ok((Outcome::Replay(response), Commit::Records));
-        }
-        // First seen through the processor's verdict: that verdict stands.
-        let decision = if existing.verdict.as_deref() == Some(Verdict::Approved.as_str()) {
-            Decision::Approved {
-                amount: existing.amount_minor.unwrap_or(0),
-                balance_after: 0,
-                daily_spent_after: 0,
-            }
-        } else {
-            Decision::Declined(Decline::RejectedByProcessor)
-        };
-        let result = AuthorizationResult {
-            decision,
-            currency,
-            movement_id: None,
-        };
-        let response = StoredResponse {
-            status: 200,
-            body: render(&result),
-        };
-        let (status, detail) = status_of(&result.decision);
-        run!(tx, c => {
-            // The record now holds what the authorization asked, not what the verdict's
-            // detail carried: a resend of this authorization is compared with it.
-            sqlx::query(
-                "UPDATE processor_transactions SET endpoint = $1, idempotency_key = $2, \
-                 request_body = $3, response_status = $4, response_body = $5, status = $6, \
-                 status_detail = $7, updated_at_ms = $8, direction = $11, tx_type = $12, \
-                 user_id = $13, card_id = $14, currency = $15, amount_text = $16 \
-                 WHERE kind = $9 AND transaction_id = $10",
-            )
-            .bind(call.endpoint)
-            .bind(call.idempotency_key)
-            .bind(call.raw_body)
-            .bind(i32::from(response.status))
-            .bind(&response.body[..])
-            .bind(status)
-            .bind(detail)
-            .bind(call.now_ms)
-            .bind(KIND_AUTHORIZATION)
-            .bind(t.transaction_id)
-            .bind(direction_str(kind))
-            .bind(t.tx_type)
-            .bind(t.user_id)
-            .bind(t.card_id)
-            .bind(t.currency)
-            .bind(t.amount_text)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
-        record_answer(tx, scope, call, &response).await?;
-        return Ok((Outcome::Fresh { response, result }, Commit::Records));
-    }
-
-    let account = match (currency, t.user_id) {
-        (Some(c), Some(u)) => lock_user_account(tx, u, c).await?,
-        _ => None,
-    };
-    let card = match (t.card_id, card_lookup.known(t.user_id)) {
-        (None, _) => None,
-        (Some(_), Some(known)) => known,
-        (Some(id), None) => load_card(tx, id, t.user_id).await?,
-    };
-    let today = day_of(call.now_ms);
-    let input = AuthorizationInput {
-        kind,
-        currency,
-        amount: t.amount,
-        mcc: t.mcc,
-    };
-    let decision = decide(
-        &input,
-        account.as_ref().map(|a| a.state(today)).as_ref(),
-        card.as_ref(),
-    );
-
-    let mut movement_id = None;
-    if let (
-        Decision::Approved {
-            amount,
-            daily_spent_after,
-            ..
-        },
-        Some(acct),
-        Some(cur),
-        Some(clr),
-    ) = (&decision, account.as_ref(), currency, clearing)
-        && *amount != 0
-    {
-        let meta = MovementMeta {
-            kind: KIND_AUTHORIZATION,
-            processor_kind: Some(KIND_AUTHORIZATION),
-            transaction_id: Some(t.transaction_id),
-            reference: None,
-        };
-        let (id, _) = book(
-            tx,
-            Holder::Account(acct),
-            clr,
-            PostingPlan::card(*amount),
-            cur,
-            &meta,
-            call.now_ms,
-            Some((today, *daily_spent_after)),
-        )
-        .await?;
-        movement_id = Some(id);
-    }
-    // Declines keep the requested amount too: a later forced booking and the
-    // reconciliation compare against it.
-    let requested = currency
-        .zip(t.amount)
-        .and_then(|(c, a)| to_minor(a, c).ok());
-    let amount_minor = match &decision {
-        Decision::Approved { amount, .. } => Some(*amount),
-        Decision::Balance { .. } => Some(0),
-        Decision::Declined(_) => requested.map(|m| {
-            if kind == Some(RequestKind::Debit) {
-                -m
-            } else {
-                m
-            }
-        }),
-    };
-    let result = AuthorizationResult {
-        decision,
-        currency,
-        movement_id,
-    };
-    let response = StoredResponse {
-        status: 200,
-        body: render(&result),
-    };
-    let (status, detail) = status_of(&result.decision);
-    insert_transaction_record(
-        tx,
-        &TransactionRecord {
-            kind: KIND_AUTHORIZATION,
-            call: Some(call),
-            tx: t,
-            direction: kind,
-            amount_minor,
-            status: Some(status),
-            status_detail: Some(detail),
-            flags: &Flags::default(),
-            movement_id,
-            response: Some(&response),
-            verdict: None,
-            now_ms: call.now_ms,
-        },
-    )
-    .await?;
-    record_answer(tx, scope, call, &response).await?;
-    Ok((Outcome::Fresh { response, result }, Commit::Decision))
 }
 
 impl Store {
@@ -1012,7 +650,7 @@ impl Store {
         };
         let facts = AdjustmentFacts {
             original_known,
-            account: account.as_ref().map(LockedAccount::view),
+            account: account.as_ref().map(account_view),
             system,
         };
         let plan = plan_adjustment(terms, &facts, t);
@@ -1102,7 +740,7 @@ impl Store {
         let facts = NotificationFacts {
             record,
             original: original.as_ref().map(OriginalRow::movement),
-            account: account.as_ref().map(LockedAccount::view),
+            account: account.as_ref().map(account_view),
             system,
         };
         let plan =

@@ -5,57 +5,17 @@
 //! for the balance anyway, so they are always read there, under the lock.
 
 use crate::{Store, StoreError, run_pool};
-use ledger::{CardState, CardStatus, MccSet};
+use ledger::{CardStatus, MccSet};
 
-/// The rules of a card we hold a record for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CardRecord {
-    /// The user the card is registered to.
-    pub user_id: String,
-    pub status: CardStatus,
-    pub blocked_mccs: MccSet,
-}
+pub use ledger::plan::{CardLookup, CardRecord};
 
-impl CardRecord {
-    /// The record as the decision sees it for a request naming `user_id`.
-    pub fn state_for(&self, user_id: Option<&str>) -> CardState {
-        CardState {
-            status: self.status,
-            belongs_to_user: user_id == Some(self.user_id.as_str()),
-            blocked_mccs: self.blocked_mccs.clone(),
-        }
-    }
-
-    pub(crate) fn from_stored(user_id: String, status: &str, blocked: &str) -> CardRecord {
-        CardRecord {
-            user_id,
-            // An unreadable status is treated as not active: refuse rather than guess.
-            status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
-            blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
-        }
-    }
-}
-
-/// Where an authorization takes the rules of the card it names.
-#[derive(Debug, Clone, Copy, Default)]
-pub enum CardLookup<'a> {
-    /// Read the card in the authorization's transaction.
-    #[default]
-    InTransaction,
-    /// Known beforehand: we hold no record for this card.
-    Absent,
-    /// Known beforehand: this record.
-    Known(&'a CardRecord),
-}
-
-impl CardLookup<'_> {
-    /// The card state when it is known beforehand; `None` when it must be read.
-    pub(crate) fn known(&self, user_id: Option<&str>) -> Option<Option<CardState>> {
-        match self {
-            CardLookup::InTransaction => None,
-            CardLookup::Absent => Some(None),
-            CardLookup::Known(r) => Some(Some(r.state_for(user_id))),
-        }
+/// A card row as the plan reads it.
+pub(crate) fn card_from_stored(user_id: String, status: &str, blocked: &str) -> CardRecord {
+    CardRecord {
+        user_id,
+        // An unreadable status is treated as not active: refuse rather than guess.
+        status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
+        blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
     }
 }
 
@@ -68,6 +28,6 @@ impl Store {
                 .fetch_optional(p)
                 .await?
         });
-        Ok(row.map(|(user, status, blocked)| CardRecord::from_stored(user, &status, &blocked)))
+        Ok(row.map(|(user, status, blocked)| card_from_stored(user, &status, &blocked)))
     }
 }
