@@ -1,7 +1,8 @@
 -- wrk script for the processor's reference server: sends the signed authorizations written
 -- by reference-requests.py (the file is wrk's first script argument), round robin, and
 -- counts every answer that is not a signed 200. The reference answers a bad signature by
--- never answering, which wrk reports as a timeout.
+-- never answering, which wrk does not count at all: scripts/perf checks a sample of the same
+-- requests before the load (reference-requests.py check).
 local threads = {}
 
 function setup(thread)
