@@ -1,22 +1,43 @@
-//! Grouped commits: authorizations that arrive while commits are in flight are gathered
-//! into one batch, committed in one database transaction. An idle service adds no wait: a
-//! request that finds no batch committing goes at once, alone.
+//! The one writer: every money-moving request (authorizations, adjustments, notifications,
+//! deposits and withdrawals) that arrives while commits are in flight is gathered into one
+//! batch, planned in arrival order and committed in one database transaction. An idle
+//! service adds no wait: a request that finds no batch committing goes at once, alone.
+//! `commit_batch_size_max = 1` makes every batch one request: one transaction per request.
 //!
 //! One batch commits at a time while batches are quick: everything that arrives meanwhile
-//! forms the next one, and the larger the batch, the less each authorization costs Postgres
-//! (two statements and one WAL flush per batch). A batch still committing after `overlap`
+//! forms the next one, and the larger the batch, the less each request costs the database
+//! (a few statements and one WAL flush per batch). A batch still committing after `overlap`
 //! (waiting on a row lock, a stalled disk) lets the next one start beside it, up to
 //! `batches_in_flight_max`, so one slow batch never holds up the rest.
 
-use crate::service::{card_lookup, card_transaction, render_authorization};
+use crate::service::{
+    OwnedTransaction, card_lookup, card_transaction, render_adjustment, render_authorization,
+    render_notification,
+};
+use ledger::{Currency, RequestKind};
 use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::time::Instant;
-use store::{AuthorizationResult, BatchItem, Outcome, ProcessorCall, Store, StoreError};
+use store::{
+    AdjustmentResult, AuthorizationResult, BatchItem, Done, FundingCall, FundingOutcome,
+    NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store, StoreError,
+    StoredResponse, Verdict, Work,
+};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
+/// Where a request's result goes.
+pub type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
+
+/// One money-moving request waiting for its batch.
+pub enum Job {
+    Authorization(AuthorizationJob),
+    Adjustment(AdjustmentJob),
+    Notification(NotificationJob),
+    Funding(FundingJob),
+}
+
 /// One authorization waiting for its batch.
-pub struct Job {
+pub struct AuthorizationJob {
     pub body: Vec<u8>,
     pub parsed: TransactionRequest,
     pub idempotency_key: String,
@@ -32,10 +53,55 @@ pub struct Job {
     /// Taken just before the batch's COMMIT is sent, unless the requester gave up first.
     pub committing: Arc<store::CommitGate>,
     /// Taken when the batch runs; answered as soon as this job's result is known.
-    pub reply: Option<oneshot::Sender<Result<Outcome<AuthorizationResult>, StoreError>>>,
+    pub reply: Option<Reply<Outcome<AuthorizationResult>>>,
 }
 
-/// Hands authorizations to the batching task.
+/// One adjustment waiting for its batch.
+pub struct AdjustmentJob {
+    pub body: Vec<u8>,
+    pub parsed: TransactionRequest,
+    pub idempotency_key: String,
+    pub request_hash: [u8; 32],
+    pub endpoint: String,
+    pub now_ms: i64,
+    pub direction: RequestKind,
+    pub reply: Option<Reply<Outcome<AdjustmentResult>>>,
+}
+
+/// One notification waiting for its batch (what [`NotificationCall`] names, owned).
+pub struct NotificationJob {
+    pub key: String,
+    pub request_hash: [u8; 32],
+    pub body: Vec<u8>,
+    pub now_ms: i64,
+    pub event_id: String,
+    pub verdict: Option<Verdict>,
+    pub status_detail: Option<String>,
+    pub transaction: Option<OwnedTransaction>,
+    pub direction: Option<RequestKind>,
+    pub unparsed: bool,
+    pub reply: Option<Reply<Outcome<NotificationResult>>>,
+}
+
+/// The exact answer of a deposit or withdrawal, from its movement id and available balance.
+pub type FundingRender = Box<dyn Fn(i64, i64) -> StoredResponse + Send + Sync>;
+
+/// One deposit or withdrawal waiting for its batch (what [`FundingCall`] names, owned).
+pub struct FundingJob {
+    pub user_id: String,
+    pub currency: Currency,
+    pub amount: i64,
+    pub withdrawal: bool,
+    pub reference: Option<String>,
+    pub idempotency_key: String,
+    pub request_hash: [u8; 32],
+    pub endpoint: String,
+    pub now_ms: i64,
+    pub render: FundingRender,
+    pub reply: Option<Reply<FundingOutcome>>,
+}
+
+/// Hands money-moving requests to the batching task.
 #[derive(Clone)]
 pub struct Batcher {
     tx: mpsc::Sender<Job>,
@@ -78,7 +144,7 @@ impl Batcher {
             let store = match connected {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!(error = %e, "grouped commits: cannot open the store");
+                    tracing::error!(error = %e, "the writer cannot open the store");
                     return;
                 }
             };
@@ -125,39 +191,130 @@ impl Batcher {
     }
 }
 
-async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Vec<Job>) {
-    let mut replies: Vec<_> = jobs.iter_mut().map(|j| j.reply.take()).collect();
-    let txs: Vec<_> = jobs.iter().map(|j| card_transaction(&j.parsed)).collect();
-    let items: Vec<BatchItem<'_>> = jobs
-        .iter()
-        .zip(&txs)
-        .map(|(j, t)| BatchItem {
-            call: ProcessorCall {
-                idempotency_key: &j.idempotency_key,
+/// A job's result channel, taken when its batch runs.
+enum Replies {
+    Authorization(Option<Reply<Outcome<AuthorizationResult>>>),
+    Adjustment(Option<Reply<Outcome<AdjustmentResult>>>),
+    Notification(Option<Reply<Outcome<NotificationResult>>>),
+    Funding(Option<Reply<FundingOutcome>>),
+}
+
+impl Replies {
+    /// Hands `done` to the requester; one that gave up (its deadline) dropped its receiver.
+    fn send(&mut self, done: Done) {
+        match (self, done) {
+            (Replies::Authorization(r), Done::Authorization(d)) => send(r, d),
+            (Replies::Adjustment(r), Done::Adjustment(d)) => send(r, d),
+            (Replies::Notification(r), Done::Notification(d)) => send(r, d),
+            (Replies::Funding(r), Done::Funding(d)) => send(r, d),
+            // The store answers each request in its own kind.
+            _ => {}
+        }
+    }
+}
+
+fn send<T>(reply: &mut Option<Reply<T>>, result: Result<T, StoreError>) {
+    if let Some(reply) = reply.take() {
+        let _ = reply.send(result);
+    }
+}
+
+impl Job {
+    fn take_reply(&mut self) -> Replies {
+        match self {
+            Job::Authorization(j) => Replies::Authorization(j.reply.take()),
+            Job::Adjustment(j) => Replies::Adjustment(j.reply.take()),
+            Job::Notification(j) => Replies::Notification(j.reply.take()),
+            Job::Funding(j) => Replies::Funding(j.reply.take()),
+        }
+    }
+
+    /// The request as the store takes it.
+    fn work(&self) -> Work<'_> {
+        match self {
+            Job::Authorization(j) => Work::Authorization(BatchItem {
+                call: ProcessorCall {
+                    idempotency_key: &j.idempotency_key,
+                    request_hash: j.request_hash,
+                    endpoint: j.endpoint,
+                    raw_body: &j.body,
+                    now_ms: j.now_ms,
+                    commit_by: Some(j.commit_by),
+                    commit_started: Some(&j.committing),
+                },
+                tx: card_transaction(&j.parsed),
+                kind: j.kind,
+                card: card_lookup(j.card.as_ref()),
+            }),
+            Job::Adjustment(j) => Work::Adjustment {
+                call: ProcessorCall {
+                    idempotency_key: &j.idempotency_key,
+                    request_hash: j.request_hash,
+                    endpoint: &j.endpoint,
+                    raw_body: &j.body,
+                    now_ms: j.now_ms,
+                    commit_by: None,
+                    commit_started: None,
+                },
+                tx: card_transaction(&j.parsed),
+                direction: j.direction,
+            },
+            Job::Notification(j) => Work::Notification(NotificationCall {
+                key: &j.key,
                 request_hash: j.request_hash,
-                endpoint: j.endpoint,
                 raw_body: &j.body,
                 now_ms: j.now_ms,
-                commit_by: Some(j.commit_by),
-                commit_started: Some(&j.committing),
+                event_id: &j.event_id,
+                verdict: j.verdict,
+                status_detail: j.status_detail.as_deref(),
+                transaction: j.transaction.as_ref().map(OwnedTransaction::view),
+                direction: j.direction,
+                unparsed: j.unparsed,
+            }),
+            Job::Funding(j) => Work::Funding {
+                call: FundingCall {
+                    user_id: &j.user_id,
+                    currency: j.currency,
+                    amount: j.amount,
+                    withdrawal: j.withdrawal,
+                    reference: j.reference.as_deref(),
+                    idempotency_key: &j.idempotency_key,
+                    request_hash: j.request_hash,
+                    endpoint: &j.endpoint,
+                    now_ms: j.now_ms,
+                },
+                render: &*j.render,
             },
-            tx: *t,
-            kind: j.kind,
-            card: card_lookup(j.card.as_ref()),
-        })
-        .collect();
+        }
+    }
+}
+
+static RENDERS: Renders<'static> = Renders {
+    authorization: &render_authorization,
+    adjustment: &render_adjustment,
+    notification: &render_notification,
+};
+
+async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Vec<Job>) {
+    let mut replies: Vec<Replies> = jobs.iter_mut().map(Job::take_reply).collect();
+    let work: Vec<Work<'_>> = jobs.iter().map(Job::work).collect();
     // The oldest cache epoch of the misses: a card read by this batch is cached only if
     // no invalidation came after the first of them looked.
-    let epoch = jobs.iter().filter_map(|j| j.card_epoch).min();
-    // Each requester hears as soon as its own item is done.
+    let epoch = jobs
+        .iter()
+        .filter_map(|j| match j {
+            Job::Authorization(a) => a.card_epoch,
+            _ => None,
+        })
+        .min();
+    // Each requester hears as soon as its own request is done.
     store
-        .authorize_batch_each(
-            &items,
-            render_authorization,
-            |i, result| {
-                if let Some(reply) = replies.get_mut(i).and_then(Option::take) {
-                    // A requester that gave up (deadline) has dropped its receiver.
-                    let _ = reply.send(result);
+        .write_batch_each(
+            &work,
+            &RENDERS,
+            |i, done| {
+                if let Some(reply) = replies.get_mut(i) {
+                    reply.send(done);
                 }
             },
             |card_id, record| {

@@ -6,6 +6,9 @@
 //! route (signature, parse, idempotency) -> service (deadline) -> batcher -> store
 
 use crate::app::AppState;
+use crate::batcher::{
+    AdjustmentJob, AuthorizationJob, FundingJob, FundingRender, Job, NotificationJob, Reply,
+};
 use crate::rules::CachedCard;
 use ledger::{Decision, DeclineClass, RequestKind, format_minor};
 use protocol::wire::{
@@ -14,8 +17,8 @@ use protocol::wire::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate,
-    NotificationResult, Outcome, StoreError,
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate, FundingCall,
+    FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall, StoreError,
 };
 
 /// One verified, parsed authorization on its way to the writer.
@@ -60,7 +63,7 @@ pub async fn authorize(
     // Whichever comes first, the commit or the deadline, decides.
     let committing = Arc::new(CommitGate::new());
     let (reply, mut answer) = tokio::sync::oneshot::channel();
-    let job = crate::batcher::Job {
+    let job = Job::Authorization(AuthorizationJob {
         body: a.body.to_vec(),
         parsed: a.parsed,
         idempotency_key: a.idempotency_key.to_owned(),
@@ -73,7 +76,7 @@ pub async fn authorize(
         card_epoch,
         committing: committing.clone(),
         reply: Some(reply),
-    };
+    });
     let dropped = || StoreError::Timeout("batch dropped".into());
     // A full queue (the database stalled for seconds) must not hold the answer past the
     // deadline either: a job not queued in time is dropped, never committed.
@@ -93,6 +96,136 @@ pub async fn authorize(
                 }
             }
         },
+    }
+}
+
+/// Hands a job that has no deadline of its own (adjustments, notifications, deposits and
+/// withdrawals: the caller resends on a 5xx) to the batcher and waits for its result.
+async fn through_writer<T>(
+    state: &AppState,
+    job: impl FnOnce(Reply<T>) -> Job,
+) -> Result<T, StoreError> {
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    state
+        .batcher
+        .submit(job(reply))
+        .await
+        .map_err(|_| StoreError::Timeout("batching stopped".into()))?;
+    answer
+        .await
+        .unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
+}
+
+/// Books an adjustment through the one writer.
+pub async fn adjust(
+    state: &AppState,
+    call: &ProcessorCall<'_>,
+    parsed: &TransactionRequest,
+    direction: RequestKind,
+) -> Result<Outcome<AdjustmentResult>, StoreError> {
+    through_writer(state, |reply| {
+        Job::Adjustment(AdjustmentJob {
+            body: call.raw_body.to_vec(),
+            parsed: parsed.clone(),
+            idempotency_key: call.idempotency_key.to_owned(),
+            request_hash: call.request_hash,
+            endpoint: call.endpoint.to_owned(),
+            now_ms: call.now_ms,
+            direction,
+            reply: Some(reply),
+        })
+    })
+    .await
+}
+
+/// Stores a notification and applies its verdict through the one writer.
+pub async fn notify(
+    state: &AppState,
+    n: &NotificationCall<'_>,
+) -> Result<Outcome<NotificationResult>, StoreError> {
+    through_writer(state, |reply| {
+        Job::Notification(NotificationJob {
+            key: n.key.to_owned(),
+            request_hash: n.request_hash,
+            body: n.raw_body.to_vec(),
+            now_ms: n.now_ms,
+            event_id: n.event_id.to_owned(),
+            verdict: n.verdict,
+            status_detail: n.status_detail.map(str::to_owned),
+            transaction: n.transaction.as_ref().map(OwnedTransaction::of),
+            direction: n.direction,
+            unparsed: n.unparsed,
+            reply: Some(reply),
+        })
+    })
+    .await
+}
+
+/// Books a deposit or withdrawal through the one writer; `render` gives its exact answer.
+pub async fn fund(
+    state: &AppState,
+    f: &FundingCall<'_>,
+    render: FundingRender,
+) -> Result<FundingOutcome, StoreError> {
+    through_writer(state, |reply| {
+        Job::Funding(FundingJob {
+            user_id: f.user_id.to_owned(),
+            currency: f.currency,
+            amount: f.amount,
+            withdrawal: f.withdrawal,
+            reference: f.reference.map(str::to_owned),
+            idempotency_key: f.idempotency_key.to_owned(),
+            request_hash: f.request_hash,
+            endpoint: f.endpoint.to_owned(),
+            now_ms: f.now_ms,
+            render,
+            reply: Some(reply),
+        })
+    })
+    .await
+}
+
+/// A card transaction as a notification names it, owned while it waits for its batch.
+#[derive(Debug, Clone)]
+pub struct OwnedTransaction {
+    transaction_id: String,
+    tx_type: String,
+    user_id: Option<String>,
+    card_id: Option<String>,
+    currency: String,
+    amount_text: String,
+    amount: Option<rust_decimal::Decimal>,
+    mcc: Option<String>,
+    original_transaction_id: Option<String>,
+}
+
+impl OwnedTransaction {
+    pub fn of(t: &CardTransaction<'_>) -> OwnedTransaction {
+        OwnedTransaction {
+            transaction_id: t.transaction_id.to_owned(),
+            tx_type: t.tx_type.to_owned(),
+            user_id: t.user_id.map(str::to_owned),
+            card_id: t.card_id.map(str::to_owned),
+            currency: t.currency.to_owned(),
+            amount_text: t.amount_text.to_owned(),
+            amount: t.amount,
+            mcc: t.mcc.map(str::to_owned),
+            original_transaction_id: t.original_transaction_id.map(str::to_owned),
+        }
+    }
+
+    pub fn view(&self) -> CardTransaction<'_> {
+        CardTransaction {
+            transaction_id: &self.transaction_id,
+            tx_type: &self.tx_type,
+            user_id: self.user_id.as_deref(),
+            card_id: self.card_id.as_deref(),
+            currency: &self.currency,
+            amount_text: &self.amount_text,
+            amount: self.amount,
+            mcc: self.mcc.as_deref(),
+            original_transaction_id: self.original_transaction_id.as_deref(),
+        }
     }
 }
 

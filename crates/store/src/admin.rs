@@ -5,7 +5,8 @@ use crate::processor::{
     Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent, insert_idempotent,
     lock_user_account, locked_account_from_row,
 };
-use crate::{Store, StoreError, StoredResponse, run_pool};
+use crate::processor::Step;
+use crate::{Store, StoreError, StoredResponse, Tx, run_pool};
 use ledger::funding::{FundedAccount, FundingRefusal, plan_funding};
 use ledger::verdicts::{Repeat, repeat_of};
 use ledger::{CardStatus, Currency, MccSet, SystemAccount};
@@ -296,7 +297,28 @@ impl Store {
         let funding = self
             .system_account(SystemAccount::Funding, f.currency)
             .await?;
-        let mut tx = self.begin().await?;
+        crate::processor::retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let outcome = self.fund_on(&mut tx, f, funding, &render).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// A deposit or withdrawal on `tx`, which the caller commits; `funding` is the
+    /// currency's funding account.
+    pub(crate) async fn fund_on<R>(
+        &self,
+        tx: &mut Tx,
+        f: &FundingCall<'_>,
+        funding: i64,
+        render: &R,
+    ) -> Result<FundingOutcome, Step>
+    where
+        R: Fn(i64, i64) -> StoredResponse,
+    {
+        let mut tx = tx;
         if let Some(rec) = find_idempotent(&mut tx, SCOPE_ADMIN, f.idempotency_key).await? {
             return Ok(match repeat_of(&rec.request_hash, &f.request_hash) {
                 Repeat::Replay => FundingOutcome::Replay(rec.response),
@@ -356,7 +378,9 @@ impl Store {
         )
         .await?;
         let response = render(movement_id, plan.available_after);
-        let inserted = insert_idempotent(
+        // A concurrent duplicate that committed first fails this insert (a unique key):
+        // ours rolls back, and the next try replays theirs.
+        insert_idempotent(
             &mut tx,
             SCOPE_ADMIN,
             f.idempotency_key,
@@ -365,17 +389,7 @@ impl Store {
             &response,
             f.now_ms,
         )
-        .await;
-        match inserted {
-            Ok(()) => {}
-            // A concurrent duplicate committed first: ours rolls back, theirs stands.
-            Err(e) if crate::is_unique_violation(&e) => {
-                drop(tx);
-                return Box::pin(self.fund(f, render)).await;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        tx.commit().await?;
+        .await?;
         Ok(FundingOutcome::Done { response })
     }
 

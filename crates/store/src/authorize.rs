@@ -145,16 +145,12 @@ impl Store {
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let mut tx = self.begin().await?;
-        let snapshot = prefetch(&mut tx, items, clearing, cards_read).await?;
-        let requests: Vec<_> = items.iter().map(request_of).collect();
-        let plan = plan_authorizations(snapshot, &requests, render)
-            .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))?;
-        if plan.writes.is_empty() {
+        let (outcomes, written) = authorize_on(&mut tx, items, clearing, render, cards_read).await?;
+        if written == Written::Nothing {
             // Dropping the transaction rolls it back: it holds only reads.
-            return Ok(plan.outcomes);
+            return Ok(outcomes);
         }
-        write(&mut tx, items, &plan.writes).await?;
-        if plan.writes.decides() {
+        if written == Written::Decisions {
             if deadline_passed(items) {
                 // Dropping the transaction rolls it back: nothing is booked.
                 return Err(Step::Fail(StoreError::Timeout(
@@ -166,8 +162,48 @@ impl Store {
             }
         }
         tx.commit().await?;
-        Ok(plan.outcomes)
+        Ok(outcomes)
     }
+}
+
+/// What [`authorize_on`] wrote into its transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Written {
+    /// Only reads: nothing to commit.
+    Nothing,
+    /// Records only (replays under new keys, a verdict's answer): commit whenever.
+    Records,
+    /// Decisions: commit only within every requester's deadline, every gate taken.
+    Decisions,
+}
+
+/// Prefetch, plan and write `items` on `tx`, which the caller commits (or drops). Inside a
+/// transaction that already wrote, the prefetch sees those rows: the plan starts from the
+/// state the earlier requests of the batch left.
+pub(crate) async fn authorize_on<'i, R>(
+    tx: &mut Tx,
+    items: &[BatchItem<'i>],
+    clearing: &HashMap<Currency, i64>,
+    render: &R,
+    cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
+) -> Result<(Vec<Outcome<AuthorizationResult>>, Written), Step>
+where
+    R: Fn(&AuthorizationResult) -> Vec<u8>,
+{
+    let snapshot = prefetch(tx, items, clearing, cards_read).await?;
+    let requests: Vec<_> = items.iter().map(request_of).collect();
+    let plan = plan_authorizations(snapshot, &requests, render)
+        .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))?;
+    if plan.writes.is_empty() {
+        return Ok((plan.outcomes, Written::Nothing));
+    }
+    write(tx, items, &plan.writes).await?;
+    let written = if plan.writes.decides() {
+        Written::Decisions
+    } else {
+        Written::Records
+    };
+    Ok((plan.outcomes, written))
 }
 
 /// Reads what `items` name on `tx`: finished keys, recorded transactions and cardholder

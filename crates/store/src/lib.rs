@@ -24,6 +24,7 @@ pub mod outbox;
 pub mod processor;
 pub mod recon;
 pub mod rules;
+pub mod writer;
 
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
@@ -34,6 +35,7 @@ pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, Subscripti
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};
+pub use writer::{Done, Renders, Work};
 
 use ledger::{Currency, SystemAccount};
 

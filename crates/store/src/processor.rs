@@ -153,7 +153,11 @@ pub(crate) enum Step {
 
 impl From<sqlx::Error> for Step {
     fn from(e: sqlx::Error) -> Self {
-        if is_unique_violation(&e) {
+        // A deadlock (transactions of several requests locking rows in arrival order) rolled
+        // this one back: nothing was written, and the next try finds the rows free.
+        let deadlock =
+            matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"));
+        if is_unique_violation(&e) || deadlock {
             Step::Retry
         } else {
             Step::Fail(e.into())
@@ -606,7 +610,7 @@ impl Store {
         retry_races(|| self.try_adjust(call, t, direction, &terms, system, &render)).await
     }
 
-    async fn try_adjust<R>(
+    pub(crate) async fn try_adjust<R>(
         &self,
         call: &ProcessorCall<'_>,
         t: &CardTransaction<'_>,
@@ -618,8 +622,77 @@ impl Store {
     where
         R: Fn(&AdjustmentResult) -> Vec<u8>,
     {
-        let scope = SCOPE_ADJUSTMENT;
         let mut tx = self.begin().await?;
+        let outcome = adjust_on(&mut tx, call, t, direction, terms, system, render).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Stores a notification once and applies the processor's verdict to the ledger (the
+    /// rules: [`ledger::verdicts::plan_notification`]).
+    pub async fn notify<R>(
+        &self,
+        n: &NotificationCall<'_>,
+        render: R,
+    ) -> Result<Outcome<NotificationResult>, StoreError>
+    where
+        R: Fn(&NotificationResult) -> Vec<u8>,
+    {
+        let ask = n.ask();
+        let system = self.system_ids(ask.currency()).await?;
+        retry_races(|| self.try_notify(n, &ask, system, &render)).await
+    }
+
+    pub(crate) async fn try_notify<R>(
+        &self,
+        n: &NotificationCall<'_>,
+        ask: &NotificationAsk<'_>,
+        system: Option<SystemIds>,
+        render: &R,
+    ) -> Result<Outcome<NotificationResult>, Step>
+    where
+        R: Fn(&NotificationResult) -> Vec<u8>,
+    {
+        let mut tx = self.begin().await?;
+        let outcome = notify_on(&mut tx, n, ask, system, render).await?;
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// The processor clearing and suspense accounts of `currency`, when there is one.
+    pub(crate) async fn system_ids(
+        &self,
+        currency: Option<Currency>,
+    ) -> Result<Option<SystemIds>, StoreError> {
+        let Some(c) = currency else {
+            return Ok(None);
+        };
+        Ok(Some(SystemIds {
+            clearing: self
+                .system_account(SystemAccount::ProcessorClearing, c)
+                .await?,
+            suspense: self.system_account(SystemAccount::Suspense, c).await?,
+        }))
+    }
+}
+
+/// Reads, plans and writes an adjustment on `tx`, which the caller commits: what the
+/// transaction already wrote (earlier requests of a batch) is the state it starts from.
+pub(crate) async fn adjust_on<R>(
+    tx: &mut Tx,
+    call: &ProcessorCall<'_>,
+    t: &CardTransaction<'_>,
+    direction: RequestKind,
+    terms: &AdjustmentTerms,
+    system: Option<SystemIds>,
+    render: &R,
+) -> Result<Outcome<AdjustmentResult>, Step>
+where
+    R: Fn(&AdjustmentResult) -> Vec<u8>,
+{
+    {
+        let scope = SCOPE_ADJUSTMENT;
+        let mut tx = tx;
         if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
             return Ok(repeated(
                 &rec.request_hash,
@@ -637,7 +710,6 @@ impl Store {
                 return Ok(Outcome::TransactionConflict);
             }
             record_answer(&mut tx, scope, call, &response).await?;
-            tx.commit().await?;
             return Ok(Outcome::Replay(response));
         }
         let original_known = match t.original_transaction_id {
@@ -684,36 +756,23 @@ impl Store {
         )
         .await?;
         record_answer(&mut tx, scope, call, &response).await?;
-        tx.commit().await?;
         Ok(Outcome::Fresh { response, result })
     }
+}
 
-    /// Stores a notification once and applies the processor's verdict to the ledger (the
-    /// rules: [`ledger::verdicts::plan_notification`]).
-    pub async fn notify<R>(
-        &self,
-        n: &NotificationCall<'_>,
-        render: R,
-    ) -> Result<Outcome<NotificationResult>, StoreError>
-    where
-        R: Fn(&NotificationResult) -> Vec<u8>,
+/// Reads, plans and writes a notification on `tx`, which the caller commits.
+pub(crate) async fn notify_on<R>(
+    tx: &mut Tx,
+    n: &NotificationCall<'_>,
+    ask: &NotificationAsk<'_>,
+    system: Option<SystemIds>,
+    render: &R,
+) -> Result<Outcome<NotificationResult>, Step>
+where
+    R: Fn(&NotificationResult) -> Vec<u8>,
+{
     {
-        let ask = n.ask();
-        let system = self.system_ids(ask.currency()).await?;
-        retry_races(|| self.try_notify(n, &ask, system, &render)).await
-    }
-
-    async fn try_notify<R>(
-        &self,
-        n: &NotificationCall<'_>,
-        ask: &NotificationAsk<'_>,
-        system: Option<SystemIds>,
-        render: &R,
-    ) -> Result<Outcome<NotificationResult>, Step>
-    where
-        R: Fn(&NotificationResult) -> Vec<u8>,
-    {
-        let mut tx = self.begin().await?;
+        let mut tx = tx;
         let seen: Option<(Vec<u8>, Vec<u8>)> = run!(&mut tx, c => {
             sqlx::query_as("SELECT request_hash, response_body FROM notifications WHERE idempotency_key = $1")
                 .bind(n.key)
@@ -804,32 +863,15 @@ impl Store {
             .await?
             .rows_affected()
         });
-        tx.commit().await?;
         Ok(Outcome::Fresh {
             response: StoredResponse { status: 200, body },
             result,
         })
     }
-
-    /// The processor clearing and suspense accounts of `currency`, when there is one.
-    async fn system_ids(
-        &self,
-        currency: Option<Currency>,
-    ) -> Result<Option<SystemIds>, StoreError> {
-        let Some(c) = currency else {
-            return Ok(None);
-        };
-        Ok(Some(SystemIds {
-            clearing: self
-                .system_account(SystemAccount::ProcessorClearing, c)
-                .await?,
-            suspense: self.system_account(SystemAccount::Suspense, c).await?,
-        }))
-    }
 }
 
 impl NotificationCall<'_> {
-    fn ask(&self) -> NotificationAsk<'_> {
+    pub(crate) fn ask(&self) -> NotificationAsk<'_> {
         NotificationAsk {
             key: self.key,
             verdict: self.verdict,

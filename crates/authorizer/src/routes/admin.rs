@@ -553,7 +553,8 @@ async fn fund(
             endpoint: req.path(),
             now_ms: store::now_ms(),
         };
-        let render = |movement_id: i64, balance: i64| StoredResponse {
+        let (user_id, reference) = (uid.to_owned(), b.reference.clone());
+        let render = move |movement_id: i64, balance: i64| StoredResponse {
             status: 201,
             body: serde_json::to_vec(&FundingReceipt {
                 movement_id,
@@ -562,15 +563,15 @@ async fn fund(
                 } else {
                     FundingKind::Deposit
                 },
-                user_id: uid.to_owned(),
+                user_id: user_id.clone(),
                 currency: c.code().to_owned(),
                 amount: format_minor(minor, c.exponent()),
                 available: format_minor(balance, c.exponent()),
-                reference: b.reference.clone(),
+                reference: reference.clone(),
             })
             .unwrap_or_default(),
         };
-        let stored = match state.store.fund(&call, render).await? {
+        let stored = match crate::service::fund(&state, &call, Box::new(render)).await? {
             FundingOutcome::Done { response } | FundingOutcome::Replay(response) => response,
             FundingOutcome::KeyConflict => {
                 return Err(AdminError::new(

@@ -1,12 +1,10 @@
 //! The processor's six routes: signature first (on the raw bytes), then parse, then
-//! idempotency, then the service (authorizations, through the one writer) or the store
-//! (adjustments, notifications), then a signed answer over the exact bytes sent.
+//! idempotency, then the service (every kind through the one writer), then a signed answer
+//! over the exact bytes sent.
 
 use crate::app::AppState;
 use crate::routes::error_body;
-use crate::service::{
-    self, card_transaction, decision_label, render_adjustment, render_notification,
-};
+use crate::service::{self, decision_label};
 use crate::signed::{self, Answer, Verified, header, request_hash};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -415,12 +413,7 @@ async fn adjustment(
         commit_by: None,
         commit_started: None,
     };
-    let t = card_transaction(&parsed);
-    match state
-        .store
-        .adjust(&call, &t, request_kind(direction), render_adjustment)
-        .await
-    {
+    match service::adjust(state, &call, &parsed, request_kind(direction)).await {
         Ok(outcome) => {
             if let Outcome::Fresh { result, .. } = &outcome {
                 for flag in result.flags.as_slice() {
@@ -590,7 +583,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         direction,
         unparsed: parsed.is_err(),
     };
-    match state.store.notify(&call, render_notification).await {
+    match service::notify(state, &call).await {
         Ok(outcome) => {
             if let Outcome::Fresh { result, .. } = &outcome {
                 tracing::info!(

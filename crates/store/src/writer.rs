@@ -1,0 +1,310 @@
+//! The one writer's batches: every money-moving request of a batch, of whatever kind,
+//! planned in order and written in one transaction with one commit.
+//!
+//! A batch of authorizations alone takes the authorizations' own path ([`crate::batch`]:
+//! two statements on Postgres, one transaction on the embedded store). A batch that mixes
+//! kinds (authorizations, adjustments, notifications, deposits and withdrawals) runs each
+//! request's read, plan and write in one transaction, in arrival order, so each sees what
+//! the earlier ones wrote, and commits once. Should that transaction lose a race on a unique
+//! key, pass an authorization's deadline or meet a requester that gave up, nothing of it is
+//! committed and every request runs again alone (a batch of one), so one request never
+//! fails its neighbours.
+
+use crate::admin::{FundingCall, FundingOutcome};
+use crate::authorize::{Written, authorize_on};
+use crate::batch::{BatchItem, deadline_passed, start_commit};
+use crate::processor::{
+    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
+    Outcome, ProcessorCall, Step, adjust_on, notify_on, retry_races,
+};
+use crate::rules::CardRecord;
+use crate::{Store, StoreError, StoredResponse};
+use ledger::verdicts::{AdjustmentTerms, SystemIds};
+use ledger::{Currency, RequestKind, SystemAccount};
+use std::collections::HashMap;
+
+/// One money-moving request of a batch.
+#[derive(Clone, Copy)]
+pub enum Work<'a> {
+    Authorization(BatchItem<'a>),
+    Adjustment {
+        call: ProcessorCall<'a>,
+        tx: CardTransaction<'a>,
+        direction: RequestKind,
+    },
+    Notification(NotificationCall<'a>),
+    Funding {
+        call: FundingCall<'a>,
+        /// (movement id, available after) to the exact answer stored for replays.
+        render: &'a (dyn Fn(i64, i64) -> StoredResponse + Send + Sync),
+    },
+}
+
+/// What one request of a batch came to.
+#[derive(Debug)]
+pub enum Done {
+    Authorization(Result<Outcome<AuthorizationResult>, StoreError>),
+    Adjustment(Result<Outcome<AdjustmentResult>, StoreError>),
+    Notification(Result<Outcome<NotificationResult>, StoreError>),
+    Funding(Result<FundingOutcome, StoreError>),
+}
+
+/// How each kind's answer is rendered into the exact bytes stored for replays.
+pub struct Renders<'r> {
+    pub authorization: &'r (dyn Fn(&AuthorizationResult) -> Vec<u8> + Sync),
+    pub adjustment: &'r (dyn Fn(&AdjustmentResult) -> Vec<u8> + Sync),
+    pub notification: &'r (dyn Fn(&NotificationResult) -> Vec<u8> + Sync),
+}
+
+/// The system accounts each request uses, read before the transaction opens: creating one
+/// commits on its own (and the embedded store's one connection is the transaction's).
+#[derive(Default)]
+struct Systems {
+    clearing: HashMap<Currency, i64>,
+    processor: Vec<Option<SystemIds>>,
+    funding: Vec<i64>,
+}
+
+impl Store {
+    /// Plans and writes `work` as one batch, handing each request's result to
+    /// `done(index, result)` as soon as it is known; every card read for authorizations
+    /// whose card was not known beforehand goes to `card_read` first (see
+    /// [`Store::authorize_batch_each`]).
+    pub async fn write_batch_each(
+        &self,
+        work: &[Work<'_>],
+        renders: &Renders<'_>,
+        mut done: impl FnMut(usize, Done),
+        mut card_read: impl FnMut(&str, Option<CardRecord>),
+    ) {
+        let authorizations: Vec<BatchItem<'_>> = work
+            .iter()
+            .filter_map(|w| match w {
+                Work::Authorization(item) => Some(*item),
+                _ => None,
+            })
+            .collect();
+        if authorizations.len() == work.len() {
+            self.authorize_batch_each(
+                &authorizations,
+                renders.authorization,
+                |i, r| done(i, Done::Authorization(r)),
+                card_read,
+            )
+            .await;
+            return;
+        }
+        let systems = match self.systems(work, &authorizations).await {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                for (i, w) in work.iter().enumerate() {
+                    done(i, failed(w, StoreError::Timeout(msg.clone())));
+                }
+                return;
+            }
+        };
+        let mut cards = Vec::new();
+        let attempt = self.mixed(work, &systems, renders, &mut cards).await;
+        for (id, record) in cards {
+            card_read(id, record);
+        }
+        match attempt {
+            Ok(outcomes) => {
+                for (i, o) in outcomes.into_iter().enumerate() {
+                    done(i, o);
+                }
+            }
+            Err(Step::Retry) => {
+                // Nothing was committed: the requesters may give up at their deadline again.
+                for gate in authorizations
+                    .iter()
+                    .filter_map(|i| i.call.commit_started)
+                {
+                    gate.reopen();
+                }
+                for (i, w) in work.iter().enumerate() {
+                    done(i, self.alone(w, &systems, i, renders).await);
+                }
+            }
+            Err(Step::Fail(e)) => {
+                let uncertain = matches!(e, StoreError::Uncertain(_));
+                let msg = e.to_string();
+                for (i, w) in work.iter().enumerate() {
+                    let e = if uncertain {
+                        StoreError::Uncertain(format!("batch: {msg}"))
+                    } else {
+                        StoreError::Timeout(format!("batch failed: {msg}"))
+                    };
+                    done(i, failed(w, e));
+                }
+            }
+        }
+    }
+
+    async fn systems(
+        &self,
+        work: &[Work<'_>],
+        authorizations: &[BatchItem<'_>],
+    ) -> Result<Systems, StoreError> {
+        let mut s = Systems {
+            clearing: self.clearing_accounts(authorizations).await?,
+            ..Systems::default()
+        };
+        for w in work {
+            let (processor, funding) = match w {
+                Work::Authorization(_) => (None, 0),
+                Work::Adjustment { tx, direction, .. } => {
+                    let terms = AdjustmentTerms::new(tx, *direction);
+                    (self.system_ids(terms.currency).await?, 0)
+                }
+                Work::Notification(n) => (self.system_ids(n.ask().currency()).await?, 0),
+                Work::Funding { call, .. } => (
+                    None,
+                    self.system_account(SystemAccount::Funding, call.currency)
+                        .await?,
+                ),
+            };
+            s.processor.push(processor);
+            s.funding.push(funding);
+        }
+        Ok(s)
+    }
+
+    /// Every request in order on one transaction, one commit. `Err(Step::Retry)`: nothing
+    /// was committed and each request is to run alone.
+    async fn mixed<'i>(
+        &self,
+        work: &[Work<'i>],
+        systems: &Systems,
+        renders: &Renders<'_>,
+        cards: &mut Vec<(&'i str, Option<CardRecord>)>,
+    ) -> Result<Vec<Done>, Step> {
+        let mut tx = self.begin().await?;
+        let mut out = Vec::with_capacity(work.len());
+        // The authorizations whose decisions this transaction writes.
+        let mut deciding: Vec<BatchItem<'i>> = Vec::new();
+        let mut i = 0;
+        while i < work.len() {
+            let system = systems.processor[i];
+            match &work[i] {
+                Work::Authorization(_) => {
+                    // A run of authorizations is planned together, as a batch of them is.
+                    let run: Vec<BatchItem<'i>> = work[i..]
+                        .iter()
+                        .map_while(|w| match w {
+                            Work::Authorization(item) => Some(*item),
+                            _ => None,
+                        })
+                        .collect();
+                    let (outcomes, written) = authorize_on(
+                        &mut tx,
+                        &run,
+                        &systems.clearing,
+                        &renders.authorization,
+                        cards,
+                    )
+                    .await?;
+                    if written == Written::Decisions {
+                        deciding.extend_from_slice(&run);
+                    }
+                    i += run.len();
+                    out.extend(outcomes.into_iter().map(|o| Done::Authorization(Ok(o))));
+                    continue;
+                }
+                Work::Adjustment {
+                    call,
+                    tx: t,
+                    direction,
+                } => {
+                    let terms = AdjustmentTerms::new(t, *direction);
+                    let o = adjust_on(
+                        &mut tx,
+                        call,
+                        t,
+                        *direction,
+                        &terms,
+                        system,
+                        &renders.adjustment,
+                    )
+                    .await?;
+                    out.push(Done::Adjustment(Ok(o)));
+                }
+                Work::Notification(n) => {
+                    let ask = n.ask();
+                    let o = notify_on(&mut tx, n, &ask, system, &renders.notification).await?;
+                    out.push(Done::Notification(Ok(o)));
+                }
+                Work::Funding { call, render } => {
+                    let o = self
+                        .fund_on(&mut tx, call, systems.funding[i], render)
+                        .await?;
+                    out.push(Done::Funding(Ok(o)));
+                }
+            }
+            i += 1;
+        }
+        // Late or abandoned authorizations: run alone, each meets its own deadline and gate
+        // while the rest still commit.
+        if deadline_passed(&deciding) || !start_commit(&deciding) {
+            return Err(Step::Retry);
+        }
+        tx.commit().await.map_err(Step::Fail)?;
+        Ok(out)
+    }
+
+    /// Request `i` of a batch in a transaction of its own (a batch of one).
+    async fn alone(
+        &self,
+        w: &Work<'_>,
+        systems: &Systems,
+        i: usize,
+        renders: &Renders<'_>,
+    ) -> Done {
+        match w {
+            Work::Authorization(item) => Done::Authorization(
+                self.authorize_with(
+                    &item.call,
+                    &item.tx,
+                    item.kind,
+                    item.card,
+                    renders.authorization,
+                )
+                .await,
+            ),
+            Work::Adjustment {
+                call,
+                tx: t,
+                direction,
+            } => {
+                let terms = AdjustmentTerms::new(t, *direction);
+                let system = systems.processor[i];
+                Done::Adjustment(
+                    retry_races(|| {
+                        self.try_adjust(call, t, *direction, &terms, system, &renders.adjustment)
+                    })
+                    .await,
+                )
+            }
+            Work::Notification(n) => {
+                let ask = n.ask();
+                let system = systems.processor[i];
+                Done::Notification(
+                    retry_races(|| self.try_notify(n, &ask, system, &renders.notification))
+                        .await,
+                )
+            }
+            Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),
+        }
+    }
+}
+
+/// The failure `e` as the result of `w`'s kind.
+fn failed(w: &Work<'_>, e: StoreError) -> Done {
+    match w {
+        Work::Authorization(_) => Done::Authorization(Err(e)),
+        Work::Adjustment { .. } => Done::Adjustment(Err(e)),
+        Work::Notification(_) => Done::Notification(Err(e)),
+        Work::Funding { .. } => Done::Funding(Err(e)),
+    }
+}
