@@ -38,13 +38,13 @@ pub enum Backend {
 /// ledger's invariants are audited on its database.
 ///
 /// `both_backends!(settings = patient; race)` starts each server with the default settings
-/// changed by `fn patient(s: &mut Settings)` first (the backend's own setting, grouped
-/// commits off for `postgres_single`, applies after it).
+/// changed by `fn patient(s: &mut Settings)` first (the backend's own setting, batches of
+/// one request for `postgres_single`, applies after it).
 #[macro_export]
 macro_rules! both_backends {
     (settings = $tweak:path; $($name:ident),* $(,)?) => {
         $crate::both_backends!(@module postgres, Postgres, false, $tweak; $($name),*);
-        // Postgres with one transaction per authorization (grouped commits off).
+        // Postgres with one transaction per request (batches of one).
         $crate::both_backends!(@module postgres_single, Postgres, true, $tweak; $($name),*);
         $crate::both_backends!(@module sqlite, Sqlite, false, $tweak; $($name),*);
     };
@@ -68,7 +68,7 @@ macro_rules! both_backends {
 }
 
 /// One test of `both_backends!`: a server on `backend` with the default settings changed by
-/// `tweak` (then grouped commits off when `single`), the scenario, and the ledger's audit.
+/// `tweak` (then batches of one request when `single`), the scenario, and the ledger's audit.
 pub async fn run_scenario<F: std::future::Future<Output = ()>>(
     backend: Backend,
     single: bool,
@@ -78,7 +78,9 @@ pub async fn run_scenario<F: std::future::Future<Output = ()>>(
     let app = TestApp::spawn_with(backend, |s| {
         tweak(s);
         if single {
-            s.processor.grouped_commits = false;
+            // One transaction per request, several at once.
+            s.processor.commit_batch_size_max = 1;
+            s.processor.commit_batch_overlap_ms = 0;
         }
     })
     .await;
@@ -323,7 +325,7 @@ pub struct TestApp {
     pub metrics: std::sync::Arc<authorizer::metrics::Metrics>,
     /// The shared signed client over `client`, keyed with the demo key pair.
     pub api: processor_client::Client,
-    /// Authorizations share transactions (grouped commits on, the default, on either store).
+    /// Requests share transactions (`commit_batch_size_max` above 1, the default).
     pub grouped_commits: bool,
     handle: actix_web::dev::ServerHandle,
 }
@@ -367,7 +369,7 @@ impl TestApp {
             api_secret: Secret::new(CHANNEL_SECRET),
         });
         tweak(&mut settings);
-        let grouped_commits = settings.processor.grouped_commits;
+        let grouped_commits = settings.processor.commit_batch_size_max > 1;
         let mut keys = KeyRing::new();
         let secret = ApiSecret::from_base64(API_SECRET).expect("demo secret");
         keys.insert(API_KEY, secret.clone());

@@ -163,36 +163,26 @@ impl Application {
             metrics.clone(),
         ));
         let p = &settings.processor;
-        // Every authorization goes through the batcher, the one writer. Without grouped
-        // commits a batch is one authorization, as many at once as the pool allows.
-        let (batch_size_max, in_flight_max, overlap_ms) = if p.grouped_commits {
-            (
-                p.commit_batch_size_max,
-                p.commit_batches_in_flight_max,
-                p.commit_batch_overlap_ms,
-            )
-        } else {
-            (1, settings.database.pool_connections_max as usize, 0)
-        };
+        // Every money-moving request goes through the batcher, the one writer.
         let batcher = crate::batcher::Batcher::start(
             settings.store_config(),
             (!store.is_postgres()).then(|| store.clone()),
             metrics.clone(),
             rules.clone(),
-            batch_size_max,
+            p.commit_batch_size_max,
             // The embedded store has one writer: one batch at a time, never beside it.
             if store.is_postgres() {
-                in_flight_max
+                p.commit_batches_in_flight_max
             } else {
                 1
             },
-            std::time::Duration::from_millis(overlap_ms),
+            std::time::Duration::from_millis(p.commit_batch_overlap_ms),
         )?;
         tracing::info!(
-            grouped_commits = p.grouped_commits,
-            "authorizations commit {}",
-            if p.grouped_commits {
-                "in groups"
+            commit_batch_size_max = p.commit_batch_size_max,
+            "money-moving requests commit through one writer, {}",
+            if p.commit_batch_size_max > 1 {
+                "in batches"
             } else {
                 "one transaction per request"
             }

@@ -93,7 +93,7 @@ pub struct ProcessorSettings {
     pub adjustment_skew_secs: u64,
     pub endpoint_check: EndpointCheck,
     pub in_flight_wait_ms_max: u64,
-    pub grouped_commits: bool,
+    /// Requests per batch of the one writer; 1: one transaction per request.
     pub commit_batch_size_max: usize,
     pub commit_batches_in_flight_max: usize,
     /// A batch still committing after this long lets the next batch start beside it.

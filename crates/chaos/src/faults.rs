@@ -65,14 +65,23 @@ pub async fn ready(engine: &Engine, auth: &RefCell<Authorizer>) -> anyhow::Resul
     }
 }
 
-fn grouped(on: bool) -> [(&'static str, &'static str); 1] {
-    [(
-        "AUTHORIZER__PROCESSOR__GROUPED_COMMITS",
-        if on { "true" } else { "false" },
-    )]
+/// Batches of one request (`commit_batch_size_max = 1`: one transaction per request, several
+/// at once) when `on` is false; the default batches otherwise.
+fn grouped(on: bool) -> [(&'static str, &'static str); 2] {
+    if on {
+        [
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_SIZE_MAX", "64"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_OVERLAP_MS", "10"),
+        ]
+    } else {
+        [
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_SIZE_MAX", "1"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_OVERLAP_MS", "0"),
+        ]
+    }
 }
 
-/// Crash: SIGKILL at random moments under load, restart, continue. Grouped commits and one
+/// Crash: SIGKILL at random moments under load, restart, continue. Batches and one
 /// transaction per request alternate from one life to the next.
 pub async fn crash(
     engine: &Rc<Engine>,
@@ -102,7 +111,7 @@ pub async fn crash(
         plan.crash_cycles,
         worst_restart.as_millis()
     );
-    // Leave it on grouped commits, the default.
+    // Leave it on batches, the default.
     if plan.crash_cycles % 2 == 1 {
         restart(engine, auth, &[]).await?;
     }
