@@ -18,3 +18,4 @@ mod point;
 mod reconciliation;
 mod transport;
 mod webhooks;
+mod writer;

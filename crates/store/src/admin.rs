@@ -1,11 +1,11 @@
 //! What the issuer's own systems do: open accounts, fund them, register cards, read
 //! history.
 
+use crate::processor::Step;
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent, insert_idempotent,
     lock_user_account, locked_account_from_row,
 };
-use crate::processor::Step;
 use crate::{Store, StoreError, StoredResponse, Tx, run_pool};
 use ledger::funding::{FundedAccount, FundingRefusal, plan_funding};
 use ledger::verdicts::{Repeat, repeat_of};

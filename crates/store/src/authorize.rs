@@ -145,7 +145,8 @@ impl Store {
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let mut tx = self.begin().await?;
-        let (outcomes, written) = authorize_on(&mut tx, items, clearing, render, cards_read).await?;
+        let (outcomes, written) =
+            authorize_on(&mut tx, items, clearing, render, cards_read).await?;
         if written == Written::Nothing {
             // Dropping the transaction rolls it back: it holds only reads.
             return Ok(outcomes);

@@ -117,10 +117,7 @@ impl Store {
             }
             Err(Step::Retry) => {
                 // Nothing was committed: the requesters may give up at their deadline again.
-                for gate in authorizations
-                    .iter()
-                    .filter_map(|i| i.call.commit_started)
-                {
+                for gate in authorizations.iter().filter_map(|i| i.call.commit_started) {
                     gate.reopen();
                 }
                 for (i, w) in work.iter().enumerate() {
@@ -290,8 +287,7 @@ impl Store {
                 let ask = n.ask();
                 let system = systems.processor[i];
                 Done::Notification(
-                    retry_races(|| self.try_notify(n, &ask, system, &renders.notification))
-                        .await,
+                    retry_races(|| self.try_notify(n, &ask, system, &renders.notification)).await,
                 )
             }
             Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),

@@ -1,0 +1,282 @@
+//! The one writer: a batch mixing every kind of money-moving request (deposits and
+//! withdrawals, authorizations, adjustments, notifications) is planned in arrival order, each
+//! request against what the earlier ones left, and written once; the same requests through
+//! the server, sent at once, all go through the writer and book exactly once.
+
+use e2e::*;
+use futures_util::future::join_all;
+use ledger::{Currency, RequestKind};
+use rust_decimal::Decimal;
+use std::str::FromStr;
+use store::{
+    AdjustmentResult, AuthorizationResult, BatchItem, CardLookup, CardTransaction, Done,
+    FundingCall, FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall,
+    Renders, StoredResponse, Verdict, Work,
+};
+
+fn card_tx<'a>(tid: &'a str, kind: &'a str, user: &'a str, amount: &'a str) -> CardTransaction<'a> {
+    CardTransaction {
+        transaction_id: tid,
+        tx_type: kind,
+        user_id: Some(user),
+        card_id: None,
+        currency: "ARS",
+        amount_text: amount,
+        amount: Decimal::from_str(amount).ok(),
+        mcc: Some("5045"),
+        original_transaction_id: None,
+    }
+}
+
+fn call<'a>(key: &'a str, hash: u8, endpoint: &'a str, now_ms: i64) -> ProcessorCall<'a> {
+    ProcessorCall {
+        idempotency_key: key,
+        request_hash: [hash; 32],
+        endpoint,
+        raw_body: b"{}",
+        now_ms,
+        commit_by: None,
+        commit_started: None,
+    }
+}
+
+fn funding<'a>(user: &'a str, key: &'a str, amount: i64, withdrawal: bool) -> FundingCall<'a> {
+    FundingCall {
+        user_id: user,
+        currency: Currency::parse("ARS").expect("ARS"),
+        amount,
+        withdrawal,
+        reference: None,
+        idempotency_key: key,
+        request_hash: [7; 32],
+        endpoint: "/v1/accounts/deposits",
+        now_ms: store::now_ms(),
+    }
+}
+
+fn render_authorization(r: &AuthorizationResult) -> Vec<u8> {
+    format!("{:?}", r.decision).into_bytes()
+}
+
+fn render_adjustment(r: &AdjustmentResult) -> Vec<u8> {
+    format!("adjusted to {:?}", r.balance_after).into_bytes()
+}
+
+fn render_notification(r: &NotificationResult) -> Vec<u8> {
+    r.effect.as_str().as_bytes().to_vec()
+}
+
+fn render_funding(movement_id: i64, available: i64) -> StoredResponse {
+    StoredResponse {
+        status: 201,
+        body: format!("movement {movement_id}, available {available}").into_bytes(),
+    }
+}
+
+static RENDERS: Renders<'static> = Renders {
+    authorization: &render_authorization,
+    adjustment: &render_adjustment,
+    notification: &render_notification,
+};
+
+/// (fresh / replay / conflict / refusal, the stored body) of each request's result.
+fn answer(d: Done) -> (&'static str, String) {
+    fn of<T>(o: Outcome<T>) -> (&'static str, String) {
+        match o {
+            Outcome::Fresh { response, .. } => ("fresh", text(response)),
+            Outcome::Replay(r) => ("replay", text(r)),
+            Outcome::KeyConflict => ("key conflict", String::new()),
+            Outcome::TransactionConflict => ("transaction conflict", String::new()),
+        }
+    }
+    fn text(r: StoredResponse) -> String {
+        String::from_utf8_lossy(&r.body).into_owned()
+    }
+    match d {
+        Done::Authorization(r) => of(r.expect("authorization answered")),
+        Done::Adjustment(r) => of(r.expect("adjustment answered")),
+        Done::Notification(r) => of(r.expect("notification answered")),
+        Done::Funding(r) => match r.expect("funding answered") {
+            FundingOutcome::Done { response } => ("fresh", text(response)),
+            FundingOutcome::Replay(r) => ("replay", text(r)),
+            FundingOutcome::InsufficientFunds => ("insufficient funds", String::new()),
+            other => panic!("unexpected funding outcome {other:?}"),
+        },
+    }
+}
+
+async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "10.00").await;
+    let now = store::now_ms();
+    let (deposit_key, withdrawal_key) = (uid("dep"), uid("wd"));
+    let (t1, t2, t3, t4) = (uid("t"), uid("t"), uid("t"), uid("t"));
+    let (k1, k2, k3, k4) = (uid("k"), uid("k"), uid("k"), uid("adv"));
+    let purchase = |tid, key, hash, amount| {
+        Work::Authorization(BatchItem {
+            call: call(key, hash, AUTH_DEBIT, now),
+            tx: card_tx(tid, "PURCHASE", &user, amount),
+            kind: Some(RequestKind::Debit),
+            card: CardLookup::Absent,
+        })
+    };
+    let refund = Work::Adjustment {
+        call: call(&k2, 2, ADJ_CREDIT, now),
+        tx: card_tx(&t2, "REFUND", &user, "1.00"),
+        direction: RequestKind::Credit,
+    };
+    let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
+    let work = [
+        // 10.00 + 5.00: the purchase after it fits only because the deposit came first.
+        Work::Funding {
+            call: funding(&user, &deposit_key, 500, false),
+            render,
+        },
+        purchase(&t1, &k1, 1, "12.00"),
+        // 3.00 + 1.00.
+        refund,
+        // The processor's word on a purchase we never saw: 4.00 - 2.00.
+        Work::Notification(NotificationCall {
+            key: &k4,
+            request_hash: [4; 32],
+            raw_body: b"{}",
+            now_ms: now,
+            event_id: "approved-authorization-advice",
+            verdict: Some(Verdict::Approved),
+            status_detail: Some("APPROVED"),
+            transaction: Some(card_tx(&t4, "PURCHASE", &user, "2.00")),
+            direction: Some(RequestKind::Debit),
+            unparsed: false,
+        }),
+        // 2.00 left: declined.
+        purchase(&t3, &k3, 3, "3.00"),
+        // The rest withdrawn.
+        Work::Funding {
+            call: funding(&user, &withdrawal_key, 200, true),
+            render,
+        },
+        // The refund again under its key: replayed, nothing booked twice.
+        refund,
+    ];
+    let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
+    app.store
+        .write_batch_each(&work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
+        .await;
+    let out: Vec<_> = out
+        .into_iter()
+        .map(|o| o.expect("every request answered"))
+        .collect();
+    assert_eq!(out[0].0, "fresh");
+    assert!(out[0].1.ends_with("available 1500"), "{:?}", out[0]);
+    assert_eq!(out[1].0, "fresh");
+    assert!(
+        out[1].1.starts_with("Approved { amount: -1200"),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], ("fresh", "adjusted to Some(400)".to_owned()));
+    assert_eq!(out[3], ("fresh", "FORCED".to_owned()));
+    assert_eq!(out[4], ("fresh", "Declined(InsufficientFunds)".to_owned()));
+    assert_eq!(out[5].0, "fresh");
+    assert!(out[5].1.ends_with("available 0"), "{:?}", out[5]);
+    assert_eq!(out[6], ("replay", out[2].1.clone()));
+    assert_eq!(app.available(&user, "ARS").await, "0.00");
+
+    // The same batch again: every answer replayed byte for byte, nothing moves.
+    let mut again: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
+    app.store
+        .write_batch_each(
+            &work,
+            &RENDERS,
+            |i, d| again[i] = Some(answer(d)),
+            |_, _| {},
+        )
+        .await;
+    for (i, (first, second)) in out.iter().zip(again).enumerate() {
+        assert_eq!(second, Some(("replay", first.1.clone())), "request {i}");
+    }
+    assert_eq!(app.available(&user, "ARS").await, "0.00");
+}
+
+/// Deposits, purchases, refunds (adjustments) and advices (notifications) sent at once: each
+/// goes through the writer (counted in its batches) and books exactly once.
+async fn every_kind_goes_through_the_writer(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "100.00").await;
+    let items_before = app
+        .metrics
+        .counter("authorizer_commit_batch_items_total", &[]);
+    let purchases: Vec<(Vec<u8>, String)> = (0..10)
+        .map(|_| {
+            let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "3.00", "ARS");
+            (tx.body(), uid("k"))
+        })
+        .collect();
+    let refunds: Vec<(Vec<u8>, String)> = (0..10)
+        .map(|_| {
+            let tx = Tx::new(&uid("ctx"), "REFUND", &user, "1.00", "ARS");
+            (tx.body(), uid("k"))
+        })
+        .collect();
+    let advices: Vec<(Vec<u8>, String)> = (0..10)
+        .map(|_| {
+            let key = uid("adv");
+            let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "2.00", "ARS");
+            (tx.approved_advice(&key), key)
+        })
+        .collect();
+    let deposits: Vec<String> = (0..10).map(|_| uid("dep")).collect();
+    let deposits_path = format!("/v1/accounts/{user}/ARS/deposits");
+    let sent = async {
+        let p = join_all(
+            purchases
+                .iter()
+                .map(|(tx, k)| app.processor(AUTH_DEBIT, tx, k)),
+        );
+        let r = join_all(
+            refunds
+                .iter()
+                .map(|(tx, k)| app.processor(ADJ_CREDIT, tx, k)),
+        );
+        let n = join_all(advices.iter().map(|(b, k)| app.processor(NOTIFY, b, k)));
+        let d = join_all(deposits.iter().map(|k| {
+            app.admin(
+                "POST",
+                &deposits_path,
+                Some(serde_json::json!({ "amount": "0.50" })),
+                Some(k),
+            )
+        }));
+        tokio::join!(p, r, n, d)
+    };
+    let (p, r, n, d) = sent.await;
+    for a in &p {
+        assert_eq!(a.json()["status"], "APPROVED", "{:?}", a.json());
+    }
+    for a in r.iter().chain(&n) {
+        assert_eq!(a.status, 200, "{:?}", a.json());
+    }
+    for a in &d {
+        assert_eq!(a.status, 201, "{:?}", a.json());
+    }
+    // 100 - 10 x 3.00 + 10 x 1.00 - 10 x 2.00 + 10 x 0.50.
+    assert_eq!(app.available(&user, "ARS").await, "65.00");
+    let items = app
+        .metrics
+        .counter("authorizer_commit_batch_items_total", &[])
+        - items_before;
+    assert!(items >= 40, "{items} requests through the writer");
+    // Sent again: replayed, nothing moves.
+    for (tx, k) in &refunds {
+        assert_eq!(app.processor(ADJ_CREDIT, tx, k).await.status, 200);
+    }
+    for (b, k) in &advices {
+        assert_eq!(app.processor(NOTIFY, b, k).await.status, 200);
+    }
+    assert_eq!(app.available(&user, "ARS").await, "65.00");
+}
+
+both_backends!(
+    a_mixed_batch_is_planned_in_order,
+    every_kind_goes_through_the_writer
+);
