@@ -78,9 +78,10 @@ pub async fn run_scenario<F: std::future::Future<Output = ()>>(
     let app = TestApp::spawn_with(backend, |s| {
         tweak(s);
         if single {
-            // One transaction per request, several at once.
+            // One transaction per request, as many at once as the pool has connections.
             s.processor.commit_batch_size_max = 1;
             s.processor.commit_batch_overlap_ms = 0;
+            s.processor.commit_batches_in_flight_max = s.database.pool_connections_max as usize;
         }
     })
     .await;

@@ -785,7 +785,9 @@ async fn lone_node(drain_ms: &str, shutdown_ms_max: &str) -> (Node, String) {
             ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "15000"),
             ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "15000"),
             ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "15000"),
-            ("AUTHORIZER__PROCESSOR__GROUPED_COMMITS", "false"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_SIZE_MAX", "1"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_OVERLAP_MS", "0"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCHES_IN_FLIGHT_MAX", "32"),
         ],
     );
     open_and_fund(&node.base, &node.base, "100.00").await;

@@ -67,16 +67,18 @@ pub async fn ready(engine: &Engine, auth: &RefCell<Authorizer>) -> anyhow::Resul
 
 /// Batches of one request (`commit_batch_size_max = 1`: one transaction per request, several
 /// at once) when `on` is false; the default batches otherwise.
-fn grouped(on: bool) -> [(&'static str, &'static str); 2] {
+fn grouped(on: bool) -> [(&'static str, &'static str); 3] {
     if on {
         [
             ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_SIZE_MAX", "64"),
             ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_OVERLAP_MS", "10"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCHES_IN_FLIGHT_MAX", "4"),
         ]
     } else {
         [
             ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_SIZE_MAX", "1"),
             ("AUTHORIZER__PROCESSOR__COMMIT_BATCH_OVERLAP_MS", "0"),
+            ("AUTHORIZER__PROCESSOR__COMMIT_BATCHES_IN_FLIGHT_MAX", "32"),
         ]
     }
 }
