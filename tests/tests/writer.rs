@@ -1,5 +1,6 @@
 //! The one writer: a batch mixing every kind of money-moving request (deposits and
-//! withdrawals, authorizations, adjustments, notifications) is planned in arrival order, each
+//! withdrawals, authorizations, adjustments, notifications, the channels' hold operations)
+//! is planned in arrival order, each
 //! request against what the earlier ones left, and written once; the same requests through
 //! the server, sent at once, all go through the writer and book exactly once.
 
@@ -9,9 +10,10 @@ use ledger::{Currency, RequestKind};
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use store::{
-    AdjustmentResult, AuthorizationResult, BatchItem, CardLookup, CardTransaction, Done,
-    FundingCall, FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall,
-    Renders, StoredResponse, Verdict, Work,
+    AdjustmentResult, AuthorizationResult, BatchItem, CardLookup, CardTransaction, ChannelAnswer,
+    ChannelCall, ChannelOutcome, Done, FundingCall, FundingOutcome, HoldOp, NotificationCall,
+    NotificationResult, Outcome, ProcessorCall, Renders, ReserveRequest, StoredResponse, Verdict,
+    Work,
 };
 
 fn card_tx<'a>(tid: &'a str, kind: &'a str, user: &'a str, amount: &'a str) -> CardTransaction<'a> {
@@ -73,10 +75,22 @@ fn render_funding(movement_id: i64, available: i64) -> StoredResponse {
     }
 }
 
+fn render_channel(a: &ChannelAnswer<'_>) -> Vec<u8> {
+    match a {
+        ChannelAnswer::Reserved(h) => format!("reserved {}", h.amount),
+        ChannelAnswer::Captured(h) => format!("captured {}", h.captured),
+        ChannelAnswer::Cancelled(_) => "cancelled".to_owned(),
+        ChannelAnswer::Refunded { amount, .. } => format!("refunded {amount}"),
+        ChannelAnswer::Declined(d) => format!("declined {d:?}"),
+    }
+    .into_bytes()
+}
+
 static RENDERS: Renders<'static> = Renders {
     authorization: &render_authorization,
     adjustment: &render_adjustment,
     notification: &render_notification,
+    channel: &render_channel,
 };
 
 /// (fresh / replay / conflict / refusal, the stored body) of each request's result.
@@ -102,7 +116,137 @@ fn answer(d: Done) -> (&'static str, String) {
             FundingOutcome::InsufficientFunds => ("insufficient funds", String::new()),
             other => panic!("unexpected funding outcome {other:?}"),
         },
+        Done::Hold(r) => match r.expect("hold operation answered") {
+            ChannelOutcome::Fresh { response, .. } => ("fresh", text(response)),
+            ChannelOutcome::Replay(r) => ("replay", text(r)),
+            ChannelOutcome::Refused { error, .. } => ("refused", format!("{error:?}")),
+            other => panic!("unexpected hold outcome {other:?}"),
+        },
     }
+}
+
+/// Runs `work` as one batch; each request's answer.
+async fn batch(app: &TestApp, work: &[Work<'_>]) -> Vec<(&'static str, String)> {
+    let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
+    app.store
+        .write_batch_each(work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
+        .await;
+    out.into_iter()
+        .map(|o| o.expect("every request answered"))
+        .collect()
+}
+
+fn channel_call<'a>(key: &'a str, hash: u8, now_ms: i64) -> ChannelCall<'a> {
+    ChannelCall {
+        channel: CHANNEL_NAME,
+        idempotency_key: key,
+        request_hash: [hash; 32],
+        endpoint: "/channels/v1/reservations",
+        now_ms,
+        commit_by: None,
+        commit_started: None,
+    }
+}
+
+/// Reservations, captures and refunds share batches with authorizations and deposits:
+/// every debit decision sees the held amount the earlier requests left.
+async fn hold_operations_share_the_batch(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "10.00").await;
+    let now = store::now_ms();
+    let reservation = uid("r");
+    let keys: Vec<String> = (0..8).map(|_| uid("k")).collect();
+    let (t1, t2, t3) = (uid("t"), uid("t"), uid("t"));
+    let purchase = |tid, key, hash, amount| {
+        Work::Authorization(BatchItem {
+            call: call(key, hash, AUTH_DEBIT, now),
+            tx: card_tx(tid, "PURCHASE", &user, amount),
+            kind: Some(RequestKind::Debit),
+            card: CardLookup::Absent,
+        })
+    };
+    let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
+    let first = [
+        // 6.00 held: 4.00 available.
+        Work::Hold(HoldOp::Reserve {
+            call: channel_call(&keys[0], 1, now),
+            req: ReserveRequest {
+                reservation_id: &reservation,
+                user_id: &user,
+                card_id: None,
+                currency: Currency::parse("ARS").ok(),
+                amount: Decimal::from_str("6.00").ok(),
+                mcc: Some("5045"),
+                merchant: None,
+                reference: None,
+                expires_at_ms: now + 600_000,
+                partial_capture_possible: true,
+            },
+        }),
+        purchase(&t1, &keys[1], 2, "5.00"),
+        Work::Funding {
+            call: funding(&user, &keys[2], 100, false),
+            render,
+        },
+        purchase(&t2, &keys[3], 3, "5.00"),
+    ];
+    let out = batch(&app, &first).await;
+    assert_eq!(out[0], ("fresh", "reserved 600".to_owned()));
+    assert_eq!(out[1], ("fresh", "Declined(InsufficientFunds)".to_owned()));
+    assert_eq!(out[2].0, "fresh");
+    assert!(out[2].1.ends_with("available 500"), "{:?}", out[2]);
+    assert_eq!(out[3].0, "fresh");
+    assert!(
+        out[3].1.starts_with("Approved { amount: -500"),
+        "{:?}",
+        out[3]
+    );
+    assert_eq!(app.available(&user, "ARS").await, "0.00");
+
+    let second = [
+        // 2.00 of the 6.00 captured, the rest released: 4.00 available.
+        Work::Hold(HoldOp::Capture {
+            call: channel_call(&keys[4], 4, now),
+            reservation_id: &reservation,
+            amount: Decimal::from_str("2.00").ok(),
+        }),
+        purchase(&t3, &keys[5], 5, "4.00"),
+        Work::Hold(HoldOp::Refund {
+            call: channel_call(&keys[6], 6, now),
+            reservation_id: &reservation,
+            refund_id: "rf-1",
+            amount: Decimal::from_str("1.00").ok(),
+            currency: Some("ARS"),
+            window_days: 30,
+        }),
+        Work::Hold(HoldOp::Cancel {
+            call: channel_call(&keys[7], 7, now),
+            reservation_id: &reservation,
+        }),
+    ];
+    let out = batch(&app, &second).await;
+    assert_eq!(out[0], ("fresh", "captured 200".to_owned()));
+    assert_eq!(out[1].0, "fresh");
+    assert!(
+        out[1].1.starts_with("Approved { amount: -400"),
+        "{:?}",
+        out[1]
+    );
+    assert_eq!(out[2], ("fresh", "refunded 100".to_owned()));
+    assert_eq!(out[3], ("refused", "AlreadyCaptured".to_owned()));
+    assert_eq!(app.available(&user, "ARS").await, "1.00");
+
+    // Both batches again: replayed (the refusal refused again), nothing moves.
+    let again = batch(&app, &first).await;
+    assert!(again.iter().all(|a| a.0 == "replay"), "{again:?}");
+    let again = batch(&app, &second).await;
+    assert_eq!(
+        again[..3].iter().filter(|a| a.0 == "replay").count(),
+        3,
+        "{again:?}"
+    );
+    assert_eq!(again[3], ("refused", "AlreadyCaptured".to_owned()));
+    assert_eq!(app.available(&user, "ARS").await, "1.00");
 }
 
 async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
@@ -278,5 +422,11 @@ async fn every_kind_goes_through_the_writer(app: TestApp) {
 
 both_backends!(
     a_mixed_batch_is_planned_in_order,
-    every_kind_goes_through_the_writer
+    hold_operations_share_the_batch
 );
+
+mod at_once {
+    use super::*;
+    // Forty requests on one account at once: with batches of one they queue on its row.
+    both_backends!(settings = crowd_settings; every_kind_goes_through_the_writer);
+}

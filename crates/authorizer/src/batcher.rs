@@ -10,6 +10,7 @@
 //! (waiting on a row lock, a stalled disk) lets the next one start beside it, up to
 //! `batches_in_flight_max`, so one slow batch never holds up the rest.
 
+use crate::channel_service::HoldRequest;
 use crate::service::{
     OwnedTransaction, card_lookup, card_transaction, render_adjustment, render_authorization,
     render_notification,
@@ -19,9 +20,9 @@ use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::time::Instant;
 use store::{
-    AdjustmentResult, AuthorizationResult, BatchItem, Done, FundingCall, FundingOutcome,
-    NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store, StoreError,
-    StoredResponse, Verdict, Work,
+    AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, FundingCall,
+    FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store,
+    StoreError, StoredResponse, Verdict, Work,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -34,6 +35,7 @@ pub enum Job {
     Adjustment(AdjustmentJob),
     Notification(NotificationJob),
     Funding(FundingJob),
+    Hold(HoldJob),
 }
 
 /// One authorization waiting for its batch.
@@ -81,6 +83,13 @@ pub struct NotificationJob {
     pub direction: Option<RequestKind>,
     pub unparsed: bool,
     pub reply: Option<Reply<Outcome<NotificationResult>>>,
+}
+
+/// One operation of the channel API on a hold (a reservation, capture, cancel or refund)
+/// waiting for its batch.
+pub struct HoldJob {
+    pub op: HoldRequest,
+    pub reply: Option<Reply<ChannelOutcome>>,
 }
 
 /// The exact answer of a deposit or withdrawal, from its movement id and available balance.
@@ -197,6 +206,7 @@ enum Replies {
     Adjustment(Option<Reply<Outcome<AdjustmentResult>>>),
     Notification(Option<Reply<Outcome<NotificationResult>>>),
     Funding(Option<Reply<FundingOutcome>>),
+    Hold(Option<Reply<ChannelOutcome>>),
 }
 
 impl Replies {
@@ -207,6 +217,7 @@ impl Replies {
             (Replies::Adjustment(r), Done::Adjustment(d)) => send(r, d),
             (Replies::Notification(r), Done::Notification(d)) => send(r, d),
             (Replies::Funding(r), Done::Funding(d)) => send(r, d),
+            (Replies::Hold(r), Done::Hold(d)) => send(r, d),
             // The store answers each request in its own kind.
             _ => {}
         }
@@ -226,6 +237,7 @@ impl Job {
             Job::Adjustment(j) => Replies::Adjustment(j.reply.take()),
             Job::Notification(j) => Replies::Notification(j.reply.take()),
             Job::Funding(j) => Replies::Funding(j.reply.take()),
+            Job::Hold(j) => Replies::Hold(j.reply.take()),
         }
     }
 
@@ -285,6 +297,7 @@ impl Job {
                 },
                 render: &*j.render,
             },
+            Job::Hold(j) => Work::Hold(j.op.op()),
         }
     }
 }
@@ -293,6 +306,7 @@ static RENDERS: Renders<'static> = Renders {
     authorization: &render_authorization,
     adjustment: &render_adjustment,
     notification: &render_notification,
+    channel: &crate::channel_service::render,
 };
 
 async fn run_batch(store: &Store, rules: &crate::rules::RulesCache, mut jobs: Vec<Job>) {

@@ -1,21 +1,25 @@
 //! Between the channels' routes and the store: the reservation's deadline race, and the
 //! exact bytes of every answer to a channel, rendered in one place.
 //!
-//! route (signature, parse, idempotency) -> channel_service -> store
+//! route (signature, parse, idempotency) -> channel_service -> batcher -> store
 //!
-//! A reservation is answered within `processor.deadline_ms`, like an authorization: at the
-//! deadline, unless its commit has started, it answers REJECTED / SYSTEM_ERROR and nothing
-//! is stored (see [`CommitGate`]). Reservations are written in a transaction of their own
-//! (not through the authorizations' batcher): they lock the account row exactly as the
-//! batcher's single path does, and the grouped batch's write checks `held_minor`, so the
-//! two never decide on a stale balance.
+//! Every operation on a hold goes through the batcher, the one writer, like every other
+//! money-moving request. A reservation is answered within `processor.deadline_ms`, like an
+//! authorization: at the deadline, unless its commit has started, it answers REJECTED /
+//! SYSTEM_ERROR and nothing is stored (see [`CommitGate`]). Inside a batch a reservation
+//! locks the account row it reads, and a batch of authorizations alone checks `held_minor`
+//! at its write, so the two never decide on a stale balance.
 
 use crate::app::AppState;
+use crate::batcher::{HoldJob, Job};
 use ledger::{Currency, Decline, format_minor};
+use rust_decimal::Decimal;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{
-    ChannelAnswer, ChannelCall, ChannelOutcome, CommitGate, HoldView, ReserveRequest, StoreError,
+    ChannelAnswer, ChannelCall, ChannelOutcome, CommitGate, HoldOp, HoldView, ReserveRequest,
+    StoreError,
 };
 use utoipa::ToSchema;
 
@@ -29,30 +33,231 @@ pub async fn reserve(
     let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
     let due = started + deadline;
     let commit_margin = (deadline / 4).min(Duration::from_millis(150));
-    let gate = CommitGate::new();
+    let gate = Arc::new(CommitGate::new());
     let call = ChannelCall {
         commit_by: Some(started + deadline.saturating_sub(commit_margin)),
-        commit_started: Some(&gate),
         ..call
     };
-    let work = state.store.reserve(&call, req, render);
-    tokio::pin!(work);
-    let r = tokio::select! {
-        r = &mut work => r,
-        _ = tokio::time::sleep_until(due.into()) => {
-            if gate.abandon() {
-                // Dropping the transaction rolls it back: nothing is held.
-                Err(StoreError::Timeout("reservation deadline reached".into()))
-            } else {
-                // The commit is under way: only its result tells whether the hold exists.
-                work.await
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let job = Job::Hold(HoldJob {
+        op: HoldRequest::of(&HoldOp::Reserve { call, req: *req }, Some(gate.clone())),
+        reply: Some(reply),
+    });
+    let dropped = || StoreError::Timeout("batch dropped".into());
+    // A full queue must not hold the answer past the deadline either: a job not queued in
+    // time is dropped, never committed.
+    let r = match tokio::time::timeout_at(due.into(), state.batcher.submit(job)).await {
+        Err(_) => Err(StoreError::Timeout(
+            "commit queue full until the deadline".into(),
+        )),
+        Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
+        Ok(Ok(())) => tokio::select! {
+            r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
+            _ = tokio::time::sleep_until(due.into()) => {
+                if gate.abandon() {
+                    // The batch will not commit it: nothing is held.
+                    Err(StoreError::Timeout("reservation deadline reached".into()))
+                } else {
+                    // The commit is under way: only its result tells whether the hold exists.
+                    answer.await.unwrap_or_else(|_| Err(dropped()))
+                }
             }
-        }
+        },
     };
     if let (Ok(ChannelOutcome::Fresh { .. }), Some(delay)) = (&r, answer_delay()) {
         tokio::time::sleep(delay).await;
     }
     r
+}
+
+/// A capture, cancel or refund through the one writer (the channel resends on a 5xx).
+pub async fn hold(state: &AppState, op: HoldOp<'_>) -> Result<ChannelOutcome, StoreError> {
+    crate::service::through_writer(state, |reply| {
+        Job::Hold(HoldJob {
+            op: HoldRequest::of(&op, None),
+            reply: Some(reply),
+        })
+    })
+    .await
+}
+
+/// A hold operation, owned while it waits for its batch (what [`HoldOp`] names).
+pub struct HoldRequest {
+    channel: String,
+    idempotency_key: String,
+    request_hash: [u8; 32],
+    endpoint: String,
+    now_ms: i64,
+    commit_by: Option<Instant>,
+    /// A reservation's: taken just before its batch commits, unless it gave up first.
+    gate: Option<Arc<CommitGate>>,
+    kind: HoldKind,
+}
+
+enum HoldKind {
+    Reserve {
+        reservation_id: String,
+        user_id: String,
+        card_id: Option<String>,
+        currency: Option<Currency>,
+        amount: Option<Decimal>,
+        mcc: Option<String>,
+        merchant: Option<String>,
+        reference: Option<String>,
+        expires_at_ms: i64,
+        partial_capture_possible: bool,
+    },
+    Capture {
+        reservation_id: String,
+        amount: Option<Decimal>,
+    },
+    Cancel {
+        reservation_id: String,
+    },
+    Refund {
+        reservation_id: String,
+        refund_id: String,
+        amount: Option<Decimal>,
+        currency: Option<String>,
+        window_days: u32,
+    },
+}
+
+impl HoldRequest {
+    fn of(op: &HoldOp<'_>, gate: Option<Arc<CommitGate>>) -> HoldRequest {
+        let owned = |s: &str| s.to_owned();
+        let (call, kind) = match op {
+            HoldOp::Reserve { call, req } => (
+                call,
+                HoldKind::Reserve {
+                    reservation_id: owned(req.reservation_id),
+                    user_id: owned(req.user_id),
+                    card_id: req.card_id.map(owned),
+                    currency: req.currency,
+                    amount: req.amount,
+                    mcc: req.mcc.map(owned),
+                    merchant: req.merchant.map(owned),
+                    reference: req.reference.map(owned),
+                    expires_at_ms: req.expires_at_ms,
+                    partial_capture_possible: req.partial_capture_possible,
+                },
+            ),
+            HoldOp::Capture {
+                call,
+                reservation_id,
+                amount,
+            } => (
+                call,
+                HoldKind::Capture {
+                    reservation_id: owned(reservation_id),
+                    amount: *amount,
+                },
+            ),
+            HoldOp::Cancel {
+                call,
+                reservation_id,
+            } => (
+                call,
+                HoldKind::Cancel {
+                    reservation_id: owned(reservation_id),
+                },
+            ),
+            HoldOp::Refund {
+                call,
+                reservation_id,
+                refund_id,
+                amount,
+                currency,
+                window_days,
+            } => (
+                call,
+                HoldKind::Refund {
+                    reservation_id: owned(reservation_id),
+                    refund_id: owned(refund_id),
+                    amount: *amount,
+                    currency: currency.map(owned),
+                    window_days: *window_days,
+                },
+            ),
+        };
+        HoldRequest {
+            channel: owned(call.channel),
+            idempotency_key: owned(call.idempotency_key),
+            request_hash: call.request_hash,
+            endpoint: owned(call.endpoint),
+            now_ms: call.now_ms,
+            commit_by: call.commit_by,
+            gate,
+            kind,
+        }
+    }
+
+    /// The operation as the store takes it.
+    pub fn op(&self) -> HoldOp<'_> {
+        let call = ChannelCall {
+            channel: &self.channel,
+            idempotency_key: &self.idempotency_key,
+            request_hash: self.request_hash,
+            endpoint: &self.endpoint,
+            now_ms: self.now_ms,
+            commit_by: self.commit_by,
+            commit_started: self.gate.as_deref(),
+        };
+        match &self.kind {
+            HoldKind::Reserve {
+                reservation_id,
+                user_id,
+                card_id,
+                currency,
+                amount,
+                mcc,
+                merchant,
+                reference,
+                expires_at_ms,
+                partial_capture_possible,
+            } => HoldOp::Reserve {
+                call,
+                req: ReserveRequest {
+                    reservation_id,
+                    user_id,
+                    card_id: card_id.as_deref(),
+                    currency: *currency,
+                    amount: *amount,
+                    mcc: mcc.as_deref(),
+                    merchant: merchant.as_deref(),
+                    reference: reference.as_deref(),
+                    expires_at_ms: *expires_at_ms,
+                    partial_capture_possible: *partial_capture_possible,
+                },
+            },
+            HoldKind::Capture {
+                reservation_id,
+                amount,
+            } => HoldOp::Capture {
+                call,
+                reservation_id,
+                amount: *amount,
+            },
+            HoldKind::Cancel { reservation_id } => HoldOp::Cancel {
+                call,
+                reservation_id,
+            },
+            HoldKind::Refund {
+                reservation_id,
+                refund_id,
+                amount,
+                currency,
+                window_days,
+            } => HoldOp::Refund {
+                call,
+                reservation_id,
+                refund_id,
+                amount: *amount,
+                currency: currency.as_deref(),
+                window_days: *window_days,
+            },
+        }
+    }
 }
 
 /// Test-only fault: `AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS` holds a fresh

@@ -101,7 +101,7 @@ pub async fn authorize(
 
 /// Hands a job that has no deadline of its own (adjustments, notifications, deposits and
 /// withdrawals: the caller resends on a 5xx) to the batcher and waits for its result.
-async fn through_writer<T>(
+pub(crate) async fn through_writer<T>(
     state: &AppState,
     job: impl FnOnce(Reply<T>) -> Job,
 ) -> Result<T, StoreError> {

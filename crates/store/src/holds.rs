@@ -488,19 +488,69 @@ async fn record_key(
     .await
 }
 
-/// A refusal: a committed lazy expiry stays committed; anything else rolls back.
-async fn refuse(tx: Tx, error: HoldError, expired: bool) -> Result<ChannelOutcome, Step> {
-    if expired {
-        tx.commit().await?;
-    }
+/// A refusal: a lazy expiry on the way is committed with the transaction; nothing else of
+/// the request was written.
+fn refuse(error: HoldError, expired: bool) -> Result<ChannelOutcome, Step> {
     Ok(ChannelOutcome::Refused { error, expired })
 }
 
 /// Which of capture and cancel.
 #[derive(Debug, Clone, Copy)]
-enum Ending {
+pub(crate) enum Ending {
     Capture(Option<i64>),
     Cancel,
+}
+
+/// One operation of the channel API on a hold.
+#[derive(Debug, Clone, Copy)]
+pub enum HoldOp<'a> {
+    Reserve {
+        call: ChannelCall<'a>,
+        req: ReserveRequest<'a>,
+    },
+    /// `amount` `None`: in full.
+    Capture {
+        call: ChannelCall<'a>,
+        reservation_id: &'a str,
+        amount: Option<Decimal>,
+    },
+    Cancel {
+        call: ChannelCall<'a>,
+        reservation_id: &'a str,
+    },
+    Refund {
+        call: ChannelCall<'a>,
+        reservation_id: &'a str,
+        refund_id: &'a str,
+        amount: Option<Decimal>,
+        currency: Option<&'a str>,
+        window_days: u32,
+    },
+}
+
+/// What an operation needs read before its transaction opens (the embedded store has one
+/// connection, and a system account is created in a commit of its own).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum HoldTerms {
+    Reserve,
+    End { ending: Ending, clearing: i64 },
+    Refund { ask: RefundAsk, clearing: i64 },
+}
+
+/// A fresh reservation commits only within its deadline, and only if its requester has not
+/// given up (see [`CommitGate`]).
+pub(crate) fn reservation_may_commit(call: &ChannelCall<'_>) -> Result<(), StoreError> {
+    if call.commit_by.is_some_and(|d| Instant::now() >= d) {
+        return Err(StoreError::Timeout("reservation deadline passed".into()));
+    }
+    if let Some(gate) = call.commit_started
+        && !gate.start_commit()
+    {
+        return Err(StoreError::Timeout(
+            "reservation abandoned at its deadline".into(),
+        ));
+    }
+    Ok(())
 }
 
 impl Store {
@@ -516,11 +566,158 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        retry_races(|| self.try_reserve(call, req, &render)).await
+        self.hold_alone(
+            &HoldOp::Reserve {
+                call: *call,
+                req: *req,
+            },
+            &render,
+        )
+        .await
     }
 
-    async fn try_reserve<R>(
+    /// A hold operation in a transaction of its own (a batch of one).
+    pub(crate) async fn hold_alone<R>(
         &self,
+        op: &HoldOp<'_>,
+        render: &R,
+    ) -> Result<ChannelOutcome, StoreError>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        let terms = match self.hold_terms(op).await? {
+            Ok(terms) => terms,
+            Err(answered) => return Ok(answered),
+        };
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let outcome = self.hold_on(&mut tx, op, &terms, render).await?;
+            if let (HoldOp::Reserve { call, .. }, ChannelOutcome::Fresh { .. }) = (op, &outcome) {
+                reservation_may_commit(call)?;
+            }
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
+    }
+
+    /// Reads what `op` needs before its transaction; `Err`: already answered (no such
+    /// reservation, an amount the currency cannot hold).
+    pub(crate) async fn hold_terms(
+        &self,
+        op: &HoldOp<'_>,
+    ) -> Result<Result<HoldTerms, ChannelOutcome>, StoreError> {
+        let (call, reservation_id) = match op {
+            HoldOp::Reserve { .. } => return Ok(Ok(HoldTerms::Reserve)),
+            HoldOp::Capture {
+                call,
+                reservation_id,
+                ..
+            }
+            | HoldOp::Cancel {
+                call,
+                reservation_id,
+            }
+            | HoldOp::Refund {
+                call,
+                reservation_id,
+                ..
+            } => (call, *reservation_id),
+        };
+        let Some(currency) = self.hold_currency(call.channel, reservation_id).await? else {
+            return Ok(Err(ChannelOutcome::NotFound));
+        };
+        let clearing = self
+            .system_account(SystemAccount::PosClearing, currency)
+            .await?;
+        Ok(Ok(match op {
+            HoldOp::Reserve { .. } => HoldTerms::Reserve,
+            HoldOp::Capture { amount, .. } => {
+                let minor = match amount.map(|a| ledger::to_minor(a, currency)) {
+                    None => None,
+                    Some(Ok(m)) => Some(m),
+                    Some(Err(_)) => {
+                        return Ok(Err(ChannelOutcome::Refused {
+                            error: HoldError::InvalidAmount,
+                            expired: false,
+                        }));
+                    }
+                };
+                HoldTerms::End {
+                    ending: Ending::Capture(minor),
+                    clearing,
+                }
+            }
+            HoldOp::Cancel { .. } => HoldTerms::End {
+                ending: Ending::Cancel,
+                clearing,
+            },
+            HoldOp::Refund {
+                amount,
+                currency: asked,
+                window_days,
+                ..
+            } => HoldTerms::Refund {
+                ask: RefundAsk {
+                    amount: amount.and_then(|a| ledger::to_minor(a, currency).ok()),
+                    currency_matches: asked.is_none_or(|c| c.eq_ignore_ascii_case(currency.code())),
+                    window_days: *window_days,
+                },
+                clearing,
+            },
+        }))
+    }
+
+    /// `op` on `tx`, which the caller commits (a fresh reservation once
+    /// [`reservation_may_commit`] allows it).
+    pub(crate) async fn hold_on<R>(
+        &self,
+        tx: &mut Tx,
+        op: &HoldOp<'_>,
+        terms: &HoldTerms,
+        render: &R,
+    ) -> Result<ChannelOutcome, Step>
+    where
+        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+    {
+        match (op, terms) {
+            (HoldOp::Reserve { call, req }, _) => self.reserve_on(tx, call, req, render).await,
+            (
+                HoldOp::Capture {
+                    call,
+                    reservation_id,
+                    ..
+                }
+                | HoldOp::Cancel {
+                    call,
+                    reservation_id,
+                },
+                HoldTerms::End { ending, clearing },
+            ) => {
+                self.end_hold_on(tx, call, reservation_id, *ending, Some(*clearing), render)
+                    .await
+            }
+            (
+                HoldOp::Refund {
+                    call,
+                    reservation_id,
+                    refund_id,
+                    ..
+                },
+                HoldTerms::Refund { ask, clearing },
+            ) => {
+                self.refund_on(tx, call, reservation_id, refund_id, ask, *clearing, render)
+                    .await
+            }
+            _ => Err(Step::Fail(StoreError::Invalid(
+                "hold operation read with another's terms".into(),
+            ))),
+        }
+    }
+
+    async fn reserve_on<R>(
+        &self,
+        tx: &mut Tx,
         call: &ChannelCall<'_>,
         req: &ReserveRequest<'_>,
         render: &R,
@@ -528,7 +725,7 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let mut tx = self.begin().await?;
+        let mut tx = tx;
         if let Some(o) = check_key(&mut tx, call).await? {
             return Ok(o);
         }
@@ -541,7 +738,6 @@ impl Store {
                 });
             }
             record_key(&mut tx, call, &rec.response).await?;
-            tx.commit().await?;
             return Ok(ChannelOutcome::Replay(rec.response));
         }
         let account = match req.currency {
@@ -665,19 +861,6 @@ impl Store {
         )
         .await?;
         record_key(&mut tx, call, &response).await?;
-        if call.commit_by.is_some_and(|d| Instant::now() >= d) {
-            return Err(Step::Fail(StoreError::Timeout(
-                "reservation deadline passed".into(),
-            )));
-        }
-        if let Some(gate) = call.commit_started
-            && !gate.start_commit()
-        {
-            return Err(Step::Fail(StoreError::Timeout(
-                "reservation abandoned at its deadline".into(),
-            )));
-        }
-        tx.commit().await?;
         Ok(ChannelOutcome::Fresh { response, events })
     }
 
@@ -692,21 +875,12 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let Some(currency) = self.hold_currency(call.channel, reservation_id).await? else {
-            return Ok(ChannelOutcome::NotFound);
+        let op = HoldOp::Capture {
+            call: *call,
+            reservation_id,
+            amount,
         };
-        let minor = match amount.map(|a| ledger::to_minor(a, currency)) {
-            None => None,
-            Some(Ok(m)) => Some(m),
-            Some(Err(_)) => {
-                return Ok(ChannelOutcome::Refused {
-                    error: HoldError::InvalidAmount,
-                    expired: false,
-                });
-            }
-        };
-        self.end_hold(call, reservation_id, Ending::Capture(minor), &render)
-            .await
+        self.hold_alone(&op, &render).await
     }
 
     /// Cancels a reserved hold (again: the same answer).
@@ -719,31 +893,16 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        self.end_hold(call, reservation_id, Ending::Cancel, &render)
-            .await
-    }
-
-    async fn end_hold<R>(
-        &self,
-        call: &ChannelCall<'_>,
-        reservation_id: &str,
-        ending: Ending,
-        render: &R,
-    ) -> Result<ChannelOutcome, StoreError>
-    where
-        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
-    {
-        // Before the transaction: the embedded store has one connection.
-        let currency = self.hold_currency(call.channel, reservation_id).await?;
-        let clearing = match currency {
-            Some(c) => Some(self.system_account(SystemAccount::PosClearing, c).await?),
-            None => return Ok(ChannelOutcome::NotFound),
+        let op = HoldOp::Cancel {
+            call: *call,
+            reservation_id,
         };
-        retry_races(|| self.try_end_hold(call, reservation_id, ending, clearing, render)).await
+        self.hold_alone(&op, &render).await
     }
 
-    async fn try_end_hold<R>(
+    async fn end_hold_on<R>(
         &self,
+        tx: &mut Tx,
         call: &ChannelCall<'_>,
         reservation_id: &str,
         ending: Ending,
@@ -753,7 +912,7 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let mut tx = self.begin().await?;
+        let mut tx = tx;
         if let Some(o) = check_key(&mut tx, call).await? {
             return Ok(o);
         }
@@ -768,12 +927,11 @@ impl Store {
             Ending::Cancel => holds::cancel(&rule, call.now_ms),
         };
         let effects = match decided {
-            Err(e) => return refuse(tx, e, expired).await,
+            Err(e) => return refuse(e, expired),
             Ok(Transition::Replay) => {
                 let body = hold.final_response.clone().unwrap_or_default();
                 let response = StoredResponse { status: 200, body };
                 record_key(&mut tx, call, &response).await?;
-                tx.commit().await?;
                 return Ok(ChannelOutcome::Replay(response));
             }
             Ok(Transition::Apply(e)) => e,
@@ -798,7 +956,6 @@ impl Store {
         set_final_response(&mut tx, hold.id, &body).await?;
         let response = StoredResponse { status: 200, body };
         record_key(&mut tx, call, &response).await?;
-        tx.commit().await?;
         let mut events = Vec::new();
         if expired {
             events.push(HoldEventKind::Expired);
@@ -822,23 +979,21 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let Some(hold_currency) = self.hold_currency(call.channel, reservation_id).await? else {
-            return Ok(ChannelOutcome::NotFound);
-        };
-        let clearing = self
-            .system_account(SystemAccount::PosClearing, hold_currency)
-            .await?;
-        let ask = RefundAsk {
-            amount: amount.and_then(|a| ledger::to_minor(a, hold_currency).ok()),
-            currency_matches: currency.is_none_or(|c| c.eq_ignore_ascii_case(hold_currency.code())),
+        let op = HoldOp::Refund {
+            call: *call,
+            reservation_id,
+            refund_id,
+            amount,
+            currency,
             window_days,
         };
-        retry_races(|| self.try_refund(call, reservation_id, refund_id, &ask, clearing, &render))
-            .await
+        self.hold_alone(&op, &render).await
     }
 
-    async fn try_refund<R>(
+    #[allow(clippy::too_many_arguments)]
+    async fn refund_on<R>(
         &self,
+        tx: &mut Tx,
         call: &ChannelCall<'_>,
         reservation_id: &str,
         refund_id: &str,
@@ -849,7 +1004,7 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let mut tx = self.begin().await?;
+        let mut tx = tx;
         if let Some(o) = check_key(&mut tx, call).await? {
             return Ok(o);
         }
@@ -864,15 +1019,14 @@ impl Store {
         // (read before the lock, it missed the first and was judged as a second refund).
         if let Some(rec) = find_idempotent(&mut tx, &scope, refund_id).await? {
             if rec.request_hash != call.request_hash {
-                return refuse(tx, HoldError::RefundIdReused, expired).await;
+                return refuse(HoldError::RefundIdReused, expired);
             }
             record_key(&mut tx, call, &rec.response).await?;
-            tx.commit().await?;
             return Ok(ChannelOutcome::Replay(rec.response));
         }
         let effects = match holds::refund(&hold.rule(), ask, call.now_ms) {
             Ok(e) => e,
-            Err(e) => return refuse(tx, e, expired).await,
+            Err(e) => return refuse(e, expired),
         };
         apply(
             self,
@@ -904,7 +1058,6 @@ impl Store {
         )
         .await?;
         record_key(&mut tx, call, &response).await?;
-        tx.commit().await?;
         Ok(ChannelOutcome::Fresh {
             response,
             events: vec![HoldEventKind::Refunded],

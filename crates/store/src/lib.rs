@@ -29,7 +29,9 @@ pub mod writer;
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
-pub use holds::{ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest};
+pub use holds::{
+    ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldView, RefundView, ReserveRequest,
+};
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
 pub use processor::*;

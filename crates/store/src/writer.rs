@@ -3,7 +3,8 @@
 //!
 //! A batch of authorizations alone takes the authorizations' own path ([`crate::batch`]:
 //! two statements on Postgres, one transaction on the embedded store). A batch that mixes
-//! kinds (authorizations, adjustments, notifications, deposits and withdrawals) runs each
+//! kinds (authorizations, adjustments, notifications, deposits and withdrawals, and the
+//! channels' reservations, captures, cancels and refunds) runs each
 //! request's read, plan and write in one transaction, in arrival order, so each sees what
 //! the earlier ones wrote, and commits once. Should that transaction lose a race on a unique
 //! key, pass an authorization's deadline or meet a requester that gave up, nothing of it is
@@ -13,6 +14,9 @@
 use crate::admin::{FundingCall, FundingOutcome};
 use crate::authorize::{Written, authorize_on};
 use crate::batch::{BatchItem, deadline_passed, start_commit};
+use crate::holds::{
+    ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldTerms, reservation_may_commit,
+};
 use crate::processor::{
     AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
     Outcome, ProcessorCall, Step, adjust_on, notify_on, retry_races,
@@ -38,6 +42,7 @@ pub enum Work<'a> {
         /// (movement id, available after) to the exact answer stored for replays.
         render: &'a (dyn Fn(i64, i64) -> StoredResponse + Send + Sync),
     },
+    Hold(HoldOp<'a>),
 }
 
 /// What one request of a batch came to.
@@ -47,6 +52,7 @@ pub enum Done {
     Adjustment(Result<Outcome<AdjustmentResult>, StoreError>),
     Notification(Result<Outcome<NotificationResult>, StoreError>),
     Funding(Result<FundingOutcome, StoreError>),
+    Hold(Result<ChannelOutcome, StoreError>),
 }
 
 /// How each kind's answer is rendered into the exact bytes stored for replays.
@@ -54,6 +60,7 @@ pub struct Renders<'r> {
     pub authorization: &'r (dyn Fn(&AuthorizationResult) -> Vec<u8> + Sync),
     pub adjustment: &'r (dyn Fn(&AdjustmentResult) -> Vec<u8> + Sync),
     pub notification: &'r (dyn Fn(&NotificationResult) -> Vec<u8> + Sync),
+    pub channel: &'r (dyn Fn(&ChannelAnswer<'_>) -> Vec<u8> + Sync),
 }
 
 /// The system accounts each request uses, read before the transaction opens: creating one
@@ -63,6 +70,8 @@ struct Systems {
     clearing: HashMap<Currency, i64>,
     processor: Vec<Option<SystemIds>>,
     funding: Vec<i64>,
+    /// Per hold operation: what it read first, or its answer without a transaction.
+    holds: Vec<Option<Result<HoldTerms, ChannelOutcome>>>,
 }
 
 impl Store {
@@ -104,6 +113,7 @@ impl Store {
                 return;
             }
         };
+        let mut systems = systems;
         let mut cards = Vec::new();
         let attempt = self.mixed(work, &systems, renders, &mut cards).await;
         for (id, record) in cards {
@@ -112,12 +122,25 @@ impl Store {
         match attempt {
             Ok(outcomes) => {
                 for (i, o) in outcomes.into_iter().enumerate() {
-                    done(i, o);
+                    // A hold operation answered before the transaction has no outcome in it.
+                    let answered = || match systems.holds[i].take() {
+                        Some(Err(answer)) => Done::Hold(Ok(answer)),
+                        _ => Done::Hold(Err(StoreError::Invalid("no outcome planned".into()))),
+                    };
+                    done(i, o.unwrap_or_else(answered));
                 }
             }
             Err(Step::Retry) => {
                 // Nothing was committed: the requesters may give up at their deadline again.
-                for gate in authorizations.iter().filter_map(|i| i.call.commit_started) {
+                let reserving = work.iter().filter_map(|w| match w {
+                    Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_started,
+                    _ => None,
+                });
+                for gate in authorizations
+                    .iter()
+                    .filter_map(|i| i.call.commit_started)
+                    .chain(reserving)
+                {
                     gate.reopen();
                 }
                 for (i, w) in work.iter().enumerate() {
@@ -161,7 +184,12 @@ impl Store {
                     self.system_account(SystemAccount::Funding, call.currency)
                         .await?,
                 ),
+                Work::Hold(_) => (None, 0),
             };
+            s.holds.push(match w {
+                Work::Hold(op) => Some(self.hold_terms(op).await?),
+                _ => None,
+            });
             s.processor.push(processor);
             s.funding.push(funding);
         }
@@ -176,11 +204,13 @@ impl Store {
         systems: &Systems,
         renders: &Renders<'_>,
         cards: &mut Vec<(&'i str, Option<CardRecord>)>,
-    ) -> Result<Vec<Done>, Step> {
+    ) -> Result<Vec<Option<Done>>, Step> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(work.len());
         // The authorizations whose decisions this transaction writes.
         let mut deciding: Vec<BatchItem<'i>> = Vec::new();
+        // The reservations it decides.
+        let mut reserving: Vec<ChannelCall<'i>> = Vec::new();
         let mut i = 0;
         while i < work.len() {
             let system = systems.processor[i];
@@ -206,7 +236,11 @@ impl Store {
                         deciding.extend_from_slice(&run);
                     }
                     i += run.len();
-                    out.extend(outcomes.into_iter().map(|o| Done::Authorization(Ok(o))));
+                    out.extend(
+                        outcomes
+                            .into_iter()
+                            .map(|o| Some(Done::Authorization(Ok(o)))),
+                    );
                     continue;
                 }
                 Work::Adjustment {
@@ -225,25 +259,41 @@ impl Store {
                         &renders.adjustment,
                     )
                     .await?;
-                    out.push(Done::Adjustment(Ok(o)));
+                    out.push(Some(Done::Adjustment(Ok(o))));
                 }
                 Work::Notification(n) => {
                     let ask = n.ask();
                     let o = notify_on(&mut tx, n, &ask, system, &renders.notification).await?;
-                    out.push(Done::Notification(Ok(o)));
+                    out.push(Some(Done::Notification(Ok(o))));
                 }
                 Work::Funding { call, render } => {
                     let o = self
                         .fund_on(&mut tx, call, systems.funding[i], render)
                         .await?;
-                    out.push(Done::Funding(Ok(o)));
+                    out.push(Some(Done::Funding(Ok(o))));
                 }
+                Work::Hold(op) => match &systems.holds[i] {
+                    Some(Ok(terms)) => {
+                        let o = self.hold_on(&mut tx, op, terms, &renders.channel).await?;
+                        if let (HoldOp::Reserve { call, .. }, ChannelOutcome::Fresh { .. }) =
+                            (op, &o)
+                        {
+                            reserving.push(*call);
+                        }
+                        out.push(Some(Done::Hold(Ok(o))));
+                    }
+                    // Answered without a transaction (no such reservation).
+                    _ => out.push(None),
+                },
             }
             i += 1;
         }
         // Late or abandoned authorizations: run alone, each meets its own deadline and gate
         // while the rest still commit.
-        if deadline_passed(&deciding) || !start_commit(&deciding) {
+        if deadline_passed(&deciding)
+            || !start_commit(&deciding)
+            || reserving.iter().any(|c| reservation_may_commit(c).is_err())
+        {
             return Err(Step::Retry);
         }
         tx.commit().await.map_err(Step::Fail)?;
@@ -291,6 +341,7 @@ impl Store {
                 )
             }
             Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),
+            Work::Hold(op) => Done::Hold(self.hold_alone(op, &renders.channel).await),
         }
     }
 }
@@ -302,5 +353,6 @@ fn failed(w: &Work<'_>, e: StoreError) -> Done {
         Work::Adjustment { .. } => Done::Adjustment(Err(e)),
         Work::Notification(_) => Done::Notification(Err(e)),
         Work::Funding { .. } => Done::Funding(Err(e)),
+        Work::Hold(_) => Done::Hold(Err(e)),
     }
 }

@@ -5,7 +5,7 @@
 //! the channel service or the store, then a signed answer over the exact bytes sent.
 
 use crate::app::AppState;
-use crate::channel_service::{self, render, reservation_json};
+use crate::channel_service::{self, reservation_json};
 use crate::routes::error_body;
 use crate::signed::{self, Answer, header, request_hash};
 use actix_web::http::StatusCode;
@@ -16,7 +16,7 @@ use protocol::amount::WireAmount;
 use protocol::signature::headers;
 use serde::{Deserialize, Serialize};
 use std::time::Instant;
-use store::{ChannelCall, ChannelOutcome, ReserveRequest, StoreError};
+use store::{ChannelCall, ChannelOutcome, HoldOp, ReserveRequest, StoreError};
 use utoipa::ToSchema;
 
 /// Ids a channel chooses (reservation, refund, idempotency key): at most this many bytes.
@@ -252,10 +252,12 @@ async fn serve(
                 Ok(c) => c,
                 Err(a) => return a,
             };
-            let r = state
-                .store
-                .capture(&call, reservation_id, amount, render)
-                .await;
+            let op = HoldOp::Capture {
+                call,
+                reservation_id,
+                amount,
+            };
+            let r = channel_service::hold(state, op).await;
             finish(state, route, claims, hash, r).await
         }
         ChannelRoute::Cancel => {
@@ -271,7 +273,11 @@ async fn serve(
                 Ok(c) => c,
                 Err(a) => return a,
             };
-            let r = state.store.cancel(&call, reservation_id, render).await;
+            let op = HoldOp::Cancel {
+                call,
+                reservation_id,
+            };
+            let r = channel_service::hold(state, op).await;
             finish(state, route, claims, hash, r).await
         }
         ChannelRoute::Refund => {
@@ -289,18 +295,15 @@ async fn serve(
                 Ok(c) => c,
                 Err(a) => return a,
             };
-            let r = state
-                .store
-                .refund(
-                    &call,
-                    reservation_id,
-                    &b.refund_id,
-                    Some(amount),
-                    b.currency.as_deref(),
-                    state.settings.holds.refund_window_days,
-                    render,
-                )
-                .await;
+            let op = HoldOp::Refund {
+                call,
+                reservation_id,
+                refund_id: &b.refund_id,
+                amount: Some(amount),
+                currency: b.currency.as_deref(),
+                window_days: state.settings.holds.refund_window_days,
+            };
+            let r = channel_service::hold(state, op).await;
             finish(state, route, claims, hash, r).await
         }
         ChannelRoute::Get => get(state, channel, reservation_id).await,
