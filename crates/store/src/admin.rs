@@ -308,6 +308,8 @@ impl Store {
 
     /// A deposit or withdrawal on `tx`, which the caller commits; `funding` is the
     /// currency's funding account.
+    // The body reads as it did with a transaction of its own (`&mut tx`).
+    #[allow(clippy::needless_borrow)]
     pub(crate) async fn fund_on<R>(
         &self,
         tx: &mut Tx,

@@ -715,6 +715,8 @@ impl Store {
         }
     }
 
+    // The body reads as it did with a transaction of its own (`&mut tx`).
+    #[allow(clippy::needless_borrow)]
     async fn reserve_on<R>(
         &self,
         tx: &mut Tx,
@@ -900,6 +902,8 @@ impl Store {
         self.hold_alone(&op, &render).await
     }
 
+    // The body reads as it did with a transaction of its own (`&mut tx`).
+    #[allow(clippy::needless_borrow)]
     async fn end_hold_on<R>(
         &self,
         tx: &mut Tx,
@@ -991,6 +995,8 @@ impl Store {
     }
 
     #[allow(clippy::too_many_arguments)]
+    // The body reads as it did with a transaction of its own (`&mut tx`).
+    #[allow(clippy::needless_borrow)]
     async fn refund_on<R>(
         &self,
         tx: &mut Tx,

@@ -678,6 +678,8 @@ impl Store {
 
 /// Reads, plans and writes an adjustment on `tx`, which the caller commits: what the
 /// transaction already wrote (earlier requests of a batch) is the state it starts from.
+// The body reads as it did with a transaction of its own (`&mut tx`).
+#[allow(clippy::needless_borrow)]
 pub(crate) async fn adjust_on<R>(
     tx: &mut Tx,
     call: &ProcessorCall<'_>,
@@ -761,6 +763,8 @@ where
 }
 
 /// Reads, plans and writes a notification on `tx`, which the caller commits.
+// The body reads as it did with a transaction of its own (`&mut tx`).
+#[allow(clippy::needless_borrow)]
 pub(crate) async fn notify_on<R>(
     tx: &mut Tx,
     n: &NotificationCall<'_>,
