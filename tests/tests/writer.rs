@@ -42,6 +42,23 @@ fn call<'a>(key: &'a str, hash: u8, endpoint: &'a str, now_ms: i64) -> Processor
     }
 }
 
+/// A purchase authorization of `amount` by `user`, its card unknown.
+fn purchase_work<'a>(
+    user: &'a str,
+    tid: &'a str,
+    key: &'a str,
+    hash: u8,
+    amount: &'a str,
+    now_ms: i64,
+) -> Work<'a> {
+    Work::Authorization(BatchItem {
+        call: call(key, hash, AUTH_DEBIT, now_ms),
+        tx: card_tx(tid, "PURCHASE", user, amount),
+        kind: Some(RequestKind::Debit),
+        card: CardLookup::Absent,
+    })
+}
+
 fn funding<'a>(user: &'a str, key: &'a str, amount: i64, withdrawal: bool) -> FundingCall<'a> {
     FundingCall {
         user_id: user,
@@ -157,14 +174,7 @@ async fn hold_operations_share_the_batch(app: TestApp) {
     let reservation = uid("r");
     let keys: Vec<String> = (0..8).map(|_| uid("k")).collect();
     let (t1, t2, t3) = (uid("t"), uid("t"), uid("t"));
-    let purchase = |tid, key, hash, amount| {
-        Work::Authorization(BatchItem {
-            call: call(key, hash, AUTH_DEBIT, now),
-            tx: card_tx(tid, "PURCHASE", &user, amount),
-            kind: Some(RequestKind::Debit),
-            card: CardLookup::Absent,
-        })
-    };
+    let purchase = |tid, key, hash, amount| purchase_work(&user, tid, key, hash, amount, now);
     let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
     let first = [
         // 6.00 held: 4.00 available.
@@ -256,14 +266,7 @@ async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
     let (deposit_key, withdrawal_key) = (uid("dep"), uid("wd"));
     let (t1, t2, t3, t4) = (uid("t"), uid("t"), uid("t"), uid("t"));
     let (k1, k2, k3, k4) = (uid("k"), uid("k"), uid("k"), uid("adv"));
-    let purchase = |tid, key, hash, amount| {
-        Work::Authorization(BatchItem {
-            call: call(key, hash, AUTH_DEBIT, now),
-            tx: card_tx(tid, "PURCHASE", &user, amount),
-            kind: Some(RequestKind::Debit),
-            card: CardLookup::Absent,
-        })
-    };
+    let purchase = |tid, key, hash, amount| purchase_work(&user, tid, key, hash, amount, now);
     let refund = Work::Adjustment {
         call: call(&k2, 2, ADJ_CREDIT, now),
         tx: card_tx(&t2, "REFUND", &user, "1.00"),

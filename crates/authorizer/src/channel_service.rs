@@ -38,32 +38,12 @@ pub async fn reserve(
         commit_by: Some(started + deadline.saturating_sub(commit_margin)),
         ..call
     };
-    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job::Hold(HoldJob {
         op: HoldRequest::of(&HoldOp::Reserve { call, req: *req }, Some(gate.clone())),
         reply: Some(reply),
     });
-    let dropped = || StoreError::Timeout("batch dropped".into());
-    // A full queue must not hold the answer past the deadline either: a job not queued in
-    // time is dropped, never committed.
-    let r = match tokio::time::timeout_at(due.into(), state.batcher.submit(job)).await {
-        Err(_) => Err(StoreError::Timeout(
-            "commit queue full until the deadline".into(),
-        )),
-        Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
-        Ok(Ok(())) => tokio::select! {
-            r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
-            _ = tokio::time::sleep_until(due.into()) => {
-                if gate.abandon() {
-                    // The batch will not commit it: nothing is held.
-                    Err(StoreError::Timeout("reservation deadline reached".into()))
-                } else {
-                    // The commit is under way: only its result tells whether the hold exists.
-                    answer.await.unwrap_or_else(|_| Err(dropped()))
-                }
-            }
-        },
-    };
+    let r = crate::service::by_deadline(state, job, answer, &gate, due, "reservation").await;
     if let (Ok(ChannelOutcome::Fresh { .. }), Some(delay)) = (&r, answer_delay()) {
         tokio::time::sleep(delay).await;
     }

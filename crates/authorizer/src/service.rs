@@ -62,7 +62,7 @@ pub async fn authorize(
         });
     // Whichever comes first, the commit or the deadline, decides.
     let committing = Arc::new(CommitGate::new());
-    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    let (reply, answer) = tokio::sync::oneshot::channel();
     let job = Job::Authorization(AuthorizationJob {
         body: a.body.to_vec(),
         parsed: a.parsed,
@@ -77,6 +77,19 @@ pub async fn authorize(
         committing: committing.clone(),
         reply: Some(reply),
     });
+    by_deadline(state, job, answer, &committing, due, "authorization").await
+}
+
+/// Queues `job` and waits for its result (`answer`), or for `due` if that comes first and
+/// no commit has started: then nothing of `what` is written, ever (see [`CommitGate`]).
+pub(crate) async fn by_deadline<T>(
+    state: &AppState,
+    job: Job,
+    mut answer: tokio::sync::oneshot::Receiver<Result<T, StoreError>>,
+    committing: &CommitGate,
+    due: Instant,
+    what: &str,
+) -> Result<T, StoreError> {
     let dropped = || StoreError::Timeout("batch dropped".into());
     // A full queue (the database stalled for seconds) must not hold the answer past the
     // deadline either: a job not queued in time is dropped, never committed.
@@ -89,7 +102,7 @@ pub async fn authorize(
             r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
             _ = tokio::time::sleep_until(due.into()) => {
                 if committing.abandon() {
-                    Err(StoreError::Timeout("authorization deadline reached".into()))
+                    Err(StoreError::Timeout(format!("{what} deadline reached")))
                 } else {
                     // The commit is under way: only its result tells whether money moved.
                     answer.await.unwrap_or_else(|_| Err(dropped()))

@@ -607,25 +607,13 @@ impl Store {
     {
         let terms = AdjustmentTerms::new(t, direction);
         let system = self.system_ids(terms.currency).await?;
-        retry_races(|| self.try_adjust(call, t, direction, &terms, system, &render)).await
-    }
-
-    pub(crate) async fn try_adjust<R>(
-        &self,
-        call: &ProcessorCall<'_>,
-        t: &CardTransaction<'_>,
-        direction: RequestKind,
-        terms: &AdjustmentTerms,
-        system: Option<SystemIds>,
-        render: &R,
-    ) -> Result<Outcome<AdjustmentResult>, Step>
-    where
-        R: Fn(&AdjustmentResult) -> Vec<u8>,
-    {
-        let mut tx = self.begin().await?;
-        let outcome = adjust_on(&mut tx, call, t, direction, terms, system, render).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let outcome = adjust_on(&mut tx, call, t, direction, &terms, system, &render).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// Stores a notification once and applies the processor's verdict to the ledger (the
@@ -640,23 +628,13 @@ impl Store {
     {
         let ask = n.ask();
         let system = self.system_ids(ask.currency()).await?;
-        retry_races(|| self.try_notify(n, &ask, system, &render)).await
-    }
-
-    pub(crate) async fn try_notify<R>(
-        &self,
-        n: &NotificationCall<'_>,
-        ask: &NotificationAsk<'_>,
-        system: Option<SystemIds>,
-        render: &R,
-    ) -> Result<Outcome<NotificationResult>, Step>
-    where
-        R: Fn(&NotificationResult) -> Vec<u8>,
-    {
-        let mut tx = self.begin().await?;
-        let outcome = notify_on(&mut tx, n, ask, system, render).await?;
-        tx.commit().await?;
-        Ok(outcome)
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let outcome = notify_on(&mut tx, n, &ask, system, &render).await?;
+            tx.commit().await?;
+            Ok(outcome)
+        })
+        .await
     }
 
     /// The processor clearing and suspense accounts of `currency`, when there is one.

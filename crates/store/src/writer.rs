@@ -19,7 +19,7 @@ use crate::holds::{
 };
 use crate::processor::{
     AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
-    Outcome, ProcessorCall, Step, adjust_on, notify_on, retry_races,
+    Outcome, ProcessorCall, Step, adjust_on, notify_on,
 };
 use crate::rules::CardRecord;
 use crate::{Store, StoreError, StoredResponse};
@@ -144,7 +144,7 @@ impl Store {
                     gate.reopen();
                 }
                 for (i, w) in work.iter().enumerate() {
-                    done(i, self.alone(w, &systems, i, renders).await);
+                    done(i, self.alone(w, renders).await);
                 }
             }
             Err(Step::Fail(e)) => {
@@ -300,14 +300,8 @@ impl Store {
         Ok(out)
     }
 
-    /// Request `i` of a batch in a transaction of its own (a batch of one).
-    async fn alone(
-        &self,
-        w: &Work<'_>,
-        systems: &Systems,
-        i: usize,
-        renders: &Renders<'_>,
-    ) -> Done {
+    /// A request of a batch in a transaction of its own (a batch of one).
+    async fn alone(&self, w: &Work<'_>, renders: &Renders<'_>) -> Done {
         match w {
             Work::Authorization(item) => Done::Authorization(
                 self.authorize_with(
@@ -323,22 +317,9 @@ impl Store {
                 call,
                 tx: t,
                 direction,
-            } => {
-                let terms = AdjustmentTerms::new(t, *direction);
-                let system = systems.processor[i];
-                Done::Adjustment(
-                    retry_races(|| {
-                        self.try_adjust(call, t, *direction, &terms, system, &renders.adjustment)
-                    })
-                    .await,
-                )
-            }
+            } => Done::Adjustment(self.adjust(call, t, *direction, &renders.adjustment).await),
             Work::Notification(n) => {
-                let ask = n.ask();
-                let system = systems.processor[i];
-                Done::Notification(
-                    retry_races(|| self.try_notify(n, &ask, system, &renders.notification)).await,
-                )
+                Done::Notification(self.notify(n, &renders.notification).await)
             }
             Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),
             Work::Hold(op) => Done::Hold(self.hold_alone(op, &renders.channel).await),
