@@ -166,7 +166,7 @@ impl Application {
         // Every money-moving request goes through the batcher, the one writer.
         let batcher = crate::batcher::Batcher::start(
             settings.store_config(),
-            (!store.is_postgres()).then(|| store.clone()),
+            store.clone(),
             metrics.clone(),
             rules.clone(),
             p.commit_batch_size_max,

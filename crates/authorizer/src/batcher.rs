@@ -118,14 +118,14 @@ pub struct Batcher {
 
 impl Batcher {
     /// Starts the batching task on its own multi-threaded runtime. On Postgres it opens its
-    /// own pool: every database connection of the batches is then opened and driven by the
-    /// runtime that uses it, instead of waiting for an HTTP worker's event loop to notice
-    /// its socket. The embedded store passes its `shared` store instead: SQLite has one
-    /// writer, and one connection shared by every caller never waits on a second one
-    /// holding the file's write lock.
+    /// own pool beside `shared` (sharing its caches): every database connection of the
+    /// batches is then opened and driven by the runtime that uses it, instead of waiting for
+    /// an HTTP worker's event loop to notice its socket. The embedded store uses `shared`
+    /// itself: SQLite has one writer, and one connection shared by every caller never waits
+    /// on a second one holding the file's write lock.
     pub fn start(
         config: store::StoreConfig,
-        shared: Option<Store>,
+        shared: Store,
         metrics: Arc<crate::metrics::Metrics>,
         rules: Arc<crate::rules::RulesCache>,
         batch_size_max: usize,
@@ -146,10 +146,7 @@ impl Batcher {
         };
         let handle = runtime.handle().clone();
         handle.spawn(async move {
-            let connected = match shared {
-                Some(store) => Ok(store),
-                None => Store::connect(&config).await,
-            };
+            let connected = shared.connect_beside(&config).await;
             let store = match connected {
                 Ok(s) => s,
                 Err(e) => {

@@ -291,6 +291,21 @@ impl Store {
         })
     }
 
+    /// A second pool on the same database that shares this store's caches (system account
+    /// ids, the active webhook subscriptions: a change made through one is seen by the
+    /// other at once). The embedded store has one connection: the same store again.
+    pub async fn connect_beside(&self, cfg: &StoreConfig) -> Result<Store, StoreError> {
+        if !self.is_postgres() {
+            return Ok(self.clone());
+        }
+        let other = Store::connect(cfg).await?;
+        Ok(Store {
+            system_ids: self.system_ids.clone(),
+            subscriptions: self.subscriptions.clone(),
+            ..other
+        })
+    }
+
     /// Which store is in use and where, for the startup line.
     pub fn describe(&self) -> &str {
         &self.description
