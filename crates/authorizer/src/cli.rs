@@ -574,44 +574,40 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
         tx_type: None,
     };
     let mut all_verified = true;
-    let run = |n: u32, text: &str, s: Simulation| {
-        let text = text.to_owned();
-        async move {
-            println!("{n}. {text}");
-            let (report, human, ok) = simulate(c, &s).await?;
-            println!("   {}", human.replace('\n', "\n   "));
-            Ok::<_, anyhow::Error>((report, ok))
+    // The refund corrects the first purchase.
+    let mut purchase: Option<String> = None;
+    let steps = [
+        (
+            SimKind::Purchase,
+            "250.00",
+            "The cardholder buys for 250.00 ARS (the processor asks us; we approve and book)",
+        ),
+        (
+            SimKind::Purchase,
+            "900.00",
+            "They try 900.00 ARS: more than is left",
+        ),
+        (
+            SimKind::Refund,
+            "100.00",
+            "The merchant refunds 100.00 ARS of the first purchase (an adjustment: always booked)",
+        ),
+        (SimKind::Balance, "0", "A balance inquiry at an ATM"),
+    ];
+    for (n, (kind, amount, text)) in (2..).zip(steps) {
+        println!("{n}. {text}");
+        let original = if kind == SimKind::Refund {
+            purchase.clone()
+        } else {
+            None
+        };
+        let (report, human, ok) = simulate(c, &sim(kind, amount, original)).await?;
+        println!("   {}", human.replace('\n', "\n   "));
+        all_verified &= ok;
+        if purchase.is_none() {
+            purchase = report["transaction_id"].as_str().map(str::to_owned);
         }
-    };
-    let (purchase, ok) = run(
-        2,
-        "The cardholder buys for 250.00 ARS (the processor asks us; we approve and book)",
-        sim(SimKind::Purchase, "250.00", None),
-    )
-    .await?;
-    all_verified &= ok;
-    let (_, ok) = run(
-        3,
-        "They try 900.00 ARS: more than is left",
-        sim(SimKind::Purchase, "900.00", None),
-    )
-    .await?;
-    all_verified &= ok;
-    let original = purchase["transaction_id"].as_str().map(str::to_owned);
-    let (_, ok) = run(
-        4,
-        "The merchant refunds 100.00 ARS of the first purchase (an adjustment: always booked)",
-        sim(SimKind::Refund, "100.00", original),
-    )
-    .await?;
-    all_verified &= ok;
-    let (_, ok) = run(
-        5,
-        "A balance inquiry at an ATM",
-        sim(SimKind::Balance, "0", None),
-    )
-    .await?;
-    all_verified &= ok;
+    }
     println!("6. The posting history explains the balance");
     let (st, v) = c
         .admin(

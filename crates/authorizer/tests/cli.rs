@@ -3,25 +3,22 @@
 mod common;
 
 use common::{bin, free_port, wait_listening};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// `authorizer COMMAND` with one setting from the environment, run to its end.
+fn run(var: &str, value: impl AsRef<std::ffi::OsStr>, command: &str) -> Output {
+    bin().env(var, value).arg(command).output().unwrap()
+}
 
 #[test]
 fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
-    let out = bin()
-        .env("AUTHORIZER__SERVER__LISTEN", "not-an-address")
-        .arg("serve")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__SERVER__LISTEN", "not-an-address", "serve");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("server.listen"), "{err}");
-    let out = bin()
-        .env("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon")
-        .arg("audit")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon", "audit");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deadline_ms"));
 }
@@ -30,22 +27,14 @@ fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
 fn migrate_then_audit_an_empty_embedded_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
-        .arg("migrate")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "migrate");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("5 migration(s) applied"));
-    let out = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
-        .arg("audit")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
 }
@@ -338,11 +327,7 @@ fn first_run_credentials_simulator_and_accounts_cli() {
     let o = client(&s, &["accounts", "show", "nobody", "ARS"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404 not_found"));
-    let audit = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path())
-        .arg("audit")
-        .output()
-        .unwrap();
+    let audit = run("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path(), "audit");
     assert!(ok(&audit).contains("clean"));
 }
 
