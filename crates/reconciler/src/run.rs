@@ -331,26 +331,10 @@ pub async fn reconcile(
         let mut rows = 0;
         let mut failed: Option<anyhow::Error> = None;
         for input in files.iter().filter(|i| i.role == Role::Transactions) {
-            rows +=
-                parse::transactions(&input.path, &map.transactions, fmt, &mut malformed, |r| {
-                    if failed.is_none()
-                        && let Err(e) = spill.transaction(&r)
-                    {
-                        failed = Some(e);
-                    }
-                    c.rows.fetch_add(1, Ordering::Relaxed);
-                })?;
+            rows += spill_file(&input.path, &map.transactions, fmt, &mut malformed, &c.rows, &mut failed, |r| spill.transaction(r))?;
         }
         for input in files.iter().filter(|i| i.role == Role::Presentments) {
-            rows +=
-                parse::presentments(&input.path, &map.presentments, fmt, &mut malformed, |r| {
-                    if failed.is_none()
-                        && let Err(e) = spill.presentment(&r)
-                    {
-                        failed = Some(e);
-                    }
-                    c.rows.fetch_add(1, Ordering::Relaxed);
-                })?;
+            rows += spill_file(&input.path, &map.presentments, fmt, &mut malformed, &c.rows, &mut failed, |r| spill.presentment(r))?;
         }
         if let Some(e) = failed {
             return Err(e);
@@ -593,4 +577,26 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
     .await;
     lock.release().await;
     result
+}
+
+/// Reads one file of the processor's into the spill with `put`, counting its rows in `read`.
+/// After the first spill error (kept in `failed`) nothing more is spilled, but the file is
+/// still read to its end so that its rows are counted.
+fn spill_file<C: parse::FileColumns>(
+    path: &Path,
+    map: &C,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    read: &AtomicU64,
+    failed: &mut Option<anyhow::Error>,
+    mut put: impl FnMut(&C::Row) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    parse::rows(path, map, fmt, malformed, |r| {
+        if failed.is_none()
+            && let Err(e) = put(&r)
+        {
+            *failed = Some(e);
+        }
+        read.fetch_add(1, Ordering::Relaxed);
+    })
 }
