@@ -16,5 +16,6 @@ mod mobilepay;
 mod openapi;
 mod point;
 mod reconciliation;
+mod support;
 mod transport;
 mod webhooks;

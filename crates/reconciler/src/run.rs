@@ -331,10 +331,26 @@ pub async fn reconcile(
         let mut rows = 0;
         let mut failed: Option<anyhow::Error> = None;
         for input in files.iter().filter(|i| i.role == Role::Transactions) {
-            rows += spill_file(&input.path, &map.transactions, fmt, &mut malformed, &c.rows, &mut failed, |r| spill.transaction(r))?;
+            rows += spill_file(
+                &input.path,
+                &map.transactions,
+                fmt,
+                &mut malformed,
+                &c.rows,
+                &mut failed,
+                |r| spill.transaction(r),
+            )?;
         }
         for input in files.iter().filter(|i| i.role == Role::Presentments) {
-            rows += spill_file(&input.path, &map.presentments, fmt, &mut malformed, &c.rows, &mut failed, |r| spill.presentment(r))?;
+            rows += spill_file(
+                &input.path,
+                &map.presentments,
+                fmt,
+                &mut malformed,
+                &c.rows,
+                &mut failed,
+                |r| spill.presentment(r),
+            )?;
         }
         if let Some(e) = failed {
             return Err(e);
