@@ -95,26 +95,9 @@ pub enum AccountAction {
         blocked_mccs: Vec<String>,
     },
     /// Add money to an account.
-    Deposit {
-        user: String,
-        currency: String,
-        amount: String,
-        #[arg(long)]
-        reference: Option<String>,
-        /// Retry safely with the same key (default: generated).
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
+    Deposit(MoneyMove),
     /// Take money out of an account (never overdraws).
-    Withdraw {
-        user: String,
-        currency: String,
-        amount: String,
-        #[arg(long)]
-        reference: Option<String>,
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
+    Withdraw(MoneyMove),
     /// Show an account.
     Show { user: String, currency: String },
     /// Posting history, newest first.
@@ -124,6 +107,19 @@ pub enum AccountAction {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+/// A deposit or a withdrawal.
+#[derive(clap::Args, Debug)]
+pub struct MoneyMove {
+    user: String,
+    currency: String,
+    amount: String,
+    #[arg(long)]
+    reference: Option<String>,
+    /// Retry safely with the same key (default: generated).
+    #[arg(long)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -367,44 +363,8 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
                 )
             })
         }
-        AccountAction::Deposit {
-            user,
-            currency,
-            amount,
-            reference,
-            idempotency_key,
-        } => {
-            fund(
-                c,
-                "deposits",
-                &user,
-                &currency,
-                &amount,
-                reference,
-                idempotency_key,
-                as_json,
-            )
-            .await
-        }
-        AccountAction::Withdraw {
-            user,
-            currency,
-            amount,
-            reference,
-            idempotency_key,
-        } => {
-            fund(
-                c,
-                "withdrawals",
-                &user,
-                &currency,
-                &amount,
-                reference,
-                idempotency_key,
-                as_json,
-            )
-            .await
-        }
+        AccountAction::Deposit(m) => fund(c, "deposits", m, as_json).await,
+        AccountAction::Withdraw(m) => fund(c, "withdrawals", m, as_json).await,
         AccountAction::Show { user, currency } => {
             let (st, v) = c.account(&user, &currency).await?;
             show(st, &v, as_json, account_line)
@@ -446,17 +406,14 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fund(
-    c: &Client,
-    kind: &str,
-    user: &str,
-    currency: &str,
-    amount: &str,
-    reference: Option<String>,
-    idempotency_key: Option<String>,
-    as_json: bool,
-) -> anyhow::Result<i32> {
+async fn fund(c: &Client, kind: &str, m: MoneyMove, as_json: bool) -> anyhow::Result<i32> {
+    let MoneyMove {
+        user,
+        currency,
+        amount,
+        reference,
+        idempotency_key,
+    } = m;
     let key = idempotency_key.unwrap_or_else(|| generated_id("cli"));
     let (st, v) = c
         .admin(

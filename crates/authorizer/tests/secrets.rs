@@ -135,11 +135,11 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
         r#"{{"transaction":{{"id":"ctx-log-8","type":"PURCHASE"}},"user":{{"id":{}}},"amount":{{"local":{{"total":"1.00","currency":"ARS"}}}}}}"#,
         PANS[0]
     );
-    let r = c
-        .processor("/transactions/authorizations", wrong_type.as_bytes(), "k-8")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
+    let refused = async |path: &str, body: &[u8], key: &str| {
+        let r = c.processor(path, body, key).await.unwrap();
+        assert_eq!(r.status, 400, "{path}");
+    };
+    refused("/transactions/authorizations", wrong_type.as_bytes(), "k-8").await;
     let bad_amount = String::from_utf8(body("ctx-log-10", "PURCHASE", "1.00", None))
         .unwrap()
         .replacen(
@@ -147,24 +147,19 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
             &format!("\"total\":\"{}x\"", PANS[1]),
             1,
         );
-    let r = c
-        .processor(
-            "/transactions/adjustments/credit",
-            bad_amount.as_bytes(),
-            "k-10",
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
-    let r = c
-        .processor(
-            "/transactions/v1/notifications",
-            format!("{{\"pan\":\"{}\"", PANS[2]).as_bytes(),
-            "k-11",
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
+    refused(
+        "/transactions/adjustments/credit",
+        bad_amount.as_bytes(),
+        "k-10",
+    )
+    .await;
+    let truncated = format!("{{\"pan\":\"{}\"", PANS[2]);
+    refused(
+        "/transactions/v1/notifications",
+        truncated.as_bytes(),
+        "k-11",
+    )
+    .await;
     // Refused: a wrong secret, and a wrong admin token.
     let r = wrong_secret
         .processor(

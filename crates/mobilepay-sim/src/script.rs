@@ -247,6 +247,13 @@ impl Http {
         self.call(req, Some(body)).await
     }
 
+    /// The customer checks in at `terminal`.
+    async fn check_in(&self, terminal: &str, user: &str) -> anyhow::Result<Value> {
+        ok(self
+            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
+            .await)
+    }
+
     async fn admin(
         &self,
         method: &str,
@@ -528,9 +535,7 @@ async fn payment(
             .await,
             "paymentId",
         )?;
-        ok(http
-            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
-            .await)?;
+        http.check_in(&terminal, user).await?;
         ok(http
             .pos(
                 "payment/ready",
@@ -558,9 +563,7 @@ async fn payment(
             .await,
             "paymentId",
         )?;
-        ok(http
-            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
-            .await)?;
+        http.check_in(&terminal, user).await?;
         id
     };
     match script {
