@@ -38,7 +38,7 @@ pub fn uuid_v4() -> String {
 pub struct XorShift(pub u64);
 
 impl XorShift {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
@@ -47,7 +47,7 @@ impl XorShift {
 
     /// In `[0, n)` (`[0, 1)` when `n` is 0).
     pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
+        self.next_u64() % n.max(1)
     }
 }
 
@@ -84,7 +84,7 @@ mod tests {
     fn xorshift_is_reproducible_and_in_range() {
         let (mut a, mut b) = (XorShift(7), XorShift(7));
         for _ in 0..1000 {
-            assert_eq!(a.next(), b.next());
+            assert_eq!(a.next_u64(), b.next_u64());
             assert!(a.below(10) < 10);
             b.below(10);
         }

@@ -383,9 +383,9 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
             continue;
         };
         next_device = d + 1;
-        let outcome = mix.pick(rng.next());
+        let outcome = mix.pick(rng.next_u64());
         // 5.00 to 500.00, never a magic amount.
-        let mut amount = 500 + (rng.next() % 49_500) as i64;
+        let mut amount = 500 + (rng.next_u64() % 49_500) as i64;
         if [1100, 1200, 1300].contains(&amount) {
             amount += 1;
         }

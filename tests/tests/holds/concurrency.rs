@@ -56,7 +56,7 @@ async fn reservations_never_hold_more_than_there_is(app: TestApp) {
         .filter(|d| *d == "INSUFFICIENT_FUNDS")
         .count();
     assert_eq!((approved, declined), (73, 127));
-    let (posted, held, available) = balances(&app, "DKK").await;
+    let (posted, held, available) = balances(app, "DKK").await;
     assert_eq!(
         (posted.as_str(), held.as_str(), available.as_str()),
         ("73.00", "73.00", "0.00")
@@ -88,7 +88,7 @@ async fn holds_and_authorizations_share_one_balance(app: TestApp) {
     let held = held.iter().filter(|a| **a).count();
     let spent = spent.iter().filter(|a| **a).count();
     assert_eq!(held + spent, 50, "{held} holds and {spent} purchases");
-    let (posted, held_text, available) = balances(&app, "DKK").await;
+    let (posted, held_text, available) = balances(app, "DKK").await;
     assert_eq!(posted, format!("{}.00", 50 - spent));
     assert_eq!(held_text, format!("{held}.00"));
     assert_eq!(available, "0.00");
