@@ -77,6 +77,7 @@
 use crate::Currency;
 use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fmt::Write as _;
 
 /// `Break::file` for rows of the transactions file.
@@ -84,10 +85,7 @@ pub const TRANSACTIONS_FILE: &str = "transactions";
 /// `Break::file` for rows of the presentments file.
 pub const PRESENTMENTS_FILE: &str = "presentments";
 
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, strum::IntoStaticStr, strum::Display,
-)]
-#[strum(serialize_all = "snake_case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum EntryKind {
     Authorization,
     Adjustment,
@@ -95,7 +93,16 @@ pub enum EntryKind {
 
 impl EntryKind {
     pub fn as_str(&self) -> &'static str {
-        self.into()
+        match self {
+            EntryKind::Authorization => "authorization",
+            EntryKind::Adjustment => "adjustment",
+        }
+    }
+}
+
+impl fmt::Display for EntryKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

@@ -208,21 +208,9 @@ open_enum! {
 }
 
 /// Which way money moves on the user's account.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::Display,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[strum(serialize_all = "SCREAMING_SNAKE_CASE")]
 pub enum Direction {
     /// Money leaves the user's account.
     Debit,
@@ -233,7 +221,16 @@ pub enum Direction {
 impl Direction {
     /// `"DEBIT"` or `"CREDIT"`.
     pub fn as_str(&self) -> &'static str {
-        self.into()
+        match self {
+            Direction::Debit => "DEBIT",
+            Direction::Credit => "CREDIT",
+        }
+    }
+}
+
+impl fmt::Display for Direction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
