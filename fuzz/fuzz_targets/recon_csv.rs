@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut malformed = Vec::new();
     let mut good = 0u64;
-    if let Ok(n) = parse::transactions_from(file, "t.csv", &tmap, fmt, &mut malformed, |t| {
+    if let Ok(n) = parse::rows_from(file, "t.csv", &tmap, fmt, &mut malformed, |t| {
         good += 1;
         assert!(!t.transaction_id.is_empty());
     }) {
@@ -57,7 +57,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let mut malformed = Vec::new();
     let mut good = 0u64;
-    if let Ok(n) = parse::presentments_from(file, "p.csv", &pmap, fmt, &mut malformed, |_| {
+    if let Ok(n) = parse::rows_from(file, "p.csv", &pmap, fmt, &mut malformed, |_| {
         good += 1;
     }) {
         assert_eq!(n, good + malformed.len() as u64, "a row was neither read nor reported");

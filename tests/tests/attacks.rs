@@ -496,15 +496,21 @@ async fn hostile_amounts(app: TestApp) {
             assert_eq!(r.status, 400, "{amount} on {path}");
         }
     }
-    // Well-formed but not money we can hold or take: declined, nothing booked.
+    // Well-formed but not money we can hold or take (huge, negative, too precise): declined,
+    // nothing booked.
     for amount in [
         "-10.00",
         "\"-0.01\"",
+        "-1.00",
         "1e-3",
+        "0.001",
         "1E400",
+        "1e400",
         "\"100000000000000000000000000000000000000000\"",
+        "99999999999999999999999999999999999999",
         "123456789012345678901234567890",
         "9223372036854775807",
+        "\"92233720368547758.08\"",
         "0.0000000000000000000000000001",
     ] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");

@@ -215,19 +215,7 @@ async fn odd_but_valid_requests(app: TestApp) {
     // On the bare route an unknown type says nothing about direction.
     let t2 = Tx::new(&uid("ctx"), "NEW_PURCHASE_KIND", "u1", "1.00", "ARS");
     assert_eq!(app.send(AUTH, &t2).await.json()["status_detail"], "OTHER");
-    // Huge and negative amounts: refused, no panic, nothing moved.
-    for amount in [
-        "1e400",
-        "99999999999999999999999999999999999999",
-        "\"92233720368547758.08\"",
-        "-1.00",
-        "0.001",
-    ] {
-        let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");
-        let r = app.send(AUTH, &t).await;
-        assert_eq!(r.status, 200, "{amount}");
-        assert_eq!(r.json()["status_detail"], "INVALID_AMOUNT", "{amount}");
-    }
+    // Huge and negative amounts in an authorization: `attacks::hostile_amounts`.
     let huge_adj = Tx::new(&uid("ctx"), "REFUND", "u1", "1e400", "ARS");
     let r = app.send(ADJ_CREDIT, &huge_adj).await.json();
     assert_eq!(r["status_detail"], "INVALID_AMOUNT");

@@ -16,6 +16,7 @@ mod mobilepay;
 mod openapi;
 mod point;
 mod reconciliation;
+mod support;
 mod transport;
 mod webhooks;
 mod writer;

@@ -95,13 +95,7 @@ async fn recv_get(req: HttpRequest, st: web::Data<Mutex<Recv>>) -> HttpResponse 
 }
 
 async fn recv_post(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Recv>>) -> HttpResponse {
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let h = |n: &str| processor_client::header_text(req.headers(), n).to_owned();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let request_id = h("x-request-id");
     let signature_ok = verify_signature(

@@ -238,14 +238,24 @@ async fn processor_call(app: &TestApp) -> Resp {
     app.send(AUTH, &tx).await
 }
 
-#[actix_rt::test]
-async fn allow_list_refuses_other_networks_with_403() {
+/// A server (listening on `listen`, else the default) that serves the processor only to
+/// `networks`, with u1 funded with 100.00 ARS.
+async fn funded_behind(listen: Option<&str>, networks: &[&str]) -> TestApp {
     let app = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.processor.allowed_networks = vec!["10.0.0.0/8".into(), "192.168.0.0/16".into()];
+        if let Some(l) = listen {
+            s.server.listen = l.into();
+        }
+        s.processor.allowed_networks = networks.iter().map(|n| n.to_string()).collect();
     })
     .await;
-    // The admin API is not behind the allow-list (it has its token).
     app.funded("u1", "ARS", "100.00").await;
+    app
+}
+
+#[actix_rt::test]
+async fn allow_list_refuses_other_networks_with_403() {
+    // The admin API is not behind the allow-list (it has its token).
+    let app = funded_behind(None, &["10.0.0.0/8", "192.168.0.0/16"]).await;
     let r = processor_call(&app).await;
     assert_eq!(r.status, 403);
     assert_eq!(r.json()["error"]["code"], "forbidden_network");
@@ -284,27 +294,15 @@ async fn allow_list_refuses_other_networks_with_403() {
 
 #[actix_rt::test]
 async fn allow_list_admits_listed_ipv4_and_ipv6_peers() {
-    let app = TestApp::spawn_with(Backend::Sqlite, |s| {
-        s.processor.allowed_networks = vec!["10.0.0.0/8".into(), "127.0.0.1/32".into()];
-    })
-    .await;
-    app.funded("u1", "ARS", "100.00").await;
+    let app = funded_behind(None, &["10.0.0.0/8", "127.0.0.1/32"]).await;
     assert_eq!(processor_call(&app).await.json()["status"], "APPROVED");
     // Over IPv6 loopback: admitted by ::1/128, refused when only IPv4 loopback is listed.
     for (networks, want) in [
-        (vec!["::1/128".to_owned()], 200),
-        (
-            vec!["2001:db8::/32".to_owned(), "127.0.0.0/8".to_owned()],
-            403,
-        ),
+        (&["::1/128"][..], 200),
+        (&["2001:db8::/32", "127.0.0.0/8"][..], 403),
     ] {
-        let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
-            s.server.listen = "[::1]:0".into();
-            s.processor.allowed_networks = networks;
-        })
-        .await;
+        let app = funded_behind(Some("[::1]:0"), networks).await;
         assert!(app.base.starts_with("http://[::1]:"), "{}", app.base);
-        app.funded("u1", "ARS", "100.00").await;
         assert_eq!(processor_call(&app).await.status, want);
     }
 }

@@ -95,26 +95,9 @@ pub enum AccountAction {
         blocked_mccs: Vec<String>,
     },
     /// Add money to an account.
-    Deposit {
-        user: String,
-        currency: String,
-        amount: String,
-        #[arg(long)]
-        reference: Option<String>,
-        /// Retry safely with the same key (default: generated).
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
+    Deposit(MoneyMove),
     /// Take money out of an account (never overdraws).
-    Withdraw {
-        user: String,
-        currency: String,
-        amount: String,
-        #[arg(long)]
-        reference: Option<String>,
-        #[arg(long)]
-        idempotency_key: Option<String>,
-    },
+    Withdraw(MoneyMove),
     /// Show an account.
     Show { user: String, currency: String },
     /// Posting history, newest first.
@@ -124,6 +107,19 @@ pub enum AccountAction {
         #[arg(long, default_value_t = 20)]
         limit: u32,
     },
+}
+
+/// A deposit or a withdrawal.
+#[derive(clap::Args, Debug)]
+pub struct MoneyMove {
+    user: String,
+    currency: String,
+    amount: String,
+    #[arg(long)]
+    reference: Option<String>,
+    /// Retry safely with the same key (default: generated).
+    #[arg(long)]
+    idempotency_key: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -367,44 +363,8 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
                 )
             })
         }
-        AccountAction::Deposit {
-            user,
-            currency,
-            amount,
-            reference,
-            idempotency_key,
-        } => {
-            fund(
-                c,
-                "deposits",
-                &user,
-                &currency,
-                &amount,
-                reference,
-                idempotency_key,
-                as_json,
-            )
-            .await
-        }
-        AccountAction::Withdraw {
-            user,
-            currency,
-            amount,
-            reference,
-            idempotency_key,
-        } => {
-            fund(
-                c,
-                "withdrawals",
-                &user,
-                &currency,
-                &amount,
-                reference,
-                idempotency_key,
-                as_json,
-            )
-            .await
-        }
+        AccountAction::Deposit(m) => fund(c, "deposits", m, as_json).await,
+        AccountAction::Withdraw(m) => fund(c, "withdrawals", m, as_json).await,
         AccountAction::Show { user, currency } => {
             let (st, v) = c.account(&user, &currency).await?;
             show(st, &v, as_json, account_line)
@@ -446,17 +406,14 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn fund(
-    c: &Client,
-    kind: &str,
-    user: &str,
-    currency: &str,
-    amount: &str,
-    reference: Option<String>,
-    idempotency_key: Option<String>,
-    as_json: bool,
-) -> anyhow::Result<i32> {
+async fn fund(c: &Client, kind: &str, m: MoneyMove, as_json: bool) -> anyhow::Result<i32> {
+    let MoneyMove {
+        user,
+        currency,
+        amount,
+        reference,
+        idempotency_key,
+    } = m;
     let key = idempotency_key.unwrap_or_else(|| generated_id("cli"));
     let (st, v) = c
         .admin(
@@ -574,44 +531,40 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
         tx_type: None,
     };
     let mut all_verified = true;
-    let run = |n: u32, text: &str, s: Simulation| {
-        let text = text.to_owned();
-        async move {
-            println!("{n}. {text}");
-            let (report, human, ok) = simulate(c, &s).await?;
-            println!("   {}", human.replace('\n', "\n   "));
-            Ok::<_, anyhow::Error>((report, ok))
+    // The refund corrects the first purchase.
+    let mut purchase: Option<String> = None;
+    let steps = [
+        (
+            SimKind::Purchase,
+            "250.00",
+            "The cardholder buys for 250.00 ARS (the processor asks us; we approve and book)",
+        ),
+        (
+            SimKind::Purchase,
+            "900.00",
+            "They try 900.00 ARS: more than is left",
+        ),
+        (
+            SimKind::Refund,
+            "100.00",
+            "The merchant refunds 100.00 ARS of the first purchase (an adjustment: always booked)",
+        ),
+        (SimKind::Balance, "0", "A balance inquiry at an ATM"),
+    ];
+    for (n, (kind, amount, text)) in (2..).zip(steps) {
+        println!("{n}. {text}");
+        let original = if kind == SimKind::Refund {
+            purchase.clone()
+        } else {
+            None
+        };
+        let (report, human, ok) = simulate(c, &sim(kind, amount, original)).await?;
+        println!("   {}", human.replace('\n', "\n   "));
+        all_verified &= ok;
+        if purchase.is_none() {
+            purchase = report["transaction_id"].as_str().map(str::to_owned);
         }
-    };
-    let (purchase, ok) = run(
-        2,
-        "The cardholder buys for 250.00 ARS (the processor asks us; we approve and book)",
-        sim(SimKind::Purchase, "250.00", None),
-    )
-    .await?;
-    all_verified &= ok;
-    let (_, ok) = run(
-        3,
-        "They try 900.00 ARS: more than is left",
-        sim(SimKind::Purchase, "900.00", None),
-    )
-    .await?;
-    all_verified &= ok;
-    let original = purchase["transaction_id"].as_str().map(str::to_owned);
-    let (_, ok) = run(
-        4,
-        "The merchant refunds 100.00 ARS of the first purchase (an adjustment: always booked)",
-        sim(SimKind::Refund, "100.00", original),
-    )
-    .await?;
-    all_verified &= ok;
-    let (_, ok) = run(
-        5,
-        "A balance inquiry at an ATM",
-        sim(SimKind::Balance, "0", None),
-    )
-    .await?;
-    all_verified &= ok;
+    }
     println!("6. The posting history explains the balance");
     let (st, v) = c
         .admin(

@@ -3,25 +3,35 @@
 mod common;
 
 use common::{bin, free_port, wait_listening};
-use std::process::{Command, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
+
+/// `authorizer COMMAND` with one setting from the environment, run to its end.
+fn run(var: &str, value: impl AsRef<std::ffi::OsStr>, command: &str) -> Output {
+    bin().env(var, value).arg(command).output().unwrap()
+}
+
+/// `cmd serve` on loopback `port`, its stderr piped, once it listens.
+fn serve(mut cmd: Command, port: u16, stdout: Stdio) -> std::process::Child {
+    let child = cmd
+        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_listening(port, Duration::from_secs(20));
+    child
+}
 
 #[test]
 fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
-    let out = bin()
-        .env("AUTHORIZER__SERVER__LISTEN", "not-an-address")
-        .arg("serve")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__SERVER__LISTEN", "not-an-address", "serve");
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.trim().lines().count(), 1, "{err}");
     assert!(err.contains("server.listen"), "{err}");
-    let out = bin()
-        .env("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon")
-        .arg("audit")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon", "audit");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("deadline_ms"));
 }
@@ -30,22 +40,14 @@ fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
 fn migrate_then_audit_an_empty_embedded_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let out = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
-        .arg("migrate")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "migrate");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("5 migration(s) applied"));
-    let out = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
-        .arg("audit")
-        .output()
-        .unwrap();
+    let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
 }
@@ -56,20 +58,14 @@ fn secrets_and_card_data_never_reach_the_logs() {
     let secret = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
     let token = "very-secret-admin-token-1234567890";
     let port = free_port();
-    let mut child = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
-        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+    let mut cmd = bin();
+    cmd.env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
         .env("AUTHORIZER__PROCESSOR__API_KEY", "key-1")
         .env("AUTHORIZER__PROCESSOR__API_SECRET", secret)
         .env("AUTHORIZER__ADMIN__TOKEN", token)
         .env("AUTHORIZER__LOG__FILTER", "debug")
-        .env("AUTHORIZER__LOG__FORMAT", "json")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port, Duration::from_secs(20));
+        .env("AUTHORIZER__LOG__FORMAT", "json");
+    let mut child = serve(cmd, port, Stdio::piped());
     let addr = format!("127.0.0.1:{port}");
     // A signed purchase carrying card data, and a bad-signature one.
     let body = r#"{"transaction":{"id":"ctx-log-1","type":"PURCHASE"},"card":{"id":"crd-1","last_four":"6708","pan":"5555444433336708"},"user":{"id":"usr-1"},"amount":{"local":{"total":"1.00","currency":"ARS"}}}"#;
@@ -193,15 +189,9 @@ impl Drop for Served {
 fn serve_fresh() -> Served {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let child = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
-        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_listening(port, Duration::from_secs(20));
+    let mut cmd = bin();
+    cmd.env("AUTHORIZER__DATABASE__DATA_DIR", dir.path());
+    let child = serve(cmd, port, Stdio::null());
     Served {
         child,
         dir,
@@ -338,11 +328,7 @@ fn first_run_credentials_simulator_and_accounts_cli() {
     let o = client(&s, &["accounts", "show", "nobody", "ARS"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("HTTP 404 not_found"));
-    let audit = bin()
-        .env("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path())
-        .arg("audit")
-        .output()
-        .unwrap();
+    let audit = run("AUTHORIZER__DATABASE__DATA_DIR", s.dir.path(), "audit");
     assert!(ok(&audit).contains("clean"));
 }
 

@@ -59,33 +59,21 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
         assert_eq!(s, 201, "{method} {path}");
     }
     // Processor: every route.
-    let r = c
-        .processor(
+    let purchase = async |id: &str, amount: &str, key: &str| {
+        c.processor(
             "/transactions/authorizations",
-            &body("ctx-log-1", "PURCHASE", "10.00", None),
-            "k-1",
+            &body(id, "PURCHASE", amount, None),
+            key,
         )
         .await
-        .unwrap();
+        .unwrap()
+    };
+    let r = purchase("ctx-log-1", "10.00", "k-1").await;
     assert_eq!((r.status, r.signature_ok), (200, true), "{:?}", r.json());
     assert_eq!(r.json()["status"], "APPROVED");
-    let r = c
-        .processor(
-            "/transactions/authorizations",
-            &body("ctx-log-1", "PURCHASE", "10.00", None),
-            "k-1",
-        )
-        .await
-        .unwrap();
+    let r = purchase("ctx-log-1", "10.00", "k-1").await;
     assert_eq!(r.status, 200, "replay");
-    let r = c
-        .processor(
-            "/transactions/authorizations",
-            &body("ctx-log-9", "PURCHASE", "11.00", None),
-            "k-1",
-        )
-        .await
-        .unwrap();
+    let r = purchase("ctx-log-9", "11.00", "k-1").await;
     assert_eq!(r.status, 409, "same key, other body");
     for (path, id, kind, original) in [
         (
@@ -125,14 +113,7 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
             .unwrap();
         assert_eq!((r.status, r.signature_ok), (200, true), "{path}");
     }
-    let too_much = c
-        .processor(
-            "/transactions/authorizations",
-            &body("ctx-log-7", "PURCHASE", "999999.00", None),
-            "k-7",
-        )
-        .await
-        .unwrap();
+    let too_much = purchase("ctx-log-7", "999999.00", "k-7").await;
     assert_eq!(too_much.json()["status"], "REJECTED");
     let inner: serde_json::Value =
         serde_json::from_slice(&body("ctx-log-2", "WITHDRAWAL", "2.00", None)).unwrap();
@@ -154,11 +135,11 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
         r#"{{"transaction":{{"id":"ctx-log-8","type":"PURCHASE"}},"user":{{"id":{}}},"amount":{{"local":{{"total":"1.00","currency":"ARS"}}}}}}"#,
         PANS[0]
     );
-    let r = c
-        .processor("/transactions/authorizations", wrong_type.as_bytes(), "k-8")
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
+    let refused = async |path: &str, body: &[u8], key: &str| {
+        let r = c.processor(path, body, key).await.unwrap();
+        assert_eq!(r.status, 400, "{path}");
+    };
+    refused("/transactions/authorizations", wrong_type.as_bytes(), "k-8").await;
     let bad_amount = String::from_utf8(body("ctx-log-10", "PURCHASE", "1.00", None))
         .unwrap()
         .replacen(
@@ -166,24 +147,19 @@ async fn scenario(c: &Client, bad_token: &Client, wrong_secret: &Client) {
             &format!("\"total\":\"{}x\"", PANS[1]),
             1,
         );
-    let r = c
-        .processor(
-            "/transactions/adjustments/credit",
-            bad_amount.as_bytes(),
-            "k-10",
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
-    let r = c
-        .processor(
-            "/transactions/v1/notifications",
-            format!("{{\"pan\":\"{}\"", PANS[2]).as_bytes(),
-            "k-11",
-        )
-        .await
-        .unwrap();
-    assert_eq!(r.status, 400);
+    refused(
+        "/transactions/adjustments/credit",
+        bad_amount.as_bytes(),
+        "k-10",
+    )
+    .await;
+    let truncated = format!("{{\"pan\":\"{}\"", PANS[2]);
+    refused(
+        "/transactions/v1/notifications",
+        truncated.as_bytes(),
+        "k-11",
+    )
+    .await;
     // Refused: a wrong secret, and a wrong admin token.
     let r = wrong_secret
         .processor(

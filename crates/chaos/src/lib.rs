@@ -161,13 +161,9 @@ pub struct Summary {
 
 /// Parses the command line and runs; 0 passed, 1 a violation, 2 could not run.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    use clap::Parser;
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match processor_client::support::parse_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
+        Err(code) => return code,
     };
     let system = actix_rt::System::new();
     match system.block_on(run(cli)) {

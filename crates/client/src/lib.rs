@@ -9,6 +9,8 @@ use protocol::signature::{self, headers};
 use serde_json::Value;
 use std::time::Duration;
 
+pub mod support;
+
 pub use awc::http::Method;
 pub use awc::http::header::HeaderMap;
 
@@ -86,6 +88,14 @@ pub fn sign(secret: &ApiSecret, timestamp: i64, endpoint: &str, body: &[u8]) -> 
     let ts = timestamp.to_string();
     let sig = signature::sign(secret, &ts, endpoint, body);
     (ts, sig)
+}
+
+/// One header's value as text; empty when it is absent or not text.
+pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
 }
 
 /// Whether `headers` carry our signature over `body` for `path` (see [`Answer::signature_ok`]).

@@ -160,7 +160,20 @@ pub struct MatchConfig {
     pub grace_from_ms: i64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
+#[strum(serialize_all = "snake_case")]
 pub enum BreakClass {
     AmountMismatch,
     StatusMismatch,
@@ -184,27 +197,13 @@ impl BreakClass {
         BreakClass::CurrencyMismatch,
     ];
 
+    /// The snake_case name reports and the store use.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            BreakClass::AmountMismatch => "amount_mismatch",
-            BreakClass::StatusMismatch => "status_mismatch",
-            BreakClass::MissingInLedger => "missing_in_ledger",
-            BreakClass::MissingInFile => "missing_in_file",
-            BreakClass::DuplicateInFile => "duplicate_in_file",
-            BreakClass::PresentmentWithoutAuthorization => "presentment_without_authorization",
-            BreakClass::PresentmentAmountDiffers => "presentment_amount_differs",
-            BreakClass::CurrencyMismatch => "currency_mismatch",
-        }
+        self.into()
     }
 
     pub fn parse(s: &str) -> Option<BreakClass> {
-        Self::ALL.into_iter().find(|c| c.as_str() == s)
-    }
-}
-
-impl fmt::Display for BreakClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        s.parse().ok()
     }
 }
 

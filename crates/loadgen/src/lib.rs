@@ -32,13 +32,9 @@ pub mod verify;
 /// Parses the command line, runs, prints the table; the exit code is 0 when the run passed,
 /// 1 when it failed a check, 2 when it could not run.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    use clap::Parser;
-    let cli = match cli::Cli::try_parse_from(args) {
+    let cli: cli::Cli = match processor_client::support::parse_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
+        Err(code) => return code,
     };
     let cfg = match cli.resolve() {
         Ok(c) => c,

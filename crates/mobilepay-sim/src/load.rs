@@ -30,12 +30,9 @@ pub enum Cmd {
 /// Parses the command line and runs; the exit code is 0 on success, 1 when a load run failed
 /// a check, 2 when it could not run.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match processor_client::support::parse_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
+        Err(code) => return code,
     };
     match cli.cmd {
         Cmd::Serve { config } => match serve(&config) {

@@ -66,20 +66,7 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(secs))
 }
 
-/// Small, fast, seeded (xorshift64*).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+use processor_client::support::XorShift as Rng;
 
 /// What a payment is scripted to do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -258,6 +245,13 @@ impl Http {
             .post(format!("{}/sim/{path}", self.sim))
             .insert_header(("authorization", format!("Bearer {}", self.token)));
         self.call(req, Some(body)).await
+    }
+
+    /// The customer checks in at `terminal`.
+    async fn check_in(&self, terminal: &str, user: &str) -> anyhow::Result<Value> {
+        ok(self
+            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
+            .await)
     }
 
     async fn admin(
@@ -541,9 +535,7 @@ async fn payment(
             .await,
             "paymentId",
         )?;
-        ok(http
-            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
-            .await)?;
+        http.check_in(&terminal, user).await?;
         ok(http
             .pos(
                 "payment/ready",
@@ -571,9 +563,7 @@ async fn payment(
             .await,
             "paymentId",
         )?;
-        ok(http
-            .customer("checkin", json!({"terminalId": terminal, "user_id": user}))
-            .await)?;
+        http.check_in(&terminal, user).await?;
         id
     };
     match script {

@@ -39,13 +39,7 @@ type StubRef = Arc<Mutex<Stub>>;
 
 async fn stub_route(req: HttpRequest, body: web::Bytes, st: web::Data<StubRef>) -> HttpResponse {
     let secret = ApiSecret::from_base64(SECRET).unwrap();
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let h = |n: &str| processor_client::header_text(req.headers(), n).to_owned();
     let path = req.path().to_owned();
     let ok_sig = h(headers::API_KEY) == KEY
         && h(headers::ENDPOINT) == path

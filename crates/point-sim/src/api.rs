@@ -409,60 +409,51 @@ async fn get_payment(req: HttpRequest, sim: Data, path: web::Path<String>) -> Ht
 
 /// Every route of the simulator.
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    let b = BASE;
-    cfg.route(&format!("{b}/integrators"), web::get().to(get_integrator))
-        .route(
-            &format!("{b}/integrators"),
-            web::patch().to(patch_integrator),
-        )
-        .route(
-            &format!("{b}/integrators/check"),
-            web::post().to(check_integrator),
-        )
-        .route(&format!("{b}/devices"), web::get().to(list_devices))
-        .route(
-            &format!("{b}/devices/{{device_id}}"),
-            web::patch().to(patch_device),
-        )
-        .route(
-            &format!("{b}/devices/{{device_id}}/payment-intents"),
+    // In this order: a fixed segment before a parameter in the same place.
+    let api = [
+        ("integrators", web::get().to(get_integrator)),
+        ("integrators", web::patch().to(patch_integrator)),
+        ("integrators/check", web::post().to(check_integrator)),
+        ("devices", web::get().to(list_devices)),
+        ("devices/{device_id}", web::patch().to(patch_device)),
+        (
+            "devices/{device_id}/payment-intents",
             web::post().to(create_intent),
-        )
-        .route(
-            &format!("{b}/devices/{{device_id}}/payment-intents/{{id}}"),
+        ),
+        (
+            "devices/{device_id}/payment-intents/{id}",
             web::delete().to(delete_intent),
-        )
-        .route(
-            &format!("{b}/payment-intents/events"),
-            web::get().to(events),
-        )
-        .route(
-            &format!("{b}/payment-intents/{{id}}"),
-            web::get().to(get_intent),
-        )
-        .route(
-            &format!("{b}/payment-intents/{{id}}/events"),
+        ),
+        ("payment-intents/events", web::get().to(events)),
+        ("payment-intents/{id}", web::get().to(get_intent)),
+        (
+            "payment-intents/{id}/events",
             web::get().to(intent_last_event),
-        )
-        .route(
-            &format!("{b}/devices/{{device_id}}/refund"),
-            web::post().to(create_refund),
-        )
-        .route(&format!("{b}/refund/{{id}}"), web::get().to(get_refund))
-        .route(
-            &format!("{b}/devices/{{device_id}}/refund/{{id}}"),
+        ),
+        ("devices/{device_id}/refund", web::post().to(create_refund)),
+        ("refund/{id}", web::get().to(get_refund)),
+        (
+            "devices/{device_id}/refund/{id}",
             web::delete().to(delete_refund),
-        )
-        .route("/sim/devices/{device_id}/fetch", web::post().to(sim_fetch))
-        .route(
+        ),
+    ];
+    for (path, route) in api {
+        cfg.route(&format!("{BASE}/{path}"), route);
+    }
+    for (path, route) in [
+        ("/sim/devices/{device_id}/fetch", web::post().to(sim_fetch)),
+        (
             "/sim/devices/{device_id}/present",
             web::post().to(sim_present),
-        )
-        .route(
+        ),
+        (
             "/sim/devices/{device_id}/cancel",
             web::post().to(sim_cancel),
-        )
-        .route("/sim/stats", web::get().to(sim_stats))
-        .route("/v1/payments/{id}", web::get().to(get_payment));
+        ),
+        ("/sim/stats", web::get().to(sim_stats)),
+        ("/v1/payments/{id}", web::get().to(get_payment)),
+    ] {
+        cfg.route(path, route);
+    }
     crate::reader::routes(cfg);
 }

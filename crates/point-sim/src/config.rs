@@ -183,10 +183,10 @@ pub struct Config {
 fn d_mode() -> OperatingMode {
     OperatingMode::Pdv
 }
-fn d_product() -> String {
+pub(crate) fn d_product() -> String {
     "PREPAID".into()
 }
-fn d_provider() -> String {
+pub(crate) fn d_provider() -> String {
     "MASTERCARD".into()
 }
 fn d_listen() -> String {

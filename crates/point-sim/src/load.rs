@@ -5,6 +5,7 @@
 use crate::config::{Config, read_admin_token};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use processor_client::support::XorShift;
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -94,12 +95,9 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 /// Parses the command line and runs; the exit code is 0 on success, 1 when the load's
 /// money check failed, 2 when it could not run.
 pub fn main_with_args(args: impl IntoIterator<Item = std::ffi::OsString>) -> i32 {
-    let cli = match Cli::try_parse_from(args) {
+    let cli: Cli = match processor_client::support::parse_args(args) {
         Ok(c) => c,
-        Err(e) => {
-            let _ = e.print();
-            return if e.use_stderr() { 2 } else { 0 };
-        }
+        Err(code) => return code,
     };
     match run(cli) {
         Ok(true) => 0,
@@ -205,17 +203,6 @@ impl Mix {
             x -= u64::from(*w);
         }
         self.0[0].0
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // xorshift64*
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 }
 
@@ -376,7 +363,7 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
         running.url()
     );
     let book = Rc::new(RefCell::new(Book::default()));
-    let mut rng = Rng(u64::from_le_bytes(crate::webhook::random_bytes::<8>()) | 1);
+    let mut rng = XorShift(u64::from_le_bytes(crate::webhook::random_bytes::<8>()) | 1);
     let interval = Duration::from_secs_f64(60.0 / args.per_minute);
     let started = Instant::now();
     let mut next_device = 0usize;
@@ -396,9 +383,9 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
             continue;
         };
         next_device = d + 1;
-        let outcome = mix.pick(rng.next());
+        let outcome = mix.pick(rng.next_u64());
         // 5.00 to 500.00, never a magic amount.
-        let mut amount = 500 + (rng.next() % 49_500) as i64;
+        let mut amount = 500 + (rng.next_u64() % 49_500) as i64;
         if [1100, 1200, 1300].contains(&amount) {
             amount += 1;
         }

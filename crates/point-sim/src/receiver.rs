@@ -23,13 +23,7 @@ async fn get(req: HttpRequest, token: web::Data<String>) -> HttpResponse {
 }
 
 async fn post(req: HttpRequest, body: web::Bytes, token: web::Data<String>) -> HttpResponse {
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+    let h = |n: &str| processor_client::header_text(req.headers(), n).to_owned();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let ok = verify(
         &token,

@@ -1,7 +1,7 @@
 //! The processor bodies the simulator builds (point-integration §2.5, §2.7; processor-protocol
 //! §5 and §7). Pure: no clock, no I/O; the caller passes the device-local time.
 
-use crate::config::{DeviceConfig, Site};
+use crate::config::{DeviceConfig, Site, d_product, d_provider};
 use serde::{Deserialize, Serialize};
 
 /// A card presented on a device (the body of `POST /sim/devices/{id}/present`).
@@ -25,12 +25,6 @@ pub struct Presentation {
     pub answer_delay_ms: Option<u64>,
 }
 
-fn d_product() -> String {
-    "PREPAID".into()
-}
-fn d_provider() -> String {
-    "MASTERCARD".into()
-}
 fn d_last_four() -> String {
     "0000".into()
 }

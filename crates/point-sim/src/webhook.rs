@@ -8,30 +8,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use processor_client::support::{now_ms, random_bytes, uuid_v4};
 pub use protocol::webhook::{challenge_matches, encrypted_challenge, hex, x_signature};
-
-/// Random bytes from the OS CSPRNG.
-pub fn random_bytes<const N: usize>() -> [u8; N] {
-    let mut b = [0u8; N];
-    getrandom::getrandom(&mut b).expect("the OS random source works");
-    b
-}
-
-/// A random (version 4) UUID, lowercase.
-pub fn uuid_v4() -> String {
-    let mut b = random_bytes::<16>();
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let h = hex(&b);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
-}
 
 pub use processor_client::valid_webhook_url as valid_url;
 
@@ -155,13 +133,6 @@ async fn deliver(sim: &Sim, client: &awc::Client, p: &Pending) {
         }
     }
     inc(&sim.stats.webhooks_given_up);
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 #[cfg(test)]

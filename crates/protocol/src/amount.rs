@@ -78,17 +78,12 @@ impl WireAmount {
     /// in the integer part (`"007.00"`), as in a JSON number: zero-padding is not how the
     /// processor writes money, and what we refuse in a number we refuse in a string.
     pub fn parse(text: &str) -> Result<WireAmount, AmountError> {
-        if text.is_empty() {
-            return Err(AmountError::Empty);
-        }
-        let parts = split(text, false).ok_or(AmountError::NotPlainDecimal)?;
-        if parts.int.len() > 1 && parts.int.starts_with('0') {
-            return Err(AmountError::LeadingZero);
-        }
-        Ok(WireAmount {
-            text: text.to_owned(),
-            value: parts.to_decimal(),
-        })
+        Self::parse_as(
+            text,
+            false,
+            AmountError::NotPlainDecimal,
+            AmountError::LeadingZero,
+        )
     }
 
     /// Parses the literal text of a JSON number (RFC 8259 grammar, exponent allowed).
@@ -96,14 +91,30 @@ impl WireAmount {
     /// Used for amounts sent as JSON numbers; exposed so that callers holding a raw literal can
     /// get the same treatment.
     pub fn parse_json_number(text: &str) -> Result<WireAmount, AmountError> {
+        // JSON forbids leading zeros ("01"); serde_json already enforces it, this keeps the
+        // public function honest when called directly.
+        Self::parse_as(
+            text,
+            true,
+            AmountError::NotJsonNumber,
+            AmountError::NotJsonNumber,
+        )
+    }
+
+    /// The grammar both parsers share: not empty, the digits `split` accepts (with an exponent
+    /// when `exponent`), no leading zero in the integer part.
+    fn parse_as(
+        text: &str,
+        exponent: bool,
+        bad_grammar: AmountError,
+        leading_zero: AmountError,
+    ) -> Result<WireAmount, AmountError> {
         if text.is_empty() {
             return Err(AmountError::Empty);
         }
-        let parts = split(text, true).ok_or(AmountError::NotJsonNumber)?;
-        // JSON forbids leading zeros ("01"); serde_json already enforces it, this keeps the
-        // public function honest when called directly.
+        let parts = split(text, exponent).ok_or(bad_grammar)?;
         if parts.int.len() > 1 && parts.int.starts_with('0') {
-            return Err(AmountError::NotJsonNumber);
+            return Err(leading_zero);
         }
         Ok(WireAmount {
             text: text.to_owned(),

@@ -717,10 +717,31 @@ impl Notification {
 #[error("unknown status value")]
 pub struct UnknownValueError;
 
+fn unknown_value(_: &str) -> UnknownValueError {
+    UnknownValueError
+}
+
 /// `status` of an authorization answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(
+    serialize_all = "SCREAMING_SNAKE_CASE",
+    parse_err_ty = UnknownValueError,
+    parse_err_fn = unknown_value
+)]
 pub enum Status {
     /// `APPROVED`
     Approved,
@@ -731,35 +752,31 @@ pub enum Status {
 impl Status {
     /// The wire string.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            Status::Approved => "APPROVED",
-            Status::Rejected => "REJECTED",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = UnknownValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "APPROVED" => Ok(Status::Approved),
-            "REJECTED" => Ok(Status::Rejected),
-            _ => Err(UnknownValueError),
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 
 /// `status_detail` of an authorization or adjustment answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::Display,
+)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[strum(
+    serialize_all = "SCREAMING_SNAKE_CASE",
+    parse_err_ty = UnknownValueError,
+    parse_err_fn = unknown_value
+)]
 pub enum StatusDetail {
     /// `APPROVED`
     Approved,
@@ -778,36 +795,7 @@ pub enum StatusDetail {
 impl StatusDetail {
     /// The wire string.
     pub fn as_str(&self) -> &'static str {
-        match self {
-            StatusDetail::Approved => "APPROVED",
-            StatusDetail::InsufficientFunds => "INSUFFICIENT_FUNDS",
-            StatusDetail::InvalidMerchant => "INVALID_MERCHANT",
-            StatusDetail::InvalidAmount => "INVALID_AMOUNT",
-            StatusDetail::SystemError => "SYSTEM_ERROR",
-            StatusDetail::Other => "OTHER",
-        }
-    }
-}
-
-impl FromStr for StatusDetail {
-    type Err = UnknownValueError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "APPROVED" => Ok(StatusDetail::Approved),
-            "INSUFFICIENT_FUNDS" => Ok(StatusDetail::InsufficientFunds),
-            "INVALID_MERCHANT" => Ok(StatusDetail::InvalidMerchant),
-            "INVALID_AMOUNT" => Ok(StatusDetail::InvalidAmount),
-            "SYSTEM_ERROR" => Ok(StatusDetail::SystemError),
-            "OTHER" => Ok(StatusDetail::Other),
-            _ => Err(UnknownValueError),
-        }
-    }
-}
-
-impl fmt::Display for StatusDetail {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        self.into()
     }
 }
 

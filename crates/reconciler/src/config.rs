@@ -1,6 +1,7 @@
 //! The reconciler's settings: `config/reconciler.toml` (built in, and read from the config
 //! directory), `config/reconciler.<RECONCILER_ENV>.toml`, then `RECONCILER__SECTION__KEY`.
 
+use crate::parse::FileColumns;
 use crate::schedule::{Cron, parse_offset};
 use serde::Deserialize;
 use settings::{ConfigError, Secret};
@@ -211,28 +212,13 @@ impl Settings {
                 "matching.presentment_tolerance_minor and grace_minutes cannot be negative".into(),
             );
         }
-        let t = &self.mapping.transactions;
-        for (name, v) in [
-            ("transaction_id", &t.transaction_id),
-            ("kind", &t.kind),
-            ("status", &t.status),
-            ("direction", &t.direction),
-            ("amount", &t.amount),
-            ("currency", &t.currency),
+        let m = &self.mapping;
+        for (file, wanted) in [
+            ("transactions", m.transactions.wanted()),
+            ("presentments", m.presentments.wanted()),
         ] {
-            if v.is_empty() {
-                return bad(format!("mapping.transactions.{name} is required"));
-            }
-        }
-        let p = &self.mapping.presentments;
-        for (name, v) in [
-            ("transaction_id", &p.transaction_id),
-            ("direction", &p.direction),
-            ("amount", &p.amount),
-            ("currency", &p.currency),
-        ] {
-            if v.is_empty() {
-                return bad(format!("mapping.presentments.{name} is required"));
+            if let Some((name, _, _)) = wanted.iter().find(|(_, h, req)| *req && h.is_empty()) {
+                return bad(format!("mapping.{file}.{name} is required"));
             }
         }
         Ok(())

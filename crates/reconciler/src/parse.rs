@@ -195,121 +195,136 @@ fn transaction_id(rec: &csv::ByteRecord, col: Option<usize>) -> Result<String, S
     Ok(id.to_owned())
 }
 
-/// Streams the transactions file, calling `row` for each good row; returns rows read.
-pub fn transactions(
-    path: &Path,
-    map: &TransactionColumns,
-    fmt: CsvFormat,
-    malformed: &mut Vec<Malformed>,
-    row: impl FnMut(FileTransaction),
-) -> anyhow::Result<u64> {
-    transactions_from(open(path)?, &file_name(path), map, fmt, malformed, row)
+/// A file's column mapping: the columns a row needs, and how a row of them reads.
+pub trait FileColumns {
+    /// What a good row is.
+    type Row;
+
+    /// (column's name in the mapping, header it is mapped to, required).
+    fn wanted(&self) -> Vec<(&'static str, &str, bool)>;
+
+    /// One row, `c` the indexes of [`FileColumns::wanted`]'s columns in the file.
+    fn row(
+        rec: &csv::ByteRecord,
+        c: &[Option<usize>],
+        line: u64,
+        fmt: CsvFormat,
+    ) -> Result<Self::Row, String>;
 }
 
-/// [`transactions`] from any reader, `name` standing for the file in reports.
-pub fn transactions_from(
-    input: impl std::io::Read,
-    name: &str,
-    map: &TransactionColumns,
+impl FileColumns for TransactionColumns {
+    type Row = FileTransaction;
+
+    fn wanted(&self) -> Vec<(&'static str, &str, bool)> {
+        vec![
+            ("transaction_id", self.transaction_id.as_str(), true),
+            ("kind", self.kind.as_str(), true),
+            ("status", self.status.as_str(), true),
+            ("direction", self.direction.as_str(), true),
+            ("amount", self.amount.as_str(), true),
+            ("currency", self.currency.as_str(), true),
+            (
+                "original_transaction_id",
+                self.original_transaction_id.as_str(),
+                false,
+            ),
+        ]
+    }
+
+    fn row(
+        rec: &csv::ByteRecord,
+        c: &[Option<usize>],
+        line: u64,
+        fmt: CsvFormat,
+    ) -> Result<FileTransaction, String> {
+        let transaction_id = transaction_id(rec, c[0])?;
+        let kind = match get(rec, c[1])?.to_ascii_uppercase().as_str() {
+            "AUTHORIZATION" => EntryKind::Authorization,
+            "ADJUSTMENT" => EntryKind::Adjustment,
+            other => {
+                return Err(format!(
+                    "kind '{other}' is neither AUTHORIZATION nor ADJUSTMENT"
+                ));
+            }
+        };
+        let approved = match get(rec, c[2])?.to_ascii_uppercase().as_str() {
+            "APPROVED" => true,
+            "REJECTED" => false,
+            other => return Err(format!("status '{other}' is neither APPROVED nor REJECTED")),
+        };
+        let cur = currency(get(rec, c[5])?)?;
+        let amount_minor = signed(get(rec, c[3])?, parse_amount(get(rec, c[4])?, fmt, cur)?)?;
+        let original = get(rec, c[6])?;
+        Ok(FileTransaction {
+            line,
+            transaction_id,
+            kind,
+            approved,
+            currency: cur,
+            amount_minor,
+            original_transaction_id: (!original.is_empty()).then(|| original.to_owned()),
+        })
+    }
+}
+
+impl FileColumns for PresentmentColumns {
+    type Row = Presentment;
+
+    fn wanted(&self) -> Vec<(&'static str, &str, bool)> {
+        vec![
+            ("transaction_id", self.transaction_id.as_str(), true),
+            ("direction", self.direction.as_str(), true),
+            ("amount", self.amount.as_str(), true),
+            ("currency", self.currency.as_str(), true),
+        ]
+    }
+
+    fn row(
+        rec: &csv::ByteRecord,
+        c: &[Option<usize>],
+        line: u64,
+        fmt: CsvFormat,
+    ) -> Result<Presentment, String> {
+        let transaction_id = transaction_id(rec, c[0])?;
+        let cur = currency(get(rec, c[3])?)?;
+        let amount_minor = signed(get(rec, c[1])?, parse_amount(get(rec, c[2])?, fmt, cur)?)?;
+        Ok(Presentment {
+            line,
+            transaction_id,
+            currency: cur,
+            amount_minor,
+        })
+    }
+}
+
+/// Streams a transactions or presentments file (which one, `map` says), calling `row` for
+/// each good row; returns rows read.
+pub fn rows<C: FileColumns>(
+    path: &Path,
+    map: &C,
     fmt: CsvFormat,
     malformed: &mut Vec<Malformed>,
-    row: impl FnMut(FileTransaction),
+    row: impl FnMut(C::Row),
 ) -> anyhow::Result<u64> {
-    let wanted = [
-        ("transaction_id", map.transaction_id.as_str(), true),
-        ("kind", map.kind.as_str(), true),
-        ("status", map.status.as_str(), true),
-        ("direction", map.direction.as_str(), true),
-        ("amount", map.amount.as_str(), true),
-        ("currency", map.currency.as_str(), true),
-        (
-            "original_transaction_id",
-            map.original_transaction_id.as_str(),
-            false,
-        ),
-    ];
+    rows_from(open(path)?, &file_name(path), map, fmt, malformed, row)
+}
+
+/// [`rows`] from any reader, `name` standing for the file in reports.
+pub fn rows_from<C: FileColumns>(
+    input: impl std::io::Read,
+    name: &str,
+    map: &C,
+    fmt: CsvFormat,
+    malformed: &mut Vec<Malformed>,
+    row: impl FnMut(C::Row),
+) -> anyhow::Result<u64> {
     stream(
         input,
         name,
         fmt,
-        &wanted,
+        &map.wanted(),
         malformed,
-        |rec, c, line| {
-            let transaction_id = transaction_id(rec, c[0])?;
-            let kind = match get(rec, c[1])?.to_ascii_uppercase().as_str() {
-                "AUTHORIZATION" => EntryKind::Authorization,
-                "ADJUSTMENT" => EntryKind::Adjustment,
-                other => {
-                    return Err(format!(
-                        "kind '{other}' is neither AUTHORIZATION nor ADJUSTMENT"
-                    ));
-                }
-            };
-            let approved = match get(rec, c[2])?.to_ascii_uppercase().as_str() {
-                "APPROVED" => true,
-                "REJECTED" => false,
-                other => return Err(format!("status '{other}' is neither APPROVED nor REJECTED")),
-            };
-            let cur = currency(get(rec, c[5])?)?;
-            let amount_minor = signed(get(rec, c[3])?, parse_amount(get(rec, c[4])?, fmt, cur)?)?;
-            let original = get(rec, c[6])?;
-            Ok(FileTransaction {
-                line,
-                transaction_id,
-                kind,
-                approved,
-                currency: cur,
-                amount_minor,
-                original_transaction_id: (!original.is_empty()).then(|| original.to_owned()),
-            })
-        },
-        row,
-    )
-}
-
-/// Streams the presentments file, calling `row` for each good row; returns rows read.
-pub fn presentments(
-    path: &Path,
-    map: &PresentmentColumns,
-    fmt: CsvFormat,
-    malformed: &mut Vec<Malformed>,
-    row: impl FnMut(Presentment),
-) -> anyhow::Result<u64> {
-    presentments_from(open(path)?, &file_name(path), map, fmt, malformed, row)
-}
-
-/// [`presentments`] from any reader, `name` standing for the file in reports.
-pub fn presentments_from(
-    input: impl std::io::Read,
-    name: &str,
-    map: &PresentmentColumns,
-    fmt: CsvFormat,
-    malformed: &mut Vec<Malformed>,
-    row: impl FnMut(Presentment),
-) -> anyhow::Result<u64> {
-    let wanted = [
-        ("transaction_id", map.transaction_id.as_str(), true),
-        ("direction", map.direction.as_str(), true),
-        ("amount", map.amount.as_str(), true),
-        ("currency", map.currency.as_str(), true),
-    ];
-    stream(
-        input,
-        name,
-        fmt,
-        &wanted,
-        malformed,
-        |rec, c, line| {
-            let transaction_id = transaction_id(rec, c[0])?;
-            let cur = currency(get(rec, c[3])?)?;
-            let amount_minor = signed(get(rec, c[1])?, parse_amount(get(rec, c[2])?, fmt, cur)?)?;
-            Ok(Presentment {
-                line,
-                transaction_id,
-                currency: cur,
-                amount_minor,
-            })
-        },
+        |rec, c, line| C::row(rec, c, line, fmt),
         row,
     )
 }

@@ -327,34 +327,23 @@ pub async fn reconcile(
     let c = counters.clone();
     let file_side = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
         let mut spill = Spill::new(parts, file_dir.as_deref(), "file")?;
-        let mut malformed = Vec::new();
+        let mut side = FileSide {
+            fmt,
+            malformed: Vec::new(),
+            read: &c.rows,
+            failed: None,
+        };
         let mut rows = 0;
-        let mut failed: Option<anyhow::Error> = None;
         for input in files.iter().filter(|i| i.role == Role::Transactions) {
-            rows +=
-                parse::transactions(&input.path, &map.transactions, fmt, &mut malformed, |r| {
-                    if failed.is_none()
-                        && let Err(e) = spill.transaction(&r)
-                    {
-                        failed = Some(e);
-                    }
-                    c.rows.fetch_add(1, Ordering::Relaxed);
-                })?;
+            rows += side.spill(&input.path, &map.transactions, |r| spill.transaction(r))?;
         }
         for input in files.iter().filter(|i| i.role == Role::Presentments) {
-            rows +=
-                parse::presentments(&input.path, &map.presentments, fmt, &mut malformed, |r| {
-                    if failed.is_none()
-                        && let Err(e) = spill.presentment(&r)
-                    {
-                        failed = Some(e);
-                    }
-                    c.rows.fetch_add(1, Ordering::Relaxed);
-                })?;
+            rows += side.spill(&input.path, &map.presentments, |r| spill.presentment(r))?;
         }
-        if let Some(e) = failed {
+        if let Some(e) = side.failed {
             return Err(e);
         }
+        let malformed = side.malformed;
         Ok((spill.finish()?, malformed, rows))
     });
     let mut ledger_spill = Spill::new(parts, dir.as_deref(), "ledger")?;
@@ -593,4 +582,35 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
     .await;
     lock.release().await;
     result
+}
+
+/// The processor's files being read into the spill: what they hold that is malformed, the
+/// rows read (for the progress line), and the first spill error. After that error nothing
+/// more is spilled, but every file is still read to its end so that its rows are counted.
+struct FileSide<'a> {
+    fmt: CsvFormat,
+    malformed: Vec<Malformed>,
+    read: &'a AtomicU64,
+    failed: Option<anyhow::Error>,
+}
+
+impl FileSide<'_> {
+    /// Reads one file into the spill with `put`; returns its rows.
+    fn spill<C: parse::FileColumns>(
+        &mut self,
+        path: &Path,
+        map: &C,
+        mut put: impl FnMut(&C::Row) -> anyhow::Result<()>,
+    ) -> anyhow::Result<u64> {
+        let failed = &mut self.failed;
+        let read = self.read;
+        parse::rows(path, map, self.fmt, &mut self.malformed, |r| {
+            if failed.is_none()
+                && let Err(e) = put(&r)
+            {
+                *failed = Some(e);
+            }
+            read.fetch_add(1, Ordering::Relaxed);
+        })
+    }
 }

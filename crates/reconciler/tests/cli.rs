@@ -31,27 +31,23 @@ fn exit_codes_and_reports() {
     std::fs::create_dir_all(&files).unwrap();
     let source = format!("dir:{}", files.display());
     let header = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date\n";
+    // A day's transactions file of one row, then the run of that day.
+    let run_day = |date: &str, row: &str| {
+        let name = format!("transactions_{}.csv", date.replace('-', ""));
+        std::fs::write(files.join(name), format!("{header}{row}\n")).unwrap();
+        reconciler(dir.path(), &["run", "--date", date, "--source", &source])
+    };
     // A day with only a declined transaction: nothing to book, nothing missing.
-    std::fs::write(
-        files.join("transactions_20240301.csv"),
-        format!("{header}ctx-1,AUTHORIZATION,PURCHASE,REJECTED,DEBIT,1.00,ARS,,c,u,2024-03-01\n"),
-    )
-    .unwrap();
-    let o = reconciler(
-        dir.path(),
-        &["run", "--date", "2024-03-01", "--source", &source],
+    let o = run_day(
+        "2024-03-01",
+        "ctx-1,AUTHORIZATION,PURCHASE,REJECTED,DEBIT,1.00,ARS,,c,u,2024-03-01",
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("CLEAN"));
     // A day where the processor approved something the ledger never booked.
-    std::fs::write(
-        files.join("transactions_20240302.csv"),
-        format!("{header}ctx-2,AUTHORIZATION,PURCHASE,APPROVED,DEBIT,12.50,ARS,,c,u,2024-03-02\n"),
-    )
-    .unwrap();
-    let o = reconciler(
-        dir.path(),
-        &["run", "--date", "2024-03-02", "--source", &source],
+    let o = run_day(
+        "2024-03-02",
+        "ctx-2,AUTHORIZATION,PURCHASE,APPROVED,DEBIT,12.50,ARS,,c,u,2024-03-02",
     );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("missing_in_ledger"), "{}", text(&o));

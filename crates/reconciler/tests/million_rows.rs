@@ -28,7 +28,7 @@ fn a_million_rows_in_bounded_memory() {
     let mut malformed = Vec::new();
     let mut rows = 0u64;
     let mut debits: i128 = 0;
-    let read = parse::transactions(
+    let read = parse::rows(
         &path,
         &s.mapping.transactions,
         CsvFormat::from(&s.csv),

@@ -232,13 +232,13 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
     let fmt = CsvFormat::from(&s.csv);
     let mut malformed = Vec::new();
     for i in inputs.iter().filter(|i| i.role == Role::Transactions) {
-        parse::transactions(&i.path, &s.mapping.transactions, fmt, &mut malformed, |r| {
+        parse::rows(&i.path, &s.mapping.transactions, fmt, &mut malformed, |r| {
             m.transaction(r)
         })
         .unwrap();
     }
     for i in inputs.iter().filter(|i| i.role == Role::Presentments) {
-        parse::presentments(&i.path, &s.mapping.presentments, fmt, &mut malformed, |r| {
+        parse::rows(&i.path, &s.mapping.presentments, fmt, &mut malformed, |r| {
             m.presentment(r)
         })
         .unwrap();

@@ -4,7 +4,7 @@
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -50,6 +50,24 @@ fn start_sshd() -> Sshd {
     Sshd::start(SshdOptions {
         password_auth: false,
     })
+}
+
+/// A fetch that must fail: its error (printed) and how long it took.
+fn fetch_fails(cfg: &SftpConfig, staging: &Path) -> (FetchError, Duration) {
+    let started = Instant::now();
+    let err = fetch(cfg, &date(), staging).unwrap_err();
+    eprintln!("expected error: {err}");
+    (err, started.elapsed())
+}
+
+/// An sshd serving one file of the day, and a fresh key pair `name` in its directory that it
+/// does not know.
+fn sshd_and_a_key_it_does_not_know(name: &str) -> (Sshd, PathBuf) {
+    let sshd = start_sshd();
+    sshd.serve_file("transactions_20240315.csv", b"data");
+    let key = sshd.dir.path().join(name);
+    common::keygen(&key);
+    (sshd, key)
 }
 
 // ------------------------------------------------------------- against sshd --
@@ -160,21 +178,16 @@ fn password_auth() {
     cfg.auth = SftpAuth::Password("not-the-password".into());
     cfg.backoff_ms = 5_000;
     let staging2 = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let err = fetch(&cfg, &date(), staging2.path()).unwrap_err();
-    eprintln!("expected error: {err}");
+    let (err, took) = fetch_fails(&cfg, staging2.path());
     assert!(matches!(err, FetchError::Auth(_)), "{err:?}");
     assert!(!err.is_retryable());
-    assert!(started.elapsed() < Duration::from_millis(5_000), "retried?");
+    assert!(took < Duration::from_millis(5_000), "retried?");
     assert!(dir_names(staging2.path()).is_empty());
 }
 
 #[test]
 fn wrong_key_is_an_auth_error_and_not_retried() {
-    let sshd = start_sshd();
-    sshd.serve_file("transactions_20240315.csv", b"data");
-    let other_key = sshd.dir.path().join("other_key");
-    common::keygen(&other_key);
+    let (sshd, other_key) = sshd_and_a_key_it_does_not_know("other_key");
     // Through a counting proxy: the number of TCP connections = attempts made.
     let proxy = Proxy::start(sshd.port, None);
     let mut cfg = config(&sshd);
@@ -186,15 +199,12 @@ fn wrong_key_is_an_auth_error_and_not_retried() {
     cfg.attempts = 3;
     cfg.backoff_ms = 3_000;
     let staging = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
-    let elapsed = started.elapsed();
+    let (err, took) = fetch_fails(&cfg, staging.path());
     assert!(matches!(err, FetchError::Auth(_)), "{err:?}");
     assert!(!err.is_retryable());
     assert!(
-        elapsed < Duration::from_millis(3_000),
-        "took {elapsed:?}: backoff happened"
+        took < Duration::from_millis(3_000),
+        "took {took:?}: backoff happened"
     );
     assert_eq!(proxy.connections(), 1, "auth failures must not be retried");
     assert!(dir_names(staging.path()).is_empty());
@@ -202,10 +212,7 @@ fn wrong_key_is_an_auth_error_and_not_retried() {
 
 #[test]
 fn host_key_mismatch_aborts_before_auth_and_fetches_nothing() {
-    let sshd = start_sshd();
-    sshd.serve_file("transactions_20240315.csv", b"data");
-    let other = sshd.dir.path().join("other_host_key");
-    common::keygen(&other);
+    let (sshd, _) = sshd_and_a_key_it_does_not_know("other_host_key");
     let pinned = common::keygen_fingerprint(&sshd.dir.path().join("other_host_key.pub"));
     assert_ne!(pinned, sshd.fingerprint);
 
@@ -215,9 +222,7 @@ fn host_key_mismatch_aborts_before_auth_and_fetches_nothing() {
     cfg.host_key_sha256 = pinned.clone();
     cfg.backoff_ms = 3_000;
     let staging = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
+    let (err, took) = fetch_fails(&cfg, staging.path());
     match &err {
         FetchError::HostKeyMismatch { expected, actual } => {
             assert_eq!(expected, &pinned);
@@ -231,7 +236,7 @@ fn host_key_mismatch_aborts_before_auth_and_fetches_nothing() {
         "{msg}"
     );
     assert!(!err.is_retryable());
-    assert!(started.elapsed() < Duration::from_millis(3_000));
+    assert!(took < Duration::from_millis(3_000));
     assert_eq!(proxy.connections(), 1);
     assert!(dir_names(staging.path()).is_empty());
     // Give sshd a moment to log, then check we never authenticated.
@@ -250,12 +255,10 @@ fn missing_remote_dir_is_a_config_error_not_retried() {
     cfg.remote_dir = sshd.serve.join("does-not-exist").display().to_string();
     cfg.backoff_ms = 3_000;
     let staging = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
+    let (err, took) = fetch_fails(&cfg, staging.path());
     assert!(matches!(err, FetchError::Config(_)), "{err:?}");
     assert!(err.to_string().contains("does-not-exist"), "{err}");
-    assert!(started.elapsed() < Duration::from_millis(3_000));
+    assert!(took < Duration::from_millis(3_000));
 }
 
 #[test]
@@ -277,8 +280,7 @@ fn connection_drop_mid_transfer_leaves_no_file() {
     cfg.attempts = 2;
     cfg.backoff_ms = 50;
     let staging = tempfile::tempdir().unwrap();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
+    let (err, _) = fetch_fails(&cfg, staging.path());
     assert!(matches!(err, FetchError::Transfer(_)), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().contains("2 attempts"), "{err}");
@@ -315,16 +317,13 @@ fn connection_refused_retries_with_backoff_then_connect_error() {
     let port = free_port(); // nothing listens there any more
     let cfg = nobody_at(port, 150);
     let staging = tempfile::tempdir().unwrap();
-    let started = Instant::now();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
-    let elapsed = started.elapsed();
+    let (err, took) = fetch_fails(&cfg, staging.path());
     assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().contains("3 attempts"), "{err}");
     // Sleeps of 150 ms and 300 ms between the three attempts.
-    assert!(elapsed >= Duration::from_millis(450), "{elapsed:?}");
-    assert!(elapsed < Duration::from_secs(5), "{elapsed:?}");
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
     assert!(dir_names(staging.path()).is_empty());
 }
 
@@ -333,8 +332,7 @@ fn handshake_failure_is_retried_attempts_times() {
     let (port, accepted) = hang_up_listener();
     let cfg = nobody_at(port, 20);
     let staging = tempfile::tempdir().unwrap();
-    let err = fetch(&cfg, &date(), staging.path()).unwrap_err();
-    eprintln!("expected error: {err}");
+    let (err, _) = fetch_fails(&cfg, staging.path());
     assert!(matches!(err, FetchError::Connect(_)), "{err:?}");
     assert!(err.to_string().contains("handshake"), "{err}");
     assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 3);

@@ -3,8 +3,8 @@
 
 use crate::processor::Step;
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent, insert_idempotent,
-    lock_user_account, locked_account_from_row,
+    Asked, Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent,
+    insert_idempotent, lock_user_account, locked_account_from_row,
 };
 use crate::{Store, StoreError, StoredResponse, Tx, run_pool};
 use ledger::funding::{FundedAccount, FundingRefusal, plan_funding};
@@ -97,13 +97,8 @@ pub enum FundingOutcome {
 pub struct TransactionRecordView {
     pub kind: String,
     pub transaction_id: String,
-    pub endpoint: Option<String>,
-    pub direction: Option<String>,
-    pub tx_type: Option<String>,
-    pub user_id: Option<String>,
-    pub card_id: Option<String>,
-    pub currency: Option<String>,
-    pub amount_text: Option<String>,
+    /// What the request asked for (route, direction, type, user, card, currency, amount).
+    pub asked: Asked,
     pub amount_minor: Option<i64>,
     pub status: Option<String>,
     pub status_detail: Option<String>,
@@ -177,13 +172,7 @@ macro_rules! record_from_row {
         TransactionRecordView {
             kind: r.try_get("kind")?,
             transaction_id: r.try_get("transaction_id")?,
-            endpoint: r.try_get("endpoint")?,
-            direction: r.try_get("direction")?,
-            tx_type: r.try_get("tx_type")?,
-            user_id: r.try_get("user_id")?,
-            card_id: r.try_get("card_id")?,
-            currency: r.try_get("currency")?,
-            amount_text: r.try_get("amount_text")?,
+            asked: Asked::read(|column| r.try_get(column))?,
             amount_minor: r.try_get("amount_minor")?,
             status: r.try_get("status")?,
             status_detail: r.try_get("status_detail")?,

@@ -1,5 +1,6 @@
 //! Hardening: ambiguous security headers, failed admin authentication, noise from malformed HTTP.
 
+use crate::support::admin_money;
 use e2e::*;
 use protocol::signature::{self, headers};
 use serde_json::json;
@@ -269,14 +270,7 @@ async fn failed_admin_authentications_are_limited_per_address(app: TestApp) {
     assert!((1..=2).contains(&retry_after(&refused)));
     // The valid token is checked and served from the same address, reads and writes.
     assert_eq!(app.available("u1", "ARS").await, "100.00");
-    let r = app
-        .admin(
-            "POST",
-            "/v1/accounts/u1/ARS/deposits",
-            Some(json!({"amount": "5.00"})),
-            Some(&uid("dep")),
-        )
-        .await;
+    let r = admin_money(&app, "deposits", "u1", "ARS", "5.00").await;
     assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(app.available("u1", "ARS").await, "105.00");
     // Its success does not reset the address's budget for the guesser.

@@ -4,6 +4,7 @@
 //! ids and keys, `x-idempotency-key`) are 1 to 255 visible ASCII characters; a body is UTF-8
 //! throughout, 32 levels deep at most, and its amounts carry no leading zeros.
 
+use crate::support::admin_money;
 use e2e::*;
 
 fn replace(body: &[u8], from: &str, to: &str) -> Vec<u8> {
@@ -194,30 +195,24 @@ async fn every_booked_id_is_retrievable(app: TestApp) {
         .await;
     assert_eq!(h.status, 200);
     assert_eq!(h.json()["transaction_id"], plus.as_str());
-    // Ids booked before the rule (spaces, control characters) can still be asked for: not
-    // found here, never "invalid".
-    for path in [
-        "/v1/transactions/ctx%0Aforged",
-        "/v1/transactions/ctx%20one",
-        "/v1/transactions/ctx%1B%5B2K",
-    ] {
-        let h = app.admin("GET", path, None, None).await;
-        assert_eq!(h.status, 404, "{path}");
-        assert_eq!(h.json()["error"]["code"], "not_found", "{path}");
-    }
-    // No store can hold U+0000, and U+FFFD is what bytes that are not UTF-8 decode to.
-    for path in [
-        "/v1/transactions/ctx%00",
-        "/v1/transactions/ctx%FF",
-        "/v1/transactions/ctx%EF%BF%BD",
-    ] {
-        let h = app.admin("GET", path, None, None).await;
-        assert_eq!(h.status, 400, "{path}");
-        assert_eq!(
-            h.json()["error"]["code"],
+    for (path, status, code) in [
+        // Ids booked before the rule (spaces, control characters) can still be asked for:
+        // not found here, never "invalid".
+        ("/v1/transactions/ctx%0Aforged", 404, "not_found"),
+        ("/v1/transactions/ctx%20one", 404, "not_found"),
+        ("/v1/transactions/ctx%1B%5B2K", 404, "not_found"),
+        // No store can hold U+0000, and U+FFFD is what bytes that are not UTF-8 decode to.
+        ("/v1/transactions/ctx%00", 400, "invalid_transaction_id"),
+        ("/v1/transactions/ctx%FF", 400, "invalid_transaction_id"),
+        (
+            "/v1/transactions/ctx%EF%BF%BD",
+            400,
             "invalid_transaction_id",
-            "{path}"
-        );
+        ),
+    ] {
+        let h = app.admin("GET", path, None, None).await;
+        assert_eq!(h.status, status, "{path}");
+        assert_eq!(h.json()["error"]["code"], code, "{path}");
     }
     assert_eq!(
         app.available("u1", "ARS").await,
@@ -381,14 +376,7 @@ async fn long_ids_are_refused_with_400(app: TestApp) {
         .admin("PUT", &format!("/v1/accounts/{user}/ARS"), None, None)
         .await;
     assert_eq!(r.status, 201);
-    let r = app
-        .admin(
-            "POST",
-            &format!("/v1/accounts/{user}/ARS/deposits"),
-            Some(serde_json::json!({ "amount": "10.00" })),
-            Some(&uid("dep")),
-        )
-        .await;
+    let r = admin_money(&app, "deposits", &user, "ARS", "10.00").await;
     assert_eq!(r.status, 201);
     let t = Tx::new(&tx_id, "PURCHASE", &user, "1.00", "ARS").card(&card);
     let r = app.processor(AUTH, &t.body(), &"k".repeat(255)).await;
@@ -522,14 +510,7 @@ async fn leading_zero_amounts_are_refused(app: TestApp) {
         .details(r#"[{"type":"BASE","currency":"ARS","amount":"007.00","name":"BASE"}]"#);
     assert_eq!(app.send(AUTH, &t).await.status, 400);
     for amount in ["007.00", "007", "-01.00"] {
-        let r = app
-            .admin(
-                "POST",
-                "/v1/accounts/u1/ARS/deposits",
-                Some(serde_json::json!({ "amount": amount })),
-                Some(&uid("dep")),
-            )
-            .await;
+        let r = admin_money(&app, "deposits", "u1", "ARS", amount).await;
         assert_eq!(r.status, 400, "{amount}");
         assert_eq!(r.json()["error"]["code"], "invalid_amount", "{amount}");
     }

@@ -1,5 +1,6 @@
 //! Hardening: money never moves the wrong way, twice, or past a block.
 
+use crate::support::admin_money;
 use e2e::*;
 use serde_json::{Value, json};
 
@@ -198,14 +199,7 @@ async fn deposit_beyond_the_ledger_range_is_a_clear_422(app: TestApp) {
     let user = uid("huge");
     // Close to the largest balance the ledger holds (i64 minor units).
     app.funded(&user, "ARS", "92233720368547758.00").await;
-    let r = app
-        .admin(
-            "POST",
-            &format!("/v1/accounts/{user}/ARS/deposits"),
-            Some(json!({ "amount": "1.00" })),
-            Some(&uid("dep")),
-        )
-        .await;
+    let r = admin_money(&app, "deposits", &user, "ARS", "1.00").await;
     assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["error"]["code"], "balance_out_of_range");
     assert_eq!(app.available(&user, "ARS").await, "92233720368547758.00");

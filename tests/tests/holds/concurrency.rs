@@ -27,22 +27,27 @@ async fn one_refund_under_many_keys_books_once(app: TestApp) {
     assert_posted_held(&app, "DKK", "470.00", "0.00").await;
 }
 
+/// A reservation of 1.00 DKK, sent again under its key (as a channel would) until it is
+/// decided: its answer.
+async fn reserve_one_until_decided(app: &TestApp, id: &str) -> serde_json::Value {
+    let body = bytes(&reservation(id, "1.00", "DKK"));
+    let key = uid("ck");
+    loop {
+        let r = app.channel("POST", RES, &body, Some(&key)).await;
+        if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
+            return r.json();
+        }
+        assert!(r.status == 200 || r.status == 425, "{}", r.status);
+    }
+}
+
 /// 200 reservations of 1.00 at once on exactly 73.00: exactly 73 are approved.
 async fn reservations_never_hold_more_than_there_is(app: TestApp) {
     app.funded("u1", "DKK", "73.00").await;
-    let answers = join_all((0..200).map(|i| {
-        let app = &app;
-        async move {
-            let body = bytes(&reservation(&format!("r{i}"), "1.00", "DKK"));
-            let key = uid("ck");
-            loop {
-                let r = app.channel("POST", RES, &body, Some(&key)).await;
-                if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
-                    return r.json()["status_detail"].as_str().unwrap_or("").to_owned();
-                }
-                assert!(r.status == 200 || r.status == 425, "{}", r.status);
-            }
-        }
+    let app = &app;
+    let answers = join_all((0..200).map(|i| async move {
+        let r = reserve_one_until_decided(app, &format!("r{i}")).await;
+        r["status_detail"].as_str().unwrap_or("").to_owned()
     }))
     .await;
     let approved = answers.iter().filter(|d| *d == "APPROVED").count();
@@ -51,7 +56,7 @@ async fn reservations_never_hold_more_than_there_is(app: TestApp) {
         .filter(|d| *d == "INSUFFICIENT_FUNDS")
         .count();
     assert_eq!((approved, declined), (73, 127));
-    let (posted, held, available) = balances(&app, "DKK").await;
+    let (posted, held, available) = balances(app, "DKK").await;
     assert_eq!(
         (posted.as_str(), held.as_str(), available.as_str()),
         ("73.00", "73.00", "0.00")
@@ -62,18 +67,9 @@ async fn reservations_never_hold_more_than_there_is(app: TestApp) {
 /// without locks and must see every hold): together they never spend more than there is.
 async fn holds_and_authorizations_share_one_balance(app: TestApp) {
     app.funded("u1", "DKK", "50.00").await;
-    let reservations = join_all((0..60).map(|i| {
-        let app = &app;
-        async move {
-            let body = bytes(&reservation(&format!("m{i}"), "1.00", "DKK"));
-            let key = uid("ck");
-            loop {
-                let r = app.channel("POST", RES, &body, Some(&key)).await;
-                if r.status == 200 && r.json()["status_detail"] != "SYSTEM_ERROR" {
-                    return r.json()["status"] == "APPROVED";
-                }
-            }
-        }
+    let app = &app;
+    let reservations = join_all((0..60).map(|i| async move {
+        reserve_one_until_decided(app, &format!("m{i}")).await["status"] == "APPROVED"
     }));
     let purchases = join_all((0..60).map(|_| {
         let app = &app;
@@ -92,7 +88,7 @@ async fn holds_and_authorizations_share_one_balance(app: TestApp) {
     let held = held.iter().filter(|a| **a).count();
     let spent = spent.iter().filter(|a| **a).count();
     assert_eq!(held + spent, 50, "{held} holds and {spent} purchases");
-    let (posted, held_text, available) = balances(&app, "DKK").await;
+    let (posted, held_text, available) = balances(app, "DKK").await;
     assert_eq!(posted, format!("{}.00", 50 - spent));
     assert_eq!(held_text, format!("{held}.00"));
     assert_eq!(available, "0.00");

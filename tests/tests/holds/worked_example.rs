@@ -1,6 +1,7 @@
 //! §2.4 end to end over HTTP: every step's answer and the balances after it.
 
 use super::common::*;
+use crate::support::admin_money;
 use e2e::*;
 use serde_json::json;
 use std::time::Duration;
@@ -36,14 +37,7 @@ async fn worked_example(app: TestApp) {
     let back = Tx::new(&uid("ctx"), "REFUND", "u1", "374.50", "DKK").original(&fits.id);
     assert_eq!(app.send(ADJ_CREDIT, &back).await.status, 200);
     // Admin withdrawals use available alone.
-    let w = app
-        .admin(
-            "POST",
-            "/v1/accounts/u1/DKK/withdrawals",
-            Some(json!({"amount": "374.51"})),
-            Some(&uid("w")),
-        )
-        .await;
+    let w = admin_money(&app, "withdrawals", "u1", "DKK", "374.51").await;
     assert_eq!(w.status, 422, "{}", String::from_utf8_lossy(&w.body));
 
     // 3. capture 100.00: 25.50 released.
@@ -153,14 +147,10 @@ async fn worked_example(app: TestApp) {
     assert_eq!(l["holds"][0]["refunded"], "100.00");
     assert!(l["next_cursor"].is_null());
     let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
-    assert!(
-        m.contains("authorizer_holds_total{event=\"captured\"} 1"),
-        "{m}"
-    );
-    assert!(
-        m.contains("authorizer_holds_total{event=\"expired\"} 1"),
-        "{m}"
-    );
+    for event in ["captured", "expired"] {
+        let line = format!("authorizer_holds_total{{event=\"{event}\"}} 1");
+        assert!(m.contains(&line), "{m}");
+    }
 }
 
 both_backends!(worked_example);
