@@ -9,6 +9,7 @@
 //! snapshot and turns rows to write into statements.
 
 use crate::batch::{BatchItem, abandoned, deadline_passed, start_commit};
+use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
     TransactionRecord, account_columns, asked_from_row, insert_transaction_record,
@@ -154,6 +155,10 @@ impl Store {
             return Ok(plan.outcomes);
         }
         write(&mut tx, items, &plan.writes).await?;
+        self.publish(&mut tx, AUTHORIZATION_DECIDED, || {
+            authorizations(items, &plan.writes)
+        })
+        .await?;
         if plan.writes.decides() {
             if deadline_passed(items) {
                 // Dropping the transaction rolls it back: nothing is booked.

@@ -8,6 +8,9 @@
 //! Adjustments and notifications are decided by `ledger::verdicts`: here they are only
 //! read, handed to its plan, and written.
 
+use crate::events::{
+    ADJUSTMENT_BOOKED, NOTIFICATION_APPLIED, adjustment_booked, notification_applied,
+};
 use crate::rules::{CardRecord, card_from_stored};
 use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_violation, run};
 pub(crate) use ledger::plan::{Asked, direction_str};
@@ -684,6 +687,17 @@ impl Store {
         )
         .await?;
         record_answer(&mut tx, scope, call, &response).await?;
+        self.publish(&mut tx, ADJUSTMENT_BOOKED, || {
+            adjustment_booked(
+                call,
+                t,
+                direction,
+                plan.amount_minor,
+                plan.status_detail,
+                &result,
+            )
+        })
+        .await?;
         tx.commit().await?;
         Ok(Outcome::Fresh { response, result })
     }
@@ -804,6 +818,10 @@ impl Store {
             .await?
             .rows_affected()
         });
+        self.publish(&mut tx, NOTIFICATION_APPLIED, || {
+            notification_applied(n, plan.record, &result)
+        })
+        .await?;
         tx.commit().await?;
         Ok(Outcome::Fresh {
             response: StoredResponse { status: 200, body },
