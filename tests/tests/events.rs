@@ -305,7 +305,11 @@ async fn load_across_a_kill(db: String) {
         "SELECT event_id, event_type FROM outbox WHERE event_type = 'authorization.decided'",
     )
     .await;
-    assert_eq!(queued.len(), n, "one outbox row per authorization");
+    assert_eq!(
+        queued.len(),
+        recorded.len(),
+        "one outbox row per recorded authorization"
+    );
     let queued: BTreeSet<String> = queued.into_iter().map(|(e, _)| e).collect();
     assert_eq!(queued, expected, "no event missing, none extra");
 
@@ -332,12 +336,13 @@ async fn load_across_a_kill(db: String) {
     let posts: usize = by_event.values().map(Vec::len).sum();
     let repeats = posts - by_event.len();
     eprintln!(
-        "load proof ({}): {n} authorizations ({approved} approved, {} declined) in {:.1} s, \
-         kill -9 after {killed_at} answers; all {n} events acknowledged after {:.1} s; \
+        "load proof ({}): {n} authorizations ({approved} approved, {} declined, {} recorded) \
+         in {:.1} s, kill -9 after {killed_at} answers; all {n} events acknowledged after {:.1} s; \
          {posts} deliveries, {repeats} repeats: {failed} after a 500, {acked_again} \
          acknowledged again (sent by the killed instance, unrecorded)",
         if db.is_empty() { "sqlite" } else { "postgres" },
         n - approved,
+        recorded.len(),
         load_took.as_secs_f64(),
         delivered_took.as_secs_f64(),
     );
