@@ -105,7 +105,8 @@ async fn delivery(
     let before = s.posts.iter().filter(|p| p.event_id == event_id).count();
     let status = if !signature_ok {
         401
-    } else if before < s.fail_first || (s.fail_every > 0 && (s.posts.len() + 1) % s.fail_every == 0)
+    } else if before < s.fail_first
+        || (s.fail_every > 0 && (s.posts.len() + 1).is_multiple_of(s.fail_every))
     {
         500
     } else {

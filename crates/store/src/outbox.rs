@@ -176,6 +176,15 @@ fn headers_of(text: &str) -> Vec<(String, String)> {
     }
 }
 
+/// Row ids as an SQL list (integers read from our own rows: nothing to escape), so one
+/// statement serves a round's rows on both backends.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn types_of(stored: &str) -> Vec<String> {
     if stored == "*" {
         Vec::new()
@@ -659,10 +668,15 @@ impl Store {
                     created_at_ms: r.try_get(7)?,
                 });
             }
-            for d in &claimed {
-                sqlx::query("UPDATE outbox SET leased_until_ms = $1 WHERE id = $2")
+            if !claimed.is_empty() {
+                let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+                let sql = format!(
+                    "UPDATE outbox SET leased_until_ms = $1 WHERE id IN ({})",
+                    id_list(&ids)
+                );
+                sqlx::query(&sql)
+                    .persistent(false)
                     .bind(now_ms + lease_ms)
-                    .bind(d.id)
                     .execute(&mut *c)
                     .await?;
             }
@@ -671,19 +685,24 @@ impl Store {
         Ok(claimed)
     }
 
-    /// The receiver acknowledged row `id`.
-    pub async fn mark_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+    /// The receivers acknowledged rows `ids`: one statement for a round's deliveries.
+    pub async fn mark_delivered(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
+             leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
+             updated_at_ms = $1 WHERE id IN ({}) AND state = 'PENDING'",
+            id_list(ids)
+        );
         run_pool!(&self.db, p => {
-            sqlx::query(
-                "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
-                 leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
-                 updated_at_ms = $1 WHERE id = $2 AND state = 'PENDING'",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(p)
-            .await?
-            .rows_affected()
+            sqlx::query(&sql)
+                .persistent(false)
+                .bind(now_ms)
+                .execute(p)
+                .await?
+                .rows_affected()
         });
         Ok(())
     }
