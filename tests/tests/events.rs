@@ -5,7 +5,7 @@
 //! delivery in ten, across a `kill -9` of the authorizer, every event acknowledged, none
 //! missing, every repeat byte for byte. Real receivers on loopback, both stores.
 
-use crate::webhooks::{active, assert_identical_and_signed, ids, outbox, wait_until};
+use crate::webhooks::{active, active_on, assert_identical_and_signed, ids, outbox, wait_until};
 use authorizer::Settings;
 use e2e::receiver::Receiver;
 use e2e::*;
@@ -209,26 +209,8 @@ async fn load_across_a_kill(db: String) {
     let api = Remote::new(&victim.base);
     let rx = Receiver::start();
     rx.fail_every(10);
-    let r = api
-        .admin(
-            "POST",
-            "/v1/webhooks/subscriptions",
-            Some(json!({"url": rx.url("/hook"), "event_types": ["authorization.decided"]})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201);
-    rx.set_secret(r.json()["secret"].as_str().unwrap());
-    let id = r.json()["id"].as_i64().unwrap();
-    let r = api
-        .admin(
-            "POST",
-            &format!("/v1/webhooks/subscriptions/{id}/check"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let subscription = json!({"url": rx.url("/hook"), "event_types": ["authorization.decided"]});
+    active_on(&api, &rx, subscription).await;
     for u in 0..USERS {
         api.funded(&format!("lu{u}"), "ARS", "1000.00").await;
     }
@@ -367,13 +349,8 @@ async fn load_across_a_kill(db: String) {
     assert_database_clean((!db.is_empty()).then(|| db.clone()), sqlite).await;
 }
 
-#[actix_rt::test]
-async fn postgres_load_across_a_kill_loses_no_event() {
-    load_across_a_kill(fresh_pg_database().await).await;
-}
-
-/// The embedded store: the survivor opens the file the killed process wrote.
-#[actix_rt::test]
-async fn sqlite_load_across_a_kill_loses_no_event() {
-    load_across_a_kill(String::new()).await;
-}
+on_both_stores!(
+    postgres_load_across_a_kill_loses_no_event,
+    sqlite_load_across_a_kill_loses_no_event,
+    load_across_a_kill
+);

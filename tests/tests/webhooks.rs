@@ -417,6 +417,28 @@ pub(crate) async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
         .collect()
 }
 
+/// Creates the subscription `body` on the authorizer process behind `api`, tells `rx` its
+/// secret and passes the challenge.
+pub(crate) async fn active_on(api: &Remote, rx: &Receiver, body: Value) -> i64 {
+    let r = api
+        .admin("POST", "/v1/webhooks/subscriptions", Some(body), None)
+        .await;
+    assert_eq!(r.status, 201);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    rx.set_secret(v["secret"].as_str().unwrap());
+    let id = v["id"].as_i64().unwrap();
+    let r = api
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{id}/check"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    id
+}
+
 /// `kill -9` of an authorizer holding undelivered events (its receiver failing them):
 /// another instance on the database delivers every one, none missing, each repeat with
 /// the identical bytes.
@@ -437,27 +459,7 @@ async fn a_killed_dispatcher_loses_no_event() {
     };
     let mut victim = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
     let api = Remote::new(&victim.base);
-    let r = api
-        .admin(
-            "POST",
-            "/v1/webhooks/subscriptions",
-            Some(json!({"url": rx.url("/hook")})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    rx.set_secret(v["secret"].as_str().unwrap());
-    let id = v["id"].as_i64().unwrap();
-    let r = api
-        .admin(
-            "POST",
-            &format!("/v1/webhooks/subscriptions/{id}/check"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    active_on(&api, &rx, json!({"url": rx.url("/hook")})).await;
     api.funded("u1", "DKK", "1000.00").await;
     for i in 0..20 {
         let res = format!("k{i}");
