@@ -67,6 +67,24 @@ macro_rules! both_backends {
     };
 }
 
+/// Two tests running `async fn $run(db: String)` against a real authorizer process: on a
+/// fresh Postgres database, and on the embedded store (`db` empty: the process opens the
+/// SQLite file in its data directory).
+#[macro_export]
+macro_rules! on_both_stores {
+    ($postgres:ident, $sqlite:ident, $run:path $(,)?) => {
+        #[actix_rt::test]
+        async fn $postgres() {
+            $run($crate::fresh_pg_database().await).await;
+        }
+
+        #[actix_rt::test]
+        async fn $sqlite() {
+            $run(String::new()).await;
+        }
+    };
+}
+
 /// One test of `both_backends!`: a server on `backend` with the default settings changed by
 /// `tweak` (then batches of one request when `single`), the scenario, and the ledger's audit.
 pub async fn run_scenario<F: std::future::Future<Output = ()>>(

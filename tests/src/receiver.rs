@@ -38,6 +38,8 @@ struct State {
     challenge: Challenge,
     /// Attempts of each event answered 500 before the first 200.
     fail_first: usize,
+    /// Every n-th delivery (counting all) answered 500; 0: none.
+    fail_every: usize,
     posts: Vec<Post>,
 }
 
@@ -103,7 +105,9 @@ async fn delivery(
     let before = s.posts.iter().filter(|p| p.event_id == event_id).count();
     let status = if !signature_ok {
         401
-    } else if before < s.fail_first {
+    } else if before < s.fail_first
+        || (s.fail_every > 0 && (s.posts.len() + 1).is_multiple_of(s.fail_every))
+    {
         500
     } else {
         200
@@ -125,6 +129,7 @@ impl Receiver {
             secret: String::new(),
             challenge: Challenge::Right,
             fail_first: 0,
+            fail_every: 0,
             posts: Vec::new(),
         }));
         let data = web::Data::new(state.clone());
@@ -172,16 +177,22 @@ impl Receiver {
         self.state.lock().expect("lock").fail_first = n;
     }
 
+    /// Answers every `n`-th delivery (of all, whatever its event) 500; 0: none.
+    pub fn fail_every(&self, n: usize) {
+        self.state.lock().expect("lock").fail_every = n;
+    }
+
     pub fn posts(&self) -> Vec<Post> {
         self.state.lock().expect("lock").posts.clone()
     }
 
     /// Event ids answered 200.
     pub fn acknowledged(&self) -> BTreeSet<String> {
-        self.posts()
-            .into_iter()
+        let s = self.state.lock().expect("lock");
+        s.posts
+            .iter()
             .filter(|p| p.status == 200)
-            .map(|p| p.event_id)
+            .map(|p| p.event_id.clone())
             .collect()
     }
 

@@ -26,7 +26,7 @@ fn quick_give_up(s: &mut Settings) {
 both_backends!(settings = quick; challenge_guards_the_url, hold_events_reach_the_subscriber);
 
 /// Creates a subscription of `rx` at `path` for `types` and tells `rx` its secret.
-async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
+pub(crate) async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
     let r = app
         .admin(
             "POST",
@@ -57,7 +57,7 @@ async fn subscription(app: &TestApp, id: i64) -> Resp {
     .await
 }
 
-async fn check(app: &TestApp, id: i64) -> Resp {
+pub(crate) async fn check(app: &TestApp, id: i64) -> Resp {
     app.admin(
         "POST",
         &format!("/v1/webhooks/subscriptions/{id}/check"),
@@ -67,7 +67,7 @@ async fn check(app: &TestApp, id: i64) -> Resp {
     .await
 }
 
-async fn active(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
+pub(crate) async fn active(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
     let id = subscribe(app, rx, path, types).await;
     let r = check(app, id).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -75,7 +75,7 @@ async fn active(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
     id
 }
 
-async fn outbox(app: &TestApp, state: Option<&str>) -> Vec<Value> {
+pub(crate) async fn outbox(app: &TestApp, state: Option<&str>) -> Vec<Value> {
     let q = state.map(|s| format!("&state={s}")).unwrap_or_default();
     let r = app
         .admin("GET", &format!("/v1/outbox?limit=1000{q}"), None, None)
@@ -87,13 +87,13 @@ async fn outbox(app: &TestApp, state: Option<&str>) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-fn ids(rows: &[Value]) -> BTreeSet<String> {
+pub(crate) fn ids(rows: &[Value]) -> BTreeSet<String> {
     rows.iter()
         .map(|d| d["event_id"].as_str().unwrap_or_default().to_owned())
         .collect()
 }
 
-async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, within: Duration, mut done: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -106,7 +106,9 @@ where
 }
 
 /// Every post of each event carried the same bytes, a valid signature, and the event's id.
-fn assert_identical_and_signed(rx: &Receiver) -> BTreeMap<String, Vec<e2e::receiver::Post>> {
+pub(crate) fn assert_identical_and_signed(
+    rx: &Receiver,
+) -> BTreeMap<String, Vec<e2e::receiver::Post>> {
     let mut by_event: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for p in rx.posts() {
         by_event.entry(p.event_id.clone()).or_default().push(p);
@@ -404,7 +406,7 @@ mod give_up {
 }
 
 /// Rows of `sql` (one text column) on the Postgres database `db`.
-async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
+pub(crate) async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
     sqlx::query_scalar::<_, String>(sql)
@@ -413,6 +415,28 @@ async fn texts(db: &str, sql: &str) -> BTreeSet<String> {
         .expect("query")
         .into_iter()
         .collect()
+}
+
+/// Creates the subscription `body` on the authorizer process behind `api`, tells `rx` its
+/// secret and passes the challenge.
+pub(crate) async fn active_on(api: &Remote, rx: &Receiver, body: Value) -> i64 {
+    let r = api
+        .admin("POST", "/v1/webhooks/subscriptions", Some(body), None)
+        .await;
+    assert_eq!(r.status, 201);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    rx.set_secret(v["secret"].as_str().unwrap());
+    let id = v["id"].as_i64().unwrap();
+    let r = api
+        .admin(
+            "POST",
+            &format!("/v1/webhooks/subscriptions/{id}/check"),
+            None,
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    id
 }
 
 /// `kill -9` of an authorizer holding undelivered events (its receiver failing them):
@@ -435,27 +459,7 @@ async fn a_killed_dispatcher_loses_no_event() {
     };
     let mut victim = Node::start(env!("CARGO_BIN_EXE_authorizer-node"), &db, options());
     let api = Remote::new(&victim.base);
-    let r = api
-        .admin(
-            "POST",
-            "/v1/webhooks/subscriptions",
-            Some(json!({"url": rx.url("/hook")})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 201);
-    let v: Value = serde_json::from_slice(&r.body).unwrap();
-    rx.set_secret(v["secret"].as_str().unwrap());
-    let id = v["id"].as_i64().unwrap();
-    let r = api
-        .admin(
-            "POST",
-            &format!("/v1/webhooks/subscriptions/{id}/check"),
-            None,
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    active_on(&api, &rx, json!({"url": rx.url("/hook")})).await;
     api.funded("u1", "DKK", "1000.00").await;
     for i in 0..20 {
         let res = format!("k{i}");

@@ -31,22 +31,13 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
         i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX);
     let give_up_ms = i64::try_from(settings.give_up_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle = Duration::from_millis(settings.poll_interval_ms);
+    // The give-up pass reads every pending row: once a second is enough for an age counted
+    // in seconds, and keeps a backlog from costing a scan per round.
+    let mut gave_up_at: Option<std::time::Instant> = None;
     loop {
-        match store.give_up_deliveries(store::now_ms(), give_up_ms).await {
-            Ok(dead) => {
-                for d in &dead {
-                    tracing::warn!(
-                        delivery = d.id,
-                        event_id = %d.event_id,
-                        url = %d.url,
-                        attempts = d.attempts,
-                        last_error = d.last_error.as_deref().unwrap_or(""),
-                        "webhook delivery given up (DEAD)"
-                    );
-                }
-                metrics.add(DELIVERIES, &[("outcome", "dead")], dead.len() as u64);
-            }
-            Err(e) => tracing::warn!(error = %e, "outbox give-up pass failed"),
+        if gave_up_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+            gave_up_at = Some(std::time::Instant::now());
+            give_up(&store, &metrics, give_up_ms).await;
         }
         let claimed = match store
             .claim_deliveries(store::now_ms(), lease_ms, i64::from(settings.batch_max))
@@ -68,7 +59,35 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
         let sends = claimed
             .iter()
             .map(|d| deliver(&store, &metrics, &client, d));
-        futures_util::future::join_all(sends).await;
+        let delivered: Vec<i64> = futures_util::future::join_all(sends)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        if let Err(e) = store.mark_delivered(&delivered, store::now_ms()).await {
+            // The leases run out and the rows are sent again: at least once.
+            tracing::warn!(deliveries = delivered.len(), error = %e, "could not record deliveries");
+        }
+    }
+}
+
+/// Marks the rows older than the give-up age DEAD, with a log line and the metric.
+async fn give_up(store: &Store, metrics: &Metrics, give_up_ms: i64) {
+    match store.give_up_deliveries(store::now_ms(), give_up_ms).await {
+        Ok(dead) => {
+            for d in &dead {
+                tracing::warn!(
+                    delivery = d.id,
+                    event_id = %d.event_id,
+                    url = %d.url,
+                    attempts = d.attempts,
+                    last_error = d.last_error.as_deref().unwrap_or(""),
+                    "webhook delivery given up (DEAD)"
+                );
+            }
+            metrics.add(DELIVERIES, &[("outcome", "dead")], dead.len() as u64);
+        }
+        Err(e) => tracing::warn!(error = %e, "outbox give-up pass failed"),
     }
 }
 
@@ -105,10 +124,17 @@ async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
     }
 }
 
-async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Claimed) {
+/// One attempt on `d`; a failure is recorded at once, with its next attempt. Returns the
+/// row's id when acknowledged: the round records its acknowledgements in one statement.
+async fn deliver(
+    store: &Store,
+    metrics: &Metrics,
+    client: &awc::Client,
+    d: &Claimed,
+) -> Option<i64> {
     let outcome = attempt(client, d).await;
     let now = store::now_ms();
-    let recorded = match &outcome {
+    match &outcome {
         Ok(()) => {
             metrics.inc(DELIVERIES, &[("outcome", "delivered")]);
             let delay = u64::try_from(now.saturating_sub(d.created_at_ms)).unwrap_or(0);
@@ -117,18 +143,18 @@ async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Cla
                 &[],
                 Duration::from_millis(delay),
             );
-            store.mark_delivered(d.id, now).await
+            Some(d.id)
         }
         Err(e) => {
             metrics.inc(DELIVERIES, &[("outcome", "failed")]);
             tracing::info!(delivery = d.id, event_id = %d.event_id, attempt = d.attempts + 1, error = %e, "webhook delivery failed; will retry");
             let wait = store::outbox::backoff_ms(d.attempts + 1, jitter_permille());
-            store.mark_failed(d.id, e, now + wait, now).await
+            if let Err(e) = store.mark_failed(d.id, e, now + wait, now).await {
+                // The lease runs out and the row is sent again: at least once.
+                tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
+            }
+            None
         }
-    };
-    if let Err(e) = recorded {
-        // The lease runs out and the row is sent again: at least once.
-        tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
     }
 }
 

@@ -9,6 +9,7 @@
 //! snapshot and turns rows to write into statements.
 
 use crate::batch::{BatchItem, abandoned, deadline_passed, start_commit};
+use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
     TransactionRecord, account_columns, asked_from_row, insert_transaction_record,
@@ -146,7 +147,7 @@ impl Store {
     {
         let mut tx = self.begin().await?;
         let (outcomes, written) =
-            authorize_on(&mut tx, items, clearing, render, cards_read).await?;
+            authorize_on(self, &mut tx, items, clearing, render, cards_read).await?;
         if written == Written::Nothing {
             // Dropping the transaction rolls it back: it holds only reads.
             return Ok(outcomes);
@@ -182,6 +183,7 @@ pub(crate) enum Written {
 /// transaction that already wrote, the prefetch sees those rows: the plan starts from the
 /// state the earlier requests of the batch left.
 pub(crate) async fn authorize_on<'i, R>(
+    store: &Store,
     tx: &mut Tx,
     items: &[BatchItem<'i>],
     clearing: &HashMap<Currency, i64>,
@@ -199,6 +201,9 @@ where
         return Ok((plan.outcomes, Written::Nothing));
     }
     write(tx, items, &plan.writes).await?;
+    store
+        .publish(tx, AUTHORIZATION_DECIDED, || authorizations(items, &plan.writes))
+        .await?;
     let written = if plan.writes.decides() {
         Written::Decisions
     } else {

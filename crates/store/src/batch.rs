@@ -16,6 +16,8 @@
 //! fails its neighbours.
 
 use crate::authorize::{cards_to_read, moving, request_of};
+use crate::events::{AUTHORIZATION_DECIDED, authorizations};
+use crate::outbox::{OutboxRows, Subscribers};
 use crate::processor::{Asked, LockedAccount, asked_from_row, direction_str};
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
@@ -94,6 +96,21 @@ UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
+
+/// The writes with the batch's events: one outbox row per event and subscription, in the
+/// same statement (the same commit) as the money.
+static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    WRITE_BATCH.replace(
+        ") SELECT ledger_expect_rows(",
+        "), o AS ( \
+  INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
+         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+  SELECT e, $57, s, u, b, h, 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($58::text[], $59::int8[], $60::text[], $61::bytea[], $62::text[], $63::int8[]) \
+      AS x(e, s, u, b, h, at) \
+) SELECT ledger_expect_rows(",
+    )
+});
 
 /// The same reads, locking the transactions and accounts they read (in id order).
 static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
@@ -235,6 +252,7 @@ impl Store {
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let clearing = self.clearing_accounts(items).await?;
+        let subscribers = self.subscribers(AUTHORIZATION_DECIDED).await?;
         let pool = match &self.db {
             Db::Pg(pool) => pool,
             Db::Lite(_) => {
@@ -249,7 +267,17 @@ impl Store {
         // First without locks: two round trips, the write commits on its own and fails
         // as a whole if an account moved since the read.
         let mut conn = pool.acquire().await?;
-        match batch_in(&mut conn, items, render, &clearing, false, cards).await {
+        match batch_in(
+            &mut conn,
+            items,
+            render,
+            &clearing,
+            false,
+            cards,
+            &subscribers,
+        )
+        .await
+        {
             Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
             Ok(Step::Late) => {
                 return Err(StoreError::Timeout("authorization deadline passed".into()));
@@ -270,7 +298,7 @@ impl Store {
         // Lost a race on an account (hot accounts): again, holding the accounts' locks.
         cards.clear();
         let mut tx = pool.begin().await?;
-        match batch_in(&mut tx, items, render, &clearing, true, cards).await {
+        match batch_in(&mut tx, items, render, &clearing, true, cards, &subscribers).await {
             Ok(Step::Done(results)) => {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
@@ -316,7 +344,7 @@ impl From<BatchError> for StoreError {
 /// Reads, plans and writes the batch on `tx`. With `locking`, `tx` is a transaction the
 /// caller commits, and the reads lock what they read; without, `tx` is a plain connection,
 /// and the write is the commit, guarded by the versions read. The cards read for items
-/// whose card was not known go to `cards_read`.
+/// whose card was not known go to `cards_read`; the events go to `subscribers`.
 async fn batch_in<'i, R>(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'i>],
@@ -324,6 +352,7 @@ async fn batch_in<'i, R>(
     clearing: &HashMap<Currency, i64>,
     locking: bool,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
+    subscribers: &Subscribers,
 ) -> Result<Step, BatchError>
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
@@ -344,7 +373,8 @@ where
             return Ok(Step::Abandoned);
         }
     }
-    match write_batch(tx, items, &plan.writes).await {
+    let events = subscribers.rows(|| authorizations(items, &plan.writes));
+    match write_batch(tx, items, &plan.writes, events.as_ref()).await {
         Ok(()) => Ok(Step::Done(plan.outcomes)),
         // Without locks this statement was the commit: a refusal by the database (a
         // lost race, a unique key) is a definite rollback; a lost connection is not.
@@ -463,11 +493,12 @@ fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(f).collect()
 }
 
-/// Everything the plan writes, in one round trip.
+/// Everything the plan writes, in one round trip (with `events`, their outbox rows too).
 async fn write_batch(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'_>],
     w: &Writes,
+    events: Option<&OutboxRows>,
 ) -> Result<(), sqlx::Error> {
     let now = items
         .iter()
@@ -494,7 +525,11 @@ async fn write_batch(
     let card = |i: &BatchItem<'_>| i.tx.card_id.map(str::to_owned);
     let currency = |i: &BatchItem<'_>| Some(i.tx.currency.to_owned());
     let amount_text = |i: &BatchItem<'_>| Some(i.tx.amount_text.to_owned());
-    sqlx::query(WRITE_BATCH)
+    let sql = match events {
+        Some(_) => WRITE_BATCH_EVENTS.as_str(),
+        None => WRITE_BATCH,
+    };
+    let q = sqlx::query(sql)
         .bind(col(&w.movements, |m| m.id))
         .bind(col(&w.movements, |m| m.currency.code()))
         .bind(col(&w.movements, |m| items[m.request].tx.transaction_id))
@@ -556,9 +591,19 @@ async fn write_batch(
         .bind(texts(&answered, &user))
         .bind(texts(&answered, &card))
         .bind(texts(&answered, &currency))
-        .bind(texts(&answered, &amount_text))
-        .execute(&mut *tx)
-        .await?;
+        .bind(texts(&answered, &amount_text));
+    let q = match events {
+        Some(e) => q
+            .bind(e.event_type)
+            .bind(&e.event_ids)
+            .bind(&e.subscription_ids)
+            .bind(&e.urls)
+            .bind(&e.bodies)
+            .bind(&e.headers)
+            .bind(&e.at_ms),
+        None => q,
+    };
+    q.execute(&mut *tx).await?;
     Ok(())
 }
 

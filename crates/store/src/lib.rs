@@ -18,6 +18,7 @@ pub mod admin;
 pub mod audit;
 mod authorize;
 pub mod batch;
+pub mod events;
 pub mod holds;
 mod migrate;
 pub mod outbox;

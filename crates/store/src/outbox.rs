@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 /// this instance invalidates it at once; other instances of a fleet see it within this.
 pub const SUBSCRIPTIONS_TTL: Duration = Duration::from_secs(1);
 
-/// Every event type we publish. `authorization.decided`, `adjustment.booked` and
-/// `notification.applied` join when their write paths call [`Store::emit`].
+/// Every event type we publish.
 pub const EVENT_TYPES: &[&str] = &[
+    crate::events::AUTHORIZATION_DECIDED,
+    crate::events::ADJUSTMENT_BOOKED,
+    crate::events::NOTIFICATION_APPLIED,
     "hold.reserved",
     "hold.captured",
     "hold.released",
@@ -174,6 +176,15 @@ fn headers_of(text: &str) -> Vec<(String, String)> {
     }
 }
 
+/// Row ids as an SQL list (integers read from our own rows: nothing to escape), so one
+/// statement serves a round's rows on both backends.
+fn id_list(ids: &[i64]) -> String {
+    ids.iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn types_of(stored: &str) -> Vec<String> {
     if stored == "*" {
         Vec::new()
@@ -270,6 +281,100 @@ pub(crate) async fn enqueue(tx: &mut Tx, d: &Delivery<'_>, now_ms: i64) -> Resul
     .await
 }
 
+/// The statement that lists the active subscriptions.
+const ACTIVE_SUBSCRIPTIONS: &str =
+    "SELECT id, url, event_types FROM webhook_subscriptions WHERE state = 'ACTIVE' ORDER BY id";
+
+/// One event to publish: its stable id (derived from the row it reports), its time and its
+/// data. The body is `{"created_at_ms", "data", "id", "type"}`, rendered once and stored:
+/// every attempt sends the same bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct Event {
+    pub id: String,
+    pub now_ms: i64,
+    pub data: serde_json::Value,
+}
+
+impl Event {
+    fn body(&self, event_type: &str) -> Vec<u8> {
+        serde_json::json!({
+            "id": self.id,
+            "type": event_type,
+            "created_at_ms": self.now_ms,
+            "data": self.data,
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The headers fixed at enqueue (the signature is added per attempt).
+    fn headers(&self, event_type: &str) -> String {
+        headers_json(&[
+            ("content-type", "application/json"),
+            ("x-event-id", &self.id),
+            ("x-event-type", event_type),
+            ("x-request-id", &self.id),
+        ])
+    }
+}
+
+/// The active subscriptions that want one event type (empty: nobody; then the events are
+/// not even built).
+pub(crate) struct Subscribers {
+    event_type: &'static str,
+    wanted: Vec<Active>,
+}
+
+/// Outbox rows as columns, for a statement that inserts them all at once
+/// (`INSERT ... SELECT FROM UNNEST`): one row per event and subscription.
+#[derive(Debug, Default)]
+pub(crate) struct OutboxRows {
+    pub event_type: &'static str,
+    pub event_ids: Vec<String>,
+    pub subscription_ids: Vec<i64>,
+    pub urls: Vec<String>,
+    pub bodies: Vec<Vec<u8>>,
+    pub headers: Vec<String>,
+    /// The event's time: the row's creation and first due time.
+    pub at_ms: Vec<i64>,
+}
+
+impl Subscribers {
+    fn of(subs: &[Active], event_type: &'static str) -> Subscribers {
+        Subscribers {
+            event_type,
+            wanted: subs
+                .iter()
+                .filter(|s| s.wants(event_type))
+                .cloned()
+                .collect(),
+        }
+    }
+
+    /// The rows of the events `build` makes (called only when somebody subscribes).
+    pub(crate) fn rows(&self, build: impl FnOnce() -> Vec<Event>) -> Option<OutboxRows> {
+        if self.wanted.is_empty() {
+            return None;
+        }
+        let mut rows = OutboxRows {
+            event_type: self.event_type,
+            ..OutboxRows::default()
+        };
+        for e in build() {
+            let (body, headers) = (e.body(self.event_type), e.headers(self.event_type));
+            for s in &self.wanted {
+                rows.event_ids.push(e.id.clone());
+                rows.subscription_ids.push(s.id);
+                rows.urls.push(s.url.clone());
+                rows.bodies.push(body.clone());
+                rows.headers.push(headers.clone());
+                rows.at_ms.push(e.now_ms);
+            }
+        }
+        (!rows.event_ids.is_empty()).then_some(rows)
+    }
+}
+
 impl Store {
     /// The active subscriptions, from this instance's cache or (stale) read in `tx`: the
     /// caller's own transaction, so the embedded store's single connection is never
@@ -279,13 +384,12 @@ impl Store {
             return Ok(subs);
         }
         let rows: Vec<(i64, String, String)> = run!(tx, c => {
-            sqlx::query_as(
-                "SELECT id, url, event_types FROM webhook_subscriptions WHERE state = 'ACTIVE' \
-                 ORDER BY id",
-            )
-            .fetch_all(c)
-            .await?
+            sqlx::query_as(ACTIVE_SUBSCRIPTIONS).fetch_all(c).await?
         });
+        Ok(self.remember_subscriptions(rows))
+    }
+
+    fn remember_subscriptions(&self, rows: Vec<(i64, String, String)>) -> Arc<[Active]> {
         let subs: Arc<[Active]> = rows
             .into_iter()
             .map(|(id, url, types)| Active { id, url, types })
@@ -293,7 +397,26 @@ impl Store {
         if let Ok(mut g) = self.subscriptions.cached.write() {
             *g = Some((Instant::now(), subs.clone()));
         }
-        Ok(subs)
+        subs
+    }
+
+    /// The subscriptions that want `event_type`, from this instance's cache or (stale) read
+    /// on the pool: for a writer that inserts its events with its own statement (the
+    /// Postgres batch). Nobody subscribed costs no database work while the cache is fresh.
+    pub(crate) async fn subscribers(
+        &self,
+        event_type: &'static str,
+    ) -> Result<Subscribers, sqlx::Error> {
+        let subs = match self.subscriptions.fresh() {
+            Some(subs) => subs,
+            None => {
+                let rows: Vec<(i64, String, String)> = run_pool!(&self.db, p => {
+                    sqlx::query_as(ACTIVE_SUBSCRIPTIONS).fetch_all(p).await?
+                });
+                self.remember_subscriptions(rows)
+            }
+        };
+        Ok(Subscribers::of(&subs, event_type))
     }
 
     /// Publishes an event in the caller's open transaction: one outbox row per active
@@ -310,35 +433,37 @@ impl Store {
     where
         F: FnOnce() -> serde_json::Value,
     {
-        let subs = self.active_subscriptions(tx).await?;
-        let wanted: Vec<&Active> = subs.iter().filter(|s| s.wants(event_type)).collect();
-        if wanted.is_empty() {
-            return Ok(());
-        }
-        let body = serde_json::json!({
-            "id": event_id,
-            "type": event_type,
-            "created_at_ms": now_ms,
-            "data": data(),
+        self.publish(tx, event_type, || {
+            vec![Event {
+                id: event_id.to_owned(),
+                now_ms,
+                data: data(),
+            }]
         })
-        .to_string()
-        .into_bytes();
-        let headers = headers_json(&[
-            ("content-type", "application/json"),
-            ("x-event-id", event_id),
-            ("x-event-type", event_type),
-            ("x-request-id", event_id),
-        ]);
-        for s in wanted {
+        .await
+    }
+
+    /// [`Store::emit`] for the events `build` makes (built only when somebody subscribes).
+    pub(crate) async fn publish(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        build: impl FnOnce() -> Vec<Event>,
+    ) -> Result<(), sqlx::Error> {
+        let subs = self.active_subscriptions(tx).await?;
+        let Some(rows) = Subscribers::of(&subs, event_type).rows(build) else {
+            return Ok(());
+        };
+        for i in 0..rows.event_ids.len() {
             insert_row(
                 tx,
-                event_id,
+                &rows.event_ids[i],
                 event_type,
-                Some(s.id),
-                &s.url,
-                &body,
-                &headers,
-                now_ms,
+                Some(rows.subscription_ids[i]),
+                &rows.urls[i],
+                &rows.bodies[i],
+                &rows.headers[i],
+                rows.at_ms[i],
             )
             .await?;
         }
@@ -543,10 +668,15 @@ impl Store {
                     created_at_ms: r.try_get(7)?,
                 });
             }
-            for d in &claimed {
-                sqlx::query("UPDATE outbox SET leased_until_ms = $1 WHERE id = $2")
+            if !claimed.is_empty() {
+                let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+                let sql = format!(
+                    "UPDATE outbox SET leased_until_ms = $1 WHERE id IN ({})",
+                    id_list(&ids)
+                );
+                sqlx::query(&sql)
+                    .persistent(false)
                     .bind(now_ms + lease_ms)
-                    .bind(d.id)
                     .execute(&mut *c)
                     .await?;
             }
@@ -555,19 +685,24 @@ impl Store {
         Ok(claimed)
     }
 
-    /// The receiver acknowledged row `id`.
-    pub async fn mark_delivered(&self, id: i64, now_ms: i64) -> Result<(), StoreError> {
+    /// The receivers acknowledged rows `ids`: one statement for a round's deliveries.
+    pub async fn mark_delivered(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let sql = format!(
+            "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
+             leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
+             updated_at_ms = $1 WHERE id IN ({}) AND state = 'PENDING'",
+            id_list(ids)
+        );
         run_pool!(&self.db, p => {
-            sqlx::query(
-                "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
-                 leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
-                 updated_at_ms = $1 WHERE id = $2 AND state = 'PENDING'",
-            )
-            .bind(now_ms)
-            .bind(id)
-            .execute(p)
-            .await?
-            .rows_affected()
+            sqlx::query(&sql)
+                .persistent(false)
+                .bind(now_ms)
+                .execute(p)
+                .await?
+                .rows_affected()
         });
         Ok(())
     }

@@ -8,6 +8,9 @@
 //! Adjustments and notifications are decided by `ledger::verdicts`: here they are only
 //! read, handed to its plan, and written.
 
+use crate::events::{
+    ADJUSTMENT_BOOKED, NOTIFICATION_APPLIED, adjustment_booked, notification_applied,
+};
 use crate::rules::{CardRecord, card_from_stored};
 use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_violation, run};
 pub(crate) use ledger::plan::{Asked, direction_str};
@@ -609,7 +612,7 @@ impl Store {
         let system = self.system_ids(terms.currency).await?;
         retry_races(|| async {
             let mut tx = self.begin().await?;
-            let outcome = adjust_on(&mut tx, call, t, direction, &terms, system, &render).await?;
+            let outcome = adjust_on(self, &mut tx, call, t, direction, &terms, system, &render).await?;
             tx.commit().await?;
             Ok(outcome)
         })
@@ -630,7 +633,7 @@ impl Store {
         let system = self.system_ids(ask.currency()).await?;
         retry_races(|| async {
             let mut tx = self.begin().await?;
-            let outcome = notify_on(&mut tx, n, &ask, system, &render).await?;
+            let outcome = notify_on(self, &mut tx, n, &ask, system, &render).await?;
             tx.commit().await?;
             Ok(outcome)
         })
@@ -659,6 +662,7 @@ impl Store {
 // The body reads as it did with a transaction of its own (`&mut tx`).
 #[allow(clippy::needless_borrow)]
 pub(crate) async fn adjust_on<R>(
+    store: &Store,
     tx: &mut Tx,
     call: &ProcessorCall<'_>,
     t: &CardTransaction<'_>,
@@ -736,6 +740,17 @@ where
         )
         .await?;
         record_answer(&mut tx, scope, call, &response).await?;
+        store.publish(&mut tx, ADJUSTMENT_BOOKED, || {
+            adjustment_booked(
+                call,
+                t,
+                direction,
+                plan.amount_minor,
+                plan.status_detail,
+                &result,
+            )
+        })
+        .await?;
         Ok(Outcome::Fresh { response, result })
     }
 }
@@ -744,6 +759,7 @@ where
 // The body reads as it did with a transaction of its own (`&mut tx`).
 #[allow(clippy::needless_borrow)]
 pub(crate) async fn notify_on<R>(
+    store: &Store,
     tx: &mut Tx,
     n: &NotificationCall<'_>,
     ask: &NotificationAsk<'_>,
@@ -845,6 +861,10 @@ where
             .await?
             .rows_affected()
         });
+        store.publish(&mut tx, NOTIFICATION_APPLIED, || {
+            notification_applied(n, plan.record, &result)
+        })
+        .await?;
         Ok(Outcome::Fresh {
             response: StoredResponse { status: 200, body },
             result,

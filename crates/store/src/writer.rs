@@ -225,6 +225,7 @@ impl Store {
                         })
                         .collect();
                     let (outcomes, written) = authorize_on(
+                        self,
                         &mut tx,
                         &run,
                         &systems.clearing,
@@ -250,6 +251,7 @@ impl Store {
                 } => {
                     let terms = AdjustmentTerms::new(t, *direction);
                     let o = adjust_on(
+                        self,
                         &mut tx,
                         call,
                         t,
@@ -263,7 +265,7 @@ impl Store {
                 }
                 Work::Notification(n) => {
                     let ask = n.ask();
-                    let o = notify_on(&mut tx, n, &ask, system, &renders.notification).await?;
+                    let o = notify_on(self, &mut tx, n, &ask, system, &renders.notification).await?;
                     out.push(Some(Done::Notification(Ok(o))));
                 }
                 Work::Funding { call, render } => {

@@ -1,0 +1,183 @@
+//! The processor's events: one function per event kind builds its outbox events from the
+//! rows a write path records, so each write path publishes with one line and stays SQL
+//! and row mapping. The event id is derived from the recorded row (the transaction id of
+//! an authorization or adjustment, the idempotency key of a notification): a replay
+//! records nothing and so publishes nothing, and the unique key of the outbox
+//! (`event_id`, `subscription_id`) stands behind it.
+//!
+//! Events never carry a full card number: the processor's card id only (a token).
+
+use crate::batch::BatchItem;
+use crate::outbox::Event;
+use crate::processor::{AdjustmentResult, NotificationCall, NotificationResult, ProcessorCall};
+use ledger::plan::{CardTransaction, RecordRow, RecordWrite, Writes, direction_str};
+use ledger::verdicts::{NotificationEffect, RecordWrite as VerdictRecord};
+use ledger::{Currency, RequestKind, format_minor};
+use serde_json::{Value, json};
+
+pub const AUTHORIZATION_DECIDED: &str = "authorization.decided";
+pub const ADJUSTMENT_BOOKED: &str = "adjustment.booked";
+pub const NOTIFICATION_APPLIED: &str = "notification.applied";
+
+/// The event id of the authorization of `transaction_id`.
+pub fn authorization_event_id(transaction_id: &str) -> String {
+    format!("evt-auth-{transaction_id}")
+}
+
+/// The event id of the adjustment `transaction_id`.
+pub fn adjustment_event_id(transaction_id: &str) -> String {
+    format!("evt-adj-{transaction_id}")
+}
+
+/// The event id of the notification under idempotency key `key`.
+pub fn notification_event_id(key: &str) -> String {
+    format!("evt-notif-{key}")
+}
+
+/// An exact amount string: `minor` (else the transaction's amount; sign dropped: the
+/// direction says which way) in the currency's exponent, or the amount as received when it
+/// cannot be held exactly in a currency we know.
+fn amount(minor: Option<i64>, currency: Option<Currency>, t: &CardTransaction<'_>) -> Value {
+    let minor = minor.or_else(|| {
+        let (a, c) = t.amount.zip(currency)?;
+        ledger::to_minor(a, c).ok()
+    });
+    match (minor, currency) {
+        (Some(m), Some(c)) => json!(format_minor(m.saturating_abs(), c.exponent())),
+        _ => json!(t.amount_text.trim_matches('"')),
+    }
+}
+
+/// A currency's code, or the text received when it is not a currency code.
+fn currency_code(t: &CardTransaction<'_>) -> (Option<Currency>, String) {
+    match Currency::parse_any(t.currency) {
+        Ok(c) => (Some(c), c.code().to_owned()),
+        Err(_) => (None, t.currency.to_owned()),
+    }
+}
+
+/// What every processor event says of its card transaction.
+fn transaction_fields(t: &CardTransaction<'_>, direction: Option<RequestKind>) -> Value {
+    json!({
+        "transaction_id": t.transaction_id,
+        "original_transaction_id": t.original_transaction_id,
+        "transaction_type": t.tx_type,
+        "direction": direction_str(direction),
+        "user_id": t.user_id,
+        "card_id": t.card_id,
+    })
+}
+
+fn merge(mut base: Value, more: Value) -> Value {
+    if let (Value::Object(b), Value::Object(m)) = (&mut base, more) {
+        b.extend(m);
+    }
+    base
+}
+
+/// `authorization.decided` for every authorization a plan decides or answers (approved,
+/// declined, or answered with a verdict that came first): its record rows. Replays under
+/// new keys write no record row and publish nothing.
+pub(crate) fn authorizations(items: &[BatchItem<'_>], w: &Writes) -> Vec<Event> {
+    w.records
+        .iter()
+        .map(|r| authorization_decided(&items[r.request], r, w))
+        .collect()
+}
+
+fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Event {
+    let t = &item.tx;
+    let (currency, code) = currency_code(t);
+    let posted = r.movement_id.and_then(|m| {
+        w.postings
+            .iter()
+            .find(|p| p.movement_id == m && p.balance_after.is_some())
+            .and_then(|p| p.balance_after)
+    });
+    let data = merge(
+        transaction_fields(t, item.kind),
+        json!({
+            "idempotency_key": item.call.idempotency_key,
+            "endpoint": item.call.endpoint,
+            "decision": r.status,
+            "status_detail": r.status_detail,
+            "currency": code,
+            "amount": amount(r.amount_minor, currency, t),
+            "movement_id": r.movement_id,
+            "posted": posted.zip(currency).map(|(b, c)| format_minor(b, c.exponent())),
+            "verdict_first": r.write == RecordWrite::Answer,
+        }),
+    );
+    Event {
+        id: authorization_event_id(t.transaction_id),
+        now_ms: item.call.now_ms,
+        data,
+    }
+}
+
+/// `adjustment.booked` for the adjustment `call` recorded with `amount_minor` (signed for
+/// the cardholder) and `status_detail`.
+pub(crate) fn adjustment_booked(
+    call: &ProcessorCall<'_>,
+    t: &CardTransaction<'_>,
+    direction: RequestKind,
+    amount_minor: Option<i64>,
+    status_detail: &str,
+    result: &AdjustmentResult,
+) -> Vec<Event> {
+    let (currency, code) = currency_code(t);
+    let data = merge(
+        transaction_fields(t, Some(direction)),
+        json!({
+            "idempotency_key": call.idempotency_key,
+            "endpoint": call.endpoint,
+            "status_detail": status_detail,
+            "currency": code,
+            "amount": amount(amount_minor, currency, t),
+            "movement_id": result.movement_id,
+            "posted": result.balance_after.zip(currency).map(|(b, c)| format_minor(b, c.exponent())),
+            "suspense": result.flags.has(ledger::verdicts::Flags::SUSPENSE),
+            "flags": result.flags.as_slice(),
+        }),
+    );
+    vec![Event {
+        id: adjustment_event_id(t.transaction_id),
+        now_ms: call.now_ms,
+        data,
+    }]
+}
+
+/// `notification.applied` for notification `n`, whose verdict met the authorization
+/// record as `record` says, with `result`.
+pub(crate) fn notification_applied(
+    n: &NotificationCall<'_>,
+    record: VerdictRecord,
+    result: &NotificationResult,
+) -> Vec<Event> {
+    let t = n.transaction.as_ref();
+    let (currency, code) = t.map(currency_code).unzip();
+    let data = merge(
+        t.map(|t| transaction_fields(t, n.direction))
+            .unwrap_or_else(|| json!({})),
+        json!({
+            "idempotency_key": n.key,
+            "notification_event_id": n.event_id,
+            "verdict": n.verdict.map(|v| v.as_str()),
+            "status_detail": n.status_detail,
+            "effect": result.effect.as_str(),
+            "reversal": result.effect == NotificationEffect::Reversed,
+            "forced": result.effect == NotificationEffect::Forced,
+            "review": result.effect == NotificationEffect::Review,
+            "verdict_before_authorization": matches!(record, VerdictRecord::Insert { .. }),
+            "currency": code,
+            "amount": t.map(|t| amount(None, currency.flatten(), t)),
+            "movement_id": result.movement_id,
+            "flags": result.flags.as_slice(),
+        }),
+    );
+    vec![Event {
+        id: notification_event_id(n.key),
+        now_ms: n.now_ms,
+        data,
+    }]
+}
