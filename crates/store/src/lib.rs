@@ -19,6 +19,7 @@ pub mod audit;
 mod authorize;
 pub mod batch;
 pub mod holds;
+pub mod instore;
 mod migrate;
 pub mod outbox;
 pub mod processor;
@@ -29,6 +30,10 @@ pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use holds::{ChannelAnswer, ChannelCall, ChannelOutcome, HoldView, RefundView, ReserveRequest};
+pub use instore::{
+    InstoreCall, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
+    SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvSnapshot,
+};
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
 pub use processor::*;
