@@ -629,9 +629,7 @@ impl Store {
         m: &SvMovementPlan,
         accounts: &BTreeMap<String, LockedAccount>,
     ) -> Result<(), Step> {
-        let clearing = self
-            .system_account(SystemAccount::InstoreClearing, m.currency)
-            .await?;
+        let clearing = self.clearing_in(tx, m.currency).await?;
         let mut legs = Vec::with_capacity(m.legs.len());
         for l in &m.legs {
             let a = accounts
@@ -732,6 +730,54 @@ impl Store {
             });
         }
         Ok(())
+    }
+
+    /// INSTORE_CLEARING of `currency`, read (or created) on the request's own connection: a
+    /// second connection while this transaction holds one could wait for ever on the
+    /// embedded store's single connection, or on a Postgres pool whose connections are all
+    /// held by requests queued behind this one's locks. Cached once known to be committed.
+    async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
+        let kind = SystemAccount::InstoreClearing;
+        if let Some(id) = self
+            .system_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(kind, currency)).copied())
+        {
+            return Ok(id);
+        }
+        let find = "SELECT id FROM accounts WHERE kind = $1 AND currency = $2";
+        let found: Option<i64> = run!(tx, c => {
+            sqlx::query_scalar(find)
+                .bind(kind.as_str())
+                .bind(currency.code())
+                .fetch_optional(c)
+                .await?
+        });
+        if let Some(id) = found {
+            if let Ok(mut m) = self.system_ids.lock() {
+                m.insert((kind, currency), id);
+            }
+            return Ok(id);
+        }
+        let id: i64 = run!(tx, c => {
+            sqlx::query(
+                "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+                 VALUES ($1, NULL, $2, $3, $3) \
+                 ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
+            )
+            .bind(kind.as_str())
+            .bind(currency.code())
+            .bind(crate::now_ms())
+            .execute(&mut *c)
+            .await?;
+            sqlx::query_scalar(find)
+                .bind(kind.as_str())
+                .bind(currency.code())
+                .fetch_one(&mut *c)
+                .await?
+        });
+        Ok(id)
     }
 
     /// A stored-value number bound to `tenant_id`, with its account (unlocked), for the
