@@ -139,6 +139,8 @@ mod tests {
 
     /// (balance after, available after) per leg, or the refusal.
     type Expected = Result<Vec<(i64, i64)>, SvRefusal>;
+    /// An operation, its legs, and what the plan must make of them.
+    type Case = (SvKind, Vec<(SvAccount, i64)>, Expected);
 
     #[test]
     fn legs_against_the_state_left_before_them() {
@@ -146,7 +148,7 @@ mod tests {
         let held = acct(2, 5_000, 1_000, 0);
         let overdraft = acct(3, 100, 0, 500);
         #[rustfmt::skip]
-        let table: &[(SvKind, Vec<(SvAccount, i64)>, Expected)] = &[
+        let table: &[Case] = &[
             // Section 7.1: 50.00 less 12.20.
             (SvKind::Redeem, vec![(a, -1_220)], Ok(vec![(3_780, 3_780)])),
             (SvKind::Load, vec![(a, 1_220)], Ok(vec![(6_220, 6_220)])),
