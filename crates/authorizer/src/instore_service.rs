@@ -324,6 +324,20 @@ fn luhn_check_digit(digits: &[u8]) -> u8 {
     u8::try_from((10 - sum % 10) % 10).unwrap_or(0)
 }
 
+/// The legs of an approved movement to book, each with a fresh transaction id.
+fn leg_plans(movement: &decision::Movement) -> Vec<SvLegPlan> {
+    movement
+        .legs
+        .iter()
+        .map(|l| SvLegPlan {
+            number: l.number.clone(),
+            delta: l.delta,
+            external_transaction_id: random_id("svt-"),
+            available_after: l.balance_after,
+        })
+        .collect()
+}
+
 fn plan_create(
     c: &StoredValueCreate,
     ctx: &PlanContext<'_>,
@@ -581,16 +595,7 @@ fn plan_move(
     };
     notes.possible_duplicate = snap.possible_duplicate;
     let pay_id = random_id("svp-");
-    let legs: Vec<SvLegPlan> = movement
-        .legs
-        .iter()
-        .map(|l| SvLegPlan {
-            number: l.number.clone(),
-            delta: l.delta,
-            external_transaction_id: random_id("svt-"),
-            available_after: l.balance_after,
-        })
-        .collect();
+    let legs = leg_plans(&movement);
     let currency = movement.currency;
     let own_leg = legs.iter().find(|l| l.number == m.number.as_str());
     let balance = own_leg
@@ -706,16 +711,7 @@ fn plan_cancel(
         };
     match (decided, op) {
         (CancelDecision::Reverse(mv), Some(op)) => {
-            let legs: Vec<SvLegPlan> = mv
-                .legs
-                .iter()
-                .map(|l| SvLegPlan {
-                    number: l.number.clone(),
-                    delta: l.delta,
-                    external_transaction_id: random_id("svt-"),
-                    available_after: l.balance_after,
-                })
-                .collect();
+            let legs = leg_plans(&mv);
             let own = legs
                 .iter()
                 .find(|l| l.number == number.as_str())

@@ -259,6 +259,25 @@ macro_rules! card_head_of {
     }};
 }
 
+impl CardHead {
+    fn with_account(self, account: LockedAccount) -> SvCardRow {
+        SvCardRow {
+            number: self.number,
+            card_id: self.card_id,
+            user_id: self.user_id,
+            currency: self.currency,
+            card_type: self.card_type,
+            tenants: self.tenants,
+            linked: self.linked,
+            status: self.status,
+            pin_hash: self.pin_hash,
+            cvc_hash: self.cvc_hash,
+            pin_tries: self.pin_tries,
+            account,
+        }
+    }
+}
+
 fn split_tenants(stored: &str) -> Vec<String> {
     stored
         .split(',')
@@ -388,23 +407,7 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Ste
             .get(&h.account_id)
             .cloned()
             .ok_or_else(|| StoreError::Invalid("account vanished".into()))?;
-        snap.cards.insert(
-            h.number.clone(),
-            SvCardRow {
-                number: h.number,
-                card_id: h.card_id,
-                user_id: h.user_id,
-                currency: h.currency,
-                card_type: h.card_type,
-                tenants: h.tenants,
-                linked: h.linked,
-                status: h.status,
-                pin_hash: h.pin_hash,
-                cvc_hash: h.cvc_hash,
-                pin_tries: h.pin_tries,
-                account,
-            },
-        );
+        snap.cards.insert(h.number.clone(), h.with_account(account));
     }
     if let Some((number, session, reference, kind, amount)) = call.duplicate_probe {
         let n: i64 = run!(tx, c => {
@@ -738,12 +741,7 @@ impl Store {
     /// held by requests queued behind this one's locks. Cached once known to be committed.
     async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
         let kind = SystemAccount::InstoreClearing;
-        if let Some(id) = self
-            .system_ids
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(kind, currency)).copied())
-        {
+        if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);
         }
         let find = "SELECT id FROM accounts WHERE kind = $1 AND currency = $2";
@@ -755,9 +753,7 @@ impl Store {
                 .await?
         });
         if let Some(id) = found {
-            if let Ok(mut m) = self.system_ids.lock() {
-                m.insert((kind, currency), id);
-            }
+            self.remember_system_id(kind, currency, id);
             return Ok(id);
         }
         let id: i64 = run!(tx, c => {
@@ -792,20 +788,7 @@ impl Store {
         let out = match head {
             Some(h) if h.tenants.iter().any(|t| t == tenant_id) => {
                 let account = lock_account_by_id(&mut tx, h.account_id).await?;
-                Some(SvCardRow {
-                    number: h.number,
-                    card_id: h.card_id,
-                    user_id: h.user_id,
-                    currency: h.currency,
-                    card_type: h.card_type,
-                    tenants: h.tenants,
-                    linked: h.linked,
-                    status: h.status,
-                    pin_hash: h.pin_hash,
-                    cvc_hash: h.cvc_hash,
-                    pin_tries: h.pin_tries,
-                    account,
-                })
+                Some(h.with_account(account))
             }
             _ => None,
         };

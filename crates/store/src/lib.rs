@@ -325,6 +325,21 @@ impl Store {
         })
     }
 
+    /// A system account's id, when this instance already knows it.
+    pub(crate) fn cached_system_id(&self, kind: SystemAccount, currency: Currency) -> Option<i64> {
+        self.system_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(kind, currency)).copied())
+    }
+
+    /// Remembers a committed system account's id.
+    pub(crate) fn remember_system_id(&self, kind: SystemAccount, currency: Currency, id: i64) {
+        if let Ok(mut m) = self.system_ids.lock() {
+            m.insert((kind, currency), id);
+        }
+    }
+
     /// The id of a system account, creating it on first use (outside any transaction,
     /// so the cached id always refers to a committed row).
     pub(crate) async fn system_account(
@@ -332,12 +347,7 @@ impl Store {
         kind: SystemAccount,
         currency: Currency,
     ) -> Result<i64, StoreError> {
-        if let Some(id) = self
-            .system_ids
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(kind, currency)).copied())
-        {
+        if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);
         }
         let now = now_ms();
@@ -358,9 +368,7 @@ impl Store {
                 .fetch_one(p)
                 .await?
         });
-        if let Ok(mut m) = self.system_ids.lock() {
-            m.insert((kind, currency), id);
-        }
+        self.remember_system_id(kind, currency, id);
         Ok(id)
     }
 }
