@@ -13,6 +13,7 @@ mod fleet;
 mod flows;
 mod hardening;
 mod holds;
+mod instore;
 mod mobilepay;
 mod openapi;
 mod point;

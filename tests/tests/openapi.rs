@@ -20,7 +20,8 @@ async fn every_documented_operation_is_served() {
             .replace("{transaction_id}", "ctx-none")
             .replace("{date}", "2024-01-01")
             .replace("{reservation_id}", "res-none")
-            .replace("{id}", "999999");
+            .replace("{id}", "999999")
+            .replace("{number}", "6280001234567895");
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
             let method = method.to_uppercase();
@@ -31,6 +32,15 @@ async fn every_documented_operation_is_served() {
                     let key = uid("k");
                     let key = (method == "POST").then_some(key.as_str());
                     app.channel(&method, &concrete, b"{}", key).await
+                }
+                Some("instore") => {
+                    let path = concrete.trim_start_matches("/instore/");
+                    if method == "POST" {
+                        app.instore_post(path, b"{}", None).await
+                    } else {
+                        app.instore_get(path, "requestId=r&locationId=l", "00")
+                            .await
+                    }
                 }
                 _ => app.get(&concrete).await,
             };
@@ -51,7 +61,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 18 + 4,
-        "processor, channel, admin and operations routes"
+        6 + 5 + 4 + 21 + 4,
+        "processor, channel, InStore, admin and operations routes"
     );
 }

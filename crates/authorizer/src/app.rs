@@ -50,6 +50,8 @@ pub struct AppState {
     pub auth_failures: FailureLimiter,
     /// The admin token's bucket id (a digest, never the token).
     pub admin_token_id: String,
+    /// The InStore tenants and the key of the PIN and CVC hashes.
+    pub instore: crate::routes::instore::InstoreState,
 }
 
 /// A bound, not yet running, authorizer.
@@ -206,6 +208,15 @@ impl Application {
         {
             anyhow::bail!("channels.keys: api_key {k} is also a processor key");
         }
+        let instore = crate::routes::instore::InstoreState {
+            tenants: settings.instore.tenants()?,
+            secret_hash_key: crate::credentials::instore_secret_hash_key(&settings)?,
+        };
+        if instore.tenants.is_empty() {
+            tracing::info!(
+                "no InStore tenants configured: the InStore routes refuse every request"
+            );
+        }
         let sweeper = tokio::spawn(sweep_holds(
             store.clone(),
             metrics.clone(),
@@ -237,6 +248,7 @@ impl Application {
                 settings.admin.auth_failures_per_sec,
                 settings.admin.auth_failures_burst,
             ),
+            instore,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()
@@ -288,12 +300,16 @@ impl Application {
                     },
                 );
             }
-            app.configure(admin::configure)
-                .default_service(web::to(|| async {
-                    HttpResponse::NotFound()
-                        .content_type("application/json")
-                        .body(error_body("not_found", "No such route"))
-                }))
+            let instore_base = state.settings.instore.base_path.clone();
+            app.service(
+                web::scope(&instore_base).default_service(web::to(crate::routes::instore::handle)),
+            )
+            .configure(admin::configure)
+            .default_service(web::to(|| async {
+                HttpResponse::NotFound()
+                    .content_type("application/json")
+                    .body(error_body("not_found", "No such route"))
+            }))
         })
         .workers(workers)
         // SIGTERM/SIGINT are handled in `run_until_stopped`: readiness goes first.

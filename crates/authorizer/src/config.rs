@@ -20,6 +20,7 @@ pub struct Settings {
     pub channels: ChannelSettings,
     pub holds: HoldSettings,
     pub webhooks: WebhookSettings,
+    pub instore: InstoreSettings,
     pub admin: AdminSettings,
     pub redis: RedisSettings,
     pub rules: RulesSettings,
@@ -155,6 +156,34 @@ pub struct WebhookSettings {
     pub poll_interval_ms: u64,
 }
 
+/// The InStore payment extensions (`instore-extensions.md`), served under `base_path`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstoreSettings {
+    /// Where the routes live; the InStore Center registers `https://<host>{base_path}`.
+    pub base_path: String,
+    /// Larger bodies get 413 before anything is read.
+    pub body_bytes_max: usize,
+    /// Key of the hashes under which PINs and CVCs are stored. Empty: a key generated once
+    /// and kept in `database.data_dir`.
+    pub secret_hash_key: Secret,
+    /// Consecutive wrong PINs at lookup that block a card.
+    pub pin_tries_max: u32,
+    /// First digits of the numbers `storedvaluecard` generates (16 digits, Luhn).
+    pub card_number_prefix: String,
+    /// The tenants that may call; none: every request is refused as from an unknown tenant.
+    #[serde(default)]
+    pub tenants: Vec<instore::TenantConfig>,
+}
+
+impl InstoreSettings {
+    /// The configured tenants, validated (unique ids and keys, allowed callback prefixes).
+    pub fn tenants(&self) -> Result<instore::Tenants, ConfigError> {
+        instore::Tenants::new(self.tenants.clone())
+            .map_err(|e| ConfigError(format!("instore.tenants: {e}")))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
@@ -218,7 +247,7 @@ impl Settings {
                 ("DATABASE_URL", &["database", "url"]),
                 ("REDIS_URL", &["redis", "url"]),
             ],
-            open_keys: &["processor.keys", "channels.keys"],
+            open_keys: &["processor.keys", "channels.keys", "instore.tenants"],
         };
         let settings: Settings = settings::load(&layers, env)?;
         settings.validate()?;
@@ -345,6 +374,26 @@ impl Settings {
                     .into(),
             );
         }
+        let i = &self.instore;
+        if !i.base_path.starts_with('/') || i.base_path.len() < 2 || i.base_path.ends_with('/') {
+            return bad(format!(
+                "instore.base_path: '{}' must start with '/' and not end with one (e.g. /instore)",
+                i.base_path
+            ));
+        }
+        if i.body_bytes_max < 1024 || i.pin_tries_max == 0 {
+            return bad(
+                "instore.body_bytes_max must be at least 1024 and instore.pin_tries_max at least 1"
+                    .into(),
+            );
+        }
+        if i.card_number_prefix.is_empty()
+            || i.card_number_prefix.len() > 10
+            || !i.card_number_prefix.bytes().all(|b| b.is_ascii_digit())
+        {
+            return bad("instore.card_number_prefix must be 1 to 10 digits".into());
+        }
+        i.tenants()?;
         let token = self.admin.token.expose();
         if !token.is_empty() && token.len() < 16 {
             return bad("admin.token must be at least 16 characters".into());

@@ -10,6 +10,28 @@ use std::path::{Path, PathBuf};
 
 pub const PROCESSOR_KEY_FILE: &str = "processor-key.toml";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
+pub const INSTORE_SECRET_HASH_FILE: &str = "instore-secret-hash.key";
+
+/// The key of the hashes under which InStore PINs and CVCs are stored: the configured one,
+/// else one generated on first start and kept beside the database (mode 0600). It must
+/// never change while hashes made with it exist.
+pub fn instore_secret_hash_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
+    let configured = settings.instore.secret_hash_key.expose();
+    if !configured.is_empty() {
+        return Ok(configured.as_bytes().to_vec());
+    }
+    let dir = &settings.database.data_dir;
+    let path = dir.join(INSTORE_SECRET_HASH_FILE);
+    if !path.exists() {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        write_private(&path, &STANDARD.encode(random(32)?))?;
+    }
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    STANDARD
+        .decode(text.trim())
+        .with_context(|| format!("{} is not base64", path.display()))
+}
 
 /// Resolved credentials, and a line for each one that was generated or loaded from disk.
 pub struct Credentials {

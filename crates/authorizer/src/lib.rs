@@ -10,6 +10,7 @@ pub mod config;
 pub mod credentials;
 pub mod fleet;
 pub mod inflight;
+pub mod instore_service;
 pub mod metrics;
 pub mod openapi;
 pub mod outbox;

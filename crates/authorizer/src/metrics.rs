@@ -265,6 +265,30 @@ impl Metrics {
                 "authorizer_webhook_delivery_delay_seconds",
                 "Time from an event's commit (or redelivery) to its acknowledgement.",
             ),
+            (
+                "instore_requests_total",
+                "InStore requests by route template and outcome (approved, declined, replay, or the refusal's reason).",
+            ),
+            (
+                "instore_request_duration_seconds",
+                "Time to answer an InStore request, by route template.",
+            ),
+            (
+                "instore_signature_matches_total",
+                "InStore signatures accepted, by the candidate message that matched (raw, js, js_stripped, js_no_tenant, query_json, query_raw).",
+            ),
+            (
+                "instore_signature_failures_total",
+                "InStore requests refused with 401, by reason (never told to the caller).",
+            ),
+            (
+                "instore_injected_balance_mismatch_total",
+                "Pre-loaded accounts whose injected balance differs from the ledger's (informational, never trusted).",
+            ),
+            (
+                "instore_possible_duplicates_total",
+                "Stored-value movements flagged POSSIBLE_DUPLICATE (same card, session, reference, action and amount under a new requestId).",
+            ),
         ] {
             m.describe(name, help);
         }

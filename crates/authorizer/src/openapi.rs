@@ -462,6 +462,190 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
     op.build()
 }
 
+/// The refusal body of the InStore routes (section 1.4 of the InStore page).
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({"result": "Failure", "error": "NUMBER_MISMATCH", "message": "the route's number differs from payload.number", "requestId": "req-9a8b0002"})))]
+pub struct InstoreErrorBody {
+    /// Always `Failure`.
+    pub result: String,
+    /// Stable UPPER_SNAKE reason: MALFORMED, MISSING_FIELD, INVALID_FIELD, ENVELOPE_REQUIRED,
+    /// REQUEST_ID_MISMATCH, CALLBACK_URL_NOT_ALLOWED, PAYLOAD_URL_MISMATCH, NUMBER_MISMATCH,
+    /// MIXED_PROCESSORS, DUPLICATE_ACCOUNT, UNAUTHORIZED, NOT_FOUND, IDEMPOTENCY_CONFLICT,
+    /// PAYLOAD_TOO_LARGE, UNAVAILABLE.
+    pub error: String,
+    pub message: String,
+    /// The request's `requestId`, when it could be read.
+    #[serde(rename = "requestId")]
+    pub request_id: Option<String>,
+}
+
+/// The asynchronous envelope InStore sends to the stored-value POST actions.
+#[derive(Serialize, ToSchema)]
+pub struct InstoreEnvelope {
+    /// The full URL InStore resolved; must end with the action path.
+    pub payload_url: String,
+    /// The action's payload (the seed's field names); its exact bytes, or their
+    /// `JSON.stringify`, are what the signature covers.
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    /// HMAC-SHA256 of the payload with the tenant's verification key, hex or base64; must
+    /// agree with X-Signature when both are sent.
+    pub verification_signature: Option<String>,
+    pub tenant_id: Option<String>,
+    /// Must equal `payload.requestId`: the idempotency key.
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+    /// Where the result is POSTed; must start with one of the tenant's callback prefixes.
+    #[serde(rename = "callbackUrl")]
+    pub callback_url: String,
+    /// Accepted, never called.
+    #[serde(rename = "statusUrl")]
+    pub status_url: Option<String>,
+}
+
+/// The acknowledgement of an accepted envelope, sent only after the commit that also
+/// wrote its callback.
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({"requestId": "req-9a8b0001"})))]
+pub struct InstoreAck {
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+}
+
+/// The stored-value routes under `instore.base_path` (documented at its default,
+/// `/instore`): (path, is a POST, operation id, summary, description).
+pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 4] = [
+    (
+        "/instore/storedvaluecard",
+        true,
+        "instoreCreateStoredValueCard",
+        "InStore: issue a stored-value card",
+        "Creates a card, its own account and (with a positive balance) the opening SV_LOAD. The number is generated (instore.card_number_prefix, Luhn) and told only in the callback.",
+    ),
+    (
+        "/instore/storedvaluecard/{number}",
+        true,
+        "instoreLookupStoredValueCard",
+        "InStore: look a stored-value card up",
+        "Balance (posted - held) and status in the callback; a wrong PIN counts toward instore.pin_tries_max. A card of another tenant reads as unknown.",
+    ),
+    (
+        "/instore/storedvaluecard_process",
+        true,
+        "instoreProcessStoredValue",
+        "InStore: Load, Redeem or Cancel",
+        "Load credits and Redeem debits the card's account against INSTORE_CLEARING (a Redeem spends posted - held + overdraft, like a card authorization); Cancel reverses a whole operation at most once. With pre-loaded accounts the acknowledgement is {\"results\":[..]}.",
+    ),
+    (
+        "/instore/storedvaluelog/{number}",
+        false,
+        "instoreStoredValueLog",
+        "InStore: a stored-value card's log",
+        "Query: requestId, locationId, workstationId?, limit (1..500), cursor. The InStore movements of the number, newest first, in the answer. Signed over JS of the query parameters, or the raw query.",
+    ),
+];
+
+fn instore_operation(
+    post: bool,
+    operation_id: &str,
+    summary: &str,
+    description: &str,
+    with_number: bool,
+) -> utoipa::openapi::path::Operation {
+    let instore_error = |d: &str| response(d, "InstoreErrorBody");
+    let mut params = vec![
+        header_param(
+            "x-signature",
+            !post,
+            string_schema(None, Some(1), None),
+            "HMAC-SHA256 with the tenant's verification key, hex or base64 (prefix sha256= or hmac-sha256 allowed): over the envelope's payload on a POST, over the query on a GET.",
+        ),
+        header_param(
+            "x-api-key",
+            false,
+            string_schema(None, Some(1), None),
+            "Required when the tenant has an api_key.",
+        ),
+        header_param(
+            "x-correlation-id",
+            false,
+            string_schema(None, Some(1), None),
+            "Logged and echoed on the callback.",
+        ),
+    ];
+    if with_number {
+        params.push(
+            ParameterBuilder::new()
+                .name("number")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .schema(Some(string_schema(
+                    Some("^[!-~]{1,64}$"),
+                    Some(1),
+                    Some(64),
+                )))
+                .description(Some("The stored-value number; must equal payload.number."))
+                .build(),
+        );
+    }
+    let mut op = OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .tag("instore")
+        .summary(Some(summary))
+        .description(Some(description))
+        .parameters(Some(params))
+        .response(
+            "400",
+            instore_error("Malformed JSON, a duplicate member, a missing or wrong field, a bare body (ENVELOPE_REQUIRED), or an envelope binding broken."),
+        )
+        .response(
+            "401",
+            instore_error("Signature, tenant or X-API-Key not accepted; the body never says which."),
+        )
+        .response(
+            "404",
+            instore_error("No such action, or (log) no such card for this tenant."),
+        )
+        .response(
+            "503",
+            instore_error("Nothing committed; InStore may send it again."),
+        );
+    if post {
+        op = op
+            .request_body(Some(
+                RequestBodyBuilder::new()
+                    .required(Some(Required::True))
+                    .content("application/json", json_content(schema_ref("InstoreEnvelope")))
+                    .build(),
+            ))
+            .response(
+                "200",
+                response("Committed with its callback (or a duplicate's identical answer); signed with X-Signature over the exact bytes.", "InstoreAck"),
+            )
+            .response(
+                "409",
+                instore_error("The requestId was used with another action or payload."),
+            )
+            .response("413", instore_error("The body is larger than instore.body_bytes_max."));
+    } else {
+        op = op.response(
+            "200",
+            ResponseBuilder::new()
+                .description("The log; signed with X-Signature over the exact bytes.")
+                .content(
+                    "application/json",
+                    json_content(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .schema_type(SchemaType::new(Type::Object))
+                            .build(),
+                    ))),
+                )
+                .build(),
+        );
+    }
+    op.build()
+}
+
 /// The error answers of the admin routes, named in their handlers' `responses(...)`: each is
 /// one status with its description and the [`ErrorBody`] envelope.
 pub mod errors {
@@ -513,6 +697,9 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     add::<channels::RefundBody>(&mut out);
     add::<channel_service::ChannelResponse>(&mut out);
     add::<channel_service::ReservationJson>(&mut out);
+    add::<InstoreErrorBody>(&mut out);
+    add::<InstoreEnvelope>(&mut out);
+    add::<InstoreAck>(&mut out);
     // Referenced by name from `admin::put_account` (an optional body that is never null).
     add::<admin::AccountRules>(&mut out);
     out
@@ -534,6 +721,15 @@ pub fn document() -> OpenApi {
             HttpMethod::Get
         };
         paths = paths.path(path, PathItem::new(method, channel_operation(route)));
+    }
+    for (path, post, id, summary, description) in INSTORE_ROUTES {
+        let method = if post {
+            HttpMethod::Post
+        } else {
+            HttpMethod::Get
+        };
+        let op = instore_operation(post, id, summary, description, path.contains("{number}"));
+        paths = paths.path(path, PathItem::new(method, op));
     }
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas())
@@ -575,6 +771,12 @@ pub fn document() -> OpenApi {
                 .name("channels")
                 .description(Some(
                     "Two-phase channels (PoS wallets): reservations captured, cancelled, expired and refunded. Signed both ways like the processor routes, with the channels' own keys.",
+                ))
+                .build(),
+            TagBuilder::new()
+                .name("instore")
+                .description(Some(
+                    "The commercetools InStore stored-value extension under instore.base_path (documented at /instore): envelopes signed with the tenant's verification key, acknowledged after the commit that also queues the callback. Refusals use {\"result\":\"Failure\",\"error\":..,\"message\":..}.",
                 ))
                 .build(),
             TagBuilder::new()

@@ -8,6 +8,7 @@ pub mod decision;
 pub mod funding;
 pub mod holds;
 pub mod ids;
+pub mod instore;
 pub mod money;
 pub mod plan;
 pub mod posting;

@@ -12,14 +12,18 @@ pub enum SystemAccount {
     Suspense,
     /// The two-phase channels' side (PoS wallets): captures and refunds of holds.
     PosClearing,
+    /// The store tenants' side of InStore movements (stored-value loads, redeems and
+    /// their reversals): what the tenants owe or are owed.
+    InstoreClearing,
 }
 
 impl SystemAccount {
-    pub const ALL: [SystemAccount; 4] = [
+    pub const ALL: [SystemAccount; 5] = [
         SystemAccount::ProcessorClearing,
         SystemAccount::Funding,
         SystemAccount::Suspense,
         SystemAccount::PosClearing,
+        SystemAccount::InstoreClearing,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -28,6 +32,7 @@ impl SystemAccount {
             SystemAccount::Funding => "FUNDING",
             SystemAccount::Suspense => "SUSPENSE",
             SystemAccount::PosClearing => "POS_CLEARING",
+            SystemAccount::InstoreClearing => "INSTORE_CLEARING",
         }
     }
 
@@ -87,6 +92,15 @@ impl PostingPlan {
         PostingPlan {
             holder: Leg::User,
             counterparty: SystemAccount::PosClearing,
+            holder_amount,
+        }
+    }
+
+    /// An InStore movement on the cardholder account against InStore clearing.
+    pub fn instore(holder_amount: i64) -> PostingPlan {
+        PostingPlan {
+            holder: Leg::User,
+            counterparty: SystemAccount::InstoreClearing,
             holder_amount,
         }
     }

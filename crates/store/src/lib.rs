@@ -20,6 +20,7 @@ mod authorize;
 pub mod batch;
 pub mod events;
 pub mod holds;
+pub mod instore;
 mod migrate;
 pub mod outbox;
 pub mod processor;
@@ -32,6 +33,10 @@ pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use holds::{
     ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldView, RefundView, ReserveRequest,
+};
+pub use instore::{
+    InstoreCall, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
+    SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvSnapshot,
 };
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
@@ -340,6 +345,21 @@ impl Store {
         })
     }
 
+    /// A system account's id, when this instance already knows it.
+    pub(crate) fn cached_system_id(&self, kind: SystemAccount, currency: Currency) -> Option<i64> {
+        self.system_ids
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(kind, currency)).copied())
+    }
+
+    /// Remembers a committed system account's id.
+    pub(crate) fn remember_system_id(&self, kind: SystemAccount, currency: Currency, id: i64) {
+        if let Ok(mut m) = self.system_ids.lock() {
+            m.insert((kind, currency), id);
+        }
+    }
+
     /// The id of a system account, creating it on first use (outside any transaction,
     /// so the cached id always refers to a committed row).
     pub(crate) async fn system_account(
@@ -347,12 +367,7 @@ impl Store {
         kind: SystemAccount,
         currency: Currency,
     ) -> Result<i64, StoreError> {
-        if let Some(id) = self
-            .system_ids
-            .lock()
-            .ok()
-            .and_then(|m| m.get(&(kind, currency)).copied())
-        {
+        if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);
         }
         let now = now_ms();
@@ -373,9 +388,7 @@ impl Store {
                 .fetch_one(p)
                 .await?
         });
-        if let Ok(mut m) = self.system_ids.lock() {
-            m.insert((kind, currency), id);
-        }
+        self.remember_system_id(kind, currency, id);
         Ok(id)
     }
 }

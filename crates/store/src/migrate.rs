@@ -42,6 +42,13 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0005_outbox.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0005_outbox.sql"),
     },
+    // 6 is taken by the controls migration.
+    Migration {
+        version: 7,
+        name: "0007_instore",
+        postgres: include_str!("../../../migrations/postgres/0007_instore.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0007_instore.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

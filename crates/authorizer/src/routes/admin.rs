@@ -60,6 +60,9 @@ admin_routes! {
     post "/v1/webhooks/subscriptions/{id}/check" => super::webhooks::check_subscription,
     get "/v1/outbox" => super::webhooks::list_outbox,
     post "/v1/outbox/{id}/redeliver" => super::webhooks::redeliver,
+    put "/v1/stored-value-cards/{card_id}" => super::instore_admin::put_stored_value_card,
+    get "/v1/stored-value-cards/{card_id}" => super::instore_admin::get_stored_value_card,
+    get "/v1/stored-value-cards/{card_id}/movements" => super::instore_admin::stored_value_movements,
 }
 
 /// The account a route names.
@@ -210,14 +213,14 @@ pub(crate) fn check_token(req: &HttpRequest, state: &AppState) -> Result<()> {
     Ok(())
 }
 
-fn currency(code: &str) -> Result<Currency> {
+pub(crate) fn currency(code: &str) -> Result<Currency> {
     Currency::parse(code).map_err(|e| AdminError::bad("unknown_currency", e.to_string()))
 }
 
 /// Whether an identifier is 1 to 255 bytes of printable text. U+FFFD is refused too: the
 /// router decodes percent-escapes that are not UTF-8 into it, so `u%FF` and `u%FE` would
 /// otherwise both name the account `u\u{FFFD}`.
-fn printable_id(id: &str) -> bool {
+pub(crate) fn printable_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 255
         && !id

@@ -3,6 +3,8 @@
 
 pub mod admin;
 pub mod channels;
+pub mod instore;
+pub mod instore_admin;
 pub mod processor;
 pub mod webhooks;
 

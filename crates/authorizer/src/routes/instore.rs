@@ -1,0 +1,449 @@
+//! The InStore payment extension routes under `instore.base_path` (`instore-extensions.md`):
+//! the stored-value card extension. Every request: the raw bytes (size-limited), the wire
+//! crate's verifier (401 with one body whatever failed), the typed payload (400), then one
+//! store transaction that books the money and writes the callback's outbox row; only after
+//! that commit is the request acknowledged. Logs and metrics name the route template, never
+//! the concrete path (it can hold a card number).
+
+use crate::app::AppState;
+use crate::instore_service::{self, PlanContext, PlanNotes, SvRequest};
+use actix_web::http::{Method as HttpMethod, StatusCode};
+use actix_web::{HttpRequest, HttpResponse, web};
+use instore::body::{CallbackAction, LogEntry};
+use instore::payload::{
+    self, CardNumber, CardSet, StoredValueCreate, StoredValueLogQuery, StoredValueLookup,
+    StoredValueProcess,
+};
+use instore::verify::{Headers, Rejection};
+use instore::{Amount, ErrorCode, InstoreError, Method, Route, Tenant, Tenants};
+use std::time::Instant;
+use store::{InstoreCall, InstoreOutcome};
+
+/// What the InStore routes share: the validated tenants and the key of the PIN and CVC
+/// hashes.
+pub struct InstoreState {
+    pub tenants: Tenants,
+    pub secret_hash_key: Vec<u8>,
+}
+
+/// One answer: status, exact bytes, the key to sign them with (once a tenant is known),
+/// and the metrics label.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    key: Option<Vec<u8>>,
+    outcome: &'static str,
+}
+
+impl Reply {
+    fn ok(body: Vec<u8>, tenant: &Tenant, outcome: &'static str) -> Reply {
+        Reply {
+            status: 200,
+            body,
+            key: Some(tenant.verification_key().to_vec()),
+            outcome,
+        }
+    }
+
+    fn error(e: &InstoreError, tenant: Option<&Tenant>) -> Reply {
+        Reply {
+            status: e.http_status(),
+            body: e.body().into_bytes(),
+            key: tenant.map(|t| t.verification_key().to_vec()),
+            outcome: e.code.as_str(),
+        }
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let mut r = HttpResponse::build(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+        );
+        r.content_type("application/json");
+        // Our signature over the exact bytes; InStore may ignore it.
+        if let Some(key) = &self.key {
+            r.insert_header(("X-Signature", instore::signature::sign(key, &self.body)));
+        }
+        r.body(self.body)
+    }
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+fn verifier_headers(req: &HttpRequest) -> Headers<'_> {
+    Headers {
+        x_signature: header(req, "X-Signature"),
+        x_api_key: header(req, "X-API-Key"),
+        tenant_id: header(req, "tenant_id"),
+    }
+}
+
+/// Entry point of every path under the base path.
+pub async fn handle(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    let started = Instant::now();
+    let base = state.settings.instore.base_path.as_str();
+    let relative = req.path().strip_prefix(base).unwrap_or_default();
+    let method = match *req.method() {
+        HttpMethod::GET => Some(Method::Get),
+        HttpMethod::POST => Some(Method::Post),
+        _ => None,
+    };
+    let route = method
+        .ok_or_else(|| InstoreError::new(ErrorCode::NotFound, "no such InStore action"))
+        .and_then(|m| Route::parse(m, relative));
+    let (template, reply) = match route {
+        Err(e) => ("unknown", Reply::error(&e, None)),
+        Ok(route) => {
+            let template = route.template();
+            let reply = match route {
+                Route::StoredValueCreate
+                | Route::StoredValueLookup { .. }
+                | Route::StoredValueProcess => post(&req, payload, &state, &route).await,
+                Route::StoredValueLog { .. } => get(&req, &state, &route).await,
+                // Pay on account and wallets are not served by this version.
+                _ => Reply::error(
+                    &InstoreError::new(ErrorCode::NotFound, "this InStore action is not served"),
+                    None,
+                ),
+            };
+            (template, reply)
+        }
+    };
+    let metrics = &state.metrics;
+    metrics.inc(
+        "instore_requests_total",
+        &[("route", template), ("outcome", reply.outcome)],
+    );
+    metrics.observe(
+        "instore_request_duration_seconds",
+        &[("route", template)],
+        started.elapsed(),
+    );
+    tracing::info!(
+        route = template,
+        status = reply.status,
+        outcome = reply.outcome,
+        correlation_id = header(&req, "x-correlation-id").unwrap_or(""),
+        "instore request"
+    );
+    reply.into_response()
+}
+
+/// A refusal of the verifier: 401s are counted by reason (never told to the caller).
+fn refused(state: &AppState, route: &Route, r: &Rejection) -> Reply {
+    if let Some(reason) = r.auth_failure {
+        state.metrics.inc(
+            "instore_signature_failures_total",
+            &[("reason", reason.as_str())],
+        );
+        tracing::warn!(
+            route = route.template(),
+            reason = reason.as_str(),
+            "instore request not authenticated"
+        );
+    }
+    Reply::error(&r.error, None)
+}
+
+/// Reads the verified payload as the route's typed request.
+fn read_request(route: &Route, value: &instore::Value) -> Result<SvRequest, InstoreError> {
+    Ok(match route {
+        Route::StoredValueCreate => SvRequest::Create(StoredValueCreate::read(value)?),
+        Route::StoredValueLookup { .. } => {
+            let lookup = StoredValueLookup::read(value)?;
+            let cards = lookup
+                .card_set()
+                .map_err(|e| e.with_request_id(Some(&lookup.context.request_id)))?;
+            SvRequest::Lookup { lookup, cards }
+        }
+        _ => {
+            let process = StoredValueProcess::read(value)?;
+            let cards = match &process {
+                StoredValueProcess::Move {
+                    number,
+                    accounts,
+                    context,
+                    ..
+                } => Some(
+                    CardSet::build(number, None, accounts)
+                        .map_err(|e| e.with_request_id(Some(&context.request_id)))?,
+                ),
+                StoredValueProcess::Cancel { .. } => None,
+            };
+            SvRequest::Process { process, cards }
+        }
+    })
+}
+
+/// For `POSSIBLE_DUPLICATE`: the card, session, reference, movement kind and signed amount
+/// of a Load or Redeem whose amount reads as money.
+fn duplicate_probe(request: &SvRequest) -> Option<(&str, &str, &str, &'static str, i64)> {
+    let SvRequest::Process {
+        process:
+            StoredValueProcess::Move {
+                action,
+                number,
+                amount,
+                session_id,
+                reference,
+                ..
+            },
+        ..
+    } = request
+    else {
+        return None;
+    };
+    let (_, minor) = amount.resolve().ok()?;
+    let (kind, signed) = match action {
+        payload::MoneyAction::Load => (ledger::instore::KIND_SV_LOAD, minor),
+        payload::MoneyAction::Redeem => (ledger::instore::KIND_SV_REDEEM, -minor),
+    };
+    Some((number.as_str(), session_id, reference, kind, signed))
+}
+
+async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
+    let settings = &state.settings.instore;
+    let body = match super::read_body(req, payload, settings.body_bytes_max).await {
+        Ok(b) => b,
+        Err((status, _)) if status == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Reply::error(
+                &InstoreError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the body exceeds {} bytes", settings.body_bytes_max),
+                ),
+                None,
+            );
+        }
+        Err((status, _)) => {
+            let mut r = Reply::error(
+                &InstoreError::new(ErrorCode::Malformed, "the body could not be read in time"),
+                None,
+            );
+            r.status = status.as_u16();
+            return r;
+        }
+    };
+    let tenants = &state.instore.tenants;
+    let verified = match instore::verify_post(
+        tenants,
+        route,
+        verifier_headers(req),
+        &body,
+        settings.body_bytes_max,
+    ) {
+        Ok(v) => v,
+        Err(r) => return refused(state, route, &r),
+    };
+    state.metrics.inc(
+        "instore_signature_matches_total",
+        &[("form", verified.matched.as_str())],
+    );
+    let tenant = verified.tenant;
+    let Some(envelope) = verified.envelope.as_ref() else {
+        // The verifier refuses a bare body on these routes; never reached.
+        return Reply::error(
+            &InstoreError::new(ErrorCode::EnvelopeRequired, "an envelope is required"),
+            Some(tenant),
+        );
+    };
+    let request = match read_request(route, &verified.payload.value) {
+        Ok(r) => r,
+        Err(e) => {
+            return Reply::error(&e.with_request_id(Some(&envelope.request_id)), Some(tenant));
+        }
+    };
+    let request_id = envelope.request_id.as_str();
+    let correlation_id = header(req, "x-correlation-id");
+    let request_hash = payload::request_hash(&verified.payload.value);
+    let action = request.action();
+    let call = InstoreCall {
+        tenant_id: &tenant.tenant_id,
+        request_id,
+        action: action.as_str(),
+        request_hash: &request_hash,
+        callback_url: &envelope.callback_url,
+        correlation_id,
+        numbers: request.numbers(),
+        operation: request.operation(),
+        duplicate_probe: duplicate_probe(&request),
+        now_ms: store::now_ms(),
+    };
+    let ctx = PlanContext {
+        tenant,
+        request_id,
+        correlation_id,
+        secret_hash_key: &state.instore.secret_hash_key,
+        pin_tries_max: settings.pin_tries_max,
+        card_number_prefix: &settings.card_number_prefix,
+        now_ms: call.now_ms,
+    };
+    let mut notes = PlanNotes::default();
+    let outcome = state
+        .store
+        .instore_execute(&call, request.location(), |snap| {
+            let (plan, n) = instore_service::plan(&request, snap, &ctx);
+            notes = n;
+            plan
+        })
+        .await;
+    match outcome {
+        Ok(InstoreOutcome::Done { ack }) => {
+            let m = &state.metrics;
+            m.add(
+                "instore_injected_balance_mismatch_total",
+                &[],
+                notes.injected_mismatches,
+            );
+            if notes.possible_duplicate {
+                m.inc("instore_possible_duplicates_total", &[]);
+            }
+            tracing::info!(
+                route = route.template(),
+                tenant = %tenant.tenant_id,
+                request_id,
+                action = action.as_str(),
+                decision = notes.declined.map_or("approved", |r| r.as_str()),
+                "instore request committed"
+            );
+            let outcome = if notes.declined.is_some() {
+                "declined"
+            } else {
+                "approved"
+            };
+            Reply::ok(ack, tenant, outcome)
+        }
+        Ok(InstoreOutcome::Replay { ack }) => Reply::ok(ack, tenant, "replay"),
+        Ok(InstoreOutcome::Conflict) => Reply::error(
+            &InstoreError::new(
+                ErrorCode::IdempotencyConflict,
+                "this requestId was used with another action or payload",
+            )
+            .with_request_id(Some(request_id)),
+            Some(tenant),
+        ),
+        Err(e) => {
+            tracing::error!(route = route.template(), request_id, error = %e, "instore request not committed");
+            Reply::error(
+                &InstoreError::unavailable().with_request_id(Some(request_id)),
+                Some(tenant),
+            )
+        }
+    }
+}
+
+/// `created_at` of a log entry: RFC 3339 UTC with milliseconds.
+fn rfc3339_ms(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms)
+        .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
+fn log_action(kind: &str) -> CallbackAction {
+    match kind {
+        ledger::instore::KIND_SV_REDEEM => CallbackAction::Redeem,
+        ledger::instore::KIND_SV_CANCEL => CallbackAction::Cancel,
+        _ => CallbackAction::Load,
+    }
+}
+
+/// `GET storedvaluelog/{number}`: the card's InStore movements, newest first, in the answer.
+async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
+    let Route::StoredValueLog { number } = route else {
+        return Reply::error(
+            &InstoreError::new(ErrorCode::NotFound, "no such InStore action"),
+            None,
+        );
+    };
+    let verified = match instore::verify_get(
+        &state.instore.tenants,
+        route,
+        verifier_headers(req),
+        req.query_string(),
+    ) {
+        Ok(v) => v,
+        Err(r) => return refused(state, route, &r),
+    };
+    state.metrics.inc(
+        "instore_signature_matches_total",
+        &[("form", verified.matched.as_str())],
+    );
+    let tenant = verified.tenant;
+    let fail = |e: InstoreError| Reply::error(&e, Some(tenant));
+    let query = match StoredValueLogQuery::read(&verified.params) {
+        Ok(q) => q,
+        Err(e) => return fail(e),
+    };
+    let request_id = query.context.request_id.as_str();
+    let number = match CardNumber::parse(number, "number") {
+        Ok(n) => n,
+        Err(e) => return fail(e.with_request_id(Some(request_id))),
+    };
+    let before = match query.cursor.as_deref().map(str::parse::<i64>) {
+        None => None,
+        Some(Ok(c)) if c > 0 => Some(c),
+        Some(_) => {
+            return fail(
+                InstoreError::invalid("cursor", "is not a cursor this log gave")
+                    .with_request_id(Some(request_id)),
+            );
+        }
+    };
+    let unavailable = |e: store::StoreError| {
+        tracing::error!(route = route.template(), error = %e, "instore log not read");
+        fail(InstoreError::unavailable().with_request_id(Some(request_id)))
+    };
+    let card = match state
+        .store
+        .instore_card(number.as_str(), &tenant.tenant_id)
+        .await
+    {
+        Ok(Some(c)) => c,
+        Ok(None) => {
+            return fail(
+                InstoreError::new(ErrorCode::NotFound, "no such stored-value card")
+                    .with_request_id(Some(request_id)),
+            );
+        }
+        Err(e) => return unavailable(e),
+    };
+    let limit = usize::from(query.limit);
+    let mut rows = match state
+        .store
+        .instore_log(number.as_str(), before, i64::from(query.limit) + 1)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return unavailable(e),
+    };
+    let next = (rows.len() > limit).then(|| rows[limit - 1].movement_id.to_string());
+    rows.truncate(limit);
+    let currency = card.account.currency;
+    let times: Vec<String> = rows.iter().map(|r| rfc3339_ms(r.created_at_ms)).collect();
+    let entries: Vec<LogEntry<'_>> = rows
+        .iter()
+        .zip(&times)
+        .map(|(r, t)| LogEntry {
+            created_at: t,
+            action: log_action(&r.kind),
+            amount: Amount::new(r.amount_minor, currency),
+            balance: Amount::new(r.balance_after_minor, currency),
+            external_transaction_id: &r.external_transaction_id,
+            external_payment_id: &r.external_payment_id,
+            reference: r.reference.as_deref(),
+            session_id: r.session_id.as_deref(),
+            location_id: &r.location_id,
+            workstation_id: r.workstation_id.as_deref(),
+        })
+        .collect();
+    let balance = Amount::new(
+        card.account.balance.saturating_sub(card.account.held),
+        currency,
+    );
+    let body = instore::body::log_body(request_id, &number, balance, &entries, next.as_deref());
+    Reply::ok(body.into_bytes(), tenant, "log")
+}

@@ -1,0 +1,1025 @@
+//! The InStore stored-value extension: SQL only. One enveloped request is one transaction
+//! ([`Store::instore_execute`]): replay or refuse a known `requestId`, prefetch and lock
+//! the cards and accounts it names, hand that snapshot to the caller's pure decision,
+//! then write what it planned (a created card, the movement legs through
+//! `ledger::instore`, PIN counters, the request record and the callback's outbox row)
+//! and commit. Only then may the route acknowledge.
+//!
+//! The write path is self-contained so that it can join the one batcher later.
+
+use crate::outbox::{Delivery, enqueue};
+use crate::processor::{Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id};
+use crate::{Store, StoreError, Tx, run, run_pool};
+use ledger::instore::{SvAccount, SvKind, plan_stored_value};
+use ledger::{Currency, SystemAccount};
+use sqlx::Row;
+use std::collections::BTreeMap;
+
+/// The outbox event type of an InStore callback.
+pub const CALLBACK_EVENT_TYPE: &str = "instore.callback";
+
+/// Attempts of one request that lost a race before it gives up (503, nothing committed).
+const RACE_RETRIES: usize = 4;
+
+/// A stored-value number as the decision sees it: the card, its account (locked for the
+/// rest of the transaction) and its secrets' hashes.
+#[derive(Debug, Clone)]
+pub struct SvCardRow {
+    pub number: String,
+    pub card_id: String,
+    pub user_id: String,
+    pub currency: Currency,
+    pub card_type: String,
+    pub tenants: Vec<String>,
+    /// Linked by the admin API to an existing account (its limits apply to Redeem).
+    pub linked: bool,
+    /// The card's status (`ACTIVE` is InStore's `Active`).
+    pub status: String,
+    pub pin_hash: Option<Vec<u8>>,
+    pub cvc_hash: Option<Vec<u8>>,
+    pub pin_tries: i64,
+    pub account: LockedAccount,
+}
+
+impl SvCardRow {
+    pub fn bound_to(&self, tenant_id: &str) -> bool {
+        self.tenants.iter().any(|t| t == tenant_id)
+    }
+}
+
+/// One leg of a booked stored-value operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvMovementRow {
+    pub external_transaction_id: String,
+    pub external_payment_id: String,
+    /// `SV_LOAD`, `SV_REDEEM` or `SV_CANCEL`.
+    pub kind: String,
+    pub tenant_id: String,
+    pub request_id: String,
+    pub number: String,
+    pub movement_id: i64,
+    pub currency: String,
+    /// Signed from the card's side.
+    pub amount_minor: i64,
+    /// posted − held after.
+    pub balance_after_minor: i64,
+    pub location_id: String,
+    pub workstation_id: Option<String>,
+    pub session_id: Option<String>,
+    pub reference: Option<String>,
+    pub flags: String,
+    pub created_at_ms: i64,
+}
+
+/// An operation named by `external_payment_id`: its legs and its reversal's, if any.
+#[derive(Debug, Clone, Default)]
+pub struct SvOperationRows {
+    pub legs: Vec<SvMovementRow>,
+    pub reversal: Vec<SvMovementRow>,
+}
+
+/// What one request's decision may read.
+#[derive(Debug, Clone, Default)]
+pub struct SvSnapshot {
+    /// Every number the request or its operation names that we hold.
+    pub cards: BTreeMap<String, SvCardRow>,
+    /// The operation a Cancel names (`None`: no such id).
+    pub operation: Option<SvOperationRows>,
+    /// Whether a Load or Redeem with the same card, session, reference, action and amount
+    /// was booked before (section 6.2, `POSSIBLE_DUPLICATE`).
+    pub possible_duplicate: bool,
+}
+
+/// Transport facts of one enveloped request.
+#[derive(Debug, Clone)]
+pub struct InstoreCall<'a> {
+    pub tenant_id: &'a str,
+    pub request_id: &'a str,
+    /// `Create`, `Lookup`, `Load`, `Redeem` or `Cancel`.
+    pub action: &'a str,
+    /// SHA-256 of `JS(payload)`, hex.
+    pub request_hash: &'a str,
+    /// Where the callback goes (already within the tenant's allow-list).
+    pub callback_url: &'a str,
+    pub correlation_id: Option<&'a str>,
+    /// Numbers to prefetch and lock.
+    pub numbers: Vec<String>,
+    /// The operation a Cancel names.
+    pub operation: Option<&'a str>,
+    /// For `POSSIBLE_DUPLICATE`: (number, session_id, reference, kind, signed amount).
+    pub duplicate_probe: Option<(&'a str, &'a str, &'a str, &'a str, i64)>,
+    pub now_ms: i64,
+}
+
+/// A card to create with the request (`storedvaluecard`).
+#[derive(Debug, Clone)]
+pub struct NewSvCard {
+    pub number: String,
+    pub card_id: String,
+    pub currency: Currency,
+    pub card_type: String,
+    pub active: bool,
+    pub cvc_hash: Option<Vec<u8>>,
+    pub issuer: Option<String>,
+    pub customer_id: Option<String>,
+}
+
+/// One leg to book.
+#[derive(Debug, Clone)]
+pub struct SvLegPlan {
+    pub number: String,
+    /// Signed minor units on the card's account.
+    pub delta: i64,
+    pub external_transaction_id: String,
+    /// posted − held after, as the decision computed it (and told in the callback): the
+    /// write refuses to commit when the ledger's plan disagrees.
+    pub available_after: i64,
+}
+
+/// A movement to book: one leg per card used, under one operation id.
+#[derive(Debug, Clone)]
+pub struct SvMovementPlan {
+    pub kind: SvKind,
+    pub currency: Currency,
+    pub external_payment_id: String,
+    /// A Cancel: the operation it reverses.
+    pub reverses_payment_id: Option<String>,
+    pub legs: Vec<SvLegPlan>,
+    pub location_id: String,
+    pub workstation_id: Option<String>,
+    pub session_id: Option<String>,
+    pub reference: Option<String>,
+    pub flags: String,
+}
+
+/// A change to a card's PIN counter (and status) decided by a lookup.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvPinUpdate {
+    pub number: String,
+    pub pin_tries: i64,
+    pub block: bool,
+}
+
+/// What the decision planned for one request: every byte it will answer and send, and
+/// every row to write.
+#[derive(Debug, Clone)]
+pub struct SvPlan {
+    pub ack: Vec<u8>,
+    pub callback: Vec<u8>,
+    /// Fixed headers of every delivery attempt (the signature over `callback`, the
+    /// correlation id).
+    pub callback_headers: Vec<(String, String)>,
+    pub new_card: Option<NewSvCard>,
+    pub movement: Option<SvMovementPlan>,
+    pub pin_updates: Vec<SvPinUpdate>,
+}
+
+/// The result of [`Store::instore_execute`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InstoreOutcome {
+    /// Committed now: acknowledge with these bytes.
+    Done { ack: Vec<u8> },
+    /// A duplicate of a finished request: the same bytes, its callback queued again.
+    Replay { ack: Vec<u8> },
+    /// The `requestId` was used with another action or payload.
+    Conflict,
+}
+
+/// The outbox event id of a request's callback: stable, one per (tenant, requestId).
+pub fn callback_event_id(tenant_id: &str, request_id: &str) -> String {
+    format!("instore:{tenant_id}:{request_id}")
+}
+
+const CARD_COLUMNS: &str = "SELECT s.number, s.card_id, s.user_id, s.currency, s.card_type, \
+     s.tenants, s.linked, s.pin_hash, s.cvc_hash, s.pin_tries, c.status, a.id \
+     FROM instore_cards s JOIN cards c ON c.card_id = s.card_id \
+     JOIN accounts a ON a.kind = 'USER' AND a.user_id = s.user_id AND a.currency = s.currency";
+
+const MOVEMENT_COLUMNS: &str = "SELECT external_transaction_id, external_payment_id, kind, \
+     tenant_id, request_id, number, movement_id, currency, amount_minor, balance_after_minor, \
+     location_id, workstation_id, session_id, reference, flags, created_at_ms \
+     FROM instore_movements";
+
+macro_rules! movement_of {
+    ($r:expr) => {
+        SvMovementRow {
+            external_transaction_id: $r.try_get(0)?,
+            external_payment_id: $r.try_get(1)?,
+            kind: $r.try_get(2)?,
+            tenant_id: $r.try_get(3)?,
+            request_id: $r.try_get(4)?,
+            number: $r.try_get(5)?,
+            movement_id: $r.try_get(6)?,
+            currency: $r.try_get(7)?,
+            amount_minor: $r.try_get(8)?,
+            balance_after_minor: $r.try_get(9)?,
+            location_id: $r.try_get(10)?,
+            workstation_id: $r.try_get(11)?,
+            session_id: $r.try_get(12)?,
+            reference: $r.try_get(13)?,
+            flags: $r.try_get(14)?,
+            created_at_ms: $r.try_get(15)?,
+        }
+    };
+}
+
+/// A card row without its account (read unlocked), and its account id.
+struct CardHead {
+    number: String,
+    card_id: String,
+    user_id: String,
+    currency: Currency,
+    card_type: String,
+    tenants: Vec<String>,
+    linked: bool,
+    pin_hash: Option<Vec<u8>>,
+    cvc_hash: Option<Vec<u8>>,
+    pin_tries: i64,
+    status: String,
+    account_id: i64,
+}
+
+macro_rules! card_head_of {
+    ($r:expr) => {{
+        let code: String = $r.try_get(3)?;
+        CardHead {
+            number: $r.try_get(0)?,
+            card_id: $r.try_get(1)?,
+            user_id: $r.try_get(2)?,
+            currency: Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+            card_type: $r.try_get(4)?,
+            tenants: split_tenants(&$r.try_get::<String, _>(5)?),
+            linked: $r.try_get(6)?,
+            pin_hash: $r.try_get(7)?,
+            cvc_hash: $r.try_get(8)?,
+            pin_tries: i64::from($r.try_get::<i32, _>(9)?),
+            status: $r.try_get(10)?,
+            account_id: $r.try_get(11)?,
+        }
+    }};
+}
+
+impl CardHead {
+    fn with_account(self, account: LockedAccount) -> SvCardRow {
+        SvCardRow {
+            number: self.number,
+            card_id: self.card_id,
+            user_id: self.user_id,
+            currency: self.currency,
+            card_type: self.card_type,
+            tenants: self.tenants,
+            linked: self.linked,
+            status: self.status,
+            pin_hash: self.pin_hash,
+            cvc_hash: self.cvc_hash,
+            pin_tries: self.pin_tries,
+            account,
+        }
+    }
+}
+
+fn split_tenants(stored: &str) -> Vec<String> {
+    stored
+        .split(',')
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+async fn card_head(tx: &mut Tx, number: &str) -> Result<Option<CardHead>, sqlx::Error> {
+    let sql = format!("{CARD_COLUMNS} WHERE s.number = $1");
+    run!(tx, c => {
+        match sqlx::query(&sql).bind(number).fetch_optional(c).await? {
+            Some(r) => Ok(Some(card_head_of!(r))),
+            None => Ok(None),
+        }
+    })
+}
+
+async fn operation_rows(
+    tx: &mut Tx,
+    external_payment_id: &str,
+) -> Result<Vec<SvMovementRow>, sqlx::Error> {
+    let sql = format!(
+        "{MOVEMENT_COLUMNS} WHERE external_payment_id = $1 ORDER BY movement_id, external_transaction_id"
+    );
+    run!(tx, c => {
+        let mut out = Vec::new();
+        for r in sqlx::query(&sql).bind(external_payment_id).fetch_all(c).await? {
+            out.push(movement_of!(r));
+        }
+        Ok(out)
+    })
+}
+
+/// The recorded request under (tenant, requestId): action, hash, ack.
+async fn find_request(
+    tx: &mut Tx,
+    tenant_id: &str,
+    request_id: &str,
+) -> Result<Option<(String, String, Vec<u8>)>, sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query_as(
+            "SELECT action, request_hash, ack_body FROM instore_requests \
+             WHERE tenant_id = $1 AND request_id = $2",
+        )
+        .bind(tenant_id)
+        .bind(request_id)
+        .fetch_optional(c)
+        .await
+    })
+}
+
+/// A duplicate's callback goes out once more, to the duplicate's (allowed) URL: a
+/// delivered or dead row is pending again with its attempts reset; a pending one keeps its
+/// schedule. The bytes never change.
+async fn requeue_callback(
+    tx: &mut Tx,
+    event_id: &str,
+    url: &str,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE outbox SET url = $1, \
+             attempts = CASE WHEN state = 'PENDING' THEN attempts ELSE 0 END, \
+             next_attempt_at_ms = CASE WHEN state = 'PENDING' THEN next_attempt_at_ms ELSE $2 END, \
+             pending_since_ms = CASE WHEN state = 'PENDING' THEN pending_since_ms ELSE $2 END, \
+             delivered_at_ms = NULL, state = 'PENDING', updated_at_ms = $2 \
+             WHERE event_id = $3 AND subscription_id IS NULL",
+        )
+        .bind(url)
+        .bind(now_ms)
+        .bind(event_id)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Replay, conflict, or nothing recorded yet.
+async fn recorded(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<Option<InstoreOutcome>, Step> {
+    let Some((action, hash, ack)) = find_request(tx, call.tenant_id, call.request_id).await? else {
+        return Ok(None);
+    };
+    if action != call.action || hash != call.request_hash {
+        return Ok(Some(InstoreOutcome::Conflict));
+    }
+    let event_id = callback_event_id(call.tenant_id, call.request_id);
+    requeue_callback(tx, &event_id, call.callback_url, call.now_ms).await?;
+    Ok(Some(InstoreOutcome::Replay { ack }))
+}
+
+/// Reads and locks what `call` names: its operation's legs, then every card of the request
+/// and the operation, their accounts locked in id order (no two requests wait on each
+/// other in a cycle).
+async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Step> {
+    let mut snap = SvSnapshot::default();
+    let mut numbers = call.numbers.clone();
+    if let Some(id) = call.operation {
+        let rows = operation_rows(tx, id).await?;
+        if !rows.is_empty() {
+            let (reversal, legs): (Vec<_>, Vec<_>) = rows
+                .into_iter()
+                .partition(|r| r.kind == ledger::instore::KIND_SV_CANCEL);
+            numbers.extend(legs.iter().map(|l| l.number.clone()));
+            snap.operation = Some(SvOperationRows { legs, reversal });
+        }
+    }
+    numbers.sort();
+    numbers.dedup();
+    let mut heads = Vec::new();
+    for n in &numbers {
+        if let Some(h) = card_head(tx, n).await? {
+            heads.push(h);
+        }
+    }
+    let mut ids: Vec<i64> = heads.iter().map(|h| h.account_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut accounts = BTreeMap::new();
+    for id in ids {
+        accounts.insert(id, lock_account_by_id(tx, id).await?);
+    }
+    for h in heads {
+        let account = accounts
+            .get(&h.account_id)
+            .cloned()
+            .ok_or_else(|| StoreError::Invalid("account vanished".into()))?;
+        snap.cards.insert(h.number.clone(), h.with_account(account));
+    }
+    if let Some((number, session, reference, kind, amount)) = call.duplicate_probe {
+        let n: i64 = run!(tx, c => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM instore_movements WHERE number = $1 AND session_id = $2 \
+                 AND reference = $3 AND kind = $4 AND amount_minor = $5",
+            )
+            .bind(number)
+            .bind(session)
+            .bind(reference)
+            .bind(kind)
+            .bind(amount)
+            .fetch_one(c)
+            .await?
+        });
+        snap.possible_duplicate = n > 0;
+    }
+    Ok(snap)
+}
+
+/// Creates the card of `storedvaluecard`: its own cardholder account (user = card id,
+/// overdraft 0) and card record, bound to the creating tenant. Returns the account.
+async fn create_card(
+    tx: &mut Tx,
+    card: &NewSvCard,
+    tenant_id: &str,
+    call: &InstoreCall<'_>,
+    location: (&str, Option<&str>),
+) -> Result<LockedAccount, Step> {
+    let now = call.now_ms;
+    let status = if card.active { "ACTIVE" } else { "BLOCKED" };
+    let id: i64 = run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO cards (card_id, user_id, status, created_at_ms, updated_at_ms) \
+             VALUES ($1, $1, $2, $3, $3)",
+        )
+        .bind(&card.card_id)
+        .bind(status)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query(
+            "INSERT INTO instore_cards (number, card_id, user_id, currency, card_type, tenants, \
+             linked, pin_hash, cvc_hash, pin_tries, issuer, customer_id, location_id, \
+             workstation_id, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $2, $3, $4, $5, FALSE, NULL, $6, 0, $7, $8, $9, $10, $11, $11)",
+        )
+        .bind(&card.number)
+        .bind(&card.card_id)
+        .bind(card.currency.code())
+        .bind(&card.card_type)
+        .bind(tenant_id)
+        .bind(card.cvc_hash.as_deref())
+        .bind(card.issuer.as_deref())
+        .bind(card.customer_id.as_deref())
+        .bind(location.0)
+        .bind(location.1)
+        .bind(now)
+        .execute(&mut *c)
+        .await?;
+        sqlx::query_scalar(
+            "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+             VALUES ('USER', $1, $2, $3, $3) RETURNING id",
+        )
+        .bind(&card.card_id)
+        .bind(card.currency.code())
+        .bind(now)
+        .fetch_one(&mut *c)
+        .await?
+    });
+    Ok(lock_account_by_id(tx, id).await?)
+}
+
+impl Store {
+    /// One enveloped InStore request, exactly once per (tenant, `requestId`): replay or
+    /// refuse a known key; else prefetch and lock, ask `decide` (pure; it may be asked
+    /// again when a concurrent duplicate or a number collision wins a race), write its
+    /// plan and commit.
+    pub async fn instore_execute<F>(
+        &self,
+        call: &InstoreCall<'_>,
+        location: (&str, Option<&str>),
+        mut decide: F,
+    ) -> Result<InstoreOutcome, StoreError>
+    where
+        F: FnMut(&SvSnapshot) -> SvPlan,
+    {
+        // A lost race (a concurrent duplicate committed first, a generated number taken)
+        // runs again: the next attempt finds the winner's record or draws a new number.
+        for _ in 0..RACE_RETRIES {
+            match self.instore_attempt(call, location, &mut decide).await {
+                Ok(o) => return Ok(o),
+                Err(Step::Fail(e)) => return Err(e),
+                Err(Step::Retry) => {}
+            }
+        }
+        match self.instore_attempt(call, location, &mut decide).await {
+            Ok(o) => Ok(o),
+            Err(Step::Fail(e)) => Err(e),
+            Err(Step::Retry) => Err(StoreError::Timeout("lost the same race repeatedly".into())),
+        }
+    }
+
+    async fn instore_attempt<F>(
+        &self,
+        call: &InstoreCall<'_>,
+        location: (&str, Option<&str>),
+        decide: &mut F,
+    ) -> Result<InstoreOutcome, Step>
+    where
+        F: FnMut(&SvSnapshot) -> SvPlan,
+    {
+        let mut tx = self.begin().await?;
+        if let Some(done) = recorded(&mut tx, call).await? {
+            tx.commit().await?;
+            return Ok(done);
+        }
+        let snap = snapshot(&mut tx, call).await?;
+        // A duplicate that waited for the accounts' locks finds the first one's record now.
+        if let Some(done) = recorded(&mut tx, call).await? {
+            tx.commit().await?;
+            return Ok(done);
+        }
+        let plan = decide(&snap);
+        self.write_plan(&mut tx, call, location, &snap, &plan)
+            .await?;
+        tx.commit().await?;
+        Ok(InstoreOutcome::Done { ack: plan.ack })
+    }
+
+    async fn write_plan(
+        &self,
+        tx: &mut Tx,
+        call: &InstoreCall<'_>,
+        location: (&str, Option<&str>),
+        snap: &SvSnapshot,
+        plan: &SvPlan,
+    ) -> Result<(), Step> {
+        let mut accounts: BTreeMap<String, LockedAccount> = snap
+            .cards
+            .iter()
+            .map(|(n, c)| (n.clone(), c.account.clone()))
+            .collect();
+        if let Some(card) = &plan.new_card {
+            let account = create_card(tx, card, call.tenant_id, call, location).await?;
+            accounts.insert(card.number.clone(), account);
+        }
+        for u in &plan.pin_updates {
+            run!(tx, c => {
+                sqlx::query(
+                    "UPDATE instore_cards SET pin_tries = $1, updated_at_ms = $2 WHERE number = $3",
+                )
+                .bind(i32::try_from(u.pin_tries).unwrap_or(i32::MAX))
+                .bind(call.now_ms)
+                .bind(&u.number)
+                .execute(&mut *c)
+                .await?;
+                if u.block {
+                    sqlx::query(
+                        "UPDATE cards SET status = 'BLOCKED', updated_at_ms = $1 \
+                         WHERE card_id = (SELECT card_id FROM instore_cards WHERE number = $2)",
+                    )
+                    .bind(call.now_ms)
+                    .bind(&u.number)
+                    .execute(&mut *c)
+                    .await?;
+                }
+            });
+        }
+        let mut payment_id = None;
+        if let Some(m) = &plan.movement {
+            payment_id = Some(m.external_payment_id.as_str());
+            self.book_movement(tx, call, m, &accounts).await?;
+        }
+        let event_id = callback_event_id(call.tenant_id, call.request_id);
+        run!(tx, c => {
+            sqlx::query(
+                "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
+                 ack_body, callback_body, callback_event_id, external_payment_id, correlation_id, \
+                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(call.tenant_id)
+            .bind(call.request_id)
+            .bind(call.action)
+            .bind(call.request_hash)
+            .bind(&plan.ack[..])
+            .bind(&plan.callback[..])
+            .bind(&event_id)
+            .bind(payment_id)
+            .bind(call.correlation_id)
+            .bind(call.now_ms)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
+        let headers: Vec<(&str, &str)> = plan
+            .callback_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        enqueue(
+            tx,
+            &Delivery {
+                event_id: &event_id,
+                event_type: CALLBACK_EVENT_TYPE,
+                url: call.callback_url,
+                body: &plan.callback,
+                headers: &headers,
+            },
+            call.now_ms,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Books one leg per card through `ledger::instore`, each a movement of its own
+    /// against INSTORE_CLEARING, with its InStore row.
+    async fn book_movement(
+        &self,
+        tx: &mut Tx,
+        call: &InstoreCall<'_>,
+        m: &SvMovementPlan,
+        accounts: &BTreeMap<String, LockedAccount>,
+    ) -> Result<(), Step> {
+        let clearing = self.clearing_in(tx, m.currency).await?;
+        let mut legs = Vec::with_capacity(m.legs.len());
+        for l in &m.legs {
+            let a = accounts
+                .get(&l.number)
+                .ok_or_else(|| StoreError::Invalid("a planned leg names no card".into()))?;
+            if a.currency != m.currency {
+                return Err(
+                    StoreError::Invalid("a planned leg is in another currency".into()).into(),
+                );
+            }
+            let state = SvAccount {
+                id: a.id,
+                balance: a.balance,
+                held: a.held,
+                overdraft_limit: a.overdraft_limit,
+            };
+            legs.push((state, l.delta));
+        }
+        let bookings = plan_stored_value(m.kind, &legs)
+            .map_err(|e| StoreError::Invalid(format!("stored-value legs refused: {e:?}")))?;
+        let today = ledger::plan::day_of(call.now_ms);
+        // Running state of each account through the legs (one account may back two numbers).
+        let mut current: BTreeMap<i64, LockedAccount> = BTreeMap::new();
+        for (l, b) in m.legs.iter().zip(&bookings) {
+            if b.available_after != l.available_after {
+                return Err(StoreError::Invalid(
+                    "the decision's balance differs from the ledger's plan".into(),
+                )
+                .into());
+            }
+            let a = current
+                .entry(b.account_id)
+                .or_insert_with(|| accounts[&l.number].clone())
+                .clone();
+            // A Redeem counts toward the account's daily spending, as a card purchase does.
+            let daily = (m.kind == SvKind::Redeem).then(|| {
+                let spent = if a.daily_spent_day == today {
+                    a.daily_spent
+                } else {
+                    0
+                };
+                (today, spent.saturating_add(l.delta.saturating_neg()))
+            });
+            let meta = MovementMeta {
+                kind: m.kind.movement_kind(),
+                processor_kind: None,
+                transaction_id: None,
+                reference: m.reference.as_deref(),
+            };
+            let (movement_id, _) = book(
+                tx,
+                Holder::Account(&a),
+                clearing,
+                b.postings,
+                m.currency,
+                &meta,
+                call.now_ms,
+                daily,
+            )
+            .await?;
+            let next = current.get_mut(&b.account_id).expect("inserted above");
+            next.balance = b.balance_after;
+            next.version += 1;
+            if let Some((day, spent)) = daily {
+                next.daily_spent_day = day;
+                next.daily_spent = spent;
+            }
+            run!(tx, c => {
+                sqlx::query(
+                    "INSERT INTO instore_movements (external_transaction_id, external_payment_id, \
+                     kind, reverses_payment_id, tenant_id, request_id, number, movement_id, \
+                     currency, amount_minor, balance_after_minor, location_id, workstation_id, \
+                     session_id, reference, correlation_id, flags, created_at_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18)",
+                )
+                .bind(&l.external_transaction_id)
+                .bind(&m.external_payment_id)
+                .bind(m.kind.movement_kind())
+                .bind(m.reverses_payment_id.as_deref())
+                .bind(call.tenant_id)
+                .bind(call.request_id)
+                .bind(&l.number)
+                .bind(movement_id)
+                .bind(m.currency.code())
+                .bind(l.delta)
+                .bind(b.available_after)
+                .bind(&m.location_id)
+                .bind(m.workstation_id.as_deref())
+                .bind(m.session_id.as_deref())
+                .bind(m.reference.as_deref())
+                .bind(call.correlation_id)
+                .bind(&m.flags)
+                .bind(call.now_ms)
+                .execute(c)
+                .await?
+                .rows_affected()
+            });
+        }
+        Ok(())
+    }
+
+    /// INSTORE_CLEARING of `currency`, read (or created) on the request's own connection: a
+    /// second connection while this transaction holds one could wait for ever on the
+    /// embedded store's single connection, or on a Postgres pool whose connections are all
+    /// held by requests queued behind this one's locks. Cached once known to be committed.
+    async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
+        let kind = SystemAccount::InstoreClearing;
+        if let Some(id) = self.cached_system_id(kind, currency) {
+            return Ok(id);
+        }
+        let find = "SELECT id FROM accounts WHERE kind = $1 AND currency = $2";
+        let found: Option<i64> = run!(tx, c => {
+            sqlx::query_scalar(find)
+                .bind(kind.as_str())
+                .bind(currency.code())
+                .fetch_optional(c)
+                .await?
+        });
+        if let Some(id) = found {
+            self.remember_system_id(kind, currency, id);
+            return Ok(id);
+        }
+        let id: i64 = run!(tx, c => {
+            sqlx::query(
+                "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+                 VALUES ($1, NULL, $2, $3, $3) \
+                 ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
+            )
+            .bind(kind.as_str())
+            .bind(currency.code())
+            .bind(crate::now_ms())
+            .execute(&mut *c)
+            .await?;
+            sqlx::query_scalar(find)
+                .bind(kind.as_str())
+                .bind(currency.code())
+                .fetch_one(&mut *c)
+                .await?
+        });
+        Ok(id)
+    }
+
+    /// A stored-value number bound to `tenant_id`, with its account (unlocked), for the
+    /// log. `None`: unknown, or another tenant's.
+    pub async fn instore_card(
+        &self,
+        number: &str,
+        tenant_id: &str,
+    ) -> Result<Option<SvCardRow>, StoreError> {
+        let mut tx = self.begin().await?;
+        let head = card_head(&mut tx, number).await?;
+        let out = match head {
+            Some(h) if h.tenants.iter().any(|t| t == tenant_id) => {
+                let account = lock_account_by_id(&mut tx, h.account_id).await?;
+                Some(h.with_account(account))
+            }
+            _ => None,
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// InStore movements of `number`, newest first, before movement id `before`.
+    pub async fn instore_log(
+        &self,
+        number: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SvMovementRow>, StoreError> {
+        let sql = format!(
+            "{MOVEMENT_COLUMNS} WHERE number = $1 AND movement_id < $2 \
+             ORDER BY movement_id DESC LIMIT $3"
+        );
+        let mut out = Vec::new();
+        run_pool!(&self.db, p => {
+            for r in sqlx::query(&sql)
+                .bind(number)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            {
+                out.push(movement_of!(r));
+            }
+        });
+        Ok(out)
+    }
+
+    /// Links `number` to the card `card_id` and its holder's account in `currency` (admin):
+    /// one balance for card purchases and in-store stored value. `pin_hash`: `None` keeps
+    /// the PIN on record.
+    pub async fn put_stored_value_card(
+        &self,
+        link: &SvLink<'_>,
+        now_ms: i64,
+    ) -> Result<SvLinkOutcome, StoreError> {
+        let mut tx = self.begin().await?;
+        let owner: Option<String> = run!(&mut tx, c => {
+            sqlx::query_scalar("SELECT user_id FROM cards WHERE card_id = $1")
+                .bind(link.card_id)
+                .fetch_optional(c)
+                .await?
+        });
+        let Some(user_id) = owner else {
+            return Ok(SvLinkOutcome::CardNotFound);
+        };
+        let account: Option<i64> = run!(&mut tx, c => {
+            sqlx::query_scalar(
+                "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
+            )
+            .bind(&user_id)
+            .bind(link.currency.code())
+            .fetch_optional(c)
+            .await?
+        });
+        if account.is_none() {
+            return Ok(SvLinkOutcome::AccountNotFound);
+        }
+        let taken: Option<String> = run!(&mut tx, c => {
+            sqlx::query_scalar("SELECT card_id FROM instore_cards WHERE number = $1")
+                .bind(link.number)
+                .fetch_optional(c)
+                .await?
+        });
+        if taken.as_deref().is_some_and(|c| c != link.card_id) {
+            return Ok(SvLinkOutcome::NumberTaken);
+        }
+        let tenants = link.tenants.join(",");
+        let result = run!(&mut tx, c => {
+            // The card's number in this currency is replaced; its history stays under the
+            // old number.
+            sqlx::query("DELETE FROM instore_cards WHERE card_id = $1 AND currency = $2 AND number <> $3")
+                .bind(link.card_id)
+                .bind(link.currency.code())
+                .bind(link.number)
+                .execute(&mut *c)
+                .await?;
+            sqlx::query(
+                "INSERT INTO instore_cards (number, card_id, user_id, currency, card_type, \
+                 tenants, linked, pin_hash, cvc_hash, pin_tries, created_at_ms, updated_at_ms) \
+                 VALUES ($1, $2, $3, $4, $5, $6, TRUE, $7, NULL, 0, $8, $8) \
+                 ON CONFLICT (number) DO UPDATE SET currency = excluded.currency, \
+                 card_type = excluded.card_type, tenants = excluded.tenants, \
+                 pin_hash = COALESCE(excluded.pin_hash, instore_cards.pin_hash), \
+                 pin_tries = CASE WHEN excluded.pin_hash IS NULL THEN instore_cards.pin_tries ELSE 0 END, \
+                 updated_at_ms = excluded.updated_at_ms",
+            )
+            .bind(link.number)
+            .bind(link.card_id)
+            .bind(&user_id)
+            .bind(link.currency.code())
+            .bind(link.card_type)
+            .bind(&tenants)
+            .bind(link.pin_hash)
+            .bind(now_ms)
+            .execute(&mut *c)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        match result {
+            Ok(_) => {}
+            Err(e) if crate::is_unique_violation(&e) => return Ok(SvLinkOutcome::NumberTaken),
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(SvLinkOutcome::Linked)
+    }
+
+    /// The stored-value numbers of a card, with their balances (admin).
+    pub async fn stored_value_cards(&self, card_id: &str) -> Result<Vec<SvCardView>, StoreError> {
+        let sql = format!("{CARD_COLUMNS} WHERE s.card_id = $1 ORDER BY s.currency");
+        let mut heads = Vec::new();
+        let mut tx = self.begin().await?;
+        run!(&mut tx, c => {
+            for r in sqlx::query(&sql).bind(card_id).fetch_all(&mut *c).await? {
+                heads.push(card_head_of!(r));
+            }
+        });
+        let mut out = Vec::new();
+        for h in heads {
+            let a = lock_account_by_id(&mut tx, h.account_id).await?;
+            out.push(SvCardView {
+                number_last4: last_four(&h.number).to_owned(),
+                card_id: h.card_id,
+                user_id: h.user_id,
+                currency: h.currency,
+                card_type: h.card_type,
+                tenants: h.tenants,
+                linked: h.linked,
+                status: h.status,
+                pin_on_record: h.pin_hash.is_some(),
+                cvc_on_record: h.cvc_hash.is_some(),
+                posted: a.balance,
+                held: a.held,
+            });
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// InStore movements of every number of `card_id`, newest first (admin).
+    pub async fn stored_value_movements(
+        &self,
+        card_id: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SvMovementRow>, StoreError> {
+        let sql = format!(
+            "{MOVEMENT_COLUMNS} WHERE number IN (SELECT number FROM instore_cards WHERE card_id = $1) \
+             AND movement_id < $2 ORDER BY movement_id DESC, external_transaction_id LIMIT $3"
+        );
+        let mut out = Vec::new();
+        run_pool!(&self.db, p => {
+            for r in sqlx::query(&sql)
+                .bind(card_id)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(p)
+                .await?
+            {
+                out.push(movement_of!(r));
+            }
+        });
+        Ok(out)
+    }
+}
+
+/// The last four characters of a number: the most of it an admin answer or a log shows.
+pub fn last_four(number: &str) -> &str {
+    let start = number
+        .char_indices()
+        .rev()
+        .nth(3)
+        .map(|(i, _)| i)
+        .unwrap_or(0);
+    &number[start..]
+}
+
+/// An admin link of a number to a card.
+#[derive(Debug, Clone)]
+pub struct SvLink<'a> {
+    pub card_id: &'a str,
+    pub number: &'a str,
+    pub currency: Currency,
+    pub card_type: &'a str,
+    pub tenants: &'a [String],
+    pub pin_hash: Option<&'a [u8]>,
+}
+
+/// What [`Store::put_stored_value_card`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SvLinkOutcome {
+    Linked,
+    CardNotFound,
+    /// The card's holder has no account in that currency.
+    AccountNotFound,
+    /// The number belongs to another card.
+    NumberTaken,
+}
+
+/// A stored-value number as the admin API shows it (never the full number).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvCardView {
+    pub number_last4: String,
+    pub card_id: String,
+    pub user_id: String,
+    pub currency: Currency,
+    pub card_type: String,
+    pub tenants: Vec<String>,
+    pub linked: bool,
+    pub status: String,
+    pub pin_on_record: bool,
+    pub cvc_on_record: bool,
+    pub posted: i64,
+    pub held: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn last_four_and_tenants() {
+        assert_eq!(last_four("6280001234567895"), "7895");
+        assert_eq!(last_four("12"), "12");
+        assert_eq!(split_tenants("a,b,,c"), ["a", "b", "c"]);
+        assert_eq!(callback_event_id("t", "r-1"), "instore:t:r-1");
+    }
+}

@@ -1,0 +1,306 @@
+//! A scripted InStore side for the scenarios: the tenant of the page's section 7 (its key,
+//! its allow-list plus a loopback receiver), envelopes signed as `JSON.stringify` signs
+//! them, and a callback receiver on loopback that fails the first attempts of each request
+//! when told to and records every delivery with its headers.
+
+use crate::{Backend, Resp, TestApp};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use authorizer::Settings;
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The page's tenant and key (section 7).
+pub const TENANT: &str = "b312-c121-3f45-ab34";
+pub const KEY: &str = "instore-demo-verification-key-01";
+
+/// The tenant of section 7, allowed to call back `https://instore.example/` and
+/// `receiver_base` (a loopback receiver).
+pub fn tenant_settings(s: &mut Settings, receiver_base: &str) {
+    let config: instore::TenantConfig = serde_json::from_value(json!({
+        "tenant_id": TENANT,
+        "verification_key": KEY,
+        "callback_url_prefixes": ["https://instore.example/", format!("{receiver_base}/")],
+    }))
+    .expect("tenant config");
+    s.instore.tenants.push(config);
+    // Callbacks that fail are retried after 1, 2, 4 s: a short poll keeps the test close to
+    // that schedule.
+    s.webhooks.poll_interval_ms = 50;
+}
+
+/// HMAC-SHA256 of `bytes` with the tenant's key, lowercase hex.
+pub fn sign(bytes: &[u8]) -> String {
+    instore::signature::sign(KEY.as_bytes(), bytes)
+}
+
+/// An envelope as InStore builds it with `JSON.stringify`: the payload's compact bytes
+/// are signed and appear verbatim in the body.
+pub fn envelope(action_path: &str, payload: &Value, callback_url: &str) -> (Vec<u8>, String) {
+    let payload_text = payload.to_string();
+    let signature = sign(payload_text.as_bytes());
+    let request_id = payload["requestId"].as_str().expect("requestId");
+    let body = format!(
+        r#"{{"payload_url":"https://issuer.example/instore/{action_path}","payload":{payload_text},"verification_signature":"{signature}","tenant_id":"{TENANT}","requestId":"{request_id}","callbackUrl":"{callback_url}"}}"#
+    );
+    (body.into_bytes(), signature)
+}
+
+impl TestApp {
+    /// POSTs `body` to `{base}/instore/{path}` with `X-Signature` (when given) and a
+    /// correlation id.
+    pub async fn instore_post(&self, path: &str, body: &[u8], signature: Option<&str>) -> Resp {
+        let mut req = self
+            .client
+            .post(format!("{}/instore/{path}", self.base))
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("x-correlation-id", "corr-test"));
+        if let Some(s) = signature {
+            req = req.insert_header(("X-Signature", s));
+        }
+        self.send_request(req, body.to_vec()).await
+    }
+
+    /// Signs `payload` as an envelope to `action_path` and sends it.
+    pub async fn instore_envelope(
+        &self,
+        action_path: &str,
+        payload: &Value,
+        callback_url: &str,
+    ) -> Resp {
+        let (body, signature) = envelope(action_path, payload, callback_url);
+        self.instore_post(action_path, &body, Some(&signature))
+            .await
+    }
+
+    /// GETs `{base}/instore/{path}?{query}` signed over the raw query.
+    pub async fn instore_get(&self, path: &str, query: &str, signature: &str) -> Resp {
+        let req = self
+            .client
+            .get(format!("{}/instore/{path}?{query}", self.base))
+            .insert_header(("X-Signature", signature));
+        self.send_request(req, Vec::new()).await
+    }
+
+    /// Opens `user`'s account in `currency` with `amount`, registers card `crd-{user}` and
+    /// links stored-value `number` to it for the section 7 tenant.
+    pub async fn stored_value_card(&self, user: &str, currency: &str, amount: &str, number: &str) {
+        self.funded(user, currency, amount).await;
+        let card = format!("crd-{user}");
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/v1/cards/{card}"),
+                Some(json!({"user_id": user, "status": "ACTIVE"})),
+                None,
+            )
+            .await;
+        assert!(r.status == 200 || r.status == 201, "card: {:?}", r.json());
+        let r = self
+            .admin(
+                "PUT",
+                &format!("/v1/stored-value-cards/{card}"),
+                Some(json!({"number": number, "currency": currency, "tenants": [TENANT], "type": "GiftCard"})),
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 200, "link: {:?}", r.json());
+    }
+
+    /// The callback bodies the outbox holds for requests of the section 7 tenant, by
+    /// `requestId`.
+    pub async fn instore_callbacks(&self) -> HashMap<String, Vec<u8>> {
+        self.store
+            .deliveries(None, None, 1000)
+            .await
+            .expect("outbox")
+            .into_iter()
+            .filter(|d| d.event_type == store::instore::CALLBACK_EVENT_TYPE)
+            .map(|d| {
+                let id = d
+                    .event_id
+                    .strip_prefix(&format!("instore:{TENANT}:"))
+                    .unwrap_or(&d.event_id)
+                    .to_owned();
+                (id, d.body)
+            })
+            .collect()
+    }
+
+    /// The callback of `request_id`, as JSON.
+    pub async fn instore_callback(&self, request_id: &str) -> Value {
+        let all = self.instore_callbacks().await;
+        let body = all
+            .get(request_id)
+            .unwrap_or_else(|| panic!("no callback for {request_id}"));
+        serde_json::from_slice(body).expect("callback JSON")
+    }
+}
+
+/// One callback received.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub path: String,
+    pub body: Vec<u8>,
+    pub signature: String,
+    pub correlation_id: String,
+    pub status: u16,
+    pub at: Instant,
+}
+
+struct ReceiverState {
+    fail_first: usize,
+    posts: Vec<Callback>,
+}
+
+/// A callback receiver on loopback: `base` is `http://127.0.0.1:<port>`.
+pub struct CallbackReceiver {
+    pub base: String,
+    state: Arc<Mutex<ReceiverState>>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<Arc<Mutex<ReceiverState>>>,
+) -> HttpResponse {
+    let h = |n: &str| {
+        req.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let mut s = state.lock().expect("lock");
+    let path = req.path().to_owned();
+    let before = s.posts.iter().filter(|p| p.path == path).count();
+    let status = if before < s.fail_first { 500 } else { 200 };
+    s.posts.push(Callback {
+        path,
+        body: body.to_vec(),
+        signature: h("x-signature"),
+        correlation_id: h("x-correlation-id"),
+        status,
+        at: Instant::now(),
+    });
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
+}
+
+impl CallbackReceiver {
+    pub fn start() -> CallbackReceiver {
+        let state = Arc::new(Mutex::new(ReceiverState {
+            fail_first: 0,
+            posts: Vec::new(),
+        }));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::post().to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        CallbackReceiver {
+            base,
+            state,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Answer 500 to the first `n` attempts at each path.
+    pub fn fail_first(&self, n: usize) {
+        self.state.lock().expect("lock").fail_first = n;
+    }
+
+    pub fn posts(&self, path: &str) -> Vec<Callback> {
+        self.state
+            .lock()
+            .expect("lock")
+            .posts
+            .iter()
+            .filter(|p| p.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// Waits until `path` received `n` posts (panics after `within`).
+    pub async fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Callback> {
+        let until = Instant::now() + within;
+        loop {
+            let posts = self.posts(path);
+            if posts.len() >= n {
+                return posts;
+            }
+            assert!(
+                Instant::now() < until,
+                "{path}: {} of {n} callbacks within {within:?}",
+                posts.len()
+            );
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Runs `scenario` on `backend` with a callback receiver and the section 7 tenant, then
+/// audits the ledger (the backend matrix of [`crate::run_scenario`]).
+pub async fn run_instore<F, Fut>(backend: Backend, tweak: fn(&mut Settings), scenario: F)
+where
+    F: FnOnce(TestApp, CallbackReceiver) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let receiver = CallbackReceiver::start();
+    let base = receiver.base.clone();
+    crate::run_scenario(
+        backend,
+        false,
+        move |s| {
+            tweak(s);
+            tenant_settings(s, &base);
+        },
+        move |app| scenario(app, receiver),
+    )
+    .await;
+}
+
+/// `instore_scenarios!(a, b)` runs `async fn a(app: TestApp, rx: CallbackReceiver)` on
+/// Postgres and on the embedded store; `instore_scenarios!(settings = f; a)` changes the
+/// default settings with `fn f(&mut Settings)` first.
+#[macro_export]
+macro_rules! instore_scenarios {
+    (settings = $tweak:path; $($name:ident),* $(,)?) => {
+        $crate::instore_scenarios!(@module postgres, Postgres, $tweak; $($name),*);
+        $crate::instore_scenarios!(@module sqlite, Sqlite, $tweak; $($name),*);
+    };
+    (@module $module:ident, $backend:ident, $tweak:path; $($name:ident),*) => {
+        mod $module {
+            #[allow(unused_imports)]
+            use super::*;
+            $(
+                #[actix_rt::test]
+                async fn $name() {
+                    $crate::instore::run_instore($crate::Backend::$backend, $tweak, super::$name)
+                        .await;
+                }
+            )*
+        }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::instore_scenarios!(settings = $crate::default_settings; $($name),*);
+    };
+}

@@ -1,0 +1,537 @@
+//! The InStore stored-value extension end to end (instore-extensions.md sections 1, 2, 6.5
+//! and 7): real signed envelopes against a real server on both stores, callbacks through
+//! the durable outbox to a loopback receiver, and the one balance a card shares with the
+//! processor's authorizations and the channels' holds.
+
+use e2e::instore::{CallbackReceiver, sign};
+use e2e::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+const NUMBER: &str = "6280001234567895";
+const VECTOR_REDEEM_BODY: &[u8] =
+    include_bytes!("../../crates/instore/tests/vectors/7.1-body.json");
+const VECTOR_REDEEM_PAYLOAD: &[u8] =
+    include_bytes!("../../crates/instore/tests/vectors/7.1-payload.json");
+const VECTOR_REDEEM_CALLBACK: &str =
+    include_str!("../../crates/instore/tests/vectors/7.1-callback.json");
+const VECTOR_LOOKUP_BODY: &[u8] =
+    include_bytes!("../../crates/instore/tests/vectors/7.2-body.json");
+const VECTOR_LOOKUP_CALLBACK: &[u8] =
+    include_bytes!("../../crates/instore/tests/vectors/7.2-callback.json");
+const VECTOR_CANCEL_PAYLOAD: &str =
+    include_str!("../../crates/instore/tests/vectors/7.3-payload.json");
+const VECTOR_CANCEL_CALLBACK: &str =
+    include_str!("../../crates/instore/tests/vectors/7.3-callback.json");
+const VECTOR_CANCEL_AGAIN_CALLBACK: &str =
+    include_str!("../../crates/instore/tests/vectors/7.3-callback-again.json");
+/// The ids the page's vectors show; real runs draw their own.
+const VECTOR_REDEEM_TX: &str = "svt-4f1c2a9b7e3d5c6a8b10";
+const VECTOR_REDEEM_PAYMENT: &str = "svp-9c8d7e6f5a4b3c2d1e0f";
+const VECTOR_CANCEL_TX: &str = "svt-0a1b2c3d4e5f60718293";
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// The refusal's reason, asserting the HTTP status.
+fn refusal(r: &Resp, status: u16) -> String {
+    assert_eq!(r.status, status, "{}", text(r));
+    r.json()["error"].as_str().expect("error body").to_owned()
+}
+
+/// How many movements of `kind` the ledger holds (every account).
+async fn movements(app: &TestApp, user: &str, currency: &str, kind: &str) -> usize {
+    app.movements(user, currency, kind).await
+}
+
+/// Section 7 end to end: 7.1's exact body and acknowledgement, its replay and its 409;
+/// 7.2's pretty-printed envelope and its exact callback, with the negative cases; 7.3's
+/// Cancel and the same Cancel under a new requestId; the log of 7.4.
+async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u-sv", "USD", "50.00", NUMBER).await;
+
+    // 7.1: the exact bytes, the header signature in hex.
+    let redeem_sig = "9671dfb99c81025be5f2797c2fb0fa207bb84e469063f964cbc5f2a160bfa90d";
+    assert_eq!(sign(VECTOR_REDEEM_PAYLOAD), redeem_sig);
+    let r = app
+        .instore_post(
+            "storedvaluecard_process",
+            VECTOR_REDEEM_BODY,
+            Some(redeem_sig),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.body, br#"{"requestId":"req-9a8b0001"}"#);
+    assert_eq!(
+        r.header("X-Signature"),
+        Some("6dc54415947f779295eb5b8bb5fbddc55e79bd6a4d80c8a0f7d824e33c89bf0f")
+    );
+    assert_eq!(app.available("u-sv", "USD").await, "37.80");
+    let redeemed = app.instore_callback("req-9a8b0001").await;
+    let tx = redeemed["data"]["external_transaction_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let payment = redeemed["data"]["external_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(tx.starts_with("svt-") && tx.len() == 24, "{tx}");
+    assert!(
+        payment.starts_with("svp-") && payment.len() == 24,
+        "{payment}"
+    );
+    let expected = VECTOR_REDEEM_CALLBACK
+        .replace(VECTOR_REDEEM_TX, &tx)
+        .replace(VECTOR_REDEEM_PAYMENT, &payment);
+    assert_eq!(
+        String::from_utf8(app.instore_callbacks().await["req-9a8b0001"].clone()).unwrap(),
+        expected,
+        "the callback of 7.1, byte for byte but for the drawn ids"
+    );
+
+    // The same request again: the same acknowledgement, no movement. The base64 spelling
+    // of the same MAC verifies too.
+    let again = app
+        .instore_post(
+            "storedvaluecard_process",
+            VECTOR_REDEEM_BODY,
+            Some("lnHfuZyBAlvl8nl8L7D6IHu4TkaQY/lky8XyoWC/qQ0="),
+        )
+        .await;
+    assert_eq!((again.status, &again.body), (200, &r.body));
+    assert_eq!(movements(&app, "u-sv", "USD", "SV_REDEEM").await, 1);
+    // The same requestId with 12.21: 409, nothing else.
+    let mut other: Value = serde_json::from_slice(VECTOR_REDEEM_PAYLOAD).unwrap();
+    other["amount"]["amount"] = json!(1221);
+    let r = app
+        .instore_envelope(
+            "storedvaluecard_process",
+            &other,
+            "https://instore.example/callback/req-9a8b0001",
+        )
+        .await;
+    assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(app.available("u-sv", "USD").await, "37.80");
+
+    // 7.2: pretty-printed, non-ASCII escaped: candidate (b) verifies.
+    let lookup_sig = "f3cdd1fc319172e5691f726c20c9ac50de75f2067c70e1f6516c9b6b705d561e";
+    let r = app
+        .instore_post(
+            &format!("storedvaluecard/{NUMBER}"),
+            VECTOR_LOOKUP_BODY,
+            Some(lookup_sig),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.body, br#"{"requestId":"req-9a8b0002"}"#);
+    let callback = app.instore_callbacks().await["req-9a8b0002"].clone();
+    assert_eq!(
+        callback, VECTOR_LOOKUP_CALLBACK,
+        "the callback of 7.2, byte for byte"
+    );
+    assert_eq!(
+        sign(&callback),
+        "e84351b4111510b296d23cb7bc023f71498d6c16695d5dad2201da2095083077"
+    );
+    // Its negative cases.
+    let r = app
+        .instore_post(
+            "storedvaluecard/6280007654321010",
+            VECTOR_LOOKUP_BODY,
+            Some(lookup_sig),
+        )
+        .await;
+    assert_eq!(refusal(&r, 400), "NUMBER_MISMATCH");
+    let evil = String::from_utf8_lossy(VECTOR_LOOKUP_BODY).replace(
+        "https://instore.example/callback/req-9a8b0002",
+        "https://evil.example/x",
+    );
+    let r = app
+        .instore_post(
+            &format!("storedvaluecard/{NUMBER}"),
+            evil.as_bytes(),
+            Some(lookup_sig),
+        )
+        .await;
+    assert_eq!(refusal(&r, 400), "CALLBACK_URL_NOT_ALLOWED");
+    let twice = String::from_utf8_lossy(VECTOR_LOOKUP_BODY).replace(
+        r#""cartKey": "3819232132""#,
+        r#""cartKey": "3819232132", "number": "6280001234567895""#,
+    );
+    let r = app
+        .instore_post(
+            &format!("storedvaluecard/{NUMBER}"),
+            twice.as_bytes(),
+            Some(lookup_sig),
+        )
+        .await;
+    assert_eq!(refusal(&r, 400), "MALFORMED");
+
+    // 7.3: the Cancel of 7.1's Redeem, with the ids its callback returned.
+    let cancel = |request_id: &str| {
+        VECTOR_CANCEL_PAYLOAD
+            .replace("req-9a8b0003", request_id)
+            .replace(VECTOR_REDEEM_TX, &tx)
+            .replace(VECTOR_REDEEM_PAYMENT, &payment)
+    };
+    for request_id in ["req-9a8b0003", "req-9a8b0004"] {
+        let payload: Value = serde_json::from_str(&cancel(request_id)).unwrap();
+        let r = app
+            .instore_envelope(
+                "storedvaluecard_process",
+                &payload,
+                &format!("https://instore.example/callback/{request_id}"),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+    }
+    assert_eq!(app.available("u-sv", "USD").await, "50.00");
+    assert_eq!(movements(&app, "u-sv", "USD", "SV_CANCEL").await, 1);
+    let callbacks = app.instore_callbacks().await;
+    let first: Value = serde_json::from_slice(&callbacks["req-9a8b0003"]).unwrap();
+    let reversal = first["data"]["external_transaction_id"].as_str().unwrap();
+    let ids = |vector: &str| {
+        vector
+            .replace(VECTOR_REDEEM_TX, &tx)
+            .replace(VECTOR_REDEEM_PAYMENT, &payment)
+            .replace(VECTOR_CANCEL_TX, reversal)
+    };
+    assert_eq!(
+        String::from_utf8(callbacks["req-9a8b0003"].clone()).unwrap(),
+        ids(VECTOR_CANCEL_CALLBACK)
+    );
+    assert_eq!(
+        String::from_utf8(callbacks["req-9a8b0004"].clone()).unwrap(),
+        ids(VECTOR_CANCEL_AGAIN_CALLBACK),
+        "already cancelled: the original reversal's ids, nothing booked"
+    );
+
+    // 7.4: the log, signed over JS of the query.
+    let r = app
+        .instore_get(
+            &format!("storedvaluelog/{NUMBER}"),
+            "requestId=req-9a8b0005&locationId=LondonStore&workstationId=POS-03",
+            "55b4731f1f203fad83625e0bce0be4fac90dd6dc75225af5348a93743045e13e",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let log = r.json();
+    assert_eq!(
+        log["balance"],
+        json!({"amount": 5000, "precision": 2, "currency": "USD"})
+    );
+    let entries = log["entries"].as_array().unwrap();
+    let actions: Vec<&str> = entries
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["Cancel", "Redeem"], "newest first");
+    assert_eq!(entries[1]["amount"]["amount"], -1220);
+    assert_eq!(entries[1]["balance"]["amount"], 3780);
+    assert_eq!(entries[0]["external_transaction_id"], reversal);
+    assert_eq!(log["next_cursor"], Value::Null);
+    // Another card's log, or a wrong signature: 404 and 401.
+    let r = app
+        .instore_get(
+            "storedvaluelog/6280007654321010",
+            "requestId=req-9a8b0006&locationId=LondonStore",
+            &sign(br#"{"requestId":"req-9a8b0006","locationId":"LondonStore"}"#),
+        )
+        .await;
+    assert_eq!(refusal(&r, 404), "NOT_FOUND");
+    let r = app
+        .instore_get(
+            &format!("storedvaluelog/{NUMBER}"),
+            "requestId=req-9a8b0005&locationId=LondonStore&workstationId=POS-04",
+            "55b4731f1f203fad83625e0bce0be4fac90dd6dc75225af5348a93743045e13e",
+        )
+        .await;
+    assert_eq!(refusal(&r, 401), "UNAUTHORIZED");
+}
+
+/// A card created by `storedvaluecard`, its callback refused three times: four deliveries,
+/// byte-identical, signed, with the correlation id, at growing intervals. A replay with
+/// another allowed callbackUrl moves no money and delivers the same bytes there.
+async fn callback_retries_until_delivered(app: TestApp, rx: CallbackReceiver) {
+    rx.fail_first(3);
+    let payload = json!({
+        "requestId": "req-create-1",
+        "locationId": "LondonStore",
+        "workstationId": "POS-03",
+        "type": "GiftCard",
+        "status": "Active",
+        "balance": {"amount": 2500, "precision": 2, "currency": "USD"},
+        "issuer": "Store",
+    });
+    let r = app
+        .instore_envelope("storedvaluecard", &payload, &rx.url("/cb/create"))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.body, br#"{"requestId":"req-create-1"}"#);
+    let posts = rx.wait_for("/cb/create", 4, Duration::from_secs(30)).await;
+    let statuses: Vec<u16> = posts.iter().map(|p| p.status).collect();
+    assert_eq!(statuses, [500, 500, 500, 200]);
+    for p in &posts {
+        assert_eq!(p.body, posts[0].body, "byte-identical on every attempt");
+        assert_eq!(p.signature, sign(&p.body), "signed with the tenant's key");
+        assert_eq!(p.correlation_id, "corr-test");
+    }
+    // Backoff: about 1, 2 and 4 s (±20 %) between attempts.
+    for (i, want) in [1.0f64, 2.0, 4.0].iter().enumerate() {
+        let gap = posts[i + 1].at.duration_since(posts[i].at).as_secs_f64();
+        assert!(
+            gap >= want * 0.8 - 0.05 && gap <= want * 1.2 + 1.0,
+            "gap {i}: {gap}s"
+        );
+    }
+    let created: Value = serde_json::from_slice(&posts[0].body).unwrap();
+    assert_eq!(created["action"], "Create");
+    assert_eq!(created["status"], "approved");
+    let number = created["data"]["number"].as_str().unwrap().to_owned();
+    assert!(number.starts_with("628000") && number.len() == 16);
+    assert_eq!(created["data"]["balance"]["amount"], 2500);
+    // The number is ours now: a Redeem on it.
+    let redeem = json!({
+        "requestId": "req-create-2", "locationId": "LondonStore", "action": "Redeem",
+        "number": number, "amount": {"amount": "500", "precision": "2", "currency": "USD"},
+        "session_id": "s-1", "reference": "order-1",
+    });
+    let r = app
+        .instore_envelope("storedvaluecard_process", &redeem, &rx.url("/cb/redeem"))
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let posts = rx.wait_for("/cb/redeem", 4, Duration::from_secs(30)).await;
+    let done: Value = serde_json::from_slice(&posts[3].body).unwrap();
+    assert_eq!(done["data"]["balance"]["amount"], 2000, "{done}");
+
+    // A replay of the Create to another allowed URL: the same acknowledgement, the same
+    // callback bytes there, no second card or movement.
+    rx.fail_first(0);
+    let r = app
+        .instore_envelope("storedvaluecard", &payload, &rx.url("/cb/create-again"))
+        .await;
+    assert_eq!(r.body, br#"{"requestId":"req-create-1"}"#);
+    let again = rx
+        .wait_for("/cb/create-again", 1, Duration::from_secs(10))
+        .await;
+    assert_eq!(again[0].body, posts_body(&rx, "/cb/create"));
+    let report = app.assert_audit_clean().await;
+    assert_eq!(report.movements, 2, "one opening Load, one Redeem");
+}
+
+fn posts_body(rx: &CallbackReceiver, path: &str) -> Vec<u8> {
+    rx.posts(path)[0].body.clone()
+}
+
+/// Refused envelopes change nothing: a flipped signature (401), a body over the limit
+/// (413), malformed JSON and a bare body (400), a Redeem on an unknown card (declined in
+/// its callback, no movement).
+async fn bad_envelopes_change_nothing(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u-bad", "USD", "10.00", NUMBER).await;
+    let before = app.assert_audit_clean().await;
+    let outbox = app.instore_callbacks().await.len();
+    let payload: Value = serde_json::from_slice(VECTOR_REDEEM_PAYLOAD).unwrap();
+    let (body, signature) = e2e::instore::envelope(
+        "storedvaluecard_process",
+        &payload,
+        "https://instore.example/callback/req-9a8b0001",
+    );
+    let mut flipped = signature.clone().into_bytes();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let r = app
+        .instore_post(
+            "storedvaluecard_process",
+            &body,
+            Some(std::str::from_utf8(&flipped).unwrap()),
+        )
+        .await;
+    assert_eq!(refusal(&r, 401), "UNAUTHORIZED");
+    // The same signature over a payload with one byte changed.
+    let changed = String::from_utf8(body.clone())
+        .unwrap()
+        .replace("1220", "1221");
+    let r = app
+        .instore_post(
+            "storedvaluecard_process",
+            changed.as_bytes(),
+            Some(&signature),
+        )
+        .await;
+    assert_eq!(refusal(&r, 401), "UNAUTHORIZED");
+    let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
+    let r = app
+        .instore_post("storedvaluecard_process", big.as_bytes(), Some(&signature))
+        .await;
+    assert_eq!(refusal(&r, 413), "PAYLOAD_TOO_LARGE");
+    let r = app
+        .instore_post(
+            "storedvaluecard_process",
+            b"{\"payload\":",
+            Some(&signature),
+        )
+        .await;
+    assert_eq!(refusal(&r, 400), "MALFORMED");
+    let bare = payload.to_string();
+    let r = app
+        .instore_post(
+            "storedvaluecard_process",
+            bare.as_bytes(),
+            Some(&sign(bare.as_bytes())),
+        )
+        .await;
+    assert_eq!(refusal(&r, 400), "ENVELOPE_REQUIRED");
+    let r = app.instore_post("capture_payment", b"{}", None).await;
+    assert_eq!(refusal(&r, 404), "NOT_FOUND");
+    // The flipped header disagrees with the body's copy; the changed payload fails the MAC.
+    for reason in ["signatures_disagree", "mac_mismatch"] {
+        assert_eq!(
+            app.metrics
+                .counter("instore_signature_failures_total", &[("reason", reason)]),
+            1,
+            "{reason}"
+        );
+    }
+    let after = app.assert_audit_clean().await;
+    assert_eq!(
+        (after.movements, after.postings),
+        (before.movements, before.postings)
+    );
+    assert_eq!(
+        app.instore_callbacks().await.len(),
+        outbox,
+        "no callback row"
+    );
+    assert_eq!(app.available("u-bad", "USD").await, "10.00");
+
+    // A business decline is a 200 and a callback, never a movement.
+    let unknown = json!({
+        "requestId": "req-unknown", "locationId": "L", "action": "Redeem",
+        "number": "6280009999999999", "amount": {"amount": 100, "precision": 2, "currency": "USD"},
+        "session_id": "s", "reference": "r",
+    });
+    let r = app
+        .instore_envelope(
+            "storedvaluecard_process",
+            &unknown,
+            "https://instore.example/callback/x",
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let cb = app.instore_callback("req-unknown").await;
+    assert_eq!(
+        (&cb["result"], &cb["error"], &cb["code"]),
+        (&json!("Failure"), &json!("CARD_NOT_FOUND"), &json!("14"))
+    );
+    assert_eq!(cb["data"]["balance"], Value::Null);
+    assert_eq!(app.assert_audit_clean().await.movements, before.movements);
+}
+
+fn redeem(request_id: &str, number: &str, minor: i64) -> Value {
+    json!({
+        "requestId": request_id, "locationId": "LondonStore", "workstationId": "POS-03",
+        "action": "Redeem", "number": number,
+        "amount": {"amount": minor, "precision": 2, "currency": "USD"},
+        "session_id": format!("session-{request_id}"), "reference": "order",
+    })
+}
+
+/// One balance: a processor authorization, a channel hold and a Redeem on the same account
+/// each see what the others took.
+async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
+    // The processor takes 30.00.
+    let auth = Tx::new(&uid("sv"), "PURCHASE", "u1", "30.0", "USD").card("crd-u1");
+    let r = app.send(AUTH_DEBIT, &auth).await;
+    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    // A channel holds 20.00.
+    let hold = json!({
+        "reservation_id": uid("res"), "user_id": "u1", "amount": "20.00", "currency": "USD",
+    });
+    let r = app
+        .channel(
+            "POST",
+            "/channels/v1/reservations",
+            hold.to_string().as_bytes(),
+            Some(&uid("ck")),
+        )
+        .await;
+    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    // 50.00 remain: 50.01 is declined, 50.00 approved.
+    let cb = "https://instore.example/callback/share";
+    let r = app
+        .instore_envelope(
+            "storedvaluecard_process",
+            &redeem("req-share-1", NUMBER, 5001),
+            cb,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", text(&r));
+    let declined = app.instore_callback("req-share-1").await;
+    assert_eq!(declined["error"], "INSUFFICIENT_FUNDS", "{declined}");
+    assert_eq!(
+        declined["data"]["balance"]["amount"], 5000,
+        "posted less held"
+    );
+    app.instore_envelope(
+        "storedvaluecard_process",
+        &redeem("req-share-2", NUMBER, 5000),
+        cb,
+    )
+    .await;
+    let approved = app.instore_callback("req-share-2").await;
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert_eq!(approved["data"]["balance"]["amount"], 0);
+    let a = app.account("u1", "USD").await;
+    assert_eq!(
+        (&a["posted"], &a["held"], &a["available"]),
+        (&json!("20.00"), &json!("20.00"), &json!("0.00"))
+    );
+    // And the processor sees the Redeem: nothing left.
+    let late = Tx::new(&uid("sv"), "PURCHASE", "u1", "0.01", "USD").card("crd-u1");
+    assert_eq!(
+        app.send(AUTH_DEBIT, &late).await.json()["status"],
+        "REJECTED"
+    );
+    assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);
+}
+
+/// Room for 50 requests on one account at once on a small machine.
+fn crowd(s: &mut authorizer::Settings) {
+    crowd_settings(s);
+}
+
+/// 50 concurrent copies of one Redeem: one movement, 50 identical acknowledgements.
+async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u-dup", "USD", "100.00", NUMBER)
+        .await;
+    let payload = redeem("req-dup-1", NUMBER, 1220);
+    let (body, signature) = e2e::instore::envelope(
+        "storedvaluecard_process",
+        &payload,
+        "https://instore.example/callback/dup",
+    );
+    let sends =
+        (0..50).map(|_| app.instore_post("storedvaluecard_process", &body, Some(&signature)));
+    let answers = futures_util::future::join_all(sends).await;
+    for r in &answers {
+        assert_eq!(r.status, 200, "{}", text(r));
+        assert_eq!(r.body, br#"{"requestId":"req-dup-1"}"#);
+        assert_eq!(r.header("X-Signature"), answers[0].header("X-Signature"));
+    }
+    assert_eq!(movements(&app, "u-dup", "USD", "SV_REDEEM").await, 1);
+    assert_eq!(app.available("u-dup", "USD").await, "87.80");
+    assert_eq!(app.instore_callbacks().await.len(), 1, "one callback row");
+}
+
+e2e::instore_scenarios!(
+    vectors_end_to_end,
+    callback_retries_until_delivered,
+    bad_envelopes_change_nothing,
+    redeem_and_authorization_share_the_balance,
+);
+mod crowded {
+    use super::*;
+    e2e::instore_scenarios!(settings = super::crowd; concurrent_duplicates_book_once);
+}
