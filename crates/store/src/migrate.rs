@@ -42,6 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0005_outbox.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0005_outbox.sql"),
     },
+    Migration {
+        version: 6,
+        name: "0006_controls",
+        postgres: include_str!("../../../migrations/postgres/0006_controls.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0006_controls.sql"),
+    },
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

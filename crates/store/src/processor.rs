@@ -205,7 +205,7 @@ macro_rules! account_columns {
     () => {
         "SELECT id, currency, balance_minor, held_minor, version, overdraft_limit_minor, \
          per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
-         blocked_mccs, created_at_ms, updated_at_ms FROM accounts"
+         blocked_mccs, controls, created_at_ms, updated_at_ms FROM accounts"
     };
 }
 pub(crate) use account_columns;
@@ -228,6 +228,10 @@ macro_rules! locked_account_from_row {
             // Stored sets are validated on write; an unreadable one blocks nothing.
             blocked_mccs: ledger::MccSet::from_stored(&r.try_get::<String, _>("blocked_mccs")?)
                 .unwrap_or_default(),
+            controls: $crate::rules::stored_controls(
+                r.try_get::<Option<String>, _>("controls")?.as_deref(),
+                Some(Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?),
+            ),
         }
     }};
 }
@@ -277,13 +281,17 @@ pub(crate) async fn load_card_record(
     tx: &mut Tx,
     card_id: &str,
 ) -> Result<Option<CardRecord>, sqlx::Error> {
-    let row: Option<(String, String, String)> = run!(tx, c => {
-        sqlx::query_as("SELECT user_id, status, blocked_mccs FROM cards WHERE card_id = $1")
-            .bind(card_id)
-            .fetch_optional(c)
-            .await?
+    let row: Option<(String, String, String, String)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(c)
+        .await?
     });
-    Ok(row.map(|(owner, status, blocked)| card_from_stored(owner, &status, &blocked)))
+    Ok(row.map(|(owner, status, blocked, controls)| {
+        card_from_stored(owner, &status, &blocked, &controls)
+    }))
 }
 
 /// A finished request under an idempotency key.
