@@ -149,7 +149,7 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
         stored,
         "a refused document changes nothing"
     );
-    // Not JSON at all: the usual 400.
+    // JSON, but not an object.
     let r = app
         .admin("PUT", path, Some(Value::String("{".into())), None)
         .await;
