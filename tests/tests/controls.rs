@@ -393,6 +393,81 @@ async fn controls_and_the_legacy_rules_both_apply(app: TestApp) {
     );
 }
 
+async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({
+            "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
+            "velocity_limits": [{"count": 2, "interval": "daily"}],
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let buy = |amount: &str| {
+        Tx::new(
+            &uid("ctx"),
+            "PURCHASE",
+            "u1",
+            &format!("\"{amount}\""),
+            "ARS",
+        )
+    };
+    let first = buy("300.00");
+    assert_approved(&app.send(AUTH_DEBIT, &first).await.json());
+    let (_, answer) = purchase(&app, "u1", "250.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
+    // A refund of part of it gives back that money, not the count.
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "50.00", "ARS").original(&first.id);
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    let second = buy("250.00");
+    assert_approved(&app.send(AUTH_DEBIT, &second).await.json());
+    // Two approvals today: the daily count is used up (a card check counts too).
+    let (_, answer) = purchase(&app, "u1", "0.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations reached on the account",
+    );
+    // The processor rejects the second after all: its money and its count come back.
+    let key = uid("adv");
+    let advice = second.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &key).await.json()["effect"],
+        "REVERSED"
+    );
+    // A copy of the rejection gives nothing twice.
+    let key = uid("adv");
+    let again = second.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &again, &key).await.json()["effect"],
+        "NOOP"
+    );
+    // A reversal of what is left of the first: 250.00 and its count come back.
+    let reversal =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "250.00", "ARS").original(&first.id);
+    assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
+    assert_eq!(app.available("u1", "ARS").await, "1000.00");
+    // Room for the whole month again, and two authorizations today.
+    let (id, answer) = purchase(&app, "u1", "500.00", unchanged).await;
+    assert_approved(&answer);
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["controls"]["checks"][0]["spent"], "0.00");
+    assert_eq!(e["controls"]["checks"][1]["counted"], 0);
+    assert_approved(&purchase(&app, "u1", "0.00", unchanged).await.1);
+    let (_, answer) = purchase(&app, "u1", "0.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations reached on the account",
+    );
+}
+
 both_backends!(
     documents_are_stored_canonical_and_bad_ones_change_nothing,
     blocked_category_declines_in_words_and_is_explained,
@@ -400,4 +475,5 @@ both_backends!(
     monthly_spending_limit_is_reached_and_explained,
     velocity_limit_on_the_card_by_category,
     controls_and_the_legacy_rules_both_apply,
+    reversals_refunds_and_rejections_give_the_room_back,
 );

@@ -2,8 +2,9 @@
 //! them. The documents are validated and put in canonical form by `ledger::controls`
 //! before they get here; the plan reads them with the rows of the snapshot.
 
-use crate::{Store, StoreError, run_pool};
+use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
+use ledger::plan::{GiveBack, owner_kind, release_counted};
 
 /// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
 /// bumped by every change.
@@ -101,4 +102,72 @@ impl Store {
         });
         Ok(row.map(stored))
     }
+}
+
+/// Gives back the room authorization `transaction_id` took in its control counters (a
+/// reversal, a rejected verdict, a refund), in the transaction that books the message, and
+/// keeps on its record what was given back so that nothing is given twice. A counter that
+/// is gone has nothing to give back.
+pub(crate) async fn release_controls(
+    tx: &mut Tx,
+    transaction_id: &str,
+    give: GiveBack,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = match tx {
+        Tx::Pg(_) => {
+            "SELECT controls_counted FROM processor_transactions \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1 FOR UPDATE"
+        }
+        Tx::Lite(_) => {
+            "SELECT controls_counted FROM processor_transactions \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1"
+        }
+    };
+    let stored: Option<Option<String>> = run!(tx, c => {
+        sqlx::query_scalar(sql).bind(transaction_id).fetch_optional(c).await?
+    });
+    let Some((writes, text)) = stored.flatten().and_then(|s| release_counted(&s, give)) else {
+        return Ok(());
+    };
+    let update = match tx {
+        Tx::Pg(_) => {
+            "UPDATE control_counters SET amount_minor = GREATEST(0, amount_minor + $5), \
+             count = GREATEST(0, count + $6), updated_at_ms = $7 \
+             WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3 AND categories = $4"
+        }
+        Tx::Lite(_) => {
+            "UPDATE control_counters SET amount_minor = MAX(0, amount_minor + $5), \
+             count = MAX(0, count + $6), updated_at_ms = $7 \
+             WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3 AND categories = $4"
+        }
+    };
+    for w in &writes {
+        let (window, categories) = w.columns();
+        run!(tx, c => {
+            sqlx::query(update)
+                .bind(owner_kind(w.owner))
+                .bind(w.owner_id.as_str())
+                .bind(window.as_str())
+                .bind(categories.as_str())
+                .bind(w.amount)
+                .bind(w.count)
+                .bind(now_ms)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
+    }
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE processor_transactions SET controls_counted = $2 \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1",
+        )
+        .bind(transaction_id)
+        .bind(&text)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
 }

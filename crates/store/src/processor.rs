@@ -664,6 +664,19 @@ impl Store {
         let plan = plan_adjustment(terms, &facts, t);
         let movement_id =
             write_movement(&mut tx, plan.movement, account.as_ref(), call.now_ms).await?;
+        // A credit against an authorization gives back the room it took in its controls.
+        if let (RequestKind::Credit, Some(original), Some(_), Some(amount)) = (
+            direction,
+            t.original_transaction_id,
+            movement_id,
+            plan.amount_minor,
+        ) {
+            let give = ledger::plan::GiveBack::Credit {
+                amount: amount.abs(),
+                reversal: t.tx_type.starts_with("REVERSAL"),
+            };
+            crate::controls::release_controls(&mut tx, original, give, call.now_ms).await?;
+        }
         let result = AdjustmentResult {
             flags: plan.flags,
             movement_id,
@@ -755,6 +768,11 @@ impl Store {
             plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let movement_id =
             write_movement(&mut tx, plan.movement, account.as_ref(), n.now_ms).await?;
+        // The processor rejected what we approved: the room it took comes back.
+        if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
+            let give = ledger::plan::GiveBack::Whole;
+            crate::controls::release_controls(&mut tx, t.transaction_id, give, n.now_ms).await?;
+        }
         if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
             let set_verdict = (verdict, n.status_detail, movement_id);
             match plan.record {

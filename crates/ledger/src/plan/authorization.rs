@@ -19,7 +19,7 @@ use super::{
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
-    TimeZone, evaluate,
+    Release, Released, TimeZone, evaluate, release,
 };
 use crate::decision::{
     AccountState, AuthorizationInput, CardState, Decision, Decline, RequestKind, decide_with,
@@ -433,6 +433,76 @@ fn counted_json(rows: &[CounterWrite]) -> String {
         })
         .collect();
     json!({"counted": deltas, "released": {"amount": 0, "whole": false}}).to_string()
+}
+
+/// How much of an approval's room a later message gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// The processor rejected the transaction after our approval: all of it.
+    Whole,
+    /// A credit adjustment of `amount` minor units against it; `reversal` for a
+    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left.
+    Credit { amount: i64, reversal: bool },
+}
+
+/// The counter changes that give back room an approval took, from what its record kept
+/// (`counted_json`), and the record's new text; `None` when the text cannot be read. The
+/// changes go to the windows the approval counted in, never more money than it took, the
+/// count at most once (see [`crate::controls::release`]).
+pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite>, String)> {
+    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let mut rows = Vec::new();
+    for d in v["counted"].as_array()? {
+        let owner = match d["owner"].as_str()? {
+            "card" => Owner::Card,
+            _ => Owner::Account,
+        };
+        rows.push(CounterWrite {
+            owner,
+            owner_id: d["owner_id"].as_str()?.to_owned(),
+            key: CounterKey::parse(d["key"].as_str()?)?,
+            amount: d["amount"].as_i64()?,
+            count: d["count"].as_i64()?,
+        });
+    }
+    let released = Released {
+        amount: v["released"]["amount"].as_i64().unwrap_or(0),
+        whole: v["released"]["whole"].as_bool().unwrap_or(false),
+    };
+    let counted: Vec<CounterDelta> = rows
+        .iter()
+        .map(|w| CounterDelta {
+            owner: w.owner,
+            key: w.key.clone(),
+            amount: w.amount,
+            count: w.count,
+        })
+        .collect();
+    let taken = counted.iter().map(|d| d.amount).max().unwrap_or(0);
+    let what = match give {
+        GiveBack::Whole => Release::Whole,
+        GiveBack::Credit { amount, reversal } if reversal && amount >= taken - released.amount => {
+            Release::Whole
+        }
+        GiveBack::Credit { amount, .. } => Release::Amount(amount),
+    };
+    let (deltas, now) = release(&counted, released, what);
+    let writes = deltas
+        .into_iter()
+        .filter_map(|d| {
+            let w = rows.iter().find(|w| w.owner == d.owner && w.key == d.key)?;
+            Some(CounterWrite {
+                owner: d.owner,
+                owner_id: w.owner_id.clone(),
+                key: d.key,
+                amount: d.amount,
+                count: d.count,
+            })
+        })
+        .collect();
+    let mut v = v;
+    v["released"] = json!({"amount": now.amount, "whole": now.whole});
+    Some((writes, v.to_string()))
 }
 
 /// The explanation of a decision: the checks run in order, with their inputs. The

@@ -13,7 +13,8 @@
 mod authorization;
 
 pub use authorization::{
-    AuthorizationRequest, AuthorizationResult, plan_authorizations, status_of,
+    AuthorizationRequest, AuthorizationResult, GiveBack, plan_authorizations, release_counted,
+    status_of,
 };
 
 use crate::controls::{Channels, Controls, Counter, CounterKey, Interval, Owner, local_day};
