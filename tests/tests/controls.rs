@@ -322,6 +322,29 @@ async fn monthly_spending_limit_is_reached_and_explained(app: TestApp) {
     assert_eq!(monthly["amount"], "200.01");
     assert_eq!(monthly["passed"], false);
     assert_eq!(e["account"]["available"], "700.00");
+    // What `authorizer explain` prints for a person.
+    let h = app.admin_get(&format!("/v1/transactions/{id}")).await;
+    let text = authorizer::cli::explanation_text(&h["records"][0]);
+    assert!(
+        text.contains("REJECTED / INVALID_AMOUNT\n  monthly spending limit of 500.00 ARS reached on the account"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "account u1/ARS: available 700.00 (balance 700.00, held 0.00, overdraft 0.00)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(" 1. pass  account per_authorization spending limit 400.00 ARS: spent 0.00 in no window, this 200.01"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            " 2. FAIL  account monthly spending limit 500.00 ARS: spent 300.00 in monthly:"
+        ),
+        "{text}"
+    );
     // Declines count nothing: exactly the room left still fits.
     let (_, answer) = purchase(&app, "u1", "200.00", unchanged).await;
     assert_approved(&answer);

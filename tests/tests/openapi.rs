@@ -51,7 +51,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 18 + 4,
+        6 + 5 + 22 + 4,
         "processor, channel, admin and operations routes"
     );
 }
