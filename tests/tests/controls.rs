@@ -59,6 +59,14 @@ fn assert_declined(answer: &Value, detail: &str, message: &str) {
     assert_eq!(answer["message"], message, "{answer}");
 }
 
+/// A purchase of 10.00 changed by `change`, declined with `detail` and `message`.
+async fn declined(app: &TestApp, change: impl FnOnce(&mut Value), detail: &str, message: &str) {
+    let (_, answer) = purchase(app, "u1", "10.00", change).await;
+    assert_declined(&answer, detail, message);
+}
+
+const MERCHANT: &str = "INVALID_MERCHANT";
+
 fn assert_approved(answer: &Value) {
     assert_eq!(answer["status"], "APPROVED", "{answer}");
 }
@@ -233,36 +241,24 @@ async fn country_and_channel_controls_on_the_card(app: TestApp) {
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.json());
-    let (_, answer) = purchase(&app, "u1", "10.00", |b| {
-        b["merchant"]["country"] = json!("BRA")
-    })
+    let brazil = "merchant country BR (Brazil) blocked on the card";
+    declined(
+        &app,
+        |b| b["merchant"]["country"] = json!("BRA"),
+        MERCHANT,
+        brazil,
+    )
     .await;
-    assert_declined(
-        &answer,
-        "INVALID_MERCHANT",
-        "merchant country BR (Brazil) blocked on the card",
-    );
     // Without the merchant's country, the transaction's.
-    let (_, answer) = purchase(&app, "u1", "10.00", |b| {
+    let transaction_country = |b: &mut Value| {
         b["merchant"]["country"] = Value::Null;
         b["transaction"]["country_code"] = json!("BRA");
-    })
-    .await;
-    assert_declined(
-        &answer,
-        "INVALID_MERCHANT",
-        "merchant country BR (Brazil) blocked on the card",
-    );
-    let (_, answer) = purchase(&app, "u1", "10.00", |b| {
-        b["transaction"]["point_type"] = json!("ECOMMERCE")
-    })
-    .await;
-    assert_declined(&answer, "INVALID_MERCHANT", "ecommerce blocked on the card");
-    let (_, answer) = purchase(&app, "u1", "10.00", |b| {
-        b["transaction"]["type"] = json!("WITHDRAWAL")
-    })
-    .await;
-    assert_declined(&answer, "INVALID_MERCHANT", "atm blocked on the card");
+    };
+    declined(&app, transaction_country, MERCHANT, brazil).await;
+    let ecommerce = |b: &mut Value| b["transaction"]["point_type"] = json!("ECOMMERCE");
+    declined(&app, ecommerce, MERCHANT, "ecommerce blocked on the card").await;
+    let withdrawal = |b: &mut Value| b["transaction"]["type"] = json!("WITHDRAWAL");
+    declined(&app, withdrawal, MERCHANT, "atm blocked on the card").await;
     let (_, answer) = purchase(&app, "u1", "10.00", unchanged).await;
     assert_approved(&answer);
     assert_eq!(app.available("u1", "ARS").await, "990.00");
@@ -274,12 +270,8 @@ async fn country_and_channel_controls_on_the_card(app: TestApp) {
     )
     .await;
     assert_eq!(r.status, 200);
-    let (_, answer) = purchase(&app, "u1", "10.00", unchanged).await;
-    assert_declined(
-        &answer,
-        "INVALID_MERCHANT",
-        "merchant country AR (Argentina) not among the countries allowed on the card",
-    );
+    let argentina = "merchant country AR (Argentina) not among the countries allowed on the card";
+    declined(&app, unchanged, MERCHANT, argentina).await;
     let (_, answer) = purchase(&app, "u1", "10.00", |b| {
         b["merchant"]["country"] = json!("URY")
     })

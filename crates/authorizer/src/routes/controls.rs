@@ -5,9 +5,9 @@
 //! invalidated here and on every instance of the fleet like the card's other rules.
 
 use super::admin::{
-    AccountPath, AdminError, CardPath, Result, body, check_token, currency, json_response,
-    printable_id, respond, user_id,
+    AccountPath, AdminError, CardPath, Result, body, currency, json_response, printable_id, user_id,
 };
+use super::webhooks::admin_call;
 use crate::app::AppState;
 use crate::openapi::errors;
 use actix_web::http::StatusCode;
@@ -145,8 +145,7 @@ pub async fn put_account_controls(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let AccountPath {
             user_id: uid,
             currency: code,
@@ -161,9 +160,8 @@ pub async fn put_account_controls(
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &view(stored)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// An account's spending controls
@@ -185,8 +183,7 @@ pub async fn get_account_controls(
     path: web::Path<AccountPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let AccountPath {
             user_id: uid,
             currency: code,
@@ -197,9 +194,8 @@ pub async fn get_account_controls(
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &view(stored)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Set a card's spending controls (in force for its next authorization, on every instance)
@@ -224,8 +220,7 @@ pub async fn put_card_controls(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let id = card_id(path)?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, None)?;
@@ -239,9 +234,8 @@ pub async fn put_card_controls(
         state.rules.invalidate(&id, "local");
         state.fleet.publish_card_change(&id).await;
         Ok(json_response(StatusCode::OK, &view(stored)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A card's spending controls
@@ -263,8 +257,7 @@ pub async fn get_card_controls(
     path: web::Path<CardPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let id = card_id(path)?;
         let stored = state
             .store
@@ -272,7 +265,6 @@ pub async fn get_card_controls(
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
         Ok(json_response(StatusCode::OK, &view(stored)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }

@@ -15,7 +15,7 @@ use store::{DeliveryView, Redeliver, SubscriptionView};
 use utoipa::{IntoParams, ToSchema};
 
 /// Answers `work` for a caller with the admin token, in the one error envelope.
-async fn admin_call(
+pub(crate) async fn admin_call(
     req: &HttpRequest,
     state: &AppState,
     work: impl std::future::Future<Output = Result<HttpResponse>>,
