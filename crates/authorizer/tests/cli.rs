@@ -40,7 +40,7 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("5 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("6 migration(s) applied"));
     let out = bin()
         .env("AUTHORIZER__DATABASE__DATA_DIR", &data)
         .arg("audit")
