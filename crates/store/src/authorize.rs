@@ -591,12 +591,12 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
     }
     let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
     if !counters.is_empty() {
-        let (greatest, head) = match tx {
-            Tx::Pg(_) => ("GREATEST", "INSERT INTO control_counters AS c"),
-            Tx::Lite(_) => ("MAX", "INSERT INTO control_counters AS c"),
+        let greatest = match tx {
+            Tx::Pg(_) => "GREATEST",
+            Tx::Lite(_) => "MAX",
         };
         let sql = format!(
-            "{head} (owner_kind, owner_id, window_key, categories, amount_minor, count, \
+            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, \
              updated_at_ms) VALUES {} \
              ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
              SET amount_minor = {greatest}(0, c.amount_minor + excluded.amount_minor), \
