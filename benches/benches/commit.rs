@@ -94,6 +94,7 @@ impl Purchase {
                 amount: Some(Decimal::new(1, 2)),
                 mcc: Some("5045"),
                 original_transaction_id: None,
+                ..CardTransaction::default()
             },
             kind: Some(RequestKind::Debit),
             card: store::CardLookup::InTransaction,
@@ -165,6 +166,7 @@ async fn funded_store(url: &str) -> Store {
     settings.database.url = Secret::new(url.to_owned());
     let store = Store::connect(&store::StoreConfig {
         index_probes_only: true,
+        controls_time_zone: ledger::controls::TimeZone::UTC,
         ..settings.store_config()
     })
     .await

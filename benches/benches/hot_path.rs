@@ -143,6 +143,7 @@ fn decide_and_sign(
                 decision,
                 currency: Some(ars()),
                 movement_id: None,
+                control: None,
             };
             let body = render_authorization(&result);
             signature::sign(secret, VECTOR_TIMESTAMP, VECTOR_ENDPOINT, &body)

@@ -131,6 +131,7 @@ pub async fn assert_database_clean(url: Option<String>, sqlite_path: PathBuf) {
         statement_ms_max: 5_000,
         lock_wait_ms_max: 5_000,
         index_probes_only: false,
+        controls_time_zone: ledger::controls::TimeZone::UTC,
     })
     .await
     .expect("store");

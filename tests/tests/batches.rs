@@ -45,6 +45,7 @@ fn items<'a>(user: &'a str, asked: &'a [Asked], now_ms: i64) -> Vec<BatchItem<'a
                 amount: Decimal::from_str(a.amount).ok(),
                 mcc: Some("5045"),
                 original_transaction_id: None,
+                ..CardTransaction::default()
             },
             kind: Some(ledger::RequestKind::Debit),
             card: CardLookup::Absent,

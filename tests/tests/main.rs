@@ -6,6 +6,7 @@
 mod attacks;
 mod bad_input;
 mod batches;
+mod controls;
 mod events;
 mod exactly_once;
 mod faults;

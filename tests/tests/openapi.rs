@@ -61,7 +61,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 4 + 21 + 4,
+        6 + 5 + 4 + 25 + 4,
         "processor, channel, InStore, admin and operations routes"
     );
 }

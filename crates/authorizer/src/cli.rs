@@ -70,6 +70,17 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// Why an authorization was approved or declined: the checks it ran, in order, with
+    /// their inputs, as kept with the transaction (through the admin API).
+    Explain {
+        /// The processor's transaction id.
+        transaction_id: String,
+        #[arg(long)]
+        url: Option<String>,
+        /// Print the stored explanation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print the OpenAPI document of every route (what `GET /openapi.json` serves and
     /// docs/openapi.json holds): `authorizer openapi > docs/openapi.json`.
     Openapi,
@@ -179,6 +190,16 @@ pub async fn run(cli: Cli) -> i32 {
                 url,
                 |c| async move { cards(&c, action, json).await },
             )
+            .await
+        }
+        Command::Explain {
+            transaction_id,
+            url,
+            json,
+        } => {
+            with_client(&settings, url, |c| async move {
+                explain(&c, &transaction_id, json).await
+            })
             .await
         }
         Command::Demo => demo(settings).await,
@@ -404,6 +425,190 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
             })
         }
     }
+}
+
+async fn explain(c: &Client, transaction_id: &str, as_json: bool) -> anyhow::Result<i32> {
+    let path = format!("/v1/transactions/{}", url_path_segment(transaction_id));
+    let (st, v) = c.admin("GET", &path, None, None).await?;
+    let Some(record) = v["records"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|r| r["kind"] == "AUTHORIZATION")
+    else {
+        return show(st, &v, false, |_| {
+            format!("{transaction_id}: no authorization recorded under this id")
+        })
+        .map(|_| 1);
+    };
+    if as_json {
+        return show(st, &record["explanation"], true, |_| String::new());
+    }
+    show(st, record, false, explanation_text)
+}
+
+/// `id` as one URL path segment (percent-encoded where it must be).
+fn url_path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// An authorization's explanation for a person: the outcome, the account and card as read,
+/// then each check with what it read.
+pub fn explanation_text(record: &Value) -> String {
+    let s = |v: &Value| match v {
+        Value::String(t) => t.clone(),
+        Value::Null => "-".to_owned(),
+        other => other.to_string(),
+    };
+    let list = |v: &Value| {
+        let items: Vec<String> = v.as_array().into_iter().flatten().map(&s).collect();
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let e = &record["explanation"];
+    let mut out = format!(
+        "{} {} {}: {} / {}",
+        s(&record["transaction_id"]),
+        s(&record["amount"]),
+        s(&record["currency"]),
+        s(&record["status"]),
+        s(&record["status_detail"]),
+    );
+    if e.is_null() {
+        out.push_str(
+            "
+  no explanation recorded (decided before explanations were kept, or not decided here)",
+        );
+        return out;
+    }
+    out.push_str(&format!(
+        "
+  {}",
+        s(&e["message"])
+    ));
+    let a = &e["account"];
+    if a.is_null() {
+        out.push_str(
+            "
+account: none for this user and currency",
+        );
+    } else {
+        out.push_str(&format!(
+            "
+account {}/{}: available {} (balance {}, held {}, overdraft {}); per-transaction limit {}, daily limit {} (spent today {}), blocked MCCs {}",
+            s(&record["user_id"]),
+            s(&a["currency"]),
+            s(&a["available"]),
+            s(&a["balance"]),
+            s(&a["held"]),
+            s(&a["overdraft_limit"]),
+            s(&a["per_transaction_limit"]),
+            s(&a["daily_limit"]),
+            s(&a["daily_spent"]),
+            list(&a["blocked_mccs"]),
+        ));
+    }
+    let c = &e["card"];
+    if !c.is_null() {
+        out.push_str(&format!(
+            "
+card {}: {}{}, blocked MCCs {}",
+            s(&record["card_id"]),
+            s(&c["status"]),
+            if c["belongs_to_user"] == false {
+                ", registered to another user"
+            } else {
+                ""
+            },
+            list(&c["blocked_mccs"]),
+        ));
+    }
+    let checks = e["controls"]["checks"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    if checks.is_empty() {
+        out.push_str(
+            "
+spending controls: none ran",
+        );
+    } else {
+        out.push_str(
+            "
+spending controls, in order:",
+        );
+    }
+    for (i, k) in checks.iter().enumerate() {
+        let verdict = if k["passed"] == true { "pass" } else { "FAIL" };
+        let who = s(&k["owner"]);
+        let cats = if k["categories"].is_null() {
+            String::new()
+        } else {
+            format!(" for {}", list(&k["categories"]))
+        };
+        let line = match k["check"].as_str().unwrap_or("") {
+            "categories" => format!(
+                "{who} {} categories [{}]: merchant category {}{}",
+                s(&k["rule"]),
+                list(&k["list"]),
+                s(&k["mcc"]),
+                if k["matched"].is_null() {
+                    String::new()
+                } else {
+                    format!(" (matches {})", s(&k["matched"]))
+                },
+            ),
+            "countries" => format!(
+                "{who} {} countries [{}]: merchant country {}",
+                s(&k["rule"]),
+                list(&k["list"]),
+                s(&k["country"]),
+            ),
+            "channels" => format!(
+                "{who} {} channels [{}]: request shows {}",
+                s(&k["rule"]),
+                list(&k["list"]),
+                list(&k["channels"]),
+            ),
+            "spending_limit" => format!(
+                "{who} {} spending limit{cats} {} {}: spent {} in {}, this {}",
+                s(&k["interval"]),
+                s(&k["limit"]),
+                s(&k["currency"]),
+                s(&k["spent"]),
+                if k["window"].is_null() {
+                    "no window".to_owned()
+                } else {
+                    s(&k["window"])
+                },
+                s(&k["amount"]),
+            ),
+            "velocity_limit" => format!(
+                "{who} {} limit{cats} of {} authorizations: {} approved in {}",
+                s(&k["interval"]),
+                s(&k["limit"]),
+                s(&k["counted"]),
+                s(&k["window"]),
+            ),
+            other => format!("{who} {other}"),
+        };
+        out.push_str(&format!(
+            "
+  {:>2}. {verdict}  {line}",
+            i + 1
+        ));
+    }
+    out
 }
 
 async fn fund(c: &Client, kind: &str, m: MoneyMove, as_json: bool) -> anyhow::Result<i32> {

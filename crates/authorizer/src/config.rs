@@ -24,6 +24,7 @@ pub struct Settings {
     pub admin: AdminSettings,
     pub redis: RedisSettings,
     pub rules: RulesSettings,
+    pub controls: ControlsSettings,
     pub log: LogSettings,
 }
 
@@ -213,6 +214,31 @@ pub struct RulesSettings {
     pub cache_entries_max: usize,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ControlsSettings {
+    /// The zone of the spending controls' calendar windows: `UTC`, an IANA name (read
+    /// from the system's zoneinfo) or a POSIX TZ rule.
+    pub time_zone: String,
+}
+
+impl ControlsSettings {
+    /// The zone the setting names.
+    pub fn resolve(&self) -> Result<ledger::controls::TimeZone, ConfigError> {
+        let name = self.time_zone.trim();
+        // Only a plain IANA name is looked up on disk (no `..`, no absolute path).
+        let tzif = (!name.is_empty()
+            && !name.starts_with('/')
+            && !name.contains("..")
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
+        .then(|| std::fs::read(Path::new("/usr/share/zoneinfo").join(name)).ok())
+        .flatten();
+        ledger::controls::time_zone(name, tzif.as_deref()).map_err(|e| ConfigError(e.to_string()))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -256,6 +282,7 @@ impl Settings {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError(m));
+        self.controls.resolve()?;
         if self.listen_addr().is_err() {
             return bad(format!(
                 "server.listen: '{}' is not an address like 127.0.0.1:8080",
@@ -474,6 +501,11 @@ impl Settings {
             statement_ms_max: d.statement_ms_max,
             lock_wait_ms_max: d.lock_wait_ms_max,
             index_probes_only: false,
+            // Validated at load.
+            controls_time_zone: self
+                .controls
+                .resolve()
+                .unwrap_or(ledger::controls::TimeZone::UTC),
         }
     }
 }

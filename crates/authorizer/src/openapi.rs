@@ -673,6 +673,7 @@ pub mod errors {
         KeyReused "409" "This Idempotency-Key was used with another request; nothing booked.",
         BodyTooLarge "413" "The body is larger than server.body_bytes_max.",
         Unprocessable "422" "A withdrawal cannot overdraw the account (insufficient_funds), or a deposit would take the balance beyond what the ledger holds (balance_out_of_range).",
+        InvalidControls "422" "The controls document is refused (invalid_controls): the message starts with the JSON path of the first bad field (`spending_limits[0].amount: ...`); nothing changed.",
         TooManyRequests "429" "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
         StorageUnavailable "503" "Storage unavailable; try again.",
     }

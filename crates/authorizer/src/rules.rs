@@ -156,6 +156,7 @@ mod tests {
             user_id: "u".into(),
             status,
             blocked_mccs: MccSet::default(),
+            controls: None,
         }))
     }
 

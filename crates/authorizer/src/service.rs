@@ -253,6 +253,16 @@ pub fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
         amount: r.amount.local.total.value(),
         mcc: r.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
         original_transaction_id: r.transaction.original_transaction_id.as_deref(),
+        country: ledger::controls::ControlRequest::merchant_country(
+            r.merchant.as_ref().and_then(|m| m.country.as_deref()),
+            r.transaction.country_code.as_deref(),
+        ),
+        channels: ledger::controls::Channels::from_request(
+            Some(r.transaction.kind.as_str()),
+            r.transaction.point_type.as_ref().map(|p| p.as_str()),
+            r.transaction.entry_mode.as_ref().map(|e| e.as_str()),
+            r.transaction.origin.as_ref().map(|o| o.as_str()),
+        ),
     }
 }
 
@@ -295,7 +305,7 @@ pub fn render_authorization(r: &AuthorizationResult) -> Vec<u8> {
         Decision::Declined(d) => AuthorizationResponse {
             status: Status::Rejected,
             status_detail: status_detail(d.class()),
-            message: d.message().into(),
+            message: r.decline_message().unwrap_or(d.message()).into(),
             balance: None,
         },
     };

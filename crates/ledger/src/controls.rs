@@ -28,6 +28,9 @@ pub use evaluate::{
 };
 pub use window::{Interval, TimeZoneError, Window, WindowKey, local_day, time_zone};
 
+/// The zone of the calendar windows, as [`time_zone`] resolves the setting.
+pub use jiff::tz::TimeZone;
+
 use std::collections::BTreeSet;
 use std::fmt;
 use std::str::FromStr;

@@ -10,9 +10,11 @@
 //!    way (a block must not fail open); MCCs are read through [`Mcc::normalize`];
 //! 5. amount not representable in minor units, negative, or above the per-transaction
 //!    or daily limit (debits) -> declined, invalid amount;
-//! 6. balance inquiry -> approved with the balance, no movement;
-//! 7. debit above available balance plus overdraft -> declined, insufficient funds;
-//! 8. otherwise approved; a zero amount approves without a movement.
+//! 6. the spending controls of the account and the card (`crate::controls`, evaluated by
+//!    the plan, which holds their counters) -> declined, invalid merchant or invalid amount;
+//! 7. balance inquiry -> approved with the balance, no movement;
+//! 8. debit above available balance plus overdraft -> declined, insufficient funds;
+//! 9. otherwise approved; a zero amount approves without a movement.
 
 use crate::money::{AmountError, to_minor};
 use crate::{Currency, Mcc, MccSet};
@@ -121,6 +123,9 @@ pub enum Decline {
     /// The processor already told us, through a notification, that this transaction
     /// was rejected on its side: a late authorization must not book it.
     RejectedByProcessor,
+    /// A spending control declined (merchant controls: invalid merchant; limits: invalid
+    /// amount). The words naming the control are the evaluation's.
+    Control(DeclineClass),
 }
 
 /// The protocol's reason families, without depending on the protocol crate.
@@ -161,6 +166,7 @@ impl Decline {
             | Decline::AbovePerTransactionLimit
             | Decline::AboveDailyLimit => DeclineClass::InvalidAmount,
             Decline::InsufficientFunds => DeclineClass::InsufficientFunds,
+            Decline::Control(class) => *class,
         }
     }
 
@@ -182,6 +188,7 @@ impl Decline {
             Decline::AboveDailyLimit => "Amount above daily limit",
             Decline::InsufficientFunds => "Insufficient funds",
             Decline::RejectedByProcessor => "Already rejected by the processor",
+            Decline::Control(_) => "Declined by a spending control",
         }
     }
 }
@@ -215,7 +222,18 @@ pub fn decide(
     account: Option<&AccountState>,
     card: Option<&CardState>,
 ) -> Decision {
-    match decide_inner(input, account, card) {
+    decide_with(input, account, card, |_, _| None)
+}
+
+/// [`decide`], asking `controls(kind, amount)` (minor units, >= 0) at rule 6 whether a
+/// spending control declines, and with which reason family.
+pub fn decide_with(
+    input: &AuthorizationInput<'_>,
+    account: Option<&AccountState>,
+    card: Option<&CardState>,
+    controls: impl FnOnce(RequestKind, i64) -> Option<DeclineClass>,
+) -> Decision {
+    match decide_inner(input, account, card, controls) {
         Ok(d) => d,
         Err(reason) => Decision::Declined(reason),
     }
@@ -225,6 +243,7 @@ fn decide_inner(
     input: &AuthorizationInput<'_>,
     account: Option<&AccountState>,
     card: Option<&CardState>,
+    controls: impl FnOnce(RequestKind, i64) -> Option<DeclineClass>,
 ) -> Result<Decision, Decline> {
     let kind = input.kind.ok_or(Decline::UnknownTransactionType)?;
     let currency = input.currency.ok_or(Decline::UnknownCurrency)?;
@@ -280,6 +299,9 @@ fn decide_inner(
         }
         RequestKind::Credit | RequestKind::BalanceInquiry => account.daily_spent,
     };
+    if let Some(class) = controls(kind, minor) {
+        return Err(Decline::Control(class));
+    }
     let signed = match kind {
         RequestKind::BalanceInquiry => {
             // What the cardholder can spend: the posted balance less what is held.

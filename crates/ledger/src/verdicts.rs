@@ -713,6 +713,7 @@ mod tests {
             amount: amount.map(dec),
             mcc: None,
             original_transaction_id: None,
+            ..CardTransaction::default()
         }
     }
 

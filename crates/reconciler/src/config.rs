@@ -235,6 +235,7 @@ impl Settings {
             statement_ms_max: 600_000,
             lock_wait_ms_max: 30_000,
             index_probes_only: false,
+            controls_time_zone: ledger::controls::TimeZone::UTC,
         }
     }
 }

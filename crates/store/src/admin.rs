@@ -110,6 +110,8 @@ pub struct TransactionRecordView {
     pub verdict: Option<String>,
     pub verdict_detail: Option<String>,
     pub verdict_movement_id: Option<i64>,
+    /// JSON: the checks the decision ran, in order, with their inputs.
+    pub explanation: Option<String>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -184,6 +186,7 @@ macro_rules! record_from_row {
             verdict: r.try_get("verdict")?,
             verdict_detail: r.try_get("verdict_detail")?,
             verdict_movement_id: r.try_get("verdict_movement_id")?,
+            explanation: r.try_get("explanation")?,
             created_at_ms: r.try_get("created_at_ms")?,
             updated_at_ms: r.try_get("updated_at_ms")?,
         }
@@ -193,7 +196,7 @@ macro_rules! record_from_row {
 const RECORD_COLUMNS: &str = "SELECT kind, transaction_id, endpoint, direction, tx_type, user_id, \
     card_id, currency, amount_text, amount_minor, status, status_detail, flags, \
     original_transaction_id, movement_id, request_body, response_body, verdict, verdict_detail, \
-    verdict_movement_id, created_at_ms, updated_at_ms FROM processor_transactions";
+    verdict_movement_id, explanation, created_at_ms, updated_at_ms FROM processor_transactions";
 
 impl Store {
     /// Opens the account (idempotent). With `settings`, also sets its rules.

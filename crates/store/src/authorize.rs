@@ -17,9 +17,11 @@ use crate::processor::{
 };
 use crate::rules::{CardLookup, CardRecord};
 use crate::{Flags, Store, StoreError, StoredResponse, Tx, run};
+use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
 use ledger::plan::{
     AuthorizationRequest, AuthorizationResult, CardTransaction, KeyRecord, Outcome, RecordWrite,
-    RecordedTransaction, Snapshot, Writes, direction_str, plan_authorizations,
+    RecordedTransaction, Snapshot, Writes, account_owner, counter_windows, direction_str,
+    owner_kind, plan_authorizations,
 };
 use ledger::{Currency, RequestKind, SystemAccount};
 use sqlx::Row;
@@ -55,6 +57,62 @@ pub(crate) fn cards_to_read<'i>(items: &[BatchItem<'i>]) -> Vec<&'i str> {
         .filter_map(|i| i.tx.card_id)
         .filter(|id| seen.insert(*id))
         .collect()
+}
+
+/// The control counters `items` may read: the owners (kinds and ids, pairwise: every
+/// account as `user/currency`, every card) and the windows holding their instants.
+pub(crate) fn counters_to_read(
+    items: &[BatchItem<'_>],
+    tz: &TimeZone,
+) -> (Vec<&'static str>, Vec<String>, Vec<String>) {
+    let mut owners: Vec<(&'static str, String)> = Vec::new();
+    let mut windows: Vec<String> = Vec::new();
+    let mut days = HashSet::new();
+    for i in items {
+        if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
+            owners.push((owner_kind(Owner::Account), account_owner(u, c)));
+        }
+        if let Some(card) = i.tx.card_id {
+            owners.push((owner_kind(Owner::Card), card.to_owned()));
+        }
+        // Windows are whole local days at least: one conversion per hour is plenty.
+        if days.insert(i.call.now_ms.div_euclid(3_600_000)) {
+            windows.extend(counter_windows(i.call.now_ms, tz));
+        }
+    }
+    owners.sort_unstable();
+    owners.dedup();
+    windows.sort_unstable();
+    windows.dedup();
+    let (kinds, ids) = owners.into_iter().unzip();
+    (kinds, ids, windows)
+}
+
+/// Adds a stored counter row to the snapshot.
+pub(crate) fn counter_from_row(
+    s: &mut Snapshot,
+    kind: String,
+    owner_id: String,
+    window: String,
+    categories: String,
+    counter: Counter,
+) {
+    let owner = if kind == owner_kind(Owner::Card) {
+        Owner::Card
+    } else {
+        Owner::Account
+    };
+    let stored = if categories.is_empty() {
+        window
+    } else {
+        format!("{window}|{categories}")
+    };
+    if let Some(key) = CounterKey::parse(&stored) {
+        s.counters
+            .entry((owner, owner_id))
+            .or_default()
+            .insert(key, counter);
+    }
 }
 
 impl Store {
@@ -193,7 +251,7 @@ pub(crate) async fn authorize_on<'i, R>(
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
-    let snapshot = prefetch(tx, items, clearing, cards_read).await?;
+    let snapshot = prefetch(tx, items, clearing, &store.controls_time_zone, cards_read).await?;
     let requests: Vec<_> = items.iter().map(request_of).collect();
     let plan = plan_authorizations(snapshot, &requests, render)
         .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))?;
@@ -222,10 +280,12 @@ async fn prefetch<'i>(
     tx: &mut Tx,
     items: &[BatchItem<'i>],
     clearing: &HashMap<Currency, i64>,
+    tz: &TimeZone,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
 ) -> Result<Snapshot, sqlx::Error> {
     let mut s = Snapshot {
         clearing: clearing.clone(),
+        time_zone: Some(tz.clone()),
         ..Snapshot::default()
     };
     let lock = match tx {
@@ -322,6 +382,38 @@ async fn prefetch<'i>(
             s.cards.insert(id.to_owned(), r.clone());
         }
         cards_read.push((id, record));
+    }
+    let (kinds, ids, windows) = counters_to_read(items, tz);
+    if !kinds.is_empty() && !windows.is_empty() {
+        let sql = format!(
+            "SELECT owner_kind, owner_id, window_key, categories, amount_minor, count \
+             FROM control_counters WHERE (owner_kind, owner_id) IN (VALUES {}) \
+             AND window_key IN {}",
+            placeholders(kinds.len(), 2, 1),
+            placeholders(1, windows.len(), 2 * kinds.len() + 1)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql);
+            for (k, id) in kinds.iter().zip(&ids) {
+                q = q.bind(*k).bind(id.as_str());
+            }
+            for w in &windows {
+                q = q.bind(w.as_str());
+            }
+            for r in q.fetch_all(c).await? {
+                counter_from_row(
+                    &mut s,
+                    r.try_get("owner_kind")?,
+                    r.try_get("owner_id")?,
+                    r.try_get("window_key")?,
+                    r.try_get("categories")?,
+                    Counter {
+                        amount: r.try_get("amount_minor")?,
+                        count: r.try_get("count")?,
+                    },
+                );
+            }
+        });
     }
     let n = moving(items) as i64;
     if n > 0 {
@@ -509,6 +601,57 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
                 });
             }
         }
+    }
+    let explained: Vec<_> = w
+        .records
+        .iter()
+        .filter(|r| r.write == RecordWrite::Insert && r.explanation.is_some())
+        .collect();
+    if !explained.is_empty() {
+        let sql = format!(
+            "UPDATE processor_transactions SET explanation = v.column2, controls_counted = v.column3 \
+             FROM (VALUES {}) AS v WHERE kind = $1 AND transaction_id = v.column1",
+            placeholders(explained.len(), 3, 2)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql).bind(KIND_AUTHORIZATION);
+            for r in &explained {
+                q = q
+                    .bind(items[r.request].tx.transaction_id)
+                    .bind(r.explanation.as_deref())
+                    .bind(r.counted.as_deref());
+            }
+            q.execute(c).await?.rows_affected()
+        });
+    }
+    let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
+    if !counters.is_empty() {
+        let greatest = match tx {
+            Tx::Pg(_) => "GREATEST",
+            Tx::Lite(_) => "MAX",
+        };
+        let sql = format!(
+            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, \
+             updated_at_ms) VALUES {} \
+             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
+             SET amount_minor = {greatest}(0, c.amount_minor + excluded.amount_minor), \
+             count = {greatest}(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms",
+            placeholders(counters.len(), 7, 1)
+        );
+        run!(tx, c => {
+            let mut q = sqlx::query(&sql);
+            for (w, (window, categories)) in &counters {
+                q = q
+                    .bind(owner_kind(w.owner))
+                    .bind(w.owner_id.as_str())
+                    .bind(window.as_str())
+                    .bind(categories.as_str())
+                    .bind(w.amount.max(0))
+                    .bind(w.count.max(0))
+                    .bind(now);
+            }
+            q.execute(c).await?.rows_affected()
+        });
     }
     insert_rows!(
         tx,

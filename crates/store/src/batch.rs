@@ -15,7 +15,7 @@
 //! and every item runs alone (a batch of one), which replays the winner: one request never
 //! fails its neighbours.
 
-use crate::authorize::{cards_to_read, moving, request_of};
+use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, moving, request_of};
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::outbox::{OutboxRows, Subscribers};
 use crate::processor::{Asked, LockedAccount, asked_from_row, direction_str};
@@ -25,8 +25,10 @@ use crate::processor::{
 };
 use crate::rules::{CardLookup, CardRecord, card_from_stored};
 use crate::{Db, Store, StoreError, StoredResponse, is_unique_violation};
+use ledger::controls::{Counter, TimeZone};
 use ledger::plan::{
-    KeyRecord, RecordRow, RecordWrite, RecordedTransaction, Snapshot, Writes, plan_authorizations,
+    KeyRecord, RecordRow, RecordWrite, RecordedTransaction, Snapshot, Writes, owner_kind,
+    plan_authorizations,
 };
 use ledger::{Currency, RequestKind};
 use sqlx::Row;
@@ -57,7 +59,10 @@ enum Attempt {
 /// also when Postgres switches to a generic plan built while the table was small.
 /// (`kind = $3 AND transaction_id = ANY($4)`, or a join, ended up as an index scan on `kind`
 /// alone, a pass over every authorization of the table per batch: batches slowed down as the
-/// ledger grew.)
+/// ledger grew.) Branch 7, the control counters of the batch's accounts and cards in the
+/// windows holding its instants, reuses columns: `k` the window, `user_id` the owner id,
+/// `status` the owner kind, `blocked_mccs` the category filter, `amount_minor` and `version`
+/// the amount and count.
 const READ_BATCH: &str = "\
 SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
@@ -65,36 +70,43 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
        NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
        NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor, \
        NULL::int8 AS amount_minor, NULL::text AS verdict, NULL::text AS endpoint, NULL::text AS direction, \
-       NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text \
+       NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text, NULL::text AS controls \
   FROM UNNEST($2::text[]) AS x(wanted), \
        LATERAL (SELECT * FROM idempotency_keys WHERE scope = $1 AND key = x.wanted LIMIT 1) i \
 UNION ALL \
 SELECT 2, t.transaction_id, NULL, t.response_status, t.response_body, NULL, t.user_id, t.currency, \
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.status, NULL, \
-       t.amount_minor, t.verdict, t.endpoint, t.direction, t.tx_type, t.card_id, t.amount_text \
+       t.amount_minor, t.verdict, t.endpoint, t.direction, t.tx_type, t.card_id, t.amount_text, NULL \
   FROM UNNEST($4::text[]) AS x(tid), \
        LATERAL (SELECT * FROM processor_transactions \
                  WHERE kind = $3 AND transaction_id = x.tid LIMIT 1 /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
        per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls \
   FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
-               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor \
+               per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor, \
+               controls \
           FROM accounts WHERE kind = 'USER' \
            AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
          ORDER BY id /*LOCK*/) a \
 UNION ALL \
 SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       blocked_mccs, status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       blocked_mccs, status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls \
   FROM UNNEST($7::text[]) AS x(wanted), LATERAL (SELECT * FROM cards WHERE card_id = x.wanted LIMIT 1) c \
 UNION ALL \
+SELECT 7, c.window_key, NULL, NULL, NULL, NULL, c.owner_id, NULL, NULL, c.count, NULL, NULL, NULL, NULL, NULL, \
+       c.categories, c.owner_kind, NULL, c.amount_minor, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+  FROM UNNEST($9::text[], $10::text[]) AS o(kind, id), UNNEST($11::text[]) AS w(wk), \
+       LATERAL (SELECT * FROM control_counters \
+                 WHERE owner_kind = o.kind AND owner_id = o.id AND window_key = w.wk) c \
+UNION ALL \
 SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, $8::int8) \
 UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The writes with the batch's events: one outbox row per event and subscription, in the
@@ -105,8 +117,8 @@ static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
          next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $57, s, u, b, h, 'PENDING', 0, at, at, at, at \
-    FROM UNNEST($58::text[], $59::int8[], $60::text[], $61::bytea[], $62::text[], $63::int8[]) \
+  SELECT e, $65, s, u, b, h, 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($66::text[], $67::int8[], $68::text[], $69::bytea[], $70::text[], $71::int8[]) \
       AS x(e, s, u, b, h, at) \
 ) SELECT ledger_expect_rows(",
     )
@@ -117,8 +129,8 @@ static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| READ_BATCH.replace("/*LOCK*/", "FOR UPDATE"));
 
 /// The writes of a batch, in one statement: movements, postings, account balances, the
-/// processor transactions (new, or answering a verdict that came first) and the idempotency
-/// records. Empty arrays write nothing. Without locks taken earlier this statement is the commit, which the requesters wait for: it must
+/// processor transactions (new, or answering a verdict that came first), the idempotency
+/// records and what approvals add to the control counters. Empty arrays write nothing. Without locks taken earlier this statement is the commit, which the requesters wait for: it must
 /// not wait on a row lock, so it first locks its accounts with NOWAIT (`lk`, evaluated once
 /// before the update's first row) and fails at once, as a lost race, if one is held.
 const WRITE_BATCH: &str = "\
@@ -143,12 +155,14 @@ WITH lk AS ( \
 ), t AS ( \
   INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
          card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
-         idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms) \
-  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $4, $4 \
+         idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms, \
+         explanation, controls_counted) \
+  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $4, $4, \
+         ex, cc \
     FROM UNNEST($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
                 $23::text[], $24::int8[], $25::text[], $26::text[], $27::text[], $28::text[], $29::int8[], \
-                $30::bytea[], $31::int4[], $32::bytea[]) \
-      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp) \
+                $30::bytea[], $31::int4[], $32::bytea[], $57::text[], $58::text[]) \
+      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp, ex, cc) \
 ), k AS ( \
   INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
   SELECT $33, k, h, ep, rs, body, $4 \
@@ -163,6 +177,14 @@ WITH lk AS ( \
       AS u(tid, ep, ik, rb, rs, resp, st, sd, dir, typ, uid, cid, cur, atext) \
    WHERE p.kind = 'AUTHORIZATION' AND p.transaction_id = u.tid AND p.response_status IS NULL \
    RETURNING p.transaction_id \
+), c AS ( \
+  INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, updated_at_ms) \
+  SELECT ok, oid, wk, cat, GREATEST(0, amt), GREATEST(0, cnt), $4 \
+    FROM UNNEST($59::text[], $60::text[], $61::text[], $62::text[], $63::int8[], $64::int8[]) \
+      AS u(ok, oid, wk, cat, amt, cnt) \
+  ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
+     SET amount_minor = GREATEST(0, c.amount_minor + EXCLUDED.amount_minor), \
+         count = GREATEST(0, c.count + EXCLUDED.count), updated_at_ms = $4 \
 ) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a) + (SELECT count(*) FROM u))";
 
 impl Store {
@@ -272,6 +294,7 @@ impl Store {
             items,
             render,
             &clearing,
+            &self.controls_time_zone,
             false,
             cards,
             &subscribers,
@@ -298,7 +321,18 @@ impl Store {
         // Lost a race on an account (hot accounts): again, holding the accounts' locks.
         cards.clear();
         let mut tx = pool.begin().await?;
-        match batch_in(&mut tx, items, render, &clearing, true, cards, &subscribers).await {
+        match batch_in(
+            &mut tx,
+            items,
+            render,
+            &clearing,
+            &self.controls_time_zone,
+            true,
+            cards,
+            &subscribers,
+        )
+        .await
+        {
             Ok(Step::Done(results)) => {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
@@ -350,6 +384,7 @@ async fn batch_in<'i, R>(
     items: &[BatchItem<'i>],
     render: &R,
     clearing: &HashMap<Currency, i64>,
+    tz: &TimeZone,
     locking: bool,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
     subscribers: &Subscribers,
@@ -357,7 +392,7 @@ async fn batch_in<'i, R>(
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
-    let snapshot = read_batch(tx, items, clearing, locking, cards_read).await?;
+    let snapshot = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
     let requests: Vec<_> = items.iter().map(request_of).collect();
     let plan = plan_authorizations(snapshot, &requests, render).map_err(BatchError::Plan)?;
     if !locking && plan.writes.is_empty() {
@@ -392,6 +427,7 @@ async fn read_batch<'i>(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'i>],
     clearing: &HashMap<Currency, i64>,
+    tz: &TimeZone,
     locking: bool,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
 ) -> Result<Snapshot, sqlx::Error> {
@@ -405,6 +441,7 @@ async fn read_batch<'i>(
         }
     }
     let card_ids = cards_to_read(items);
+    let (owner_kinds, owner_ids, windows) = counters_to_read(items, tz);
     let read = if locking {
         READ_BATCH_LOCKING.as_str()
     } else {
@@ -412,6 +449,7 @@ async fn read_batch<'i>(
     };
     let mut s = Snapshot {
         clearing: clearing.clone(),
+        time_zone: Some(tz.clone()),
         ..Snapshot::default()
     };
     for r in sqlx::query(read)
@@ -423,6 +461,9 @@ async fn read_batch<'i>(
         .bind(&codes)
         .bind(&card_ids)
         .bind(moving(items) as i64)
+        .bind(&owner_kinds)
+        .bind(&owner_ids)
+        .bind(&windows)
         .fetch_all(&mut *tx)
         .await?
     {
@@ -469,15 +510,31 @@ async fn read_batch<'i>(
                 let user: Option<String> = r.try_get("user_id")?;
                 let status: Option<String> = r.try_get("status")?;
                 let blocked: Option<String> = r.try_get("blocked_mccs")?;
+                let controls: Option<String> = r.try_get("controls")?;
                 s.cards.insert(
                     r.try_get("k")?,
                     card_from_stored(
                         user.unwrap_or_default(),
                         &status.unwrap_or_default(),
                         &blocked.unwrap_or_default(),
+                        &controls.unwrap_or_default(),
                     ),
                 );
             }
+            7 => counter_from_row(
+                &mut s,
+                r.try_get::<Option<String>, _>("status")?
+                    .unwrap_or_default(),
+                r.try_get::<Option<String>, _>("user_id")?
+                    .unwrap_or_default(),
+                r.try_get::<Option<String>, _>("k")?.unwrap_or_default(),
+                r.try_get::<Option<String>, _>("blocked_mccs")?
+                    .unwrap_or_default(),
+                Counter {
+                    amount: r.try_get::<Option<i64>, _>("amount_minor")?.unwrap_or(0),
+                    count: r.try_get::<Option<i64>, _>("version")?.unwrap_or(0),
+                },
+            ),
             5 => s.movement_ids.push(r.try_get::<i64, _>("id")?),
             _ => s.posting_ids.push(r.try_get::<i64, _>("id")?),
         }
@@ -525,6 +582,7 @@ async fn write_batch(
     let card = |i: &BatchItem<'_>| i.tx.card_id.map(str::to_owned);
     let currency = |i: &BatchItem<'_>| Some(i.tx.currency.to_owned());
     let amount_text = |i: &BatchItem<'_>| Some(i.tx.amount_text.to_owned());
+    let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
     let sql = match events {
         Some(_) => WRITE_BATCH_EVENTS.as_str(),
         None => WRITE_BATCH,
@@ -591,7 +649,15 @@ async fn write_batch(
         .bind(texts(&answered, &user))
         .bind(texts(&answered, &card))
         .bind(texts(&answered, &currency))
-        .bind(texts(&answered, &amount_text));
+        .bind(texts(&answered, &amount_text))
+        .bind(col(&new, |r| r.explanation.as_deref()))
+        .bind(col(&new, |r| r.counted.as_deref()))
+        .bind(col(&counters, |c| owner_kind(c.0.owner)))
+        .bind(col(&counters, |c| c.0.owner_id.as_str()))
+        .bind(col(&counters, |c| c.1.0.as_str()))
+        .bind(col(&counters, |c| c.1.1.as_str()))
+        .bind(col(&counters, |c| c.0.amount))
+        .bind(col(&counters, |c| c.0.count));
     let q = match events {
         Some(e) => q
             .bind(e.event_type)

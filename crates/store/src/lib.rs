@@ -18,6 +18,7 @@ pub mod admin;
 pub mod audit;
 mod authorize;
 pub mod batch;
+pub mod controls;
 pub mod events;
 pub mod holds;
 pub mod instore;
@@ -31,6 +32,7 @@ pub mod writer;
 pub use admin::*;
 pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
+pub use controls::StoredControls;
 pub use holds::{
     ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldView, RefundView, ReserveRequest,
 };
@@ -152,6 +154,8 @@ pub struct StoreConfig {
     /// statements look rows up by key: a cached generic plan built while a table was still
     /// small must not scan the whole table per key once it grew.
     pub index_probes_only: bool,
+    /// The zone of the spending controls' calendar windows (`controls.time_zone`).
+    pub controls_time_zone: ledger::controls::TimeZone,
 }
 
 impl std::fmt::Debug for StoreConfig {
@@ -209,6 +213,8 @@ pub struct Store {
     system_ids: Arc<Mutex<HashMap<(SystemAccount, Currency), i64>>>,
     /// The active webhook subscriptions, as this instance last read them.
     subscriptions: Arc<outbox::SubscriptionCache>,
+    /// The zone of the spending controls' calendar windows (`controls.time_zone`).
+    pub(crate) controls_time_zone: ledger::controls::TimeZone,
 }
 
 impl Store {
@@ -294,6 +300,7 @@ impl Store {
             sqlite_path,
             system_ids: Arc::new(Mutex::new(HashMap::new())),
             subscriptions: Arc::default(),
+            controls_time_zone: cfg.controls_time_zone.clone(),
         })
     }
 

@@ -42,7 +42,12 @@ const MIGRATIONS: &[Migration] = &[
         postgres: include_str!("../../../migrations/postgres/0005_outbox.sql"),
         sqlite: include_str!("../../../migrations/sqlite/0005_outbox.sql"),
     },
-    // 6 is taken by the controls migration.
+    Migration {
+        version: 6,
+        name: "0006_controls",
+        postgres: include_str!("../../../migrations/postgres/0006_controls.sql"),
+        sqlite: include_str!("../../../migrations/sqlite/0006_controls.sql"),
+    },
     Migration {
         version: 7,
         name: "0007_instore",

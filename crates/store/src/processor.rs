@@ -212,7 +212,7 @@ macro_rules! account_columns {
     () => {
         "SELECT id, currency, balance_minor, held_minor, version, overdraft_limit_minor, \
          per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
-         blocked_mccs, created_at_ms, updated_at_ms FROM accounts"
+         blocked_mccs, controls, created_at_ms, updated_at_ms FROM accounts"
     };
 }
 pub(crate) use account_columns;
@@ -235,6 +235,10 @@ macro_rules! locked_account_from_row {
             // Stored sets are validated on write; an unreadable one blocks nothing.
             blocked_mccs: ledger::MccSet::from_stored(&r.try_get::<String, _>("blocked_mccs")?)
                 .unwrap_or_default(),
+            controls: $crate::rules::stored_controls(
+                r.try_get::<Option<String>, _>("controls")?.as_deref(),
+                Some(Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?),
+            ),
         }
     }};
 }
@@ -284,13 +288,17 @@ pub(crate) async fn load_card_record(
     tx: &mut Tx,
     card_id: &str,
 ) -> Result<Option<CardRecord>, sqlx::Error> {
-    let row: Option<(String, String, String)> = run!(tx, c => {
-        sqlx::query_as("SELECT user_id, status, blocked_mccs FROM cards WHERE card_id = $1")
-            .bind(card_id)
-            .fetch_optional(c)
-            .await?
+    let row: Option<(String, String, String, String)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
+        )
+        .bind(card_id)
+        .fetch_optional(c)
+        .await?
     });
-    Ok(row.map(|(owner, status, blocked)| card_from_stored(owner, &status, &blocked)))
+    Ok(row.map(|(owner, status, blocked, controls)| {
+        card_from_stored(owner, &status, &blocked, &controls)
+    }))
 }
 
 /// A finished request under an idempotency key.
@@ -712,6 +720,19 @@ where
         let plan = plan_adjustment(terms, &facts, t);
         let movement_id =
             write_movement(&mut tx, plan.movement, account.as_ref(), call.now_ms).await?;
+        // A credit against an authorization gives back the room it took in its controls.
+        if let (RequestKind::Credit, Some(original), Some(_), Some(amount)) = (
+            direction,
+            t.original_transaction_id,
+            movement_id,
+            plan.amount_minor,
+        ) {
+            let give = ledger::plan::GiveBack::Credit {
+                amount: amount.abs(),
+                reversal: t.tx_type.starts_with("REVERSAL"),
+            };
+            crate::controls::release_controls(&mut tx, original, give, call.now_ms).await?;
+        }
         let result = AdjustmentResult {
             flags: plan.flags,
             movement_id,
@@ -804,6 +825,11 @@ where
             plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let movement_id =
             write_movement(&mut tx, plan.movement, account.as_ref(), n.now_ms).await?;
+        // The processor rejected what we approved: the room it took comes back.
+        if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
+            let give = ledger::plan::GiveBack::Whole;
+            crate::controls::release_controls(&mut tx, t.transaction_id, give, n.now_ms).await?;
+        }
         if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
             let set_verdict = (verdict, n.status_detail, movement_id);
             match plan.record {

@@ -5,29 +5,59 @@
 //! for the balance anyway, so they are always read there, under the lock.
 
 use crate::{Store, StoreError, run_pool};
-use ledger::{CardStatus, MccSet};
+use ledger::controls::Controls;
+use ledger::{CardStatus, Currency, MccSet};
+use std::sync::Arc;
 
 pub use ledger::plan::{CardLookup, CardRecord};
 
 /// A card row as the plan reads it.
-pub(crate) fn card_from_stored(user_id: String, status: &str, blocked: &str) -> CardRecord {
+pub(crate) fn card_from_stored(
+    user_id: String,
+    status: &str,
+    blocked: &str,
+    controls: &str,
+) -> CardRecord {
     CardRecord {
         user_id,
         // An unreadable status is treated as not active: refuse rather than guess.
         status: CardStatus::parse(status).unwrap_or(CardStatus::Blocked),
         blocked_mccs: MccSet::from_stored(blocked).unwrap_or_default(),
+        controls: stored_controls(Some(controls), None),
+    }
+}
+
+/// A stored controls document (`''`: none) as the plan reads it; `account_currency` for
+/// an account's. Documents are validated and stored in canonical form, so one that cannot
+/// be read again is a damaged row: it is logged and read as no controls.
+pub(crate) fn stored_controls(
+    stored: Option<&str>,
+    account_currency: Option<Currency>,
+) -> Option<Arc<Controls>> {
+    let text = stored.filter(|s| !s.is_empty())?;
+    match Controls::from_json(text, account_currency) {
+        Ok(c) if c.is_empty() => None,
+        Ok(c) => Some(Arc::new(c)),
+        Err(e) => {
+            tracing::error!(error = %e, "stored spending controls unreadable");
+            None
+        }
     }
 }
 
 impl Store {
     /// The card's rules as committed now (`None`: no record), read without locking.
     pub async fn card_record(&self, card_id: &str) -> Result<Option<CardRecord>, StoreError> {
-        let row: Option<(String, String, String)> = run_pool!(&self.db, p => {
-            sqlx::query_as("SELECT user_id, status, blocked_mccs FROM cards WHERE card_id = $1")
-                .bind(card_id)
-                .fetch_optional(p)
-                .await?
+        let row: Option<(String, String, String, String)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
+            )
+            .bind(card_id)
+            .fetch_optional(p)
+            .await?
         });
-        Ok(row.map(|(user, status, blocked)| card_from_stored(user, &status, &blocked)))
+        Ok(row.map(|(user, status, blocked, controls)| {
+            card_from_stored(user, &status, &blocked, &controls)
+        }))
     }
 }

@@ -48,7 +48,11 @@ admin_routes! {
     post "/v1/accounts/{user_id}/{currency}/withdrawals" => withdraw,
     get "/v1/accounts/{user_id}/{currency}/postings" => postings,
     get "/v1/accounts/{user_id}/{currency}/holds" => holds,
+    put "/v1/accounts/{user_id}/{currency}/controls" => super::controls::put_account_controls,
+    get "/v1/accounts/{user_id}/{currency}/controls" => super::controls::get_account_controls,
     put "/v1/cards/{card_id}" => put_card,
+    put "/v1/cards/{card_id}/controls" => super::controls::put_card_controls,
+    get "/v1/cards/{card_id}/controls" => super::controls::get_card_controls,
     get "/v1/transactions/{transaction_id}" => get_transaction,
     get "/v1/reconciliation/runs" => reconciliation_runs,
     get "/v1/reconciliation/runs/{date}/breaks" => reconciliation_breaks,
@@ -75,10 +79,10 @@ pub struct AccountPath {
         max_length = 255,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
     )]
-    user_id: String,
+    pub(crate) user_id: String,
     /// ISO 4217 code, e.g. ARS.
     #[param(pattern = "^[A-Z]{3}$")]
-    currency: String,
+    pub(crate) currency: String,
 }
 
 /// The card a route names.
@@ -91,7 +95,7 @@ pub struct CardPath {
         max_length = 255,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
     )]
-    card_id: String,
+    pub(crate) card_id: String,
 }
 
 /// The processor transaction a route names.
@@ -104,7 +108,7 @@ pub struct TransactionPath {
         max_length = 255,
         pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
     )]
-    transaction_id: String,
+    pub(crate) transaction_id: String,
 }
 
 /// The reconciliation run a route names.
@@ -234,11 +238,11 @@ pub(crate) fn printable_id(id: &str) -> bool {
 /// match can do no harm. Still refused: U+FFFD, which the router substitutes for
 /// percent-escapes that are not UTF-8 (`ctx%FF` would find `ctx\u{FFFD}`), and U+0000,
 /// which no Postgres text parameter can carry.
-fn lookup_id(id: &str) -> bool {
+pub(crate) fn lookup_id(id: &str) -> bool {
     !id.is_empty() && !id.contains(['\0', char::REPLACEMENT_CHARACTER])
 }
 
-fn user_id(id: &str) -> Result<&str> {
+pub(crate) fn user_id(id: &str) -> Result<&str> {
     if !printable_id(id) {
         return Err(AdminError::bad(
             "invalid_user_id",
@@ -936,6 +940,10 @@ fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
         verdict_movement_id: r.verdict_movement_id,
         request: stored_body(&r.request_body),
         response: stored_body(&r.response_body),
+        explanation: r
+            .explanation
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok()),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
     }
@@ -1450,6 +1458,12 @@ pub struct TransactionRecord {
     pub request: Value,
     /// The exact answer we sent.
     pub response: Value,
+    /// Authorizations decided here: the checks run, in order, with their inputs (the
+    /// account's balance, held and available amounts, the card, and each spending control
+    /// with the limit and what the window had counted), and the outcome.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Value>,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }

@@ -3,6 +3,7 @@
 
 pub mod admin;
 pub mod channels;
+pub mod controls;
 pub mod instore;
 pub mod instore_admin;
 pub mod processor;

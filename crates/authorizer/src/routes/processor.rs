@@ -543,6 +543,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                 amount: local.and_then(|l| l.total.value()),
                 mcc: d.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
                 original_transaction_id: tx.original_transaction_id.as_deref(),
+                ..CardTransaction::default()
             });
             let direction = d
                 .transaction

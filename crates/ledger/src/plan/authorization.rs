@@ -4,17 +4,30 @@
 //!    request asks for the same money (the new key records it too), else transaction conflict;
 //! 3. a transaction id first seen through the processor's verdict takes that verdict as
 //!    its answer, moving nothing (the verdict booked what it said);
-//! 4. otherwise [`decide`] on the account and card as the earlier requests left them; an
-//!    approval of a non-zero amount moves it between the account and processor clearing.
+//! 4. otherwise [`decide`] on the account and card as the earlier requests left them, the
+//!    spending controls of both evaluated against the counters as the earlier approvals
+//!    left them; an approval of a non-zero amount moves it between the account and
+//!    processor clearing, and adds to the counters of the windows it counts in.
+//!
+//! Every fresh decision keeps its explanation (the checks run, with their inputs) with the
+//! transaction record.
 
 use super::{
-    Asked, CardLookup, CardTransaction, KeyRecord, KeyRow, MovementRow, Outcome, Plan, PlanError,
-    PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot, StoredResponse, Writes,
-    day_of,
+    Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
+    Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
+    StoredResponse, Writes, account_owner, day_of,
 };
-use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide};
-use crate::money::to_minor;
+use crate::controls::{
+    ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
+    Release, Released, TimeZone, evaluate, release,
+};
+use crate::decision::{
+    AccountState, AuthorizationInput, CardState, Decision, Decline, RequestKind, decide_with,
+};
+use crate::money::{format_minor, to_minor};
 use crate::{Currency, PostingPlan};
+use jiff::Timestamp;
+use serde_json::json;
 use std::collections::HashMap;
 
 /// One authorization to plan.
@@ -37,6 +50,19 @@ pub struct AuthorizationResult {
     pub decision: Decision,
     pub currency: Option<Currency>,
     pub movement_id: Option<i64>,
+    /// The spending control that declined, with the words the answer carries.
+    pub control: Option<ControlDecline>,
+}
+
+impl AuthorizationResult {
+    /// The answer's message for a decline: the control's words, or the rule's.
+    pub fn decline_message(&self) -> Option<&str> {
+        match (&self.decision, &self.control) {
+            (Decision::Declined(_), Some(c)) => Some(&c.message),
+            (Decision::Declined(d), None) => Some(d.message()),
+            _ => None,
+        }
+    }
 }
 
 /// Plans `requests` in order against `snapshot`; `render` turns a decision into the exact
@@ -57,7 +83,12 @@ where
         clearing,
         movement_ids,
         posting_ids,
+        mut counters,
+        time_zone,
     } = snapshot;
+    let tz = time_zone.unwrap_or(TimeZone::UTC);
+    // Each counter's change over the batch, in the order first changed.
+    let mut counter_writes: Vec<CounterWrite> = Vec::new();
     let mut movement_ids = movement_ids.into_iter();
     let mut posting_ids = posting_ids.into_iter();
     let mut writes = Writes::default();
@@ -107,6 +138,7 @@ where
                     decision,
                     currency,
                     movement_id: None,
+                    control: None,
                 };
                 let amount_minor = verdict_first.amount_minor;
                 record(
@@ -115,6 +147,7 @@ where
                     RecordWrite::Answer,
                     amount_minor,
                     result,
+                    (None, None),
                     &render,
                 )
             }
@@ -122,21 +155,48 @@ where
                 let today = day_of(req.now_ms);
                 let account_key = t.user_id.zip(currency).map(|(u, c)| (u.to_owned(), c));
                 let account = account_key.as_ref().and_then(|k| accounts.get_mut(k));
-                let card = match (t.card_id, req.card.known(t.user_id)) {
-                    (None, _) => None,
-                    (Some(_), Some(known)) => known,
-                    (Some(id), None) => cards.get(id).map(|c| c.state_for(t.user_id)),
+                let card_record = match (t.card_id, req.card) {
+                    (None, _) | (Some(_), CardLookup::Absent) => None,
+                    (Some(_), CardLookup::Known(r)) => Some(r),
+                    (Some(id), CardLookup::InTransaction) => cards.get(id),
                 };
+                let card = card_record.map(|c| c.state_for(t.user_id));
                 let input = AuthorizationInput {
                     kind: req.kind,
                     currency,
                     amount: t.amount,
                     mcc: t.mcc,
                 };
-                let decision = decide(
-                    &input,
-                    account.as_ref().map(|a| a.state(today)).as_ref(),
+                let state = account.as_ref().map(|a| a.state(today));
+                let layers = Layers {
+                    account: account.as_ref().and_then(|a| a.controls.clone()),
+                    card: card_record.and_then(|c| c.controls.clone()),
+                    account_owner: account_key.as_ref().map(|(u, c)| account_owner(u, *c)),
+                    card_owner: t.card_id.map(str::to_owned),
+                };
+                let mut evaluation: Option<Evaluation> = None;
+                let decision = decide_with(&input, state.as_ref(), card.as_ref(), |kind, minor| {
+                    let ev = layers.evaluate(kind, minor, currency?, req, &counters, &tz)?;
+                    let class = ev.declined.as_ref().map(ControlDecline::class);
+                    evaluation = Some(ev);
+                    class
+                });
+                let counted = match (&decision, &evaluation) {
+                    (Decision::Approved { .. }, Some(ev)) if !ev.counted.is_empty() => {
+                        let rows = layers.counter_writes(&ev.counted);
+                        for w in &rows {
+                            add_counter(&mut counters, &mut counter_writes, w);
+                        }
+                        Some(counted_json(&rows))
+                    }
+                    _ => None,
+                };
+                let explanation = explain(
+                    &decision,
+                    currency,
+                    state.as_ref(),
                     card.as_ref(),
+                    evaluation.as_ref(),
                 );
                 let mut movement_id = None;
                 if let (
@@ -212,6 +272,7 @@ where
                     decision,
                     currency,
                     movement_id,
+                    control: evaluation.and_then(|e| e.declined),
                 };
                 record(
                     &mut writes,
@@ -219,6 +280,7 @@ where
                     RecordWrite::Insert,
                     amount_minor,
                     result,
+                    (Some(explanation), counted),
                     &render,
                 )
             }
@@ -249,7 +311,252 @@ where
         }
         outcomes.push(outcome);
     }
+    writes.counters = counter_writes;
     Ok(Plan { outcomes, writes })
+}
+
+/// The controls of one request's account and card, and whose counters they read.
+struct Layers {
+    account: Option<std::sync::Arc<Controls>>,
+    card: Option<std::sync::Arc<Controls>>,
+    /// `user/currency`.
+    account_owner: Option<String>,
+    card_owner: Option<String>,
+}
+
+impl Layers {
+    /// Evaluates the controls (`None` when there are none).
+    fn evaluate(
+        &self,
+        kind: RequestKind,
+        minor: i64,
+        currency: Currency,
+        req: &AuthorizationRequest<'_>,
+        counters: &HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
+        tz: &TimeZone,
+    ) -> Option<Evaluation> {
+        let mut layers: Vec<(Owner, &Controls)> = Vec::with_capacity(2);
+        if let Some(c) = self.account.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Account, c));
+        }
+        if let Some(c) = self.card.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Card, c));
+        }
+        if layers.is_empty() {
+            return None;
+        }
+        let t = &req.tx;
+        let request = ControlRequest {
+            kind,
+            currency,
+            amount: minor,
+            mcc: t.mcc,
+            country: t.country,
+            channels: t.channels,
+            at: Timestamp::from_millisecond(req.now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
+        };
+        let account = self.account_owner.clone().map(|id| (Owner::Account, id));
+        let card = self.card_owner.clone().map(|id| (Owner::Card, id));
+        let source = |owner: Owner, key: &CounterKey| {
+            let of = match owner {
+                Owner::Account => account.as_ref(),
+                Owner::Card => card.as_ref(),
+            };
+            of.and_then(|o| counters.get(o))
+                .and_then(|m| m.get(key))
+                .copied()
+                .unwrap_or_default()
+        };
+        Some(evaluate(&layers, &request, &source, tz))
+    }
+
+    /// An evaluation's counter deltas as rows of their owners.
+    fn counter_writes(&self, deltas: &[CounterDelta]) -> Vec<CounterWrite> {
+        deltas
+            .iter()
+            .filter_map(|d| {
+                let owner_id = match d.owner {
+                    Owner::Account => self.account_owner.clone(),
+                    Owner::Card => self.card_owner.clone(),
+                }?;
+                Some(CounterWrite {
+                    owner: d.owner,
+                    owner_id,
+                    key: d.key.clone(),
+                    amount: d.amount,
+                    count: d.count,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Applies `w` to the batch's counters (so a later request sees it) and to what the batch
+/// writes.
+fn add_counter(
+    counters: &mut HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
+    writes: &mut Vec<CounterWrite>,
+    w: &CounterWrite,
+) {
+    let c = counters
+        .entry((w.owner, w.owner_id.clone()))
+        .or_default()
+        .entry(w.key.clone())
+        .or_default();
+    c.amount = c.amount.saturating_add(w.amount).max(0);
+    c.count = c.count.saturating_add(w.count).max(0);
+    match writes
+        .iter_mut()
+        .find(|x| x.owner == w.owner && x.owner_id == w.owner_id && x.key == w.key)
+    {
+        Some(x) => {
+            x.amount = x.amount.saturating_add(w.amount);
+            x.count = x.count.saturating_add(w.count);
+        }
+        None => writes.push(w.clone()),
+    }
+}
+
+/// What an approval counted, as kept with its record: the counters it added to, so a
+/// reversal can give back exactly that.
+fn counted_json(rows: &[CounterWrite]) -> String {
+    let deltas: Vec<_> = rows
+        .iter()
+        .map(|w| {
+            json!({
+                "owner": w.owner,
+                "owner_id": w.owner_id,
+                "key": w.key.to_string(),
+                "amount": w.amount,
+                "count": w.count,
+            })
+        })
+        .collect();
+    json!({"counted": deltas, "released": {"amount": 0, "whole": false}}).to_string()
+}
+
+/// How much of an approval's room a later message gives back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GiveBack {
+    /// The processor rejected the transaction after our approval: all of it.
+    Whole,
+    /// A credit adjustment of `amount` minor units against it; `reversal` for a
+    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left.
+    Credit { amount: i64, reversal: bool },
+}
+
+/// The counter changes that give back room an approval took, from what its record kept
+/// (`counted_json`), and the record's new text; `None` when the text cannot be read. The
+/// changes go to the windows the approval counted in, never more money than it took, the
+/// count at most once (see [`crate::controls::release`]).
+pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite>, String)> {
+    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let mut rows = Vec::new();
+    for d in v["counted"].as_array()? {
+        let owner = match d["owner"].as_str()? {
+            "card" => Owner::Card,
+            _ => Owner::Account,
+        };
+        rows.push(CounterWrite {
+            owner,
+            owner_id: d["owner_id"].as_str()?.to_owned(),
+            key: CounterKey::parse(d["key"].as_str()?)?,
+            amount: d["amount"].as_i64()?,
+            count: d["count"].as_i64()?,
+        });
+    }
+    let released = Released {
+        amount: v["released"]["amount"].as_i64().unwrap_or(0),
+        whole: v["released"]["whole"].as_bool().unwrap_or(false),
+    };
+    let counted: Vec<CounterDelta> = rows
+        .iter()
+        .map(|w| CounterDelta {
+            owner: w.owner,
+            key: w.key.clone(),
+            amount: w.amount,
+            count: w.count,
+        })
+        .collect();
+    let taken = counted.iter().map(|d| d.amount).max().unwrap_or(0);
+    let what = match give {
+        GiveBack::Whole => Release::Whole,
+        GiveBack::Credit { amount, reversal } if reversal && amount >= taken - released.amount => {
+            Release::Whole
+        }
+        GiveBack::Credit { amount, .. } => Release::Amount(amount),
+    };
+    let (deltas, now) = release(&counted, released, what);
+    let writes = deltas
+        .into_iter()
+        .filter_map(|d| {
+            let w = rows.iter().find(|w| w.owner == d.owner && w.key == d.key)?;
+            Some(CounterWrite {
+                owner: d.owner,
+                owner_id: w.owner_id.clone(),
+                key: d.key,
+                amount: d.amount,
+                count: d.count,
+            })
+        })
+        .collect();
+    let mut v = v;
+    v["released"] = json!({"amount": now.amount, "whole": now.whole});
+    Some((writes, v.to_string()))
+}
+
+/// The explanation of a decision: the checks run in order, with their inputs. The
+/// balance checks are the decision's (the account as read, what a debit may spend); the
+/// controls' are the evaluation's.
+fn explain(
+    decision: &Decision,
+    currency: Option<Currency>,
+    account: Option<&AccountState>,
+    card: Option<&CardState>,
+    evaluation: Option<&Evaluation>,
+) -> String {
+    let (status, status_detail) = status_of(decision);
+    let exp = currency.map_or(2, |c| c.exponent());
+    let money = |m: i64| format_minor(m, exp);
+    let message = match (decision, evaluation.and_then(|e| e.declined.as_ref())) {
+        (Decision::Declined(_), Some(c)) => c.message.clone(),
+        (Decision::Declined(d), None) => d.message().to_owned(),
+        (Decision::Balance { .. }, _) => "Balance".to_owned(),
+        (Decision::Approved { .. }, _) => "Approved".to_owned(),
+    };
+    let account = account.map(|a| {
+        let available = a
+            .balance
+            .saturating_sub(a.held)
+            .saturating_add(a.overdraft_limit);
+        json!({
+            "currency": a.currency.code(),
+            "balance": money(a.balance),
+            "held": money(a.held),
+            "overdraft_limit": money(a.overdraft_limit),
+            "available": money(available),
+            "per_transaction_limit": a.per_transaction_limit.map(money),
+            "daily_limit": a.daily_limit.map(money),
+            "daily_spent": money(a.daily_spent),
+            "blocked_mccs": a.blocked_mccs.to_list(),
+        })
+    });
+    let card = card.map(|c| {
+        json!({
+            "status": c.status.as_str(),
+            "belongs_to_user": c.belongs_to_user,
+            "blocked_mccs": c.blocked_mccs.to_list(),
+        })
+    });
+    json!({
+        "status": status,
+        "status_detail": status_detail,
+        "message": message,
+        "account": account,
+        "card": card,
+        "controls": evaluation,
+    })
+    .to_string()
 }
 
 /// Renders the answer to request `idx`, records it, and returns it as the request's outcome.
@@ -259,6 +566,7 @@ fn record<R>(
     write: RecordWrite,
     amount_minor: Option<i64>,
     result: AuthorizationResult,
+    (explanation, counted): (Option<String>, Option<String>),
     render: &R,
 ) -> (Outcome<AuthorizationResult>, StoredResponse)
 where
@@ -277,6 +585,8 @@ where
         status_detail,
         movement_id: result.movement_id,
         response: response.clone(),
+        explanation,
+        counted,
     });
     (
         Outcome::Fresh {

@@ -13,13 +13,18 @@
 mod authorization;
 
 pub use authorization::{
-    AuthorizationRequest, AuthorizationResult, plan_authorizations, status_of,
+    AuthorizationRequest, AuthorizationResult, GiveBack, plan_authorizations, release_counted,
+    status_of,
 };
 
+use crate::controls::{Channels, Controls, Counter, CounterKey, Interval, Owner, local_day};
 use crate::decision::AccountState;
 use crate::{CardState, CardStatus, Currency, MccSet, RequestKind};
+use jiff::Timestamp;
+use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// A response kept for byte-exact replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +48,7 @@ pub enum Outcome<T> {
 }
 
 /// The card transaction a request describes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct CardTransaction<'a> {
     pub transaction_id: &'a str,
     pub tx_type: &'a str,
@@ -57,6 +62,11 @@ pub struct CardTransaction<'a> {
     pub amount: Option<Decimal>,
     pub mcc: Option<&'a str>,
     pub original_transaction_id: Option<&'a str>,
+    /// The merchant's country as the country controls read it (`merchant.country`, else
+    /// `transaction.country_code`).
+    pub country: Option<&'a str>,
+    /// The channels the request shows (`point_type`, `entry_mode`, `origin`, `type`).
+    pub channels: Channels,
 }
 
 /// The rules of a card we hold a record for.
@@ -66,6 +76,8 @@ pub struct CardRecord {
     pub user_id: String,
     pub status: CardStatus,
     pub blocked_mccs: MccSet,
+    /// The card's spending controls (`None`: none set).
+    pub controls: Option<Arc<Controls>>,
 }
 
 impl CardRecord {
@@ -224,6 +236,8 @@ pub struct Account {
     pub daily_spent_day: i64,
     pub daily_spent: i64,
     pub blocked_mccs: MccSet,
+    /// The account's spending controls (`None`: none set).
+    pub controls: Option<Arc<Controls>>,
 }
 
 impl Account {
@@ -264,6 +278,39 @@ pub struct Snapshot {
     /// Ids reserved for new movements and postings, used in ascending order.
     pub movement_ids: Vec<i64>,
     pub posting_ids: Vec<i64>,
+    /// The control counters of the batch's accounts and cards in the windows holding its
+    /// instants ([`counter_windows`]), by owner ([`Owner`] and [`account_owner`] or the
+    /// card id); a counter not here has counted nothing.
+    pub counters: HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
+    /// The zone of the controls' calendar windows; `None`: UTC.
+    pub time_zone: Option<TimeZone>,
+}
+
+/// The id of an account's control counters: `user/currency`.
+pub fn account_owner(user_id: &str, currency: Currency) -> String {
+    format!("{user_id}/{currency}")
+}
+
+/// The stored word for a counter owner.
+pub fn owner_kind(owner: Owner) -> &'static str {
+    match owner {
+        Owner::Account => "ACCOUNT",
+        Owner::Card => "CARD",
+    }
+}
+
+/// The window keys (`daily:2026-12-03`, `weekly:2026-11-30`, `monthly:2026-12`,
+/// `yearly:2026`, `all_time`) of the windows holding `now_ms` in `tz`: every counter a
+/// request at that instant may read is in one of them, whatever the controls say, so the
+/// store reads them with the rest of the snapshot without reading the controls first.
+pub fn counter_windows(now_ms: i64, tz: &TimeZone) -> Vec<String> {
+    let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+    let day = local_day(at, tz);
+    Interval::ALL
+        .iter()
+        .filter_map(|i| i.key_of_day(day))
+        .map(|k| k.to_string())
+        .collect()
 }
 
 /// Days since the unix epoch (UTC) for a millisecond timestamp: the daily-limit window.
@@ -324,6 +371,35 @@ pub struct RecordRow {
     pub status_detail: &'static str,
     pub movement_id: Option<i64>,
     pub response: StoredResponse,
+    /// JSON: the checks the decision ran, in order, with their inputs.
+    pub explanation: Option<String>,
+    /// JSON: what an approval added to the control counters (for giving it back).
+    pub counted: Option<String>,
+}
+
+/// A change to one control counter, added to what the row holds (never below zero).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CounterWrite {
+    pub owner: Owner,
+    /// `user/currency` for an account, the card id for a card.
+    pub owner_id: String,
+    pub key: CounterKey,
+    pub amount: i64,
+    pub count: i64,
+}
+
+impl CounterWrite {
+    /// The stored window key and category filter (`''`: every category).
+    pub fn columns(&self) -> (String, String) {
+        (
+            self.key.window.to_string(),
+            self.key
+                .categories
+                .as_ref()
+                .map(|c| c.to_strings().join(","))
+                .unwrap_or_default(),
+        )
+    }
 }
 
 /// An idempotency record to insert under `request`'s key.
@@ -342,6 +418,8 @@ pub struct Writes {
     pub accounts: Vec<AccountWrite>,
     pub records: Vec<RecordRow>,
     pub keys: Vec<KeyRow>,
+    /// One per (owner, counter) changed, summed over the batch.
+    pub counters: Vec<CounterWrite>,
 }
 
 impl Writes {

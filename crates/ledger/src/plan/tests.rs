@@ -24,6 +24,7 @@ fn account(balance: i64) -> Account {
         daily_spent_day: 0,
         daily_spent: 0,
         blocked_mccs: MccSet::default(),
+        controls: None,
     }
 }
 
@@ -47,6 +48,7 @@ fn tx<'a>(id: &'a str, amount: &'a str) -> CardTransaction<'a> {
         amount: Decimal::from_str(amount).ok(),
         mcc: Some("5411"),
         original_transaction_id: None,
+        ..CardTransaction::default()
     }
 }
 
@@ -438,16 +440,19 @@ fn cards_come_from_the_snapshot_or_from_what_the_caller_knew() {
         user_id: "u1".into(),
         status: CardStatus::Blocked,
         blocked_mccs: MccSet::default(),
+        controls: None,
     };
     let active = CardRecord {
         user_id: "u1".into(),
         status: CardStatus::Active,
         blocked_mccs: MccSet::from_list(&["5411"]).unwrap(),
+        controls: None,
     };
     let foreign = CardRecord {
         user_id: "u2".into(),
         status: CardStatus::Active,
         blocked_mccs: MccSet::default(),
+        controls: None,
     };
     let mut s = snapshot(10_000);
     s.cards.insert("blocked".into(), blocked);

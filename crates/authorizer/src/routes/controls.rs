@@ -1,0 +1,270 @@
+//! Admin routes of spending controls (docs/controls.md): the document of an account and of
+//! a card, set whole and read back in canonical form. Registered from the table in
+//! [`super::admin`]. An account's controls are read with the account row in every
+//! authorization's transaction; a card's travel with its cached rules, so a change is
+//! invalidated here and on every instance of the fleet like the card's other rules.
+
+use super::admin::{
+    AccountPath, AdminError, CardPath, Result, body, currency, json_response, printable_id, user_id,
+};
+use super::webhooks::admin_call;
+use crate::app::AppState;
+use crate::openapi::errors;
+use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
+use ledger::Currency;
+use ledger::controls::Controls;
+use serde::Serialize;
+use serde_json::Value;
+use store::StoredControls;
+use utoipa::ToSchema;
+
+/// Spending controls of an account or a card. Every field is optional; `{}` removes every
+/// control. Amounts are decimal strings in the controls' currency.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({
+    "blocked_categories": ["gambling", "7273"],
+    "allowed_countries": ["AR", "URY"],
+    "blocked_channels": ["atm"],
+    "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
+    "velocity_limits": [{"count": 10, "interval": "daily"}]
+})))]
+pub struct ControlsDocument {
+    /// The currency of the spending limits' amounts: implied on an account (may be
+    /// repeated, must agree); required on a card with spending limits.
+    currency: Option<String>,
+    /// MCCs (`"5411"`), inclusive ranges (`"5811-5814"`) or groups (`atm_cash`,
+    /// `gambling`, `airlines`, `digital_goods`, `quasi_cash`). Empty: every category.
+    allowed_categories: Option<Vec<String>>,
+    blocked_categories: Option<Vec<String>>,
+    /// ISO 3166-1 alpha-2 or alpha-3 merchant countries. Empty: every country.
+    allowed_countries: Option<Vec<String>>,
+    blocked_countries: Option<Vec<String>>,
+    /// `ecommerce`, `atm`, `contactless`, `manual_entry`, `international`.
+    allowed_channels: Option<Vec<String>>,
+    blocked_channels: Option<Vec<String>>,
+    spending_limits: Option<Vec<SpendingLimitDocument>>,
+    velocity_limits: Option<Vec<VelocityLimitDocument>>,
+}
+
+/// A cap on the money debited in a window.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct SpendingLimitDocument {
+    /// > 0, at most the currency's decimals.
+    #[schema(pattern = r"^[0-9]+(\.[0-9]+)?$", examples("500.00"))]
+    amount: String,
+    /// `per_authorization`, `daily`, `weekly` (from Monday), `monthly`, `yearly`, `all_time`.
+    interval: String,
+    /// Only these categories count (not empty).
+    categories: Option<Vec<String>>,
+}
+
+/// A cap on the number of approved debits in a window.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct VelocityLimitDocument {
+    #[schema(minimum = 1)]
+    count: u32,
+    /// `daily`, `weekly`, `monthly`, `yearly`, `all_time`.
+    interval: String,
+    categories: Option<Vec<String>>,
+}
+
+/// The stored controls.
+#[derive(Serialize, ToSchema)]
+pub struct ControlsView {
+    /// Bumped by every change.
+    pub version: i64,
+    /// The canonical form: fields in a fixed order, empty lists left out, lists sorted,
+    /// countries as alpha-2, amounts with the currency's decimals.
+    #[schema(value_type = ControlsDocument)]
+    pub controls: Value,
+}
+
+fn view(s: StoredControls) -> ControlsView {
+    ControlsView {
+        version: s.version,
+        controls: serde_json::from_str(&s.document).unwrap_or(Value::Null),
+    }
+}
+
+/// Reads a controls document: 400 when it is not JSON, 422 naming the first bad field.
+fn parse(raw: &[u8], account_currency: Option<Currency>) -> Result<Controls> {
+    let value: Value = serde_json::from_slice(raw)
+        .map_err(|e| AdminError::bad("malformed_request", e.to_string()))?;
+    Controls::from_value(&value, account_currency).map_err(|e| {
+        AdminError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_controls",
+            e.to_string(),
+        )
+    })
+}
+
+/// The canonical text stored for `c` (`''` when it holds no control).
+fn stored_text(c: &Controls) -> String {
+    if c.is_empty() {
+        String::new()
+    } else {
+        c.to_canonical_json()
+    }
+}
+
+fn card_id(path: web::Path<CardPath>) -> Result<String> {
+    let id = path.into_inner().card_id;
+    if !printable_id(&id) {
+        return Err(AdminError::bad(
+            "invalid_card_id",
+            "card id must be 1 to 255 printable characters",
+        ));
+    }
+    Ok(id)
+}
+
+/// Set an account's spending controls (in force for its next authorization)
+#[utoipa::path(
+    put,
+    path = "/v1/accounts/{user_id}/{currency}/controls",
+    operation_id = "putAccountControls",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath),
+    request_body = ControlsDocument,
+    responses(
+        (status = 200, description = "Stored.", body = ControlsView),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
+pub async fn put_account_controls(
+    req: HttpRequest,
+    path: web::Path<AccountPath>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
+        let c = currency(&code)?;
+        let uid = user_id(&uid)?;
+        let raw = body(&req, payload, &state).await?;
+        let controls = parse(&raw, Some(c))?;
+        let stored = state
+            .store
+            .set_account_controls(uid, c, &stored_text(&controls), store::now_ms())
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        Ok(json_response(StatusCode::OK, &view(stored)))
+    })
+    .await
+}
+
+/// An account's spending controls
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{user_id}/{currency}/controls",
+    operation_id = "getAccountControls",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(AccountPath),
+    responses(
+        (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
+pub async fn get_account_controls(
+    req: HttpRequest,
+    path: web::Path<AccountPath>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let AccountPath {
+            user_id: uid,
+            currency: code,
+        } = path.into_inner();
+        let stored = state
+            .store
+            .account_controls(user_id(&uid)?, currency(&code)?)
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        Ok(json_response(StatusCode::OK, &view(stored)))
+    })
+    .await
+}
+
+/// Set a card's spending controls (in force for its next authorization, on every instance)
+#[utoipa::path(
+    put,
+    path = "/v1/cards/{card_id}/controls",
+    operation_id = "putCardControls",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(CardPath),
+    request_body = ControlsDocument,
+    responses(
+        (status = 200, description = "Stored.", body = ControlsView),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
+pub async fn put_card_controls(
+    req: HttpRequest,
+    path: web::Path<CardPath>,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let id = card_id(path)?;
+        let raw = body(&req, payload, &state).await?;
+        let controls = parse(&raw, None)?;
+        let stored = state
+            .store
+            .set_card_controls(&id, &stored_text(&controls), store::now_ms())
+            .await?
+            .ok_or_else(|| AdminError::not_found("card"))?;
+        // In force here for the next authorization, and on every instance of the fleet
+        // once the message arrives (each cached entry also expires on its own).
+        state.rules.invalidate(&id, "local");
+        state.fleet.publish_card_change(&id).await;
+        Ok(json_response(StatusCode::OK, &view(stored)))
+    })
+    .await
+}
+
+/// A card's spending controls
+#[utoipa::path(
+    get,
+    path = "/v1/cards/{card_id}/controls",
+    operation_id = "getCardControls",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(CardPath),
+    responses(
+        (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
+        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
+pub async fn get_card_controls(
+    req: HttpRequest,
+    path: web::Path<CardPath>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let id = card_id(path)?;
+        let stored = state
+            .store
+            .card_controls(&id)
+            .await?
+            .ok_or_else(|| AdminError::not_found("card"))?;
+        Ok(json_response(StatusCode::OK, &view(stored)))
+    })
+    .await
+}

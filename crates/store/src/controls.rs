@@ -1,0 +1,173 @@
+//! The spending controls documents of accounts and cards, as the admin API sets and reads
+//! them. The documents are validated and put in canonical form by `ledger::controls`
+//! before they get here; the plan reads them with the rows of the snapshot.
+
+use crate::{Store, StoreError, Tx, run, run_pool};
+use ledger::Currency;
+use ledger::plan::{GiveBack, owner_kind, release_counted};
+
+/// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
+/// bumped by every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredControls {
+    pub document: String,
+    pub version: i64,
+}
+
+fn stored((document, version): (String, i64)) -> StoredControls {
+    StoredControls {
+        document: if document.is_empty() {
+            "{}".to_owned()
+        } else {
+            document
+        },
+        version,
+    }
+}
+
+impl Store {
+    /// The controls of the account (`None`: no such account).
+    pub async fn account_controls(
+        &self,
+        user_id: &str,
+        currency: Currency,
+    ) -> Result<Option<StoredControls>, StoreError> {
+        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT controls, controls_version FROM accounts \
+                 WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
+            )
+            .bind(user_id)
+            .bind(currency.code())
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(stored))
+    }
+
+    /// Replaces the account's controls with `canonical` (`''`: none); `None`: no such
+    /// account, nothing changed.
+    pub async fn set_account_controls(
+        &self,
+        user_id: &str,
+        currency: Currency,
+        canonical: &str,
+        now_ms: i64,
+    ) -> Result<Option<StoredControls>, StoreError> {
+        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "UPDATE accounts SET controls = $3, controls_version = controls_version + 1, \
+                 updated_at_ms = $4 WHERE kind = 'USER' AND user_id = $1 AND currency = $2 \
+                 RETURNING controls, controls_version",
+            )
+            .bind(user_id)
+            .bind(currency.code())
+            .bind(canonical)
+            .bind(now_ms)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(stored))
+    }
+
+    /// The controls of the card (`None`: no such card).
+    pub async fn card_controls(&self, card_id: &str) -> Result<Option<StoredControls>, StoreError> {
+        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+            sqlx::query_as("SELECT controls, controls_version FROM cards WHERE card_id = $1")
+                .bind(card_id)
+                .fetch_optional(p)
+                .await?
+        });
+        Ok(row.map(stored))
+    }
+
+    /// Replaces the card's controls with `canonical` (`''`: none); `None`: no such card,
+    /// nothing changed.
+    pub async fn set_card_controls(
+        &self,
+        card_id: &str,
+        canonical: &str,
+        now_ms: i64,
+    ) -> Result<Option<StoredControls>, StoreError> {
+        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "UPDATE cards SET controls = $2, controls_version = controls_version + 1, \
+                 updated_at_ms = $3 WHERE card_id = $1 RETURNING controls, controls_version",
+            )
+            .bind(card_id)
+            .bind(canonical)
+            .bind(now_ms)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(stored))
+    }
+}
+
+/// Gives back the room authorization `transaction_id` took in its control counters (a
+/// reversal, a rejected verdict, a refund), in the transaction that books the message, and
+/// keeps on its record what was given back so that nothing is given twice. A counter that
+/// is gone has nothing to give back.
+pub(crate) async fn release_controls(
+    tx: &mut Tx,
+    transaction_id: &str,
+    give: GiveBack,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = match tx {
+        Tx::Pg(_) => {
+            "SELECT controls_counted FROM processor_transactions \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1 FOR UPDATE"
+        }
+        Tx::Lite(_) => {
+            "SELECT controls_counted FROM processor_transactions \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1"
+        }
+    };
+    let stored: Option<Option<String>> = run!(tx, c => {
+        sqlx::query_scalar(sql).bind(transaction_id).fetch_optional(c).await?
+    });
+    let Some((writes, text)) = stored.flatten().and_then(|s| release_counted(&s, give)) else {
+        return Ok(());
+    };
+    let update = match tx {
+        Tx::Pg(_) => {
+            "UPDATE control_counters SET amount_minor = GREATEST(0, amount_minor + $5), \
+             count = GREATEST(0, count + $6), updated_at_ms = $7 \
+             WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3 AND categories = $4"
+        }
+        Tx::Lite(_) => {
+            "UPDATE control_counters SET amount_minor = MAX(0, amount_minor + $5), \
+             count = MAX(0, count + $6), updated_at_ms = $7 \
+             WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3 AND categories = $4"
+        }
+    };
+    for w in &writes {
+        let (window, categories) = w.columns();
+        run!(tx, c => {
+            sqlx::query(update)
+                .bind(owner_kind(w.owner))
+                .bind(w.owner_id.as_str())
+                .bind(window.as_str())
+                .bind(categories.as_str())
+                .bind(w.amount)
+                .bind(w.count)
+                .bind(now_ms)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
+    }
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE processor_transactions SET controls_counted = $2 \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1",
+        )
+        .bind(transaction_id)
+        .bind(&text)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}

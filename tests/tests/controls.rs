@@ -1,0 +1,494 @@
+//! Spending controls end to end (docs/controls.md): set through the admin API, decided in
+//! the plan on the processor's real signed requests, counted in calendar windows, and
+//! explained on the transaction.
+
+use e2e::*;
+use serde_json::{Value, json};
+
+/// A purchase of `amount` on `user`'s card `crd-{user}`, with `change` applied to the
+/// processor's JSON body (merchant country, point type, ...).
+async fn purchase(
+    app: &TestApp,
+    user: &str,
+    amount: &str,
+    change: impl FnOnce(&mut Value),
+) -> (String, Value) {
+    let tx = Tx::new(
+        &uid("ctx"),
+        "PURCHASE",
+        user,
+        &format!("\"{amount}\""),
+        "ARS",
+    );
+    let mut body: Value = serde_json::from_slice(&tx.body()).expect("own body is JSON");
+    change(&mut body);
+    let r = app
+        .processor(AUTH_DEBIT, &serde_json::to_vec(&body).unwrap(), &uid("k"))
+        .await;
+    assert_eq!(r.status, 200);
+    app.assert_signed(&r, AUTH_DEBIT);
+    (tx.id, r.json())
+}
+
+fn mcc(code: &'static str) -> impl FnOnce(&mut Value) {
+    move |b| b["merchant"]["mcc"] = json!(code)
+}
+
+fn unchanged(_: &mut Value) {}
+
+async fn put_controls(app: &TestApp, path: &str, body: Value) -> Resp {
+    app.admin("PUT", path, Some(body), None).await
+}
+
+/// Registers `crd-{user}` to `user`, active.
+async fn card(app: &TestApp, user: &str) {
+    let r = app
+        .admin(
+            "PUT",
+            &format!("/v1/cards/crd-{user}"),
+            Some(json!({"user_id": user, "status": "ACTIVE", "blocked_mccs": []})),
+            None,
+        )
+        .await;
+    assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
+}
+
+fn assert_declined(answer: &Value, detail: &str, message: &str) {
+    assert_eq!(answer["status"], "REJECTED", "{answer}");
+    assert_eq!(answer["status_detail"], detail, "{answer}");
+    assert_eq!(answer["message"], message, "{answer}");
+}
+
+/// A purchase of 10.00 changed by `change`, declined with `detail` and `message`.
+async fn declined(app: &TestApp, change: impl FnOnce(&mut Value), detail: &str, message: &str) {
+    let (_, answer) = purchase(app, "u1", "10.00", change).await;
+    assert_declined(&answer, detail, message);
+}
+
+const MERCHANT: &str = "INVALID_MERCHANT";
+
+fn assert_approved(answer: &Value) {
+    assert_eq!(answer["status"], "APPROVED", "{answer}");
+}
+
+/// The explanation kept with the authorization `id`.
+async fn explanation(app: &TestApp, id: &str) -> Value {
+    let h = app.admin_get(&format!("/v1/transactions/{id}")).await;
+    h["records"][0]["explanation"].clone()
+}
+
+async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp) {
+    app.funded("u1", "ARS", "0").await;
+    let path = "/v1/accounts/u1/ARS/controls";
+    assert_eq!(
+        app.admin_get(path).await,
+        json!({"version": 0, "controls": {}})
+    );
+    let r = put_controls(
+        &app,
+        path,
+        json!({
+            "blocked_categories": ["gambling", "7273", "7273"],
+            "allowed_countries": ["ury", "AR"],
+            "spending_limits": [{"amount": "500", "interval": "monthly"}],
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let stored = json!({
+        "version": 1,
+        "controls": {
+            "currency": "ARS",
+            "blocked_categories": ["7273", "gambling"],
+            "allowed_countries": ["AR", "UY"],
+            "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
+        }
+    });
+    assert_eq!(r.json(), stored);
+    assert_eq!(app.admin_get(path).await, stored);
+    for (body, field) in [
+        (json!({"blocked_mccs": []}), "blocked_mccs"),
+        (
+            json!({"blocked_categories": ["5411", "gamble"]}),
+            "blocked_categories[1]",
+        ),
+        (
+            json!({"allowed_categories": ["541"]}),
+            "allowed_categories[0]",
+        ),
+        (
+            json!({"blocked_categories": ["5814-5811"]}),
+            "blocked_categories[0]",
+        ),
+        (
+            json!({"blocked_countries": ["XYZ"]}),
+            "blocked_countries[0]",
+        ),
+        (
+            json!({"spending_limits": [{"amount": "5.001", "interval": "daily"}]}),
+            "spending_limits[0].amount",
+        ),
+        (
+            json!({"spending_limits": [{"amount": "0", "interval": "daily"}]}),
+            "spending_limits[0].amount",
+        ),
+        (
+            json!({"spending_limits": [{"amount": "5", "interval": "hourly"}]}),
+            "spending_limits[0].interval",
+        ),
+        (
+            json!({"velocity_limits": [{"count": 0, "interval": "daily"}]}),
+            "velocity_limits[0].count",
+        ),
+        (json!({"currency": "USD"}), "currency"),
+    ] {
+        let r = put_controls(&app, path, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}");
+        let e = r.json();
+        assert_eq!(e["error"]["code"], "invalid_controls");
+        let message = e["error"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("{field}: ")),
+            "{body}: {message}"
+        );
+    }
+    assert_eq!(
+        app.admin_get(path).await,
+        stored,
+        "a refused document changes nothing"
+    );
+    // JSON, but not an object.
+    let r = app
+        .admin("PUT", path, Some(Value::String("{".into())), None)
+        .await;
+    assert_eq!(
+        r.status,
+        422,
+        "a JSON string is not an object: {:?}",
+        r.json()
+    );
+    // Owners that do not exist.
+    let r = put_controls(&app, "/v1/accounts/nobody/ARS/controls", json!({})).await;
+    assert_eq!(r.status, 404);
+    let r = put_controls(&app, "/v1/cards/crd-nobody/controls", json!({})).await;
+    assert_eq!(r.status, 404);
+    // A card's spending limits need their currency.
+    card(&app, "u1").await;
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"spending_limits": [{"amount": "5", "interval": "daily"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("currency: ")
+    );
+    // `{}` removes every control.
+    let r = put_controls(&app, path, json!({})).await;
+    assert_eq!(r.json(), json!({"version": 2, "controls": {}}));
+}
+
+async fn blocked_category_declines_in_words_and_is_explained(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({"blocked_categories": ["gambling"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (id, answer) = purchase(&app, "u1", "10.00", mcc("7995")).await;
+    assert_declined(
+        &answer,
+        "INVALID_MERCHANT",
+        "merchant category 7995 (gambling) blocked on the account",
+    );
+    assert_eq!(
+        app.available("u1", "ARS").await,
+        "1000.00",
+        "a decline books nothing"
+    );
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["status"], "REJECTED");
+    assert_eq!(e["account"]["available"], "1000.00");
+    assert_eq!(e["controls"]["declined"]["control"], "blocked_categories");
+    assert_eq!(e["controls"]["declined"]["owner"], "account");
+    let check = &e["controls"]["checks"][0];
+    assert_eq!(check["check"], "categories");
+    assert_eq!(check["mcc"], "7995");
+    assert_eq!(check["matched"], "gambling");
+    assert_eq!(check["passed"], false);
+    let (id, answer) = purchase(&app, "u1", "10.00", mcc("5045")).await;
+    assert_approved(&answer);
+    assert_eq!(app.available("u1", "ARS").await, "990.00");
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["status"], "APPROVED");
+    assert_eq!(e["controls"]["declined"], Value::Null);
+    assert_eq!(e["controls"]["checks"][0]["passed"], true);
+}
+
+async fn country_and_channel_controls_on_the_card(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    card(&app, "u1").await;
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"blocked_countries": ["BR"], "blocked_channels": ["ecommerce", "atm"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let brazil = "merchant country BR (Brazil) blocked on the card";
+    declined(
+        &app,
+        |b| b["merchant"]["country"] = json!("BRA"),
+        MERCHANT,
+        brazil,
+    )
+    .await;
+    // Without the merchant's country, the transaction's.
+    let transaction_country = |b: &mut Value| {
+        b["merchant"]["country"] = Value::Null;
+        b["transaction"]["country_code"] = json!("BRA");
+    };
+    declined(&app, transaction_country, MERCHANT, brazil).await;
+    let ecommerce = |b: &mut Value| b["transaction"]["point_type"] = json!("ECOMMERCE");
+    declined(&app, ecommerce, MERCHANT, "ecommerce blocked on the card").await;
+    let withdrawal = |b: &mut Value| b["transaction"]["type"] = json!("WITHDRAWAL");
+    declined(&app, withdrawal, MERCHANT, "atm blocked on the card").await;
+    let (_, answer) = purchase(&app, "u1", "10.00", unchanged).await;
+    assert_approved(&answer);
+    assert_eq!(app.available("u1", "ARS").await, "990.00");
+    // The card's controls are in force at once after a change (the cache is invalidated).
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"allowed_countries": ["UY"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let argentina = "merchant country AR (Argentina) not among the countries allowed on the card";
+    declined(&app, unchanged, MERCHANT, argentina).await;
+    let (_, answer) = purchase(&app, "u1", "10.00", |b| {
+        b["merchant"]["country"] = json!("URY")
+    })
+    .await;
+    assert_approved(&answer);
+}
+
+async fn monthly_spending_limit_is_reached_and_explained(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({"spending_limits": [
+            {"amount": "500.00", "interval": "monthly"},
+            {"amount": "400.00", "interval": "per_authorization"},
+        ]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (_, answer) = purchase(&app, "u1", "400.01", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "per-authorization spending limit of 400.00 ARS exceeded on the account",
+    );
+    let (_, answer) = purchase(&app, "u1", "300.00", unchanged).await;
+    assert_approved(&answer);
+    let (id, answer) = purchase(&app, "u1", "200.01", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
+    let e = explanation(&app, &id).await;
+    let monthly = &e["controls"]["checks"][1];
+    assert_eq!(monthly["check"], "spending_limit");
+    assert_eq!(monthly["interval"], "monthly");
+    assert_eq!(monthly["limit"], "500.00");
+    assert_eq!(monthly["spent"], "300.00");
+    assert_eq!(monthly["amount"], "200.01");
+    assert_eq!(monthly["passed"], false);
+    assert_eq!(e["account"]["available"], "700.00");
+    // What `authorizer explain` prints for a person.
+    let h = app.admin_get(&format!("/v1/transactions/{id}")).await;
+    let text = authorizer::cli::explanation_text(&h["records"][0]);
+    assert!(
+        text.contains("REJECTED / INVALID_AMOUNT\n  monthly spending limit of 500.00 ARS reached on the account"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "account u1/ARS: available 700.00 (balance 700.00, held 0.00, overdraft 0.00)"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(" 1. pass  account per_authorization spending limit 400.00 ARS: spent 0.00 in no window, this 200.01"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            " 2. FAIL  account monthly spending limit 500.00 ARS: spent 300.00 in monthly:"
+        ),
+        "{text}"
+    );
+    // Declines count nothing: exactly the room left still fits.
+    let (_, answer) = purchase(&app, "u1", "200.00", unchanged).await;
+    assert_approved(&answer);
+    let (_, answer) = purchase(&app, "u1", "0.01", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
+    assert_eq!(app.available("u1", "ARS").await, "500.00");
+}
+
+async fn velocity_limit_on_the_card_by_category(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    card(&app, "u1").await;
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"velocity_limits": [{"count": 2, "interval": "daily", "categories": ["digital_goods"]}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    for _ in 0..2 {
+        assert_approved(&purchase(&app, "u1", "1.00", mcc("5816")).await.1);
+    }
+    let (_, answer) = purchase(&app, "u1", "1.00", mcc("5817")).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations for digital_goods reached on the card",
+    );
+    // Other categories do not count against it.
+    assert_approved(&purchase(&app, "u1", "1.00", mcc("5045")).await.1);
+    assert_eq!(app.available("u1", "ARS").await, "997.00");
+}
+
+async fn controls_and_the_legacy_rules_both_apply(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = app
+        .admin(
+            "PUT",
+            "/v1/accounts/u1/ARS",
+            Some(json!({"per_transaction_limit": "50.00", "blocked_mccs": ["5045"]})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.json());
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({"spending_limits": [{"amount": "60.00", "interval": "daily"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (_, answer) = purchase(&app, "u1", "10.00", mcc("5045")).await;
+    assert_declined(&answer, "INVALID_MERCHANT", "Merchant blocked");
+    let (_, answer) = purchase(&app, "u1", "50.01", mcc("5411")).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "Amount above per-transaction limit",
+    );
+    assert_approved(&purchase(&app, "u1", "50.00", mcc("5411")).await.1);
+    let (_, answer) = purchase(&app, "u1", "10.01", mcc("5411")).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily spending limit of 60.00 ARS reached on the account",
+    );
+}
+
+async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({
+            "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
+            "velocity_limits": [{"count": 2, "interval": "daily"}],
+        }),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let buy = |amount: &str| {
+        Tx::new(
+            &uid("ctx"),
+            "PURCHASE",
+            "u1",
+            &format!("\"{amount}\""),
+            "ARS",
+        )
+    };
+    let first = buy("300.00");
+    assert_approved(&app.send(AUTH_DEBIT, &first).await.json());
+    let (_, answer) = purchase(&app, "u1", "250.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
+    // A refund of part of it gives back that money, not the count.
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "50.00", "ARS").original(&first.id);
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    let second = buy("250.00");
+    assert_approved(&app.send(AUTH_DEBIT, &second).await.json());
+    // Two approvals today: the daily count is used up (a card check counts too).
+    let (_, answer) = purchase(&app, "u1", "0.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations reached on the account",
+    );
+    // The processor rejects the second after all: its money and its count come back.
+    let key = uid("adv");
+    let advice = second.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &key).await.json()["effect"],
+        "REVERSED"
+    );
+    // A copy of the rejection gives nothing twice.
+    let key = uid("adv");
+    let again = second.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &again, &key).await.json()["effect"],
+        "NOOP"
+    );
+    // A reversal of what is left of the first: 250.00 and its count come back.
+    let reversal =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "250.00", "ARS").original(&first.id);
+    assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
+    assert_eq!(app.available("u1", "ARS").await, "1000.00");
+    // Room for the whole month again, and two authorizations today.
+    let (id, answer) = purchase(&app, "u1", "500.00", unchanged).await;
+    assert_approved(&answer);
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["controls"]["checks"][0]["spent"], "0.00");
+    assert_eq!(e["controls"]["checks"][1]["counted"], 0);
+    assert_approved(&purchase(&app, "u1", "0.00", unchanged).await.1);
+    let (_, answer) = purchase(&app, "u1", "0.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations reached on the account",
+    );
+}
+
+both_backends!(
+    documents_are_stored_canonical_and_bad_ones_change_nothing,
+    blocked_category_declines_in_words_and_is_explained,
+    country_and_channel_controls_on_the_card,
+    monthly_spending_limit_is_reached_and_explained,
+    velocity_limit_on_the_card_by_category,
+    controls_and_the_legacy_rules_both_apply,
+    reversals_refunds_and_rejections_give_the_room_back,
+);
