@@ -210,6 +210,8 @@ pub struct OwnedTransaction {
     amount: Option<rust_decimal::Decimal>,
     mcc: Option<String>,
     original_transaction_id: Option<String>,
+    country: Option<String>,
+    channels: ledger::controls::Channels,
 }
 
 impl OwnedTransaction {
@@ -224,6 +226,8 @@ impl OwnedTransaction {
             amount: t.amount,
             mcc: t.mcc.map(str::to_owned),
             original_transaction_id: t.original_transaction_id.map(str::to_owned),
+            country: t.country.map(str::to_owned),
+            channels: t.channels,
         }
     }
 
@@ -238,6 +242,8 @@ impl OwnedTransaction {
             amount: self.amount,
             mcc: self.mcc.as_deref(),
             original_transaction_id: self.original_transaction_id.as_deref(),
+            country: self.country.as_deref(),
+            channels: self.channels,
         }
     }
 }

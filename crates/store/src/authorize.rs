@@ -260,7 +260,9 @@ where
     }
     write(tx, items, &plan.writes).await?;
     store
-        .publish(tx, AUTHORIZATION_DECIDED, || authorizations(items, &plan.writes))
+        .publish(tx, AUTHORIZATION_DECIDED, || {
+            authorizations(items, &plan.writes)
+        })
         .await?;
     let written = if plan.writes.decides() {
         Written::Decisions

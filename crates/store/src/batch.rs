@@ -379,6 +379,7 @@ impl From<BatchError> for StoreError {
 /// caller commits, and the reads lock what they read; without, `tx` is a plain connection,
 /// and the write is the commit, guarded by the versions read. The cards read for items
 /// whose card was not known go to `cards_read`; the events go to `subscribers`.
+#[allow(clippy::too_many_arguments)]
 async fn batch_in<'i, R>(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'i>],

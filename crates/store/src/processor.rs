@@ -620,7 +620,8 @@ impl Store {
         let system = self.system_ids(terms.currency).await?;
         retry_races(|| async {
             let mut tx = self.begin().await?;
-            let outcome = adjust_on(self, &mut tx, call, t, direction, &terms, system, &render).await?;
+            let outcome =
+                adjust_on(self, &mut tx, call, t, direction, &terms, system, &render).await?;
             tx.commit().await?;
             Ok(outcome)
         })
@@ -669,6 +670,7 @@ impl Store {
 /// transaction already wrote (earlier requests of a batch) is the state it starts from.
 // The body reads as it did with a transaction of its own (`&mut tx`).
 #[allow(clippy::needless_borrow)]
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn adjust_on<R>(
     store: &Store,
     tx: &mut Tx,
@@ -761,17 +763,18 @@ where
         )
         .await?;
         record_answer(&mut tx, scope, call, &response).await?;
-        store.publish(&mut tx, ADJUSTMENT_BOOKED, || {
-            adjustment_booked(
-                call,
-                t,
-                direction,
-                plan.amount_minor,
-                plan.status_detail,
-                &result,
-            )
-        })
-        .await?;
+        store
+            .publish(&mut tx, ADJUSTMENT_BOOKED, || {
+                adjustment_booked(
+                    call,
+                    t,
+                    direction,
+                    plan.amount_minor,
+                    plan.status_detail,
+                    &result,
+                )
+            })
+            .await?;
         Ok(Outcome::Fresh { response, result })
     }
 }
@@ -887,10 +890,11 @@ where
             .await?
             .rows_affected()
         });
-        store.publish(&mut tx, NOTIFICATION_APPLIED, || {
-            notification_applied(n, plan.record, &result)
-        })
-        .await?;
+        store
+            .publish(&mut tx, NOTIFICATION_APPLIED, || {
+                notification_applied(n, plan.record, &result)
+            })
+            .await?;
         Ok(Outcome::Fresh {
             response: StoredResponse { status: 200, body },
             result,

@@ -265,7 +265,8 @@ impl Store {
                 }
                 Work::Notification(n) => {
                     let ask = n.ask();
-                    let o = notify_on(self, &mut tx, n, &ask, system, &renders.notification).await?;
+                    let o =
+                        notify_on(self, &mut tx, n, &ask, system, &renders.notification).await?;
                     out.push(Some(Done::Notification(Ok(o))));
                 }
                 Work::Funding { call, render } => {
