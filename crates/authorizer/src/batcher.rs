@@ -38,6 +38,9 @@ pub enum Job {
     Hold(HoldJob),
 }
 
+/// How often the writer tries to open its first connection before it takes work anyway.
+const WARM_UP_ATTEMPTS: u32 = 20;
+
 /// One authorization waiting for its batch.
 pub struct AuthorizationJob {
     pub body: Vec<u8>,
@@ -154,6 +157,19 @@ impl Batcher {
                     return;
                 }
             };
+            // The writer's pool opens its connections lazily: open the first one before taking
+            // work, so that a new instance's first requests do not spend their acquire timeout
+            // on a connection's start-up (a loaded database takes longer than the timeout to
+            // start a backend). Work that arrives meanwhile waits in the queue.
+            for attempt in 1..=WARM_UP_ATTEMPTS {
+                match store.ping().await {
+                    Ok(()) => break,
+                    Err(e) if attempt == WARM_UP_ATTEMPTS => {
+                        tracing::warn!(error = %e, "the writer's first connection is not open yet; taking work anyway");
+                    }
+                    Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+                }
+            }
             while let Some(first) = rx.recv().await {
                 // While every commit slot is busy, arrivals queue up: they form the next batch.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
