@@ -166,6 +166,9 @@ async fn funded_store(url: &str) -> Store {
     settings.database.url = Secret::new(url.to_owned());
     let store = Store::connect(&store::StoreConfig {
         index_probes_only: true,
+        statement_ms_max: benches::BENCH_TIMEOUT_MS,
+        lock_wait_ms_max: benches::BENCH_TIMEOUT_MS,
+        pool_acquire_ms_max: benches::BENCH_TIMEOUT_MS,
         controls_time_zone: ledger::controls::TimeZone::UTC,
         ..settings.store_config()
     })

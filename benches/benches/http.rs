@@ -57,7 +57,12 @@ fn authorization(c: &mut Criterion) {
         // `block_on`, so every request is sent from inside one.
         let sys = actix_rt::System::new();
         let app = sys.block_on(async {
-            let app = TestApp::spawn(backend).await;
+            let app = TestApp::spawn_with(backend, |s| {
+                s.database.statement_ms_max = benches::BENCH_TIMEOUT_MS;
+                s.database.lock_wait_ms_max = benches::BENCH_TIMEOUT_MS;
+                s.database.pool_acquire_ms_max = benches::BENCH_TIMEOUT_MS;
+            })
+            .await;
             app.funded(USER, CURRENCY, FUNDING).await;
             for _ in 0..WARM_UP_PURCHASES {
                 Purchase::new().send(&app).await;

@@ -34,6 +34,11 @@ pub fn body_of_len(len: usize) -> Vec<u8> {
     body
 }
 
+/// The database timeouts (statement, lock wait, pool acquire) of the benches' stores. The
+/// service's own (500 ms a statement) are a latency promise to the processor; a bench times
+/// the work and must not fail its setup on a stall of a shared machine's disk.
+pub const BENCH_TIMEOUT_MS: u64 = 30_000;
+
 /// A fresh, empty Postgres database (created like the end-to-end tests create theirs, from
 /// `AUTHORIZER_TEST_PG_URL`); returns its URL. Drop it with [`drop_pg_database`].
 pub async fn fresh_pg_database() -> String {
