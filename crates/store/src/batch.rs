@@ -133,6 +133,13 @@ static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
 /// records and what approvals add to the control counters. Empty arrays write nothing. Without locks taken earlier this statement is the commit, which the requesters wait for: it must
 /// not wait on a row lock, so it first locks its accounts with NOWAIT (`lk`, evaluated once
 /// before the update's first row) and fails at once, as a lost race, if one is held.
+/// The transactions answered here (`u`, recorded by a verdict that came first) are found as
+/// the read finds rows, by a `LIMIT 1` probe per wanted id, and updated by that row's
+/// `ctid`: joined on `kind` and `transaction_id`, the generic plan scanned every
+/// authorization of the table for rows without an answer, at every batch (also with none
+/// to answer), so batches slowed down as the ledger grew. A row changed since the
+/// statement's snapshot no longer matches its `ctid`: the count guard fails the batch as a
+/// lost race, and it runs again under locks.
 const WRITE_BATCH: &str = "\
 WITH lk AS ( \
   SELECT id FROM accounts WHERE id = ANY($11::int8[]) FOR UPDATE NOWAIT \
@@ -172,10 +179,14 @@ WITH lk AS ( \
          response_status = u.rs, response_body = u.resp, status = u.st, status_detail = u.sd, \
          updated_at_ms = $4, direction = u.dir, tx_type = u.typ, user_id = u.uid, card_id = u.cid, \
          currency = u.cur, amount_text = u.atext \
-    FROM UNNEST($43::text[], $44::text[], $45::text[], $46::bytea[], $47::int4[], $48::bytea[], $49::text[], \
-                $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], $55::text[], $56::text[]) \
-      AS u(tid, ep, ik, rb, rs, resp, st, sd, dir, typ, uid, cid, cur, atext) \
-   WHERE p.kind = 'AUTHORIZATION' AND p.transaction_id = u.tid AND p.response_status IS NULL \
+    FROM (SELECT x.*, r.row_id \
+            FROM UNNEST($43::text[], $44::text[], $45::text[], $46::bytea[], $47::int4[], $48::bytea[], \
+                        $49::text[], $50::text[], $51::text[], $52::text[], $53::text[], $54::text[], \
+                        $55::text[], $56::text[]) \
+              AS x(tid, ep, ik, rb, rs, resp, st, sd, dir, typ, uid, cid, cur, atext), \
+                 LATERAL (SELECT ctid AS row_id FROM processor_transactions \
+                           WHERE kind = 'AUTHORIZATION' AND transaction_id = x.tid LIMIT 1) r) u \
+   WHERE p.ctid = u.row_id AND p.response_status IS NULL \
    RETURNING p.transaction_id \
 ), c AS ( \
   INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, updated_at_ms) \
