@@ -3,12 +3,12 @@
 //! them, and a callback receiver on loopback that fails the first attempts of each request
 //! when told to and records every delivery with its headers.
 
+use crate::receiver::{self, Loopback, Shared, header, poll};
 use crate::{Backend, Resp, TestApp};
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use authorizer::Settings;
 use serde_json::{Value, json};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// The page's tenant and key (section 7).
@@ -149,30 +149,26 @@ pub struct Callback {
     pub at: Instant,
 }
 
-struct ReceiverState {
+/// What a [`CallbackReceiver`] is told and was sent.
+pub struct ReceiverState {
     fail_first: usize,
     posts: Vec<Callback>,
 }
 
 /// A callback receiver on loopback: `base` is `http://127.0.0.1:<port>`.
-pub struct CallbackReceiver {
-    pub base: String,
-    state: Arc<Mutex<ReceiverState>>,
-    handle: actix_web::dev::ServerHandle,
+pub struct CallbackReceiver(Loopback<ReceiverState>);
+
+impl std::ops::Deref for CallbackReceiver {
+    type Target = Loopback<ReceiverState>;
+    fn deref(&self) -> &Loopback<ReceiverState> {
+        &self.0
+    }
 }
 
-async fn receive(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<Arc<Mutex<ReceiverState>>>,
-) -> HttpResponse {
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+async fn receive(req: HttpRequest, body: web::Bytes, state: Shared<ReceiverState>) -> HttpResponse {
+    if req.method() != actix_web::http::Method::POST {
+        return receiver::status(405);
+    }
     let mut s = state.lock().expect("lock");
     let path = req.path().to_owned();
     let before = s.posts.iter().filter(|p| p.path == path).count();
@@ -180,54 +176,30 @@ async fn receive(
     s.posts.push(Callback {
         path,
         body: body.to_vec(),
-        signature: h("x-signature"),
-        correlation_id: h("x-correlation-id"),
+        signature: header(&req, "x-signature"),
+        correlation_id: header(&req, "x-correlation-id"),
         status,
         at: Instant::now(),
     });
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
+    receiver::status(status)
 }
 
 impl CallbackReceiver {
     pub fn start() -> CallbackReceiver {
-        let state = Arc::new(Mutex::new(ReceiverState {
+        let state = ReceiverState {
             fail_first: 0,
             posts: Vec::new(),
-        }));
-        let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::post().to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .expect("bind");
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        CallbackReceiver {
-            base,
-            state,
-            handle,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        };
+        CallbackReceiver(Loopback::start(state, receive))
     }
 
     /// Answer 500 to the first `n` attempts at each path.
     pub fn fail_first(&self, n: usize) {
-        self.state.lock().expect("lock").fail_first = n;
+        self.state().fail_first = n;
     }
 
     pub fn posts(&self, path: &str) -> Vec<Callback> {
-        self.state
-            .lock()
-            .expect("lock")
+        self.state()
             .posts
             .iter()
             .filter(|p| p.path == path)
@@ -237,23 +209,14 @@ impl CallbackReceiver {
 
     /// Waits until `path` received `n` posts (panics after `within`).
     pub async fn wait_for(&self, path: &str, n: usize, within: Duration) -> Vec<Callback> {
-        let until = Instant::now() + within;
-        loop {
+        poll(within, Duration::from_millis(25), || {
             let posts = self.posts(path);
-            if posts.len() >= n {
-                return posts;
+            match posts.len() {
+                got if got >= n => Ok(posts),
+                got => Err(format!("{path}: {got} of {n} callbacks")),
             }
-            assert!(
-                Instant::now() < until,
-                "{path}: {} of {n} callbacks within {within:?}",
-                posts.len()
-            );
-            actix_rt::time::sleep(Duration::from_millis(25)).await;
-        }
-    }
-
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
+        })
+        .await
     }
 }
 

@@ -308,6 +308,11 @@ macro_rules! calls_over_http {
             }
         }
 
+        /// An admin PUT of `body` to `path`, without an idempotency key.
+        pub async fn admin_put(&self, path: &str, body: Value) -> Resp {
+            self.admin("PUT", path, Some(body), None).await
+        }
+
         /// An admin GET's JSON answer, whatever its status.
         pub async fn admin_get(&self, path: &str) -> Value {
             self.admin("GET", path, None, None).await.json()

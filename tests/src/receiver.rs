@@ -33,7 +33,8 @@ pub struct Post {
     pub status: u16,
 }
 
-struct State {
+/// What a [`Receiver`] is told and was sent.
+pub struct State {
     secret: String,
     challenge: Challenge,
     /// Attempts of each event answered 500 before the first 200.
@@ -43,14 +44,101 @@ struct State {
     posts: Vec<Post>,
 }
 
-/// A running receiver; its base URL is `base` (paths are free: `/hook`, `/moved`...).
-pub struct Receiver {
+/// A test server on a free loopback port (one worker) whose every request goes to one
+/// handler sharing a state `S`; its base URL is `base` (`http://127.0.0.1:<port>`).
+pub struct Loopback<S> {
     pub base: String,
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<S>>,
     handle: actix_web::dev::ServerHandle,
 }
 
-async fn challenge(req: HttpRequest, state: web::Data<Arc<Mutex<State>>>) -> HttpResponse {
+/// What a [`Loopback`] handler is given: the request, its body and the shared state.
+pub type Shared<S> = web::Data<Arc<Mutex<S>>>;
+
+impl<S: Send + 'static> Loopback<S> {
+    /// Binds a free loopback port and serves every request with `handler`.
+    pub fn start<H>(state: S, handler: H) -> Loopback<S>
+    where
+        H: actix_web::Handler<(HttpRequest, web::Bytes, Shared<S>), Output = HttpResponse> + Send,
+    {
+        let state = Arc::new(Mutex::new(state));
+        let data = web::Data::new(state.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .default_service(web::route().to(handler.clone()))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let base = format!("http://{}", server.addrs()[0]);
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        Loopback {
+            base,
+            state,
+            handle,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// The shared state, locked.
+    pub fn state(&self) -> std::sync::MutexGuard<'_, S> {
+        self.state.lock().expect("lock")
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(false).await;
+    }
+}
+
+/// Header `name` of `req` as text, empty when absent or not text.
+pub fn header(req: &HttpRequest, name: &str) -> String {
+    req.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
+/// An empty answer with `status`.
+pub fn status(status: u16) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
+}
+
+/// Calls `check` every `every` until it gives `Ok`; panics with its last `Err` after
+/// `within`.
+pub async fn poll<T>(
+    within: Duration,
+    every: Duration,
+    mut check: impl FnMut() -> Result<T, String>,
+) -> T {
+    let until = Instant::now() + within;
+    loop {
+        match check() {
+            Ok(done) => return done,
+            Err(why) => assert!(Instant::now() < until, "{why} within {within:?}"),
+        }
+        actix_rt::time::sleep(every).await;
+    }
+}
+
+/// A running receiver; its base URL is `base` (paths are free: `/hook`, `/moved`...).
+pub struct Receiver(Loopback<State>);
+
+impl std::ops::Deref for Receiver {
+    type Target = Loopback<State>;
+    fn deref(&self) -> &Loopback<State> {
+        &self.0
+    }
+}
+
+async fn challenge(req: HttpRequest, state: Shared<State>) -> HttpResponse {
     let code = web::Query::<HashMap<String, String>>::from_query(req.query_string())
         .ok()
         .and_then(|q| q.get("challengeCode").cloned())
@@ -66,10 +154,7 @@ async fn challenge(req: HttpRequest, state: web::Data<Arc<Mutex<State>>>) -> Htt
             let wrong = protocol::webhook::encrypted_challenge(&secret, "another code");
             return HttpResponse::Ok().json(serde_json::json!({ "encrypted_challenge": wrong }));
         }
-        Challenge::Status(s) => {
-            return HttpResponse::build(actix_web::http::StatusCode::from_u16(s).expect("status"))
-                .finish();
-        }
+        Challenge::Status(s) => return status(s),
         Challenge::Redirect => {
             return HttpResponse::Found()
                 .insert_header(("location", format!("/elsewhere?{}", req.query_string())))
@@ -80,18 +165,8 @@ async fn challenge(req: HttpRequest, state: web::Data<Arc<Mutex<State>>>) -> Htt
     HttpResponse::Ok().json(serde_json::json!({ "encrypted_challenge": right }))
 }
 
-async fn delivery(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<Arc<Mutex<State>>>,
-) -> HttpResponse {
-    let h = |n: &str| {
-        req.headers()
-            .get(n)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned()
-    };
+async fn delivery(req: HttpRequest, body: web::Bytes, state: Shared<State>) -> HttpResponse {
+    let h = |n: &str| header(&req, n);
     let event_id = h("x-event-id");
     let mut s = state.lock().expect("lock");
     let signature_ok = protocol::webhook::verify_x_signature(
@@ -119,77 +194,55 @@ async fn delivery(
         signature_ok,
         status,
     });
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("status")).finish()
+    self::status(status)
+}
+
+async fn route(req: HttpRequest, body: web::Bytes, state: Shared<State>) -> HttpResponse {
+    if req.method() == actix_web::http::Method::GET {
+        challenge(req, state).await
+    } else {
+        delivery(req, body, state).await
+    }
 }
 
 impl Receiver {
     /// Starts a receiver that knows no secret yet and answers challenges right.
     pub fn start() -> Receiver {
-        let state = Arc::new(Mutex::new(State {
+        let state = State {
             secret: String::new(),
             challenge: Challenge::Right,
             fail_first: 0,
             fail_every: 0,
             posts: Vec::new(),
-        }));
-        let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .default_service(web::route().to(
-                |req: HttpRequest, body: web::Bytes, s: web::Data<Arc<Mutex<State>>>| async move {
-                    if req.method() == actix_web::http::Method::GET {
-                        challenge(req, s).await
-                    } else {
-                        delivery(req, body, s).await
-                    }
-                },
-            ))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .expect("bind");
-        let base = format!("http://{}", server.addrs()[0]);
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
-        Receiver {
-            base,
-            state,
-            handle,
-        }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
+        };
+        Receiver(Loopback::start(state, route))
     }
 
     pub fn set_secret(&self, secret: &str) {
-        self.state.lock().expect("lock").secret = secret.to_owned();
+        self.state().secret = secret.to_owned();
     }
 
     pub fn set_challenge(&self, c: Challenge) {
-        self.state.lock().expect("lock").challenge = c;
+        self.state().challenge = c;
     }
 
     pub fn fail_first(&self, n: usize) {
-        self.state.lock().expect("lock").fail_first = n;
+        self.state().fail_first = n;
     }
 
     /// Answers every `n`-th delivery (of all, whatever its event) 500; 0: none.
     pub fn fail_every(&self, n: usize) {
-        self.state.lock().expect("lock").fail_every = n;
+        self.state().fail_every = n;
     }
 
     pub fn posts(&self) -> Vec<Post> {
-        self.state.lock().expect("lock").posts.clone()
+        self.state().posts.clone()
     }
 
     /// Event ids answered 200.
     pub fn acknowledged(&self) -> BTreeSet<String> {
-        let s = self.state.lock().expect("lock");
-        s.posts
+        self.state()
+            .posts
             .iter()
             .filter(|p| p.status == 200)
             .map(|p| p.event_id.clone())
@@ -198,22 +251,13 @@ impl Receiver {
 
     /// Waits until `ids` are all acknowledged (panics after `within`).
     pub async fn wait_for(&self, ids: &BTreeSet<String>, within: Duration) {
-        let until = Instant::now() + within;
-        loop {
+        poll(within, Duration::from_millis(50), || {
             let acked = self.acknowledged();
-            if ids.is_subset(&acked) {
-                return;
+            match ids.difference(&acked).collect::<Vec<_>>() {
+                missing if missing.is_empty() => Ok(()),
+                missing => Err(format!("not acknowledged: {missing:?}")),
             }
-            assert!(
-                Instant::now() < until,
-                "not acknowledged within {within:?}: {:?}",
-                ids.difference(&acked).collect::<Vec<_>>()
-            );
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-
-    pub async fn stop(&self) {
-        self.handle.stop(false).await;
+        })
+        .await
     }
 }

@@ -258,11 +258,9 @@ async fn card_rules_are_cached(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let card = uid("crd");
     let r = app
-        .admin(
-            "PUT",
+        .admin_put(
             &format!("/v1/cards/{card}"),
-            Some(json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]})),
-            None,
+            json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]}),
         )
         .await;
     assert_eq!(r.status, 201);
@@ -295,21 +293,17 @@ async fn card_rules_are_cached(app: TestApp) {
 async fn card_and_account_rules(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let r = app
-        .admin(
-            "PUT",
+        .admin_put(
             "/v1/cards/crd-u1",
-            Some(json!({"user_id":"u1","status":"LOST","blocked_mccs":[]})),
-            None,
+            json!({"user_id":"u1","status":"LOST","blocked_mccs":[]}),
         )
         .await;
     assert_eq!(r.status, 201);
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
     assert_eq!(app.send(AUTH, &tx).await.json()["status_detail"], "OTHER");
-    app.admin(
-        "PUT",
+    app.admin_put(
         "/v1/cards/crd-u1",
-        Some(json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]})),
-        None,
+        json!({"user_id":"u1","status":"ACTIVE","blocked_mccs":["7995"]}),
     )
     .await;
     let casino = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS").mcc("7995");
@@ -319,12 +313,7 @@ async fn card_and_account_rules(app: TestApp) {
     );
     // Account rules: per-transaction and daily limits, overdraft.
     let r = app
-        .admin(
-            "PUT",
-            "/v1/accounts/u1/ARS",
-            Some(json!({"overdraft_limit":"100.00","per_transaction_limit":"600.00","daily_limit":"1050.00","blocked_mccs":["5411"]})),
-            None,
-        )
+        .admin_put("/v1/accounts/u1/ARS", json!({"overdraft_limit":"100.00","per_transaction_limit":"600.00","daily_limit":"1050.00","blocked_mccs":["5411"]}))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.json());
     let big = Tx::new(&uid("ctx"), "PURCHASE", "u1", "600.01", "ARS");
@@ -353,13 +342,8 @@ async fn card_and_account_rules(app: TestApp) {
     );
     assert_eq!(app.available("u1", "ARS").await, "-50.00");
     // A card registered to another user is refused.
-    app.admin(
-        "PUT",
-        "/v1/cards/crd-x",
-        Some(json!({"user_id":"u2","status":"ACTIVE"})),
-        None,
-    )
-    .await;
+    app.admin_put("/v1/cards/crd-x", json!({"user_id":"u2","status":"ACTIVE"}))
+        .await;
     let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS").card("crd-x");
     assert_eq!(
         app.send(AUTH, &other).await.json()["status_detail"],

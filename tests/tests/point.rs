@@ -168,6 +168,15 @@ fn device(id: &str, site: Site) -> point_sim::config::DeviceConfig {
     d
 }
 
+/// A simulator with its webhook registered and checked, and a cardholder with 100.00 ARS.
+async fn registered(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> (Point, String) {
+    let pt = point(app, tweak).await;
+    pt.register().await;
+    let user = uid("usr");
+    app.funded(&user, "ARS", "100.00").await;
+    (pt, user)
+}
+
 async fn point(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Point {
     let (recv_url, recv, handle) = receiver();
     let csv = app.data_dir.path().join(format!("{}.csv", uid("pt")));
@@ -237,15 +246,21 @@ impl Point {
         format!("/point/integration-api{path}")
     }
 
+    /// PATCHes the integrator's webhook to `url`: the status.
+    async fn set_webhook(&self, url: &str) -> u16 {
+        let body = json!({ "webhook": url });
+        let path = Self::api("/integrators");
+        self.call("PATCH", &path, Some(body)).await.0
+    }
+
+    /// Whether the simulator holds the webhook for validated.
+    async fn webhook_valid(&self) -> Value {
+        let path = Self::api("/integrators");
+        self.call("GET", &path, None).await.1["is_valid_webhook"].clone()
+    }
+
     async fn register(&self) {
-        let (s, _) = self
-            .call(
-                "PATCH",
-                &Self::api("/integrators"),
-                Some(json!({ "webhook": self.recv_url })),
-            )
-            .await;
-        assert_eq!(s, 204);
+        assert_eq!(self.set_webhook(&self.recv_url).await, 204);
         let (s, v) = self
             .call("POST", &Self::api("/integrators/check"), None)
             .await;
@@ -382,21 +397,9 @@ async fn challenge(app: TestApp) {
         (400, Some("webhook_validation_failed"))
     );
     for bad in ["ftp://x/y", "/webhook", "not a url"] {
-        let (s, _) = pt
-            .call("PATCH", &integrators, Some(json!({ "webhook": bad })))
-            .await;
-        assert_eq!(s, 400, "{bad}");
+        assert_eq!(pt.set_webhook(bad).await, 400, "{bad}");
     }
-    assert_eq!(
-        pt.call(
-            "PATCH",
-            &integrators,
-            Some(json!({ "webhook": pt.recv_url }))
-        )
-        .await
-        .0,
-        204
-    );
+    assert_eq!(pt.set_webhook(&pt.recv_url).await, 204);
     for mode in [Mode::Wrong, Mode::Redirect, Mode::Slow] {
         pt.recv.lock().unwrap().mode = mode;
         let (s, v) = pt.call("POST", &check, None).await;
@@ -405,10 +408,7 @@ async fn challenge(app: TestApp) {
             (400, Some("webhook_validation_failed")),
             "{mode:?}"
         );
-        assert_eq!(
-            pt.call("GET", &integrators, None).await.1["is_valid_webhook"],
-            false
-        );
+        assert_eq!(pt.webhook_valid().await, false);
     }
     // A sale before any check passed: nothing is POSTed, the notifications are counted.
     let done = pt.sale(1500, &user, json!({})).await;
@@ -429,20 +429,8 @@ async fn challenge(app: TestApp) {
     let posts = pt.wait_for(id, "FINISHED").await;
     assert!(posts.iter().all(|p| p.signature_ok));
     // A PATCH invalidates until the next check, even to the same URL.
-    assert_eq!(
-        pt.call(
-            "PATCH",
-            &integrators,
-            Some(json!({ "webhook": pt.recv_url }))
-        )
-        .await
-        .0,
-        204
-    );
-    assert_eq!(
-        pt.call("GET", &integrators, None).await.1["is_valid_webhook"],
-        false
-    );
+    assert_eq!(pt.set_webhook(&pt.recv_url).await, 204);
+    assert_eq!(pt.webhook_valid().await, false);
     let before = pt.posts();
     let done = pt.sale(1500, &user, json!({})).await;
     assert_eq!(done["state"], "FINISHED");
@@ -577,10 +565,7 @@ async fn approved_purchase(app: TestApp) {
 
 /// §2.8 test 3: an underfunded account and the magic amounts.
 async fn declines_and_magic_amounts(app: TestApp) {
-    let pt = point(&app, |_| {}).await;
-    pt.register().await;
-    let user = uid("usr");
-    app.funded(&user, "ARS", "100.00").await;
+    let (pt, user) = registered(&app, |_| {}).await;
     let poor = uid("usr");
     app.funded(&poor, "ARS", "1.00").await;
 
@@ -694,10 +679,7 @@ async fn declines_and_magic_amounts(app: TestApp) {
 /// §2.8 test 4: an answer slower than `authorization_timeout_ms` ends
 /// `CONFIRMATION_REQUIRED`; the `CLIENT_TIMEOUT` advice undoes our late approval.
 async fn timeout_then_advice(app: TestApp) {
-    let pt = point(&app, |c| c.authorization_timeout_ms = 300).await;
-    pt.register().await;
-    let user = uid("usr");
-    app.funded(&user, "ARS", "100.00").await;
+    let (pt, user) = registered(&app, |c| c.authorization_timeout_ms = 300).await;
     let done = pt
         .sale(1500, &user, json!({ "answer_delay_ms": 1500 }))
         .await;
@@ -882,10 +864,7 @@ async fn api_rules_and_abandonment(app: TestApp) {
 
 /// §2.8 test 6: a refund after an approval, the wrong card, and a second refund.
 async fn refund(app: TestApp) {
-    let pt = point(&app, |_| {}).await;
-    pt.register().await;
-    let user = uid("usr");
-    app.funded(&user, "ARS", "100.00").await;
+    let (pt, user) = registered(&app, |_| {}).await;
     let done = pt.sale(1500, &user, json!({})).await;
     let pay_id = done["id"].as_str().unwrap().to_owned();
     let pid = done["payment"]["id"]

@@ -236,24 +236,16 @@ async fn hold_events_reach_the_subscriber(app: TestApp) {
     rx.fail_first(3);
     active(&app, &rx, "/hook", json!([])).await;
     app.funded("u1", "DKK", "100.00").await;
-    reserve(
-        &app,
-        &reservation("a1", "30.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let r = post(&app, &capture_path("a1"), &json!({})).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-    reserve(
-        &app,
-        &reservation("a2", "10.00", "DKK"),
-        "APPROVED",
-        "APPROVED",
-    )
-    .await;
-    let r = post(&app, &cancel_path("a2"), &json!({})).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // One reservation captured, one cancelled.
+    for (id, amount, path) in [
+        ("a1", "30.00", capture_path("a1")),
+        ("a2", "10.00", cancel_path("a2")),
+    ] {
+        let approved = "APPROVED";
+        reserve(&app, &reservation(id, amount, "DKK"), approved, approved).await;
+        let r = post(&app, &path, &json!({})).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
     let mut due = reservation("a3", "5.00", "DKK");
     due["expires_in_secs"] = json!(1);
     reserve(&app, &due, "APPROVED", "APPROVED").await;

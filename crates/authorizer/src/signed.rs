@@ -15,7 +15,7 @@ use protocol::signature::{self, headers};
 use protocol::{ApiSecret, KeyRing};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use store::StoredResponse;
 
 /// An answer before signing.
@@ -51,6 +51,26 @@ pub struct Verified {
 }
 
 impl Verified {
+    /// Counts and times `answer` (on `route`, started at `started`) and signs it.
+    pub fn answer(
+        &self,
+        state: &AppState,
+        route: &'static str,
+        answer: &Answer,
+        started: Instant,
+    ) -> HttpResponse {
+        state.metrics.inc(
+            "authorizer_requests_total",
+            &[("route", route), ("outcome", answer.outcome)],
+        );
+        state.metrics.observe(
+            "authorizer_request_duration_seconds",
+            &[("route", route), ("decision", answer.outcome)],
+            started.elapsed(),
+        );
+        self.respond(answer)
+    }
+
     pub fn respond(&self, answer: &Answer) -> HttpResponse {
         let ts = crate::unix_now().to_string();
         let sig = signature::sign(&self.secret, &ts, &self.endpoint, &answer.body);
@@ -240,6 +260,23 @@ impl Claims {
 /// SHA-256 of a raw body: the same key with another body is a conflict.
 pub fn request_hash(body: &[u8]) -> [u8; 32] {
     Sha256::digest(body).into()
+}
+
+/// A refused signature on `route`, counted and logged as `what`: a 401 that says nothing
+/// of which check failed.
+pub fn signature_refused(
+    state: &AppState,
+    route: &'static str,
+    reason: &'static str,
+    what: &'static str,
+) -> HttpResponse {
+    state
+        .metrics
+        .inc("authorizer_signature_failures_total", &[("reason", reason)]);
+    tracing::warn!(route, reason, "{what}");
+    HttpResponse::Unauthorized()
+        .content_type("application/json")
+        .body(error_body("unauthorized", "Signature not accepted"))
 }
 
 /// The raw body of a signed caller's request (size- and time-limited), or the refusal to

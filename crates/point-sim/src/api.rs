@@ -2,7 +2,7 @@
 //! Payments API subset, and the virtual reader's routes.
 
 use crate::machine::{Kind, State};
-use crate::sim::{ApiError, Sim, iso};
+use crate::sim::{ApiError, Intent, Model, Sim, iso};
 use crate::traffic::Presentation;
 use crate::webhook;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -184,58 +184,37 @@ async fn list_devices(req: HttpRequest, sim: Data) -> HttpResponse {
     })
 }
 
-async fn patch_device(
+/// A call on device `path` with a JSON body: `PATCH` of its mode, a payment intent or a
+/// refund created on it.
+async fn on_device(
     req: HttpRequest,
     sim: Data,
     path: web::Path<String>,
     body: web::Bytes,
+    call: fn(&Sim, &str, &Value) -> Result<Value, ApiError>,
 ) -> HttpResponse {
     guarded!(req, sim, {
         let v = json_body(&body)?;
-        sim.set_mode(&path, &v)
-    })
-}
-
-async fn create_intent(
-    req: HttpRequest,
-    sim: Data,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    guarded!(req, sim, {
-        let v = json_body(&body)?;
-        sim.create_intent(&path, &v)
+        call(&sim, &path, &v)
     })
 }
 
 async fn get_intent(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
     guarded!(req, sim, {
         let m = sim.lock();
-        match m.intents.get(path.as_str()) {
-            Some(i) if i.kind == Kind::Payment => Ok(sim.intent_view(&m, i)),
-            _ => Err(ApiError::new(
-                404,
-                "payment_intent_not_found",
-                "payment intent not found",
-            )),
-        }
+        let i = intent(&m, &path, Kind::Payment)?;
+        Ok(sim.intent_view(&m, i))
     })
 }
 
 async fn intent_last_event(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
     guarded!(req, sim, {
         let m = sim.lock();
-        match m.intents.get(path.as_str()) {
-            Some(i) if i.kind == Kind::Payment => Ok(json!({
-                "status": i.state.as_str(),
-                "created_on": iso(i.changed_ms, 0),
-            })),
-            _ => Err(ApiError::new(
-                404,
-                "payment_intent_not_found",
-                "payment intent not found",
-            )),
-        }
+        let i = intent(&m, &path, Kind::Payment)?;
+        Ok(json!({
+            "status": i.state.as_str(),
+            "created_on": iso(i.changed_ms, 0),
+        }))
     })
 }
 
@@ -284,51 +263,40 @@ async fn events(req: HttpRequest, sim: Data) -> HttpResponse {
     })
 }
 
-async fn delete_intent(
+/// `DELETE` of a payment intent or a refund on a device.
+async fn delete(
     req: HttpRequest,
     sim: Data,
     path: web::Path<(String, String)>,
+    kind: Kind,
 ) -> HttpResponse {
     guarded!(req, sim, {
         let (d, id) = path.into_inner();
-        sim.clone().into_inner().api_cancel(&d, &id, Kind::Payment)
+        sim.clone().into_inner().api_cancel(&d, &id, kind)
     })
 }
 
-async fn create_refund(
-    req: HttpRequest,
-    sim: Data,
-    path: web::Path<String>,
-    body: web::Bytes,
-) -> HttpResponse {
-    guarded!(req, sim, {
-        let v = json_body(&body)?;
-        sim.create_refund(&path, &v)
-    })
+/// Intent `id` of `kind`, or the 404 the API answers for one it does not have.
+fn intent<'m>(m: &'m Model, id: &str, kind: Kind) -> Result<&'m Intent, ApiError> {
+    match m.intents.get(id) {
+        Some(i) if i.kind == kind => Ok(i),
+        _ if kind == Kind::Refund => Err(ApiError::new(
+            404,
+            "refund_not_found",
+            "refund intent not found",
+        )),
+        _ => Err(ApiError::new(
+            404,
+            "payment_intent_not_found",
+            "payment intent not found",
+        )),
+    }
 }
 
 async fn get_refund(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
     guarded!(req, sim, {
         let m = sim.lock();
-        match m.intents.get(path.as_str()) {
-            Some(i) if i.kind == Kind::Refund => Ok(Sim::refund_view(i)),
-            _ => Err(ApiError::new(
-                404,
-                "refund_not_found",
-                "refund intent not found",
-            )),
-        }
-    })
-}
-
-async fn delete_refund(
-    req: HttpRequest,
-    sim: Data,
-    path: web::Path<(String, String)>,
-) -> HttpResponse {
-    guarded!(req, sim, {
-        let (d, id) = path.into_inner();
-        sim.clone().into_inner().api_cancel(&d, &id, Kind::Refund)
+        Ok(Sim::refund_view(intent(&m, &path, Kind::Refund)?))
     })
 }
 
@@ -415,14 +383,17 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         ("integrators", web::patch().to(patch_integrator)),
         ("integrators/check", web::post().to(check_integrator)),
         ("devices", web::get().to(list_devices)),
-        ("devices/{device_id}", web::patch().to(patch_device)),
+        (
+            "devices/{device_id}",
+            web::patch().to(|r, s, p, b| on_device(r, s, p, b, Sim::set_mode)),
+        ),
         (
             "devices/{device_id}/payment-intents",
-            web::post().to(create_intent),
+            web::post().to(|r, s, p, b| on_device(r, s, p, b, Sim::create_intent)),
         ),
         (
             "devices/{device_id}/payment-intents/{id}",
-            web::delete().to(delete_intent),
+            web::delete().to(|r, s, p| delete(r, s, p, Kind::Payment)),
         ),
         ("payment-intents/events", web::get().to(events)),
         ("payment-intents/{id}", web::get().to(get_intent)),
@@ -430,11 +401,14 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "payment-intents/{id}/events",
             web::get().to(intent_last_event),
         ),
-        ("devices/{device_id}/refund", web::post().to(create_refund)),
+        (
+            "devices/{device_id}/refund",
+            web::post().to(|r, s, p, b| on_device(r, s, p, b, Sim::create_refund)),
+        ),
         ("refund/{id}", web::get().to(get_refund)),
         (
             "devices/{device_id}/refund/{id}",
-            web::delete().to(delete_refund),
+            web::delete().to(|r, s, p| delete(r, s, p, Kind::Refund)),
         ),
     ];
     for (path, route) in api {

@@ -371,26 +371,23 @@ async fn action(
     HttpResponse::Ok().json(v)
 }
 
-async fn get_transaction(
+/// A `GET` about the sale of processor id `path`, answered by `answer` once the token
+/// is checked.
+async fn get_sale(
     req: HttpRequest,
     sim: web::Data<Sim>,
     path: web::Path<String>,
+    answer: fn(&Sim, &str) -> Value,
 ) -> HttpResponse {
     if let Err(e) = auth(&req, &sim) {
         return error(e);
     }
-    HttpResponse::Ok().json(lookup(&sim, &path))
+    HttpResponse::Ok().json(answer(&sim, &path))
 }
 
-async fn available_refund(
-    req: HttpRequest,
-    sim: web::Data<Sim>,
-    path: web::Path<String>,
-) -> HttpResponse {
-    if let Err(e) = auth(&req, &sim) {
-        return error(e);
-    }
-    let v = match sim.lock().reader.sales.get(path.as_str()) {
+/// What is left to refund of sale `id`.
+fn available_refund(sim: &Sim, id: &str) -> Value {
+    match sim.lock().reader.sales.get(id) {
         Some(s) => {
             let left = if s.cancelled {
                 0
@@ -400,18 +397,17 @@ async fn available_refund(
             json!({"result": "Success", "error": null, "data": {"amount": traffic::decimal(left)}})
         }
         None => failure("Unknown processor_id"),
-    };
-    HttpResponse::Ok().json(v)
+    }
 }
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route(
         "/instore/payment_transaction/{id}",
-        web::get().to(get_transaction),
+        web::get().to(|r, s, p| get_sale(r, s, p, lookup)),
     )
     .route(
         "/instore/credit_available_refund/{id}",
-        web::get().to(available_refund),
+        web::get().to(|r, s, p| get_sale(r, s, p, available_refund)),
     )
     .route("/instore/{action}", web::post().to(action));
 }

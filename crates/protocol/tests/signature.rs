@@ -20,6 +20,21 @@ fn secret() -> ApiSecret {
     ApiSecret::from_base64(API_SECRET).unwrap()
 }
 
+/// [`sign`] with the demo secret.
+fn sign_with(timestamp: &str, endpoint: &str, body: &[u8]) -> String {
+    sign(&secret(), timestamp, endpoint, body)
+}
+
+/// [`verify`] with the demo secret.
+fn verify_with(
+    timestamp: &str,
+    endpoint: &str,
+    body: &[u8],
+    header: &str,
+) -> Result<(), SignatureError> {
+    verify(&secret(), timestamp, endpoint, body, header)
+}
+
 #[test]
 fn vector_body_is_the_documented_one() {
     assert_eq!(BODY.len(), 669);
@@ -40,27 +55,16 @@ fn verifies_vector_1(secret: &ApiSecret) {
 
 #[test]
 fn vector_1_request() {
-    let s = sign(
-        &secret(),
-        "1700000000",
-        "/transactions/authorizations",
-        BODY,
-    );
+    let s = sign_with("1700000000", "/transactions/authorizations", BODY);
     assert_eq!(s, VECTOR_1);
     verifies_vector_1(&secret());
 }
 
 #[test]
 fn vector_2_response() {
-    let s = sign(
-        &secret(),
-        "1700000001",
-        "/transactions/authorizations",
-        VECTOR_2_BODY,
-    );
+    let s = sign_with("1700000001", "/transactions/authorizations", VECTOR_2_BODY);
     assert_eq!(s, VECTOR_2);
-    verify(
-        &secret(),
+    verify_with(
         "1700000001",
         "/transactions/authorizations",
         VECTOR_2_BODY,
@@ -71,15 +75,9 @@ fn vector_2_response() {
 
 #[test]
 fn vector_3_empty_body_signs_timestamp_and_endpoint_only() {
-    let s = sign(
-        &secret(),
-        "1700000002",
-        "/transactions/adjustments/credit",
-        b"",
-    );
+    let s = sign_with("1700000002", "/transactions/adjustments/credit", b"");
     assert_eq!(s, VECTOR_3);
-    verify(
-        &secret(),
+    verify_with(
         "1700000002",
         "/transactions/adjustments/credit",
         b"",
@@ -88,31 +86,16 @@ fn vector_3_empty_body_signs_timestamp_and_endpoint_only() {
     .unwrap();
     // Same message split differently: the concatenation has no separators.
     assert_eq!(
-        sign(
-            &secret(),
-            "1700000002/transactions",
-            "/adjustments/credit",
-            b""
-        ),
+        sign_with("1700000002/transactions", "/adjustments/credit", b""),
         VECTOR_3
     );
     // `{}` and `null` are not an empty body.
     assert_ne!(
-        sign(
-            &secret(),
-            "1700000002",
-            "/transactions/adjustments/credit",
-            b"{}"
-        ),
+        sign_with("1700000002", "/transactions/adjustments/credit", b"{}"),
         VECTOR_3
     );
     assert_ne!(
-        sign(
-            &secret(),
-            "1700000002",
-            "/transactions/adjustments/credit",
-            b"null"
-        ),
+        sign_with("1700000002", "/transactions/adjustments/credit", b"null"),
         VECTOR_3
     );
 }
@@ -123,8 +106,7 @@ fn tampered_body_fails() {
         let mut body = BODY.to_vec();
         body[i] ^= 0x01;
         assert_eq!(
-            verify(
-                &secret(),
+            verify_with(
                 "1700000000",
                 "/transactions/authorizations",
                 &body,
@@ -136,8 +118,7 @@ fn tampered_body_fails() {
     let mut longer = BODY.to_vec();
     longer.push(b'\n');
     assert_eq!(
-        verify(
-            &secret(),
+        verify_with(
             "1700000000",
             "/transactions/authorizations",
             &longer,
@@ -150,13 +131,7 @@ fn tampered_body_fails() {
 #[test]
 fn tampered_timestamp_fails() {
     assert_eq!(
-        verify(
-            &secret(),
-            "1700000001",
-            "/transactions/authorizations",
-            BODY,
-            VECTOR_1
-        ),
+        verify_with("1700000001", "/transactions/authorizations", BODY, VECTOR_1),
         Err(SignatureError::Mismatch)
     );
 }
@@ -164,8 +139,7 @@ fn tampered_timestamp_fails() {
 #[test]
 fn tampered_endpoint_fails() {
     assert_eq!(
-        verify(
-            &secret(),
+        verify_with(
             "1700000000",
             "/transactions/authorizations/debit",
             BODY,
@@ -213,13 +187,7 @@ fn missing_or_wrong_prefix_fails() {
         String::new(),
     ] {
         assert_eq!(
-            verify(
-                &secret(),
-                "1700000000",
-                "/transactions/authorizations",
-                BODY,
-                &header
-            ),
+            verify_with("1700000000", "/transactions/authorizations", BODY, &header),
             Err(SignatureError::MissingPrefix),
             "{header:?}"
         );
@@ -238,13 +206,7 @@ fn bad_base64_or_length_fails() {
         "hmac-sha256 AAAA",                                        // 3 bytes, not 32
     ] {
         assert_eq!(
-            verify(
-                &secret(),
-                "1700000000",
-                "/transactions/authorizations",
-                BODY,
-                header
-            ),
+            verify_with("1700000000", "/transactions/authorizations", BODY, header),
             Err(SignatureError::BadEncoding),
             "{header:?}"
         );
@@ -267,34 +229,25 @@ fn secret_round_trips_and_bad_secrets_are_refused() {
 #[test]
 fn check_timestamp_window() {
     let now = 1_700_000_000;
-    assert_eq!(check_timestamp("1700000000", now, 60), Ok(1_700_000_000));
-    assert_eq!(check_timestamp("1699999940", now, 60), Ok(1_699_999_940));
-    assert_eq!(check_timestamp("1700000060", now, 60), Ok(1_700_000_060));
-    assert_eq!(
-        check_timestamp("1699999939", now, 60),
-        Err(SignatureError::StaleTimestamp)
-    );
-    assert_eq!(
-        check_timestamp("1700000061", now, 60),
-        Err(SignatureError::StaleTimestamp)
-    );
-    assert_eq!(
-        check_timestamp("0", now, 60),
-        Err(SignatureError::StaleTimestamp)
-    );
-    assert_eq!(
-        check_timestamp("999999999999", now, 60),
-        Err(SignatureError::StaleTimestamp)
-    );
-    // Extreme inputs do not overflow.
-    assert_eq!(
-        check_timestamp("999999999999", i64::MIN, u64::MAX),
-        Ok(999_999_999_999)
-    );
-    assert_eq!(
-        check_timestamp("1", i64::MAX, 0),
-        Err(SignatureError::StaleTimestamp)
-    );
+    let stale = Err(SignatureError::StaleTimestamp);
+    for (header, now, skew, want) in [
+        ("1700000000", now, 60, Ok(1_700_000_000)),
+        ("1699999940", now, 60, Ok(1_699_999_940)),
+        ("1700000060", now, 60, Ok(1_700_000_060)),
+        ("1699999939", now, 60, stale),
+        ("1700000061", now, 60, stale),
+        ("0", now, 60, stale),
+        ("999999999999", now, 60, stale),
+        // Extreme inputs do not overflow.
+        ("999999999999", i64::MIN, u64::MAX, Ok(999_999_999_999)),
+        ("1", i64::MAX, 0, stale),
+    ] {
+        assert_eq!(
+            check_timestamp(header, now, skew),
+            want,
+            "{header} at {now} within {skew} s"
+        );
+    }
 }
 
 #[test]

@@ -300,8 +300,6 @@ impl Store {
 
     /// A deposit or withdrawal on `tx`, which the caller commits; `funding` is the
     /// currency's funding account.
-    // The body reads as it did with a transaction of its own (`&mut tx`).
-    #[allow(clippy::needless_borrow)]
     pub(crate) async fn fund_on<R>(
         &self,
         tx: &mut Tx,
@@ -312,14 +310,13 @@ impl Store {
     where
         R: Fn(i64, i64) -> StoredResponse,
     {
-        let mut tx = tx;
-        if let Some(rec) = find_idempotent(&mut tx, SCOPE_ADMIN, f.idempotency_key).await? {
+        if let Some(rec) = find_idempotent(tx, SCOPE_ADMIN, f.idempotency_key).await? {
             return Ok(match repeat_of(&rec.request_hash, &f.request_hash) {
                 Repeat::Replay => FundingOutcome::Replay(rec.response),
                 Repeat::KeyConflict => FundingOutcome::KeyConflict,
             });
         }
-        let Some(account) = lock_user_account(&mut tx, f.user_id, f.currency).await? else {
+        let Some(account) = lock_user_account(tx, f.user_id, f.currency).await? else {
             return Ok(FundingOutcome::AccountNotFound);
         };
         let funded = FundedAccount {
@@ -338,7 +335,7 @@ impl Store {
             reference: f.reference,
         };
         let (movement_id, _) = book(
-            &mut tx,
+            tx,
             Holder::Account(&account),
             funding,
             plan.postings,
@@ -354,7 +351,7 @@ impl Store {
             ("account.funded", "evt-deposit")
         };
         self.emit(
-            &mut tx,
+            tx,
             event_type,
             &format!("{event}-{movement_id}"),
             f.now_ms,
@@ -375,7 +372,7 @@ impl Store {
         // A concurrent duplicate that committed first fails this insert (a unique key):
         // ours rolls back, and the next try replays theirs.
         insert_idempotent(
-            &mut tx,
+            tx,
             SCOPE_ADMIN,
             f.idempotency_key,
             &f.request_hash,

@@ -744,9 +744,8 @@ impl Store {
         if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);
         }
-        let find = "SELECT id FROM accounts WHERE kind = $1 AND currency = $2";
         let found: Option<i64> = run!(tx, c => {
-            sqlx::query_scalar(find)
+            sqlx::query_scalar(crate::SYSTEM_ACCOUNT_ID)
                 .bind(kind.as_str())
                 .bind(currency.code())
                 .fetch_optional(c)
@@ -756,24 +755,7 @@ impl Store {
             self.remember_system_id(kind, currency, id);
             return Ok(id);
         }
-        let id: i64 = run!(tx, c => {
-            sqlx::query(
-                "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
-                 VALUES ($1, NULL, $2, $3, $3) \
-                 ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
-            )
-            .bind(kind.as_str())
-            .bind(currency.code())
-            .bind(crate::now_ms())
-            .execute(&mut *c)
-            .await?;
-            sqlx::query_scalar(find)
-                .bind(kind.as_str())
-                .bind(currency.code())
-                .fetch_one(&mut *c)
-                .await?
-        });
-        Ok(id)
+        Ok(crate::create_system_account(tx, kind, currency).await?)
     }
 
     /// A stored-value number bound to `tenant_id`, with its account (unlocked), for the
@@ -803,14 +785,29 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<SvMovementRow>, StoreError> {
-        let sql = format!(
-            "{MOVEMENT_COLUMNS} WHERE number = $1 AND movement_id < $2 \
-             ORDER BY movement_id DESC LIMIT $3"
-        );
+        self.movement_page(
+            "number = $1 AND movement_id < $2 ORDER BY movement_id DESC LIMIT $3",
+            number,
+            before,
+            limit,
+        )
+        .await
+    }
+
+    /// InStore movements matching `filter`, a condition and order over `key` ($1), the
+    /// movement id before which to list (`$2`) and the limit (`$3`).
+    async fn movement_page(
+        &self,
+        filter: &str,
+        key: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<SvMovementRow>, StoreError> {
+        let sql = format!("{MOVEMENT_COLUMNS} WHERE {filter}");
         let mut out = Vec::new();
         run_pool!(&self.db, p => {
             for r in sqlx::query(&sql)
-                .bind(number)
+                .bind(key)
                 .bind(before.unwrap_or(i64::MAX))
                 .bind(limit)
                 .fetch_all(p)
@@ -941,23 +938,14 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<SvMovementRow>, StoreError> {
-        let sql = format!(
-            "{MOVEMENT_COLUMNS} WHERE number IN (SELECT number FROM instore_cards WHERE card_id = $1) \
-             AND movement_id < $2 ORDER BY movement_id DESC, external_transaction_id LIMIT $3"
-        );
-        let mut out = Vec::new();
-        run_pool!(&self.db, p => {
-            for r in sqlx::query(&sql)
-                .bind(card_id)
-                .bind(before.unwrap_or(i64::MAX))
-                .bind(limit)
-                .fetch_all(p)
-                .await?
-            {
-                out.push(movement_of!(r));
-            }
-        });
-        Ok(out)
+        self.movement_page(
+            "number IN (SELECT number FROM instore_cards WHERE card_id = $1) \
+             AND movement_id < $2 ORDER BY movement_id DESC, external_transaction_id LIMIT $3",
+            card_id,
+            before,
+            limit,
+        )
+        .await
     }
 }
 

@@ -377,28 +377,42 @@ impl Store {
         if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);
         }
-        let now = now_ms();
-        let id: i64 = run_pool!(&self.db, p => {
-            sqlx::query(
-                "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
-                 VALUES ($1, NULL, $2, $3, $3) \
-                 ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
-            )
-            .bind(kind.as_str())
-            .bind(currency.code())
-            .bind(now)
-            .execute(p)
-            .await?;
-            sqlx::query_scalar("SELECT id FROM accounts WHERE kind = $1 AND currency = $2")
-                .bind(kind.as_str())
-                .bind(currency.code())
-                .fetch_one(p)
-                .await?
-        });
+        let mut tx = self.begin().await?;
+        let id = create_system_account(&mut tx, kind, currency).await?;
+        tx.commit().await?;
         self.remember_system_id(kind, currency, id);
         Ok(id)
     }
 }
+
+/// The id of system account `kind` in `currency`, created on `tx` unless it exists.
+pub(crate) async fn create_system_account(
+    tx: &mut Tx,
+    kind: SystemAccount,
+    currency: Currency,
+) -> Result<i64, sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+             VALUES ($1, NULL, $2, $3, $3) \
+             ON CONFLICT (kind, currency) WHERE kind <> 'USER' DO NOTHING",
+        )
+        .bind(kind.as_str())
+        .bind(currency.code())
+        .bind(now_ms())
+        .execute(&mut *c)
+        .await?;
+        sqlx::query_scalar(SYSTEM_ACCOUNT_ID)
+            .bind(kind.as_str())
+            .bind(currency.code())
+            .fetch_one(&mut *c)
+            .await
+    })
+}
+
+/// The id of the system account of a kind (`$1`) and currency (`$2`).
+pub(crate) const SYSTEM_ACCOUNT_ID: &str =
+    "SELECT id FROM accounts WHERE kind = $1 AND currency = $2";
 
 /// Milliseconds since the unix epoch.
 pub fn now_ms() -> i64 {

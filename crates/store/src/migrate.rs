@@ -11,49 +11,27 @@ struct Migration {
     sqlite: &'static str,
 }
 
+/// Migration `$version`, from `migrations/{postgres,sqlite}/$name.sql` (a macro:
+/// `include_str!` takes a literal path).
+macro_rules! migration {
+    ($version:literal, $name:literal) => {
+        Migration {
+            version: $version,
+            name: $name,
+            postgres: include_str!(concat!("../../../migrations/postgres/", $name, ".sql")),
+            sqlite: include_str!(concat!("../../../migrations/sqlite/", $name, ".sql")),
+        }
+    };
+}
+
 const MIGRATIONS: &[Migration] = &[
-    Migration {
-        version: 1,
-        name: "0001_ledger",
-        postgres: include_str!("../../../migrations/postgres/0001_ledger.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0001_ledger.sql"),
-    },
-    Migration {
-        version: 2,
-        name: "0002_reconciliation",
-        postgres: include_str!("../../../migrations/postgres/0002_reconciliation.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0002_reconciliation.sql"),
-    },
-    Migration {
-        version: 3,
-        name: "0003_grouped_commits",
-        postgres: include_str!("../../../migrations/postgres/0003_grouped_commits.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0003_grouped_commits.sql"),
-    },
-    Migration {
-        version: 4,
-        name: "0004_holds",
-        postgres: include_str!("../../../migrations/postgres/0004_holds.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0004_holds.sql"),
-    },
-    Migration {
-        version: 5,
-        name: "0005_outbox",
-        postgres: include_str!("../../../migrations/postgres/0005_outbox.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0005_outbox.sql"),
-    },
-    Migration {
-        version: 6,
-        name: "0006_controls",
-        postgres: include_str!("../../../migrations/postgres/0006_controls.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0006_controls.sql"),
-    },
-    Migration {
-        version: 7,
-        name: "0007_instore",
-        postgres: include_str!("../../../migrations/postgres/0007_instore.sql"),
-        sqlite: include_str!("../../../migrations/sqlite/0007_instore.sql"),
-    },
+    migration!(1, "0001_ledger"),
+    migration!(2, "0002_reconciliation"),
+    migration!(3, "0003_grouped_commits"),
+    migration!(4, "0004_holds"),
+    migration!(5, "0005_outbox"),
+    migration!(6, "0006_controls"),
+    migration!(7, "0007_instore"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

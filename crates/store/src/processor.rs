@@ -668,8 +668,6 @@ impl Store {
 
 /// Reads, plans and writes an adjustment on `tx`, which the caller commits: what the
 /// transaction already wrote (earlier requests of a batch) is the state it starts from.
-// The body reads as it did with a transaction of its own (`&mut tx`).
-#[allow(clippy::needless_borrow)]
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn adjust_on<R>(
     store: &Store,
@@ -684,104 +682,98 @@ pub(crate) async fn adjust_on<R>(
 where
     R: Fn(&AdjustmentResult) -> Vec<u8>,
 {
-    {
-        let scope = SCOPE_ADJUSTMENT;
-        let mut tx = tx;
-        if let Some(rec) = find_idempotent(&mut tx, scope, call.idempotency_key).await? {
-            return Ok(repeated(
-                &rec.request_hash,
-                &call.request_hash,
-                rec.response,
-            ));
-        }
-        if let Some(ExistingRecord {
-            response: Some(response),
-            asked,
-            ..
-        }) = find_transaction_record(&mut tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
-        {
-            if !asked.same_as(call.endpoint, Some(direction), t) {
-                return Ok(Outcome::TransactionConflict);
-            }
-            record_answer(&mut tx, scope, call, &response).await?;
-            return Ok(Outcome::Replay(response));
-        }
-        let original_known = match t.original_transaction_id {
-            Some(original) => Some(transaction_known(&mut tx, original).await?),
-            None => None,
-        };
-        let account = match terms.account(t) {
-            Some((user, currency)) => lock_user_account(&mut tx, user, currency).await?,
-            None => None,
-        };
-        let facts = AdjustmentFacts {
-            original_known,
-            account: account.as_ref().map(account_view),
-            system,
-        };
-        let plan = plan_adjustment(terms, &facts, t);
-        let movement_id =
-            write_movement(&mut tx, plan.movement, account.as_ref(), call.now_ms).await?;
-        // A credit against an authorization gives back the room it took in its controls.
-        if let (RequestKind::Credit, Some(original), Some(_), Some(amount)) = (
-            direction,
-            t.original_transaction_id,
-            movement_id,
-            plan.amount_minor,
-        ) {
-            let give = ledger::plan::GiveBack::Credit {
-                amount: amount.abs(),
-                reversal: t.tx_type.starts_with("REVERSAL"),
-            };
-            crate::controls::release_controls(&mut tx, original, give, call.now_ms).await?;
-        }
-        let result = AdjustmentResult {
-            flags: plan.flags,
-            movement_id,
-            balance_after: plan.balance_after,
-        };
-        let response = StoredResponse {
-            status: 200,
-            body: render(&result),
-        };
-        insert_transaction_record(
-            &mut tx,
-            &TransactionRecord {
-                kind: KIND_ADJUSTMENT,
-                call: Some(call),
-                tx: t,
-                direction: Some(direction),
-                amount_minor: plan.amount_minor,
-                status: Some("APPROVED"),
-                status_detail: Some(plan.status_detail),
-                flags: &result.flags,
-                movement_id,
-                response: Some(&response),
-                verdict: None,
-                now_ms: call.now_ms,
-            },
-        )
-        .await?;
-        record_answer(&mut tx, scope, call, &response).await?;
-        store
-            .publish(&mut tx, ADJUSTMENT_BOOKED, || {
-                adjustment_booked(
-                    call,
-                    t,
-                    direction,
-                    plan.amount_minor,
-                    plan.status_detail,
-                    &result,
-                )
-            })
-            .await?;
-        Ok(Outcome::Fresh { response, result })
+    let scope = SCOPE_ADJUSTMENT;
+    if let Some(rec) = find_idempotent(tx, scope, call.idempotency_key).await? {
+        return Ok(repeated(
+            &rec.request_hash,
+            &call.request_hash,
+            rec.response,
+        ));
     }
+    if let Some(ExistingRecord {
+        response: Some(response),
+        asked,
+        ..
+    }) = find_transaction_record(tx, KIND_ADJUSTMENT, t.transaction_id, false).await?
+    {
+        if !asked.same_as(call.endpoint, Some(direction), t) {
+            return Ok(Outcome::TransactionConflict);
+        }
+        record_answer(tx, scope, call, &response).await?;
+        return Ok(Outcome::Replay(response));
+    }
+    let original_known = match t.original_transaction_id {
+        Some(original) => Some(transaction_known(tx, original).await?),
+        None => None,
+    };
+    let account = match terms.account(t) {
+        Some((user, currency)) => lock_user_account(tx, user, currency).await?,
+        None => None,
+    };
+    let facts = AdjustmentFacts {
+        original_known,
+        account: account.as_ref().map(account_view),
+        system,
+    };
+    let plan = plan_adjustment(terms, &facts, t);
+    let movement_id = write_movement(tx, plan.movement, account.as_ref(), call.now_ms).await?;
+    // A credit against an authorization gives back the room it took in its controls.
+    if let (RequestKind::Credit, Some(original), Some(_), Some(amount)) = (
+        direction,
+        t.original_transaction_id,
+        movement_id,
+        plan.amount_minor,
+    ) {
+        let give = ledger::plan::GiveBack::Credit {
+            amount: amount.abs(),
+            reversal: t.tx_type.starts_with("REVERSAL"),
+        };
+        crate::controls::release_controls(tx, original, give, call.now_ms).await?;
+    }
+    let result = AdjustmentResult {
+        flags: plan.flags,
+        movement_id,
+        balance_after: plan.balance_after,
+    };
+    let response = StoredResponse {
+        status: 200,
+        body: render(&result),
+    };
+    insert_transaction_record(
+        tx,
+        &TransactionRecord {
+            kind: KIND_ADJUSTMENT,
+            call: Some(call),
+            tx: t,
+            direction: Some(direction),
+            amount_minor: plan.amount_minor,
+            status: Some("APPROVED"),
+            status_detail: Some(plan.status_detail),
+            flags: &result.flags,
+            movement_id,
+            response: Some(&response),
+            verdict: None,
+            now_ms: call.now_ms,
+        },
+    )
+    .await?;
+    record_answer(tx, scope, call, &response).await?;
+    store
+        .publish(tx, ADJUSTMENT_BOOKED, || {
+            adjustment_booked(
+                call,
+                t,
+                direction,
+                plan.amount_minor,
+                plan.status_detail,
+                &result,
+            )
+        })
+        .await?;
+    Ok(Outcome::Fresh { response, result })
 }
 
 /// Reads, plans and writes a notification on `tx`, which the caller commits.
-// The body reads as it did with a transaction of its own (`&mut tx`).
-#[allow(clippy::needless_borrow)]
 pub(crate) async fn notify_on<R>(
     store: &Store,
     tx: &mut Tx,
@@ -793,113 +785,108 @@ pub(crate) async fn notify_on<R>(
 where
     R: Fn(&NotificationResult) -> Vec<u8>,
 {
-    {
-        let mut tx = tx;
-        let seen: Option<(Vec<u8>, Vec<u8>)> = run!(&mut tx, c => {
-            sqlx::query_as("SELECT request_hash, response_body FROM notifications WHERE idempotency_key = $1")
-                .bind(n.key)
-                .fetch_optional(c)
-                .await?
-        });
-        if let Some((hash, body)) = seen {
-            let response = StoredResponse { status: 200, body };
-            return Ok(repeated(&hash, &n.request_hash, response));
-        }
-        let existing = match ask.record_to_read() {
-            Some(id) => find_transaction_record(&mut tx, KIND_AUTHORIZATION, id, true).await?,
-            None => None,
-        };
-        let record = existing.as_ref().map(ExistingRecord::recorded);
-        let original = match ask.original_to_read(record.as_ref()) {
-            Some(id) => Some(read_original(&mut tx, id).await?),
-            None => None,
-        };
-        let account = match ask.account_to_read(record.as_ref()) {
-            Some((user, currency)) => lock_user_account(&mut tx, user, currency).await?,
-            None => original.as_ref().and_then(|o| o.account.clone()),
-        };
-        let facts = NotificationFacts {
-            record,
-            original: original.as_ref().map(OriginalRow::movement),
-            account: account.as_ref().map(account_view),
-            system,
-        };
-        let plan =
-            plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let movement_id =
-            write_movement(&mut tx, plan.movement, account.as_ref(), n.now_ms).await?;
-        // The processor rejected what we approved: the room it took comes back.
-        if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
-            let give = ledger::plan::GiveBack::Whole;
-            crate::controls::release_controls(&mut tx, t.transaction_id, give, n.now_ms).await?;
-        }
-        if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
-            let set_verdict = (verdict, n.status_detail, movement_id);
-            match plan.record {
-                RecordWrite::None => {}
-                RecordWrite::SetVerdict => {
-                    update_verdict(&mut tx, t.transaction_id, set_verdict, n.now_ms).await?;
-                }
-                RecordWrite::Insert { amount_minor } => {
-                    insert_transaction_record(
-                        &mut tx,
-                        &TransactionRecord {
-                            kind: KIND_AUTHORIZATION,
-                            call: None,
-                            tx: t,
-                            direction: n.direction,
-                            amount_minor,
-                            status: None,
-                            status_detail: None,
-                            flags: &plan.flags,
-                            movement_id: None,
-                            response: None,
-                            verdict: Some(set_verdict),
-                            now_ms: n.now_ms,
-                        },
-                    )
-                    .await?;
-                }
+    let seen: Option<(Vec<u8>, Vec<u8>)> = run!(tx, c => {
+        sqlx::query_as("SELECT request_hash, response_body FROM notifications WHERE idempotency_key = $1")
+            .bind(n.key)
+            .fetch_optional(c)
+            .await?
+    });
+    if let Some((hash, body)) = seen {
+        let response = StoredResponse { status: 200, body };
+        return Ok(repeated(&hash, &n.request_hash, response));
+    }
+    let existing = match ask.record_to_read() {
+        Some(id) => find_transaction_record(tx, KIND_AUTHORIZATION, id, true).await?,
+        None => None,
+    };
+    let record = existing.as_ref().map(ExistingRecord::recorded);
+    let original = match ask.original_to_read(record.as_ref()) {
+        Some(id) => Some(read_original(tx, id).await?),
+        None => None,
+    };
+    let account = match ask.account_to_read(record.as_ref()) {
+        Some((user, currency)) => lock_user_account(tx, user, currency).await?,
+        None => original.as_ref().and_then(|o| o.account.clone()),
+    };
+    let facts = NotificationFacts {
+        record,
+        original: original.as_ref().map(OriginalRow::movement),
+        account: account.as_ref().map(account_view),
+        system,
+    };
+    let plan = plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let movement_id = write_movement(tx, plan.movement, account.as_ref(), n.now_ms).await?;
+    // The processor rejected what we approved: the room it took comes back.
+    if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
+        let give = ledger::plan::GiveBack::Whole;
+        crate::controls::release_controls(tx, t.transaction_id, give, n.now_ms).await?;
+    }
+    if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
+        let set_verdict = (verdict, n.status_detail, movement_id);
+        match plan.record {
+            RecordWrite::None => {}
+            RecordWrite::SetVerdict => {
+                update_verdict(tx, t.transaction_id, set_verdict, n.now_ms).await?;
+            }
+            RecordWrite::Insert { amount_minor } => {
+                insert_transaction_record(
+                    tx,
+                    &TransactionRecord {
+                        kind: KIND_AUTHORIZATION,
+                        call: None,
+                        tx: t,
+                        direction: n.direction,
+                        amount_minor,
+                        status: None,
+                        status_detail: None,
+                        flags: &plan.flags,
+                        movement_id: None,
+                        response: None,
+                        verdict: Some(set_verdict),
+                        now_ms: n.now_ms,
+                    },
+                )
+                .await?;
             }
         }
-        let result = NotificationResult {
-            effect: plan.effect,
-            flags: plan.flags,
-            movement_id,
-        };
-        let body = render(&result);
-        run!(&mut tx, c => {
-            sqlx::query(
-                "INSERT INTO notifications (idempotency_key, event_id, transaction_id, verdict, \
-                 status_detail, effect, flags, movement_id, request_hash, request_body, response_body, \
-                 received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(n.key)
-            .bind(n.event_id)
-            .bind(n.transaction.map(|t| t.transaction_id))
-            .bind(n.verdict.map(|v| v.as_str()))
-            .bind(n.status_detail)
-            .bind(result.effect.as_str())
-            .bind(result.flags.stored())
-            .bind(result.movement_id)
-            .bind(&n.request_hash[..])
-            .bind(n.raw_body)
-            .bind(&body[..])
-            .bind(n.now_ms)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
-        store
-            .publish(&mut tx, NOTIFICATION_APPLIED, || {
-                notification_applied(n, plan.record, &result)
-            })
-            .await?;
-        Ok(Outcome::Fresh {
-            response: StoredResponse { status: 200, body },
-            result,
-        })
     }
+    let result = NotificationResult {
+        effect: plan.effect,
+        flags: plan.flags,
+        movement_id,
+    };
+    let body = render(&result);
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO notifications (idempotency_key, event_id, transaction_id, verdict, \
+             status_detail, effect, flags, movement_id, request_hash, request_body, response_body, \
+             received_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(n.key)
+        .bind(n.event_id)
+        .bind(n.transaction.map(|t| t.transaction_id))
+        .bind(n.verdict.map(|v| v.as_str()))
+        .bind(n.status_detail)
+        .bind(result.effect.as_str())
+        .bind(result.flags.stored())
+        .bind(result.movement_id)
+        .bind(&n.request_hash[..])
+        .bind(n.raw_body)
+        .bind(&body[..])
+        .bind(n.now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    store
+        .publish(tx, NOTIFICATION_APPLIED, || {
+            notification_applied(n, plan.record, &result)
+        })
+        .await?;
+    Ok(Outcome::Fresh {
+        response: StoredResponse { status: 200, body },
+        result,
+    })
 }
 
 impl NotificationCall<'_> {

@@ -53,12 +53,7 @@ async fn the_sweeper_expires_due_holds(app: TestApp) {
 async fn releases_give_back_the_daily_limit(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
     let r = app
-        .admin(
-            "PUT",
-            "/v1/accounts/u1/DKK",
-            Some(json!({"daily_limit": "100.00"})),
-            None,
-        )
+        .admin_put("/v1/accounts/u1/DKK", json!({"daily_limit": "100.00"}))
         .await;
     assert!(
         r.status == 200 || r.status == 201,

@@ -613,6 +613,41 @@ async fn fund(
     respond(&state, r)
 }
 
+/// A page size checked against `1..=max`; `default` when none is asked for.
+fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
+    let limit = limit.unwrap_or(default);
+    if !(1..=max).contains(&limit) {
+        return Err(AdminError::bad(
+            "invalid_limit",
+            format!("limit must be between 1 and {max}"),
+        ));
+    }
+    Ok(limit)
+}
+
+/// The id a page's `next_cursor` stands for; `None` (no cursor): the first page.
+fn cursor(text: Option<&str>) -> Result<Option<i64>> {
+    match text {
+        None | Some("") => Ok(None),
+        Some(s) => s
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| AdminError::bad("invalid_cursor", "cursor is not one we issued")),
+    }
+}
+
+/// The first `limit` of `rows` (read one past a page) and the next page's cursor: `key` of
+/// the last row shown, when there are more.
+fn page_of<T, K>(rows: &[T], limit: i64, key: impl Fn(&T) -> K) -> (&[T], Option<K>) {
+    let limit = usize::try_from(limit).unwrap_or(0);
+    if rows.len() > limit {
+        let page = &rows[..limit];
+        (page, page.last().map(key))
+    } else {
+        (rows, None)
+    }
+}
+
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct PageQuery {
@@ -663,13 +698,7 @@ pub async fn holds(
             currency: code,
         } = path.into_inner();
         let c = currency(&code)?;
-        let limit = query.limit.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 500",
-            ));
-        }
+        let limit = page_limit(query.limit, 50, 500)?;
         let hold_state = match query.state.as_deref() {
             None | Some("") => None,
             Some(s) => Some(ledger::holds::HoldState::parse(s).ok_or_else(|| {
@@ -679,20 +708,13 @@ pub async fn holds(
                 )
             })?),
         };
-        let before =
-            match query.cursor.as_deref() {
-                None | Some("") => None,
-                Some(s) => Some(s.parse::<i64>().map_err(|_| {
-                    AdminError::bad("invalid_cursor", "cursor is not one we issued")
-                })?),
-            };
+        let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
             .account_holds(user_id(&uid)?, c, hold_state, before, limit + 1)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<_> = rows.iter().take(limit as usize).collect();
+        let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
         let e = c.exponent();
         let items: Vec<HoldItem> = page
             .iter()
@@ -712,11 +734,6 @@ pub async fn holds(
                 created_at_ms: h.created_at_ms,
             })
             .collect();
-        let next = if more {
-            page.last().map(|h| h.id.to_string())
-        } else {
-            None
-        };
         Ok(json_response(
             StatusCode::OK,
             &HoldsPage {
@@ -756,27 +773,14 @@ pub async fn postings(
             currency: code,
         } = path.into_inner();
         let c = currency(&code)?;
-        let limit = query.limit.unwrap_or(50);
-        if !(1..=500).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 500",
-            ));
-        }
-        let before =
-            match query.cursor.as_deref() {
-                None | Some("") => None,
-                Some(s) => Some(s.parse::<i64>().map_err(|_| {
-                    AdminError::bad("invalid_cursor", "cursor is not one we issued")
-                })?),
-            };
+        let limit = page_limit(query.limit, 50, 500)?;
+        let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
             .postings(user_id(&uid)?, c, limit + 1, before)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
-        let more = rows.len() as i64 > limit;
-        let page: Vec<_> = rows.iter().take(limit as usize).collect();
+        let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
         let e = c.exponent();
         let items: Vec<Posting> = page
             .iter()
@@ -792,11 +796,6 @@ pub async fn postings(
                 created_at_ms: p.created_at_ms,
             })
             .collect();
-        let next = if more {
-            page.last().map(|p| p.id.to_string())
-        } else {
-            None
-        };
         Ok(json_response(
             StatusCode::OK,
             &PostingsPage {
@@ -1180,13 +1179,7 @@ pub async fn reconciliation_runs(
 ) -> HttpResponse {
     let r = async {
         check_token(&req, &state)?;
-        let limit = query.limit.unwrap_or(30);
-        if !(1..=366).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 366",
-            ));
-        }
+        let limit = page_limit(query.limit, 30, 366)?;
         let runs = state.store.runs(limit).await?;
         Ok(json_response(
             StatusCode::OK,
@@ -1234,13 +1227,7 @@ pub async fn reconciliation_breaks(
     let r = async {
         check_token(&req, &state)?;
         let date = path.into_inner().date;
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 1000",
-            ));
-        }
+        let limit = page_limit(query.limit, 100, 1000)?;
         if let Some(c) = query.class.as_deref()
             && ledger::reconcile::BreakClass::parse(c).is_none()
         {
@@ -1263,8 +1250,7 @@ pub async fn reconciliation_breaks(
                 query.cursor.unwrap_or(0),
             )
             .await?;
-        let more = rows.len() as i64 > limit;
-        let page = &rows[..rows.len().min(limit as usize)];
+        let (page, next) = page_of(&rows, limit, |b| b.seq);
         let items: Vec<Break> = page
             .iter()
             .map(|b| {
@@ -1290,11 +1276,6 @@ pub async fn reconciliation_breaks(
                 }
             })
             .collect();
-        let next = if more {
-            page.last().map(|b| b.seq)
-        } else {
-            None
-        };
         Ok(json_response(
             StatusCode::OK,
             &BreaksPage {

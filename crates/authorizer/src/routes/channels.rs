@@ -6,7 +6,6 @@
 
 use crate::app::AppState;
 use crate::channel_service::{self, reservation_json};
-use crate::routes::error_body;
 use crate::signed::{self, Answer, header, request_hash};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -149,7 +148,6 @@ pub async fn handle(
     route: ChannelRoute,
 ) -> HttpResponse {
     let started = Instant::now();
-    let metrics = &state.metrics;
     let body = match signed::body_or_refusal(&req, payload, &state).await {
         Ok(b) => b,
         Err(refusal) => return refusal,
@@ -170,26 +168,11 @@ pub async fn handle(
         Err(reason) => return unauthorized(&state, route, reason),
     };
     let answer = serve(&req, &body, &state, route, &channel, started).await;
-    metrics.inc(
-        "authorizer_requests_total",
-        &[("route", route.path()), ("outcome", answer.outcome)],
-    );
-    metrics.observe(
-        "authorizer_request_duration_seconds",
-        &[("route", route.path()), ("decision", answer.outcome)],
-        started.elapsed(),
-    );
-    verified.respond(&answer)
+    verified.answer(&state, route.path(), &answer, started)
 }
 
 fn unauthorized(state: &AppState, route: ChannelRoute, reason: &'static str) -> HttpResponse {
-    state
-        .metrics
-        .inc("authorizer_signature_failures_total", &[("reason", reason)]);
-    tracing::warn!(route = route.path(), reason, "channel signature refused");
-    HttpResponse::Unauthorized()
-        .content_type("application/json")
-        .body(error_body("unauthorized", "Signature not accepted"))
+    signed::signature_refused(state, route.path(), reason, "channel signature refused")
 }
 
 async fn serve(
@@ -231,8 +214,10 @@ async fn serve(
         commit_by: None,
         commit_started: None,
     };
-    match route {
-        ChannelRoute::Reserve => reserve(state, call, body, route, started).await,
+    // A refund's body, which its operation borrows.
+    let b: RefundBody;
+    let op = match route {
+        ChannelRoute::Reserve => return reserve(state, call, body, route, started).await,
         ChannelRoute::Capture => {
             let amount = if body.iter().all(u8::is_ascii_whitespace) {
                 None
@@ -248,17 +233,11 @@ async fn serve(
                     Err(e) => return bad("malformed_request", &e.to_string()),
                 }
             };
-            let claims = match claim(state, route, channel, key, &hash).await {
-                Ok(c) => c,
-                Err(a) => return a,
-            };
-            let op = HoldOp::Capture {
+            HoldOp::Capture {
                 call,
                 reservation_id,
                 amount,
-            };
-            let r = channel_service::hold(state, op).await;
-            finish(state, route, claims, hash, r).await
+            }
         }
         ChannelRoute::Cancel => {
             if !body.iter().all(u8::is_ascii_whitespace)
@@ -269,19 +248,13 @@ async fn serve(
             {
                 return bad("malformed_request", "A cancel takes {} or an empty body");
             }
-            let claims = match claim(state, route, channel, key, &hash).await {
-                Ok(c) => c,
-                Err(a) => return a,
-            };
-            let op = HoldOp::Cancel {
+            HoldOp::Cancel {
                 call,
                 reservation_id,
-            };
-            let r = channel_service::hold(state, op).await;
-            finish(state, route, claims, hash, r).await
+            }
         }
         ChannelRoute::Refund => {
-            let b = match serde_json::from_slice::<RefundBody>(body) {
+            b = match serde_json::from_slice::<RefundBody>(body) {
                 Ok(b) => b,
                 Err(e) => return bad("malformed_request", &e.to_string()),
             };
@@ -291,23 +264,23 @@ async fn serve(
             let Some(amount) = b.amount.value() else {
                 return refused(HoldError::InvalidAmount);
             };
-            let claims = match claim(state, route, channel, key, &hash).await {
-                Ok(c) => c,
-                Err(a) => return a,
-            };
-            let op = HoldOp::Refund {
+            HoldOp::Refund {
                 call,
                 reservation_id,
                 refund_id: &b.refund_id,
                 amount: Some(amount),
                 currency: b.currency.as_deref(),
                 window_days: state.settings.holds.refund_window_days,
-            };
-            let r = channel_service::hold(state, op).await;
-            finish(state, route, claims, hash, r).await
+            }
         }
-        ChannelRoute::Get => get(state, channel, reservation_id).await,
-    }
+        ChannelRoute::Get => return get(state, channel, reservation_id).await,
+    };
+    let claims = match claim(state, route, channel, key, &hash).await {
+        Ok(c) => c,
+        Err(a) => return a,
+    };
+    let r = channel_service::hold(state, op).await;
+    finish(state, route, claims, hash, r).await
 }
 
 fn in_flight_key(channel: &str, key: &str) -> String {

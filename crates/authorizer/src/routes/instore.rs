@@ -135,6 +135,22 @@ pub async fn handle(
 }
 
 /// A refusal of the verifier: 401s are counted by reason (never told to the caller).
+/// The verifier's verdict on a request: the refusal to answer, or the request verified
+/// (`form`: which signed form matched, counted).
+fn admitted<V>(
+    state: &AppState,
+    route: &Route,
+    verdict: Result<V, Rejection>,
+    form: fn(&V) -> instore::MatchedForm,
+) -> Result<V, Reply> {
+    let verified = verdict.map_err(|r| refused(state, route, &r))?;
+    state.metrics.inc(
+        "instore_signature_matches_total",
+        &[("form", form(&verified).as_str())],
+    );
+    Ok(verified)
+}
+
 fn refused(state: &AppState, route: &Route, r: &Rejection) -> Reply {
     if let Some(reason) = r.auth_failure {
         state.metrics.inc(
@@ -229,20 +245,17 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         }
     };
     let tenants = &state.instore.tenants;
-    let verified = match instore::verify_post(
+    let verdict = instore::verify_post(
         tenants,
         route,
         verifier_headers(req),
         &body,
         settings.body_bytes_max,
-    ) {
-        Ok(v) => v,
-        Err(r) => return refused(state, route, &r),
-    };
-    state.metrics.inc(
-        "instore_signature_matches_total",
-        &[("form", verified.matched.as_str())],
     );
+    let verified = match admitted(state, route, verdict, |v| v.matched) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let tenant = verified.tenant;
     let Some(envelope) = verified.envelope.as_ref() else {
         // The verifier refuses a bare body on these routes; never reached.
@@ -359,19 +372,16 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
             None,
         );
     };
-    let verified = match instore::verify_get(
+    let verdict = instore::verify_get(
         &state.instore.tenants,
         route,
         verifier_headers(req),
         req.query_string(),
-    ) {
-        Ok(v) => v,
-        Err(r) => return refused(state, route, &r),
-    };
-    state.metrics.inc(
-        "instore_signature_matches_total",
-        &[("form", verified.matched.as_str())],
     );
+    let verified = match admitted(state, route, verdict, |v| v.matched) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
     let tenant = verified.tenant;
     let fail = |e: InstoreError| Reply::error(&e, Some(tenant));
     let query = match StoredValueLogQuery::read(&verified.params) {

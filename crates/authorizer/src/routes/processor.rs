@@ -3,7 +3,6 @@
 //! over the exact bytes sent.
 
 use crate::app::AppState;
-use crate::routes::error_body;
 use crate::service::{self, decision_label};
 use crate::signed::{self, Answer, Verified, header, request_hash};
 use actix_web::http::StatusCode;
@@ -90,7 +89,6 @@ pub async fn handle(
     route: Route,
 ) -> HttpResponse {
     let started = Instant::now();
-    let metrics = &state.metrics;
     let body = match signed::body_or_refusal(&req, payload, &state).await {
         Ok(b) => b,
         Err(refusal) => return refusal,
@@ -98,11 +96,7 @@ pub async fn handle(
     let verified = match verify(&req, &body, &state, route) {
         Ok(v) => v,
         Err(reason) => {
-            metrics.inc("authorizer_signature_failures_total", &[("reason", reason)]);
-            tracing::warn!(route = route.path(), reason, "signature refused");
-            return HttpResponse::Unauthorized()
-                .content_type("application/json")
-                .body(error_body("unauthorized", "Signature not accepted"));
+            return signed::signature_refused(&state, route.path(), reason, "signature refused");
         }
     };
     let answer = match route {
@@ -110,17 +104,7 @@ pub async fn handle(
         Route::Adjustment(dir) => adjustment(&req, &body, &state, route, dir).await,
         Route::Notification => notification(&req, &body, &state).await,
     };
-    let elapsed = started.elapsed();
-    metrics.inc(
-        "authorizer_requests_total",
-        &[("route", route.path()), ("outcome", answer.outcome)],
-    );
-    metrics.observe(
-        "authorizer_request_duration_seconds",
-        &[("route", route.path()), ("decision", answer.outcome)],
-        elapsed,
-    );
-    verified.respond(&answer)
+    verified.answer(&state, route.path(), &answer, started)
 }
 
 fn idempotency_key<'a>(
@@ -200,6 +184,17 @@ fn parse_request(
     })
 }
 
+/// The idempotency key and the parsed body of a processor request, or the refusal.
+fn keyed_request<'a>(
+    req: &'a HttpRequest,
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+) -> Result<(&'a str, TransactionRequest), Answer> {
+    let key = idempotency_key(req, state, route)?;
+    Ok((key, parse_request(body, state, route)?))
+}
+
 fn request_kind(d: Direction) -> RequestKind {
     match d {
         Direction::Debit => RequestKind::Debit,
@@ -258,6 +253,22 @@ async fn settle<T>(
     }
 }
 
+/// The body's hash and the claims on `key` for `route`, or the answer a duplicate gets
+/// instead.
+async fn claim(
+    state: &AppState,
+    route: Route,
+    key: &str,
+    body: &[u8],
+) -> Result<([u8; 32], signed::Claims), Answer> {
+    let hash = request_hash(body);
+    let full = format!("{}{key}", route.in_flight_prefix());
+    match signed::gate(state, route.path(), &full, &hash).await {
+        signed::Gate::Proceed(c) => Ok((hash, c)),
+        signed::Gate::Answered(a) => Err(a),
+    }
+}
+
 fn system_error() -> Answer {
     Answer::new(200, service::render_system_error(), "SYSTEM_ERROR")
 }
@@ -270,12 +281,8 @@ async fn authorization(
     route_direction: Option<Direction>,
     started: Instant,
 ) -> Answer {
-    let key = match idempotency_key(req, state, route) {
-        Ok(k) => k,
-        Err(a) => return a,
-    };
-    let parsed = match parse_request(body, state, route) {
-        Ok(p) => p,
+    let (key, parsed) = match keyed_request(req, body, state, route) {
+        Ok(r) => r,
         Err(a) => return a,
     };
     let kind = if parsed.transaction.kind == TransactionType::BalanceInquiry {
@@ -285,17 +292,9 @@ async fn authorization(
             .or_else(|| parsed.transaction.kind.direction())
             .map(request_kind)
     };
-    let hash = request_hash(body);
-    let claims = match signed::gate(
-        state,
-        route.path(),
-        &format!("{}{key}", route.in_flight_prefix()),
-        &hash,
-    )
-    .await
-    {
-        signed::Gate::Proceed(c) => c,
-        signed::Gate::Answered(a) => return a,
+    let (hash, claims) = match claim(state, route, key, body).await {
+        Ok(c) => c,
+        Err(a) => return a,
     };
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
@@ -330,25 +329,20 @@ async fn authorization(
                 "authorizer_store_failures_total",
                 &[("route", route.path()), ("kind", store_error_kind(&e))],
             );
-            if matches!(e, StoreError::Uncertain(_)) {
+            let outcome = if matches!(e, StoreError::Uncertain(_)) {
                 // The approval may be booked: the processor's advice for this declined
                 // authorization reverses it (and reconciliation reports it if none comes).
-                tracing::error!(
-                    route = route.path(),
-                    transaction_id = %transaction_id,
-                    idempotency_key = key,
-                    error = %e,
-                    "authorization answered SYSTEM_ERROR, commit outcome unknown: it may be booked until the processor's advice reverses it"
-                );
+                "commit outcome unknown: it may be booked until the processor's advice reverses it"
             } else {
-                tracing::error!(
-                    route = route.path(),
-                    transaction_id = %transaction_id,
-                    idempotency_key = key,
-                    error = %e,
-                    "authorization answered SYSTEM_ERROR, nothing booked"
-                );
-            }
+                "nothing booked"
+            };
+            tracing::error!(
+                route = route.path(),
+                transaction_id = %transaction_id,
+                idempotency_key = key,
+                error = %e,
+                "authorization answered SYSTEM_ERROR, {outcome}"
+            );
             system_error()
         }
     }
@@ -384,25 +378,13 @@ async fn adjustment(
     route: Route,
     direction: Direction,
 ) -> Answer {
-    let key = match idempotency_key(req, state, route) {
-        Ok(k) => k,
+    let (key, parsed) = match keyed_request(req, body, state, route) {
+        Ok(r) => r,
         Err(a) => return a,
     };
-    let parsed = match parse_request(body, state, route) {
-        Ok(p) => p,
+    let (hash, claims) = match claim(state, route, key, body).await {
+        Ok(c) => c,
         Err(a) => return a,
-    };
-    let hash = request_hash(body);
-    let claims = match signed::gate(
-        state,
-        route.path(),
-        &format!("{}{key}", route.in_flight_prefix()),
-        &hash,
-    )
-    .await
-    {
-        signed::Gate::Proceed(c) => c,
-        signed::Gate::Answered(a) => return a,
     };
     let call = ProcessorCall {
         idempotency_key: key,
@@ -516,17 +498,9 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     if let Err(a) = valid_id(state, route, key_field, key) {
         return a;
     }
-    let hash = request_hash(body);
-    let claims = match signed::gate(
-        state,
-        route.path(),
-        &format!("{}{key}", route.in_flight_prefix()),
-        &hash,
-    )
-    .await
-    {
-        signed::Gate::Proceed(c) => c,
-        signed::Gate::Answered(a) => return a,
+    let (hash, claims) = match claim(state, route, key, body).await {
+        Ok(c) => c,
+        Err(a) => return a,
     };
     let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
         Ok(n) => {
