@@ -322,22 +322,14 @@ mod tests {
         )
         .unwrap();
         let approved = explanation("APPROVED", "APPROVED", "Approved", Value::Null);
-        let by_account = explanation(
-            "REJECTED",
-            "INVALID_MERCHANT",
-            "merchant category 5812 blocked on the account",
-            json!({"owner": "account", "control": "blocked_categories",
-                   "status_detail": "INVALID_MERCHANT",
-                   "message": "merchant category 5812 blocked on the account"}),
-        );
-        let by_card = explanation(
-            "REJECTED",
-            "INVALID_MERCHANT",
-            "merchant category 5812 blocked on the card",
-            json!({"owner": "card", "control": "blocked_categories",
-                   "status_detail": "INVALID_MERCHANT",
-                   "message": "merchant category 5812 blocked on the card"}),
-        );
+        let blocked_on = |owner: &str| {
+            let message = format!("merchant category 5812 blocked on the {owner}");
+            let declined = json!({"owner": owner, "control": "blocked_categories",
+                                  "status_detail": "INVALID_MERCHANT", "message": message});
+            explanation("REJECTED", "INVALID_MERCHANT", &message, declined)
+        };
+        let by_account = blocked_on("account");
+        let by_card = blocked_on("card");
         let tz = TimeZone::UTC;
         let mut replay = Replay::default();
         let mut run = |a: StoredAuthorization<'_>| {
