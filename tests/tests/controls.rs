@@ -483,6 +483,186 @@ async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
     );
 }
 
+/// `authorizer backtest` as an operator runs it, on the scenario's database; returns the
+/// exit code, stdout and stderr.
+fn backtest(app: &TestApp, document: &Value, args: &[&str]) -> (i32, String, String) {
+    let dir = app.data_dir.path();
+    let file = dir.join(format!("{}.json", uid("controls")));
+    std::fs::write(&file, document.to_string()).expect("controls file");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_authorizer-node"))
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("AUTHORIZER_CONFIG_DIR", dir.join("no-config"))
+        .env("AUTHORIZER__DATABASE__DATA_DIR", dir)
+        .env("DATABASE_URL", app.database_url.clone().unwrap_or_default())
+        .arg("backtest")
+        .arg("--controls")
+        .arg(&file)
+        .args(args)
+        .output()
+        .expect("authorizer-node runs");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (
+        out.status.code().unwrap_or(-1),
+        text(&out.stdout),
+        text(&out.stderr),
+    )
+}
+
+async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    card(&app, "u1").await;
+    let mut ids = Vec::new();
+    for (amount, code) in [
+        ("100.00", "5411"),
+        ("200.00", "7995"),
+        ("300.00", "5411"),
+        ("50.00", "5411"),
+        ("900.00", "5411"),
+    ] {
+        ids.push(purchase(&app, "u1", amount, mcc(code)).await);
+    }
+    for (_, answer) in &ids[..4] {
+        assert_approved(answer);
+    }
+    assert_declined(&ids[4].1, "INSUFFICIENT_FUNDS", "Insufficient funds");
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/ARS/controls",
+        json!({"blocked_categories": ["5812"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    let (blocked, answer) = purchase(&app, "u1", "20.00", mcc("5812")).await;
+    assert_declined(
+        &answer,
+        MERCHANT,
+        "merchant category 5812 blocked on the account",
+    );
+    let available = app.available("u1", "ARS").await;
+    // Every day the traffic above can have been booked on.
+    let period = ["--from", "2020-01-01", "--to", "2099-12-31"];
+    let csv = app.data_dir.path().join("changed.csv");
+    let csv_arg = csv.to_str().unwrap();
+
+    // Stricter: gambling blocked and 350.00 a month.
+    let stricter = json!({
+        "blocked_categories": ["gambling"],
+        "spending_limits": [{"amount": "350.00", "interval": "monthly"}],
+    });
+    let mut args = vec!["--account", "u1/ARS", "--csv", csv_arg];
+    args.extend(period);
+    let (code, out, err) = backtest(&app, &stricter, &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("6 authorizations replayed, 4 decided differently"),
+        "{out}"
+    );
+    for line in [
+        "  approved, now declined: 2, 500.00 ARS\n",
+        "    blocked categories on the account: gambling: 1, 200.00 ARS\n",
+        "    monthly spending limit of 350.00 ARS reached on the account: 1, 300.00 ARS\n",
+        "  declined, now approved: 1, 20.00 ARS\n",
+        "    was: blocked categories on the account: 5812: 1, 20.00 ARS\n",
+        "  declined for another reason: 1, 900.00 ARS\n",
+        "    monthly spending limit of 350.00 ARS reached on the account: 1, 900.00 ARS\n",
+    ] {
+        assert!(out.contains(line), "{line:?} in\n{out}");
+    }
+    let rows = std::fs::read_to_string(&csv).expect("the CSV is written");
+    let rows: Vec<&str> = rows.lines().collect();
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert!(rows[0].starts_with("transaction_id,decided_at,user_id,card_id,currency,amount,"));
+    let row = |id: &str| {
+        rows.iter()
+            .find(|r| r.starts_with(&format!("{id},")))
+            .unwrap_or_else(|| panic!("{id} in {rows:?}"))
+            .split(',')
+            .skip(2)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let limit =
+        "REJECTED,INVALID_AMOUNT,monthly spending limit of 350.00 ARS reached on the account";
+    assert_eq!(
+        row(&ids[1].0),
+        "u1,crd-u1,ARS,200.00,APPROVED,APPROVED,Approved,REJECTED,INVALID_MERCHANT,merchant category 7995 (gambling) blocked on the account"
+    );
+    assert_eq!(
+        row(&ids[2].0),
+        format!("u1,crd-u1,ARS,300.00,APPROVED,APPROVED,Approved,{limit}")
+    );
+    assert_eq!(
+        row(&ids[4].0),
+        format!("u1,crd-u1,ARS,900.00,REJECTED,INSUFFICIENT_FUNDS,Insufficient funds,{limit}")
+    );
+    assert_eq!(
+        row(&blocked),
+        "u1,crd-u1,ARS,20.00,REJECTED,INVALID_MERCHANT,merchant category 5812 blocked on the account,APPROVED,APPROVED,Approved"
+    );
+
+    // Looser: no controls at all; only the purchase the live block refused changes.
+    let mut args = vec!["--all"];
+    args.extend(period);
+    let (code, out, err) = backtest(&app, &json!({}), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("backtest of every account from"), "{out}");
+    assert!(
+        out.contains("6 authorizations replayed, 1 decided differently\n  declined, now approved: 1, 20.00 ARS\n"),
+        "{out}"
+    );
+
+    // On the card: its controls replaced, the account's decision as it was.
+    let mut args = vec!["--card", "crd-u1"];
+    args.extend(period);
+    let (code, out, err) = backtest(&app, &json!({"blocked_categories": ["gambling"]}), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("6 authorizations replayed, 1 decided differently\n  approved, now declined: 1, 200.00 ARS\n    blocked categories on the card: gambling: 1, 200.00 ARS\n"),
+        "{out}"
+    );
+
+    // A period before the traffic replays nothing.
+    let (code, out, _) = backtest(
+        &app,
+        &stricter,
+        &[
+            "--account",
+            "u1/ARS",
+            "--from",
+            "2000-01-01",
+            "--to",
+            "2000-01-31",
+        ],
+    );
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("0 authorizations replayed, 0 decided differently"),
+        "{out}"
+    );
+
+    // A document the admin API refuses is refused with the same words; nothing is read.
+    let bad = json!({"spending_limits": [{"amount": "0", "interval": "monthly"}]});
+    let mut args = vec!["--account", "u1/ARS"];
+    args.extend(period);
+    let (code, out, err) = backtest(&app, &bad, &args);
+    assert_eq!(code, 2, "{out}");
+    assert_eq!(
+        err.trim(),
+        "authorizer: invalid controls: spending_limits[0].amount: must be greater than zero"
+    );
+    let r = put_controls(&app, "/v1/accounts/u1/ARS/controls", bad).await;
+    assert_eq!(r.status, 422);
+    assert!(
+        r.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("spending_limits[0].amount: must be greater than zero")
+    );
+    // Nothing was booked by any of it.
+    assert_eq!(app.available("u1", "ARS").await, available);
+}
+
 both_backends!(
     documents_are_stored_canonical_and_bad_ones_change_nothing,
     blocked_category_declines_in_words_and_is_explained,
@@ -491,4 +671,5 @@ both_backends!(
     velocity_limit_on_the_card_by_category,
     controls_and_the_legacy_rules_both_apply,
     reversals_refunds_and_rejections_give_the_room_back,
+    backtest_replays_booked_traffic_against_stricter_and_looser_controls,
 );

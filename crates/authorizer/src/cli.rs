@@ -81,6 +81,33 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Replay the stored authorizations of a period against another controls document, in
+    /// order, without booking anything: how many would have been approved or declined
+    /// differently, by control, with the amounts (reads the database directly).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["account", "card", "all"])))]
+    Backtest {
+        /// The controls document (JSON, as `PUT .../controls` takes it).
+        #[arg(long)]
+        controls: PathBuf,
+        /// The account whose controls it replaces: USER/CURRENCY.
+        #[arg(long)]
+        account: Option<String>,
+        /// The card whose controls it replaces.
+        #[arg(long)]
+        card: Option<String>,
+        /// Every account's controls (those in the document's currency when it names one).
+        #[arg(long)]
+        all: bool,
+        /// First day (YYYY-MM-DD, in controls.time_zone).
+        #[arg(long)]
+        from: jiff::civil::Date,
+        /// Last day, included.
+        #[arg(long)]
+        to: jiff::civil::Date,
+        /// Write each changed decision to this CSV file.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
     /// Print the OpenAPI document of every route (what `GET /openapi.json` serves and
     /// docs/openapi.json holds): `authorizer openapi > docs/openapi.json`.
     Openapi,
@@ -202,6 +229,25 @@ pub async fn run(cli: Cli) -> i32 {
             })
             .await
         }
+        Command::Backtest {
+            controls,
+            account,
+            card,
+            all: _,
+            from,
+            to,
+            csv,
+        } => {
+            let target = match (account, card) {
+                (Some(a), _) => crate::backtest::Target::account(&a),
+                (None, Some(c)) => Ok(crate::backtest::Target::Card(c)),
+                (None, None) => Ok(crate::backtest::Target::All),
+            };
+            match target {
+                Ok(t) => backtest(settings, &controls, t, (from, to), csv).await,
+                Err(e) => Err(e),
+            }
+        }
         Command::Demo => demo(settings).await,
         Command::Openapi => Ok(0),
     };
@@ -281,6 +327,34 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
         println!("{} violation(s)", r.violations.len());
         Ok(1)
     }
+}
+
+async fn backtest(
+    settings: Settings,
+    controls: &std::path::Path,
+    target: crate::backtest::Target,
+    period: (jiff::civil::Date, jiff::civil::Date),
+    csv: Option<PathBuf>,
+) -> anyhow::Result<i32> {
+    let document = std::fs::read_to_string(controls)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", controls.display()))?;
+    let tz = settings.controls.resolve()?;
+    let store = store::Store::connect(&settings.store_config()).await?;
+    let report = match crate::backtest::backtest(&store, &document, target, period, &tz).await {
+        Ok(r) => r,
+        Err(e @ crate::backtest::BacktestError::Controls(_)) => {
+            eprintln!("authorizer: {e}");
+            return Ok(2);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    print!("{}", report.text());
+    if let Some(path) = csv {
+        std::fs::write(&path, report.csv())
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        println!("changed decisions written to {}", path.display());
+    }
+    Ok(0)
 }
 
 async fn with_client<F, Fut>(settings: &Settings, url: Option<String>, f: F) -> anyhow::Result<i32>

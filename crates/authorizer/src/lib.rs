@@ -2,6 +2,7 @@
 //! API, configuration and startup. `main.rs` only parses the command line.
 
 pub mod app;
+pub mod backtest;
 pub mod batcher;
 pub mod channel_service;
 pub mod cli;

@@ -7,6 +7,7 @@
 //! The model, its JSON and the decisions the specification leaves open are described in
 //! `docs/controls.md`.
 
+pub mod backtest;
 mod category;
 mod channel;
 mod counters;

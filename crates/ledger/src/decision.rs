@@ -10,14 +10,23 @@
 //!    way (a block must not fail open); MCCs are read through [`Mcc::normalize`];
 //! 5. amount not representable in minor units, negative, or above the per-transaction
 //!    or daily limit (debits) -> declined, invalid amount;
+//!
+//! Rules 4 and 5 are the legacy fields (blocked MCCs, per-transaction and daily limits) as
+//! the controls they amount to, decided by [`crate::controls::evaluate`]; their answers
+//! (`MerchantBlocked`, `AbovePerTransactionLimit`, ...) are the ones they always had.
 //! 6. the spending controls of the account and the card (`crate::controls`, evaluated by
 //!    the plan, which holds their counters) -> declined, invalid merchant or invalid amount;
 //! 7. balance inquiry -> approved with the balance, no movement;
 //! 8. debit above available balance plus overdraft -> declined, insufficient funds;
 //! 9. otherwise approved; a zero amount approves without a movement.
 
+use crate::controls::{
+    Channels, Check, ControlKind, ControlRequest, Controls, Counter, CounterKey, Interval, Owner,
+    TimeZone, evaluate,
+};
 use crate::money::{AmountError, to_minor};
 use crate::{Currency, Mcc, MccSet};
+use jiff::Timestamp;
 use rust_decimal::Decimal;
 
 /// What the processor asks of the account.
@@ -257,23 +266,12 @@ fn decide_inner(
             return Err(Decline::CardNotActive(card.status));
         }
     }
-    let card_blocks = card.map(|c| &c.blocked_mccs).filter(|b| !b.is_empty());
-    if !account.blocked_mccs.is_empty() || card_blocks.is_some() {
-        match input.mcc.and_then(|m| Mcc::normalize(m).ok()) {
-            Some(mcc)
-                if account.blocked_mccs.contains(&mcc)
-                    || card_blocks.is_some_and(|b| b.contains(&mcc)) =>
-            {
-                return Err(Decline::MerchantBlocked);
-            }
-            Some(_) => {}
-            // A block must not fail open for money leaving the account; a refund or a
-            // balance inquiry without a readable MCC spends nothing.
-            None if kind == RequestKind::Debit => {
-                return Err(Decline::MerchantCategoryUnreadable);
-            }
-            None => {}
-        }
+    // Rules 4 and 5: the legacy fields are controls (`Controls::from_account_state`,
+    // `Controls::from_card_state`), decided by the controls' own evaluation at the place and
+    // with the answers they always had.
+    let legacy = Legacy::of(account, card);
+    if let Some(l) = &legacy {
+        l.merchant(kind, currency, input.mcc)?;
     }
     let amount = input.amount.ok_or(Decline::AmountNotRepresentable)?;
     let minor = to_minor(amount, currency).map_err(|e| match e {
@@ -284,18 +282,13 @@ fn decide_inner(
     }
     let daily_spent_after = match kind {
         RequestKind::Debit => {
-            if account
-                .per_transaction_limit
-                .is_some_and(|limit| minor > limit)
-            {
-                return Err(Decline::AbovePerTransactionLimit);
+            if let Some(l) = &legacy {
+                l.limits(currency, minor, input.mcc, account.daily_spent)?;
             }
-            let spent = account.daily_spent.checked_add(minor);
-            match (account.daily_limit, spent) {
-                (Some(limit), Some(s)) if s > limit => return Err(Decline::AboveDailyLimit),
-                (_, None) => return Err(Decline::AmountNotRepresentable),
-                (_, Some(s)) => s,
-            }
+            account
+                .daily_spent
+                .checked_add(minor)
+                .ok_or(Decline::AmountNotRepresentable)?
         }
         RequestKind::Credit | RequestKind::BalanceInquiry => account.daily_spent,
     };
@@ -328,6 +321,114 @@ fn decide_inner(
         balance_after,
         daily_spent_after,
     })
+}
+
+/// The legacy fields of an account and its card as controls: the merchant part (blocked
+/// MCCs of both) and the account's limits (per transaction, daily).
+struct Legacy {
+    merchant: Vec<(Owner, Controls)>,
+    limits: Controls,
+}
+
+impl Legacy {
+    /// `None` when neither holds a legacy rule.
+    fn of(account: &AccountState, card: Option<&CardState>) -> Option<Legacy> {
+        let card_blocks = card.filter(|c| !c.blocked_mccs.is_empty());
+        if account.blocked_mccs.is_empty()
+            && account.per_transaction_limit.is_none()
+            && account.daily_limit.is_none()
+            && card_blocks.is_none()
+        {
+            return None;
+        }
+        let mut of_account = Controls::from_account_state(account);
+        let limits = Controls {
+            currency: of_account.currency,
+            spending_limits: std::mem::take(&mut of_account.spending_limits),
+            ..Controls::default()
+        };
+        let mut merchant = vec![(Owner::Account, of_account)];
+        merchant.extend(card_blocks.map(|c| (Owner::Card, Controls::from_card_state(c))));
+        Some(Legacy { merchant, limits })
+    }
+
+    fn run(
+        layers: &[(Owner, &Controls)],
+        request: &ControlRequest<'_>,
+        daily_spent: i64,
+    ) -> Option<(ControlKind, Option<Interval>)> {
+        // The daily limit reads the account's own counter of the day (`daily_spent`, already
+        // today's), whatever the window key says.
+        let spent = |_: Owner, key: &CounterKey| Counter {
+            amount: if key.window.interval() == Interval::Daily {
+                daily_spent
+            } else {
+                0
+            },
+            count: 0,
+        };
+        let ev = evaluate(layers, request, &spent, &TimeZone::UTC);
+        let d = ev.declined?;
+        let interval = match ev.checks.last() {
+            Some(Check::SpendingLimit { interval, .. }) => Some(*interval),
+            _ => None,
+        };
+        Some((d.control, interval))
+    }
+
+    /// Rule 4: a blocked MCC (or one missing or unreadable where a block applies, for a
+    /// debit).
+    fn merchant(
+        &self,
+        kind: RequestKind,
+        currency: Currency,
+        mcc: Option<&str>,
+    ) -> Result<(), Decline> {
+        let layers: Vec<(Owner, &Controls)> = self.merchant.iter().map(|(o, c)| (*o, c)).collect();
+        let request = legacy_request(kind, currency, 0, mcc);
+        match Self::run(&layers, &request, 0) {
+            None => Ok(()),
+            Some(_) if mcc.and_then(|m| Mcc::normalize(m).ok()).is_none() => {
+                Err(Decline::MerchantCategoryUnreadable)
+            }
+            Some(_) => Err(Decline::MerchantBlocked),
+        }
+    }
+
+    /// Rule 5: a debit above the per-transaction limit, or taking the day's debits above the
+    /// daily limit.
+    fn limits(
+        &self,
+        currency: Currency,
+        minor: i64,
+        mcc: Option<&str>,
+        daily_spent: i64,
+    ) -> Result<(), Decline> {
+        let request = legacy_request(RequestKind::Debit, currency, minor, mcc);
+        match Self::run(&[(Owner::Account, &self.limits)], &request, daily_spent) {
+            None => Ok(()),
+            Some((_, Some(Interval::PerAuthorization))) => Err(Decline::AbovePerTransactionLimit),
+            Some(_) => Err(Decline::AboveDailyLimit),
+        }
+    }
+}
+
+/// The request as the legacy rules read it: its direction, currency, amount and MCC.
+fn legacy_request<'a>(
+    kind: RequestKind,
+    currency: Currency,
+    amount: i64,
+    mcc: Option<&'a str>,
+) -> ControlRequest<'a> {
+    ControlRequest {
+        kind,
+        currency,
+        amount,
+        mcc,
+        country: None,
+        channels: Channels::default(),
+        at: Timestamp::UNIX_EPOCH,
+    }
 }
 
 #[cfg(test)]

@@ -78,6 +78,10 @@ pub struct Cli {
     /// reuse a prefix to run against the same accounts again).
     #[arg(long)]
     pub user_prefix: Option<String>,
+    /// A spending controls document (JSON, as `PUT /v1/accounts/{user}/{currency}/controls`
+    /// takes it) set on every account after funding it.
+    #[arg(long, value_name = "FILE")]
+    pub controls: Option<PathBuf>,
     /// Concurrent admin requests while opening, funding and reading back the accounts.
     #[arg(long, default_value_t = 32)]
     pub setup_concurrency: usize,
@@ -141,6 +145,8 @@ pub struct Config {
     pub fund: i64,
     pub user_prefix: String,
     pub setup_concurrency: usize,
+    /// The controls document set on every account.
+    pub controls: Option<serde_json::Value>,
     pub out: PathBuf,
     pub audit_cmd: Option<String>,
 }
@@ -222,6 +228,17 @@ impl Cli {
         if fund < 0 {
             bail!("--fund cannot be negative");
         }
+        let controls = match &self.controls {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                Some(
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{} is not JSON", path.display()))?,
+                )
+            }
+            None => None,
+        };
         Ok(Config {
             url: self.url.trim_end_matches('/').to_owned(),
             api_key,
@@ -244,6 +261,7 @@ impl Cli {
                 .user_prefix
                 .unwrap_or_else(|| format!("lg-{}", random_tag())),
             setup_concurrency: self.setup_concurrency,
+            controls,
             out: self.out,
             audit_cmd: self.audit_cmd.filter(|c| !c.trim().is_empty()),
         })

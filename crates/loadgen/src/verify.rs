@@ -56,8 +56,8 @@ fn available(v: &Value, exponent: u8) -> anyhow::Result<i64> {
     parse_minor(text, exponent)
 }
 
-/// Opens every account (idempotent) and deposits `--fund` into it; the balance the deposit
-/// answer reports is where the book starts.
+/// Opens every account (idempotent), deposits `--fund` into it and sets `--controls` on it;
+/// the balance the deposit answer reports is where the book starts.
 pub async fn open_accounts(shared: &Shared, http: &Http, bar: &ProgressBar) -> anyhow::Result<()> {
     let cfg = &shared.cfg;
     let fund = format_minor(cfg.fund, cfg.exponent);
@@ -92,6 +92,20 @@ pub async fn open_accounts(shared: &Shared, http: &Http, bar: &ProgressBar) -> a
                 } else {
                     v
                 };
+                if let Some(doc) = &cfg.controls {
+                    let (status, v) = admin(
+                        http,
+                        Method::PUT,
+                        &format!("{path}/controls"),
+                        Some(doc.clone()),
+                        None,
+                    )
+                    .await
+                    .with_context(|| format!("setting the controls of {user}"))?;
+                    if status != 200 {
+                        bail!("setting the controls of {user}: HTTP {status} {v}");
+                    }
+                }
                 let minor =
                     available(&v, cfg.exponent).with_context(|| format!("funding {user}"))?;
                 shared.book.set_baseline(i, minor);

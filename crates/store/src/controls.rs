@@ -104,6 +104,99 @@ impl Store {
     }
 }
 
+/// Which stored authorizations a backtest replays.
+#[derive(Debug, Clone, Copy)]
+pub enum BacktestScope<'a> {
+    /// The account of a user in a currency.
+    Account {
+        user_id: &'a str,
+        currency: Currency,
+    },
+    /// One card.
+    Card(&'a str),
+    /// Every account (in `currency` when given).
+    All { currency: Option<Currency> },
+}
+
+/// An authorization decided here, as stored: what a backtest replays.
+#[derive(Debug, Clone)]
+pub struct StoredAuthorization {
+    pub transaction_id: String,
+    /// `DEBIT`, `CREDIT`, or `NULL` (a balance inquiry, or no direction).
+    pub direction: Option<String>,
+    pub tx_type: Option<String>,
+    pub user_id: Option<String>,
+    pub card_id: Option<String>,
+    pub currency: Option<String>,
+    /// The processor's body as received.
+    pub request_body: Vec<u8>,
+    /// The checks the plan ran, as kept with the record.
+    pub explanation: String,
+    pub created_at_ms: i64,
+}
+
+impl Store {
+    /// The authorizations decided here (those with an explanation) in `[from_ms, to_ms)`,
+    /// in the order they were decided.
+    pub async fn authorizations_between(
+        &self,
+        scope: BacktestScope<'_>,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<StoredAuthorization>, StoreError> {
+        let (user, currency, card) = match scope {
+            BacktestScope::Account { user_id, currency } => {
+                (Some(user_id), Some(currency.code().to_owned()), None)
+            }
+            BacktestScope::Card(card_id) => (None, None, Some(card_id)),
+            BacktestScope::All { currency } => (None, currency.map(|c| c.code().to_owned()), None),
+        };
+        type Row = (
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Vec<u8>,
+            String,
+            i64,
+        );
+        let rows: Vec<Row> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT transaction_id, direction, tx_type, user_id, card_id, currency, \
+                 request_body, explanation, created_at_ms FROM processor_transactions \
+                 WHERE kind = 'AUTHORIZATION' AND explanation IS NOT NULL \
+                 AND request_body IS NOT NULL AND created_at_ms >= $1 AND created_at_ms < $2 \
+                 AND ($3 IS NULL OR user_id = $3) AND ($4 IS NULL OR currency = $4) \
+                 AND ($5 IS NULL OR card_id = $5) \
+                 ORDER BY created_at_ms, transaction_id",
+            )
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(user)
+            .bind(currency)
+            .bind(card)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| StoredAuthorization {
+                transaction_id: r.0,
+                direction: r.1,
+                tx_type: r.2,
+                user_id: r.3,
+                card_id: r.4,
+                currency: r.5,
+                request_body: r.6,
+                explanation: r.7,
+                created_at_ms: r.8,
+            })
+            .collect())
+    }
+}
+
 /// Gives back the room authorization `transaction_id` took in its control counters (a
 /// reversal, a rejected verdict, a refund), in the transaction that books the message, and
 /// keeps on its record what was given back so that nothing is given twice. A counter that
