@@ -293,18 +293,20 @@ fn event_type(kind: HoldEventKind) -> &'static str {
 /// Writes the hold event of a transition of `hold` (as it is after the transition) and
 /// publishes it to the subscribers in the same transaction; the event id derives from
 /// the row, so it is stable.
-#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     store: &Store,
     tx: &mut Tx,
     hold: &HoldView,
     kind: HoldEventKind,
     amount: i64,
-    refund_id: Option<&str>,
-    movement_id: Option<i64>,
-    idempotency_key: Option<&str>,
-    now_ms: i64,
+    meta: &EventMeta<'_>,
 ) -> Result<(), sqlx::Error> {
+    let EventMeta {
+        movement_id,
+        refund_id,
+        idempotency_key,
+        now_ms,
+    } = *meta;
     let id: i64 = run!(tx, c => {
         sqlx::query_scalar(
             "INSERT INTO hold_events (hold_id, kind, amount_minor, refund_id, movement_id, \
@@ -342,6 +344,16 @@ async fn insert_event(
             })
         })
         .await
+}
+
+/// What a hold event records beside the hold: the movement the transition booked, the
+/// refund's id, the request's idempotency key, and when.
+#[derive(Debug, Clone, Copy)]
+struct EventMeta<'a> {
+    movement_id: Option<i64>,
+    refund_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    now_ms: i64,
 }
 
 /// The event id of hold event row `id` (the audit joins on it).
@@ -398,17 +410,13 @@ async fn apply(
     if effects.held_delta != 0 || (movement_id.is_none() && spent != account.daily_spent) {
         set_held(tx, account.id, effects.held_delta, spent, now_ms).await?;
     }
-    write_transition(
-        store,
-        tx,
-        hold,
-        effects,
+    let meta = EventMeta {
         movement_id,
         refund_id,
         idempotency_key,
         now_ms,
-    )
-    .await?;
+    };
+    write_transition(store, tx, hold, effects, &meta).await?;
     Ok(movement_id)
 }
 
@@ -437,17 +445,14 @@ async fn set_held(
 }
 
 /// Writes the hold's side of a transition: its row as `effects` leave it, and its event.
-#[allow(clippy::too_many_arguments)]
 async fn write_transition(
     store: &Store,
     tx: &mut Tx,
     hold: &mut HoldRow,
     effects: &Effects,
-    movement_id: Option<i64>,
-    refund_id: Option<&str>,
-    idempotency_key: Option<&str>,
-    now_ms: i64,
+    meta: &EventMeta<'_>,
 ) -> Result<(), sqlx::Error> {
+    let (movement_id, now_ms) = (meta.movement_id, meta.now_ms);
     let captured_at = match effects.event {
         HoldEventKind::Captured => Some(now_ms),
         _ => hold.view.captured_at_ms,
@@ -484,10 +489,7 @@ async fn write_transition(
         &hold.view,
         effects.event,
         effects.event_amount,
-        refund_id,
-        movement_id,
-        idempotency_key,
-        now_ms,
+        meta,
     )
     .await
 }
@@ -910,18 +912,13 @@ impl Store {
                     created_at_ms: call.now_ms,
                     refunds: Vec::new(),
                 };
-                insert_event(
-                    self,
-                    &mut tx,
-                    &view,
-                    HoldEventKind::Reserved,
-                    minor,
-                    None,
-                    None,
-                    Some(call.idempotency_key),
-                    call.now_ms,
-                )
-                .await?;
+                let meta = EventMeta {
+                    movement_id: None,
+                    refund_id: None,
+                    idempotency_key: Some(call.idempotency_key),
+                    now_ms: call.now_ms,
+                };
+                insert_event(self, &mut tx, &view, HoldEventKind::Reserved, minor, &meta).await?;
                 events.push(HoldEventKind::Reserved);
                 render(&ChannelAnswer::Reserved(&view))
             }
@@ -1291,6 +1288,12 @@ impl Store {
                 // One hold a read found overdue: its account is waited for.
                 _ => accounts,
             };
+        let expiry = EventMeta {
+            movement_id: None,
+            refund_id: None,
+            idempotency_key: None,
+            now_ms,
+        };
         let mut expired = 0u64;
         for account_id in accounts {
             let account = lock_account_by_id(tx, account_id).await?;
@@ -1311,7 +1314,7 @@ impl Store {
             set_held(tx, account.id, plan.held_delta, plan.daily_spent, now_ms).await?;
             for (row, effects) in rows.iter_mut().zip(&plan.holds) {
                 if let Some(e) = effects {
-                    write_transition(self, tx, row, e, None, None, None, now_ms).await?;
+                    write_transition(self, tx, row, e, &expiry).await?;
                 }
             }
             expired += plan.count() as u64;

@@ -11,14 +11,19 @@ fn fast_sweep(s: &mut Settings) {
     s.holds.sweep_interval_ms = 100;
 }
 
+/// u1 funded with 100.00 DKK, `due` holding 30.00 for a second and `kept` 20.00 for longer.
+async fn two_holds(app: &TestApp, due: &str, kept: &str) {
+    app.funded("u1", "DKK", "100.00").await;
+    let mut body = reservation(due, "30.00", "DKK");
+    body["expires_in_secs"] = json!(1);
+    reserve(app, &body, "APPROVED", "APPROVED").await;
+    reserve_approved(app, kept, "20.00", "DKK").await;
+    assert_eq!(balances(app, "DKK").await.1, "50.00");
+}
+
 /// Nobody touches the hold: the sweeper expires it, and held goes back to zero.
 async fn the_sweeper_expires_due_holds(app: TestApp) {
-    app.funded("u1", "DKK", "100.00").await;
-    let mut due = reservation("s1", "30.00", "DKK");
-    due["expires_in_secs"] = json!(1);
-    reserve(&app, &due, "APPROVED", "APPROVED").await;
-    reserve_approved(&app, "s2", "20.00", "DKK").await;
-    assert_eq!(balances(&app, "DKK").await.1, "50.00");
+    two_holds(&app, "s1", "s2").await;
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let l = app
@@ -58,12 +63,9 @@ fn no_sweep(s: &mut Settings) {
 /// A GET of an overdue hold that the sweeper has not reached: the one writer expires it (one
 /// request through a batch), the answer says EXPIRED and the held amount is released at once.
 async fn a_read_expires_an_overdue_hold(app: TestApp) {
-    app.funded("u1", "DKK", "100.00").await;
-    let mut due = reservation("g1", "30.00", "DKK");
-    due["expires_in_secs"] = json!(1);
-    reserve(&app, &due, "APPROVED", "APPROVED").await;
-    reserve_approved(&app, "g2", "20.00", "DKK").await;
+    two_holds(&app, "g1", "g2").await;
     actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+    // Overdue, and still held: nothing has expired it yet.
     assert_eq!(balances(&app, "DKK").await.1, "50.00");
     let through_writer = || {
         app.metrics
