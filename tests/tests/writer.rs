@@ -11,9 +11,9 @@ use rust_decimal::Decimal;
 use std::str::FromStr;
 use store::{
     AdjustmentResult, AuthorizationResult, BatchItem, CardLookup, CardTransaction, ChannelAnswer,
-    ChannelCall, ChannelOutcome, Done, FundingCall, FundingOutcome, HoldOp, NotificationCall,
-    NotificationResult, Outcome, ProcessorCall, Renders, ReserveRequest, StoredResponse, Verdict,
-    Work,
+    ChannelCall, ChannelOutcome, Done, ExpiryCall, ExpiryScope, FundingCall, FundingOutcome,
+    HoldOp, NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, ReserveRequest,
+    StoredResponse, Verdict, Work,
 };
 
 fn card_tx<'a>(tid: &'a str, kind: &'a str, user: &'a str, amount: &'a str) -> CardTransaction<'a> {
@@ -141,6 +141,11 @@ fn answer(d: Done) -> (&'static str, String) {
             ChannelOutcome::Refused { error, .. } => ("refused", format!("{error:?}")),
             other => panic!("unexpected hold outcome {other:?}"),
         },
+        Done::Expiry(r) => {
+            let e = r.expect("expiry done");
+            let more = if e.more { "more" } else { "done" };
+            ("expired", format!("{} {more}", e.expired))
+        }
     }
 }
 
@@ -175,6 +180,33 @@ fn channel_call<'a>(key: &'a str, hash: u8, now_ms: i64) -> ChannelCall<'a> {
     }
 }
 
+/// A reservation of `amount` ARS for `user`, expiring at `expires_at_ms`.
+fn reserve_work<'a>(
+    key: &'a str,
+    hash: u8,
+    user: &'a str,
+    reservation_id: &'a str,
+    amount: &str,
+    now_ms: i64,
+    expires_at_ms: i64,
+) -> Work<'a> {
+    Work::Hold(HoldOp::Reserve {
+        call: channel_call(key, hash, now_ms),
+        req: ReserveRequest {
+            reservation_id,
+            user_id: user,
+            card_id: None,
+            currency: Currency::parse("ARS").ok(),
+            amount: Decimal::from_str(amount).ok(),
+            mcc: Some("5045"),
+            merchant: None,
+            reference: None,
+            expires_at_ms,
+            partial_capture_possible: true,
+        },
+    })
+}
+
 /// Reservations, captures and refunds share batches with authorizations and deposits:
 /// every debit decision sees the held amount the earlier requests left.
 async fn hold_operations_share_the_batch(app: TestApp) {
@@ -188,21 +220,7 @@ async fn hold_operations_share_the_batch(app: TestApp) {
     let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
     let first = [
         // 6.00 held: 4.00 available.
-        Work::Hold(HoldOp::Reserve {
-            call: channel_call(&keys[0], 1, now),
-            req: ReserveRequest {
-                reservation_id: &reservation,
-                user_id: &user,
-                card_id: None,
-                currency: Currency::parse("ARS").ok(),
-                amount: Decimal::from_str("6.00").ok(),
-                mcc: Some("5045"),
-                merchant: None,
-                reference: None,
-                expires_at_ms: now + 600_000,
-                partial_capture_possible: true,
-            },
-        }),
+        reserve_work(&keys[0], 1, &user, &reservation, "6.00", now, now + 600_000),
         purchase(&t1, &keys[1], 2, "5.00"),
         Work::Funding {
             call: funding(&user, &keys[2], 100, false),
@@ -256,6 +274,128 @@ async fn hold_operations_share_the_batch(app: TestApp) {
     );
     assert_eq!(again[3], ("refused", "AlreadyCaptured".to_owned()));
     assert_eq!(app.available(&user, "ARS").await, "1.00");
+}
+
+/// The expiry of overdue holds (the sweeper's batches, a read's one hold) is a request of
+/// the writer like any other: the requests after it in its batch see the amount it
+/// released, and a batch of expiries takes at most `batch_max` holds and says when more
+/// may be due (the sweeper then sends another).
+async fn expiries_share_the_batch(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "10.00").await;
+    let now = store::now_ms();
+    let keys: Vec<String> = (0..5).map(|_| uid("k")).collect();
+    let ids: Vec<String> = (0..5).map(|_| uid("r")).collect();
+    // Three holds of 3.00, due in a second: 1.00 available.
+    let first: Vec<Work<'_>> = (0..3)
+        .map(|i| {
+            reserve_work(
+                &keys[i],
+                i as u8 + 1,
+                &user,
+                &ids[i],
+                "3.00",
+                now,
+                now + 1_000,
+            )
+        })
+        .collect();
+    let out = batch(&app, &first).await;
+    assert!(
+        out.iter()
+            .all(|o| *o == ("fresh", "reserved 300".to_owned())),
+        "{out:?}"
+    );
+    let later = now + 2_000;
+    let sweep = |batch_max| {
+        Work::Expiry(ExpiryCall {
+            scope: ExpiryScope::Due { batch_max },
+            now_ms: later,
+        })
+    };
+    let second = [
+        reserve_work(&keys[3], 4, &user, &ids[3], "5.00", later, later + 600_000),
+        // Two of the three: 7.00 available.
+        sweep(2),
+        reserve_work(&keys[4], 5, &user, &ids[4], "5.00", later, later + 600_000),
+        // The third: 5.00 available.
+        sweep(2),
+    ];
+    let out = batch(&app, &second).await;
+    assert_eq!(
+        out,
+        [
+            ("fresh", "declined InsufficientFunds".to_owned()),
+            ("expired", "2 more".to_owned()),
+            ("fresh", "reserved 500".to_owned()),
+            ("expired", "1 done".to_owned()),
+        ]
+    );
+    assert_eq!(app.available(&user, "ARS").await, "5.00");
+    // Nothing is due any more: neither a sweep nor a read's expiry of an expired hold
+    // changes anything.
+    let third = [
+        sweep(2),
+        Work::Expiry(ExpiryCall {
+            scope: ExpiryScope::Hold {
+                channel: CHANNEL_NAME,
+                reservation_id: &ids[0],
+            },
+            now_ms: later,
+        }),
+    ];
+    let out = batch(&app, &third).await;
+    assert!(out.iter().all(|o| o.1 == "0 done"), "{out:?}");
+    assert_eq!(app.available(&user, "ARS").await, "5.00");
+    let expired = app
+        .admin_get(&format!("/v1/accounts/{user}/ARS/holds?state=EXPIRED"))
+        .await;
+    assert_eq!(expired["holds"].as_array().map(Vec::len), Some(3));
+}
+
+/// Several instances sweep one Postgres: an account that another transaction holds (a
+/// request of another instance, or its sweeper) is skipped, not waited for, and its holds
+/// are expired by a later batch once it is free.
+#[actix_rt::test]
+async fn a_sweep_skips_an_account_locked_elsewhere() {
+    use sqlx::Connection;
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let (busy, free) = (uid("u"), uid("u"));
+    app.funded(&busy, "ARS", "10.00").await;
+    app.funded(&free, "ARS", "10.00").await;
+    let now = store::now_ms();
+    let (k1, k2, r1, r2) = (uid("k"), uid("k"), uid("r"), uid("r"));
+    let reserved = [
+        reserve_work(&k1, 1, &busy, &r1, "4.00", now, now + 1_000),
+        reserve_work(&k2, 2, &free, &r2, "4.00", now, now + 1_000),
+    ];
+    batch(&app, &reserved).await;
+    let url = app.database_url.clone().expect("a Postgres database");
+    let mut other = sqlx::PgConnection::connect(&url).await.expect("connect");
+    let mut elsewhere = other.begin().await.expect("begin");
+    sqlx::query("SELECT id FROM accounts WHERE user_id = $1 FOR UPDATE")
+        .bind(&busy)
+        .fetch_all(&mut *elsewhere)
+        .await
+        .expect("lock");
+    // Waiting for the lock would end in the lock timeout, an error, not this answer.
+    let sweep = [Work::Expiry(ExpiryCall {
+        scope: ExpiryScope::Due { batch_max: 10 },
+        now_ms: now + 2_000,
+    })];
+    assert_eq!(
+        batch(&app, &sweep).await,
+        [("expired", "1 done".to_owned())]
+    );
+    assert_eq!(app.available(&free, "ARS").await, "10.00");
+    assert_eq!(app.available(&busy, "ARS").await, "6.00");
+    elsewhere.rollback().await.expect("rollback");
+    assert_eq!(
+        batch(&app, &sweep).await,
+        [("expired", "1 done".to_owned())]
+    );
+    assert_eq!(app.available(&busy, "ARS").await, "10.00");
+    assert_clean(&app.store).await;
 }
 
 async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
@@ -417,7 +557,8 @@ async fn every_kind_goes_through_the_writer(app: TestApp) {
 
 both_backends!(
     a_mixed_batch_is_planned_in_order,
-    hold_operations_share_the_batch
+    hold_operations_share_the_batch,
+    expiries_share_the_batch
 );
 
 mod at_once {

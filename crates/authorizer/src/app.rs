@@ -218,6 +218,7 @@ impl Application {
             );
         }
         let sweeper = tokio::spawn(sweep_holds(
+            batcher.clone(),
             store.clone(),
             metrics.clone(),
             Duration::from_millis(settings.holds.sweep_interval_ms),
@@ -435,24 +436,51 @@ impl Application {
 /// Holds a sweep expires per transaction.
 const SWEEP_BATCH_MAX: i64 = 500;
 
-/// Expires due holds every `interval` (each instance runs one; they share the work, see
-/// [`Store::expire_due_holds`]), and keeps the gauge of RESERVED holds.
-async fn sweep_holds(store: Store, metrics: Arc<Metrics>, interval: Duration) {
+/// Expires due holds every `interval`, and keeps the gauge of RESERVED holds. Each batch
+/// of at most [`SWEEP_BATCH_MAX`] expiries is a job of the one writer (committed with the
+/// other work of its batch); batches follow one another until none is due (catching up
+/// after downtime). Each instance runs one sweeper; they share the work (see
+/// [`store::ExpiryScope::Due`]).
+async fn sweep_holds(
+    batcher: crate::batcher::Batcher,
+    store: Store,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    use crate::batcher::{ExpiryJob, ExpiryOf, Job};
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let started = std::time::Instant::now();
-        match store
-            .expire_due_holds(store::now_ms(), SWEEP_BATCH_MAX)
-            .await
-        {
-            Ok(0) => {}
-            Ok(n) => {
-                metrics.add("authorizer_holds_total", &[("event", "expired")], n);
-                tracing::info!(expired = n, "hold sweep");
+        let now_ms = store::now_ms();
+        let mut total = 0;
+        loop {
+            let swept = batcher
+                .run(|reply| {
+                    Job::Expiry(ExpiryJob {
+                        scope: ExpiryOf::Due(SWEEP_BATCH_MAX),
+                        now_ms,
+                        reply: Some(reply),
+                    })
+                })
+                .await;
+            match swept {
+                Ok(e) => {
+                    total += e.expired;
+                    if !e.more {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "hold sweep failed; trying again next interval");
+                    break;
+                }
             }
-            Err(e) => tracing::warn!(error = %e, "hold sweep failed; trying again next interval"),
+        }
+        if total > 0 {
+            metrics.add("authorizer_holds_total", &[("event", "expired")], total);
+            tracing::info!(expired = total, "hold sweep");
         }
         metrics.observe(
             "authorizer_hold_sweep_duration_seconds",

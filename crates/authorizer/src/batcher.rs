@@ -1,5 +1,6 @@
 //! The one writer: every money-moving request (authorizations, adjustments, notifications,
-//! deposits and withdrawals) that arrives while commits are in flight is gathered into one
+//! deposits and withdrawals, the channels' operations on holds, and the expiry of overdue
+//! holds) that arrives while commits are in flight is gathered into one
 //! batch, planned in arrival order and committed in one database transaction. An idle
 //! service adds no wait: a request that finds no batch committing goes at once, alone.
 //! `commit_batch_size_max = 1` makes every batch one request: one transaction per request.
@@ -20,9 +21,9 @@ use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::time::Instant;
 use store::{
-    AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, FundingCall,
-    FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store,
-    StoreError, StoredResponse, Verdict, Work,
+    AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, Expired, ExpiryCall,
+    ExpiryScope, FundingCall, FundingOutcome, NotificationCall, NotificationResult, Outcome,
+    ProcessorCall, Renders, Store, StoreError, StoredResponse, Verdict, Work,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -36,6 +37,7 @@ pub enum Job {
     Notification(NotificationJob),
     Funding(FundingJob),
     Hold(HoldJob),
+    Expiry(ExpiryJob),
 }
 
 /// How often the writer tries to open its first connection before it takes work anyway.
@@ -93,6 +95,22 @@ pub struct NotificationJob {
 pub struct HoldJob {
     pub op: HoldRequest,
     pub reply: Option<Reply<ChannelOutcome>>,
+}
+
+/// An expiry of overdue holds waiting for its batch: the sweeper's, or the one hold a read
+/// found overdue (what [`ExpiryCall`] names, owned).
+pub struct ExpiryJob {
+    pub scope: ExpiryOf,
+    pub now_ms: i64,
+    pub reply: Option<Reply<Expired>>,
+}
+
+/// Which overdue holds an [`ExpiryJob`] expires.
+pub enum ExpiryOf {
+    /// The sweeper's batch: at most this many of the longest overdue holds.
+    Due(i64),
+    /// One hold: (channel, reservation id).
+    Hold(String, String),
 }
 
 /// The exact answer of a deposit or withdrawal, from its movement id and available balance.
@@ -211,6 +229,17 @@ impl Batcher {
     pub async fn submit(&self, job: Job) -> Result<(), Job> {
         self.tx.send(job).await.map_err(|e| e.0)
     }
+
+    /// Queues the job that `job` makes of its reply channel and waits for its result.
+    pub async fn run<T>(&self, job: impl FnOnce(Reply<T>) -> Job) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(job(reply))
+            .await
+            .map_err(|_| StoreError::Timeout("batching stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
+    }
 }
 
 /// A job's result channel, taken when its batch runs.
@@ -220,6 +249,7 @@ enum Replies {
     Notification(Option<Reply<Outcome<NotificationResult>>>),
     Funding(Option<Reply<FundingOutcome>>),
     Hold(Option<Reply<ChannelOutcome>>),
+    Expiry(Option<Reply<Expired>>),
 }
 
 impl Replies {
@@ -231,6 +261,7 @@ impl Replies {
             (Replies::Notification(r), Done::Notification(d)) => send(r, d),
             (Replies::Funding(r), Done::Funding(d)) => send(r, d),
             (Replies::Hold(r), Done::Hold(d)) => send(r, d),
+            (Replies::Expiry(r), Done::Expiry(d)) => send(r, d),
             // The store answers each request in its own kind.
             _ => {}
         }
@@ -251,6 +282,7 @@ impl Job {
             Job::Notification(j) => Replies::Notification(j.reply.take()),
             Job::Funding(j) => Replies::Funding(j.reply.take()),
             Job::Hold(j) => Replies::Hold(j.reply.take()),
+            Job::Expiry(j) => Replies::Expiry(j.reply.take()),
         }
     }
 
@@ -311,6 +343,18 @@ impl Job {
                 render: &*j.render,
             },
             Job::Hold(j) => Work::Hold(j.op.op()),
+            Job::Expiry(j) => Work::Expiry(ExpiryCall {
+                scope: match &j.scope {
+                    ExpiryOf::Due(batch_max) => ExpiryScope::Due {
+                        batch_max: *batch_max,
+                    },
+                    ExpiryOf::Hold(channel, reservation_id) => ExpiryScope::Hold {
+                        channel,
+                        reservation_id,
+                    },
+                },
+                now_ms: j.now_ms,
+            }),
         }
     }
 }

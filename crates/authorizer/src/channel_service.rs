@@ -11,7 +11,7 @@
 //! at its write, so the two never decide on a stale balance.
 
 use crate::app::AppState;
-use crate::batcher::{HoldJob, Job};
+use crate::batcher::{ExpiryJob, ExpiryOf, HoldJob, Job};
 use ledger::{Currency, Decline, format_minor};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -59,6 +59,33 @@ pub async fn hold(state: &AppState, op: HoldOp<'_>) -> Result<ChannelOutcome, St
         })
     })
     .await
+}
+
+/// A reservation as it stands, with whether this read expired it: an overdue one is
+/// expired first by the one writer (lazy expiry, committed like any other movement), then
+/// read again.
+pub async fn read(
+    state: &AppState,
+    channel: &str,
+    reservation_id: &str,
+) -> Result<Option<(HoldView, bool)>, StoreError> {
+    let now_ms = store::now_ms();
+    let Some(view) = state.store.hold(channel, reservation_id).await? else {
+        return Ok(None);
+    };
+    if !view.due(now_ms) {
+        return Ok(Some((view, false)));
+    }
+    let expired = crate::service::through_writer(state, |reply| {
+        Job::Expiry(ExpiryJob {
+            scope: ExpiryOf::Hold(channel.to_owned(), reservation_id.to_owned()),
+            now_ms,
+            reply: Some(reply),
+        })
+    })
+    .await?;
+    let view = state.store.hold(channel, reservation_id).await?;
+    Ok(view.map(|v| (v, expired.expired > 0)))
 }
 
 /// A hold operation, owned while it waits for its batch (what [`HoldOp`] names).

@@ -118,15 +118,7 @@ pub(crate) async fn through_writer<T>(
     state: &AppState,
     job: impl FnOnce(Reply<T>) -> Job,
 ) -> Result<T, StoreError> {
-    let (reply, answer) = tokio::sync::oneshot::channel();
-    state
-        .batcher
-        .submit(job(reply))
-        .await
-        .map_err(|_| StoreError::Timeout("batching stopped".into()))?;
-    answer
-        .await
-        .unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
+    state.batcher.run(job).await
 }
 
 /// Books an adjustment through the one writer.

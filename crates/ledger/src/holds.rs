@@ -257,6 +257,47 @@ pub fn expire(hold: &Hold, now_ms: i64) -> Option<Effects> {
     })
 }
 
+/// What expiring the due holds of one account comes to, written at once: one change of
+/// the account's held amount and daily counter, and a transition per expired hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Expiries {
+    /// Per hold given, in order: its effects, or `None` when it is not due (captured,
+    /// cancelled or expired by someone else since it was listed, or not at its expiry yet).
+    pub holds: Vec<Option<Effects>>,
+    /// Change of the account's `held_minor`: minus the sum of the expired amounts.
+    pub held_delta: i64,
+    /// The account's daily counter afterwards (releases of today's reservations given back).
+    pub daily_spent: i64,
+}
+
+impl Expiries {
+    /// How many holds expire.
+    pub fn count(&self) -> usize {
+        self.holds.iter().filter(|e| e.is_some()).count()
+    }
+}
+
+/// Expires every due hold of `holds`, all of one account whose daily counter is `spent`
+/// for the UTC day `spent_day` (the sweeper's batch, planned per account).
+pub fn expire_due(holds: &[Hold], spent_day: i64, spent: i64, now_ms: i64) -> Expiries {
+    let effects: Vec<Option<Effects>> = holds.iter().map(|h| expire(h, now_ms)).collect();
+    let (released, given_back) =
+        effects
+            .iter()
+            .flatten()
+            .fold((0_i64, 0_i64), |(held, back), e| {
+                (
+                    held.saturating_add(e.held_delta),
+                    back.saturating_add(e.daily_give_back),
+                )
+            });
+    Expiries {
+        holds: effects,
+        held_delta: released,
+        daily_spent: give_back_counter(spent_day, spent, now_ms.div_euclid(DAY_MS), given_back),
+    }
+}
+
 /// Captures `amount` (`None`: the full reserved amount). The hold must not be due: the
 /// caller expires it first (see [`expire`]). The remainder is released.
 pub fn capture(hold: &Hold, amount: Option<i64>, now_ms: i64) -> Result<Transition, HoldError> {
@@ -739,6 +780,49 @@ mod tests {
         for s in HoldState::ALL {
             assert_eq!(HoldState::parse(s.as_str()), Some(s));
         }
+    }
+
+    /// A sweep of one account: only the due reserved holds expire, in one change of the
+    /// account; today's reservations go back to the daily counter, yesterday's do not.
+    #[test]
+    fn due_holds_of_an_account_expire_together() {
+        // 22:23 UTC, the day of T0.
+        let now = T0 + 10 * 60_000;
+        let today = now.div_euclid(DAY_MS);
+        let due_today = Hold {
+            expires_at_ms: T0 + 60_000,
+            ..reserved(1_000)
+        };
+        let due_yesterday = Hold {
+            reserved_at_ms: T0 - 30 * HOUR,
+            expires_at_ms: T0,
+            ..reserved(300)
+        };
+        let not_yet = reserved(5_000);
+        let taken = Hold {
+            expires_at_ms: T0,
+            ..captured(700, 700, 0)
+        };
+        let holds = [due_today, not_yet, due_yesterday, taken];
+        let e = expire_due(&holds, today, 2_500, now);
+        let states: Vec<Option<HoldState>> = e.holds.iter().map(|h| h.map(|h| h.state)).collect();
+        assert_eq!(
+            states,
+            [
+                Some(HoldState::Expired),
+                None,
+                Some(HoldState::Expired),
+                None
+            ]
+        );
+        assert_eq!((e.count(), e.held_delta, e.daily_spent), (2, -1_300, 1_500));
+        // A counter of another day is left alone; nothing due changes nothing.
+        assert_eq!(expire_due(&holds, today - 1, 2_500, now).daily_spent, 2_500);
+        let none = expire_due(&holds[1..2], today, 2_500, now);
+        assert_eq!(
+            (none.count(), none.held_delta, none.daily_spent),
+            (0, 0, 2_500)
+        );
     }
 
     /// §2.4 at the ledger level: balances after every step.

@@ -114,6 +114,34 @@ pub enum ChannelOutcome {
     Refused { error: HoldError, expired: bool },
 }
 
+/// Which due holds an expiry takes.
+#[derive(Debug, Clone, Copy)]
+pub enum ExpiryScope<'a> {
+    /// The sweeper's: at most `batch_max` of the longest overdue `RESERVED` holds.
+    Due { batch_max: i64 },
+    /// One hold that a read found overdue.
+    Hold {
+        channel: &'a str,
+        reservation_id: &'a str,
+    },
+}
+
+/// An expiry of overdue holds, for the one writer.
+#[derive(Debug, Clone, Copy)]
+pub struct ExpiryCall<'a> {
+    pub scope: ExpiryScope<'a>,
+    pub now_ms: i64,
+}
+
+/// What an expiry came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expired {
+    /// Holds expired (and committed, once the batch is).
+    pub expired: u64,
+    /// The sweeper's batch was full: more may be due.
+    pub more: bool,
+}
+
 /// Scopes in `idempotency_keys`.
 fn key_scope(channel: &str) -> String {
     format!("channel:{channel}")
@@ -144,7 +172,20 @@ struct HoldRow {
 
 impl HoldRow {
     fn rule(&self) -> Hold {
-        let v = &self.view;
+        self.view.rule()
+    }
+}
+
+impl HoldView {
+    /// Whether the hold is overdue: still `RESERVED` at or after its expiry (every
+    /// operation on it expires it first).
+    pub fn due(&self, now_ms: i64) -> bool {
+        holds::due(&self.rule(), now_ms)
+    }
+
+    /// The hold as the rules of `ledger::holds` take it.
+    fn rule(&self) -> Hold {
+        let v = self;
         Hold {
             state: v.state,
             amount: v.amount,
@@ -252,18 +293,20 @@ fn event_type(kind: HoldEventKind) -> &'static str {
 /// Writes the hold event of a transition of `hold` (as it is after the transition) and
 /// publishes it to the subscribers in the same transaction; the event id derives from
 /// the row, so it is stable.
-#[allow(clippy::too_many_arguments)]
 async fn insert_event(
     store: &Store,
     tx: &mut Tx,
     hold: &HoldView,
     kind: HoldEventKind,
     amount: i64,
-    refund_id: Option<&str>,
-    movement_id: Option<i64>,
-    idempotency_key: Option<&str>,
-    now_ms: i64,
+    meta: &EventMeta<'_>,
 ) -> Result<(), sqlx::Error> {
+    let EventMeta {
+        movement_id,
+        refund_id,
+        idempotency_key,
+        now_ms,
+    } = *meta;
     let id: i64 = run!(tx, c => {
         sqlx::query_scalar(
             "INSERT INTO hold_events (hold_id, kind, amount_minor, refund_id, movement_id, \
@@ -301,6 +344,16 @@ async fn insert_event(
             })
         })
         .await
+}
+
+/// What a hold event records beside the hold: the movement the transition booked, the
+/// refund's id, the request's idempotency key, and when.
+#[derive(Debug, Clone, Copy)]
+struct EventMeta<'a> {
+    movement_id: Option<i64>,
+    refund_id: Option<&'a str>,
+    idempotency_key: Option<&'a str>,
+    now_ms: i64,
 }
 
 /// The event id of hold event row `id` (the audit joins on it).
@@ -355,20 +408,51 @@ async fn apply(
         movement_id = Some(id);
     }
     if effects.held_delta != 0 || (movement_id.is_none() && spent != account.daily_spent) {
-        run!(tx, c => {
-            sqlx::query(
-                "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_minor = $2, \
-                 updated_at_ms = $3 WHERE id = $4",
-            )
-            .bind(effects.held_delta)
-            .bind(spent)
-            .bind(now_ms)
-            .bind(account.id)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
+        set_held(tx, account.id, effects.held_delta, spent, now_ms).await?;
     }
+    let meta = EventMeta {
+        movement_id,
+        refund_id,
+        idempotency_key,
+        now_ms,
+    };
+    write_transition(store, tx, hold, effects, &meta).await?;
+    Ok(movement_id)
+}
+
+/// Changes the account's held amount by `held_delta` and sets its daily counter.
+async fn set_held(
+    tx: &mut Tx,
+    account_id: i64,
+    held_delta: i64,
+    daily_spent: i64,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_minor = $2, \
+             updated_at_ms = $3 WHERE id = $4",
+        )
+        .bind(held_delta)
+        .bind(daily_spent)
+        .bind(now_ms)
+        .bind(account_id)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Writes the hold's side of a transition: its row as `effects` leave it, and its event.
+async fn write_transition(
+    store: &Store,
+    tx: &mut Tx,
+    hold: &mut HoldRow,
+    effects: &Effects,
+    meta: &EventMeta<'_>,
+) -> Result<(), sqlx::Error> {
+    let (movement_id, now_ms) = (meta.movement_id, meta.now_ms);
     let captured_at = match effects.event {
         HoldEventKind::Captured => Some(now_ms),
         _ => hold.view.captured_at_ms,
@@ -405,13 +489,9 @@ async fn apply(
         &hold.view,
         effects.event,
         effects.event_amount,
-        refund_id,
-        movement_id,
-        idempotency_key,
-        now_ms,
+        meta,
     )
-    .await?;
-    Ok(movement_id)
+    .await
 }
 
 async fn set_final_response(tx: &mut Tx, hold_id: i64, body: &[u8]) -> Result<(), sqlx::Error> {
@@ -832,18 +912,13 @@ impl Store {
                     created_at_ms: call.now_ms,
                     refunds: Vec::new(),
                 };
-                insert_event(
-                    self,
-                    &mut tx,
-                    &view,
-                    HoldEventKind::Reserved,
-                    minor,
-                    None,
-                    None,
-                    Some(call.idempotency_key),
-                    call.now_ms,
-                )
-                .await?;
+                let meta = EventMeta {
+                    movement_id: None,
+                    refund_id: None,
+                    idempotency_key: Some(call.idempotency_key),
+                    now_ms: call.now_ms,
+                };
+                insert_event(self, &mut tx, &view, HoldEventKind::Reserved, minor, &meta).await?;
                 events.push(HoldEventKind::Reserved);
                 render(&ChannelAnswer::Reserved(&view))
             }
@@ -1070,37 +1145,21 @@ impl Store {
         })
     }
 
-    /// The hold with its refunds; an overdue reserved hold is expired first (committed).
-    /// The bool says whether it was expired now.
+    /// The hold with its refunds, as stored: an overdue reserved hold is still `RESERVED`
+    /// here (see [`HoldView::due`]); the caller has the one writer expire it, then reads
+    /// again.
     pub async fn hold(
         &self,
         channel: &str,
         reservation_id: &str,
-        now_ms: i64,
-    ) -> Result<Option<(HoldView, bool)>, StoreError> {
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let Some(mut h) = find_hold(&mut tx, channel, reservation_id, false).await? else {
-                return Ok(None);
-            };
-            let mut expired = false;
-            if holds::due(&h.rule(), now_ms) {
-                if let Some((_, locked, now_expired)) =
-                    lock_hold(self, &mut tx, channel, reservation_id, now_ms).await?
-                {
-                    h = locked;
-                    expired = now_expired;
-                }
-                if expired {
-                    h.view.refunds = load_refunds(&mut tx, h.id).await?;
-                    tx.commit().await?;
-                    return Ok(Some((h.view, true)));
-                }
-            }
-            h.view.refunds = load_refunds(&mut tx, h.id).await?;
-            Ok(Some((h.view, expired)))
-        })
-        .await
+    ) -> Result<Option<HoldView>, StoreError> {
+        // One snapshot for the hold and its refunds; the transaction only reads.
+        let mut tx = self.begin().await?;
+        let Some(mut h) = find_hold(&mut tx, channel, reservation_id, false).await? else {
+            return Ok(None);
+        };
+        h.view.refunds = load_refunds(&mut tx, h.id).await?;
+        Ok(Some(h.view))
     }
 
     /// The currency of a hold (read without locking, to prepare the transaction).
@@ -1170,81 +1229,110 @@ impl Store {
         }))
     }
 
-    /// Expires due RESERVED holds, at most `batch_max` per transaction, until none is due
-    /// (catching up after downtime). Safe with several instances: on Postgres each batch
-    /// takes the accounts of due holds with `FOR UPDATE SKIP LOCKED` (accounts first, the
-    /// order every writer follows), so instances share the work and never wait on a
-    /// request. Returns how many holds were expired.
-    pub async fn expire_due_holds(&self, now_ms: i64, batch_max: i64) -> Result<u64, StoreError> {
-        let mut total = 0;
-        loop {
-            let (n, more) = self.expire_batch(now_ms, batch_max).await?;
-            total += n;
-            if !more {
-                return Ok(total);
+    /// Expires the due holds `call` names on `tx`, which the caller commits (the one
+    /// writer, beside the other work of its batch). The sweeper's batch takes at most
+    /// `batch_max` of the longest overdue holds; on Postgres it takes their accounts with
+    /// `FOR UPDATE SKIP LOCKED` (accounts first, the order every writer follows), so
+    /// instances share the work and never wait on a request: what is skipped is taken by
+    /// the next batch. Each account's holds are planned together by
+    /// [`holds::expire_due`] and written as one change of the account.
+    pub(crate) async fn expire_on(
+        &self,
+        tx: &mut Tx,
+        call: &ExpiryCall<'_>,
+    ) -> Result<Expired, Step> {
+        let now_ms = call.now_ms;
+        let candidates: Vec<(i64, i64)> = match call.scope {
+            ExpiryScope::Due { batch_max } => run!(tx, c => {
+                sqlx::query_as(
+                    "SELECT id, account_id FROM holds WHERE state = 'RESERVED' \
+                     AND expires_at_ms <= $1 ORDER BY expires_at_ms, id LIMIT $2",
+                )
+                .bind(now_ms)
+                .bind(batch_max)
+                .fetch_all(c)
+                .await?
+            }),
+            ExpiryScope::Hold {
+                channel,
+                reservation_id,
+            } => run!(tx, c => {
+                sqlx::query_as(
+                    "SELECT id, account_id FROM holds WHERE channel = $1 AND reservation_id = $2 \
+                     AND state = 'RESERVED' AND expires_at_ms <= $3",
+                )
+                .bind(channel)
+                .bind(reservation_id)
+                .bind(now_ms)
+                .fetch_all(c)
+                .await?
+            }),
+        };
+        let full = match call.scope {
+            ExpiryScope::Due { batch_max } => {
+                i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= batch_max
             }
-        }
-    }
-
-    /// One batch; returns (expired, whether more may be due).
-    async fn expire_batch(&self, now_ms: i64, batch_max: i64) -> Result<(u64, bool), StoreError> {
-        let mut tx = self.begin().await?;
-        let candidates: Vec<(i64, i64)> = run!(&mut tx, c => {
-            sqlx::query_as(
-                "SELECT id, account_id FROM holds WHERE state = 'RESERVED' AND expires_at_ms <= $1 \
-                 ORDER BY expires_at_ms, id LIMIT $2",
-            )
-            .bind(now_ms)
-            .bind(batch_max)
-            .fetch_all(c)
-            .await?
-        });
-        if candidates.is_empty() {
-            return Ok((0, false));
-        }
-        let full = i64::try_from(candidates.len()).unwrap_or(i64::MAX) >= batch_max;
+            ExpiryScope::Hold { .. } => false,
+        };
         let mut accounts: Vec<i64> = candidates.iter().map(|c| c.1).collect();
         accounts.sort_unstable();
         accounts.dedup();
-        let locked: Vec<i64> =
-            match &mut tx {
-                Tx::Pg(t) => sqlx::query_scalar(
+        let accounts: Vec<i64> =
+            match (&mut *tx, call.scope) {
+                (Tx::Pg(t), ExpiryScope::Due { .. }) if !accounts.is_empty() => sqlx::query_scalar(
                     "SELECT id FROM accounts WHERE id = ANY($1) ORDER BY id FOR UPDATE SKIP LOCKED",
                 )
                 .bind(&accounts)
                 .fetch_all(&mut **t)
                 .await?,
-                Tx::Lite(_) => accounts,
+                // One hold a read found overdue: its account is waited for.
+                _ => accounts,
             };
+        let expiry = EventMeta {
+            movement_id: None,
+            refund_id: None,
+            idempotency_key: None,
+            now_ms,
+        };
         let mut expired = 0u64;
-        for account_id in locked {
-            let mut account = lock_account_by_id(&mut tx, account_id).await?;
-            let ids: Vec<i64> = candidates
-                .iter()
-                .filter(|c| c.1 == account_id)
-                .map(|c| c.0)
-                .collect();
-            for id in ids {
-                let sql = for_update!(&tx, concat!(hold_columns!(), " WHERE id = $1"));
-                let mut hold = run!(&mut tx, c => {
+        for account_id in accounts {
+            let account = lock_account_by_id(tx, account_id).await?;
+            let mut rows = Vec::new();
+            for &(id, _) in candidates.iter().filter(|c| c.1 == account_id) {
+                let sql = for_update!(&*tx, concat!(hold_columns!(), " WHERE id = $1"));
+                rows.push(run!(tx, c => {
                     let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
                     hold_from_row!(r)
-                });
-                if let Some(e) = holds::expire(&hold.rule(), now_ms) {
-                    apply(
-                        self, &mut tx, &account, &mut hold, &e, None, None, None, now_ms,
-                    )
-                    .await
-                    .map_err(|s| match s {
-                        Step::Fail(e) => e,
-                        Step::Retry => StoreError::Timeout("sweeper lost a race".into()),
-                    })?;
-                    account = lock_account_by_id(&mut tx, account_id).await?;
-                    expired += 1;
+                }));
+            }
+            let rules: Vec<Hold> = rows.iter().map(HoldRow::rule).collect();
+            let plan =
+                holds::expire_due(&rules, account.daily_spent_day, account.daily_spent, now_ms);
+            if plan.count() == 0 {
+                continue;
+            }
+            set_held(tx, account.id, plan.held_delta, plan.daily_spent, now_ms).await?;
+            for (row, effects) in rows.iter_mut().zip(&plan.holds) {
+                if let Some(e) = effects {
+                    write_transition(self, tx, row, e, &expiry).await?;
                 }
             }
+            expired += plan.count() as u64;
         }
-        tx.commit().await?;
-        Ok((expired, full && expired > 0))
+        Ok(Expired {
+            expired,
+            more: full && expired > 0,
+        })
+    }
+
+    /// An expiry in a transaction of its own (a batch of one).
+    pub(crate) async fn expire_alone(&self, call: &ExpiryCall<'_>) -> Result<Expired, StoreError> {
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let expired = self.expire_on(&mut tx, call).await?;
+            tx.commit().await?;
+            Ok(expired)
+        })
+        .await
     }
 }

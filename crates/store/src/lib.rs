@@ -34,7 +34,8 @@ pub use audit::{AuditReport, Violation};
 pub use batch::BatchItem;
 pub use controls::StoredControls;
 pub use holds::{
-    ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldView, RefundView, ReserveRequest,
+    ChannelAnswer, ChannelCall, ChannelOutcome, Expired, ExpiryCall, ExpiryScope, HoldOp, HoldView,
+    RefundView, ReserveRequest,
 };
 pub use instore::{
     InstoreCall, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,

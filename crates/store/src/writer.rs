@@ -3,8 +3,9 @@
 //!
 //! A batch of authorizations alone takes the authorizations' own path ([`crate::batch`]:
 //! two statements on Postgres, one transaction on the embedded store). A batch that mixes
-//! kinds (authorizations, adjustments, notifications, deposits and withdrawals, and the
-//! channels' reservations, captures, cancels and refunds) runs each
+//! kinds (authorizations, adjustments, notifications, deposits and withdrawals, the
+//! channels' reservations, captures, cancels and refunds, and the expiry of overdue holds,
+//! the sweeper's or a read's) runs each
 //! request's read, plan and write in one transaction, in arrival order, so each sees what
 //! the earlier ones wrote, and commits once. Should that transaction lose a race on a unique
 //! key, pass an authorization's deadline or meet a requester that gave up, nothing of it is
@@ -15,7 +16,8 @@ use crate::admin::{FundingCall, FundingOutcome};
 use crate::authorize::{Written, authorize_on};
 use crate::batch::{BatchItem, deadline_passed, start_commit};
 use crate::holds::{
-    ChannelAnswer, ChannelCall, ChannelOutcome, HoldOp, HoldTerms, reservation_may_commit,
+    ChannelAnswer, ChannelCall, ChannelOutcome, Expired, ExpiryCall, HoldOp, HoldTerms,
+    reservation_may_commit,
 };
 use crate::processor::{
     AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
@@ -43,6 +45,8 @@ pub enum Work<'a> {
         render: &'a (dyn Fn(i64, i64) -> StoredResponse + Send + Sync),
     },
     Hold(HoldOp<'a>),
+    /// Overdue holds expired: the sweeper's batch, or one hold a read found overdue.
+    Expiry(ExpiryCall<'a>),
 }
 
 /// What one request of a batch came to.
@@ -53,6 +57,7 @@ pub enum Done {
     Notification(Result<Outcome<NotificationResult>, StoreError>),
     Funding(Result<FundingOutcome, StoreError>),
     Hold(Result<ChannelOutcome, StoreError>),
+    Expiry(Result<Expired, StoreError>),
 }
 
 /// How each kind's answer is rendered into the exact bytes stored for replays.
@@ -184,7 +189,7 @@ impl Store {
                     self.system_account(SystemAccount::Funding, call.currency)
                         .await?,
                 ),
-                Work::Hold(_) => (None, 0),
+                Work::Hold(_) | Work::Expiry(_) => (None, 0),
             };
             s.holds.push(match w {
                 Work::Hold(op) => Some(self.hold_terms(op).await?),
@@ -288,6 +293,10 @@ impl Store {
                     // Answered without a transaction (no such reservation).
                     _ => out.push(None),
                 },
+                Work::Expiry(call) => {
+                    let o = self.expire_on(&mut tx, call).await?;
+                    out.push(Some(Done::Expiry(Ok(o))));
+                }
             }
             i += 1;
         }
@@ -326,6 +335,7 @@ impl Store {
             }
             Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),
             Work::Hold(op) => Done::Hold(self.hold_alone(op, &renders.channel).await),
+            Work::Expiry(call) => Done::Expiry(self.expire_alone(call).await),
         }
     }
 }
@@ -338,5 +348,6 @@ fn failed(w: &Work<'_>, e: StoreError) -> Done {
         Work::Notification(_) => Done::Notification(Err(e)),
         Work::Funding { .. } => Done::Funding(Err(e)),
         Work::Hold(_) => Done::Hold(Err(e)),
+        Work::Expiry(_) => Done::Expiry(Err(e)),
     }
 }

@@ -1,4 +1,5 @@
-//! Expiry by the sweeper (a short interval), and the daily counter given back on release.
+//! Expiry by the sweeper (a short interval) and lazily by a read, and the daily counter
+//! given back on release.
 
 use super::common::*;
 use authorizer::Settings;
@@ -10,14 +11,19 @@ fn fast_sweep(s: &mut Settings) {
     s.holds.sweep_interval_ms = 100;
 }
 
+/// u1 funded with 100.00 DKK, `due` holding 30.00 for a second and `kept` 20.00 for longer.
+async fn two_holds(app: &TestApp, due: &str, kept: &str) {
+    app.funded("u1", "DKK", "100.00").await;
+    let mut body = reservation(due, "30.00", "DKK");
+    body["expires_in_secs"] = json!(1);
+    reserve(app, &body, "APPROVED", "APPROVED").await;
+    reserve_approved(app, kept, "20.00", "DKK").await;
+    assert_eq!(balances(app, "DKK").await.1, "50.00");
+}
+
 /// Nobody touches the hold: the sweeper expires it, and held goes back to zero.
 async fn the_sweeper_expires_due_holds(app: TestApp) {
-    app.funded("u1", "DKK", "100.00").await;
-    let mut due = reservation("s1", "30.00", "DKK");
-    due["expires_in_secs"] = json!(1);
-    reserve(&app, &due, "APPROVED", "APPROVED").await;
-    reserve_approved(&app, "s2", "20.00", "DKK").await;
-    assert_eq!(balances(&app, "DKK").await.1, "50.00");
+    two_holds(&app, "s1", "s2").await;
     let until = Instant::now() + Duration::from_secs(10);
     loop {
         let l = app
@@ -49,6 +55,50 @@ async fn the_sweeper_expires_due_holds(app: TestApp) {
     );
 }
 
+/// The sweeper does not run while the test does (its first pass, at start, finds nothing).
+fn no_sweep(s: &mut Settings) {
+    s.holds.sweep_interval_ms = 3_600_000;
+}
+
+/// A GET of an overdue hold that the sweeper has not reached: the one writer expires it (one
+/// request through a batch), the answer says EXPIRED and the held amount is released at once.
+async fn a_read_expires_an_overdue_hold(app: TestApp) {
+    two_holds(&app, "g1", "g2").await;
+    actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+    // Overdue, and still held: nothing has expired it yet.
+    assert_eq!(balances(&app, "DKK").await.1, "50.00");
+    let through_writer = || {
+        app.metrics
+            .counter("authorizer_commit_batch_items_total", &[])
+    };
+    let expired = || {
+        app.metrics
+            .counter("authorizer_holds_total", &[("event", "expired")])
+    };
+    let before = through_writer();
+    let g = app.channel("GET", &get_path("g1"), b"", None).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(g.json()["state"], "EXPIRED", "{}", g.json());
+    assert_eq!(through_writer() - before, 1);
+    assert_eq!(expired(), 1);
+    let (posted, held, available) = balances(&app, "DKK").await;
+    assert_eq!(
+        (posted.as_str(), held.as_str(), available.as_str()),
+        ("100.00", "20.00", "80.00")
+    );
+    // Read again, and a hold not due: nothing to expire, nothing through the writer.
+    let before = through_writer();
+    let again = app.channel("GET", &get_path("g1"), b"", None).await;
+    assert_eq!(again.body, g.body);
+    let other = app.channel("GET", &get_path("g2"), b"", None).await.json();
+    assert_eq!(other["state"], "RESERVED");
+    assert_eq!((through_writer() - before, expired()), (0, 1));
+    let l = app
+        .admin_get("/v1/accounts/u1/DKK/holds?state=EXPIRED")
+        .await;
+    assert_eq!(l["holds"].as_array().map(Vec::len), Some(1), "{l}");
+}
+
 /// A release on the day of the reservation gives the amount back to the daily counter.
 async fn releases_give_back_the_daily_limit(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
@@ -74,6 +124,11 @@ async fn releases_give_back_the_daily_limit(app: TestApp) {
 mod sweeping {
     use super::*;
     both_backends!(settings = fast_sweep; the_sweeper_expires_due_holds);
+}
+
+mod reading {
+    use super::*;
+    both_backends!(settings = no_sweep; a_read_expires_an_overdue_hold);
 }
 
 both_backends!(releases_give_back_the_daily_limit);

@@ -1,8 +1,10 @@
 //! `kill -9` of a real authorizer process between a reservation's commit and its answer:
-//! the channel's retry (same key, same body) replays it, and there is one hold.
+//! the channel's retry (same key, same body) replays it, and there is one hold. On both
+//! stores: Postgres, and the embedded SQLite file the next process opens again.
 
 use super::common::*;
 use e2e::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// A signed channel request to `base`; status 0 when the connection failed.
@@ -13,22 +15,34 @@ async fn reserve_at(base: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
     (r.status, r.body)
 }
 
-async fn holds_in(db: &str) -> i64 {
+/// Holds in the Postgres database `db`, or (`db` empty) in the SQLite file `sqlite`.
+async fn holds_in(db: &str, sqlite: &Path) -> i64 {
     use sqlx::Connection;
-    let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
-    sqlx::query_scalar("SELECT COUNT(*) FROM holds")
-        .fetch_one(&mut c)
-        .await
-        .expect("count")
+    let sql = "SELECT COUNT(*) FROM holds";
+    if db.is_empty() {
+        let url = format!("sqlite://{}?mode=ro", sqlite.display());
+        let Ok(mut c) = sqlx::SqliteConnection::connect(&url).await else {
+            // Not created yet.
+            return 0;
+        };
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap_or(0)
+    } else {
+        let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
+    }
 }
 
-#[actix_rt::test]
-async fn a_reservation_committed_by_a_killed_process_replays() {
-    let db = fresh_pg_database().await;
+async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
+    let data = tempfile::tempdir().expect("dir");
+    let sqlite = data.path().join("authorizer.db");
     let victim = Node::start(
         env!("CARGO_BIN_EXE_authorizer-node"),
         &db,
         NodeOptions {
+            data_dir: Some(data.path()),
             channel_key: true,
             env: &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
             ..NodeOptions::default()
@@ -43,7 +57,7 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
     let pending = actix_rt::spawn(async move { reserve_at(&base, &b2, &k2).await });
     // The reservation is committed (its hold is in the database) and its answer held back.
     let until = Instant::now() + Duration::from_secs(30);
-    while holds_in(&db).await == 0 {
+    while holds_in(&db, &sqlite).await == 0 {
         assert!(Instant::now() < until, "the reservation never committed");
         actix_rt::time::sleep(Duration::from_millis(20)).await;
     }
@@ -57,6 +71,7 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
         env!("CARGO_BIN_EXE_authorizer-node"),
         &db,
         NodeOptions {
+            data_dir: Some(data.path()),
             channel_key: true,
             ..NodeOptions::default()
         },
@@ -68,12 +83,19 @@ async fn a_reservation_committed_by_a_killed_process_replays() {
     assert_eq!(v["reservation"]["reservation_id"], "mp-killed");
     let (again_status, again) = reserve_at(&survivor.base, &body, "k-other").await;
     assert_eq!((again_status, &again), (200, &answer));
-    assert_eq!(holds_in(&db).await, 1);
+    assert_eq!(holds_in(&db, &sqlite).await, 1);
     let acct = Remote::new(&survivor.base)
         .admin("GET", "/v1/accounts/u1/DKK", None, None)
         .await;
     let a: serde_json::Value = serde_json::from_slice(&acct.body).expect("JSON");
     assert_eq!(a["held"], "40.00");
     assert_eq!(a["available"], "60.00");
-    assert_database_clean(Some(db.clone()), std::path::PathBuf::new()).await;
+    drop(survivor);
+    assert_database_clean((!db.is_empty()).then(|| db.clone()), sqlite).await;
 }
+
+on_both_stores!(
+    postgres_a_reservation_committed_by_a_killed_process_replays,
+    sqlite_a_reservation_committed_by_a_killed_process_replays,
+    a_reservation_committed_by_a_killed_process_replays
+);

@@ -474,11 +474,7 @@ async fn reserve(
 }
 
 async fn get(state: &AppState, channel: &str, reservation_id: &str) -> Answer {
-    match state
-        .store
-        .hold(channel, reservation_id, store::now_ms())
-        .await
-    {
+    match channel_service::read(state, channel, reservation_id).await {
         Ok(Some((view, expired))) => {
             if expired {
                 count_events(state, &[ledger::holds::HoldEventKind::Expired]);
