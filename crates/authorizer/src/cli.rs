@@ -267,10 +267,16 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
         r.notifications,
         r.holds
     );
+    println!(
+        "events: {} of {} processor money movements were owed an event row by an active subscription \
+         (the others came before any subscription of their type was active, or within 2 s of its activation)",
+        r.processor_movements_owed_events, r.processor_movements
+    );
     for v in &r.violations {
         println!("VIOLATION [{}] {}", v.invariant, v.detail);
     }
-    // Not violations: every operation expires an overdue hold before it looks at it.
+    // Not violations: every operation expires an overdue hold before it looks at it, and a
+    // stuck delivery is late, not lost.
     for w in &r.warnings {
         println!("WARNING [{}] {}", w.invariant, w.detail);
     }
