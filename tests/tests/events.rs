@@ -407,9 +407,10 @@ async fn audit_finds_a_broken_outbox(backend: Backend) {
     assert_eq!(
         (
             report.processor_movements,
-            report.processor_movements_owed_events
+            report.processor_movements_owed_events,
+            report.active_subscriptions
         ),
-        (3, 3),
+        (3, 3, 1),
         "the purchase, the refund and the reversal"
     );
 

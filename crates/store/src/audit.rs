@@ -24,6 +24,8 @@ pub struct AuditReport {
     /// ...of which an active subscription was owed the event (the others were committed
     /// before any subscription of their type was active, or within 2 s of its activation).
     pub processor_movements_owed_events: i64,
+    /// Subscriptions ACTIVE now.
+    pub active_subscriptions: i64,
     pub violations: Vec<Violation>,
     /// Findings that are not broken invariants (a sweeper lagging behind).
     pub warnings: Vec<Violation>,
@@ -205,12 +207,13 @@ const CHECKS: &[(&str, &str)] = &[
     ),
 ];
 
-/// How many processor movements were owed an event row by some subscription, and how many
-/// by none.
+/// How many processor movements there are, how many of them some subscription was owed an
+/// event row, and how many subscriptions are ACTIVE.
 const EVENTS_OWED: &str = concat!(
     "SELECT COUNT(*), COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM webhook_subscriptions s WHERE ",
     owed_to_s!(),
-    ") THEN 1 ELSE 0 END), 0) FROM (",
+    ") THEN 1 ELSE 0 END), 0), \
+     (SELECT COUNT(*) FROM webhook_subscriptions WHERE state = 'ACTIVE') FROM (",
     processor_events!(),
     ") x"
 );
@@ -322,6 +325,7 @@ impl Store {
             let r = sqlx::query(EVENTS_OWED).fetch_one(&mut *c).await?;
             report.processor_movements = r.try_get(0)?;
             report.processor_movements_owed_events = r.try_get(1)?;
+            report.active_subscriptions = r.try_get(2)?;
             for (invariant, sql) in CHECKS.iter().chain([(
                 "every delivery reports a row of the ledger",
                 delivery_check.as_str(),
