@@ -354,3 +354,140 @@ on_both_stores!(
     sqlite_load_across_a_kill_loses_no_event,
     load_across_a_kill
 );
+
+// Not through both_backends!: these scenarios break the outbox on purpose.
+#[actix_rt::test]
+async fn postgres_audit_finds_a_broken_outbox() {
+    audit_finds_a_broken_outbox(Backend::Postgres).await;
+}
+
+#[actix_rt::test]
+async fn sqlite_audit_finds_a_broken_outbox() {
+    audit_finds_a_broken_outbox(Backend::Sqlite).await;
+}
+
+/// The details of the findings of `invariant` in `found`.
+fn details<'a>(found: &'a [store::Violation], invariant: &str) -> Vec<&'a str> {
+    found
+        .iter()
+        .filter(|v| v.invariant == invariant)
+        .map(|v| v.detail.as_str())
+        .collect()
+}
+
+/// The audit of the outbox: an event row missing for a money movement, a delivery row that
+/// reports nothing of the ledger (or reports it under another type), and a delivery stuck
+/// outside the retry schedule (a warning) are each named.
+async fn audit_finds_a_broken_outbox(backend: Backend) {
+    const MISSING: &str =
+        "every processor movement since a subscription became active has its event row";
+    const ORPHAN: &str = "every delivery reports a row of the ledger";
+    // Nothing is sent: the rows stay as their commits wrote them.
+    let app = TestApp::spawn_with(backend, |s| {
+        quick(s);
+        s.webhooks.dispatch = false;
+    })
+    .await;
+    let rx = Receiver::start();
+    let sub = active(&app, &rx, "/hook", json!([])).await;
+    let mut db = DirectConn::open(&app).await;
+    // Active for a while: every event of the money below is owed.
+    db.execute("UPDATE webhook_subscriptions SET active_since_ms = active_since_ms - 10000")
+        .await;
+    app.funded("u1", "ARS", "100.00").await;
+    let p = Tx::new(&uid("ev"), "PURCHASE", "u1", "10.00", "ARS");
+    assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
+    let refund = Tx::new(&uid("ev"), "REFUND", "u1", "2.00", "ARS").original(&p.id);
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    let nk = uid("adv");
+    let advice = p.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &nk);
+    assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 200);
+    let report = assert_clean(&app.store).await;
+    assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+    assert_eq!(
+        (
+            report.processor_movements,
+            report.processor_movements_owed_events,
+            report.active_subscriptions
+        ),
+        (3, 3, 1),
+        "the purchase, the refund and the reversal"
+    );
+
+    // A movement's event row is gone.
+    db.execute(&format!(
+        "DELETE FROM outbox WHERE event_id = 'evt-auth-{}'",
+        p.id
+    ))
+    .await;
+    // Rows that report nothing: an adjustment never booked, hold events that never
+    // happened (one id not even a number), and a notification's row under a hold's type.
+    let copy = |event_id: &str, event_type: &str| {
+        format!(
+            "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+             SELECT '{event_id}', '{event_type}', subscription_id, url, body, headers, state, \
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms \
+             FROM outbox WHERE event_id = 'evt-adj-{}'",
+            refund.id
+        )
+    };
+    db.execute(&copy("evt-adj-never-booked", "adjustment.booked"))
+        .await;
+    db.execute(&copy("evt-hold-999999", "hold.reserved")).await;
+    db.execute(&copy("evt-hold-x1", "hold.captured")).await;
+    db.execute(&format!(
+        "UPDATE outbox SET event_type = 'hold.released' WHERE event_id = 'evt-notif-{nk}'"
+    ))
+    .await;
+    // Stuck: one due an hour ago and never attempted, one put off for a day.
+    let hour_ago = store::now_ms() - 3_600_000;
+    db.execute(&format!(
+        "UPDATE outbox SET next_attempt_at_ms = {hour_ago} WHERE event_id = 'evt-adj-{}'",
+        refund.id
+    ))
+    .await;
+    db.execute(
+        "UPDATE outbox SET attempts = 3, next_attempt_at_ms = updated_at_ms + 86400000 \
+         WHERE event_id LIKE 'evt-deposit-%'",
+    )
+    .await;
+
+    let report = app.store.audit().await.expect("audit runs");
+    let missing = details(&report.violations, MISSING);
+    assert_eq!(missing.len(), 1, "{:#?}", report.violations);
+    assert!(
+        missing[0].contains(&format!("AUTHORIZATION {}", p.id))
+            && missing[0].contains(&format!("evt-auth-{} for subscription {sub}", p.id)),
+        "{}",
+        missing[0]
+    );
+    let orphans = details(&report.violations, ORPHAN);
+    for id in [
+        "evt-adj-never-booked".to_owned(),
+        "evt-hold-999999".to_owned(),
+        "evt-hold-x1".to_owned(),
+        format!("hold.released evt-notif-{nk}"),
+    ] {
+        assert!(
+            orphans.iter().any(|d| d.contains(&id)),
+            "{id} not named: {orphans:#?}"
+        );
+    }
+    assert_eq!(orphans.len(), 4, "{orphans:#?}");
+    assert_eq!(report.violations.len(), 5, "{:#?}", report.violations);
+    let stuck = details(&report.warnings, "delivery stuck");
+    assert_eq!(stuck.len(), 2, "{:#?}", report.warnings);
+    assert!(
+        stuck
+            .iter()
+            .any(|d| d.contains(&format!("evt-adj-{}", refund.id)) && d.contains("overdue")),
+        "{stuck:#?}"
+    );
+    assert!(
+        stuck.iter().any(|d| d.contains("evt-deposit-")
+            && d.contains("after 3 attempt(s) is scheduled beyond the retry schedule")),
+        "{stuck:#?}"
+    );
+    rx.stop().await;
+}

@@ -70,7 +70,7 @@ pub struct Application {
     /// The hold sweeper, stopped with the server.
     sweeper: tokio::task::JoinHandle<()>,
     /// The outbox dispatcher (when `webhooks.dispatch`), stopped with the server.
-    dispatcher: Option<actix_rt::task::JoinHandle<()>>,
+    dispatcher: Option<crate::outbox::Dispatcher>,
 }
 
 /// Counts a request in flight for as long as it is alive.
@@ -223,9 +223,16 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.holds.sweep_interval_ms),
         ));
-        let dispatcher = settings.webhooks.dispatch.then(|| {
-            crate::outbox::start(store.clone(), metrics.clone(), settings.webhooks.clone())
-        });
+        let dispatcher = if settings.webhooks.dispatch {
+            Some(crate::outbox::start(
+                store.clone(),
+                settings.store_config(),
+                metrics.clone(),
+                settings.webhooks.clone(),
+            )?)
+        } else {
+            None
+        };
         let ready = Arc::new(AtomicBool::new(true));
         let in_flight = Arc::new(AtomicUsize::new(0));
         let in_flight_outer = in_flight.clone();
@@ -424,9 +431,7 @@ impl Application {
         let result = self.server.await;
         signals.abort();
         self.sweeper.abort();
-        if let Some(d) = &self.dispatcher {
-            d.abort();
-        }
+        drop(self.dispatcher);
         self.fleet.stop();
         self.store.close().await;
         result

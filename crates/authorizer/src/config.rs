@@ -153,7 +153,7 @@ pub struct WebhookSettings {
     pub give_up_secs: u64,
     /// Rows claimed per round.
     pub batch_max: u32,
-    /// Pause between rounds that found nothing due.
+    /// Pause after a round that drained what was due (fewer than `batch_max` rows).
     pub poll_interval_ms: u64,
 }
 

@@ -1,6 +1,12 @@
 //! The outbox dispatcher: a background task that claims due deliveries, POSTs their exact
 //! bytes, and records the outcome. It runs beside the server, never on a request's path:
 //! an authorization only writes its row (in its own commit) and never waits for a send.
+//!
+//! It keeps off the authorizations' way: it runs on a thread and event loop of its own (its
+//! sends and database sockets never wait for an HTTP worker's loop, nor delay one), on a small
+//! pool of its own whose commits do not wait for the disk, and it works in rounds: a round
+//! that drained what was due is followed by a pause of `poll_interval_ms`, so that under load
+//! it claims and acknowledges many rows a statement rather than a few.
 
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
@@ -10,13 +16,43 @@ use store::{Claimed, Store};
 
 const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
 
-/// Starts the dispatcher on the current (actix) thread; abort the handle to stop it.
+/// The running dispatcher; dropping it stops the dispatcher (a round cut short leaves its
+/// leases to run out: those rows are sent again).
+pub struct Dispatcher {
+    _stop: tokio::sync::oneshot::Sender<()>,
+}
+
+/// Starts the dispatcher on a thread of its own, with a pool of its own beside `store` (the
+/// embedded store: `store` itself, its one connection).
 pub fn start(
     store: Store,
+    config: store::StoreConfig,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
-) -> actix_rt::task::JoinHandle<()> {
-    actix_rt::spawn(async move { run(store, metrics, settings).await })
+) -> std::io::Result<Dispatcher> {
+    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    std::thread::Builder::new()
+        .name("authorizer-webhooks".into())
+        .spawn(move || {
+            actix_rt::System::new().block_on(async move {
+                let config = store::StoreConfig {
+                    pool_connections_max: 2,
+                    ..config
+                };
+                let store = match store.connect_beside_for_deliveries(&config).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the webhook dispatcher cannot open the store");
+                        return;
+                    }
+                };
+                tokio::select! {
+                    () = run(store, metrics, settings) => {}
+                    _ = stop => {}
+                }
+            });
+        })?;
+    Ok(Dispatcher { _stop: stop_tx })
 }
 
 async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
@@ -31,6 +67,7 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
         i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX);
     let give_up_ms = i64::try_from(settings.give_up_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle = Duration::from_millis(settings.poll_interval_ms);
+    let batch_max = i64::from(settings.batch_max);
     // The give-up pass reads every pending row: once a second is enough for an age counted
     // in seconds, and keeps a backlog from costing a scan per round.
     let mut gave_up_at: Option<std::time::Instant> = None;
@@ -40,7 +77,7 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
             give_up(&store, &metrics, give_up_ms).await;
         }
         let claimed = match store
-            .claim_deliveries(store::now_ms(), lease_ms, i64::from(settings.batch_max))
+            .claim_deliveries(store::now_ms(), lease_ms, batch_max)
             .await
         {
             Ok(c) => c,
@@ -49,24 +86,28 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
                 Vec::new()
             }
         };
-        if claimed.is_empty() {
+        let drained = i64::try_from(claimed.len()).unwrap_or(i64::MAX) < batch_max;
+        if !claimed.is_empty() {
+            let sends = claimed
+                .iter()
+                .map(|d| deliver(&store, &metrics, &client, d));
+            let delivered: Vec<i64> = futures_util::future::join_all(sends)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            if let Err(e) = store.mark_delivered(&delivered, store::now_ms()).await {
+                // The leases run out and the rows are sent again: at least once.
+                tracing::warn!(deliveries = delivered.len(), error = %e, "could not record deliveries");
+            }
+        }
+        // A full round leaves more due: the next goes at once. Otherwise what comes due
+        // meanwhile waits for the next round, a pause away.
+        if drained {
             if let Ok(n) = store.pending_deliveries().await {
                 metrics.set_gauge("authorizer_webhook_pending", &[], n);
             }
             actix_rt::time::sleep(idle).await;
-            continue;
-        }
-        let sends = claimed
-            .iter()
-            .map(|d| deliver(&store, &metrics, &client, d));
-        let delivered: Vec<i64> = futures_util::future::join_all(sends)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        if let Err(e) = store.mark_delivered(&delivered, store::now_ms()).await {
-            // The leases run out and the rows are sent again: at least once.
-            tracing::warn!(deliveries = delivered.len(), error = %e, "could not record deliveries");
         }
     }
 }

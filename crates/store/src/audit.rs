@@ -19,6 +19,13 @@ pub struct AuditReport {
     pub processor_transactions: i64,
     pub notifications: i64,
     pub holds: i64,
+    /// Money movements of authorizations, adjustments and notifications...
+    pub processor_movements: i64,
+    /// ...of which an active subscription was owed the event (the others were committed
+    /// before any subscription of their type was active, or within 2 s of its activation).
+    pub processor_movements_owed_events: i64,
+    /// Subscriptions ACTIVE now.
+    pub active_subscriptions: i64,
     pub violations: Vec<Violation>,
     /// Findings that are not broken invariants (a sweeper lagging behind).
     pub warnings: Vec<Violation>,
@@ -28,6 +35,34 @@ impl AuditReport {
     pub fn is_clean(&self) -> bool {
         self.violations.is_empty()
     }
+}
+
+/// The processor's money movements with the event each one is reported by: an
+/// authorization's (`evt-auth-<transaction id>`), an adjustment's (`evt-adj-...`), or, for a
+/// reversal or a forced booking, its notification's (`evt-notif-<key>`; NULL when no
+/// notification names the movement).
+macro_rules! processor_events {
+    () => {
+        "SELECT m.id, m.kind, m.transaction_id, m.created_at_ms, \
+           CASE m.kind WHEN 'AUTHORIZATION' THEN 'authorization.decided' \
+             WHEN 'ADJUSTMENT' THEN 'adjustment.booked' ELSE 'notification.applied' END AS event_type, \
+           CASE m.kind WHEN 'AUTHORIZATION' THEN 'evt-auth-' || m.transaction_id \
+             WHEN 'ADJUSTMENT' THEN 'evt-adj-' || m.transaction_id \
+             ELSE 'evt-notif-' || n.idempotency_key END AS event_id \
+         FROM movements m LEFT JOIN notifications n ON n.movement_id = m.id \
+          AND m.kind IN ('REVERSAL', 'FORCED') \
+         WHERE m.kind IN ('AUTHORIZATION', 'ADJUSTMENT', 'REVERSAL', 'FORCED')"
+    };
+}
+
+/// Subscription `s` is owed event `x`: ACTIVE, wanting its type, and the event committed
+/// at least 2 s after it became active (an instance learns of a new subscription within
+/// `outbox::SUBSCRIPTIONS_TTL`, 1 s).
+macro_rules! owed_to_s {
+    () => {
+        "s.state = 'ACTIVE' AND x.created_at_ms >= s.active_since_ms + 2000 \
+         AND (s.event_types = '*' OR ',' || s.event_types || ',' LIKE '%,' || x.event_type || ',%')"
+    };
 }
 
 /// Each check is a query returning one row per violation, rendered as text.
@@ -156,7 +191,90 @@ const CHECKS: &[(&str, &str)] = &[
            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.subscription_id = s.id \
                            AND o.event_id = 'evt-hold-' || CAST(e.id AS TEXT))",
     ),
+    (
+        "every processor movement since a subscription became active has its event row",
+        concat!(
+            "SELECT 'movement ' || CAST(x.id AS TEXT) || ' (' || x.kind || ' ' || COALESCE(x.transaction_id, '-') || \
+               ') has no ' || x.event_type || ' row ' || COALESCE(x.event_id, '(no notification names it)') || \
+               ' for subscription ' || CAST(s.id AS TEXT) \
+             FROM (",
+            processor_events!(),
+            ") x JOIN webhook_subscriptions s ON ",
+            owed_to_s!(),
+            " WHERE x.event_id IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
+               WHERE o.subscription_id = s.id AND o.event_id = x.event_id)"
+        ),
+    ),
 ];
+
+/// How many processor movements there are, how many of them some subscription was owed an
+/// event row, and how many subscriptions are ACTIVE.
+const EVENTS_OWED: &str = concat!(
+    "SELECT COUNT(*), COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM webhook_subscriptions s WHERE ",
+    owed_to_s!(),
+    ") THEN 1 ELSE 0 END), 0), \
+     (SELECT COUNT(*) FROM webhook_subscriptions WHERE state = 'ACTIVE') FROM (",
+    processor_events!(),
+    ") x"
+);
+
+/// The event types and ids each ledger row is reported by, as `'<type> <id>'`, except the
+/// reconciliation's (a rerun of a date replaces its run, not the events of the earlier one).
+/// `{hold}` and `{movement}` stand for the numeric row id read from the event id.
+const DELIVERY_REPORTS_A_ROW: &str = "\
+SELECT 'delivery ' || CAST(o.id AS TEXT) || ' (' || o.event_type || ' ' || o.event_id || \
+       ') reports no row of the ledger' FROM outbox o WHERE NOT CASE \
+  WHEN o.event_type = 'authorization.decided' THEN EXISTS (SELECT 1 FROM processor_transactions t \
+       WHERE t.kind = 'AUTHORIZATION' AND t.transaction_id = SUBSTR(o.event_id, 10) \
+         AND o.event_id = 'evt-auth-' || t.transaction_id) \
+  WHEN o.event_type = 'adjustment.booked' THEN EXISTS (SELECT 1 FROM processor_transactions t \
+       WHERE t.kind = 'ADJUSTMENT' AND t.transaction_id = SUBSTR(o.event_id, 9) \
+         AND o.event_id = 'evt-adj-' || t.transaction_id) \
+  WHEN o.event_type = 'notification.applied' THEN EXISTS (SELECT 1 FROM notifications n \
+       WHERE n.idempotency_key = SUBSTR(o.event_id, 11) AND o.event_id = 'evt-notif-' || n.idempotency_key) \
+  WHEN o.event_type LIKE 'hold.%' THEN EXISTS (SELECT 1 FROM hold_events e WHERE e.id = {hold} \
+       AND o.event_id = 'evt-hold-' || CAST(e.id AS TEXT) \
+       AND o.event_type = CASE e.kind WHEN 'RESERVED' THEN 'hold.reserved' WHEN 'CAPTURED' THEN 'hold.captured' \
+           WHEN 'CANCELLED' THEN 'hold.released' WHEN 'EXPIRED' THEN 'hold.expired' ELSE 'hold.refunded' END) \
+  WHEN o.event_type IN ('account.funded', 'account.withdrawn') THEN EXISTS (SELECT 1 FROM movements m \
+       WHERE m.id = {movement} \
+         AND ((m.kind = 'DEPOSIT' AND o.event_id = 'evt-deposit-' || CAST(m.id AS TEXT) \
+               AND o.event_type = 'account.funded') \
+           OR (m.kind = 'WITHDRAWAL' AND o.event_id = 'evt-withdrawal-' || CAST(m.id AS TEXT) \
+               AND o.event_type = 'account.withdrawn'))) \
+  WHEN o.event_type = 'reconciliation.finished' THEN EXISTS (SELECT 1 FROM recon_runs r \
+       WHERE o.event_id LIKE 'evt-recon-' || r.business_date || '-%') \
+  WHEN o.event_type = 'instore.callback' AND o.subscription_id IS NULL THEN EXISTS ( \
+       SELECT 1 FROM instore_requests q WHERE q.callback_event_id = o.event_id) \
+  ELSE 1 = 0 END \
+ORDER BY o.id LIMIT 1000";
+
+/// The number after `prefix` in `o.event_id`, as the backend compares ids (NULL when it is
+/// not a number: a Postgres cast of other text would fail the whole audit).
+fn id_after(pg: bool, prefix: &str) -> String {
+    let digits = format!("SUBSTR(o.event_id, {})", prefix.len() + 1);
+    if pg {
+        format!("CASE WHEN {digits} ~ '^[0-9]{{1,18}}$' THEN CAST({digits} AS BIGINT) END")
+    } else {
+        format!("CAST({digits} AS INTEGER)")
+    }
+}
+
+/// The longest wait of the retry schedule ([`crate::outbox::backoff_ms`] at its cap, plus
+/// the jitter): a delivery due for longer than this, or scheduled further ahead, is stuck.
+pub const DELIVERY_STUCK_MS: i64 = 360_000;
+
+/// Deliveries to a subscription that is ACTIVE at the row's URL, still pending, and either
+/// overdue (due more than `$2` ago, before `$1`) or scheduled further ahead of their last
+/// attempt than the schedule ever waits (`$2`).
+const STUCK_DELIVERIES: &str = "\
+SELECT 'delivery ' || CAST(o.id AS TEXT) || ' (' || o.event_id || ') to subscription ' || CAST(s.id AS TEXT) || \
+       ' after ' || CAST(o.attempts AS TEXT) || ' attempt(s) is ' || \
+       CASE WHEN o.next_attempt_at_ms < $1 THEN 'overdue: due at ' ELSE 'scheduled beyond the retry schedule: at ' END || \
+       CAST(o.next_attempt_at_ms AS TEXT) \
+  FROM outbox o JOIN webhook_subscriptions s ON s.id = o.subscription_id AND s.state = 'ACTIVE' AND s.url = o.url \
+ WHERE o.state = 'PENDING' AND (o.next_attempt_at_ms < $1 OR o.next_attempt_at_ms > o.updated_at_ms + $2) \
+ ORDER BY o.id LIMIT 100";
 
 const COUNTS: &str = "SELECT (SELECT COUNT(*) FROM accounts), (SELECT COUNT(*) FROM movements), \
     (SELECT COUNT(*) FROM postings), (SELECT COUNT(*) FROM processor_transactions), \
@@ -175,7 +293,19 @@ impl Store {
     /// their expiry ("sweeper lagging"): a warning, not a violation, since every operation
     /// expires an overdue hold before it looks at it.
     pub async fn audit_with(&self, sweep_interval_ms: i64) -> Result<AuditReport, StoreError> {
-        let lag_before = crate::now_ms().saturating_sub(sweep_interval_ms.saturating_mul(2));
+        let now = crate::now_ms();
+        let lag_before = now.saturating_sub(sweep_interval_ms.saturating_mul(2));
+        let pg = self.is_postgres();
+        let delivery_check = DELIVERY_REPORTS_A_ROW
+            .replace("{hold}", &id_after(pg, "evt-hold-"))
+            .replace(
+                "{movement}",
+                &format!(
+                    "(CASE WHEN o.event_type = 'account.funded' THEN {} ELSE {} END)",
+                    id_after(pg, "evt-deposit-"),
+                    id_after(pg, "evt-withdrawal-")
+                ),
+            );
         let mut tx = match &self.db {
             Db::Pg(p) => crate::Tx::Pg(
                 p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -192,10 +322,25 @@ impl Store {
             report.processor_transactions = r.try_get(3)?;
             report.notifications = r.try_get(4)?;
             report.holds = r.try_get(5)?;
-            for (invariant, sql) in CHECKS {
+            let r = sqlx::query(EVENTS_OWED).fetch_one(&mut *c).await?;
+            report.processor_movements = r.try_get(0)?;
+            report.processor_movements_owed_events = r.try_get(1)?;
+            report.active_subscriptions = r.try_get(2)?;
+            for (invariant, sql) in CHECKS.iter().chain([(
+                "every delivery reports a row of the ledger",
+                delivery_check.as_str(),
+            )].iter()) {
                 for row in sqlx::query(sql).fetch_all(&mut *c).await? {
                     report.violations.push(Violation { invariant, detail: row.try_get(0)? });
                 }
+            }
+            for row in sqlx::query(STUCK_DELIVERIES)
+                .bind(now.saturating_sub(DELIVERY_STUCK_MS))
+                .bind(DELIVERY_STUCK_MS)
+                .fetch_all(&mut *c)
+                .await?
+            {
+                report.warnings.push(Violation { invariant: "delivery stuck", detail: row.try_get(0)? });
             }
             for row in sqlx::query(
                 "SELECT 'hold ' || CAST(id AS TEXT) || ' (' || channel || '/' || reservation_id || \

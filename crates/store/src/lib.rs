@@ -221,6 +221,12 @@ pub struct Store {
 impl Store {
     /// Connects (creating the SQLite file and its directory when needed). Does not migrate.
     pub async fn connect(cfg: &StoreConfig) -> Result<Store, StoreError> {
+        Self::connect_with(cfg, false).await
+    }
+
+    /// [`Store::connect`]; `async_commit`: Postgres sessions whose commits do not wait for
+    /// the WAL to reach the disk (a crash of the database may lose their last commits).
+    async fn connect_with(cfg: &StoreConfig, async_commit: bool) -> Result<Store, StoreError> {
         let sqlite_path = match cfg.url.as_deref() {
             Some(u) if u.starts_with("postgres://") || u.starts_with("postgresql://") => None,
             Some(u) => match u
@@ -249,6 +255,11 @@ impl Store {
                         // An idle transaction left by a killed client must not hold locks.
                         ("idle_in_transaction_session_timeout", "60000ms".to_owned()),
                     ]);
+                let opts = if async_commit {
+                    opts.options([("synchronous_commit", "off")])
+                } else {
+                    opts
+                };
                 let opts = if cfg.index_probes_only {
                     // ...and planned once per connection: a custom plan per execution costs
                     // more than the small batches of a quiet service take to run.
@@ -309,15 +320,31 @@ impl Store {
     /// ids, the active webhook subscriptions: a change made through one is seen by the
     /// other at once). The embedded store has one connection: the same store again.
     pub async fn connect_beside(&self, cfg: &StoreConfig) -> Result<Store, StoreError> {
+        self.beside(cfg, false).await
+    }
+
+    async fn beside(&self, cfg: &StoreConfig, async_commit: bool) -> Result<Store, StoreError> {
         if !self.is_postgres() {
             return Ok(self.clone());
         }
-        let other = Store::connect(cfg).await?;
+        let other = Store::connect_with(cfg, async_commit).await?;
         Ok(Store {
             system_ids: self.system_ids.clone(),
             subscriptions: self.subscriptions.clone(),
             ..other
         })
+    }
+
+    /// [`Store::connect_beside`] for the outbox dispatcher's bookkeeping (claims, outcomes):
+    /// its commits do not wait for the disk, so they never queue behind, or add a flush to,
+    /// the money's commits. A database crash can lose the last of them: a lost lease or
+    /// acknowledgement only sends a delivery again (at least once, deduped on the event id),
+    /// a lost failure retries it sooner.
+    pub async fn connect_beside_for_deliveries(
+        &self,
+        cfg: &StoreConfig,
+    ) -> Result<Store, StoreError> {
+        self.beside(cfg, true).await
     }
 
     /// Which store is in use and where, for the startup line.
