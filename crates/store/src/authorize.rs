@@ -255,7 +255,7 @@ where
     let tz = &store.controls_time_zone;
     // The embedded store sends each batch's reads, and its writes, as one query.
     let snapshot = match tx {
-        Tx::Lite(t) => embedded::prefetch(&mut **t, items, clearing, tz, cards_read).await?,
+        Tx::Lite(t) => embedded::prefetch(t, items, clearing, tz, cards_read).await?,
         Tx::Pg(_) => prefetch(tx, items, clearing, tz, cards_read).await?,
     };
     let requests: Vec<_> = items.iter().map(request_of).collect();
@@ -265,7 +265,7 @@ where
         return Ok((plan.outcomes, Written::Nothing));
     }
     match tx {
-        Tx::Lite(t) => embedded::write(&mut **t, items, &plan.writes).await?,
+        Tx::Lite(t) => embedded::write(t, items, &plan.writes).await?,
         Tx::Pg(_) => write(tx, items, &plan.writes).await?,
     }
     store
