@@ -9,6 +9,7 @@
 //! snapshot and turns rows to write into statements.
 
 use crate::batch::{BatchItem, abandoned, deadline_passed, start_commit};
+use crate::embedded;
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
@@ -251,14 +252,22 @@ pub(crate) async fn authorize_on<'i, R>(
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
-    let snapshot = prefetch(tx, items, clearing, &store.controls_time_zone, cards_read).await?;
+    let tz = &store.controls_time_zone;
+    // The embedded store sends each batch's reads, and its writes, as one query.
+    let snapshot = match tx {
+        Tx::Lite(t) => embedded::prefetch(t, items, clearing, tz, cards_read).await?,
+        Tx::Pg(_) => prefetch(tx, items, clearing, tz, cards_read).await?,
+    };
     let requests: Vec<_> = items.iter().map(request_of).collect();
     let plan = plan_authorizations(snapshot, &requests, render)
         .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))?;
     if plan.writes.is_empty() {
         return Ok((plan.outcomes, Written::Nothing));
     }
-    write(tx, items, &plan.writes).await?;
+    match tx {
+        Tx::Lite(t) => embedded::write(t, items, &plan.writes).await?,
+        Tx::Pg(_) => write(tx, items, &plan.writes).await?,
+    }
     store
         .publish(tx, AUTHORIZATION_DECIDED, || {
             authorizations(items, &plan.writes)
@@ -426,7 +435,7 @@ async fn prefetch<'i>(
 }
 
 /// The distinct values of `values`, in first-seen order.
-fn distinct<T: Eq + std::hash::Hash + Copy>(values: impl Iterator<Item = T>) -> Vec<T> {
+pub(crate) fn distinct<T: Eq + std::hash::Hash + Copy>(values: impl Iterator<Item = T>) -> Vec<T> {
     let mut seen = HashSet::new();
     values.filter(|v| seen.insert(*v)).collect()
 }

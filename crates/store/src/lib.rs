@@ -19,6 +19,7 @@ pub mod audit;
 mod authorize;
 pub mod batch;
 pub mod controls;
+mod embedded;
 pub mod events;
 pub mod holds;
 pub mod instore;
@@ -300,6 +301,9 @@ impl Store {
                 // every transaction serial without SQLITE_BUSY retries.
                 let pool = SqlitePoolOptions::new()
                     .max_connections(1)
+                    // A file opened by this process does not go away: no ping (a hop to the
+                    // connection's thread) before every use.
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
                     .connect_with(opts)
                     .await?;
