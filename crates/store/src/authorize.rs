@@ -285,8 +285,10 @@ where
 /// accounts (locked for the rest of the transaction, accounts in id order), the cards not
 /// known beforehand, and ids for what the plan may write (reserved after the account locks,
 /// so one account's postings are numbered in the order of its balance-after chain). One
-/// statement per kind of row, whatever the batch's size: on the embedded store each
-/// statement is a hop to the database's thread.
+/// statement per kind of row, whatever the batch's size. Postgres's path since the
+/// embedded store reads (and writes) a batch in one query each (`embedded.rs`); the
+/// SQLite arms here (`run!`, `reserve_ids`) are no longer reached and are to be removed
+/// with the `Tx` they take.
 async fn prefetch<'i>(
     tx: &mut Tx,
     items: &[BatchItem<'i>],
@@ -502,7 +504,7 @@ macro_rules! insert_rows {
 }
 
 /// Writes a plan's rows on `tx`: one statement per table (a request's record row alone is
-/// one statement each).
+/// one statement each). Postgres's path: the embedded store writes with `embedded::write`.
 async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), sqlx::Error> {
     let now = items.iter().map(|i| i.call.now_ms).max().unwrap_or(0);
     insert_rows!(
