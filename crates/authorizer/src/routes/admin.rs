@@ -4,6 +4,7 @@
 
 use crate::app::AppState;
 use crate::openapi::errors;
+use crate::routes::webhooks::admin_call;
 use crate::routes::{error_body, read_body};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -85,6 +86,14 @@ pub struct AccountPath {
     pub(crate) currency: String,
 }
 
+impl AccountPath {
+    /// The account's user id and currency, each checked (the currency first).
+    pub(crate) fn account(&self) -> Result<(&str, Currency)> {
+        let c = currency(&self.currency)?;
+        Ok((user_id(&self.user_id)?, c))
+    }
+}
+
 /// The card a route names.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -96,6 +105,26 @@ pub struct CardPath {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
     )]
     pub(crate) card_id: String,
+}
+
+impl CardPath {
+    /// The card id, checked: 1 to 255 bytes of printable text.
+    pub(crate) fn card_id(self) -> Result<String> {
+        if !printable_id(&self.card_id) {
+            return Err(AdminError::bad(
+                "invalid_card_id",
+                "card id must be 1 to 255 printable characters",
+            ));
+        }
+        Ok(self.card_id)
+    }
+}
+
+/// A card's rules changed: in force here for the next authorization, and on every instance
+/// of the fleet once the message arrives (each cached entry also expires on its own).
+pub(crate) async fn card_changed(state: &AppState, card_id: &str) {
+    state.rules.invalidate(card_id, "local");
+    state.fleet.publish_card_change(card_id).await;
 }
 
 /// The processor transaction a route names.
@@ -351,13 +380,8 @@ pub async fn put_account(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let raw = body(&req, payload, &state).await?;
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
             None
@@ -384,7 +408,7 @@ pub async fn put_account(
         };
         let (view, created) = state
             .store
-            .open_account(user_id(&uid)?, c, settings.as_ref(), store::now_ms())
+            .open_account(uid, c, settings.as_ref(), store::now_ms())
             .await?;
         let status = if created {
             StatusCode::CREATED
@@ -392,9 +416,8 @@ pub async fn put_account(
             StatusCode::OK
         };
         Ok(json_response(status, &account_json(&view)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Posted, held and available balance (posted - held), version and rules
@@ -416,21 +439,16 @@ pub async fn get_account(
     path: web::Path<AccountPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let view = state
             .store
-            .account(user_id(&uid)?, currency(&code)?)
+            .account(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &account_json(&view)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A deposit or withdrawal.
@@ -513,14 +531,8 @@ async fn fund(
     state: web::Data<AppState>,
     withdrawal: bool,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
-        let uid = user_id(&uid)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let key = req
             .headers()
             .get("idempotency-key")
@@ -608,13 +620,12 @@ async fn fund(
                 .content_type("application/json")
                 .body(stored.body),
         )
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A page size checked against `1..=max`; `default` when none is asked for.
-fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
     let limit = limit.unwrap_or(default);
     if !(1..=max).contains(&limit) {
         return Err(AdminError::bad(
@@ -691,13 +702,8 @@ pub async fn holds(
     query: web::Query<HoldsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let limit = page_limit(query.limit, 50, 500)?;
         let hold_state = match query.state.as_deref() {
             None | Some("") => None,
@@ -711,7 +717,7 @@ pub async fn holds(
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
-            .account_holds(user_id(&uid)?, c, hold_state, before, limit + 1)
+            .account_holds(uid, c, hold_state, before, limit + 1)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
@@ -741,9 +747,8 @@ pub async fn holds(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Postings of an account, newest first, cursor-paginated
@@ -766,18 +771,13 @@ pub async fn postings(
     query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let limit = page_limit(query.limit, 50, 500)?;
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
-            .postings(user_id(&uid)?, c, limit + 1, before)
+            .postings(uid, c, limit + 1, before)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
@@ -803,9 +803,8 @@ pub async fn postings(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A card we hold a record for, and its rules.
@@ -848,15 +847,8 @@ pub async fn put_card(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let card_id = path.into_inner().card_id;
-        if !printable_id(&card_id) {
-            return Err(AdminError::bad(
-                "invalid_card_id",
-                "card id must be 1 to 255 printable characters",
-            ));
-        }
+    admin_call(&req, &state, async {
+        let card_id = path.into_inner().card_id()?;
         let raw = body(&req, payload, &state).await?;
         let b: CardRequest = parse_json(&raw)?;
         let status = CardStatus::parse(&b.status).ok_or_else(|| {
@@ -876,10 +868,7 @@ pub async fn put_card(
                 store::now_ms(),
             )
             .await?;
-        // In force here for the next authorization, and on every instance of the fleet
-        // once the message arrives (each cached entry also expires on its own).
-        state.rules.invalidate(&card_id, "local");
-        state.fleet.publish_card_change(&card_id).await;
+        card_changed(&state, &card_id).await;
         let v = Card {
             card_id: card.card_id,
             user_id: card.user_id,
@@ -895,9 +884,8 @@ pub async fn put_card(
             },
             &v,
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A stored body as JSON when it is JSON, else as text.
@@ -967,8 +955,7 @@ pub async fn get_transaction(
     path: web::Path<TransactionPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let id = path.into_inner().transaction_id;
         if !lookup_id(&id) {
             return Err(AdminError::bad(
@@ -1027,9 +1014,8 @@ pub async fn get_transaction(
             movements,
         };
         Ok(json_response(StatusCode::OK, &v))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// The process is up
@@ -1177,8 +1163,7 @@ pub async fn reconciliation_runs(
     query: web::Query<RunsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let limit = page_limit(query.limit, 30, 366)?;
         let runs = state.store.runs(limit).await?;
         Ok(json_response(
@@ -1187,9 +1172,8 @@ pub async fn reconciliation_runs(
                 runs: runs.iter().map(run_json).collect(),
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -1224,8 +1208,7 @@ pub async fn reconciliation_breaks(
     query: web::Query<BreaksQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let date = path.into_inner().date;
         let limit = page_limit(query.limit, 100, 1000)?;
         if let Some(c) = query.class.as_deref()
@@ -1284,9 +1267,8 @@ pub async fn reconciliation_breaks(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 // Response bodies of the admin API. They are what the handlers serialize, and their

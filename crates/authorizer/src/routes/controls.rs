@@ -4,9 +4,7 @@
 //! authorization's transaction; a card's travel with its cached rules, so a change is
 //! invalidated here and on every instance of the fleet like the card's other rules.
 
-use super::admin::{
-    AccountPath, AdminError, CardPath, Result, body, currency, json_response, printable_id, user_id,
-};
+use super::admin::{AccountPath, AdminError, CardPath, Result, body, card_changed, json_response};
 use super::webhooks::admin_call;
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -112,17 +110,6 @@ fn stored_text(c: &Controls) -> String {
     }
 }
 
-fn card_id(path: web::Path<CardPath>) -> Result<String> {
-    let id = path.into_inner().card_id;
-    if !printable_id(&id) {
-        return Err(AdminError::bad(
-            "invalid_card_id",
-            "card id must be 1 to 255 printable characters",
-        ));
-    }
-    Ok(id)
-}
-
 /// Set an account's spending controls (in force for its next authorization)
 #[utoipa::path(
     put,
@@ -146,12 +133,7 @@ pub async fn put_account_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
-        let uid = user_id(&uid)?;
+        let (uid, c) = path.account()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, Some(c))?;
         let stored = state
@@ -184,13 +166,10 @@ pub async fn get_account_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
+        let (uid, c) = path.account()?;
         let stored = state
             .store
-            .account_controls(user_id(&uid)?, currency(&code)?)
+            .account_controls(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &view(stored)))
@@ -221,7 +200,7 @@ pub async fn put_card_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let id = card_id(path)?;
+        let id = path.into_inner().card_id()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, None)?;
         let stored = state
@@ -229,10 +208,7 @@ pub async fn put_card_controls(
             .set_card_controls(&id, &stored_text(&controls), store::now_ms())
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
-        // In force here for the next authorization, and on every instance of the fleet
-        // once the message arrives (each cached entry also expires on its own).
-        state.rules.invalidate(&id, "local");
-        state.fleet.publish_card_change(&id).await;
+        card_changed(&state, &id).await;
         Ok(json_response(StatusCode::OK, &view(stored)))
     })
     .await
@@ -258,7 +234,7 @@ pub async fn get_card_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let id = card_id(path)?;
+        let id = path.into_inner().card_id()?;
         let stored = state
             .store
             .card_controls(&id)

@@ -3,7 +3,9 @@
 //! the outbox of deliveries (inspect, redeliver). Registered from the table in
 //! [`super::admin`].
 
-use super::admin::{AdminError, Result, body, check_token, json_response, parse_json, respond};
+use super::admin::{
+    AdminError, Result, body, check_token, json_response, page_limit, parse_json, respond,
+};
 use crate::app::AppState;
 use crate::openapi::errors;
 use actix_web::http::StatusCode;
@@ -111,9 +113,9 @@ fn checked_url(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// A fresh signing secret: 32 bytes from the OS random source, hex.
-fn new_secret() -> Result<String> {
-    let mut b = [0u8; 32];
+/// `N` bytes from the OS random source, hex.
+fn random_hex<const N: usize>() -> Result<String> {
+    let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|_| {
         AdminError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,7 +123,12 @@ fn new_secret() -> Result<String> {
             "No random source",
         )
     })?;
-    Ok(format!("whsec_{}", protocol::webhook::hex(&b)))
+    Ok(protocol::webhook::hex(&b))
+}
+
+/// A fresh signing secret: 32 bytes from the OS random source, hex.
+fn new_secret() -> Result<String> {
+    Ok(format!("whsec_{}", random_hex::<32>()?))
 }
 
 /// Subscribe a URL to our events (it receives none until it passes the challenge)
@@ -202,12 +209,14 @@ pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) ->
     .await
 }
 
-async fn found(state: &AppState, id: i64) -> Result<SubscriptionView> {
-    state
+/// The answer showing subscription `id` as it is now.
+async fn subscription_answer(state: &AppState, id: i64) -> Result<HttpResponse> {
+    let sub = state
         .store
         .subscription(id)
         .await?
-        .ok_or_else(|| AdminError::not_found("subscription"))
+        .ok_or_else(|| AdminError::not_found("subscription"))?;
+    Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
 }
 
 /// One webhook subscription
@@ -230,8 +239,7 @@ pub async fn get_subscription(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -268,8 +276,7 @@ pub async fn change_subscription(
         {
             return Err(AdminError::not_found("subscription"));
         }
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -334,15 +341,7 @@ pub async fn check_subscription(
             .subscription_secret(path.id)
             .await?
             .ok_or_else(|| AdminError::not_found("subscription"))?;
-        let mut code = [0u8; 16];
-        getrandom::getrandom(&mut code).map_err(|_| {
-            AdminError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "No random source",
-            )
-        })?;
-        let code = protocol::webhook::hex(&code);
+        let code = random_hex::<16>()?;
         let timeout =
             std::time::Duration::from_millis(state.settings.webhooks.challenge_timeout_ms);
         if let Err(why) = processor_client::webhook_challenge(&url, &secret, &code, timeout).await {
@@ -364,8 +363,7 @@ pub async fn check_subscription(
             ));
         }
         tracing::info!(subscription = path.id, "webhook subscription active");
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -460,13 +458,7 @@ pub async fn list_outbox(
                 "state must be PENDING, DELIVERED or DEAD",
             ));
         }
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 1000",
-            ));
-        }
+        let limit = page_limit(query.limit, 100, 1000)?;
         let rows = state.store.deliveries(wanted, query.cursor, limit).await?;
         let next_cursor = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit)
             .then(|| rows.last().map(|d| d.id))
