@@ -638,7 +638,7 @@ fn instore_operation(
 /// The error answers of the admin routes, named in their handlers' `responses(...)`: each is
 /// one status with its description and the [`ErrorBody`] envelope.
 pub mod errors {
-    use super::{RefOr, error};
+    use super::{RefOr, SecurityRequirement, error};
     use std::collections::BTreeMap;
     use utoipa::openapi::Response;
 
@@ -665,6 +665,42 @@ pub mod errors {
         InvalidControls "422" "The controls document is refused (invalid_controls): the message starts with the JSON path of the first bad field (`spending_limits[0].amount: ...`); nothing changed.",
         TooManyRequests "429" "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
         StorageUnavailable "503" "Storage unavailable; try again.",
+    }
+
+    /// What every admin operation (tagged `admin`) has whatever it does: the bearer token,
+    /// and the answers without it (401), from the admin rate limit (429) and when the store
+    /// fails (503).
+    pub struct AdminCommon;
+
+    impl utoipa::Modify for AdminCommon {
+        fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+            use utoipa::IntoResponses;
+            for item in doc.paths.paths.values_mut() {
+                let ops = [
+                    &mut item.get,
+                    &mut item.put,
+                    &mut item.post,
+                    &mut item.delete,
+                    &mut item.patch,
+                ];
+                for op in ops.into_iter().flatten() {
+                    if !op.tags.iter().flatten().any(|t| t == "admin") {
+                        continue;
+                    }
+                    op.security.get_or_insert_with(|| {
+                        vec![SecurityRequirement::new("adminToken", Vec::<String>::new())]
+                    });
+                    let common = [
+                        Unauthorized::responses(),
+                        TooManyRequests::responses(),
+                        StorageUnavailable::responses(),
+                    ];
+                    for (status, answer) in common.into_iter().flatten() {
+                        op.responses.responses.entry(status).or_insert(answer);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! `/openapi.json` are registered ([`configure`]) and documented ([`AdminApi`]) from one table.
 
 use crate::app::AppState;
-use crate::openapi::errors;
+use crate::openapi::errors::{self, AdminCommon};
 use crate::routes::webhooks::admin_call;
 use crate::routes::{error_body, read_body};
 use actix_web::http::StatusCode;
@@ -19,7 +19,9 @@ use utoipa::{IntoParams, ToSchema};
 /// The admin and operations routes, one table: `method "path" => handler`. [`configure`]
 /// registers exactly these, [`AdminApi`] documents exactly these handlers (from their
 /// `#[utoipa::path]`: a handler without one does not compile here), and [`ROUTES`] lists
-/// them for the test that the document has every registered (method, path).
+/// them for the test that the document has every registered (method, path). Every operation
+/// tagged `admin` is documented with the bearer token and the answers any admin call can give
+/// (401, 429, 503) by [`crate::openapi::errors::AdminCommon`]; a handler lists only its own.
 macro_rules! admin_routes {
     ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
         /// Registers the admin and operations routes on the server.
@@ -30,7 +32,7 @@ macro_rules! admin_routes {
         /// The OpenAPI paths (and the schemas they reference) of the admin and operations
         /// routes.
         #[derive(utoipa::OpenApi)]
-        #[openapi(paths($($($handler)::+),*))]
+        #[openapi(paths($($($handler)::+),*), modifiers(&AdminCommon))]
         pub struct AdminApi;
 
         /// `(method, path)` of every route [`configure`] registers, method in lower case.
@@ -362,7 +364,6 @@ fn mccs(list: &[String]) -> Result<MccSet> {
     path = "/v1/accounts/{user_id}/{currency}",
     operation_id = "openAccount",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     // Optional, and never `null`: `Option<AccountRules>` would document a nullable body.
     request_body = ref(crate::openapi::component_ref::<AccountRules>()),
@@ -370,8 +371,7 @@ fn mccs(list: &[String]) -> Result<MccSet> {
         (status = 200, body = Account,
             description = "Already open (rules updated when a body is given)."),
         (status = 201, description = "Opened.", body = Account),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_account(
@@ -426,12 +426,10 @@ pub async fn put_account(
     path = "/v1/accounts/{user_id}/{currency}",
     operation_id = "getAccount",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     responses(
         (status = 200, description = "The account.", body = Account),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_account(
@@ -470,7 +468,6 @@ pub struct FundingRequest {
     path = "/v1/accounts/{user_id}/{currency}/deposits",
     operation_id = "deposit",
     tag = "admin",
-    security(("adminToken" = [])),
     params(
         AccountPath,
         ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
@@ -480,9 +477,8 @@ pub struct FundingRequest {
     responses(
         (status = 201, body = FundingReceipt,
             description = "Booked (or the replay of the same request)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::KeyReused, errors::BodyTooLarge, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge,
     ),
 )]
 pub async fn deposit(
@@ -500,7 +496,6 @@ pub async fn deposit(
     path = "/v1/accounts/{user_id}/{currency}/withdrawals",
     operation_id = "withdraw",
     tag = "admin",
-    security(("adminToken" = [])),
     params(
         AccountPath,
         ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
@@ -510,9 +505,8 @@ pub async fn deposit(
     responses(
         (status = 201, body = FundingReceipt,
             description = "Booked (or the replay of the same request)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::KeyReused, errors::BodyTooLarge, errors::Unprocessable, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge, errors::Unprocessable,
     ),
 )]
 pub async fn withdraw(
@@ -688,12 +682,10 @@ pub struct HoldsQuery {
     path = "/v1/accounts/{user_id}/{currency}/holds",
     operation_id = "listHolds",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath, HoldsQuery),
     responses(
         (status = 200, description = "One page.", body = HoldsPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn holds(
@@ -757,12 +749,10 @@ pub async fn holds(
     path = "/v1/accounts/{user_id}/{currency}/postings",
     operation_id = "listPostings",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath, PageQuery),
     responses(
         (status = 200, description = "One page.", body = PostingsPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn postings(
@@ -831,14 +821,12 @@ pub struct CardRequest {
     path = "/v1/cards/{card_id}",
     operation_id = "putCard",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     request_body = CardRequest,
     responses(
         (status = 200, description = "Updated.", body = Card),
         (status = 201, description = "Registered.", body = Card),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_card(
@@ -942,12 +930,10 @@ fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
     path = "/v1/transactions/{transaction_id}",
     operation_id = "getTransaction",
     tag = "admin",
-    security(("adminToken" = [])),
     params(TransactionPath),
     responses(
         (status = 200, description = "The history.", body = TransactionHistory),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_transaction(
@@ -1151,11 +1137,10 @@ pub struct RunsQuery {
     path = "/v1/reconciliation/runs",
     operation_id = "listReconciliationRuns",
     tag = "admin",
-    security(("adminToken" = [])),
     params(RunsQuery),
     responses(
         (status = 200, description = "The runs.", body = RunsPage),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn reconciliation_runs(
@@ -1194,12 +1179,10 @@ pub struct BreaksQuery {
     path = "/v1/reconciliation/runs/{date}/breaks",
     operation_id = "listReconciliationBreaks",
     tag = "admin",
-    security(("adminToken" = [])),
     params(RunPath, BreaksQuery),
     responses(
         (status = 200, description = "The run and one page of its breaks.", body = BreaksPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn reconciliation_breaks(

@@ -116,14 +116,12 @@ fn stored_text(c: &Controls) -> String {
     path = "/v1/accounts/{user_id}/{currency}/controls",
     operation_id = "putAccountControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     request_body = ControlsDocument,
     responses(
         (status = 200, description = "Stored.", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls,
     ),
 )]
 pub async fn put_account_controls(
@@ -152,12 +150,10 @@ pub async fn put_account_controls(
     path = "/v1/accounts/{user_id}/{currency}/controls",
     operation_id = "getAccountControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     responses(
         (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_account_controls(
@@ -183,14 +179,12 @@ pub async fn get_account_controls(
     path = "/v1/cards/{card_id}/controls",
     operation_id = "putCardControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     request_body = ControlsDocument,
     responses(
         (status = 200, description = "Stored.", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls,
     ),
 )]
 pub async fn put_card_controls(
@@ -220,12 +214,10 @@ pub async fn put_card_controls(
     path = "/v1/cards/{card_id}/controls",
     operation_id = "getCardControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     responses(
         (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_card_controls(

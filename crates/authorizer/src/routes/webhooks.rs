@@ -137,12 +137,10 @@ fn new_secret() -> Result<String> {
     path = "/v1/webhooks/subscriptions",
     operation_id = "createWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     request_body = SubscriptionRequest,
     responses(
         (status = 201, description = "Created, PENDING_VALIDATION; the secret is shown only here.", body = CreatedSubscription),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn create_subscription(
@@ -190,10 +188,8 @@ pub async fn create_subscription(
     path = "/v1/webhooks/subscriptions",
     operation_id = "listWebhookSubscriptions",
     tag = "admin",
-    security(("adminToken" = [])),
     responses(
         (status = 200, description = "Every subscription, oldest first.", body = SubscriptionList),
-        errors::Unauthorized, errors::TooManyRequests, errors::StorageUnavailable,
     ),
 )]
 pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -225,12 +221,10 @@ async fn subscription_answer(state: &AppState, id: i64) -> Result<HttpResponse> 
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "getWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 200, description = "The subscription.", body = Subscription),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_subscription(
@@ -250,13 +244,11 @@ pub async fn get_subscription(
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "changeWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     request_body = SubscriptionChange,
     responses(
         (status = 200, description = "Changed, PENDING_VALIDATION; undelivered events follow it to the new URL.", body = Subscription),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn change_subscription(
@@ -287,12 +279,10 @@ pub async fn change_subscription(
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "deleteWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 204, description = "Deleted."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn delete_subscription(
@@ -321,13 +311,11 @@ pub async fn delete_subscription(
     path = "/v1/webhooks/subscriptions/{id}/check",
     operation_id = "checkWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 200, description = "The URL answered the challenge: ACTIVE.", body = Subscription),
         (status = 400, description = "webhook_validation_failed (the message says why; the subscription stays PENDING_VALIDATION), or invalid input.", body = crate::openapi::ErrorBody),
-        errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::NotFound,
     ),
 )]
 pub async fn check_subscription(
@@ -437,12 +425,10 @@ pub struct OutboxQuery {
     path = "/v1/outbox",
     operation_id = "listOutbox",
     tag = "admin",
-    security(("adminToken" = [])),
     params(OutboxQuery),
     responses(
         (status = 200, description = "A page of deliveries.", body = OutboxPage),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn list_outbox(
@@ -480,12 +466,10 @@ pub async fn list_outbox(
     path = "/v1/outbox/{id}/redeliver",
     operation_id = "redeliverOutbox",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 202, description = "PENDING again (or still PENDING): it goes out.", body = OutboxDelivery),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn redeliver(
