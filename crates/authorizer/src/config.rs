@@ -155,6 +155,9 @@ pub struct WebhookSettings {
     pub batch_max: u32,
     /// Pause after a round that drained what was due (fewer than `batch_max` rows).
     pub poll_interval_ms: u64,
+    /// The dispatcher thread's nice value (0 to 19; Linux, where it is per thread): above 0
+    /// its sends and signatures yield the CPU to the authorizations.
+    pub dispatcher_nice: i32,
 }
 
 /// The InStore payment extensions (`instore-extensions.md`), served under `base_path`.
@@ -400,6 +403,9 @@ impl Settings {
                  and poll_interval_ms must be at least 1"
                     .into(),
             );
+        }
+        if !(0..=19).contains(&w.dispatcher_nice) {
+            return bad("webhooks.dispatcher_nice must be between 0 and 19".into());
         }
         let i = &self.instore;
         if !i.base_path.starts_with('/') || i.base_path.len() < 2 || i.base_path.ends_with('/') {

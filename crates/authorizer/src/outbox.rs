@@ -34,6 +34,7 @@ pub fn start(
     std::thread::Builder::new()
         .name("authorizer-webhooks".into())
         .spawn(move || {
+            lower_priority(settings.dispatcher_nice);
             actix_rt::System::new().block_on(async move {
                 let config = store::StoreConfig {
                     pool_connections_max: 2,
@@ -53,6 +54,20 @@ pub fn start(
             });
         })?;
     Ok(Dispatcher { _stop: stop_tx })
+}
+
+/// Gives the calling thread (the dispatcher's, with its event loop: its sends, signatures
+/// and reads of the answers) the nice value `nice`, so that on a busy machine the
+/// authorizations' threads get the CPU first. Linux keeps a nice value per thread; elsewhere
+/// the dispatcher runs at the server's priority.
+fn lower_priority(nice: i32) {
+    if nice == 0 {
+        return;
+    }
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::process::setpriority_process(Some(rustix::thread::gettid()), nice) {
+        tracing::warn!(error = %e, nice, "could not lower the webhook dispatcher's priority");
+    }
 }
 
 async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
