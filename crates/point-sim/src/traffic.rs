@@ -139,9 +139,7 @@ impl TxBody {
 
 /// `amount` (two decimals included) as a two-decimal string: 1500 gives `"15.00"`.
 pub fn decimal(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
+    protocol::minor::format_minor(minor, 2)
 }
 
 /// `transaction.id` of the authorization of a payment intent.
