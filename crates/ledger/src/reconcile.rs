@@ -459,44 +459,37 @@ trait FileRow {
     fn into_transaction_id(self) -> String;
 }
 
-impl FileRow for FileTransaction {
-    const FILE: &'static str = TRANSACTIONS_FILE;
-    fn kind(&self) -> EntryKind {
-        self.kind
-    }
-    fn line(&self) -> u64 {
-        self.line
-    }
-    fn currency(&self) -> Currency {
-        self.currency
-    }
-    fn amount_minor(&self) -> i64 {
-        self.amount_minor
-    }
-    fn into_transaction_id(self) -> String {
-        self.transaction_id
-    }
+/// [`FileRow`] for a row type with `transaction_id`, `line`, `currency` and `amount_minor`
+/// fields, read from `$file`; `|$r| $kind` gives a row's kind.
+macro_rules! file_row {
+    ($row:ty, $file:expr, |$r:ident| $kind:expr) => {
+        impl FileRow for $row {
+            const FILE: &'static str = $file;
+            fn kind(&self) -> EntryKind {
+                let $r = self;
+                $kind
+            }
+            fn line(&self) -> u64 {
+                self.line
+            }
+            fn currency(&self) -> Currency {
+                self.currency
+            }
+            fn amount_minor(&self) -> i64 {
+                self.amount_minor
+            }
+            fn into_transaction_id(self) -> String {
+                self.transaction_id
+            }
+        }
+    };
 }
 
-/// A presentment clears an authorization.
-impl FileRow for Presentment {
-    const FILE: &'static str = PRESENTMENTS_FILE;
-    fn kind(&self) -> EntryKind {
-        EntryKind::Authorization
-    }
-    fn line(&self) -> u64 {
-        self.line
-    }
-    fn currency(&self) -> Currency {
-        self.currency
-    }
-    fn amount_minor(&self) -> i64 {
-        self.amount_minor
-    }
-    fn into_transaction_id(self) -> String {
-        self.transaction_id
-    }
-}
+file_row!(FileTransaction, TRANSACTIONS_FILE, |row| row.kind);
+// A presentment clears an authorization.
+file_row!(Presentment, PRESENTMENTS_FILE, |_row| {
+    EntryKind::Authorization
+});
 
 /// A break of `class` for `row` against `ledger_amount` (`None`: no ledger amount, and so
 /// no difference).
