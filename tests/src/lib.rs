@@ -86,6 +86,24 @@ macro_rules! on_both_stores {
     };
 }
 
+/// Two tests running `async fn $run(backend: Backend)` once on each backend, outside the
+/// scenario harness (no audit after it): for the scenarios that start their own servers or
+/// break the ledger on purpose.
+#[macro_export]
+macro_rules! on_each_backend {
+    ($postgres:ident, $sqlite:ident, $run:path $(,)?) => {
+        #[actix_rt::test]
+        async fn $postgres() {
+            $run($crate::Backend::Postgres).await;
+        }
+
+        #[actix_rt::test]
+        async fn $sqlite() {
+            $run($crate::Backend::Sqlite).await;
+        }
+    };
+}
+
 /// One test of `both_backends!`: a server on `backend` with the default settings changed by
 /// `tweak` (then batches of one request when `single`), the scenario, and the ledger's audit.
 pub async fn run_scenario<F: std::future::Future<Output = ()>>(
@@ -208,6 +226,14 @@ impl Resp {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
+    /// The `error.message` of an error answer; panics when there is none.
+    pub fn error_message(&self) -> String {
+        let v = self.json();
+        match v["error"]["message"].as_str() {
+            Some(m) => m.to_owned(),
+            None => panic!("no error message: {v}"),
+        }
+    }
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -260,8 +286,59 @@ macro_rules! calls_over_http {
             secret: &ApiSecret,
             timestamp: i64,
         ) -> Resp {
-            let req = channel_request(
-                &self.api, method, path, body, key, api_key, secret, timestamp,
+            let method = if method == "GET" {
+                Method::GET
+            } else {
+                Method::POST
+            };
+            let req = self.api.signed_request(
+                method,
+                path,
+                Signed {
+                    api_key,
+                    endpoint: path,
+                    signature: Some(processor_client::sign(secret, timestamp, path, body)),
+                    idempotency_key: key,
+                },
+            );
+            $finish(exchange(&self.api, req, body.to_vec()).await)
+        }
+
+        /// Sends `body` to `path` signed as the processor signs, now.
+        pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
+            self.processor_signed(
+                path,
+                body,
+                idempotency_key,
+                crate_now(),
+                path,
+                API_KEY,
+                self.api.secret(),
+            )
+            .await
+        }
+
+        /// Full control over what is signed and sent.
+        #[allow(clippy::too_many_arguments)]
+        pub async fn processor_signed(
+            &self,
+            path: &str,
+            body: &[u8],
+            idempotency_key: &str,
+            timestamp: i64,
+            signed_endpoint: &str,
+            api_key: &str,
+            secret: &ApiSecret,
+        ) -> Resp {
+            let signature = processor_client::sign(secret, timestamp, signed_endpoint, body);
+            let req = self.api.processor_request(
+                path,
+                Signed {
+                    api_key,
+                    endpoint: signed_endpoint,
+                    signature: Some(signature),
+                    idempotency_key: Some(idempotency_key),
+                },
             );
             $finish(exchange(&self.api, req, body.to_vec()).await)
         }
@@ -448,45 +525,6 @@ impl TestApp {
         self.processor(path, &tx.body(), &uid("k")).await
     }
 
-    /// Sends `body` to `path` signed as the processor signs, now.
-    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
-        self.processor_signed(
-            path,
-            body,
-            idempotency_key,
-            crate_now(),
-            path,
-            API_KEY,
-            &self.secret,
-        )
-        .await
-    }
-
-    /// Full control over what is signed and sent.
-    #[allow(clippy::too_many_arguments)]
-    pub async fn processor_signed(
-        &self,
-        path: &str,
-        body: &[u8],
-        idempotency_key: &str,
-        timestamp: i64,
-        signed_endpoint: &str,
-        api_key: &str,
-        secret: &ApiSecret,
-    ) -> Resp {
-        let req = signed(
-            &self.api,
-            path,
-            body,
-            idempotency_key,
-            timestamp,
-            signed_endpoint,
-            api_key,
-            secret,
-        );
-        sent(exchange(&self.api, req, body.to_vec()).await)
-    }
-
     /// Sends a request built on `client` (or `api`) and reads the whole answer.
     pub async fn send_request(&self, req: awc::ClientRequest, body: Vec<u8>) -> Resp {
         sent(exchange(&self.api, req, body).await)
@@ -618,64 +656,6 @@ async fn exchange(
     api.send(req, body.into(), None).await.map(resp)
 }
 
-/// A channel request (`method` GET or POST) to `path`, `body` signed with `api_key` and
-/// `secret` at `timestamp`.
-#[allow(clippy::too_many_arguments)]
-fn channel_request(
-    api: &processor_client::Client,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    key: Option<&str>,
-    api_key: &str,
-    secret: &ApiSecret,
-    timestamp: i64,
-) -> awc::ClientRequest {
-    let method = if method == "GET" {
-        Method::GET
-    } else {
-        Method::POST
-    };
-    api.signed_request(
-        method,
-        path,
-        Signed {
-            api_key,
-            endpoint: path,
-            signature: Some(processor_client::sign(secret, timestamp, path, body)),
-            idempotency_key: key,
-        },
-    )
-}
-
-/// A processor request to `path`, `body` signed for `signed_endpoint` at `timestamp`.
-#[allow(clippy::too_many_arguments)]
-fn signed(
-    api: &processor_client::Client,
-    path: &str,
-    body: &[u8],
-    idempotency_key: &str,
-    timestamp: i64,
-    signed_endpoint: &str,
-    api_key: &str,
-    secret: &ApiSecret,
-) -> awc::ClientRequest {
-    api.processor_request(
-        path,
-        Signed {
-            api_key,
-            endpoint: signed_endpoint,
-            signature: Some(processor_client::sign(
-                secret,
-                timestamp,
-                signed_endpoint,
-                body,
-            )),
-            idempotency_key: Some(idempotency_key),
-        },
-    )
-}
-
 /// An admin API call with the test admin token.
 async fn admin(
     api: &processor_client::Client,
@@ -728,21 +708,6 @@ impl Remote {
             base: base.to_owned(),
             api: processor_client::Client::new(http, base, API_KEY, secret, ADMIN_TOKEN),
         }
-    }
-
-    /// Sends `body` to `path` signed as the processor signs, now.
-    pub async fn processor(&self, path: &str, body: &[u8], idempotency_key: &str) -> Resp {
-        let req = signed(
-            &self.api,
-            path,
-            body,
-            idempotency_key,
-            crate_now(),
-            path,
-            API_KEY,
-            self.api.secret(),
-        );
-        or_status_0(exchange(&self.api, req, body.to_vec()).await)
     }
 
     calls_over_http!(or_status_0);

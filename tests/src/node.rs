@@ -106,6 +106,19 @@ impl Node {
         }
     }
 
+    /// One process of a kill-and-restart test: on `db` and the data directory `data`, both
+    /// shared by the killed process and its survivor, listening on `listen` (a survivor
+    /// may take its victim's address), with the test channel's key pair and `env`.
+    pub fn sharing(bin: &str, db: &str, data: &Path, listen: &str, env: &[(&str, &str)]) -> Node {
+        let options = NodeOptions {
+            data_dir: Some(data),
+            listen: Some(listen),
+            channel_key: true,
+            env,
+        };
+        Node::start(bin, db, options)
+    }
+
     /// Sends `sig` (`-TERM`, `-KILL`, ...) to the process.
     pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")

@@ -375,12 +375,7 @@ async fn invalid_text(app: TestApp) {
         let r = app.processor(path, b, &uid("k")).await;
         assert_eq!(r.status, 400, "{path}: {}", String::from_utf8_lossy(b));
         app.assert_signed(&r, path);
-        assert!(
-            r.json()["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("U+0000")
-        );
+        assert!(r.error_message().contains("U+0000"));
     }
     // An escaped backslash followed by the letters u0000 is ordinary text.
     let text_only = replace(&refund.body(), "\"ONLINE\"", "\"ON\\\\u0000LINE\"");
@@ -694,15 +689,11 @@ async fn slow_clients_are_cut_off(backend: Backend) {
     assert_eq!(after.available, "99.00");
 }
 
-#[actix_rt::test]
-async fn sqlite_slow_clients_are_cut_off() {
-    slow_clients_are_cut_off(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn postgres_slow_clients_are_cut_off() {
-    slow_clients_are_cut_off(Backend::Postgres).await;
-}
+on_each_backend!(
+    postgres_slow_clients_are_cut_off,
+    sqlite_slow_clients_are_cut_off,
+    slow_clients_are_cut_off
+);
 
 const ROUTES: [&str; 6] = [AUTH, AUTH_DEBIT, AUTH_CREDIT, ADJ_DEBIT, ADJ_CREDIT, NOTIFY];
 
@@ -861,15 +852,11 @@ async fn replays_after_the_window_are_refused(backend: Backend) {
     assert_eq!(app.ledger().await, snapshot);
 }
 
-#[actix_rt::test]
-async fn sqlite_replays_after_the_window_are_refused() {
-    replays_after_the_window_are_refused(Backend::Sqlite).await;
-}
-
-#[actix_rt::test]
-async fn postgres_replays_after_the_window_are_refused() {
-    replays_after_the_window_are_refused(Backend::Postgres).await;
-}
+on_each_backend!(
+    postgres_replays_after_the_window_are_refused,
+    sqlite_replays_after_the_window_are_refused,
+    replays_after_the_window_are_refused
+);
 
 both_backends!(
     oversized_bodies,

@@ -181,12 +181,7 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
     )
     .await;
     assert_eq!(r.status, 422);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("currency: ")
-    );
+    assert!(r.error_message().starts_with("currency: "));
     // `{}` removes every control.
     let r = put_controls(&app, path, json!({})).await;
     assert_eq!(r.json(), json!({"version": 2, "controls": {}}));
@@ -654,9 +649,7 @@ async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(ap
     let r = put_controls(&app, "/v1/accounts/u1/ARS/controls", bad).await;
     assert_eq!(r.status, 422);
     assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
+        r.error_message()
             .starts_with("spending_limits[0].amount: must be greater than zero")
     );
     // Nothing was booked by any of it.

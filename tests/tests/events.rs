@@ -193,18 +193,8 @@ async fn load_across_a_kill(db: String) {
         ("AUTHORIZER__WEBHOOKS__CALLBACK_TIMEOUT_MS", "500"),
         ("AUTHORIZER__WEBHOOKS__BATCH_MAX", claim.as_str()),
     ];
-    let node = |listen: &str| {
-        Node::start(
-            env!("CARGO_BIN_EXE_authorizer-node"),
-            &db,
-            NodeOptions {
-                data_dir: Some(data.path()),
-                listen: Some(listen),
-                env: &env,
-                ..NodeOptions::default()
-            },
-        )
-    };
+    let bin = env!("CARGO_BIN_EXE_authorizer-node");
+    let node = |listen: &str| Node::sharing(bin, &db, data.path(), listen, &env);
     let mut victim = node("127.0.0.1:0");
     let api = Remote::new(&victim.base);
     let rx = Receiver::start();
@@ -356,15 +346,11 @@ on_both_stores!(
 );
 
 // Not through both_backends!: these scenarios break the outbox on purpose.
-#[actix_rt::test]
-async fn postgres_audit_finds_a_broken_outbox() {
-    audit_finds_a_broken_outbox(Backend::Postgres).await;
-}
-
-#[actix_rt::test]
-async fn sqlite_audit_finds_a_broken_outbox() {
-    audit_finds_a_broken_outbox(Backend::Sqlite).await;
-}
+on_each_backend!(
+    postgres_audit_finds_a_broken_outbox,
+    sqlite_audit_finds_a_broken_outbox,
+    audit_finds_a_broken_outbox
+);
 
 /// The details of the findings of `invariant` in `found`.
 fn details<'a>(found: &'a [store::Violation], invariant: &str) -> Vec<&'a str> {

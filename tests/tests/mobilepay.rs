@@ -322,14 +322,7 @@ async fn cancel_rules(app: TestApp) {
     till.settle().await;
     let (s, v) = till.get("payment/cancel", &[("paymentId", &id2)]).await;
     assert_eq!((s, v10(&v)), (409, "1300".into()));
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id2}/cancel"),
-            b"{}",
-            Some(&uid("k")),
-        )
-        .await;
+    let r = on_reservation(&app, &id2, "cancel", json!({})).await;
     assert_eq!(channel_code(&r, 409), "ALREADY_CAPTURED");
     assert_eq!(balances(&app, "u1").await, b("470.00", "0.00", "470.00"));
     assert_eq!(till.breaks(), 0);
@@ -375,14 +368,7 @@ async fn expiry_lazily(app: TestApp) {
     let id = till.reserved(1, "u1", "o-1", "80.00").await;
     actix_rt::time::sleep(Duration::from_secs(3)).await;
     // The sweeper has not run: the capture at our API expires the hold itself.
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id}/capture"),
-            br#"{"amount":"80.00"}"#,
-            Some(&uid("k")),
-        )
-        .await;
+    let r = on_reservation(&app, &id, "capture", json!({"amount": "80.00"})).await;
     assert_eq!(channel_code(&r, 409), "EXPIRED");
     assert_eq!(balances(&app, "u1").await, b("500.00", "0.00", "500.00"));
     assert_eq!(till.status(&id).await, "ExpiredAndCancelled");
@@ -390,22 +376,33 @@ async fn expiry_lazily(app: TestApp) {
 
 // 6. ---------------------------------------------------------------------------------------
 
+/// POSTs `body` to `op` (`capture`, `cancel`, `refunds`) of reservation `id` at our channel
+/// API, under a fresh idempotency key.
+async fn on_reservation(app: &TestApp, id: &str, op: &str, body: Value) -> Resp {
+    let path = format!("{RES}/{id}/{op}");
+    let body = body.to_string();
+    app.channel("POST", &path, body.as_bytes(), Some(&uid("k")))
+        .await
+}
+
+impl Till {
+    /// A capture of `amount` on `id` refused alike by the simulator (with MobilePay's code)
+    /// and by our channel API (409 with ours): `codes` is (MobilePay's, ours).
+    async fn capture_refused(&self, app: &TestApp, id: &str, amount: &str, codes: [&str; 2]) {
+        let (s, v) = self.capture(id, Some(amount)).await;
+        assert_eq!((s, v10(&v)), (409, codes[0].into()), "{amount}");
+        let r = on_reservation(app, id, "capture", json!({ "amount": amount })).await;
+        assert_eq!(channel_code(&r, 409), codes[1], "{amount}");
+    }
+}
+
 async fn capture_rules(app: TestApp) {
     app.funded("u1", "DKK", "500.00").await;
     let till = Till::start(&app, 1, |_| {}).await;
     let id = till.reserved(1, "u1", "o-1", "125.50").await;
     // Above the reserved amount: 1305 here, AMOUNT_EXCEEDS_RESERVED at our API.
-    let (s, v) = till.capture(&id, Some("125.51")).await;
-    assert_eq!((s, v10(&v)), (409, "1305".into()));
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id}/capture"),
-            br#"{"amount":"125.51"}"#,
-            Some(&uid("k")),
-        )
+    till.capture_refused(&app, &id, "125.51", ["1305", "AMOUNT_EXCEEDS_RESERVED"])
         .await;
-    assert_eq!(channel_code(&r, 409), "AMOUNT_EXCEEDS_RESERVED");
     // The same amount twice: 200 both times, one movement.
     let (s1, v1) = till.capture(&id, Some("100.00")).await;
     let (s2, v2) = till.capture(&id, Some("100")).await;
@@ -414,32 +411,20 @@ async fn capture_rules(app: TestApp) {
     till.settle().await;
     assert_eq!(app.movements("u1", "DKK", "HOLD_CAPTURE").await, 1);
     // A different amount: 1307 here, CAPTURED_WITH_DIFFERENT_AMOUNT at our API.
-    let (s, v) = till.capture(&id, Some("90.00")).await;
-    assert_eq!((s, v10(&v)), (409, "1307".into()));
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id}/capture"),
-            br#"{"amount":"90.00"}"#,
-            Some(&uid("k")),
-        )
-        .await;
-    assert_eq!(channel_code(&r, 409), "CAPTURED_WITH_DIFFERENT_AMOUNT");
+    till.capture_refused(
+        &app,
+        &id,
+        "90.00",
+        ["1307", "CAPTURED_WITH_DIFFERENT_AMOUNT"],
+    )
+    .await;
     assert_eq!(balances(&app, "u1").await, b("400.00", "0.00", "400.00"));
     // Partial capture where it is not possible: 1308.
     let strict = Till::start(&app, 1, |c| c.partial_capture_possible = false).await;
     let id = strict.reserved(1, "u1", "o-2", "50.00").await;
-    let (s, v) = strict.capture(&id, Some("20.00")).await;
-    assert_eq!((s, v10(&v)), (409, "1308".into()));
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id}/capture"),
-            br#"{"amount":"20.00"}"#,
-            Some(&uid("k")),
-        )
+    strict
+        .capture_refused(&app, &id, "20.00", ["1308", "PARTIAL_CAPTURE_NOT_POSSIBLE"])
         .await;
-    assert_eq!(channel_code(&r, 409), "PARTIAL_CAPTURE_NOT_POSSIBLE");
     strict.get("payment/cancel", &[("paymentId", &id)]).await;
     strict.settle().await;
     assert_eq!(till.breaks() + strict.breaks(), 0);
@@ -494,14 +479,13 @@ async fn refunds(app: TestApp) {
     // Cancelled before capture: nothing moves, and the amount is free again.
     assert_eq!(till.get("refund/cancel", &[("refundId", &r2)]).await.0, 200);
     // Our API refuses more than captured on its own.
-    let r = app
-        .channel(
-            "POST",
-            &format!("{RES}/{id}/refunds"),
-            br#"{"refund_id":"direct-1","amount":"70.01","currency":"DKK"}"#,
-            Some(&uid("k")),
-        )
-        .await;
+    let r = on_reservation(
+        &app,
+        &id,
+        "refunds",
+        json!({"refund_id": "direct-1", "amount": "70.01", "currency": "DKK"}),
+    )
+    .await;
     assert_eq!(channel_code(&r, 409), "REFUND_EXCEEDS_CAPTURED");
     // A refund left alone auto-captures after refund_auto_capture_secs = 1.
     let (s, v) = refund(&till, &id, "r-4", "20.00").await;
@@ -618,18 +602,9 @@ mod crash {
 
     async fn run(db: String) {
         let data = tempfile::tempdir().expect("dir");
-        let node = |listen: &str, env: &'static [(&'static str, &'static str)]| {
-            Node::start(
-                env!("CARGO_BIN_EXE_authorizer-node"),
-                &db,
-                NodeOptions {
-                    data_dir: Some(data.path()),
-                    listen: Some(listen),
-                    channel_key: true,
-                    env,
-                },
-            )
-        };
+        let bin = env!("CARGO_BIN_EXE_authorizer-node");
+        let node =
+            |listen: &str, env: &[(&str, &str)]| Node::sharing(bin, &db, data.path(), listen, env);
         let mut victim = node(
             "127.0.0.1:0",
             &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],

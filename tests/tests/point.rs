@@ -5,12 +5,12 @@
 //! against our ledger (balances, `GET /v1/transactions/{id}`) and against the webhooks a
 //! real HTTP receiver got; the ledger is audited after every scenario.
 
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
+use e2e::receiver::{Loopback, Shared};
 use e2e::*;
 use point_sim::config::{Config, Site};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "TEST-point-sim";
@@ -64,7 +64,7 @@ fn verify_signature(header: &str, id: &str, request_id: &str) -> bool {
         && point_sim::webhook::x_signature(INTEGRATOR, id, request_id, ts) == header
 }
 
-async fn recv_get(req: HttpRequest, st: web::Data<Mutex<Recv>>) -> HttpResponse {
+async fn recv_get(req: HttpRequest, st: Shared<Recv>) -> HttpResponse {
     let code =
         web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
             .ok()
@@ -94,7 +94,7 @@ async fn recv_get(req: HttpRequest, st: web::Data<Mutex<Recv>>) -> HttpResponse 
     }
 }
 
-async fn recv_post(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Recv>>) -> HttpResponse {
+async fn recv_post(req: HttpRequest, body: web::Bytes, st: Shared<Recv>) -> HttpResponse {
     let h = |n: &str| processor_client::header_text(req.headers(), n).to_owned();
     let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let request_id = h("x-request-id");
@@ -123,30 +123,24 @@ async fn recv_post(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Recv>
     }
 }
 
-/// A receiver on a free loopback port: its URL and state.
-fn receiver() -> (String, Arc<Mutex<Recv>>, actix_web::dev::ServerHandle) {
-    let st = web::Data::new(Mutex::new(Recv {
+/// The integrator's endpoint: a challenge answered on GET, a notification on POST.
+async fn recv_any(req: HttpRequest, body: web::Bytes, st: Shared<Recv>) -> HttpResponse {
+    if req.method() == actix_web::http::Method::GET {
+        recv_get(req, st).await
+    } else {
+        recv_post(req, body, st).await
+    }
+}
+
+/// A receiver on a free loopback port; the integrator's webhook is its `/webhook`.
+fn receiver() -> Loopback<Recv> {
+    let recv = Recv {
         mode: Mode::Correct,
         challenges: 0,
         fail_next: 0,
         posts: vec![],
-    }));
-    let shared = st.clone().into_inner();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(st.clone())
-            .route("/webhook", web::get().to(recv_get))
-            .route("/webhook", web::post().to(recv_post))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
-    (format!("http://{addr}/webhook"), shared, handle)
+    };
+    Loopback::start(recv, recv_any)
 }
 
 // --- the simulator ----------------------------------------------------------------------
@@ -155,10 +149,9 @@ struct Point {
     run: point_sim::Running,
     base: String,
     client: awc::Client,
-    recv: Arc<Mutex<Recv>>,
+    recv: Loopback<Recv>,
     recv_url: String,
     csv: std::path::PathBuf,
-    _recv_handle: actix_web::dev::ServerHandle,
 }
 
 fn device(id: &str, site: Site) -> point_sim::config::DeviceConfig {
@@ -178,7 +171,6 @@ async fn registered(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> (Point, S
 }
 
 async fn point(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Point {
-    let (recv_url, recv, handle) = receiver();
     let csv = app.data_dir.path().join(format!("{}.csv", uid("pt")));
     let mut cfg = Config {
         authorizer_url: app.base.clone(),
@@ -196,20 +188,25 @@ async fn point(app: &TestApp, tweak: impl FnOnce(&mut Config)) -> Point {
     };
     tweak(&mut cfg);
     let run = point_sim::start(cfg).await.expect("point-sim starts");
-    Point {
-        base: run.url(),
-        run,
-        client: awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish(),
-        recv,
-        recv_url,
-        csv,
-        _recv_handle: handle,
-    }
+    Point::new(run, csv)
 }
 
 impl Point {
+    /// The running simulator `run`, driven by a client of its own, beside a new receiver.
+    fn new(run: point_sim::Running, csv: std::path::PathBuf) -> Point {
+        let recv = receiver();
+        Point {
+            base: run.url(),
+            run,
+            client: awc::Client::builder()
+                .timeout(Duration::from_secs(60))
+                .finish(),
+            recv_url: recv.url("/webhook"),
+            recv,
+            csv,
+        }
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         self.call_as(method, path, body, TOKEN).await
     }
@@ -319,8 +316,7 @@ impl Point {
         loop {
             let posts: Vec<Post> = self
                 .recv
-                .lock()
-                .unwrap()
+                .state()
                 .posts
                 .iter()
                 .filter(|p| p.body["id"] == id)
@@ -341,7 +337,7 @@ impl Point {
     }
 
     fn posts(&self) -> usize {
-        self.recv.lock().unwrap().posts.len()
+        self.recv.state().posts.len()
     }
 }
 
@@ -401,7 +397,7 @@ async fn challenge(app: TestApp) {
     }
     assert_eq!(pt.set_webhook(&pt.recv_url).await, 204);
     for mode in [Mode::Wrong, Mode::Redirect, Mode::Slow] {
-        pt.recv.lock().unwrap().mode = mode;
+        pt.recv.state().mode = mode;
         let (s, v) = pt.call("POST", &check, None).await;
         assert_eq!(
             (s, v["error"].as_str()),
@@ -417,12 +413,12 @@ async fn challenge(app: TestApp) {
     assert_eq!(pt.posts(), 0);
     assert!(pt.stats().await["dropped_unvalidated"].as_u64().unwrap() >= 4);
     // Uppercase hex passes.
-    pt.recv.lock().unwrap().mode = Mode::Upper;
+    pt.recv.state().mode = Mode::Upper;
     assert_eq!(pt.call("POST", &check, None).await.0, 204);
     let (_, v) = pt.call("GET", &integrators, None).await;
     assert_eq!(v["is_valid_webhook"], true);
     assert_eq!(v["webhook"], pt.recv_url.as_str());
-    pt.recv.lock().unwrap().mode = Mode::Correct;
+    pt.recv.state().mode = Mode::Correct;
     assert_eq!(pt.call("POST", &check, None).await.0, 204);
     let done = pt.sale(1500, &user, json!({})).await;
     let id = done["id"].as_str().unwrap();
@@ -450,7 +446,7 @@ async fn approved_purchase(app: TestApp) {
     let pt = point(&app, |_| {}).await;
     pt.register().await;
     // The first delivery attempt fails: the retry carries the same x-request-id.
-    pt.recv.lock().unwrap().fail_next = 1;
+    pt.recv.state().fail_next = 1;
     let user = uid("usr");
     app.funded(&user, "ARS", "100.00").await;
     let (s, created) = pt.create(DEV, json!(1500)).await;
@@ -1201,7 +1197,7 @@ struct Fake {
     advices: Vec<Value>,
 }
 
-async fn fake_any(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Fake>>) -> HttpResponse {
+async fn fake_any(req: HttpRequest, body: web::Bytes, st: Shared<Fake>) -> HttpResponse {
     if req.path() == NOTIFY {
         st.lock()
             .unwrap()
@@ -1224,26 +1220,15 @@ async fn fake_any(req: HttpRequest, body: web::Bytes, st: web::Data<Mutex<Fake>>
 /// `CLIENT_SIGNATURE_ERROR`); a 5xx is `CONFIRMATION_REQUIRED` (advice `CLIENT_UNAVAILABLE`).
 #[actix_rt::test]
 async fn untrusted_answers() {
-    let st = web::Data::new(Mutex::new(Fake {
-        status: 200,
-        ..Fake::default()
-    }));
-    let shared = st.clone().into_inner();
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(st.clone())
-            .default_service(web::to(fake_any))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind("127.0.0.1:0")
-    .unwrap();
-    let addr = server.addrs()[0];
-    let server = server.run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    let fake = Loopback::start(
+        Fake {
+            status: 200,
+            ..Fake::default()
+        },
+        fake_any,
+    );
     let run = point_sim::start(Config {
-        authorizer_url: format!("http://{addr}"),
+        authorizer_url: fake.base.clone(),
         processor_api_key: Some(API_KEY.into()),
         processor_api_secret: Some(API_SECRET.into()),
         devices: vec![point_sim::config::demo_device()],
@@ -1251,31 +1236,21 @@ async fn untrusted_answers() {
     })
     .await
     .unwrap();
-    let (recv_url, recv, recv_handle) = receiver();
-    let pt = Point {
-        base: run.url(),
-        run,
-        client: awc::Client::default(),
-        recv,
-        recv_url,
-        csv: std::path::PathBuf::new(),
-        _recv_handle: recv_handle,
-    };
+    let pt = Point::new(run, std::path::PathBuf::new());
     let done = pt.sale(1500, "usr-x", json!({})).await;
     assert_eq!(done["state"], "FINISHED");
     assert_eq!(done["payment"]["state"], "rejected");
     let p = pt.payment(&done["payment"]["id"]).await;
     assert_eq!(p["status_detail"], "CLIENT_SIGNATURE_ERROR");
-    shared.lock().unwrap().status = 503;
+    fake.state().status = 503;
     let done = pt.sale(1500, "usr-x", json!({})).await;
     assert_eq!(done["state"], "CONFIRMATION_REQUIRED");
     assert_eq!(
         pt.payment(&done["payment"]["id"]).await["status_detail"],
         "CLIENT_UNAVAILABLE"
     );
-    let advices: Vec<String> = shared
-        .lock()
-        .unwrap()
+    let advices: Vec<String> = fake
+        .state()
         .advices
         .iter()
         .map(|a| {
@@ -1291,5 +1266,5 @@ async fn untrusted_answers() {
     assert_eq!(st["answers_bad_signature"], 3, "{st}");
     assert_eq!(st["answers_not_2xx"], 1, "{st}");
     pt.run.stop().await;
-    handle.stop(true).await;
+    fake.stop().await;
 }

@@ -35,10 +35,20 @@ fn one(c: &SvCard) -> Vec<CardRequest<'_>> {
     }]
 }
 
+/// A Redeem of `wire` from the one card `c`, without a CVC.
+fn redeem(wire: WireAmount, c: &SvCard) -> Result<Movement, Reason> {
+    decide_redeem(&wire, &one(c), SERVER_KEY)
+}
+
+/// A Load of `wire` onto the one card `c`.
+fn load(wire: WireAmount, c: &SvCard) -> Result<Movement, Reason> {
+    decide_load(&wire, &one(c))
+}
+
 #[test]
 fn redeem_approved_as_in_the_worked_example() {
     let c = card("6280001234567895", "USD", 5000);
-    let m = decide_redeem(&wire(1220, 2, "USD"), &one(&c), SERVER_KEY).unwrap();
+    let m = redeem(wire(1220, 2, "USD"), &c).unwrap();
     assert_eq!(m.amount, 1220);
     assert_eq!(
         m.legs,
@@ -66,47 +76,29 @@ fn load_and_redeem_table_in_order() {
     );
     let mut foreign = c.clone();
     foreign.tenant_matches = false;
-    assert_eq!(
-        decide_load(&wire(1, 2, "USD"), &one(&foreign)),
-        Err(Reason::CardNotFound)
-    );
+    assert_eq!(load(wire(1, 2, "USD"), &foreign), Err(Reason::CardNotFound));
     // 2, 3, 4.
-    assert_eq!(
-        decide_redeem(&wire(1, 2, "XYZ"), &one(&c), SERVER_KEY),
-        Err(Reason::UnknownCurrency)
-    );
-    assert_eq!(
-        decide_redeem(&wire(1, 2, "EUR"), &one(&c), SERVER_KEY),
-        Err(Reason::CurrencyMismatch)
-    );
-    assert_eq!(
-        decide_redeem(&wire(0, 2, "USD"), &one(&c), SERVER_KEY),
-        Err(Reason::InvalidAmount)
-    );
-    assert_eq!(
-        decide_load(&wire(0, 2, "USD"), &one(&c)),
-        Err(Reason::InvalidAmount)
-    );
-    assert_eq!(
-        decide_load(&wire(1, 3, "USD"), &one(&c)),
-        Err(Reason::InvalidAmount)
-    );
+    assert_eq!(redeem(wire(1, 2, "XYZ"), &c), Err(Reason::UnknownCurrency));
+    assert_eq!(redeem(wire(1, 2, "EUR"), &c), Err(Reason::CurrencyMismatch));
+    assert_eq!(redeem(wire(0, 2, "USD"), &c), Err(Reason::InvalidAmount));
+    assert_eq!(load(wire(0, 2, "USD"), &c), Err(Reason::InvalidAmount));
+    assert_eq!(load(wire(1, 3, "USD"), &c), Err(Reason::InvalidAmount));
     // 5.
     let mut inactive = c.clone();
     inactive.active = false;
     assert_eq!(
-        decide_redeem(&wire(1, 2, "USD"), &one(&inactive), SERVER_KEY),
+        redeem(wire(1, 2, "USD"), &inactive),
         Err(Reason::CardInactive)
     );
     assert_eq!(
-        decide_load(&wire(1, 2, "USD"), &one(&inactive)),
+        load(wire(1, 2, "USD"), &inactive),
         Err(Reason::CardInactive)
     );
     // 6.
     let mut with_cvc = c.clone();
     with_cvc.cvc_hash = Some(secret_hash(SERVER_KEY, "123"));
     assert_eq!(
-        decide_redeem(&wire(1, 2, "USD"), &one(&with_cvc), SERVER_KEY),
+        redeem(wire(1, 2, "USD"), &with_cvc),
         Err(Reason::InvalidCvc)
     );
     let mut req = one(&with_cvc);
@@ -118,47 +110,42 @@ fn load_and_redeem_table_in_order() {
     req[0].cvc = Some("123");
     assert!(decide_redeem(&wire(1, 2, "USD"), &req, SERVER_KEY).is_ok());
     // A Load needs no CVC.
-    assert!(decide_load(&wire(1, 2, "USD"), &one(&with_cvc)).is_ok());
+    assert!(load(wire(1, 2, "USD"), &with_cvc).is_ok());
     // 7: limits of a linked account, before funds.
     let mut linked = c.clone();
     linked.linked = true;
     linked.funds.per_transaction_limit = Some(1000);
     assert_eq!(
-        decide_redeem(&wire(6000, 2, "USD"), &one(&linked), SERVER_KEY),
+        redeem(wire(6000, 2, "USD"), &linked),
         Err(Reason::LimitExceeded)
     );
     linked.funds.per_transaction_limit = None;
     linked.funds.daily_limit = Some(2000);
     linked.funds.daily_spent = 1500;
     assert_eq!(
-        decide_redeem(&wire(501, 2, "USD"), &one(&linked), SERVER_KEY),
+        redeem(wire(501, 2, "USD"), &linked),
         Err(Reason::LimitExceeded)
     );
-    assert!(decide_redeem(&wire(500, 2, "USD"), &one(&linked), SERVER_KEY).is_ok());
+    assert!(redeem(wire(500, 2, "USD"), &linked).is_ok());
     // 8: holds reduce what a Redeem can spend; the overdraft extends it.
     let mut held = c.clone();
     held.funds.held = 4000;
     assert_eq!(
-        decide_redeem(&wire(1001, 2, "USD"), &one(&held), SERVER_KEY),
+        redeem(wire(1001, 2, "USD"), &held),
         Err(Reason::InsufficientFunds)
     );
-    let m = decide_redeem(&wire(1000, 2, "USD"), &one(&held), SERVER_KEY).unwrap();
+    let m = redeem(wire(1000, 2, "USD"), &held).unwrap();
     assert_eq!(m.legs[0].balance_after, 0);
     // JPY and BHD.
     let jpy = card("2", "JPY", 100);
     assert_eq!(
-        decide_redeem(&wire(1220, 2, "JPY"), &one(&jpy), SERVER_KEY),
+        redeem(wire(1220, 2, "JPY"), &jpy),
         Err(Reason::InvalidAmount)
     );
-    assert_eq!(
-        decide_redeem(&wire(1200, 2, "JPY"), &one(&jpy), SERVER_KEY)
-            .unwrap()
-            .amount,
-        12
-    );
+    assert_eq!(redeem(wire(1200, 2, "JPY"), &jpy).unwrap().amount, 12);
     let bhd = card("3", "BHD", 20_000);
     assert_eq!(
-        decide_load(&wire(1220, 2, "BHD"), &one(&bhd)).unwrap().legs[0].balance_after,
+        load(wire(1220, 2, "BHD"), &bhd).unwrap().legs[0].balance_after,
         32_200
     );
     // Load over several cards.

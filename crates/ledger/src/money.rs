@@ -56,49 +56,49 @@ mod tests {
         Decimal::from_str(s).unwrap()
     }
 
+    /// Each case is (amount, currency, what `to_minor` gives).
+    fn to_minor_gives(cases: &[(&str, &str, Result<i64, AmountError>)]) {
+        for (amount, currency, want) in cases {
+            assert_eq!(
+                to_minor(dec(amount), cur(currency)),
+                *want,
+                "{amount} {currency}"
+            );
+        }
+    }
+
     #[test]
     fn converts_exactly() {
-        assert_eq!(to_minor(dec("990.0"), cur("ARS")), Ok(99000));
-        assert_eq!(to_minor(dec("1060.74"), cur("ARS")), Ok(106074));
-        assert_eq!(to_minor(dec("0.00"), cur("USD")), Ok(0));
-        assert_eq!(to_minor(dec("1500"), cur("CLP")), Ok(1500));
-        assert_eq!(to_minor(dec("1.234"), cur("KWD")), Ok(1234));
-        assert_eq!(to_minor(dec("-5.10"), cur("USD")), Ok(-510));
-        assert_eq!(to_minor(dec("0.10000"), cur("USD")), Ok(10));
+        to_minor_gives(&[
+            ("990.0", "ARS", Ok(99000)),
+            ("1060.74", "ARS", Ok(106074)),
+            ("0.00", "USD", Ok(0)),
+            ("1500", "CLP", Ok(1500)),
+            ("1.234", "KWD", Ok(1234)),
+            ("-5.10", "USD", Ok(-510)),
+            ("0.10000", "USD", Ok(10)),
+        ]);
     }
 
     #[test]
     fn refuses_what_would_need_rounding() {
-        assert_eq!(
-            to_minor(dec("10.005"), cur("ARS")),
-            Err(AmountError::ExcessPrecision)
-        );
-        assert_eq!(
-            to_minor(dec("1.5"), cur("CLP")),
-            Err(AmountError::ExcessPrecision)
-        );
+        to_minor_gives(&[
+            ("10.005", "ARS", Err(AmountError::ExcessPrecision)),
+            ("1.5", "CLP", Err(AmountError::ExcessPrecision)),
+        ]);
         assert_eq!(to_minor_rounded(dec("10.005"), cur("ARS")), Ok(1000));
         assert_eq!(to_minor_rounded(dec("10.015"), cur("ARS")), Ok(1002));
     }
 
     #[test]
     fn huge_amounts_do_not_overflow() {
-        assert_eq!(
-            to_minor(dec("92233720368547758.08"), cur("USD")),
-            Err(AmountError::OutOfRange)
-        );
-        assert_eq!(
-            to_minor(Decimal::MAX, cur("USD")),
-            Err(AmountError::OutOfRange)
-        );
-        assert_eq!(
-            to_minor(Decimal::MIN, cur("KWD")),
-            Err(AmountError::OutOfRange)
-        );
-        assert_eq!(
-            to_minor(dec("92233720368547758.07"), cur("USD")),
-            Ok(i64::MAX)
-        );
+        let (max, min) = (Decimal::MAX.to_string(), Decimal::MIN.to_string());
+        to_minor_gives(&[
+            ("92233720368547758.08", "USD", Err(AmountError::OutOfRange)),
+            (&max, "USD", Err(AmountError::OutOfRange)),
+            (&min, "KWD", Err(AmountError::OutOfRange)),
+            ("92233720368547758.07", "USD", Ok(i64::MAX)),
+        ]);
     }
 
     #[test]

@@ -443,6 +443,77 @@ fn link(
     }
 }
 
+/// Counts `amount_minor` into the `currency` line of `totals`.
+fn add_to(totals: &mut BTreeMap<Currency, Totals>, currency: Currency, amount_minor: i64) {
+    totals.entry(currency).or_default().add(amount_minor);
+}
+
+/// A row of either file, as its breaks name it.
+trait FileRow {
+    /// The file's name in a break.
+    const FILE: &'static str;
+    fn kind(&self) -> EntryKind;
+    fn line(&self) -> u64;
+    fn currency(&self) -> Currency;
+    fn amount_minor(&self) -> i64;
+    fn into_transaction_id(self) -> String;
+}
+
+/// [`FileRow`] for a row type with `transaction_id`, `line`, `currency` and `amount_minor`
+/// fields, read from `$file`; `|$r| $kind` gives a row's kind.
+macro_rules! file_row {
+    ($row:ty, $file:expr, |$r:ident| $kind:expr) => {
+        impl FileRow for $row {
+            const FILE: &'static str = $file;
+            fn kind(&self) -> EntryKind {
+                let $r = self;
+                $kind
+            }
+            fn line(&self) -> u64 {
+                self.line
+            }
+            fn currency(&self) -> Currency {
+                self.currency
+            }
+            fn amount_minor(&self) -> i64 {
+                self.amount_minor
+            }
+            fn into_transaction_id(self) -> String {
+                self.transaction_id
+            }
+        }
+    };
+}
+
+file_row!(FileTransaction, TRANSACTIONS_FILE, |row| row.kind);
+// A presentment clears an authorization.
+file_row!(Presentment, PRESENTMENTS_FILE, |_row| {
+    EntryKind::Authorization
+});
+
+/// A break of `class` for `row` against `ledger_amount` (`None`: no ledger amount, and so
+/// no difference).
+fn file_break<R: FileRow>(
+    class: BreakClass,
+    row: R,
+    ledger_amount: Option<i64>,
+    detail: String,
+) -> Break {
+    let file_amount = row.amount_minor();
+    Break {
+        class,
+        kind: Some(row.kind()),
+        currency: Some(row.currency()),
+        ledger_amount_minor: ledger_amount,
+        file_amount_minor: Some(file_amount),
+        difference_minor: ledger_amount.and_then(|l| difference(file_amount, l)),
+        file: Some(R::FILE),
+        line: Some(row.line()),
+        detail,
+        transaction_id: row.into_transaction_id(),
+    }
+}
+
 impl Matcher {
     pub fn new(config: MatchConfig) -> Matcher {
         Matcher {
@@ -506,11 +577,7 @@ impl Matcher {
             return;
         }
         if e.effective {
-            self.report
-                .ledger_totals
-                .entry(e.currency)
-                .or_default()
-                .add(e.amount_minor);
+            add_to(&mut self.report.ledger_totals, e.currency, e.amount_minor);
         }
     }
 
@@ -567,13 +634,13 @@ impl Matcher {
                 }
                 seen.insert(Box::from(id));
                 if row.approved {
-                    self.count_file_row(&row);
+                    add_to(&mut self.report.file_totals, row.currency, row.amount_minor);
                     let detail = format!(
                         "processor approved {} {}; no ledger entry",
                         row.kind,
                         money(row.amount_minor.into(), row.currency)
                     );
-                    self.push_row_break(BreakClass::MissingInLedger, row, None, detail);
+                    self.push_break(BreakClass::MissingInLedger, row, None, detail);
                 } else {
                     self.report.matched += 1;
                 }
@@ -581,7 +648,7 @@ impl Matcher {
             }
         };
         if row.approved {
-            self.count_file_row(&row);
+            add_to(&mut self.report.file_totals, row.currency, row.amount_minor);
         }
         if ledger.currency != row.currency {
             let detail = format!(
@@ -589,15 +656,7 @@ impl Matcher {
                 money(ledger.amount.into(), ledger.currency),
                 money(row.amount_minor.into(), row.currency)
             );
-            let mut b = self.row_break(
-                BreakClass::CurrencyMismatch,
-                row,
-                Some(ledger.amount),
-                detail,
-            );
-            b.currency = Some(ledger.currency);
-            b.difference_minor = None;
-            self.report.breaks.push(b);
+            self.push_currency_mismatch(row, ledger, detail);
             return;
         }
         match (row.approved, ledger.effective()) {
@@ -606,14 +665,14 @@ impl Matcher {
                     "processor approved, ledger not booked: processor {}",
                     money(row.amount_minor.into(), row.currency)
                 );
-                self.push_row_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
+                self.push_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
             }
             (false, true) => {
                 let detail = format!(
                     "ledger booked, processor rejected: ledger {}",
                     money(ledger.amount.into(), ledger.currency)
                 );
-                self.push_row_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
+                self.push_break(BreakClass::StatusMismatch, row, Some(ledger.amount), detail);
             }
             (true, true) if ledger.amount != row.amount_minor => {
                 let diff = i128::from(row.amount_minor) - i128::from(ledger.amount);
@@ -623,7 +682,7 @@ impl Matcher {
                     money(row.amount_minor.into(), row.currency),
                     money(diff, row.currency)
                 );
-                self.push_row_break(BreakClass::AmountMismatch, row, Some(ledger.amount), detail);
+                self.push_break(BreakClass::AmountMismatch, row, Some(ledger.amount), detail);
             }
             _ => self.report.matched += 1,
         }
@@ -649,7 +708,11 @@ impl Matcher {
                     return;
                 }
                 self.unknown_presented.insert(Box::from(id));
-                self.count_presentment(&row);
+                add_to(
+                    &mut self.report.presentment_totals,
+                    row.currency,
+                    row.amount_minor,
+                );
                 let detail = if self.adjs.contains_key(id) {
                     format!("{id} is a ledger adjustment, not an authorization")
                 } else {
@@ -658,7 +721,7 @@ impl Matcher {
                         money(row.amount_minor.into(), row.currency)
                     )
                 };
-                self.push_presentment_break(
+                self.push_break(
                     BreakClass::PresentmentWithoutAuthorization,
                     row,
                     None,
@@ -667,22 +730,18 @@ impl Matcher {
                 return;
             }
         };
-        self.count_presentment(&row);
+        add_to(
+            &mut self.report.presentment_totals,
+            row.currency,
+            row.amount_minor,
+        );
         if core.currency != row.currency {
             let detail = format!(
                 "authorized {}, presented {}",
                 money(core.amount.into(), core.currency),
                 money(row.amount_minor.into(), row.currency)
             );
-            let mut b = self.presentment_break(
-                BreakClass::CurrencyMismatch,
-                row,
-                Some(core.amount),
-                detail,
-            );
-            b.currency = Some(core.currency);
-            b.difference_minor = None;
-            self.report.breaks.push(b);
+            self.push_currency_mismatch(row, core, detail);
             return;
         }
         if !core.effective() {
@@ -690,7 +749,7 @@ impl Matcher {
                 "presented but not booked: presented {}, authorization not effective in the ledger",
                 money(row.amount_minor.into(), row.currency)
             );
-            self.push_presentment_break(BreakClass::PresentmentAmountDiffers, row, Some(0), detail);
+            self.push_break(BreakClass::PresentmentAmountDiffers, row, Some(0), detail);
             return;
         }
         if core.flags & ADJ_OVERFLOW != 0 {
@@ -698,7 +757,7 @@ impl Matcher {
                 "adjustment expected: linked adjustments of {id} overflow the ledger's range; presented {}",
                 money(row.amount_minor.into(), row.currency)
             );
-            self.push_presentment_break(BreakClass::PresentmentAmountDiffers, row, None, detail);
+            self.push_break(BreakClass::PresentmentAmountDiffers, row, None, detail);
             return;
         }
         let expected = i128::from(core.amount) + i128::from(adjusted);
@@ -720,7 +779,7 @@ impl Matcher {
             money(tolerance, cur)
         );
         let ledger_amount = i64::try_from(expected).ok();
-        let mut b = self.presentment_break(
+        let mut b = file_break(
             BreakClass::PresentmentAmountDiffers,
             row,
             ledger_amount,
@@ -774,51 +833,30 @@ impl Matcher {
         report
     }
 
-    fn count_file_row(&mut self, row: &FileTransaction) {
-        self.report
-            .file_totals
-            .entry(row.currency)
-            .or_default()
-            .add(row.amount_minor);
-    }
-
-    fn count_presentment(&mut self, row: &Presentment) {
-        self.report
-            .presentment_totals
-            .entry(row.currency)
-            .or_default()
-            .add(row.amount_minor);
-    }
-
-    fn row_break(
-        &self,
-        class: BreakClass,
-        row: FileTransaction,
-        ledger_amount: Option<i64>,
-        detail: String,
-    ) -> Break {
-        Break {
-            class,
-            transaction_id: row.transaction_id,
-            kind: Some(row.kind),
-            currency: Some(row.currency),
-            ledger_amount_minor: ledger_amount,
-            file_amount_minor: Some(row.amount_minor),
-            difference_minor: ledger_amount.and_then(|l| difference(row.amount_minor, l)),
-            file: Some(TRANSACTIONS_FILE),
-            line: Some(row.line),
-            detail,
-        }
-    }
-
-    fn push_row_break(
+    /// Reports `row` as a break of `class` against `ledger_amount`.
+    fn push_break(
         &mut self,
         class: BreakClass,
-        row: FileTransaction,
+        row: impl FileRow,
         ledger_amount: Option<i64>,
         detail: String,
     ) {
-        let b = self.row_break(class, row, ledger_amount, detail);
+        self.report
+            .breaks
+            .push(file_break(class, row, ledger_amount, detail));
+    }
+
+    /// Reports `row` as recorded in another currency than the ledger's `ledger` entry: the
+    /// break carries the ledger's currency and no difference.
+    fn push_currency_mismatch(&mut self, row: impl FileRow, ledger: Core, detail: String) {
+        let mut b = file_break(
+            BreakClass::CurrencyMismatch,
+            row,
+            Some(ledger.amount),
+            detail,
+        );
+        b.currency = Some(ledger.currency);
+        b.difference_minor = None;
         self.report.breaks.push(b);
     }
 
@@ -830,39 +868,7 @@ impl Matcher {
             if row.approved { "APPROVED" } else { "REJECTED" },
             money(row.amount_minor.into(), row.currency)
         );
-        self.push_row_break(BreakClass::DuplicateInFile, row, None, detail);
-    }
-
-    fn presentment_break(
-        &self,
-        class: BreakClass,
-        row: Presentment,
-        ledger_amount: Option<i64>,
-        detail: String,
-    ) -> Break {
-        Break {
-            class,
-            transaction_id: row.transaction_id,
-            kind: Some(EntryKind::Authorization),
-            currency: Some(row.currency),
-            ledger_amount_minor: ledger_amount,
-            file_amount_minor: Some(row.amount_minor),
-            difference_minor: ledger_amount.and_then(|l| difference(row.amount_minor, l)),
-            file: Some(PRESENTMENTS_FILE),
-            line: Some(row.line),
-            detail,
-        }
-    }
-
-    fn push_presentment_break(
-        &mut self,
-        class: BreakClass,
-        row: Presentment,
-        ledger_amount: Option<i64>,
-        detail: String,
-    ) {
-        let b = self.presentment_break(class, row, ledger_amount, detail);
-        self.report.breaks.push(b);
+        self.push_break(BreakClass::DuplicateInFile, row, None, detail);
     }
 
     fn duplicate_presentment(&mut self, row: Presentment) {
@@ -871,7 +877,7 @@ impl Matcher {
             row.transaction_id,
             money(row.amount_minor.into(), row.currency)
         );
-        self.push_presentment_break(BreakClass::DuplicateInFile, row, None, detail);
+        self.push_break(BreakClass::DuplicateInFile, row, None, detail);
     }
 }
 

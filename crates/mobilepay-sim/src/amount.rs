@@ -7,35 +7,16 @@ pub const CURRENCIES: [&str; 2] = ["DKK", "EUR"];
 /// optional point and at most 2 decimals, greater than 0, no sign, no exponent.
 pub fn parse_minor(text: &str) -> Option<i64> {
     let text = text.trim();
-    let (int, frac) = match text.split_once('.') {
-        Some((i, f)) => (i, f),
-        None => (text, ""),
-    };
-    if int.is_empty() || int.len() > 15 || frac.len() > 2 {
+    let (int, frac) = text.split_once('.').unwrap_or((text, ""));
+    if text.starts_with('-') || int.len() > 15 || frac.len() > 2 {
         return None;
     }
-    if text.ends_with('.') {
-        return None;
-    }
-    if !int.bytes().all(|b| b.is_ascii_digit()) || !frac.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let mut minor: i64 = int.parse().ok()?;
-    let mut f = frac.to_owned();
-    while f.len() < 2 {
-        f.push('0');
-    }
-    minor = minor
-        .checked_mul(100)?
-        .checked_add(f.parse::<i64>().ok()?)?;
-    (minor > 0).then_some(minor)
+    protocol::minor::parse_minor(text, 2).filter(|minor| *minor > 0)
 }
 
 /// `12550` -> `"125.50"`.
 pub fn format_minor(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
+    protocol::minor::format_minor(minor, 2)
 }
 
 #[cfg(test)]

@@ -52,6 +52,11 @@ fn start(w: &mut World, order: &str, amount: &str) -> SimResult<String> {
         .map(|v| v["paymentId"].as_str().unwrap().to_owned())
 }
 
+/// `start` of 10.00 DKK on T-01 under the idempotency key `key`, at `now`.
+fn keyed(w: &mut World, order: &str, key: Option<&str>, now: i64) -> SimResult<Value> {
+    w.start(BIO, t1(), Some(order), Some("10"), Some("DKK"), key, now)
+}
+
 fn status(w: &mut World, id: &str, now: i64) -> PaymentStatus {
     let v = w.status(BIO, Some(id), now).unwrap();
     PaymentStatus::parse(v["status"].as_str().unwrap()).unwrap()
@@ -690,9 +695,7 @@ fn v7_partial_capture_when_not_possible() {
     let mut cfg = config();
     cfg.partial_capture_possible = false;
     let mut w = World::new(&cfg);
-    let id = w
-        .start(BIO, t1(), Some("o"), Some("10"), Some("DKK"), None, T0)
-        .unwrap()["paymentId"]
+    let id = keyed(&mut w, "o", None, T0).unwrap()["paymentId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -935,37 +938,14 @@ fn currency_must_be_the_terminals() {
 fn v15_same_key_same_request_returns_the_same_payment() {
     let mut w = world();
     let k = Some("key-1");
-    let a = w
-        .start(BIO, t1(), Some("o-1"), Some("10"), Some("DKK"), k, T0)
-        .unwrap();
-    let b = w
-        .start(
-            BIO,
-            t1(),
-            Some("o-1"),
-            Some("10"),
-            Some("DKK"),
-            k,
-            T0 + 1000,
-        )
-        .unwrap();
+    let a = keyed(&mut w, "o-1", k, T0).unwrap();
+    let b = keyed(&mut w, "o-1", k, T0 + 1000).unwrap();
     assert_eq!(a, b);
     // The same key on another request: 1306.
-    assert_eq!(
-        code(w.start(BIO, t1(), Some("o-2"), Some("10"), Some("DKK"), k, T0)),
-        (409, "1306".into())
-    );
+    assert_eq!(code(keyed(&mut w, "o-2", k, T0)), (409, "1306".into()));
     // A new key while the payment waits: 1301.
     assert_eq!(
-        code(w.start(
-            BIO,
-            t1(),
-            Some("o-1"),
-            Some("10"),
-            Some("DKK"),
-            Some("key-2"),
-            T0
-        )),
+        code(keyed(&mut w, "o-1", Some("key-2"), T0)),
         (409, "1301".into())
     );
     // Keys are per merchant.
@@ -987,9 +967,7 @@ fn v15_same_key_same_request_returns_the_same_payment() {
 fn v15_keys_are_kept_24_hours() {
     let mut w = world();
     let k = Some("key-1");
-    let id = w
-        .start(BIO, t1(), Some("o-1"), Some("10"), Some("DKK"), k, T0)
-        .unwrap()["paymentId"]
+    let id = keyed(&mut w, "o-1", k, T0).unwrap()["paymentId"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -1012,9 +990,7 @@ fn v15_keys_are_kept_24_hours() {
         "replayed even though it is cancelled now"
     );
     w.tick(T0 + day);
-    let fresh = w
-        .start(BIO, t1(), Some("o-1"), Some("10"), Some("DKK"), k, T0 + day)
-        .unwrap();
+    let fresh = keyed(&mut w, "o-1", k, T0 + day).unwrap();
     assert_ne!(fresh["paymentId"], id.as_str());
 }
 

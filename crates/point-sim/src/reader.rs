@@ -89,18 +89,11 @@ fn ped_ok(sim: &Sim, body: &Value) -> bool {
 
 /// Major-unit decimal text (`"15.00"`, `"15"`) to minor units.
 fn minor_of(text: &str) -> Option<i64> {
-    let (i, f) = text.split_once('.').unwrap_or((text, ""));
-    if i.is_empty() || !i.bytes().all(|b| b.is_ascii_digit()) || f.len() > 2 {
+    let decimals = text.split_once('.').map_or(0, |(_, f)| f.len());
+    if text.starts_with('-') || decimals > 2 {
         return None;
     }
-    if !f.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let frac = format!("{f:0<2}");
-    i.parse::<i64>()
-        .ok()?
-        .checked_mul(100)?
-        .checked_add(frac.parse::<i64>().ok()?)
+    protocol::minor::parse_minor(text, 2)
 }
 
 async fn collect(sim: &Arc<Sim>, client: &awc::Client, body: &Value) -> Value {

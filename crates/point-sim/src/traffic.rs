@@ -139,9 +139,7 @@ impl TxBody {
 
 /// `amount` (two decimals included) as a two-decimal string: 1500 gives `"15.00"`.
 pub fn decimal(minor: i64) -> String {
-    let sign = if minor < 0 { "-" } else { "" };
-    let m = minor.unsigned_abs();
-    format!("{sign}{}.{:02}", m / 100, m % 100)
+    protocol::minor::format_minor(minor, 2)
 }
 
 /// `transaction.id` of the authorization of a payment intent.
@@ -286,6 +284,25 @@ mod tests {
     use super::*;
     use sha2::{Digest, Sha256};
 
+    /// A sale of `amount_minor` in `currency` at the vectors' local time, in one payment.
+    fn sale<'a>(
+        id: &str,
+        device: &'a DeviceConfig,
+        card: &'a Presentation,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Sale<'a> {
+        Sale {
+            transaction_id: id.into(),
+            device,
+            card,
+            amount_minor,
+            currency: currency.into(),
+            local_date_time: "2024-01-01T10:00:00".into(),
+            installments: None,
+        }
+    }
+
     fn vector_card() -> Presentation {
         Presentation {
             card_id: "crd-1629483284114MGA9BF".into(),
@@ -304,16 +321,8 @@ mod tests {
     fn section_4_vector() {
         let device = crate::config::demo_device();
         let card = vector_card();
-        let body = authorization(&Sale {
-            transaction_id: auth_id("7d8c70b6-2ac8-4c57-a441-c319088ca3ca"),
-            device: &device,
-            card: &card,
-            amount_minor: 1500,
-            currency: "ARS".into(),
-            local_date_time: "2024-01-01T10:00:00".into(),
-            installments: None,
-        })
-        .to_bytes();
+        let id = auth_id("7d8c70b6-2ac8-4c57-a441-c319088ca3ca");
+        let body = authorization(&sale(&id, &device, &card, 1500, "ARS")).to_bytes();
         let expected = r#"{"transaction":{"id":"ctx-pt-7d8c70b6-2ac8-4c57-a441-c319088ca3ca","country_code":"ARG","type":"PURCHASE","point_type":"POS","entry_mode":"CHIP","origin":"DOMESTIC","source":"ONLINE","local_date_time":"2024-01-01T10:00:00","original_transaction_id":null},"merchant":{"id":"111111111111111","mcc":"5411","address":null,"name":"Almacen Demo","terminal_id":"ING-ARG-14886780","country":"ARG","city":"CABA"},"card":{"id":"crd-1629483284114MGA9BF","product_type":"PREPAID","provider":"MASTERCARD","last_four":"6708"},"user":{"id":"usr-1629293693904DM2U4T"},"amount":{"local":{"total":"15.00","currency":"ARS"},"transaction":{"total":"15.00","currency":"ARS"},"settlement":{"total":"15.00","currency":"ARS"},"details":[{"type":"BASE","currency":"ARS","amount":"15.00","name":"BASE"}]},"extra_data":{"pin_presence":"ONLINE","card_presence":"PRESENT"}}"#;
         assert_eq!(String::from_utf8(body.clone()).unwrap(), expected);
         assert_eq!(body.len(), 844);
@@ -353,13 +362,8 @@ mod tests {
         card.pin = false;
         card.entry_mode = "CONTACTLESS".into();
         let b = authorization(&Sale {
-            transaction_id: "ctx-pt-x".into(),
-            device: &device,
-            card: &card,
-            amount_minor: 123_456,
-            currency: "BRL".into(),
-            local_date_time: "2024-01-01T10:00:00".into(),
             installments: Some(3),
+            ..sale("ctx-pt-x", &device, &card, 123_456, "BRL")
         });
         let v: serde_json::Value = serde_json::from_slice(&b.to_bytes()).unwrap();
         assert_eq!(
@@ -375,15 +379,7 @@ mod tests {
         assert_eq!(v["transaction"]["entry_mode"], "CONTACTLESS");
         let single = authorization(&Sale {
             installments: Some(1),
-            ..Sale {
-                transaction_id: "ctx-pt-x".into(),
-                device: &device,
-                card: &card,
-                amount_minor: 100,
-                currency: "BRL".into(),
-                local_date_time: "2024-01-01T10:00:00".into(),
-                installments: None,
-            }
+            ..sale("ctx-pt-x", &device, &card, 100, "BRL")
         });
         assert!(single.installments.is_none());
         assert_eq!(payment_type("CREDIT"), "credit_card");
@@ -397,15 +393,7 @@ mod tests {
     fn adjustments_and_advices_link_to_the_authorization() {
         let device = crate::config::demo_device();
         let card = vector_card();
-        let auth = authorization(&Sale {
-            transaction_id: auth_id("i1"),
-            device: &device,
-            card: &card,
-            amount_minor: 1100,
-            currency: "ARS".into(),
-            local_date_time: "2024-01-01T10:00:00".into(),
-            installments: None,
-        });
+        let auth = authorization(&sale(&auth_id("i1"), &device, &card, 1100, "ARS"));
         let rev = credit_adjustment(
             &auth,
             "ctx-pt-i1-rev",

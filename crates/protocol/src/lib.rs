@@ -5,11 +5,13 @@
 //! store and the simulator can all share one definition of the protocol.
 //!
 //! * [`amount`]: amounts as sent on the wire (JSON number or string), parsed without `f64`.
+//! * [`minor`]: integer minor units to and from plain decimal text.
 //! * [`signature`]: `X-Signature` / `X-Timestamp` handling and the key ring used during rotation.
 //! * [`wire`]: request, notification and response bodies.
 //! * [`webhook`]: the URL challenge and the `x-signature` of webhook deliveries.
 
 pub mod amount;
+pub mod minor;
 #[cfg(feature = "openapi")]
 pub mod openapi;
 pub mod signature;

@@ -438,10 +438,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
             app.assert_signed(&r, path);
             assert_eq!(r.json()["error"]["code"], "malformed_request", "{case}");
             assert!(
-                r.json()["error"]["message"]
-                    .as_str()
-                    .unwrap()
-                    .contains("not valid UTF-8"),
+                r.error_message().contains("not valid UTF-8"),
                 "{case}: {}",
                 r.json()
             );
@@ -455,12 +452,7 @@ async fn invalid_utf8_anywhere_is_refused(app: TestApp) {
     );
     let r = app.processor(NOTIFY, &advice, &key).await;
     assert_eq!(r.status, 400);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not valid UTF-8")
-    );
+    assert!(r.error_message().contains("not valid UTF-8"));
     assert_eq!(app.ledger().await, before, "nothing stored");
     // Valid multi-byte text in the same places is kept as sent.
     let fine = splice(
@@ -567,9 +559,7 @@ async fn nesting_limit_is_32_levels_as_documented(app: TestApp) {
         app.assert_signed(&r, path);
         assert_eq!(r.json()["error"]["code"], "malformed_request");
         assert!(
-            r.json()["error"]["message"]
-                .as_str()
-                .unwrap()
+            r.error_message()
                 .contains(&format!("nested deeper than {MAX_DEPTH} levels")),
             "{path}"
         );

@@ -38,16 +38,11 @@ async fn holds_in(db: &str, sqlite: &Path) -> i64 {
 async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
     let data = tempfile::tempdir().expect("dir");
     let sqlite = data.path().join("authorizer.db");
-    let victim = Node::start(
-        env!("CARGO_BIN_EXE_authorizer-node"),
-        &db,
-        NodeOptions {
-            data_dir: Some(data.path()),
-            channel_key: true,
-            env: &[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")],
-            ..NodeOptions::default()
-        },
-    );
+    let node = |env: &[(&str, &str)]| {
+        let bin = env!("CARGO_BIN_EXE_authorizer-node");
+        Node::sharing(bin, &db, data.path(), "127.0.0.1:0", env)
+    };
+    let victim = node(&[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")]);
     let admin = Remote::new(&victim.base);
     admin.funded("u1", "DKK", "100.00").await;
     let body = bytes(&reservation("mp-killed", "40.00", "DKK"));
@@ -67,15 +62,7 @@ async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
     assert_eq!(status, 0, "the killed process never answered");
 
     // The channel retries on another instance: the committed answer, and still one hold.
-    let survivor = Node::start(
-        env!("CARGO_BIN_EXE_authorizer-node"),
-        &db,
-        NodeOptions {
-            data_dir: Some(data.path()),
-            channel_key: true,
-            ..NodeOptions::default()
-        },
-    );
+    let survivor = node(&[]);
     let (status, answer) = reserve_at(&survivor.base, &body, key).await;
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&answer));
     let v: serde_json::Value = serde_json::from_slice(&answer).expect("JSON");
