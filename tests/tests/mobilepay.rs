@@ -627,6 +627,7 @@ mod crash {
                     listen: Some(listen),
                     channel_key: true,
                     env,
+                    ..NodeOptions::default()
                 },
             )
         };
