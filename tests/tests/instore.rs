@@ -500,17 +500,26 @@ async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);
 }
 
+/// `user`'s stored-value card [`NUMBER`] with 100.00 USD, and the envelope (body and
+/// signature) of a Redeem of `minor` from it.
+async fn funded_redeem(
+    app: &TestApp,
+    user: &str,
+    request_id: &str,
+    minor: i64,
+) -> (Vec<u8>, String) {
+    app.stored_value_card(user, "USD", "100.00", NUMBER).await;
+    e2e::instore::envelope(
+        "storedvaluecard_process",
+        &redeem(request_id, NUMBER, minor),
+        &format!("https://instore.example/callback/{request_id}"),
+    )
+}
+
 /// A database that cannot serve in time: a Redeem gets 503 with nothing committed (no
 /// movement, no callback), and InStore's resend under the same requestId books it once.
 async fn a_blocked_database_answers_503(app: TestApp, _rx: CallbackReceiver) {
-    app.stored_value_card("u-503", "USD", "100.00", NUMBER)
-        .await;
-    let payload = redeem("req-503", NUMBER, 2500);
-    let (body, signature) = e2e::instore::envelope(
-        "storedvaluecard_process",
-        &payload,
-        "https://instore.example/callback/503",
-    );
+    let (body, signature) = funded_redeem(&app, "u-503", "req-503", 2500).await;
     let blocker = block_writes(&app, "u-503").await;
     let r = app
         .instore_post("storedvaluecard_process", &body, Some(&signature))
@@ -539,14 +548,7 @@ fn crowd(s: &mut authorizer::Settings) {
 /// 50 concurrent copies of one Redeem, each through the writer: one movement, 50 identical
 /// acknowledgements.
 async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
-    app.stored_value_card("u-dup", "USD", "100.00", NUMBER)
-        .await;
-    let payload = redeem("req-dup-1", NUMBER, 1220);
-    let (body, signature) = e2e::instore::envelope(
-        "storedvaluecard_process",
-        &payload,
-        "https://instore.example/callback/dup",
-    );
+    let (body, signature) = funded_redeem(&app, "u-dup", "req-dup-1", 1220).await;
     let items_before = app
         .metrics
         .counter("authorizer_commit_batch_items_total", &[]);
