@@ -83,31 +83,6 @@ impl TestApp {
         self.send_request(req, Vec::new()).await
     }
 
-    /// Opens `user`'s account in `currency` with `amount`, registers card `crd-{user}` and
-    /// links stored-value `number` to it for the section 7 tenant.
-    pub async fn stored_value_card(&self, user: &str, currency: &str, amount: &str, number: &str) {
-        self.funded(user, currency, amount).await;
-        let card = format!("crd-{user}");
-        let r = self
-            .admin(
-                "PUT",
-                &format!("/v1/cards/{card}"),
-                Some(json!({"user_id": user, "status": "ACTIVE"})),
-                None,
-            )
-            .await;
-        assert!(r.status == 200 || r.status == 201, "card: {:?}", r.json());
-        let r = self
-            .admin(
-                "PUT",
-                &format!("/v1/stored-value-cards/{card}"),
-                Some(json!({"number": number, "currency": currency, "tenants": [TENANT], "type": "GiftCard"})),
-                None,
-            )
-            .await;
-        assert_eq!(r.status, 200, "link: {:?}", r.json());
-    }
-
     /// The callback bodies the outbox holds for requests of the section 7 tenant, by
     /// `requestId`.
     pub async fn instore_callbacks(&self) -> HashMap<String, Vec<u8>> {

@@ -17,7 +17,7 @@ pub mod instore;
 pub mod node;
 pub mod receiver;
 pub mod recon;
-pub use node::{Node, NodeOptions};
+pub use node::{Node, NodeOptions, count_in};
 
 /// The processor's published demo key pair (protocol page, section 10).
 pub const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
@@ -383,6 +383,40 @@ macro_rules! calls_over_http {
                     .await;
                 assert_eq!(r.status, 201, "deposit: {:?}", r.json());
             }
+        }
+
+        /// Opens `user`'s account in `currency` with `amount`, registers card `crd-{user}` and
+        /// links stored-value `number` to it for the section 7 tenant.
+        pub async fn stored_value_card(
+            &self,
+            user: &str,
+            currency: &str,
+            amount: &str,
+            number: &str,
+        ) {
+            self.funded(user, currency, amount).await;
+            let card = format!("crd-{user}");
+            let r = self
+                .admin(
+                    "PUT",
+                    &format!("/v1/cards/{card}"),
+                    Some(json!({"user_id": user, "status": "ACTIVE"})),
+                    None,
+                )
+                .await;
+            assert!(r.status == 200 || r.status == 201, "card: {:?}", r.json());
+            let r = self
+                .admin(
+                    "PUT",
+                    &format!("/v1/stored-value-cards/{card}"),
+                    Some(json!({
+                        "number": number, "currency": currency,
+                        "tenants": [crate::instore::TENANT], "type": "GiftCard",
+                    })),
+                    None,
+                )
+                .await;
+            assert_eq!(r.status, 200, "link: {:?}", r.json());
         }
 
         /// An admin PUT of `body` to `path`, without an idempotency key.

@@ -20,6 +20,9 @@ pub struct NodeOptions<'a> {
     pub channel_key: bool,
     /// More environment, e.g. `AUTHORIZER__...` settings or `REDIS_URL`.
     pub env: &'a [(&'a str, &'a str)],
+    /// More of the node's `config/default.toml` (tables the environment cannot express,
+    /// such as `[[instore.tenants]]`).
+    pub config: &'a str,
 }
 
 /// A running authorizer process; killed when dropped.
@@ -45,15 +48,17 @@ impl Node {
             .or_else(|| temp.as_ref().map(|t| t.path().to_path_buf()))
             .expect("a data directory");
         let config = data.join("config");
-        if o.channel_key {
-            std::fs::create_dir_all(&config).expect("config dir");
-            std::fs::write(
-                config.join("default.toml"),
+        if o.channel_key || !o.config.is_empty() {
+            let keys = if o.channel_key {
                 format!(
                     "[[channels.keys]]\nname = \"{CHANNEL_NAME}\"\napi_key = \"{CHANNEL_KEY}\"\napi_secret = \"{CHANNEL_SECRET}\"\n"
-                ),
-            )
-            .expect("config file");
+                )
+            } else {
+                String::new()
+            };
+            std::fs::create_dir_all(&config).expect("config dir");
+            std::fs::write(config.join("default.toml"), format!("{keys}{}", o.config))
+                .expect("config file");
         }
         let mut cmd = Command::new(bin);
         cmd.arg("serve")
@@ -115,6 +120,7 @@ impl Node {
             listen: Some(listen),
             channel_key: true,
             env,
+            ..NodeOptions::default()
         };
         Node::start(bin, db, options)
     }
@@ -145,5 +151,25 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// The count `sql` (one `COUNT(*)`) reads in the Postgres database `db`, or (`db` empty)
+/// in the SQLite file `sqlite`, opened read-only beside a node that may be running; 0
+/// before the file exists.
+pub async fn count_in(db: &str, sqlite: &Path, sql: &str) -> i64 {
+    use sqlx::Connection;
+    if db.is_empty() {
+        let url = format!("sqlite://{}?mode=ro", sqlite.display());
+        let Ok(mut c) = sqlx::SqliteConnection::connect(&url).await else {
+            return 0;
+        };
+        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap_or(0)
+    } else {
+        let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
+        sqlx::query_scalar(sql)
+            .fetch_one(&mut c)
+            .await
+            .expect("count")
     }
 }

@@ -500,21 +500,58 @@ async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);
 }
 
+/// `user`'s stored-value card [`NUMBER`] with 100.00 USD, and the envelope (body and
+/// signature) of a Redeem of `minor` from it.
+async fn funded_redeem(
+    app: &TestApp,
+    user: &str,
+    request_id: &str,
+    minor: i64,
+) -> (Vec<u8>, String) {
+    app.stored_value_card(user, "USD", "100.00", NUMBER).await;
+    e2e::instore::envelope(
+        "storedvaluecard_process",
+        &redeem(request_id, NUMBER, minor),
+        &format!("https://instore.example/callback/{request_id}"),
+    )
+}
+
+/// A database that cannot serve in time: a Redeem gets 503 with nothing committed (no
+/// movement, no callback), and InStore's resend under the same requestId books it once.
+async fn a_blocked_database_answers_503(app: TestApp, _rx: CallbackReceiver) {
+    let (body, signature) = funded_redeem(&app, "u-503", "req-503", 2500).await;
+    let blocker = block_writes(&app, "u-503").await;
+    let r = app
+        .instore_post("storedvaluecard_process", &body, Some(&signature))
+        .await;
+    assert_eq!(r.status, 503, "{}", text(&r));
+    assert_eq!(r.json()["requestId"], "req-503", "{}", text(&r));
+    blocker.release().await;
+    assert_eq!(app.available("u-503", "USD").await, "100.00");
+    assert!(app.instore_callbacks().await.is_empty(), "no callback row");
+    for _ in 0..2 {
+        let r = app
+            .instore_post("storedvaluecard_process", &body, Some(&signature))
+            .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(r.body, br#"{"requestId":"req-503"}"#);
+    }
+    assert_eq!(app.available("u-503", "USD").await, "75.00");
+    assert_eq!(movements(&app, "u-503", "USD", "SV_REDEEM").await, 1);
+}
+
 /// Room for 50 requests on one account at once on a small machine.
 fn crowd(s: &mut authorizer::Settings) {
     crowd_settings(s);
 }
 
-/// 50 concurrent copies of one Redeem: one movement, 50 identical acknowledgements.
+/// 50 concurrent copies of one Redeem, each through the writer: one movement, 50 identical
+/// acknowledgements.
 async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
-    app.stored_value_card("u-dup", "USD", "100.00", NUMBER)
-        .await;
-    let payload = redeem("req-dup-1", NUMBER, 1220);
-    let (body, signature) = e2e::instore::envelope(
-        "storedvaluecard_process",
-        &payload,
-        "https://instore.example/callback/dup",
-    );
+    let (body, signature) = funded_redeem(&app, "u-dup", "req-dup-1", 1220).await;
+    let items_before = app
+        .metrics
+        .counter("authorizer_commit_batch_items_total", &[]);
     let sends =
         (0..50).map(|_| app.instore_post("storedvaluecard_process", &body, Some(&signature)));
     let answers = futures_util::future::join_all(sends).await;
@@ -526,6 +563,12 @@ async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
     assert_eq!(movements(&app, "u-dup", "USD", "SV_REDEEM").await, 1);
     assert_eq!(app.available("u-dup", "USD").await, "87.80");
     assert_eq!(app.instore_callbacks().await.len(), 1, "one callback row");
+    // Every copy went through the one writer.
+    let items = app
+        .metrics
+        .counter("authorizer_commit_batch_items_total", &[])
+        - items_before;
+    assert!(items >= 50, "{items} requests through the writer");
 }
 
 e2e::instore_scenarios!(
@@ -533,6 +576,7 @@ e2e::instore_scenarios!(
     callback_retries_until_delivered,
     bad_envelopes_change_nothing,
     redeem_and_authorization_share_the_balance,
+    a_blocked_database_answers_503,
 );
 mod crowded {
     use super::*;

@@ -12,8 +12,9 @@ use std::str::FromStr;
 use store::{
     AdjustmentResult, AuthorizationResult, BatchItem, CardLookup, CardTransaction, ChannelAnswer,
     ChannelCall, ChannelOutcome, Done, ExpiryCall, ExpiryScope, FundingCall, FundingOutcome,
-    HoldOp, NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, ReserveRequest,
-    StoredResponse, Verdict, Work,
+    HoldOp, InstoreCall, InstoreOp, InstoreOutcome, NotificationCall, NotificationResult, Outcome,
+    ProcessorCall, Renders, ReserveRequest, StoredResponse, SvLegPlan, SvMovementPlan, SvPlan,
+    SvSnapshot, Verdict, Work,
 };
 
 fn card_tx<'a>(tid: &'a str, kind: &'a str, user: &'a str, amount: &'a str) -> CardTransaction<'a> {
@@ -146,6 +147,13 @@ fn answer(d: Done) -> (&'static str, String) {
             let more = if e.more { "more" } else { "done" };
             ("expired", format!("{} {more}", e.expired))
         }
+        Done::Instore(r) => match r.expect("InStore request answered") {
+            InstoreOutcome::Done { ack } => ("fresh", String::from_utf8_lossy(&ack).into_owned()),
+            InstoreOutcome::Replay { ack } => {
+                ("replay", String::from_utf8_lossy(&ack).into_owned())
+            }
+            InstoreOutcome::Conflict => ("key conflict", String::new()),
+        },
     }
 }
 
@@ -477,6 +485,129 @@ async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
     assert_eq!(app.available(&user, "ARS").await, "0.00");
 }
 
+const SV_NUMBER: &str = "6280001234567895";
+
+/// The transport facts of a Redeem of stored-value [`SV_NUMBER`].
+fn redeem_call(request_id: &str) -> InstoreCall {
+    InstoreCall {
+        tenant_id: e2e::instore::TENANT.to_owned(),
+        request_id: request_id.to_owned(),
+        action: "Redeem",
+        request_hash: format!("hash-{request_id}"),
+        callback_url: "https://instore.example/callback".to_owned(),
+        correlation_id: None,
+        numbers: vec![SV_NUMBER.to_owned()],
+        operation: None,
+        duplicate_probe: None,
+        location_id: "LondonStore".to_owned(),
+        workstation_id: None,
+        now_ms: store::now_ms(),
+    }
+}
+
+/// A Redeem of `minor` from the card the snapshot shows, against what the requests before
+/// it in the batch left: approved with one leg, or declined with nothing to book.
+fn plan_redeem(minor: i64) -> impl Fn(&SvSnapshot) -> SvPlan + Send + Sync {
+    move |snap| {
+        let card = &snap.cards[SV_NUMBER];
+        let available = card.account.balance - card.account.held;
+        let approved = available >= minor;
+        let verdict = if approved { "approved" } else { "declined" };
+        SvPlan {
+            ack: format!("{verdict} {}", available - if approved { minor } else { 0 }).into_bytes(),
+            callback: verdict.as_bytes().to_vec(),
+            callback_headers: Vec::new(),
+            new_card: None,
+            movement: approved.then(|| SvMovementPlan {
+                kind: ledger::instore::SvKind::Redeem,
+                currency: card.currency,
+                external_payment_id: uid("svp-"),
+                reverses_payment_id: None,
+                legs: vec![SvLegPlan {
+                    number: SV_NUMBER.to_owned(),
+                    delta: -minor,
+                    external_transaction_id: uid("svt-"),
+                    available_after: available - minor,
+                }],
+                location_id: "LondonStore".to_owned(),
+                workstation_id: None,
+                session_id: None,
+                reference: None,
+                flags: String::new(),
+            }),
+            pin_updates: Vec::new(),
+        }
+    }
+}
+
+/// A purchase authorization of `amount` USD by `user`, its card unknown.
+fn usd_purchase<'a>(
+    user: &'a str,
+    tid: &'a str,
+    key: &'a str,
+    hash: u8,
+    amount: &'a str,
+) -> Work<'a> {
+    let Work::Authorization(mut item) =
+        purchase_work(user, tid, key, hash, amount, store::now_ms())
+    else {
+        unreachable!("a purchase is an authorization");
+    };
+    item.tx.currency = "USD";
+    Work::Authorization(item)
+}
+
+/// A stored-value Redeem shares a batch with authorizations on the same account: each sees
+/// what the ones before it took, in arrival order, and a duplicate in the same batch
+/// replays the first.
+async fn a_redeem_shares_the_batch(app: TestApp) {
+    let user = uid("u");
+    app.stored_value_card(&user, "USD", "100.00", SV_NUMBER)
+        .await;
+    let (t1, t2, k1, k2) = (uid("t"), uid("t"), uid("k"), uid("k"));
+    let redeem = redeem_call(&uid("req"));
+    let planner = plan_redeem(8000);
+    let op = Work::Instore(InstoreOp {
+        call: &redeem,
+        planner: &planner,
+    });
+    let work = [
+        // 100.00 - 80.00.
+        op,
+        // 30.00 is more than the Redeem left.
+        usd_purchase(&user, &t1, &k1, 1, "30.00"),
+        // 20.00 fits exactly.
+        usd_purchase(&user, &t2, &k2, 2, "20.00"),
+        // The same requestId again: its first answer, nothing booked twice.
+        op,
+    ];
+    let out = batch(&app, &work).await;
+    assert_eq!(out[0], ("fresh", "approved 2000".to_owned()));
+    assert_eq!(out[1], ("fresh", "Declined(InsufficientFunds)".to_owned()));
+    assert_fresh(&out[2], "Approved { amount: -2000", "");
+    assert_eq!(out[3], ("replay", "approved 2000".to_owned()));
+    assert_eq!(app.available(&user, "USD").await, "0.00");
+    assert_eq!(app.movements(&user, "USD", "SV_REDEEM").await, 1);
+
+    // The other way round: the authorization first, and the Redeem declined for what it spent.
+    app.funded(&user, "USD", "50.00").await;
+    let (t3, k3) = (uid("t"), uid("k"));
+    let second = redeem_call(&uid("req"));
+    let planner = plan_redeem(3000);
+    let work = [
+        usd_purchase(&user, &t3, &k3, 3, "25.00"),
+        Work::Instore(InstoreOp {
+            call: &second,
+            planner: &planner,
+        }),
+    ];
+    let out = batch(&app, &work).await;
+    assert_fresh(&out[0], "Approved { amount: -2500", "");
+    assert_eq!(out[1], ("fresh", "declined 2500".to_owned()));
+    assert_eq!(app.available(&user, "USD").await, "25.00");
+    assert_eq!(app.movements(&user, "USD", "SV_REDEEM").await, 1);
+}
+
 /// Deposits, purchases, refunds (adjustments) and advices (notifications) sent at once: each
 /// goes through the writer (counted in its batches) and books exactly once.
 async fn every_kind_goes_through_the_writer(app: TestApp) {
@@ -560,6 +691,16 @@ both_backends!(
     hold_operations_share_the_batch,
     expiries_share_the_batch
 );
+
+/// The InStore tenant of the page's section 7 (its callbacks are never sent here).
+fn instore_tenant(s: &mut authorizer::Settings) {
+    e2e::instore::tenant_settings(s, "https://instore.example/callback");
+}
+
+mod instore {
+    use super::*;
+    both_backends!(settings = instore_tenant; a_redeem_shares_the_batch);
+}
 
 mod at_once {
     use super::*;

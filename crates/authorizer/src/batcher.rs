@@ -1,6 +1,6 @@
 //! The one writer: every money-moving request (authorizations, adjustments, notifications,
-//! deposits and withdrawals, the channels' operations on holds, and the expiry of overdue
-//! holds) that arrives while commits are in flight is gathered into one
+//! deposits and withdrawals, the channels' operations on holds, the expiry of overdue
+//! holds, and the InStore extension's enveloped requests) that arrives while commits are in flight is gathered into one
 //! batch, planned in arrival order and committed in one database transaction. An idle
 //! service adds no wait: a request that finds no batch committing goes at once, alone.
 //! `commit_batch_size_max = 1` makes every batch one request: one transaction per request.
@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::Instant;
 use store::{
     AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, Expired, ExpiryCall,
-    ExpiryScope, FundingCall, FundingOutcome, NotificationCall, NotificationResult, Outcome,
-    ProcessorCall, Renders, Store, StoreError, StoredResponse, Verdict, Work,
+    ExpiryScope, FundingCall, FundingOutcome, InstoreCall, InstoreOp, InstoreOutcome,
+    NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store, StoreError,
+    StoredResponse, Verdict, Work,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -38,6 +39,7 @@ pub enum Job {
     Funding(FundingJob),
     Hold(HoldJob),
     Expiry(ExpiryJob),
+    Instore(InstoreJob),
 }
 
 /// How often the writer tries to open its first connection before it takes work anyway.
@@ -103,6 +105,14 @@ pub struct ExpiryJob {
     pub scope: ExpiryOf,
     pub now_ms: i64,
     pub reply: Option<Reply<Expired>>,
+}
+
+/// One enveloped InStore request waiting for its batch: its transport facts and its pure
+/// planner, asked inside the batch's transaction.
+pub struct InstoreJob {
+    pub call: InstoreCall,
+    pub planner: Arc<crate::instore_service::Planner>,
+    pub reply: Option<Reply<InstoreOutcome>>,
 }
 
 /// Which overdue holds an [`ExpiryJob`] expires.
@@ -250,6 +260,7 @@ enum Replies {
     Funding(Option<Reply<FundingOutcome>>),
     Hold(Option<Reply<ChannelOutcome>>),
     Expiry(Option<Reply<Expired>>),
+    Instore(Option<Reply<InstoreOutcome>>),
 }
 
 impl Replies {
@@ -262,6 +273,7 @@ impl Replies {
             (Replies::Funding(r), Done::Funding(d)) => send(r, d),
             (Replies::Hold(r), Done::Hold(d)) => send(r, d),
             (Replies::Expiry(r), Done::Expiry(d)) => send(r, d),
+            (Replies::Instore(r), Done::Instore(d)) => send(r, d),
             // The store answers each request in its own kind.
             _ => {}
         }
@@ -283,6 +295,7 @@ impl Job {
             Job::Funding(j) => Replies::Funding(j.reply.take()),
             Job::Hold(j) => Replies::Hold(j.reply.take()),
             Job::Expiry(j) => Replies::Expiry(j.reply.take()),
+            Job::Instore(j) => Replies::Instore(j.reply.take()),
         }
     }
 
@@ -354,6 +367,10 @@ impl Job {
                     },
                 },
                 now_ms: j.now_ms,
+            }),
+            Job::Instore(j) => Work::Instore(InstoreOp {
+                call: &j.call,
+                planner: &*j.planner,
             }),
         }
     }

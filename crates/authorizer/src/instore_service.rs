@@ -1,8 +1,13 @@
 //! The stored-value decisions of one InStore request, from the store's snapshot to the
 //! exact bytes of its acknowledgement and callback and the rows to write. Pure apart from
-//! drawing random ids: the store calls [`plan`] inside its transaction, after locking what
-//! the request names, and writes the result in the same commit.
+//! drawing random ids: the request goes to the batcher, the one writer, whose batch calls
+//! [`plan`] (through a [`Planner`]) inside its transaction, after locking what the request
+//! names, and writes the result in the same commit.
+//!
+//! route (signature, parse, idempotency key) -> instore_service -> batcher -> store
 
+use crate::app::AppState;
+use crate::batcher::{InstoreJob, Job};
 use instore::body::{
     self, CallbackAction, CancelData, CreateData, LegData, LookupCard, MovementData,
 };
@@ -17,7 +22,11 @@ use instore::payload::{
 use instore::signature::{Mac, secret_hash, sign};
 use instore::{Amount, Outcome, Reason, Tenant};
 use ledger::instore::{KIND_SV_REDEEM, SvKind};
-use store::{NewSvCard, SvCardRow, SvLegPlan, SvMovementPlan, SvPinUpdate, SvPlan, SvSnapshot};
+use std::sync::{Arc, Mutex, PoisonError};
+use store::{
+    InstoreCall, InstoreOutcome, NewSvCard, StoreError, SvCardRow, SvLegPlan, SvMovementPlan,
+    SvPinUpdate, SvPlan, SvPlanner, SvSnapshot,
+};
 
 /// A typed stored-value request, read and bound by the route.
 #[derive(Debug, Clone)]
@@ -141,6 +150,77 @@ pub struct PlanNotes {
     pub possible_duplicate: bool,
     /// The business outcome (`None`: approved).
     pub declined: Option<Reason>,
+}
+
+/// One request's [`plan`] with everything it needs, owned: the writer plans it on its own
+/// task, and again should its batch lose a race and run each request alone.
+pub struct Planner {
+    request: SvRequest,
+    tenant: Tenant,
+    request_id: String,
+    correlation_id: Option<String>,
+    secret_hash_key: Vec<u8>,
+    pin_tries_max: u32,
+    card_number_prefix: String,
+    now_ms: i64,
+    /// The notes of the latest plan: the one written when the batch commits.
+    notes: Mutex<PlanNotes>,
+}
+
+impl Planner {
+    pub fn new(request: SvRequest, ctx: &PlanContext<'_>) -> Planner {
+        Planner {
+            request,
+            tenant: ctx.tenant.clone(),
+            request_id: ctx.request_id.to_owned(),
+            correlation_id: ctx.correlation_id.map(str::to_owned),
+            secret_hash_key: ctx.secret_hash_key.to_vec(),
+            pin_tries_max: ctx.pin_tries_max,
+            card_number_prefix: ctx.card_number_prefix.to_owned(),
+            now_ms: ctx.now_ms,
+            notes: Mutex::new(PlanNotes::default()),
+        }
+    }
+
+    /// What the latest plan noted for the metrics.
+    pub fn notes(&self) -> PlanNotes {
+        *self.notes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl SvPlanner for Planner {
+    fn plan(&self, snap: &SvSnapshot) -> SvPlan {
+        let ctx = PlanContext {
+            tenant: &self.tenant,
+            request_id: &self.request_id,
+            correlation_id: self.correlation_id.as_deref(),
+            secret_hash_key: &self.secret_hash_key,
+            pin_tries_max: self.pin_tries_max,
+            card_number_prefix: &self.card_number_prefix,
+            now_ms: self.now_ms,
+        };
+        let (plan, notes) = plan(&self.request, snap, &ctx);
+        *self.notes.lock().unwrap_or_else(PoisonError::into_inner) = notes;
+        plan
+    }
+}
+
+/// Hands one enveloped request to the batcher, the one writer, and waits for what its
+/// batch committed. `Err`: nothing was committed (the caller answers 503 and InStore
+/// resends).
+pub async fn execute(
+    state: &AppState,
+    call: InstoreCall,
+    planner: Arc<Planner>,
+) -> Result<InstoreOutcome, StoreError> {
+    crate::service::through_writer(state, |reply| {
+        Job::Instore(InstoreJob {
+            call,
+            planner,
+            reply: Some(reply),
+        })
+    })
+    .await
 }
 
 /// Decides `request` against `snap` and writes every byte and row it commits.

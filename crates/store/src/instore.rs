@@ -1,14 +1,15 @@
-//! The InStore stored-value extension: SQL only. One enveloped request is one transaction
-//! ([`Store::instore_execute`]): replay or refuse a known `requestId`, prefetch and lock
-//! the cards and accounts it names, hand that snapshot to the caller's pure decision,
-//! then write what it planned (a created card, the movement legs through
-//! `ledger::instore`, PIN counters, the request record and the callback's outbox row)
-//! and commit. Only then may the route acknowledge.
-//!
-//! The write path is self-contained so that it can join the one batcher later.
+//! The InStore stored-value extension: SQL only. Every enveloped request is a request of
+//! the one writer ([`crate::Work::Instore`]), written in its batch's transaction beside
+//! the other kinds: replay or refuse a known `requestId`, prefetch and lock the cards and
+//! accounts it names, hand that snapshot to the request's pure planner, then write what it
+//! planned (a created card, the movement legs through `ledger::instore`, PIN counters,
+//! the request record and the callback's outbox row). Only after the batch's commit may
+//! the route acknowledge.
 
 use crate::outbox::{Delivery, enqueue};
-use crate::processor::{Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id};
+use crate::processor::{
+    Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id, retry_races,
+};
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::instore::{SvAccount, SvKind, plan_stored_value};
 use ledger::{Currency, SystemAccount};
@@ -17,9 +18,6 @@ use std::collections::BTreeMap;
 
 /// The outbox event type of an InStore callback.
 pub const CALLBACK_EVENT_TYPE: &str = "instore.callback";
-
-/// Attempts of one request that lost a race before it gives up (503, nothing committed).
-const RACE_RETRIES: usize = 4;
 
 /// A stored-value number as the decision sees it: the card, its account (locked for the
 /// rest of the transaction) and its secrets' hashes.
@@ -90,25 +88,52 @@ pub struct SvSnapshot {
     pub possible_duplicate: bool,
 }
 
-/// Transport facts of one enveloped request.
+/// Transport facts of one enveloped request, owned: the request waits for the writer's
+/// batch on another task.
 #[derive(Debug, Clone)]
-pub struct InstoreCall<'a> {
-    pub tenant_id: &'a str,
-    pub request_id: &'a str,
+pub struct InstoreCall {
+    pub tenant_id: String,
+    pub request_id: String,
     /// `Create`, `Lookup`, `Load`, `Redeem` or `Cancel`.
-    pub action: &'a str,
+    pub action: &'static str,
     /// SHA-256 of `JS(payload)`, hex.
-    pub request_hash: &'a str,
+    pub request_hash: String,
     /// Where the callback goes (already within the tenant's allow-list).
-    pub callback_url: &'a str,
-    pub correlation_id: Option<&'a str>,
+    pub callback_url: String,
+    pub correlation_id: Option<String>,
     /// Numbers to prefetch and lock.
     pub numbers: Vec<String>,
     /// The operation a Cancel names.
-    pub operation: Option<&'a str>,
+    pub operation: Option<String>,
     /// For `POSSIBLE_DUPLICATE`: (number, session_id, reference, kind, signed amount).
-    pub duplicate_probe: Option<(&'a str, &'a str, &'a str, &'a str, i64)>,
+    pub duplicate_probe: Option<(String, String, String, &'static str, i64)>,
+    /// Where the request comes from (recorded on a created card).
+    pub location_id: String,
+    pub workstation_id: Option<String>,
     pub now_ms: i64,
+}
+
+/// The pure decision of one enveloped request: from the snapshot its call names to every
+/// byte it answers and sends and every row to write. The writer may ask it more than once
+/// (a batch that lost a race runs again), always with a fresh snapshot.
+pub trait SvPlanner: Send + Sync {
+    fn plan(&self, snap: &SvSnapshot) -> SvPlan;
+}
+
+impl<F> SvPlanner for F
+where
+    F: Fn(&SvSnapshot) -> SvPlan + Send + Sync,
+{
+    fn plan(&self, snap: &SvSnapshot) -> SvPlan {
+        self(snap)
+    }
+}
+
+/// One enveloped request as the writer takes it.
+#[derive(Clone, Copy)]
+pub struct InstoreOp<'a> {
+    pub call: &'a InstoreCall,
+    pub planner: &'a dyn SvPlanner,
 }
 
 /// A card to create with the request (`storedvaluecard`).
@@ -174,7 +199,7 @@ pub struct SvPlan {
     pub pin_updates: Vec<SvPinUpdate>,
 }
 
-/// The result of [`Store::instore_execute`].
+/// What one enveloped request came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum InstoreOutcome {
     /// Committed now: acknowledge with these bytes.
@@ -359,25 +384,26 @@ async fn requeue_callback(
 }
 
 /// Replay, conflict, or nothing recorded yet.
-async fn recorded(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<Option<InstoreOutcome>, Step> {
-    let Some((action, hash, ack)) = find_request(tx, call.tenant_id, call.request_id).await? else {
+async fn recorded(tx: &mut Tx, call: &InstoreCall) -> Result<Option<InstoreOutcome>, Step> {
+    let Some((action, hash, ack)) = find_request(tx, &call.tenant_id, &call.request_id).await?
+    else {
         return Ok(None);
     };
     if action != call.action || hash != call.request_hash {
         return Ok(Some(InstoreOutcome::Conflict));
     }
-    let event_id = callback_event_id(call.tenant_id, call.request_id);
-    requeue_callback(tx, &event_id, call.callback_url, call.now_ms).await?;
+    let event_id = callback_event_id(&call.tenant_id, &call.request_id);
+    requeue_callback(tx, &event_id, &call.callback_url, call.now_ms).await?;
     Ok(Some(InstoreOutcome::Replay { ack }))
 }
 
 /// Reads and locks what `call` names: its operation's legs, then every card of the request
 /// and the operation, their accounts locked in id order (no two requests wait on each
 /// other in a cycle).
-async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Step> {
+async fn snapshot(tx: &mut Tx, call: &InstoreCall) -> Result<SvSnapshot, Step> {
     let mut snap = SvSnapshot::default();
     let mut numbers = call.numbers.clone();
-    if let Some(id) = call.operation {
+    if let Some(id) = call.operation.as_deref() {
         let rows = operation_rows(tx, id).await?;
         if !rows.is_empty() {
             let (reversal, legs): (Vec<_>, Vec<_>) = rows
@@ -409,7 +435,7 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Ste
             .ok_or_else(|| StoreError::Invalid("account vanished".into()))?;
         snap.cards.insert(h.number.clone(), h.with_account(account));
     }
-    if let Some((number, session, reference, kind, amount)) = call.duplicate_probe {
+    if let Some((number, session, reference, kind, amount)) = &call.duplicate_probe {
         let n: i64 = run!(tx, c => {
             sqlx::query_scalar(
                 "SELECT COUNT(*) FROM instore_movements WHERE number = $1 AND session_id = $2 \
@@ -418,8 +444,8 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Ste
             .bind(number)
             .bind(session)
             .bind(reference)
-            .bind(kind)
-            .bind(amount)
+            .bind(*kind)
+            .bind(*amount)
             .fetch_one(c)
             .await?
         });
@@ -433,9 +459,7 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall<'_>) -> Result<SvSnapshot, Ste
 async fn create_card(
     tx: &mut Tx,
     card: &NewSvCard,
-    tenant_id: &str,
-    call: &InstoreCall<'_>,
-    location: (&str, Option<&str>),
+    call: &InstoreCall,
 ) -> Result<LockedAccount, Step> {
     let now = call.now_ms;
     let status = if card.active { "ACTIVE" } else { "BLOCKED" };
@@ -459,12 +483,12 @@ async fn create_card(
         .bind(&card.card_id)
         .bind(card.currency.code())
         .bind(&card.card_type)
-        .bind(tenant_id)
+        .bind(&call.tenant_id)
         .bind(card.cvc_hash.as_deref())
         .bind(card.issuer.as_deref())
         .bind(card.customer_id.as_deref())
-        .bind(location.0)
-        .bind(location.1)
+        .bind(&call.location_id)
+        .bind(call.workstation_id.as_deref())
         .bind(now)
         .execute(&mut *c)
         .await?;
@@ -482,67 +506,48 @@ async fn create_card(
 }
 
 impl Store {
-    /// One enveloped InStore request, exactly once per (tenant, `requestId`): replay or
-    /// refuse a known key; else prefetch and lock, ask `decide` (pure; it may be asked
-    /// again when a concurrent duplicate or a number collision wins a race), write its
-    /// plan and commit.
-    pub async fn instore_execute<F>(
+    /// One enveloped InStore request in the writer's transaction `tx`, exactly once per
+    /// (tenant, `requestId`): replay or refuse a known key; else prefetch and lock what it
+    /// names, ask its planner (pure) and write the plan. The caller commits.
+    pub(crate) async fn instore_on(
         &self,
-        call: &InstoreCall<'_>,
-        location: (&str, Option<&str>),
-        mut decide: F,
-    ) -> Result<InstoreOutcome, StoreError>
-    where
-        F: FnMut(&SvSnapshot) -> SvPlan,
-    {
-        // A lost race (a concurrent duplicate committed first, a generated number taken)
-        // runs again: the next attempt finds the winner's record or draws a new number.
-        for _ in 0..RACE_RETRIES {
-            match self.instore_attempt(call, location, &mut decide).await {
-                Ok(o) => return Ok(o),
-                Err(Step::Fail(e)) => return Err(e),
-                Err(Step::Retry) => {}
-            }
+        tx: &mut Tx,
+        op: &InstoreOp<'_>,
+    ) -> Result<InstoreOutcome, Step> {
+        let call = op.call;
+        if let Some(done) = recorded(tx, call).await? {
+            return Ok(done);
         }
-        match self.instore_attempt(call, location, &mut decide).await {
-            Ok(o) => Ok(o),
-            Err(Step::Fail(e)) => Err(e),
-            Err(Step::Retry) => Err(StoreError::Timeout("lost the same race repeatedly".into())),
+        let snap = snapshot(tx, call).await?;
+        // A duplicate that waited for the accounts' locks finds the first one's record now.
+        if let Some(done) = recorded(tx, call).await? {
+            return Ok(done);
         }
+        let plan = op.planner.plan(&snap);
+        self.write_plan(tx, call, &snap, &plan).await?;
+        Ok(InstoreOutcome::Done { ack: plan.ack })
     }
 
-    async fn instore_attempt<F>(
+    /// One enveloped request in a transaction of its own (the writer's batch of one). A
+    /// lost race (a duplicate on another instance committed first, a generated number
+    /// taken) runs again: the next try finds the winner's record or draws a new number.
+    pub(crate) async fn instore_alone(
         &self,
-        call: &InstoreCall<'_>,
-        location: (&str, Option<&str>),
-        decide: &mut F,
-    ) -> Result<InstoreOutcome, Step>
-    where
-        F: FnMut(&SvSnapshot) -> SvPlan,
-    {
-        let mut tx = self.begin().await?;
-        if let Some(done) = recorded(&mut tx, call).await? {
+        op: &InstoreOp<'_>,
+    ) -> Result<InstoreOutcome, StoreError> {
+        retry_races(|| async {
+            let mut tx = self.begin().await?;
+            let outcome = self.instore_on(&mut tx, op).await?;
             tx.commit().await?;
-            return Ok(done);
-        }
-        let snap = snapshot(&mut tx, call).await?;
-        // A duplicate that waited for the accounts' locks finds the first one's record now.
-        if let Some(done) = recorded(&mut tx, call).await? {
-            tx.commit().await?;
-            return Ok(done);
-        }
-        let plan = decide(&snap);
-        self.write_plan(&mut tx, call, location, &snap, &plan)
-            .await?;
-        tx.commit().await?;
-        Ok(InstoreOutcome::Done { ack: plan.ack })
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn write_plan(
         &self,
         tx: &mut Tx,
-        call: &InstoreCall<'_>,
-        location: (&str, Option<&str>),
+        call: &InstoreCall,
         snap: &SvSnapshot,
         plan: &SvPlan,
     ) -> Result<(), Step> {
@@ -552,7 +557,7 @@ impl Store {
             .map(|(n, c)| (n.clone(), c.account.clone()))
             .collect();
         if let Some(card) = &plan.new_card {
-            let account = create_card(tx, card, call.tenant_id, call, location).await?;
+            let account = create_card(tx, card, call).await?;
             accounts.insert(card.number.clone(), account);
         }
         for u in &plan.pin_updates {
@@ -582,22 +587,22 @@ impl Store {
             payment_id = Some(m.external_payment_id.as_str());
             self.book_movement(tx, call, m, &accounts).await?;
         }
-        let event_id = callback_event_id(call.tenant_id, call.request_id);
+        let event_id = callback_event_id(&call.tenant_id, &call.request_id);
         run!(tx, c => {
             sqlx::query(
                 "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
                  ack_body, callback_body, callback_event_id, external_payment_id, correlation_id, \
                  created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             )
-            .bind(call.tenant_id)
-            .bind(call.request_id)
+            .bind(&call.tenant_id)
+            .bind(&call.request_id)
             .bind(call.action)
-            .bind(call.request_hash)
+            .bind(&call.request_hash)
             .bind(&plan.ack[..])
             .bind(&plan.callback[..])
             .bind(&event_id)
             .bind(payment_id)
-            .bind(call.correlation_id)
+            .bind(call.correlation_id.as_deref())
             .bind(call.now_ms)
             .execute(c)
             .await?
@@ -613,7 +618,7 @@ impl Store {
             &Delivery {
                 event_id: &event_id,
                 event_type: CALLBACK_EVENT_TYPE,
-                url: call.callback_url,
+                url: &call.callback_url,
                 body: &plan.callback,
                 headers: &headers,
             },
@@ -628,7 +633,7 @@ impl Store {
     async fn book_movement(
         &self,
         tx: &mut Tx,
-        call: &InstoreCall<'_>,
+        call: &InstoreCall,
         m: &SvMovementPlan,
         accounts: &BTreeMap<String, LockedAccount>,
     ) -> Result<(), Step> {
@@ -713,8 +718,8 @@ impl Store {
                 .bind(&m.external_payment_id)
                 .bind(m.kind.movement_kind())
                 .bind(m.reverses_payment_id.as_deref())
-                .bind(call.tenant_id)
-                .bind(call.request_id)
+                .bind(&call.tenant_id)
+                .bind(&call.request_id)
                 .bind(&l.number)
                 .bind(movement_id)
                 .bind(m.currency.code())
@@ -724,7 +729,7 @@ impl Store {
                 .bind(m.workstation_id.as_deref())
                 .bind(m.session_id.as_deref())
                 .bind(m.reference.as_deref())
-                .bind(call.correlation_id)
+                .bind(call.correlation_id.as_deref())
                 .bind(&m.flags)
                 .bind(call.now_ms)
                 .execute(c)

@@ -39,8 +39,9 @@ pub use holds::{
     RefundView, ReserveRequest,
 };
 pub use instore::{
-    InstoreCall, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
-    SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvSnapshot,
+    InstoreCall, InstoreOp, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
+    SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvPlanner,
+    SvSnapshot,
 };
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};

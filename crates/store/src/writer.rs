@@ -4,8 +4,8 @@
 //! A batch of authorizations alone takes the authorizations' own path ([`crate::batch`]:
 //! two statements on Postgres, one transaction on the embedded store). A batch that mixes
 //! kinds (authorizations, adjustments, notifications, deposits and withdrawals, the
-//! channels' reservations, captures, cancels and refunds, and the expiry of overdue holds,
-//! the sweeper's or a read's) runs each
+//! channels' reservations, captures, cancels and refunds, the expiry of overdue holds,
+//! the sweeper's or a read's, and the InStore extension's enveloped requests) runs each
 //! request's read, plan and write in one transaction, in arrival order, so each sees what
 //! the earlier ones wrote, and commits once. Should that transaction lose a race on a unique
 //! key, pass an authorization's deadline or meet a requester that gave up, nothing of it is
@@ -19,6 +19,7 @@ use crate::holds::{
     ChannelAnswer, ChannelCall, ChannelOutcome, Expired, ExpiryCall, HoldOp, HoldTerms,
     reservation_may_commit,
 };
+use crate::instore::{InstoreOp, InstoreOutcome};
 use crate::processor::{
     AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
     Outcome, ProcessorCall, Step, adjust_on, notify_on,
@@ -47,6 +48,8 @@ pub enum Work<'a> {
     Hold(HoldOp<'a>),
     /// Overdue holds expired: the sweeper's batch, or one hold a read found overdue.
     Expiry(ExpiryCall<'a>),
+    /// An enveloped InStore request (create, lookup, Load, Redeem, Cancel).
+    Instore(InstoreOp<'a>),
 }
 
 /// What one request of a batch came to.
@@ -58,6 +61,7 @@ pub enum Done {
     Funding(Result<FundingOutcome, StoreError>),
     Hold(Result<ChannelOutcome, StoreError>),
     Expiry(Result<Expired, StoreError>),
+    Instore(Result<InstoreOutcome, StoreError>),
 }
 
 /// How each kind's answer is rendered into the exact bytes stored for replays.
@@ -189,7 +193,7 @@ impl Store {
                     self.system_account(SystemAccount::Funding, call.currency)
                         .await?,
                 ),
-                Work::Hold(_) | Work::Expiry(_) => (None, 0),
+                Work::Hold(_) | Work::Expiry(_) | Work::Instore(_) => (None, 0),
             };
             s.holds.push(match w {
                 Work::Hold(op) => Some(self.hold_terms(op).await?),
@@ -297,6 +301,10 @@ impl Store {
                     let o = self.expire_on(&mut tx, call).await?;
                     out.push(Some(Done::Expiry(Ok(o))));
                 }
+                Work::Instore(op) => {
+                    let o = self.instore_on(&mut tx, op).await?;
+                    out.push(Some(Done::Instore(Ok(o))));
+                }
             }
             i += 1;
         }
@@ -336,6 +344,7 @@ impl Store {
             Work::Funding { call, render } => Done::Funding(self.fund(call, render).await),
             Work::Hold(op) => Done::Hold(self.hold_alone(op, &renders.channel).await),
             Work::Expiry(call) => Done::Expiry(self.expire_alone(call).await),
+            Work::Instore(op) => Done::Instore(self.instore_alone(op).await),
         }
     }
 }
@@ -349,5 +358,6 @@ fn failed(w: &Work<'_>, e: StoreError) -> Done {
         Work::Funding { .. } => Done::Funding(Err(e)),
         Work::Hold(_) => Done::Hold(Err(e)),
         Work::Expiry(_) => Done::Expiry(Err(e)),
+        Work::Instore(_) => Done::Instore(Err(e)),
     }
 }

@@ -17,22 +17,7 @@ async fn reserve_at(base: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
 
 /// Holds in the Postgres database `db`, or (`db` empty) in the SQLite file `sqlite`.
 async fn holds_in(db: &str, sqlite: &Path) -> i64 {
-    use sqlx::Connection;
-    let sql = "SELECT COUNT(*) FROM holds";
-    if db.is_empty() {
-        let url = format!("sqlite://{}?mode=ro", sqlite.display());
-        let Ok(mut c) = sqlx::SqliteConnection::connect(&url).await else {
-            // Not created yet.
-            return 0;
-        };
-        sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap_or(0)
-    } else {
-        let mut c = sqlx::PgConnection::connect(db).await.expect("connect");
-        sqlx::query_scalar(sql)
-            .fetch_one(&mut c)
-            .await
-            .expect("count")
-    }
+    count_in(db, sqlite, "SELECT COUNT(*) FROM holds").await
 }
 
 async fn a_reservation_committed_by_a_killed_process_replays(db: String) {

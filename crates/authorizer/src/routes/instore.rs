@@ -1,12 +1,12 @@
 //! The InStore payment extension routes under `instore.base_path` (`instore-extensions.md`):
 //! the stored-value card extension. Every request: the raw bytes (size-limited), the wire
-//! crate's verifier (401 with one body whatever failed), the typed payload (400), then one
-//! store transaction that books the money and writes the callback's outbox row; only after
-//! that commit is the request acknowledged. Logs and metrics name the route template, never
+//! crate's verifier (401 with one body whatever failed), the typed payload (400), then the
+//! one writer, whose batch books the money and writes the callback's outbox row in one
+//! transaction; only after that commit is the request acknowledged. Logs and metrics name the route template, never
 //! the concrete path (it can hold a card number).
 
 use crate::app::AppState;
-use crate::instore_service::{self, PlanContext, PlanNotes, SvRequest};
+use crate::instore_service::{self, PlanContext, Planner, SvRequest};
 use actix_web::http::{Method as HttpMethod, StatusCode};
 use actix_web::{HttpRequest, HttpResponse, web};
 use instore::body::{CallbackAction, LogEntry};
@@ -16,7 +16,8 @@ use instore::payload::{
 };
 use instore::verify::{Headers, Rejection};
 use instore::{Amount, ErrorCode, InstoreError, Method, Route, Tenant, Tenants};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use store::{InstoreCall, InstoreOutcome};
 
 /// What the InStore routes share: the validated tenants and the key of the PIN and CVC
@@ -198,7 +199,7 @@ fn read_request(route: &Route, value: &instore::Value) -> Result<SvRequest, Inst
 
 /// For `POSSIBLE_DUPLICATE`: the card, session, reference, movement kind and signed amount
 /// of a Load or Redeem whose amount reads as money.
-fn duplicate_probe(request: &SvRequest) -> Option<(&str, &str, &str, &'static str, i64)> {
+fn duplicate_probe(request: &SvRequest) -> Option<(String, String, String, &'static str, i64)> {
     let SvRequest::Process {
         process:
             StoredValueProcess::Move {
@@ -219,7 +220,13 @@ fn duplicate_probe(request: &SvRequest) -> Option<(&str, &str, &str, &'static st
         payload::MoneyAction::Load => (ledger::instore::KIND_SV_LOAD, minor),
         payload::MoneyAction::Redeem => (ledger::instore::KIND_SV_REDEEM, -minor),
     };
-    Some((number.as_str(), session_id, reference, kind, signed))
+    Some((
+        number.as_str().to_owned(),
+        session_id.clone(),
+        reference.clone(),
+        kind,
+        signed,
+    ))
 }
 
 async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
@@ -274,16 +281,19 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
     let correlation_id = header(req, "x-correlation-id");
     let request_hash = payload::request_hash(&verified.payload.value);
     let action = request.action();
+    let (location_id, workstation_id) = request.location();
     let call = InstoreCall {
-        tenant_id: &tenant.tenant_id,
-        request_id,
+        tenant_id: tenant.tenant_id.clone(),
+        request_id: request_id.to_owned(),
         action: action.as_str(),
-        request_hash: &request_hash,
-        callback_url: &envelope.callback_url,
-        correlation_id,
+        request_hash,
+        callback_url: envelope.callback_url.clone(),
+        correlation_id: correlation_id.map(str::to_owned),
         numbers: request.numbers(),
-        operation: request.operation(),
+        operation: request.operation().map(str::to_owned),
         duplicate_probe: duplicate_probe(&request),
+        location_id: location_id.to_owned(),
+        workstation_id: workstation_id.map(str::to_owned),
         now_ms: store::now_ms(),
     };
     let ctx = PlanContext {
@@ -295,17 +305,12 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         card_number_prefix: &settings.card_number_prefix,
         now_ms: call.now_ms,
     };
-    let mut notes = PlanNotes::default();
-    let outcome = state
-        .store
-        .instore_execute(&call, request.location(), |snap| {
-            let (plan, n) = instore_service::plan(&request, snap, &ctx);
-            notes = n;
-            plan
-        })
-        .await;
+    let planner = Arc::new(Planner::new(request, &ctx));
+    let outcome = instore_service::execute(state, call, planner.clone()).await;
     match outcome {
         Ok(InstoreOutcome::Done { ack }) => {
+            let notes = planner.notes();
+            answer_delay().await;
             let m = &state.metrics;
             m.add(
                 "instore_injected_balance_mismatch_total",
@@ -346,6 +351,22 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
                 Some(tenant),
             )
         }
+    }
+}
+
+/// Test-only fault: `AUTHORIZER_FAULT_INSTORE_ANSWER_DELAY_MS` holds a freshly committed
+/// request's acknowledgement this long, so that a test can kill the process between the
+/// commit and the answer and check that InStore's retry replays it. Unset: no delay.
+async fn answer_delay() {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    let delay = *DELAY.get_or_init(|| {
+        std::env::var("AUTHORIZER_FAULT_INSTORE_ANSWER_DELAY_MS")
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    });
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
     }
 }
 
