@@ -179,6 +179,12 @@ impl Application {
                 1
             },
             std::time::Duration::from_millis(p.commit_batch_overlap_ms),
+            // Postgres overlaps batches instead (commit_batch_overlap_ms).
+            if store.is_postgres() {
+                std::time::Duration::ZERO
+            } else {
+                std::time::Duration::from_micros(p.commit_batch_linger_us)
+            },
         )?;
         tracing::info!(
             commit_batch_size_max = p.commit_batch_size_max,
