@@ -139,6 +139,19 @@ pub struct FundingJob {
     pub reply: Option<Reply<FundingOutcome>>,
 }
 
+/// How the writer's batches form (see the module's documentation).
+pub struct Sizing {
+    /// Requests per batch at most (`commit_batch_size_max`).
+    pub size_max: usize,
+    /// Batches committing at once at most.
+    pub in_flight_max: usize,
+    /// A batch still committing after this long lets the next start beside it.
+    pub overlap: std::time::Duration,
+    /// After a batch of more than one request, how long from its end the next one waits for
+    /// as many requests as it answered; zero: never.
+    pub linger: std::time::Duration,
+}
+
 /// Hands money-moving requests to the batching task.
 #[derive(Clone)]
 pub struct Batcher {
@@ -157,11 +170,14 @@ impl Batcher {
         shared: Store,
         metrics: Arc<crate::metrics::Metrics>,
         rules: Arc<crate::rules::RulesCache>,
-        batch_size_max: usize,
-        batches_in_flight_max: usize,
-        overlap: std::time::Duration,
-        linger: std::time::Duration,
+        sizing: Sizing,
     ) -> std::io::Result<Batcher> {
+        let Sizing {
+            size_max: batch_size_max,
+            in_flight_max: batches_in_flight_max,
+            overlap,
+            linger,
+        } = sizing;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("authorizer-commits")
