@@ -653,6 +653,11 @@ mod tests {
                 "admin.auth_failures_per_sec and admin.auth_failures_burst",
             ),
             ("AUTHORIZER__PROCESSOR__API_KEY", "k", "set together"),
+            (
+                "AUTHORIZER__PROCESSOR__COMMIT_BATCH_LINGER_US",
+                "800000",
+                "processor.commit_batch_linger_us",
+            ),
         ];
         for (k, v, want) in cases {
             let err = Settings::load_from(&nowhere(), &env(&[(k, v)]))
