@@ -686,6 +686,61 @@ async fn every_kind_goes_through_the_writer(app: TestApp) {
     assert_eq!(app.available(&user, "ARS").await, "65.00");
 }
 
+/// The embedded store's sizing by time (`commit_batch_linger_us`, here far longer than a
+/// request takes): a request on an idle service is not held back for it and commits alone;
+/// one right after a burst waits at most that long for company, and commits alone too when
+/// none comes.
+async fn a_lone_request_is_not_held_back(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "100.00").await;
+    let purchase = |amount: &str| {
+        let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, amount, "ARS");
+        (tx.body(), uid("k"))
+    };
+    let counters = || {
+        (
+            app.metrics.counter("authorizer_commit_batches_total", &[]),
+            app.metrics
+                .counter("authorizer_commit_batch_items_total", &[]),
+        )
+    };
+    let (batches, items) = counters();
+    let (body, key) = purchase("1.00");
+    let started = std::time::Instant::now();
+    let r = app.processor(AUTH_DEBIT, &body, &key).await;
+    assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
+    assert!(
+        started.elapsed() < LINGER,
+        "an idle service held a lone request back for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(counters(), (batches + 1, items + 1), "a batch of one");
+    // A burst, then one more at once: it goes alone once the wait is over.
+    let burst: Vec<_> = (0..12).map(|_| purchase("2.00")).collect();
+    for r in join_all(burst.iter().map(|(b, k)| app.processor(AUTH_DEBIT, b, k))).await {
+        assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
+    }
+    let (batches, items) = counters();
+    let (body, key) = purchase("3.00");
+    let r = app.processor(AUTH_DEBIT, &body, &key).await;
+    assert_eq!(r.json()["status"], "APPROVED", "{:?}", r.json());
+    assert_eq!(counters(), (batches + 1, items + 1), "a batch of one");
+    // 100 - 1.00 - 12 x 2.00 - 3.00.
+    assert_eq!(app.available(&user, "ARS").await, "72.00");
+}
+
+const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn lingering(s: &mut authorizer::Settings) {
+    crowd_settings(s);
+    s.processor.commit_batch_linger_us = LINGER.as_micros() as u64;
+}
+
+mod linger {
+    use super::*;
+    both_backends!(settings = lingering; a_lone_request_is_not_held_back);
+}
+
 both_backends!(
     a_mixed_batch_is_planned_in_order,
     hold_operations_share_the_batch,

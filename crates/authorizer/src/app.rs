@@ -171,14 +171,22 @@ impl Application {
             store.clone(),
             metrics.clone(),
             rules.clone(),
-            p.commit_batch_size_max,
-            // The embedded store has one writer: one batch at a time, never beside it.
-            if store.is_postgres() {
-                p.commit_batches_in_flight_max
-            } else {
-                1
+            crate::batcher::Sizing {
+                size_max: p.commit_batch_size_max,
+                // The embedded store has one writer: one batch at a time, never beside it.
+                in_flight_max: if store.is_postgres() {
+                    p.commit_batches_in_flight_max
+                } else {
+                    1
+                },
+                overlap: std::time::Duration::from_millis(p.commit_batch_overlap_ms),
+                // Postgres overlaps batches instead (commit_batch_overlap_ms).
+                linger: if store.is_postgres() {
+                    std::time::Duration::ZERO
+                } else {
+                    std::time::Duration::from_micros(p.commit_batch_linger_us)
+                },
             },
-            std::time::Duration::from_millis(p.commit_batch_overlap_ms),
         )?;
         tracing::info!(
             commit_batch_size_max = p.commit_batch_size_max,

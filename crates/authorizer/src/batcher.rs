@@ -10,6 +10,14 @@
 //! (a few statements and one WAL flush per batch). A batch still committing after `overlap`
 //! (waiting on a row lock, a stalled disk) lets the next one start beside it, up to
 //! `batches_in_flight_max`, so one slow batch never holds up the rest.
+//!
+//! Sizing by time and count (`linger`, the embedded store's): the requesters of a batch just
+//! answered come back within moments under load. When the previous batch held more than one
+//! request and ended less than `linger` ago, the next one waits until then for as many more
+//! requests as the previous one answered (never past `commit_batch_size_max`), so one batch
+//! per commit replaces two half-sized ones that alternate. An idle service adds no wait: a
+//! request that arrives after a batch of one, or `linger` after the last batch ended, goes at
+//! once.
 
 use crate::channel_service::HoldRequest;
 use crate::service::{
@@ -141,6 +149,19 @@ pub struct FundingJob {
     pub reply: Option<Reply<FundingOutcome>>,
 }
 
+/// How the writer's batches form (see the module's documentation).
+pub struct Sizing {
+    /// Requests per batch at most (`commit_batch_size_max`).
+    pub size_max: usize,
+    /// Batches committing at once at most.
+    pub in_flight_max: usize,
+    /// A batch still committing after this long lets the next start beside it.
+    pub overlap: std::time::Duration,
+    /// After a batch of more than one request, how long from its end the next one waits for
+    /// as many requests as it answered; zero: never.
+    pub linger: std::time::Duration,
+}
+
 /// Hands money-moving requests to the batching task.
 #[derive(Clone)]
 pub struct Batcher {
@@ -159,10 +180,14 @@ impl Batcher {
         shared: Store,
         metrics: Arc<crate::metrics::Metrics>,
         rules: Arc<crate::rules::RulesCache>,
-        batch_size_max: usize,
-        batches_in_flight_max: usize,
-        overlap: std::time::Duration,
+        sizing: Sizing,
     ) -> std::io::Result<Batcher> {
+        let Sizing {
+            size_max: batch_size_max,
+            in_flight_max: batches_in_flight_max,
+            overlap,
+            linger,
+        } = sizing;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("authorizer-commits")
@@ -198,35 +223,47 @@ impl Batcher {
                     Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
                 }
             }
+            // The size of the last batch and when it ended, when this loop saw it end.
+            let mut last: Option<(usize, Instant)> = None;
             while let Some(first) = rx.recv().await {
                 // While every commit slot is busy, arrivals queue up: they form the next batch.
                 let Ok(slot) = slots.clone().acquire_owned().await else {
                     break;
                 };
                 let mut batch = vec![first];
-                while batch.len() < batch_size_max {
-                    match rx.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
+                gather(&mut rx, &mut batch, batch_size_max);
+                if let Some((answered, ended)) = last.take().filter(|(n, _)| *n > 1) {
+                    // The previous batch's requesters, just answered, join this one.
+                    let want = (batch.len() + answered).min(batch_size_max);
+                    let until = tokio::time::Instant::from_std(ended + linger);
+                    while batch.len() < want {
+                        match tokio::time::timeout_at(until, rx.recv()).await {
+                            Ok(Some(job)) => {
+                                batch.push(job);
+                                gather(&mut rx, &mut batch, want);
+                            }
+                            _ => break,
+                        }
                     }
                 }
                 let store = store.clone();
                 let rules = rules.clone();
+                let size = batch.len();
                 metrics.inc("authorizer_commit_batches_total", &[]);
-                metrics.add(
-                    "authorizer_commit_batch_items_total",
-                    &[],
-                    batch.len() as u64,
-                );
-                let (finished, done) = oneshot::channel::<()>();
+                metrics.add("authorizer_commit_batch_items_total", &[], size as u64);
+                let (finished, done) = oneshot::channel::<Instant>();
                 tokio::spawn(async move {
                     run_batch(&store, &rules, batch).await;
                     drop(slot);
-                    drop(finished);
+                    let _ = finished.send(Instant::now());
                 });
                 // The next batch gathers while this one commits, unless this one is slow.
-                if !overlap.is_zero() && tokio::time::timeout(overlap, done).await.is_err() {
-                    metrics.inc("authorizer_commit_batch_overlaps_total", &[]);
+                if !overlap.is_zero() {
+                    match tokio::time::timeout(overlap, done).await {
+                        Ok(Ok(ended)) if !linger.is_zero() => last = Some((size, ended)),
+                        Ok(_) => {}
+                        Err(_) => metrics.inc("authorizer_commit_batch_overlaps_total", &[]),
+                    }
                 }
             }
         });
@@ -249,6 +286,16 @@ impl Batcher {
         answer
             .await
             .unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into())))
+    }
+}
+
+/// Moves what is already queued into `batch`, up to `max` jobs.
+fn gather(rx: &mut mpsc::Receiver<Job>, batch: &mut Vec<Job>, max: usize) {
+    while batch.len() < max {
+        match rx.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
+        }
     }
 }
 

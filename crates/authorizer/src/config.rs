@@ -100,6 +100,9 @@ pub struct ProcessorSettings {
     pub commit_batches_in_flight_max: usize,
     /// A batch still committing after this long lets the next batch start beside it.
     pub commit_batch_overlap_ms: u64,
+    /// The embedded store: how long after a batch of more than one request ended the next
+    /// one waits for as many requests as it answered; 0: never wait.
+    pub commit_batch_linger_us: u64,
     /// CIDR blocks allowed to call the processor routes; empty: any peer.
     pub allowed_networks: Vec<String>,
 }
@@ -331,6 +334,12 @@ impl Settings {
                     p.deadline_ms
                 ));
             }
+        }
+        if p.commit_batch_linger_us >= p.deadline_ms.saturating_mul(1000) {
+            return bad(format!(
+                "processor.commit_batch_linger_us must be below processor.deadline_ms ({} ms)",
+                p.deadline_ms
+            ));
         }
         if p.commit_batch_size_max == 0 || p.commit_batches_in_flight_max == 0 {
             return bad("processor.commit_batch_size_max and commit_batches_in_flight_max must be at least 1".into());
@@ -650,6 +659,11 @@ mod tests {
                 "admin.auth_failures_per_sec and admin.auth_failures_burst",
             ),
             ("AUTHORIZER__PROCESSOR__API_KEY", "k", "set together"),
+            (
+                "AUTHORIZER__PROCESSOR__COMMIT_BATCH_LINGER_US",
+                "800000",
+                "processor.commit_batch_linger_us",
+            ),
         ];
         for (k, v, want) in cases {
             let err = Settings::load_from(&nowhere(), &env(&[(k, v)]))
