@@ -23,6 +23,7 @@ mod embedded;
 pub mod events;
 pub mod holds;
 pub mod instore;
+pub mod instore_report;
 mod migrate;
 pub mod outbox;
 pub mod processor;
@@ -42,6 +43,7 @@ pub use instore::{
     InstoreCall, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
     SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvSnapshot,
 };
+pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
 pub use processor::*;
