@@ -15,6 +15,7 @@ mod flows;
 mod hardening;
 mod holds;
 mod instore;
+mod instore_audit;
 mod instore_sim;
 mod mobilepay;
 mod openapi;
