@@ -573,6 +573,57 @@ fn instore_operation(
             "Logged and echoed on the callback.",
         ),
     ];
+    if !post {
+        // The log's query: part of what the signature covers (section 1.3, GET).
+        let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
+            ParameterBuilder::new()
+                .name(name)
+                .parameter_in(ParameterIn::Query)
+                .required(if required {
+                    Required::True
+                } else {
+                    Required::False
+                })
+                .schema(Some(schema))
+                .description(Some(description))
+                .build()
+        };
+        params.extend([
+            query(
+                "requestId",
+                true,
+                string_schema(None, Some(1), None),
+                "The request's id; kept as its idempotency key.",
+            ),
+            query(
+                "locationId",
+                true,
+                string_schema(None, Some(1), None),
+                "The store asking.",
+            ),
+            query(
+                "workstationId",
+                false,
+                string_schema(None, Some(1), None),
+                "The till asking.",
+            ),
+            query(
+                "limit",
+                false,
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .minimum(Some(1))
+                    .maximum(Some(500)),
+                "Page size (default 100).",
+            ),
+            query(
+                "cursor",
+                false,
+                string_schema(None, Some(1), None),
+                "next_cursor of the previous page.",
+            ),
+        ]);
+    }
     if with_number {
         params.push(
             ParameterBuilder::new()
