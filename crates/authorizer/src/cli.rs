@@ -633,8 +633,8 @@ fn summary_text(v: &Value) -> String {
             "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
             t["currency"].as_str().unwrap_or(""),
             t["action"].as_str().unwrap_or(""),
-            t["operations"],
-            t["movements"],
+            t["operations"].as_i64().unwrap_or_default(),
+            t["movements"].as_i64().unwrap_or_default(),
             t["amount"].as_str().unwrap_or("")
         ));
     }
@@ -643,7 +643,7 @@ fn summary_text(v: &Value) -> String {
             "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
             n["currency"].as_str().unwrap_or(""),
             "net",
-            n["operations"],
+            n["operations"].as_i64().unwrap_or_default(),
             "",
             n["amount"].as_str().unwrap_or("")
         ));
