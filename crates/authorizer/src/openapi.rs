@@ -117,6 +117,49 @@ fn header_param(
         .build()
 }
 
+/// The headers of a request signed like the processor's: x-api-key, x-signature, x-timestamp
+/// and x-endpoint, all required, with these descriptions.
+fn signature_headers(descriptions: [&str; 4]) -> Vec<utoipa::openapi::path::Parameter> {
+    let [key, signature, timestamp, endpoint] = descriptions;
+    vec![
+        header_param("x-api-key", true, string_schema(None, Some(1), None), key),
+        header_param(
+            "x-signature",
+            true,
+            string_schema(Some(SIGNATURE_PATTERN), None, None),
+            signature,
+        ),
+        header_param(
+            "x-timestamp",
+            true,
+            string_schema(Some("^[0-9]{1,12}$"), None, None),
+            timestamp,
+        ),
+        header_param(
+            "x-endpoint",
+            true,
+            string_schema(None, Some(1), None),
+            endpoint,
+        ),
+    ]
+}
+
+/// A hand-built operation: its id, tag, summary, description and parameters.
+fn operation(
+    operation_id: &str,
+    tag: &str,
+    summary: &str,
+    description: &str,
+    params: Vec<utoipa::openapi::path::Parameter>,
+) -> OperationBuilder {
+    OperationBuilder::new()
+        .operation_id(Some(operation_id))
+        .tag(tag)
+        .summary(Some(summary))
+        .description(Some(description))
+        .parameters(Some(params))
+}
+
 /// Printable text: no control characters, no U+FFFD (what undecodable escapes become).
 const PRINTABLE_PATTERN: &str = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$";
 
@@ -225,47 +268,23 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         ),
     };
     let idempotency_required = route != Route::Notification;
-    let mut op = OperationBuilder::new()
-        .operation_id(Some(operation_id))
-        .tag("processor")
-        .summary(Some(summary))
-        .description(Some(description))
-        .parameters(Some([
-            header_param(
-                "x-api-key",
-                true,
-                string_schema(None, Some(1), None),
-                "Which key pair signed the request.",
-            ),
-            header_param(
-                "x-signature",
-                true,
-                string_schema(Some(SIGNATURE_PATTERN), None, None),
-                "`hmac-sha256 ` + standard base64 of HMAC-SHA256(base64-decoded api secret, X-Timestamp ++ X-Endpoint ++ raw body).",
-            ),
-            header_param(
-                "x-timestamp",
-                true,
-                string_schema(Some("^[0-9]{1,12}$"), None, None),
-                "Unix seconds when signed; refused outside processor.authorization_skew_secs (authorizations) or processor.adjustment_skew_secs (adjustments, notifications), both directions.",
-            ),
-            header_param(
-                "x-endpoint",
-                true,
-                string_schema(None, Some(1), None),
-                "The path that was signed; must end with (or equal, per processor.endpoint_check) the route called.",
-            ),
-            header_param(
-                "x-idempotency-key",
-                idempotency_required,
-                string_schema(None, Some(1), Some(255)),
-                if idempotency_required {
-                    "Same key = same logical request: a finished duplicate gets the identical answer, re-signed."
-                } else {
-                    "Used when the body has no idempotency_key."
-                },
-            ),
-        ]))
+    let mut params = signature_headers([
+        "Which key pair signed the request.",
+        "`hmac-sha256 ` + standard base64 of HMAC-SHA256(base64-decoded api secret, X-Timestamp ++ X-Endpoint ++ raw body).",
+        "Unix seconds when signed; refused outside processor.authorization_skew_secs (authorizations) or processor.adjustment_skew_secs (adjustments, notifications), both directions.",
+        "The path that was signed; must end with (or equal, per processor.endpoint_check) the route called.",
+    ]);
+    params.push(header_param(
+        "x-idempotency-key",
+        idempotency_required,
+        string_schema(None, Some(1), Some(255)),
+        if idempotency_required {
+            "Same key = same logical request: a finished duplicate gets the identical answer, re-signed."
+        } else {
+            "Used when the body has no idempotency_key."
+        },
+    ));
+    let mut op = operation(operation_id, "processor", summary, description, params)
         .request_body(Some(
             RequestBodyBuilder::new()
                 .required(Some(Required::True))
@@ -361,32 +380,12 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
             "ReservationJson",
         ),
     };
-    let mut params = vec![
-        header_param(
-            "x-api-key",
-            true,
-            string_schema(None, Some(1), None),
-            "A key of [[channels.keys]]; a processor key is refused here.",
-        ),
-        header_param(
-            "x-signature",
-            true,
-            string_schema(Some(SIGNATURE_PATTERN), None, None),
-            "As on the processor routes: HMAC-SHA256 over X-Timestamp ++ X-Endpoint ++ raw body.",
-        ),
-        header_param(
-            "x-timestamp",
-            true,
-            string_schema(Some("^[0-9]{1,12}$"), None, None),
-            "Unix seconds when signed; refused outside channels.skew_secs.",
-        ),
-        header_param(
-            "x-endpoint",
-            true,
-            string_schema(None, Some(1), None),
-            "The path that was signed (with the reservation id), per processor.endpoint_check.",
-        ),
-    ];
+    let mut params = signature_headers([
+        "A key of [[channels.keys]]; a processor key is refused here.",
+        "As on the processor routes: HMAC-SHA256 over X-Timestamp ++ X-Endpoint ++ raw body.",
+        "Unix seconds when signed; refused outside channels.skew_secs.",
+        "The path that was signed (with the reservation id), per processor.endpoint_check.",
+    ]);
     if route.is_post() {
         params.push(header_param(
             "x-idempotency-key",
@@ -401,12 +400,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
             "The channel's reservation id, 1 to 64 visible ASCII characters.",
         ));
     }
-    let mut op = OperationBuilder::new()
-        .operation_id(Some(operation_id))
-        .tag("channels")
-        .summary(Some(summary))
-        .description(Some(description))
-        .parameters(Some(params))
+    let mut op = operation(operation_id, "channels", summary, description, params)
         .security(SecurityRequirement::new("processorSignature", Vec::<String>::new()))
         .response("200", signed(response("Answered, signed.", answer)).build())
         .response(
@@ -639,12 +633,7 @@ fn instore_operation(
                 .build(),
         );
     }
-    let mut op = OperationBuilder::new()
-        .operation_id(Some(operation_id))
-        .tag("instore")
-        .summary(Some(summary))
-        .description(Some(description))
-        .parameters(Some(params))
+    let mut op = operation(operation_id, "instore", summary, description, params)
         .response(
             "400",
             instore_error("Malformed JSON, a duplicate member, a missing or wrong field, a bare body (ENVELOPE_REQUIRED), or an envelope binding broken."),
@@ -700,7 +689,7 @@ fn instore_operation(
 /// The error answers of the admin routes, named in their handlers' `responses(...)`: each is
 /// one status with its description and the [`ErrorBody`] envelope.
 pub mod errors {
-    use super::{RefOr, error};
+    use super::{RefOr, SecurityRequirement, error};
     use std::collections::BTreeMap;
     use utoipa::openapi::Response;
 
@@ -727,6 +716,42 @@ pub mod errors {
         InvalidControls "422" "The controls document is refused (invalid_controls): the message starts with the JSON path of the first bad field (`spending_limits[0].amount: ...`); nothing changed.",
         TooManyRequests "429" "Too many admin requests with this token (admin rate limit, fleet-wide with Redis), or, without the valid token, too many failed authentications from this client address (per instance); retry after Retry-After seconds.",
         StorageUnavailable "503" "Storage unavailable; try again.",
+    }
+
+    /// What every admin operation (tagged `admin`) has whatever it does: the bearer token,
+    /// and the answers without it (401), from the admin rate limit (429) and when the store
+    /// fails (503).
+    pub struct AdminCommon;
+
+    impl utoipa::Modify for AdminCommon {
+        fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+            use utoipa::IntoResponses;
+            for item in doc.paths.paths.values_mut() {
+                let ops = [
+                    &mut item.get,
+                    &mut item.put,
+                    &mut item.post,
+                    &mut item.delete,
+                    &mut item.patch,
+                ];
+                for op in ops.into_iter().flatten() {
+                    if !op.tags.iter().flatten().any(|t| t == "admin") {
+                        continue;
+                    }
+                    op.security.get_or_insert_with(|| {
+                        vec![SecurityRequirement::new("adminToken", Vec::<String>::new())]
+                    });
+                    let common = [
+                        Unauthorized::responses(),
+                        TooManyRequests::responses(),
+                        StorageUnavailable::responses(),
+                    ];
+                    for (status, answer) in common.into_iter().flatten() {
+                        op.responses.responses.entry(status).or_insert(answer);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -207,30 +207,53 @@ open_enum! {
     }
 }
 
-/// Which way money moves on the user's account.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum Direction {
-    /// Money leaves the user's account.
-    Debit,
-    /// Money arrives on the user's account.
-    Credit,
+/// A status string that is not one of the known values of a closed enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("unknown status value")]
+pub struct UnknownValueError;
+
+fn unknown_value(_: &str) -> UnknownValueError {
+    UnknownValueError
 }
 
-impl Direction {
-    /// `"DEBIT"` or `"CREDIT"`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Direction::Debit => "DEBIT",
-            Direction::Credit => "CREDIT",
+/// Defines a closed enum: only the listed values exist. Each variant is its name in
+/// SCREAMING_SNAKE_CASE on the wire ((de)serialized, `as_str`, `Display`); `parse` refuses
+/// any other string with [`UnknownValueError`].
+macro_rules! closed_enum {
+    (
+        $(#[$meta:meta])*
+        $name:ident { $($(#[$variant_meta:meta])* $variant:ident,)+ }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[derive(strum::IntoStaticStr, strum::EnumString, strum::Display)]
+        #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+        #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+        #[strum(
+            serialize_all = "SCREAMING_SNAKE_CASE",
+            parse_err_ty = UnknownValueError,
+            parse_err_fn = unknown_value
+        )]
+        pub enum $name {
+            $($(#[$variant_meta])* $variant,)+
         }
-    }
+
+        impl $name {
+            /// The wire string.
+            pub fn as_str(&self) -> &'static str {
+                self.into()
+            }
+        }
+    };
 }
 
-impl fmt::Display for Direction {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+closed_enum! {
+    /// Which way money moves on the user's account.
+    Direction {
+        /// Money leaves the user's account.
+        Debit,
+        /// Money arrives on the user's account.
+        Credit,
     }
 }
 
@@ -712,90 +735,31 @@ impl Notification {
     }
 }
 
-/// A status string that is not one of the known values of a closed enum.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("unknown status value")]
-pub struct UnknownValueError;
-
-fn unknown_value(_: &str) -> UnknownValueError {
-    UnknownValueError
-}
-
-/// `status` of an authorization answer.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[strum(
-    serialize_all = "SCREAMING_SNAKE_CASE",
-    parse_err_ty = UnknownValueError,
-    parse_err_fn = unknown_value
-)]
-pub enum Status {
-    /// `APPROVED`
-    Approved,
-    /// `REJECTED`
-    Rejected,
-}
-
-impl Status {
-    /// The wire string.
-    pub fn as_str(&self) -> &'static str {
-        self.into()
+closed_enum! {
+    /// `status` of an authorization answer.
+    Status {
+        /// `APPROVED`
+        Approved,
+        /// `REJECTED`
+        Rejected,
     }
 }
 
-/// `status_detail` of an authorization or adjustment answer.
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    strum::IntoStaticStr,
-    strum::EnumString,
-    strum::Display,
-)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-#[strum(
-    serialize_all = "SCREAMING_SNAKE_CASE",
-    parse_err_ty = UnknownValueError,
-    parse_err_fn = unknown_value
-)]
-pub enum StatusDetail {
-    /// `APPROVED`
-    Approved,
-    /// `INSUFFICIENT_FUNDS`
-    InsufficientFunds,
-    /// `INVALID_MERCHANT`: blocked merchant.
-    InvalidMerchant,
-    /// `INVALID_AMOUNT`: amount refused by a rule.
-    InvalidAmount,
-    /// `SYSTEM_ERROR`
-    SystemError,
-    /// `OTHER`
-    Other,
-}
-
-impl StatusDetail {
-    /// The wire string.
-    pub fn as_str(&self) -> &'static str {
-        self.into()
+closed_enum! {
+    /// `status_detail` of an authorization or adjustment answer.
+    StatusDetail {
+        /// `APPROVED`
+        Approved,
+        /// `INSUFFICIENT_FUNDS`
+        InsufficientFunds,
+        /// `INVALID_MERCHANT`: blocked merchant.
+        InvalidMerchant,
+        /// `INVALID_AMOUNT`: amount refused by a rule.
+        InvalidAmount,
+        /// `SYSTEM_ERROR`
+        SystemError,
+        /// `OTHER`
+        Other,
     }
 }
 

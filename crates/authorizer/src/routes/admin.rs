@@ -3,7 +3,8 @@
 //! `/openapi.json` are registered ([`configure`]) and documented ([`AdminApi`]) from one table.
 
 use crate::app::AppState;
-use crate::openapi::errors;
+use crate::openapi::errors::{self, AdminCommon};
+use crate::routes::webhooks::admin_call;
 use crate::routes::{error_body, read_body};
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -18,7 +19,9 @@ use utoipa::{IntoParams, ToSchema};
 /// The admin and operations routes, one table: `method "path" => handler`. [`configure`]
 /// registers exactly these, [`AdminApi`] documents exactly these handlers (from their
 /// `#[utoipa::path]`: a handler without one does not compile here), and [`ROUTES`] lists
-/// them for the test that the document has every registered (method, path).
+/// them for the test that the document has every registered (method, path). Every operation
+/// tagged `admin` is documented with the bearer token and the answers any admin call can give
+/// (401, 429, 503) by [`crate::openapi::errors::AdminCommon`]; a handler lists only its own.
 macro_rules! admin_routes {
     ($($method:ident $path:literal => $($handler:ident)::+,)*) => {
         /// Registers the admin and operations routes on the server.
@@ -29,7 +32,7 @@ macro_rules! admin_routes {
         /// The OpenAPI paths (and the schemas they reference) of the admin and operations
         /// routes.
         #[derive(utoipa::OpenApi)]
-        #[openapi(paths($($($handler)::+),*))]
+        #[openapi(paths($($($handler)::+),*), modifiers(&AdminCommon))]
         pub struct AdminApi;
 
         /// `(method, path)` of every route [`configure`] registers, method in lower case.
@@ -86,6 +89,14 @@ pub struct AccountPath {
     pub(crate) currency: String,
 }
 
+impl AccountPath {
+    /// The account's user id and currency, each checked (the currency first).
+    pub(crate) fn account(&self) -> Result<(&str, Currency)> {
+        let c = currency(&self.currency)?;
+        Ok((user_id(&self.user_id)?, c))
+    }
+}
+
 /// The card a route names.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -97,6 +108,26 @@ pub struct CardPath {
         pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
     )]
     pub(crate) card_id: String,
+}
+
+impl CardPath {
+    /// The card id, checked: 1 to 255 bytes of printable text.
+    pub(crate) fn card_id(self) -> Result<String> {
+        if !printable_id(&self.card_id) {
+            return Err(AdminError::bad(
+                "invalid_card_id",
+                "card id must be 1 to 255 printable characters",
+            ));
+        }
+        Ok(self.card_id)
+    }
+}
+
+/// A card's rules changed: in force here for the next authorization, and on every instance
+/// of the fleet once the message arrives (each cached entry also expires on its own).
+pub(crate) async fn card_changed(state: &AppState, card_id: &str) {
+    state.rules.invalidate(card_id, "local");
+    state.fleet.publish_card_change(card_id).await;
 }
 
 /// The processor transaction a route names.
@@ -334,7 +365,6 @@ fn mccs(list: &[String]) -> Result<MccSet> {
     path = "/v1/accounts/{user_id}/{currency}",
     operation_id = "openAccount",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     // Optional, and never `null`: `Option<AccountRules>` would document a nullable body.
     request_body = ref(crate::openapi::component_ref::<AccountRules>()),
@@ -342,8 +372,7 @@ fn mccs(list: &[String]) -> Result<MccSet> {
         (status = 200, body = Account,
             description = "Already open (rules updated when a body is given)."),
         (status = 201, description = "Opened.", body = Account),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_account(
@@ -352,13 +381,8 @@ pub async fn put_account(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let raw = body(&req, payload, &state).await?;
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
             None
@@ -385,7 +409,7 @@ pub async fn put_account(
         };
         let (view, created) = state
             .store
-            .open_account(user_id(&uid)?, c, settings.as_ref(), store::now_ms())
+            .open_account(uid, c, settings.as_ref(), store::now_ms())
             .await?;
         let status = if created {
             StatusCode::CREATED
@@ -393,9 +417,8 @@ pub async fn put_account(
             StatusCode::OK
         };
         Ok(json_response(status, &account_json(&view)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Posted, held and available balance (posted - held), version and rules
@@ -404,12 +427,10 @@ pub async fn put_account(
     path = "/v1/accounts/{user_id}/{currency}",
     operation_id = "getAccount",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     responses(
         (status = 200, description = "The account.", body = Account),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_account(
@@ -417,21 +438,16 @@ pub async fn get_account(
     path: web::Path<AccountPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let view = state
             .store
-            .account(user_id(&uid)?, currency(&code)?)
+            .account(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &account_json(&view)))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A deposit or withdrawal.
@@ -453,7 +469,6 @@ pub struct FundingRequest {
     path = "/v1/accounts/{user_id}/{currency}/deposits",
     operation_id = "deposit",
     tag = "admin",
-    security(("adminToken" = [])),
     params(
         AccountPath,
         ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
@@ -463,9 +478,8 @@ pub struct FundingRequest {
     responses(
         (status = 201, body = FundingReceipt,
             description = "Booked (or the replay of the same request)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::KeyReused, errors::BodyTooLarge, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge,
     ),
 )]
 pub async fn deposit(
@@ -483,7 +497,6 @@ pub async fn deposit(
     path = "/v1/accounts/{user_id}/{currency}/withdrawals",
     operation_id = "withdraw",
     tag = "admin",
-    security(("adminToken" = [])),
     params(
         AccountPath,
         ("idempotency-key" = String, Header, min_length = 1, max_length = 255,
@@ -493,9 +506,8 @@ pub async fn deposit(
     responses(
         (status = 201, body = FundingReceipt,
             description = "Booked (or the replay of the same request)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::KeyReused, errors::BodyTooLarge, errors::Unprocessable, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::KeyReused, errors::BodyTooLarge, errors::Unprocessable,
     ),
 )]
 pub async fn withdraw(
@@ -514,14 +526,8 @@ async fn fund(
     state: web::Data<AppState>,
     withdrawal: bool,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
-        let uid = user_id(&uid)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let key = req
             .headers()
             .get("idempotency-key")
@@ -609,13 +615,12 @@ async fn fund(
                 .content_type("application/json")
                 .body(stored.body),
         )
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A page size checked against `1..=max`; `default` when none is asked for.
-fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
+pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i64> {
     let limit = limit.unwrap_or(default);
     if !(1..=max).contains(&limit) {
         return Err(AdminError::bad(
@@ -678,12 +683,10 @@ pub struct HoldsQuery {
     path = "/v1/accounts/{user_id}/{currency}/holds",
     operation_id = "listHolds",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath, HoldsQuery),
     responses(
         (status = 200, description = "One page.", body = HoldsPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn holds(
@@ -692,13 +695,8 @@ pub async fn holds(
     query: web::Query<HoldsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let limit = page_limit(query.limit, 50, 500)?;
         let hold_state = match query.state.as_deref() {
             None | Some("") => None,
@@ -712,7 +710,7 @@ pub async fn holds(
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
-            .account_holds(user_id(&uid)?, c, hold_state, before, limit + 1)
+            .account_holds(uid, c, hold_state, before, limit + 1)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
@@ -742,9 +740,8 @@ pub async fn holds(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// Postings of an account, newest first, cursor-paginated
@@ -753,12 +750,10 @@ pub async fn holds(
     path = "/v1/accounts/{user_id}/{currency}/postings",
     operation_id = "listPostings",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath, PageQuery),
     responses(
         (status = 200, description = "One page.", body = PostingsPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn postings(
@@ -767,18 +762,13 @@ pub async fn postings(
     query: web::Query<PageQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
         let limit = page_limit(query.limit, 50, 500)?;
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
-            .postings(user_id(&uid)?, c, limit + 1, before)
+            .postings(uid, c, limit + 1, before)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
@@ -804,9 +794,8 @@ pub async fn postings(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A card we hold a record for, and its rules.
@@ -833,14 +822,12 @@ pub struct CardRequest {
     path = "/v1/cards/{card_id}",
     operation_id = "putCard",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     request_body = CardRequest,
     responses(
         (status = 200, description = "Updated.", body = Card),
         (status = 201, description = "Registered.", body = Card),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_card(
@@ -849,15 +836,8 @@ pub async fn put_card(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
-        let card_id = path.into_inner().card_id;
-        if !printable_id(&card_id) {
-            return Err(AdminError::bad(
-                "invalid_card_id",
-                "card id must be 1 to 255 printable characters",
-            ));
-        }
+    admin_call(&req, &state, async {
+        let card_id = path.into_inner().card_id()?;
         let raw = body(&req, payload, &state).await?;
         let b: CardRequest = parse_json(&raw)?;
         let status = CardStatus::parse(&b.status).ok_or_else(|| {
@@ -877,10 +857,7 @@ pub async fn put_card(
                 store::now_ms(),
             )
             .await?;
-        // In force here for the next authorization, and on every instance of the fleet
-        // once the message arrives (each cached entry also expires on its own).
-        state.rules.invalidate(&card_id, "local");
-        state.fleet.publish_card_change(&card_id).await;
+        card_changed(&state, &card_id).await;
         let v = Card {
             card_id: card.card_id,
             user_id: card.user_id,
@@ -896,9 +873,8 @@ pub async fn put_card(
             },
             &v,
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// A stored body as JSON when it is JSON, else as text.
@@ -955,12 +931,10 @@ fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
     path = "/v1/transactions/{transaction_id}",
     operation_id = "getTransaction",
     tag = "admin",
-    security(("adminToken" = [])),
     params(TransactionPath),
     responses(
         (status = 200, description = "The history.", body = TransactionHistory),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_transaction(
@@ -968,8 +942,7 @@ pub async fn get_transaction(
     path: web::Path<TransactionPath>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let id = path.into_inner().transaction_id;
         if !lookup_id(&id) {
             return Err(AdminError::bad(
@@ -1028,9 +1001,8 @@ pub async fn get_transaction(
             movements,
         };
         Ok(json_response(StatusCode::OK, &v))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 /// The process is up
@@ -1166,11 +1138,10 @@ pub struct RunsQuery {
     path = "/v1/reconciliation/runs",
     operation_id = "listReconciliationRuns",
     tag = "admin",
-    security(("adminToken" = [])),
     params(RunsQuery),
     responses(
         (status = 200, description = "The runs.", body = RunsPage),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn reconciliation_runs(
@@ -1178,8 +1149,7 @@ pub async fn reconciliation_runs(
     query: web::Query<RunsQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let limit = page_limit(query.limit, 30, 366)?;
         let runs = state.store.runs(limit).await?;
         Ok(json_response(
@@ -1188,9 +1158,8 @@ pub async fn reconciliation_runs(
                 runs: runs.iter().map(run_json).collect(),
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -1211,12 +1180,10 @@ pub struct BreaksQuery {
     path = "/v1/reconciliation/runs/{date}/breaks",
     operation_id = "listReconciliationBreaks",
     tag = "admin",
-    security(("adminToken" = [])),
     params(RunPath, BreaksQuery),
     responses(
         (status = 200, description = "The run and one page of its breaks.", body = BreaksPage),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn reconciliation_breaks(
@@ -1225,8 +1192,7 @@ pub async fn reconciliation_breaks(
     query: web::Query<BreaksQuery>,
     state: web::Data<AppState>,
 ) -> HttpResponse {
-    let r = async {
-        check_token(&req, &state)?;
+    admin_call(&req, &state, async {
         let date = path.into_inner().date;
         let limit = page_limit(query.limit, 100, 1000)?;
         if let Some(c) = query.class.as_deref()
@@ -1285,9 +1251,8 @@ pub async fn reconciliation_breaks(
                 next_cursor: next,
             },
         ))
-    }
-    .await;
-    respond(&state, r)
+    })
+    .await
 }
 
 // Response bodies of the admin API. They are what the handlers serialize, and their

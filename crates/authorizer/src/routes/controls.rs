@@ -4,9 +4,7 @@
 //! authorization's transaction; a card's travel with its cached rules, so a change is
 //! invalidated here and on every instance of the fleet like the card's other rules.
 
-use super::admin::{
-    AccountPath, AdminError, CardPath, Result, body, currency, json_response, printable_id, user_id,
-};
+use super::admin::{AccountPath, AdminError, CardPath, Result, body, card_changed, json_response};
 use super::webhooks::admin_call;
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -112,31 +110,18 @@ fn stored_text(c: &Controls) -> String {
     }
 }
 
-fn card_id(path: web::Path<CardPath>) -> Result<String> {
-    let id = path.into_inner().card_id;
-    if !printable_id(&id) {
-        return Err(AdminError::bad(
-            "invalid_card_id",
-            "card id must be 1 to 255 printable characters",
-        ));
-    }
-    Ok(id)
-}
-
 /// Set an account's spending controls (in force for its next authorization)
 #[utoipa::path(
     put,
     path = "/v1/accounts/{user_id}/{currency}/controls",
     operation_id = "putAccountControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     request_body = ControlsDocument,
     responses(
         (status = 200, description = "Stored.", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls,
     ),
 )]
 pub async fn put_account_controls(
@@ -146,12 +131,7 @@ pub async fn put_account_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
-        let c = currency(&code)?;
-        let uid = user_id(&uid)?;
+        let (uid, c) = path.account()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, Some(c))?;
         let stored = state
@@ -170,12 +150,10 @@ pub async fn put_account_controls(
     path = "/v1/accounts/{user_id}/{currency}/controls",
     operation_id = "getAccountControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(AccountPath),
     responses(
         (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_account_controls(
@@ -184,13 +162,10 @@ pub async fn get_account_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let AccountPath {
-            user_id: uid,
-            currency: code,
-        } = path.into_inner();
+        let (uid, c) = path.account()?;
         let stored = state
             .store
-            .account_controls(user_id(&uid)?, currency(&code)?)
+            .account_controls(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
         Ok(json_response(StatusCode::OK, &view(stored)))
@@ -204,14 +179,12 @@ pub async fn get_account_controls(
     path = "/v1/cards/{card_id}/controls",
     operation_id = "putCardControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     request_body = ControlsDocument,
     responses(
         (status = 200, description = "Stored.", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::InvalidControls, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout,
+        errors::BodyTooLarge, errors::InvalidControls,
     ),
 )]
 pub async fn put_card_controls(
@@ -221,7 +194,7 @@ pub async fn put_card_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let id = card_id(path)?;
+        let id = path.into_inner().card_id()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, None)?;
         let stored = state
@@ -229,10 +202,7 @@ pub async fn put_card_controls(
             .set_card_controls(&id, &stored_text(&controls), store::now_ms())
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
-        // In force here for the next authorization, and on every instance of the fleet
-        // once the message arrives (each cached entry also expires on its own).
-        state.rules.invalidate(&id, "local");
-        state.fleet.publish_card_change(&id).await;
+        card_changed(&state, &id).await;
         Ok(json_response(StatusCode::OK, &view(stored)))
     })
     .await
@@ -244,12 +214,10 @@ pub async fn put_card_controls(
     path = "/v1/cards/{card_id}/controls",
     operation_id = "getCardControls",
     tag = "admin",
-    security(("adminToken" = [])),
     params(CardPath),
     responses(
         (status = 200, description = "The controls (`{}`: none).", body = ControlsView),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_card_controls(
@@ -258,7 +226,7 @@ pub async fn get_card_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let id = card_id(path)?;
+        let id = path.into_inner().card_id()?;
         let stored = state
             .store
             .card_controls(&id)

@@ -3,7 +3,9 @@
 //! the outbox of deliveries (inspect, redeliver). Registered from the table in
 //! [`super::admin`].
 
-use super::admin::{AdminError, Result, body, check_token, json_response, parse_json, respond};
+use super::admin::{
+    AdminError, Result, body, check_token, json_response, page_limit, parse_json, respond,
+};
 use crate::app::AppState;
 use crate::openapi::errors;
 use actix_web::http::StatusCode;
@@ -111,9 +113,9 @@ fn checked_url(url: &str) -> Result<()> {
     Ok(())
 }
 
-/// A fresh signing secret: 32 bytes from the OS random source, hex.
-fn new_secret() -> Result<String> {
-    let mut b = [0u8; 32];
+/// `N` bytes from the OS random source, hex.
+fn random_hex<const N: usize>() -> Result<String> {
+    let mut b = [0u8; N];
     getrandom::getrandom(&mut b).map_err(|_| {
         AdminError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -121,7 +123,12 @@ fn new_secret() -> Result<String> {
             "No random source",
         )
     })?;
-    Ok(format!("whsec_{}", protocol::webhook::hex(&b)))
+    Ok(protocol::webhook::hex(&b))
+}
+
+/// A fresh signing secret: 32 bytes from the OS random source, hex.
+fn new_secret() -> Result<String> {
+    Ok(format!("whsec_{}", random_hex::<32>()?))
 }
 
 /// Subscribe a URL to our events (it receives none until it passes the challenge)
@@ -130,12 +137,10 @@ fn new_secret() -> Result<String> {
     path = "/v1/webhooks/subscriptions",
     operation_id = "createWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     request_body = SubscriptionRequest,
     responses(
         (status = 201, description = "Created, PENDING_VALIDATION; the secret is shown only here.", body = CreatedSubscription),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn create_subscription(
@@ -183,10 +188,8 @@ pub async fn create_subscription(
     path = "/v1/webhooks/subscriptions",
     operation_id = "listWebhookSubscriptions",
     tag = "admin",
-    security(("adminToken" = [])),
     responses(
         (status = 200, description = "Every subscription, oldest first.", body = SubscriptionList),
-        errors::Unauthorized, errors::TooManyRequests, errors::StorageUnavailable,
     ),
 )]
 pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
@@ -202,12 +205,14 @@ pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) ->
     .await
 }
 
-async fn found(state: &AppState, id: i64) -> Result<SubscriptionView> {
-    state
+/// The answer showing subscription `id` as it is now.
+async fn subscription_answer(state: &AppState, id: i64) -> Result<HttpResponse> {
+    let sub = state
         .store
         .subscription(id)
         .await?
-        .ok_or_else(|| AdminError::not_found("subscription"))
+        .ok_or_else(|| AdminError::not_found("subscription"))?;
+    Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
 }
 
 /// One webhook subscription
@@ -216,12 +221,10 @@ async fn found(state: &AppState, id: i64) -> Result<SubscriptionView> {
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "getWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 200, description = "The subscription.", body = Subscription),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_subscription(
@@ -230,8 +233,7 @@ pub async fn get_subscription(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -242,13 +244,11 @@ pub async fn get_subscription(
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "changeWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     request_body = SubscriptionChange,
     responses(
         (status = 200, description = "Changed, PENDING_VALIDATION; undelivered events follow it to the new URL.", body = Subscription),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn change_subscription(
@@ -268,8 +268,7 @@ pub async fn change_subscription(
         {
             return Err(AdminError::not_found("subscription"));
         }
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -280,12 +279,10 @@ pub async fn change_subscription(
     path = "/v1/webhooks/subscriptions/{id}",
     operation_id = "deleteWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 204, description = "Deleted."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn delete_subscription(
@@ -314,13 +311,11 @@ pub async fn delete_subscription(
     path = "/v1/webhooks/subscriptions/{id}/check",
     operation_id = "checkWebhookSubscription",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 200, description = "The URL answered the challenge: ACTIVE.", body = Subscription),
         (status = 400, description = "webhook_validation_failed (the message says why; the subscription stays PENDING_VALIDATION), or invalid input.", body = crate::openapi::ErrorBody),
-        errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::NotFound,
     ),
 )]
 pub async fn check_subscription(
@@ -334,15 +329,7 @@ pub async fn check_subscription(
             .subscription_secret(path.id)
             .await?
             .ok_or_else(|| AdminError::not_found("subscription"))?;
-        let mut code = [0u8; 16];
-        getrandom::getrandom(&mut code).map_err(|_| {
-            AdminError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "No random source",
-            )
-        })?;
-        let code = protocol::webhook::hex(&code);
+        let code = random_hex::<16>()?;
         let timeout =
             std::time::Duration::from_millis(state.settings.webhooks.challenge_timeout_ms);
         if let Err(why) = processor_client::webhook_challenge(&url, &secret, &code, timeout).await {
@@ -364,8 +351,7 @@ pub async fn check_subscription(
             ));
         }
         tracing::info!(subscription = path.id, "webhook subscription active");
-        let sub = found(&state, path.id).await?;
-        Ok(json_response(StatusCode::OK, &Subscription::from(sub)))
+        subscription_answer(&state, path.id).await
     })
     .await
 }
@@ -439,12 +425,10 @@ pub struct OutboxQuery {
     path = "/v1/outbox",
     operation_id = "listOutbox",
     tag = "admin",
-    security(("adminToken" = [])),
     params(OutboxQuery),
     responses(
         (status = 200, description = "A page of deliveries.", body = OutboxPage),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn list_outbox(
@@ -460,13 +444,7 @@ pub async fn list_outbox(
                 "state must be PENDING, DELIVERED or DEAD",
             ));
         }
-        let limit = query.limit.unwrap_or(100);
-        if !(1..=1000).contains(&limit) {
-            return Err(AdminError::bad(
-                "invalid_limit",
-                "limit must be between 1 and 1000",
-            ));
-        }
+        let limit = page_limit(query.limit, 100, 1000)?;
         let rows = state.store.deliveries(wanted, query.cursor, limit).await?;
         let next_cursor = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit)
             .then(|| rows.last().map(|d| d.id))
@@ -488,12 +466,10 @@ pub async fn list_outbox(
     path = "/v1/outbox/{id}/redeliver",
     operation_id = "redeliverOutbox",
     tag = "admin",
-    security(("adminToken" = [])),
     params(IdPath),
     responses(
         (status = 202, description = "PENDING again (or still PENDING): it goes out.", body = OutboxDelivery),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn redeliver(
