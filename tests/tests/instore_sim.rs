@@ -12,6 +12,15 @@ fn usd(amount: &str) -> Money {
     Money::parse(amount, "USD").expect("amount")
 }
 
+fn card(card_type: &str, active: bool, balance: &str) -> NewCard {
+    NewCard {
+        card_type: card_type.into(),
+        active,
+        balance: usd(balance),
+        cvc: None,
+    }
+}
+
 /// A simulator for the page's tenant, its receiver on a free loopback port.
 fn sim(key: &str) -> Sim {
     Sim::start(
@@ -127,12 +136,7 @@ async fn demo(backend: Backend) {
 async fn single_actions(backend: Backend) {
     with_sim(backend, KEY, |_app, sim| async move {
         let created = sim
-            .create(&NewCard {
-                card_type: "ReturnCard".into(),
-                active: true,
-                balance: usd("10.00"),
-                cvc: None,
-            })
+            .create(&card("ReturnCard", true, "10.00"))
             .await
             .expect("create");
         assert!(created.approved(), "{}", story::outcome(&created));
@@ -162,12 +166,7 @@ async fn single_actions(backend: Backend) {
             "already cancelled earlier: nothing moved, balance 10.00 USD; callback signature ok"
         );
         let inactive = sim
-            .create(&NewCard {
-                card_type: "GiftCard".into(),
-                active: false,
-                balance: usd("0"),
-                cvc: None,
-            })
+            .create(&card("GiftCard", false, "0"))
             .await
             .expect("create");
         let other = inactive.result()["data"]["number"]
@@ -205,12 +204,7 @@ async fn wrong_key(backend: Backend) {
         "another-key-of-the-same-length!!",
         |_app, sim| async move {
             let o = sim
-                .create(&NewCard {
-                    card_type: "GiftCard".into(),
-                    active: true,
-                    balance: usd("1.00"),
-                    cvc: None,
-                })
+                .create(&card("GiftCard", true, "1.00"))
                 .await
                 .expect("create");
             assert_eq!(o.status, 401);
@@ -290,12 +284,7 @@ async fn command_line(backend: Backend) {
 /// counts nothing, another day and another tenant are empty; the CLI's CSV of it.
 async fn summary(backend: Backend) {
     with_sim(backend, KEY, |app, sim| async move {
-        let new_card = |balance: &str| NewCard {
-            card_type: "GiftCard".into(),
-            active: true,
-            balance: usd(balance),
-            cvc: None,
-        };
+        let new_card = |balance: &str| card("GiftCard", true, balance);
         let number = |o: &instore_sim::Outcome| {
             o.result()["data"]["number"]
                 .as_str()

@@ -104,9 +104,19 @@ fn header_param(
     schema: ObjectBuilder,
     description: &str,
 ) -> utoipa::openapi::path::Parameter {
+    param(ParameterIn::Header, name, required, schema, description)
+}
+
+fn param(
+    location: ParameterIn,
+    name: &str,
+    required: bool,
+    schema: ObjectBuilder,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
-        .parameter_in(ParameterIn::Header)
+        .parameter_in(location)
         .required(if required {
             Required::True
         } else {
@@ -570,17 +580,7 @@ fn instore_operation(
     if !post {
         // The log's query: part of what the signature covers (section 1.3, GET).
         let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
-            ParameterBuilder::new()
-                .name(name)
-                .parameter_in(ParameterIn::Query)
-                .required(if required {
-                    Required::True
-                } else {
-                    Required::False
-                })
-                .schema(Some(schema))
-                .description(Some(description))
-                .build()
+            param(ParameterIn::Query, name, required, schema, description)
         };
         params.extend([
             query(
