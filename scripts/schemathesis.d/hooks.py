@@ -3,9 +3,15 @@ processor does and channel requests with a channel key pair, send the admin toke
 routes, and steer part of the generated data towards an account that exists (and towards
 reservations made earlier in the run) so that decisions, holds and bookings are exercised too.
 
+InStore requests are signed as InStore signs them: an envelope whose payload's
+JSON.stringify is signed with the tenant's verification key (section 1.3 of the InStore
+page), a GET signed over the JSON.stringify of its query parameters; part of them are steered
+to a stored-value number linked to the known account.
+
 Configured by scripts/schemathesis through environment variables:
 AUTHZ_API_KEY, AUTHZ_API_SECRET (base64), AUTHZ_ADMIN_TOKEN, AUTHZ_KNOWN_USER,
-AUTHZ_CHANNEL_KEY, AUTHZ_CHANNEL_SECRET (base64).
+AUTHZ_CHANNEL_KEY, AUTHZ_CHANNEL_SECRET (base64), AUTHZ_INSTORE_TENANT, AUTHZ_INSTORE_KEY,
+AUTHZ_INSTORE_CALLBACK (an allowed callback URL prefix), AUTHZ_INSTORE_NUMBER, AUTHZ_BASE.
 """
 
 import base64
@@ -28,6 +34,12 @@ PROCESSOR = "/transactions/"
 CHANNELS = "/channels/"
 CHANNEL_KEY = os.environ["AUTHZ_CHANNEL_KEY"]
 CHANNEL_SECRET = base64.b64decode(os.environ["AUTHZ_CHANNEL_SECRET"])
+INSTORE = "/instore/"
+INSTORE_TENANT = os.environ.get("AUTHZ_INSTORE_TENANT", "")
+INSTORE_KEY = os.environ.get("AUTHZ_INSTORE_KEY", "").encode()
+INSTORE_CALLBACK = os.environ.get("AUTHZ_INSTORE_CALLBACK", "")
+INSTORE_NUMBER = os.environ.get("AUTHZ_INSTORE_NUMBER", "")
+BASE = os.environ.get("AUTHZ_BASE", "http://127.0.0.1")
 # Reservation ids sent in this run: captures, cancels, refunds and reads go to them mostly.
 RESERVATIONS = []
 
@@ -99,6 +111,91 @@ def sign(headers, api_key, secret, endpoint, body):
     headers["x-signature"] = "hmac-sha256 " + base64.b64encode(mac).decode()
 
 
+def js(value) -> bytes:
+    """ECMAScript JSON.stringify of a parsed value: compact, members in order, non-ASCII
+    literal, control characters escaped with lower-case hex (what the server reproduces)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def instore_payload(path, request_id):
+    """A well-formed payload for the stored-value action at `path`, on the linked number."""
+    amount = {"amount": random.choice([1, 100, 1220, 0, 10**9]), "precision": random.choice([2, 2, 0, 4]),
+              "currency": random.choice([KNOWN_CURRENCY, KNOWN_CURRENCY, "USD", "JPY"])}
+    base = {"requestId": request_id, "locationId": "st-store", "workstationId": "st-pos"}
+    if path == "/instore/storedvaluecard":
+        return {**base, "type": random.choice(["GiftCard", "ReturnCard", "Promotional"]),
+                "status": random.choice(["Active", "Inactive"]), "balance": amount}
+    if path == "/instore/storedvaluecard/{number}":
+        return {**base, "number": INSTORE_NUMBER, "cartKey": "st-cart"}
+    action = random.choice(["Load", "Redeem", "Redeem", "Cancel"])
+    if action == "Cancel":
+        return {**base, "action": action, "number": INSTORE_NUMBER,
+                "external_transaction_id": "svt-" + uuid.uuid4().hex[:20],
+                "external_payment_id": "svp-" + uuid.uuid4().hex[:20]}
+    return {**base, "action": action, "number": INSTORE_NUMBER, "amount": amount,
+            "session_id": "st-session", "reference": "st-" + uuid.uuid4().hex[:8]}
+
+
+def instore_signature(message: bytes) -> str:
+    mac = hmac.new(INSTORE_KEY, message, hashlib.sha256).digest()
+    # Every spelling the verifier admits.
+    return random.choice([mac.hex(), mac.hex().upper(), "sha256=" + mac.hex(),
+                          base64.b64encode(mac).decode(), base64.urlsafe_b64encode(mac).decode().rstrip("=")])
+
+
+def instore(case, headers, kwargs):
+    """Signs an InStore request as InStore does; steers most of them to well-formed
+    payloads on the linked number, and signs the rest as generated."""
+    path = case.operation.path
+    params = case.path_parameters
+    if isinstance(params, dict) and "number" in params and random.random() < 0.8:
+        params["number"] = INSTORE_NUMBER
+    concrete = path
+    if isinstance(params, dict) and isinstance(params.get("number"), str):
+        concrete = path.replace("{number}", params["number"])
+    for name in list(headers):
+        if name.lower() in ("x-signature", "x-api-key"):
+            del headers[name]
+    headers["x-correlation-id"] = "st-" + uuid.uuid4().hex[:12]
+    if case.operation.method.upper() == "GET":
+        query = case.query if isinstance(case.query, dict) else {}
+        if random.random() < 0.7:
+            query = {"requestId": "st-" + uuid.uuid4().hex, "locationId": "st-store",
+                     "limit": str(random.choice([1, 10, 100, 500]))}
+        if all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in query.values()):
+            query = {k: str(v) for k, v in query.items()}
+            case.query = query
+            if "params" in kwargs:
+                kwargs["params"] = query
+            try:
+                headers["x-signature"] = instore_signature(js(query))
+            except (TypeError, ValueError, UnicodeEncodeError):
+                pass
+        return
+    body = case.body
+    if random.random() < 0.7 or not isinstance(body, dict):
+        request_id = "st-" + uuid.uuid4().hex
+        body = {"payload_url": BASE + concrete, "payload": instore_payload(path, request_id),
+                "tenant_id": INSTORE_TENANT, "requestId": request_id,
+                "callbackUrl": INSTORE_CALLBACK + request_id}
+        if path == "/instore/storedvaluecard/{number}" and isinstance(params, dict):
+            body["payload"]["number"] = params.get("number", INSTORE_NUMBER)
+        case.body = body
+    elif random.random() < 0.8:
+        body["tenant_id"] = INSTORE_TENANT
+    payload = body.get("payload")
+    try:
+        signature = instore_signature(js(payload))
+    except (TypeError, ValueError, UnicodeEncodeError):
+        signature = None
+    if signature is not None:
+        headers["x-signature"] = signature
+        if "verification_signature" in body:
+            body["verification_signature"] = signature
+    headers.setdefault("content-type", "application/json")
+    kwargs["data"] = raw_body(case)
+
+
 @schemathesis.hook
 def before_call(context, case, kwargs):
     path = case.operation.path
@@ -133,6 +230,8 @@ def before_call(context, case, kwargs):
             headers["x-idempotency-key"] = "st-" + uuid.uuid4().hex
         headers.setdefault("content-type", "application/json")
         kwargs["data"] = body
+    elif path.startswith(INSTORE):
+        instore(case, headers, kwargs)
     elif path.startswith("/v1/"):
         for name in list(headers):
             if name.lower() == "authorization":

@@ -70,6 +70,15 @@ pub enum Command {
         #[arg(long, global = true)]
         json: bool,
     },
+    /// InStore stored value, through the admin API.
+    Instore {
+        #[command(subcommand)]
+        action: InstoreAction,
+        #[arg(long, global = true)]
+        url: Option<String>,
+        #[arg(long, global = true)]
+        json: bool,
+    },
     /// Why an authorization was approved or declined: the checks it ran, in order, with
     /// their inputs, as kept with the transaction (through the admin API).
     Explain {
@@ -147,6 +156,22 @@ pub enum AccountAction {
     },
 }
 
+#[derive(Subcommand, Debug)]
+pub enum InstoreAction {
+    /// One tenant's InStore movements of one day, for the retailer's settlement: totals per
+    /// action and currency, counts, and the net.
+    Summary {
+        #[arg(long)]
+        tenant: String,
+        /// YYYY-MM-DD in controls.time_zone.
+        #[arg(long)]
+        day: String,
+        /// Print CSV (one line per action and currency, then one NET line per currency).
+        #[arg(long)]
+        csv: bool,
+    },
+}
+
 /// A deposit or a withdrawal.
 #[derive(clap::Args, Debug)]
 pub struct MoneyMove {
@@ -217,6 +242,12 @@ pub async fn run(cli: Cli) -> i32 {
                 url,
                 |c| async move { cards(&c, action, json).await },
             )
+            .await
+        }
+        Command::Instore { action, url, json } => {
+            with_client(&settings, url, |c| async move {
+                instore(&c, action, json).await
+            })
             .await
         }
         Command::Explain {
@@ -509,6 +540,115 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
             })
         }
     }
+}
+
+async fn instore(c: &Client, action: InstoreAction, as_json: bool) -> anyhow::Result<i32> {
+    let InstoreAction::Summary { tenant, day, csv } = action;
+    let path = format!(
+        "/v1/instore/tenants/{}/summary?day={}",
+        url_path_segment(&tenant),
+        url_path_segment(&day)
+    );
+    let (st, v) = c.admin("GET", &path, None, None).await?;
+    if csv && (200..300).contains(&st) {
+        print!("{}", summary_csv(&v));
+        return Ok(0);
+    }
+    show(st, &v, as_json, summary_text)
+}
+
+/// The summary as CSV: `day,tenant_id,currency,action,operations,movements,amount`, one
+/// line per action and currency, then a `NET` line per currency.
+pub fn summary_csv(v: &Value) -> String {
+    let s = |x: &Value| x.as_str().unwrap_or_default().to_owned();
+    let field = |f: String| {
+        if f.contains([',', '"', '\n', '\r']) {
+            format!("\"{}\"", f.replace('"', "\"\""))
+        } else {
+            f
+        }
+    };
+    let mut out = String::from("day,tenant_id,currency,action,operations,movements,amount\n");
+    let lines = v["totals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                s(&t["currency"]),
+                s(&t["action"]),
+                t["operations"].clone(),
+                t["movements"].clone(),
+                s(&t["amount"]),
+            )
+        })
+        .chain(v["net"].as_array().into_iter().flatten().map(|n| {
+            (
+                s(&n["currency"]),
+                "NET".to_owned(),
+                n["operations"].clone(),
+                Value::from(""),
+                s(&n["amount"]),
+            )
+        }));
+    for (currency, action, operations, movements, amount) in lines {
+        out.push_str(&format!(
+            "{},{},{},{},{},{},{}\n",
+            field(s(&v["day"])),
+            field(s(&v["tenant_id"])),
+            field(currency),
+            field(action),
+            operations,
+            movements
+                .as_i64()
+                .map(|m| m.to_string())
+                .unwrap_or_default(),
+            amount
+        ));
+    }
+    out
+}
+
+fn summary_text(v: &Value) -> String {
+    let mut out = format!(
+        "InStore summary of tenant {} for {} ({})",
+        v["tenant_id"].as_str().unwrap_or(""),
+        v["day"].as_str().unwrap_or(""),
+        v["time_zone"].as_str().unwrap_or("")
+    );
+    let totals = v["totals"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if totals.is_empty() {
+        out.push_str("\nno InStore movements");
+        return out;
+    }
+    out.push_str(&format!(
+        "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
+        "currency", "action", "operations", "movements", "amount"
+    ));
+    for t in totals {
+        out.push_str(&format!(
+            "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
+            t["currency"].as_str().unwrap_or(""),
+            t["action"].as_str().unwrap_or(""),
+            t["operations"].as_i64().unwrap_or_default(),
+            t["movements"].as_i64().unwrap_or_default(),
+            t["amount"].as_str().unwrap_or("")
+        ));
+    }
+    for n in v["net"].as_array().into_iter().flatten() {
+        out.push_str(&format!(
+            "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
+            n["currency"].as_str().unwrap_or(""),
+            "net",
+            n["operations"].as_i64().unwrap_or_default(),
+            "",
+            n["amount"].as_str().unwrap_or("")
+        ));
+    }
+    out
 }
 
 async fn explain(c: &Client, transaction_id: &str, as_json: bool) -> anyhow::Result<i32> {

@@ -104,9 +104,19 @@ fn header_param(
     schema: ObjectBuilder,
     description: &str,
 ) -> utoipa::openapi::path::Parameter {
+    param(ParameterIn::Header, name, required, schema, description)
+}
+
+fn param(
+    location: ParameterIn,
+    name: &str,
+    required: bool,
+    schema: ObjectBuilder,
+    description: &str,
+) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
-        .parameter_in(ParameterIn::Header)
+        .parameter_in(location)
         .required(if required {
             Required::True
         } else {
@@ -567,6 +577,47 @@ fn instore_operation(
             "Logged and echoed on the callback.",
         ),
     ];
+    if !post {
+        // The log's query: part of what the signature covers (section 1.3, GET).
+        let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
+            param(ParameterIn::Query, name, required, schema, description)
+        };
+        params.extend([
+            query(
+                "requestId",
+                true,
+                string_schema(None, Some(1), None),
+                "The request's id; kept as its idempotency key.",
+            ),
+            query(
+                "locationId",
+                true,
+                string_schema(None, Some(1), None),
+                "The store asking.",
+            ),
+            query(
+                "workstationId",
+                false,
+                string_schema(None, Some(1), None),
+                "The till asking.",
+            ),
+            query(
+                "limit",
+                false,
+                ObjectBuilder::new()
+                    .schema_type(SchemaType::new(Type::Integer))
+                    .minimum(Some(1))
+                    .maximum(Some(500)),
+                "Page size (default 100).",
+            ),
+            query(
+                "cursor",
+                false,
+                string_schema(None, Some(1), None),
+                "next_cursor of the previous page.",
+            ),
+        ]);
+    }
     if with_number {
         params.push(
             ParameterBuilder::new()

@@ -179,6 +179,67 @@ const CHECKS: &[(&str, &str)] = &[
             OR COALESCE((SELECT e.kind FROM hold_events e WHERE e.hold_id = h.id ORDER BY e.id LIMIT 1), 'nothing') <> 'RESERVED' \
             OR (SELECT COUNT(*) FROM hold_events e WHERE e.hold_id = h.id AND e.kind <> 'REFUNDED') > 2",
     ),
+    // InStore (instore-extensions.md section 6.4): sums and balances are the checks above.
+    // Card numbers are never printed: a leg is named by its external transaction id.
+    (
+        "each InStore request is booked at most once",
+        "SELECT 'InStore request ' || tenant_id || '/' || request_id || ' booked ' || \
+           CAST(COUNT(DISTINCT external_payment_id) AS TEXT) || ' operation(s) in ' || CAST(COUNT(*) AS TEXT) || \
+           ' leg(s) on ' || CAST(COUNT(DISTINCT number) AS TEXT) || ' card(s)' \
+         FROM instore_movements GROUP BY tenant_id, request_id \
+         HAVING COUNT(DISTINCT external_payment_id) > 1 OR COUNT(*) <> COUNT(DISTINCT number)",
+    ),
+    (
+        "each InStore leg belongs to a processed request",
+        "SELECT 'InStore leg ' || l.external_transaction_id || ' names request ' || l.tenant_id || '/' || \
+           l.request_id || ', which has no record' FROM instore_movements l \
+         WHERE NOT EXISTS (SELECT 1 FROM instore_requests q \
+                           WHERE q.tenant_id = l.tenant_id AND q.request_id = l.request_id)",
+    ),
+    (
+        "each InStore leg is its ledger movement",
+        "SELECT 'InStore leg ' || l.external_transaction_id || ' (' || l.kind || ' ' || CAST(l.amount_minor AS TEXT) || \
+           ' ' || l.currency || ') does not match movement ' || CAST(l.movement_id AS TEXT) \
+         FROM instore_movements l LEFT JOIN movements m ON m.id = l.movement_id \
+         WHERE m.id IS NULL OR m.kind <> l.kind OR m.currency <> l.currency \
+            OR NOT EXISTS (SELECT 1 FROM postings p JOIN accounts a ON a.id = p.account_id \
+                           WHERE p.movement_id = l.movement_id AND a.kind = 'USER' AND p.amount_minor = l.amount_minor) \
+         UNION ALL \
+         SELECT 'movement ' || CAST(m.id AS TEXT) || ' (' || m.kind || ') has no InStore leg' FROM movements m \
+         WHERE m.kind IN ('SV_LOAD', 'SV_REDEEM', 'SV_CANCEL') \
+           AND NOT EXISTS (SELECT 1 FROM instore_movements l WHERE l.movement_id = m.id)",
+    ),
+    (
+        "each InStore operation is reversed at most once",
+        "SELECT 'operation ' || reverses_payment_id || ' reversed by ' || CAST(COUNT(DISTINCT request_id) AS TEXT) || \
+           ' requests' FROM instore_movements WHERE kind = 'SV_CANCEL' \
+         GROUP BY reverses_payment_id HAVING COUNT(DISTINCT request_id) > 1",
+    ),
+    (
+        "an InStore reversal's amount equals the original's, leg by leg",
+        "SELECT 'cancel leg ' || c.external_transaction_id || ' of ' || c.reverses_payment_id || ' moves ' || \
+           CAST(c.amount_minor AS TEXT) || ' against ' || COALESCE(CAST(o.amount_minor AS TEXT), 'no leg of that card') \
+         FROM instore_movements c LEFT JOIN instore_movements o ON o.external_payment_id = c.reverses_payment_id \
+          AND o.kind <> 'SV_CANCEL' AND o.number = c.number \
+         WHERE c.kind = 'SV_CANCEL' AND (o.amount_minor IS NULL OR c.amount_minor <> -o.amount_minor) \
+         UNION ALL \
+         SELECT 'leg ' || o.external_transaction_id || ' of cancelled operation ' || o.external_payment_id || \
+           ' was not reversed' FROM instore_movements o \
+         WHERE o.kind <> 'SV_CANCEL' \
+           AND EXISTS (SELECT 1 FROM instore_movements c WHERE c.kind = 'SV_CANCEL' \
+                       AND c.reverses_payment_id = o.external_payment_id) \
+           AND NOT EXISTS (SELECT 1 FROM instore_movements c WHERE c.kind = 'SV_CANCEL' \
+                           AND c.reverses_payment_id = o.external_payment_id AND c.number = o.number)",
+    ),
+    (
+        // The other direction (each callback row has its request) is the delivery check.
+        "each processed InStore request has exactly one callback row",
+        "SELECT 'InStore request ' || q.tenant_id || '/' || q.request_id || ' has ' || CAST(( \
+           SELECT COUNT(*) FROM outbox o WHERE o.event_id = q.callback_event_id AND o.subscription_id IS NULL \
+         ) AS TEXT) || ' callback rows' FROM instore_requests q \
+         WHERE (SELECT COUNT(*) FROM outbox o WHERE o.event_id = q.callback_event_id \
+                AND o.subscription_id IS NULL) <> 1",
+    ),
     (
         // An instance learns of a new subscription within `outbox::SUBSCRIPTIONS_TTL`
         // (1 s); an event committed 2 s after the subscription became active is wanted.

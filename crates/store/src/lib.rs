@@ -23,6 +23,7 @@ mod embedded;
 pub mod events;
 pub mod holds;
 pub mod instore;
+pub mod instore_report;
 mod migrate;
 pub mod outbox;
 pub mod processor;
@@ -43,6 +44,7 @@ pub use instore::{
     SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvPlanner,
     SvSnapshot,
 };
+pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
 pub use processor::*;

@@ -70,6 +70,7 @@ admin_routes! {
     put "/v1/stored-value-cards/{card_id}" => super::instore_admin::put_stored_value_card,
     get "/v1/stored-value-cards/{card_id}" => super::instore_admin::get_stored_value_card,
     get "/v1/stored-value-cards/{card_id}/movements" => super::instore_admin::stored_value_movements,
+    get "/v1/instore/tenants/{tenant_id}/summary" => super::instore_admin::instore_summary,
 }
 
 /// The account a route names.

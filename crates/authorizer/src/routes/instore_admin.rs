@@ -349,3 +349,173 @@ pub async fn stored_value_movements(
     })
     .await
 }
+
+/// The tenant a summary is of.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct TenantPath {
+    /// The InStore tenant id (a tenant no longer configured still has its history).
+    #[param(min_length = 1, max_length = 255)]
+    tenant_id: String,
+}
+
+/// The day a summary covers.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct SummaryQuery {
+    /// A calendar day, YYYY-MM-DD, in `controls.time_zone` (the issuer's business day).
+    #[param(pattern = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")]
+    day: String,
+}
+
+/// The movements of one action in one currency.
+#[derive(Serialize, ToSchema)]
+pub struct SummaryTotal {
+    /// Load, Redeem, Cancel of Load or Cancel of Redeem.
+    action: String,
+    currency: String,
+    /// Requests that booked money (a split Redeem is one operation).
+    operations: i64,
+    /// Card legs booked (a split Redeem has one per card).
+    movements: i64,
+    /// Signed from the cards' side, decimal: a Redeem and a Cancel of Load are negative.
+    amount: String,
+}
+
+/// The day's net in one currency.
+#[derive(Serialize, ToSchema)]
+pub struct SummaryNet {
+    currency: String,
+    operations: i64,
+    /// The sum of every action's amount: positive, the tenant's tills took in that much
+    /// more stored value than they paid out, which the tenant owes the issuer; negative,
+    /// the issuer owes the tenant.
+    amount: String,
+}
+
+/// One tenant's InStore movements of one day, for the retailer's settlement.
+#[derive(Serialize, ToSchema)]
+pub struct InstoreSummary {
+    tenant_id: String,
+    day: String,
+    time_zone: String,
+    /// The day's first instant, Unix milliseconds (included).
+    from_ms: i64,
+    /// The next day's first instant (excluded).
+    to_ms: i64,
+    /// Per currency, then action.
+    totals: Vec<SummaryTotal>,
+    /// Per currency.
+    net: Vec<SummaryNet>,
+}
+
+fn summary_json(
+    tenant_id: String,
+    day: String,
+    time_zone: String,
+    (from_ms, to_ms): (i64, i64),
+    rows: &[store::SvSummaryRow],
+) -> InstoreSummary {
+    let exp = |c: &str| Currency::parse_any(c).map_or(2, |c| c.exponent());
+    let mut net: Vec<SummaryNet> = Vec::new();
+    let mut sums: Vec<(String, i64, i64)> = Vec::new();
+    for r in rows {
+        match sums.iter_mut().find(|(c, _, _)| *c == r.currency) {
+            Some((_, ops, amount)) => {
+                *ops += r.operations;
+                *amount = amount.saturating_add(r.amount_minor);
+            }
+            None => sums.push((r.currency.clone(), r.operations, r.amount_minor)),
+        }
+    }
+    for (currency, operations, amount) in sums {
+        net.push(SummaryNet {
+            amount: format_minor(amount, exp(&currency)),
+            currency,
+            operations,
+        });
+    }
+    InstoreSummary {
+        tenant_id,
+        day,
+        time_zone,
+        from_ms,
+        to_ms,
+        totals: rows
+            .iter()
+            .map(|r| SummaryTotal {
+                action: r.action.clone(),
+                currency: r.currency.clone(),
+                operations: r.operations,
+                movements: r.legs,
+                amount: format_minor(r.amount_minor, exp(&r.currency)),
+            })
+            .collect(),
+        net,
+    }
+}
+
+/// The first instants of `day` and of the day after, in `tz`, in milliseconds.
+fn day_bounds(day: &str, tz: &jiff::tz::TimeZone) -> Option<(i64, i64)> {
+    let date: jiff::civil::Date = day.parse().ok()?;
+    let start = date.to_zoned(tz.clone()).ok()?;
+    let next = date.tomorrow().ok()?.to_zoned(tz.clone()).ok()?;
+    Some((
+        start.timestamp().as_millisecond(),
+        next.timestamp().as_millisecond(),
+    ))
+}
+
+/// One tenant's InStore movements of one day: totals per action and currency, and the net
+#[utoipa::path(
+    get,
+    path = "/v1/instore/tenants/{tenant_id}/summary",
+    operation_id = "getInstoreSummary",
+    tag = "admin",
+    security(("adminToken" = [])),
+    params(TenantPath, SummaryQuery),
+    responses(
+        (status = 200, description = "The day's totals (empty when nothing was booked).", body = InstoreSummary),
+        errors::BadInput, errors::Unauthorized, errors::TooManyRequests,
+        errors::StorageUnavailable,
+    ),
+)]
+pub async fn instore_summary(
+    req: HttpRequest,
+    path: web::Path<TenantPath>,
+    query: web::Query<SummaryQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let tenant_id = path.into_inner().tenant_id;
+        if !printable_id(&tenant_id) {
+            return Err(AdminError::bad(
+                "invalid_tenant",
+                "tenant id must be 1 to 255 printable characters",
+            ));
+        }
+        let tz = state
+            .settings
+            .controls
+            .resolve()
+            .map_err(|e| AdminError::bad("invalid_time_zone", e.0))?;
+        let bounds = day_bounds(&query.day, &tz).ok_or_else(|| {
+            AdminError::bad("invalid_day", "day must be a calendar day, YYYY-MM-DD")
+        })?;
+        let rows = state
+            .store
+            .instore_summary(&tenant_id, bounds.0, bounds.1)
+            .await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &summary_json(
+                tenant_id,
+                query.day.clone(),
+                state.settings.controls.time_zone.clone(),
+                bounds,
+                &rows,
+            ),
+        ))
+    })
+    .await
+}

@@ -1,0 +1,475 @@
+//! The InStore side of a conversation with the authorizer: envelopes signed as InStore
+//! signs them (HMAC-SHA256 of `JSON.stringify(payload)`, the payload's bytes verbatim in the
+//! body), a callback receiver on loopback that checks every callback's signature, and the
+//! signed GET of a card's log.
+
+use crate::config::{Target, loopback_addr};
+use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use anyhow::{Context as _, bail};
+use instore::json::{ObjectBuilder, Value as JsValue};
+use ledger::Currency;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An amount in exact minor units of a listed currency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Money {
+    pub minor: i64,
+    pub currency: Currency,
+}
+
+impl Money {
+    /// `"12.20"` and `"USD"`: refuses more places than the currency has, negative
+    /// amounts and unlisted currencies.
+    pub fn parse(amount: &str, currency: &str) -> anyhow::Result<Money> {
+        let currency =
+            Currency::parse(currency).map_err(|e| anyhow::anyhow!("currency {currency}: {e}"))?;
+        let d: rust_decimal::Decimal = amount
+            .parse()
+            .map_err(|_| anyhow::anyhow!("amount {amount:?} is not a decimal number"))?;
+        if d.is_sign_negative() {
+            bail!("amount {amount} is negative");
+        }
+        let minor = ledger::to_minor(d, currency)
+            .map_err(|e| anyhow::anyhow!("amount {amount} {}: {e}", currency.code()))?;
+        Ok(Money { minor, currency })
+    }
+
+    /// `{"amount":<minor>,"precision":<exponent>,"currency":".."}` (section 1.7).
+    fn wire(self) -> JsValue {
+        ObjectBuilder::new()
+            .field("amount", self.minor)
+            .field("precision", self.currency.exponent())
+            .field("currency", self.currency.code())
+            .build()
+    }
+}
+
+impl std::fmt::Display for Money {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {}",
+            ledger::format_minor(self.minor, self.currency.exponent()),
+            self.currency.code()
+        )
+    }
+}
+
+/// One callback the receiver was sent.
+#[derive(Debug, Clone)]
+pub struct Callback {
+    pub path: String,
+    pub body: Vec<u8>,
+    /// The `X-Signature` header as sent.
+    pub signature: String,
+    pub correlation_id: String,
+    pub at: Instant,
+}
+
+type Received = Arc<Mutex<Vec<Callback>>>;
+
+/// The loopback HTTP server that takes the callbacks: every POST is recorded and answered
+/// 200.
+pub struct Receiver {
+    /// `http://<addr>/<path prefix>/`: what the callback URLs start with.
+    pub prefix: String,
+    received: Received,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn receive(
+    req: HttpRequest,
+    body: web::Bytes,
+    received: web::Data<Received>,
+) -> HttpResponse {
+    if req.method() != actix_web::http::Method::POST {
+        return HttpResponse::MethodNotAllowed().finish();
+    }
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let callback = Callback {
+        path: req.path().to_owned(),
+        body: body.to_vec(),
+        signature: header("x-signature"),
+        correlation_id: header("x-correlation-id"),
+        at: Instant::now(),
+    };
+    received.lock().expect("receiver lock").push(callback);
+    HttpResponse::Ok().finish()
+}
+
+impl Receiver {
+    /// Listens where `prefix` (an `http` loopback URL) points; port 0 takes a free port and
+    /// the prefix then names it.
+    pub fn start(prefix: &str) -> anyhow::Result<Receiver> {
+        let addr = loopback_addr(prefix)
+            .with_context(|| format!("{prefix} is not http on a loopback address"))?;
+        let received: Received = Arc::default();
+        let data = web::Data::new(received.clone());
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .app_data(web::PayloadConfig::new(1 << 20))
+                .default_service(web::to(receive))
+        })
+        .workers(1)
+        .disable_signals()
+        .bind(addr)
+        .with_context(|| format!("cannot listen for callbacks on {addr}"))?;
+        let bound: SocketAddr = *server.addrs().first().context("no address bound")?;
+        let server = server.run();
+        let handle = server.handle();
+        actix_rt::spawn(server);
+        let path = prefix
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| &r[i..]))
+            .unwrap_or("/");
+        let path = if path.ends_with('/') {
+            path.to_owned()
+        } else {
+            format!("{path}/")
+        };
+        Ok(Receiver {
+            prefix: format!("http://{bound}{path}"),
+            received,
+            handle,
+        })
+    }
+
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.received.lock().expect("receiver lock").clone()
+    }
+
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+/// The answer to one enveloped request and the callback it was followed by.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub action: &'static str,
+    pub request_id: String,
+    /// HTTP status of the acknowledgement and its bytes.
+    pub status: u16,
+    pub ack: Vec<u8>,
+    /// The first callback for this request (None: none arrived in time, or the request was
+    /// refused).
+    pub callback: Option<Callback>,
+    /// The callback's `X-Signature` is HMAC-SHA256 of its exact bytes with the tenant's key.
+    pub callback_signed: bool,
+}
+
+impl Outcome {
+    /// The callback as JSON (`Null` when there is none).
+    pub fn result(&self) -> Value {
+        self.callback
+            .as_ref()
+            .and_then(|c| serde_json::from_slice(&c.body).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    /// The callback said `Success`.
+    pub fn approved(&self) -> bool {
+        self.result()["result"] == "Success"
+    }
+
+    /// The acknowledgement as JSON (the error body of a refusal).
+    pub fn ack_json(&self) -> Value {
+        serde_json::from_slice(&self.ack).unwrap_or(Value::Null)
+    }
+}
+
+/// The log of a card, as the authorizer answered the signed GET.
+#[derive(Debug, Clone)]
+pub struct Log {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// What `create` sends.
+#[derive(Debug, Clone)]
+pub struct NewCard {
+    pub card_type: String,
+    pub active: bool,
+    pub balance: Money,
+    pub cvc: Option<String>,
+}
+
+/// The simulator: the tenant it speaks as, its HTTP client and its callback receiver.
+pub struct Sim {
+    pub target: Target,
+    receiver: Receiver,
+    http: awc::Client,
+    run: String,
+    seq: AtomicU64,
+    /// How long a request waits for its callback.
+    pub wait: Duration,
+}
+
+impl Sim {
+    /// Starts the callback receiver where the target's prefix points.
+    pub fn start(mut target: Target, wait: Duration) -> anyhow::Result<Sim> {
+        let receiver = Receiver::start(&target.callback_prefix)?;
+        target.callback_prefix = receiver.prefix.clone();
+        let mut run = [0u8; 4];
+        getrandom::getrandom(&mut run).context("no randomness")?;
+        Ok(Sim {
+            target,
+            receiver,
+            http: awc::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .finish(),
+            run: run.iter().map(|b| format!("{b:02x}")).collect(),
+            seq: AtomicU64::new(0),
+            wait,
+        })
+    }
+
+    pub async fn stop(&self) {
+        self.receiver.stop().await;
+    }
+
+    /// Every callback received so far.
+    pub fn callbacks(&self) -> Vec<Callback> {
+        self.receiver.callbacks()
+    }
+
+    /// Whether `c` carries the tenant's signature over its exact bytes.
+    pub fn signed(&self, c: &Callback) -> bool {
+        instore::signature::decode_signature(&c.signature)
+            .is_some_and(|mac| instore::signature::mac_matches(&self.target.key, &c.body, &mac))
+    }
+
+    fn request_id(&self) -> String {
+        let n = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        format!("sim-{}-{n:04}", self.run)
+    }
+
+    fn context(&self, request_id: &str) -> ObjectBuilder {
+        ObjectBuilder::new()
+            .field("requestId", request_id)
+            .field("locationId", self.target.location_id.as_str())
+            .field("workstationId", self.target.workstation_id.as_str())
+    }
+
+    /// `storedvaluecard`: a new card; its number is told in the callback.
+    pub async fn create(&self, card: &NewCard) -> anyhow::Result<Outcome> {
+        let id = self.request_id();
+        let payload = self
+            .context(&id)
+            .field("type", card.card_type.as_str())
+            .field("status", if card.active { "Active" } else { "Inactive" })
+            .field("balance", card.balance.wire())
+            .field("issuer", "instore-sim")
+            .field_opt("cvc", card.cvc.as_deref());
+        self.send("Create", "storedvaluecard", &id, payload).await
+    }
+
+    /// `storedvaluecard/:number`.
+    pub async fn lookup(&self, number: &str, pin: Option<&str>) -> anyhow::Result<Outcome> {
+        let id = self.request_id();
+        let payload = self
+            .context(&id)
+            .field("number", number)
+            .field("cartKey", format!("cart-{id}"))
+            .field_opt("pin", pin);
+        self.send("Lookup", &format!("storedvaluecard/{number}"), &id, payload)
+            .await
+    }
+
+    /// `storedvaluecard_process` with `Load` or `Redeem`.
+    pub async fn process(
+        &self,
+        action: &'static str,
+        number: &str,
+        amount: Money,
+        cvc: Option<&str>,
+    ) -> anyhow::Result<Outcome> {
+        let id = self.request_id();
+        let payload = self
+            .context(&id)
+            .field("action", action)
+            .field("number", number)
+            .field("amount", amount.wire())
+            .field("session_id", format!("session-{}", self.run))
+            .field("reference", format!("ref-{id}"))
+            .field_opt("cvc", cvc);
+        self.send(action, "storedvaluecard_process", &id, payload)
+            .await
+    }
+
+    /// `storedvaluecard_process` with `Cancel` of the operation the ids name.
+    pub async fn cancel(
+        &self,
+        number: &str,
+        external_transaction_id: &str,
+        external_payment_id: &str,
+    ) -> anyhow::Result<Outcome> {
+        let id = self.request_id();
+        let payload = self
+            .context(&id)
+            .field("action", "Cancel")
+            .field("number", number)
+            .field("external_transaction_id", external_transaction_id)
+            .field("external_payment_id", external_payment_id);
+        self.send("Cancel", "storedvaluecard_process", &id, payload)
+            .await
+    }
+
+    /// `GET storedvaluelog/:number`, signed over the raw query string.
+    pub async fn log(&self, number: &str, limit: u32) -> anyhow::Result<Log> {
+        let id = self.request_id();
+        let query = format!(
+            "requestId={}&locationId={}&workstationId={}&limit={limit}",
+            query_value(&id),
+            query_value(&self.target.location_id),
+            query_value(&self.target.workstation_id),
+        );
+        let signature = instore::signature::sign(&self.target.key, query.as_bytes());
+        let url = format!("{}/storedvaluelog/{number}?{query}", self.target.url);
+        let mut req = self
+            .http
+            .get(&url)
+            .insert_header(("X-Signature", signature))
+            .insert_header(("x-correlation-id", format!("corr-{id}")));
+        if let Some(k) = &self.target.api_key {
+            req = req.insert_header(("X-API-Key", k.as_str()));
+        }
+        let mut resp = req
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
+        let body = resp.body().limit(8 << 20).await?;
+        Ok(Log {
+            status: resp.status().as_u16(),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        })
+    }
+
+    /// Sends `payload` as an envelope to `{url}/{path}` and waits for its callback.
+    async fn send(
+        &self,
+        action: &'static str,
+        path: &str,
+        request_id: &str,
+        payload: ObjectBuilder,
+    ) -> anyhow::Result<Outcome> {
+        // What InStore does: JSON.stringify(payload), signed, then JSON.stringify(envelope),
+        // in which the payload's bytes appear unchanged.
+        let payload_text = payload.to_js();
+        let signature = instore::signature::sign(&self.target.key, payload_text.as_bytes());
+        let url = format!("{}/{path}", self.target.url);
+        let callback_path = format!("{}{request_id}", self.target.callback_prefix);
+        let head = ObjectBuilder::new()
+            .field("payload_url", url.as_str())
+            .to_js();
+        let tail = ObjectBuilder::new()
+            .field("verification_signature", signature.as_str())
+            .field("tenant_id", self.target.tenant_id.as_str())
+            .field("requestId", request_id)
+            .field("callbackUrl", callback_path.as_str())
+            .to_js();
+        let body = format!(
+            "{},\"payload\":{payload_text},{}",
+            head.trim_end_matches('}'),
+            tail.trim_start_matches('{')
+        );
+        let mut req = self
+            .http
+            .post(&url)
+            .insert_header(("content-type", "application/json"))
+            .insert_header(("X-Signature", signature))
+            .insert_header(("x-correlation-id", format!("corr-{request_id}")));
+        if let Some(k) = &self.target.api_key {
+            req = req.insert_header(("X-API-Key", k.as_str()));
+        }
+        let mut resp = req
+            .send_body(body)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
+        let ack = resp.body().limit(1 << 20).await?.to_vec();
+        let status = resp.status().as_u16();
+        let callback = if status == 200 {
+            self.wait_for(&callback_path).await
+        } else {
+            None
+        };
+        let callback_signed = callback.as_ref().is_some_and(|c| self.signed(c));
+        Ok(Outcome {
+            action,
+            request_id: request_id.to_owned(),
+            status,
+            ack,
+            callback,
+            callback_signed,
+        })
+    }
+
+    /// The first callback at `url`'s path, waiting up to `self.wait`.
+    async fn wait_for(&self, url: &str) -> Option<Callback> {
+        let path = url
+            .strip_prefix("http://")
+            .and_then(|r| r.find('/').map(|i| r[i..].to_owned()))?;
+        let deadline = Instant::now() + self.wait;
+        loop {
+            if let Some(c) = self.callbacks().into_iter().find(|c| c.path == path) {
+                return Some(c);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            actix_rt::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Percent-encodes a query value (everything but unreserved characters).
+fn query_value(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_is_exact() {
+        let m = Money::parse("12.20", "USD").unwrap();
+        assert_eq!(m.minor, 1220);
+        assert_eq!(m.to_string(), "12.20 USD");
+        assert_eq!(Money::parse("1200", "JPY").unwrap().minor, 1200);
+        assert_eq!(Money::parse("1.234", "BHD").unwrap().minor, 1234);
+        assert!(Money::parse("12.205", "USD").is_err());
+        assert!(Money::parse("-1", "USD").is_err());
+        assert!(Money::parse("1", "XYZ").is_err());
+        assert!(Money::parse("ten", "USD").is_err());
+        assert_eq!(
+            instore::js(&Money::parse("12.20", "USD").unwrap().wire()),
+            r#"{"amount":1220,"precision":2,"currency":"USD"}"#
+        );
+    }
+
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(query_value("Málaga 01"), "M%C3%A1laga%2001");
+        assert_eq!(query_value("POS-03_x.~"), "POS-03_x.~");
+    }
+}
