@@ -1,8 +1,9 @@
 //! The one writer: every money-moving request (authorizations, adjustments, notifications,
 //! deposits and withdrawals, the channels' operations on holds, the expiry of overdue
-//! holds, and the InStore extension's enveloped requests) that arrives while commits are in flight is gathered into one
-//! batch, planned in arrival order and committed in one database transaction. An idle
-//! service adds no wait: a request that finds no batch committing goes at once, alone.
+//! holds, and the InStore extension's enveloped requests) that arrives while commits are in
+//! flight is gathered into one batch, planned in arrival order and committed in one
+//! database transaction. An idle service adds no wait: a request that finds no batch
+//! committing goes at once, alone.
 //! `commit_batch_size_max = 1` makes every batch one request: one transaction per request.
 //!
 //! One batch commits at a time while batches are quick: everything that arrives meanwhile
