@@ -159,7 +159,8 @@ pub struct WebhookSettings {
     /// Pause after a round that drained what was due (fewer than `batch_max` rows).
     pub poll_interval_ms: u64,
     /// The dispatcher thread's nice value (0 to 19; Linux, where it is per thread): above 0
-    /// its sends and signatures yield the CPU to the authorizations.
+    /// its sends and signatures yield the CPU to the authorizations. Postgres only (on the
+    /// embedded store the dispatcher shares the writer's one connection).
     pub dispatcher_nice: i32,
 }
 

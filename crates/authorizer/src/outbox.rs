@@ -34,7 +34,12 @@ pub fn start(
     std::thread::Builder::new()
         .name("authorizer-webhooks".into())
         .spawn(move || {
-            lower_priority(settings.dispatcher_nice);
+            // On the embedded store the dispatcher shares the one connection with the
+            // writer: a dispatcher descheduled while it holds it would hold up every batch
+            // (a priority inversion), so only a dispatcher with a pool of its own yields.
+            if store.is_postgres() {
+                lower_priority(settings.dispatcher_nice);
+            }
             actix_rt::System::new().block_on(async move {
                 let config = store::StoreConfig {
                     pool_connections_max: 2,
