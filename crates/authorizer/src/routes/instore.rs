@@ -2,8 +2,8 @@
 //! the stored-value card extension. Every request: the raw bytes (size-limited), the wire
 //! crate's verifier (401 with one body whatever failed), the typed payload (400), then the
 //! one writer, whose batch books the money and writes the callback's outbox row in one
-//! transaction; only after that commit is the request acknowledged. Logs and metrics name the route template, never
-//! the concrete path (it can hold a card number).
+//! transaction; only after that commit is the request acknowledged. Logs and metrics name
+//! the route template, never the concrete path (it can hold a card number).
 
 use crate::app::AppState;
 use crate::instore_service::{self, PlanContext, Planner, SvRequest};
