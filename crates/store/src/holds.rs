@@ -238,19 +238,11 @@ async fn find_hold(
     reservation_id: &str,
     lock: bool,
 ) -> Result<Option<HoldRow>, sqlx::Error> {
-    macro_rules! select {
-        () => {
-            concat!(
-                hold_columns!(),
-                " WHERE channel = $1 AND reservation_id = $2"
-            )
-        };
-    }
-    let sql = if lock {
-        for_update!(tx, select!())
-    } else {
-        select!()
-    };
+    let sql = for_update!(
+        tx,
+        concat!(hold_columns!(), " WHERE channel = $1 AND reservation_id = $2"),
+        if lock
+    );
     run!(tx, c => {
         match sqlx::query(sql).bind(channel).bind(reservation_id).fetch_optional(c).await? {
             Some(r) => Ok(Some(hold_from_row!(r))),
@@ -356,6 +348,28 @@ struct EventMeta<'a> {
     now_ms: i64,
 }
 
+impl<'a> EventMeta<'a> {
+    /// An event of request `call`, before its movement is booked.
+    fn of(call: &ChannelCall<'a>, refund_id: Option<&'a str>) -> Self {
+        EventMeta {
+            movement_id: None,
+            refund_id,
+            idempotency_key: Some(call.idempotency_key),
+            now_ms: call.now_ms,
+        }
+    }
+
+    /// An expiry at `now_ms`: no request, no movement.
+    fn expiry(now_ms: i64) -> Self {
+        EventMeta {
+            movement_id: None,
+            refund_id: None,
+            idempotency_key: None,
+            now_ms,
+        }
+    }
+}
+
 /// The event id of hold event row `id` (the audit joins on it).
 pub fn hold_event_id(id: i64) -> String {
     format!("evt-hold-{id}")
@@ -363,8 +377,8 @@ pub fn hold_event_id(id: i64) -> String {
 
 /// Writes what `ledger::holds` decided: the movement (if any) with the cardholder's
 /// balance, version and daily counter; then `held_minor`; then the hold and its event.
-/// `account` is locked and current. Returns the movement id.
-#[allow(clippy::too_many_arguments)]
+/// `account` is locked and current; the event records `meta` with the movement booked.
+/// Returns the movement id.
 async fn apply(
     store: &Store,
     tx: &mut Tx,
@@ -372,10 +386,9 @@ async fn apply(
     hold: &mut HoldRow,
     effects: &Effects,
     pos_clearing: Option<i64>,
-    refund_id: Option<&str>,
-    idempotency_key: Option<&str>,
-    now_ms: i64,
+    meta: EventMeta<'_>,
 ) -> Result<Option<i64>, Step> {
+    let now_ms = meta.now_ms;
     let today = day_of(now_ms);
     let spent = holds::give_back_counter(
         account.daily_spent_day,
@@ -412,9 +425,7 @@ async fn apply(
     }
     let meta = EventMeta {
         movement_id,
-        refund_id,
-        idempotency_key,
-        now_ms,
+        ..meta
     };
     write_transition(store, tx, hold, effects, &meta).await?;
     Ok(movement_id)
@@ -506,25 +517,64 @@ async fn set_final_response(tx: &mut Tx, hold_id: i64, body: &[u8]) -> Result<()
     Ok(())
 }
 
-/// Locks the hold's account, then the hold; expires it if due (in this transaction).
-/// Returns the account, the hold and whether it was expired now.
+/// A hold locked for an operation: its account, the hold, and whether it was expired now.
+struct Locked {
+    account: LockedAccount,
+    hold: HoldRow,
+    expired: bool,
+}
+
+impl Locked {
+    /// Writes what the operation decided (see [`apply`]) and reads the hold's refunds
+    /// again, for the answer.
+    async fn apply(
+        &mut self,
+        store: &Store,
+        tx: &mut Tx,
+        effects: &Effects,
+        clearing: i64,
+        meta: EventMeta<'_>,
+    ) -> Result<(), Step> {
+        let hold = &mut self.hold;
+        apply(
+            store,
+            tx,
+            &self.account,
+            hold,
+            effects,
+            Some(clearing),
+            meta,
+        )
+        .await?;
+        hold.view.refunds = load_refunds(tx, hold.id).await?;
+        Ok(())
+    }
+}
+
+/// Replays or refuses by the call's idempotency key; otherwise locks the hold's account,
+/// then the hold, and expires it if due (in this transaction). `Err`: already answered (or
+/// no such hold).
 async fn lock_hold(
     store: &Store,
     tx: &mut Tx,
-    channel: &str,
+    call: &ChannelCall<'_>,
     reservation_id: &str,
-    now_ms: i64,
-) -> Result<Option<(LockedAccount, HoldRow, bool)>, Step> {
+) -> Result<Result<Locked, ChannelOutcome>, Step> {
+    if let Some(o) = check_key(tx, call).await? {
+        return Ok(Err(o));
+    }
+    let (channel, now_ms) = (call.channel, call.now_ms);
     let Some(first) = find_hold(tx, channel, reservation_id, false).await? else {
-        return Ok(None);
+        return Ok(Err(ChannelOutcome::NotFound));
     };
     let account = lock_account_by_id(tx, first.account_id).await?;
     let Some(mut hold) = find_hold(tx, channel, reservation_id, true).await? else {
-        return Ok(None);
+        return Ok(Err(ChannelOutcome::NotFound));
     };
     let mut expired = false;
     if let Some(e) = holds::expire(&hold.rule(), now_ms) {
-        apply(store, tx, &account, &mut hold, &e, None, None, None, now_ms).await?;
+        let meta = EventMeta::expiry(now_ms);
+        apply(store, tx, &account, &mut hold, &e, None, meta).await?;
         expired = true;
     }
     // The account as it is now (the expiry changed its held amount).
@@ -533,7 +583,11 @@ async fn lock_hold(
     } else {
         account
     };
-    Ok(Some((account, hold, expired)))
+    Ok(Ok(Locked {
+        account,
+        hold,
+        expired,
+    }))
 }
 
 /// Replays or refuses by idempotency key; `None`: go on.
@@ -551,21 +605,46 @@ async fn check_key(tx: &mut Tx, call: &ChannelCall<'_>) -> Result<Option<Channel
     )
 }
 
+/// Records `response` as the answer to `call` under its idempotency key.
 async fn record_key(
     tx: &mut Tx,
     call: &ChannelCall<'_>,
     response: &StoredResponse,
 ) -> Result<(), sqlx::Error> {
-    insert_idempotent(
-        tx,
-        &key_scope(call.channel),
-        call.idempotency_key,
-        &call.request_hash,
-        call.endpoint,
-        response,
-        call.now_ms,
-    )
-    .await
+    let scope = key_scope(call.channel);
+    record_in(tx, call, &scope, call.idempotency_key, response).await
+}
+
+/// Records `response` as the answer to `call` under `id` in `scope`.
+async fn record_in(
+    tx: &mut Tx,
+    call: &ChannelCall<'_>,
+    scope: &str,
+    id: &str,
+    response: &StoredResponse,
+) -> Result<(), sqlx::Error> {
+    let (hash, endpoint, now_ms) = (&call.request_hash, call.endpoint, call.now_ms);
+    insert_idempotent(tx, scope, id, hash, endpoint, response, now_ms).await
+}
+
+/// The answer already given under `id` in `scope` (a reservation id, a refund id), now
+/// recorded under the call's key too; refused with `reused` when another request gave
+/// the id. `None`: go on.
+async fn replay_id(
+    tx: &mut Tx,
+    call: &ChannelCall<'_>,
+    (scope, id): (&str, &str),
+    reused: HoldError,
+    expired: bool,
+) -> Result<Option<ChannelOutcome>, Step> {
+    let Some(rec) = find_idempotent(tx, scope, id).await? else {
+        return Ok(None);
+    };
+    if rec.request_hash != call.request_hash {
+        return refuse(reused, expired).map(Some);
+    }
+    record_key(tx, call, &rec.response).await?;
+    Ok(Some(ChannelOutcome::Replay(rec.response)))
 }
 
 /// A refusal: a lazy expiry on the way is committed with the transaction; nothing else of
@@ -584,6 +663,9 @@ pub(crate) enum Ending {
 /// One operation of the channel API on a hold.
 #[derive(Debug, Clone, Copy)]
 pub enum HoldOp<'a> {
+    /// Decides a reservation and, approved, holds the amount; exactly once per
+    /// (channel, reservation_id). Declines are recorded too (a new attempt needs a new
+    /// reservation_id).
     Reserve {
         call: ChannelCall<'a>,
         req: ReserveRequest<'a>,
@@ -594,10 +676,12 @@ pub enum HoldOp<'a> {
         reservation_id: &'a str,
         amount: Option<Decimal>,
     },
+    /// Cancelling again gives the same answer.
     Cancel {
         call: ChannelCall<'a>,
         reservation_id: &'a str,
     },
+    /// Part of a captured hold: the account is credited at once.
     Refund {
         call: ChannelCall<'a>,
         reservation_id: &'a str,
@@ -606,6 +690,28 @@ pub enum HoldOp<'a> {
         currency: Option<&'a str>,
         window_days: u32,
     },
+}
+
+impl<'a> HoldOp<'a> {
+    /// The hold the operation ends or refunds (`None`: a reservation, which makes one).
+    fn reservation_id(&self) -> Option<&'a str> {
+        match *self {
+            HoldOp::Reserve { .. } => None,
+            HoldOp::Capture { reservation_id, .. }
+            | HoldOp::Cancel { reservation_id, .. }
+            | HoldOp::Refund { reservation_id, .. } => Some(reservation_id),
+        }
+    }
+
+    /// The request.
+    fn call(&self) -> &ChannelCall<'a> {
+        match self {
+            HoldOp::Reserve { call, .. }
+            | HoldOp::Capture { call, .. }
+            | HoldOp::Cancel { call, .. }
+            | HoldOp::Refund { call, .. } => call,
+        }
+    }
 }
 
 /// What an operation needs read before its transaction opens (the embedded store has one
@@ -634,28 +740,6 @@ pub(crate) fn reservation_may_commit(call: &ChannelCall<'_>) -> Result<(), Store
 }
 
 impl Store {
-    /// Decides a reservation and, approved, holds the amount; exactly once per
-    /// (channel, reservation_id). Declines are recorded too (a new attempt needs a new
-    /// reservation_id).
-    pub async fn reserve<R>(
-        &self,
-        call: &ChannelCall<'_>,
-        req: &ReserveRequest<'_>,
-        render: R,
-    ) -> Result<ChannelOutcome, StoreError>
-    where
-        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
-    {
-        self.hold_alone(
-            &HoldOp::Reserve {
-                call: *call,
-                req: *req,
-            },
-            &render,
-        )
-        .await
-    }
-
     /// A hold operation in a transaction of its own (a batch of one).
     pub(crate) async fn hold_alone<R>(
         &self,
@@ -687,24 +771,11 @@ impl Store {
         &self,
         op: &HoldOp<'_>,
     ) -> Result<Result<HoldTerms, ChannelOutcome>, StoreError> {
-        let (call, reservation_id) = match op {
-            HoldOp::Reserve { .. } => return Ok(Ok(HoldTerms::Reserve)),
-            HoldOp::Capture {
-                call,
-                reservation_id,
-                ..
-            }
-            | HoldOp::Cancel {
-                call,
-                reservation_id,
-            }
-            | HoldOp::Refund {
-                call,
-                reservation_id,
-                ..
-            } => (call, *reservation_id),
+        let Some(reservation_id) = op.reservation_id() else {
+            return Ok(Ok(HoldTerms::Reserve));
         };
-        let Some(currency) = self.hold_currency(call.channel, reservation_id).await? else {
+        let channel = op.call().channel;
+        let Some(currency) = self.hold_currency(channel, reservation_id).await? else {
             return Ok(Err(ChannelOutcome::NotFound));
         };
         let clearing = self
@@ -760,33 +831,30 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        match (op, terms) {
-            (HoldOp::Reserve { call, req }, _) => self.reserve_on(tx, call, req, render).await,
+        let call = op.call();
+        let locked = match op.reservation_id() {
+            None => None,
+            Some(reservation_id) => match lock_hold(self, tx, call, reservation_id).await? {
+                Ok(locked) => Some(locked),
+                Err(answered) => return Ok(answered),
+            },
+        };
+        match (op, locked, terms) {
+            (HoldOp::Reserve { req, .. }, _, _) => self.reserve_on(tx, call, req, render).await,
             (
-                HoldOp::Capture {
-                    call,
-                    reservation_id,
-                    ..
-                }
-                | HoldOp::Cancel {
-                    call,
-                    reservation_id,
-                },
+                HoldOp::Capture { .. } | HoldOp::Cancel { .. },
+                Some(locked),
                 HoldTerms::End { ending, clearing },
             ) => {
-                self.end_hold_on(tx, call, reservation_id, *ending, Some(*clearing), render)
+                self.end_hold_on(tx, call, locked, *ending, *clearing, render)
                     .await
             }
             (
-                HoldOp::Refund {
-                    call,
-                    reservation_id,
-                    refund_id,
-                    ..
-                },
+                HoldOp::Refund { refund_id, .. },
+                Some(locked),
                 HoldTerms::Refund { ask, clearing },
             ) => {
-                self.refund_on(tx, call, reservation_id, refund_id, ask, *clearing, render)
+                self.refund_on(tx, call, locked, refund_id, ask, *clearing, render)
                     .await
             }
             _ => Err(Step::Fail(StoreError::Invalid(
@@ -812,15 +880,10 @@ impl Store {
             return Ok(o);
         }
         let res_scope = reservation_scope(call.channel);
-        if let Some(rec) = find_idempotent(&mut tx, &res_scope, req.reservation_id).await? {
-            if rec.request_hash != call.request_hash {
-                return Ok(ChannelOutcome::Refused {
-                    error: HoldError::ReservationIdReused,
-                    expired: false,
-                });
-            }
-            record_key(&mut tx, call, &rec.response).await?;
-            return Ok(ChannelOutcome::Replay(rec.response));
+        let id = (&res_scope[..], req.reservation_id);
+        let reused = HoldError::ReservationIdReused;
+        if let Some(o) = replay_id(&mut tx, call, id, reused, false).await? {
+            return Ok(o);
         }
         let account = match req.currency {
             Some(c) => lock_user_account(&mut tx, req.user_id, c).await?,
@@ -912,12 +975,7 @@ impl Store {
                     created_at_ms: call.now_ms,
                     refunds: Vec::new(),
                 };
-                let meta = EventMeta {
-                    movement_id: None,
-                    refund_id: None,
-                    idempotency_key: Some(call.idempotency_key),
-                    now_ms: call.now_ms,
-                };
+                let meta = EventMeta::of(call, None);
                 insert_event(self, &mut tx, &view, HoldEventKind::Reserved, minor, &meta).await?;
                 events.push(HoldEventKind::Reserved);
                 render(&ChannelAnswer::Reserved(&view))
@@ -927,156 +985,61 @@ impl Store {
             _ => render(&ChannelAnswer::Declined(Decline::AccountNotFound)),
         };
         let response = StoredResponse { status: 200, body };
-        insert_idempotent(
-            &mut tx,
-            &res_scope,
-            req.reservation_id,
-            &call.request_hash,
-            call.endpoint,
-            &response,
-            call.now_ms,
-        )
-        .await?;
+        record_in(&mut tx, call, &res_scope, req.reservation_id, &response).await?;
         record_key(&mut tx, call, &response).await?;
         Ok(ChannelOutcome::Fresh { response, events })
     }
 
-    /// Captures `amount` (`None`: in full) of a reserved hold.
-    pub async fn capture<R>(
-        &self,
-        call: &ChannelCall<'_>,
-        reservation_id: &str,
-        amount: Option<Decimal>,
-        render: R,
-    ) -> Result<ChannelOutcome, StoreError>
-    where
-        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
-    {
-        let op = HoldOp::Capture {
-            call: *call,
-            reservation_id,
-            amount,
-        };
-        self.hold_alone(&op, &render).await
-    }
-
-    /// Cancels a reserved hold (again: the same answer).
-    pub async fn cancel<R>(
-        &self,
-        call: &ChannelCall<'_>,
-        reservation_id: &str,
-        render: R,
-    ) -> Result<ChannelOutcome, StoreError>
-    where
-        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
-    {
-        let op = HoldOp::Cancel {
-            call: *call,
-            reservation_id,
-        };
-        self.hold_alone(&op, &render).await
-    }
-
-    // The body reads as it did with a transaction of its own (`&mut tx`).
-    #[allow(clippy::needless_borrow)]
     async fn end_hold_on<R>(
         &self,
         tx: &mut Tx,
         call: &ChannelCall<'_>,
-        reservation_id: &str,
+        mut locked: Locked,
         ending: Ending,
-        clearing: Option<i64>,
+        clearing: i64,
         render: &R,
     ) -> Result<ChannelOutcome, Step>
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let mut tx = tx;
-        if let Some(o) = check_key(&mut tx, call).await? {
-            return Ok(o);
-        }
-        let Some((account, mut hold, expired)) =
-            lock_hold(self, &mut tx, call.channel, reservation_id, call.now_ms).await?
-        else {
-            return Ok(ChannelOutcome::NotFound);
-        };
-        let rule = hold.rule();
+        let rule = locked.hold.rule();
         let decided = match ending {
             Ending::Capture(amount) => holds::capture(&rule, amount, call.now_ms),
             Ending::Cancel => holds::cancel(&rule, call.now_ms),
         };
         let effects = match decided {
-            Err(e) => return refuse(e, expired),
+            Err(e) => return refuse(e, locked.expired),
             Ok(Transition::Replay) => {
-                let body = hold.final_response.clone().unwrap_or_default();
+                let body = locked.hold.final_response.clone().unwrap_or_default();
                 let response = StoredResponse { status: 200, body };
-                record_key(&mut tx, call, &response).await?;
+                record_key(tx, call, &response).await?;
                 return Ok(ChannelOutcome::Replay(response));
             }
             Ok(Transition::Apply(e)) => e,
         };
-        apply(
-            self,
-            &mut tx,
-            &account,
-            &mut hold,
-            &effects,
-            clearing,
-            None,
-            Some(call.idempotency_key),
-            call.now_ms,
-        )
-        .await?;
-        hold.view.refunds = load_refunds(&mut tx, hold.id).await?;
+        let meta = EventMeta::of(call, None);
+        locked.apply(self, tx, &effects, clearing, meta).await?;
         let body = match ending {
-            Ending::Capture(_) => render(&ChannelAnswer::Captured(&hold.view)),
-            Ending::Cancel => render(&ChannelAnswer::Cancelled(&hold.view)),
+            Ending::Capture(_) => render(&ChannelAnswer::Captured(&locked.hold.view)),
+            Ending::Cancel => render(&ChannelAnswer::Cancelled(&locked.hold.view)),
         };
-        set_final_response(&mut tx, hold.id, &body).await?;
+        set_final_response(tx, locked.hold.id, &body).await?;
         let response = StoredResponse { status: 200, body };
-        record_key(&mut tx, call, &response).await?;
+        record_key(tx, call, &response).await?;
         let mut events = Vec::new();
-        if expired {
+        if locked.expired {
             events.push(HoldEventKind::Expired);
         }
         events.push(effects.event);
         Ok(ChannelOutcome::Fresh { response, events })
     }
 
-    /// Refunds part of a captured hold: the account is credited at once.
     #[allow(clippy::too_many_arguments)]
-    pub async fn refund<R>(
-        &self,
-        call: &ChannelCall<'_>,
-        reservation_id: &str,
-        refund_id: &str,
-        amount: Option<Decimal>,
-        currency: Option<&str>,
-        window_days: u32,
-        render: R,
-    ) -> Result<ChannelOutcome, StoreError>
-    where
-        R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
-    {
-        let op = HoldOp::Refund {
-            call: *call,
-            reservation_id,
-            refund_id,
-            amount,
-            currency,
-            window_days,
-        };
-        self.hold_alone(&op, &render).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    // The body reads as it did with a transaction of its own (`&mut tx`).
-    #[allow(clippy::needless_borrow)]
     async fn refund_on<R>(
         &self,
         tx: &mut Tx,
         call: &ChannelCall<'_>,
-        reservation_id: &str,
+        mut locked: Locked,
         refund_id: &str,
         ask: &RefundAsk,
         clearing: i64,
@@ -1085,60 +1048,28 @@ impl Store {
     where
         R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
     {
-        let mut tx = tx;
-        if let Some(o) = check_key(&mut tx, call).await? {
-            return Ok(o);
-        }
-        let scope = refund_scope(call.channel, reservation_id);
-        let Some((account, mut hold, expired)) =
-            lock_hold(self, &mut tx, call.channel, reservation_id, call.now_ms).await?
-        else {
-            return Ok(ChannelOutcome::NotFound);
-        };
+        let scope = refund_scope(call.channel, &locked.hold.view.reservation_id);
         // The refund id is looked up under the hold's lock: a copy of the refund sent under
         // another key while the first was being written waits here for it, then replays it
         // (read before the lock, it missed the first and was judged as a second refund).
-        if let Some(rec) = find_idempotent(&mut tx, &scope, refund_id).await? {
-            if rec.request_hash != call.request_hash {
-                return refuse(HoldError::RefundIdReused, expired);
-            }
-            record_key(&mut tx, call, &rec.response).await?;
-            return Ok(ChannelOutcome::Replay(rec.response));
+        let reused = HoldError::RefundIdReused;
+        if let Some(o) = replay_id(tx, call, (&scope, refund_id), reused, locked.expired).await? {
+            return Ok(o);
         }
-        let effects = match holds::refund(&hold.rule(), ask, call.now_ms) {
+        let effects = match holds::refund(&locked.hold.rule(), ask, call.now_ms) {
             Ok(e) => e,
-            Err(e) => return refuse(e, expired),
+            Err(e) => return refuse(e, locked.expired),
         };
-        apply(
-            self,
-            &mut tx,
-            &account,
-            &mut hold,
-            &effects,
-            Some(clearing),
-            Some(refund_id),
-            Some(call.idempotency_key),
-            call.now_ms,
-        )
-        .await?;
-        hold.view.refunds = load_refunds(&mut tx, hold.id).await?;
+        let meta = EventMeta::of(call, Some(refund_id));
+        locked.apply(self, tx, &effects, clearing, meta).await?;
         let body = render(&ChannelAnswer::Refunded {
-            hold: &hold.view,
+            hold: &locked.hold.view,
             refund_id,
             amount: effects.event_amount,
         });
         let response = StoredResponse { status: 200, body };
-        insert_idempotent(
-            &mut tx,
-            &scope,
-            refund_id,
-            &call.request_hash,
-            call.endpoint,
-            &response,
-            call.now_ms,
-        )
-        .await?;
-        record_key(&mut tx, call, &response).await?;
+        record_in(tx, call, &scope, refund_id, &response).await?;
+        record_key(tx, call, &response).await?;
         Ok(ChannelOutcome::Fresh {
             response,
             events: vec![HoldEventKind::Refunded],
@@ -1288,12 +1219,7 @@ impl Store {
                 // One hold a read found overdue: its account is waited for.
                 _ => accounts,
             };
-        let expiry = EventMeta {
-            movement_id: None,
-            refund_id: None,
-            idempotency_key: None,
-            now_ms,
-        };
+        let expiry = EventMeta::expiry(now_ms);
         let mut expired = 0u64;
         for account_id in accounts {
             let account = lock_account_by_id(tx, account_id).await?;

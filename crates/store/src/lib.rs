@@ -83,13 +83,16 @@ macro_rules! run_pool {
 pub(crate) use run_pool;
 
 /// Picks the statement text for the backend: Postgres locks rows it reads for update;
-/// SQLite has a single writer and no `FOR UPDATE`.
+/// SQLite has a single writer and no `FOR UPDATE`. With `if $lock`, only when `$lock`.
 macro_rules! for_update {
     ($tx:expr, $sql:expr) => {
         match $tx {
             $crate::Tx::Pg(_) => concat!($sql, " FOR UPDATE"),
             $crate::Tx::Lite(_) => $sql,
         }
+    };
+    ($tx:expr, $sql:expr, if $lock:expr) => {
+        if $lock { for_update!($tx, $sql) } else { $sql }
     };
 }
 pub(crate) use for_update;

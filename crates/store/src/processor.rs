@@ -11,7 +11,7 @@
 use crate::events::{
     ADJUSTMENT_BOOKED, NOTIFICATION_APPLIED, adjustment_booked, notification_applied,
 };
-use crate::rules::{CardRecord, card_from_stored};
+use crate::rules::{CardRecord, fetch_card_record};
 use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_violation, run};
 pub(crate) use ledger::plan::{Asked, direction_str};
 pub use ledger::plan::{AuthorizationResult, Outcome};
@@ -288,17 +288,7 @@ pub(crate) async fn load_card_record(
     tx: &mut Tx,
     card_id: &str,
 ) -> Result<Option<CardRecord>, sqlx::Error> {
-    let row: Option<(String, String, String, String)> = run!(tx, c => {
-        sqlx::query_as(
-            "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
-        )
-        .bind(card_id)
-        .fetch_optional(c)
-        .await?
-    });
-    Ok(row.map(|(owner, status, blocked, controls)| {
-        card_from_stored(owner, &status, &blocked, &controls)
-    }))
+    Ok(run!(tx, c => fetch_card_record!(c, card_id)))
 }
 
 /// A finished request under an idempotency key.
@@ -547,18 +537,13 @@ async fn find_transaction_record(
     transaction_id: &str,
     lock: bool,
 ) -> Result<Option<ExistingRecord>, sqlx::Error> {
-    macro_rules! select {
-        () => {
-            "SELECT status, movement_id, response_status, response_body, verdict, \
-             endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
-             FROM processor_transactions WHERE kind = $1 AND transaction_id = $2"
-        };
-    }
-    let sql = if lock {
-        for_update!(tx, select!())
-    } else {
-        select!()
-    };
+    let sql = for_update!(
+        tx,
+        "SELECT status, movement_id, response_status, response_body, verdict, \
+         endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
+         FROM processor_transactions WHERE kind = $1 AND transaction_id = $2",
+        if lock
+    );
     run!(tx, c => {
         match sqlx::query(sql).bind(kind).bind(transaction_id).fetch_optional(c).await? {
             None => Ok(None),

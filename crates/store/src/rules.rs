@@ -27,6 +27,23 @@ pub(crate) fn card_from_stored(
     }
 }
 
+/// The rules of card `$card_id` read on `$on` (a transaction's connection, or a pool):
+/// `None` when we hold no record of it.
+macro_rules! fetch_card_record {
+    ($on:expr, $card_id:expr) => {
+        sqlx::query_as::<_, (String, String, String, String)>(
+            "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
+        )
+        .bind($card_id)
+        .fetch_optional($on)
+        .await?
+        .map(|(user, status, blocked, controls)| {
+            $crate::rules::card_from_stored(user, &status, &blocked, &controls)
+        })
+    };
+}
+pub(crate) use fetch_card_record;
+
 /// A stored controls document (`''`: none) as the plan reads it; `account_currency` for
 /// an account's. Documents are validated and stored in canonical form, so one that cannot
 /// be read again is a damaged row: it is logged and read as no controls.
@@ -48,16 +65,6 @@ pub(crate) fn stored_controls(
 impl Store {
     /// The card's rules as committed now (`None`: no record), read without locking.
     pub async fn card_record(&self, card_id: &str) -> Result<Option<CardRecord>, StoreError> {
-        let row: Option<(String, String, String, String)> = run_pool!(&self.db, p => {
-            sqlx::query_as(
-                "SELECT user_id, status, blocked_mccs, controls FROM cards WHERE card_id = $1",
-            )
-            .bind(card_id)
-            .fetch_optional(p)
-            .await?
-        });
-        Ok(row.map(|(user, status, blocked, controls)| {
-            card_from_stored(user, &status, &blocked, &controls)
-        }))
+        Ok(run_pool!(&self.db, p => fetch_card_record!(p, card_id)))
     }
 }
