@@ -8,21 +8,19 @@
 //! Nothing here decides: the rules are the plan's; this module only reads rows into a
 //! snapshot and turns rows to write into statements.
 
-use crate::batch::{BatchItem, abandoned, deadline_passed, start_commit};
+use crate::batch::{BatchItem, abandoned, deadline_passed, snapshot_row, start_commit};
 use crate::embedded;
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
-    TransactionRecord, account_columns, asked_from_row, insert_transaction_record,
-    load_card_record, locked_account_from_row, retry_races,
+    TransactionRecord, account_columns, insert_transaction_record, load_card_record, retry_races,
 };
 use crate::rules::{CardLookup, CardRecord};
-use crate::{Flags, Store, StoreError, StoredResponse, Tx, run};
+use crate::{Flags, Store, StoreError, Tx, run};
 use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
 use ledger::plan::{
-    AuthorizationRequest, AuthorizationResult, CardTransaction, KeyRecord, Outcome, RecordWrite,
-    RecordedTransaction, Snapshot, Writes, account_owner, counter_windows, direction_str,
-    owner_kind, plan_authorizations,
+    AuthorizationRequest, AuthorizationResult, CardTransaction, Outcome, RecordWrite, Snapshot,
+    Writes, account_owner, counter_windows, direction_str, owner_kind, plan_authorizations,
 };
 use ledger::{Currency, RequestKind, SystemAccount};
 use sqlx::Row;
@@ -307,29 +305,11 @@ async fn prefetch<'i>(
     };
     let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
     let sql = format!(
-        "SELECT key, request_hash, response_status, response_body FROM idempotency_keys \
-         WHERE scope = $1 AND key IN {}",
+        "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, \
+         response_body AS body FROM idempotency_keys WHERE scope = $1 AND key IN {}",
         placeholders(1, keys.len(), 2)
     );
-    run!(tx, c => {
-        let mut q = sqlx::query(&sql).bind(SCOPE_AUTHORIZATION);
-        for k in &keys {
-            q = q.bind(*k);
-        }
-        for r in q.fetch_all(c).await? {
-            s.keys.insert(
-                r.try_get("key")?,
-                KeyRecord {
-                    request_hash: r.try_get("request_hash")?,
-                    response: StoredResponse {
-                        status: u16::try_from(r.try_get::<i32, _>("response_status")?)
-                            .unwrap_or(500),
-                        body: r.try_get("response_body")?,
-                    },
-                },
-            );
-        }
-    });
+    read_into(tx, &mut s, &sql, SCOPE_AUTHORIZATION, &keys).await?;
     if items
         .iter()
         .all(|i| s.keys.contains_key(i.call.idempotency_key))
@@ -339,33 +319,12 @@ async fn prefetch<'i>(
     }
     let tids = distinct(items.iter().map(|i| i.tx.transaction_id));
     let sql = format!(
-        "SELECT transaction_id, amount_minor, response_status, response_body, verdict, endpoint, \
-         direction, tx_type, user_id, card_id, currency, amount_text FROM processor_transactions \
-         WHERE kind = $1 AND transaction_id IN {}{lock}",
+        "SELECT 2 AS tag, transaction_id AS k, amount_minor, response_status AS st, \
+         response_body AS body, verdict, endpoint, direction, tx_type, user_id, card_id, currency, \
+         amount_text FROM processor_transactions WHERE kind = $1 AND transaction_id IN {}{lock}",
         placeholders(1, tids.len(), 2)
     );
-    run!(tx, c => {
-        let mut q = sqlx::query(&sql).bind(KIND_AUTHORIZATION);
-        for t in &tids {
-            q = q.bind(*t);
-        }
-        for r in q.fetch_all(c).await? {
-            let status: Option<i32> = r.try_get("response_status")?;
-            let body: Option<Vec<u8>> = r.try_get("response_body")?;
-            s.transactions.insert(
-                r.try_get("transaction_id")?,
-                RecordedTransaction {
-                    amount_minor: r.try_get("amount_minor")?,
-                    response: status.zip(body).map(|(status, body)| StoredResponse {
-                        status: u16::try_from(status).unwrap_or(500),
-                        body,
-                    }),
-                    verdict: r.try_get("verdict")?,
-                    asked: asked_from_row!(r),
-                },
-            );
-        }
-    });
+    read_into(tx, &mut s, &sql, KIND_AUTHORIZATION, &tids).await?;
     let owners = distinct(
         items
             .iter()
@@ -374,7 +333,7 @@ async fn prefetch<'i>(
     if !owners.is_empty() {
         let sql = format!(
             "{} WHERE kind = 'USER' AND (user_id, currency) IN (VALUES {}) ORDER BY id{lock}",
-            account_columns!().replacen("SELECT ", "SELECT user_id, ", 1),
+            account_columns!().replacen("SELECT ", "SELECT 3 AS tag, user_id, ", 1),
             placeholders(owners.len(), 2, 1)
         );
         run!(tx, c => {
@@ -383,9 +342,7 @@ async fn prefetch<'i>(
                 q = q.bind(*user).bind(currency.code());
             }
             for r in q.fetch_all(c).await? {
-                let user: String = r.try_get("user_id")?;
-                let a: LockedAccount = locked_account_from_row!(r);
-                s.accounts.insert((user, a.currency), a);
+                snapshot_row!(s, r, i32);
             }
         });
     }
@@ -434,6 +391,27 @@ async fn prefetch<'i>(
         s.posting_ids = reserve_ids(tx, "postings", 2 * n).await?;
     }
     Ok(s)
+}
+
+/// Reads the rows `sql` selects (`$1` bound to `first`, then one parameter per id) into
+/// `s` (see [`snapshot_row`]).
+async fn read_into(
+    tx: &mut Tx,
+    s: &mut Snapshot,
+    sql: &str,
+    first: &str,
+    ids: &[&str],
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        let mut q = sqlx::query(sql).bind(first);
+        for id in ids {
+            q = q.bind(*id);
+        }
+        for r in q.fetch_all(c).await? {
+            snapshot_row!(*s, r, i32);
+        }
+    });
+    Ok(())
 }
 
 /// The distinct values of `values`, in first-seen order.

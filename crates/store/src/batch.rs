@@ -18,18 +18,15 @@
 use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, moving, request_of};
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::outbox::{OutboxRows, Subscribers};
-use crate::processor::{Asked, LockedAccount, asked_from_row, direction_str};
+use crate::processor::{Asked, LockedAccount, direction_str};
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
-    SCOPE_AUTHORIZATION, Step as ItemStep, locked_account_from_row,
+    SCOPE_AUTHORIZATION, Step as ItemStep,
 };
-use crate::rules::{CardLookup, CardRecord, card_from_stored};
-use crate::{Db, Store, StoreError, StoredResponse, is_unique_violation};
+use crate::rules::{CardLookup, CardRecord};
+use crate::{Db, Store, StoreError, is_unique_violation};
 use ledger::controls::{Counter, TimeZone};
-use ledger::plan::{
-    KeyRecord, RecordRow, RecordWrite, RecordedTransaction, Snapshot, Writes, owner_kind,
-    plan_authorizations,
-};
+use ledger::plan::{RecordRow, RecordWrite, Snapshot, Writes, owner_kind, plan_authorizations};
 use ledger::{Currency, RequestKind};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -430,6 +427,77 @@ where
     }
 }
 
+/// Takes a row of a batch read into snapshot `s` when its `tag` (of SQL type `$tag`) says
+/// it is a finished key (1), a recorded transaction (2), a cardholder account (3) or a
+/// card (4); otherwise gives the tag back to the caller. Every prefetch (this one, the
+/// embedded store's, and [`crate::authorize`]'s) names these columns alike: `k` the key,
+/// transaction or card id, `h` the request hash, `st` and `body` the stored response.
+macro_rules! snapshot_row {
+    ($s:expr, $r:expr, $tag:ty) => {{
+        let (s, r) = (&mut $s, &$r);
+        let response = || -> Result<Option<$crate::StoredResponse>, sqlx::Error> {
+            let status: Option<i32> = r.try_get("st")?;
+            let body: Option<Vec<u8>> = r.try_get("body")?;
+            Ok(status.zip(body).map(|(s, body)| $crate::StoredResponse {
+                status: u16::try_from(s).unwrap_or(500),
+                body,
+            }))
+        };
+        let text = |column: &str| -> Result<String, sqlx::Error> {
+            Ok(r.try_get::<Option<String>, _>(column)?.unwrap_or_default())
+        };
+        match i64::from(r.try_get::<$tag, _>("tag")?) {
+            1 => {
+                let hash: Option<Vec<u8>> = r.try_get("h")?;
+                let response = response()?.unwrap_or($crate::StoredResponse {
+                    status: 500,
+                    body: Vec::new(),
+                });
+                s.keys.insert(
+                    r.try_get("k")?,
+                    ledger::plan::KeyRecord {
+                        request_hash: hash.unwrap_or_default(),
+                        response,
+                    },
+                );
+                None
+            }
+            2 => {
+                s.transactions.insert(
+                    r.try_get("k")?,
+                    ledger::plan::RecordedTransaction {
+                        amount_minor: r.try_get("amount_minor")?,
+                        response: response()?,
+                        verdict: r.try_get("verdict")?,
+                        asked: $crate::processor::asked_from_row!(r),
+                    },
+                );
+                None
+            }
+            3 => {
+                let user: String = r.try_get("user_id")?;
+                let a: $crate::processor::LockedAccount =
+                    $crate::processor::locked_account_from_row!(r);
+                s.accounts.insert((user, a.currency), a);
+                None
+            }
+            4 => {
+                let (status, blocked) = (text("status")?, text("blocked_mccs")?);
+                let card = $crate::rules::card_from_stored(
+                    text("user_id")?,
+                    &status,
+                    &blocked,
+                    &text("controls")?,
+                );
+                s.cards.insert(r.try_get("k")?, card);
+                None
+            }
+            tag => Some(tag),
+        }
+    }};
+}
+pub(crate) use snapshot_row;
+
 /// Everything the batch reads, in one round trip: finished requests under these keys; the
 /// transactions already recorded (locked); the cardholder accounts (locked in id order);
 /// the cards; and enough movement and posting ids for the worst case, taken after the
@@ -479,61 +547,9 @@ async fn read_batch<'i>(
         .fetch_all(&mut *tx)
         .await?
     {
-        let tag: i32 = r.try_get("tag")?;
-        let response = || -> Result<Option<StoredResponse>, sqlx::Error> {
-            let status: Option<i32> = r.try_get("st")?;
-            let body: Option<Vec<u8>> = r.try_get("body")?;
-            Ok(status.zip(body).map(|(s, body)| StoredResponse {
-                status: u16::try_from(s).unwrap_or(500),
-                body,
-            }))
-        };
-        match tag {
-            1 => {
-                let hash: Option<Vec<u8>> = r.try_get("h")?;
-                s.keys.insert(
-                    r.try_get("k")?,
-                    KeyRecord {
-                        request_hash: hash.unwrap_or_default(),
-                        response: response()?.unwrap_or(StoredResponse {
-                            status: 500,
-                            body: Vec::new(),
-                        }),
-                    },
-                );
-            }
-            2 => {
-                s.transactions.insert(
-                    r.try_get("k")?,
-                    RecordedTransaction {
-                        amount_minor: r.try_get("amount_minor")?,
-                        response: response()?,
-                        verdict: r.try_get("verdict")?,
-                        asked: asked_from_row!(r),
-                    },
-                );
-            }
-            3 => {
-                let user: String = r.try_get("user_id")?;
-                let a: LockedAccount = locked_account_from_row!(r);
-                s.accounts.insert((user, a.currency), a);
-            }
-            4 => {
-                let user: Option<String> = r.try_get("user_id")?;
-                let status: Option<String> = r.try_get("status")?;
-                let blocked: Option<String> = r.try_get("blocked_mccs")?;
-                let controls: Option<String> = r.try_get("controls")?;
-                s.cards.insert(
-                    r.try_get("k")?,
-                    card_from_stored(
-                        user.unwrap_or_default(),
-                        &status.unwrap_or_default(),
-                        &blocked.unwrap_or_default(),
-                        &controls.unwrap_or_default(),
-                    ),
-                );
-            }
-            7 => counter_from_row(
+        match snapshot_row!(s, r, i32) {
+            None => {}
+            Some(7) => counter_from_row(
                 &mut s,
                 r.try_get::<Option<String>, _>("status")?
                     .unwrap_or_default(),
@@ -547,7 +563,7 @@ async fn read_batch<'i>(
                     count: r.try_get::<Option<i64>, _>("version")?.unwrap_or(0),
                 },
             ),
-            5 => s.movement_ids.push(r.try_get::<i64, _>("id")?),
+            Some(5) => s.movement_ids.push(r.try_get::<i64, _>("id")?),
             _ => s.posting_ids.push(r.try_get::<i64, _>("id")?),
         }
     }

@@ -14,19 +14,15 @@
 //! the plan is the same ([`ledger::plan::plan_authorizations`]).
 
 use crate::Flags;
-use crate::StoredResponse;
 use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, distinct, moving};
-use crate::batch::BatchItem;
+use crate::batch::{BatchItem, snapshot_row};
 use crate::processor::{
-    Asked, KIND_AUTHORIZATION, LockedAccount, SCOPE_AUTHORIZATION, account_columns, asked_from_row,
-    locked_account_from_row,
+    Asked, KIND_AUTHORIZATION, LockedAccount, SCOPE_AUTHORIZATION, account_columns,
 };
-use crate::rules::{CardRecord, card_from_stored};
+use crate::rules::CardRecord;
 use ledger::Currency;
 use ledger::controls::{Counter, TimeZone};
-use ledger::plan::{
-    KeyRecord, RecordWrite, RecordedTransaction, Snapshot, Writes, direction_str, owner_kind,
-};
+use ledger::plan::{RecordWrite, Snapshot, Writes, direction_str, owner_kind};
 use sqlx::sqlite::SqliteArguments;
 use sqlx::{Arguments, Encode, Row, Sqlite, SqliteConnection, Type};
 use std::collections::HashMap;
@@ -101,14 +97,14 @@ pub(crate) async fn prefetch<'i>(
 
     let mut q = Statements::default();
     q.push(
-        "SELECT 1 AS tag, key, request_hash, response_status, response_body FROM idempotency_keys \
-         WHERE scope = ? AND key IN ",
+        "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body \
+         FROM idempotency_keys WHERE scope = ? AND key IN ",
     )
     .bind(SCOPE_AUTHORIZATION)?
     .list(&keys)?;
     q.push(
-        ";\nSELECT 2 AS tag, transaction_id, amount_minor, response_status, response_body, verdict, \
-         endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
+        ";\nSELECT 2 AS tag, transaction_id AS k, amount_minor, response_status AS st, \
+         response_body AS body, verdict, endpoint, direction, tx_type, user_id, card_id, currency, amount_text \
          FROM processor_transactions WHERE kind = ? AND transaction_id IN ",
     )
     .bind(KIND_AUTHORIZATION)?
@@ -125,7 +121,7 @@ pub(crate) async fn prefetch<'i>(
     }
     if !card_ids.is_empty() {
         q.push(
-            ";\nSELECT 4 AS tag, card_id, user_id, status, blocked_mccs, controls FROM cards \
+            ";\nSELECT 4 AS tag, card_id AS k, user_id, status, blocked_mccs, controls FROM cards \
              WHERE card_id IN ",
         )
         .list(&card_ids)?;
@@ -154,55 +150,9 @@ pub(crate) async fn prefetch<'i>(
 
     let (mut last_movement, mut last_posting) = (0, 0);
     for r in sqlx::query_with(&q.sql, q.args).fetch_all(c).await? {
-        let response = || -> Result<Option<StoredResponse>, sqlx::Error> {
-            let status: Option<i32> = r.try_get("response_status")?;
-            let body: Option<Vec<u8>> = r.try_get("response_body")?;
-            Ok(status.zip(body).map(|(status, body)| StoredResponse {
-                status: u16::try_from(status).unwrap_or(500),
-                body,
-            }))
-        };
-        match r.try_get::<i64, _>("tag")? {
-            1 => {
-                s.keys.insert(
-                    r.try_get("key")?,
-                    KeyRecord {
-                        request_hash: r.try_get("request_hash")?,
-                        response: response()?.unwrap_or(StoredResponse {
-                            status: 500,
-                            body: Vec::new(),
-                        }),
-                    },
-                );
-            }
-            2 => {
-                s.transactions.insert(
-                    r.try_get("transaction_id")?,
-                    RecordedTransaction {
-                        amount_minor: r.try_get("amount_minor")?,
-                        response: response()?,
-                        verdict: r.try_get("verdict")?,
-                        asked: asked_from_row!(r),
-                    },
-                );
-            }
-            3 => {
-                let user: String = r.try_get("user_id")?;
-                let a: LockedAccount = locked_account_from_row!(r);
-                s.accounts.insert((user, a.currency), a);
-            }
-            4 => {
-                s.cards.insert(
-                    r.try_get("card_id")?,
-                    card_from_stored(
-                        r.try_get("user_id")?,
-                        &r.try_get::<String, _>("status")?,
-                        &r.try_get::<String, _>("blocked_mccs")?,
-                        &r.try_get::<String, _>("controls")?,
-                    ),
-                );
-            }
-            7 => counter_from_row(
+        match snapshot_row!(s, r, i64) {
+            None => {}
+            Some(7) => counter_from_row(
                 &mut s,
                 r.try_get("owner_kind")?,
                 r.try_get("owner_id")?,
@@ -213,7 +163,7 @@ pub(crate) async fn prefetch<'i>(
                     count: r.try_get("count")?,
                 },
             ),
-            5 => last_movement = r.try_get("id")?,
+            Some(5) => last_movement = r.try_get("id")?,
             _ => last_posting = r.try_get("id")?,
         }
     }
