@@ -473,57 +473,31 @@ impl ObjectBuilder {
     }
 }
 
-impl From<&str> for Value {
-    fn from(s: &str) -> Value {
-        Value::String(s.to_owned())
-    }
+/// `From<T> for Value`, each by the conversion given.
+macro_rules! value_from {
+    ($($t:ty => |$v:ident| $e:expr;)*) => {$(
+        impl From<$t> for Value {
+            fn from($v: $t) -> Value {
+                $e
+            }
+        }
+    )*};
 }
 
-impl From<String> for Value {
-    fn from(s: String) -> Value {
-        Value::String(s)
-    }
-}
-
-impl From<&String> for Value {
-    fn from(s: &String) -> Value {
-        Value::String(s.clone())
-    }
-}
-
-impl From<i64> for Value {
-    fn from(n: i64) -> Value {
-        Value::Int(n)
-    }
-}
-
-impl From<u8> for Value {
-    fn from(n: u8) -> Value {
-        Value::Int(i64::from(n))
-    }
-}
-
-impl From<bool> for Value {
-    fn from(b: bool) -> Value {
-        Value::Bool(b)
-    }
+value_from! {
+    &str => |s| Value::String(s.to_owned());
+    String => |s| Value::String(s);
+    &String => |s| Value::String(s.clone());
+    i64 => |n| Value::Int(n);
+    u8 => |n| Value::Int(i64::from(n));
+    bool => |b| Value::Bool(b);
+    Vec<Value> => |items| Value::Array(items.into_iter().map(Node::new).collect());
+    ObjectBuilder => |b| b.build();
 }
 
 impl<V: Into<Value>> From<Option<V>> for Value {
     fn from(v: Option<V>) -> Value {
         v.map_or(Value::Null, Into::into)
-    }
-}
-
-impl From<Vec<Value>> for Value {
-    fn from(items: Vec<Value>) -> Value {
-        Value::Array(items.into_iter().map(Node::new).collect())
-    }
-}
-
-impl From<ObjectBuilder> for Value {
-    fn from(b: ObjectBuilder) -> Value {
-        b.build()
     }
 }
 
