@@ -1667,25 +1667,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<AdjSlot>(), 40);
     }
 
-    /// A tiny deterministic generator (splitmix64) so the test needs no dependency.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-        fn below(&mut self, n: u64) -> i64 {
-            i64::try_from(self.next() % n).unwrap()
-        }
-    }
-
     #[test]
     fn ten_thousand_generated_entries_all_match() {
         let n = 10_000usize;
-        let mut rng = Rng(42);
+        let mut rng = fastrand::Rng::with_seed(42);
         let currencies = [cur("ARS"), cur("USD"), cur("CLP"), cur("KWD")];
         let mut ledger = Vec::with_capacity(n);
         let mut expected_presentment = Vec::new();
@@ -1693,11 +1678,11 @@ mod tests {
         while ledger.len() < n {
             let c = currencies[i % currencies.len()];
             let id = format!("T{i:08}");
-            let declined = rng.below(50) == 0;
+            let declined = rng.i64(0..50) == 0;
             let amount = if declined {
                 0
             } else {
-                -(rng.below(1_000_000) + 1)
+                -(rng.i64(0..1_000_000) + 1)
             };
             ledger.push(LedgerEntry {
                 transaction_id: id.clone().into(),
@@ -1706,11 +1691,11 @@ mod tests {
                 currency: c,
                 amount_minor: amount,
                 original_transaction_id: None,
-                booked_at_ms: rng.below(2_000_000),
+                booked_at_ms: rng.i64(0..2_000_000),
             });
             let mut total = amount;
-            if !declined && rng.below(10) == 0 && ledger.len() < n {
-                let refund = rng.below(amount.unsigned_abs()) + 1;
+            if !declined && rng.i64(0..10) == 0 && ledger.len() < n {
+                let refund = rng.i64(0..-amount) + 1;
                 total += refund;
                 ledger.push(LedgerEntry {
                     transaction_id: format!("J{i:08}").into(),
@@ -1719,7 +1704,7 @@ mod tests {
                     currency: c,
                     amount_minor: refund,
                     original_transaction_id: Some(id.clone().into()),
-                    booked_at_ms: rng.below(2_000_000),
+                    booked_at_ms: rng.i64(0..2_000_000),
                 });
             }
             if !declined {
@@ -1763,7 +1748,7 @@ mod tests {
     /// (adjustments' links sent to their authorization's partition): the same report.
     #[test]
     fn partitioned_matching_gives_the_same_report() {
-        let mut rng = Rng(7);
+        let mut rng = fastrand::Rng::with_seed(7);
         let currencies = [cur("ARS"), cur("USD"), cur("CLP")];
         let mut ledger = Vec::new();
         let mut rows = Vec::new();
@@ -1771,14 +1756,14 @@ mod tests {
         for i in 0..3_000usize {
             let c = currencies[i % 3];
             let id = format!("T{i}");
-            let effective = rng.below(10) != 0;
+            let effective = rng.i64(0..10) != 0;
             let amount = if effective {
-                -(rng.below(100_000) + 1)
+                -(rng.i64(0..100_000) + 1)
             } else {
                 0
             };
-            let booked_at_ms = rng.below(1_200_000);
-            if rng.below(20) != 0 {
+            let booked_at_ms = rng.i64(0..1_200_000);
+            if rng.i64(0..20) != 0 {
                 ledger.push(LedgerEntry {
                     transaction_id: id.clone().into(),
                     kind: EntryKind::Authorization,
@@ -1790,9 +1775,9 @@ mod tests {
                 });
             }
             let mut adjusted = 0;
-            if rng.below(6) == 0 {
-                let refund = rng.below(500) + 1;
-                let adj_currency = if rng.below(10) == 0 {
+            if rng.i64(0..6) == 0 {
+                let refund = rng.i64(0..500) + 1;
+                let adj_currency = if rng.i64(0..10) == 0 {
                     currencies[(i + 1) % 3]
                 } else {
                     c
@@ -1801,20 +1786,20 @@ mod tests {
                 ledger.push(LedgerEntry {
                     transaction_id: format!("J{i}").into(),
                     kind: EntryKind::Adjustment,
-                    effective: rng.below(8) != 0,
+                    effective: rng.i64(0..8) != 0,
                     currency: adj_currency,
                     amount_minor: refund,
                     original_transaction_id: Some(id.clone().into()),
-                    booked_at_ms: rng.below(1_200_000),
+                    booked_at_ms: rng.i64(0..1_200_000),
                 });
-                if rng.below(2) == 0 {
-                    let mut r = row(0, &format!("J{i}"), true, refund + rng.below(2));
+                if rng.i64(0..2) == 0 {
+                    let mut r = row(0, &format!("J{i}"), true, refund + rng.i64(0..2));
                     r.kind = EntryKind::Adjustment;
                     r.currency = adj_currency;
                     rows.push(r);
                 }
             }
-            let roll = rng.below(12);
+            let roll = rng.i64(0..12);
             if roll != 0 {
                 let mut r = row(0, &id, effective == (roll != 1), amount);
                 r.currency = if roll == 2 {
@@ -1830,23 +1815,23 @@ mod tests {
                     rows.push(r);
                 }
             }
-            if rng.below(3) == 0 {
+            if rng.i64(0..3) == 0 {
                 let p = Presentment {
                     line: 0,
-                    transaction_id: if rng.below(15) == 0 {
+                    transaction_id: if rng.i64(0..15) == 0 {
                         format!("J{i}")
                     } else {
                         id.clone()
                     },
-                    currency: if rng.below(25) == 0 {
+                    currency: if rng.i64(0..25) == 0 {
                         currencies[(i + 1) % 3]
                     } else {
                         c
                     },
-                    amount_minor: amount + adjusted - rng.below(3),
+                    amount_minor: amount + adjusted - rng.i64(0..3),
                 };
                 presentments.push(p.clone());
-                if rng.below(10) == 0 {
+                if rng.i64(0..10) == 0 {
                     presentments.push(p);
                 }
             }

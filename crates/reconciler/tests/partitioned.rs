@@ -13,21 +13,6 @@ use sqlx::Connection;
 use std::fmt::Write as _;
 use std::path::Path;
 
-/// splitmix64, so the day is the same on every run.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
 const TX_HEADER: &str = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date\n";
 
 fn amount(minor: i64) -> (&'static str, String) {
@@ -53,7 +38,8 @@ async fn seed(dir: &Path) -> Vec<Input> {
         .execute(&mut c)
         .await
         .unwrap();
-    let mut rng = Rng(19);
+    // Seeded, so the day is the same on every run.
+    let mut rng = fastrand::Rng::with_seed(19);
     let curs = ["ARS", "USD", "CLP"];
     let (mut tx_a, mut tx_b, mut pres) = (
         String::from(TX_HEADER),
@@ -63,19 +49,19 @@ async fn seed(dir: &Path) -> Vec<Input> {
     for i in 0..1_500u64 {
         let cur = curs[(i % 3) as usize];
         let id = format!("ctx-{i}");
-        let approved = rng.below(10) != 0;
+        let approved = rng.u64(..10) != 0;
         let minor = if approved {
-            -(rng.below(90_000) as i64 + 100)
+            -(rng.i64(0..90_000) + 100)
         } else {
             0
         };
         // Most in the day, some in the last 30 minutes (the grace window).
-        let at = if rng.below(15) == 0 {
-            to - 1 - rng.below(20 * 60_000) as i64
+        let at = if rng.u64(..15) == 0 {
+            to - 1 - rng.i64(0..20 * 60_000)
         } else {
-            from + rng.below(80_000_000) as i64
+            from + rng.i64(0..80_000_000)
         };
-        let in_ledger = rng.below(25) != 0;
+        let in_ledger = rng.u64(..25) != 0;
         if in_ledger {
             sqlx::query(
                 "INSERT INTO processor_transactions (kind, transaction_id, currency, amount_minor, status, flags, \
@@ -91,9 +77,9 @@ async fn seed(dir: &Path) -> Vec<Input> {
             .unwrap();
         }
         let mut adjusted = 0;
-        if approved && rng.below(5) == 0 {
-            let refund = rng.below(5_000) as i64 + 1;
-            let booked = rng.below(8) != 0;
+        if approved && rng.u64(..5) == 0 {
+            let refund = rng.i64(0..5_000) + 1;
+            let booked = rng.u64(..8) != 0;
             if booked {
                 adjusted = refund;
             }
@@ -107,11 +93,11 @@ async fn seed(dir: &Path) -> Vec<Input> {
             .bind(refund)
             .bind(&id)
             .bind(booked.then_some(1i64))
-            .bind(from + rng.below(80_000_000) as i64)
+            .bind(from + rng.i64(0..80_000_000))
             .execute(&mut c)
             .await
             .unwrap();
-            if rng.below(2) == 0 {
+            if rng.u64(..2) == 0 {
                 tx(
                     &mut tx_b,
                     &format!("adj-{i}"),
@@ -124,7 +110,7 @@ async fn seed(dir: &Path) -> Vec<Input> {
         }
         let mut line = String::new();
         let file = &mut line;
-        match rng.below(14) {
+        match rng.u64(..14) {
             0 => {}                                                     // missing in file
             1 => tx(file, &id, "AUTHORIZATION", !approved, minor, cur), // status
             2 => tx(
@@ -144,7 +130,7 @@ async fn seed(dir: &Path) -> Vec<Input> {
             5 => tx(file, &id, "AUTHORIZATION", approved, minor, "XX1"), // malformed
             _ => tx(file, &id, "AUTHORIZATION", approved, minor, cur),
         }
-        if rng.below(20) == 0 {
+        if rng.u64(..20) == 0 {
             tx(
                 file,
                 &format!("ghost-{i}"),
@@ -159,22 +145,22 @@ async fn seed(dir: &Path) -> Vec<Input> {
         } else {
             tx_b.push_str(&line);
         }
-        if approved && rng.below(3) == 0 {
-            let presented = minor + adjusted - rng.below(3) as i64 * 5;
-            let target = if rng.below(30) == 0 {
+        if approved && rng.u64(..3) == 0 {
+            let presented = minor + adjusted - rng.i64(0..3) * 5;
+            let target = if rng.u64(..30) == 0 {
                 format!("adj-{i}")
             } else {
                 id.clone()
             };
             let (dir, amt) = amount(presented);
-            let pcur = if rng.below(40) == 0 {
+            let pcur = if rng.u64(..40) == 0 {
                 curs[((i + 2) % 3) as usize]
             } else {
                 cur
             };
             let line = format!("{target},{dir},{amt},{pcur}\n");
             pres.push_str(&line);
-            if rng.below(15) == 0 {
+            if rng.u64(..15) == 0 {
                 pres.push_str(&line);
             }
         }
