@@ -440,7 +440,11 @@ fn counted_json(rows: &[CounterWrite], released: Released) -> String {
 /// added to and what has been given back since.
 fn read_counted(stored: &str) -> Option<(Vec<CounterWrite>, Released)> {
     let v: serde_json::Value = serde_json::from_str(stored).ok()?;
-    let row = |owner: Owner, owner_id: &serde_json::Value, key: &serde_json::Value, amount: &serde_json::Value, count: &serde_json::Value| {
+    let row = |owner: Owner,
+               owner_id: &serde_json::Value,
+               key: &serde_json::Value,
+               amount: &serde_json::Value,
+               count: &serde_json::Value| {
         Some(CounterWrite {
             owner,
             owner_id: owner_id.as_str()?.to_owned(),

@@ -81,7 +81,13 @@ pub(crate) fn encode(
             a.blocked_mccs.to_list(),
         )
     });
-    let card = card.map(|c| (c.status.as_str(), c.belongs_to_user, c.blocked_mccs.to_list()));
+    let card = card.map(|c| {
+        (
+            c.status.as_str(),
+            c.belongs_to_user,
+            c.blocked_mccs.to_list(),
+        )
+    });
     let controls = evaluation.map(|e| {
         let declined = e.declined.as_ref().map(|d| {
             (
@@ -473,8 +479,8 @@ fn reference(
 /// form is at most half the size of the full one.
 #[cfg(test)]
 pub(crate) fn assert_round_trips(evaluation: Option<&Evaluation>, case: &str) {
-    use crate::decision::{CardStatus, Decline, DeclineClass};
     use crate::MccSet;
+    use crate::decision::{CardStatus, Decline, DeclineClass};
     let ars = Currency::parse("ARS").unwrap();
     let jpy = Currency::parse("JPY").unwrap();
     let accounts = [
@@ -528,9 +534,19 @@ pub(crate) fn assert_round_trips(evaluation: Option<&Evaluation>, case: &str) {
         for account in &accounts {
             for card in &cards {
                 let currency = account.as_ref().map_or(Some(ars), |a| Some(a.currency));
-                let want = reference(decision, currency, account.as_ref(), card.as_ref(), evaluation);
+                let want = reference(
+                    decision,
+                    currency,
+                    account.as_ref(),
+                    card.as_ref(),
+                    evaluation,
+                );
                 let stored = encode(decision, account.as_ref(), card.as_ref(), evaluation);
-                assert_eq!(render(&stored), Some(want.clone()), "case: {case}: {stored}");
+                assert_eq!(
+                    render(&stored),
+                    Some(want.clone()),
+                    "case: {case}: {stored}"
+                );
                 let full = want.to_string();
                 assert!(
                     stored.len() * 2 <= full.len(),
@@ -555,7 +571,10 @@ mod tests {
         assert_eq!(render("not json"), None);
         assert_eq!(render("[2,\"APPROVED\",null,null,null,null]"), None);
         assert_eq!(render("[1,\"APPROVED\",null,null,null]"), None);
-        assert_eq!(render("[1,\"APPROVED\",null,null,null,[null,[[9,0]]]]"), None);
+        assert_eq!(
+            render("[1,\"APPROVED\",null,null,null,[null,[[9,0]]]]"),
+            None
+        );
         assert_eq!(render("42"), None);
     }
 }

@@ -17,9 +17,9 @@ pub use authorization::{
     AuthorizationRequest, AuthorizationResult, GiveBack, plan_authorizations, release_counted,
     status_of,
 };
-pub use explanation::render as render_explanation;
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
+pub use explanation::render as render_explanation;
 
 use crate::controls::{Channels, Controls, Counter, CounterKey, Interval, Owner, local_day};
 use crate::decision::AccountState;
