@@ -360,7 +360,7 @@ pub async fn backtest(
         let Ok(request) = TransactionRequest::from_slice(&row.request_body) else {
             continue;
         };
-        let Ok(explanation) = serde_json::from_str::<serde_json::Value>(&row.explanation) else {
+        let Some(explanation) = ledger::plan::render_explanation(&row.explanation) else {
             continue;
         };
         let t = card_transaction(&request);

@@ -7,7 +7,8 @@
 use crate::{Store, StoreError, run_pool};
 use ledger::controls::Controls;
 use ledger::{CardStatus, Currency, MccSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
 pub use ledger::plan::{CardLookup, CardRecord};
 
@@ -47,20 +48,49 @@ pub(crate) use fetch_card_record;
 /// A stored controls document (`''`: none) as the plan reads it; `account_currency` for
 /// an account's. Documents are validated and stored in canonical form, so one that cannot
 /// be read again is a damaged row: it is logged and read as no controls.
+///
+/// Every batch reads the documents of its accounts and cards again (under the lock, as
+/// committed), but few distinct documents exist (products set the same ones on many
+/// accounts, and a document changes seldom): each is parsed once and shared, from a
+/// bounded map keyed by its text, instead of once per authorization.
 pub(crate) fn stored_controls(
     stored: Option<&str>,
     account_currency: Option<Currency>,
 ) -> Option<Arc<Controls>> {
     let text = stored.filter(|s| !s.is_empty())?;
-    match Controls::from_json(text, account_currency) {
+    if let Some((_, hit)) = PARSED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get(text)
+        .and_then(|of| of.iter().find(|(c, _)| *c == account_currency))
+    {
+        return hit.clone();
+    }
+    let parsed = match Controls::from_json(text, account_currency) {
         Ok(c) if c.is_empty() => None,
         Ok(c) => Some(Arc::new(c)),
         Err(e) => {
             tracing::error!(error = %e, "stored spending controls unreadable");
-            None
+            return None;
         }
+    };
+    let mut map = PARSED.lock().unwrap_or_else(PoisonError::into_inner);
+    if map.len() >= PARSED_MAX {
+        map.clear();
     }
+    map.entry(text.to_owned())
+        .or_default()
+        .push((account_currency, parsed.clone()));
+    parsed
 }
+
+/// How many parsed documents [`stored_controls`] keeps (beyond it, it starts over).
+const PARSED_MAX: usize = 4096;
+
+/// Parsed documents by their text, for each currency they were read for.
+type Parsed = HashMap<String, Vec<(Option<Currency>, Option<Arc<Controls>>)>>;
+
+static PARSED: LazyLock<Mutex<Parsed>> = LazyLock::new(Default::default);
 
 impl Store {
     /// The card's rules as committed now (`None`: no record), read without locking.

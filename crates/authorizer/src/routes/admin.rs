@@ -919,7 +919,7 @@ fn record_json(r: &store::TransactionRecordView) -> TransactionRecord {
         explanation: r
             .explanation
             .as_deref()
-            .and_then(|e| serde_json::from_str(e).ok()),
+            .and_then(ledger::plan::render_explanation),
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
     }

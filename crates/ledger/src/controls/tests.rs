@@ -278,6 +278,7 @@ fn evaluation_table() {
             layers.push((Owner::Card, c));
         }
         let ev = evaluate(&layers, &req, &snap, &TimeZone::UTC);
+        crate::plan::assert_explanation_round_trips(Some(&ev), name);
         let got = ev
             .declined
             .as_ref()

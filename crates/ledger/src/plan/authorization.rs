@@ -15,16 +15,14 @@
 use super::{
     Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
     Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
-    StoredResponse, Writes, account_owner, day_of,
+    StoredResponse, Writes, account_owner, day_of, explanation,
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
     Release, Released, TimeZone, evaluate, release,
 };
-use crate::decision::{
-    AccountState, AuthorizationInput, CardState, Decision, Decline, RequestKind, decide_with,
-};
-use crate::money::{format_minor, to_minor};
+use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide_with};
+use crate::money::to_minor;
 use crate::{Currency, PostingPlan};
 use jiff::Timestamp;
 use serde_json::json;
@@ -187,13 +185,12 @@ where
                         for w in &rows {
                             add_counter(&mut counters, &mut counter_writes, w);
                         }
-                        Some(counted_json(&rows))
+                        Some(counted_json(&rows, Released::default()))
                     }
                     _ => None,
                 };
-                let explanation = explain(
+                let explanation = explanation::encode(
                     &decision,
-                    currency,
                     state.as_ref(),
                     card.as_ref(),
                     evaluation.as_ref(),
@@ -418,21 +415,84 @@ fn add_counter(
 }
 
 /// What an approval counted, as kept with its record: the counters it added to, so a
-/// reversal can give back exactly that.
-fn counted_json(rows: &[CounterWrite]) -> String {
-    let deltas: Vec<_> = rows
-        .iter()
-        .map(|w| {
-            json!({
-                "owner": w.owner,
-                "owner_id": w.owner_id,
-                "key": w.key.to_string(),
-                "amount": w.amount,
-                "count": w.count,
-            })
+/// reversal can give back exactly that. Stored compactly, as a JSON array: what has been
+/// given back so far (`released_amount`, `whole` as 0 or 1), then one
+/// `[owner, owner_id, key, amount, count]` per counter, `owner` 0 (account) or 1 (card).
+/// Records written before this form hold `{"counted": [...], "released": {...}}`;
+/// [`release_counted`] reads both.
+fn counted_json(rows: &[CounterWrite], released: Released) -> String {
+    let mut out: Vec<serde_json::Value> = Vec::with_capacity(rows.len() + 2);
+    out.push(released.amount.into());
+    out.push(u8::from(released.whole).into());
+    for w in rows {
+        out.push(json!([
+            u8::from(w.owner == Owner::Card),
+            w.owner_id,
+            w.key.to_string(),
+            w.amount,
+            w.count
+        ]));
+    }
+    serde_json::Value::Array(out).to_string()
+}
+
+/// What an approval's record kept ([`counted_json`], in either form): the counters it
+/// added to and what has been given back since.
+fn read_counted(stored: &str) -> Option<(Vec<CounterWrite>, Released)> {
+    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
+    let row = |owner: Owner,
+               owner_id: &serde_json::Value,
+               key: &serde_json::Value,
+               amount: &serde_json::Value,
+               count: &serde_json::Value| {
+        Some(CounterWrite {
+            owner,
+            owner_id: owner_id.as_str()?.to_owned(),
+            key: CounterKey::parse(key.as_str()?)?,
+            amount: amount.as_i64()?,
+            count: count.as_i64()?,
         })
-        .collect();
-    json!({"counted": deltas, "released": {"amount": 0, "whole": false}}).to_string()
+    };
+    if let Some(a) = v.as_array() {
+        let [amount, whole, counted @ ..] = a.as_slice() else {
+            return None;
+        };
+        let rows = counted
+            .iter()
+            .map(|d| {
+                let [owner, owner_id, key, amount, count] = d.as_array()?.as_slice() else {
+                    return None;
+                };
+                let owner = if owner.as_u64()? == 1 {
+                    Owner::Card
+                } else {
+                    Owner::Account
+                };
+                row(owner, owner_id, key, amount, count)
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let released = Released {
+            amount: amount.as_i64()?,
+            whole: whole.as_u64()? != 0,
+        };
+        return Some((rows, released));
+    }
+    let rows = v["counted"]
+        .as_array()?
+        .iter()
+        .map(|d| {
+            let owner = match d["owner"].as_str()? {
+                "card" => Owner::Card,
+                _ => Owner::Account,
+            };
+            row(owner, &d["owner_id"], &d["key"], &d["amount"], &d["count"])
+        })
+        .collect::<Option<Vec<_>>>()?;
+    let released = Released {
+        amount: v["released"]["amount"].as_i64().unwrap_or(0),
+        whole: v["released"]["whole"].as_bool().unwrap_or(false),
+    };
+    Some((rows, released))
 }
 
 /// How much of an approval's room a later message gives back.
@@ -450,25 +510,7 @@ pub enum GiveBack {
 /// changes go to the windows the approval counted in, never more money than it took, the
 /// count at most once (see [`crate::controls::release`]).
 pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite>, String)> {
-    let v: serde_json::Value = serde_json::from_str(stored).ok()?;
-    let mut rows = Vec::new();
-    for d in v["counted"].as_array()? {
-        let owner = match d["owner"].as_str()? {
-            "card" => Owner::Card,
-            _ => Owner::Account,
-        };
-        rows.push(CounterWrite {
-            owner,
-            owner_id: d["owner_id"].as_str()?.to_owned(),
-            key: CounterKey::parse(d["key"].as_str()?)?,
-            amount: d["amount"].as_i64()?,
-            count: d["count"].as_i64()?,
-        });
-    }
-    let released = Released {
-        amount: v["released"]["amount"].as_i64().unwrap_or(0),
-        whole: v["released"]["whole"].as_bool().unwrap_or(false),
-    };
+    let (rows, released) = read_counted(stored)?;
     let counted: Vec<CounterDelta> = rows
         .iter()
         .map(|w| CounterDelta {
@@ -500,63 +542,7 @@ pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite
             })
         })
         .collect();
-    let mut v = v;
-    v["released"] = json!({"amount": now.amount, "whole": now.whole});
-    Some((writes, v.to_string()))
-}
-
-/// The explanation of a decision: the checks run in order, with their inputs. The
-/// balance checks are the decision's (the account as read, what a debit may spend); the
-/// controls' are the evaluation's.
-fn explain(
-    decision: &Decision,
-    currency: Option<Currency>,
-    account: Option<&AccountState>,
-    card: Option<&CardState>,
-    evaluation: Option<&Evaluation>,
-) -> String {
-    let (status, status_detail) = status_of(decision);
-    let exp = currency.map_or(2, |c| c.exponent());
-    let money = |m: i64| format_minor(m, exp);
-    let message = match (decision, evaluation.and_then(|e| e.declined.as_ref())) {
-        (Decision::Declined(_), Some(c)) => c.message.clone(),
-        (Decision::Declined(d), None) => d.message().to_owned(),
-        (Decision::Balance { .. }, _) => "Balance".to_owned(),
-        (Decision::Approved { .. }, _) => "Approved".to_owned(),
-    };
-    let account = account.map(|a| {
-        let available = a
-            .balance
-            .saturating_sub(a.held)
-            .saturating_add(a.overdraft_limit);
-        json!({
-            "currency": a.currency.code(),
-            "balance": money(a.balance),
-            "held": money(a.held),
-            "overdraft_limit": money(a.overdraft_limit),
-            "available": money(available),
-            "per_transaction_limit": a.per_transaction_limit.map(money),
-            "daily_limit": a.daily_limit.map(money),
-            "daily_spent": money(a.daily_spent),
-            "blocked_mccs": a.blocked_mccs.to_list(),
-        })
-    });
-    let card = card.map(|c| {
-        json!({
-            "status": c.status.as_str(),
-            "belongs_to_user": c.belongs_to_user,
-            "blocked_mccs": c.blocked_mccs.to_list(),
-        })
-    });
-    json!({
-        "status": status,
-        "status_detail": status_detail,
-        "message": message,
-        "account": account,
-        "card": card,
-        "controls": evaluation,
-    })
-    .to_string()
+    Some((writes, counted_json(&rows, now)))
 }
 
 /// Renders the answer to request `idx`, records it, and returns it as the request's outcome.

@@ -11,11 +11,15 @@
 //! the first answer, and two requests on one account see each other's balance.
 
 mod authorization;
+mod explanation;
 
 pub use authorization::{
     AuthorizationRequest, AuthorizationResult, GiveBack, plan_authorizations, release_counted,
     status_of,
 };
+#[cfg(test)]
+pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
+pub use explanation::render as render_explanation;
 
 use crate::controls::{Channels, Controls, Counter, CounterKey, Interval, Owner, local_day};
 use crate::decision::AccountState;
@@ -371,9 +375,11 @@ pub struct RecordRow {
     pub status_detail: &'static str,
     pub movement_id: Option<i64>,
     pub response: StoredResponse,
-    /// JSON: the checks the decision ran, in order, with their inputs.
+    /// The checks the decision ran, in order, with their inputs, in the stored form that
+    /// [`render_explanation`] renders.
     pub explanation: Option<String>,
-    /// JSON: what an approval added to the control counters (for giving it back).
+    /// What an approval added to the control counters (for giving it back), in the
+    /// stored form that [`release_counted`] reads.
     pub counted: Option<String>,
 }
 
