@@ -328,8 +328,6 @@ fn mac_of(stored: Option<&Vec<u8>>) -> Option<Mac> {
 
 /// A card row as the wire crate's decisions read it.
 fn sv_card(row: &SvCardRow, tenant: &Tenant, now_ms: i64) -> SvCard {
-    let a = &row.account;
-    let today = ledger::plan::day_of(now_ms);
     SvCard {
         number: row.number.clone(),
         tenant_matches: row.bound_to(&tenant.tenant_id),
@@ -338,18 +336,25 @@ fn sv_card(row: &SvCardRow, tenant: &Tenant, now_ms: i64) -> SvCard {
         pin_hash: mac_of(row.pin_hash.as_ref()),
         pin_tries: u32::try_from(row.pin_tries).unwrap_or(u32::MAX),
         linked: row.linked,
-        funds: Funds {
-            currency: a.currency,
-            posted: a.balance,
-            held: a.held,
-            overdraft_limit: a.overdraft_limit,
-            per_transaction_limit: a.per_transaction_limit,
-            daily_limit: a.daily_limit,
-            daily_spent: if a.daily_spent_day == today {
-                a.daily_spent
-            } else {
-                0
-            },
+        funds: funds_of(&row.account, now_ms),
+    }
+}
+
+/// An account's spending state as the debit decisions read it, its daily counter as of
+/// `now_ms`'s day.
+pub fn funds_of(a: &ledger::plan::Account, now_ms: i64) -> Funds {
+    let today = ledger::plan::day_of(now_ms);
+    Funds {
+        currency: a.currency,
+        posted: a.balance,
+        held: a.held,
+        overdraft_limit: a.overdraft_limit,
+        per_transaction_limit: a.per_transaction_limit,
+        daily_limit: a.daily_limit,
+        daily_spent: if a.daily_spent_day == today {
+            a.daily_spent
+        } else {
+            0
         },
     }
 }

@@ -8,10 +8,10 @@
 
 use crate::app::AppState;
 use crate::batcher::{Job, WalletJob};
-use crate::instore_service::{callback_headers, random_digits, random_id};
+use crate::instore_service::{callback_headers, funds_of, random_digits, random_id};
 use instore::body::{self, PayWalletResponse, RefundWalletResponse, WalletMerchant};
 use instore::decision::{
-    Barcode, Funds, WalletPayDecision, WalletPayment, decide_available_refund, decide_pay_wallet,
+    Barcode, WalletPayDecision, WalletPayment, decide_available_refund, decide_pay_wallet,
     decide_wallet_refund, decide_wallet_reversal,
 };
 use instore::payload::{
@@ -147,7 +147,6 @@ impl Planner {
     }
 
     fn plan_pay(&self, p: &PayWallet, snap: &WalletSnapshot, out: &mut WalletPlan) -> Outcome {
-        let today = ledger::plan::day_of(self.now_ms);
         let barcode = snap.barcode.as_ref().and_then(|b| {
             let a = b.account.as_ref()?;
             Some(Barcode {
@@ -162,19 +161,7 @@ impl Planner {
                     }
                 }),
                 card_active: b.card_status.as_deref().is_none_or(|s| s == "ACTIVE"),
-                funds: Funds {
-                    currency: b.currency,
-                    posted: a.balance,
-                    held: a.held,
-                    overdraft_limit: a.overdraft_limit,
-                    per_transaction_limit: a.per_transaction_limit,
-                    daily_limit: a.daily_limit,
-                    daily_spent: if a.daily_spent_day == today {
-                        a.daily_spent
-                    } else {
-                        0
-                    },
-                },
+                funds: funds_of(a, self.now_ms),
             })
         });
         let decided = decide_pay_wallet(

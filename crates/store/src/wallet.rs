@@ -303,6 +303,37 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
     }))
 }
 
+/// Keeps a request's answer for an identical body (and a log's reference for its payment).
+/// A bare request that finds one kept meanwhile lost a race (its retry replays the winner);
+/// an enveloped one, keyed by its requestId, leaves the kept one as it is.
+async fn record_body(tx: &mut Tx, call: &WalletCall, plan: &WalletPlan) -> Result<(), Step> {
+    let sql = format!(
+        "INSERT INTO wallet_requests (tenant_id, action, request_hash, response_body, \
+         payment_transaction_id, reference, correlation_id, created_at_ms) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8){}",
+        if call.envelope.is_some() {
+            " ON CONFLICT (tenant_id, action, request_hash) DO NOTHING"
+        } else {
+            ""
+        }
+    );
+    run!(tx, c => {
+        sqlx::query(&sql)
+        .bind(&call.tenant_id)
+        .bind(call.action)
+        .bind(&call.request_hash)
+        .bind(&plan.response[..])
+        .bind(plan.record_payment.as_deref())
+        .bind(plan.record_reference.as_deref())
+        .bind(call.correlation_id.as_deref())
+        .bind(call.now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
 impl Store {
     /// One wallet request in the writer's transaction `tx`: replay a known request; else
     /// read and lock what it names, ask its planner (pure) and write the plan. The caller
@@ -431,24 +462,7 @@ impl Store {
             });
         }
         if plan.record && call.envelope.is_none() {
-            run!(tx, c => {
-                sqlx::query(
-                    "INSERT INTO wallet_requests (tenant_id, action, request_hash, response_body, \
-                     payment_transaction_id, reference, correlation_id, created_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(&call.tenant_id)
-                .bind(call.action)
-                .bind(&call.request_hash)
-                .bind(&plan.response[..])
-                .bind(plan.record_payment.as_deref())
-                .bind(plan.record_reference.as_deref())
-                .bind(call.correlation_id.as_deref())
-                .bind(call.now_ms)
-                .execute(c)
-                .await?
-                .rows_affected()
-            });
+            record_body(tx, call, plan).await?;
         }
         if let Some(ic) = instore_call(call) {
             let answer = RequestAnswer {
@@ -458,26 +472,9 @@ impl Store {
             };
             record_request(tx, &ic, &answer, None).await?;
             if plan.record && plan.record_reference.is_some() {
-                // A log's reference is kept for refunds whatever the request's shape.
-                run!(tx, c => {
-                    sqlx::query(
-                        "INSERT INTO wallet_requests (tenant_id, action, request_hash, \
-                         response_body, payment_transaction_id, reference, correlation_id, \
-                         created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                         ON CONFLICT (tenant_id, action, request_hash) DO NOTHING",
-                    )
-                    .bind(&call.tenant_id)
-                    .bind(call.action)
-                    .bind(&call.request_hash)
-                    .bind(&plan.response[..])
-                    .bind(plan.record_payment.as_deref())
-                    .bind(plan.record_reference.as_deref())
-                    .bind(call.correlation_id.as_deref())
-                    .bind(call.now_ms)
-                    .execute(c)
-                    .await?
-                    .rows_affected()
-                });
+                // A log's reference is kept for refunds whatever the request's shape (an
+                // identical log under another requestId keeps the first record).
+                record_body(tx, call, plan).await?;
             }
         }
         Ok(())
