@@ -6,7 +6,9 @@ reservations made earlier in the run) so that decisions, holds and bookings are 
 InStore requests are signed as InStore signs them: an envelope whose payload's
 JSON.stringify is signed with the tenant's verification key (section 1.3 of the InStore
 page), a GET signed over the JSON.stringify of its query parameters; part of them are steered
-to a stored-value number linked to the known account.
+to a stored-value number linked to the known account. The wallet actions are signed the same
+way, bare (the body's JSON.stringify) or enveloped; part of their payments use barcodes the
+admin route issued earlier in the run for the known account.
 
 Configured by scripts/schemathesis through environment variables:
 AUTHZ_API_KEY, AUTHZ_API_SECRET (base64), AUTHZ_ADMIN_TOKEN, AUTHZ_KNOWN_USER,
@@ -42,6 +44,11 @@ INSTORE_NUMBER = os.environ.get("AUTHZ_INSTORE_NUMBER", "")
 BASE = os.environ.get("AUTHZ_BASE", "http://127.0.0.1")
 # Reservation ids sent in this run: captures, cancels, refunds and reads go to them mostly.
 RESERVATIONS = []
+# Wallet barcodes issued in this run, and the wallet transaction ids answered.
+BARCODES = []
+WALLET_TRANSACTIONS = []
+WALLET = ("/instore/initialize_wallet", "/instore/pay_wallet", "/instore/available_wallet_refund",
+          "/instore/cancel_wallet_payment", "/instore/log_cancel_wallet", "/instore/refund_wallet_payment")
 
 # Amounts that reach every branch of a decision: approvals, declines, sub-minor precision,
 # exponent notation, negative, and too large.
@@ -91,6 +98,12 @@ def steer(case, path):
                 if random.random() < 0.8:
                     body.pop(field, None)
             RESERVATIONS.append(body["reservation_id"])
+    elif path == "/v1/wallet/barcodes" and isinstance(body, dict):
+        body["user_id"] = KNOWN_USER
+        body["currency"] = KNOWN_CURRENCY
+        body.pop("card_id", None)
+        if random.random() < 0.7:
+            body.pop("expires_in_secs", None)
     elif path.startswith("/v1/accounts/"):
         params = case.path_parameters
         if isinstance(params, dict) and "user_id" in params:
@@ -136,6 +149,29 @@ def instore_payload(path, request_id):
             "session_id": "st-session", "reference": "st-" + uuid.uuid4().hex[:8]}
 
 
+def wallet_payload(path):
+    """A well-formed body for the wallet action at `path`, on a barcode or transaction id of
+    this run mostly."""
+    barcode = random.choice(BARCODES) if BARCODES and random.random() < 0.8 else \
+        "".join(random.choice("0123456789") for _ in range(24))
+    tx = random.choice(WALLET_TRANSACTIONS) if WALLET_TRANSACTIONS and random.random() < 0.8 else \
+        "wtx-" + uuid.uuid4().hex[:20]
+    total = random.choice([1, 100, 1220, 0, 10**9])
+    if path == "/instore/initialize_wallet":
+        return {"location_id": "st-store"}
+    if path == "/instore/pay_wallet":
+        return {"barcode": barcode, "currency": random.choice([KNOWN_CURRENCY, KNOWN_CURRENCY, "USD"]),
+                "total": total, "pos_local_time": "2024-01-24 12:37:54", "tip": random.choice([0, 1, total]),
+                "note": "st"}
+    if path == "/instore/log_cancel_wallet":
+        return {"barcode": barcode, "total": str(total), "tip": 0, "currency": KNOWN_CURRENCY,
+                "reference": "st-" + uuid.uuid4().hex[:8], "response_code": "", "transaction_id": tx,
+                "pos_local_time": "t", "error_message": "timeout"}
+    if path == "/instore/cancel_wallet_payment":
+        return random.choice([{}, {"transaction_id": tx}, {"barcode": barcode}])
+    return {"transaction_id": tx, "pos_local_time": "t", "note": "st"}
+
+
 def instore_signature(message: bytes) -> str:
     mac = hmac.new(INSTORE_KEY, message, hashlib.sha256).digest()
     # Every spelling the verifier admits.
@@ -173,6 +209,24 @@ def instore(case, headers, kwargs):
                 pass
         return
     body = case.body
+    if path in WALLET:
+        # Bare most of the time: the signature covers the body's JSON.stringify.
+        if random.random() < 0.7 or not isinstance(body, dict):
+            body = wallet_payload(path)
+            if random.random() < 0.3:
+                request_id = "st-" + uuid.uuid4().hex
+                body = {"payload_url": BASE + concrete, "payload": {**body, "requestId": request_id},
+                        "tenant_id": INSTORE_TENANT, "requestId": request_id,
+                        "callbackUrl": INSTORE_CALLBACK + request_id}
+            case.body = body
+        signed = body.get("payload") if "callbackUrl" in body else body
+        try:
+            headers["x-signature"] = instore_signature(js(signed))
+        except (TypeError, ValueError, UnicodeEncodeError):
+            pass
+        headers.setdefault("content-type", "application/json")
+        kwargs["data"] = raw_body(case)
+        return
     if random.random() < 0.7 or not isinstance(body, dict):
         request_id = "st-" + uuid.uuid4().hex
         body = {"payload_url": BASE + concrete, "payload": instore_payload(path, request_id),
@@ -238,3 +292,21 @@ def before_call(context, case, kwargs):
                 del headers[name]
         headers["Authorization"] = "Bearer " + ADMIN_TOKEN
     case.headers = headers
+
+
+@schemathesis.hook
+def after_call(context, case, response):
+    """Remember the barcodes issued and the wallet payments approved: later requests use them."""
+    path = case.operation.path
+    if path not in ("/v1/wallet/barcodes", "/instore/pay_wallet") or response.status_code not in (200, 201):
+        return
+    try:
+        answer = response.json()
+    except ValueError:
+        return
+    if not isinstance(answer, dict):
+        return
+    if isinstance(answer.get("barcode"), str):
+        BARCODES.append(answer["barcode"])
+    if isinstance(answer.get("transaction_id"), str):
+        WALLET_TRANSACTIONS.append(answer["transaction_id"])

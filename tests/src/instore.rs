@@ -74,6 +74,27 @@ impl TestApp {
             .await
     }
 
+    /// A channel reservation of `amount` (decimal) on `user`'s USD account, approved.
+    pub async fn usd_hold(&self, user: &str, amount: &str) {
+        let hold = json!({
+            "reservation_id": crate::uid("res"), "user_id": user, "amount": amount, "currency": "USD",
+        });
+        let r = self
+            .channel(
+                "POST",
+                "/channels/v1/reservations",
+                hold.to_string().as_bytes(),
+                Some(&crate::uid("ck")),
+            )
+            .await;
+        assert_eq!(
+            r.json()["status"],
+            "APPROVED",
+            "{}",
+            String::from_utf8_lossy(&r.body)
+        );
+    }
+
     /// GETs `{base}/instore/{path}?{query}` signed over the raw query.
     pub async fn instore_get(&self, path: &str, query: &str, signature: &str) -> Resp {
         let req = self

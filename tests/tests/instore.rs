@@ -449,18 +449,7 @@ async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     let r = app.send(AUTH_DEBIT, &auth).await;
     assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
     // A channel holds 20.00.
-    let hold = json!({
-        "reservation_id": uid("res"), "user_id": "u1", "amount": "20.00", "currency": "USD",
-    });
-    let r = app
-        .channel(
-            "POST",
-            "/channels/v1/reservations",
-            hold.to_string().as_bytes(),
-            Some(&uid("ck")),
-        )
-        .await;
-    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    app.usd_hold("u1", "20.00").await;
     // 50.00 remain: 50.01 is declined, 50.00 approved.
     let cb = "https://instore.example/callback/share";
     let r = app

@@ -18,6 +18,7 @@ mod instore;
 mod instore_audit;
 mod instore_killed;
 mod instore_sim;
+mod instore_wallet;
 mod mobilepay;
 mod openapi;
 mod point;

@@ -147,7 +147,7 @@ fn answer(d: Done) -> (&'static str, String) {
             let more = if e.more { "more" } else { "done" };
             ("expired", format!("{} {more}", e.expired))
         }
-        Done::Instore(r) => match r.expect("InStore request answered") {
+        Done::Instore(r) | Done::Wallet(r) => match r.expect("InStore request answered") {
             InstoreOutcome::Done { ack } => ("fresh", String::from_utf8_lossy(&ack).into_owned()),
             InstoreOutcome::Replay { ack } => {
                 ("replay", String::from_utf8_lossy(&ack).into_owned())

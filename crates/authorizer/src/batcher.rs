@@ -33,7 +33,7 @@ use store::{
     AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, Expired, ExpiryCall,
     ExpiryScope, FundingCall, FundingOutcome, InstoreCall, InstoreOp, InstoreOutcome,
     NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store, StoreError,
-    StoredResponse, Verdict, Work,
+    StoredResponse, Verdict, WalletCall, WalletOp, WalletPlanner, Work,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -49,6 +49,7 @@ pub enum Job {
     Hold(HoldJob),
     Expiry(ExpiryJob),
     Instore(InstoreJob),
+    Wallet(WalletJob),
 }
 
 /// How often the writer tries to open its first connection before it takes work anyway.
@@ -121,6 +122,14 @@ pub struct ExpiryJob {
 pub struct InstoreJob {
     pub call: InstoreCall,
     pub planner: Arc<crate::instore_service::Planner>,
+    pub reply: Option<Reply<InstoreOutcome>>,
+}
+
+/// One InStore wallet request waiting for its batch: its transport facts and its pure
+/// planner, asked inside the batch's transaction.
+pub struct WalletJob {
+    pub call: WalletCall,
+    pub planner: Arc<dyn WalletPlanner>,
     pub reply: Option<Reply<InstoreOutcome>>,
 }
 
@@ -309,6 +318,7 @@ enum Replies {
     Hold(Option<Reply<ChannelOutcome>>),
     Expiry(Option<Reply<Expired>>),
     Instore(Option<Reply<InstoreOutcome>>),
+    Wallet(Option<Reply<InstoreOutcome>>),
 }
 
 impl Replies {
@@ -322,6 +332,7 @@ impl Replies {
             (Replies::Hold(r), Done::Hold(d)) => send(r, d),
             (Replies::Expiry(r), Done::Expiry(d)) => send(r, d),
             (Replies::Instore(r), Done::Instore(d)) => send(r, d),
+            (Replies::Wallet(r), Done::Wallet(d)) => send(r, d),
             // The store answers each request in its own kind.
             _ => {}
         }
@@ -344,6 +355,7 @@ impl Job {
             Job::Hold(j) => Replies::Hold(j.reply.take()),
             Job::Expiry(j) => Replies::Expiry(j.reply.take()),
             Job::Instore(j) => Replies::Instore(j.reply.take()),
+            Job::Wallet(j) => Replies::Wallet(j.reply.take()),
         }
     }
 
@@ -417,6 +429,10 @@ impl Job {
                 now_ms: j.now_ms,
             }),
             Job::Instore(j) => Work::Instore(InstoreOp {
+                call: &j.call,
+                planner: &*j.planner,
+            }),
+            Job::Wallet(j) => Work::Wallet(WalletOp {
                 call: &j.call,
                 planner: &*j.planner,
             }),

@@ -179,6 +179,8 @@ pub struct InstoreSettings {
     pub pin_tries_max: u32,
     /// First digits of the numbers `storedvaluecard` generates (16 digits, Luhn).
     pub card_number_prefix: String,
+    /// The `method` every wallet payment and refund answer carries.
+    pub wallet_method: String,
     /// The tenants that may call; none: every request is refused as from an unknown tenant.
     #[serde(default)]
     pub tenants: Vec<instore::TenantConfig>,

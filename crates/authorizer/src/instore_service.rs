@@ -288,22 +288,27 @@ pub fn plan(request: &SvRequest, snap: &SvSnapshot, ctx: &PlanContext<'_>) -> (S
     };
     notes.declined = outcome.0;
     let callback = body::callback(ctx.request_id, request.action(), outcome, data);
-    out.callback_headers = callback_headers(ctx, callback.as_bytes());
+    out.callback_headers = callback_headers(
+        ctx.tenant.verification_key(),
+        ctx.correlation_id,
+        callback.as_bytes(),
+    );
     out.callback = callback.into_bytes();
     (out, notes)
 }
 
 /// The fixed headers of every attempt: the body's type, our signature over its exact
-/// bytes, and the request's correlation id.
-fn callback_headers(ctx: &PlanContext<'_>, callback: &[u8]) -> Vec<(String, String)> {
+/// bytes (with the tenant's `key`), and the request's correlation id.
+pub fn callback_headers(
+    key: &[u8],
+    correlation_id: Option<&str>,
+    callback: &[u8],
+) -> Vec<(String, String)> {
     let mut h = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
-        (
-            "X-Signature".to_owned(),
-            sign(ctx.tenant.verification_key(), callback),
-        ),
+        ("X-Signature".to_owned(), sign(key, callback)),
     ];
-    if let Some(c) = ctx.correlation_id {
+    if let Some(c) = correlation_id {
         h.push(("x-correlation-id".to_owned(), c.to_owned()));
     }
     h
@@ -323,8 +328,6 @@ fn mac_of(stored: Option<&Vec<u8>>) -> Option<Mac> {
 
 /// A card row as the wire crate's decisions read it.
 fn sv_card(row: &SvCardRow, tenant: &Tenant, now_ms: i64) -> SvCard {
-    let a = &row.account;
-    let today = ledger::plan::day_of(now_ms);
     SvCard {
         number: row.number.clone(),
         tenant_matches: row.bound_to(&tenant.tenant_id),
@@ -333,18 +336,25 @@ fn sv_card(row: &SvCardRow, tenant: &Tenant, now_ms: i64) -> SvCard {
         pin_hash: mac_of(row.pin_hash.as_ref()),
         pin_tries: u32::try_from(row.pin_tries).unwrap_or(u32::MAX),
         linked: row.linked,
-        funds: Funds {
-            currency: a.currency,
-            posted: a.balance,
-            held: a.held,
-            overdraft_limit: a.overdraft_limit,
-            per_transaction_limit: a.per_transaction_limit,
-            daily_limit: a.daily_limit,
-            daily_spent: if a.daily_spent_day == today {
-                a.daily_spent
-            } else {
-                0
-            },
+        funds: funds_of(&row.account, now_ms),
+    }
+}
+
+/// An account's spending state as the debit decisions read it, its daily counter as of
+/// `now_ms`'s day.
+pub fn funds_of(a: &ledger::plan::Account, now_ms: i64) -> Funds {
+    let today = ledger::plan::day_of(now_ms);
+    Funds {
+        currency: a.currency,
+        posted: a.balance,
+        held: a.held,
+        overdraft_limit: a.overdraft_limit,
+        per_transaction_limit: a.per_transaction_limit,
+        daily_limit: a.daily_limit,
+        daily_spent: if a.daily_spent_day == today {
+            a.daily_spent
+        } else {
+            0
         },
     }
 }
@@ -363,26 +373,28 @@ pub fn random_id(prefix: &str) -> String {
 
 /// A 16-digit number: `prefix`, random digits, then the Luhn check digit.
 pub fn card_number(prefix: &str) -> String {
-    let mut digits: Vec<u8> = prefix.bytes().map(|b| b - b'0').collect();
-    let mut random = [0u8; 16];
-    getrandom::getrandom(&mut random).expect("the OS random source");
-    let mut r = random.iter();
-    while digits.len() < 15 {
+    let random = random_digits(15usize.saturating_sub(prefix.len()));
+    let digits: Vec<u8> = prefix
+        .bytes()
+        .chain(random.bytes())
+        .map(|b| b - b'0')
+        .collect();
+    let check = luhn_check_digit(&digits);
+    format!("{prefix}{random}{check}")
+}
+
+/// `n` decimal digits from the OS random source.
+pub fn random_digits(n: usize) -> String {
+    let mut out = String::with_capacity(n);
+    let mut random = [0u8; 32];
+    while out.len() < n {
+        getrandom::getrandom(&mut random).expect("the OS random source");
         // 250 is the largest multiple of 10 below 256: no digit is likelier than another.
-        let byte = loop {
-            match r.next() {
-                Some(b) if *b < 250 => break *b,
-                Some(_) => continue,
-                None => {
-                    getrandom::getrandom(&mut random).expect("the OS random source");
-                    r = random.iter();
-                }
-            }
-        };
-        digits.push(byte % 10);
+        for b in random.iter().filter(|b| **b < 250).take(n - out.len()) {
+            out.push(char::from(b'0' + b % 10));
+        }
     }
-    digits.push(luhn_check_digit(&digits));
-    digits.iter().map(|d| char::from(b'0' + d)).collect()
+    out
 }
 
 /// The digit that makes `digits` followed by it pass the Luhn check.

@@ -22,6 +22,7 @@ pub mod security;
 pub mod service;
 pub mod signed;
 pub mod telemetry;
+pub mod wallet_service;
 
 pub use app::{AppState, Application};
 pub use config::Settings;

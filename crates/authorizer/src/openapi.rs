@@ -549,6 +549,84 @@ pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 4] = [
     ),
 ];
 
+/// The wallet actions under `instore.base_path` (section 4): (path, operation id, summary,
+/// description). Each takes a bare body (the seed's fields, answered at once) or an
+/// envelope (acknowledged, the answer then sent to callbackUrl).
+pub const WALLET_ROUTES: [(&str, &str, &str, &str); 6] = [
+    (
+        "/instore/initialize_wallet",
+        "instoreInitializeWallet",
+        "InStore wallet: initialize",
+        "Body: location_id. Success for a configured tenant; no state.",
+    ),
+    (
+        "/instore/pay_wallet",
+        "instorePayWallet",
+        "InStore wallet: pay with a barcode",
+        "Body: barcode, currency, total (minor units at precision 2, tip included), tip, pos_local_time, note. Debits the barcode's account against INSTORE_CLEARING (WALLET_PAYMENT) through the decision of a card authorization (card status, limits, posted - held + overdraft). The barcode is the idempotency key: an identical body replays the answer byte for byte, another body gets code 94; expired 54, unknown 14.",
+    ),
+    (
+        "/instore/available_wallet_refund",
+        "instoreAvailableWalletRefund",
+        "InStore wallet: what is still refundable",
+        "Body: transaction_id, pos_local_time. total: the payment less what was refunded or reversed; unknown 25.",
+    ),
+    (
+        "/instore/cancel_wallet_payment",
+        "instoreCancelWalletPayment",
+        "InStore wallet: cancel a payment",
+        "Reverses (WALLET_REVERSAL, once) the payment a transaction_id or barcode names; without either nothing moves (reversed false). An identical body replays the answer.",
+    ),
+    (
+        "/instore/log_cancel_wallet",
+        "instoreLogCancelWallet",
+        "InStore wallet: log a cancel",
+        "Stored, idempotent on the whole body. A payment named by transaction_id, else barcode, that still stands and whose total and currency match is reversed (the POS timed out on pay_wallet): reversed true.",
+    ),
+    (
+        "/instore/refund_wallet_payment",
+        "instoreRefundWalletPayment",
+        "InStore wallet: refund a payment",
+        "Body: transaction_id, pos_local_time, note. Refunds everything still standing (WALLET_REFUND, a new wtx- id); an identical body replays the answer, another once nothing is left gets code 12; unknown 25.",
+    ),
+];
+
+/// A wallet action: the InStore POST operation, with a bare body or an envelope and the
+/// action's answer.
+fn wallet_operation(
+    operation_id: &str,
+    summary: &str,
+    description: &str,
+) -> utoipa::openapi::path::Operation {
+    let mut op = instore_operation(true, operation_id, summary, description, false);
+    let object = || {
+        json_content(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Object))
+                .build(),
+        )))
+    };
+    op.request_body = Some(
+        RequestBodyBuilder::new()
+            .required(Some(Required::True))
+            .description(Some(
+                "The seed's fields as the body (bare), or the InstoreEnvelope with them as its payload.",
+            ))
+            .content("application/json", object())
+            .build(),
+    );
+    op.responses.responses.insert(
+        "200".to_owned(),
+        RefOr::T(
+            ResponseBuilder::new()
+                .description("Bare: the action's answer (result, code, and its fields; business declines included). Enveloped: {\"requestId\"}, the answer going to callbackUrl. Signed with X-Signature over the exact bytes.")
+                .content("application/json", object())
+                .build(),
+        ),
+    );
+    op
+}
+
 fn instore_operation(
     post: bool,
     operation_id: &str,
@@ -808,6 +886,10 @@ pub fn document() -> OpenApi {
         let op = instore_operation(post, id, summary, description, path.contains("{number}"));
         paths = paths.path(path, PathItem::new(method, op));
     }
+    for (path, id, summary, description) in WALLET_ROUTES {
+        let op = wallet_operation(id, summary, description);
+        paths = paths.path(path, PathItem::new(HttpMethod::Post, op));
+    }
     let components = ComponentsBuilder::new()
         .schemas_from_iter(schemas())
         .security_scheme(
@@ -853,7 +935,7 @@ pub fn document() -> OpenApi {
             TagBuilder::new()
                 .name("instore")
                 .description(Some(
-                    "The commercetools InStore stored-value extension under instore.base_path (documented at /instore): envelopes signed with the tenant's verification key, acknowledged after the commit that also queues the callback. Refusals use {\"result\":\"Failure\",\"error\":..,\"message\":..}.",
+                    "The commercetools InStore stored-value and wallet extensions under instore.base_path (documented at /instore): requests signed with the tenant's verification key, acknowledged after the commit that also queues the callback. Refusals use {\"result\":\"Failure\",\"error\":..,\"message\":..}.",
                 ))
                 .build(),
             TagBuilder::new()

@@ -387,7 +387,7 @@ impl Store {
             report.processor_movements = r.try_get(0)?;
             report.processor_movements_owed_events = r.try_get(1)?;
             report.active_subscriptions = r.try_get(2)?;
-            for (invariant, sql) in CHECKS.iter().chain([(
+            for (invariant, sql) in CHECKS.iter().chain(crate::wallet::WALLET_CHECKS).chain([(
                 "every delivery reports a row of the ledger",
                 delivery_check.as_str(),
             )].iter()) {

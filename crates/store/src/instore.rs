@@ -384,7 +384,10 @@ async fn requeue_callback(
 }
 
 /// Replay, conflict, or nothing recorded yet.
-async fn recorded(tx: &mut Tx, call: &InstoreCall) -> Result<Option<InstoreOutcome>, Step> {
+pub(crate) async fn recorded(
+    tx: &mut Tx,
+    call: &InstoreCall,
+) -> Result<Option<InstoreOutcome>, Step> {
     let Some((action, hash, ack)) = find_request(tx, &call.tenant_id, &call.request_id).await?
     else {
         return Ok(None);
@@ -505,6 +508,64 @@ async fn create_card(
     Ok(lock_account_by_id(tx, id).await?)
 }
 
+/// The record of an enveloped request and its callback's outbox row, written in the
+/// transaction of what it booked: a duplicate then replays `answer.ack` and queues the same
+/// callback bytes again.
+pub(crate) async fn record_request(
+    tx: &mut Tx,
+    call: &InstoreCall,
+    answer: &RequestAnswer<'_>,
+    payment_id: Option<&str>,
+) -> Result<(), Step> {
+    let event_id = callback_event_id(&call.tenant_id, &call.request_id);
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
+             ack_body, callback_body, callback_event_id, external_payment_id, correlation_id, \
+             created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&call.tenant_id)
+        .bind(&call.request_id)
+        .bind(call.action)
+        .bind(&call.request_hash)
+        .bind(answer.ack)
+        .bind(answer.callback)
+        .bind(&event_id)
+        .bind(payment_id)
+        .bind(call.correlation_id.as_deref())
+        .bind(call.now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    let headers: Vec<(&str, &str)> = answer
+        .callback_headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    enqueue(
+        tx,
+        &Delivery {
+            event_id: &event_id,
+            event_type: CALLBACK_EVENT_TYPE,
+            url: &call.callback_url,
+            body: answer.callback,
+            headers: &headers,
+        },
+        call.now_ms,
+    )
+    .await?;
+    Ok(())
+}
+
+/// What an enveloped request answers: the acknowledgement and the callback with its fixed
+/// headers.
+pub(crate) struct RequestAnswer<'a> {
+    pub ack: &'a [u8],
+    pub callback: &'a [u8],
+    pub callback_headers: &'a [(String, String)],
+}
+
 impl Store {
     /// One enveloped InStore request in the writer's transaction `tx`, exactly once per
     /// (tenant, `requestId`): replay or refuse a known key; else prefetch and lock what it
@@ -587,45 +648,12 @@ impl Store {
             payment_id = Some(m.external_payment_id.as_str());
             self.book_movement(tx, call, m, &accounts).await?;
         }
-        let event_id = callback_event_id(&call.tenant_id, &call.request_id);
-        run!(tx, c => {
-            sqlx::query(
-                "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
-                 ack_body, callback_body, callback_event_id, external_payment_id, correlation_id, \
-                 created_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(&call.tenant_id)
-            .bind(&call.request_id)
-            .bind(call.action)
-            .bind(&call.request_hash)
-            .bind(&plan.ack[..])
-            .bind(&plan.callback[..])
-            .bind(&event_id)
-            .bind(payment_id)
-            .bind(call.correlation_id.as_deref())
-            .bind(call.now_ms)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
-        let headers: Vec<(&str, &str)> = plan
-            .callback_headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        enqueue(
-            tx,
-            &Delivery {
-                event_id: &event_id,
-                event_type: CALLBACK_EVENT_TYPE,
-                url: &call.callback_url,
-                body: &plan.callback,
-                headers: &headers,
-            },
-            call.now_ms,
-        )
-        .await?;
-        Ok(())
+        let answer = RequestAnswer {
+            ack: &plan.ack,
+            callback: &plan.callback,
+            callback_headers: &plan.callback_headers,
+        };
+        record_request(tx, call, &answer, payment_id).await
     }
 
     /// Books one leg per card through `ledger::instore`, each a movement of its own
@@ -744,7 +772,7 @@ impl Store {
     /// second connection while this transaction holds one could wait for ever on the
     /// embedded store's single connection, or on a Postgres pool whose connections are all
     /// held by requests queued behind this one's locks. Cached once known to be committed.
-    async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
+    pub(crate) async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
         let kind = SystemAccount::InstoreClearing;
         if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);

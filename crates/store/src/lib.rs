@@ -29,6 +29,7 @@ pub mod outbox;
 pub mod processor;
 pub mod recon;
 pub mod rules;
+pub mod wallet;
 pub mod writer;
 
 pub use admin::*;
@@ -50,6 +51,7 @@ pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, Subscripti
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};
+pub use wallet::{WalletCall, WalletOp, WalletPlan, WalletPlanner, WalletSnapshot};
 pub use writer::{Done, Renders, Work};
 
 use ledger::{Currency, SystemAccount};

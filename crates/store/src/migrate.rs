@@ -32,6 +32,8 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_outbox"),
     migration!(6, "0006_controls"),
     migration!(7, "0007_instore"),
+    // Versions need not be contiguous: each is applied once, in this order.
+    migration!(9, "0009_wallet"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -25,6 +25,7 @@ use crate::processor::{
     Outcome, ProcessorCall, Step, adjust_on, notify_on,
 };
 use crate::rules::CardRecord;
+use crate::wallet::WalletOp;
 use crate::{Store, StoreError, StoredResponse};
 use ledger::verdicts::{AdjustmentTerms, SystemIds};
 use ledger::{Currency, RequestKind, SystemAccount};
@@ -50,6 +51,8 @@ pub enum Work<'a> {
     Expiry(ExpiryCall<'a>),
     /// An enveloped InStore request (create, lookup, Load, Redeem, Cancel).
     Instore(InstoreOp<'a>),
+    /// An InStore wallet request (pay, refund, cancel, log, available refund).
+    Wallet(WalletOp<'a>),
 }
 
 /// What one request of a batch came to.
@@ -62,6 +65,7 @@ pub enum Done {
     Hold(Result<ChannelOutcome, StoreError>),
     Expiry(Result<Expired, StoreError>),
     Instore(Result<InstoreOutcome, StoreError>),
+    Wallet(Result<InstoreOutcome, StoreError>),
 }
 
 /// How each kind's answer is rendered into the exact bytes stored for replays.
@@ -193,7 +197,7 @@ impl Store {
                     self.system_account(SystemAccount::Funding, call.currency)
                         .await?,
                 ),
-                Work::Hold(_) | Work::Expiry(_) | Work::Instore(_) => (None, 0),
+                Work::Hold(_) | Work::Expiry(_) | Work::Instore(_) | Work::Wallet(_) => (None, 0),
             };
             s.holds.push(match w {
                 Work::Hold(op) => Some(self.hold_terms(op).await?),
@@ -305,6 +309,10 @@ impl Store {
                     let o = self.instore_on(&mut tx, op).await?;
                     out.push(Some(Done::Instore(Ok(o))));
                 }
+                Work::Wallet(op) => {
+                    let o = self.wallet_on(&mut tx, op).await?;
+                    out.push(Some(Done::Wallet(Ok(o))));
+                }
             }
             i += 1;
         }
@@ -345,6 +353,7 @@ impl Store {
             Work::Hold(op) => Done::Hold(self.hold_alone(op, &renders.channel).await),
             Work::Expiry(call) => Done::Expiry(self.expire_alone(call).await),
             Work::Instore(op) => Done::Instore(self.instore_alone(op).await),
+            Work::Wallet(op) => Done::Wallet(self.wallet_alone(op).await),
         }
     }
 }
@@ -359,5 +368,6 @@ fn failed(w: &Work<'_>, e: StoreError) -> Done {
         Work::Hold(_) => Done::Hold(Err(e)),
         Work::Expiry(_) => Done::Expiry(Err(e)),
         Work::Instore(_) => Done::Instore(Err(e)),
+        Work::Wallet(_) => Done::Wallet(Err(e)),
     }
 }

@@ -71,6 +71,7 @@ admin_routes! {
     get "/v1/stored-value-cards/{card_id}" => super::instore_admin::get_stored_value_card,
     get "/v1/stored-value-cards/{card_id}/movements" => super::instore_admin::stored_value_movements,
     get "/v1/instore/tenants/{tenant_id}/summary" => super::instore_admin::instore_summary,
+    post "/v1/wallet/barcodes" => super::instore_wallet::issue_barcode,
 }
 
 /// The account a route names.

@@ -29,15 +29,15 @@ pub struct InstoreState {
 
 /// One answer: status, exact bytes, the key to sign them with (once a tenant is known),
 /// and the metrics label.
-struct Reply {
-    status: u16,
-    body: Vec<u8>,
-    key: Option<Vec<u8>>,
-    outcome: &'static str,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) body: Vec<u8>,
+    pub(super) key: Option<Vec<u8>>,
+    pub(super) outcome: &'static str,
 }
 
 impl Reply {
-    fn ok(body: Vec<u8>, tenant: &Tenant, outcome: &'static str) -> Reply {
+    pub(super) fn ok(body: Vec<u8>, tenant: &Tenant, outcome: &'static str) -> Reply {
         Reply {
             status: 200,
             body,
@@ -46,7 +46,7 @@ impl Reply {
         }
     }
 
-    fn error(e: &InstoreError, tenant: Option<&Tenant>) -> Reply {
+    pub(super) fn error(e: &InstoreError, tenant: Option<&Tenant>) -> Reply {
         Reply {
             status: e.http_status(),
             body: e.body().into_bytes(),
@@ -68,7 +68,7 @@ impl Reply {
     }
 }
 
-fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+pub(super) fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
@@ -106,7 +106,10 @@ pub async fn handle(
                 | Route::StoredValueLookup { .. }
                 | Route::StoredValueProcess => post(&req, payload, &state, &route).await,
                 Route::StoredValueLog { .. } => get(&req, &state, &route).await,
-                // Pay on account and wallets are not served by this version.
+                Route::Wallet(action) => {
+                    super::instore_wallet::post(&req, payload, &state, &route, action).await
+                }
+                // Pay on account is not served by this version.
                 _ => Reply::error(
                     &InstoreError::new(ErrorCode::NotFound, "this InStore action is not served"),
                     None,
@@ -229,18 +232,25 @@ fn duplicate_probe(request: &SvRequest) -> Option<(String, String, String, &'sta
     ))
 }
 
-async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
+/// The raw body, size-limited, through the verifier: the verified request, or the answer
+/// that refuses it.
+pub(super) async fn read_verified<'s>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &'s AppState,
+    route: &Route,
+) -> Result<instore::VerifiedPost<'s>, Reply> {
     let settings = &state.settings.instore;
     let body = match super::read_body(req, payload, settings.body_bytes_max).await {
         Ok(b) => b,
         Err((status, _)) if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Reply::error(
+            return Err(Reply::error(
                 &InstoreError::new(
                     ErrorCode::PayloadTooLarge,
                     format!("the body exceeds {} bytes", settings.body_bytes_max),
                 ),
                 None,
-            );
+            ));
         }
         Err((status, _)) => {
             let mut r = Reply::error(
@@ -248,7 +258,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
                 None,
             );
             r.status = status.as_u16();
-            return r;
+            return Err(r);
         }
     };
     let tenants = &state.instore.tenants;
@@ -259,7 +269,12 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         &body,
         settings.body_bytes_max,
     );
-    let verified = match admitted(state, route, verdict, |v| v.matched) {
+    admitted(state, route, verdict, |v| v.matched)
+}
+
+async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
+    let settings = &state.settings.instore;
+    let verified = match read_verified(req, payload, state, route).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -357,7 +372,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
 /// Test-only fault: `AUTHORIZER_FAULT_INSTORE_ANSWER_DELAY_MS` holds a freshly committed
 /// request's acknowledgement this long, so that a test can kill the process between the
 /// commit and the answer and check that InStore's retry replays it. Unset: no delay.
-async fn answer_delay() {
+pub(super) async fn answer_delay() {
     static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
     let delay = *DELAY.get_or_init(|| {
         std::env::var("AUTHORIZER_FAULT_INSTORE_ANSWER_DELAY_MS")
@@ -371,7 +386,7 @@ async fn answer_delay() {
 }
 
 /// `created_at` of a log entry: RFC 3339 UTC with milliseconds.
-fn rfc3339_ms(ms: i64) -> String {
+pub(super) fn rfc3339_ms(ms: i64) -> String {
     jiff::Timestamp::from_millisecond(ms)
         .map(|t| t.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
         .unwrap_or_default()

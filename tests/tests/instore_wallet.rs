@@ -1,0 +1,472 @@
+//! The InStore digital wallet extension end to end (instore-extensions.md sections 4, 6.4
+//! and 6.5 test 8): barcodes issued by the admin API, bare wallet requests signed as
+//! InStore signs them, against a real server on both stores; the one balance a wallet
+//! payment shares with the processor's authorizations and the channels' holds; the
+//! audit's wallet invariant.
+
+use e2e::instore::{CallbackReceiver, TENANT, sign, tenant_settings};
+use e2e::*;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+fn text(r: &Resp) -> String {
+    String::from_utf8_lossy(&r.body).into_owned()
+}
+
+/// A bare wallet request signed over its exact bytes: the raw answer.
+async fn wallet_raw(app: &TestApp, action: &str, body: &Value) -> Resp {
+    let bytes = body.to_string();
+    let r = app
+        .instore_post(action, bytes.as_bytes(), Some(&sign(bytes.as_bytes())))
+        .await;
+    assert_eq!(r.status, 200, "{action}: {}", text(&r));
+    r
+}
+
+/// A bare wallet request: its answer as JSON.
+async fn wallet(app: &TestApp, action: &str, body: &Value) -> Value {
+    wallet_raw(app, action, body).await.json()
+}
+
+/// `user`'s account in USD with `amount` and its card `crd-{user}`, ACTIVE.
+async fn wallet_user(app: &TestApp, user: &str, amount: &str) {
+    app.funded(user, "USD", amount).await;
+    let r = app
+        .admin_put(
+            &format!("/v1/cards/crd-{user}"),
+            json!({"user_id": user, "status": "ACTIVE"}),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "card: {}", text(&r));
+}
+
+/// A barcode for `user`'s USD account and card, valid `secs` (default lifetime: `None`).
+async fn barcode(app: &TestApp, user: &str, secs: Option<u64>) -> String {
+    let mut body = json!({"user_id": user, "currency": "USD", "card_id": format!("crd-{user}")});
+    if let Some(s) = secs {
+        body["expires_in_secs"] = json!(s);
+    }
+    let r = app
+        .admin("POST", "/v1/wallet/barcodes", Some(body), None)
+        .await;
+    assert_eq!(r.status, 201, "barcode: {}", text(&r));
+    let b = r.json()["barcode"].as_str().expect("barcode").to_owned();
+    assert!(
+        b.len() == 24 && b.bytes().all(|c| c.is_ascii_digit()),
+        "{b}"
+    );
+    b
+}
+
+fn pay(barcode: &str, total: i64, tip: i64, time: &str) -> Value {
+    json!({
+        "barcode": barcode, "currency": "USD", "total": total,
+        "pos_local_time": time, "tip": tip, "note": "payment",
+    })
+}
+
+/// `(result, code)` of a wallet answer.
+fn verdict(v: &Value) -> (&str, &str) {
+    (
+        v["result"].as_str().unwrap_or("?"),
+        v["code"].as_str().unwrap_or("?"),
+    )
+}
+
+/// Section 6.5, test 8: pay, retry replay, reuse with another body (94), expiry (54),
+/// available_wallet_refund, full refund, refund again (12), and a payment whose answer the
+/// POS never saw reversed by its log_cancel_wallet, once.
+async fn wallet_story(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-w", "100.00").await;
+    let b1 = barcode(&app, "u-w", None).await;
+    assert!(wallet(&app, "initialize_wallet", &json!({"location_id": "L1"})).await["code"] == "00");
+
+    // Pay 25.00, tip 3.00 included.
+    let first = wallet_raw(
+        &app,
+        "pay_wallet",
+        &pay(&b1, 2500, 300, "2024-01-24 12:37:54"),
+    )
+    .await;
+    let paid = first.json();
+    assert_eq!(verdict(&paid), ("Success", "00"), "{paid}");
+    let tx = paid["transaction_id"]
+        .as_str()
+        .expect("transaction_id")
+        .to_owned();
+    assert!(tx.starts_with("wtx-") && tx.len() == 24, "{tx}");
+    assert_eq!(
+        (
+            &paid["total"],
+            &paid["tip"],
+            &paid["subtotal"],
+            &paid["method"]
+        ),
+        (
+            &json!("2500"),
+            &json!("300"),
+            &json!("2200"),
+            &json!("wallet")
+        )
+    );
+    assert_eq!(app.available("u-w", "USD").await, "75.00");
+    // The retry: the same bytes, nothing booked.
+    let again = wallet_raw(
+        &app,
+        "pay_wallet",
+        &pay(&b1, 2500, 300, "2024-01-24 12:37:54"),
+    )
+    .await;
+    assert_eq!(again.body, first.body, "a retry replays byte for byte");
+    assert_eq!(again.header("X-Signature"), first.header("X-Signature"));
+    // Another body on a used barcode: 94.
+    let reused = wallet(
+        &app,
+        "pay_wallet",
+        &pay(&b1, 2600, 300, "2024-01-24 12:38:00"),
+    )
+    .await;
+    assert_eq!(verdict(&reused), ("Failure", "94"), "{reused}");
+    assert_eq!(reused["error_message"], "BARCODE_USED");
+    assert_eq!(reused["transaction_id"], Value::Null);
+    assert_eq!(app.movements("u-w", "USD", "WALLET_PAYMENT").await, 1);
+    assert_eq!(app.available("u-w", "USD").await, "75.00");
+    // Expired: 54; unknown: 14.
+    let short = barcode(&app, "u-w", Some(1)).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = wallet(&app, "pay_wallet", &pay(&short, 100, 0, "t")).await;
+    assert_eq!(verdict(&expired), ("Failure", "54"), "{expired}");
+    let unknown = wallet(
+        &app,
+        "pay_wallet",
+        &pay("000000000000000000000000", 100, 0, "t"),
+    )
+    .await;
+    assert_eq!(verdict(&unknown), ("Failure", "14"), "{unknown}");
+
+    // What is refundable, then the full refund.
+    let available = json!({"transaction_id": tx, "pos_local_time": "t1"});
+    let a = wallet(&app, "available_wallet_refund", &available).await;
+    assert_eq!(
+        (verdict(&a), &a["total"]),
+        (("Success", "00"), &json!("2500")),
+        "{a}"
+    );
+    let refund = json!({"transaction_id": tx, "pos_local_time": "t2", "note": "return"});
+    let refunded = wallet_raw(&app, "refund_wallet_payment", &refund).await;
+    let r = refunded.json();
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    let refund_tx = r["transaction_id"].as_str().expect("refund id");
+    assert!(
+        refund_tx.starts_with("wtx-") && refund_tx != tx,
+        "{refund_tx}"
+    );
+    assert_eq!(
+        (&r["original_transaction_id"], &r["original_reference"]),
+        (&json!(tx), &Value::Null)
+    );
+    assert_eq!(app.available("u-w", "USD").await, "100.00");
+    // The same body replays; another, with nothing left, gets 12.
+    let replay = wallet_raw(&app, "refund_wallet_payment", &refund).await;
+    assert_eq!(replay.body, refunded.body);
+    let twice = json!({"transaction_id": tx, "pos_local_time": "t3", "note": "return"});
+    let r = wallet(&app, "refund_wallet_payment", &twice).await;
+    assert_eq!(verdict(&r), ("Failure", "12"), "{r}");
+    assert_eq!(r["error_message"], "NOTHING_TO_REFUND");
+    let a = wallet(&app, "available_wallet_refund", &available).await;
+    assert_eq!(a["total"], "0", "{a}");
+    assert_eq!(app.movements("u-w", "USD", "WALLET_REFUND").await, 1);
+    let r = wallet(
+        &app,
+        "refund_wallet_payment",
+        &json!({"transaction_id": "wtx-00000000000000000000", "pos_local_time": "t"}),
+    )
+    .await;
+    assert_eq!(verdict(&r), ("Failure", "25"), "{r}");
+
+    // pay_wallet timed out at the POS: its log of the cancel gives the money back, once.
+    let b3 = barcode(&app, "u-w", None).await;
+    let lost = wallet(&app, "pay_wallet", &pay(&b3, 1000, 0, "t4")).await;
+    assert_eq!(verdict(&lost), ("Success", "00"));
+    assert_eq!(app.available("u-w", "USD").await, "90.00");
+    let log = |time: &str| {
+        json!({
+            "barcode": b3, "total": "1000", "tip": 0, "currency": "USD", "reference": "ref-1",
+            "response_code": "", "pos_local_time": time, "error_message": "timeout",
+        })
+    };
+    let logged = wallet_raw(&app, "log_cancel_wallet", &log("t5")).await;
+    let l = logged.json();
+    assert_eq!(
+        (verdict(&l), &l["reversed"]),
+        (("Success", "00"), &json!(true)),
+        "{l}"
+    );
+    assert_eq!(app.available("u-w", "USD").await, "100.00");
+    assert_eq!(
+        wallet_raw(&app, "log_cancel_wallet", &log("t5")).await.body,
+        logged.body
+    );
+    let l = wallet(&app, "log_cancel_wallet", &log("t6")).await;
+    assert_eq!(
+        (verdict(&l), &l["reversed"]),
+        (("Success", "00"), &json!(false)),
+        "{l}"
+    );
+    assert_eq!(app.movements("u-w", "USD", "WALLET_REVERSAL").await, 1);
+    assert_eq!(app.available("u-w", "USD").await, "100.00");
+
+    // A log whose total does not match reverses nothing, but its reference is the
+    // payment's original_reference; a cancel reverses only what it names.
+    let b4 = barcode(&app, "u-w", None).await;
+    let p4 = wallet(&app, "pay_wallet", &pay(&b4, 500, 0, "t7")).await;
+    let tx4 = p4["transaction_id"].as_str().expect("tx4").to_owned();
+    let mut mismatch = log("t8");
+    mismatch["barcode"] = json!(b4);
+    mismatch["total"] = json!("499");
+    mismatch["reference"] = json!("ref-2");
+    let l = wallet(&app, "log_cancel_wallet", &mismatch).await;
+    assert_eq!(l["reversed"], false, "{l}");
+    let nothing = wallet(&app, "cancel_wallet_payment", &json!({"tenant_id": TENANT})).await;
+    assert_eq!(
+        (verdict(&nothing), &nothing["reversed"]),
+        (("Success", "00"), &json!(false))
+    );
+    let unknown = wallet(
+        &app,
+        "cancel_wallet_payment",
+        &json!({"transaction_id": "wtx-00000000000000000000"}),
+    )
+    .await;
+    assert_eq!(verdict(&unknown), ("Failure", "25"), "{unknown}");
+    let r = wallet(
+        &app,
+        "refund_wallet_payment",
+        &json!({"transaction_id": tx4, "pos_local_time": "t9"}),
+    )
+    .await;
+    assert_eq!(
+        (verdict(&r), &r["original_reference"]),
+        (("Success", "00"), &json!("ref-2")),
+        "{r}"
+    );
+    let c = wallet(
+        &app,
+        "cancel_wallet_payment",
+        &json!({"transaction_id": tx4}),
+    )
+    .await;
+    assert_eq!(c["reversed"], false, "nothing left to reverse: {c}");
+    assert_eq!(app.available("u-w", "USD").await, "100.00");
+    let report = app.assert_audit_clean().await;
+    assert!(report.movements >= 6);
+}
+
+/// One balance: a processor authorization and a wallet payment on the same account each
+/// see what the other took; a declined payment does not use its barcode up.
+async fn wallet_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-s", "100.00").await;
+    let auth = Tx::new(&uid("w"), "PURCHASE", "u-s", "30.0", "USD").card("crd-u-s");
+    let r = app.send(AUTH_DEBIT, &auth).await;
+    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    let b = barcode(&app, "u-s", None).await;
+    let short = wallet(&app, "pay_wallet", &pay(&b, 7001, 0, "t1")).await;
+    assert_eq!(verdict(&short), ("Failure", "51"), "{short}");
+    assert_eq!(short["error_message"], "INSUFFICIENT_FUNDS");
+    let exact = wallet(&app, "pay_wallet", &pay(&b, 7000, 0, "t2")).await;
+    assert_eq!(verdict(&exact), ("Success", "00"), "{exact}");
+    assert_eq!(app.available("u-s", "USD").await, "0.00");
+    let late = Tx::new(&uid("w"), "PURCHASE", "u-s", "0.01", "USD").card("crd-u-s");
+    assert_eq!(
+        app.send(AUTH_DEBIT, &late).await.json()["status"],
+        "REJECTED"
+    );
+    // The processor's refund credits the account; a blocked card declines the wallet (62).
+    app.funded("u-s", "USD", "10.00").await;
+    let r = app
+        .admin_put(
+            "/v1/cards/crd-u-s",
+            json!({"user_id": "u-s", "status": "BLOCKED"}),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", text(&r));
+    let b = barcode(&app, "u-s", None).await;
+    let blocked = wallet(&app, "pay_wallet", &pay(&b, 100, 0, "t3")).await;
+    assert_eq!(verdict(&blocked), ("Failure", "62"), "{blocked}");
+    // A tip above the total, a currency other than the account's: 13.
+    let r = app
+        .admin_put(
+            "/v1/cards/crd-u-s",
+            json!({"user_id": "u-s", "status": "ACTIVE"}),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", text(&r));
+    let bad = wallet(&app, "pay_wallet", &pay(&b, 100, 101, "t4")).await;
+    assert_eq!(verdict(&bad), ("Failure", "13"), "{bad}");
+    let mut other = pay(&b, 100, 0, "t5");
+    other["currency"] = json!("EUR");
+    let bad = wallet(&app, "pay_wallet", &other).await;
+    assert_eq!(verdict(&bad), ("Failure", "13"), "{bad}");
+    assert_eq!(app.movements("u-s", "USD", "WALLET_PAYMENT").await, 1);
+}
+
+/// A hold of the reservation API reduces what pay_wallet can spend, as it does a card
+/// authorization's.
+async fn a_hold_reduces_what_the_wallet_spends(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-h", "50.00").await;
+    app.usd_hold("u-h", "20.00").await;
+    let b = barcode(&app, "u-h", None).await;
+    let short = wallet(&app, "pay_wallet", &pay(&b, 3001, 0, "t1")).await;
+    assert_eq!(verdict(&short), ("Failure", "51"), "{short}");
+    let exact = wallet(&app, "pay_wallet", &pay(&b, 3000, 0, "t2")).await;
+    assert_eq!(verdict(&exact), ("Success", "00"), "{exact}");
+    let a = app.account("u-h", "USD").await;
+    assert_eq!(
+        (&a["posted"], &a["held"], &a["available"]),
+        (&json!("20.00"), &json!("20.00"), &json!("0.00"))
+    );
+}
+
+/// Enveloped: acknowledged after the commit that also queued the callback (the answer with
+/// its requestId); a duplicate replays the acknowledgement and moves nothing.
+async fn enveloped_payment_calls_back(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-e", "10.00").await;
+    let b = barcode(&app, "u-e", None).await;
+    let mut payload = pay(&b, 250, 0, "t1");
+    payload["requestId"] = json!("req-w-1");
+    for _ in 0..2 {
+        let r = app
+            .instore_envelope(
+                "pay_wallet",
+                &payload,
+                "https://instore.example/callback/w1",
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(r.body, br#"{"requestId":"req-w-1"}"#);
+    }
+    let cb = app.instore_callback("req-w-1").await;
+    assert_eq!(
+        (verdict(&cb), &cb["requestId"]),
+        (("Success", "00"), &json!("req-w-1"))
+    );
+    assert_eq!(app.available("u-e", "USD").await, "7.50");
+    assert_eq!(app.movements("u-e", "USD", "WALLET_PAYMENT").await, 1);
+}
+
+/// The admin route refuses what it cannot issue, with 422 and nothing stored.
+async fn barcode_route_validates(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-b", "1.00").await;
+    app.funded("u-other", "USD", "0").await;
+    let cases = [
+        (
+            json!({"user_id": "u-b", "currency": "USD", "expires_in_secs": 0}),
+            "invalid_expiry",
+        ),
+        (
+            json!({"user_id": "u-b", "currency": "USD", "expires_in_secs": 3601}),
+            "invalid_expiry",
+        ),
+        (
+            json!({"user_id": "u-b", "currency": "XXQ"}),
+            "unknown_currency",
+        ),
+        (json!({"user_id": "", "currency": "USD"}), "invalid_user_id"),
+        (
+            json!({"user_id": "u-none", "currency": "USD"}),
+            "account_not_found",
+        ),
+        (
+            json!({"user_id": "u-b", "currency": "EUR"}),
+            "account_not_found",
+        ),
+        (
+            json!({"user_id": "u-b", "currency": "USD", "card_id": "crd-none"}),
+            "card_not_found",
+        ),
+        (
+            json!({"user_id": "u-other", "currency": "USD", "card_id": "crd-u-b"}),
+            "card_not_found",
+        ),
+    ];
+    for (body, code) in cases {
+        let r = app
+            .admin("POST", "/v1/wallet/barcodes", Some(body.clone()), None)
+            .await;
+        assert_eq!(r.status, 422, "{body}: {}", text(&r));
+        assert_eq!(r.json()["error"]["code"], code, "{body}");
+    }
+    let r = app
+        .admin(
+            "POST",
+            "/v1/wallet/barcodes",
+            Some(json!({"user_id": "u-b"})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", text(&r));
+    let ok = app
+        .admin(
+            "POST",
+            "/v1/wallet/barcodes",
+            Some(json!({"user_id": "u-b", "currency": "USD", "expires_in_secs": 3600})),
+            None,
+        )
+        .await;
+    assert_eq!(ok.status, 201, "{}", text(&ok));
+    assert!(
+        ok.json()["expires_at"]
+            .as_str()
+            .is_some_and(|t| t.ends_with('Z'))
+    );
+}
+
+e2e::instore_scenarios!(
+    wallet_story,
+    wallet_and_authorization_share_the_balance,
+    a_hold_reduces_what_the_wallet_spends,
+    enveloped_payment_calls_back,
+    barcode_route_validates,
+);
+
+/// Section 6.4: a payment given back more than its total is reported by name.
+async fn over_returned_payment_is_reported(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| tenant_settings(s, "http://127.0.0.1:9")).await;
+    wallet_user(&app, "u-a", "20.00").await;
+    let b = barcode(&app, "u-a", None).await;
+    let paid = wallet(&app, "pay_wallet", &pay(&b, 1500, 0, "t")).await;
+    let tx = paid["transaction_id"].as_str().expect("tx").to_owned();
+    let r = wallet(
+        &app,
+        "refund_wallet_payment",
+        &json!({"transaction_id": tx}),
+    )
+    .await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    app.assert_audit_clean().await;
+    // A second return row for the same refund, written behind the server's back.
+    let mut c = DirectConn::open(&app).await;
+    c.execute(&format!(
+        "INSERT INTO wallet_returns (transaction_id, payment_transaction_id, kind, amount_minor, \
+         movement_id, tenant_id, correlation_id, created_at_ms) \
+         SELECT 'wtx-forged', payment_transaction_id, kind, amount_minor, movement_id, tenant_id, \
+         correlation_id, created_at_ms FROM wallet_returns WHERE payment_transaction_id = '{tx}'"
+    ))
+    .await;
+    let report = app.store.audit().await.expect("audit runs");
+    let found: Vec<_> = report
+        .violations
+        .iter()
+        .filter(|v| v.invariant == "for each wallet payment, refunded + reversed <= total")
+        .collect();
+    assert_eq!(found.len(), 1, "{:?}", report.violations);
+    assert!(found[0].detail.contains(&tx), "{:?}", found[0]);
+    assert!(!found[0].detail.contains(&b), "no barcode in the report");
+    app.stop().await;
+}
+
+e2e::on_each_backend!(
+    over_returned_payment_is_reported_postgres,
+    over_returned_payment_is_reported_sqlite,
+    over_returned_payment_is_reported
+);
