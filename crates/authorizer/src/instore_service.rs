@@ -211,7 +211,7 @@ impl SvPlanner for Planner {
 pub async fn execute(
     state: &AppState,
     call: InstoreCall,
-    planner: Arc<Planner>,
+    planner: Arc<dyn SvPlanner>,
 ) -> Result<InstoreOutcome, StoreError> {
     crate::service::through_writer(state, |reply| {
         Job::Instore(InstoreJob {
@@ -233,6 +233,7 @@ pub fn plan(request: &SvRequest, snap: &SvSnapshot, ctx: &PlanContext<'_>) -> (S
         new_card: None,
         movement: None,
         pin_updates: Vec::new(),
+        poa: None,
     };
     let (outcome, data) = match request {
         SvRequest::Create(c) => plan_create(c, ctx, &mut out),
@@ -288,22 +289,26 @@ pub fn plan(request: &SvRequest, snap: &SvSnapshot, ctx: &PlanContext<'_>) -> (S
     };
     notes.declined = outcome.0;
     let callback = body::callback(ctx.request_id, request.action(), outcome, data);
-    out.callback_headers = callback_headers(ctx, callback.as_bytes());
+    out.callback_headers = callback_headers(ctx.tenant, ctx.correlation_id, callback.as_bytes());
     out.callback = callback.into_bytes();
     (out, notes)
 }
 
 /// The fixed headers of every attempt: the body's type, our signature over its exact
 /// bytes, and the request's correlation id.
-fn callback_headers(ctx: &PlanContext<'_>, callback: &[u8]) -> Vec<(String, String)> {
+pub(crate) fn callback_headers(
+    tenant: &Tenant,
+    correlation_id: Option<&str>,
+    callback: &[u8],
+) -> Vec<(String, String)> {
     let mut h = vec![
         ("content-type".to_owned(), "application/json".to_owned()),
         (
             "X-Signature".to_owned(),
-            sign(ctx.tenant.verification_key(), callback),
+            sign(tenant.verification_key(), callback),
         ),
     ];
-    if let Some(c) = ctx.correlation_id {
+    if let Some(c) = correlation_id {
         h.push(("x-correlation-id".to_owned(), c.to_owned()));
     }
     h

@@ -7,6 +7,7 @@
 //! the route acknowledge.
 
 use crate::outbox::{Delivery, enqueue};
+use crate::poa::{PoaCall, PoaSnapshot, PoaWrite};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id, retry_races,
 };
@@ -86,6 +87,8 @@ pub struct SvSnapshot {
     /// Whether a Load or Redeem with the same card, session, reference, action and amount
     /// was booked before (section 6.2, `POSSIBLE_DUPLICATE`).
     pub possible_duplicate: bool,
+    /// What a pay-on-account request names.
+    pub poa: PoaSnapshot,
 }
 
 /// Transport facts of one enveloped request, owned: the request waits for the writer's
@@ -111,6 +114,8 @@ pub struct InstoreCall {
     pub location_id: String,
     pub workstation_id: Option<String>,
     pub now_ms: i64,
+    /// A pay-on-account request: what it names (`None`: stored value).
+    pub poa: Option<PoaCall>,
 }
 
 /// The pure decision of one enveloped request: from the snapshot its call names to every
@@ -197,6 +202,8 @@ pub struct SvPlan {
     pub new_card: Option<NewSvCard>,
     pub movement: Option<SvMovementPlan>,
     pub pin_updates: Vec<SvPinUpdate>,
+    /// A pay-on-account request's write.
+    pub poa: Option<PoaWrite>,
 }
 
 /// What one enveloped request came to.
@@ -451,6 +458,9 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall) -> Result<SvSnapshot, Step> {
         });
         snap.possible_duplicate = n > 0;
     }
+    if let Some(poa) = &call.poa {
+        snap.poa = crate::poa::prefetch(tx, call, poa).await?;
+    }
     Ok(snap)
 }
 
@@ -515,16 +525,21 @@ impl Store {
         op: &InstoreOp<'_>,
     ) -> Result<InstoreOutcome, Step> {
         let call = op.call;
-        if let Some(done) = recorded(tx, call).await? {
+        // Bare POA requests without a key are idempotent by what they are.
+        let keyed = call.poa.as_ref().is_none_or(|p| p.keyed);
+        if keyed && let Some(done) = recorded(tx, call).await? {
             return Ok(done);
         }
         let snap = snapshot(tx, call).await?;
         // A duplicate that waited for the accounts' locks finds the first one's record now.
-        if let Some(done) = recorded(tx, call).await? {
+        if keyed && let Some(done) = recorded(tx, call).await? {
             return Ok(done);
         }
         let plan = op.planner.plan(&snap);
-        self.write_plan(tx, call, &snap, &plan).await?;
+        if plan.poa == Some(PoaWrite::Conflict) {
+            return Ok(InstoreOutcome::Conflict);
+        }
+        self.write_plan(tx, call, &snap, &plan, keyed).await?;
         Ok(InstoreOutcome::Done { ack: plan.ack })
     }
 
@@ -550,6 +565,7 @@ impl Store {
         call: &InstoreCall,
         snap: &SvSnapshot,
         plan: &SvPlan,
+        keyed: bool,
     ) -> Result<(), Step> {
         let mut accounts: BTreeMap<String, LockedAccount> = snap
             .cards
@@ -587,7 +603,19 @@ impl Store {
             payment_id = Some(m.external_payment_id.as_str());
             self.book_movement(tx, call, m, &accounts).await?;
         }
-        let event_id = callback_event_id(&call.tenant_id, &call.request_id);
+        if let (Some(poa), Some(w)) = (&call.poa, &plan.poa) {
+            self.write_poa(tx, call, poa, &snap.poa, w).await?;
+        }
+        if !keyed {
+            return Ok(());
+        }
+        // A bare keyed request (a POA Credit) has no callback: its record names none.
+        let bare = call.callback_url.is_empty();
+        let event_id = if bare {
+            String::new()
+        } else {
+            callback_event_id(&call.tenant_id, &call.request_id)
+        };
         run!(tx, c => {
             sqlx::query(
                 "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
@@ -608,6 +636,9 @@ impl Store {
             .await?
             .rows_affected()
         });
+        if bare {
+            return Ok(());
+        }
         let headers: Vec<(&str, &str)> = plan
             .callback_headers
             .iter()
@@ -744,7 +775,7 @@ impl Store {
     /// second connection while this transaction holds one could wait for ever on the
     /// embedded store's single connection, or on a Postgres pool whose connections are all
     /// held by requests queued behind this one's locks. Cached once known to be committed.
-    async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
+    pub(crate) async fn clearing_in(&self, tx: &mut Tx, currency: Currency) -> Result<i64, Step> {
         let kind = SystemAccount::InstoreClearing;
         if let Some(id) = self.cached_system_id(kind, currency) {
             return Ok(id);

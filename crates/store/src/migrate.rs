@@ -32,6 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_outbox"),
     migration!(6, "0006_controls"),
     migration!(7, "0007_instore"),
+    migration!(8, "0008_poa"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

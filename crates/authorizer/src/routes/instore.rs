@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{InstoreCall, InstoreOutcome};
 
+#[path = "instore_poa.rs"]
+pub(crate) mod poa;
+
 /// What the InStore routes share: the validated tenants and the key of the PIN and CVC
 /// hashes.
 pub struct InstoreState {
@@ -106,6 +109,8 @@ pub async fn handle(
                 | Route::StoredValueLookup { .. }
                 | Route::StoredValueProcess => post(&req, payload, &state, &route).await,
                 Route::StoredValueLog { .. } => get(&req, &state, &route).await,
+                Route::PoaProcess | Route::PoaLog => poa::post(&req, payload, &state, &route).await,
+                Route::PoaLogQuery { .. } => poa::get(&req, &state, &route).await,
                 // Pay on account and wallets are not served by this version.
                 _ => Reply::error(
                     &InstoreError::new(ErrorCode::NotFound, "this InStore action is not served"),
@@ -229,18 +234,24 @@ fn duplicate_probe(request: &SvRequest) -> Option<(String, String, String, &'sta
     ))
 }
 
-async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
+/// The body, read (size-limited) and verified for `route`; or the answer refusing it.
+async fn read_verified<'s>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &'s AppState,
+    route: &Route,
+) -> Result<instore::VerifiedPost<'s>, Reply> {
     let settings = &state.settings.instore;
     let body = match super::read_body(req, payload, settings.body_bytes_max).await {
         Ok(b) => b,
         Err((status, _)) if status == StatusCode::PAYLOAD_TOO_LARGE => {
-            return Reply::error(
+            return Err(Reply::error(
                 &InstoreError::new(
                     ErrorCode::PayloadTooLarge,
                     format!("the body exceeds {} bytes", settings.body_bytes_max),
                 ),
                 None,
-            );
+            ));
         }
         Err((status, _)) => {
             let mut r = Reply::error(
@@ -248,7 +259,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
                 None,
             );
             r.status = status.as_u16();
-            return r;
+            return Err(r);
         }
     };
     let tenants = &state.instore.tenants;
@@ -259,7 +270,12 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         &body,
         settings.body_bytes_max,
     );
-    let verified = match admitted(state, route, verdict, |v| v.matched) {
+    admitted(state, route, verdict, |v| v.matched)
+}
+
+async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
+    let settings = &state.settings.instore;
+    let verified = match read_verified(req, payload, state, route).await {
         Ok(v) => v,
         Err(r) => return r,
     };
@@ -295,6 +311,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         location_id: location_id.to_owned(),
         workstation_id: workstation_id.map(str::to_owned),
         now_ms: store::now_ms(),
+        poa: None,
     };
     let ctx = PlanContext {
         tenant,
