@@ -609,28 +609,22 @@ fn instore_operation(
     let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
         param(ParameterIn::Query, name, required, schema, description)
     };
-    if !post && !stored_value {
+    let number = || string_schema(Some("^[!-~]{1,64}$"), Some(1), Some(64));
+    if path.contains("{account_number}") {
+        params.push(param(
+            ParameterIn::Path,
+            "account_number",
+            true,
+            number(),
+            "The pay-on-account account number.",
+        ));
+    } else if !post && !stored_value {
         params.push(query(
             "account_number",
-            !path.contains("{account_number}"),
-            string_schema(Some("^[!-~]{1,64}$"), Some(1), Some(64)),
-            "The account (the query form); signed with the other parameters.",
+            true,
+            number(),
+            "The account (the query form); what the signature covers.",
         ));
-    }
-    if path.contains("{account_number}") {
-        params.push(
-            ParameterBuilder::new()
-                .name("account_number")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(string_schema(
-                    Some("^[!-~]{1,64}$"),
-                    Some(1),
-                    Some(64),
-                )))
-                .description(Some("The pay-on-account account number."))
-                .build(),
-        );
     }
     if !post && stored_value {
         // The log's query: part of what the signature covers (section 1.3, GET).
@@ -671,19 +665,13 @@ fn instore_operation(
         ]);
     }
     if path.contains("{number}") {
-        params.push(
-            ParameterBuilder::new()
-                .name("number")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(string_schema(
-                    Some("^[!-~]{1,64}$"),
-                    Some(1),
-                    Some(64),
-                )))
-                .description(Some("The stored-value number; must equal payload.number."))
-                .build(),
-        );
+        params.push(param(
+            ParameterIn::Path,
+            "number",
+            true,
+            number(),
+            "The stored-value number; must equal payload.number.",
+        ));
     }
     let mut op = operation(operation_id, "instore", summary, description, params)
         .response(

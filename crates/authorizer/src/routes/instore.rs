@@ -402,6 +402,21 @@ fn log_action(kind: &str) -> CallbackAction {
     }
 }
 
+/// The verifier's verdict on a GET of `route`: the request, or the answer refusing it.
+fn verified_get<'s>(
+    req: &HttpRequest,
+    state: &'s AppState,
+    route: &Route,
+) -> Result<instore::VerifiedGet<'s>, Reply> {
+    let verdict = instore::verify_get(
+        &state.instore.tenants,
+        route,
+        verifier_headers(req),
+        req.query_string(),
+    );
+    admitted(state, route, verdict, |v| v.matched)
+}
+
 /// `GET storedvaluelog/{number}`: the card's InStore movements, newest first, in the answer.
 async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
     let Route::StoredValueLog { number } = route else {
@@ -410,13 +425,7 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
             None,
         );
     };
-    let verdict = instore::verify_get(
-        &state.instore.tenants,
-        route,
-        verifier_headers(req),
-        req.query_string(),
-    );
-    let verified = match admitted(state, route, verdict, |v| v.matched) {
+    let verified = match verified_get(req, state, route) {
         Ok(v) => v,
         Err(r) => return r,
     };

@@ -3,7 +3,7 @@
 //! the issuer's admin routes of section 6.3 (credit limit, block, reversal of one charge).
 //! Every write is a job of the one writer (`crate::instore_poa`).
 
-use super::{Reply, admitted, header, read_verified, verifier_headers};
+use super::{Reply, header, read_verified, verified_get};
 use crate::app::AppState;
 use crate::instore_poa::{AdminResult, PoaAdmin, PoaPlanner, PoaRequest};
 use crate::openapi::errors;
@@ -115,13 +115,7 @@ pub(super) async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> R
             None,
         );
     };
-    let verdict = instore::verify_get(
-        &state.instore.tenants,
-        route,
-        verifier_headers(req),
-        req.query_string(),
-    );
-    let verified = match admitted(state, route, verdict, |v| v.matched) {
+    let verified = match verified_get(req, state, route) {
         Ok(v) => v,
         Err(r) => return r,
     };
