@@ -41,6 +41,8 @@ INSTORE_TENANT = os.environ.get("AUTHZ_INSTORE_TENANT", "")
 INSTORE_KEY = os.environ.get("AUTHZ_INSTORE_KEY", "").encode()
 INSTORE_CALLBACK = os.environ.get("AUTHZ_INSTORE_CALLBACK", "")
 INSTORE_NUMBER = os.environ.get("AUTHZ_INSTORE_NUMBER", "")
+# The pay-on-account account the steered requests open and charge.
+INSTORE_POA_ACCOUNT = "st-poa-account"
 BASE = os.environ.get("AUTHZ_BASE", "http://127.0.0.1")
 # Reservation ids sent in this run: captures, cancels, refunds and reads go to them mostly.
 RESERVATIONS = []
@@ -172,6 +174,25 @@ def wallet_payload(path):
     return {"transaction_id": tx, "pos_local_time": "t", "note": "st"}
 
 
+def poa_payload(path):
+    """A well-formed pay-on-account body (bare, or an envelope's payload) for `path`."""
+    amount = {"amount": str(random.choice([1, 100, 1220, 0, 10**9])), "precision": random.choice(["2", "2", "0"]),
+              "currency": random.choice([KNOWN_CURRENCY, KNOWN_CURRENCY, "USD"])}
+    if path == "/instore/payonaccountlog":
+        return {"action": random.choice(["Credit", "Inquiry"]), "account_number": INSTORE_POA_ACCOUNT,
+                "authorized_user_id": "st-user", "amount": amount, "session_id": "st-session",
+                "order_id": "st-" + uuid.uuid4().hex[:8], "status": random.choice(["approved", "declined"])}
+    action = random.choice(["Create", "Credit", "Credit", "Inquiry", "Update"])
+    body = {"action": action, "account_number": INSTORE_POA_ACCOUNT, "authorized_user_ids": ["st-user"]}
+    if action in ("Create", "Update"):
+        body["company_name"] = "st-company"
+    if action == "Create":
+        body["credit_limit"] = {**amount, "amount": "100000", "precision": "2"}
+    if action == "Credit":
+        body["balance"] = amount
+    return body
+
+
 def instore_signature(message: bytes) -> str:
     mac = hmac.new(INSTORE_KEY, message, hashlib.sha256).digest()
     # Every spelling the verifier admits.
@@ -186,9 +207,12 @@ def instore(case, headers, kwargs):
     params = case.path_parameters
     if isinstance(params, dict) and "number" in params and random.random() < 0.8:
         params["number"] = INSTORE_NUMBER
+    if isinstance(params, dict) and "account_number" in params and random.random() < 0.8:
+        params["account_number"] = INSTORE_POA_ACCOUNT
     concrete = path
     if isinstance(params, dict) and isinstance(params.get("number"), str):
         concrete = path.replace("{number}", params["number"])
+    poa = "payonaccount" in path
     for name in list(headers):
         if name.lower() in ("x-signature", "x-api-key"):
             del headers[name]
@@ -196,15 +220,24 @@ def instore(case, headers, kwargs):
     if case.operation.method.upper() == "GET":
         query = case.query if isinstance(case.query, dict) else {}
         if random.random() < 0.7:
-            query = {"requestId": "st-" + uuid.uuid4().hex, "locationId": "st-store",
-                     "limit": str(random.choice([1, 10, 100, 500]))}
+            if not poa:
+                query = {"requestId": "st-" + uuid.uuid4().hex, "locationId": "st-store",
+                         "limit": str(random.choice([1, 10, 100, 500]))}
+            elif "{account_number}" in path:
+                query = {}
+            else:
+                query = {"account_number": INSTORE_POA_ACCOUNT}
         if all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in query.values()):
             query = {k: str(v) for k, v in query.items()}
             case.query = query
             if "params" in kwargs:
                 kwargs["params"] = query
+            signed = dict(query)
+            # The path form signs the query with the route's account_number appended.
+            if "{account_number}" in path and isinstance(params, dict):
+                signed["account_number"] = str(params.get("account_number", ""))
             try:
-                headers["x-signature"] = instore_signature(js(query))
+                headers["x-signature"] = instore_signature(js(signed))
             except (TypeError, ValueError, UnicodeEncodeError):
                 pass
         return
@@ -227,7 +260,21 @@ def instore(case, headers, kwargs):
         headers.setdefault("content-type", "application/json")
         kwargs["data"] = raw_body(case)
         return
-    if random.random() < 0.7 or not isinstance(body, dict):
+    if poa and (random.random() < 0.7 or not isinstance(body, dict)):
+        # Bare half the time (signed over its JSON.stringify), enveloped otherwise.
+        payload = poa_payload(path)
+        if random.random() < 0.5:
+            case.body = payload
+            headers["x-signature"] = instore_signature(js(payload))
+            headers.setdefault("content-type", "application/json")
+            kwargs["data"] = raw_body(case)
+            return
+        request_id = "st-" + uuid.uuid4().hex
+        body = {"payload_url": BASE + concrete, "payload": {**payload, "requestId": request_id},
+                "tenant_id": INSTORE_TENANT, "requestId": request_id,
+                "callbackUrl": INSTORE_CALLBACK + request_id}
+        case.body = body
+    elif random.random() < 0.7 or not isinstance(body, dict):
         request_id = "st-" + uuid.uuid4().hex
         body = {"payload_url": BASE + concrete, "payload": instore_payload(path, request_id),
                 "tenant_id": INSTORE_TENANT, "requestId": request_id,

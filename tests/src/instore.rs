@@ -51,15 +51,53 @@ impl TestApp {
     /// POSTs `body` to `{base}/instore/{path}` with `X-Signature` (when given) and a
     /// correlation id.
     pub async fn instore_post(&self, path: &str, body: &[u8], signature: Option<&str>) -> Resp {
+        self.instore_send(path, body, signature, Some("corr-test"), &[])
+            .await
+    }
+
+    /// POSTs `body` to `{base}/instore/{path}` with `X-Signature` and the correlation id
+    /// when given, and the `extra` headers.
+    pub async fn instore_send(
+        &self,
+        path: &str,
+        body: &[u8],
+        signature: Option<&str>,
+        correlation_id: Option<&str>,
+        extra: &[(&str, &str)],
+    ) -> Resp {
         let mut req = self
             .client
             .post(format!("{}/instore/{path}", self.base))
-            .insert_header(("content-type", "application/json"))
-            .insert_header(("x-correlation-id", "corr-test"));
-        if let Some(s) = signature {
-            req = req.insert_header(("X-Signature", s));
+            .insert_header(("content-type", "application/json"));
+        for (name, value) in correlation_id
+            .map(|c| ("x-correlation-id", c))
+            .into_iter()
+            .chain(signature.map(|s| ("X-Signature", s)))
+            .chain(extra.iter().copied())
+        {
+            req = req.insert_header((name, value));
         }
         self.send_request(req, body.to_vec()).await
+    }
+
+    /// A bare (synchronous) request of the section 7 tenant: `body` compact, signed as
+    /// `JSON.stringify` signs it, named by the `tenant_id` header.
+    pub async fn instore_bare(
+        &self,
+        path: &str,
+        body: &Value,
+        correlation_id: Option<&str>,
+    ) -> Resp {
+        let bytes = body.to_string().into_bytes();
+        let signature = sign(&bytes);
+        self.instore_send(
+            path,
+            &bytes,
+            Some(&signature),
+            correlation_id,
+            &[("tenant_id", TENANT)],
+        )
+        .await
     }
 
     /// Signs `payload` as an envelope to `action_path` and sends it.
@@ -216,8 +254,8 @@ impl CallbackReceiver {
     }
 }
 
-/// Runs `scenario` on `backend` with a callback receiver and the section 7 tenant, then
-/// audits the ledger (the backend matrix of [`crate::run_scenario`]).
+/// Runs `scenario` on `backend` with a callback receiver and the section 7 tenant (which
+/// `tweak` may then change), then audits the ledger (the backend matrix of [`crate::run_scenario`]).
 pub async fn run_instore<F, Fut>(backend: Backend, tweak: fn(&mut Settings), scenario: F)
 where
     F: FnOnce(TestApp, CallbackReceiver) -> Fut,
@@ -229,8 +267,8 @@ where
         backend,
         false,
         move |s| {
-            tweak(s);
             tenant_settings(s, &base);
+            tweak(s);
         },
         move |app| scenario(app, receiver),
     )

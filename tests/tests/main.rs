@@ -17,6 +17,7 @@ mod holds;
 mod instore;
 mod instore_audit;
 mod instore_killed;
+mod instore_poa;
 mod instore_sim;
 mod instore_wallet;
 mod mobilepay;

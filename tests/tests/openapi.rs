@@ -22,7 +22,8 @@ async fn every_documented_operation_is_served() {
             .replace("{reservation_id}", "res-none")
             .replace("{id}", "999999")
             .replace("{number}", "6280001234567895")
-            .replace("{tenant_id}", "t-none");
+            .replace("{tenant_id}", "t-none")
+            .replace("{account_number}", "acct-none");
         for (method, op) in item.as_object().unwrap() {
             operations += 1;
             let method = method.to_uppercase();
@@ -62,7 +63,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 10 + 27 + 4,
-        "processor, channel, InStore (stored value and wallet), admin and operations routes"
+        6 + 5 + 14 + 29 + 4,
+        "processor, channel, InStore (stored value, pay on account and wallet), admin and operations routes"
     );
 }

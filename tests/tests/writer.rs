@@ -502,6 +502,7 @@ fn redeem_call(request_id: &str) -> InstoreCall {
         location_id: "LondonStore".to_owned(),
         workstation_id: None,
         now_ms: store::now_ms(),
+        poa: None,
     }
 }
 
@@ -536,6 +537,7 @@ fn plan_redeem(minor: i64) -> impl Fn(&SvSnapshot) -> SvPlan + Send + Sync {
                 flags: String::new(),
             }),
             pin_updates: Vec::new(),
+            poa: None,
         }
     }
 }

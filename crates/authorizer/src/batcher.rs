@@ -121,7 +121,7 @@ pub struct ExpiryJob {
 /// planner, asked inside the batch's transaction.
 pub struct InstoreJob {
     pub call: InstoreCall,
-    pub planner: Arc<crate::instore_service::Planner>,
+    pub planner: Arc<dyn store::SvPlanner>,
     pub reply: Option<Reply<InstoreOutcome>>,
 }
 

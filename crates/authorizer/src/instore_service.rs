@@ -211,7 +211,7 @@ impl SvPlanner for Planner {
 pub async fn execute(
     state: &AppState,
     call: InstoreCall,
-    planner: Arc<Planner>,
+    planner: Arc<dyn SvPlanner>,
 ) -> Result<InstoreOutcome, StoreError> {
     crate::service::through_writer(state, |reply| {
         Job::Instore(InstoreJob {
@@ -233,6 +233,7 @@ pub fn plan(request: &SvRequest, snap: &SvSnapshot, ctx: &PlanContext<'_>) -> (S
         new_card: None,
         movement: None,
         pin_updates: Vec::new(),
+        poa: None,
     };
     let (outcome, data) = match request {
         SvRequest::Create(c) => plan_create(c, ctx, &mut out),

@@ -11,6 +11,7 @@ pub mod config;
 pub mod credentials;
 pub mod fleet;
 pub mod inflight;
+pub mod instore_poa;
 pub mod instore_service;
 pub mod metrics;
 pub mod openapi;

@@ -289,6 +289,10 @@ impl Metrics {
                 "instore_possible_duplicates_total",
                 "Stored-value movements flagged POSSIBLE_DUPLICATE (same card, session, reference, action and amount under a new requestId).",
             ),
+            (
+                "instore_poa_unmatched_logs_total",
+                "payonaccountlog records of an approved Credit that match no charge of the account and amount in the previous 24 h (flagged LOG_WITHOUT_CHARGE).",
+            ),
         ] {
             m.describe(name, help);
         }

@@ -516,9 +516,9 @@ pub struct InstoreAck {
     pub request_id: String,
 }
 
-/// The stored-value routes under `instore.base_path` (documented at its default,
-/// `/instore`): (path, is a POST, operation id, summary, description).
-pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 4] = [
+/// The stored-value and pay-on-account routes under `instore.base_path` (documented at its
+/// default, `/instore`): (path, is a POST, operation id, summary, description).
+pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 8] = [
     (
         "/instore/storedvaluecard",
         true,
@@ -546,6 +546,34 @@ pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 4] = [
         "instoreStoredValueLog",
         "InStore: a stored-value card's log",
         "Query: requestId, locationId, workstationId?, limit (1..500), cursor. The InStore movements of the number, newest first, in the answer. Signed over JS of the query parameters, or the raw query.",
+    ),
+    (
+        "/instore/payonaccount/process",
+        true,
+        "instorePayOnAccount",
+        "InStore: pay on account (Create, Credit, Inquiry, Update)",
+        "Bare (the answer is the result) or enveloped (acknowledged, the result called back). Credit charges the sale to the account (POA_CHARGE against INSTORE_CLEARING) while owed + amount <= credit limit; a bare Credit is keyed by x-correlation-id and refused without it (IDEMPOTENCY_KEY_REQUIRED).",
+    ),
+    (
+        "/instore/payonaccountlog",
+        true,
+        "instorePayOnAccountLog",
+        "InStore: store a pay-on-account log record",
+        "Stored and echoed; no money moves. Idempotent on (account_number, session_id, order_id, action); another body under that key gets 409. An approved Credit matching no charge of the previous 24 h is flagged LOG_WITHOUT_CHARGE.",
+    ),
+    (
+        "/instore/payonaccountlog/{account_number}",
+        false,
+        "instorePayOnAccountLogs",
+        "InStore: an account's pay-on-account log",
+        "The records, newest first, each with received_at. Signed over JS of {\"account_number\":..}, or of the query parameters, or the raw query.",
+    ),
+    (
+        "/instore/payonaccountlog/",
+        false,
+        "instorePayOnAccountLogsByQuery",
+        "InStore: an account's pay-on-account log (query form)",
+        "As payonaccountlog/{account_number}, the account named by the query parameter account_number.",
     ),
 ];
 
@@ -632,9 +660,10 @@ fn instore_operation(
     operation_id: &str,
     summary: &str,
     description: &str,
-    with_number: bool,
+    path: &str,
 ) -> utoipa::openapi::path::Operation {
     let instore_error = |d: &str| response(d, "InstoreErrorBody");
+    let stored_value = path.contains("/storedvalue");
     let mut params = vec![
         header_param(
             "x-signature",
@@ -655,11 +684,28 @@ fn instore_operation(
             "Logged and echoed on the callback.",
         ),
     ];
-    if !post {
+    let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
+        param(ParameterIn::Query, name, required, schema, description)
+    };
+    let number = || string_schema(Some("^[!-~]{1,64}$"), Some(1), Some(64));
+    if path.contains("{account_number}") {
+        params.push(param(
+            ParameterIn::Path,
+            "account_number",
+            true,
+            number(),
+            "The pay-on-account account number.",
+        ));
+    } else if !post && !stored_value {
+        params.push(query(
+            "account_number",
+            true,
+            number(),
+            "The account (the query form); what the signature covers.",
+        ));
+    }
+    if !post && stored_value {
         // The log's query: part of what the signature covers (section 1.3, GET).
-        let query = |name: &str, required: bool, schema: ObjectBuilder, description: &str| {
-            param(ParameterIn::Query, name, required, schema, description)
-        };
         params.extend([
             query(
                 "requestId",
@@ -696,20 +742,14 @@ fn instore_operation(
             ),
         ]);
     }
-    if with_number {
-        params.push(
-            ParameterBuilder::new()
-                .name("number")
-                .parameter_in(ParameterIn::Path)
-                .required(Required::True)
-                .schema(Some(string_schema(
-                    Some("^[!-~]{1,64}$"),
-                    Some(1),
-                    Some(64),
-                )))
-                .description(Some("The stored-value number; must equal payload.number."))
-                .build(),
-        );
+    if path.contains("{number}") {
+        params.push(param(
+            ParameterIn::Path,
+            "number",
+            true,
+            number(),
+            "The stored-value number; must equal payload.number.",
+        ));
     }
     let mut op = operation(operation_id, "instore", summary, description, params)
         .response(
@@ -728,36 +768,53 @@ fn instore_operation(
             "503",
             instore_error("Nothing committed; InStore may send it again."),
         );
+    let any_object = || {
+        json_content(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(SchemaType::new(Type::Object))
+                .build(),
+        )))
+    };
     if post {
+        // The pay-on-account actions take a bare body as well as the envelope.
+        let (request, answer) = if stored_value {
+            (
+                json_content(schema_ref("InstoreEnvelope")),
+                response(
+                    "Committed with its callback (or a duplicate's identical answer); signed with X-Signature over the exact bytes.",
+                    "InstoreAck",
+                ),
+            )
+        } else {
+            (
+                any_object(),
+                ResponseBuilder::new()
+                    .description("Bare: the result (declines included). Enveloped: the acknowledgement, after the commit that also queued the callback. Signed with X-Signature over the exact bytes.")
+                    .content("application/json", any_object()),
+            )
+        };
         op = op
             .request_body(Some(
                 RequestBodyBuilder::new()
                     .required(Some(Required::True))
-                    .content("application/json", json_content(schema_ref("InstoreEnvelope")))
+                    .content("application/json", request)
                     .build(),
             ))
-            .response(
-                "200",
-                response("Committed with its callback (or a duplicate's identical answer); signed with X-Signature over the exact bytes.", "InstoreAck"),
-            )
+            .response("200", answer)
             .response(
                 "409",
                 instore_error("The requestId was used with another action or payload."),
             )
-            .response("413", instore_error("The body is larger than instore.body_bytes_max."));
+            .response(
+                "413",
+                instore_error("The body is larger than instore.body_bytes_max."),
+            );
     } else {
         op = op.response(
             "200",
             ResponseBuilder::new()
                 .description("The log; signed with X-Signature over the exact bytes.")
-                .content(
-                    "application/json",
-                    json_content(RefOr::T(Schema::Object(
-                        ObjectBuilder::new()
-                            .schema_type(SchemaType::new(Type::Object))
-                            .build(),
-                    ))),
-                )
+                .content("application/json", any_object())
                 .build(),
         );
     }
@@ -883,7 +940,7 @@ pub fn document() -> OpenApi {
         } else {
             HttpMethod::Get
         };
-        let op = instore_operation(post, id, summary, description, path.contains("{number}"));
+        let op = instore_operation(post, id, summary, description, path);
         paths = paths.path(path, PathItem::new(method, op));
     }
     for (path, id, summary, description) in WALLET_ROUTES {

@@ -65,6 +65,17 @@ macro_rules! owed_to_s {
     };
 }
 
+/// POA accounts owing more than their credit limit; the caller appends the condition on
+/// `p.limit_lowered_at_ms`.
+macro_rules! poa_over_limit {
+    () => {
+        "SELECT 'POA account ' || p.user_id || ' (' || p.currency || ') owes ' || CAST(-a.balance_minor AS TEXT) || \
+           ' over its credit limit ' || CAST(a.overdraft_limit_minor AS TEXT) FROM poa_accounts p \
+         JOIN accounts a ON a.kind = 'USER' AND a.user_id = p.user_id AND a.currency = p.currency \
+         WHERE -a.balance_minor > a.overdraft_limit_minor AND p.limit_lowered_at_ms"
+    };
+}
+
 /// Each check is a query returning one row per violation, rendered as text.
 const CHECKS: &[(&str, &str)] = &[
     (
@@ -237,8 +248,13 @@ const CHECKS: &[(&str, &str)] = &[
         "SELECT 'InStore request ' || q.tenant_id || '/' || q.request_id || ' has ' || CAST(( \
            SELECT COUNT(*) FROM outbox o WHERE o.event_id = q.callback_event_id AND o.subscription_id IS NULL \
          ) AS TEXT) || ' callback rows' FROM instore_requests q \
-         WHERE (SELECT COUNT(*) FROM outbox o WHERE o.event_id = q.callback_event_id \
+         WHERE q.callback_event_id <> '' AND (SELECT COUNT(*) FROM outbox o WHERE o.event_id = q.callback_event_id \
                 AND o.subscription_id IS NULL) <> 1",
+    ),
+    (
+        // Section 6.4; an account whose limit was lowered since is a warning instead.
+        "each POA account owes no more than its credit limit",
+        concat!(poa_over_limit!(), " IS NULL"),
     ),
     (
         // An instance learns of a new subscription within `outbox::SUBSCRIPTIONS_TTL`
@@ -413,6 +429,12 @@ impl Store {
             .await?
             {
                 report.warnings.push(Violation { invariant: "sweeper lagging", detail: row.try_get(0)? });
+            }
+            for row in sqlx::query(concat!(poa_over_limit!(), " IS NOT NULL")).fetch_all(&mut *c).await? {
+                report.warnings.push(Violation {
+                    invariant: "POA account over a lowered credit limit",
+                    detail: row.try_get(0)?,
+                });
             }
         });
         Ok(report)

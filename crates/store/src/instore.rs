@@ -7,6 +7,7 @@
 //! the route acknowledge.
 
 use crate::outbox::{Delivery, enqueue};
+use crate::poa::{PoaCall, PoaSnapshot, PoaWrite};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id, retry_races,
 };
@@ -86,6 +87,8 @@ pub struct SvSnapshot {
     /// Whether a Load or Redeem with the same card, session, reference, action and amount
     /// was booked before (section 6.2, `POSSIBLE_DUPLICATE`).
     pub possible_duplicate: bool,
+    /// What a pay-on-account request names.
+    pub poa: PoaSnapshot,
 }
 
 /// Transport facts of one enveloped request, owned: the request waits for the writer's
@@ -111,6 +114,8 @@ pub struct InstoreCall {
     pub location_id: String,
     pub workstation_id: Option<String>,
     pub now_ms: i64,
+    /// A pay-on-account request: what it names (`None`: stored value).
+    pub poa: Option<PoaCall>,
 }
 
 /// The pure decision of one enveloped request: from the snapshot its call names to every
@@ -197,6 +202,8 @@ pub struct SvPlan {
     pub new_card: Option<NewSvCard>,
     pub movement: Option<SvMovementPlan>,
     pub pin_updates: Vec<SvPinUpdate>,
+    /// A pay-on-account request's write.
+    pub poa: Option<PoaWrite>,
 }
 
 /// What one enveloped request came to.
@@ -454,6 +461,9 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall) -> Result<SvSnapshot, Step> {
         });
         snap.possible_duplicate = n > 0;
     }
+    if let Some(poa) = &call.poa {
+        snap.poa = crate::poa::prefetch(tx, call, poa).await?;
+    }
     Ok(snap)
 }
 
@@ -517,7 +527,13 @@ pub(crate) async fn record_request(
     answer: &RequestAnswer<'_>,
     payment_id: Option<&str>,
 ) -> Result<(), Step> {
-    let event_id = callback_event_id(&call.tenant_id, &call.request_id);
+    // A bare keyed request (a POA Credit) has no callback: its record names none.
+    let bare = call.callback_url.is_empty();
+    let event_id = if bare {
+        String::new()
+    } else {
+        callback_event_id(&call.tenant_id, &call.request_id)
+    };
     run!(tx, c => {
         sqlx::query(
             "INSERT INTO instore_requests (tenant_id, request_id, action, request_hash, \
@@ -538,6 +554,9 @@ pub(crate) async fn record_request(
         .await?
         .rows_affected()
     });
+    if bare {
+        return Ok(());
+    }
     let headers: Vec<(&str, &str)> = answer
         .callback_headers
         .iter()
@@ -576,16 +595,21 @@ impl Store {
         op: &InstoreOp<'_>,
     ) -> Result<InstoreOutcome, Step> {
         let call = op.call;
-        if let Some(done) = recorded(tx, call).await? {
+        // Bare POA requests without a key are idempotent by what they are.
+        let keyed = call.poa.as_ref().is_none_or(|p| p.keyed);
+        if keyed && let Some(done) = recorded(tx, call).await? {
             return Ok(done);
         }
         let snap = snapshot(tx, call).await?;
         // A duplicate that waited for the accounts' locks finds the first one's record now.
-        if let Some(done) = recorded(tx, call).await? {
+        if keyed && let Some(done) = recorded(tx, call).await? {
             return Ok(done);
         }
         let plan = op.planner.plan(&snap);
-        self.write_plan(tx, call, &snap, &plan).await?;
+        if plan.poa == Some(PoaWrite::Conflict) {
+            return Ok(InstoreOutcome::Conflict);
+        }
+        self.write_plan(tx, call, &snap, &plan, keyed).await?;
         Ok(InstoreOutcome::Done { ack: plan.ack })
     }
 
@@ -611,6 +635,7 @@ impl Store {
         call: &InstoreCall,
         snap: &SvSnapshot,
         plan: &SvPlan,
+        keyed: bool,
     ) -> Result<(), Step> {
         let mut accounts: BTreeMap<String, LockedAccount> = snap
             .cards
@@ -647,6 +672,12 @@ impl Store {
         if let Some(m) = &plan.movement {
             payment_id = Some(m.external_payment_id.as_str());
             self.book_movement(tx, call, m, &accounts).await?;
+        }
+        if let (Some(poa), Some(w)) = (&call.poa, &plan.poa) {
+            self.write_poa(tx, call, poa, &snap.poa, w).await?;
+        }
+        if !keyed {
+            return Ok(());
         }
         let answer = RequestAnswer {
             ack: &plan.ack,

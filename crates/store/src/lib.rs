@@ -26,6 +26,7 @@ pub mod instore;
 pub mod instore_report;
 mod migrate;
 pub mod outbox;
+pub mod poa;
 pub mod processor;
 pub mod recon;
 pub mod rules;
@@ -48,6 +49,7 @@ pub use instore::{
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
 pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
+pub use poa::{PoaCall, PoaSnapshot, PoaView, PoaWrite};
 pub use processor::*;
 pub use recon::*;
 pub use rules::{CardLookup, CardRecord};

@@ -32,7 +32,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(5, "0005_outbox"),
     migration!(6, "0006_controls"),
     migration!(7, "0007_instore"),
-    // Versions need not be contiguous: each is applied once, in this order.
+    migration!(8, "0008_poa"),
     migration!(9, "0009_wallet"),
 ];
 

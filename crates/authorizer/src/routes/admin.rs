@@ -72,6 +72,8 @@ admin_routes! {
     get "/v1/stored-value-cards/{card_id}/movements" => super::instore_admin::stored_value_movements,
     get "/v1/instore/tenants/{tenant_id}/summary" => super::instore_admin::instore_summary,
     post "/v1/wallet/barcodes" => super::instore_wallet::issue_barcode,
+    put "/v1/instore/poa/{tenant_id}/{account_number}" => super::instore::poa::put_poa_account,
+    post "/v1/instore/poa/{tenant_id}/{account_number}/reversals" => super::instore::poa::reverse_poa_charge,
 }
 
 /// The account a route names.
@@ -286,7 +288,7 @@ pub(crate) fn user_id(id: &str) -> Result<&str> {
 }
 
 /// An exact decimal string in the currency's minor units; never rounded.
-fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
+pub(crate) fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
     let invalid = || {
         AdminError::bad(
             "invalid_amount",

@@ -20,6 +20,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{InstoreCall, InstoreOutcome};
 
+#[path = "instore_poa.rs"]
+pub(crate) mod poa;
+
 /// What the InStore routes share: the validated tenants and the key of the PIN and CVC
 /// hashes.
 pub struct InstoreState {
@@ -109,11 +112,8 @@ pub async fn handle(
                 Route::Wallet(action) => {
                     super::instore_wallet::post(&req, payload, &state, &route, action).await
                 }
-                // Pay on account is not served by this version.
-                _ => Reply::error(
-                    &InstoreError::new(ErrorCode::NotFound, "this InStore action is not served"),
-                    None,
-                ),
+                Route::PoaProcess | Route::PoaLog => poa::post(&req, payload, &state, &route).await,
+                Route::PoaLogQuery { .. } => poa::get(&req, &state, &route).await,
             };
             (template, reply)
         }
@@ -310,6 +310,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         location_id: location_id.to_owned(),
         workstation_id: workstation_id.map(str::to_owned),
         now_ms: store::now_ms(),
+        poa: None,
     };
     let ctx = PlanContext {
         tenant,
@@ -400,6 +401,21 @@ fn log_action(kind: &str) -> CallbackAction {
     }
 }
 
+/// The verifier's verdict on a GET of `route`: the request, or the answer refusing it.
+fn verified_get<'s>(
+    req: &HttpRequest,
+    state: &'s AppState,
+    route: &Route,
+) -> Result<instore::VerifiedGet<'s>, Reply> {
+    let verdict = instore::verify_get(
+        &state.instore.tenants,
+        route,
+        verifier_headers(req),
+        req.query_string(),
+    );
+    admitted(state, route, verdict, |v| v.matched)
+}
+
 /// `GET storedvaluelog/{number}`: the card's InStore movements, newest first, in the answer.
 async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
     let Route::StoredValueLog { number } = route else {
@@ -408,13 +424,7 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
             None,
         );
     };
-    let verdict = instore::verify_get(
-        &state.instore.tenants,
-        route,
-        verifier_headers(req),
-        req.query_string(),
-    );
-    let verified = match admitted(state, route, verdict, |v| v.matched) {
+    let verified = match verified_get(req, state, route) {
         Ok(v) => v,
         Err(r) => return r,
     };
