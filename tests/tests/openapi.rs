@@ -62,7 +62,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 4 + 26 + 4,
+        6 + 5 + 4 + 28 + 4,
         "processor, channel, InStore, admin and operations routes"
     );
 }

@@ -71,6 +71,8 @@ admin_routes! {
     get "/v1/stored-value-cards/{card_id}" => super::instore_admin::get_stored_value_card,
     get "/v1/stored-value-cards/{card_id}/movements" => super::instore_admin::stored_value_movements,
     get "/v1/instore/tenants/{tenant_id}/summary" => super::instore_admin::instore_summary,
+    get "/v1/instore/callbacks" => super::instore_callbacks::list_instore_callbacks,
+    post "/v1/instore/callbacks/{id}/redeliver" => super::instore_callbacks::redeliver_instore_callback,
 }
 
 /// The account a route names.
