@@ -38,11 +38,13 @@ pub fn sign(bytes: &[u8]) -> String {
 /// An envelope as InStore builds it with `JSON.stringify`: the payload's compact bytes
 /// are signed and appear verbatim in the body.
 pub fn envelope(action_path: &str, payload: &Value, callback_url: &str) -> (Vec<u8>, String) {
-    let payload_text = payload.to_string();
-    let signature = sign(payload_text.as_bytes());
-    let request_id = payload["requestId"].as_str().expect("requestId");
-    let body = format!(
-        r#"{{"payload_url":"https://issuer.example/instore/{action_path}","payload":{payload_text},"verification_signature":"{signature}","tenant_id":"{TENANT}","requestId":"{request_id}","callbackUrl":"{callback_url}"}}"#
+    let (body, signature) = instore_sim::sim::envelope(
+        KEY.as_bytes(),
+        TENANT,
+        &format!("https://issuer.example/instore/{action_path}"),
+        &payload.to_string(),
+        payload["requestId"].as_str().expect("requestId"),
+        callback_url,
     );
     (body.into_bytes(), signature)
 }

@@ -16,6 +16,7 @@ mod hardening;
 mod holds;
 mod instore;
 mod instore_audit;
+mod instore_callbacks;
 mod instore_killed;
 mod instore_poa;
 mod instore_sim;

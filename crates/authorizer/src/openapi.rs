@@ -516,6 +516,37 @@ pub struct InstoreAck {
     pub request_id: String,
 }
 
+/// One request's line of a pre-loaded accounts acknowledgement.
+#[derive(Serialize, ToSchema)]
+pub struct InstoreResult {
+    #[serde(rename = "requestId")]
+    pub request_id: String,
+    /// Present when every account of the request carried this same value.
+    #[serde(rename = "paymentProcessorId", skip_serializing_if = "Option::is_none")]
+    pub payment_processor_id: Option<String>,
+}
+
+/// The acknowledgement of a `storedvaluecard_process` envelope with pre-loaded `accounts`
+/// (section 2.6 of the InStore page): our one request's line.
+#[derive(Serialize, ToSchema)]
+#[schema(examples(json!({"results": [{"requestId": "req-9a8b0001", "paymentProcessorId": "664f1a2b"}]})))]
+pub struct InstoreResults {
+    pub results: Vec<InstoreResult>,
+}
+
+/// The acknowledgement of `storedvaluecard_process`: `{"requestId"}`, or with pre-loaded
+/// `accounts` `{"results":[..]}`.
+#[derive(Serialize, ToSchema)]
+#[serde(untagged)]
+pub enum InstoreProcessAck {
+    Ack(InstoreAck),
+    Results(InstoreResults),
+}
+
+/// The operation id of `storedvaluecard_process`, the one action whose acknowledgement may be
+/// [`InstoreResults`].
+const INSTORE_PROCESS: &str = "instoreProcessStoredValue";
+
 /// The stored-value and pay-on-account routes under `instore.base_path` (documented at its
 /// default, `/instore`): (path, is a POST, operation id, summary, description).
 pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 8] = [
@@ -536,7 +567,7 @@ pub const INSTORE_ROUTES: [(&str, bool, &str, &str, &str); 8] = [
     (
         "/instore/storedvaluecard_process",
         true,
-        "instoreProcessStoredValue",
+        INSTORE_PROCESS,
         "InStore: Load, Redeem or Cancel",
         "Load credits and Redeem debits the card's account against INSTORE_CLEARING (a Redeem spends posted - held + overdraft, like a card authorization); Cancel reverses a whole operation at most once. With pre-loaded accounts the acknowledgement is {\"results\":[..]}.",
     ),
@@ -781,8 +812,12 @@ fn instore_operation(
             (
                 json_content(schema_ref("InstoreEnvelope")),
                 response(
-                    "Committed with its callback (or a duplicate's identical answer); signed with X-Signature over the exact bytes.",
-                    "InstoreAck",
+                    "Committed with its callback (or a duplicate's identical answer); signed with X-Signature over the exact bytes. With pre-loaded accounts (storedvaluecard_process): {\"results\":[{\"requestId\", \"paymentProcessorId\"?}]}.",
+                    if operation_id == INSTORE_PROCESS {
+                        "InstoreProcessAck"
+                    } else {
+                        "InstoreAck"
+                    },
                 ),
             )
         } else {
@@ -912,6 +947,9 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     add::<InstoreErrorBody>(&mut out);
     add::<InstoreEnvelope>(&mut out);
     add::<InstoreAck>(&mut out);
+    add::<InstoreResults>(&mut out);
+    add::<InstoreResult>(&mut out);
+    add::<InstoreProcessAck>(&mut out);
     // Referenced by name from `admin::put_account` (an optional body that is never null).
     add::<admin::AccountRules>(&mut out);
     out

@@ -173,6 +173,8 @@ pub struct Engine {
     pub channel_prefix: String,
     /// The hot accounts are the first this many.
     pub hot_accounts: u32,
+    /// The InStore store beside them: Loads, Redeems, Cancels and their callbacks.
+    pub instore: crate::instore::Instore,
 }
 
 /// The kind of request a path carries.
@@ -212,6 +214,7 @@ impl Engine {
         exponent: u8,
         channels: crate::channels::Channels,
         hot_accounts: u32,
+        instore: crate::instore::Instore,
     ) -> Engine {
         Engine {
             http,
@@ -239,6 +242,7 @@ impl Engine {
             channels,
             channel_prefix: format!("cx{seed}"),
             hot_accounts,
+            instore,
         }
     }
 
@@ -570,28 +574,36 @@ impl Engine {
     /// Starts steady traffic at `rate` requests per second until [`Engine::stop_load`].
     pub fn start_load(self: &Rc<Self>, rate: f64) -> actix_rt::task::JoinHandle<()> {
         self.loading.set(true);
-        if self.channels.rate > 0.0 {
-            // The wallet's new reservations, beside the processor's traffic; their lives
-            // (captures, cancels, refunds, expiries) run on across phases and faults.
-            let e = self.clone();
-            actix_rt::spawn(async move {
-                let interval = Duration::from_secs_f64(1.0 / e.channels.rate);
-                let mut next = Instant::now();
-                while e.loading.get() {
-                    actix_rt::time::sleep_until(next.into()).await;
-                    next += interval;
-                    if Instant::now() > next + Duration::from_secs(1) {
-                        next = Instant::now();
-                    }
-                    if e.loading.get() {
-                        e.stats(|p| p.channel_reservations += 1);
-                        e.channel_new();
-                    }
-                }
-            });
-        }
+        // The wallet's new reservations and the store's Loads and Redeems, beside the
+        // processor's traffic; their lives (captures, cancels, refunds, expiries; Cancels)
+        // run on across phases and faults.
+        self.tick_while_loading(self.channels.rate, |e| {
+            e.stats(|p| p.channel_reservations += 1);
+            e.channel_new();
+        });
+        self.tick_while_loading(self.instore.rate, |e| e.instore_new());
+        self.tick_while_loading(rate, |e| {
+            let idx = e.plan_new();
+            if e.storm.get() {
+                e.schedule_copies(idx);
+            }
+            let s = e.clone();
+            actix_rt::spawn(async move { s.send(idx, None).await });
+        })
+    }
+
+    /// Calls `new` `rate` times a second (none at 0) while the load runs; a late moment skips
+    /// ahead rather than bursting.
+    fn tick_while_loading(
+        self: &Rc<Self>,
+        rate: f64,
+        new: fn(&Rc<Engine>),
+    ) -> actix_rt::task::JoinHandle<()> {
         let e = self.clone();
         actix_rt::spawn(async move {
+            if rate <= 0.0 {
+                return;
+            }
             let interval = Duration::from_secs_f64(1.0 / rate);
             let mut next = Instant::now();
             while e.loading.get() {
@@ -601,12 +613,9 @@ impl Engine {
                     // Fell behind (a blocked moment): do not burst to catch up.
                     next = Instant::now();
                 }
-                let idx = e.plan_new();
-                if e.storm.get() {
-                    e.schedule_copies(idx);
+                if e.loading.get() {
+                    new(&e);
                 }
-                let s = e.clone();
-                actix_rt::spawn(async move { s.send(idx, None).await });
             }
         })
     }

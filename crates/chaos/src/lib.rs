@@ -14,7 +14,11 @@
 //! Beside the processor's traffic, through every phase, a PoS wallet (its own
 //! `[[channels.keys]]` key pair) reserves on the same accounts and captures (in full or in
 //! part), cancels, lets expire (by the sweeper and lazily) or keeps each hold, and refunds
-//! captures, resending under the same key until answered (see [`channels`]).
+//! captures, resending under the same key until answered (see [`channels`]). And an InStore
+//! store (a tenant configured on this run's authorizer, calling back to a receiver in this
+//! process) loads, redeems and cancels on stored-value numbers linked to the first accounts,
+//! its envelopes signed as InStore signs them and resent under the same `requestId` until
+//! acknowledged (see [`instore`]).
 //!
 //! Then, acting as the processor, it resends what was not stored and sends a REJECTED advice
 //! for every authorization whose answer was lost, and checks: nothing the client saw is
@@ -22,8 +26,11 @@
 //! booked, every posted balance is exactly the funding plus the answers (the wallet's captures
 //! and refunds included), every held amount exactly the holds the wallet saw approved and not
 //! ended, every hold in the ledger one the wallet saw approved, in the state it saw, with one
-//! capture movement at most and refunds never above it, and `authorizer audit` (with its hold
-//! checks) is clean. A JSON summary is printed and written; the exit code is 1 on any violation.
+//! capture movement at most and refunds never above it, every acknowledged InStore request's
+//! callback received at least once with every copy byte-identical (body and signature) and
+//! exactly one movement in `instore_movements` for it (none for a decline) of the amount its
+//! callback told (those amounts are in the posted balances above), and `authorizer audit`
+//! (with its hold and InStore checks) is clean. A JSON summary is printed and written; the exit code is 1 on any violation.
 //!
 //! `scripts/chaos` starts the private cluster and runs this; see its header.
 
@@ -31,6 +38,7 @@ pub mod channels;
 pub mod control;
 pub mod engine;
 pub mod faults;
+pub mod instore;
 pub mod verify;
 
 use anyhow::Context;
@@ -99,6 +107,12 @@ pub struct Cli {
     /// New channel reservations per second beside them (default 12, quick 8; 0: none).
     #[arg(long)]
     pub channel_rate: Option<f64>,
+    /// New InStore Loads and Redeems per second beside them (default 6, quick 4; 0: none).
+    #[arg(long)]
+    pub instore_rate: Option<f64>,
+    /// Loopback port of the InStore callback receiver (0: any free port).
+    #[arg(long, default_value_t = 0)]
+    pub callback_port: u16,
     #[arg(long, default_value_t = 200)]
     pub accounts: u32,
     #[arg(long, default_value_t = 1)]
@@ -153,6 +167,8 @@ pub struct Summary {
     pub deadline_ms: u64,
     /// The channel's traffic (reservations, captures, cancels, refunds, expiries).
     pub channels: channels::ChannelCounts,
+    /// The InStore store's traffic (Loads, Redeems, Cancels, callbacks).
+    pub instore: instore::InstoreCounts,
     pub checks: verify::Checks,
     pub malformed: faults::Malformed,
     pub phases: Vec<PhaseStats>,
@@ -228,9 +244,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
             std::fs::copy(f.path(), config_dir.join(f.file_name()))?;
         }
     }
+    // The InStore tenant calls back to a receiver in this process.
+    let receiver =
+        instore_sim::Receiver::start(&format!("http://127.0.0.1:{}/cb/", cli.callback_port))?;
     std::fs::write(
         config_dir.join("chaos.toml"),
-        channels::config_layer(SWEEP_INTERVAL_MS),
+        format!(
+            "{}\n{}",
+            channels::config_layer(SWEEP_INTERVAL_MS),
+            instore::config_layer(&receiver.prefix)
+        ),
     )?;
     let token = format!("chaos-admin-{}-{}", std::process::id(), cli.seed);
     let url = format!("http://127.0.0.1:{}", cli.port);
@@ -294,6 +317,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         cli.accounts,
         cli.channel_rate.unwrap_or(if quick { 8.0 } else { 12.0 }),
     );
+    let store = instore::Instore::new(
+        &url,
+        receiver,
+        Duration::from_millis(cli.timeout_ms),
+        cli.accounts,
+        cli.instore_rate.unwrap_or(if quick { 4.0 } else { 6.0 }),
+    );
     let prefix = format!("cx{}", cli.seed);
     let mix = "purchase=70,withdrawal=5,balance=5,refund=8,adjustment=7,notification=5";
     let traffics = Traffics {
@@ -313,12 +343,14 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         2,
         wallet,
         plan.hot_accounts,
+        store,
     ));
 
     engine.watch_stalls();
     auth.borrow_mut().spawn(&[])?;
     faults::ready(&engine, &auth).await?;
     open_accounts(&engine).await?;
+    instore::link_cards(&engine).await?;
 
     engine.begin_phase("steady");
     let load = engine.start_load(plan.rate);
@@ -384,8 +416,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
             .iter()
             .filter(|l| l.expect == engine::Expect::Refused)
             .count() as u64,
-        lost: checks.lost + checks.channel.lost,
-        double_booked: checks.double_booked + checks.channel.double_booked,
+        lost: checks.lost + checks.channel.lost + checks.instore.lost,
+        double_booked: checks.double_booked
+            + checks.channel.double_booked
+            + checks.instore.double_booked,
         worst_authorization_ms_during_faults: fault_phases()
             .map(|p| p.worst_authorization_ms)
             .fold(0.0, f64::max),
@@ -396,6 +430,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         worst_other_ms_during_faults: fault_phases().map(|p| p.worst_other_ms).fold(0.0, f64::max),
         deadline_ms: cli.deadline_ms,
         channels: engine.channels.counts.borrow().clone(),
+        instore: engine.instore.counts.borrow().clone(),
         checks,
         malformed,
         phases,
@@ -567,6 +602,40 @@ fn print_table(s: &Summary) {
         cc.expired_events,
         ch.reservations_over_deadline,
         ch.worst_reservation_ms
+    );
+    let sv = &s.instore;
+    let sc = &s.checks.instore;
+    println!(
+        "instore: requests {} (loads {}, redeems {}, cancels {}) on {} numbers, acknowledged {}, approved {}, declined {}, already cancelled {}; http {}, duplicates {}, attempts without acknowledgement {} (425s {}, 503s {}, none {}), resolved at the end {}; callbacks received {} ({} requests more than once)",
+        sv.requests,
+        sv.loads,
+        sv.redeems,
+        sv.cancels,
+        sv.cards,
+        sv.acknowledged,
+        sv.approved,
+        sv.declined,
+        sv.already_cancelled,
+        sv.http_requests,
+        sv.duplicates,
+        sv.lost_attempts,
+        sv.too_early_425,
+        sv.unavailable_503,
+        sv.no_answer,
+        sv.resolved_at_end,
+        sv.callbacks_received,
+        sv.callbacks_repeated
+    );
+    println!(
+        "instore checks: movements in the ledger {}, never acknowledged {}, callbacks missing {}, callbacks differing or unsigned {}, lost {}, double-booked {}, amount mismatches {}, unaccounted movements {}",
+        sc.movements_in_ledger,
+        sc.never_acknowledged,
+        sc.callbacks_missing,
+        sc.callbacks_bad,
+        sc.lost,
+        sc.double_booked,
+        sc.amount_mismatches,
+        sc.unaccounted_movements
     );
     if s.passed {
         println!("PASSED: no violation");

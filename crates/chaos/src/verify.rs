@@ -57,6 +57,8 @@ pub struct Checks {
     pub audit_output: String,
     /// The channel's reservations, captures, cancels and refunds against the holds.
     pub channel: crate::channels::ChannelChecks,
+    /// The InStore requests against their callbacks and movements.
+    pub instore: crate::instore::InstoreChecks,
 }
 
 /// Movements per (kind, processor transaction id). Read as one JSON document: transaction
@@ -96,6 +98,7 @@ pub async fn run(
     engine.begin_phase("resolution");
     let mut c = Checks::default();
     crate::channels::resolve(engine).await;
+    crate::instore::resolve(engine).await;
 
     // 1. Adjustments and notifications must be stored: the processor resends them until a
     // 2xx, with the same key and body.
@@ -277,8 +280,13 @@ pub async fn run(
     // 5. The channel's holds against what the wallet saw (and every short hold expired).
     c.channel = crate::channels::check(engine, pg).await?;
 
+    // 5b. Every acknowledged InStore request: its callback, identical in every copy, and its
+    // movement (none for a decline).
+    c.instore = crate::instore::check(engine, pg).await?;
+
     // 6. Every balance, to the minor unit: posted is the funding plus exactly what the
-    // answers said (the processor's and the channel's captures and refunds); held is exactly
+    // answers said (the processor's, the channel's captures and refunds, the InStore
+    // callbacks' Loads, Redeems and Cancels); held is exactly
     // the holds the wallet saw approved and not ended.
     let currency = engine.traffic.all.currency.clone();
     let accounts: Vec<u32> = (0..engine.accounts).collect();
@@ -287,8 +295,9 @@ pub async fn run(
             let currency = &currency;
             async move {
                 let user = engine.traffic.all.user(i);
-                let posted =
-                    engine.book.expected(i) + engine.channels.posted_delta.borrow()[i as usize];
+                let posted = engine.book.expected(i)
+                    + engine.channels.posted_delta.borrow()[i as usize]
+                    + engine.instore.posted_delta.borrow()[i as usize];
                 let held = engine.channels.expected_held(i);
                 let r = engine
                     .http

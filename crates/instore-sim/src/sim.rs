@@ -149,6 +149,16 @@ impl Receiver {
         self.received.lock().expect("receiver lock").clone()
     }
 
+    /// The first callback received at `path`, if any (without copying the others).
+    pub fn first_at(&self, path: &str) -> Option<Callback> {
+        self.received
+            .lock()
+            .expect("receiver lock")
+            .iter()
+            .find(|c| c.path == path)
+            .cloned()
+    }
+
     pub async fn stop(&self) {
         self.handle.stop(true).await;
     }
@@ -364,25 +374,15 @@ impl Sim {
         request_id: &str,
         payload: ObjectBuilder,
     ) -> anyhow::Result<Outcome> {
-        // What InStore does: JSON.stringify(payload), signed, then JSON.stringify(envelope),
-        // in which the payload's bytes appear unchanged.
-        let payload_text = payload.to_js();
-        let signature = instore::signature::sign(&self.target.key, payload_text.as_bytes());
         let url = format!("{}/{path}", self.target.url);
         let callback_path = format!("{}{request_id}", self.target.callback_prefix);
-        let head = ObjectBuilder::new()
-            .field("payload_url", url.as_str())
-            .to_js();
-        let tail = ObjectBuilder::new()
-            .field("verification_signature", signature.as_str())
-            .field("tenant_id", self.target.tenant_id.as_str())
-            .field("requestId", request_id)
-            .field("callbackUrl", callback_path.as_str())
-            .to_js();
-        let body = format!(
-            "{},\"payload\":{payload_text},{}",
-            head.trim_end_matches('}'),
-            tail.trim_start_matches('{')
+        let (body, signature) = envelope(
+            &self.target.key,
+            &self.target.tenant_id,
+            &url,
+            &payload.to_js(),
+            request_id,
+            &callback_path,
         );
         let mut req = self
             .http
@@ -422,7 +422,7 @@ impl Sim {
             .and_then(|r| r.find('/').map(|i| r[i..].to_owned()))?;
         let deadline = Instant::now() + self.wait;
         loop {
-            if let Some(c) = self.callbacks().into_iter().find(|c| c.path == path) {
+            if let Some(c) = self.receiver.first_at(&path) {
                 return Some(c);
             }
             if Instant::now() >= deadline {
@@ -431,6 +431,36 @@ impl Sim {
             actix_rt::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// An envelope as InStore builds it (section 1.2): `JSON.stringify(payload)` signed with
+/// the tenant's `key` (HMAC-SHA256, lowercase hex), then `JSON.stringify(envelope)`, in
+/// which the payload's bytes (`payload_text`, compact) appear unchanged. Returns the body
+/// and the signature (also the `X-Signature` header's value).
+pub fn envelope(
+    key: &[u8],
+    tenant_id: &str,
+    payload_url: &str,
+    payload_text: &str,
+    request_id: &str,
+    callback_url: &str,
+) -> (String, String) {
+    let signature = instore::signature::sign(key, payload_text.as_bytes());
+    let head = ObjectBuilder::new()
+        .field("payload_url", payload_url)
+        .to_js();
+    let tail = ObjectBuilder::new()
+        .field("verification_signature", signature.as_str())
+        .field("tenant_id", tenant_id)
+        .field("requestId", request_id)
+        .field("callbackUrl", callback_url)
+        .to_js();
+    let body = format!(
+        "{},\"payload\":{payload_text},{}",
+        head.trim_end_matches('}'),
+        tail.trim_start_matches('{')
+    );
+    (body, signature)
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).

@@ -804,9 +804,21 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Vec<DeliveryView>, StoreError> {
+        self.deliveries_of(None, state, before, limit).await
+    }
+
+    /// [`Store::deliveries`] of one event type (all when `None`): e.g. the InStore
+    /// callbacks ([`crate::instore::CALLBACK_EVENT_TYPE`]).
+    pub async fn deliveries_of(
+        &self,
+        event_type: Option<&str>,
+        state: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<DeliveryView>, StoreError> {
         let sql = format!(
             "{DELIVERY_COLUMNS} WHERE ($1 IS NULL OR state = $1) AND ($2 IS NULL OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
+             AND ($4 IS NULL OR event_type = $4) ORDER BY id DESC LIMIT $3"
         );
         let mut out = Vec::new();
         run_pool!(&self.db, p => {
@@ -814,6 +826,7 @@ impl Store {
                 .bind(state)
                 .bind(before)
                 .bind(limit)
+                .bind(event_type)
                 .fetch_all(p)
                 .await?;
             for r in rows {

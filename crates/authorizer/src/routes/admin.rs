@@ -74,6 +74,8 @@ admin_routes! {
     post "/v1/wallet/barcodes" => super::instore_wallet::issue_barcode,
     put "/v1/instore/poa/{tenant_id}/{account_number}" => super::instore::poa::put_poa_account,
     post "/v1/instore/poa/{tenant_id}/{account_number}/reversals" => super::instore::poa::reverse_poa_charge,
+    get "/v1/instore/callbacks" => super::instore_callbacks::list_instore_callbacks,
+    post "/v1/instore/callbacks/{id}/redeliver" => super::instore_callbacks::redeliver_instore_callback,
 }
 
 /// The account a route names.

@@ -6,6 +6,7 @@ pub mod channels;
 pub mod controls;
 pub mod instore;
 pub mod instore_admin;
+pub mod instore_callbacks;
 pub mod instore_wallet;
 pub mod processor;
 pub mod webhooks;

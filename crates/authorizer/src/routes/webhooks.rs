@@ -38,7 +38,7 @@ const URL_BYTES_MAX: usize = 2048;
 pub struct IdPath {
     /// Its id.
     #[param(minimum = 1)]
-    id: i64,
+    pub(crate) id: i64,
 }
 
 /// A webhook subscription. Its secret is never shown again after creation.
@@ -438,17 +438,14 @@ pub async fn list_outbox(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let wanted = query.state.as_deref();
-        if wanted.is_some_and(|s| ![PENDING, DELIVERED, DEAD].contains(&s)) {
+        if wanted.is_some_and(|s| !STATES.contains(&s)) {
             return Err(AdminError::bad(
                 "invalid_state",
                 "state must be PENDING, DELIVERED or DEAD",
             ));
         }
         let limit = page_limit(query.limit, 100, 1000)?;
-        let rows = state.store.deliveries(wanted, query.cursor, limit).await?;
-        let next_cursor = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit)
-            .then(|| rows.last().map(|d| d.id))
-            .flatten();
+        let (rows, next_cursor) = outbox_page(&state, None, wanted, query.cursor, limit).await?;
         Ok(json_response(
             StatusCode::OK,
             &OutboxPage {
@@ -458,6 +455,52 @@ pub async fn list_outbox(
         ))
     })
     .await
+}
+
+/// The states an outbox listing may ask for.
+pub(crate) const STATES: [&str; 3] = [PENDING, DELIVERED, DEAD];
+
+/// A page of the outbox, newest first: the rows of `event_type` (every type when `None`) in
+/// state `wanted` (any when `None`) before row `cursor`, and the cursor of the next page
+/// (`None` on the last).
+pub(crate) async fn outbox_page(
+    state: &AppState,
+    event_type: Option<&str>,
+    wanted: Option<&str>,
+    cursor: Option<i64>,
+    limit: i64,
+) -> Result<(Vec<DeliveryView>, Option<i64>)> {
+    let rows = state
+        .store
+        .deliveries_of(event_type, wanted, cursor, limit)
+        .await?;
+    let next_cursor = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit)
+        .then(|| rows.last().map(|d| d.id))
+        .flatten();
+    Ok((rows, next_cursor))
+}
+
+/// Puts outbox row `id` back to PENDING, due now (a pending row is left as it is), and
+/// returns it as it is then. Not found (404) when there is no such row or it is not of
+/// `event_type` (when given).
+pub(crate) async fn redeliver_row(
+    state: &AppState,
+    id: i64,
+    event_type: Option<&str>,
+) -> Result<DeliveryView> {
+    let not_found = || AdminError::not_found("delivery");
+    if let Some(t) = event_type {
+        let row = state.store.delivery(id).await?.ok_or_else(not_found)?;
+        if row.event_type != t {
+            return Err(not_found());
+        }
+    }
+    match state.store.redeliver(id, store::now_ms()).await? {
+        Redeliver::NotFound => return Err(not_found()),
+        Redeliver::Queued => tracing::info!(delivery = id, "delivery queued again"),
+        Redeliver::AlreadyPending => {}
+    }
+    state.store.delivery(id).await?.ok_or_else(not_found)
 }
 
 /// Send a DEAD (or DELIVERED) delivery again: back to PENDING, due now, the same bytes
@@ -478,16 +521,7 @@ pub async fn redeliver(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        match state.store.redeliver(path.id, store::now_ms()).await? {
-            Redeliver::NotFound => return Err(AdminError::not_found("delivery")),
-            Redeliver::Queued => tracing::info!(delivery = path.id, "delivery queued again"),
-            Redeliver::AlreadyPending => {}
-        }
-        let d = state
-            .store
-            .delivery(path.id)
-            .await?
-            .ok_or_else(|| AdminError::not_found("delivery"))?;
+        let d = redeliver_row(&state, path.id, None).await?;
         Ok(json_response(
             StatusCode::ACCEPTED,
             &OutboxDelivery::from(d),
