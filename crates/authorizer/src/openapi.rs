@@ -653,11 +653,12 @@ pub const WALLET_ROUTES: [(&str, &str, &str, &str); 6] = [
 /// A wallet action: the InStore POST operation, with a bare body or an envelope and the
 /// action's answer.
 fn wallet_operation(
+    path: &str,
     operation_id: &str,
     summary: &str,
     description: &str,
 ) -> utoipa::openapi::path::Operation {
-    let mut op = instore_operation(true, operation_id, summary, description, false);
+    let mut op = instore_operation(true, operation_id, summary, description, path);
     let object = || {
         json_content(RefOr::T(Schema::Object(
             ObjectBuilder::new()
@@ -982,7 +983,7 @@ pub fn document() -> OpenApi {
         paths = paths.path(path, PathItem::new(method, op));
     }
     for (path, id, summary, description) in WALLET_ROUTES {
-        let op = wallet_operation(id, summary, description);
+        let op = wallet_operation(path, id, summary, description);
         paths = paths.path(path, PathItem::new(HttpMethod::Post, op));
     }
     let components = ComponentsBuilder::new()

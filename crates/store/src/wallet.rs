@@ -175,6 +175,7 @@ fn instore_call(call: &WalletCall) -> Option<InstoreCall> {
         location_id: String::new(),
         workstation_id: None,
         now_ms: call.now_ms,
+        poa: None,
     })
 }
 
