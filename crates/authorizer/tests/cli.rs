@@ -13,14 +13,14 @@ fn run(var: &str, value: impl AsRef<std::ffi::OsStr>, command: &str) -> Output {
 
 /// `cmd serve` on loopback `port`, its stderr piped, once it listens.
 fn serve(mut cmd: Command, port: u16, stdout: Stdio) -> std::process::Child {
-    let child = cmd
+    let mut child = cmd
         .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .arg("serve")
         .stdout(stdout)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    wait_listening(port, Duration::from_secs(20));
+    wait_listening(&mut child, port, Duration::from_secs(90), None);
     child
 }
 

@@ -218,7 +218,12 @@ async fn a_full_scenario_at_trace_level_logs_no_secret_and_no_card_number() {
             .stderr(Stdio::from(log_file))
             .spawn()
             .unwrap();
-        wait_listening(port, Duration::from_secs(30));
+        wait_listening(
+            &mut child,
+            port,
+            Duration::from_secs(90),
+            Some(log_path.as_path()),
+        );
         let addr = format!("127.0.0.1:{port}");
         let secret = ApiSecret::from_base64(SECRET).unwrap();
         let base = format!("http://{addr}");

@@ -1,7 +1,7 @@
 //! What the binary's tests share: the binary with a clean environment and no config
 //! directory, a free port, and the wait for a started server.
 
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// The `authorizer` binary with nothing from the caller's environment but PATH, so that only
@@ -20,11 +20,35 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// Waits until a server listens on the loopback `port`, failing the test after `within`.
-pub fn wait_listening(port: u16, within: Duration) {
+/// Waits until the server `child` listens on the loopback `port`. Fails the test at once when
+/// the server exits, and after `within` when it still does not listen, either way with the
+/// tail of its `log` when it writes one. A start is a test's precondition, not a measurement:
+/// `within` is generous, since a machine that has just built the workspace may still be
+/// flushing it to disk, and an embedded store's first migrations wait on that disk.
+pub fn wait_listening(
+    child: &mut Child,
+    port: u16,
+    within: Duration,
+    log: Option<&std::path::Path>,
+) {
     let deadline = Instant::now() + within;
+    let tail = || {
+        let text = log
+            .and_then(|p| std::fs::read(p).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    };
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "server did not start");
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("server exited before listening ({status}):\n{}", tail());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server did not listen within {within:?}:\n{}",
+            tail()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
