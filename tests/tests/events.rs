@@ -181,6 +181,26 @@ const USERS: usize = 20;
 /// process dies (each may be sent again).
 const CLAIM_MAX: usize = 64;
 
+/// From the dispatchers' logs: the attempts that failed on our side rather than by the
+/// receiver's 500 (the receiver may have taken them), and the acknowledgements a round could
+/// not record. Each may have been delivered again.
+fn repeats_explained(log: &str) -> (usize, usize) {
+    let unseen = log
+        .lines()
+        .filter(|l| l.contains("webhook delivery failed") && !l.contains("answered 500"))
+        .count();
+    let unrecorded = log
+        .lines()
+        .filter(|l| l.contains("could not record deliveries"))
+        .filter_map(|l| l.split("deliveries=").nth(1))
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<usize>().ok()
+        })
+        .sum();
+    (unseen, unrecorded)
+}
+
 /// The load proof on the database `db` (empty: the embedded store).
 async fn load_across_a_kill(db: String) {
     let n = load_count();
@@ -320,9 +340,19 @@ async fn load_across_a_kill(db: String) {
     );
     assert_eq!(repeats, failed + acked_again);
     assert!(failed >= n / 20, "the receiver failed one in ten");
+    // Besides the kill's round, a delivery goes out twice only where the dispatcher said so in
+    // its log: an attempt that failed on our side (a timeout on a busy machine) although the
+    // receiver took it, or acknowledgements it could not record.
+    let (unseen, unrecorded) =
+        repeats_explained(&format!("{}\n{}", victim.log_text(), survivor.log_text()));
+    eprintln!(
+        "repeats explained by the logs: {unseen} attempts failed on our side, {unrecorded} \
+         acknowledgements not recorded"
+    );
     assert!(
-        acked_again <= CLAIM_MAX,
-        "only deliveries in flight at the kill go out twice"
+        acked_again <= CLAIM_MAX + unseen + unrecorded,
+        "only deliveries in flight at the kill, or that the dispatcher saw fail or could not \
+         record, go out twice"
     );
     wait_until("every row DELIVERED", Duration::from_secs(30), || async {
         pairs(

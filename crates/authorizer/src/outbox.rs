@@ -116,10 +116,7 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
                 .into_iter()
                 .flatten()
                 .collect();
-            if let Err(e) = store.mark_delivered(&delivered, store::now_ms()).await {
-                // The leases run out and the rows are sent again: at least once.
-                tracing::warn!(deliveries = delivered.len(), error = %e, "could not record deliveries");
-            }
+            record_delivered(&store, &delivered).await;
         }
         // A full round leaves more due: the next goes at once. Otherwise what comes due
         // meanwhile waits for the next round, a pause away.
@@ -131,6 +128,34 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
         }
     }
 }
+
+/// Records a round's acknowledgements. The receiver has them: a failure to record them would
+/// send each again once its lease runs out, so a failure (a timeout on a busy database, the
+/// embedded store's one connection held by a long batch) is tried again a few times, over
+/// about a second, before the rows are left to their leases: at least once, and seldom twice.
+async fn record_delivered(store: &Store, ids: &[i64]) {
+    let mut wait = Duration::from_millis(50);
+    let mut tries = 1;
+    loop {
+        match store.mark_delivered(ids, store::now_ms()).await {
+            Ok(()) => return,
+            Err(e) if tries < RECORD_TRIES => {
+                tracing::debug!(deliveries = ids.len(), error = %e, tries, "recording deliveries failed; trying again");
+                actix_rt::time::sleep(wait).await;
+                wait *= 2;
+                tries += 1;
+            }
+            Err(e) => {
+                // The leases run out and the rows are sent again: at least once.
+                tracing::warn!(deliveries = ids.len(), error = %e, "could not record deliveries");
+                return;
+            }
+        }
+    }
+}
+
+/// Attempts at recording a round's acknowledgements (waits of 50, 100, 200 and 400 ms).
+const RECORD_TRIES: u32 = 5;
 
 /// Marks the rows older than the give-up age DEAD, with a log line and the metric.
 async fn give_up(store: &Store, metrics: &Metrics, give_up_ms: i64) {
