@@ -114,6 +114,20 @@ impl TestApp {
             .await
     }
 
+    /// `instore_envelope`, acknowledged: asserts the 200 and gives the answer.
+    pub async fn instore_acknowledged(
+        &self,
+        action_path: &str,
+        payload: &Value,
+        callback_url: &str,
+    ) -> Resp {
+        let r = self
+            .instore_envelope(action_path, payload, callback_url)
+            .await;
+        assert_eq!(r.status, 200, "{action_path}: {}", r.text());
+        r
+    }
+
     /// A channel reservation of `amount` (decimal) on `user`'s USD account, approved.
     pub async fn usd_hold(&self, user: &str, amount: &str) {
         let hold = json!({
@@ -127,12 +141,7 @@ impl TestApp {
                 Some(&crate::uid("ck")),
             )
             .await;
-        assert_eq!(
-            r.json()["status"],
-            "APPROVED",
-            "{}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.json()["status"], "APPROVED", "{}", r.text());
     }
 
     /// GETs `{base}/instore/{path}?{query}` signed over the raw query.

@@ -17,7 +17,7 @@ pub mod instore;
 pub mod node;
 pub mod receiver;
 pub mod recon;
-pub use node::{Node, NodeOptions, count_in};
+pub use node::{Node, NodeOptions, count_in, kill9_once_committed};
 
 /// The processor's published demo key pair (protocol page, section 10).
 pub const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
@@ -213,6 +213,13 @@ pub async fn fresh_pg_database() -> String {
     format!("{base}/{name}")
 }
 
+/// The elements of the JSON array `v`; panics, showing `v`, when it is not an array.
+pub fn items(v: &Value) -> std::slice::Iter<'_, Value> {
+    v.as_array()
+        .unwrap_or_else(|| panic!("not an array: {v}"))
+        .iter()
+}
+
 /// A plain HTTP answer.
 #[derive(Debug)]
 pub struct Resp {
@@ -225,6 +232,10 @@ impl Resp {
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+    /// The body as text (invalid UTF-8 replaced), for assertion messages.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
     }
     /// The `error.message` of an error answer; panics when there is none.
     pub fn error_message(&self) -> String {
@@ -419,6 +430,11 @@ macro_rules! calls_over_http {
             assert_eq!(r.status, 200, "link: {:?}", r.json());
         }
 
+        /// An admin POST to `path`, without a body or an idempotency key.
+        pub async fn admin_post(&self, path: &str) -> Resp {
+            self.admin("POST", path, None, None).await
+        }
+
         /// An admin PUT of `body` to `path`, without an idempotency key.
         pub async fn admin_put(&self, path: &str, body: Value) -> Resp {
             self.admin("PUT", path, Some(body), None).await
@@ -443,7 +459,7 @@ macro_rules! calls_over_http {
                 r.status,
                 200,
                 "account {user}/{currency}: {}",
-                String::from_utf8_lossy(&r.body)
+                r.text()
             );
             r.json()
         }
@@ -567,12 +583,7 @@ impl TestApp {
     /// Asserts the answer has `status` (`what` and the body say which case failed) and
     /// carries our signature for `endpoint`.
     pub fn assert_signed_status(&self, r: &Resp, status: u16, endpoint: &str, what: &str) {
-        assert_eq!(
-            r.status,
-            status,
-            "{what}: {}",
-            String::from_utf8_lossy(&r.body)
-        );
+        assert_eq!(r.status, status, "{what}: {}", r.text());
         self.assert_signed(r, endpoint);
     }
 

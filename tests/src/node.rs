@@ -173,3 +173,27 @@ pub async fn count_in(db: &str, sqlite: &Path, sql: &str) -> i64 {
             .expect("count")
     }
 }
+
+/// Waits (30 s at most) until `committed` (a `COUNT(*)`, see [`count_in`]) finds a row in the
+/// database `db` or `sqlite` of `victim`, then `kill -9`s it and asserts that `pending`, the
+/// request whose answer it was holding back, got none (status 0). `what` names the request.
+pub async fn kill9_once_committed(
+    victim: &mut Node,
+    db: &str,
+    sqlite: &Path,
+    committed: &str,
+    what: &str,
+    pending: actix_rt::task::JoinHandle<(u16, Vec<u8>)>,
+) {
+    let until = std::time::Instant::now() + Duration::from_secs(30);
+    while count_in(db, sqlite, committed).await == 0 {
+        assert!(
+            std::time::Instant::now() < until,
+            "the {what} never committed"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill9();
+    let (status, _) = pending.await.expect("request task");
+    assert_eq!(status, 0, "the killed process never answered");
+}

@@ -2,6 +2,7 @@
 //! attempt gets a clear refusal and changes nothing in the ledger. Complements
 //! `bad_input.rs` (malformed bodies, bad signatures, odd but valid requests).
 
+use crate::support::assert_amounts_malformed;
 use e2e::*;
 use protocol::signature;
 use std::time::{Duration, Instant};
@@ -465,7 +466,7 @@ async fn hostile_amounts(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let before = app.ledger().await;
     // Not JSON numbers, or strings that are not plain decimals: refused before any decision.
-    for amount in [
+    let malformed = [
         "NaN",
         "Infinity",
         "-Infinity",
@@ -483,14 +484,8 @@ async fn hostile_amounts(app: TestApp) {
         "null",
         "[10.00]",
         "{\"value\":10.00}",
-    ] {
-        let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS")
-            .details(r#"[{"type":"BASE","currency":"ARS","amount":1.00,"name":"BASE"}]"#);
-        for path in [AUTH, ADJ_CREDIT] {
-            let r = app.processor(path, &t.body(), &uid("k")).await;
-            assert_eq!(r.status, 400, "{amount} on {path}");
-        }
-    }
+    ];
+    assert_amounts_malformed(&app, &malformed, "1.00", &[AUTH, ADJ_CREDIT]).await;
     // Well-formed but not money we can hold or take (huge, negative, too precise): declined,
     // nothing booked.
     for amount in [

@@ -39,6 +39,17 @@ fn data_of(by_event: &BTreeMap<String, Vec<e2e::receiver::Post>>, id: &str) -> V
     v["data"].clone()
 }
 
+/// A refund of `amount` against the approved purchase `p`, then the processor's advice that
+/// rejects `p` after all (its reversal): the refund, the advice's key and its bytes.
+async fn refunded_then_reversed(app: &TestApp, p: &Tx, amount: &str) -> (Tx, String, Vec<u8>) {
+    let refund = Tx::new(&uid("ev"), "REFUND", &p.user, amount, &p.currency).original(&p.id);
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    let nk = uid("adv");
+    let advice = p.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &nk);
+    assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 200);
+    (refund, nk, advice)
+}
+
 async fn processor_events_reach_the_subscriber(app: TestApp) {
     let rx = Receiver::start();
     active(&app, &rx, "/hook", json!(PROCESSOR_EVENTS)).await;
@@ -58,13 +69,9 @@ async fn processor_events_reach_the_subscriber(app: TestApp) {
     // Declined: not enough money.
     let d = Tx::new(&uid("ev"), "PURCHASE", "u1", "5000.00", "ARS");
     assert_eq!(app.send(AUTH_DEBIT, &d).await.json()["status"], "REJECTED");
-    // A refund of part of it.
-    let refund = Tx::new(&uid("ev"), "REFUND", "u1", "20.00", "ARS").original(&p.id);
-    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    // The processor rejects the purchase after all: reversed.
-    let nk = uid("adv");
-    let advice = p.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &nk);
-    assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 200);
+    // A refund of part of it, then the processor rejects the purchase after all: reversed
+    // (the advice sent twice).
+    let (refund, nk, advice) = refunded_then_reversed(&app, &p, "20.00").await;
     assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 200);
     // A verdict before its authorization: forced, then the authorization takes it.
     let q = Tx::new(&uid("ev"), "PURCHASE", "u1", "7.50", "ARS");
@@ -413,11 +420,7 @@ async fn audit_finds_a_broken_outbox(backend: Backend) {
     app.funded("u1", "ARS", "100.00").await;
     let p = Tx::new(&uid("ev"), "PURCHASE", "u1", "10.00", "ARS");
     assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
-    let refund = Tx::new(&uid("ev"), "REFUND", "u1", "2.00", "ARS").original(&p.id);
-    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    let nk = uid("adv");
-    let advice = p.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &nk);
-    assert_eq!(app.processor(NOTIFY, &advice, &nk).await.status, 200);
+    let (refund, nk, _) = refunded_then_reversed(&app, &p, "2.00").await;
     let report = assert_clean(&app.store).await;
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
     assert_eq!(

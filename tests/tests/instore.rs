@@ -33,13 +33,9 @@ const VECTOR_REDEEM_TX: &str = "svt-4f1c2a9b7e3d5c6a8b10";
 const VECTOR_REDEEM_PAYMENT: &str = "svp-9c8d7e6f5a4b3c2d1e0f";
 const VECTOR_CANCEL_TX: &str = "svt-0a1b2c3d4e5f60718293";
 
-fn text(r: &Resp) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 /// The refusal's reason, asserting the HTTP status.
 fn refusal(r: &Resp, status: u16) -> String {
-    assert_eq!(r.status, status, "{}", text(r));
+    assert_eq!(r.status, status, "{}", r.text());
     r.json()["error"].as_str().expect("error body").to_owned()
 }
 
@@ -64,7 +60,7 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
             Some(redeem_sig),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, br#"{"requestId":"req-9a8b0001"}"#);
     assert_eq!(
         r.header("X-Signature"),
@@ -127,7 +123,7 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
             Some(lookup_sig),
         )
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, br#"{"requestId":"req-9a8b0002"}"#);
     let callback = app.instore_callbacks().await["req-9a8b0002"].clone();
     assert_eq!(
@@ -181,14 +177,12 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
     };
     for request_id in ["req-9a8b0003", "req-9a8b0004"] {
         let payload: Value = serde_json::from_str(&cancel(request_id)).unwrap();
-        let r = app
-            .instore_envelope(
-                "storedvaluecard_process",
-                &payload,
-                &format!("https://instore.example/callback/{request_id}"),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", text(&r));
+        app.instore_acknowledged(
+            "storedvaluecard_process",
+            &payload,
+            &format!("https://instore.example/callback/{request_id}"),
+        )
+        .await;
     }
     assert_eq!(app.available("u-sv", "USD").await, "50.00");
     assert_eq!(movements(&app, "u-sv", "USD", "SV_CANCEL").await, 1);
@@ -219,7 +213,7 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
             "55b4731f1f203fad83625e0bce0be4fac90dd6dc75225af5348a93743045e13e",
         )
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     let log = r.json();
     assert_eq!(
         log["balance"],
@@ -269,9 +263,8 @@ async fn callback_retries_until_delivered(app: TestApp, rx: CallbackReceiver) {
         "issuer": "Store",
     });
     let r = app
-        .instore_envelope("storedvaluecard", &payload, &rx.url("/cb/create"))
+        .instore_acknowledged("storedvaluecard", &payload, &rx.url("/cb/create"))
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
     assert_eq!(r.body, br#"{"requestId":"req-create-1"}"#);
     let posts = rx.wait_for("/cb/create", 4, Duration::from_secs(30)).await;
     let statuses: Vec<u16> = posts.iter().map(|p| p.status).collect();
@@ -301,10 +294,8 @@ async fn callback_retries_until_delivered(app: TestApp, rx: CallbackReceiver) {
         "number": number, "amount": {"amount": "500", "precision": "2", "currency": "USD"},
         "session_id": "s-1", "reference": "order-1",
     });
-    let r = app
-        .instore_envelope("storedvaluecard_process", &redeem, &rx.url("/cb/redeem"))
+    app.instore_acknowledged("storedvaluecard_process", &redeem, &rx.url("/cb/redeem"))
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
     let posts = rx.wait_for("/cb/redeem", 4, Duration::from_secs(30)).await;
     let done: Value = serde_json::from_slice(&posts[3].body).unwrap();
     assert_eq!(done["data"]["balance"]["amount"], 2000, "{done}");
@@ -414,14 +405,12 @@ async fn bad_envelopes_change_nothing(app: TestApp, _rx: CallbackReceiver) {
         "number": "6280009999999999", "amount": {"amount": 100, "precision": 2, "currency": "USD"},
         "session_id": "s", "reference": "r",
     });
-    let r = app
-        .instore_envelope(
-            "storedvaluecard_process",
-            &unknown,
-            "https://instore.example/callback/x",
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    app.instore_acknowledged(
+        "storedvaluecard_process",
+        &unknown,
+        "https://instore.example/callback/x",
+    )
+    .await;
     let cb = app.instore_callback("req-unknown").await;
     assert_eq!(
         (&cb["result"], &cb["error"], &cb["code"]),
@@ -440,6 +429,17 @@ fn redeem(request_id: &str, number: &str, minor: i64) -> Value {
     })
 }
 
+/// A Redeem of `minor` from the card `NUMBER`, acknowledged: its callback.
+async fn redeemed(app: &TestApp, request_id: &str, minor: i64) -> Value {
+    app.instore_acknowledged(
+        "storedvaluecard_process",
+        &redeem(request_id, NUMBER, minor),
+        "https://instore.example/callback/share",
+    )
+    .await;
+    app.instore_callback(request_id).await
+}
+
 /// One balance: a processor authorization, a channel hold and a Redeem on the same account
 /// each see what the others took.
 async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
@@ -447,32 +447,17 @@ async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     // The processor takes 30.00.
     let auth = Tx::new(&uid("sv"), "PURCHASE", "u1", "30.0", "USD").card("crd-u1");
     let r = app.send(AUTH_DEBIT, &auth).await;
-    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    assert_eq!(r.json()["status"], "APPROVED", "{}", r.text());
     // A channel holds 20.00.
     app.usd_hold("u1", "20.00").await;
     // 50.00 remain: 50.01 is declined, 50.00 approved.
-    let cb = "https://instore.example/callback/share";
-    let r = app
-        .instore_envelope(
-            "storedvaluecard_process",
-            &redeem("req-share-1", NUMBER, 5001),
-            cb,
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
-    let declined = app.instore_callback("req-share-1").await;
+    let declined = redeemed(&app, "req-share-1", 5001).await;
     assert_eq!(declined["error"], "INSUFFICIENT_FUNDS", "{declined}");
     assert_eq!(
         declined["data"]["balance"]["amount"], 5000,
         "posted less held"
     );
-    app.instore_envelope(
-        "storedvaluecard_process",
-        &redeem("req-share-2", NUMBER, 5000),
-        cb,
-    )
-    .await;
-    let approved = app.instore_callback("req-share-2").await;
+    let approved = redeemed(&app, "req-share-2", 5000).await;
     assert_eq!(approved["status"], "approved", "{approved}");
     assert_eq!(approved["data"]["balance"]["amount"], 0);
     let a = app.account("u1", "USD").await;
@@ -513,8 +498,8 @@ async fn a_blocked_database_answers_503(app: TestApp, _rx: CallbackReceiver) {
     let r = app
         .instore_post("storedvaluecard_process", &body, Some(&signature))
         .await;
-    assert_eq!(r.status, 503, "{}", text(&r));
-    assert_eq!(r.json()["requestId"], "req-503", "{}", text(&r));
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["requestId"], "req-503", "{}", r.text());
     blocker.release().await;
     assert_eq!(app.available("u-503", "USD").await, "100.00");
     assert!(app.instore_callbacks().await.is_empty(), "no callback row");
@@ -522,7 +507,7 @@ async fn a_blocked_database_answers_503(app: TestApp, _rx: CallbackReceiver) {
         let r = app
             .instore_post("storedvaluecard_process", &body, Some(&signature))
             .await;
-        assert_eq!(r.status, 200, "{}", text(&r));
+        assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.body, br#"{"requestId":"req-503"}"#);
     }
     assert_eq!(app.available("u-503", "USD").await, "75.00");
@@ -545,7 +530,7 @@ async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
         (0..50).map(|_| app.instore_post("storedvaluecard_process", &body, Some(&signature)));
     let answers = futures_util::future::join_all(sends).await;
     for r in &answers {
-        assert_eq!(r.status, 200, "{}", text(r));
+        assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.body, br#"{"requestId":"req-dup-1"}"#);
         assert_eq!(r.header("X-Signature"), answers[0].header("X-Signature"));
     }

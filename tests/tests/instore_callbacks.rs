@@ -30,7 +30,7 @@ async fn page(app: &TestApp, query: &str) -> (Vec<Value>, Value) {
     let r = app
         .admin("GET", &format!("/v1/instore/callbacks{query}"), None, None)
         .await;
-    let text = String::from_utf8_lossy(&r.body).into_owned();
+    let text = r.text();
     assert_eq!(r.status, 200, "{text}");
     assert!(
         !text.contains(NUMBER),
@@ -48,12 +48,7 @@ async fn refused(app: &TestApp, query: &str) -> String {
     let r = app
         .admin("GET", &format!("/v1/instore/callbacks?{query}"), None, None)
         .await;
-    assert_eq!(
-        r.status,
-        422,
-        "{query}: {}",
-        String::from_utf8_lossy(&r.body)
-    );
+    assert_eq!(r.status, 422, "{query}: {}", r.text());
     r.json()["error"]["code"].as_str().expect("code").to_owned()
 }
 
@@ -63,14 +58,12 @@ async fn dead_to_delivered_by_redelivery(app: TestApp, rx: CallbackReceiver) {
     rx.fail_first(usize::MAX);
     let ids = ["req-cb-1", "req-cb-2", "req-cb-3"];
     for (i, id) in ids.iter().enumerate() {
-        let r = app
-            .instore_envelope(
-                "storedvaluecard_process",
-                &redeem(id, 100 + i64::try_from(i).unwrap()),
-                &rx.url(&format!("/cb/{id}")),
-            )
-            .await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        app.instore_acknowledged(
+            "storedvaluecard_process",
+            &redeem(id, 100 + i64::try_from(i).unwrap()),
+            &rx.url(&format!("/cb/{id}")),
+        )
+        .await;
     }
     assert_eq!(app.available("u-cb", "USD").await, "96.97");
 
@@ -129,22 +122,17 @@ async fn dead_to_delivered_by_redelivery(app: TestApp, rx: CallbackReceiver) {
     assert_eq!(refused(&app, "cursor=abc").await, "invalid_cursor");
     assert_eq!(refused(&app, "cursor=-1").await, "invalid_cursor");
     let r = app
-        .admin("POST", "/v1/instore/callbacks/999999/redeliver", None, None)
+        .admin_post("/v1/instore/callbacks/999999/redeliver")
         .await;
-    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 404, "{}", r.text());
 
     // Up again: the redelivered callback arrives once more, byte-identical and signed.
     rx.fail_first(0);
     let id = one["id"].as_i64().unwrap();
     let r = app
-        .admin(
-            "POST",
-            &format!("/v1/instore/callbacks/{id}/redeliver"),
-            None,
-            None,
-        )
+        .admin_post(&format!("/v1/instore/callbacks/{id}/redeliver"))
         .await;
-    assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(r.json()["state"], "PENDING");
     assert_eq!(r.json()["attempts"], 0);
     let n = refused_posts.len();

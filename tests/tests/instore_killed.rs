@@ -8,7 +8,7 @@ use e2e::instore::{CallbackReceiver, KEY, TENANT, envelope};
 use e2e::*;
 use serde_json::json;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const NUMBER: &str = "6280001234567895";
 const REQUEST_ID: &str = "req-killed-1";
@@ -60,7 +60,7 @@ async fn a_redeem_committed_by_a_killed_process_replays(db: String) {
     let config = tenant_config(&receiver.base);
     let data = tempfile::tempdir().expect("dir");
     let sqlite = data.path().join("authorizer.db");
-    let victim = start(
+    let mut victim = start(
         &db,
         data.path(),
         &config,
@@ -81,16 +81,10 @@ async fn a_redeem_committed_by_a_killed_process_replays(db: String) {
     let base = victim.base.clone();
     let (b2, s2) = (body.clone(), signature.clone());
     let pending = actix_rt::spawn(async move { post_at(&base, &b2, &s2).await });
-    // The Redeem is committed (its record is in the database) and its answer held back.
-    let until = Instant::now() + Duration::from_secs(30);
-    while count_in(&db, &sqlite, "SELECT COUNT(*) FROM instore_requests").await == 0 {
-        assert!(Instant::now() < until, "the Redeem never committed");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut victim = victim;
-    victim.kill9();
-    let (status, _) = pending.await.expect("request task");
-    assert_eq!(status, 0, "the killed process never answered");
+    // Killed once the Redeem is committed (its record is in the database), its answer held
+    // back.
+    let requests = "SELECT COUNT(*) FROM instore_requests";
+    kill9_once_committed(&mut victim, &db, &sqlite, requests, "Redeem", pending).await;
 
     // InStore retries on the restarted process: the committed acknowledgement, byte for
     // byte, as often as it asks, and one movement.

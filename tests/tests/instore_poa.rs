@@ -33,10 +33,6 @@ fn with_closed_tenant(s: &mut authorizer::Settings) {
     s.instore.tenants.push(other);
 }
 
-fn text(r: &Resp) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 /// A POA amount: every member a string.
 fn usd(minor: &str) -> Value {
     json!({"amount": minor, "precision": "2", "currency": "USD"})
@@ -45,7 +41,7 @@ fn usd(minor: &str) -> Value {
 /// A bare `payonaccount/process`, answered 200; its body.
 async fn process(app: &TestApp, body: Value, key: Option<&str>) -> Value {
     let r = app.instore_bare("payonaccount/process", &body, key).await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     r.json()
 }
 
@@ -95,7 +91,7 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
             &[("tenant_id", OTHER_TENANT)],
         )
         .await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(decision(&r.json()), ("declined", "NOT_PERMITTED", "57"));
     // Above the tenant's ceiling by one minor unit.
     let v = process(&app, create(ACCOUNT, "500001", json!([])), None).await;
@@ -111,7 +107,7 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
     for _ in 0..2 {
         let body = create(ACCOUNT, "50000", json!(["234234"]));
         let r = app.instore_bare("payonaccount/process", &body, None).await;
-        assert_eq!(text(&r), opened);
+        assert_eq!(r.text(), opened);
     }
     let v = process(&app, create(ACCOUNT, "40000", json!(["234234"])), None).await;
     assert_eq!(decision(&v), ("declined", "ACCOUNT_EXISTS", "12"));
@@ -137,7 +133,7 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
                 &[("tenant_id", e2e::instore::TENANT)],
             )
             .await;
-        assert_eq!((r.status, text(&r).as_str()), (200, answer));
+        assert_eq!((r.status, r.text().as_str()), (200, answer));
         assert_eq!(
             r.header("X-Signature"),
             Some("f6c47b3ab97d91303261465c492ee357a22c6a7683d67004997dc9e4e90ca61e")
@@ -200,7 +196,7 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
         (Some("50000"), Some("50000"))
     );
     let view = poa_admin(&app, ACCOUNT, json!({})).await;
-    assert_eq!(view.status, 200, "{}", text(&view));
+    assert_eq!(view.status, 200, "{}", view.text());
     let view = view.json();
     assert_eq!(
         (view["owed"].as_str(), view["available"].as_str()),
@@ -246,7 +242,7 @@ async fn enveloped_credit_replays(app: TestApp, rx: CallbackReceiver) {
         .instore_envelope("payonaccount/process", &payload, &url)
         .await;
     assert_eq!(
-        (first.status, text(&first).as_str()),
+        (first.status, first.text().as_str()),
         (200, r#"{"requestId":"req-poa-1"}"#)
     );
     let posts = rx
@@ -290,7 +286,7 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
 
     // Lowered below what is owed: reported, not an error; nothing more is charged.
     let r = poa_admin(&app, "555", json!({"credit_limit": "50.00"})).await;
-    assert_eq!(r.status, 200, "{}", text(&r));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
         (r.json()["owed"].as_str(), r.json()["available"].as_str()),
         (Some("60.00"), Some("-10.00"))
@@ -304,19 +300,16 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
     let v = process(&app, credit("555", "1", "anyone"), Some("k-2")).await;
     assert_eq!(decision(&v), ("declined", "CREDIT_LIMIT_EXCEEDED", "51"));
     let r = poa_admin(&app, "555", json!({"credit_limit": "-1.00"})).await;
-    assert_eq!(r.status, 400, "{}", text(&r));
+    assert_eq!(r.status, 400, "{}", r.text());
     let r = poa_admin(&app, "nope", json!({"blocked": true})).await;
-    assert_eq!(r.status, 404, "{}", text(&r));
+    assert_eq!(r.status, 404, "{}", r.text());
 
     // The charge reversed, once.
     let user = r_user(&app, "555").await;
     let postings = app
         .admin_get(&format!("/v1/accounts/{user}/USD/postings?limit=10"))
         .await;
-    let charge = postings["postings"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let charge = items(&postings["postings"])
         .find(|p| p["kind"] == "POA_CHARGE")
         .expect("the charge")["movement_id"]
         .as_i64()
@@ -326,7 +319,7 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
     for (movement, status) in [(charge, 201), (charge, 409), (charge + 1000, 404)] {
         let body = json!({"movement_id": movement});
         let r = app.admin("POST", &reversals, Some(body), None).await;
-        assert_eq!(r.status, status, "{}", text(&r));
+        assert_eq!(r.status, status, "{}", r.text());
         if status == 201 {
             assert_eq!(r.json()["owed"], "0.00");
         }
@@ -362,7 +355,7 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
             (r.status, r.json()),
             (200, log(order, minor)),
             "{}",
-            text(&r)
+            r.text()
         );
     }
     let again = app
@@ -372,28 +365,22 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
     let mut other = log("o-2", "6000");
     other["status"] = json!("declined");
     let r = app.instore_bare("payonaccountlog", &other, None).await;
-    assert_eq!(r.status, 409, "{}", text(&r));
+    assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(
         app.metrics.counter("instore_poa_unmatched_logs_total", &[]),
         1
     );
-    let by_path = app
-        .instore_get(
-            "payonaccountlog/555",
-            "",
-            &sign(br#"{"account_number":"555"}"#),
-        )
-        .await;
-    assert_eq!(by_path.status, 200, "{}", text(&by_path));
-    let by_query = app
-        .instore_get(
+    // The account's logs by path and by query, newest first.
+    for (path, query, signed) in [
+        ("payonaccountlog/555", "", r#"{"account_number":"555"}"#),
+        (
             "payonaccountlog/",
             "account_number=555",
-            &sign(b"account_number=555"),
-        )
-        .await;
-    assert_eq!(by_query.status, 200, "{}", text(&by_query));
-    for r in [&by_path, &by_query] {
+            "account_number=555",
+        ),
+    ] {
+        let r = app.instore_get(path, query, &sign(signed.as_bytes())).await;
+        assert_eq!(r.status, 200, "{path}?{query}: {}", r.text());
         let logs = r.json()["logs"].as_array().unwrap().clone();
         let orders: Vec<&str> = logs
             .iter()

@@ -9,17 +9,13 @@ use e2e::*;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-fn text(r: &Resp) -> String {
-    String::from_utf8_lossy(&r.body).into_owned()
-}
-
 /// A bare wallet request signed over its exact bytes: the raw answer.
 async fn wallet_raw(app: &TestApp, action: &str, body: &Value) -> Resp {
     let bytes = body.to_string();
     let r = app
         .instore_post(action, bytes.as_bytes(), Some(&sign(bytes.as_bytes())))
         .await;
-    assert_eq!(r.status, 200, "{action}: {}", text(&r));
+    assert_eq!(r.status, 200, "{action}: {}", r.text());
     r
 }
 
@@ -28,16 +24,27 @@ async fn wallet(app: &TestApp, action: &str, body: &Value) -> Value {
     wallet_raw(app, action, body).await.json()
 }
 
-/// `user`'s account in USD with `amount` and its card `crd-{user}`, ACTIVE.
-async fn wallet_user(app: &TestApp, user: &str, amount: &str) {
-    app.funded(user, "USD", amount).await;
+/// `user`'s card `crd-{user}` put in `status` (created when new).
+async fn card_status(app: &TestApp, user: &str, status: &str) {
     let r = app
         .admin_put(
             &format!("/v1/cards/crd-{user}"),
-            json!({"user_id": user, "status": "ACTIVE"}),
+            json!({"user_id": user, "status": status}),
         )
         .await;
-    assert!(r.status == 200 || r.status == 201, "card: {}", text(&r));
+    assert!(r.status == 200 || r.status == 201, "card: {}", r.text());
+}
+
+/// `user`'s account in USD with `amount` and its card `crd-{user}`, ACTIVE.
+async fn wallet_user(app: &TestApp, user: &str, amount: &str) {
+    app.funded(user, "USD", amount).await;
+    card_status(app, user, "ACTIVE").await;
+}
+
+/// The admin API's answer to a request for a barcode.
+async fn barcode_request(app: &TestApp, body: Value) -> Resp {
+    app.admin("POST", "/v1/wallet/barcodes", Some(body), None)
+        .await
 }
 
 /// A barcode for `user`'s USD account and card, valid `secs` (default lifetime: `None`).
@@ -46,10 +53,8 @@ async fn barcode(app: &TestApp, user: &str, secs: Option<u64>) -> String {
     if let Some(s) = secs {
         body["expires_in_secs"] = json!(s);
     }
-    let r = app
-        .admin("POST", "/v1/wallet/barcodes", Some(body), None)
-        .await;
-    assert_eq!(r.status, 201, "barcode: {}", text(&r));
+    let r = barcode_request(app, body).await;
+    assert_eq!(r.status, 201, "barcode: {}", r.text());
     let b = r.json()["barcode"].as_str().expect("barcode").to_owned();
     assert!(
         b.len() == 24 && b.bytes().all(|c| c.is_ascii_digit()),
@@ -268,7 +273,7 @@ async fn wallet_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     wallet_user(&app, "u-s", "100.00").await;
     let auth = Tx::new(&uid("w"), "PURCHASE", "u-s", "30.0", "USD").card("crd-u-s");
     let r = app.send(AUTH_DEBIT, &auth).await;
-    assert_eq!(r.json()["status"], "APPROVED", "{}", text(&r));
+    assert_eq!(r.json()["status"], "APPROVED", "{}", r.text());
     let b = barcode(&app, "u-s", None).await;
     let short = wallet(&app, "pay_wallet", &pay(&b, 7001, 0, "t1")).await;
     assert_eq!(verdict(&short), ("Failure", "51"), "{short}");
@@ -283,24 +288,12 @@ async fn wallet_and_authorization_share_the_balance(app: TestApp, _rx: CallbackR
     );
     // The processor's refund credits the account; a blocked card declines the wallet (62).
     app.funded("u-s", "USD", "10.00").await;
-    let r = app
-        .admin_put(
-            "/v1/cards/crd-u-s",
-            json!({"user_id": "u-s", "status": "BLOCKED"}),
-        )
-        .await;
-    assert!(r.status == 200 || r.status == 201, "{}", text(&r));
+    card_status(&app, "u-s", "BLOCKED").await;
     let b = barcode(&app, "u-s", None).await;
     let blocked = wallet(&app, "pay_wallet", &pay(&b, 100, 0, "t3")).await;
     assert_eq!(verdict(&blocked), ("Failure", "62"), "{blocked}");
     // A tip above the total, a currency other than the account's: 13.
-    let r = app
-        .admin_put(
-            "/v1/cards/crd-u-s",
-            json!({"user_id": "u-s", "status": "ACTIVE"}),
-        )
-        .await;
-    assert!(r.status == 200 || r.status == 201, "{}", text(&r));
+    card_status(&app, "u-s", "ACTIVE").await;
     let bad = wallet(&app, "pay_wallet", &pay(&b, 100, 101, "t4")).await;
     assert_eq!(verdict(&bad), ("Failure", "13"), "{bad}");
     let mut other = pay(&b, 100, 0, "t5");
@@ -336,13 +329,12 @@ async fn enveloped_payment_calls_back(app: TestApp, _rx: CallbackReceiver) {
     payload["requestId"] = json!("req-w-1");
     for _ in 0..2 {
         let r = app
-            .instore_envelope(
+            .instore_acknowledged(
                 "pay_wallet",
                 &payload,
                 "https://instore.example/callback/w1",
             )
             .await;
-        assert_eq!(r.status, 200, "{}", text(&r));
         assert_eq!(r.body, br#"{"requestId":"req-w-1"}"#);
     }
     let cb = app.instore_callback("req-w-1").await;
@@ -390,30 +382,18 @@ async fn barcode_route_validates(app: TestApp, _rx: CallbackReceiver) {
         ),
     ];
     for (body, code) in cases {
-        let r = app
-            .admin("POST", "/v1/wallet/barcodes", Some(body.clone()), None)
-            .await;
-        assert_eq!(r.status, 422, "{body}: {}", text(&r));
+        let r = barcode_request(&app, body.clone()).await;
+        assert_eq!(r.status, 422, "{body}: {}", r.text());
         assert_eq!(r.json()["error"]["code"], code, "{body}");
     }
-    let r = app
-        .admin(
-            "POST",
-            "/v1/wallet/barcodes",
-            Some(json!({"user_id": "u-b"})),
-            None,
-        )
-        .await;
-    assert_eq!(r.status, 400, "{}", text(&r));
-    let ok = app
-        .admin(
-            "POST",
-            "/v1/wallet/barcodes",
-            Some(json!({"user_id": "u-b", "currency": "USD", "expires_in_secs": 3600})),
-            None,
-        )
-        .await;
-    assert_eq!(ok.status, 201, "{}", text(&ok));
+    let r = barcode_request(&app, json!({"user_id": "u-b"})).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    let ok = barcode_request(
+        &app,
+        json!({"user_id": "u-b", "currency": "USD", "expires_in_secs": 3600}),
+    )
+    .await;
+    assert_eq!(ok.status, 201, "{}", ok.text());
     assert!(
         ok.json()["expires_at"]
             .as_str()

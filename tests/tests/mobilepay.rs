@@ -186,7 +186,7 @@ fn b(p: &str, h: &str, a: &str) -> (String, String, String) {
 
 /// The error code of a channel answer.
 fn channel_code(r: &Resp, status: u16) -> String {
-    assert_eq!(r.status, status, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, status, "{}", r.text());
     r.json()["error"]["code"]
         .as_str()
         .unwrap_or_default()
@@ -277,10 +277,7 @@ async fn s1_and_c1(app: TestApp) {
     assert_eq!(s, 200, "a Reserved payment does not block: {v}");
     let second = v["paymentId"].as_str().unwrap().to_owned();
     let (_, list) = till.get("payments", &[]).await;
-    let listed: Vec<(String, String)> = list["payments"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let listed: Vec<(String, String)> = items(&list["payments"])
         .map(|p| {
             (
                 p["paymentId"].as_str().unwrap().to_owned(),
@@ -330,17 +327,29 @@ async fn cancel_rules(app: TestApp) {
 
 // 5. ---------------------------------------------------------------------------------------
 
-fn expiry_2s_swept(s: &mut Settings) {
+/// Holds expire after 2 s on our side; the sweeper looks for them every `sweep_interval_ms`.
+fn expiry_2s(s: &mut Settings, sweep_interval_ms: u64) {
     s.holds.expiry_secs = 2;
-    s.holds.sweep_interval_ms = 100;
+    s.holds.sweep_interval_ms = sweep_interval_ms;
+}
+
+fn expiry_2s_swept(s: &mut Settings) {
+    expiry_2s(s, 100);
+}
+
+/// u1 with 500.00 and a reservation of 80.00 (held) through a simulator whose reservations
+/// expire after 2 s, then 3 s gone by: the simulator and the reservation's id.
+async fn reserved_and_expired(app: &TestApp) -> (Till, String) {
+    app.funded("u1", "DKK", "500.00").await;
+    let till = Till::start(app, 1, |c| c.reservation_expiry_secs = 2).await;
+    let id = till.reserved(1, "u1", "o-1", "80.00").await;
+    assert_eq!(balances(app, "u1").await.1, "80.00");
+    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    (till, id)
 }
 
 async fn expiry_by_the_sweeper(app: TestApp) {
-    app.funded("u1", "DKK", "500.00").await;
-    let till = Till::start(&app, 1, |c| c.reservation_expiry_secs = 2).await;
-    let id = till.reserved(1, "u1", "o-1", "80.00").await;
-    assert_eq!(balances(&app, "u1").await.1, "80.00");
-    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    let (till, id) = reserved_and_expired(&app).await;
     // The sweeper released it; nobody asked about it.
     assert_eq!(balances(&app, "u1").await, b("500.00", "0.00", "500.00"));
     let l = app
@@ -358,15 +367,11 @@ async fn expiry_by_the_sweeper(app: TestApp) {
 }
 
 fn expiry_2s_unswept(s: &mut Settings) {
-    s.holds.expiry_secs = 2;
-    s.holds.sweep_interval_ms = 3_600_000;
+    expiry_2s(s, 3_600_000);
 }
 
 async fn expiry_lazily(app: TestApp) {
-    app.funded("u1", "DKK", "500.00").await;
-    let till = Till::start(&app, 1, |c| c.reservation_expiry_secs = 2).await;
-    let id = till.reserved(1, "u1", "o-1", "80.00").await;
-    actix_rt::time::sleep(Duration::from_secs(3)).await;
+    let (till, id) = reserved_and_expired(&app).await;
     // The sweeper has not run: the capture at our API expires the hold itself.
     let r = on_reservation(&app, &id, "capture", json!({"amount": "80.00"})).await;
     assert_eq!(channel_code(&r, 409), "EXPIRED");

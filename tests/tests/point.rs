@@ -531,10 +531,7 @@ async fn approved_purchase(app: TestApp) {
         )
         .await;
     assert_eq!(s, 200);
-    let mine: Vec<&str> = evs["events"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let mine: Vec<&str> = items(&evs["events"])
         .filter(|e| e["payment_intent_id"] == id.as_str())
         .map(|e| e["status"].as_str().unwrap())
         .collect();
@@ -648,10 +645,7 @@ async fn declines_and_magic_amounts(app: TestApp) {
     assert_eq!(app.processor(NOTIFY, &again, &uid("k")).await.status, 200);
     assert_eq!(app.available(&user, "ARS").await, "100.00");
     let (_, h) = transaction(&app, &format!("ctx-pt-{id}")).await;
-    let reversed = h["notifications"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let reversed = items(&h["notifications"])
         .filter(|n| n["effect"] == "REVERSED")
         .count();
     assert_eq!(reversed, 1, "{h}");

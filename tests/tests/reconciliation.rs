@@ -234,10 +234,7 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     );
     let summary: serde_json::Value =
         serde_json::from_str(&app.store.run(&ds).await.unwrap().unwrap().summary).unwrap();
-    let tx_file = summary["files"]
-        .as_array()
-        .unwrap()
-        .iter()
+    let tx_file = items(&summary["files"])
         .find(|f| f["role"] == "transactions")
         .unwrap();
     assert_eq!(tx_file["import"]["status"], "new_version");

@@ -1,6 +1,6 @@
 //! Helpers the scenario files share beside the harness.
 
-use e2e::{Resp, TestApp, uid};
+use e2e::{Resp, TestApp, Tx, uid};
 use serde_json::json;
 
 /// A deposit or a withdrawal (`kind`: `deposits` or `withdrawals`) of `amount` on `user`'s
@@ -19,4 +19,30 @@ pub async fn admin_money(
         Some(&uid(kind)),
     )
     .await
+}
+
+/// Purchases on u1's ARS account of each raw JSON `amount`, with one BASE detail line of the
+/// raw JSON `detail_amount`, sent to each processor route of `paths` under a fresh key: each
+/// is refused before any decision, a signed 400 `malformed_request`.
+pub async fn assert_amounts_malformed(
+    app: &TestApp,
+    amounts: &[&str],
+    detail_amount: &str,
+    paths: &[&str],
+) {
+    let details =
+        format!(r#"[{{"type":"BASE","currency":"ARS","amount":{detail_amount},"name":"BASE"}}]"#);
+    for amount in amounts {
+        let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS").details(&details);
+        for &path in paths {
+            let r = app.processor(path, &t.body(), &uid("k")).await;
+            assert_eq!(r.status, 400, "{amount} on {path}");
+            app.assert_signed(&r, path);
+            assert_eq!(
+                r.json()["error"]["code"],
+                "malformed_request",
+                "{amount} on {path}"
+            );
+        }
+    }
 }

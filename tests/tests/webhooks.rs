@@ -35,7 +35,7 @@ pub(crate) async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: V
             None,
         )
         .await;
-    assert_eq!(r.status, 201, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 201, "{}", r.text());
     let v = r.json();
     assert_eq!(v["state"], "PENDING_VALIDATION");
     let secret = v["secret"].as_str().expect("secret shown at creation");
@@ -58,19 +58,14 @@ async fn subscription(app: &TestApp, id: i64) -> Resp {
 }
 
 pub(crate) async fn check(app: &TestApp, id: i64) -> Resp {
-    app.admin(
-        "POST",
-        &format!("/v1/webhooks/subscriptions/{id}/check"),
-        None,
-        None,
-    )
-    .await
+    app.admin_post(&format!("/v1/webhooks/subscriptions/{id}/check"))
+        .await
 }
 
 pub(crate) async fn active(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
     let id = subscribe(app, rx, path, types).await;
     let r = check(app, id).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "ACTIVE");
     id
 }
@@ -80,7 +75,7 @@ pub(crate) async fn outbox(app: &TestApp, state: Option<&str>) -> Vec<Value> {
     let r = app
         .admin("GET", &format!("/v1/outbox?limit=1000{q}"), None, None)
         .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     r.json()["deliveries"]
         .as_array()
         .cloned()
@@ -155,7 +150,7 @@ async fn challenge_guards_the_url(app: TestApp) {
 
     rx.set_challenge(Challenge::Right);
     let r = check(&app, id).await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "ACTIVE");
     assert!(r.json()["active_since_ms"].is_i64());
     app.funded("u1", "DKK", "1.00").await;
@@ -178,7 +173,7 @@ async fn challenge_guards_the_url(app: TestApp) {
             None,
         )
         .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "PENDING_VALIDATION");
     assert!(r.json()["active_since_ms"].is_null());
     rx.fail_first(0);
@@ -244,7 +239,7 @@ async fn hold_events_reach_the_subscriber(app: TestApp) {
         let approved = "APPROVED";
         reserve(&app, &reservation(id, amount, "DKK"), approved, approved).await;
         let r = post(&app, &path, &json!({})).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, 200, "{}", r.text());
     }
     let mut due = reservation("a3", "5.00", "DKK");
     due["expires_in_secs"] = json!(1);
@@ -255,7 +250,7 @@ async fn hold_events_reach_the_subscriber(app: TestApp) {
         &json!({"refund_id": "r1", "amount": "10.00"}),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     let w = app
         .admin(
             "POST",
@@ -376,10 +371,8 @@ mod give_up {
 
         rx.fail_first(0);
         let id = dead["id"].as_i64().unwrap();
-        let r = app
-            .admin("POST", &format!("/v1/outbox/{id}/redeliver"), None, None)
-            .await;
-        assert_eq!(r.status, 202, "{}", String::from_utf8_lossy(&r.body));
+        let r = app.admin_post(&format!("/v1/outbox/{id}/redeliver")).await;
+        assert_eq!(r.status, 202, "{}", r.text());
         rx.wait_for(&ids(&all), Duration::from_secs(10)).await;
         let by_event = assert_identical_and_signed(&rx);
         assert_eq!(by_event.len(), 1);
@@ -387,9 +380,7 @@ mod give_up {
             outbox(&app, Some("DELIVERED")).await.len() == 1
         })
         .await;
-        let r = app
-            .admin("POST", "/v1/outbox/999999/redeliver", None, None)
-            .await;
+        let r = app.admin_post("/v1/outbox/999999/redeliver").await;
         assert_eq!(r.status, 404);
         let r = app.admin("GET", "/v1/outbox?state=LOST", None, None).await;
         assert_eq!(r.status, 400);
@@ -420,14 +411,9 @@ pub(crate) async fn active_on(api: &Remote, rx: &Receiver, body: Value) -> i64 {
     rx.set_secret(v["secret"].as_str().unwrap());
     let id = v["id"].as_i64().unwrap();
     let r = api
-        .admin(
-            "POST",
-            &format!("/v1/webhooks/subscriptions/{id}/check"),
-            None,
-            None,
-        )
+        .admin_post(&format!("/v1/webhooks/subscriptions/{id}/check"))
         .await;
-    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.status, 200, "{}", r.text());
     id
 }
 
@@ -457,7 +443,7 @@ async fn a_killed_dispatcher_loses_no_event() {
         let res = format!("k{i}");
         let body = bytes(&reservation(&res, "3.00", "DKK"));
         let r = api.channel("POST", RES, &body, Some(&uid("ck"))).await;
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.status, 200, "{}", r.text());
         if i % 2 == 0 {
             let r = api
                 .channel("POST", &capture_path(&res), b"{}", Some(&uid("ck")))

@@ -4,8 +4,6 @@
 
 use super::common::*;
 use e2e::*;
-use std::path::Path;
-use std::time::{Duration, Instant};
 
 /// A signed channel request to `base`; status 0 when the connection failed.
 async fn reserve_at(base: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
@@ -15,10 +13,7 @@ async fn reserve_at(base: &str, body: &[u8], key: &str) -> (u16, Vec<u8>) {
     (r.status, r.body)
 }
 
-/// Holds in the Postgres database `db`, or (`db` empty) in the SQLite file `sqlite`.
-async fn holds_in(db: &str, sqlite: &Path) -> i64 {
-    count_in(db, sqlite, "SELECT COUNT(*) FROM holds").await
-}
+const HOLDS: &str = "SELECT COUNT(*) FROM holds";
 
 async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
     let data = tempfile::tempdir().expect("dir");
@@ -27,7 +22,7 @@ async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
         let bin = env!("CARGO_BIN_EXE_authorizer-node");
         Node::sharing(bin, &db, data.path(), "127.0.0.1:0", env)
     };
-    let victim = node(&[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")]);
+    let mut victim = node(&[("AUTHORIZER_FAULT_RESERVATION_ANSWER_DELAY_MS", "60000")]);
     let admin = Remote::new(&victim.base);
     admin.funded("u1", "DKK", "100.00").await;
     let body = bytes(&reservation("mp-killed", "40.00", "DKK"));
@@ -35,16 +30,9 @@ async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
     let base = victim.base.clone();
     let (b2, k2) = (body.clone(), key.to_owned());
     let pending = actix_rt::spawn(async move { reserve_at(&base, &b2, &k2).await });
-    // The reservation is committed (its hold is in the database) and its answer held back.
-    let until = Instant::now() + Duration::from_secs(30);
-    while holds_in(&db, &sqlite).await == 0 {
-        assert!(Instant::now() < until, "the reservation never committed");
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    let mut victim = victim;
-    victim.kill9();
-    let (status, _) = pending.await.expect("request task");
-    assert_eq!(status, 0, "the killed process never answered");
+    // Killed once the reservation is committed (its hold is in the database), its answer
+    // held back.
+    kill9_once_committed(&mut victim, &db, &sqlite, HOLDS, "reservation", pending).await;
 
     // The channel retries on another instance: the committed answer, and still one hold.
     let survivor = node(&[]);
@@ -55,7 +43,7 @@ async fn a_reservation_committed_by_a_killed_process_replays(db: String) {
     assert_eq!(v["reservation"]["reservation_id"], "mp-killed");
     let (again_status, again) = reserve_at(&survivor.base, &body, "k-other").await;
     assert_eq!((again_status, &again), (200, &answer));
-    assert_eq!(holds_in(&db, &sqlite).await, 1);
+    assert_eq!(count_in(&db, &sqlite, HOLDS).await, 1);
     let acct = Remote::new(&survivor.base)
         .admin("GET", "/v1/accounts/u1/DKK", None, None)
         .await;
