@@ -470,8 +470,8 @@ async fn poa_demo(backend: Backend) {
         has_line(
             &d.lines,
             &format!(
-                "1. Open account {account} with a 500.00 USD credit line: approved: account {tail} \
-                 of Acme Supplies, users clerk-1, 0.00 USD owed of a 500.00 USD credit limit; \
+                "1. Open account {tail} with a 500.00 USD credit line: approved: account {tail} \
+                 of Acme Supplies, users clerk-1, 0.00 USD owed, credit limit 500.00 USD; \
                  callback signature ok"
             ),
         );
@@ -489,7 +489,7 @@ async fn poa_demo(backend: Backend) {
             &d.lines,
             &format!(
                 "5. Ask what is owed: approved: account {tail} of Acme Supplies Ltd, users \
-                 clerk-1, 120.00 USD owed of a 500.00 USD credit limit; callback signature ok"
+                 clerk-1, 120.00 USD owed, credit limit 500.00 USD; callback signature ok"
             ),
         );
         has_line(
@@ -516,7 +516,7 @@ async fn poa_demo(backend: Backend) {
 /// issuer's higher limit letting a refused charge through, a block, the issuer's reversal
 /// of a charge (once).
 async fn poa_single_actions(backend: Backend) {
-    with_sim_tweaked(backend, KEY, poa_enabled, |app, sim| async move {
+    with_sim_tweaked(backend, KEY, poa_enabled, |_app, sim| async move {
         let account = "7700112233";
         let unknown = sim.poa_inquiry(account).await.expect("inquiry");
         assert_eq!(
@@ -591,10 +591,9 @@ async fn poa_single_actions(backend: Backend) {
         );
         // The issuer reverses the 60.00 charge, once.
         let user = raised.body["user_id"].as_str().expect("user_id");
-        let postings = app
-            .admin_get(&format!("/v1/accounts/{user}/USD/postings?limit=10"))
-            .await;
-        let charge = postings["postings"]
+        let (view, postings) = sim.poa_charges(account).await.expect("charges");
+        let postings = postings.expect("postings");
+        let charge = postings.body["postings"]
             .as_array()
             .expect("postings")
             .iter()
@@ -602,6 +601,15 @@ async fn poa_single_actions(backend: Backend) {
             .expect("the charge")["movement_id"]
             .as_i64()
             .expect("movement id");
+        let words = poa::charges_words(&view, Some(&postings));
+        assert_eq!(words.len(), 3, "two charges under the account: {words:#?}");
+        assert!(
+            words
+                .iter()
+                .any(|l| l.contains(&format!("movement {charge:>6}  POA_CHARGE"))
+                    && l.ends_with("-60.00 USD  owed after      60.00 USD")),
+            "{words:#?}"
+        );
         let reversed = sim.poa_reverse(account, charge).await.expect("reverse");
         assert_eq!(
             poa::settings_words(&reversed),

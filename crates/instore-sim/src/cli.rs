@@ -234,8 +234,11 @@ enum PoaCommand {
         #[arg(long)]
         unblock: bool,
     },
-    /// The issuer's side (admin API): reverse one charge, named by its POA_CHARGE movement
-    /// (`authorizer accounts postings <ledger user> <currency>` lists them).
+    /// The issuer's side (admin API): the account's charges and reversals with their
+    /// movement ids.
+    Charges { account: String },
+    /// The issuer's side (admin API): reverse one charge, named by its movement id (see
+    /// `poa charges`).
     Reverse { account: String, movement: i64 },
 }
 
@@ -385,7 +388,10 @@ async fn run_poa(sim: &Sim, command: PoaCommand) -> anyhow::Result<bool> {
                 .poa_create(&account, &company(name, users), limit)
                 .await?;
             one(
-                format!("Open account {account} with a {limit} credit line"),
+                format!(
+                    "Open account {} with a {limit} credit line",
+                    story::masked(&account)
+                ),
                 o,
             )
         }
@@ -447,6 +453,11 @@ async fn run_poa(sim: &Sim, command: PoaCommand) -> anyhow::Result<bool> {
             let blocked = (block || unblock).then_some(block);
             let l = sim.poa_settings(&account, limit, blocked).await?;
             told(&l, 200, vec![poa::settings_words(&l)])
+        }
+        PoaCommand::Charges { account } => {
+            let (view, postings) = sim.poa_charges(&account).await?;
+            let ok = postings.as_ref().is_some_and(|p| p.status == 200);
+            told(&view, 200, poa::charges_words(&view, postings.as_ref())) && ok
         }
         PoaCommand::Reverse { account, movement } => {
             let l = sim.poa_reverse(&account, movement).await?;

@@ -144,6 +144,22 @@ impl Sim {
         .await
     }
 
+    /// The account's charges and their reversals, newest first, from the issuer's view (the
+    /// ledger user behind the account, then its postings): the movement ids a reversal
+    /// names. `None` in the answer's place when the admin API refused.
+    pub async fn poa_charges(&self, account: &str) -> anyhow::Result<(Log, Option<Log>)> {
+        let view = self.poa_settings(account, None, None).await?;
+        let (Some(user), Some(currency)) = (
+            view.body["user_id"].as_str(),
+            view.body["currency"].as_str(),
+        ) else {
+            return Ok((view, None));
+        };
+        let path = format!("/v1/accounts/{user}/{currency}/postings?limit=100");
+        let postings = self.admin_call("GET", &path, None, None).await?;
+        Ok((view, Some(postings)))
+    }
+
     /// The issuer's `POST /v1/instore/poa/{tenant}/{account}/reversals`: one charge (a
     /// `POA_CHARGE` movement of the account's ledger user) reversed, once.
     pub async fn poa_reverse(&self, account: &str, movement_id: i64) -> anyhow::Result<Log> {
@@ -169,7 +185,7 @@ pub fn account_words(r: &Value) -> String {
         .filter_map(Value::as_str)
         .collect();
     let limit = if r["credit_limit"].is_object() {
-        format!(" of a {} credit limit", amount(&r["credit_limit"]))
+        format!(", credit limit {}", amount(&r["credit_limit"]))
     } else {
         String::new()
     };
@@ -210,6 +226,35 @@ pub fn settings_words(l: &Log) -> String {
             ""
         }
     )
+}
+
+/// The charges and reversals of an account's postings, one line each, under the
+/// issuer's view of the account.
+pub fn charges_words(view: &Log, postings: Option<&Log>) -> Vec<String> {
+    let mut lines = vec![settings_words(view)];
+    let Some(p) = postings else {
+        return lines;
+    };
+    if p.status != 200 {
+        lines.push(admin_refusal(p));
+        return lines;
+    }
+    let currency = view.body["currency"].as_str().unwrap_or("");
+    for e in p.body["postings"].as_array().into_iter().flatten() {
+        lines.push(format!(
+            "  movement {:>6}  {:<12} {:>14}  owed after {:>14}",
+            e["movement_id"].as_i64().unwrap_or(0),
+            e["kind"].as_str().unwrap_or("?"),
+            format!("{} {currency}", e["amount"].as_str().unwrap_or("?")),
+            format!(
+                "{} {currency}",
+                e["balance_after"].as_str().map_or("?".to_owned(), |b| b
+                    .strip_prefix('-')
+                    .map_or_else(|| format!("-{b}"), str::to_owned))
+            ),
+        ));
+    }
+    lines
 }
 
 /// An admin API refusal in one line.
@@ -262,7 +307,10 @@ pub async fn demo(sim: &Sim, limit: Money, charge: Money, print: bool) -> anyhow
     };
     let o = sim.poa_create(&account, &company, limit).await?;
     t.step(
-        &format!("Open account {account} with a {limit} credit line"),
+        &format!(
+            "Open account {} with a {limit} credit line",
+            masked(&account)
+        ),
         o,
         true,
     );

@@ -262,7 +262,8 @@ pub async fn demo(sim: &Sim, load: Money, redeem: Money, print: bool) -> anyhow:
 
 /// The callbacks received so far: a count (step `n`), then one line each with the action,
 /// the result and code, its size and correlation id; and whether every one is signed
-/// with the tenant's key. A callback without `action` is named by its request's.
+/// with the tenant's key. A callback is named by its request's action when known (the
+/// wallet's bodies carry none), else by its body's.
 pub fn callbacks(sim: &Sim, outcomes: &[Outcome], n: usize) -> (Vec<String>, bool) {
     let callbacks = sim.callbacks();
     let verified = callbacks.iter().filter(|c| sim.signed(c)).count();
@@ -274,12 +275,12 @@ pub fn callbacks(sim: &Sim, outcomes: &[Outcome], n: usize) -> (Vec<String>, boo
     for c in &callbacks {
         let v: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
         let request_id = v["requestId"].as_str().unwrap_or("?");
-        let action = v["action"].as_str().unwrap_or_else(|| {
-            outcomes
-                .iter()
-                .find(|o| o.request_id == request_id)
-                .map_or("?", |o| o.action)
-        });
+        let action = outcomes
+            .iter()
+            .find(|o| o.request_id == request_id)
+            .map(|o| o.action)
+            .or(v["action"].as_str())
+            .unwrap_or("?");
         lines.push(format!(
             "  {}  {:<6} {:<7} code {}  ({} bytes, x-correlation-id {})",
             request_id,
