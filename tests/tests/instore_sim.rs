@@ -91,6 +91,58 @@ fn poa_enabled(s: &mut authorizer::Settings) {
         .insert("USD".to_owned(), "5000.00".to_owned());
 }
 
+/// A demo's actions, once it told every step went as expected.
+fn actions(d: &story::Demo) -> Vec<&'static str> {
+    assert!(d.ok, "{:#?}", d.lines);
+    d.outcomes.iter().map(|o| o.action).collect()
+}
+
+/// Where the command line takes its callbacks: a free loopback port.
+fn cli_callback_prefix() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    format!("http://127.0.0.1:{port}/cli")
+}
+
+/// The command line's arguments for the tenant at `app`, with an empty configuration
+/// directory, then `args`.
+fn cli_args(
+    config_dir: &std::path::Path,
+    app: &TestApp,
+    prefix: &str,
+    args: &[&str],
+) -> Vec<String> {
+    let mut argv: Vec<String> = vec![
+        "instore-sim".into(),
+        "--config-dir".into(),
+        config_dir.display().to_string(),
+        "--url".into(),
+        format!("{}/instore", app.base),
+        "--tenant".into(),
+        TENANT.into(),
+        "--key".into(),
+        KEY.into(),
+        "--callback-url".into(),
+        format!("{prefix}/"),
+    ];
+    argv.extend(args.iter().map(|a| (*a).to_owned()));
+    argv
+}
+
+/// Runs the binary's entry point on `argv`; it runs its own runtime, so on a thread. Its
+/// exit code.
+async fn run_cli(argv: Vec<String>) -> i32 {
+    let h = std::thread::spawn(move || {
+        instore_sim::cli::main_with_args(argv.into_iter().map(Into::into))
+    });
+    while !h.is_finished() {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    h.join().expect("no panic")
+}
+
 fn has_line(lines: &[String], line: &str) {
     assert!(lines.iter().any(|l| l == line), "{line:?} in {lines:#?}");
 }
@@ -100,10 +152,8 @@ async fn demo(backend: Backend) {
         let d = story::demo(&sim, usd("50.00"), usd("12.20"), false)
             .await
             .expect("demo runs");
-        assert!(d.ok, "{:#?}", d.lines);
-        let actions: Vec<&str> = d.outcomes.iter().map(|o| o.action).collect();
         assert_eq!(
-            actions,
+            actions(&d),
             ["Create", "Load", "Redeem", "Cancel", "Lookup"],
             "{:#?}",
             d.lines
@@ -263,11 +313,7 @@ async fn wrong_key(backend: Backend) {
 /// exits 0; a redeem on an unknown card exits 1. It runs its own runtime, so on a thread.
 async fn command_line(backend: Backend) {
     // The command line opens its own receiver: a fixed free port, allowed by the tenant.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let prefix = format!("http://127.0.0.1:{port}/cli");
+    let prefix = cli_callback_prefix();
     let allowed = prefix.clone();
     run_scenario(
         backend,
@@ -275,42 +321,10 @@ async fn command_line(backend: Backend) {
         move |s| tenant_settings(s, &allowed),
         move |app| async move {
             let config_dir = tempfile::tempdir().expect("temp dir");
-            let run = |args: Vec<String>| {
-                let mut argv = vec![
-                    "instore-sim".to_owned(),
-                    "--config-dir".to_owned(),
-                    config_dir.path().display().to_string(),
-                    "--url".to_owned(),
-                    format!("{}/instore", app.base),
-                    "--tenant".to_owned(),
-                    TENANT.to_owned(),
-                    "--key".to_owned(),
-                    KEY.to_owned(),
-                    "--callback-url".to_owned(),
-                    format!("{prefix}/"),
-                ];
-                argv.extend(args);
-                std::thread::spawn(move || {
-                    instore_sim::cli::main_with_args(argv.into_iter().map(Into::into))
-                })
-            };
-            let wait = |h: std::thread::JoinHandle<i32>| async move {
-                while !h.is_finished() {
-                    actix_rt::time::sleep(Duration::from_millis(50)).await;
-                }
-                h.join().expect("no panic")
-            };
-            assert_eq!(wait(run(vec!["demo".into()])).await, 0);
-            assert_eq!(
-                wait(run(vec![
-                    "redeem".into(),
-                    "6280009999999999".into(),
-                    "1.00".into()
-                ]))
-                .await,
-                1
-            );
-            assert_eq!(wait(run(vec!["bogus".into()])).await, 2);
+            let run = |args: &[&str]| run_cli(cli_args(config_dir.path(), &app, &prefix, args));
+            assert_eq!(run(&["demo"]).await, 0);
+            assert_eq!(run(&["redeem", "6280009999999999", "1.00"]).await, 1);
+            assert_eq!(run(&["bogus"]).await, 2);
         },
     )
     .await;
@@ -452,10 +466,8 @@ async fn poa_demo(backend: Backend) {
         let d = poa::demo(&sim, usd("500.00"), usd("120.00"), false)
             .await
             .expect("demo runs");
-        assert!(d.ok, "{:#?}", d.lines);
-        let actions: Vec<&str> = d.outcomes.iter().map(|o| o.action).collect();
         assert_eq!(
-            actions,
+            actions(&d),
             [
                 poa::CREATE,
                 poa::CREDIT,
@@ -636,10 +648,8 @@ async fn wallet_demo(backend: Backend) {
         let d = wallet::demo(&sim, usd("100.00"), usd("25.00"), usd("3.00"), false)
             .await
             .expect("demo runs");
-        assert!(d.ok, "{:#?}", d.lines);
-        let actions: Vec<&str> = d.outcomes.iter().map(|o| o.action).collect();
         assert_eq!(
-            actions,
+            actions(&d),
             [
                 "initialize_wallet",
                 "pay_wallet",
@@ -752,11 +762,7 @@ async fn wallet_single_actions(backend: Backend) {
 /// exit 0, a charge beyond the line and a payment with an unknown barcode exit 1, the
 /// wallet demo without an admin token exits 1; the ledger shows what was charged.
 async fn command_line_poa_and_wallet(backend: Backend) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-        .port();
-    let prefix = format!("http://127.0.0.1:{port}/cli");
+    let prefix = cli_callback_prefix();
     let allowed = prefix.clone();
     run_scenario(
         backend,
@@ -767,38 +773,15 @@ async fn command_line_poa_and_wallet(backend: Backend) {
         },
         move |app| async move {
             let config_dir = tempfile::tempdir().expect("temp dir");
+            let admin_url = app.base.clone();
             let run = |args: &[&str], admin: bool| {
-                let mut argv: Vec<String> = vec![
-                    "instore-sim".into(),
-                    "--config-dir".into(),
-                    config_dir.path().display().to_string(),
-                    "--url".into(),
-                    format!("{}/instore", app.base),
-                    "--tenant".into(),
-                    TENANT.into(),
-                    "--key".into(),
-                    KEY.into(),
-                    "--callback-url".into(),
-                    format!("{prefix}/"),
-                ];
+                let mut argv = cli_args(config_dir.path(), &app, &prefix, &[]);
                 if admin {
-                    argv.extend([
-                        "--admin-url".into(),
-                        app.base.clone(),
-                        "--admin-token".into(),
-                        ADMIN_TOKEN.into(),
-                    ]);
+                    argv.extend(["--admin-url".into(), admin_url.clone()]);
+                    argv.extend(["--admin-token".into(), ADMIN_TOKEN.into()]);
                 }
                 argv.extend(args.iter().map(|a| (*a).to_owned()));
-                let h = std::thread::spawn(move || {
-                    instore_sim::cli::main_with_args(argv.into_iter().map(Into::into))
-                });
-                async move {
-                    while !h.is_finished() {
-                        actix_rt::time::sleep(Duration::from_millis(50)).await;
-                    }
-                    h.join().expect("no panic")
-                }
+                run_cli(argv)
             };
             assert_eq!(run(&["poa-demo"], false).await, 0);
             assert_eq!(run(&["wallet-demo"], true).await, 0);
