@@ -6,7 +6,7 @@ use anyhow::{Context as _, bail};
 use instore::TenantConfig;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The authorizer's shipped defaults: the layers below them are the authorizer's.
 const BUILT_IN: &str = include_str!("../../../config/default.toml");
@@ -16,6 +16,19 @@ const BUILT_IN: &str = include_str!("../../../config/default.toml");
 struct AuthorizerSettings {
     server: Server,
     instore: Instore,
+    admin: AdminSection,
+    database: Database,
+}
+
+#[derive(Debug, Deserialize)]
+struct AdminSection {
+    #[serde(default)]
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct Database {
+    data_dir: PathBuf,
 }
 
 #[derive(Debug, Deserialize)]
@@ -36,6 +49,10 @@ pub struct Configured {
     /// `http://<server.listen><instore.base_path>`.
     pub url: String,
     pub tenants: Vec<TenantConfig>,
+    /// `http://<server.listen>`: the admin API.
+    pub admin_url: String,
+    /// `admin.token`, else what `authorizer serve` generated in `data_dir/admin-token`.
+    pub admin_token: Option<String>,
 }
 
 /// Reads the authorizer's configuration from `config_dir` and the environment.
@@ -52,6 +69,14 @@ pub fn read(config_dir: &Path, env: &[(String, String)]) -> anyhow::Result<Confi
     };
     let s: AuthorizerSettings = settings::load(&layers, env)
         .map_err(|e| anyhow::anyhow!("{}: {}", config_dir.display(), e.0))?;
+    let admin_token = if s.admin.token.is_empty() {
+        std::fs::read_to_string(s.database.data_dir.join("admin-token"))
+            .ok()
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+    } else {
+        Some(s.admin.token)
+    };
     Ok(Configured {
         url: format!(
             "http://{}{}",
@@ -59,6 +84,23 @@ pub fn read(config_dir: &Path, env: &[(String, String)]) -> anyhow::Result<Confi
             s.instore.base_path.trim_end_matches('/')
         ),
         tenants: s.instore.tenants,
+        admin_url: format!("http://{}", s.server.listen),
+        admin_token,
+    })
+}
+
+/// The admin API the flags or the configuration name; `None` without a token.
+pub fn admin(configured: &Configured, o: &Overrides) -> Option<crate::sim::Admin> {
+    let token = o
+        .admin_token
+        .clone()
+        .or_else(|| configured.admin_token.clone())?;
+    Some(crate::sim::Admin {
+        url: o
+            .admin_url
+            .clone()
+            .unwrap_or_else(|| configured.admin_url.clone()),
+        token,
     })
 }
 
@@ -95,6 +137,8 @@ pub struct Overrides {
     pub key: Option<String>,
     pub api_key: Option<String>,
     pub callback_prefix: Option<String>,
+    pub admin_url: Option<String>,
+    pub admin_token: Option<String>,
 }
 
 /// Picks the tenant (the one named, else the only one configured) and where its callbacks
@@ -235,6 +279,8 @@ mod tests {
                 "t1",
                 &["https://instore.example/", "http://127.0.0.1:8099"],
             )],
+            admin_url: "http://127.0.0.1:8080".into(),
+            admin_token: None,
         };
         let t = target(&c, &Overrides::default(), "L", "W").unwrap();
         assert_eq!(t.tenant_id, "t1");
@@ -247,6 +293,8 @@ mod tests {
                 tenant("t1", &["http://127.0.0.1:8099/"]),
                 tenant("t2", &["https://instore.example/"]),
             ],
+            admin_url: c.admin_url.clone(),
+            admin_token: Some("configured-token".into()),
         };
         let err = target(&c2, &Overrides::default(), "L", "W").unwrap_err();
         assert!(err.to_string().contains("t1, t2"), "{err}");
@@ -274,5 +322,26 @@ mod tests {
         .unwrap();
         assert_eq!(t.callback_prefix, "http://127.0.0.1:9000/x/");
         assert_eq!(t.key, b"t2-key-0123456789abcdef");
+
+        // The admin API: no token, none; the configured one; the flags' over it.
+        assert!(admin(&c, &Overrides::default()).is_none());
+        let a = admin(&c2, &Overrides::default()).expect("configured token");
+        assert_eq!(
+            (a.url.as_str(), a.token.as_str()),
+            ("http://127.0.0.1:8080", "configured-token")
+        );
+        let a = admin(
+            &c2,
+            &Overrides {
+                admin_url: Some("http://127.0.0.1:9001".into()),
+                admin_token: Some("flag-token".into()),
+                ..Overrides::default()
+            },
+        )
+        .expect("flag token");
+        assert_eq!(
+            (a.url.as_str(), a.token.as_str()),
+            ("http://127.0.0.1:9001", "flag-token")
+        );
     }
 }

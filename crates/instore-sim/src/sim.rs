@@ -38,6 +38,34 @@ impl Money {
         Ok(Money { minor, currency })
     }
 
+    /// The same amount as a decimal string, `"12.20"` (the admin API's shape).
+    pub fn decimal(self) -> String {
+        ledger::format_minor(self.minor, self.currency.exponent())
+    }
+
+    /// Units at precision 2, as the wallet actions carry amounts (`12.00 JPY` is 1200);
+    /// refused when a currency with more decimals has a fraction of a cent.
+    pub fn cents(self) -> anyhow::Result<i64> {
+        let e = u32::from(self.currency.exponent());
+        let cents = if e <= 2 {
+            self.minor.checked_mul(10_i64.pow(2 - e))
+        } else {
+            let scale = 10_i64.pow(e - 2);
+            (self.minor % scale == 0).then_some(self.minor / scale)
+        };
+        cents.with_context(|| format!("{self} is not a whole number of hundredths"))
+    }
+
+    /// `{"amount":"<minor>","precision":"<exponent>","currency":".."}`: every member a
+    /// string, as the pay-on-account actions carry amounts (section 3.1).
+    pub fn wire_strings(self) -> JsValue {
+        ObjectBuilder::new()
+            .field("amount", self.minor.to_string())
+            .field("precision", self.currency.exponent().to_string())
+            .field("currency", self.currency.code())
+            .build()
+    }
+
     /// `{"amount":<minor>,"precision":<exponent>,"currency":".."}` (section 1.7).
     fn wire(self) -> JsValue {
         ObjectBuilder::new()
@@ -188,9 +216,14 @@ impl Outcome {
             .unwrap_or(Value::Null)
     }
 
-    /// The callback said `Success`.
+    /// The callback said `Success` (stored value, wallet) or `approved` (pay on account).
+    /// A pay-on-account log record is kept whatever status it tells: its echo is success.
     pub fn approved(&self) -> bool {
-        self.result()["result"] == "Success"
+        let r = self.result();
+        if self.action == crate::poa::LOG {
+            return r.is_object();
+        }
+        r["result"] == "Success" || r["status"] == "approved"
     }
 
     /// The acknowledgement as JSON (the error body of a refusal).
@@ -199,7 +232,7 @@ impl Outcome {
     }
 }
 
-/// The log of a card, as the authorizer answered the signed GET.
+/// The answer to a signed GET (a card's or an account's log), or to an admin call.
 #[derive(Debug, Clone)]
 pub struct Log {
     pub status: u16,
@@ -215,9 +248,28 @@ pub struct NewCard {
     pub cvc: Option<String>,
 }
 
+/// The authorizer's admin API, for what only the issuer does: barcodes, credit limits,
+/// accounts to pay from.
+#[derive(Clone)]
+pub struct Admin {
+    /// `http://<server.listen>`.
+    pub url: String,
+    pub token: String,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The simulator: the tenant it speaks as, its HTTP client and its callback receiver.
 pub struct Sim {
     pub target: Target,
+    /// The admin API, when a token is known.
+    pub admin: Option<Admin>,
     receiver: Receiver,
     http: awc::Client,
     run: String,
@@ -232,9 +284,10 @@ impl Sim {
         let receiver = Receiver::start(&target.callback_prefix)?;
         target.callback_prefix = receiver.prefix.clone();
         let mut run = [0u8; 4];
-        getrandom::getrandom(&mut run).context("no randomness")?;
+        getrandom::getrandom(&mut run).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
         Ok(Sim {
             target,
+            admin: None,
             receiver,
             http: awc::Client::builder()
                 .timeout(Duration::from_secs(10))
@@ -258,6 +311,11 @@ impl Sim {
     pub fn signed(&self, c: &Callback) -> bool {
         instore::signature::decode_signature(&c.signature)
             .is_some_and(|mac| instore::signature::mac_matches(&self.target.key, &c.body, &mac))
+    }
+
+    /// What this run's ids start from (`sim-<run>-0001`): 8 random hex digits.
+    pub fn run_id(&self) -> &str {
+        &self.run
     }
 
     fn request_id(&self) -> String {
@@ -338,15 +396,25 @@ impl Sim {
 
     /// `GET storedvaluelog/:number`, signed over the raw query string.
     pub async fn log(&self, number: &str, limit: u32) -> anyhow::Result<Log> {
+        self.signed_get(
+            &format!("storedvaluelog/{number}"),
+            &format!("&limit={limit}"),
+        )
+        .await
+    }
+
+    /// `GET {url}/{path}?requestId=..&locationId=..&workstationId=..{more}`, signed over the
+    /// raw query string.
+    pub(crate) async fn signed_get(&self, path: &str, more: &str) -> anyhow::Result<Log> {
         let id = self.request_id();
         let query = format!(
-            "requestId={}&locationId={}&workstationId={}&limit={limit}",
+            "requestId={}&locationId={}&workstationId={}{more}",
             query_value(&id),
             query_value(&self.target.location_id),
             query_value(&self.target.workstation_id),
         );
         let signature = instore::signature::sign(&self.target.key, query.as_bytes());
-        let url = format!("{}/storedvaluelog/{number}?{query}", self.target.url);
+        let url = format!("{}/{path}?{query}", self.target.url);
         let mut req = self
             .http
             .get(&url)
@@ -355,15 +423,49 @@ impl Sim {
         if let Some(k) = &self.target.api_key {
             req = req.insert_header(("X-API-Key", k.as_str()));
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
-        let body = resp.body().limit(8 << 20).await?;
-        Ok(Log {
-            status: resp.status().as_u16(),
-            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
-        })
+        answer(req.send(), &url).await
+    }
+
+    /// An admin API call (`Authorization: Bearer`); `idempotency_key` for deposits.
+    pub async fn admin_call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> anyhow::Result<Log> {
+        let admin = self.admin.as_ref().context(
+            "no admin token: start `authorizer serve` once (it writes data/admin-token), \
+             or give --admin-token",
+        )?;
+        let url = format!("{}{path}", admin.url.trim_end_matches('/'));
+        let method = actix_web::http::Method::from_bytes(method.as_bytes())?;
+        let mut req = self
+            .http
+            .request(method, &url)
+            .insert_header(("Authorization", format!("Bearer {}", admin.token)));
+        if let Some(k) = idempotency_key {
+            req = req.insert_header(("Idempotency-Key", k));
+        }
+        let sending = match body {
+            Some(b) => req.send_json(b),
+            None => req.send(),
+        };
+        answer(sending, &url).await
+    }
+
+    /// Sends the payload `fields` writes after the request's context (`requestId`,
+    /// `locationId`, `workstationId`) as an envelope to `{url}/{path}`, and waits for its
+    /// callback.
+    pub(crate) async fn enveloped(
+        &self,
+        action: &'static str,
+        path: &str,
+        fields: impl FnOnce(ObjectBuilder) -> ObjectBuilder,
+    ) -> anyhow::Result<Outcome> {
+        let id = self.request_id();
+        let payload = fields(self.context(&id));
+        self.send(action, path, &id, payload).await
     }
 
     /// Sends `payload` as an envelope to `{url}/{path}` and waits for its callback.
@@ -431,6 +533,18 @@ impl Sim {
             actix_rt::time::sleep(Duration::from_millis(25)).await;
         }
     }
+}
+
+/// The status and JSON body (`Null` when not JSON) of an answer.
+async fn answer(sending: awc::SendClientRequest, url: &str) -> anyhow::Result<Log> {
+    let mut resp = sending
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
+    let body = resp.body().limit(8 << 20).await?;
+    Ok(Log {
+        status: resp.status().as_u16(),
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
 }
 
 /// An envelope as InStore builds it (section 1.2): `JSON.stringify(payload)` signed with

@@ -4,13 +4,19 @@
 use crate::sim::{Log, Money, NewCard, Outcome, Sim};
 use serde_json::Value;
 
-/// `{"amount":1220,"precision":2,"currency":"USD"}` as `12.20 USD`.
+/// An integer written as a JSON number or as a string of digits (the pay-on-account and
+/// wallet bodies carry strings).
+fn int(v: &Value) -> Option<i64> {
+    v.as_i64().or_else(|| v.as_str()?.parse().ok())
+}
+
+/// `{"amount":1220,"precision":2,"currency":"USD"}` (or its members as strings) as
+/// `12.20 USD`.
 pub fn amount(v: &Value) -> String {
-    let precision = v["precision"]
-        .as_u64()
+    let precision = int(&v["precision"])
         .and_then(|p| u8::try_from(p).ok())
         .unwrap_or(0);
-    match v["amount"].as_i64() {
+    match int(&v["amount"]) {
         Some(a) => format!(
             "{} {}",
             ledger::format_minor(a, precision),
@@ -18,6 +24,11 @@ pub fn amount(v: &Value) -> String {
         ),
         None => "-".into(),
     }
+}
+
+/// A wallet amount, units at precision 2 (`"2500"`), as `25.00`.
+pub fn cents(v: &Value) -> String {
+    int(v).map_or_else(|| "-".into(), |c| ledger::format_minor(c, 2))
 }
 
 /// A card number as told after it was created: its last four.
@@ -50,8 +61,24 @@ pub fn outcome(o: &Outcome) -> String {
         "SIGNATURE DOES NOT VERIFY"
     };
     let d = &r["data"];
-    let said = if r["result"] == "Success" {
+    let said = if o.approved() {
         match o.action {
+            crate::poa::CREATE | crate::poa::INQUIRY | crate::poa::UPDATE => {
+                crate::poa::account_words(&r)
+            }
+            crate::poa::CREDIT => format!(
+                "approved: charged by {}, {} owed",
+                r["authorized_user_id"].as_str().unwrap_or("anyone"),
+                amount(&r["balance"])
+            ),
+            crate::poa::LOG => format!(
+                "recorded: {} of {} {} (order {})",
+                r["action"].as_str().unwrap_or("?"),
+                amount(&r["amount"]),
+                r["status"].as_str().unwrap_or("?"),
+                r["order_id"].as_str().unwrap_or("-")
+            ),
+            a if a.ends_with("_wallet") || a.contains("_wallet_") => crate::wallet::words(a, &r),
             "Create" => format!(
                 "approved: {} card {} ({}), balance {}",
                 d["type"].as_str().unwrap_or("?"),
@@ -91,7 +118,10 @@ pub fn outcome(o: &Outcome) -> String {
     } else {
         format!(
             "declined: {} (code {})",
-            r["error"].as_str().unwrap_or("?"),
+            r["error"]
+                .as_str()
+                .or(r["error_message"].as_str())
+                .unwrap_or("?"),
             r["code"].as_str().unwrap_or("?")
         )
     };
@@ -218,35 +248,114 @@ pub async fn demo(sim: &Sim, load: Money, redeem: Money, print: bool) -> anyhow:
     for line in lines {
         say(&mut d, line);
     }
-    let callbacks = sim.callbacks();
-    let verified = callbacks.iter().filter(|c| sim.signed(c)).count();
-    say(
-        &mut d,
-        format!(
-            "7. Callbacks received: {}, {} with a valid signature",
-            callbacks.len(),
-            verified
-        ),
-    );
-    for c in &callbacks {
-        let v: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
-        say(
-            &mut d,
-            format!(
-                "  {}  {:<6} {:<7} code {}  ({} bytes, x-correlation-id {})",
-                v["requestId"].as_str().unwrap_or("?"),
-                v["action"].as_str().unwrap_or("?"),
-                v["result"].as_str().unwrap_or("?"),
-                v["code"].as_str().unwrap_or("?"),
-                c.body.len(),
-                c.correlation_id
-            ),
-        );
+    let (lines, verified) = callbacks(sim, &d.outcomes, 7);
+    for line in lines {
+        say(&mut d, line);
     }
     d.ok = d.outcomes.len() == 5
         && d.outcomes.iter().all(|o| o.approved() && o.callback_signed)
         && l.status == 200
-        && verified == callbacks.len();
+        && verified;
     d.log = Some(l);
     Ok(d)
+}
+
+/// The callbacks received so far: a count (step `n`), then one line each with the action,
+/// the result and code, its size and correlation id; and whether every one is signed
+/// with the tenant's key. A callback is named by its request's action when known (the
+/// wallet's bodies carry none), else by its body's.
+pub fn callbacks(sim: &Sim, outcomes: &[Outcome], n: usize) -> (Vec<String>, bool) {
+    let callbacks = sim.callbacks();
+    let verified = callbacks.iter().filter(|c| sim.signed(c)).count();
+    let mut lines = vec![format!(
+        "{n}. Callbacks received: {}, {} with a valid signature",
+        callbacks.len(),
+        verified
+    )];
+    for c in &callbacks {
+        let v: Value = serde_json::from_slice(&c.body).unwrap_or(Value::Null);
+        let request_id = v["requestId"].as_str().unwrap_or("?");
+        let action = outcomes
+            .iter()
+            .find(|o| o.request_id == request_id)
+            .map(|o| o.action)
+            .or(v["action"].as_str())
+            .unwrap_or("?");
+        lines.push(format!(
+            "  {}  {:<6} {:<7} code {}  ({} bytes, x-correlation-id {})",
+            request_id,
+            action,
+            v["result"].as_str().or(v["status"].as_str()).unwrap_or("?"),
+            v["code"].as_str().unwrap_or("-"),
+            c.body.len(),
+            c.correlation_id
+        ));
+    }
+    (lines, verified == callbacks.len())
+}
+
+/// A scripted story: its lines (printed as they come when asked), its steps numbered,
+/// each step's outcome held against what was expected of it.
+pub(crate) struct Teller {
+    print: bool,
+    step: usize,
+    pub demo: Demo,
+    expected: bool,
+}
+
+impl Teller {
+    pub fn new(sim: &Sim, print: bool) -> Teller {
+        let mut t = Teller {
+            print,
+            step: 0,
+            demo: Demo::default(),
+            expected: true,
+        };
+        t.say(format!(
+            "InStore tenant {} -> {}; callbacks to {}",
+            sim.target.tenant_id, sim.target.url, sim.target.callback_prefix
+        ));
+        t
+    }
+
+    pub fn say(&mut self, line: String) {
+        if self.print {
+            println!("{line}");
+        }
+        self.demo.lines.push(line);
+    }
+
+    /// The next step's number.
+    pub fn next(&mut self) -> usize {
+        self.step += 1;
+        self.step
+    }
+
+    /// One enveloped request: approved when `approve`, else declined, and its callback
+    /// signed.
+    pub fn step(&mut self, what: &str, o: Outcome, approve: bool) {
+        let n = self.next();
+        self.say(format!("{n}. {what}: {}", outcome(&o)));
+        self.expected &= o.approved() == approve && o.callback_signed;
+        self.demo.outcomes.push(o);
+    }
+
+    /// A step that is not an enveloped request (an admin call, a signed GET).
+    pub fn fact(&mut self, what: &str, said: String, ok: bool) {
+        let n = self.next();
+        self.say(format!("{n}. {what}: {said}"));
+        self.expected &= ok;
+    }
+
+    /// Lists the callbacks and closes the story: `ok` when every step went as expected and
+    /// every callback is signed.
+    pub fn finish(mut self, sim: &Sim) -> Demo {
+        let n = self.next();
+        let (lines, verified) = callbacks(sim, &self.demo.outcomes, n);
+        for line in lines {
+            self.say(line);
+        }
+        self.demo.ok = self.expected && verified;
+        self.demo
+    }
 }
