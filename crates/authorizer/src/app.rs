@@ -305,7 +305,7 @@ impl Application {
             for (path, route) in channels::ChannelRoute::ALL {
                 let handler =
                     move |req: HttpRequest, payload: web::Payload, s: web::Data<AppState>| {
-                        channels::handle(req, payload, s, route)
+                        crate::signed::handle(req, payload, s, route)
                     };
                 app = app.route(
                     path,

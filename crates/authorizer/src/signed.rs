@@ -8,15 +8,90 @@ use crate::config::EndpointCheck;
 use crate::fleet::{FleetClaim, Ticket};
 use crate::inflight::{self, Claim, Finished, Waited};
 use crate::routes::{error_body, read_body};
-use actix_web::HttpRequest;
-use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
+use actix_web::{HttpRequest, HttpResponse, web};
 use protocol::signature::{self, headers};
 use protocol::{ApiSecret, KeyRing};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::StoredResponse;
+use store::{StoreError, StoredResponse};
+
+/// One of a signed caller's routes: the processor's, or the two-phase channels'.
+pub(crate) trait SignedRoute: Copy + PartialEq + 'static {
+    /// Who signed, as serving the request needs it.
+    type Signer;
+    /// Every route with its path template (as routed, and the metrics label).
+    const ROUTES: &'static [(&'static str, Self)];
+    /// What the log line of a refused signature says.
+    const REFUSED: &'static str;
+
+    /// The signature check on the raw bytes against the caller's key ring: the verified
+    /// request and its signer, or why not (every failure looks the same from outside).
+    fn verify(self, r: Incoming<'_>) -> Result<(Verified, Self::Signer), &'static str>;
+
+    /// The answer to a verified request.
+    async fn serve(self, r: Incoming<'_>, signer: Self::Signer) -> Answer;
+}
+
+/// A signed request as read, before and after its signature is checked.
+#[derive(Clone, Copy)]
+pub(crate) struct Incoming<'a> {
+    pub req: &'a HttpRequest,
+    /// The raw bytes the signature covers.
+    pub body: &'a [u8],
+    pub state: &'a AppState,
+    /// When it came in: the deadlines and the duration metric count from here.
+    pub started: Instant,
+}
+
+/// The path template of `route` in its table (`"unknown"` when it is not there): the path
+/// served, also the metrics label.
+pub fn path_in<R: PartialEq>(routes: &[(&'static str, R)], route: &R) -> &'static str {
+    routes
+        .iter()
+        .find(|(_, r)| r == route)
+        .map(|(p, _)| *p)
+        .unwrap_or("unknown")
+}
+
+/// Entry point of every signed route: the body read within the limits, the signature
+/// checked, the request served, and the answer counted, timed and signed.
+pub(crate) async fn handle<R: SignedRoute>(
+    req: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+    route: R,
+) -> HttpResponse {
+    let started = Instant::now();
+    let path = path_in(R::ROUTES, &route);
+    let body = match body_or_refusal(&req, payload, &state).await {
+        Ok(b) => b,
+        Err(refusal) => return refusal,
+    };
+    let incoming = Incoming {
+        req: &req,
+        body: &body,
+        state: &state,
+        started,
+    };
+    let (verified, signer) = match route.verify(incoming) {
+        Ok(v) => v,
+        Err(reason) => return signature_refused(&state, path, reason, R::REFUSED),
+    };
+    let answer = route.serve(incoming, signer).await;
+    verified.answer(&state, path, &answer, started)
+}
+
+/// A store failure's kind: the metrics label.
+pub fn store_error_kind(e: &StoreError) -> &'static str {
+    match e {
+        StoreError::Unavailable(_) => "unavailable",
+        StoreError::Timeout(_) => "timeout",
+        StoreError::Invalid(_) => "invalid",
+        StoreError::Uncertain(_) => "uncertain",
+    }
+}
 
 /// An answer before signing.
 pub struct Answer {

@@ -38,6 +38,39 @@ pub struct Plan {
     pub adjustment_skew_secs: i64,
 }
 
+/// What the faults act on: the load, the authorizer under test, its database, the sizes.
+#[derive(Clone, Copy)]
+pub struct Target<'a> {
+    pub engine: &'a Rc<Engine>,
+    pub auth: &'a RefCell<Authorizer>,
+    pub pg: &'a Postgres,
+    pub plan: &'a Plan,
+}
+
+impl Target<'_> {
+    /// Reads the server's metrics for the phase (counted from this life of the authorizer).
+    pub async fn scrape(&self) {
+        let starts = self.auth.borrow().starts;
+        self.engine.scrape_server(starts).await;
+    }
+
+    /// Another session locking the hot accounts' rows, each lock held for `hold_ms` (a
+    /// range) and at most `gap_ms_max` apart, until it is finished.
+    fn hold_hot_accounts(&self, hold_ms: (u64, u64), gap_ms_max: u64) -> LockHolder {
+        let users = (0..self.plan.hot_accounts)
+            .map(|i| self.engine.traffic.all.user(i))
+            .collect();
+        let seed = self.engine.range(0, i64::MAX) as u64;
+        LockHolder::start(self.pg.url.clone(), users, hold_ms, gap_ms_max, seed)
+    }
+
+    /// Stops the phase's load, lets it drain, and reads the server's metrics.
+    pub async fn stop_load(&self, load: actix_rt::task::JoinHandle<()>) {
+        self.engine.stop_load(load).await;
+        self.scrape().await;
+    }
+}
+
 async fn sleep_ms(ms: i64) {
     actix_rt::time::sleep(Duration::from_millis(ms.max(0) as u64)).await;
 }
@@ -85,37 +118,31 @@ fn grouped(on: bool) -> [(&'static str, &'static str); 3] {
 
 /// Crash: SIGKILL at random moments under load, restart, continue. Batches and one
 /// transaction per request alternate from one life to the next.
-pub async fn crash(
-    engine: &Rc<Engine>,
-    auth: &RefCell<Authorizer>,
-    plan: &Plan,
-) -> anyhow::Result<()> {
-    engine.begin_phase("crash");
-    let load = engine.start_load(plan.rate);
+pub async fn crash(t: Target<'_>) -> anyhow::Result<()> {
+    t.engine.begin_phase("crash");
+    let load = t.engine.start_load(t.plan.rate);
     let mut worst_restart = Duration::ZERO;
-    for cycle in 0..plan.crash_cycles {
-        sleep_ms(engine.range(plan.crash_gap_ms.0, plan.crash_gap_ms.1)).await;
-        auth.borrow_mut().kill();
-        engine.stats(|p| p.faults += 1);
+    for cycle in 0..t.plan.crash_cycles {
+        sleep_ms(t.engine.range(t.plan.crash_gap_ms.0, t.plan.crash_gap_ms.1)).await;
+        t.auth.borrow_mut().kill();
+        t.engine.stats(|p| p.faults += 1);
         // The port is closed for a moment: the traffic meets refused connections.
-        sleep_ms(engine.range(0, 300)).await;
-        let t = Instant::now();
-        auth.borrow_mut().spawn(&grouped(cycle % 2 == 1))?;
-        ready(engine, auth).await?;
-        worst_restart = worst_restart.max(t.elapsed());
+        sleep_ms(t.engine.range(0, 300)).await;
+        let restarted = Instant::now();
+        t.auth.borrow_mut().spawn(&grouped(cycle % 2 == 1))?;
+        ready(t.engine, t.auth).await?;
+        worst_restart = worst_restart.max(restarted.elapsed());
     }
     sleep_ms(1000).await;
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+    t.stop_load(load).await;
     eprintln!(
         "chaos: {} kills, slowest restart {} ms",
-        plan.crash_cycles,
+        t.plan.crash_cycles,
         worst_restart.as_millis()
     );
     // Leave it on batches, the default.
-    if plan.crash_cycles % 2 == 1 {
-        restart(engine, auth, &[]).await?;
+    if t.plan.crash_cycles % 2 == 1 {
+        restart(t.engine, t.auth, &[]).await?;
     }
     Ok(())
 }
@@ -130,41 +157,34 @@ async fn blocking<T: Send + 'static>(
 
 /// Database outage: the private Postgres is stopped (fast, then immediate: a crash that
 /// needs recovery) under load, stays down, and is started again.
-pub async fn outage(
-    engine: &Rc<Engine>,
-    auth: &RefCell<Authorizer>,
-    pg: &Postgres,
-    plan: &Plan,
-) -> anyhow::Result<()> {
-    engine.begin_phase("db-outage");
-    let load = engine.start_load(plan.rate);
+pub async fn outage(t: Target<'_>) -> anyhow::Result<()> {
+    t.engine.begin_phase("db-outage");
+    let load = t.engine.start_load(t.plan.rate);
     sleep_ms(1000).await;
-    for i in 0..plan.outages {
+    for i in 0..t.plan.outages {
         let mode = if i % 2 == 0 { "fast" } else { "immediate" };
-        let ctl = pg.pg_ctl.clone();
-        let url = pg.url.clone();
+        let ctl = t.pg.pg_ctl.clone();
+        let url = t.pg.url.clone();
         let stopper = Postgres {
             pg_ctl: ctl.clone(),
-            data_dir: pg.data_dir.clone(),
+            data_dir: t.pg.data_dir.clone(),
             url: url.clone(),
         };
         let m = mode.to_owned();
         blocking(move || stopper.stop(&m)).await?;
-        engine.stats(|p| p.faults += 1);
+        t.engine.stats(|p| p.faults += 1);
         eprintln!("chaos: database stopped ({mode})");
-        sleep_ms(engine.range(plan.outage_ms.0, plan.outage_ms.1)).await;
+        sleep_ms(t.engine.range(t.plan.outage_ms.0, t.plan.outage_ms.1)).await;
         let starter = Postgres {
             pg_ctl: ctl,
-            data_dir: pg.data_dir.clone(),
+            data_dir: t.pg.data_dir.clone(),
             url,
         };
         blocking(move || starter.start()).await?;
         eprintln!("chaos: database started");
         sleep_ms(2000).await;
     }
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+    t.stop_load(load).await;
     Ok(())
 }
 
@@ -172,67 +192,39 @@ pub async fn outage(
 /// hangs, or a network partition that drops packets without a reset: connections stay open
 /// and nothing answers), then SIGCONT. Authorizations must still answer within the deadline;
 /// adjustments and notifications must answer (503) rather than hang.
-pub async fn freeze(
-    engine: &Rc<Engine>,
-    auth: &RefCell<Authorizer>,
-    pg: &Postgres,
-    plan: &Plan,
-) -> anyhow::Result<()> {
-    engine.begin_phase("db-freeze");
-    let load = engine.start_load(plan.rate);
+pub async fn freeze(t: Target<'_>) -> anyhow::Result<()> {
+    t.engine.begin_phase("db-freeze");
+    let load = t.engine.start_load(t.plan.rate);
     sleep_ms(1000).await;
-    for _ in 0..plan.freezes {
-        let pids = pg.pids()?;
+    for _ in 0..t.plan.freezes {
+        let pids = t.pg.pids()?;
         crate::control::signal("STOP", &pids)?;
-        engine.stats(|p| p.faults += 1);
+        t.engine.stats(|p| p.faults += 1);
         eprintln!("chaos: database frozen ({} processes)", pids.len());
-        sleep_ms(plan.freeze_ms).await;
+        sleep_ms(t.plan.freeze_ms).await;
         crate::control::signal("CONT", &pids)?;
         eprintln!("chaos: database thawed");
         sleep_ms(2000).await;
     }
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+    t.stop_load(load).await;
     Ok(())
 }
 
 /// Slow database: another session holds row locks on the hot accounts for longer than the
 /// deadline while every request goes to them. `overrides` set the authorizer's lock and
 /// statement timeouts for the phase.
-pub async fn slow(
-    engine: &Rc<Engine>,
-    auth: &RefCell<Authorizer>,
-    pg: &Postgres,
-    plan: &Plan,
-    name: &str,
-    overrides: &[(&str, &str)],
-) -> anyhow::Result<()> {
-    restart(engine, auth, overrides).await?;
-    engine.begin_phase(name);
-    engine.hot_share.set(100);
-    let holder = LockHolder::start(
-        pg.url.clone(),
-        hot_users(engine, plan),
-        (300, 1500),
-        150,
-        engine.range(0, i64::MAX) as u64,
-    );
-    let load = engine.start_load(plan.rate);
-    sleep_ms((plan.slow_s * 1000.0) as i64).await;
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+pub async fn slow(t: Target<'_>, name: &str, overrides: &[(&str, &str)]) -> anyhow::Result<()> {
+    restart(t.engine, t.auth, overrides).await?;
+    t.engine.begin_phase(name);
+    t.engine.hot_share.set(100);
+    let holder = t.hold_hot_accounts((300, 1500), 150);
+    let load = t.engine.start_load(t.plan.rate);
+    sleep_ms((t.plan.slow_s * 1000.0) as i64).await;
+    t.stop_load(load).await;
     let holds = blocking(move || Ok(holder.finish())).await?;
-    engine.stats(|p| p.faults += holds);
-    engine.hot_share.set(0);
-    restart(engine, auth, &[]).await
-}
-
-fn hot_users(engine: &Engine, plan: &Plan) -> Vec<String> {
-    (0..plan.hot_accounts)
-        .map(|i| engine.traffic.all.user(i))
-        .collect()
+    t.engine.stats(|p| p.faults += holds);
+    t.engine.hot_share.set(0);
+    restart(t.engine, t.auth, &[]).await
 }
 
 /// Duplicate storm: every request sent 2 to 5 times (at once, within 100 ms, within a
@@ -240,54 +232,41 @@ fn hot_users(engine: &Engine, plan: &Plan) -> Vec<String> {
 /// copies in flight long enough for the copies to get 425. Then the authorizer is killed
 /// (its memory of recent answers is gone) and finished requests are sent again: the
 /// database must give the identical answers.
-pub async fn storm(
-    engine: &Rc<Engine>,
-    auth: &RefCell<Authorizer>,
-    pg: &Postgres,
-    plan: &Plan,
-) -> anyhow::Result<()> {
-    engine.begin_phase("duplicate-storm");
-    let first = engine.reqs.borrow().len();
-    engine.storm.set(true);
-    engine.hot_share.set(30);
-    let holder = LockHolder::start(
-        pg.url.clone(),
-        hot_users(engine, plan),
-        (300, 700),
-        300,
-        engine.range(0, i64::MAX) as u64,
-    );
-    let load = engine.start_load(plan.rate);
-    sleep_ms((plan.storm_s * 1000.0) as i64).await;
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
-    engine.storm.set(false);
-    engine.hot_share.set(0);
+pub async fn storm(t: Target<'_>) -> anyhow::Result<()> {
+    t.engine.begin_phase("duplicate-storm");
+    let first = t.engine.reqs.borrow().len();
+    t.engine.storm.set(true);
+    t.engine.hot_share.set(30);
+    let holder = t.hold_hot_accounts((300, 700), 300);
+    let load = t.engine.start_load(t.plan.rate);
+    sleep_ms((t.plan.storm_s * 1000.0) as i64).await;
+    t.stop_load(load).await;
+    t.engine.storm.set(false);
+    t.engine.hot_share.set(0);
     let holds = blocking(move || Ok(holder.finish())).await?;
-    engine.stats(|p| p.faults += holds);
+    t.engine.stats(|p| p.faults += holds);
 
-    auth.borrow_mut().kill();
-    auth.borrow_mut().spawn(&[])?;
-    ready(engine, auth).await?;
+    t.auth.borrow_mut().kill();
+    t.auth.borrow_mut().spawn(&[])?;
+    ready(t.engine, t.auth).await?;
     let settled: Vec<usize> = {
-        let reqs = engine.reqs.borrow();
+        let reqs = t.engine.reqs.borrow();
         (first..reqs.len())
             .filter(|&i| reqs[i].settled.is_some())
             .collect()
     };
-    let step = (settled.len() / plan.replays_after_restart.max(1)).max(1);
+    let step = (settled.len() / t.plan.replays_after_restart.max(1)).max(1);
     for chunk in settled
         .iter()
         .step_by(step)
-        .take(plan.replays_after_restart)
+        .take(t.plan.replays_after_restart)
         .collect::<Vec<_>>()
         .chunks(16)
     {
         for &&i in chunk {
-            engine.duplicate_later(i, Duration::ZERO, false);
+            t.engine.duplicate_later(i, Duration::ZERO, false);
         }
-        engine.drain().await;
+        t.engine.drain().await;
     }
     Ok(())
 }

@@ -352,27 +352,30 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     open_accounts(&engine).await?;
     instore::link_cards(&engine).await?;
 
+    let target = faults::Target {
+        engine: &engine,
+        auth: &auth,
+        pg: &pg,
+        plan: &plan,
+    };
     engine.begin_phase("steady");
     let load = engine.start_load(plan.rate);
     actix_rt::time::sleep(Duration::from_secs(2)).await;
-    engine.stop_load(load).await;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+    target.stop_load(load).await;
 
-    faults::crash(&engine, &auth, &plan).await?;
-    faults::outage(&engine, &auth, &pg, &plan).await?;
-    faults::freeze(&engine, &auth, &pg, &plan).await?;
-    faults::slow(&engine, &auth, &pg, &plan, "slow-db", &[]).await?;
+    faults::crash(target).await?;
+    faults::outage(target).await?;
+    faults::freeze(target).await?;
+    faults::slow(target, "slow-db", &[]).await?;
     let near = [
         ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "700"),
         ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "750"),
     ];
-    faults::slow(&engine, &auth, &pg, &plan, "slow-db-near-deadline", &near).await?;
-    faults::storm(&engine, &auth, &pg, &plan).await?;
+    faults::slow(target, "slow-db-near-deadline", &near).await?;
+    faults::storm(target).await?;
     faults::clock(&engine, &plan).await?;
     let malformed = faults::malformed(&engine, &plan).await?;
-    let starts = auth.borrow().starts;
-    engine.scrape_server(starts).await;
+    target.scrape().await;
     engine.end_phase();
 
     let checks = verify::run(&engine, &auth, &pg).await?;

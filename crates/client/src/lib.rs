@@ -303,15 +303,13 @@ impl Client {
         path: &str,
         idempotency_key: Option<&str>,
     ) -> awc::ClientRequest {
-        let mut req = self
-            .http
-            .request(method, self.url(path))
-            .insert_header(("authorization", self.admin_auth.as_str()))
-            .insert_header(("content-type", "application/json"));
-        if let Some(k) = idempotency_key {
-            req = req.insert_header(("idempotency-key", k));
-        }
-        req
+        bearer_request(
+            &self.http,
+            method,
+            self.url(path),
+            &self.admin_auth,
+            idempotency_key,
+        )
     }
 
     /// An admin API call with an optional JSON body.
@@ -340,44 +338,109 @@ impl Client {
         body: Bytes,
         deadline: Option<Duration>,
     ) -> Result<Answer, Failure> {
-        let exchange = async {
-            let res = req.send_body(body).await.map_err(|e| match e {
-                awc::error::SendRequestError::Timeout => Failure::Timeout,
-                awc::error::SendRequestError::Connect(_) => Failure::Connect,
-                _ => Failure::Transport,
-            })?;
-            let status = res.status().as_u16();
-            // The headers move out of the response head: nothing is copied.
-            let mut headers = HeaderMap::new();
-            let mut res = res.map_body(|head, payload| {
-                std::mem::swap(&mut headers, &mut head.headers);
-                payload
-            });
-            let body = res
-                .body()
-                .limit(self.body_limit)
-                .await
-                .map_err(|e| match e {
-                    awc::error::PayloadError::Io(ref io)
-                        if io.kind() == std::io::ErrorKind::TimedOut =>
-                    {
-                        Failure::Timeout
-                    }
-                    _ => Failure::Transport,
-                })?;
-            Ok(Answer {
-                status,
-                headers,
-                body,
-                signature_ok: false,
-            })
-        };
-        match deadline {
-            Some(d) => actix_rt::time::timeout(d, exchange)
-                .await
-                .unwrap_or(Err(Failure::Timeout)),
-            None => exchange.await,
+        exchange(req, body, self.body_limit, deadline).await
+    }
+}
+
+/// A request to `url` with a bearer `authorization` (`Bearer <token>`), JSON, and an
+/// optional idempotency key.
+fn bearer_request(
+    http: &awc::Client,
+    method: Method,
+    url: String,
+    authorization: &str,
+    idempotency_key: Option<&str>,
+) -> awc::ClientRequest {
+    let mut req = http
+        .request(method, url)
+        .insert_header(("authorization", authorization))
+        .insert_header(("content-type", "application/json"));
+    if let Some(k) = idempotency_key {
+        req = req.insert_header(("idempotency-key", k));
+    }
+    req
+}
+
+/// Sends `req` with `body` and reads the whole answer, up to `body_limit` bytes, within
+/// `deadline`, if any.
+async fn exchange(
+    req: awc::ClientRequest,
+    body: Bytes,
+    body_limit: usize,
+    deadline: Option<Duration>,
+) -> Result<Answer, Failure> {
+    let exchange = async {
+        let res = req.send_body(body).await.map_err(|e| match e {
+            awc::error::SendRequestError::Timeout => Failure::Timeout,
+            awc::error::SendRequestError::Connect(_) => Failure::Connect,
+            _ => Failure::Transport,
+        })?;
+        let status = res.status().as_u16();
+        // The headers move out of the response head: nothing is copied.
+        let mut headers = HeaderMap::new();
+        let mut res = res.map_body(|head, payload| {
+            std::mem::swap(&mut headers, &mut head.headers);
+            payload
+        });
+        let body = res.body().limit(body_limit).await.map_err(|e| match e {
+            awc::error::PayloadError::Io(ref io) if io.kind() == std::io::ErrorKind::TimedOut => {
+                Failure::Timeout
+            }
+            _ => Failure::Transport,
+        })?;
+        Ok(Answer {
+            status,
+            headers,
+            body,
+            signature_ok: false,
+        })
+    };
+    match deadline {
+        Some(d) => actix_rt::time::timeout(d, exchange)
+            .await
+            .unwrap_or(Err(Failure::Timeout)),
+        None => exchange.await,
+    }
+}
+
+/// A JSON API behind a bearer token: the admin API of an authorizer, or a simulator's API,
+/// for the drivers that hold no processor key.
+#[derive(Clone)]
+pub struct Bearer {
+    http: awc::Client,
+    base: String,
+    authorization: String,
+}
+
+impl Bearer {
+    /// Talks to `base` (`http://host:port`) through `http` with `token`.
+    pub fn new(http: awc::Client, base: &str, token: &str) -> Bearer {
+        Bearer {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            authorization: format!("Bearer {token}"),
         }
+    }
+
+    /// One call with an optional JSON body: the status and the JSON answer (`Null` when the
+    /// answer is not JSON). Answers up to 16 MiB are read.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(u16, Value), Failure> {
+        let req = bearer_request(
+            &self.http,
+            method,
+            format!("{}{path}", self.base),
+            &self.authorization,
+            idempotency_key,
+        );
+        let body = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+        let answer = exchange(req, body, 16 << 20, None).await?;
+        Ok((answer.status, answer.json()))
     }
 }
 

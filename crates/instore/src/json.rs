@@ -125,15 +125,42 @@ impl Parser<'_> {
         })
     }
 
-    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+    /// Enters an object or an array (its opening byte under the cursor): true when `close`
+    /// ends it at once.
+    fn open(&mut self, depth: usize, close: u8) -> Result<bool, JsonError> {
         if depth > DEPTH_MAX {
             return Err(JsonError::TooDeep);
         }
         self.pos += 1;
-        let mut members: Vec<(String, Node)> = Vec::new();
         self.skip_ws();
-        if self.peek() == Some(b'}') {
+        Ok(self.closes(close))
+    }
+
+    /// After a member or an item: a `,` (another follows) or `close` (true: the end).
+    fn next_or_end(&mut self, close: u8) -> Result<bool, JsonError> {
+        self.skip_ws();
+        if self.closes(close) {
+            return Ok(true);
+        }
+        if self.peek() != Some(b',') {
+            return Err(JsonError::Syntax(self.pos));
+        }
+        self.pos += 1;
+        Ok(false)
+    }
+
+    /// Consumes `close` if it is under the cursor.
+    fn closes(&mut self, close: u8) -> bool {
+        let found = self.peek() == Some(close);
+        if found {
             self.pos += 1;
+        }
+        found
+    }
+
+    fn object(&mut self, depth: usize) -> Result<Value, JsonError> {
+        let mut members: Vec<(String, Node)> = Vec::new();
+        if self.open(depth, b'}')? {
             return Ok(Value::Object(members));
         }
         loop {
@@ -152,40 +179,22 @@ impl Parser<'_> {
             self.skip_ws();
             let node = self.value(depth + 1)?;
             members.push((name, node));
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b'}') => {
-                    self.pos += 1;
-                    return Ok(Value::Object(members));
-                }
-                _ => return Err(JsonError::Syntax(self.pos)),
+            if self.next_or_end(b'}')? {
+                return Ok(Value::Object(members));
             }
         }
     }
 
     fn array(&mut self, depth: usize) -> Result<Value, JsonError> {
-        if depth > DEPTH_MAX {
-            return Err(JsonError::TooDeep);
-        }
-        self.pos += 1;
         let mut items = Vec::new();
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.pos += 1;
+        if self.open(depth, b']')? {
             return Ok(Value::Array(items));
         }
         loop {
             self.skip_ws();
             items.push(self.value(depth + 1)?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.pos += 1,
-                Some(b']') => {
-                    self.pos += 1;
-                    return Ok(Value::Array(items));
-                }
-                _ => return Err(JsonError::Syntax(self.pos)),
+            if self.next_or_end(b']')? {
+                return Ok(Value::Array(items));
             }
         }
     }

@@ -26,20 +26,22 @@ use rust_decimal::Decimal;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flags(Vec<&'static str>);
 
-impl Flags {
-    pub const SUSPENSE: &'static str = "SUSPENSE";
-    pub const UNKNOWN_CURRENCY: &'static str = "UNKNOWN_CURRENCY";
-    pub const EXCESS_PRECISION: &'static str = "EXCESS_PRECISION";
-    pub const NEGATIVE_AMOUNT: &'static str = "NEGATIVE_AMOUNT";
-    pub const NEGATIVE_BALANCE: &'static str = "NEGATIVE_BALANCE";
-    pub const OUT_OF_RANGE: &'static str = "OUT_OF_RANGE";
-    pub const UNKNOWN_ORIGINAL: &'static str = "UNKNOWN_ORIGINAL";
-    pub const FORCED_BY_PROCESSOR: &'static str = "FORCED_BY_PROCESSOR";
-    pub const UNKNOWN_DIRECTION: &'static str = "UNKNOWN_DIRECTION";
-    pub const MISSING_AMOUNT: &'static str = "MISSING_AMOUNT";
-    pub const CONFLICTING_VERDICT: &'static str = "CONFLICTING_VERDICT";
-    pub const UNPARSED: &'static str = "UNPARSED";
+/// The flags, each a constant whose value is its own name (as stored).
+macro_rules! flags {
+    ($($name:ident)*) => {
+        impl Flags {
+            $(pub const $name: &'static str = stringify!($name);)*
+        }
+    };
+}
 
+flags! {
+    SUSPENSE UNKNOWN_CURRENCY EXCESS_PRECISION NEGATIVE_AMOUNT NEGATIVE_BALANCE OUT_OF_RANGE
+    UNKNOWN_ORIGINAL FORCED_BY_PROCESSOR UNKNOWN_DIRECTION MISSING_AMOUNT CONFLICTING_VERDICT
+    UNPARSED
+}
+
+impl Flags {
     pub fn add(&mut self, flag: &'static str) {
         if !self.0.contains(&flag) {
             self.0.push(flag);

@@ -2,48 +2,36 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Everything the simulator is started with.
+/// Everything the simulator is started with; every setting has a default (see
+/// [`Config::default`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the wrapper API listens: a loopback address only (`127.0.0.1:0` picks a port).
-    #[serde(default = "default_listen")]
     pub listen: String,
     /// The authorizer whose channel API the simulator calls.
-    #[serde(default = "default_authorizer")]
     pub authorizer_url: String,
     /// A `[[channels.keys]]` pair of the authorizer.
-    #[serde(default)]
     pub channel_api_key: String,
     /// Base64 of the secret, as in the authorizer's key ring.
-    #[serde(default)]
     pub channel_api_secret: String,
     /// V1: reservation lifetime; sent as `expires_in_secs`.
-    #[serde(default = "default_expiry")]
     pub reservation_expiry_secs: u64,
     /// §1.6: a refund reservation auto-captures after this.
-    #[serde(default = "default_refund_auto")]
     pub refund_auto_capture_secs: u64,
     /// V11.
-    #[serde(default = "default_refund_window")]
     pub refund_window_days: u64,
     /// MobilePay cancels Initiated/Prepared/Paired/IssuedToUser after this long without activity.
-    #[serde(default = "default_inactivity")]
     pub inactivity_cancel_secs: u64,
     /// V7: whether a payment may be captured in part (card scheme rules).
-    #[serde(default = "default_true")]
     pub partial_capture_possible: bool,
     /// Per-attempt timeout of a call to the authorizer (V16: 2 s).
-    #[serde(default = "default_call_timeout")]
     pub call_timeout_ms: u64,
     /// Retries after the first attempt, same idempotency key (V16: 2).
-    #[serde(default = "default_retries")]
     pub call_retries: u32,
     /// HTTP workers of the wrapper API.
-    #[serde(default = "default_workers")]
     pub workers: usize,
     /// The merchants, their stores and terminals.
-    #[serde(default)]
     pub merchants: Vec<MerchantConfig>,
 }
 
@@ -88,43 +76,27 @@ pub struct TerminalConfig {
     pub pos_id: String,
 }
 
-fn default_listen() -> String {
-    "127.0.0.1:0".into()
-}
-fn default_authorizer() -> String {
-    "http://127.0.0.1:8080".into()
-}
-fn default_expiry() -> u64 {
-    604_800
-}
-fn default_refund_auto() -> u64 {
-    86_400
-}
-fn default_refund_window() -> u64 {
-    90
-}
-fn default_inactivity() -> u64 {
-    300
-}
-fn default_true() -> bool {
-    true
-}
-fn default_call_timeout() -> u64 {
-    2_000
-}
-fn default_retries() -> u32 {
-    2
-}
-fn default_workers() -> usize {
-    2
-}
 fn default_mcc() -> String {
     "5999".into()
 }
 
 impl Default for Config {
     fn default() -> Self {
-        toml::from_str("").expect("defaults")
+        Config {
+            listen: "127.0.0.1:0".into(),
+            authorizer_url: "http://127.0.0.1:8080".into(),
+            channel_api_key: String::new(),
+            channel_api_secret: String::new(),
+            reservation_expiry_secs: 604_800,
+            refund_auto_capture_secs: 86_400,
+            refund_window_days: 90,
+            inactivity_cancel_secs: 300,
+            partial_capture_possible: true,
+            call_timeout_ms: 2_000,
+            call_retries: 2,
+            workers: 2,
+            merchants: Vec::new(),
+        }
     }
 }
 

@@ -842,9 +842,7 @@ impl World {
         now: i64,
     ) -> SimResult<Value> {
         let order_id = non_empty(order_id, "orderId")?;
-        let amount = amount
-            .and_then(parse_minor)
-            .ok_or_else(SimError::bad_amount)?;
+        let amount = amount_of(amount)?;
         let tid = self.terminal_id_of(bio, at)?;
         let currency = self.check_currency(&tid, currency)?;
         let fp = format!("start|{tid}|{order_id}|{amount}|{currency}");
@@ -998,9 +996,7 @@ impl World {
         currency: Option<&str>,
         now: i64,
     ) -> SimResult<Value> {
-        let amount = amount
-            .and_then(parse_minor)
-            .ok_or_else(SimError::bad_amount)?;
+        let amount = amount_of(amount)?;
         let p = self.payment_of(bio, payment_id, now)?;
         if order_id.is_some_and(|o| o != p.order_id) {
             return Err(SimError::new(400, "400", "orderId is not the payment's"));
@@ -1457,9 +1453,7 @@ impl World {
         idem_key: Option<&str>,
         now: i64,
     ) -> SimResult<Value> {
-        let amount = amount
-            .and_then(parse_minor)
-            .ok_or_else(SimError::bad_amount)?;
+        let amount = amount_of(amount)?;
         let refund_order_id = non_empty(refund_order_id, "refundOrderId")?.to_owned();
         let currency = non_empty(currency, "currencyCode")?.to_ascii_uppercase();
         let window = self.rules.refund_window_ms;
@@ -1685,6 +1679,11 @@ fn refund_call(r: &Refund) -> Call {
         amount_minor: r.amount_minor,
         currency: r.currency.clone(),
     }
+}
+
+/// An amount argument in minor units: present, positive, at most two decimals (1102).
+fn amount_of(v: Option<&str>) -> SimResult<i64> {
+    v.and_then(parse_minor).ok_or_else(SimError::bad_amount)
 }
 
 fn non_empty<'a>(v: Option<&'a str>, field: &str) -> SimResult<&'a str> {

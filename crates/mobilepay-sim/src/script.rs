@@ -11,6 +11,7 @@ use crate::channel::Channel;
 use crate::config::Config;
 use crate::signing::ChannelKey;
 use crate::state::now_ms;
+use processor_client::{Bearer, Method};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -204,8 +205,7 @@ struct Http {
     client: awc::Client,
     sim: String,
     token: String,
-    authorizer: String,
-    admin: String,
+    admin: Bearer,
 }
 
 impl Http {
@@ -254,29 +254,24 @@ impl Http {
             .await)
     }
 
+    /// An admin call, retried while the authorizer is busy or failing.
     async fn admin(
         &self,
-        method: &str,
+        method: Method,
         path: &str,
         body: Option<Value>,
         key: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}{path}", self.authorizer);
         for attempt in 0..50u64 {
-            let mut req = match method {
-                "PUT" => self.client.put(&url),
-                "POST" => self.client.post(&url),
-                _ => self.client.get(&url),
-            }
-            .insert_header(("authorization", format!("Bearer {}", self.admin)));
-            if let Some(k) = key {
-                req = req.insert_header(("idempotency-key", k));
-            }
-            match self.call(req, body.clone()).await {
+            match self
+                .admin
+                .call(method.clone(), path, body.as_ref(), key)
+                .await
+            {
                 Ok((429, _)) | Ok((500..=599, _)) | Err(_) if attempt < 49 => {
                     actix_rt::time::sleep(Duration::from_millis(100 + 50 * attempt)).await;
                 }
-                r => return r,
+                r => return Ok(r?),
             }
         }
         anyhow::bail!("admin {path}: no answer")
@@ -317,15 +312,15 @@ terminals = [{}]
         terminals.join(",\n")
     ))?;
     let sim = crate::Sim::start(cfg).await?;
+    let client = awc::Client::builder()
+        .connector(awc::Connector::new().limit(args.tills * 2 + 8))
+        .timeout(Duration::from_secs(60))
+        .finish();
     let http = Rc::new(Http {
-        client: awc::Client::builder()
-            .connector(awc::Connector::new().limit(args.tills * 2 + 8))
-            .timeout(Duration::from_secs(60))
-            .finish(),
+        client: client.clone(),
         sim: sim.base.clone(),
         token,
-        authorizer: args.authorizer.trim_end_matches('/').to_owned(),
-        admin: args.admin_token.clone(),
+        admin: Bearer::new(client, &args.authorizer, &args.admin_token),
     });
     // Accounts: one cardholder per till.
     let users: Vec<String> = (0..args.tills)
@@ -333,12 +328,12 @@ terminals = [{}]
         .collect();
     for u in &users {
         let (s, v) = http
-            .admin("PUT", &format!("/v1/accounts/{u}/DKK"), None, None)
+            .admin(Method::PUT, &format!("/v1/accounts/{u}/DKK"), None, None)
             .await?;
         anyhow::ensure!(s == 200 || s == 201, "open {u}: {s} {v}");
         let (s, v) = http
             .admin(
-                "POST",
+                Method::POST,
                 &format!("/v1/accounts/{u}/DKK/deposits"),
                 Some(json!({"amount": format_minor(fund)})),
                 Some(&format!("fund-{u}")),
@@ -443,7 +438,7 @@ terminals = [{}]
     let mut accounts = Vec::new();
     for (user, _) in &books {
         accounts.push(
-            http.admin("GET", &format!("/v1/accounts/{user}/DKK"), None, None)
+            http.admin(Method::GET, &format!("/v1/accounts/{user}/DKK"), None, None)
                 .await?,
         );
     }

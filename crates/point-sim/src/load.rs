@@ -6,6 +6,7 @@ use crate::config::{Config, read_admin_token};
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use processor_client::support::XorShift;
+use processor_client::{Bearer, Method};
 use serde_json::{Value, json};
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashSet};
@@ -208,73 +209,8 @@ impl Mix {
 
 /// A client of the simulator's public API and of the authorizer's admin API.
 struct Http {
-    client: awc::Client,
-    sim: String,
-    sim_token: String,
-    authorizer: String,
-    admin_token: String,
-}
-
-impl Http {
-    async fn call(
-        &self,
-        method: &str,
-        url: String,
-        token: &str,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        let mut req = match method {
-            "GET" => self.client.get(url),
-            "PUT" => self.client.put(url),
-            _ => self.client.post(url),
-        }
-        .insert_header(("authorization", format!("Bearer {token}")))
-        .insert_header(("content-type", "application/json"));
-        if let Some(k) = key {
-            req = req.insert_header(("idempotency-key", k));
-        }
-        let mut res = req
-            .send_body(body.map(|b| b.to_string()).unwrap_or_default())
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let b = res.body().limit(1 << 20).await?;
-        Ok((
-            res.status().as_u16(),
-            serde_json::from_slice(&b).unwrap_or(Value::Null),
-        ))
-    }
-    async fn sim(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-    ) -> anyhow::Result<(u16, Value)> {
-        self.call(
-            method,
-            format!("{}{path}", self.sim),
-            &self.sim_token,
-            body,
-            None,
-        )
-        .await
-    }
-    async fn admin(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> anyhow::Result<(u16, Value)> {
-        self.call(
-            method,
-            format!("{}{path}", self.authorizer),
-            &self.admin_token,
-            body,
-            key,
-        )
-        .await
-    }
+    sim: Bearer,
+    admin: Bearer,
 }
 
 #[derive(Default)]
@@ -313,14 +249,12 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
     cfg.transactions_csv = cfg.transactions_csv.clone();
     let timeout_ms = cfg.authorization_timeout_ms;
     let running = crate::start(cfg.clone()).await?;
+    let client = awc::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .finish();
     let http = Rc::new(Http {
-        client: awc::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .finish(),
-        sim: running.url(),
-        sim_token: cfg.access_tokens[0].clone(),
-        authorizer: cfg.authorizer_url.trim_end_matches('/').to_owned(),
-        admin_token,
+        sim: Bearer::new(client.clone(), &running.url(), &cfg.access_tokens[0]),
+        admin: Bearer::new(client, &cfg.authorizer_url, &admin_token),
     });
     // Cardholders: one per device, and one with nothing for declines.
     let users: Vec<String> = (0..args.devices)
@@ -330,16 +264,17 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
     let mut start_balance = BTreeMap::new();
     for u in users.iter().chain([&poor]) {
         let path = format!("/v1/accounts/{u}/ARS");
-        let (s, v) = http.admin("PUT", &path, None, None).await?;
+        let (s, v) = http.admin.call(Method::PUT, &path, None, None).await?;
         if s != 200 && s != 201 {
             bail!("opening {u}: HTTP {s} {v}");
         }
         let v = if *u != poor {
             let (s, v) = http
-                .admin(
-                    "POST",
+                .admin
+                .call(
+                    Method::POST,
                     &format!("{path}/deposits"),
-                    Some(json!({"amount": fund, "reference": "point-sim load"})),
+                    Some(&json!({"amount": fund, "reference": "point-sim load"})),
                     Some(&format!("{u}-fund")),
                 )
                 .await?;
@@ -434,7 +369,8 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
     };
     for (u, start) in &start_balance {
         let (s, v) = http
-            .admin("GET", &format!("/v1/accounts/{u}/ARS"), None, None)
+            .admin
+            .call(Method::GET, &format!("/v1/accounts/{u}/ARS"), None, None)
             .await?;
         let got = if s == 200 {
             parse_cents(v["available"].as_str().unwrap_or("x")).ok()
@@ -481,6 +417,12 @@ fn parse_cents(s: &str) -> anyhow::Result<i64> {
     Ok(if neg { -c } else { c })
 }
 
+/// Presents `card` on the device `dev`: the status and the intent as it ends.
+async fn present(http: &Http, dev: &str, card: &Value) -> anyhow::Result<(u16, Value)> {
+    let path = format!("/sim/devices/{dev}/present");
+    Ok(http.sim.call(Method::POST, &path, Some(card), None).await?)
+}
+
 /// One intent of the given outcome: its name as observed and the expected balance changes.
 async fn job(
     http: &Http,
@@ -492,21 +434,29 @@ async fn job(
     timeout_ms: u64,
 ) -> anyhow::Result<(String, Vec<(String, i64)>)> {
     let (s, v) = http
-        .sim("POST", &format!("/point/integration-api/devices/{dev}/payment-intents"), Some(json!({"amount": amount, "additional_info": {"external_reference": format!("load-{amount}")}})))
+        .sim.call(Method::POST, &format!("/point/integration-api/devices/{dev}/payment-intents"), Some(&json!({"amount": amount, "additional_info": {"external_reference": format!("load-{amount}")}})), None)
         .await?;
     if s != 200 {
         bail!("create: HTTP {s} {v}");
     }
     if outcome == Outcome::Abandon {
-        http.sim("POST", &format!("/sim/devices/{dev}/fetch"), None)
+        http.sim
+            .call(
+                Method::POST,
+                &format!("/sim/devices/{dev}/fetch"),
+                None,
+                None,
+            )
             .await?;
         let id = v["id"].as_str().unwrap_or("").to_owned();
         loop {
             actix_rt::time::sleep(Duration::from_millis(250)).await;
             let (_, i) = http
-                .sim(
-                    "GET",
+                .sim
+                .call(
+                    Method::GET,
                     &format!("/point/integration-api/payment-intents/{id}"),
+                    None,
                     None,
                 )
                 .await?;
@@ -524,13 +474,7 @@ async fn job(
     if outcome == Outcome::Timeout {
         card["answer_delay_ms"] = json!(timeout_ms + 500);
     }
-    let (s, done) = http
-        .sim(
-            "POST",
-            &format!("/sim/devices/{dev}/present"),
-            Some(card.clone()),
-        )
-        .await?;
+    let (s, done) = present(http, dev, &card).await?;
     if s != 200 {
         bail!("present: HTTP {s} {done}");
     }
@@ -545,18 +489,18 @@ async fn job(
     }
     let pid = done["payment"]["id"].as_str().unwrap_or("");
     let (s, r) = http
-        .sim(
-            "POST",
+        .sim
+        .call(
+            Method::POST,
             &format!("/point/integration-api/devices/{dev}/refund"),
-            Some(json!({"payment_id": pid})),
+            Some(&json!({"payment_id": pid})),
+            None,
         )
         .await?;
     if s != 200 {
         bail!("refund: HTTP {s} {r}");
     }
-    let (s, done) = http
-        .sim("POST", &format!("/sim/devices/{dev}/present"), Some(card))
-        .await?;
+    let (s, done) = present(http, dev, &card).await?;
     if s != 200 || done["state"] != "FINISHED" {
         bail!("refund present: HTTP {s} {done}");
     }

@@ -10,6 +10,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::{CardStatus, Currency, MccSet, format_minor, to_minor};
 use protocol::WireAmount;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
@@ -306,6 +307,15 @@ pub(crate) fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
 
 pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
     serde_json::from_slice(body).map_err(|e| AdminError::bad("malformed_request", e.to_string()))
+}
+
+/// The body, read within the limits, as the JSON of `T`.
+pub(crate) async fn json_body<T: DeserializeOwned>(
+    req: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<T> {
+    parse_json(&body(req, payload, state).await?)
 }
 
 pub(crate) async fn body(
@@ -843,8 +853,7 @@ pub async fn put_card(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let card_id = path.into_inner().card_id()?;
-        let raw = body(&req, payload, &state).await?;
-        let b: CardRequest = parse_json(&raw)?;
+        let b: CardRequest = json_body(&req, payload, &state).await?;
         let status = CardStatus::parse(&b.status).ok_or_else(|| {
             AdminError::bad(
                 "invalid_status",

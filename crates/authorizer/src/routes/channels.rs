@@ -6,9 +6,9 @@
 
 use crate::app::AppState;
 use crate::channel_service::{self, reservation_json};
-use crate::signed::{self, Answer, header, request_hash};
+use crate::signed::{self, Answer, Incoming, SignedRoute, Verified, header, request_hash};
+use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::Currency;
 use ledger::holds::HoldError;
 use protocol::amount::WireAmount;
@@ -54,11 +54,7 @@ impl ChannelRoute {
     ];
 
     pub fn path(&self) -> &'static str {
-        ChannelRoute::ALL
-            .iter()
-            .find(|(_, r)| r == self)
-            .map(|(p, _)| *p)
-            .unwrap_or("unknown")
+        signed::path_in(&ChannelRoute::ALL, self)
     }
 
     pub fn is_post(&self) -> bool {
@@ -140,39 +136,32 @@ fn channel_id(field: &str, id: &str) -> Result<(), Answer> {
     }
 }
 
-/// Entry point of the five routes.
-pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    route: ChannelRoute,
-) -> HttpResponse {
-    let started = Instant::now();
-    let body = match signed::body_or_refusal(&req, payload, &state).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal,
-    };
-    let verified = signed::verify_signature(
-        &req,
-        &body,
-        &state.channels.keys,
-        state.settings.channels.skew_secs,
-        req.path(),
-        state.settings.processor.endpoint_check,
-    );
-    let (verified, channel) = match verified {
-        Ok((v, key)) => match state.channels.names.get(key) {
-            Some(name) => (v, name.clone()),
-            None => return unauthorized(&state, route, "unknown_api_key"),
-        },
-        Err(reason) => return unauthorized(&state, route, reason),
-    };
-    let answer = serve(&req, &body, &state, route, &channel, started).await;
-    verified.answer(&state, route.path(), &answer, started)
-}
+impl SignedRoute for ChannelRoute {
+    /// The channel's name.
+    type Signer = String;
+    const ROUTES: &'static [(&'static str, ChannelRoute)] = &ChannelRoute::ALL;
+    const REFUSED: &'static str = "channel signature refused";
 
-fn unauthorized(state: &AppState, route: ChannelRoute, reason: &'static str) -> HttpResponse {
-    signed::signature_refused(state, route.path(), reason, "channel signature refused")
+    /// Checks the signature with the channels' own key ring; the key names the channel.
+    fn verify(self, r: Incoming<'_>) -> Result<(Verified, String), &'static str> {
+        let state = r.state;
+        let (verified, key) = signed::verify_signature(
+            r.req,
+            r.body,
+            &state.channels.keys,
+            state.settings.channels.skew_secs,
+            r.req.path(),
+            state.settings.processor.endpoint_check,
+        )?;
+        match state.channels.names.get(key) {
+            Some(name) => Ok((verified, name.clone())),
+            None => Err("unknown_api_key"),
+        }
+    }
+
+    async fn serve(self, r: Incoming<'_>, channel: String) -> Answer {
+        serve(r.req, r.body, r.state, self, &channel, r.started).await
+    }
 }
 
 async fn serve(
@@ -275,10 +264,7 @@ async fn serve(
         }
         ChannelRoute::Get => return get(state, channel, reservation_id).await,
     };
-    let claims = match claim(state, route, channel, key, &hash).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
+    let claims = or_answer!(claim(state, route, channel, key, &hash).await);
     let r = channel_service::hold(state, op).await;
     finish(state, route, claims, hash, r).await
 }
@@ -357,7 +343,10 @@ async fn finish(
         Err(e) => {
             state.metrics.inc(
                 "authorizer_store_failures_total",
-                &[("route", route.path()), ("kind", store_error_kind(&e))],
+                &[
+                    ("route", route.path()),
+                    ("kind", signed::store_error_kind(&e)),
+                ],
             );
             tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the channel resends");
             Answer::error(
@@ -367,15 +356,6 @@ async fn finish(
                 "UNAVAILABLE",
             )
         }
-    }
-}
-
-fn store_error_kind(e: &StoreError) -> &'static str {
-    match e {
-        StoreError::Unavailable(_) => "unavailable",
-        StoreError::Timeout(_) => "timeout",
-        StoreError::Invalid(_) => "invalid",
-        StoreError::Uncertain(_) => "uncertain",
     }
 }
 
@@ -430,10 +410,7 @@ async fn reserve(
         partial_capture_possible: b.partial_capture_possible.unwrap_or(true),
     };
     let hash = call.request_hash;
-    let claims = match claim(state, route, call.channel, call.idempotency_key, &hash).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
+    let claims = or_answer!(claim(state, route, call.channel, call.idempotency_key, &hash).await);
     match channel_service::reserve(state, call, &req, started).await {
         Ok(ChannelOutcome::Fresh { response, events }) => {
             count_events(state, &events);
@@ -459,7 +436,10 @@ async fn reserve(
         Err(e) => {
             state.metrics.inc(
                 "authorizer_store_failures_total",
-                &[("route", route.path()), ("kind", store_error_kind(&e))],
+                &[
+                    ("route", route.path()),
+                    ("kind", signed::store_error_kind(&e)),
+                ],
             );
             tracing::error!(
                 route = route.path(),

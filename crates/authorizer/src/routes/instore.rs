@@ -49,6 +49,11 @@ impl Reply {
         }
     }
 
+    /// A committed request's acknowledgement, counted as declined or approved.
+    pub(super) fn decided(ack: Vec<u8>, tenant: &Tenant, declined: bool) -> Reply {
+        Reply::ok(ack, tenant, if declined { "declined" } else { "approved" })
+    }
+
     pub(super) fn error(e: &InstoreError, tenant: Option<&Tenant>) -> Reply {
         Reply {
             status: e.http_status(),
@@ -104,16 +109,18 @@ pub async fn handle(
         Err(e) => ("unknown", Reply::error(&e, None)),
         Ok(route) => {
             let template = route.template();
-            let reply = match route {
+            let reply = match &route {
                 Route::StoredValueCreate
                 | Route::StoredValueLookup { .. }
                 | Route::StoredValueProcess => post(&req, payload, &state, &route).await,
-                Route::StoredValueLog { .. } => get(&req, &state, &route).await,
+                Route::StoredValueLog { number } => get(&req, &state, &route, number).await,
                 Route::Wallet(action) => {
-                    super::instore_wallet::post(&req, payload, &state, &route, action).await
+                    super::instore_wallet::post(&req, payload, &state, &route, *action).await
                 }
                 Route::PoaProcess | Route::PoaLog => poa::post(&req, payload, &state, &route).await,
-                Route::PoaLogQuery { .. } => poa::get(&req, &state, &route).await,
+                Route::PoaLogQuery { account_number } => {
+                    poa::get(&req, &state, &route, account_number.as_deref()).await
+                }
             };
             (template, reply)
         }
@@ -274,10 +281,7 @@ pub(super) async fn read_verified<'s>(
 
 async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route: &Route) -> Reply {
     let settings = &state.settings.instore;
-    let verified = match read_verified(req, payload, state, route).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let verified = or_answer!(read_verified(req, payload, state, route).await);
     let tenant = verified.tenant;
     let Some(envelope) = verified.envelope.as_ref() else {
         // The verifier refuses a bare body on these routes; never reached.
@@ -344,12 +348,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
                 decision = notes.declined.map_or("approved", |r| r.as_str()),
                 "instore request committed"
             );
-            let outcome = if notes.declined.is_some() {
-                "declined"
-            } else {
-                "approved"
-            };
-            Reply::ok(ack, tenant, outcome)
+            Reply::decided(ack, tenant, notes.declined.is_some())
         }
         Ok(InstoreOutcome::Replay { ack }) => Reply::ok(ack, tenant, "replay"),
         Ok(InstoreOutcome::Conflict) => Reply::error(
@@ -417,17 +416,8 @@ fn verified_get<'s>(
 }
 
 /// `GET storedvaluelog/{number}`: the card's InStore movements, newest first, in the answer.
-async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
-    let Route::StoredValueLog { number } = route else {
-        return Reply::error(
-            &InstoreError::new(ErrorCode::NotFound, "no such InStore action"),
-            None,
-        );
-    };
-    let verified = match verified_get(req, state, route) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn get(req: &HttpRequest, state: &AppState, route: &Route, number: &str) -> Reply {
+    let verified = or_answer!(verified_get(req, state, route));
     let tenant = verified.tenant;
     let fail = |e: InstoreError| Reply::error(&e, Some(tenant));
     let query = match StoredValueLogQuery::read(&verified.params) {

@@ -3,7 +3,7 @@
 //! request bodies; answers show the last four. Registered from the table in
 //! [`super::admin`].
 
-use super::admin::{AdminError, Result, body, currency, json_response, parse_json, printable_id};
+use super::admin::{AdminError, Result, currency, json_body, json_response, printable_id};
 use super::webhooks::admin_call;
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -138,8 +138,7 @@ pub async fn put_stored_value_card(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let card_id = card_id(path)?;
-        let raw = body(&req, payload, &state).await?;
-        let b: SvLinkRequest = parse_json(&raw)?;
+        let b: SvLinkRequest = json_body(&req, payload, &state).await?;
         let number = CardNumber::parse(&b.number, "number")
             .map_err(|e| AdminError::bad("invalid_number", e.message))?;
         let currency: Currency = currency(&b.currency)?;

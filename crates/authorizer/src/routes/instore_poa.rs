@@ -7,7 +7,7 @@ use super::{Reply, header, read_verified, verified_get};
 use crate::app::AppState;
 use crate::instore_poa::{AdminResult, PoaAdmin, PoaPlanner, PoaRequest};
 use crate::openapi::errors;
-use crate::routes::admin::{AdminError, Result, amount, body, json_response, parse_json};
+use crate::routes::admin::{AdminError, Result, amount, json_body, json_response};
 use crate::routes::webhooks::admin_call;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -33,10 +33,7 @@ pub(super) async fn post(
     state: &AppState,
     route: &Route,
 ) -> Reply {
-    let verified = match read_verified(req, payload, state, route).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let verified = or_answer!(read_verified(req, payload, state, route).await);
     let tenant = verified.tenant;
     let envelope = verified.envelope.as_ref();
     let request_id = envelope.map(|e| e.request_id.as_str());
@@ -87,12 +84,7 @@ pub(super) async fn post(
                 decision = notes.declined.map_or("approved", |r| r.as_str()),
                 "instore pay-on-account request committed"
             );
-            let outcome = if notes.declined.is_some() {
-                "declined"
-            } else {
-                "approved"
-            };
-            Reply::ok(ack, tenant, outcome)
+            Reply::decided(ack, tenant, notes.declined.is_some())
         }
         Ok(InstoreOutcome::Replay { ack }) => Reply::ok(ack, tenant, "replay"),
         Ok(InstoreOutcome::Conflict) => fail(InstoreError::new(
@@ -108,17 +100,13 @@ pub(super) async fn post(
 
 /// `GET payonaccountlog/{account_number}` and `GET payonaccountlog/?account_number=`: the
 /// account's records, newest first.
-pub(super) async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> Reply {
-    let Route::PoaLogQuery { account_number } = route else {
-        return Reply::error(
-            &InstoreError::new(ErrorCode::NotFound, "no such InStore action"),
-            None,
-        );
-    };
-    let verified = match verified_get(req, state, route) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+pub(super) async fn get(
+    req: &HttpRequest,
+    state: &AppState,
+    route: &Route,
+    account_number: Option<&str>,
+) -> Reply {
+    let verified = or_answer!(verified_get(req, state, route));
     let tenant = verified.tenant;
     let fail = |e: InstoreError| Reply::error(&e, Some(tenant));
     let from_query = verified
@@ -126,7 +114,7 @@ pub(super) async fn get(req: &HttpRequest, state: &AppState, route: &Route) -> R
         .iter()
         .find(|(k, _)| k == "account_number")
         .map(|(_, v)| v.as_str());
-    let Some(text) = account_number.as_deref().or(from_query) else {
+    let Some(text) = account_number.or(from_query) else {
         return fail(InstoreError::missing("account_number"));
     };
     let number = match CardNumber::parse(text, "account_number") {
@@ -309,8 +297,7 @@ pub async fn put_poa_account(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let path = path.into_inner();
-        let raw = body(&req, payload, &state).await?;
-        let b: PoaSettingsRequest = parse_json(&raw)?;
+        let b: PoaSettingsRequest = json_body(&req, payload, &state).await?;
         let view = named_account(&state, &path).await?;
         let credit_limit = match b.credit_limit.as_deref() {
             None => None,
@@ -354,8 +341,7 @@ pub async fn reverse_poa_charge(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let path = path.into_inner();
-        let raw = body(&req, payload, &state).await?;
-        let b: PoaReversalRequest = parse_json(&raw)?;
+        let b: PoaReversalRequest = json_body(&req, payload, &state).await?;
         named_account(&state, &path).await?;
         let reverse = PoaAdmin::Reverse {
             movement_id: b.movement_id,

@@ -5,7 +5,7 @@
 //! in one transaction; only after that commit is the request answered. Barcodes are never
 //! logged.
 
-use super::admin::{AdminError, body, json_response, parse_json, printable_id};
+use super::admin::{AdminError, json_body, json_response, printable_id};
 use super::instore::{Reply, answer_delay, header, read_verified, rfc3339_ms};
 use super::webhooks::admin_call;
 use crate::app::AppState;
@@ -29,10 +29,7 @@ pub(super) async fn post(
     route: &Route,
     action: WalletAction,
 ) -> Reply {
-    let verified = match read_verified(req, payload, state, route).await {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let verified = or_answer!(read_verified(req, payload, state, route).await);
     let tenant = verified.tenant;
     let envelope = verified.envelope.as_ref();
     let request_id = envelope.map(|e| e.request_id.as_str());
@@ -67,15 +64,7 @@ pub(super) async fn post(
                 decision = declined.map_or("approved", |r| r.as_str()),
                 "instore wallet request committed"
             );
-            Reply::ok(
-                ack,
-                tenant,
-                if declined.is_some() {
-                    "declined"
-                } else {
-                    "approved"
-                },
-            )
+            Reply::decided(ack, tenant, declined.is_some())
         }
         Ok(InstoreOutcome::Replay { ack }) => Reply::ok(ack, tenant, "replay"),
         Ok(InstoreOutcome::Conflict) => Reply::error(
@@ -152,8 +141,7 @@ pub async fn issue_barcode(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let raw = body(&req, payload, &state).await?;
-        let b: BarcodeRequest = parse_json(&raw)?;
+        let b: BarcodeRequest = json_body(&req, payload, &state).await?;
         if !printable_id(&b.user_id) {
             return Err(unprocessable(
                 "invalid_user_id",

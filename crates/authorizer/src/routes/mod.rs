@@ -1,6 +1,17 @@
 //! HTTP routes: the processor's endpoints, the two-phase channels' API and the issuer's
 //! admin API.
 
+/// The value in `Ok`, or returns the `Err`: `?` for the handlers whose refusals are
+/// answers (a `Reply`, an `Answer`, an `HttpResponse`) rather than errors.
+macro_rules! or_answer {
+    ($result:expr) => {
+        match $result {
+            Ok(v) => v,
+            Err(answer) => return answer,
+        }
+    };
+}
+
 pub mod admin;
 pub mod channels;
 pub mod controls;
@@ -97,7 +108,7 @@ pub async fn guarded(
     if let Some(refused) = refuse_peer(&req, &state) {
         return refused;
     }
-    processor::handle(req, payload, state, route).await
+    crate::signed::handle(req, payload, state, route).await
 }
 
 /// Reads the raw body, refusing more than `limit` bytes without buffering them, and a body

@@ -4,9 +4,9 @@
 
 use crate::app::AppState;
 use crate::service::{self, decision_label};
-use crate::signed::{self, Answer, Verified, header, request_hash};
+use crate::signed::{self, Answer, Incoming, SignedRoute, Verified, header, request_hash};
+use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
-use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::RequestKind;
 use protocol::Notification;
 use protocol::signature::headers;
@@ -48,11 +48,7 @@ impl Route {
 
     /// The path served, also the metrics label.
     pub fn path(&self) -> &'static str {
-        Route::ALL
-            .iter()
-            .find(|(_, r)| r == self)
-            .map(|(p, _)| *p)
-            .unwrap_or("unknown")
+        signed::path_in(&Route::ALL, self)
     }
 
     fn in_flight_prefix(&self) -> &'static str {
@@ -64,47 +60,35 @@ impl Route {
     }
 }
 
-/// Checks the signature on the raw bytes with the processor's key ring. Every failure
-/// looks the same from outside.
-fn verify(
-    req: &HttpRequest,
-    body: &[u8],
-    state: &AppState,
-    route: Route,
-) -> Result<Verified, &'static str> {
-    let p = &state.settings.processor;
-    let skew = match route {
-        Route::Authorization(_) => p.authorization_skew_secs,
-        Route::Adjustment(_) | Route::Notification => p.adjustment_skew_secs,
-    };
-    signed::verify_signature(req, body, &state.keys, skew, route.path(), p.endpoint_check)
-        .map(|(v, _)| v)
-}
+impl SignedRoute for Route {
+    type Signer = ();
+    const ROUTES: &'static [(&'static str, Route)] = &Route::ALL;
+    const REFUSED: &'static str = "signature refused";
 
-/// Entry point of all six routes.
-pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    route: Route,
-) -> HttpResponse {
-    let started = Instant::now();
-    let body = match signed::body_or_refusal(&req, payload, &state).await {
-        Ok(b) => b,
-        Err(refusal) => return refusal,
-    };
-    let verified = match verify(&req, &body, &state, route) {
-        Ok(v) => v,
-        Err(reason) => {
-            return signed::signature_refused(&state, route.path(), reason, "signature refused");
+    /// Checks the signature on the raw bytes with the processor's key ring.
+    fn verify(self, r: Incoming<'_>) -> Result<(Verified, ()), &'static str> {
+        let p = &r.state.settings.processor;
+        let skew = match self {
+            Route::Authorization(_) => p.authorization_skew_secs,
+            Route::Adjustment(_) | Route::Notification => p.adjustment_skew_secs,
+        };
+        let keys = &r.state.keys;
+        signed::verify_signature(r.req, r.body, keys, skew, self.path(), p.endpoint_check)
+            .map(|(v, _)| (v, ()))
+    }
+
+    async fn serve(self, r: Incoming<'_>, _: ()) -> Answer {
+        let Incoming {
+            req, body, state, ..
+        } = r;
+        match self {
+            Route::Authorization(dir) => {
+                authorization(req, body, state, self, dir, r.started).await
+            }
+            Route::Adjustment(dir) => adjustment(req, body, state, self, dir).await,
+            Route::Notification => notification(req, body, state).await,
         }
-    };
-    let answer = match route {
-        Route::Authorization(dir) => authorization(&req, &body, &state, route, dir, started).await,
-        Route::Adjustment(dir) => adjustment(&req, &body, &state, route, dir).await,
-        Route::Notification => notification(&req, &body, &state).await,
-    };
-    verified.answer(&state, route.path(), &answer, started)
+    }
 }
 
 fn idempotency_key<'a>(
@@ -281,10 +265,7 @@ async fn authorization(
     route_direction: Option<Direction>,
     started: Instant,
 ) -> Answer {
-    let (key, parsed) = match keyed_request(req, body, state, route) {
-        Ok(r) => r,
-        Err(a) => return a,
-    };
+    let (key, parsed) = or_answer!(keyed_request(req, body, state, route));
     let kind = if parsed.transaction.kind == TransactionType::BalanceInquiry {
         Some(RequestKind::BalanceInquiry)
     } else {
@@ -292,10 +273,7 @@ async fn authorization(
             .or_else(|| parsed.transaction.kind.direction())
             .map(request_kind)
     };
-    let (hash, claims) = match claim(state, route, key, body).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
+    let (hash, claims) = or_answer!(claim(state, route, key, body).await);
     // The request itself moves into the batch; the id stays here for the log line.
     let transaction_id = parsed.transaction.id.clone();
     let result = service::authorize(
@@ -327,7 +305,10 @@ async fn authorization(
         Err(e) => {
             state.metrics.inc(
                 "authorizer_store_failures_total",
-                &[("route", route.path()), ("kind", store_error_kind(&e))],
+                &[
+                    ("route", route.path()),
+                    ("kind", signed::store_error_kind(&e)),
+                ],
             );
             let outcome = if matches!(e, StoreError::Uncertain(_)) {
                 // The approval may be booked: the processor's advice for this declined
@@ -348,19 +329,13 @@ async fn authorization(
     }
 }
 
-fn store_error_kind(e: &StoreError) -> &'static str {
-    match e {
-        StoreError::Unavailable(_) => "unavailable",
-        StoreError::Timeout(_) => "timeout",
-        StoreError::Invalid(_) => "invalid",
-        StoreError::Uncertain(_) => "uncertain",
-    }
-}
-
 fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
     state.metrics.inc(
         "authorizer_store_failures_total",
-        &[("route", route.path()), ("kind", store_error_kind(e))],
+        &[
+            ("route", route.path()),
+            ("kind", signed::store_error_kind(e)),
+        ],
     );
     tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the processor resends");
     Answer::error(
@@ -378,14 +353,8 @@ async fn adjustment(
     route: Route,
     direction: Direction,
 ) -> Answer {
-    let (key, parsed) = match keyed_request(req, body, state, route) {
-        Ok(r) => r,
-        Err(a) => return a,
-    };
-    let (hash, claims) = match claim(state, route, key, body).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
+    let (key, parsed) = or_answer!(keyed_request(req, body, state, route));
+    let (hash, claims) = or_answer!(claim(state, route, key, body).await);
     let call = ProcessorCall {
         idempotency_key: key,
         request_hash: hash,
@@ -498,10 +467,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     if let Err(a) = valid_id(state, route, key_field, key) {
         return a;
     }
-    let (hash, claims) = match claim(state, route, key, body).await {
-        Ok(c) => c,
-        Err(a) => return a,
-    };
+    let (hash, claims) = or_answer!(claim(state, route, key, body).await);
     let (event_id, verdict, status_detail, transaction, direction) = match &parsed {
         Ok(n) => {
             let d = &n.event_detail;

@@ -4,7 +4,7 @@
 //! [`super::admin`].
 
 use super::admin::{
-    AdminError, Result, body, check_token, json_response, page_limit, parse_json, respond,
+    AdminError, Result, check_token, json_body, json_response, page_limit, respond,
 };
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -149,8 +149,7 @@ pub async fn create_subscription(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let raw = body(&req, payload, &state).await?;
-        let b: SubscriptionRequest = parse_json(&raw)?;
+        let b: SubscriptionRequest = json_body(&req, payload, &state).await?;
         checked_url(&b.url)?;
         if let Some(t) = b
             .event_types
@@ -258,8 +257,7 @@ pub async fn change_subscription(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let raw = body(&req, payload, &state).await?;
-        let b: SubscriptionChange = parse_json(&raw)?;
+        let b: SubscriptionChange = json_body(&req, payload, &state).await?;
         checked_url(&b.url)?;
         if !state
             .store

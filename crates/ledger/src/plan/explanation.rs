@@ -44,13 +44,20 @@ const CONTROL_KINDS: [(ControlKind, &str); 8] = [
     (ControlKind::VelocityLimit, "velocity_limit"),
 ];
 
-/// The checks, by their stored index.
-const CHECKS: [&str; 5] = [
-    "categories",
-    "countries",
-    "channels",
-    "spending_limit",
-    "velocity_limit",
+/// The checks, by their stored index, with the fields they store in order: `owner`, `rule`,
+/// `interval` and `passed` are stored as codes and rendered by name, the others as stored.
+const CHECKS: [(&str, &str); 5] = [
+    ("categories", "owner rule mcc list matched passed"),
+    ("countries", "owner rule country list passed"),
+    ("channels", "owner rule channels list passed"),
+    (
+        "spending_limit",
+        "owner interval categories window currency limit spent amount passed",
+    ),
+    (
+        "velocity_limit",
+        "owner interval categories window limit counted passed",
+    ),
 ];
 
 /// The stored explanation of a decision: the checks run in order, with their inputs. The
@@ -356,67 +363,21 @@ fn render_controls(c: &[Value]) -> Option<Value> {
 
 fn render_check(c: &[Value]) -> Option<Value> {
     let (tag, rest) = c.split_first()?;
-    let name = *CHECKS.get(usize::try_from(tag.as_u64()?).ok()?)?;
+    let (name, fields) = *CHECKS.get(usize::try_from(tag.as_u64()?).ok()?)?;
+    if fields.split(' ').count() != rest.len() {
+        return None;
+    }
     let mut m = Map::new();
     m.insert("check".into(), name.into());
-    let mut put = |k: &str, v: Value| m.insert(k.into(), v);
-    match (name, rest) {
-        ("categories", [owner, rule, mcc, list, matched, p]) => {
-            put("owner", owner_name(owner)?.into());
-            put("rule", rule_name(rule)?.into());
-            put("mcc", mcc.clone());
-            put("list", list.clone());
-            put("matched", matched.clone());
-            put("passed", passed(p)?.into());
-        }
-        ("countries", [owner, rule, country, list, p]) => {
-            put("owner", owner_name(owner)?.into());
-            put("rule", rule_name(rule)?.into());
-            put("country", country.clone());
-            put("list", list.clone());
-            put("passed", passed(p)?.into());
-        }
-        ("channels", [owner, rule, channels, list, p]) => {
-            put("owner", owner_name(owner)?.into());
-            put("rule", rule_name(rule)?.into());
-            put("channels", channels.clone());
-            put("list", list.clone());
-            put("passed", passed(p)?.into());
-        }
-        (
-            "spending_limit",
-            [
-                owner,
-                interval,
-                categories,
-                window,
-                currency,
-                limit,
-                spent,
-                amount,
-                p,
-            ],
-        ) => {
-            put("owner", owner_name(owner)?.into());
-            put("interval", interval_name(interval)?.into());
-            put("categories", categories.clone());
-            put("window", window.clone());
-            put("currency", currency.clone());
-            put("limit", limit.clone());
-            put("spent", spent.clone());
-            put("amount", amount.clone());
-            put("passed", passed(p)?.into());
-        }
-        ("velocity_limit", [owner, interval, categories, window, limit, counted, p]) => {
-            put("owner", owner_name(owner)?.into());
-            put("interval", interval_name(interval)?.into());
-            put("categories", categories.clone());
-            put("window", window.clone());
-            put("limit", limit.clone());
-            put("counted", counted.clone());
-            put("passed", passed(p)?.into());
-        }
-        _ => return None,
+    for (field, v) in fields.split(' ').zip(rest) {
+        let shown = match field {
+            "owner" => owner_name(v)?.into(),
+            "rule" => rule_name(v)?.into(),
+            "interval" => interval_name(v)?.into(),
+            "passed" => passed(v)?.into(),
+            _ => v.clone(),
+        };
+        m.insert(field.into(), shown);
     }
     Some(Value::Object(m))
 }
