@@ -538,6 +538,16 @@ async fn run_wallet(sim: &Sim, command: WalletCommand) -> anyhow::Result<bool> {
     })
 }
 
+/// Each of `texts` read as an amount in `currency`.
+fn amounts<const N: usize>(currency: &str, texts: [&str; N]) -> anyhow::Result<[Money; N]> {
+    let read = texts
+        .iter()
+        .map(|t| Money::parse(t, currency))
+        .collect::<anyhow::Result<Vec<Money>>>()?;
+    read.try_into()
+        .map_err(|_| anyhow::anyhow!("{N} amounts expected"))
+}
+
 async fn run(sim: &Sim, command: Command) -> anyhow::Result<bool> {
     Ok(match command {
         Command::PoaDemo {
@@ -545,8 +555,7 @@ async fn run(sim: &Sim, command: Command) -> anyhow::Result<bool> {
             credit_limit,
             charge,
         } => {
-            let limit = Money::parse(&credit_limit, &currency)?;
-            let charge = Money::parse(&charge, &currency)?;
+            let [limit, charge] = amounts(&currency, [&credit_limit, &charge])?;
             poa::demo(sim, limit, charge, true).await?.ok
         }
         Command::WalletDemo {
@@ -555,9 +564,7 @@ async fn run(sim: &Sim, command: Command) -> anyhow::Result<bool> {
             pay,
             tip,
         } => {
-            let deposit = Money::parse(&deposit, &currency)?;
-            let pay = Money::parse(&pay, &currency)?;
-            let tip = Money::parse(&tip, &currency)?;
+            let [deposit, pay, tip] = amounts(&currency, [&deposit, &pay, &tip])?;
             wallet::demo(sim, deposit, pay, tip, true).await?.ok
         }
         Command::Poa(c) => run_poa(sim, c).await?,
@@ -567,8 +574,7 @@ async fn run(sim: &Sim, command: Command) -> anyhow::Result<bool> {
             load,
             redeem,
         } => {
-            let load = Money::parse(&load, &currency)?;
-            let redeem = Money::parse(&redeem, &currency)?;
+            let [load, redeem] = amounts(&currency, [&load, &redeem])?;
             story::demo(sim, load, redeem, true).await?.ok
         }
         Command::Create {

@@ -438,20 +438,13 @@ impl Sim {
             "no admin token: start `authorizer serve` once (it writes data/admin-token), \
              or give --admin-token",
         )?;
-        let url = format!("{}{path}", admin.url.trim_end_matches('/'));
         let method = actix_web::http::Method::from_bytes(method.as_bytes())?;
-        let mut req = self
-            .http
-            .request(method, &url)
-            .insert_header(("Authorization", format!("Bearer {}", admin.token)));
-        if let Some(k) = idempotency_key {
-            req = req.insert_header(("Idempotency-Key", k));
-        }
-        let sending = match body {
-            Some(b) => req.send_json(b),
-            None => req.send(),
-        };
-        answer(sending, &url).await
+        let api = processor_client::Bearer::new(self.http.clone(), &admin.url, &admin.token);
+        let (status, body) = api
+            .call(method, path, body, idempotency_key)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {}: {e}", admin.url))?;
+        Ok(Log { status, body })
     }
 
     /// Sends the payload `fields` writes after the request's context (`requestId`,
