@@ -20,7 +20,8 @@ mod window;
 pub use category::{Categories, CategoryError, CategoryGroup, CategoryItem};
 pub use channel::{Channel, Channels};
 pub use counters::{
-    Counter, CounterDelta, CounterKey, CounterSnapshot, Release, Released, release,
+    Counter, CounterDelta, CounterKey, CounterSnapshot, Release, Released, decode_counters,
+    encode_counters, release,
 };
 pub use country::Country;
 pub use evaluate::{

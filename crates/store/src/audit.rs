@@ -384,10 +384,17 @@ impl Store {
                 ),
             );
         let mut tx = match &self.db {
-            Db::Pg(p) => crate::Tx::Pg(
-                p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?,
-            ),
+            Db::Pg(p) => {
+                let mut tx = p
+                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?;
+                // The audit reads the whole ledger: the request path's statement timeout
+                // (`database.statement_ms_max`) would fail it once the ledger has grown.
+                sqlx::query("SET LOCAL statement_timeout = 0")
+                    .execute(&mut *tx)
+                    .await?;
+                crate::Tx::Pg(tx)
+            }
             Db::Lite(p) => crate::Tx::Lite(p.begin().await?),
         };
         let mut report = AuditReport::default();

@@ -20,7 +20,7 @@ use crate::{Flags, Store, StoreError, Tx, run};
 use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
 use ledger::plan::{
     AuthorizationRequest, AuthorizationResult, CardTransaction, Outcome, RecordWrite, Snapshot,
-    Writes, account_owner, counter_windows, direction_str, owner_kind, plan_authorizations,
+    Writes, counter_windows, direction_str, owner_kind, plan_authorizations,
 };
 use ledger::{Currency, RequestKind, SystemAccount};
 use sqlx::Row;
@@ -59,7 +59,8 @@ pub(crate) fn cards_to_read<'i>(items: &[BatchItem<'i>]) -> Vec<&'i str> {
 }
 
 /// The control counters `items` may read: the owners (kinds and ids, pairwise: every
-/// account as `user/currency`, every card) and the windows holding their instants.
+/// card) and the windows holding their instants. An account's counters are read with the
+/// account (its `counters` column).
 pub(crate) fn counters_to_read(
     items: &[BatchItem<'_>],
     tz: &TimeZone,
@@ -68,9 +69,6 @@ pub(crate) fn counters_to_read(
     let mut windows: Vec<String> = Vec::new();
     let mut days = HashSet::new();
     for i in items {
-        if let (Some(u), Ok(c)) = (i.tx.user_id, Currency::parse(i.tx.currency)) {
-            owners.push((owner_kind(Owner::Account), account_owner(u, c)));
-        }
         if let Some(card) = i.tx.card_id {
             owners.push((owner_kind(Owner::Card), card.to_owned()));
         }
@@ -517,9 +515,9 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
         // VALUES columns are column1, column2, ... on both backends.
         let sql = format!(
             "UPDATE accounts SET balance_minor = v.column2, version = v.column3, \
-             daily_spent_day = v.column4, daily_spent_minor = v.column5, updated_at_ms = $1 \
-             FROM (VALUES {}) AS v WHERE accounts.id = v.column1",
-            placeholders(w.accounts.len(), 5, 2)
+             daily_spent_day = v.column4, daily_spent_minor = v.column5, counters = v.column6, \
+             updated_at_ms = $1 FROM (VALUES {}) AS v WHERE accounts.id = v.column1",
+            placeholders(w.accounts.len(), 6, 2)
         );
         run!(tx, c => {
             let mut q = sqlx::query(&sql).bind(now);
@@ -529,7 +527,8 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
                     .bind(a.balance)
                     .bind(a.version)
                     .bind(a.daily_spent_day)
-                    .bind(a.daily_spent);
+                    .bind(a.daily_spent)
+                    .bind(a.counters.as_str());
             }
             q.execute(c).await?.rows_affected()
         });

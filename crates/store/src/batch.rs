@@ -67,43 +67,44 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
        NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
        NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor, \
        NULL::int8 AS amount_minor, NULL::text AS verdict, NULL::text AS endpoint, NULL::text AS direction, \
-       NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text, NULL::text AS controls \
+       NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text, NULL::text AS controls, \
+       NULL::text AS counters \
   FROM UNNEST($2::text[]) AS x(wanted), \
        LATERAL (SELECT * FROM idempotency_keys WHERE scope = $1 AND key = x.wanted LIMIT 1) i \
 UNION ALL \
 SELECT 2, t.transaction_id, NULL, t.response_status, t.response_body, NULL, t.user_id, t.currency, \
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, t.status, NULL, \
-       t.amount_minor, t.verdict, t.endpoint, t.direction, t.tx_type, t.card_id, t.amount_text, NULL \
+       t.amount_minor, t.verdict, t.endpoint, t.direction, t.tx_type, t.card_id, t.amount_text, NULL, NULL \
   FROM UNNEST($4::text[]) AS x(tid), \
        LATERAL (SELECT * FROM processor_transactions \
                  WHERE kind = $3 AND transaction_id = x.tid LIMIT 1 /*LOCK*/) t \
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
        per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls, counters \
   FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
                per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor, \
-               controls \
+               controls, counters \
           FROM accounts WHERE kind = 'USER' \
            AND (user_id, currency) IN (SELECT * FROM UNNEST($5::text[], $6::text[])) \
          ORDER BY id /*LOCK*/) a \
 UNION ALL \
 SELECT 4, card_id, NULL, NULL, NULL, NULL, user_id, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       blocked_mccs, status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls \
+       blocked_mccs, status, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls, NULL \
   FROM UNNEST($7::text[]) AS x(wanted), LATERAL (SELECT * FROM cards WHERE card_id = x.wanted LIMIT 1) c \
 UNION ALL \
 SELECT 7, c.window_key, NULL, NULL, NULL, NULL, c.owner_id, NULL, NULL, c.count, NULL, NULL, NULL, NULL, NULL, \
-       c.categories, c.owner_kind, NULL, c.amount_minor, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       c.categories, c.owner_kind, NULL, c.amount_minor, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM UNNEST($9::text[], $10::text[]) AS o(kind, id), UNNEST($11::text[]) AS w(wk), \
        LATERAL (SELECT * FROM control_counters \
                  WHERE owner_kind = o.kind AND owner_id = o.id AND window_key = w.wk) c \
 UNION ALL \
 SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, $8::int8) \
 UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
+       NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The writes with the batch's events: one outbox row per event and subscription, in the
@@ -114,8 +115,8 @@ static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
          next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $65, s, u, b, h, 'PENDING', 0, at, at, at, at \
-    FROM UNNEST($66::text[], $67::int8[], $68::text[], $69::bytea[], $70::text[], $71::int8[]) \
+  SELECT e, $67, s, u, b, h, 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::text[], $73::int8[]) \
       AS x(e, s, u, b, h, at) \
 ) SELECT ledger_expect_rows(",
     )
@@ -150,10 +151,11 @@ WITH lk AS ( \
     FROM UNNEST($5::int8[], $6::int8[], $7::int8[], $8::int8[], $9::int8[], $10::int8[]) AS u(id, mid, aid, amt, bal, ver) \
 ), a AS ( \
   UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
-         daily_spent_minor = u.s, updated_at_ms = $4 \
+         daily_spent_minor = u.s, counters = u.cw, updated_at_ms = $4 \
     FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[], \
-                $42::int8[]) AS u(id, b, v, d, s, ov, ob, oh) \
+                $42::int8[], $65::text[], $66::text[]) AS u(id, b, v, d, s, ov, ob, oh, cw, ocw) \
    WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob AND a.held_minor = u.oh \
+     AND a.counters = u.ocw \
      AND (SELECT count(*) FROM lk) >= 0 \
    RETURNING a.id \
 ), t AS ( \
@@ -685,7 +687,9 @@ async fn write_batch(
         .bind(col(&counters, |c| c.1.0.as_str()))
         .bind(col(&counters, |c| c.1.1.as_str()))
         .bind(col(&counters, |c| c.0.amount))
-        .bind(col(&counters, |c| c.0.count));
+        .bind(col(&counters, |c| c.0.count))
+        .bind(col(&w.accounts, |a| a.counters.as_str()))
+        .bind(col(&w.accounts, |a| a.read_counters.as_str()));
     let q = match events {
         Some(e) => q
             .bind(e.event_type)

@@ -4,7 +4,8 @@
 
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
-use ledger::plan::{GiveBack, owner_kind, release_counted};
+use ledger::controls::Owner;
+use ledger::plan::{CounterWrite, GiveBack, give_back_on_row, owner_kind, release_counted};
 
 /// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
 /// bumped by every change.
@@ -236,6 +237,10 @@ pub(crate) async fn release_controls(
         }
     };
     for w in &writes {
+        if w.owner == Owner::Account {
+            give_back_on_account(tx, w).await?;
+            continue;
+        }
         let (window, categories) = w.columns();
         run!(tx, c => {
             sqlx::query(update)
@@ -262,5 +267,41 @@ pub(crate) async fn release_controls(
         .await?
         .rows_affected()
     });
+    Ok(())
+}
+
+/// Gives `w` back on its account's row (`w.owner_id` is `user/currency`), whose lock the
+/// transaction takes (on SQLite it holds the one write lock already).
+async fn give_back_on_account(tx: &mut Tx, w: &CounterWrite) -> Result<(), sqlx::Error> {
+    let Some((user, currency)) = w.owner_id.rsplit_once('/') else {
+        return Ok(());
+    };
+    let sql = match tx {
+        Tx::Pg(_) => {
+            "SELECT id, counters FROM accounts WHERE kind = 'USER' AND user_id = $1 \
+             AND currency = $2 FOR UPDATE"
+        }
+        Tx::Lite(_) => {
+            "SELECT id, counters FROM accounts WHERE kind = 'USER' AND user_id = $1 \
+             AND currency = $2"
+        }
+    };
+    let row: Option<(i64, String)> = run!(tx, c => {
+        sqlx::query_as(sql).bind(user).bind(currency).fetch_optional(c).await?
+    });
+    let Some((id, stored)) = row else {
+        return Ok(());
+    };
+    let text = give_back_on_row(&stored, w);
+    if text != stored {
+        run!(tx, c => {
+            sqlx::query("UPDATE accounts SET counters = $1 WHERE id = $2")
+                .bind(&text)
+                .bind(id)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
+    }
     Ok(())
 }

@@ -220,10 +220,10 @@ pub(crate) async fn write(
         // VALUES columns are column1, column2, ...
         q.push(
             "UPDATE accounts SET balance_minor = v.column2, version = v.column3, \
-             daily_spent_day = v.column4, daily_spent_minor = v.column5, updated_at_ms = v.column6 \
-             FROM (",
+             daily_spent_day = v.column4, daily_spent_minor = v.column5, updated_at_ms = v.column6, \
+             counters = v.column7 FROM (",
         )
-        .values(w.accounts.len(), 6)
+        .values(w.accounts.len(), 7)
         .push(") AS v WHERE accounts.id = v.column1;\n");
         for a in &w.accounts {
             q.bind(a.id)?
@@ -231,7 +231,8 @@ pub(crate) async fn write(
                 .bind(a.version)?
                 .bind(a.daily_spent_day)?
                 .bind(a.daily_spent)?
-                .bind(now)?;
+                .bind(now)?
+                .bind(a.counters.as_str())?;
         }
     }
     let new: Vec<_> = w

@@ -34,6 +34,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(7, "0007_instore"),
     migration!(8, "0008_poa"),
     migration!(9, "0009_wallet"),
+    migration!(10, "0010_account_counters"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
@@ -56,6 +57,13 @@ macro_rules! apply_pending {
                 continue;
             }
             let mut tx = $conn.begin().await?;
+            if stringify!($dialect) == "postgres" {
+                // A migration that rewrites rows of a grown ledger takes as long as it takes:
+                // the request path's statement timeout is not for it.
+                sqlx::query("SET LOCAL statement_timeout = 0")
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::raw_sql(m.$dialect).execute(&mut *tx).await?;
             sqlx::query(
                 "INSERT INTO schema_migrations (version, name, applied_at_ms) VALUES ($1, $2, $3)",
@@ -77,6 +85,11 @@ pub(crate) async fn run(db: &Db) -> Result<Vec<String>, StoreError> {
     match db {
         Db::Pg(pool) => {
             let mut conn = pool.acquire().await?;
+            // Another instance may be migrating: wait for it as long as it takes (the
+            // connection's own timeout comes back with the RESET below).
+            sqlx::query("SET statement_timeout = 0")
+                .execute(&mut *conn)
+                .await?;
             sqlx::query("SELECT pg_advisory_lock($1)")
                 .bind(PG_MIGRATION_LOCK)
                 .execute(&mut *conn)
@@ -84,6 +97,9 @@ pub(crate) async fn run(db: &Db) -> Result<Vec<String>, StoreError> {
             let result = async { apply_pending!(conn, postgres, applied) }.await;
             let _ = sqlx::query("SELECT pg_advisory_unlock($1)")
                 .bind(PG_MIGRATION_LOCK)
+                .execute(&mut *conn)
+                .await;
+            let _ = sqlx::query("RESET statement_timeout")
                 .execute(&mut *conn)
                 .await;
             result?;

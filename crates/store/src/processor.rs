@@ -212,7 +212,7 @@ macro_rules! account_columns {
     () => {
         "SELECT id, currency, balance_minor, held_minor, version, overdraft_limit_minor, \
          per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, \
-         blocked_mccs, controls, created_at_ms, updated_at_ms FROM accounts"
+         blocked_mccs, controls, counters, created_at_ms, updated_at_ms FROM accounts"
     };
 }
 pub(crate) use account_columns;
@@ -239,6 +239,7 @@ macro_rules! locked_account_from_row {
                 r.try_get::<Option<String>, _>("controls")?.as_deref(),
                 Some(Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?),
             ),
+            counters: r.try_get("counters")?,
         }
     }};
 }

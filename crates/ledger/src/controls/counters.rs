@@ -59,6 +59,39 @@ pub struct Counter {
     pub count: i64,
 }
 
+/// An owner's counters in the form kept on its own row (an account's `counters` column):
+/// one line per counter that has counted something, `key amount count`, in key order. A
+/// key never holds a space or a line break (window keys, MCC codes, ranges and group names).
+pub fn encode_counters<'a>(
+    counters: impl IntoIterator<Item = (&'a CounterKey, &'a Counter)>,
+) -> String {
+    let mut rows: Vec<_> = counters
+        .into_iter()
+        .filter(|(_, c)| c.amount != 0 || c.count != 0)
+        .collect();
+    rows.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    let mut out = String::new();
+    for (key, c) in rows {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(&format!("{key} {} {}", c.amount, c.count));
+    }
+    out
+}
+
+/// Reads [`encode_counters`]' form; a line that does not read is skipped (it counted in a
+/// window no request reads any more, or was never written by this code).
+pub fn decode_counters(text: &str) -> impl Iterator<Item = (CounterKey, Counter)> + '_ {
+    text.lines().filter_map(|line| {
+        let mut parts = line.rsplitn(3, ' ');
+        let count = parts.next()?.parse().ok()?;
+        let amount = parts.next()?.parse().ok()?;
+        let key = CounterKey::parse(parts.next()?)?;
+        Some((key, Counter { amount, count }))
+    })
+}
+
 /// A change to one counter, written by the plan with the batch (and kept with the
 /// authorization, so that a reversal gives back exactly what it took).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

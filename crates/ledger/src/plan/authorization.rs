@@ -15,18 +15,18 @@
 use super::{
     Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
     Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
-    StoredResponse, Writes, account_owner, day_of, explanation,
+    StoredResponse, Writes, account_owner, day_of, explanation, window_keys,
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
-    Release, Released, TimeZone, evaluate, release,
+    Release, Released, TimeZone, WindowKey, decode_counters, encode_counters, evaluate, release,
 };
 use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide_with};
 use crate::money::to_minor;
 use crate::{Currency, PostingPlan};
 use jiff::Timestamp;
 use serde_json::json;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 /// One authorization to plan.
 #[derive(Debug, Clone, Copy)]
@@ -92,10 +92,15 @@ where
     let mut writes = Writes::default();
     // The account rows as read, for the writers that hold no lock; and where each touched
     // account's write is.
-    let mut read: HashMap<i64, (i64, i64, i64)> = HashMap::new();
+    let mut read: AsRead = HashMap::new();
     let mut touched: HashMap<i64, usize> = HashMap::new();
-    for a in accounts.values() {
+    for ((user, currency), a) in &accounts {
         read.insert(a.id, (a.version, a.balance, a.held));
+        // An account's counters come with its row.
+        let of = counters
+            .entry((Owner::Account, account_owner(user, *currency)))
+            .or_default();
+        of.extend(decode_counters(&a.counters));
     }
     let mut outcomes = Vec::with_capacity(requests.len());
     for (idx, req) in requests.iter().enumerate() {
@@ -243,18 +248,7 @@ where
                         balance_after: None,
                         version: None,
                     });
-                    let (read_version, read_balance, read_held) =
-                        read.get(&acct.id).copied().unwrap_or_default();
-                    let write = super::AccountWrite {
-                        id: acct.id,
-                        balance: acct.balance,
-                        version: acct.version,
-                        daily_spent_day: acct.daily_spent_day,
-                        daily_spent: acct.daily_spent,
-                        read_version,
-                        read_balance,
-                        read_held,
-                    };
+                    let write = account_write(acct, &read);
                     match touched.get(&acct.id) {
                         Some(&at) => writes.accounts[at] = write,
                         None => {
@@ -308,8 +302,94 @@ where
         }
         outcomes.push(outcome);
     }
-    writes.counters = counter_writes;
+    let (cards, of_accounts): (Vec<_>, Vec<_>) = counter_writes
+        .into_iter()
+        .partition(|w| w.owner == Owner::Card);
+    writes.counters = cards;
+    account_counters(
+        &mut writes,
+        &accounts,
+        &counters,
+        &of_accounts,
+        (&read, &mut touched),
+        requests,
+        &tz,
+    );
     Ok(Plan { outcomes, writes })
+}
+
+/// The cardholder accounts as read (version, balance, held), by id: what a writer that
+/// holds no lock checks the row against.
+type AsRead = HashMap<i64, (i64, i64, i64)>;
+
+/// `acct` as the batch leaves it, and as it was read (`read`: version, balance, held).
+/// Its counters are set once the batch is planned ([`account_counters`]).
+fn account_write(acct: &super::Account, read: &AsRead) -> super::AccountWrite {
+    let (read_version, read_balance, read_held) = read.get(&acct.id).copied().unwrap_or_default();
+    super::AccountWrite {
+        id: acct.id,
+        balance: acct.balance,
+        version: acct.version,
+        daily_spent_day: acct.daily_spent_day,
+        daily_spent: acct.daily_spent,
+        read_version,
+        read_balance,
+        read_held,
+        counters: String::new(),
+        read_counters: String::new(),
+    }
+}
+
+/// Sets each written account's counters, as they are to be kept on its row: those the
+/// batch changed, in the windows its requests' instants are in (a window no request is in
+/// any more is over and is dropped), or as read. An account whose counters changed but
+/// whose balance did not (a counted approval of nothing) is written too.
+fn account_counters(
+    writes: &mut Writes,
+    accounts: &HashMap<(String, Currency), super::Account>,
+    counters: &HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
+    changed: &[CounterWrite],
+    (read, touched): (&AsRead, &mut HashMap<i64, usize>),
+    requests: &[AuthorizationRequest<'_>],
+    tz: &TimeZone,
+) {
+    let mut windows: Option<HashSet<WindowKey>> = None;
+    let mut by_id: Vec<_> = accounts.iter().collect();
+    by_id.sort_unstable_by_key(|(_, a)| a.id);
+    for ((user, currency), acct) in by_id {
+        let owner = account_owner(user, *currency);
+        let text = if changed.iter().any(|w| w.owner_id == owner) {
+            let windows = windows.get_or_insert_with(|| {
+                let mut hours = HashSet::new();
+                requests
+                    .iter()
+                    // Windows are whole local days at least: one per hour is plenty.
+                    .filter(|r| hours.insert(r.now_ms.div_euclid(3_600_000)))
+                    .flat_map(|r| window_keys(r.now_ms, tz))
+                    .collect()
+            });
+            let kept = counters
+                .get(&(Owner::Account, owner))
+                .into_iter()
+                .flatten()
+                .filter(|(k, _)| windows.contains(&k.window));
+            encode_counters(kept)
+        } else if touched.contains_key(&acct.id) {
+            acct.counters.clone()
+        } else {
+            continue;
+        };
+        let at = match touched.get(&acct.id) {
+            Some(&at) => at,
+            None => {
+                touched.insert(acct.id, writes.accounts.len());
+                writes.accounts.push(account_write(acct, read));
+                writes.accounts.len() - 1
+            }
+        };
+        writes.accounts[at].counters = text;
+        writes.accounts[at].read_counters = acct.counters.clone();
+    }
 }
 
 /// The controls of one request's account and card, and whose counters they read.
@@ -543,6 +623,18 @@ pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite
         })
         .collect();
     Some((writes, counted_json(&rows, now)))
+}
+
+/// An account's counters as kept on its row ([`encode_counters`]) with `w` given back: a
+/// counter that is gone (its window over) has nothing to give back, and none goes below
+/// zero.
+pub fn give_back_on_row(stored: &str, w: &CounterWrite) -> String {
+    let mut rows: Vec<(CounterKey, Counter)> = decode_counters(stored).collect();
+    if let Some((_, c)) = rows.iter_mut().find(|(k, _)| *k == w.key) {
+        c.amount = c.amount.saturating_add(w.amount).max(0);
+        c.count = c.count.saturating_add(w.count).max(0);
+    }
+    encode_counters(rows.iter().map(|(k, c)| (k, c)))
 }
 
 /// Renders the answer to request `idx`, records it, and returns it as the request's outcome.

@@ -14,14 +14,16 @@ mod authorization;
 mod explanation;
 
 pub use authorization::{
-    AuthorizationRequest, AuthorizationResult, GiveBack, plan_authorizations, release_counted,
-    status_of,
+    AuthorizationRequest, AuthorizationResult, GiveBack, give_back_on_row, plan_authorizations,
+    release_counted, status_of,
 };
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
 pub use explanation::render as render_explanation;
 
-use crate::controls::{Channels, Controls, Counter, CounterKey, Interval, Owner, local_day};
+use crate::controls::{
+    Channels, Controls, Counter, CounterKey, Interval, Owner, WindowKey, local_day,
+};
 use crate::decision::AccountState;
 use crate::{CardState, CardStatus, Currency, MccSet, RequestKind};
 use jiff::Timestamp;
@@ -242,6 +244,9 @@ pub struct Account {
     pub blocked_mccs: MccSet,
     /// The account's spending controls (`None`: none set).
     pub controls: Option<Arc<Controls>>,
+    /// The account's control counters as kept on its row ([`crate::controls::encode_counters`]): written
+    /// with its balance, so an approval's counting costs no row of its own.
+    pub counters: String,
 }
 
 impl Account {
@@ -282,9 +287,9 @@ pub struct Snapshot {
     /// Ids reserved for new movements and postings, used in ascending order.
     pub movement_ids: Vec<i64>,
     pub posting_ids: Vec<i64>,
-    /// The control counters of the batch's accounts and cards in the windows holding its
-    /// instants ([`counter_windows`]), by owner ([`Owner`] and [`account_owner`] or the
-    /// card id); a counter not here has counted nothing.
+    /// The control counters of the batch's cards in the windows holding its instants
+    /// ([`counter_windows`]), by owner ([`Owner`] and the card id); a counter not here has
+    /// counted nothing. An account's counters come with the account ([`Account::counters`]).
     pub counters: HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
     /// The zone of the controls' calendar windows; `None`: UTC.
     pub time_zone: Option<TimeZone>,
@@ -308,13 +313,14 @@ pub fn owner_kind(owner: Owner) -> &'static str {
 /// request at that instant may read is in one of them, whatever the controls say, so the
 /// store reads them with the rest of the snapshot without reading the controls first.
 pub fn counter_windows(now_ms: i64, tz: &TimeZone) -> Vec<String> {
+    window_keys(now_ms, tz).map(|k| k.to_string()).collect()
+}
+
+/// [`counter_windows`], as keys.
+pub fn window_keys(now_ms: i64, tz: &TimeZone) -> impl Iterator<Item = WindowKey> {
     let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
     let day = local_day(at, tz);
-    Interval::ALL
-        .iter()
-        .filter_map(|i| i.key_of_day(day))
-        .map(|k| k.to_string())
-        .collect()
+    Interval::ALL.iter().filter_map(move |i| i.key_of_day(day))
 }
 
 /// Days since the unix epoch (UTC) for a millisecond timestamp: the daily-limit window.
@@ -353,6 +359,10 @@ pub struct AccountWrite {
     pub read_version: i64,
     pub read_balance: i64,
     pub read_held: i64,
+    /// The account's control counters after the batch ([`crate::controls::encode_counters`]; only the
+    /// windows its requests' instants are in), and as read.
+    pub counters: String,
+    pub read_counters: String,
 }
 
 /// How a transaction record is written.
@@ -424,7 +434,8 @@ pub struct Writes {
     pub accounts: Vec<AccountWrite>,
     pub records: Vec<RecordRow>,
     pub keys: Vec<KeyRow>,
-    /// One per (owner, counter) changed, summed over the batch.
+    /// One per (card, counter) changed, summed over the batch (an account's counters are
+    /// written with the account: [`AccountWrite::counters`]).
     pub counters: Vec<CounterWrite>,
 }
 

@@ -25,6 +25,7 @@ fn account(balance: i64) -> Account {
         daily_spent: 0,
         blocked_mccs: MccSet::default(),
         controls: None,
+        counters: String::new(),
     }
 }
 
@@ -141,6 +142,8 @@ fn an_approved_debit_moves_money_against_clearing_with_balance_and_version() {
             read_version: 7,
             read_balance: 10_000,
             read_held: 0,
+            counters: String::new(),
+            read_counters: String::new(),
         }]
     );
     let rec = &w.records[0];
@@ -432,6 +435,111 @@ fn the_daily_counter_restarts_each_day_and_counts_within_the_batch() {
     assert!(fresh(&p.outcomes[2]).decision.is_approved());
     let w = &p.writes.accounts[0];
     assert_eq!((w.daily_spent_day, w.daily_spent), (day_of(NOW), 1_000));
+}
+
+#[test]
+fn account_counters_are_written_with_the_account_and_card_counters_as_rows() {
+    use crate::controls::decode_counters;
+    let key = |at: i64, interval: Interval| {
+        window_keys(at, &TimeZone::UTC)
+            .find(|k| k.interval() == interval)
+            .unwrap()
+    };
+    let (today, yesterday, month) = (
+        key(NOW, Interval::Daily),
+        key(NOW - DAY, Interval::Daily),
+        key(NOW, Interval::Monthly),
+    );
+    let mut s = snapshot(100_000);
+    let a = s.accounts.get_mut(&("u1".into(), ars())).unwrap();
+    a.controls = Some(Arc::new(
+        Controls::from_json(
+            r#"{"spending_limits":[{"amount":"10.00","interval":"daily"}],
+                "velocity_limits":[{"count":5,"interval":"monthly"}]}"#,
+            Some(ars()),
+        )
+        .unwrap(),
+    ));
+    // Counted before: 6.00 today, a window that is over, two this month.
+    a.counters = format!("{today} 600 1\n{yesterday} 900 3\n{month} 600 2");
+    let read = a.counters.clone();
+    s.cards.insert(
+        "c1".into(),
+        CardRecord {
+            user_id: "u1".into(),
+            status: CardStatus::Active,
+            blocked_mccs: MccSet::default(),
+            controls: Some(Arc::new(
+                Controls::from_json(
+                    r#"{"velocity_limits":[{"count":9,"interval":"daily"}]}"#,
+                    None,
+                )
+                .unwrap(),
+            )),
+        },
+    );
+    let on_card = |key: &'static str, amount: &'static str| {
+        let mut r = req(key, key.as_bytes(), tx(key, amount));
+        r.tx.card_id = Some("c1");
+        r
+    };
+    let p = run(
+        s,
+        &[on_card("k1", "3"), on_card("k2", "2"), on_card("k3", "1")],
+    );
+    assert!(fresh(&p.outcomes[0]).decision.is_approved());
+    assert!(
+        !fresh(&p.outcomes[1]).decision.is_approved(),
+        "over 10.00 today"
+    );
+    assert!(
+        fresh(&p.outcomes[2]).decision.is_approved(),
+        "10.00 exactly"
+    );
+    let w = &p.writes;
+    assert_eq!(w.accounts.len(), 1);
+    assert_eq!(w.accounts[0].read_counters, read);
+    let written: HashMap<_, _> = decode_counters(&w.accounts[0].counters).collect();
+    let at = |k: WindowKey| {
+        written
+            .iter()
+            .find(|(key, _)| key.window == k && key.categories.is_none())
+            .map(|(_, c)| *c)
+    };
+    assert_eq!(at(today).map(|c| c.amount), Some(1_000));
+    assert_eq!(at(month).map(|c| c.count), Some(4));
+    assert_eq!(at(yesterday), None, "a window that is over is dropped");
+    // The card's counters are rows of their own; none is the account's.
+    assert!(!w.counters.is_empty());
+    assert!(
+        w.counters
+            .iter()
+            .all(|c| c.owner == Owner::Card && c.owner_id == "c1")
+    );
+    assert_eq!(w.counters.iter().map(|c| c.count).max(), Some(2));
+}
+
+#[test]
+fn counters_read_back_as_written() {
+    use crate::controls::{decode_counters, encode_counters};
+    let text = "daily:2026-12-03 1500 3\nmonthly:2026-12|5811-5814,gambling 700 1\nall_time 0 9";
+    let read: Vec<_> = decode_counters(text).collect();
+    assert_eq!(read.len(), 3);
+    assert_eq!(encode_counters(read.iter().map(|(k, c)| (k, c))), text);
+    // Nothing counted is not kept; an unreadable line is skipped.
+    assert_eq!(
+        decode_counters("daily:2026-12-03 x 1\nnot a key 1 1\nyearly:2026 5 0").count(),
+        1
+    );
+    assert_eq!(
+        encode_counters(
+            decode_counters("yearly:2026 0 0")
+                .collect::<Vec<_>>()
+                .iter()
+                .map(|(k, c)| (k, c))
+        ),
+        ""
+    );
 }
 
 #[test]
