@@ -35,6 +35,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(8, "0008_poa"),
     migration!(9, "0009_wallet"),
     migration!(10, "0010_account_counters"),
+    migration!(11, "0011_outbox_writes"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
