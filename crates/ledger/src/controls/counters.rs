@@ -59,6 +59,15 @@ pub struct Counter {
     pub count: i64,
 }
 
+impl Counter {
+    /// Adds a delta (negative: a give-back). A counter never goes below zero: a give-back
+    /// cannot make room that was never taken.
+    pub fn add(&mut self, amount: i64, count: i64) {
+        self.amount = self.amount.saturating_add(amount).max(0);
+        self.count = self.count.saturating_add(count).max(0);
+    }
+}
+
 /// An owner's counters in the form kept on its own row (an account's `counters` column):
 /// one line per counter that has counted something, `key amount count`, in key order. A
 /// key never holds a space or a line break (window keys, MCC codes, ranges and group names).
@@ -143,13 +152,14 @@ impl CounterSnapshot {
         map.get(key).copied().unwrap_or_default()
     }
 
-    /// Applies deltas, so a later request of the same batch sees an earlier approval.
-    /// Counters never go below zero: a give-back cannot make room that was never taken.
+    /// Applies deltas, so a later request of the same batch sees an earlier approval
+    /// ([`Counter::add`]).
     pub fn apply(&mut self, deltas: &[CounterDelta]) {
         for d in deltas {
-            let c = self.of(d.owner).entry(d.key.clone()).or_default();
-            c.amount = c.amount.saturating_add(d.amount).max(0);
-            c.count = c.count.saturating_add(d.count).max(0);
+            self.of(d.owner)
+                .entry(d.key.clone())
+                .or_default()
+                .add(d.amount, d.count);
         }
     }
 }

@@ -96,11 +96,13 @@ where
     let mut touched: HashMap<i64, usize> = HashMap::new();
     for ((user, currency), a) in &accounts {
         read.insert(a.id, (a.version, a.balance, a.held));
-        // An account's counters come with its row.
-        let of = counters
-            .entry((Owner::Account, account_owner(user, *currency)))
-            .or_default();
-        of.extend(decode_counters(&a.counters));
+        // An account's counters come with its row (none: nothing counted, no entry).
+        if !a.counters.is_empty() {
+            counters
+                .entry((Owner::Account, account_owner(user, *currency)))
+                .or_default()
+                .extend(decode_counters(&a.counters));
+        }
     }
     let mut outcomes = Vec::with_capacity(requests.len());
     for (idx, req) in requests.iter().enumerate() {
@@ -357,8 +359,11 @@ fn account_counters(
     let mut by_id: Vec<_> = accounts.iter().collect();
     by_id.sort_unstable_by_key(|(_, a)| a.id);
     for ((user, currency), acct) in by_id {
-        let owner = account_owner(user, *currency);
-        let text = if changed.iter().any(|w| w.owner_id == owner) {
+        // Most batches count nothing: then no account's owner id is built.
+        let owner = (!changed.is_empty())
+            .then(|| account_owner(user, *currency))
+            .filter(|owner| changed.iter().any(|w| w.owner_id == *owner));
+        let text = if let Some(owner) = owner {
             let windows = windows.get_or_insert_with(|| {
                 let mut hours = HashSet::new();
                 requests
@@ -475,13 +480,12 @@ fn add_counter(
     writes: &mut Vec<CounterWrite>,
     w: &CounterWrite,
 ) {
-    let c = counters
+    counters
         .entry((w.owner, w.owner_id.clone()))
         .or_default()
         .entry(w.key.clone())
-        .or_default();
-    c.amount = c.amount.saturating_add(w.amount).max(0);
-    c.count = c.count.saturating_add(w.count).max(0);
+        .or_default()
+        .add(w.amount, w.count);
     match writes
         .iter_mut()
         .find(|x| x.owner == w.owner && x.owner_id == w.owner_id && x.key == w.key)
@@ -631,8 +635,7 @@ pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite
 pub fn give_back_on_row(stored: &str, w: &CounterWrite) -> String {
     let mut rows: Vec<(CounterKey, Counter)> = decode_counters(stored).collect();
     if let Some((_, c)) = rows.iter_mut().find(|(k, _)| *k == w.key) {
-        c.amount = c.amount.saturating_add(w.amount).max(0);
-        c.count = c.count.saturating_add(w.count).max(0);
+        c.add(w.amount, w.count);
     }
     encode_counters(rows.iter().map(|(k, c)| (k, c)))
 }

@@ -543,6 +543,31 @@ fn counters_read_back_as_written() {
 }
 
 #[test]
+fn a_give_back_on_the_row_never_goes_below_zero() {
+    use crate::controls::decode_counters;
+    let stored = "daily:2026-12-03 1500 3\nmonthly:2026-12 700 1";
+    let back = |window: &str, amount, count| {
+        let key = decode_counters(&format!("{window} 1 1")).next().unwrap().0;
+        let w = CounterWrite {
+            owner: Owner::Account,
+            owner_id: "u1/ARS".into(),
+            key,
+            amount,
+            count,
+        };
+        give_back_on_row(stored, &w)
+    };
+    assert_eq!(
+        back("daily:2026-12-03", -500, -1),
+        "daily:2026-12-03 1000 2\nmonthly:2026-12 700 1"
+    );
+    // More than was counted leaves zero, and a counter at zero is not kept.
+    assert_eq!(back("monthly:2026-12", -900, -2), "daily:2026-12-03 1500 3");
+    // A window no longer on the row (over) has nothing to give back.
+    assert_eq!(back("daily:2026-12-02", -500, -1), stored);
+}
+
+#[test]
 fn cards_come_from_the_snapshot_or_from_what_the_caller_knew() {
     let blocked = CardRecord {
         user_id: "u1".into(),
