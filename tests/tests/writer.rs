@@ -503,7 +503,6 @@ fn redeem_call(request_id: &str) -> InstoreCall {
         workstation_id: None,
         now_ms: store::now_ms(),
         poa: None,
-        deadline: None,
     }
 }
 

@@ -165,7 +165,6 @@ impl PoaPlanner {
                 log_key,
                 log_charge_probe: probe,
             }),
-            deadline: None,
         }
     }
 }

@@ -20,7 +20,6 @@ use instore::payload::{
 };
 use instore::{Amount, InstoreError, Outcome, Reason, Tenant, Value, WalletAction};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 use store::wallet::{NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
 use store::{InstoreOutcome, StoreError, WalletCall, WalletPlan, WalletPlanner, WalletSnapshot};
 
@@ -63,7 +62,6 @@ impl WalletRequest {
             replay_by_body: false,
             correlation_id: None,
             now_ms: store::now_ms(),
-            deadline: None,
         };
         match self {
             WalletRequest::Initialize(_) => {}
@@ -359,20 +357,15 @@ impl WalletPlanner for Planner {
 }
 
 /// Hands one wallet request to the batcher, the one writer, and waits for what its batch
-/// committed, at most `instore.ack_deadline_ms`: a commit not started by then never
-/// happens. `Err`: nothing was committed (the caller answers 503 and InStore resends).
+/// committed. `Err`: nothing was committed (the caller answers 503 and InStore resends).
 pub async fn execute(
     state: &AppState,
     call: WalletCall,
     planner: Arc<Planner>,
 ) -> Result<InstoreOutcome, StoreError> {
-    let deadline = Duration::from_millis(state.settings.instore.ack_deadline_ms);
-    crate::service::within_deadline(state, deadline, "wallet request", |d, reply| {
+    crate::service::through_writer(state, |reply| {
         Job::Wallet(WalletJob {
-            call: WalletCall {
-                deadline: Some(d),
-                ..call
-            },
+            call,
             planner,
             reply: Some(reply),
         })

@@ -21,8 +21,8 @@ use crate::holds::{
 };
 use crate::instore::{InstoreOp, InstoreOutcome};
 use crate::processor::{
-    AdjustmentResult, AuthorizationResult, CardTransaction, CommitDeadline, NotificationCall,
-    NotificationResult, Outcome, ProcessorCall, Step, adjust_on, notify_on,
+    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
+    Outcome, ProcessorCall, Step, adjust_on, notify_on,
 };
 use crate::rules::CardRecord;
 use crate::wallet::WalletOp;
@@ -153,7 +153,6 @@ impl Store {
                     .iter()
                     .filter_map(|i| i.call.commit_started)
                     .chain(reserving)
-                    .chain(deadlines(work).map(|d| &*d.gate))
                 {
                     gate.reopen();
                 }
@@ -225,9 +224,6 @@ impl Store {
         let mut deciding: Vec<BatchItem<'i>> = Vec::new();
         // The reservations it decides.
         let mut reserving: Vec<ChannelCall<'i>> = Vec::new();
-        // The deadlines of the InStore and wallet requests it writes (a replay writes
-        // nothing: its answer stands whenever it is given).
-        let mut writing: Vec<&CommitDeadline> = Vec::new();
         let mut i = 0;
         while i < work.len() {
             let system = systems.processor[i];
@@ -311,16 +307,10 @@ impl Store {
                 }
                 Work::Instore(op) => {
                     let o = self.instore_on(&mut tx, op).await?;
-                    if matches!(o, InstoreOutcome::Done { .. }) {
-                        writing.extend(op.call.deadline.as_ref());
-                    }
                     out.push(Some(Done::Instore(Ok(o))));
                 }
                 Work::Wallet(op) => {
                     let o = self.wallet_on(&mut tx, op).await?;
-                    if matches!(o, InstoreOutcome::Done { .. }) {
-                        writing.extend(op.call.deadline.as_ref());
-                    }
                     out.push(Some(Done::Wallet(Ok(o))));
                 }
             }
@@ -331,9 +321,6 @@ impl Store {
         if deadline_passed(&deciding)
             || !start_commit(&deciding)
             || reserving.iter().any(|c| reservation_may_commit(c).is_err())
-            || writing
-                .iter()
-                .any(|d| CommitDeadline::check(Some(d), "request").is_err())
         {
             return Err(Step::Retry);
         }
@@ -369,15 +356,6 @@ impl Store {
             Work::Wallet(op) => Done::Wallet(self.wallet_alone(op).await),
         }
     }
-}
-
-/// The deadlines of the requests of `work` that carry one of their own (InStore, wallet).
-fn deadlines<'w>(work: &'w [Work<'_>]) -> impl Iterator<Item = &'w CommitDeadline> {
-    work.iter().filter_map(|w| match w {
-        Work::Instore(op) => op.call.deadline.as_ref(),
-        Work::Wallet(op) => op.call.deadline.as_ref(),
-        _ => None,
-    })
 }
 
 /// The failure `e` as the result of `w`'s kind.
