@@ -85,22 +85,39 @@ impl Authorizer {
         }
     }
 
-    /// SIGTERM and wait: the graceful stop used between phases to change settings.
+    /// SIGTERM and wait (SIGKILL after 10 s), blocking this thread: for when no traffic is
+    /// under way (the end of the run, a drop).
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
-            for _ in 0..200 {
+            terminate(&c);
+            for _ in 0..STOP_POLLS {
                 if !matches!(c.try_wait(), Ok(None)) {
                     return;
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                std::thread::sleep(STOP_POLL);
             }
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// The graceful stop used between phases to change settings, while traffic that lives
+    /// across phases (the wallet's, InStore's) goes on: SIGTERM, then waiting without
+    /// blocking this client's event loop, so that the answers it gets meanwhile are read and
+    /// timed as they come (a blocked loop would see them late, as hangs).
+    pub async fn stop_gracefully(auth: &std::cell::RefCell<Authorizer>) {
+        let Some(mut c) = auth.borrow_mut().child.take() else {
+            return;
+        };
+        terminate(&c);
+        for _ in 0..STOP_POLLS {
+            if !matches!(c.try_wait(), Ok(None)) {
+                return;
+            }
+            actix_rt::time::sleep(STOP_POLL).await;
+        }
+        let _ = c.kill();
+        let _ = c.wait();
     }
 
     /// The last lines of its log, for error messages.
@@ -147,6 +164,18 @@ impl Authorizer {
             Err(e) => (None, format!("could not run the audit: {e}")),
         }
     }
+}
+
+/// How often, and how many times, a graceful stop looks whether the process has exited.
+const STOP_POLL: Duration = Duration::from_millis(50);
+const STOP_POLLS: u32 = 200;
+
+/// SIGTERM to `child`.
+fn terminate(child: &Child) {
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status();
 }
 
 impl Drop for Authorizer {

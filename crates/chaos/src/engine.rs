@@ -306,6 +306,11 @@ impl Engine {
     }
 
     pub fn violation(&self, v: String) {
+        // Named by the phase it happened in (the fault then under way).
+        let v = match self.phases.borrow().last() {
+            Some(p) => format!("[{}] {v}", p.name),
+            None => v,
+        };
         eprintln!("chaos: VIOLATION {v}");
         self.violations.borrow_mut().push(v);
     }

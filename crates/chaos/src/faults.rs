@@ -81,7 +81,7 @@ pub async fn restart(
     auth: &RefCell<Authorizer>,
     overrides: &[(&str, &str)],
 ) -> anyhow::Result<()> {
-    auth.borrow_mut().stop();
+    Authorizer::stop_gracefully(auth).await;
     auth.borrow_mut().spawn(overrides)?;
     ready(engine, auth).await
 }
