@@ -10,6 +10,7 @@ mod races {
     /// The races are about correctness, not speed: give the database time.
     fn patient(s: &mut authorizer::Settings) {
         s.processor.deadline_ms = 20_000;
+        s.processor.answer_ms_max = 20_000;
         s.processor.in_flight_wait_ms_max = 15_000;
         s.database.pool_acquire_ms_max = 15_000;
         s.database.statement_ms_max = 15_000;

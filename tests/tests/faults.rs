@@ -2,6 +2,7 @@
 //! REJECTED/SYSTEM_ERROR inside the deadline with nothing booked; adjustments and
 //! notifications answer 503 so the processor resends them, and the resends book once.
 
+use authorizer::Settings;
 use e2e::*;
 use std::time::{Duration, Instant};
 
@@ -93,6 +94,64 @@ async fn audit_finds_tampering(app: TestApp) {
 }
 
 both_backends!(blocked_database);
+
+/// Adjustments wait for the database longer than `processor.answer_ms_max` here: its lock
+/// waits and statements may take seconds (the deadline moved up to allow them).
+fn stalls_outlast_the_answer(s: &mut Settings) {
+    s.processor.deadline_ms = 5_000;
+    s.database.lock_wait_ms_max = 4_000;
+    s.database.statement_ms_max = 4_500;
+    s.processor.answer_ms_max = 300;
+}
+
+/// A stalled database: an adjustment whose commit has not finished within
+/// `processor.answer_ms_max` is answered 503 "not stored yet" in time instead of holding the
+/// connection, and its commit goes on: once the database moves, the movement is booked
+/// without a resend, and the processor's resend under the same key replays it.
+async fn a_stalled_adjustment_is_answered_in_time_and_booked_once(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "4.00", "ARS");
+    let key = uid("k");
+    let blocker = block_writes(&app, "u1").await;
+    let started = Instant::now();
+    let r = app.processor(ADJ_CREDIT, &refund.body(), &key).await;
+    let took = started.elapsed();
+    app.assert_signed(&r, ADJ_CREDIT);
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(
+        r.json()["error"]["message"],
+        "Not stored yet; send again with the same key"
+    );
+    assert!(
+        took < Duration::from_millis(3_000),
+        "answered after {took:?}: it waited for the lock"
+    );
+    blocker.release().await;
+    // The first request's transaction was never abandoned: it commits once the lock is free.
+    let booked = Instant::now();
+    while app.available("u1", "ARS").await != "104.00" {
+        assert!(
+            booked.elapsed() < Duration::from_secs(10),
+            "the adjustment was not booked after the database moved"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let again = app.processor(ADJ_CREDIT, &refund.body(), &key).await;
+    assert_eq!(
+        again.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&again.body)
+    );
+    let third = app.processor(ADJ_CREDIT, &refund.body(), &key).await;
+    assert_eq!(third.body, again.body, "a replay");
+    assert_eq!(app.available("u1", "ARS").await, "104.00", "booked once");
+}
+
+mod stalled {
+    use super::*;
+    both_backends!(settings = stalls_outlast_the_answer; a_stalled_adjustment_is_answered_in_time_and_booked_once);
+}
 
 // Not through both_backends!: this scenario breaks the ledger on purpose.
 #[actix_rt::test]

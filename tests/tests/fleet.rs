@@ -28,6 +28,7 @@ fn member(s: &mut Settings, redis: Option<&str>, prefix: &str) {
     s.redis.key_prefix = prefix.to_owned();
     // Correctness, not speed: give a loaded test machine time.
     s.processor.deadline_ms = 20_000;
+    s.processor.answer_ms_max = 20_000;
     s.processor.in_flight_wait_ms_max = 2_000;
     s.database.pool_acquire_ms_max = 15_000;
     s.database.statement_ms_max = 15_000;

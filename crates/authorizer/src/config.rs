@@ -95,6 +95,9 @@ pub struct ProcessorSettings {
     pub adjustment_skew_secs: u64,
     pub endpoint_check: EndpointCheck,
     pub in_flight_wait_ms_max: u64,
+    /// Adjustments, notifications, deposits and withdrawals (no deadline of their own) are
+    /// answered within this time: 503 if their commit has not finished by then.
+    pub answer_ms_max: u64,
     /// Requests per batch of the one writer; 1: one transaction per request.
     pub commit_batch_size_max: usize,
     pub commit_batches_in_flight_max: usize,
@@ -322,6 +325,9 @@ impl Settings {
         }
         if p.deadline_ms < 50 {
             return bad("processor.deadline_ms must be at least 50".into());
+        }
+        if p.answer_ms_max == 0 {
+            return bad("processor.answer_ms_max must be at least 1".into());
         }
         for (name, v) in [
             (

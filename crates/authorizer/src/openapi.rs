@@ -346,7 +346,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
     if !matches!(route, Route::Authorization(_)) {
         op = op.response(
             "503",
-            signed(error("Not stored; send it again later. Signed.")).build(),
+            signed(error("Not stored, or not yet (the database did not answer within processor.answer_ms_max: the commit may still finish); send it again under the same key, which replays it if it was stored. Signed.")).build(),
         );
     }
     op.build()

@@ -121,6 +121,27 @@ pub(crate) async fn through_writer<T>(
     state.batcher.run(job).await
 }
 
+/// [`through_writer`] for a request its caller sends again under the same key until it has
+/// an answer (adjustments, notifications, deposits, withdrawals): answered within
+/// `processor.answer_ms_max`. A job still queued or committing then is left to finish, and
+/// the caller is answered "outcome unknown" (503): its resend replays the stored answer, or
+/// books it once if this one never committed (the database's keys make that exact). A
+/// stalled database costs the caller a resend, never a hung connection.
+async fn resendable<T>(
+    state: &AppState,
+    job: impl FnOnce(Reply<T>) -> Job,
+) -> Result<T, StoreError> {
+    let wait = Duration::from_millis(state.settings.processor.answer_ms_max);
+    tokio::time::timeout(wait, through_writer(state, job))
+        .await
+        .unwrap_or_else(|_| {
+            Err(StoreError::Uncertain(format!(
+                "not answered within processor.answer_ms_max ({} ms); a resend under the same key replays it once committed",
+                wait.as_millis()
+            )))
+        })
+}
+
 /// Books an adjustment through the one writer.
 pub async fn adjust(
     state: &AppState,
@@ -128,7 +149,7 @@ pub async fn adjust(
     parsed: &TransactionRequest,
     direction: RequestKind,
 ) -> Result<Outcome<AdjustmentResult>, StoreError> {
-    through_writer(state, |reply| {
+    resendable(state, |reply| {
         Job::Adjustment(AdjustmentJob {
             body: call.raw_body.to_vec(),
             parsed: parsed.clone(),
@@ -148,7 +169,7 @@ pub async fn notify(
     state: &AppState,
     n: &NotificationCall<'_>,
 ) -> Result<Outcome<NotificationResult>, StoreError> {
-    through_writer(state, |reply| {
+    resendable(state, |reply| {
         Job::Notification(NotificationJob {
             key: n.key.to_owned(),
             request_hash: n.request_hash,
@@ -172,7 +193,7 @@ pub async fn fund(
     f: &FundingCall<'_>,
     render: FundingRender,
 ) -> Result<FundingOutcome, StoreError> {
-    through_writer(state, |reply| {
+    resendable(state, |reply| {
         Job::Funding(FundingJob {
             user_id: f.user_id.to_owned(),
             currency: f.currency,

@@ -102,6 +102,11 @@ impl CommitGate {
         self.0.load(Ordering::SeqCst) == Self::COMMITTING
     }
 
+    /// Whether the requester gave up (it was answered "nothing booked").
+    pub fn abandoned(&self) -> bool {
+        self.0.load(Ordering::SeqCst) == Self::ABANDONED
+    }
+
     /// The store, after a commit attempt that certainly wrote nothing (refused by the
     /// database): the requester may give up at its deadline again.
     pub fn reopen(&self) {

@@ -7,10 +7,13 @@
 //! channels' reservations, captures, cancels and refunds, the expiry of overdue holds,
 //! the sweeper's or a read's, and the InStore extension's enveloped requests) runs each
 //! request's read, plan and write in one transaction, in arrival order, so each sees what
-//! the earlier ones wrote, and commits once. Should that transaction lose a race on a unique
-//! key, pass an authorization's deadline or meet a requester that gave up, nothing of it is
-//! committed and every request runs again alone (a batch of one), so one request never
-//! fails its neighbours.
+//! the earlier ones wrote, and commits once. Should that transaction pass an authorization's
+//! or a reservation's deadline, or meet a requester that gave up, nothing of it is
+//! committed: the requests that can no longer commit leave the batch, the rest go again as
+//! one transaction, and the late ones run alone (a batch of one) last, so one late request
+//! never fails its neighbours nor makes each of them wait for a transaction of its own.
+//! Should it lose a race on a unique key or a deadlock with nobody late, every request runs
+//! again alone.
 
 use crate::admin::{FundingCall, FundingOutcome};
 use crate::authorize::{Written, authorize_on};
@@ -21,8 +24,8 @@ use crate::holds::{
 };
 use crate::instore::{InstoreOp, InstoreOutcome};
 use crate::processor::{
-    AdjustmentResult, AuthorizationResult, CardTransaction, NotificationCall, NotificationResult,
-    Outcome, ProcessorCall, Step, adjust_on, notify_on,
+    AdjustmentResult, AuthorizationResult, CardTransaction, CommitGate, NotificationCall,
+    NotificationResult, Outcome, ProcessorCall, Step, adjust_on, notify_on,
 };
 use crate::rules::CardRecord;
 use crate::wallet::WalletOp;
@@ -30,6 +33,7 @@ use crate::{Store, StoreError, StoredResponse};
 use ledger::verdicts::{AdjustmentTerms, SystemIds};
 use ledger::{Currency, RequestKind, SystemAccount};
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// One money-moving request of a batch.
 #[derive(Clone, Copy)]
@@ -99,13 +103,7 @@ impl Store {
         mut done: impl FnMut(usize, Done),
         mut card_read: impl FnMut(&str, Option<CardRecord>),
     ) {
-        let authorizations: Vec<BatchItem<'_>> = work
-            .iter()
-            .filter_map(|w| match w {
-                Work::Authorization(item) => Some(*item),
-                _ => None,
-            })
-            .collect();
+        let authorizations = authorizations_of(work);
         if authorizations.len() == work.len() {
             self.authorize_batch_each(
                 &authorizations,
@@ -116,61 +114,111 @@ impl Store {
             .await;
             return;
         }
-        let systems = match self.systems(work, &authorizations).await {
+        // Requests of `work` still to write together, and those to run alone at the end.
+        let mut together: Vec<usize> = (0..work.len()).collect();
+        let mut alone: Vec<usize> = Vec::new();
+        loop {
+            let batch: Vec<Work<'_>> = together.iter().map(|&i| work[i]).collect();
+            match self.attempt(&batch, renders, &mut card_read).await {
+                Ok(results) => {
+                    for (j, d) in results.into_iter().enumerate() {
+                        done(together[j], d);
+                    }
+                    break;
+                }
+                Err(()) => {
+                    // Nothing was committed. The requests that can no longer commit (past
+                    // their deadline, or their requester gave up) leave the batch; the rest
+                    // go again as one, so that a late authorization costs its neighbours one
+                    // more transaction, not one each.
+                    let (late, rest): (Vec<usize>, Vec<usize>) =
+                        together.iter().partition(|&&i| past_deadline(&work[i]));
+                    if late.is_empty() {
+                        alone.append(&mut together);
+                        break;
+                    }
+                    alone.extend(late);
+                    together = rest;
+                    if together.is_empty() {
+                        break;
+                    }
+                }
+            }
+        }
+        alone.sort_unstable();
+        for i in alone {
+            let w = &work[i];
+            done(
+                i,
+                if abandoned(w) {
+                    // Its requester was answered "nothing booked" and waits for nothing.
+                    failed(w, StoreError::Timeout("abandoned at its deadline".into()))
+                } else {
+                    self.alone(w, renders).await
+                },
+            );
+        }
+    }
+
+    /// `work` in one transaction: each request's result, in order; `Err(())`: nothing was
+    /// committed, and a request's deadline or gate refused the commit (their gates are open
+    /// again).
+    async fn attempt<'i>(
+        &self,
+        work: &[Work<'i>],
+        renders: &Renders<'_>,
+        card_read: &mut impl FnMut(&'i str, Option<CardRecord>),
+    ) -> Result<Vec<Done>, ()> {
+        let authorizations = authorizations_of(work);
+        let mut systems = match self.systems(work, &authorizations).await {
             Ok(s) => s,
             Err(e) => {
                 let msg = e.to_string();
-                for (i, w) in work.iter().enumerate() {
-                    done(i, failed(w, StoreError::Timeout(msg.clone())));
-                }
-                return;
+                return Ok(work
+                    .iter()
+                    .map(|w| failed(w, StoreError::Timeout(msg.clone())))
+                    .collect());
             }
         };
-        let mut systems = systems;
         let mut cards = Vec::new();
         let attempt = self.mixed(work, &systems, renders, &mut cards).await;
         for (id, record) in cards {
             card_read(id, record);
         }
         match attempt {
-            Ok(outcomes) => {
-                for (i, o) in outcomes.into_iter().enumerate() {
+            Ok(outcomes) => Ok(outcomes
+                .into_iter()
+                .enumerate()
+                .map(|(i, o)| {
                     // A hold operation answered before the transaction has no outcome in it.
                     let answered = || match systems.holds[i].take() {
                         Some(Err(answer)) => Done::Hold(Ok(answer)),
                         _ => Done::Hold(Err(StoreError::Invalid("no outcome planned".into()))),
                     };
-                    done(i, o.unwrap_or_else(answered));
-                }
-            }
+                    o.unwrap_or_else(answered)
+                })
+                .collect()),
             Err(Step::Retry) => {
                 // Nothing was committed: the requesters may give up at their deadline again.
-                let reserving = work.iter().filter_map(|w| match w {
-                    Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_started,
-                    _ => None,
-                });
-                for gate in authorizations
-                    .iter()
-                    .filter_map(|i| i.call.commit_started)
-                    .chain(reserving)
-                {
+                for gate in work.iter().filter_map(gate_of) {
                     gate.reopen();
                 }
-                for (i, w) in work.iter().enumerate() {
-                    done(i, self.alone(w, renders).await);
-                }
+                Err(())
             }
             Err(Step::Fail(e)) => {
                 let uncertain = matches!(e, StoreError::Uncertain(_));
                 let msg = e.to_string();
-                for (i, w) in work.iter().enumerate() {
-                    let e = if uncertain {
-                        StoreError::Uncertain(format!("batch: {msg}"))
-                    } else {
-                        StoreError::Timeout(format!("batch failed: {msg}"))
-                    };
-                    done(i, failed(w, e));
-                }
+                Ok(work
+                    .iter()
+                    .map(|w| {
+                        let e = if uncertain {
+                            StoreError::Uncertain(format!("batch: {msg}"))
+                        } else {
+                            StoreError::Timeout(format!("batch failed: {msg}"))
+                        };
+                        failed(w, e)
+                    })
+                    .collect())
             }
         }
     }
@@ -356,6 +404,45 @@ impl Store {
             Work::Wallet(op) => Done::Wallet(self.wallet_alone(op).await),
         }
     }
+}
+
+/// The authorizations of `work`, in order.
+fn authorizations_of<'i>(work: &[Work<'i>]) -> Vec<BatchItem<'i>> {
+    work.iter()
+        .filter_map(|w| match w {
+            Work::Authorization(item) => Some(*item),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The commit gate of a request that has one (an authorization, a reservation).
+fn gate_of<'w>(w: &Work<'w>) -> Option<&'w CommitGate> {
+    match w {
+        Work::Authorization(item) => item.call.commit_started,
+        Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_started,
+        _ => None,
+    }
+}
+
+/// The commit deadline of a request that has one.
+fn commit_by(w: &Work<'_>) -> Option<Instant> {
+    match w {
+        Work::Authorization(item) => item.call.commit_by,
+        Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_by,
+        _ => None,
+    }
+}
+
+/// Whether `w` can no longer commit a decision: its commit deadline passed, or its requester
+/// gave up.
+fn past_deadline(w: &Work<'_>) -> bool {
+    commit_by(w).is_some_and(|d| Instant::now() >= d) || abandoned(w)
+}
+
+/// Whether `w`'s requester gave up at its deadline.
+fn abandoned(w: &Work<'_>) -> bool {
+    gate_of(w).is_some_and(CommitGate::abandoned)
 }
 
 /// The failure `e` as the result of `w`'s kind.

@@ -338,10 +338,16 @@ fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
         ],
     );
     tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the processor resends");
+    // Not answered in time: it may still be stored, and the resend replays it if so.
+    let message = if matches!(e, StoreError::Uncertain(_)) {
+        "Not stored yet; send again with the same key"
+    } else {
+        "Not stored; send again later"
+    };
     Answer::error(
         StatusCode::SERVICE_UNAVAILABLE,
         "unavailable",
-        "Not stored; send again later",
+        message,
         "UNAVAILABLE",
     )
 }
