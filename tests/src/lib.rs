@@ -133,6 +133,7 @@ pub async fn run_scenario<F: std::future::Future<Output = ()>>(
 pub fn crowd_settings(s: &mut Settings) {
     s.processor.deadline_ms = 10_000;
     s.processor.answer_ms_max = 10_000;
+    s.instore.ack_deadline_ms = 10_000;
     s.redis.in_flight_stale_ms = 20_000;
     s.database.pool_acquire_ms_max = 5_000;
     s.database.statement_ms_max = 5_000;

@@ -514,6 +514,62 @@ async fn a_blocked_database_answers_503(app: TestApp, _rx: CallbackReceiver) {
     assert_eq!(movements(&app, "u-503", "USD", "SV_REDEEM").await, 1);
 }
 
+/// A short acknowledgement deadline, and a database lock wait well past it.
+fn short_ack_deadline(s: &mut authorizer::Settings) {
+    s.instore.ack_deadline_ms = 300;
+    s.database.lock_wait_ms_max = 10_000;
+}
+
+/// A commit that cannot start within `instore.ack_deadline_ms` (the database held by
+/// another session for 2 s, its lock wait 10 s): 503 at the deadline, while the database is
+/// still held; the request that went on waiting is not committed once the database is free
+/// (no movement, no callback), so InStore's resend is booked fresh, once.
+async fn past_the_ack_deadline_nothing_commits(app: TestApp, _rx: CallbackReceiver) {
+    let (body, signature) = funded_redeem(&app, "u-ack", "req-ack", 2500).await;
+    let blocker = block_writes(&app, "u-ack").await;
+    let send = async {
+        let r = app
+            .instore_post("storedvaluecard_process", &body, Some(&signature))
+            .await;
+        (r, std::time::Instant::now())
+    };
+    let release = async {
+        actix_rt::time::sleep(Duration::from_secs(2)).await;
+        let at = std::time::Instant::now();
+        blocker.release().await;
+        at
+    };
+    let ((r, answered), released) = tokio::join!(send, release);
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["requestId"], "req-ack", "{}", r.text());
+    assert!(
+        answered < released,
+        "answered while the database was still held"
+    );
+    let replays = || {
+        app.metrics.counter(
+            "instore_requests_total",
+            &[("route", "storedvaluecard_process"), ("outcome", "replay")],
+        )
+    };
+    let before = replays();
+    // The resend's batch comes after the abandoned one (its account lock, or the embedded
+    // store's one writer): it finds no record of the first and books fresh.
+    let r = app
+        .instore_post("storedvaluecard_process", &body, Some(&signature))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body, br#"{"requestId":"req-ack"}"#);
+    assert_eq!(
+        replays(),
+        before,
+        "the abandoned request was never committed"
+    );
+    assert_eq!(app.available("u-ack", "USD").await, "75.00");
+    assert_eq!(movements(&app, "u-ack", "USD", "SV_REDEEM").await, 1);
+    assert_eq!(app.instore_callbacks().await.len(), 1, "one callback row");
+}
+
 /// Room for 50 requests on one account at once on a small machine.
 fn crowd(s: &mut authorizer::Settings) {
     crowd_settings(s);
@@ -555,4 +611,8 @@ e2e::instore_scenarios!(
 mod crowded {
     use super::*;
     e2e::instore_scenarios!(settings = super::crowd; concurrent_duplicates_book_once);
+}
+mod ack_deadline {
+    use super::*;
+    e2e::instore_scenarios!(settings = super::short_ack_deadline; past_the_ack_deadline_nothing_commits);
 }

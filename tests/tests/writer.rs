@@ -503,6 +503,7 @@ fn redeem_call(request_id: &str) -> InstoreCall {
         workstation_id: None,
         now_ms: store::now_ms(),
         poa: None,
+        deadline: None,
     }
 }
 

@@ -30,12 +30,13 @@ pub async fn reserve(
     req: &ReserveRequest<'_>,
     started: Instant,
 ) -> Result<ChannelOutcome, StoreError> {
-    let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
-    let due = started + deadline;
-    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
+    let (commit_by, due) = crate::service::deadline_of(
+        started,
+        Duration::from_millis(state.settings.processor.deadline_ms),
+    );
     let gate = Arc::new(CommitGate::new());
     let call = ChannelCall {
-        commit_by: Some(started + deadline.saturating_sub(commit_margin)),
+        commit_by: Some(commit_by),
         ..call
     };
     let (reply, answer) = tokio::sync::oneshot::channel();

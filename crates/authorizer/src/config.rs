@@ -184,6 +184,9 @@ pub struct InstoreSettings {
     pub card_number_prefix: String,
     /// The `method` every wallet payment and refund answer carries.
     pub wallet_method: String,
+    /// A request whose commit has not started this long after it reached the writer is
+    /// answered 503 and never committed (InStore resends it).
+    pub ack_deadline_ms: u64,
     /// The tenants that may call; none: every request is refused as from an unknown tenant.
     #[serde(default)]
     pub tenants: Vec<instore::TenantConfig>,
@@ -431,6 +434,9 @@ impl Settings {
                 "instore.base_path: '{}' must start with '/' and not end with one (e.g. /instore)",
                 i.base_path
             ));
+        }
+        if !(100..=60_000).contains(&i.ack_deadline_ms) {
+            return bad("instore.ack_deadline_ms must be between 100 and 60000".into());
         }
         if i.body_bytes_max < 1024 || i.pin_tries_max == 0 {
             return bad(

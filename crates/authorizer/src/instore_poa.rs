@@ -165,6 +165,7 @@ impl PoaPlanner {
                 log_key,
                 log_charge_probe: probe,
             }),
+            deadline: None,
         }
     }
 }

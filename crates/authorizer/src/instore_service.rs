@@ -23,6 +23,7 @@ use instore::signature::{Mac, secret_hash, sign};
 use instore::{Amount, Outcome, Reason, Tenant};
 use ledger::instore::{KIND_SV_REDEEM, SvKind};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use store::{
     InstoreCall, InstoreOutcome, NewSvCard, StoreError, SvCardRow, SvLegPlan, SvMovementPlan,
     SvPinUpdate, SvPlan, SvPlanner, SvSnapshot,
@@ -206,21 +207,44 @@ impl SvPlanner for Planner {
 }
 
 /// Hands one enveloped request to the batcher, the one writer, and waits for what its
-/// batch committed. `Err`: nothing was committed (the caller answers 503 and InStore
-/// resends).
+/// batch committed, at most `instore.ack_deadline_ms`: a commit not started by then never
+/// happens. `Err`: nothing was committed (the caller answers 503 and InStore resends).
 pub async fn execute(
     state: &AppState,
     call: InstoreCall,
     planner: Arc<dyn SvPlanner>,
 ) -> Result<InstoreOutcome, StoreError> {
-    crate::service::through_writer(state, |reply| {
-        Job::Instore(InstoreJob {
-            call,
-            planner,
-            reply: Some(reply),
-        })
+    let deadline = Duration::from_millis(state.settings.instore.ack_deadline_ms);
+    crate::service::within_deadline(state, deadline, "InStore request", |d, reply| {
+        let call = InstoreCall {
+            deadline: Some(d),
+            ..call
+        };
+        instore_job(call, planner, reply)
     })
     .await
+}
+
+/// [`execute`] for a change the admin API asks for: it waits for its commit, with no
+/// acknowledgement deadline.
+pub async fn execute_admin(
+    state: &AppState,
+    call: InstoreCall,
+    planner: Arc<dyn SvPlanner>,
+) -> Result<InstoreOutcome, StoreError> {
+    crate::service::through_writer(state, |reply| instore_job(call, planner, reply)).await
+}
+
+fn instore_job(
+    call: InstoreCall,
+    planner: Arc<dyn SvPlanner>,
+    reply: crate::batcher::Reply<InstoreOutcome>,
+) -> Job {
+    Job::Instore(InstoreJob {
+        call,
+        planner,
+        reply: Some(reply),
+    })
 }
 
 /// Decides `request` against `snap` and writes every byte and row it commits.

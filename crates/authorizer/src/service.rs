@@ -17,8 +17,9 @@ use protocol::wire::{
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{
-    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitGate, FundingCall,
-    FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall, StoreError,
+    AdjustmentResult, AuthorizationResult, CardLookup, CardTransaction, CommitDeadline, CommitGate,
+    FundingCall, FundingOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall,
+    StoreError,
 };
 
 /// One verified, parsed authorization on its way to the writer.
@@ -40,11 +41,10 @@ pub async fn authorize(
     state: &AppState,
     a: Authorization<'_>,
 ) -> Result<Outcome<AuthorizationResult>, StoreError> {
-    let deadline = Duration::from_millis(state.settings.processor.deadline_ms);
-    let due = a.started + deadline;
-    // Leave room for the commit itself inside the deadline.
-    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
-    let commit_by = a.started + deadline.saturating_sub(commit_margin);
+    let (commit_by, due) = deadline_of(
+        a.started,
+        Duration::from_millis(state.settings.processor.deadline_ms),
+    );
     // Card rules from this instance's cache; a miss costs no read of its own: the batch
     // reads the card and fills the cache (`card_epoch`). The account and its balance are
     // read by the batch.
@@ -80,6 +80,17 @@ pub async fn authorize(
     by_deadline(state, job, answer, &committing, due, "authorization").await
 }
 
+/// A request that arrived at `started` with `deadline` to be answered: the instant its
+/// transaction must commit by, leaving room for the commit itself inside the deadline, and
+/// the instant it is answered by (`due`).
+pub(crate) fn deadline_of(started: Instant, deadline: Duration) -> (Instant, Instant) {
+    let commit_margin = (deadline / 4).min(Duration::from_millis(150));
+    (
+        started + deadline.saturating_sub(commit_margin),
+        started + deadline,
+    )
+}
+
 /// Queues `job` and waits for its result (`answer`), or for `due` if that comes first and
 /// no commit has started: then nothing of `what` is written, ever (see [`CommitGate`]).
 pub(crate) async fn by_deadline<T>(
@@ -110,6 +121,28 @@ pub(crate) async fn by_deadline<T>(
             }
         },
     }
+}
+
+/// Hands a job whose call carries its own [`CommitDeadline`] (an InStore or wallet request)
+/// to the batcher: answered within `deadline` from now, and if the commit has not started by
+/// then, never committed (the caller answers 503 and InStore resends).
+pub(crate) async fn within_deadline<T>(
+    state: &AppState,
+    deadline: Duration,
+    what: &str,
+    job: impl FnOnce(CommitDeadline, Reply<T>) -> Job,
+) -> Result<T, StoreError> {
+    let (by, due) = deadline_of(Instant::now(), deadline);
+    let gate = Arc::new(CommitGate::new());
+    let (reply, answer) = tokio::sync::oneshot::channel();
+    let job = job(
+        CommitDeadline {
+            by,
+            gate: gate.clone(),
+        },
+        reply,
+    );
+    by_deadline(state, job, answer, &gate, due, what).await
 }
 
 /// Hands a job that has no deadline of its own (adjustments, notifications, deposits and

@@ -20,6 +20,7 @@ use instore::payload::{
 };
 use instore::{Amount, InstoreError, Outcome, Reason, Tenant, Value, WalletAction};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 use store::wallet::{NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
 use store::{InstoreOutcome, StoreError, WalletCall, WalletPlan, WalletPlanner, WalletSnapshot};
 
@@ -62,6 +63,7 @@ impl WalletRequest {
             replay_by_body: false,
             correlation_id: None,
             now_ms: store::now_ms(),
+            deadline: None,
         };
         match self {
             WalletRequest::Initialize(_) => {}
@@ -357,15 +359,20 @@ impl WalletPlanner for Planner {
 }
 
 /// Hands one wallet request to the batcher, the one writer, and waits for what its batch
-/// committed. `Err`: nothing was committed (the caller answers 503 and InStore resends).
+/// committed, at most `instore.ack_deadline_ms`: a commit not started by then never
+/// happens. `Err`: nothing was committed (the caller answers 503 and InStore resends).
 pub async fn execute(
     state: &AppState,
     call: WalletCall,
     planner: Arc<Planner>,
 ) -> Result<InstoreOutcome, StoreError> {
-    crate::service::through_writer(state, |reply| {
+    let deadline = Duration::from_millis(state.settings.instore.ack_deadline_ms);
+    crate::service::within_deadline(state, deadline, "wallet request", |d, reply| {
         Job::Wallet(WalletJob {
-            call,
+            call: WalletCall {
+                deadline: Some(d),
+                ..call
+            },
             planner,
             reply: Some(reply),
         })

@@ -726,17 +726,7 @@ pub(crate) enum HoldTerms {
 /// A fresh reservation commits only within its deadline, and only if its requester has not
 /// given up (see [`CommitGate`]).
 pub(crate) fn reservation_may_commit(call: &ChannelCall<'_>) -> Result<(), StoreError> {
-    if call.commit_by.is_some_and(|d| Instant::now() >= d) {
-        return Err(StoreError::Timeout("reservation deadline passed".into()));
-    }
-    if let Some(gate) = call.commit_started
-        && !gate.start_commit()
-    {
-        return Err(StoreError::Timeout(
-            "reservation abandoned at its deadline".into(),
-        ));
-    }
-    Ok(())
+    crate::processor::may_commit(call.commit_by, call.commit_started, "reservation")
 }
 
 impl Store {

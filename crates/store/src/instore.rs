@@ -116,6 +116,8 @@ pub struct InstoreCall {
     pub now_ms: i64,
     /// A pay-on-account request: what it names (`None`: stored value).
     pub poa: Option<PoaCall>,
+    /// The requester's acknowledgement deadline (`instore.ack_deadline_ms`); `None`: none.
+    pub deadline: Option<crate::CommitDeadline>,
 }
 
 /// The pure decision of one enveloped request: from the snapshot its call names to every
@@ -623,6 +625,9 @@ impl Store {
         retry_races(|| async {
             let mut tx = self.begin().await?;
             let outcome = self.instore_on(&mut tx, op).await?;
+            if matches!(outcome, InstoreOutcome::Done { .. }) {
+                crate::CommitDeadline::check(op.call.deadline.as_ref(), "InStore request")?;
+            }
             tx.commit().await?;
             Ok(outcome)
         })

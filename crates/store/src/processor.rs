@@ -119,6 +119,43 @@ impl CommitGate {
     }
 }
 
+/// The deadline of a request that owns its call (an InStore or wallet request): its
+/// transaction commits only before `by`, and only if the requester has not given up
+/// ([`CommitGate`]); else it rolls back and nothing of it is ever written.
+#[derive(Debug, Clone)]
+pub struct CommitDeadline {
+    pub by: Instant,
+    pub gate: std::sync::Arc<CommitGate>,
+}
+
+/// Whether a transaction holding a request with deadline `by` and gate `gate` may commit
+/// now; takes the gate (from then on only the commit's outcome tells what was written).
+/// `what` names the request in the error.
+pub(crate) fn may_commit(
+    by: Option<Instant>,
+    gate: Option<&CommitGate>,
+    what: &str,
+) -> Result<(), StoreError> {
+    if by.is_some_and(|d| Instant::now() >= d) {
+        return Err(StoreError::Timeout(format!("{what} deadline passed")));
+    }
+    if let Some(gate) = gate
+        && !gate.start_commit()
+    {
+        return Err(StoreError::Timeout(format!(
+            "{what} abandoned at its deadline"
+        )));
+    }
+    Ok(())
+}
+
+impl CommitDeadline {
+    /// [`may_commit`] for a call with this deadline, if any.
+    pub(crate) fn check(deadline: Option<&CommitDeadline>, what: &str) -> Result<(), StoreError> {
+        deadline.map_or(Ok(()), |d| may_commit(Some(d.by), Some(&d.gate), what))
+    }
+}
+
 /// What an adjustment booked.
 #[derive(Debug, Clone)]
 pub struct AdjustmentResult {

@@ -47,6 +47,8 @@ pub struct WalletCall {
     pub replay_by_body: bool,
     pub correlation_id: Option<String>,
     pub now_ms: i64,
+    /// The requester's acknowledgement deadline (`instore.ack_deadline_ms`); `None`: none.
+    pub deadline: Option<crate::CommitDeadline>,
 }
 
 /// A barcode as `pay_wallet` reads it, with its account locked.
@@ -176,6 +178,7 @@ fn instore_call(call: &WalletCall) -> Option<InstoreCall> {
         workstation_id: None,
         now_ms: call.now_ms,
         poa: None,
+        deadline: None,
     })
 }
 
@@ -381,6 +384,9 @@ impl Store {
         retry_races(|| async {
             let mut tx = self.begin().await?;
             let outcome = self.wallet_on(&mut tx, op).await?;
+            if matches!(outcome, InstoreOutcome::Done { .. }) {
+                crate::CommitDeadline::check(op.call.deadline.as_ref(), "wallet request")?;
+            }
             tx.commit().await?;
             Ok(outcome)
         })

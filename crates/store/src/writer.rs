@@ -24,8 +24,8 @@ use crate::holds::{
 };
 use crate::instore::{InstoreOp, InstoreOutcome};
 use crate::processor::{
-    AdjustmentResult, AuthorizationResult, CardTransaction, CommitGate, NotificationCall,
-    NotificationResult, Outcome, ProcessorCall, Step, adjust_on, notify_on,
+    AdjustmentResult, AuthorizationResult, CardTransaction, CommitDeadline, CommitGate,
+    NotificationCall, NotificationResult, Outcome, ProcessorCall, Step, adjust_on, notify_on,
 };
 use crate::rules::CardRecord;
 use crate::wallet::WalletOp;
@@ -272,6 +272,9 @@ impl Store {
         let mut deciding: Vec<BatchItem<'i>> = Vec::new();
         // The reservations it decides.
         let mut reserving: Vec<ChannelCall<'i>> = Vec::new();
+        // The deadlines of the InStore and wallet requests it writes (a replay writes
+        // nothing: its answer stands whenever it is given).
+        let mut writing: Vec<&CommitDeadline> = Vec::new();
         let mut i = 0;
         while i < work.len() {
             let system = systems.processor[i];
@@ -355,10 +358,16 @@ impl Store {
                 }
                 Work::Instore(op) => {
                     let o = self.instore_on(&mut tx, op).await?;
+                    if matches!(o, InstoreOutcome::Done { .. }) {
+                        writing.extend(op.call.deadline.as_ref());
+                    }
                     out.push(Some(Done::Instore(Ok(o))));
                 }
                 Work::Wallet(op) => {
                     let o = self.wallet_on(&mut tx, op).await?;
+                    if matches!(o, InstoreOutcome::Done { .. }) {
+                        writing.extend(op.call.deadline.as_ref());
+                    }
                     out.push(Some(Done::Wallet(Ok(o))));
                 }
             }
@@ -369,6 +378,9 @@ impl Store {
         if deadline_passed(&deciding)
             || !start_commit(&deciding)
             || reserving.iter().any(|c| reservation_may_commit(c).is_err())
+            || writing
+                .iter()
+                .any(|d| CommitDeadline::check(Some(d), "request").is_err())
         {
             return Err(Step::Retry);
         }
@@ -416,12 +428,22 @@ fn authorizations_of<'i>(work: &[Work<'i>]) -> Vec<BatchItem<'i>> {
         .collect()
 }
 
-/// The commit gate of a request that has one (an authorization, a reservation).
+/// The deadline of a request that carries one of its own (InStore, wallet).
+fn deadline_of<'w>(w: &Work<'w>) -> Option<&'w CommitDeadline> {
+    match w {
+        Work::Instore(op) => op.call.deadline.as_ref(),
+        Work::Wallet(op) => op.call.deadline.as_ref(),
+        _ => None,
+    }
+}
+
+/// The commit gate of a request that has one (an authorization, a reservation, an InStore
+/// or wallet request).
 fn gate_of<'w>(w: &Work<'w>) -> Option<&'w CommitGate> {
     match w {
         Work::Authorization(item) => item.call.commit_started,
         Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_started,
-        _ => None,
+        _ => deadline_of(w).map(|d| &*d.gate),
     }
 }
 
@@ -430,7 +452,7 @@ fn commit_by(w: &Work<'_>) -> Option<Instant> {
     match w {
         Work::Authorization(item) => item.call.commit_by,
         Work::Hold(HoldOp::Reserve { call, .. }) => call.commit_by,
-        _ => None,
+        _ => deadline_of(w).map(|d| d.by),
     }
 }
 

@@ -315,6 +315,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         workstation_id: workstation_id.map(str::to_owned),
         now_ms: store::now_ms(),
         poa: None,
+        deadline: None,
     };
     let ctx = PlanContext {
         tenant,

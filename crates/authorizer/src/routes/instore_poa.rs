@@ -249,7 +249,7 @@ async fn change(
         store::now_ms(),
     ));
     let call = planner.call(&path.tenant_id, None, "", String::new());
-    crate::instore_service::execute(state, call, planner.clone()).await?;
+    crate::instore_service::execute_admin(state, call, planner.clone()).await?;
     match planner.notes().admin {
         Some(AdminResult::Done) => {}
         Some(AdminResult::AlreadyReversed) => {
