@@ -8,7 +8,7 @@
 # release artifacts: every script naming the same packages builds, and finds, the same ones.
 # The bench profile inherits release unchanged, so `cargo bench` reuses these artifacts too.
 RELEASE_PACKAGES=(-p authorizer -p chaos -p loadgen -p benches)
-RELEASE_TARGETS=(--bin authorizer --bin chaos --bin loadgen --bench '*')
+RELEASE_TARGETS=(--bin authorizer --bin chaos --bin loadgen --bin webhook-receiver --bench '*')
 
 # release_build [ARGS...]: the shared build (target/release), extra cargo arguments appended.
 release_build() {

@@ -145,8 +145,10 @@ pub(crate) async fn within_deadline<T>(
     by_deadline(state, job, answer, &gate, due, what).await
 }
 
-/// Hands a job that has no deadline of its own (adjustments, notifications, deposits and
-/// withdrawals: the caller resends on a 5xx) to the batcher and waits for its result.
+/// Hands a job that has no deadline of its own to the batcher and waits for its result,
+/// however long the writer takes (the channels' captures, cancels and refunds, expiries,
+/// the admin API's POA changes; the processor's resendable requests go through
+/// [`resendable`]).
 pub(crate) async fn through_writer<T>(
     state: &AppState,
     job: impl FnOnce(Reply<T>) -> Job,
