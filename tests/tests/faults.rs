@@ -107,7 +107,8 @@ fn stalls_outlast_the_answer(s: &mut Settings) {
 /// A stalled database: an adjustment whose commit has not finished within
 /// `processor.answer_ms_max` is answered 503 "not stored yet" in time instead of holding the
 /// connection, and its commit goes on: once the database moves, the movement is booked
-/// without a resend, and the processor's resend under the same key replays it.
+/// without a resend, and the processor's resend under the same key replays it; a resend while
+/// it still waits gets 425.
 async fn a_stalled_adjustment_is_answered_in_time_and_booked_once(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "4.00", "ARS");
@@ -125,6 +126,16 @@ async fn a_stalled_adjustment_is_answered_in_time_and_booked_once(app: TestApp) 
     assert!(
         took < Duration::from_millis(3_000),
         "answered after {took:?}: it waited for the lock"
+    );
+    // The first copy still waits in the writer and keeps its in-flight claim: a resend now
+    // waits for it (`in_flight_wait_ms_max`) and gets 425, rather than queueing a second copy.
+    let early = app.processor(ADJ_CREDIT, &refund.body(), &key).await;
+    app.assert_signed(&early, ADJ_CREDIT);
+    assert_eq!(
+        early.status,
+        425,
+        "{}",
+        String::from_utf8_lossy(&early.body)
     );
     blocker.release().await;
     // The first request's transaction was never abandoned: it commits once the lock is free.

@@ -161,30 +161,49 @@ pub(crate) async fn through_writer<T>(
 /// `processor.answer_ms_max`. A job still queued or committing then is left to finish, and
 /// the caller is answered "outcome unknown" (503): its resend replays the stored answer, or
 /// books it once if this one never committed (the database's keys make that exact). A
-/// stalled database costs the caller a resend, never a hung connection.
-async fn resendable<T>(
+/// stalled database costs the caller a resend, never a hung connection. `hold` (the
+/// request's in-flight claims) is then kept until the job ends, so that a resend meanwhile
+/// waits for it or gets 425 rather than joining the writer's queue a second time.
+async fn resendable<T: 'static, H: 'static>(
     state: &AppState,
+    hold: &mut Option<H>,
     job: impl FnOnce(Reply<T>) -> Job,
 ) -> Result<T, StoreError> {
     let wait = Duration::from_millis(state.settings.processor.answer_ms_max);
-    tokio::time::timeout(wait, through_writer(state, job))
-        .await
-        .unwrap_or_else(|_| {
+    let due = tokio::time::Instant::now() + wait;
+    let (reply, mut answer) = tokio::sync::oneshot::channel();
+    match tokio::time::timeout_at(due, state.batcher.submit(job(reply))).await {
+        // Never queued: nothing of it can be committed.
+        Err(_) => return Err(StoreError::Timeout("commit queue full".into())),
+        Ok(Err(_)) => return Err(StoreError::Timeout("batching stopped".into())),
+        Ok(Ok(())) => {}
+    }
+    match tokio::time::timeout_at(due, &mut answer).await {
+        Ok(r) => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
+        Err(_) => {
+            if let Some(held) = hold.take() {
+                actix_rt::spawn(async move {
+                    let _ = answer.await;
+                    drop(held);
+                });
+            }
             Err(StoreError::Uncertain(format!(
                 "not answered within processor.answer_ms_max ({} ms); a resend under the same key replays it once committed",
                 wait.as_millis()
             )))
-        })
+        }
+    }
 }
 
 /// Books an adjustment through the one writer.
-pub async fn adjust(
+pub async fn adjust<H: 'static>(
     state: &AppState,
     call: &ProcessorCall<'_>,
     parsed: &TransactionRequest,
     direction: RequestKind,
+    hold: &mut Option<H>,
 ) -> Result<Outcome<AdjustmentResult>, StoreError> {
-    resendable(state, |reply| {
+    resendable(state, hold, |reply| {
         Job::Adjustment(AdjustmentJob {
             body: call.raw_body.to_vec(),
             parsed: parsed.clone(),
@@ -200,11 +219,12 @@ pub async fn adjust(
 }
 
 /// Stores a notification and applies its verdict through the one writer.
-pub async fn notify(
+pub async fn notify<H: 'static>(
     state: &AppState,
     n: &NotificationCall<'_>,
+    hold: &mut Option<H>,
 ) -> Result<Outcome<NotificationResult>, StoreError> {
-    resendable(state, |reply| {
+    resendable(state, hold, |reply| {
         Job::Notification(NotificationJob {
             key: n.key.to_owned(),
             request_hash: n.request_hash,
@@ -228,7 +248,7 @@ pub async fn fund(
     f: &FundingCall<'_>,
     render: FundingRender,
 ) -> Result<FundingOutcome, StoreError> {
-    resendable(state, |reply| {
+    resendable(state, &mut None::<()>, |reply| {
         Job::Funding(FundingJob {
             user_id: f.user_id.to_owned(),
             currency: f.currency,
