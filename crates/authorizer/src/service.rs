@@ -101,26 +101,36 @@ pub(crate) async fn by_deadline<T>(
     due: Instant,
     what: &str,
 ) -> Result<T, StoreError> {
-    let dropped = || StoreError::Timeout("batch dropped".into());
-    // A full queue (the database stalled for seconds) must not hold the answer past the
-    // deadline either: a job not queued in time is dropped, never committed.
+    queue_by(state, job, due).await?;
+    tokio::select! {
+        r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
+        _ = tokio::time::sleep_until(due.into()) => {
+            if committing.abandon() {
+                Err(StoreError::Timeout(format!("{what} deadline reached")))
+            } else {
+                // The commit is under way: only its result tells whether money moved.
+                answer.await.unwrap_or_else(|_| Err(dropped()))
+            }
+        }
+    }
+}
+
+/// Queues `job` for the writer by `due`. A full queue (the database stalled for seconds)
+/// must not hold the answer past `due` either: a job not queued in time is dropped, never
+/// committed.
+async fn queue_by(state: &AppState, job: Job, due: Instant) -> Result<(), StoreError> {
     match tokio::time::timeout_at(due.into(), state.batcher.submit(job)).await {
         Err(_) => Err(StoreError::Timeout(
             "commit queue full until the deadline".into(),
         )),
         Ok(Err(_)) => Err(StoreError::Timeout("batching stopped".into())),
-        Ok(Ok(())) => tokio::select! {
-            r = &mut answer => r.unwrap_or_else(|_| Err(dropped())),
-            _ = tokio::time::sleep_until(due.into()) => {
-                if committing.abandon() {
-                    Err(StoreError::Timeout(format!("{what} deadline reached")))
-                } else {
-                    // The commit is under way: only its result tells whether money moved.
-                    answer.await.unwrap_or_else(|_| Err(dropped()))
-                }
-            }
-        },
+        Ok(Ok(())) => Ok(()),
     }
+}
+
+/// A job's reply channel closed without a result: its batch was dropped.
+fn dropped() -> StoreError {
+    StoreError::Timeout("batch dropped".into())
 }
 
 /// Hands a job whose call carries its own [`CommitDeadline`] (an InStore or wallet request)
@@ -170,16 +180,11 @@ async fn resendable<T: 'static, H: 'static>(
     job: impl FnOnce(Reply<T>) -> Job,
 ) -> Result<T, StoreError> {
     let wait = Duration::from_millis(state.settings.processor.answer_ms_max);
-    let due = tokio::time::Instant::now() + wait;
+    let due = Instant::now() + wait;
     let (reply, mut answer) = tokio::sync::oneshot::channel();
-    match tokio::time::timeout_at(due, state.batcher.submit(job(reply))).await {
-        // Never queued: nothing of it can be committed.
-        Err(_) => return Err(StoreError::Timeout("commit queue full".into())),
-        Ok(Err(_)) => return Err(StoreError::Timeout("batching stopped".into())),
-        Ok(Ok(())) => {}
-    }
-    match tokio::time::timeout_at(due, &mut answer).await {
-        Ok(r) => r.unwrap_or_else(|_| Err(StoreError::Timeout("batch dropped".into()))),
+    queue_by(state, job(reply), due).await?;
+    match tokio::time::timeout_at(due.into(), &mut answer).await {
+        Ok(r) => r.unwrap_or_else(|_| Err(dropped())),
         Err(_) => {
             if let Some(held) = hold.take() {
                 actix_rt::spawn(async move {
