@@ -554,10 +554,19 @@ async fn past_the_ack_deadline_nothing_commits(app: TestApp, _rx: CallbackReceiv
     };
     let before = replays();
     // The resend's batch comes after the abandoned one (its account lock, or the embedded
-    // store's one writer): it finds no record of the first and books fresh.
-    let r = app
+    // store's one writer): it finds no record of the first and books fresh. Its own 300 ms
+    // may pass on a loaded machine too: InStore resends a 503 again, as here.
+    let mut r = app
         .instore_post("storedvaluecard_process", &body, Some(&signature))
         .await;
+    for _ in 0..5 {
+        if r.status != 503 {
+            break;
+        }
+        r = app
+            .instore_post("storedvaluecard_process", &body, Some(&signature))
+            .await;
+    }
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.body, br#"{"requestId":"req-ack"}"#);
     assert_eq!(
