@@ -13,6 +13,7 @@ use crate::processor::{AdjustmentResult, NotificationCall, NotificationResult, P
 use ledger::plan::{CardTransaction, RecordRow, RecordWrite, Writes, direction_str};
 use ledger::verdicts::{NotificationEffect, RecordWrite as VerdictRecord};
 use ledger::{Currency, RequestKind, format_minor};
+use serde::Serialize;
 use serde_json::{Value, json};
 
 pub const AUTHORIZATION_DECIDED: &str = "authorization.decided";
@@ -37,14 +38,14 @@ pub fn notification_event_id(key: &str) -> String {
 /// An exact amount string: `minor` (else the transaction's amount; sign dropped: the
 /// direction says which way) in the currency's exponent, or the amount as received when it
 /// cannot be held exactly in a currency we know.
-fn amount(minor: Option<i64>, currency: Option<Currency>, t: &CardTransaction<'_>) -> Value {
+fn amount(minor: Option<i64>, currency: Option<Currency>, t: &CardTransaction<'_>) -> String {
     let minor = minor.or_else(|| {
         let (a, c) = t.amount.zip(currency)?;
         ledger::to_minor(a, c).ok()
     });
     match (minor, currency) {
-        (Some(m), Some(c)) => json!(format_minor(m.saturating_abs(), c.exponent())),
-        _ => json!(t.amount_text.trim_matches('"')),
+        (Some(m), Some(c)) => format_minor(m.saturating_abs(), c.exponent()),
+        _ => t.amount_text.trim_matches('"').to_owned(),
     }
 }
 
@@ -85,6 +86,28 @@ pub(crate) fn authorizations(items: &[BatchItem<'_>], w: &Writes) -> Vec<Event> 
         .collect()
 }
 
+/// The data of `authorization.decided`: [`transaction_fields`] and the decision, its fields
+/// declared in name order as every event's data lists them. Rendered for every
+/// authorization while somebody subscribes, so typed rather than built as a map.
+#[derive(Serialize)]
+struct AuthorizationDecided<'a> {
+    amount: String,
+    card_id: Option<&'a str>,
+    currency: String,
+    decision: &'a str,
+    direction: Option<&'a str>,
+    endpoint: &'a str,
+    idempotency_key: &'a str,
+    movement_id: Option<i64>,
+    original_transaction_id: Option<&'a str>,
+    posted: Option<String>,
+    status_detail: &'a str,
+    transaction_id: &'a str,
+    transaction_type: &'a str,
+    user_id: Option<&'a str>,
+    verdict_first: bool,
+}
+
 fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Event {
     let t = &item.tx;
     let (currency, code) = currency_code(t);
@@ -94,25 +117,30 @@ fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Eve
             .find(|p| p.movement_id == m && p.balance_after.is_some())
             .and_then(|p| p.balance_after)
     });
-    let data = merge(
-        transaction_fields(t, item.kind),
-        json!({
-            "idempotency_key": item.call.idempotency_key,
-            "endpoint": item.call.endpoint,
-            "decision": r.status,
-            "status_detail": r.status_detail,
-            "currency": code,
-            "amount": amount(r.amount_minor, currency, t),
-            "movement_id": r.movement_id,
-            "posted": posted.zip(currency).map(|(b, c)| format_minor(b, c.exponent())),
-            "verdict_first": r.write == RecordWrite::Answer,
-        }),
-    );
-    Event {
-        id: authorization_event_id(t.transaction_id),
-        now_ms: item.call.now_ms,
-        data,
-    }
+    let data = AuthorizationDecided {
+        amount: amount(r.amount_minor, currency, t),
+        card_id: t.card_id,
+        currency: code,
+        decision: r.status,
+        direction: direction_str(item.kind),
+        endpoint: item.call.endpoint,
+        idempotency_key: item.call.idempotency_key,
+        movement_id: r.movement_id,
+        original_transaction_id: t.original_transaction_id,
+        posted: posted
+            .zip(currency)
+            .map(|(b, c)| format_minor(b, c.exponent())),
+        status_detail: r.status_detail,
+        transaction_id: t.transaction_id,
+        transaction_type: t.tx_type,
+        user_id: t.user_id,
+        verdict_first: r.write == RecordWrite::Answer,
+    };
+    Event::new(
+        authorization_event_id(t.transaction_id),
+        item.call.now_ms,
+        &data,
+    )
 }
 
 /// `adjustment.booked` for the adjustment `call` recorded with `amount_minor` (signed for
@@ -140,11 +168,11 @@ pub(crate) fn adjustment_booked(
             "flags": result.flags.as_slice(),
         }),
     );
-    vec![Event {
-        id: adjustment_event_id(t.transaction_id),
-        now_ms: call.now_ms,
-        data,
-    }]
+    vec![Event::new(
+        adjustment_event_id(t.transaction_id),
+        call.now_ms,
+        &data,
+    )]
 }
 
 /// `notification.applied` for notification `n`, whose verdict met the authorization
@@ -175,9 +203,109 @@ pub(crate) fn notification_applied(
             "flags": result.flags.as_slice(),
         }),
     );
-    vec![Event {
-        id: notification_event_id(n.key),
-        now_ms: n.now_ms,
-        data,
-    }]
+    vec![Event::new(notification_event_id(n.key), n.now_ms, &data)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::processor::ProcessorCall;
+    use ledger::plan::{CardLookup, PostingRow, StoredResponse};
+
+    fn decided(original: Option<&str>, movement: Option<i64>, write: RecordWrite) -> Vec<u8> {
+        let item = BatchItem {
+            call: ProcessorCall {
+                idempotency_key: "key-1",
+                request_hash: [0; 32],
+                endpoint: "/transactions/authorizations/debit",
+                raw_body: b"{}",
+                now_ms: 1_764_000_000_123,
+                commit_by: None,
+                commit_started: None,
+            },
+            tx: CardTransaction {
+                transaction_id: "tx-\"1\"",
+                tx_type: "PURCHASE",
+                user_id: Some("user-1"),
+                card_id: Some("card-1"),
+                currency: "ARS",
+                amount_text: "\"12.5\"",
+                amount: "12.5".parse().ok(),
+                original_transaction_id: original,
+                ..CardTransaction::default()
+            },
+            kind: Some(RequestKind::Debit),
+            card: CardLookup::InTransaction,
+        };
+        let record = RecordRow {
+            request: 0,
+            write,
+            amount_minor: Some(-1250),
+            status: "APPROVED",
+            status_detail: "APPROVED",
+            movement_id: movement,
+            response: StoredResponse {
+                status: 200,
+                body: Vec::new(),
+            },
+            explanation: None,
+            counted: None,
+        };
+        let writes = Writes {
+            postings: vec![PostingRow {
+                id: 1,
+                movement_id: 7,
+                account_id: 3,
+                amount: -1250,
+                balance_after: Some(98_750),
+                version: Some(2),
+            }],
+            ..Writes::default()
+        };
+        authorization_decided(&item, &record, &writes).body(AUTHORIZATION_DECIDED)
+    }
+
+    #[test]
+    fn an_authorization_event_body_lists_its_keys_in_name_order_with_nulls() {
+        let body = decided(None, Some(7), RecordWrite::Insert);
+        let expected = json!({
+            "created_at_ms": 1_764_000_000_123_i64,
+            "id": "evt-auth-tx-\"1\"",
+            "type": "authorization.decided",
+            "data": {
+                "transaction_id": "tx-\"1\"",
+                "original_transaction_id": null,
+                "transaction_type": "PURCHASE",
+                "direction": "DEBIT",
+                "user_id": "user-1",
+                "card_id": "card-1",
+                "idempotency_key": "key-1",
+                "endpoint": "/transactions/authorizations/debit",
+                "decision": "APPROVED",
+                "status_detail": "APPROVED",
+                "currency": "ARS",
+                "amount": "12.50",
+                "movement_id": 7,
+                "posted": "987.50",
+                "verdict_first": false,
+            },
+        });
+        // The same bytes as the object rendered as a map (keys in name order), as the other
+        // events are.
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            expected.to_string(),
+            "authorization.decided body"
+        );
+    }
+
+    #[test]
+    fn an_authorization_event_without_a_movement_has_no_posted_balance() {
+        let body = decided(Some("tx-0"), None, RecordWrite::Answer);
+        let v: Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["data"]["posted"], Value::Null);
+        assert_eq!(v["data"]["movement_id"], Value::Null);
+        assert_eq!(v["data"]["original_transaction_id"], "tx-0");
+        assert_eq!(v["data"]["verdict_first"], true);
+    }
 }

@@ -8,6 +8,8 @@
 //! taken over. SQLite has one writer and one dispatcher.
 
 use crate::{Store, StoreError, Tx, run, run_pool};
+use serde::Serialize;
+use serde_json::value::RawValue;
 use sqlx::Row;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -292,19 +294,40 @@ const ACTIVE_SUBSCRIPTIONS: &str =
 pub(crate) struct Event {
     pub id: String,
     pub now_ms: i64,
-    pub data: serde_json::Value,
+    /// The event's `data`, rendered (an object whose keys are in name order).
+    pub data: Box<RawValue>,
 }
 
 impl Event {
-    fn body(&self, event_type: &str) -> Vec<u8> {
-        serde_json::json!({
-            "id": self.id,
-            "type": event_type,
-            "created_at_ms": self.now_ms,
-            "data": self.data,
+    /// The event `id` at `now_ms` with `data`: a `serde_json::Value` (whose objects keep
+    /// their keys in name order) or a struct whose fields are declared in name order, so
+    /// that every event's body lists its keys alike.
+    pub(crate) fn new(id: String, now_ms: i64, data: &impl Serialize) -> Event {
+        Event {
+            id,
+            now_ms,
+            // Plain data (strings, numbers, booleans, and objects with string keys) always
+            // renders.
+            data: serde_json::value::to_raw_value(data).expect("event data renders as JSON"),
+        }
+    }
+
+    pub(crate) fn body(&self, event_type: &str) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            created_at_ms: i64,
+            data: &'a RawValue,
+            id: &'a str,
+            #[serde(rename = "type")]
+            event_type: &'a str,
+        }
+        serde_json::to_vec(&Body {
+            created_at_ms: self.now_ms,
+            data: &self.data,
+            id: &self.id,
+            event_type,
         })
-        .to_string()
-        .into_bytes()
+        .expect("an event body renders as JSON")
     }
 
     /// The headers fixed at enqueue (the signature is added per attempt).
@@ -434,11 +457,7 @@ impl Store {
         F: FnOnce() -> serde_json::Value,
     {
         self.publish(tx, event_type, || {
-            vec![Event {
-                id: event_id.to_owned(),
-                now_ms,
-                data: data(),
-            }]
+            vec![Event::new(event_id.to_owned(), now_ms, &data())]
         })
         .await
     }
