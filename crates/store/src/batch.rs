@@ -115,9 +115,9 @@ static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
          next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $67, s, u, b, h, 'PENDING', 0, at, at, at, at \
-    FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::text[], $73::int8[]) \
-      AS x(e, s, u, b, h, at) \
+  SELECT e, $67, s, u, b, '', 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::int8[]) \
+      AS x(e, s, u, b, at) \
 ) SELECT ledger_expect_rows(",
     )
 });
@@ -697,7 +697,6 @@ async fn write_batch(
             .bind(&e.subscription_ids)
             .bind(&e.urls)
             .bind(&e.bodies)
-            .bind(&e.headers)
             .bind(&e.at_ms),
         None => q,
     };

@@ -168,7 +168,26 @@ fn headers_json(headers: &[(&str, &str)]) -> String {
     serde_json::Value::Object(map).to_string()
 }
 
-fn headers_of(text: &str) -> Vec<(String, String)> {
+/// The headers of an event to a subscriber, fixed by its id and type (the signature is
+/// added per attempt): derived when sent, not stored with the row.
+fn event_headers(event_id: &str, event_type: &str) -> Vec<(String, String)> {
+    [
+        ("content-type", "application/json"),
+        ("x-event-id", event_id),
+        ("x-event-type", event_type),
+        ("x-request-id", event_id),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect()
+}
+
+/// A row's headers: those stored (a delivery to a configured URL), or, where none are
+/// stored (an event to a subscriber), the event's.
+fn headers_of(text: &str, event_id: &str, event_type: &str) -> Vec<(String, String)> {
+    if text.is_empty() {
+        return event_headers(event_id, event_type);
+    }
     match serde_json::from_str::<serde_json::Value>(text) {
         Ok(serde_json::Value::Object(m)) => m
             .into_iter()
@@ -329,16 +348,6 @@ impl Event {
         })
         .expect("an event body renders as JSON")
     }
-
-    /// The headers fixed at enqueue (the signature is added per attempt).
-    fn headers(&self, event_type: &str) -> String {
-        headers_json(&[
-            ("content-type", "application/json"),
-            ("x-event-id", &self.id),
-            ("x-event-type", event_type),
-            ("x-request-id", &self.id),
-        ])
-    }
 }
 
 /// The active subscriptions that want one event type (empty: nobody; then the events are
@@ -357,7 +366,6 @@ pub(crate) struct OutboxRows {
     pub subscription_ids: Vec<i64>,
     pub urls: Vec<String>,
     pub bodies: Vec<Vec<u8>>,
-    pub headers: Vec<String>,
     /// The event's time: the row's creation and first due time.
     pub at_ms: Vec<i64>,
 }
@@ -384,13 +392,12 @@ impl Subscribers {
             ..OutboxRows::default()
         };
         for e in build() {
-            let (body, headers) = (e.body(self.event_type), e.headers(self.event_type));
+            let body = e.body(self.event_type);
             for s in &self.wanted {
                 rows.event_ids.push(e.id.clone());
                 rows.subscription_ids.push(s.id);
                 rows.urls.push(s.url.clone());
                 rows.bodies.push(body.clone());
-                rows.headers.push(headers.clone());
                 rows.at_ms.push(e.now_ms);
             }
         }
@@ -481,7 +488,7 @@ impl Store {
                 Some(rows.subscription_ids[i]),
                 &rows.urls[i],
                 &rows.bodies[i],
-                &rows.headers[i],
+                "",
                 rows.at_ms[i],
             )
             .await?;
@@ -660,7 +667,7 @@ impl Store {
         batch_max: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         const DUE: &str = "SELECT o.id, o.event_id, o.url, o.body, o.headers, s.secret, \
-             o.attempts, o.created_at_ms, o.subscription_id FROM outbox o \
+             o.attempts, o.created_at_ms, o.subscription_id, o.event_type FROM outbox o \
              LEFT JOIN webhook_subscriptions s ON s.id = o.subscription_id \
              WHERE o.state = 'PENDING' AND o.next_attempt_at_ms <= $1 \
              AND (o.leased_until_ms IS NULL OR o.leased_until_ms <= $1) \
@@ -676,12 +683,15 @@ impl Store {
             for r in sqlx::query(&sql).bind(now_ms).bind(batch_max).fetch_all(&mut *c).await? {
                 let sub: Option<i64> = r.try_get(8)?;
                 let secret: Option<String> = r.try_get(5)?;
+                let event_id: String = r.try_get(1)?;
+                let headers =
+                    headers_of(&r.try_get::<String, _>(4)?, &event_id, &r.try_get::<String, _>(9)?);
                 claimed.push(Claimed {
                     id: r.try_get(0)?,
-                    event_id: r.try_get(1)?,
+                    event_id,
                     url: r.try_get(2)?,
                     body: r.try_get(3)?,
-                    headers: headers_of(&r.try_get::<String, _>(4)?),
+                    headers,
                     signing_secret: sub.and(secret),
                     attempts: i64::from(r.try_get::<i32, _>(6)?),
                     created_at_ms: r.try_get(7)?,
@@ -912,13 +922,50 @@ mod tests {
         assert!(all.wants("reconciliation.finished"));
         assert_eq!(types_of("*"), Vec::<String>::new());
         let h = headers_json(&[("x-a", "1"), ("content-type", "application/json")]);
-        let mut back = headers_of(&h);
+        let mut back = headers_of(&h, "evt-1", "authorization.decided");
         back.sort();
         assert_eq!(
             back,
             [
                 ("content-type".to_owned(), "application/json".to_owned()),
                 ("x-a".to_owned(), "1".to_owned())
+            ]
+        );
+        // Nothing stored with it (even no content type) only for a "configured URL" row that
+        // was given none: `{}`.
+        assert_eq!(headers_of("{}", "evt-1", "authorization.decided"), []);
+    }
+
+    #[test]
+    fn an_event_row_stores_no_headers_and_is_sent_with_its_ids_and_type() {
+        let subs = [Active {
+            id: 4,
+            url: "http://127.0.0.1:9/hook".into(),
+            types: "*".into(),
+        }];
+        let rows = Subscribers::of(&subs, "authorization.decided")
+            .rows(|| {
+                vec![Event::new(
+                    "evt-auth-t1".into(),
+                    5,
+                    &serde_json::json!({"a": 1}),
+                )]
+            })
+            .expect("one subscriber wants it");
+        assert_eq!(rows.event_ids, ["evt-auth-t1"]);
+        assert_eq!(rows.subscription_ids, [4]);
+        assert_eq!(
+            rows.bodies,
+            [br#"{"created_at_ms":5,"data":{"a":1},"id":"evt-auth-t1","type":"authorization.decided"}"#.to_vec()]
+        );
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(
+            headers_of("", "evt-auth-t1", "authorization.decided"),
+            [
+                pair("content-type", "application/json"),
+                pair("x-event-id", "evt-auth-t1"),
+                pair("x-event-type", "authorization.decided"),
+                pair("x-request-id", "evt-auth-t1"),
             ]
         );
     }
