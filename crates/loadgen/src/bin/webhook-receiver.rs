@@ -12,8 +12,6 @@
 //! webhook-receiver PORT SECRET_FILE COUNT_FILE
 //! ```
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -125,15 +123,7 @@ fn challenge(target: &str, secret_file: &str) -> Vec<u8> {
         .find_map(|kv| kv.strip_prefix("challengeCode="))
         .unwrap_or_default();
     let secret = std::fs::read_to_string(secret_file).unwrap_or_default();
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.trim().as_bytes())
-        .expect("HMAC takes a key of any length");
-    mac.update(code.as_bytes());
-    let hex: String = mac
-        .finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let hex = protocol::webhook::encrypted_challenge(secret.trim(), code);
     let body = format!("{{\"encrypted_challenge\":\"{hex}\"}}");
     format!(
         "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
