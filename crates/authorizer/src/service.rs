@@ -172,26 +172,25 @@ pub(crate) async fn through_writer<T>(
 /// the caller is answered "outcome unknown" (503): its resend replays the stored answer, or
 /// books it once if this one never committed (the database's keys make that exact). A
 /// stalled database costs the caller a resend, never a hung connection. `hold` (the
-/// request's in-flight claims) is then kept until the job ends, so that a resend meanwhile
-/// waits for it or gets 425 rather than joining the writer's queue a second time.
+/// request's in-flight claims) comes back with the result; when the wait runs out it is kept
+/// until the job ends instead, so that a resend meanwhile waits for it or gets 425 rather
+/// than joining the writer's queue a second time.
 async fn resendable<T: 'static, H: 'static>(
     state: &AppState,
-    hold: &mut Option<H>,
+    hold: H,
     job: impl FnOnce(Reply<T>) -> Job,
-) -> Result<T, StoreError> {
+) -> Result<(T, H), StoreError> {
     let wait = Duration::from_millis(state.settings.processor.answer_ms_max);
     let due = Instant::now() + wait;
     let (reply, mut answer) = tokio::sync::oneshot::channel();
     queue_by(state, job(reply), due).await?;
     match tokio::time::timeout_at(due.into(), &mut answer).await {
-        Ok(r) => r.unwrap_or_else(|_| Err(dropped())),
+        Ok(r) => r.unwrap_or_else(|_| Err(dropped())).map(|t| (t, hold)),
         Err(_) => {
-            if let Some(held) = hold.take() {
-                actix_rt::spawn(async move {
-                    let _ = answer.await;
-                    drop(held);
-                });
-            }
+            actix_rt::spawn(async move {
+                let _ = answer.await;
+                drop(hold);
+            });
             Err(StoreError::Uncertain(format!(
                 "not answered within processor.answer_ms_max ({} ms); a resend under the same key replays it once committed",
                 wait.as_millis()
@@ -206,8 +205,8 @@ pub async fn adjust<H: 'static>(
     call: &ProcessorCall<'_>,
     parsed: &TransactionRequest,
     direction: RequestKind,
-    hold: &mut Option<H>,
-) -> Result<Outcome<AdjustmentResult>, StoreError> {
+    hold: H,
+) -> Result<(Outcome<AdjustmentResult>, H), StoreError> {
     resendable(state, hold, |reply| {
         Job::Adjustment(AdjustmentJob {
             body: call.raw_body.to_vec(),
@@ -227,8 +226,8 @@ pub async fn adjust<H: 'static>(
 pub async fn notify<H: 'static>(
     state: &AppState,
     n: &NotificationCall<'_>,
-    hold: &mut Option<H>,
-) -> Result<Outcome<NotificationResult>, StoreError> {
+    hold: H,
+) -> Result<(Outcome<NotificationResult>, H), StoreError> {
     resendable(state, hold, |reply| {
         Job::Notification(NotificationJob {
             key: n.key.to_owned(),
@@ -253,7 +252,7 @@ pub async fn fund(
     f: &FundingCall<'_>,
     render: FundingRender,
 ) -> Result<FundingOutcome, StoreError> {
-    resendable(state, &mut None::<()>, |reply| {
+    resendable(state, (), |reply| {
         Job::Funding(FundingJob {
             user_id: f.user_id.to_owned(),
             currency: f.currency,
@@ -269,6 +268,7 @@ pub async fn fund(
         })
     })
     .await
+    .map(|(outcome, ())| outcome)
 }
 
 /// A card transaction as a notification names it, owned while it waits for its batch.

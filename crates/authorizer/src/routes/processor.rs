@@ -237,26 +237,6 @@ async fn settle<T>(
     }
 }
 
-/// [`settle`] with the claims a resendable request still holds (all of them: only a request
-/// not answered in time gives its claims up, and it is not settled).
-async fn settled<T>(
-    state: &AppState,
-    route: Route,
-    held: Option<signed::Claims>,
-    hash: [u8; 32],
-    outcome: Outcome<T>,
-    label: impl FnOnce(&T) -> &'static str,
-) -> Answer {
-    match held {
-        Some(claims) => settle(state, route, claims, hash, outcome, label).await,
-        None => unavailable(
-            state,
-            route,
-            &StoreError::Invalid("the request's claims were given up".into()),
-        ),
-    }
-}
-
 /// The body's hash and the claims on `key` for `route`, or the answer a duplicate gets
 /// instead.
 async fn claim(
@@ -390,9 +370,8 @@ async fn adjustment(
         commit_by: None,
         commit_started: None,
     };
-    let mut held = Some(claims);
-    match service::adjust(state, &call, &parsed, request_kind(direction), &mut held).await {
-        Ok(outcome) => {
+    match service::adjust(state, &call, &parsed, request_kind(direction), claims).await {
+        Ok((outcome, claims)) => {
             if let Outcome::Fresh { result, .. } = &outcome {
                 for flag in result.flags.as_slice() {
                     state
@@ -415,7 +394,7 @@ async fn adjustment(
                     "adjustment booked"
                 );
             }
-            settled(state, route, held, hash, outcome, |_| "APPROVED").await
+            settle(state, route, claims, hash, outcome, |_| "APPROVED").await
         }
         Err(e) => unavailable(state, route, &e),
     }
@@ -551,9 +530,8 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
         direction,
         unparsed: parsed.is_err(),
     };
-    let mut held = Some(claims);
-    match service::notify(state, &call, &mut held).await {
-        Ok(outcome) => {
+    match service::notify(state, &call, claims).await {
+        Ok((outcome, claims)) => {
             if let Outcome::Fresh { result, .. } = &outcome {
                 tracing::info!(
                     event_id,
@@ -572,7 +550,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                         .inc("authorizer_flagged_bookings_total", &[("flag", flag)]);
                 }
             }
-            settled(state, route, held, hash, outcome, |r| r.effect.as_str()).await
+            settle(state, route, claims, hash, outcome, |r| r.effect.as_str()).await
         }
         Err(e) => unavailable(state, route, &e),
     }
