@@ -249,20 +249,32 @@ where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
     let tz = &store.controls_time_zone;
-    // The embedded store sends each batch's reads, and its writes, as one query.
-    let snapshot = match tx {
-        Tx::Lite(t) => embedded::prefetch(t, items, clearing, tz, cards_read).await?,
-        Tx::Pg(_) => prefetch(tx, items, clearing, tz, cards_read).await?,
-    };
     let requests: Vec<_> = items.iter().map(request_of).collect();
-    let plan = plan_authorizations(snapshot, &requests, render)
-        .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))?;
+    let planned = |snapshot| {
+        plan_authorizations(snapshot, &requests, render)
+            .map_err(|e| Step::Fail(StoreError::Invalid(e.to_string())))
+    };
+    let plan = match tx {
+        // The embedded store reads, plans and writes on its connection's handle, lent by
+        // sqlx's thread for the batch: no hop per statement.
+        Tx::Lite(t) => {
+            let mut lent = t.lock_handle().await?;
+            embedded::on_lent(&mut lent, |c| {
+                let plan = planned(embedded::prefetch(c, items, clearing, tz, cards_read)?)?;
+                embedded::write(c, items, &plan.writes)?;
+                Ok(plan)
+            })?
+        }
+        Tx::Pg(_) => {
+            let plan = planned(prefetch(tx, items, clearing, tz, cards_read).await?)?;
+            if !plan.writes.is_empty() {
+                write(tx, items, &plan.writes).await?;
+            }
+            plan
+        }
+    };
     if plan.writes.is_empty() {
         return Ok((plan.outcomes, Written::Nothing));
-    }
-    match tx {
-        Tx::Lite(t) => embedded::write(t, items, &plan.writes).await?,
-        Tx::Pg(_) => write(tx, items, &plan.writes).await?,
     }
     store
         .publish(tx, AUTHORIZATION_DECIDED, || {
@@ -282,7 +294,7 @@ where
 /// known beforehand, and ids for what the plan may write (reserved after the account locks,
 /// so one account's postings are numbered in the order of its balance-after chain). One
 /// statement per kind of row, whatever the batch's size. Postgres's path since the
-/// embedded store reads (and writes) a batch in one query each (`embedded.rs`); the
+/// embedded store reads (and writes) a batch on its lent handle (`embedded.rs`); the
 /// SQLite arms here (`run!`, `reserve_ids`) are no longer reached and are to be removed
 /// with the `Tx` they take.
 async fn prefetch<'i>(
