@@ -1,5 +1,8 @@
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = authorizer::cli::Cli::parse();
     // An actix system: a Tokio runtime that also runs the HTTP client's local tasks.
