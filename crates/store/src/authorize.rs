@@ -112,6 +112,26 @@ pub(crate) fn counter_from_row(
     }
 }
 
+/// Adds a stored counter row (`owner_kind, owner_id, window_key, categories, amount_minor,
+/// count`) to the snapshot `s`, on any row with sqlx's `try_get`.
+macro_rules! counter_row {
+    ($s:expr, $r:expr) => {{
+        let r = &$r;
+        $crate::authorize::counter_from_row(
+            &mut $s,
+            r.try_get("owner_kind")?,
+            r.try_get("owner_id")?,
+            r.try_get("window_key")?,
+            r.try_get("categories")?,
+            ledger::controls::Counter {
+                amount: r.try_get("amount_minor")?,
+                count: r.try_get("count")?,
+            },
+        )
+    }};
+}
+pub(crate) use counter_row;
+
 impl Store {
     /// Decides and books an authorization exactly once. `render` turns the decision into
     /// the exact response body, which is stored with the movement.
@@ -381,17 +401,7 @@ async fn prefetch<'i>(
                 q = q.bind(w.as_str());
             }
             for r in q.fetch_all(c).await? {
-                counter_from_row(
-                    &mut s,
-                    r.try_get("owner_kind")?,
-                    r.try_get("owner_id")?,
-                    r.try_get("window_key")?,
-                    r.try_get("categories")?,
-                    Counter {
-                        amount: r.try_get("amount_minor")?,
-                        count: r.try_get("count")?,
-                    },
-                );
+                counter_row!(s, r);
             }
         });
     }

@@ -17,14 +17,14 @@
 //! the plan is the same ([`ledger::plan::plan_authorizations`]).
 
 use crate::Flags;
-use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, distinct, moving};
+use crate::authorize::{cards_to_read, counter_row, counters_to_read, distinct, moving};
 use crate::batch::{BatchItem, snapshot_row};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, SCOPE_AUTHORIZATION, Step, account_columns,
 };
 use crate::rules::CardRecord;
 use ledger::Currency;
-use ledger::controls::{Counter, TimeZone};
+use ledger::controls::TimeZone;
 use ledger::plan::{RecordWrite, Snapshot, Writes, direction_str, owner_kind};
 use rusqlite::types::FromSql;
 use rusqlite::{Connection, RowIndex, params};
@@ -151,17 +151,7 @@ pub(crate) fn prefetch<'i>(
             for window in &windows {
                 let mut rows = st.query(params![kind, id, window])?;
                 while let Some(r) = rows.next()? {
-                    counter_from_row(
-                        &mut s,
-                        r.try_get("owner_kind")?,
-                        r.try_get("owner_id")?,
-                        r.try_get("window_key")?,
-                        r.try_get("categories")?,
-                        Counter {
-                            amount: r.try_get("amount_minor")?,
-                            count: r.try_get("count")?,
-                        },
-                    );
+                    counter_row!(s, r);
                 }
             }
         }
