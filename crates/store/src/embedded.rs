@@ -5,7 +5,8 @@
 //! sent to that thread and a result (and each row) sent back, two context switches and a
 //! wake-up per row, and a statement whose text varies with the batch (a multi-row `VALUES`)
 //! is parsed anew each time. Here the batch's transaction (opened with `BEGIN IMMEDIATE`
-//! by sqlx) lends its connection's handle to the writer ([`SqliteConnection::lock_handle`]):
+//! by sqlx) lends its connection's handle to the writer
+//! ([`SqliteConnection::lock_handle`](sqlx::sqlite::SqliteConnection::lock_handle)):
 //! the reads (finished keys, recorded transactions, accounts, cards, control counters, the
 //! last ids used) and the plan's rows (movements, postings, account states, transaction
 //! records, control counters, idempotency records) run as fixed one-row statements through
