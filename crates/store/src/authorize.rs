@@ -313,10 +313,8 @@ where
 /// accounts (locked for the rest of the transaction, accounts in id order), the cards not
 /// known beforehand, and ids for what the plan may write (reserved after the account locks,
 /// so one account's postings are numbered in the order of its balance-after chain). One
-/// statement per kind of row, whatever the batch's size. Postgres's path since the
-/// embedded store reads (and writes) a batch on its lent handle (`embedded.rs`); the
-/// SQLite arms here (`run!`, `reserve_ids`) are no longer reached and are to be removed
-/// with the `Tx` they take.
+/// statement per kind of row, whatever the batch's size. Postgres only: the embedded store
+/// reads (and writes) a batch on its lent handle (`embedded.rs`).
 async fn prefetch<'i>(
     tx: &mut Tx,
     items: &[BatchItem<'i>],
@@ -329,10 +327,7 @@ async fn prefetch<'i>(
         time_zone: Some(tz.clone()),
         ..Snapshot::default()
     };
-    let lock = match tx {
-        Tx::Pg(_) => " FOR UPDATE",
-        Tx::Lite(_) => "",
-    };
+    let lock = " FOR UPDATE";
     let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
     let sql = format!(
         "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, \
@@ -453,36 +448,20 @@ fn placeholders(rows: usize, cols: usize, first: usize) -> String {
     (0..rows).map(row).collect::<Vec<_>>().join(", ")
 }
 
-/// `n` ids for new rows of `table`, ascending. On SQLite the transaction holds the one
-/// write lock, so the ids after the highest ever used are free until it ends.
+/// `n` ids for new rows of `table`, ascending, from its Postgres sequence.
 async fn reserve_ids(tx: &mut Tx, table: &'static str, n: i64) -> Result<Vec<i64>, sqlx::Error> {
-    match tx {
-        Tx::Pg(t) => {
-            let sql = match table {
-                "movements" => {
-                    "SELECT nextval('movements_id_seq') FROM generate_series(1, $1::int8) ORDER BY 1"
-                }
-                _ => {
-                    "SELECT nextval('postings_id_seq') FROM generate_series(1, $1::int8) ORDER BY 1"
-                }
-            };
-            sqlx::query_scalar(sql).bind(n).fetch_all(&mut **t).await
+    let Tx::Pg(t) = tx else {
+        return Err(sqlx::Error::Protocol(
+            "ids are reserved from Postgres sequences only".into(),
+        ));
+    };
+    let sql = match table {
+        "movements" => {
+            "SELECT nextval('movements_id_seq') FROM generate_series(1, $1::int8) ORDER BY 1"
         }
-        Tx::Lite(t) => {
-            let sql = match table {
-                "movements" => {
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'movements'), 0), \
-                     COALESCE((SELECT MAX(id) FROM movements), 0))"
-                }
-                _ => {
-                    "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'postings'), 0), \
-                     COALESCE((SELECT MAX(id) FROM postings), 0))"
-                }
-            };
-            let last: i64 = sqlx::query_scalar(sql).fetch_one(&mut **t).await?;
-            Ok((last + 1..=last + n).collect())
-        }
-    }
+        _ => "SELECT nextval('postings_id_seq') FROM generate_series(1, $1::int8) ORDER BY 1",
+    };
+    sqlx::query_scalar(sql).bind(n).fetch_all(&mut **t).await
 }
 
 /// Inserts `rows` (each `cols` values, bound by `|q, row| ...`) with one statement.
@@ -638,10 +617,7 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
     }
     let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
     if !counters.is_empty() {
-        let greatest = match tx {
-            Tx::Pg(_) => "GREATEST",
-            Tx::Lite(_) => "MAX",
-        };
+        let greatest = "GREATEST";
         let sql = format!(
             "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, \
              updated_at_ms) VALUES {} \
