@@ -327,7 +327,6 @@ async fn prefetch<'i>(
         time_zone: Some(tz.clone()),
         ..Snapshot::default()
     };
-    let lock = " FOR UPDATE";
     let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
     let sql = format!(
         "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, \
@@ -346,7 +345,7 @@ async fn prefetch<'i>(
     let sql = format!(
         "SELECT 2 AS tag, transaction_id AS k, amount_minor, response_status AS st, \
          response_body AS body, verdict, endpoint, direction, tx_type, user_id, card_id, currency, \
-         amount_text FROM processor_transactions WHERE kind = $1 AND transaction_id IN {}{lock}",
+         amount_text FROM processor_transactions WHERE kind = $1 AND transaction_id IN {} FOR UPDATE",
         placeholders(1, tids.len(), 2)
     );
     read_into(tx, &mut s, &sql, KIND_AUTHORIZATION, &tids).await?;
@@ -357,7 +356,7 @@ async fn prefetch<'i>(
     );
     if !owners.is_empty() {
         let sql = format!(
-            "{} WHERE kind = 'USER' AND (user_id, currency) IN (VALUES {}) ORDER BY id{lock}",
+            "{} WHERE kind = 'USER' AND (user_id, currency) IN (VALUES {}) ORDER BY id FOR UPDATE",
             account_columns!().replacen("SELECT ", "SELECT 3 AS tag, user_id, ", 1),
             placeholders(owners.len(), 2, 1)
         );
@@ -617,13 +616,12 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
     }
     let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
     if !counters.is_empty() {
-        let greatest = "GREATEST";
         let sql = format!(
             "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, \
              updated_at_ms) VALUES {} \
              ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
-             SET amount_minor = {greatest}(0, c.amount_minor + excluded.amount_minor), \
-             count = {greatest}(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms",
+             SET amount_minor = GREATEST(0, c.amount_minor + excluded.amount_minor), \
+             count = GREATEST(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms",
             placeholders(counters.len(), 7, 1)
         );
         run!(tx, c => {
