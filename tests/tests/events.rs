@@ -95,6 +95,15 @@ async fn processor_events_reach_the_subscriber(app: TestApp) {
     assert_eq!(rows.len(), want.len());
     rx.wait_for(&want, Duration::from_secs(10)).await;
     let by_event = assert_identical_and_signed(&rx);
+    // The authorizations' deliveries were handed to the dispatcher by their commits; the
+    // rest were claimed from the outbox.
+    let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+    for line in [
+        "authorizer_webhook_attempts_total{source=\"handed\"} 3",
+        "authorizer_webhook_attempts_total{source=\"claimed\"} 3",
+    ] {
+        assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
+    }
     // The bytes received are the bytes stored.
     for row in &rows {
         let posted: Value =

@@ -258,6 +258,10 @@ impl Metrics {
                 "Outbox delivery attempts by outcome (delivered, failed) and deliveries given up (dead).",
             ),
             (
+                "authorizer_webhook_attempts_total",
+                "Outbox delivery attempts by how the dispatcher took the row: handed over by the commit that wrote it (an authorization's, leased to this instance), or claimed.",
+            ),
+            (
                 "authorizer_webhook_pending",
                 "Outbox rows still to deliver (read by the dispatcher).",
             ),

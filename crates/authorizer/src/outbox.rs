@@ -2,6 +2,12 @@
 //! bytes, and records the outcome. It runs beside the server, never on a request's path:
 //! an authorization only writes its row (in its own commit) and never waits for a send.
 //!
+//! The authorizations' deliveries are not even claimed: their commit writes them leased to
+//! this instance and hands them over in memory once done ([`store::Handed`]), so a delivery
+//! costs the database one statement (the acknowledgement, shared by a round) beside its
+//! insert. The claims take everything else: retries, callbacks, the other events, and the
+//! rows of an instance that died with their leases.
+//!
 //! It keeps off the authorizations' way: it runs on a thread and event loop of its own (its
 //! sends and database sockets never wait for an HTTP worker's loop, nor delay one), on a small
 //! pool of its own whose commits do not wait for the disk, and it works in rounds: a round
@@ -10,11 +16,13 @@
 
 use crate::config::WebhookSettings;
 use crate::metrics::Metrics;
+use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
-use store::{Claimed, Store};
+use std::time::{Duration, Instant};
+use store::{Claimed, Handed, Store};
 
 const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
+const ATTEMPTS: &str = "authorizer_webhook_attempts_total";
 
 /// The running dispatcher; dropping it stops the dispatcher (a round cut short leaves its
 /// leases to run out: those rows are sent again).
@@ -31,6 +39,7 @@ pub fn start(
     settings: WebhookSettings,
 ) -> std::io::Result<Dispatcher> {
     let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let handed = store.hand_deliveries_over(lease_ms(&settings));
     std::thread::Builder::new()
         .name("authorizer-webhooks".into())
         .spawn(move || {
@@ -53,7 +62,7 @@ pub fn start(
                     }
                 };
                 tokio::select! {
-                    () = run(store, metrics, settings) => {}
+                    () = run(store, handed, metrics, settings) => {}
                     _ = stop => {}
                 }
             });
@@ -75,42 +84,72 @@ fn lower_priority(nice: i32) {
     }
 }
 
-async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
+/// How long a claimed or handed delivery is this instance's: two attempts' time. A crashed
+/// holder's lease runs out and another dispatcher takes the row over.
+fn lease_ms(settings: &WebhookSettings) -> i64 {
+    i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX)
+}
+
+async fn run(
+    store: Store,
+    mut handed: Option<tokio::sync::mpsc::Receiver<Vec<Handed>>>,
+    metrics: Arc<Metrics>,
+    settings: WebhookSettings,
+) {
     let timeout = Duration::from_millis(settings.callback_timeout_ms);
     // Redirects are never followed: the URL that passed the challenge is the only target.
     let client = awc::Client::builder()
         .disable_redirects()
         .timeout(timeout)
         .finish();
-    // A crashed holder's lease runs out and another dispatcher takes the row over.
-    let lease_ms =
-        i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX);
+    let lease_ms = lease_ms(&settings);
+    let attempt_ms = i64::try_from(settings.callback_timeout_ms).unwrap_or(i64::MAX);
     let give_up_ms = i64::try_from(settings.give_up_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle = Duration::from_millis(settings.poll_interval_ms);
     let batch_max = i64::from(settings.batch_max);
     // The give-up pass reads every pending row: once a second is enough for an age counted
     // in seconds, and keeps a backlog from costing a scan per round.
-    let mut gave_up_at: Option<std::time::Instant> = None;
+    let mut gave_up_at: Option<Instant> = None;
+    // The deliveries handed over and not yet sent, oldest first.
+    let mut waiting: VecDeque<Handed> = VecDeque::new();
+    // When the last claim was made, and whether it left more due.
+    let mut claimed_at: Option<Instant> = None;
+    let mut more_due = false;
     loop {
         if gave_up_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-            gave_up_at = Some(std::time::Instant::now());
+            gave_up_at = Some(Instant::now());
             give_up(&store, &metrics, give_up_ms).await;
         }
-        let claimed = match store
-            .claim_deliveries(store::now_ms(), lease_ms, batch_max)
-            .await
-        {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "outbox claim failed; trying again");
-                Vec::new()
+        if let Some(from) = &mut handed {
+            while let Ok(rows) = from.try_recv() {
+                waiting.extend(rows);
             }
-        };
-        let drained = i64::try_from(claimed.len()).unwrap_or(i64::MAX) < batch_max;
-        if !claimed.is_empty() {
-            let sends = claimed
-                .iter()
-                .map(|d| deliver(&store, &metrics, &client, d));
+        }
+        let round_max = usize::try_from(batch_max).unwrap_or(usize::MAX);
+        let mut round = take_handed(&mut waiting, round_max, store::now_ms(), attempt_ms);
+        metrics.add(ATTEMPTS, &[("source", "handed")], round.len() as u64);
+        // Everything else is claimed: once a pause, or at once while a claim leaves more due.
+        if round.len() < round_max && (more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle)) {
+            claimed_at = Some(Instant::now());
+            let want = batch_max - i64::try_from(round.len()).unwrap_or(0);
+            match store
+                .claim_deliveries(store::now_ms(), lease_ms, want)
+                .await
+            {
+                Ok(claimed) => {
+                    more_due = i64::try_from(claimed.len()).unwrap_or(i64::MAX) >= want;
+                    metrics.add(ATTEMPTS, &[("source", "claimed")], claimed.len() as u64);
+                    round.extend(claimed);
+                }
+                Err(e) => {
+                    more_due = false;
+                    tracing::warn!(error = %e, "outbox claim failed; trying again");
+                }
+            }
+        }
+        let drained = round.len() < round_max && waiting.is_empty() && !more_due;
+        if !round.is_empty() {
+            let sends = round.iter().map(|d| deliver(&store, &metrics, &client, d));
             let delivered: Vec<i64> = futures_util::future::join_all(sends)
                 .await
                 .into_iter()
@@ -119,7 +158,7 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
             record_delivered(&store, &delivered).await;
         }
         // A full round leaves more due: the next goes at once. Otherwise what comes due
-        // meanwhile waits for the next round, a pause away.
+        // (or is handed over) meanwhile waits for the next round, a pause away.
         if drained {
             if let Ok(n) = store.pending_deliveries().await {
                 metrics.set_gauge("authorizer_webhook_pending", &[], n);
@@ -127,6 +166,26 @@ async fn run(store: Store, metrics: Arc<Metrics>, settings: WebhookSettings) {
             actix_rt::time::sleep(idle).await;
         }
     }
+}
+
+/// Up to `max` of the deliveries handed over, oldest first. One whose lease would not outlast
+/// an attempt begun now (`attempt_ms`) is dropped: the lease runs out, and the row is claimed
+/// and sent once, by whichever dispatcher claims it.
+fn take_handed(
+    waiting: &mut VecDeque<Handed>,
+    max: usize,
+    now_ms: i64,
+    attempt_ms: i64,
+) -> Vec<Claimed> {
+    let mut round = Vec::new();
+    while round.len() < max
+        && let Some(h) = waiting.pop_front()
+    {
+        if h.leased_until_ms.saturating_sub(now_ms) > attempt_ms {
+            round.push(h.delivery);
+        }
+    }
+    round
 }
 
 /// Records a round's acknowledgements. The receiver has them: a failure to record them would
@@ -251,4 +310,42 @@ fn jitter_permille() -> i64 {
         return 0;
     }
     i64::from(u16::from_le_bytes(b) % 401) - 200
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn handed(id: i64, leased_until_ms: i64) -> Handed {
+        Handed {
+            delivery: Claimed {
+                id,
+                event_id: format!("evt-{id}"),
+                url: "http://127.0.0.1:9/hook".into(),
+                body: Vec::new(),
+                headers: Vec::new(),
+                signing_secret: None,
+                attempts: 0,
+                created_at_ms: 0,
+            },
+            leased_until_ms,
+        }
+    }
+
+    #[test]
+    fn a_round_takes_the_oldest_handed_deliveries_whose_lease_outlasts_an_attempt() {
+        let mut waiting: VecDeque<Handed> = [
+            handed(1, 1_000 + 5_001),
+            handed(2, 1_000 + 5_000),
+            handed(3, 1_000 + 9_000),
+            handed(4, 1_000 + 9_000),
+        ]
+        .into();
+        let ids = |r: Vec<Claimed>| r.into_iter().map(|d| d.id).collect::<Vec<_>>();
+        // Row 2's lease would run out during an attempt: it is left to the claims.
+        assert_eq!(ids(take_handed(&mut waiting, 2, 1_000, 5_000)), [1, 3]);
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(ids(take_handed(&mut waiting, 2, 1_000, 5_000)), [4]);
+        assert!(take_handed(&mut waiting, 2, 1_000, 5_000).is_empty());
+    }
 }

@@ -11,6 +11,7 @@
 use crate::batch::{BatchItem, abandoned, deadline_passed, snapshot_row, start_commit};
 use crate::embedded;
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
+use crate::outbox::Handed;
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, ProcessorCall, SCOPE_AUTHORIZATION, Step,
     TransactionRecord, account_columns, insert_transaction_record, load_card_record, retry_races,
@@ -221,7 +222,7 @@ impl Store {
         R: Fn(&AuthorizationResult) -> Vec<u8>,
     {
         let mut tx = self.begin().await?;
-        let (outcomes, written) =
+        let (outcomes, written, handed) =
             authorize_on(self, &mut tx, items, clearing, render, cards_read).await?;
         if written == Written::Nothing {
             // Dropping the transaction rolls it back: it holds only reads.
@@ -239,6 +240,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.hand_over(handed);
         Ok(outcomes)
     }
 }
@@ -254,7 +256,8 @@ pub(crate) enum Written {
     Decisions,
 }
 
-/// Prefetch, plan and write `items` on `tx`, which the caller commits (or drops). Inside a
+/// Prefetch, plan and write `items` on `tx`, which the caller commits (or drops), then
+/// hands the deliveries returned to the dispatcher ([`Store::hand_over`]). Inside a
 /// transaction that already wrote, the prefetch sees those rows: the plan starts from the
 /// state the earlier requests of the batch left.
 pub(crate) async fn authorize_on<'i, R>(
@@ -264,7 +267,7 @@ pub(crate) async fn authorize_on<'i, R>(
     clearing: &HashMap<Currency, i64>,
     render: &R,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
-) -> Result<(Vec<Outcome<AuthorizationResult>>, Written), Step>
+) -> Result<(Vec<Outcome<AuthorizationResult>>, Written, Vec<Handed>), Step>
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
@@ -294,10 +297,10 @@ where
         }
     };
     if plan.writes.is_empty() {
-        return Ok((plan.outcomes, Written::Nothing));
+        return Ok((plan.outcomes, Written::Nothing, Vec::new()));
     }
-    store
-        .publish(tx, AUTHORIZATION_DECIDED, || {
+    let handed = store
+        .publish_handed(tx, AUTHORIZATION_DECIDED, || {
             authorizations(items, &plan.writes)
         })
         .await?;
@@ -306,7 +309,7 @@ where
     } else {
         Written::Records
     };
-    Ok((plan.outcomes, written))
+    Ok((plan.outcomes, written, handed))
 }
 
 /// Reads what `items` name on `tx`: finished keys, recorded transactions and cardholder

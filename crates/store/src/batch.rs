@@ -17,7 +17,7 @@
 
 use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, moving, request_of};
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
-use crate::outbox::{OutboxRows, Subscribers};
+use crate::outbox::{Handed, OutboxRows, Subscribers};
 use crate::processor::{Asked, LockedAccount, direction_str};
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
@@ -108,17 +108,20 @@ SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, 
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The writes with the batch's events: one outbox row per event and subscription, in the
-/// same statement (the same commit) as the money.
+/// same statement (the same commit) as the money, leased until `$73` to this instance's
+/// dispatcher when it takes them over (else `NULL`). The rows' ids come back in the order of
+/// the rows given (inserted in that order, their ids drawn from the sequence in turn).
 static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     WRITE_BATCH.replace(
         ") SELECT ledger_expect_rows(",
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
-         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $67, s, u, b, '', 'PENDING', 0, at, at, at, at \
+         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, leased_until_ms) \
+  SELECT e, $67, s, u, b, '', 'PENDING', 0, at, at, at, at, $73::int8 \
     FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::int8[]) \
-      AS x(e, s, u, b, at) \
-) SELECT ledger_expect_rows(",
+      WITH ORDINALITY AS x(e, s, u, b, at, n) ORDER BY n \
+  RETURNING id \
+) SELECT ARRAY(SELECT id FROM o ORDER BY id), ledger_expect_rows(",
     )
 });
 
@@ -311,7 +314,10 @@ impl Store {
         )
         .await
         {
-            Ok(Step::Done(results)) => return Ok(Attempt::Done(results)),
+            Ok(Step::Done(results, handed)) => {
+                self.hand_over(handed);
+                return Ok(Attempt::Done(results));
+            }
             Ok(Step::Late) => {
                 return Err(StoreError::Timeout("authorization deadline passed".into()));
             }
@@ -343,7 +349,7 @@ impl Store {
         )
         .await
         {
-            Ok(Step::Done(results)) => {
+            Ok(Step::Done(results, handed)) => {
                 if deadline_passed(items) {
                     return Err(StoreError::Timeout("authorization deadline passed".into()));
                 }
@@ -351,6 +357,7 @@ impl Store {
                     return Err(abandoned());
                 }
                 tx.commit().await.map_err(StoreError::from_commit)?;
+                self.hand_over(handed);
                 Ok(Attempt::Done(results))
             }
             Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
@@ -408,7 +415,7 @@ where
     let plan = plan_authorizations(snapshot, &requests, render).map_err(BatchError::Plan)?;
     if !locking && plan.writes.is_empty() {
         // Replays only: nothing to commit.
-        return Ok(Step::Done(plan.outcomes));
+        return Ok(Step::Done(plan.outcomes, Vec::new()));
     }
     if !locking {
         // The write is the commit.
@@ -421,7 +428,10 @@ where
     }
     let events = subscribers.rows(|| authorizations(items, &plan.writes));
     match write_batch(tx, items, &plan.writes, events.as_ref()).await {
-        Ok(()) => Ok(Step::Done(plan.outcomes)),
+        Ok(ids) => Ok(Step::Done(
+            plan.outcomes,
+            events.map(|e| e.handed(&ids)).unwrap_or_default(),
+        )),
         // Without locks this statement was the commit: a refusal by the database (a
         // lost race, a unique key) is a definite rollback; a lost connection is not.
         Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => Ok(Step::Uncertain(e)),
@@ -580,13 +590,14 @@ fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(f).collect()
 }
 
-/// Everything the plan writes, in one round trip (with `events`, their outbox rows too).
+/// Everything the plan writes, in one round trip (with `events`, their outbox rows too:
+/// their ids are returned, in order).
 async fn write_batch(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'_>],
     w: &Writes,
     events: Option<&OutboxRows>,
-) -> Result<(), sqlx::Error> {
+) -> Result<Vec<i64>, sqlx::Error> {
     let now = items
         .iter()
         .map(|i| i.call.now_ms)
@@ -697,17 +708,17 @@ async fn write_batch(
             .bind(&e.subscription_ids)
             .bind(&e.urls)
             .bind(&e.bodies)
-            .bind(&e.at_ms),
-        None => q,
+            .bind(&e.at_ms)
+            .bind(e.leased_until_ms),
+        None => return q.execute(&mut *tx).await.map(|_| Vec::new()),
     };
-    q.execute(&mut *tx).await?;
-    Ok(())
+    q.fetch_one(&mut *tx).await?.try_get(0)
 }
 
 /// How one pass over a batch ended.
 enum Step {
-    /// Per item: the outcome.
-    Done(Vec<Outcome<AuthorizationResult>>),
+    /// Per item: the outcome; and the deliveries to hand to the dispatcher once committed.
+    Done(Vec<Outcome<AuthorizationResult>>, Vec<Handed>),
     /// The deadline passed before the commit: nothing was written.
     Late,
     /// A requester gave up at its deadline before the commit: nothing was written.

@@ -48,7 +48,7 @@ pub use instore::{
 };
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
-pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Redeliver, SubscriptionView};
+pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Handed, Redeliver, SubscriptionView};
 pub use poa::{PoaCall, PoaSnapshot, PoaView, PoaWrite};
 pub use processor::*;
 pub use recon::*;
@@ -225,6 +225,8 @@ pub struct Store {
     system_ids: Arc<Mutex<HashMap<(SystemAccount, Currency), i64>>>,
     /// The active webhook subscriptions, as this instance last read them.
     subscriptions: Arc<outbox::SubscriptionCache>,
+    /// Where the authorizations' deliveries go once committed: this instance's dispatcher.
+    handoff: Arc<outbox::Handoff>,
     /// The zone of the spending controls' calendar windows (`controls.time_zone`).
     pub(crate) controls_time_zone: ledger::controls::TimeZone,
 }
@@ -332,6 +334,7 @@ impl Store {
             sqlite_path,
             system_ids: Arc::new(Mutex::new(HashMap::new())),
             subscriptions: Arc::default(),
+            handoff: Arc::default(),
             controls_time_zone: cfg.controls_time_zone.clone(),
         })
     }
@@ -351,6 +354,7 @@ impl Store {
         Ok(Store {
             system_ids: self.system_ids.clone(),
             subscriptions: self.subscriptions.clone(),
+            handoff: self.handoff.clone(),
             ..other
         })
     }

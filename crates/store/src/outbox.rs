@@ -11,7 +11,7 @@ use crate::{Store, StoreError, Tx, run, run_pool};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::Row;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long an instance trusts its list of active subscriptions. A change made through
@@ -56,6 +56,8 @@ struct Active {
     id: i64,
     url: String,
     types: String,
+    /// Signs its deliveries: kept for the ones handed straight to the dispatcher.
+    secret: String,
 }
 
 impl Active {
@@ -83,6 +85,47 @@ impl SubscriptionCache {
             *g = None;
         }
     }
+}
+
+/// Where this instance's dispatcher takes the authorizations' deliveries from the commits
+/// that wrote them, without claiming them: they are written leased to this instance
+/// (`leased_until_ms`), so no dispatcher claims them while the lease holds, and handed over
+/// once their commit is done. A hand-over that cannot be made (the dispatcher is behind, or
+/// gone with a crash) costs nothing but time: the lease runs out and the row is claimed as
+/// any other.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    to: OnceLock<(tokio::sync::mpsc::Sender<Vec<Handed>>, i64)>,
+}
+
+/// Commits whose deliveries may wait for the dispatcher at once: past it, the rows are left
+/// to their leases.
+const HANDOFF_COMMITS_MAX: usize = 4096;
+
+impl Handoff {
+    /// How long rows written now are leased to this instance's dispatcher, when one takes
+    /// them.
+    fn lease_ms(&self) -> Option<i64> {
+        let (to, lease_ms) = self.to.get()?;
+        (!to.is_closed()).then_some(*lease_ms)
+    }
+
+    /// Hands `rows`, committed, to the dispatcher.
+    pub(crate) fn give(&self, rows: Vec<Handed>) {
+        if let (false, Some((to, _))) = (rows.is_empty(), self.to.get()) {
+            // Full or closed: the rows wait for their leases to run out.
+            let _ = to.try_send(rows);
+        }
+    }
+}
+
+/// A delivery handed to the dispatcher by the commit that wrote it: the row as a claim
+/// returns it, and when its lease runs out (a delivery not begun well before then is left
+/// to be claimed: its lease must outlast the attempt).
+#[derive(Debug, Clone)]
+pub struct Handed {
+    pub delivery: Claimed,
+    pub leased_until_ms: i64,
 }
 
 /// A subscription as the admin API shows it (never its secret).
@@ -255,7 +298,8 @@ macro_rules! delivery_of {
     };
 }
 
-/// Inserts one PENDING row, due now, in `tx`.
+/// Inserts one PENDING row, due now (leased until `leased_until_ms`, when given), in `tx`;
+/// returns its id.
 #[allow(clippy::too_many_arguments)]
 async fn insert_row(
     tx: &mut Tx,
@@ -266,12 +310,14 @@ async fn insert_row(
     body: &[u8],
     headers: &str,
     now_ms: i64,
-) -> Result<(), sqlx::Error> {
-    run!(tx, c => {
-        sqlx::query(
+    leased_until_ms: Option<i64>,
+) -> Result<i64, sqlx::Error> {
+    Ok(run!(tx, c => {
+        sqlx::query_scalar(
             "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
-             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7, $7, $7)",
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, \
+             leased_until_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7, $7, $7, $8) RETURNING id",
         )
         .bind(event_id)
         .bind(event_type)
@@ -280,11 +326,10 @@ async fn insert_row(
         .bind(body)
         .bind(headers)
         .bind(now_ms)
-        .execute(c)
+        .bind(leased_until_ms)
+        .fetch_one(c)
         .await?
-        .rows_affected()
-    });
-    Ok(())
+    }))
 }
 
 /// Enqueues `d` in the caller's open transaction: it is sent only if that commits.
@@ -298,13 +343,18 @@ pub(crate) async fn enqueue(tx: &mut Tx, d: &Delivery<'_>, now_ms: i64) -> Resul
         d.body,
         &headers_json(d.headers),
         now_ms,
+        None,
     )
     .await
+    .map(drop)
 }
 
 /// The statement that lists the active subscriptions.
-const ACTIVE_SUBSCRIPTIONS: &str =
-    "SELECT id, url, event_types FROM webhook_subscriptions WHERE state = 'ACTIVE' ORDER BY id";
+const ACTIVE_SUBSCRIPTIONS: &str = "SELECT id, url, event_types, secret FROM webhook_subscriptions \
+     WHERE state = 'ACTIVE' ORDER BY id";
+
+/// A row of [`ACTIVE_SUBSCRIPTIONS`].
+type ActiveRow = (i64, String, String, String);
 
 /// One event to publish: its stable id (derived from the row it reports), its time and its
 /// data. The body is `{"created_at_ms", "data", "id", "type"}`, rendered once and stored:
@@ -355,6 +405,8 @@ impl Event {
 pub(crate) struct Subscribers {
     event_type: &'static str,
     wanted: Vec<Active>,
+    /// The lease of rows handed to this instance's dispatcher (`None`: none are).
+    lease_ms: Option<i64>,
 }
 
 /// Outbox rows as columns, for a statement that inserts them all at once
@@ -368,10 +420,47 @@ pub(crate) struct OutboxRows {
     pub bodies: Vec<Vec<u8>>,
     /// The event's time: the row's creation and first due time.
     pub at_ms: Vec<i64>,
+    /// The rows' lease to this instance's dispatcher: handed to it once committed.
+    pub leased_until_ms: Option<i64>,
+    /// The subscriptions' secrets, for the rows handed over.
+    secrets: Vec<String>,
+}
+
+impl OutboxRows {
+    /// The rows, committed under `ids` (row `i`'s id at `i`), as handed to the dispatcher
+    /// (none when they are not leased to it).
+    pub(crate) fn handed(self, ids: &[i64]) -> Vec<Handed> {
+        let (Some(leased_until_ms), true) = (self.leased_until_ms, ids.len() == self.urls.len())
+        else {
+            return Vec::new();
+        };
+        let event_type = self.event_type;
+        self.event_ids
+            .into_iter()
+            .zip(self.urls)
+            .zip(self.bodies)
+            .zip(self.secrets)
+            .zip(self.at_ms)
+            .zip(ids)
+            .map(|(((((event_id, url), body), secret), at_ms), &id)| Handed {
+                delivery: Claimed {
+                    id,
+                    headers: event_headers(&event_id, event_type),
+                    event_id,
+                    url,
+                    body,
+                    signing_secret: Some(secret),
+                    attempts: 0,
+                    created_at_ms: at_ms,
+                },
+                leased_until_ms,
+            })
+            .collect()
+    }
 }
 
 impl Subscribers {
-    fn of(subs: &[Active], event_type: &'static str) -> Subscribers {
+    fn of(subs: &[Active], event_type: &'static str, lease_ms: Option<i64>) -> Subscribers {
         Subscribers {
             event_type,
             wanted: subs
@@ -379,6 +468,7 @@ impl Subscribers {
                 .filter(|s| s.wants(event_type))
                 .cloned()
                 .collect(),
+            lease_ms,
         }
     }
 
@@ -389,6 +479,7 @@ impl Subscribers {
         }
         let mut rows = OutboxRows {
             event_type: self.event_type,
+            leased_until_ms: self.lease_ms.map(|l| crate::now_ms().saturating_add(l)),
             ..OutboxRows::default()
         };
         for e in build() {
@@ -399,6 +490,9 @@ impl Subscribers {
                 rows.urls.push(s.url.clone());
                 rows.bodies.push(body.clone());
                 rows.at_ms.push(e.now_ms);
+                if rows.leased_until_ms.is_some() {
+                    rows.secrets.push(s.secret.clone());
+                }
             }
         }
         (!rows.event_ids.is_empty()).then_some(rows)
@@ -413,16 +507,21 @@ impl Store {
         if let Some(subs) = self.subscriptions.fresh() {
             return Ok(subs);
         }
-        let rows: Vec<(i64, String, String)> = run!(tx, c => {
+        let rows: Vec<ActiveRow> = run!(tx, c => {
             sqlx::query_as(ACTIVE_SUBSCRIPTIONS).fetch_all(c).await?
         });
         Ok(self.remember_subscriptions(rows))
     }
 
-    fn remember_subscriptions(&self, rows: Vec<(i64, String, String)>) -> Arc<[Active]> {
+    fn remember_subscriptions(&self, rows: Vec<ActiveRow>) -> Arc<[Active]> {
         let subs: Arc<[Active]> = rows
             .into_iter()
-            .map(|(id, url, types)| Active { id, url, types })
+            .map(|(id, url, types, secret)| Active {
+                id,
+                url,
+                types,
+                secret,
+            })
             .collect();
         if let Ok(mut g) = self.subscriptions.cached.write() {
             *g = Some((Instant::now(), subs.clone()));
@@ -440,13 +539,31 @@ impl Store {
         let subs = match self.subscriptions.fresh() {
             Some(subs) => subs,
             None => {
-                let rows: Vec<(i64, String, String)> = run_pool!(&self.db, p => {
+                let rows: Vec<ActiveRow> = run_pool!(&self.db, p => {
                     sqlx::query_as(ACTIVE_SUBSCRIPTIONS).fetch_all(p).await?
                 });
                 self.remember_subscriptions(rows)
             }
         };
-        Ok(Subscribers::of(&subs, event_type))
+        Ok(Subscribers::of(&subs, event_type, self.handoff.lease_ms()))
+    }
+
+    /// From now on, the authorizations' deliveries are written leased for `lease_ms` to
+    /// the caller (this instance's dispatcher) and handed to it on this channel once their
+    /// commit is done; `None` when a dispatcher already takes them. Dropping the receiver
+    /// ends the hand-over: rows are then written unleased, for the claims.
+    pub fn hand_deliveries_over(
+        &self,
+        lease_ms: i64,
+    ) -> Option<tokio::sync::mpsc::Receiver<Vec<Handed>>> {
+        let (to, from) = tokio::sync::mpsc::channel(HANDOFF_COMMITS_MAX);
+        self.handoff.to.set((to, lease_ms)).ok()?;
+        Some(from)
+    }
+
+    /// Hands `rows`, just committed, to this instance's dispatcher.
+    pub(crate) fn hand_over(&self, rows: Vec<Handed>) {
+        self.handoff.give(rows);
     }
 
     /// Publishes an event in the caller's open transaction: one outbox row per active
@@ -476,12 +593,37 @@ impl Store {
         event_type: &'static str,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<(), sqlx::Error> {
+        self.publish_leased(tx, event_type, None, build)
+            .await
+            .map(drop)
+    }
+
+    /// [`Store::publish`] for the authorizations: the rows are leased to this instance's
+    /// dispatcher when one takes them; returns them, to be handed over once `tx` commits.
+    pub(crate) async fn publish_handed(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        build: impl FnOnce() -> Vec<Event>,
+    ) -> Result<Vec<Handed>, sqlx::Error> {
+        self.publish_leased(tx, event_type, self.handoff.lease_ms(), build)
+            .await
+    }
+
+    async fn publish_leased(
+        &self,
+        tx: &mut Tx,
+        event_type: &'static str,
+        lease_ms: Option<i64>,
+        build: impl FnOnce() -> Vec<Event>,
+    ) -> Result<Vec<Handed>, sqlx::Error> {
         let subs = self.active_subscriptions(tx).await?;
-        let Some(rows) = Subscribers::of(&subs, event_type).rows(build) else {
-            return Ok(());
+        let Some(rows) = Subscribers::of(&subs, event_type, lease_ms).rows(build) else {
+            return Ok(Vec::new());
         };
+        let mut ids = Vec::with_capacity(rows.event_ids.len());
         for i in 0..rows.event_ids.len() {
-            insert_row(
+            let id = insert_row(
                 tx,
                 &rows.event_ids[i],
                 event_type,
@@ -490,10 +632,12 @@ impl Store {
                 &rows.bodies[i],
                 "",
                 rows.at_ms[i],
+                rows.leased_until_ms,
             )
             .await?;
+            ids.push(id);
         }
-        Ok(())
+        Ok(rows.handed(&ids))
     }
 
     /// Enqueues a delivery to a configured URL in its own transaction (callers with an
@@ -912,6 +1056,7 @@ mod tests {
             id: 1,
             url: String::new(),
             types: "hold.captured,account.funded".into(),
+            secret: String::new(),
         };
         assert!(a.wants("hold.captured") && a.wants("account.funded"));
         assert!(!a.wants("hold.reserved") && !a.wants("hold"));
@@ -942,8 +1087,9 @@ mod tests {
             id: 4,
             url: "http://127.0.0.1:9/hook".into(),
             types: "*".into(),
+            secret: "s3".into(),
         }];
-        let rows = Subscribers::of(&subs, "authorization.decided")
+        let rows = Subscribers::of(&subs, "authorization.decided", None)
             .rows(|| {
                 vec![Event::new(
                     "evt-auth-t1".into(),
@@ -967,6 +1113,74 @@ mod tests {
                 pair("x-event-type", "authorization.decided"),
                 pair("x-request-id", "evt-auth-t1"),
             ]
+        );
+        assert!(
+            rows.handed(&[1]).is_empty(),
+            "not leased: left to the claims"
+        );
+    }
+
+    #[test]
+    fn leased_rows_are_handed_over_as_a_claim_returns_them() {
+        let subs = [
+            Active {
+                id: 4,
+                url: "http://127.0.0.1:9/a".into(),
+                types: "*".into(),
+                secret: "s4".into(),
+            },
+            Active {
+                id: 5,
+                url: "http://127.0.0.1:9/b".into(),
+                types: "hold.reserved".into(),
+                secret: "s5".into(),
+            },
+            Active {
+                id: 6,
+                url: "http://127.0.0.1:9/c".into(),
+                types: "authorization.decided".into(),
+                secret: "s6".into(),
+            },
+        ];
+        let before = crate::now_ms();
+        let rows = Subscribers::of(&subs, "authorization.decided", Some(10_000))
+            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
+            .expect("two subscribers want it");
+        let until = rows.leased_until_ms.expect("leased");
+        assert!(until >= before + 10_000 && until <= crate::now_ms() + 10_000);
+        // The ids do not match the rows: nothing is handed over.
+        assert!(rows.handed(&[1]).is_empty());
+        let rows = Subscribers::of(&subs, "authorization.decided", Some(10_000))
+            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
+            .expect("two subscribers want it");
+        let handed = rows.handed(&[31, 32]);
+        let got: Vec<_> = handed
+            .iter()
+            .map(|h| {
+                let d = &h.delivery;
+                (
+                    d.id,
+                    d.url.as_str(),
+                    d.signing_secret.as_deref(),
+                    d.attempts,
+                    d.created_at_ms,
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (31, "http://127.0.0.1:9/a", Some("s4"), 0, 7),
+                (32, "http://127.0.0.1:9/c", Some("s6"), 0, 7)
+            ]
+        );
+        assert_eq!(
+            handed[0].delivery.headers,
+            headers_of("", "evt-auth-t2", "authorization.decided")
+        );
+        assert_eq!(
+            handed[1].delivery.body,
+            br#"{"created_at_ms":7,"data":{},"id":"evt-auth-t2","type":"authorization.decided"}"#
         );
     }
 }

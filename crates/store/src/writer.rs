@@ -268,8 +268,9 @@ impl Store {
     ) -> Result<Vec<Option<Done>>, Step> {
         let mut tx = self.begin().await?;
         let mut out = Vec::with_capacity(work.len());
-        // The authorizations whose decisions this transaction writes.
+        // The authorizations whose decisions this transaction writes, and their deliveries.
         let mut deciding: Vec<BatchItem<'i>> = Vec::new();
+        let mut handed = Vec::new();
         // The reservations it decides.
         let mut reserving: Vec<ChannelCall<'i>> = Vec::new();
         // The deadlines of the InStore and wallet requests it writes (a replay writes
@@ -288,7 +289,7 @@ impl Store {
                             _ => None,
                         })
                         .collect();
-                    let (outcomes, written) = authorize_on(
+                    let (outcomes, written, run_handed) = authorize_on(
                         self,
                         &mut tx,
                         &run,
@@ -300,6 +301,7 @@ impl Store {
                     if written == Written::Decisions {
                         deciding.extend_from_slice(&run);
                     }
+                    handed.extend(run_handed);
                     i += run.len();
                     out.extend(
                         outcomes
@@ -385,6 +387,7 @@ impl Store {
             return Err(Step::Retry);
         }
         tx.commit().await.map_err(Step::Fail)?;
+        self.hand_over(handed);
         Ok(out)
     }
 
