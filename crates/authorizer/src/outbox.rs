@@ -126,10 +126,14 @@ async fn run(
             }
         }
         let round_max = usize::try_from(batch_max).unwrap_or(usize::MAX);
-        let mut round = take_handed(&mut waiting, round_max, store::now_ms(), attempt_ms);
-        metrics.add(ATTEMPTS, &[("source", "handed")], round.len() as u64);
         // Everything else is claimed: once a pause, or at once while a claim leaves more due.
-        if round.len() < round_max && (more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle)) {
+        // A claim that is due gets half the round at least, so that a backlog of handed
+        // deliveries never holds up the retries and the other events.
+        let claim_due = more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle);
+        let handed_max = if claim_due { round_max / 2 } else { round_max };
+        let mut round = take_handed(&mut waiting, handed_max, store::now_ms(), attempt_ms);
+        metrics.add(ATTEMPTS, &[("source", "handed")], round.len() as u64);
+        if claim_due {
             claimed_at = Some(Instant::now());
             let want = batch_max - i64::try_from(round.len()).unwrap_or(0);
             match store

@@ -50,8 +50,8 @@ pub fn backoff_ms(attempts: i64, jitter_permille: i64) -> i64 {
     base + base * jitter_permille.clamp(-200, 200) / 1000
 }
 
-/// A subscription that may receive events now.
-#[derive(Debug, Clone)]
+/// A subscription that may receive events now (no `Debug`: it holds the secret).
+#[derive(Clone)]
 struct Active {
     id: i64,
     url: String,
@@ -160,7 +160,7 @@ pub struct DeliveryView {
 }
 
 /// A claimed delivery: everything the dispatcher needs to send it.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Claimed {
     pub id: i64,
     pub event_id: String,
@@ -172,6 +172,21 @@ pub struct Claimed {
     pub signing_secret: Option<String>,
     pub attempts: i64,
     pub created_at_ms: i64,
+}
+
+/// Everything but the secret (and the body, which can be large).
+impl std::fmt::Debug for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claimed")
+            .field("id", &self.id)
+            .field("event_id", &self.event_id)
+            .field("url", &self.url)
+            .field("body_bytes", &self.body.len())
+            .field("signed", &self.signing_secret.is_some())
+            .field("attempts", &self.attempts)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A delivery given up.
@@ -410,8 +425,9 @@ pub(crate) struct Subscribers {
 }
 
 /// Outbox rows as columns, for a statement that inserts them all at once
-/// (`INSERT ... SELECT FROM UNNEST`): one row per event and subscription.
-#[derive(Debug, Default)]
+/// (`INSERT ... SELECT FROM UNNEST`): one row per event and subscription (no `Debug`: the
+/// rows handed over hold their subscription's secret).
+#[derive(Default)]
 pub(crate) struct OutboxRows {
     pub event_type: &'static str,
     pub event_ids: Vec<String>,
