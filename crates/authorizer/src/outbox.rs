@@ -186,7 +186,7 @@ fn take_handed(
         && let Some(h) = waiting.pop_front()
     {
         if h.leased_until_ms.saturating_sub(now_ms) > attempt_ms {
-            round.push(h.delivery);
+            round.push(h.into_claimed());
         }
     }
     round
@@ -322,16 +322,13 @@ mod tests {
 
     fn handed(id: i64, leased_until_ms: i64) -> Handed {
         Handed {
-            delivery: Claimed {
-                id,
-                event_id: format!("evt-{id}"),
-                url: "http://127.0.0.1:9/hook".into(),
-                body: Vec::new(),
-                headers: Vec::new(),
-                signing_secret: None,
-                attempts: 0,
-                created_at_ms: 0,
-            },
+            id,
+            event_id: format!("evt-{id}"),
+            event_type: "authorization.decided",
+            url: "http://127.0.0.1:9/hook".into(),
+            body: Vec::new(),
+            secret: "s".into(),
+            created_at_ms: 0,
             leased_until_ms,
         }
     }

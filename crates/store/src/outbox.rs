@@ -56,8 +56,9 @@ struct Active {
     id: i64,
     url: String,
     types: String,
-    /// Signs its deliveries: kept for the ones handed straight to the dispatcher.
-    secret: String,
+    /// Signs its deliveries: kept for the ones handed straight to the dispatcher (shared by
+    /// them, not copied on the writer's path).
+    secret: Arc<str>,
 }
 
 impl Active {
@@ -112,20 +113,46 @@ impl Handoff {
 
     /// Hands `rows`, committed, to the dispatcher.
     pub(crate) fn give(&self, rows: Vec<Handed>) {
-        if let (false, Some((to, _))) = (rows.is_empty(), self.to.get()) {
+        let Some((to, _)) = self.to.get() else {
+            return;
+        };
+        if !rows.is_empty() {
             // Full or closed: the rows wait for their leases to run out.
             let _ = to.try_send(rows);
         }
     }
 }
 
-/// A delivery handed to the dispatcher by the commit that wrote it: the row as a claim
-/// returns it, and when its lease runs out (a delivery not begun well before then is left
-/// to be claimed: its lease must outlast the attempt).
-#[derive(Debug, Clone)]
+/// A delivery handed to the dispatcher by the commit that wrote it, and when its lease runs
+/// out (a delivery not begun well before then is left to be claimed: its lease must outlast
+/// the attempt). No `Debug`: it holds its subscription's secret. The dispatcher makes it the
+/// row a claim would return ([`Handed::into_claimed`]), so the writer builds no headers.
 pub struct Handed {
-    pub delivery: Claimed,
+    pub id: i64,
+    pub event_id: String,
+    pub event_type: &'static str,
+    pub url: String,
+    pub body: Vec<u8>,
+    pub secret: Arc<str>,
+    pub created_at_ms: i64,
     pub leased_until_ms: i64,
+}
+
+impl Handed {
+    /// The delivery as a claim returns it: its headers derived from its id and type, signed
+    /// with its subscription's secret, not attempted yet.
+    pub fn into_claimed(self) -> Claimed {
+        Claimed {
+            id: self.id,
+            headers: event_headers(&self.event_id, self.event_type),
+            event_id: self.event_id,
+            url: self.url,
+            body: self.body,
+            signing_secret: Some(self.secret.to_string()),
+            attempts: 0,
+            created_at_ms: self.created_at_ms,
+        }
+    }
 }
 
 /// A subscription as the admin API shows it (never its secret).
@@ -439,7 +466,7 @@ pub(crate) struct OutboxRows {
     /// The rows' lease to this instance's dispatcher: handed to it once committed.
     pub leased_until_ms: Option<i64>,
     /// The subscriptions' secrets, for the rows handed over.
-    secrets: Vec<String>,
+    secrets: Vec<Arc<str>>,
 }
 
 impl OutboxRows {
@@ -459,16 +486,13 @@ impl OutboxRows {
             .zip(self.at_ms)
             .zip(ids)
             .map(|(((((event_id, url), body), secret), at_ms), &id)| Handed {
-                delivery: Claimed {
-                    id,
-                    headers: event_headers(&event_id, event_type),
-                    event_id,
-                    url,
-                    body,
-                    signing_secret: Some(secret),
-                    attempts: 0,
-                    created_at_ms: at_ms,
-                },
+                id,
+                event_id,
+                event_type,
+                url,
+                body,
+                secret,
+                created_at_ms: at_ms,
                 leased_until_ms,
             })
             .collect()
@@ -536,7 +560,7 @@ impl Store {
                 id,
                 url,
                 types,
-                secret,
+                secret: secret.into(),
             })
             .collect();
         if let Ok(mut g) = self.subscriptions.cached.write() {
@@ -1072,7 +1096,7 @@ mod tests {
             id: 1,
             url: String::new(),
             types: "hold.captured,account.funded".into(),
-            secret: String::new(),
+            secret: "".into(),
         };
         assert!(a.wants("hold.captured") && a.wants("account.funded"));
         assert!(!a.wants("hold.reserved") && !a.wants("hold"));
@@ -1189,11 +1213,14 @@ mod tests {
         let rows = Subscribers::of(&subs, "authorization.decided", Some(10_000))
             .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
             .expect("two subscribers want it");
-        let handed = rows.handed(&[31, 32]);
+        let handed: Vec<Claimed> = rows
+            .handed(&[31, 32])
+            .into_iter()
+            .map(Handed::into_claimed)
+            .collect();
         let got: Vec<_> = handed
             .iter()
-            .map(|h| {
-                let d = &h.delivery;
+            .map(|d| {
                 (
                     d.id,
                     d.url.as_str(),
@@ -1211,11 +1238,11 @@ mod tests {
             ]
         );
         assert_eq!(
-            handed[0].delivery.headers,
+            handed[0].headers,
             headers_of("", "evt-auth-t2", "authorization.decided")
         );
         assert_eq!(
-            handed[1].delivery.body,
+            handed[1].body,
             br#"{"created_at_ms":7,"data":{},"id":"evt-auth-t2","type":"authorization.decided"}"#
         );
     }
