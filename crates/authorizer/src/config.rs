@@ -7,8 +7,6 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-const BUILT_IN: &str = include_str!("../../../config/default.toml");
-
 pub use settings::{ConfigError, Secret};
 
 #[derive(Debug, Clone, Deserialize)]
@@ -277,20 +275,7 @@ impl Settings {
 
     /// Loads with an explicit environment (tests).
     pub fn load_from(config_dir: &Path, env: &[(String, String)]) -> Result<Settings, ConfigError> {
-        let layers = settings::Layers {
-            built_in: BUILT_IN,
-            config_dir,
-            base_file: "default.toml",
-            env_name_var: "AUTHORIZER_ENV",
-            env_file_prefix: "",
-            prefix: "AUTHORIZER__",
-            aliases: &[
-                ("DATABASE_URL", &["database", "url"]),
-                ("REDIS_URL", &["redis", "url"]),
-            ],
-            open_keys: &["processor.keys", "channels.keys", "instore.tenants"],
-        };
-        let settings: Settings = settings::load(&layers, env)?;
+        let settings: Settings = settings::load(&settings::Layers::authorizer(config_dir), env)?;
         settings.validate()?;
         Ok(settings)
     }

@@ -8,9 +8,6 @@ use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-/// The authorizer's shipped defaults: the layers below them are the authorizer's.
-const BUILT_IN: &str = include_str!("../../../config/default.toml");
-
 /// The part of the authorizer's configuration the simulator reads.
 #[derive(Debug, Deserialize)]
 struct AuthorizerSettings {
@@ -57,17 +54,7 @@ pub struct Configured {
 
 /// Reads the authorizer's configuration from `config_dir` and the environment.
 pub fn read(config_dir: &Path, env: &[(String, String)]) -> anyhow::Result<Configured> {
-    let layers = settings::Layers {
-        built_in: BUILT_IN,
-        config_dir,
-        base_file: "default.toml",
-        env_name_var: "AUTHORIZER_ENV",
-        env_file_prefix: "",
-        prefix: "AUTHORIZER__",
-        aliases: &[],
-        open_keys: &["processor.keys", "channels.keys", "instore.tenants"],
-    };
-    let s: AuthorizerSettings = settings::load(&layers, env)
+    let s: AuthorizerSettings = settings::load(&settings::Layers::authorizer(config_dir), env)
         .map_err(|e| anyhow::anyhow!("{}: {}", config_dir.display(), e.0))?;
     let admin_token = if s.admin.token.is_empty() {
         std::fs::read_to_string(s.database.data_dir.join("admin-token"))

@@ -53,6 +53,31 @@ pub struct Layers<'a> {
     pub open_keys: &'a [&'a str],
 }
 
+/// The authorizer's shipped defaults.
+const AUTHORIZER_DEFAULTS: &str = include_str!("../../../config/default.toml");
+
+impl<'a> Layers<'a> {
+    /// The authorizer's configuration in `config_dir`: the shipped `config/default.toml`,
+    /// `default.toml` and `<AUTHORIZER_ENV>.toml` there, then `AUTHORIZER__*` (and
+    /// `DATABASE_URL`, `REDIS_URL`). The tools that read it (the InStore simulator) read it
+    /// exactly as the authorizer does.
+    pub fn authorizer(config_dir: &'a Path) -> Layers<'a> {
+        Layers {
+            built_in: AUTHORIZER_DEFAULTS,
+            config_dir,
+            base_file: "default.toml",
+            env_name_var: "AUTHORIZER_ENV",
+            env_file_prefix: "",
+            prefix: "AUTHORIZER__",
+            aliases: &[
+                ("DATABASE_URL", &["database", "url"]),
+                ("REDIS_URL", &["redis", "url"]),
+            ],
+            open_keys: &["processor.keys", "channels.keys", "instore.tenants"],
+        }
+    }
+}
+
 /// Loads and type-checks every layer into `T`.
 pub fn load<T: DeserializeOwned>(
     l: &Layers<'_>,
