@@ -259,7 +259,7 @@ impl Metrics {
             ),
             (
                 "authorizer_webhook_attempts_total",
-                "Outbox delivery attempts by how the dispatcher took the row: handed over by the commit that wrote it (an authorization's, leased to this instance), or claimed.",
+                "Outbox delivery attempts by how the dispatcher took the row: handed over by the commit that wrote it (an authorization's, HANDED to this instance's sender), or claimed.",
             ),
             (
                 "authorizer_webhook_pending",

@@ -2,11 +2,13 @@
 //! bytes, and records the outcome. It runs beside the server, never on a request's path:
 //! an authorization only writes its row (in its own commit) and never waits for a send.
 //!
-//! The authorizations' deliveries are not even claimed: their commit writes them leased to
-//! this instance and hands them over in memory once done ([`store::Handed`]), so a delivery
-//! costs the database one statement (the acknowledgement, shared by a round) beside its
-//! insert. The claims take everything else: retries, callbacks, the other events, and the
-//! rows of an instance that died with their leases.
+//! The authorizations' deliveries are not even claimed: their commit writes them HANDED to
+//! this instance's sender and hands them over in memory once done ([`store::Handed`]). One
+//! sent on its first attempt costs the database nothing beside its insert: no
+//! acknowledgement is written for it; the sender's mark, kept a few times a second, says how
+//! far the sends have come. A failed attempt makes the row PENDING. The claims take everything
+//! else: retries, callbacks, the other events, the rows of an instance that died with their
+//! leases, and the unsettled HANDED rows of a sender taken over.
 //!
 //! It keeps off the authorizations' way: it runs on a thread and event loop of its own (its
 //! sends and database sockets never wait for an HTTP worker's loop, nor delay one), on a small
@@ -39,7 +41,7 @@ pub fn start(
     settings: WebhookSettings,
 ) -> std::io::Result<Dispatcher> {
     let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
-    let handed = store.hand_deliveries_over(lease_ms(&settings));
+    let handed = store.hand_deliveries_over();
     std::thread::Builder::new()
         .name("authorizer-webhooks".into())
         .spawn(move || {
@@ -61,9 +63,19 @@ pub fn start(
                         return;
                     }
                 };
+                let keeping = handed.as_ref().map(|h| {
+                    actix_rt::spawn(keep_sender(
+                        store.clone(),
+                        h.tracker.clone(),
+                        lease_ms(&settings),
+                    ))
+                });
                 tokio::select! {
                     () = run(store, handed, metrics, settings) => {}
                     _ = stop => {}
+                }
+                if let Some(k) = keeping {
+                    k.abort();
                 }
             });
         })?;
@@ -84,15 +96,16 @@ fn lower_priority(nice: i32) {
     }
 }
 
-/// How long a claimed or handed delivery is this instance's: two attempts' time. A crashed
-/// holder's lease runs out and another dispatcher takes the row over.
+/// How long a claimed delivery, or a sender, is this instance's: two attempts' time. A
+/// crashed holder's lease runs out and another dispatcher takes the row, or the sender's
+/// unsettled rows, over.
 fn lease_ms(settings: &WebhookSettings) -> i64 {
     i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX)
 }
 
 async fn run(
     store: Store,
-    mut handed: Option<tokio::sync::mpsc::Receiver<Vec<Handed>>>,
+    mut handed: Option<store::HandOver>,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
 ) {
@@ -103,7 +116,6 @@ async fn run(
         .timeout(timeout)
         .finish();
     let lease_ms = lease_ms(&settings);
-    let attempt_ms = i64::try_from(settings.callback_timeout_ms).unwrap_or(i64::MAX);
     let give_up_ms = i64::try_from(settings.give_up_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let idle = Duration::from_millis(settings.poll_interval_ms);
     let batch_max = i64::from(settings.batch_max);
@@ -121,7 +133,7 @@ async fn run(
             give_up(&store, &metrics, give_up_ms).await;
         }
         if let Some(from) = &mut handed {
-            while let Ok(rows) = from.try_recv() {
+            while let Ok(rows) = from.rows.try_recv() {
                 waiting.extend(rows);
             }
         }
@@ -131,7 +143,7 @@ async fn run(
         // deliveries never holds up the retries and the other events.
         let claim_due = more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle);
         let handed_max = if claim_due { round_max / 2 } else { round_max };
-        let mut round = take_handed(&mut waiting, handed_max, store::now_ms(), attempt_ms);
+        let mut round = take_handed(&mut waiting, handed_max);
         metrics.add(ATTEMPTS, &[("source", "handed")], round.len() as u64);
         if claim_due {
             claimed_at = Some(Instant::now());
@@ -153,7 +165,10 @@ async fn run(
         }
         let drained = round.len() < round_max && waiting.is_empty() && !more_due;
         if !round.is_empty() {
-            let sends = round.iter().map(|d| deliver(&store, &metrics, &client, d));
+            let tracker = handed.as_ref().map(|h| &*h.tracker);
+            let sends = round
+                .iter()
+                .map(|d| deliver(&store, &metrics, &client, d, tracker));
             let delivered: Vec<i64> = futures_util::future::join_all(sends)
                 .await
                 .into_iter()
@@ -172,24 +187,87 @@ async fn run(
     }
 }
 
-/// Up to `max` of the deliveries handed over, oldest first. One whose lease would not outlast
-/// an attempt begun now (`attempt_ms`) is dropped: the lease runs out, and the row is claimed
-/// and sent once, by whichever dispatcher claims it.
-fn take_handed(
-    waiting: &mut VecDeque<Handed>,
-    max: usize,
-    now_ms: i64,
-    attempt_ms: i64,
-) -> Vec<Claimed> {
-    let mut round = Vec::new();
-    while round.len() < max
-        && let Some(h) = waiting.pop_front()
-    {
-        if h.leased_until_ms.saturating_sub(now_ms) > attempt_ms {
-            round.push(h.into_claimed());
-        }
+/// Up to `max` of the deliveries handed over, oldest first.
+fn take_handed(waiting: &mut VecDeque<Handed>, max: usize) -> Vec<Claimed> {
+    let n = max.min(waiting.len());
+    waiting.drain(..n).map(Handed::into_claimed).collect()
+}
+
+/// Keeps this instance's sender: its mark (how far the sends of the HANDED rows have come)
+/// and its life, four times a lease's half, so that the rows go on being written HANDED; makes
+/// the rows not sent from memory PENDING; and takes over the senders of instances that
+/// stopped (on the embedded store, at once: its one process is this one).
+async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) {
+    let every = Duration::from_millis(u64::try_from(lease_ms / 8).unwrap_or(250).clamp(10, 250));
+    let mut sender: Option<i64> = None;
+    let mut took_over_at: Option<Instant> = None;
+    if !store.is_postgres() {
+        take_over(&store, i64::MAX, 0).await;
     }
-    round
+    loop {
+        let now = store::now_ms();
+        let dropped = tracker.take_dropped();
+        if !dropped.is_empty() {
+            match store.repend_handed(&dropped, now).await {
+                Ok(()) => tracker.settle(&dropped),
+                Err(e) => {
+                    tracing::warn!(deliveries = dropped.len(), error = %e, "could not make deliveries pending; trying again");
+                    for id in dropped {
+                        tracker.drop_row(id);
+                    }
+                }
+            }
+        }
+        let kept = match sender {
+            None => store
+                .start_sender(&tracker, now, now + lease_ms)
+                .await
+                .map(|id| {
+                    tracing::debug!(sender = id, "webhook sender started");
+                    sender = Some(id);
+                    true
+                }),
+            Some(id) => store.keep_sender(id, tracker.mark(), now + lease_ms).await,
+        };
+        match (kept, sender) {
+            (Ok(true), Some(id)) => store.sending_as(id, now + lease_ms / 2),
+            (Ok(_), _) => {
+                tracing::warn!(
+                    sender = sender.unwrap_or(0),
+                    "this instance's webhook sender was taken over; starting another"
+                );
+                sender = None;
+            }
+            (Err(e), _) => tracing::warn!(error = %e, "could not keep the webhook sender"),
+        }
+        if store.is_postgres() && took_over_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+        {
+            took_over_at = Some(Instant::now());
+            // Dead for half a lease more than its life: rows are written to a sender only
+            // within half a lease of its last kept mark, a lease away from this.
+            take_over(&store, now - lease_ms / 2, sender.unwrap_or(0)).await;
+        }
+        actix_rt::time::sleep(every).await;
+    }
+}
+
+/// Takes over the senders not alive since before `dead_before_ms` (but `except`).
+async fn take_over(store: &Store, dead_before_ms: i64, except: i64) {
+    match store
+        .take_over_senders(dead_before_ms, except, store::now_ms())
+        .await
+    {
+        Ok(taken) => {
+            for (sender, n) in taken {
+                tracing::warn!(
+                    sender,
+                    deliveries = n,
+                    "took over a stopped instance's webhook sender: its unsettled deliveries are pending again"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "could not take over stopped webhook senders"),
+    }
 }
 
 /// Records a round's acknowledgements. The receiver has them: a failure to record them would
@@ -273,13 +351,15 @@ async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
     }
 }
 
-/// One attempt on `d`; a failure is recorded at once, with its next attempt. Returns the
-/// row's id when acknowledged: the round records its acknowledgements in one statement.
+/// One attempt on `d`; a failure is recorded at once, with its next attempt. Returns a
+/// claimed row's id when acknowledged: the round records its acknowledgements in one
+/// statement. A handed row is settled with `tracker` instead: sent, or made PENDING.
 async fn deliver(
     store: &Store,
     metrics: &Metrics,
     client: &awc::Client,
     d: &Claimed,
+    tracker: Option<&store::Tracker>,
 ) -> Option<i64> {
     let outcome = attempt(client, d).await;
     let now = store::now_ms();
@@ -292,15 +372,28 @@ async fn deliver(
                 &[],
                 Duration::from_millis(delay),
             );
-            Some(d.id)
+            match (d.handed, tracker) {
+                (true, Some(t)) => {
+                    t.settle(&[d.id]);
+                    None
+                }
+                _ => Some(d.id),
+            }
         }
         Err(e) => {
             metrics.inc(DELIVERIES, &[("outcome", "failed")]);
             tracing::info!(delivery = d.id, event_id = %d.event_id, attempt = d.attempts + 1, error = %e, "webhook delivery failed; will retry");
             let wait = store::outbox::backoff_ms(d.attempts + 1, jitter_permille());
-            if let Err(e) = store.mark_failed(d.id, e, now + wait, now).await {
-                // The lease runs out and the row is sent again: at least once.
+            let recorded = store.mark_failed(d.id, e, now + wait, now).await;
+            if let Err(e) = &recorded {
+                // The lease runs out (a handed row: it is made PENDING by the tracker) and the
+                // row is sent again: at least once.
                 tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
+            }
+            match (d.handed, tracker, recorded) {
+                (true, Some(t), Ok(())) => t.settle(&[d.id]),
+                (true, Some(t), Err(_)) => t.drop_row(d.id),
+                _ => {}
             }
             None
         }
@@ -320,7 +413,7 @@ fn jitter_permille() -> i64 {
 mod tests {
     use super::*;
 
-    fn handed(id: i64, leased_until_ms: i64) -> Handed {
+    fn handed(id: i64) -> Handed {
         Handed {
             id,
             event_id: format!("evt-{id}"),
@@ -329,24 +422,16 @@ mod tests {
             body: Vec::new(),
             secret: "s".into(),
             created_at_ms: 0,
-            leased_until_ms,
+            tracker: None,
         }
     }
 
     #[test]
-    fn a_round_takes_the_oldest_handed_deliveries_whose_lease_outlasts_an_attempt() {
-        let mut waiting: VecDeque<Handed> = [
-            handed(1, 1_000 + 5_001),
-            handed(2, 1_000 + 5_000),
-            handed(3, 1_000 + 9_000),
-            handed(4, 1_000 + 9_000),
-        ]
-        .into();
-        let ids = |r: Vec<Claimed>| r.into_iter().map(|d| d.id).collect::<Vec<_>>();
-        // Row 2's lease would run out during an attempt: it is left to the claims.
-        assert_eq!(ids(take_handed(&mut waiting, 2, 1_000, 5_000)), [1, 3]);
-        assert_eq!(waiting.len(), 1);
-        assert_eq!(ids(take_handed(&mut waiting, 2, 1_000, 5_000)), [4]);
-        assert!(take_handed(&mut waiting, 2, 1_000, 5_000).is_empty());
+    fn a_round_takes_the_oldest_handed_deliveries() {
+        let mut waiting: VecDeque<Handed> = (1..=3).map(handed).collect();
+        let ids = |r: Vec<Claimed>| r.into_iter().map(|d| (d.id, d.handed)).collect::<Vec<_>>();
+        assert_eq!(ids(take_handed(&mut waiting, 2)), [(1, true), (2, true)]);
+        assert_eq!(ids(take_handed(&mut waiting, 2)), [(3, true)]);
+        assert!(take_handed(&mut waiting, 2).is_empty());
     }
 }

@@ -10,6 +10,7 @@
 
 use crate::config::{LogFormat, LogSettings};
 use std::fmt::{self, Write as _};
+use std::io::IsTerminal as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tracing::field::{Field, Visit};
 use tracing::{Event, Level, Subscriber};
@@ -33,6 +34,9 @@ pub fn init(log: &LogSettings) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&log.filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        // Colours only for a person at a terminal: a log piped to a file or a collector
+        // carries none of their escape codes.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
     let _ = match log.format {
         LogFormat::Json => builder

@@ -55,6 +55,7 @@ fn init_logs(s: &Settings) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&s.log.filter));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let _ = if s.log.format == "json" {
         b.json().flatten_event(true).try_init()

@@ -252,6 +252,15 @@ const CHECKS: &[(&str, &str)] = &[
                 AND o.subscription_id IS NULL) <> 1",
     ),
     (
+        // On Postgres no unique index guards an authorization's event rows (written by the
+        // statement that inserts its record, itself unique): this does.
+        "no event has two delivery rows for one subscription",
+        "SELECT 'event ' || event_id || ' has ' || CAST(COUNT(*) AS TEXT) || \
+           ' delivery rows for subscription ' || CAST(subscription_id AS TEXT) \
+         FROM outbox WHERE subscription_id IS NOT NULL GROUP BY event_id, subscription_id \
+         HAVING COUNT(*) > 1",
+    ),
+    (
         // Section 6.4; an account whose limit was lowered since is a warning instead.
         "each POA account owes no more than its credit limit",
         concat!(poa_over_limit!(), " IS NULL"),

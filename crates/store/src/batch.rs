@@ -108,16 +108,17 @@ SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, 
   FROM generate_series(1, 2 * $8::int8)";
 
 /// The writes with the batch's events: one outbox row per event and subscription, in the
-/// same statement (the same commit) as the money, leased until `$73` to this instance's
-/// dispatcher when it takes them over (else `NULL`). The rows' ids come back in the order of
+/// same statement (the same commit) as the money, HANDED to sender `$73` when this instance's
+/// dispatcher takes them over (else `NULL`: PENDING). The rows' ids come back in the order of
 /// the rows given (inserted in that order, their ids drawn from the sequence in turn).
 static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     WRITE_BATCH.replace(
         ") SELECT ledger_expect_rows(",
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
-         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, leased_until_ms) \
-  SELECT e, $67, s, u, b, '', 'PENDING', 0, at, at, at, at, $73::int8 \
+         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, sender) \
+  SELECT e, $67, s, u, b, '', CASE WHEN $73::int8 IS NULL THEN 'PENDING' ELSE 'HANDED' END, 0, \
+         at, at, at, at, $73::int8 \
     FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::int8[]) \
       WITH ORDINALITY AS x(e, s, u, b, at, n) ORDER BY n \
   RETURNING id \
@@ -709,7 +710,7 @@ async fn write_batch(
             .bind(&e.urls)
             .bind(&e.bodies)
             .bind(&e.at_ms)
-            .bind(e.leased_until_ms),
+            .bind(e.sender),
         None => return q.execute(&mut *tx).await.map(|_| Vec::new()),
     };
     q.fetch_one(&mut *tx).await?.try_get(0)

@@ -48,7 +48,10 @@ pub use instore::{
 };
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
-pub use outbox::{Claimed, Delivery, DeliveryView, GivenUp, Handed, Redeliver, SubscriptionView};
+pub use outbox::{
+    Claimed, Delivery, DeliveryView, GivenUp, HandOver, Handed, Redeliver, SubscriptionView,
+    Tracker,
+};
 pub use poa::{PoaCall, PoaSnapshot, PoaView, PoaWrite};
 pub use processor::*;
 pub use recon::*;

@@ -36,6 +36,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(9, "0009_wallet"),
     migration!(10, "0010_account_counters"),
     migration!(11, "0011_outbox_writes"),
+    migration!(12, "0012_outbox_senders"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -11,7 +11,9 @@ use crate::{Store, StoreError, Tx, run, run_pool};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::Row;
-use std::sync::{Arc, OnceLock, RwLock};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
 /// How long an instance trusts its list of active subscriptions. A change made through
@@ -89,44 +91,160 @@ impl SubscriptionCache {
 }
 
 /// Where this instance's dispatcher takes the authorizations' deliveries from the commits
-/// that wrote them, without claiming them: they are written leased to this instance
-/// (`leased_until_ms`), so no dispatcher claims them while the lease holds, and handed over
-/// once their commit is done. A hand-over that cannot be made (the dispatcher is behind, or
-/// gone with a crash) costs nothing but time: the lease runs out and the row is claimed as
-/// any other.
+/// that wrote them, without claiming them. They are written HANDED to this instance's sender
+/// (a row of `outbox_senders`) and handed over in memory once their commit is done. A
+/// delivery sent on its first attempt is never written again: the sender's mark
+/// (`sent_below`, kept by the dispatcher about four times a second) says that every HANDED
+/// row of the sender below it is settled. A failed attempt makes its row PENDING (then it is
+/// claimed as any other); so does a hand-over that cannot be made (the dispatcher is behind),
+/// through the [`Tracker`]; and so does the takeover of a sender that stopped keeping its mark
+/// (a crash): every HANDED row of it from its mark on.
 #[derive(Default)]
 pub(crate) struct Handoff {
-    to: OnceLock<(tokio::sync::mpsc::Sender<Vec<Handed>>, i64)>,
+    to: OnceLock<tokio::sync::mpsc::Sender<Vec<Handed>>>,
+    tracker: Arc<Tracker>,
+    /// The sender the rows are written to (0: none yet).
+    sender: AtomicI64,
+    /// Until when rows may be written to it: half a lease after its last kept mark, so that
+    /// no row is written to a sender that another instance may take over.
+    valid_until_ms: AtomicI64,
 }
 
-/// Commits whose deliveries may wait for the dispatcher at once: past it, the rows are left
-/// to their leases.
+/// Commits whose deliveries may wait for the dispatcher at once: past it, the rows are made
+/// PENDING, for the claims.
 const HANDOFF_COMMITS_MAX: usize = 4096;
 
 impl Handoff {
-    /// How long rows written now are leased to this instance's dispatcher, when one takes
-    /// them.
-    fn lease_ms(&self) -> Option<i64> {
-        let (to, lease_ms) = self.to.get()?;
-        (!to.is_closed()).then_some(*lease_ms)
+    /// The sender rows written now are handed to, when the dispatcher takes them and keeps its
+    /// mark.
+    fn sender(&self) -> Option<i64> {
+        let to = self.to.get()?;
+        let sender = self.sender.load(Ordering::Acquire);
+        (!to.is_closed()
+            && sender != 0
+            && crate::now_ms() < self.valid_until_ms.load(Ordering::Acquire))
+        .then_some(sender)
     }
 
     /// Hands `rows`, committed, to the dispatcher.
     pub(crate) fn give(&self, rows: Vec<Handed>) {
-        let Some((to, _)) = self.to.get() else {
+        let Some(to) = self.to.get() else {
             return;
         };
         if !rows.is_empty() {
-            // Full or closed: the rows wait for their leases to run out.
+            // Full or closed: the rows are dropped, and the tracker has them made PENDING.
             let _ = to.try_send(rows);
         }
     }
 }
 
-/// A delivery handed to the dispatcher by the commit that wrote it, and when its lease runs
-/// out (a delivery not begun well before then is left to be claimed: its lease must outlast
-/// the attempt). No `Debug`: it holds its subscription's secret. The dispatcher makes it the
-/// row a claim would return ([`Handed::into_claimed`]), so the writer builds no headers.
+/// The HANDED rows this instance's writers are writing or have written and its dispatcher
+/// has not settled (sent, or made PENDING): the sender's mark is the lowest of them. Row ids
+/// come from one ascending sequence, so a writer about to insert holds a floor (every id it
+/// will draw is above the highest seen so far) until its ids are known.
+#[derive(Default)]
+pub struct Tracker {
+    inner: Mutex<Tracked>,
+}
+
+#[derive(Default)]
+struct Tracked {
+    next_floor: u64,
+    floors: BTreeMap<u64, i64>,
+    unsettled: BTreeSet<i64>,
+    max_seen: i64,
+    /// Unsettled rows nobody will send (a hand-over not made, a rolled-back or uncertain
+    /// commit): to be made PENDING (a no-op for a row that never committed).
+    dropped: Vec<i64>,
+}
+
+/// A writer's place below the ids it is about to draw; dropped, it lets the mark pass.
+struct Floor {
+    tracker: Arc<Tracker>,
+    token: u64,
+}
+
+impl Drop for Floor {
+    fn drop(&mut self) {
+        self.tracker.with(|t| {
+            t.floors.remove(&self.token);
+        });
+    }
+}
+
+impl Tracker {
+    fn with<T>(&self, f: impl FnOnce(&mut Tracked) -> T) -> T {
+        let mut g = self
+            .inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(&mut g)
+    }
+
+    fn floor(self: &Arc<Self>) -> Floor {
+        let token = self.with(|t| {
+            let token = t.next_floor;
+            t.next_floor += 1;
+            let floor = t.max_seen + 1;
+            t.floors.insert(token, floor);
+            token
+        });
+        Floor {
+            tracker: self.clone(),
+            token,
+        }
+    }
+
+    /// Rows `ids` are written (their commit may still fail): unsettled until sent, made
+    /// PENDING, or dropped. Ends `floor`.
+    fn register(&self, floor: Floor, ids: &[i64]) {
+        self.with(|t| {
+            t.unsettled.extend(ids.iter().copied());
+            t.max_seen = ids.iter().copied().fold(t.max_seen, i64::max);
+        });
+        drop(floor);
+    }
+
+    /// Ids up to `max_id` are below any row this instance will write (its sender's start).
+    pub fn seen(&self, max_id: i64) {
+        self.with(|t| t.max_seen = t.max_seen.max(max_id));
+    }
+
+    /// Rows `ids` were sent, or made PENDING.
+    pub fn settle(&self, ids: &[i64]) {
+        self.with(|t| {
+            for id in ids {
+                t.unsettled.remove(id);
+            }
+        });
+    }
+
+    /// Row `id` will not be sent from memory: it is to be made PENDING.
+    pub fn drop_row(&self, id: i64) {
+        self.with(|t| t.dropped.push(id));
+    }
+
+    /// The rows to make PENDING (given back with [`Tracker::drop_row`] when that fails).
+    pub fn take_dropped(&self) -> Vec<i64> {
+        self.with(|t| std::mem::take(&mut t.dropped))
+    }
+
+    /// Every row this instance has written HANDED with a lower id is settled.
+    pub fn mark(&self) -> i64 {
+        self.with(|t| {
+            let mut mark = t.max_seen + 1;
+            if let Some(&first) = t.unsettled.first() {
+                mark = mark.min(first);
+            }
+            t.floors.values().fold(mark, |m, &f| m.min(f))
+        })
+    }
+}
+
+/// A delivery handed to the dispatcher by the commit that wrote it (no `Debug`: it holds its
+/// subscription's secret). The dispatcher makes it the row a claim would return
+/// ([`Handed::into_claimed`]), so the writer builds no headers. Dropped instead (a failed
+/// commit, a full hand-over), it is made PENDING.
 pub struct Handed {
     pub id: i64,
     pub event_id: String,
@@ -135,24 +253,43 @@ pub struct Handed {
     pub body: Vec<u8>,
     pub secret: Arc<str>,
     pub created_at_ms: i64,
-    pub leased_until_ms: i64,
+    /// The tracker that has it made PENDING when it is dropped unsent (`None`: nobody does).
+    pub tracker: Option<Arc<Tracker>>,
+}
+
+impl Drop for Handed {
+    fn drop(&mut self) {
+        if let Some(t) = self.tracker.take() {
+            t.drop_row(self.id);
+        }
+    }
 }
 
 impl Handed {
     /// The delivery as a claim returns it: its headers derived from its id and type, signed
-    /// with its subscription's secret, not attempted yet.
-    pub fn into_claimed(self) -> Claimed {
+    /// with its subscription's secret, not attempted yet. The caller settles it
+    /// ([`Tracker::settle`]) or drops it ([`Tracker::drop_row`]).
+    pub fn into_claimed(mut self) -> Claimed {
+        self.tracker = None;
         Claimed {
             id: self.id,
             headers: event_headers(&self.event_id, self.event_type),
-            event_id: self.event_id,
-            url: self.url,
-            body: self.body,
+            event_id: std::mem::take(&mut self.event_id),
+            url: std::mem::take(&mut self.url),
+            body: std::mem::take(&mut self.body),
             signing_secret: Some(self.secret.to_string()),
             attempts: 0,
             created_at_ms: self.created_at_ms,
+            handed: true,
         }
     }
+}
+
+/// What the dispatcher takes over: the deliveries handed to it, and the tracker of those not
+/// yet settled.
+pub struct HandOver {
+    pub rows: tokio::sync::mpsc::Receiver<Vec<Handed>>,
+    pub tracker: Arc<Tracker>,
 }
 
 /// A subscription as the admin API shows it (never its secret).
@@ -199,6 +336,8 @@ pub struct Claimed {
     pub signing_secret: Option<String>,
     pub attempts: i64,
     pub created_at_ms: i64,
+    /// Handed over by its commit (HANDED, not leased): settled in memory when sent.
+    pub handed: bool,
 }
 
 /// Never the secret, and the body by its size only.
@@ -235,6 +374,26 @@ pub struct Delivery<'a> {
     pub body: &'a [u8],
     pub headers: &'a [(&'a str, &'a str)],
 }
+
+/// `select` with `lock` on Postgres, where other instances take rows too (locked rows
+/// skipped); as it is on the embedded store, whose one connection is every caller's.
+fn skipping_locked(tx: &Tx, select: &str, lock: &str) -> String {
+    match tx {
+        Tx::Pg(_) => format!("{select} {lock}"),
+        Tx::Lite(_) => select.to_owned(),
+    }
+}
+
+/// Makes HANDED rows PENDING, due at `$1`, at their subscription's URL of now (the caller
+/// adds which rows).
+const REPEND: &str = "UPDATE outbox SET state = 'PENDING', next_attempt_at_ms = $1, \
+     pending_since_ms = $1, updated_at_ms = $1, url = COALESCE((SELECT s.url \
+     FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), url) \
+     WHERE state = 'HANDED'";
+
+/// The senders not alive since before `$1`, but `$2`.
+const DEAD_SENDERS: &str =
+    "SELECT id, sent_below FROM outbox_senders WHERE alive_until_ms < $1 AND id <> $2 ORDER BY id";
 
 /// What [`Store::redeliver`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -316,9 +475,11 @@ macro_rules! subscription_of {
     };
 }
 
+/// The deliveries as shown (`deliveries`, a view of the outbox: a HANDED row is DELIVERED
+/// below its sender's mark, PENDING while it is being sent).
 const DELIVERY_COLUMNS: &str = "SELECT id, event_id, event_type, subscription_id, url, body, \
      state, attempts, next_attempt_at_ms, last_error, created_at_ms, updated_at_ms, \
-     delivered_at_ms FROM outbox";
+     delivered_at_ms FROM deliveries";
 
 macro_rules! delivery_of {
     ($r:expr) => {
@@ -340,8 +501,7 @@ macro_rules! delivery_of {
     };
 }
 
-/// Inserts one PENDING row, due now (leased until `leased_until_ms`, when given), in `tx`;
-/// returns its id.
+/// Inserts one row, due now, in `tx`: PENDING, or HANDED to `sender`; returns its id.
 #[allow(clippy::too_many_arguments)]
 async fn insert_row(
     tx: &mut Tx,
@@ -352,14 +512,16 @@ async fn insert_row(
     body: &[u8],
     headers: &str,
     now_ms: i64,
-    leased_until_ms: Option<i64>,
+    sender: Option<i64>,
 ) -> Result<i64, sqlx::Error> {
     Ok(run!(tx, c => {
         sqlx::query_scalar(
             "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
              attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, \
-             leased_until_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7, $7, $7, $8) RETURNING id",
+             sender) \
+             VALUES ($1, $2, $3, $4, $5, $6, \
+             CASE WHEN $8 IS NULL THEN 'PENDING' ELSE 'HANDED' END, 0, $7, $7, $7, $7, $8) \
+             RETURNING id",
         )
         .bind(event_id)
         .bind(event_type)
@@ -368,7 +530,7 @@ async fn insert_row(
         .bind(body)
         .bind(headers)
         .bind(now_ms)
-        .bind(leased_until_ms)
+        .bind(sender)
         .fetch_one(c)
         .await?
     }))
@@ -447,8 +609,8 @@ impl Event {
 pub(crate) struct Subscribers {
     event_type: &'static str,
     wanted: Vec<Active>,
-    /// The lease of rows handed to this instance's dispatcher (`None`: none are).
-    lease_ms: Option<i64>,
+    /// The sender the rows are handed to (`None`: they are written PENDING).
+    handing: Option<(i64, Arc<Tracker>)>,
 }
 
 /// Outbox rows as columns, for a statement that inserts them all at once
@@ -463,20 +625,31 @@ pub(crate) struct OutboxRows {
     pub bodies: Vec<Vec<u8>>,
     /// The event's time: the row's creation and first due time.
     pub at_ms: Vec<i64>,
-    /// The rows' lease to this instance's dispatcher: handed to it once committed.
-    pub leased_until_ms: Option<i64>,
+    /// The sender the rows are written HANDED to (`None`: PENDING, for the claims).
+    pub sender: Option<i64>,
     /// The subscriptions' secrets, for the rows handed over.
     secrets: Vec<Arc<str>>,
+    /// Held from before the rows' ids are drawn until they are known, with the tracker
+    /// that follows the rows handed over.
+    floor: Option<Floor>,
 }
 
 impl OutboxRows {
-    /// The rows, committed under `ids` (row `i`'s id at `i`), as handed to the dispatcher
-    /// (none when they are not leased to it).
-    pub(crate) fn handed(self, ids: &[i64]) -> Vec<Handed> {
-        let (Some(leased_until_ms), true) = (self.leased_until_ms, ids.len() == self.urls.len())
-        else {
+    /// The rows, written under `ids` (row `i`'s id at `i`), as handed to the dispatcher once
+    /// committed (none when they are not HANDED). Dropped uncommitted, they are made PENDING.
+    pub(crate) fn handed(mut self, ids: &[i64]) -> Vec<Handed> {
+        let Some(floor) = self.floor.take() else {
             return Vec::new();
         };
+        let tracker = floor.tracker.clone();
+        tracker.register(floor, ids);
+        if ids.len() != self.urls.len() {
+            // Cannot happen (one id per row): the rows are made PENDING by their ids.
+            for &id in ids {
+                tracker.drop_row(id);
+            }
+            return Vec::new();
+        }
         let event_type = self.event_type;
         self.event_ids
             .into_iter()
@@ -493,14 +666,18 @@ impl OutboxRows {
                 body,
                 secret,
                 created_at_ms: at_ms,
-                leased_until_ms,
+                tracker: Some(tracker.clone()),
             })
             .collect()
     }
 }
 
 impl Subscribers {
-    fn of(subs: &[Active], event_type: &'static str, lease_ms: Option<i64>) -> Subscribers {
+    fn of(
+        subs: &[Active],
+        event_type: &'static str,
+        handing: Option<(i64, Arc<Tracker>)>,
+    ) -> Subscribers {
         Subscribers {
             event_type,
             wanted: subs
@@ -508,7 +685,7 @@ impl Subscribers {
                 .filter(|s| s.wants(event_type))
                 .cloned()
                 .collect(),
-            lease_ms,
+            handing,
         }
     }
 
@@ -519,7 +696,8 @@ impl Subscribers {
         }
         let mut rows = OutboxRows {
             event_type: self.event_type,
-            leased_until_ms: self.lease_ms.map(|l| crate::now_ms().saturating_add(l)),
+            sender: self.handing.as_ref().map(|(s, _)| *s),
+            floor: self.handing.as_ref().map(|(_, t)| t.floor()),
             ..OutboxRows::default()
         };
         for e in build() {
@@ -530,7 +708,7 @@ impl Subscribers {
                 rows.urls.push(s.url.clone());
                 rows.bodies.push(body.clone());
                 rows.at_ms.push(e.now_ms);
-                if rows.leased_until_ms.is_some() {
+                if rows.sender.is_some() {
                     rows.secrets.push(s.secret.clone());
                 }
             }
@@ -585,20 +763,34 @@ impl Store {
                 self.remember_subscriptions(rows)
             }
         };
-        Ok(Subscribers::of(&subs, event_type, self.handoff.lease_ms()))
+        Ok(Subscribers::of(&subs, event_type, self.handing()))
     }
 
-    /// From now on, the authorizations' deliveries are written leased for `lease_ms` to
-    /// the caller (this instance's dispatcher) and handed to it on this channel once their
-    /// commit is done; `None` when a dispatcher already takes them. Dropping the receiver
-    /// ends the hand-over: rows are then written unleased, for the claims.
-    pub fn hand_deliveries_over(
-        &self,
-        lease_ms: i64,
-    ) -> Option<tokio::sync::mpsc::Receiver<Vec<Handed>>> {
+    /// The sender and tracker of rows written now, when they are handed over.
+    fn handing(&self) -> Option<(i64, Arc<Tracker>)> {
+        let sender = self.handoff.sender()?;
+        Some((sender, self.handoff.tracker.clone()))
+    }
+
+    /// The authorizations' deliveries are handed to the caller (this instance's dispatcher)
+    /// on the channel returned, once their commit is done, while it keeps a sender's mark
+    /// ([`Store::sending_as`]); `None` when a dispatcher already takes them. Dropping the
+    /// receiver ends the hand-over: rows are then written PENDING, for the claims.
+    pub fn hand_deliveries_over(&self) -> Option<HandOver> {
         let (to, from) = tokio::sync::mpsc::channel(HANDOFF_COMMITS_MAX);
-        self.handoff.to.set((to, lease_ms)).ok()?;
-        Some(from)
+        self.handoff.to.set(to).ok()?;
+        Some(HandOver {
+            rows: from,
+            tracker: self.handoff.tracker.clone(),
+        })
+    }
+
+    /// Rows written until `valid_until_ms` are HANDED to `sender` (its mark just kept).
+    pub fn sending_as(&self, sender: i64, valid_until_ms: i64) {
+        self.handoff.sender.store(sender, Ordering::Release);
+        self.handoff
+            .valid_until_ms
+            .store(valid_until_ms, Ordering::Release);
     }
 
     /// Hands `rows`, just committed, to this instance's dispatcher.
@@ -638,7 +830,7 @@ impl Store {
             .map(drop)
     }
 
-    /// [`Store::publish`] for the authorizations: the rows are leased to this instance's
+    /// [`Store::publish`] for the authorizations: the rows are HANDED to this instance's
     /// dispatcher when one takes them; returns them, to be handed over once `tx` commits.
     pub(crate) async fn publish_handed(
         &self,
@@ -646,7 +838,7 @@ impl Store {
         event_type: &'static str,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<Vec<Handed>, sqlx::Error> {
-        self.publish_leased(tx, event_type, self.handoff.lease_ms(), build)
+        self.publish_leased(tx, event_type, self.handing(), build)
             .await
     }
 
@@ -654,11 +846,11 @@ impl Store {
         &self,
         tx: &mut Tx,
         event_type: &'static str,
-        lease_ms: Option<i64>,
+        handing: Option<(i64, Arc<Tracker>)>,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<Vec<Handed>, sqlx::Error> {
         let subs = self.active_subscriptions(tx).await?;
-        let Some(rows) = Subscribers::of(&subs, event_type, lease_ms).rows(build) else {
+        let Some(rows) = Subscribers::of(&subs, event_type, handing).rows(build) else {
             return Ok(Vec::new());
         };
         let mut ids = Vec::with_capacity(rows.event_ids.len());
@@ -672,7 +864,7 @@ impl Store {
                 &rows.bodies[i],
                 "",
                 rows.at_ms[i],
-                rows.leased_until_ms,
+                rows.sender,
             )
             .await?;
             ids.push(id);
@@ -858,10 +1050,7 @@ impl Store {
              AND (o.subscription_id IS NULL OR (s.state = 'ACTIVE' AND s.url = o.url)) \
              ORDER BY o.next_attempt_at_ms, o.id LIMIT $2";
         let mut tx = self.begin().await?;
-        let sql = match &tx {
-            Tx::Pg(_) => format!("{DUE} FOR UPDATE OF o SKIP LOCKED"),
-            Tx::Lite(_) => DUE.to_owned(),
-        };
+        let sql = skipping_locked(&tx, DUE, "FOR UPDATE OF o SKIP LOCKED");
         let mut claimed = Vec::new();
         run!(&mut tx, c => {
             for r in sqlx::query(&sql).bind(now_ms).bind(batch_max).fetch_all(&mut *c).await? {
@@ -879,6 +1068,7 @@ impl Store {
                     signing_secret: sub.and(secret),
                     attempts: i64::from(r.try_get::<i32, _>(6)?),
                     created_at_ms: r.try_get(7)?,
+                    handed: false,
                 });
             }
             if !claimed.is_empty() {
@@ -900,15 +1090,23 @@ impl Store {
 
     /// The receivers acknowledged rows `ids`: one statement for a round's deliveries.
     pub async fn mark_delivered(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        self.update_rows(
+            "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
+             leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
+             updated_at_ms = $1 WHERE state = 'PENDING'",
+            ids,
+            now_ms,
+        )
+        .await
+    }
+
+    /// Runs `update` (whose `$1` is `now_ms`, and whose `WHERE` the rows' ids are added to)
+    /// on rows `ids`: one statement for all of them, on both backends.
+    async fn update_rows(&self, update: &str, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
         if ids.is_empty() {
             return Ok(());
         }
-        let sql = format!(
-            "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
-             leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
-             updated_at_ms = $1 WHERE id IN ({}) AND state = 'PENDING'",
-            id_list(ids)
-        );
+        let sql = format!("{update} AND id IN ({})", id_list(ids));
         run_pool!(&self.db, p => {
             sqlx::query(&sql)
                 .persistent(false)
@@ -921,7 +1119,8 @@ impl Store {
     }
 
     /// An attempt on row `id` failed: try again at `next_attempt_at_ms`
-    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s.
+    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s. A HANDED row
+    /// becomes PENDING, at its subscription's URL of now (changed meanwhile, it follows).
     pub async fn mark_failed(
         &self,
         id: i64,
@@ -931,9 +1130,12 @@ impl Store {
     ) -> Result<(), StoreError> {
         run_pool!(&self.db, p => {
             sqlx::query(
-                "UPDATE outbox SET attempts = attempts + 1, leased_until_ms = NULL, \
-                 last_error = $1, next_attempt_at_ms = $2, updated_at_ms = $3 \
-                 WHERE id = $4 AND state = 'PENDING'",
+                "UPDATE outbox SET state = 'PENDING', attempts = attempts + 1, \
+                 leased_until_ms = NULL, last_error = $1, next_attempt_at_ms = $2, \
+                 updated_at_ms = $3, url = CASE WHEN state = 'HANDED' THEN COALESCE(\
+                 (SELECT s.url FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), \
+                 url) ELSE url END \
+                 WHERE id = $4 AND state IN ('PENDING', 'HANDED')",
             )
             .bind(error)
             .bind(next_attempt_at_ms)
@@ -982,7 +1184,7 @@ impl Store {
     pub async fn redeliver(&self, id: i64, now_ms: i64) -> Result<Redeliver, StoreError> {
         let mut tx = self.begin().await?;
         let state: Option<String> = run!(&mut tx, c => {
-            sqlx::query_scalar("SELECT state FROM outbox WHERE id = $1")
+            sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&mut *c)
                 .await?
@@ -1057,6 +1259,95 @@ impl Store {
                 None => None,
             }
         }))
+    }
+
+    /// Starts a sender for this instance's dispatcher, alive until `alive_until_ms`; returns
+    /// its id. Its mark starts above every row written so far (given to the tracker).
+    pub async fn start_sender(
+        &self,
+        tracker: &Tracker,
+        now_ms: i64,
+        alive_until_ms: i64,
+    ) -> Result<i64, StoreError> {
+        let (id, sent_below): (i64, i64) = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "INSERT INTO outbox_senders (sent_below, alive_until_ms, started_at_ms) \
+                 SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM outbox RETURNING id, sent_below",
+            )
+            .bind(alive_until_ms)
+            .bind(now_ms)
+            .fetch_one(p)
+            .await?
+        });
+        tracker.seen(sent_below - 1);
+        Ok(id)
+    }
+
+    /// Keeps sender `id`'s mark and life; `false`: it was taken over (it stopped in the eyes
+    /// of another instance), and a new one must be started.
+    pub async fn keep_sender(
+        &self,
+        id: i64,
+        sent_below: i64,
+        alive_until_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let n = run_pool!(&self.db, p => {
+            sqlx::query(
+                "UPDATE outbox_senders SET sent_below = $1, alive_until_ms = $2 WHERE id = $3",
+            )
+            .bind(sent_below)
+            .bind(alive_until_ms)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Makes the HANDED rows `ids` PENDING, due now (rows that never committed: nothing).
+    pub async fn repend_handed(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
+        self.update_rows(REPEND, ids, now_ms).await
+    }
+
+    /// Takes over the senders (but `except`, this instance's) not alive since before
+    /// `dead_before_ms`: their HANDED rows from their marks on become PENDING, due now, and
+    /// the senders are gone. Returns each sender taken and its rows made PENDING.
+    pub async fn take_over_senders(
+        &self,
+        dead_before_ms: i64,
+        except: i64,
+        now_ms: i64,
+    ) -> Result<Vec<(i64, u64)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let sql = skipping_locked(&tx, DEAD_SENDERS, "FOR UPDATE SKIP LOCKED");
+        let mut taken = Vec::new();
+        run!(&mut tx, c => {
+            let dead: Vec<(i64, i64)> = sqlx::query_as(&sql)
+                .persistent(false)
+                .bind(dead_before_ms)
+                .bind(except)
+                .fetch_all(&mut *c)
+                .await?;
+            for (sender, sent_below) in dead {
+                // Planned for its mark (unprepared): a range of the primary key from there.
+                let n = sqlx::query(&format!("{REPEND} AND sender = $2 AND id >= $3"))
+                    .persistent(false)
+                    .bind(now_ms)
+                    .bind(sender)
+                    .bind(sent_below)
+                    .execute(&mut *c)
+                    .await?
+                    .rows_affected();
+                sqlx::query("DELETE FROM outbox_senders WHERE id = $1")
+                    .bind(sender)
+                    .execute(&mut *c)
+                    .await?;
+                taken.push((sender, n));
+            }
+        });
+        tx.commit().await?;
+        Ok(taken)
     }
 
     /// Rows still to deliver (the pending gauge).
@@ -1171,6 +1462,7 @@ mod tests {
             signing_secret: Some("whsec_0123".into()),
             attempts: 1,
             created_at_ms: 5,
+            handed: false,
         };
         let shown = format!("{d:?}");
         assert!(
@@ -1181,7 +1473,7 @@ mod tests {
     }
 
     #[test]
-    fn leased_rows_are_handed_over_as_a_claim_returns_them() {
+    fn handed_rows_are_given_as_a_claim_returns_them_and_tracked_until_settled() {
         let subs = [
             Active {
                 id: 4,
@@ -1202,22 +1494,34 @@ mod tests {
                 secret: "s6".into(),
             },
         ];
-        let before = crate::now_ms();
-        let rows = Subscribers::of(&subs, "authorization.decided", Some(10_000))
-            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
-            .expect("two subscribers want it");
-        let until = rows.leased_until_ms.expect("leased");
-        assert!(until >= before + 10_000 && until <= crate::now_ms() + 10_000);
-        // The ids do not match the rows: nothing is handed over.
-        assert!(rows.handed(&[1]).is_empty());
-        let rows = Subscribers::of(&subs, "authorization.decided", Some(10_000))
-            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
-            .expect("two subscribers want it");
+        let tracker = Arc::new(Tracker::default());
+        tracker.seen(20);
+        let rows_of = || {
+            Subscribers::of(&subs, "authorization.decided", Some((7, tracker.clone())))
+                .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
+                .expect("two subscribers want it")
+        };
+        let rows = rows_of();
+        assert_eq!(rows.sender, Some(7));
+        // Before its ids are drawn, the writer holds the mark at the first id it can get.
+        assert_eq!(tracker.mark(), 21);
+        // The ids do not match the rows: nothing is handed over, and the id is made PENDING.
+        assert!(rows.handed(&[21]).is_empty());
+        assert_eq!(tracker.take_dropped(), [21]);
+        tracker.settle(&[21]);
+        let rows = rows_of();
+        // Another writer's rows, drawn later, do not move the mark past the first's floor.
+        let later = rows_of();
+        drop(later.handed(&[40, 41]));
+        assert_eq!(tracker.mark(), 22);
+        assert_eq!(tracker.take_dropped(), [40, 41], "dropped uncommitted");
+        tracker.settle(&[40, 41]);
         let handed: Vec<Claimed> = rows
             .handed(&[31, 32])
             .into_iter()
             .map(Handed::into_claimed)
             .collect();
+        assert_eq!(tracker.mark(), 31, "sent from memory: unsettled");
         let got: Vec<_> = handed
             .iter()
             .map(|d| {
@@ -1227,14 +1531,15 @@ mod tests {
                     d.signing_secret.as_deref(),
                     d.attempts,
                     d.created_at_ms,
+                    d.handed,
                 )
             })
             .collect();
         assert_eq!(
             got,
             [
-                (31, "http://127.0.0.1:9/a", Some("s4"), 0, 7),
-                (32, "http://127.0.0.1:9/c", Some("s6"), 0, 7)
+                (31, "http://127.0.0.1:9/a", Some("s4"), 0, 7, true),
+                (32, "http://127.0.0.1:9/c", Some("s6"), 0, 7, true)
             ]
         );
         assert_eq!(
@@ -1245,5 +1550,10 @@ mod tests {
             handed[1].body,
             br#"{"created_at_ms":7,"data":{},"id":"evt-auth-t2","type":"authorization.decided"}"#
         );
+        assert!(tracker.take_dropped().is_empty(), "taken by the dispatcher");
+        tracker.settle(&[32]);
+        assert_eq!(tracker.mark(), 31);
+        tracker.settle(&[31]);
+        assert_eq!(tracker.mark(), 42, "above every row seen");
     }
 }
