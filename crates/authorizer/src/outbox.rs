@@ -195,8 +195,9 @@ fn take_handed(waiting: &mut VecDeque<Handed>, max: usize) -> Vec<Claimed> {
 
 /// Keeps this instance's sender: its mark (how far the sends of the HANDED rows have come)
 /// and its life, four times a lease's half, so that the rows go on being written HANDED; makes
-/// the rows not sent from memory PENDING; and takes over the senders of instances that
-/// stopped (on the embedded store, at once: its one process is this one).
+/// the rows not sent from memory PENDING; starts another sender when a commit's outcome is
+/// unknown (the old one is left to be taken over); and takes over the senders that stopped
+/// (on the embedded store, at start too: its one process is this one).
 async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) {
     let every = Duration::from_millis(u64::try_from(lease_ms / 8).unwrap_or(250).clamp(10, 250));
     let mut sender: Option<i64> = None;
@@ -218,8 +219,21 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
                 }
             }
         }
-        let kept = match sender {
-            None => store
+        // The mark, read with whether a commit's outcome became unknown (one lock): then the
+        // sender's last mark stays below that commit's rows, and its takeover makes them
+        // PENDING if they exist.
+        let mark = sender.and_then(|_| tracker.mark_unless_retired());
+        if let (Some(id), None) = (sender, mark) {
+            tracing::warn!(
+                sender = id,
+                "a commit's outcome is unknown: this instance's webhook sender is left to be taken over; starting another"
+            );
+            store.sending_as(0, 0);
+            sender = None;
+        }
+        let kept = match (sender, mark) {
+            (Some(id), Some(mark)) => store.keep_sender(id, mark, now + lease_ms).await,
+            _ => store
                 .start_sender(&tracker, now, now + lease_ms)
                 .await
                 .map(|id| {
@@ -227,7 +241,6 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
                     sender = Some(id);
                     true
                 }),
-            Some(id) => store.keep_sender(id, tracker.mark(), now + lease_ms).await,
         };
         match (kept, sender) {
             (Ok(true), Some(id)) => store.sending_as(id, now + lease_ms / 2),
@@ -236,12 +249,12 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
                     sender = sender.unwrap_or(0),
                     "this instance's webhook sender was taken over; starting another"
                 );
+                store.sending_as(0, 0);
                 sender = None;
             }
             (Err(e), _) => tracing::warn!(error = %e, "could not keep the webhook sender"),
         }
-        if store.is_postgres() && took_over_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
-        {
+        if took_over_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             took_over_at = Some(Instant::now());
             // Dead for half a lease more than its life: rows are written to a sender only
             // within half a lease of its last kept mark, a lease away from this.

@@ -239,7 +239,10 @@ impl Store {
                 return Err(Step::Fail(abandoned()));
             }
         }
-        tx.commit().await?;
+        if let Err(e) = tx.commit().await {
+            self.commit_uncertain(&handed);
+            return Err(e.into());
+        }
         self.hand_over(handed);
         Ok(outcomes)
     }

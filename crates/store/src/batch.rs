@@ -357,7 +357,10 @@ impl Store {
                 if !start_commit(items) {
                     return Err(abandoned());
                 }
-                tx.commit().await.map_err(StoreError::from_commit)?;
+                if let Err(e) = tx.commit().await {
+                    self.commit_uncertain(&handed);
+                    return Err(StoreError::from_commit(e));
+                }
                 self.hand_over(handed);
                 Ok(Attempt::Done(results))
             }
@@ -435,7 +438,12 @@ where
         )),
         // Without locks this statement was the commit: a refusal by the database (a
         // lost race, a unique key) is a definite rollback; a lost connection is not.
-        Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => Ok(Step::Uncertain(e)),
+        Err(e) if !locking && !matches!(e, sqlx::Error::Database(_)) => {
+            if let Some(rows) = events {
+                rows.uncertain();
+            }
+            Ok(Step::Uncertain(e))
+        }
         Err(e) => Err(e.into()),
     }
 }

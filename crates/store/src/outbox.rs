@@ -12,7 +12,6 @@ use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::Row;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -103,11 +102,10 @@ impl SubscriptionCache {
 pub(crate) struct Handoff {
     to: OnceLock<tokio::sync::mpsc::Sender<Vec<Handed>>>,
     tracker: Arc<Tracker>,
-    /// The sender the rows are written to (0: none yet).
-    sender: AtomicI64,
-    /// Until when rows may be written to it: half a lease after its last kept mark, so that
-    /// no row is written to a sender that another instance may take over.
-    valid_until_ms: AtomicI64,
+    /// The sender the rows are written to (0: none), and until when: half a lease after its
+    /// last kept mark, so that no row is written to a sender that another instance may take
+    /// over. One lock: a writer never pairs one sender with another's time.
+    sending: Mutex<(i64, i64)>,
 }
 
 /// Commits whose deliveries may wait for the dispatcher at once: past it, the rows are made
@@ -119,11 +117,18 @@ impl Handoff {
     /// mark.
     fn sender(&self) -> Option<i64> {
         let to = self.to.get()?;
-        let sender = self.sender.load(Ordering::Acquire);
-        (!to.is_closed()
-            && sender != 0
-            && crate::now_ms() < self.valid_until_ms.load(Ordering::Acquire))
-        .then_some(sender)
+        let (sender, valid_until_ms) = *self
+            .sending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        (!to.is_closed() && sender != 0 && crate::now_ms() < valid_until_ms).then_some(sender)
+    }
+
+    fn send_as(&self, sender: i64, valid_until_ms: i64) {
+        *self
+            .sending
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = (sender, valid_until_ms);
     }
 
     /// Hands `rows`, committed, to the dispatcher.
@@ -156,6 +161,9 @@ struct Tracked {
     /// Unsettled rows nobody will send (a hand-over not made, a rolled-back or uncertain
     /// commit): to be made PENDING (a no-op for a row that never committed).
     dropped: Vec<i64>,
+    /// A commit's outcome is unknown: the sender's mark must not move again (it is left to
+    /// be taken over, and a new one started).
+    retired: bool,
 }
 
 /// A writer's place below the ids it is about to draw; dropped, it lets the mark pass.
@@ -229,15 +237,31 @@ impl Tracker {
         self.with(|t| std::mem::take(&mut t.dropped))
     }
 
+    /// A commit of HANDED rows may have happened unseen (its ids unknown, or its rows dropped
+    /// before they show): the current sender keeps no mark from now on.
+    pub fn retire(&self) {
+        self.with(|t| t.retired = true);
+    }
+
+    /// The current sender's mark, or `None` once it is retired (then the next sender's marks
+    /// follow).
+    pub fn mark_unless_retired(&self) -> Option<i64> {
+        self.with(|t| (!std::mem::take(&mut t.retired)).then(|| t.mark()))
+    }
+
     /// Every row this instance has written HANDED with a lower id is settled.
     pub fn mark(&self) -> i64 {
-        self.with(|t| {
-            let mut mark = t.max_seen + 1;
-            if let Some(&first) = t.unsettled.first() {
-                mark = mark.min(first);
-            }
-            t.floors.values().fold(mark, |m, &f| m.min(f))
-        })
+        self.with(|t| t.mark())
+    }
+}
+
+impl Tracked {
+    fn mark(&self) -> i64 {
+        let mut mark = self.max_seen + 1;
+        if let Some(&first) = self.unsettled.first() {
+            mark = mark.min(first);
+        }
+        self.floors.values().fold(mark, |m, &f| m.min(f))
     }
 }
 
@@ -386,8 +410,13 @@ fn skipping_locked(tx: &Tx, select: &str, lock: &str) -> String {
 
 /// Makes HANDED rows PENDING, due at `$1`, at their subscription's URL of now (the caller
 /// adds which rows).
-const REPEND: &str = "UPDATE outbox SET state = 'PENDING', next_attempt_at_ms = $1, \
-     pending_since_ms = $1, updated_at_ms = $1, url = COALESCE((SELECT s.url \
+/// A row whose subscription was deleted meanwhile becomes DEAD, as the deletion made its
+/// pending rows.
+const REPEND: &str = "UPDATE outbox SET state = CASE WHEN EXISTS (SELECT 1 \
+     FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id) THEN 'PENDING' ELSE 'DEAD' END, \
+     last_error = CASE WHEN EXISTS (SELECT 1 FROM webhook_subscriptions s \
+     WHERE s.id = outbox.subscription_id) THEN last_error ELSE 'subscription deleted' END, \
+     next_attempt_at_ms = $1, pending_since_ms = $1, updated_at_ms = $1, url = COALESCE((SELECT s.url \
      FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), url) \
      WHERE state = 'HANDED'";
 
@@ -635,6 +664,14 @@ pub(crate) struct OutboxRows {
 }
 
 impl OutboxRows {
+    /// The statement that wrote the rows may have committed, their ids unknown: the sender
+    /// is retired before its floor goes ([`Tracker::retire`]).
+    pub(crate) fn uncertain(mut self) {
+        if let Some(floor) = self.floor.take() {
+            floor.tracker.retire();
+        }
+    }
+
     /// The rows, written under `ids` (row `i`'s id at `i`), as handed to the dispatcher once
     /// committed (none when they are not HANDED). Dropped uncommitted, they are made PENDING.
     pub(crate) fn handed(mut self, ids: &[i64]) -> Vec<Handed> {
@@ -787,10 +824,17 @@ impl Store {
 
     /// Rows written until `valid_until_ms` are HANDED to `sender` (its mark just kept).
     pub fn sending_as(&self, sender: i64, valid_until_ms: i64) {
-        self.handoff.sender.store(sender, Ordering::Release);
-        self.handoff
-            .valid_until_ms
-            .store(valid_until_ms, Ordering::Release);
+        self.handoff.send_as(sender, valid_until_ms);
+    }
+
+    /// A commit that wrote `handed` may or may not have happened (its outcome is unknown):
+    /// their rows, if they exist, are left to the takeover of this instance's sender, which
+    /// keeps no mark from now on ([`Tracker::retire`]).
+    pub(crate) fn commit_uncertain(&self, handed: &[Handed]) {
+        if !handed.is_empty() {
+            self.handoff.tracker.retire();
+            self.handoff.send_as(0, 0);
+        }
     }
 
     /// Hands `rows`, just committed, to this instance's dispatcher.
@@ -1120,7 +1164,8 @@ impl Store {
 
     /// An attempt on row `id` failed: try again at `next_attempt_at_ms`
     /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s. A HANDED row
-    /// becomes PENDING, at its subscription's URL of now (changed meanwhile, it follows).
+    /// becomes PENDING, at its subscription's URL of now (changed meanwhile, it follows), or
+    /// DEAD when its subscription was deleted meanwhile.
     pub async fn mark_failed(
         &self,
         id: i64,
@@ -1130,7 +1175,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         run_pool!(&self.db, p => {
             sqlx::query(
-                "UPDATE outbox SET state = 'PENDING', attempts = attempts + 1, \
+                "UPDATE outbox SET state = CASE WHEN state = 'HANDED' AND NOT EXISTS (SELECT 1 \
+                 FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id) THEN 'DEAD' \
+                 ELSE 'PENDING' END, attempts = attempts + 1, \
                  leased_until_ms = NULL, last_error = $1, next_attempt_at_ms = $2, \
                  updated_at_ms = $3, url = CASE WHEN state = 'HANDED' THEN COALESCE(\
                  (SELECT s.url FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), \
@@ -1551,6 +1598,13 @@ mod tests {
             br#"{"created_at_ms":7,"data":{},"id":"evt-auth-t2","type":"authorization.decided"}"#
         );
         assert!(tracker.take_dropped().is_empty(), "taken by the dispatcher");
+        // A write whose outcome is unknown retires the sender before its floor goes: the mark
+        // is not read for it once, then again for the next sender.
+        let unknown = rows_of();
+        assert_eq!(tracker.mark_unless_retired(), Some(31));
+        unknown.uncertain();
+        assert_eq!(tracker.mark_unless_retired(), None);
+        assert_eq!(tracker.mark_unless_retired(), Some(31));
         tracker.settle(&[32]);
         assert_eq!(tracker.mark(), 31);
         tracker.settle(&[31]);

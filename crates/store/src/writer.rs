@@ -386,7 +386,10 @@ impl Store {
         {
             return Err(Step::Retry);
         }
-        tx.commit().await.map_err(Step::Fail)?;
+        if let Err(e) = tx.commit().await {
+            self.commit_uncertain(&handed);
+            return Err(Step::Fail(e));
+        }
         self.hand_over(handed);
         Ok(out)
     }
