@@ -406,6 +406,86 @@ on_each_backend!(
     audit_finds_a_broken_outbox
 );
 
+// Not through both_backends!: the rows handed to a sender here report no ledger row.
+on_each_backend!(
+    postgres_handed_rows_being_sent_count_as_pending,
+    sqlite_handed_rows_being_sent_count_as_pending,
+    handed_rows_being_sent_count_as_pending
+);
+
+/// The pending gauge counts what the deliveries listing shows PENDING: the PENDING rows, and
+/// the HANDED rows at or above their sender's mark (being sent), no longer once the mark
+/// passes them.
+async fn handed_rows_being_sent_count_as_pending(backend: Backend) {
+    // Nothing is sent: the rows stay as written, and no sender but the test's keeps a mark.
+    let app = TestApp::spawn_with(backend, |s| {
+        quick(s);
+        s.webhooks.dispatch = false;
+    })
+    .await;
+    let rx = Receiver::start();
+    active(&app, &rx, "/hook", json!([])).await;
+    app.funded("u1", "ARS", "100.00").await;
+    let pending = || async { app.store.pending_deliveries().await.expect("gauge reads") };
+    let claimed = pending().await;
+    assert_eq!(claimed, 1, "the deposit's event, for the claims");
+
+    let tracker = store::Tracker::default();
+    let now = store::now_ms();
+    let sender = app
+        .store
+        .start_sender(&tracker, now, now + 600_000)
+        .await
+        .expect("sender starts");
+    let mut db = DirectConn::open(&app).await;
+    for n in 1..=2 {
+        db.execute(&format!(
+            "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, sender) \
+             SELECT 'evt-auth-gauge-{n}', 'authorization.decided', subscription_id, url, body, \
+             headers, 'HANDED', 0, next_attempt_at_ms, pending_since_ms, created_at_ms, \
+             updated_at_ms, {sender} FROM outbox WHERE event_type = 'account.funded'"
+        ))
+        .await;
+    }
+    let handed = || async {
+        let mut rows = app
+            .store
+            .deliveries_of(Some("authorization.decided"), None, None, 10)
+            .await
+            .expect("listing reads");
+        rows.reverse();
+        rows.into_iter()
+            .map(|d| (d.id, d.state))
+            .collect::<Vec<_>>()
+    };
+    let rows = handed().await;
+    let states = |r: &[(i64, String)]| r.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        states(&rows),
+        ["PENDING", "PENDING"],
+        "above the sender's mark"
+    );
+    assert_eq!(pending().await, claimed + 2);
+
+    // The mark passes the first, then both.
+    let (first, second) = (rows[0].0, rows[1].0);
+    for (mark, shown, gauge) in [
+        (second, ["DELIVERED", "PENDING"], claimed + 1),
+        (second + 1, ["DELIVERED", "DELIVERED"], claimed),
+    ] {
+        assert!(first < mark);
+        assert!(
+            app.store
+                .keep_sender(sender, mark, now + 600_000)
+                .await
+                .expect("mark kept")
+        );
+        assert_eq!(states(&handed().await), shown);
+        assert_eq!(pending().await, gauge, "mark {mark}");
+    }
+}
+
 /// The details of the findings of `invariant` in `found`.
 fn details<'a>(found: &'a [store::Violation], invariant: &str) -> Vec<&'a str> {
     found

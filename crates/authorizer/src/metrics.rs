@@ -263,7 +263,7 @@ impl Metrics {
             ),
             (
                 "authorizer_webhook_pending",
-                "Outbox rows still to deliver (read by the dispatcher).",
+                "Deliveries still to make (read by the dispatcher): the PENDING rows, and the HANDED rows at or above their sender's mark (being sent).",
             ),
             (
                 "authorizer_webhook_delivery_delay_seconds",

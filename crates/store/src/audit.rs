@@ -287,8 +287,11 @@ const CHECKS: &[(&str, &str)] = &[
             processor_events!(),
             ") x JOIN webhook_subscriptions s ON ",
             owed_to_s!(),
-            " WHERE x.event_id IS NULL OR NOT EXISTS (SELECT 1 FROM outbox o \
-               WHERE o.subscription_id = s.id AND o.event_id = x.event_id)"
+            // An outer join, not `x.event_id IS NULL OR NOT EXISTS (...)`: under the `OR`
+            // Postgres runs the subquery once per movement, and with no index over the
+            // authorizations' event ids (see migration 0012) each run scanned the outbox.
+            " LEFT JOIN outbox o ON o.subscription_id = s.id AND o.event_id = x.event_id \
+             WHERE o.id IS NULL"
         ),
     ),
 ];

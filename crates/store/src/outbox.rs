@@ -1397,12 +1397,19 @@ impl Store {
         Ok(taken)
     }
 
-    /// Rows still to deliver (the pending gauge).
+    /// Deliveries still to make (the pending gauge): the PENDING rows, and the HANDED rows
+    /// at or above their sender's mark (being sent, as the deliveries listing shows them).
+    /// Each sender's rows are counted over a range of the primary key from its mark.
     pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
         Ok(run_pool!(&self.db, p => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'PENDING'")
-                .fetch_one(p)
-                .await?
+            sqlx::query_scalar(
+                "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'PENDING') \
+                      + CAST(COALESCE((SELECT SUM((SELECT COUNT(*) FROM outbox o \
+                          WHERE o.id >= w.sent_below AND o.sender = w.id AND o.state = 'HANDED')) \
+                          FROM outbox_senders w), 0) AS BIGINT)",
+            )
+            .fetch_one(p)
+            .await?
         }))
     }
 }
