@@ -367,14 +367,8 @@ macro_rules! calls_over_http {
 
         /// Opens an account and deposits `amount` (a decimal string) into it.
         pub async fn funded(&self, user: &str, currency: &str, amount: &str) {
-            let r = self
-                .admin(
-                    "PUT",
-                    &format!("/v1/accounts/{user}/{currency}"),
-                    None,
-                    None,
-                )
-                .await;
+            let path = format!("/v1/accounts/{user}/{currency}");
+            let r = self.admin_until_stored("PUT", &path, None, None).await;
             assert!(
                 r.status == 201 || r.status == 200,
                 "open account: {} {:?}",
@@ -386,15 +380,32 @@ macro_rules! calls_over_http {
                     "fund-{user}-{currency}-{}",
                     COUNTER.fetch_add(1, Ordering::SeqCst)
                 );
+                let body = json!({ "amount": amount });
                 let r = self
-                    .admin(
-                        "POST",
-                        &format!("/v1/accounts/{user}/{currency}/deposits"),
-                        Some(json!({ "amount": amount })),
-                        Some(&key),
-                    )
+                    .admin_until_stored("POST", &format!("{path}/deposits"), Some(body), Some(&key))
                     .await;
                 assert_eq!(r.status, 201, "deposit: {:?}", r.json());
+            }
+        }
+
+        /// An idempotent admin call of a scenario's set-up (a `PUT`, or a `POST` under its
+        /// key), sent again while it answers 503 (for up to 30 s), as an operator's client
+        /// does: a server just started on a cold database may take longer than its pool and
+        /// statement timeouts for its first statements, and says so with a 503.
+        async fn admin_until_stored(
+            &self,
+            method: &str,
+            path: &str,
+            body: Option<Value>,
+            idem: Option<&str>,
+        ) -> Resp {
+            let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            loop {
+                let r = self.admin(method, path, body.clone(), idem).await;
+                if r.status != 503 || std::time::Instant::now() >= give_up {
+                    return r;
+                }
+                actix_rt::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
 

@@ -853,7 +853,10 @@ on_each_backend!(
     replays_after_the_window_are_refused
 );
 
+// About what bad input can and cannot do, not about speed: the servers get the room of a
+// crowd (`crowd_settings`), so a slow machine never turns an answer into a deadline's decline.
 both_backends!(
+    settings = crowd_settings;
     oversized_bodies,
     deeply_nested_json,
     duplicate_keys,

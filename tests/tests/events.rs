@@ -234,6 +234,13 @@ async fn load_across_a_kill(db: String) {
         // A lease of 1 s: the killed instance's claims run out quickly.
         ("AUTHORIZER__WEBHOOKS__CALLBACK_TIMEOUT_MS", "500"),
         ("AUTHORIZER__WEBHOOKS__BATCH_MAX", claim.as_str()),
+        // The proof is about events, not speed: a busy machine must not turn answers into
+        // the deadline's declines, which record nothing and so have no event.
+        ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "10000"),
+        ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "20000"),
+        ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "5000"),
+        ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "5000"),
+        ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "5000"),
     ];
     let bin = env!("CARGO_BIN_EXE_authorizer-node");
     let node = |listen: &str| Node::sharing(bin, &db, data.path(), listen, &env);

@@ -151,7 +151,10 @@ async fn same_transaction_under_a_new_key(app: TestApp) {
     assert_eq!(app.available("u1", "ARS").await, "96.00");
 }
 
+// About what a repeat gets, not about speed: a first answer that a slow machine turned into
+// the deadline's decline (nothing booked) would make its replay a first attempt.
 both_backends!(
+    settings = crowd_settings;
     replay_is_identical_and_resigned,
     same_key_other_body_is_409,
     same_transaction_under_a_new_key

@@ -450,7 +450,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     Ok(summary)
 }
 
-/// Opens and funds every account through the admin API (idempotent: retried on failure).
+/// Opens and funds every account through the admin API (idempotent: sent again on a 503).
 async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
     use futures_util::{StreamExt, stream};
     let fund = "20000.00";
@@ -458,20 +458,17 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
         .map(|i| async move {
             let user = engine.traffic.all.user(i);
             let path = format!("/v1/accounts/{user}/ARS");
-            let (s, v) = engine
-                .http
-                .admin(awc::http::Method::PUT, &path, None, None)
-                .await?;
+            let (s, v) =
+                admin_until_stored(engine, awc::http::Method::PUT, &path, None, None).await?;
             anyhow::ensure!(s == 200 || s == 201, "opening {user}: HTTP {s} {v}");
-            let (s, v) = engine
-                .http
-                .admin(
-                    awc::http::Method::POST,
-                    &format!("{path}/deposits"),
-                    Some(serde_json::json!({ "amount": fund, "reference": "chaos funding" })),
-                    Some(&format!("{user}-fund")),
-                )
-                .await?;
+            let (s, v) = admin_until_stored(
+                engine,
+                awc::http::Method::POST,
+                &format!("{path}/deposits"),
+                Some(serde_json::json!({ "amount": fund, "reference": "chaos funding" })),
+                Some(&format!("{user}-fund")),
+            )
+            .await?;
             anyhow::ensure!(s == 200 || s == 201, "funding {user}: HTTP {s} {v}");
             let minor = v
                 .get("available")
@@ -485,6 +482,34 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
         .collect()
         .await;
     results.into_iter().collect()
+}
+
+/// How long the set-up sends an admin call again while the store answers 503.
+const SETUP_PATIENCE: Duration = Duration::from_secs(30);
+
+/// An idempotent admin call (a `PUT`, or a `POST` under its idempotency key), sent again while
+/// it answers 503: a starting instance on a database that is itself just started can take
+/// longer than its pool and statement timeouts for its first statements, and says so with a
+/// 503. Any other answer, or a 503 after [`SETUP_PATIENCE`], is the result.
+async fn admin_until_stored(
+    engine: &Engine,
+    method: awc::http::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+    key: Option<&str>,
+) -> anyhow::Result<(u16, serde_json::Value)> {
+    let give_up = Instant::now() + SETUP_PATIENCE;
+    loop {
+        let (s, v) = engine
+            .http
+            .admin(method.clone(), path, body.clone(), key)
+            .await?;
+        if s != 503 || Instant::now() >= give_up {
+            return Ok((s, v));
+        }
+        eprintln!("chaos: {path} answered 503 during set-up; sending it again");
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn print_table(s: &Summary) {
