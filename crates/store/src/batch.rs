@@ -716,7 +716,7 @@ async fn write_batch(
             .bind(&e.event_ids)
             .bind(&e.subscription_ids)
             .bind(&e.urls)
-            .bind(&e.bodies)
+            .bind(e.stored_bodies())
             .bind(&e.at_ms)
             .bind(e.sender),
         None => return q.execute(&mut *tx).await.map(|_| Vec::new()),

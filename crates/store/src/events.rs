@@ -136,11 +136,115 @@ fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Eve
         user_id: t.user_id,
         verdict_first: r.write == RecordWrite::Answer,
     };
-    Event::new(
+    let mut event = Event::new(
         authorization_event_id(t.transaction_id),
         item.call.now_ms,
         &data,
-    )
+    );
+    // Recorded by this answer, with its amount in minor units: every field is the record's
+    // (`rebuilt_authorization_body`), so the outbox rows leave the body out.
+    event.rebuilt = r.write == RecordWrite::Insert && r.amount_minor.is_some();
+    event
+}
+
+/// An authorization as its record keeps it, with what its `authorization.decided` says
+/// beyond the record: the event's instant (its outbox row's) and the posted balance (its
+/// movement's cardholder posting).
+pub(crate) struct StoredAuthorization {
+    pub transaction_id: String,
+    pub endpoint: Option<String>,
+    pub direction: Option<String>,
+    pub tx_type: Option<String>,
+    pub user_id: Option<String>,
+    pub card_id: Option<String>,
+    pub currency: Option<String>,
+    pub amount_text: Option<String>,
+    pub amount_minor: Option<i64>,
+    pub status: Option<String>,
+    pub status_detail: Option<String>,
+    pub original_transaction_id: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub movement_id: Option<i64>,
+    pub posted_minor: Option<i64>,
+    pub at_ms: i64,
+}
+
+/// The columns of an authorization's record (`processor_transactions r`) that its event is
+/// rebuilt from, then its movement's cardholder posting's balance: read by
+/// [`stored_authorization!`].
+pub(crate) const RECORD_COLUMNS: &str = "r.transaction_id, r.endpoint, r.direction, r.tx_type, \
+     r.user_id, r.card_id, r.currency, r.amount_text, r.amount_minor, r.status, r.status_detail, \
+     r.original_transaction_id, r.idempotency_key, r.movement_id, \
+     (SELECT p.balance_after_minor FROM postings p WHERE p.movement_id = r.movement_id \
+       AND p.balance_after_minor IS NOT NULL ORDER BY p.id LIMIT 1)";
+
+/// The [`StoredAuthorization`] in the columns of `$row` from `$from` on ([`RECORD_COLUMNS`]),
+/// for an event at `$at_ms`; `?` on a column that does not decode.
+macro_rules! stored_authorization {
+    ($row:expr, $from:expr, $at_ms:expr) => {
+        $crate::events::StoredAuthorization {
+            at_ms: $at_ms,
+            transaction_id: $row.try_get($from)?,
+            endpoint: $row.try_get($from + 1)?,
+            direction: $row.try_get($from + 2)?,
+            tx_type: $row.try_get($from + 3)?,
+            user_id: $row.try_get($from + 4)?,
+            card_id: $row.try_get($from + 5)?,
+            currency: $row.try_get($from + 6)?,
+            amount_text: $row.try_get($from + 7)?,
+            amount_minor: $row.try_get($from + 8)?,
+            status: $row.try_get($from + 9)?,
+            status_detail: $row.try_get($from + 10)?,
+            original_transaction_id: $row.try_get($from + 11)?,
+            idempotency_key: $row.try_get($from + 12)?,
+            movement_id: $row.try_get($from + 13)?,
+            posted_minor: $row.try_get($from + 14)?,
+        }
+    };
+}
+pub(crate) use stored_authorization;
+
+/// The body of the `authorization.decided` of `s`, rebuilt from the ledger: the bytes its
+/// commit rendered, for an authorization that was recorded when it was answered (not one
+/// answering a verdict that came first, whose record the verdict wrote).
+pub(crate) fn rebuilt_authorization_body(s: &StoredAuthorization) -> Vec<u8> {
+    fn text(v: &Option<String>) -> &str {
+        v.as_deref().unwrap_or_default()
+    }
+    let amount_text = text(&s.amount_text);
+    let t = CardTransaction {
+        transaction_id: &s.transaction_id,
+        tx_type: text(&s.tx_type),
+        user_id: s.user_id.as_deref(),
+        card_id: s.card_id.as_deref(),
+        currency: text(&s.currency),
+        amount_text,
+        amount: amount_text.trim_matches('"').parse().ok(),
+        original_transaction_id: s.original_transaction_id.as_deref(),
+        ..CardTransaction::default()
+    };
+    let (currency, code) = currency_code(&t);
+    let data = AuthorizationDecided {
+        amount: amount(s.amount_minor, currency, &t),
+        card_id: t.card_id,
+        currency: code,
+        decision: text(&s.status),
+        direction: s.direction.as_deref(),
+        endpoint: text(&s.endpoint),
+        idempotency_key: text(&s.idempotency_key),
+        movement_id: s.movement_id,
+        original_transaction_id: t.original_transaction_id,
+        posted: s
+            .posted_minor
+            .zip(currency)
+            .map(|(b, c)| format_minor(b, c.exponent())),
+        status_detail: text(&s.status_detail),
+        transaction_id: t.transaction_id,
+        transaction_type: t.tx_type,
+        user_id: t.user_id,
+        verdict_first: false,
+    };
+    Event::new(authorization_event_id(t.transaction_id), s.at_ms, &data).body(AUTHORIZATION_DECIDED)
 }
 
 /// `adjustment.booked` for the adjustment `call` recorded with `amount_minor` (signed for
@@ -213,6 +317,10 @@ mod tests {
     use ledger::plan::{CardLookup, PostingRow, StoredResponse};
 
     fn decided(original: Option<&str>, movement: Option<i64>, write: RecordWrite) -> Vec<u8> {
+        decided_event(original, movement, write).body(AUTHORIZATION_DECIDED)
+    }
+
+    fn decided_event(original: Option<&str>, movement: Option<i64>, write: RecordWrite) -> Event {
         let item = BatchItem {
             call: ProcessorCall {
                 idempotency_key: "key-1",
@@ -262,7 +370,43 @@ mod tests {
             }],
             ..Writes::default()
         };
-        authorization_decided(&item, &record, &writes).body(AUTHORIZATION_DECIDED)
+        authorization_decided(&item, &record, &writes)
+    }
+
+    #[test]
+    fn an_authorization_recorded_by_its_answer_is_rebuilt_from_its_record_byte_for_byte() {
+        let text = |s: &str| Some(s.to_owned());
+        for (original, movement, posted) in
+            [(None, Some(7), Some(98_750)), (Some("tx-0"), None, None)]
+        {
+            let event = decided_event(original, movement, RecordWrite::Insert);
+            assert!(event.rebuilt, "its rows leave the body out");
+            // The record as the batch stores it, and its movement's cardholder posting.
+            let stored = StoredAuthorization {
+                transaction_id: "tx-\"1\"".to_owned(),
+                endpoint: text("/transactions/authorizations/debit"),
+                direction: text("DEBIT"),
+                tx_type: text("PURCHASE"),
+                user_id: text("user-1"),
+                card_id: text("card-1"),
+                currency: text("ARS"),
+                amount_text: text("\"12.5\""),
+                amount_minor: Some(-1250),
+                status: text("APPROVED"),
+                status_detail: text("APPROVED"),
+                original_transaction_id: original.map(str::to_owned),
+                idempotency_key: text("key-1"),
+                movement_id: movement,
+                posted_minor: posted,
+                at_ms: 1_764_000_000_123,
+            };
+            assert_eq!(
+                String::from_utf8(rebuilt_authorization_body(&stored)).unwrap(),
+                String::from_utf8(event.body(AUTHORIZATION_DECIDED)).unwrap()
+            );
+        }
+        // One answering a verdict that came first keeps its body: the verdict wrote the record.
+        assert!(!decided_event(None, Some(7), RecordWrite::Answer).rebuilt);
     }
 
     #[test]

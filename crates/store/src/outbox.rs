@@ -590,14 +590,18 @@ const ACTIVE_SUBSCRIPTIONS: &str = "SELECT id, url, event_types, secret FROM web
 type ActiveRow = (i64, String, String, String);
 
 /// One event to publish: its stable id (derived from the row it reports), its time and its
-/// data. The body is `{"created_at_ms", "data", "id", "type"}`, rendered once and stored:
-/// every attempt sends the same bytes.
+/// data. The body is `{"created_at_ms", "data", "id", "type"}`, rendered once and stored
+/// (or, for an authorization recorded by its answer, rebuilt from the ledger where the row
+/// leaves it out): every attempt sends the same bytes.
 #[derive(Debug, Clone)]
 pub(crate) struct Event {
     pub id: String,
     pub now_ms: i64,
     /// The event's `data`, rendered (an object whose keys are in name order).
     pub data: Box<RawValue>,
+    /// The ledger rebuilds the body (`Store::with_bodies`): its rows leave it out, the
+    /// commit's largest part otherwise.
+    pub rebuilt: bool,
 }
 
 impl Event {
@@ -611,6 +615,7 @@ impl Event {
             // Plain data (strings, numbers, booleans, and objects with string keys) always
             // renders.
             data: serde_json::value::to_raw_value(data).expect("event data renders as JSON"),
+            rebuilt: false,
         }
     }
 
@@ -652,6 +657,8 @@ pub(crate) struct OutboxRows {
     pub subscription_ids: Vec<i64>,
     pub urls: Vec<String>,
     pub bodies: Vec<Vec<u8>>,
+    /// Per row: its body is left out of the table (the ledger rebuilds it).
+    pub rebuilt: Vec<bool>,
     /// The event's time: the row's creation and first due time.
     pub at_ms: Vec<i64>,
     /// The sender the rows are written HANDED to (`None`: PENDING, for the claims).
@@ -664,6 +671,15 @@ pub(crate) struct OutboxRows {
 }
 
 impl OutboxRows {
+    /// The bodies as the table stores them: empty where the ledger rebuilds them.
+    pub(crate) fn stored_bodies(&self) -> Vec<&[u8]> {
+        self.bodies
+            .iter()
+            .zip(&self.rebuilt)
+            .map(|(b, &rebuilt)| if rebuilt { &[][..] } else { b.as_slice() })
+            .collect()
+    }
+
     /// The statement that wrote the rows may have committed, their ids unknown: the sender
     /// is retired before its floor goes ([`Tracker::retire`]).
     pub(crate) fn uncertain(mut self) {
@@ -744,6 +760,7 @@ impl Subscribers {
                 rows.subscription_ids.push(s.id);
                 rows.urls.push(s.url.clone());
                 rows.bodies.push(body.clone());
+                rows.rebuilt.push(e.rebuilt);
                 rows.at_ms.push(e.now_ms);
                 if rows.sender.is_some() {
                     rows.secrets.push(s.secret.clone());
@@ -898,14 +915,14 @@ impl Store {
             return Ok(Vec::new());
         };
         let mut ids = Vec::with_capacity(rows.event_ids.len());
-        for i in 0..rows.event_ids.len() {
+        for (i, body) in rows.stored_bodies().into_iter().enumerate() {
             let id = insert_row(
                 tx,
                 &rows.event_ids[i],
                 event_type,
                 Some(rows.subscription_ids[i]),
                 &rows.urls[i],
-                &rows.bodies[i],
+                body,
                 "",
                 rows.at_ms[i],
                 rows.sender,
@@ -1078,6 +1095,40 @@ impl Store {
         self.subscription_changed(tx, n).await
     }
 
+    /// Fills in the bodies that the rows of `authorization.decided` leave out (empty): each
+    /// rebuilt from its authorization's record, the bytes its commit rendered and sent first.
+    /// `rows`: each row's event id, instant and body.
+    pub(crate) async fn with_bodies<'a>(
+        &self,
+        rows: impl IntoIterator<Item = (&'a str, i64, &'a mut Vec<u8>)>,
+    ) -> Result<(), StoreError> {
+        let sql = format!(
+            "SELECT {} FROM processor_transactions r \
+             WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = $1",
+            crate::events::RECORD_COLUMNS
+        );
+        for (event_id, at_ms, body) in rows {
+            let tid = match event_id.strip_prefix("evt-auth-") {
+                Some(tid) if body.is_empty() => tid,
+                _ => continue,
+            };
+            let record = run_pool!(&self.db, p => {
+                match sqlx::query(&sql).bind(tid).fetch_optional(p).await? {
+                    Some(r) => Some(crate::events::stored_authorization!(r, 0, at_ms)),
+                    None => None,
+                }
+            });
+            match record {
+                Some(s) => *body = crate::events::rebuilt_authorization_body(&s),
+                None => tracing::error!(
+                    event_id,
+                    "an authorization's event has no record to rebuild its body from"
+                ),
+            }
+        }
+        Ok(())
+    }
+
     /// Claims up to `batch_max` due rows for `lease_ms`. Rows of a subscription are due
     /// only while it is ACTIVE at the row's URL: nothing goes to an unvalidated URL.
     pub async fn claim_deliveries(
@@ -1129,6 +1180,12 @@ impl Store {
             }
         });
         tx.commit().await?;
+        self.with_bodies(
+            claimed
+                .iter_mut()
+                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
+        )
+        .await?;
         Ok(claimed)
     }
 
@@ -1295,17 +1352,29 @@ impl Store {
                 out.push(delivery_of!(r));
             }
         });
+        self.with_bodies(
+            out.iter_mut()
+                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
+        )
+        .await?;
         Ok(out)
     }
 
     pub async fn delivery(&self, id: i64) -> Result<Option<DeliveryView>, StoreError> {
         let sql = format!("{DELIVERY_COLUMNS} WHERE id = $1");
-        Ok(run_pool!(&self.db, p => {
+        let mut found = run_pool!(&self.db, p => {
             match sqlx::query(&sql).bind(id).fetch_optional(p).await? {
                 Some(r) => Some(delivery_of!(r)),
                 None => None,
             }
-        }))
+        });
+        self.with_bodies(
+            found
+                .iter_mut()
+                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
+        )
+        .await?;
+        Ok(found)
     }
 
     /// Starts a sender for this instance's dispatcher, alive until `alive_until_ms`; returns
