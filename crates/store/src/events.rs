@@ -10,7 +10,7 @@
 use crate::batch::BatchItem;
 use crate::outbox::Event;
 use crate::processor::{AdjustmentResult, NotificationCall, NotificationResult, ProcessorCall};
-use ledger::plan::{CardTransaction, RecordRow, RecordWrite, Writes, direction_str};
+use ledger::plan::{Asked, CardTransaction, RecordRow, RecordWrite, Writes, direction_str};
 use ledger::verdicts::{NotificationEffect, RecordWrite as VerdictRecord};
 use ledger::{Currency, RequestKind, format_minor};
 use serde::Serialize;
@@ -152,13 +152,7 @@ fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Eve
 /// movement's cardholder posting).
 pub(crate) struct StoredAuthorization {
     pub transaction_id: String,
-    pub endpoint: Option<String>,
-    pub direction: Option<String>,
-    pub tx_type: Option<String>,
-    pub user_id: Option<String>,
-    pub card_id: Option<String>,
-    pub currency: Option<String>,
-    pub amount_text: Option<String>,
+    pub asked: Asked,
     pub amount_minor: Option<i64>,
     pub status: Option<String>,
     pub status_detail: Option<String>,
@@ -170,37 +164,32 @@ pub(crate) struct StoredAuthorization {
 }
 
 /// The columns of an authorization's record (`processor_transactions r`) that its event is
-/// rebuilt from, then its movement's cardholder posting's balance: read by
+/// rebuilt from, and its movement's cardholder posting's balance (`posted_minor`): read by
 /// [`stored_authorization!`].
 pub(crate) const RECORD_COLUMNS: &str = "r.transaction_id, r.endpoint, r.direction, r.tx_type, \
      r.user_id, r.card_id, r.currency, r.amount_text, r.amount_minor, r.status, r.status_detail, \
      r.original_transaction_id, r.idempotency_key, r.movement_id, \
      (SELECT p.balance_after_minor FROM postings p WHERE p.movement_id = r.movement_id \
-       AND p.balance_after_minor IS NOT NULL ORDER BY p.id LIMIT 1)";
+       AND p.balance_after_minor IS NOT NULL ORDER BY p.id LIMIT 1) AS posted_minor";
 
-/// The [`StoredAuthorization`] in the columns of `$row` from `$from` on ([`RECORD_COLUMNS`]),
-/// for an event at `$at_ms`; `?` on a column that does not decode.
+/// The [`StoredAuthorization`] in the [`RECORD_COLUMNS`] of `$row`, for an event at `$at_ms`;
+/// `?` on a column that does not decode.
 macro_rules! stored_authorization {
-    ($row:expr, $from:expr, $at_ms:expr) => {
+    ($row:expr, $at_ms:expr) => {{
+        let r = &$row;
         $crate::events::StoredAuthorization {
+            transaction_id: r.try_get("transaction_id")?,
+            asked: ledger::plan::Asked::read(|column| r.try_get(column))?,
+            amount_minor: r.try_get("amount_minor")?,
+            status: r.try_get("status")?,
+            status_detail: r.try_get("status_detail")?,
+            original_transaction_id: r.try_get("original_transaction_id")?,
+            idempotency_key: r.try_get("idempotency_key")?,
+            movement_id: r.try_get("movement_id")?,
+            posted_minor: r.try_get("posted_minor")?,
             at_ms: $at_ms,
-            transaction_id: $row.try_get($from)?,
-            endpoint: $row.try_get($from + 1)?,
-            direction: $row.try_get($from + 2)?,
-            tx_type: $row.try_get($from + 3)?,
-            user_id: $row.try_get($from + 4)?,
-            card_id: $row.try_get($from + 5)?,
-            currency: $row.try_get($from + 6)?,
-            amount_text: $row.try_get($from + 7)?,
-            amount_minor: $row.try_get($from + 8)?,
-            status: $row.try_get($from + 9)?,
-            status_detail: $row.try_get($from + 10)?,
-            original_transaction_id: $row.try_get($from + 11)?,
-            idempotency_key: $row.try_get($from + 12)?,
-            movement_id: $row.try_get($from + 13)?,
-            posted_minor: $row.try_get($from + 14)?,
         }
-    };
+    }};
 }
 pub(crate) use stored_authorization;
 
@@ -211,13 +200,14 @@ pub(crate) fn rebuilt_authorization_body(s: &StoredAuthorization) -> Vec<u8> {
     fn text(v: &Option<String>) -> &str {
         v.as_deref().unwrap_or_default()
     }
-    let amount_text = text(&s.amount_text);
+    let a = &s.asked;
+    let amount_text = text(&a.amount_text);
     let t = CardTransaction {
         transaction_id: &s.transaction_id,
-        tx_type: text(&s.tx_type),
-        user_id: s.user_id.as_deref(),
-        card_id: s.card_id.as_deref(),
-        currency: text(&s.currency),
+        tx_type: text(&a.tx_type),
+        user_id: a.user_id.as_deref(),
+        card_id: a.card_id.as_deref(),
+        currency: text(&a.currency),
         amount_text,
         amount: amount_text.trim_matches('"').parse().ok(),
         original_transaction_id: s.original_transaction_id.as_deref(),
@@ -229,8 +219,8 @@ pub(crate) fn rebuilt_authorization_body(s: &StoredAuthorization) -> Vec<u8> {
         card_id: t.card_id,
         currency: code,
         decision: text(&s.status),
-        direction: s.direction.as_deref(),
-        endpoint: text(&s.endpoint),
+        direction: a.direction.as_deref(),
+        endpoint: text(&a.endpoint),
         idempotency_key: text(&s.idempotency_key),
         movement_id: s.movement_id,
         original_transaction_id: t.original_transaction_id,
@@ -384,13 +374,15 @@ mod tests {
             // The record as the batch stores it, and its movement's cardholder posting.
             let stored = StoredAuthorization {
                 transaction_id: "tx-\"1\"".to_owned(),
-                endpoint: text("/transactions/authorizations/debit"),
-                direction: text("DEBIT"),
-                tx_type: text("PURCHASE"),
-                user_id: text("user-1"),
-                card_id: text("card-1"),
-                currency: text("ARS"),
-                amount_text: text("\"12.5\""),
+                asked: Asked {
+                    endpoint: text("/transactions/authorizations/debit"),
+                    direction: text("DEBIT"),
+                    tx_type: text("PURCHASE"),
+                    user_id: text("user-1"),
+                    card_id: text("card-1"),
+                    currency: text("ARS"),
+                    amount_text: text("\"12.5\""),
+                },
                 amount_minor: Some(-1250),
                 status: text("APPROVED"),
                 status_detail: text("APPROVED"),

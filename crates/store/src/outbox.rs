@@ -347,6 +347,25 @@ pub struct DeliveryView {
     pub delivered_at_ms: Option<i64>,
 }
 
+/// A delivery read back from its row, whose body [`Store::with_bodies`] fills in where the
+/// row leaves it out.
+pub(crate) trait ReadBack {
+    /// The event id, the event's instant and the body.
+    fn parts(&mut self) -> (&str, i64, &mut Vec<u8>);
+}
+
+impl ReadBack for DeliveryView {
+    fn parts(&mut self) -> (&str, i64, &mut Vec<u8>) {
+        (&self.event_id, self.created_at_ms, &mut self.body)
+    }
+}
+
+impl ReadBack for Claimed {
+    fn parts(&mut self) -> (&str, i64, &mut Vec<u8>) {
+        (&self.event_id, self.created_at_ms, &mut self.body)
+    }
+}
+
 /// A claimed delivery: everything the dispatcher needs to send it.
 #[derive(Clone)]
 pub struct Claimed {
@@ -1097,24 +1116,21 @@ impl Store {
 
     /// Fills in the bodies that the rows of `authorization.decided` leave out (empty): each
     /// rebuilt from its authorization's record, the bytes its commit rendered and sent first.
-    /// `rows`: each row's event id, instant and body.
-    pub(crate) async fn with_bodies<'a>(
-        &self,
-        rows: impl IntoIterator<Item = (&'a str, i64, &'a mut Vec<u8>)>,
-    ) -> Result<(), StoreError> {
+    pub(crate) async fn with_bodies(&self, rows: &mut [impl ReadBack]) -> Result<(), StoreError> {
         let sql = format!(
             "SELECT {} FROM processor_transactions r \
              WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = $1",
             crate::events::RECORD_COLUMNS
         );
-        for (event_id, at_ms, body) in rows {
+        for row in rows {
+            let (event_id, at_ms, body) = row.parts();
             let tid = match event_id.strip_prefix("evt-auth-") {
                 Some(tid) if body.is_empty() => tid,
                 _ => continue,
             };
             let record = run_pool!(&self.db, p => {
                 match sqlx::query(&sql).bind(tid).fetch_optional(p).await? {
-                    Some(r) => Some(crate::events::stored_authorization!(r, 0, at_ms)),
+                    Some(r) => Some(crate::events::stored_authorization!(r, at_ms)),
                     None => None,
                 }
             });
@@ -1180,12 +1196,7 @@ impl Store {
             }
         });
         tx.commit().await?;
-        self.with_bodies(
-            claimed
-                .iter_mut()
-                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
-        )
-        .await?;
+        self.with_bodies(&mut claimed).await?;
         Ok(claimed)
     }
 
@@ -1352,11 +1363,7 @@ impl Store {
                 out.push(delivery_of!(r));
             }
         });
-        self.with_bodies(
-            out.iter_mut()
-                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
-        )
-        .await?;
+        self.with_bodies(&mut out).await?;
         Ok(out)
     }
 
@@ -1368,12 +1375,7 @@ impl Store {
                 None => None,
             }
         });
-        self.with_bodies(
-            found
-                .iter_mut()
-                .map(|d| (d.event_id.as_str(), d.created_at_ms, &mut d.body)),
-        )
-        .await?;
+        self.with_bodies(found.as_mut_slice()).await?;
         Ok(found)
     }
 
