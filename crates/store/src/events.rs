@@ -108,39 +108,65 @@ struct AuthorizationDecided<'a> {
     verdict_first: bool,
 }
 
-fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Event {
-    let t = &item.tx;
+/// What `authorization.decided` says beyond its card transaction: as a plan decides it
+/// ([`authorization_decided`]) or as the ledger keeps it ([`rebuilt_authorization_body`]).
+struct Decided<'a> {
+    direction: Option<&'a str>,
+    endpoint: &'a str,
+    idempotency_key: &'a str,
+    amount_minor: Option<i64>,
+    status: &'a str,
+    status_detail: &'a str,
+    movement_id: Option<i64>,
+    posted_minor: Option<i64>,
+    verdict_first: bool,
+}
+
+/// The `authorization.decided` of `t`, decided as `d`, at `at_ms`.
+fn decided_event(t: &CardTransaction<'_>, d: Decided<'_>, at_ms: i64) -> Event {
     let (currency, code) = currency_code(t);
-    let posted = r.movement_id.and_then(|m| {
+    let data = AuthorizationDecided {
+        amount: amount(d.amount_minor, currency, t),
+        card_id: t.card_id,
+        currency: code,
+        decision: d.status,
+        direction: d.direction,
+        endpoint: d.endpoint,
+        idempotency_key: d.idempotency_key,
+        movement_id: d.movement_id,
+        original_transaction_id: t.original_transaction_id,
+        posted: d
+            .posted_minor
+            .zip(currency)
+            .map(|(b, c)| format_minor(b, c.exponent())),
+        status_detail: d.status_detail,
+        transaction_id: t.transaction_id,
+        transaction_type: t.tx_type,
+        user_id: t.user_id,
+        verdict_first: d.verdict_first,
+    };
+    Event::new(authorization_event_id(t.transaction_id), at_ms, &data)
+}
+
+fn authorization_decided(item: &BatchItem<'_>, r: &RecordRow, w: &Writes) -> Event {
+    let posted_minor = r.movement_id.and_then(|m| {
         w.postings
             .iter()
             .find(|p| p.movement_id == m && p.balance_after.is_some())
             .and_then(|p| p.balance_after)
     });
-    let data = AuthorizationDecided {
-        amount: amount(r.amount_minor, currency, t),
-        card_id: t.card_id,
-        currency: code,
-        decision: r.status,
+    let decided = Decided {
         direction: direction_str(item.kind),
         endpoint: item.call.endpoint,
         idempotency_key: item.call.idempotency_key,
-        movement_id: r.movement_id,
-        original_transaction_id: t.original_transaction_id,
-        posted: posted
-            .zip(currency)
-            .map(|(b, c)| format_minor(b, c.exponent())),
+        amount_minor: r.amount_minor,
+        status: r.status,
         status_detail: r.status_detail,
-        transaction_id: t.transaction_id,
-        transaction_type: t.tx_type,
-        user_id: t.user_id,
+        movement_id: r.movement_id,
+        posted_minor,
         verdict_first: r.write == RecordWrite::Answer,
     };
-    let mut event = Event::new(
-        authorization_event_id(t.transaction_id),
-        item.call.now_ms,
-        &data,
-    );
+    let mut event = decided_event(&item.tx, decided, item.call.now_ms);
     // Recorded by this answer, with its amount in minor units: every field is the record's
     // (`rebuilt_authorization_body`), so the outbox rows leave the body out.
     event.rebuilt = r.write == RecordWrite::Insert && r.amount_minor.is_some();
@@ -213,28 +239,18 @@ pub(crate) fn rebuilt_authorization_body(s: &StoredAuthorization) -> Vec<u8> {
         original_transaction_id: s.original_transaction_id.as_deref(),
         ..CardTransaction::default()
     };
-    let (currency, code) = currency_code(&t);
-    let data = AuthorizationDecided {
-        amount: amount(s.amount_minor, currency, &t),
-        card_id: t.card_id,
-        currency: code,
-        decision: text(&s.status),
+    let decided = Decided {
         direction: a.direction.as_deref(),
         endpoint: text(&a.endpoint),
         idempotency_key: text(&s.idempotency_key),
-        movement_id: s.movement_id,
-        original_transaction_id: t.original_transaction_id,
-        posted: s
-            .posted_minor
-            .zip(currency)
-            .map(|(b, c)| format_minor(b, c.exponent())),
+        amount_minor: s.amount_minor,
+        status: text(&s.status),
         status_detail: text(&s.status_detail),
-        transaction_id: t.transaction_id,
-        transaction_type: t.tx_type,
-        user_id: t.user_id,
+        movement_id: s.movement_id,
+        posted_minor: s.posted_minor,
         verdict_first: false,
     };
-    Event::new(authorization_event_id(t.transaction_id), s.at_ms, &data).body(AUTHORIZATION_DECIDED)
+    decided_event(&t, decided, s.at_ms).body(AUTHORIZATION_DECIDED)
 }
 
 /// `adjustment.booked` for the adjustment `call` recorded with `amount_minor` (signed for
