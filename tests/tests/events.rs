@@ -406,6 +406,87 @@ on_both_stores!(
     load_across_a_kill
 );
 
+/// A stopped instance (SIGTERM) sends the deliveries it was handed and releases its webhook
+/// sender: no sender is left for another instance to wait for and take over, nothing was
+/// made pending again, and every event arrived once.
+async fn a_stopped_instance_releases_its_sender(db: String) {
+    let data = tempfile::tempdir().expect("dir");
+    let sqlite = data.path().join("authorizer.db");
+    let env = [
+        ("AUTHORIZER__SERVER__DRAIN_MS", "0"),
+        ("AUTHORIZER__WEBHOOKS__POLL_INTERVAL_MS", "20"),
+    ];
+    let bin = env!("CARGO_BIN_EXE_authorizer-node");
+    let mut node = Node::sharing(bin, &db, data.path(), "127.0.0.1:0", &env);
+    let api = Remote::new(&node.base);
+    let rx = Receiver::start();
+    let subscription = json!({"url": rx.url("/hook"), "event_types": ["authorization.decided"]});
+    active_on(&api, &rx, subscription).await;
+    api.funded("su1", "ARS", "1000.00").await;
+    let run = uid("stop");
+    let statuses = futures_util::stream::iter(0..200)
+        .map(|i| {
+            let (api, run) = (api.clone(), run.clone());
+            async move {
+                let tx = Tx::new(&format!("{run}-t{i}"), "PURCHASE", "su1", "1.00", "ARS");
+                api.processor(AUTH_DEBIT, &tx.body(), &format!("{run}-k{i}"))
+                    .await
+                    .status
+            }
+        })
+        .buffer_unordered(8)
+        .collect::<Vec<u16>>()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    // At once: the last deliveries are still being sent.
+    node.signal("-TERM");
+    let exit = node.wait_exit(Duration::from_secs(30));
+    let log = node.log_text();
+    assert!(exit.is_some_and(|s| s.success()), "{exit:?}\n{log}");
+    assert!(
+        log.contains("released this instance's webhook sender"),
+        "{log}"
+    );
+    let senders = count_in(&db, &sqlite, "SELECT COUNT(*) FROM outbox_senders").await;
+    assert_eq!(senders, 0, "no sender left to take over");
+    let repended = count_in(
+        &db,
+        &sqlite,
+        "SELECT COUNT(*) FROM outbox WHERE event_type = 'authorization.decided' AND state <> 'HANDED'",
+    )
+    .await;
+    assert_eq!(repended, 0, "every delivery went out on its first attempt");
+    let expected: BTreeSet<String> = pairs(
+        &db,
+        &sqlite,
+        "SELECT transaction_id, status FROM processor_transactions \
+         WHERE kind = 'AUTHORIZATION' AND response_status IS NOT NULL",
+    )
+    .await
+    .into_iter()
+    .map(|(t, _)| format!("evt-auth-{t}"))
+    .collect();
+    assert_eq!(expected.len(), 200);
+    rx.wait_for(&expected, Duration::from_secs(30)).await;
+    let by_event = assert_identical_and_signed(&rx);
+    let twice: Vec<_> = by_event.iter().filter(|(_, p)| p.len() > 1).collect();
+    assert!(twice.is_empty(), "delivered twice: {}", twice.len());
+    let shown = pairs(
+        &db,
+        &sqlite,
+        "SELECT event_id, state FROM deliveries WHERE state <> 'DELIVERED'",
+    )
+    .await;
+    assert!(shown.is_empty(), "{shown:?}");
+    rx.stop().await;
+}
+
+on_both_stores!(
+    postgres_a_stopped_instance_releases_its_sender,
+    sqlite_a_stopped_instance_releases_its_sender,
+    a_stopped_instance_releases_its_sender
+);
+
 // Not through both_backends!: these scenarios break the outbox on purpose.
 on_each_backend!(
     postgres_audit_finds_a_broken_outbox,

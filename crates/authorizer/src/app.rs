@@ -69,7 +69,7 @@ pub struct Application {
     tls: bool,
     /// The hold sweeper, stopped with the server.
     sweeper: tokio::task::JoinHandle<()>,
-    /// The outbox dispatcher (when `webhooks.dispatch`), stopped with the server.
+    /// The outbox dispatcher (when `webhooks.dispatch`), stopped after the server.
     dispatcher: Option<crate::outbox::Dispatcher>,
 }
 
@@ -439,7 +439,10 @@ impl Application {
         let result = self.server.await;
         signals.abort();
         self.sweeper.abort();
-        drop(self.dispatcher);
+        // The last handed deliveries go out and the webhook sender is released (bounded).
+        if let Some(d) = self.dispatcher {
+            d.stop().await;
+        }
         self.fleet.stop();
         self.store.close().await;
         result

@@ -26,10 +26,32 @@ use store::{Claimed, Handed, Store};
 const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
 const ATTEMPTS: &str = "authorizer_webhook_attempts_total";
 
-/// The running dispatcher; dropping it stops the dispatcher (a round cut short leaves its
-/// leases to run out: those rows are sent again).
+/// The running dispatcher. [`Dispatcher::stop`] stops it gracefully; dropping it stops it
+/// too, without waiting for the end.
 pub struct Dispatcher {
-    _stop: tokio::sync::oneshot::Sender<()>,
+    stop: tokio::sync::watch::Sender<bool>,
+    done: tokio::sync::oneshot::Receiver<()>,
+    /// How long a graceful stop may take: the last sends, then the sender's release.
+    within: Duration,
+}
+
+impl Dispatcher {
+    /// Stops the dispatcher as its instance stops: no more claims; the deliveries handed over
+    /// are sent (a round's time at most, `callback_timeout_ms`), and once every delivery its
+    /// sender was handed is settled the sender is released, so that no other instance waits
+    /// out its life to take it over and sends nothing again. Whatever is left unsettled then
+    /// is left to that takeover, as after a crash. Waits at most two rounds' time.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        if tokio::time::timeout(self.within, self.done).await.is_err() {
+            tracing::warn!("the webhook dispatcher did not stop in time");
+        }
+    }
+}
+
+/// Whether the dispatcher is asked to stop (or its handle is gone).
+fn stop_asked(stop: &tokio::sync::watch::Receiver<bool>) -> bool {
+    *stop.borrow() || stop.has_changed().is_err()
 }
 
 /// Starts the dispatcher on a thread of its own, with a pool of its own beside `store` (the
@@ -40,7 +62,9 @@ pub fn start(
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
 ) -> std::io::Result<Dispatcher> {
-    let (stop_tx, stop) = tokio::sync::oneshot::channel::<()>();
+    let (stop_tx, stop) = tokio::sync::watch::channel(false);
+    let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
+    let round = Duration::from_millis(settings.callback_timeout_ms);
     let handed = store.hand_deliveries_over();
     std::thread::Builder::new()
         .name("authorizer-webhooks".into())
@@ -68,18 +92,22 @@ pub fn start(
                         store.clone(),
                         h.tracker.clone(),
                         lease_ms(&settings),
+                        stop.clone(),
                     ))
                 });
-                tokio::select! {
-                    () = run(store, handed, metrics, settings) => {}
-                    _ = stop => {}
-                }
+                run(store, handed, metrics, settings, stop).await;
                 if let Some(k) = keeping {
-                    k.abort();
+                    // It releases the sender once every delivery is settled (bounded too).
+                    let _ = tokio::time::timeout(round, k).await;
                 }
+                let _ = done_tx.send(());
             });
         })?;
-    Ok(Dispatcher { _stop: stop_tx })
+    Ok(Dispatcher {
+        stop: stop_tx,
+        done,
+        within: round * 2 + Duration::from_secs(1),
+    })
 }
 
 /// Gives the calling thread (the dispatcher's, with its event loop: its sends, signatures
@@ -108,6 +136,7 @@ async fn run(
     mut handed: Option<store::HandOver>,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
+    mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let timeout = Duration::from_millis(settings.callback_timeout_ms);
     // Redirects are never followed: the URL that passed the challenge is the only target.
@@ -127,8 +156,13 @@ async fn run(
     // When the last claim was made, and whether it left more due.
     let mut claimed_at: Option<Instant> = None;
     let mut more_due = false;
+    // Once asked to stop: until when the deliveries handed over are still sent.
+    let mut stopping: Option<Instant> = None;
     loop {
-        if gave_up_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+        if stopping.is_none() && stop_asked(&stop) {
+            stopping = Some(Instant::now() + timeout);
+        }
+        if stopping.is_none() && gave_up_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             gave_up_at = Some(Instant::now());
             give_up(&store, &metrics, give_up_ms).await;
         }
@@ -141,7 +175,8 @@ async fn run(
         // Everything else is claimed: once a pause, or at once while a claim leaves more due.
         // A claim that is due gets half the round at least, so that a backlog of handed
         // deliveries never holds up the retries and the other events.
-        let claim_due = more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle);
+        let claim_due =
+            stopping.is_none() && (more_due || claimed_at.is_none_or(|t| t.elapsed() >= idle));
         let handed_max = if claim_due { round_max / 2 } else { round_max };
         let mut round = take_handed(&mut waiting, handed_max);
         metrics.add(ATTEMPTS, &[("source", "handed")], round.len() as u64);
@@ -176,13 +211,28 @@ async fn run(
                 .collect();
             record_delivered(&store, &delivered).await;
         }
+        if let Some(until) = stopping {
+            // Stopping: the rounds go on while deliveries are handed over, or may still be
+            // (a writer that read the sender), within a round's time.
+            let settled = handed.as_ref().is_none_or(|h| h.tracker.all_settled());
+            if (waiting.is_empty() && settled) || Instant::now() >= until {
+                return;
+            }
+            if round.is_empty() {
+                actix_rt::time::sleep(Duration::from_millis(10)).await;
+            }
+            continue;
+        }
         // A full round leaves more due: the next goes at once. Otherwise what comes due
         // (or is handed over) meanwhile waits for the next round, a pause away.
         if drained {
             if let Ok(n) = store.pending_deliveries().await {
                 metrics.set_gauge("authorizer_webhook_pending", &[], n);
             }
-            actix_rt::time::sleep(idle).await;
+            tokio::select! {
+                () = actix_rt::time::sleep(idle) => {}
+                _ = stop.changed() => {}
+            }
         }
     }
 }
@@ -197,8 +247,15 @@ fn take_handed(waiting: &mut VecDeque<Handed>, max: usize) -> Vec<Claimed> {
 /// and its life, four times a lease's half, so that the rows go on being written HANDED; makes
 /// the rows not sent from memory PENDING; starts another sender when a commit's outcome is
 /// unknown (the old one is left to be taken over); and takes over the senders that stopped
-/// (on the embedded store, at start too: its one process is this one).
-async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) {
+/// (on the embedded store, at start too: its one process is this one). Asked to stop, it
+/// gives its sender to no more writers and releases it once every delivery it was handed is
+/// settled ([`Dispatcher::stop`]).
+async fn keep_sender(
+    store: Store,
+    tracker: Arc<store::Tracker>,
+    lease_ms: i64,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     let every = Duration::from_millis(u64::try_from(lease_ms / 8).unwrap_or(250).clamp(10, 250));
     let mut sender: Option<i64> = None;
     let mut took_over_at: Option<Instant> = None;
@@ -206,6 +263,10 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
         take_over(&store, i64::MAX, 0).await;
     }
     loop {
+        let stopping = stop_asked(&stop);
+        if stopping {
+            store.sending_as(0, 0);
+        }
         let now = store::now_ms();
         let dropped = tracker.take_dropped();
         if !dropped.is_empty() {
@@ -218,6 +279,14 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
                     }
                 }
             }
+        }
+        if stopping {
+            // No mark, life or takeover any more: the sender is released once settled.
+            if release(&store, &tracker, sender).await {
+                return;
+            }
+            actix_rt::time::sleep(Duration::from_millis(10)).await;
+            continue;
         }
         // The mark, read with whether a commit's outcome became unknown (one lock): then the
         // sender's last mark stays below that commit's rows, and its takeover makes them
@@ -260,7 +329,45 @@ async fn keep_sender(store: Store, tracker: Arc<store::Tracker>, lease_ms: i64) 
             // within half a lease of its last kept mark, a lease away from this.
             take_over(&store, now - lease_ms / 2, sender.unwrap_or(0)).await;
         }
-        actix_rt::time::sleep(every).await;
+        tokio::select! {
+            () = actix_rt::time::sleep(every) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}
+
+/// Releases this instance's sender `sender` as it stops, once every delivery it was handed is
+/// settled and no writer can hand it another; `true` when that is done (or there is nothing
+/// to release).
+async fn release(store: &Store, tracker: &store::Tracker, sender: Option<i64>) -> bool {
+    let Some(id) = sender else {
+        return true;
+    };
+    if !tracker.all_settled() {
+        return false;
+    }
+    let Some(mark) = tracker.mark_unless_retired() else {
+        // A commit's outcome is unknown: its rows may exist unseen, above the sender's last
+        // kept mark. The sender stays for the takeover, which makes them PENDING.
+        tracing::warn!(
+            sender = id,
+            "a commit's outcome is unknown: this instance's webhook sender is left to be taken over"
+        );
+        return true;
+    };
+    match store.release_sender(id, mark, store::now_ms()).await {
+        Ok(n) => {
+            tracing::info!(
+                sender = id,
+                deliveries = n,
+                "released this instance's webhook sender: every delivery it was handed is settled"
+            );
+            true
+        }
+        Err(e) => {
+            tracing::warn!(sender = id, error = %e, "could not release the webhook sender; trying again");
+            false
+        }
     }
 }
 

@@ -249,6 +249,14 @@ impl Tracker {
         self.with(|t| (!std::mem::take(&mut t.retired)).then(|| t.mark()))
     }
 
+    /// Nothing this instance has written HANDED, or may still write, is unsettled: no writer
+    /// holds a floor, and every row handed over was sent or made PENDING. Once its sender is
+    /// no longer given to writers ([`Store::sending_as`] 0), this stays true and the sender
+    /// can be released ([`Store::release_sender`]).
+    pub fn all_settled(&self) -> bool {
+        self.with(|t| t.floors.is_empty() && t.unsettled.is_empty() && t.dropped.is_empty())
+    }
+
     /// Every row this instance has written HANDED with a lower id is settled.
     pub fn mark(&self) -> i64 {
         self.with(|t| t.mark())
@@ -438,6 +446,32 @@ const REPEND: &str = "UPDATE outbox SET state = CASE WHEN EXISTS (SELECT 1 \
      next_attempt_at_ms = $1, pending_since_ms = $1, updated_at_ms = $1, url = COALESCE((SELECT s.url \
      FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), url) \
      WHERE state = 'HANDED'";
+
+/// Makes sender `sender`'s HANDED rows from `sent_below` on PENDING, due at `now_ms`, and
+/// deletes the sender, in `tx`: a takeover, or a release. Returns the rows made PENDING.
+async fn end_sender(
+    tx: &mut Tx,
+    sender: i64,
+    sent_below: i64,
+    now_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(run!(tx, c => {
+        // Planned for its mark (unprepared): a range of the primary key from there.
+        let n = sqlx::query(&format!("{REPEND} AND sender = $2 AND id >= $3"))
+            .persistent(false)
+            .bind(now_ms)
+            .bind(sender)
+            .bind(sent_below)
+            .execute(&mut *c)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM outbox_senders WHERE id = $1")
+            .bind(sender)
+            .execute(&mut *c)
+            .await?;
+        n
+    }))
+}
 
 /// The senders not alive since before `$1`, but `$2`.
 const DEAD_SENDERS: &str =
@@ -663,7 +697,28 @@ pub(crate) struct Subscribers {
     event_type: &'static str,
     wanted: Vec<Active>,
     /// The sender the rows are handed to (`None`: they are written PENDING).
-    handing: Option<(i64, Arc<Tracker>)>,
+    handing: Option<Handing>,
+}
+
+/// The sender that rows written now are handed to, and the tracker that follows them. It
+/// holds a floor from the moment the sender is read, so that no mark passes the rows of a
+/// writer that has read it, however long before their ids are drawn (the sender's release
+/// waits for every such writer: [`Tracker::all_settled`]).
+pub(crate) struct Handing {
+    sender: i64,
+    tracker: Arc<Tracker>,
+    _held: Floor,
+}
+
+#[cfg(test)]
+impl Handing {
+    pub(crate) fn new(sender: i64, tracker: Arc<Tracker>) -> Handing {
+        Handing {
+            sender,
+            _held: tracker.floor(),
+            tracker,
+        }
+    }
 }
 
 /// Outbox rows as columns, for a statement that inserts them all at once
@@ -745,11 +800,7 @@ impl OutboxRows {
 }
 
 impl Subscribers {
-    fn of(
-        subs: &[Active],
-        event_type: &'static str,
-        handing: Option<(i64, Arc<Tracker>)>,
-    ) -> Subscribers {
+    fn of(subs: &[Active], event_type: &'static str, handing: Option<Handing>) -> Subscribers {
         Subscribers {
             event_type,
             wanted: subs
@@ -768,8 +819,8 @@ impl Subscribers {
         }
         let mut rows = OutboxRows {
             event_type: self.event_type,
-            sender: self.handing.as_ref().map(|(s, _)| *s),
-            floor: self.handing.as_ref().map(|(_, t)| t.floor()),
+            sender: self.handing.as_ref().map(|h| h.sender),
+            floor: self.handing.as_ref().map(|h| h.tracker.floor()),
             ..OutboxRows::default()
         };
         for e in build() {
@@ -840,9 +891,15 @@ impl Store {
     }
 
     /// The sender and tracker of rows written now, when they are handed over.
-    fn handing(&self) -> Option<(i64, Arc<Tracker>)> {
-        let sender = self.handoff.sender()?;
-        Some((sender, self.handoff.tracker.clone()))
+    fn handing(&self) -> Option<Handing> {
+        // The floor before the sender: a release that ends the sending and then finds no
+        // floor has no writer left that read the sender.
+        let held = self.handoff.tracker.floor();
+        Some(Handing {
+            sender: self.handoff.sender()?,
+            tracker: self.handoff.tracker.clone(),
+            _held: held,
+        })
     }
 
     /// The authorizations' deliveries are handed to the caller (this instance's dispatcher)
@@ -926,7 +983,7 @@ impl Store {
         &self,
         tx: &mut Tx,
         event_type: &'static str,
-        handing: Option<(i64, Arc<Tracker>)>,
+        handing: Option<Handing>,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<Vec<Handed>, sqlx::Error> {
         let subs = self.active_subscriptions(tx).await?;
@@ -1439,33 +1496,39 @@ impl Store {
     ) -> Result<Vec<(i64, u64)>, StoreError> {
         let mut tx = self.begin().await?;
         let sql = skipping_locked(&tx, DEAD_SENDERS, "FOR UPDATE SKIP LOCKED");
-        let mut taken = Vec::new();
-        run!(&mut tx, c => {
-            let dead: Vec<(i64, i64)> = sqlx::query_as(&sql)
+        let dead: Vec<(i64, i64)> = run!(&mut tx, c => {
+            sqlx::query_as(&sql)
                 .persistent(false)
                 .bind(dead_before_ms)
                 .bind(except)
                 .fetch_all(&mut *c)
-                .await?;
-            for (sender, sent_below) in dead {
-                // Planned for its mark (unprepared): a range of the primary key from there.
-                let n = sqlx::query(&format!("{REPEND} AND sender = $2 AND id >= $3"))
-                    .persistent(false)
-                    .bind(now_ms)
-                    .bind(sender)
-                    .bind(sent_below)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected();
-                sqlx::query("DELETE FROM outbox_senders WHERE id = $1")
-                    .bind(sender)
-                    .execute(&mut *c)
-                    .await?;
-                taken.push((sender, n));
-            }
+                .await?
         });
+        let mut taken = Vec::new();
+        for (sender, sent_below) in dead {
+            taken.push((
+                sender,
+                end_sender(&mut tx, sender, sent_below, now_ms).await?,
+            ));
+        }
         tx.commit().await?;
         Ok(taken)
+    }
+
+    /// Ends this instance's sender `id` as it stops, its mark at `sent_below`: its HANDED rows
+    /// from there on (none when every delivery it was handed is settled) become PENDING, due
+    /// now, and the sender is gone, so that no instance waits out its life to take it over.
+    /// Returns the rows made PENDING.
+    pub async fn release_sender(
+        &self,
+        id: i64,
+        sent_below: i64,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin().await?;
+        let n = end_sender(&mut tx, id, sent_below, now_ms).await?;
+        tx.commit().await?;
+        Ok(n)
     }
 
     /// Deliveries still to make (the pending gauge): the PENDING rows, and the HANDED rows
@@ -1622,9 +1685,13 @@ mod tests {
         let tracker = Arc::new(Tracker::default());
         tracker.seen(20);
         let rows_of = || {
-            Subscribers::of(&subs, "authorization.decided", Some((7, tracker.clone())))
-                .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
-                .expect("two subscribers want it")
+            Subscribers::of(
+                &subs,
+                "authorization.decided",
+                Some(Handing::new(7, tracker.clone())),
+            )
+            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
+            .expect("two subscribers want it")
         };
         let rows = rows_of();
         assert_eq!(rows.sender, Some(7));
@@ -1687,5 +1754,50 @@ mod tests {
         assert_eq!(tracker.mark(), 31);
         tracker.settle(&[31]);
         assert_eq!(tracker.mark(), 42, "above every row seen");
+    }
+
+    #[test]
+    fn a_sender_is_settled_once_no_writer_holds_it_and_every_row_handed_is_settled() {
+        let subs = [Active {
+            id: 4,
+            url: "http://127.0.0.1:9/a".into(),
+            types: "*".into(),
+            secret: "s4".into(),
+        }];
+        let tracker = Arc::new(Tracker::default());
+        assert!(tracker.all_settled());
+        // A writer that has read the sender holds it, before it has any row.
+        let subscribers = Subscribers::of(
+            &subs,
+            "authorization.decided",
+            Some(Handing::new(7, tracker.clone())),
+        );
+        assert!(!tracker.all_settled(), "a writer that read the sender");
+        let rows = subscribers
+            .rows(|| vec![Event::new("evt-auth-t3".into(), 7, &serde_json::json!({}))])
+            .expect("a subscriber wants it");
+        drop(subscribers);
+        assert!(!tracker.all_settled(), "rows whose ids are not known yet");
+        let handed = rows.handed(&[50]);
+        assert!(!tracker.all_settled(), "handed over, not sent");
+        let sent: Vec<Claimed> = handed.into_iter().map(Handed::into_claimed).collect();
+        assert!(!tracker.all_settled(), "being sent");
+        tracker.settle(&[sent[0].id]);
+        assert!(tracker.all_settled());
+        // A row dropped unsent is unsettled until it is made PENDING.
+        let rows = Subscribers::of(
+            &subs,
+            "authorization.decided",
+            Some(Handing::new(7, tracker.clone())),
+        )
+        .rows(|| vec![Event::new("evt-auth-t4".into(), 7, &serde_json::json!({}))])
+        .expect("a subscriber wants it");
+        drop(rows.handed(&[51]));
+        assert!(!tracker.all_settled(), "dropped, not yet PENDING");
+        let dropped = tracker.take_dropped();
+        assert_eq!(dropped, [51]);
+        assert!(!tracker.all_settled(), "being made PENDING");
+        tracker.settle(&dropped);
+        assert!(tracker.all_settled());
     }
 }
