@@ -192,6 +192,20 @@ async fn pairs(db: &str, sqlite: &Path, sql: &str) -> Vec<(String, String)> {
     }
 }
 
+/// The event id of every answered authorization of the ledger, with its status.
+async fn recorded_authorizations(db: &str, sqlite: &Path) -> BTreeMap<String, String> {
+    pairs(
+        db,
+        sqlite,
+        "SELECT transaction_id, status FROM processor_transactions \
+         WHERE kind = 'AUTHORIZATION' AND response_status IS NOT NULL",
+    )
+    .await
+    .into_iter()
+    .map(|(t, s)| (format!("evt-auth-{t}"), s))
+    .collect()
+}
+
 const USERS: usize = 20;
 /// Rows a dispatcher claims per round: at most this many deliveries are in flight when the
 /// process dies (each may be sent again).
@@ -303,16 +317,7 @@ async fn load_across_a_kill(db: String) {
     assert!(killed_at < n, "the kill landed mid-load");
 
     // Every authorization recorded in the ledger has exactly its event in the outbox.
-    let recorded: BTreeMap<String, String> = pairs(
-        &db,
-        &sqlite,
-        "SELECT transaction_id, status FROM processor_transactions \
-         WHERE kind = 'AUTHORIZATION' AND response_status IS NOT NULL",
-    )
-    .await
-    .into_iter()
-    .map(|(t, s)| (format!("evt-auth-{t}"), s))
-    .collect();
+    let recorded = recorded_authorizations(&db, &sqlite).await;
     // An answer of "nothing booked" (none expected here) records nothing and has no event.
     assert!(
         recorded.len() <= n && recorded.len() >= n - n / 100,
@@ -456,16 +461,10 @@ async fn a_stopped_instance_releases_its_sender(db: String) {
     )
     .await;
     assert_eq!(repended, 0, "every delivery went out on its first attempt");
-    let expected: BTreeSet<String> = pairs(
-        &db,
-        &sqlite,
-        "SELECT transaction_id, status FROM processor_transactions \
-         WHERE kind = 'AUTHORIZATION' AND response_status IS NOT NULL",
-    )
-    .await
-    .into_iter()
-    .map(|(t, _)| format!("evt-auth-{t}"))
-    .collect();
+    let expected: BTreeSet<String> = recorded_authorizations(&db, &sqlite)
+        .await
+        .into_keys()
+        .collect();
     assert_eq!(expected.len(), 200);
     rx.wait_for(&expected, Duration::from_secs(30)).await;
     let by_event = assert_identical_and_signed(&rx);
