@@ -800,15 +800,22 @@ impl OutboxRows {
 }
 
 impl Subscribers {
-    fn of(subs: &[Active], event_type: &'static str, handing: Option<Handing>) -> Subscribers {
+    /// The subscriptions of `subs` that want `event_type`; `handing` is asked for the sender
+    /// only when there is one (nobody subscribed holds no floor).
+    fn of(
+        subs: &[Active],
+        event_type: &'static str,
+        handing: impl FnOnce() -> Option<Handing>,
+    ) -> Subscribers {
+        let wanted: Vec<Active> = subs
+            .iter()
+            .filter(|s| s.wants(event_type))
+            .cloned()
+            .collect();
         Subscribers {
             event_type,
-            wanted: subs
-                .iter()
-                .filter(|s| s.wants(event_type))
-                .cloned()
-                .collect(),
-            handing,
+            handing: if wanted.is_empty() { None } else { handing() },
+            wanted,
         }
     }
 
@@ -887,7 +894,7 @@ impl Store {
                 self.remember_subscriptions(rows)
             }
         };
-        Ok(Subscribers::of(&subs, event_type, self.handing()))
+        Ok(Subscribers::of(&subs, event_type, || self.handing()))
     }
 
     /// The sender and tracker of rows written now, when they are handed over.
@@ -962,7 +969,7 @@ impl Store {
         event_type: &'static str,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<(), sqlx::Error> {
-        self.publish_leased(tx, event_type, None, build)
+        self.publish_leased(tx, event_type, false, build)
             .await
             .map(drop)
     }
@@ -975,18 +982,18 @@ impl Store {
         event_type: &'static str,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<Vec<Handed>, sqlx::Error> {
-        self.publish_leased(tx, event_type, self.handing(), build)
-            .await
+        self.publish_leased(tx, event_type, true, build).await
     }
 
     async fn publish_leased(
         &self,
         tx: &mut Tx,
         event_type: &'static str,
-        handing: Option<Handing>,
+        hand: bool,
         build: impl FnOnce() -> Vec<Event>,
     ) -> Result<Vec<Handed>, sqlx::Error> {
         let subs = self.active_subscriptions(tx).await?;
+        let handing = || if hand { self.handing() } else { None };
         let Some(rows) = Subscribers::of(&subs, event_type, handing).rows(build) else {
             return Ok(Vec::new());
         };
@@ -1608,7 +1615,7 @@ mod tests {
             types: "*".into(),
             secret: "s3".into(),
         }];
-        let rows = Subscribers::of(&subs, "authorization.decided", None)
+        let rows = Subscribers::of(&subs, "authorization.decided", || None)
             .rows(|| {
                 vec![Event::new(
                     "evt-auth-t1".into(),
@@ -1685,11 +1692,9 @@ mod tests {
         let tracker = Arc::new(Tracker::default());
         tracker.seen(20);
         let rows_of = || {
-            Subscribers::of(
-                &subs,
-                "authorization.decided",
-                Some(Handing::new(7, tracker.clone())),
-            )
+            Subscribers::of(&subs, "authorization.decided", || {
+                Some(Handing::new(7, tracker.clone()))
+            })
             .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
             .expect("two subscribers want it")
         };
@@ -1767,11 +1772,9 @@ mod tests {
         let tracker = Arc::new(Tracker::default());
         assert!(tracker.all_settled());
         // A writer that has read the sender holds it, before it has any row.
-        let subscribers = Subscribers::of(
-            &subs,
-            "authorization.decided",
-            Some(Handing::new(7, tracker.clone())),
-        );
+        let subscribers = Subscribers::of(&subs, "authorization.decided", || {
+            Some(Handing::new(7, tracker.clone()))
+        });
         assert!(!tracker.all_settled(), "a writer that read the sender");
         let rows = subscribers
             .rows(|| vec![Event::new("evt-auth-t3".into(), 7, &serde_json::json!({}))])
@@ -1785,11 +1788,9 @@ mod tests {
         tracker.settle(&[sent[0].id]);
         assert!(tracker.all_settled());
         // A row dropped unsent is unsettled until it is made PENDING.
-        let rows = Subscribers::of(
-            &subs,
-            "authorization.decided",
-            Some(Handing::new(7, tracker.clone())),
-        )
+        let rows = Subscribers::of(&subs, "authorization.decided", || {
+            Some(Handing::new(7, tracker.clone()))
+        })
         .rows(|| vec![Event::new("evt-auth-t4".into(), 7, &serde_json::json!({}))])
         .expect("a subscriber wants it");
         drop(rows.handed(&[51]));
