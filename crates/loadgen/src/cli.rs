@@ -93,6 +93,18 @@ pub struct Cli {
     /// "target/release/authorizer audit".
     #[arg(long, value_name = "COMMAND")]
     pub audit_cmd: Option<String>,
+
+    /// Cut the measured window into turns this long, each with latency figures of its own
+    /// (report.json `turns`): two sides of a comparison alternating within one load, e.g. 10s.
+    #[arg(long, value_parser = parse_duration, requires = "turn_cmd")]
+    pub turn: Option<Duration>,
+    /// Run (with sh -c, the turn's number 0, 1, 2... appended) at the start of each turn: what
+    /// changes the side, e.g. attaches or detaches a subscriber. A failure fails the run.
+    #[arg(long, value_name = "COMMAND", requires = "turn")]
+    pub turn_cmd: Option<String>,
+    /// The start of each turn left out of its figures, while the command's change takes hold.
+    #[arg(long, default_value = "2s", value_parser = parse_duration)]
+    pub turn_skip: Duration,
 }
 
 /// `30s`, `500ms`, `2m`, `1h`, or a bare number of seconds (`1.5`).
@@ -149,6 +161,18 @@ pub struct Config {
     pub controls: Option<serde_json::Value>,
     pub out: PathBuf,
     pub audit_cmd: Option<String>,
+    pub turns: Option<Turns>,
+}
+
+/// The measured window in turns (`--turn`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Turns {
+    /// How long a turn lasts.
+    pub every: Duration,
+    /// The start of each turn that its figures leave out.
+    pub skip: Duration,
+    /// Run at the start of each turn, with its number appended.
+    pub command: String,
 }
 
 #[derive(serde::Deserialize)]
@@ -220,6 +244,22 @@ impl Cli {
         if self.duration.is_zero() || self.timeout.is_zero() {
             bail!("--duration and --timeout must be positive");
         }
+        let turns = match (self.turn, self.turn_cmd) {
+            (Some(every), Some(command)) => {
+                if every <= self.turn_skip {
+                    bail!("--turn must be longer than --turn-skip");
+                }
+                if every > self.duration {
+                    bail!("--turn cannot be longer than --duration");
+                }
+                Some(Turns {
+                    every,
+                    skip: self.turn_skip,
+                    command,
+                })
+            }
+            _ => None,
+        };
         let currency = ledger::Currency::parse(&self.currency)
             .map_err(|e| anyhow::anyhow!("--currency: {e}"))?;
         let exponent = currency.exponent();
@@ -264,6 +304,7 @@ impl Cli {
             controls,
             out: self.out,
             audit_cmd: self.audit_cmd.filter(|c| !c.trim().is_empty()),
+            turns,
         })
     }
 }
@@ -331,5 +372,38 @@ pub(crate) mod tests {
         let closed = [&base[..], &["--connections", "16"]].concat();
         let c = Cli::try_parse_from(closed).unwrap().resolve().unwrap();
         assert_eq!(c.mode, Mode::Closed { connections: 16 });
+    }
+
+    #[test]
+    fn turns_need_their_command_and_a_length_past_the_skip() {
+        let open = [&CREDENTIALS[..], &["--rate", "10", "--duration", "1m"]].concat();
+        let c = Cli::try_parse_from(&open).unwrap().resolve().unwrap();
+        assert_eq!(c.turns, None);
+        let alone = [&open[..], &["--turn", "10s"]].concat();
+        assert!(
+            Cli::try_parse_from(alone).is_err(),
+            "--turn without --turn-cmd"
+        );
+        let cmd_alone = [&open[..], &["--turn-cmd", "true"]].concat();
+        assert!(
+            Cli::try_parse_from(cmd_alone).is_err(),
+            "--turn-cmd without --turn"
+        );
+        let turns = [&open[..], &["--turn", "10s", "--turn-cmd", "echo"]].concat();
+        let c = Cli::try_parse_from(&turns).unwrap().resolve().unwrap();
+        assert_eq!(
+            c.turns,
+            Some(Turns {
+                every: Duration::from_secs(10),
+                skip: Duration::from_secs(2),
+                command: "echo".into(),
+            })
+        );
+        let short = [&turns[..], &["--turn-skip", "10s"]].concat();
+        let e = Cli::try_parse_from(short).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("--turn-skip"), "{e}");
+        let long = [&open[..], &["--turn", "2m", "--turn-cmd", "echo"]].concat();
+        let e = Cli::try_parse_from(long).unwrap().resolve().unwrap_err();
+        assert!(e.to_string().contains("--duration"), "{e}");
     }
 }

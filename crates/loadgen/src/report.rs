@@ -25,17 +25,20 @@ pub struct Latency {
 }
 
 impl Latency {
+    /// The summary of no request at all.
+    pub const NONE: Latency = Latency {
+        count: 0,
+        mean: 0.0,
+        p50: 0,
+        p90: 0,
+        p99: 0,
+        p99_9: 0,
+        max: 0,
+    };
+
     pub fn of(h: &Histogram<u64>) -> Latency {
         if h.is_empty() {
-            return Latency {
-                count: 0,
-                mean: 0.0,
-                p50: 0,
-                p90: 0,
-                p99: 0,
-                p99_9: 0,
-                max: 0,
-            };
+            return Latency::NONE;
         }
         Latency {
             count: h.len(),
@@ -83,6 +86,25 @@ pub struct Second {
     pub max_us: u64,
 }
 
+/// What a turn's command did (`--turn-cmd`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TurnCommand {
+    /// How long it ran.
+    pub ms: u64,
+    /// Whether it exited 0.
+    pub ok: bool,
+}
+
+/// One turn of a run cut into turns: its command and the latency of the requests due in it
+/// after its skipped start.
+#[derive(Debug, Clone, Serialize)]
+pub struct TurnReport {
+    pub turn: usize,
+    pub command_ms: u64,
+    pub command_ok: bool,
+    pub latency_us: Latency,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub mode: &'static str,
@@ -115,6 +137,10 @@ pub struct Report {
     pub money: Money,
     pub audit: Option<Audit>,
     pub timeline: Vec<Second>,
+    /// The turns (`--turn`), in order; empty when the window is not cut.
+    pub turns: Vec<TurnReport>,
+    /// How much of each turn's start its figures leave out (`--turn-skip`).
+    pub turn_skip_s: Option<f64>,
     pub passed: bool,
     pub failures: Vec<String>,
 }
@@ -126,6 +152,7 @@ pub fn build(
     sent_total: u64,
     money: Money,
     audit: Option<Audit>,
+    commands: &[TurnCommand],
 ) -> Report {
     let (mode, target_rate, connections) = match cfg.mode {
         Mode::Open { rate } => ("open", Some(rate), None),
@@ -161,7 +188,28 @@ pub fn build(
             }
         })
         .collect();
+    let turns: Vec<TurnReport> = commands
+        .iter()
+        .enumerate()
+        .map(|(turn, c)| TurnReport {
+            turn,
+            command_ms: c.ms,
+            command_ok: c.ok,
+            latency_us: rec.per_turn().get(turn).map_or(Latency::NONE, Latency::of),
+        })
+        .collect();
     let mut failures = Vec::new();
+    let skip = phases.turns.map(|c| c.skip);
+    for t in &turns {
+        if !t.command_ok {
+            failures.push(format!("the command of turn {} failed", t.turn));
+        } else if skip.is_some_and(|skip| u128::from(t.command_ms) > skip.as_millis()) {
+            failures.push(format!(
+                "the command of turn {} took {} ms, past the turn's skipped start",
+                t.turn, t.command_ms
+            ));
+        }
+    }
     let errors = rec.error_count();
     if errors > 0 {
         let list: Vec<String> = rec.errors.iter().map(|(k, n)| format!("{k} {n}")).collect();
@@ -222,6 +270,8 @@ pub fn build(
         money,
         audit,
         timeline,
+        turns,
+        turn_skip_s: skip.map(|d| d.as_secs_f64()),
         passed: failures.is_empty(),
         failures,
     }
@@ -272,6 +322,19 @@ pub fn table(r: &Report, out: &Path) -> String {
     }
     if r.mode == "open" {
         row("client lag", &r.client_lag_us);
+    }
+    if !r.turns.is_empty() {
+        let mut took: Vec<u64> = r.turns.iter().map(|t| t.command_ms).collect();
+        took.sort_unstable();
+        let _ = writeln!(
+            s,
+            "turns          {}, the first {:.1}s of each left out; commands took {} ms at the \
+             median, {} ms at most; each turn's latency in report.json",
+            r.turns.len(),
+            r.turn_skip_s.unwrap_or_default(),
+            took[took.len() / 2],
+            took[took.len() - 1]
+        );
     }
     let _ = writeln!(s, "\ndecisions      {}", counts(&r.decisions));
     for (k, kr) in &r.by_kind {
@@ -431,9 +494,10 @@ mod tests {
             start: Instant::now(),
             warmup: Duration::ZERO,
             duration: Duration::from_secs(2),
+            turns: None,
         };
         let rec = recorder(phases);
-        let r = build(&config(), phases, &rec, 1000, Money::default(), None);
+        let r = build(&config(), phases, &rec, 1000, Money::default(), None, &[]);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["mode"], "open");
         assert_eq!(v["target_rate"], 500.0);
@@ -466,6 +530,62 @@ mod tests {
         assert_eq!(v["mix"]["purchase"], 70);
         assert_eq!(v["passed"], true);
         assert!(v["failures"].as_array().unwrap().is_empty());
+        assert!(v["turns"].as_array().unwrap().is_empty());
+        assert!(v["turn_skip_s"].is_null());
+    }
+
+    #[test]
+    fn turns_are_reported_and_a_failed_or_late_command_fails_the_run() {
+        let phases = Phases {
+            start: Instant::now(),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(2),
+            turns: Some(crate::schedule::TurnCut {
+                every: Duration::from_secs(1),
+                skip: Duration::from_millis(200),
+            }),
+        };
+        let rec = recorder(phases);
+        let ok = TurnCommand { ms: 40, ok: true };
+        let r = build(
+            &config(),
+            phases,
+            &rec,
+            1000,
+            Money::default(),
+            None,
+            &[ok, ok],
+        );
+        assert!(r.passed, "{:?}", r.failures);
+        let v = serde_json::to_value(&r).unwrap();
+        assert_eq!(v["turn_skip_s"], 0.2);
+        let turns = v["turns"].as_array().unwrap();
+        assert_eq!(turns.len(), 2);
+        for (i, t) in turns.iter().enumerate() {
+            assert_eq!(t["turn"], i);
+            assert_eq!(t["command_ms"], 40);
+            // 500 requests due in each second, the first 200 ms of it left out.
+            assert_eq!(t["latency_us"]["count"], 400, "turn {i}");
+        }
+        let failed = TurnCommand { ms: 3, ok: false };
+        let late = TurnCommand { ms: 250, ok: true };
+        let r = build(
+            &config(),
+            phases,
+            &rec,
+            1000,
+            Money::default(),
+            None,
+            &[failed, late],
+        );
+        assert!(!r.passed);
+        assert_eq!(r.failures.len(), 2, "{:?}", r.failures);
+        assert!(r.failures[0].contains("turn 0 failed"), "{:?}", r.failures);
+        assert!(
+            r.failures[1].contains("turn 1 took 250 ms"),
+            "{:?}",
+            r.failures
+        );
     }
 
     #[test]
@@ -474,6 +594,7 @@ mod tests {
             start: Instant::now(),
             warmup: Duration::ZERO,
             duration: Duration::from_secs(2),
+            turns: None,
         };
         let mut rec = recorder(phases);
         rec.error("signature");
@@ -487,7 +608,7 @@ mod tests {
             }],
             unresolved: vec![],
         };
-        let r = build(&config(), phases, &rec, 1000, money, None);
+        let r = build(&config(), phases, &rec, 1000, money, None, &[]);
         assert!(!r.passed);
         assert_eq!(r.failures.len(), 2, "{:?}", r.failures);
         let dir = tempfile::tempdir().unwrap();

@@ -4,9 +4,9 @@
 use crate::book::{Book, judge};
 use crate::cli::{Config, Mode};
 use crate::http::{Answer, Failure, Http};
-use crate::report::{self, Report};
+use crate::report::{self, Report, TurnCommand};
 use crate::rng::Rng;
-use crate::schedule::{Phases, Schedule, Slot};
+use crate::schedule::{Phases, Schedule, Slot, TurnCut};
 use crate::stats::Recorder;
 use crate::traffic::{Earlier, Past, Planned, Replayable, Traffic};
 use crate::verify;
@@ -342,6 +342,32 @@ fn bar(len: u64, template: &str) -> ProgressBar {
     b
 }
 
+/// Runs `command` (with sh -c, the turn's number appended) at the start of each turn of
+/// `phases`, one after the other, on a thread of its own; what each did, in turn order.
+fn turn_commands(phases: Phases, command: String) -> std::thread::JoinHandle<Vec<TurnCommand>> {
+    std::thread::spawn(move || {
+        phases
+            .turn_starts()
+            .into_iter()
+            .enumerate()
+            .map(|(turn, start)| {
+                std::thread::sleep(start.saturating_duration_since(Instant::now()));
+                let began = Instant::now();
+                let ok = std::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(format!("{command} {turn}"))
+                    .stdin(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                TurnCommand {
+                    ms: began.elapsed().as_millis() as u64,
+                    ok,
+                }
+            })
+            .collect()
+    })
+}
+
 /// Runs everything; returns the report (whose `passed` decides the exit code).
 pub fn run(cfg: Config) -> anyhow::Result<Report> {
     let system = actix_rt::System::new();
@@ -359,10 +385,15 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
         })
     };
     // The clock starts once the accounts are ready; until then the phases are provisional.
+    let cut = cfg.turns.as_ref().map(|t| TurnCut {
+        every: t.every,
+        skip: t.skip,
+    });
     let provisional = Phases {
         start: Instant::now(),
         warmup: cfg.warmup,
         duration: cfg.duration,
+        turns: cut,
     };
     let mut shared = Shared::new(cfg, provisional);
 
@@ -384,8 +415,14 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
         start: Instant::now() + Duration::from_millis(100),
         warmup: shared.cfg.warmup,
         duration: shared.cfg.duration,
+        turns: cut,
     };
     let shared = Arc::new(shared);
+    let turns = shared
+        .cfg
+        .turns
+        .as_ref()
+        .map(|t| turn_commands(shared.phases, t.command.clone()));
     let total_ms = (shared.cfg.warmup + shared.cfg.duration).as_millis() as u64;
     let b = bar(total_ms, "{elapsed_precise} [{bar:30}] {msg}");
     let mut rec = match shared.cfg.mode {
@@ -406,6 +443,14 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
     };
     b.finish_and_clear();
     let total_sent = shared.progress.sent.load(Ordering::Relaxed);
+    let commands = match turns.map(std::thread::JoinHandle::join) {
+        Some(Ok(commands)) => commands,
+        Some(Err(_)) => {
+            rec.error("turn_commands_panicked");
+            Vec::new()
+        }
+        None => Vec::new(),
+    };
 
     let pending = std::mem::take(&mut *shared.unresolved.lock().expect("unresolved"));
     let unresolved = system.block_on(verify::resolve(&shared, &setup_http, pending, &mut rec));
@@ -423,14 +468,53 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
     };
     let audit = shared.cfg.audit_cmd.as_deref().map(verify::audit);
 
-    let report = report::build(&shared.cfg, shared.phases, &rec, total_sent, money, audit);
+    let report = report::build(
+        &shared.cfg,
+        shared.phases,
+        &rec,
+        total_sent,
+        money,
+        audit,
+        &commands,
+    );
     report::write(&report, &rec, &shared.cfg.out)?;
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::label;
+    use super::{Phases, TurnCut, label, turn_commands};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn each_turn_runs_its_command_on_time_with_its_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("turns.log");
+        let phases = Phases {
+            start: Instant::now(),
+            warmup: Duration::from_millis(50),
+            duration: Duration::from_millis(250),
+            turns: Some(TurnCut {
+                every: Duration::from_millis(100),
+                skip: Duration::from_millis(50),
+            }),
+        };
+        // Turn 1's command fails; the others append their number.
+        let cmd = format!(
+            "f() {{ [ \"$1\" != 1 ] && echo \"$1\" >> {}; }}; f",
+            log.display()
+        );
+        let done = turn_commands(phases, cmd).join().unwrap();
+        assert_eq!(
+            done.iter().map(|c| c.ok).collect::<Vec<_>>(),
+            [true, false, true]
+        );
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), "0\n2\n");
+        assert!(
+            phases.start.elapsed() >= Duration::from_millis(250),
+            "the last turn starts 200 ms into the measured window"
+        );
+    }
 
     #[test]
     fn labels_answers() {

@@ -21,6 +21,16 @@ pub struct Phases {
     pub start: Instant,
     pub warmup: Duration,
     pub duration: Duration,
+    /// The measured window in turns (`--turn`), if it is cut.
+    pub turns: Option<TurnCut>,
+}
+
+/// How the measured window is cut into turns: each lasts `every`, and its figures leave out
+/// its first `skip` (while the change made at its start takes hold).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TurnCut {
+    pub every: Duration,
+    pub skip: Duration,
 }
 
 impl Phases {
@@ -40,6 +50,33 @@ impl Phases {
     /// Whole seconds since the measured window opened (for the latency-over-time series).
     pub fn second_of(&self, t: Instant) -> usize {
         t.saturating_duration_since(self.measure_start()).as_secs() as usize
+    }
+
+    /// The turn whose figures a request due at `t` counts in: none without turns, in the
+    /// warm-up, after the window, or in the skipped start of a turn.
+    pub fn turn_of(&self, t: Instant) -> Option<usize> {
+        let cut = self.turns?;
+        if !self.is_measured(t) {
+            return None;
+        }
+        let since = t.duration_since(self.measure_start()).as_nanos();
+        let every = cut.every.as_nanos().max(1);
+        let into = since % every;
+        (into >= cut.skip.as_nanos()).then_some((since / every) as usize)
+    }
+
+    /// When each turn starts (the last may be cut short by the window's end).
+    pub fn turn_starts(&self) -> Vec<Instant> {
+        let Some(cut) = self.turns.filter(|c| !c.every.is_zero()) else {
+            return Vec::new();
+        };
+        let mut starts = Vec::new();
+        let mut at = self.measure_start();
+        while at < self.end() {
+            starts.push(at);
+            at += cut.every;
+        }
+        starts
     }
 }
 
@@ -102,6 +139,7 @@ mod tests {
                 start: Instant::now() + Duration::from_millis(5),
                 warmup: Duration::from_millis(warmup_ms),
                 duration: Duration::from_millis(duration_ms),
+                turns: None,
             },
             rate,
         }
@@ -156,6 +194,30 @@ mod tests {
             rec.lag().max() >= 50_000,
             "the dispatch lag records the stall too"
         );
+    }
+
+    #[test]
+    fn turns_cut_the_measured_window_and_skip_their_start() {
+        let mut s = schedule(100.0, 1000, 25_000);
+        assert_eq!(s.phases.turn_of(s.due(200)), None, "no turns, no turn");
+        s.phases.turns = Some(TurnCut {
+            every: Duration::from_secs(10),
+            skip: Duration::from_secs(2),
+        });
+        let m = s.phases.measure_start();
+        let at = |ms: u64| s.phases.turn_of(m + Duration::from_millis(ms));
+        assert_eq!(s.phases.turn_of(s.due(50)), None, "warm-up");
+        assert_eq!(at(0), None, "a turn's start is skipped");
+        assert_eq!(at(1_999), None);
+        assert_eq!(at(2_000), Some(0));
+        assert_eq!(at(9_999), Some(0));
+        assert_eq!(at(10_500), None);
+        assert_eq!(at(12_000), Some(1));
+        assert_eq!(at(24_999), Some(2), "the last turn is cut short");
+        assert_eq!(at(25_000), None, "after the window");
+        let starts = s.phases.turn_starts();
+        assert_eq!(starts.len(), 3);
+        assert_eq!(starts[2] - m, Duration::from_secs(20));
     }
 
     #[test]

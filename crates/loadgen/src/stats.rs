@@ -53,6 +53,8 @@ pub struct Recorder {
     by_kind: Vec<Histogram<u64>>,
     /// One histogram per second of the measured window (two significant figures: small).
     per_second: Vec<Histogram<u64>>,
+    /// One histogram per turn (`--turn`), its skipped start left out.
+    per_turn: Vec<Histogram<u64>>,
     /// How late requests went out compared to their due time (open loop): the client's share.
     lag: Histogram<u64>,
     /// Measured requests sent, per kind.
@@ -76,6 +78,7 @@ impl Recorder {
             overall: histogram(3),
             by_kind: Kind::ALL.iter().map(|_| histogram(3)).collect(),
             per_second: Vec::new(),
+            per_turn: Vec::new(),
             lag: histogram(3),
             sent: [0; 7],
             answered: 0,
@@ -97,6 +100,12 @@ impl Recorder {
             self.per_second.push(histogram(2));
         }
         self.per_second[sec].saturating_record(us);
+        if let Some(turn) = self.phases.turn_of(due) {
+            while self.per_turn.len() <= turn {
+                self.per_turn.push(histogram(3));
+            }
+            self.per_turn[turn].saturating_record(us);
+        }
         self.lag.saturating_record(micros(due, sent).min(MAX_US));
     }
 
@@ -145,6 +154,10 @@ impl Recorder {
         &self.per_second
     }
 
+    pub fn per_turn(&self) -> &[Histogram<u64>] {
+        &self.per_turn
+    }
+
     /// Decisions of all kinds together.
     pub fn all_decisions(&self) -> BTreeMap<String, u64> {
         let mut all = BTreeMap::new();
@@ -166,6 +179,12 @@ impl Recorder {
             self.per_second.push(histogram(2));
         }
         for (a, b) in self.per_second.iter_mut().zip(&other.per_second) {
+            let _ = a.add(b);
+        }
+        while self.per_turn.len() < other.per_turn.len() {
+            self.per_turn.push(histogram(3));
+        }
+        for (a, b) in self.per_turn.iter_mut().zip(&other.per_turn) {
             let _ = a.add(b);
         }
         let _ = self.lag.add(&other.lag);
@@ -199,6 +218,7 @@ mod tests {
             start: Instant::now(),
             warmup: Duration::ZERO,
             duration: Duration::from_secs(10),
+            turns: None,
         };
         let t0 = phases.start;
         let mut a = Recorder::new(phases);
@@ -246,5 +266,33 @@ mod tests {
         assert_eq!(a.all_decisions()["APPROVED"], 3);
         assert_eq!(a.error_count(), 1);
         assert!(a.overall().max() >= 4_990);
+        assert!(a.per_turn().is_empty(), "no turns, no turn figures");
+    }
+
+    #[test]
+    fn turns_are_recorded_apart_and_merged() {
+        let phases = Phases {
+            start: Instant::now(),
+            warmup: Duration::ZERO,
+            duration: Duration::from_secs(20),
+            turns: Some(crate::schedule::TurnCut {
+                every: Duration::from_secs(10),
+                skip: Duration::from_secs(2),
+            }),
+        };
+        let t0 = phases.start;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let (mut a, mut b) = (Recorder::new(phases), Recorder::new(phases));
+        a.latency(Kind::Purchase, at(1_000), at(1_000), at(1_001));
+        a.latency(Kind::Purchase, at(3_000), at(3_000), at(3_002));
+        b.latency(Kind::Purchase, at(13_000), at(13_000), at(13_009));
+        b.latency(Kind::Purchase, at(14_000), at(14_000), at(14_009));
+        a.merge(&b);
+        assert_eq!(a.overall().len(), 4, "every request counts overall");
+        let turns = a.per_turn();
+        assert_eq!(turns.len(), 2);
+        assert_eq!(turns[0].len(), 1, "the skipped start is left out");
+        assert_eq!(turns[1].len(), 2);
+        assert!((8_990..=9_010).contains(&turns[1].value_at_quantile(0.5)));
     }
 }
