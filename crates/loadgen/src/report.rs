@@ -536,26 +536,21 @@ mod tests {
 
     #[test]
     fn turns_are_reported_and_a_failed_or_late_command_fails_the_run() {
-        let phases = Phases {
-            start: Instant::now(),
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(2),
-            turns: Some(crate::schedule::TurnCut {
-                every: Duration::from_secs(1),
-                skip: Duration::from_millis(200),
-            }),
-        };
+        let phases = Phases::in_turns(2_000, 1_000, 200);
         let rec = recorder(phases);
+        let report = |commands: &[TurnCommand]| {
+            build(
+                &config(),
+                phases,
+                &rec,
+                1000,
+                Money::default(),
+                None,
+                commands,
+            )
+        };
         let ok = TurnCommand { ms: 40, ok: true };
-        let r = build(
-            &config(),
-            phases,
-            &rec,
-            1000,
-            Money::default(),
-            None,
-            &[ok, ok],
-        );
+        let r = report(&[ok, ok]);
         assert!(r.passed, "{:?}", r.failures);
         let v = serde_json::to_value(&r).unwrap();
         assert_eq!(v["turn_skip_s"], 0.2);
@@ -569,15 +564,7 @@ mod tests {
         }
         let failed = TurnCommand { ms: 3, ok: false };
         let late = TurnCommand { ms: 250, ok: true };
-        let r = build(
-            &config(),
-            phases,
-            &rec,
-            1000,
-            Money::default(),
-            None,
-            &[failed, late],
-        );
+        let r = report(&[failed, late]);
         assert!(!r.passed);
         assert_eq!(r.failures.len(), 2, "{:?}", r.failures);
         assert!(r.failures[0].contains("turn 0 failed"), "{:?}", r.failures);

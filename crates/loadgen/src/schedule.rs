@@ -65,6 +65,21 @@ impl Phases {
         (into >= cut.skip.as_nanos()).then_some((since / every) as usize)
     }
 
+    /// A window of `duration_ms` from now, without warm-up, in turns of `every_ms` whose
+    /// first `skip_ms` are left out.
+    #[cfg(test)]
+    pub fn in_turns(duration_ms: u64, every_ms: u64, skip_ms: u64) -> Phases {
+        Phases {
+            start: Instant::now(),
+            warmup: Duration::ZERO,
+            duration: Duration::from_millis(duration_ms),
+            turns: Some(TurnCut {
+                every: Duration::from_millis(every_ms),
+                skip: Duration::from_millis(skip_ms),
+            }),
+        }
+    }
+
     /// When each turn starts (the last may be cut short by the window's end).
     pub fn turn_starts(&self) -> Vec<Instant> {
         let Some(cut) = self.turns.filter(|c| !c.every.is_zero()) else {

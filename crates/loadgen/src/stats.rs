@@ -271,15 +271,7 @@ mod tests {
 
     #[test]
     fn turns_are_recorded_apart_and_merged() {
-        let phases = Phases {
-            start: Instant::now(),
-            warmup: Duration::ZERO,
-            duration: Duration::from_secs(20),
-            turns: Some(crate::schedule::TurnCut {
-                every: Duration::from_secs(10),
-                skip: Duration::from_secs(2),
-            }),
-        };
+        let phases = Phases::in_turns(20_000, 10_000, 2_000);
         let t0 = phases.start;
         let at = |ms: u64| t0 + Duration::from_millis(ms);
         let (mut a, mut b) = (Recorder::new(phases), Recorder::new(phases));
