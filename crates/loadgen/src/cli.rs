@@ -2,6 +2,7 @@
 
 use crate::mix::{DEFAULT_MIX, Mix};
 use crate::rng::Skew;
+use crate::schedule::TurnCut;
 use anyhow::{Context, bail};
 use protocol::ApiSecret;
 use std::path::{Path, PathBuf};
@@ -167,10 +168,8 @@ pub struct Config {
 /// The measured window in turns (`--turn`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Turns {
-    /// How long a turn lasts.
-    pub every: Duration,
-    /// The start of each turn that its figures leave out.
-    pub skip: Duration,
+    /// How long a turn lasts, and what its figures leave out of its start.
+    pub cut: TurnCut,
     /// Run at the start of each turn, with its number appended.
     pub command: String,
 }
@@ -253,8 +252,10 @@ impl Cli {
                     bail!("--turn cannot be longer than --duration");
                 }
                 Some(Turns {
-                    every,
-                    skip: self.turn_skip,
+                    cut: TurnCut {
+                        every,
+                        skip: self.turn_skip,
+                    },
                     command,
                 })
             }
@@ -394,8 +395,10 @@ pub(crate) mod tests {
         assert_eq!(
             c.turns,
             Some(Turns {
-                every: Duration::from_secs(10),
-                skip: Duration::from_secs(2),
+                cut: TurnCut {
+                    every: Duration::from_secs(10),
+                    skip: Duration::from_secs(2),
+                },
                 command: "echo".into(),
             })
         );

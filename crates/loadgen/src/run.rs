@@ -6,7 +6,7 @@ use crate::cli::{Config, Mode};
 use crate::http::{Answer, Failure, Http};
 use crate::report::{self, Report, TurnCommand};
 use crate::rng::Rng;
-use crate::schedule::{Phases, Schedule, Slot, TurnCut};
+use crate::schedule::{Phases, Schedule, Slot};
 use crate::stats::Recorder;
 use crate::traffic::{Earlier, Past, Planned, Replayable, Traffic};
 use crate::verify;
@@ -385,10 +385,7 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
         })
     };
     // The clock starts once the accounts are ready; until then the phases are provisional.
-    let cut = cfg.turns.as_ref().map(|t| TurnCut {
-        every: t.every,
-        skip: t.skip,
-    });
+    let cut = cfg.turns.as_ref().map(|t| t.cut);
     let provisional = Phases {
         start: Instant::now(),
         warmup: cfg.warmup,
@@ -483,7 +480,8 @@ pub fn run(cfg: Config) -> anyhow::Result<Report> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Phases, TurnCut, label, turn_commands};
+    use super::{Phases, label, turn_commands};
+    use crate::schedule::TurnCut;
     use std::time::{Duration, Instant};
 
     #[test]

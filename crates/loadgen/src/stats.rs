@@ -45,6 +45,14 @@ fn micros(from: Instant, to: Instant) -> u64 {
         .max(1)
 }
 
+/// `v` with at least `len` histograms (new ones of `sigfig` significant figures).
+fn grown(v: &mut Vec<Histogram<u64>>, len: usize, sigfig: u8) -> &mut Vec<Histogram<u64>> {
+    while v.len() < len {
+        v.push(histogram(sigfig));
+    }
+    v
+}
+
 /// Counts and latencies of one worker (or, merged, of the run).
 #[derive(Debug, Clone)]
 pub struct Recorder {
@@ -96,15 +104,9 @@ impl Recorder {
         self.overall.saturating_record(us);
         self.by_kind[kind.index()].saturating_record(us);
         let sec = self.phases.second_of(due);
-        while self.per_second.len() <= sec {
-            self.per_second.push(histogram(2));
-        }
-        self.per_second[sec].saturating_record(us);
+        grown(&mut self.per_second, sec + 1, 2)[sec].saturating_record(us);
         if let Some(turn) = self.phases.turn_of(due) {
-            while self.per_turn.len() <= turn {
-                self.per_turn.push(histogram(3));
-            }
-            self.per_turn[turn].saturating_record(us);
+            grown(&mut self.per_turn, turn + 1, 3)[turn].saturating_record(us);
         }
         self.lag.saturating_record(micros(due, sent).min(MAX_US));
     }
@@ -175,16 +177,16 @@ impl Recorder {
         for (a, b) in self.by_kind.iter_mut().zip(&other.by_kind) {
             let _ = a.add(b);
         }
-        while self.per_second.len() < other.per_second.len() {
-            self.per_second.push(histogram(2));
-        }
-        for (a, b) in self.per_second.iter_mut().zip(&other.per_second) {
+        for (a, b) in grown(&mut self.per_second, other.per_second.len(), 2)
+            .iter_mut()
+            .zip(&other.per_second)
+        {
             let _ = a.add(b);
         }
-        while self.per_turn.len() < other.per_turn.len() {
-            self.per_turn.push(histogram(3));
-        }
-        for (a, b) in self.per_turn.iter_mut().zip(&other.per_turn) {
+        for (a, b) in grown(&mut self.per_turn, other.per_turn.len(), 3)
+            .iter_mut()
+            .zip(&other.per_turn)
+        {
             let _ = a.add(b);
         }
         let _ = self.lag.add(&other.lag);
