@@ -81,7 +81,6 @@ async fn processor_events_reach_the_subscriber(app: TestApp) {
     assert_eq!(app.send(AUTH_DEBIT, &q).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "1012.50");
 
-    let rows = outbox(&app, None).await;
     let want: BTreeSet<String> = [
         format!("evt-auth-{}", p.id),
         format!("evt-auth-{}", d.id),
@@ -91,16 +90,25 @@ async fn processor_events_reach_the_subscriber(app: TestApp) {
         format!("evt-auth-{}", q.id),
     ]
     .into();
+    // An authorization's row is written once its dispatcher has sent it (its record owes it
+    // until then).
+    wait_until("a row per event", Duration::from_secs(10), || async {
+        outbox(&app, None).await.len() >= want.len()
+    })
+    .await;
+    let rows = outbox(&app, None).await;
     assert_eq!(ids(&rows), want, "one row per event, none for a replay");
     assert_eq!(rows.len(), want.len());
     rx.wait_for(&want, Duration::from_secs(10)).await;
     let by_event = assert_identical_and_signed(&rx);
-    // The authorizations' deliveries were handed to the dispatcher by their commits; the
-    // rest were claimed from the outbox.
+    // The deliveries of the authorizations recorded by their answers were handed to the
+    // dispatcher by their commits (their records owe them); the rest were claimed from the
+    // outbox, with the one answering a verdict that came first (its body is not the
+    // record's to rebuild, so its commit writes its row).
     let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
     for line in [
-        "authorizer_webhook_attempts_total{source=\"handed\"} 3",
-        "authorizer_webhook_attempts_total{source=\"claimed\"} 3",
+        "authorizer_webhook_attempts_total{source=\"handed\"} 2",
+        "authorizer_webhook_attempts_total{source=\"claimed\"} 4",
     ] {
         assert!(m.lines().any(|l| l == line), "{line} in\n{m}");
     }
@@ -232,7 +240,7 @@ fn repeats_explained(log: &str) -> (usize, usize, usize) {
     };
     (
         unseen,
-        counted("could not record deliveries"),
+        counted("could not record deliveries") + counted("could not write deliveries"),
         counted("took over a stopped instance's webhook sender"),
     )
 }
@@ -325,12 +333,23 @@ async fn load_across_a_kill(db: String) {
         recorded.len()
     );
     let expected: BTreeSet<String> = recorded.keys().cloned().collect();
-    let queued: Vec<(String, String)> = pairs(
-        &db,
-        &sqlite,
-        "SELECT event_id, event_type FROM outbox WHERE event_type = 'authorization.decided'",
+    let rows = || async {
+        pairs(
+            &db,
+            &sqlite,
+            "SELECT event_id, event_type FROM outbox WHERE event_type = 'authorization.decided'",
+        )
+        .await
+    };
+    // A delivery's row is written once it was sent from memory (or its attempt failed), or by
+    // the takeover of the killed instance's sender for what it owed.
+    wait_until(
+        "a row per recorded authorization",
+        Duration::from_secs(60),
+        || async { rows().await.len() >= recorded.len() },
     )
     .await;
+    let queued = rows().await;
     assert_eq!(
         queued.len(),
         recorded.len(),
@@ -454,13 +473,24 @@ async fn a_stopped_instance_releases_its_sender(db: String) {
     );
     let senders = count_in(&db, &sqlite, "SELECT COUNT(*) FROM outbox_senders").await;
     assert_eq!(senders, 0, "no sender left to take over");
-    let repended = count_in(
+    let again = count_in(
         &db,
         &sqlite,
-        "SELECT COUNT(*) FROM outbox WHERE event_type = 'authorization.decided' AND state <> 'HANDED'",
+        "SELECT COUNT(*) FROM outbox WHERE event_type = 'authorization.decided' \
+         AND (state <> 'DELIVERED' OR attempts <> 1)",
     )
     .await;
-    assert_eq!(repended, 0, "every delivery went out on its first attempt");
+    assert_eq!(again, 0, "every delivery went out on its first attempt");
+    let written = count_in(
+        &db,
+        &sqlite,
+        "SELECT COUNT(*) FROM outbox WHERE event_type = 'authorization.decided'",
+    )
+    .await;
+    assert_eq!(
+        written, 200,
+        "each delivery's row written by its sender before it stopped"
+    );
     let expected: BTreeSet<String> = recorded_authorizations(&db, &sqlite)
         .await
         .into_keys()
@@ -493,84 +523,129 @@ on_each_backend!(
     audit_finds_a_broken_outbox
 );
 
-// Not through both_backends!: the rows handed to a sender here report no ledger row.
+// Not through both_backends!: the records here are made to owe their deliveries by hand.
 on_each_backend!(
-    postgres_handed_rows_being_sent_count_as_pending,
-    sqlite_handed_rows_being_sent_count_as_pending,
-    handed_rows_being_sent_count_as_pending
+    postgres_a_takeover_writes_what_records_owe,
+    sqlite_a_takeover_writes_what_records_owe,
+    a_takeover_writes_what_records_owe
 );
 
-/// The pending gauge counts what the deliveries listing shows PENDING: the PENDING rows, and
-/// the HANDED rows at or above their sender's mark (being sent), no longer once the mark
-/// passes them.
-async fn handed_rows_being_sent_count_as_pending(backend: Backend) {
-    // Nothing is sent: the rows stay as written, and no sender but the test's keeps a mark.
+/// What a stopped sender's records owe, and its dispatcher had not written, is written PENDING
+/// by its takeover: the same event id and instant, the body rebuilt from the record byte for
+/// byte, at the subscription's URL. A row the dispatcher wrote first stays as it is; a row for
+/// a record that never committed is not written at all.
+async fn a_takeover_writes_what_records_owe(backend: Backend) {
+    // Nothing is sent and nothing handed over: the commits write their rows PENDING, which
+    // this test then turns into what a sender's records owe.
     let app = TestApp::spawn_with(backend, |s| {
         quick(s);
         s.webhooks.dispatch = false;
     })
     .await;
     let rx = Receiver::start();
-    active(&app, &rx, "/hook", json!([])).await;
+    let sub = active(&app, &rx, "/hook", json!(["authorization.decided"])).await;
     app.funded("u1", "ARS", "100.00").await;
-    let pending = || async { app.store.pending_deliveries().await.expect("gauge reads") };
-    let claimed = pending().await;
-    assert_eq!(claimed, 1, "the deposit's event, for the claims");
-
-    let tracker = store::Tracker::default();
-    let now = store::now_ms();
-    let sender = app
-        .store
-        .start_sender(&tracker, now, now + 600_000)
-        .await
-        .expect("sender starts");
-    let mut db = DirectConn::open(&app).await;
-    for n in 1..=2 {
-        db.execute(&format!(
-            "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
-             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, sender) \
-             SELECT 'evt-auth-gauge-{n}', 'authorization.decided', subscription_id, url, body, \
-             headers, 'HANDED', 0, next_attempt_at_ms, pending_since_ms, created_at_ms, \
-             updated_at_ms, {sender} FROM outbox WHERE event_type = 'account.funded'"
-        ))
-        .await;
+    let (a, b) = (
+        Tx::new(&uid("owe"), "PURCHASE", "u1", "1.50", "ARS"),
+        Tx::new(&uid("owe"), "PURCHASE", "u1", "2.25", "ARS"),
+    );
+    for t in [&a, &b] {
+        assert_eq!(app.send(AUTH_DEBIT, t).await.json()["status"], "APPROVED");
     }
-    let handed = || async {
+    let listed = || async {
         let mut rows = app
             .store
             .deliveries_of(Some("authorization.decided"), None, None, 10)
             .await
             .expect("listing reads");
-        rows.reverse();
-        rows.into_iter()
-            .map(|d| (d.id, d.state))
-            .collect::<Vec<_>>()
+        rows.sort_by(|x, y| x.event_id.cmp(&y.event_id));
+        rows
     };
-    let rows = handed().await;
-    let states = |r: &[(i64, String)]| r.iter().map(|(_, s)| s.clone()).collect::<Vec<_>>();
-    assert_eq!(
-        states(&rows),
-        ["PENDING", "PENDING"],
-        "above the sender's mark"
-    );
-    assert_eq!(pending().await, claimed + 2);
+    let written = listed().await;
+    assert_eq!(written.len(), 2);
 
-    // The mark passes the first, then both.
-    let (first, second) = (rows[0].0, rows[1].0);
-    for (mark, shown, gauge) in [
-        (second, ["DELIVERED", "PENDING"], claimed + 1),
-        (second + 1, ["DELIVERED", "DELIVERED"], claimed),
-    ] {
-        assert!(first < mark);
-        assert!(
-            app.store
-                .keep_sender(sender, mark, now + 600_000)
-                .await
-                .expect("mark kept")
-        );
-        assert_eq!(states(&handed().await), shown);
-        assert_eq!(pending().await, gauge, "mark {mark}");
-    }
+    let tracker = store::Tracker::default();
+    let now = store::now_ms();
+    let sender = app
+        .store
+        .start_sender(&tracker, now, now)
+        .await
+        .expect("sender starts");
+    let mut db = DirectConn::open(&app).await;
+    db.execute("DELETE FROM outbox WHERE event_type = 'authorization.decided'")
+        .await;
+    db.execute(&format!(
+        "UPDATE processor_transactions SET webhook_sender = {sender}, \
+         webhook_subscriptions = '{sub}' WHERE kind = 'AUTHORIZATION'"
+    ))
+    .await;
+    drop(db);
+    assert!(listed().await.is_empty());
+
+    // The dispatcher wrote the first's row (sent); the second is still in flight when the
+    // sender stops. A delivery dropped for a record that never committed writes nothing.
+    let owed = |d: &store::DeliveryView| {
+        store::Owed::new(
+            d.event_id.clone(),
+            "authorization.decided",
+            sub,
+            d.url.clone(),
+            d.created_at_ms,
+            sender,
+        )
+    };
+    let first = (owed(&written[0]), store::Settled::Delivered);
+    let never = store::Owed::new(
+        "evt-auth-never-committed".into(),
+        "authorization.decided",
+        sub,
+        written[0].url.clone(),
+        now,
+        sender,
+    );
+    app.store
+        .write_owed(&[first, (never, store::Settled::Unsent)], now, true)
+        .await
+        .expect("rows written");
+    let rows = listed().await;
+    assert_eq!(rows.len(), 1, "none for the record that never committed");
+    assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("DELIVERED", 1));
+
+    let taken = app
+        .store
+        .take_over_senders(now + 1, 0, store::now_ms())
+        .await
+        .expect("takeover");
+    assert_eq!(taken, [(sender, 1)], "only the missing row");
+    let rows = listed().await;
+    let got: Vec<_> = rows
+        .iter()
+        .map(|d| {
+            (
+                d.event_id.as_str(),
+                d.state.as_str(),
+                d.created_at_ms,
+                &d.body,
+            )
+        })
+        .collect();
+    let want: Vec<_> = written
+        .iter()
+        .zip(["DELIVERED", "PENDING"])
+        .map(|(d, state)| (d.event_id.as_str(), state, d.created_at_ms, &d.body))
+        .collect();
+    assert_eq!(got, want);
+    assert_eq!(rows[1].url, written[1].url);
+    assert!(
+        app.store
+            .take_over_senders(i64::MAX, 0, store::now_ms())
+            .await
+            .expect("takeover")
+            .is_empty(),
+        "the sender is gone"
+    );
+    let found = app.store.audit().await.expect("audit runs").violations;
+    assert!(found.is_empty(), "{found:?}");
 }
 
 /// The details of the findings of `invariant` in `found`.

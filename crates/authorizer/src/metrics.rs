@@ -259,11 +259,11 @@ impl Metrics {
             ),
             (
                 "authorizer_webhook_attempts_total",
-                "Outbox delivery attempts by how the dispatcher took the row: handed over by the commit that wrote it (an authorization's, HANDED to this instance's sender), or claimed.",
+                "Outbox delivery attempts by how the dispatcher took the delivery: handed over by the commit that owes it (an authorization's, whose record names this instance's sender), or claimed.",
             ),
             (
                 "authorizer_webhook_pending",
-                "Deliveries still to make (read by the dispatcher): the PENDING rows, and the HANDED rows at or above their sender's mark (being sent).",
+                "Deliveries still to make (read by the dispatcher): the PENDING rows, and the deliveries this instance is sending from memory.",
             ),
             (
                 "authorizer_webhook_delivery_delay_seconds",

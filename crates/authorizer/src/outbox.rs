@@ -2,13 +2,15 @@
 //! bytes, and records the outcome. It runs beside the server, never on a request's path:
 //! an authorization only writes its row (in its own commit) and never waits for a send.
 //!
-//! The authorizations' deliveries are not even claimed: their commit writes them HANDED to
-//! this instance's sender and hands them over in memory once done ([`store::Handed`]). One
-//! sent on its first attempt costs the database nothing beside its insert: no
-//! acknowledgement is written for it; the sender's mark, kept a few times a second, says how
-//! far the sends have come. A failed attempt makes the row PENDING. The claims take everything
-//! else: retries, callbacks, the other events, the rows of an instance that died with their
-//! leases, and the unsettled HANDED rows of a sender taken over.
+//! The authorizations' deliveries are not even claimed, nor written by the commits that owe
+//! them: each authorization's record names this instance's sender and the subscriptions it
+//! owes, and the deliveries are handed over in memory once the commit is done
+//! ([`store::Handed`]). The dispatcher sends them, then writes their rows, a round's in one
+//! statement off the authorizations' way: DELIVERED, or PENDING after a failed attempt. The
+//! sender's mark, kept a few times a second, says up to which instant every record has its
+//! rows. The claims take everything else: retries, callbacks, the other events, the rows of
+//! an instance that died with their leases, and the rows a takeover of a stopped sender
+//! writes for what it owed.
 //!
 //! It keeps off the authorizations' way: it runs on a thread and event loop of its own (its
 //! sends and database sockets never wait for an HTTP worker's loop, nor delay one), on a small
@@ -200,16 +202,20 @@ async fn run(
         }
         let drained = round.len() < round_max && waiting.is_empty() && !more_due;
         if !round.is_empty() {
-            let tracker = handed.as_ref().map(|h| &*h.tracker);
-            let sends = round
-                .iter()
-                .map(|d| deliver(&store, &metrics, &client, d, tracker));
-            let delivered: Vec<i64> = futures_util::future::join_all(sends)
-                .await
-                .into_iter()
-                .flatten()
-                .collect();
+            let sends = round.iter().map(|d| deliver(&store, &metrics, &client, d));
+            let mut delivered = Vec::new();
+            let mut owed = Vec::new();
+            for sent in futures_util::future::join_all(sends).await {
+                match sent {
+                    Sent::Claimed(id) => delivered.push(id),
+                    Sent::Owed(o, settled) => owed.push((o, settled)),
+                    Sent::Retried => {}
+                }
+            }
             record_delivered(&store, &delivered).await;
+            if let Some(h) = &handed {
+                write_owed(&store, &h.tracker, owed).await;
+            }
         }
         if let Some(until) = stopping {
             // Stopping: the rounds go on while deliveries are handed over, or may still be
@@ -227,7 +233,9 @@ async fn run(
         // (or is handed over) meanwhile waits for the next round, a pause away.
         if drained {
             if let Ok(n) = store.pending_deliveries().await {
-                metrics.set_gauge("authorizer_webhook_pending", &[], n);
+                let sending = handed.as_ref().map_or(0, |h| h.tracker.unsettled());
+                let sending = i64::try_from(sending).unwrap_or(i64::MAX);
+                metrics.set_gauge("authorizer_webhook_pending", &[], n + sending);
             }
             tokio::select! {
                 () = actix_rt::time::sleep(idle) => {}
@@ -243,9 +251,10 @@ fn take_handed(waiting: &mut VecDeque<Handed>, max: usize) -> Vec<Claimed> {
     waiting.drain(..n).map(Handed::into_claimed).collect()
 }
 
-/// Keeps this instance's sender: its mark (how far the sends of the HANDED rows have come)
-/// and its life, four times a lease's half, so that the rows go on being written HANDED; makes
-/// the rows not sent from memory PENDING; starts another sender when a commit's outcome is
+/// Keeps this instance's sender: its mark (up to which instant its records' deliveries have
+/// their rows) and its life, four times a lease's half, so that the records go on naming it;
+/// writes PENDING the rows of the deliveries not sent from memory; starts another sender when
+/// a commit's outcome is
 /// unknown (the old one is left to be taken over); and takes over the senders that stopped
 /// (on the embedded store, at start too: its one process is this one). Asked to stop, it
 /// gives its sender to no more writers and releases it once every delivery it was handed is
@@ -268,14 +277,19 @@ async fn keep_sender(
             store.sending_as(0, 0);
         }
         let now = store::now_ms();
-        let dropped = tracker.take_dropped();
+        let dropped: Vec<_> = tracker
+            .take_dropped()
+            .into_iter()
+            .map(|o| (o, store::Settled::Unsent))
+            .collect();
         if !dropped.is_empty() {
-            match store.repend_handed(&dropped, now).await {
-                Ok(()) => tracker.settle(&dropped),
+            // Only for records that committed: a failed commit owes nothing.
+            match store.write_owed(&dropped, now, true).await {
+                Ok(()) => tracker.settle(dropped.iter().map(|(o, _)| o)),
                 Err(e) => {
-                    tracing::warn!(deliveries = dropped.len(), error = %e, "could not make deliveries pending; trying again");
-                    for id in dropped {
-                        tracker.drop_row(id);
+                    tracing::warn!(deliveries = dropped.len(), error = %e, "could not write unsent deliveries pending; trying again");
+                    for (o, _) in dropped {
+                        tracker.drop_owed(o);
                     }
                 }
             }
@@ -390,26 +404,62 @@ async fn take_over(store: &Store, dead_before_ms: i64, except: i64) {
     }
 }
 
-/// Records a round's acknowledgements. The receiver has them: a failure to record them would
-/// send each again once its lease runs out, so a failure (a timeout on a busy database, the
-/// embedded store's one connection held by a long batch) is tried again a few times, over
-/// about a second, before the rows are left to their leases: at least once, and seldom twice.
-async fn record_delivered(store: &Store, ids: &[i64]) {
+/// Runs `write` (a round's record of what it sent, `n` deliveries) until the database takes
+/// it: a failure (a timeout on a busy database, the embedded store's one connection held by a
+/// long batch) is tried again a few times, over about a second, before it is given up.
+async fn recorded<F, Fut>(n: usize, mut write: F) -> Result<(), store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), store::StoreError>>,
+{
     let mut wait = Duration::from_millis(50);
     let mut tries = 1;
     loop {
-        match store.mark_delivered(ids, store::now_ms()).await {
-            Ok(()) => return,
+        match write().await {
             Err(e) if tries < RECORD_TRIES => {
-                tracing::debug!(deliveries = ids.len(), error = %e, tries, "recording deliveries failed; trying again");
+                tracing::debug!(deliveries = n, error = %e, tries, "recording deliveries failed; trying again");
                 actix_rt::time::sleep(wait).await;
                 wait *= 2;
                 tries += 1;
             }
-            Err(e) => {
-                // The leases run out and the rows are sent again: at least once.
-                tracing::warn!(deliveries = ids.len(), error = %e, "could not record deliveries");
-                return;
+            done => return done,
+        }
+    }
+}
+
+/// Records a round's acknowledgements. The receiver has them: a failure to record them would
+/// send each again once its lease runs out, so it is tried again ([`recorded`]) before the
+/// rows are left to their leases: at least once, and seldom twice.
+async fn record_delivered(store: &Store, ids: &[i64]) {
+    let write = || store.mark_delivered(ids, store::now_ms());
+    if let Err(e) = recorded(ids.len(), write).await {
+        // The leases run out and the rows are sent again: at least once.
+        tracing::warn!(deliveries = ids.len(), error = %e, "could not record deliveries");
+    }
+}
+
+/// Writes the rows of a round's deliveries owed by their records, as they were settled, and
+/// settles them with `tracker` (the sender's mark may pass them). Tried again
+/// ([`recorded`]); failing that, they are given back to the tracker, which has them written
+/// PENDING: sent again, at least once.
+async fn write_owed(
+    store: &Store,
+    tracker: &store::Tracker,
+    owed: Vec<(store::Owed, store::Settled)>,
+) {
+    if owed.is_empty() {
+        return;
+    }
+    match recorded(owed.len(), || {
+        store.write_owed(&owed, store::now_ms(), false)
+    })
+    .await
+    {
+        Ok(()) => tracker.settle(owed.iter().map(|(o, _)| o)),
+        Err(e) => {
+            tracing::warn!(deliveries = owed.len(), error = %e, "could not write deliveries; they go out again");
+            for (o, _) in owed {
+                tracker.drop_owed(o);
             }
         }
     }
@@ -471,19 +521,23 @@ async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
     }
 }
 
-/// One attempt on `d`; a failure is recorded at once, with its next attempt. Returns a
-/// claimed row's id when acknowledged: the round records its acknowledgements in one
-/// statement. A handed row is settled with `tracker` instead: sent, or made PENDING.
-async fn deliver(
-    store: &Store,
-    metrics: &Metrics,
-    client: &awc::Client,
-    d: &Claimed,
-    tracker: Option<&store::Tracker>,
-) -> Option<i64> {
+/// What one attempt left to record.
+enum Sent {
+    /// A claimed row acknowledged: the round records it with the others.
+    Claimed(i64),
+    /// A delivery owed by its record, sent or failed: the round writes its row.
+    Owed(store::Owed, store::Settled),
+    /// A claimed row failed: its next attempt is recorded.
+    Retried,
+}
+
+/// One attempt on `d`. A claimed row's failure is recorded at once, with its next attempt;
+/// its acknowledgement, and the outcome of a delivery owed by its record, are left to the
+/// round, which writes them together.
+async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Claimed) -> Sent {
     let outcome = attempt(client, d).await;
     let now = store::now_ms();
-    match &outcome {
+    match outcome {
         Ok(()) => {
             metrics.inc(DELIVERIES, &[("outcome", "delivered")]);
             let delay = u64::try_from(now.saturating_sub(d.created_at_ms)).unwrap_or(0);
@@ -492,30 +546,30 @@ async fn deliver(
                 &[],
                 Duration::from_millis(delay),
             );
-            match (d.handed, tracker) {
-                (true, Some(t)) => {
-                    t.settle(&[d.id]);
-                    None
-                }
-                _ => Some(d.id),
+            match &d.handed {
+                Some(o) => Sent::Owed(o.clone(), store::Settled::Delivered),
+                None => Sent::Claimed(d.id),
             }
         }
         Err(e) => {
             metrics.inc(DELIVERIES, &[("outcome", "failed")]);
             tracing::info!(delivery = d.id, event_id = %d.event_id, attempt = d.attempts + 1, error = %e, "webhook delivery failed; will retry");
-            let wait = store::outbox::backoff_ms(d.attempts + 1, jitter_permille());
-            let recorded = store.mark_failed(d.id, e, now + wait, now).await;
-            if let Err(e) = &recorded {
-                // The lease runs out (a handed row: it is made PENDING by the tracker) and the
-                // row is sent again: at least once.
+            let next_attempt_at_ms =
+                now + store::outbox::backoff_ms(d.attempts + 1, jitter_permille());
+            if let Some(o) = &d.handed {
+                return Sent::Owed(
+                    o.clone(),
+                    store::Settled::Failed {
+                        error: e,
+                        next_attempt_at_ms,
+                    },
+                );
+            }
+            if let Err(e) = store.mark_failed(d.id, &e, next_attempt_at_ms, now).await {
+                // The lease runs out and the row is sent again: at least once.
                 tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
             }
-            match (d.handed, tracker, recorded) {
-                (true, Some(t), Ok(())) => t.settle(&[d.id]),
-                (true, Some(t), Err(_)) => t.drop_row(d.id),
-                _ => {}
-            }
-            None
+            Sent::Retried
         }
     }
 }
@@ -533,15 +587,18 @@ fn jitter_permille() -> i64 {
 mod tests {
     use super::*;
 
-    fn handed(id: i64) -> Handed {
+    fn handed(n: i64) -> Handed {
         Handed {
-            id,
-            event_id: format!("evt-{id}"),
-            event_type: "authorization.decided",
-            url: "http://127.0.0.1:9/hook".into(),
+            owed: store::Owed::new(
+                format!("evt-auth-{n}"),
+                "authorization.decided",
+                n,
+                "http://127.0.0.1:9/hook".into(),
+                0,
+                1,
+            ),
             body: Vec::new(),
             secret: "s".into(),
-            created_at_ms: 0,
             tracker: None,
         }
     }
@@ -549,9 +606,13 @@ mod tests {
     #[test]
     fn a_round_takes_the_oldest_handed_deliveries() {
         let mut waiting: VecDeque<Handed> = (1..=3).map(handed).collect();
-        let ids = |r: Vec<Claimed>| r.into_iter().map(|d| (d.id, d.handed)).collect::<Vec<_>>();
-        assert_eq!(ids(take_handed(&mut waiting, 2)), [(1, true), (2, true)]);
-        assert_eq!(ids(take_handed(&mut waiting, 2)), [(3, true)]);
+        let subs = |r: Vec<Claimed>| {
+            r.into_iter()
+                .map(|d| d.handed.map(|o| o.subscription_id))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(subs(take_handed(&mut waiting, 2)), [Some(1), Some(2)]);
+        assert_eq!(subs(take_handed(&mut waiting, 2)), [Some(3)]);
         assert!(take_handed(&mut waiting, 2).is_empty());
     }
 }

@@ -254,8 +254,7 @@ const CHECKS: &[(&str, &str)] = &[
          WHERE q.callback_event_id <> '' AND COALESCE(c.n, 0) <> 1",
     ),
     (
-        // On Postgres no unique index guards an authorization's event rows (written by the
-        // statement that inserts its record, itself unique): this does.
+        // The unique index `outbox_event_subscription` guards this; the audit says so too.
         "no event has two delivery rows for one subscription",
         "SELECT 'event ' || event_id || ' has ' || CAST(COUNT(*) AS TEXT) || \
            ' delivery rows for subscription ' || CAST(subscription_id AS TEXT) \
@@ -290,10 +289,15 @@ const CHECKS: &[(&str, &str)] = &[
             ") x JOIN webhook_subscriptions s ON ",
             owed_to_s!(),
             // An outer join, not `x.event_id IS NULL OR NOT EXISTS (...)`: under the `OR`
-            // Postgres runs the subquery once per movement, and with no index over the
-            // authorizations' event ids (see migration 0012) each run scanned the outbox.
+            // Postgres runs the subquery once per movement. An authorization's delivery that
+            // its record owes to a sender still there (being sent, or awaiting its takeover)
+            // has no row yet, rightly.
             " LEFT JOIN outbox o ON o.subscription_id = s.id AND o.event_id = x.event_id \
-             WHERE o.id IS NULL"
+             WHERE o.id IS NULL AND NOT EXISTS (SELECT 1 FROM processor_transactions r \
+               JOIN outbox_senders w ON w.id = r.webhook_sender \
+              WHERE x.kind = 'AUTHORIZATION' AND r.kind = 'AUTHORIZATION' \
+                AND r.transaction_id = x.transaction_id \
+                AND ',' || r.webhook_subscriptions || ',' LIKE '%,' || CAST(s.id AS TEXT) || ',%')"
         ),
     ),
 ];

@@ -107,22 +107,19 @@ SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, 
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
   FROM generate_series(1, 2 * $8::int8)";
 
-/// The writes with the batch's events: one outbox row per event and subscription, in the
-/// same statement (the same commit) as the money, HANDED to sender `$73` when this instance's
-/// dispatcher takes them over (else `NULL`: PENDING). The rows' ids come back in the order of
-/// the rows given (inserted in that order, their ids drawn from the sequence in turn).
+/// The writes with the batch's event rows, in the same statement (the same commit) as the
+/// money: one PENDING row per event and subscription, for the events the records do not owe
+/// themselves (`OutboxRows::owing`: no dispatcher takes them over, or the ledger cannot
+/// rebuild them).
 static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     WRITE_BATCH.replace(
         ") SELECT ledger_expect_rows(",
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
-         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, sender) \
-  SELECT e, $67, s, u, b, '', CASE WHEN $73::int8 IS NULL THEN 'PENDING' ELSE 'HANDED' END, 0, \
-         at, at, at, at, $73::int8 \
-    FROM UNNEST($68::text[], $69::int8[], $70::text[], $71::bytea[], $72::int8[]) \
-      WITH ORDINALITY AS x(e, s, u, b, at, n) ORDER BY n \
-  RETURNING id \
-) SELECT ARRAY(SELECT id FROM o ORDER BY id), ledger_expect_rows(",
+         next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+  SELECT e, $70, s, u, b, '', 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($71::text[], $72::int8[], $73::text[], $74::bytea[], $75::int8[]) AS x(e, s, u, b, at) \
+) SELECT ledger_expect_rows(",
     )
 });
 
@@ -166,13 +163,14 @@ WITH lk AS ( \
   INSERT INTO processor_transactions (kind, transaction_id, endpoint, direction, tx_type, user_id, \
          card_id, currency, amount_text, amount_minor, status, status_detail, flags, original_transaction_id, \
          idempotency_key, movement_id, request_body, response_status, response_body, created_at_ms, updated_at_ms, \
-         explanation, controls_counted) \
-  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, $4, $4, \
-         ex, cc \
+         explanation, controls_counted, webhook_sender, webhook_subscriptions) \
+  SELECT 'AUTHORIZATION', tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, '', orig, ik, mid, rb, rs, resp, at, at, \
+         ex, cc, ws, wt \
     FROM UNNEST($16::text[], $17::text[], $18::text[], $19::text[], $20::text[], $21::text[], $22::text[], \
                 $23::text[], $24::int8[], $25::text[], $26::text[], $27::text[], $28::text[], $29::int8[], \
-                $30::bytea[], $31::int4[], $32::bytea[], $57::text[], $58::text[]) \
-      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp, ex, cc) \
+                $30::bytea[], $31::int4[], $32::bytea[], $57::text[], $58::text[], $67::int8[], $68::int8[], \
+                $69::text[]) \
+      AS u(tid, ep, dir, typ, uid, cid, cur, atext, amin, st, sd, orig, ik, mid, rb, rs, resp, ex, cc, at, ws, wt) \
 ), k AS ( \
   INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
   SELECT $33, k, h, ep, rs, body, $4 \
@@ -432,9 +430,9 @@ where
     }
     let events = subscribers.rows(|| authorizations(items, &plan.writes));
     match write_batch(tx, items, &plan.writes, events.as_ref()).await {
-        Ok(ids) => Ok(Step::Done(
+        Ok(()) => Ok(Step::Done(
             plan.outcomes,
-            events.map(|e| e.handed(&ids)).unwrap_or_default(),
+            events.map(OutboxRows::handed).unwrap_or_default(),
         )),
         // Without locks this statement was the commit: a refusal by the database (a
         // lost race, a unique key) is a definite rollback; a lost connection is not.
@@ -599,14 +597,14 @@ fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
     rows.iter().map(f).collect()
 }
 
-/// Everything the plan writes, in one round trip (with `events`, their outbox rows too:
-/// their ids are returned, in order).
+/// Everything the plan writes, in one round trip (with `events`, their outbox rows too, and
+/// on each new record what it owes).
 async fn write_batch(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'_>],
     w: &Writes,
     events: Option<&OutboxRows>,
-) -> Result<Vec<i64>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let now = items
         .iter()
         .map(|i| i.call.now_ms)
@@ -634,8 +632,8 @@ async fn write_batch(
     let amount_text = |i: &BatchItem<'_>| Some(i.tx.amount_text.to_owned());
     let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
     let sql = match events {
-        Some(_) => WRITE_BATCH_EVENTS.as_str(),
-        None => WRITE_BATCH,
+        Some(e) if !e.event_ids.is_empty() => WRITE_BATCH_EVENTS.as_str(),
+        _ => WRITE_BATCH,
     };
     let q = sqlx::query(sql)
         .bind(col(&w.movements, |m| m.id))
@@ -710,18 +708,33 @@ async fn write_batch(
         .bind(col(&counters, |c| c.0.count))
         .bind(col(&w.accounts, |a| a.counters.as_str()))
         .bind(col(&w.accounts, |a| a.read_counters.as_str()));
+    // What each new record owes (`NULL`: nothing), named on the record itself.
+    let owed = |r: &RecordRow| {
+        let event_id = crate::events::authorization_event_id(item(r).tx.transaction_id);
+        match events {
+            Some(e) => {
+                let (sender, to) = e.owed_by(&event_id);
+                (sender, to.map(str::to_owned))
+            }
+            None => (None, None),
+        }
+    };
+    let owed: Vec<_> = new.iter().map(|r| owed(r)).collect();
+    let q = q
+        .bind(col(&new, |r| item(r).call.now_ms))
+        .bind(owed.iter().map(|o| o.0).collect::<Vec<_>>())
+        .bind(owed.into_iter().map(|o| o.1).collect::<Vec<_>>());
     let q = match events {
-        Some(e) => q
+        Some(e) if !e.event_ids.is_empty() => q
             .bind(e.event_type)
             .bind(&e.event_ids)
             .bind(&e.subscription_ids)
             .bind(&e.urls)
             .bind(e.stored_bodies())
-            .bind(&e.at_ms)
-            .bind(e.sender),
-        None => return q.execute(&mut *tx).await.map(|_| Vec::new()),
+            .bind(&e.at_ms),
+        _ => q,
     };
-    q.fetch_one(&mut *tx).await?.try_get(0)
+    q.execute(&mut *tx).await.map(drop)
 }
 
 /// How one pass over a batch ended.

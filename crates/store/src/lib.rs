@@ -49,8 +49,8 @@ pub use instore::{
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
 pub use outbox::{
-    Claimed, Delivery, DeliveryView, GivenUp, HandOver, Handed, Redeliver, SubscriptionView,
-    Tracker,
+    Claimed, Delivery, DeliveryView, GivenUp, HandOver, Handed, Owed, Redeliver, Settled,
+    SubscriptionView, Tracker,
 };
 pub use poa::{PoaCall, PoaSnapshot, PoaView, PoaWrite};
 pub use processor::*;

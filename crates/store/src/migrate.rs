@@ -37,6 +37,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(10, "0010_account_counters"),
     migration!(11, "0011_outbox_writes"),
     migration!(12, "0012_outbox_senders"),
+    migration!(13, "0013_owed_deliveries"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

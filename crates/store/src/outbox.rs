@@ -90,31 +90,39 @@ impl SubscriptionCache {
 }
 
 /// Where this instance's dispatcher takes the authorizations' deliveries from the commits
-/// that wrote them, without claiming them. They are written HANDED to this instance's sender
-/// (a row of `outbox_senders`) and handed over in memory once their commit is done. A
-/// delivery sent on its first attempt is never written again: the sender's mark
-/// (`sent_below`, kept by the dispatcher about four times a second) says that every HANDED
-/// row of the sender below it is settled. A failed attempt makes its row PENDING (then it is
-/// claimed as any other); so does a hand-over that cannot be made (the dispatcher is behind),
-/// through the [`Tracker`]; and so does the takeover of a sender that stopped keeping its mark
-/// (a crash): every HANDED row of it from its mark on.
+/// that owe them, without a row in those commits. The commit that inserts an authorization's
+/// record names on it the sender (a row of `outbox_senders`) and the subscriptions owed its
+/// event; the deliveries are handed over in memory once that commit is done. The dispatcher
+/// sends them and then writes their rows, a round's in one statement: DELIVERED, or PENDING
+/// after a failed attempt (then they are claimed as any other). The sender's mark
+/// (`sent_below`, kept by the dispatcher about four times a second) is an instant: every
+/// record of the sender created before it has its delivery rows. A hand-over that cannot be
+/// made (the dispatcher is behind) has its rows written PENDING, through the [`Tracker`]; the
+/// takeover of a sender that stopped keeping its mark (a crash) writes the rows still missing
+/// for its records from its mark on, PENDING.
 #[derive(Default)]
 pub(crate) struct Handoff {
     to: OnceLock<tokio::sync::mpsc::Sender<Vec<Handed>>>,
     tracker: Arc<Tracker>,
-    /// The sender the rows are written to (0: none), and until when: half a lease after its
-    /// last kept mark, so that no row is written to a sender that another instance may take
+    /// The sender the records are handed to (0: none), and until when: half a lease after
+    /// its last kept mark, so that no record names a sender that another instance may take
     /// over. One lock: a writer never pairs one sender with another's time.
     sending: Mutex<(i64, i64)>,
 }
 
-/// Commits whose deliveries may wait for the dispatcher at once: past it, the rows are made
-/// PENDING, for the claims.
+/// Commits whose deliveries may wait for the dispatcher at once: past it, their rows are
+/// written PENDING, for the claims.
 const HANDOFF_COMMITS_MAX: usize = 4096;
 
+/// How far a mark stays behind the instant it is kept: more than any authorization waits
+/// between its arrival (its record's instant) and its commit, which its deadline bounds to
+/// seconds. A takeover reads the records of this last minute again and writes only the rows
+/// still missing.
+pub const MARK_SLACK_MS: i64 = 60_000;
+
 impl Handoff {
-    /// The sender rows written now are handed to, when the dispatcher takes them and keeps its
-    /// mark.
+    /// The sender records written now are handed to, when the dispatcher takes them and
+    /// keeps its mark.
     fn sender(&self) -> Option<i64> {
         let to = self.to.get()?;
         let (sender, valid_until_ms) = *self
@@ -137,16 +145,17 @@ impl Handoff {
             return;
         };
         if !rows.is_empty() {
-            // Full or closed: the rows are dropped, and the tracker has them made PENDING.
+            // Full or closed: the deliveries are dropped, and the tracker has them written
+            // PENDING.
             let _ = to.try_send(rows);
         }
     }
 }
 
-/// The HANDED rows this instance's writers are writing or have written and its dispatcher
-/// has not settled (sent, or made PENDING): the sender's mark is the lowest of them. Row ids
-/// come from one ascending sequence, so a writer about to insert holds a floor (every id it
-/// will draw is above the highest seen so far) until its ids are known.
+/// The deliveries this instance's writers are owing or have owed and its dispatcher has not
+/// settled (their rows written): the sender's mark is the earliest of their instants. A
+/// writer about to insert records holds a floor (an instant at or before any record it will
+/// write, [`MARK_SLACK_MS`] before its start) until its deliveries are known.
 #[derive(Default)]
 pub struct Tracker {
     inner: Mutex<Tracked>,
@@ -154,19 +163,21 @@ pub struct Tracker {
 
 #[derive(Default)]
 struct Tracked {
-    next_floor: u64,
+    next_token: u64,
     floors: BTreeMap<u64, i64>,
-    unsettled: BTreeSet<i64>,
-    max_seen: i64,
-    /// Unsettled rows nobody will send (a hand-over not made, a rolled-back or uncertain
-    /// commit): to be made PENDING (a no-op for a row that never committed).
-    dropped: Vec<i64>,
+    /// By the instant of the record that owes it, and a token of its own.
+    unsettled: BTreeSet<(i64, u64)>,
+    /// Deliveries nobody will send from memory (a hand-over not made, a commit that failed
+    /// or whose outcome is unknown): their rows are to be written PENDING (nothing for a
+    /// record that never committed).
+    dropped: Vec<Owed>,
     /// A commit's outcome is unknown: the sender's mark must not move again (it is left to
     /// be taken over, and a new one started).
     retired: bool,
 }
 
-/// A writer's place below the ids it is about to draw; dropped, it lets the mark pass.
+/// A writer's place at or before the records it is about to write; dropped, it lets the
+/// mark pass.
 struct Floor {
     tracker: Arc<Tracker>,
     token: u64,
@@ -191,10 +202,9 @@ impl Tracker {
 
     fn floor(self: &Arc<Self>) -> Floor {
         let token = self.with(|t| {
-            let token = t.next_floor;
-            t.next_floor += 1;
-            let floor = t.max_seen + 1;
-            t.floors.insert(token, floor);
+            let token = t.next_token;
+            t.next_token += 1;
+            t.floors.insert(token, crate::now_ms() - MARK_SLACK_MS);
             token
         });
         Floor {
@@ -203,42 +213,46 @@ impl Tracker {
         }
     }
 
-    /// Rows `ids` are written (their commit may still fail): unsettled until sent, made
-    /// PENDING, or dropped. Ends `floor`.
-    fn register(&self, floor: Floor, ids: &[i64]) {
-        self.with(|t| {
-            t.unsettled.extend(ids.iter().copied());
-            t.max_seen = ids.iter().copied().fold(t.max_seen, i64::max);
+    /// Deliveries owed by records of instants `at_ms` are written (their commit may still
+    /// fail): unsettled until their rows are. Returns their tokens. Ends `floor`.
+    fn register(&self, floor: Floor, at_ms: &[i64]) -> Vec<u64> {
+        let tokens = self.with(|t| {
+            at_ms
+                .iter()
+                .map(|&at| {
+                    let token = t.next_token;
+                    t.next_token += 1;
+                    t.unsettled.insert((at, token));
+                    token
+                })
+                .collect()
         });
         drop(floor);
+        tokens
     }
 
-    /// Ids up to `max_id` are below any row this instance will write (its sender's start).
-    pub fn seen(&self, max_id: i64) {
-        self.with(|t| t.max_seen = t.max_seen.max(max_id));
-    }
-
-    /// Rows `ids` were sent, or made PENDING.
-    pub fn settle(&self, ids: &[i64]) {
+    /// The rows of `owed` are written.
+    pub fn settle<'a>(&self, owed: impl IntoIterator<Item = &'a Owed>) {
         self.with(|t| {
-            for id in ids {
-                t.unsettled.remove(id);
+            for o in owed {
+                t.unsettled.remove(&(o.at_ms, o.token));
             }
         });
     }
 
-    /// Row `id` will not be sent from memory: it is to be made PENDING.
-    pub fn drop_row(&self, id: i64) {
-        self.with(|t| t.dropped.push(id));
+    /// `owed` will not be sent from memory: its row is to be written PENDING.
+    pub fn drop_owed(&self, owed: Owed) {
+        self.with(|t| t.dropped.push(owed));
     }
 
-    /// The rows to make PENDING (given back with [`Tracker::drop_row`] when that fails).
-    pub fn take_dropped(&self) -> Vec<i64> {
+    /// The deliveries whose rows are to be written PENDING (given back with
+    /// [`Tracker::drop_owed`] when that fails).
+    pub fn take_dropped(&self) -> Vec<Owed> {
         self.with(|t| std::mem::take(&mut t.dropped))
     }
 
-    /// A commit of HANDED rows may have happened unseen (its ids unknown, or its rows dropped
-    /// before they show): the current sender keeps no mark from now on.
+    /// A commit of owing records may have happened unseen (its deliveries dropped before
+    /// they show): the current sender keeps no mark from now on.
     pub fn retire(&self) {
         self.with(|t| t.retired = true);
     }
@@ -249,15 +263,20 @@ impl Tracker {
         self.with(|t| (!std::mem::take(&mut t.retired)).then(|| t.mark()))
     }
 
-    /// Nothing this instance has written HANDED, or may still write, is unsettled: no writer
-    /// holds a floor, and every row handed over was sent or made PENDING. Once its sender is
-    /// no longer given to writers ([`Store::sending_as`] 0), this stays true and the sender
-    /// can be released ([`Store::release_sender`]).
+    /// Nothing this instance has owed, or may still owe, is unsettled: no writer holds a
+    /// floor, and every delivery handed over has its row. Once its sender is no longer given
+    /// to writers ([`Store::sending_as`] 0), this stays true and the sender can be released
+    /// ([`Store::release_sender`]).
     pub fn all_settled(&self) -> bool {
         self.with(|t| t.floors.is_empty() && t.unsettled.is_empty() && t.dropped.is_empty())
     }
 
-    /// Every row this instance has written HANDED with a lower id is settled.
+    /// Deliveries owed and not yet written (being sent).
+    pub fn unsettled(&self) -> usize {
+        self.with(|t| t.unsettled.len())
+    }
+
+    /// Every delivery this instance owes by a record created before this instant has its row.
     pub fn mark(&self) -> i64 {
         self.with(|t| t.mark())
     }
@@ -265,34 +284,84 @@ impl Tracker {
 
 impl Tracked {
     fn mark(&self) -> i64 {
-        let mut mark = self.max_seen + 1;
-        if let Some(&first) = self.unsettled.first() {
+        let mut mark = crate::now_ms() - MARK_SLACK_MS;
+        if let Some(&(first, _)) = self.unsettled.first() {
             mark = mark.min(first);
         }
         self.floors.values().fold(mark, |m, &f| m.min(f))
     }
 }
 
-/// A delivery handed to the dispatcher by the commit that wrote it (no `Debug`: it holds its
-/// subscription's secret). The dispatcher makes it the row a claim would return
-/// ([`Handed::into_claimed`]), so the writer builds no headers. Dropped instead (a failed
-/// commit, a full hand-over), it is made PENDING.
-pub struct Handed {
-    pub id: i64,
+/// A delivery an authorization's record owes, as its row is written once it is settled.
+#[derive(Debug, Clone)]
+pub struct Owed {
     pub event_id: String,
     pub event_type: &'static str,
+    pub subscription_id: i64,
     pub url: String,
+    /// The event's instant: its record's, its row's creation.
+    pub at_ms: i64,
+    /// The sender its record names.
+    pub sender: i64,
+    token: u64,
+}
+
+impl Owed {
+    /// Event `event_id` owed to subscription `subscription_id` at `url` by a record of
+    /// instant `at_ms` that names `sender`, not (yet) tracked.
+    pub fn new(
+        event_id: String,
+        event_type: &'static str,
+        subscription_id: i64,
+        url: String,
+        at_ms: i64,
+        sender: i64,
+    ) -> Owed {
+        Owed {
+            event_id,
+            event_type,
+            subscription_id,
+            url,
+            at_ms,
+            sender,
+            token: 0,
+        }
+    }
+}
+
+/// A delivery owed as its row is written: with its state, attempts, due time and error.
+type OwedRow<'a> = (&'a Owed, &'static str, i32, i64, Option<String>);
+
+/// How a delivery owed was settled: the row to write.
+#[derive(Debug, Clone)]
+pub enum Settled {
+    /// The receiver acknowledged the first attempt.
+    Delivered,
+    /// The first attempt failed: PENDING, due again at `next_attempt_at_ms`.
+    Failed {
+        error: String,
+        next_attempt_at_ms: i64,
+    },
+    /// Never sent from memory: PENDING, due now.
+    Unsent,
+}
+
+/// A delivery handed to the dispatcher by the commit that owes it (no `Debug`: it holds its
+/// subscription's secret). The dispatcher makes it the row a claim would return
+/// ([`Handed::into_claimed`]), so the writer builds no headers. Dropped instead (a failed
+/// commit, a full hand-over), its row is written PENDING.
+pub struct Handed {
+    pub owed: Owed,
     pub body: Vec<u8>,
     pub secret: Arc<str>,
-    pub created_at_ms: i64,
-    /// The tracker that has it made PENDING when it is dropped unsent (`None`: nobody does).
+    /// The tracker that has its row written when it is dropped unsent (`None`: nobody does).
     pub tracker: Option<Arc<Tracker>>,
 }
 
 impl Drop for Handed {
     fn drop(&mut self) {
         if let Some(t) = self.tracker.take() {
-            t.drop_row(self.id);
+            t.drop_owed(self.owed.clone());
         }
     }
 }
@@ -300,19 +369,19 @@ impl Drop for Handed {
 impl Handed {
     /// The delivery as a claim returns it: its headers derived from its id and type, signed
     /// with its subscription's secret, not attempted yet. The caller settles it
-    /// ([`Tracker::settle`]) or drops it ([`Tracker::drop_row`]).
+    /// ([`Tracker::settle`]) or drops it ([`Tracker::drop_owed`]).
     pub fn into_claimed(mut self) -> Claimed {
         self.tracker = None;
         Claimed {
-            id: self.id,
-            headers: event_headers(&self.event_id, self.event_type),
-            event_id: std::mem::take(&mut self.event_id),
-            url: std::mem::take(&mut self.url),
+            id: 0,
+            headers: event_headers(&self.owed.event_id, self.owed.event_type),
+            event_id: self.owed.event_id.clone(),
+            url: self.owed.url.clone(),
             body: std::mem::take(&mut self.body),
             signing_secret: Some(self.secret.to_string()),
             attempts: 0,
-            created_at_ms: self.created_at_ms,
-            handed: true,
+            created_at_ms: self.owed.at_ms,
+            handed: Some(self.owed.clone()),
         }
     }
 }
@@ -387,8 +456,9 @@ pub struct Claimed {
     pub signing_secret: Option<String>,
     pub attempts: i64,
     pub created_at_ms: i64,
-    /// Handed over by its commit (HANDED, not leased): settled in memory when sent.
-    pub handed: bool,
+    /// Handed over by the commit that owes it (no row yet, `id` 0): its row is written
+    /// once it is sent, or its attempt failed.
+    pub handed: Option<Owed>,
 }
 
 /// Never the secret, and the body by its size only.
@@ -435,20 +505,21 @@ fn skipping_locked(tx: &Tx, select: &str, lock: &str) -> String {
     }
 }
 
-/// Makes HANDED rows PENDING, due at `$1`, at their subscription's URL of now (the caller
-/// adds which rows).
-/// A row whose subscription was deleted meanwhile becomes DEAD, as the deletion made its
-/// pending rows.
-const REPEND: &str = "UPDATE outbox SET state = CASE WHEN EXISTS (SELECT 1 \
-     FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id) THEN 'PENDING' ELSE 'DEAD' END, \
-     last_error = CASE WHEN EXISTS (SELECT 1 FROM webhook_subscriptions s \
-     WHERE s.id = outbox.subscription_id) THEN last_error ELSE 'subscription deleted' END, \
-     next_attempt_at_ms = $1, pending_since_ms = $1, updated_at_ms = $1, url = COALESCE((SELECT s.url \
-     FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), url) \
-     WHERE state = 'HANDED'";
+/// Writes the rows still missing for the deliveries owed by sender `$2`'s records created
+/// from `$3` on: PENDING, due at `$1`, at their subscription's URL of now (a subscription
+/// deleted meanwhile is owed nothing). The rows its dispatcher wrote stay as they are.
+const OWED_FROM_MARK: &str = "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, \
+     headers, state, attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+     SELECT 'evt-auth-' || r.transaction_id, 'authorization.decided', s.id, s.url, $4, '', \
+            'PENDING', 0, $1, $1, r.created_at_ms, $1 \
+       FROM processor_transactions r JOIN webhook_subscriptions s \
+         ON ',' || r.webhook_subscriptions || ',' LIKE '%,' || CAST(s.id AS TEXT) || ',%' \
+      WHERE r.created_at_ms >= $3 AND r.webhook_sender = $2 AND r.kind = 'AUTHORIZATION' \
+     ON CONFLICT (event_id, subscription_id) WHERE subscription_id IS NOT NULL DO NOTHING";
 
-/// Makes sender `sender`'s HANDED rows from `sent_below` on PENDING, due at `now_ms`, and
-/// deletes the sender, in `tx`: a takeover, or a release. Returns the rows made PENDING.
+/// Writes the rows still missing for sender `sender`'s deliveries from `sent_below` on
+/// (PENDING, due at `now_ms`) and deletes the sender, in `tx`: a takeover, or a release.
+/// Returns the rows written.
 async fn end_sender(
     tx: &mut Tx,
     sender: i64,
@@ -456,12 +527,13 @@ async fn end_sender(
     now_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     Ok(run!(tx, c => {
-        // Planned for its mark (unprepared): a range of the primary key from there.
-        let n = sqlx::query(&format!("{REPEND} AND sender = $2 AND id >= $3"))
+        // Planned for its mark (unprepared): a range of the records' instants from there.
+        let n = sqlx::query(OWED_FROM_MARK)
             .persistent(false)
             .bind(now_ms)
             .bind(sender)
             .bind(sent_below)
+            .bind(&[][..] as &[u8])
             .execute(&mut *c)
             .await?
             .rows_affected();
@@ -557,8 +629,8 @@ macro_rules! subscription_of {
     };
 }
 
-/// The deliveries as shown (`deliveries`, a view of the outbox: a HANDED row is DELIVERED
-/// below its sender's mark, PENDING while it is being sent).
+/// The deliveries as shown (`deliveries`, a view of the outbox; an authorization's delivery
+/// shows once its row is written: when it was sent, or its first attempt failed).
 const DELIVERY_COLUMNS: &str = "SELECT id, event_id, event_type, subscription_id, url, body, \
      state, attempts, next_attempt_at_ms, last_error, created_at_ms, updated_at_ms, \
      delivered_at_ms FROM deliveries";
@@ -583,7 +655,7 @@ macro_rules! delivery_of {
     };
 }
 
-/// Inserts one row, due now, in `tx`: PENDING, or HANDED to `sender`; returns its id.
+/// Inserts one row, due now, PENDING, in `tx`.
 #[allow(clippy::too_many_arguments)]
 async fn insert_row(
     tx: &mut Tx,
@@ -594,16 +666,12 @@ async fn insert_row(
     body: &[u8],
     headers: &str,
     now_ms: i64,
-    sender: Option<i64>,
-) -> Result<i64, sqlx::Error> {
-    Ok(run!(tx, c => {
-        sqlx::query_scalar(
+) -> Result<(), sqlx::Error> {
+    run!(tx, c => {
+        sqlx::query(
             "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, \
-             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms, \
-             sender) \
-             VALUES ($1, $2, $3, $4, $5, $6, \
-             CASE WHEN $8 IS NULL THEN 'PENDING' ELSE 'HANDED' END, 0, $7, $7, $7, $7, $8) \
-             RETURNING id",
+             attempts, next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, 'PENDING', 0, $7, $7, $7, $7)",
         )
         .bind(event_id)
         .bind(event_type)
@@ -612,10 +680,11 @@ async fn insert_row(
         .bind(body)
         .bind(headers)
         .bind(now_ms)
-        .bind(sender)
-        .fetch_one(c)
-        .await?
-    }))
+        .execute(c)
+        .await
+        .map(drop)?
+    });
+    Ok(())
 }
 
 /// Enqueues `d` in the caller's open transaction: it is sent only if that commits.
@@ -629,10 +698,8 @@ pub(crate) async fn enqueue(tx: &mut Tx, d: &Delivery<'_>, now_ms: i64) -> Resul
         d.body,
         &headers_json(d.headers),
         now_ms,
-        None,
     )
     .await
-    .map(drop)
 }
 
 /// The statement that lists the active subscriptions.
@@ -721,9 +788,10 @@ impl Handing {
     }
 }
 
-/// Outbox rows as columns, for a statement that inserts them all at once
-/// (`INSERT ... SELECT FROM UNNEST`): one row per event and subscription (no `Debug`: the
-/// rows handed over hold their subscription's secret).
+/// The events of a commit to publish: the outbox rows it writes, as columns, for a statement
+/// that inserts them all at once (`INSERT ... SELECT FROM UNNEST`), one row per event and
+/// subscription; and the events its records owe instead, handed over once it is done (no
+/// `Debug`: those hold their subscription's secret).
 #[derive(Default)]
 pub(crate) struct OutboxRows {
     pub event_type: &'static str,
@@ -735,12 +803,15 @@ pub(crate) struct OutboxRows {
     pub rebuilt: Vec<bool>,
     /// The event's time: the row's creation and first due time.
     pub at_ms: Vec<i64>,
-    /// The sender the rows are written HANDED to (`None`: PENDING, for the claims).
+    /// The sender the owing records name (`None`: every event is written as rows).
     pub sender: Option<i64>,
-    /// The subscriptions' secrets, for the rows handed over.
-    secrets: Vec<Arc<str>>,
-    /// Held from before the rows' ids are drawn until they are known, with the tracker
-    /// that follows the rows handed over.
+    /// The events whose records owe their deliveries (rebuilt from the record, handed over).
+    pub owing: Vec<String>,
+    /// The subscriptions those records owe, as they name them: ids, comma-separated.
+    pub owed_to: String,
+    /// The deliveries owed, to hand over once committed, with their bodies and secrets.
+    owed: Vec<(Owed, Vec<u8>, Arc<str>)>,
+    /// Held from before the records are written until their deliveries are tracked.
     floor: Option<Floor>,
 }
 
@@ -754,46 +825,45 @@ impl OutboxRows {
             .collect()
     }
 
-    /// The statement that wrote the rows may have committed, their ids unknown: the sender
-    /// is retired before its floor goes ([`Tracker::retire`]).
+    /// The sender and the subscriptions the record of event `event_id` names: both `None`
+    /// when it owes nothing.
+    pub(crate) fn owed_by(&self, event_id: &str) -> (Option<i64>, Option<&str>) {
+        if self.owing.iter().any(|e| e == event_id) {
+            (self.sender, Some(&self.owed_to))
+        } else {
+            (None, None)
+        }
+    }
+
+    /// The statement that wrote the records may have committed, unseen: the sender is
+    /// retired before its floor goes ([`Tracker::retire`]).
     pub(crate) fn uncertain(mut self) {
         if let Some(floor) = self.floor.take() {
             floor.tracker.retire();
         }
     }
 
-    /// The rows, written under `ids` (row `i`'s id at `i`), as handed to the dispatcher once
-    /// committed (none when they are not HANDED). Dropped uncommitted, they are made PENDING.
-    pub(crate) fn handed(mut self, ids: &[i64]) -> Vec<Handed> {
+    /// The deliveries the records owe, as handed to the dispatcher once committed (none
+    /// when nothing is handed over). Dropped uncommitted, their rows are written PENDING
+    /// (nothing, for records that never committed).
+    pub(crate) fn handed(mut self) -> Vec<Handed> {
         let Some(floor) = self.floor.take() else {
             return Vec::new();
         };
         let tracker = floor.tracker.clone();
-        tracker.register(floor, ids);
-        if ids.len() != self.urls.len() {
-            // Cannot happen (one id per row): the rows are made PENDING by their ids.
-            for &id in ids {
-                tracker.drop_row(id);
-            }
-            return Vec::new();
-        }
-        let event_type = self.event_type;
-        self.event_ids
-            .into_iter()
-            .zip(self.urls)
-            .zip(self.bodies)
-            .zip(self.secrets)
-            .zip(self.at_ms)
-            .zip(ids)
-            .map(|(((((event_id, url), body), secret), at_ms), &id)| Handed {
-                id,
-                event_id,
-                event_type,
-                url,
-                body,
-                secret,
-                created_at_ms: at_ms,
-                tracker: Some(tracker.clone()),
+        let at: Vec<i64> = self.owed.iter().map(|(o, _, _)| o.at_ms).collect();
+        let tokens = tracker.register(floor, &at);
+        self.owed
+            .drain(..)
+            .zip(tokens)
+            .map(|((mut owed, body, secret), token)| {
+                owed.token = token;
+                Handed {
+                    owed,
+                    body,
+                    secret,
+                    tracker: Some(tracker.clone()),
+                }
             })
             .collect()
     }
@@ -819,7 +889,8 @@ impl Subscribers {
         }
     }
 
-    /// The rows of the events `build` makes (called only when somebody subscribes).
+    /// The rows of the events `build` makes (called only when somebody subscribes). Handed
+    /// over to a sender, the events the ledger rebuilds are owed by their records instead.
     pub(crate) fn rows(&self, build: impl FnOnce() -> Vec<Event>) -> Option<OutboxRows> {
         if self.wanted.is_empty() {
             return None;
@@ -828,23 +899,44 @@ impl Subscribers {
             event_type: self.event_type,
             sender: self.handing.as_ref().map(|h| h.sender),
             floor: self.handing.as_ref().map(|h| h.tracker.floor()),
+            owed_to: self
+                .wanted
+                .iter()
+                .map(|s| s.id.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
             ..OutboxRows::default()
         };
         for e in build() {
             let body = e.body(self.event_type);
-            for s in &self.wanted {
-                rows.event_ids.push(e.id.clone());
-                rows.subscription_ids.push(s.id);
-                rows.urls.push(s.url.clone());
-                rows.bodies.push(body.clone());
-                rows.rebuilt.push(e.rebuilt);
-                rows.at_ms.push(e.now_ms);
-                if rows.sender.is_some() {
-                    rows.secrets.push(s.secret.clone());
+            match rows.sender {
+                Some(sender) if e.rebuilt => {
+                    for s in &self.wanted {
+                        let owed = Owed::new(
+                            e.id.clone(),
+                            self.event_type,
+                            s.id,
+                            s.url.clone(),
+                            e.now_ms,
+                            sender,
+                        );
+                        rows.owed.push((owed, body.clone(), s.secret.clone()));
+                    }
+                    rows.owing.push(e.id);
+                }
+                _ => {
+                    for s in &self.wanted {
+                        rows.event_ids.push(e.id.clone());
+                        rows.subscription_ids.push(s.id);
+                        rows.urls.push(s.url.clone());
+                        rows.bodies.push(body.clone());
+                        rows.rebuilt.push(e.rebuilt);
+                        rows.at_ms.push(e.now_ms);
+                    }
                 }
             }
         }
-        (!rows.event_ids.is_empty()).then_some(rows)
+        (!rows.event_ids.is_empty() || !rows.owing.is_empty()).then_some(rows)
     }
 }
 
@@ -922,7 +1014,7 @@ impl Store {
         })
     }
 
-    /// Rows written until `valid_until_ms` are HANDED to `sender` (its mark just kept).
+    /// Records written until `valid_until_ms` name `sender` (its mark just kept).
     pub fn sending_as(&self, sender: i64, valid_until_ms: i64) {
         self.handoff.send_as(sender, valid_until_ms);
     }
@@ -974,8 +1066,9 @@ impl Store {
             .map(drop)
     }
 
-    /// [`Store::publish`] for the authorizations: the rows are HANDED to this instance's
-    /// dispatcher when one takes them; returns them, to be handed over once `tx` commits.
+    /// [`Store::publish`] for the authorizations: their records owe the deliveries to this
+    /// instance's dispatcher when one takes them (they name its sender); returns them, to be
+    /// handed over once `tx` commits.
     pub(crate) async fn publish_handed(
         &self,
         tx: &mut Tx,
@@ -997,9 +1090,8 @@ impl Store {
         let Some(rows) = Subscribers::of(&subs, event_type, handing).rows(build) else {
             return Ok(Vec::new());
         };
-        let mut ids = Vec::with_capacity(rows.event_ids.len());
         for (i, body) in rows.stored_bodies().into_iter().enumerate() {
-            let id = insert_row(
+            insert_row(
                 tx,
                 &rows.event_ids[i],
                 event_type,
@@ -1008,12 +1100,28 @@ impl Store {
                 body,
                 "",
                 rows.at_ms[i],
-                rows.sender,
             )
             .await?;
-            ids.push(id);
         }
-        Ok(rows.handed(&ids))
+        // The records just written name what they owe: their own page, already written.
+        for event_id in &rows.owing {
+            let Some(tid) = event_id.strip_prefix("evt-auth-") else {
+                continue;
+            };
+            run!(&mut *tx, c => {
+                sqlx::query(
+                    "UPDATE processor_transactions SET webhook_sender = $1, \
+                     webhook_subscriptions = $2 WHERE kind = 'AUTHORIZATION' AND transaction_id = $3",
+                )
+                .bind(rows.sender)
+                .bind(&rows.owed_to)
+                .bind(tid)
+                .execute(&mut *c)
+                .await
+                .map(drop)?
+            });
+        }
+        Ok(rows.handed())
     }
 
     /// Enqueues a delivery to a configured URL in its own transaction (callers with an
@@ -1243,7 +1351,7 @@ impl Store {
                     signing_secret: sub.and(secret),
                     attempts: i64::from(r.try_get::<i32, _>(6)?),
                     created_at_ms: r.try_get(7)?,
-                    handed: false,
+                    handed: None,
                 });
             }
             if !claimed.is_empty() {
@@ -1295,9 +1403,7 @@ impl Store {
     }
 
     /// An attempt on row `id` failed: try again at `next_attempt_at_ms`
-    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s. A HANDED row
-    /// becomes PENDING, at its subscription's URL of now (changed meanwhile, it follows), or
-    /// DEAD when its subscription was deleted meanwhile.
+    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s.
     pub async fn mark_failed(
         &self,
         id: i64,
@@ -1307,14 +1413,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         run_pool!(&self.db, p => {
             sqlx::query(
-                "UPDATE outbox SET state = CASE WHEN state = 'HANDED' AND NOT EXISTS (SELECT 1 \
-                 FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id) THEN 'DEAD' \
-                 ELSE 'PENDING' END, attempts = attempts + 1, \
+                "UPDATE outbox SET state = 'PENDING', attempts = attempts + 1, \
                  leased_until_ms = NULL, last_error = $1, next_attempt_at_ms = $2, \
-                 updated_at_ms = $3, url = CASE WHEN state = 'HANDED' THEN COALESCE(\
-                 (SELECT s.url FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), \
-                 url) ELSE url END \
-                 WHERE id = $4 AND state IN ('PENDING', 'HANDED')",
+                 updated_at_ms = $3 WHERE id = $4 AND state = 'PENDING'",
             )
             .bind(error)
             .bind(next_attempt_at_ms)
@@ -1324,6 +1425,115 @@ impl Store {
             .await?
             .rows_affected()
         });
+        Ok(())
+    }
+
+    /// Writes the rows of the deliveries owed in `settled`, as they were settled: one
+    /// statement on Postgres, one transaction on the embedded store. A delivery to retry goes
+    /// to its subscription's URL of now (changed meanwhile, it follows), or is DEAD when the
+    /// subscription was deleted meanwhile, as the deletion made its pending rows. A row already written (by a takeover
+    /// that came first) stays. With `unless_uncommitted`, a row is written only where the
+    /// record that owes it exists and names its sender (its commit may have failed).
+    pub async fn write_owed(
+        &self,
+        settled: &[(Owed, Settled)],
+        now_ms: i64,
+        unless_uncommitted: bool,
+    ) -> Result<(), StoreError> {
+        if settled.is_empty() {
+            return Ok(());
+        }
+        fn row((o, outcome): &(Owed, Settled), now_ms: i64) -> OwedRow<'_> {
+            let (state, attempts, due, error) = match outcome {
+                Settled::Delivered => (DELIVERED, 1, now_ms, None),
+                Settled::Failed {
+                    error,
+                    next_attempt_at_ms,
+                } => (PENDING, 1, *next_attempt_at_ms, Some(error.clone())),
+                Settled::Unsent => (PENDING, 0, now_ms, None),
+            };
+            (o, state, attempts, due, error)
+        }
+        match &self.db {
+            crate::Db::Pg(p) => {
+                let rows: Vec<_> = settled.iter().map(|s| row(s, now_ms)).collect();
+                let col =
+                    |f: &dyn Fn(&OwedRow<'_>) -> String| rows.iter().map(f).collect::<Vec<_>>();
+                sqlx::query(
+                    "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, \
+                     state, attempts, next_attempt_at_ms, last_error, pending_since_ms, \
+                     created_at_ms, updated_at_ms, delivered_at_ms) \
+                     SELECT x.e, x.t, x.s, CASE WHEN x.st = 'DELIVERED' OR s.id IS NULL THEN x.u \
+                            ELSE s.url END, $1, '', \
+                            CASE WHEN x.st = 'PENDING' AND s.id IS NULL THEN 'DEAD' ELSE x.st END, \
+                            x.n, x.due, CASE WHEN x.st = 'PENDING' AND s.id IS NULL \
+                            THEN 'subscription deleted' ELSE x.err END, x.at, x.at, $2, \
+                            CASE WHEN x.st = 'DELIVERED' THEN $2::int8 END \
+                       FROM UNNEST($3::text[], $4::text[], $5::int8[], $6::text[], $7::text[], \
+                                   $8::int4[], $9::int8[], $10::text[], $11::int8[], $12::int8[]) \
+                         AS x(e, t, s, u, st, n, due, err, at, w) \
+                       LEFT JOIN webhook_subscriptions s ON s.id = x.s \
+                      WHERE NOT $13 OR EXISTS (SELECT 1 FROM processor_transactions r \
+                            WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = SUBSTR(x.e, 10) \
+                              AND r.webhook_sender = x.w) \
+                     ON CONFLICT (event_id, subscription_id) WHERE subscription_id IS NOT NULL \
+                     DO NOTHING",
+                )
+                .bind(&[][..] as &[u8])
+                .bind(now_ms)
+                .bind(col(&|r| r.0.event_id.clone()))
+                .bind(col(&|r| r.0.event_type.to_owned()))
+                .bind(rows.iter().map(|r| r.0.subscription_id).collect::<Vec<_>>())
+                .bind(col(&|r| r.0.url.clone()))
+                .bind(col(&|r| r.1.to_owned()))
+                .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.3).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.4.clone()).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.0.at_ms).collect::<Vec<_>>())
+                .bind(rows.iter().map(|r| r.0.sender).collect::<Vec<_>>())
+                .bind(unless_uncommitted)
+                .execute(p)
+                .await?;
+            }
+            crate::Db::Lite(p) => {
+                let mut tx = p.begin().await?;
+                for (o, state, attempts, due, error) in settled.iter().map(|s| row(s, now_ms)) {
+                    sqlx::query(
+                        "INSERT INTO outbox (event_id, event_type, subscription_id, url, body, \
+                         headers, state, attempts, next_attempt_at_ms, last_error, pending_since_ms, \
+                         created_at_ms, updated_at_ms, delivered_at_ms) \
+                         SELECT $1, $2, $3, CASE WHEN $6 = 'DELIVERED' OR s.id IS NULL THEN $4 \
+                                ELSE s.url END, $5, '', \
+                                CASE WHEN $6 = 'PENDING' AND s.id IS NULL THEN 'DEAD' ELSE $6 END, \
+                                $7, $8, CASE WHEN $6 = 'PENDING' AND s.id IS NULL \
+                                THEN 'subscription deleted' ELSE $9 END, $10, $10, $11, \
+                                CASE WHEN $6 = 'DELIVERED' THEN $11 END \
+                           FROM (SELECT 1) one LEFT JOIN webhook_subscriptions s ON s.id = $3 \
+                          WHERE NOT $12 OR EXISTS (SELECT 1 FROM processor_transactions r \
+                                WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = SUBSTR($1, 10) \
+                                  AND r.webhook_sender = $13) \
+                         ON CONFLICT (event_id, subscription_id) WHERE subscription_id IS NOT NULL \
+                         DO NOTHING",
+                    )
+                    .bind(&o.event_id)
+                    .bind(o.event_type)
+                    .bind(o.subscription_id)
+                    .bind(&o.url)
+                    .bind(&[][..] as &[u8])
+                    .bind(state)
+                    .bind(attempts)
+                    .bind(due)
+                    .bind(error)
+                    .bind(o.at_ms)
+                    .bind(now_ms)
+                    .bind(unless_uncommitted)
+                    .bind(o.sender)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                tx.commit().await?;
+            }
+        }
         Ok(())
     }
 
@@ -1444,24 +1654,24 @@ impl Store {
     }
 
     /// Starts a sender for this instance's dispatcher, alive until `alive_until_ms`; returns
-    /// its id. Its mark starts above every row written so far (given to the tracker).
+    /// its id. Its mark starts at the tracker's: before any record that will name it.
     pub async fn start_sender(
         &self,
         tracker: &Tracker,
         now_ms: i64,
         alive_until_ms: i64,
     ) -> Result<i64, StoreError> {
-        let (id, sent_below): (i64, i64) = run_pool!(&self.db, p => {
-            sqlx::query_as(
+        let id: i64 = run_pool!(&self.db, p => {
+            sqlx::query_scalar(
                 "INSERT INTO outbox_senders (sent_below, alive_until_ms, started_at_ms) \
-                 SELECT COALESCE(MAX(id), 0) + 1, $1, $2 FROM outbox RETURNING id, sent_below",
+                 VALUES ($1, $2, $3) RETURNING id",
             )
+            .bind(tracker.mark())
             .bind(alive_until_ms)
             .bind(now_ms)
             .fetch_one(p)
             .await?
         });
-        tracker.seen(sent_below - 1);
         Ok(id)
     }
 
@@ -1487,14 +1697,10 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Makes the HANDED rows `ids` PENDING, due now (rows that never committed: nothing).
-    pub async fn repend_handed(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-        self.update_rows(REPEND, ids, now_ms).await
-    }
-
     /// Takes over the senders (but `except`, this instance's) not alive since before
-    /// `dead_before_ms`: their HANDED rows from their marks on become PENDING, due now, and
-    /// the senders are gone. Returns each sender taken and its rows made PENDING.
+    /// `dead_before_ms`: the rows still missing for their records from their marks on are
+    /// written PENDING, due now, and the senders are gone. Returns each sender taken and the
+    /// rows written.
     pub async fn take_over_senders(
         &self,
         dead_before_ms: i64,
@@ -1522,10 +1728,10 @@ impl Store {
         Ok(taken)
     }
 
-    /// Ends this instance's sender `id` as it stops, its mark at `sent_below`: its HANDED rows
-    /// from there on (none when every delivery it was handed is settled) become PENDING, due
-    /// now, and the sender is gone, so that no instance waits out its life to take it over.
-    /// Returns the rows made PENDING.
+    /// Ends this instance's sender `id` as it stops, its mark at `sent_below`: the rows still
+    /// missing for its records from there on (none when every delivery it was handed is
+    /// settled) are written PENDING, due now, and the sender is gone, so that no instance
+    /// waits out its life to take it over. Returns the rows written.
     pub async fn release_sender(
         &self,
         id: i64,
@@ -1538,19 +1744,13 @@ impl Store {
         Ok(n)
     }
 
-    /// Deliveries still to make (the pending gauge): the PENDING rows, and the HANDED rows
-    /// at or above their sender's mark (being sent, as the deliveries listing shows them).
-    /// Each sender's rows are counted over a range of the primary key from its mark.
+    /// Deliveries still to make (the pending gauge): the PENDING rows (the caller adds the
+    /// deliveries being sent from memory, [`Tracker::unsettled`]).
     pub async fn pending_deliveries(&self) -> Result<i64, StoreError> {
         Ok(run_pool!(&self.db, p => {
-            sqlx::query_scalar(
-                "SELECT (SELECT COUNT(*) FROM outbox WHERE state = 'PENDING') \
-                      + CAST(COALESCE((SELECT SUM((SELECT COUNT(*) FROM outbox o \
-                          WHERE o.id >= w.sent_below AND o.sender = w.id AND o.state = 'HANDED')) \
-                          FROM outbox_senders w), 0) AS BIGINT)",
-            )
-            .fetch_one(p)
-            .await?
+            sqlx::query_scalar("SELECT COUNT(*) FROM outbox WHERE state = 'PENDING'")
+                .fetch_one(p)
+                .await?
         }))
     }
 }
@@ -1641,8 +1841,8 @@ mod tests {
             ]
         );
         assert!(
-            rows.handed(&[1]).is_empty(),
-            "not leased: left to the claims"
+            rows.owing.is_empty() && rows.handed().is_empty(),
+            "left to the claims"
         );
     }
 
@@ -1657,7 +1857,7 @@ mod tests {
             signing_secret: Some("whsec_0123".into()),
             attempts: 1,
             created_at_ms: 5,
-            handed: false,
+            handed: None,
         };
         let shown = format!("{d:?}");
         assert!(
@@ -1667,8 +1867,15 @@ mod tests {
         assert!(!shown.contains("whsec_0123"), "{shown}");
     }
 
+    /// An event the ledger rebuilds, at instant 7 (long before any floor).
+    fn rebuilt(id: &str) -> Vec<Event> {
+        let mut e = Event::new(id.into(), 7, &serde_json::json!({}));
+        e.rebuilt = true;
+        vec![e]
+    }
+
     #[test]
-    fn handed_rows_are_given_as_a_claim_returns_them_and_tracked_until_settled() {
+    fn owed_deliveries_are_given_as_a_claim_returns_them_and_tracked_until_settled() {
         let subs = [
             Active {
                 id: 4,
@@ -1690,35 +1897,37 @@ mod tests {
             },
         ];
         let tracker = Arc::new(Tracker::default());
-        tracker.seen(20);
-        let rows_of = || {
+        let rows_of = |id: &str| {
             Subscribers::of(&subs, "authorization.decided", || {
                 Some(Handing::new(7, tracker.clone()))
             })
-            .rows(|| vec![Event::new("evt-auth-t2".into(), 7, &serde_json::json!({}))])
+            .rows(|| rebuilt(id))
             .expect("two subscribers want it")
         };
-        let rows = rows_of();
+        let rows = rows_of("evt-auth-t2");
         assert_eq!(rows.sender, Some(7));
-        // Before its ids are drawn, the writer holds the mark at the first id it can get.
-        assert_eq!(tracker.mark(), 21);
-        // The ids do not match the rows: nothing is handed over, and the id is made PENDING.
-        assert!(rows.handed(&[21]).is_empty());
-        assert_eq!(tracker.take_dropped(), [21]);
-        tracker.settle(&[21]);
-        let rows = rows_of();
-        // Another writer's rows, drawn later, do not move the mark past the first's floor.
-        let later = rows_of();
-        drop(later.handed(&[40, 41]));
-        assert_eq!(tracker.mark(), 22);
-        assert_eq!(tracker.take_dropped(), [40, 41], "dropped uncommitted");
-        tracker.settle(&[40, 41]);
+        assert!(rows.event_ids.is_empty(), "no row written with the commit");
+        assert_eq!(rows.owing, ["evt-auth-t2"]);
+        assert_eq!(rows.owed_by("evt-auth-t2"), (Some(7), Some("4,6")));
+        assert_eq!(rows.owed_by("evt-auth-t9"), (None, None));
+        // Before its records are written, the writer holds the mark a slack before it began.
+        assert!(tracker.mark() <= crate::now_ms() - MARK_SLACK_MS);
+        // Another writer's deliveries, dropped uncommitted, are to be written PENDING.
+        drop(rows_of("evt-auth-t3").handed());
+        let dropped = tracker.take_dropped();
+        let got: Vec<_> = dropped
+            .iter()
+            .map(|o| (o.event_id.as_str(), o.subscription_id, o.sender, o.at_ms))
+            .collect();
+        assert_eq!(got, [("evt-auth-t3", 4, 7, 7), ("evt-auth-t3", 6, 7, 7)]);
+        tracker.settle(&dropped);
         let handed: Vec<Claimed> = rows
-            .handed(&[31, 32])
+            .handed()
             .into_iter()
             .map(Handed::into_claimed)
             .collect();
-        assert_eq!(tracker.mark(), 31, "sent from memory: unsettled");
+        assert_eq!(tracker.mark(), 7, "sent from memory: unsettled");
+        assert_eq!(tracker.unsettled(), 2);
         let got: Vec<_> = handed
             .iter()
             .map(|d| {
@@ -1728,15 +1937,15 @@ mod tests {
                     d.signing_secret.as_deref(),
                     d.attempts,
                     d.created_at_ms,
-                    d.handed,
+                    d.handed.as_ref().map(|o| o.subscription_id),
                 )
             })
             .collect();
         assert_eq!(
             got,
             [
-                (31, "http://127.0.0.1:9/a", Some("s4"), 0, 7, true),
-                (32, "http://127.0.0.1:9/c", Some("s6"), 0, 7, true)
+                (0, "http://127.0.0.1:9/a", Some("s4"), 0, 7, Some(4)),
+                (0, "http://127.0.0.1:9/c", Some("s6"), 0, 7, Some(6))
             ]
         );
         assert_eq!(
@@ -1750,19 +1959,25 @@ mod tests {
         assert!(tracker.take_dropped().is_empty(), "taken by the dispatcher");
         // A write whose outcome is unknown retires the sender before its floor goes: the mark
         // is not read for it once, then again for the next sender.
-        let unknown = rows_of();
-        assert_eq!(tracker.mark_unless_retired(), Some(31));
+        let unknown = rows_of("evt-auth-t4");
+        assert_eq!(tracker.mark_unless_retired(), Some(7));
         unknown.uncertain();
         assert_eq!(tracker.mark_unless_retired(), None);
-        assert_eq!(tracker.mark_unless_retired(), Some(31));
-        tracker.settle(&[32]);
-        assert_eq!(tracker.mark(), 31);
-        tracker.settle(&[31]);
-        assert_eq!(tracker.mark(), 42, "above every row seen");
+        assert_eq!(tracker.mark_unless_retired(), Some(7));
+        let owed: Vec<Owed> = handed.iter().filter_map(|d| d.handed.clone()).collect();
+        tracker.settle(&owed[1..]);
+        assert_eq!(tracker.mark(), 7);
+        let before = crate::now_ms();
+        tracker.settle(&owed[..1]);
+        let mark = tracker.mark();
+        assert!(
+            (before - MARK_SLACK_MS..=crate::now_ms() - MARK_SLACK_MS).contains(&mark),
+            "a slack behind now: {mark}"
+        );
     }
 
     #[test]
-    fn a_sender_is_settled_once_no_writer_holds_it_and_every_row_handed_is_settled() {
+    fn a_sender_is_settled_once_no_writer_holds_it_and_every_delivery_is_written() {
         let subs = [Active {
             id: 4,
             url: "http://127.0.0.1:9/a".into(),
@@ -1771,33 +1986,33 @@ mod tests {
         }];
         let tracker = Arc::new(Tracker::default());
         assert!(tracker.all_settled());
-        // A writer that has read the sender holds it, before it has any row.
+        // A writer that has read the sender holds it, before it has any record.
         let subscribers = Subscribers::of(&subs, "authorization.decided", || {
             Some(Handing::new(7, tracker.clone()))
         });
         assert!(!tracker.all_settled(), "a writer that read the sender");
         let rows = subscribers
-            .rows(|| vec![Event::new("evt-auth-t3".into(), 7, &serde_json::json!({}))])
+            .rows(|| rebuilt("evt-auth-t3"))
             .expect("a subscriber wants it");
         drop(subscribers);
-        assert!(!tracker.all_settled(), "rows whose ids are not known yet");
-        let handed = rows.handed(&[50]);
+        assert!(!tracker.all_settled(), "records not written yet");
+        let handed = rows.handed();
         assert!(!tracker.all_settled(), "handed over, not sent");
         let sent: Vec<Claimed> = handed.into_iter().map(Handed::into_claimed).collect();
         assert!(!tracker.all_settled(), "being sent");
-        tracker.settle(&[sent[0].id]);
+        tracker.settle(sent.iter().filter_map(|d| d.handed.as_ref()));
         assert!(tracker.all_settled());
-        // A row dropped unsent is unsettled until it is made PENDING.
+        // A delivery dropped unsent is unsettled until its row is written.
         let rows = Subscribers::of(&subs, "authorization.decided", || {
             Some(Handing::new(7, tracker.clone()))
         })
-        .rows(|| vec![Event::new("evt-auth-t4".into(), 7, &serde_json::json!({}))])
+        .rows(|| rebuilt("evt-auth-t4"))
         .expect("a subscriber wants it");
-        drop(rows.handed(&[51]));
-        assert!(!tracker.all_settled(), "dropped, not yet PENDING");
+        drop(rows.handed());
+        assert!(!tracker.all_settled(), "dropped, not yet written");
         let dropped = tracker.take_dropped();
-        assert_eq!(dropped, [51]);
-        assert!(!tracker.all_settled(), "being made PENDING");
+        assert_eq!(dropped.len(), 1);
+        assert!(!tracker.all_settled(), "being written");
         tracker.settle(&dropped);
         assert!(tracker.all_settled());
     }
