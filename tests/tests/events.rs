@@ -583,7 +583,8 @@ async fn a_takeover_writes_what_records_owe(backend: Backend) {
     assert!(listed().await.is_empty());
 
     // The dispatcher wrote the first's row (sent); the second is still in flight when the
-    // sender stops. A delivery dropped for a record that never committed writes nothing.
+    // sender stops. A delivery given back for a record that is not as it was owed writes
+    // nothing.
     let owed = |d: &store::DeliveryView| {
         store::Owed::new(
             d.event_id.clone(),
@@ -603,12 +604,24 @@ async fn a_takeover_writes_what_records_owe(backend: Backend) {
         now,
         sender,
     );
+    // Nor for another attempt at the second's transaction than the one its record keeps.
+    let mut other = owed(&written[1]);
+    other.at_ms += 1;
+    let unsent = store::Settled::Unsent;
     app.store
-        .write_owed(&[first, (never, store::Settled::Unsent)], now, true)
+        .write_owed(
+            &[first, (never, unsent.clone()), (other, unsent)],
+            now,
+            true,
+        )
         .await
         .expect("rows written");
     let rows = listed().await;
-    assert_eq!(rows.len(), 1, "none for the record that never committed");
+    assert_eq!(
+        rows.len(),
+        1,
+        "none for a record that never committed as owed"
+    );
     assert_eq!((rows[0].state.as_str(), rows[0].attempts), ("DELIVERED", 1));
 
     let taken = app

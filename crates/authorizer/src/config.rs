@@ -314,6 +314,14 @@ impl Settings {
         if p.deadline_ms < 50 {
             return bad("processor.deadline_ms must be at least 50".into());
         }
+        // A webhook sender's mark stays this far behind the authorizations in flight, whose
+        // records' instants are their arrivals: an authorization may not wait longer.
+        if i64::try_from(p.deadline_ms).unwrap_or(i64::MAX) >= store::outbox::MARK_SLACK_MS {
+            return bad(format!(
+                "processor.deadline_ms must be below {} (how far a webhook sender's mark stays behind)",
+                store::outbox::MARK_SLACK_MS
+            ));
+        }
         if p.answer_ms_max == 0 {
             return bad("processor.answer_ms_max must be at least 1".into());
         }
@@ -647,6 +655,11 @@ mod tests {
             ),
             ("AUTHORIZER__NOPE__X", "1", "unknown section 'nope'"),
             ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "soon", "deadline_ms"),
+            (
+                "AUTHORIZER__PROCESSOR__DEADLINE_MS",
+                "60000",
+                "processor.deadline_ms must be below 60000",
+            ),
             (
                 "AUTHORIZER__DATABASE__STATEMENT_MS_MAX",
                 "5000",

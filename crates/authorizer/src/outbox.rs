@@ -222,6 +222,7 @@ async fn run(
             // (a writer that read the sender), within a round's time.
             let settled = handed.as_ref().is_none_or(|h| h.tracker.all_settled());
             if (waiting.is_empty() && settled) || Instant::now() >= until {
+                give_back(handed, waiting);
                 return;
             }
             if round.is_empty() {
@@ -243,6 +244,18 @@ async fn run(
             }
         }
     }
+}
+
+/// The deliveries handed over and not sent as the dispatcher stops, those still on their way
+/// too: committed, their rows are written PENDING (by the sender's keeper, or its takeover).
+fn give_back(handed: Option<store::HandOver>, mut waiting: VecDeque<Handed>) {
+    if let Some(mut from) = handed {
+        from.rows.close();
+        while let Ok(rows) = from.rows.try_recv() {
+            waiting.extend(rows);
+        }
+    }
+    waiting.into_iter().for_each(Handed::unsent);
 }
 
 /// Up to `max` of the deliveries handed over, oldest first.

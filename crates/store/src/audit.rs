@@ -290,13 +290,13 @@ const CHECKS: &[(&str, &str)] = &[
             owed_to_s!(),
             // An outer join, not `x.event_id IS NULL OR NOT EXISTS (...)`: under the `OR`
             // Postgres runs the subquery once per movement. An authorization's delivery that
-            // its record owes to a sender still there (being sent, or awaiting its takeover)
-            // has no row yet, rightly.
+            // its record owes to a sender still there, from that sender's mark on (being sent,
+            // or awaiting its takeover), has no row yet, rightly.
             " LEFT JOIN outbox o ON o.subscription_id = s.id AND o.event_id = x.event_id \
              WHERE o.id IS NULL AND NOT EXISTS (SELECT 1 FROM processor_transactions r \
                JOIN outbox_senders w ON w.id = r.webhook_sender \
               WHERE x.kind = 'AUTHORIZATION' AND r.kind = 'AUTHORIZATION' \
-                AND r.transaction_id = x.transaction_id \
+                AND r.transaction_id = x.transaction_id AND r.created_at_ms >= w.sent_below \
                 AND ',' || r.webhook_subscriptions || ',' LIKE '%,' || CAST(s.id AS TEXT) || ',%')"
         ),
     ),

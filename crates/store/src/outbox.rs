@@ -144,10 +144,16 @@ impl Handoff {
         let Some(to) = self.to.get() else {
             return;
         };
-        if !rows.is_empty() {
-            // Full or closed: the deliveries are dropped, and the tracker has them written
-            // PENDING.
-            let _ = to.try_send(rows);
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = to.try_send(rows) {
+            // Full or closed: the tracker has their rows written PENDING.
+            let rows = match e {
+                tokio::sync::mpsc::error::TrySendError::Full(r)
+                | tokio::sync::mpsc::error::TrySendError::Closed(r) => r,
+            };
+            rows.into_iter().for_each(Handed::unsent);
         }
     }
 }
@@ -167,9 +173,9 @@ struct Tracked {
     floors: BTreeMap<u64, i64>,
     /// By the instant of the record that owes it, and a token of its own.
     unsettled: BTreeSet<(i64, u64)>,
-    /// Deliveries nobody will send from memory (a hand-over not made, a commit that failed
-    /// or whose outcome is unknown): their rows are to be written PENDING (nothing for a
-    /// record that never committed).
+    /// Committed deliveries nobody will send from memory (a hand-over not made, a dispatcher
+    /// that stopped, a round whose rows could not be written): their rows are to be written
+    /// PENDING.
     dropped: Vec<Owed>,
     /// A commit's outcome is unknown: the sender's mark must not move again (it is left to
     /// be taken over, and a new one started).
@@ -348,25 +354,35 @@ pub enum Settled {
 
 /// A delivery handed to the dispatcher by the commit that owes it (no `Debug`: it holds its
 /// subscription's secret). The dispatcher makes it the row a claim would return
-/// ([`Handed::into_claimed`]), so the writer builds no headers. Dropped instead (a failed
-/// commit, a full hand-over), its row is written PENDING.
+/// ([`Handed::into_claimed`]), so the writer builds no headers. Committed and not sent from
+/// memory (a full hand-over, a dispatcher that stopped), it is given back
+/// ([`Handed::unsent`]) and its row written PENDING. Dropped instead, its commit did not
+/// happen (nothing is owed), or its outcome is unknown (its sender is retired, and the
+/// takeover writes its row if the record exists): the tracker forgets it.
 pub struct Handed {
     pub owed: Owed,
     pub body: Vec<u8>,
     pub secret: Arc<str>,
-    /// The tracker that has its row written when it is dropped unsent (`None`: nobody does).
+    /// The tracker that follows it (`None`: nobody does).
     pub tracker: Option<Arc<Tracker>>,
 }
 
 impl Drop for Handed {
     fn drop(&mut self) {
         if let Some(t) = self.tracker.take() {
-            t.drop_owed(self.owed.clone());
+            t.settle([&self.owed]);
         }
     }
 }
 
 impl Handed {
+    /// Committed, it will not be sent from memory: its row is written PENDING.
+    pub fn unsent(mut self) {
+        if let Some(t) = self.tracker.take() {
+            t.drop_owed(self.owed.clone());
+        }
+    }
+
     /// The delivery as a claim returns it: its headers derived from its id and type, signed
     /// with its subscription's secret, not attempted yet. The caller settles it
     /// ([`Tracker::settle`]) or drops it ([`Tracker::drop_owed`]).
@@ -844,8 +860,7 @@ impl OutboxRows {
     }
 
     /// The deliveries the records owe, as handed to the dispatcher once committed (none
-    /// when nothing is handed over). Dropped uncommitted, their rows are written PENDING
-    /// (nothing, for records that never committed).
+    /// when nothing is handed over). Dropped uncommitted, they are forgotten.
     pub(crate) fn handed(mut self) -> Vec<Handed> {
         let Some(floor) = self.floor.take() else {
             return Vec::new();
@@ -1433,7 +1448,8 @@ impl Store {
     /// to its subscription's URL of now (changed meanwhile, it follows), or is DEAD when the
     /// subscription was deleted meanwhile, as the deletion made its pending rows. A row already written (by a takeover
     /// that came first) stays. With `unless_uncommitted`, a row is written only where the
-    /// record that owes it exists and names its sender (its commit may have failed).
+    /// record that owes it exists as it was owed: with its instant, naming its sender and the
+    /// subscription.
     pub async fn write_owed(
         &self,
         settled: &[(Owed, Settled)],
@@ -1475,7 +1491,9 @@ impl Store {
                        LEFT JOIN webhook_subscriptions s ON s.id = x.s \
                       WHERE NOT $13 OR EXISTS (SELECT 1 FROM processor_transactions r \
                             WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = SUBSTR(x.e, 10) \
-                              AND r.webhook_sender = x.w) \
+                              AND r.webhook_sender = x.w AND r.created_at_ms = x.at \
+                              AND ',' || r.webhook_subscriptions || ',' \
+                                  LIKE '%,' || CAST(x.s AS TEXT) || ',%') \
                      ON CONFLICT (event_id, subscription_id) WHERE subscription_id IS NOT NULL \
                      DO NOTHING",
                 )
@@ -1511,7 +1529,9 @@ impl Store {
                            FROM (SELECT 1) one LEFT JOIN webhook_subscriptions s ON s.id = $3 \
                           WHERE NOT $12 OR EXISTS (SELECT 1 FROM processor_transactions r \
                                 WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = SUBSTR($1, 10) \
-                                  AND r.webhook_sender = $13) \
+                                  AND r.webhook_sender = $13 AND r.created_at_ms = $10 \
+                                  AND ',' || r.webhook_subscriptions || ',' \
+                                      LIKE '%,' || CAST($3 AS TEXT) || ',%') \
                          ON CONFLICT (event_id, subscription_id) WHERE subscription_id IS NOT NULL \
                          DO NOTHING",
                     )
@@ -1912,14 +1932,20 @@ mod tests {
         assert_eq!(rows.owed_by("evt-auth-t9"), (None, None));
         // Before its records are written, the writer holds the mark a slack before it began.
         assert!(tracker.mark() <= crate::now_ms() - MARK_SLACK_MS);
-        // Another writer's deliveries, dropped uncommitted, are to be written PENDING.
+        // Other writers' deliveries: dropped uncommitted, forgotten; committed and given back
+        // unsent (a full hand-over), to be written PENDING.
         drop(rows_of("evt-auth-t3").handed());
+        assert!(tracker.take_dropped().is_empty(), "nothing owed");
+        rows_of("evt-auth-t5")
+            .handed()
+            .into_iter()
+            .for_each(Handed::unsent);
         let dropped = tracker.take_dropped();
         let got: Vec<_> = dropped
             .iter()
             .map(|o| (o.event_id.as_str(), o.subscription_id, o.sender, o.at_ms))
             .collect();
-        assert_eq!(got, [("evt-auth-t3", 4, 7, 7), ("evt-auth-t3", 6, 7, 7)]);
+        assert_eq!(got, [("evt-auth-t5", 4, 7, 7), ("evt-auth-t5", 6, 7, 7)]);
         tracker.settle(&dropped);
         let handed: Vec<Claimed> = rows
             .handed()
@@ -2002,14 +2028,22 @@ mod tests {
         assert!(!tracker.all_settled(), "being sent");
         tracker.settle(sent.iter().filter_map(|d| d.handed.as_ref()));
         assert!(tracker.all_settled());
-        // A delivery dropped unsent is unsettled until its row is written.
-        let rows = Subscribers::of(&subs, "authorization.decided", || {
-            Some(Handing::new(7, tracker.clone()))
-        })
-        .rows(|| rebuilt("evt-auth-t4"))
-        .expect("a subscriber wants it");
-        drop(rows.handed());
-        assert!(!tracker.all_settled(), "dropped, not yet written");
+        // A delivery given back unsent is unsettled until its row is written; one dropped
+        // uncommitted is settled at once.
+        let rows_of = |id: &str| {
+            Subscribers::of(&subs, "authorization.decided", || {
+                Some(Handing::new(7, tracker.clone()))
+            })
+            .rows(|| rebuilt(id))
+            .expect("a subscriber wants it")
+        };
+        drop(rows_of("evt-auth-t5").handed());
+        assert!(tracker.all_settled(), "rolled back: nothing owed");
+        rows_of("evt-auth-t4")
+            .handed()
+            .into_iter()
+            .for_each(Handed::unsent);
+        assert!(!tracker.all_settled(), "given back, not yet written");
         let dropped = tracker.take_dropped();
         assert_eq!(dropped.len(), 1);
         assert!(!tracker.all_settled(), "being written");
