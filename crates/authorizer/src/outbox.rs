@@ -267,11 +267,10 @@ fn take_handed(waiting: &mut VecDeque<Handed>, max: usize) -> Vec<Claimed> {
 /// Keeps this instance's sender: its mark (up to which instant its records' deliveries have
 /// their rows) and its life, four times a lease's half, so that the records go on naming it;
 /// writes PENDING the rows of the deliveries not sent from memory; starts another sender when
-/// a commit's outcome is
-/// unknown (the old one is left to be taken over); and takes over the senders that stopped
-/// (on the embedded store, at start too: its one process is this one). Asked to stop, it
-/// gives its sender to no more writers and releases it once every delivery it was handed is
-/// settled ([`Dispatcher::stop`]).
+/// a commit's outcome is unknown (the old one is left to be taken over); and takes over the
+/// senders that stopped (on the embedded store, at start too: its one process is this one).
+/// Asked to stop, it gives its sender to no more writers and releases it once every delivery
+/// it was handed is settled ([`Dispatcher::stop`]).
 async fn keep_sender(
     store: Store,
     tracker: Arc<store::Tracker>,

@@ -914,14 +914,16 @@ impl Subscribers {
             event_type: self.event_type,
             sender: self.handing.as_ref().map(|h| h.sender),
             floor: self.handing.as_ref().map(|h| h.tracker.floor()),
-            owed_to: self
+            ..OutboxRows::default()
+        };
+        if rows.sender.is_some() {
+            rows.owed_to = self
                 .wanted
                 .iter()
                 .map(|s| s.id.to_string())
                 .collect::<Vec<_>>()
-                .join(","),
-            ..OutboxRows::default()
-        };
+                .join(",");
+        }
         for e in build() {
             let body = e.body(self.event_type);
             match rows.sender {
