@@ -98,6 +98,24 @@ fn json_content(schema: RefOr<Schema>) -> utoipa::openapi::Content {
     ContentBuilder::new().schema(Some(schema)).build()
 }
 
+/// JSON content of any object.
+fn any_object() -> utoipa::openapi::Content {
+    json_content(RefOr::T(Schema::Object(
+        ObjectBuilder::new()
+            .schema_type(SchemaType::new(Type::Object))
+            .build(),
+    )))
+}
+
+/// `true` as `Required::True`, `false` as `Required::False`.
+fn required(required: bool) -> Required {
+    if required {
+        Required::True
+    } else {
+        Required::False
+    }
+}
+
 fn header_param(
     name: &str,
     required: bool,
@@ -110,18 +128,14 @@ fn header_param(
 fn param(
     location: ParameterIn,
     name: &str,
-    required: bool,
+    is_required: bool,
     schema: ObjectBuilder,
     description: &str,
 ) -> utoipa::openapi::path::Parameter {
     ParameterBuilder::new()
         .name(name)
         .parameter_in(location)
-        .required(if required {
-            Required::True
-        } else {
-            Required::False
-        })
+        .required(required(is_required))
         .schema(Some(schema))
         .description(Some(description))
         .build()
@@ -181,13 +195,7 @@ fn path_param(name: &str, description: &str) -> utoipa::openapi::path::Parameter
     } else {
         string_schema(Some(PRINTABLE_PATTERN), Some(1), Some(255))
     };
-    ParameterBuilder::new()
-        .name(name)
-        .parameter_in(ParameterIn::Path)
-        .required(Required::True)
-        .schema(Some(schema))
-        .description(Some(description))
-        .build()
+    param(ParameterIn::Path, name, true, schema, description)
 }
 
 const SIGNATURE_PATTERN: &str = r"^hmac-sha256 [A-Za-z0-9+/]{43}=$";
@@ -417,14 +425,10 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
             "401",
             error("Signature not accepted (unknown key, a processor key, bad or missing signature, stale timestamp, other endpoint). Not signed.").build(),
         );
-    if let Some((body, required)) = request {
+    if let Some((body, is_required)) = request {
         op = op.request_body(Some(
             RequestBodyBuilder::new()
-                .required(Some(if required {
-                    Required::True
-                } else {
-                    Required::False
-                }))
+                .required(Some(required(is_required)))
                 .content("application/json", json_content(schema_ref(body)))
                 .build(),
         ));
@@ -659,20 +663,13 @@ fn wallet_operation(
     description: &str,
 ) -> utoipa::openapi::path::Operation {
     let mut op = instore_operation(true, operation_id, summary, description, path);
-    let object = || {
-        json_content(RefOr::T(Schema::Object(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::Object))
-                .build(),
-        )))
-    };
     op.request_body = Some(
         RequestBodyBuilder::new()
             .required(Some(Required::True))
             .description(Some(
                 "The seed's fields as the body (bare), or the InstoreEnvelope with them as its payload.",
             ))
-            .content("application/json", object())
+            .content("application/json", any_object())
             .build(),
     );
     op.responses.responses.insert(
@@ -680,7 +677,7 @@ fn wallet_operation(
         RefOr::T(
             ResponseBuilder::new()
                 .description("Bare: the action's answer (result, code, and its fields; business declines included). Enveloped: {\"requestId\"}, the answer going to callbackUrl. Signed with X-Signature over the exact bytes.")
-                .content("application/json", object())
+                .content("application/json", any_object())
                 .build(),
         ),
     );
@@ -800,13 +797,6 @@ fn instore_operation(
             "503",
             instore_error("Nothing committed; InStore may send it again."),
         );
-    let any_object = || {
-        json_content(RefOr::T(Schema::Object(
-            ObjectBuilder::new()
-                .schema_type(SchemaType::new(Type::Object))
-                .build(),
-        )))
-    };
     if post {
         // The pay-on-account actions take a bare body as well as the envelope.
         let (request, answer) = if stored_value {
@@ -956,6 +946,15 @@ fn schemas() -> Vec<(String, RefOr<Schema>)> {
     out
 }
 
+/// GET or POST.
+fn method(post: bool) -> HttpMethod {
+    if post {
+        HttpMethod::Post
+    } else {
+        HttpMethod::Get
+    }
+}
+
 /// The whole document.
 pub fn document() -> OpenApi {
     let mut paths = PathsBuilder::new();
@@ -966,21 +965,12 @@ pub fn document() -> OpenApi {
         );
     }
     for (path, route) in ChannelRoute::ALL {
-        let method = if route.is_post() {
-            HttpMethod::Post
-        } else {
-            HttpMethod::Get
-        };
-        paths = paths.path(path, PathItem::new(method, channel_operation(route)));
+        let op = channel_operation(route);
+        paths = paths.path(path, PathItem::new(method(route.is_post()), op));
     }
     for (path, post, id, summary, description) in INSTORE_ROUTES {
-        let method = if post {
-            HttpMethod::Post
-        } else {
-            HttpMethod::Get
-        };
         let op = instore_operation(post, id, summary, description, path);
-        paths = paths.path(path, PathItem::new(method, op));
+        paths = paths.path(path, PathItem::new(method(post), op));
     }
     for (path, id, summary, description) in WALLET_ROUTES {
         let op = wallet_operation(path, id, summary, description);
