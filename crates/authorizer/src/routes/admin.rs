@@ -179,6 +179,9 @@ impl AdminError {
     pub(crate) fn bad(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
+    pub(crate) fn unprocessable(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
+    }
     pub(crate) fn not_found(what: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
@@ -611,15 +614,13 @@ async fn fund(
             }
             FundingOutcome::AccountNotFound => return Err(AdminError::not_found("account")),
             FundingOutcome::InsufficientFunds => {
-                return Err(AdminError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
+                return Err(AdminError::unprocessable(
                     "insufficient_funds",
                     "A withdrawal cannot overdraw the account",
                 ));
             }
             FundingOutcome::BalanceOutOfRange => {
-                return Err(AdminError::new(
-                    StatusCode::UNPROCESSABLE_ENTITY,
+                return Err(AdminError::unprocessable(
                     "balance_out_of_range",
                     "The deposit would take the balance beyond what the ledger can hold",
                 ));

@@ -92,13 +92,8 @@ fn view(s: StoredControls) -> ControlsView {
 fn parse(raw: &[u8], account_currency: Option<Currency>) -> Result<Controls> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| AdminError::bad("malformed_request", e.to_string()))?;
-    Controls::from_value(&value, account_currency).map_err(|e| {
-        AdminError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid_controls",
-            e.to_string(),
-        )
-    })
+    Controls::from_value(&value, account_currency)
+        .map_err(|e| AdminError::unprocessable("invalid_controls", e.to_string()))
 }
 
 /// The canonical text stored for `c` (`''` when it holds no control).

@@ -116,10 +116,6 @@ pub struct InstoreCallbackQuery {
     cursor: Option<String>,
 }
 
-fn unprocessable(code: &'static str, message: &str) -> AdminError {
-    AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-}
-
 impl InstoreCallbackQuery {
     /// (state, cursor, limit), each checked: 422 naming the first bad one.
     fn checked(&self) -> Result<(Option<&'static str>, Option<i64>, i64)> {
@@ -130,7 +126,10 @@ impl InstoreCallbackQuery {
                     .into_iter()
                     .find(|k| k.eq_ignore_ascii_case(s))
                     .ok_or_else(|| {
-                        unprocessable("invalid_state", "state must be PENDING, DELIVERED or DEAD")
+                        AdminError::unprocessable(
+                            "invalid_state",
+                            "state must be PENDING, DELIVERED or DEAD",
+                        )
                     })?,
             ),
         };
@@ -141,13 +140,16 @@ impl InstoreCallbackQuery {
                 .ok()
                 .filter(|l| (1..=LIMIT_MAX).contains(l))
                 .ok_or_else(|| {
-                    unprocessable("invalid_limit", "limit must be an integer from 1 to 1000")
+                    AdminError::unprocessable(
+                        "invalid_limit",
+                        "limit must be an integer from 1 to 1000",
+                    )
                 })?,
         };
         let cursor = match self.cursor.as_deref() {
             None => None,
             Some(c) => Some(c.parse::<i64>().ok().filter(|c| *c > 0).ok_or_else(|| {
-                unprocessable(
+                AdminError::unprocessable(
                     "invalid_cursor",
                     "cursor must be a next_cursor of this listing",
                 )

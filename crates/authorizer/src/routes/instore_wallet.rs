@@ -116,10 +116,6 @@ pub struct IssuedBarcode {
     expires_at: String,
 }
 
-fn unprocessable(code: &'static str, message: impl Into<String>) -> AdminError {
-    AdminError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
-}
-
 /// Issue a single-use wallet barcode for (user, currency), optionally bound to one card
 #[utoipa::path(
     post,
@@ -143,22 +139,22 @@ pub async fn issue_barcode(
     admin_call(&req, &state, async {
         let b: BarcodeRequest = json_body(&req, payload, &state).await?;
         if !printable_id(&b.user_id) {
-            return Err(unprocessable(
+            return Err(AdminError::unprocessable(
                 "invalid_user_id",
                 "user_id must be 1 to 255 printable characters",
             ));
         }
         let currency = ledger::Currency::parse(&b.currency)
-            .map_err(|e| unprocessable("unknown_currency", e.to_string()))?;
+            .map_err(|e| AdminError::unprocessable("unknown_currency", e.to_string()))?;
         let lifetime = b.expires_in_secs.unwrap_or(BARCODE_LIFETIME_SECS);
         if !(1..=BARCODE_LIFETIME_MAX_SECS).contains(&lifetime) {
-            return Err(unprocessable(
+            return Err(AdminError::unprocessable(
                 "invalid_expiry",
                 format!("expires_in_secs must be 1 to {BARCODE_LIFETIME_MAX_SECS}"),
             ));
         }
         if b.card_id.as_deref().is_some_and(|c| !printable_id(c)) {
-            return Err(unprocessable(
+            return Err(AdminError::unprocessable(
                 "card_not_found",
                 "card_id must be 1 to 255 printable characters",
             ));
@@ -178,13 +174,13 @@ pub async fn issue_barcode(
         let barcode = match issued {
             BarcodeIssue::Issued(b) => b,
             BarcodeIssue::AccountNotFound => {
-                return Err(unprocessable(
+                return Err(AdminError::unprocessable(
                     "account_not_found",
                     "the user has no account in that currency",
                 ));
             }
             BarcodeIssue::CardNotFound => {
-                return Err(unprocessable(
+                return Err(AdminError::unprocessable(
                     "card_not_found",
                     "no such card, or it is not the user's",
                 ));
