@@ -119,13 +119,7 @@ pub struct CardPath {
 impl CardPath {
     /// The card id, checked: 1 to 255 bytes of printable text.
     pub(crate) fn card_id(self) -> Result<String> {
-        if !printable_id(&self.card_id) {
-            return Err(AdminError::bad(
-                "invalid_card_id",
-                "card id must be 1 to 255 printable characters",
-            ));
-        }
-        Ok(self.card_id)
+        card_id(self.card_id)
     }
 }
 
@@ -288,6 +282,17 @@ pub(crate) fn user_id(id: &str) -> Result<&str> {
         return Err(AdminError::bad(
             "invalid_user_id",
             "user id must be 1 to 255 printable characters",
+        ));
+    }
+    Ok(id)
+}
+
+/// A card id, checked: 1 to 255 bytes of printable text.
+pub(crate) fn card_id(id: String) -> Result<String> {
+    if !printable_id(&id) {
+        return Err(AdminError::bad(
+            "invalid_card_id",
+            "card id must be 1 to 255 printable characters",
         ));
     }
     Ok(id)
@@ -660,7 +665,7 @@ fn cursor(text: Option<&str>) -> Result<Option<i64>> {
 
 /// The first `limit` of `rows` (read one past a page) and the next page's cursor: `key` of
 /// the last row shown, when there are more.
-fn page_of<T, K>(rows: &[T], limit: i64, key: impl Fn(&T) -> K) -> (&[T], Option<K>) {
+pub(crate) fn page_of<T, K>(rows: &[T], limit: i64, key: impl Fn(&T) -> K) -> (&[T], Option<K>) {
     let limit = usize::try_from(limit).unwrap_or(0);
     if rows.len() > limit {
         let page = &rows[..limit];
@@ -901,7 +906,8 @@ fn stored_body(b: &Option<Vec<u8>>) -> Value {
     }
 }
 
-fn flags(stored: &str) -> Vec<String> {
+/// The flags of a comma-separated stored list.
+pub(crate) fn flags(stored: &str) -> Vec<String> {
     stored
         .split(',')
         .filter(|f| !f.is_empty())

@@ -3,7 +3,9 @@
 //! request bodies; answers show the last four. Registered from the table in
 //! [`super::admin`].
 
-use super::admin::{AdminError, Result, currency, json_body, json_response, printable_id};
+use super::admin::{
+    AdminError, Result, card_id, currency, flags, json_body, json_response, page_of, printable_id,
+};
 use super::webhooks::admin_call;
 use crate::app::AppState;
 use crate::openapi::errors;
@@ -102,15 +104,10 @@ async fn card_json(state: &AppState, card_id: &str) -> Result<SvCard> {
     })
 }
 
-fn card_id(path: web::Path<SvCardPath>) -> Result<String> {
-    let id = path.into_inner().card_id;
-    if printable_id(&id) {
-        Ok(id)
-    } else {
-        Err(AdminError::bad(
-            "invalid_card_id",
-            "card id must be 1 to 255 printable characters",
-        ))
+impl SvCardPath {
+    /// The card id, checked as every admin route checks one.
+    fn card_id(self) -> Result<String> {
+        card_id(self.card_id)
     }
 }
 
@@ -137,7 +134,7 @@ pub async fn put_stored_value_card(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let card_id = card_id(path)?;
+        let card_id = path.into_inner().card_id()?;
         let b: SvLinkRequest = json_body(&req, payload, &state).await?;
         let number = CardNumber::parse(&b.number, "number")
             .map_err(|e| AdminError::bad("invalid_number", e.message))?;
@@ -220,7 +217,7 @@ pub async fn get_stored_value_card(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let card_id = card_id(path)?;
+        let card_id = path.into_inner().card_id()?;
         Ok(json_response(
             StatusCode::OK,
             &card_json(&state, &card_id).await?,
@@ -289,12 +286,7 @@ fn movement_json(m: &SvMovementRow) -> SvMovement {
         workstation_id: m.workstation_id.clone(),
         session_id: m.session_id.clone(),
         reference: m.reference.clone(),
-        flags: m
-            .flags
-            .split(',')
-            .filter(|f| !f.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        flags: flags(&m.flags),
         created_at_ms: m.created_at_ms,
     }
 }
@@ -320,7 +312,7 @@ pub async fn stored_value_movements(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let card_id = card_id(path)?;
+        let card_id = path.into_inner().card_id()?;
         let limit = query.limit.unwrap_or(100);
         if !(1..=500).contains(&limit) {
             return Err(AdminError::bad("invalid_limit", "limit must be 1 to 500"));
@@ -329,19 +321,11 @@ pub async fn stored_value_movements(
             .store
             .stored_value_movements(&card_id, query.cursor, limit + 1)
             .await?;
-        let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        let movements: Vec<SvMovement> = rows
-            .iter()
-            .take(usize::try_from(limit).unwrap_or(usize::MAX))
-            .map(movement_json)
-            .collect();
-        let next_cursor = more
-            .then(|| movements.last().map(|m| m.movement_id))
-            .flatten();
+        let (page, next_cursor) = page_of(&rows, limit, |m| m.movement_id);
         Ok(json_response(
             StatusCode::OK,
             &SvMovementPage {
-                movements,
+                movements: page.iter().map(movement_json).collect(),
                 next_cursor,
             },
         ))
