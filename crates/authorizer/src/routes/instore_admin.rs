@@ -117,14 +117,12 @@ impl SvCardPath {
     path = "/v1/stored-value-cards/{card_id}",
     operation_id = "putStoredValueCard",
     tag = "admin",
-    security(("adminToken" = [])),
     params(SvCardPath),
     request_body = SvLinkRequest,
     responses(
         (status = 200, description = "Linked; the card's numbers.", body = SvCard),
         (status = 409, description = "The number belongs to another card (number_taken)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_stored_value_card(
@@ -203,12 +201,10 @@ pub async fn put_stored_value_card(
     path = "/v1/stored-value-cards/{card_id}",
     operation_id = "getStoredValueCard",
     tag = "admin",
-    security(("adminToken" = [])),
     params(SvCardPath),
     responses(
         (status = 200, description = "The card's numbers.", body = SvCard),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound,
     ),
 )]
 pub async fn get_stored_value_card(
@@ -297,12 +293,10 @@ fn movement_json(m: &SvMovementRow) -> SvMovement {
     path = "/v1/stored-value-cards/{card_id}/movements",
     operation_id = "listStoredValueMovements",
     tag = "admin",
-    security(("adminToken" = [])),
     params(SvCardPath, SvMovementsQuery),
     responses(
         (status = 200, description = "A page of movements.", body = SvMovementPage),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn stored_value_movements(
@@ -455,12 +449,10 @@ fn day_bounds(day: &str, tz: &jiff::tz::TimeZone) -> Option<(i64, i64)> {
     path = "/v1/instore/tenants/{tenant_id}/summary",
     operation_id = "getInstoreSummary",
     tag = "admin",
-    security(("adminToken" = [])),
     params(TenantPath, SummaryQuery),
     responses(
         (status = 200, description = "The day's totals (empty when nothing was booked).", body = InstoreSummary),
-        errors::BadInput, errors::Unauthorized, errors::TooManyRequests,
-        errors::StorageUnavailable,
+        errors::BadInput,
     ),
 )]
 pub async fn instore_summary(

@@ -280,13 +280,11 @@ async fn change(
     path = "/v1/instore/poa/{tenant_id}/{account_number}",
     operation_id = "putPoaAccount",
     tag = "admin",
-    security(("adminToken" = [])),
     params(PoaPath),
     request_body = PoaSettingsRequest,
     responses(
         (status = 200, description = "Changed; the account.", body = PoaAccountJson),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn put_poa_account(
@@ -323,14 +321,12 @@ pub async fn put_poa_account(
     path = "/v1/instore/poa/{tenant_id}/{account_number}/reversals",
     operation_id = "reversePoaCharge",
     tag = "admin",
-    security(("adminToken" = [])),
     params(PoaPath),
     request_body = PoaReversalRequest,
     responses(
         (status = 201, description = "Reversed; the account after.", body = PoaAccountJson),
         (status = 409, description = "The charge was reversed before (already_reversed)."),
-        errors::BadInput, errors::Unauthorized, errors::NotFound, errors::BodyTimeout,
-        errors::BodyTooLarge, errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn reverse_poa_charge(

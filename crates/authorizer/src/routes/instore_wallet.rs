@@ -122,13 +122,11 @@ pub struct IssuedBarcode {
     path = "/v1/wallet/barcodes",
     operation_id = "issueWalletBarcode",
     tag = "admin",
-    security(("adminToken" = [])),
     request_body = BarcodeRequest,
     responses(
         (status = 201, description = "Issued; unique among barcodes not yet expired.", body = IssuedBarcode),
         (status = 422, description = "Refused (invalid_user_id, unknown_currency, invalid_expiry, account_not_found, card_not_found); nothing issued."),
-        errors::BadInput, errors::Unauthorized, errors::BodyTimeout, errors::BodyTooLarge,
-        errors::TooManyRequests, errors::StorageUnavailable,
+        errors::BadInput, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
 pub async fn issue_barcode(
