@@ -81,11 +81,14 @@ pub struct ControlsView {
     pub controls: Value,
 }
 
-fn view(s: StoredControls) -> ControlsView {
-    ControlsView {
+/// The answer showing the stored controls; 404 naming `what` when there are none.
+fn answer(stored: Option<StoredControls>, what: &str) -> Result<HttpResponse> {
+    let s = stored.ok_or_else(|| AdminError::not_found(what))?;
+    let view = ControlsView {
         version: s.version,
         controls: serde_json::from_str(&s.document).unwrap_or(Value::Null),
-    }
+    };
+    Ok(json_response(StatusCode::OK, &view))
 }
 
 /// Reads a controls document: 400 when it is not JSON, 422 naming the first bad field.
@@ -132,9 +135,8 @@ pub async fn put_account_controls(
         let stored = state
             .store
             .set_account_controls(uid, c, &stored_text(&controls), store::now_ms())
-            .await?
-            .ok_or_else(|| AdminError::not_found("account"))?;
-        Ok(json_response(StatusCode::OK, &view(stored)))
+            .await?;
+        answer(stored, "account")
     })
     .await
 }
@@ -158,12 +160,7 @@ pub async fn get_account_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (uid, c) = path.account()?;
-        let stored = state
-            .store
-            .account_controls(uid, c)
-            .await?
-            .ok_or_else(|| AdminError::not_found("account"))?;
-        Ok(json_response(StatusCode::OK, &view(stored)))
+        answer(state.store.account_controls(uid, c).await?, "account")
     })
     .await
 }
@@ -195,10 +192,10 @@ pub async fn put_card_controls(
         let stored = state
             .store
             .set_card_controls(&id, &stored_text(&controls), store::now_ms())
-            .await?
-            .ok_or_else(|| AdminError::not_found("card"))?;
+            .await?;
+        let answer = answer(stored, "card")?;
         card_changed(&state, &id).await;
-        Ok(json_response(StatusCode::OK, &view(stored)))
+        Ok(answer)
     })
     .await
 }
@@ -222,12 +219,7 @@ pub async fn get_card_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let id = path.into_inner().card_id()?;
-        let stored = state
-            .store
-            .card_controls(&id)
-            .await?
-            .ok_or_else(|| AdminError::not_found("card"))?;
-        Ok(json_response(StatusCode::OK, &view(stored)))
+        answer(state.store.card_controls(&id).await?, "card")
     })
     .await
 }
