@@ -298,6 +298,11 @@ pub(crate) fn card_id(id: String) -> Result<String> {
     Ok(id)
 }
 
+/// The decimals of a stored currency code; 2 when the ledger does not know the code.
+pub(crate) fn exponent_of(code: &str) -> u8 {
+    Currency::parse_any(code).map_or(2, |c| c.exponent())
+}
+
 /// An exact decimal string in the currency's minor units; never rounded.
 pub(crate) fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
     let invalid = || {
@@ -980,9 +985,7 @@ pub async fn get_transaction(
             .movements
             .iter()
             .map(|m| {
-                let exp = Currency::parse_any(&m.currency)
-                    .map(|c| c.exponent())
-                    .unwrap_or(2);
+                let exp = exponent_of(&m.currency);
                 Movement {
                     id: m.id,
                     kind: m.kind.clone(),
@@ -1242,12 +1245,7 @@ pub async fn reconciliation_breaks(
         let items: Vec<Break> = page
             .iter()
             .map(|b| {
-                let exp = b
-                    .currency
-                    .as_deref()
-                    .and_then(|c| Currency::parse_any(c).ok())
-                    .map(|c| c.exponent())
-                    .unwrap_or(2);
+                let exp = b.currency.as_deref().map_or(2, exponent_of);
                 let amt = |v: Option<i64>| v.map(|m| format_minor(m, exp));
                 Break {
                     seq: b.seq,

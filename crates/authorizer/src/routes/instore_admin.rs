@@ -4,7 +4,8 @@
 //! [`super::admin`].
 
 use super::admin::{
-    AdminError, Result, card_id, currency, flags, json_body, json_response, page_of, printable_id,
+    AdminError, Result, card_id, currency, exponent_of, flags, json_body, json_response, page_of,
+    printable_id,
 };
 use super::webhooks::admin_call;
 use crate::app::AppState;
@@ -266,7 +267,7 @@ pub struct SvMovementPage {
 }
 
 fn movement_json(m: &SvMovementRow) -> SvMovement {
-    let exp = Currency::parse_any(&m.currency).map_or(2, |c| c.exponent());
+    let exp = exponent_of(&m.currency);
     SvMovement {
         movement_id: m.movement_id,
         kind: m.kind.clone(),
@@ -393,7 +394,6 @@ fn summary_json(
     (from_ms, to_ms): (i64, i64),
     rows: &[store::SvSummaryRow],
 ) -> InstoreSummary {
-    let exp = |c: &str| Currency::parse_any(c).map_or(2, |c| c.exponent());
     let mut net: Vec<SummaryNet> = Vec::new();
     let mut sums: Vec<(String, i64, i64)> = Vec::new();
     for r in rows {
@@ -407,7 +407,7 @@ fn summary_json(
     }
     for (currency, operations, amount) in sums {
         net.push(SummaryNet {
-            amount: format_minor(amount, exp(&currency)),
+            amount: format_minor(amount, exponent_of(&currency)),
             currency,
             operations,
         });
@@ -425,7 +425,7 @@ fn summary_json(
                 currency: r.currency.clone(),
                 operations: r.operations,
                 movements: r.legs,
-                amount: format_minor(r.amount_minor, exp(&r.currency)),
+                amount: format_minor(r.amount_minor, exponent_of(&r.currency)),
             })
             .collect(),
         net,
