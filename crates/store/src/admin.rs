@@ -3,7 +3,7 @@
 
 use crate::processor::Step;
 use crate::processor::{
-    Asked, Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent,
+    Asked, Holder, LockedAccount, MovementMeta, account_columns, book, find_idempotent, in_own_tx,
     insert_idempotent, lock_user_account, locked_account_from_row,
 };
 use crate::{Store, StoreError, StoredResponse, Tx, run_pool};
@@ -289,13 +289,7 @@ impl Store {
         let funding = self
             .system_account(SystemAccount::Funding, f.currency)
             .await?;
-        crate::processor::retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome = self.fund_on(&mut tx, f, funding, &render).await?;
-            tx.commit().await?;
-            Ok(outcome)
-        })
-        .await
+        in_own_tx!(self, tx => self.fund_on(tx, f, funding, &render).await).await
     }
 
     /// A deposit or withdrawal on `tx`, which the caller commits; `funding` is the

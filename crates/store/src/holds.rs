@@ -7,8 +7,8 @@
 //! sweeper never deadlock one another.
 
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, insert_idempotent, load_card,
-    lock_account_by_id, lock_user_account, retry_races,
+    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, insert_idempotent,
+    load_card, lock_account_by_id, lock_user_account,
 };
 use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_update, run};
 use ledger::holds::{
@@ -743,13 +743,11 @@ impl Store {
             Ok(terms) => terms,
             Err(answered) => return Ok(answered),
         };
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome = self.hold_on(&mut tx, op, &terms, render).await?;
+        in_own_tx!(self, tx => {
+            let outcome = self.hold_on(tx, op, &terms, render).await?;
             if let (HoldOp::Reserve { call, .. }, ChannelOutcome::Fresh { .. }) = (op, &outcome) {
                 reservation_may_commit(call)?;
             }
-            tx.commit().await?;
             Ok(outcome)
         })
         .await
@@ -1243,12 +1241,6 @@ impl Store {
 
     /// An expiry in a transaction of its own (a batch of one).
     pub(crate) async fn expire_alone(&self, call: &ExpiryCall<'_>) -> Result<Expired, StoreError> {
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let expired = self.expire_on(&mut tx, call).await?;
-            tx.commit().await?;
-            Ok(expired)
-        })
-        .await
+        in_own_tx!(self, tx => self.expire_on(tx, call).await).await
     }
 }

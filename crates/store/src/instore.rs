@@ -9,7 +9,7 @@
 use crate::outbox::{Delivery, enqueue};
 use crate::poa::{PoaCall, PoaSnapshot, PoaWrite};
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id, retry_races,
+    Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, lock_account_by_id,
 };
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::instore::{SvAccount, SvKind, plan_stored_value};
@@ -622,13 +622,11 @@ impl Store {
         &self,
         op: &InstoreOp<'_>,
     ) -> Result<InstoreOutcome, StoreError> {
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome = self.instore_on(&mut tx, op).await?;
+        in_own_tx!(self, tx => {
+            let outcome = self.instore_on(tx, op).await?;
             if matches!(outcome, InstoreOutcome::Done { .. }) {
                 crate::CommitDeadline::check(op.call.deadline.as_ref(), "InStore request")?;
             }
-            tx.commit().await?;
             Ok(outcome)
         })
         .await

@@ -240,6 +240,25 @@ where
     }
 }
 
+/// The future of `$body` run with `$tx` bound to a transaction of its own (`&mut Tx`),
+/// committed once `$body` (a `Result<_, Step>`) gives its value; a try that loses a race on
+/// a unique key rolls back and runs again (see [`retry_races`]).
+macro_rules! in_own_tx {
+    ($store:expr, $tx:ident => $body:expr) => {
+        $crate::processor::retry_races(|| async {
+            let mut own = $store.begin().await?;
+            let done: Result<_, $crate::processor::Step> = {
+                let $tx = &mut own;
+                $body
+            };
+            let outcome = done?;
+            own.commit().await?;
+            Ok(outcome)
+        })
+    };
+}
+pub(crate) use in_own_tx;
+
 /// The cardholder account row, locked for the rest of the transaction.
 pub(crate) use ledger::plan::Account as LockedAccount;
 
@@ -646,12 +665,8 @@ impl Store {
     {
         let terms = AdjustmentTerms::new(t, direction);
         let system = self.system_ids(terms.currency).await?;
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome =
-                adjust_on(self, &mut tx, call, t, direction, &terms, system, &render).await?;
-            tx.commit().await?;
-            Ok(outcome)
+        in_own_tx!(self, tx => {
+            adjust_on(self, tx, call, t, direction, &terms, system, &render).await
         })
         .await
     }
@@ -668,13 +683,7 @@ impl Store {
     {
         let ask = n.ask();
         let system = self.system_ids(ask.currency()).await?;
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome = notify_on(self, &mut tx, n, &ask, system, &render).await?;
-            tx.commit().await?;
-            Ok(outcome)
-        })
-        .await
+        in_own_tx!(self, tx => notify_on(self, tx, n, &ask, system, &render).await).await
     }
 
     /// The processor clearing and suspense accounts of `currency`, when there is one.

@@ -9,7 +9,7 @@
 
 use crate::instore::{InstoreCall, InstoreOutcome, RequestAnswer, record_request, recorded};
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id, retry_races,
+    Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, lock_account_by_id,
 };
 use crate::{Store, StoreError, Tx, run};
 use ledger::Currency;
@@ -381,13 +381,11 @@ impl Store {
         &self,
         op: &WalletOp<'_>,
     ) -> Result<InstoreOutcome, StoreError> {
-        retry_races(|| async {
-            let mut tx = self.begin().await?;
-            let outcome = self.wallet_on(&mut tx, op).await?;
+        in_own_tx!(self, tx => {
+            let outcome = self.wallet_on(tx, op).await?;
             if matches!(outcome, InstoreOutcome::Done { .. }) {
                 crate::CommitDeadline::check(op.call.deadline.as_ref(), "wallet request")?;
             }
-            tx.commit().await?;
             Ok(outcome)
         })
         .await
