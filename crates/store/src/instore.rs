@@ -224,6 +224,27 @@ pub fn callback_event_id(tenant_id: &str, request_id: &str) -> String {
     format!("instore:{tenant_id}:{request_id}")
 }
 
+/// A locked account as [`plan_stored_value`] books on it.
+pub(crate) fn sv_account(a: &LockedAccount) -> SvAccount {
+    SvAccount {
+        id: a.id,
+        balance: a.balance,
+        held: a.held,
+        overdraft_limit: a.overdraft_limit,
+    }
+}
+
+/// The account's daily spending (day, amount) once a debit of `delta` (negative) is booked
+/// on `today`: the counter of another day counts as zero.
+pub(crate) fn daily_after(a: &LockedAccount, today: i64, delta: i64) -> (i64, i64) {
+    let spent = if a.daily_spent_day == today {
+        a.daily_spent
+    } else {
+        0
+    };
+    (today, spent.saturating_add(delta.saturating_neg()))
+}
+
 const CARD_COLUMNS: &str = "SELECT s.number, s.card_id, s.user_id, s.currency, s.card_type, \
      s.tenants, s.linked, s.pin_hash, s.cvc_hash, s.pin_tries, c.status, a.id \
      FROM instore_cards s JOIN cards c ON c.card_id = s.card_id \
@@ -710,13 +731,7 @@ impl Store {
                     StoreError::Invalid("a planned leg is in another currency".into()).into(),
                 );
             }
-            let state = SvAccount {
-                id: a.id,
-                balance: a.balance,
-                held: a.held,
-                overdraft_limit: a.overdraft_limit,
-            };
-            legs.push((state, l.delta));
+            legs.push((sv_account(a), l.delta));
         }
         let bookings = plan_stored_value(m.kind, &legs)
             .map_err(|e| StoreError::Invalid(format!("stored-value legs refused: {e:?}")))?;
@@ -735,14 +750,7 @@ impl Store {
                 .or_insert_with(|| accounts[&l.number].clone())
                 .clone();
             // A Redeem counts toward the account's daily spending, as a card purchase does.
-            let daily = (m.kind == SvKind::Redeem).then(|| {
-                let spent = if a.daily_spent_day == today {
-                    a.daily_spent
-                } else {
-                    0
-                };
-                (today, spent.saturating_add(l.delta.saturating_neg()))
-            });
+            let daily = (m.kind == SvKind::Redeem).then(|| daily_after(&a, today, l.delta));
             let meta = MovementMeta {
                 kind: m.kind.movement_kind(),
                 processor_kind: None,

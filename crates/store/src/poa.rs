@@ -6,11 +6,11 @@
 //! overdraft limit is the credit limit; a `Credit` is a `POA_CHARGE` movement of it against
 //! INSTORE_CLEARING, reversed at most once by the issuer (`POA_REVERSAL`).
 
-use crate::instore::InstoreCall;
+use crate::instore::{InstoreCall, sv_account};
 use crate::processor::{Holder, LockedAccount, MovementMeta, Step, book, lock_account_by_id};
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
-use ledger::instore::{SvAccount, SvKind, plan_stored_value};
+use ledger::instore::{SvKind, plan_stored_value};
 use sqlx::Row;
 
 /// Movement kind of a POA `Credit`: the sale charged to the account.
@@ -458,13 +458,7 @@ impl Store {
         now_ms: i64,
     ) -> Result<i64, Step> {
         let clearing = self.clearing_in(tx, a.currency).await?;
-        let state = SvAccount {
-            id: a.account.id,
-            balance: a.account.balance,
-            held: a.account.held,
-            overdraft_limit: a.account.overdraft_limit,
-        };
-        let bookings = plan_stored_value(kind, &[(state, delta)])
+        let bookings = plan_stored_value(kind, &[(sv_account(&a.account), delta)])
             .map_err(|e| StoreError::Invalid(format!("POA movement refused: {e:?}")))?;
         let b = bookings[0];
         if available_after.is_some_and(|x| x != b.available_after) {

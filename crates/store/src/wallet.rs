@@ -7,13 +7,15 @@
 //! enveloped, the request record and its callback's outbox row). Barcodes are issued by the
 //! admin API ([`Store::issue_wallet_barcode`]).
 
-use crate::instore::{InstoreCall, InstoreOutcome, RequestAnswer, record_request, recorded};
+use crate::instore::{
+    InstoreCall, InstoreOutcome, RequestAnswer, daily_after, record_request, recorded, sv_account,
+};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, lock_account_by_id,
 };
 use crate::{Store, StoreError, Tx, run};
 use ledger::Currency;
-use ledger::instore::{SvAccount, SvKind, plan_stored_value};
+use ledger::instore::{SvKind, plan_stored_value};
 
 /// Movement kind of an approved `pay_wallet`: a debit of the barcode's account.
 pub const KIND_WALLET_PAYMENT: &str = "WALLET_PAYMENT";
@@ -507,23 +509,10 @@ impl Store {
         } else {
             SvKind::Cancel
         };
-        let state = SvAccount {
-            id: account.id,
-            balance: account.balance,
-            held: account.held,
-            overdraft_limit: account.overdraft_limit,
-        };
-        let booking = plan_stored_value(sv_kind, &[(state, delta)])
+        let booking = plan_stored_value(sv_kind, &[(sv_account(account), delta)])
             .map_err(|e| StoreError::Invalid(format!("wallet movement refused: {e:?}")))?;
         let today = ledger::plan::day_of(call.now_ms);
-        let daily = debit.then(|| {
-            let spent = if account.daily_spent_day == today {
-                account.daily_spent
-            } else {
-                0
-            };
-            (today, spent.saturating_add(delta.saturating_neg()))
-        });
+        let daily = debit.then(|| daily_after(account, today, delta));
         let meta = MovementMeta {
             kind,
             processor_kind: None,
