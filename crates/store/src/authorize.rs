@@ -59,6 +59,25 @@ pub(crate) fn cards_to_read<'i>(items: &[BatchItem<'i>]) -> Vec<&'i str> {
         .collect()
 }
 
+/// The cardholder accounts `items` name, (user, currency), each once.
+pub(crate) fn accounts_to_read<'i>(items: &[BatchItem<'i>]) -> Vec<(&'i str, Currency)> {
+    distinct(
+        items
+            .iter()
+            .filter_map(|i| i.tx.user_id.zip(Currency::parse(i.tx.currency).ok())),
+    )
+}
+
+/// A batch's snapshot before anything is read: the clearing accounts (known beforehand)
+/// and the controls' time zone.
+pub(crate) fn unread_snapshot(clearing: &HashMap<Currency, i64>, tz: &TimeZone) -> Snapshot {
+    Snapshot {
+        clearing: clearing.clone(),
+        time_zone: Some(tz.clone()),
+        ..Snapshot::default()
+    }
+}
+
 /// The control counters `items` may read: the owners (kinds and ids, pairwise: every
 /// card) and the windows holding their instants. An account's counters are read with the
 /// account (its `counters` column).
@@ -328,11 +347,7 @@ async fn prefetch<'i>(
     tz: &TimeZone,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
 ) -> Result<Snapshot, sqlx::Error> {
-    let mut s = Snapshot {
-        clearing: clearing.clone(),
-        time_zone: Some(tz.clone()),
-        ..Snapshot::default()
-    };
+    let mut s = unread_snapshot(clearing, tz);
     let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
     let sql = format!(
         "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, \
@@ -355,11 +370,7 @@ async fn prefetch<'i>(
         placeholders(1, tids.len(), 2)
     );
     read_into(tx, &mut s, &sql, KIND_AUTHORIZATION, &tids).await?;
-    let owners = distinct(
-        items
-            .iter()
-            .filter_map(|i| i.tx.user_id.zip(Currency::parse(i.tx.currency).ok())),
-    );
+    let owners = accounts_to_read(items);
     if !owners.is_empty() {
         let sql = format!(
             "{} WHERE kind = 'USER' AND (user_id, currency) IN (VALUES {}) ORDER BY id FOR UPDATE",

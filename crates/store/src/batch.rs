@@ -15,7 +15,9 @@
 //! and every item runs alone (a batch of one), which replays the winner: one request never
 //! fails its neighbours.
 
-use crate::authorize::{cards_to_read, counter_from_row, counters_to_read, moving, request_of};
+use crate::authorize::{
+    cards_to_read, counter_from_row, counters_to_read, moving, request_of, unread_snapshot,
+};
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::outbox::{Handed, OutboxRows, Subscribers};
 use crate::processor::{Asked, LockedAccount, direction_str};
@@ -546,11 +548,7 @@ async fn read_batch<'i>(
     } else {
         READ_BATCH
     };
-    let mut s = Snapshot {
-        clearing: clearing.clone(),
-        time_zone: Some(tz.clone()),
-        ..Snapshot::default()
-    };
+    let mut s = unread_snapshot(clearing, tz);
     for r in sqlx::query(read)
         .bind(SCOPE_AUTHORIZATION)
         .bind(&keys)

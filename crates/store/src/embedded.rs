@@ -18,7 +18,10 @@
 //! the plan is the same ([`ledger::plan::plan_authorizations`]).
 
 use crate::Flags;
-use crate::authorize::{cards_to_read, counter_row, counters_to_read, distinct, moving};
+use crate::authorize::{
+    accounts_to_read, cards_to_read, counter_row, counters_to_read, distinct, moving,
+    unread_snapshot,
+};
 use crate::batch::{BatchItem, snapshot_row};
 use crate::processor::{
     Asked, KIND_AUTHORIZATION, LockedAccount, SCOPE_AUTHORIZATION, Step, account_columns,
@@ -95,11 +98,7 @@ pub(crate) fn prefetch<'i>(
     tz: &TimeZone,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
 ) -> Result<Snapshot, Step> {
-    let mut s = Snapshot {
-        clearing: clearing.clone(),
-        time_zone: Some(tz.clone()),
-        ..Snapshot::default()
-    };
+    let mut s = unread_snapshot(clearing, tz);
     // Every row carries the `tag` that `snapshot_row!` sorts it by.
     let mut read = |sql: &str, args: &[&dyn rusqlite::ToSql]| -> Result<(), Step> {
         let mut st = c.prepare_cached(sql)?;
@@ -126,11 +125,7 @@ pub(crate) fn prefetch<'i>(
     }
     let account = account_columns!().replacen("SELECT ", "SELECT 3 AS tag, user_id, ", 1)
         + " WHERE kind = 'USER' AND user_id = ? AND currency = ?";
-    for (user, currency) in distinct(
-        items
-            .iter()
-            .filter_map(|i| i.tx.user_id.zip(Currency::parse(i.tx.currency).ok())),
-    ) {
+    for (user, currency) in accounts_to_read(items) {
         read(&account, params![user, currency.code()])?;
     }
     let card_ids = cards_to_read(items);
