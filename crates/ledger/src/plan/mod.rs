@@ -250,8 +250,18 @@ pub struct Account {
 }
 
 impl Account {
-    /// The account as the decision sees it on `today` (days since the epoch): the daily
-    /// counter of another day counts as zero.
+    /// What the daily counter holds on `today` (days since the epoch): the counter of
+    /// another day counts as zero.
+    pub fn daily_spent_on(&self, today: i64) -> i64 {
+        if self.daily_spent_day == today {
+            self.daily_spent
+        } else {
+            0
+        }
+    }
+
+    /// The account as the decision sees it on `today` (days since the epoch), its daily
+    /// counter as [`Account::daily_spent_on`] reads it.
     pub fn state(&self, today: i64) -> AccountState {
         AccountState {
             currency: self.currency,
@@ -260,11 +270,7 @@ impl Account {
             overdraft_limit: self.overdraft_limit,
             per_transaction_limit: self.per_transaction_limit,
             daily_limit: self.daily_limit,
-            daily_spent: if self.daily_spent_day == today {
-                self.daily_spent
-            } else {
-                0
-            },
+            daily_spent: self.daily_spent_on(today),
             blocked_mccs: self.blocked_mccs.clone(),
         }
     }
