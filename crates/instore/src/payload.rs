@@ -214,6 +214,17 @@ impl StoreContext {
     }
 }
 
+/// Reads a stored-value payload: its [`StoreContext`] first, then the rest with `read`,
+/// whose refusal carries the payload's `requestId`.
+fn read_stored_value<T>(
+    payload: &Value,
+    read: impl FnOnce(&Fields<'_>, &StoreContext) -> Result<T, InstoreError>,
+) -> Result<T, InstoreError> {
+    let f = Fields::new(payload, "payload")?;
+    let context = StoreContext::read(&f)?;
+    read(&f, &context).map_err(|e| e.with_request_id(Some(&context.request_id)))
+}
+
 /// `storedvaluecard` (section 2.1).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredValueCreate {
@@ -387,9 +398,7 @@ enum ProcessAction {
 
 impl StoredValueCreate {
     pub fn read(payload: &Value) -> Result<StoredValueCreate, InstoreError> {
-        let f = Fields::new(payload, "payload")?;
-        let context = StoreContext::read(&f)?;
-        let read = || {
+        read_stored_value(payload, |f, context| {
             Ok(StoredValueCreate {
                 card_type: f.one_of("type", &CardType::CHOICES)?,
                 active: f.one_of("status", &[("Active", true), ("Inactive", false)])?,
@@ -399,25 +408,21 @@ impl StoredValueCreate {
                 customer_id: f.opt_str("customer_id")?,
                 context: context.clone(),
             })
-        };
-        read().map_err(|e: InstoreError| e.with_request_id(Some(&context.request_id)))
+        })
     }
 }
 
 impl StoredValueLookup {
     pub fn read(payload: &Value) -> Result<StoredValueLookup, InstoreError> {
-        let f = Fields::new(payload, "payload")?;
-        let context = StoreContext::read(&f)?;
-        let read = || {
+        read_stored_value(payload, |f, context| {
             Ok(StoredValueLookup {
                 number: f.number("number")?,
                 cart_key: f.str("cartKey")?,
                 pin: f.opt_secret("pin")?,
-                accounts: read_accounts(&f)?,
+                accounts: read_accounts(f)?,
                 context: context.clone(),
             })
-        };
-        read().map_err(|e: InstoreError| e.with_request_id(Some(&context.request_id)))
+        })
     }
 
     pub fn card_set(&self) -> Result<CardSet, InstoreError> {
@@ -427,9 +432,7 @@ impl StoredValueLookup {
 
 impl StoredValueProcess {
     pub fn read(payload: &Value) -> Result<StoredValueProcess, InstoreError> {
-        let f = Fields::new(payload, "payload")?;
-        let context = StoreContext::read(&f)?;
-        let read = || {
+        read_stored_value(payload, |f, context| {
             let action = f.one_of(
                 "action",
                 &[
@@ -459,10 +462,9 @@ impl StoredValueProcess {
                 session_id: f.str("session_id")?,
                 reference: f.str("reference")?,
                 cvc: f.opt_secret("cvc")?,
-                accounts: read_accounts(&f)?,
+                accounts: read_accounts(f)?,
             })
-        };
-        read().map_err(|e: InstoreError| e.with_request_id(Some(&context.request_id)))
+        })
     }
 
     pub fn context(&self) -> &StoreContext {
