@@ -488,6 +488,8 @@ mod tests {
         let blocked = MccSet::from_stored("5045").unwrap();
         let mut with_od = account(1000);
         with_od.overdraft_limit = 500;
+        let mut with_hold = account(1000);
+        with_hold.held = 500;
         let mut limited = account(1_000_000);
         limited.per_transaction_limit = Some(10_000);
         limited.daily_limit = Some(25_000);
@@ -584,7 +586,7 @@ mod tests {
             (
                 "mcc blocked on account",
                 input(Debit, "1"),
-                Some(acc_blocked),
+                Some(acc_blocked.clone()),
                 None,
                 Declined(MerchantBlocked),
             ),
@@ -631,11 +633,7 @@ mod tests {
                     mcc: Some("50x5"),
                     ..input(Debit, "1")
                 },
-                Some({
-                    let mut a = account(1000);
-                    a.blocked_mccs = blocked.clone();
-                    a
-                }),
+                Some(acc_blocked.clone()),
                 None,
                 Declined(MerchantCategoryUnreadable),
             ),
@@ -670,11 +668,7 @@ mod tests {
             (
                 "mcc beats amount",
                 input(Debit, "-1"),
-                Some({
-                    let mut a = account(1000);
-                    a.blocked_mccs = blocked.clone();
-                    a
-                }),
+                Some(acc_blocked),
                 None,
                 Declined(MerchantBlocked),
             ),
@@ -806,22 +800,14 @@ mod tests {
             (
                 "a hold reduces what a debit may spend",
                 input(Debit, "5.01"),
-                Some({
-                    let mut a = account(1000);
-                    a.held = 500;
-                    a
-                }),
+                Some(with_hold.clone()),
                 None,
                 Declined(InsufficientFunds),
             ),
             (
                 "a debit may spend exactly posted minus held",
                 input(Debit, "5.00"),
-                Some({
-                    let mut a = account(1000);
-                    a.held = 500;
-                    a
-                }),
+                Some(with_hold),
                 None,
                 Approved {
                     amount: -500,

@@ -1685,26 +1685,18 @@ mod tests {
                 -(rng.i64(0..1_000_000) + 1)
             };
             ledger.push(LedgerEntry {
-                transaction_id: id.clone().into(),
-                kind: EntryKind::Authorization,
-                effective: !declined,
                 currency: c,
-                amount_minor: amount,
-                original_transaction_id: None,
                 booked_at_ms: rng.i64(0..2_000_000),
+                ..auth(&id, !declined, amount)
             });
             let mut total = amount;
             if !declined && rng.i64(0..10) == 0 && ledger.len() < n {
                 let refund = rng.i64(0..-amount) + 1;
                 total += refund;
                 ledger.push(LedgerEntry {
-                    transaction_id: format!("J{i:08}").into(),
-                    kind: EntryKind::Adjustment,
-                    effective: true,
                     currency: c,
-                    amount_minor: refund,
-                    original_transaction_id: Some(id.clone().into()),
                     booked_at_ms: rng.i64(0..2_000_000),
+                    ..adj(&format!("J{i:08}"), &id, refund)
                 });
             }
             if !declined {
@@ -1765,13 +1757,9 @@ mod tests {
             let booked_at_ms = rng.i64(0..1_200_000);
             if rng.i64(0..20) != 0 {
                 ledger.push(LedgerEntry {
-                    transaction_id: id.clone().into(),
-                    kind: EntryKind::Authorization,
-                    effective,
                     currency: c,
-                    amount_minor: amount,
-                    original_transaction_id: None,
                     booked_at_ms,
+                    ..auth(&id, effective, amount)
                 });
             }
             let mut adjusted = 0;
@@ -1784,13 +1772,10 @@ mod tests {
                 };
                 adjusted = refund;
                 ledger.push(LedgerEntry {
-                    transaction_id: format!("J{i}").into(),
-                    kind: EntryKind::Adjustment,
                     effective: rng.i64(0..8) != 0,
                     currency: adj_currency,
-                    amount_minor: refund,
-                    original_transaction_id: Some(id.clone().into()),
                     booked_at_ms: rng.i64(0..1_200_000),
+                    ..adj(&format!("J{i}"), &id, refund)
                 });
                 if rng.i64(0..2) == 0 {
                     let mut r = row(0, &format!("J{i}"), true, refund + rng.i64(0..2));

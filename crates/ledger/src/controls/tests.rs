@@ -499,26 +499,23 @@ fn counters_add_and_give_back() {
 
     // A partial refund gives money back, not the count; more than was taken gives back
     // only what was taken; a whole reversal then gives the count; a repeat gives nothing.
-    let (back, r) = release(&first.counted, Released::default(), Release::Amount(1_000));
-    snap.apply(&back);
-    assert_eq!(snap.get(Owner::Account, &daily), counted(9_000, 2));
-    assert_eq!(
-        r,
-        Released {
-            amount: 1_000,
-            whole: false
-        }
-    );
-    let (back, r) = release(&first.counted, r, Release::Amount(10_000));
-    snap.apply(&back);
-    assert_eq!(snap.get(Owner::Account, &daily), counted(4_000, 2));
-    assert_eq!(
-        r,
-        Released {
-            amount: 6_000,
-            whole: false
-        }
-    );
+    let mut r = Released::default();
+    for (what, left, released) in [
+        (Release::Amount(1_000), counted(9_000, 2), 1_000),
+        (Release::Amount(10_000), counted(4_000, 2), 6_000),
+    ] {
+        let (back, now) = release(&first.counted, r, what);
+        snap.apply(&back);
+        assert_eq!(snap.get(Owner::Account, &daily), left);
+        assert_eq!(
+            now,
+            Released {
+                amount: released,
+                whole: false
+            }
+        );
+        r = now;
+    }
     let (back, r) = release(&first.counted, r, Release::Whole);
     snap.apply(&back);
     assert_eq!(snap.get(Owner::Account, &daily), counted(4_000, 1));
