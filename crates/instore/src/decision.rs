@@ -519,23 +519,19 @@ pub fn decide_cancel(
     if !op.legs.iter().any(|l| l.number == number) {
         return CancelDecision::Declined(Reason::NotFound);
     }
+    let names_a_leg = op
+        .legs
+        .iter()
+        .any(|l| l.external_transaction_id == external_transaction_id);
     if let Some(r) = &op.reversal {
         if r.external_transaction_id == external_transaction_id {
             return CancelDecision::Declined(Reason::NotReversible);
         }
-        if op
-            .legs
-            .iter()
-            .any(|l| l.external_transaction_id == external_transaction_id)
-        {
+        if names_a_leg {
             return CancelDecision::AlreadyCancelled(r.clone());
         }
     }
-    if !op
-        .legs
-        .iter()
-        .any(|l| l.external_transaction_id == external_transaction_id)
-    {
+    if !names_a_leg {
         return CancelDecision::Declined(Reason::NotFound);
     }
     let sign = match op.kind {
