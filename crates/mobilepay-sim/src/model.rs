@@ -304,6 +304,15 @@ pub struct Merchant {
     pub stores: Vec<(String, String)>,
 }
 
+impl Merchant {
+    /// Gives the merchant a fresh access token (S7); the answer that tells it.
+    fn new_token(&mut self) -> Value {
+        let token = format!("{}{}", guid().replace('-', ""), guid().replace('-', ""));
+        self.access_token = Some(token.clone());
+        json!({ "accessToken": token })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Terminal {
     pub terminal_id: String,
@@ -355,6 +364,13 @@ pub struct Refund {
     pub currency: String,
     pub status: RefundStatus,
     pub created_ms: i64,
+}
+
+impl Refund {
+    /// The answer to a refund's capture or cancel: its id and status.
+    fn answer(&self) -> Value {
+        json!({"refundId": self.refund_id, "status": self.status.as_str()})
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -524,9 +540,7 @@ impl World {
         if m.access_token.is_some() {
             return Err(SimError::new(409, "S7", "token exists"));
         }
-        let token = format!("{}{}", guid().replace('-', ""), guid().replace('-', ""));
-        m.access_token = Some(token.clone());
-        Ok(json!({ "accessToken": token }))
+        Ok(m.new_token())
     }
 
     /// S7: `token/reset` needs `previousAccessToken`, and it must be the current one.
@@ -543,9 +557,7 @@ impl World {
             .merchants
             .get_mut(bio_code.unwrap_or_default())
             .ok_or_else(SimError::unauthorized)?;
-        let token = format!("{}{}", guid().replace('-', ""), guid().replace('-', ""));
-        m.access_token = Some(token.clone());
-        Ok(json!({ "accessToken": token }))
+        Ok(m.new_token())
     }
 
     // ----- management (§1.4) -------------------------------------------------------------
@@ -590,10 +602,7 @@ impl World {
         }
         let pos_id = (self.ids)();
         self.poses.insert(pos_id.clone(), tid.clone());
-        let t = self.terminals.get_mut(&tid).expect("terminal");
-        t.pos_id = Some(pos_id.clone());
-        t.checkin = None;
-        t.last_payment = None;
+        self.set_pos(&tid, Some(pos_id.clone()));
         Ok(json!({ "posId": pos_id }))
     }
 
@@ -617,11 +626,16 @@ impl World {
             ));
         }
         self.poses.remove(&pos_id);
-        let t = self.terminals.get_mut(&tid).expect("terminal");
-        t.pos_id = None;
+        self.set_pos(&tid, None);
+        Ok(json!({ "posId": pos_id }))
+    }
+
+    /// A terminal's PoS created or deleted: no check-in or payment of the old one stays.
+    fn set_pos(&mut self, tid: &str, pos_id: Option<String>) {
+        let t = self.terminals.get_mut(tid).expect("terminal");
+        t.pos_id = pos_id;
         t.checkin = None;
         t.last_payment = None;
-        Ok(json!({ "posId": pos_id }))
     }
 
     pub fn terminal_information(&self, bio: &str, terminal_id: Option<&str>) -> SimResult<Value> {
@@ -846,42 +860,17 @@ impl World {
         let tid = self.terminal_id_of(bio, at)?;
         let currency = self.check_currency(&tid, currency)?;
         let fp = format!("start|{tid}|{order_id}|{amount}|{currency}");
-        if let Some(id) = self.idem_lookup(bio, idem_key, &fp, now)? {
-            return Ok(json!({ "paymentId": id }));
-        }
-        if let Some(active) = self.blocking_payment(&tid, now) {
-            let p = &self.payments[&active];
-            // A retried start without a key: the same order, amount and currency.
-            if idem_key.is_none()
-                && !p.prepared
+        // A retried start without a key: the same order, amount and currency.
+        let retry = |p: &Payment| {
+            !p.prepared
                 && p.order_id == order_id
                 && p.amount_minor == Some(amount)
                 && p.currency == currency
-            {
-                return Ok(json!({ "paymentId": active }));
-            }
-            return Err(SimError::new(
-                409,
-                "1301",
-                format!("the PoS has an active payment ({active}); cancel it first"),
-            ));
-        }
-        let checkin = self.terminals[&tid].checkin.clone();
-        let status = if checkin.is_some() {
-            PaymentStatus::IssuedToUser
-        } else {
-            PaymentStatus::Initiated
         };
-        let id = self.create_payment(
-            bio,
-            &tid,
-            order_id,
-            Some(amount),
-            &currency,
-            status,
-            false,
-            now,
-        );
+        if let Some(id) = self.existing_payment(bio, &tid, idem_key, &fp, now, retry)? {
+            return Ok(json!({ "paymentId": id }));
+        }
+        let id = self.create_payment(bio, &tid, order_id, Some(amount), now);
         self.idem_store(bio, idem_key, fp, &id, now);
         Ok(json!({ "paymentId": id }))
     }
@@ -898,34 +887,46 @@ impl World {
         let order_id = non_empty(order_id, "orderId")?;
         let tid = self.terminal_id_of(bio, at)?;
         let fp = format!("prepare|{tid}|{order_id}");
-        if let Some(id) = self.idem_lookup(bio, idem_key, &fp, now)? {
-            return Ok(json!({ "paymentId": id }));
-        }
-        if let Some(active) = self.blocking_payment(&tid, now) {
-            let p = &self.payments[&active];
-            // A retried prepare without a key: the same order, still waiting for `ready`.
-            if idem_key.is_none()
-                && p.prepared
+        // A retried prepare without a key: the same order, still waiting for `ready`.
+        let retry = |p: &Payment| {
+            p.prepared
                 && p.order_id == order_id
                 && matches!(p.status, PaymentStatus::Prepared | PaymentStatus::Paired)
-            {
-                return Ok(json!({ "paymentId": active }));
-            }
-            return Err(SimError::new(
-                409,
-                "1301",
-                format!("the PoS has an active payment ({active}); cancel it first"),
-            ));
-        }
-        let currency = self.terminals[&tid].currency.clone();
-        let status = if self.terminals[&tid].checkin.is_some() {
-            PaymentStatus::Paired
-        } else {
-            PaymentStatus::Prepared
         };
-        let id = self.create_payment(bio, &tid, order_id, None, &currency, status, true, now);
+        if let Some(id) = self.existing_payment(bio, &tid, idem_key, &fp, now, retry)? {
+            return Ok(json!({ "paymentId": id }));
+        }
+        let id = self.create_payment(bio, &tid, order_id, None, now);
         self.idem_store(bio, idem_key, fp, &id, now);
         Ok(json!({ "paymentId": id }))
+    }
+
+    /// The payment a `start` or `prepare` answers with instead of creating one: the one its
+    /// V15 key created, or the PoS's waiting payment when the request, without a key, is a
+    /// `retry` of the one that created it. Any other waiting payment blocks the PoS (S1/V2).
+    fn existing_payment(
+        &mut self,
+        bio: &str,
+        tid: &str,
+        idem_key: Option<&str>,
+        fingerprint: &str,
+        now: i64,
+        retry: impl Fn(&Payment) -> bool,
+    ) -> SimResult<Option<String>> {
+        if let Some(id) = self.idem_lookup(bio, idem_key, fingerprint, now)? {
+            return Ok(Some(id));
+        }
+        let Some(active) = self.blocking_payment(tid, now) else {
+            return Ok(None);
+        };
+        if idem_key.is_none() && retry(&self.payments[&active]) {
+            return Ok(Some(active));
+        }
+        Err(SimError::new(
+            409,
+            "1301",
+            format!("the PoS has an active payment ({active}); cancel it first"),
+        ))
     }
 
     fn check_currency(&self, tid: &str, currency: Option<&str>) -> SimResult<String> {
@@ -944,20 +945,25 @@ impl World {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// A payment on the terminal's PoS, in its currency: started when it has its `amount`,
+    /// prepared (S2) when not; a customer checked in there is its customer at once.
     fn create_payment(
         &mut self,
         bio: &str,
         tid: &str,
         order_id: &str,
         amount: Option<i64>,
-        currency: &str,
-        status: PaymentStatus,
-        prepared: bool,
         now: i64,
     ) -> String {
         let id = (self.ids)();
         let t = self.terminals.get_mut(tid).expect("terminal");
+        let prepared = amount.is_none();
+        let status = match (prepared, t.checkin.is_some()) {
+            (false, false) => PaymentStatus::Initiated,
+            (false, true) => PaymentStatus::IssuedToUser,
+            (true, false) => PaymentStatus::Prepared,
+            (true, true) => PaymentStatus::Paired,
+        };
         let p = Payment {
             payment_id: id.clone(),
             bio_code: bio.to_owned(),
@@ -965,7 +971,7 @@ impl World {
             terminal_id: tid.to_owned(),
             pos_id: t.pos_id.clone().unwrap_or_default(),
             amount_minor: amount,
-            currency: currency.to_owned(),
+            currency: t.currency.clone(),
             status,
             prepared,
             partial_capture_possible: self.rules.partial_capture_possible,
@@ -1398,38 +1404,25 @@ impl World {
         let cancel = Call::Cancel {
             payment_id: payment_id.to_owned(),
         };
-        let call = match outcome {
+        // Why MobilePay cancels the payment if it is still waiting, and the call owed.
+        let (reason, call) = match outcome {
             ReserveOutcome::Approved if still_waiting => {
                 p.status = PaymentStatus::Reserved;
                 p.last_activity_ms = now;
-                None
+                (None, None)
             }
             // Cancelled (by the client) while we asked: release what was reserved.
-            ReserveOutcome::Approved => Some(cancel),
-            ReserveOutcome::Rejected(detail) => {
-                if still_waiting {
-                    p.status = PaymentStatus::CancelledByMobilePay;
-                    p.reason = Some(detail.clone());
-                }
-                None
-            }
+            ReserveOutcome::Approved => (None, Some(cancel)),
+            ReserveOutcome::Rejected(detail) => (Some(detail.clone()), None),
             // No answer: a hold may have been committed unseen.
-            ReserveOutcome::NoAnswer(why) => {
-                if still_waiting {
-                    p.status = PaymentStatus::CancelledByMobilePay;
-                    p.reason = Some(format!("no_answer: {why}"));
-                }
-                Some(cancel)
-            }
+            ReserveOutcome::NoAnswer(why) => (Some(format!("no_answer: {why}")), Some(cancel)),
             // Refused outright (4xx): nothing was reserved.
-            ReserveOutcome::Refused(why) => {
-                if still_waiting {
-                    p.status = PaymentStatus::CancelledByMobilePay;
-                    p.reason = Some(why.clone());
-                }
-                None
-            }
+            ReserveOutcome::Refused(why) => (Some(why.clone()), None),
         };
+        if still_waiting && reason.is_some() {
+            p.status = PaymentStatus::CancelledByMobilePay;
+            p.reason = reason;
+        }
         let (tid, pid) = (p.terminal_id.clone(), p.payment_id.clone());
         let body = json!({"paymentId": pid, "status": p.status.as_str(), "reason": p.reason});
         self.release_checkin(&tid, &pid);
@@ -1593,16 +1586,15 @@ impl World {
     ) -> SimResult<Value> {
         let id = self.refund_of(bio, refund_id, now)?;
         let r = self.refunds.get_mut(&id).expect("refund");
-        let ok = |r: &Refund| json!({"refundId": r.refund_id, "status": r.status.as_str()});
         match r.status {
             RefundStatus::Reserved | RefundStatus::Initiated => {
                 r.status = RefundStatus::Captured;
-                let body = ok(r);
+                let body = r.answer();
                 let call = refund_call(r);
                 self.owed.push(call);
                 Ok(body)
             }
-            RefundStatus::Captured | RefundStatus::ExpiredAndCaptured => Ok(ok(r)),
+            RefundStatus::Captured | RefundStatus::ExpiredAndCaptured => Ok(r.answer()),
             s => Err(SimError::new(
                 409,
                 "1351",
@@ -1621,12 +1613,9 @@ impl World {
         let id = self.refund_of(bio, refund_id, now)?;
         let r = self.refunds.get_mut(&id).expect("refund");
         match r.status {
-            RefundStatus::Reserved | RefundStatus::Initiated => {
+            RefundStatus::Reserved | RefundStatus::Initiated | RefundStatus::CancelledByClient => {
                 r.status = RefundStatus::CancelledByClient;
-                Ok(json!({"refundId": r.refund_id, "status": r.status.as_str()}))
-            }
-            RefundStatus::CancelledByClient => {
-                Ok(json!({"refundId": r.refund_id, "status": r.status.as_str()}))
+                Ok(r.answer())
             }
             s => Err(SimError::new(
                 409,
