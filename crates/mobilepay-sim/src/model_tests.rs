@@ -99,11 +99,18 @@ fn checkin(w: &mut World, user: &str) {
     w.checkin(BIO, t1(), user, Some("crd-1"), T0).unwrap();
 }
 
-/// A payment of `amount` reserved at T0 on T-01.
-fn reserved(w: &mut World, amount: &str) -> String {
-    let id = start(w, "o-1", amount).unwrap();
+/// A payment of `amount` for `order` on T-01, `usr-1` checked in, whose approval is in
+/// flight at T0; with the reserve call it owes.
+fn approving(w: &mut World, order: &str, amount: &str) -> (String, ReserveCall) {
+    let id = start(w, order, amount).unwrap();
     checkin(w, "usr-1");
     let call = w.begin_approve(BIO, &id, T0).unwrap();
+    (id, call)
+}
+
+/// A payment of `amount` reserved at T0 on T-01.
+fn reserved(w: &mut World, amount: &str) -> String {
+    let (id, call) = approving(w, "o-1", amount);
     assert_eq!(call.reservation_id, id);
     w.finish_approve(&id, &ReserveOutcome::Approved, T0);
     assert_eq!(status(w, &id, T0), S::Reserved);
@@ -224,9 +231,7 @@ fn prepare_with_a_customer_checked_in_is_paired() {
 #[test]
 fn approve_makes_the_reserve_call_of_the_event_mapping() {
     let mut w = world();
-    let id = start(&mut w, "order-77", "125.50").unwrap();
-    checkin(&mut w, "usr-1");
-    let call = w.begin_approve(BIO, &id, T0).unwrap();
+    let (id, call) = approving(&mut w, "order-77", "125.50");
     assert_eq!(
         call,
         ReserveCall {
@@ -266,9 +271,7 @@ fn approve_needs_issued_to_user() {
 #[test]
 fn a_rejected_reserve_is_cancelled_by_mobilepay_without_a_cancel() {
     let mut w = world();
-    let id = start(&mut w, "o-1", "10").unwrap();
-    checkin(&mut w, "usr-1");
-    w.begin_approve(BIO, &id, T0).unwrap();
+    let (id, _) = approving(&mut w, "o-1", "10");
     let v = w.finish_approve(
         &id,
         &ReserveOutcome::Rejected("INSUFFICIENT_FUNDS".into()),
@@ -285,9 +288,7 @@ fn a_rejected_reserve_is_cancelled_by_mobilepay_without_a_cancel() {
 #[test]
 fn a_reserve_without_answer_is_cancelled_by_mobilepay_and_cancelled_at_the_authorizer() {
     let mut w = world();
-    let id = start(&mut w, "o-1", "10").unwrap();
-    checkin(&mut w, "usr-1");
-    w.begin_approve(BIO, &id, T0).unwrap();
+    let (id, _) = approving(&mut w, "o-1", "10");
     w.finish_approve(&id, &ReserveOutcome::NoAnswer("timeout".into()), T0);
     assert_eq!(status(&mut w, &id, T0), S::CancelledByMobilePay);
     assert_eq!(w.take_owed(), vec![Call::Cancel { payment_id: id }]);
@@ -296,9 +297,7 @@ fn a_reserve_without_answer_is_cancelled_by_mobilepay_and_cancelled_at_the_autho
 #[test]
 fn a_refused_reserve_owes_nothing() {
     let mut w = world();
-    let id = start(&mut w, "o-1", "10").unwrap();
-    checkin(&mut w, "usr-1");
-    w.begin_approve(BIO, &id, T0).unwrap();
+    let (id, _) = approving(&mut w, "o-1", "10");
     w.finish_approve(
         &id,
         &ReserveOutcome::Refused("400 INVALID_AMOUNT".into()),
@@ -311,9 +310,7 @@ fn a_refused_reserve_owes_nothing() {
 #[test]
 fn a_client_cancel_during_the_approval_wins_and_releases_the_hold() {
     let mut w = world();
-    let id = start(&mut w, "o-1", "10").unwrap();
-    checkin(&mut w, "usr-1");
-    w.begin_approve(BIO, &id, T0).unwrap();
+    let (id, _) = approving(&mut w, "o-1", "10");
     w.cancel(BIO, Some(&id), T0).unwrap();
     assert!(
         w.take_owed().is_empty(),
@@ -961,58 +958,38 @@ fn v15_on_prepare_and_refund_create() {
     refused(w.prepare(BIO, t1(), Some("o-2"), k, T0), 409, "1306");
     let mut w = world();
     let id = captured(&mut w, "100");
-    let r = w
-        .create_refund(
-            BIO,
-            Some(&id),
-            Some("10"),
-            Some("DKK"),
-            Some("r-1"),
-            Some("rk"),
-            T0,
-        )
-        .unwrap();
-    assert_eq!(
-        w.create_refund(
-            BIO,
-            Some(&id),
-            Some("10"),
-            Some("DKK"),
-            Some("r-1"),
-            Some("rk"),
-            T0
-        )
-        .unwrap(),
-        r
-    );
-    refused(
-        w.create_refund(
-            BIO,
-            Some(&id),
-            Some("11"),
-            Some("DKK"),
-            Some("r-1"),
-            Some("rk"),
-            T0,
-        ),
-        409,
-        "1306",
-    );
+    let rk = Some("rk");
+    let r = keyed_refund(&mut w, &id, "r-1", "10", rk, T0).unwrap();
+    assert_eq!(keyed_refund(&mut w, &id, "r-1", "10", rk, T0).unwrap(), r);
+    refused(keyed_refund(&mut w, &id, "r-1", "11", rk, T0), 409, "1306");
 }
 
 // ----- refunds: §1.6, V9-V12, V14 ------------------------------------------------------------
 
-fn refund(w: &mut World, pid: &str, order: &str, amount: &str) -> SimResult<String> {
+/// `refund/create` of `amount` DKK on `pid` for `order`, under the idempotency key `key`, at
+/// `now`.
+fn keyed_refund(
+    w: &mut World,
+    pid: &str,
+    order: &str,
+    amount: &str,
+    key: Option<&str>,
+    now: i64,
+) -> SimResult<Value> {
     w.create_refund(
         BIO,
         Some(pid),
         Some(amount),
         Some("DKK"),
         Some(order),
-        None,
-        T0,
+        key,
+        now,
     )
-    .map(|v| v["refundId"].as_str().unwrap().to_owned())
+}
+
+fn refund(w: &mut World, pid: &str, order: &str, amount: &str) -> SimResult<String> {
+    keyed_refund(w, pid, order, amount, None, T0)
+        .map(|v| v["refundId"].as_str().unwrap().to_owned())
 }
 
 fn refund_status(w: &mut World, rid: &str, now: i64) -> String {
@@ -1130,28 +1107,9 @@ fn v11_refund_window() {
     let pid = captured(&mut w, "100");
     let window = 90 * 86_400_000;
     // Without inactivity or expiry getting in the way: the payment is final.
-    assert!(
-        w.create_refund(
-            BIO,
-            Some(&pid),
-            Some("1"),
-            Some("DKK"),
-            Some("r1"),
-            None,
-            T0 + window
-        )
-        .is_ok()
-    );
+    assert!(keyed_refund(&mut w, &pid, "r1", "1", None, T0 + window).is_ok());
     refused(
-        w.create_refund(
-            BIO,
-            Some(&pid),
-            Some("1"),
-            Some("DKK"),
-            Some("r2"),
-            None,
-            T0 + window + 1,
-        ),
+        keyed_refund(&mut w, &pid, "r2", "1", None, T0 + window + 1),
         409,
         "1366",
     );

@@ -182,6 +182,16 @@ terminals = [
     .unwrap()
 }
 
+/// A request's status and JSON body (`null` when the body is not JSON).
+async fn answer(req: awc::SendClientRequest) -> (u16, Value) {
+    let mut res = req.await.unwrap();
+    let body = res.body().await.unwrap();
+    (
+        res.status().as_u16(),
+        serde_json::from_slice(&body).unwrap_or(Value::Null),
+    )
+}
+
 struct Client {
     http: awc::Client,
     base: String,
@@ -193,19 +203,12 @@ impl Client {
         let mut all: Vec<(&str, &str)> =
             vec![("bioCode", "bio-1001"), ("accessToken", &self.token)];
         all.extend_from_slice(q);
-        let mut res = self
+        let req = self
             .http
             .get(format!("{}/api/pos/{path}", self.base))
             .query(&all)
-            .unwrap()
-            .send()
-            .await
             .unwrap();
-        let body = res.body().await.unwrap();
-        (
-            res.status().as_u16(),
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        answer(req.send()).await
     }
 
     async fn post(&self, path: &str, body: Value, headers: &[(&str, &str)]) -> (u16, Value) {
@@ -213,12 +216,7 @@ impl Client {
         for (k, v) in headers {
             req = req.append_header((*k, *v));
         }
-        let mut res = req.send_json(&body).await.unwrap();
-        let body = res.body().await.unwrap();
-        (
-            res.status().as_u16(),
-            serde_json::from_slice(&body).unwrap_or(Value::Null),
-        )
+        answer(req.send_json(&body)).await
     }
 
     async fn sim(&self, path: &str, body: Value) -> (u16, Value) {
@@ -227,15 +225,21 @@ impl Client {
             .await
     }
 
-    async fn pending(&self) -> u64 {
+    /// `GET /sim/{what}`: one of the simulator's own JSON views.
+    async fn view(&self, what: &str) -> Value {
         let mut res = self
             .http
-            .get(format!("{}/sim/stats", self.base))
+            .get(format!("{}/sim/{what}", self.base))
             .send()
             .await
             .unwrap();
-        let v: Value = serde_json::from_slice(&res.body().await.unwrap()).unwrap();
-        v["pending_deliveries"].as_u64().unwrap()
+        serde_json::from_slice(&res.body().await.unwrap()).unwrap()
+    }
+
+    async fn pending(&self) -> u64 {
+        self.view("stats").await["pending_deliveries"]
+            .as_u64()
+            .unwrap()
     }
 
     async fn settle(&self) {
@@ -249,13 +253,7 @@ impl Client {
     }
 
     async fn breaks(&self) -> Value {
-        let mut res = self
-            .http
-            .get(format!("{}/sim/breaks", self.base))
-            .send()
-            .await
-            .unwrap();
-        serde_json::from_slice(&res.body().await.unwrap()).unwrap()
+        self.view("breaks").await
     }
 
     /// Start on T-02 (which has a PoS), check in, approve: the approval's answer.
