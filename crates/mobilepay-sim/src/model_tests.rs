@@ -60,6 +60,11 @@ fn prepared(w: &mut World, order: &str) -> String {
         .to_owned()
 }
 
+/// `payment/ready` of `amount` DKK for `id`, at T0 (no `orderId` or `terminalId` to check).
+fn ready(w: &mut World, id: &str, amount: &str) -> SimResult<Value> {
+    w.ready(BIO, Some(id), None, None, Some(amount), Some("DKK"), T0)
+}
+
 /// A payment waiting on T-01: prepared (Prepared, or Paired once `usr-1` checks in) or
 /// started at 10.00 DKK (Initiated, or IssuedToUser).
 fn waiting(w: &mut World, prep: bool, check: bool) -> String {
@@ -198,23 +203,15 @@ fn prepare_checkin_ready_is_the_prepared_flow() {
     .unwrap();
     assert_eq!(status(&mut w, &id, T0), S::IssuedToUser);
     // Ready again with the same amount: 200; with another: 1303.
-    assert!(
-        w.ready(BIO, Some(&id), None, None, Some("80.00"), Some("DKK"), T0)
-            .is_ok()
-    );
-    refused(
-        w.ready(BIO, Some(&id), None, None, Some("81"), Some("DKK"), T0),
-        409,
-        "1303",
-    );
+    assert!(ready(&mut w, &id, "80.00").is_ok());
+    refused(ready(&mut w, &id, "81"), 409, "1303");
 }
 
 #[test]
 fn c6_ready_before_checkin_gives_initiated() {
     let mut w = world();
     let id = prepared(&mut w, "o-1");
-    w.ready(BIO, Some(&id), None, None, Some("80"), Some("DKK"), T0)
-        .unwrap();
+    ready(&mut w, &id, "80").unwrap();
     assert_eq!(status(&mut w, &id, T0), S::Initiated);
     checkin(&mut w, "usr-1");
     assert_eq!(status(&mut w, &id, T0), S::IssuedToUser);
@@ -454,8 +451,7 @@ fn age_rejection_from_issued_to_user_only() {
     checkin(&mut w, "usr-1");
     let id = prepared(&mut w, "o");
     assert_eq!(code(w.age_reject(BIO, &id, T0)).0, 409, "Paired");
-    w.ready(BIO, Some(&id), None, None, Some("5"), Some("DKK"), T0)
-        .unwrap();
+    ready(&mut w, &id, "5").unwrap();
     w.age_reject(BIO, &id, T0).unwrap();
     assert_eq!(
         status(&mut w, &id, T0),
@@ -581,11 +577,7 @@ fn a_retried_start_without_key_returns_the_same_payment() {
 fn s2_ready_only_on_a_prepared_payment() {
     let mut w = world();
     let id = start(&mut w, "o", "10").unwrap();
-    refused(
-        w.ready(BIO, Some(&id), None, None, Some("10"), Some("DKK"), T0),
-        409,
-        "1303",
-    );
+    refused(ready(&mut w, &id, "10"), 409, "1303");
     let id = reserved(&mut world(), "10");
     let _ = id;
 }
@@ -594,11 +586,7 @@ fn s2_ready_only_on_a_prepared_payment() {
 fn ready_checks_its_fields() {
     let mut w = world();
     let id = prepared(&mut w, "o");
-    refused(
-        w.ready(BIO, Some(&id), None, None, Some("0"), Some("DKK"), T0),
-        400,
-        "1102",
-    );
+    refused(ready(&mut w, &id, "0"), 400, "1102");
     assert_eq!(
         code(w.ready(BIO, Some(&id), Some("x"), None, Some("1"), Some("DKK"), T0)).0,
         400
