@@ -1,9 +1,9 @@
 //! The command line: `instore-sim demo`, `poa-demo` and `wallet-demo`, and one subcommand
 //! per action (`poa ...` and `wallet ...` for pay on account and the wallet).
 
-use crate::config::{self, Overrides};
+use crate::config::{self, Overrides, Target};
 use crate::poa::{Company, Record};
-use crate::sim::{Log, Money, NewCard, Outcome, Sim};
+use crate::sim::{Admin, Log, Money, NewCard, Outcome, Sim};
 use crate::wallet::{CancelLog, Payment};
 use crate::{poa, story, wallet};
 use clap::{Parser, Subcommand};
@@ -309,26 +309,8 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             return if e.use_stderr() { 2 } else { 0 };
         }
     };
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let configured = match config::read(&cli.config_dir, &env) {
+    let (admin, target) = match configure(&cli) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("instore-sim: {e:#}");
-            return 2;
-        }
-    };
-    let overrides = Overrides {
-        url: cli.url.clone(),
-        tenant_id: cli.tenant.clone(),
-        key: cli.key.clone(),
-        api_key: cli.api_key.clone(),
-        callback_prefix: cli.callback_url.clone(),
-        admin_url: cli.admin_url.clone(),
-        admin_token: cli.admin_token.clone(),
-    };
-    let admin = config::admin(&configured, &overrides);
-    let target = match config::target(&configured, &overrides, &cli.location, &cli.workstation) {
-        Ok(t) => t,
         Err(e) => {
             eprintln!("instore-sim: {e:#}");
             return 2;
@@ -350,6 +332,24 @@ pub fn main_with_args<I: IntoIterator<Item = OsString>>(args: I) -> i32 {
             1
         }
     }
+}
+
+/// The admin API and the tenant to act as, from the configuration and the flags over it.
+fn configure(cli: &Cli) -> anyhow::Result<(Option<Admin>, Target)> {
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let configured = config::read(&cli.config_dir, &env)?;
+    let overrides = Overrides {
+        url: cli.url.clone(),
+        tenant_id: cli.tenant.clone(),
+        key: cli.key.clone(),
+        api_key: cli.api_key.clone(),
+        callback_prefix: cli.callback_url.clone(),
+        admin_url: cli.admin_url.clone(),
+        admin_token: cli.admin_token.clone(),
+    };
+    let admin = config::admin(&configured, &overrides);
+    let target = config::target(&configured, &overrides, &cli.location, &cli.workstation)?;
+    Ok((admin, target))
 }
 
 /// Tells one enveloped request's outcome: true when approved with a signed callback.
@@ -629,10 +629,7 @@ async fn run(sim: &Sim, command: Command) -> anyhow::Result<bool> {
         }
         Command::Log { number, limit } => {
             let l = sim.log(&number, limit).await?;
-            for line in story::log(&l) {
-                println!("{line}");
-            }
-            l.status == 200
+            told(&l, 200, story::log(&l))
         }
     })
 }
