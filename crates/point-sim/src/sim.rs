@@ -924,36 +924,20 @@ impl Sim {
             approved && magic != Some(1300),
         )];
         let ending = match (outcome, magic) {
-            (AuthOutcome::Timeout, _) => {
-                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_TIMEOUT"))
-                    .await;
-                Ending::no_status("CLIENT_TIMEOUT")
-            }
-            (AuthOutcome::Unavailable, _) => {
-                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_UNAVAILABLE"))
-                    .await;
-                Ending::no_status("CLIENT_UNAVAILABLE")
-            }
+            (AuthOutcome::Timeout, _) => Ending::no_status("CLIENT_TIMEOUT"),
+            (AuthOutcome::Unavailable, _) => Ending::no_status("CLIENT_UNAVAILABLE"),
             (AuthOutcome::BadSignature, _) => {
-                self.followup(client, NOTIFY, &adv_key, advise("CLIENT_SIGNATURE_ERROR"))
-                    .await;
                 Ending::finished("rejected", "rejected", "CLIENT_SIGNATURE_ERROR")
             }
             (AuthOutcome::Refused, _) => {
-                self.followup(client, NOTIFY, &adv_key, advise("INVALID_TRANSACTION"))
-                    .await;
                 Ending::finished("rejected", "rejected", "INVALID_TRANSACTION")
             }
-            (_, Some(1300)) => {
-                self.followup(client, NOTIFY, &adv_key, advise("INTERNAL_ERROR"))
-                    .await;
-                Ending {
-                    events: vec![Event::Fail],
-                    payment_state: "",
-                    status: "rejected",
-                    detail: "INTERNAL_ERROR".into(),
-                }
-            }
+            (_, Some(1300)) => Ending {
+                events: vec![Event::Fail],
+                payment_state: "",
+                status: "rejected",
+                detail: "INTERNAL_ERROR".into(),
+            },
             (AuthOutcome::Approved, Some(1100)) => {
                 let rev = traffic::credit_adjustment(
                     auth,
@@ -967,11 +951,13 @@ impl Sim {
                 Ending::finished("reversed", "cancelled", "REVERSED")
             }
             (AuthOutcome::Approved, _) => Ending::finished("approved", "approved", "APPROVED"),
-            (AuthOutcome::Rejected(d), _) => {
-                self.followup(client, NOTIFY, &adv_key, advise(&d)).await;
-                Ending::finished("rejected", "rejected", &d)
-            }
+            (AuthOutcome::Rejected(d), _) => Ending::finished("rejected", "rejected", &d),
         };
+        // A rejection, ours or the processor's, is followed by its advice.
+        if ending.status == "rejected" {
+            self.followup(client, NOTIFY, &adv_key, advise(&ending.detail))
+                .await;
+        }
         self.record_csv(&csv);
         ending
     }
