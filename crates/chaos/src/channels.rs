@@ -11,7 +11,7 @@
 //! What was answered is kept in a client-side book that the checks hold the ledger to
 //! ([`crate::verify`]).
 
-use crate::engine::Engine;
+use crate::engine::{Engine, sleep_ms, wait_for_tasks};
 use awc::http::Method;
 use bytes::Bytes;
 use loadgen::http::{Failure, Http};
@@ -417,18 +417,13 @@ impl Engine {
                 });
             }
         }
-        let mut attempt = 0u64;
-        loop {
-            self.channel_send(op, None).await;
-            if self.ch().ops.borrow()[op].settled.is_some() {
-                return true;
-            }
-            if started.elapsed() > patience {
-                return false;
-            }
-            attempt += 1;
-            sleep_ms(self.range(100, 300) + 100 * attempt.min(5) as i64).await;
-        }
+        self.resend_until(
+            started,
+            patience,
+            || self.channel_send(op, None),
+            || self.ch().ops.borrow()[op].settled.is_some(),
+        )
+        .await
     }
 
     /// One HTTP attempt at `op` (under `key` instead of its own when given).
@@ -633,12 +628,6 @@ impl Engine {
     }
 }
 
-async fn sleep_ms(ms: i64) {
-    if ms > 0 {
-        actix_rt::time::sleep(Duration::from_millis(ms as u64)).await;
-    }
-}
-
 /// What the channel checks found.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ChannelChecks {
@@ -670,10 +659,7 @@ pub struct ChannelChecks {
 /// After the faults: waits for the reservations' tasks, then sends every channel request
 /// still without an answer again under its key until answered, as a wallet does.
 pub async fn resolve(engine: &Rc<Engine>) {
-    let started = Instant::now();
-    while engine.channels.live.get() > 0 && started.elapsed() < Duration::from_secs(120) {
-        sleep_ms(50).await;
-    }
+    wait_for_tasks(&engine.channels.live).await;
     let left: Vec<usize> = {
         let ops = engine.channels.ops.borrow();
         (0..ops.len())

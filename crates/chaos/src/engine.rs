@@ -649,6 +649,29 @@ impl Engine {
         self.drain().await;
     }
 
+    /// Sends with `send` until `settled` says the request has its answer, or `patience` has
+    /// passed since `started`; waits a little longer after each attempt. Whether it settled.
+    pub(crate) async fn resend_until<F: std::future::Future<Output = ()>>(
+        &self,
+        started: Instant,
+        patience: Duration,
+        mut send: impl FnMut() -> F,
+        settled: impl Fn() -> bool,
+    ) -> bool {
+        let mut attempt = 0u64;
+        loop {
+            send().await;
+            if settled() {
+                return true;
+            }
+            if started.elapsed() > patience {
+                return false;
+            }
+            attempt += 1;
+            sleep_ms(self.range(100, 300) + 100 * attempt.min(5) as i64).await;
+        }
+    }
+
     pub async fn drain(&self) {
         while self.outstanding.get() > 0 {
             actix_rt::time::sleep(Duration::from_millis(20)).await;
@@ -671,5 +694,20 @@ impl Engine {
             }
             actix_rt::time::sleep(Duration::from_millis(25)).await;
         }
+    }
+}
+
+/// Sleeps `ms` milliseconds; not at all for none or less.
+pub(crate) async fn sleep_ms(ms: i64) {
+    if ms > 0 {
+        actix_rt::time::sleep(Duration::from_millis(ms as u64)).await;
+    }
+}
+
+/// Waits, at most two minutes, until no task counted in `live` is running.
+pub(crate) async fn wait_for_tasks(live: &Cell<u64>) {
+    let started = Instant::now();
+    while live.get() > 0 && started.elapsed() < Duration::from_secs(120) {
+        sleep_ms(50).await;
     }
 }

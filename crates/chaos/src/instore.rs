@@ -16,7 +16,7 @@
 //! movement exists for a request never acknowledged; and the callbacks' amounts feed the
 //! balance check of [`crate::verify`].
 
-use crate::engine::Engine;
+use crate::engine::{Engine, sleep_ms, wait_for_tasks};
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
@@ -383,18 +383,13 @@ impl Engine {
                 });
             }
         }
-        let mut attempt = 0u64;
-        loop {
-            self.instore_send(op).await;
-            if self.sv().ops.borrow()[op].acked.is_some() {
-                return true;
-            }
-            if started.elapsed() > patience {
-                return false;
-            }
-            attempt += 1;
-            sleep_ms(self.range(100, 300) + 100 * attempt.min(5) as i64).await;
-        }
+        self.resend_until(
+            started,
+            patience,
+            || self.instore_send(op),
+            || self.sv().ops.borrow()[op].acked.is_some(),
+        )
+        .await
     }
 
     /// One HTTP attempt at `op`.
@@ -476,19 +471,10 @@ impl Engine {
     }
 }
 
-async fn sleep_ms(ms: i64) {
-    if ms > 0 {
-        actix_rt::time::sleep(Duration::from_millis(ms as u64)).await;
-    }
-}
-
 /// After the faults: waits for the request tasks, then sends every request still without an
 /// acknowledgement again until acknowledged, as InStore does.
 pub async fn resolve(engine: &Rc<Engine>) {
-    let started = Instant::now();
-    while engine.instore.live.get() > 0 && started.elapsed() < Duration::from_secs(120) {
-        sleep_ms(50).await;
-    }
+    wait_for_tasks(&engine.instore.live).await;
     let left: Vec<usize> = {
         let ops = engine.instore.ops.borrow();
         (0..ops.len()).filter(|&i| ops[i].acked.is_none()).collect()
