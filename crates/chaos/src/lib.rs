@@ -382,12 +382,21 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     auth.borrow_mut().stop();
 
     let phases = engine.phases.borrow().clone();
-    let fault_phases = || {
+    let sum = |f: fn(&PhaseStats) -> u64| phases.iter().map(f).sum::<u64>();
+    let faults_in = |phase: fn(&str) -> bool| {
+        phases
+            .iter()
+            .filter(|p| phase(&p.name))
+            .map(|p| p.faults)
+            .sum::<u64>()
+    };
+    let worst_during_faults = |f: fn(&PhaseStats) -> f64| {
         phases
             .iter()
             .filter(|p| p.name != "steady" && p.name != "resolution")
+            .map(f)
+            .fold(0.0, f64::max)
     };
-    let sum = |f: fn(&PhaseStats) -> u64| phases.iter().map(f).sum::<u64>();
     let reqs = engine.reqs.borrow();
     let violations = engine.violations.borrow().clone();
     let summary = Summary {
@@ -398,16 +407,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         requests_sent: reqs.len() as u64,
         http_requests: sum(|p| p.http_requests),
         crashes_injected: auth.borrow().kills,
-        db_outages: phases
-            .iter()
-            .filter(|p| p.name == "db-outage" || p.name == "db-freeze")
-            .map(|p| p.faults)
-            .sum(),
-        lock_holds: phases
-            .iter()
-            .filter(|p| p.name.starts_with("slow") || p.name == "duplicate-storm")
-            .map(|p| p.faults)
-            .sum(),
+        db_outages: faults_in(|name| name == "db-outage" || name == "db-freeze"),
+        lock_holds: faults_in(|name| name.starts_with("slow") || name == "duplicate-storm"),
         duplicates_sent: sum(|p| p.duplicates),
         new_key_duplicates: sum(|p| p.new_key_duplicates),
         too_early_425: sum(|p| p.too_early_425),
@@ -423,14 +424,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
         double_booked: checks.double_booked
             + checks.channel.double_booked
             + checks.instore.double_booked,
-        worst_authorization_ms_during_faults: fault_phases()
-            .map(|p| p.worst_authorization_ms)
-            .fold(0.0, f64::max),
-        worst_authorization_raw_ms_during_faults: fault_phases()
-            .map(|p| p.worst_authorization_raw_ms)
-            .fold(0.0, f64::max),
+        worst_authorization_ms_during_faults: worst_during_faults(|p| p.worst_authorization_ms),
+        worst_authorization_raw_ms_during_faults: worst_during_faults(|p| {
+            p.worst_authorization_raw_ms
+        }),
         client_stalled_ms: engine.stalled_ms.get(),
-        worst_other_ms_during_faults: fault_phases().map(|p| p.worst_other_ms).fold(0.0, f64::max),
+        worst_other_ms_during_faults: worst_during_faults(|p| p.worst_other_ms),
         deadline_ms: cli.deadline_ms,
         channels: engine.channels.counts.borrow().clone(),
         instore: engine.instore.counts.borrow().clone(),
