@@ -624,31 +624,38 @@ fn summary_text(v: &Value) -> String {
         out.push_str("\nno InStore movements");
         return out;
     }
-    out.push_str(&format!(
-        "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
-        "currency", "action", "operations", "movements", "amount"
-    ));
+    out.push_str(&summary_row([
+        &"currency",
+        &"action",
+        &"operations",
+        &"movements",
+        &"amount",
+    ]));
     for t in totals {
-        out.push_str(&format!(
-            "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
-            t["currency"].as_str().unwrap_or(""),
-            t["action"].as_str().unwrap_or(""),
-            t["operations"].as_i64().unwrap_or_default(),
-            t["movements"].as_i64().unwrap_or_default(),
-            t["amount"].as_str().unwrap_or("")
-        ));
+        out.push_str(&summary_row([
+            &t["currency"].as_str().unwrap_or(""),
+            &t["action"].as_str().unwrap_or(""),
+            &t["operations"].as_i64().unwrap_or_default(),
+            &t["movements"].as_i64().unwrap_or_default(),
+            &t["amount"].as_str().unwrap_or(""),
+        ]));
     }
     for n in v["net"].as_array().into_iter().flatten() {
-        out.push_str(&format!(
-            "\n{:<8} {:<17} {:>10} {:>9} {:>16}",
-            n["currency"].as_str().unwrap_or(""),
-            "net",
-            n["operations"].as_i64().unwrap_or_default(),
-            "",
-            n["amount"].as_str().unwrap_or("")
-        ));
+        out.push_str(&summary_row([
+            &n["currency"].as_str().unwrap_or(""),
+            &"net",
+            &n["operations"].as_i64().unwrap_or_default(),
+            &"",
+            &n["amount"].as_str().unwrap_or(""),
+        ]));
     }
     out
+}
+
+/// One line of the summary's table: currency, action, operations, movements, amount.
+fn summary_row(cells: [&dyn std::fmt::Display; 5]) -> String {
+    let [currency, action, operations, movements, amount] = cells;
+    format!("\n{currency:<8} {action:<17} {operations:>10} {movements:>9} {amount:>16}")
 }
 
 async fn explain(c: &Client, transaction_id: &str, as_json: bool) -> anyhow::Result<i32> {
