@@ -3,6 +3,9 @@
 use crate::report::Second;
 use anyhow::anyhow;
 use hdrhistogram::Histogram;
+use plotters::coord::Shift;
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use std::path::Path;
 
@@ -10,6 +13,10 @@ const SIZE: (u32, u32) = (960, 540);
 
 /// A line of the over-time plot: its name, colour and value per second.
 type Line = (&'static str, RGBColor, fn(&Second) -> u64);
+
+/// A latency chart in an SVG file, `X` across.
+type LatencyChart<'a, 'p, X> =
+    ChartContext<'a, SVGBackend<'p>, Cartesian2d<X, WithKeyPoints<LogCoord<f64>>>>;
 
 fn draw_err<E: std::fmt::Display>(path: &Path) -> impl Fn(E) -> anyhow::Error + '_ {
     move |e| anyhow!("cannot draw {}: {e}", path.display())
@@ -48,31 +55,57 @@ fn log_bounds(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo / 1.5, hi * 1.5)
 }
 
-/// p50, p99 and max latency for every second of the measured window.
-pub fn over_time(timeline: &[Second], path: &Path) -> anyhow::Result<()> {
-    let err = draw_err(path);
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+/// Fills `root` and sets a latency chart up on it, its axes drawn: `caption`, `x` across
+/// (`x_desc`, its marks read by `x_label` when given), latency from `lo` to `hi` ms up on a
+/// log scale with 1-2-5 marks. The series go on the chart returned.
+fn chart<'a, 'p, X>(
+    root: &'a DrawingArea<SVGBackend<'p>, Shift>,
+    caption: &str,
+    x: X,
+    x_desc: &str,
+    x_label: Option<&dyn Fn(&f64) -> String>,
+    (lo, hi): (f64, f64),
+    err: impl Fn(DrawingAreaErrorKind<std::io::Error>) -> anyhow::Error,
+) -> anyhow::Result<LatencyChart<'a, 'p, X::CoordDescType>>
+where
+    X: AsRangedCoord<Value = f64>,
+    X::CoordDescType: Ranged<ValueType = f64> + ValueFormatter<f64>,
+{
     root.fill(&WHITE).map_err(&err)?;
-    let ms = |us: u64| us as f64 / 1000.0;
-    let (lo, hi) = log_bounds(timeline.iter().flat_map(|s| [ms(s.p50_us), ms(s.max_us)]));
-    let seconds = timeline.len().max(1) as f64;
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency over the run", ("sans-serif", 22))
+    let mut chart = ChartBuilder::on(root)
+        .caption(caption, ("sans-serif", 22))
         .margin(16)
         .x_label_area_size(44)
         .y_label_area_size(70)
-        .build_cartesian_2d(
-            0f64..seconds,
-            (lo..hi).log_scale().with_key_points(marks(lo, hi)),
-        )
+        .build_cartesian_2d(x, (lo..hi).log_scale().with_key_points(marks(lo, hi)))
         .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc("second of the measured window")
-        .y_desc("latency (ms, log scale)")
-        .y_label_formatter(&|v| mark_label(*v))
+    let mut mesh = chart.configure_mesh();
+    mesh.x_desc(x_desc).y_desc("latency (ms, log scale)");
+    if let Some(label) = x_label {
+        mesh.x_label_formatter(label);
+    }
+    mesh.y_label_formatter(&|v| mark_label(*v))
         .draw()
         .map_err(&err)?;
+    Ok(chart)
+}
+
+/// p50, p99 and max latency for every second of the measured window.
+pub fn over_time(timeline: &[Second], path: &Path) -> anyhow::Result<()> {
+    let err = draw_err(path);
+    let ms = |us: u64| us as f64 / 1000.0;
+    let bounds = log_bounds(timeline.iter().flat_map(|s| [ms(s.p50_us), ms(s.max_us)]));
+    let seconds = timeline.len().max(1) as f64;
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    let mut chart = chart(
+        &root,
+        "Latency over the run",
+        0f64..seconds,
+        "second of the measured window",
+        None,
+        bounds,
+        &err,
+    )?;
     let series: [Line; 3] = [
         ("p50", RGBColor(31, 119, 180), |s| s.p50_us),
         ("p99", RGBColor(255, 127, 14), |s| s.p99_us),
@@ -118,8 +151,6 @@ fn percentile_label(x: f64) -> String {
 /// Latency by percentile, the tail stretched out: x is `1 / (1 - p)` on a log scale.
 pub fn percentiles(h: &Histogram<u64>, path: &Path) -> anyhow::Result<()> {
     let err = draw_err(path);
-    let root = SVGBackend::new(path, SIZE).into_drawing_area();
-    root.fill(&WHITE).map_err(&err)?;
     // Up to the percentile the sample size can tell apart (and at most 99.999%).
     let x_max = (h.len() as f64).clamp(10.0, 100_000.0);
     let points: Vec<(f64, f64)> = (0..=100)
@@ -129,31 +160,22 @@ pub fn percentiles(h: &Histogram<u64>, path: &Path) -> anyhow::Result<()> {
         .map(|p| (x_of(p), h.value_at_quantile(p) as f64 / 1000.0))
         .chain((!h.is_empty()).then(|| (x_max, h.max() as f64 / 1000.0)))
         .collect();
-    let (lo, hi) = log_bounds(points.iter().map(|p| p.1));
-    let mut chart = ChartBuilder::on(&root)
-        .caption("Latency by percentile", ("sans-serif", 22))
-        .margin(16)
-        .x_label_area_size(44)
-        .y_label_area_size(70)
-        .build_cartesian_2d(
-            (1f64..x_max).log_scale(),
-            (lo..hi).log_scale().with_key_points(marks(lo, hi)),
-        )
-        .map_err(&err)?;
-    chart
-        .configure_mesh()
-        .x_desc("percentile")
-        .y_desc("latency (ms, log scale)")
-        .x_label_formatter(&|x| percentile_label(*x))
-        .y_label_formatter(&|v| mark_label(*v))
-        .draw()
-        .map_err(&err)?;
-    chart
-        .draw_series(LineSeries::new(
-            points,
-            RGBColor(31, 119, 180).stroke_width(2),
-        ))
-        .map_err(&err)?;
+    let bounds = log_bounds(points.iter().map(|p| p.1));
+    let root = SVGBackend::new(path, SIZE).into_drawing_area();
+    chart(
+        &root,
+        "Latency by percentile",
+        (1f64..x_max).log_scale(),
+        "percentile",
+        Some(&|x| percentile_label(*x)),
+        bounds,
+        &err,
+    )?
+    .draw_series(LineSeries::new(
+        points,
+        RGBColor(31, 119, 180).stroke_width(2),
+    ))
+    .map_err(&err)?;
     root.present().map_err(&err)?;
     Ok(())
 }
