@@ -376,11 +376,7 @@ pub fn funds_of(a: &ledger::plan::Account, now_ms: i64) -> Funds {
         overdraft_limit: a.overdraft_limit,
         per_transaction_limit: a.per_transaction_limit,
         daily_limit: a.daily_limit,
-        daily_spent: if a.daily_spent_day == today {
-            a.daily_spent
-        } else {
-            0
-        },
+        daily_spent: a.daily_spent_on(today),
     }
 }
 

@@ -237,12 +237,11 @@ pub(crate) fn sv_account(a: &LockedAccount) -> SvAccount {
 /// The account's daily spending (day, amount) once a debit of `delta` (negative) is booked
 /// on `today`: the counter of another day counts as zero.
 pub(crate) fn daily_after(a: &LockedAccount, today: i64, delta: i64) -> (i64, i64) {
-    let spent = if a.daily_spent_day == today {
-        a.daily_spent
-    } else {
-        0
-    };
-    (today, spent.saturating_add(delta.saturating_neg()))
+    (
+        today,
+        a.daily_spent_on(today)
+            .saturating_add(delta.saturating_neg()),
+    )
 }
 
 const CARD_COLUMNS: &str = "SELECT s.number, s.card_id, s.user_id, s.currency, s.card_type, \
