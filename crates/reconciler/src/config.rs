@@ -114,12 +114,7 @@ pub struct MatchingSettings {
     /// Ledger entries matched together at most: a larger day is split by transaction id
     /// into partitions of about this many, spilled to the staging directory, so memory
     /// does not grow with the day (about 100 bytes per entry, two partitions at a time).
-    #[serde(default = "default_partition_entries")]
     pub partition_entries: u64,
-}
-
-fn default_partition_entries() -> u64 {
-    400_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -253,12 +248,14 @@ mod tests {
         let s = Settings::load_from(Path::new("/nonexistent"), &env(&[])).unwrap();
         assert_eq!(s.mapping.transactions.amount, "local_amount");
         assert_eq!(Source::parse(&s.source.kind).unwrap(), Source::Sftp);
+        assert_eq!(s.matching.partition_entries, 400_000);
         let s = Settings::load_from(
             Path::new("/nonexistent"),
             &env(&[
                 ("RECONCILER__SOURCE__KIND", "dir:/in"),
                 ("RECONCILER__SFTP__PORT", "2222"),
                 ("RECONCILER__SFTP__PASSWORD", "pw-123"),
+                ("RECONCILER__MATCHING__PARTITION_ENTRIES", "1000"),
             ]),
         )
         .unwrap();
@@ -267,6 +264,7 @@ mod tests {
             Source::Dir("/in".into())
         );
         assert_eq!(s.sftp.port, 2222);
+        assert_eq!(s.matching.partition_entries, 1000);
         assert!(!format!("{s:?}").contains("pw-123"));
     }
 
@@ -291,6 +289,11 @@ mod tests {
                 "mapping.transactions.amount",
             ),
             ("RECONCILER__SFTP__PORT", "abc", "sftp.port"),
+            (
+                "RECONCILER__MATCHING__PARTITION_ENTRIES",
+                "0",
+                "matching.partition_entries",
+            ),
         ] {
             let e = Settings::load_from(Path::new("/nonexistent"), &env(&[(k, v)]))
                 .unwrap_err()
