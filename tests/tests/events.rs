@@ -221,8 +221,8 @@ const CLAIM_MAX: usize = 64;
 
 /// From the dispatchers' logs: the attempts that failed on our side rather than by the
 /// receiver's 500 (the receiver may have taken them), the acknowledgements a round could
-/// not record, and the deliveries of a stopped instance's sender made pending again (sent by
-/// it after its last mark, or never). Each may have been delivered again.
+/// not record, and the deliveries of a stopped instance's sender written PENDING by its
+/// takeover (sent by it after its last mark, or never). Each may have been delivered again.
 fn repeats_explained(log: &str) -> (usize, usize, usize) {
     let unseen = log
         .lines()
@@ -396,13 +396,13 @@ async fn load_across_a_kill(db: String) {
     // Besides the kill's round, a delivery goes out twice only where the dispatcher said so in
     // its log: an attempt that failed on our side (a timeout on a busy machine) although the
     // receiver took it, acknowledgements it could not record, or the killed instance's
-    // deliveries after its last mark, made pending again by the survivor.
+    // deliveries after its last mark, written PENDING by the survivor's takeover.
     let (unseen, unrecorded, taken_over) =
         repeats_explained(&format!("{}\n{}", victim.log_text(), survivor.log_text()));
     eprintln!(
         "repeats explained by the logs: {unseen} attempts failed on our side, {unrecorded} \
          acknowledgements not recorded, {taken_over} deliveries of the killed instance's \
-         sender made pending again"
+         sender written PENDING by its takeover"
     );
     assert!(
         acked_again <= CLAIM_MAX + unseen + unrecorded + taken_over,
@@ -431,8 +431,8 @@ on_both_stores!(
 );
 
 /// A stopped instance (SIGTERM) sends the deliveries it was handed and releases its webhook
-/// sender: no sender is left for another instance to wait for and take over, nothing was
-/// made pending again, and every event arrived once.
+/// sender: no sender is left for another instance to wait for and take over, no takeover
+/// wrote a row, and every event arrived once.
 async fn a_stopped_instance_releases_its_sender(db: String) {
     let data = tempfile::tempdir().expect("dir");
     let sqlite = data.path().join("authorizer.db");

@@ -187,7 +187,7 @@ impl Metrics {
             ),
             (
                 "authorizer_commit_batch_items_total",
-                "Grouped commits: authorizations in those batches.",
+                "Grouped commits: requests in those batches (every kind).",
             ),
             (
                 "authorizer_commit_batch_overlaps_total",
@@ -267,7 +267,7 @@ impl Metrics {
             ),
             (
                 "authorizer_webhook_delivery_delay_seconds",
-                "Time from an event's commit (or redelivery) to its acknowledgement.",
+                "Time from an event's instant (its commit; an authorization's arrival) to its acknowledgement, also for a redelivery.",
             ),
             (
                 "instore_requests_total",

@@ -1,6 +1,6 @@
 //! The outbox dispatcher: a background task that claims due deliveries, POSTs their exact
 //! bytes, and records the outcome. It runs beside the server, never on a request's path:
-//! an authorization only writes its row (in its own commit) and never waits for a send.
+//! a request's commit only writes what it owes, and never waits for a send.
 //!
 //! The authorizations' deliveries are not even claimed, nor written by the commits that owe
 //! them: each authorization's record names this instance's sender and the subscriptions it

@@ -1,7 +1,9 @@
 //! The durable outbox and the webhook subscriptions it delivers to: SQL only. A delivery
 //! row is written inside the caller's open transaction, so it commits (or rolls back)
 //! with the change it reports; the authorizer's dispatcher claims due rows, sends them,
-//! and marks the outcome here.
+//! and marks the outcome here. An authorization's deliveries are the exception: its record
+//! names the sender and the subscriptions it owes, and the dispatcher writes their rows
+//! once sent (or a takeover of a stopped sender does).
 //!
 //! Claiming: on Postgres any number of instances claim with `FOR UPDATE SKIP LOCKED` and
 //! a lease (`leased_until_ms`); a row whose lease ran out (its holder died mid-send) is
