@@ -454,7 +454,7 @@ pub(crate) fn distinct<T: Eq + std::hash::Hash + Copy>(values: impl Iterator<Ite
 /// Numbered placeholders for `rows` rows of `cols` values from `$first` on:
 /// `($1, $2), ($3, $4)`; one row of one column per value when `cols` is 1 and `rows` 1 is
 /// asked for a list: `placeholders(1, n, k)` is `($k, ..., $k+n-1)`.
-fn placeholders(rows: usize, cols: usize, first: usize) -> String {
+pub(crate) fn placeholders(rows: usize, cols: usize, first: usize) -> String {
     let row = |r: usize| {
         let cells: Vec<String> = (0..cols)
             .map(|c| format!("${}", first + r * cols + c))

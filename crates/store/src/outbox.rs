@@ -1307,31 +1307,46 @@ impl Store {
 
     /// Fills in the bodies that the rows of `authorization.decided` leave out (empty): each
     /// rebuilt from its authorization's record, the bytes its commit rendered and sent first.
+    /// The records are read in one statement, whatever the number of rows.
     pub(crate) async fn with_bodies(&self, rows: &mut [impl ReadBack]) -> Result<(), StoreError> {
+        // The rows owing a body, by the transaction whose record rebuilds it.
+        let mut owing: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, row) in rows.iter_mut().enumerate() {
+            let (event_id, _, body) = row.parts();
+            if let Some(tid) = event_id.strip_prefix("evt-auth-")
+                && body.is_empty()
+            {
+                owing.entry(tid.to_owned()).or_default().push(i);
+            }
+        }
+        if owing.is_empty() {
+            return Ok(());
+        }
         let sql = format!(
             "SELECT {} FROM processor_transactions r \
-             WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id = $1",
-            crate::events::RECORD_COLUMNS
+             WHERE r.kind = 'AUTHORIZATION' AND r.transaction_id IN {}",
+            crate::events::RECORD_COLUMNS,
+            crate::authorize::placeholders(1, owing.len(), 1)
         );
-        for row in rows {
-            let (event_id, at_ms, body) = row.parts();
-            let tid = match event_id.strip_prefix("evt-auth-") {
-                Some(tid) if body.is_empty() => tid,
-                _ => continue,
-            };
-            let record = run_pool!(&self.db, p => {
-                match sqlx::query(&sql).bind(tid).fetch_optional(p).await? {
-                    Some(r) => Some(crate::events::stored_authorization!(r, at_ms)),
-                    None => None,
-                }
-            });
-            match record {
-                Some(s) => *body = crate::events::rebuilt_authorization_body(&s),
-                None => tracing::error!(
-                    event_id,
-                    "an authorization's event has no record to rebuild its body from"
-                ),
+        run_pool!(&self.db, p => {
+            let mut q = sqlx::query(&sql).persistent(false);
+            for tid in owing.keys() {
+                q = q.bind(tid.as_str());
             }
+            for r in q.fetch_all(p).await? {
+                let tid: String = r.try_get("transaction_id")?;
+                for i in owing.remove(&tid).unwrap_or_default() {
+                    let (_, at_ms, body) = rows[i].parts();
+                    let s = crate::events::stored_authorization!(r, at_ms);
+                    *body = crate::events::rebuilt_authorization_body(&s);
+                }
+            }
+        });
+        for tid in owing.keys() {
+            tracing::error!(
+                event_id = %format!("evt-auth-{tid}"),
+                "an authorization's event has no record to rebuild its body from"
+            );
         }
         Ok(())
     }
