@@ -1122,28 +1122,22 @@ impl Store {
             )
             .await?;
         }
-        // The records just written name what they owe, all in one statement: the same sender
-        // and subscriptions for the whole batch.
-        let owing: Vec<&str> = rows
-            .owing
-            .iter()
-            .filter_map(|e| e.strip_prefix("evt-auth-"))
-            .collect();
-        if !owing.is_empty() {
-            let sql = format!(
-                "UPDATE processor_transactions SET webhook_sender = $1, webhook_subscriptions = $2 \
-                 WHERE kind = 'AUTHORIZATION' AND transaction_id IN {}",
-                crate::authorize::placeholders(1, owing.len(), 3)
-            );
+        // The records just written name what they owe: their own page, already written.
+        for event_id in &rows.owing {
+            let Some(tid) = event_id.strip_prefix("evt-auth-") else {
+                continue;
+            };
             run!(&mut *tx, c => {
-                // One statement a batch size (at most `commit_batch_size_max`): kept prepared.
-                let mut q = sqlx::query(&sql)
-                    .bind(rows.sender)
-                    .bind(&rows.owed_to);
-                for tid in &owing {
-                    q = q.bind(*tid);
-                }
-                q.execute(&mut *c).await.map(drop)?
+                sqlx::query(
+                    "UPDATE processor_transactions SET webhook_sender = $1, \
+                     webhook_subscriptions = $2 WHERE kind = 'AUTHORIZATION' AND transaction_id = $3",
+                )
+                .bind(rows.sender)
+                .bind(&rows.owed_to)
+                .bind(tid)
+                .execute(&mut *c)
+                .await
+                .map(drop)?
             });
         }
         Ok(rows.handed())
