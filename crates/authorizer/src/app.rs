@@ -237,6 +237,10 @@ impl Application {
                 settings.store_config(),
                 metrics.clone(),
                 settings.webhooks.clone(),
+                settings
+                    .processor
+                    .deadline_ms
+                    .saturating_add(settings.database.statement_ms_max),
             )?)
         } else {
             None

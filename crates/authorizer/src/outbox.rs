@@ -57,12 +57,15 @@ fn stop_asked(stop: &tokio::sync::watch::Receiver<bool>) -> bool {
 }
 
 /// Starts the dispatcher on a thread of its own, with a pool of its own beside `store` (the
-/// embedded store: `store` itself, its one connection).
+/// embedded store: `store` itself, its one connection). `longest_commit_ms` bounds how long an
+/// authorization's commit may end after its writer read the sender
+/// (`processor.deadline_ms + database.statement_ms_max`): see [`sender_lease_ms`].
 pub fn start(
     store: Store,
     config: store::StoreConfig,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
+    longest_commit_ms: u64,
 ) -> std::io::Result<Dispatcher> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
     let (done_tx, done) = tokio::sync::oneshot::channel::<()>();
@@ -93,7 +96,7 @@ pub fn start(
                     actix_rt::spawn(keep_sender(
                         store.clone(),
                         h.tracker.clone(),
-                        lease_ms(&settings),
+                        sender_lease_ms(&settings, longest_commit_ms),
                         stop.clone(),
                     ))
                 });
@@ -126,11 +129,21 @@ fn lower_priority(nice: i32) {
     }
 }
 
-/// How long a claimed delivery, or a sender, is this instance's: two attempts' time. A
-/// crashed holder's lease runs out and another dispatcher takes the row, or the sender's
-/// unsettled rows, over.
+/// How long a claimed delivery is this instance's: two attempts' time. A crashed holder's
+/// lease runs out and another dispatcher takes the row over.
 fn lease_ms(settings: &WebhookSettings) -> i64 {
     i64::try_from(settings.callback_timeout_ms.saturating_mul(2)).unwrap_or(i64::MAX)
+}
+
+/// How long this instance's sender lives after each kept mark: a claim's lease, and at least
+/// a second longer than `longest_commit_ms`, the most an authorization's commit may end after
+/// its writer read the sender. Writers name the sender until half a lease after its last
+/// mark, and another instance takes it over a lease and a half after that mark: so every
+/// record that names it has committed (or rolled back) before its takeover reads the records,
+/// and none is left owing a delivery to a sender already gone, whatever the deadline.
+fn sender_lease_ms(settings: &WebhookSettings, longest_commit_ms: u64) -> i64 {
+    let commit = i64::try_from(longest_commit_ms.saturating_add(1_000)).unwrap_or(i64::MAX);
+    lease_ms(settings).max(commit)
 }
 
 async fn run(
@@ -613,6 +626,24 @@ mod tests {
             secret: "s".into(),
             tracker: None,
         }
+    }
+
+    #[test]
+    fn a_sender_outlives_the_longest_commit() {
+        let defaults =
+            crate::config::Settings::load_from(std::path::Path::new("/nonexistent"), &[])
+                .expect("the defaults load");
+        let commit = defaults.processor.deadline_ms + defaults.database.statement_ms_max;
+        // The defaults: two attempts' time (10 s) exceeds an 800 ms deadline and a 500 ms
+        // statement.
+        assert_eq!(sender_lease_ms(&defaults.webhooks, commit), 10_000);
+        let settings = |callback_timeout_ms| WebhookSettings {
+            callback_timeout_ms,
+            ..defaults.webhooks.clone()
+        };
+        // A short attempt and a long deadline: the commit's time and a second.
+        assert_eq!(sender_lease_ms(&settings(500), 15_000), 16_000);
+        assert_eq!(sender_lease_ms(&settings(500), 0), 1_000);
     }
 
     #[test]
