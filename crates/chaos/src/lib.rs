@@ -18,7 +18,8 @@
 //! store (a tenant configured on this run's authorizer, calling back to a receiver in this
 //! process) loads, redeems and cancels on stored-value numbers linked to the first accounts,
 //! its envelopes signed as InStore signs them and resent under the same `requestId` until
-//! acknowledged (see [`instore`]).
+//! acknowledged (see [`instore`]). A subscriber in this process takes every event the
+//! authorizer publishes (see [`webhooks`]).
 //!
 //! Then, acting as the processor, it resends what was not stored and sends a REJECTED advice
 //! for every authorization whose answer was lost, and checks: nothing the client saw is
@@ -29,7 +30,9 @@
 //! capture movement at most and refunds never above it, every acknowledged InStore request's
 //! callback received at least once with every copy byte-identical (body and signature) and
 //! exactly one movement in `instore_movements` for it (none for a decline) of the amount its
-//! callback told (those amounts are in the posted balances above), and `authorizer audit`
+//! callback told (those amounts are in the posted balances above), every event owed to the
+//! subscriber delivered, byte-identical and signed in every copy (every answered
+//! authorization's among them), and `authorizer audit`
 //! (with its hold and InStore checks) is clean. A JSON summary is printed and written; the exit code is 1 on any violation.
 //!
 //! `scripts/chaos` starts the private cluster and runs this; see its header.
@@ -40,6 +43,7 @@ pub mod engine;
 pub mod faults;
 pub mod instore;
 pub mod verify;
+pub mod webhooks;
 
 use anyhow::Context;
 use control::{Authorizer, Postgres};
@@ -349,6 +353,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     engine.watch_stalls();
     auth.borrow_mut().spawn(&[])?;
     faults::ready(&engine, &auth).await?;
+    let subscriber = webhooks::Subscriber::start()?;
+    subscriber.subscribe(&engine).await?;
     open_accounts(&engine).await?;
     instore::link_cards(&engine).await?;
 
@@ -378,8 +384,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     target.scrape().await;
     engine.end_phase();
 
-    let checks = verify::run(&engine, &auth, &pg).await?;
+    let checks = verify::run(&engine, &auth, &pg, &subscriber).await?;
     auth.borrow_mut().stop();
+    subscriber.stop().await;
 
     let phases = engine.phases.borrow().clone();
     let sum = |f: fn(&PhaseStats) -> u64| phases.iter().map(f).sum::<u64>();
@@ -490,7 +497,7 @@ const SETUP_PATIENCE: Duration = Duration::from_secs(30);
 /// it answers 503: a starting instance on a database that is itself just started can take
 /// longer than its pool and statement timeouts for its first statements, and says so with a
 /// 503. Any other answer, or a 503 after [`SETUP_PATIENCE`], is the result.
-async fn admin_until_stored(
+pub(crate) async fn admin_until_stored(
     engine: &Engine,
     method: awc::http::Method,
     path: &str,
@@ -586,6 +593,20 @@ fn print_table(s: &Summary) {
         s.client_stalled_ms,
         s.deadline_ms,
         s.worst_other_ms_during_faults
+    );
+    let w = &s.checks.webhooks;
+    println!(
+        "webhooks: {} answered authorizations and {} outbox rows owed, {} events received in {} deliveries, settled {:.1} s after the faults; missing authorization events {}, undelivered rows {}, differing copies {}, unsigned {}, unknown {}",
+        w.authorizations,
+        w.rows,
+        w.events_received,
+        w.deliveries,
+        w.settled_after_s,
+        w.missing_authorization_events,
+        w.undelivered_rows,
+        w.differing_copies,
+        w.unsigned,
+        w.unknown_events
     );
     let ch = &s.channels;
     let cc = &s.checks.channel;

@@ -59,6 +59,8 @@ pub struct Checks {
     pub channel: crate::channels::ChannelChecks,
     /// The InStore requests against their callbacks and movements.
     pub instore: crate::instore::InstoreChecks,
+    /// The events delivered to the subscriber against what the ledger owes it.
+    pub webhooks: crate::webhooks::WebhookChecks,
 }
 
 /// Movements per (kind, processor transaction id). Read as one JSON document: transaction
@@ -94,6 +96,7 @@ pub async fn run(
     engine: &Rc<Engine>,
     auth: &std::cell::RefCell<Authorizer>,
     pg: &Postgres,
+    subscriber: &crate::webhooks::Subscriber,
 ) -> anyhow::Result<Checks> {
     engine.begin_phase("resolution");
     let mut c = Checks::default();
@@ -283,6 +286,10 @@ pub async fn run(
     // 5b. Every acknowledged InStore request: its callback, identical in every copy, and its
     // movement (none for a decline).
     c.instore = crate::instore::check(engine, pg).await?;
+
+    // 5c. Every event owed to the subscriber (every answered authorization's, every outbox
+    // row's), delivered and identical in every copy.
+    c.webhooks = crate::webhooks::check(engine, pg, subscriber).await?;
 
     // 6. Every balance, to the minor unit: posted is the funding plus exactly what the
     // answers said (the processor's, the channel's captures and refunds, the InStore
