@@ -15,7 +15,7 @@
 //! writes.
 
 use crate::control::Postgres;
-use actix_web::{App, HttpRequest, HttpResponse, HttpServer, web};
+use actix_web::{HttpRequest, HttpResponse, web};
 use anyhow::Context;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -93,21 +93,12 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: Shared) -> HttpRespo
 impl Subscriber {
     pub fn start() -> anyhow::Result<Subscriber> {
         let state = Arc::new(Mutex::new(State::default()));
-        let data = web::Data::new(state.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(1 << 20))
-                .default_service(web::to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
+        let (addr, handle) = instore_sim::sim::serve_every_request(
+            std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+            state.clone(),
+            receive,
+        )
         .context("cannot listen for events")?;
-        let addr = *server.addrs().first().context("no address bound")?;
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
         Ok(Subscriber {
             url: format!("http://{addr}/events"),
             state,

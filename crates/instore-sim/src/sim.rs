@@ -135,6 +135,37 @@ async fn receive(
     HttpResponse::Ok().finish()
 }
 
+/// Serves every request to `addr` with `handler` (bodies up to 1 MiB, one worker, `state`
+/// given to it as `web::Data`), on the calling thread's event loop; the address bound (port
+/// 0 takes a free one) and the server's handle.
+pub fn serve_every_request<S, F, Args>(
+    addr: SocketAddr,
+    state: S,
+    handler: F,
+) -> anyhow::Result<(SocketAddr, actix_web::dev::ServerHandle)>
+where
+    S: Send + Sync + 'static,
+    F: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    let data = web::Data::new(state);
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .default_service(web::to(handler.clone()))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?;
+    let bound: SocketAddr = *server.addrs().first().context("no address bound")?;
+    let server = server.run();
+    let handle = server.handle();
+    actix_rt::spawn(server);
+    Ok((bound, handle))
+}
+
 impl Receiver {
     /// Listens where `prefix` (an `http` loopback URL) points; port 0 takes a free port and
     /// the prefix then names it.
@@ -142,21 +173,8 @@ impl Receiver {
         let addr = loopback_addr(prefix)
             .with_context(|| format!("{prefix} is not http on a loopback address"))?;
         let received: Received = Arc::default();
-        let data = web::Data::new(received.clone());
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(data.clone())
-                .app_data(web::PayloadConfig::new(1 << 20))
-                .default_service(web::to(receive))
-        })
-        .workers(1)
-        .disable_signals()
-        .bind(addr)
-        .with_context(|| format!("cannot listen for callbacks on {addr}"))?;
-        let bound: SocketAddr = *server.addrs().first().context("no address bound")?;
-        let server = server.run();
-        let handle = server.handle();
-        actix_rt::spawn(server);
+        let (bound, handle) = serve_every_request(addr, received.clone(), receive)
+            .with_context(|| format!("cannot listen for callbacks on {addr}"))?;
         let path = prefix
             .strip_prefix("http://")
             .and_then(|r| r.find('/').map(|i| &r[i..]))
