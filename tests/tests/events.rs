@@ -245,25 +245,29 @@ fn repeats_explained(log: &str) -> (usize, usize, usize) {
     )
 }
 
+/// Settings for a test about events, not speed: on a busy machine the deadline's declines
+/// record nothing and so owe no event, and a statement may wait seconds for the CPU.
+const PATIENT: [(&str, &str); 5] = [
+    ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "10000"),
+    ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "20000"),
+    ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "5000"),
+    ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "5000"),
+    ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "5000"),
+];
+
 /// The load proof on the database `db` (empty: the embedded store).
 async fn load_across_a_kill(db: String) {
     let n = load_count();
     let data = tempfile::tempdir().expect("dir");
     let sqlite = data.path().join("authorizer.db");
     let claim = CLAIM_MAX.to_string();
-    let env = [
+    let mut env = vec![
         ("AUTHORIZER__WEBHOOKS__POLL_INTERVAL_MS", "20"),
         // A lease of 1 s: the killed instance's claims run out quickly.
         ("AUTHORIZER__WEBHOOKS__CALLBACK_TIMEOUT_MS", "500"),
         ("AUTHORIZER__WEBHOOKS__BATCH_MAX", claim.as_str()),
-        // The proof is about events, not speed: a busy machine must not turn answers into
-        // the deadline's declines, which record nothing and so have no event.
-        ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "10000"),
-        ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "20000"),
-        ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "5000"),
-        ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "5000"),
-        ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "5000"),
     ];
+    env.extend(PATIENT);
     let bin = env!("CARGO_BIN_EXE_authorizer-node");
     let node = |listen: &str| Node::sharing(bin, &db, data.path(), listen, &env);
     let mut victim = node("127.0.0.1:0");
@@ -436,17 +440,11 @@ on_both_stores!(
 async fn a_stopped_instance_releases_its_sender(db: String) {
     let data = tempfile::tempdir().expect("dir");
     let sqlite = data.path().join("authorizer.db");
-    let env = [
+    let mut env = vec![
         ("AUTHORIZER__SERVER__DRAIN_MS", "0"),
         ("AUTHORIZER__WEBHOOKS__POLL_INTERVAL_MS", "20"),
-        // As in the load proof: on a busy machine the deadline's declines record nothing
-        // and so owe no delivery; this test is about the deliveries owed.
-        ("AUTHORIZER__PROCESSOR__DEADLINE_MS", "10000"),
-        ("AUTHORIZER__REDIS__IN_FLIGHT_STALE_MS", "20000"),
-        ("AUTHORIZER__DATABASE__POOL_ACQUIRE_MS_MAX", "5000"),
-        ("AUTHORIZER__DATABASE__STATEMENT_MS_MAX", "5000"),
-        ("AUTHORIZER__DATABASE__LOCK_WAIT_MS_MAX", "5000"),
     ];
+    env.extend(PATIENT);
     let bin = env!("CARGO_BIN_EXE_authorizer-node");
     let mut node = Node::sharing(bin, &db, data.path(), "127.0.0.1:0", &env);
     let api = Remote::new(&node.base);
