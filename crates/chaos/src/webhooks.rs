@@ -71,15 +71,12 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: Shared) -> HttpRespo
         return HttpResponse::Ok().json(serde_json::json!({ "encrypted_challenge": answer }));
     }
     let event_id = header(&req, "x-event-id");
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
     let signed = protocol::webhook::verify_x_signature(
         &s.secret,
         &header(&req, "x-signature"),
         &event_id,
         &header(&req, "x-request-id"),
-        now_ms,
+        processor_client::support::now_ms(),
         300_000,
     );
     s.posts.push(Post {
