@@ -765,3 +765,141 @@ mod at_once {
     // Forty requests on one account at once: with batches of one they queue on its row.
     both_backends!(settings = crowd_settings; every_kind_goes_through_the_writer);
 }
+
+/// Sequential scans per table of the database at `url`, read once every client session
+/// but this one has ended (a session's counts reach the statistics when it ends).
+async fn seq_scans(url: &str) -> std::collections::BTreeMap<String, i64> {
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(url).await.expect("connect");
+    for _ in 0..200 {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&mut c)
+        .await
+        .expect("pg_stat_activity");
+        if others == 0 {
+            let rows: Vec<(String, i64)> =
+                sqlx::query_as("SELECT relname::text, seq_scan FROM pg_stat_user_tables")
+                    .fetch_all(&mut c)
+                    .await
+                    .expect("pg_stat_user_tables");
+            return rows.into_iter().collect();
+        }
+        actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the database's other sessions did not end");
+}
+
+/// A new instance's writer (its own pool: no sequential scans, generic plans) finds what a
+/// batch needs by index probes, the system accounts it has not yet cached included: on a
+/// ledger of many cardholders, reading every account per connection of each new instance
+/// made its first requests miss their deadline.
+#[actix_rt::test]
+async fn postgres_a_new_writer_scans_no_ledger_table() {
+    let url = fresh_pg_database().await;
+    let mut settings =
+        authorizer::Settings::load_from(&std::path::PathBuf::from("/nonexistent"), &[])
+            .expect("default settings");
+    settings.database.url = authorizer::config::Secret::new(url.clone());
+    let config = settings.store_config();
+    let setup = store::Store::connect(&config).await.expect("connect");
+    setup.migrate().await.expect("migrate");
+    let user = uid("u");
+    {
+        use sqlx::Connection;
+        let mut c = sqlx::PgConnection::connect(&url).await.expect("connect");
+        for sql in [
+            "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+             SELECT 'USER', 'crowd-' || g, 'ARS', 0, 0 FROM generate_series(1, 20000) g",
+            "ANALYZE",
+        ] {
+            sqlx::query(sql).execute(&mut c).await.expect(sql);
+        }
+        sqlx::query(
+            "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
+             VALUES ('USER', $1, 'ARS', 0, 0)",
+        )
+        .bind(&user)
+        .execute(&mut c)
+        .await
+        .expect("the user's account");
+    }
+    setup.close().await;
+    let before = seq_scans(&url).await;
+
+    let writer = store::Store::connect(&store::StoreConfig {
+        index_probes_only: true,
+        ..config
+    })
+    .await
+    .expect("connect the writer");
+    let now = store::now_ms();
+    let (k4, r4) = (uid("k"), uid("r"));
+    let (deposit_key, t1, k1, t2, k2, k3) = (
+        uid("dep"),
+        uid("t"),
+        uid("k"),
+        uid("t"),
+        uid("k"),
+        uid("adv"),
+    );
+    let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
+    let work = [
+        Work::Funding {
+            call: funding(&user, &deposit_key, 500, false),
+            render,
+        },
+        purchase_work(&user, &t1, &k1, 1, "2.00", now),
+        Work::Adjustment {
+            call: call(&k2, 2, ADJ_CREDIT, now),
+            tx: card_tx(&t2, "REFUND", &user, "1.00"),
+            direction: RequestKind::Credit,
+        },
+        Work::Notification(NotificationCall {
+            key: &k3,
+            request_hash: [3; 32],
+            raw_body: b"{}",
+            now_ms: now,
+            event_id: "approved-authorization-advice",
+            verdict: Some(Verdict::Approved),
+            status_detail: Some("APPROVED"),
+            transaction: Some(card_tx(&t1, "PURCHASE", &user, "2.00")),
+            direction: Some(RequestKind::Debit),
+            unparsed: false,
+        }),
+        // A wallet's reservation, and the sweep of holds past their expiry.
+        reserve_work(&k4, 4, &user, &r4, "1.00", now, now + 60_000),
+        Work::Expiry(ExpiryCall {
+            scope: ExpiryScope::Due { batch_max: 10 },
+            now_ms: now,
+        }),
+    ];
+    let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
+    writer
+        .write_batch_each(&work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
+        .await;
+    assert_fresh(
+        out[0].as_ref().expect("deposit answered"),
+        "",
+        "available 500",
+    );
+    assert_fresh(
+        out[1].as_ref().expect("purchase answered"),
+        "Approved { amount: -200",
+        "",
+    );
+    assert_eq!(
+        out[4].as_ref().map(|(o, body)| (*o, body.as_str())),
+        Some(("fresh", "reserved 100"))
+    );
+    writer.close().await;
+    let after = seq_scans(&url).await;
+    let scanned: Vec<String> = after
+        .iter()
+        .filter(|(table, n)| before.get(*table).copied().unwrap_or(0) < **n)
+        .map(|(table, n)| format!("{table} (+{})", n - before.get(table).copied().unwrap_or(0)))
+        .collect();
+    assert!(scanned.is_empty(), "the writer scanned {scanned:?}");
+}
