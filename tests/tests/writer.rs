@@ -167,8 +167,13 @@ fn assert_fresh(o: &(&str, String), start: &str, end: &str) {
 }
 
 async fn batch(app: &TestApp, work: &[Work<'_>]) -> Vec<(&'static str, String)> {
+    batch_on(&app.store, work).await
+}
+
+/// Runs `work` as one batch on `store`; each request's answer.
+async fn batch_on(store: &store::Store, work: &[Work<'_>]) -> Vec<(&'static str, String)> {
     let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
-    app.store
+    store
         .write_batch_each(work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
         .await;
     out.into_iter()
@@ -817,15 +822,36 @@ async fn postgres_a_new_writer_scans_no_ledger_table() {
         ] {
             sqlx::query(sql).execute(&mut c).await.expect(sql);
         }
-        sqlx::query(
-            "INSERT INTO accounts (kind, user_id, currency, created_at_ms, updated_at_ms) \
-             VALUES ('USER', $1, 'ARS', 0, 0)",
-        )
-        .bind(&user)
-        .execute(&mut c)
-        .await
-        .expect("the user's account");
     }
+    // The user's account, a card, and a stored-value number on it for the InStore tenant.
+    let ars = Currency::parse("ARS").expect("ARS");
+    let card = format!("crd-{user}");
+    setup.open_account(&user, ars, None, 0).await.expect("open");
+    setup
+        .put_card(
+            &card,
+            &user,
+            ledger::CardStatus::Active,
+            &ledger::MccSet::default(),
+            0,
+        )
+        .await
+        .expect("card");
+    let linked = setup
+        .put_stored_value_card(
+            &store::SvLink {
+                card_id: &card,
+                number: SV_NUMBER,
+                currency: ars,
+                card_type: "GiftCard",
+                tenants: &[e2e::instore::TENANT.to_owned()],
+                pin_hash: None,
+            },
+            0,
+        )
+        .await
+        .expect("link");
+    assert_eq!(linked, store::SvLinkOutcome::Linked);
     setup.close().await;
     let before = seq_scans(&url).await;
 
@@ -837,6 +863,12 @@ async fn postgres_a_new_writer_scans_no_ledger_table() {
     .expect("connect the writer");
     let now = store::now_ms();
     let (k4, r4) = (uid("k"), uid("r"));
+    let redeem_request = redeem_call(&uid("req"));
+    let planner = plan_redeem(100);
+    let redeem = Work::Instore(InstoreOp {
+        call: &redeem_request,
+        planner: &planner,
+    });
     let (deposit_key, t1, k1, t2, k2, k3) = (
         uid("dep"),
         uid("t"),
@@ -875,25 +907,21 @@ async fn postgres_a_new_writer_scans_no_ledger_table() {
             scope: ExpiryScope::Due { batch_max: 10 },
             now_ms: now,
         }),
+        // An InStore Redeem, its callback owed.
+        redeem,
     ];
-    let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
-    writer
-        .write_batch_each(&work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
-        .await;
-    assert_fresh(
-        out[0].as_ref().expect("deposit answered"),
-        "",
-        "available 500",
+    let out = batch_on(&writer, &work).await;
+    assert_fresh(&out[0], "", "available 500");
+    assert_fresh(&out[1], "Approved { amount: -200", "");
+    assert_eq!(out[4], ("fresh", "reserved 100".to_owned()));
+    let redeemed = out[6].clone();
+    assert!(
+        redeemed.0 == "fresh" && redeemed.1.starts_with("approved"),
+        "{redeemed:?}"
     );
-    assert_fresh(
-        out[1].as_ref().expect("purchase answered"),
-        "Approved { amount: -200",
-        "",
-    );
-    assert_eq!(
-        out[4].as_ref().map(|(o, body)| (*o, body.as_str())),
-        Some(("fresh", "reserved 100"))
-    );
+    // The Redeem again, in a later batch: its first answer, and its callback owed again.
+    let again = batch_on(&writer, &[redeem]).await;
+    assert_eq!(again, [("replay", redeemed.1)]);
     writer.close().await;
     let after = seq_scans(&url).await;
     let scanned: Vec<String> = after

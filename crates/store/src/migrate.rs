@@ -38,6 +38,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(11, "0011_outbox_writes"),
     migration!(12, "0012_outbox_senders"),
     migration!(13, "0013_owed_deliveries"),
+    migration!(14, "0014_callback_lookup"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
