@@ -797,10 +797,13 @@ async fn seq_scans(url: &str) -> std::collections::BTreeMap<String, i64> {
     panic!("the database's other sessions did not end");
 }
 
-/// A new instance's writer (its own pool: no sequential scans, generic plans) finds what a
-/// batch needs by index probes, the system accounts it has not yet cached included: on a
-/// ledger of many cardholders, reading every account per connection of each new instance
-/// made its first requests miss their deadline.
+/// A new instance's writer (its own pool: no sequential scans, generic plans) finds what its
+/// batches need by index probes: deposits, authorizations (the card read in the batch),
+/// adjustments, advices, a wallet's reservation, capture and refund, the sweep of expired
+/// holds, an InStore Redeem and its duplicate in a later batch. On a ledger of many
+/// cardholders, reading every account for the system accounts' ids (once per connection of
+/// each new instance) made its first requests miss their deadline; a duplicate's callback
+/// looked up by reading the whole outbox.
 #[actix_rt::test]
 async fn postgres_a_new_writer_scans_no_ledger_table() {
     let url = fresh_pg_database().await;
@@ -919,9 +922,37 @@ async fn postgres_a_new_writer_scans_no_ledger_table() {
         redeemed.0 == "fresh" && redeemed.1.starts_with("approved"),
         "{redeemed:?}"
     );
-    // The Redeem again, in a later batch: its first answer, and its callback owed again.
-    let again = batch_on(&writer, &[redeem]).await;
-    assert_eq!(again, [("replay", redeemed.1)]);
+    // In a later batch: the Redeem again (its first answer, its callback owed again), the
+    // reservation captured in part and refunded in part, and a purchase by a card the
+    // instance has not cached (read in the batch).
+    let (k5, k6, t7, k7) = (uid("k"), uid("k"), uid("t"), uid("k"));
+    let Work::Authorization(mut by_card) = purchase_work(&user, &t7, &k7, 7, "1.00", now) else {
+        unreachable!("a purchase is an authorization");
+    };
+    by_card.tx.card_id = Some(&card);
+    by_card.card = CardLookup::InTransaction;
+    let later = [
+        redeem,
+        Work::Hold(HoldOp::Capture {
+            call: channel_call(&k5, 5, now),
+            reservation_id: &r4,
+            amount: Decimal::from_str("0.50").ok(),
+        }),
+        Work::Hold(HoldOp::Refund {
+            call: channel_call(&k6, 6, now),
+            reservation_id: &r4,
+            refund_id: "rf-1",
+            amount: Decimal::from_str("0.20").ok(),
+            currency: Some("ARS"),
+            window_days: 30,
+        }),
+        Work::Authorization(by_card),
+    ];
+    let again = batch_on(&writer, &later).await;
+    assert_eq!(again[0], ("replay", redeemed.1));
+    assert_eq!(again[1], ("fresh", "captured 50".to_owned()));
+    assert_eq!(again[2], ("fresh", "refunded 20".to_owned()));
+    assert_fresh(&again[3], "Approved { amount: -100", "");
     writer.close().await;
     let after = seq_scans(&url).await;
     let scanned: Vec<String> = after
