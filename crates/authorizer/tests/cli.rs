@@ -46,7 +46,7 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("13 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("14 migration(s) applied"));
     let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
