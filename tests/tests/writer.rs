@@ -457,14 +457,7 @@ async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
         // The refund again under its key: replayed, nothing booked twice.
         refund,
     ];
-    let mut out: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
-    app.store
-        .write_batch_each(&work, &RENDERS, |i, d| out[i] = Some(answer(d)), |_, _| {})
-        .await;
-    let out: Vec<_> = out
-        .into_iter()
-        .map(|o| o.expect("every request answered"))
-        .collect();
+    let out = batch(&app, &work).await;
     assert_fresh(&out[0], "", "available 1500");
     assert_fresh(&out[1], "Approved { amount: -1200", "");
     assert_eq!(out[2], ("fresh", "adjusted to Some(400)".to_owned()));
@@ -475,17 +468,9 @@ async fn a_mixed_batch_is_planned_in_order(app: TestApp) {
     assert_eq!(app.available(&user, "ARS").await, "0.00");
 
     // The same batch again: every answer replayed byte for byte, nothing moves.
-    let mut again: Vec<Option<(&'static str, String)>> = vec![None; work.len()];
-    app.store
-        .write_batch_each(
-            &work,
-            &RENDERS,
-            |i, d| again[i] = Some(answer(d)),
-            |_, _| {},
-        )
-        .await;
+    let again = batch(&app, &work).await;
     for (i, (first, second)) in out.iter().zip(again).enumerate() {
-        assert_eq!(second, Some(("replay", first.1.clone())), "request {i}");
+        assert_eq!(second, ("replay", first.1.clone()), "request {i}");
     }
     assert_eq!(app.available(&user, "ARS").await, "0.00");
 }
