@@ -356,10 +356,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     engine.watch_stalls();
     auth.borrow_mut().spawn(&[])?;
     faults::ready(&engine, &auth).await?;
-    let subscriber = webhooks::Subscriber::start()?;
-    if !cli.no_subscriber {
-        subscriber.subscribe(&engine).await?;
-    }
+    let subscriber = if cli.no_subscriber {
+        None
+    } else {
+        Some(webhooks::Subscriber::start(&engine).await?)
+    };
     open_accounts(&engine).await?;
     instore::link_cards(&engine).await?;
 
@@ -389,9 +390,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<Summary> {
     target.scrape().await;
     engine.end_phase();
 
-    let checks = verify::run(&engine, &auth, &pg, &subscriber).await?;
+    let checks = verify::run(&engine, &auth, &pg, subscriber.as_ref()).await?;
     auth.borrow_mut().stop();
-    subscriber.stop().await;
+    if let Some(s) = &subscriber {
+        s.stop().await;
+    }
 
     let phases = engine.phases.borrow().clone();
     let sum = |f: fn(&PhaseStats) -> u64| phases.iter().map(f).sum::<u64>();

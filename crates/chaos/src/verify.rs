@@ -96,7 +96,7 @@ pub async fn run(
     engine: &Rc<Engine>,
     auth: &std::cell::RefCell<Authorizer>,
     pg: &Postgres,
-    subscriber: &crate::webhooks::Subscriber,
+    subscriber: Option<&crate::webhooks::Subscriber>,
 ) -> anyhow::Result<Checks> {
     engine.begin_phase("resolution");
     let mut c = Checks::default();

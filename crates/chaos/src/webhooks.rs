@@ -48,8 +48,8 @@ pub struct Subscriber {
     pub url: String,
     state: Arc<Mutex<State>>,
     handle: actix_web::dev::ServerHandle,
-    /// The subscription, once made.
-    id: std::cell::Cell<i64>,
+    /// The subscription.
+    id: i64,
 }
 
 fn header(req: &HttpRequest, name: &str) -> String {
@@ -88,7 +88,9 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: Shared) -> HttpRespo
 }
 
 impl Subscriber {
-    pub fn start() -> anyhow::Result<Subscriber> {
+    /// Listens on a free loopback port, subscribes it to every event type and passes the
+    /// URL challenge.
+    pub async fn start(engine: &crate::engine::Engine) -> anyhow::Result<Subscriber> {
         let state = Arc::new(Mutex::new(State::default()));
         let (addr, handle) = instore_sim::sim::serve_every_request(
             std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -96,27 +98,18 @@ impl Subscriber {
             receive,
         )
         .context("cannot listen for events")?;
-        Ok(Subscriber {
-            url: format!("http://{addr}/events"),
-            state,
-            handle,
-            id: std::cell::Cell::new(0),
-        })
-    }
-
-    /// Subscribes to every event type and passes the URL challenge.
-    pub async fn subscribe(&self, engine: &crate::engine::Engine) -> anyhow::Result<()> {
+        let url = format!("http://{addr}/events");
         let (s, v) = crate::admin_until_stored(
             engine,
             awc::http::Method::POST,
             "/v1/webhooks/subscriptions",
-            Some(serde_json::json!({ "url": self.url })),
+            Some(serde_json::json!({ "url": url })),
             None,
         )
         .await?;
         anyhow::ensure!(s == 201, "subscribing: HTTP {s} {v}");
         let id = v["id"].as_i64().context("subscribing: no id")?;
-        self.state.lock().expect("subscriber lock").secret = v["secret"]
+        state.lock().expect("subscriber lock").secret = v["secret"]
             .as_str()
             .context("subscribing: no secret")?
             .to_owned();
@@ -124,8 +117,12 @@ impl Subscriber {
         let (s, v) =
             crate::admin_until_stored(engine, awc::http::Method::POST, &check, None, None).await?;
         anyhow::ensure!(s == 200, "the subscription's challenge: HTTP {s} {v}");
-        self.id.set(id);
-        Ok(())
+        Ok(Subscriber {
+            url,
+            state,
+            handle,
+            id,
+        })
     }
 
     pub async fn stop(&self) {
@@ -190,19 +187,19 @@ fn owed(
 pub async fn check(
     engine: &crate::engine::Engine,
     pg: &Postgres,
-    sub: &Subscriber,
+    sub: Option<&Subscriber>,
 ) -> anyhow::Result<WebhookChecks> {
-    if sub.id.get() == 0 {
+    let Some(sub) = sub else {
         // Not subscribed (`--no-subscriber`): nothing is owed.
         return Ok(WebhookChecks::default());
-    }
+    };
     let started = Instant::now();
     let received = || -> BTreeSet<String> {
         let s = sub.state.lock().expect("subscriber lock");
         s.posts.iter().map(|p| p.event_id.clone()).collect()
     };
     let (auths, rows) = loop {
-        let (auths, rows) = owed(pg, sub.id.get())?;
+        let (auths, rows) = owed(pg, sub.id)?;
         let got = received();
         let settled = auths
             .iter()
