@@ -24,6 +24,17 @@ fn serve(mut cmd: Command, port: u16, stdout: Stdio) -> std::process::Child {
     child
 }
 
+/// Reads `pipe` to its end on a thread of its own.
+fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        if let Some(mut p) = pipe {
+            let _ = p.read_to_end(&mut bytes);
+        }
+        bytes
+    })
+}
+
 #[test]
 fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
     let out = run("AUTHORIZER__SERVER__LISTEN", "not-an-address", "serve");
@@ -46,7 +57,7 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("14 migration(s) applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("15 migration(s) applied"));
     let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
@@ -65,7 +76,17 @@ fn secrets_and_card_data_never_reach_the_logs() {
         .env("AUTHORIZER__ADMIN__TOKEN", token)
         .env("AUTHORIZER__LOG__FILTER", "debug")
         .env("AUTHORIZER__LOG__FORMAT", "json");
-    let mut child = serve(cmd, port, Stdio::piped());
+    let mut child = cmd
+        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The logs are read as they come: at debug level a full pipe would hold the server up.
+    let stdout = drain(child.stdout.take());
+    let stderr = drain(child.stderr.take());
+    wait_listening(&mut child, port, Duration::from_secs(90), None);
     let addr = format!("127.0.0.1:{port}");
     // A signed purchase carrying card data, and a bad-signature one.
     let body = r#"{"transaction":{"id":"ctx-log-1","type":"PURCHASE"},"card":{"id":"crd-1","last_four":"6708","pan":"5555444433336708"},"user":{"id":"usr-1"},"amount":{"local":{"total":"1.00","currency":"ARS"}}}"#;
@@ -108,20 +129,16 @@ fn secrets_and_card_data_never_reach_the_logs() {
         .arg(child.id().to_string())
         .status();
     let stop_by = Instant::now() + Duration::from_secs(30);
-    let out = loop {
-        if let Some(_s) = child.try_wait().unwrap() {
-            break child.wait_with_output().unwrap();
-        }
+    while child.try_wait().unwrap().is_none() {
         if Instant::now() > stop_by {
             let _ = child.kill();
-            break child.wait_with_output().unwrap();
         }
         std::thread::sleep(Duration::from_millis(50));
-    };
+    }
     let logs = format!(
         "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&stdout.join().unwrap()),
+        String::from_utf8_lossy(&stderr.join().unwrap())
     );
     assert!(
         logs.contains("ctx-log-1"),
