@@ -31,6 +31,16 @@ pub fn tenant_settings(s: &mut Settings, receiver_base: &str) {
 }
 
 /// HMAC-SHA256 of `bytes` with the tenant's key, lowercase hex.
+/// A Redeem of `minor` cents (USD) on card `number`, with its own session.
+pub fn redeem(number: &str, request_id: &str, minor: i64) -> Value {
+    serde_json::json!({
+        "requestId": request_id, "locationId": "LondonStore", "workstationId": "POS-03",
+        "action": "Redeem", "number": number,
+        "amount": {"amount": minor, "precision": 2, "currency": "USD"},
+        "session_id": format!("session-{request_id}"), "reference": "order",
+    })
+}
+
 pub fn sign(bytes: &[u8]) -> String {
     instore::signature::sign(KEY.as_bytes(), bytes)
 }

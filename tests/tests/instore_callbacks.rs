@@ -4,7 +4,7 @@
 //! the callbacks are DEAD (a short give-up age), then accepts: a redelivered callback
 //! arrives once more with the same bytes and signature, and no money moves again.
 
-use e2e::instore::{CallbackReceiver, TENANT, sign};
+use e2e::instore::{CallbackReceiver, TENANT, redeem, sign};
 use e2e::*;
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -14,15 +14,6 @@ const NUMBER: &str = "6280001234567895";
 /// A give-up age of 2 s: a refused callback is DEAD after two or three attempts.
 fn short_give_up(s: &mut authorizer::Settings) {
     s.webhooks.give_up_secs = 2;
-}
-
-fn redeem(request_id: &str, minor: i64) -> Value {
-    json!({
-        "requestId": request_id, "locationId": "LondonStore", "workstationId": "POS-03",
-        "action": "Redeem", "number": NUMBER,
-        "amount": {"amount": minor, "precision": 2, "currency": "USD"},
-        "session_id": format!("session-{request_id}"), "reference": "order",
-    })
 }
 
 /// One page of the listing; asserts 200.
@@ -60,7 +51,7 @@ async fn dead_to_delivered_by_redelivery(app: TestApp, rx: CallbackReceiver) {
     for (i, id) in ids.iter().enumerate() {
         app.instore_acknowledged(
             "storedvaluecard_process",
-            &redeem(id, 100 + i64::try_from(i).unwrap()),
+            &redeem(NUMBER, id, 100 + i64::try_from(i).unwrap()),
             &rx.url(&format!("/cb/{id}")),
         )
         .await;

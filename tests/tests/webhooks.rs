@@ -485,3 +485,212 @@ async fn a_killed_dispatcher_loses_no_event() {
     drop(survivor);
     rx.stop().await;
 }
+
+/// The retention (`webhooks.retention_days`): subscribers' rows settled and older than it
+/// are deleted, in id order; a row still PENDING holds the walk until it settles; InStore
+/// callbacks and young rows stay. The audit checks each event owed from the newest row
+/// deleted on, and still finds a younger event's missing row.
+mod retention {
+    use super::*;
+    use e2e::instore::{CallbackReceiver, redeem};
+
+    const DAY_MS: i64 = 86_400_000;
+    const NUMBER: &str = "6280001234567895";
+
+    fn one_day(s: &mut Settings) {
+        super::quick(s);
+        s.webhooks.retention_days = 1;
+        // Shorter than the retention, as the configuration requires.
+        s.webhooks.give_up_secs = 3600;
+    }
+
+    e2e::instore_scenarios!(settings = one_day; settled_rows_older_than_the_retention_go);
+
+    /// The subscribers' rows of the outbox listing, by id: (event id, state).
+    async fn subscriber_rows(app: &TestApp) -> BTreeMap<i64, (String, String)> {
+        outbox(app, None)
+            .await
+            .iter()
+            .filter(|d| d["subscription_id"].is_i64())
+            .map(|d| {
+                let id = d["id"].as_i64().expect("id");
+                let event = d["event_id"].as_str().expect("event id").to_owned();
+                (id, (event, d["state"].as_str().expect("state").to_owned()))
+            })
+            .collect()
+    }
+
+    /// A purchase, a refund of part of it, and a hold `hold`: the events of the last two
+    /// are written in their commits. Their event ids (the hold's by its type).
+    async fn refund_and_hold(app: &TestApp, hold: &str) -> Vec<String> {
+        let p = Tx::new(&uid("rt"), "PURCHASE", "u1", "1.00", "DKK");
+        assert_eq!(app.send(AUTH_DEBIT, &p).await.json()["status"], "APPROVED");
+        let refund = Tx::new(&uid("rt"), "REFUND", "u1", "0.50", "DKK").original(&p.id);
+        assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+        reserve(
+            app,
+            &reservation(hold, "1.00", "DKK"),
+            "APPROVED",
+            "APPROVED",
+        )
+        .await;
+        vec![
+            format!("evt-auth-{}", p.id),
+            format!("evt-adj-{}", refund.id),
+        ]
+    }
+
+    async fn settled_rows_older_than_the_retention_go(app: TestApp, cb: CallbackReceiver) {
+        let rx = Receiver::start();
+        active(&app, &rx, "/hook", json!(["account.funded"])).await;
+
+        // What happened two days ago (its rows' instants are moved back below; the ledger's
+        // rows cannot be changed, and deposits are not among the events the audit counts
+        // owed): deposits, and an InStore Redeem with its callback...
+        app.funded("u1", "DKK", "100.00").await;
+        app.stored_value_card("u-sv", "USD", "50.00", NUMBER).await;
+        app.instore_acknowledged(
+            "storedvaluecard_process",
+            &redeem(NUMBER, "rt-redeem", 100),
+            &cb.url("/cb"),
+        )
+        .await;
+        // ...then a subscriber that is down, and one more deposit, owed to both.
+        let down = Receiver::start();
+        down.fail_first(usize::MAX);
+        active(&app, &down, "/down", json!(["account.funded"])).await;
+        actix_rt::time::sleep(Duration::from_millis(2100)).await;
+        app.funded("u2", "DKK", "10.00").await;
+        wait_until("the old events sent", Duration::from_secs(15), || async {
+            let rows = subscriber_rows(&app).await;
+            rows.len() >= 3
+                && rows.values().filter(|(_, s)| s == "PENDING").count() == 1
+                && rows
+                    .values()
+                    .all(|(_, s)| s == "DELIVERED" || s == "PENDING")
+        })
+        .await;
+        cb.wait_for("/cb", 1, Duration::from_secs(10)).await;
+        let old = subscriber_rows(&app).await;
+        let (pending, (second, _)) = old
+            .iter()
+            .find(|(_, (_, s))| s == "PENDING")
+            .expect("the down subscriber's row");
+        let pending = *pending;
+        let mut db = DirectConn::open(&app).await;
+        db.execute(&format!(
+            "UPDATE outbox SET created_at_ms = created_at_ms - {}",
+            2 * DAY_MS
+        ))
+        .await;
+
+        // Now: a deposit, young.
+        app.funded("u3", "DKK", "10.00").await;
+        // The rows before the PENDING one go; it holds the rest back.
+        wait_until(
+            "the rows before the pending one",
+            Duration::from_secs(10),
+            || async {
+                subscriber_rows(&app)
+                    .await
+                    .keys()
+                    .all(|id| *id >= pending || !old.contains_key(id))
+            },
+        )
+        .await;
+        let rows = subscriber_rows(&app).await;
+        assert!(rows.contains_key(&pending), "a PENDING row stays: {rows:?}");
+
+        // The subscriber is back: its row is delivered, then it goes with the rest.
+        down.fail_first(0);
+        wait_until("every old row gone", Duration::from_secs(30), || async {
+            subscriber_rows(&app)
+                .await
+                .keys()
+                .all(|id| !old.contains_key(id))
+        })
+        .await;
+        assert!(
+            down.acknowledged().contains(second),
+            "delivered before it went"
+        );
+        // The young rows stay, and so does the callback (a duplicate sends it again).
+        let young: Vec<_> = subscriber_rows(&app).await.into_values().collect();
+        assert_eq!(young.len(), 2, "the young deposit's, to each: {young:?}");
+        let r = app
+            .admin("GET", "/v1/instore/callbacks?state=DELIVERED", None, None)
+            .await;
+        let kept = r.json()["callbacks"].clone();
+        assert!(
+            items(&kept).any(|c| c["requestId"] == "rt-redeem"),
+            "the callback stays: {kept}"
+        );
+        let m = String::from_utf8_lossy(&app.get("/metrics").await.body).into_owned();
+        assert!(
+            m.contains(&format!("authorizer_webhook_pruned_total {}", old.len())),
+            "{} rows deleted: {m}",
+            old.len()
+        );
+        let gone = old.keys().next().expect("an old row");
+        let r = app
+            .admin_post(&format!("/v1/outbox/{gone}/redeliver"))
+            .await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        assert_clean(&app.store).await;
+
+        // The audit's horizon, with a pass as it will run a day from now. Before it: a
+        // refund (its row written in its commit) and a hold, whose rows go; the audit leaves
+        // them out. After it: the same again, and each row deleted by hand is found missing.
+        active(&app, &rx, "/hook", json!([])).await;
+        actix_rt::time::sleep(Duration::from_millis(2100)).await;
+        let events_before = refund_and_hold(&app, "rt-h1").await;
+        wait_until("every row settled", Duration::from_secs(15), || async {
+            let rows = subscriber_rows(&app).await;
+            let events: BTreeSet<&str> = rows.values().map(|(e, _)| e.as_str()).collect();
+            events_before.iter().all(|e| events.contains(e.as_str()))
+                && rows.values().all(|(_, s)| s == "DELIVERED")
+        })
+        .await;
+        let settled = subscriber_rows(&app).await.len();
+        let pass = app
+            .store
+            .prune_deliveries(store::now_ms() + DAY_MS, 1000)
+            .await
+            .expect("a pass");
+        assert_eq!(pass.deleted, u64::try_from(settled).unwrap());
+        assert!(subscriber_rows(&app).await.is_empty());
+        let report = assert_clean(&app.store).await;
+        assert!(report.deliveries_pruned_before_ms > store::now_ms() - 60_000);
+        actix_rt::time::sleep(Duration::from_millis(1500)).await;
+        let events_after = refund_and_hold(&app, "rt-h2").await;
+        wait_until("the younger rows", Duration::from_secs(10), || async {
+            let rows = subscriber_rows(&app).await;
+            let events: BTreeSet<&str> = rows.values().map(|(e, _)| e.as_str()).collect();
+            events_after.iter().all(|e| events.contains(e.as_str()))
+        })
+        .await;
+        assert_clean(&app.store).await;
+        // Their rows set aside, the audit finds them missing; put back, it is clean again.
+        let young = "FROM outbox WHERE event_type IN ('adjustment.booked', 'hold.reserved')";
+        db.execute(&format!("CREATE TABLE outbox_aside AS SELECT * {young}"))
+            .await;
+        db.execute(&format!("DELETE {young}")).await;
+        let report = app.store.audit().await.expect("audit");
+        let broken: BTreeSet<&str> = report.violations.iter().map(|v| v.invariant).collect();
+        assert_eq!(
+            broken,
+            BTreeSet::from([
+                "every processor movement since a subscription became active has its event row",
+                "every hold event since a subscription became active has its delivery row",
+            ]),
+            "{:?}",
+            report.violations
+        );
+        db.execute("INSERT INTO outbox SELECT * FROM outbox_aside")
+            .await;
+        db.execute("DROP TABLE outbox_aside").await;
+        assert_clean(&app.store).await;
+        rx.stop().await;
+        down.stop().await;
+    }
+}

@@ -353,6 +353,16 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
             r.processor_movements
         );
     }
+    if r.deliveries_pruned_before_ms > 0 {
+        let before = jiff::Timestamp::from_millisecond(r.deliveries_pruned_before_ms).map_or_else(
+            |_| r.deliveries_pruned_before_ms.to_string(),
+            |t| t.to_string(),
+        );
+        println!(
+            "events: settled delivery rows of events before {before} were deleted \
+             (webhooks.retention_days); events are checked for their rows from then on"
+        );
+    }
     for v in &r.violations {
         println!("VIOLATION [{}] {}", v.invariant, v.detail);
     }

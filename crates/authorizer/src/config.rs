@@ -163,6 +163,9 @@ pub struct WebhookSettings {
     /// its sends and signatures yield the CPU to the authorizations. Postgres only (on the
     /// embedded store the dispatcher shares the writer's one connection).
     pub dispatcher_nice: i32,
+    /// Subscribers' delivery rows settled (DELIVERED or DEAD) and older than this are
+    /// deleted; 0 keeps every row. Callbacks are kept.
+    pub retention_days: u32,
 }
 
 /// The InStore payment extensions (`instore-extensions.md`), served under `base_path`.
@@ -421,6 +424,13 @@ impl Settings {
         if !(0..=19).contains(&w.dispatcher_nice) {
             return bad("webhooks.dispatcher_nice must be between 0 and 19".into());
         }
+        if w.retention_days != 0 && u64::from(w.retention_days) * 86_400 <= w.give_up_secs {
+            return bad(
+                "webhooks.retention_days must be 0 (keep every row) or longer than give_up_secs: \
+                 a DEAD delivery stays to be sent again on request"
+                    .into(),
+            );
+        }
         let i = &self.instore;
         if !i.base_path.starts_with('/') || i.base_path.len() < 2 || i.base_path.ends_with('/') {
             return bad(format!(
@@ -560,6 +570,7 @@ mod tests {
         let s = Settings::load_from(&nowhere(), &env(&[])).unwrap();
         assert_eq!(s.server.listen, "127.0.0.1:8080");
         assert_eq!(s.processor.deadline_ms, 800);
+        assert_eq!(s.webhooks.retention_days, 30);
         assert!(s.database.url.is_empty());
         let s = Settings::load_from(
             &nowhere(),
@@ -676,6 +687,11 @@ mod tests {
                 "AUTHORIZER__PROCESSOR__COMMIT_BATCH_LINGER_US",
                 "800000",
                 "processor.commit_batch_linger_us",
+            ),
+            (
+                "AUTHORIZER__WEBHOOKS__RETENTION_DAYS",
+                "1",
+                "webhooks.retention_days must be 0 (keep every row) or longer than give_up_secs",
             ),
         ];
         for (k, v, want) in cases {

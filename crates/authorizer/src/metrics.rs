@@ -262,6 +262,10 @@ impl Metrics {
                 "Outbox delivery attempts by how the dispatcher took the delivery: handed over by the commit that owes it (an authorization's, whose record names this instance's sender), or claimed.",
             ),
             (
+                "authorizer_webhook_pruned_total",
+                "Subscribers' delivery rows deleted by the retention: settled (DELIVERED or DEAD) and older than webhooks.retention_days.",
+            ),
+            (
                 "authorizer_webhook_pending",
                 "Deliveries still to make (read by the dispatcher): the PENDING rows, and the deliveries this instance is sending from memory.",
             ),

@@ -27,6 +27,7 @@ use store::{Claimed, Handed, Store};
 
 const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
 const ATTEMPTS: &str = "authorizer_webhook_attempts_total";
+const PRUNED: &str = "authorizer_webhook_pruned_total";
 
 /// The running dispatcher. [`Dispatcher::stop`] stops it gracefully; dropping it stops it
 /// too, without waiting for the end.
@@ -166,6 +167,10 @@ async fn run(
     // The give-up pass reads every pending row: once a second is enough for an age counted
     // in seconds, and keeps a backlog from costing a scan per round.
     let mut gave_up_at: Option<Instant> = None;
+    // The retention's passes: once a second, and at once while one leaves more behind.
+    let retention_ms = i64::from(settings.retention_days).saturating_mul(86_400_000);
+    let mut pruned_at: Option<Instant> = None;
+    let mut prune_more = false;
     // The deliveries handed over and not yet sent, oldest first.
     let mut waiting: VecDeque<Handed> = VecDeque::new();
     // When the last claim was made, and whether it left more due.
@@ -180,6 +185,13 @@ async fn run(
         if stopping.is_none() && gave_up_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
             gave_up_at = Some(Instant::now());
             give_up(&store, &metrics, give_up_ms).await;
+        }
+        if stopping.is_none()
+            && retention_ms > 0
+            && (prune_more || pruned_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)))
+        {
+            pruned_at = Some(Instant::now());
+            prune_more = prune(&store, &metrics, retention_ms).await;
         }
         if let Some(from) = &mut handed {
             while let Ok(rows) = from.rows.try_recv() {
@@ -510,6 +522,32 @@ async fn give_up(store: &Store, metrics: &Metrics, give_up_ms: i64) {
             metrics.add(DELIVERIES, &[("outcome", "dead")], dead.len() as u64);
         }
         Err(e) => tracing::warn!(error = %e, "outbox give-up pass failed"),
+    }
+}
+
+/// Outbox rows looked at per retention pass (one transaction: on the embedded store it holds
+/// the one connection for a few milliseconds).
+const PRUNE_BATCH: i64 = 1000;
+
+/// One pass of the retention (`webhooks.retention_days`): deletes the subscribers' rows
+/// settled and older than it; whether more may be left at once.
+async fn prune(store: &Store, metrics: &Metrics, retention_ms: i64) -> bool {
+    let cutoff = store::now_ms().saturating_sub(retention_ms);
+    match store.prune_deliveries(cutoff, PRUNE_BATCH).await {
+        Ok(p) => {
+            if p.deleted > 0 {
+                tracing::debug!(
+                    rows = p.deleted,
+                    "deleted settled delivery rows older than webhooks.retention_days"
+                );
+            }
+            metrics.add(PRUNED, &[], p.deleted);
+            p.more
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "outbox retention pass failed");
+            false
+        }
     }
 }
 

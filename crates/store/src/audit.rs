@@ -22,8 +22,12 @@ pub struct AuditReport {
     /// Money movements of authorizations, adjustments and notifications...
     pub processor_movements: i64,
     /// ...of which an active subscription was owed the event (the others were committed
-    /// before any subscription of their type was active, or within 2 s of its activation).
+    /// before any subscription of their type was active, or within 2 s of its activation,
+    /// or before `deliveries_pruned_before_ms`).
     pub processor_movements_owed_events: i64,
+    /// The retention has deleted settled delivery rows of events before this instant (0:
+    /// none yet); the checks that each event owed has its rows start a second after it.
+    pub deliveries_pruned_before_ms: i64,
     /// Subscriptions ACTIVE now.
     pub active_subscriptions: i64,
     pub violations: Vec<Violation>,
@@ -55,13 +59,14 @@ macro_rules! processor_events {
     };
 }
 
-/// Subscription `s` is owed event `x`: ACTIVE, wanting its type, and the event committed
-/// at least 2 s after it became active (an instance learns of a new subscription within
-/// `outbox::SUBSCRIPTIONS_TTL`, 1 s).
-macro_rules! owed_to_s {
+/// The instant from which every event still has its subscribers' delivery rows: the
+/// retention deletes settled rows of events before `outbox_retention.pruned_before_ms` (0
+/// until it has deleted one). A second's margin: an event's instant and its row's are read
+/// in one commit, and the margin keeps the check off the edge.
+macro_rules! rows_kept_from {
     () => {
-        "s.state = 'ACTIVE' AND x.created_at_ms >= s.active_since_ms + 2000 \
-         AND (s.event_types = '*' OR ',' || s.event_types || ',' LIKE '%,' || x.event_type || ',%')"
+        "COALESCE((SELECT CASE WHEN pruned_before_ms = 0 THEN 0 ELSE pruned_before_ms + 1000 END \
+          FROM outbox_retention WHERE id = 1), 0)"
     };
 }
 
@@ -73,6 +78,20 @@ macro_rules! poa_over_limit {
            ' over its credit limit ' || CAST(a.overdraft_limit_minor AS TEXT) FROM poa_accounts p \
          JOIN accounts a ON a.kind = 'USER' AND a.user_id = p.user_id AND a.currency = p.currency \
          WHERE -a.balance_minor > a.overdraft_limit_minor AND p.limit_lowered_at_ms"
+    };
+}
+
+/// Subscription `s` is owed event `x`: ACTIVE, wanting its type, and the event committed
+/// at least 2 s after it became active (an instance learns of a new subscription within
+/// `outbox::SUBSCRIPTIONS_TTL`, 1 s) and after the rows the retention deleted.
+macro_rules! owed_to_s {
+    () => {
+        concat!(
+            "s.state = 'ACTIVE' AND x.created_at_ms >= s.active_since_ms + 2000 \
+             AND (s.event_types = '*' OR ',' || s.event_types || ',' LIKE '%,' || x.event_type || ',%') \
+             AND x.created_at_ms >= ",
+            rows_kept_from!()
+        )
     };
 }
 
@@ -270,13 +289,17 @@ const CHECKS: &[(&str, &str)] = &[
         // An instance learns of a new subscription within `outbox::SUBSCRIPTIONS_TTL`
         // (1 s); an event committed 2 s after the subscription became active is wanted.
         "every hold event since a subscription became active has its delivery row",
-        "SELECT 'hold event ' || CAST(e.id AS TEXT) || ' (' || e.kind || ') has no delivery for subscription ' || CAST(s.id AS TEXT) \
+        concat!(
+            "SELECT 'hold event ' || CAST(e.id AS TEXT) || ' (' || e.kind || ') has no delivery for subscription ' || CAST(s.id AS TEXT) \
          FROM hold_events e JOIN webhook_subscriptions s ON s.state = 'ACTIVE' AND e.created_at_ms >= s.active_since_ms + 2000 \
          WHERE (s.event_types = '*' OR ',' || s.event_types || ',' LIKE '%,' || \
                 CASE e.kind WHEN 'RESERVED' THEN 'hold.reserved' WHEN 'CAPTURED' THEN 'hold.captured' \
                 WHEN 'CANCELLED' THEN 'hold.released' WHEN 'EXPIRED' THEN 'hold.expired' ELSE 'hold.refunded' END || ',%') \
            AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.subscription_id = s.id \
-                           AND o.event_id = 'evt-hold-' || CAST(e.id AS TEXT))",
+                           AND o.event_id = 'evt-hold-' || CAST(e.id AS TEXT)) \
+           AND e.created_at_ms >= ",
+            rows_kept_from!()
+        ),
     ),
     (
         "every processor movement since a subscription became active has its event row",
@@ -428,6 +451,11 @@ impl Store {
             report.processor_movements = r.try_get(0)?;
             report.processor_movements_owed_events = r.try_get(1)?;
             report.active_subscriptions = r.try_get(2)?;
+            report.deliveries_pruned_before_ms =
+                sqlx::query_scalar("SELECT pruned_before_ms FROM outbox_retention WHERE id = 1")
+                    .fetch_optional(&mut *c)
+                    .await?
+                    .unwrap_or(0);
             for (invariant, sql) in CHECKS.iter().chain(crate::wallet::WALLET_CHECKS).chain([(
                 "every delivery reports a row of the ledger",
                 delivery_check.as_str(),

@@ -49,7 +49,7 @@ pub use instore::{
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;
 pub use outbox::{
-    Claimed, Delivery, DeliveryView, GivenUp, HandOver, Handed, Owed, Redeliver, Settled,
+    Claimed, Delivery, DeliveryView, GivenUp, HandOver, Handed, Owed, Pruned, Redeliver, Settled,
     SubscriptionView, Tracker,
 };
 pub use poa::{PoaCall, PoaSnapshot, PoaView, PoaWrite};

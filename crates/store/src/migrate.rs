@@ -39,6 +39,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(12, "0012_outbox_senders"),
     migration!(13, "0013_owed_deliveries"),
     migration!(14, "0014_callback_lookup"),
+    migration!(15, "0015_outbox_retention"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

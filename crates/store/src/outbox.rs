@@ -9,7 +9,7 @@
 //! a lease (`leased_until_ms`); a row whose lease ran out (its holder died mid-send) is
 //! taken over. SQLite has one writer and one dispatcher.
 
-use crate::{Store, StoreError, Tx, run, run_pool};
+use crate::{Store, StoreError, Tx, for_update, run, run_pool};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use sqlx::Row;
@@ -502,6 +502,15 @@ pub struct GivenUp {
     pub url: String,
     pub attempts: i64,
     pub last_error: Option<String>,
+}
+
+/// What one pass of [`Store::prune_deliveries`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Subscribers' rows deleted.
+    pub deleted: u64,
+    /// The pass walked a whole batch of old rows: more may follow at once.
+    pub more: bool,
 }
 
 /// A row to enqueue with every header it needs (a callback to a configured URL).
@@ -1606,6 +1615,76 @@ impl Store {
                 last_error,
             })
             .collect())
+    }
+
+    /// One pass of the retention: walks the outbox in id order from where the last pass
+    /// stopped, over at most `batch` rows, and deletes the subscribers' rows among them
+    /// (all settled: DELIVERED or DEAD). The walk stops at the first row created at or
+    /// after `cutoff_ms`, or at the first subscriber's row still PENDING (it settles within
+    /// the give-up age and goes with a later pass). Callbacks (rows without a subscription)
+    /// are passed over and kept: a duplicate InStore request sends its callback again,
+    /// however old. One pass at a time across a fleet (the position's row is locked).
+    pub async fn prune_deliveries(&self, cutoff_ms: i64, batch: i64) -> Result<Pruned, StoreError> {
+        let mut tx = self.begin().await?;
+        let position = for_update!(
+            &tx,
+            "SELECT next_id, pruned_before_ms FROM outbox_retention WHERE id = 1"
+        );
+        let (next, horizon): (i64, i64) = run!(&mut tx, c => {
+            sqlx::query_as(position).fetch_one(&mut *c).await?
+        });
+        const WALK: &str = "SELECT id, created_at_ms, subscription_id, state FROM outbox \
+                            WHERE id >= $1 ORDER BY id LIMIT $2";
+        let stops = |(_, at, subscription, state): &(i64, i64, Option<i64>, String)| {
+            *at >= cutoff_ms || (subscription.is_some() && state == "PENDING")
+        };
+        // A look at the first row first: an idle or held pass reads one row, not a batch.
+        let first: Option<(i64, i64, Option<i64>, String)> = run!(&mut tx, c => {
+            sqlx::query_as(WALK).bind(next).bind(1_i64).fetch_optional(&mut *c).await?
+        });
+        if first.as_ref().is_none_or(stops) {
+            return Ok(Pruned::default());
+        }
+        let rows: Vec<(i64, i64, Option<i64>, String)> = run!(&mut tx, c => {
+            sqlx::query_as(WALK).bind(next).bind(batch).fetch_all(&mut *c).await?
+        });
+        let stop = rows.iter().position(stops);
+        let walked = &rows[..stop.unwrap_or(rows.len())];
+        let Some(last) = walked.last() else {
+            return Ok(Pruned::default());
+        };
+        let until = stop.map_or(last.0 + 1, |i| rows[i].0);
+        // The audit's horizon: past the newest row deleted (never moved back).
+        let horizon = walked
+            .iter()
+            .filter(|(_, _, subscription, _)| subscription.is_some())
+            .map(|(_, at, _, _)| at + 1)
+            .fold(horizon, i64::max);
+        let deleted = run!(&mut tx, c => {
+            sqlx::query(
+                "DELETE FROM outbox WHERE id >= $1 AND id < $2 AND subscription_id IS NOT NULL \
+                 AND state IN ('DELIVERED', 'DEAD') AND created_at_ms < $3",
+            )
+            .bind(next)
+            .bind(until)
+            .bind(cutoff_ms)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
+        run!(&mut tx, c => {
+            sqlx::query("UPDATE outbox_retention SET next_id = $1, pruned_before_ms = $2 WHERE id = 1")
+                .bind(until)
+                .bind(horizon)
+                .execute(&mut *c)
+                .await?
+                .rows_affected()
+        });
+        tx.commit().await?;
+        Ok(Pruned {
+            deleted,
+            more: stop.is_none() && i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch,
+        })
     }
 
     /// Puts a DEAD or DELIVERED row back to PENDING, due now, its give-up age restarted.
