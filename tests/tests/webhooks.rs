@@ -540,6 +540,18 @@ mod retention {
         ]
     }
 
+    /// Waits until each of `events` has a row and, when `settled`, every row is DELIVERED
+    /// (the young deposit's row to `down` goes through on a retry).
+    async fn rows_of(app: &TestApp, events: &[String], settled: bool) {
+        wait_until("the rows", Duration::from_secs(15), || async {
+            let rows = subscriber_rows(app).await;
+            let have: BTreeSet<&str> = rows.values().map(|(e, _)| e.as_str()).collect();
+            events.iter().all(|e| have.contains(e.as_str()))
+                && (!settled || rows.values().all(|(_, s)| s == "DELIVERED"))
+        })
+        .await;
+    }
+
     async fn settled_rows_older_than_the_retention_go(app: TestApp, cb: CallbackReceiver) {
         let rx = Receiver::start();
         active(&app, &rx, "/hook", json!(["account.funded"])).await;
@@ -644,13 +656,7 @@ mod retention {
         active(&app, &rx, "/hook", json!([])).await;
         actix_rt::time::sleep(Duration::from_millis(2100)).await;
         let events_before = refund_and_hold(&app, "rt-h1").await;
-        wait_until("every row settled", Duration::from_secs(15), || async {
-            let rows = subscriber_rows(&app).await;
-            let events: BTreeSet<&str> = rows.values().map(|(e, _)| e.as_str()).collect();
-            events_before.iter().all(|e| events.contains(e.as_str()))
-                && rows.values().all(|(_, s)| s == "DELIVERED")
-        })
-        .await;
+        rows_of(&app, &events_before, true).await;
         let settled = subscriber_rows(&app).await.len();
         let pass = app
             .store
@@ -663,12 +669,7 @@ mod retention {
         assert!(report.deliveries_pruned_before_ms > store::now_ms() - 60_000);
         actix_rt::time::sleep(Duration::from_millis(1500)).await;
         let events_after = refund_and_hold(&app, "rt-h2").await;
-        wait_until("the younger rows", Duration::from_secs(10), || async {
-            let rows = subscriber_rows(&app).await;
-            let events: BTreeSet<&str> = rows.values().map(|(e, _)| e.as_str()).collect();
-            events_after.iter().all(|e| events.contains(e.as_str()))
-        })
-        .await;
+        rows_of(&app, &events_after, false).await;
         assert_clean(&app.store).await;
         // Their rows set aside, the audit finds them missing; put back, it is clean again.
         let young = "FROM outbox WHERE event_type IN ('adjustment.booked', 'hold.reserved')";

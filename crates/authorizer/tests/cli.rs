@@ -2,9 +2,9 @@
 
 mod common;
 
-use common::{bin, free_port, wait_listening};
+use common::{bin, free_port, serve_logged, stop, wait_listening};
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// `authorizer COMMAND` with one setting from the environment, run to its end.
 fn run(var: &str, value: impl AsRef<std::ffi::OsStr>, command: &str) -> Output {
@@ -12,27 +12,16 @@ fn run(var: &str, value: impl AsRef<std::ffi::OsStr>, command: &str) -> Output {
 }
 
 /// `cmd serve` on loopback `port`, its stderr piped, once it listens.
-fn serve(mut cmd: Command, port: u16, stdout: Stdio) -> std::process::Child {
+fn serve(mut cmd: Command, port: u16, stdout: Stdio, stderr: Stdio) -> std::process::Child {
     let mut child = cmd
         .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .arg("serve")
         .stdout(stdout)
-        .stderr(Stdio::piped())
+        .stderr(stderr)
         .spawn()
         .unwrap();
     wait_listening(&mut child, port, Duration::from_secs(90), None);
     child
-}
-
-/// Reads `pipe` to its end on a thread of its own.
-fn drain(pipe: Option<impl std::io::Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut bytes = Vec::new();
-        if let Some(mut p) = pipe {
-            let _ = p.read_to_end(&mut bytes);
-        }
-        bytes
-    })
 }
 
 #[test]
@@ -76,17 +65,7 @@ fn secrets_and_card_data_never_reach_the_logs() {
         .env("AUTHORIZER__ADMIN__TOKEN", token)
         .env("AUTHORIZER__LOG__FILTER", "debug")
         .env("AUTHORIZER__LOG__FORMAT", "json");
-    let mut child = cmd
-        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // The logs are read as they come: at debug level a full pipe would hold the server up.
-    let stdout = drain(child.stdout.take());
-    let stderr = drain(child.stderr.take());
-    wait_listening(&mut child, port, Duration::from_secs(90), None);
+    let (mut child, log_path) = serve_logged(cmd, port, dir.path());
     let addr = format!("127.0.0.1:{port}");
     // A signed purchase carrying card data, and a bad-signature one.
     let body = r#"{"transaction":{"id":"ctx-log-1","type":"PURCHASE"},"card":{"id":"crd-1","last_four":"6708","pan":"5555444433336708"},"user":{"id":"usr-1"},"amount":{"local":{"total":"1.00","currency":"ARS"}}}"#;
@@ -124,22 +103,8 @@ fn secrets_and_card_data_never_reach_the_logs() {
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
     }
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status();
-    let stop_by = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > stop_by {
-            let _ = child.kill();
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let logs = format!(
-        "{}{}",
-        String::from_utf8_lossy(&stdout.join().unwrap()),
-        String::from_utf8_lossy(&stderr.join().unwrap())
-    );
+    stop(&mut child, Duration::from_secs(30));
+    let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logs.contains("ctx-log-1"),
         "the request was logged by id: {logs}"
@@ -208,7 +173,7 @@ fn serve_fresh() -> Served {
     let port = free_port();
     let mut cmd = bin();
     cmd.env("AUTHORIZER__DATABASE__DATA_DIR", dir.path());
-    let child = serve(cmd, port, Stdio::null());
+    let child = serve(cmd, port, Stdio::null(), Stdio::piped());
     Served {
         child,
         dir,

@@ -5,11 +5,10 @@
 mod common;
 
 use authorizer::client::Client;
-use common::{bin, free_port, wait_listening};
+use common::{bin, free_port, serve_logged, stop};
 use protocol::ApiSecret;
 use serde_json::json;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const API_KEY: &str = "key-log-test";
 const SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
@@ -202,28 +201,14 @@ async fn a_full_scenario_at_trace_level_logs_no_secret_and_no_card_number() {
     for format in ["json", "text"] {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        // Logs go to a file: at trace level they would fill a pipe and block the server.
-        let log_path = dir.path().join("server.log");
-        let log_file = std::fs::File::create(&log_path).unwrap();
-        let mut child = bin()
-            .env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
-            .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        let mut cmd = bin();
+        cmd.env("AUTHORIZER__DATABASE__DATA_DIR", dir.path())
             .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
             .env("AUTHORIZER__PROCESSOR__API_SECRET", SECRET)
             .env("AUTHORIZER__ADMIN__TOKEN", TOKEN)
             .env("AUTHORIZER__LOG__FILTER", "trace")
-            .env("AUTHORIZER__LOG__FORMAT", format)
-            .arg("serve")
-            .stdout(Stdio::from(log_file.try_clone().unwrap()))
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap();
-        wait_listening(
-            &mut child,
-            port,
-            Duration::from_secs(90),
-            Some(log_path.as_path()),
-        );
+            .env("AUTHORIZER__LOG__FORMAT", format);
+        let (mut child, log_path) = serve_logged(cmd, port, dir.path());
         let addr = format!("127.0.0.1:{port}");
         let secret = ApiSecret::from_base64(SECRET).unwrap();
         let base = format!("http://{addr}");
@@ -237,19 +222,7 @@ async fn a_full_scenario_at_trace_level_logs_no_secret_and_no_card_number() {
             TOKEN.into(),
         );
         scenario(&c, &bad_token, &wrong_secret).await;
-        let _ = Command::new("kill")
-            .arg("-INT")
-            .arg(child.id().to_string())
-            .status();
-        let stop_by = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().unwrap().is_none() {
-            if Instant::now() > stop_by {
-                let _ = child.kill();
-                let _ = child.wait();
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        stop(&mut child, Duration::from_secs(20));
         let logs = String::from_utf8_lossy(&std::fs::read(&log_path).unwrap()).into_owned();
         assert!(
             logs.lines().count() > 50,

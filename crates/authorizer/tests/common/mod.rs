@@ -1,7 +1,8 @@
 //! What the binary's tests share: the binary with a clean environment and no config
 //! directory, a free port, and the wait for a started server.
 
-use std::process::{Child, Command};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// The `authorizer` binary with nothing from the caller's environment but PATH, so that only
@@ -49,6 +50,41 @@ pub fn wait_listening(
             "server did not listen within {within:?}:\n{}",
             tail()
         );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Starts `cmd serve` on the loopback `port` with its output in `dir/serve.log` (a pipe read
+/// only at the end would fill at debug level, and the server would wait on its next line),
+/// and waits until it listens. The log's path comes back with the server.
+pub fn serve_logged(mut cmd: Command, port: u16, dir: &Path) -> (Child, PathBuf) {
+    let log_path = dir.join("serve.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let mut child = cmd
+        .env("AUTHORIZER__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .arg("serve")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    wait_listening(&mut child, port, Duration::from_secs(90), Some(&log_path));
+    (child, log_path)
+}
+
+/// Asks the server `child` to stop (SIGINT, as Ctrl-C) and waits for it, killing it after
+/// `within`.
+pub fn stop(child: &mut Child, within: Duration) {
+    let _ = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status();
+    let stop_by = Instant::now() + within;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > stop_by {
+            let _ = child.kill();
+            let _ = child.wait();
+            break;
+        }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
