@@ -672,10 +672,10 @@ mod retention {
         rows_of(&app, &events_after, false).await;
         assert_clean(&app.store).await;
         // Their rows set aside, the audit finds them missing; put back, it is clean again.
-        let young = "FROM outbox WHERE event_type IN ('adjustment.booked', 'hold.reserved')";
-        db.execute(&format!("CREATE TABLE outbox_aside AS SELECT * {young}"))
+        let younger = "FROM outbox WHERE event_type IN ('adjustment.booked', 'hold.reserved')";
+        db.execute(&format!("CREATE TABLE outbox_aside AS SELECT * {younger}"))
             .await;
-        db.execute(&format!("DELETE {young}")).await;
+        db.execute(&format!("DELETE {younger}")).await;
         let report = app.store.audit().await.expect("audit");
         let broken: BTreeSet<&str> = report.violations.iter().map(|v| v.invariant).collect();
         assert_eq!(

@@ -44,8 +44,6 @@ type Shared = web::Data<Arc<Mutex<State>>>;
 
 /// The receiver, listening on a free loopback port.
 pub struct Subscriber {
-    /// The URL subscribed.
-    pub url: String,
     state: Arc<Mutex<State>>,
     handle: actix_web::dev::ServerHandle,
     /// The subscription.
@@ -117,12 +115,7 @@ impl Subscriber {
         let (s, v) =
             crate::admin_until_stored(engine, awc::http::Method::POST, &check, None, None).await?;
         anyhow::ensure!(s == 200, "the subscription's challenge: HTTP {s} {v}");
-        Ok(Subscriber {
-            url,
-            state,
-            handle,
-            id,
-        })
+        Ok(Subscriber { state, handle, id })
     }
 
     pub async fn stop(&self) {

@@ -1636,7 +1636,7 @@ impl Store {
         const WALK: &str = "SELECT id, created_at_ms, subscription_id, state FROM outbox \
                             WHERE id >= $1 ORDER BY id LIMIT $2";
         let stops = |(_, at, subscription, state): &(i64, i64, Option<i64>, String)| {
-            *at >= cutoff_ms || (subscription.is_some() && state == "PENDING")
+            *at >= cutoff_ms || (subscription.is_some() && state == PENDING)
         };
         // A look at the first row first: an idle or held pass reads one row, not a batch.
         let first: Option<(i64, i64, Option<i64>, String)> = run!(&mut tx, c => {
