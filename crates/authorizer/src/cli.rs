@@ -929,11 +929,13 @@ async fn demo(mut settings: Settings) -> anyhow::Result<i32> {
     );
     let store = app.store().clone();
     let handle = app.handle();
-    actix_rt::spawn(app.run_until_stopped());
+    let running = actix_rt::spawn(app.run_until_stopped());
     let c = Client::new(base, client_creds.0, client_creds.1, client_creds.2);
     let result = demo_story(&c, &store).await;
     handle.stop(true).await;
-    store.close().await;
+    // The application's own shutdown: the dispatcher releases its webhook sender, then the
+    // store closes (closing it here first left the release failing on a closed pool).
+    let _ = running.await;
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
