@@ -506,6 +506,117 @@ mod retention {
 
     e2e::instore_scenarios!(settings = one_day; settled_rows_older_than_the_retention_go);
 
+    /// Waits until a statement starting with `what` waits on a row lock (Postgres).
+    async fn waits_on_a_row(url: &str, what: &str) {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(url)
+            .await
+            .expect("connect");
+        let q = format!(
+            "SELECT count(*) FROM pg_stat_activity \
+             WHERE wait_event_type = 'Lock' AND query LIKE '{}%'",
+            what.replace('\'', "''")
+        );
+        let until = Instant::now() + Duration::from_secs(10);
+        while sqlx::query_scalar::<_, i64>(&q)
+            .fetch_one(&mut c)
+            .await
+            .expect("pg_stat_activity")
+            == 0
+        {
+            assert!(Instant::now() < until, "nothing waits on a row: {what}");
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Only on Postgres: there a redelivery and a pass can interleave (row locks). The
+    /// embedded store's one connection runs them one after the other, and a redelivery
+    /// before the pass leaves a PENDING row, which holds the walk (the test above).
+    #[actix_rt::test]
+    async fn a_redelivery_during_a_pass_is_neither_lost_nor_kept_for_good() {
+        // No passes of the dispatcher's own: the test runs them.
+        let app = TestApp::spawn_with(Backend::Postgres, |s| {
+            super::quick(s);
+            s.webhooks.retention_days = 0;
+        })
+        .await;
+        let url = app.database_url.clone().expect("Postgres");
+        let rx = Receiver::start();
+        active(&app, &rx, "/hook", json!(["account.funded"])).await;
+        let delivered = |n: usize| {
+            let app = &app;
+            move || async move {
+                let rows = subscriber_rows(app).await;
+                rows.len() == n && rows.values().all(|(_, s)| s == "DELIVERED")
+            }
+        };
+        for u in ["u1", "u2", "u3"] {
+            app.funded(u, "DKK", "10.00").await;
+        }
+        wait_until(
+            "three rows delivered",
+            Duration::from_secs(15),
+            delivered(3),
+        )
+        .await;
+        let ids: Vec<i64> = subscriber_rows(&app).await.into_keys().collect();
+        let a_day_on = || store::now_ms() + DAY_MS;
+        let pass = || async {
+            app.store
+                .prune_deliveries(a_day_on(), 1000)
+                .await
+                .expect("a pass")
+        };
+
+        // The middle row is redelivered (not due yet) by a transaction that commits while
+        // the pass waits on its row: the pass deletes the other two, and the next pass
+        // starts at it.
+        let mut db = DirectConn::open(&app).await;
+        db.execute("BEGIN").await;
+        db.execute(&format!(
+            "UPDATE outbox SET state = 'PENDING', next_attempt_at_ms = {} WHERE id = {}",
+            a_day_on(),
+            ids[1]
+        ))
+        .await;
+        let (first, ()) = futures_util::future::join(pass(), async {
+            waits_on_a_row(&url, "DELETE FROM outbox").await;
+            db.execute("COMMIT").await;
+        })
+        .await;
+        assert_eq!((first.deleted, first.more), (2, false));
+        let left: Vec<i64> = subscriber_rows(&app).await.into_keys().collect();
+        assert_eq!(left, vec![ids[1]]);
+        assert_eq!(pass().await.deleted, 0, "the PENDING row holds the walk");
+        // Once it settles, it goes.
+        db.execute(&format!(
+            "UPDATE outbox SET state = 'DELIVERED' WHERE id = {}",
+            ids[1]
+        ))
+        .await;
+        assert_eq!(pass().await.deleted, 1);
+        assert!(subscriber_rows(&app).await.is_empty());
+
+        // A redelivery of a row that a pass is deleting waits for it, then finds nothing
+        // (it used to say it had queued the row again).
+        app.funded("u4", "DKK", "10.00").await;
+        wait_until("the row delivered", Duration::from_secs(15), delivered(1)).await;
+        let id = *subscriber_rows(&app).await.keys().next().expect("a row");
+        db.execute("BEGIN").await;
+        db.execute(&format!("DELETE FROM outbox WHERE id = {id}"))
+            .await;
+        let (r, ()) = futures_util::future::join(app.store.redeliver(id, store::now_ms()), async {
+            waits_on_a_row(&url, "UPDATE outbox SET state = 'PENDING'").await;
+            db.execute("COMMIT").await;
+        })
+        .await;
+        let r = r.expect("a redelivery");
+        assert!(matches!(r, store::Redeliver::NotFound), "{r:?}");
+        let r = app.admin_post(&format!("/v1/outbox/{id}/redeliver")).await;
+        assert_eq!(r.status, 404, "{}", r.text());
+        rx.stop().await;
+        assert_clean(&app.store).await;
+    }
+
     /// The subscribers' rows of the outbox listing, by id: (event id, state).
     async fn subscriber_rows(app: &TestApp) -> BTreeMap<i64, (String, String)> {
         outbox(app, None)

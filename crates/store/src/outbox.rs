@@ -1653,25 +1653,29 @@ impl Store {
         let Some(last) = walked.last() else {
             return Ok(Pruned::default());
         };
-        let until = stop.map_or(last.0 + 1, |i| rows[i].0);
-        // The audit's horizon: past the newest row deleted (never moved back).
-        let horizon = walked
-            .iter()
-            .filter(|(_, _, subscription, _)| subscription.is_some())
-            .map(|(_, at, _, _)| at + 1)
-            .fold(horizon, i64::max);
-        let deleted = run!(&mut tx, c => {
-            sqlx::query(
+        let walked_to = stop.map_or(last.0 + 1, |i| rows[i].0);
+        let deleted: Vec<(i64, i64)> = run!(&mut tx, c => {
+            sqlx::query_as(
                 "DELETE FROM outbox WHERE id >= $1 AND id < $2 AND subscription_id IS NOT NULL \
-                 AND state IN ('DELIVERED', 'DEAD') AND created_at_ms < $3",
+                 AND state IN ('DELIVERED', 'DEAD') AND created_at_ms < $3 \
+                 RETURNING id, created_at_ms",
             )
             .bind(next)
-            .bind(until)
+            .bind(walked_to)
             .bind(cutoff_ms)
-            .execute(&mut *c)
+            .fetch_all(&mut *c)
             .await?
-            .rows_affected()
         });
+        // A subscriber's row walked as settled but not deleted was put back to PENDING
+        // meanwhile (a redelivery, committed while the walk read): the next pass starts at
+        // it, or it would be passed over and kept for good.
+        let gone: std::collections::HashSet<i64> = deleted.iter().map(|(id, _)| *id).collect();
+        let kept = walked
+            .iter()
+            .find(|(id, _, subscription, _)| subscription.is_some() && !gone.contains(id));
+        let until = kept.map_or(walked_to, |(id, ..)| *id);
+        // The audit's horizon: past the newest row deleted (never moved back).
+        let horizon = deleted.iter().map(|(_, at)| at + 1).fold(horizon, i64::max);
         run!(&mut tx, c => {
             sqlx::query("UPDATE outbox_retention SET next_id = $1, pruned_before_ms = $2 WHERE id = 1")
                 .bind(until)
@@ -1682,41 +1686,41 @@ impl Store {
         });
         tx.commit().await?;
         Ok(Pruned {
-            deleted,
-            more: stop.is_none() && i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch,
+            deleted: deleted.len() as u64,
+            more: stop.is_none()
+                && kept.is_none()
+                && i64::try_from(rows.len()).unwrap_or(i64::MAX) >= batch,
         })
     }
 
     /// Puts a DEAD or DELIVERED row back to PENDING, due now, its give-up age restarted.
+    /// One statement: a row the retention deletes meanwhile is not found, never "queued".
     pub async fn redeliver(&self, id: i64, now_ms: i64) -> Result<Redeliver, StoreError> {
-        let mut tx = self.begin().await?;
-        let state: Option<String> = run!(&mut tx, c => {
-            sqlx::query_scalar("SELECT state FROM deliveries WHERE id = $1")
+        let queued = run_pool!(&self.db, p => {
+            sqlx::query(
+                "UPDATE outbox SET state = 'PENDING', attempts = 0, \
+                 next_attempt_at_ms = $1, pending_since_ms = $1, leased_until_ms = NULL, \
+                 delivered_at_ms = NULL, updated_at_ms = $1 WHERE id = $2 AND state <> 'PENDING'",
+            )
+            .bind(now_ms)
+            .bind(id)
+            .execute(p)
+            .await?
+            .rows_affected()
+        });
+        if queued > 0 {
+            return Ok(Redeliver::Queued);
+        }
+        let exists: Option<i64> = run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT id FROM outbox WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&mut *c)
+                .fetch_optional(p)
                 .await?
         });
-        let out = match state.as_deref() {
+        Ok(match exists {
             None => Redeliver::NotFound,
-            Some(PENDING) => Redeliver::AlreadyPending,
-            Some(_) => {
-                run!(&mut tx, c => {
-                    sqlx::query(
-                        "UPDATE outbox SET state = 'PENDING', attempts = 0, \
-                         next_attempt_at_ms = $1, pending_since_ms = $1, leased_until_ms = NULL, \
-                         delivered_at_ms = NULL, updated_at_ms = $1 WHERE id = $2",
-                    )
-                    .bind(now_ms)
-                    .bind(id)
-                    .execute(&mut *c)
-                    .await?
-                    .rows_affected()
-                });
-                Redeliver::Queued
-            }
-        };
-        tx.commit().await?;
-        Ok(out)
+            Some(_) => Redeliver::AlreadyPending,
+        })
     }
 
     /// Deliveries in `state` (all when `None`), newest first, before row `before`.
