@@ -722,6 +722,81 @@ async fn a_lone_request_is_not_held_back(app: TestApp) {
     assert_eq!(app.available(&user, "ARS").await, "72.00");
 }
 
+/// A request whose data the database refuses fails alone: its neighbours in the batch
+/// commit, each in a transaction of its own, and it can be sent again. (A trigger refuses
+/// one reservation's reference here, as a column refuses a value it cannot hold.)
+async fn a_request_the_database_refuses_fails_alone(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "10.00").await;
+    let mut db = DirectConn::open(&app).await;
+    let refuse = match app.backend {
+        Backend::Postgres => {
+            db.execute(
+                "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN IF NEW.reference = 'poison' THEN \
+                 RAISE EXCEPTION 'poison' USING ERRCODE = 'check_violation'; END IF; \
+                 RETURN NEW; END $$",
+            )
+            .await;
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON holds FOR EACH ROW \
+             EXECUTE FUNCTION refuse_poison()"
+        }
+        Backend::Sqlite => {
+            "CREATE TRIGGER refuse_poison BEFORE INSERT ON holds \
+             WHEN NEW.reference = 'poison' BEGIN SELECT RAISE(ABORT, 'poison'); END"
+        }
+    };
+    db.execute(refuse).await;
+    let now = store::now_ms();
+    let (tid, reservation) = (uid("t"), uid("r"));
+    let keys: Vec<String> = (0..3).map(|_| uid("k")).collect();
+    let poisoned = || {
+        let Work::Hold(HoldOp::Reserve { call, mut req }) =
+            reserve_work(&keys[1], 2, &user, &reservation, "1.00", now, now + 600_000)
+        else {
+            unreachable!("a reservation")
+        };
+        req.reference = Some("poison");
+        Work::Hold(HoldOp::Reserve { call, req })
+    };
+    let render: &(dyn Fn(i64, i64) -> StoredResponse + Send + Sync) = &render_funding;
+    let work = [
+        purchase_work(&user, &tid, &keys[0], 1, "5.00", now),
+        poisoned(),
+        Work::Funding {
+            call: funding(&user, &keys[2], 100, false),
+            render,
+        },
+    ];
+    let mut out: Vec<Option<Done>> = (0..work.len()).map(|_| None).collect();
+    app.store
+        .write_batch_each(&work, &RENDERS, |i, d| out[i] = Some(d), |_, _| {})
+        .await;
+    let mut out = out.into_iter().map(|d| d.expect("every request answered"));
+    let purchase = answer(out.next().expect("the purchase"));
+    assert_fresh(&purchase, "", "");
+    let refused = out.next().expect("the reservation");
+    assert!(
+        matches!(&refused, Done::Hold(Err(e)) if e.to_string().contains("poison")),
+        "{refused:?}"
+    );
+    assert_fresh(&answer(out.next().expect("the deposit")), "movement", "");
+    // 10.00 - 5.00 + 1.00, nothing held.
+    assert_eq!(app.available(&user, "ARS").await, "6.00");
+    let account = app.account(&user, "ARS").await;
+    assert_eq!(account["held"], "0.00", "{account}");
+
+    // Nothing of it was kept: sent again once the database takes it, it is reserved.
+    db.execute(match app.backend {
+        Backend::Postgres => "DROP TRIGGER refuse_poison ON holds",
+        Backend::Sqlite => "DROP TRIGGER refuse_poison",
+    })
+    .await;
+    let again = batch(&app, &[poisoned()]).await.remove(0);
+    assert_fresh(&again, "reserved", "");
+    assert_eq!(app.available(&user, "ARS").await, "5.00");
+}
+
 const LINGER: std::time::Duration = std::time::Duration::from_secs(2);
 
 fn lingering(s: &mut authorizer::Settings) {
@@ -736,6 +811,7 @@ mod linger {
 
 both_backends!(
     a_mixed_batch_is_planned_in_order,
+    a_request_the_database_refuses_fails_alone,
     hold_operations_share_the_batch,
     expiries_share_the_batch
 );

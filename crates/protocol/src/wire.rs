@@ -396,6 +396,12 @@ pub fn refused_before_parsing(body: &[u8]) -> bool {
     check_body(body).is_err()
 }
 
+/// Why a JSON body is refused before it is parsed (not UTF-8, a U+0000 in a string: no
+/// store can hold it, too deep, a duplicate key...), or `None`.
+pub fn body_refusal(body: &[u8]) -> Option<String> {
+    check_body(body).err().map(|e| e.message)
+}
+
 impl From<serde_json::Error> for WireError {
     fn from(e: serde_json::Error) -> Self {
         WireError {

@@ -124,6 +124,32 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The failure may be one request's own rather than the database's: a plan the ledger
+    /// refused, or a value the schema refused (Postgres' data exceptions and integrity
+    /// violations, SQLSTATE classes 22 and 23; SQLite's constraint, type and size errors).
+    /// Unique violations never get here: they are lost races, tried again. A batch that failed so runs again, each
+    /// request alone, so that one request's data never fails its neighbours.
+    pub(crate) fn is_request_specific(&self) -> bool {
+        match self {
+            StoreError::Invalid(_) => true,
+            StoreError::Unavailable(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    code.starts_with("22") || code.starts_with("23")
+                } else {
+                    // SQLite's extended result code, whose low byte is the primary code:
+                    // TOOBIG, CONSTRAINT, MISMATCH, RANGE.
+                    code.parse::<i64>()
+                        .is_ok_and(|n| matches!(n & 0xff, 18 | 19 | 20 | 25))
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// The error of a failed COMMIT: the database refusing the transaction is a definite
     /// rollback; losing the connection while waiting for the reply is [`StoreError::Uncertain`].
     pub(crate) fn from_commit(e: sqlx::Error) -> StoreError {

@@ -13,7 +13,9 @@
 //! one transaction, and the late ones run alone (a batch of one) last, so one late request
 //! never fails its neighbours nor makes each of them wait for a transaction of its own.
 //! Should it lose a race on a unique key or a deadlock with nobody late, every request runs
-//! again alone.
+//! again alone. So it does when one request's own data fails the transaction (a value the
+//! schema refuses, a plan the ledger refuses): that request fails alone, its neighbours
+//! commit.
 
 use crate::admin::{FundingCall, FundingOutcome};
 use crate::authorize::{Written, authorize_on};
@@ -34,6 +36,14 @@ use ledger::verdicts::{AdjustmentTerms, SystemIds};
 use ledger::{Currency, RequestKind, SystemAccount};
 use std::collections::HashMap;
 use std::time::Instant;
+
+/// Why a batch's transaction committed nothing and goes again.
+enum Again {
+    /// A deadline or a gate refused the commit.
+    Late,
+    /// A request's own data may have failed it: every request runs alone.
+    Alone,
+}
 
 /// One money-moving request of a batch.
 #[derive(Clone, Copy)]
@@ -126,7 +136,12 @@ impl Store {
                     }
                     break;
                 }
-                Err(()) => {
+                Err(Again::Alone) => {
+                    // Nothing was committed; a request's own data failed the transaction.
+                    alone.append(&mut together);
+                    break;
+                }
+                Err(Again::Late) => {
                     // Nothing was committed. The requests that can no longer commit (past
                     // their deadline, or their requester gave up) leave the batch; the rest
                     // go again as one, so that a late authorization costs its neighbours one
@@ -160,15 +175,16 @@ impl Store {
         }
     }
 
-    /// `work` in one transaction: each request's result, in order; `Err(())`: nothing was
-    /// committed, and a request's deadline or gate refused the commit (their gates are open
-    /// again).
+    /// `work` in one transaction: each request's result, in order; `Err(Again::Late)`:
+    /// nothing was committed, and a request's deadline or gate refused the commit (their
+    /// gates are open again); `Err(Again::Alone)`: nothing was committed, and the failure
+    /// may be one request's own (each goes again alone).
     async fn attempt<'i>(
         &self,
         work: &[Work<'i>],
         renders: &Renders<'_>,
         card_read: &mut impl FnMut(&'i str, Option<CardRecord>),
-    ) -> Result<Vec<Done>, ()> {
+    ) -> Result<Vec<Done>, Again> {
         let authorizations = authorizations_of(work);
         let mut systems = match self.systems(work, &authorizations).await {
             Ok(s) => s,
@@ -203,7 +219,15 @@ impl Store {
                 for gate in work.iter().filter_map(gate_of) {
                     gate.reopen();
                 }
-                Err(())
+                Err(Again::Late)
+            }
+            Err(Step::Fail(e)) if work.len() > 1 && e.is_request_specific() => {
+                tracing::warn!(
+                    requests = work.len(),
+                    error = %e,
+                    "a batch failed on a request's own data: each of its requests goes again alone"
+                );
+                Err(Again::Alone)
             }
             Err(Step::Fail(e)) => {
                 let uncertain = matches!(e, StoreError::Uncertain(_));

@@ -236,6 +236,22 @@ async fn transport_and_input(app: TestApp) {
     assert_eq!(error_code(&r, 400), "malformed_request");
     let r = post(&app, RES, &reservation(&"x".repeat(65), "1.00", "DKK")).await;
     assert_eq!(error_code(&r, 400), "malformed_request");
+    // a string no store can hold (Postgres text refuses U+0000): refused before the writer,
+    // where it would have failed the transaction it shared with other requests
+    let mut b = reservation(&uid("t"), "1.00", "DKK");
+    b["reference"] = json!("order\u{0}1");
+    let r = post(&app, RES, &b).await;
+    assert_eq!(error_code(&r, 400), "malformed_request");
+    assert!(r.text().contains("U+0000"), "{}", r.text());
+    let r = app
+        .channel(
+            "POST",
+            "/channels/v1/reservations/t1/cancel",
+            b"{\"x\":\"\\u0000\"}",
+            Some(&uid("ck")),
+        )
+        .await;
+    assert_eq!(error_code(&r, 400), "malformed_request");
 
     // declines use the authorization's vocabulary, and are recorded
     reserve(

@@ -181,6 +181,11 @@ async fn serve(
     if route == ChannelRoute::Get {
         return get(state, channel, reservation_id).await;
     }
+    // Before anything reads it: a string no store can hold (U+0000) would fail the
+    // transaction it shares with other requests.
+    if let Some(why) = protocol::wire::body_refusal(body) {
+        return bad("malformed_request", &why);
+    }
     let key = match header(req, headers::IDEMPOTENCY_KEY) {
         Some(k) if !k.is_empty() => k,
         _ => {
