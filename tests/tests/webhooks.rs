@@ -23,7 +23,12 @@ fn quick_give_up(s: &mut Settings) {
     s.webhooks.give_up_secs = 1;
 }
 
-both_backends!(settings = quick; challenge_guards_the_url, hold_events_reach_the_subscriber);
+both_backends!(
+    settings = quick;
+    challenge_guards_the_url,
+    hold_events_reach_the_subscriber,
+    a_row_goes_to_the_url_of_now
+);
 
 /// Creates a subscription of `rx` at `path` for `types` and tells `rx` its secret.
 pub(crate) async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {
@@ -330,6 +335,56 @@ async fn hold_events_reach_the_subscriber(app: TestApp) {
         m.contains("authorizer_webhook_delivery_delay_seconds_count 9"),
         "{m}"
     );
+    rx.stop().await;
+}
+
+/// A row goes to its subscription's URL of when it is sent, once that URL answered the
+/// challenge: a delivery sent again after the URL changed (or a row written from a cache
+/// that had not seen the change yet) is not stranded at the old URL.
+async fn a_row_goes_to_the_url_of_now(app: TestApp) {
+    let rx = Receiver::start();
+    let id = active(&app, &rx, "/a", json!(["account.funded"])).await;
+    app.funded("u1", "DKK", "10.00").await;
+    wait_until("delivered at /a", Duration::from_secs(10), || async {
+        outbox(&app, Some("DELIVERED")).await.len() == 1
+    })
+    .await;
+    let row = outbox(&app, None).await.remove(0);
+    assert!(row["url"].as_str().unwrap().ends_with("/a"), "{row}");
+    let r = app
+        .admin(
+            "PATCH",
+            &format!("/v1/webhooks/subscriptions/{id}"),
+            Some(json!({"url": rx.url("/b")})),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Not validated yet: nothing goes to /b.
+    let row_id = row["id"].as_i64().expect("id");
+    let r = app
+        .admin_post(&format!("/v1/outbox/{row_id}/redeliver"))
+        .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    let to = |path: &str| rx.posts().iter().filter(|p| p.path == path).count();
+    assert_eq!(
+        to("/b"),
+        0,
+        "sent before the new URL answered the challenge"
+    );
+    assert_eq!(check(&app, id).await.json()["state"], "ACTIVE");
+    wait_until("delivered at /b", Duration::from_secs(10), || async {
+        to("/b") == 1
+    })
+    .await;
+    wait_until("DELIVERED again", Duration::from_secs(5), || async {
+        outbox(&app, Some("DELIVERED")).await.len() == 1
+    })
+    .await;
+    let row = outbox(&app, None).await.remove(0);
+    assert!(row["url"].as_str().unwrap().ends_with("/b"), "{row}");
+    assert_eq!(to("/a"), 1, "/a had it once");
     rx.stop().await;
 }
 

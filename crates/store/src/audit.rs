@@ -382,7 +382,7 @@ fn id_after(pg: bool, prefix: &str) -> String {
 /// the jitter): a delivery due for longer than this, or scheduled further ahead, is stuck.
 pub const DELIVERY_STUCK_MS: i64 = 360_000;
 
-/// Deliveries to a subscription that is ACTIVE at the row's URL, still pending, and either
+/// Deliveries to a subscription that is ACTIVE (they go to its URL of now), still pending, and either
 /// overdue (due more than `$2` ago, before `$1`) or scheduled further ahead of their last
 /// attempt than the schedule ever waits (`$2`).
 const STUCK_DELIVERIES: &str = "\
@@ -390,7 +390,7 @@ SELECT 'delivery ' || CAST(o.id AS TEXT) || ' (' || o.event_id || ') to subscrip
        ' after ' || CAST(o.attempts AS TEXT) || ' attempt(s) is ' || \
        CASE WHEN o.next_attempt_at_ms < $1 THEN 'overdue: due at ' ELSE 'scheduled beyond the retry schedule: at ' END || \
        CAST(o.next_attempt_at_ms AS TEXT) \
-  FROM outbox o JOIN webhook_subscriptions s ON s.id = o.subscription_id AND s.state = 'ACTIVE' AND s.url = o.url \
+  FROM outbox o JOIN webhook_subscriptions s ON s.id = o.subscription_id AND s.state = 'ACTIVE' \
  WHERE o.state = 'PENDING' AND (o.next_attempt_at_ms < $1 OR o.next_attempt_at_ms > o.updated_at_ms + $2) \
  ORDER BY o.id LIMIT 100";
 

@@ -1368,12 +1368,15 @@ impl Store {
         lease_ms: i64,
         batch_max: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        const DUE: &str = "SELECT o.id, o.event_id, o.url, o.body, o.headers, s.secret, \
-             o.attempts, o.created_at_ms, o.subscription_id, o.event_type FROM outbox o \
+        // A subscriber's row goes to its subscription's URL of now, which answered the
+        // challenge (ACTIVE): not to the URL it was written with, which a URL change since
+        // (a redelivery, a writer's cache a moment behind the change) may have left stale.
+        const DUE: &str = "SELECT o.id, o.event_id, COALESCE(s.url, o.url), o.body, o.headers, \
+             s.secret, o.attempts, o.created_at_ms, o.subscription_id, o.event_type FROM outbox o \
              LEFT JOIN webhook_subscriptions s ON s.id = o.subscription_id \
              WHERE o.state = 'PENDING' AND o.next_attempt_at_ms <= $1 \
              AND (o.leased_until_ms IS NULL OR o.leased_until_ms <= $1) \
-             AND (o.subscription_id IS NULL OR (s.state = 'ACTIVE' AND s.url = o.url)) \
+             AND (o.subscription_id IS NULL OR s.state = 'ACTIVE') \
              ORDER BY o.next_attempt_at_ms, o.id LIMIT $2";
         let mut tx = self.begin().await?;
         let sql = skipping_locked(&tx, DUE, "FOR UPDATE OF o SKIP LOCKED");
@@ -1399,8 +1402,11 @@ impl Store {
             }
             if !claimed.is_empty() {
                 let ids: Vec<i64> = claimed.iter().map(|d| d.id).collect();
+                // The row names the URL it goes to (the listing shows it).
                 let sql = format!(
-                    "UPDATE outbox SET leased_until_ms = $1 WHERE id IN ({})",
+                    "UPDATE outbox SET leased_until_ms = $1, url = COALESCE((SELECT s.url \
+                     FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id), url) \
+                     WHERE id IN ({})",
                     id_list(&ids)
                 );
                 sqlx::query(&sql)
