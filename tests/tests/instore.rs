@@ -610,8 +610,63 @@ async fn concurrent_duplicates_book_once(app: TestApp, _rx: CallbackReceiver) {
     assert!(items >= 50, "{items} requests through the writer");
 }
 
+/// Two numbers linked to one account: a split Redeem over both spends the account once.
+/// Each number reads the whole account, so the second adds nothing to the first: asked
+/// for more than the account holds, it is declined, not refused by the ledger (which would
+/// answer 503 and fail the requests sharing its batch).
+async fn a_split_over_two_numbers_of_one_account_spends_it_once(
+    app: TestApp,
+    _rx: CallbackReceiver,
+) {
+    const SECOND: &str = "6280001234567812";
+    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
+    let r = app
+        .admin_put(
+            "/v1/cards/crd-u1-b",
+            json!({"user_id": "u1", "status": "ACTIVE"}),
+        )
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    let r = app
+        .admin_put(
+            "/v1/stored-value-cards/crd-u1-b",
+            json!({
+                "number": SECOND, "currency": "USD",
+                "tenants": [e2e::instore::TENANT], "type": "GiftCard",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let split = |request_id: &str, minor: i64| {
+        let mut p = redeem(request_id, NUMBER, minor);
+        p["accounts"] = json!([{"number": SECOND}]);
+        p
+    };
+    let url = "https://instore.example/callback/split";
+    app.instore_acknowledged(
+        "storedvaluecard_process",
+        &split("req-split-1", 15_000),
+        url,
+    )
+    .await;
+    let declined = app.instore_callback("req-split-1").await;
+    assert_eq!(declined["error"], "INSUFFICIENT_FUNDS", "{declined}");
+    assert_eq!(app.available("u1", "USD").await, "100.00");
+    app.instore_acknowledged(
+        "storedvaluecard_process",
+        &split("req-split-2", 10_000),
+        url,
+    )
+    .await;
+    let approved = app.instore_callback("req-split-2").await;
+    assert_eq!(approved["status"], "approved", "{approved}");
+    assert_eq!(app.available("u1", "USD").await, "0.00");
+    assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);
+}
+
 e2e::instore_scenarios!(
     vectors_end_to_end,
+    a_split_over_two_numbers_of_one_account_spends_it_once,
     callback_retries_until_delivered,
     bad_envelopes_change_nothing,
     redeem_and_authorization_share_the_balance,

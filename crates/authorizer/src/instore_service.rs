@@ -362,6 +362,7 @@ fn sv_card(row: &SvCardRow, tenant: &Tenant, now_ms: i64) -> SvCard {
         pin_tries: u32::try_from(row.pin_tries).unwrap_or(u32::MAX),
         linked: row.linked,
         funds: funds_of(&row.account, now_ms),
+        account_id: Some(row.account.id),
     }
 }
 

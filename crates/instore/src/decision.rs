@@ -211,6 +211,9 @@ pub struct SvCard {
     /// apply to Redeem (check 7).
     pub linked: bool,
     pub funds: Funds,
+    /// The ledger account the card spends, when known. Cards of one account share its
+    /// funds: `funds` is the account's, read once per card.
+    pub account_id: Option<i64>,
 }
 
 impl SvCard {
@@ -225,6 +228,7 @@ impl SvCard {
             pin_tries: 0,
             linked: false,
             funds,
+            account_id: None,
         }
     }
 }
@@ -333,6 +337,17 @@ pub fn decide_redeem(
             return Err(Reason::InvalidPin);
         }
     }
+    // What the cards before card `i` take from its account (numbers linked to one account
+    // spend the same funds, and count together toward its limits).
+    let taken_before = |asks: &[i64], i: usize| -> i64 {
+        let account = known[i].1.account_id;
+        asks.iter()
+            .zip(&known)
+            .take(i)
+            .filter(|(_, (_, c))| account.is_some() && c.account_id == account)
+            .map(|(ask, _)| *ask)
+            .sum()
+    };
     let mut remaining = amount;
     let mut asks = Vec::with_capacity(known.len());
     for (i, (_, card)) in known.iter().enumerate() {
@@ -340,30 +355,32 @@ pub fn decide_redeem(
         let ask = if last {
             remaining
         } else {
-            remaining.min(card.funds.spendable().max(0))
+            let spendable = card.funds.spendable() - taken_before(&asks, i);
+            remaining.min(spendable.max(0))
         };
         asks.push(ask);
         remaining -= ask;
     }
     // Check 7.
-    for ((_, card), ask) in known.iter().zip(&asks) {
-        if card.linked && *ask > 0 && !card.funds.within_limits(*ask) {
+    for (i, ((_, card), ask)) in known.iter().zip(&asks).enumerate() {
+        if card.linked && *ask > 0 && !card.funds.within_limits(taken_before(&asks, i) + ask) {
             return Err(Reason::LimitExceeded);
         }
     }
     // Check 8: only the last card can be asked for more than it holds.
-    let (_, last) = known.last().expect("a card set is never empty");
-    if *asks.last().expect("one ask per card") > last.funds.spendable() {
+    let n = known.len() - 1;
+    if asks[n] > known[n].1.funds.spendable() - taken_before(&asks, n) {
         return Err(Reason::InsufficientFunds);
     }
     let legs = known
         .iter()
         .zip(&asks)
-        .filter(|(_, ask)| **ask > 0)
-        .map(|((_, card), ask)| Leg {
+        .enumerate()
+        .filter(|(_, (_, ask))| **ask > 0)
+        .map(|(i, ((_, card), ask))| Leg {
             number: card.number.clone(),
             delta: -ask,
-            balance_after: card.funds.available() - ask,
+            balance_after: card.funds.available() - taken_before(&asks, i) - ask,
         })
         .collect();
     Ok(Movement {

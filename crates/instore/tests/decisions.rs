@@ -196,6 +196,42 @@ fn split_redeem_is_all_or_nothing() {
     );
 }
 
+/// Two numbers linked to one account spend its funds once: each reads the whole account,
+/// so what the first takes is gone for the second.
+#[test]
+fn split_redeem_over_one_account_spends_it_once() {
+    let mut a = card("a", "USD", 10_000);
+    a.account_id = Some(7);
+    let mut b = card("b", "USD", 10_000);
+    b.account_id = Some(7);
+    let set = [one(&a)[0], one(&b)[0]];
+    assert_eq!(
+        decide_redeem(&wire(15_000, 2, "USD"), &set, SERVER_KEY),
+        Err(Reason::InsufficientFunds)
+    );
+    // Covered by the account through the first number alone.
+    let m = decide_redeem(&wire(10_000, 2, "USD"), &set, SERVER_KEY).unwrap();
+    assert_eq!(
+        m.legs
+            .iter()
+            .map(|l| (l.number.as_str(), l.delta, l.balance_after))
+            .collect::<Vec<_>>(),
+        vec![("a", -10_000, 0)]
+    );
+    // With a third number on another account: the second number adds nothing, the
+    // third pays the rest, and each leg's balance is its account's after it.
+    let c = card("c", "USD", 3000);
+    let set = [one(&a)[0], one(&b)[0], one(&c)[0]];
+    let m = decide_redeem(&wire(12_000, 2, "USD"), &set, SERVER_KEY).unwrap();
+    assert_eq!(
+        m.legs
+            .iter()
+            .map(|l| (l.number.as_str(), l.delta, l.balance_after))
+            .collect::<Vec<_>>(),
+        vec![("a", -10_000, 0), ("c", -2000, 1000)]
+    );
+}
+
 #[test]
 fn lookup() {
     let mut c = card("1", "USD", 3780);
