@@ -104,6 +104,21 @@ async fn dead_to_delivered_by_redelivery(app: TestApp, rx: CallbackReceiver) {
     assert!(refused_posts.iter().all(|p| p.status == 500));
     let body = app.instore_callbacks().await["req-cb-1"].clone();
     assert_eq!(one["body_bytes"], body.len());
+    // Nor does the outbox's own listing: there a callback's body is its size and hash.
+    let r = app.admin("GET", "/v1/outbox", None, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains(NUMBER), "{}", r.text());
+    let rows = r.json()["deliveries"]
+        .as_array()
+        .expect("deliveries")
+        .clone();
+    assert_eq!(rows.len(), ids.len());
+    let row = rows.iter().find(|d| d["id"] == one["id"]).expect("its row");
+    assert_eq!(
+        (&row["body"]["body_bytes"], &row["body"]["body_sha256"]),
+        (&one["body_bytes"], &one["body_sha256"]),
+        "{row}"
+    );
 
     // Bad queries: 422 naming the field; an unknown id: 404.
     assert_eq!(refused(&app, "state=LOST").await, "invalid_state");

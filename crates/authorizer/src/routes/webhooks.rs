@@ -371,15 +371,25 @@ pub struct OutboxDelivery {
     created_at_ms: i64,
     updated_at_ms: i64,
     delivered_at_ms: Option<i64>,
-    /// The exact body sent (JSON; text when it is not).
+    /// The exact body sent (JSON; text when it is not). An InStore callback's is left out,
+    /// as it carries card numbers: `{"omitted": ..., "body_bytes": .., "body_sha256": ..}`
+    /// instead (as `GET /v1/instore/callbacks` shows it).
     #[schema(value_type = Object)]
     body: Value,
 }
 
 impl From<DeliveryView> for OutboxDelivery {
     fn from(d: DeliveryView) -> Self {
-        let body = serde_json::from_slice(&d.body)
-            .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&d.body).into_owned()));
+        let body = if d.event_type == store::instore::CALLBACK_EVENT_TYPE {
+            serde_json::json!({
+                "omitted": "an InStore callback carries card numbers",
+                "body_bytes": d.body.len(),
+                "body_sha256": protocol::webhook::hex(&<sha2::Sha256 as sha2::Digest>::digest(&d.body)),
+            })
+        } else {
+            serde_json::from_slice(&d.body)
+                .unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&d.body).into_owned()))
+        };
         OutboxDelivery {
             id: d.id,
             event_id: d.event_id,
