@@ -513,7 +513,7 @@ async fn give_up(store: &Store, metrics: &Metrics, give_up_ms: i64) {
                 tracing::warn!(
                     delivery = d.id,
                     event_id = %d.event_id,
-                    url = %d.url,
+                    url = %processor_client::loggable_url(&d.url),
                     attempts = d.attempts,
                     last_error = d.last_error.as_deref().unwrap_or(""),
                     "webhook delivery given up (DEAD)"

@@ -103,13 +103,37 @@ fn secrets_and_card_data_never_reach_the_logs() {
         let mut resp = String::new();
         let _ = s.read_to_string(&mut resp);
     }
+    // A subscription whose URL carries a password and a token (logged without them).
+    let sub = r#"{"url":"https://hooks:pw-1f2e3d4c@hooks.example/in?token=tk-9a8b7c6d","event_types":["account.funded"]}"#;
+    let admin = format!(
+        "POST /v1/webhooks/subscriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sub}",
+        sub.len()
+    );
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        s.write_all(admin.as_bytes()).unwrap();
+        let mut resp = String::new();
+        let _ = s.read_to_string(&mut resp);
+        assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
+    }
     stop(&mut child, Duration::from_secs(30));
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(
         logs.contains("ctx-log-1"),
         "the request was logged by id: {logs}"
     );
-    for forbidden in [secret, token, "5555444433336708"] {
+    assert!(
+        logs.contains("https://hooks.example/in?..."),
+        "the subscription was logged: {logs}"
+    );
+    for forbidden in [
+        secret,
+        token,
+        "5555444433336708",
+        "pw-1f2e3d4c",
+        "tk-9a8b7c6d",
+    ] {
         assert!(
             !logs.contains(forbidden),
             "{forbidden} leaked into the logs:\n{logs}"

@@ -454,6 +454,19 @@ mod tests {
     }
 
     #[test]
+    fn a_loggable_url_has_no_password_nor_token() {
+        assert_eq!(
+            loggable_url("https://hooks:s3cret@hooks.example:8443/in/x?token=t0k#f"),
+            "https://hooks.example:8443/in/x?..."
+        );
+        assert_eq!(
+            loggable_url("http://127.0.0.1/hook"),
+            "http://127.0.0.1/hook"
+        );
+        assert_eq!(loggable_url("not a url"), "(not a URL)");
+    }
+
+    #[test]
     fn verifies_only_our_signature_for_our_path() {
         let s = secret();
         let body = br#"{"status":"APPROVED"}"#;
@@ -485,6 +498,24 @@ pub fn valid_webhook_url(url: &str) -> bool {
                 && u.host().is_some_and(|h| !h.is_empty())
         }
         Err(_) => false,
+    }
+}
+
+/// `url` as a log line may show it: scheme, host, port and path. A receiver's URL may carry
+/// a password (user info) or a token (the query): those are left out.
+pub fn loggable_url(url: &str) -> String {
+    match url.parse::<awc::http::Uri>() {
+        Ok(u) => {
+            let port = u.port_u16().map(|p| format!(":{p}")).unwrap_or_default();
+            let query = if u.query().is_some() { "?..." } else { "" };
+            format!(
+                "{}://{}{port}{}{query}",
+                u.scheme_str().unwrap_or(""),
+                u.host().unwrap_or(""),
+                u.path()
+            )
+        }
+        Err(_) => "(not a URL)".to_owned(),
     }
 }
 

@@ -169,7 +169,11 @@ pub async fn create_subscription(
             .store
             .create_subscription(&b.url, &secret, &types, store::now_ms())
             .await?;
-        tracing::info!(subscription = sub.id, url = %sub.url, "webhook subscription created");
+        tracing::info!(
+            subscription = sub.id,
+            url = %processor_client::loggable_url(&sub.url),
+            "webhook subscription created"
+        );
         Ok(json_response(
             StatusCode::CREATED,
             &CreatedSubscription {
