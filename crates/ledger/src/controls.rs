@@ -449,7 +449,8 @@ fn amount(v: Option<&Value>, field: &str, currency: Currency) -> Result<i64, Con
     if !digits(int) || !digits(frac) {
         return Err(err(field, format!("{s:?} is not a decimal amount")));
     }
-    let d = Decimal::from_str(s).map_err(|_| err(field, format!("{s:?} is out of range")))?;
+    // Exact: `from_str` rounds past 28 decimal places, which would pass "5.000...01" as 5.
+    let d = Decimal::from_str_exact(s).map_err(|_| err(field, format!("{s:?} is out of range")))?;
     let minor = to_minor(d, currency).map_err(|e| match e {
         AmountError::ExcessPrecision => err(
             field,

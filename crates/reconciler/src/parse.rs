@@ -110,7 +110,9 @@ pub fn parse_amount(text: &str, fmt: CsvFormat, currency: Currency) -> Result<i6
     {
         return Err(format!("amount '{text}' is not an unsigned decimal"));
     }
-    let d = Decimal::from_str(t).map_err(|_| format!("amount '{text}' is not a decimal"))?;
+    // Exact: `from_str` rounds past 28 decimal places.
+    let d = Decimal::from_str_exact(t)
+        .map_err(|_| format!("amount '{text}' is not a decimal this ledger can hold"))?;
     to_minor(d, currency).map_err(|e| format!("amount '{text}' in {currency}: {e}"))
 }
 
@@ -350,7 +352,17 @@ mod tests {
         assert_eq!(parse_amount("1060,74", COMMA, ars), Ok(106_074));
         assert_eq!(parse_amount("15000", DOT, clp), Ok(15_000));
         for bad in [
-            "", "-1.00", "1,060.74", "1.0.0", ".5", "5.", "1e3", "10.001", "abc",
+            "",
+            "-1.00",
+            "1,060.74",
+            "1.0.0",
+            ".5",
+            "5.",
+            "1e3",
+            "10.001",
+            "abc",
+            // Rounded to 10.00 by a parse that is not exact.
+            "10.00000000000000000000000000001",
         ] {
             assert!(parse_amount(bad, DOT, ars).is_err(), "{bad}");
         }

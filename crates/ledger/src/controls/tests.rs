@@ -134,6 +134,7 @@ fn refusals_name_the_field() {
         (r#"{"spending_limits": ["5"]}"#, usd, "spending_limits[0]", "must be an object"),
         (r#"{"spending_limits": [{"amount": "5.001", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "more decimal places than USD has (2)"),
         (r#"{"spending_limits": [{"amount": "5.5", "interval": "daily"}]}"#, Currency::parse("CLP").ok(), "spending_limits[0].amount", "more decimal places than CLP has (0)"),
+        (r#"{"spending_limits": [{"amount": "500.00000000000000000000000000001", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "out of range"),
         (r#"{"spending_limits": [{"amount": 5, "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "must be a decimal string"),
         (r#"{"spending_limits": [{"amount": "1e3", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
         (r#"{"spending_limits": [{"amount": "-5", "interval": "daily"}]}"#, usd, "spending_limits[0].amount", "not a decimal amount"),
