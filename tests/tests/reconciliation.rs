@@ -217,6 +217,19 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
         .status,
         404
     );
+    // Not a calendar date (nor anything a store could read: U+0000): 400, never a 503.
+    for bad in ["abc", "2024-02-30", "%00", "2024-1-01", "20240101"] {
+        let r = app
+            .admin(
+                "GET",
+                &format!("/v1/reconciliation/runs/{bad}/breaks"),
+                None,
+                None,
+            )
+            .await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "invalid_date", "{bad}");
+    }
 
     // The same files again: nothing changes.
     let again = run(&s, &app.store, &opts).await.unwrap();

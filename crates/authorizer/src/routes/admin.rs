@@ -1218,6 +1218,13 @@ pub async fn reconciliation_breaks(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let date = path.into_inner().date;
+        // A calendar date, or nothing reaches the store (U+0000 would make it fail).
+        if date.len() != 10 || date.parse::<jiff::civil::Date>().is_err() {
+            return Err(AdminError::bad(
+                "invalid_date",
+                "the business date must be a calendar date, YYYY-MM-DD",
+            ));
+        }
         let limit = page_limit(query.limit, 100, 1000)?;
         if let Some(c) = query.class.as_deref()
             && ledger::reconcile::BreakClass::parse(c).is_none()
