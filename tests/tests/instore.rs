@@ -229,6 +229,39 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
     assert_eq!(entries[1]["balance"]["amount"], 3780);
     assert_eq!(entries[0]["external_transaction_id"], reversal);
     assert_eq!(log["next_cursor"], Value::Null);
+    // §1.3: that signature leaves the number out, so its requestId is bound to this card.
+    // The same read again is answered; sent to another card's log, or with a requestId an
+    // enveloped request used, it is 409 and shows nothing.
+    let query = "requestId=req-9a8b0005&locationId=LondonStore&workstationId=POS-03";
+    let signature = "55b4731f1f203fad83625e0bce0be4fac90dd6dc75225af5348a93743045e13e";
+    let r = app
+        .instore_get(&format!("storedvaluelog/{NUMBER}"), query, signature)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    const OTHER: &str = "6280001234567812";
+    app.stored_value_card("u-other", "USD", "7.00", OTHER).await;
+    let r = app
+        .instore_get(&format!("storedvaluelog/{OTHER}"), query, signature)
+        .await;
+    assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
+    assert!(!r.text().contains("700"), "{}", r.text());
+    let r = app
+        .instore_get(
+            &format!("storedvaluelog/{NUMBER}"),
+            "requestId=req-9a8b0001&locationId=LondonStore",
+            &sign(br#"{"requestId":"req-9a8b0001","locationId":"LondonStore"}"#),
+        )
+        .await;
+    assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
+    // Nor may an enveloped request take a read's requestId: nothing moves.
+    let r = app
+        .instore_envelope(
+            "storedvaluecard_process",
+            &redeem("req-9a8b0005", NUMBER, 100),
+            "https://instore.example/callback/read-id",
+        )
+        .await;
+    assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
     // Another card's log, or a wrong signature: 404 and 401.
     let r = app
         .instore_get(

@@ -35,7 +35,6 @@ pub use jiff::tz::TimeZone;
 
 use std::collections::BTreeSet;
 use std::fmt;
-use std::str::FromStr;
 
 use rust_decimal::Decimal;
 use serde::Serialize;

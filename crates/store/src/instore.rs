@@ -366,7 +366,8 @@ async fn operation_rows(
     })
 }
 
-/// The recorded request under (tenant, requestId): action, hash, ack.
+/// The recorded request under (tenant, requestId): action, hash, ack. A log read's id
+/// ([`Store::instore_read_key`]) is there as the action `Log`: the namespace is one (§1.5).
 async fn find_request(
     tx: &mut Tx,
     tenant_id: &str,
@@ -375,10 +376,13 @@ async fn find_request(
     run!(tx, c => {
         sqlx::query_as(
             "SELECT action, request_hash, ack_body FROM instore_requests \
-             WHERE tenant_id = $1 AND request_id = $2",
+             WHERE tenant_id = $1 AND request_id = $2 \
+             UNION ALL SELECT 'Log', '', response_body FROM idempotency_keys \
+             WHERE scope = $3 AND key = $2",
         )
         .bind(tenant_id)
         .bind(request_id)
+        .bind(read_scope(tenant_id))
         .fetch_optional(c)
         .await
     })
@@ -1071,6 +1075,87 @@ pub struct SvCardView {
     pub cvc_on_record: bool,
     pub posted: i64,
     pub held: i64,
+}
+
+/// The scope of `idempotency_keys` that holds a tenant's log reads' ids.
+fn read_scope(tenant: &str) -> String {
+    format!("instore-read:{tenant}")
+}
+
+/// What a log read's `requestId` was used for before (instore-extensions §1.3 and §1.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadKey {
+    /// First use: recorded.
+    Fresh,
+    /// The same read again (the same path and parameters).
+    Repeat,
+    /// Used before by another read, or by an enveloped request: 409.
+    Conflict,
+}
+
+impl Store {
+    /// Records `request_id` of `tenant` as the id of a log read whose path and parameters
+    /// hash to `fingerprint`, or says what it was used for before. A GET's signature may
+    /// leave the card number out; this binds it to the one card it read, for the life of
+    /// the ledger, like the enveloped requests' ids (whose namespace it shares).
+    pub async fn instore_read_key(
+        &self,
+        tenant: &str,
+        request_id: &str,
+        fingerprint: &[u8; 32],
+        now_ms: i64,
+    ) -> Result<ReadKey, StoreError> {
+        let mut tx = self.begin().await?;
+        let posted: i64 = run!(&mut tx, c => {
+            sqlx::query_scalar(
+                "SELECT COUNT(*) FROM instore_requests WHERE tenant_id = $1 AND request_id = $2",
+            )
+            .bind(tenant)
+            .bind(request_id)
+            .fetch_one(&mut *c)
+            .await?
+        });
+        if posted > 0 {
+            return Ok(ReadKey::Conflict);
+        }
+        let scope = read_scope(tenant);
+        let fresh = run!(&mut tx, c => {
+            sqlx::query(
+                "INSERT INTO idempotency_keys \
+                 (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+                 VALUES ($1, $2, $3, 'storedvaluelog', 200, $4, $5) \
+                 ON CONFLICT (scope, key) DO NOTHING",
+            )
+            .bind(&scope)
+            .bind(request_id)
+            .bind(&fingerprint[..])
+            .bind(&[][..] as &[u8])
+            .bind(now_ms)
+            .execute(&mut *c)
+            .await?
+            .rows_affected()
+        });
+        let out = if fresh > 0 {
+            ReadKey::Fresh
+        } else {
+            let first: Vec<u8> = run!(&mut tx, c => {
+                sqlx::query_scalar(
+                    "SELECT request_hash FROM idempotency_keys WHERE scope = $1 AND key = $2",
+                )
+                .bind(&scope)
+                .bind(request_id)
+                .fetch_one(&mut *c)
+                .await?
+            });
+            if first[..] == fingerprint[..] {
+                ReadKey::Repeat
+            } else {
+                ReadKey::Conflict
+            }
+        };
+        tx.commit().await?;
+        Ok(out)
+    }
 }
 
 #[cfg(test)]

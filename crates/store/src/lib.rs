@@ -42,9 +42,9 @@ pub use holds::{
     RefundView, ReserveRequest,
 };
 pub use instore::{
-    InstoreCall, InstoreOp, InstoreOutcome, NewSvCard, SvCardRow, SvCardView, SvLegPlan, SvLink,
-    SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan, SvPlanner,
-    SvSnapshot,
+    InstoreCall, InstoreOp, InstoreOutcome, NewSvCard, ReadKey, SvCardRow, SvCardView, SvLegPlan,
+    SvLink, SvLinkOutcome, SvMovementPlan, SvMovementRow, SvOperationRows, SvPinUpdate, SvPlan,
+    SvPlanner, SvSnapshot,
 };
 pub use instore_report::SvSummaryRow;
 pub use ledger::verdicts::Flags;

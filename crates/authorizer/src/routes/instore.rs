@@ -16,6 +16,7 @@ use instore::payload::{
 };
 use instore::verify::{Headers, Rejection};
 use instore::{Amount, ErrorCode, InstoreError, Method, Route, Tenant, Tenants};
+use sha2::{Digest, Sha256};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{InstoreCall, InstoreOutcome};
@@ -416,6 +417,21 @@ fn verified_get<'s>(
     admitted(state, route, verdict, |v| v.matched)
 }
 
+/// What a log read asked for: its card number and its query's parameters, by name (a
+/// repeat need not keep their order). SHA-256 over lengths and bytes.
+fn read_fingerprint(number: &str, params: &[(String, String)]) -> [u8; 32] {
+    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    sorted.sort();
+    let mut h = Sha256::new();
+    for part in
+        std::iter::once(number).chain(sorted.iter().flat_map(|(n, v)| [n.as_str(), v.as_str()]))
+    {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize().into()
+}
+
 /// `GET storedvaluelog/{number}`: the card's InStore movements, newest first, in the answer.
 async fn get(req: &HttpRequest, state: &AppState, route: &Route, number: &str) -> Reply {
     let verified = or_answer!(verified_get(req, state, route));
@@ -444,6 +460,30 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route, number: &str) -
         tracing::error!(route = route.template(), error = %e, "instore log not read");
         fail(InstoreError::unavailable().with_request_id(Some(request_id)))
     };
+    // §1.3: the signature may leave the number out, so the requestId is bound to the one
+    // card and parameters it first read (its namespace is the enveloped requests').
+    match state
+        .store
+        .instore_read_key(
+            &tenant.tenant_id,
+            request_id,
+            &read_fingerprint(number.as_str(), &verified.params),
+            store::now_ms(),
+        )
+        .await
+    {
+        Ok(store::ReadKey::Fresh | store::ReadKey::Repeat) => {}
+        Ok(store::ReadKey::Conflict) => {
+            return fail(
+                InstoreError::new(
+                    ErrorCode::IdempotencyConflict,
+                    "requestId was used before with another card, other parameters or another action",
+                )
+                .with_request_id(Some(request_id)),
+            );
+        }
+        Err(e) => return unavailable(e),
+    }
     let card = match state
         .store
         .instore_card(number.as_str(), &tenant.tenant_id)
