@@ -319,7 +319,23 @@ pub(crate) fn amount(text: &str, c: Currency, field: &str) -> Result<i64> {
 }
 
 pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| AdminError::bad("malformed_request", e.to_string()))
+    serde_json::from_slice(body).map_err(|e| AdminError::bad("malformed_request", json_error(&e)))
+}
+
+/// A JSON error for the caller, without the value it names: serde says "invalid type:
+/// integer `4111111111111111`, expected a string", and that value may be a card number or a
+/// PIN sent as a number. The kind of value stays ("invalid type: integer, expected ...").
+pub(crate) fn json_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = text.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected")
+        {
+            let kind = found.split([' ', '`']).next().unwrap_or(found);
+            return format!("{prefix}{kind}, expected{expected}");
+        }
+    }
+    text
 }
 
 /// The body, read within the limits, as the JSON of `T`.
@@ -1540,4 +1556,38 @@ pub struct BreaksPage {
     pub run: Run,
     pub breaks: Vec<Break>,
     pub next_cursor: Option<i64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::json_error;
+
+    fn error_of(json: &str) -> String {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Card {
+            number: String,
+            pin: Option<String>,
+        }
+        json_error(&serde_json::from_str::<Card>(json).unwrap_err())
+    }
+
+    #[test]
+    fn a_json_error_names_the_kind_of_value_not_the_value() {
+        let e = error_of(r#"{"number": 4111111111111111}"#);
+        assert_eq!(
+            e,
+            "invalid type: integer, expected a string at line 1 column 27"
+        );
+        let e = error_of(r#"{"number": "1", "pin": 1234}"#);
+        assert!(
+            e.starts_with("invalid type: integer, expected") && !e.contains("1234"),
+            "{e}"
+        );
+        // Errors that carry no value stay as they are.
+        assert_eq!(
+            error_of(r#"{"pin": "1"}"#),
+            "missing field `number` at line 1 column 12"
+        );
+    }
 }

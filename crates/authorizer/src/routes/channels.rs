@@ -224,7 +224,7 @@ async fn serve(
                             None => return refused(HoldError::InvalidAmount),
                         },
                     },
-                    Err(e) => return bad("malformed_request", &e.to_string()),
+                    Err(e) => return bad("malformed_request", &super::admin::json_error(&e)),
                 }
             };
             HoldOp::Capture {
@@ -250,7 +250,7 @@ async fn serve(
         ChannelRoute::Refund => {
             b = match serde_json::from_slice::<RefundBody>(body) {
                 Ok(b) => b,
-                Err(e) => return bad("malformed_request", &e.to_string()),
+                Err(e) => return bad("malformed_request", &super::admin::json_error(&e)),
             };
             if let Err(a) = channel_id("refund_id", &b.refund_id) {
                 return a;
@@ -373,7 +373,7 @@ async fn reserve(
 ) -> Answer {
     let b = match serde_json::from_slice::<ReserveBody>(body) {
         Ok(b) => b,
-        Err(e) => return bad("malformed_request", &e.to_string()),
+        Err(e) => return bad("malformed_request", &super::admin::json_error(&e)),
     };
     for (field, id) in [
         ("reservation_id", Some(&b.reservation_id)),

@@ -94,7 +94,7 @@ fn answer(stored: Option<StoredControls>, what: &str) -> Result<HttpResponse> {
 /// Reads a controls document: 400 when it is not JSON, 422 naming the first bad field.
 fn parse(raw: &[u8], account_currency: Option<Currency>) -> Result<Controls> {
     let value: Value = serde_json::from_slice(raw)
-        .map_err(|e| AdminError::bad("malformed_request", e.to_string()))?;
+        .map_err(|e| AdminError::bad("malformed_request", super::admin::json_error(&e)))?;
     Controls::from_value(&value, account_currency)
         .map_err(|e| AdminError::unprocessable("invalid_controls", e.to_string()))
 }
