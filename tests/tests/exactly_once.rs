@@ -136,6 +136,32 @@ async fn same_key_other_body_is_409(app: TestApp) {
     );
 }
 
+/// A key names one request to one route: the same key and body sent to another route is
+/// another request, refused (409), never answered with the first one's replay.
+async fn same_key_and_body_to_another_route_is_409(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let purchase = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let auth_key = uid("k");
+    let first = app.processor(AUTH_DEBIT, &purchase.body(), &auth_key).await;
+    assert_eq!(first.json()["status"], "APPROVED", "{}", first.text());
+    let r = app
+        .processor(AUTH_CREDIT, &purchase.body(), &auth_key)
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "4.00", "ARS").original(&purchase.id);
+    let adj_key = uid("k");
+    let r = app.processor(ADJ_CREDIT, &refund.body(), &adj_key).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.processor(ADJ_DEBIT, &refund.body(), &adj_key).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "idempotency_key_reused");
+    // The first of each, once: 100.00 - 10.00 + 4.00; and the first is still replayed.
+    assert_eq!(app.available("u1", "ARS").await, "94.00");
+    let again = app.processor(AUTH_DEBIT, &purchase.body(), &auth_key).await;
+    assert_eq!(again.body, first.body);
+}
+
 async fn same_transaction_under_a_new_key(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
@@ -157,5 +183,6 @@ both_backends!(
     settings = crowd_settings;
     replay_is_identical_and_resigned,
     same_key_other_body_is_409,
+    same_key_and_body_to_another_route_is_409,
     same_transaction_under_a_new_key
 );

@@ -39,6 +39,18 @@ fn refusal(r: &Resp, status: u16) -> String {
     r.json()["error"].as_str().expect("error body").to_owned()
 }
 
+/// `GET storedvaluelog/{number}?requestId={request_id}&locationId=LondonStore`, signed
+/// over JS of its query.
+async fn log_read(app: &TestApp, number: &str, request_id: &str) -> Resp {
+    let signed = format!(r#"{{"requestId":"{request_id}","locationId":"LondonStore"}}"#);
+    app.instore_get(
+        &format!("storedvaluelog/{number}"),
+        &format!("requestId={request_id}&locationId=LondonStore"),
+        &sign(signed.as_bytes()),
+    )
+    .await
+}
+
 /// How many movements of `kind` the ledger holds (every account).
 async fn movements(app: &TestApp, user: &str, currency: &str, kind: &str) -> usize {
     app.movements(user, currency, kind).await
@@ -245,13 +257,7 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
         .await;
     assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
     assert!(!r.text().contains("700"), "{}", r.text());
-    let r = app
-        .instore_get(
-            &format!("storedvaluelog/{NUMBER}"),
-            "requestId=req-9a8b0001&locationId=LondonStore",
-            &sign(br#"{"requestId":"req-9a8b0001","locationId":"LondonStore"}"#),
-        )
-        .await;
+    let r = log_read(&app, NUMBER, "req-9a8b0001").await;
     assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
     // Nor may an enveloped request take a read's requestId: nothing moves.
     let r = app
@@ -263,13 +269,7 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
         .await;
     assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
     // Another card's log, or a wrong signature: 404 and 401.
-    let r = app
-        .instore_get(
-            "storedvaluelog/6280007654321010",
-            "requestId=req-9a8b0006&locationId=LondonStore",
-            &sign(br#"{"requestId":"req-9a8b0006","locationId":"LondonStore"}"#),
-        )
-        .await;
+    let r = log_read(&app, "6280007654321010", "req-9a8b0006").await;
     assert_eq!(refusal(&r, 404), "NOT_FOUND");
     let r = app
         .instore_get(
@@ -675,23 +675,19 @@ async fn a_split_over_two_numbers_of_one_account_spends_it_once(
         p["accounts"] = json!([{"number": SECOND}]);
         p
     };
-    let url = "https://instore.example/callback/split";
-    app.instore_acknowledged(
-        "storedvaluecard_process",
-        &split("req-split-1", 15_000),
-        url,
-    )
-    .await;
-    let declined = app.instore_callback("req-split-1").await;
+    let redeemed = |request_id: &'static str, minor: i64| {
+        let (app, payload) = (&app, split(request_id, minor));
+        async move {
+            let url = "https://instore.example/callback/split";
+            app.instore_acknowledged("storedvaluecard_process", &payload, url)
+                .await;
+            app.instore_callback(request_id).await
+        }
+    };
+    let declined = redeemed("req-split-1", 15_000).await;
     assert_eq!(declined["error"], "INSUFFICIENT_FUNDS", "{declined}");
     assert_eq!(app.available("u1", "USD").await, "100.00");
-    app.instore_acknowledged(
-        "storedvaluecard_process",
-        &split("req-split-2", 10_000),
-        url,
-    )
-    .await;
-    let approved = app.instore_callback("req-split-2").await;
+    let approved = redeemed("req-split-2", 10_000).await;
     assert_eq!(approved["status"], "approved", "{approved}");
     assert_eq!(app.available("u1", "USD").await, "0.00");
     assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);

@@ -52,6 +52,17 @@ pub(crate) async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: V
     v["id"].as_i64().expect("id")
 }
 
+/// Changes subscription `id`'s URL to `url` (validation starts over).
+async fn move_to(app: &TestApp, id: i64, url: &str) -> Resp {
+    app.admin(
+        "PATCH",
+        &format!("/v1/webhooks/subscriptions/{id}"),
+        Some(json!({"url": url})),
+        None,
+    )
+    .await
+}
+
 async fn subscription(app: &TestApp, id: i64) -> Resp {
     app.admin(
         "GET",
@@ -170,14 +181,7 @@ async fn challenge_guards_the_url(app: TestApp) {
         rx.posts().iter().any(|p| p.status == 500)
     })
     .await;
-    let r = app
-        .admin(
-            "PATCH",
-            &format!("/v1/webhooks/subscriptions/{id}"),
-            Some(json!({"url": rx.url("/moved")})),
-            None,
-        )
-        .await;
+    let r = move_to(&app, id, &rx.url("/moved")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["state"], "PENDING_VALIDATION");
     assert!(r.json()["active_since_ms"].is_null());
@@ -351,14 +355,7 @@ async fn a_row_goes_to_the_url_of_now(app: TestApp) {
     .await;
     let row = outbox(&app, None).await.remove(0);
     assert!(row["url"].as_str().unwrap().ends_with("/a"), "{row}");
-    let r = app
-        .admin(
-            "PATCH",
-            &format!("/v1/webhooks/subscriptions/{id}"),
-            Some(json!({"url": rx.url("/b")})),
-            None,
-        )
-        .await;
+    let r = move_to(&app, id, &rx.url("/b")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     // Not validated yet: nothing goes to /b.
     let row_id = row["id"].as_i64().expect("id");

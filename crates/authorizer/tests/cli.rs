@@ -52,6 +52,17 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
 }
 
+/// Sends the raw HTTP/1.1 request `req` to `addr` (closing the connection) and reads
+/// the whole answer.
+fn exchange(addr: &str, req: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    resp
+}
+
 #[test]
 fn secrets_and_card_data_never_reach_the_logs() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,37 +97,21 @@ fn secrets_and_card_data_never_reach_the_logs() {
             signature.len(),
             body.len()
         );
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        use std::io::{Read, Write};
-        s.write_all(req.as_bytes()).unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
+        let resp = exchange(&addr, &req);
         assert!(resp.starts_with("HTTP/1.1 "), "{resp}");
     }
     let admin = format!(
         "GET /v1/accounts/usr-1/ARS HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
     );
-    {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(admin.as_bytes()).unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-    }
+    exchange(&addr, &admin);
     // A subscription whose URL carries a password and a token (logged without them).
     let sub = r#"{"url":"https://hooks:pw-1f2e3d4c@hooks.example/in?token=tk-9a8b7c6d","event_types":["account.funded"]}"#;
     let admin = format!(
         "POST /v1/webhooks/subscriptions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{sub}",
         sub.len()
     );
-    {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(&addr).unwrap();
-        s.write_all(admin.as_bytes()).unwrap();
-        let mut resp = String::new();
-        let _ = s.read_to_string(&mut resp);
-        assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
-    }
+    let resp = exchange(&addr, &admin);
+    assert!(resp.starts_with("HTTP/1.1 201"), "{resp}");
     stop(&mut child, Duration::from_secs(30));
     let logs = std::fs::read_to_string(&log_path).unwrap();
     assert!(

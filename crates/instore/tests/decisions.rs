@@ -156,6 +156,14 @@ fn load_and_redeem_table_in_order() {
     );
 }
 
+/// Each leg as (number, delta, balance after).
+fn legs(m: &Movement) -> Vec<(&str, i64, i64)> {
+    m.legs
+        .iter()
+        .map(|l| (l.number.as_str(), l.delta, l.balance_after))
+        .collect()
+}
+
 #[test]
 fn split_redeem_is_all_or_nothing() {
     let a = card("a", "USD", 3000);
@@ -163,13 +171,7 @@ fn split_redeem_is_all_or_nothing() {
     let set = [one(&a)[0], one(&b)[0]];
     let m = decide_redeem(&wire(5000, 2, "USD"), &set, SERVER_KEY).unwrap();
     assert_eq!(m.amount, 5000);
-    assert_eq!(
-        m.legs
-            .iter()
-            .map(|l| (l.number.as_str(), l.delta, l.balance_after))
-            .collect::<Vec<_>>(),
-        vec![("a", -3000, 0), ("b", -2000, 0)]
-    );
+    assert_eq!(legs(&m), vec![("a", -3000, 0), ("b", -2000, 0)]);
     assert_eq!(
         decide_redeem(&wire(5001, 2, "USD"), &set, SERVER_KEY),
         Err(Reason::InsufficientFunds)
@@ -211,25 +213,13 @@ fn split_redeem_over_one_account_spends_it_once() {
     );
     // Covered by the account through the first number alone.
     let m = decide_redeem(&wire(10_000, 2, "USD"), &set, SERVER_KEY).unwrap();
-    assert_eq!(
-        m.legs
-            .iter()
-            .map(|l| (l.number.as_str(), l.delta, l.balance_after))
-            .collect::<Vec<_>>(),
-        vec![("a", -10_000, 0)]
-    );
+    assert_eq!(legs(&m), vec![("a", -10_000, 0)]);
     // With a third number on another account: the second number adds nothing, the
     // third pays the rest, and each leg's balance is its account's after it.
     let c = card("c", "USD", 3000);
     let set = [one(&a)[0], one(&b)[0], one(&c)[0]];
     let m = decide_redeem(&wire(12_000, 2, "USD"), &set, SERVER_KEY).unwrap();
-    assert_eq!(
-        m.legs
-            .iter()
-            .map(|l| (l.number.as_str(), l.delta, l.balance_after))
-            .collect::<Vec<_>>(),
-        vec![("a", -10_000, 0), ("c", -2000, 1000)]
-    );
+    assert_eq!(legs(&m), vec![("a", -10_000, 0), ("c", -2000, 1000)]);
 }
 
 #[test]

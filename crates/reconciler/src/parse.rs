@@ -8,7 +8,6 @@ use ledger::reconcile::{EntryKind, FileTransaction, Presentment};
 use ledger::{Currency, to_minor};
 use rust_decimal::Decimal;
 use std::path::Path;
-use std::str::FromStr;
 
 /// A row that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

@@ -351,7 +351,7 @@ async fn prefetch<'i>(
     let keys = distinct(items.iter().map(|i| i.call.idempotency_key));
     let sql = format!(
         "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, \
-         response_body AS body FROM idempotency_keys WHERE scope = $1 AND key IN {}",
+         response_body AS body, endpoint FROM idempotency_keys WHERE scope = $1 AND key IN {}",
         placeholders(1, keys.len(), 2)
     );
     read_into(tx, &mut s, &sql, SCOPE_AUTHORIZATION, &keys).await?;

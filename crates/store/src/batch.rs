@@ -68,7 +68,7 @@ SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_bo
        NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
        NULL::int8 AS daily_limit_minor, NULL::int8 AS daily_spent_day, NULL::int8 AS daily_spent_minor, \
        NULL::text AS blocked_mccs, NULL::text AS status, NULL::int8 AS held_minor, \
-       NULL::int8 AS amount_minor, NULL::text AS verdict, NULL::text AS endpoint, NULL::text AS direction, \
+       NULL::int8 AS amount_minor, NULL::text AS verdict, i.endpoint AS endpoint, NULL::text AS direction, \
        NULL::text AS tx_type, NULL::text AS card_id, NULL::text AS amount_text, NULL::text AS controls, \
        NULL::text AS counters \
   FROM UNNEST($2::text[]) AS x(wanted), \
@@ -478,6 +478,7 @@ macro_rules! snapshot_row {
                     r.try_get("k")?,
                     ledger::plan::KeyRecord {
                         request_hash: hash.unwrap_or_default(),
+                        endpoint: r.try_get("endpoint")?,
                         response,
                     },
                 );

@@ -110,8 +110,8 @@ pub(crate) fn prefetch<'i>(
     };
     for key in distinct(items.iter().map(|i| i.call.idempotency_key)) {
         read(
-            "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body \
-             FROM idempotency_keys WHERE scope = ? AND key = ?",
+            "SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
+             endpoint FROM idempotency_keys WHERE scope = ? AND key = ?",
             params![SCOPE_AUTHORIZATION, key],
         )?;
     }

@@ -27,6 +27,8 @@ pub struct ChannelCall<'a> {
     pub idempotency_key: &'a str,
     /// SHA-256 of the raw body.
     pub request_hash: [u8; 32],
+    /// The request's path (its reservation's, for a capture, cancel or refund): a key
+    /// names one request, to one path.
     pub endpoint: &'a str,
     pub now_ms: i64,
     /// Reservations only: roll back instead of committing once this has passed.
@@ -596,7 +598,11 @@ async fn check_key(tx: &mut Tx, call: &ChannelCall<'_>) -> Result<Option<Channel
         find_idempotent(tx, &key_scope(call.channel), call.idempotency_key)
             .await?
             .map(|rec| {
-                if rec.request_hash == call.request_hash {
+                // A record names the path it answered (a reservation's own, for a capture,
+                // cancel or refund). One written before paths were recorded names the
+                // route's template, `{reservation_id}` and all: its body alone decides.
+                let legacy = rec.endpoint.contains('{') && rec.request_hash == call.request_hash;
+                if legacy || rec.same_request(&call.request_hash, call.endpoint) {
                     ChannelOutcome::Replay(rec.response)
                 } else {
                     ChannelOutcome::KeyConflict

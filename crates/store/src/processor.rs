@@ -356,7 +356,18 @@ pub(crate) async fn load_card_record(
 /// A finished request under an idempotency key.
 pub(crate) struct IdempotentRecord {
     pub request_hash: Vec<u8>,
+    /// The route it was sent to.
+    pub endpoint: String,
     pub response: StoredResponse,
+}
+
+impl IdempotentRecord {
+    /// Whether a request of `request_hash` to `endpoint` is the one recorded: the same
+    /// body to the same route. (A key is one logical request: the same body sent to another
+    /// route under it is another request, 409.)
+    pub(crate) fn same_request(&self, request_hash: &[u8], endpoint: &str) -> bool {
+        self.request_hash == request_hash && self.endpoint == endpoint
+    }
 }
 
 pub(crate) async fn find_idempotent(
@@ -364,9 +375,9 @@ pub(crate) async fn find_idempotent(
     scope: &str,
     key: &str,
 ) -> Result<Option<IdempotentRecord>, sqlx::Error> {
-    let row: Option<(Vec<u8>, i32, Vec<u8>)> = run!(tx, c => {
+    let row: Option<(Vec<u8>, String, i32, Vec<u8>)> = run!(tx, c => {
         sqlx::query_as(
-            "SELECT request_hash, response_status, response_body FROM idempotency_keys \
+            "SELECT request_hash, endpoint, response_status, response_body FROM idempotency_keys \
              WHERE scope = $1 AND key = $2",
         )
         .bind(scope)
@@ -374,13 +385,16 @@ pub(crate) async fn find_idempotent(
         .fetch_optional(c)
         .await?
     });
-    Ok(row.map(|(request_hash, status, body)| IdempotentRecord {
-        request_hash,
-        response: StoredResponse {
-            status: u16::try_from(status).unwrap_or(500),
-            body,
-        },
-    }))
+    Ok(
+        row.map(|(request_hash, endpoint, status, body)| IdempotentRecord {
+            request_hash,
+            endpoint,
+            response: StoredResponse {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            },
+        }),
+    )
 }
 
 pub(crate) async fn insert_idempotent(
@@ -721,11 +735,11 @@ where
 {
     let scope = SCOPE_ADJUSTMENT;
     if let Some(rec) = find_idempotent(tx, scope, call.idempotency_key).await? {
-        return Ok(repeated(
-            &rec.request_hash,
-            &call.request_hash,
-            rec.response,
-        ));
+        return Ok(if rec.same_request(&call.request_hash, call.endpoint) {
+            Outcome::Replay(rec.response)
+        } else {
+            Outcome::KeyConflict
+        });
     }
     if let Some(ExistingRecord {
         response: Some(response),

@@ -297,4 +297,39 @@ async fn transport_and_input(app: TestApp) {
     );
 }
 
-both_backends!(error_rows, transport_and_input);
+/// A key names one request to one path: reused on another reservation's capture, or on a
+/// cancel after a capture, it is 409 and changes nothing (it was the first one's replay).
+async fn a_key_is_bound_to_its_path(app: TestApp) {
+    app.funded("u1", "DKK", "100.00").await;
+    let (a, b) = (uid("ra"), uid("rb"));
+    reserve_approved(&app, &a, "10.00", "DKK").await;
+    reserve_approved(&app, &b, "20.00", "DKK").await;
+    let key = uid("k-cap");
+    let first = app
+        .channel("POST", &capture_path(&a), b"{}", Some(&key))
+        .await;
+    assert_eq!(
+        first.json()["reservation"]["state"],
+        "CAPTURED",
+        "{}",
+        first.text()
+    );
+    for path in [capture_path(&b), cancel_path(&a)] {
+        let r = app.channel("POST", &path, b"{}", Some(&key)).await;
+        assert_eq!(error_code(&r, 409), "idempotency_key_reused", "{path}");
+    }
+    let held = app.channel("GET", &get_path(&b), b"", None).await.text();
+    assert!(held.contains(r#""state":"RESERVED""#), "{held}");
+    // 100.00 - 10.00 captured; 20.00 still held.
+    assert_eq!(
+        balances(&app, "DKK").await,
+        ("90.00".into(), "20.00".into(), "70.00".into())
+    );
+    // The first is still replayed.
+    let again = app
+        .channel("POST", &capture_path(&a), b"{}", Some(&key))
+        .await;
+    assert_eq!(again.body, first.body);
+}
+
+both_backends!(error_rows, transport_and_input, a_key_is_bound_to_its_path);

@@ -203,7 +203,7 @@ async fn serve(
         channel,
         idempotency_key: key,
         request_hash: hash,
-        endpoint: route.path(),
+        endpoint: req.path(),
         now_ms: store::now_ms(),
         commit_by: None,
         commit_started: None,
@@ -269,13 +269,16 @@ async fn serve(
         }
         ChannelRoute::Get => return get(state, channel, reservation_id).await,
     };
-    let claims = or_answer!(claim(state, route, channel, key, &hash).await);
+    let claims = or_answer!(claim(state, route, channel, req.path(), key, &hash).await);
     let r = channel_service::hold(state, op).await;
     finish(state, route, claims, hash, r).await
 }
 
-fn in_flight_key(channel: &str, key: &str) -> String {
-    format!("channel:{channel}:{key}")
+/// A key in flight, by channel and path: the same key sent to another path (another
+/// reservation's capture, a cancel after a capture) is another request, which the store
+/// refuses (409) rather than this gate answering it with the first one's replay.
+fn in_flight_key(channel: &str, path: &str, key: &str) -> String {
+    format!("channel:{channel}:{path}:{key}")
 }
 
 /// Claims the key for this request, or the answer for a duplicate (its replay, 409 for
@@ -284,10 +287,12 @@ async fn claim(
     state: &AppState,
     route: ChannelRoute,
     channel: &str,
+    path: &str,
     key: &str,
     hash: &[u8; 32],
 ) -> Result<signed::Claims, Answer> {
-    match signed::gate(state, route.path(), &in_flight_key(channel, key), hash).await {
+    let full = in_flight_key(channel, path, key);
+    match signed::gate(state, route.path(), &full, hash).await {
         signed::Gate::Proceed(c) => Ok(c),
         signed::Gate::Answered(a) => Err(a),
     }
@@ -415,7 +420,8 @@ async fn reserve(
         partial_capture_possible: b.partial_capture_possible.unwrap_or(true),
     };
     let hash = call.request_hash;
-    let claims = or_answer!(claim(state, route, call.channel, call.idempotency_key, &hash).await);
+    let (channel, path, key) = (call.channel, call.endpoint, call.idempotency_key);
+    let claims = or_answer!(claim(state, route, channel, path, key, &hash).await);
     match channel_service::reserve(state, call, &req, started).await {
         Ok(ChannelOutcome::Fresh { response, events }) => {
             count_events(state, &events);

@@ -246,7 +246,9 @@ async fn claim(
     body: &[u8],
 ) -> Result<([u8; 32], signed::Claims), Answer> {
     let hash = request_hash(body);
-    let full = format!("{}{key}", route.in_flight_prefix());
+    // By route: the same key sent to another route is another request, which the store
+    // refuses (409), not a duplicate this gate would answer with the first one's replay.
+    let full = format!("{}{}:{key}", route.in_flight_prefix(), route.path());
     match signed::gate(state, route.path(), &full, &hash).await {
         signed::Gate::Proceed(c) => Ok((hash, c)),
         signed::Gate::Answered(a) => Err(a),

@@ -108,7 +108,7 @@ where
     for (idx, req) in requests.iter().enumerate() {
         let t = &req.tx;
         if let Some(rec) = keys.get(req.idempotency_key) {
-            outcomes.push(if rec.request_hash[..] == req.request_hash[..] {
+            outcomes.push(if rec.same_request(req.request_hash, req.endpoint) {
                 Outcome::Replay(rec.response.clone())
             } else {
                 Outcome::KeyConflict
@@ -287,6 +287,7 @@ where
             req.idempotency_key.to_owned(),
             KeyRecord {
                 request_hash: req.request_hash.to_vec(),
+                endpoint: Some(req.endpoint.to_owned()),
                 response: response.clone(),
             },
         );

@@ -124,7 +124,18 @@ impl CardLookup<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyRecord {
     pub request_hash: Vec<u8>,
+    /// The route it was sent to (`None`: not read).
+    pub endpoint: Option<String>,
     pub response: StoredResponse,
+}
+
+impl KeyRecord {
+    /// Whether a request of `request_hash` to `endpoint` is the one recorded: a key is one
+    /// logical request, so the same body sent to another route under it is another (409).
+    pub fn same_request(&self, request_hash: &[u8], endpoint: &str) -> bool {
+        self.request_hash[..] == request_hash[..]
+            && self.endpoint.as_deref().is_none_or(|e| e == endpoint)
+    }
 }
 
 /// What a recorded request asked for: the fields a processor's retry of the same

@@ -209,6 +209,7 @@ fn a_finished_key_replays_its_answer_and_another_body_conflicts() {
         "k1".into(),
         KeyRecord {
             request_hash: b"h1".to_vec(),
+            endpoint: None,
             response: stored.clone(),
         },
     );
