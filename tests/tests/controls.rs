@@ -432,6 +432,16 @@ async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
         "INVALID_AMOUNT",
         "monthly spending limit of 500.00 ARS reached on the account",
     );
+    // A credit booked to another account that names this purchase gives nothing back.
+    app.funded("u2", "ARS", "10.00").await;
+    let elsewhere = Tx::new(&uid("ctx"), "REFUND", "u2", "50.00", "ARS").original(&first.id);
+    assert_eq!(app.send(ADJ_CREDIT, &elsewhere).await.status, 200);
+    let (_, answer) = purchase(&app, "u1", "250.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
     // A refund of part of it gives back that money, not the count.
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "50.00", "ARS").original(&first.id);
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
@@ -502,6 +512,33 @@ fn backtest(app: &TestApp, document: &Value, args: &[&str]) -> (i32, String, Str
         text(&out.stdout),
         text(&out.stderr),
     )
+}
+
+/// With controls that only count authorizations, a reversal gives the count back only when
+/// it reverses all that is left of the authorization's own amount, not any reversal at all.
+async fn a_partial_reversal_keeps_the_count(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    card(&app, "u1").await;
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"velocity_limits": [{"count": 1, "interval": "daily"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
+    assert_approved(&app.send(AUTH_DEBIT, &first).await.json());
+    let used_up = "daily limit of 1 authorization reached on the card";
+    let reverse = |amount: &str| {
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", amount, "ARS").original(&first.id)
+    };
+    assert_eq!(app.send(ADJ_CREDIT, &reverse("0.01")).await.status, 200);
+    let (_, answer) = purchase(&app, "u1", "1.00", unchanged).await;
+    assert_declined(&answer, "INVALID_AMOUNT", used_up);
+    // The rest of it: all of it is reversed, and the count comes back.
+    assert_eq!(app.send(ADJ_CREDIT, &reverse("99.99")).await.status, 200);
+    let (_, answer) = purchase(&app, "u1", "1.00", unchanged).await;
+    assert_approved(&answer);
 }
 
 async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(app: TestApp) {
@@ -664,5 +701,6 @@ both_backends!(
     velocity_limit_on_the_card_by_category,
     controls_and_the_legacy_rules_both_apply,
     reversals_refunds_and_rejections_give_the_room_back,
+    a_partial_reversal_keeps_the_count,
     backtest_replays_booked_traffic_against_stricter_and_looser_controls,
 );

@@ -215,7 +215,7 @@ async fn duplicates_across_instances_book_once() {
     let mut conn = redis_conn(&redis).await;
     for (i, (key, body)) in keys.iter().enumerate() {
         let stored: Option<Vec<u8>> = redis::cmd("GET")
-            .arg(format!("{}idem:answer:authorization:{key}", prefix))
+            .arg(format!("{prefix}idem:answer:authorization:{AUTH}:{key}"))
             .query_async(&mut conn)
             .await
             .expect("GET");
@@ -733,7 +733,7 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     let first = send_until_answered(&bases[..1], AUTH, &body, &key).await;
     let mut conn = redis_conn(&url).await;
     let cached: Option<Vec<u8>> = redis::cmd("GET")
-        .arg(format!("{}idem:answer:authorization:{key}", prefix))
+        .arg(format!("{prefix}idem:answer:authorization:{AUTH}:{key}"))
         .query_async(&mut conn)
         .await
         .expect("GET");

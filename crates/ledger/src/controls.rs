@@ -21,7 +21,7 @@ pub use category::{Categories, CategoryError, CategoryGroup, CategoryItem};
 pub use channel::{Channel, Channels};
 pub use counters::{
     Counter, CounterDelta, CounterKey, CounterSnapshot, Release, Released, decode_counters,
-    encode_counters, release,
+    encode_counters, release, release_of,
 };
 pub use country::Country;
 pub use evaluate::{

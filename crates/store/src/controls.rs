@@ -201,27 +201,49 @@ impl Store {
 /// Gives back the room authorization `transaction_id` took in its control counters (a
 /// reversal, a rejected verdict, a refund), in the transaction that books the message, and
 /// keeps on its record what was given back so that nothing is given twice. A counter that
-/// is gone has nothing to give back.
+/// is gone has nothing to give back. With `booked_to` (a credit's account: user and
+/// currency), only an authorization of that account gets room back: a credit booked
+/// elsewhere that names another account's purchase gives nothing.
 pub(crate) async fn release_controls(
     tx: &mut Tx,
     transaction_id: &str,
     give: GiveBack,
+    booked_to: Option<(&str, Currency)>,
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
     let sql = match tx {
         Tx::Pg(_) => {
-            "SELECT controls_counted FROM processor_transactions \
+            "SELECT controls_counted, user_id, currency, amount_minor FROM processor_transactions \
              WHERE kind = 'AUTHORIZATION' AND transaction_id = $1 FOR UPDATE"
         }
         Tx::Lite(_) => {
-            "SELECT controls_counted FROM processor_transactions \
+            "SELECT controls_counted, user_id, currency, amount_minor FROM processor_transactions \
              WHERE kind = 'AUTHORIZATION' AND transaction_id = $1"
         }
     };
-    let stored: Option<Option<String>> = run!(tx, c => {
-        sqlx::query_scalar(sql).bind(transaction_id).fetch_optional(c).await?
+    type Counted = (Option<String>, Option<String>, Option<String>, Option<i64>);
+    let stored: Option<Counted> = run!(tx, c => {
+        sqlx::query_as(sql).bind(transaction_id).fetch_optional(c).await?
     });
-    let Some((writes, text)) = stored.flatten().and_then(|s| release_counted(&s, give)) else {
+    let Some((counted, user, currency, authorized)) = stored else {
+        return Ok(());
+    };
+    let give = match give {
+        GiveBack::Credit {
+            amount, reversal, ..
+        } => GiveBack::Credit {
+            amount,
+            reversal,
+            authorized: authorized.map(i64::abs),
+        },
+        whole => whole,
+    };
+    if let Some((u, c)) = booked_to
+        && (user.as_deref() != Some(u) || currency.as_deref() != Some(c.code()))
+    {
+        return Ok(());
+    }
+    let Some((writes, text)) = counted.and_then(|s| release_counted(&s, give)) else {
         return Ok(());
     };
     let update = match tx {

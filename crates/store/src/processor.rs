@@ -768,18 +768,22 @@ where
     };
     let plan = plan_adjustment(terms, &facts, t);
     let movement_id = write_movement(tx, plan.movement, account.as_ref(), call.now_ms).await?;
-    // A credit against an authorization gives back the room it took in its controls.
-    if let (RequestKind::Credit, Some(original), Some(_), Some(amount)) = (
+    // A credit against an authorization of the account it is booked to gives back the
+    // room that authorization took in its controls.
+    if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to)) = (
         direction,
         t.original_transaction_id,
         movement_id,
         plan.amount_minor,
+        terms.account(t),
     ) {
         let give = ledger::plan::GiveBack::Credit {
             amount: amount.abs(),
             reversal: t.tx_type.starts_with("REVERSAL"),
+            // Read with the counters, under the record's lock.
+            authorized: None,
         };
-        crate::controls::release_controls(tx, original, give, call.now_ms).await?;
+        crate::controls::release_controls(tx, original, give, Some(booked_to), call.now_ms).await?;
     }
     let result = AdjustmentResult {
         flags: plan.flags,
@@ -870,7 +874,7 @@ where
     // The processor rejected what we approved: the room it took comes back.
     if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
         let give = ledger::plan::GiveBack::Whole;
-        crate::controls::release_controls(tx, t.transaction_id, give, n.now_ms).await?;
+        crate::controls::release_controls(tx, t.transaction_id, give, None, n.now_ms).await?;
     }
     if let (Some(verdict), Some(t)) = (n.verdict, n.transaction.as_ref()) {
         let set_verdict = (verdict, n.status_detail, movement_id);

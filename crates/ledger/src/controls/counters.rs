@@ -199,10 +199,22 @@ pub fn release(
     released: Released,
     what: Release,
 ) -> (Vec<CounterDelta>, Released) {
+    let taken = counted.iter().map(|d| d.amount).max().unwrap_or(0);
+    release_of(counted, released, what, taken)
+}
+
+/// [`release`] of an approval that took `taken` (its own amount: more than its counters
+/// took when they count no money, as a card's velocity limits): what was given back
+/// grows by what a credit gives back of it, so a reversal of all that is left is known.
+pub fn release_of(
+    counted: &[CounterDelta],
+    released: Released,
+    what: Release,
+    taken: i64,
+) -> (Vec<CounterDelta>, Released) {
     if released.whole {
         return (Vec::new(), released);
     }
-    let taken = counted.iter().map(|d| d.amount).max().unwrap_or(0);
     let room = (taken - released.amount).max(0);
     let (back, count, whole) = match what {
         Release::Whole => (room, true, true),

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
-    Release, Released, TimeZone, WindowKey, decode_counters, encode_counters, evaluate, release,
+    Release, Released, TimeZone, WindowKey, decode_counters, encode_counters, evaluate, release_of,
 };
 use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide_with};
 use crate::money::to_minor;
@@ -586,8 +586,13 @@ pub enum GiveBack {
     /// The processor rejected the transaction after our approval: all of it.
     Whole,
     /// A credit adjustment of `amount` minor units against it; `reversal` for a
-    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left.
-    Credit { amount: i64, reversal: bool },
+    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left
+    /// of `authorized` (the authorization's own amount, when its record has it).
+    Credit {
+        amount: i64,
+        reversal: bool,
+        authorized: Option<i64>,
+    },
 }
 
 /// The counter changes that give back room an approval took, from what its record kept
@@ -605,15 +610,25 @@ pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite
             count: w.count,
         })
         .collect();
-    let taken = counted.iter().map(|d| d.amount).max().unwrap_or(0);
+    // What the authorization took: its own amount. (Not what its counters took: a card
+    // whose controls only count authorizations took no money, and any reversal would
+    // then look like one of all that is left.)
+    let counted_money = counted.iter().map(|d| d.amount).max().unwrap_or(0);
+    let taken = match give {
+        GiveBack::Credit {
+            authorized: Some(a),
+            ..
+        } => counted_money.max(a),
+        _ => counted_money,
+    };
     let what = match give {
         GiveBack::Whole => Release::Whole,
-        GiveBack::Credit { amount, reversal } if reversal && amount >= taken - released.amount => {
-            Release::Whole
-        }
+        GiveBack::Credit {
+            amount, reversal, ..
+        } if reversal && amount >= taken - released.amount => Release::Whole,
         GiveBack::Credit { amount, .. } => Release::Amount(amount),
     };
-    let (deltas, now) = release(&counted, released, what);
+    let (deltas, now) = release_of(&counted, released, what, taken);
     let writes = deltas
         .into_iter()
         .filter_map(|d| {
