@@ -199,6 +199,42 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert_eq!(app.available("u1", "ARS").await, "-30.00");
 }
 
+/// An approved verdict whose type we do not know tells no direction: it books in the one our
+/// authorization was asked for (its route), rather than leaving settled money unbooked.
+async fn approved_advice_of_an_unknown_type_books_in_the_asked_direction(app: TestApp) {
+    app.funded("u1", "ARS", "50.00").await;
+    let tx = Tx::new(&uid("ctx"), "PURCHASE_QR", "u1", "80.00", "ARS");
+    let r = app.send(AUTH_DEBIT, &tx).await.json();
+    assert_eq!(r["status"], "REJECTED", "{r}");
+    let key = uid("adv");
+    let r = app
+        .processor(NOTIFY, &tx.approved_advice(&key), &key)
+        .await
+        .json();
+    assert_eq!(r["effect"], "FORCED", "{r}");
+    assert_eq!(app.available("u1", "ARS").await, "-30.00");
+    // Before any authorization, such a verdict can book nothing (no direction): it waits
+    // for a person, and the late authorization is not answered APPROVED for money that
+    // was never booked.
+    let late = Tx::new(&uid("ctx"), "PURCHASE_QR", "u1", "5.00", "ARS");
+    let key = uid("adv");
+    let r = app
+        .processor(NOTIFY, &late.approved_advice(&key), &key)
+        .await
+        .json();
+    assert_eq!(r["effect"], "REVIEW", "{r}");
+    let r = app.send(AUTH_DEBIT, &late).await.json();
+    assert_eq!(r["status"], "REJECTED", "{r}");
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("waits for review"),
+        "{r}"
+    );
+    assert_eq!(app.available("u1", "ARS").await, "-30.00");
+}
+
 async fn verdict_before_authorization(app: TestApp) {
     app.funded("u1", "ARS", "100.00").await;
     // The processor timed us out and said so before our late authorization arrived.
@@ -572,6 +608,7 @@ both_backends!(
     insufficient_funds,
     balance_inquiry,
     rejected_advice_reverses_once,
+    approved_advice_of_an_unknown_type_books_in_the_asked_direction,
     approved_advice_books_a_rejected_purchase,
     verdict_before_authorization,
     card_rules_are_cached,

@@ -132,6 +132,10 @@ pub enum Decline {
     /// The processor already told us, through a notification, that this transaction
     /// was rejected on its side: a late authorization must not book it.
     RejectedByProcessor,
+    /// The processor's approval came first and booked nothing (no amount, or a type whose
+    /// direction we could not tell): it waits for a person, and a late authorization is not
+    /// answered APPROVED for money that is not booked.
+    VerdictBookedNothing,
     /// A spending control declined (merchant controls: invalid merchant; limits: invalid
     /// amount). The words naming the control are the evaluation's.
     Control(DeclineClass),
@@ -165,7 +169,8 @@ impl Decline {
             | Decline::AccountNotFound
             | Decline::CardNotActive(_)
             | Decline::CardOfAnotherUser
-            | Decline::RejectedByProcessor => DeclineClass::Other,
+            | Decline::RejectedByProcessor
+            | Decline::VerdictBookedNothing => DeclineClass::Other,
             Decline::MerchantBlocked | Decline::MerchantCategoryUnreadable => {
                 DeclineClass::InvalidMerchant
             }
@@ -197,6 +202,9 @@ impl Decline {
             Decline::AboveDailyLimit => "Amount above daily limit",
             Decline::InsufficientFunds => "Insufficient funds",
             Decline::RejectedByProcessor => "Already rejected by the processor",
+            Decline::VerdictBookedNothing => {
+                "The processor's approval came first and was not booked: it waits for review"
+            }
             Decline::Control(_) => "Declined by a spending control",
         }
     }

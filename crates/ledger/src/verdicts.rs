@@ -372,6 +372,9 @@ pub struct RecordedAuthorization<'a> {
     pub movement_id: Option<i64>,
     /// A verdict recorded before.
     pub verdict: Option<&'a str>,
+    /// The direction our authorization was asked for (its route), when one was recorded: an
+    /// APPROVED verdict whose type tells none (a type we do not know) books in it.
+    pub direction: Option<RequestKind>,
 }
 
 impl RecordedAuthorization<'_> {
@@ -525,6 +528,12 @@ impl<'a> NotificationAsk<'a> {
         }
     }
 
+    /// The direction a forced booking takes: the verdict's type's, else the one our
+    /// authorization was asked for (a type we do not know tells none).
+    fn forced_direction(&self, record: Option<&RecordedAuthorization<'_>>) -> Option<RequestKind> {
+        self.direction.or(record.and_then(|r| r.direction))
+    }
+
     /// The cardholder account (user, currency) to read and lock for a forced booking,
     /// given the record read.
     pub fn account_to_read(
@@ -535,7 +544,7 @@ impl<'a> NotificationAsk<'a> {
         if !matches!(path(self.verdict?, record), Path::Force) {
             return None;
         }
-        let signed = forced_amount(&t, self.direction, &mut Flags::default());
+        let signed = forced_amount(&t, self.forced_direction(record), &mut Flags::default());
         let currency = currency_of(&t).filter(Currency::is_listed)?;
         (signed.is_some_and(|a| a != 0)).then_some((t.user_id?, currency))
     }
@@ -619,7 +628,8 @@ pub fn plan_notification<'a>(
         ),
         Path::Force => {
             flags.add(Flags::FORCED_BY_PROCESSOR);
-            let signed = forced_amount(&t, ask.direction, &mut flags);
+            let direction = ask.forced_direction(facts.record.as_ref());
+            let signed = forced_amount(&t, direction, &mut flags);
             let mut movement = None;
             if let (Some(amount), Some(currency), Some(ids)) =
                 (signed.filter(|a| *a != 0), currency_of(&t), facts.system)
@@ -860,6 +870,7 @@ mod tests {
             status,
             movement_id,
             verdict,
+            direction: None,
         })
     }
 
@@ -956,6 +967,9 @@ mod tests {
             // An approval of what we declined is forced onto the account.
             (Approved, "10", debit, Some("u1"), record(Some("REJECTED"), None, None), None, Some(300), Forced, &["FORCED_BY_PROCESSOR", "NEGATIVE_BALANCE"], Some((-1000, HOLDER)), SetVerdict),
             (Approved, "10", Some(RequestKind::Credit), Some("u1"), record(Some("REJECTED"), None, None), None, Some(300), Forced, &["FORCED_BY_PROCESSOR"], Some((1000, HOLDER)), SetVerdict),
+            // ... in the direction our authorization was asked for when the verdict's type
+            // tells none (a type we do not know).
+            (Approved, "10", None, Some("u1"), Some(RecordedAuthorization { direction: debit, ..record(Some("REJECTED"), None, None).unwrap() }), None, Some(300), Forced, &["FORCED_BY_PROCESSOR", "NEGATIVE_BALANCE"], Some((-1000, HOLDER)), SetVerdict),
             // ... and an approval before its authorization too, recording the amount.
             (Approved, "10", debit, Some("u1"), None, None, Some(5000), Forced, &["FORCED_BY_PROCESSOR"], Some((-1000, HOLDER)), Insert { amount_minor: Some(-1000) }),
             // No account (an unknown user, or none named): suspense.

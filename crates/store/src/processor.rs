@@ -594,6 +594,11 @@ impl ExistingRecord {
             status: self.status.as_deref(),
             movement_id: self.movement_id,
             verdict: self.verdict.as_deref(),
+            direction: match self.asked.direction.as_deref() {
+                Some("DEBIT") => Some(RequestKind::Debit),
+                Some("CREDIT") => Some(RequestKind::Credit),
+                _ => None,
+            },
         }
     }
 }

@@ -129,15 +129,17 @@ where
                 (Outcome::Replay(response.clone()), response.clone())
             }
             Some(verdict_first) => {
-                // First seen through the processor's verdict: that verdict stands.
-                let decision = if verdict_first.verdict.as_deref() == Some("APPROVED") {
-                    Decision::Approved {
-                        amount: verdict_first.amount_minor.unwrap_or(0),
+                // First seen through the processor's verdict: that verdict stands. An approval
+                // that booked nothing (it waits for a person) is not answered APPROVED.
+                let approved = verdict_first.verdict.as_deref() == Some("APPROVED");
+                let decision = match (approved, verdict_first.amount_minor) {
+                    (true, Some(amount)) => Decision::Approved {
+                        amount,
                         balance_after: 0,
                         daily_spent_after: 0,
-                    }
-                } else {
-                    Decision::Declined(Decline::RejectedByProcessor)
+                    },
+                    (true, None) => Decision::Declined(Decline::VerdictBookedNothing),
+                    (false, _) => Decision::Declined(Decline::RejectedByProcessor),
                 };
                 let result = AuthorizationResult {
                     decision,
