@@ -313,4 +313,81 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     );
 }
 
-both_backends!(every_break_class, a_clean_day_and_the_single_instance_lock);
+/// Clearing comes over days: the day's presentments name authorizations booked the day
+/// before, which that day's transactions file and ledger window do not hold. They are
+/// matched against the ledger whenever booked (with the adjustments that name them), not
+/// reported as presentments without an authorization.
+async fn presentments_of_earlier_days(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let p = uid("e");
+    let id = |s: &str| format!("{p}-{s}");
+    for (name, amount) in [("a", "100.00"), ("b", "50.00"), ("d", "30.00")] {
+        approve(&app, &id(name), amount).await;
+    }
+    let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("b"));
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    // Booked yesterday.
+    let mut db = DirectConn::open(&app).await;
+    db.execute(&format!(
+        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
+         WHERE transaction_id LIKE '{p}-%'"
+    ))
+    .await;
+
+    let date = recon::today();
+    let d = date.format("%Y%m%d");
+    let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    std::fs::write(
+        files.path().join(format!("transactions_{d}.csv")),
+        TX_HEADER,
+    )
+    .unwrap();
+    let presentments = [
+        "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
+        // As authorized; as authorized less its refund; more than authorized; unknown.
+        format!("{},DEBIT,100.00,ARS,crd-u1,2024-01-01", id("a")),
+        format!("{},DEBIT,40.00,ARS,crd-u1,2024-01-01", id("b")),
+        format!("{},DEBIT,35.00,ARS,crd-u1,2024-01-01", id("d")),
+        format!("{},DEBIT,15.00,ARS,crd-u1,2024-01-01", id("z")),
+    ]
+    .join("\n");
+    std::fs::write(
+        files.path().join(format!("presentments_{d}.csv")),
+        presentments,
+    )
+    .unwrap();
+    let s = recon::settings(&app, reports.path());
+    let outcome = run(&s, &app.store, &recon::from_dir(&date, files.path()))
+        .await
+        .expect("reconciliation runs");
+    assert!(
+        matches!(outcome, Outcome::Done { breaks: 2, .. }),
+        "{outcome:?}"
+    );
+    let ds = date.to_string();
+    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
+    let got: Vec<(&str, &str)> = breaks
+        .iter()
+        .map(|b| (b.class.as_str(), b.transaction_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("presentment_without_authorization", id("z").as_str()),
+            ("presentment_amount_differs", id("d").as_str()),
+        ]
+    );
+    let differs = &breaks[1];
+    assert_eq!(
+        (differs.ledger_amount_minor, differs.file_amount_minor),
+        (Some(-3_000), Some(-3_500))
+    );
+    let run_rec = app.store.run(&ds).await.unwrap().unwrap();
+    assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
+}
+
+both_backends!(
+    every_break_class,
+    a_clean_day_and_the_single_instance_lock,
+    presentments_of_earlier_days
+);

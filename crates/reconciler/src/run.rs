@@ -8,7 +8,9 @@ use crate::schedule::{day_window_ms, parse_offset};
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
-use ledger::reconcile::{Break, MatchConfig, Matcher, Report};
+use ledger::reconcile::{
+    Break, BreakClass, EntryKind, MatchConfig, Matcher, Presentment, Report, sort_breaks,
+};
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -369,10 +371,12 @@ pub async fn reconcile(
     let ledger_written = ledger_spill.finish()?;
 
     let c = counters.clone();
+    let second = config.clone();
     let report =
         tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
             .await
             .context("matching task failed")??;
+    let report = earlier_authorizations(store, second, report).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -481,6 +485,71 @@ fn match_part(
     }
     counters.matched.fetch_add(n % 4096, Ordering::Relaxed);
     Ok(m.finish())
+}
+
+/// Presentments of authorizations booked on earlier days. Clearing comes over days, and
+/// the day's ledger does not hold those authorizations, so the partitions report their
+/// presentments as `presentment_without_authorization`. Their ids are looked up in the
+/// whole ledger (with the adjustments that name them), and those presentments are matched
+/// again against what is there: a presentment of an earlier authorization is matched, or
+/// differs from what it should be. Only what the presentments come to is kept: the
+/// earlier entries were reconciled on their own days.
+async fn earlier_authorizations(
+    store: &Store,
+    config: MatchConfig,
+    mut report: Report,
+) -> anyhow::Result<Report> {
+    let unknown: Vec<String> = report
+        .breaks
+        .iter()
+        .filter(|b| b.class == BreakClass::PresentmentWithoutAuthorization)
+        .map(|b| b.transaction_id.clone())
+        .collect();
+    if unknown.is_empty() {
+        return Ok(report);
+    }
+    let entries = store.ledger_entries_of(&unknown).await?;
+    let found: std::collections::HashSet<String> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Authorization)
+        .map(|e| e.transaction_id.to_string())
+        .collect();
+    if found.is_empty() {
+        return Ok(report);
+    }
+    let mut m = Matcher::new(config);
+    for e in entries {
+        m.add_ledger(e);
+    }
+    let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
+        .into_iter()
+        .partition(|b| {
+            b.class == BreakClass::PresentmentWithoutAuthorization
+                && found.contains(&b.transaction_id)
+                && b.currency.is_some()
+                && b.file_amount_minor.is_some()
+        });
+    report.breaks = kept;
+    for b in again {
+        if let (Some(currency), Some(amount_minor)) = (b.currency, b.file_amount_minor) {
+            m.presentment(Presentment {
+                line: b.line.unwrap_or(0),
+                transaction_id: b.transaction_id,
+                currency,
+                amount_minor,
+            });
+        }
+    }
+    let second = m.finish();
+    report.presentments_matched += second.presentments_matched;
+    report.breaks.extend(
+        second
+            .breaks
+            .into_iter()
+            .filter(|b| b.file == Some("presentments")),
+    );
+    sort_breaks(&mut report.breaks);
+    Ok(report)
 }
 
 fn break_record(seq: i64, b: &Break) -> BreakRecord {

@@ -94,13 +94,45 @@ const RUN_COLUMNS: &str = "SELECT business_date, status, started_at_ms, finished
 
 /// Whether a booked processor transaction's money stands, as the ledger sees it now:
 /// a forced booking stands, a reversed one does not, an adjustment stands once booked.
-const LEDGER_SIDE: &str = "SELECT kind, transaction_id, currency, amount_minor, original_transaction_id, \
+macro_rules! ledger_side {
+    ($where:literal) => {
+        concat!(
+            "SELECT kind, transaction_id, currency, amount_minor, original_transaction_id, \
     created_at_ms, CASE \
       WHEN verdict = 'APPROVED' AND verdict_movement_id IS NOT NULL THEN 1 \
       WHEN verdict = 'REJECTED' AND verdict_movement_id IS NOT NULL THEN 0 \
       WHEN kind = 'ADJUSTMENT' THEN CASE WHEN movement_id IS NOT NULL OR amount_minor = 0 THEN 1 ELSE 0 END \
       WHEN status = 'APPROVED' THEN 1 ELSE 0 END AS effective \
-    FROM processor_transactions WHERE created_at_ms >= $1 AND created_at_ms < $2 AND currency IS NOT NULL";
+    FROM processor_transactions WHERE currency IS NOT NULL AND ",
+            $where
+        )
+    };
+}
+const LEDGER_SIDE: &str = ledger_side!("created_at_ms >= $1 AND created_at_ms < $2");
+
+/// A row of [`ledger_side!`] in `currency` as the matcher takes it (by position).
+macro_rules! ledger_entry {
+    ($r:expr, $currency:expr) => {{
+        let r = &$r;
+        let kind: &str = r.try_get(0)?;
+        let effective: i32 = r.try_get(6)?;
+        let tx_id: &str = r.try_get(1)?;
+        let original: Option<&str> = r.try_get(4)?;
+        LedgerEntry {
+            transaction_id: Box::from(tx_id),
+            kind: if kind == "ADJUSTMENT" {
+                EntryKind::Adjustment
+            } else {
+                EntryKind::Authorization
+            },
+            effective: effective == 1,
+            currency: $currency,
+            amount_minor: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
+            original_transaction_id: original.map(Box::from),
+            booked_at_ms: r.try_get(5)?,
+        }
+    }};
+}
 
 impl Store {
     /// Records a fetched file; an identical one already imported is reported as such.
@@ -192,23 +224,41 @@ impl Store {
                         cur
                     }
                 };
-                let kind: &str = r.try_get(0)?;
-                let effective: i32 = r.try_get(6)?;
-                let tx_id: &str = r.try_get(1)?;
-                let original: Option<&str> = r.try_get(4)?;
-                each(LedgerEntry {
-                    transaction_id: Box::from(tx_id),
-                    kind: if kind == "ADJUSTMENT" { EntryKind::Adjustment } else { EntryKind::Authorization },
-                    effective: effective == 1,
-                    currency,
-                    amount_minor: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
-                    original_transaction_id: original.map(Box::from),
-                    booked_at_ms: r.try_get(5)?,
-                });
+                each(ledger_entry!(r, currency));
                 n += 1;
             }
         });
         Ok(n)
+    }
+
+    /// The authorizations `ids` and the adjustments that name them, whenever booked: what
+    /// a day's presentments of earlier days' authorizations are matched against (clearing
+    /// comes over days).
+    pub async fn ledger_entries_of(&self, ids: &[String]) -> Result<Vec<LedgerEntry>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = (1..=chunk.len())
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "{} ((kind = 'AUTHORIZATION' AND transaction_id IN ({list})) \
+                 OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list})))",
+                ledger_side!("")
+            );
+            run_pool!(&self.db, p => {
+                let mut q = sqlx::query(&sql);
+                for id in chunk {
+                    q = q.bind(id);
+                }
+                for r in q.fetch_all(p).await? {
+                    let code: &str = r.try_get(2)?;
+                    let Ok(currency) = Currency::parse_any(code) else { continue };
+                    out.push(ledger_entry!(r, currency));
+                }
+            });
+        }
+        Ok(out)
     }
 
     /// Replaces the run of `run.business_date` and its breaks in one transaction: a
