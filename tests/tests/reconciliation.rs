@@ -386,8 +386,50 @@ async fn presentments_of_earlier_days(app: TestApp) {
     assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
 }
 
+/// A run that failed after its files were recorded leaves the date's last run standing,
+/// but not as the answer to those files: the next run with them runs again. And the files
+/// of an older run, delivered again, make that run again.
+async fn a_failed_run_is_run_again(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let id = uid("again");
+    approve(&app, &id, "10.00").await;
+    let date = recon::today();
+    let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let file = |amount: &str| {
+        let row = tx_row(&id, "AUTHORIZATION", "APPROVED", "DEBIT", amount, "ARS", "");
+        recon::write_transactions(files.path(), &date, &format!("{TX_HEADER}\n{row}"));
+    };
+    let s = recon::settings(&app, reports.path());
+    let opts = recon::from_dir(&date, files.path());
+    let breaks = |o: &Outcome| match o {
+        Outcome::Done { breaks, .. } => Some(*breaks),
+        _ => None,
+    };
+    file("10.00");
+    assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(0));
+    // A corrected file, and a presentments file the mapping cannot read: the run fails
+    // after recording both.
+    file("11.00");
+    let presentments = files
+        .path()
+        .join(format!("presentments_{}.csv", date.format("%Y%m%d")));
+    std::fs::write(&presentments, "no,such,columns\n1,2,3").unwrap();
+    assert!(run(&s, &app.store, &opts).await.is_err());
+    std::fs::remove_file(&presentments).unwrap();
+    // The same transactions file again: its run is made, not the old one kept.
+    assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(1));
+    assert!(matches!(
+        run(&s, &app.store, &opts).await.unwrap(),
+        Outcome::Unchanged
+    ));
+    // The first file delivered again: its run again.
+    file("10.00");
+    assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(0));
+}
+
 both_backends!(
     every_break_class,
     a_clean_day_and_the_single_instance_lock,
-    presentments_of_earlier_days
+    presentments_of_earlier_days,
+    a_failed_run_is_run_again
 );

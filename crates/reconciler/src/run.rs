@@ -552,6 +552,33 @@ async fn earlier_authorizations(
     Ok(report)
 }
 
+/// Whether a run's summary names exactly `inputs` (by name and SHA-256).
+fn made_from(summary: &str, inputs: &[Input]) -> bool {
+    let hex = |sha: &[u8; 32]| sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let mut now: Vec<(String, String)> = inputs
+        .iter()
+        .map(|i| (i.name.clone(), hex(&i.sha256)))
+        .collect();
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(summary) else {
+        return false;
+    };
+    let Some(files) = v["files"].as_array() else {
+        return false;
+    };
+    let mut then: Vec<(String, String)> = files
+        .iter()
+        .filter_map(|f| {
+            Some((
+                f["name"].as_str()?.to_owned(),
+                f["sha256"].as_str()?.to_owned(),
+            ))
+        })
+        .collect();
+    now.sort();
+    then.sort();
+    now == then
+}
+
 fn break_record(seq: i64, b: &Break) -> BreakRecord {
     BreakRecord {
         seq,
@@ -614,7 +641,16 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             }
             input.status = Some(status);
         }
-        if !changed && !opts.force && store.run(&date_str).await?.is_some() {
+        // Unchanged only when the date's run was made from exactly these files: a run that
+        // failed after recording new files, or files of an older run delivered again, run
+        // again.
+        if !opts.force
+            && let Some(last) = store.run(&date_str).await?
+            && made_from(&last.summary, &inputs)
+        {
+            if changed {
+                tracing::info!(business_date = %date_str, "the date's run was made from these files");
+            }
             return Ok(Outcome::Unchanged);
         }
         let r = reconcile(s, store, &opts.date, &inputs).await?;

@@ -21,7 +21,7 @@ use crate::{Flags, Store, StoreError, Tx, run};
 use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
 use ledger::plan::{
     AuthorizationRequest, AuthorizationResult, CardTransaction, Outcome, RecordWrite, Snapshot,
-    Writes, counter_windows, direction_str, owner_kind, plan_authorizations,
+    Writes, direction_str, owner_kind, plan_authorizations,
 };
 use ledger::{Currency, RequestKind, SystemAccount};
 use sqlx::Row;
@@ -86,21 +86,19 @@ pub(crate) fn counters_to_read(
     tz: &TimeZone,
 ) -> (Vec<&'static str>, Vec<String>, Vec<String>) {
     let mut owners: Vec<(&'static str, String)> = Vec::new();
-    let mut windows: Vec<String> = Vec::new();
-    let mut days = HashSet::new();
     for i in items {
         if let Some(card) = i.tx.card_id {
             owners.push((owner_kind(Owner::Card), card.to_owned()));
         }
-        // Windows are whole local days at least: one conversion per hour is plenty.
-        if days.insert(i.call.now_ms.div_euclid(3_600_000)) {
-            windows.extend(counter_windows(i.call.now_ms, tz));
-        }
     }
     owners.sort_unstable();
     owners.dedup();
+    let mut windows: Vec<String> =
+        ledger::plan::windows_of(items.iter().map(|i| i.call.now_ms), tz)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     windows.sort_unstable();
-    windows.dedup();
     let (kinds, ids) = owners.into_iter().unzip();
     (kinds, ids, windows)
 }

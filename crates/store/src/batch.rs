@@ -327,11 +327,14 @@ impl Store {
             Err(BatchError::Sql(e)) if is_lost_race(&e) => {
                 // Nothing was written: the requesters may give up at their deadline again
                 // while the batch waits for its locks.
-                for gate in items.iter().filter_map(|i| i.call.commit_started) {
-                    gate.reopen();
-                }
+                reopen_gates(items);
             }
-            Err(BatchError::Sql(e)) if is_unique_violation(&e) => return Ok(Attempt::Fallback),
+            Err(BatchError::Sql(e)) if is_unique_violation(&e) => {
+                // Nothing was written: each item goes alone, and its requester may give up
+                // at its deadline again meanwhile.
+                reopen_gates(items);
+                return Ok(Attempt::Fallback);
+            }
             Err(e) => return Err(e.into()),
         }
         drop(conn);
@@ -370,6 +373,13 @@ impl Store {
             Err(BatchError::Sql(e)) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+/// Nothing of the batch was written: its requesters may give up at their deadlines again.
+fn reopen_gates(items: &[BatchItem<'_>]) {
+    for gate in items.iter().filter_map(|i| i.call.commit_started) {
+        gate.reopen();
     }
 }
 

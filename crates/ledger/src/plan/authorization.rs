@@ -15,7 +15,7 @@
 use super::{
     Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
     Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
-    StoredResponse, Writes, account_owner, day_of, explanation, window_keys,
+    StoredResponse, Writes, account_owner, day_of, explanation, windows_of,
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
@@ -367,15 +367,8 @@ fn account_counters(
             .then(|| account_owner(user, *currency))
             .filter(|owner| changed.iter().any(|w| w.owner_id == *owner));
         let text = if let Some(owner) = owner {
-            let windows = windows.get_or_insert_with(|| {
-                let mut hours = HashSet::new();
-                requests
-                    .iter()
-                    // Windows are whole local days at least: one per hour is plenty.
-                    .filter(|r| hours.insert(r.now_ms.div_euclid(3_600_000)))
-                    .flat_map(|r| window_keys(r.now_ms, tz))
-                    .collect()
-            });
+            let windows =
+                windows.get_or_insert_with(|| windows_of(requests.iter().map(|r| r.now_ms), tz));
             let kept = counters
                 .get(&(Owner::Account, owner))
                 .into_iter()

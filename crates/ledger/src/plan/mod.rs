@@ -29,7 +29,7 @@ use crate::{CardState, CardStatus, Currency, MccSet, RequestKind};
 use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use rust_decimal::Decimal;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// A response kept for byte-exact replay.
@@ -331,6 +331,20 @@ pub fn owner_kind(owner: Owner) -> &'static str {
 /// store reads them with the rest of the snapshot without reading the controls first.
 pub fn counter_windows(now_ms: i64, tz: &TimeZone) -> Vec<String> {
     window_keys(now_ms, tz).map(|k| k.to_string()).collect()
+}
+
+/// The window keys of every instant of `times` in `tz`, each converted once per quarter
+/// hour of UTC: every time zone's offset is a whole number of quarter hours, so a local day
+/// starts on a quarter hour of UTC and the instants of one quarter hour share their
+/// windows. (Once an hour missed the new day of a request past a half-hour zone's
+/// midnight, as in India, when an earlier one of the batch fell in the same UTC hour.)
+pub fn windows_of(times: impl IntoIterator<Item = i64>, tz: &TimeZone) -> HashSet<WindowKey> {
+    let mut slots = HashSet::new();
+    times
+        .into_iter()
+        .filter(|t| slots.insert(t.div_euclid(900_000)))
+        .flat_map(|t| window_keys(t, tz))
+        .collect()
 }
 
 /// [`counter_windows`], as keys.

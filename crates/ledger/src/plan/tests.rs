@@ -684,3 +684,25 @@ fn a_credit_raises_the_balance_and_leaves_the_daily_counter() {
     assert_eq!(p.writes.postings[0].amount, 250);
     assert_eq!(p.writes.postings[1].amount, -250);
 }
+
+#[test]
+fn a_batch_across_a_half_hour_zones_midnight_reads_both_days() {
+    let india = crate::controls::time_zone("IST-5:30", None).expect("a POSIX rule");
+    // 2026-12-03 18:29:59Z is 23:59:59 in India; two seconds later it is the 4th there,
+    // in the same UTC hour.
+    let before = 1_796_322_599_000;
+    let daily = |times: &[i64]| {
+        let mut d: Vec<String> = windows_of(times.iter().copied(), &india)
+            .iter()
+            .filter(|k| k.interval() == Interval::Daily)
+            .map(ToString::to_string)
+            .collect();
+        d.sort();
+        d
+    };
+    assert_eq!(
+        daily(&[before, before + 2_000]),
+        ["daily:2026-12-03", "daily:2026-12-04"]
+    );
+    assert_eq!(daily(&[before + 2_000]), ["daily:2026-12-04"]);
+}
