@@ -407,6 +407,23 @@ async fn a_failed_run_is_run_again(app: TestApp) {
     };
     file("10.00");
     assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(0));
+    // The same file again under another name is one file: no row is its own duplicate.
+    let copy = files
+        .path()
+        .join(format!("transactions_{}_r1.csv", date.format("%Y%m%d")));
+    let original = files
+        .path()
+        .join(format!("transactions_{}.csv", date.format("%Y%m%d")));
+    std::fs::copy(&original, &copy).unwrap();
+    let forced = RunOptions {
+        force: true,
+        ..recon::from_dir(&date, files.path())
+    };
+    assert_eq!(
+        breaks(&run(&s, &app.store, &forced).await.unwrap()),
+        Some(0)
+    );
+    std::fs::remove_file(&copy).unwrap();
     // A corrected file, and a presentments file the mapping cannot read: the run fails
     // after recording both.
     file("11.00");

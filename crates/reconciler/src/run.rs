@@ -189,6 +189,17 @@ pub async fn collect(
         });
     }
     inputs.sort_by(|a, b| (a.role as u8, &a.name).cmp(&(b.role as u8, &b.name)));
+    // The same bytes under another name (`transactions_20260315_r1.csv` beside
+    // `transactions_20260315.csv`) are one file delivered twice: read twice, every row
+    // would be its own duplicate.
+    let mut seen = std::collections::HashSet::new();
+    inputs.retain(|i| {
+        let first = seen.insert((i.role as u8, i.sha256));
+        if !first {
+            tracing::warn!(file = %i.name, "the same content as another file of the date: left out");
+        }
+        first
+    });
     Ok(inputs)
 }
 
