@@ -267,7 +267,41 @@ async fn a_request_alone_books_once_and_replays(app: TestApp) {
     assert_eq!(app.available(&user, "ARS").await, "1.00");
 }
 
+/// One item past its deadline cannot commit, and the batch rolls back: that item is
+/// answered "nothing booked" and the others go again as one, booked. (They all failed with
+/// it before.)
+async fn a_late_item_fails_alone(app: TestApp) {
+    let user = uid("u");
+    app.funded(&user, "ARS", "10.00").await;
+    let asked: Vec<Asked> = (1..=3)
+        .map(|h| Asked {
+            key: uid("k"),
+            hash: h,
+            tid: uid("t"),
+            amount: "1.00",
+        })
+        .collect();
+    let mut batch = items(&user, &asked, crate_now());
+    let past = std::time::Instant::now()
+        .checked_sub(std::time::Duration::from_secs(1))
+        .expect("a second ago");
+    batch[1].call.commit_by = Some(past);
+    let out = app.store.authorize_batch(&batch, render).await;
+    assert!(
+        matches!(&out[1], Err(store::StoreError::Timeout(m)) if m.contains("deadline")),
+        "{:?}",
+        out[1]
+    );
+    for i in [0, 2] {
+        let (kind, body) = answer(out[i].as_ref().expect("booked"));
+        assert_eq!(kind, "fresh");
+        assert!(String::from_utf8_lossy(&body).starts_with("Approved"));
+    }
+    assert_eq!(app.available(&user, "ARS").await, "8.00");
+}
+
 both_backends!(
+    a_late_item_fails_alone,
     a_batch_sees_what_its_earlier_requests_left,
     two_accounts_in_one_batch_move_independently,
     a_request_alone_books_once_and_replays

@@ -20,7 +20,7 @@ use crate::authorize::{
 };
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::outbox::{Handed, OutboxRows, Subscribers};
-use crate::processor::{Asked, LockedAccount, direction_str};
+use crate::processor::{Asked, CommitGate, LockedAccount, direction_str};
 use crate::processor::{
     AuthorizationResult, CardTransaction, KIND_AUTHORIZATION, Outcome, ProcessorCall,
     SCOPE_AUTHORIZATION, Step as ItemStep,
@@ -227,8 +227,8 @@ impl Store {
     /// committed early must not wait for the others (whose locks may take long) before its
     /// requester hears of it: it is past its commit point and waits for exactly this.
     /// Every card the batch read for items whose card was not known beforehand goes to
-    /// `card_read(card_id, record)` (`None`: no such card) before any result: what a cache
-    /// of card rules may keep.
+    /// `card_read(card_id, record)` (`None`: no such card) before any result of that
+    /// attempt: what a cache of card rules may keep.
     pub async fn authorize_batch_each<R>(
         &self,
         items: &[BatchItem<'_>],
@@ -241,40 +241,71 @@ impl Store {
         if items.is_empty() {
             return;
         }
-        let mut cards = Vec::new();
-        let attempt = self.try_batch(items, &render, &mut cards).await;
-        for (id, record) in cards {
-            card_read(id, record);
-        }
-        match attempt {
-            Ok(Attempt::Done(outcomes)) => {
-                for (i, o) in outcomes.into_iter().enumerate() {
-                    done(i, Ok(o));
+        // The items still to write together: when the batch could not commit because some
+        // could no longer (past their deadline, or their requester gave up), those are
+        // answered and the rest go again as one, so that one late request never fails its
+        // neighbours.
+        let mut live: Vec<usize> = (0..items.len()).collect();
+        loop {
+            let batch: Vec<BatchItem<'_>> = live.iter().map(|&i| items[i]).collect();
+            let mut cards = Vec::new();
+            let attempt = self.try_batch(&batch, &render, &mut cards).await;
+            for (id, record) in cards {
+                card_read(id, record);
+            }
+            match attempt {
+                Ok(Attempt::Done(outcomes)) => {
+                    for (j, o) in outcomes.into_iter().enumerate() {
+                        done(live[j], Ok(o));
+                    }
+                }
+                // A lost race: every item runs alone, so none fails another.
+                Ok(Attempt::Fallback) => {
+                    for &i in &live {
+                        let item = &items[i];
+                        let r = self
+                            .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
+                            .await;
+                        done(i, r);
+                    }
+                }
+                // Nothing was committed (a timeout never commits).
+                Err(e @ StoreError::Timeout(_)) => {
+                    let (late, rest): (Vec<usize>, Vec<usize>) =
+                        live.iter().partition(|&&i| cannot_commit(&items[i]));
+                    if late.is_empty() || rest.is_empty() {
+                        for &i in &live {
+                            done(i, Err(StoreError::Timeout(format!("batch failed: {e}"))));
+                        }
+                        return;
+                    }
+                    for i in late {
+                        done(i, Err(StoreError::Timeout(format!("batch failed: {e}"))));
+                    }
+                    for i in &rest {
+                        if let Some(gate) = items[*i].call.commit_started {
+                            gate.reopen();
+                        }
+                    }
+                    live = rest;
+                    continue;
+                }
+                Err(e) => {
+                    let uncertain = matches!(e, StoreError::Uncertain(_));
+                    let msg = e.to_string();
+                    for &i in &live {
+                        done(
+                            i,
+                            Err(if uncertain {
+                                StoreError::Uncertain(format!("batch: {msg}"))
+                            } else {
+                                StoreError::Timeout(format!("batch failed: {msg}"))
+                            }),
+                        );
+                    }
                 }
             }
-            // A lost race: every item runs alone, so none fails another.
-            Ok(Attempt::Fallback) => {
-                for (i, item) in items.iter().enumerate() {
-                    let r = self
-                        .authorize_with(&item.call, &item.tx, item.kind, item.card, &render)
-                        .await;
-                    done(i, r);
-                }
-            }
-            Err(e) => {
-                let uncertain = matches!(e, StoreError::Uncertain(_));
-                let msg = e.to_string();
-                for i in 0..items.len() {
-                    done(
-                        i,
-                        Err(if uncertain {
-                            StoreError::Uncertain(format!("batch: {msg}"))
-                        } else {
-                            StoreError::Timeout(format!("batch failed: {msg}"))
-                        }),
-                    );
-                }
-            }
+            return;
         }
     }
 
@@ -760,6 +791,12 @@ enum Step {
 
 pub(crate) fn abandoned() -> StoreError {
     StoreError::Timeout("an authorization of the batch was abandoned at its deadline".into())
+}
+
+/// Whether `item` can no longer commit: past its deadline, or its requester gave up.
+fn cannot_commit(item: &BatchItem<'_>) -> bool {
+    item.call.commit_by.is_some_and(|d| Instant::now() >= d)
+        || item.call.commit_started.is_some_and(CommitGate::abandoned)
 }
 
 pub(crate) fn deadline_passed(items: &[BatchItem<'_>]) -> bool {
