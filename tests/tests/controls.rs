@@ -53,6 +53,14 @@ async fn card(app: &TestApp, user: &str) {
     assert!(r.status == 201 || r.status == 200, "{:?}", r.json());
 }
 
+/// u1 with 1000.00 ARS and its card `crd-u1` under the card controls `body` (accepted).
+async fn u1_with_card_controls(app: &TestApp, body: Value) {
+    app.funded("u1", "ARS", "1000.00").await;
+    card(app, "u1").await;
+    let r = put_controls(app, "/v1/cards/crd-u1/controls", body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
 fn assert_declined(answer: &Value, detail: &str, message: &str) {
     assert_eq!(answer["status"], "REJECTED", "{answer}");
     assert_eq!(answer["status_detail"], detail, "{answer}");
@@ -227,15 +235,11 @@ async fn blocked_category_declines_in_words_and_is_explained(app: TestApp) {
 }
 
 async fn country_and_channel_controls_on_the_card(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
-    card(&app, "u1").await;
-    let r = put_controls(
+    u1_with_card_controls(
         &app,
-        "/v1/cards/crd-u1/controls",
         json!({"blocked_countries": ["BR"], "blocked_channels": ["ecommerce", "atm"]}),
     )
     .await;
-    assert_eq!(r.status, 200, "{:?}", r.json());
     let brazil = "merchant country BR (Brazil) blocked on the card";
     declined(
         &app,
@@ -345,15 +349,7 @@ async fn monthly_spending_limit_is_reached_and_explained(app: TestApp) {
 }
 
 async fn velocity_limit_on_the_card_by_category(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
-    card(&app, "u1").await;
-    let r = put_controls(
-        &app,
-        "/v1/cards/crd-u1/controls",
-        json!({"velocity_limits": [{"count": 2, "interval": "daily", "categories": ["digital_goods"]}]}),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{:?}", r.json());
+    u1_with_card_controls(&app, json!({"velocity_limits": [{"count": 2, "interval": "daily", "categories": ["digital_goods"]}]})).await;
     for _ in 0..2 {
         assert_approved(&purchase(&app, "u1", "1.00", mcc("5816")).await.1);
     }
@@ -517,15 +513,11 @@ fn backtest(app: &TestApp, document: &Value, args: &[&str]) -> (i32, String, Str
 /// With controls that only count authorizations, a reversal gives the count back only when
 /// it reverses all that is left of the authorization's own amount, not any reversal at all.
 async fn a_partial_reversal_keeps_the_count(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
-    card(&app, "u1").await;
-    let r = put_controls(
+    u1_with_card_controls(
         &app,
-        "/v1/cards/crd-u1/controls",
         json!({"velocity_limits": [{"count": 1, "interval": "daily"}]}),
     )
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
     let first = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
     assert_approved(&app.send(AUTH_DEBIT, &first).await.json());
     let used_up = "daily limit of 1 authorization reached on the card";

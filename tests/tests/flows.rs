@@ -199,6 +199,14 @@ async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     assert_eq!(app.available("u1", "ARS").await, "-30.00");
 }
 
+/// The processor's approved advice for `tx`, under a fresh key: our answer's JSON.
+async fn approved_advice(app: &TestApp, tx: &Tx) -> serde_json::Value {
+    let key = uid("adv");
+    app.processor(NOTIFY, &tx.approved_advice(&key), &key)
+        .await
+        .json()
+}
+
 /// An approved verdict whose type we do not know tells no direction: it books in the one our
 /// authorization was asked for (its route), rather than leaving settled money unbooked.
 async fn approved_advice_of_an_unknown_type_books_in_the_asked_direction(app: TestApp) {
@@ -206,22 +214,14 @@ async fn approved_advice_of_an_unknown_type_books_in_the_asked_direction(app: Te
     let tx = Tx::new(&uid("ctx"), "PURCHASE_QR", "u1", "80.00", "ARS");
     let r = app.send(AUTH_DEBIT, &tx).await.json();
     assert_eq!(r["status"], "REJECTED", "{r}");
-    let key = uid("adv");
-    let r = app
-        .processor(NOTIFY, &tx.approved_advice(&key), &key)
-        .await
-        .json();
+    let r = approved_advice(&app, &tx).await;
     assert_eq!(r["effect"], "FORCED", "{r}");
     assert_eq!(app.available("u1", "ARS").await, "-30.00");
     // Before any authorization, such a verdict can book nothing (no direction): it waits
     // for a person, and the late authorization is not answered APPROVED for money that
     // was never booked.
     let late = Tx::new(&uid("ctx"), "PURCHASE_QR", "u1", "5.00", "ARS");
-    let key = uid("adv");
-    let r = app
-        .processor(NOTIFY, &late.approved_advice(&key), &key)
-        .await
-        .json();
+    let r = approved_advice(&app, &late).await;
     assert_eq!(r["effect"], "REVIEW", "{r}");
     let r = app.send(AUTH_DEBIT, &late).await.json();
     assert_eq!(r["status"], "REJECTED", "{r}");

@@ -19,6 +19,19 @@ fn tx_row(
     format!("{id},{kind},PURCHASE,{status},{dir},{amount},{cur},{original},crd-u1,u1,2024-01-01")
 }
 
+/// Writes the presentments file of day `d` (YYYYMMDD): a debit of each (id, ARS amount).
+fn write_presentments(dir: &std::path::Path, d: &str, rows: &[(String, &str)]) {
+    let lines = std::iter::once(
+        "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
+    )
+    .chain(
+        rows.iter()
+            .map(|(id, amount)| format!("{id},DEBIT,{amount},ARS,crd-u1,2024-01-01")),
+    );
+    let text = lines.collect::<Vec<_>>().join("\n");
+    std::fs::write(dir.join(format!("presentments_{d}.csv")), text).unwrap();
+}
+
 async fn approve(app: &TestApp, id: &str, amount: &str) {
     let r = app
         .processor(
@@ -90,19 +103,16 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
         &transactions,
     )
     .unwrap();
-    let presentments = [
-        "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
-        format!("{},DEBIT,100.00,ARS,crd-u1,2024-01-01", id("a")),
-        format!("{},DEBIT,40.00,ARS,crd-u1,2024-01-01", id("h")),
-        format!("{},DEBIT,75.00,ARS,crd-u1,2024-01-01", id("i")),
-        format!("{},DEBIT,15.00,ARS,crd-u1,2024-01-01", id("z")),
-    ]
-    .join("\n");
-    std::fs::write(
-        files.path().join(format!("presentments_{d}.csv")),
-        &presentments,
-    )
-    .unwrap();
+    write_presentments(
+        files.path(),
+        &d,
+        &[
+            (id("a"), "100.00"),
+            (id("h"), "40.00"),
+            (id("i"), "75.00"),
+            (id("z"), "15.00"),
+        ],
+    );
     // Another day's file in the same folder is left alone.
     std::fs::write(files.path().join("transactions_19990101.csv"), TX_HEADER).unwrap();
 
@@ -337,25 +347,16 @@ async fn presentments_of_earlier_days(app: TestApp) {
     let date = recon::today();
     let d = date.format("%Y%m%d");
     let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    std::fs::write(
-        files.path().join(format!("transactions_{d}.csv")),
-        TX_HEADER,
-    )
-    .unwrap();
-    let presentments = [
-        "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
-        // As authorized; as authorized less its refund; more than authorized; unknown.
-        format!("{},DEBIT,100.00,ARS,crd-u1,2024-01-01", id("a")),
-        format!("{},DEBIT,40.00,ARS,crd-u1,2024-01-01", id("b")),
-        format!("{},DEBIT,35.00,ARS,crd-u1,2024-01-01", id("d")),
-        format!("{},DEBIT,15.00,ARS,crd-u1,2024-01-01", id("z")),
-    ]
-    .join("\n");
-    std::fs::write(
-        files.path().join(format!("presentments_{d}.csv")),
-        presentments,
-    )
-    .unwrap();
+    recon::write_transactions(files.path(), &date, TX_HEADER);
+    // As authorized; as authorized less its refund; more than authorized; unknown.
+    let rows = [
+        ("a", "100.00"),
+        ("b", "40.00"),
+        ("d", "35.00"),
+        ("z", "15.00"),
+    ];
+    let rows: Vec<(String, &str)> = rows.iter().map(|(n, a)| (id(n), *a)).collect();
+    write_presentments(files.path(), &d, &rows);
     let s = recon::settings(&app, reports.path());
     let outcome = run(&s, &app.store, &recon::from_dir(&date, files.path()))
         .await

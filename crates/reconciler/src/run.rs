@@ -519,18 +519,16 @@ async fn earlier_authorizations(
     if unknown.is_empty() {
         return Ok(report);
     }
-    let entries = store.ledger_entries_of(&unknown).await?;
-    let found: std::collections::HashSet<String> = entries
-        .iter()
-        .filter(|e| e.kind == EntryKind::Authorization)
-        .map(|e| e.transaction_id.to_string())
-        .collect();
+    let mut m = Matcher::new(config);
+    let mut found = std::collections::HashSet::new();
+    for e in store.ledger_entries_of(&unknown).await? {
+        if e.kind == EntryKind::Authorization {
+            found.insert(e.transaction_id.to_string());
+        }
+        m.add_ledger(e);
+    }
     if found.is_empty() {
         return Ok(report);
-    }
-    let mut m = Matcher::new(config);
-    for e in entries {
-        m.add_ledger(e);
     }
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
         .into_iter()
