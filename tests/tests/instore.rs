@@ -250,6 +250,17 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
         .instore_get(&format!("storedvaluelog/{NUMBER}"), query, signature)
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
+    // Another page of it under the same requestId (signed over the raw query).
+    let page = format!("{query}&limit=1");
+    let r = app
+        .instore_get(
+            &format!("storedvaluelog/{NUMBER}"),
+            &page,
+            &sign(page.as_bytes()),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["entries"].as_array().map(Vec::len), Some(1));
     const OTHER: &str = "6280001234567812";
     app.stored_value_card("u-other", "USD", "7.00", OTHER).await;
     let r = app

@@ -740,7 +740,7 @@ fn instore_operation(
                 "requestId",
                 true,
                 string_schema(None, Some(1), None),
-                "The request's id; kept as its idempotency key.",
+                "The request's id; kept as its idempotency key, bound to this card and these parameters (the page aside).",
             ),
             query(
                 "locationId",
@@ -843,6 +843,12 @@ fn instore_operation(
                 .content("application/json", any_object())
                 .build(),
         );
+        if stored_value {
+            op = op.response(
+                "409",
+                instore_error("The requestId was used before with another card, other parameters (the page aside) or by an enveloped request."),
+            );
+        }
     }
     op.build()
 }

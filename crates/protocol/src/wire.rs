@@ -397,7 +397,7 @@ pub fn refused_before_parsing(body: &[u8]) -> bool {
 }
 
 /// Why a JSON body is refused before it is parsed (not UTF-8, a U+0000 in a string: no
-/// store can hold it, too deep, a duplicate key...), or `None`.
+/// store can hold it, nested too deep), or `None`.
 pub fn body_refusal(body: &[u8]) -> Option<String> {
     check_body(body).err().map(|e| e.message)
 }

@@ -127,8 +127,10 @@ impl StoreError {
     /// The failure may be one request's own rather than the database's: a plan the ledger
     /// refused, or a value the schema refused (Postgres' data exceptions and integrity
     /// violations, SQLSTATE classes 22 and 23; SQLite's constraint, type and size errors).
-    /// Unique violations never get here: they are lost races, tried again. A batch that failed so runs again, each
-    /// request alone, so that one request's data never fails its neighbours.
+    /// (Unique violations are lost races and are tried again before they get here; one
+    /// that does counts too, and its batch runs alone as a lost race would.) A batch that
+    /// failed so runs again, each request alone, so that one request's data never fails its
+    /// neighbours.
     pub(crate) fn is_request_specific(&self) -> bool {
         match self {
             StoreError::Invalid(_) => true,

@@ -1361,7 +1361,8 @@ impl Store {
     }
 
     /// Claims up to `batch_max` due rows for `lease_ms`. Rows of a subscription are due
-    /// only while it is ACTIVE at the row's URL: nothing goes to an unvalidated URL.
+    /// only while it is ACTIVE, and go to its URL of now (which answered the challenge):
+    /// nothing goes to an unvalidated URL.
     pub async fn claim_deliveries(
         &self,
         now_ms: i64,

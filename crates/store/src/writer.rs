@@ -227,6 +227,10 @@ impl Store {
                     error = %e,
                     "a batch failed on a request's own data: each of its requests goes again alone"
                 );
+                // Nothing was committed: the requesters may give up at their deadline again.
+                for gate in work.iter().filter_map(gate_of) {
+                    gate.reopen();
+                }
                 Err(Again::Alone)
             }
             Err(Step::Fail(e)) => {

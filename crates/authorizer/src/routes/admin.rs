@@ -327,12 +327,19 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
 /// PIN sent as a number. The kind of value stays ("invalid type: integer, expected ...").
 pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    for prefix in ["invalid type: ", "invalid value: "] {
+    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+        // The last ", expected": the value itself may hold one.
         if let Some(rest) = text.strip_prefix(prefix)
-            && let Some((found, expected)) = rest.split_once(", expected")
+            && let Some((found, expected)) = rest.rsplit_once(", expected")
         {
             let kind = found.split([' ', '`']).next().unwrap_or(found);
-            return format!("{prefix}{kind}, expected{expected}");
+            let kind = if prefix == "unknown variant " {
+                ""
+            } else {
+                kind
+            };
+            return format!("{prefix}{kind}, expected{expected}")
+                .replace("variant , expected", "variant, expected");
         }
     }
     text
@@ -1565,9 +1572,16 @@ mod tests {
     fn error_of(json: &str) -> String {
         #[derive(serde::Deserialize, Debug)]
         #[allow(dead_code)]
+        enum Kind {
+            GiftCard,
+        }
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
         struct Card {
             number: String,
             pin: Option<String>,
+            count: Option<u32>,
+            kind: Option<Kind>,
         }
         json_error(&serde_json::from_str::<Card>(json).unwrap_err())
     }
@@ -1582,6 +1596,17 @@ mod tests {
         let e = error_of(r#"{"number": "1", "pin": 1234}"#);
         assert!(
             e.starts_with("invalid type: integer, expected") && !e.contains("1234"),
+            "{e}"
+        );
+        // A value that holds the words themselves, and a variant that is not one.
+        let e = error_of(r#"{"number": "1", "count": "4111, expected x"}"#);
+        assert!(
+            e.starts_with("invalid type: string, expected u32") && !e.contains("4111"),
+            "{e}"
+        );
+        let e = error_of(r#"{"number": "1", "kind": "4111111111111111"}"#);
+        assert!(
+            e.starts_with("unknown variant, expected") && !e.contains("4111"),
             "{e}"
         );
         // Errors that carry no value stay as they are.

@@ -418,9 +418,13 @@ fn verified_get<'s>(
 }
 
 /// What a log read asked for: its card number and its query's parameters, by name (a
-/// repeat need not keep their order). SHA-256 over lengths and bytes.
+/// repeat need not keep their order), but not the page (`cursor`, `limit`: the pages of
+/// one card's log may share a requestId). SHA-256 over lengths and bytes.
 fn read_fingerprint(number: &str, params: &[(String, String)]) -> [u8; 32] {
-    let mut sorted: Vec<&(String, String)> = params.iter().collect();
+    let mut sorted: Vec<&(String, String)> = params
+        .iter()
+        .filter(|(n, _)| n != "cursor" && n != "limit")
+        .collect();
     sorted.sort();
     let mut h = Sha256::new();
     for part in
