@@ -87,7 +87,7 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
             "name": i.name,
             "role": i.role.as_str(),
             "size_bytes": i.size,
-            "sha256": i.sha256.iter().map(|b| format!("{b:02x}")).collect::<String>(),
+            "sha256": crate::sftp::hex(&i.sha256),
             "import": file_status(i.status),
         })).collect::<Vec<_>>(),
         "malformed_rows": r.malformed.len(),

@@ -563,10 +563,9 @@ async fn earlier_authorizations(
 
 /// Whether a run's summary names exactly `inputs` (by name and SHA-256).
 fn made_from(summary: &str, inputs: &[Input]) -> bool {
-    let hex = |sha: &[u8; 32]| sha.iter().map(|b| format!("{b:02x}")).collect::<String>();
     let mut now: Vec<(String, String)> = inputs
         .iter()
-        .map(|i| (i.name.clone(), hex(&i.sha256)))
+        .map(|i| (i.name.clone(), sftp::hex(&i.sha256)))
         .collect();
     let Ok(v) = serde_json::from_str::<serde_json::Value>(summary) else {
         return false;

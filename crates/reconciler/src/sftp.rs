@@ -301,8 +301,13 @@ pub struct Fetched {
 impl Fetched {
     /// The SHA-256 as lowercase hex.
     pub fn sha256_hex(&self) -> String {
-        self.sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.sha256)
     }
+}
+
+/// A digest as lowercase hex.
+pub fn hex(digest: &[u8; 32]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[derive(Debug, thiserror::Error)]

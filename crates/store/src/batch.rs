@@ -282,12 +282,8 @@ impl Store {
                     for i in late {
                         done(i, Err(StoreError::Timeout(format!("batch failed: {e}"))));
                     }
-                    for i in &rest {
-                        if let Some(gate) = items[*i].call.commit_started {
-                            gate.reopen();
-                        }
-                    }
                     live = rest;
+                    reopen_gates(&live.iter().map(|&i| items[i]).collect::<Vec<_>>());
                     continue;
                 }
                 Err(e) => {

@@ -228,22 +228,12 @@ pub(crate) async fn release_controls(
     let Some((counted, user, currency, authorized)) = stored else {
         return Ok(());
     };
-    let give = match give {
-        GiveBack::Credit {
-            amount, reversal, ..
-        } => GiveBack::Credit {
-            amount,
-            reversal,
-            authorized: authorized.map(i64::abs),
-        },
-        whole => whole,
-    };
     if let Some((u, c)) = booked_to
         && (user.as_deref() != Some(u) || currency.as_deref() != Some(c.code()))
     {
         return Ok(());
     }
-    let Some((writes, text)) = counted.and_then(|s| release_counted(&s, give)) else {
+    let Some((writes, text)) = counted.and_then(|s| release_counted(&s, give, authorized)) else {
         return Ok(());
     };
     let update = match tx {

@@ -785,8 +785,6 @@ where
         let give = ledger::plan::GiveBack::Credit {
             amount: amount.abs(),
             reversal: t.tx_type.starts_with("REVERSAL"),
-            // Read with the counters, under the record's lock.
-            authorized: None,
         };
         crate::controls::release_controls(tx, original, give, Some(booked_to), call.now_ms).await?;
     }

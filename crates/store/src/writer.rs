@@ -215,10 +215,7 @@ impl Store {
                 })
                 .collect()),
             Err(Step::Retry) => {
-                // Nothing was committed: the requesters may give up at their deadline again.
-                for gate in work.iter().filter_map(gate_of) {
-                    gate.reopen();
-                }
+                reopen_gates(work);
                 Err(Again::Late)
             }
             Err(Step::Fail(e)) if work.len() > 1 && e.is_request_specific() => {
@@ -227,10 +224,7 @@ impl Store {
                     error = %e,
                     "a batch failed on a request's own data: each of its requests goes again alone"
                 );
-                // Nothing was committed: the requesters may give up at their deadline again.
-                for gate in work.iter().filter_map(gate_of) {
-                    gate.reopen();
-                }
+                reopen_gates(work);
                 Err(Again::Alone)
             }
             Err(Step::Fail(e)) => {
@@ -473,6 +467,13 @@ fn deadline_of<'w>(w: &Work<'w>) -> Option<&'w CommitDeadline> {
 
 /// The commit gate of a request that has one (an authorization, a reservation, an InStore
 /// or wallet request).
+/// Nothing of `work` was committed: its requesters may give up at their deadline again.
+fn reopen_gates(work: &[Work<'_>]) {
+    for gate in work.iter().filter_map(gate_of) {
+        gate.reopen();
+    }
+}
+
 fn gate_of<'w>(w: &Work<'w>) -> Option<&'w CommitGate> {
     match w {
         Work::Authorization(item) => item.call.commit_started,

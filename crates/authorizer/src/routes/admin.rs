@@ -327,19 +327,28 @@ pub(crate) fn parse_json<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T> {
 /// PIN sent as a number. The kind of value stays ("invalid type: integer, expected ...").
 pub(crate) fn json_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    for prefix in ["invalid type: ", "invalid value: ", "unknown variant "] {
+    // What serde says first, and whether the value's kind stays in its place (not for a
+    // variant's name, which is the value itself).
+    for (prefix, kind_of) in [
+        ("invalid type:", true),
+        ("invalid value:", true),
+        ("unknown variant", false),
+    ] {
         // The last ", expected": the value itself may hold one.
         if let Some(rest) = text.strip_prefix(prefix)
             && let Some((found, expected)) = rest.rsplit_once(", expected")
         {
-            let kind = found.split([' ', '`']).next().unwrap_or(found);
-            let kind = if prefix == "unknown variant " {
-                ""
+            let kind = found
+                .trim_start()
+                .split([' ', '`'])
+                .next()
+                .unwrap_or_default();
+            let kind = if kind_of {
+                format!(" {kind}")
             } else {
-                kind
+                String::new()
             };
-            return format!("{prefix}{kind}, expected{expected}")
-                .replace("variant , expected", "variant, expected");
+            return format!("{prefix}{kind}, expected{expected}");
         }
     }
     text

@@ -581,20 +581,20 @@ pub enum GiveBack {
     /// The processor rejected the transaction after our approval: all of it.
     Whole,
     /// A credit adjustment of `amount` minor units against it; `reversal` for a
-    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left
-    /// of `authorized` (the authorization's own amount, when its record has it).
-    Credit {
-        amount: i64,
-        reversal: bool,
-        authorized: Option<i64>,
-    },
+    /// `REVERSAL_*` type, which gives back the count too when it reverses all that is left.
+    Credit { amount: i64, reversal: bool },
 }
 
 /// The counter changes that give back room an approval took, from what its record kept
 /// (`counted_json`), and the record's new text; `None` when the text cannot be read. The
 /// changes go to the windows the approval counted in, never more money than it took, the
-/// count at most once (see [`crate::controls::release`]).
-pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite>, String)> {
+/// count at most once (see [`crate::controls::release`]). `authorized` is the
+/// authorization's own amount (minor units), when its record has it.
+pub fn release_counted(
+    stored: &str,
+    give: GiveBack,
+    authorized: Option<i64>,
+) -> Option<(Vec<CounterWrite>, String)> {
     let (rows, released) = read_counted(stored)?;
     let counted: Vec<CounterDelta> = rows
         .iter()
@@ -609,18 +609,12 @@ pub fn release_counted(stored: &str, give: GiveBack) -> Option<(Vec<CounterWrite
     // whose controls only count authorizations took no money, and any reversal would
     // then look like one of all that is left.)
     let counted_money = counted.iter().map(|d| d.amount).max().unwrap_or(0);
-    let taken = match give {
-        GiveBack::Credit {
-            authorized: Some(a),
-            ..
-        } => counted_money.max(a),
-        _ => counted_money,
-    };
+    let taken = counted_money.max(authorized.map_or(0, i64::abs));
     let what = match give {
         GiveBack::Whole => Release::Whole,
-        GiveBack::Credit {
-            amount, reversal, ..
-        } if reversal && amount >= taken - released.amount => Release::Whole,
+        GiveBack::Credit { amount, reversal } if reversal && amount >= taken - released.amount => {
+            Release::Whole
+        }
         GiveBack::Credit { amount, .. } => Release::Amount(amount),
     };
     let (deltas, now) = release_of(&counted, released, what, taken);
