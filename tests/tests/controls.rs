@@ -685,6 +685,104 @@ async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(ap
     assert_eq!(app.available("u1", "ARS").await, available);
 }
 
+/// A channel's reservation is decided as an authorization is (mobilepay-pos.md §2.2): the
+/// controls of the account, and of the card when it names one, decline it in their own words;
+/// an approval counts in their windows; a cancel, an expiry, the remainder of a partial
+/// capture and a refund give that room back.
+async fn reservations_apply_the_controls_and_give_back_what_they_release(app: TestApp) {
+    use crate::holds::common::{RES, cancel_path, capture_path, get_path, post, refund_path};
+    app.funded("u1", "DKK", "1000.00").await;
+    card(&app, "u1").await;
+    let r = put_controls(
+        &app,
+        "/v1/cards/crd-u1/controls",
+        json!({"currency": "DKK", "blocked_categories": ["gambling"],
+               "spending_limits": [{"amount": "100.00", "interval": "monthly"}]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = put_controls(
+        &app,
+        "/v1/accounts/u1/DKK/controls",
+        json!({"blocked_categories": ["5993"]}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let reserve = |id: &str, amount: &str, mcc: &str, card: bool| {
+        let mut body = json!({"reservation_id": id, "user_id": "u1", "amount": amount,
+                              "currency": "DKK", "merchant": {"id": "m1", "name": "Shop", "mcc": mcc}});
+        if card {
+            body["card_id"] = json!("crd-u1");
+        }
+        body
+    };
+    let answer = |r: Resp| {
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    };
+    // The card's category block, and the account's without a card.
+    let a = answer(post(&app, RES, &reserve("g1", "10.00", "7995", true)).await);
+    assert_declined(
+        &a,
+        MERCHANT,
+        "merchant category 7995 (gambling) blocked on the card",
+    );
+    let a = answer(post(&app, RES, &reserve("t1", "10.00", "5993", false)).await);
+    assert_declined(
+        &a,
+        MERCHANT,
+        "merchant category 5993 blocked on the account",
+    );
+    // The card's monthly limit counts reservations.
+    let a = answer(post(&app, RES, &reserve("r1", "60.00", "5411", true)).await);
+    assert_approved(&a);
+    let over = answer(post(&app, RES, &reserve("r2", "40.01", "5411", true)).await);
+    assert_declined(
+        &over,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 100.00 DKK reached on the card",
+    );
+    assert_eq!(
+        app.available("u1", "DKK").await,
+        "940.00",
+        "declines hold nothing"
+    );
+    // A cancel gives all of it back.
+    assert_eq!(post(&app, &cancel_path("r1"), &json!({})).await.status, 200);
+    let a = answer(post(&app, RES, &reserve("r3", "90.00", "5411", true)).await);
+    assert_approved(&a);
+    // A partial capture gives back the remainder, a refund what it refunds.
+    let c = post(&app, &capture_path("r3"), &json!({"amount": "30.00"})).await;
+    assert_eq!(c.status, 200, "{}", c.text());
+    let a = answer(post(&app, RES, &reserve("r4", "70.00", "5411", true)).await);
+    assert_approved(&a);
+    let a = answer(post(&app, RES, &reserve("r5", "0.01", "5411", true)).await);
+    assert_eq!(a["status_detail"], "INVALID_AMOUNT", "{a}");
+    let refund = json!({"refund_id": "rf1", "amount": "20.00"});
+    assert_eq!(post(&app, &refund_path("r3"), &refund).await.status, 200);
+    let a = answer(post(&app, RES, &reserve("r6", "20.00", "5411", true)).await);
+    assert_approved(&a);
+    // An expiry gives it back too.
+    let a = answer(post(&app, RES, &reserve("r7", "0.01", "5411", true)).await);
+    assert_eq!(
+        a["status_detail"], "INVALID_AMOUNT",
+        "the limit is reached: {a}"
+    );
+    assert_eq!(post(&app, &cancel_path("r6"), &json!({})).await.status, 200);
+    let mut short = reserve("r8", "20.00", "5411", true);
+    short["expires_in_secs"] = json!(1);
+    assert_approved(&answer(post(&app, RES, &short).await));
+    actix_rt::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let g = app.channel("GET", &get_path("r8"), b"", None).await;
+    assert_eq!(g.json()["state"], "EXPIRED", "{}", g.text());
+    let a = answer(post(&app, RES, &reserve("r9", "20.00", "5411", true)).await);
+    assert_approved(&a);
+    // 30.00 captured less 20.00 refunded, 70.00 and 20.00 held: 100.00 of room taken.
+    let a = answer(post(&app, RES, &reserve("r10", "0.01", "5411", true)).await);
+    assert_eq!(a["status_detail"], "INVALID_AMOUNT", "{a}");
+    assert_eq!(app.available("u1", "DKK").await, "900.00");
+}
+
 both_backends!(
     documents_are_stored_canonical_and_bad_ones_change_nothing,
     blocked_category_declines_in_words_and_is_explained,
@@ -695,4 +793,5 @@ both_backends!(
     reversals_refunds_and_rejections_give_the_room_back,
     a_partial_reversal_keeps_the_count,
     backtest_replays_booked_traffic_against_stricter_and_looser_controls,
+    reservations_apply_the_controls_and_give_back_what_they_release,
 );

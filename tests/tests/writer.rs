@@ -101,7 +101,7 @@ fn render_channel(a: &ChannelAnswer<'_>) -> Vec<u8> {
         ChannelAnswer::Captured(h) => format!("captured {}", h.captured),
         ChannelAnswer::Cancelled(_) => "cancelled".to_owned(),
         ChannelAnswer::Refunded { amount, .. } => format!("refunded {amount}"),
-        ChannelAnswer::Declined(d) => format!("declined {d:?}"),
+        ChannelAnswer::Declined(d, _) => format!("declined {d:?}"),
     }
     .into_bytes()
 }

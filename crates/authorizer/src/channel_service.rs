@@ -395,16 +395,16 @@ pub fn render(a: &ChannelAnswer<'_>) -> Vec<u8> {
             }),
             ..approved("Refunded", hold)
         },
-        ChannelAnswer::Declined(d) => declined(*d),
+        ChannelAnswer::Declined(d, message) => declined(*d, *message),
     };
     serde_json::to_vec(&resp).unwrap_or_default()
 }
 
-fn declined(d: Decline) -> ChannelResponse {
+fn declined(d: Decline, message: Option<&str>) -> ChannelResponse {
     ChannelResponse {
         status: "REJECTED",
         status_detail: d.class().as_str(),
-        message: d.message().to_owned(),
+        message: message.unwrap_or(d.message()).to_owned(),
         reservation: None,
         refund: None,
     }

@@ -13,7 +13,9 @@
 //! expired once `now >= expires_at_ms`, whether or not the sweeper has run: every
 //! operation on an overdue `RESERVED` hold first expires it ([`due`], [`expire`]).
 
-use crate::decision::{AccountState, AuthorizationInput, CardState, Decision, RequestKind, decide};
+use crate::decision::{
+    AccountState, AuthorizationInput, CardState, Decision, DeclineClass, RequestKind, decide_with,
+};
 use crate::posting::PostingPlan;
 
 /// Milliseconds in a UTC day: the daily-limit window.
@@ -217,11 +219,23 @@ pub fn reserve(
     account: Option<&AccountState>,
     card: Option<&CardState>,
 ) -> Decision {
+    reserve_with(input, account, card, |_, _| None)
+}
+
+/// [`reserve`], asking `controls` at the authorization's place whether a spending control
+/// declines (see [`decide_with`]; `crate::plan::plan_reservation` asks the account's and the
+/// card's).
+pub fn reserve_with(
+    input: &AuthorizationInput<'_>,
+    account: Option<&AccountState>,
+    card: Option<&CardState>,
+    controls: impl FnOnce(RequestKind, i64) -> Option<DeclineClass>,
+) -> Decision {
     let input = AuthorizationInput {
         kind: Some(RequestKind::Debit),
         ..input.clone()
     };
-    decide(&input, account, card)
+    decide_with(&input, account, card, controls)
 }
 
 /// Whether the hold has reached its expiry (`now >= expires_at_ms`) while still reserved.
@@ -413,7 +427,7 @@ pub fn give_back_counter(spent_day: i64, spent: i64, today: i64, give_back: i64)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::Decline;
+    use crate::decision::{Decline, decide};
     use crate::posting::{Leg, SystemAccount};
     use crate::{Currency, MccSet};
     use rust_decimal::Decimal;

@@ -4,8 +4,9 @@
 
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
-use ledger::controls::Owner;
+use ledger::controls::{Counter, CounterKey, Owner};
 use ledger::plan::{CounterWrite, GiveBack, give_back_on_row, owner_kind, release_counted};
+use std::collections::HashMap;
 
 /// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
 /// bumped by every change.
@@ -233,8 +234,38 @@ pub(crate) async fn release_controls(
     {
         return Ok(());
     }
-    let Some((writes, text)) = counted.and_then(|s| release_counted(&s, give, authorized)) else {
+    let Some(counted) = counted else {
         return Ok(());
+    };
+    let Some(text) = give_back_counted(tx, &counted, give, authorized, now_ms).await? else {
+        return Ok(());
+    };
+    run!(tx, c => {
+        sqlx::query(
+            "UPDATE processor_transactions SET controls_counted = $2 \
+             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1",
+        )
+        .bind(transaction_id)
+        .bind(&text)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
+/// Gives back, in `tx`, what an approval's `counted` text says it took ([`release_counted`]):
+/// on the account's row and the card's counter rows. Returns the text to keep in its place
+/// (`None`: it cannot be read, and nothing is given).
+pub(crate) async fn give_back_counted(
+    tx: &mut Tx,
+    counted: &str,
+    give: GiveBack,
+    authorized: Option<i64>,
+    now_ms: i64,
+) -> Result<Option<String>, sqlx::Error> {
+    let Some((writes, text)) = release_counted(counted, give, authorized) else {
+        return Ok(None);
     };
     let update = match tx {
         Tx::Pg(_) => {
@@ -268,17 +299,80 @@ pub(crate) async fn release_controls(
                 .rows_affected()
         });
     }
-    run!(tx, c => {
-        sqlx::query(
-            "UPDATE processor_transactions SET controls_counted = $2 \
-             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1",
-        )
-        .bind(transaction_id)
-        .bind(&text)
-        .execute(c)
-        .await?
-        .rows_affected()
-    });
+    Ok(Some(text))
+}
+
+/// The card's control counters in `windows`, as `tx` sees them.
+pub(crate) async fn card_counters(
+    tx: &mut Tx,
+    card_id: &str,
+    windows: &[String],
+) -> Result<HashMap<CounterKey, Counter>, sqlx::Error> {
+    let mut out = HashMap::new();
+    for window in windows {
+        let rows: Vec<(String, i64, i64)> = run!(tx, c => {
+            sqlx::query_as(
+                "SELECT categories, amount_minor, count FROM control_counters \
+                 WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3",
+            )
+            .bind(owner_kind(Owner::Card))
+            .bind(card_id)
+            .bind(window.as_str())
+            .fetch_all(c)
+            .await?
+        });
+        for (categories, amount, count) in rows {
+            let stored = if categories.is_empty() {
+                window.clone()
+            } else {
+                format!("{window}|{categories}")
+            };
+            if let Some(key) = CounterKey::parse(&stored) {
+                out.insert(key, Counter { amount, count });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Adds `writes` to their card counter rows in `tx` (a row is made when missing).
+pub(crate) async fn add_card_counters(
+    tx: &mut Tx,
+    writes: &[CounterWrite],
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    let sql = match tx {
+        Tx::Pg(_) => {
+            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, \
+             amount_minor, count, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
+             SET amount_minor = GREATEST(0, c.amount_minor + excluded.amount_minor), \
+             count = GREATEST(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms"
+        }
+        Tx::Lite(_) => {
+            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, \
+             amount_minor, count, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
+             SET amount_minor = MAX(0, c.amount_minor + excluded.amount_minor), \
+             count = MAX(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms"
+        }
+    };
+    for w in writes {
+        let (window, categories) = w.columns();
+        run!(tx, c => {
+            sqlx::query(sql)
+                .bind(owner_kind(w.owner))
+                .bind(w.owner_id.as_str())
+                .bind(window.as_str())
+                .bind(categories.as_str())
+                .bind(w.amount.max(0))
+                .bind(w.count.max(0))
+                .bind(now_ms)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
+    }
     Ok(())
 }
 

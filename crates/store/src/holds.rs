@@ -6,14 +6,16 @@
 //! `FOR UPDATE`), so captures, cancels, refunds, reservations, authorizations and the
 //! sweeper never deadlock one another.
 
+use crate::controls::{add_card_counters, card_counters, give_back_counted};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, insert_idempotent,
-    load_card, lock_account_by_id, lock_user_account,
+    load_card_record, lock_account_by_id, lock_user_account,
 };
 use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_update, run};
 use ledger::holds::{
     self, Effects, Hold, HoldError, HoldEventKind, HoldState, RefundAsk, Transition,
 };
+use ledger::plan::{ReservationAsk, hold_give_back, plan_reservation, windows_of};
 use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount, format_minor};
 use rust_decimal::Decimal;
 use sqlx::Row;
@@ -88,7 +90,8 @@ pub struct HoldView {
 #[derive(Debug, Clone)]
 pub enum ChannelAnswer<'a> {
     Reserved(&'a HoldView),
-    Declined(Decline),
+    /// With the words of the spending control that declined, when one did.
+    Declined(Decline, Option<&'a str>),
     Captured(&'a HoldView),
     Cancelled(&'a HoldView),
     Refunded {
@@ -160,7 +163,7 @@ macro_rules! hold_columns {
     () => {
         "SELECT id, channel, reservation_id, account_id, card_id, currency, amount_minor, state, \
          captured_minor, refunded_minor, partial_capture_possible, expires_at_ms, captured_at_ms, \
-         reference, final_response, created_at_ms FROM holds"
+         reference, final_response, created_at_ms, controls_counted FROM holds"
     };
 }
 
@@ -170,6 +173,9 @@ struct HoldRow {
     account_id: i64,
     view: HoldView,
     final_response: Option<Vec<u8>>,
+    /// What the reservation counted in the spending controls' counters, and what has been
+    /// given back since (`None`: nothing counted).
+    counted: Option<String>,
 }
 
 impl HoldRow {
@@ -210,6 +216,7 @@ macro_rules! hold_from_row {
             id: r.try_get("id")?,
             account_id: r.try_get("account_id")?,
             final_response: r.try_get("final_response")?,
+            counted: r.try_get("controls_counted")?,
             view: HoldView {
                 id: r.try_get("id")?,
                 channel: r.try_get("channel")?,
@@ -474,11 +481,19 @@ async fn write_transition(
         HoldEventKind::Captured => movement_id,
         _ => None,
     };
+    // What the transition releases goes back to the controls' counters the reservation
+    // counted in, with the change that releases it.
+    let counted = match (&hold.counted, hold_give_back(&hold.rule(), effects)) {
+        (Some(counted), Some(give)) => {
+            give_back_counted(tx, counted, give, Some(hold.view.amount), now_ms).await?
+        }
+        _ => None,
+    };
     run!(tx, c => {
         sqlx::query(
             "UPDATE holds SET state = $1, captured_minor = $2, refunded_minor = $3, \
              captured_at_ms = $4, capture_movement_id = COALESCE($5, capture_movement_id), \
-             updated_at_ms = $6 WHERE id = $7",
+             updated_at_ms = $6, controls_counted = COALESCE($8, controls_counted) WHERE id = $7",
         )
         .bind(effects.state.as_str())
         .bind(effects.captured)
@@ -487,10 +502,14 @@ async fn write_transition(
         .bind(capture_movement)
         .bind(now_ms)
         .bind(hold.id)
+        .bind(counted.as_deref())
         .execute(c)
         .await?
         .rows_affected()
     });
+    if counted.is_some() {
+        hold.counted = counted;
+    }
     let v = &mut hold.view;
     v.state = effects.state;
     v.captured = effects.captured;
@@ -884,8 +903,19 @@ impl Store {
             None => None,
         };
         let card = match req.card_id {
-            Some(id) => load_card(&mut tx, id, Some(req.user_id)).await?,
+            Some(id) => load_card_record(&mut tx, id).await?,
             None => None,
+        };
+        let tz = &self.controls_time_zone;
+        let card_counters = match (req.card_id, &card) {
+            (Some(id), Some(_)) => {
+                let windows: Vec<String> = windows_of([call.now_ms], tz)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                card_counters(&mut tx, id, &windows).await?
+            }
+            _ => Default::default(),
         };
         let today = day_of(call.now_ms);
         let input = AuthorizationInput {
@@ -894,15 +924,14 @@ impl Store {
             amount: req.amount,
             mcc: req.mcc,
         };
-        let mut decision = holds::reserve(
-            &input,
-            account.as_ref().map(|a| a.state(today)).as_ref(),
-            card.as_ref(),
-        );
-        // A hold of nothing holds nothing: the amount must be greater than zero.
-        if let Decision::Approved { amount: 0, .. } = decision {
-            decision = Decision::Declined(Decline::AmountNotRepresentable);
-        }
+        let ask = ReservationAsk {
+            user_id: req.user_id,
+            card_id: req.card_id,
+            input: &input,
+            now_ms: call.now_ms,
+        };
+        let plan = plan_reservation(&ask, account.as_ref(), card.as_ref(), card_counters, tz);
+        let decision = plan.decision;
         let mut events = Vec::new();
         let body = match (&decision, &account, req.currency) {
             (
@@ -919,9 +948,9 @@ impl Store {
                     sqlx::query_scalar(
                         "INSERT INTO holds (channel, reservation_id, account_id, card_id, currency, \
                          amount_minor, state, partial_capture_possible, expires_at_ms, merchant, \
-                         reference, request_hash, created_at_ms, updated_at_ms) \
-                         VALUES ($1, $2, $3, $4, $5, $6, 'RESERVED', $7, $8, $9, $10, $11, $12, $12) \
-                         RETURNING id",
+                         reference, request_hash, created_at_ms, updated_at_ms, controls_counted) \
+                         VALUES ($1, $2, $3, $4, $5, $6, 'RESERVED', $7, $8, $9, $10, $11, $12, $12, \
+                         $13) RETURNING id",
                     )
                     .bind(call.channel)
                     .bind(req.reservation_id)
@@ -935,23 +964,27 @@ impl Store {
                     .bind(req.reference)
                     .bind(&call.request_hash[..])
                     .bind(call.now_ms)
+                    .bind(plan.counted.as_deref())
                     .fetch_one(c)
                     .await?
                 });
                 run!(&mut tx, c => {
                     sqlx::query(
                         "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_day = $2, \
-                         daily_spent_minor = $3, updated_at_ms = $4 WHERE id = $5",
+                         daily_spent_minor = $3, updated_at_ms = $4, \
+                         counters = COALESCE($6, counters) WHERE id = $5",
                     )
                     .bind(minor)
                     .bind(today)
                     .bind(*daily_spent_after)
                     .bind(call.now_ms)
                     .bind(acct.id)
+                    .bind(plan.account_counters.as_deref())
                     .execute(c)
                     .await?
                     .rows_affected()
                 });
+                add_card_counters(&mut tx, &plan.card_counters, call.now_ms).await?;
                 let view = HoldView {
                     id: hold_id,
                     channel: call.channel.to_owned(),
@@ -974,9 +1007,12 @@ impl Store {
                 events.push(HoldEventKind::Reserved);
                 render(&ChannelAnswer::Reserved(&view))
             }
-            (Decision::Declined(d), _, _) => render(&ChannelAnswer::Declined(*d)),
+            (Decision::Declined(d), _, _) => {
+                let message = plan.control.as_ref().map(|c| c.message.as_str());
+                render(&ChannelAnswer::Declined(*d, message))
+            }
             // Approved without an account cannot happen (no account declines first).
-            _ => render(&ChannelAnswer::Declined(Decline::AccountNotFound)),
+            _ => render(&ChannelAnswer::Declined(Decline::AccountNotFound, None)),
         };
         let response = StoredResponse { status: 200, body };
         record_in(&mut tx, call, &res_scope, req.reservation_id, &response).await?;

@@ -335,16 +335,6 @@ pub(crate) async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAcc
     })
 }
 
-pub(crate) async fn load_card(
-    tx: &mut Tx,
-    card_id: &str,
-    user_id: Option<&str>,
-) -> Result<Option<ledger::CardState>, sqlx::Error> {
-    Ok(load_card_record(tx, card_id)
-        .await?
-        .map(|record| record.state_for(user_id)))
-}
-
 /// The card's rules as `tx` sees them (`None`: we hold no record of it).
 pub(crate) async fn load_card_record(
     tx: &mut Tx,

@@ -394,12 +394,12 @@ fn account_counters(
 }
 
 /// The controls of one request's account and card, and whose counters they read.
-struct Layers {
-    account: Option<std::sync::Arc<Controls>>,
-    card: Option<std::sync::Arc<Controls>>,
+pub(super) struct Layers {
+    pub(super) account: Option<std::sync::Arc<Controls>>,
+    pub(super) card: Option<std::sync::Arc<Controls>>,
     /// `user/currency`.
-    account_owner: Option<String>,
-    card_owner: Option<String>,
+    pub(super) account_owner: Option<String>,
+    pub(super) card_owner: Option<String>,
 }
 
 impl Layers {
@@ -413,16 +413,6 @@ impl Layers {
         counters: &HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
         tz: &TimeZone,
     ) -> Option<Evaluation> {
-        let mut layers: Vec<(Owner, &Controls)> = Vec::with_capacity(2);
-        if let Some(c) = self.account.as_deref().filter(|c| !c.is_empty()) {
-            layers.push((Owner::Account, c));
-        }
-        if let Some(c) = self.card.as_deref().filter(|c| !c.is_empty()) {
-            layers.push((Owner::Card, c));
-        }
-        if layers.is_empty() {
-            return None;
-        }
         let t = &req.tx;
         let request = ControlRequest {
             kind,
@@ -433,6 +423,26 @@ impl Layers {
             channels: t.channels,
             at: Timestamp::from_millisecond(req.now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
         };
+        self.evaluate_request(&request, counters, tz)
+    }
+
+    /// Evaluates the controls on `request` (`None` when there are none).
+    pub(super) fn evaluate_request(
+        &self,
+        request: &ControlRequest<'_>,
+        counters: &HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
+        tz: &TimeZone,
+    ) -> Option<Evaluation> {
+        let mut layers: Vec<(Owner, &Controls)> = Vec::with_capacity(2);
+        if let Some(c) = self.account.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Account, c));
+        }
+        if let Some(c) = self.card.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Card, c));
+        }
+        if layers.is_empty() {
+            return None;
+        }
         let account = self.account_owner.clone().map(|id| (Owner::Account, id));
         let card = self.card_owner.clone().map(|id| (Owner::Card, id));
         let source = |owner: Owner, key: &CounterKey| {
@@ -445,11 +455,11 @@ impl Layers {
                 .copied()
                 .unwrap_or_default()
         };
-        Some(evaluate(&layers, &request, &source, tz))
+        Some(evaluate(&layers, request, &source, tz))
     }
 
     /// An evaluation's counter deltas as rows of their owners.
-    fn counter_writes(&self, deltas: &[CounterDelta]) -> Vec<CounterWrite> {
+    pub(super) fn counter_writes(&self, deltas: &[CounterDelta]) -> Vec<CounterWrite> {
         deltas
             .iter()
             .filter_map(|d| {
@@ -500,7 +510,7 @@ fn add_counter(
 /// `[owner, owner_id, key, amount, count]` per counter, `owner` 0 (account) or 1 (card).
 /// Records written before this form hold `{"counted": [...], "released": {...}}`;
 /// [`release_counted`] reads both.
-fn counted_json(rows: &[CounterWrite], released: Released) -> String {
+pub(super) fn counted_json(rows: &[CounterWrite], released: Released) -> String {
     let mut out: Vec<serde_json::Value> = Vec::with_capacity(rows.len() + 2);
     out.push(released.amount.into());
     out.push(u8::from(released.whole).into());

@@ -12,6 +12,7 @@
 
 mod authorization;
 mod explanation;
+mod reservation;
 
 pub use authorization::{
     AuthorizationRequest, AuthorizationResult, GiveBack, give_back_on_row, plan_authorizations,
@@ -20,6 +21,7 @@ pub use authorization::{
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
 pub use explanation::render as render_explanation;
+pub use reservation::{ReservationAsk, ReservationPlan, hold_give_back, plan_reservation};
 
 use crate::controls::{
     Channels, Controls, Counter, CounterKey, Interval, Owner, WindowKey, local_day,

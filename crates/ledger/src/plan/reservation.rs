@@ -1,0 +1,206 @@
+//! A channel's reservation (a PoS wallet's hold), decided as an authorization is: the same
+//! rules in the same order ([`reserve_with`]), the spending controls of the account and of
+//! the card included, against the counters as they stand. An approval counts in the
+//! controls' windows like a debit; the hold keeps what it counted ([`counted_json`]), so that
+//! a cancel, an expiry, the remainder of a partial capture or a refund gives back exactly
+//! that ([`super::release_counted`]).
+
+use super::authorization::{GiveBack, Layers, counted_json};
+use super::{Account, CardRecord, CounterWrite, account_owner, day_of, windows_of};
+use crate::controls::{
+    Channels, ControlDecline, ControlRequest, Counter, CounterKey, Owner, Released, TimeZone,
+    decode_counters, encode_counters,
+};
+use crate::decision::{AuthorizationInput, Decision, Decline};
+use crate::holds::{Effects, Hold, HoldEventKind, reserve_with};
+use jiff::Timestamp;
+use std::collections::HashMap;
+
+/// What is asked: a debit of `amount` in `currency` for `user_id`, on `card_id` if named.
+#[derive(Debug, Clone, Copy)]
+pub struct ReservationAsk<'a> {
+    pub user_id: &'a str,
+    pub card_id: Option<&'a str>,
+    pub input: &'a AuthorizationInput<'a>,
+    pub now_ms: i64,
+}
+
+/// What a reservation comes to.
+#[derive(Debug, Clone)]
+pub struct ReservationPlan {
+    pub decision: Decision,
+    /// The spending control that declined, with its words.
+    pub control: Option<ControlDecline>,
+    /// The account row's counters after the approval counted (`None`: unchanged).
+    pub account_counters: Option<String>,
+    /// What the approval adds to the card's counters.
+    pub card_counters: Vec<CounterWrite>,
+    /// What the hold keeps of what it counted (`None`: nothing counted).
+    pub counted: Option<String>,
+}
+
+/// Decides a reservation against the locked `account` and the `card`'s record, with the
+/// card's counters as read for the windows of `ask.now_ms` (`card_counters`). A reservation
+/// shows no merchant country and no channel: a country control that allows a list declines
+/// it, as it declines an authorization without a country. An approval of nothing is
+/// declined (`AmountNotRepresentable`): a hold of nothing holds nothing.
+pub fn plan_reservation(
+    ask: &ReservationAsk<'_>,
+    account: Option<&Account>,
+    card: Option<&CardRecord>,
+    card_counters: HashMap<CounterKey, Counter>,
+    tz: &TimeZone,
+) -> ReservationPlan {
+    let input = ask.input;
+    let state = account.map(|a| a.state(day_of(ask.now_ms)));
+    let card_state = card.map(|c| c.state_for(Some(ask.user_id)));
+    let layers = Layers {
+        account: account.and_then(|a| a.controls.clone()),
+        card: card.and_then(|c| c.controls.clone()),
+        account_owner: account.map(|a| account_owner(ask.user_id, a.currency)),
+        card_owner: ask.card_id.filter(|_| card.is_some()).map(str::to_owned),
+    };
+    let mut counters: HashMap<(Owner, String), HashMap<CounterKey, Counter>> = HashMap::new();
+    if let (Some(a), Some(owner)) = (account, &layers.account_owner) {
+        counters.insert(
+            (Owner::Account, owner.clone()),
+            decode_counters(&a.counters).collect(),
+        );
+    }
+    if let Some(owner) = &layers.card_owner {
+        counters.insert((Owner::Card, owner.clone()), card_counters);
+    }
+    let mut evaluation = None;
+    let mut decision = reserve_with(input, state.as_ref(), card_state.as_ref(), |kind, minor| {
+        let request = ControlRequest {
+            kind,
+            currency: input.currency?,
+            amount: minor,
+            mcc: input.mcc,
+            country: None,
+            channels: Channels::default(),
+            at: Timestamp::from_millisecond(ask.now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
+        };
+        let ev = layers.evaluate_request(&request, &counters, tz)?;
+        let class = ev.declined.as_ref().map(ControlDecline::class);
+        evaluation = Some(ev);
+        class
+    });
+    if let Decision::Approved { amount: 0, .. } = decision {
+        decision = Decision::Declined(Decline::AmountNotRepresentable);
+    }
+    let mut plan = ReservationPlan {
+        control: evaluation.as_ref().and_then(|e| e.declined.clone()),
+        decision,
+        account_counters: None,
+        card_counters: Vec::new(),
+        counted: None,
+    };
+    let counted = match (&plan.decision, evaluation) {
+        (Decision::Approved { .. }, Some(ev)) if !ev.counted.is_empty() => {
+            layers.counter_writes(&ev.counted)
+        }
+        _ => return plan,
+    };
+    plan.counted = Some(counted_json(&counted, Released::default()));
+    let (cards, of_account): (Vec<_>, Vec<_>) =
+        counted.into_iter().partition(|w| w.owner == Owner::Card);
+    plan.card_counters = cards;
+    if let (Some(a), false) = (account, of_account.is_empty()) {
+        // The row keeps the windows `now` is in: a window that is over is dropped.
+        let windows = windows_of([ask.now_ms], tz);
+        let mut kept: HashMap<CounterKey, Counter> = decode_counters(&a.counters)
+            .filter(|(k, _)| windows.contains(&k.window))
+            .collect();
+        for w in &of_account {
+            kept.entry(w.key.clone())
+                .or_default()
+                .add(w.amount, w.count);
+        }
+        plan.account_counters = Some(encode_counters(kept.iter()));
+    }
+    plan
+}
+
+/// What a transition of `hold` gives back of the room its reservation took in the
+/// controls' counters: all of it when it is cancelled or expires, the released remainder
+/// of a partial capture, a refund's amount; `None` when nothing is released (a full
+/// capture). The count comes back only with all of it.
+pub fn hold_give_back(hold: &Hold, effects: &Effects) -> Option<GiveBack> {
+    match effects.event {
+        HoldEventKind::Cancelled | HoldEventKind::Expired => Some(GiveBack::Whole),
+        HoldEventKind::Captured => {
+            let released = hold.amount - effects.captured;
+            (released > 0).then_some(GiveBack::Credit {
+                amount: released,
+                reversal: false,
+            })
+        }
+        HoldEventKind::Refunded => Some(GiveBack::Credit {
+            amount: effects.event_amount,
+            reversal: false,
+        }),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::holds::{self, HoldState};
+
+    fn hold(amount: i64) -> Hold {
+        Hold {
+            state: HoldState::Reserved,
+            amount,
+            captured: 0,
+            refunded: 0,
+            partial_capture_possible: true,
+            reserved_at_ms: 0,
+            expires_at_ms: 60_000,
+            captured_at_ms: None,
+        }
+    }
+
+    fn applied(t: Result<holds::Transition, holds::HoldError>) -> Effects {
+        match t {
+            Ok(holds::Transition::Apply(e)) => e,
+            other => panic!("not applied: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_change_gives_back_what_it_releases() {
+        let h = hold(1_000);
+        let cancel = applied(holds::cancel(&h, 1));
+        assert_eq!(hold_give_back(&h, &cancel), Some(GiveBack::Whole));
+        let expired = holds::expire(&h, 60_000).expect("due");
+        assert_eq!(hold_give_back(&h, &expired), Some(GiveBack::Whole));
+        let partial = applied(holds::capture(&h, Some(300), 1));
+        assert_eq!(
+            hold_give_back(&h, &partial),
+            Some(GiveBack::Credit {
+                amount: 700,
+                reversal: false
+            })
+        );
+        let full = applied(holds::capture(&h, None, 1));
+        assert_eq!(hold_give_back(&h, &full), None);
+        let mut captured = h.clone();
+        captured.state = HoldState::Captured;
+        captured.captured = 300;
+        let ask = holds::RefundAsk {
+            amount: Some(120),
+            currency_matches: true,
+            window_days: 90,
+        };
+        let refund = holds::refund(&captured, &ask, 1).expect("refundable");
+        assert_eq!(
+            hold_give_back(&captured, &refund),
+            Some(GiveBack::Credit {
+                amount: 120,
+                reversal: false
+            })
+        );
+    }
+}
