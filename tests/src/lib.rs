@@ -533,6 +533,7 @@ impl TestApp {
             name: CHANNEL_NAME.into(),
             api_key: CHANNEL_KEY.into(),
             api_secret: Secret::new(CHANNEL_SECRET),
+            country: None,
         });
         tweak(&mut settings);
         let grouped_commits = settings.processor.commit_batch_size_max > 1;

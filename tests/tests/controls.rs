@@ -783,7 +783,70 @@ async fn reservations_apply_the_controls_and_give_back_what_they_release(app: Te
     assert_eq!(app.available("u1", "DKK").await, "900.00");
 }
 
+/// A reservation's merchant country, for the country controls: the merchant's when the body
+/// gives one, else the channel's (`[[channels.keys]] country`, here none), else none, which
+/// a country control declines.
+async fn a_reservation_without_a_country_fails_country_controls(app: TestApp) {
+    let app = blocked_sweden(app).await;
+    let a = reserve_in(&app, "n1", None).await;
+    assert_declined(
+        &a,
+        MERCHANT,
+        "merchant country missing or unknown where the account restricts countries",
+    );
+    let a = reserve_in(&app, "n2", Some("DK")).await;
+    assert_approved(&a);
+    let a = reserve_in(&app, "n3", Some("swe")).await;
+    assert_declined(
+        &a,
+        MERCHANT,
+        "merchant country SE (Sweden) blocked on the account",
+    );
+}
+
+/// With the channel's country configured, a reservation whose merchant names none is in it.
+async fn a_reservation_is_in_its_channels_country(app: TestApp) {
+    let app = blocked_sweden(app).await;
+    assert_approved(&reserve_in(&app, "d1", None).await);
+    let a = reserve_in(&app, "d2", Some("SE")).await;
+    assert_declined(
+        &a,
+        MERCHANT,
+        "merchant country SE (Sweden) blocked on the account",
+    );
+}
+
+fn danish_channel(s: &mut authorizer::Settings) {
+    s.channels.keys[0].country = Some("DK".into());
+}
+
+/// u1 with 100.00 DKK, its account blocking Swedish merchants.
+async fn blocked_sweden(app: TestApp) -> TestApp {
+    app.funded("u1", "DKK", "100.00").await;
+    let path = "/v1/accounts/u1/DKK/controls";
+    let r = put_controls(&app, path, json!({"blocked_countries": ["SE"]})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    app
+}
+
+/// A reservation of 1.00 for u1 at a merchant in `country` (none: no country given).
+async fn reserve_in(app: &TestApp, id: &str, country: Option<&str>) -> Value {
+    let mut body = crate::holds::common::reservation(id, "1.00", "DKK");
+    if let Some(c) = country {
+        body["merchant"]["country"] = json!(c);
+    }
+    let r = crate::holds::common::post(app, crate::holds::common::RES, &body).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()
+}
+
+mod channel_country {
+    use super::*;
+    both_backends!(settings = danish_channel; a_reservation_is_in_its_channels_country);
+}
+
 both_backends!(
+    a_reservation_without_a_country_fails_country_controls,
     documents_are_stored_canonical_and_bad_ones_change_nothing,
     blocked_category_declines_in_words_and_is_explained,
     country_and_channel_controls_on_the_card,

@@ -212,6 +212,7 @@ fn reserve_work<'a>(
             currency: Currency::parse("ARS").ok(),
             amount: Decimal::from_str(amount).ok(),
             mcc: Some("5045"),
+            country: None,
             merchant: None,
             reference: None,
             expires_at_ms,

@@ -116,6 +116,10 @@ pub struct ChannelKey {
     pub name: String,
     pub api_key: String,
     pub api_secret: Secret,
+    /// Where the channel's merchants are (ISO 3166-1 alpha-2 or alpha-3): the merchant
+    /// country the spending controls read for a reservation whose merchant names none.
+    #[serde(default)]
+    pub country: Option<String>,
 }
 
 /// The channel reservation API (`/channels/v1/...`): its own key ring, signed as the
@@ -399,6 +403,16 @@ impl Settings {
                 "channels.keys: api_key {k} is also a processor key; each caller needs its own"
             ));
         }
+        if let Some(k) = self.channels.keys.iter().find(|k| {
+            k.country
+                .as_deref()
+                .is_some_and(|c| ledger::controls::Country::parse(c).is_none())
+        }) {
+            return bad(format!(
+                "channels.keys: country of {} is not an ISO 3166-1 country code",
+                k.name
+            ));
+        }
         let h = &self.holds;
         if h.expiry_secs == 0 || h.expiry_secs_max == 0 || h.expiry_secs > h.expiry_secs_max {
             return bad("holds.expiry_secs must be between 1 and holds.expiry_secs_max".into());
@@ -620,6 +634,15 @@ mod tests {
         let ring = s.channel_ring().unwrap();
         assert!(ring.keys.get("k1").is_some());
         assert_eq!(ring.names.get("k1").map(String::as_str), Some("mp"));
+        // A channel's country, for the spending controls: a country code or nothing.
+        write("country = \"dnk\"\n");
+        let s = Settings::load_from(dir.path(), &env(&[])).unwrap();
+        assert_eq!(s.channels.keys[0].country.as_deref(), Some("dnk"));
+        write("country = \"XX\"\n");
+        let err = Settings::load_from(dir.path(), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("country of mp is not an ISO 3166-1"), "{err}");
         // A key of both rings is refused: each caller signs with its own.
         let err = Settings::load_from(
             dir.path(),

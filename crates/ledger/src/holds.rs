@@ -13,9 +13,7 @@
 //! expired once `now >= expires_at_ms`, whether or not the sweeper has run: every
 //! operation on an overdue `RESERVED` hold first expires it ([`due`], [`expire`]).
 
-use crate::decision::{
-    AccountState, AuthorizationInput, CardState, Decision, DeclineClass, RequestKind, decide_with,
-};
+use crate::decision::{AccountState, AuthorizationInput, CardState, Decision, RequestKind, decide};
 use crate::posting::PostingPlan;
 
 /// Milliseconds in a UTC day: the daily-limit window.
@@ -219,23 +217,11 @@ pub fn reserve(
     account: Option<&AccountState>,
     card: Option<&CardState>,
 ) -> Decision {
-    reserve_with(input, account, card, |_, _| None)
-}
-
-/// [`reserve`], asking `controls` at the authorization's place whether a spending control
-/// declines (see [`decide_with`]; `crate::plan::plan_reservation` asks the account's and the
-/// card's).
-pub fn reserve_with(
-    input: &AuthorizationInput<'_>,
-    account: Option<&AccountState>,
-    card: Option<&CardState>,
-    controls: impl FnOnce(RequestKind, i64) -> Option<DeclineClass>,
-) -> Decision {
     let input = AuthorizationInput {
         kind: Some(RequestKind::Debit),
         ..input.clone()
     };
-    decide_with(&input, account, card, controls)
+    decide(&input, account, card)
 }
 
 /// Whether the hold has reached its expiry (`now >= expires_at_ms`) while still reserved.
@@ -425,9 +411,9 @@ pub fn give_back_counter(spent_day: i64, spent: i64, today: i64, give_back: i64)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::decision::{Decline, decide};
+    use crate::decision::Decline;
     use crate::posting::{Leg, SystemAccount};
     use crate::{Currency, MccSet};
     use rust_decimal::Decimal;
@@ -462,7 +448,7 @@ mod tests {
         }
     }
 
-    fn reserved(amount: i64) -> Hold {
+    pub(crate) fn reserved(amount: i64) -> Hold {
         Hold {
             state: HoldState::Reserved,
             amount,
@@ -493,7 +479,7 @@ mod tests {
         }
     }
 
-    fn applied(t: Result<Transition, HoldError>) -> Effects {
+    pub(crate) fn applied(t: Result<Transition, HoldError>) -> Effects {
         match t {
             Ok(Transition::Apply(e)) => e,
             other => panic!("expected effects, got {other:?}"),

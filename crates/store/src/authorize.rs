@@ -629,31 +629,7 @@ async fn write(tx: &mut Tx, items: &[BatchItem<'_>], w: &Writes) -> Result<(), s
             q.execute(c).await?.rows_affected()
         });
     }
-    let counters: Vec<_> = w.counters.iter().map(|c| (c, c.columns())).collect();
-    if !counters.is_empty() {
-        let sql = format!(
-            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, amount_minor, count, \
-             updated_at_ms) VALUES {} \
-             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
-             SET amount_minor = GREATEST(0, c.amount_minor + excluded.amount_minor), \
-             count = GREATEST(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms",
-            placeholders(counters.len(), 7, 1)
-        );
-        run!(tx, c => {
-            let mut q = sqlx::query(&sql);
-            for (w, (window, categories)) in &counters {
-                q = q
-                    .bind(owner_kind(w.owner))
-                    .bind(w.owner_id.as_str())
-                    .bind(window.as_str())
-                    .bind(categories.as_str())
-                    .bind(w.amount.max(0))
-                    .bind(w.count.max(0))
-                    .bind(now);
-            }
-            q.execute(c).await?.rows_affected()
-        });
-    }
+    crate::controls::add_counters(tx, &w.counters, now).await?;
     insert_rows!(
         tx,
         "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, \

@@ -279,12 +279,11 @@ pub(crate) async fn give_back_counted(
              WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3 AND categories = $4"
         }
     };
-    for w in &writes {
+    for (w, (window, categories)) in in_lock_order(&writes) {
         if w.owner == Owner::Account {
             give_back_on_account(tx, w).await?;
             continue;
         }
-        let (window, categories) = w.columns();
         run!(tx, c => {
             sqlx::query(update)
                 .bind(owner_kind(w.owner))
@@ -335,44 +334,53 @@ pub(crate) async fn card_counters(
     Ok(out)
 }
 
-/// Adds `writes` to their card counter rows in `tx` (a row is made when missing).
-pub(crate) async fn add_card_counters(
+/// `writes` with their stored columns, in the order every writer changes counter rows
+/// (owner, window, categories): two transactions never wait on each other's rows.
+fn in_lock_order(writes: &[CounterWrite]) -> Vec<(&CounterWrite, (String, String))> {
+    let mut rows: Vec<_> = writes.iter().map(|w| (w, w.columns())).collect();
+    rows.sort_unstable_by(|(a, ac), (b, bc)| {
+        (owner_kind(a.owner), &a.owner_id, ac).cmp(&(owner_kind(b.owner), &b.owner_id, bc))
+    });
+    rows
+}
+
+/// Adds `writes` to their counter rows in `tx`, in one statement (a row is made when
+/// missing; no counter goes below zero).
+pub(crate) async fn add_counters(
     tx: &mut Tx,
     writes: &[CounterWrite],
     now_ms: i64,
 ) -> Result<(), sqlx::Error> {
-    let sql = match tx {
-        Tx::Pg(_) => {
-            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, \
-             amount_minor, count, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
-             SET amount_minor = GREATEST(0, c.amount_minor + excluded.amount_minor), \
-             count = GREATEST(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms"
-        }
-        Tx::Lite(_) => {
-            "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, \
-             amount_minor, count, updated_at_ms) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-             ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
-             SET amount_minor = MAX(0, c.amount_minor + excluded.amount_minor), \
-             count = MAX(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms"
-        }
+    if writes.is_empty() {
+        return Ok(());
+    }
+    let greatest = match tx {
+        Tx::Pg(_) => "GREATEST",
+        Tx::Lite(_) => "MAX",
     };
-    for w in writes {
-        let (window, categories) = w.columns();
-        run!(tx, c => {
-            sqlx::query(sql)
+    let sql = format!(
+        "INSERT INTO control_counters AS c (owner_kind, owner_id, window_key, categories, \
+         amount_minor, count, updated_at_ms) VALUES {} \
+         ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
+         SET amount_minor = {greatest}(0, c.amount_minor + excluded.amount_minor), \
+         count = {greatest}(0, c.count + excluded.count), updated_at_ms = excluded.updated_at_ms",
+        crate::authorize::placeholders(writes.len(), 7, 1)
+    );
+    let columns = in_lock_order(writes);
+    run!(tx, c => {
+        let mut q = sqlx::query(&sql);
+        for (w, (window, categories)) in &columns {
+            q = q
                 .bind(owner_kind(w.owner))
                 .bind(w.owner_id.as_str())
                 .bind(window.as_str())
                 .bind(categories.as_str())
                 .bind(w.amount.max(0))
                 .bind(w.count.max(0))
-                .bind(now_ms)
-                .execute(c)
-                .await?
-                .rows_affected()
-        });
-    }
+                .bind(now_ms);
+        }
+        q.execute(c).await?.rows_affected()
+    });
     Ok(())
 }
 

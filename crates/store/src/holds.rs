@@ -3,10 +3,11 @@
 //! writes the effects it returns, in one transaction.
 //!
 //! Lock order, everywhere: the cardholder account row first, then the hold row (Postgres
-//! `FOR UPDATE`), so captures, cancels, refunds, reservations, authorizations and the
-//! sweeper never deadlock one another.
+//! `FOR UPDATE`), then control counter rows in their own order (owner, window, categories),
+//! so captures, cancels, refunds, reservations, authorizations and the sweeper never
+//! deadlock one another.
 
-use crate::controls::{add_card_counters, card_counters, give_back_counted};
+use crate::controls::{add_counters, card_counters, give_back_counted};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, insert_idempotent,
     load_card_record, lock_account_by_id, lock_user_account,
@@ -50,6 +51,9 @@ pub struct ReserveRequest<'a> {
     /// `None` when the amount was well-formed but beyond exact decimal range.
     pub amount: Option<Decimal>,
     pub mcc: Option<&'a str>,
+    /// The merchant's country as the spending controls read it (the merchant's, else the
+    /// channel's).
+    pub country: Option<&'a str>,
     /// The merchant object as JSON text, kept as received.
     pub merchant: Option<&'a str>,
     pub reference: Option<&'a str>,
@@ -926,11 +930,13 @@ impl Store {
         };
         let ask = ReservationAsk {
             user_id: req.user_id,
-            card_id: req.card_id,
+            country: req.country,
             input: &input,
             now_ms: call.now_ms,
         };
-        let plan = plan_reservation(&ask, account.as_ref(), card.as_ref(), card_counters, tz);
+        let card = req.card_id.zip(card.as_ref());
+        let plan = plan_reservation(&ask, account.as_ref(), card, card_counters, tz);
+        let counted = plan.counted.as_ref();
         let decision = plan.decision;
         let mut events = Vec::new();
         let body = match (&decision, &account, req.currency) {
@@ -964,7 +970,7 @@ impl Store {
                     .bind(req.reference)
                     .bind(&call.request_hash[..])
                     .bind(call.now_ms)
-                    .bind(plan.counted.as_deref())
+                    .bind(counted.map(|c| c.kept.as_str()))
                     .fetch_one(c)
                     .await?
                 });
@@ -979,12 +985,14 @@ impl Store {
                     .bind(*daily_spent_after)
                     .bind(call.now_ms)
                     .bind(acct.id)
-                    .bind(plan.account_counters.as_deref())
+                    .bind(counted.and_then(|c| c.account.as_deref()))
                     .execute(c)
                     .await?
                     .rows_affected()
                 });
-                add_card_counters(&mut tx, &plan.card_counters, call.now_ms).await?;
+                if let Some(c) = counted {
+                    add_counters(&mut tx, &c.card, call.now_ms).await?;
+                }
                 let view = HoldView {
                     id: hold_id,
                     channel: call.channel.to_owned(),
@@ -1194,8 +1202,9 @@ impl Store {
     /// writer, beside the other work of its batch). The sweeper's batch takes at most
     /// `batch_max` of the longest overdue holds; on Postgres it takes their accounts with
     /// `FOR UPDATE SKIP LOCKED` (accounts first, the order every writer follows), so
-    /// instances share the work and never wait on a request: what is skipped is taken by
-    /// the next batch. Each account's holds are planned together by
+    /// instances share the work and never wait on a request for an account (what is skipped
+    /// is taken by the next batch; a card's counter rows, given back by an expiry, are
+    /// waited for). Each account's holds are planned together by
     /// [`holds::expire_due`] and written as one change of the account.
     pub(crate) async fn expire_on(
         &self,

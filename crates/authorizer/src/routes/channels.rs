@@ -70,7 +70,7 @@ pub struct ReserveBody {
     reservation_id: String,
     /// The cardholder.
     user_id: String,
-    /// Card rules (status, owner, blocked MCCs) apply when we hold the card.
+    /// Card rules (status, owner, blocked MCCs, spending controls) apply when we hold the card.
     card_id: Option<String>,
     /// Greater than zero and representable in the currency.
     amount: WireAmount,
@@ -85,12 +85,15 @@ pub struct ReserveBody {
     reference: Option<String>,
 }
 
-/// The merchant; its `mcc` feeds the blocked-MCC rule.
+/// The merchant; its `mcc` and `country` feed the blocked-MCC rule and the spending controls.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 pub struct Merchant {
     id: Option<String>,
     name: Option<String>,
     mcc: Option<String>,
+    /// ISO 3166-1 alpha-2 or alpha-3; without it, the channel's configured country.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    country: Option<String>,
 }
 
 /// A capture; without `amount`, the full reserved amount.
@@ -122,6 +125,14 @@ fn refused(e: HoldError) -> Answer {
         e.message(),
         e.code(),
     )
+}
+
+/// The country configured for `channel` (`[[channels.keys]] country`).
+fn channel_country<'s>(state: &'s AppState, channel: &str) -> Option<&'s str> {
+    let keys = &state.settings.channels.keys;
+    keys.iter()
+        .find(|k| k.name == channel)
+        .and_then(|k| k.country.as_deref())
 }
 
 /// A channel-chosen id: 1 to 64 visible ASCII characters (stored and logged as is).
@@ -414,6 +425,11 @@ async fn reserve(
         currency: Currency::parse(&b.currency).ok(),
         amount: b.amount.value(),
         mcc: b.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
+        country: b
+            .merchant
+            .as_ref()
+            .and_then(|m| m.country.as_deref())
+            .or_else(|| channel_country(state, call.channel)),
         merchant: merchant.as_deref(),
         reference: b.reference.as_deref(),
         expires_at_ms: call.now_ms.saturating_add(expires_in.saturating_mul(1000)),

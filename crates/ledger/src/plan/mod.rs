@@ -21,7 +21,9 @@ pub use authorization::{
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
 pub use explanation::render as render_explanation;
-pub use reservation::{ReservationAsk, ReservationPlan, hold_give_back, plan_reservation};
+pub use reservation::{
+    HoldCounting, ReservationAsk, ReservationPlan, hold_give_back, plan_reservation,
+};
 
 use crate::controls::{
     Channels, Controls, Counter, CounterKey, Interval, Owner, WindowKey, local_day,

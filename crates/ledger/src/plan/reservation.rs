@@ -1,5 +1,5 @@
 //! A channel's reservation (a PoS wallet's hold), decided as an authorization is: the same
-//! rules in the same order ([`reserve_with`]), the spending controls of the account and of
+//! rules in the same order ([`decide_with`], as `crate::holds::reserve`), the spending controls of the account and of
 //! the card included, against the counters as they stand. An approval counts in the
 //! controls' windows like a debit; the hold keeps what it counted ([`counted_json`]), so that
 //! a cancel, an expiry, the remainder of a partial capture or a refund gives back exactly
@@ -11,16 +11,17 @@ use crate::controls::{
     Channels, ControlDecline, ControlRequest, Counter, CounterKey, Owner, Released, TimeZone,
     decode_counters, encode_counters,
 };
-use crate::decision::{AuthorizationInput, Decision, Decline};
-use crate::holds::{Effects, Hold, HoldEventKind, reserve_with};
+use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide_with};
+use crate::holds::{Effects, Hold, HoldEventKind};
 use jiff::Timestamp;
 use std::collections::HashMap;
 
-/// What is asked: a debit of `amount` in `currency` for `user_id`, on `card_id` if named.
+/// What is asked: a debit of `input`'s amount for `user_id` at a merchant in `country`,
+/// decided at `now_ms`.
 #[derive(Debug, Clone, Copy)]
 pub struct ReservationAsk<'a> {
     pub user_id: &'a str,
-    pub card_id: Option<&'a str>,
+    pub country: Option<&'a str>,
     pub input: &'a AuthorizationInput<'a>,
     pub now_ms: i64,
 }
@@ -31,34 +32,48 @@ pub struct ReservationPlan {
     pub decision: Decision,
     /// The spending control that declined, with its words.
     pub control: Option<ControlDecline>,
-    /// The account row's counters after the approval counted (`None`: unchanged).
-    pub account_counters: Option<String>,
-    /// What the approval adds to the card's counters.
-    pub card_counters: Vec<CounterWrite>,
-    /// What the hold keeps of what it counted (`None`: nothing counted).
-    pub counted: Option<String>,
+    /// What the approval counted (`None`: nothing).
+    pub counted: Option<HoldCounting>,
 }
 
-/// Decides a reservation against the locked `account` and the `card`'s record, with the
-/// card's counters as read for the windows of `ask.now_ms` (`card_counters`). A reservation
-/// shows no merchant country and no channel: a country control that allows a list declines
-/// it, as it declines an authorization without a country. An approval of nothing is
-/// declined (`AmountNotRepresentable`): a hold of nothing holds nothing.
+/// What an approved reservation counted, to be written with its hold.
+#[derive(Debug, Clone)]
+pub struct HoldCounting {
+    /// The account row's counters after the approval counted (`None`: unchanged).
+    pub account: Option<String>,
+    /// What the approval adds to the card's counters.
+    pub card: Vec<CounterWrite>,
+    /// What the hold keeps of what it counted.
+    pub kept: String,
+}
+
+/// Decides a reservation against the locked `account` and the card it names with our record
+/// of it (`card`), with the card's counters as read for the windows of `ask.now_ms`
+/// (`card_counters`). The merchant's country is the one asked (the merchant's, else the
+/// channel's); without one, a country control declines, as it declines an authorization
+/// without a country. A reservation shows no channel (as a card-present purchase at a
+/// domestic terminal shows none), so the channel controls pass it.
+/// An approval of nothing is declined (`AmountNotRepresentable`): a hold of nothing holds
+/// nothing.
 pub fn plan_reservation(
     ask: &ReservationAsk<'_>,
     account: Option<&Account>,
-    card: Option<&CardRecord>,
+    card: Option<(&str, &CardRecord)>,
     card_counters: HashMap<CounterKey, Counter>,
     tz: &TimeZone,
 ) -> ReservationPlan {
-    let input = ask.input;
+    // A reservation is a debit, whatever it was asked as.
+    let input = AuthorizationInput {
+        kind: Some(RequestKind::Debit),
+        ..ask.input.clone()
+    };
     let state = account.map(|a| a.state(day_of(ask.now_ms)));
-    let card_state = card.map(|c| c.state_for(Some(ask.user_id)));
+    let card_state = card.map(|(_, c)| c.state_for(Some(ask.user_id)));
     let layers = Layers {
         account: account.and_then(|a| a.controls.clone()),
-        card: card.and_then(|c| c.controls.clone()),
+        card: card.and_then(|(_, c)| c.controls.clone()),
         account_owner: account.map(|a| account_owner(ask.user_id, a.currency)),
-        card_owner: ask.card_id.filter(|_| card.is_some()).map(str::to_owned),
+        card_owner: card.map(|(id, _)| id.to_owned()),
     };
     let mut counters: HashMap<(Owner, String), HashMap<CounterKey, Counter>> = HashMap::new();
     if let (Some(a), Some(owner)) = (account, &layers.account_owner) {
@@ -71,29 +86,32 @@ pub fn plan_reservation(
         counters.insert((Owner::Card, owner.clone()), card_counters);
     }
     let mut evaluation = None;
-    let mut decision = reserve_with(input, state.as_ref(), card_state.as_ref(), |kind, minor| {
-        let request = ControlRequest {
-            kind,
-            currency: input.currency?,
-            amount: minor,
-            mcc: input.mcc,
-            country: None,
-            channels: Channels::default(),
-            at: Timestamp::from_millisecond(ask.now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
-        };
-        let ev = layers.evaluate_request(&request, &counters, tz)?;
-        let class = ev.declined.as_ref().map(ControlDecline::class);
-        evaluation = Some(ev);
-        class
-    });
+    let mut decision = decide_with(
+        &input,
+        state.as_ref(),
+        card_state.as_ref(),
+        |kind, minor| {
+            let request = ControlRequest {
+                kind,
+                currency: input.currency?,
+                amount: minor,
+                mcc: input.mcc,
+                country: ask.country,
+                channels: Channels::default(),
+                at: Timestamp::from_millisecond(ask.now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
+            };
+            let ev = layers.evaluate_request(&request, &counters, tz)?;
+            let class = ev.declined.as_ref().map(ControlDecline::class);
+            evaluation = Some(ev);
+            class
+        },
+    );
     if let Decision::Approved { amount: 0, .. } = decision {
         decision = Decision::Declined(Decline::AmountNotRepresentable);
     }
     let mut plan = ReservationPlan {
         control: evaluation.as_ref().and_then(|e| e.declined.clone()),
         decision,
-        account_counters: None,
-        card_counters: Vec::new(),
         counted: None,
     };
     let counted = match (&plan.decision, evaluation) {
@@ -102,10 +120,10 @@ pub fn plan_reservation(
         }
         _ => return plan,
     };
-    plan.counted = Some(counted_json(&counted, Released::default()));
-    let (cards, of_account): (Vec<_>, Vec<_>) =
+    let kept = counted_json(&counted, Released::default());
+    let (card, of_account): (Vec<_>, Vec<_>) =
         counted.into_iter().partition(|w| w.owner == Owner::Card);
-    plan.card_counters = cards;
+    let mut account_text = None;
     if let (Some(a), false) = (account, of_account.is_empty()) {
         // The row keeps the windows `now` is in: a window that is over is dropped.
         let windows = windows_of([ask.now_ms], tz);
@@ -117,8 +135,13 @@ pub fn plan_reservation(
                 .or_default()
                 .add(w.amount, w.count);
         }
-        plan.account_counters = Some(encode_counters(kept.iter()));
+        account_text = Some(encode_counters(kept.iter()));
     }
+    plan.counted = Some(HoldCounting {
+        account: account_text,
+        card,
+        kept,
+    });
     plan
 }
 
@@ -147,36 +170,18 @@ pub fn hold_give_back(hold: &Hold, effects: &Effects) -> Option<GiveBack> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::holds::tests::{applied, reserved};
     use crate::holds::{self, HoldState};
-
-    fn hold(amount: i64) -> Hold {
-        Hold {
-            state: HoldState::Reserved,
-            amount,
-            captured: 0,
-            refunded: 0,
-            partial_capture_possible: true,
-            reserved_at_ms: 0,
-            expires_at_ms: 60_000,
-            captured_at_ms: None,
-        }
-    }
-
-    fn applied(t: Result<holds::Transition, holds::HoldError>) -> Effects {
-        match t {
-            Ok(holds::Transition::Apply(e)) => e,
-            other => panic!("not applied: {other:?}"),
-        }
-    }
 
     #[test]
     fn each_change_gives_back_what_it_releases() {
-        let h = hold(1_000);
-        let cancel = applied(holds::cancel(&h, 1));
+        let h = reserved(1_000);
+        let now = h.reserved_at_ms + 1;
+        let cancel = applied(holds::cancel(&h, now));
         assert_eq!(hold_give_back(&h, &cancel), Some(GiveBack::Whole));
-        let expired = holds::expire(&h, 60_000).expect("due");
+        let expired = holds::expire(&h, h.expires_at_ms).expect("due");
         assert_eq!(hold_give_back(&h, &expired), Some(GiveBack::Whole));
-        let partial = applied(holds::capture(&h, Some(300), 1));
+        let partial = applied(holds::capture(&h, Some(300), now));
         assert_eq!(
             hold_give_back(&h, &partial),
             Some(GiveBack::Credit {
@@ -184,7 +189,7 @@ mod tests {
                 reversal: false
             })
         );
-        let full = applied(holds::capture(&h, None, 1));
+        let full = applied(holds::capture(&h, None, now));
         assert_eq!(hold_give_back(&h, &full), None);
         let mut captured = h.clone();
         captured.state = HoldState::Captured;
@@ -194,7 +199,7 @@ mod tests {
             currency_matches: true,
             window_days: 90,
         };
-        let refund = holds::refund(&captured, &ask, 1).expect("refundable");
+        let refund = holds::refund(&captured, &ask, now).expect("refundable");
         assert_eq!(
             hold_give_back(&captured, &refund),
             Some(GiveBack::Credit {
