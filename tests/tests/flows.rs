@@ -148,6 +148,10 @@ async fn balance_inquiry(app: TestApp) {
 
 async fn rejected_advice_reverses_once(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
+    let r = app
+        .admin_put("/v1/accounts/u1/ARS", json!({"daily_limit": "500.00"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
     assert_eq!(app.send(AUTH, &tx).await.json()["status"], "APPROVED");
     assert_eq!(app.available("u1", "ARS").await, "600.00");
@@ -167,6 +171,13 @@ async fn rejected_advice_reverses_once(app: TestApp) {
         "NOOP"
     );
     assert_eq!(app.available("u1", "ARS").await, "1000.00");
+    // Today's daily counter got the 400.00 back with the money, once: another 400.00 fits
+    // under the daily limit of 500.00, and then 100.01 more does not.
+    let again = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
+    assert_eq!(app.send(AUTH, &again).await.json()["status"], "APPROVED");
+    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.01", "ARS");
+    let answer = app.send(AUTH, &over).await.json();
+    assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
 }
 
 async fn approved_advice_books_a_rejected_purchase(app: TestApp) {

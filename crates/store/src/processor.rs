@@ -12,7 +12,9 @@ use crate::events::{
     ADJUSTMENT_BOOKED, NOTIFICATION_APPLIED, adjustment_booked, notification_applied,
 };
 use crate::rules::{CardRecord, fetch_card_record};
-use crate::{Flags, Store, StoreError, StoredResponse, Tx, for_update, is_unique_violation, run};
+use crate::{
+    Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
+};
 pub(crate) use ledger::plan::{Asked, direction_str};
 pub use ledger::plan::{AuthorizationResult, Outcome};
 use ledger::verdicts::{
@@ -20,7 +22,7 @@ use ledger::verdicts::{
     NotificationFacts, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat, SystemIds,
     plan_adjustment, plan_notification, repeat_of,
 };
-use ledger::{Currency, Leg, PostingPlan, RequestKind, SystemAccount};
+use ledger::{Currency, Leg, PostingPlan, RequestKind, SystemAccount, holds};
 use sqlx::Row;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Instant;
@@ -762,7 +764,8 @@ where
         system,
     };
     let plan = plan_adjustment(terms, &facts, t);
-    let movement_id = write_movement(tx, plan.movement, account.as_ref(), call.now_ms).await?;
+    let movement_id =
+        write_movement(tx, plan.movement, account.as_ref(), call.now_ms, None).await?;
     // A credit against an authorization of the account it is booked to gives back the
     // room that authorization took in its controls.
     if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to)) = (
@@ -863,7 +866,20 @@ where
         system,
     };
     let plan = plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    let movement_id = write_movement(tx, plan.movement, account.as_ref(), n.now_ms).await?;
+    // The processor rejected what we approved: a debit booked today comes off today's
+    // legacy daily counter too (a later day's counter never counted it).
+    let daily = match (plan.effect, &original, &account) {
+        (NotificationEffect::Reversed, Some(o), Some(a))
+            if o.holder == Leg::User && o.holder_id == a.id && o.holder_amount < 0 =>
+        {
+            let back = holds::daily_give_back(o.booked_at_ms, n.now_ms, -o.holder_amount);
+            let today = day_of(n.now_ms);
+            let spent = holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
+            Some((a.daily_spent_day, spent))
+        }
+        _ => None,
+    };
+    let movement_id = write_movement(tx, plan.movement, account.as_ref(), n.now_ms, daily).await?;
     // The processor rejected what we approved: the room it took comes back.
     if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
         let give = ledger::plan::GiveBack::Whole;
@@ -974,6 +990,7 @@ async fn write_movement(
     movement: Option<MovementPlan<'_>>,
     account: Option<&LockedAccount>,
     now_ms: i64,
+    daily_spent: Option<(i64, i64)>,
 ) -> Result<Option<i64>, StoreError> {
     let Some(m) = movement else {
         return Ok(None);
@@ -1002,7 +1019,7 @@ async fn write_movement(
         m.currency,
         &meta,
         now_ms,
-        None,
+        daily_spent,
     )
     .await?;
     Ok(Some(id))
@@ -1042,6 +1059,8 @@ struct OriginalRow {
     counterparty: SystemAccount,
     counterparty_id: i64,
     account: Option<LockedAccount>,
+    /// When the movement was booked.
+    booked_at_ms: i64,
 }
 
 impl OriginalRow {
@@ -1061,9 +1080,10 @@ impl OriginalRow {
 
 /// Reads movement `id`'s two postings and locks its cardholder account, if any.
 async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
-    let legs: Vec<(i64, i64, String, String, Option<String>)> = run!(tx, c => {
+    let legs: Vec<(i64, i64, String, String, Option<String>, i64)> = run!(tx, c => {
         sqlx::query_as(
-            "SELECT p.account_id, p.amount_minor, a.kind, m.currency, m.transaction_id \
+            "SELECT p.account_id, p.amount_minor, a.kind, m.currency, m.transaction_id, \
+             m.created_at_ms \
              FROM postings p JOIN accounts a ON a.id = p.account_id \
              JOIN movements m ON m.id = p.movement_id WHERE p.movement_id = $1 ORDER BY p.id",
         )
@@ -1072,8 +1092,8 @@ async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
         .await?
     });
     let [
-        (holder_id, holder_amount, holder_kind, code, transaction_id),
-        (counterparty_id, _, counter_kind, _, _),
+        (holder_id, holder_amount, holder_kind, code, transaction_id, booked_at_ms),
+        (counterparty_id, _, counter_kind, _, _, _),
     ]: [_; 2] = <[_; 2]>::try_from(legs)
         .map_err(|_| StoreError::Invalid(format!("movement {id} is not two postings")))?;
     let currency = Currency::parse_any(&code).map_err(|e| StoreError::Invalid(e.to_string()))?;
@@ -1096,5 +1116,6 @@ async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
         counterparty,
         counterparty_id,
         account,
+        booked_at_ms,
     })
 }
