@@ -409,6 +409,70 @@ e2e::instore_scenarios!(
     barcode_route_validates,
 );
 
+/// A wallet payment is decided as a card authorization is (section 4): the spending controls
+/// of the barcode's account and card apply, reading the tenant's store (`mcc`, `country`); a
+/// limit declines with 61, another control with 57; the payment counts, and its refund and
+/// its reversal give the room back.
+async fn spending_controls_apply_to_wallet_payments(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| {
+        tenant_settings(s, "http://127.0.0.1:9");
+        s.instore.tenants[0].mcc = Some("5411".into());
+        s.instore.tenants[0].country = Some("USA".into());
+    })
+    .await;
+    wallet_user(&app, "u-c", "100.00").await;
+    let controls = |path: String, body: Value| {
+        let app = &app;
+        async move {
+            let r = app.admin("PUT", &path, Some(body), None).await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+    };
+    let card = "/v1/cards/crd-u-c/controls".to_owned();
+    let account = "/v1/accounts/u-c/USD/controls".to_owned();
+    let limit =
+        json!({"currency": "USD", "spending_limits": [{"amount": "50.00", "interval": "monthly"}]});
+    controls(card, limit).await;
+    controls(account.clone(), json!({"blocked_countries": ["US"]})).await;
+    let paid = |total: i64, time: &'static str| {
+        let app = &app;
+        async move {
+            let b = barcode(app, "u-c", None).await;
+            wallet(app, "pay_wallet", &pay(&b, total, 0, time)).await
+        }
+    };
+    let r = paid(100, "t1").await;
+    assert_eq!(verdict(&r), ("Failure", "57"), "{r}");
+    assert_eq!(r["error_message"], "NOT_PERMITTED");
+    controls(account, json!({"blocked_categories": ["5812"]})).await;
+    let first = paid(3000, "t2").await;
+    assert_eq!(verdict(&first), ("Success", "00"), "{first}");
+    let r = paid(2001, "t3").await;
+    assert_eq!(verdict(&r), ("Failure", "61"), "{r}");
+    assert_eq!(r["error_message"], "LIMIT_EXCEEDED");
+    // A refund gives its money back to the monthly limit.
+    let refund = json!({"transaction_id": first["transaction_id"]});
+    let r = wallet(&app, "refund_wallet_payment", &refund).await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    let second = paid(5000, "t4").await;
+    assert_eq!(verdict(&second), ("Success", "00"), "{second}");
+    assert_eq!(verdict(&paid(1, "t5").await), ("Failure", "61"));
+    // So does a reversal.
+    let cancel = json!({"transaction_id": second["transaction_id"]});
+    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    assert_eq!(verdict(&paid(5000, "t6").await), ("Success", "00"));
+    assert_eq!(app.available("u-c", "USD").await, "50.00");
+    app.assert_audit_clean().await;
+    app.stop().await;
+}
+
+e2e::on_each_backend!(
+    spending_controls_apply_to_wallet_payments_postgres,
+    spending_controls_apply_to_wallet_payments_sqlite,
+    spending_controls_apply_to_wallet_payments
+);
+
 /// Section 6.4: a payment given back more than its total is reported by name.
 async fn over_returned_payment_is_reported(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| tenant_settings(s, "http://127.0.0.1:9")).await;

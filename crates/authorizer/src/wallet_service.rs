@@ -19,6 +19,9 @@ use instore::payload::{
     RefundWalletPayment,
 };
 use instore::{Amount, InstoreError, Outcome, Reason, Tenant, Value, WalletAction};
+use ledger::plan::{Counting, DebitAsk, plan_debit};
+use ledger::{AuthorizationInput, Currency, Decision, DeclineClass, RequestKind};
+use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use store::wallet::{NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
@@ -148,6 +151,48 @@ impl Planner {
         })
     }
 
+    /// The spending controls of the barcode's account and card on a payment of `total` at
+    /// this tenant's store (its `mcc` and `country`), decided as a debit authorization is
+    /// (docs/controls.md): what the payment counts, or why it is declined (a limit:
+    /// `LIMIT_EXCEEDED`; a category, country or another rule: `NOT_PERMITTED`).
+    fn spending_controls(
+        &self,
+        snap: &WalletSnapshot,
+        currency: Currency,
+        total: i64,
+    ) -> Result<Option<Counting>, Reason> {
+        let Some((b, account)) = snap
+            .barcode
+            .as_ref()
+            .and_then(|b| Some((b, b.account.as_ref()?)))
+        else {
+            return Ok(None);
+        };
+        let input = AuthorizationInput {
+            kind: Some(RequestKind::Debit),
+            currency: Some(currency),
+            amount: Some(Decimal::new(total, u32::from(currency.exponent()))),
+            mcc: self.tenant.mcc.as_deref(),
+        };
+        let ask = DebitAsk {
+            user_id: &b.user_id,
+            country: self.tenant.country.as_deref(),
+            input: &input,
+            now_ms: self.now_ms,
+        };
+        let card = b.card.as_ref().map(|(id, r)| (id.as_str(), r));
+        let counters = b.card_counters.clone();
+        let plan = plan_debit(&ask, Some(account), card, counters, &snap.time_zone);
+        match plan.decision {
+            Decision::Declined(d) => Err(match d.class() {
+                DeclineClass::InvalidAmount => Reason::LimitExceeded,
+                DeclineClass::InsufficientFunds => Reason::InsufficientFunds,
+                DeclineClass::InvalidMerchant | DeclineClass::Other => Reason::NotPermitted,
+            }),
+            Decision::Approved { .. } | Decision::Balance { .. } => Ok(plan.counted),
+        }
+    }
+
     fn plan_pay(&self, p: &PayWallet, snap: &WalletSnapshot, out: &mut WalletPlan) -> Outcome {
         let barcode = snap.barcode.as_ref().and_then(|b| {
             let a = b.account.as_ref()?;
@@ -173,6 +218,20 @@ impl Planner {
             p.total,
             p.tip,
         );
+        // Approved on the wallet's rules: the spending controls have the last word.
+        let mut counted = None;
+        let decided = match decided {
+            WalletPayDecision::Approved {
+                currency, total, ..
+            } => match self.spending_controls(snap, currency, total) {
+                Ok(c) => {
+                    counted = c;
+                    decided
+                }
+                Err(reason) => WalletPayDecision::Declined(reason),
+            },
+            other => other,
+        };
         let mut response = PayWalletResponse {
             request_id: self.request_id.as_deref(),
             transaction_id: None,
@@ -212,6 +271,7 @@ impl Planner {
                     currency,
                     total,
                     tip,
+                    counted,
                 });
                 Outcome::APPROVED
             }

@@ -51,6 +51,12 @@ pub struct TenantConfig {
     pub merchant_id: String,
     #[serde(default)]
     pub terminal_id: String,
+    /// The store's merchant category code (four digits) and country (ISO 3166-1): what the
+    /// spending controls of an account and card read for its wallet payments.
+    #[serde(default)]
+    pub mcc: Option<String>,
+    #[serde(default)]
+    pub country: Option<String>,
     #[serde(default)]
     pub poa_create_enabled: bool,
     /// Ceiling of a POA `Create`'s `credit_limit` per currency, as a decimal in major units.
@@ -69,6 +75,9 @@ pub struct Tenant {
     pub callback_url_prefixes: Vec<String>,
     pub merchant_id: String,
     pub terminal_id: String,
+    /// The store's merchant category code and country (alpha-2), for the spending controls.
+    pub mcc: Option<String>,
+    pub country: Option<String>,
     pub poa_create_enabled: bool,
     /// In minor units of each currency. A currency not listed has no ceiling configured,
     /// so `Create` in it is refused (`CREDIT_LIMIT_TOO_HIGH` for any limit above zero).
@@ -120,6 +129,10 @@ pub enum TenantConfigError {
     BadCallbackPrefix(String, String, &'static str),
     #[error("instore.tenants[{0}]: poa_credit_limit_max {1} = {2:?}: {3}")]
     BadCreditLimit(String, String, String, &'static str),
+    #[error("instore.tenants[{0}]: mcc {1:?} is not a four-digit merchant category code")]
+    BadMcc(String, String),
+    #[error("instore.tenants[{0}]: country {1:?} is not an ISO 3166-1 country code")]
+    BadCountry(String, String),
 }
 
 /// The configured tenants, validated.
@@ -173,6 +186,18 @@ impl Tenants {
                 })?;
                 limits.insert(currency, minor);
             }
+            if let Some(m) = c.mcc.as_ref().filter(|m| ledger::Mcc::parse(m).is_err()) {
+                return Err(TenantConfigError::BadMcc(id, m.clone()));
+            }
+            let country = match &c.country {
+                Some(text) => Some(
+                    ledger::controls::Country::parse(text)
+                        .ok_or_else(|| TenantConfigError::BadCountry(id.clone(), text.clone()))?
+                        .alpha2()
+                        .to_owned(),
+                ),
+                None => None,
+            };
             tenants.push(Tenant {
                 tenant_id: id,
                 verification_key: c.verification_key,
@@ -180,6 +205,8 @@ impl Tenants {
                 callback_url_prefixes: c.callback_url_prefixes,
                 merchant_id: c.merchant_id,
                 terminal_id: c.terminal_id,
+                mcc: c.mcc,
+                country,
                 poa_create_enabled: c.poa_create_enabled,
                 poa_credit_limit_max: limits,
                 stored_value_create_enabled: c.stored_value_create_enabled,
@@ -282,6 +309,8 @@ pub(crate) mod tests {
             callback_url_prefixes: vec!["https://instore.example/".into()],
             merchant_id: "634100700040000".into(),
             terminal_id: "00000011".into(),
+            mcc: None,
+            country: None,
             poa_create_enabled: false,
             poa_credit_limit_max: BTreeMap::new(),
             stored_value_create_enabled: true,

@@ -28,6 +28,8 @@ fn tenant_config(id: &str, key: &str) -> TenantConfig {
         callback_url_prefixes: vec!["https://instore.example/".into()],
         merchant_id: "634100700040000".into(),
         terminal_id: "00000011".into(),
+        mcc: None,
+        country: None,
         poa_create_enabled: false,
         poa_credit_limit_max: Default::default(),
         stored_value_create_enabled: true,

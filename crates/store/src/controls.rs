@@ -5,7 +5,9 @@
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
 use ledger::controls::{Counter, CounterKey, Owner};
-use ledger::plan::{CounterWrite, GiveBack, give_back_on_row, owner_kind, release_counted};
+use ledger::plan::{
+    CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted,
+};
 use std::collections::HashMap;
 
 /// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
@@ -299,6 +301,27 @@ pub(crate) async fn give_back_counted(
         });
     }
     Ok(Some(text))
+}
+
+/// Writes what an approved debit counted: the account row's counters (its lock is held)
+/// and the card's counter rows.
+pub(crate) async fn write_counting(
+    tx: &mut Tx,
+    account_id: i64,
+    counting: &Counting,
+    now_ms: i64,
+) -> Result<(), sqlx::Error> {
+    if let Some(text) = &counting.account {
+        run!(tx, c => {
+            sqlx::query("UPDATE accounts SET counters = $1 WHERE id = $2")
+                .bind(text)
+                .bind(account_id)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
+    }
+    add_counters(tx, &counting.card, now_ms).await
 }
 
 /// The card's control counters in `windows`, as `tx` sees them.

@@ -16,7 +16,7 @@ use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_updat
 use ledger::holds::{
     self, Effects, Hold, HoldError, HoldEventKind, HoldState, RefundAsk, Transition,
 };
-use ledger::plan::{ReservationAsk, hold_give_back, plan_reservation, windows_of};
+use ledger::plan::{DebitAsk, hold_give_back, plan_debit, windows_of};
 use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount, format_minor};
 use rust_decimal::Decimal;
 use sqlx::Row;
@@ -928,14 +928,14 @@ impl Store {
             amount: req.amount,
             mcc: req.mcc,
         };
-        let ask = ReservationAsk {
+        let ask = DebitAsk {
             user_id: req.user_id,
             country: req.country,
             input: &input,
             now_ms: call.now_ms,
         };
         let card = req.card_id.zip(card.as_ref());
-        let plan = plan_reservation(&ask, account.as_ref(), card, card_counters, tz);
+        let plan = plan_debit(&ask, account.as_ref(), card, card_counters, tz);
         let counted = plan.counted.as_ref();
         let decision = plan.decision;
         let mut events = Vec::new();

@@ -40,7 +40,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(13, "0013_owed_deliveries"),
     migration!(14, "0014_callback_lookup"),
     migration!(15, "0015_outbox_retention"),
-    migration!(16, "0016_hold_controls"),
+    migration!(16, "0016_debit_controls"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

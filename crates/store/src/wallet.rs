@@ -7,15 +7,21 @@
 //! enveloped, the request record and its callback's outbox row). Barcodes are issued by the
 //! admin API ([`Store::issue_wallet_barcode`]).
 
+use crate::controls::{card_counters, give_back_counted, write_counting};
 use crate::instore::{
     InstoreCall, InstoreOutcome, RequestAnswer, daily_after, record_request, recorded, sv_account,
 };
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, lock_account_by_id,
+    Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, load_card_record,
+    lock_account_by_id,
 };
+use crate::rules::CardRecord;
 use crate::{Store, StoreError, Tx, run};
 use ledger::Currency;
+use ledger::controls::{Counter, CounterKey, TimeZone};
 use ledger::instore::{SvKind, plan_stored_value};
+use ledger::plan::{Counting, GiveBack, counted_after, windows_of};
+use std::collections::HashMap;
 
 /// Movement kind of an approved `pay_wallet`: a debit of the barcode's account.
 pub const KIND_WALLET_PAYMENT: &str = "WALLET_PAYMENT";
@@ -56,6 +62,7 @@ pub struct WalletCall {
 /// A barcode as `pay_wallet` reads it, with its account locked.
 #[derive(Debug, Clone)]
 pub struct BarcodeRow {
+    pub user_id: String,
     pub currency: Currency,
     pub expires_at_ms: i64,
     /// The status of the barcode's card (`None`: issued for the account alone).
@@ -64,6 +71,10 @@ pub struct BarcodeRow {
     pub account: Option<LockedAccount>,
     /// The approved payment that used it: tenant, request hash and its exact answer.
     pub used: Option<(String, String, Vec<u8>)>,
+    /// The barcode's card with our record of it, and its control counters in the windows of
+    /// the request's instant (the spending controls' input).
+    pub card: Option<(String, CardRecord)>,
+    pub card_counters: HashMap<CounterKey, Counter>,
 }
 
 /// A payment as the refund, cancel and log actions read it, with its account locked.
@@ -78,13 +89,18 @@ pub struct PaymentRow {
     /// The `reference` the first `log_cancel_wallet` that named it recorded.
     pub reference: Option<String>,
     pub account: LockedAccount,
+    /// What the payment counted in the spending controls (as approved: what its returns
+    /// gave back is `refunded + reversed`).
+    pub counted: Option<String>,
 }
 
 /// What one wallet request's decision may read.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct WalletSnapshot {
     pub barcode: Option<BarcodeRow>,
     pub payment: Option<PaymentRow>,
+    /// The zone of the spending controls' windows (`controls.time_zone`).
+    pub time_zone: TimeZone,
 }
 
 /// A payment to book (`pay_wallet` approved).
@@ -95,6 +111,8 @@ pub struct NewWalletPayment {
     pub currency: Currency,
     pub total: i64,
     pub tip: i64,
+    /// What it counted in the spending controls.
+    pub counted: Option<Counting>,
 }
 
 /// Money given back of a payment.
@@ -215,6 +233,8 @@ async fn replayed(tx: &mut Tx, call: &WalletCall) -> Result<Option<InstoreOutcom
 /// A barcode's row, with the payment that used it, as read before its account's lock.
 type BarcodeHead = (
     String,
+    Option<String>,
+    String,
     i64,
     Option<String>,
     Option<i64>,
@@ -223,10 +243,15 @@ type BarcodeHead = (
     Option<Vec<u8>>,
 );
 
-async fn read_barcode(tx: &mut Tx, barcode: &str) -> Result<Option<BarcodeRow>, Step> {
+async fn read_barcode(
+    tx: &mut Tx,
+    barcode: &str,
+    now_ms: i64,
+    tz: &TimeZone,
+) -> Result<Option<BarcodeRow>, Step> {
     let head: Option<BarcodeHead> = run!(tx, c => {
         sqlx::query_as(
-            "SELECT b.currency, b.expires_at_ms, c.status, a.id, \
+            "SELECT b.user_id, b.card_id, b.currency, b.expires_at_ms, c.status, a.id, \
              p.tenant_id, p.request_hash, p.response_body \
              FROM wallet_barcodes b \
              LEFT JOIN cards c ON c.card_id = b.card_id \
@@ -238,7 +263,18 @@ async fn read_barcode(tx: &mut Tx, barcode: &str) -> Result<Option<BarcodeRow>, 
         .fetch_optional(c)
         .await?
     });
-    let Some((code, expires_at_ms, card_status, account_id, tenant, hash, response)) = head else {
+    let Some((
+        user_id,
+        card_id,
+        code,
+        expires_at_ms,
+        card_status,
+        account_id,
+        tenant,
+        hash,
+        response,
+    )) = head
+    else {
         return Ok(None);
     };
     let currency = Currency::parse_any(&code)
@@ -253,12 +289,29 @@ async fn read_barcode(tx: &mut Tx, barcode: &str) -> Result<Option<BarcodeRow>, 
         (Some(t), Some(h), Some(r)) => Some((t, h, r)),
         _ => None,
     };
+    let card = match card_id {
+        Some(id) => load_card_record(tx, &id).await?.map(|r| (id, r)),
+        None => None,
+    };
+    let card_counters = match &card {
+        Some((id, _)) => {
+            let windows: Vec<String> = windows_of([now_ms], tz)
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            card_counters(tx, id, &windows).await?
+        }
+        None => HashMap::new(),
+    };
     Ok(Some(BarcodeRow {
+        user_id,
         currency,
         expires_at_ms,
         card_status,
         account,
         used,
+        card,
+        card_counters,
     }))
 }
 
@@ -269,13 +322,13 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
         (None, None) => return Ok(None),
     };
     let sql = format!(
-        "SELECT transaction_id, tenant_id, currency, total_minor, account_id \
+        "SELECT transaction_id, tenant_id, currency, total_minor, account_id, controls_counted \
          FROM wallet_payments WHERE {filter}"
     );
-    let head: Option<(String, String, String, i64, i64)> = run!(tx, c => {
+    let head: Option<(String, String, String, i64, i64, Option<String>)> = run!(tx, c => {
         sqlx::query_as(&sql).bind(key).fetch_optional(c).await?
     });
-    let Some((transaction_id, tenant_id, code, total, account_id)) = head else {
+    let Some((transaction_id, tenant_id, code, total, account_id, counted)) = head else {
         return Ok(None);
     };
     let currency = Currency::parse_any(&code)
@@ -306,6 +359,7 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
         reversed,
         reference,
         account,
+        counted,
     }))
 }
 
@@ -353,11 +407,16 @@ impl Store {
         if let Some(done) = replayed(tx, call).await? {
             return Ok(done);
         }
-        let mut snap = WalletSnapshot::default();
-        if let Some(b) = &call.barcode {
-            snap.barcode = read_barcode(tx, b).await?;
-        }
-        snap.payment = read_payment(tx, call).await?;
+        let tz = &self.controls_time_zone;
+        let barcode = match &call.barcode {
+            Some(b) => read_barcode(tx, b, call.now_ms, tz).await?,
+            None => None,
+        };
+        let snap = WalletSnapshot {
+            barcode,
+            payment: read_payment(tx, call).await?,
+            time_zone: tz.clone(),
+        };
         // A duplicate that waited for the account's lock finds the first one's record now.
         if let Some(done) = replayed(tx, call).await? {
             return Ok(done);
@@ -409,12 +468,15 @@ impl Store {
             let movement_id = self
                 .book_wallet(tx, call, account, p.currency, -p.total, KIND_WALLET_PAYMENT)
                 .await?;
+            if let Some(c) = &p.counted {
+                write_counting(tx, account.id, c, call.now_ms).await?;
+            }
             run!(tx, c => {
                 sqlx::query(
                     "INSERT INTO wallet_payments (transaction_id, tenant_id, barcode, account_id, \
                      movement_id, currency, total_minor, tip_minor, request_hash, response_body, \
-                     correlation_id, created_at_ms) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                     correlation_id, created_at_ms, controls_counted) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
                 )
                 .bind(&p.transaction_id)
                 .bind(&call.tenant_id)
@@ -428,6 +490,7 @@ impl Store {
                 .bind(&plan.response[..])
                 .bind(call.correlation_id.as_deref())
                 .bind(call.now_ms)
+                .bind(p.counted.as_ref().map(|c| c.kept.as_str()))
                 .execute(c)
                 .await?
                 .rows_affected()
@@ -467,6 +530,22 @@ impl Store {
                 .await?
                 .rows_affected()
             });
+            // What the payment counted in the spending controls comes back with the money:
+            // a reversal of all that stands gives the count back too. The payment's row is
+            // immutable: what earlier returns gave back is their sum.
+            let returned = payment.refunded + payment.reversed;
+            if let Some(counted) = payment
+                .counted
+                .as_deref()
+                .and_then(|c| counted_after(c, returned))
+            {
+                let give = GiveBack::Credit {
+                    amount: r.amount,
+                    reversal: r.kind == ReturnKind::Reversal,
+                };
+                let total = Some(payment.total);
+                give_back_counted(tx, &counted, give, total, call.now_ms).await?;
+            }
         }
         if plan.record && call.envelope.is_none() {
             record_body(tx, call, plan).await?;

@@ -644,6 +644,19 @@ pub fn release_counted(
     Some((writes, counted_json(&rows, now)))
 }
 
+/// What an approval counted (`stored`, as [`counted_json`] wrote it) with `returned` minor
+/// units of it given back since: the text [`release_counted`] reads, for a record that keeps
+/// what it counted but not what was given back (an immutable row, whose returns are rows of
+/// their own). `None` when the text cannot be read.
+pub fn counted_after(stored: &str, returned: i64) -> Option<String> {
+    let (rows, _) = read_counted(stored)?;
+    let released = Released {
+        amount: returned.max(0),
+        whole: false,
+    };
+    Some(counted_json(&rows, released))
+}
+
 /// An account's counters as kept on its row ([`encode_counters`]) with `w` given back: a
 /// counter that is gone (its window over) has nothing to give back, and none goes below
 /// zero.

@@ -11,19 +11,17 @@
 //! the first answer, and two requests on one account see each other's balance.
 
 mod authorization;
+mod debit;
 mod explanation;
-mod reservation;
 
 pub use authorization::{
-    AuthorizationRequest, AuthorizationResult, GiveBack, give_back_on_row, plan_authorizations,
-    release_counted, status_of,
+    AuthorizationRequest, AuthorizationResult, GiveBack, counted_after, give_back_on_row,
+    plan_authorizations, release_counted, status_of,
 };
+pub use debit::{Counting, DebitAsk, DebitPlan, hold_give_back, plan_debit};
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
 pub use explanation::render as render_explanation;
-pub use reservation::{
-    HoldCounting, ReservationAsk, ReservationPlan, hold_give_back, plan_reservation,
-};
 
 use crate::controls::{
     Channels, Controls, Counter, CounterKey, Interval, Owner, WindowKey, local_day,

@@ -1,9 +1,10 @@
-//! A channel's reservation (a PoS wallet's hold), decided as an authorization is: the same
-//! rules in the same order ([`decide_with`], as `crate::holds::reserve`), the spending controls of the account and of
-//! the card included, against the counters as they stand. An approval counts in the
-//! controls' windows like a debit; the hold keeps what it counted ([`counted_json`]), so that
-//! a cancel, an expiry, the remainder of a partial capture or a refund gives back exactly
-//! that ([`super::release_counted`]).
+//! A debit that does not come from the processor (a channel's reservation, an InStore wallet
+//! payment), decided as a debit authorization is: the same rules in the same order
+//! ([`decide_with`], as `crate::holds::reserve`), the spending controls of the account and
+//! of the card included, against the counters as they stand. An approval counts in the
+//! controls' windows; the hold or the payment keeps what it counted ([`counted_json`]), so
+//! that what later releases it (a cancel, an expiry, the remainder of a partial capture, a
+//! refund, a reversal) gives back exactly that ([`super::release_counted`]).
 
 use super::authorization::{GiveBack, Layers, counted_json};
 use super::{Account, CardRecord, CounterWrite, account_owner, day_of, windows_of};
@@ -19,50 +20,50 @@ use std::collections::HashMap;
 /// What is asked: a debit of `input`'s amount for `user_id` at a merchant in `country`,
 /// decided at `now_ms`.
 #[derive(Debug, Clone, Copy)]
-pub struct ReservationAsk<'a> {
+pub struct DebitAsk<'a> {
     pub user_id: &'a str,
     pub country: Option<&'a str>,
     pub input: &'a AuthorizationInput<'a>,
     pub now_ms: i64,
 }
 
-/// What a reservation comes to.
+/// What a debit comes to.
 #[derive(Debug, Clone)]
-pub struct ReservationPlan {
+pub struct DebitPlan {
     pub decision: Decision,
     /// The spending control that declined, with its words.
     pub control: Option<ControlDecline>,
     /// What the approval counted (`None`: nothing).
-    pub counted: Option<HoldCounting>,
+    pub counted: Option<Counting>,
 }
 
-/// What an approved reservation counted, to be written with its hold.
+/// What an approved debit counted, to be written with it.
 #[derive(Debug, Clone)]
-pub struct HoldCounting {
+pub struct Counting {
     /// The account row's counters after the approval counted (`None`: unchanged).
     pub account: Option<String>,
     /// What the approval adds to the card's counters.
     pub card: Vec<CounterWrite>,
-    /// What the hold keeps of what it counted.
+    /// What the hold or payment keeps of what it counted.
     pub kept: String,
 }
 
-/// Decides a reservation against the locked `account` and the card it names with our record
+/// Decides a debit against the locked `account` and the card it names with our record
 /// of it (`card`), with the card's counters as read for the windows of `ask.now_ms`
-/// (`card_counters`). The merchant's country is the one asked (the merchant's, else the
-/// channel's); without one, a country control declines, as it declines an authorization
-/// without a country. A reservation shows no channel (as a card-present purchase at a
-/// domestic terminal shows none), so the channel controls pass it.
-/// An approval of nothing is declined (`AmountNotRepresentable`): a hold of nothing holds
-/// nothing.
-pub fn plan_reservation(
-    ask: &ReservationAsk<'_>,
+/// (`card_counters`). The merchant's country is the one asked (a reservation's merchant's,
+/// else its channel's; a wallet payment's store's); without one, a country control declines,
+/// as it declines an authorization without a country. These debits show no channel (as a
+/// card-present purchase at a domestic terminal shows none), so the channel controls pass
+/// them. An approval of nothing is declined (`AmountNotRepresentable`): a hold of nothing
+/// holds nothing.
+pub fn plan_debit(
+    ask: &DebitAsk<'_>,
     account: Option<&Account>,
     card: Option<(&str, &CardRecord)>,
     card_counters: HashMap<CounterKey, Counter>,
     tz: &TimeZone,
-) -> ReservationPlan {
-    // A reservation is a debit, whatever it was asked as.
+) -> DebitPlan {
+    // A debit, whatever it was asked as.
     let input = AuthorizationInput {
         kind: Some(RequestKind::Debit),
         ..ask.input.clone()
@@ -109,7 +110,7 @@ pub fn plan_reservation(
     if let Decision::Approved { amount: 0, .. } = decision {
         decision = Decision::Declined(Decline::AmountNotRepresentable);
     }
-    let mut plan = ReservationPlan {
+    let mut plan = DebitPlan {
         control: evaluation.as_ref().and_then(|e| e.declined.clone()),
         decision,
         counted: None,
@@ -137,7 +138,7 @@ pub fn plan_reservation(
         }
         account_text = Some(encode_counters(kept.iter()));
     }
-    plan.counted = Some(HoldCounting {
+    plan.counted = Some(Counting {
         account: account_text,
         card,
         kept,
