@@ -7,7 +7,7 @@
 //! so captures, cancels, refunds, reservations, authorizations and the sweeper never
 //! deadlock one another.
 
-use crate::controls::{add_counters, card_counters, give_back_counted};
+use crate::controls::{card_counters, give_back_counted, write_counting};
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, insert_idempotent,
     load_card_record, lock_account_by_id, lock_user_account,
@@ -977,21 +977,19 @@ impl Store {
                 run!(&mut tx, c => {
                     sqlx::query(
                         "UPDATE accounts SET held_minor = held_minor + $1, daily_spent_day = $2, \
-                         daily_spent_minor = $3, updated_at_ms = $4, \
-                         counters = COALESCE($6, counters) WHERE id = $5",
+                         daily_spent_minor = $3, updated_at_ms = $4 WHERE id = $5",
                     )
                     .bind(minor)
                     .bind(today)
                     .bind(*daily_spent_after)
                     .bind(call.now_ms)
                     .bind(acct.id)
-                    .bind(counted.and_then(|c| c.account.as_deref()))
                     .execute(c)
                     .await?
                     .rows_affected()
                 });
                 if let Some(c) = counted {
-                    add_counters(&mut tx, &c.card, call.now_ms).await?;
+                    write_counting(&mut tx, acct.id, c, call.now_ms).await?;
                 }
                 let view = HoldView {
                     id: hold_id,
