@@ -808,6 +808,8 @@ async fn a_reservation_without_a_country_fails_country_controls(app: TestApp) {
 async fn a_reservation_is_in_its_channels_country(app: TestApp) {
     let app = blocked_sweden(app).await;
     assert_approved(&reserve_in(&app, "d1", None).await);
+    // A blank country is none: the channel's stands.
+    assert_approved(&reserve_in(&app, "d3", Some(" ")).await);
     let a = reserve_in(&app, "d2", Some("SE")).await;
     assert_declined(
         &a,

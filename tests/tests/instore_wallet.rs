@@ -473,6 +473,38 @@ e2e::on_each_backend!(
     spending_controls_apply_to_wallet_payments
 );
 
+/// A tenant configured without `mcc` and `country`: its store's category and country are not
+/// known but not in doubt, so the rules that read them are left out (a blocked category, a
+/// legacy blocked MCC, a blocked country), while the limits stand.
+async fn a_store_without_mcc_or_country_skips_those_rules(backend: Backend) {
+    let app = TestApp::spawn_with(backend, |s| tenant_settings(s, "http://127.0.0.1:9")).await;
+    wallet_user(&app, "u-n", "100.00").await;
+    let controls = json!({"currency": "USD", "blocked_categories": ["gambling"],
+        "blocked_countries": ["RU"], "spending_limits": [{"amount": "10.00", "interval": "daily"}]});
+    let r = app
+        .admin("PUT", "/v1/cards/crd-u-n/controls", Some(controls), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app
+        .admin_put("/v1/accounts/u-n/USD", json!({"blocked_mccs": ["7995"]}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let b = barcode(&app, "u-n", None).await;
+    let paid = wallet(&app, "pay_wallet", &pay(&b, 1000, 0, "t1")).await;
+    assert_eq!(verdict(&paid), ("Success", "00"), "{paid}");
+    let b = barcode(&app, "u-n", None).await;
+    let over = wallet(&app, "pay_wallet", &pay(&b, 1, 0, "t2")).await;
+    assert_eq!(verdict(&over), ("Failure", "61"), "{over}");
+    app.assert_audit_clean().await;
+    app.stop().await;
+}
+
+e2e::on_each_backend!(
+    a_store_without_mcc_or_country_skips_those_rules_postgres,
+    a_store_without_mcc_or_country_skips_those_rules_sqlite,
+    a_store_without_mcc_or_country_skips_those_rules
+);
+
 /// Section 6.4: a payment given back more than its total is reported by name.
 async fn over_returned_payment_is_reported(backend: Backend) {
     let app = TestApp::spawn_with(backend, |s| tenant_settings(s, "http://127.0.0.1:9")).await;

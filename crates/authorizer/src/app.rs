@@ -225,6 +225,17 @@ impl Application {
                 "no InStore tenants configured: the InStore routes refuse every request"
             );
         }
+        for t in instore.tenants.iter() {
+            if t.mcc.is_none() || t.country.is_none() {
+                tracing::warn!(
+                    tenant = %t.tenant_id,
+                    mcc = t.mcc.as_deref().unwrap_or("none"),
+                    country = t.country.as_deref().unwrap_or("none"),
+                    "InStore tenant without mcc or country: its wallet payments skip the spending \
+                     controls' rules of the category or country it does not name"
+                );
+            }
+        }
         let sweeper = tokio::spawn(sweep_holds(
             batcher.clone(),
             store.clone(),

@@ -413,6 +413,22 @@ impl Settings {
                 k.name
             ));
         }
+        let country_of = |k: &ChannelKey| {
+            k.country
+                .as_deref()
+                .and_then(ledger::controls::Country::parse)
+        };
+        if let Some(k) = self.channels.keys.iter().find(|k| {
+            self.channels
+                .keys
+                .iter()
+                .any(|o| o.name == k.name && country_of(o) != country_of(k))
+        }) {
+            return bad(format!(
+                "channels.keys: the keys named {} give different countries; a channel is in one",
+                k.name
+            ));
+        }
         let h = &self.holds;
         if h.expiry_secs == 0 || h.expiry_secs_max == 0 || h.expiry_secs > h.expiry_secs_max {
             return bad("holds.expiry_secs must be between 1 and holds.expiry_secs_max".into());
@@ -643,6 +659,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("country of mp is not an ISO 3166-1"), "{err}");
+        // Two keys of one channel (a rotation) must agree on its country.
+        write(&format!(
+            "country = \"DK\"\n[[channels.keys]]\nname = \"mp\"\napi_key = \"k2\"\napi_secret = \"{secret}\"\ncountry = \"FI\"\n"
+        ));
+        let err = Settings::load_from(dir.path(), &env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("the keys named mp give different countries"),
+            "{err}"
+        );
         // A key of both rings is refused: each caller signs with its own.
         let err = Settings::load_from(
             dir.path(),

@@ -19,8 +19,9 @@ use instore::payload::{
     RefundWalletPayment,
 };
 use instore::{Amount, InstoreError, Outcome, Reason, Tenant, Value, WalletAction};
+use ledger::controls::Controls;
 use ledger::plan::{Counting, DebitAsk, plan_debit};
-use ledger::{AuthorizationInput, Currency, Decision, DeclineClass, RequestKind};
+use ledger::{AuthorizationInput, Currency, Decision, DeclineClass, MccSet, RequestKind};
 use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -153,8 +154,9 @@ impl Planner {
 
     /// The spending controls of the barcode's account and card on a payment of `total` at
     /// this tenant's store (its `mcc` and `country`), decided as a debit authorization is
-    /// (docs/controls.md): what the payment counts, or why it is declined (a limit:
-    /// `LIMIT_EXCEEDED`; a category, country or another rule: `NOT_PERMITTED`).
+    /// (docs/controls.md), the legacy blocked MCCs included: what the payment counts, or why
+    /// it is declined (a limit: `LIMIT_EXCEEDED`; a category, country or another rule:
+    /// `NOT_PERMITTED`).
     fn spending_controls(
         &self,
         snap: &WalletSnapshot,
@@ -180,9 +182,30 @@ impl Planner {
             input: &input,
             now_ms: self.now_ms,
         };
-        let card = b.card.as_ref().map(|(id, r)| (id.as_str(), r));
+        // A fact the tenant's configuration does not give (the store's category or
+        // country) is not in doubt, as a network merchant's missing one is: the rules that
+        // read it are left out instead of declining (see `Controls::for_merchant_facts`).
+        let (category_known, country_known) = (ask.input.mcc.is_some(), ask.country.is_some());
+        let judged = |c: &Option<Arc<Controls>>| {
+            c.as_ref()
+                .map(|c| Arc::new(c.for_merchant_facts(category_known, country_known)))
+        };
+        let mut account = account.clone();
+        account.controls = judged(&account.controls);
+        let card = b.card.as_ref().map(|(id, r)| {
+            let mut r = r.clone();
+            r.controls = judged(&r.controls);
+            if !category_known {
+                r.blocked_mccs = MccSet::default();
+            }
+            (id.as_str(), r)
+        });
+        if !category_known {
+            account.blocked_mccs = MccSet::default();
+        }
+        let card = card.as_ref().map(|(id, r)| (*id, r));
         let counters = b.card_counters.clone();
-        let plan = plan_debit(&ask, Some(account), card, counters, &snap.time_zone);
+        let plan = plan_debit(&ask, Some(&account), card, counters, &snap.time_zone);
         match plan.decision {
             Decision::Declined(d) => Err(match d.class() {
                 DeclineClass::InvalidAmount => Reason::LimitExceeded,

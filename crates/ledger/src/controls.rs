@@ -112,6 +112,26 @@ const FIELDS: &[&str] = &[
 ];
 
 impl Controls {
+    /// These controls for a merchant whose category (`category_known` false) or country
+    /// (`country_known` false) is not known but is not in doubt either (a store the issuer
+    /// configured without them): the rules that read the unknown fact are left out (lists
+    /// of categories or countries, and the limits that count some categories only), the
+    /// rest stand.
+    pub fn for_merchant_facts(&self, category_known: bool, country_known: bool) -> Controls {
+        let mut c = self.clone();
+        if !category_known {
+            c.allowed_categories = Categories::default();
+            c.blocked_categories = Categories::default();
+            c.spending_limits.retain(|l| l.categories.is_none());
+            c.velocity_limits.retain(|l| l.categories.is_none());
+        }
+        if !country_known {
+            c.allowed_countries.clear();
+            c.blocked_countries.clear();
+        }
+        c
+    }
+
     /// Parses the admin JSON. `account_currency` is the account's currency for an
     /// account's controls (the document may repeat it, and must agree), `None` for a
     /// card's (which must then name the currency of its spending limits) and for the

@@ -425,11 +425,10 @@ async fn reserve(
         currency: Currency::parse(&b.currency).ok(),
         amount: b.amount.value(),
         mcc: b.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
-        country: b
-            .merchant
-            .as_ref()
-            .and_then(|m| m.country.as_deref())
-            .or_else(|| channel_country(state, call.channel)),
+        country: ledger::controls::ControlRequest::merchant_country(
+            b.merchant.as_ref().and_then(|m| m.country.as_deref()),
+            channel_country(state, call.channel),
+        ),
         merchant: merchant.as_deref(),
         reference: b.reference.as_deref(),
         expires_at_ms: call.now_ms.saturating_add(expires_in.saturating_mul(1000)),

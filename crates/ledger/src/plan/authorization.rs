@@ -307,9 +307,12 @@ where
         }
         outcomes.push(outcome);
     }
-    let (cards, of_accounts): (Vec<_>, Vec<_>) = counter_writes
+    let (mut cards, of_accounts): (Vec<_>, Vec<_>) = counter_writes
         .into_iter()
         .partition(|w| w.owner == Owner::Card);
+    // Written in the order every writer changes counter rows (owner, window, categories):
+    // two transactions on one card's rows never wait on each other crosswise.
+    cards.sort_by_cached_key(|w| (w.owner_id.clone(), w.columns()));
     writes.counters = cards;
     account_counters(
         &mut writes,
