@@ -437,6 +437,36 @@ async fn unknown_user_or_currency(app: TestApp) {
     assert_eq!(app.available("u1", "ARS").await, "100.00");
 }
 
+/// A reversal of a purchase we declined (no money moved for it) is booked, as every
+/// adjustment is, and flagged for review: it credits what was never paid.
+async fn a_reversal_of_a_declined_purchase_is_flagged(app: TestApp) {
+    app.funded("u1", "ARS", "50.00").await;
+    let declined = Tx::new(&uid("ctx"), "PURCHASE", "u1", "80.00", "ARS");
+    let r = app.send(AUTH, &declined).await.json();
+    assert_eq!(r["status_detail"], "INSUFFICIENT_FUNDS", "{r}");
+    let reversal =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "80.00", "ARS").original(&declined.id);
+    let r = app.send(ADJ_CREDIT, &reversal).await.json();
+    assert_eq!(r["status_detail"], "APPROVED", "{r}");
+    let message = r["message"].as_str().unwrap_or("");
+    assert!(message.contains("ORIGINAL_NOT_BOOKED"), "{r}");
+    assert_eq!(app.available("u1", "ARS").await, "130.00");
+    let flagged = &[("flag", "ORIGINAL_NOT_BOOKED")];
+    let counter = app
+        .metrics
+        .counter("authorizer_flagged_bookings_total", flagged);
+    assert_eq!(counter, 1);
+    // A refund of a purchase we approved is not flagged.
+    let approved = Tx::new(&uid("ctx"), "PURCHASE", "u1", "30.00", "ARS");
+    assert_eq!(app.send(AUTH, &approved).await.json()["status"], "APPROVED");
+    let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "30.00", "ARS").original(&approved.id);
+    let r = app.send(ADJ_CREDIT, &refund).await.json();
+    assert!(
+        !r["message"].as_str().unwrap_or("").contains("ORIGINAL"),
+        "{r}"
+    );
+}
+
 async fn adjustment_may_go_negative(app: TestApp) {
     app.funded("u1", "ARS", "10.00").await;
     let adj = Tx::new(&uid("ctx"), "PURCHASE", "u1", "25.00", "ARS");
@@ -626,5 +656,6 @@ both_backends!(
     card_and_account_rules,
     unknown_user_or_currency,
     adjustment_may_go_negative,
+    a_reversal_of_a_declined_purchase_is_flagged,
     admin_api,
 );

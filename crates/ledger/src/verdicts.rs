@@ -38,7 +38,7 @@ macro_rules! flags {
 flags! {
     SUSPENSE UNKNOWN_CURRENCY EXCESS_PRECISION NEGATIVE_AMOUNT NEGATIVE_BALANCE OUT_OF_RANGE
     UNKNOWN_ORIGINAL FORCED_BY_PROCESSOR UNKNOWN_DIRECTION MISSING_AMOUNT CONFLICTING_VERDICT
-    UNPARSED
+    UNPARSED ORIGINAL_NOT_BOOKED
 }
 
 impl Flags {
@@ -301,12 +301,24 @@ impl AdjustmentTerms {
     }
 }
 
+/// What we hold of an adjustment's original transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Original {
+    /// Never recorded.
+    Unknown,
+    /// Recorded, and no money moved for it (declined, or approved for nothing, and no
+    /// verdict booked it).
+    BookedNothing,
+    /// Recorded, with money moved for it.
+    Booked,
+}
+
 /// What the store read for an adjustment.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct AdjustmentFacts {
-    /// Whether the transaction the adjustment names as its original was ever recorded
-    /// (`None`: it names none).
-    pub original_known: Option<bool>,
+    /// What we hold of the transaction the adjustment names as its original (`None`: it
+    /// names none).
+    pub original: Option<Original>,
     /// The cardholder account, when [`AdjustmentTerms::account`] named one and it exists.
     pub account: Option<AccountView>,
     /// The currency's system accounts, when it has a currency.
@@ -334,8 +346,15 @@ pub fn plan_adjustment<'a>(
     t: &CardTransaction<'a>,
 ) -> AdjustmentPlan<'a> {
     let mut flags = terms.flags.clone();
-    if facts.original_known == Some(false) {
-        flags.add(Flags::UNKNOWN_ORIGINAL);
+    match facts.original {
+        Some(Original::Unknown) => flags.add(Flags::UNKNOWN_ORIGINAL),
+        // Money given back (or taken again) for a transaction on which none moved: a
+        // reversal of a purchase we declined credits what was never paid. Booked all the
+        // same (adjustments are never refused), flagged for review.
+        Some(Original::BookedNothing) if terms.signed.is_some_and(|a| a != 0) => {
+            flags.add(Flags::ORIGINAL_NOT_BOOKED);
+        }
+        _ => {}
     }
     let mut movement = None;
     if let (Some(amount), Some(currency), Some(ids)) = (terms.signed, terms.currency, facts.system)
@@ -743,7 +762,7 @@ mod tests {
         amount: Option<&'static str>,
         direction: RequestKind,
         balance: Option<i64>,
-        original_known: Option<bool>,
+        original: Option<Original>,
     ) -> AdjustmentPlan<'static> {
         let t = CardTransaction {
             original_transaction_id: Some("auth-1"),
@@ -751,7 +770,7 @@ mod tests {
         };
         let terms = AdjustmentTerms::new(&t, direction);
         let facts = AdjustmentFacts {
-            original_known,
+            original,
             account: terms.account(&t).and(balance).and_then(account),
             system: terms.currency.map(|_| IDS),
         };
@@ -760,14 +779,15 @@ mod tests {
 
     #[test]
     fn adjustments_book_on_the_account_or_park_on_suspense() {
+        use Original::{Booked, BookedNothing, Unknown};
         use RequestKind::{Credit, Debit};
-        // (currency, amount, direction, balance, original known,
+        // (currency, amount, direction, balance, original,
         //  flags, holder amount, on the account, balance after, status detail)
         #[allow(clippy::type_complexity)]
         #[rustfmt::skip]
-        let table: &[(&str, Option<&str>, RequestKind, Option<i64>, Option<bool>, &[&str], Option<i64>, bool, Option<i64>, &str)] = &[
+        let table: &[(&str, Option<&str>, RequestKind, Option<i64>, Option<Original>, &[&str], Option<i64>, bool, Option<i64>, &str)] = &[
             // A refund credits the cardholder; a closing difference debits.
-            ("EUR", Some("10.50"), Credit, Some(0), Some(true), &[], Some(1050), true, Some(1050), "APPROVED"),
+            ("EUR", Some("10.50"), Credit, Some(0), Some(Booked), &[], Some(1050), true, Some(1050), "APPROVED"),
             ("EUR", Some("2.00"), Debit, Some(500), None, &[], Some(-200), true, Some(300), "APPROVED"),
             // Adjustments cannot be refused: the balance may go negative, flagged.
             ("EUR", Some("7.00"), Debit, Some(500), None, &["NEGATIVE_BALANCE"], Some(-700), true, Some(-200), "APPROVED"),
@@ -793,8 +813,12 @@ mod tests {
             ("EUR", Some("0"), Credit, Some(0), None, &[], None, false, None, "APPROVED"),
             ("EUR", Some("0"), Credit, None, None, &["SUSPENSE"], None, false, None, "APPROVED"),
             // An original we never recorded is flagged, the adjustment still booked.
-            ("EUR", Some("1.00"), Credit, Some(0), Some(false), &["UNKNOWN_ORIGINAL"], Some(100), true, Some(100), "APPROVED"),
-            ("XYZ", None, Credit, None, Some(false), &["UNKNOWN_CURRENCY", "OUT_OF_RANGE", "UNKNOWN_ORIGINAL", "SUSPENSE"], None, false, None, "INVALID_AMOUNT"),
+            ("EUR", Some("1.00"), Credit, Some(0), Some(Unknown), &["UNKNOWN_ORIGINAL"], Some(100), true, Some(100), "APPROVED"),
+            ("XYZ", None, Credit, None, Some(Unknown), &["UNKNOWN_CURRENCY", "OUT_OF_RANGE", "UNKNOWN_ORIGINAL", "SUSPENSE"], None, false, None, "INVALID_AMOUNT"),
+            // An original on which no money moved (we declined it): booked, flagged; nothing
+            // to flag when the adjustment moves nothing either.
+            ("EUR", Some("4.00"), Credit, Some(0), Some(BookedNothing), &["ORIGINAL_NOT_BOOKED"], Some(400), true, Some(400), "APPROVED"),
+            ("EUR", Some("0"), Credit, Some(0), Some(BookedNothing), &[], None, false, None, "APPROVED"),
         ];
         for (
             i,

@@ -19,8 +19,8 @@ pub(crate) use ledger::plan::{Asked, direction_str};
 pub use ledger::plan::{AuthorizationResult, Outcome};
 use ledger::verdicts::{
     AccountView, AdjustmentFacts, AdjustmentTerms, MovementPlan, NotificationAsk,
-    NotificationFacts, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat, SystemIds,
-    plan_adjustment, plan_notification, repeat_of,
+    NotificationFacts, Original, OriginalMovement, RecordWrite, RecordedAuthorization, Repeat,
+    SystemIds, plan_adjustment, plan_notification, repeat_of,
 };
 use ledger::{Currency, Leg, PostingPlan, RequestKind, SystemAccount, holds};
 use sqlx::Row;
@@ -750,8 +750,8 @@ where
         record_answer(tx, scope, call, &response).await?;
         return Ok(Outcome::Replay(response));
     }
-    let original_known = match t.original_transaction_id {
-        Some(original) => Some(transaction_known(tx, original).await?),
+    let original = match t.original_transaction_id {
+        Some(original) => Some(original_of(tx, original).await?),
         None => None,
     };
     let account = match terms.account(t) {
@@ -759,7 +759,7 @@ where
         None => None,
     };
     let facts = AdjustmentFacts {
-        original_known,
+        original,
         account: account.as_ref().map(account_view),
         system,
     };
@@ -974,14 +974,23 @@ fn repeated<T>(recorded_hash: &[u8], request_hash: &[u8], response: StoredRespon
 }
 
 /// Whether any processor transaction was recorded under `transaction_id`.
-async fn transaction_known(tx: &mut Tx, transaction_id: &str) -> Result<bool, sqlx::Error> {
-    let known: Option<i32> = run!(tx, c => {
-        sqlx::query_scalar("SELECT 1 FROM processor_transactions WHERE transaction_id = $1 LIMIT 1")
-            .bind(transaction_id)
-            .fetch_optional(c)
-            .await?
+/// What we hold of `transaction_id`: never recorded, recorded with no money moved for it
+/// (by our approval or a verdict), or recorded with money moved.
+async fn original_of(tx: &mut Tx, transaction_id: &str) -> Result<Original, sqlx::Error> {
+    let (records, booked): (i64, i64) = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT COUNT(*), COUNT(movement_id) + COUNT(verdict_movement_id) \
+             FROM processor_transactions WHERE transaction_id = $1",
+        )
+        .bind(transaction_id)
+        .fetch_one(c)
+        .await?
     });
-    Ok(known.is_some())
+    Ok(match (records, booked) {
+        (0, _) => Original::Unknown,
+        (_, 0) => Original::BookedNothing,
+        _ => Original::Booked,
+    })
 }
 
 /// Writes a planned movement; its cardholder leg goes to `account`, read and locked for it.
