@@ -387,6 +387,111 @@ async fn presentments_of_earlier_days(app: TestApp) {
     assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
 }
 
+/// An entry booked in the last minutes of a day is in the next day's transactions file (the
+/// processor's clock, or its cut-off, differs from ours): today's rows of entries booked
+/// yesterday are matched against them, not reported as missing in the ledger; an amount
+/// that differs is still a break, and a row of no entry at all too.
+async fn transactions_of_earlier_days(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let p = uid("t");
+    let id = |s: &str| format!("{p}-{s}");
+    for (name, amount) in [("a", "100.00"), ("b", "50.00")] {
+        approve(&app, &id(name), amount).await;
+    }
+    let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    let mut db = DirectConn::open(&app).await;
+    db.execute(&format!(
+        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
+         WHERE transaction_id LIKE '{p}-%'"
+    ))
+    .await;
+    // Booked today, in today's file.
+    approve(&app, &id("c"), "20.00").await;
+
+    let date = recon::today();
+    let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let rows = [
+        tx_row(
+            &id("a"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "100.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("r"),
+            "ADJUSTMENT",
+            "APPROVED",
+            "CREDIT",
+            "10.00",
+            "ARS",
+            &id("a"),
+        ),
+        tx_row(
+            &id("b"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "55.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("c"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "20.00",
+            "ARS",
+            "",
+        ),
+        tx_row(
+            &id("z"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "5.00",
+            "ARS",
+            "",
+        ),
+    ];
+    recon::write_transactions(
+        files.path(),
+        &date,
+        &format!("{TX_HEADER}\n{}", rows.join("\n")),
+    );
+    let s = recon::settings(&app, reports.path());
+    let outcome = run(&s, &app.store, &recon::from_dir(&date, files.path()))
+        .await
+        .expect("reconciliation runs");
+    assert!(
+        matches!(outcome, Outcome::Done { breaks: 2, .. }),
+        "{outcome:?}"
+    );
+    let ds = date.to_string();
+    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
+    let got: Vec<(&str, &str)> = breaks
+        .iter()
+        .map(|b| (b.class.as_str(), b.transaction_id.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("amount_mismatch", id("b").as_str()),
+            ("missing_in_ledger", id("z").as_str()),
+        ]
+    );
+    assert_eq!(
+        (breaks[0].ledger_amount_minor, breaks[0].file_amount_minor),
+        (Some(-5_000), Some(-5_500))
+    );
+    let run_rec = app.store.run(&ds).await.unwrap().unwrap();
+    assert_eq!(run_rec.matched, 3, "{}", run_rec.summary);
+}
+
 /// A run that failed after its files were recorded leaves the date's last run standing,
 /// but not as the answer to those files: the next run with them runs again. And the files
 /// of an older run, delivered again, make that run again.
@@ -449,5 +554,6 @@ both_backends!(
     every_break_class,
     a_clean_day_and_the_single_instance_lock,
     presentments_of_earlier_days,
+    transactions_of_earlier_days,
     a_failed_run_is_run_again
 );

@@ -9,7 +9,8 @@ use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::reconcile::{
-    Break, BreakClass, EntryKind, MatchConfig, Matcher, Presentment, Report, sort_breaks,
+    Break, BreakClass, EntryKind, FileTransaction, MatchConfig, Matcher, Presentment, Report,
+    sort_breaks,
 };
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
@@ -387,7 +388,7 @@ pub async fn reconcile(
         tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
             .await
             .context("matching task failed")??;
-    let report = earlier_authorizations(store, second, report).await?;
+    let report = earlier_days(store, second, report).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -498,22 +499,31 @@ fn match_part(
     Ok(m.finish())
 }
 
-/// Presentments of authorizations booked on earlier days. Clearing comes over days, and
-/// the day's ledger does not hold those authorizations, so the partitions report their
-/// presentments as `presentment_without_authorization`. Their ids are looked up in the
-/// whole ledger (with the adjustments that name them), and those presentments are matched
-/// again against what is there: a presentment of an earlier authorization is matched, or
-/// differs from what it should be. Only what the presentments come to is kept: the
-/// earlier entries were reconciled on their own days.
-async fn earlier_authorizations(
+/// Rows whose ledger entry was booked on another day. Clearing comes over days, and an
+/// entry booked in the last minutes of a day (pending then, `matching.grace_minutes`) is in
+/// the next day's transactions file: the day's ledger does not hold those entries, so the
+/// partitions report their presentments as `presentment_without_authorization` and their
+/// transactions rows as `missing_in_ledger`. Their ids are looked up in the whole ledger (an
+/// authorization with the adjustments that name it), and those rows are matched again
+/// against what is there: matched, or a break of what they come to (an amount, a status,
+/// a currency). Only what the rows come to is kept: the entries themselves, and the totals,
+/// were reconciled on their own days.
+async fn earlier_days(
     store: &Store,
     config: MatchConfig,
     mut report: Report,
 ) -> anyhow::Result<Report> {
+    let again_class = |b: &Break| {
+        matches!(
+            (b.class, b.file),
+            (BreakClass::PresentmentWithoutAuthorization, _)
+                | (BreakClass::MissingInLedger, Some("transactions"))
+        )
+    };
     let unknown: Vec<String> = report
         .breaks
         .iter()
-        .filter(|b| b.class == BreakClass::PresentmentWithoutAuthorization)
+        .filter(|b| again_class(b))
         .map(|b| b.transaction_id.clone())
         .collect();
     if unknown.is_empty() {
@@ -522,9 +532,7 @@ async fn earlier_authorizations(
     let mut m = Matcher::new(config);
     let mut found = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
-        if e.kind == EntryKind::Authorization {
-            found.insert(e.transaction_id.to_string());
-        }
+        found.insert((e.kind, e.transaction_id.to_string()));
         m.add_ledger(e);
     }
     if found.is_empty() {
@@ -533,29 +541,48 @@ async fn earlier_authorizations(
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
         .into_iter()
         .partition(|b| {
-            b.class == BreakClass::PresentmentWithoutAuthorization
-                && found.contains(&b.transaction_id)
+            let kind = match b.class {
+                BreakClass::PresentmentWithoutAuthorization => Some(EntryKind::Authorization),
+                _ => b.kind,
+            };
+            again_class(b)
+                && kind.is_some_and(|k| found.contains(&(k, b.transaction_id.clone())))
                 && b.currency.is_some()
                 && b.file_amount_minor.is_some()
         });
     report.breaks = kept;
     for b in again {
-        if let (Some(currency), Some(amount_minor)) = (b.currency, b.file_amount_minor) {
-            m.presentment(Presentment {
-                line: b.line.unwrap_or(0),
+        let (Some(currency), Some(amount_minor)) = (b.currency, b.file_amount_minor) else {
+            continue;
+        };
+        let line = b.line.unwrap_or(0);
+        match (b.class, b.kind) {
+            (BreakClass::MissingInLedger, Some(kind)) => m.transaction(FileTransaction {
+                line,
+                transaction_id: b.transaction_id,
+                kind,
+                // Only an approved row is missing in the ledger (a rejected one is matched).
+                approved: true,
+                currency,
+                amount_minor,
+                original_transaction_id: None,
+            }),
+            _ => m.presentment(Presentment {
+                line,
                 transaction_id: b.transaction_id,
                 currency,
                 amount_minor,
-            });
+            }),
         }
     }
     let second = m.finish();
+    report.matched += second.matched;
     report.presentments_matched += second.presentments_matched;
     report.breaks.extend(
         second
             .breaks
             .into_iter()
-            .filter(|b| b.file == Some("presentments")),
+            .filter(|b| matches!(b.file, Some("presentments" | "transactions"))),
     );
     sort_breaks(&mut report.breaks);
     Ok(report)

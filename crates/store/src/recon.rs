@@ -231,9 +231,10 @@ impl Store {
         Ok(n)
     }
 
-    /// The authorizations `ids` and the adjustments that name them, whenever booked: what
-    /// a day's presentments of earlier days' authorizations are matched against (clearing
-    /// comes over days).
+    /// The entries `ids` (authorizations and adjustments) and the adjustments that name
+    /// them, whenever booked: what a day's rows of entries booked on other days are matched
+    /// against (clearing comes over days; an entry of a day's last minutes is in the next
+    /// day's file).
     pub async fn ledger_entries_of(&self, ids: &[String]) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
@@ -242,7 +243,7 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "{} ((kind = 'AUTHORIZATION' AND transaction_id IN ({list})) \
+                "{} ((kind IN ('AUTHORIZATION', 'ADJUSTMENT') AND transaction_id IN ({list})) \
                  OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list})))",
                 ledger_side!("")
             );
