@@ -413,14 +413,8 @@ e2e::instore_scenarios!(
 /// of the barcode's account and card apply, reading the tenant's store (`mcc`, `country`); a
 /// limit declines with 61, another control with 57; the payment counts, and its refund and
 /// its reversal give the room back.
-async fn spending_controls_apply_to_wallet_payments(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |s| {
-        tenant_settings(s, "http://127.0.0.1:9");
-        s.instore.tenants[0].mcc = Some("5411".into());
-        s.instore.tenants[0].country = Some("USA".into());
-    })
-    .await;
-    wallet_user(&app, "u-c", "100.00").await;
+async fn at_a_store_with_mcc_and_country(backend: Backend) {
+    let app = controls_app(backend, Some(("5411", "USA")), "u-c").await;
     let controls = |path: String, body: Value| {
         let app = &app;
         async move {
@@ -467,18 +461,11 @@ async fn spending_controls_apply_to_wallet_payments(backend: Backend) {
     app.stop().await;
 }
 
-e2e::on_each_backend!(
-    spending_controls_apply_to_wallet_payments_postgres,
-    spending_controls_apply_to_wallet_payments_sqlite,
-    spending_controls_apply_to_wallet_payments
-);
-
 /// A tenant configured without `mcc` and `country`: its store's category and country are not
 /// known but not in doubt, so the rules that read them are left out (a blocked category, a
 /// legacy blocked MCC, a blocked country), while the limits stand.
-async fn a_store_without_mcc_or_country_skips_those_rules(backend: Backend) {
-    let app = TestApp::spawn_with(backend, |s| tenant_settings(s, "http://127.0.0.1:9")).await;
-    wallet_user(&app, "u-n", "100.00").await;
+async fn at_a_store_without_mcc_or_country(backend: Backend) {
+    let app = controls_app(backend, None, "u-n").await;
     let controls = json!({"currency": "USD", "blocked_categories": ["gambling"],
         "blocked_countries": ["RU"], "spending_limits": [{"amount": "10.00", "interval": "daily"}]});
     let r = app
@@ -499,10 +486,34 @@ async fn a_store_without_mcc_or_country_skips_those_rules(backend: Backend) {
     app.stop().await;
 }
 
+/// A server whose tenant's store has `store` (mcc, country) configured, and `user` with
+/// 100.00 USD and an active card.
+async fn controls_app(
+    backend: Backend,
+    store: Option<(&'static str, &'static str)>,
+    user: &str,
+) -> TestApp {
+    let app = TestApp::spawn_with(backend, move |s| {
+        tenant_settings(s, "http://127.0.0.1:9");
+        if let Some((mcc, country)) = store {
+            s.instore.tenants[0].mcc = Some(mcc.into());
+            s.instore.tenants[0].country = Some(country.into());
+        }
+    })
+    .await;
+    wallet_user(&app, user, "100.00").await;
+    app
+}
+
+async fn wallet_payments_pass_the_spending_controls(backend: Backend) {
+    at_a_store_with_mcc_and_country(backend).await;
+    at_a_store_without_mcc_or_country(backend).await;
+}
+
 e2e::on_each_backend!(
-    a_store_without_mcc_or_country_skips_those_rules_postgres,
-    a_store_without_mcc_or_country_skips_those_rules_sqlite,
-    a_store_without_mcc_or_country_skips_those_rules
+    wallet_payments_pass_the_spending_controls_postgres,
+    wallet_payments_pass_the_spending_controls_sqlite,
+    wallet_payments_pass_the_spending_controls
 );
 
 /// Section 6.4: a payment given back more than its total is reported by name.

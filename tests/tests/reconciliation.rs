@@ -323,6 +323,54 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     );
 }
 
+/// Moves the processor transactions whose ids start with `prefix` to the day before.
+async fn booked_yesterday(app: &TestApp, prefix: &str) {
+    let mut db = DirectConn::open(app).await;
+    db.execute(&format!(
+        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
+         WHERE transaction_id LIKE '{prefix}-%'"
+    ))
+    .await;
+}
+
+/// One break as a test expects it: class, transaction id, ledger and file amounts.
+type Expected = (&'static str, String, Option<i64>, Option<i64>);
+
+/// Reconciles `date` from the files in `files`, asserts its breaks (in the order stored)
+/// and returns the run.
+async fn run_of(
+    app: &TestApp,
+    date: &BusinessDate,
+    files: &std::path::Path,
+    expected: &[Expected],
+) -> store::RunRecord {
+    let reports = tempfile::tempdir().unwrap();
+    let s = recon::settings(app, reports.path());
+    let outcome = run(&s, &app.store, &recon::from_dir(date, files))
+        .await
+        .expect("reconciliation runs");
+    let n = expected.len() as u64;
+    assert!(
+        matches!(outcome, Outcome::Done { breaks, .. } if breaks == n),
+        "{outcome:?}"
+    );
+    let ds = date.to_string();
+    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
+    let got: Vec<Expected> = breaks
+        .iter()
+        .zip(expected)
+        .map(|(b, e)| {
+            let amounts = (b.ledger_amount_minor, b.file_amount_minor);
+            (e.0, b.transaction_id.clone(), amounts.0, amounts.1)
+        })
+        .collect();
+    let classes: Vec<&str> = breaks.iter().map(|b| b.class.as_str()).collect();
+    let want: Vec<&str> = expected.iter().map(|e| e.0).collect();
+    assert_eq!(classes, want);
+    assert_eq!(got, expected);
+    app.store.run(&ds).await.unwrap().unwrap()
+}
+
 /// Clearing comes over days: the day's presentments name authorizations booked the day
 /// before, which that day's transactions file and ledger window do not hold. They are
 /// matched against the ledger whenever booked (with the adjustments that name them), not
@@ -336,17 +384,11 @@ async fn presentments_of_earlier_days(app: TestApp) {
     }
     let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("b"));
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    // Booked yesterday.
-    let mut db = DirectConn::open(&app).await;
-    db.execute(&format!(
-        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
-         WHERE transaction_id LIKE '{p}-%'"
-    ))
-    .await;
+    booked_yesterday(&app, &p).await;
 
     let date = recon::today();
     let d = date.format("%Y%m%d");
-    let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = tempfile::tempdir().unwrap();
     recon::write_transactions(files.path(), &date, TX_HEADER);
     // As authorized; as authorized less its refund; more than authorized; unknown.
     let rows = [
@@ -357,33 +399,21 @@ async fn presentments_of_earlier_days(app: TestApp) {
     ];
     let rows: Vec<(String, &str)> = rows.iter().map(|(n, a)| (id(n), *a)).collect();
     write_presentments(files.path(), &d, &rows);
-    let s = recon::settings(&app, reports.path());
-    let outcome = run(&s, &app.store, &recon::from_dir(&date, files.path()))
-        .await
-        .expect("reconciliation runs");
-    assert!(
-        matches!(outcome, Outcome::Done { breaks: 2, .. }),
-        "{outcome:?}"
-    );
-    let ds = date.to_string();
-    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
-    let got: Vec<(&str, &str)> = breaks
-        .iter()
-        .map(|b| (b.class.as_str(), b.transaction_id.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("presentment_without_authorization", id("z").as_str()),
-            ("presentment_amount_differs", id("d").as_str()),
-        ]
-    );
-    let differs = &breaks[1];
-    assert_eq!(
-        (differs.ledger_amount_minor, differs.file_amount_minor),
-        (Some(-3_000), Some(-3_500))
-    );
-    let run_rec = app.store.run(&ds).await.unwrap().unwrap();
+    let expected = [
+        (
+            "presentment_without_authorization",
+            id("z"),
+            None,
+            Some(-1_500),
+        ),
+        (
+            "presentment_amount_differs",
+            id("d"),
+            Some(-3_000),
+            Some(-3_500),
+        ),
+    ];
+    let run_rec = run_of(&app, &date, files.path(), &expected).await;
     assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
 }
 
@@ -400,17 +430,12 @@ async fn transactions_of_earlier_days(app: TestApp) {
     }
     let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    let mut db = DirectConn::open(&app).await;
-    db.execute(&format!(
-        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
-         WHERE transaction_id LIKE '{p}-%'"
-    ))
-    .await;
+    booked_yesterday(&app, &p).await;
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 
     let date = recon::today();
-    let (files, reports) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let files = tempfile::tempdir().unwrap();
     let rows = [
         tx_row(
             &id("a"),
@@ -463,32 +488,11 @@ async fn transactions_of_earlier_days(app: TestApp) {
         &date,
         &format!("{TX_HEADER}\n{}", rows.join("\n")),
     );
-    let s = recon::settings(&app, reports.path());
-    let outcome = run(&s, &app.store, &recon::from_dir(&date, files.path()))
-        .await
-        .expect("reconciliation runs");
-    assert!(
-        matches!(outcome, Outcome::Done { breaks: 2, .. }),
-        "{outcome:?}"
-    );
-    let ds = date.to_string();
-    let breaks = app.store.run_breaks(&ds, None, 100, 0).await.unwrap();
-    let got: Vec<(&str, &str)> = breaks
-        .iter()
-        .map(|b| (b.class.as_str(), b.transaction_id.as_str()))
-        .collect();
-    assert_eq!(
-        got,
-        [
-            ("amount_mismatch", id("b").as_str()),
-            ("missing_in_ledger", id("z").as_str()),
-        ]
-    );
-    assert_eq!(
-        (breaks[0].ledger_amount_minor, breaks[0].file_amount_minor),
-        (Some(-5_000), Some(-5_500))
-    );
-    let run_rec = app.store.run(&ds).await.unwrap().unwrap();
+    let expected = [
+        ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
+        ("missing_in_ledger", id("z"), None, Some(-500)),
+    ];
+    let run_rec = run_of(&app, &date, files.path(), &expected).await;
     assert_eq!(run_rec.matched, 3, "{}", run_rec.summary);
 }
 

@@ -226,11 +226,12 @@ impl Application {
             );
         }
         for t in instore.tenants.iter() {
-            if t.mcc.is_none() || t.country.is_none() {
+            let store = &t.store;
+            if store.mcc.is_none() || store.country.is_none() {
                 tracing::warn!(
                     tenant = %t.tenant_id,
-                    mcc = t.mcc.as_deref().unwrap_or("none"),
-                    country = t.country.as_deref().unwrap_or("none"),
+                    mcc = store.mcc.as_deref().unwrap_or("none"),
+                    country = store.country.as_deref().unwrap_or("none"),
                     "InStore tenant without mcc or country: its wallet payments skip the spending \
                      controls' rules of the category or country it does not name"
                 );

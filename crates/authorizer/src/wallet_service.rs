@@ -174,11 +174,11 @@ impl Planner {
             kind: Some(RequestKind::Debit),
             currency: Some(currency),
             amount: Some(Decimal::new(total, u32::from(currency.exponent()))),
-            mcc: self.tenant.mcc.as_deref(),
+            mcc: self.tenant.store.mcc.as_deref(),
         };
         let ask = DebitAsk {
             user_id: &b.user_id,
-            country: self.tenant.country.as_deref(),
+            country: self.tenant.store.country.as_deref(),
             input: &input,
             now_ms: self.now_ms,
         };

@@ -20,7 +20,7 @@ pub use error::{ErrorCode, InstoreError};
 pub use json::{JsonError, Node, Value, js, parse};
 pub use money::{Amount, MoneyError, WireAmount};
 pub use route::{Method, Route, WalletAction};
-pub use tenant::{SecretString, Tenant, TenantConfig, TenantConfigError, Tenants};
+pub use tenant::{SecretString, StoreFacts, Tenant, TenantConfig, TenantConfigError, Tenants};
 pub use verify::{
     AuthFailure, Envelope, Headers, MatchedForm, Rejection, Shape, VerifiedGet, VerifiedPost,
     detect_shape, money_idempotency_key, verify_get, verify_post,

@@ -53,9 +53,7 @@ pub struct TenantConfig {
     pub terminal_id: String,
     /// The store's merchant category code (four digits) and country (ISO 3166-1): what the
     /// spending controls of an account and card read for its wallet payments.
-    #[serde(default)]
     pub mcc: Option<String>,
-    #[serde(default)]
     pub country: Option<String>,
     #[serde(default)]
     pub poa_create_enabled: bool,
@@ -75,9 +73,8 @@ pub struct Tenant {
     pub callback_url_prefixes: Vec<String>,
     pub merchant_id: String,
     pub terminal_id: String,
-    /// The store's merchant category code and country (alpha-2), for the spending controls.
-    pub mcc: Option<String>,
-    pub country: Option<String>,
+    /// The store as the spending controls see it.
+    pub store: StoreFacts,
     pub poa_create_enabled: bool,
     /// In minor units of each currency. A currency not listed has no ceiling configured,
     /// so `Create` in it is refused (`CREDIT_LIMIT_TOO_HIGH` for any limit above zero).
@@ -205,8 +202,10 @@ impl Tenants {
                 callback_url_prefixes: c.callback_url_prefixes,
                 merchant_id: c.merchant_id,
                 terminal_id: c.terminal_id,
-                mcc: c.mcc,
-                country,
+                store: StoreFacts {
+                    mcc: c.mcc,
+                    country,
+                },
                 poa_create_enabled: c.poa_create_enabled,
                 poa_credit_limit_max: limits,
                 stored_value_create_enabled: c.stored_value_create_enabled,
@@ -295,6 +294,14 @@ pub(crate) fn parse_major_decimal(text: &str, exponent: u8) -> Option<i64> {
         minor = minor.checked_mul(10)?;
     }
     (minor <= crate::json::SAFE_INTEGER_MAX).then_some(minor)
+}
+
+/// A tenant's store as the spending controls read it for its wallet payments: its merchant
+/// category code and its country (alpha-2), when configured.
+#[derive(Debug, Clone, Default)]
+pub struct StoreFacts {
+    pub mcc: Option<String>,
+    pub country: Option<String>,
 }
 
 #[cfg(test)]

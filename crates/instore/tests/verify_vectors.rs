@@ -20,20 +20,16 @@ const PAYLOAD_73: &str = include_str!("vectors/7.3-payload.json");
 const MAC_71: &str = "9671dfb99c81025be5f2797c2fb0fa207bb84e469063f964cbc5f2a160bfa90d";
 const MAC_72: &str = "f3cdd1fc319172e5691f726c20c9ac50de75f2067c70e1f6516c9b6b705d561e";
 
+/// A tenant as configuration spells it (the defaults of every key left out).
 fn tenant_config(id: &str, key: &str) -> TenantConfig {
-    TenantConfig {
-        tenant_id: id.into(),
-        verification_key: instore::SecretString::new(key),
-        api_key: None,
-        callback_url_prefixes: vec!["https://instore.example/".into()],
-        merchant_id: "634100700040000".into(),
-        terminal_id: "00000011".into(),
-        mcc: None,
-        country: None,
-        poa_create_enabled: false,
-        poa_credit_limit_max: Default::default(),
-        stored_value_create_enabled: true,
-    }
+    serde_json::from_value(serde_json::json!({
+        "tenant_id": id,
+        "verification_key": key,
+        "callback_url_prefixes": ["https://instore.example/"],
+        "merchant_id": "634100700040000",
+        "terminal_id": "00000011",
+    }))
+    .expect("a tenant's configuration")
 }
 
 fn tenants() -> Tenants {
