@@ -465,6 +465,23 @@ async fn a_reversal_of_a_declined_purchase_is_flagged(app: TestApp) {
         !r["message"].as_str().unwrap_or("").contains("ORIGINAL"),
         "{r}"
     );
+    // One the processor rejected after our approval gave its money back already: a
+    // reversal of it is flagged too.
+    let rejected = Tx::new(&uid("ctx"), "PURCHASE", "u1", "20.00", "ARS");
+    assert_eq!(app.send(AUTH, &rejected).await.json()["status"], "APPROVED");
+    let key = uid("adv");
+    let advice = rejected.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    let r = app.processor(NOTIFY, &advice, &key).await.json();
+    assert_eq!(r["effect"], "REVERSED", "{r}");
+    let twice =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "20.00", "ARS").original(&rejected.id);
+    let r = app.send(ADJ_CREDIT, &twice).await.json();
+    let message = r["message"].as_str().unwrap_or("");
+    assert!(message.contains("ORIGINAL_NOT_BOOKED"), "{r}");
+    let counter = app
+        .metrics
+        .counter("authorizer_flagged_bookings_total", flagged);
+    assert_eq!(counter, 2);
 }
 
 async fn adjustment_may_go_negative(app: TestApp) {

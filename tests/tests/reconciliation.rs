@@ -323,11 +323,13 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     );
 }
 
-/// Moves the processor transactions whose ids start with `prefix` to the day before.
-async fn booked_yesterday(app: &TestApp, prefix: &str) {
+/// Moves the processor transactions whose ids start with `prefix` to `minutes` before
+/// today's (UTC) midnight.
+async fn booked_yesterday(app: &TestApp, prefix: &str, minutes: i64) {
     let mut db = DirectConn::open(app).await;
     db.execute(&format!(
-        "UPDATE processor_transactions SET created_at_ms = created_at_ms - 86400000 \
+        "UPDATE processor_transactions \
+         SET created_at_ms = (created_at_ms / 86400000) * 86400000 - {minutes} * 60000 \
          WHERE transaction_id LIKE '{prefix}-%'"
     ))
     .await;
@@ -340,12 +342,13 @@ type Expected = (&'static str, String, Option<i64>, Option<i64>);
 /// and returns the run.
 async fn run_of(
     app: &TestApp,
-    date: &BusinessDate,
+    (date, grace_minutes): (&BusinessDate, i64),
     files: &std::path::Path,
     expected: &[Expected],
 ) -> store::RunRecord {
     let reports = tempfile::tempdir().unwrap();
-    let s = recon::settings(app, reports.path());
+    let mut s = recon::settings(app, reports.path());
+    s.matching.grace_minutes = grace_minutes;
     let outcome = run(&s, &app.store, &recon::from_dir(date, files))
         .await
         .expect("reconciliation runs");
@@ -384,7 +387,7 @@ async fn presentments_of_earlier_days(app: TestApp) {
     }
     let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("b"));
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    booked_yesterday(&app, &p).await;
+    booked_yesterday(&app, &p, 12 * 60).await;
 
     let date = recon::today();
     let d = date.format("%Y%m%d");
@@ -413,14 +416,15 @@ async fn presentments_of_earlier_days(app: TestApp) {
             Some(-3_500),
         ),
     ];
-    let run_rec = run_of(&app, &date, files.path(), &expected).await;
+    let run_rec = run_of(&app, (&date, 0), files.path(), &expected).await;
     assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
 }
 
-/// An entry booked in the last minutes of a day is in the next day's transactions file (the
-/// processor's clock, or its cut-off, differs from ours): today's rows of entries booked
-/// yesterday are matched against them, not reported as missing in the ledger; an amount
-/// that differs is still a break, and a row of no entry at all too.
+/// An entry booked in the last minutes of a day (`grace_minutes`: pending then) is in the
+/// next day's transactions file: today's rows of yesterday's pending entries are matched
+/// against them, not reported as missing in the ledger; an amount that differs is still a
+/// break. A row of an entry booked earlier yesterday (a day's file held it, or should
+/// have) stays missing in today's ledger, and a row of no entry at all too.
 async fn transactions_of_earlier_days(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let p = uid("t");
@@ -430,7 +434,11 @@ async fn transactions_of_earlier_days(app: TestApp) {
     }
     let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    booked_yesterday(&app, &p).await;
+    booked_yesterday(&app, &p, 1).await;
+    let earlier = uid("y");
+    let y = format!("{earlier}-y");
+    approve(&app, &y, "7.00").await;
+    booked_yesterday(&app, &earlier, 12 * 60).await;
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 
@@ -482,6 +490,7 @@ async fn transactions_of_earlier_days(app: TestApp) {
             "ARS",
             "",
         ),
+        tx_row(&y, "AUTHORIZATION", "APPROVED", "DEBIT", "7.00", "ARS", ""),
     ];
     recon::write_transactions(
         files.path(),
@@ -491,9 +500,11 @@ async fn transactions_of_earlier_days(app: TestApp) {
     let expected = [
         ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
         ("missing_in_ledger", id("z"), None, Some(-500)),
+        ("missing_in_ledger", y, None, Some(-700)),
     ];
-    let run_rec = run_of(&app, &date, files.path(), &expected).await;
-    assert_eq!(run_rec.matched, 3, "{}", run_rec.summary);
+    let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
+    let matched = (run_rec.matched, run_rec.presentments_matched);
+    assert_eq!(matched, (3, 0), "{}", run_rec.summary);
 }
 
 /// A run that failed after its files were recorded leaves the date's last run standing,

@@ -114,16 +114,14 @@ const FIELDS: &[&str] = &[
 impl Controls {
     /// These controls for a merchant whose category (`category_known` false) or country
     /// (`country_known` false) is not known but is not in doubt either (a store the issuer
-    /// configured without them): the rules that read the unknown fact are left out (lists
-    /// of categories or countries, and the limits that count some categories only), the
-    /// rest stand.
+    /// configured without them): the lists that read the unknown fact (allowed and blocked
+    /// categories or countries) are left out. Limits stand, those of some categories only
+    /// included: an unknown category counts against them, as always (they never fail open).
     pub fn for_merchant_facts(&self, category_known: bool, country_known: bool) -> Controls {
         let mut c = self.clone();
         if !category_known {
             c.allowed_categories = Categories::default();
             c.blocked_categories = Categories::default();
-            c.spending_limits.retain(|l| l.categories.is_none());
-            c.velocity_limits.retain(|l| l.categories.is_none());
         }
         if !country_known {
             c.allowed_countries.clear();

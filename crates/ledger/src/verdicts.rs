@@ -306,10 +306,10 @@ impl AdjustmentTerms {
 pub enum Original {
     /// Never recorded.
     Unknown,
-    /// Recorded, and no money moved for it (declined, or approved for nothing, and no
-    /// verdict booked it).
+    /// Recorded, and no money stands for it: declined or approved for nothing (and no
+    /// verdict booked it), or approved and reversed since by a REJECTED verdict.
     BookedNothing,
-    /// Recorded, with money moved for it.
+    /// Recorded, with money standing for it.
     Booked,
 }
 

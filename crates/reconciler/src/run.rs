@@ -388,7 +388,7 @@ pub async fn reconcile(
         tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
             .await
             .context("matching task failed")??;
-    let report = earlier_days(store, second, report).await?;
+    let report = earlier_days(store, second, report, from).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -499,20 +499,26 @@ fn match_part(
     Ok(m.finish())
 }
 
-/// Rows whose ledger entry was booked on another day. Clearing comes over days, and an
-/// entry booked in the last minutes of a day (pending then, `matching.grace_minutes`) is in
-/// the next day's transactions file: the day's ledger does not hold those entries, so the
-/// partitions report their presentments as `presentment_without_authorization` and their
-/// transactions rows as `missing_in_ledger`. Their ids are looked up in the whole ledger (an
-/// authorization with the adjustments that name it), and those rows are matched again
-/// against what is there: matched, or a break of what they come to (an amount, a status,
-/// a currency). Only what the rows come to is kept: the entries themselves, and the totals,
-/// were reconciled on their own days.
+/// Rows whose ledger entry was booked on another day. Clearing comes over days (a
+/// presentment may name an authorization of any earlier day), and an entry booked in the
+/// last minutes of the day before (pending then, `matching.grace_minutes`) is in this day's
+/// transactions file: the day's ledger does not hold those entries, so the partitions
+/// report such presentments as `presentment_without_authorization` and such transactions
+/// rows as `missing_in_ledger`. Their ids are looked up in the whole ledger (an entry with
+/// the adjustments that name it), and those rows are matched again against what is there:
+/// matched, or a break of what they come to (an amount, a status, a currency). A
+/// transactions row of an entry booked at any other time stays a break (reported again, or
+/// on another day than we booked it). Only what the rows come to is kept: the entries
+/// themselves, and the totals, were reconciled on their own days.
 async fn earlier_days(
     store: &Store,
     config: MatchConfig,
     mut report: Report,
+    day_from_ms: i64,
 ) -> anyhow::Result<Report> {
+    // The day before's grace window: its entries were pending, owed to this day's file.
+    let grace_ms = day_from_ms + 86_400_000 - config.grace_from_ms;
+    let pending_before = (day_from_ms - grace_ms)..day_from_ms;
     let again_class = |b: &Break| {
         matches!(
             (b.class, b.file),
@@ -530,9 +536,17 @@ async fn earlier_days(
         return Ok(report);
     }
     let mut m = Matcher::new(config);
+    // Presentments: authorizations of any day. Transactions rows: entries pending the day
+    // before (a row of an entry of any other day stays a break: the processor reported it
+    // again, or on another day than we booked it).
     let mut found = std::collections::HashSet::new();
+    let mut pending = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
-        found.insert((e.kind, e.transaction_id.to_string()));
+        let key = (e.kind, e.transaction_id.to_string());
+        if pending_before.contains(&e.booked_at_ms) {
+            pending.insert(key.clone());
+        }
+        found.insert(key);
         m.add_ledger(e);
     }
     if found.is_empty() {
@@ -541,14 +555,15 @@ async fn earlier_days(
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
         .into_iter()
         .partition(|b| {
-            let kind = match b.class {
-                BreakClass::PresentmentWithoutAuthorization => Some(EntryKind::Authorization),
-                _ => b.kind,
+            let known = match b.class {
+                BreakClass::PresentmentWithoutAuthorization => {
+                    found.contains(&(EntryKind::Authorization, b.transaction_id.clone()))
+                }
+                _ => b
+                    .kind
+                    .is_some_and(|k| pending.contains(&(k, b.transaction_id.clone()))),
             };
-            again_class(b)
-                && kind.is_some_and(|k| found.contains(&(k, b.transaction_id.clone())))
-                && b.currency.is_some()
-                && b.file_amount_minor.is_some()
+            again_class(b) && known && b.currency.is_some() && b.file_amount_minor.is_some()
         });
     report.breaks = kept;
     for b in again {

@@ -973,14 +973,19 @@ fn repeated<T>(recorded_hash: &[u8], request_hash: &[u8], response: StoredRespon
     }
 }
 
-/// Whether any processor transaction was recorded under `transaction_id`.
-/// What we hold of `transaction_id`: never recorded, recorded with no money moved for it
-/// (by our approval or a verdict), or recorded with money moved.
+/// What we hold of `transaction_id`: never recorded; recorded with no money standing for it
+/// (declined or approved for nothing, or approved and reversed by a REJECTED verdict, and
+/// no APPROVED verdict booked it); or recorded with money standing. Money stands as the
+/// reconciler reads it (`effective` in `recon.rs`).
 async fn original_of(tx: &mut Tx, transaction_id: &str) -> Result<Original, sqlx::Error> {
     let (records, booked): (i64, i64) = run!(tx, c => {
         sqlx::query_as(
-            "SELECT COUNT(*), COUNT(movement_id) + COUNT(verdict_movement_id) \
-             FROM processor_transactions WHERE transaction_id = $1",
+            "SELECT COUNT(*), COUNT(CASE \
+               WHEN verdict = 'APPROVED' AND verdict_movement_id IS NOT NULL THEN 1 \
+               WHEN verdict = 'REJECTED' AND verdict_movement_id IS NOT NULL THEN NULL \
+               WHEN movement_id IS NOT NULL THEN 1 END) \
+             FROM processor_transactions \
+             WHERE kind IN ('AUTHORIZATION', 'ADJUSTMENT') AND transaction_id = $1",
         )
         .bind(transaction_id)
         .fetch_one(c)

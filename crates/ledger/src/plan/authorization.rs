@@ -85,7 +85,7 @@ where
         time_zone,
     } = snapshot;
     let tz = time_zone.unwrap_or(TimeZone::UTC);
-    // Each counter's change over the batch, in the order first changed.
+    // Each counter's change over the batch (cards' written in lock order at the end).
     let mut counter_writes: Vec<CounterWrite> = Vec::new();
     let mut movement_ids = movement_ids.into_iter();
     let mut posting_ids = posting_ids.into_iter();
