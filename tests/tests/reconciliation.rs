@@ -423,13 +423,14 @@ async fn presentments_of_earlier_days(app: TestApp) {
 /// An entry booked in the last minutes of a day (`grace_minutes`: pending then) is in the
 /// next day's transactions file: today's rows of yesterday's pending entries are matched
 /// against them, not reported as missing in the ledger; an amount that differs is still a
-/// break. A row of an entry booked earlier yesterday (a day's file held it, or should
-/// have) stays missing in today's ledger, and a row of no entry at all too.
+/// break, and a pending entry today's file does not hold either is missing in the file. A
+/// row of an entry booked earlier yesterday (a day's file held it, or should have) stays
+/// missing in today's ledger, and a row of no entry at all too.
 async fn transactions_of_earlier_days(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let p = uid("t");
     let id = |s: &str| format!("{p}-{s}");
-    for (name, amount) in [("a", "100.00"), ("b", "50.00")] {
+    for (name, amount) in [("a", "100.00"), ("b", "50.00"), ("q", "3.00")] {
         approve(&app, &id(name), amount).await;
     }
     let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
@@ -501,6 +502,7 @@ async fn transactions_of_earlier_days(app: TestApp) {
         ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
         ("missing_in_ledger", id("z"), None, Some(-500)),
         ("missing_in_ledger", y, None, Some(-700)),
+        ("missing_in_file", id("q"), Some(-300), None),
     ];
     let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
     let matched = (run_rec.matched, run_rec.presentments_matched);

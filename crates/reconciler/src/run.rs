@@ -9,8 +9,8 @@ use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::reconcile::{
-    Break, BreakClass, EntryKind, FileTransaction, MatchConfig, Matcher, Presentment, Report,
-    sort_breaks,
+    Break, BreakClass, EntryKind, FileTransaction, LedgerEntry, MatchConfig, Matcher, Presentment,
+    Report, sort_breaks,
 };
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
@@ -508,17 +508,69 @@ fn match_part(
 /// the adjustments that name it), and those rows are matched again against what is there:
 /// matched, or a break of what they come to (an amount, a status, a currency). A
 /// transactions row of an entry booked at any other time stays a break (reported again, or
-/// on another day than we booked it). Only what the rows come to is kept: the entries
-/// themselves, and the totals, were reconciled on their own days.
+/// on another day than we booked it). An entry pending the day before that this day's file
+/// does not hold either is `missing_in_file` now. Only what the rows come to is kept: the
+/// entries themselves, and the totals, were reconciled on their own days.
 async fn earlier_days(
     store: &Store,
     config: MatchConfig,
-    mut report: Report,
+    report: Report,
     day_from_ms: i64,
 ) -> anyhow::Result<Report> {
     // The day before's grace window: its entries were pending, owed to this day's file.
     let grace_ms = day_from_ms + 86_400_000 - config.grace_from_ms;
-    let pending_before = (day_from_ms - grace_ms)..day_from_ms;
+    let window = (day_from_ms - grace_ms)..day_from_ms;
+    let mut owed = std::collections::HashMap::new();
+    if !window.is_empty() {
+        store
+            .ledger_entries(window.start, window.end, |e| {
+                if e.effective {
+                    owed.insert((e.kind, e.transaction_id.to_string()), e);
+                }
+            })
+            .await?;
+    }
+    let (mut report, rematched) = rematch(store, config, report, &owed).await?;
+    // An entry pending the day before and absent from this day's file too is missing: no
+    // third file owes it.
+    for (key, e) in owed {
+        if rematched.contains(&key) {
+            continue;
+        }
+        let detail = format!(
+            "ledger booked {} {} {} at {} ms, pending the day before, absent from this \
+             day's transactions file too (or present as rejected)",
+            e.kind,
+            ledger::format_minor(e.amount_minor, e.currency.exponent()),
+            e.currency,
+            e.booked_at_ms
+        );
+        report.breaks.push(Break {
+            class: BreakClass::MissingInFile,
+            transaction_id: key.1,
+            kind: Some(e.kind),
+            currency: Some(e.currency),
+            ledger_amount_minor: Some(e.amount_minor),
+            file_amount_minor: None,
+            difference_minor: None,
+            file: None,
+            line: None,
+            detail,
+        });
+    }
+    sort_breaks(&mut report.breaks);
+    Ok(report)
+}
+
+/// The matching of [`earlier_days`]: the rows it matches again, against entries of any day
+/// (presentments) or `owed` (transactions rows), and the keys of the rows of `owed` it saw.
+async fn rematch(
+    store: &Store,
+    config: MatchConfig,
+    mut report: Report,
+    owed: &std::collections::HashMap<(EntryKind, String), LedgerEntry>,
+) -> anyhow::Result<(Report, std::collections::HashSet<(EntryKind, String)>)> {
+    let mut rematched = std::collections::HashSet::new();
     let again_class = |b: &Break| {
         matches!(
             (b.class, b.file),
@@ -533,24 +585,19 @@ async fn earlier_days(
         .map(|b| b.transaction_id.clone())
         .collect();
     if unknown.is_empty() {
-        return Ok(report);
+        return Ok((report, rematched));
     }
     let mut m = Matcher::new(config);
     // Presentments: authorizations of any day. Transactions rows: entries pending the day
     // before (a row of an entry of any other day stays a break: the processor reported it
     // again, or on another day than we booked it).
     let mut found = std::collections::HashSet::new();
-    let mut pending = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
-        let key = (e.kind, e.transaction_id.to_string());
-        if pending_before.contains(&e.booked_at_ms) {
-            pending.insert(key.clone());
-        }
-        found.insert(key);
+        found.insert((e.kind, e.transaction_id.to_string()));
         m.add_ledger(e);
     }
     if found.is_empty() {
-        return Ok(report);
+        return Ok((report, rematched));
     }
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
         .into_iter()
@@ -561,7 +608,7 @@ async fn earlier_days(
                 }
                 _ => b
                     .kind
-                    .is_some_and(|k| pending.contains(&(k, b.transaction_id.clone()))),
+                    .is_some_and(|k| owed.contains_key(&(k, b.transaction_id.clone()))),
             };
             again_class(b) && known && b.currency.is_some() && b.file_amount_minor.is_some()
         });
@@ -572,16 +619,20 @@ async fn earlier_days(
         };
         let line = b.line.unwrap_or(0);
         match (b.class, b.kind) {
-            (BreakClass::MissingInLedger, Some(kind)) => m.transaction(FileTransaction {
-                line,
-                transaction_id: b.transaction_id,
-                kind,
-                // Only an approved row is missing in the ledger (a rejected one is matched).
-                approved: true,
-                currency,
-                amount_minor,
-                original_transaction_id: None,
-            }),
+            (BreakClass::MissingInLedger, Some(kind)) => {
+                rematched.insert((kind, b.transaction_id.clone()));
+                m.transaction(FileTransaction {
+                    line,
+                    transaction_id: b.transaction_id,
+                    kind,
+                    // Only an approved row is missing in the ledger (a rejected one is
+                    // matched).
+                    approved: true,
+                    currency,
+                    amount_minor,
+                    original_transaction_id: None,
+                })
+            }
             _ => m.presentment(Presentment {
                 line,
                 transaction_id: b.transaction_id,
@@ -599,8 +650,7 @@ async fn earlier_days(
             .into_iter()
             .filter(|b| matches!(b.file, Some("presentments" | "transactions"))),
     );
-    sort_breaks(&mut report.breaks);
-    Ok(report)
+    Ok((report, rematched))
 }
 
 /// Whether a run's summary names exactly `inputs` (by name and SHA-256).
