@@ -335,6 +335,26 @@ async fn booked_yesterday(app: &TestApp, prefix: &str, minutes: i64) {
     .await;
 }
 
+/// u1 funded; purchases `{prefix}-{name}` of each ARS amount approved and a refund
+/// `{prefix}-r` of 10.00 naming `{prefix}-{refunded}`, all moved to `minutes` before today's
+/// midnight.
+async fn approved_yesterday(
+    app: &TestApp,
+    prefix: &str,
+    approved: &[(&str, &str)],
+    refunded: &str,
+    minutes: i64,
+) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let id = |s: &str| format!("{prefix}-{s}");
+    for (name, amount) in approved {
+        approve(app, &id(name), amount).await;
+    }
+    let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id(refunded));
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    booked_yesterday(app, prefix, minutes).await;
+}
+
 /// One break as a test expects it: class, transaction id, ledger and file amounts.
 type Expected = (&'static str, String, Option<i64>, Option<i64>);
 
@@ -379,15 +399,10 @@ async fn run_of(
 /// matched against the ledger whenever booked (with the adjustments that name them), not
 /// reported as presentments without an authorization.
 async fn presentments_of_earlier_days(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
     let p = uid("e");
     let id = |s: &str| format!("{p}-{s}");
-    for (name, amount) in [("a", "100.00"), ("b", "50.00"), ("d", "30.00")] {
-        approve(&app, &id(name), amount).await;
-    }
-    let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("b"));
-    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    booked_yesterday(&app, &p, 12 * 60).await;
+    let approved = [("a", "100.00"), ("b", "50.00"), ("d", "30.00")];
+    approved_yesterday(&app, &p, &approved, "b", 12 * 60).await;
 
     let date = recon::today();
     let d = date.format("%Y%m%d");
@@ -427,15 +442,10 @@ async fn presentments_of_earlier_days(app: TestApp) {
 /// row of an entry booked earlier yesterday (a day's file held it, or should have) stays
 /// missing in today's ledger, and a row of no entry at all too.
 async fn transactions_of_earlier_days(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
     let p = uid("t");
     let id = |s: &str| format!("{p}-{s}");
-    for (name, amount) in [("a", "100.00"), ("b", "50.00"), ("q", "3.00")] {
-        approve(&app, &id(name), amount).await;
-    }
-    let refund = Tx::new(&id("r"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
-    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
-    booked_yesterday(&app, &p, 1).await;
+    let approved = [("a", "100.00"), ("b", "50.00"), ("q", "3.00")];
+    approved_yesterday(&app, &p, &approved, "a", 1).await;
     let earlier = uid("y");
     let y = format!("{earlier}-y");
     approve(&app, &y, "7.00").await;

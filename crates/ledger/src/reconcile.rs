@@ -491,6 +491,30 @@ file_row!(Presentment, PRESENTMENTS_FILE, |_row| {
     EntryKind::Authorization
 });
 
+impl Break {
+    /// An effective ledger entry the transactions file does not hold; `why` ends the detail.
+    pub fn missing_in_file(e: &LedgerEntry, why: &str) -> Break {
+        let detail = format!(
+            "ledger booked {} {} at {} ms, absent from the transactions file{why}",
+            e.kind,
+            money(e.amount_minor.into(), e.currency),
+            e.booked_at_ms
+        );
+        Break {
+            class: BreakClass::MissingInFile,
+            transaction_id: String::from(&*e.transaction_id),
+            kind: Some(e.kind),
+            currency: Some(e.currency),
+            ledger_amount_minor: Some(e.amount_minor),
+            file_amount_minor: None,
+            difference_minor: None,
+            file: None,
+            line: None,
+            detail,
+        }
+    }
+}
+
 /// A break of `class` for `row` against `ledger_amount` (`None`: no ledger amount, and so
 /// no difference).
 fn file_break<R: FileRow>(
@@ -810,24 +834,16 @@ impl Matcher {
                 report.pending += 1;
                 continue;
             }
-            let detail = format!(
-                "ledger booked {} {} at {} ms, absent from the transactions file",
+            let e = LedgerEntry {
+                transaction_id: id,
                 kind,
-                money(core.amount.into(), core.currency),
-                core.booked_at_ms
-            );
-            report.breaks.push(Break {
-                class: BreakClass::MissingInFile,
-                transaction_id: String::from(id),
-                kind: Some(kind),
-                currency: Some(core.currency),
-                ledger_amount_minor: Some(core.amount),
-                file_amount_minor: None,
-                difference_minor: None,
-                file: None,
-                line: None,
-                detail,
-            });
+                effective: true,
+                currency: core.currency,
+                amount_minor: core.amount,
+                original_transaction_id: None,
+                booked_at_ms: core.booked_at_ms,
+            };
+            report.breaks.push(Break::missing_in_file(&e, ""));
         }
         sort_breaks(&mut report.breaks);
         report

@@ -534,29 +534,10 @@ async fn earlier_days(
     // An entry pending the day before and absent from this day's file too is missing: no
     // third file owes it.
     for (key, e) in owed {
-        if rematched.contains(&key) {
-            continue;
+        if !rematched.contains(&key) {
+            let why = " of this day either, pending the day before (or present as rejected)";
+            report.breaks.push(Break::missing_in_file(&e, why));
         }
-        let detail = format!(
-            "ledger booked {} {} {} at {} ms, pending the day before, absent from this \
-             day's transactions file too (or present as rejected)",
-            e.kind,
-            ledger::format_minor(e.amount_minor, e.currency.exponent()),
-            e.currency,
-            e.booked_at_ms
-        );
-        report.breaks.push(Break {
-            class: BreakClass::MissingInFile,
-            transaction_id: key.1,
-            kind: Some(e.kind),
-            currency: Some(e.currency),
-            ledger_amount_minor: Some(e.amount_minor),
-            file_amount_minor: None,
-            difference_minor: None,
-            file: None,
-            line: None,
-            detail,
-        });
     }
     sort_breaks(&mut report.breaks);
     Ok(report)
