@@ -58,7 +58,12 @@ pub fn assert_clean(outcome: &Outcome) {
 
 /// Today in UTC, as the reconciliation names a business day.
 pub fn today() -> BusinessDate {
-    let days = store::now_ms().div_euclid(86_400_000);
+    days_ago(0)
+}
+
+/// `n` days before today in UTC.
+pub fn days_ago(n: i64) -> BusinessDate {
+    let days = store::now_ms().div_euclid(86_400_000) - n;
     let (year, month, day) = reconciler::schedule::civil_from_days(days);
     BusinessDate { year, month, day }
 }

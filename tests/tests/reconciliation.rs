@@ -438,18 +438,50 @@ async fn presentments_of_earlier_days(app: TestApp) {
 /// An entry booked in the last minutes of a day (`grace_minutes`: pending then) is in the
 /// next day's transactions file: today's rows of yesterday's pending entries are matched
 /// against them, not reported as missing in the ledger; an amount that differs is still a
-/// break, and a pending entry today's file does not hold either is missing in the file. A
-/// row of an entry booked earlier yesterday (a day's file held it, or should have) stays
-/// missing in today's ledger, and a row of no entry at all too.
+/// break, and a pending entry today's file does not hold either is missing in the file
+/// (one yesterday's file held in time is not). A row of an entry yesterday's file held
+/// (reported again) stays missing in today's ledger, and a row of no entry at all too.
 async fn transactions_of_earlier_days(app: TestApp) {
     let p = uid("t");
     let id = |s: &str| format!("{p}-{s}");
-    let approved = [("a", "100.00"), ("b", "50.00"), ("q", "3.00")];
+    let approved = [
+        ("a", "100.00"),
+        ("b", "50.00"),
+        ("q", "3.00"),
+        ("w", "4.00"),
+    ];
     approved_yesterday(&app, &p, &approved, "a", 1).await;
     let earlier = uid("y");
     let y = format!("{earlier}-y");
     approve(&app, &y, "7.00").await;
     booked_yesterday(&app, &earlier, 12 * 60).await;
+    // Yesterday's file held `w` (in time) and `y`: a, r, b and q were pending.
+    let before = recon::days_ago(1);
+    let files = tempfile::tempdir().unwrap();
+    let rows = [
+        tx_row(
+            &id("w"),
+            "AUTHORIZATION",
+            "APPROVED",
+            "DEBIT",
+            "4.00",
+            "ARS",
+            "",
+        ),
+        tx_row(&y, "AUTHORIZATION", "APPROVED", "DEBIT", "7.00", "ARS", ""),
+    ];
+    recon::write_transactions(
+        files.path(),
+        &before,
+        &format!("{TX_HEADER}\n{}", rows.join("\n")),
+    );
+    let run_rec = run_of(&app, (&before, 30), files.path(), &[]).await;
+    assert_eq!(
+        (run_rec.matched, run_rec.pending),
+        (2, 4),
+        "{}",
+        run_rec.summary
+    );
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 

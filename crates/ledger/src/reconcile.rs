@@ -257,6 +257,8 @@ pub struct Report {
     pub matched: u64,
     /// Missing from the file but inside the grace window: not a break yet.
     pub pending: u64,
+    /// Those entries (kind and id): owed to the next day's file.
+    pub pending_entries: Vec<(EntryKind, Box<str>)>,
     pub presentments_matched: u64,
     /// Sorted by (class, transaction_id) at finish.
     pub breaks: Vec<Break>,
@@ -303,6 +305,7 @@ impl Report {
     pub fn merge(&mut self, other: Report) {
         self.matched += other.matched;
         self.pending += other.pending;
+        self.pending_entries.extend(other.pending_entries);
         self.presentments_matched += other.presentments_matched;
         self.breaks.extend(other.breaks);
         sort_breaks(&mut self.breaks);
@@ -832,6 +835,7 @@ impl Matcher {
             }
             if core.booked_at_ms >= grace {
                 report.pending += 1;
+                report.pending_entries.push((kind, id));
                 continue;
             }
             let e = LedgerEntry {

@@ -73,6 +73,10 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
         "business_date": date,
         "matched": r.report.matched,
         "pending": r.report.pending,
+        // Owed to the next day's transactions file, which its run checks.
+        "pending_entries": r.report.pending_entries.iter()
+            .map(|(kind, id)| json!([kind_str(*kind), id]))
+            .collect::<Vec<_>>(),
         "presentments_matched": r.report.presentments_matched,
         "breaks": r.report.breaks.len(),
         "breaks_by_class": counts,

@@ -388,7 +388,7 @@ pub async fn reconcile(
         tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
             .await
             .context("matching task failed")??;
-    let report = earlier_days(store, second, report, from).await?;
+    let report = earlier_days(store, second, report, date).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -506,30 +506,19 @@ fn match_part(
 /// report such presentments as `presentment_without_authorization` and such transactions
 /// rows as `missing_in_ledger`. Their ids are looked up in the whole ledger (an entry with
 /// the adjustments that name it), and those rows are matched again against what is there:
-/// matched, or a break of what they come to (an amount, a status, a currency). A
-/// transactions row of an entry booked at any other time stays a break (reported again, or
-/// on another day than we booked it). An entry pending the day before that this day's file
-/// does not hold either is `missing_in_file` now. Only what the rows come to is kept: the
-/// entries themselves, and the totals, were reconciled on their own days.
+/// matched, or a break of what they come to (an amount, a status, a currency). Only the
+/// entries the day before's run found pending are owed (its summary's `pending_entries`):
+/// a transactions row of any other entry stays a break (reported again, or on another day
+/// than we booked it). An owed entry that this day's file does not hold either is
+/// `missing_in_file` now. Only what the rows come to is kept: the entries themselves, and
+/// the totals, were reconciled on their own days.
 async fn earlier_days(
     store: &Store,
     config: MatchConfig,
     report: Report,
-    day_from_ms: i64,
+    date: &BusinessDate,
 ) -> anyhow::Result<Report> {
-    // The day before's grace window: its entries were pending, owed to this day's file.
-    let grace_ms = day_from_ms + 86_400_000 - config.grace_from_ms;
-    let window = (day_from_ms - grace_ms)..day_from_ms;
-    let mut owed = std::collections::HashMap::new();
-    if !window.is_empty() {
-        store
-            .ledger_entries(window.start, window.end, |e| {
-                if e.effective {
-                    owed.insert((e.kind, e.transaction_id.to_string()), e);
-                }
-            })
-            .await?;
-    }
+    let owed = owed_by_day_before(store, date).await?;
     let (mut report, rematched) = rematch(store, config, report, &owed).await?;
     // An entry pending the day before and absent from this day's file too is missing: no
     // third file owes it.
@@ -541,6 +530,48 @@ async fn earlier_days(
     }
     sort_breaks(&mut report.breaks);
     Ok(report)
+}
+
+/// The entries the day before's run found pending (booked in its grace window, absent from
+/// its file: `pending_entries` of its summary), as the ledger holds them now and still
+/// effective. None when that day was not reconciled: what its file held is not known.
+async fn owed_by_day_before(
+    store: &Store,
+    date: &BusinessDate,
+) -> anyhow::Result<std::collections::HashMap<(EntryKind, String), LedgerEntry>> {
+    let mut owed = std::collections::HashMap::new();
+    let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
+        .yesterday()
+        .ok()
+    else {
+        return Ok(owed);
+    };
+    let Some(run) = store.run(&before.to_string()).await? else {
+        return Ok(owed);
+    };
+    let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
+    let mut keys = std::collections::HashSet::new();
+    for e in summary["pending_entries"].as_array().into_iter().flatten() {
+        let kind = match e[0].as_str() {
+            Some("AUTHORIZATION") => EntryKind::Authorization,
+            Some("ADJUSTMENT") => EntryKind::Adjustment,
+            _ => continue,
+        };
+        if let Some(id) = e[1].as_str() {
+            keys.insert((kind, id.to_owned()));
+        }
+    }
+    if keys.is_empty() {
+        return Ok(owed);
+    }
+    let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
+    for e in store.ledger_entries_of(&ids).await? {
+        let key = (e.kind, e.transaction_id.to_string());
+        if e.effective && keys.contains(&key) {
+            owed.insert(key, e);
+        }
+    }
+    Ok(owed)
 }
 
 /// The matching of [`earlier_days`]: the rows it matches again, against entries of any day
