@@ -458,23 +458,8 @@ async fn transactions_of_earlier_days(app: TestApp) {
     // Yesterday's file held `w` (in time) and `y`: a, r, b and q were pending.
     let before = recon::days_ago(1);
     let files = tempfile::tempdir().unwrap();
-    let rows = [
-        tx_row(
-            &id("w"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "4.00",
-            "ARS",
-            "",
-        ),
-        tx_row(&y, "AUTHORIZATION", "APPROVED", "DEBIT", "7.00", "ARS", ""),
-    ];
-    recon::write_transactions(
-        files.path(),
-        &before,
-        &format!("{TX_HEADER}\n{}", rows.join("\n")),
-    );
+    let rows = [debit_row(&id("w"), "4.00"), debit_row(&y, "7.00")];
+    write_rows(files.path(), &before, &rows);
     let run_rec = run_of(&app, (&before, 30), files.path(), &[]).await;
     assert_eq!(
         (run_rec.matched, run_rec.pending),
@@ -487,59 +472,24 @@ async fn transactions_of_earlier_days(app: TestApp) {
 
     let date = recon::today();
     let files = tempfile::tempdir().unwrap();
-    let rows = [
-        tx_row(
-            &id("a"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "100.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("r"),
-            "ADJUSTMENT",
-            "APPROVED",
-            "CREDIT",
-            "10.00",
-            "ARS",
-            &id("a"),
-        ),
-        tx_row(
-            &id("b"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "55.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("c"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "20.00",
-            "ARS",
-            "",
-        ),
-        tx_row(
-            &id("z"),
-            "AUTHORIZATION",
-            "APPROVED",
-            "DEBIT",
-            "5.00",
-            "ARS",
-            "",
-        ),
-        tx_row(&y, "AUTHORIZATION", "APPROVED", "DEBIT", "7.00", "ARS", ""),
-    ];
-    recon::write_transactions(
-        files.path(),
-        &date,
-        &format!("{TX_HEADER}\n{}", rows.join("\n")),
+    let refund = tx_row(
+        &id("r"),
+        "ADJUSTMENT",
+        "APPROVED",
+        "CREDIT",
+        "10.00",
+        "ARS",
+        &id("a"),
     );
+    let rows = [
+        debit_row(&id("a"), "100.00"),
+        refund,
+        debit_row(&id("b"), "55.00"),
+        debit_row(&id("c"), "20.00"),
+        debit_row(&id("z"), "5.00"),
+        debit_row(&y, "7.00"),
+    ];
+    write_rows(files.path(), &date, &rows);
     let expected = [
         ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
         ("missing_in_ledger", id("z"), None, Some(-500)),
@@ -549,6 +499,16 @@ async fn transactions_of_earlier_days(app: TestApp) {
     let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
     let matched = (run_rec.matched, run_rec.presentments_matched);
     assert_eq!(matched, (3, 0), "{}", run_rec.summary);
+}
+
+/// An approved purchase's row (ARS).
+fn debit_row(id: &str, amount: &str) -> String {
+    tx_row(id, "AUTHORIZATION", "APPROVED", "DEBIT", amount, "ARS", "")
+}
+
+/// Writes the transactions file of `date` into `dir`: the header, then `rows`.
+fn write_rows(dir: &std::path::Path, date: &BusinessDate, rows: &[String]) {
+    recon::write_transactions(dir, date, &format!("{TX_HEADER}\n{}", rows.join("\n")));
 }
 
 /// A run that failed after its files were recorded leaves the date's last run standing,
