@@ -117,12 +117,7 @@ pub(crate) fn counter_from_row(
     } else {
         Owner::Account
     };
-    let stored = if categories.is_empty() {
-        window
-    } else {
-        format!("{window}|{categories}")
-    };
-    if let Some(key) = CounterKey::parse(&stored) {
+    if let Some(key) = CounterKey::from_columns(&window, &categories) {
         s.counters
             .entry((owner, owner_id))
             .or_default()

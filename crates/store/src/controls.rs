@@ -4,9 +4,9 @@
 
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
-use ledger::controls::{Counter, CounterKey, Owner};
+use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
 use ledger::plan::{
-    CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted,
+    CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted, windows_of,
 };
 use std::collections::HashMap;
 
@@ -324,14 +324,15 @@ pub(crate) async fn write_counting(
     add_counters(tx, &counting.card, now_ms).await
 }
 
-/// The card's control counters in `windows`, as `tx` sees them.
+/// The card's control counters in the windows of `now_ms` (in `tz`), as `tx` sees them.
 pub(crate) async fn card_counters(
     tx: &mut Tx,
     card_id: &str,
-    windows: &[String],
+    now_ms: i64,
+    tz: &TimeZone,
 ) -> Result<HashMap<CounterKey, Counter>, sqlx::Error> {
     let mut out = HashMap::new();
-    for window in windows {
+    for window in windows_of([now_ms], tz).iter().map(ToString::to_string) {
         let rows: Vec<(String, i64, i64)> = run!(tx, c => {
             sqlx::query_as(
                 "SELECT categories, amount_minor, count FROM control_counters \
@@ -344,12 +345,7 @@ pub(crate) async fn card_counters(
             .await?
         });
         for (categories, amount, count) in rows {
-            let stored = if categories.is_empty() {
-                window.clone()
-            } else {
-                format!("{window}|{categories}")
-            };
-            if let Some(key) = CounterKey::parse(&stored) {
+            if let Some(key) = CounterKey::from_columns(&window, &categories) {
                 out.insert(key, Counter { amount, count });
             }
         }

@@ -16,7 +16,7 @@ use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_updat
 use ledger::holds::{
     self, Effects, Hold, HoldError, HoldEventKind, HoldState, RefundAsk, Transition,
 };
-use ledger::plan::{DebitAsk, hold_give_back, plan_debit, windows_of};
+use ledger::plan::{DebitAsk, hold_give_back, plan_debit};
 use ledger::{AuthorizationInput, Currency, Decision, Decline, SystemAccount, format_minor};
 use rust_decimal::Decimal;
 use sqlx::Row;
@@ -912,13 +912,7 @@ impl Store {
         };
         let tz = &self.controls_time_zone;
         let card_counters = match (req.card_id, &card) {
-            (Some(id), Some(_)) => {
-                let windows: Vec<String> = windows_of([call.now_ms], tz)
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect();
-                card_counters(&mut tx, id, &windows).await?
-            }
+            (Some(id), Some(_)) => card_counters(&mut tx, id, call.now_ms, tz).await?,
             _ => Default::default(),
         };
         let today = day_of(call.now_ms);

@@ -20,7 +20,7 @@ use crate::{Store, StoreError, Tx, run};
 use ledger::Currency;
 use ledger::controls::{Counter, CounterKey, TimeZone};
 use ledger::instore::{SvKind, plan_stored_value};
-use ledger::plan::{Counting, GiveBack, counted_after, windows_of};
+use ledger::plan::{Counting, GiveBack, counted_after};
 use std::collections::HashMap;
 
 /// Movement kind of an approved `pay_wallet`: a debit of the barcode's account.
@@ -294,13 +294,7 @@ async fn read_barcode(
         None => None,
     };
     let card_counters = match &card {
-        Some((id, _)) => {
-            let windows: Vec<String> = windows_of([now_ms], tz)
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            card_counters(tx, id, &windows).await?
-        }
+        Some((id, _)) => card_counters(tx, id, now_ms, tz).await?,
         None => HashMap::new(),
     };
     Ok(Some(BarcodeRow {

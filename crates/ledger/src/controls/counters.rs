@@ -29,6 +29,16 @@ impl fmt::Display for CounterKey {
 }
 
 impl CounterKey {
+    /// Reads a counter row's columns: its window key and its category filter (`''`: every
+    /// category), as `crate::plan::CounterWrite::columns` writes them.
+    pub fn from_columns(window: &str, categories: &str) -> Option<CounterKey> {
+        if categories.is_empty() {
+            CounterKey::parse(window)
+        } else {
+            CounterKey::parse(&format!("{window}|{categories}"))
+        }
+    }
+
     /// Reads the stored form written by `Display`.
     pub fn parse(s: &str) -> Option<CounterKey> {
         let (window, cats) = match s.split_once('|') {

@@ -125,12 +125,13 @@ pub fn plan_debit(
     let (card, of_account): (Vec<_>, Vec<_>) =
         counted.into_iter().partition(|w| w.owner == Owner::Card);
     let mut account_text = None;
-    if let (Some(a), false) = (account, of_account.is_empty()) {
+    if let (Some(owner), false) = (layers.account_owner, of_account.is_empty()) {
         // The row keeps the windows `now` is in: a window that is over is dropped.
         let windows = windows_of([ask.now_ms], tz);
-        let mut kept: HashMap<CounterKey, Counter> = decode_counters(&a.counters)
-            .filter(|(k, _)| windows.contains(&k.window))
-            .collect();
+        let mut kept = counters
+            .remove(&(Owner::Account, owner))
+            .unwrap_or_default();
+        kept.retain(|k, _| windows.contains(&k.window));
         for w in &of_account {
             kept.entry(w.key.clone())
                 .or_default()
