@@ -533,6 +533,72 @@ async fn a_partial_reversal_keeps_the_count(app: TestApp) {
     assert_approved(&answer);
 }
 
+/// Money the processor makes effective without our approval (stand-in) is spent: it counts
+/// in the controls and in the legacy daily counter, and its reversal gives the controls
+/// their room back.
+async fn forced_bookings_count(app: TestApp) {
+    u1_with_card_controls(
+        &app,
+        json!({"velocity_limits": [{"count": 2, "interval": "daily"}]}),
+    )
+    .await;
+    let monthly = json!({"spending_limits": [{"amount": "500.00", "interval": "monthly"}]});
+    let r = put_controls(&app, "/v1/accounts/u1/ARS/controls", monthly).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app
+        .admin_put("/v1/accounts/u1/ARS", json!({"daily_limit": "600.00"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let force = |tx: &Tx| {
+        let key = uid("adv");
+        let advice = tx.approved_advice(&key);
+        let app = &app;
+        async move { app.processor(NOTIFY, &advice, &key).await.json()["effect"].clone() }
+    };
+    // One we never saw, and one we declined (over the monthly limit), both made effective.
+    let unseen = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
+    assert_eq!(force(&unseen).await, "FORCED");
+    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "450.00", "ARS");
+    let month_used = "monthly spending limit of 500.00 ARS reached on the account";
+    assert_declined(
+        &app.send(AUTH_DEBIT, &over).await.json(),
+        "INVALID_AMOUNT",
+        month_used,
+    );
+    assert_eq!(force(&over).await, "FORCED");
+    assert_eq!(app.available("u1", "ARS").await, "450.00");
+    // 550.00 spent this month: nothing more fits.
+    let (id, answer) = purchase(&app, "u1", "1.00", unchanged).await;
+    assert_declined(&answer, "INVALID_AMOUNT", month_used);
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["controls"]["checks"][0]["spent"], "550.00", "{e}");
+    // The processor reverses the forced 450.00: its room and its count come back.
+    let reversal =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "450.00", "ARS").original(&over.id);
+    assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
+    assert_approved(&purchase(&app, "u1", "1.00", unchanged).await.1);
+    // The legacy daily counter keeps what was spent today (551.00 of 600.00; a reversal
+    // gives it nothing back), and the card has seen two authorizations today.
+    let (_, answer) = purchase(&app, "u1", "49.01", unchanged).await;
+    assert_declined(&answer, "INVALID_AMOUNT", "Amount above daily limit");
+    let (_, answer) = purchase(&app, "u1", "1.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 2 authorizations reached on the card",
+    );
+    // A copy of the advice counts nothing twice.
+    let key = uid("adv");
+    let copy = unseen.approved_advice(&key);
+    assert_eq!(
+        app.processor(NOTIFY, &copy, &key).await.json()["effect"],
+        "NOOP"
+    );
+    let (id, _) = purchase(&app, "u1", "1.00", unchanged).await;
+    let e = explanation(&app, &id).await;
+    assert_eq!(e["controls"]["checks"][0]["spent"], "101.00", "{e}");
+}
+
 async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     card(&app, "u1").await;
@@ -857,6 +923,7 @@ both_backends!(
     controls_and_the_legacy_rules_both_apply,
     reversals_refunds_and_rejections_give_the_room_back,
     a_partial_reversal_keeps_the_count,
+    forced_bookings_count,
     backtest_replays_booked_traffic_against_stricter_and_looser_controls,
     reservations_apply_the_controls_and_give_back_what_they_release,
 );

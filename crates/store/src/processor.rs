@@ -15,6 +15,7 @@ use crate::rules::{CardRecord, fetch_card_record};
 use crate::{
     Flags, Store, StoreError, StoredResponse, Tx, day_of, for_update, is_unique_violation, run,
 };
+use ledger::plan::count_forced;
 pub(crate) use ledger::plan::{Asked, direction_str};
 pub use ledger::plan::{AuthorizationResult, Outcome};
 use ledger::verdicts::{
@@ -879,6 +880,24 @@ where
         }
         _ => None,
     };
+    // Money the processor made effective on its own counts as spent: today's legacy daily
+    // counter and the spending controls' counters, as our approval would have counted it.
+    let forced = match (
+        plan.effect,
+        &plan.movement,
+        &account,
+        n.transaction.as_ref(),
+    ) {
+        (NotificationEffect::Forced, Some(m), Some(a), Some(t))
+            if m.postings.holder == Leg::User
+                && m.holder_id == a.id
+                && m.postings.holder_amount < 0 =>
+        {
+            Some(forced_counting(store, tx, t, m, a, n.now_ms).await?)
+        }
+        _ => None,
+    };
+    let daily = daily.or_else(|| forced.as_ref().map(|f| f.0));
     let movement_id = write_movement(tx, plan.movement, account.as_ref(), n.now_ms, daily).await?;
     // The processor rejected what we approved: the room it took comes back.
     if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
@@ -913,6 +932,22 @@ where
                 .await?;
             }
         }
+    }
+    if let (Some((_, Some(counting))), Some(a), Some(t)) =
+        (&forced, &account, n.transaction.as_ref())
+    {
+        crate::controls::write_counting(tx, a.id, counting, n.now_ms).await?;
+        run!(tx, c => {
+            sqlx::query(
+                "UPDATE processor_transactions SET controls_counted = $2 \
+                 WHERE kind = 'AUTHORIZATION' AND transaction_id = $1",
+            )
+            .bind(t.transaction_id)
+            .bind(counting.kept.as_str())
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
     }
     let result = NotificationResult {
         effect: plan.effect,
@@ -951,6 +986,28 @@ where
         response: StoredResponse { status: 200, body },
         result,
     })
+}
+
+/// What a forced debit booking `m` of `t` on the cardholder's locked account `a` counts: the
+/// account's daily spending once it is booked, and what it adds to the spending controls'
+/// counters in the windows of `now_ms` (`None`: no control counts it).
+async fn forced_counting(
+    store: &Store,
+    tx: &mut Tx,
+    t: &CardTransaction<'_>,
+    m: &MovementPlan<'_>,
+    a: &LockedAccount,
+    now_ms: i64,
+) -> Result<((i64, i64), Option<ledger::plan::Counting>), StoreError> {
+    let daily = crate::instore::daily_after(a, day_of(now_ms), m.postings.holder_amount);
+    let card = match t.card_id {
+        Some(id) => load_card_record(tx, id).await?.map(|c| (id, c)),
+        None => None,
+    };
+    let card = card.as_ref().map(|(id, c)| (*id, c));
+    let minor = m.postings.holder_amount.saturating_neg();
+    let tz = &store.controls_time_zone;
+    Ok((daily, count_forced(t, minor, now_ms, a, card, tz)))
 }
 
 impl NotificationCall<'_> {

@@ -436,13 +436,7 @@ impl Layers {
         counters: &HashMap<(Owner, String), HashMap<CounterKey, Counter>>,
         tz: &TimeZone,
     ) -> Option<Evaluation> {
-        let mut layers: Vec<(Owner, &Controls)> = Vec::with_capacity(2);
-        if let Some(c) = self.account.as_deref().filter(|c| !c.is_empty()) {
-            layers.push((Owner::Account, c));
-        }
-        if let Some(c) = self.card.as_deref().filter(|c| !c.is_empty()) {
-            layers.push((Owner::Card, c));
-        }
+        let layers = self.set();
         if layers.is_empty() {
             return None;
         }
@@ -459,6 +453,18 @@ impl Layers {
                 .unwrap_or_default()
         };
         Some(evaluate(&layers, request, &source, tz))
+    }
+
+    /// The documents that are set, account first.
+    pub(super) fn set(&self) -> Vec<(Owner, &Controls)> {
+        let mut layers: Vec<(Owner, &Controls)> = Vec::with_capacity(2);
+        if let Some(c) = self.account.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Account, c));
+        }
+        if let Some(c) = self.card.as_deref().filter(|c| !c.is_empty()) {
+            layers.push((Owner::Card, c));
+        }
+        layers
     }
 
     /// An evaluation's counter deltas as rows of their owners.

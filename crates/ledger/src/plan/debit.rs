@@ -7,10 +7,12 @@
 //! refund, a reversal) gives back exactly that ([`super::release_counted`]).
 
 use super::authorization::{GiveBack, Layers, counted_json};
-use super::{Account, CardRecord, CounterWrite, account_owner, day_of, windows_of};
+use super::{
+    Account, CardRecord, CardTransaction, CounterWrite, account_owner, day_of, windows_of,
+};
 use crate::controls::{
     Channels, ControlDecline, ControlRequest, Counter, CounterKey, Owner, Released, TimeZone,
-    decode_counters, encode_counters,
+    approval_deltas, decode_counters, encode_counters,
 };
 use crate::decision::{AuthorizationInput, Decision, Decline, RequestKind, decide_with};
 use crate::holds::{Effects, Hold, HoldEventKind};
@@ -70,12 +72,7 @@ pub fn plan_debit(
     };
     let state = account.map(|a| a.state(day_of(ask.now_ms)));
     let card_state = card.map(|(_, c)| c.state_for(Some(ask.user_id)));
-    let layers = Layers {
-        account: account.and_then(|a| a.controls.clone()),
-        card: card.and_then(|(_, c)| c.controls.clone()),
-        account_owner: account.map(|a| account_owner(ask.user_id, a.currency)),
-        card_owner: card.map(|(id, _)| id.to_owned()),
-    };
+    let layers = layers_of(ask.user_id, account, card);
     let mut counters: HashMap<(Owner, String), HashMap<CounterKey, Counter>> = HashMap::new();
     if let (Some(a), Some(owner)) = (account, &layers.account_owner) {
         counters.insert(
@@ -121,30 +118,97 @@ pub fn plan_debit(
         }
         _ => return plan,
     };
+    let account_counters = layers
+        .account_owner
+        .as_ref()
+        .and_then(|owner| counters.remove(&(Owner::Account, owner.clone())))
+        .unwrap_or_default();
+    plan.counted = Some(counting(counted, account_counters, ask.now_ms, tz));
+    plan
+}
+
+/// What money the network made effective without our approval counts: an approved advice
+/// of debit `t`, which we declined or never saw, booked at `now_ms` as `minor` (positive)
+/// from its cardholder's `account`. It adds what an approval would have added to the
+/// account's and the card's counters (the card's only when it is registered to the
+/// cardholder) in the windows of `now_ms`, without deciding: the money is spent whatever
+/// the controls say. `None` when no control counts it.
+pub fn count_forced(
+    t: &CardTransaction<'_>,
+    minor: i64,
+    now_ms: i64,
+    account: &Account,
+    card: Option<(&str, &CardRecord)>,
+    tz: &TimeZone,
+) -> Option<Counting> {
+    let user_id = t.user_id?;
+    let card = card.filter(|(_, c)| c.user_id == user_id);
+    let layers = layers_of(user_id, Some(account), card);
+    let request = ControlRequest {
+        kind: RequestKind::Debit,
+        currency: account.currency,
+        amount: minor,
+        mcc: t.mcc,
+        country: t.country,
+        channels: t.channels,
+        at: Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
+    };
+    let deltas = approval_deltas(&layers.set(), &request, tz);
+    if deltas.is_empty() {
+        return None;
+    }
+    let counted = layers.counter_writes(&deltas);
+    Some(counting(
+        counted,
+        decode_counters(&account.counters).collect(),
+        now_ms,
+        tz,
+    ))
+}
+
+/// The controls of `account` and of `card` as the layers of a debit of `user_id`.
+fn layers_of(
+    user_id: &str,
+    account: Option<&Account>,
+    card: Option<(&str, &CardRecord)>,
+) -> Layers {
+    Layers {
+        account: account.and_then(|a| a.controls.clone()),
+        card: card.and_then(|(_, c)| c.controls.clone()),
+        account_owner: account.map(|a| account_owner(user_id, a.currency)),
+        card_owner: card.map(|(id, _)| id.to_owned()),
+    }
+}
+
+/// `counted` as it is written: the account row's counters (`account_counters` as read,
+/// with what it counted added, in the windows of `now_ms` only: a window that is over is
+/// dropped), the card's counter rows, and what the record keeps.
+fn counting(
+    counted: Vec<CounterWrite>,
+    mut account_counters: HashMap<CounterKey, Counter>,
+    now_ms: i64,
+    tz: &TimeZone,
+) -> Counting {
     let kept = counted_json(&counted, Released::default());
     let (card, of_account): (Vec<_>, Vec<_>) =
         counted.into_iter().partition(|w| w.owner == Owner::Card);
-    let mut account_text = None;
-    if let (Some(owner), false) = (layers.account_owner, of_account.is_empty()) {
-        // The row keeps the windows `now` is in: a window that is over is dropped.
-        let windows = windows_of([ask.now_ms], tz);
-        let mut kept = counters
-            .remove(&(Owner::Account, owner))
-            .unwrap_or_default();
-        kept.retain(|k, _| windows.contains(&k.window));
+    let mut account = None;
+    if !of_account.is_empty() {
+        let windows = windows_of([now_ms], tz);
+        account_counters.retain(|k, _| windows.contains(&k.window));
         for w in &of_account {
-            kept.entry(w.key.clone())
+            account_counters
+                .entry(w.key.clone())
                 .or_default()
                 .add(w.amount, w.count);
         }
-        account_text = Some(encode_counters(kept.iter()));
+        account = Some(encode_counters(account_counters.iter()));
     }
-    plan.counted = Some(Counting {
-        account: account_text,
+    Counting {
+        account,
         card,
         kept,
-    });
-    plan
+    }
 }
 
 /// What a transition of `hold` gives back of the room its reservation took in the

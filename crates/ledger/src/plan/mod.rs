@@ -18,7 +18,7 @@ pub use authorization::{
     AuthorizationRequest, AuthorizationResult, GiveBack, counted_after, give_back_on_row,
     plan_authorizations, release_counted, status_of,
 };
-pub use debit::{Counting, DebitAsk, DebitPlan, hold_give_back, plan_debit};
+pub use debit::{Counting, DebitAsk, DebitPlan, count_forced, hold_give_back, plan_debit};
 #[cfg(test)]
 pub(crate) use explanation::assert_round_trips as assert_explanation_round_trips;
 pub use explanation::render as render_explanation;

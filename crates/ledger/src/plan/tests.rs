@@ -706,3 +706,46 @@ fn a_batch_across_a_half_hour_zones_midnight_reads_both_days() {
     );
     assert_eq!(daily(&[before + 2_000]), ["daily:2026-12-04"]);
 }
+
+#[test]
+fn a_forced_debit_counts_what_an_approval_would_without_deciding() {
+    use crate::controls::decode_counters;
+    let today = window_keys(NOW, &TimeZone::UTC)
+        .find(|k| k.interval() == Interval::Daily)
+        .unwrap();
+    let mut a = account(0);
+    let limit = r#"{"spending_limits":[{"amount":"10.00","interval":"daily"}]}"#;
+    a.controls = Some(Arc::new(Controls::from_json(limit, Some(ars())).unwrap()));
+    a.counters = format!("{today} 900 1");
+    let card = |user: &str| CardRecord {
+        user_id: user.into(),
+        status: CardStatus::Active,
+        blocked_mccs: MccSet::default(),
+        controls: Some(Arc::new(
+            Controls::from_json(
+                r#"{"velocity_limits":[{"count":1,"interval":"daily"}]}"#,
+                None,
+            )
+            .unwrap(),
+        )),
+    };
+    let t = CardTransaction {
+        card_id: Some("c1"),
+        ..tx("t1", "5.00")
+    };
+    // Over the account's limit and the card's count, and counted all the same.
+    let own = card("u1");
+    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &own)), &TimeZone::UTC).unwrap();
+    let written: HashMap<_, _> = decode_counters(c.account.as_deref().unwrap()).collect();
+    let daily = written.iter().find(|(k, _)| k.window == today).unwrap().1;
+    assert_eq!((daily.amount, daily.count), (1_400, 2));
+    assert_eq!(c.card.len(), 1);
+    assert_eq!((c.card[0].owner_id.as_str(), c.card[0].count), ("c1", 1));
+    assert!(c.kept.contains("c1"), "{}", c.kept);
+    // Another user's card is not this cardholder's: only the account counts.
+    let other = card("u2");
+    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &other)), &TimeZone::UTC).unwrap();
+    assert!(c.card.is_empty());
+    // Nothing set, nothing counted.
+    assert!(count_forced(&t, 500, NOW, &account(0), None, &TimeZone::UTC).is_none());
+}
