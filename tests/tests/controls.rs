@@ -533,6 +533,13 @@ async fn a_partial_reversal_keeps_the_count(app: TestApp) {
     assert_approved(&answer);
 }
 
+/// A purchase of `amount` by u1, declined by the limit `message` names; its id.
+async fn over_a_limit(app: &TestApp, amount: &str, message: &str) -> String {
+    let (id, answer) = purchase(app, "u1", amount, unchanged).await;
+    assert_declined(&answer, "INVALID_AMOUNT", message);
+    id
+}
+
 /// Money the processor makes effective without our approval (stand-in) is spent: it counts
 /// in the controls and in the legacy daily counter, and its reversal gives the controls
 /// their room back.
@@ -568,8 +575,7 @@ async fn forced_bookings_count(app: TestApp) {
     assert_eq!(force(&over).await, "FORCED");
     assert_eq!(app.available("u1", "ARS").await, "450.00");
     // 550.00 spent this month: nothing more fits.
-    let (id, answer) = purchase(&app, "u1", "1.00", unchanged).await;
-    assert_declined(&answer, "INVALID_AMOUNT", month_used);
+    let id = over_a_limit(&app, "1.00", month_used).await;
     let e = explanation(&app, &id).await;
     assert_eq!(e["controls"]["checks"][0]["spent"], "550.00", "{e}");
     // The processor reverses the forced 450.00: its room and its count come back.
@@ -579,14 +585,9 @@ async fn forced_bookings_count(app: TestApp) {
     assert_approved(&purchase(&app, "u1", "1.00", unchanged).await.1);
     // The legacy daily counter keeps what was spent today (551.00 of 600.00; a reversal
     // gives it nothing back), and the card has seen two authorizations today.
-    let (_, answer) = purchase(&app, "u1", "49.01", unchanged).await;
-    assert_declined(&answer, "INVALID_AMOUNT", "Amount above daily limit");
-    let (_, answer) = purchase(&app, "u1", "1.00", unchanged).await;
-    assert_declined(
-        &answer,
-        "INVALID_AMOUNT",
-        "daily limit of 2 authorizations reached on the card",
-    );
+    over_a_limit(&app, "49.01", "Amount above daily limit").await;
+    let card_count = "daily limit of 2 authorizations reached on the card";
+    over_a_limit(&app, "1.00", card_count).await;
     // A copy of the advice counts nothing twice.
     let key = uid("adv");
     let copy = unseen.approved_advice(&key);

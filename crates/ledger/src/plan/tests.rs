@@ -466,18 +466,10 @@ fn account_counters_are_written_with_the_account_and_card_counters_as_rows() {
     let read = a.counters.clone();
     s.cards.insert(
         "c1".into(),
-        CardRecord {
-            user_id: "u1".into(),
-            status: CardStatus::Active,
-            blocked_mccs: MccSet::default(),
-            controls: Some(Arc::new(
-                Controls::from_json(
-                    r#"{"velocity_limits":[{"count":9,"interval":"daily"}]}"#,
-                    None,
-                )
-                .unwrap(),
-            )),
-        },
+        card_with(
+            "u1",
+            r#"{"velocity_limits":[{"count":9,"interval":"daily"}]}"#,
+        ),
     );
     let on_card = |key: &'static str, amount: &'static str| {
         let mut r = req(key, key.as_bytes(), tx(key, amount));
@@ -717,17 +709,11 @@ fn a_forced_debit_counts_what_an_approval_would_without_deciding() {
     let limit = r#"{"spending_limits":[{"amount":"10.00","interval":"daily"}]}"#;
     a.controls = Some(Arc::new(Controls::from_json(limit, Some(ars())).unwrap()));
     a.counters = format!("{today} 900 1");
-    let card = |user: &str| CardRecord {
-        user_id: user.into(),
-        status: CardStatus::Active,
-        blocked_mccs: MccSet::default(),
-        controls: Some(Arc::new(
-            Controls::from_json(
-                r#"{"velocity_limits":[{"count":1,"interval":"daily"}]}"#,
-                None,
-            )
-            .unwrap(),
-        )),
+    let card = |user: &str| {
+        card_with(
+            user,
+            r#"{"velocity_limits":[{"count":1,"interval":"daily"}]}"#,
+        )
     };
     let t = CardTransaction {
         card_id: Some("c1"),
@@ -748,4 +734,14 @@ fn a_forced_debit_counts_what_an_approval_would_without_deciding() {
     assert!(c.card.is_empty());
     // Nothing set, nothing counted.
     assert!(count_forced(&t, 500, NOW, &account(0), None, &TimeZone::UTC).is_none());
+}
+
+/// An active card of `user` under the card controls `controls`.
+fn card_with(user: &str, controls: &str) -> CardRecord {
+    CardRecord {
+        user_id: user.into(),
+        status: CardStatus::Active,
+        blocked_mccs: MccSet::default(),
+        controls: Some(Arc::new(Controls::from_json(controls, None).unwrap())),
+    }
 }
