@@ -449,13 +449,14 @@ async fn transactions_of_earlier_days(app: TestApp) {
         ("b", "50.00"),
         ("q", "3.00"),
         ("w", "4.00"),
+        ("x", "6.00"),
     ];
     approved_yesterday(&app, &p, &approved, "a", 1).await;
     let earlier = uid("y");
     let y = format!("{earlier}-y");
     approve(&app, &y, "7.00").await;
     booked_yesterday(&app, &earlier, 12 * 60).await;
-    // Yesterday's file held `w` (in time) and `y`: a, r, b and q were pending.
+    // Yesterday's file held `w` (in time) and `y`: a, r, b, q and x were pending.
     let before = recon::days_ago(1);
     let files = tempfile::tempdir().unwrap();
     let rows = [debit_row(&id("w"), "4.00"), debit_row(&y, "7.00")];
@@ -463,7 +464,7 @@ async fn transactions_of_earlier_days(app: TestApp) {
     let run_rec = run_of(&app, (&before, 30), files.path(), &[]).await;
     assert_eq!(
         (run_rec.matched, run_rec.pending),
-        (2, 4),
+        (2, 5),
         "{}",
         run_rec.summary
     );
@@ -488,10 +489,20 @@ async fn transactions_of_earlier_days(app: TestApp) {
         debit_row(&id("c"), "20.00"),
         debit_row(&id("z"), "5.00"),
         debit_row(&y, "7.00"),
+        tx_row(
+            &id("x"),
+            "AUTHORIZATION",
+            "REJECTED",
+            "DEBIT",
+            "6.00",
+            "ARS",
+            "",
+        ),
     ];
     write_rows(files.path(), &date, &rows);
     let expected = [
         ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
+        ("status_mismatch", id("x"), Some(-600), Some(-600)),
         ("missing_in_ledger", id("z"), None, Some(-500)),
         ("missing_in_ledger", y, None, Some(-700)),
         ("missing_in_file", id("q"), Some(-300), None),

@@ -276,6 +276,10 @@ pub struct Report {
     pub ledger_entries: u64,
     /// Ledger entries ignored because the same `(kind, id)` was already loaded.
     pub ledger_duplicates: u64,
+    /// Rejected rows of entries owed by an earlier day ([`Matcher::owing`]) that this
+    /// matcher does not hold: neither matched nor a break yet; the caller matches them
+    /// against those entries.
+    pub owed_rejected: Vec<FileTransaction>,
 }
 
 impl Report {
@@ -325,6 +329,7 @@ impl Report {
         self.presentment_rows += other.presentment_rows;
         self.ledger_entries += other.ledger_entries;
         self.ledger_duplicates += other.ledger_duplicates;
+        self.owed_rejected.extend(other.owed_rejected);
     }
 }
 
@@ -380,6 +385,9 @@ struct AdjSlot {
     original: Option<Box<str>>,
 }
 
+/// Entries of earlier days a day's file owes, by kind and transaction id.
+pub type Owed = std::sync::Arc<std::collections::HashSet<(EntryKind, Box<str>)>>;
+
 /// Streams the files against the loaded ledger; see the module documentation.
 pub struct Matcher {
     config: MatchConfig,
@@ -391,6 +399,8 @@ pub struct Matcher {
     unknown_presented: FxHashSet<Box<str>>,
     /// Whether the adjustments have been summed into their authorizations.
     linked: bool,
+    /// Entries of earlier days the file owes ([`Matcher::owing`]).
+    owed: Owed,
     report: Report,
 }
 
@@ -550,8 +560,17 @@ impl Matcher {
             unknown_rows: [FxHashSet::default(), FxHashSet::default()],
             unknown_presented: FxHashSet::default(),
             linked: false,
+            owed: Default::default(),
             report: Report::default(),
         }
+    }
+
+    /// Entries of earlier days this file owes (booked late, pending in their own day's
+    /// run): a rejected row of one of them, which this matcher holds no entry for, is not
+    /// a decline both sides agree on but goes to [`Report::owed_rejected`].
+    pub fn owing(mut self, owed: Owed) -> Matcher {
+        self.owed = owed;
+        self
     }
 
     /// Pre-sizes for `ledger_entries` authorizations (adjustments grow as needed, from
@@ -668,6 +687,8 @@ impl Matcher {
                         money(row.amount_minor.into(), row.currency)
                     );
                     self.push_break(BreakClass::MissingInLedger, row, None, detail);
+                } else if !self.owed.is_empty() && self.owed.contains(&(row.kind, Box::from(id))) {
+                    self.report.owed_rejected.push(row);
                 } else {
                     self.report.matched += 1;
                 }
@@ -1228,6 +1249,19 @@ mod tests {
         assert_eq!(r.matched, 1);
         assert!(r.ledger_totals.is_empty());
         assert!(r.file_totals.is_empty());
+    }
+
+    #[test]
+    fn a_rejected_row_of_an_owed_entry_is_set_aside_not_matched() {
+        let owed: Owed = std::sync::Arc::new([(EntryKind::Authorization, "late".into())].into());
+        let mut m = Matcher::new(cfg()).owing(owed);
+        m.transaction(row(1, "late", false, -600));
+        m.transaction(row(2, "declined", false, -100));
+        let r = m.finish();
+        assert_eq!(r.matched, 1, "the decline both sides agree on");
+        assert!(r.breaks.is_empty());
+        let aside: Vec<_> = r.owed_rejected.iter().map(|t| &*t.transaction_id).collect();
+        assert_eq!(aside, ["late"]);
     }
 
     #[test]

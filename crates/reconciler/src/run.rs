@@ -9,8 +9,8 @@ use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::reconcile::{
-    Break, BreakClass, EntryKind, FileTransaction, LedgerEntry, MatchConfig, Matcher, Presentment,
-    Report, sort_breaks,
+    Break, BreakClass, EntryKind, FileTransaction, LedgerEntry, MatchConfig, Matcher, Owed,
+    Presentment, Report, sort_breaks,
 };
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
@@ -384,11 +384,18 @@ pub async fn reconcile(
 
     let c = counters.clone();
     let second = config.clone();
-    let report =
-        tokio::task::spawn_blocking(move || match_parts(config, ledger_written, file_written, &c))
-            .await
-            .context("matching task failed")??;
-    let report = earlier_days(store, second, report, date).await?;
+    let owed = owed_by_day_before(store, date).await?;
+    let owing: Owed = Arc::new(
+        owed.keys()
+            .map(|(k, id)| (*k, Box::from(id.as_str())))
+            .collect(),
+    );
+    let report = tokio::task::spawn_blocking(move || {
+        match_parts(config, &owing, ledger_written, file_written, &c)
+    })
+    .await
+    .context("matching task failed")??;
+    let report = earlier_days(store, second, report, owed).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -406,6 +413,7 @@ pub async fn reconcile(
 /// memory bound is two partitions), and merges their reports in partition order.
 fn match_parts(
     config: MatchConfig,
+    owed: &Owed,
     ledger: partition::Written,
     file: partition::Written,
     counters: &Counters,
@@ -414,12 +422,13 @@ fn match_parts(
     // Opened when their turn comes: a reader's buffer per partition up front would grow
     // with the day.
     let sides = Mutex::new((ledger, file));
-    let open = |i: usize| -> anyhow::Result<(u64, PartReader, PartReader)> {
+    let open = |i: usize| -> anyhow::Result<(usize, PartReader, PartReader)> {
         let mut g = sides
             .lock()
             .map_err(|_| anyhow::anyhow!("a matching thread failed"))?;
         let (l, f) = &mut *g;
-        Ok((l.entries[i], l.take(i)?, f.take(i)?))
+        let entries = usize::try_from(l.entries[i]).unwrap_or(0);
+        Ok((entries, l.take(i)?, f.take(i)?))
     };
     let workers = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -438,7 +447,8 @@ fn match_parts(
                         break;
                     }
                     let r = open(i).and_then(|(entries, l, f)| {
-                        match_part(config.clone(), entries, l, f, counters)
+                        let m = Matcher::with_capacity(config.clone(), entries).owing(owed.clone());
+                        match_part(m, l, f, counters)
                     });
                     if let Ok(mut slot) = results[i].lock() {
                         *slot = Some(r);
@@ -460,13 +470,11 @@ fn match_parts(
 }
 
 fn match_part(
-    config: MatchConfig,
-    entries: u64,
+    mut m: Matcher,
     mut ledger: PartReader,
     mut file: PartReader,
     counters: &Counters,
 ) -> anyhow::Result<Report> {
-    let mut m = Matcher::with_capacity(config, usize::try_from(entries).unwrap_or(0));
     // Entries first, then the links to them, then the file rows (Matcher's order).
     let mut links = Vec::new();
     while let Some(r) = ledger.next_record()? {
@@ -511,20 +519,20 @@ fn match_part(
 /// a transactions row of any other entry stays a break (reported again, or on another day
 /// than we booked it). An owed entry that this day's file does not hold either is
 /// `missing_in_file` now. Only what the rows come to is kept: the entries themselves, and
-/// the totals, were reconciled on their own days.
+/// the totals, were reconciled on their own days. A rejected row of an owed entry is a
+/// `status_mismatch` (we booked it, the processor rejected it).
 async fn earlier_days(
     store: &Store,
     config: MatchConfig,
     report: Report,
-    date: &BusinessDate,
+    owed: std::collections::HashMap<(EntryKind, String), LedgerEntry>,
 ) -> anyhow::Result<Report> {
-    let owed = owed_by_day_before(store, date).await?;
     let (mut report, rematched) = rematch(store, config, report, &owed).await?;
     // An entry pending the day before and absent from this day's file too is missing: no
     // third file owes it.
     for (key, e) in owed {
         if !rematched.contains(&key) {
-            let why = " of this day either, pending the day before (or present as rejected)";
+            let why = " of this day either, pending the day before";
             report.breaks.push(Break::missing_in_file(&e, why));
         }
     }
@@ -590,11 +598,13 @@ async fn rematch(
                 | (BreakClass::MissingInLedger, Some("transactions"))
         )
     };
+    let owed_rejected = std::mem::take(&mut report.owed_rejected);
     let unknown: Vec<String> = report
         .breaks
         .iter()
         .filter(|b| again_class(b))
         .map(|b| b.transaction_id.clone())
+        .chain(owed_rejected.iter().map(|r| r.transaction_id.to_string()))
         .collect();
     if unknown.is_empty() {
         return Ok((report, rematched));
@@ -625,6 +635,12 @@ async fn rematch(
             again_class(b) && known && b.currency.is_some() && b.file_amount_minor.is_some()
         });
     report.breaks = kept;
+    // Rejected rows of owed entries: each is matched against its entry (the matcher only
+    // set them aside when the entry is owed, and an owed entry is effective).
+    for row in owed_rejected {
+        rematched.insert((row.kind, row.transaction_id.to_string()));
+        m.transaction(row);
+    }
     for b in again {
         let (Some(currency), Some(amount_minor)) = (b.currency, b.file_amount_minor) else {
             continue;
