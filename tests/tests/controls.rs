@@ -598,6 +598,31 @@ async fn forced_bookings_count(app: TestApp) {
     let (id, _) = purchase(&app, "u1", "1.00", unchanged).await;
     let e = explanation(&app, &id).await;
     assert_eq!(e["controls"]["checks"][0]["spent"], "101.00", "{e}");
+    // The audit holds every counter to what its records still hold: a counter changed by
+    // hand is named, the account's and the card's alike.
+    app.assert_audit_clean().await;
+    let mut db = DirectConn::open(&app).await;
+    let card_rows = "UPDATE control_counters SET count = count + 1 WHERE owner_id = 'crd-u1'";
+    db.execute(card_rows).await;
+    db.execute("CREATE TEMP TABLE kept AS SELECT id, counters FROM accounts WHERE user_id = 'u1'")
+        .await;
+    db.execute("UPDATE accounts SET counters = '' WHERE user_id = 'u1'")
+        .await;
+    let found = app.store.audit().await.expect("audit runs").violations;
+    let mut named: Vec<&str> = found
+        .iter()
+        .map(|v| v.detail.split(" counter ").next().unwrap_or(""))
+        .collect();
+    named.sort_unstable();
+    assert_eq!(named, ["account u1/ARS", "card crd-u1"], "{found:#?}");
+    // Put back, for the scenario's own audit.
+    db.execute("UPDATE control_counters SET count = count - 1 WHERE owner_id = 'crd-u1'")
+        .await;
+    db.execute(
+        "UPDATE accounts SET counters = (SELECT counters FROM kept WHERE kept.id = accounts.id) \
+         WHERE user_id = 'u1'",
+    )
+    .await;
 }
 
 async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(app: TestApp) {

@@ -1,7 +1,12 @@
 //! Proves the ledger's invariants on a live database.
 
 use crate::{Db, Store, StoreError, run};
+use ledger::controls::{Counter, CounterKey, Owner, TimeZone, decode_counters};
+use ledger::plan::{
+    CounterWrite, GiveBack, owner_kind, release_counted, still_counted, windows_of,
+};
 use sqlx::Row;
+use std::collections::HashMap;
 
 /// One broken invariant.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -490,6 +495,140 @@ impl Store {
                 });
             }
         });
+        let tz = &self.controls_time_zone;
+        report
+            .violations
+            .extend(counter_violations(&mut tx, tz, now).await?);
         Ok(report)
     }
+}
+
+const COUNTERS_DIFFER: &str = "every control counter holds what the records it counts still hold";
+
+/// One counter: its owner, the owner's id (`user/currency` or the card id) and its key.
+type CounterId = (Owner, String, CounterKey);
+
+/// The spending controls' counters against the records that counted in them: each
+/// authorization, hold and wallet payment keeps what it counted and what it gave back
+/// since, so every counter must hold the sum of what its records still hold. A card's
+/// counter rows are kept for every window; an account's row keeps the windows of its last
+/// write, so its counters are checked in the windows holding `now_ms` (in `tz`).
+async fn counter_violations(
+    tx: &mut crate::Tx,
+    tz: &TimeZone,
+    now_ms: i64,
+) -> Result<Vec<Violation>, sqlx::Error> {
+    let mut expected: HashMap<CounterId, Counter> = HashMap::new();
+    let mut add = |writes: Vec<CounterWrite>| {
+        for w in writes {
+            let c = expected.entry((w.owner, w.owner_id, w.key)).or_default();
+            c.amount += w.amount;
+            c.count += w.count;
+        }
+    };
+    let counted: Vec<String> = run!(tx, c => {
+        sqlx::query_scalar(
+            "SELECT controls_counted FROM processor_transactions \
+             WHERE kind = 'AUTHORIZATION' AND controls_counted IS NOT NULL \
+             UNION ALL SELECT controls_counted FROM holds WHERE controls_counted IS NOT NULL",
+        )
+        .fetch_all(c)
+        .await?
+    });
+    for stored in &counted {
+        add(still_counted(stored));
+    }
+    // A wallet payment's row is immutable: what it gave back is its returns, replayed in
+    // the order they were booked.
+    let payments: Vec<(String, i64, String)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT transaction_id, total_minor, controls_counted FROM wallet_payments \
+             WHERE controls_counted IS NOT NULL",
+        )
+        .fetch_all(c)
+        .await?
+    });
+    let returns: Vec<(String, String, i64)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT payment_transaction_id, kind, amount_minor FROM wallet_returns \
+             ORDER BY movement_id",
+        )
+        .fetch_all(c)
+        .await?
+    });
+    let mut returned: HashMap<&str, Vec<(bool, i64)>> = HashMap::new();
+    for (payment, kind, amount) in &returns {
+        let reversal = kind.as_str() == crate::wallet::ReturnKind::Reversal.movement_kind();
+        returned
+            .entry(payment)
+            .or_default()
+            .push((reversal, *amount));
+    }
+    for (id, total, stored) in payments {
+        let mut text = stored;
+        for &(reversal, amount) in returned.get(id.as_str()).into_iter().flatten() {
+            let give = GiveBack::Credit { amount, reversal };
+            if let Some((_, after)) = release_counted(&text, give, Some(total)) {
+                text = after;
+            }
+        }
+        add(still_counted(&text));
+    }
+    let mut stored: HashMap<CounterId, Counter> = HashMap::new();
+    let cards: Vec<(String, String, String, i64, i64)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT owner_id, window_key, categories, amount_minor, count FROM control_counters \
+             WHERE owner_kind = $1",
+        )
+        .bind(owner_kind(Owner::Card))
+        .fetch_all(c)
+        .await?
+    });
+    for (card, window, categories, amount, count) in cards {
+        if let Some(key) = CounterKey::from_columns(&window, &categories) {
+            stored.insert((Owner::Card, card, key), Counter { amount, count });
+        }
+    }
+    let accounts: Vec<(String, String, String)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT user_id, currency, counters FROM accounts WHERE kind = 'USER' AND counters <> ''",
+        )
+        .fetch_all(c)
+        .await?
+    });
+    for (user, currency, counters) in &accounts {
+        for (key, c) in decode_counters(counters) {
+            stored.insert((Owner::Account, format!("{user}/{currency}"), key), c);
+        }
+    }
+    let current = windows_of([now_ms], tz);
+    let mut ids: Vec<&CounterId> = expected.keys().chain(stored.keys()).collect();
+    ids.sort_unstable_by(|a, b| {
+        (owner_kind(a.0), &a.1, a.2.to_string()).cmp(&(owner_kind(b.0), &b.1, b.2.to_string()))
+    });
+    ids.dedup();
+    let mut out = Vec::new();
+    for id in ids {
+        if id.0 == Owner::Account && !current.contains(&id.2.window) {
+            continue;
+        }
+        let want = expected.get(id).copied().unwrap_or_default();
+        let have = stored.get(id).copied().unwrap_or_default();
+        if (want.amount, want.count) != (have.amount, have.count) {
+            out.push(Violation {
+                invariant: COUNTERS_DIFFER,
+                detail: format!(
+                    "{} {} counter {}: holds {} minor units and {} authorizations, its records {} and {}",
+                    owner_kind(id.0).to_lowercase(),
+                    id.1,
+                    id.2,
+                    have.amount,
+                    have.count,
+                    want.amount,
+                    want.count
+                ),
+            });
+        }
+    }
+    Ok(out)
 }

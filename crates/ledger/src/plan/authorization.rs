@@ -594,6 +594,25 @@ fn read_counted(stored: &str) -> Option<(Vec<CounterWrite>, Released)> {
     Some((rows, released))
 }
 
+/// What a record's counting still holds in the counters: each counter it counted in, less
+/// what it gave back since (the count stays until it gave back the whole). Empty when
+/// `stored` does not read.
+pub fn still_counted(stored: &str) -> Vec<CounterWrite> {
+    let Some((rows, released)) = read_counted(stored) else {
+        return Vec::new();
+    };
+    rows.into_iter()
+        .map(|mut w| {
+            if released.whole {
+                (w.amount, w.count) = (0, 0);
+            } else {
+                w.amount = (w.amount - released.amount).max(0);
+            }
+            w
+        })
+        .collect()
+}
+
 /// How much of an approval's room a later message gives back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GiveBack {

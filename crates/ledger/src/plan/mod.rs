@@ -16,7 +16,7 @@ mod explanation;
 
 pub use authorization::{
     AuthorizationRequest, AuthorizationResult, GiveBack, counted_after, give_back_on_row,
-    plan_authorizations, release_counted, status_of,
+    plan_authorizations, release_counted, status_of, still_counted,
 };
 pub use debit::{Counting, DebitAsk, DebitPlan, count_forced, hold_give_back, plan_debit};
 #[cfg(test)]
