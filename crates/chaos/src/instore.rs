@@ -196,6 +196,16 @@ pub async fn link_cards(engine: &Rc<Engine>) -> anyhow::Result<()> {
                 .http
                 .admin(
                     Method::PUT,
+                    &format!("/v1/cards/{card}/controls"),
+                    Some(crate::COUNTING_CONTROLS.clone()),
+                    None,
+                )
+                .await?;
+            anyhow::ensure!(s == 200, "controls of {card}: HTTP {s} {v}");
+            let (s, v) = engine
+                .http
+                .admin(
+                    Method::PUT,
                     &format!("/v1/stored-value-cards/{card}"),
                     Some(serde_json::json!({
                         "number": number(i), "currency": engine.traffic.all.currency,

@@ -490,6 +490,18 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
                 .and_then(|a| loadgen::money::parse_minor(a, 2).ok())
                 .with_context(|| format!("funding {user}: no available balance in {v}"))?;
             engine.book.set_baseline(i, minor);
+            // Limits no traffic reaches: every approval counts in the controls and every
+            // release gives back, under the faults, and the audit holds the counters to
+            // their records at the end.
+            let (s, v) = admin_until_stored(
+                engine,
+                awc::http::Method::PUT,
+                &format!("{path}/controls"),
+                Some(COUNTING_CONTROLS.clone()),
+                None,
+            )
+            .await?;
+            anyhow::ensure!(s == 200, "controls of {user}: HTTP {s} {v}");
             Ok(())
         })
         .buffer_unordered(16)
@@ -497,6 +509,17 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
         .await;
     results.into_iter().collect()
 }
+
+/// Spending controls that count and never decline: a monthly spending limit and a daily
+/// velocity limit far above anything the run sends.
+pub(crate) static COUNTING_CONTROLS: std::sync::LazyLock<serde_json::Value> =
+    std::sync::LazyLock::new(|| {
+        serde_json::json!({
+            "currency": "ARS",
+            "spending_limits": [{"amount": "1000000000.00", "interval": "monthly"}],
+            "velocity_limits": [{"count": 1_000_000_000, "interval": "daily"}],
+        })
+    });
 
 /// How long the set-up sends an admin call again while the store answers 503.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
