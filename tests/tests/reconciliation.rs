@@ -468,6 +468,11 @@ async fn transactions_of_earlier_days(app: TestApp) {
         "{}",
         run_rec.summary
     );
+    let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
+    assert!(
+        summary["owed_by_day_before"].is_null(),
+        "no run of its day before"
+    );
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 
@@ -510,6 +515,8 @@ async fn transactions_of_earlier_days(app: TestApp) {
     let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
     let matched = (run_rec.matched, run_rec.presentments_matched);
     assert_eq!(matched, (3, 0), "{}", run_rec.summary);
+    let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
+    assert_eq!(summary["owed_by_day_before"], 5);
 }
 
 /// An approved purchase's row (ARS).

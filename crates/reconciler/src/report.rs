@@ -77,6 +77,9 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
         "pending_entries": r.report.pending_entries.iter()
             .map(|(kind, id)| json!([kind_str(*kind), id]))
             .collect::<Vec<_>>(),
+        // How many of the day before's pending entries this day's file owed; null when the
+        // day before was not reconciled (none could be looked for).
+        "owed_by_day_before": r.owed_by_day_before,
         "presentments_matched": r.report.presentments_matched,
         "breaks": r.report.breaks.len(),
         "breaks_by_class": counts,
@@ -131,6 +134,18 @@ pub fn summary_text(
         "matched {}  pending (grace) {}  presentments matched {}  breaks {}  malformed rows {}",
         run.matched, run.pending, run.presentments_matched, run.break_count, run.malformed_rows
     );
+    match summary["owed_by_day_before"].as_u64() {
+        Some(0) => {}
+        Some(n) => {
+            let _ = writeln!(s, "owed by the day before (booked late, checked here) {n}");
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "the day before was not reconciled: entries it left pending were not looked for"
+            );
+        }
+    }
     let _ = writeln!(s, "\nFiles");
     for f in summary["files"].as_array().into_iter().flatten() {
         let _ = writeln!(

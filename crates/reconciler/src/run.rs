@@ -298,6 +298,9 @@ pub struct Reconciled {
     pub rows: u64,
     /// Partitions the day was matched in (1: it fit in memory at once).
     pub partitions: usize,
+    /// Entries the day before's run left pending and this day's file owed (`None`: the
+    /// day before was not reconciled, so none could be looked for).
+    pub owed_by_day_before: Option<usize>,
     /// How long reading and matching took.
     pub elapsed: std::time::Duration,
     /// Peak resident size of the process when matching ended, if the system tells.
@@ -385,6 +388,14 @@ pub async fn reconcile(
     let c = counters.clone();
     let second = config.clone();
     let owed = owed_by_day_before(store, date).await?;
+    if owed.is_none() {
+        tracing::warn!(
+            date = %date,
+            "the day before was not reconciled: entries it left pending are not looked for in this day's file"
+        );
+    }
+    let owed_by_day_before = owed.as_ref().map(|o| o.len());
+    let owed = owed.unwrap_or_default();
     let owing: Owed = Arc::new(
         owed.keys()
             .map(|(k, id)| (*k, Box::from(id.as_str())))
@@ -404,6 +415,7 @@ pub async fn reconcile(
         ledger_entries,
         rows,
         partitions: parts,
+        owed_by_day_before,
         elapsed: clock.elapsed(),
         peak_rss_kib: peak_rss_kib(),
     })
@@ -542,20 +554,20 @@ async fn earlier_days(
 
 /// The entries the day before's run found pending (booked in its grace window, absent from
 /// its file: `pending_entries` of its summary), as the ledger holds them now and still
-/// effective. None when that day was not reconciled: what its file held is not known.
+/// effective. `None` when that day was not reconciled: what its file held is not known.
 async fn owed_by_day_before(
     store: &Store,
     date: &BusinessDate,
-) -> anyhow::Result<std::collections::HashMap<(EntryKind, String), LedgerEntry>> {
+) -> anyhow::Result<Option<std::collections::HashMap<(EntryKind, String), LedgerEntry>>> {
     let mut owed = std::collections::HashMap::new();
     let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
         .yesterday()
         .ok()
     else {
-        return Ok(owed);
+        return Ok(None);
     };
     let Some(run) = store.run(&before.to_string()).await? else {
-        return Ok(owed);
+        return Ok(None);
     };
     let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
     let mut keys = std::collections::HashSet::new();
@@ -570,7 +582,7 @@ async fn owed_by_day_before(
         }
     }
     if keys.is_empty() {
-        return Ok(owed);
+        return Ok(Some(owed));
     }
     let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
     for e in store.ledger_entries_of(&ids).await? {
@@ -579,7 +591,7 @@ async fn owed_by_day_before(
             owed.insert(key, e);
         }
     }
-    Ok(owed)
+    Ok(Some(owed))
 }
 
 /// The matching of [`earlier_days`]: the rows it matches again, against entries of any day
