@@ -562,7 +562,8 @@ async fn forced_bookings_count(app: TestApp) {
         let app = &app;
         async move { app.processor(NOTIFY, &advice, &key).await.json()["effect"].clone() }
     };
-    // One we never saw, and one we declined (over the monthly limit), both made effective.
+    // One we never saw, and one we declined (over the monthly limit), both made effective:
+    // the second for less than it asked (the processor's stand-in booked 400.00).
     let unseen = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.00", "ARS");
     assert_eq!(force(&unseen).await, "FORCED");
     let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "450.00", "ARS");
@@ -572,20 +573,21 @@ async fn forced_bookings_count(app: TestApp) {
         "INVALID_AMOUNT",
         month_used,
     );
-    assert_eq!(force(&over).await, "FORCED");
-    assert_eq!(app.available("u1", "ARS").await, "450.00");
-    // 550.00 spent this month: nothing more fits.
+    let booked = Tx::new(&over.id, "PURCHASE", "u1", "400.00", "ARS");
+    assert_eq!(force(&booked).await, "FORCED");
+    assert_eq!(app.available("u1", "ARS").await, "500.00");
+    // 500.00 spent this month: nothing more fits.
     let id = over_a_limit(&app, "1.00", month_used).await;
     let e = explanation(&app, &id).await;
-    assert_eq!(e["controls"]["checks"][0]["spent"], "550.00", "{e}");
-    // The processor reverses the forced 450.00: its room and its count come back.
+    assert_eq!(e["controls"]["checks"][0]["spent"], "500.00", "{e}");
+    // The processor reverses all it booked, 400.00: its room and its count come back.
     let reversal =
-        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "450.00", "ARS").original(&over.id);
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "400.00", "ARS").original(&over.id);
     assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
     assert_approved(&purchase(&app, "u1", "1.00", unchanged).await.1);
-    // The legacy daily counter keeps what was spent today (551.00 of 600.00; a reversal
+    // The legacy daily counter keeps what was spent today (501.00 of 600.00; a reversal
     // gives it nothing back), and the card has seen two authorizations today.
-    over_a_limit(&app, "49.01", "Amount above daily limit").await;
+    over_a_limit(&app, "99.01", "Amount above daily limit").await;
     let card_count = "daily limit of 2 authorizations reached on the card";
     over_a_limit(&app, "1.00", card_count).await;
     // A copy of the advice counts nothing twice.

@@ -630,9 +630,6 @@ async fn rematch(
         found.insert((e.kind, e.transaction_id.to_string()));
         m.add_ledger(e);
     }
-    if found.is_empty() {
-        return Ok((report, rematched));
-    }
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
         .into_iter()
         .partition(|b| {

@@ -1,6 +1,7 @@
 //! Proves the ledger's invariants on a live database.
 
 use crate::{Db, Store, StoreError, run};
+use futures_util::TryStreamExt;
 use ledger::controls::{Counter, CounterKey, Owner, TimeZone, decode_counters};
 use ledger::plan::{
     CounterWrite, GiveBack, owner_kind, release_counted, still_counted, windows_of,
@@ -495,10 +496,13 @@ impl Store {
                 });
             }
         });
+        // The counters are checked at an instant read once the snapshot is taken: every
+        // write it sees was stamped before it.
         let tz = &self.controls_time_zone;
+        let at = crate::now_ms();
         report
             .violations
-            .extend(counter_violations(&mut tx, tz, now).await?);
+            .extend(counter_violations(&mut tx, tz, at).await?);
         Ok(report)
     }
 }
@@ -518,26 +522,30 @@ async fn counter_violations(
     tz: &TimeZone,
     now_ms: i64,
 ) -> Result<Vec<Violation>, sqlx::Error> {
+    // An account's counters are checked in the windows holding `now_ms` only.
+    let current = windows_of([now_ms], tz);
+    let checked =
+        |owner: Owner, key: &CounterKey| owner == Owner::Card || current.contains(&key.window);
     let mut expected: HashMap<CounterId, Counter> = HashMap::new();
     let mut add = |writes: Vec<CounterWrite>| {
-        for w in writes {
+        for w in writes.into_iter().filter(|w| checked(w.owner, &w.key)) {
             let c = expected.entry((w.owner, w.owner_id, w.key)).or_default();
             c.amount += w.amount;
             c.count += w.count;
         }
     };
-    let counted: Vec<String> = run!(tx, c => {
-        sqlx::query_scalar(
+    // Streamed: the records of the whole history, one at a time.
+    run!(tx, c => {
+        let mut rows = sqlx::query_scalar::<_, String>(
             "SELECT controls_counted FROM processor_transactions \
              WHERE kind = 'AUTHORIZATION' AND controls_counted IS NOT NULL \
              UNION ALL SELECT controls_counted FROM holds WHERE controls_counted IS NOT NULL",
         )
-        .fetch_all(c)
-        .await?
+        .fetch(c);
+        while let Some(stored) = rows.try_next().await? {
+            add(still_counted(&stored));
+        }
     });
-    for stored in &counted {
-        add(still_counted(stored));
-    }
     // A wallet payment's row is immutable: what it gave back is its returns, replayed in
     // the order they were booked.
     let payments: Vec<(String, i64, String)> = run!(tx, c => {
@@ -597,21 +605,15 @@ async fn counter_violations(
         .await?
     });
     for (user, currency, counters) in &accounts {
-        for (key, c) in decode_counters(counters) {
+        for (key, c) in decode_counters(counters).filter(|(k, _)| checked(Owner::Account, k)) {
             stored.insert((Owner::Account, format!("{user}/{currency}"), key), c);
         }
     }
-    let current = windows_of([now_ms], tz);
     let mut ids: Vec<&CounterId> = expected.keys().chain(stored.keys()).collect();
-    ids.sort_unstable_by(|a, b| {
-        (owner_kind(a.0), &a.1, a.2.to_string()).cmp(&(owner_kind(b.0), &b.1, b.2.to_string()))
-    });
+    ids.sort_unstable_by(|a, b| (owner_kind(a.0), &a.1, &a.2).cmp(&(owner_kind(b.0), &b.1, &b.2)));
     ids.dedup();
     let mut out = Vec::new();
     for id in ids {
-        if id.0 == Owner::Account && !current.contains(&id.2.window) {
-            continue;
-        }
         let want = expected.get(id).copied().unwrap_or_default();
         let have = stored.get(id).copied().unwrap_or_default();
         if (want.amount, want.count) != (have.amount, have.count) {

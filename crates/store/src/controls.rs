@@ -216,21 +216,43 @@ pub(crate) async fn release_controls(
 ) -> Result<(), sqlx::Error> {
     let sql = match tx {
         Tx::Pg(_) => {
-            "SELECT controls_counted, user_id, currency, amount_minor FROM processor_transactions \
+            "SELECT controls_counted, user_id, currency, amount_minor, verdict, verdict_movement_id \
+             FROM processor_transactions \
              WHERE kind = 'AUTHORIZATION' AND transaction_id = $1 FOR UPDATE"
         }
         Tx::Lite(_) => {
-            "SELECT controls_counted, user_id, currency, amount_minor FROM processor_transactions \
-             WHERE kind = 'AUTHORIZATION' AND transaction_id = $1"
+            "SELECT controls_counted, user_id, currency, amount_minor, verdict, verdict_movement_id \
+             FROM processor_transactions WHERE kind = 'AUTHORIZATION' AND transaction_id = $1"
         }
     };
-    type Counted = (Option<String>, Option<String>, Option<String>, Option<i64>);
+    type Counted = (
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<i64>,
+        Option<String>,
+        Option<i64>,
+    );
     let stored: Option<Counted> = run!(tx, c => {
         sqlx::query_as(sql).bind(transaction_id).fetch_optional(c).await?
     });
-    let Some((counted, user, currency, authorized)) = stored else {
+    let Some((counted, user, currency, mut authorized, verdict, verdict_movement)) = stored else {
         return Ok(());
     };
+    // Money the processor made effective on its own (a forced booking of a debit we
+    // declined) took the amount it booked, not the one we were asked.
+    if let (Some("APPROVED"), Some(movement)) = (verdict.as_deref(), verdict_movement) {
+        let forced: Option<i64> = run!(tx, c => {
+            sqlx::query_scalar(
+                "SELECT p.amount_minor FROM postings p JOIN accounts a ON a.id = p.account_id \
+                 WHERE p.movement_id = $1 AND a.kind = 'USER'",
+            )
+            .bind(movement)
+            .fetch_optional(c)
+            .await?
+        });
+        authorized = forced.or(authorized);
+    }
     if let Some((u, c)) = booked_to
         && (user.as_deref() != Some(u) || currency.as_deref() != Some(c.code()))
     {

@@ -15,7 +15,7 @@
 use super::{
     Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
     Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
-    StoredResponse, Writes, account_owner, day_of, explanation, windows_of,
+    StoredResponse, Writes, account_owner, day_of, explanation, window_kept, windows_of,
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
@@ -376,7 +376,7 @@ fn account_counters(
                 .get(&(Owner::Account, owner))
                 .into_iter()
                 .flatten()
-                .filter(|(k, _)| windows.contains(&k.window));
+                .filter(|(k, _)| window_kept(windows, &k.window));
             encode_counters(kept)
         } else if touched.contains_key(&acct.id) {
             acct.counters.clone()

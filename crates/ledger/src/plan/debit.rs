@@ -8,7 +8,8 @@
 
 use super::authorization::{GiveBack, Layers, counted_json};
 use super::{
-    Account, CardRecord, CardTransaction, CounterWrite, account_owner, day_of, windows_of,
+    Account, CardRecord, CardTransaction, CounterWrite, account_owner, day_of, window_kept,
+    windows_of,
 };
 use crate::controls::{
     Channels, ControlDecline, ControlRequest, Counter, CounterKey, Owner, Released, TimeZone,
@@ -181,8 +182,8 @@ fn layers_of(
 }
 
 /// `counted` as it is written: the account row's counters (`account_counters` as read,
-/// with what it counted added, in the windows of `now_ms` only: a window that is over is
-/// dropped), the card's counter rows, and what the record keeps.
+/// with what it counted added; a window that is over at `now_ms` is dropped), the card's
+/// counter rows, and what the record keeps.
 fn counting(
     counted: Vec<CounterWrite>,
     mut account_counters: HashMap<CounterKey, Counter>,
@@ -195,7 +196,7 @@ fn counting(
     let mut account = None;
     if !of_account.is_empty() {
         let windows = windows_of([now_ms], tz);
-        account_counters.retain(|k, _| windows.contains(&k.window));
+        account_counters.retain(|k, _| window_kept(&windows, &k.window));
         for w in &of_account {
             account_counters
                 .entry(w.key.clone())

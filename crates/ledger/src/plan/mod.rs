@@ -335,6 +335,17 @@ pub fn counter_windows(now_ms: i64, tz: &TimeZone) -> Vec<String> {
     window_keys(now_ms, tz).map(|k| k.to_string()).collect()
 }
 
+/// Whether an account row still keeps the counter of window `k` when it is written with
+/// the counters of `current` (the windows of the instants that write it): a window is
+/// dropped once it is over, i.e. when it starts before the current window of its interval.
+/// A later window is kept: a writer stamped before midnight that waited for the row must
+/// not drop the new day another writer already counted in.
+pub fn window_kept(current: &HashSet<WindowKey>, k: &WindowKey) -> bool {
+    current
+        .iter()
+        .any(|c| c.interval() == k.interval() && k >= c)
+}
+
 /// The window keys of every instant of `times` in `tz`, each converted once per quarter
 /// hour of UTC: every time zone's offset is a whole number of quarter hours, so a local day
 /// starts on a quarter hour of UTC and the instants of one quarter hour share their

@@ -745,3 +745,18 @@ fn card_with(user: &str, controls: &str) -> CardRecord {
         controls: Some(Arc::new(Controls::from_json(controls, None).unwrap())),
     }
 }
+
+#[test]
+fn a_writer_stamped_before_midnight_keeps_the_new_days_windows() {
+    let keys = |at: i64| window_keys(at, &TimeZone::UTC).collect::<Vec<_>>();
+    let current = windows_of([NOW], &TimeZone::UTC);
+    for k in keys(NOW - DAY)
+        .iter()
+        .filter(|k| k.interval() == Interval::Daily)
+    {
+        assert!(!window_kept(&current, k), "yesterday is over");
+    }
+    for k in keys(NOW).iter().chain(&keys(NOW + DAY)) {
+        assert!(window_kept(&current, k), "{k} is not over");
+    }
+}
