@@ -192,16 +192,7 @@ pub async fn link_cards(engine: &Rc<Engine>) -> anyhow::Result<()> {
                 )
                 .await?;
             anyhow::ensure!(s == 200 || s == 201, "card {card}: HTTP {s} {v}");
-            let (s, v) = engine
-                .http
-                .admin(
-                    Method::PUT,
-                    &format!("/v1/cards/{card}/controls"),
-                    Some(crate::COUNTING_CONTROLS.clone()),
-                    None,
-                )
-                .await?;
-            anyhow::ensure!(s == 200, "controls of {card}: HTTP {s} {v}");
+            crate::counting_controls(engine, &format!("/v1/cards/{card}")).await?;
             let (s, v) = engine
                 .http
                 .admin(

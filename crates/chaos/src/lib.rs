@@ -490,19 +490,7 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
                 .and_then(|a| loadgen::money::parse_minor(a, 2).ok())
                 .with_context(|| format!("funding {user}: no available balance in {v}"))?;
             engine.book.set_baseline(i, minor);
-            // Limits no traffic reaches: every approval counts in the controls and every
-            // release gives back, under the faults, and the audit holds the counters to
-            // their records at the end.
-            let (s, v) = admin_until_stored(
-                engine,
-                awc::http::Method::PUT,
-                &format!("{path}/controls"),
-                Some(COUNTING_CONTROLS.clone()),
-                None,
-            )
-            .await?;
-            anyhow::ensure!(s == 200, "controls of {user}: HTTP {s} {v}");
-            Ok(())
+            counting_controls(engine, &path).await
         })
         .buffer_unordered(16)
         .collect()
@@ -510,16 +498,22 @@ async fn open_accounts(engine: &Rc<Engine>) -> anyhow::Result<()> {
     results.into_iter().collect()
 }
 
-/// Spending controls that count and never decline: a monthly spending limit and a daily
-/// velocity limit far above anything the run sends.
-pub(crate) static COUNTING_CONTROLS: std::sync::LazyLock<serde_json::Value> =
-    std::sync::LazyLock::new(|| {
-        serde_json::json!({
-            "currency": "ARS",
-            "spending_limits": [{"amount": "1000000000.00", "interval": "monthly"}],
-            "velocity_limits": [{"count": 1_000_000_000, "interval": "daily"}],
-        })
+/// Sets spending controls that count and never decline on the account or card at `owner`
+/// (its admin path): a monthly spending limit and a daily velocity limit far above anything
+/// the run sends. Every approval then counts and every release gives back, under the
+/// faults, and the audit holds the counters to their records at the end.
+pub(crate) async fn counting_controls(engine: &Engine, owner: &str) -> anyhow::Result<()> {
+    let controls = serde_json::json!({
+        "currency": "ARS",
+        "spending_limits": [{"amount": "1000000000.00", "interval": "monthly"}],
+        "velocity_limits": [{"count": 1_000_000_000, "interval": "daily"}],
     });
+    let path = format!("{owner}/controls");
+    let put = awc::http::Method::PUT;
+    let (s, v) = admin_until_stored(engine, put, &path, Some(controls), None).await?;
+    anyhow::ensure!(s == 200, "controls of {owner}: HTTP {s} {v}");
+    Ok(())
+}
 
 /// How long the set-up sends an admin call again while the store answers 503.
 const SETUP_PATIENCE: Duration = Duration::from_secs(30);
