@@ -90,7 +90,7 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
     let path = "/v1/accounts/u1/ARS/controls";
     assert_eq!(
         app.admin_get(path).await,
-        json!({"version": 0, "controls": {}})
+        json!({"version": 0, "controls": {}, "usage": []})
     );
     let r = put_controls(
         &app,
@@ -112,8 +112,13 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
             "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
         }
     });
-    assert_eq!(r.json(), stored);
-    assert_eq!(app.admin_get(path).await, stored);
+    // With where each limit stands now: nothing spent yet this month.
+    let usage = &r.json()["usage"];
+    assert_eq!(usage.as_array().map(Vec::len), Some(1), "{usage}");
+    let left = (&usage[0]["spent"], &usage[0]["remaining"]);
+    assert_eq!(left, (&json!("0.00"), &json!("500.00")));
+    assert_eq!(stored_part(r.json()), stored);
+    assert_eq!(stored_part(app.admin_get(path).await), stored);
     for (body, field) in [
         (json!({"blocked_mccs": []}), "blocked_mccs"),
         (
@@ -161,7 +166,7 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
         );
     }
     assert_eq!(
-        app.admin_get(path).await,
+        stored_part(app.admin_get(path).await),
         stored,
         "a refused document changes nothing"
     );
@@ -192,7 +197,13 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
     assert!(r.error_message().starts_with("currency: "));
     // `{}` removes every control.
     let r = put_controls(&app, path, json!({})).await;
-    assert_eq!(r.json(), json!({"version": 2, "controls": {}}));
+    assert_eq!(r.json(), json!({"version": 2, "controls": {}, "usage": []}));
+}
+
+/// A controls answer without its usage (which depends on the instant of the read).
+fn stored_part(mut answer: Value) -> Value {
+    answer.as_object_mut().map(|o| o.remove("usage"));
+    answer
 }
 
 async fn blocked_category_declines_in_words_and_is_explained(app: TestApp) {
@@ -576,10 +587,20 @@ async fn forced_bookings_count(app: TestApp) {
     let booked = Tx::new(&over.id, "PURCHASE", "u1", "400.00", "ARS");
     assert_eq!(force(&booked).await, "FORCED");
     assert_eq!(app.available("u1", "ARS").await, "500.00");
-    // 500.00 spent this month: nothing more fits.
+    // 500.00 spent this month: nothing more fits, as the controls' usage shows.
     let id = over_a_limit(&app, "1.00", month_used).await;
     let e = explanation(&app, &id).await;
     assert_eq!(e["controls"]["checks"][0]["spent"], "500.00", "{e}");
+    let usage = app.admin_get("/v1/accounts/u1/ARS/controls").await["usage"][0].clone();
+    let month = e["controls"]["checks"][0]["window"].clone();
+    assert_eq!(usage["window"], month, "{usage}");
+    let left = (&usage["kind"], &usage["spent"], &usage["remaining"]);
+    assert_eq!(left, (&json!("spending"), &json!("500.00"), &json!("0.00")));
+    let usage = app.admin_get("/v1/cards/crd-u1/controls").await["usage"][0].clone();
+    assert_eq!(
+        (&usage["counted"], &usage["remaining"]),
+        (&json!(2), &json!(0))
+    );
     // The processor reverses all it booked, 400.00: its room and its count come back.
     let reversal =
         Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "400.00", "ARS").original(&over.id);

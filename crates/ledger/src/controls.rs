@@ -15,6 +15,7 @@ mod country;
 mod evaluate;
 mod iso3166;
 mod legacy;
+mod usage;
 mod window;
 
 pub use category::{Categories, CategoryError, CategoryGroup, CategoryItem};
@@ -28,6 +29,7 @@ pub use evaluate::{
     Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner,
     approval_deltas, evaluate, touched_keys,
 };
+pub use usage::{LimitUsage, WindowView, usage};
 pub use window::{Interval, TimeZoneError, Window, WindowKey, local_day, time_zone};
 
 /// The zone of the calendar windows, as [`time_zone`] resolves the setting.

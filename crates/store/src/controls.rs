@@ -4,7 +4,9 @@
 
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
-use ledger::controls::{Counter, CounterKey, Owner, TimeZone};
+use ledger::controls::{
+    Controls, Counter, CounterKey, LimitUsage, Owner, TimeZone, decode_counters, usage,
+};
 use ledger::plan::{
     CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted, windows_of,
 };
@@ -105,6 +107,95 @@ impl Store {
             .await?
         });
         Ok(row.map(stored))
+    }
+}
+
+impl Store {
+    /// The account's controls with where each of their limits stands at `now_ms` (`None`:
+    /// no such account).
+    pub async fn account_controls_usage(
+        &self,
+        user_id: &str,
+        currency: Currency,
+        now_ms: i64,
+    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
+        let row: Option<(String, i64, String)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT controls, controls_version, counters FROM accounts \
+                 WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
+            )
+            .bind(user_id)
+            .bind(currency.code())
+            .fetch_optional(p)
+            .await?
+        });
+        let Some((document, version, counters)) = row else {
+            return Ok(None);
+        };
+        // The row keeps the windows of its last write: one that is over counts nothing now.
+        let current = windows_of([now_ms], &self.controls_time_zone);
+        let counters: HashMap<CounterKey, Counter> = decode_counters(&counters)
+            .filter(|(k, _)| current.contains(&k.window))
+            .collect();
+        let usage = self.usage_of(&document, Some(currency), &counters, now_ms);
+        Ok(Some((stored((document, version)), usage)))
+    }
+
+    /// The card's controls with where each of their limits stands at `now_ms` (`None`: no
+    /// such card).
+    pub async fn card_controls_usage(
+        &self,
+        card_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
+        let Some(controls) = self.card_controls(card_id).await? else {
+            return Ok(None);
+        };
+        // Every row of the card (an admin read: the windows are picked here).
+        let rows: Vec<(String, String, i64, i64)> = run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT window_key, categories, amount_minor, count FROM control_counters \
+                 WHERE owner_kind = $1 AND owner_id = $2",
+            )
+            .bind(owner_kind(Owner::Card))
+            .bind(card_id)
+            .fetch_all(p)
+            .await?
+        });
+        let current = windows_of([now_ms], &self.controls_time_zone);
+        let counters: HashMap<CounterKey, Counter> = rows
+            .into_iter()
+            .filter_map(|(window, categories, amount, count)| {
+                let key = CounterKey::from_columns(&window, &categories)?;
+                current
+                    .contains(&key.window)
+                    .then_some((key, Counter { amount, count }))
+            })
+            .collect();
+        let document = if controls.document == "{}" {
+            ""
+        } else {
+            controls.document.as_str()
+        };
+        let usage = self.usage_of(document, None, &counters, now_ms);
+        Ok(Some((controls, usage)))
+    }
+
+    /// Where each limit of the stored `document` stands at `now_ms` against `counters`.
+    fn usage_of(
+        &self,
+        document: &str,
+        currency: Option<Currency>,
+        counters: &HashMap<CounterKey, Counter>,
+        now_ms: i64,
+    ) -> Vec<LimitUsage> {
+        let controls = if document.is_empty() {
+            Controls::default()
+        } else {
+            Controls::from_json(document, currency).unwrap_or_default()
+        };
+        let counter = |k: &CounterKey| counters.get(k).copied().unwrap_or_default();
+        usage(&controls, counter, now_ms, &self.controls_time_zone)
     }
 }
 

@@ -11,7 +11,7 @@ use crate::openapi::errors;
 use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use ledger::Currency;
-use ledger::controls::Controls;
+use ledger::controls::{Controls, LimitUsage};
 use serde::Serialize;
 use serde_json::Value;
 use store::StoredControls;
@@ -70,6 +70,45 @@ pub struct VelocityLimitDocument {
     categories: Option<Vec<String>>,
 }
 
+/// Where one limit stands now: its window (the one holding the instant of the answer, in
+/// the configured time zone: `window_start` and `window_end` are instants, `null` for
+/// `all_time`; no window at all per authorization), what was counted in it and what is left
+/// for the next debit, never below zero.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LimitUsageView {
+    /// A cap on money; amounts are decimal strings in the controls' currency.
+    #[schema(example = json!({
+        "kind": "spending", "interval": "monthly", "categories": null,
+        "window": "monthly:2026-12", "window_start": "2026-12-01T03:00:00Z",
+        "window_end": "2027-01-01T03:00:00Z", "currency": "ARS",
+        "limit": "500.00", "spent": "120.00", "remaining": "380.00"
+    }))]
+    Spending {
+        interval: String,
+        categories: Option<Vec<String>>,
+        window: Option<String>,
+        window_start: Option<String>,
+        window_end: Option<String>,
+        currency: String,
+        limit: String,
+        spent: Option<String>,
+        remaining: String,
+    },
+    /// A cap on the number of approved debits.
+    Velocity {
+        interval: String,
+        categories: Option<Vec<String>>,
+        window: Option<String>,
+        window_start: Option<String>,
+        window_end: Option<String>,
+        limit: u32,
+        counted: i64,
+        remaining: i64,
+    },
+}
+
 /// The stored controls.
 #[derive(Serialize, ToSchema)]
 pub struct ControlsView {
@@ -79,14 +118,20 @@ pub struct ControlsView {
     /// countries as alpha-2, amounts with the currency's decimals.
     #[schema(value_type = ControlsDocument)]
     pub controls: Value,
+    /// Where each spending and velocity limit stands at the instant of the answer, in the
+    /// order of the document.
+    #[schema(value_type = Vec<LimitUsageView>)]
+    pub usage: Value,
 }
 
-/// The answer showing the stored controls; 404 naming `what` when there are none.
-fn answer(stored: Option<StoredControls>, what: &str) -> Result<HttpResponse> {
-    let s = stored.ok_or_else(|| AdminError::not_found(what))?;
+/// The answer showing the stored controls and their usage; 404 naming `what` when there
+/// are none.
+fn answer(stored: Option<(StoredControls, Vec<LimitUsage>)>, what: &str) -> Result<HttpResponse> {
+    let (s, usage) = stored.ok_or_else(|| AdminError::not_found(what))?;
     let view = ControlsView {
         version: s.version,
         controls: serde_json::from_str(&s.document).unwrap_or(Value::Null),
+        usage: serde_json::to_value(usage).unwrap_or(Value::Null),
     };
     Ok(json_response(StatusCode::OK, &view))
 }
@@ -132,11 +177,18 @@ pub async fn put_account_controls(
         let (uid, c) = path.account()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, Some(c))?;
+        let now = store::now_ms();
         let stored = state
             .store
-            .set_account_controls(uid, c, &stored_text(&controls), store::now_ms())
+            .set_account_controls(uid, c, &stored_text(&controls), now)
             .await?;
-        answer(stored, "account")
+        if stored.is_none() {
+            return Err(AdminError::not_found("account"));
+        }
+        answer(
+            state.store.account_controls_usage(uid, c, now).await?,
+            "account",
+        )
     })
     .await
 }
@@ -160,7 +212,11 @@ pub async fn get_account_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (uid, c) = path.account()?;
-        answer(state.store.account_controls(uid, c).await?, "account")
+        let now = store::now_ms();
+        answer(
+            state.store.account_controls_usage(uid, c, now).await?,
+            "account",
+        )
     })
     .await
 }
@@ -189,13 +245,16 @@ pub async fn put_card_controls(
         let id = path.into_inner().card_id()?;
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, None)?;
+        let now = store::now_ms();
         let stored = state
             .store
-            .set_card_controls(&id, &stored_text(&controls), store::now_ms())
+            .set_card_controls(&id, &stored_text(&controls), now)
             .await?;
-        let answer = answer(stored, "card")?;
+        if stored.is_none() {
+            return Err(AdminError::not_found("card"));
+        }
         card_changed(&state, &id).await;
-        Ok(answer)
+        answer(state.store.card_controls_usage(&id, now).await?, "card")
     })
     .await
 }
@@ -219,7 +278,13 @@ pub async fn get_card_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let id = path.into_inner().card_id()?;
-        answer(state.store.card_controls(&id).await?, "card")
+        answer(
+            state
+                .store
+                .card_controls_usage(&id, store::now_ms())
+                .await?,
+            "card",
+        )
     })
     .await
 }
