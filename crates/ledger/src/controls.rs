@@ -29,7 +29,7 @@ pub use evaluate::{
     Check, ControlDecline, ControlKind, ControlRequest, Evaluation, ListRule, Owner,
     approval_deltas, evaluate, touched_keys,
 };
-pub use usage::{LimitUsage, WindowView, usage};
+pub use usage::{LimitUsage, WindowView, legacy_usage, usage};
 pub use window::{Interval, TimeZoneError, Window, WindowKey, local_day, time_zone};
 
 /// The zone of the calendar windows, as [`time_zone`] resolves the setting.

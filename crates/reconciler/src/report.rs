@@ -134,12 +134,14 @@ pub fn summary_text(
         "matched {}  pending (grace) {}  presentments matched {}  breaks {}  malformed rows {}",
         run.matched, run.pending, run.presentments_matched, run.break_count, run.malformed_rows
     );
-    match summary["owed_by_day_before"].as_u64() {
-        Some(0) => {}
-        Some(n) => {
+    // Runs recorded before this count was kept have no such field: nothing to say.
+    match summary.get("owed_by_day_before") {
+        None => {}
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => {}
+        Some(Value::Number(n)) => {
             let _ = writeln!(s, "owed by the day before (booked late, checked here) {n}");
         }
-        None => {
+        Some(_) => {
             let _ = writeln!(
                 s,
                 "the day before was not reconciled: entries it left pending were not looked for"

@@ -515,8 +515,8 @@ type CounterId = (Owner, String, CounterKey);
 /// The spending controls' counters against the records that counted in them: each
 /// authorization, hold and wallet payment keeps what it counted and what it gave back
 /// since, so every counter must hold the sum of what its records still hold. A card's
-/// counter rows are kept for every window; an account's row keeps the windows of its last
-/// write, so its counters are checked in the windows holding `now_ms` (in `tz`).
+/// counter rows are kept for every window; an account's row drops the windows that are
+/// over, so its counters are checked in the windows holding `now_ms` (in `tz`).
 async fn counter_violations(
     tx: &mut crate::Tx,
     tz: &TimeZone,

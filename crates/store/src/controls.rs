@@ -5,7 +5,8 @@
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
 use ledger::controls::{
-    Controls, Counter, CounterKey, LimitUsage, Owner, TimeZone, decode_counters, usage,
+    Controls, Counter, CounterKey, LimitUsage, Owner, TimeZone, decode_counters, legacy_usage,
+    usage,
 };
 use ledger::plan::{
     CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted, windows_of,
@@ -111,17 +112,20 @@ impl Store {
 }
 
 impl Store {
-    /// The account's controls with where each of their limits stands at `now_ms` (`None`:
-    /// no such account).
-    pub async fn account_controls_usage(
+    /// Where each limit of the account's controls `document` (as stored) and of its own
+    /// legacy limits stands at `now_ms` (empty when there is no such account).
+    pub async fn account_limit_usage(
         &self,
         user_id: &str,
         currency: Currency,
+        document: &str,
         now_ms: i64,
-    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
-        let row: Option<(String, i64, String)> = run_pool!(&self.db, p => {
+    ) -> Result<Vec<LimitUsage>, StoreError> {
+        type Row = (String, Option<i64>, Option<i64>, i64, i64);
+        let row: Option<Row> = run_pool!(&self.db, p => {
             sqlx::query_as(
-                "SELECT controls, controls_version, counters FROM accounts \
+                "SELECT counters, per_transaction_limit_minor, daily_limit_minor, \
+                 daily_spent_day, daily_spent_minor FROM accounts \
                  WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
             )
             .bind(user_id)
@@ -129,56 +133,58 @@ impl Store {
             .fetch_optional(p)
             .await?
         });
-        let Some((document, version, counters)) = row else {
-            return Ok(None);
+        let Some((counters, per_transaction, daily, spent_day, spent)) = row else {
+            return Ok(Vec::new());
         };
-        // The row keeps the windows of its last write: one that is over counts nothing now.
+        // The row may still keep a window that is over: it counts nothing now.
         let current = windows_of([now_ms], &self.controls_time_zone);
         let counters: HashMap<CounterKey, Counter> = decode_counters(&counters)
             .filter(|(k, _)| current.contains(&k.window))
             .collect();
-        let usage = self.usage_of(&document, Some(currency), &counters, now_ms);
-        Ok(Some((stored((document, version)), usage)))
+        let spent_today = if spent_day == crate::day_of(now_ms) {
+            spent
+        } else {
+            0
+        };
+        let mut usage = legacy_usage(per_transaction, daily, spent_today, currency, now_ms);
+        usage.extend(self.usage_of(document, Some(currency), &counters, now_ms));
+        Ok(usage)
     }
 
-    /// The card's controls with where each of their limits stands at `now_ms` (`None`: no
-    /// such card).
-    pub async fn card_controls_usage(
+    /// Where each limit of the card's controls `document` (as stored) stands at `now_ms`.
+    pub async fn card_limit_usage(
         &self,
         card_id: &str,
+        document: &str,
         now_ms: i64,
-    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
-        let Some(controls) = self.card_controls(card_id).await? else {
-            return Ok(None);
-        };
-        // Every row of the card (an admin read: the windows are picked here).
+    ) -> Result<Vec<LimitUsage>, StoreError> {
+        let current: Vec<String> = windows_of([now_ms], &self.controls_time_zone)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        let windows = (0..current.len())
+            .map(|i| format!("${}", i + 3))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT window_key, categories, amount_minor, count FROM control_counters \
+             WHERE owner_kind = $1 AND owner_id = $2 AND window_key IN ({windows})"
+        );
         let rows: Vec<(String, String, i64, i64)> = run_pool!(&self.db, p => {
-            sqlx::query_as(
-                "SELECT window_key, categories, amount_minor, count FROM control_counters \
-                 WHERE owner_kind = $1 AND owner_id = $2",
-            )
-            .bind(owner_kind(Owner::Card))
-            .bind(card_id)
-            .fetch_all(p)
-            .await?
+            let mut q = sqlx::query_as(&sql).bind(owner_kind(Owner::Card)).bind(card_id);
+            for w in &current {
+                q = q.bind(w.as_str());
+            }
+            q.fetch_all(p).await?
         });
-        let current = windows_of([now_ms], &self.controls_time_zone);
         let counters: HashMap<CounterKey, Counter> = rows
             .into_iter()
             .filter_map(|(window, categories, amount, count)| {
                 let key = CounterKey::from_columns(&window, &categories)?;
-                current
-                    .contains(&key.window)
-                    .then_some((key, Counter { amount, count }))
+                Some((key, Counter { amount, count }))
             })
             .collect();
-        let document = if controls.document == "{}" {
-            ""
-        } else {
-            controls.document.as_str()
-        };
-        let usage = self.usage_of(document, None, &counters, now_ms);
-        Ok(Some((controls, usage)))
+        Ok(self.usage_of(document, None, &counters, now_ms))
     }
 
     /// Where each limit of the stored `document` stands at `now_ms` against `counters`.
@@ -189,7 +195,7 @@ impl Store {
         counters: &HashMap<CounterKey, Counter>,
         now_ms: i64,
     ) -> Vec<LimitUsage> {
-        let controls = if document.is_empty() {
+        let controls = if document.is_empty() || document == "{}" {
             Controls::default()
         } else {
             Controls::from_json(document, currency).unwrap_or_default()

@@ -80,28 +80,40 @@ pub struct VelocityLimitDocument {
 pub enum LimitUsageView {
     /// A cap on money; amounts are decimal strings in the controls' currency.
     #[schema(example = json!({
-        "kind": "spending", "interval": "monthly", "categories": null,
+        "kind": "spending", "legacy": false, "interval": "monthly", "categories": null,
         "window": "monthly:2026-12", "window_start": "2026-12-01T03:00:00Z",
         "window_end": "2027-01-01T03:00:00Z", "currency": "ARS",
         "limit": "500.00", "spent": "120.00", "remaining": "380.00"
     }))]
     Spending {
+        /// The account's own `per_transaction_limit` or `daily_limit` (its day the UTC day),
+        /// which the decision applies before the controls.
+        legacy: bool,
         interval: String,
+        #[schema(required = true)]
         categories: Option<Vec<String>>,
+        #[schema(required = true)]
         window: Option<String>,
+        #[schema(required = true, format = DateTime)]
         window_start: Option<String>,
+        #[schema(required = true, format = DateTime)]
         window_end: Option<String>,
         currency: String,
         limit: String,
+        #[schema(required = true)]
         spent: Option<String>,
         remaining: String,
     },
     /// A cap on the number of approved debits.
     Velocity {
         interval: String,
+        #[schema(required = true)]
         categories: Option<Vec<String>>,
+        #[schema(required = true)]
         window: Option<String>,
+        #[schema(required = true, format = DateTime)]
         window_start: Option<String>,
+        #[schema(required = true, format = DateTime)]
         window_end: Option<String>,
         limit: u32,
         counted: i64,
@@ -124,16 +136,29 @@ pub struct ControlsView {
     pub usage: Value,
 }
 
-/// The answer showing the stored controls and their usage; 404 naming `what` when there
-/// are none.
-fn answer(stored: Option<(StoredControls, Vec<LimitUsage>)>, what: &str) -> Result<HttpResponse> {
-    let (s, usage) = stored.ok_or_else(|| AdminError::not_found(what))?;
+/// The answer showing the stored controls and where their limits stand.
+fn answer(s: StoredControls, usage: Vec<LimitUsage>) -> Result<HttpResponse> {
     let view = ControlsView {
         version: s.version,
         controls: serde_json::from_str(&s.document).unwrap_or(Value::Null),
         usage: serde_json::to_value(usage).unwrap_or(Value::Null),
     };
     Ok(json_response(StatusCode::OK, &view))
+}
+
+/// The answer of an account's controls `stored`, with where its limits (its legacy ones
+/// first) stand at `now`.
+async fn account_answer(
+    state: &AppState,
+    (user, currency): (&str, Currency),
+    stored: StoredControls,
+    now: i64,
+) -> Result<HttpResponse> {
+    let usage = state
+        .store
+        .account_limit_usage(user, currency, &stored.document, now)
+        .await?;
+    answer(stored, usage)
 }
 
 /// Reads a controls document: 400 when it is not JSON, 422 naming the first bad field.
@@ -181,14 +206,9 @@ pub async fn put_account_controls(
         let stored = state
             .store
             .set_account_controls(uid, c, &stored_text(&controls), now)
-            .await?;
-        if stored.is_none() {
-            return Err(AdminError::not_found("account"));
-        }
-        answer(
-            state.store.account_controls_usage(uid, c, now).await?,
-            "account",
-        )
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        account_answer(&state, (uid, c), stored, now).await
     })
     .await
 }
@@ -212,11 +232,12 @@ pub async fn get_account_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (uid, c) = path.account()?;
-        let now = store::now_ms();
-        answer(
-            state.store.account_controls_usage(uid, c, now).await?,
-            "account",
-        )
+        let stored = state
+            .store
+            .account_controls(uid, c)
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        account_answer(&state, (uid, c), stored, store::now_ms()).await
     })
     .await
 }
@@ -249,12 +270,14 @@ pub async fn put_card_controls(
         let stored = state
             .store
             .set_card_controls(&id, &stored_text(&controls), now)
-            .await?;
-        if stored.is_none() {
-            return Err(AdminError::not_found("card"));
-        }
+            .await?
+            .ok_or_else(|| AdminError::not_found("card"))?;
         card_changed(&state, &id).await;
-        answer(state.store.card_controls_usage(&id, now).await?, "card")
+        let usage = state
+            .store
+            .card_limit_usage(&id, &stored.document, now)
+            .await?;
+        answer(stored, usage)
     })
     .await
 }
@@ -278,13 +301,16 @@ pub async fn get_card_controls(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let id = path.into_inner().card_id()?;
-        answer(
-            state
-                .store
-                .card_controls_usage(&id, store::now_ms())
-                .await?,
-            "card",
-        )
+        let stored = state
+            .store
+            .card_controls(&id)
+            .await?
+            .ok_or_else(|| AdminError::not_found("card"))?;
+        let usage = state
+            .store
+            .card_limit_usage(&id, &stored.document, store::now_ms())
+            .await?;
+        answer(stored, usage)
     })
     .await
 }

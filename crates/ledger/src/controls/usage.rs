@@ -4,6 +4,7 @@
 //! card declined").
 
 use super::{Categories, Controls, Counter, CounterKey, Interval, TimeZone, local_day};
+use crate::Currency;
 use crate::money::format_minor;
 use jiff::Timestamp;
 use serde::Serialize;
@@ -14,6 +15,9 @@ use serde::Serialize;
 pub enum LimitUsage {
     /// A cap on money; `per_authorization` has no window and counts nothing.
     Spending {
+        /// The account's own `per_transaction_limit` or `daily_limit` (its day is the UTC
+        /// day), which the decision applies before the controls.
+        legacy: bool,
         interval: Interval,
         categories: Option<Vec<String>>,
         #[serde(flatten)]
@@ -79,6 +83,7 @@ pub fn usage(
             let counted = of(l.interval, cats);
             let spent = counted.as_ref().map(|(_, n)| n.amount);
             out.push(LimitUsage::Spending {
+                legacy: false,
                 interval: l.interval,
                 categories: cats.map(Categories::to_strings),
                 currency: currency.to_string(),
@@ -105,10 +110,43 @@ pub fn usage(
     out
 }
 
+/// Where an account's legacy limits stand at `now_ms`: its `per_transaction_limit` and its
+/// `daily_limit` against `spent_today`, what its daily counter holds for the UTC day of
+/// `now_ms`.
+pub fn legacy_usage(
+    per_transaction: Option<i64>,
+    daily: Option<i64>,
+    spent_today: i64,
+    currency: Currency,
+    now_ms: i64,
+) -> Vec<LimitUsage> {
+    let places = currency.exponent();
+    let limit = |interval: Interval, amount: i64, spent: Option<i64>| {
+        let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
+        let window = interval.window(at, &TimeZone::UTC).map(|w| WindowView {
+            window: Some(w.key.to_string()),
+            window_start: w.start.map(|t| t.to_string()),
+            window_end: w.end.map(|t| t.to_string()),
+        });
+        LimitUsage::Spending {
+            legacy: true,
+            interval,
+            categories: None,
+            window: window.unwrap_or_default(),
+            currency: currency.to_string(),
+            limit: format_minor(amount, places),
+            spent: spent.map(|s| format_minor(s, places)),
+            remaining: format_minor(amount.saturating_sub(spent.unwrap_or(0)).max(0), places),
+        }
+    };
+    let per_transaction = per_transaction.map(|a| limit(Interval::PerAuthorization, a, None));
+    let daily = daily.map(|a| limit(Interval::Daily, a, Some(spent_today)));
+    per_transaction.into_iter().chain(daily).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Currency;
 
     #[test]
     fn each_limit_shows_its_window_what_it_counted_and_what_is_left() {
@@ -155,5 +193,14 @@ mod tests {
             (&velocity["counted"], &velocity["remaining"]),
             (&1.into(), &1.into())
         );
+        // The account's own limits, its day the UTC day.
+        let ars = Currency::parse("ARS").unwrap();
+        let legacy = serde_json::to_value(legacy_usage(None, Some(60_000), 59_900, ars, now));
+        let daily = &legacy.unwrap()[0];
+        assert_eq!(
+            (&daily["legacy"], &daily["window"]),
+            (&true.into(), &"daily:2026-12-06".into())
+        );
+        assert_eq!(daily["remaining"], "1.00");
     }
 }

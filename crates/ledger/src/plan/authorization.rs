@@ -15,7 +15,7 @@
 use super::{
     Asked, CardLookup, CardTransaction, CounterWrite, KeyRecord, KeyRow, MovementRow, Outcome,
     Plan, PlanError, PostingRow, RecordRow, RecordWrite, RecordedTransaction, Snapshot,
-    StoredResponse, Writes, account_owner, day_of, explanation, window_kept, windows_of,
+    StoredResponse, Writes, account_owner, day_of, explanation, window_kept, windows_kept_at,
 };
 use crate::controls::{
     ControlDecline, ControlRequest, Controls, Counter, CounterDelta, CounterKey, Evaluation, Owner,
@@ -349,8 +349,7 @@ fn account_write(acct: &super::Account, read: &AsRead) -> super::AccountWrite {
 }
 
 /// Sets each written account's counters, as they are to be kept on its row: those the
-/// batch changed, in the windows its requests' instants are in (a window no request is in
-/// any more is over and is dropped), or as read. An account whose counters changed but
+/// batch changed, without the windows that are over ([`window_kept`]), or as read. An account whose counters changed but
 /// whose balance did not (a counted approval of nothing) is written too.
 fn account_counters(
     writes: &mut Writes,
@@ -370,8 +369,8 @@ fn account_counters(
             .then(|| account_owner(user, *currency))
             .filter(|owner| changed.iter().any(|w| w.owner_id == *owner));
         let text = if let Some(owner) = owner {
-            let windows =
-                windows.get_or_insert_with(|| windows_of(requests.iter().map(|r| r.now_ms), tz));
+            let windows = windows
+                .get_or_insert_with(|| windows_kept_at(requests.iter().map(|r| r.now_ms), tz));
             let kept = counters
                 .get(&(Owner::Account, owner))
                 .into_iter()

@@ -9,7 +9,7 @@
 use super::authorization::{GiveBack, Layers, counted_json};
 use super::{
     Account, CardRecord, CardTransaction, CounterWrite, account_owner, day_of, window_kept,
-    windows_of,
+    windows_kept_at,
 };
 use crate::controls::{
     Channels, ControlDecline, ControlRequest, Counter, CounterKey, Owner, Released, TimeZone,
@@ -195,7 +195,7 @@ fn counting(
         counted.into_iter().partition(|w| w.owner == Owner::Card);
     let mut account = None;
     if !of_account.is_empty() {
-        let windows = windows_of([now_ms], tz);
+        let windows = windows_kept_at([now_ms], tz);
         account_counters.retain(|k, _| window_kept(&windows, &k.window));
         for w in &of_account {
             account_counters

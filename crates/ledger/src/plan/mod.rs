@@ -335,11 +335,27 @@ pub fn counter_windows(now_ms: i64, tz: &TimeZone) -> Vec<String> {
     window_keys(now_ms, tz).map(|k| k.to_string()).collect()
 }
 
+/// How long an account row keeps a window after it is over: a writer stamped just before
+/// midnight that waited for the row (its lock, a retry) still reads and counts in its own
+/// day, which a writer stamped after midnight must not have dropped meanwhile.
+pub const WINDOW_GRACE_MS: i64 = 3_600_000;
+
+/// The windows an account row keeps when requests at `times` write it: those of each
+/// instant and of [`WINDOW_GRACE_MS`] before it, and any later one ([`window_kept`]).
+pub fn windows_kept_at(times: impl IntoIterator<Item = i64>, tz: &TimeZone) -> HashSet<WindowKey> {
+    windows_of(
+        times
+            .into_iter()
+            .flat_map(|t| [t.saturating_sub(WINDOW_GRACE_MS), t]),
+        tz,
+    )
+}
+
 /// Whether an account row still keeps the counter of window `k` when it is written with
-/// the counters of `current` (the windows of the instants that write it): a window is
-/// dropped once it is over, i.e. when it starts before the current window of its interval.
-/// A later window is kept: a writer stamped before midnight that waited for the row must
-/// not drop the new day another writer already counted in.
+/// the windows `current` ([`windows_kept_at`]): a window is dropped once it is over, i.e.
+/// when it starts before the earliest of those windows of its interval. A later window is
+/// kept: a writer stamped before midnight must not drop the new day another writer already
+/// counted in.
 pub fn window_kept(current: &HashSet<WindowKey>, k: &WindowKey) -> bool {
     current
         .iter()
@@ -403,8 +419,8 @@ pub struct AccountWrite {
     pub read_version: i64,
     pub read_balance: i64,
     pub read_held: i64,
-    /// The account's control counters after the batch ([`crate::controls::encode_counters`]; only the
-    /// windows its requests' instants are in), and as read.
+    /// The account's control counters after the batch ([`crate::controls::encode_counters`];
+    /// without the windows that are over: [`window_kept`]), and as read.
     pub counters: String,
     pub read_counters: String,
 }

@@ -446,9 +446,11 @@ fn account_counters_are_written_with_the_account_and_card_counters_as_rows() {
             .find(|k| k.interval() == interval)
             .unwrap()
     };
+    // NOW is just past midnight: yesterday is kept for the hour of grace, the day before
+    // is over.
     let (today, yesterday, month) = (
         key(NOW, Interval::Daily),
-        key(NOW - DAY, Interval::Daily),
+        key(NOW - 2 * DAY, Interval::Daily),
         key(NOW, Interval::Monthly),
     );
     let mut s = snapshot(100_000);
@@ -759,4 +761,16 @@ fn a_writer_stamped_before_midnight_keeps_the_new_days_windows() {
     for k in keys(NOW).iter().chain(&keys(NOW + DAY)) {
         assert!(window_kept(&current, k), "{k} is not over");
     }
+    // Five seconds past midnight, a row still keeps yesterday for the hour of grace, and
+    // no longer once that hour is past.
+    let yesterday = keys(NOW - DAY)
+        .into_iter()
+        .find(|k| k.interval() == Interval::Daily)
+        .unwrap();
+    assert!(window_kept(
+        &windows_kept_at([NOW], &TimeZone::UTC),
+        &yesterday
+    ));
+    let later = windows_kept_at([NOW + WINDOW_GRACE_MS], &TimeZone::UTC);
+    assert!(!window_kept(&later, &yesterday));
 }
