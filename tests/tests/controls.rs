@@ -593,11 +593,23 @@ async fn forced_bookings_count(app: TestApp) {
     assert_eq!(e["controls"]["checks"][0]["spent"], "500.00", "{e}");
     let usage = app.admin_get("/v1/accounts/u1/ARS/controls").await["usage"].clone();
     // The account's own daily limit first (500.00 of 600.00 spent today), then the document's.
-    let left = (&usage[0]["legacy"], &usage[0]["spent"], &usage[0]["remaining"]);
-    assert_eq!(left, (&json!(true), &json!("500.00"), &json!("100.00")), "{usage}");
+    let left = (
+        &usage[0]["legacy"],
+        &usage[0]["spent"],
+        &usage[0]["remaining"],
+    );
+    assert_eq!(
+        left,
+        (&json!(true), &json!("500.00"), &json!("100.00")),
+        "{usage}"
+    );
     let month = e["controls"]["checks"][0]["window"].clone();
     assert_eq!(usage[1]["window"], month, "{usage}");
-    let left = (&usage[1]["kind"], &usage[1]["spent"], &usage[1]["remaining"]);
+    let left = (
+        &usage[1]["kind"],
+        &usage[1]["spent"],
+        &usage[1]["remaining"],
+    );
     assert_eq!(left, (&json!("spending"), &json!("500.00"), &json!("0.00")));
     let usage = app.admin_get("/v1/cards/crd-u1/controls").await["usage"][0].clone();
     assert_eq!(

@@ -974,7 +974,7 @@ impl Store {
                          daily_spent_minor = $3, updated_at_ms = $4 WHERE id = $5",
                     )
                     .bind(minor)
-                    .bind(today)
+                    .bind(acct.spend_day(today))
                     .bind(*daily_spent_after)
                     .bind(call.now_ms)
                     .bind(acct.id)

@@ -235,10 +235,10 @@ pub(crate) fn sv_account(a: &LockedAccount) -> SvAccount {
 }
 
 /// The account's daily spending (day, amount) once a debit of `delta` (negative) is booked
-/// on `today`: the counter of another day counts as zero.
+/// on `today`: the counter of an earlier day counts as zero ([`LockedAccount::spend_day`]).
 pub(crate) fn daily_after(a: &LockedAccount, today: i64, delta: i64) -> (i64, i64) {
     (
-        today,
+        a.spend_day(today),
         a.daily_spent_on(today)
             .saturating_add(delta.saturating_neg()),
     )

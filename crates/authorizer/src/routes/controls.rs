@@ -71,7 +71,8 @@ pub struct VelocityLimitDocument {
 }
 
 /// Where one limit stands now: its window (the one holding the instant of the answer, in
-/// the configured time zone: `window_start` and `window_end` are instants, `null` for
+/// the configured time zone, or UTC for a `legacy` daily limit: `window_start` and
+/// `window_end` are instants, `null` for
 /// `all_time`; no window at all per authorization), what was counted in it and what is left
 /// for the next debit, never below zero.
 #[allow(dead_code)]
@@ -130,8 +131,8 @@ pub struct ControlsView {
     /// countries as alpha-2, amounts with the currency's decimals.
     #[schema(value_type = ControlsDocument)]
     pub controls: Value,
-    /// Where each spending and velocity limit stands at the instant of the answer, in the
-    /// order of the document.
+    /// Where each spending and velocity limit stands at the instant of the answer: an
+    /// account's own limits first (`legacy`), then the document's, in its order.
     #[schema(value_type = Vec<LimitUsageView>)]
     pub usage: Value,
 }

@@ -229,7 +229,7 @@ where
                         .ok_or(PlanError::NotEnoughIds)?;
                     acct.version += 1;
                     acct.balance = *balance_after;
-                    acct.daily_spent_day = today;
+                    acct.daily_spent_day = acct.spend_day(today);
                     acct.daily_spent = *daily_spent_after;
                     writes.movements.push(MovementRow {
                         id,

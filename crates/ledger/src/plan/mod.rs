@@ -263,14 +263,23 @@ pub struct Account {
 }
 
 impl Account {
-    /// What the daily counter holds on `today` (days since the epoch): the counter of
-    /// another day counts as zero.
+    /// What the daily counter holds on `today` (days since the epoch): the counter of an
+    /// earlier day counts as zero; a later day's is the one a request of `today` counts in
+    /// ([`Account::spend_day`]).
     pub fn daily_spent_on(&self, today: i64) -> i64 {
-        if self.daily_spent_day == today {
+        if self.daily_spent_day >= today {
             self.daily_spent
         } else {
             0
         }
+    }
+
+    /// The day a debit decided on `today` counts in: `today`, or the counter's own day when
+    /// it is already a later one (a request stamped just before midnight that waited for
+    /// the row after another counted in the new day: it counts there, rather than wiping
+    /// the new day's counter with its own). [`Account::daily_spent_on`] reads it so.
+    pub fn spend_day(&self, today: i64) -> i64 {
+        self.daily_spent_day.max(today)
     }
 
     /// The account as the decision sees it on `today` (days since the epoch), its daily

@@ -439,6 +439,25 @@ fn the_daily_counter_restarts_each_day_and_counts_within_the_batch() {
 }
 
 #[test]
+fn a_request_stamped_before_midnight_counts_in_the_day_the_counter_has_reached() {
+    let mut s = snapshot(100_000);
+    let a = s.accounts.get_mut(&("u1".into(), ars())).unwrap();
+    a.daily_limit = Some(1_000);
+    // Another request already counted 0.50 in tomorrow (this one waited past midnight).
+    a.daily_spent_day = day_of(NOW) + 1;
+    a.daily_spent = 50;
+    let p = three_purchases(s, "5", Decline::AboveDailyLimit);
+    let third = fresh(&p.outcomes[2]).decision.clone();
+    assert_eq!(
+        third,
+        Decision::Declined(Decline::AboveDailyLimit),
+        "6.50 + 4.00"
+    );
+    let w = &p.writes.accounts[0];
+    assert_eq!((w.daily_spent_day, w.daily_spent), (day_of(NOW) + 1, 650));
+}
+
+#[test]
 fn account_counters_are_written_with_the_account_and_card_counters_as_rows() {
     use crate::controls::decode_counters;
     let key = |at: i64, interval: Interval| {
