@@ -118,18 +118,19 @@ async fn a_batch_sees_what_its_earlier_requests_left(app: TestApp) {
         tid: t1.clone(),
         amount: "6.00",
     });
-    let batch = items(&user, &asked, crate_now());
+    let batch = items(&user, &asked, store::now_ms());
     let out = app.store.authorize_batch(&batch, render).await;
     let out: Vec<_> = out
         .iter()
         .map(|o| answer(o.as_ref().expect("batch answers")))
         .collect();
+    // The day's spending holds the 3.00 the processor booked on its word, and the 6.00.
     let approved = format!(
         "{:?}",
         Decision::Approved {
             amount: -600,
             balance_after: 100,
-            daily_spent_after: 600
+            daily_spent_after: 900
         }
     )
     .into_bytes();
@@ -190,7 +191,7 @@ async fn two_accounts_in_one_batch_move_independently(app: TestApp) {
     app.funded(&b, "ARS", "5.00").await;
     let asked_a = purchases(3, "2.00");
     let asked_b = purchases(2, "2.50");
-    let now = crate_now();
+    let now = store::now_ms();
     let mut batch = items(&a, &asked_a, now);
     // Interleaved: a, b, a, b, a.
     for (i, item) in items(&b, &asked_b, now).into_iter().enumerate() {
@@ -235,7 +236,7 @@ async fn a_request_alone_books_once_and_replays(app: TestApp) {
             amount: "4.00",
         },
     ];
-    let batch = items(&user, &asked, crate_now());
+    let batch = items(&user, &asked, store::now_ms());
     let mut out = Vec::new();
     for item in batch.iter().chain(&batch[..1]) {
         let o = app
@@ -281,7 +282,7 @@ async fn a_late_item_fails_alone(app: TestApp) {
             amount: "1.00",
         })
         .collect();
-    let mut batch = items(&user, &asked, crate_now());
+    let mut batch = items(&user, &asked, store::now_ms());
     let past = std::time::Instant::now()
         .checked_sub(std::time::Duration::from_secs(1))
         .expect("a second ago");
