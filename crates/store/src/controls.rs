@@ -195,11 +195,8 @@ impl Store {
         counters: &HashMap<CounterKey, Counter>,
         now_ms: i64,
     ) -> Vec<LimitUsage> {
-        let controls = if document.is_empty() || document == "{}" {
-            Controls::default()
-        } else {
-            Controls::from_json(document, currency).unwrap_or_default()
-        };
+        // `{}` reads as no control; so does a document that does not read (none stored).
+        let controls = Controls::from_json(document, currency).unwrap_or_default();
         let counter = |k: &CounterKey| counters.get(k).copied().unwrap_or_default();
         usage(&controls, counter, now_ms, &self.controls_time_zone)
     }

@@ -90,15 +90,8 @@ pub enum LimitUsageView {
         /// The account's own `per_transaction_limit` or `daily_limit` (its day the UTC day),
         /// which the decision applies before the controls.
         legacy: bool,
-        interval: String,
-        #[schema(required = true)]
-        categories: Option<Vec<String>>,
-        #[schema(required = true)]
-        window: Option<String>,
-        #[schema(required = true, format = DateTime)]
-        window_start: Option<String>,
-        #[schema(required = true, format = DateTime)]
-        window_end: Option<String>,
+        #[serde(flatten)]
+        limited: LimitedView,
         currency: String,
         limit: String,
         #[schema(required = true)]
@@ -107,19 +100,30 @@ pub enum LimitUsageView {
     },
     /// A cap on the number of approved debits.
     Velocity {
-        interval: String,
-        #[schema(required = true)]
-        categories: Option<Vec<String>>,
-        #[schema(required = true)]
-        window: Option<String>,
-        #[schema(required = true, format = DateTime)]
-        window_start: Option<String>,
-        #[schema(required = true, format = DateTime)]
-        window_end: Option<String>,
+        #[serde(flatten)]
+        limited: LimitedView,
         limit: u32,
         counted: i64,
         remaining: i64,
     },
+}
+
+/// What every limit's usage names: its interval, categories and window.
+#[allow(dead_code)]
+#[derive(Serialize, ToSchema)]
+pub struct LimitedView {
+    /// `per_authorization` (spending only: no window), `daily`, `weekly`, `monthly`,
+    /// `yearly`, `all_time`.
+    interval: String,
+    /// The categories the limit counts (`null`: all).
+    #[schema(required = true)]
+    categories: Option<Vec<String>>,
+    #[schema(required = true)]
+    window: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    window_start: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    window_end: Option<String>,
 }
 
 /// The stored controls.

@@ -3,7 +3,7 @@
 //! "how much can I still spend this month", an operator's first answer to "why was my
 //! card declined").
 
-use super::{Categories, Controls, Counter, CounterKey, Interval, TimeZone, local_day};
+use super::{Categories, Controls, Counter, CounterKey, Interval, TimeZone, Window};
 use crate::Currency;
 use crate::money::format_minor;
 use jiff::Timestamp;
@@ -61,37 +61,31 @@ pub fn usage(
     tz: &TimeZone,
 ) -> Vec<LimitUsage> {
     let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
-    let day = local_day(at, tz);
     let of = |interval: Interval, cats: Option<&Categories>| {
         let window = interval.window(at, tz)?;
         let key = CounterKey {
-            window: interval.key_of_day(day)?,
+            window: window.key,
             categories: cats.cloned(),
         };
-        let view = WindowView {
-            window: Some(window.key.to_string()),
-            window_start: window.start.map(|t| t.to_string()),
-            window_end: window.end.map(|t| t.to_string()),
-        };
-        Some((view, counter(&key)))
+        Some((WindowView::of(&window), counter(&key)))
     };
     let mut out = Vec::new();
     if let Some(currency) = c.currency {
-        let places = currency.exponent();
         for l in &c.spending_limits {
             let cats = l.categories.as_ref();
-            let counted = of(l.interval, cats);
-            let spent = counted.as_ref().map(|(_, n)| n.amount);
-            out.push(LimitUsage::Spending {
-                legacy: false,
-                interval: l.interval,
-                categories: cats.map(Categories::to_strings),
-                currency: currency.to_string(),
-                limit: format_minor(l.amount, places),
-                spent: spent.map(|s| format_minor(s, places)),
-                remaining: format_minor(l.amount.saturating_sub(spent.unwrap_or(0)).max(0), places),
-                window: counted.map(|(w, _)| w).unwrap_or_default(),
-            });
+            let (window, spent) = of(l.interval, cats).unzip();
+            out.push(
+                Spent {
+                    legacy: false,
+                    interval: l.interval,
+                    categories: cats.map(Categories::to_strings),
+                    window,
+                    currency,
+                    limit: l.amount,
+                    spent: spent.map(|n| n.amount),
+                }
+                .usage(),
+            );
         }
     }
     for l in &c.velocity_limits {
@@ -120,28 +114,62 @@ pub fn legacy_usage(
     currency: Currency,
     now_ms: i64,
 ) -> Vec<LimitUsage> {
-    let places = currency.exponent();
+    let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
     let limit = |interval: Interval, amount: i64, spent: Option<i64>| {
-        let at = Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH);
-        let window = interval.window(at, &TimeZone::UTC).map(|w| WindowView {
-            window: Some(w.key.to_string()),
-            window_start: w.start.map(|t| t.to_string()),
-            window_end: w.end.map(|t| t.to_string()),
-        });
-        LimitUsage::Spending {
+        Spent {
             legacy: true,
             interval,
             categories: None,
-            window: window.unwrap_or_default(),
-            currency: currency.to_string(),
-            limit: format_minor(amount, places),
-            spent: spent.map(|s| format_minor(s, places)),
-            remaining: format_minor(amount.saturating_sub(spent.unwrap_or(0)).max(0), places),
+            window: interval
+                .window(at, &TimeZone::UTC)
+                .map(|w| WindowView::of(&w)),
+            currency,
+            limit: amount,
+            spent,
         }
+        .usage()
     };
     let per_transaction = per_transaction.map(|a| limit(Interval::PerAuthorization, a, None));
     let daily = daily.map(|a| limit(Interval::Daily, a, Some(spent_today)));
     per_transaction.into_iter().chain(daily).collect()
+}
+
+impl WindowView {
+    fn of(w: &Window) -> WindowView {
+        WindowView {
+            window: Some(w.key.to_string()),
+            window_start: w.start.map(|t| t.to_string()),
+            window_end: w.end.map(|t| t.to_string()),
+        }
+    }
+}
+
+/// A spending limit in minor units, and what its window holds (`None`: no window).
+struct Spent {
+    legacy: bool,
+    interval: Interval,
+    categories: Option<Vec<String>>,
+    window: Option<WindowView>,
+    currency: Currency,
+    limit: i64,
+    spent: Option<i64>,
+}
+
+impl Spent {
+    fn usage(self) -> LimitUsage {
+        let places = self.currency.exponent();
+        let left = self.limit.saturating_sub(self.spent.unwrap_or(0)).max(0);
+        LimitUsage::Spending {
+            legacy: self.legacy,
+            interval: self.interval,
+            categories: self.categories,
+            window: self.window.unwrap_or_default(),
+            currency: self.currency.to_string(),
+            limit: format_minor(self.limit, places),
+            spent: self.spent.map(|s| format_minor(s, places)),
+            remaining: format_minor(left, places),
+        }
+    }
 }
 
 #[cfg(test)]
