@@ -663,6 +663,80 @@ async fn forced_bookings_count(app: TestApp) {
     .await;
 }
 
+/// Another writer counting on the card (another instance of a fleet, with a debit of the
+/// card on another of its holder's accounts) is waited for: a debit of the card decides on
+/// what that writer counted, through each door, and does not pass a limit both do not fit.
+async fn a_debit_waits_for_another_writer_counting_on_its_card(app: TestApp) {
+    use crate::holds::common::{RES, post};
+    u1_with_card_controls(
+        &app,
+        json!({"velocity_limits": [{"count": 1, "interval": "daily"}]}),
+    )
+    .await;
+    app.funded("u1", "DKK", "1000.00").await;
+    let usage = app.admin_get("/v1/cards/crd-u1/controls").await["usage"].clone();
+    let window = usage[0]["window"]
+        .as_str()
+        .expect("a daily window")
+        .to_owned();
+    let count_one = format!(
+        "INSERT INTO control_counters (owner_kind, owner_id, window_key, categories, \
+         amount_minor, count, updated_at_ms) VALUES ('CARD', 'crd-u1', '{window}', '', 0, 1, 0) \
+         ON CONFLICT (owner_kind, owner_id, window_key, categories) \
+         DO UPDATE SET count = control_counters.count + 1"
+    );
+    let reservation = |id: &str| {
+        json!({"reservation_id": id, "user_id": "u1", "amount": "10.00", "currency": "DKK",
+               "card_id": "crd-u1", "merchant": {"id": "m1", "name": "Shop", "mcc": "5411"}})
+    };
+    let used_up = "daily limit of 1 authorization reached on the card";
+    for door in ["authorization", "reservation"] {
+        // The other writer holds the card as a writer deciding on its counters does (the
+        // embedded store: its one write lock) and counts one, not yet committed.
+        let mut other = DirectConn::open(&app).await;
+        match app.backend {
+            Backend::Postgres => {
+                other.execute("BEGIN").await;
+                other
+                    .execute("SELECT 1 FROM cards WHERE card_id = 'crd-u1' FOR NO KEY UPDATE")
+                    .await;
+            }
+            Backend::Sqlite => other.execute("BEGIN IMMEDIATE").await,
+        }
+        other.execute(&count_one).await;
+        let debit = async {
+            let answer = match door {
+                "authorization" => purchase(&app, "u1", "10.00", unchanged).await.1,
+                _ => {
+                    let r = post(&app, RES, &reservation(&uid("res"))).await;
+                    assert_eq!(r.status, 200, "{}", r.text());
+                    r.json()
+                }
+            };
+            (answer, std::time::Instant::now())
+        };
+        let commit = async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            other.execute("COMMIT").await;
+            std::time::Instant::now()
+        };
+        let ((answer, answered), committed) = tokio::join!(debit, commit);
+        assert!(
+            answered > committed,
+            "{door}: answered before the other writer committed"
+        );
+        assert_declined(&answer, "INVALID_AMOUNT", used_up);
+        // The other writer's count is taken back (it stands for no record here): the
+        // same debit now fits.
+        let mut db = DirectConn::open(&app).await;
+        db.execute("UPDATE control_counters SET count = count - 1 WHERE owner_id = 'crd-u1'")
+            .await;
+    }
+    assert_approved(&purchase(&app, "u1", "10.00", unchanged).await.1);
+    let r = post(&app, RES, &reservation(&uid("res"))).await;
+    assert_declined(&r.json(), "INVALID_AMOUNT", used_up);
+}
+
 async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     card(&app, "u1").await;
@@ -988,6 +1062,7 @@ both_backends!(
     reversals_refunds_and_rejections_give_the_room_back,
     a_partial_reversal_keeps_the_count,
     forced_bookings_count,
+    a_debit_waits_for_another_writer_counting_on_its_card,
     backtest_replays_booked_traffic_against_stricter_and_looser_controls,
     reservations_apply_the_controls_and_give_back_what_they_release,
 );

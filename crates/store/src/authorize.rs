@@ -329,7 +329,8 @@ where
 
 /// Reads what `items` name on `tx`: finished keys, recorded transactions and cardholder
 /// accounts (locked for the rest of the transaction, accounts in id order), the cards not
-/// known beforehand, and ids for what the plan may write (reserved after the account locks,
+/// known beforehand, the counters of the cards (the rows of those with controls locked
+/// first, `controls::lock_cards`), and ids for what the plan may write (reserved after the account locks,
 /// so one account's postings are numbered in the order of its balance-after chain). One
 /// statement per kind of row, whatever the batch's size. Postgres only: the embedded store
 /// reads (and writes) a batch on its lent handle (`embedded.rs`).
@@ -387,6 +388,7 @@ async fn prefetch<'i>(
         }
         cards_read.push((id, record));
     }
+    crate::controls::lock_cards_in(tx, &crate::controls::controlled_cards(items, &s.cards)).await?;
     let (kinds, ids, windows) = counters_to_read(items, tz);
     if !kinds.is_empty() && !windows.is_empty() {
         let sql = format!(

@@ -18,6 +18,7 @@
 use crate::authorize::{
     cards_to_read, counter_from_row, counters_to_read, moving, request_of, unread_snapshot,
 };
+use crate::controls::{controlled_cards, lock_cards, read_card_counters};
 use crate::events::{AUTHORIZATION_DECIDED, authorizations};
 use crate::outbox::{Handed, OutboxRows, Subscribers};
 use crate::processor::{Asked, CommitGate, LockedAccount, direction_str};
@@ -328,44 +329,50 @@ impl Store {
             }
         };
         // First without locks: two round trips, the write commits on its own and fails
-        // as a whole if an account moved since the read.
-        let mut conn = pool.acquire().await?;
-        match batch_in(
-            &mut conn,
-            items,
-            render,
-            &clearing,
-            &self.controls_time_zone,
-            false,
-            cards,
-            &subscribers,
-        )
-        .await
-        {
-            Ok(Step::Done(results, handed)) => {
-                self.hand_over(handed);
-                return Ok(Attempt::Done(results));
+        // as a whole if an account moved since the read. Not when a card's controls may
+        // count: its counters are decided on under its lock (`controls::lock_cards`).
+        if !items.iter().any(|i| known_controlled(i.card)) {
+            let mut conn = pool.acquire().await?;
+            match batch_in(
+                &mut conn,
+                items,
+                render,
+                &clearing,
+                &self.controls_time_zone,
+                false,
+                cards,
+                &subscribers,
+            )
+            .await
+            {
+                Ok(Step::Done(results, handed)) => {
+                    self.hand_over(handed);
+                    return Ok(Attempt::Done(results));
+                }
+                Ok(Step::Late) => {
+                    return Err(StoreError::Timeout("authorization deadline passed".into()));
+                }
+                Ok(Step::Abandoned) => return Err(abandoned()),
+                Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
+                // Nothing was written; the requesters' gates were not closed.
+                Ok(Step::Relock) => {}
+                Err(BatchError::Sql(e)) if is_lost_race(&e) => {
+                    // Nothing was written: the requesters may give up at their deadline again
+                    // while the batch waits for its locks.
+                    reopen_gates(items);
+                }
+                Err(BatchError::Sql(e)) if is_unique_violation(&e) => {
+                    // Nothing was written: each item goes alone, and its requester may give up
+                    // at its deadline again meanwhile.
+                    reopen_gates(items);
+                    return Ok(Attempt::Fallback);
+                }
+                Err(e) => return Err(e.into()),
             }
-            Ok(Step::Late) => {
-                return Err(StoreError::Timeout("authorization deadline passed".into()));
-            }
-            Ok(Step::Abandoned) => return Err(abandoned()),
-            Ok(Step::Uncertain(e)) => return Err(StoreError::from_commit(e)),
-            Err(BatchError::Sql(e)) if is_lost_race(&e) => {
-                // Nothing was written: the requesters may give up at their deadline again
-                // while the batch waits for its locks.
-                reopen_gates(items);
-            }
-            Err(BatchError::Sql(e)) if is_unique_violation(&e) => {
-                // Nothing was written: each item goes alone, and its requester may give up
-                // at its deadline again meanwhile.
-                reopen_gates(items);
-                return Ok(Attempt::Fallback);
-            }
-            Err(e) => return Err(e.into()),
+            drop(conn);
         }
-        drop(conn);
-        // Lost a race on an account (hot accounts): again, holding the accounts' locks.
+        // Lost a race on an account (hot accounts), or a card's counters to decide on:
+        // again, holding the locks.
         cards.clear();
         let mut tx = pool.begin().await?;
         match batch_in(
@@ -397,6 +404,8 @@ impl Store {
             Ok(Step::Late) => Err(StoreError::Timeout("authorization deadline passed".into())),
             Ok(Step::Abandoned) => Err(abandoned()),
             Ok(Step::Uncertain(e)) => Err(StoreError::from_commit(e)),
+            // Cannot happen under locks; alone, each item takes the locks it needs.
+            Ok(Step::Relock) => Ok(Attempt::Fallback),
             Err(BatchError::Sql(e)) if is_unique_violation(&e) => Ok(Attempt::Fallback),
             Err(e) => Err(e.into()),
         }
@@ -451,7 +460,16 @@ async fn batch_in<'i, R>(
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
-    let snapshot = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
+    let mut snapshot = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
+    let controlled = controlled_cards(items, &snapshot.cards);
+    if !controlled.is_empty() {
+        if !locking {
+            return Ok(Step::Relock);
+        }
+        lock_cards(tx, &controlled).await?;
+        let windows = counters_to_read(items, tz).2;
+        read_card_counters(tx, &mut snapshot, &controlled, &windows).await?;
+    }
     let requests: Vec<_> = items.iter().map(request_of).collect();
     let plan = plan_authorizations(snapshot, &requests, render).map_err(BatchError::Plan)?;
     if !locking && plan.writes.is_empty() {
@@ -783,6 +801,15 @@ enum Step {
     Abandoned,
     /// The connection failed while the commit was under way: its outcome is unknown.
     Uncertain(sqlx::Error),
+    /// Without locks, the batch met a card whose controls may count: nothing was written,
+    /// and it goes again under locks.
+    Relock,
+}
+
+/// Whether a card known beforehand carries controls (a batch holding it is decided under
+/// locks from the start).
+fn known_controlled(card: CardLookup<'_>) -> bool {
+    matches!(card, CardLookup::Known(r) if r.controls.is_some())
 }
 
 pub(crate) fn abandoned() -> StoreError {

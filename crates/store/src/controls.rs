@@ -2,6 +2,9 @@
 //! them. The documents are validated and put in canonical form by `ledger::controls`
 //! before they get here; the plan reads them with the rows of the snapshot.
 
+use crate::authorize::counter_from_row;
+use crate::batch::BatchItem;
+use crate::rules::{CardLookup, CardRecord};
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::Currency;
 use ledger::controls::{
@@ -9,7 +12,8 @@ use ledger::controls::{
     usage,
 };
 use ledger::plan::{
-    CounterWrite, Counting, GiveBack, give_back_on_row, owner_kind, release_counted, windows_of,
+    CounterWrite, Counting, GiveBack, Snapshot, give_back_on_row, owner_kind, release_counted,
+    windows_of,
 };
 use std::collections::HashMap;
 
@@ -440,13 +444,99 @@ pub(crate) async fn write_counting(
     add_counters(tx, &counting.card, now_ms).await
 }
 
-/// The card's control counters in the windows of `now_ms` (in `tz`), as `tx` sees them.
+/// The cards of `items` whose controls may count, each once and in lock order: those whose
+/// record (known beforehand, or read into `read`) carries controls.
+pub(crate) fn controlled_cards<'i>(
+    items: &[BatchItem<'i>],
+    read: &HashMap<String, CardRecord>,
+) -> Vec<&'i str> {
+    let mut ids: Vec<&str> = items
+        .iter()
+        .filter_map(|i| {
+            let id = i.tx.card_id?;
+            let controlled = match i.card {
+                CardLookup::Known(r) => r.controls.is_some(),
+                CardLookup::Absent => false,
+                CardLookup::InTransaction => read.get(id).is_some_and(|r| r.controls.is_some()),
+            };
+            controlled.then_some(id)
+        })
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    ids
+}
+
+/// Locks the rows of `cards` (sorted) until the transaction ends, before their counters are
+/// read. A card's counters are rows of their own that no account lock covers: without it,
+/// two debits of one card on two of its holder's accounts (on two instances of a fleet)
+/// would both read the counters before either counted, and both pass a limit only one of
+/// them fits in. Every writer that decides on a card's counters takes it after its account
+/// locks and reads the counters in a later statement, so they hold what the writer before it
+/// committed. `NO KEY UPDATE`: rows that refer to the card may still be written meanwhile.
+pub(crate) async fn lock_cards(
+    c: &mut sqlx::PgConnection,
+    cards: &[&str],
+) -> Result<(), sqlx::Error> {
+    if !cards.is_empty() {
+        sqlx::query(
+            "SELECT 1 FROM cards WHERE card_id = ANY($1) ORDER BY card_id FOR NO KEY UPDATE",
+        )
+        .bind(cards)
+        .fetch_all(c)
+        .await?;
+    }
+    Ok(())
+}
+
+/// [`lock_cards`] on `tx`. The embedded store's transaction holds the database's one write
+/// lock already.
+pub(crate) async fn lock_cards_in(tx: &mut Tx, cards: &[&str]) -> Result<(), sqlx::Error> {
+    match tx {
+        Tx::Pg(t) => lock_cards(t, cards).await,
+        Tx::Lite(_) => Ok(()),
+    }
+}
+
+/// The counters of `cards` in `windows`, read again into `s` after [`lock_cards`]: what the
+/// batch's read found of them may be older than the lock.
+pub(crate) async fn read_card_counters(
+    c: &mut sqlx::PgConnection,
+    s: &mut Snapshot,
+    cards: &[&str],
+    windows: &[String],
+) -> Result<(), sqlx::Error> {
+    if cards.is_empty() || windows.is_empty() {
+        return Ok(());
+    }
+    for id in cards {
+        s.counters.remove(&(Owner::Card, (*id).to_owned()));
+    }
+    let rows: Vec<(String, String, String, i64, i64)> = sqlx::query_as(
+        "SELECT owner_id, window_key, categories, amount_minor, count FROM control_counters \
+         WHERE owner_kind = $1 AND owner_id = ANY($2) AND window_key = ANY($3)",
+    )
+    .bind(owner_kind(Owner::Card))
+    .bind(cards)
+    .bind(windows)
+    .fetch_all(c)
+    .await?;
+    for (id, window, categories, amount, count) in rows {
+        let kind = owner_kind(Owner::Card).to_owned();
+        counter_from_row(s, kind, id, window, categories, Counter { amount, count });
+    }
+    Ok(())
+}
+
+/// The card's control counters in the windows of `now_ms` (in `tz`), read after the card's
+/// row is locked ([`lock_cards`]): for a debit that decides on them.
 pub(crate) async fn card_counters(
     tx: &mut Tx,
     card_id: &str,
     now_ms: i64,
     tz: &TimeZone,
 ) -> Result<HashMap<CounterKey, Counter>, sqlx::Error> {
+    lock_cards_in(tx, &[card_id]).await?;
     let mut out = HashMap::new();
     for window in windows_of([now_ms], tz).iter().map(ToString::to_string) {
         let rows: Vec<(String, i64, i64)> = run!(tx, c => {

@@ -3,7 +3,9 @@
 //! writes the effects it returns, in one transaction.
 //!
 //! Lock order, everywhere: the cardholder account row first, then the hold row (Postgres
-//! `FOR UPDATE`), then control counter rows in their own order (owner, window, categories),
+//! `FOR UPDATE`), then the card's row when a debit decides on its counters
+//! (`controls::lock_cards`), then control counter rows in their own order (owner, window,
+//! categories),
 //! so captures, cancels, refunds, reservations, authorizations and the sweeper never
 //! deadlock one another.
 
@@ -912,7 +914,9 @@ impl Store {
         };
         let tz = &self.controls_time_zone;
         let card_counters = match (req.card_id, &card) {
-            (Some(id), Some(_)) => card_counters(&mut tx, id, call.now_ms, tz).await?,
+            (Some(id), Some(r)) if r.controls.is_some() => {
+                card_counters(&mut tx, id, call.now_ms, tz).await?
+            }
             _ => Default::default(),
         };
         let today = day_of(call.now_ms);

@@ -294,8 +294,8 @@ async fn read_barcode(
         None => None,
     };
     let card_counters = match &card {
-        Some((id, _)) => card_counters(tx, id, now_ms, tz).await?,
-        None => HashMap::new(),
+        Some((id, r)) if r.controls.is_some() => card_counters(tx, id, now_ms, tz).await?,
+        _ => HashMap::new(),
     };
     Ok(Some(BarcodeRow {
         user_id,
