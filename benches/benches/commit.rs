@@ -6,6 +6,9 @@
 //!   hands the store when authorizations arrive while commits are in flight.
 //! * `commit/32_separate_commits`: the same 32 through `Store::authorize`, all in flight at
 //!   once, each in its own transaction: the path with grouped commits off, for comparison.
+//! * `commit/batch_of_32_with_card_controls`: a grouped commit of 32 purchases whose cards
+//!   carry spending and velocity limits (never reached): the batch is decided under locks
+//!   from the start, and each card's row is locked before its counters are read and counted.
 //!
 //! Setup checks which path ran: the batch's records must share one database transaction,
 //! the separate ones must not.
@@ -19,6 +22,7 @@ use authorizer::service::render_authorization;
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use e2e::{Tx, uid};
 use futures_util::future::join_all;
+use ledger::controls::LimitUsage;
 use ledger::{Currency, Decision, RequestKind};
 use rust_decimal::Decimal;
 use sha2::{Digest, Sha256};
@@ -38,8 +42,24 @@ const ENDPOINT: &str = "/transactions/authorizations/debit";
 /// the clearing account on the first ones.
 const WARM_UP_BATCHES: usize = 2;
 
-fn user(i: usize) -> String {
-    format!("usr-bench-{i:02}")
+/// The users of the plain purchases.
+const PLAIN: &str = "usr-bench";
+/// The users whose cards carry controls.
+const CONTROLLED: &str = "usr-bench-ctl";
+/// The controls of their cards: limits no bench reaches, so every purchase counts.
+const CARD_CONTROLS: &str = r#"{"currency": "ARS",
+    "spending_limits": [{"amount": "100000000000.00", "interval": "daily"}],
+    "velocity_limits": [{"count": 1000000000, "interval": "daily"}]}"#;
+
+/// [`CARD_CONTROLS`] as stored.
+fn card_controls() -> String {
+    ledger::controls::Controls::from_json(CARD_CONTROLS, None)
+        .expect("card controls")
+        .to_canonical_json()
+}
+
+fn user(set: &str, i: usize) -> String {
+    format!("{set}-{i:02}")
 }
 
 /// One purchase of 0.01 on account `i`, with a new transaction id and idempotency key.
@@ -54,8 +74,7 @@ struct Purchase {
 }
 
 impl Purchase {
-    fn new(i: usize) -> Purchase {
-        let user = user(i);
+    fn new(user: String) -> Purchase {
         let transaction_id = uid("ctx-bench");
         let body = Tx::new(&transaction_id, "PURCHASE", &user, AMOUNT, CURRENCY).body();
         Purchase {
@@ -69,7 +88,11 @@ impl Purchase {
     }
 
     fn batch() -> Vec<Purchase> {
-        (0..BATCH).map(Purchase::new).collect()
+        Purchase::batch_of(PLAIN)
+    }
+
+    fn batch_of(set: &str) -> Vec<Purchase> {
+        (0..BATCH).map(|i| Purchase::new(user(set, i))).collect()
     }
 
     /// The request as the processor route hands it to the store.
@@ -159,7 +182,8 @@ async fn transactions_used(url: &str, batch: &[Purchase]) -> i64 {
 
 /// A store on a fresh database with the service's default database settings (its pool of
 /// 32 lets every separate commit hold its own connection) planned as the grouped commits'
-/// own pool plans (index probes), and 32 funded accounts.
+/// own pool plans (index probes), and two sets of 32 funded accounts, the second with cards
+/// under [`CARD_CONTROLS`].
 async fn funded_store(url: &str) -> Store {
     let mut settings =
         Settings::load_from(Path::new("/nonexistent"), &[]).expect("default settings");
@@ -176,8 +200,8 @@ async fn funded_store(url: &str) -> Store {
     .expect("store connects");
     store.migrate().await.expect("migrations apply");
     let ars = Currency::parse(CURRENCY).expect("ARS is listed");
-    for i in 0..BATCH {
-        let user = user(i);
+    let controls = card_controls();
+    for user in (0..BATCH).flat_map(|i| [user(PLAIN, i), user(CONTROLLED, i)]) {
         store
             .open_account(&user, ars, None, store::now_ms())
             .await
@@ -205,6 +229,17 @@ async fn funded_store(url: &str) -> Store {
             matches!(outcome, FundingOutcome::Done { .. }),
             "{outcome:?}"
         );
+        if user.starts_with(CONTROLLED) {
+            let card = format!("crd-{user}");
+            let (active, none) = (ledger::CardStatus::Active, ledger::MccSet::default());
+            let now = store::now_ms();
+            store
+                .put_card(&card, &user, active, &none, now)
+                .await
+                .expect("card registers");
+            let set = store.set_card_controls(&card, &controls, now).await;
+            assert!(matches!(set, Ok(Some(_))), "{set:?}");
+        }
     }
     store
 }
@@ -228,7 +263,18 @@ fn commit(c: &mut Criterion) {
             let batch = Purchase::batch();
             separate(&store, &batch).await;
             assert_eq!(transactions_used(&url, &batch).await, BATCH as i64);
+            let batch = Purchase::batch_of(CONTROLLED);
+            grouped(&store, &batch).await;
+            assert_eq!(transactions_used(&url, &batch).await, 1);
         }
+        // The controlled purchases counted on their cards.
+        let card = format!("crd-{}", user(CONTROLLED, 0));
+        let usage = store
+            .card_limit_usage(&card, &card_controls(), store::now_ms())
+            .await
+            .expect("usage");
+        let twice = |u: &LimitUsage| matches!(u, LimitUsage::Velocity { counted: 2, .. });
+        assert!(usage.iter().any(twice), "{usage:?}");
         store
     });
 
@@ -241,6 +287,20 @@ fn commit(c: &mut Criterion) {
                 let mut spent = Duration::ZERO;
                 for _ in 0..iters {
                     let batch = Purchase::batch();
+                    let start = Instant::now();
+                    grouped(&store, &batch).await;
+                    spent += start.elapsed();
+                }
+                spent
+            })
+        })
+    });
+    group.bench_function("batch_of_32_with_card_controls", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let mut spent = Duration::ZERO;
+                for _ in 0..iters {
+                    let batch = Purchase::batch_of(CONTROLLED);
                     let start = Instant::now();
                     grouped(&store, &batch).await;
                     spent += start.elapsed();
