@@ -260,6 +260,60 @@ async fn concurrent_purchases_on_one_account_never_overdraw() {
     apps[0].assert_audit_clean().await;
 }
 
+/// A card's limit holds across the fleet: purchases of one card on two of its holder's
+/// accounts, through three instances at once, approve exactly what the limit allows (the
+/// card's counters are no account's, so only the card's own lock orders them).
+#[actix_rt::test]
+async fn concurrent_purchases_on_one_card_never_pass_its_limit() {
+    let redis = redis_url();
+    let (apps, _) = fleet(3, Some(&redis), |_| {}).await;
+    apps[0].funded("u1", "ARS", "1000.00").await;
+    apps[1].funded("u1", "USD", "1000.00").await;
+    let card = json!({"user_id": "u1", "status": "ACTIVE", "blocked_mccs": []});
+    assert_eq!(put_card_at(&apps[2].base, "crd-u1", card).await, 201);
+    let limit = json!({"velocity_limits": [{"count": 10, "interval": "daily"}]});
+    let (s, v) = admin_at(
+        &apps[0].base,
+        "PUT",
+        "/v1/cards/crd-u1/controls",
+        Some(limit),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let bases: Vec<String> = apps.iter().map(|a| a.base.clone()).collect();
+    let answers = join_all((0..60).map(|i| {
+        let b = bases[i % 3].clone();
+        let currency = if i % 2 == 0 { "ARS" } else { "USD" };
+        async move {
+            let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", currency);
+            let (body, key) = (tx.body(), uid("k"));
+            (currency, send_until_answered(&[b], AUTH, &body, &key).await)
+        }
+    }))
+    .await;
+    let count = |want: &str, currency: Option<&str>| {
+        answers
+            .iter()
+            .filter(|(c, b)| currency.is_none_or(|w| w == *c) && status_detail(b) == want)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("APPROVED/APPROVED", None),
+            count("REJECTED/INVALID_AMOUNT", None)
+        ),
+        (10, 50),
+        "exactly the card's ten"
+    );
+    // Each approval booked its 1.00 on its own account, and nothing else was booked.
+    for currency in ["ARS", "USD"] {
+        let left = 1000 - count("APPROVED/APPROVED", Some(currency));
+        let available = apps[0].available("u1", currency).await;
+        assert_eq!(available, format!("{left}.00"), "{currency}");
+    }
+    apps[0].assert_audit_clean().await;
+}
+
 /// The body of `tx` under a new transaction id (one id is answered once, whatever the key).
 fn fresh(tx: &Tx) -> Vec<u8> {
     Tx {

@@ -388,7 +388,7 @@ async fn prefetch<'i>(
         }
         cards_read.push((id, record));
     }
-    crate::controls::lock_cards_in(tx, &crate::controls::controlled_cards(items, &s.cards)).await?;
+    crate::controls::lock_cards_in(tx, &crate::controls::controlled_cards(items, &s)).await?;
     let (kinds, ids, windows) = counters_to_read(items, tz);
     if !kinds.is_empty() && !windows.is_empty() {
         let sql = format!(

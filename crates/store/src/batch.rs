@@ -331,7 +331,7 @@ impl Store {
         // First without locks: two round trips, the write commits on its own and fails
         // as a whole if an account moved since the read. Not when a card's controls may
         // count: its counters are decided on under its lock (`controls::lock_cards`).
-        if !items.iter().any(|i| known_controlled(i.card)) {
+        if !items.iter().any(known_controlled) {
             let mut conn = pool.acquire().await?;
             match batch_in(
                 &mut conn,
@@ -406,7 +406,12 @@ impl Store {
             Ok(Step::Uncertain(e)) => Err(StoreError::from_commit(e)),
             // Cannot happen under locks; alone, each item takes the locks it needs.
             Ok(Step::Relock) => Ok(Attempt::Fallback),
-            Err(BatchError::Sql(e)) if is_unique_violation(&e) => Ok(Attempt::Fallback),
+            // A deadlock rolled the batch back (a writer's mixed batch gives back a card's
+            // counters, then locks the card): nothing was written, and alone each item
+            // finds the rows free.
+            Err(BatchError::Sql(e)) if is_unique_violation(&e) || is_deadlock(&e) => {
+                Ok(Attempt::Fallback)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -461,7 +466,7 @@ where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
     let mut snapshot = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
-    let controlled = controlled_cards(items, &snapshot.cards);
+    let controlled = controlled_cards(items, &snapshot);
     if !controlled.is_empty() {
         if !locking {
             return Ok(Step::Relock);
@@ -806,10 +811,11 @@ enum Step {
     Relock,
 }
 
-/// Whether a card known beforehand carries controls (a batch holding it is decided under
-/// locks from the start).
-fn known_controlled(card: CardLookup<'_>) -> bool {
-    matches!(card, CardLookup::Known(r) if r.controls.is_some())
+/// Whether `item` debits a card known beforehand to carry controls (a batch holding it is
+/// decided under locks from the start).
+fn known_controlled(item: &BatchItem<'_>) -> bool {
+    item.kind == Some(RequestKind::Debit)
+        && matches!(item.card, CardLookup::Known(r) if r.controls.is_some())
 }
 
 pub(crate) fn abandoned() -> StoreError {
@@ -840,6 +846,11 @@ pub(crate) fn start_commit(items: &[BatchItem<'_>]) -> bool {
         all &= gate.start_commit();
     }
     all
+}
+
+/// Postgres rolled the transaction back to break a deadlock (40P01).
+fn is_deadlock(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("40P01"))
 }
 
 /// The write's guard (`ledger_expect_rows`) found an account changed since the read (40001),

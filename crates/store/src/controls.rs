@@ -4,9 +4,8 @@
 
 use crate::authorize::counter_from_row;
 use crate::batch::BatchItem;
-use crate::rules::{CardLookup, CardRecord};
+use crate::rules::CardLookup;
 use crate::{Store, StoreError, Tx, run, run_pool};
-use ledger::Currency;
 use ledger::controls::{
     Controls, Counter, CounterKey, LimitUsage, Owner, TimeZone, decode_counters, legacy_usage,
     usage,
@@ -15,6 +14,7 @@ use ledger::plan::{
     CounterWrite, Counting, GiveBack, Snapshot, give_back_on_row, owner_kind, release_counted,
     windows_of,
 };
+use ledger::{Currency, RequestKind};
 use std::collections::HashMap;
 
 /// A stored controls document: its canonical JSON (`{}` when none is set) and its version,
@@ -444,20 +444,20 @@ pub(crate) async fn write_counting(
     add_counters(tx, &counting.card, now_ms).await
 }
 
-/// The cards of `items` whose controls may count, each once and in lock order: those whose
-/// record (known beforehand, or read into `read`) carries controls.
-pub(crate) fn controlled_cards<'i>(
-    items: &[BatchItem<'i>],
-    read: &HashMap<String, CardRecord>,
-) -> Vec<&'i str> {
+/// The cards of `items` whose controls may count, each once and in lock order: the cards of
+/// debits not answered before (`s.keys`: a resend replays its answer and decides nothing)
+/// whose record, known beforehand or read into `s`, carries controls.
+pub(crate) fn controlled_cards<'i>(items: &[BatchItem<'i>], s: &Snapshot) -> Vec<&'i str> {
     let mut ids: Vec<&str> = items
         .iter()
+        .filter(|i| i.kind == Some(RequestKind::Debit))
+        .filter(|i| !s.keys.contains_key(i.call.idempotency_key))
         .filter_map(|i| {
             let id = i.tx.card_id?;
             let controlled = match i.card {
                 CardLookup::Known(r) => r.controls.is_some(),
                 CardLookup::Absent => false,
-                CardLookup::InTransaction => read.get(id).is_some_and(|r| r.controls.is_some()),
+                CardLookup::InTransaction => s.cards.get(id).is_some_and(|r| r.controls.is_some()),
             };
             controlled.then_some(id)
         })
