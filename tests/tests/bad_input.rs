@@ -2,6 +2,7 @@
 
 use e2e::*;
 use protocol::ApiSecret;
+use serde_json::json;
 
 /// Nothing was recorded about any processor transaction.
 async fn nothing_stored(app: &TestApp) {
@@ -250,9 +251,79 @@ async fn odd_but_valid_requests(app: TestApp) {
     );
 }
 
+/// An account or a card registered under an id the processor could never send (a space,
+/// a letter outside ASCII) would be one no authorization reaches: refused, nothing registered.
+async fn ids_the_processor_cannot_send_are_not_registered(app: TestApp) {
+    let card = |user: &str| json!({"user_id": user, "status": "ACTIVE"});
+    let cases = [
+        (
+            "/v1/accounts/jos%C3%A9/ARS",
+            None,
+            "invalid_user_id",
+            "user id",
+        ),
+        ("/v1/accounts/u%201/ARS", None, "invalid_user_id", "user id"),
+        (
+            "/v1/cards/crd%201",
+            Some(card("u1")),
+            "invalid_card_id",
+            "card id",
+        ),
+        (
+            "/v1/cards/crd-%C3%A9",
+            Some(card("u1")),
+            "invalid_card_id",
+            "card id",
+        ),
+        (
+            "/v1/cards/crd-1",
+            Some(card("u 1")),
+            "invalid_user_id",
+            "user id",
+        ),
+    ];
+    for (path, body, code, what) in cases {
+        let r = app.admin("PUT", path, body, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        let error = &r.json()["error"];
+        assert_eq!(error["code"], code, "{path}");
+        let message = format!(
+            "{what} must be 1 to 255 visible ASCII characters (letters, digits, punctuation; \
+             no spaces), as the processor sends it"
+        );
+        assert_eq!(error["message"], message.as_str(), "{path}");
+    }
+    // Nothing was registered: reads, which stay wider, find nothing.
+    for path in ["/v1/accounts/jos%C3%A9/ARS", "/v1/accounts/u%201/ARS"] {
+        assert_eq!(
+            app.admin("GET", path, None, None).await.status,
+            404,
+            "{path}"
+        );
+    }
+    for path in ["/v1/cards/crd%201/controls", "/v1/cards/crd-1/controls"] {
+        assert_eq!(
+            app.admin("GET", path, None, None).await.status,
+            404,
+            "{path}"
+        );
+    }
+    // The processor's own ids are registered, punctuation and all.
+    let r = app
+        .admin("PUT", "/v1/accounts/u-1%2Bx@y/ARS", None, None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    let r = app
+        .admin("PUT", "/v1/cards/crd-1", Some(card("u-1+x@y")), None)
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text());
+    nothing_stored(&app).await;
+}
+
 both_backends!(
     malformed_bodies,
     oversized_body,
     bad_signatures,
-    odd_but_valid_requests
+    odd_but_valid_requests,
+    ids_the_processor_cannot_send_are_not_registered,
 );

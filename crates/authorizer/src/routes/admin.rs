@@ -287,6 +287,24 @@ pub(crate) fn user_id(id: &str) -> Result<&str> {
     Ok(id)
 }
 
+/// An id a `PUT` registers (a user's account, a card, a card's holder), checked against the
+/// processor's id rule (`protocol::wire::is_valid_id`: 1 to 255 visible ASCII characters):
+/// the processor names accounts and cards by these ids, so one it could never send would
+/// register an account or a card that no authorization can reach. Reads stay wider
+/// ([`printable_id`]), so what was registered before the rule stays reachable.
+pub(crate) fn registered_id(id: &str, code: &'static str, what: &str) -> Result<()> {
+    if protocol::wire::is_valid_id(id) {
+        return Ok(());
+    }
+    Err(AdminError::bad(
+        code,
+        format!(
+            "{what} must be 1 to 255 visible ASCII characters (letters, digits, punctuation; \
+             no spaces), as the processor sends it"
+        ),
+    ))
+}
+
 /// A card id, checked: 1 to 255 bytes of printable text.
 pub(crate) fn card_id(id: String) -> Result<String> {
     if !printable_id(&id) {
@@ -420,6 +438,9 @@ fn mccs(list: &[String]) -> Result<MccSet> {
 }
 
 /// Open an account (idempotent); an optional body sets its rules
+///
+/// The user id is the processor's `user.id`: 1 to 255 visible ASCII characters (other ids are
+/// refused with `invalid_user_id`, as no authorization could reach their account).
 #[utoipa::path(
     put,
     path = "/v1/accounts/{user_id}/{currency}",
@@ -443,6 +464,7 @@ pub async fn put_account(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (uid, c) = path.account()?;
+        registered_id(uid, "invalid_user_id", "user id")?;
         let raw = body(&req, payload, &state).await?;
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
             None
@@ -860,12 +882,9 @@ pub async fn postings(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CardRequest {
-    /// The cardholder the card belongs to: 1 to 255 bytes of printable text.
-    #[schema(
-        min_length = 1,
-        max_length = 255,
-        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
-    )]
+    /// The cardholder the card belongs to, as the processor names it: 1 to 255 visible ASCII
+    /// characters.
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[!-~]+$")]
     user_id: String,
     #[schema(inline, value_type = CardStatusName)]
     status: String,
@@ -875,6 +894,10 @@ pub struct CardRequest {
 }
 
 /// Register or update a card and its rules (in force for the next authorization)
+///
+/// The card id and its holder's user id are the processor's `card.id` and `user.id`: 1 to 255
+/// visible ASCII characters each (other ids are refused with `invalid_card_id` or
+/// `invalid_user_id`).
 #[utoipa::path(
     put,
     path = "/v1/cards/{card_id}",
@@ -896,7 +919,9 @@ pub async fn put_card(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let card_id = path.into_inner().card_id()?;
+        registered_id(&card_id, "invalid_card_id", "card id")?;
         let b: CardRequest = json_body(&req, payload, &state).await?;
+        registered_id(&b.user_id, "invalid_user_id", "user id")?;
         let status = CardStatus::parse(&b.status).ok_or_else(|| {
             AdminError::bad(
                 "invalid_status",
