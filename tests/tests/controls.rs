@@ -951,6 +951,84 @@ async fn reservations_apply_the_controls_and_give_back_what_they_release(app: Te
         "940.00",
         "declines hold nothing"
     );
+    // Why: each reservation keeps its answer and the explanation of its decision.
+    let decision = |id: &str| {
+        let app = &app;
+        let path = format!("/v1/channels/{CHANNEL_NAME}/reservations/{id}");
+        async move { app.admin_get(&path).await }
+    };
+    let d = decision("r2").await;
+    assert_eq!(d["answer"], over, "{d}");
+    let e = &d["explanation"];
+    assert_eq!(
+        (&e["status"], &e["status_detail"], &e["message"]),
+        (
+            &json!("REJECTED"),
+            &json!("INVALID_AMOUNT"),
+            &over["message"]
+        ),
+        "{e}"
+    );
+    assert_eq!(e["account"]["available"], "940.00", "{e}");
+    assert_eq!(e["card"]["belongs_to_user"], true, "{e}");
+    let limit = e["controls"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "spending_limit"))
+        .cloned()
+        .unwrap_or_default();
+    let seen = (
+        &limit["owner"],
+        &limit["limit"],
+        &limit["spent"],
+        &limit["passed"],
+    );
+    let want = (
+        &json!("card"),
+        &json!("100.00"),
+        &json!("60.00"),
+        &json!(false),
+    );
+    assert_eq!(seen, want, "{e}");
+    let e = decision("r1").await["explanation"].clone();
+    assert_eq!(
+        (&e["status"], &e["message"]),
+        (&json!("APPROVED"), &json!("Approved"))
+    );
+    let e = decision("g1").await["explanation"].clone();
+    assert_eq!(
+        e["controls"]["declined"]["control"], "blocked_categories",
+        "{e}"
+    );
+    // A resend replays its answer and leaves the explanation of the decision as it was.
+    let before = decision("r2").await;
+    let again = answer(post(&app, RES, &reserve("r2", "40.01", "5411", true)).await);
+    assert_eq!(again, over);
+    assert_eq!(decision("r2").await, before);
+    // A reservation for an account that does not exist is explained too.
+    let mut nobody = reserve("n1", "1.00", "5411", false);
+    nobody["user_id"] = json!("u-none");
+    let a = answer(post(&app, RES, &nobody).await);
+    let e = decision("n1").await["explanation"].clone();
+    let seen = (&e["status_detail"], &e["account"]);
+    assert_eq!(seen, (&a["status_detail"], &Value::Null), "{e}");
+    // An unknown reservation, and ids no reservation can have.
+    let path = format!("/v1/channels/{CHANNEL_NAME}/reservations/none");
+    let r = app.admin("GET", &path, None, None).await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    for (path, code) in [
+        (
+            "/v1/channels/mobilepay-test/reservations/r%0A2",
+            "invalid_reservation_id",
+        ),
+        (
+            "/v1/channels/mobile%7Fpay/reservations/r2",
+            "invalid_channel",
+        ),
+    ] {
+        let r = app.admin("GET", path, None, None).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{path}");
+    }
     // A cancel gives all of it back.
     assert_eq!(post(&app, &cancel_path("r1"), &json!({})).await.status, 200);
     let a = answer(post(&app, RES, &reserve("r3", "90.00", "5411", true)).await);

@@ -71,6 +71,16 @@ pub struct RefundView {
     pub created_at_ms: i64,
 }
 
+/// A reservation's decision as recorded: the answer given under its id and the explanation
+/// of its decision (the stored form; `None` for a reservation decided before explanations
+/// were kept).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReservationDecision {
+    pub answer: StoredResponse,
+    pub explanation: Option<String>,
+    pub decided_at_ms: i64,
+}
+
 /// A hold as the channel API and the admin API show it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HoldView {
@@ -1020,6 +1030,15 @@ impl Store {
         };
         let response = StoredResponse { status: 200, body };
         record_in(&mut tx, call, &res_scope, req.reservation_id, &response).await?;
+        run!(&mut tx, c => {
+            sqlx::query("UPDATE idempotency_keys SET explanation = $3 WHERE scope = $1 AND key = $2")
+                .bind(&res_scope)
+                .bind(req.reservation_id)
+                .bind(&plan.explanation)
+                .execute(c)
+                .await?
+                .rows_affected()
+        });
         record_key(&mut tx, call, &response).await?;
         Ok(ChannelOutcome::Fresh { response, events })
     }
@@ -1141,6 +1160,35 @@ impl Store {
                 .await?
         });
         Ok(code.and_then(|c| Currency::parse_any(&c).ok()))
+    }
+
+    /// The decision recorded for `reservation_id` of `channel` (`None`: no such reservation).
+    pub async fn reservation_decision(
+        &self,
+        channel: &str,
+        reservation_id: &str,
+    ) -> Result<Option<ReservationDecision>, StoreError> {
+        let scope = reservation_scope(channel);
+        let row: Option<(i32, Vec<u8>, Option<String>, i64)> = crate::run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT response_status, response_body, explanation, created_at_ms \
+                 FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            )
+            .bind(&scope)
+            .bind(reservation_id)
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(row.map(
+            |(status, body, explanation, decided_at_ms)| ReservationDecision {
+                answer: StoredResponse {
+                    status: u16::try_from(status).unwrap_or(500),
+                    body,
+                },
+                explanation: explanation.filter(|e| !e.is_empty()),
+                decided_at_ms,
+            },
+        ))
     }
 
     /// Holds of a cardholder account, newest first, optionally in one state, with ids

@@ -39,7 +39,7 @@ pub use batch::BatchItem;
 pub use controls::StoredControls;
 pub use holds::{
     ChannelAnswer, ChannelCall, ChannelOutcome, Expired, ExpiryCall, ExpiryScope, HoldOp, HoldView,
-    RefundView, ReserveRequest,
+    RefundView, ReservationDecision, ReserveRequest,
 };
 pub use instore::{
     InstoreCall, InstoreOp, InstoreOutcome, NewSvCard, ReadKey, SvCardRow, SvCardView, SvLegPlan,

@@ -41,6 +41,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(14, "0014_callback_lookup"),
     migration!(15, "0015_outbox_retention"),
     migration!(16, "0016_debit_controls"),
+    migration!(17, "0017_reservation_explanations"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -52,6 +52,7 @@ admin_routes! {
     post "/v1/accounts/{user_id}/{currency}/withdrawals" => withdraw,
     get "/v1/accounts/{user_id}/{currency}/postings" => postings,
     get "/v1/accounts/{user_id}/{currency}/holds" => holds,
+    get "/v1/channels/{channel}/reservations/{reservation_id}" => reservation_decision,
     put "/v1/accounts/{user_id}/{currency}/controls" => super::controls::put_account_controls,
     get "/v1/accounts/{user_id}/{currency}/controls" => super::controls::get_account_controls,
     put "/v1/cards/{card_id}" => put_card,
@@ -742,6 +743,95 @@ pub struct PageQuery {
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
+}
+
+/// A reservation a two-phase channel asked for.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct ReservationPath {
+    /// The channel's key name (`channels.keys[].name`).
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
+    channel: String,
+    /// The channel's `reservation_id`.
+    #[param(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\u0000-\u001f\u007f-\u009f\ufffd]+$"
+    )]
+    reservation_id: String,
+}
+
+/// What was decided for a channel's reservation, and why.
+#[derive(Serialize, ToSchema)]
+pub struct ReservationRecord {
+    pub channel: String,
+    pub reservation_id: String,
+    /// The exact answer the channel got (and gets again for a resend).
+    pub answer: Value,
+    /// The checks run, in order, with their inputs (the account's balance, held and
+    /// available amounts and legacy limits, the card, each spending control with the limit
+    /// and what its window had counted), and the outcome: as an authorization's. `null` for
+    /// a reservation decided before explanations were kept.
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<Value>,
+    pub decided_at_ms: i64,
+}
+
+/// What was decided for a channel's reservation, and why (approved or declined)
+#[utoipa::path(
+    get,
+    path = "/v1/channels/{channel}/reservations/{reservation_id}",
+    operation_id = "getReservationDecision",
+    tag = "admin",
+    params(ReservationPath),
+    responses(
+        (status = 200, description = "The answer and its explanation.", body = ReservationRecord),
+        errors::BadInput, errors::NotFound,
+    ),
+)]
+pub async fn reservation_decision(
+    req: HttpRequest,
+    path: web::Path<ReservationPath>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let ReservationPath {
+            channel,
+            reservation_id,
+        } = path.into_inner();
+        for (id, code, what) in [
+            (&channel, "invalid_channel", "channel"),
+            (&reservation_id, "invalid_reservation_id", "reservation id"),
+        ] {
+            if !printable_id(id) {
+                return Err(AdminError::bad(
+                    code,
+                    format!("{what} must be 1 to 255 printable characters"),
+                ));
+            }
+        }
+        let d = state
+            .store
+            .reservation_decision(&channel, &reservation_id)
+            .await?
+            .ok_or_else(|| AdminError::not_found("reservation"))?;
+        let v = ReservationRecord {
+            answer: stored_body(&Some(d.answer.body)),
+            explanation: d
+                .explanation
+                .as_deref()
+                .and_then(ledger::plan::render_explanation),
+            decided_at_ms: d.decided_at_ms,
+            channel,
+            reservation_id,
+        };
+        Ok(json_response(StatusCode::OK, &v))
+    })
+    .await
 }
 
 /// Query of the holds listing.

@@ -38,6 +38,9 @@ pub struct DebitPlan {
     pub control: Option<ControlDecline>,
     /// What the approval counted (`None`: nothing).
     pub counted: Option<Counting>,
+    /// The checks run, in order, with their inputs, in the stored form an authorization
+    /// keeps (`render_explanation` renders it).
+    pub explanation: String,
 }
 
 /// What an approved debit counted, to be written with it.
@@ -108,10 +111,17 @@ pub fn plan_debit(
     if let Decision::Approved { amount: 0, .. } = decision {
         decision = Decision::Declined(Decline::AmountNotRepresentable);
     }
+    let explanation = super::explanation::encode(
+        &decision,
+        state.as_ref(),
+        card_state.as_ref(),
+        evaluation.as_ref(),
+    );
     let mut plan = DebitPlan {
         control: evaluation.as_ref().and_then(|e| e.declined.clone()),
         decision,
         counted: None,
+        explanation,
     };
     let counted = match (&plan.decision, evaluation) {
         (Decision::Approved { .. }, Some(ev)) if !ev.counted.is_empty() => {
