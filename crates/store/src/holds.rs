@@ -11,8 +11,8 @@
 
 use crate::controls::{card_counters, give_back_counted, write_counting};
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, insert_idempotent,
-    load_card_record, lock_account_by_id, lock_user_account,
+    Holder, LockedAccount, MovementMeta, Step, book, find_idempotent, in_own_tx, load_card_record,
+    lock_account_by_id, lock_user_account,
 };
 use crate::{CommitGate, Store, StoreError, StoredResponse, Tx, day_of, for_update, run};
 use ledger::holds::{
@@ -653,19 +653,36 @@ async fn record_key(
     response: &StoredResponse,
 ) -> Result<(), sqlx::Error> {
     let scope = key_scope(call.channel);
-    record_in(tx, call, &scope, call.idempotency_key, response).await
+    record_in(tx, call, (&scope, call.idempotency_key), response, None).await
 }
 
-/// Records `response` as the answer to `call` under `id` in `scope`.
+/// Records `response` as the answer to `call` under `id` in `scope`, with the explanation
+/// of the decision it gives (a reservation's).
 async fn record_in(
     tx: &mut Tx,
     call: &ChannelCall<'_>,
-    scope: &str,
-    id: &str,
+    (scope, id): (&str, &str),
     response: &StoredResponse,
+    explanation: Option<&str>,
 ) -> Result<(), sqlx::Error> {
-    let (hash, endpoint, now_ms) = (&call.request_hash, call.endpoint, call.now_ms);
-    insert_idempotent(tx, scope, id, hash, endpoint, response, now_ms).await
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, \
+             response_body, created_at_ms, explanation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(scope)
+        .bind(id)
+        .bind(&call.request_hash[..])
+        .bind(call.endpoint)
+        .bind(i32::from(response.status))
+        .bind(&response.body[..])
+        .bind(call.now_ms)
+        .bind(explanation)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
 }
 
 /// The answer already given under `id` in `scope` (a reservation id, a refund id), now
@@ -1029,16 +1046,7 @@ impl Store {
             _ => render(&ChannelAnswer::Declined(Decline::AccountNotFound, None)),
         };
         let response = StoredResponse { status: 200, body };
-        record_in(&mut tx, call, &res_scope, req.reservation_id, &response).await?;
-        run!(&mut tx, c => {
-            sqlx::query("UPDATE idempotency_keys SET explanation = $3 WHERE scope = $1 AND key = $2")
-                .bind(&res_scope)
-                .bind(req.reservation_id)
-                .bind(&plan.explanation)
-                .execute(c)
-                .await?
-                .rows_affected()
-        });
+        record_in(&mut tx, call, id, &response, Some(&plan.explanation)).await?;
         record_key(&mut tx, call, &response).await?;
         Ok(ChannelOutcome::Fresh { response, events })
     }
@@ -1121,7 +1129,7 @@ impl Store {
             amount: effects.event_amount,
         });
         let response = StoredResponse { status: 200, body };
-        record_in(tx, call, &scope, refund_id, &response).await?;
+        record_in(tx, call, (&scope, refund_id), &response, None).await?;
         record_key(tx, call, &response).await?;
         Ok(ChannelOutcome::Fresh {
             response,
