@@ -1,7 +1,9 @@
 //! The `authorizer` command line.
 
 use crate::app::Application;
-use crate::client::{Client, SimKind, Simulation, generated_id, simulate};
+use crate::client::{
+    Client, SimKind, Simulation, account_path, generated_id, simulate, url_path_segment,
+};
 use crate::config::{Secret, Settings};
 use crate::{credentials, telemetry};
 use anyhow::bail;
@@ -494,12 +496,7 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
                 })
             });
             let (st, v) = c
-                .admin(
-                    "PUT",
-                    &format!("/v1/accounts/{user}/{currency}"),
-                    body,
-                    None,
-                )
+                .admin("PUT", &account_path(&user, &currency), body, None)
                 .await?;
             show(st, &v, as_json, |v| {
                 format!(
@@ -523,7 +520,7 @@ async fn accounts(c: &Client, action: AccountAction, as_json: bool) -> anyhow::R
             let (st, v) = c
                 .admin(
                     "GET",
-                    &format!("/v1/accounts/{user}/{currency}/postings?limit={limit}"),
+                    &format!("{}/postings?limit={limit}", account_path(&user, &currency)),
                     None,
                     None,
                 )
@@ -686,18 +683,6 @@ async fn explain(c: &Client, transaction_id: &str, as_json: bool) -> anyhow::Res
         return show(st, &record["explanation"], true, |_| String::new());
     }
     show(st, record, false, explanation_text)
-}
-
-/// `id` as one URL path segment (percent-encoded where it must be).
-fn url_path_segment(id: &str) -> String {
-    id.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// An authorization's explanation for a person: the outcome, the account and card as read,
@@ -864,7 +849,7 @@ async fn fund(c: &Client, kind: &str, m: MoneyMove, as_json: bool) -> anyhow::Re
     let (st, v) = c
         .admin(
             "POST",
-            &format!("/v1/accounts/{user}/{currency}/{kind}"),
+            &format!("{}/{kind}", account_path(&user, &currency)),
             Some(json!({ "amount": amount, "reference": reference })),
             Some(&key),
         )
@@ -891,7 +876,7 @@ async fn cards(c: &Client, action: CardAction, as_json: bool) -> anyhow::Result<
     let (st, v) = c
         .admin(
             "PUT",
-            &format!("/v1/cards/{card}"),
+            &format!("/v1/cards/{}", url_path_segment(&card)),
             Some(json!({ "user_id": user, "status": status, "blocked_mccs": blocked_mccs })),
             None,
         )

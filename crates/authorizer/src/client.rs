@@ -113,8 +113,8 @@ impl Client {
 
     /// One account as the admin API shows it: status and JSON.
     pub async fn account(&self, user: &str, currency: &str) -> anyhow::Result<(u16, Value)> {
-        let path = format!("/v1/accounts/{user}/{currency}");
-        self.admin("GET", &path, None, None).await
+        self.admin("GET", &account_path(user, currency), None, None)
+            .await
     }
 
     /// The available balance, or `None` when the account does not exist.
@@ -424,4 +424,26 @@ pub async fn simulate(client: &Client, sim: &Simulation) -> anyhow::Result<(Valu
         "available_after": balance,
     });
     Ok((report, human, reply.signature_ok))
+}
+
+/// `id` as one URL path segment (percent-encoded where it must be): the processor's ids may
+/// hold `/`, `?`, `#` or `%`.
+pub(crate) fn url_path_segment(id: &str) -> String {
+    id.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// The admin API's path of the account of `user` in `currency`.
+pub(crate) fn account_path(user: &str, currency: &str) -> String {
+    format!(
+        "/v1/accounts/{}/{}",
+        url_path_segment(user),
+        url_path_segment(currency)
+    )
 }

@@ -330,6 +330,19 @@ fn first_run_credentials_simulator_and_accounts_cli() {
         ],
     ));
     assert!(out.contains("REJECTED OTHER (Card not active)"), "{out}");
+    // Ids with the punctuation the processor may use reach the admin API as one path
+    // segment each.
+    let odd = "usr/8?x#1%2";
+    assert!(ok(&client(&s, &["accounts", "open", odd, "ARS"])).contains("opened usr/8?x#1%2/ARS"));
+    let out = ok(&client(&s, &["accounts", "deposit", odd, "ARS", "5.00"]));
+    assert!(out.contains("available 5.00"), "{out}");
+    assert!(ok(&client(&s, &["accounts", "show", odd, "ARS"])).contains("available 5.00"));
+    let postings = ok(&client(&s, &["accounts", "postings", odd, "ARS"]));
+    assert_eq!(postings.lines().count(), 1 + 1, "{postings}");
+    let set = [
+        "cards", "set", "crd/8?x", "--user", odd, "--status", "ACTIVE",
+    ];
+    assert!(ok(&client(&s, &set)).contains("ACTIVE"));
     // An admin error is reported, with a non-zero exit.
     let o = client(&s, &["accounts", "show", "nobody", "ARS"]);
     assert_eq!(o.status.code(), Some(1));
