@@ -162,33 +162,15 @@ impl Store {
         document: &str,
         now_ms: i64,
     ) -> Result<Vec<LimitUsage>, StoreError> {
-        let current: Vec<String> = windows_of([now_ms], &self.controls_time_zone)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
-        let windows = (0..current.len())
-            .map(|i| format!("${}", i + 3))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!(
-            "SELECT window_key, categories, amount_minor, count FROM control_counters \
-             WHERE owner_kind = $1 AND owner_id = $2 AND window_key IN ({windows})"
-        );
-        let rows: Vec<(String, String, i64, i64)> = run_pool!(&self.db, p => {
+        let (sql, windows) = card_counters_read(now_ms, &self.controls_time_zone);
+        let rows: Vec<CounterRow> = run_pool!(&self.db, p => {
             let mut q = sqlx::query_as(&sql).bind(owner_kind(Owner::Card)).bind(card_id);
-            for w in &current {
+            for w in &windows {
                 q = q.bind(w.as_str());
             }
             q.fetch_all(p).await?
         });
-        let counters: HashMap<CounterKey, Counter> = rows
-            .into_iter()
-            .filter_map(|(window, categories, amount, count)| {
-                let key = CounterKey::from_columns(&window, &categories)?;
-                Some((key, Counter { amount, count }))
-            })
-            .collect();
-        Ok(self.usage_of(document, None, &counters, now_ms))
+        Ok(self.usage_of(document, None, &counters_of(rows), now_ms))
     }
 
     /// Where each limit of the stored `document` stands at `now_ms` against `counters`.
@@ -537,26 +519,44 @@ pub(crate) async fn card_counters(
     tz: &TimeZone,
 ) -> Result<HashMap<CounterKey, Counter>, sqlx::Error> {
     lock_cards_in(tx, &[card_id]).await?;
-    let mut out = HashMap::new();
-    for window in windows_of([now_ms], tz).iter().map(ToString::to_string) {
-        let rows: Vec<(String, i64, i64)> = run!(tx, c => {
-            sqlx::query_as(
-                "SELECT categories, amount_minor, count FROM control_counters \
-                 WHERE owner_kind = $1 AND owner_id = $2 AND window_key = $3",
-            )
-            .bind(owner_kind(Owner::Card))
-            .bind(card_id)
-            .bind(window.as_str())
-            .fetch_all(c)
-            .await?
-        });
-        for (categories, amount, count) in rows {
-            if let Some(key) = CounterKey::from_columns(&window, &categories) {
-                out.insert(key, Counter { amount, count });
-            }
+    let (sql, windows) = card_counters_read(now_ms, tz);
+    let rows: Vec<CounterRow> = run!(tx, c => {
+        let mut q = sqlx::query_as(&sql).bind(owner_kind(Owner::Card)).bind(card_id);
+        for w in &windows {
+            q = q.bind(w.as_str());
         }
-    }
-    Ok(out)
+        q.fetch_all(c).await?
+    });
+    Ok(counters_of(rows))
+}
+
+/// A stored counter row: window key, categories, amount and count.
+type CounterRow = (String, String, i64, i64);
+
+/// The statement reading one card's counter rows (`$1` the owner kind, `$2` the card id) in
+/// the windows holding `now_ms` in `tz`, one statement on either store, and those windows
+/// to bind from `$3` on.
+fn card_counters_read(now_ms: i64, tz: &TimeZone) -> (String, Vec<String>) {
+    let windows: Vec<String> = windows_of([now_ms], tz)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let sql = format!(
+        "SELECT window_key, categories, amount_minor, count FROM control_counters \
+         WHERE owner_kind = $1 AND owner_id = $2 AND window_key IN {}",
+        crate::authorize::placeholders(1, windows.len(), 3)
+    );
+    (sql, windows)
+}
+
+/// The counters of `rows`, by key (a row whose key does not read is left out).
+fn counters_of(rows: Vec<CounterRow>) -> HashMap<CounterKey, Counter> {
+    rows.into_iter()
+        .filter_map(|(window, categories, amount, count)| {
+            let key = CounterKey::from_columns(&window, &categories)?;
+            Some((key, Counter { amount, count }))
+        })
+        .collect()
 }
 
 /// `writes` with their stored columns, in the order every writer changes counter rows

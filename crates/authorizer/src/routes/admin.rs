@@ -279,13 +279,19 @@ pub(crate) fn lookup_id(id: &str) -> bool {
 }
 
 pub(crate) fn user_id(id: &str) -> Result<&str> {
-    if !printable_id(id) {
-        return Err(AdminError::bad(
-            "invalid_user_id",
-            "user id must be 1 to 255 printable characters",
-        ));
-    }
+    printable(id, "invalid_user_id", "user id")?;
     Ok(id)
+}
+
+/// [`printable_id`], as a 400 `code` naming `what`.
+pub(crate) fn printable(id: &str, code: &'static str, what: &str) -> Result<()> {
+    if printable_id(id) {
+        return Ok(());
+    }
+    Err(AdminError::bad(
+        code,
+        format!("{what} must be 1 to 255 printable characters"),
+    ))
 }
 
 /// An id a `PUT` registers (a user's account, a card, a card's holder), checked against the
@@ -308,12 +314,7 @@ pub(crate) fn registered_id(id: &str, code: &'static str, what: &str) -> Result<
 
 /// A card id, checked: 1 to 255 bytes of printable text.
 pub(crate) fn card_id(id: String) -> Result<String> {
-    if !printable_id(&id) {
-        return Err(AdminError::bad(
-            "invalid_card_id",
-            "card id must be 1 to 255 printable characters",
-        ));
-    }
+    printable(&id, "invalid_card_id", "card id")?;
     Ok(id)
 }
 
@@ -803,17 +804,8 @@ pub async fn reservation_decision(
             channel,
             reservation_id,
         } = path.into_inner();
-        for (id, code, what) in [
-            (&channel, "invalid_channel", "channel"),
-            (&reservation_id, "invalid_reservation_id", "reservation id"),
-        ] {
-            if !printable_id(id) {
-                return Err(AdminError::bad(
-                    code,
-                    format!("{what} must be 1 to 255 printable characters"),
-                ));
-            }
-        }
+        printable(&channel, "invalid_channel", "channel")?;
+        printable(&reservation_id, "invalid_reservation_id", "reservation id")?;
         let d = state
             .store
             .reservation_decision(&channel, &reservation_id)

@@ -151,6 +151,20 @@ fn answer(s: StoredControls, usage: Vec<LimitUsage>) -> Result<HttpResponse> {
     Ok(json_response(StatusCode::OK, &view))
 }
 
+/// The answer of the card's controls `stored`, with where its limits stand at `now`.
+async fn card_answer(
+    state: &AppState,
+    card_id: &str,
+    stored: StoredControls,
+    now: i64,
+) -> Result<HttpResponse> {
+    let usage = state
+        .store
+        .card_limit_usage(card_id, &stored.document, now)
+        .await?;
+    answer(stored, usage)
+}
+
 /// The answer of an account's controls `stored`, with where its limits (its legacy ones
 /// first) stand at `now`.
 async fn account_answer(
@@ -278,11 +292,7 @@ pub async fn put_card_controls(
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
         card_changed(&state, &id).await;
-        let usage = state
-            .store
-            .card_limit_usage(&id, &stored.document, now)
-            .await?;
-        answer(stored, usage)
+        card_answer(&state, &id, stored, now).await
     })
     .await
 }
@@ -311,11 +321,7 @@ pub async fn get_card_controls(
             .card_controls(&id)
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
-        let usage = state
-            .store
-            .card_limit_usage(&id, &stored.document, store::now_ms())
-            .await?;
-        answer(stored, usage)
+        card_answer(&state, &id, stored, store::now_ms()).await
     })
     .await
 }

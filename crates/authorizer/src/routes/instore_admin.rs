@@ -5,7 +5,7 @@
 
 use super::admin::{
     AdminError, Result, card_id, currency, exponent_of, flags, json_body, json_response, page_of,
-    printable_id,
+    printable,
 };
 use super::webhooks::admin_call;
 use crate::app::AppState;
@@ -463,12 +463,7 @@ pub async fn instore_summary(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let tenant_id = path.into_inner().tenant_id;
-        if !printable_id(&tenant_id) {
-            return Err(AdminError::bad(
-                "invalid_tenant",
-                "tenant id must be 1 to 255 printable characters",
-            ));
-        }
+        printable(&tenant_id, "invalid_tenant", "tenant id")?;
         let tz = state
             .settings
             .controls
