@@ -621,11 +621,17 @@ async fn forced_bookings_count(app: TestApp) {
         Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "400.00", "ARS").original(&over.id);
     assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
     assert_approved(&purchase(&app, "u1", "1.00", unchanged).await.1);
-    // The legacy daily counter keeps what was spent today (501.00 of 600.00; a reversal
-    // gives it nothing back), and the card has seen two authorizations today.
-    over_a_limit(&app, "99.01", "Amount above daily limit").await;
+    // The legacy daily counter got the 400.00 back too (101.00 of 600.00 spent today), and
+    // the card has seen two authorizations today.
+    let usage = app.admin_get("/v1/accounts/u1/ARS/controls").await["usage"][0].clone();
+    assert_eq!(
+        (&usage["legacy"], &usage["spent"]),
+        (&json!(true), &json!("101.00")),
+        "{usage}"
+    );
+    over_a_limit(&app, "499.01", "Amount above daily limit").await;
     let card_count = "daily limit of 2 authorizations reached on the card";
-    over_a_limit(&app, "1.00", card_count).await;
+    over_a_limit(&app, "99.01", card_count).await;
     // A copy of the advice counts nothing twice.
     let key = uid("adv");
     let copy = unseen.approved_advice(&key);

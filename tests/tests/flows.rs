@@ -180,6 +180,70 @@ async fn rejected_advice_reverses_once(app: TestApp) {
     assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
 }
 
+/// A credit adjustment against a purchase booked today gives today's legacy daily counter
+/// back what it credits of that purchase, never more than the purchase still holds there.
+async fn credits_give_todays_daily_limit_back(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let r = app
+        .admin_put("/v1/accounts/u1/ARS", json!({"daily_limit": "500.00"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let spent_today = || async {
+        let usage = app.admin_get("/v1/accounts/u1/ARS/controls").await["usage"][0].clone();
+        assert_eq!(usage["legacy"], true, "{usage}");
+        usage["spent"].as_str().unwrap_or_default().to_owned()
+    };
+    let bought = Tx::new(&uid("ctx"), "PURCHASE", "u1", "300.00", "ARS");
+    let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "150.00", "ARS");
+    for tx in [&bought, &other] {
+        assert_eq!(app.send(AUTH, tx).await.json()["status"], "APPROVED");
+    }
+    assert_eq!(spent_today().await, "450.00");
+    let credit = |kind: &str, amount: &str, original: Option<&str>| {
+        let tx = Tx::new(&uid("ctx"), kind, "u1", amount, "ARS");
+        let tx = match original {
+            Some(id) => tx.original(id),
+            None => tx,
+        };
+        let app = &app;
+        async move {
+            let r = app.send(ADJ_CREDIT, &tx).await;
+            assert_eq!(r.json()["status_detail"], "APPROVED", "{}", r.text());
+        }
+    };
+    // Part of the purchase reversed, then refunded for more than is left of it: the counter
+    // gets 100.00 and then the 200.00 left, not the 250.00 credited.
+    credit("REVERSAL_PURCHASE", "100.00", Some(&bought.id)).await;
+    assert_eq!(spent_today().await, "350.00");
+    credit("REFUND", "250.00", Some(&bought.id)).await;
+    assert_eq!(spent_today().await, "150.00");
+    // Nothing is left of it, a credit naming no purchase took nothing from the counter, and
+    // one naming a declined purchase neither.
+    credit("REVERSAL_PURCHASE", "50.00", Some(&bought.id)).await;
+    credit("PAYMENT", "70.00", None).await;
+    let declined = Tx::new(&uid("ctx"), "PURCHASE", "u1", "500.00", "ARS");
+    let answer = app.send(AUTH, &declined).await.json();
+    assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
+    credit("REVERSAL_PURCHASE", "500.00", Some(&declined.id)).await;
+    assert_eq!(spent_today().await, "150.00");
+    // The processor rejects the other purchase, which gives its 150.00 back once; a
+    // reversal of it afterwards finds nothing left to give.
+    let key = uid("adv");
+    let advice = other.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &key).await.json()["effect"],
+        "REVERSED"
+    );
+    credit("REVERSAL_PURCHASE", "150.00", Some(&other.id)).await;
+    assert_eq!(spent_today().await, "0.00");
+    // The whole daily limit is there again, and not a cent more.
+    let whole = Tx::new(&uid("ctx"), "PURCHASE", "u1", "500.00", "ARS");
+    assert_eq!(app.send(AUTH, &whole).await.json()["status"], "APPROVED");
+    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0.01", "ARS");
+    let answer = app.send(AUTH, &over).await.json();
+    assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
+}
+
 async fn approved_advice_books_a_rejected_purchase(app: TestApp) {
     app.funded("u1", "ARS", "50.00").await;
     let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "80.00", "ARS");
@@ -666,6 +730,7 @@ both_backends!(
     insufficient_funds,
     balance_inquiry,
     rejected_advice_reverses_once,
+    credits_give_todays_daily_limit_back,
     approved_advice_of_an_unknown_type_books_in_the_asked_direction,
     approved_advice_books_a_rejected_purchase,
     verdict_before_authorization,

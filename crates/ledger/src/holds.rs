@@ -400,6 +400,21 @@ pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, Hold
     })
 }
 
+/// What a credit of `credit` against a debit gives back to the daily counter: the part of
+/// the debit's `debited` amount that earlier credits (`credited_before`) have not already
+/// given back, and only on the UTC day the debit was booked (a later day's counter never
+/// counted it).
+pub fn credit_give_back(
+    debited: i64,
+    credited_before: i64,
+    booked_at_ms: i64,
+    now_ms: i64,
+    credit: i64,
+) -> i64 {
+    let left = debited.saturating_sub(credited_before.max(0)).max(0);
+    daily_give_back(booked_at_ms, now_ms, credit.clamp(0, left))
+}
+
 /// Applies a daily give-back to the counter of `today` (never below zero; a counter of
 /// another day is left alone: it is reset when next used).
 pub fn give_back_counter(spent_day: i64, spent: i64, today: i64, give_back: i64) -> i64 {
@@ -762,6 +777,33 @@ pub(crate) mod tests {
         assert_eq!(give_back_counter(10, 7_000, 10, 5_000), 2_000);
         assert_eq!(give_back_counter(10, 3_000, 10, 5_000), 0);
         assert_eq!(give_back_counter(9, 3_000, 10, 5_000), 3_000);
+    }
+
+    #[test]
+    fn a_credit_gives_back_what_its_debit_still_holds_on_the_day_it_was_booked() {
+        let day = T0.div_euclid(DAY_MS) * DAY_MS;
+        // The whole debit, part of it, and what earlier credits left of it.
+        assert_eq!(
+            credit_give_back(40_000, 0, day + HOUR, day + 2 * HOUR, 40_000),
+            40_000
+        );
+        assert_eq!(
+            credit_give_back(40_000, 0, day + HOUR, day + 2 * HOUR, 15_000),
+            15_000
+        );
+        assert_eq!(
+            credit_give_back(40_000, 15_000, day, day + HOUR, 30_000),
+            25_000
+        );
+        assert_eq!(credit_give_back(40_000, 40_000, day, day + HOUR, 10_000), 0);
+        assert_eq!(credit_give_back(40_000, 55_000, day, day + HOUR, 10_000), 0);
+        // A debit that holds nothing (reversed already, or never booked) gives nothing.
+        assert_eq!(credit_give_back(0, 0, day, day + HOUR, 10_000), 0);
+        // The next day's counter never counted it.
+        assert_eq!(
+            credit_give_back(40_000, 0, day + 23 * HOUR, day + DAY_MS, 40_000),
+            0
+        );
     }
 
     #[test]

@@ -765,8 +765,31 @@ where
         system,
     };
     let plan = plan_adjustment(terms, &facts, t);
+    // A credit against a debit booked today on the account it is booked to comes off
+    // today's legacy daily counter, as the controls' counters get it back below.
+    let daily = match (&plan.movement, &account, t.original_transaction_id) {
+        (Some(m), Some(a), Some(original))
+            if direction == RequestKind::Credit
+                && m.postings.holder == Leg::User
+                && m.holder_id == a.id
+                && m.postings.holder_amount > 0 =>
+        {
+            let (debited, booked_at, credited) = debit_left(tx, original, a.id).await?;
+            let back = holds::credit_give_back(
+                debited,
+                credited,
+                booked_at.unwrap_or(i64::MIN),
+                call.now_ms,
+                m.postings.holder_amount,
+            );
+            let today = day_of(call.now_ms);
+            let spent = holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
+            (spent != a.daily_spent).then_some((a.daily_spent_day, spent))
+        }
+        _ => None,
+    };
     let movement_id =
-        write_movement(tx, plan.movement, account.as_ref(), call.now_ms, None).await?;
+        write_movement(tx, plan.movement, account.as_ref(), call.now_ms, daily).await?;
     // A credit against an authorization of the account it is booked to gives back the
     // room that authorization took in its controls.
     if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to)) = (
@@ -1053,6 +1076,33 @@ async fn original_of(tx: &mut Tx, transaction_id: &str) -> Result<Original, sqlx
         (_, 0) => Original::BookedNothing,
         _ => Original::Booked,
     })
+}
+
+/// What the debit of authorization `transaction_id` took from `account_id`, net of its
+/// verdict's movement (a rejected approval took nothing), when it was booked, and what
+/// credit adjustments against it have given the account since.
+async fn debit_left(
+    tx: &mut Tx,
+    transaction_id: &str,
+    account_id: i64,
+) -> Result<(i64, Option<i64>, i64), sqlx::Error> {
+    let (net, booked_at, credited): (i64, Option<i64>, i64) = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT CAST(COALESCE(SUM(p.amount_minor), 0) AS BIGINT), MIN(p.created_at_ms), \
+               (SELECT CAST(COALESCE(SUM(q.amount_minor), 0) AS BIGINT) \
+                FROM processor_transactions a JOIN postings q ON q.movement_id = a.movement_id \
+                WHERE a.kind = 'ADJUSTMENT' AND a.original_transaction_id = $1 \
+                  AND a.direction = 'CREDIT' AND q.account_id = $2) \
+             FROM processor_transactions t JOIN postings p \
+               ON p.movement_id IN (t.movement_id, t.verdict_movement_id) \
+             WHERE t.kind = 'AUTHORIZATION' AND t.transaction_id = $1 AND p.account_id = $2",
+        )
+        .bind(transaction_id)
+        .bind(account_id)
+        .fetch_one(c)
+        .await?
+    });
+    Ok((-net, booked_at, credited))
 }
 
 /// Writes a planned movement; its cardholder leg goes to `account`, read and locked for it.
