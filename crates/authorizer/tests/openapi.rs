@@ -55,6 +55,17 @@ fn the_document_is_openapi_3_1_and_names_every_error_status() {
     assert_eq!(schemas["WireAmount"]["oneOf"].as_array().unwrap().len(), 2);
     // Open enums accept any string.
     assert!(schemas["TransactionType"]["enum"].is_null());
+    // An account or card is registered only under an id the processor can send; reads
+    // also reach ids registered under the wider rule before.
+    let pattern = |path: &str, method: &str, name: &str| {
+        let params = doc["paths"][path][method]["parameters"].as_array().unwrap();
+        let p = params.iter().find(|p| p["name"] == name).unwrap();
+        p["schema"]["pattern"].as_str().unwrap().to_owned()
+    };
+    let account = "/v1/accounts/{user_id}/{currency}";
+    assert_eq!(pattern(account, "put", "user_id"), "^[!-~]+$");
+    assert_eq!(pattern("/v1/cards/{card_id}", "put", "card_id"), "^[!-~]+$");
+    assert_ne!(pattern(account, "get", "user_id"), "^[!-~]+$");
 }
 
 /// The admin and operations routes are registered from `admin::ROUTES`' table and documented

@@ -104,6 +104,36 @@ impl AccountPath {
     }
 }
 
+/// The account a `PUT` opens: its user id as the processor sends it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NewAccountPath {
+    /// The cardholder: 1 to 255 visible ASCII characters, as the processor sends it.
+    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    user_id: String,
+    /// ISO 4217 code, e.g. ARS.
+    #[param(pattern = "^[A-Z]{3}$")]
+    currency: String,
+}
+
+impl NewAccountPath {
+    /// The account's user id and currency, each checked (the currency first).
+    fn account(&self) -> Result<(&str, Currency)> {
+        let c = currency(&self.currency)?;
+        registered_id(&self.user_id, "invalid_user_id", "user id")?;
+        Ok((&self.user_id, c))
+    }
+}
+
+/// The card a `PUT` registers: its id as the processor sends it.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct NewCardPath {
+    /// The processor's card id: 1 to 255 visible ASCII characters.
+    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    card_id: String,
+}
+
 /// The card a route names.
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Path)]
@@ -448,7 +478,7 @@ fn mccs(list: &[String]) -> Result<MccSet> {
     path = "/v1/accounts/{user_id}/{currency}",
     operation_id = "openAccount",
     tag = "admin",
-    params(AccountPath),
+    params(NewAccountPath),
     // Optional, and never `null`: `Option<AccountRules>` would document a nullable body.
     request_body = ref(crate::openapi::component_ref::<AccountRules>()),
     responses(
@@ -460,13 +490,12 @@ fn mccs(list: &[String]) -> Result<MccSet> {
 )]
 pub async fn put_account(
     req: HttpRequest,
-    path: web::Path<AccountPath>,
+    path: web::Path<NewAccountPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (uid, c) = path.account()?;
-        registered_id(uid, "invalid_user_id", "user id")?;
         let raw = body(&req, payload, &state).await?;
         let settings = if raw.iter().all(u8::is_ascii_whitespace) {
             None
@@ -985,7 +1014,7 @@ pub struct CardRequest {
     path = "/v1/cards/{card_id}",
     operation_id = "putCard",
     tag = "admin",
-    params(CardPath),
+    params(NewCardPath),
     request_body = CardRequest,
     responses(
         (status = 200, description = "Updated.", body = Card),
@@ -995,12 +1024,12 @@ pub struct CardRequest {
 )]
 pub async fn put_card(
     req: HttpRequest,
-    path: web::Path<CardPath>,
+    path: web::Path<NewCardPath>,
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        let card_id = path.into_inner().card_id()?;
+        let card_id = path.into_inner().card_id;
         registered_id(&card_id, "invalid_card_id", "card id")?;
         let b: CardRequest = json_body(&req, payload, &state).await?;
         registered_id(&b.user_id, "invalid_user_id", "user id")?;
