@@ -457,8 +457,58 @@ async fn at_a_store_with_mcc_and_country(backend: Backend) {
     assert_eq!(verdict(&r), ("Success", "00"), "{r}");
     assert_eq!(verdict(&paid(5000, "t6").await), ("Success", "00"));
     assert_eq!(app.available("u-c", "USD").await, "50.00");
+    // Every decision is kept with why, newest first: the limit's decline shows the card's
+    // monthly limit and what it had counted, the country's names its control.
+    let decided = decisions(&app, "u-c", "").await;
+    let outcomes: Vec<&str> = decided
+        .iter()
+        .map(|d| d["outcome"].as_str().unwrap())
+        .collect();
+    let want = [
+        "APPROVED",
+        "LIMIT_EXCEEDED",
+        "APPROVED",
+        "LIMIT_EXCEEDED",
+        "APPROVED",
+    ];
+    assert_eq!(outcomes[..5], want, "{decided:?}");
+    assert_eq!(outcomes[5], "NOT_PERMITTED", "{decided:?}");
+    assert_eq!(decided[4]["transaction_id"], first["transaction_id"]);
+    assert_eq!(decided[3]["total"], "20.01");
+    let e = &decided[3]["explanation"];
+    let limit = e["controls"]["checks"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["check"] == "spending_limit"))
+        .cloned()
+        .unwrap_or_default();
+    let seen = (
+        &limit["owner"],
+        &limit["limit"],
+        &limit["spent"],
+        &limit["passed"],
+    );
+    let want = (
+        &json!("card"),
+        &json!("50.00"),
+        &json!("30.00"),
+        &json!(false),
+    );
+    assert_eq!(seen, want, "{e}");
+    let e = &decided[5]["explanation"];
+    assert_eq!(
+        e["controls"]["declined"]["control"], "blocked_countries",
+        "{e}"
+    );
+    assert_eq!(decided[0]["explanation"]["status"], "APPROVED");
     app.assert_audit_clean().await;
     app.stop().await;
+}
+
+/// The wallet payments decided on `user`'s USD account, newest first (`query`: the page).
+async fn decisions(app: &TestApp, user: &str, query: &str) -> Vec<Value> {
+    let path = format!("/v1/accounts/{user}/USD/wallet-payments{query}");
+    let page = app.admin_get(&path).await;
+    page["decisions"].as_array().cloned().unwrap_or_default()
 }
 
 /// A tenant configured without `mcc` and `country`: its store's category and country are not
@@ -479,9 +529,52 @@ async fn at_a_store_without_mcc_or_country(backend: Backend) {
     let b = barcode(&app, "u-n", None).await;
     let paid = wallet(&app, "pay_wallet", &pay(&b, 1000, 0, "t1")).await;
     assert_eq!(verdict(&paid), ("Success", "00"), "{paid}");
-    let b = barcode(&app, "u-n", None).await;
-    let over = wallet(&app, "pay_wallet", &pay(&b, 1, 0, "t2")).await;
+    let b2 = barcode(&app, "u-n", None).await;
+    let over = wallet(&app, "pay_wallet", &pay(&b2, 1, 0, "t2")).await;
     assert_eq!(verdict(&over), ("Failure", "61"), "{over}");
+    // The paid barcode again: its resend replays and is no new decision, another body is
+    // refused by the wallet's own rules, which the controls do not explain.
+    let again = wallet(&app, "pay_wallet", &pay(&b, 1000, 0, "t1")).await;
+    assert_eq!(again, paid);
+    let reused = wallet(&app, "pay_wallet", &pay(&b, 2, 0, "t3")).await;
+    assert_eq!(reused["error_message"], "BARCODE_USED", "{reused}");
+    // More than the account holds: the wallet says so, and the same debit as the controls
+    // read it shows what was available.
+    let broke = wallet(&app, "pay_wallet", &pay(&b2, 20000, 0, "t4")).await;
+    assert_eq!(broke["error_message"], "INSUFFICIENT_FUNDS", "{broke}");
+    let decided = decisions(&app, "u-n", "").await;
+    let seen: Vec<(&str, &str)> = decided
+        .iter()
+        .map(|d| (d["outcome"].as_str().unwrap(), d["total"].as_str().unwrap()))
+        .collect();
+    let want = [
+        ("INSUFFICIENT_FUNDS", "200.00"),
+        ("BARCODE_USED", "0.02"),
+        ("LIMIT_EXCEEDED", "0.01"),
+        ("APPROVED", "10.00"),
+    ];
+    assert_eq!(seen, want, "{decided:?}");
+    assert_eq!(decided[0]["explanation"]["account"]["available"], "90.00");
+    assert_eq!(decided[1]["explanation"], Value::Null);
+    assert_eq!(decided[3]["transaction_id"], paid["transaction_id"]);
+    assert_eq!(decided[3]["barcode_last4"], b[20..]);
+    assert_eq!(decided[2]["barcode_last4"], b2[20..]);
+    // The barcodes themselves are not shown; pages follow the cursor.
+    let path = "/v1/accounts/u-n/USD/wallet-payments?limit=3";
+    let page = app.admin_get(path).await;
+    let text = page.to_string();
+    assert!(!text.contains(&b) && !text.contains(&b2), "{text}");
+    let next = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest = decisions(&app, "u-n", &format!("?limit=3&cursor={next}")).await;
+    assert_eq!(rest, decided[3..]);
+    for (path, status) in [
+        ("/v1/accounts/u-none/USD/wallet-payments", 404),
+        ("/v1/accounts/u-n/USD/wallet-payments?cursor=x", 400),
+        ("/v1/accounts/u-n/USD/wallet-payments?limit=0", 400),
+    ] {
+        let r = app.admin("GET", path, None, None).await;
+        assert_eq!(r.status, status, "{path}: {}", r.text());
+    }
     app.assert_audit_clean().await;
     app.stop().await;
 }

@@ -63,7 +63,7 @@ async fn every_documented_operation_is_served() {
     }
     assert_eq!(
         operations,
-        6 + 5 + 14 + 32 + 4,
+        6 + 5 + 14 + 33 + 4,
         "processor, channel, InStore (stored value, pay on account and wallet), admin and operations routes"
     );
 }

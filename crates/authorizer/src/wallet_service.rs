@@ -14,6 +14,7 @@ use instore::decision::{
     Barcode, WalletPayDecision, WalletPayment, decide_available_refund, decide_pay_wallet,
     decide_wallet_refund, decide_wallet_reversal,
 };
+use instore::money::{WALLET_PRECISION, listed_currency, to_minor, to_minor_positive};
 use instore::payload::{
     AvailableWalletRefund, CancelWalletPayment, InitializeWallet, LogCancelWallet, PayWallet,
     RefundWalletPayment,
@@ -25,7 +26,7 @@ use ledger::{AuthorizationInput, Currency, Decision, DeclineClass, MccSet, Reque
 use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use store::wallet::{NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
+use store::wallet::{NewWalletDecision, NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
 use store::{InstoreOutcome, StoreError, WalletCall, WalletPlan, WalletPlanner, WalletSnapshot};
 
 /// A typed wallet request, read from the verified payload.
@@ -157,18 +158,21 @@ impl Planner {
     /// (docs/controls.md), the legacy blocked MCCs included: what the payment counts, or why
     /// it is declined (a limit: `LIMIT_EXCEEDED`; a category, country or another rule:
     /// `NOT_PERMITTED`).
+    ///
+    /// With the decision comes its explanation (the checks run, with their inputs, in the
+    /// stored form an authorization keeps); `None` without an account to decide on.
     fn spending_controls(
         &self,
         snap: &WalletSnapshot,
         currency: Currency,
         total: i64,
-    ) -> Result<Option<Counting>, Reason> {
+    ) -> (Result<Option<Counting>, Reason>, Option<String>) {
         let Some((b, account)) = snap
             .barcode
             .as_ref()
             .and_then(|b| Some((b, b.account.as_ref()?)))
         else {
-            return Ok(None);
+            return (Ok(None), None);
         };
         let input = AuthorizationInput {
             kind: Some(RequestKind::Debit),
@@ -206,14 +210,26 @@ impl Planner {
         let card = card.as_ref().map(|(id, r)| (*id, r));
         let counters = b.card_counters.clone();
         let plan = plan_debit(&ask, Some(&account), card, counters, &snap.time_zone);
-        match plan.decision {
+        let decided = match plan.decision {
             Decision::Declined(d) => Err(match d.class() {
                 DeclineClass::InvalidAmount => Reason::LimitExceeded,
                 DeclineClass::InsufficientFunds => Reason::InsufficientFunds,
                 DeclineClass::InvalidMerchant | DeclineClass::Other => Reason::NotPermitted,
             }),
             Decision::Approved { .. } | Decision::Balance { .. } => Ok(plan.counted),
-        }
+        };
+        (decided, Some(plan.explanation))
+    }
+
+    /// The payment's currency and amounts (total, tip) as asked, when they read in the
+    /// currency of the barcode's account.
+    fn asked(p: &PayWallet, snap: &WalletSnapshot) -> Option<(Currency, i64, i64)> {
+        let account = snap.barcode.as_ref()?.account.as_ref()?;
+        let c = listed_currency(&p.currency)
+            .ok()
+            .filter(|c| *c == account.currency)?;
+        let total = to_minor_positive(p.total, WALLET_PRECISION, c).ok()?;
+        Some((c, total, to_minor(p.tip, WALLET_PRECISION, c).ok()?))
     }
 
     fn plan_pay(&self, p: &PayWallet, snap: &WalletSnapshot, out: &mut WalletPlan) -> Outcome {
@@ -243,17 +259,45 @@ impl Planner {
         );
         // Approved on the wallet's rules: the spending controls have the last word.
         let mut counted = None;
+        let mut explanation = None;
+        let asked = Self::asked(p, snap);
         let decided = match decided {
             WalletPayDecision::Approved {
                 currency, total, ..
-            } => match self.spending_controls(snap, currency, total) {
-                Ok(c) => {
-                    counted = c;
-                    decided
+            } => {
+                let (judged, why) = self.spending_controls(snap, currency, total);
+                explanation = why;
+                match judged {
+                    Ok(c) => {
+                        counted = c;
+                        decided
+                    }
+                    Err(reason) => WalletPayDecision::Declined(reason),
                 }
-                Err(reason) => WalletPayDecision::Declined(reason),
-            },
+            }
+            // The wallet's own limits or funds declined: the same debit as the controls read
+            // it explains why (the account as read, its limits and what they had counted).
+            WalletPayDecision::Declined(Reason::LimitExceeded | Reason::InsufficientFunds) => {
+                if let Some((currency, total, _)) = asked {
+                    explanation = self.spending_controls(snap, currency, total).1;
+                }
+                decided
+            }
             other => other,
+        };
+        let keep = |out: &mut WalletPlan, transaction_id: Option<&str>, outcome: &'static str| {
+            out.decision = snap
+                .barcode
+                .as_ref()
+                .and_then(|b| b.account.as_ref())
+                .map(|a| NewWalletDecision {
+                    transaction_id: transaction_id.map(str::to_owned),
+                    currency: a.currency,
+                    total: asked.map(|(_, t, _)| t),
+                    tip: asked.map(|(_, _, t)| t),
+                    outcome,
+                    explanation: explanation.clone(),
+                });
         };
         let mut response = PayWalletResponse {
             request_id: self.request_id.as_deref(),
@@ -296,11 +340,13 @@ impl Planner {
                     tip,
                     counted,
                 });
+                keep(out, Some(&id), "APPROVED");
                 Outcome::APPROVED
             }
             WalletPayDecision::Declined(reason) => {
                 response.outcome = Outcome::declined(reason);
                 out.response = response.to_js().into_bytes();
+                keep(out, None, reason.as_str());
                 response.outcome
             }
         }

@@ -378,6 +378,23 @@ impl Store {
         Ok(FundingOutcome::Done { response })
     }
 
+    /// The id of the cardholder account (user, currency), when there is one.
+    pub(crate) async fn user_account_id(
+        &self,
+        user_id: &str,
+        currency: Currency,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(run_pool!(&self.db, p => {
+            sqlx::query_scalar(
+                "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
+            )
+            .bind(user_id)
+            .bind(currency.code())
+            .fetch_optional(p)
+            .await?
+        }))
+    }
+
     /// Postings of a cardholder account, newest first, before posting id `before`.
     /// `None` when the account does not exist.
     pub async fn postings(
@@ -387,14 +404,9 @@ impl Store {
         limit: i64,
         before: Option<i64>,
     ) -> Result<Option<Vec<PostingView>>, StoreError> {
-        let id: Option<i64> = run_pool!(&self.db, p => {
-            sqlx::query_scalar("SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2")
-                .bind(user_id)
-                .bind(currency.code())
-                .fetch_optional(p)
-                .await?
-        });
-        let Some(id) = id else { return Ok(None) };
+        let Some(id) = self.user_account_id(user_id, currency).await? else {
+            return Ok(None);
+        };
         let rows: Vec<PostingView> = run_pool!(&self.db, p => {
             let rows = sqlx::query(
                 "SELECT p.id, p.movement_id, m.kind, m.transaction_id, m.reference, p.amount_minor, \

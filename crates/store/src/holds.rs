@@ -1209,14 +1209,7 @@ impl Store {
         before: Option<i64>,
         limit: i64,
     ) -> Result<Option<Vec<HoldView>>, StoreError> {
-        let account: Option<i64> = crate::run_pool!(&self.db, p => {
-            sqlx::query_scalar("SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2")
-                .bind(user_id)
-                .bind(currency.code())
-                .fetch_optional(p)
-                .await?
-        });
-        let Some(account) = account else {
+        let Some(account) = self.user_account_id(user_id, currency).await? else {
             return Ok(None);
         };
         let sql = concat!(

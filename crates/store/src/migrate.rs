@@ -42,6 +42,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(15, "0015_outbox_retention"),
     migration!(16, "0016_debit_controls"),
     migration!(17, "0017_reservation_explanations"),
+    migration!(18, "0018_wallet_decisions"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -115,6 +115,38 @@ pub struct NewWalletPayment {
     pub counted: Option<Counting>,
 }
 
+/// A fresh `pay_wallet` decision on a barcode that names an account, approved or declined,
+/// kept with why (`GET /v1/accounts/{user_id}/{currency}/wallet-payments`).
+#[derive(Debug, Clone)]
+pub struct NewWalletDecision {
+    /// The payment, when approved.
+    pub transaction_id: Option<String>,
+    /// The account's currency.
+    pub currency: Currency,
+    /// Total and tip as asked; `None` when they do not read in the account's currency.
+    pub total: Option<i64>,
+    pub tip: Option<i64>,
+    /// `APPROVED`, or the wallet's reason (`LIMIT_EXCEEDED`, `BARCODE_USED`, ..).
+    pub outcome: &'static str,
+    /// The spending controls' explanation, in the stored form an authorization keeps;
+    /// `None` when the wallet's own rules decided before them.
+    pub explanation: Option<String>,
+}
+
+/// A kept wallet payment decision, as the admin API lists it.
+#[derive(Debug, Clone)]
+pub struct WalletDecisionRow {
+    pub id: i64,
+    pub tenant_id: String,
+    pub barcode_last4: String,
+    pub transaction_id: Option<String>,
+    pub total: Option<i64>,
+    pub tip: Option<i64>,
+    pub outcome: String,
+    pub explanation: Option<String>,
+    pub created_at_ms: i64,
+}
+
 /// Money given back of a payment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReturnKind {
@@ -149,6 +181,8 @@ pub struct WalletPlan {
     pub ack: Vec<u8>,
     pub callback_headers: Vec<(String, String)>,
     pub payment: Option<NewWalletPayment>,
+    /// A fresh payment decision to keep with why (its barcode names an account).
+    pub decision: Option<NewWalletDecision>,
     pub refund: Option<NewWalletReturn>,
     /// Keep the answer for an identical body (bare refund, cancel and log), with the
     /// payment it concerned and the reference a log recorded.
@@ -388,7 +422,91 @@ async fn record_body(tx: &mut Tx, call: &WalletCall, plan: &WalletPlan) -> Resul
     Ok(())
 }
 
+/// Keeps a fresh payment decision on `account_id` with why, beside what it wrote.
+async fn record_decision(
+    tx: &mut Tx,
+    call: &WalletCall,
+    account_id: i64,
+    barcode: &str,
+    d: &NewWalletDecision,
+) -> Result<(), Step> {
+    let last4 = barcode.get(barcode.len().saturating_sub(4)..).unwrap_or("");
+    run!(tx, c => {
+        sqlx::query(
+            "INSERT INTO wallet_decisions (account_id, tenant_id, barcode_last4, transaction_id, \
+             currency, total_minor, tip_minor, outcome, explanation, created_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(account_id)
+        .bind(&call.tenant_id)
+        .bind(last4)
+        .bind(d.transaction_id.as_deref())
+        .bind(d.currency.code())
+        .bind(d.total)
+        .bind(d.tip)
+        .bind(d.outcome)
+        .bind(d.explanation.as_deref())
+        .bind(call.now_ms)
+        .execute(c)
+        .await?
+        .rows_affected()
+    });
+    Ok(())
+}
+
 impl Store {
+    /// The wallet payment decisions kept for (user, currency), newest first, below the id
+    /// `before`; `None` when there is no such account.
+    pub async fn wallet_decisions(
+        &self,
+        user_id: &str,
+        currency: Currency,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Option<Vec<WalletDecisionRow>>, StoreError> {
+        let Some(account) = self.user_account_id(user_id, currency).await? else {
+            return Ok(None);
+        };
+        type Row = (
+            i64,
+            String,
+            String,
+            Option<String>,
+            Option<i64>,
+            Option<i64>,
+            String,
+            Option<String>,
+            i64,
+        );
+        let rows: Vec<Row> = crate::run_pool!(&self.db, p => {
+            sqlx::query_as(
+                "SELECT id, tenant_id, barcode_last4, transaction_id, total_minor, tip_minor, \
+                 outcome, explanation, created_at_ms FROM wallet_decisions \
+                 WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
+            )
+            .bind(account)
+            .bind(before)
+            .bind(limit)
+            .fetch_all(p)
+            .await?
+        });
+        Ok(Some(
+            rows.into_iter()
+                .map(|r| WalletDecisionRow {
+                    id: r.0,
+                    tenant_id: r.1,
+                    barcode_last4: r.2,
+                    transaction_id: r.3,
+                    total: r.4,
+                    tip: r.5,
+                    outcome: r.6,
+                    explanation: r.7,
+                    created_at_ms: r.8,
+                })
+                .collect(),
+        ))
+    }
+
     /// One wallet request in the writer's transaction `tx`: replay a known request; else
     /// read and lock what it names, ask its planner (pure) and write the plan. The caller
     /// commits.
@@ -540,6 +658,13 @@ impl Store {
                 let total = Some(payment.total);
                 give_back_counted(tx, &counted, give, total, call.now_ms).await?;
             }
+        }
+        if let (Some(d), Some(account), Some(barcode)) = (
+            &plan.decision,
+            snap.barcode.as_ref().and_then(|b| b.account.as_ref()),
+            call.barcode.as_deref(),
+        ) {
+            record_decision(tx, call, account.id, barcode, d).await?;
         }
         if plan.record && call.envelope.is_none() {
             record_body(tx, call, plan).await?;

@@ -52,6 +52,7 @@ admin_routes! {
     post "/v1/accounts/{user_id}/{currency}/withdrawals" => withdraw,
     get "/v1/accounts/{user_id}/{currency}/postings" => postings,
     get "/v1/accounts/{user_id}/{currency}/holds" => holds,
+    get "/v1/accounts/{user_id}/{currency}/wallet-payments" => super::instore_wallet::wallet_payments,
     get "/v1/channels/{channel}/reservations/{reservation_id}" => reservation_decision,
     put "/v1/accounts/{user_id}/{currency}/controls" => super::controls::put_account_controls,
     get "/v1/accounts/{user_id}/{currency}/controls" => super::controls::get_account_controls,
@@ -743,7 +744,7 @@ pub(crate) fn page_limit(limit: Option<i64>, default: i64, max: i64) -> Result<i
 }
 
 /// The id a page's `next_cursor` stands for; `None` (no cursor): the first page.
-fn cursor(text: Option<&str>) -> Result<Option<i64>> {
+pub(crate) fn cursor(text: Option<&str>) -> Result<Option<i64>> {
     match text {
         None | Some("") => Ok(None),
         Some(s) => s
@@ -770,9 +771,9 @@ pub(crate) fn page_of<T, K>(rows: &[T], limit: i64, key: impl Fn(&T) -> K) -> (&
 pub struct PageQuery {
     /// Page size.
     #[param(minimum = 1, maximum = 500, default = 50)]
-    limit: Option<i64>,
+    pub(crate) limit: Option<i64>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// A reservation a two-phase channel asked for.

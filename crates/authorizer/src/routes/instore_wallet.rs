@@ -5,7 +5,10 @@
 //! in one transaction; only after that commit is the request answered. Barcodes are never
 //! logged.
 
-use super::admin::{AdminError, json_body, json_response, printable_id};
+use super::admin::{
+    AccountPath, AdminError, PageQuery, cursor, json_body, json_response, page_limit, page_of,
+    printable_id,
+};
 use super::instore::{Reply, answer_delay, header, read_verified, rfc3339_ms};
 use super::webhooks::admin_call;
 use crate::app::AppState;
@@ -15,6 +18,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use instore::payload;
 use instore::{ErrorCode, InstoreError, Route, WalletAction};
+use ledger::format_minor;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use store::InstoreOutcome;
@@ -83,6 +87,98 @@ pub(super) async fn post(
             )
         }
     }
+}
+
+/// A wallet payment decided on an account, approved or declined, and why. Amounts are
+/// decimal strings in the account's currency.
+#[derive(Serialize, ToSchema)]
+pub struct WalletDecisionItem {
+    pub id: i64,
+    /// The InStore tenant whose till asked.
+    pub tenant_id: String,
+    /// The last four digits of the barcode paid with (a declined payment leaves its barcode
+    /// usable, so the whole of it is not kept).
+    pub barcode_last4: String,
+    /// `APPROVED`, or the wallet's reason (`LIMIT_EXCEEDED`, `INSUFFICIENT_FUNDS`,
+    /// `NOT_PERMITTED`, `BARCODE_USED`, `BARCODE_EXPIRED`, `CARD_INACTIVE`, ..).
+    pub outcome: String,
+    /// The payment, when approved.
+    pub transaction_id: Option<String>,
+    /// Total (tip included) and tip as asked; null when they do not read in the account's
+    /// currency.
+    pub total: Option<String>,
+    pub tip: Option<String>,
+    /// The checks run, in order, with their inputs (the account's balance, held and
+    /// available amounts and legacy limits, the card, each spending control with the limit
+    /// and what its window had counted), as an authorization's. Null when the wallet's own
+    /// rules decided before them (a barcode used or expired, a card not active, a currency
+    /// or amount that does not read).
+    #[schema(value_type = Option<Object>)]
+    pub explanation: Option<serde_json::Value>,
+    pub decided_at_ms: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WalletDecisionsPage {
+    pub decisions: Vec<WalletDecisionItem>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Wallet payments decided on an account, approved or declined, with why; newest first,
+/// cursor-paginated
+#[utoipa::path(
+    get,
+    path = "/v1/accounts/{user_id}/{currency}/wallet-payments",
+    operation_id = "listWalletPaymentDecisions",
+    tag = "admin",
+    params(AccountPath, PageQuery),
+    responses(
+        (status = 200, description = "One page.", body = WalletDecisionsPage),
+        errors::BadInput, errors::NotFound,
+    ),
+)]
+pub async fn wallet_payments(
+    req: HttpRequest,
+    path: web::Path<AccountPath>,
+    query: web::Query<PageQuery>,
+    state: web::Data<AppState>,
+) -> HttpResponse {
+    admin_call(&req, &state, async {
+        let (uid, c) = path.account()?;
+        let limit = page_limit(query.limit, 50, 500)?;
+        let before = cursor(query.cursor.as_deref())?;
+        let rows = state
+            .store
+            .wallet_decisions(uid, c, before, limit + 1)
+            .await?
+            .ok_or_else(|| AdminError::not_found("account"))?;
+        let (page, next) = page_of(&rows, limit, |r| r.id.to_string());
+        let e = c.exponent();
+        let decisions = page
+            .iter()
+            .map(|d| WalletDecisionItem {
+                id: d.id,
+                tenant_id: d.tenant_id.clone(),
+                barcode_last4: d.barcode_last4.clone(),
+                outcome: d.outcome.clone(),
+                transaction_id: d.transaction_id.clone(),
+                total: d.total.map(|t| format_minor(t, e)),
+                tip: d.tip.map(|t| format_minor(t, e)),
+                explanation: d
+                    .explanation
+                    .as_deref()
+                    .and_then(ledger::plan::render_explanation),
+                decided_at_ms: d.created_at_ms,
+            })
+            .collect();
+        let page = WalletDecisionsPage {
+            decisions,
+            next_cursor: next,
+        };
+        Ok(json_response(StatusCode::OK, &page))
+    })
+    .await
 }
 
 /// The default lifetime of a barcode, in seconds.
