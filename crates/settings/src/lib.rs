@@ -149,9 +149,13 @@ fn check_types(
                 } else {
                     format!("{path}.{k}")
                 };
+                // An open key (a list of tables: keys, tenants) is read by its own type, also
+                // when the defaults were edited to hold one.
+                if open.contains(&name.as_str()) {
+                    continue;
+                }
                 match d.get(k) {
                     Some(dv) => check_types(dv, v, &name, open)?,
-                    None if open.contains(&name.as_str()) => {}
                     None => return Err(ConfigError(format!("unknown setting '{name}'"))),
                 }
             }
@@ -257,5 +261,32 @@ fn scalar(s: &str) -> toml::Value {
         "true" => toml::Value::Boolean(true),
         "false" => toml::Value::Boolean(false),
         _ => toml::Value::String(s.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn toml(text: &str) -> toml::Value {
+        parse_toml(text, "test").unwrap()
+    }
+
+    #[test]
+    fn open_lists_of_tables_pass_also_when_the_defaults_hold_one() {
+        let open = &["instore.tenants"];
+        let tenant = "[[instore.tenants]]\ntenant_id = \"t1\"\nmerchant_id = \"m\"\n";
+        let defaults = toml(&format!("[instore]\nbase_path = \"/instore\"\n{tenant}"));
+        let actual = toml(&format!("[instore]\nbase_path = \"/x\"\n{tenant}"));
+        assert!(check_types(&defaults, &actual, "", open).is_ok());
+        let plain = toml("[instore]\nbase_path = \"/instore\"\n");
+        assert!(check_types(&plain, &actual, "", open).is_ok());
+        // The other settings are still held to their defaults' types and names.
+        let wrong = toml("[instore]\nbase_path = 1\n");
+        let e = check_types(&defaults, &wrong, "", open).unwrap_err();
+        assert_eq!(e.0, "instore.base_path must be a string (got a integer)");
+        let unknown = toml("[instore]\nbase_pth = \"/x\"\n");
+        let e = check_types(&defaults, &unknown, "", open).unwrap_err();
+        assert_eq!(e.0, "unknown setting 'instore.base_pth'");
     }
 }
