@@ -314,6 +314,42 @@ async fn concurrent_purchases_on_one_card_never_pass_its_limit() {
     apps[0].assert_audit_clean().await;
 }
 
+/// One wallet barcode paid through two instances at once, the same request every time: one
+/// payment is booked and every answer is its answer. A request that waited for the account's
+/// lock while the other instance paid sees that payment, not just the balance it left (which
+/// would decline it for funds).
+#[actix_rt::test]
+async fn one_barcode_paid_on_two_instances_is_one_payment() {
+    let (apps, _) = fleet(2, None, |s| {
+        e2e::instore::tenant_settings(s, "http://127.0.0.1:9");
+        s.instore.ack_deadline_ms = 20_000;
+    })
+    .await;
+    apps[0].funded("u1", "USD", "100.00").await;
+    let issue = json!({"user_id": "u1", "currency": "USD"});
+    let (s, v) = admin_at(&apps[1].base, "POST", "/v1/wallet/barcodes", Some(issue)).await;
+    assert_eq!(s, 201, "{v}");
+    let pay = json!({"barcode": v["barcode"], "currency": "USD", "total": 6000,
+        "pos_local_time": "t1", "tip": 0});
+    let body = pay.to_string();
+    let signature = e2e::instore::sign(body.as_bytes());
+    let answers = join_all((0..24).map(|i| {
+        let (app, body, signature) = (&apps[i % 2], &body, &signature);
+        async move {
+            app.instore_post("pay_wallet", body.as_bytes(), Some(signature))
+                .await
+        }
+    }))
+    .await;
+    let paid = answers[0].json();
+    assert_eq!(paid["result"], "Success", "{paid}");
+    for r in &answers {
+        assert_eq!((r.status, r.json()), (200, paid.clone()));
+    }
+    assert_eq!(apps[0].available("u1", "USD").await, "40.00");
+    apps[1].assert_audit_clean().await;
+}
+
 /// The body of `tx` under a new transaction id (one id is answered once, whatever the key).
 fn fresh(tx: &Tx) -> Vec<u8> {
     Tx {

@@ -226,18 +226,24 @@ async fn credits_give_todays_daily_limit_back(app: TestApp) {
     assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
     credit("REVERSAL_PURCHASE", "500.00", Some(&declined.id)).await;
     assert_eq!(spent_today().await, "150.00");
-    // The processor rejects the other purchase, which gives its 150.00 back once; a
-    // reversal of it afterwards finds nothing left to give.
+    // Another purchase stays counted. Part of the other one is reversed; then the processor
+    // rejects it, which gives back only what that reversal left (100.00), and a reversal of
+    // it afterwards finds nothing left to give.
+    let kept = Tx::new(&uid("ctx"), "PURCHASE", "u1", "20.00", "ARS");
+    assert_eq!(app.send(AUTH, &kept).await.json()["status"], "APPROVED");
+    credit("REVERSAL_PURCHASE", "50.00", Some(&other.id)).await;
+    assert_eq!(spent_today().await, "120.00");
     let key = uid("adv");
     let advice = other.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
     assert_eq!(
         app.processor(NOTIFY, &advice, &key).await.json()["effect"],
         "REVERSED"
     );
+    assert_eq!(spent_today().await, "20.00");
     credit("REVERSAL_PURCHASE", "150.00", Some(&other.id)).await;
-    assert_eq!(spent_today().await, "0.00");
-    // The whole daily limit is there again, and not a cent more.
-    let whole = Tx::new(&uid("ctx"), "PURCHASE", "u1", "500.00", "ARS");
+    assert_eq!(spent_today().await, "20.00");
+    // The rest of the daily limit is there again, and not a cent more.
+    let whole = Tx::new(&uid("ctx"), "PURCHASE", "u1", "480.00", "ARS");
     assert_eq!(app.send(AUTH, &whole).await.json()["status"], "APPROVED");
     let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0.01", "ARS");
     let answer = app.send(AUTH, &over).await.json();

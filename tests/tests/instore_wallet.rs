@@ -538,8 +538,8 @@ async fn at_a_store_without_mcc_or_country(backend: Backend) {
     assert_eq!(again, paid);
     let reused = wallet(&app, "pay_wallet", &pay(&b, 2, 0, "t3")).await;
     assert_eq!(reused["error_message"], "BARCODE_USED", "{reused}");
-    // More than the account holds: the wallet says so, and the same debit as the controls
-    // read it shows what was available.
+    // More than the account holds: the wallet says so first, but the controls would decline
+    // the same debit by the card's daily limit, so no explanation of another answer is kept.
     let broke = wallet(&app, "pay_wallet", &pay(&b2, 20000, 0, "t4")).await;
     assert_eq!(broke["error_message"], "INSUFFICIENT_FUNDS", "{broke}");
     let decided = decisions(&app, "u-n", "").await;
@@ -554,8 +554,9 @@ async fn at_a_store_without_mcc_or_country(backend: Backend) {
         ("APPROVED", "10.00"),
     ];
     assert_eq!(seen, want, "{decided:?}");
-    assert_eq!(decided[0]["explanation"]["account"]["available"], "90.00");
+    assert_eq!(decided[0]["explanation"], Value::Null);
     assert_eq!(decided[1]["explanation"], Value::Null);
+    assert_eq!(decided[2]["explanation"]["status_detail"], "INVALID_AMOUNT");
     assert_eq!(decided[3]["transaction_id"], paid["transaction_id"]);
     assert_eq!(decided[3]["barcode_last4"], b[20..]);
     assert_eq!(decided[2]["barcode_last4"], b2[20..]);
@@ -567,6 +568,14 @@ async fn at_a_store_without_mcc_or_country(backend: Backend) {
     let next = page["next_cursor"].as_str().unwrap().to_owned();
     let rest = decisions(&app, "u-n", &format!("?limit=3&cursor={next}")).await;
     assert_eq!(rest, decided[3..]);
+    // An account without controls short of funds: the explanation shows what it had.
+    wallet_user(&app, "u-f", "5.00").await;
+    let b3 = barcode(&app, "u-f", None).await;
+    let short = wallet(&app, "pay_wallet", &pay(&b3, 600, 0, "t5")).await;
+    assert_eq!(short["error_message"], "INSUFFICIENT_FUNDS", "{short}");
+    let e = decisions(&app, "u-f", "").await[0]["explanation"].clone();
+    let seen = (&e["status_detail"], &e["account"]["available"]);
+    assert_eq!(seen, (&json!("INSUFFICIENT_FUNDS"), &json!("5.00")), "{e}");
     for (path, status) in [
         ("/v1/accounts/u-none/USD/wallet-payments", 404),
         ("/v1/accounts/u-n/USD/wallet-payments?cursor=x", 400),

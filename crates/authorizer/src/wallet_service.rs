@@ -276,10 +276,14 @@ impl Planner {
                 }
             }
             // The wallet's own limits or funds declined: the same debit as the controls read
-            // it explains why (the account as read, its limits and what they had counted).
-            WalletPayDecision::Declined(Reason::LimitExceeded | Reason::InsufficientFunds) => {
+            // it explains why (the account as read, its limits and what they had counted),
+            // when they decline it for the same reason; else it would explain another answer.
+            WalletPayDecision::Declined(
+                reason @ (Reason::LimitExceeded | Reason::InsufficientFunds),
+            ) => {
                 if let Some((currency, total, _)) = asked {
-                    explanation = self.spending_controls(snap, currency, total).1;
+                    let (judged, why) = self.spending_controls(snap, currency, total);
+                    explanation = why.filter(|_| judged.err() == Some(reason));
                 }
                 decided
             }

@@ -100,7 +100,7 @@ fn every_registered_admin_route_is_documented_with_its_method() {
     let mut registered = ROUTES.to_vec();
     registered.sort();
     assert_eq!(documented, registered);
-    assert_eq!(registered.len(), 32 + 4, "admin and operations routes");
+    assert_eq!(registered.len(), 33 + 4, "admin and operations routes");
 }
 
 #[test]

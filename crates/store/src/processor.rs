@@ -891,12 +891,19 @@ where
     };
     let plan = plan_notification(ask, &facts).map_err(|e| StoreError::Invalid(e.to_string()))?;
     // The processor rejected what we approved: a debit booked today comes off today's
-    // legacy daily counter too (a later day's counter never counted it).
+    // legacy daily counter too (a later day's counter never counted it), less what credit
+    // adjustments naming it gave back already.
     let daily = match (plan.effect, &original, &account) {
         (NotificationEffect::Reversed, Some(o), Some(a))
             if o.holder == Leg::User && o.holder_id == a.id && o.holder_amount < 0 =>
         {
-            let back = holds::daily_give_back(o.booked_at_ms, n.now_ms, -o.holder_amount);
+            let credited = match &o.transaction_id {
+                Some(id) => debit_left(tx, id, a.id).await?.2,
+                None => 0,
+            };
+            let debited = -o.holder_amount;
+            let back =
+                holds::credit_give_back(debited, credited, o.booked_at_ms, n.now_ms, debited);
             let today = day_of(n.now_ms);
             let spent = holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
             Some((a.daily_spent_day, spent))

@@ -264,7 +264,7 @@ async fn replayed(tx: &mut Tx, call: &WalletCall) -> Result<Option<InstoreOutcom
     Ok(None)
 }
 
-/// A barcode's row, with the payment that used it, as read before its account's lock.
+/// A barcode's row, as read before its account's lock.
 type BarcodeHead = (
     String,
     Option<String>,
@@ -272,9 +272,6 @@ type BarcodeHead = (
     i64,
     Option<String>,
     Option<i64>,
-    Option<String>,
-    Option<String>,
-    Option<Vec<u8>>,
 );
 
 async fn read_barcode(
@@ -285,30 +282,17 @@ async fn read_barcode(
 ) -> Result<Option<BarcodeRow>, Step> {
     let head: Option<BarcodeHead> = run!(tx, c => {
         sqlx::query_as(
-            "SELECT b.user_id, b.card_id, b.currency, b.expires_at_ms, c.status, a.id, \
-             p.tenant_id, p.request_hash, p.response_body \
+            "SELECT b.user_id, b.card_id, b.currency, b.expires_at_ms, c.status, a.id \
              FROM wallet_barcodes b \
              LEFT JOIN cards c ON c.card_id = b.card_id \
              LEFT JOIN accounts a ON a.kind = 'USER' AND a.user_id = b.user_id AND a.currency = b.currency \
-             LEFT JOIN wallet_payments p ON p.barcode = b.barcode \
              WHERE b.barcode = $1",
         )
         .bind(barcode)
         .fetch_optional(c)
         .await?
     });
-    let Some((
-        user_id,
-        card_id,
-        code,
-        expires_at_ms,
-        card_status,
-        account_id,
-        tenant,
-        hash,
-        response,
-    )) = head
-    else {
+    let Some((user_id, card_id, code, expires_at_ms, card_status, account_id)) = head else {
         return Ok(None);
     };
     let currency = Currency::parse_any(&code)
@@ -317,12 +301,18 @@ async fn read_barcode(
         Some(id) => Some(lock_account_by_id(tx, id).await?),
         None => None,
     };
-    // A payment that used it is a unique key: two payments racing for one barcode cannot
-    // both commit, and the loser's retry reads the winner here.
-    let used = match (tenant, hash, response) {
-        (Some(t), Some(h), Some(r)) => Some((t, h, r)),
-        _ => None,
-    };
+    // The payment that used it, read after the account's lock: a payment of this barcode
+    // that another instance committed while this one waited for the lock is seen (it would
+    // otherwise be decided again on the balance it left). A payment is a unique key: two
+    // racing for one barcode cannot both commit, and the loser's retry reads the winner here.
+    let used: Option<(String, String, Vec<u8>)> = run!(tx, c => {
+        sqlx::query_as(
+            "SELECT tenant_id, request_hash, response_body FROM wallet_payments WHERE barcode = $1",
+        )
+        .bind(barcode)
+        .fetch_optional(c)
+        .await?
+    });
     let card = match card_id {
         Some(id) => load_card_record(tx, &id).await?.map(|r| (id, r)),
         None => None,

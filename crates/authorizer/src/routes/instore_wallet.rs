@@ -104,15 +104,17 @@ pub struct WalletDecisionItem {
     pub outcome: String,
     /// The payment, when approved.
     pub transaction_id: Option<String>,
-    /// Total (tip included) and tip as asked; null when they do not read in the account's
-    /// currency.
+    /// Total as asked, tip included; null when it does not read in the account's currency.
     pub total: Option<String>,
+    /// Tip as asked; null when it does not read in the account's currency.
     pub tip: Option<String>,
     /// The checks run, in order, with their inputs (the account's balance, held and
     /// available amounts and legacy limits, the card, each spending control with the limit
     /// and what its window had counted), as an authorization's. Null when the wallet's own
     /// rules decided before them (a barcode used or expired, a card not active, a currency
-    /// or amount that does not read).
+    /// or amount that does not read), and when the wallet's own limits or funds declined
+    /// but the same debit, as the controls read it, declines for another reason (it would
+    /// explain another answer).
     #[schema(value_type = Option<Object>)]
     pub explanation: Option<serde_json::Value>,
     pub decided_at_ms: i64,
