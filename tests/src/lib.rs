@@ -222,6 +222,15 @@ pub fn items(v: &Value) -> std::slice::Iter<'_, Value> {
         .iter()
 }
 
+/// An explanation's spending limit check: its (owner, limit, spent, passed).
+pub fn spending_limit_check(explanation: &Value) -> [Value; 4] {
+    let limit = items(&explanation["controls"]["checks"])
+        .find(|c| c["check"] == "spending_limit")
+        .cloned()
+        .unwrap_or_default();
+    ["owner", "limit", "spent", "passed"].map(|k| limit[k].clone())
+}
+
 /// A plain HTTP answer.
 #[derive(Debug)]
 pub struct Resp {

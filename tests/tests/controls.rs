@@ -977,24 +977,8 @@ async fn reservations_apply_the_controls_and_give_back_what_they_release(app: Te
     );
     assert_eq!(e["account"]["available"], "940.00", "{e}");
     assert_eq!(e["card"]["belongs_to_user"], true, "{e}");
-    let limit = e["controls"]["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["check"] == "spending_limit"))
-        .cloned()
-        .unwrap_or_default();
-    let seen = (
-        &limit["owner"],
-        &limit["limit"],
-        &limit["spent"],
-        &limit["passed"],
-    );
-    let want = (
-        &json!("card"),
-        &json!("100.00"),
-        &json!("60.00"),
-        &json!(false),
-    );
-    assert_eq!(seen, want, "{e}");
+    let want = [json!("card"), json!("100.00"), json!("60.00"), json!(false)];
+    assert_eq!(spending_limit_check(e), want, "{e}");
     let e = decision("r1").await["explanation"].clone();
     assert_eq!(
         (&e["status"], &e["message"]),

@@ -476,24 +476,8 @@ async fn at_a_store_with_mcc_and_country(backend: Backend) {
     assert_eq!(decided[4]["transaction_id"], first["transaction_id"]);
     assert_eq!(decided[3]["total"], "20.01");
     let e = &decided[3]["explanation"];
-    let limit = e["controls"]["checks"]
-        .as_array()
-        .and_then(|c| c.iter().find(|c| c["check"] == "spending_limit"))
-        .cloned()
-        .unwrap_or_default();
-    let seen = (
-        &limit["owner"],
-        &limit["limit"],
-        &limit["spent"],
-        &limit["passed"],
-    );
-    let want = (
-        &json!("card"),
-        &json!("50.00"),
-        &json!("30.00"),
-        &json!(false),
-    );
-    assert_eq!(seen, want, "{e}");
+    let want = [json!("card"), json!("50.00"), json!("30.00"), json!(false)];
+    assert_eq!(spending_limit_check(e), want, "{e}");
     let e = &decided[5]["explanation"];
     assert_eq!(
         e["controls"]["declined"]["control"], "blocked_countries",

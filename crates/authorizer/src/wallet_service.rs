@@ -26,7 +26,7 @@ use ledger::{AuthorizationInput, Currency, Decision, DeclineClass, MccSet, Reque
 use rust_decimal::Decimal;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
-use store::wallet::{NewWalletDecision, NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind};
+use store::wallet::{NewWalletPayment, NewWalletReturn, PaymentRow, ReturnKind, WalletDecision};
 use store::{InstoreOutcome, StoreError, WalletCall, WalletPlan, WalletPlanner, WalletSnapshot};
 
 /// A typed wallet request, read from the verified payload.
@@ -294,12 +294,12 @@ impl Planner {
                 .barcode
                 .as_ref()
                 .and_then(|b| b.account.as_ref())
-                .map(|a| NewWalletDecision {
+                .map(|a| WalletDecision {
                     transaction_id: transaction_id.map(str::to_owned),
                     currency: a.currency,
                     total: asked.map(|(_, t, _)| t),
                     tip: asked.map(|(_, _, t)| t),
-                    outcome,
+                    outcome: outcome.to_owned(),
                     explanation: explanation.clone(),
                 });
         };

@@ -385,13 +385,11 @@ impl Store {
         currency: Currency,
     ) -> Result<Option<i64>, StoreError> {
         Ok(run_pool!(&self.db, p => {
-            sqlx::query_scalar(
-                "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
-            )
-            .bind(user_id)
-            .bind(currency.code())
-            .fetch_optional(p)
-            .await?
+            sqlx::query_scalar(USER_ACCOUNT_ID)
+                .bind(user_id)
+                .bind(currency.code())
+                .fetch_optional(p)
+                .await?
         }))
     }
 
@@ -555,4 +553,23 @@ impl Store {
         h.movements = movements;
         Ok(Some(h))
     }
+}
+
+/// The id of the cardholder account (user, currency).
+const USER_ACCOUNT_ID: &str =
+    "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2";
+
+/// The id of the cardholder account (user, currency) as `tx` reads it, when there is one.
+pub(crate) async fn user_account_in(
+    tx: &mut Tx,
+    user_id: &str,
+    currency: Currency,
+) -> Result<Option<i64>, sqlx::Error> {
+    Ok(crate::run!(tx, c => {
+        sqlx::query_scalar(USER_ACCOUNT_ID)
+            .bind(user_id)
+            .bind(currency.code())
+            .fetch_optional(c)
+            .await?
+    }))
 }

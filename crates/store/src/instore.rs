@@ -915,15 +915,7 @@ impl Store {
         let Some(user_id) = owner else {
             return Ok(SvLinkOutcome::CardNotFound);
         };
-        let account: Option<i64> = run!(&mut tx, c => {
-            sqlx::query_scalar(
-                "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
-            )
-            .bind(&user_id)
-            .bind(link.currency.code())
-            .fetch_optional(c)
-            .await?
-        });
+        let account = crate::admin::user_account_in(&mut tx, &user_id, link.currency).await?;
         if account.is_none() {
             return Ok(SvLinkOutcome::AccountNotFound);
         }

@@ -21,6 +21,7 @@ use ledger::Currency;
 use ledger::controls::{Counter, CounterKey, TimeZone};
 use ledger::instore::{SvKind, plan_stored_value};
 use ledger::plan::{Counting, GiveBack, counted_after};
+use sqlx::Row;
 use std::collections::HashMap;
 
 /// Movement kind of an approved `pay_wallet`: a debit of the barcode's account.
@@ -116,9 +117,9 @@ pub struct NewWalletPayment {
 }
 
 /// A fresh `pay_wallet` decision on a barcode that names an account, approved or declined,
-/// kept with why (`GET /v1/accounts/{user_id}/{currency}/wallet-payments`).
+/// with why (`GET /v1/accounts/{user_id}/{currency}/wallet-payments`).
 #[derive(Debug, Clone)]
-pub struct NewWalletDecision {
+pub struct WalletDecision {
     /// The payment, when approved.
     pub transaction_id: Option<String>,
     /// The account's currency.
@@ -127,24 +128,20 @@ pub struct NewWalletDecision {
     pub total: Option<i64>,
     pub tip: Option<i64>,
     /// `APPROVED`, or the wallet's reason (`LIMIT_EXCEEDED`, `BARCODE_USED`, ..).
-    pub outcome: &'static str,
+    pub outcome: String,
     /// The spending controls' explanation, in the stored form an authorization keeps;
-    /// `None` when the wallet's own rules decided before them.
+    /// `None` when it would not explain the answer (the wallet's own rules decided).
     pub explanation: Option<String>,
 }
 
 /// A kept wallet payment decision, as the admin API lists it.
 #[derive(Debug, Clone)]
-pub struct WalletDecisionRow {
+pub struct KeptWalletDecision {
     pub id: i64,
-    pub tenant_id: String,
-    pub barcode_last4: String,
-    pub transaction_id: Option<String>,
-    pub total: Option<i64>,
-    pub tip: Option<i64>,
-    pub outcome: String,
-    pub explanation: Option<String>,
-    pub created_at_ms: i64,
+    /// The tenant whose till asked, and the last four digits of the barcode it paid with.
+    pub tenant_barcode: (String, String),
+    pub decision: WalletDecision,
+    pub decided_at_ms: i64,
 }
 
 /// Money given back of a payment.
@@ -182,7 +179,7 @@ pub struct WalletPlan {
     pub callback_headers: Vec<(String, String)>,
     pub payment: Option<NewWalletPayment>,
     /// A fresh payment decision to keep with why (its barcode names an account).
-    pub decision: Option<NewWalletDecision>,
+    pub decision: Option<WalletDecision>,
     pub refund: Option<NewWalletReturn>,
     /// Keep the answer for an identical body (bare refund, cancel and log), with the
     /// payment it concerned and the reference a log recorded.
@@ -418,7 +415,7 @@ async fn record_decision(
     call: &WalletCall,
     account_id: i64,
     barcode: &str,
-    d: &NewWalletDecision,
+    d: &WalletDecision,
 ) -> Result<(), Step> {
     let last4 = barcode.get(barcode.len().saturating_sub(4)..).unwrap_or("");
     run!(tx, c => {
@@ -434,7 +431,7 @@ async fn record_decision(
         .bind(d.currency.code())
         .bind(d.total)
         .bind(d.tip)
-        .bind(d.outcome)
+        .bind(&d.outcome)
         .bind(d.explanation.as_deref())
         .bind(call.now_ms)
         .execute(c)
@@ -453,23 +450,12 @@ impl Store {
         currency: Currency,
         before: Option<i64>,
         limit: i64,
-    ) -> Result<Option<Vec<WalletDecisionRow>>, StoreError> {
+    ) -> Result<Option<Vec<KeptWalletDecision>>, StoreError> {
         let Some(account) = self.user_account_id(user_id, currency).await? else {
             return Ok(None);
         };
-        type Row = (
-            i64,
-            String,
-            String,
-            Option<String>,
-            Option<i64>,
-            Option<i64>,
-            String,
-            Option<String>,
-            i64,
-        );
-        let rows: Vec<Row> = crate::run_pool!(&self.db, p => {
-            sqlx::query_as(
+        let rows = crate::run_pool!(&self.db, p => {
+            sqlx::query(
                 "SELECT id, tenant_id, barcode_last4, transaction_id, total_minor, tip_minor, \
                  outcome, explanation, created_at_ms FROM wallet_decisions \
                  WHERE account_id = $1 AND ($2 IS NULL OR id < $2) ORDER BY id DESC LIMIT $3",
@@ -479,22 +465,25 @@ impl Store {
             .bind(limit)
             .fetch_all(p)
             .await?
-        });
-        Ok(Some(
-            rows.into_iter()
-                .map(|r| WalletDecisionRow {
-                    id: r.0,
-                    tenant_id: r.1,
-                    barcode_last4: r.2,
-                    transaction_id: r.3,
-                    total: r.4,
-                    tip: r.5,
-                    outcome: r.6,
-                    explanation: r.7,
-                    created_at_ms: r.8,
+            .iter()
+            .map(|r| {
+                Ok(KeptWalletDecision {
+                    id: r.try_get(0)?,
+                    tenant_barcode: (r.try_get(1)?, r.try_get(2)?),
+                    decision: WalletDecision {
+                        transaction_id: r.try_get(3)?,
+                        currency,
+                        total: r.try_get(4)?,
+                        tip: r.try_get(5)?,
+                        outcome: r.try_get(6)?,
+                        explanation: r.try_get(7)?,
+                    },
+                    decided_at_ms: r.try_get(8)?,
                 })
-                .collect(),
-        ))
+            })
+            .collect::<Result<Vec<_>, sqlx::Error>>()?
+        });
+        Ok(Some(rows))
     }
 
     /// One wallet request in the writer's transaction `tx`: replay a known request; else
@@ -733,15 +722,7 @@ impl Store {
     ) -> Result<BarcodeIssue, StoreError> {
         for _ in 0..4 {
             let mut tx = self.begin().await?;
-            let account: Option<i64> = run!(&mut tx, c => {
-                sqlx::query_scalar(
-                    "SELECT id FROM accounts WHERE kind = 'USER' AND user_id = $1 AND currency = $2",
-                )
-                .bind(user_id)
-                .bind(currency.code())
-                .fetch_optional(c)
-                .await?
-            });
+            let account = crate::admin::user_account_in(&mut tx, user_id, currency).await?;
             if account.is_none() {
                 return Ok(BarcodeIssue::AccountNotFound);
             }

@@ -159,19 +159,22 @@ pub async fn wallet_payments(
         let e = c.exponent();
         let decisions = page
             .iter()
-            .map(|d| WalletDecisionItem {
-                id: d.id,
-                tenant_id: d.tenant_id.clone(),
-                barcode_last4: d.barcode_last4.clone(),
-                outcome: d.outcome.clone(),
-                transaction_id: d.transaction_id.clone(),
-                total: d.total.map(|t| format_minor(t, e)),
-                tip: d.tip.map(|t| format_minor(t, e)),
-                explanation: d
-                    .explanation
-                    .as_deref()
-                    .and_then(ledger::plan::render_explanation),
-                decided_at_ms: d.created_at_ms,
+            .map(|k| {
+                let d = &k.decision;
+                WalletDecisionItem {
+                    id: k.id,
+                    tenant_id: k.tenant_barcode.0.clone(),
+                    barcode_last4: k.tenant_barcode.1.clone(),
+                    outcome: d.outcome.clone(),
+                    transaction_id: d.transaction_id.clone(),
+                    total: d.total.map(|t| format_minor(t, e)),
+                    tip: d.tip.map(|t| format_minor(t, e)),
+                    explanation: d
+                        .explanation
+                        .as_deref()
+                        .and_then(ledger::plan::render_explanation),
+                    decided_at_ms: k.decided_at_ms,
+                }
             })
             .collect();
         let page = WalletDecisionsPage {
