@@ -484,6 +484,38 @@ async fn redeemed(app: &TestApp, request_id: &str, minor: i64) -> Value {
     app.instore_callback(request_id).await
 }
 
+/// A Cancel of a Redeem on the Redeem's UTC day gives the linked account's daily limit that
+/// amount back, as a reversal of a card purchase does.
+async fn a_cancelled_redeem_gives_todays_daily_limit_back(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
+    let r = app
+        .admin_put("/v1/accounts/u1/USD", json!({"daily_limit": "50.00"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let first = redeemed(&app, "req-day-1", 3000).await;
+    assert_eq!(first["result"], "Success", "{first}");
+    let over = redeemed(&app, "req-day-2", 2001).await;
+    assert_eq!(over["error"], "LIMIT_EXCEEDED", "{over}");
+    let cancel = json!({
+        "requestId": "req-day-3", "locationId": "LondonStore", "workstationId": "POS-03",
+        "action": "Cancel", "number": NUMBER,
+        "external_transaction_id": first["data"]["external_transaction_id"],
+        "external_payment_id": first["data"]["external_payment_id"],
+    });
+    let to = "https://instore.example/callback/share";
+    app.instore_acknowledged("storedvaluecard_process", &cancel, to)
+        .await;
+    let cancelled = app.instore_callback("req-day-3").await;
+    assert_eq!(cancelled["result"], "Success", "{cancelled}");
+    // The whole daily limit is there again, and not a cent more.
+    let whole = redeemed(&app, "req-day-4", 5000).await;
+    assert_eq!(whole["result"], "Success", "{whole}");
+    let more = redeemed(&app, "req-day-5", 1).await;
+    assert_eq!(more["error"], "LIMIT_EXCEEDED", "{more}");
+    assert_eq!(app.available("u1", "USD").await, "50.00");
+    app.assert_audit_clean().await;
+}
+
 /// One balance: a processor authorization, a channel hold and a Redeem on the same account
 /// each see what the others took.
 async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
@@ -710,6 +742,7 @@ e2e::instore_scenarios!(
     callback_retries_until_delivered,
     bad_envelopes_change_nothing,
     redeem_and_authorization_share_the_balance,
+    a_cancelled_redeem_gives_todays_daily_limit_back,
     a_blocked_database_answers_503,
 );
 mod crowded {

@@ -401,7 +401,42 @@ async fn barcode_route_validates(app: TestApp, _rx: CallbackReceiver) {
     );
 }
 
+/// A refund or a cancel on the payment's UTC day gives the account's daily limit the amount
+/// back, as a reversal of a card purchase does.
+async fn returns_give_todays_daily_limit_back(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-d", "200.00").await;
+    let r = app
+        .admin_put("/v1/accounts/u-d/USD", json!({"daily_limit": "50.00"}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let paid = |total: i64, time: &'static str| {
+        let app = &app;
+        async move {
+            let b = barcode(app, "u-d", None).await;
+            wallet(app, "pay_wallet", &pay(&b, total, 0, time)).await
+        }
+    };
+    let first = paid(3000, "t1").await;
+    assert_eq!(verdict(&first), ("Success", "00"), "{first}");
+    // 30.00 of 50.00 spent today: 20.01 more is over the daily limit.
+    assert_eq!(verdict(&paid(2001, "t2").await), ("Failure", "61"));
+    let refund = json!({"transaction_id": first["transaction_id"]});
+    let r = wallet(&app, "refund_wallet_payment", &refund).await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    let second = paid(4500, "t3").await;
+    assert_eq!(verdict(&second), ("Success", "00"), "{second}");
+    let cancel = json!({"transaction_id": second["transaction_id"]});
+    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    // The whole daily limit is there again, and not a cent more.
+    assert_eq!(verdict(&paid(5000, "t4").await), ("Success", "00"));
+    assert_eq!(verdict(&paid(1, "t5").await), ("Failure", "61"));
+    assert_eq!(app.available("u-d", "USD").await, "150.00");
+    app.assert_audit_clean().await;
+}
+
 e2e::instore_scenarios!(
+    returns_give_todays_daily_limit_back,
     wallet_story,
     wallet_and_authorization_share_the_balance,
     a_hold_reduces_what_the_wallet_spends,

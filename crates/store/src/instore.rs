@@ -244,6 +244,33 @@ pub(crate) fn daily_after(a: &LockedAccount, today: i64, delta: i64) -> (i64, i6
     )
 }
 
+/// What a Cancel's leg of `credit` on card `number` gives back to the daily spending: the
+/// amount of the cancelled operation's Redeem leg on that card, when it was booked on the
+/// UTC day of `now_ms` (a later day's counter never counted it).
+fn redeemed_today(
+    operation: Option<&SvOperationRows>,
+    number: &str,
+    now_ms: i64,
+    credit: i64,
+) -> i64 {
+    operation
+        .into_iter()
+        .flat_map(|o| &o.legs)
+        .filter(|r| r.number == number && r.kind == SvKind::Redeem.movement_kind())
+        .map(|r| {
+            let redeemed = r.amount_minor.saturating_neg().clamp(0, credit.max(0));
+            ledger::holds::daily_give_back(r.created_at_ms, now_ms, redeemed)
+        })
+        .sum()
+}
+
+/// The account's daily spending (day, amount) once `back` of today's spending comes back
+/// (never below zero; another day's counter is left alone); `None`: nothing changes.
+pub(crate) fn daily_given_back(a: &LockedAccount, today: i64, back: i64) -> Option<(i64, i64)> {
+    let spent = ledger::holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
+    (spent != a.daily_spent).then_some((a.daily_spent_day, spent))
+}
+
 const CARD_COLUMNS: &str = "SELECT s.number, s.card_id, s.user_id, s.currency, s.card_type, \
      s.tenants, s.linked, s.pin_hash, s.cvc_hash, s.pin_tries, c.status, a.id \
      FROM instore_cards s JOIN cards c ON c.card_id = s.card_id \
@@ -698,7 +725,9 @@ impl Store {
         let mut payment_id = None;
         if let Some(m) = &plan.movement {
             payment_id = Some(m.external_payment_id.as_str());
-            self.book_movement(tx, call, m, &accounts).await?;
+            let operation = snap.operation.as_ref();
+            self.book_movement(tx, call, m, &accounts, operation)
+                .await?;
         }
         if let (Some(poa), Some(w)) = (&call.poa, &plan.poa) {
             self.write_poa(tx, call, poa, &snap.poa, w).await?;
@@ -722,6 +751,7 @@ impl Store {
         call: &InstoreCall,
         m: &SvMovementPlan,
         accounts: &BTreeMap<String, LockedAccount>,
+        operation: Option<&SvOperationRows>,
     ) -> Result<(), Step> {
         let clearing = self.clearing_in(tx, m.currency).await?;
         let mut legs = Vec::with_capacity(m.legs.len());
@@ -752,8 +782,16 @@ impl Store {
                 .entry(b.account_id)
                 .or_insert_with(|| accounts[&l.number].clone())
                 .clone();
-            // A Redeem counts toward the account's daily spending, as a card purchase does.
-            let daily = (m.kind == SvKind::Redeem).then(|| daily_after(&a, today, l.delta));
+            // A Redeem counts toward the account's daily spending, as a card purchase does;
+            // its Cancel on the Redeem's UTC day gives that leg back.
+            let daily = match m.kind {
+                SvKind::Redeem => Some(daily_after(&a, today, l.delta)),
+                SvKind::Cancel => {
+                    let back = redeemed_today(operation, &l.number, call.now_ms, l.delta);
+                    daily_given_back(&a, today, back)
+                }
+                SvKind::Load => None,
+            };
             let meta = MovementMeta {
                 kind: m.kind.movement_kind(),
                 processor_kind: None,

@@ -9,7 +9,8 @@
 
 use crate::controls::{card_counters, give_back_counted, write_counting};
 use crate::instore::{
-    InstoreCall, InstoreOutcome, RequestAnswer, daily_after, record_request, recorded, sv_account,
+    InstoreCall, InstoreOutcome, RequestAnswer, daily_after, daily_given_back, record_request,
+    recorded, sv_account,
 };
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, load_card_record,
@@ -93,6 +94,8 @@ pub struct PaymentRow {
     /// What the payment counted in the spending controls (as approved: what its returns
     /// gave back is `refunded + reversed`).
     pub counted: Option<String>,
+    /// When it was booked (a return on that UTC day gives the daily counter back).
+    pub paid_at_ms: i64,
 }
 
 /// What one wallet request's decision may read.
@@ -337,13 +340,15 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
         (None, None) => return Ok(None),
     };
     let sql = format!(
-        "SELECT transaction_id, tenant_id, currency, total_minor, account_id, controls_counted \
-         FROM wallet_payments WHERE {filter}"
+        "SELECT transaction_id, tenant_id, currency, total_minor, account_id, controls_counted, \
+         created_at_ms FROM wallet_payments WHERE {filter}"
     );
-    let head: Option<(String, String, String, i64, i64, Option<String>)> = run!(tx, c => {
+    type Head = (String, String, String, i64, i64, Option<String>, i64);
+    let head: Option<Head> = run!(tx, c => {
         sqlx::query_as(&sql).bind(key).fetch_optional(c).await?
     });
-    let Some((transaction_id, tenant_id, code, total, account_id, counted)) = head else {
+    let Some((transaction_id, tenant_id, code, total, account_id, counted, paid_at_ms)) = head
+    else {
         return Ok(None);
     };
     let currency = Currency::parse_any(&code)
@@ -375,6 +380,7 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
         reference,
         account,
         counted,
+        paid_at_ms,
     }))
 }
 
@@ -557,7 +563,13 @@ impl Store {
                 .and_then(|b| b.account.as_ref())
                 .ok_or_else(|| StoreError::Invalid("a planned payment names no account".into()))?;
             let movement_id = self
-                .book_wallet(tx, call, account, p.currency, -p.total, KIND_WALLET_PAYMENT)
+                .book_wallet(
+                    tx,
+                    call,
+                    account,
+                    (p.currency, -p.total, 0),
+                    KIND_WALLET_PAYMENT,
+                )
                 .await?;
             if let Some(c) = &p.counted {
                 write_counting(tx, account.id, c, call.now_ms).await?;
@@ -593,13 +605,17 @@ impl Store {
                 .as_ref()
                 .filter(|p| p.transaction_id == r.payment_transaction_id)
                 .ok_or_else(|| StoreError::Invalid("a planned return names no payment".into()))?;
+            // A return on the payment's UTC day gives the daily counter its amount back, as a
+            // credit adjustment does a card purchase's (never more than stands of the payment:
+            // the decision returns at most that).
+            let daily_back =
+                ledger::holds::daily_give_back(payment.paid_at_ms, call.now_ms, r.amount);
             let movement_id = self
                 .book_wallet(
                     tx,
                     call,
                     &payment.account,
-                    payment.currency,
-                    r.amount,
+                    (payment.currency, r.amount, daily_back),
                     r.kind.movement_kind(),
                 )
                 .await?;
@@ -666,14 +682,14 @@ impl Store {
 
     /// Books `delta` (signed, on the account) against INSTORE_CLEARING as a movement of
     /// `kind`, through the same ledger plan as a Redeem (a debit within posted − held +
-    /// overdraft, counted toward the day's spending) or a Cancel (a credit).
+    /// overdraft, counted toward the day's spending) or a Cancel (a credit, which gives
+    /// `daily_back` back to today's spending).
     async fn book_wallet(
         &self,
         tx: &mut Tx,
         call: &WalletCall,
         account: &LockedAccount,
-        currency: Currency,
-        delta: i64,
+        (currency, delta, daily_back): (Currency, i64, i64),
         kind: &'static str,
     ) -> Result<i64, Step> {
         if account.currency != currency {
@@ -689,7 +705,11 @@ impl Store {
         let booking = plan_stored_value(sv_kind, &[(sv_account(account), delta)])
             .map_err(|e| StoreError::Invalid(format!("wallet movement refused: {e:?}")))?;
         let today = ledger::plan::day_of(call.now_ms);
-        let daily = debit.then(|| daily_after(account, today, delta));
+        let daily = if debit {
+            Some(daily_after(account, today, delta))
+        } else {
+            daily_given_back(account, today, daily_back)
+        };
         let meta = MovementMeta {
             kind,
             processor_kind: None,
