@@ -171,11 +171,17 @@ async fn rejected_advice_reverses_once(app: TestApp) {
         "NOOP"
     );
     assert_eq!(app.available("u1", "ARS").await, "1000.00");
-    // Today's daily counter got the 400.00 back with the money, once: another 400.00 fits
-    // under the daily limit of 500.00, and then 100.01 more does not.
-    let again = Tx::new(&uid("ctx"), "PURCHASE", "u1", "400.00", "ARS");
-    assert_eq!(app.send(AUTH, &again).await.json()["status"], "APPROVED");
-    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "100.01", "ARS");
+    // Today's daily counter got the 400.00 back with the money, once: the whole daily limit
+    // of 500.00 is there again.
+    daily_room_is(&app, "500.00").await;
+}
+
+/// u1's ARS daily limit has exactly `room` left today: a purchase of it is approved, and
+/// then one of 0.01 is over the limit.
+async fn daily_room_is(app: &TestApp, room: &str) {
+    let whole = Tx::new(&uid("ctx"), "PURCHASE", "u1", room, "ARS");
+    assert_eq!(app.send(AUTH, &whole).await.json()["status"], "APPROVED");
+    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0.01", "ARS");
     let answer = app.send(AUTH, &over).await.json();
     assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
 }
@@ -243,11 +249,7 @@ async fn credits_give_todays_daily_limit_back(app: TestApp) {
     credit("REVERSAL_PURCHASE", "150.00", Some(&other.id)).await;
     assert_eq!(spent_today().await, "20.00");
     // The rest of the daily limit is there again, and not a cent more.
-    let whole = Tx::new(&uid("ctx"), "PURCHASE", "u1", "480.00", "ARS");
-    assert_eq!(app.send(AUTH, &whole).await.json()["status"], "APPROVED");
-    let over = Tx::new(&uid("ctx"), "PURCHASE", "u1", "0.01", "ARS");
-    let answer = app.send(AUTH, &over).await.json();
-    assert_eq!(answer["message"], "Amount above daily limit", "{answer}");
+    daily_room_is(&app, "480.00").await;
 }
 
 async fn approved_advice_books_a_rejected_purchase(app: TestApp) {

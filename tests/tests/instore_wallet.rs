@@ -63,6 +63,19 @@ async fn barcode(app: &TestApp, user: &str, secs: Option<u64>) -> String {
     b
 }
 
+/// `action` (`refund_wallet_payment` or `cancel_wallet_payment`) of `payment`, approved.
+async fn returned(app: &TestApp, action: &str, payment: &Value) {
+    let body = json!({"transaction_id": payment["transaction_id"]});
+    let r = wallet(app, action, &body).await;
+    assert_eq!(verdict(&r), ("Success", "00"), "{action}: {r}");
+}
+
+/// `user` pays `total` with a barcode of its own: the answer.
+async fn paid_afresh(app: &TestApp, user: &str, total: i64, time: &str) -> Value {
+    let b = barcode(app, user, None).await;
+    wallet(app, "pay_wallet", &pay(&b, total, 0, time)).await
+}
+
 fn pay(barcode: &str, total: i64, tip: i64, time: &str) -> Value {
     json!({
         "barcode": barcode, "currency": "USD", "total": total,
@@ -409,25 +422,15 @@ async fn returns_give_todays_daily_limit_back(app: TestApp, _rx: CallbackReceive
         .admin_put("/v1/accounts/u-d/USD", json!({"daily_limit": "50.00"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    let paid = |total: i64, time: &'static str| {
-        let app = &app;
-        async move {
-            let b = barcode(app, "u-d", None).await;
-            wallet(app, "pay_wallet", &pay(&b, total, 0, time)).await
-        }
-    };
+    let paid = |total: i64, time: &'static str| paid_afresh(&app, "u-d", total, time);
     let first = paid(3000, "t1").await;
     assert_eq!(verdict(&first), ("Success", "00"), "{first}");
     // 30.00 of 50.00 spent today: 20.01 more is over the daily limit.
     assert_eq!(verdict(&paid(2001, "t2").await), ("Failure", "61"));
-    let refund = json!({"transaction_id": first["transaction_id"]});
-    let r = wallet(&app, "refund_wallet_payment", &refund).await;
-    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    returned(&app, "refund_wallet_payment", &first).await;
     let second = paid(4500, "t3").await;
     assert_eq!(verdict(&second), ("Success", "00"), "{second}");
-    let cancel = json!({"transaction_id": second["transaction_id"]});
-    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
-    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    returned(&app, "cancel_wallet_payment", &second).await;
     // The whole daily limit is there again, and not a cent more.
     assert_eq!(verdict(&paid(5000, "t4").await), ("Success", "00"));
     assert_eq!(verdict(&paid(1, "t5").await), ("Failure", "61"));
@@ -463,13 +466,7 @@ async fn at_a_store_with_mcc_and_country(backend: Backend) {
         json!({"currency": "USD", "spending_limits": [{"amount": "50.00", "interval": "monthly"}]});
     controls(card, limit).await;
     controls(account.clone(), json!({"blocked_countries": ["US"]})).await;
-    let paid = |total: i64, time: &'static str| {
-        let app = &app;
-        async move {
-            let b = barcode(app, "u-c", None).await;
-            wallet(app, "pay_wallet", &pay(&b, total, 0, time)).await
-        }
-    };
+    let paid = |total: i64, time: &'static str| paid_afresh(&app, "u-c", total, time);
     let r = paid(100, "t1").await;
     assert_eq!(verdict(&r), ("Failure", "57"), "{r}");
     assert_eq!(r["error_message"], "NOT_PERMITTED");
@@ -480,16 +477,12 @@ async fn at_a_store_with_mcc_and_country(backend: Backend) {
     assert_eq!(verdict(&r), ("Failure", "61"), "{r}");
     assert_eq!(r["error_message"], "LIMIT_EXCEEDED");
     // A refund gives its money back to the monthly limit.
-    let refund = json!({"transaction_id": first["transaction_id"]});
-    let r = wallet(&app, "refund_wallet_payment", &refund).await;
-    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    returned(&app, "refund_wallet_payment", &first).await;
     let second = paid(5000, "t4").await;
     assert_eq!(verdict(&second), ("Success", "00"), "{second}");
     assert_eq!(verdict(&paid(1, "t5").await), ("Failure", "61"));
     // So does a reversal.
-    let cancel = json!({"transaction_id": second["transaction_id"]});
-    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
-    assert_eq!(verdict(&r), ("Success", "00"), "{r}");
+    returned(&app, "cancel_wallet_payment", &second).await;
     assert_eq!(verdict(&paid(5000, "t6").await), ("Success", "00"));
     assert_eq!(app.available("u-c", "USD").await, "50.00");
     // Every decision is kept with why, newest first: the limit's decline shows the card's
