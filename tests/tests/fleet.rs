@@ -350,6 +350,43 @@ async fn one_barcode_paid_on_two_instances_is_one_payment() {
     apps[1].assert_audit_clean().await;
 }
 
+/// A withdrawal resent under its key to another instance while the first is waiting for
+/// the account is that withdrawal: both answers are its answer, and the money left once
+/// (the resend, deciding after the first committed, must not refuse it for the money its
+/// twin took).
+#[actix_rt::test]
+async fn a_withdrawal_resent_to_another_instance_is_one_withdrawal() {
+    let (apps, _) = fleet(2, None, |_| {}).await;
+    apps[0].funded("u1", "ARS", "100.00").await;
+    let db = apps[0].database_url.clone().expect("postgres");
+    let holder = hold_account_row(&db).await;
+    let key = uid("wd");
+    let sent = apps.iter().map(|app| {
+        let (base, key) = (app.base.clone(), key.clone());
+        actix_rt::spawn(async move {
+            let body = json!({"amount": "100.00", "reference": "payout"});
+            let path = "/v1/accounts/u1/ARS/withdrawals";
+            Remote::new(&base)
+                .admin("POST", path, Some(body), Some(&key))
+                .await
+        })
+    });
+    let sent: Vec<_> = sent.collect();
+    // Both wait for the account's row, having found no answer under the key.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    release_account_row(holder).await;
+    let mut answers = Vec::new();
+    for s in sent {
+        let r = s.await.expect("withdrawal");
+        answers.push((r.status, r.json()));
+    }
+    let (status, first) = &answers[0];
+    assert_eq!(*status, 201, "{first}");
+    assert_eq!(answers[1], answers[0], "one withdrawal, one answer");
+    assert_eq!(apps[1].available("u1", "ARS").await, "0.00");
+    apps[1].assert_audit_clean().await;
+}
+
 /// The body of `tx` under a new transaction id (one id is answered once, whatever the key).
 fn fresh(tx: &Tx) -> Vec<u8> {
     Tx {

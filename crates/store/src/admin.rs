@@ -304,15 +304,17 @@ impl Store {
     where
         R: Fn(i64, i64) -> StoredResponse,
     {
-        if let Some(rec) = find_idempotent(tx, SCOPE_ADMIN, f.idempotency_key).await? {
-            return Ok(match repeat_of(&rec.request_hash, &f.request_hash) {
-                Repeat::Replay => FundingOutcome::Replay(rec.response),
-                Repeat::KeyConflict => FundingOutcome::KeyConflict,
-            });
+        if let Some(done) = funded_before(tx, f).await? {
+            return Ok(done);
         }
         let Some(account) = lock_user_account(tx, f.user_id, f.currency).await? else {
             return Ok(FundingOutcome::AccountNotFound);
         };
+        // A duplicate that another instance committed while this one waited for the lock is
+        // seen now: else a withdrawal would be refused for the money its twin took.
+        if let Some(done) = funded_before(tx, f).await? {
+            return Ok(done);
+        }
         let funded = FundedAccount {
             balance: account.balance,
             held: account.held,
@@ -571,5 +573,16 @@ pub(crate) async fn user_account_in(
             .bind(currency.code())
             .fetch_optional(c)
             .await?
+    }))
+}
+
+/// The answer recorded under the funding call's idempotency key, if any.
+async fn funded_before(tx: &mut Tx, f: &FundingCall<'_>) -> Result<Option<FundingOutcome>, Step> {
+    let Some(rec) = find_idempotent(tx, SCOPE_ADMIN, f.idempotency_key).await? else {
+        return Ok(None);
+    };
+    Ok(Some(match repeat_of(&rec.request_hash, &f.request_hash) {
+        Repeat::Replay => FundingOutcome::Replay(rec.response),
+        Repeat::KeyConflict => FundingOutcome::KeyConflict,
     }))
 }

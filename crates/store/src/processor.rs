@@ -751,12 +751,14 @@ where
         record_answer(tx, scope, call, &response).await?;
         return Ok(Outcome::Replay(response));
     }
-    let original = match t.original_transaction_id {
-        Some(original) => Some(original_of(tx, original).await?),
-        None => None,
-    };
     let account = match terms.account(t) {
         Some((user, currency)) => lock_user_account(tx, user, currency).await?,
+        None => None,
+    };
+    // Read after the account's lock: a verdict on the original that another instance
+    // committed meanwhile is seen (its review flag depends on it).
+    let original = match t.original_transaction_id {
+        Some(original) => Some(original_of(tx, original).await?),
         None => None,
     };
     let facts = AdjustmentFacts {
