@@ -387,6 +387,82 @@ async fn a_withdrawal_resent_to_another_instance_is_one_withdrawal() {
     apps[1].assert_audit_clean().await;
 }
 
+/// A stored-value Cancel of a Load sent again under another requestId to another instance,
+/// while the first waits for the account: the second finds the Load cancelled (approved,
+/// `already_cancelled`), instead of deciding over the balance the first left, which would
+/// decline it for funds.
+#[actix_rt::test]
+async fn a_load_cancelled_on_two_instances_is_cancelled_once() {
+    let (apps, _) = fleet(2, None, |s| {
+        e2e::instore::tenant_settings(s, "http://127.0.0.1:9");
+        s.instore.ack_deadline_ms = 20_000;
+    })
+    .await;
+    let number = "6280001234567895";
+    apps[0]
+        .stored_value_card("u1", "USD", "10.00", number)
+        .await;
+    let to = "https://instore.example/callback/fleet";
+    let load = json!({
+        "requestId": "req-load", "locationId": "L", "action": "Load", "number": number,
+        "amount": {"amount": 5000, "precision": 2, "currency": "USD"},
+        "session_id": "s-1", "reference": "top-up",
+    });
+    apps[0]
+        .instore_acknowledged("storedvaluecard_process", &load, to)
+        .await;
+    let loaded = apps[0].instore_callback("req-load").await;
+    assert_eq!(loaded["result"], "Success", "{loaded}");
+    let db = apps[0].database_url.clone().expect("postgres");
+    let holder = hold_account_row(&db).await;
+    let sent: Vec<_> = apps
+        .iter()
+        .enumerate()
+        .map(|(i, app)| {
+            let cancel = json!({
+                "requestId": format!("req-cancel-{i}"), "locationId": "L", "action": "Cancel",
+                "number": number,
+                "external_transaction_id": loaded["data"]["external_transaction_id"],
+                "external_payment_id": loaded["data"]["external_payment_id"],
+            });
+            let (body, signature) = e2e::instore::envelope("storedvaluecard_process", &cancel, to);
+            let base = app.base.clone();
+            actix_rt::spawn(async move {
+                let url = format!("{base}/instore/storedvaluecard_process");
+                awc::Client::new()
+                    .post(url)
+                    .insert_header(("x-signature", signature))
+                    .insert_header(("content-type", "application/json"))
+                    .send_body(body)
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    // Both wait for the account's row, having read the Load not cancelled.
+    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    release_account_row(holder).await;
+    for s in sent {
+        assert_eq!(s.await.expect("cancel").ok(), Some(200));
+    }
+    let answers: Vec<Value> = join_all((0..2).map(|i| {
+        let app = &apps[0];
+        async move { app.instore_callback(&format!("req-cancel-{i}")).await }
+    }))
+    .await;
+    let mut again: Vec<bool> = answers
+        .iter()
+        .map(|a| {
+            assert_eq!(a["result"], "Success", "{a}");
+            a["data"]["already_cancelled"] == true
+        })
+        .collect();
+    again.sort_unstable();
+    assert_eq!(again, [false, true], "{answers:?}");
+    assert_eq!(apps[1].available("u1", "USD").await, "10.00");
+    apps[1].assert_audit_clean().await;
+}
+
 /// The body of `tx` under a new transaction id (one id is answered once, whatever the key).
 fn fresh(tx: &Tx) -> Vec<u8> {
     Tx {

@@ -465,31 +465,28 @@ pub(crate) async fn recorded(
 /// other in a cycle).
 async fn snapshot(tx: &mut Tx, call: &InstoreCall) -> Result<SvSnapshot, Step> {
     let mut snap = SvSnapshot::default();
-    let mut numbers = call.numbers.clone();
-    if let Some(id) = call.operation.as_deref() {
-        let rows = operation_rows(tx, id).await?;
-        if !rows.is_empty() {
-            let (reversal, legs): (Vec<_>, Vec<_>) = rows
-                .into_iter()
-                .partition(|r| r.kind == ledger::instore::KIND_SV_CANCEL);
-            numbers.extend(legs.iter().map(|l| l.number.clone()));
-            snap.operation = Some(SvOperationRows { legs, reversal });
-        }
-    }
-    numbers.sort();
-    numbers.dedup();
-    let mut heads = Vec::new();
-    for n in &numbers {
-        if let Some(h) = card_head(tx, n).await? {
-            heads.push(h);
-        }
-    }
+    let (operation, numbers) = operation_and_numbers(tx, call).await?;
+    let mut heads = card_heads(tx, &numbers).await?;
     let mut ids: Vec<i64> = heads.iter().map(|h| h.account_id).collect();
     ids.sort_unstable();
     ids.dedup();
     let mut accounts = BTreeMap::new();
     for id in ids {
         accounts.insert(id, lock_account_by_id(tx, id).await?);
+    }
+    snap.operation = operation;
+    // On Postgres, read again under the accounts' locks what the decision reads: what
+    // another instance committed while this one waited (a Cancel of the same operation, a
+    // PIN try counted, a card blocked) is seen, not decided over. A card that moved to an
+    // account not locked here (a re-link meanwhile) runs the request again. SQLite has one
+    // writer: nothing moved.
+    if matches!(tx, Tx::Pg(_)) {
+        let (operation, numbers) = operation_and_numbers(tx, call).await?;
+        heads = card_heads(tx, &numbers).await?;
+        if heads.iter().any(|h| !accounts.contains_key(&h.account_id)) {
+            return Err(Step::Retry);
+        }
+        snap.operation = operation;
     }
     for h in heads {
         let account = accounts
@@ -518,6 +515,40 @@ async fn snapshot(tx: &mut Tx, call: &InstoreCall) -> Result<SvSnapshot, Step> {
         snap.poa = crate::poa::prefetch(tx, call, poa).await?;
     }
     Ok(snap)
+}
+
+/// The operation `call` names (its legs and its reversal's), and every number the request
+/// and the operation name, sorted.
+async fn operation_and_numbers(
+    tx: &mut Tx,
+    call: &InstoreCall,
+) -> Result<(Option<SvOperationRows>, Vec<String>), Step> {
+    let mut numbers = call.numbers.clone();
+    let mut operation = None;
+    if let Some(id) = call.operation.as_deref() {
+        let rows = operation_rows(tx, id).await?;
+        if !rows.is_empty() {
+            let (reversal, legs): (Vec<_>, Vec<_>) = rows
+                .into_iter()
+                .partition(|r| r.kind == ledger::instore::KIND_SV_CANCEL);
+            numbers.extend(legs.iter().map(|l| l.number.clone()));
+            operation = Some(SvOperationRows { legs, reversal });
+        }
+    }
+    numbers.sort();
+    numbers.dedup();
+    Ok((operation, numbers))
+}
+
+/// The cards of `numbers` that we hold.
+async fn card_heads(tx: &mut Tx, numbers: &[String]) -> Result<Vec<CardHead>, Step> {
+    let mut heads = Vec::new();
+    for n in numbers {
+        if let Some(h) = card_head(tx, n).await? {
+            heads.push(h);
+        }
+    }
+    Ok(heads)
 }
 
 /// Creates the card of `storedvaluecard`: its own cardholder account (user = card id,

@@ -127,35 +127,54 @@ const ACCOUNT_SQL: &str = "SELECT p.user_id, p.currency, p.company_name, p.autho
      JOIN accounts a ON a.kind = 'USER' AND a.user_id = p.user_id AND a.currency = p.currency \
      WHERE p.tenant_id = $1 AND p.account_number = $2";
 
+/// A POA account's row with its ledger account's id, as `ACCOUNT_SQL` reads it.
+type PoaHead = (
+    String,
+    String,
+    Option<String>,
+    String,
+    bool,
+    Option<i64>,
+    i64,
+);
+
+async fn poa_head(
+    tx: &mut Tx,
+    tenant_id: &str,
+    number: &str,
+) -> Result<Option<PoaHead>, sqlx::Error> {
+    Ok(run!(tx, c => {
+        sqlx::query_as(ACCOUNT_SQL)
+            .bind(tenant_id)
+            .bind(number)
+            .fetch_optional(c)
+            .await?
+    }))
+}
+
 /// Reads the POA account of (tenant, number) and locks its ledger account.
 async fn account_row(
     tx: &mut Tx,
     tenant_id: &str,
     number: &str,
 ) -> Result<Option<PoaRow>, sqlx::Error> {
-    type Head = (
-        String,
-        String,
-        Option<String>,
-        String,
-        bool,
-        Option<i64>,
-        i64,
-    );
-    let head: Option<Head> = run!(tx, c => {
-        sqlx::query_as(ACCOUNT_SQL)
-            .bind(tenant_id)
-            .bind(number)
-            .fetch_optional(c)
-            .await?
-    });
-    let Some((user_id, code, company_name, ids, blocked, lowered, id)) = head else {
+    let Some(first) = poa_head(tx, tenant_id, number).await? else {
         return Ok(None);
     };
+    let account = lock_account_by_id(tx, first.6).await?;
+    // On Postgres, read the row again under the lock: a block, an unblock or a change of
+    // its users that another instance committed while this one waited is what the request
+    // is decided on (the admin and the tills change it under the same lock). Its ledger
+    // account never changes.
+    let head = if matches!(tx, Tx::Pg(_)) {
+        poa_head(tx, tenant_id, number).await?.unwrap_or(first)
+    } else {
+        first
+    };
+    let (user_id, code, company_name, ids, blocked, lowered, _) = head;
     let currency = Currency::parse_any(&code).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
     let authorized_user_ids =
         serde_json::from_str(&ids).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
-    let account = lock_account_by_id(tx, id).await?;
     Ok(Some(PoaRow {
         user_id,
         currency,
