@@ -321,6 +321,12 @@ async fn read_barcode(
         Some((id, r)) if r.controls.is_some() => card_counters(tx, id, now_ms, tz).await?,
         _ => HashMap::new(),
     };
+    // The card's status as read after the account's lock: a block committed meanwhile is
+    // what the payment is decided on.
+    let card_status = card
+        .as_ref()
+        .map(|(_, r)| r.status.as_str().to_owned())
+        .or(card_status);
     Ok(Some(BarcodeRow {
         user_id,
         currency,
