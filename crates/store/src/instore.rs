@@ -264,13 +264,6 @@ fn redeemed_today(
         .sum()
 }
 
-/// The account's daily spending (day, amount) once `back` of today's spending comes back
-/// (never below zero; another day's counter is left alone); `None`: nothing changes.
-pub(crate) fn daily_given_back(a: &LockedAccount, today: i64, back: i64) -> Option<(i64, i64)> {
-    let spent = ledger::holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
-    (spent != a.daily_spent).then_some((a.daily_spent_day, spent))
-}
-
 const CARD_COLUMNS: &str = "SELECT s.number, s.card_id, s.user_id, s.currency, s.card_type, \
      s.tenants, s.linked, s.pin_hash, s.cvc_hash, s.pin_tries, c.status, a.id \
      FROM instore_cards s JOIN cards c ON c.card_id = s.card_id \
@@ -819,7 +812,7 @@ impl Store {
                 SvKind::Redeem => Some(daily_after(&a, today, l.delta)),
                 SvKind::Cancel => {
                     let back = redeemed_today(operation, &l.number, call.now_ms, l.delta);
-                    daily_given_back(&a, today, back)
+                    a.given_back(today, back)
                 }
                 SvKind::Load => None,
             };

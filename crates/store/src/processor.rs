@@ -784,9 +784,7 @@ where
                 call.now_ms,
                 m.postings.holder_amount,
             );
-            let today = day_of(call.now_ms);
-            let spent = holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
-            (spent != a.daily_spent).then_some((a.daily_spent_day, spent))
+            a.given_back(day_of(call.now_ms), back)
         }
         _ => None,
     };
@@ -906,9 +904,7 @@ where
             let debited = -o.holder_amount;
             let back =
                 holds::credit_give_back(debited, credited, o.booked_at_ms, n.now_ms, debited);
-            let today = day_of(n.now_ms);
-            let spent = holds::give_back_counter(a.daily_spent_day, a.daily_spent, today, back);
-            Some((a.daily_spent_day, spent))
+            a.given_back(day_of(n.now_ms), back)
         }
         _ => None,
     };

@@ -9,8 +9,7 @@
 
 use crate::controls::{card_counters, give_back_counted, write_counting};
 use crate::instore::{
-    InstoreCall, InstoreOutcome, RequestAnswer, daily_after, daily_given_back, record_request,
-    recorded, sv_account,
+    InstoreCall, InstoreOutcome, RequestAnswer, daily_after, record_request, recorded, sv_account,
 };
 use crate::processor::{
     Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, load_card_record,
@@ -714,7 +713,7 @@ impl Store {
         let daily = if debit {
             Some(daily_after(account, today, delta))
         } else {
-            daily_given_back(account, today, daily_back)
+            account.given_back(today, daily_back)
         };
         let meta = MovementMeta {
             kind,

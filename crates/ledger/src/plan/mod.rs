@@ -282,6 +282,14 @@ impl Account {
         self.daily_spent_day.max(today)
     }
 
+    /// The daily counter (day, amount) once `back` of `today`'s spending comes back (never
+    /// below zero; another day's counter is left alone); `None`: nothing changes.
+    pub fn given_back(&self, today: i64, back: i64) -> Option<(i64, i64)> {
+        let spent =
+            crate::holds::give_back_counter(self.daily_spent_day, self.daily_spent, today, back);
+        (spent != self.daily_spent).then_some((self.daily_spent_day, spent))
+    }
+
     /// The account as the decision sees it on `today` (days since the epoch), its daily
     /// counter as [`Account::daily_spent_on`] reads it.
     pub fn state(&self, today: i64) -> AccountState {
