@@ -38,7 +38,7 @@ macro_rules! flags {
 flags! {
     SUSPENSE UNKNOWN_CURRENCY EXCESS_PRECISION NEGATIVE_AMOUNT NEGATIVE_BALANCE OUT_OF_RANGE
     UNKNOWN_ORIGINAL FORCED_BY_PROCESSOR UNKNOWN_DIRECTION MISSING_AMOUNT CONFLICTING_VERDICT
-    UNPARSED ORIGINAL_NOT_BOOKED
+    UNPARSED ORIGINAL_NOT_BOOKED ALREADY_CREDITED
 }
 
 impl Flags {
@@ -427,6 +427,9 @@ pub struct OriginalMovement<'a> {
     pub counterparty_id: i64,
     /// The cardholder balance now, when the holder is a cardholder account.
     pub holder_balance: Option<i64>,
+    /// What credit adjustments naming the transaction have given the holder account since
+    /// (a reversal or refund of the purchase the verdict now rejects).
+    pub credited: i64,
 }
 
 /// What the store read for a notification.
@@ -613,6 +616,13 @@ pub fn plan_notification<'a>(
             let original = facts
                 .original
                 .ok_or(VerdictError::OriginalNotRead(movement_id))?;
+            // The processor's word stands: the whole debit is undone. Money a credit
+            // adjustment gave back for it already is then given twice, as the processor's
+            // records say, and a person looks at it (the other order is flagged
+            // ORIGINAL_NOT_BOOKED on the adjustment).
+            if original.credited > 0 {
+                flags.add(Flags::ALREADY_CREDITED);
+            }
             match reversal(&original)? {
                 Some(m) => plan(
                     NotificationEffect::Reversed,
@@ -954,6 +964,7 @@ mod tests {
             counterparty: SystemAccount::ProcessorClearing,
             counterparty_id: IDS.clearing,
             holder_balance: balance,
+            credited: 0,
         }
     }
 
@@ -972,6 +983,9 @@ mod tests {
         let table: &[(Verdict, &str, Option<RequestKind>, Option<&'static str>, Option<RecordedAuthorization<'static>>, Option<OriginalMovement<'static>>, Option<i64>, NotificationEffect, &[&str], Option<(i64, i64)>, RecordWrite)] = &[
             // A rejection of what we approved undoes it once.
             (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(booked(user, -1000, Some(0))), None, Reversed, &[], Some((1000, HOLDER)), SetVerdict),
+            // ... whole, as the processor says, also when a credit adjustment gave part of it
+            // back already: that money is then given twice, and flagged for a person.
+            (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(OriginalMovement { credited: 400, ..booked(user, -1000, Some(0)) }), None, Reversed, &["ALREADY_CREDITED"], Some((1000, HOLDER)), SetVerdict),
             // ... also when it was parked on suspense.
             (Rejected, "10", debit, Some("u1"), record(Some("APPROVED"), Some(77), None), Some(booked(suspense, -1000, None)), None, Reversed, &[], Some((1000, IDS.suspense)), SetVerdict),
             // A balance that cannot take the reversal goes to a person.

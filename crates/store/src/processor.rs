@@ -897,13 +897,9 @@ where
         (NotificationEffect::Reversed, Some(o), Some(a))
             if o.holder == Leg::User && o.holder_id == a.id && o.holder_amount < 0 =>
         {
-            let credited = match &o.transaction_id {
-                Some(id) => debit_left(tx, id, a.id).await?.2,
-                None => 0,
-            };
             let debited = -o.holder_amount;
             let back =
-                holds::credit_give_back(debited, credited, o.booked_at_ms, n.now_ms, debited);
+                holds::credit_give_back(debited, o.credited, o.booked_at_ms, n.now_ms, debited);
             a.given_back(day_of(n.now_ms), back)
         }
         _ => None,
@@ -1187,6 +1183,8 @@ struct OriginalRow {
     account: Option<LockedAccount>,
     /// When the movement was booked.
     booked_at_ms: i64,
+    /// What credit adjustments naming its transaction gave its cardholder account since.
+    credited: i64,
 }
 
 impl OriginalRow {
@@ -1200,6 +1198,7 @@ impl OriginalRow {
             counterparty: self.counterparty,
             counterparty_id: self.counterparty_id,
             holder_balance: self.account.as_ref().map(|a| a.balance),
+            credited: self.credited,
         }
     }
 }
@@ -1233,6 +1232,11 @@ async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
         Leg::User => Some(lock_account_by_id(tx, holder_id).await?),
         Leg::System(_) => None,
     };
+    // Read after the account's lock: a credit adjustment naming it commits before or after.
+    let credited = match (&account, &transaction_id) {
+        (Some(a), Some(t)) => debit_left(tx, t, a.id).await?.2,
+        _ => 0,
+    };
     Ok(OriginalRow {
         currency,
         transaction_id,
@@ -1243,5 +1247,6 @@ async fn read_original(tx: &mut Tx, id: i64) -> Result<OriginalRow, Step> {
         counterparty_id,
         account,
         booked_at_ms,
+        credited,
     })
 }
