@@ -248,8 +248,14 @@ async fn credits_give_todays_daily_limit_back(app: TestApp) {
     assert_eq!(spent_today().await, "20.00");
     // The verdict undoes the whole purchase, as the processor's records say, so the 50.00
     // reversed before is given twice: the notification is flagged for a person.
-    let h = app.admin_get(&format!("/v1/transactions/{}", other.id)).await;
-    assert_eq!(h["notifications"][0]["flags"], json!(["ALREADY_CREDITED"]), "{h}");
+    let h = app
+        .admin_get(&format!("/v1/transactions/{}", other.id))
+        .await;
+    assert_eq!(
+        h["notifications"][0]["flags"],
+        json!(["ALREADY_CREDITED"]),
+        "{h}"
+    );
     assert_eq!(app.available("u1", "ARS").await, "1700.00");
     credit("REVERSAL_PURCHASE", "150.00", Some(&other.id)).await;
     assert_eq!(spent_today().await, "20.00");

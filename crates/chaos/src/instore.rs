@@ -1,23 +1,29 @@
-//! InStore traffic beside the processor's and the wallet's: a store tenant (configured on
-//! this run's authorizer) loads, redeems and cancels on stored-value numbers linked to the
-//! run's accounts, through every phase and fault.
+//! InStore traffic beside the processor's and the PoS wallet's: a store tenant (configured
+//! on this run's authorizer) loads, redeems and cancels on stored-value numbers linked to the
+//! run's accounts, and takes wallet payments by barcode from the same accounts, through every
+//! phase and fault.
 //!
 //! Each request is an envelope signed as InStore signs it ([`instore_sim::sim::envelope`]),
 //! sent again under the same `requestId` until acknowledged (no answer, 408, 425 and 503 are
 //! not acknowledgements), with extra copies during the duplicate storm. A third of the
 //! approved Loads and Redeems are cancelled later under a new `requestId`, with the ids their
-//! callback returned. The callbacks go to a receiver in this process
+//! callback returned. A wallet payment (`pay_wallet`) spends a barcode the issuer's admin API
+//! issued for the account's card; a third of the approved ones are refunded later
+//! (`refund_wallet_payment`) or reversed by the POS's cancel log (`log_cancel_wallet`), each
+//! under a new `requestId`. The callbacks go to a receiver in this process
 //! ([`instore_sim::Receiver`], loopback) that records every copy.
 //!
 //! The checks ([`check`]): every acknowledged `requestId` has its callback at least once,
 //! every copy byte-identical (body and signature) and signed with the tenant's key; it has
-//! exactly one movement in `instore_movements` when its callback approved it (none for a
-//! decline or an already cancelled operation), of the amount the callback reported; no
-//! movement exists for a request never acknowledged; and the callbacks' amounts feed the
-//! balance check of [`crate::verify`].
+//! exactly one movement when its callback approved it (in `instore_movements` for the stored
+//! value, a payment or return row with its posting for the wallet; none for a decline, an
+//! already cancelled operation or a cancel log that reversed nothing), of the amount the
+//! callback reported; no movement exists for a request never acknowledged; and the
+//! callbacks' amounts feed the balance check of [`crate::verify`].
 
 use crate::engine::{Engine, sleep_ms, wait_for_tasks};
 use bytes::Bytes;
+use instore_sim::wallet::pos_local_time;
 use serde::Serialize;
 use serde_json::Value;
 use std::cell::{Cell, RefCell};
@@ -54,6 +60,24 @@ pub enum Action {
     Redeem,
     /// Cancel of the request at this index.
     Cancel(usize),
+    /// A wallet payment by a barcode issued for the account.
+    Pay,
+    /// `refund_wallet_payment` of the payment at this index.
+    Refund(usize),
+    /// `log_cancel_wallet` of the payment at this index.
+    LogCancel(usize),
+}
+
+impl Action {
+    /// The route the request is posted to, below the InStore base path.
+    fn path(self) -> &'static str {
+        match self {
+            Action::Load | Action::Redeem | Action::Cancel(_) => PROCESS,
+            Action::Pay => "pay_wallet",
+            Action::Refund(_) => "refund_wallet_payment",
+            Action::LogCancel(_) => "log_cancel_wallet",
+        }
+    }
 }
 
 /// One InStore request: one `requestId` and body, however often sent.
@@ -61,7 +85,7 @@ pub struct SvOp {
     pub request_id: String,
     pub action: Action,
     pub account: u32,
-    /// Minor units asked (a Cancel names none).
+    /// Minor units asked (a Cancel names none; a wallet return, the payment's).
     pub amount: i64,
     pub body: Bytes,
     pub signature: String,
@@ -79,6 +103,13 @@ pub struct InstoreCounts {
     pub loads: u64,
     pub redeems: u64,
     pub cancels: u64,
+    /// Wallet payments, and the refunds and cancel logs of approved ones.
+    pub wallet_payments: u64,
+    pub wallet_refunds: u64,
+    pub wallet_cancel_logs: u64,
+    /// Barcodes the admin API issued, and payments not tried for want of one.
+    pub barcodes: u64,
+    pub barcodes_refused: u64,
     pub http_requests: u64,
     pub duplicates: u64,
     pub acknowledged: u64,
@@ -222,8 +253,9 @@ fn amount_json(minor: i64, currency: &str) -> Value {
     serde_json::json!({"amount": minor, "precision": PRECISION, "currency": currency})
 }
 
-/// What a callback said: approved, the amount (minor units) and whether the operation was
-/// already cancelled.
+/// What a callback said: approved, the amount (minor units), whether the operation was
+/// already cancelled (or, for a cancel log, reversed nothing), and its data (a wallet
+/// answer's data is the answer itself).
 struct Told {
     approved: bool,
     amount: i64,
@@ -233,11 +265,24 @@ struct Told {
 
 fn told(body: &[u8]) -> Option<Told> {
     let v: Value = serde_json::from_slice(body).ok()?;
+    if v.get("status").is_some() {
+        return Some(Told {
+            approved: v["status"] == "approved",
+            amount: v["data"]["amount"]["amount"].as_i64().unwrap_or(0),
+            already_cancelled: v["data"]["already_cancelled"] == Value::Bool(true),
+            data: v["data"].clone(),
+        });
+    }
+    // A wallet answer: amounts are strings of minor units at precision 2 (the run's
+    // currency's own).
     Some(Told {
-        approved: v["status"] == "approved",
-        amount: v["data"]["amount"]["amount"].as_i64().unwrap_or(0),
-        already_cancelled: v["data"]["already_cancelled"] == Value::Bool(true),
-        data: v["data"].clone(),
+        approved: v["result"] == "Success",
+        amount: v["total"]
+            .as_str()
+            .and_then(|t| t.parse().ok())
+            .unwrap_or(0),
+        already_cancelled: v["reversed"] == Value::Bool(false),
+        data: v,
     })
 }
 
@@ -246,9 +291,26 @@ impl Engine {
         &self.instore
     }
 
-    /// Starts one new Load or Redeem (called by the load at the InStore rate).
+    /// Starts one new Load, Redeem or wallet payment (called by the load at the InStore
+    /// rate).
     pub fn instore_new(self: &Rc<Self>) {
         let account = self.range(0, i64::from(self.sv().cards.max(1)) - 1) as u32;
+        if self.chance(30) {
+            // One payment in fifty asks more than any account holds: declined.
+            let total = if self.chance(2) {
+                100_000_000
+            } else {
+                self.range(100, 30_000)
+            };
+            self.book.touch(account);
+            let e = self.clone();
+            self.sv().live.set(self.sv().live.get() + 1);
+            actix_rt::spawn(async move {
+                e.wallet_life(account, total).await;
+                e.sv().live.set(e.sv().live.get() - 1);
+            });
+            return;
+        }
         let action = if self.chance(40) {
             Action::Load
         } else {
@@ -261,7 +323,12 @@ impl Engine {
             self.range(100, 30_000)
         };
         self.book.touch(account);
-        let op = self.instore_op(action, account, amount, None);
+        let op = self.instore_op(
+            action,
+            account,
+            amount,
+            self.sv_fields(account, amount, None),
+        );
         let e = self.clone();
         self.sv().live.set(self.sv().live.get() + 1);
         actix_rt::spawn(async move {
@@ -270,26 +337,16 @@ impl Engine {
         });
     }
 
-    /// Records a new request (a Cancel names the ids of `cancel`'s callback).
-    fn instore_op(
+    /// A stored-value request's own fields: a Load or Redeem of `amount` on `account`'s
+    /// number, or a Cancel naming the ids of `cancel`'s callback.
+    fn sv_fields(
         &self,
-        action: Action,
         account: u32,
         amount: i64,
         cancel: Option<&Value>,
-    ) -> usize {
-        let request_id = format!("{}-sv{}", self.channel_prefix, self.next_seq());
+    ) -> serde_json::Map<String, Value> {
         let currency = &self.traffic.all.currency;
         let mut payload = serde_json::Map::new();
-        payload.insert("requestId".into(), request_id.clone().into());
-        payload.insert("locationId".into(), "ChaosStore".into());
-        payload.insert("workstationId".into(), "POS-1".into());
-        let name = match action {
-            Action::Load => "Load",
-            Action::Redeem => "Redeem",
-            Action::Cancel(_) => "Cancel",
-        };
-        payload.insert("action".into(), name.into());
         payload.insert("number".into(), number(account).into());
         match cancel {
             Some(data) => {
@@ -303,16 +360,44 @@ impl Engine {
                 );
             }
             None => {
+                let seq = self.next_seq();
                 payload.insert("amount".into(), amount_json(amount, currency));
-                payload.insert("session_id".into(), format!("s-{request_id}").into());
-                payload.insert("reference".into(), format!("order-{request_id}").into());
+                payload.insert("session_id".into(), format!("s-{seq}").into());
+                payload.insert("reference".into(), format!("order-{seq}").into());
             }
         }
+        payload
+    }
+
+    /// Records a new request of `action` with its own `fields`, as an envelope under a new
+    /// `requestId`.
+    fn instore_op(
+        &self,
+        action: Action,
+        account: u32,
+        amount: i64,
+        fields: serde_json::Map<String, Value>,
+    ) -> usize {
+        let request_id = format!("{}-sv{}", self.channel_prefix, self.next_seq());
+        let mut payload = serde_json::Map::new();
+        payload.insert("requestId".into(), request_id.clone().into());
+        payload.insert("locationId".into(), "ChaosStore".into());
+        payload.insert("workstationId".into(), "POS-1".into());
+        let name = match action {
+            Action::Load => Some("Load"),
+            Action::Redeem => Some("Redeem"),
+            Action::Cancel(_) => Some("Cancel"),
+            Action::Pay | Action::Refund(_) | Action::LogCancel(_) => None,
+        };
+        if let Some(name) = name {
+            payload.insert("action".into(), name.into());
+        }
+        payload.extend(fields);
         let callback = format!("{}{request_id}", self.sv().receiver.prefix);
         let (body, signature) = instore_sim::sim::envelope(
             KEY.as_bytes(),
             TENANT,
-            &format!("{}/{PROCESS}", self.sv().base),
+            &format!("{}/{}", self.sv().base, action.path()),
             &Value::Object(payload).to_string(),
             &request_id,
             &callback,
@@ -334,6 +419,9 @@ impl Engine {
                 Action::Load => c.loads += 1,
                 Action::Redeem => c.redeems += 1,
                 Action::Cancel(_) => c.cancels += 1,
+                Action::Pay => c.wallet_payments += 1,
+                Action::Refund(_) => c.wallet_refunds += 1,
+                Action::LogCancel(_) => c.wallet_cancel_logs += 1,
             }
         });
         ops.len() - 1
@@ -345,10 +433,20 @@ impl Engine {
         if !self.instore_settle(op, Duration::from_secs(30)).await || !self.chance(33) {
             return;
         }
-        let (request_id, account) = {
-            let o = &self.sv().ops.borrow()[op];
-            (o.request_id.clone(), o.account)
+        let Some(t) = self.approval_of(op).await else {
+            return;
         };
+        sleep_ms(self.range(50, 1500)).await;
+        let account = self.sv().ops.borrow()[op].account;
+        let fields = self.sv_fields(account, 0, Some(&t.data));
+        let cancel = self.instore_op(Action::Cancel(op), account, 0, fields);
+        self.instore_settle(cancel, Duration::from_secs(30)).await;
+    }
+
+    /// What the callback of acknowledged `op` told, once it arrives (20 s at the most), when
+    /// it approved.
+    async fn approval_of(&self, op: usize) -> Option<Told> {
+        let request_id = self.sv().ops.borrow()[op].request_id.clone();
         let path = self.sv().callback_path(&request_id);
         let started = Instant::now();
         let body = loop {
@@ -356,17 +454,89 @@ impl Engine {
                 break c.body;
             }
             if started.elapsed() > Duration::from_secs(20) {
-                return;
+                return None;
             }
             actix_rt::time::sleep(Duration::from_millis(100)).await;
         };
-        let Some(t) = told(&body) else { return };
-        if !t.approved {
+        told(&body).filter(|t| t.approved)
+    }
+
+    /// A barcode for `account`'s card, issued by the admin API (asked again while the
+    /// authorizer is down, 30 s at the most; an answer lost leaves a barcode nobody uses).
+    async fn barcode(&self, account: u32) -> Option<String> {
+        let body = serde_json::json!({
+            "user_id": self.traffic.all.user(account),
+            "currency": self.traffic.all.currency,
+            "card_id": format!("{}-svc-{account}", self.channel_prefix),
+            "expires_in_secs": 3600,
+        });
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(30) {
+            let answer = self
+                .http
+                .admin(
+                    awc::http::Method::POST,
+                    "/v1/wallet/barcodes",
+                    Some(body.clone()),
+                    None,
+                )
+                .await;
+            match answer {
+                Ok((201, v)) => {
+                    self.sv().count(|c| c.barcodes += 1);
+                    return v["barcode"].as_str().map(str::to_owned);
+                }
+                Ok((s, v)) if s < 500 && s != 408 && s != 429 => {
+                    self.violation(format!("barcode for account {account}: HTTP {s} {v}"));
+                    return None;
+                }
+                _ => sleep_ms(self.range(100, 500)).await,
+            }
+        }
+        self.sv().count(|c| c.barcodes_refused += 1);
+        None
+    }
+
+    /// One wallet payment of `total` (minor units, no tip) from `account`, acknowledged, then
+    /// perhaps refunded or reversed by a cancel log once its callback told its transaction.
+    async fn wallet_life(self: &Rc<Self>, account: u32, total: i64) {
+        let Some(barcode) = self.barcode(account).await else {
+            return;
+        };
+        let mut fields = serde_json::Map::new();
+        fields.insert("barcode".into(), barcode.clone().into());
+        fields.insert("currency".into(), self.traffic.all.currency.clone().into());
+        fields.insert("total".into(), total.into());
+        fields.insert("pos_local_time".into(), pos_local_time().into());
+        fields.insert("tip".into(), 0.into());
+        fields.insert("note".into(), "chaos".into());
+        let pay = self.instore_op(Action::Pay, account, total, fields);
+        if !self.instore_settle(pay, Duration::from_secs(30)).await || !self.chance(33) {
             return;
         }
+        let Some(t) = self.approval_of(pay).await else {
+            return;
+        };
         sleep_ms(self.range(50, 1500)).await;
-        let cancel = self.instore_op(Action::Cancel(op), account, 0, Some(&t.data));
-        self.instore_settle(cancel, Duration::from_secs(30)).await;
+        let paid = t.data["transaction_id"].clone();
+        let mut fields = serde_json::Map::new();
+        fields.insert("transaction_id".into(), paid);
+        fields.insert("pos_local_time".into(), pos_local_time().into());
+        let action = if self.chance(50) {
+            fields.insert("note".into(), "chaos refund".into());
+            Action::Refund(pay)
+        } else {
+            fields.insert("barcode".into(), barcode.into());
+            fields.insert("total".into(), t.amount.to_string().into());
+            fields.insert("tip".into(), 0.into());
+            fields.insert("currency".into(), self.traffic.all.currency.clone().into());
+            fields.insert("reference".into(), format!("ref-{pay}").into());
+            fields.insert("response_code".into(), "00".into());
+            fields.insert("error_message".into(), "cancelled at the till".into());
+            Action::LogCancel(pay)
+        };
+        let back = self.instore_op(action, account, t.amount, fields);
+        self.instore_settle(back, Duration::from_secs(30)).await;
     }
 
     /// Sends `op` under its requestId until acknowledged or `patience` has passed (the
@@ -399,7 +569,8 @@ impl Engine {
             let o = &self.sv().ops.borrow()[op];
             (o.body.clone(), o.signature.clone(), o.request_id.clone())
         };
-        let url = format!("{}/{PROCESS}", self.sv().base);
+        let action = self.sv().ops.borrow()[op].action;
+        let url = format!("{}/{}", self.sv().base, action.path());
         self.sv().count(|c| c.http_requests += 1);
         self.sv().ops.borrow_mut()[op].attempts += 1;
         let sent = self
@@ -488,12 +659,25 @@ pub async fn resolve(engine: &Rc<Engine>) {
     }
 }
 
-/// (count, sum of amounts) of the tenant's movements per requestId.
+/// (count, sum of amounts) of the tenant's movements per requestId: its stored-value
+/// movements, and its wallet payments and returns (named by the `x-correlation-id` every
+/// copy of the request carried), as posted on the cardholder's account.
 fn ledger_movements(pg: &crate::control::Postgres) -> anyhow::Result<HashMap<String, (i64, i64)>> {
     let text = pg.query(&format!(
         "SELECT coalesce(json_agg(json_build_array(request_id, n, total)), '[]') FROM \
          (SELECT request_id, count(*) AS n, sum(amount_minor)::bigint AS total \
-          FROM instore_movements WHERE tenant_id = '{TENANT}' GROUP BY request_id) t"
+          FROM instore_movements WHERE tenant_id = '{TENANT}' GROUP BY request_id \
+          UNION ALL \
+          SELECT substr(w.correlation_id, 6), count(*), sum(p.amount_minor)::bigint \
+          FROM wallet_payments w JOIN postings p \
+            ON p.movement_id = w.movement_id AND p.account_id = w.account_id \
+          WHERE w.tenant_id = '{TENANT}' GROUP BY w.correlation_id \
+          UNION ALL \
+          SELECT substr(r.correlation_id, 6), count(*), sum(p.amount_minor)::bigint \
+          FROM wallet_returns r \
+            JOIN wallet_payments w ON w.transaction_id = r.payment_transaction_id \
+            JOIN postings p ON p.movement_id = r.movement_id AND p.account_id = w.account_id \
+          WHERE r.tenant_id = '{TENANT}' GROUP BY r.correlation_id) t"
     ))?;
     let list: Vec<(String, i64, i64)> = serde_json::from_str(text.trim())
         .map_err(|e| anyhow::anyhow!("InStore movements are not JSON: {e}"))?;
@@ -581,11 +765,13 @@ pub async fn check(
         // The movement the callback reports, signed from the card's side.
         let signed_amount = match o.action {
             Action::Load => t.amount,
-            Action::Redeem => -t.amount,
+            Action::Redeem | Action::Pay => -t.amount,
             Action::Cancel(of) => match ops[of].action {
                 Action::Load => -t.amount,
                 _ => t.amount,
             },
+            // A return gives back all that stands of the payment: here, all of it.
+            Action::Refund(_) | Action::LogCancel(_) => o.amount,
         };
         let books = t.approved && !t.already_cancelled;
         sv.count(|n| {

@@ -17,6 +17,7 @@
 //! captures, resending under the same key until answered (see [`channels`]). And an InStore
 //! store (a tenant configured on this run's authorizer, calling back to a receiver in this
 //! process) loads, redeems and cancels on stored-value numbers linked to the first accounts,
+//! and takes wallet payments by barcode from them, refunding or reversing some,
 //! its envelopes signed as InStore signs them and resent under the same `requestId` until
 //! acknowledged (see [`instore`]). A subscriber in this process takes every event the
 //! authorizer publishes (see [`webhooks`]).
@@ -29,7 +30,7 @@
 //! ended, every hold in the ledger one the wallet saw approved, in the state it saw, with one
 //! capture movement at most and refunds never above it, every acknowledged InStore request's
 //! callback received at least once with every copy byte-identical (body and signature) and
-//! exactly one movement in `instore_movements` for it (none for a decline) of the amount its
+//! exactly one movement for it (none for a decline) of the amount its
 //! callback told (those amounts are in the posted balances above), every event owed to the
 //! subscriber delivered, byte-identical and signed in every copy (every answered
 //! authorization's among them), and `authorizer audit`
@@ -683,11 +684,16 @@ fn print_table(s: &Summary) {
     let sv = &s.instore;
     let sc = &s.checks.instore;
     println!(
-        "instore: requests {} (loads {}, redeems {}, cancels {}) on {} numbers, acknowledged {}, approved {}, declined {}, already cancelled {}; http {}, duplicates {}, attempts without acknowledgement {} (425s {}, 503s {}, none {}), resolved at the end {}; callbacks received {} ({} requests more than once)",
+        "instore: requests {} (loads {}, redeems {}, cancels {}, wallet payments {}, wallet refunds {}, wallet cancel logs {}; barcodes issued {}, not issued {}) on {} numbers, acknowledged {}, approved {}, declined {}, already cancelled or nothing to reverse {}; http {}, duplicates {}, attempts without acknowledgement {} (425s {}, 503s {}, none {}), resolved at the end {}; callbacks received {} ({} requests more than once)",
         sv.requests,
         sv.loads,
         sv.redeems,
         sv.cancels,
+        sv.wallet_payments,
+        sv.wallet_refunds,
+        sv.wallet_cancel_logs,
+        sv.barcodes,
+        sv.barcodes_refused,
         sv.cards,
         sv.acknowledged,
         sv.approved,

@@ -26,7 +26,7 @@ pub struct CancelLog {
 }
 
 /// The POS's local time, as InStore sends it (`2026-12-03 19:26:44`; UTC here).
-fn pos_local_time() -> String {
+pub fn pos_local_time() -> String {
     jiff::Timestamp::now()
         .to_zoned(jiff::tz::TimeZone::UTC)
         .strftime("%Y-%m-%d %H:%M:%S")
