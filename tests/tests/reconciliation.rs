@@ -61,6 +61,21 @@ async fn every_break_class(app: TestApp) {
     }
     let refund = Tx::new(&id("g"), "REFUND", "u1", "20.00", "ARS").original(&id("h"));
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
+    // An adjustment finer than the cent: booked at 7.00 (half to even, flagged), and its row
+    // in the processor's file, which says 7.005, reads as the ledger booked it.
+    let finer = Tx::new(&id("l"), "PAYMENT", "u1", "7.005", "ARS");
+    assert_eq!(app.send(ADJ_CREDIT, &finer).await.status, 200);
+    // A card check for nothing, approved with no movement, then rejected by the processor:
+    // no money stands for it, as the file's REJECTED row says.
+    let check = Tx::new(&id("m"), "PURCHASE", "u1", "0.00", "ARS");
+    assert_eq!(
+        app.send(AUTH_DEBIT, &check).await.json()["status"],
+        "APPROVED"
+    );
+    let key = uid("adv");
+    let advice = check.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.json()["effect"], "NOOP", "{}", r.text());
     let declined = Tx::new(&id("k"), "PURCHASE", "u1", "99999.00", "ARS");
     assert_eq!(
         app.send(AUTH_DEBIT, &declined).await.json()["status"],
@@ -84,8 +99,10 @@ h,AUTHORIZATION,APPROVED,DEBIT,60.00,ARS,
 i,AUTHORIZATION,APPROVED,DEBIT,70.00,ARS,
 j,AUTHORIZATION,APPROVED,DEBIT,5.00,USD,
 k,AUTHORIZATION,REJECTED,DEBIT,99999.00,ARS,
-x,AUTHORIZATION,APPROVED,DEBIT,12.345,ARS,
-y,REFUND,APPROVED,CREDIT,1.00,ARS,";
+x,AUTHORIZATION,APPROVED,DEBIT,12.3.4,ARS,
+y,REFUND,APPROVED,CREDIT,1.00,ARS,
+l,ADJUSTMENT,APPROVED,CREDIT,7.005,ARS,
+m,AUTHORIZATION,REJECTED,DEBIT,0.00,ARS,";
     let transactions = std::iter::once(TX_HEADER.to_owned())
         .chain(rows.lines().map(|row| {
             let f: Vec<&str> = row.split(',').collect();
@@ -173,7 +190,7 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     let run_rec = app.store.run(&ds).await.unwrap().unwrap();
     assert_eq!(run_rec.malformed_rows, 2, "{}", run_rec.summary);
     assert!(
-        run_rec.summary.contains("\"line\":13") && run_rec.summary.contains("12.345"),
+        run_rec.summary.contains("\"line\":13") && run_rec.summary.contains("12.3.4"),
         "{}",
         run_rec.summary
     );

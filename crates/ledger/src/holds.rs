@@ -396,7 +396,15 @@ pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, Hold
         postings: Some(PostingPlan::pos(amount)),
         event: HoldEventKind::Refunded,
         event_amount: amount,
-        daily_give_back: 0,
+        // Money given back the day it was reserved comes off that day's counter, as a
+        // credit adjustment's does a card purchase's (never more than stands captured).
+        daily_give_back: credit_give_back(
+            hold.captured,
+            hold.refunded,
+            hold.reserved_at_ms,
+            now_ms,
+            amount,
+        ),
     })
 }
 
@@ -774,6 +782,30 @@ pub(crate) mod tests {
         assert_eq!(expire(&h, day + DAY_MS).unwrap().daily_give_back, 0);
         let partial = applied(capture(&reserved(5_000), Some(4_000), T0 + DAY_MS));
         assert_eq!(partial.daily_give_back, 0);
+        // A refund of a capture: what it credits, on the reservation's day only.
+        let mut captured = Hold {
+            state: HoldState::Captured,
+            captured: 5_000,
+            refunded: 1_000,
+            captured_at_ms: Some(day + 23 * HOUR + 1),
+            ..h
+        };
+        let ask = RefundAsk {
+            amount: Some(3_000),
+            currency_matches: true,
+            window_days: 90,
+        };
+        let same_day = refund(&captured, &ask, day + 23 * HOUR + 2).unwrap();
+        assert_eq!(same_day.daily_give_back, 3_000);
+        assert_eq!(
+            refund(&captured, &ask, day + DAY_MS)
+                .unwrap()
+                .daily_give_back,
+            0
+        );
+        captured.refunded = 4_000;
+        let over = refund(&captured, &ask, day + 23 * HOUR + 2);
+        assert_eq!(over, Err(HoldError::RefundExceedsCaptured));
         assert_eq!(give_back_counter(10, 7_000, 10, 5_000), 2_000);
         assert_eq!(give_back_counter(10, 3_000, 10, 5_000), 0);
         assert_eq!(give_back_counter(9, 3_000, 10, 5_000), 3_000);

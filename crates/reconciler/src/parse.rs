@@ -5,7 +5,7 @@
 use crate::config::{CsvSettings, PresentmentColumns, TransactionColumns};
 use anyhow::{Context, bail};
 use ledger::reconcile::{EntryKind, FileTransaction, Presentment};
-use ledger::{Currency, to_minor};
+use ledger::{AmountError, Currency, to_minor, to_minor_rounded};
 use rust_decimal::Decimal;
 use std::path::Path;
 
@@ -83,8 +83,23 @@ fn get(rec: &csv::ByteRecord, col: Option<usize>) -> Result<&str, String> {
     }
 }
 
+/// How an amount finer than its currency's minor unit reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finer {
+    /// Malformed: a presentment is cleared in the currency's minor units.
+    Refused,
+    /// Rounded half to even, as the ledger books (and flags `EXCESS_PRECISION`) an
+    /// adjustment or forced advice that said it; an authorization that said it was declined.
+    Rounded,
+}
+
 /// Parses an unsigned decimal amount exactly, in the file's decimal style.
-pub fn parse_amount(text: &str, fmt: CsvFormat, currency: Currency) -> Result<i64, String> {
+pub fn parse_amount(
+    text: &str,
+    fmt: CsvFormat,
+    currency: Currency,
+    finer: Finer,
+) -> Result<i64, String> {
     if text.is_empty() {
         return Err("empty amount".into());
     }
@@ -112,7 +127,13 @@ pub fn parse_amount(text: &str, fmt: CsvFormat, currency: Currency) -> Result<i6
     // Exact: `from_str` rounds past 28 decimal places.
     let d = Decimal::from_str_exact(t)
         .map_err(|_| format!("amount '{text}' is not a decimal this ledger can hold"))?;
-    to_minor(d, currency).map_err(|e| format!("amount '{text}' in {currency}: {e}"))
+    match to_minor(d, currency) {
+        Err(AmountError::ExcessPrecision) if finer == Finer::Rounded => {
+            to_minor_rounded(d, currency)
+        }
+        minor => minor,
+    }
+    .map_err(|e| format!("amount '{text}' in {currency}: {e}"))
 }
 
 fn signed(direction: &str, minor: i64) -> Result<i64, String> {
@@ -254,7 +275,8 @@ impl FileColumns for TransactionColumns {
             other => return Err(format!("status '{other}' is neither APPROVED nor REJECTED")),
         };
         let cur = currency(get(rec, c[5])?)?;
-        let amount_minor = signed(get(rec, c[3])?, parse_amount(get(rec, c[4])?, fmt, cur)?)?;
+        let minor = parse_amount(get(rec, c[4])?, fmt, cur, Finer::Rounded)?;
+        let amount_minor = signed(get(rec, c[3])?, minor)?;
         let original = get(rec, c[6])?;
         Ok(FileTransaction {
             line,
@@ -288,7 +310,8 @@ impl FileColumns for PresentmentColumns {
     ) -> Result<Presentment, String> {
         let transaction_id = transaction_id(rec, c[0])?;
         let cur = currency(get(rec, c[3])?)?;
-        let amount_minor = signed(get(rec, c[1])?, parse_amount(get(rec, c[2])?, fmt, cur)?)?;
+        let minor = parse_amount(get(rec, c[2])?, fmt, cur, Finer::Refused)?;
+        let amount_minor = signed(get(rec, c[1])?, minor)?;
         Ok(Presentment {
             line,
             transaction_id,
@@ -347,9 +370,10 @@ mod tests {
     fn amounts_are_exact_in_both_styles() {
         let ars = Currency::parse("ARS").unwrap();
         let clp = Currency::parse("CLP").unwrap();
-        assert_eq!(parse_amount("1060.74", DOT, ars), Ok(106_074));
-        assert_eq!(parse_amount("1060,74", COMMA, ars), Ok(106_074));
-        assert_eq!(parse_amount("15000", DOT, clp), Ok(15_000));
+        let exact = Finer::Refused;
+        assert_eq!(parse_amount("1060.74", DOT, ars, exact), Ok(106_074));
+        assert_eq!(parse_amount("1060,74", COMMA, ars, exact), Ok(106_074));
+        assert_eq!(parse_amount("15000", DOT, clp, exact), Ok(15_000));
         for bad in [
             "",
             "-1.00",
@@ -363,12 +387,21 @@ mod tests {
             // Rounded to 10.00 by a parse that is not exact.
             "10.00000000000000000000000000001",
         ] {
-            assert!(parse_amount(bad, DOT, ars).is_err(), "{bad}");
+            assert!(parse_amount(bad, DOT, ars, exact).is_err(), "{bad}");
         }
-        assert!(parse_amount("1.060,74", COMMA, ars).is_err());
+        assert!(parse_amount("1.060,74", COMMA, ars, exact).is_err());
         assert!(
-            parse_amount("1,5", COMMA, clp).is_err(),
+            parse_amount("1,5", COMMA, clp, exact).is_err(),
             "CLP has no decimals"
         );
+        // The processor's rows round as the ledger booked them: half to even, and only
+        // what is finer than the minor unit.
+        let rounded = Finer::Rounded;
+        assert_eq!(parse_amount("10.005", DOT, ars, rounded), Ok(1000));
+        assert_eq!(parse_amount("10.015", DOT, ars, rounded), Ok(1002));
+        assert_eq!(parse_amount("2,5", COMMA, clp, rounded), Ok(2));
+        for bad in ["-1.00", "1e3", "10.00000000000000000000000000001"] {
+            assert!(parse_amount(bad, DOT, ars, rounded).is_err(), "{bad}");
+        }
     }
 }

@@ -120,8 +120,8 @@ static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
          next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $70, s, u, b, '', 'PENDING', 0, at, at, at, at \
-    FROM UNNEST($71::text[], $72::int8[], $73::text[], $74::bytea[], $75::int8[]) AS x(e, s, u, b, at) \
+  SELECT e, $72, s, u, b, '', 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($73::text[], $74::int8[], $75::text[], $76::bytea[], $77::int8[]) AS x(e, s, u, b, at) \
 ) SELECT ledger_expect_rows(",
     )
 });
@@ -157,9 +157,10 @@ WITH lk AS ( \
   UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
          daily_spent_minor = u.s, counters = u.cw, updated_at_ms = $4 \
     FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[], \
-                $42::int8[], $65::text[], $66::text[]) AS u(id, b, v, d, s, ov, ob, oh, cw, ocw) \
+                $42::int8[], $65::text[], $66::text[], $70::int8[], $71::int8[]) \
+      AS u(id, b, v, d, s, ov, ob, oh, cw, ocw, od, os) \
    WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob AND a.held_minor = u.oh \
-     AND a.counters = u.ocw \
+     AND a.counters = u.ocw AND a.daily_spent_day = u.od AND a.daily_spent_minor = u.os \
      AND (SELECT count(*) FROM lk) >= 0 \
    RETURNING a.id \
 ), t AS ( \
@@ -782,7 +783,9 @@ async fn write_batch(
     let q = q
         .bind(col(&new, |r| item(r).call.now_ms))
         .bind(owed.iter().map(|o| o.0).collect::<Vec<_>>())
-        .bind(owed.into_iter().map(|o| o.1).collect::<Vec<_>>());
+        .bind(owed.into_iter().map(|o| o.1).collect::<Vec<_>>())
+        .bind(col(&w.accounts, |a| a.read_daily_day))
+        .bind(col(&w.accounts, |a| a.read_daily_spent));
     let q = match events {
         Some(e) if !e.event_ids.is_empty() => q
             .bind(e.event_type)

@@ -93,14 +93,15 @@ const RUN_COLUMNS: &str = "SELECT business_date, status, started_at_ms, finished
     pending, presentments_matched, break_count, malformed_rows, summary FROM recon_runs";
 
 /// Whether a booked processor transaction's money stands, as the ledger sees it now:
-/// a forced booking stands, a reversed one does not, an adjustment stands once booked.
+/// a forced booking stands, a reversed one does not (nor a rejected approval that booked
+/// nothing: a zero amount), an adjustment stands once booked.
 macro_rules! ledger_side {
     ($where:literal) => {
         concat!(
             "SELECT kind, transaction_id, currency, amount_minor, original_transaction_id, \
     created_at_ms, CASE \
       WHEN verdict = 'APPROVED' AND verdict_movement_id IS NOT NULL THEN 1 \
-      WHEN verdict = 'REJECTED' AND verdict_movement_id IS NOT NULL THEN 0 \
+      WHEN verdict = 'REJECTED' AND (verdict_movement_id IS NOT NULL OR movement_id IS NULL) THEN 0 \
       WHEN kind = 'ADJUSTMENT' THEN CASE WHEN movement_id IS NOT NULL OR amount_minor = 0 THEN 1 ELSE 0 END \
       WHEN status = 'APPROVED' THEN 1 ELSE 0 END AS effective \
     FROM processor_transactions WHERE currency IS NOT NULL AND ",

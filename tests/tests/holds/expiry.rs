@@ -99,7 +99,8 @@ async fn a_read_expires_an_overdue_hold(app: TestApp) {
     assert_eq!(l["holds"].as_array().map(Vec::len), Some(1), "{l}");
 }
 
-/// A release on the day of the reservation gives the amount back to the daily counter.
+/// A release on the day of the reservation, or a refund of its capture, gives the amount back
+/// to the daily counter.
 async fn releases_give_back_the_daily_limit(app: TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
     let r = app
@@ -119,6 +120,16 @@ async fn releases_give_back_the_daily_limit(app: TestApp) {
     assert_eq!(r.status, 200);
     reserve_approved(&app, "d4", "50.00", "DKK").await;
     reserve_rejected(&app, "d5", "0.01", "INVALID_AMOUNT").await;
+    // A refund of a capture the same day gives back what it credits (20.00 of d3's 50.00),
+    // and a second refund only what is left captured.
+    let r = post(&app, &refund_path("d3"), &refund("r1", "20.00")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    reserve_approved(&app, "d6", "20.00", "DKK").await;
+    reserve_rejected(&app, "d7", "0.01", "INVALID_AMOUNT").await;
+    let r = post(&app, &refund_path("d3"), &refund("r2", "30.00")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    reserve_approved(&app, "d8", "30.00", "DKK").await;
+    reserve_rejected(&app, "d9", "0.01", "INVALID_AMOUNT").await;
 }
 
 mod sweeping {

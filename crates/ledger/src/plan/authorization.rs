@@ -95,7 +95,16 @@ where
     let mut read: AsRead = HashMap::new();
     let mut touched: HashMap<i64, usize> = HashMap::new();
     for ((user, currency), a) in &accounts {
-        read.insert(a.id, (a.version, a.balance, a.held));
+        read.insert(
+            a.id,
+            (
+                a.version,
+                a.balance,
+                a.held,
+                a.daily_spent_day,
+                a.daily_spent,
+            ),
+        );
         // An account's counters come with its row (none: nothing counted, no entry).
         if !a.counters.is_empty() {
             counters
@@ -326,14 +335,15 @@ where
     Ok(Plan { outcomes, writes })
 }
 
-/// The cardholder accounts as read (version, balance, held), by id: what a writer that
-/// holds no lock checks the row against.
-type AsRead = HashMap<i64, (i64, i64, i64)>;
+/// The cardholder accounts as read (version, balance, held, daily counter's day and
+/// amount), by id: what a writer that holds no lock checks the row against.
+type AsRead = HashMap<i64, (i64, i64, i64, i64, i64)>;
 
-/// `acct` as the batch leaves it, and as it was read (`read`: version, balance, held).
-/// Its counters are set once the batch is planned ([`account_counters`]).
+/// `acct` as the batch leaves it, and as it was read (`read`). Its counters are set once
+/// the batch is planned ([`account_counters`]).
 fn account_write(acct: &super::Account, read: &AsRead) -> super::AccountWrite {
-    let (read_version, read_balance, read_held) = read.get(&acct.id).copied().unwrap_or_default();
+    let (read_version, read_balance, read_held, read_daily_day, read_daily_spent) =
+        read.get(&acct.id).copied().unwrap_or_default();
     super::AccountWrite {
         id: acct.id,
         balance: acct.balance,
@@ -343,6 +353,8 @@ fn account_write(acct: &super::Account, read: &AsRead) -> super::AccountWrite {
         read_version,
         read_balance,
         read_held,
+        read_daily_day,
+        read_daily_spent,
         counters: String::new(),
         read_counters: String::new(),
     }

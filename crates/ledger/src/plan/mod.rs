@@ -436,6 +436,10 @@ pub struct AccountWrite {
     pub read_version: i64,
     pub read_balance: i64,
     pub read_held: i64,
+    /// The legacy daily counter as read (its day and amount): a hold's reservation or
+    /// release changes it without the version.
+    pub read_daily_day: i64,
+    pub read_daily_spent: i64,
     /// The account's control counters after the batch ([`crate::controls::encode_counters`];
     /// without the windows that are over: [`window_kept`]), and as read.
     pub counters: String,

@@ -142,6 +142,8 @@ fn an_approved_debit_moves_money_against_clearing_with_balance_and_version() {
             read_version: 7,
             read_balance: 10_000,
             read_held: 0,
+            read_daily_day: 0,
+            read_daily_spent: 0,
             counters: String::new(),
             read_counters: String::new(),
         }]
