@@ -414,23 +414,49 @@ async fn run_of(
 /// Clearing comes over days: the day's presentments name authorizations booked the day
 /// before, which that day's transactions file and ledger window do not hold. They are
 /// matched against the ledger whenever booked (with the adjustments that name them), not
-/// reported as presentments without an authorization.
+/// reported as presentments without an authorization. One presented on an earlier date
+/// already is a second clearing: `presented_again`, whatever its amount.
 async fn presentments_of_earlier_days(app: TestApp) {
     let p = uid("e");
     let id = |s: &str| format!("{p}-{s}");
-    let approved = [("a", "100.00"), ("b", "50.00"), ("d", "30.00")];
+    let approved = [
+        ("a", "100.00"),
+        ("b", "50.00"),
+        ("d", "30.00"),
+        ("f", "9.00"),
+    ];
     approved_yesterday(&app, &p, &approved, "b", 12 * 60).await;
+    // Yesterday: its file as booked, and `f` presented already.
+    let before = recon::days_ago(1);
+    let files = tempfile::tempdir().unwrap();
+    let refund = tx_row(
+        &id("r"),
+        "ADJUSTMENT",
+        "APPROVED",
+        "CREDIT",
+        "10.00",
+        "ARS",
+        &id("b"),
+    );
+    let mut rows: Vec<String> = approved.iter().map(|(n, a)| debit_row(&id(n), a)).collect();
+    rows.push(refund);
+    write_rows(files.path(), &before, &rows);
+    write_presentments(files.path(), &before.format("%Y%m%d"), &[(id("f"), "9.00")]);
+    let run_rec = run_of(&app, (&before, 0), files.path(), &[]).await;
+    assert_eq!(run_rec.presentments_matched, 1, "{}", run_rec.summary);
 
     let date = recon::today();
     let d = date.format("%Y%m%d");
     let files = tempfile::tempdir().unwrap();
     recon::write_transactions(files.path(), &date, TX_HEADER);
-    // As authorized; as authorized less its refund; more than authorized; unknown.
+    // As authorized; as authorized less its refund; more than authorized; unknown; as
+    // authorized, again.
     let rows = [
         ("a", "100.00"),
         ("b", "40.00"),
         ("d", "35.00"),
         ("z", "15.00"),
+        ("f", "9.00"),
     ];
     let rows: Vec<(String, &str)> = rows.iter().map(|(n, a)| (id(n), *a)).collect();
     write_presentments(files.path(), &d, &rows);
@@ -447,9 +473,17 @@ async fn presentments_of_earlier_days(app: TestApp) {
             Some(-3_000),
             Some(-3_500),
         ),
+        ("presented_again", id("f"), None, Some(-900)),
     ];
     let run_rec = run_of(&app, (&date, 0), files.path(), &expected).await;
     assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
+    let again = app
+        .store
+        .run_breaks(&date.to_string(), Some("presented_again"), 10, 0)
+        .await
+        .unwrap();
+    let first = format!("first presented on {before}");
+    assert!(again[0].detail.ends_with(&first), "{}", again[0].detail);
 }
 
 /// An entry booked in the last minutes of a day (`grace_minutes`: pending then) is in the

@@ -46,7 +46,10 @@
 //!
 //! Presentments (file `"presentments"`):
 //!
-//! * A second presentment for the same id is [`BreakClass::DuplicateInFile`].
+//! * A second presentment for the same id is [`BreakClass::DuplicateInFile`]. The ids
+//!   of first presentments are kept in [`Report::presented`]: one presented on an earlier
+//!   business date too is a second clearing the day's file alone cannot show, which the
+//!   reconciler reports as [`BreakClass::PresentedAgain`] ([`presented_again`]).
 //! * The id must be a ledger authorization, else
 //!   [`BreakClass::PresentmentWithoutAuthorization`] (also when the id is a ledger
 //!   adjustment).
@@ -183,10 +186,11 @@ pub enum BreakClass {
     PresentmentWithoutAuthorization,
     PresentmentAmountDiffers,
     CurrencyMismatch,
+    PresentedAgain,
 }
 
 impl BreakClass {
-    pub const ALL: [BreakClass; 8] = [
+    pub const ALL: [BreakClass; 9] = [
         BreakClass::AmountMismatch,
         BreakClass::StatusMismatch,
         BreakClass::MissingInLedger,
@@ -195,6 +199,7 @@ impl BreakClass {
         BreakClass::PresentmentWithoutAuthorization,
         BreakClass::PresentmentAmountDiffers,
         BreakClass::CurrencyMismatch,
+        BreakClass::PresentedAgain,
     ];
 
     /// The snake_case name reports and the store use.
@@ -250,6 +255,26 @@ impl Totals {
     }
 }
 
+/// A first presentment of the day, as kept to hold later days' presentments against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presented {
+    pub transaction_id: Box<str>,
+    pub line: u64,
+    pub currency: Currency,
+    pub amount_minor: i64,
+}
+
+impl Presented {
+    fn of(row: &Presentment) -> Presented {
+        Presented {
+            transaction_id: Box::from(row.transaction_id.as_str()),
+            line: row.line,
+            currency: row.currency,
+            amount_minor: row.amount_minor,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// First-occurrence transactions rows that agree with the ledger (including
@@ -272,6 +297,9 @@ pub struct Report {
     pub transaction_rows: u64,
     /// Rows fed to [`Matcher::presentment`].
     pub presentment_rows: u64,
+    /// Each first-occurrence presentment (duplicates in the file are breaks already): what
+    /// the next days' presentments are held against.
+    pub presented: Vec<Presented>,
     /// Ledger entries passed to [`Matcher::add_ledger`] (including duplicates).
     pub ledger_entries: u64,
     /// Ledger entries ignored because the same `(kind, id)` was already loaded.
@@ -327,10 +355,45 @@ impl Report {
         }
         self.transaction_rows += other.transaction_rows;
         self.presentment_rows += other.presentment_rows;
+        self.presented.extend(other.presented);
         self.ledger_entries += other.ledger_entries;
         self.ledger_duplicates += other.ledger_duplicates;
         self.owed_rejected.extend(other.owed_rejected);
     }
+}
+
+/// Holds the day's first presentments ([`Report::presented`]) against the business dates
+/// they were presented on before (`earlier`: id, its first date): each repeat is a
+/// [`BreakClass::PresentedAgain`] (a second clearing of one authorization), no longer
+/// counted in `presentments_matched` when its amount had matched.
+pub fn presented_again(report: &mut Report, earlier: &FxHashMap<Box<str>, String>) {
+    let mut again = Vec::new();
+    for p in &report.presented {
+        let Some(first) = earlier.get(&p.transaction_id) else {
+            continue;
+        };
+        let row_break = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(p.line);
+        if !report.breaks.iter().any(row_break) {
+            report.presentments_matched = report.presentments_matched.saturating_sub(1);
+        }
+        again.push(Break {
+            class: BreakClass::PresentedAgain,
+            transaction_id: p.transaction_id.to_string(),
+            kind: Some(EntryKind::Authorization),
+            currency: Some(p.currency),
+            ledger_amount_minor: None,
+            file_amount_minor: Some(p.amount_minor),
+            difference_minor: None,
+            file: Some(PRESENTMENTS_FILE),
+            line: Some(p.line),
+            detail: format!(
+                "presented again ({}): first presented on {first}",
+                money(p.amount_minor.into(), p.currency)
+            ),
+        });
+    }
+    report.breaks.extend(again);
+    sort_breaks(&mut report.breaks);
 }
 
 /// The order of [`Report::breaks`]: class, then transaction id, kind, file, line.
@@ -748,6 +811,7 @@ impl Matcher {
                     return;
                 }
                 slot.core.flags |= PRESENTED;
+                self.report.presented.push(Presented::of(&row));
                 (slot.core, slot.adjusted)
             }
             None => {
@@ -756,6 +820,7 @@ impl Matcher {
                     return;
                 }
                 self.unknown_presented.insert(Box::from(id));
+                self.report.presented.push(Presented::of(&row));
                 add_to(
                     &mut self.report.presentment_totals,
                     row.currency,
@@ -1021,6 +1086,7 @@ mod tests {
                 "presentment_without_authorization",
                 "presentment_amount_differs",
                 "currency_mismatch",
+                "presented_again",
             ]
         );
         for c in BreakClass::ALL {
@@ -1350,6 +1416,63 @@ mod tests {
     }
 
     #[test]
+    fn a_presentment_of_an_earlier_date_again_is_a_break() {
+        let mut r = run(
+            cfg(),
+            vec![auth("A1", true, -500), auth("B1", true, -300)],
+            vec![row(2, "A1", true, -500), row(3, "B1", true, -300)],
+            vec![
+                pres(2, "A1", -500),
+                pres(3, "A1", -500),
+                pres(4, "B1", -300),
+                pres(5, "Z", -1),
+            ],
+        );
+        // The day alone: A1 and B1 matched, A1's second row and Z breaks.
+        assert_eq!(r.presentments_matched, 2);
+        let ids: Vec<_> = r
+            .presented
+            .iter()
+            .map(|p| (&*p.transaction_id, p.line))
+            .collect();
+        assert_eq!(ids, [("A1", 2), ("B1", 4), ("Z", 5)]);
+        let breaks_before = r.breaks.len();
+        // A1 and Z were presented on an earlier date: two breaks more, and A1 no longer
+        // counts as matched (Z never did).
+        let earlier: FxHashMap<Box<str>, String> = [("A1", "2026-03-14"), ("Z", "2026-03-13")]
+            .into_iter()
+            .map(|(id, d)| (Box::from(id), d.to_owned()))
+            .collect();
+        presented_again(&mut r, &earlier);
+        assert_eq!(r.presentments_matched, 1);
+        let again: Vec<&Break> = r
+            .breaks
+            .iter()
+            .filter(|b| b.class == BreakClass::PresentedAgain)
+            .collect();
+        assert_eq!(r.breaks.len(), breaks_before + 2);
+        assert_eq!(
+            again[0],
+            &Break {
+                class: BreakClass::PresentedAgain,
+                transaction_id: "A1".into(),
+                kind: Some(EntryKind::Authorization),
+                currency: Some(cur("ARS")),
+                ledger_amount_minor: None,
+                file_amount_minor: Some(-500),
+                difference_minor: None,
+                file: Some("presentments"),
+                line: Some(2),
+                detail: "presented again (-5.00 ARS): first presented on 2026-03-14".into(),
+            }
+        );
+        assert_eq!(
+            (again[1].transaction_id.as_str(), again[1].line),
+            ("Z", Some(5))
+        );
+    }
+
+    #[test]
     fn duplicate_presentment() {
         let r = run(
             cfg(),
@@ -1632,7 +1755,7 @@ mod tests {
             ]
         );
         let counts = r.counts();
-        assert_eq!(counts.len(), 8);
+        assert_eq!(counts.len(), 9);
         assert_eq!(counts[&BreakClass::AmountMismatch], 2);
         assert_eq!(counts[&BreakClass::CurrencyMismatch], 0);
     }
@@ -1891,8 +2014,14 @@ mod tests {
             rows.clone(),
             presentments.clone(),
         );
+        // Every class a day's files alone can show (a presentment of an earlier date again
+        // is found against the days before: `presented_again`).
         for class in BreakClass::ALL {
-            assert!(whole.count(class) > 0, "the day has no {class}");
+            let day_alone = class != BreakClass::PresentedAgain;
+            assert!(
+                !day_alone || whole.count(class) > 0,
+                "the day has no {class}"
+            );
         }
         assert!(whole.pending > 0 && whole.presentments_matched > 0);
 

@@ -204,7 +204,13 @@ async fn main() -> anyhow::Result<()> {
         malformed_rows: r.malformed.len() as i64,
         summary: summary.to_string(),
     };
-    store.replace_run(&run, &breaks).await?;
+    let presented: Vec<(&str, u64)> = r
+        .report
+        .presented
+        .iter()
+        .map(|p| (&*p.transaction_id, p.line))
+        .collect();
+    store.replace_run(&run, &breaks, &presented).await?;
     reconciler::report::write_files(
         &s.report.dir.join("2024-03-01"),
         &run,

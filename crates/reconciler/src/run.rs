@@ -407,6 +407,7 @@ pub async fn reconcile(
     .await
     .context("matching task failed")??;
     let report = earlier_days(store, second, report, owed).await?;
+    let report = presented_on_earlier_dates(store, date, report).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -517,6 +518,30 @@ fn match_part(
     }
     counters.matched.fetch_add(n % 4096, Ordering::Relaxed);
     Ok(m.finish())
+}
+
+/// The day's presentments of ids a run of an earlier business date reconciled a
+/// presentment of: second clearings of one authorization, each `presented_again`.
+async fn presented_on_earlier_dates(
+    store: &Store,
+    date: &BusinessDate,
+    mut report: Report,
+) -> anyhow::Result<Report> {
+    let ids: Vec<&str> = report
+        .presented
+        .iter()
+        .map(|p| &*p.transaction_id)
+        .collect();
+    let earlier = store.presented_before(&date.to_string(), &ids).await?;
+    if earlier.is_empty() {
+        return Ok(report);
+    }
+    let earlier = earlier
+        .into_iter()
+        .map(|(id, first)| (Box::from(id.as_str()), first))
+        .collect();
+    ledger::reconcile::presented_again(&mut report, &earlier);
+    Ok(report)
 }
 
 /// Rows whose ledger entry was booked on another day. Clearing comes over days (a
@@ -806,7 +831,9 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        store.replace_run(&run, &breaks).await?;
+        let presented: Vec<(&str, u64)> =
+            r.report.presented.iter().map(|p| (&*p.transaction_id, p.line)).collect();
+        store.replace_run(&run, &breaks, &presented).await?;
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;
         tracing::info!(

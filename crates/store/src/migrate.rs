@@ -43,6 +43,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(16, "0016_debit_controls"),
     migration!(17, "0017_reservation_explanations"),
     migration!(18, "0018_wallet_decisions"),
+    migration!(19, "0019_recon_presentments"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

@@ -263,15 +263,46 @@ impl Store {
         Ok(out)
     }
 
-    /// Replaces the run of `run.business_date` and its breaks in one transaction: a
-    /// re-run changes that date and nothing else.
+    /// Of `ids`, those a run of a business date before `business_date` reconciled a
+    /// presentment of, with the first such date.
+    pub async fn presented_before(
+        &self,
+        business_date: &str,
+        ids: &[&str],
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let list = (2..chunk.len() + 2)
+                .map(|i| format!("${i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "SELECT transaction_id, MIN(business_date) FROM recon_presentments \
+                 WHERE business_date < $1 AND transaction_id IN ({list}) GROUP BY transaction_id"
+            );
+            run_pool!(&self.db, p => {
+                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(business_date);
+                for id in chunk {
+                    q = q.bind(*id);
+                }
+                out.extend(q.fetch_all(p).await?);
+            });
+        }
+        Ok(out)
+    }
+
+    /// Replaces the run of `run.business_date`, its breaks and the presentments it
+    /// reconciled (`presented`: id and line) in one transaction: a re-run changes that
+    /// date and nothing else.
     pub async fn replace_run(
         &self,
         run: &RunRecord,
         breaks: &[BreakRecord],
+        presented: &[(&str, u64)],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         crate::run!(&mut tx, c => {
+            sqlx::query("DELETE FROM recon_presentments WHERE business_date = $1").bind(&run.business_date).execute(&mut *c).await?;
             sqlx::query("DELETE FROM recon_breaks WHERE business_date = $1").bind(&run.business_date).execute(&mut *c).await?;
             sqlx::query("DELETE FROM recon_runs WHERE business_date = $1").bind(&run.business_date).execute(&mut *c).await?;
             sqlx::query(
@@ -308,6 +339,17 @@ impl Store {
                         .push_bind(&x.file)
                         .push_bind(x.line)
                         .push_bind(&x.detail);
+                });
+                qb.build().execute(&mut *c).await?;
+            }
+            for chunk in presented.chunks(1000) {
+                let mut qb = sqlx::QueryBuilder::new(
+                    "INSERT INTO recon_presentments (business_date, transaction_id, line) ",
+                );
+                qb.push_values(chunk, |mut b, (id, line)| {
+                    b.push_bind(&run.business_date)
+                        .push_bind(*id)
+                        .push_bind(i64::try_from(*line).unwrap_or(i64::MAX));
                 });
                 qb.build().execute(&mut *c).await?;
             }
