@@ -524,6 +524,7 @@ async fn transactions_of_earlier_days(app: TestApp) {
         summary["owed_by_day_before"].is_null(),
         "no run of its day before"
     );
+    assert_eq!(summary["presentments_delivered"], false, "{summary}");
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 
@@ -556,6 +557,8 @@ async fn transactions_of_earlier_days(app: TestApp) {
         ),
     ];
     write_rows(files.path(), &date, &rows);
+    // A day without clearing, delivered as an empty file (not even a header).
+    write_presentments_text(files.path(), &date, "");
     let expected = [
         ("amount_mismatch", id("b"), Some(-5_000), Some(-5_500)),
         ("status_mismatch", id("x"), Some(-600), Some(-600)),
@@ -568,6 +571,13 @@ async fn transactions_of_earlier_days(app: TestApp) {
     assert_eq!(matched, (3, 0), "{}", run_rec.summary);
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
     assert_eq!(summary["owed_by_day_before"], 5);
+    assert_eq!(summary["presentments_delivered"], true, "{summary}");
+}
+
+/// Writes the presentments file of `date` as `text`.
+fn write_presentments_text(dir: &std::path::Path, date: &BusinessDate, text: &str) {
+    let name = format!("presentments_{}.csv", date.format("%Y%m%d"));
+    std::fs::write(dir.join(name), text).unwrap();
 }
 
 /// An approved purchase's row (ARS).

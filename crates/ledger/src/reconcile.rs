@@ -54,9 +54,11 @@
 //!   [`BreakClass::PresentmentWithoutAuthorization`] (also when the id is a ledger
 //!   adjustment).
 //! * A currency other than the authorization's is [`BreakClass::CurrencyMismatch`].
-//! * A presentment of a non-effective authorization is
-//!   [`BreakClass::PresentmentAmountDiffers`] with ledger amount 0 and detail
-//!   `"presented but not booked"`.
+//! * A presentment of a non-effective authorization is matched against the effective
+//!   adjustments naming it (the processor may book a declined or rejected one by an
+//!   adjustment); without any, or when they differ from it, it is
+//!   [`BreakClass::PresentmentAmountDiffers`] with their sum (0 without any) as the ledger
+//!   amount and detail `"presented but not booked"`.
 //! * Otherwise the presented amount is compared with the expected amount: the
 //!   authorization's amount plus the amounts of the effective ledger adjustments in the
 //!   same currency whose `original_transaction_id` is that authorization (a partial
@@ -857,14 +859,6 @@ impl Matcher {
             self.push_currency_mismatch(row, core, detail);
             return;
         }
-        if !core.effective() {
-            let detail = format!(
-                "presented but not booked: presented {}, authorization not effective in the ledger",
-                money(row.amount_minor.into(), row.currency)
-            );
-            self.push_break(BreakClass::PresentmentAmountDiffers, row, Some(0), detail);
-            return;
-        }
         if core.flags & ADJ_OVERFLOW != 0 {
             let detail = format!(
                 "adjustment expected: linked adjustments of {id} overflow the ledger's range; presented {}",
@@ -873,10 +867,37 @@ impl Matcher {
             self.push_break(BreakClass::PresentmentAmountDiffers, row, None, detail);
             return;
         }
-        let expected = i128::from(core.amount) + i128::from(adjusted);
         let presented = i128::from(row.amount_minor);
-        let diff = presented - expected;
         let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
+        if !core.effective() {
+            // Declined, or rejected after our approval; the processor may still have made
+            // it effective by an adjustment naming it (a debit adjustment after a
+            // CLIENT_TIMEOUT): then what stands is what the adjustments booked.
+            if adjusted != 0 && (presented - i128::from(adjusted)).abs() <= tolerance {
+                self.report.presentments_matched += 1;
+                return;
+            }
+            let mut detail = format!(
+                "presented but not booked: presented {}, authorization not effective in the ledger",
+                money(presented, row.currency)
+            );
+            if adjusted != 0 {
+                let _ = write!(
+                    detail,
+                    ", adjustments naming it {}",
+                    money(adjusted.into(), row.currency)
+                );
+            }
+            self.push_break(
+                BreakClass::PresentmentAmountDiffers,
+                row,
+                Some(adjusted),
+                detail,
+            );
+            return;
+        }
+        let expected = i128::from(core.amount) + i128::from(adjusted);
+        let diff = presented - expected;
         if diff.abs() <= tolerance {
             self.report.presentments_matched += 1;
             return;
@@ -1574,6 +1595,46 @@ mod tests {
         );
         assert_eq!(r.presentments_matched, 1);
         assert_eq!(r.count(BreakClass::PresentmentAmountDiffers), 0);
+    }
+
+    #[test]
+    fn a_presentment_of_what_an_adjustment_booked_for_a_rejected_authorization_matches() {
+        // A1 rejected after our approval, then booked by a debit adjustment naming it; B1
+        // declined, and booked by an adjustment for less than presented.
+        let r = run(
+            cfg(),
+            vec![
+                auth("A1", false, -900),
+                adj("J1", "A1", -900),
+                auth("B1", false, -500),
+                adj("J2", "B1", -200),
+            ],
+            vec![],
+            vec![pres(2, "A1", -900), pres(3, "B1", -500)],
+        );
+        assert_eq!(r.presentments_matched, 1);
+        // (The adjustments, missing from this day's transactions file, are breaks too.)
+        let presented: Vec<&Break> = r
+            .breaks
+            .iter()
+            .filter(|b| b.file == Some(PRESENTMENTS_FILE))
+            .collect();
+        assert_eq!(presented.len(), 1, "{presented:#?}");
+        let b = presented[0];
+        assert_eq!(b.transaction_id, "B1");
+        assert_eq!(
+            (
+                b.ledger_amount_minor,
+                b.file_amount_minor,
+                b.difference_minor
+            ),
+            (Some(-200), Some(-500), Some(-300))
+        );
+        assert!(
+            b.detail.ends_with("adjustments naming it -2.00 ARS"),
+            "{}",
+            b.detail
+        );
     }
 
     #[test]

@@ -177,6 +177,10 @@ fn stream<T>(
         .flexible(true)
         .has_headers(true)
         .from_reader(input);
+    // An empty file (not even a header) is a day without rows, not a file without columns.
+    if r.byte_headers()?.is_empty() {
+        return Ok(0);
+    }
     let cols = resolve(r.byte_headers()?, wanted, &name)?;
     let mut rec = csv::ByteRecord::new();
     let mut n = 0u64;
@@ -365,6 +369,20 @@ mod tests {
         delimiter: b';',
         decimal_comma: true,
     };
+
+    #[test]
+    fn an_empty_file_is_no_rows_and_a_file_without_its_columns_an_error() {
+        let s = crate::config::Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+        let map = &s.mapping.transactions;
+        let mut malformed = Vec::new();
+        let read = |text: &'static str, malformed: &mut Vec<Malformed>| {
+            rows_from(text.as_bytes(), "t.csv", map, DOT, malformed, |_| {})
+        };
+        assert_eq!(read("", &mut malformed).unwrap(), 0);
+        assert!(malformed.is_empty());
+        let err = read("id,amount\n1,2\n", &mut malformed).unwrap_err();
+        assert!(err.to_string().contains("no column"), "{err}");
+    }
 
     #[test]
     fn amounts_are_exact_in_both_styles() {

@@ -80,6 +80,8 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
         // How many of the day before's pending entries this day's file owed; null when the
         // day before was not reconciled (none could be looked for).
         "owed_by_day_before": r.owed_by_day_before,
+        // False: no presentments file for the date, so none of its clearing was checked.
+        "presentments_delivered": inputs.iter().any(|i| i.role == crate::run::Role::Presentments),
         "presentments_matched": r.report.presentments_matched,
         "breaks": r.report.breaks.len(),
         "breaks_by_class": counts,
@@ -147,6 +149,12 @@ pub fn summary_text(
                 "the day before was not reconciled: entries it left pending were not looked for"
             );
         }
+    }
+    if summary.get("presentments_delivered") == Some(&Value::Bool(false)) {
+        let _ = writeln!(
+            s,
+            "no presentments file was delivered: the day's clearing was not checked"
+        );
     }
     let _ = writeln!(s, "\nFiles");
     for f in summary["files"].as_array().into_iter().flatten() {

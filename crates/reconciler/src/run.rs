@@ -774,6 +774,12 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
         if !inputs.iter().any(|i| i.role == Role::Transactions) {
             bail!("no transactions file for {date_str} at {}", source_label(s, &source));
         }
+        if !inputs.iter().any(|i| i.role == Role::Presentments) {
+            tracing::warn!(
+                business_date = %date_str,
+                "no presentments file for the date: its clearing is not checked"
+            );
+        }
         let label = source_label(s, &source);
         let mut changed = false;
         for input in &mut inputs {
