@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use store::Store;
 
+pub mod cutter;
 pub mod instore;
 pub mod node;
 pub mod receiver;

@@ -48,3 +48,24 @@ async fn a_blocked_database(app: TestApp) {
 }
 
 both_backends!(a_blocked_database);
+
+/// The connection lost while a reservation's commit is answered (the commit happened): not
+/// REJECTED/SYSTEM_ERROR, which tells the channel that nothing is held, but 503, so that it
+/// sends the same key again and hears what was committed. A network fault, so Postgres only.
+#[actix_rt::test]
+async fn postgres_a_reservation_whose_commit_is_uncertain_is_answered_503() {
+    let cutter =
+        e2e::cutter::CommitCutter::start(&fresh_pg_database().await, "INSERT INTO holds").await;
+    let app = TestApp::spawn_on(Some(cutter.url.clone()), |_| {}).await;
+    app.funded("u1", "DKK", "100.00").await;
+    let body = bytes(&reservation("u1", "20.00", "DKK"));
+    let key = uid("ck");
+    cutter.arm();
+    let r = app.channel("POST", RES, &body, Some(&key)).await;
+    assert_eq!(cutter.cuts(), 1, "the reservation's commit was cut");
+    assert_eq!(error_code(&r, 503), "unavailable");
+    // It was committed: the same key again hears the approval, and the hold stands once.
+    let r = app.channel("POST", RES, &body, Some(&key)).await;
+    assert_eq!(r.json()["status"], "APPROVED", "{}", r.text());
+    assert_posted_held(&app, "DKK", "100.00", "20.00").await;
+}

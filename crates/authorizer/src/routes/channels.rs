@@ -459,6 +459,10 @@ async fn reserve(
             }
         }
         Ok(other) => finish(state, route, claims, hash, Ok(other)).await,
+        // The commit was sent and its answer lost: the hold may stand. SYSTEM_ERROR would
+        // tell the channel that nothing is held (and no advice comes to undo it); a 503
+        // makes it send the same key again and hear what was committed.
+        Err(e @ StoreError::Uncertain(_)) => finish(state, route, claims, hash, Err(e)).await,
         Err(e) => {
             state.metrics.inc(
                 "authorizer_store_failures_total",
