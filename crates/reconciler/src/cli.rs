@@ -149,11 +149,20 @@ async fn print_outcome(
     Ok(())
 }
 
-/// The business date before the local day of `at_ms`.
-fn yesterday(at_ms: i64, offset_min: i64) -> BusinessDate {
-    let day = (at_ms + offset_min * 60_000).div_euclid(86_400_000) - 1;
+/// The business date `n` days before the local day of `at_ms`.
+fn days_before(at_ms: i64, offset_min: i64, n: i64) -> BusinessDate {
+    let day = (at_ms + offset_min * 60_000).div_euclid(86_400_000) - n;
     let (year, month, day) = civil_from_days(day);
     BusinessDate { year, month, day }
+}
+
+/// What a fire at `at_ms` looks at: the `catch_up_days` business dates ending with
+/// yesterday, oldest first (a day's run reads the run of the day before).
+fn dates_of_fire(at_ms: i64, offset_min: i64, catch_up_days: u32) -> Vec<BusinessDate> {
+    (1..=i64::from(catch_up_days.max(1)))
+        .rev()
+        .map(|n| days_before(at_ms, offset_min, n))
+        .collect()
 }
 
 async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
@@ -188,20 +197,38 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
                 return Ok(0);
             }
         }
-        let date = yesterday(next, offset);
-        let opts = RunOptions {
-            date: date.clone(),
-            force: false,
-            source: None,
-        };
-        match run(s, store, &opts).await {
-            Ok(outcome) => {
-                tracing::info!(business_date = %date, ?outcome, "scheduled reconciliation done")
+        let dates = dates_of_fire(next, offset, s.schedule.catch_up_days);
+        let last = dates.len() - 1;
+        for (i, date) in dates.into_iter().enumerate() {
+            // An earlier date is caught up only when it has no run yet (its files were late,
+            // or its run failed); yesterday's run changes nothing when its files did not.
+            if i < last {
+                match store.run(&date.to_string()).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {
+                        tracing::info!(business_date = %date, "catching up a date without a run")
+                    }
+                    Err(e) => {
+                        tracing::error!(business_date = %date, error = %e, "cannot read the date's run");
+                        continue;
+                    }
+                }
             }
-            // Another instance holds the lock, or the files are not there yet: log and wait
-            // for the next fire; `reconciler run` can redo a date by hand.
-            Err(e) => {
-                tracing::error!(business_date = %date, error = %format!("{e:#}"), "scheduled reconciliation failed")
+            let opts = RunOptions {
+                date: date.clone(),
+                force: false,
+                source: None,
+            };
+            match run(s, store, &opts).await {
+                Ok(outcome) => {
+                    tracing::info!(business_date = %date, ?outcome, "scheduled reconciliation done")
+                }
+                // Another instance holds the lock, or the files are not there yet: log; the
+                // next fires catch the date up (schedule.catch_up_days), and `reconciler run`
+                // can redo a date by hand.
+                Err(e) => {
+                    tracing::error!(business_date = %date, error = %format!("{e:#}"), "scheduled reconciliation failed")
+                }
             }
         }
     }
@@ -215,7 +242,22 @@ mod tests {
     fn yesterday_is_in_the_business_timezone() {
         // 2024-01-02T02:00Z is still Jan 1 in Buenos Aires: yesterday is Dec 31.
         let t = crate::schedule::days_from_civil(2024, 1, 2) * 86_400_000 + 2 * 3_600_000;
-        assert_eq!(yesterday(t, -180).to_string(), "2023-12-31");
-        assert_eq!(yesterday(t, 0).to_string(), "2024-01-01");
+        assert_eq!(days_before(t, -180, 1).to_string(), "2023-12-31");
+        assert_eq!(days_before(t, 0, 1).to_string(), "2024-01-01");
+    }
+
+    #[test]
+    fn a_fire_looks_at_the_dates_up_to_yesterday_oldest_first() {
+        let t = crate::schedule::days_from_civil(2024, 3, 1) * 86_400_000 + 6 * 3_600_000;
+        let dates: Vec<String> = dates_of_fire(t, 0, 3)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(dates, ["2024-02-27", "2024-02-28", "2024-02-29"]);
+        let one: Vec<String> = dates_of_fire(t, 0, 1)
+            .iter()
+            .map(|d| d.to_string())
+            .collect();
+        assert_eq!(one, ["2024-02-29"]);
     }
 }

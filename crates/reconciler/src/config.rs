@@ -129,6 +129,7 @@ pub struct ReportSettings {
 #[serde(deny_unknown_fields)]
 pub struct ScheduleSettings {
     pub cron: String,
+    pub catch_up_days: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -189,6 +190,9 @@ impl Settings {
         }
         if let Err(e) = Cron::parse(&self.schedule.cron) {
             return bad(format!("schedule.cron: {e}"));
+        }
+        if !(1..=31).contains(&self.schedule.catch_up_days) {
+            return bad("schedule.catch_up_days must be 1 to 31".into());
         }
         if self.csv.delimiter.len() != 1 {
             return bad("csv.delimiter must be one character".into());

@@ -278,8 +278,10 @@ async fn many_partitions_give_the_report_of_one() {
     let parts = run(work.path(), &inputs, 7).await;
     assert_eq!(whole.partitions, 1);
     assert!(parts.partitions > 200, "{} partitions", parts.partitions);
+    // Every class one day's files can show (`presented_again` needs an earlier date's run).
     for (class, n) in whole.report.counts() {
-        assert!(n > 0, "the day has no {class}");
+        let day_alone = class != ledger::reconcile::BreakClass::PresentedAgain;
+        assert!(!day_alone || n > 0, "the day has no {class}");
     }
     assert!(whole.report.pending > 0 && whole.report.presentments_matched > 0);
     assert!(!whole.malformed.is_empty());
