@@ -428,7 +428,8 @@ async fn presentments_of_earlier_days(app: TestApp) {
     approved_yesterday(&app, &p, &approved, "b", 12 * 60).await;
     // Yesterday: its file as booked, and `f` presented already.
     let before = recon::days_ago(1);
-    let files = tempfile::tempdir().unwrap();
+    let before_files = tempfile::tempdir().unwrap();
+    let files = before_files.path();
     let refund = tx_row(
         &id("r"),
         "ADJUSTMENT",
@@ -440,9 +441,9 @@ async fn presentments_of_earlier_days(app: TestApp) {
     );
     let mut rows: Vec<String> = approved.iter().map(|(n, a)| debit_row(&id(n), a)).collect();
     rows.push(refund);
-    write_rows(files.path(), &before, &rows);
-    write_presentments(files.path(), &before.format("%Y%m%d"), &[(id("f"), "9.00")]);
-    let run_rec = run_of(&app, (&before, 0), files.path(), &[]).await;
+    write_rows(files, &before, &rows);
+    write_presentments(files, &before.format("%Y%m%d"), &[(id("f"), "9.00")]);
+    let run_rec = run_of(&app, (&before, 0), files, &[]).await;
     assert_eq!(run_rec.presentments_matched, 1, "{}", run_rec.summary);
 
     let date = recon::today();
@@ -482,8 +483,25 @@ async fn presentments_of_earlier_days(app: TestApp) {
         .run_breaks(&date.to_string(), Some("presented_again"), 10, 0)
         .await
         .unwrap();
-    let first = format!("first presented on {before}");
+    let first = format!("also presented on {before}");
     assert!(again[0].detail.ends_with(&first), "{}", again[0].detail);
+    // Yesterday reconciled again, after today (out of order): its presentment of `f` meets
+    // today's too.
+    let reports = tempfile::tempdir().unwrap();
+    let s = recon::settings(&app, reports.path());
+    let opts = RunOptions {
+        force: true,
+        ..recon::from_dir(&before, before_files.path())
+    };
+    run(&s, &app.store, &opts).await.expect("runs again");
+    let again = app
+        .store
+        .run_breaks(&before.to_string(), Some("presented_again"), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(again.len(), 1, "{again:?}");
+    let other = format!("also presented on {date}");
+    assert!(again[0].detail.ends_with(&other), "{}", again[0].detail);
 }
 
 /// An entry booked in the last minutes of a day (`grace_minutes`: pending then) is in the

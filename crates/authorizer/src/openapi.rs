@@ -365,7 +365,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
         ChannelRoute::Reserve => (
             "reserve",
             "Reserve (hold) an amount on a cardholder account",
-            "The authorization's decision and vocabulary, with funds = available + overdraft (available = posted - held). APPROVED holds the amount (no money moves); REJECTED is recorded: the same reservation_id and body replays it, another body is 409 RESERVATION_ID_REUSED. Answered within processor.deadline_ms; REJECTED / SYSTEM_ERROR with nothing held when the ledger cannot answer in time.",
+            "The authorization's decision and vocabulary, with funds = available + overdraft (available = posted - held). APPROVED holds the amount (no money moves); REJECTED is recorded: the same reservation_id and body replays it, another body is 409 RESERVATION_ID_REUSED. Answered within processor.deadline_ms; REJECTED / SYSTEM_ERROR with nothing held when the ledger cannot answer in time; 503 when the connection was lost while the commit was answered (the hold may stand): send the same key again to hear what was committed.",
             Some(("ReserveBody", true)),
             "ChannelResponse",
         ),
@@ -466,6 +466,14 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
                 "503",
                 signed(error("Nothing committed; send it again later. Signed.")).build(),
             );
+    } else {
+        op = op.response(
+            "503",
+            signed(error(
+                "The commit's answer was lost: the hold may stand. Send the same key again to hear what was committed. Signed.",
+            ))
+            .build(),
+        );
     }
     op.build()
 }

@@ -511,7 +511,9 @@ impl Engine {
                 self.ch().count(|c| c.too_early_425 += 1);
                 return Verdict::Retry;
             }
-            503 if kind != Kind::Reserve => {
+            // A capture, cancel or refund with nothing committed; a reservation whose commit's
+            // answer was lost (the same key again hears what was committed).
+            503 => {
                 self.ch().count(|c| c.unavailable_503 += 1);
                 return Verdict::Retry;
             }

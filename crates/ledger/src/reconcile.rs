@@ -47,7 +47,7 @@
 //! Presentments (file `"presentments"`):
 //!
 //! * A second presentment for the same id is [`BreakClass::DuplicateInFile`]. The ids
-//!   of first presentments are kept in [`Report::presented`]: one presented on an earlier
+//!   of first presentments are kept in [`Report::presented`]: one presented on another
 //!   business date too is a second clearing the day's file alone cannot show, which the
 //!   reconciler reports as [`BreakClass::PresentedAgain`] ([`presented_again`]).
 //! * The id must be a ledger authorization, else
@@ -364,14 +364,14 @@ impl Report {
     }
 }
 
-/// Holds the day's first presentments ([`Report::presented`]) against the business dates
-/// they were presented on before (`earlier`: id, its first date): each repeat is a
+/// Holds the day's first presentments ([`Report::presented`]) against the other business
+/// dates they were presented on (`other`: id, the first such date): each repeat is a
 /// [`BreakClass::PresentedAgain`] (a second clearing of one authorization), no longer
 /// counted in `presentments_matched` when its amount had matched.
-pub fn presented_again(report: &mut Report, earlier: &FxHashMap<Box<str>, String>) {
+pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>) {
     let mut again = Vec::new();
     for p in &report.presented {
-        let Some(first) = earlier.get(&p.transaction_id) else {
+        let Some(first) = other.get(&p.transaction_id) else {
             continue;
         };
         let row_break = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(p.line);
@@ -389,7 +389,7 @@ pub fn presented_again(report: &mut Report, earlier: &FxHashMap<Box<str>, String
             file: Some(PRESENTMENTS_FILE),
             line: Some(p.line),
             detail: format!(
-                "presented again ({}): first presented on {first}",
+                "presented again ({}): also presented on {first}",
                 money(p.amount_minor.into(), p.currency)
             ),
         });
@@ -1458,7 +1458,7 @@ mod tests {
             .collect();
         assert_eq!(ids, [("A1", 2), ("B1", 4), ("Z", 5)]);
         let breaks_before = r.breaks.len();
-        // A1 and Z were presented on an earlier date: two breaks more, and A1 no longer
+        // A1 and Z were presented on another date: two breaks more, and A1 no longer
         // counts as matched (Z never did).
         let earlier: FxHashMap<Box<str>, String> = [("A1", "2026-03-14"), ("Z", "2026-03-13")]
             .into_iter()
@@ -1484,7 +1484,7 @@ mod tests {
                 difference_minor: None,
                 file: Some("presentments"),
                 line: Some(2),
-                detail: "presented again (-5.00 ARS): first presented on 2026-03-14".into(),
+                detail: "presented again (-5.00 ARS): also presented on 2026-03-14".into(),
             }
         );
         assert_eq!(

@@ -156,6 +156,12 @@ fn days_before(at_ms: i64, offset_min: i64, n: i64) -> BusinessDate {
     BusinessDate { year, month, day }
 }
 
+/// Whether a run's summary says it had no presentments file.
+fn without_presentments(summary: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(summary)
+        .is_ok_and(|s| s["presentments_delivered"] == serde_json::Value::Bool(false))
+}
+
 /// What a fire at `at_ms` looks at: the `catch_up_days` business dates ending with
 /// yesterday, oldest first (a day's run reads the run of the day before).
 fn dates_of_fire(at_ms: i64, offset_min: i64, catch_up_days: u32) -> Vec<BusinessDate> {
@@ -200,14 +206,13 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
         let dates = dates_of_fire(next, offset, s.schedule.catch_up_days);
         let last = dates.len() - 1;
         for (i, date) in dates.into_iter().enumerate() {
-            // An earlier date is caught up only when it has no run yet (its files were late,
-            // or its run failed); yesterday's run changes nothing when its files did not.
+            // An earlier date is caught up when it has no run yet (its files were late, or its
+            // run failed) or its run had no presentments file (which may have come since);
+            // yesterday's run changes nothing when its files did not.
             if i < last {
                 match store.run(&date.to_string()).await {
-                    Ok(Some(_)) => continue,
-                    Ok(None) => {
-                        tracing::info!(business_date = %date, "catching up a date without a run")
-                    }
+                    Ok(Some(r)) if !without_presentments(&r.summary) => continue,
+                    Ok(_) => tracing::info!(business_date = %date, "catching up a date"),
                     Err(e) => {
                         tracing::error!(business_date = %date, error = %e, "cannot read the date's run");
                         continue;
@@ -244,6 +249,15 @@ mod tests {
         let t = crate::schedule::days_from_civil(2024, 1, 2) * 86_400_000 + 2 * 3_600_000;
         assert_eq!(days_before(t, -180, 1).to_string(), "2023-12-31");
         assert_eq!(days_before(t, 0, 1).to_string(), "2024-01-01");
+    }
+
+    #[test]
+    fn a_run_without_a_presentments_file_is_caught_up() {
+        assert!(without_presentments(r#"{"presentments_delivered":false}"#));
+        assert!(!without_presentments(r#"{"presentments_delivered":true}"#));
+        // Runs recorded before the field was kept: as delivered.
+        assert!(!without_presentments(r#"{"matched":3}"#));
+        assert!(!without_presentments("not json"));
     }
 
     #[test]

@@ -407,7 +407,7 @@ pub async fn reconcile(
     .await
     .context("matching task failed")??;
     let report = earlier_days(store, second, report, owed).await?;
-    let report = presented_on_earlier_dates(store, date, report).await?;
+    let report = presented_on_other_dates(store, date, report).await?;
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -520,9 +520,10 @@ fn match_part(
     Ok(m.finish())
 }
 
-/// The day's presentments of ids a run of an earlier business date reconciled a
-/// presentment of: second clearings of one authorization, each `presented_again`.
-async fn presented_on_earlier_dates(
+/// The day's presentments of ids a run of another business date reconciled a presentment
+/// of (dates may be reconciled out of order: a late file is caught up after the next day):
+/// second clearings of one authorization, each `presented_again`.
+async fn presented_on_other_dates(
     store: &Store,
     date: &BusinessDate,
     mut report: Report,
@@ -532,15 +533,15 @@ async fn presented_on_earlier_dates(
         .iter()
         .map(|p| &*p.transaction_id)
         .collect();
-    let earlier = store.presented_before(&date.to_string(), &ids).await?;
-    if earlier.is_empty() {
+    let other = store.presented_elsewhere(&date.to_string(), &ids).await?;
+    if other.is_empty() {
         return Ok(report);
     }
-    let earlier = earlier
+    let other = other
         .into_iter()
         .map(|(id, first)| (Box::from(id.as_str()), first))
         .collect();
-    ledger::reconcile::presented_again(&mut report, &earlier);
+    ledger::reconcile::presented_again(&mut report, &other);
     Ok(report)
 }
 

@@ -263,9 +263,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Of `ids`, those a run of a business date before `business_date` reconciled a
-    /// presentment of, with the first such date.
-    pub async fn presented_before(
+    /// Of `ids`, those a run of another business date than `business_date` reconciled a
+    /// presentment of (dates may be reconciled out of order), with the first such date.
+    pub async fn presented_elsewhere(
         &self,
         business_date: &str,
         ids: &[&str],
@@ -278,7 +278,7 @@ impl Store {
                 .join(", ");
             let sql = format!(
                 "SELECT transaction_id, MIN(business_date) FROM recon_presentments \
-                 WHERE business_date < $1 AND transaction_id IN ({list}) GROUP BY transaction_id"
+                 WHERE business_date <> $1 AND transaction_id IN ({list}) GROUP BY transaction_id"
             );
             run_pool!(&self.db, p => {
                 let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(business_date);

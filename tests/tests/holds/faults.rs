@@ -64,8 +64,13 @@ async fn postgres_a_reservation_whose_commit_is_uncertain_is_answered_503() {
     let r = app.channel("POST", RES, &body, Some(&key)).await;
     assert_eq!(cutter.cuts(), 1, "the reservation's commit was cut");
     assert_eq!(error_code(&r, 503), "unavailable");
-    // It was committed: the same key again hears the approval, and the hold stands once.
+    // It was committed: the hold stands, and the same key again hears the approval
+    // replayed (no second hold).
+    assert_posted_held(&app, "DKK", "100.00", "20.00").await;
+    let replays = || app.metrics.counter("authorizer_replays_total", &[]);
+    let before = replays();
     let r = app.channel("POST", RES, &body, Some(&key)).await;
     assert_eq!(r.json()["status"], "APPROVED", "{}", r.text());
+    assert_eq!(replays() - before, 1, "a replay of what was committed");
     assert_posted_held(&app, "DKK", "100.00", "20.00").await;
 }

@@ -370,10 +370,15 @@ async fn finish(
                 ],
             );
             tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the channel resends");
+            let message = if matches!(e, StoreError::Uncertain(_)) {
+                "Outcome unknown (the commit's answer was lost); send the same key again"
+            } else {
+                "Not stored; send again later"
+            };
             Answer::error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
-                "Not stored; send again later",
+                message,
                 "UNAVAILABLE",
             )
         }
