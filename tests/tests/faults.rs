@@ -121,7 +121,7 @@ async fn a_stalled_adjustment_is_answered_in_time_and_booked_once(app: TestApp) 
     assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(
         r.json()["error"]["message"],
-        "Not stored yet; send again with the same key"
+        "Outcome not known yet; send again with the same key"
     );
     assert!(
         took < Duration::from_millis(3_000),

@@ -100,9 +100,26 @@ i,AUTHORIZATION,APPROVED,DEBIT,70.00,ARS,
 j,AUTHORIZATION,APPROVED,DEBIT,5.00,USD,
 k,AUTHORIZATION,REJECTED,DEBIT,99999.00,ARS,
 x,AUTHORIZATION,APPROVED,DEBIT,12.3.4,ARS,
-y,REFUND,APPROVED,CREDIT,1.00,ARS,
-l,ADJUSTMENT,APPROVED,CREDIT,7.005,ARS,
-m,AUTHORIZATION,REJECTED,DEBIT,0.00,ARS,";
+y,REFUND,APPROVED,CREDIT,1.00,ARS,";
+    // The adjustment finer than the cent, and the card check the processor rejected.
+    let finer = tx_row(
+        &id("l"),
+        "ADJUSTMENT",
+        "APPROVED",
+        "CREDIT",
+        "7.005",
+        "ARS",
+        "",
+    );
+    let check = tx_row(
+        &id("m"),
+        "AUTHORIZATION",
+        "REJECTED",
+        "DEBIT",
+        "0.00",
+        "ARS",
+        "",
+    );
     let transactions = std::iter::once(TX_HEADER.to_owned())
         .chain(rows.lines().map(|row| {
             let f: Vec<&str> = row.split(',').collect();
@@ -113,6 +130,7 @@ m,AUTHORIZATION,REJECTED,DEBIT,0.00,ARS,";
             };
             tx_row(&id(f[0]), f[1], f[2], f[3], f[4], f[5], &original)
         }))
+        .chain([finer, check])
         .collect::<Vec<_>>()
         .join("\n");
     std::fs::write(
@@ -417,28 +435,20 @@ async fn run_of(
 /// reported as presentments without an authorization. One presented on an earlier date
 /// already is a second clearing: `presented_again`, whatever its amount.
 async fn presentments_of_earlier_days(app: TestApp) {
-    let p = uid("e");
-    let id = |s: &str| format!("{p}-{s}");
     let approved = [
         ("a", "100.00"),
         ("b", "50.00"),
         ("d", "30.00"),
         ("f", "9.00"),
     ];
+    let p = uid("e");
+    let id = |s: &str| format!("{p}-{s}");
     approved_yesterday(&app, &p, &approved, "b", 12 * 60).await;
     // Yesterday: its file as booked, and `f` presented already.
     let before = recon::days_ago(1);
     let before_files = tempfile::tempdir().unwrap();
     let files = before_files.path();
-    let refund = tx_row(
-        &id("r"),
-        "ADJUSTMENT",
-        "APPROVED",
-        "CREDIT",
-        "10.00",
-        "ARS",
-        &id("b"),
-    );
+    let refund = refund_row(&id("r"), &id("b"));
     let mut rows: Vec<String> = approved.iter().map(|(n, a)| debit_row(&id(n), a)).collect();
     rows.push(refund);
     write_rows(files, &before, &rows);
@@ -548,15 +558,7 @@ async fn transactions_of_earlier_days(app: TestApp) {
 
     let date = recon::today();
     let files = tempfile::tempdir().unwrap();
-    let refund = tx_row(
-        &id("r"),
-        "ADJUSTMENT",
-        "APPROVED",
-        "CREDIT",
-        "10.00",
-        "ARS",
-        &id("a"),
-    );
+    let refund = refund_row(&id("r"), &id("a"));
     let rows = [
         debit_row(&id("a"), "100.00"),
         refund,
@@ -596,6 +598,19 @@ async fn transactions_of_earlier_days(app: TestApp) {
 fn write_presentments_text(dir: &std::path::Path, date: &BusinessDate, text: &str) {
     let name = format!("presentments_{}.csv", date.format("%Y%m%d"));
     std::fs::write(dir.join(name), text).unwrap();
+}
+
+/// The row of the 10.00 ARS refund `approved_yesterday` books.
+fn refund_row(id: &str, original: &str) -> String {
+    tx_row(
+        id,
+        "ADJUSTMENT",
+        "APPROVED",
+        "CREDIT",
+        "10.00",
+        "ARS",
+        original,
+    )
 }
 
 /// An approved purchase's row (ARS).

@@ -93,6 +93,34 @@ pub fn store_error_kind(e: &StoreError) -> &'static str {
     }
 }
 
+/// The 503 of a request the store could not serve, which `resender` (the processor, a
+/// channel) sends again: counted and logged. When the outcome is not known (a commit still
+/// under way, or its answer lost with the connection) it may be stored: the same key
+/// replays it if so.
+pub fn store_unavailable(
+    state: &AppState,
+    route: &'static str,
+    e: &StoreError,
+    resender: &'static str,
+) -> Answer {
+    state.metrics.inc(
+        "authorizer_store_failures_total",
+        &[("route", route), ("kind", store_error_kind(e))],
+    );
+    tracing::error!(route, resender, error = %e, "store failed; answering 503 so it is sent again");
+    let message = if matches!(e, StoreError::Uncertain(_)) {
+        "Outcome not known yet; send again with the same key"
+    } else {
+        "Not stored; send again later"
+    };
+    Answer::error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        message,
+        "UNAVAILABLE",
+    )
+}
+
 /// An answer before signing.
 pub struct Answer {
     pub status: StatusCode,

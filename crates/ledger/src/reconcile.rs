@@ -257,26 +257,6 @@ impl Totals {
     }
 }
 
-/// A first presentment of the day, as kept to hold later days' presentments against.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Presented {
-    pub transaction_id: Box<str>,
-    pub line: u64,
-    pub currency: Currency,
-    pub amount_minor: i64,
-}
-
-impl Presented {
-    fn of(row: &Presentment) -> Presented {
-        Presented {
-            transaction_id: Box::from(row.transaction_id.as_str()),
-            line: row.line,
-            currency: row.currency,
-            amount_minor: row.amount_minor,
-        }
-    }
-}
-
 #[derive(Debug, Clone, Default)]
 pub struct Report {
     /// First-occurrence transactions rows that agree with the ledger (including
@@ -299,9 +279,6 @@ pub struct Report {
     pub transaction_rows: u64,
     /// Rows fed to [`Matcher::presentment`].
     pub presentment_rows: u64,
-    /// Each first-occurrence presentment (duplicates in the file are breaks already): what
-    /// the next days' presentments are held against.
-    pub presented: Vec<Presented>,
     /// Ledger entries passed to [`Matcher::add_ledger`] (including duplicates).
     pub ledger_entries: u64,
     /// Ledger entries ignored because the same `(kind, id)` was already loaded.
@@ -310,6 +287,9 @@ pub struct Report {
     /// matcher does not hold: neither matched nor a break yet; the caller matches them
     /// against those entries.
     pub owed_rejected: Vec<FileTransaction>,
+    /// Each first-occurrence presentment (duplicates in the file are breaks already): what
+    /// the other days' presentments are held against.
+    pub presented: Vec<Presentment>,
 }
 
 impl Report {
@@ -371,7 +351,7 @@ impl Report {
 pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>) {
     let mut again = Vec::new();
     for p in &report.presented {
-        let Some(first) = other.get(&p.transaction_id) else {
+        let Some(first) = other.get(p.transaction_id.as_str()) else {
             continue;
         };
         let row_break = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(p.line);
@@ -380,7 +360,7 @@ pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>)
         }
         again.push(Break {
             class: BreakClass::PresentedAgain,
-            transaction_id: p.transaction_id.to_string(),
+            transaction_id: p.transaction_id.clone(),
             kind: Some(EntryKind::Authorization),
             currency: Some(p.currency),
             ledger_amount_minor: None,
@@ -813,7 +793,7 @@ impl Matcher {
                     return;
                 }
                 slot.core.flags |= PRESENTED;
-                self.report.presented.push(Presented::of(&row));
+                self.report.presented.push(row.clone());
                 (slot.core, slot.adjusted)
             }
             None => {
@@ -822,7 +802,7 @@ impl Matcher {
                     return;
                 }
                 self.unknown_presented.insert(Box::from(id));
-                self.report.presented.push(Presented::of(&row));
+                self.report.presented.push(row.clone());
                 add_to(
                     &mut self.report.presentment_totals,
                     row.currency,

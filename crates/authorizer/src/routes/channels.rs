@@ -361,27 +361,7 @@ async fn finish(
             }
             refused(error)
         }
-        Err(e) => {
-            state.metrics.inc(
-                "authorizer_store_failures_total",
-                &[
-                    ("route", route.path()),
-                    ("kind", signed::store_error_kind(&e)),
-                ],
-            );
-            tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the channel resends");
-            let message = if matches!(e, StoreError::Uncertain(_)) {
-                "Outcome unknown (the commit's answer was lost); send the same key again"
-            } else {
-                "Not stored; send again later"
-            };
-            Answer::error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                message,
-                "UNAVAILABLE",
-            )
-        }
+        Err(e) => signed::store_unavailable(state, route.path(), &e, "channel"),
     }
 }
 

@@ -332,26 +332,8 @@ async fn authorization(
 }
 
 fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
-    state.metrics.inc(
-        "authorizer_store_failures_total",
-        &[
-            ("route", route.path()),
-            ("kind", signed::store_error_kind(e)),
-        ],
-    );
-    tracing::error!(route = route.path(), error = %e, "store failed; answering 503 so the processor resends");
     // Not answered in time: it may still be stored, and the resend replays it if so.
-    let message = if matches!(e, StoreError::Uncertain(_)) {
-        "Not stored yet; send again with the same key"
-    } else {
-        "Not stored; send again later"
-    };
-    Answer::error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "unavailable",
-        message,
-        "UNAVAILABLE",
-    )
+    signed::store_unavailable(state, route.path(), e, "processor")
 }
 
 async fn adjustment(
