@@ -681,10 +681,42 @@ async fn a_failed_run_is_run_again(app: TestApp) {
     assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(0));
 }
 
+/// The other way round: the processor's clock put a purchase before midnight, ours after
+/// it. Yesterday's file holds its row and the ledger booked it in today's first minutes
+/// (within `grace_minutes`): yesterday's run matches the row against that entry and claims
+/// it, and today's run, whose file does not hold it, does not report it missing.
+async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let (early, p) = (uid("n"), uid("n"));
+    let a = format!("{early}-a");
+    let b = format!("{p}-b");
+    approve(&app, &a, "25.00").await;
+    booked_yesterday(&app, &early, -1).await;
+    approve(&app, &b, "5.00").await;
+    let before = recon::days_ago(1);
+    let files = tempfile::tempdir().unwrap();
+    write_rows(files.path(), &before, &[debit_row(&a, "25.00")]);
+    let run_rec = run_of(&app, (&before, 30), files.path(), &[]).await;
+    assert_eq!(run_rec.matched, 1, "{}", run_rec.summary);
+    let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
+    assert_eq!(
+        summary["claimed_entries"],
+        serde_json::json!([["AUTHORIZATION", a]])
+    );
+
+    let date = recon::today();
+    let files = tempfile::tempdir().unwrap();
+    write_rows(files.path(), &date, &[debit_row(&b, "5.00")]);
+    let run_rec = run_of(&app, (&date, 30), files.path(), &[]).await;
+    let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
+    assert_eq!(summary["claimed_by_day_before"], 1, "{summary}");
+}
+
 both_backends!(
     every_break_class,
     a_clean_day_and_the_single_instance_lock,
     presentments_of_earlier_days,
     transactions_of_earlier_days,
+    rows_booked_in_the_next_days_first_minutes,
     a_failed_run_is_run_again
 );

@@ -80,6 +80,13 @@ pub fn summary_json(date: &str, r: &Reconciled, inputs: &[Input], elapsed: Durat
         // How many of the day before's pending entries this day's file owed; null when the
         // day before was not reconciled (none could be looked for).
         "owed_by_day_before": r.owed_by_day_before,
+        // Entries booked in the next day's first minutes whose rows this day's file held
+        // (the processor's clock put them before midnight): the next day's run does not
+        // report them missing from its file. And how many the day before claimed so.
+        "claimed_entries": r.claimed_entries.iter()
+            .map(|(kind, id)| json!([kind_str(*kind), id]))
+            .collect::<Vec<_>>(),
+        "claimed_by_day_before": r.claimed_by_day_before,
         // False: no presentments file for the date, so none of its clearing was checked.
         "presentments_delivered": inputs.iter().any(|i| i.role == crate::run::Role::Presentments),
         "presentments_matched": r.report.presentments_matched,
@@ -149,6 +156,12 @@ pub fn summary_text(
                 "the day before was not reconciled: entries it left pending were not looked for"
             );
         }
+    }
+    if let Some(n) = summary["claimed_by_day_before"].as_u64().filter(|n| *n > 0) {
+        let _ = writeln!(
+            s,
+            "claimed by the day before (booked in this day's first minutes, in its file) {n}"
+        );
     }
     if summary.get("presentments_delivered") == Some(&Value::Bool(false)) {
         let _ = writeln!(

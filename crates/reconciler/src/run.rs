@@ -301,6 +301,13 @@ pub struct Reconciled {
     /// Entries the day before's run left pending and this day's file owed (`None`: the
     /// day before was not reconciled, so none could be looked for).
     pub owed_by_day_before: Option<usize>,
+    /// Entries booked in the first `matching.grace_minutes` of the next day whose rows this
+    /// day's file held (the processor's clock put them before midnight, ours after): matched
+    /// here, and not missing from the next day's file.
+    pub claimed_entries: Vec<(EntryKind, String)>,
+    /// Entries of this day the day before's run claimed so (`claimed_entries` of its
+    /// summary): not missing from this day's file.
+    pub claimed_by_day_before: usize,
     /// How long reading and matching took.
     pub elapsed: std::time::Duration,
     /// Peak resident size of the process when matching ended, if the system tells.
@@ -406,7 +413,9 @@ pub async fn reconcile(
     })
     .await
     .context("matching task failed")??;
-    let report = earlier_days(store, second, report, owed).await?;
+    let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
+    let (report, claimed_entries) = earlier_days(store, second, report, owed, next_day).await?;
+    let (report, claimed_by_day_before) = claimed_by_day_before(store, date, report).await?;
     let report = presented_on_other_dates(store, date, report).await?;
     progress.finish().await;
     drop(spill_dir);
@@ -417,6 +426,8 @@ pub async fn reconcile(
         rows,
         partitions: parts,
         owed_by_day_before,
+        claimed_entries,
+        claimed_by_day_before,
         elapsed: clock.elapsed(),
         peak_rss_kib: peak_rss_kib(),
     })
@@ -559,13 +570,19 @@ async fn presented_on_other_dates(
 /// `missing_in_file` now. Only what the rows come to is kept: the entries themselves, and
 /// the totals, were reconciled on their own days. A rejected row of an owed entry is a
 /// `status_mismatch` (we booked it, the processor rejected it).
+///
+/// The other way round, an approved row of an entry booked in the first minutes of the
+/// next day (`next_day`: from midnight, `matching.grace_minutes` long; the processor's clock
+/// put it before midnight, ours after) is matched against that entry too, and the entry is
+/// claimed: the next day's run does not report it missing from its file.
 async fn earlier_days(
     store: &Store,
     config: MatchConfig,
     report: Report,
     owed: std::collections::HashMap<(EntryKind, String), LedgerEntry>,
-) -> anyhow::Result<Report> {
-    let (mut report, rematched) = rematch(store, config, report, &owed).await?;
+    next_day: (i64, i64),
+) -> anyhow::Result<(Report, Vec<(EntryKind, String)>)> {
+    let (mut report, rematched, claimed) = rematch(store, config, report, &owed, next_day).await?;
     // An entry pending the day before and absent from this day's file too is missing: no
     // third file owes it.
     for (key, e) in owed {
@@ -575,7 +592,44 @@ async fn earlier_days(
         }
     }
     sort_breaks(&mut report.breaks);
-    Ok(report)
+    Ok((report, claimed))
+}
+
+/// Drops the `missing_in_file` breaks of entries the day before's run claimed (booked in
+/// this day's first minutes, held by that day's file: `claimed_entries` of its summary),
+/// and counts them.
+async fn claimed_by_day_before(
+    store: &Store,
+    date: &BusinessDate,
+    mut report: Report,
+) -> anyhow::Result<(Report, usize)> {
+    let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
+        .yesterday()
+        .ok()
+    else {
+        return Ok((report, 0));
+    };
+    let Some(run) = store.run(&before.to_string()).await? else {
+        return Ok((report, 0));
+    };
+    let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
+    let claimed: std::collections::HashSet<(&str, &str)> = summary["claimed_entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e[0].as_str()?, e[1].as_str()?)))
+        .collect();
+    if claimed.is_empty() {
+        return Ok((report, 0));
+    }
+    let before_count = report.breaks.len();
+    report.breaks.retain(|b| {
+        let kind = b.kind.map(crate::report::kind_str).unwrap_or("");
+        let key = (kind, b.transaction_id.as_str());
+        !(b.class == BreakClass::MissingInFile && claimed.contains(&key))
+    });
+    let n = before_count - report.breaks.len();
+    Ok((report, n))
 }
 
 /// The entries the day before's run found pending (booked in its grace window, absent from
@@ -622,13 +676,20 @@ async fn owed_by_day_before(
 
 /// The matching of [`earlier_days`]: the rows it matches again, against entries of any day
 /// (presentments) or `owed` (transactions rows), and the keys of the rows of `owed` it saw.
+#[allow(clippy::type_complexity)]
 async fn rematch(
     store: &Store,
     config: MatchConfig,
     mut report: Report,
     owed: &std::collections::HashMap<(EntryKind, String), LedgerEntry>,
-) -> anyhow::Result<(Report, std::collections::HashSet<(EntryKind, String)>)> {
+    (next_from, next_until): (i64, i64),
+) -> anyhow::Result<(
+    Report,
+    std::collections::HashSet<(EntryKind, String)>,
+    Vec<(EntryKind, String)>,
+)> {
     let mut rematched = std::collections::HashSet::new();
+    let mut claimed = Vec::new();
     let again_class = |b: &Break| {
         matches!(
             (b.class, b.file),
@@ -645,15 +706,20 @@ async fn rematch(
         .chain(owed_rejected.iter().map(|r| r.transaction_id.to_string()))
         .collect();
     if unknown.is_empty() {
-        return Ok((report, rematched));
+        return Ok((report, rematched, claimed));
     }
     let mut m = Matcher::new(config);
     // Presentments: authorizations of any day. Transactions rows: entries pending the day
     // before (a row of an entry of any other day stays a break: the processor reported it
     // again, or on another day than we booked it).
     let mut found = std::collections::HashSet::new();
+    let mut early_next_day = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
-        found.insert((e.kind, e.transaction_id.to_string()));
+        let key = (e.kind, e.transaction_id.to_string());
+        if e.effective && (next_from..next_until).contains(&e.booked_at_ms) {
+            early_next_day.insert(key.clone());
+        }
+        found.insert(key);
         m.add_ledger(e);
     }
     let (again, kept): (Vec<Break>, Vec<Break>) = std::mem::take(&mut report.breaks)
@@ -663,9 +729,10 @@ async fn rematch(
                 BreakClass::PresentmentWithoutAuthorization => {
                     found.contains(&(EntryKind::Authorization, b.transaction_id.clone()))
                 }
-                _ => b
-                    .kind
-                    .is_some_and(|k| owed.contains_key(&(k, b.transaction_id.clone()))),
+                _ => b.kind.is_some_and(|k| {
+                    let key = (k, b.transaction_id.clone());
+                    owed.contains_key(&key) || early_next_day.contains(&key)
+                }),
             };
             again_class(b) && known && b.currency.is_some() && b.file_amount_minor.is_some()
         });
@@ -683,7 +750,11 @@ async fn rematch(
         let line = b.line.unwrap_or(0);
         match (b.class, b.kind) {
             (BreakClass::MissingInLedger, Some(kind)) => {
-                rematched.insert((kind, b.transaction_id.clone()));
+                let key = (kind, b.transaction_id.clone());
+                if early_next_day.contains(&key) {
+                    claimed.push(key.clone());
+                }
+                rematched.insert(key);
                 m.transaction(FileTransaction {
                     line,
                     transaction_id: b.transaction_id,
@@ -713,7 +784,7 @@ async fn rematch(
             .into_iter()
             .filter(|b| matches!(b.file, Some("presentments" | "transactions"))),
     );
-    Ok((report, rematched))
+    Ok((report, rematched, claimed))
 }
 
 /// Whether a run's summary names exactly `inputs` (by name and SHA-256).
