@@ -1,8 +1,10 @@
 //! A fault a real Postgres cannot produce on demand: the connection lost while a commit's
 //! answer is on its way. A TCP proxy in front of the test Postgres forwards everything;
-//! once armed, the first connection whose transaction writes a statement containing a
-//! given text has its `COMMIT` forwarded to the server and is then cut on the client's
-//! side. The server commits; the client hears nothing back (an uncertain commit).
+//! once armed, the first connection that sends a statement containing a given text has its
+//! commit forwarded to the server and is then cut on the client's side: its transaction's
+//! `COMMIT` ([`Cut::Commit`]), or the execution of that very statement when it is its own
+//! commit (a statement outside a transaction: [`Cut::Execute`]). The server commits; the
+//! client hears nothing back (an uncertain commit).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -12,6 +14,21 @@ use tokio::net::{TcpListener, TcpStream};
 
 /// The simple-protocol `COMMIT` message: `Q`, its length (4 + 7), the text and its NUL.
 const COMMIT: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+/// An extended-protocol `Execute` of the unnamed portal, all rows: `E`, length 9, an empty
+/// name, 0.
+const EXECUTE: &[u8] = b"E\0\0\0\x09\0\0\0\0\0";
+/// `Sync`, which commits the implicit transaction of the statements before it.
+const SYNC: &[u8] = b"S\0\0\0\x04";
+
+/// Where the connection is cut, once the marked statement was sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// After the transaction's `COMMIT` reaches the server.
+    Commit,
+    /// After the marked statement's execution, and the `Sync` that commits it, reach the
+    /// server (a statement outside a transaction is its own commit).
+    Execute,
+}
 
 pub struct CommitCutter {
     /// The database's URL through the proxy.
@@ -22,8 +39,8 @@ pub struct CommitCutter {
 
 impl CommitCutter {
     /// A proxy to the database of `url` (`postgres://[user[:password]@]host:port/name`),
-    /// cutting after the commit of a transaction that sent `marker` once armed.
-    pub async fn start(url: &str, marker: &'static str) -> CommitCutter {
+    /// cutting at `cut` after a statement with `marker` once armed.
+    pub async fn start(url: &str, marker: &'static str, cut: Cut) -> CommitCutter {
         let (head, rest) = url.split_once("://").expect("a URL");
         let (auth, rest) = match rest.rsplit_once('@') {
             Some((a, r)) => (format!("{a}@"), r),
@@ -41,7 +58,8 @@ impl CommitCutter {
                 let Ok(server) = TcpStream::connect(&upstream).await else {
                     continue;
                 };
-                actix_rt::spawn(relay(client, server, marker, a.clone(), n.clone()));
+                let marked = (marker, cut);
+                actix_rt::spawn(relay(client, server, marked, a.clone(), n.clone()));
             }
         });
         CommitCutter {
@@ -69,7 +87,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 async fn relay(
     client: TcpStream,
     server: TcpStream,
-    marker: &'static str,
+    (marker, at): (&'static str, Cut),
     armed: Arc<AtomicBool>,
     cuts: Arc<AtomicUsize>,
 ) {
@@ -84,14 +102,19 @@ async fn relay(
         }
     });
     let mut buf = vec![0u8; 64 * 1024];
-    let mut marked = false;
+    let (mut marked, mut executed) = (false, false);
     while let Ok(n) = client_read.read(&mut buf).await {
         if n == 0 {
             break;
         }
         let chunk = &buf[..n];
         marked |= armed.load(Ordering::SeqCst) && contains(chunk, marker.as_bytes());
-        let cut = marked && contains(chunk, COMMIT) && armed.swap(false, Ordering::SeqCst);
+        executed |= marked && at == Cut::Execute && contains(chunk, EXECUTE);
+        let due = match at {
+            Cut::Commit => marked && contains(chunk, COMMIT),
+            Cut::Execute => executed && contains(chunk, SYNC),
+        };
+        let cut = due && armed.swap(false, Ordering::SeqCst);
         if cut {
             // Nothing of the server's goes back from here: the client never hears of the
             // commit. The server's side stays open a moment, so that it does not see the

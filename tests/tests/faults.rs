@@ -3,6 +3,7 @@
 //! notifications answer 503 so the processor resends them, and the resends book once.
 
 use authorizer::Settings;
+use e2e::cutter::{CommitCutter, Cut};
 use e2e::*;
 use std::time::{Duration, Instant};
 
@@ -171,6 +172,52 @@ async fn a_stalled_adjustment_is_answered_in_time_and_booked_once(app: TestApp) 
 mod stalled {
     use super::*;
     both_backends!(settings = stalls_outlast_the_answer; a_stalled_adjustment_is_answered_in_time_and_booked_once);
+}
+
+/// The connection lost while an approval's commit is answered: the money is booked, the
+/// answer is SYSTEM_ERROR (never APPROVED for money not known to be booked), and the
+/// processor's advice for the declined authorization gives it back, once. A network fault,
+/// so Postgres only.
+#[actix_rt::test]
+async fn postgres_an_approval_whose_commit_is_uncertain_is_given_back_by_the_advice() {
+    // The batch's write, outside a transaction, is its own commit.
+    let url = fresh_pg_database().await;
+    let cutter = CommitCutter::start(&url, "WITH lk AS", Cut::Execute).await;
+    let app = TestApp::spawn_on(Some(cutter.url.clone()), |_| {}).await;
+    app.funded("u1", "ARS", "100.00").await;
+    let purchase = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    cutter.arm();
+    let r = app.send(AUTH, &purchase).await;
+    assert_eq!(cutter.cuts(), 1, "the approval's commit was cut");
+    assert_eq!(
+        r.body,
+        br#"{"status":"REJECTED","status_detail":"SYSTEM_ERROR","message":"System error"}"#
+    );
+    assert_eq!(
+        app.metrics
+            .counter("authorizer_store_failures_total", &[("kind", "uncertain")]),
+        1
+    );
+    // It is booked (the server had the commit before the connection went, and applies it a
+    // moment after the answer); the processor, which saw a decline, says so, and the money
+    // comes back.
+    let booked = Instant::now();
+    while app.available("u1", "ARS").await != "90.00" {
+        assert!(
+            booked.elapsed() < Duration::from_secs(10),
+            "the cut commit never landed"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    let key = uid("adv");
+    let advice = purchase.advice("authorization-advice", "REJECTED", "SYSTEM_ERROR", &key);
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.json()["effect"], "REVERSED", "{}", r.text());
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    app.assert_audit_clean().await;
 }
 
 // Not through both_backends!: this scenario breaks the ledger on purpose.
