@@ -710,6 +710,16 @@ async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     let run_rec = run_of(&app, (&date, 30), files.path(), &[]).await;
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
     assert_eq!(summary["claimed_by_day_before"], 1, "{summary}");
+    // Today's file holding it too is the processor reporting it twice.
+    write_rows(
+        files.path(),
+        &date,
+        &[debit_row(&b, "5.00"), debit_row(&a, "25.00")],
+    );
+    let expected = [("duplicate_in_file", a.clone(), None, Some(-2_500))];
+    let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
+    let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
+    assert_eq!(summary["claimed_by_day_before"], 0, "{summary}");
 }
 
 both_backends!(

@@ -290,6 +290,9 @@ pub struct Report {
     /// Each first-occurrence presentment (duplicates in the file are breaks already): what
     /// the other days' presentments are held against.
     pub presented: Vec<Presentment>,
+    /// Entries the day before's file held ([`Matcher::claimed_before`]) that this day's
+    /// file does not: not missing.
+    pub claimed_by_day_before: u64,
 }
 
 impl Report {
@@ -338,6 +341,7 @@ impl Report {
         self.transaction_rows += other.transaction_rows;
         self.presentment_rows += other.presentment_rows;
         self.presented.extend(other.presented);
+        self.claimed_by_day_before += other.claimed_by_day_before;
         self.ledger_entries += other.ledger_entries;
         self.ledger_duplicates += other.ledger_duplicates;
         self.owed_rejected.extend(other.owed_rejected);
@@ -446,6 +450,8 @@ pub struct Matcher {
     linked: bool,
     /// Entries of earlier days the file owes ([`Matcher::owing`]).
     owed: Owed,
+    /// Entries of this day the day before's file held ([`Matcher::claimed_before`]).
+    claimed: Owed,
     report: Report,
 }
 
@@ -606,8 +612,18 @@ impl Matcher {
             unknown_presented: FxHashSet::default(),
             linked: false,
             owed: Default::default(),
+            claimed: Default::default(),
             report: Report::default(),
         }
+    }
+
+    /// Entries of this day the day before's file held and its run matched (booked in this
+    /// day's first minutes; the processor's clock put them before midnight): not missing
+    /// from this day's file (counted in [`Report::claimed_by_day_before`]), and a row of one
+    /// here is the processor's second report of it, a [`BreakClass::DuplicateInFile`].
+    pub fn claimed_before(mut self, claimed: Owed) -> Matcher {
+        self.claimed = claimed;
+        self
     }
 
     /// Entries of earlier days this file owes (booked late, pending in their own day's
@@ -715,6 +731,14 @@ impl Matcher {
                     return;
                 }
                 core.flags |= SEEN;
+                if !self.claimed.is_empty() && self.claimed.contains(&(row.kind, Box::from(id))) {
+                    let detail = format!(
+                        "{} {} is in the day before's file too, matched there (booked in this day's first minutes)",
+                        row.kind, row.transaction_id
+                    );
+                    self.push_break(BreakClass::DuplicateInFile, row, None, detail);
+                    return;
+                }
                 *core
             }
             None => {
@@ -918,6 +942,10 @@ impl Matcher {
             .map(|(id, s)| (id, EntryKind::Adjustment, s.core));
         for (id, kind, core) in auths.chain(adjs) {
             if !core.effective() || core.flags & SEEN != 0 {
+                continue;
+            }
+            if !self.claimed.is_empty() && self.claimed.contains(&(kind, id.clone())) {
+                report.claimed_by_day_before += 1;
                 continue;
             }
             if core.booked_at_ms >= grace {

@@ -205,11 +205,14 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
         }
         let dates = dates_of_fire(next, offset, s.schedule.catch_up_days);
         let last = dates.len() - 1;
+        // A date reconciled anew changes what the next date's run reads of its day before
+        // (the entries it left pending or claimed): a next date with a run runs again.
+        let mut day_before_changed = false;
         for (i, date) in dates.into_iter().enumerate() {
             // An earlier date is caught up when it has no run yet (its files were late, or its
             // run failed) or its run had no presentments file (which may have come since);
             // yesterday's run changes nothing when its files did not.
-            if i < last {
+            if i < last && !day_before_changed {
                 match store.run(&date.to_string()).await {
                     Ok(Some(r)) if !without_presentments(&r.summary) => continue,
                     Ok(_) => tracing::info!(business_date = %date, "catching up a date"),
@@ -221,17 +224,19 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
             }
             let opts = RunOptions {
                 date: date.clone(),
-                force: false,
+                force: day_before_changed,
                 source: None,
             };
             match run(s, store, &opts).await {
                 Ok(outcome) => {
+                    day_before_changed = matches!(outcome, Outcome::Done { .. });
                     tracing::info!(business_date = %date, ?outcome, "scheduled reconciliation done")
                 }
                 // Another instance holds the lock, or the files are not there yet: log; the
                 // next fires catch the date up (schedule.catch_up_days), and `reconciler run`
                 // can redo a date by hand.
                 Err(e) => {
+                    day_before_changed = false;
                     tracing::error!(business_date = %date, error = %format!("{e:#}"), "scheduled reconciliation failed")
                 }
             }

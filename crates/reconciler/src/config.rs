@@ -211,6 +211,10 @@ impl Settings {
                 "matching.presentment_tolerance_minor and grace_minutes cannot be negative".into(),
             );
         }
+        // The day's last minutes and the next day's first must not meet.
+        if self.matching.grace_minutes >= 720 {
+            return bad("matching.grace_minutes must be under 720 (12 hours)".into());
+        }
         let m = &self.mapping;
         for (file, wanted) in [
             ("transactions", m.transactions.wanted()),

@@ -306,8 +306,9 @@ pub struct Reconciled {
     /// here, and not missing from the next day's file.
     pub claimed_entries: Vec<(EntryKind, String)>,
     /// Entries of this day the day before's run claimed so (`claimed_entries` of its
-    /// summary): not missing from this day's file.
-    pub claimed_by_day_before: usize,
+    /// summary) that this day's file does not hold: not missing (`None`: the day before
+    /// was not reconciled, so none could be known).
+    pub claimed_by_day_before: Option<u64>,
     /// How long reading and matching took.
     pub elapsed: std::time::Duration,
     /// Peak resident size of the process when matching ended, if the system tells.
@@ -408,14 +409,17 @@ pub async fn reconcile(
             .map(|(k, id)| (*k, Box::from(id.as_str())))
             .collect(),
     );
+    let claimed = claimed_by_day_before(store, date).await?;
+    let known_claims = claimed.is_some();
+    let claimed: Owed = Arc::new(claimed.unwrap_or_default());
     let report = tokio::task::spawn_blocking(move || {
-        match_parts(config, &owing, ledger_written, file_written, &c)
+        match_parts(config, (&owing, &claimed), ledger_written, file_written, &c)
     })
     .await
     .context("matching task failed")??;
     let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
     let (report, claimed_entries) = earlier_days(store, second, report, owed, next_day).await?;
-    let (report, claimed_by_day_before) = claimed_by_day_before(store, date, report).await?;
+    let claimed_by_day_before = known_claims.then_some(report.claimed_by_day_before);
     let report = presented_on_other_dates(store, date, report).await?;
     progress.finish().await;
     drop(spill_dir);
@@ -437,7 +441,7 @@ pub async fn reconcile(
 /// memory bound is two partitions), and merges their reports in partition order.
 fn match_parts(
     config: MatchConfig,
-    owed: &Owed,
+    (owed, claimed): (&Owed, &Owed),
     ledger: partition::Written,
     file: partition::Written,
     counters: &Counters,
@@ -471,7 +475,9 @@ fn match_parts(
                         break;
                     }
                     let r = open(i).and_then(|(entries, l, f)| {
-                        let m = Matcher::with_capacity(config.clone(), entries).owing(owed.clone());
+                        let m = Matcher::with_capacity(config.clone(), entries)
+                            .owing(owed.clone())
+                            .claimed_before(claimed.clone());
                         match_part(m, l, f, counters)
                     });
                     if let Ok(mut slot) = results[i].lock() {
@@ -595,41 +601,36 @@ async fn earlier_days(
     Ok((report, claimed))
 }
 
-/// Drops the `missing_in_file` breaks of entries the day before's run claimed (booked in
-/// this day's first minutes, held by that day's file: `claimed_entries` of its summary),
-/// and counts them.
+/// The entries the day before's run claimed (booked in this day's first minutes, held by
+/// its file: `claimed_entries` of its summary). `None` when that day was not reconciled.
 async fn claimed_by_day_before(
     store: &Store,
     date: &BusinessDate,
-    mut report: Report,
-) -> anyhow::Result<(Report, usize)> {
+) -> anyhow::Result<Option<std::collections::HashSet<(EntryKind, Box<str>)>>> {
     let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
         .yesterday()
         .ok()
     else {
-        return Ok((report, 0));
+        return Ok(None);
     };
     let Some(run) = store.run(&before.to_string()).await? else {
-        return Ok((report, 0));
+        return Ok(None);
     };
     let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
-    let claimed: std::collections::HashSet<(&str, &str)> = summary["claimed_entries"]
+    let claimed = summary["claimed_entries"]
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| Some((e[0].as_str()?, e[1].as_str()?)))
+        .filter_map(|e| {
+            let kind = match e[0].as_str()? {
+                "AUTHORIZATION" => EntryKind::Authorization,
+                "ADJUSTMENT" => EntryKind::Adjustment,
+                _ => return None,
+            };
+            Some((kind, Box::from(e[1].as_str()?)))
+        })
         .collect();
-    if claimed.is_empty() {
-        return Ok((report, 0));
-    }
-    let before_count = report.breaks.len();
-    report.breaks.retain(|b| {
-        let kind = b.kind.map(crate::report::kind_str).unwrap_or("");
-        let key = (kind, b.transaction_id.as_str());
-        !(b.class == BreakClass::MissingInFile && claimed.contains(&key))
-    });
-    let n = before_count - report.breaks.len();
-    Ok((report, n))
+    Ok(Some(claimed))
 }
 
 /// The entries the day before's run found pending (booked in its grace window, absent from
@@ -710,8 +711,9 @@ async fn rematch(
     }
     let mut m = Matcher::new(config);
     // Presentments: authorizations of any day. Transactions rows: entries pending the day
-    // before (a row of an entry of any other day stays a break: the processor reported it
-    // again, or on another day than we booked it).
+    // before, and entries booked in the next day's first minutes (a row of an entry of any
+    // other day stays a break: the processor reported it again, or on another day than we
+    // booked it).
     let mut found = std::collections::HashSet::new();
     let mut early_next_day = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
