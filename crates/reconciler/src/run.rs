@@ -601,12 +601,13 @@ async fn earlier_days(
     Ok((report, claimed))
 }
 
-/// The entries the day before's run claimed (booked in this day's first minutes, held by
-/// its file: `claimed_entries` of its summary). `None` when that day was not reconciled.
-async fn claimed_by_day_before(
+/// The entries a list of the day before's run summary names (`[[kind, id], ...]`: its
+/// `pending_entries` or `claimed_entries`). `None` when that day was not reconciled.
+async fn day_before_entries(
     store: &Store,
     date: &BusinessDate,
-) -> anyhow::Result<Option<std::collections::HashSet<(EntryKind, Box<str>)>>> {
+    list: &str,
+) -> anyhow::Result<Option<std::collections::HashSet<(EntryKind, String)>>> {
     let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
         .yesterday()
         .ok()
@@ -617,7 +618,7 @@ async fn claimed_by_day_before(
         return Ok(None);
     };
     let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
-    let claimed = summary["claimed_entries"]
+    let entries = summary[list]
         .as_array()
         .into_iter()
         .flatten()
@@ -627,10 +628,20 @@ async fn claimed_by_day_before(
                 "ADJUSTMENT" => EntryKind::Adjustment,
                 _ => return None,
             };
-            Some((kind, Box::from(e[1].as_str()?)))
+            Some((kind, e[1].as_str()?.to_owned()))
         })
         .collect();
-    Ok(Some(claimed))
+    Ok(Some(entries))
+}
+
+/// The entries the day before's run claimed (booked in this day's first minutes, held by
+/// its file: `claimed_entries` of its summary). `None` when that day was not reconciled.
+async fn claimed_by_day_before(
+    store: &Store,
+    date: &BusinessDate,
+) -> anyhow::Result<Option<std::collections::HashSet<(EntryKind, Box<str>)>>> {
+    let claimed = day_before_entries(store, date, "claimed_entries").await?;
+    Ok(claimed.map(|c| c.into_iter().map(|(k, id)| (k, Box::from(id))).collect()))
 }
 
 /// The entries the day before's run found pending (booked in its grace window, absent from
@@ -641,27 +652,9 @@ async fn owed_by_day_before(
     date: &BusinessDate,
 ) -> anyhow::Result<Option<std::collections::HashMap<(EntryKind, String), LedgerEntry>>> {
     let mut owed = std::collections::HashMap::new();
-    let Some(before) = jiff::civil::date(date.year as i16, date.month as i8, date.day as i8)
-        .yesterday()
-        .ok()
-    else {
+    let Some(keys) = day_before_entries(store, date, "pending_entries").await? else {
         return Ok(None);
     };
-    let Some(run) = store.run(&before.to_string()).await? else {
-        return Ok(None);
-    };
-    let summary: serde_json::Value = serde_json::from_str(&run.summary).unwrap_or_default();
-    let mut keys = std::collections::HashSet::new();
-    for e in summary["pending_entries"].as_array().into_iter().flatten() {
-        let kind = match e[0].as_str() {
-            Some("AUTHORIZATION") => EntryKind::Authorization,
-            Some("ADJUSTMENT") => EntryKind::Adjustment,
-            _ => continue,
-        };
-        if let Some(id) = e[1].as_str() {
-            keys.insert((kind, id.to_owned()));
-        }
-    }
     if keys.is_empty() {
         return Ok(Some(owed));
     }
