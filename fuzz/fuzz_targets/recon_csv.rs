@@ -65,8 +65,18 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(file) {
         for code in ["ARS", "CLP", "BHD"] {
             let c = Currency::parse(code).expect("listed");
-            if let Ok(m) = parse::parse_amount(text, fmt, c) {
+            let exact = parse::parse_amount(text, fmt, c, parse::Finer::Refused);
+            if let Ok(m) = exact {
                 assert!(m >= 0, "{text:?} parsed to a negative amount {m}");
+            }
+            if let Ok(m) = parse::parse_amount(text, fmt, c, parse::Finer::Rounded) {
+                assert!(m >= 0, "{text:?} rounded to a negative amount {m}");
+                // Rounding only ever changes what is finer than the minor unit.
+                if let Ok(e) = exact {
+                    assert_eq!(m, e, "{text:?} read exactly and rounded differ");
+                }
+            } else {
+                assert!(exact.is_err(), "{text:?} reads exactly but not rounded");
             }
         }
     }
