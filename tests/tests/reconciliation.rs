@@ -688,28 +688,34 @@ async fn a_failed_run_is_run_again(app: TestApp) {
 async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let (early, p) = (uid("n"), uid("n"));
-    let a = format!("{early}-a");
+    let (a, c) = (format!("{early}-a"), format!("{early}-c"));
     let b = format!("{p}-b");
     approve(&app, &a, "25.00").await;
+    approve(&app, &c, "7.00").await;
     booked_yesterday(&app, &early, -1).await;
     approve(&app, &b, "5.00").await;
     let before = recon::days_ago(1);
     let files = tempfile::tempdir().unwrap();
-    write_rows(files.path(), &before, &[debit_row(&a, "25.00")]);
-    let run_rec = run_of(&app, (&before, 30), files.path(), &[]).await;
+    // `c` rejected in the processor's file: we booked it, so not a decline both sides
+    // agree on.
+    let rejected = tx_row(&c, "AUTHORIZATION", "REJECTED", "DEBIT", "7.00", "ARS", "");
+    write_rows(files.path(), &before, &[debit_row(&a, "25.00"), rejected]);
+    let expected = [("status_mismatch", c.clone(), Some(-700), Some(-700))];
+    let run_rec = run_of(&app, (&before, 30), files.path(), &expected).await;
     assert_eq!(run_rec.matched, 1, "{}", run_rec.summary);
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
-    assert_eq!(
-        summary["claimed_entries"],
-        serde_json::json!([["AUTHORIZATION", a]])
-    );
+    let mut claimed: Vec<&str> = items(&summary["claimed_entries"])
+        .filter_map(|e| e[1].as_str())
+        .collect();
+    claimed.sort();
+    assert_eq!(claimed, [a.as_str(), c.as_str()], "{summary}");
 
     let date = recon::today();
     let files = tempfile::tempdir().unwrap();
     write_rows(files.path(), &date, &[debit_row(&b, "5.00")]);
     let run_rec = run_of(&app, (&date, 30), files.path(), &[]).await;
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
-    assert_eq!(summary["claimed_by_day_before"], 1, "{summary}");
+    assert_eq!(summary["claimed_by_day_before"], 2, "{summary}");
     // Today's file holding it too is the processor reporting it twice.
     write_rows(
         files.path(),
@@ -719,7 +725,7 @@ async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     let expected = [("duplicate_in_file", a.clone(), None, Some(-2_500))];
     let run_rec = run_of(&app, (&date, 30), files.path(), &expected).await;
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
-    assert_eq!(summary["claimed_by_day_before"], 0, "{summary}");
+    assert_eq!(summary["claimed_by_day_before"], 1, "{summary}");
 }
 
 both_backends!(

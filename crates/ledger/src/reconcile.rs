@@ -626,9 +626,10 @@ impl Matcher {
         self
     }
 
-    /// Entries of earlier days this file owes (booked late, pending in their own day's
-    /// run): a rejected row of one of them, which this matcher holds no entry for, is not
-    /// a decline both sides agree on but goes to [`Report::owed_rejected`].
+    /// Entries booked on another day that this file may hold rows of (booked late, pending
+    /// in their own day's run; or booked in the next day's first minutes): a rejected row of
+    /// one of them, which this matcher holds no entry for, is not a decline both sides agree
+    /// on but goes to [`Report::owed_rejected`].
     pub fn owing(mut self, owed: Owed) -> Matcher {
         self.owed = owed;
         self

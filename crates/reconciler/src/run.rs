@@ -404,11 +404,24 @@ pub async fn reconcile(
     }
     let owed_by_day_before = owed.as_ref().map(|o| o.len());
     let owed = owed.unwrap_or_default();
-    let owing: Owed = Arc::new(
-        owed.keys()
-            .map(|(k, id)| (*k, Box::from(id.as_str())))
-            .collect(),
-    );
+    // A rejected row the matcher holds no entry for is set aside, not taken as a decline
+    // both sides agree on, when we booked the entry: owed by the day before, or booked in
+    // the next day's first minutes (the processor's clock before midnight, ours after).
+    let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
+    let mut owing: std::collections::HashSet<(EntryKind, Box<str>)> = owed
+        .keys()
+        .map(|(k, id)| (*k, Box::from(id.as_str())))
+        .collect();
+    if next_day.1 > next_day.0 {
+        store
+            .ledger_entries(next_day.0, next_day.1, |e| {
+                if e.effective {
+                    owing.insert((e.kind, e.transaction_id));
+                }
+            })
+            .await?;
+    }
+    let owing: Owed = Arc::new(owing);
     let claimed = claimed_by_day_before(store, date).await?;
     let known_claims = claimed.is_some();
     let claimed: Owed = Arc::new(claimed.unwrap_or_default());
@@ -417,7 +430,6 @@ pub async fn reconcile(
     })
     .await
     .context("matching task failed")??;
-    let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
     let (report, claimed_entries) = earlier_days(store, second, report, owed, next_day).await?;
     let claimed_by_day_before = known_claims.then_some(report.claimed_by_day_before);
     let report = presented_on_other_dates(store, date, report).await?;
@@ -735,7 +747,11 @@ async fn rematch(
     // Rejected rows of owed entries: each is matched against its entry (the matcher only
     // set them aside when the entry is owed, and an owed entry is effective).
     for row in owed_rejected {
-        rematched.insert((row.kind, row.transaction_id.to_string()));
+        let key = (row.kind, row.transaction_id.to_string());
+        if early_next_day.contains(&key) {
+            claimed.push(key.clone());
+        }
+        rematched.insert(key);
         m.transaction(row);
     }
     for b in again {
