@@ -19,15 +19,19 @@ fn tx_row(
     format!("{id},{kind},PURCHASE,{status},{dir},{amount},{cur},{original},crd-u1,u1,2024-01-01")
 }
 
-/// Writes the presentments file of day `d` (YYYYMMDD): a debit of each (id, ARS amount).
+/// Writes the presentments file of day `d` (YYYYMMDD): a debit of each (id, ARS amount),
+/// or a credit where the amount starts with `+` (a refund's own presentment).
 fn write_presentments(dir: &std::path::Path, d: &str, rows: &[(String, &str)]) {
     let lines = std::iter::once(
         "transaction_id,direction,local_amount,local_currency,card_id,date".to_owned(),
     )
-    .chain(
-        rows.iter()
-            .map(|(id, amount)| format!("{id},DEBIT,{amount},ARS,crd-u1,2024-01-01")),
-    );
+    .chain(rows.iter().map(|(id, amount)| {
+        let (dir, amount) = match amount.strip_prefix('+') {
+            Some(credit) => ("CREDIT", credit),
+            None => ("DEBIT", *amount),
+        };
+        format!("{id},{dir},{amount},ARS,crd-u1,2024-01-01")
+    }));
     let text = lines.collect::<Vec<_>>().join("\n");
     std::fs::write(dir.join(format!("presentments_{d}.csv")), text).unwrap();
 }
@@ -143,7 +147,10 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
         &d,
         &[
             (id("a"), "100.00"),
+            // Net of its refund `g`, which is presented on its own too (a merchant's
+            // return clears as a credit of its own).
             (id("h"), "40.00"),
+            (id("g"), "+20.00"),
             (id("i"), "75.00"),
             (id("z"), "15.00"),
         ],
@@ -207,6 +214,7 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     assert_eq!((b.file.as_deref(), b.line), (Some("transactions"), Some(3)));
     let run_rec = app.store.run(&ds).await.unwrap().unwrap();
     assert_eq!(run_rec.malformed_rows, 2, "{}", run_rec.summary);
+    assert_eq!(run_rec.presentments_matched, 3, "{}", run_rec.summary);
     assert!(
         run_rec.summary.contains("\"line\":13") && run_rec.summary.contains("12.3.4"),
         "{}",
@@ -432,8 +440,10 @@ async fn run_of(
 /// Clearing comes over days: the day's presentments name authorizations booked the day
 /// before, which that day's transactions file and ledger window do not hold. They are
 /// matched against the ledger whenever booked (with the adjustments that name them), not
-/// reported as presentments without an authorization. One presented on an earlier date
-/// already is a second clearing: `presented_again`, whatever its amount.
+/// reported as presentments without an authorization; a refund's presentment of its own
+/// (a credit, under the refund's id) against the refund, its purchase presented in full.
+/// One presented on an earlier date already is a second clearing: `presented_again`,
+/// whatever its amount.
 async fn presentments_of_earlier_days(app: TestApp) {
     let approved = [
         ("a", "100.00"),
@@ -460,11 +470,12 @@ async fn presentments_of_earlier_days(app: TestApp) {
     let d = date.format("%Y%m%d");
     let files = tempfile::tempdir().unwrap();
     recon::write_transactions(files.path(), &date, TX_HEADER);
-    // As authorized; as authorized less its refund; more than authorized; unknown; as
-    // authorized, again.
+    // As authorized; as authorized, its refund `r` presented on its own; more than
+    // authorized; unknown; as authorized, again.
     let rows = [
         ("a", "100.00"),
-        ("b", "40.00"),
+        ("b", "50.00"),
+        ("r", "+10.00"),
         ("d", "35.00"),
         ("z", "15.00"),
         ("f", "9.00"),
@@ -487,7 +498,7 @@ async fn presentments_of_earlier_days(app: TestApp) {
         ("presented_again", id("f"), None, Some(-900)),
     ];
     let run_rec = run_of(&app, (&date, 0), files.path(), &expected).await;
-    assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
+    assert_eq!(run_rec.presentments_matched, 3, "{}", run_rec.summary);
     let again = app
         .store
         .run_breaks(&date.to_string(), Some("presented_again"), 10, 0)

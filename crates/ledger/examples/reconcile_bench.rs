@@ -76,6 +76,7 @@ impl Gen {
             amount_minor: self.amount(i),
             original_transaction_id: adjustment.then(|| self.id(i - 1).into_boxed_str()),
             booked_at_ms: BASE_MS + i as i64 * 10,
+            refund: adjustment,
         }
     }
 

@@ -9,7 +9,7 @@
 //! # Memory and speed
 //!
 //! The ledger side is loaded first with [`Matcher::add_ledger`] and held in two
-//! `FxHashMap<Box<str>, _>` (authorizations and adjustments), about 32 and 40 bytes
+//! `FxHashMap<Box<str>, _>` (authorizations and adjustments), about 40 bytes each
 //! per entry plus the id. The file side is streamed: [`Matcher::transaction`] and
 //! [`Matcher::presentment`] look a row up by `&str` (no allocation), flip a flag on the
 //! ledger entry and drop the row. Only rows that produce a [`Break`] are kept, plus the
@@ -50,9 +50,13 @@
 //!   of first presentments are kept in [`Report::presented`]: one presented on another
 //!   business date too is a second clearing the day's file alone cannot show, which the
 //!   reconciler reports as [`BreakClass::PresentedAgain`] ([`presented_again`]).
-//! * The id must be a ledger authorization, else
+//! * The id must be a ledger authorization or a refund, else
 //!   [`BreakClass::PresentmentWithoutAuthorization`] (also when the id is a ledger
-//!   adjustment).
+//!   adjustment of another type). A refund (an adjustment of type `REFUND`) is a
+//!   merchant's return: networks clear it as a credit presentment of its own, under its
+//!   own id, which is matched against what the refund booked (a refund not effective
+//!   is `"presented but not booked"`, another amount a
+//!   [`BreakClass::PresentmentAmountDiffers`]).
 //! * A currency other than the authorization's is [`BreakClass::CurrencyMismatch`].
 //! * A presentment of a non-effective authorization is matched against the effective
 //!   adjustments naming it (the processor may book a declined or rejected one by an
@@ -62,7 +66,10 @@
 //! * Otherwise the presented amount is compared with the expected amount: the
 //!   authorization's amount plus the amounts of the effective ledger adjustments in the
 //!   same currency whose `original_transaction_id` is that authorization (a partial
-//!   refund reduces what the acquirer should present). A difference above
+//!   reversal reduces what the acquirer should present). The refunds among them may be
+//!   netted off the purchase's presentment or cleared on their own, so the presented
+//!   amount may also equal that expected amount less the refunds. A difference from both
+//!   above
 //!   [`MatchConfig::presentment_tolerance_minor`] is
 //!   [`BreakClass::PresentmentAmountDiffers`] (ledger amount = expected, detail
 //!   `"adjustment expected: ..."`); otherwise `presentments_matched` grows.
@@ -127,6 +134,8 @@ pub struct LedgerEntry {
     pub original_transaction_id: Option<Box<str>>,
     /// When we booked it (unix ms).
     pub booked_at_ms: i64,
+    /// A refund: an adjustment of type `REFUND`, which the network may clear on its own.
+    pub refund: bool,
 }
 
 /// One row of the processor's transactions file, already parsed.
@@ -147,7 +156,7 @@ pub struct FileTransaction {
 #[derive(Debug, Clone)]
 pub struct Presentment {
     pub line: u64,
-    /// The authorization it clears.
+    /// The authorization it clears, or the refund (a credit presentment of its own).
     pub transaction_id: String,
     pub currency: Currency,
     /// Signed from the cardholder's side, minor units (a purchase presentment is
@@ -399,10 +408,12 @@ pub fn sort_breaks(breaks: &mut [Break]) {
 const EFFECTIVE: u8 = 1;
 /// A transactions-file row mentioned it.
 const SEEN: u8 = 2;
-/// A presentment mentioned it (authorizations only).
+/// A presentment mentioned it (authorizations and refunds).
 const PRESENTED: u8 = 4;
 /// The linked adjustments do not sum inside an i64 (authorizations only).
 const ADJ_OVERFLOW: u8 = 8;
+/// A refund, which may be presented on its own (adjustments only).
+const REFUND: u8 = 16;
 
 /// What both kinds keep about a ledger entry (24 bytes).
 #[derive(Debug, Clone, Copy)]
@@ -419,12 +430,14 @@ impl Core {
     }
 }
 
-/// 32 bytes.
+/// 40 bytes.
 #[derive(Debug)]
 struct AuthSlot {
     core: Core,
     /// Sum of the effective same-currency adjustments linked to it.
     adjusted: i64,
+    /// The refunds among them: a presentment may leave them out (they clear on their own).
+    refunds: i64,
 }
 
 /// 40 bytes.
@@ -489,20 +502,26 @@ fn money(minor: i128, c: Currency) -> String {
 }
 
 /// Adds an effective adjustment to its authorization, if that is loaded and in the same
-/// currency.
+/// currency (a refund to its refunds too).
 fn link(
     auths: &mut FxHashMap<Box<str>, AuthSlot>,
     original: &str,
     currency: Currency,
     amount: i64,
+    refund: bool,
 ) {
     if let Some(a) = auths.get_mut(original) {
         if a.core.currency != currency {
             return;
         }
-        match a.adjusted.checked_add(amount) {
-            Some(v) => a.adjusted = v,
-            None => a.core.flags |= ADJ_OVERFLOW,
+        let refunds = if refund {
+            a.refunds.checked_add(amount)
+        } else {
+            Some(a.refunds)
+        };
+        match (a.adjusted.checked_add(amount), refunds) {
+            (Some(v), Some(r)) => (a.adjusted, a.refunds) = (v, r),
+            _ => a.core.flags |= ADJ_OVERFLOW,
         }
     }
 }
@@ -550,7 +569,7 @@ macro_rules! file_row {
 }
 
 file_row!(FileTransaction, TRANSACTIONS_FILE, |row| row.kind);
-// A presentment clears an authorization.
+// A presentment clears an authorization (a refund's sets its break's kind itself).
 file_row!(Presentment, PRESENTMENTS_FILE, |_row| {
     EntryKind::Authorization
 });
@@ -653,13 +672,22 @@ impl Matcher {
             amount: e.amount_minor,
             booked_at_ms: e.booked_at_ms,
             currency: e.currency,
-            flags: if e.effective { EFFECTIVE } else { 0 },
+            flags: if e.effective { EFFECTIVE } else { 0 }
+                | if e.refund && e.kind == EntryKind::Adjustment {
+                    REFUND
+                } else {
+                    0
+                },
         };
         let inserted = match e.kind {
             EntryKind::Authorization => match self.auths.entry(e.transaction_id) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(AuthSlot { core, adjusted: 0 });
+                    v.insert(AuthSlot {
+                        core,
+                        adjusted: 0,
+                        refunds: 0,
+                    });
                     true
                 }
             },
@@ -670,7 +698,7 @@ impl Matcher {
                         && e.effective
                         && let Some(orig) = e.original_transaction_id.as_deref()
                     {
-                        link(&mut self.auths, orig, e.currency, e.amount_minor);
+                        link(&mut self.auths, orig, e.currency, e.amount_minor, e.refund);
                     }
                     v.insert(AdjSlot {
                         core,
@@ -694,9 +722,15 @@ impl Matcher {
     /// partition of its own id) without `original_transaction_id`, and this call goes
     /// to the partition of `original`, after that partition's entries are loaded. Same
     /// rule as the link made from a loaded adjustment: only an authorization loaded
-    /// here and in the same currency is adjusted.
-    pub fn add_adjustment_link(&mut self, original: &str, currency: Currency, amount_minor: i64) {
-        link(&mut self.auths, original, currency, amount_minor);
+    /// here and in the same currency is adjusted. `refund`: the adjustment is a refund.
+    pub fn add_adjustment_link(
+        &mut self,
+        original: &str,
+        currency: Currency,
+        amount_minor: i64,
+        refund: bool,
+    ) {
+        link(&mut self.auths, original, currency, amount_minor, refund);
     }
 
     /// Sums every effective adjustment into its authorization, once, before the first
@@ -711,7 +745,14 @@ impl Matcher {
                 continue;
             }
             if let Some(orig) = adj.original.as_deref() {
-                link(&mut self.auths, orig, adj.core.currency, adj.core.amount);
+                let refund = adj.core.flags & REFUND != 0;
+                link(
+                    &mut self.auths,
+                    orig,
+                    adj.core.currency,
+                    adj.core.amount,
+                    refund,
+                );
             }
         }
     }
@@ -811,7 +852,7 @@ impl Matcher {
         self.link_adjustments();
         self.report.presentment_rows += 1;
         let id: &str = &row.transaction_id;
-        let (core, adjusted) = match self.auths.get_mut(id) {
+        let (core, adjusted, refunds) = match self.auths.get_mut(id) {
             Some(slot) => {
                 if slot.core.flags & PRESENTED != 0 {
                     self.duplicate_presentment(row);
@@ -819,9 +860,22 @@ impl Matcher {
                 }
                 slot.core.flags |= PRESENTED;
                 self.report.presented.push(row.clone());
-                (slot.core, slot.adjusted)
+                (slot.core, slot.adjusted, slot.refunds)
             }
             None => {
+                if let Some(refund) = self.adjs.get_mut(id)
+                    && refund.core.flags & REFUND != 0
+                {
+                    if refund.core.flags & PRESENTED != 0 {
+                        self.duplicate_presentment(row);
+                        return;
+                    }
+                    refund.core.flags |= PRESENTED;
+                    let core = refund.core;
+                    self.report.presented.push(row.clone());
+                    self.refund_presentment(row, core);
+                    return;
+                }
                 if self.unknown_presented.contains(id) {
                     self.duplicate_presentment(row);
                     return;
@@ -834,7 +888,7 @@ impl Matcher {
                     row.amount_minor,
                 );
                 let detail = if self.adjs.contains_key(id) {
-                    format!("{id} is a ledger adjustment, not an authorization")
+                    format!("{id} is a ledger adjustment, not an authorization nor a refund")
                 } else {
                     format!(
                         "presented {} for an authorization the ledger does not have",
@@ -874,11 +928,17 @@ impl Matcher {
         }
         let presented = i128::from(row.amount_minor);
         let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
+        // What is expected, with the refunds netted off; or without them, when they clear
+        // on their own.
+        let near = |expected: i128| {
+            (presented - expected).abs() <= tolerance
+                || (refunds != 0 && (presented - expected + i128::from(refunds)).abs() <= tolerance)
+        };
         if !core.effective() {
             // Declined, or rejected after our approval; the processor may still have made
             // it effective by an adjustment naming it (a debit adjustment after a
             // CLIENT_TIMEOUT): then what stands is what the adjustments booked.
-            if adjusted != 0 && (presented - i128::from(adjusted)).abs() <= tolerance {
+            if adjusted != 0 && near(i128::from(adjusted)) {
                 self.report.presentments_matched += 1;
                 return;
             }
@@ -903,12 +963,12 @@ impl Matcher {
         }
         let expected = i128::from(core.amount) + i128::from(adjusted);
         let diff = presented - expected;
-        if diff.abs() <= tolerance {
+        if near(expected) {
             self.report.presentments_matched += 1;
             return;
         }
         let cur = row.currency;
-        let detail = format!(
+        let mut detail = format!(
             "adjustment expected: presented {}, authorized {} + adjustments {} = {}, difference {} (tolerance {})",
             money(presented, cur),
             money(core.amount.into(), cur),
@@ -917,6 +977,15 @@ impl Matcher {
             money(diff, cur),
             money(tolerance, cur)
         );
+        if refunds != 0 {
+            let gross = expected - i128::from(refunds);
+            let _ = write!(
+                detail,
+                "; {} with its refunds of {} cleared on their own",
+                money(gross, cur),
+                money(refunds.into(), cur)
+            );
+        }
         let ledger_amount = i64::try_from(expected).ok();
         let mut b = file_break(
             BreakClass::PresentmentAmountDiffers,
@@ -925,6 +994,53 @@ impl Matcher {
             detail,
         );
         b.difference_minor = i64::try_from(diff).ok();
+        self.report.breaks.push(b);
+    }
+
+    /// A refund's own presentment (a credit), against what the refund booked: `core`.
+    fn refund_presentment(&mut self, row: Presentment, core: Core) {
+        add_to(
+            &mut self.report.presentment_totals,
+            row.currency,
+            row.amount_minor,
+        );
+        let presented = row.amount_minor;
+        let (class, ledger, detail) = if core.currency != row.currency {
+            let detail = format!(
+                "refunded {}, presented {}",
+                money(core.amount.into(), core.currency),
+                money(presented.into(), row.currency)
+            );
+            (BreakClass::CurrencyMismatch, core.amount, detail)
+        } else if !core.effective() {
+            let detail = format!(
+                "presented but not booked: presented {}, refund not effective in the ledger",
+                money(presented.into(), row.currency)
+            );
+            (BreakClass::PresentmentAmountDiffers, 0, detail)
+        } else {
+            let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
+            let diff = i128::from(presented) - i128::from(core.amount);
+            if diff.abs() <= tolerance {
+                self.report.presentments_matched += 1;
+                return;
+            }
+            let cur = row.currency;
+            let detail = format!(
+                "refund presented {}, refunded {}, difference {} (tolerance {})",
+                money(presented.into(), cur),
+                money(core.amount.into(), cur),
+                money(diff, cur),
+                money(tolerance, cur)
+            );
+            (BreakClass::PresentmentAmountDiffers, core.amount, detail)
+        };
+        let mut b = file_break(class, row, Some(ledger), detail);
+        b.kind = Some(EntryKind::Adjustment);
+        if class == BreakClass::CurrencyMismatch {
+            b.currency = Some(core.currency);
+            b.difference_minor = None;
+        }
         self.report.breaks.push(b);
     }
 
@@ -962,6 +1078,7 @@ impl Matcher {
                 amount_minor: core.amount,
                 original_transaction_id: None,
                 booked_at_ms: core.booked_at_ms,
+                refund: core.flags & REFUND != 0,
             };
             report.breaks.push(Break::missing_in_file(&e, ""));
         }
@@ -1041,6 +1158,7 @@ mod tests {
             amount_minor: amount,
             original_transaction_id: None,
             booked_at_ms: 1_000,
+            refund: false,
         }
     }
 
@@ -1053,6 +1171,15 @@ mod tests {
             amount_minor: amount,
             original_transaction_id: Some(original.into()),
             booked_at_ms: 1_000,
+            refund: false,
+        }
+    }
+
+    /// A refund of `amount` naming `original`.
+    fn refund(id: &str, original: &str, amount: i64) -> LedgerEntry {
+        LedgerEntry {
+            refund: true,
+            ..adj(id, original, amount)
         }
     }
 
@@ -1436,7 +1563,7 @@ mod tests {
                 difference_minor: None,
                 file: Some("presentments"),
                 line: Some(3),
-                detail: "J1 is a ledger adjustment, not an authorization".into(),
+                detail: "J1 is a ledger adjustment, not an authorization nor a refund".into(),
             }
         );
         assert_eq!(r.breaks[1].transaction_id, "NOPE");
@@ -1604,6 +1731,85 @@ mod tests {
         );
         assert_eq!(r.presentments_matched, 1);
         assert_eq!(r.count(BreakClass::PresentmentAmountDiffers), 0);
+    }
+
+    #[test]
+    fn refunds_clear_netted_off_their_purchase_or_on_their_own() {
+        // A1 presented net of its refund, A2 gross with its refund R2 presented on its own
+        // (a credit); A3's partial reversal is no refund: a gross presentment differs.
+        let ledger = vec![
+            auth("A1", true, -10_000),
+            refund("R1", "A1", 3_000),
+            auth("A2", true, -10_000),
+            refund("R2", "A2", 3_000),
+            auth("A3", true, -10_000),
+            adj("V3", "A3", 3_000),
+            refund("R4", "A3", 1_000),
+            adj("C5", "A3", 500),
+        ];
+        let r = run(
+            cfg(),
+            ledger,
+            vec![],
+            vec![
+                pres(2, "A1", -7_000),
+                pres(3, "A2", -10_000),
+                pres(4, "R2", 3_000),
+                pres(5, "A3", -10_000),
+                pres(6, "R4", 1_200),
+                pres(7, "C5", 500),
+                pres(8, "R2", 3_000),
+            ],
+        );
+        assert_eq!(r.presentments_matched, 3, "{:#?}", r.breaks);
+        // (No transactions rows here: every entry is missing in the file too.)
+        let presented: Vec<&Break> = r
+            .breaks
+            .iter()
+            .filter(|b| b.file == Some(PRESENTMENTS_FILE))
+            .collect();
+        let got: Vec<String> = presented
+            .iter()
+            .map(|b| {
+                let kind = b.kind.map_or("-", |k| k.as_str());
+                let (l, f) = (b.ledger_amount_minor, b.file_amount_minor);
+                format!("{} {} {kind} {l:?} {f:?}", b.class, b.transaction_id)
+            })
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "duplicate_in_file R2 authorization None Some(3000)",
+                "presentment_without_authorization C5 authorization None Some(500)",
+                "presentment_amount_differs A3 authorization Some(-5500) Some(-10000)",
+                "presentment_amount_differs R4 adjustment Some(1000) Some(1200)",
+            ]
+        );
+        assert!(
+            presented[2]
+                .detail
+                .ends_with("; -65.00 ARS with its refunds of 10.00 ARS cleared on their own"),
+            "{}",
+            presented[2].detail
+        );
+        assert!(
+            presented[1]
+                .detail
+                .ends_with("not an authorization nor a refund")
+        );
+        // A refund not effective presented on its own moves nothing we booked.
+        let mut void = refund("R6", "A6", 2_000);
+        void.effective = false;
+        let r = run(
+            cfg(),
+            vec![auth("A6", true, -5_000), void],
+            vec![],
+            vec![pres(2, "R6", 2_000)],
+        );
+        let presented: Vec<&Break> = r.breaks.iter().filter(|b| b.file.is_some()).collect();
+        assert_eq!(presented.len(), 1, "{:#?}", r.breaks);
+        assert_eq!(presented[0].class, BreakClass::PresentmentAmountDiffers);
+        assert!(presented[0].detail.starts_with("presented but not booked"));
     }
 
     #[test]
@@ -1910,7 +2116,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn ledger_slots_stay_small() {
         assert_eq!(std::mem::size_of::<Core>(), 24);
-        assert_eq!(std::mem::size_of::<AuthSlot>(), 32);
+        assert_eq!(std::mem::size_of::<AuthSlot>(), 40);
         assert_eq!(std::mem::size_of::<AdjSlot>(), 40);
     }
 
@@ -1940,9 +2146,11 @@ mod tests {
             if !declined && rng.i64(0..10) == 0 && ledger.len() < n {
                 let refund = rng.i64(0..-amount) + 1;
                 total += refund;
+                // A refund or another credit: both are netted off a presentment.
                 ledger.push(LedgerEntry {
                     currency: c,
                     booked_at_ms: rng.i64(0..2_000_000),
+                    refund: rng.bool(),
                     ..adj(&format!("J{i:08}"), &id, refund)
                 });
             }
@@ -2020,6 +2228,7 @@ mod tests {
                 adjusted = refund;
                 ledger.push(LedgerEntry {
                     effective: rng.i64(0..8) != 0,
+                    refund: rng.bool(),
                     currency: adj_currency,
                     booked_at_ms: rng.i64(0..1_200_000),
                     ..adj(&format!("J{i}"), &id, refund)
@@ -2110,7 +2319,7 @@ mod tests {
                     && e.effective
                     && part(orig) == p
                 {
-                    m.add_adjustment_link(orig, e.currency, e.amount_minor);
+                    m.add_adjustment_link(orig, e.currency, e.amount_minor, e.refund);
                 }
             }
             for r in rows.iter().filter(|r| part(&r.transaction_id) == p) {

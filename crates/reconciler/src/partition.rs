@@ -52,11 +52,17 @@ const LINK: u8 = 1;
 const TRANSACTION: u8 = 2;
 const PRESENTMENT: u8 = 3;
 
+/// `Rec::flag` of a ledger entry: it is effective.
+const EFFECTIVE: u8 = 1;
+/// `Rec::flag` of a ledger entry or a link: it is a refund.
+const REFUND: u8 = 2;
+
 /// One record; `n` is the booking time of a ledger entry or the line of a file row.
 struct Rec<'a> {
     tag: u8,
     kind: EntryKind,
-    flag: bool,
+    /// A file row: approved (1) or not. A ledger entry or a link: `EFFECTIVE | REFUND`.
+    flag: u8,
     currency: Currency,
     amount: i64,
     n: i64,
@@ -154,7 +160,7 @@ impl Spill {
             EntryKind::Authorization => 0,
             EntryKind::Adjustment => 1,
         });
-        self.buf.push(u8::from(r.flag));
+        self.buf.push(r.flag);
         self.buf.extend_from_slice(&cur.to_le_bytes());
         self.buf.extend_from_slice(&r.amount.to_le_bytes());
         self.buf.extend_from_slice(&r.n.to_le_bytes());
@@ -180,7 +186,7 @@ impl Spill {
             Rec {
                 tag: ENTRY,
                 kind: e.kind,
-                flag: e.effective,
+                flag: (u8::from(e.effective) * EFFECTIVE) | (u8::from(e.refund) * REFUND),
                 currency: e.currency,
                 amount: e.amount_minor,
                 n: e.booked_at_ms,
@@ -196,7 +202,7 @@ impl Spill {
                 Rec {
                     tag: LINK,
                     kind: EntryKind::Adjustment,
-                    flag: true,
+                    flag: u8::from(e.refund) * REFUND,
                     currency: e.currency,
                     amount: e.amount_minor,
                     n: 0,
@@ -214,7 +220,7 @@ impl Spill {
             Rec {
                 tag: TRANSACTION,
                 kind: t.kind,
-                flag: t.approved,
+                flag: u8::from(t.approved),
                 currency: t.currency,
                 amount: t.amount_minor,
                 n: i64::try_from(t.line).unwrap_or(i64::MAX),
@@ -230,7 +236,7 @@ impl Spill {
             Rec {
                 tag: PRESENTMENT,
                 kind: EntryKind::Authorization,
-                flag: false,
+                flag: 0,
                 currency: p.currency,
                 amount: p.amount_minor,
                 n: i64::try_from(p.line).unwrap_or(i64::MAX),
@@ -280,6 +286,7 @@ pub enum Record {
         original: String,
         currency: Currency,
         amount_minor: i64,
+        refund: bool,
     },
     Transaction(FileTransaction),
     Presentment(Presentment),
@@ -347,7 +354,7 @@ impl PartReader {
         } else {
             EntryKind::Authorization
         };
-        let flag = h[2] != 0;
+        let flag = h[2];
         let cur = usize::from(u16::from_le_bytes([h[3], h[4]]));
         let currency = *self
             .currencies
@@ -368,23 +375,25 @@ impl PartReader {
             ENTRY => Record::Entry(LedgerEntry {
                 transaction_id: id.into_boxed_str(),
                 kind,
-                effective: flag,
+                effective: flag & EFFECTIVE != 0,
                 currency,
                 amount_minor: amount,
                 // Linked through the partition of the original (a Link record).
                 original_transaction_id: None,
                 booked_at_ms: n,
+                refund: flag & REFUND != 0,
             }),
             LINK => Record::Link {
                 original: id,
                 currency,
                 amount_minor: amount,
+                refund: flag & REFUND != 0,
             },
             TRANSACTION => Record::Transaction(FileTransaction {
                 line,
                 transaction_id: id,
                 kind,
-                approved: flag,
+                approved: flag != 0,
                 currency,
                 amount_minor: amount,
                 original_transaction_id: None,

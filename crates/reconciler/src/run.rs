@@ -526,12 +526,13 @@ fn match_part(
                 original,
                 currency,
                 amount_minor,
-            } => links.push((original, currency, amount_minor)),
+                refund,
+            } => links.push((original, currency, amount_minor, refund)),
             _ => anyhow::bail!("a ledger partition holds a file row"),
         }
     }
-    for (original, currency, amount) in links {
-        m.add_adjustment_link(&original, currency, amount);
+    for (original, currency, amount, refund) in links {
+        m.add_adjustment_link(&original, currency, amount, refund);
     }
     let mut n = 0u64;
     while let Some(r) = file.next_record()? {
@@ -715,14 +716,19 @@ async fn rematch(
         return Ok((report, rematched, claimed));
     }
     let mut m = Matcher::new(config);
-    // Presentments: authorizations of any day. Transactions rows: entries pending the day
+    // Presentments: authorizations and refunds of any day. Transactions rows: entries pending the day
     // before, and entries booked in the next day's first minutes (a row of an entry of any
     // other day stays a break: the processor reported it again, or on another day than we
     // booked it).
     let mut found = std::collections::HashSet::new();
+    // Refunds, which may be presented on their own.
+    let mut refunds = std::collections::HashSet::new();
     let mut early_next_day = std::collections::HashSet::new();
     for e in store.ledger_entries_of(&unknown).await? {
         let key = (e.kind, e.transaction_id.to_string());
+        if e.refund {
+            refunds.insert(key.1.clone());
+        }
         if e.effective && (next_from..next_until).contains(&e.booked_at_ms) {
             early_next_day.insert(key.clone());
         }
@@ -735,6 +741,7 @@ async fn rematch(
             let known = match b.class {
                 BreakClass::PresentmentWithoutAuthorization => {
                     found.contains(&(EntryKind::Authorization, b.transaction_id.clone()))
+                        || refunds.contains(&b.transaction_id)
                 }
                 _ => b.kind.is_some_and(|k| {
                     let key = (k, b.transaction_id.clone());

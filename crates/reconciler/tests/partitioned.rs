@@ -77,16 +77,22 @@ async fn seed(dir: &Path) -> Vec<Input> {
             .unwrap();
         }
         let mut adjusted = 0;
+        // A refund presented on its own (its purchase then presented in full).
+        let mut cleared_alone = None;
         if approved && rng.u64(..5) == 0 {
             let refund = rng.i64(0..5_000) + 1;
             let booked = rng.u64(..8) != 0;
+            let tx_type = if rng.bool() { "REFUND" } else { "PAYMENT" };
             if booked {
                 adjusted = refund;
+                if tx_type == "REFUND" && rng.bool() {
+                    cleared_alone = Some(refund);
+                }
             }
             sqlx::query(
                 "INSERT INTO processor_transactions (kind, transaction_id, currency, amount_minor, status, flags, \
-                 original_transaction_id, movement_id, created_at_ms, updated_at_ms) \
-                 VALUES ('ADJUSTMENT', $1, $2, $3, 'APPROVED', '', $4, $5, $6, $6)",
+                 original_transaction_id, movement_id, created_at_ms, updated_at_ms, tx_type) \
+                 VALUES ('ADJUSTMENT', $1, $2, $3, 'APPROVED', '', $4, $5, $6, $6, $7)",
             )
             .bind(format!("adj-{i}"))
             .bind(cur)
@@ -94,6 +100,7 @@ async fn seed(dir: &Path) -> Vec<Input> {
             .bind(&id)
             .bind(booked.then_some(1i64))
             .bind(from + rng.i64(0..80_000_000))
+            .bind(tx_type)
             .execute(&mut c)
             .await
             .unwrap();
@@ -144,6 +151,11 @@ async fn seed(dir: &Path) -> Vec<Input> {
             tx_a.push_str(&line);
         } else {
             tx_b.push_str(&line);
+        }
+        if let Some(refund) = cleared_alone {
+            let (dir, amt) = amount(refund - rng.i64(0..3) * 5);
+            let _ = writeln!(pres, "adj-{i},{dir},{amt},{cur}");
+            adjusted = 0;
         }
         if approved && rng.u64(..3) == 0 {
             let presented = minor + adjusted - rng.i64(0..3) * 5;

@@ -103,7 +103,7 @@ macro_rules! ledger_side {
       WHEN verdict = 'APPROVED' AND verdict_movement_id IS NOT NULL THEN 1 \
       WHEN verdict = 'REJECTED' AND (verdict_movement_id IS NOT NULL OR movement_id IS NULL) THEN 0 \
       WHEN kind = 'ADJUSTMENT' THEN CASE WHEN movement_id IS NOT NULL OR amount_minor = 0 THEN 1 ELSE 0 END \
-      WHEN status = 'APPROVED' THEN 1 ELSE 0 END AS effective \
+      WHEN status = 'APPROVED' THEN 1 ELSE 0 END AS effective, tx_type \
     FROM processor_transactions WHERE currency IS NOT NULL AND ",
             $where
         )
@@ -119,6 +119,7 @@ macro_rules! ledger_entry {
         let effective: i32 = r.try_get(6)?;
         let tx_id: &str = r.try_get(1)?;
         let original: Option<&str> = r.try_get(4)?;
+        let tx_type: Option<&str> = r.try_get(7)?;
         LedgerEntry {
             transaction_id: Box::from(tx_id),
             kind: if kind == "ADJUSTMENT" {
@@ -131,6 +132,7 @@ macro_rules! ledger_entry {
             amount_minor: r.try_get::<Option<i64>, _>(3)?.unwrap_or(0),
             original_transaction_id: original.map(Box::from),
             booked_at_ms: r.try_get(5)?,
+            refund: kind == "ADJUSTMENT" && tx_type == Some("REFUND"),
         }
     }};
 }
