@@ -147,9 +147,9 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
         &d,
         &[
             (id("a"), "100.00"),
-            // Net of its refund `g`, which is presented on its own too (a merchant's
-            // return clears as a credit of its own).
-            (id("h"), "40.00"),
+            // In full, its refund `g` presented on its own (a merchant's return clears as
+            // a credit of its own).
+            (id("h"), "60.00"),
             (id("g"), "+20.00"),
             (id("i"), "75.00"),
             (id("z"), "15.00"),
@@ -443,7 +443,8 @@ async fn run_of(
 /// reported as presentments without an authorization; a refund's presentment of its own
 /// (a credit, under the refund's id) against the refund, its purchase presented in full.
 /// One presented on an earlier date already is a second clearing: `presented_again`,
-/// whatever its amount.
+/// whatever its amount; a refund presented on its own whose purchase was presented net of
+/// it on an earlier date is the merchant's return cleared twice.
 async fn presentments_of_earlier_days(app: TestApp) {
     let approved = [
         ("a", "100.00"),
@@ -453,32 +454,36 @@ async fn presentments_of_earlier_days(app: TestApp) {
     ];
     let p = uid("e");
     let id = |s: &str| format!("{p}-{s}");
+    // `a` is refunded 10.00 too (`s`).
+    let refund = Tx::new(&id("s"), "REFUND", "u1", "10.00", "ARS").original(&id("a"));
+    assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
     approved_yesterday(&app, &p, &approved, "b", 12 * 60).await;
-    // Yesterday: its file as booked, and `f` presented already.
+    // Yesterday: its file as booked, `f` presented already and `a` net of its refund.
     let before = recon::days_ago(1);
     let before_files = tempfile::tempdir().unwrap();
     let files = before_files.path();
-    let refund = refund_row(&id("r"), &id("b"));
     let mut rows: Vec<String> = approved.iter().map(|(n, a)| debit_row(&id(n), a)).collect();
-    rows.push(refund);
+    rows.push(refund_row(&id("r"), &id("b")));
+    rows.push(refund_row(&id("s"), &id("a")));
     write_rows(files, &before, &rows);
-    write_presentments(files, &before.format("%Y%m%d"), &[(id("f"), "9.00")]);
+    let presented = [(id("f"), "9.00"), (id("a"), "90.00")];
+    write_presentments(files, &before.format("%Y%m%d"), &presented);
     let run_rec = run_of(&app, (&before, 0), files, &[]).await;
-    assert_eq!(run_rec.presentments_matched, 1, "{}", run_rec.summary);
+    assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
 
     let date = recon::today();
     let d = date.format("%Y%m%d");
     let files = tempfile::tempdir().unwrap();
     recon::write_transactions(files.path(), &date, TX_HEADER);
-    // As authorized; as authorized, its refund `r` presented on its own; more than
-    // authorized; unknown; as authorized, again.
+    // As authorized, its refund `r` presented on its own; more than authorized; unknown;
+    // as authorized, again; `a`'s refund on its own, netted off yesterday already.
     let rows = [
-        ("a", "100.00"),
         ("b", "50.00"),
         ("r", "+10.00"),
         ("d", "35.00"),
         ("z", "15.00"),
         ("f", "9.00"),
+        ("s", "+10.00"),
     ];
     let rows: Vec<(String, &str)> = rows.iter().map(|(n, a)| (id(n), *a)).collect();
     write_presentments(files.path(), &d, &rows);
@@ -495,10 +500,23 @@ async fn presentments_of_earlier_days(app: TestApp) {
             Some(-3_000),
             Some(-3_500),
         ),
+        (
+            "presentment_amount_differs",
+            id("s"),
+            Some(1_000),
+            Some(1_000),
+        ),
         ("presented_again", id("f"), None, Some(-900)),
     ];
     let run_rec = run_of(&app, (&date, 0), files.path(), &expected).await;
-    assert_eq!(run_rec.presentments_matched, 3, "{}", run_rec.summary);
+    assert_eq!(run_rec.presentments_matched, 2, "{}", run_rec.summary);
+    let twice = app
+        .store
+        .run_breaks(&date.to_string(), Some("presentment_amount_differs"), 10, 0)
+        .await
+        .unwrap();
+    let netted = format!("netted off the presentment of {} on {before}", id("a"));
+    assert!(twice[1].detail.contains(&netted), "{}", twice[1].detail);
     let again = app
         .store
         .run_breaks(&date.to_string(), Some("presented_again"), 10, 0)

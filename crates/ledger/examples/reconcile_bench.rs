@@ -194,6 +194,7 @@ fn main() {
     let config = MatchConfig {
         presentment_tolerance_minor: TOLERANCE,
         grace_from_ms: BASE_MS + (n - n / 1000) as i64 * 10,
+        ..MatchConfig::default()
     };
     let total = Instant::now();
     let t = Instant::now();

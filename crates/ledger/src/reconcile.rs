@@ -3,8 +3,8 @@
 //! Every night the processor delivers two CSV files for a business date: a
 //! TRANSACTIONS file (authorizations and adjustments as the processor recorded them)
 //! and a PRESENTMENTS file (clearing presented by acquirers, each settling one
-//! authorization). The reconciler crate parses the rows and loads our side from the
-//! database; this module only classifies.
+//! authorization, or crediting one refund). The reconciler crate parses the rows and
+//! loads our side from the database; this module only classifies.
 //!
 //! # Memory and speed
 //!
@@ -66,13 +66,14 @@
 //! * Otherwise the presented amount is compared with the expected amount: the
 //!   authorization's amount plus the amounts of the effective ledger adjustments in the
 //!   same currency whose `original_transaction_id` is that authorization (a partial
-//!   reversal reduces what the acquirer should present). The refunds among them may be
-//!   netted off the purchase's presentment or cleared on their own, so the presented
-//!   amount may also equal that expected amount less the refunds. A difference from both
-//!   above
-//!   [`MatchConfig::presentment_tolerance_minor`] is
+//!   reversal or a refund reduces what the acquirer should present). A difference
+//!   above the currency's tolerance ([`MatchConfig::tolerance`]) is
 //!   [`BreakClass::PresentmentAmountDiffers`] (ledger amount = expected, detail
-//!   `"adjustment expected: ..."`); otherwise `presentments_matched` grows.
+//!   `"adjustment expected: ..."`); otherwise `presentments_matched` grows. A refund
+//!   presented on its own is not netted off its purchase's presentment too: the
+//!   reconciler holds the two against each other afterwards ([`refunds_cleared_alone`],
+//!   over dates), with the ids the matcher lists ([`Report::refunds_presented`],
+//!   [`Report::presented_with_refunds`]).
 //! * Authorizations without a presentment are not breaks: clearing arrives over days.
 //!
 //! Totals per currency: `ledger_totals` over effective ledger entries, `file_totals`
@@ -164,14 +165,30 @@ pub struct Presentment {
     pub amount_minor: i64,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct MatchConfig {
     /// Presentment vs authorized (+ linked adjustments) difference tolerated, in minor
-    /// units (absolute; a negative value is treated as 0).
+    /// units (absolute; a negative value is treated as 0), for the currencies that
+    /// `presentment_tolerance_by_currency` does not name.
     pub presentment_tolerance_minor: i64,
+    /// The tolerance of each currency named, in its own minor units (whose worth differs
+    /// from one currency to the next: 1 CLP, 0.01 ARS, 0.001 KWD).
+    pub presentment_tolerance_by_currency: Vec<(Currency, i64)>,
     /// Ledger entries booked at or after this instant (unix ms) that are missing from
     /// the file are reported as `Pending` (late delivery) instead of `MissingInFile`.
     pub grace_from_ms: i64,
+}
+
+impl MatchConfig {
+    /// The presentment tolerance of `currency`, in its minor units.
+    pub fn tolerance(&self, currency: Currency) -> i128 {
+        let t = self
+            .presentment_tolerance_by_currency
+            .iter()
+            .find(|(c, _)| *c == currency)
+            .map_or(self.presentment_tolerance_minor, |(_, t)| *t);
+        i128::from(t.max(0))
+    }
 }
 
 #[derive(
@@ -299,6 +316,10 @@ pub struct Report {
     /// Each first-occurrence presentment (duplicates in the file are breaks already): what
     /// the other days' presentments are held against.
     pub presented: Vec<Presentment>,
+    /// Of those, the refunds presented on their own.
+    pub refunds_presented: Vec<Box<str>>,
+    /// Of those, the authorizations with refunds linked.
+    pub presented_with_refunds: Vec<Box<str>>,
     /// Entries the day before's file held ([`Matcher::claimed_before`]) that this day's
     /// file does not: not missing.
     pub claimed_by_day_before: u64,
@@ -350,6 +371,9 @@ impl Report {
         self.transaction_rows += other.transaction_rows;
         self.presentment_rows += other.presentment_rows;
         self.presented.extend(other.presented);
+        self.refunds_presented.extend(other.refunds_presented);
+        self.presented_with_refunds
+            .extend(other.presented_with_refunds);
         self.claimed_by_day_before += other.claimed_by_day_before;
         self.ledger_entries += other.ledger_entries;
         self.ledger_duplicates += other.ledger_duplicates;
@@ -362,6 +386,7 @@ impl Report {
 /// [`BreakClass::PresentedAgain`] (a second clearing of one authorization), no longer
 /// counted in `presentments_matched` when its amount had matched.
 pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>) {
+    let refunds: FxHashSet<&str> = report.refunds_presented.iter().map(|r| &**r).collect();
     let mut again = Vec::new();
     for p in &report.presented {
         let Some(first) = other.get(p.transaction_id.as_str()) else {
@@ -374,7 +399,11 @@ pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>)
         again.push(Break {
             class: BreakClass::PresentedAgain,
             transaction_id: p.transaction_id.clone(),
-            kind: Some(EntryKind::Authorization),
+            kind: Some(if refunds.contains(p.transaction_id.as_str()) {
+                EntryKind::Adjustment
+            } else {
+                EntryKind::Authorization
+            }),
             currency: Some(p.currency),
             ledger_amount_minor: None,
             file_amount_minor: Some(p.amount_minor),
@@ -389,6 +418,176 @@ pub fn presented_again(report: &mut Report, other: &FxHashMap<Box<str>, String>)
     }
     report.breaks.extend(again);
     sort_breaks(&mut report.breaks);
+}
+
+/// A purchase whose refunds may have cleared on their own, as the ledger holds it now.
+#[derive(Debug, Clone)]
+pub struct Purchase {
+    pub transaction_id: Box<str>,
+    pub currency: Currency,
+    /// What its presentment is expected to be with every refund netted off: authorized
+    /// plus every effective adjustment naming it in its currency.
+    pub net_minor: i128,
+    /// Its effective refunds in its currency (id, amount).
+    pub refunds: Vec<(Box<str>, i64)>,
+}
+
+/// Where and at what amount an id was presented on another business date (the first).
+#[derive(Debug, Clone)]
+pub struct PresentedOn {
+    pub business_date: String,
+    /// `None` for a run that did not keep amounts.
+    pub amount_minor: Option<i64>,
+}
+
+/// Ids presented on other business dates: where first, and at what amount.
+pub type PresentedElsewhere = FxHashMap<Box<str>, PresentedOn>;
+
+/// Holds the purchases' presentments against their refunds' own: a refund presented on
+/// its own (a credit, on this day or another) is not netted off its purchase's presentment
+/// too, which is then expected to be `net_minor` less those refunds. Of `purchases`, each
+/// presented on this day, or with a refund presented on this day, is decided here (the
+/// other presentment may be of another date, `other`): a purchase's presentment that the
+/// matcher held against the net amount is held against the amount less the refunds
+/// presented on their own (matched, or a [`BreakClass::PresentmentAmountDiffers`] that says
+/// so); a refund presented this day whose purchase was presented on another date for an
+/// amount that left no room for it (the refund netted off there) is a
+/// [`BreakClass::PresentmentAmountDiffers`] of the refund: the merchant's return cleared
+/// twice. `presentments_matched` follows.
+pub fn refunds_cleared_alone(
+    report: &mut Report,
+    purchases: &[Purchase],
+    other: &PresentedElsewhere,
+    config: &MatchConfig,
+) {
+    let today: FxHashMap<&str, (u64, i64)> = report
+        .presented
+        .iter()
+        .map(|p| (p.transaction_id.as_str(), (p.line, p.amount_minor)))
+        .collect();
+    let mut added = Vec::new();
+    for a in purchases {
+        let alone: Vec<&(Box<str>, i64)> = a
+            .refunds
+            .iter()
+            .filter(|(id, _)| today.contains_key(&**id) || other.contains_key(id))
+            .collect();
+        let own: i128 = alone.iter().map(|(_, m)| i128::from(*m)).sum();
+        if own == 0 {
+            continue;
+        }
+        let expected = a.net_minor - own;
+        let tolerance = config.tolerance(a.currency);
+        let cur = a.currency;
+        let names = alone
+            .iter()
+            .map(|(id, m)| format!("{id} {}", money((*m).into(), cur)))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if let Some(&(line, presented)) = today.get(&*a.transaction_id) {
+            let diff = i128::from(presented) - expected;
+            let on_row = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(line);
+            let row: Vec<usize> = (0..report.breaks.len())
+                .filter(|&i| on_row(&report.breaks[i]))
+                .collect();
+            // A break of another class (another currency, presented again) stands alone.
+            if row
+                .iter()
+                .any(|&i| report.breaks[i].class != BreakClass::PresentmentAmountDiffers)
+            {
+                continue;
+            }
+            let Some(&at) = row.first() else {
+                // The matcher matched the net amount.
+                if diff.abs() > tolerance {
+                    report.presentments_matched = report.presentments_matched.saturating_sub(1);
+                    added.push(refund_break(
+                        a, line, presented, expected, diff, &names, tolerance,
+                    ));
+                }
+                continue;
+            };
+            if diff.abs() <= tolerance {
+                report.breaks.swap_remove(at);
+                report.presentments_matched += 1;
+            } else {
+                report.breaks[at] =
+                    refund_break(a, line, presented, expected, diff, &names, tolerance);
+            }
+            continue;
+        }
+        // Presented on another date: the refunds presented this day are the news.
+        let Some(PresentedOn {
+            business_date,
+            amount_minor: Some(presented),
+        }) = other.get(&a.transaction_id)
+        else {
+            continue;
+        };
+        let diff = i128::from(*presented) - expected;
+        if diff.abs() <= tolerance {
+            continue;
+        }
+        for (id, amount) in alone.iter().filter(|(id, _)| today.contains_key(&**id)) {
+            let (line, file_amount) = today[&**id];
+            let on_row = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(line);
+            if report.breaks.iter().any(on_row) {
+                continue;
+            }
+            report.presentments_matched = report.presentments_matched.saturating_sub(1);
+            added.push(Break {
+                class: BreakClass::PresentmentAmountDiffers,
+                transaction_id: id.to_string(),
+                kind: Some(EntryKind::Adjustment),
+                currency: Some(cur),
+                ledger_amount_minor: Some(*amount),
+                file_amount_minor: Some(file_amount),
+                difference_minor: None,
+                file: Some(PRESENTMENTS_FILE),
+                line: Some(line),
+                detail: format!(
+                    "refund cleared twice: presented on its own, and netted off the presentment of {} on {business_date} ({}, where {} was expected with the refunds presented on their own: {names})",
+                    a.transaction_id,
+                    money((*presented).into(), cur),
+                    money(expected, cur),
+                ),
+            });
+        }
+    }
+    report.breaks.extend(added);
+    sort_breaks(&mut report.breaks);
+}
+
+/// A purchase's presentment held against its amount less the refunds presented on their own.
+fn refund_break(
+    a: &Purchase,
+    line: u64,
+    presented: i64,
+    expected: i128,
+    diff: i128,
+    names: &str,
+    tolerance: i128,
+) -> Break {
+    let cur = a.currency;
+    Break {
+        class: BreakClass::PresentmentAmountDiffers,
+        transaction_id: a.transaction_id.to_string(),
+        kind: Some(EntryKind::Authorization),
+        currency: Some(cur),
+        ledger_amount_minor: i64::try_from(expected).ok(),
+        file_amount_minor: Some(presented),
+        difference_minor: i64::try_from(diff).ok(),
+        file: Some(PRESENTMENTS_FILE),
+        line: Some(line),
+        detail: format!(
+            "adjustment expected: presented {}, expected {} (net {} plus the refunds presented on their own: {names}), difference {} (tolerance {})",
+            money(presented.into(), cur),
+            money(expected, cur),
+            money(a.net_minor, cur),
+            money(diff, cur),
+            money(tolerance, cur)
+        ),
+    }
 }
 
 /// The order of [`Report::breaks`]: class, then transaction id, kind, file, line.
@@ -414,6 +613,8 @@ const PRESENTED: u8 = 4;
 const ADJ_OVERFLOW: u8 = 8;
 /// A refund, which may be presented on its own (adjustments only).
 const REFUND: u8 = 16;
+/// Refunds are among its linked adjustments (authorizations only).
+const HAS_REFUND: u8 = 32;
 
 /// What both kinds keep about a ledger entry (24 bytes).
 #[derive(Debug, Clone, Copy)]
@@ -430,14 +631,12 @@ impl Core {
     }
 }
 
-/// 40 bytes.
+/// 32 bytes.
 #[derive(Debug)]
 struct AuthSlot {
     core: Core,
     /// Sum of the effective same-currency adjustments linked to it.
     adjusted: i64,
-    /// The refunds among them: a presentment may leave them out (they clear on their own).
-    refunds: i64,
 }
 
 /// 40 bytes.
@@ -502,7 +701,7 @@ fn money(minor: i128, c: Currency) -> String {
 }
 
 /// Adds an effective adjustment to its authorization, if that is loaded and in the same
-/// currency (a refund to its refunds too).
+/// currency (a refund marks it [`HAS_REFUND`]).
 fn link(
     auths: &mut FxHashMap<Box<str>, AuthSlot>,
     original: &str,
@@ -514,14 +713,12 @@ fn link(
         if a.core.currency != currency {
             return;
         }
-        let refunds = if refund {
-            a.refunds.checked_add(amount)
-        } else {
-            Some(a.refunds)
-        };
-        match (a.adjusted.checked_add(amount), refunds) {
-            (Some(v), Some(r)) => (a.adjusted, a.refunds) = (v, r),
-            _ => a.core.flags |= ADJ_OVERFLOW,
+        if refund {
+            a.core.flags |= HAS_REFUND;
+        }
+        match a.adjusted.checked_add(amount) {
+            Some(v) => a.adjusted = v,
+            None => a.core.flags |= ADJ_OVERFLOW,
         }
     }
 }
@@ -683,11 +880,7 @@ impl Matcher {
             EntryKind::Authorization => match self.auths.entry(e.transaction_id) {
                 std::collections::hash_map::Entry::Occupied(_) => false,
                 std::collections::hash_map::Entry::Vacant(v) => {
-                    v.insert(AuthSlot {
-                        core,
-                        adjusted: 0,
-                        refunds: 0,
-                    });
+                    v.insert(AuthSlot { core, adjusted: 0 });
                     true
                 }
             },
@@ -852,7 +1045,7 @@ impl Matcher {
         self.link_adjustments();
         self.report.presentment_rows += 1;
         let id: &str = &row.transaction_id;
-        let (core, adjusted, refunds) = match self.auths.get_mut(id) {
+        let (core, adjusted) = match self.auths.get_mut(id) {
             Some(slot) => {
                 if slot.core.flags & PRESENTED != 0 {
                     self.duplicate_presentment(row);
@@ -860,7 +1053,10 @@ impl Matcher {
                 }
                 slot.core.flags |= PRESENTED;
                 self.report.presented.push(row.clone());
-                (slot.core, slot.adjusted, slot.refunds)
+                if slot.core.flags & HAS_REFUND != 0 {
+                    self.report.presented_with_refunds.push(Box::from(id));
+                }
+                (slot.core, slot.adjusted)
             }
             None => {
                 if let Some(refund) = self.adjs.get_mut(id)
@@ -868,10 +1064,14 @@ impl Matcher {
                 {
                     if refund.core.flags & PRESENTED != 0 {
                         self.duplicate_presentment(row);
+                        if let Some(b) = self.report.breaks.last_mut() {
+                            b.kind = Some(EntryKind::Adjustment);
+                        }
                         return;
                     }
                     refund.core.flags |= PRESENTED;
                     let core = refund.core;
+                    self.report.refunds_presented.push(Box::from(id));
                     self.report.presented.push(row.clone());
                     self.refund_presentment(row, core);
                     return;
@@ -927,18 +1127,12 @@ impl Matcher {
             return;
         }
         let presented = i128::from(row.amount_minor);
-        let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
-        // What is expected, with the refunds netted off; or without them, when they clear
-        // on their own.
-        let near = |expected: i128| {
-            (presented - expected).abs() <= tolerance
-                || (refunds != 0 && (presented - expected + i128::from(refunds)).abs() <= tolerance)
-        };
+        let tolerance = self.config.tolerance(row.currency);
         if !core.effective() {
             // Declined, or rejected after our approval; the processor may still have made
             // it effective by an adjustment naming it (a debit adjustment after a
             // CLIENT_TIMEOUT): then what stands is what the adjustments booked.
-            if adjusted != 0 && near(i128::from(adjusted)) {
+            if adjusted != 0 && (presented - i128::from(adjusted)).abs() <= tolerance {
                 self.report.presentments_matched += 1;
                 return;
             }
@@ -963,12 +1157,12 @@ impl Matcher {
         }
         let expected = i128::from(core.amount) + i128::from(adjusted);
         let diff = presented - expected;
-        if near(expected) {
+        if diff.abs() <= tolerance {
             self.report.presentments_matched += 1;
             return;
         }
         let cur = row.currency;
-        let mut detail = format!(
+        let detail = format!(
             "adjustment expected: presented {}, authorized {} + adjustments {} = {}, difference {} (tolerance {})",
             money(presented, cur),
             money(core.amount.into(), cur),
@@ -977,15 +1171,6 @@ impl Matcher {
             money(diff, cur),
             money(tolerance, cur)
         );
-        if refunds != 0 {
-            let gross = expected - i128::from(refunds);
-            let _ = write!(
-                detail,
-                "; {} with its refunds of {} cleared on their own",
-                money(gross, cur),
-                money(refunds.into(), cur)
-            );
-        }
         let ledger_amount = i64::try_from(expected).ok();
         let mut b = file_break(
             BreakClass::PresentmentAmountDiffers,
@@ -1019,7 +1204,7 @@ impl Matcher {
             );
             (BreakClass::PresentmentAmountDiffers, 0, detail)
         } else {
-            let tolerance = i128::from(self.config.presentment_tolerance_minor.max(0));
+            let tolerance = self.config.tolerance(row.currency);
             let diff = i128::from(presented) - i128::from(core.amount);
             if diff.abs() <= tolerance {
                 self.report.presentments_matched += 1;
@@ -1146,6 +1331,7 @@ mod tests {
         MatchConfig {
             presentment_tolerance_minor: 0,
             grace_from_ms: 1_000_000,
+            ..MatchConfig::default()
         }
     }
 
@@ -1710,6 +1896,59 @@ mod tests {
     }
 
     #[test]
+    fn a_currency_named_has_its_own_tolerance() {
+        // 10 minor units by default; CLP (no decimals) 50 pesos, ARS none at all.
+        let config = MatchConfig {
+            presentment_tolerance_minor: 10,
+            presentment_tolerance_by_currency: vec![(cur("CLP"), 50), (cur("ARS"), 0)],
+            ..cfg()
+        };
+        let clp = |id: &str, amount: i64| LedgerEntry {
+            currency: cur("CLP"),
+            ..auth(id, true, amount)
+        };
+        let usd = |id: &str, amount: i64| LedgerEntry {
+            currency: cur("USD"),
+            ..auth(id, true, amount)
+        };
+        let in_cur = |p: Presentment, c: &str| Presentment {
+            currency: cur(c),
+            ..p
+        };
+        let r = run(
+            config,
+            vec![
+                clp("C1", -10_000),
+                clp("C2", -10_000),
+                usd("U1", -10_000),
+                usd("U2", -10_000),
+                auth("A1", true, -10_000),
+            ],
+            vec![],
+            vec![
+                in_cur(pres(2, "C1", -10_050), "CLP"),
+                in_cur(pres(3, "C2", -10_051), "CLP"),
+                in_cur(pres(4, "U1", -10_010), "USD"),
+                in_cur(pres(5, "U2", -10_011), "USD"),
+                pres(6, "A1", -10_001),
+            ],
+        );
+        assert_eq!(r.presentments_matched, 2);
+        let differs: Vec<&str> = r
+            .breaks
+            .iter()
+            .filter(|b| b.class == BreakClass::PresentmentAmountDiffers)
+            .map(|b| b.transaction_id.as_str())
+            .collect();
+        assert_eq!(differs, ["A1", "C2", "U2"]);
+        assert!(
+            r.breaks
+                .iter()
+                .any(|b| b.detail.ends_with("(tolerance 50 CLP)"))
+        );
+    }
+
+    #[test]
     fn linked_partial_refund_makes_presentment_match() {
         // The refund is loaded before its authorization: linking does not depend on order.
         // A booked-but-unlinked and a non-effective adjustment do not count.
@@ -1734,42 +1973,77 @@ mod tests {
     }
 
     #[test]
-    fn refunds_clear_netted_off_their_purchase_or_on_their_own() {
-        // A1 presented net of its refund, A2 gross with its refund R2 presented on its own
-        // (a credit); A3's partial reversal is no refund: a gross presentment differs.
-        let ledger = vec![
-            auth("A1", true, -10_000),
-            refund("R1", "A1", 3_000),
-            auth("A2", true, -10_000),
-            refund("R2", "A2", 3_000),
-            auth("A3", true, -10_000),
-            adj("V3", "A3", 3_000),
-            refund("R4", "A3", 1_000),
-            adj("C5", "A3", 500),
-        ];
-        let r = run(
+    fn refunds_presented_on_their_own_are_not_netted_off_too() {
+        // A1 presented net of its refund; A2 in full, its refund presented on its own; A3
+        // net, its refund presented on its own too (cleared twice); A4 net of one refund,
+        // the other presented on its own; A5 presented net on another date, its refund on
+        // its own today (cleared twice); A6 in full on another date, its refund today.
+        let mut ledger = Vec::new();
+        let mut purchases = Vec::new();
+        for (a, refunds) in [
+            ("A1", &[("R1", 3_000)][..]),
+            ("A2", &[("R2", 3_000)]),
+            ("A3", &[("R3", 3_000)]),
+            ("A4", &[("R4a", 1_000), ("R4b", 2_000)]),
+            ("A5", &[("R5", 3_000)]),
+            ("A6", &[("R6", 3_000)]),
+        ] {
+            ledger.push(auth(a, true, -10_000));
+            ledger.extend(refunds.iter().map(|(r, m)| refund(r, a, *m)));
+            purchases.push(Purchase {
+                transaction_id: a.into(),
+                currency: cur("ARS"),
+                net_minor: -10_000 + refunds.iter().map(|(_, m)| i128::from(*m)).sum::<i128>(),
+                refunds: refunds.iter().map(|(r, m)| (Box::from(*r), *m)).collect(),
+            });
+        }
+        ledger.push(adj("C7", "A1", 500));
+        let mut r = run(
             cfg(),
             ledger,
             vec![],
             vec![
-                pres(2, "A1", -7_000),
+                pres(2, "A1", -7_000 + 500),
                 pres(3, "A2", -10_000),
                 pres(4, "R2", 3_000),
-                pres(5, "A3", -10_000),
-                pres(6, "R4", 1_200),
-                pres(7, "C5", 500),
-                pres(8, "R2", 3_000),
+                pres(5, "A3", -7_000),
+                pres(6, "R3", 3_000),
+                pres(7, "A4", -9_000),
+                pres(8, "R4b", 2_000),
+                pres(9, "R5", 3_000),
+                pres(10, "R6", 3_000),
+                pres(11, "C7", 500),
+                pres(12, "R6", 3_000),
             ],
         );
-        assert_eq!(r.presentments_matched, 3, "{:#?}", r.breaks);
+        // The matcher alone holds each purchase against its net amount.
+        assert_eq!(r.presentments_matched, 7, "{:#?}", r.breaks);
+        assert_eq!(
+            r.refunds_presented,
+            ["R2", "R3", "R4b", "R5", "R6"].map(Box::from)
+        );
+        assert_eq!(
+            r.presented_with_refunds,
+            ["A1", "A2", "A3", "A4"].map(Box::from)
+        );
+        let on = |date: &str, amount: i64| PresentedOn {
+            business_date: date.into(),
+            amount_minor: Some(amount),
+        };
+        let other: FxHashMap<Box<str>, PresentedOn> = [
+            ("A5", on("2026-03-01", -7_000)),
+            ("A6", on("2026-03-02", -10_000)),
+        ]
+        .into_iter()
+        .map(|(id, p)| (Box::from(id), p))
+        .collect();
+        refunds_cleared_alone(&mut r, &purchases, &other, &cfg());
+        assert_eq!(r.presentments_matched, 7, "{:#?}", r.breaks);
         // (No transactions rows here: every entry is missing in the file too.)
-        let presented: Vec<&Break> = r
+        let got: Vec<String> = r
             .breaks
             .iter()
             .filter(|b| b.file == Some(PRESENTMENTS_FILE))
-            .collect();
-        let got: Vec<String> = presented
-            .iter()
             .map(|b| {
                 let kind = b.kind.map_or("-", |k| k.as_str());
                 let (l, f) = (b.ledger_amount_minor, b.file_amount_minor);
@@ -1779,32 +2053,38 @@ mod tests {
         assert_eq!(
             got,
             [
-                "duplicate_in_file R2 authorization None Some(3000)",
-                "presentment_without_authorization C5 authorization None Some(500)",
-                "presentment_amount_differs A3 authorization Some(-5500) Some(-10000)",
-                "presentment_amount_differs R4 adjustment Some(1000) Some(1200)",
+                "duplicate_in_file R6 adjustment None Some(3000)",
+                "presentment_without_authorization C7 authorization None Some(500)",
+                "presentment_amount_differs A3 authorization Some(-10000) Some(-7000)",
+                "presentment_amount_differs R5 adjustment Some(3000) Some(3000)",
             ]
         );
+        let detail = |id: &str| {
+            let b = r
+                .breaks
+                .iter()
+                .find(|b| b.transaction_id == id && b.file.is_some());
+            b.unwrap().detail.clone()
+        };
         assert!(
-            presented[2]
-                .detail
-                .ends_with("; -65.00 ARS with its refunds of 10.00 ARS cleared on their own"),
+            detail("A3").contains("expected -100.00 ARS (net -70.00 ARS plus the refunds presented on their own: R3 30.00 ARS)"),
             "{}",
-            presented[2].detail
+            detail("A3")
         );
         assert!(
-            presented[1]
-                .detail
-                .ends_with("not an authorization nor a refund")
+            detail("R5").starts_with("refund cleared twice: presented on its own, and netted off the presentment of A5 on 2026-03-01 (-70.00 ARS"),
+            "{}",
+            detail("R5")
         );
+        assert!(detail("C7").ends_with("not an authorization nor a refund"));
         // A refund not effective presented on its own moves nothing we booked.
-        let mut void = refund("R6", "A6", 2_000);
+        let mut void = refund("R8", "A8", 2_000);
         void.effective = false;
         let r = run(
             cfg(),
-            vec![auth("A6", true, -5_000), void],
+            vec![auth("A8", true, -5_000), void],
             vec![],
-            vec![pres(2, "R6", 2_000)],
+            vec![pres(2, "R8", 2_000)],
         );
         let presented: Vec<&Break> = r.breaks.iter().filter(|b| b.file.is_some()).collect();
         assert_eq!(presented.len(), 1, "{:#?}", r.breaks);
@@ -2116,7 +2396,7 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn ledger_slots_stay_small() {
         assert_eq!(std::mem::size_of::<Core>(), 24);
-        assert_eq!(std::mem::size_of::<AuthSlot>(), 40);
+        assert_eq!(std::mem::size_of::<AuthSlot>(), 32);
         assert_eq!(std::mem::size_of::<AdjSlot>(), 40);
     }
 
@@ -2286,6 +2566,7 @@ mod tests {
         let config = MatchConfig {
             presentment_tolerance_minor: 1,
             grace_from_ms: 1_000_000,
+            presentment_tolerance_by_currency: vec![(cur("CLP"), 3)],
         };
         let whole = run(
             config.clone(),

@@ -110,11 +110,23 @@ pub struct PresentmentColumns {
 pub struct MatchingSettings {
     pub utc_offset: String,
     pub presentment_tolerance_minor: i64,
+    /// Per currency, `"<code> <amount>"` in the currency's major units (`"ARS 0.10"`):
+    /// replaces `presentment_tolerance_minor` for that currency.
+    pub presentment_tolerance: Vec<String>,
     pub grace_minutes: i64,
     /// Ledger entries matched together at most: a larger day is split by transaction id
     /// into partitions of about this many, spilled to the staging directory, so memory
     /// does not grow with the day (about 100 bytes per entry, two partitions at a time).
     pub partition_entries: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Major {
+    Whole(i64),
+    Text(String),
+    /// Anything else (a float, a table): refused by name in validation.
+    Other(serde::de::IgnoredAny),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,6 +223,7 @@ impl Settings {
                 "matching.presentment_tolerance_minor and grace_minutes cannot be negative".into(),
             );
         }
+        self.presentment_tolerances()?;
         // The day's last minutes and the next day's first must not meet.
         if self.matching.grace_minutes >= 720 {
             return bad("matching.grace_minutes must be under 720 (12 hours)".into());
@@ -225,6 +238,42 @@ impl Settings {
             }
         }
         Ok(())
+    }
+
+    /// `matching.presentment_tolerance` in each currency's minor units: each entry a listed
+    /// ISO 4217 code and an amount that is not negative and exact to its minor unit, each
+    /// currency once.
+    pub fn presentment_tolerances(&self) -> Result<Vec<(ledger::Currency, i64)>, ConfigError> {
+        let mut out: Vec<(ledger::Currency, i64)> = Vec::new();
+        for entry in &self.matching.presentment_tolerance {
+            let bad = |why: String| {
+                ConfigError(format!("matching.presentment_tolerance: \"{entry}\" {why}"))
+            };
+            let mut words = entry.split_whitespace();
+            let (Some(code), Some(amount), None) = (words.next(), words.next(), words.next())
+            else {
+                return Err(bad(
+                    "must be a currency code and an amount, e.g. \"ARS 0.10\"".into(),
+                ));
+            };
+            let currency = ledger::Currency::parse(code).map_err(|e| bad(e.to_string()))?;
+            let minor = amount
+                .parse::<rust_decimal::Decimal>()
+                .ok()
+                .filter(|d| !d.is_sign_negative())
+                .and_then(|d| ledger::money::to_minor(d, currency).ok())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "must hold an amount that is not negative, with at most {} decimals",
+                        currency.exponent()
+                    ))
+                })?;
+            if out.iter().any(|(c, _)| *c == currency) {
+                return Err(bad(format!("names {currency} a second time")));
+            }
+            out.push((currency, minor));
+        }
+        Ok(out)
     }
 
     /// The store settings: the same database as the authorizer.
@@ -274,6 +323,37 @@ mod tests {
         assert_eq!(s.sftp.port, 2222);
         assert_eq!(s.matching.partition_entries, 1000);
         assert!(!format!("{s:?}").contains("pw-123"));
+    }
+
+    #[test]
+    fn presentment_tolerances_per_currency() {
+        let var = "RECONCILER__MATCHING__PRESENTMENT_TOLERANCE";
+        let s = Settings::load_from(
+            Path::new("/nonexistent"),
+            &env(&[(var, "ARS 0.10, CLP 10,KWD 0.005")]),
+        )
+        .unwrap();
+        let c = |code: &str| ledger::Currency::parse(code).unwrap();
+        assert_eq!(
+            s.presentment_tolerances().unwrap(),
+            [(c("ARS"), 10), (c("CLP"), 10), (c("KWD"), 5)]
+        );
+        for (value, want) in [
+            ("ARS 0.001", "at most 2 decimals"),
+            ("CLP 0.5", "at most 0 decimals"),
+            ("USD -1", "not negative"),
+            ("USD ten", "not negative"),
+            ("XYZ 1", "not an ISO 4217 currency"),
+            ("ARS", "a currency code and an amount"),
+            ("ARS 1,ARS 2", "names ARS a second time"),
+        ] {
+            let e =
+                Settings::load_from(Path::new("/nonexistent"), &env(&[(var, value)])).unwrap_err();
+            assert!(
+                e.0.contains("matching.presentment_tolerance") && e.0.contains(want),
+                "{value}: {e}"
+            );
+        }
     }
 
     #[test]

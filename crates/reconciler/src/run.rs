@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::reconcile::{
     Break, BreakClass, EntryKind, FileTransaction, LedgerEntry, MatchConfig, Matcher, Owed,
-    Presentment, Report, sort_breaks,
+    PresentedElsewhere, PresentedOn, Presentment, Purchase, Report, sort_breaks,
 };
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
@@ -330,6 +330,7 @@ pub async fn reconcile(
     let (from, to) = day_window_ms(date.year, date.month, date.day, offset);
     let config = MatchConfig {
         presentment_tolerance_minor: s.matching.presentment_tolerance_minor,
+        presentment_tolerance_by_currency: s.presentment_tolerances()?,
         grace_from_ms: to - s.matching.grace_minutes * 60_000,
     };
     let file_bytes: u64 = inputs.iter().map(|i| i.size).sum();
@@ -395,6 +396,7 @@ pub async fn reconcile(
 
     let c = counters.clone();
     let second = config.clone();
+    let third = config.clone();
     let owed = owed_by_day_before(store, date).await?;
     if owed.is_none() {
         tracing::warn!(
@@ -432,7 +434,21 @@ pub async fn reconcile(
     .context("matching task failed")??;
     let (report, claimed_entries) = earlier_days(store, second, report, owed, next_day).await?;
     let claimed_by_day_before = known_claims.then_some(report.claimed_by_day_before);
-    let report = presented_on_other_dates(store, date, report).await?;
+    // Presentments held against those of other business dates: the same id again, and
+    // purchases and their refunds presented on their own.
+    let mut report = report;
+    let purchases = refund_purchases(store, &report).await?;
+    let other = presented_on_other_dates(store, date, &report, &purchases).await?;
+    if !other.is_empty() {
+        let again = other
+            .iter()
+            .map(|(id, p)| (id.clone(), p.business_date.clone()))
+            .collect();
+        ledger::reconcile::presented_again(&mut report, &again);
+    }
+    if !purchases.is_empty() {
+        ledger::reconcile::refunds_cleared_alone(&mut report, &purchases, &other, &third);
+    }
     progress.finish().await;
     drop(spill_dir);
     Ok(Reconciled {
@@ -551,28 +567,101 @@ fn match_part(
 }
 
 /// The day's presentments of ids a run of another business date reconciled a presentment
-/// of (dates may be reconciled out of order: a late file is caught up after the next day):
-/// second clearings of one authorization, each `presented_again`.
+/// of (dates may be reconciled out of order: a late file is caught up after the next day),
+/// with the first such date and amount: second clearings of one authorization, each
+/// `presented_again`. Also of `refund_purchases` and their refunds, for
+/// [`ledger::reconcile::refunds_cleared_alone`].
 async fn presented_on_other_dates(
     store: &Store,
     date: &BusinessDate,
-    mut report: Report,
-) -> anyhow::Result<Report> {
+    report: &Report,
+    refund_purchases: &[Purchase],
+) -> anyhow::Result<PresentedElsewhere> {
     let ids: Vec<&str> = report
         .presented
         .iter()
         .map(|p| &*p.transaction_id)
+        .chain(refund_purchases.iter().map(|p| &*p.transaction_id))
+        .chain(
+            refund_purchases
+                .iter()
+                .flat_map(|p| p.refunds.iter().map(|(id, _)| &**id)),
+        )
         .collect();
     let other = store.presented_elsewhere(&date.to_string(), &ids).await?;
-    if other.is_empty() {
-        return Ok(report);
-    }
-    let other = other
+    Ok(other
         .into_iter()
-        .map(|(id, first)| (Box::from(id.as_str()), first))
+        .map(|(id, business_date, amount_minor)| {
+            let on = PresentedOn {
+                business_date,
+                amount_minor,
+            };
+            (Box::from(id.as_str()), on)
+        })
+        .collect())
+}
+
+/// The purchases that a refund presentment of this day could concern, as the ledger holds
+/// them now: those presented this day with refunds linked, and those whose refund was
+/// presented on its own this day.
+pub async fn refund_purchases(store: &Store, report: &Report) -> anyhow::Result<Vec<Purchase>> {
+    if report.refunds_presented.is_empty() && report.presented_with_refunds.is_empty() {
+        return Ok(Vec::new());
+    }
+    let refunds: Vec<String> = report
+        .refunds_presented
+        .iter()
+        .map(|r| r.to_string())
         .collect();
-    ledger::reconcile::presented_again(&mut report, &other);
-    Ok(report)
+    let presented: std::collections::HashSet<&str> = refunds.iter().map(String::as_str).collect();
+    let mut ids: std::collections::BTreeSet<String> = report
+        .presented_with_refunds
+        .iter()
+        .map(|a| a.to_string())
+        .collect();
+    for e in store.ledger_entries_of(&refunds).await? {
+        if e.refund
+            && presented.contains(&*e.transaction_id)
+            && let Some(original) = e.original_transaction_id
+        {
+            ids.insert(original.into());
+        }
+    }
+    let ids: Vec<String> = ids.into_iter().collect();
+    let entries = store.ledger_entries_of(&ids).await?;
+    let mut purchases: Vec<Purchase> = entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Authorization && e.effective)
+        .filter(|e| {
+            ids.binary_search_by(|id| (**id).cmp(&*e.transaction_id))
+                .is_ok()
+        })
+        .map(|e| Purchase {
+            transaction_id: e.transaction_id.clone(),
+            currency: e.currency,
+            net_minor: i128::from(e.amount_minor),
+            refunds: Vec::new(),
+        })
+        .collect();
+    for e in entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Adjustment && e.effective)
+    {
+        let Some(original) = e.original_transaction_id.as_deref() else {
+            continue;
+        };
+        if let Some(p) = purchases
+            .iter_mut()
+            .find(|p| &*p.transaction_id == original && p.currency == e.currency)
+        {
+            p.net_minor += i128::from(e.amount_minor);
+            if e.refund {
+                p.refunds.push((e.transaction_id.clone(), e.amount_minor));
+            }
+        }
+    }
+    purchases.retain(|p| !p.refunds.is_empty());
+    Ok(purchases)
 }
 
 /// Rows whose ledger entry was booked on another day. Clearing comes over days (a
@@ -796,6 +885,10 @@ async fn rematch(
     let second = m.finish();
     report.matched += second.matched;
     report.presentments_matched += second.presentments_matched;
+    report.refunds_presented.extend(second.refunds_presented);
+    report
+        .presented_with_refunds
+        .extend(second.presented_with_refunds);
     report.breaks.extend(
         second
             .breaks
@@ -927,8 +1020,12 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        let presented: Vec<(&str, u64)> =
-            r.report.presented.iter().map(|p| (&*p.transaction_id, p.line)).collect();
+        let presented: Vec<(&str, u64, i64)> = r
+            .report
+            .presented
+            .iter()
+            .map(|p| (&*p.transaction_id, p.line, p.amount_minor))
+            .collect();
         store.replace_run(&run, &breaks, &presented).await?;
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;

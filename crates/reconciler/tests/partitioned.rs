@@ -203,6 +203,8 @@ async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled
     s.matching.utc_offset = "Z".into();
     s.matching.grace_minutes = 30;
     s.matching.presentment_tolerance_minor = 5;
+    // CLP has no decimals: 5 pesos are worth less than 0.05 of the others.
+    s.matching.presentment_tolerance = vec!["CLP 2".into()];
     s.matching.partition_entries = partition_entries;
     s.source.staging_dir = dir.join("staging");
     let store = store::Store::connect(&s.store_config()).await.unwrap();
@@ -213,20 +215,22 @@ async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled
 }
 
 /// The day matched as before partitions existed: the whole ledger in one matcher, the
-/// files streamed through it.
+/// files streamed through it; then its purchases held against their refunds presented on
+/// their own (which must change the report: the day has such refunds).
 async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
     let s = embedded::settings(dir);
     let store = store::Store::connect(&s.store_config()).await.unwrap();
     let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
-    let mut m = Matcher::new(MatchConfig {
+    let config = MatchConfig {
         presentment_tolerance_minor: 5,
         grace_from_ms: to - 30 * 60_000,
-    });
+        presentment_tolerance_by_currency: vec![(ledger::Currency::parse("CLP").unwrap(), 2)],
+    };
+    let mut m = Matcher::new(config.clone());
     store
         .ledger_entries(from, to, |e| m.add_ledger(e))
         .await
         .unwrap();
-    store.close().await;
     let fmt = CsvFormat::from(&s.csv);
     let mut malformed = Vec::new();
     for i in inputs.iter().filter(|i| i.role == Role::Transactions) {
@@ -241,7 +245,19 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
         })
         .unwrap();
     }
-    (m.finish(), malformed)
+    let mut report = m.finish();
+    let purchases = reconciler::run::refund_purchases(&store, &report)
+        .await
+        .unwrap();
+    store.close().await;
+    let matched = report.presentments_matched;
+    let none = ledger::reconcile::PresentedElsewhere::default();
+    ledger::reconcile::refunds_cleared_alone(&mut report, &purchases, &none, &config);
+    assert!(
+        report.presentments_matched > matched,
+        "no refund cleared alone"
+    );
+    (report, malformed)
 }
 
 fn assert_same(got: &Reconciled, want: &Report, malformed: &[Malformed]) {

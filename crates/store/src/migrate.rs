@@ -44,6 +44,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(17, "0017_reservation_explanations"),
     migration!(18, "0018_wallet_decisions"),
     migration!(19, "0019_recon_presentments"),
+    migration!(20, "0020_recon_presentment_amounts"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\

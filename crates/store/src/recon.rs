@@ -266,12 +266,13 @@ impl Store {
     }
 
     /// Of `ids`, those a run of another business date than `business_date` reconciled a
-    /// presentment of (dates may be reconciled out of order), with the first such date.
+    /// presentment of (dates may be reconciled out of order), with the first such date and
+    /// the amount presented then (`None` for a run made before amounts were kept).
     pub async fn presented_elsewhere(
         &self,
         business_date: &str,
         ids: &[&str],
-    ) -> Result<Vec<(String, String)>, StoreError> {
+    ) -> Result<Vec<(String, String, Option<i64>)>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let list = (2..chunk.len() + 2)
@@ -279,28 +280,34 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT transaction_id, MIN(business_date) FROM recon_presentments \
-                 WHERE business_date <> $1 AND transaction_id IN ({list}) GROUP BY transaction_id"
+                "SELECT transaction_id, business_date, amount_minor FROM recon_presentments \
+                 WHERE business_date <> $1 AND transaction_id IN ({list}) \
+                 ORDER BY transaction_id, business_date"
             );
             run_pool!(&self.db, p => {
-                let mut q = sqlx::query_as::<_, (String, String)>(&sql).bind(business_date);
+                let mut q = sqlx::query_as::<_, (String, String, Option<i64>)>(&sql).bind(business_date);
                 for id in chunk {
                     q = q.bind(*id);
                 }
-                out.extend(q.fetch_all(p).await?);
+                for row in q.fetch_all(p).await? {
+                    // The first date of each id.
+                    if out.last().is_none_or(|(id, _, _): &(String, String, Option<i64>)| *id != row.0) {
+                        out.push(row);
+                    }
+                }
             });
         }
         Ok(out)
     }
 
     /// Replaces the run of `run.business_date`, its breaks and the presentments it
-    /// reconciled (`presented`: id and line) in one transaction: a re-run changes that
-    /// date and nothing else.
+    /// reconciled (`presented`: id, line and amount) in one transaction: a re-run changes
+    /// that date and nothing else.
     pub async fn replace_run(
         &self,
         run: &RunRecord,
         breaks: &[BreakRecord],
-        presented: &[(&str, u64)],
+        presented: &[(&str, u64, i64)],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         crate::run!(&mut tx, c => {
@@ -346,12 +353,13 @@ impl Store {
             }
             for chunk in presented.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO recon_presentments (business_date, transaction_id, line) ",
+                    "INSERT INTO recon_presentments (business_date, transaction_id, line, amount_minor) ",
                 );
-                qb.push_values(chunk, |mut b, (id, line)| {
+                qb.push_values(chunk, |mut b, (id, line, amount)| {
                     b.push_bind(&run.business_date)
                         .push_bind(*id)
-                        .push_bind(i64::try_from(*line).unwrap_or(i64::MAX));
+                        .push_bind(i64::try_from(*line).unwrap_or(i64::MAX))
+                        .push_bind(*amount);
                 });
                 qb.build().execute(&mut *c).await?;
             }
