@@ -428,125 +428,173 @@ pub struct Purchase {
     /// What its presentment is expected to be with every refund netted off: authorized
     /// plus every effective adjustment naming it in its currency.
     pub net_minor: i128,
-    /// Its effective refunds in its currency (id, amount).
-    pub refunds: Vec<(Box<str>, i64)>,
+    /// Its effective refunds in its currency.
+    pub refunds: Vec<Refund>,
 }
+
+/// A refund's id and amount (minor units, a credit: positive).
+pub type Refund = (Box<str>, i64);
 
 /// Where and at what amount an id was presented on another business date (the first).
 #[derive(Debug, Clone)]
 pub struct PresentedOn {
     pub business_date: String,
-    /// `None` for a run that did not keep amounts.
-    pub amount_minor: Option<i64>,
+    /// The amount and its currency; `None` for a run that did not keep them.
+    pub amount: Option<(i64, Currency)>,
 }
 
 /// Ids presented on other business dates: where first, and at what amount.
 pub type PresentedElsewhere = FxHashMap<Box<str>, PresentedOn>;
 
-/// Holds the purchases' presentments against their refunds' own: a refund presented on
-/// its own (a credit, on this day or another) is not netted off its purchase's presentment
-/// too, which is then expected to be `net_minor` less those refunds. Of `purchases`, each
-/// presented on this day, or with a refund presented on this day, is decided here (the
-/// other presentment may be of another date, `other`): a purchase's presentment that the
-/// matcher held against the net amount is held against the amount less the refunds
-/// presented on their own (matched, or a [`BreakClass::PresentmentAmountDiffers`] that says
-/// so); a refund presented this day whose purchase was presented on another date for an
-/// amount that left no room for it (the refund netted off there) is a
-/// [`BreakClass::PresentmentAmountDiffers`] of the refund: the merchant's return cleared
-/// twice. `presentments_matched` follows.
+/// Holds the purchases' presentments against their refunds' own (a credit under the
+/// refund's id), over dates (`other`). A refund presented on its own is not netted off its
+/// purchase's presentment too: the purchase is expected net of the other refunds only, and
+/// in full of those not presented yet as well (they may still clear on their own). Of
+/// `purchases` (those with refunds), one presented on this day is decided here, replacing
+/// the matcher's verdict against the net amount: matched, or a
+/// [`BreakClass::PresentmentAmountDiffers`] that names the refunds presented on their own.
+/// One presented on another date for less than that expectation, by a refund presented
+/// on its own this day (netted off there already: the merchant's return cleared twice),
+/// gives that refund's presentment a [`BreakClass::PresentmentAmountDiffers`]: nothing
+/// was due for it. `presentments_matched` follows; a row with a break of another class
+/// keeps it (another currency: not decided here).
 pub fn refunds_cleared_alone(
     report: &mut Report,
     purchases: &[Purchase],
     other: &PresentedElsewhere,
     config: &MatchConfig,
 ) {
-    let today: FxHashMap<&str, (u64, i64)> = report
+    let today: FxHashMap<&str, (u64, i64, Currency)> = report
         .presented
         .iter()
-        .map(|p| (p.transaction_id.as_str(), (p.line, p.amount_minor)))
+        .map(|p| {
+            (
+                p.transaction_id.as_str(),
+                (p.line, p.amount_minor, p.currency),
+            )
+        })
         .collect();
+    let mut by_line: FxHashMap<u64, Vec<usize>> = FxHashMap::default();
+    for (i, b) in report.breaks.iter().enumerate() {
+        if b.file == Some(PRESENTMENTS_FILE)
+            && let Some(line) = b.line
+        {
+            by_line.entry(line).or_default().push(i);
+        }
+    }
+    let mut removed = vec![false; report.breaks.len()];
+    let mut replaced = Vec::new();
     let mut added = Vec::new();
+    let mut matched = i128::from(report.presentments_matched);
     for a in purchases {
-        let alone: Vec<&(Box<str>, i64)> = a
+        let (cur, tolerance) = (a.currency, config.tolerance(a.currency));
+        let (alone, pending): (Vec<&Refund>, Vec<&Refund>) = a
             .refunds
             .iter()
-            .filter(|(id, _)| today.contains_key(&**id) || other.contains_key(id))
-            .collect();
-        let own: i128 = alone.iter().map(|(_, m)| i128::from(*m)).sum();
-        if own == 0 {
-            continue;
-        }
+            .partition(|(id, _)| today.contains_key(&**id) || other.contains_key(id));
+        let sum = |rs: &[&Refund]| rs.iter().map(|(_, m)| i128::from(*m)).sum::<i128>();
+        let (own, unpresented) = (sum(&alone), sum(&pending));
         let expected = a.net_minor - own;
-        let tolerance = config.tolerance(a.currency);
-        let cur = a.currency;
         let names = alone
             .iter()
             .map(|(id, m)| format!("{id} {}", money((*m).into(), cur)))
             .collect::<Vec<_>>()
             .join(", ");
-        if let Some(&(line, presented)) = today.get(&*a.transaction_id) {
-            let diff = i128::from(presented) - expected;
-            let on_row = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(line);
-            let row: Vec<usize> = (0..report.breaks.len())
-                .filter(|&i| on_row(&report.breaks[i]))
-                .collect();
-            // A break of another class (another currency, presented again) stands alone.
-            if row
-                .iter()
-                .any(|&i| report.breaks[i].class != BreakClass::PresentmentAmountDiffers)
-            {
+        if let Some(&(line, presented, pcur)) = today.get(&*a.transaction_id) {
+            let row = by_line.get(&line).map_or(&[][..], Vec::as_slice);
+            let class = |i: &usize| report.breaks[*i].class;
+            if pcur != cur || row.iter().any(|i| class(i) == BreakClass::CurrencyMismatch) {
                 continue;
             }
-            let Some(&at) = row.first() else {
-                // The matcher matched the net amount.
-                if diff.abs() > tolerance {
-                    report.presentments_matched = report.presentments_matched.saturating_sub(1);
+            let amount_break = row
+                .iter()
+                .copied()
+                .find(|i| class(i) == BreakClass::PresentmentAmountDiffers);
+            // Counted in `presentments_matched` only when nothing else broke on the row.
+            let counted = row
+                .iter()
+                .all(|i| class(i) == BreakClass::PresentmentAmountDiffers);
+            let diff = i128::from(presented) - expected;
+            let ok = diff.abs() <= tolerance
+                || (unpresented != 0 && (diff + unpresented).abs() <= tolerance);
+            match (amount_break, ok) {
+                (Some(i), true) => {
+                    removed[i] = true;
+                    matched += i128::from(counted);
+                }
+                (Some(i), false) if own != 0 => {
+                    let b = refund_break(a, line, presented, expected, diff, &names, tolerance);
+                    replaced.push((i, b));
+                }
+                (None, false) => {
+                    matched -= i128::from(counted);
                     added.push(refund_break(
                         a, line, presented, expected, diff, &names, tolerance,
                     ));
                 }
-                continue;
-            };
-            if diff.abs() <= tolerance {
-                report.breaks.swap_remove(at);
-                report.presentments_matched += 1;
-            } else {
-                report.breaks[at] =
-                    refund_break(a, line, presented, expected, diff, &names, tolerance);
+                _ => {}
             }
             continue;
         }
-        // Presented on another date: the refunds presented this day are the news.
+        // Presented on another date: the refunds presented on their own this day are news.
         let Some(PresentedOn {
             business_date,
-            amount_minor: Some(presented),
+            amount: Some((presented, pcur)),
         }) = other.get(&a.transaction_id)
         else {
             continue;
         };
-        let diff = i128::from(*presented) - expected;
-        if diff.abs() <= tolerance {
+        let mut fresh: Vec<&Refund> = alone
+            .iter()
+            .copied()
+            .filter(|(id, _)| today.contains_key(&**id))
+            .collect();
+        // What that presentment netted off of the refunds presented on their own.
+        let netted = i128::from(*presented) - expected;
+        if *pcur != cur || fresh.is_empty() || netted <= tolerance {
             continue;
         }
-        for (id, amount) in alone.iter().filter(|(id, _)| today.contains_key(&**id)) {
-            let (line, file_amount) = today[&**id];
-            let on_row = |b: &Break| b.file == Some(PRESENTMENTS_FILE) && b.line == Some(line);
-            if report.breaks.iter().any(on_row) {
+        // The refunds of this day that it netted off: the one of that amount, else the
+        // largest first while some is left.
+        let exact = fresh
+            .iter()
+            .position(|(_, m)| (i128::from(*m) - netted).abs() <= tolerance);
+        let twice: Vec<&Refund> = match exact {
+            Some(k) => vec![fresh[k]],
+            None => {
+                fresh.sort_by_key(|(_, m)| std::cmp::Reverse(*m));
+                let mut left = netted;
+                fresh
+                    .into_iter()
+                    .filter(|(_, m)| {
+                        let take = i128::from(*m) <= left + tolerance;
+                        if take {
+                            left -= i128::from(*m);
+                        }
+                        take
+                    })
+                    .collect()
+            }
+        };
+        for (id, _) in twice {
+            let (line, file_amount, _) = today[&**id];
+            if by_line.contains_key(&line) {
                 continue;
             }
-            report.presentments_matched = report.presentments_matched.saturating_sub(1);
+            matched -= 1;
             added.push(Break {
                 class: BreakClass::PresentmentAmountDiffers,
                 transaction_id: id.to_string(),
                 kind: Some(EntryKind::Adjustment),
                 currency: Some(cur),
-                ledger_amount_minor: Some(*amount),
+                ledger_amount_minor: Some(0),
                 file_amount_minor: Some(file_amount),
-                difference_minor: None,
+                difference_minor: Some(file_amount),
                 file: Some(PRESENTMENTS_FILE),
                 line: Some(line),
                 detail: format!(
-                    "refund cleared twice: presented on its own, and netted off the presentment of {} on {business_date} ({}, where {} was expected with the refunds presented on their own: {names})",
+                    "refund cleared twice: presented on its own ({}), and netted off the presentment of {} on {business_date} ({}, where {} is expected with the refunds presented on their own: {names})",
+                    money(file_amount.into(), cur),
                     a.transaction_id,
                     money((*presented).into(), cur),
                     money(expected, cur),
@@ -554,7 +602,16 @@ pub fn refunds_cleared_alone(
             });
         }
     }
+    for (i, b) in replaced {
+        report.breaks[i] = b;
+    }
+    let mut i = 0;
+    report.breaks.retain(|_| {
+        i += 1;
+        !removed[i - 1]
+    });
     report.breaks.extend(added);
+    report.presentments_matched = u64::try_from(matched.max(0)).unwrap_or(u64::MAX);
     sort_breaks(&mut report.breaks);
 }
 
@@ -1977,7 +2034,10 @@ mod tests {
         // A1 presented net of its refund; A2 in full, its refund presented on its own; A3
         // net, its refund presented on its own too (cleared twice); A4 net of one refund,
         // the other presented on its own; A5 presented net on another date, its refund on
-        // its own today (cleared twice); A6 in full on another date, its refund today.
+        // its own today (cleared twice); A6 in full on another date, its refund today; A9
+        // in full, its refund not presented yet; A10 for more than authorized on another
+        // date, its refund today (no room was left for it there); A11 net of one of its two
+        // refunds on another date, both presented on their own today (one cleared twice).
         let mut ledger = Vec::new();
         let mut purchases = Vec::new();
         for (a, refunds) in [
@@ -1987,6 +2047,9 @@ mod tests {
             ("A4", &[("R4a", 1_000), ("R4b", 2_000)]),
             ("A5", &[("R5", 3_000)]),
             ("A6", &[("R6", 3_000)]),
+            ("A9", &[("R9", 3_000)]),
+            ("A10", &[("R10", 3_000)]),
+            ("A11", &[("R11a", 3_000), ("R11b", 2_000)]),
         ] {
             ledger.push(auth(a, true, -10_000));
             ledger.extend(refunds.iter().map(|(r, m)| refund(r, a, *m)));
@@ -1997,7 +2060,9 @@ mod tests {
                 refunds: refunds.iter().map(|(r, m)| (Box::from(*r), *m)).collect(),
             });
         }
+        // A credit of A1 that is no refund: in its net amount.
         ledger.push(adj("C7", "A1", 500));
+        purchases[0].net_minor += 500;
         let mut r = run(
             cfg(),
             ledger,
@@ -2014,31 +2079,33 @@ mod tests {
                 pres(10, "R6", 3_000),
                 pres(11, "C7", 500),
                 pres(12, "R6", 3_000),
+                pres(13, "A9", -10_000),
+                pres(14, "R10", 3_000),
+                pres(15, "R11a", 3_000),
+                pres(16, "R11b", 2_000),
             ],
         );
         // The matcher alone holds each purchase against its net amount.
-        assert_eq!(r.presentments_matched, 7, "{:#?}", r.breaks);
-        assert_eq!(
-            r.refunds_presented,
-            ["R2", "R3", "R4b", "R5", "R6"].map(Box::from)
-        );
-        assert_eq!(
-            r.presented_with_refunds,
-            ["A1", "A2", "A3", "A4"].map(Box::from)
-        );
+        assert_eq!(r.presentments_matched, 10, "{:#?}", r.breaks);
+        let refunds = ["R2", "R3", "R4b", "R5", "R6", "R10", "R11a", "R11b"];
+        assert_eq!(r.refunds_presented, refunds.map(Box::from));
+        let with_refunds = ["A1", "A2", "A3", "A4", "A9"];
+        assert_eq!(r.presented_with_refunds, with_refunds.map(Box::from));
         let on = |date: &str, amount: i64| PresentedOn {
             business_date: date.into(),
-            amount_minor: Some(amount),
+            amount: Some((amount, cur("ARS"))),
         };
         let other: FxHashMap<Box<str>, PresentedOn> = [
             ("A5", on("2026-03-01", -7_000)),
             ("A6", on("2026-03-02", -10_000)),
+            ("A10", on("2026-03-02", -12_000)),
+            ("A11", on("2026-03-02", -7_000)),
         ]
         .into_iter()
         .map(|(id, p)| (Box::from(id), p))
         .collect();
         refunds_cleared_alone(&mut r, &purchases, &other, &cfg());
-        assert_eq!(r.presentments_matched, 7, "{:#?}", r.breaks);
+        assert_eq!(r.presentments_matched, 10, "{:#?}", r.breaks);
         // (No transactions rows here: every entry is missing in the file too.)
         let got: Vec<String> = r
             .breaks
@@ -2056,7 +2123,8 @@ mod tests {
                 "duplicate_in_file R6 adjustment None Some(3000)",
                 "presentment_without_authorization C7 authorization None Some(500)",
                 "presentment_amount_differs A3 authorization Some(-10000) Some(-7000)",
-                "presentment_amount_differs R5 adjustment Some(3000) Some(3000)",
+                "presentment_amount_differs R11a adjustment Some(0) Some(3000)",
+                "presentment_amount_differs R5 adjustment Some(0) Some(3000)",
             ]
         );
         let detail = |id: &str| {
@@ -2072,7 +2140,7 @@ mod tests {
             detail("A3")
         );
         assert!(
-            detail("R5").starts_with("refund cleared twice: presented on its own, and netted off the presentment of A5 on 2026-03-01 (-70.00 ARS"),
+            detail("R5").starts_with("refund cleared twice: presented on its own (30.00 ARS), and netted off the presentment of A5 on 2026-03-01 (-70.00 ARS"),
             "{}",
             detail("R5")
         );

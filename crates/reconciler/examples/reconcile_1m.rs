@@ -204,11 +204,11 @@ async fn main() -> anyhow::Result<()> {
         malformed_rows: r.malformed.len() as i64,
         summary: summary.to_string(),
     };
-    let presented: Vec<(&str, u64, i64)> = r
+    let presented: Vec<_> = r
         .report
         .presented
         .iter()
-        .map(|p| (&*p.transaction_id, p.line, p.amount_minor))
+        .map(|p| (&*p.transaction_id, p.line, p.amount_minor, p.currency))
         .collect();
     store.replace_run(&run, &breaks, &presented).await?;
     reconciler::report::write_files(

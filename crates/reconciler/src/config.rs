@@ -121,15 +121,6 @@ pub struct MatchingSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
-pub enum Major {
-    Whole(i64),
-    Text(String),
-    /// Anything else (a float, a table): refused by name in validation.
-    Other(serde::de::IgnoredAny),
-}
-
-#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReportSettings {
     pub dir: PathBuf,

@@ -591,10 +591,11 @@ async fn presented_on_other_dates(
     let other = store.presented_elsewhere(&date.to_string(), &ids).await?;
     Ok(other
         .into_iter()
-        .map(|(id, business_date, amount_minor)| {
+        .map(|(id, business_date, amount, currency)| {
+            let currency = currency.and_then(|c| ledger::Currency::parse_any(&c).ok());
             let on = PresentedOn {
                 business_date,
-                amount_minor,
+                amount: amount.zip(currency),
             };
             (Box::from(id.as_str()), on)
         })
@@ -629,37 +630,41 @@ pub async fn refund_purchases(store: &Store, report: &Report) -> anyhow::Result<
     }
     let ids: Vec<String> = ids.into_iter().collect();
     let entries = store.ledger_entries_of(&ids).await?;
-    let mut purchases: Vec<Purchase> = entries
+    let mut purchases: std::collections::HashMap<&str, Purchase> = entries
         .iter()
         .filter(|e| e.kind == EntryKind::Authorization && e.effective)
         .filter(|e| {
             ids.binary_search_by(|id| (**id).cmp(&*e.transaction_id))
                 .is_ok()
         })
-        .map(|e| Purchase {
-            transaction_id: e.transaction_id.clone(),
-            currency: e.currency,
-            net_minor: i128::from(e.amount_minor),
-            refunds: Vec::new(),
+        .map(|e| {
+            let p = Purchase {
+                transaction_id: e.transaction_id.clone(),
+                currency: e.currency,
+                net_minor: i128::from(e.amount_minor),
+                refunds: Vec::new(),
+            };
+            (&*e.transaction_id, p)
         })
         .collect();
     for e in entries
         .iter()
         .filter(|e| e.kind == EntryKind::Adjustment && e.effective)
     {
-        let Some(original) = e.original_transaction_id.as_deref() else {
+        let Some(p) = e
+            .original_transaction_id
+            .as_deref()
+            .and_then(|o| purchases.get_mut(o))
+            .filter(|p| p.currency == e.currency)
+        else {
             continue;
         };
-        if let Some(p) = purchases
-            .iter_mut()
-            .find(|p| &*p.transaction_id == original && p.currency == e.currency)
-        {
-            p.net_minor += i128::from(e.amount_minor);
-            if e.refund {
-                p.refunds.push((e.transaction_id.clone(), e.amount_minor));
-            }
+        p.net_minor += i128::from(e.amount_minor);
+        if e.refund {
+            p.refunds.push((e.transaction_id.clone(), e.amount_minor));
         }
     }
+    let mut purchases: Vec<Purchase> = purchases.into_values().collect();
     purchases.retain(|p| !p.refunds.is_empty());
     Ok(purchases)
 }
@@ -1020,11 +1025,11 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        let presented: Vec<(&str, u64, i64)> = r
+        let presented: Vec<_> = r
             .report
             .presented
             .iter()
-            .map(|p| (&*p.transaction_id, p.line, p.amount_minor))
+            .map(|p| (&*p.transaction_id, p.line, p.amount_minor, p.currency))
             .collect();
         store.replace_run(&run, &breaks, &presented).await?;
         let dir = s.report.dir.join(&date_str);

@@ -109,6 +109,10 @@ macro_rules! ledger_side {
         )
     };
 }
+/// A presentment of another business date: id, date, amount and currency (`None` for a
+/// run made before they were kept).
+pub type ElsewhereRow = (String, String, Option<i64>, Option<String>);
+
 const LEDGER_SIDE: &str = ledger_side!("created_at_ms >= $1 AND created_at_ms < $2");
 
 /// A row of [`ledger_side!`] in `currency` as the matcher takes it (by position).
@@ -267,12 +271,12 @@ impl Store {
 
     /// Of `ids`, those a run of another business date than `business_date` reconciled a
     /// presentment of (dates may be reconciled out of order), with the first such date and
-    /// the amount presented then (`None` for a run made before amounts were kept).
+    /// the amount and currency presented then (`None` for a run made before they were kept).
     pub async fn presented_elsewhere(
         &self,
         business_date: &str,
         ids: &[&str],
-    ) -> Result<Vec<(String, String, Option<i64>)>, StoreError> {
+    ) -> Result<Vec<ElsewhereRow>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let list = (2..chunk.len() + 2)
@@ -280,18 +284,18 @@ impl Store {
                 .collect::<Vec<_>>()
                 .join(", ");
             let sql = format!(
-                "SELECT transaction_id, business_date, amount_minor FROM recon_presentments \
+                "SELECT transaction_id, business_date, amount_minor, currency FROM recon_presentments \
                  WHERE business_date <> $1 AND transaction_id IN ({list}) \
                  ORDER BY transaction_id, business_date"
             );
             run_pool!(&self.db, p => {
-                let mut q = sqlx::query_as::<_, (String, String, Option<i64>)>(&sql).bind(business_date);
+                let mut q = sqlx::query_as::<_, ElsewhereRow>(&sql).bind(business_date);
                 for id in chunk {
                     q = q.bind(*id);
                 }
                 for row in q.fetch_all(p).await? {
                     // The first date of each id.
-                    if out.last().is_none_or(|(id, _, _): &(String, String, Option<i64>)| *id != row.0) {
+                    if out.last().is_none_or(|last: &ElsewhereRow| last.0 != row.0) {
                         out.push(row);
                     }
                 }
@@ -301,13 +305,13 @@ impl Store {
     }
 
     /// Replaces the run of `run.business_date`, its breaks and the presentments it
-    /// reconciled (`presented`: id, line and amount) in one transaction: a re-run changes
-    /// that date and nothing else.
+    /// reconciled (`presented`: id, line, amount and currency) in one transaction: a re-run
+    /// changes that date and nothing else.
     pub async fn replace_run(
         &self,
         run: &RunRecord,
         breaks: &[BreakRecord],
-        presented: &[(&str, u64, i64)],
+        presented: &[(&str, u64, i64, Currency)],
     ) -> Result<(), StoreError> {
         let mut tx = self.begin().await?;
         crate::run!(&mut tx, c => {
@@ -353,13 +357,14 @@ impl Store {
             }
             for chunk in presented.chunks(1000) {
                 let mut qb = sqlx::QueryBuilder::new(
-                    "INSERT INTO recon_presentments (business_date, transaction_id, line, amount_minor) ",
+                    "INSERT INTO recon_presentments (business_date, transaction_id, line, amount_minor, currency) ",
                 );
-                qb.push_values(chunk, |mut b, (id, line, amount)| {
+                qb.push_values(chunk, |mut b, (id, line, amount, currency)| {
                     b.push_bind(&run.business_date)
                         .push_bind(*id)
                         .push_bind(i64::try_from(*line).unwrap_or(i64::MAX))
-                        .push_bind(*amount);
+                        .push_bind(*amount)
+                        .push_bind(currency.to_string());
                 });
                 qb.build().execute(&mut *c).await?;
             }
