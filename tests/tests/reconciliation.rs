@@ -484,10 +484,12 @@ async fn presentments_of_earlier_days(app: TestApp) {
         ("z", "15.00"),
         ("f", "9.00"),
         ("s", "+10.00"),
+        ("r", "+10.00"),
     ];
     let rows: Vec<(String, &str)> = rows.iter().map(|(n, a)| (id(n), *a)).collect();
     write_presentments(files.path(), &d, &rows);
     let expected = [
+        ("duplicate_in_file", id("r"), None, Some(1_000)),
         (
             "presentment_without_authorization",
             id("z"),
@@ -513,6 +515,13 @@ async fn presentments_of_earlier_days(app: TestApp) {
         .unwrap();
     let netted = format!("netted off the presentment of {} on {before}", id("a"));
     assert!(twice[1].detail.contains(&netted), "{}", twice[1].detail);
+    // The refund's second row is a refund's (an adjustment's), booked on another day.
+    let dup = app
+        .store
+        .run_breaks(&date.to_string(), Some("duplicate_in_file"), 10, 0)
+        .await
+        .unwrap();
+    assert_eq!(dup[0].kind.as_deref(), Some("ADJUSTMENT"), "{dup:?}");
     let again = app
         .store
         .run_breaks(&date.to_string(), Some("presented_again"), 10, 0)

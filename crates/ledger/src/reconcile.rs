@@ -344,6 +344,21 @@ impl Report {
     pub fn is_clean(&self) -> bool {
         self.breaks.is_empty()
     }
+
+    /// The first presentments as a run keeps them: id, line, amount and currency.
+    pub fn presented_rows(&self) -> Vec<(&str, u64, i64, Currency)> {
+        self.presented
+            .iter()
+            .map(|p| {
+                (
+                    p.transaction_id.as_str(),
+                    p.line,
+                    p.amount_minor,
+                    p.currency,
+                )
+            })
+            .collect()
+    }
 }
 
 impl Report {
@@ -1438,6 +1453,11 @@ mod tests {
         }
     }
 
+    /// The breaks of one class, in order.
+    fn of_class(r: &Report, class: BreakClass) -> Vec<&Break> {
+        r.breaks.iter().filter(|b| b.class == class).collect()
+    }
+
     fn pres(line: u64, id: &str, amount: i64) -> Presentment {
         Presentment {
             line,
@@ -1886,11 +1906,7 @@ mod tests {
             ],
         );
         assert_eq!(r.presentments_matched, 1);
-        let dups: Vec<&Break> = r
-            .breaks
-            .iter()
-            .filter(|b| b.class == BreakClass::DuplicateInFile)
-            .collect();
+        let dups = of_class(&r, BreakClass::DuplicateInFile);
         assert_eq!(dups.len(), 2);
         assert_eq!(
             (dups[0].transaction_id.as_str(), dups[0].line),
@@ -1991,10 +2007,8 @@ mod tests {
             ],
         );
         assert_eq!(r.presentments_matched, 2);
-        let differs: Vec<&str> = r
-            .breaks
+        let differs: Vec<&str> = of_class(&r, BreakClass::PresentmentAmountDiffers)
             .iter()
-            .filter(|b| b.class == BreakClass::PresentmentAmountDiffers)
             .map(|b| b.transaction_id.as_str())
             .collect();
         assert_eq!(differs, ["A1", "C2", "U2"]);

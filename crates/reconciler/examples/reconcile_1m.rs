@@ -204,12 +204,7 @@ async fn main() -> anyhow::Result<()> {
         malformed_rows: r.malformed.len() as i64,
         summary: summary.to_string(),
     };
-    let presented: Vec<_> = r
-        .report
-        .presented
-        .iter()
-        .map(|p| (&*p.transaction_id, p.line, p.amount_minor, p.currency))
-        .collect();
+    let presented = r.report.presented_rows();
     store.replace_run(&run, &breaks, &presented).await?;
     reconciler::report::write_files(
         &s.report.dir.join("2024-03-01"),

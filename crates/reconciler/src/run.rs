@@ -845,6 +845,15 @@ async fn rematch(
             again_class(b) && known && b.currency.is_some() && b.file_amount_minor.is_some()
         });
     report.breaks = kept;
+    // A refund of another day presented twice: its second row is an adjustment's too.
+    for b in report.breaks.iter_mut() {
+        if b.class == BreakClass::DuplicateInFile
+            && b.file == Some(ledger::reconcile::PRESENTMENTS_FILE)
+            && refunds.contains(&b.transaction_id)
+        {
+            b.kind = Some(EntryKind::Adjustment);
+        }
+    }
     // Rejected rows of owed entries: each is matched against its entry (the matcher only
     // set them aside when the entry is owed, and an owed entry is effective).
     for row in owed_rejected {
@@ -1025,12 +1034,7 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        let presented: Vec<_> = r
-            .report
-            .presented
-            .iter()
-            .map(|p| (&*p.transaction_id, p.line, p.amount_minor, p.currency))
-            .collect();
+        let presented = r.report.presented_rows();
         store.replace_run(&run, &breaks, &presented).await?;
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;
