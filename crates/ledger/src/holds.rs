@@ -95,6 +95,30 @@ pub struct Hold {
     pub reserved_at_ms: i64,
     pub expires_at_ms: i64,
     pub captured_at_ms: Option<i64>,
+    /// The UTC day whose daily counter took the reservation, when it is not the day of
+    /// `reserved_at_ms`: a reservation stamped just before midnight that reached its
+    /// account after a request of the new day had moved the counter on counted in the new
+    /// day. `None`: the day of `reserved_at_ms`.
+    pub counted_day: Option<i64>,
+}
+
+impl Hold {
+    /// The UTC day whose daily counter took the reservation.
+    pub fn counted_day(&self) -> i64 {
+        self.counted_day
+            .unwrap_or(self.reserved_at_ms.div_euclid(DAY_MS))
+    }
+
+    /// What part of a release (`released`) goes back to the daily counter: all of it
+    /// while the counter that took the reservation is today's (or ahead of today: see
+    /// [`Hold::counted_day`]), nothing on a later day (that day's counter never counted it).
+    fn give_back(&self, now_ms: i64, released: i64) -> i64 {
+        if self.counted_day() >= now_ms.div_euclid(DAY_MS) {
+            released
+        } else {
+            0
+        }
+    }
 }
 
 /// Why an operation on a hold is refused. Each maps to one HTTP status and stable code.
@@ -185,8 +209,12 @@ pub struct Effects {
     /// The event row to append.
     pub event: HoldEventKind,
     pub event_amount: i64,
-    /// Given back to today's daily counter (a release on the day of the reservation).
+    /// Given back to the daily counter of `counted_day` (a release on the day of the
+    /// reservation).
     pub daily_give_back: i64,
+    /// The UTC day whose counter `daily_give_back` comes off ([`Hold::counted_day`]): a
+    /// counter of another day is left alone.
+    pub counted_day: i64,
 }
 
 impl Effects {
@@ -253,7 +281,8 @@ pub fn expire(hold: &Hold, now_ms: i64) -> Option<Effects> {
         postings: None,
         event: HoldEventKind::Expired,
         event_amount: hold.amount,
-        daily_give_back: daily_give_back(hold.reserved_at_ms, now_ms, hold.amount),
+        daily_give_back: hold.give_back(now_ms, hold.amount),
+        counted_day: hold.counted_day(),
     })
 }
 
@@ -281,20 +310,26 @@ impl Expiries {
 /// for the UTC day `spent_day` (the sweeper's batch, planned per account).
 pub fn expire_due(holds: &[Hold], spent_day: i64, spent: i64, now_ms: i64) -> Expiries {
     let effects: Vec<Option<Effects>> = holds.iter().map(|h| expire(h, now_ms)).collect();
+    // Only what the counter of `spent_day` took comes off it.
     let (released, given_back) =
         effects
             .iter()
             .flatten()
             .fold((0_i64, 0_i64), |(held, back), e| {
+                let back_here = if e.counted_day == spent_day {
+                    e.daily_give_back
+                } else {
+                    0
+                };
                 (
                     held.saturating_add(e.held_delta),
-                    back.saturating_add(e.daily_give_back),
+                    back.saturating_add(back_here),
                 )
             });
     Expiries {
         holds: effects,
         held_delta: released,
-        daily_spent: give_back_counter(spent_day, spent, now_ms.div_euclid(DAY_MS), given_back),
+        daily_spent: give_back_counter(spent_day, spent, spent_day, given_back),
     }
 }
 
@@ -329,7 +364,8 @@ pub fn capture(hold: &Hold, amount: Option<i64>, now_ms: i64) -> Result<Transiti
         postings: Some(PostingPlan::pos(-amount)),
         event: HoldEventKind::Captured,
         event_amount: amount,
-        daily_give_back: daily_give_back(hold.reserved_at_ms, now_ms, released),
+        daily_give_back: hold.give_back(now_ms, released),
+        counted_day: hold.counted_day(),
     }))
 }
 
@@ -349,7 +385,8 @@ pub fn cancel(hold: &Hold, now_ms: i64) -> Result<Transition, HoldError> {
             postings: None,
             event: HoldEventKind::Cancelled,
             event_amount: hold.amount,
-            daily_give_back: daily_give_back(hold.reserved_at_ms, now_ms, hold.amount),
+            daily_give_back: hold.give_back(now_ms, hold.amount),
+            counted_day: hold.counted_day(),
         })),
     }
 }
@@ -398,13 +435,11 @@ pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, Hold
         event_amount: amount,
         // Money given back the day it was reserved comes off that day's counter, as a
         // credit adjustment's does a card purchase's (never more than stands captured).
-        daily_give_back: credit_give_back(
-            hold.captured,
-            hold.refunded,
-            hold.reserved_at_ms,
+        daily_give_back: hold.give_back(
             now_ms,
-            amount,
+            amount.clamp(0, hold.captured.saturating_sub(hold.refunded.max(0)).max(0)),
         ),
+        counted_day: hold.counted_day(),
     })
 }
 
@@ -481,6 +516,7 @@ pub(crate) mod tests {
             reserved_at_ms: T0,
             expires_at_ms: T0 + 7 * 24 * HOUR,
             captured_at_ms: None,
+            counted_day: None,
         }
     }
 
@@ -809,6 +845,44 @@ pub(crate) mod tests {
         assert_eq!(give_back_counter(10, 7_000, 10, 5_000), 2_000);
         assert_eq!(give_back_counter(10, 3_000, 10, 5_000), 0);
         assert_eq!(give_back_counter(9, 3_000, 10, 5_000), 3_000);
+    }
+
+    #[test]
+    fn a_reservation_counted_in_the_new_day_is_given_back_to_that_days_counter() {
+        // Stamped 23:59:59.990, it reached the account after a request of the new day had
+        // moved the counter on, so the new day's counter took it.
+        let day = T0.div_euclid(DAY_MS);
+        let next = day + 1;
+        let h = Hold {
+            reserved_at_ms: next * DAY_MS - 10,
+            expires_at_ms: next * DAY_MS + 3 * DAY_MS,
+            counted_day: Some(next),
+            ..reserved(5_000)
+        };
+        // Released on the new day, or by a release stamped before midnight too.
+        for now in [next * DAY_MS + 60_000, next * DAY_MS - 5] {
+            let e = applied(cancel(&h, now));
+            assert_eq!((e.daily_give_back, e.counted_day), (5_000, next));
+            let partial = applied(capture(&h, Some(1_000), now));
+            assert_eq!(partial.daily_give_back, 4_000);
+        }
+        // The day after: that counter is not the one that took it.
+        assert_eq!(applied(cancel(&h, (next + 1) * DAY_MS)).daily_give_back, 0);
+        // The sweeper gives back to the counter that took each hold only.
+        let old = Hold {
+            expires_at_ms: next * DAY_MS,
+            ..reserved(700)
+        };
+        let h = Hold {
+            expires_at_ms: next * DAY_MS + HOUR,
+            ..h
+        };
+        let due = [h.clone(), old];
+        let x = expire_due(&due, next, 9_000, next * DAY_MS + HOUR);
+        assert_eq!((x.count(), x.daily_spent), (2, 4_000));
+        // The counter still of the day before takes nothing back from the new day's hold.
+        let x = expire_due(&[h], day, 9_000, next * DAY_MS + HOUR);
+        assert_eq!(x.daily_spent, 9_000);
     }
 
     #[test]

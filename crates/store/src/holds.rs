@@ -179,7 +179,7 @@ macro_rules! hold_columns {
     () => {
         "SELECT id, channel, reservation_id, account_id, card_id, currency, amount_minor, state, \
          captured_minor, refunded_minor, partial_capture_possible, expires_at_ms, captured_at_ms, \
-         reference, final_response, created_at_ms, controls_counted FROM holds"
+         reference, final_response, created_at_ms, controls_counted, counted_day FROM holds"
     };
 }
 
@@ -192,11 +192,16 @@ struct HoldRow {
     /// What the reservation counted in the spending controls' counters, and what has been
     /// given back since (`None`: nothing counted).
     counted: Option<String>,
+    /// The UTC day whose daily counter took the reservation (`None`: the day it was made).
+    counted_day: Option<i64>,
 }
 
 impl HoldRow {
     fn rule(&self) -> Hold {
-        self.view.rule()
+        Hold {
+            counted_day: self.counted_day,
+            ..self.view.rule()
+        }
     }
 }
 
@@ -219,6 +224,7 @@ impl HoldView {
             reserved_at_ms: v.created_at_ms,
             expires_at_ms: v.expires_at_ms,
             captured_at_ms: v.captured_at_ms,
+            counted_day: None,
         }
     }
 }
@@ -233,6 +239,7 @@ macro_rules! hold_from_row {
             account_id: r.try_get("account_id")?,
             final_response: r.try_get("final_response")?,
             counted: r.try_get("controls_counted")?,
+            counted_day: r.try_get("counted_day")?,
             view: HoldView {
                 id: r.try_get("id")?,
                 channel: r.try_get("channel")?,
@@ -414,11 +421,11 @@ async fn apply(
     meta: EventMeta<'_>,
 ) -> Result<Option<i64>, Step> {
     let now_ms = meta.now_ms;
-    let today = day_of(now_ms);
+    // Off the counter that took the reservation, while it still counts that day.
     let spent = holds::give_back_counter(
         account.daily_spent_day,
         account.daily_spent,
-        today,
+        effects.counted_day,
         effects.daily_give_back,
     );
     let mut movement_id = None;
@@ -979,9 +986,10 @@ impl Store {
                     sqlx::query_scalar(
                         "INSERT INTO holds (channel, reservation_id, account_id, card_id, currency, \
                          amount_minor, state, partial_capture_possible, expires_at_ms, merchant, \
-                         reference, request_hash, created_at_ms, updated_at_ms, controls_counted) \
+                         reference, request_hash, created_at_ms, updated_at_ms, controls_counted, \
+                         counted_day) \
                          VALUES ($1, $2, $3, $4, $5, $6, 'RESERVED', $7, $8, $9, $10, $11, $12, $12, \
-                         $13) RETURNING id",
+                         $13, $14) RETURNING id",
                     )
                     .bind(call.channel)
                     .bind(req.reservation_id)
@@ -996,6 +1004,7 @@ impl Store {
                     .bind(&call.request_hash[..])
                     .bind(call.now_ms)
                     .bind(counted.map(|c| c.kept.as_str()))
+                    .bind(acct.spend_day(today))
                     .fetch_one(c)
                     .await?
                 });

@@ -132,6 +132,30 @@ async fn releases_give_back_the_daily_limit(app: TestApp) {
     reserve_rejected(&app, "d9", "0.01", "INVALID_AMOUNT").await;
 }
 
+/// A reservation that reaches its account after a request of the next UTC day moved the
+/// daily counter on (a reservation stamped just before midnight) counts in that day, and its
+/// release gives it back there.
+async fn a_reservation_counted_in_the_next_day_is_given_back_there(app: TestApp) {
+    app.funded("u1", "DKK", "1000.00").await;
+    let r = app
+        .admin_put("/v1/accounts/u1/DKK", json!({"daily_limit": "100.00"}))
+        .await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    // The counter is the next day's already, as a request of that day leaves it.
+    let tomorrow = store::now_ms().div_euclid(86_400_000) + 1;
+    let mut db = DirectConn::open(&app).await;
+    db.execute(&format!(
+        "UPDATE accounts SET daily_spent_day = {tomorrow}, daily_spent_minor = 0 \
+         WHERE user_id = 'u1' AND currency = 'DKK'"
+    ))
+    .await;
+    reserve_approved(&app, "n1", "80.00", "DKK").await;
+    reserve_rejected(&app, "n2", "30.00", "INVALID_AMOUNT").await;
+    assert_eq!(post(&app, &cancel_path("n1"), &json!({})).await.status, 200);
+    reserve_approved(&app, "n3", "80.00", "DKK").await;
+    reserve_rejected(&app, "n4", "30.00", "INVALID_AMOUNT").await;
+}
+
 mod sweeping {
     use super::*;
     both_backends!(settings = fast_sweep; the_sweeper_expires_due_holds);
@@ -142,4 +166,7 @@ mod reading {
     both_backends!(settings = no_sweep; a_read_expires_an_overdue_hold);
 }
 
-both_backends!(releases_give_back_the_daily_limit);
+both_backends!(
+    releases_give_back_the_daily_limit,
+    a_reservation_counted_in_the_next_day_is_given_back_there
+);
