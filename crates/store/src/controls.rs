@@ -145,7 +145,9 @@ impl Store {
         let counters: HashMap<CounterKey, Counter> = decode_counters(&counters)
             .filter(|(k, _)| current.contains(&k.window))
             .collect();
-        let spent_today = if spent_day == crate::day_of(now_ms) {
+        // As a decision reads it: a counter already of the next day (a request of that day
+        // came first, in the last moments of this one) counts against this day's limit too.
+        let spent_today = if spent_day >= crate::day_of(now_ms) {
             spent
         } else {
             0

@@ -212,7 +212,8 @@ impl HoldView {
         holds::due(&self.rule(), now_ms)
     }
 
-    /// The hold as the rules of `ledger::holds` take it.
+    /// The hold as the rules of `ledger::holds` take it, without the day whose counter took
+    /// it (only [`HoldRow::rule`] knows that): for [`HoldView::due`], never for a release.
     fn rule(&self) -> Hold {
         let v = self;
         Hold {

@@ -154,6 +154,15 @@ async fn a_reservation_counted_in_the_next_day_is_given_back_there(app: TestApp)
     assert_eq!(post(&app, &cancel_path("n1"), &json!({})).await.status, 200);
     reserve_approved(&app, "n3", "80.00", "DKK").await;
     reserve_rejected(&app, "n4", "30.00", "INVALID_AMOUNT").await;
+    // The part of a capture not taken, then a refund of it, go back there too.
+    let r = post(&app, &capture_path("n3"), &json!({"amount": "50.00"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    reserve_approved(&app, "n5", "50.00", "DKK").await;
+    reserve_rejected(&app, "n6", "0.01", "INVALID_AMOUNT").await;
+    let r = post(&app, &refund_path("n3"), &refund("nr1", "20.00")).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    reserve_approved(&app, "n7", "20.00", "DKK").await;
+    reserve_rejected(&app, "n8", "0.01", "INVALID_AMOUNT").await;
 }
 
 mod sweeping {
