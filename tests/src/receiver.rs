@@ -169,11 +169,11 @@ async fn delivery(req: HttpRequest, body: web::Bytes, state: Shared<State>) -> H
     let h = |n: &str| header(&req, n);
     let event_id = h("x-event-id");
     let mut s = state.lock().expect("lock");
-    let signature_ok = protocol::webhook::verify_x_signature(
+    let signature_ok = protocol::webhook::verify_x_signature_with_body(
         &s.secret,
         &h("x-signature"),
-        &event_id,
-        &h("x-request-id"),
+        (&event_id, &h("x-request-id")),
+        &body,
         store::now_ms(),
         300_000,
     );

@@ -560,7 +560,7 @@ fn header<'a>(d: &'a Claimed, name: &str) -> Option<&'a str> {
 }
 
 /// One attempt: the row's bytes and fixed headers, plus (for a subscription) a fresh
-/// `x-signature` over the event id and request id with its secret.
+/// `x-signature` over the event id, request id and body with its secret.
 async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
     let mut req = client.post(&d.url);
     for (k, v) in &d.headers {
@@ -568,7 +568,8 @@ async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
     }
     if let Some(secret) = &d.signing_secret {
         let request_id = header(d, "x-request-id").unwrap_or(&d.event_id);
-        let sig = protocol::webhook::x_signature(secret, &d.event_id, request_id, store::now_ms());
+        let (id, now) = (&d.event_id, store::now_ms());
+        let sig = protocol::webhook::x_signature_with_body(secret, id, request_id, now, &d.body);
         req = req.insert_header(("x-signature", sig));
     }
     let mut res = req

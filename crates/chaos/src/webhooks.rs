@@ -69,11 +69,11 @@ async fn receive(req: HttpRequest, body: web::Bytes, state: Shared) -> HttpRespo
         return HttpResponse::Ok().json(serde_json::json!({ "encrypted_challenge": answer }));
     }
     let event_id = header(&req, "x-event-id");
-    let signed = protocol::webhook::verify_x_signature(
+    let signed = protocol::webhook::verify_x_signature_with_body(
         &s.secret,
         &header(&req, "x-signature"),
-        &event_id,
-        &header(&req, "x-request-id"),
+        (&event_id, &header(&req, "x-request-id")),
+        &body,
         processor_client::support::now_ms(),
         300_000,
     );

@@ -1,9 +1,10 @@
 //! Webhooks to URLs chosen by someone else (point-integration §1.7, §2.6, §3): the HMAC
 //! challenge that proves a URL belongs to its subscriber, and the `x-signature` every
-//! delivery carries. The terminal simulator and the authorizer's event webhooks share it.
+//! delivery carries. The terminal simulator and the authorizer's event webhooks share it;
+//! the authorizer's add `v2`, which signs the body too.
 
 use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -52,8 +53,51 @@ pub fn x_signature(token: &str, id: &str, request_id: &str, ts_ms: i64) -> Strin
     format!("ts={ts_ms},v1={v1}")
 }
 
-/// Whether `header` (`ts=…,v1=…`) signs `id` and `request_id` with `token`, its `ts`
-/// within `tolerance_ms` of `now_ms`.
+/// `x-signature` of an event webhook: [`x_signature`], then
+/// `,v2=<hex HMAC(token, "id:..;request-id:..;ts:..;sha256:<hex SHA-256 of the body>;")>`,
+/// so that a changed body does not verify (`v1`, the scheme of point-integration §2.6,
+/// signs the ids and the time only). A receiver that reads `ts` and `v1` alone still
+/// verifies it.
+pub fn x_signature_with_body(
+    token: &str,
+    id: &str,
+    request_id: &str,
+    ts_ms: i64,
+    body: &[u8],
+) -> String {
+    let digest = hex(&Sha256::digest(body));
+    let manifest = format!("id:{id};request-id:{request_id};ts:{ts_ms};sha256:{digest};");
+    let v2 = hex(&mac(token, manifest.as_bytes()).finalize().into_bytes());
+    format!("{},v2={v2}", x_signature(token, id, request_id, ts_ms))
+}
+
+/// The value of `name=` among the comma-separated parts of a signature header.
+fn part<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    header
+        .split(',')
+        .find_map(|p| p.trim().strip_prefix(name)?.strip_prefix('='))
+}
+
+/// `ts` of a signature header, when it is within `tolerance_ms` of `now_ms`.
+fn fresh_ts(header: &str, now_ms: i64, tolerance_ms: i64) -> Option<i64> {
+    let ts = part(header, "ts")?.parse::<i64>().ok()?;
+    (now_ms.abs_diff(ts) <= tolerance_ms.unsigned_abs()).then_some(ts)
+}
+
+/// Whether the hex `got` is `expected` (64 hex digits), compared in constant time.
+fn same_hex(expected: &str, got: Option<&str>) -> bool {
+    got.is_some_and(|g| {
+        g.len() == expected.len()
+            && expected
+                .bytes()
+                .zip(g.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+/// Whether `header` (`ts=…,v1=…`, other parts ignored) signs `id` and `request_id` with
+/// `token`, its `ts` within `tolerance_ms` of `now_ms`.
 pub fn verify_x_signature(
     token: &str,
     header: &str,
@@ -62,21 +106,28 @@ pub fn verify_x_signature(
     now_ms: i64,
     tolerance_ms: i64,
 ) -> bool {
-    let Some(ts) = header
-        .strip_prefix("ts=")
-        .and_then(|r| r.split_once(",v1="))
-        .and_then(|(ts, _)| ts.parse::<i64>().ok())
-    else {
+    let Some(ts) = fresh_ts(header, now_ms, tolerance_ms) else {
         return false;
     };
     let expected = x_signature(token, id, request_id, ts);
-    (now_ms - ts).abs() <= tolerance_ms
-        && expected.len() == header.len()
-        && expected
-            .bytes()
-            .zip(header.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    same_hex(&expected[expected.len() - 64..], part(header, "v1"))
+}
+
+/// Whether `header` carries a `v2` ([`x_signature_with_body`]) that signs `id`,
+/// `request_id` and `body` with `token`, its `ts` within `tolerance_ms` of `now_ms`.
+pub fn verify_x_signature_with_body(
+    token: &str,
+    header: &str,
+    (id, request_id): (&str, &str),
+    body: &[u8],
+    now_ms: i64,
+    tolerance_ms: i64,
+) -> bool {
+    let Some(ts) = fresh_ts(header, now_ms, tolerance_ms) else {
+        return false;
+    };
+    let expected = x_signature_with_body(token, id, request_id, ts, body);
+    same_hex(&expected[expected.len() - 64..], part(header, "v2"))
 }
 
 #[cfg(test)]
@@ -145,5 +196,43 @@ mod tests {
         assert!(!verify_x_signature("other", &sig, id, rid, now, 300_000));
         assert!(!verify_x_signature(TOKEN, &sig, "x", rid, now, 300_000));
         assert!(!verify_x_signature(TOKEN, "v1=00", id, rid, now, 300_000));
+        assert!(!verify_x_signature(
+            TOKEN,
+            "ts=1700000000000",
+            id,
+            rid,
+            now,
+            300_000
+        ));
+    }
+
+    #[test]
+    fn the_body_signature_covers_the_body() {
+        let (id, rid, ts) = ("evt-1", "evt-1", 1_700_000_000_000);
+        let body = br#"{"amount":"10.00"}"#;
+        let sig = x_signature_with_body(TOKEN, id, rid, ts, body);
+        // v1 is the plain signature, so a receiver of the plain scheme still verifies it.
+        assert!(sig.starts_with(&format!("{},v2=", x_signature(TOKEN, id, rid, ts))));
+        assert!(verify_x_signature(TOKEN, &sig, id, rid, ts, 300_000));
+        let ok = |h: &str, b: &[u8], now: i64| {
+            verify_x_signature_with_body(TOKEN, h, (id, rid), b, now, 300_000)
+        };
+        assert!(ok(&sig, body, ts + 300_000));
+        assert!(!ok(&sig, br#"{"amount":"99.00"}"#, ts));
+        assert!(!ok(&sig, body, ts + 300_001));
+        assert!(!ok(&x_signature(TOKEN, id, rid, ts), body, ts));
+        let other_key = x_signature_with_body("other", id, rid, ts, body);
+        assert!(!ok(&other_key, body, ts));
+        // Another id, or a v2 moved to another time, does not verify either.
+        assert!(!verify_x_signature_with_body(
+            TOKEN,
+            &sig,
+            ("evt-2", rid),
+            body,
+            ts,
+            300_000
+        ));
+        let v2 = part(&sig, "v2").unwrap();
+        assert!(!ok(&format!("ts={},v2={v2}", ts + 1), body, ts));
     }
 }
