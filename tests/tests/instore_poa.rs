@@ -340,6 +340,20 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
     assert_eq!(decision(&v).0, "approved");
     app.assert_audit_clean().await;
 
+    // Lowered, but not below what is owed (10.00): no mark, so what later takes it over (a
+    // processor's debit adjustment books whatever the limit) is a violation, not a warning.
+    let r = poa_admin(&app, "555", json!({"credit_limit": "80.00"})).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let forced = uid("poa-adj");
+    let debit = Tx::new(&forced, "PURCHASE", &user, "90.00", "USD");
+    assert_eq!(app.send(ADJ_DEBIT, &debit).await.status, 200);
+    let report = app.store.audit().await.unwrap();
+    let over = |v: &store::Violation| v.invariant.contains("POA");
+    assert!(report.violations.iter().any(over), "{report:?}");
+    let credit_back = Tx::new(&uid("poa-adj"), "REFUND", &user, "90.00", "USD").original(&forced);
+    assert_eq!(app.send(ADJ_CREDIT, &credit_back).await.status, 200);
+    app.assert_audit_clean().await;
+
     // Logs: one matches the 10.00 charge, the other the reversed 60.00 one (flagged).
     let log = |order: &str, minor: &str| {
         json!({"action": "Credit", "account_number": "555", "company_name": "My Store",

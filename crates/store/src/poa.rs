@@ -409,7 +409,12 @@ impl Store {
                 blocked,
             } => {
                 let a = account()?;
-                let lowered = credit_limit.is_some_and(|l| l < a.account.overdraft_limit);
+                // Below what is owed: the audit warns instead of reporting a violation (what
+                // is owed already stays owed). A limit at or above it again clears the mark.
+                let owed = a.account.balance.saturating_neg();
+                let lowered =
+                    credit_limit.is_some_and(|l| l < a.account.overdraft_limit && l < owed);
+                let cleared = credit_limit.is_some_and(|l| l >= owed);
                 run!(tx, c => {
                     sqlx::query(
                         "UPDATE accounts SET overdraft_limit_minor = COALESCE($1, overdraft_limit_minor), \
@@ -422,7 +427,8 @@ impl Store {
                     .await?;
                     sqlx::query(
                         "UPDATE poa_accounts SET blocked = COALESCE($1, blocked), \
-                         limit_lowered_at_ms = CASE WHEN $2 THEN $3 ELSE limit_lowered_at_ms END, \
+                         limit_lowered_at_ms = CASE WHEN $2 THEN $3 WHEN $6 THEN NULL \
+                         ELSE limit_lowered_at_ms END, \
                          updated_at_ms = $3 WHERE tenant_id = $4 AND account_number = $5",
                     )
                     .bind(*blocked)
@@ -430,6 +436,7 @@ impl Store {
                     .bind(now)
                     .bind(tenant)
                     .bind(number)
+                    .bind(cleared)
                     .execute(c)
                     .await?
                     .rows_affected()

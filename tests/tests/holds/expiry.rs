@@ -99,48 +99,48 @@ async fn a_read_expires_an_overdue_hold(app: TestApp) {
     assert_eq!(l["holds"].as_array().map(Vec::len), Some(1), "{l}");
 }
 
-/// A release on the day of the reservation, or a refund of its capture, gives the amount back
-/// to the daily counter.
-async fn releases_give_back_the_daily_limit(app: TestApp) {
-    app.funded("u1", "DKK", "1000.00").await;
-    let r = app
-        .admin_put("/v1/accounts/u1/DKK", json!({"daily_limit": "100.00"}))
-        .await;
-    assert!(
-        r.status == 200 || r.status == 201,
-        "{}",
-        String::from_utf8_lossy(&r.body)
-    );
-    reserve_approved(&app, "d1", "80.00", "DKK").await;
-    reserve_rejected(&app, "d2", "30.00", "INVALID_AMOUNT").await;
-    // Cancel gives back 80; a partial capture of 50 gives back the 30 not captured.
-    assert_eq!(post(&app, &cancel_path("d1"), &json!({})).await.status, 200);
-    reserve_approved(&app, "d3", "80.00", "DKK").await;
-    let r = post(&app, &capture_path("d3"), &json!({"amount": "50.00"})).await;
-    assert_eq!(r.status, 200);
-    reserve_approved(&app, "d4", "50.00", "DKK").await;
-    reserve_rejected(&app, "d5", "0.01", "INVALID_AMOUNT").await;
-    // A refund of a capture the same day gives back what it credits (20.00 of d3's 50.00),
-    // and a second refund only what is left captured.
-    let r = post(&app, &refund_path("d3"), &refund("r1", "20.00")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    reserve_approved(&app, "d6", "20.00", "DKK").await;
-    reserve_rejected(&app, "d7", "0.01", "INVALID_AMOUNT").await;
-    let r = post(&app, &refund_path("d3"), &refund("r2", "30.00")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    reserve_approved(&app, "d8", "30.00", "DKK").await;
-    reserve_rejected(&app, "d9", "0.01", "INVALID_AMOUNT").await;
-}
-
-/// A reservation that reaches its account after a request of the next UTC day moved the
-/// daily counter on (a reservation stamped just before midnight) counts in that day, and its
-/// release gives it back there.
-async fn a_reservation_counted_in_the_next_day_is_given_back_there(app: TestApp) {
+/// u1 funded with 1000.00 DKK and a daily limit of 100.00.
+async fn daily_limit_of_100(app: &TestApp) {
     app.funded("u1", "DKK", "1000.00").await;
     let r = app
         .admin_put("/v1/accounts/u1/DKK", json!({"daily_limit": "100.00"}))
         .await;
     assert!(r.status == 200 || r.status == 201, "{}", r.text());
+}
+
+/// Releases and refunds under the daily limit of 100.00, each giving back to the counter
+/// that took the reservation: a cancel gives back 80; a partial capture of 50 the 30 not
+/// captured; a refund of the capture what it credits (20.00 of 50.00), and a second refund
+/// only what is left captured.
+async fn releases_under_a_daily_limit(app: &TestApp) {
+    reserve_approved(app, "d1", "80.00", "DKK").await;
+    reserve_rejected(app, "d2", "30.00", "INVALID_AMOUNT").await;
+    assert_eq!(post(app, &cancel_path("d1"), &json!({})).await.status, 200);
+    reserve_approved(app, "d3", "80.00", "DKK").await;
+    let r = post(app, &capture_path("d3"), &json!({"amount": "50.00"})).await;
+    assert_eq!(r.status, 200);
+    reserve_approved(app, "d4", "50.00", "DKK").await;
+    reserve_rejected(app, "d5", "0.01", "INVALID_AMOUNT").await;
+    for (refund_id, amount, room) in [("r1", "20.00", "d6"), ("r2", "30.00", "d8")] {
+        let r = post(app, &refund_path("d3"), &refund(refund_id, amount)).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        reserve_approved(app, room, amount, "DKK").await;
+        reserve_rejected(app, &format!("{room}-more"), "0.01", "INVALID_AMOUNT").await;
+    }
+}
+
+/// A release on the day of the reservation, or a refund of its capture, gives the amount back
+/// to the daily counter.
+async fn releases_give_back_the_daily_limit(app: TestApp) {
+    daily_limit_of_100(&app).await;
+    releases_under_a_daily_limit(&app).await;
+}
+
+/// A reservation that reaches its account after a request of the next UTC day moved the
+/// daily counter on (a reservation stamped just before midnight) counts in that day, and its
+/// release or refund gives it back there.
+async fn a_reservation_counted_in_the_next_day_is_given_back_there(app: TestApp) {
+    daily_limit_of_100(&app).await;
     // The counter is the next day's already, as a request of that day leaves it.
     let tomorrow = store::now_ms().div_euclid(86_400_000) + 1;
     let mut db = DirectConn::open(&app).await;
@@ -149,20 +149,7 @@ async fn a_reservation_counted_in_the_next_day_is_given_back_there(app: TestApp)
          WHERE user_id = 'u1' AND currency = 'DKK'"
     ))
     .await;
-    reserve_approved(&app, "n1", "80.00", "DKK").await;
-    reserve_rejected(&app, "n2", "30.00", "INVALID_AMOUNT").await;
-    assert_eq!(post(&app, &cancel_path("n1"), &json!({})).await.status, 200);
-    reserve_approved(&app, "n3", "80.00", "DKK").await;
-    reserve_rejected(&app, "n4", "30.00", "INVALID_AMOUNT").await;
-    // The part of a capture not taken, then a refund of it, go back there too.
-    let r = post(&app, &capture_path("n3"), &json!({"amount": "50.00"})).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    reserve_approved(&app, "n5", "50.00", "DKK").await;
-    reserve_rejected(&app, "n6", "0.01", "INVALID_AMOUNT").await;
-    let r = post(&app, &refund_path("n3"), &refund("nr1", "20.00")).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    reserve_approved(&app, "n7", "20.00", "DKK").await;
-    reserve_rejected(&app, "n8", "0.01", "INVALID_AMOUNT").await;
+    releases_under_a_daily_limit(&app).await;
 }
 
 mod sweeping {
