@@ -52,16 +52,16 @@ const LINK: u8 = 1;
 const TRANSACTION: u8 = 2;
 const PRESENTMENT: u8 = 3;
 
-/// `Rec::flag` of a ledger entry: it is effective.
-const EFFECTIVE: u8 = 1;
-/// `Rec::flag` of a ledger entry or a link: it is a refund.
-const REFUND: u8 = 2;
+/// `Rec::flag` of a ledger entry or a link: bit 0 effective (entries only), bit 1 a refund.
+fn entry_flag(effective: bool, refund: bool) -> u8 {
+    u8::from(effective) | (u8::from(refund) << 1)
+}
 
 /// One record; `n` is the booking time of a ledger entry or the line of a file row.
 struct Rec<'a> {
     tag: u8,
     kind: EntryKind,
-    /// A file row: approved (1) or not. A ledger entry or a link: `EFFECTIVE | REFUND`.
+    /// A file row: approved (1) or not. A ledger entry or a link: [`entry_flag`].
     flag: u8,
     currency: Currency,
     amount: i64,
@@ -186,7 +186,7 @@ impl Spill {
             Rec {
                 tag: ENTRY,
                 kind: e.kind,
-                flag: (u8::from(e.effective) * EFFECTIVE) | (u8::from(e.refund) * REFUND),
+                flag: entry_flag(e.effective, e.refund),
                 currency: e.currency,
                 amount: e.amount_minor,
                 n: e.booked_at_ms,
@@ -202,7 +202,7 @@ impl Spill {
                 Rec {
                     tag: LINK,
                     kind: EntryKind::Adjustment,
-                    flag: u8::from(e.refund) * REFUND,
+                    flag: entry_flag(false, e.refund),
                     currency: e.currency,
                     amount: e.amount_minor,
                     n: 0,
@@ -375,19 +375,19 @@ impl PartReader {
             ENTRY => Record::Entry(LedgerEntry {
                 transaction_id: id.into_boxed_str(),
                 kind,
-                effective: flag & EFFECTIVE != 0,
+                effective: flag & entry_flag(true, false) != 0,
                 currency,
                 amount_minor: amount,
                 // Linked through the partition of the original (a Link record).
                 original_transaction_id: None,
                 booked_at_ms: n,
-                refund: flag & REFUND != 0,
+                refund: flag & entry_flag(false, true) != 0,
             }),
             LINK => Record::Link {
                 original: id,
                 currency,
                 amount_minor: amount,
-                refund: flag & REFUND != 0,
+                refund: flag & entry_flag(false, true) != 0,
             },
             TRANSACTION => Record::Transaction(FileTransaction {
                 line,
