@@ -516,6 +516,51 @@ async fn a_cancelled_redeem_gives_todays_daily_limit_back(app: TestApp, _rx: Cal
     app.assert_audit_clean().await;
 }
 
+/// A wrong PIN on a Redeem counts a try as at lookup: the right one after wrong ones sets
+/// the count back to zero, and the last of `instore.pin_tries_max` (3) wrong ones in a row
+/// blocks the card, which then answers without its PIN being checked.
+async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
+    let r = app
+        .admin_put(
+            "/v1/stored-value-cards/crd-u1",
+            json!({
+                "number": NUMBER, "currency": "USD", "pin": "1234",
+                "tenants": [e2e::instore::TENANT], "type": "GiftCard",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let with_pin = |n: usize, pin: &str| {
+        let mut p = redeem(&format!("req-pin-{n}"), NUMBER, 100);
+        p["accounts"] = json!([{"number": NUMBER, "pin": pin}]);
+        p
+    };
+    let mut n = 0;
+    let mut try_pin = async |pin: &str| {
+        n += 1;
+        let to = "https://instore.example/callback/pin";
+        app.instore_acknowledged("storedvaluecard_process", &with_pin(n, pin), to)
+            .await;
+        let cb = app.instore_callback(&format!("req-pin-{n}")).await;
+        cb["error"].as_str().unwrap_or("none").to_owned()
+    };
+    for (pin, answer) in [
+        ("0000", "INVALID_PIN"),
+        ("0001", "INVALID_PIN"),
+        ("1234", "none"),
+        ("0002", "INVALID_PIN"),
+        ("0003", "INVALID_PIN"),
+        ("0004", "INVALID_PIN"),
+        ("1234", "CARD_INACTIVE"),
+    ] {
+        assert_eq!(try_pin(pin).await, answer, "{pin}");
+    }
+    let card = app.admin_get("/v1/stored-value-cards/crd-u1").await;
+    assert_eq!(card["numbers"][0]["status"], "BLOCKED", "{card}");
+    assert_eq!(app.available("u1", "USD").await, "99.00");
+}
+
 /// One balance: a processor authorization, a channel hold and a Redeem on the same account
 /// each see what the others took.
 async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
@@ -738,6 +783,7 @@ async fn a_split_over_two_numbers_of_one_account_spends_it_once(
 
 e2e::instore_scenarios!(
     vectors_end_to_end,
+    a_wrong_pin_on_redeem_counts_a_try,
     a_split_over_two_numbers_of_one_account_spends_it_once,
     callback_retries_until_delivered,
     bad_envelopes_change_nothing,

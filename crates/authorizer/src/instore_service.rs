@@ -686,6 +686,30 @@ fn plan_move(
         MoneyAction::Load => decision::decide_load(m.wire, &requests),
         MoneyAction::Redeem => decision::decide_redeem(m.wire, &requests, ctx.secret_hash_key),
     };
+    // A Redeem's PIN counts tries as a lookup's does: a wrong one (blocking the card at
+    // `instore.pin_tries_max`), a right one after wrong ones on approval.
+    if matches!(m.action, MoneyAction::Redeem) {
+        let key = ctx.secret_hash_key;
+        if let Err(decision::Reason::InvalidPin) = decided
+            && let Some((number, f)) =
+                decision::redeem_pin_failure(&requests, key, ctx.pin_tries_max)
+        {
+            out.pin_updates.push(SvPinUpdate {
+                number: number.to_owned(),
+                pin_tries: i64::from(f.tries_after),
+                block: f.block,
+            });
+        }
+        if decided.is_ok() {
+            for number in decision::redeem_pin_resets(&requests, key) {
+                out.pin_updates.push(SvPinUpdate {
+                    number: number.to_owned(),
+                    pin_tries: 0,
+                    block: false,
+                });
+            }
+        }
+    }
     let own = decided_cards[0].as_ref().filter(|c| c.tenant_matches);
     let movement = match decided {
         Ok(mv) => mv,

@@ -442,6 +442,15 @@ pub fn decide_lookup(
         };
     };
     if let Some(stored) = &card.pin_hash {
+        // A card not active (blocked, by its PIN tries or otherwise) answers without its
+        // PIN being checked, counted or reset: no answer tells a right PIN from a wrong one
+        // once the tries are spent.
+        if !card.active {
+            return LookupDecision::Declined {
+                reason: Reason::CardInactive,
+                pin_failure: None,
+            };
+        }
         match pin {
             None => {
                 return LookupDecision::Declined {
@@ -468,6 +477,43 @@ pub fn decide_lookup(
         currency: card.funds.currency,
         reset_pin_tries: card.pin_tries > 0,
     }
+}
+
+/// The PIN try a Redeem's wrong PIN counts (check 6), as a lookup counts it: the first card
+/// whose PIN on record the request's PIN does not match. `None` when every PIN given
+/// matches (a PIN not given where one is on record counts no try, as at lookup).
+pub fn redeem_pin_failure<'a>(
+    cards: &[CardRequest<'a>],
+    secret_hash_key: &[u8],
+    pin_tries_max: u32,
+) -> Option<(&'a str, PinFailure)> {
+    cards.iter().find_map(|c| {
+        let card = c.card?;
+        let (Some(stored), Some(pin)) = (&card.pin_hash, c.pin) else {
+            return None;
+        };
+        (!secret_matches(secret_hash_key, stored, pin)).then(|| {
+            let tries_after = card.pin_tries.saturating_add(1);
+            let block = tries_after >= pin_tries_max;
+            (c.number, PinFailure { tries_after, block })
+        })
+    })
+}
+
+/// The cards of an approved Redeem whose right PIN came after wrong ones: their tries go
+/// back to zero, as at lookup.
+pub fn redeem_pin_resets<'a>(cards: &[CardRequest<'a>], secret_hash_key: &[u8]) -> Vec<&'a str> {
+    cards
+        .iter()
+        .filter(|c| {
+            c.card.is_some_and(|card| {
+                card.pin_tries > 0
+                    && matches!((&card.pin_hash, c.pin), (Some(stored), Some(pin))
+                        if secret_matches(secret_hash_key, stored, pin))
+            })
+        })
+        .map(|c| c.number)
+        .collect()
 }
 
 /// `storedvaluecard`: the currency and opening balance of the new card.

@@ -196,6 +196,30 @@ fn split_redeem_is_all_or_nothing() {
         decide_redeem(&wire(1000, 2, "USD"), &set, SERVER_KEY),
         Err(Reason::InvalidPin)
     );
+    // It counts a try on that card, as a lookup does, and the last try blocks it.
+    pinned.pin_tries = 1;
+    let set = [
+        one(&a)[0],
+        CardRequest {
+            pin: Some("9999"),
+            ..one(&pinned)[0]
+        },
+    ];
+    let failure = redeem_pin_failure(&set, SERVER_KEY, 3);
+    let tried = |tries_after, block| Some((set[1].number, PinFailure { tries_after, block }));
+    assert_eq!(failure, tried(2, false));
+    assert_eq!(redeem_pin_failure(&set, SERVER_KEY, 2), tried(2, true));
+    // The right PIN counts none, and after wrong ones goes back to zero on approval.
+    let right = [
+        one(&a)[0],
+        CardRequest {
+            pin: Some("1234"),
+            ..one(&pinned)[0]
+        },
+    ];
+    assert_eq!(redeem_pin_failure(&right, SERVER_KEY, 3), None);
+    assert_eq!(redeem_pin_resets(&right, SERVER_KEY), [right[1].number]);
+    assert!(redeem_pin_resets(&set, SERVER_KEY).is_empty());
 }
 
 /// Two numbers linked to one account spend its funds once: each reads the whole account,
@@ -249,6 +273,17 @@ fn lookup() {
     );
     c.pin_hash = Some(secret_hash(SERVER_KEY, "1234"));
     c.pin_tries = 2;
+    // Not active: the PIN is neither checked nor counted, right or wrong.
+    for pin in ["1234", "0000"] {
+        assert_eq!(
+            decide_lookup(Some(&c), Some(pin), SERVER_KEY, 3),
+            LookupDecision::Declined {
+                reason: Reason::CardInactive,
+                pin_failure: None
+            }
+        );
+    }
+    c.active = true;
     assert_eq!(
         decide_lookup(Some(&c), Some("0000"), SERVER_KEY, 3),
         LookupDecision::Declined {
