@@ -449,6 +449,18 @@ async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
         "INVALID_AMOUNT",
         "monthly spending limit of 500.00 ARS reached on the account",
     );
+    // Nor does a credit parked on suspense (a negative amount reaches no account).
+    let parked =
+        Tx::new(&uid("ctx"), "REVERSAL_PURCHASE", "u1", "-300.00", "ARS").original(&first.id);
+    let r = app.send(ADJ_CREDIT, &parked).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.text().contains("NEGATIVE_AMOUNT"), "{}", r.text());
+    let (_, answer) = purchase(&app, "u1", "250.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "monthly spending limit of 500.00 ARS reached on the account",
+    );
     // A refund of part of it gives back that money, not the count.
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "50.00", "ARS").original(&first.id);
     assert_eq!(app.send(ADJ_CREDIT, &refund).await.status, 200);
@@ -486,13 +498,22 @@ async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
     let e = explanation(&app, &id).await;
     assert_eq!(e["controls"]["checks"][0]["spent"], "0.00");
     assert_eq!(e["controls"]["checks"][1]["counted"], 0);
-    assert_approved(&purchase(&app, "u1", "0.00", unchanged).await.1);
+    let check = buy("0.00");
+    assert_approved(&app.send(AUTH_DEBIT, &check).await.json());
     let (_, answer) = purchase(&app, "u1", "0.00", unchanged).await;
     assert_declined(
         &answer,
         "INVALID_AMOUNT",
         "daily limit of 2 authorizations reached on the account",
     );
+    // The processor rejects the card check, which booked nothing: its count comes back.
+    let key = uid("adv");
+    let advice = check.advice("authorization-advice", "REJECTED", "CLIENT_TIMEOUT", &key);
+    assert_eq!(
+        app.processor(NOTIFY, &advice, &key).await.json()["effect"],
+        "NOOP"
+    );
+    assert_approved(&purchase(&app, "u1", "0.00", unchanged).await.1);
 }
 
 /// `authorizer backtest` as an operator runs it, on the scenario's database; returns the

@@ -788,16 +788,21 @@ where
         }
         _ => None,
     };
+    // Only money that reaches the cardholder's account gives back (not a credit parked on
+    // suspense: a negative amount, or an account that cannot take it).
+    let credits_account = matches!((&plan.movement, &account), (Some(m), Some(a))
+        if m.postings.holder == Leg::User && m.holder_id == a.id && m.postings.holder_amount > 0);
     let movement_id =
         write_movement(tx, plan.movement, account.as_ref(), call.now_ms, daily).await?;
     // A credit against an authorization of the account it is booked to gives back the
     // room that authorization took in its controls.
-    if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to)) = (
+    if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to), true) = (
         direction,
         t.original_transaction_id,
         movement_id,
         plan.amount_minor,
         terms.account(t),
+        credits_account,
     ) {
         let give = ledger::plan::GiveBack::Credit {
             amount: amount.abs(),
@@ -923,8 +928,15 @@ where
     };
     let daily = daily.or_else(|| forced.as_ref().map(|f| f.0));
     let movement_id = write_movement(tx, plan.movement, account.as_ref(), n.now_ms, daily).await?;
-    // The processor rejected what we approved: the room it took comes back.
-    if let (NotificationEffect::Reversed, Some(t)) = (plan.effect, n.transaction.as_ref()) {
+    // The processor rejected what we approved: the room it took comes back, also when it
+    // booked nothing (a card check of 0.00 still counted in the velocity limits). What was
+    // given back already is not given again.
+    if let (
+        Some(Verdict::Rejected),
+        NotificationEffect::Reversed | NotificationEffect::NoOp,
+        Some(t),
+    ) = (n.verdict, plan.effect, n.transaction.as_ref())
+    {
         let give = ledger::plan::GiveBack::Whole;
         crate::controls::release_controls(tx, t.transaction_id, give, None, n.now_ms).await?;
     }
