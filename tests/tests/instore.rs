@@ -561,6 +561,34 @@ async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver)
     assert_eq!(app.available("u1", "USD").await, "99.00");
 }
 
+/// A number whose Redeem moved u1's money, once replaced on u1's card, cannot be linked to
+/// u2's: a Cancel of that Redeem, found by its number, would credit u2. u1's card may take
+/// it back.
+async fn a_number_with_history_stays_its_accounts(app: TestApp, _rx: CallbackReceiver) {
+    const SECOND: &str = "6280001234567812";
+    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
+    let r = redeemed(&app, "req-hist-1", 1000).await;
+    assert_eq!(r["result"], "Success", "{r}");
+    let link = |card: &str, number: &str| {
+        let path = format!("/v1/stored-value-cards/{card}");
+        let body = json!({
+            "number": number, "currency": "USD",
+            "tenants": [e2e::instore::TENANT], "type": "GiftCard",
+        });
+        let app = &app;
+        async move { app.admin_put(&path, body).await }
+    };
+    assert_eq!(link("crd-u1", SECOND).await.status, 200);
+    app.funded("u2", "USD", "1.00").await;
+    let card = json!({"user_id": "u2", "status": "ACTIVE"});
+    let r = app.admin_put("/v1/cards/crd-u2", card).await;
+    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    let r = link("crd-u2", NUMBER).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "number_taken");
+    assert_eq!(link("crd-u1", NUMBER).await.status, 200);
+}
+
 /// One balance: a processor authorization, a channel hold and a Redeem on the same account
 /// each see what the others took.
 async fn redeem_and_authorization_share_the_balance(app: TestApp, _rx: CallbackReceiver) {
@@ -784,6 +812,7 @@ async fn a_split_over_two_numbers_of_one_account_spends_it_once(
 e2e::instore_scenarios!(
     vectors_end_to_end,
     a_wrong_pin_on_redeem_counts_a_try,
+    a_number_with_history_stays_its_accounts,
     a_split_over_two_numbers_of_one_account_spends_it_once,
     callback_retries_until_delivered,
     bad_envelopes_change_nothing,

@@ -977,9 +977,26 @@ impl Store {
         let Some(user_id) = owner else {
             return Ok(SvLinkOutcome::CardNotFound);
         };
-        let account = crate::admin::user_account_in(&mut tx, &user_id, link.currency).await?;
-        if account.is_none() {
+        let Some(account) = crate::admin::user_account_in(&mut tx, &user_id, link.currency).await?
+        else {
             return Ok(SvLinkOutcome::AccountNotFound);
+        };
+        // A number whose history moved another account's money stays that account's: a
+        // Cancel of an old Redeem, found by its number, must not credit a new holder.
+        let history_elsewhere: Option<i64> = run!(&mut tx, c => {
+            sqlx::query_scalar(
+                "SELECT p.account_id FROM instore_movements m \
+                 JOIN postings p ON p.movement_id = m.movement_id \
+                 JOIN accounts a ON a.id = p.account_id AND a.kind = 'USER' \
+                 WHERE m.number = $1 AND p.account_id <> $2 LIMIT 1",
+            )
+            .bind(link.number)
+            .bind(account)
+            .fetch_optional(c)
+            .await?
+        });
+        if history_elsewhere.is_some() {
+            return Ok(SvLinkOutcome::NumberTaken);
         }
         let taken: Option<String> = run!(&mut tx, c => {
             sqlx::query_scalar("SELECT card_id FROM instore_cards WHERE number = $1")

@@ -122,7 +122,7 @@ impl SvCardPath {
     request_body = SvLinkRequest,
     responses(
         (status = 200, description = "Linked; the card's numbers.", body = SvCard),
-        (status = 409, description = "The number belongs to another card (number_taken)."),
+        (status = 409, description = "The number belongs to another card, or its history to another account (number_taken)."),
         errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
@@ -184,7 +184,7 @@ pub async fn put_stored_value_card(
                 return Err(AdminError::new(
                     StatusCode::CONFLICT,
                     "number_taken",
-                    "the number belongs to another card",
+                    "the number belongs to another card, or its history to another account",
                 ));
             }
         }
