@@ -359,6 +359,42 @@ async fn enveloped_payment_calls_back(app: TestApp, _rx: CallbackReceiver) {
     assert_eq!(app.movements("u-e", "USD", "WALLET_PAYMENT").await, 1);
 }
 
+/// A payment made bare, then sent again in an envelope (the same payload, which names no
+/// requestId: the envelope's is the key) is a replay: the envelope's callback is the
+/// payment's answer written with the envelope's requestId, and nothing moves again.
+async fn a_bare_payment_sent_again_in_an_envelope_replays_with_its_request_id(
+    app: TestApp,
+    _rx: CallbackReceiver,
+) {
+    wallet_user(&app, "u-r", "10.00").await;
+    let b = barcode(&app, "u-r", None).await;
+    let payload = pay(&b, 250, 0, "t1");
+    let first = wallet(&app, "pay_wallet", &payload).await;
+    assert_eq!(
+        (verdict(&first), &first["requestId"]),
+        (("Success", "00"), &Value::Null)
+    );
+    let (body, signature) = instore_sim::sim::envelope(
+        e2e::instore::KEY.as_bytes(),
+        e2e::instore::TENANT,
+        "https://issuer.example/instore/pay_wallet",
+        &payload.to_string(),
+        "req-w-9",
+        "https://instore.example/callback/w9",
+    );
+    let r = app
+        .instore_post("pay_wallet", body.as_bytes(), Some(&signature))
+        .await;
+    assert_eq!(r.body, br#"{"requestId":"req-w-9"}"#, "{}", r.text());
+    let cb = app.instore_callback("req-w-9").await;
+    assert_eq!(
+        (&cb["requestId"], &cb["transaction_id"]),
+        (&json!("req-w-9"), &first["transaction_id"])
+    );
+    assert_eq!(app.available("u-r", "USD").await, "7.50");
+    assert_eq!(app.movements("u-r", "USD", "WALLET_PAYMENT").await, 1);
+}
+
 /// The admin route refuses what it cannot issue, with 422 and nothing stored.
 async fn barcode_route_validates(app: TestApp, _rx: CallbackReceiver) {
     wallet_user(&app, "u-b", "1.00").await;
@@ -444,6 +480,7 @@ e2e::instore_scenarios!(
     wallet_and_authorization_share_the_balance,
     a_hold_reduces_what_the_wallet_spends,
     enveloped_payment_calls_back,
+    a_bare_payment_sent_again_in_an_envelope_replays_with_its_request_id,
     barcode_route_validates,
 );
 

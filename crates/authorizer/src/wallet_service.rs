@@ -320,7 +320,10 @@ impl Planner {
                     .as_ref()
                     .and_then(|b| b.used.clone())
                     .expect("a replay has the payment that used the barcode");
-                out.response = bytes;
+                // The payment's answer, written for this request's shape: an envelope's
+                // callback starts with its own requestId, a bare answer has none.
+                out.response = instore::body::for_request(&bytes, self.request_id.as_deref())
+                    .map_or(bytes, String::into_bytes);
                 out.replay = true;
                 Outcome::APPROVED
             }

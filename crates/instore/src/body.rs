@@ -296,6 +296,20 @@ fn start(request_id: Option<&str>) -> ObjectBuilder {
     ObjectBuilder::new().field_opt("requestId", request_id)
 }
 
+/// A body of ours written again for another request of the same operation: `requestId`
+/// first when `request_id` is given (an envelope), none for a bare request, the rest as it
+/// was. `None` when `body` is not one of our objects.
+pub fn for_request(body: &[u8], request_id: Option<&str>) -> Option<String> {
+    let Value::Object(members) = crate::json::parse(body).ok()?.value else {
+        return None;
+    };
+    let mut out = start(request_id).build();
+    if let Value::Object(out_members) = &mut out {
+        out_members.extend(members.into_iter().filter(|(name, _)| name != "requestId"));
+    }
+    Some(js(&out))
+}
+
 /// A `payonaccount/process` response. Members are written only when given, in the seed's
 /// order; a decline adds `error` and `code` after `status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -468,4 +482,30 @@ impl RefundWalletResponse<'_> {
 /// Whether a body is in the form every body we emit must have: `JS(parse(body)) == body`.
 pub fn is_canonical(body: &str) -> bool {
     crate::json::parse(body.as_bytes()).is_ok_and(|n| js(&n.value) == body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_is_written_again_for_another_request() {
+        let bare = br#"{"transaction_id":"wtx-1","outcome":{"a":1}}"#;
+        let enveloped = for_request(bare, Some("req-\"2")).unwrap();
+        assert_eq!(
+            enveloped,
+            r#"{"requestId":"req-\"2","transaction_id":"wtx-1","outcome":{"a":1}}"#
+        );
+        assert_eq!(
+            for_request(enveloped.as_bytes(), None).unwrap().as_bytes(),
+            bare
+        );
+        let other = for_request(enveloped.as_bytes(), Some("req-3")).unwrap();
+        assert!(
+            other.starts_with(r#"{"requestId":"req-3","transaction_id""#),
+            "{other}"
+        );
+        assert_eq!(for_request(b"[1]", None), None);
+        assert_eq!(for_request(b"not json", None), None);
+    }
 }
