@@ -282,10 +282,24 @@ async fn allow_list_refuses_other_networks_with_403() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 403);
+    // Another spelling of the route (`%61` is `a`) is refused too, in the route's one series.
+    let other = format!("{}/transactions/%61uthorizations", app.base);
+    let res = app.client.post(other).send_body("{}").await.unwrap();
+    assert_eq!(res.status().as_u16(), 403);
     assert_eq!(app.get("/healthz").await.status, 200);
     assert_eq!(
         app.metrics.counter("authorizer_forbidden_peers_total", &[]),
-        2
+        3
+    );
+    let text = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("authorizer_forbidden_peers_total{"))
+        .collect();
+    assert_eq!(series.len(), 1, "{series:?}");
+    assert!(
+        series[0].contains(&format!("route=\"{AUTH}\"")),
+        "{series:?}"
     );
     let r = app.assert_audit_clean().await;
     assert_eq!(r.processor_transactions, 0, "nothing stored");

@@ -574,7 +574,10 @@ async fn admin_guard(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let Some(state) = state.filter(|_| req.path().starts_with("/v1/")) else {
+    // The path as the router matches it (percent-decoded): `/%761/...` reaches the admin
+    // routes too, and must not pass by the guard.
+    let admin_route = req.match_info().as_str().starts_with("/v1/");
+    let Some(state) = state.filter(|_| admin_route) else {
         return Ok(next.call(req).await?.map_into_boxed_body());
     };
     let metrics = &state.metrics;

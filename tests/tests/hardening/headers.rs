@@ -276,6 +276,10 @@ async fn failed_admin_authentications_are_limited_per_address(app: TestApp) {
     // Its success does not reset the address's budget for the guesser.
     let (_, again) = guess_until_refused(&app).await;
     assert_eq!(again.status, 429);
+    // Nor does another spelling of the path (`%76` is `v`): the router decodes it.
+    let guess = bearer("guess-encoded-0123456789abcdef");
+    let r = admin_as(&app, "GET", "/%761/accounts/u1/ARS", &[&guess], &[], None).await;
+    assert_eq!(r.status, 429, "{}", String::from_utf8_lossy(&r.body));
     let text = String::from_utf8(app.get("/metrics").await.body).expect("text");
     let failures = metric(
         &text,

@@ -77,10 +77,13 @@ pub fn refuse_peer(req: &HttpRequest, state: &AppState) -> Option<HttpResponse> 
     if state.processor_peers.allows(peer) {
         return None;
     }
-    state.metrics.inc(
-        "authorizer_forbidden_peers_total",
-        &[("route", req.path().split('?').next().unwrap_or(""))],
-    );
+    // The route's pattern, not the path as sent: another spelling of it is no new series.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    state
+        .metrics
+        .inc("authorizer_forbidden_peers_total", &[("route", &route)]);
     tracing::warn!(
         peer = %peer.map(|p| p.to_string()).unwrap_or_else(|| "unknown".into()),
         "processor route refused: peer not in processor.allowed_networks"
