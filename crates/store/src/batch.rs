@@ -52,6 +52,18 @@ enum Attempt {
     /// Lost a race on a unique key: run every item alone.
     Fallback,
 }
+/// An account's rules as one text (branch 3 reads it as `amount_text`): the overdraft, the
+/// legacy limits, the blocked MCCs and the controls document. The write's guard compares it
+/// with what the batch read, so a rule an admin changed between the two fails the batch
+/// (it runs again under locks) instead of committing a decision made on the old rule.
+macro_rules! account_rules {
+    () => {
+        "concat_ws('|', coalesce(a.overdraft_limit_minor::text, ''), \
+         coalesce(a.per_transaction_limit_minor::text, ''), coalesce(a.daily_limit_minor::text, ''), \
+         coalesce(a.blocked_mccs, ''), coalesce(a.controls, ''))"
+    };
+}
+
 /// The reads of a batch (see `batch_in`); one row shape for all branches, told apart by `tag`.
 /// Without locks; `READ_BATCH_LOCKING` is the same with `FOR UPDATE` where `/*LOCK*/` stands.
 /// Every lookup is a LATERAL probe of a unique index per wanted key (`LIMIT 1` keeps the
@@ -63,7 +75,8 @@ enum Attempt {
 /// windows holding its instants, reuses columns: `k` the window, `user_id` the owner id,
 /// `status` the owner kind, `blocked_mccs` the category filter, `amount_minor` and `version`
 /// the amount and count.
-const READ_BATCH: &str = "\
+const READ_BATCH: &str = concat!(
+    "\
 SELECT 1 AS tag, key AS k, request_hash AS h, response_status AS st, response_body AS body, \
        NULL::int8 AS id, NULL::text AS user_id, NULL::text AS currency, NULL::int8 AS balance_minor, \
        NULL::int8 AS version, NULL::int8 AS overdraft_limit_minor, NULL::int8 AS per_transaction_limit_minor, \
@@ -84,7 +97,9 @@ SELECT 2, t.transaction_id, NULL, t.response_status, t.response_body, NULL, t.us
 UNION ALL \
 SELECT 3, NULL, NULL, NULL, NULL, id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
        per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, NULL, held_minor, \
-       NULL, NULL, NULL, NULL, NULL, NULL, NULL, controls, counters \
+       NULL, NULL, NULL, NULL, NULL, NULL, ",
+    account_rules!(),
+    ", controls, counters \
   FROM (SELECT id, user_id, currency, balance_minor, version, overdraft_limit_minor, \
                per_transaction_limit_minor, daily_limit_minor, daily_spent_day, daily_spent_minor, blocked_mccs, held_minor, \
                controls, counters \
@@ -108,7 +123,8 @@ SELECT 5, NULL, NULL, NULL, NULL, nextval('movements_id_seq'), NULL, NULL, NULL,
 UNION ALL \
 SELECT 6, NULL, NULL, NULL, NULL, nextval('postings_id_seq'), NULL, NULL, NULL, NULL, NULL, NULL, NULL, \
        NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL \
-  FROM generate_series(1, 2 * $8::int8)";
+  FROM generate_series(1, 2 * $8::int8)"
+);
 
 /// The writes with the batch's event rows, in the same statement (the same commit) as the
 /// money: one PENDING row per event and subscription, for the events the records do not owe
@@ -120,8 +136,8 @@ static WRITE_BATCH_EVENTS: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "), o AS ( \
   INSERT INTO outbox (event_id, event_type, subscription_id, url, body, headers, state, attempts, \
          next_attempt_at_ms, pending_since_ms, created_at_ms, updated_at_ms) \
-  SELECT e, $72, s, u, b, '', 'PENDING', 0, at, at, at, at \
-    FROM UNNEST($73::text[], $74::int8[], $75::text[], $76::bytea[], $77::int8[]) AS x(e, s, u, b, at) \
+  SELECT e, $73, s, u, b, '', 'PENDING', 0, at, at, at, at \
+    FROM UNNEST($74::text[], $75::int8[], $76::text[], $77::bytea[], $78::int8[]) AS x(e, s, u, b, at) \
 ) SELECT ledger_expect_rows(",
     )
 });
@@ -142,7 +158,8 @@ static READ_BATCH_LOCKING: std::sync::LazyLock<String> =
 /// to answer), so batches slowed down as the ledger grew. A row changed since the
 /// statement's snapshot no longer matches its `ctid`: the count guard fails the batch as a
 /// lost race, and it runs again under locks.
-const WRITE_BATCH: &str = "\
+const WRITE_BATCH: &str = concat!(
+    "\
 WITH lk AS ( \
   SELECT id FROM accounts WHERE id = ANY($11::int8[]) FOR UPDATE NOWAIT \
 ), m AS ( \
@@ -157,10 +174,13 @@ WITH lk AS ( \
   UPDATE accounts a SET balance_minor = u.b, version = u.v, daily_spent_day = u.d, \
          daily_spent_minor = u.s, counters = u.cw, updated_at_ms = $4 \
     FROM UNNEST($11::int8[], $12::int8[], $13::int8[], $14::int8[], $15::int8[], $39::int8[], $40::int8[], \
-                $42::int8[], $65::text[], $66::text[], $70::int8[], $71::int8[]) \
-      AS u(id, b, v, d, s, ov, ob, oh, cw, ocw, od, os) \
+                $42::int8[], $65::text[], $66::text[], $70::int8[], $71::int8[], $72::text[]) \
+      AS u(id, b, v, d, s, ov, ob, oh, cw, ocw, od, os, orl) \
    WHERE a.id = u.id AND a.version = u.ov AND a.balance_minor = u.ob AND a.held_minor = u.oh \
      AND a.counters = u.ocw AND a.daily_spent_day = u.od AND a.daily_spent_minor = u.os \
+     AND ",
+    account_rules!(),
+    " = u.orl \
      AND (SELECT count(*) FROM lk) >= 0 \
    RETURNING a.id \
 ), t AS ( \
@@ -201,7 +221,8 @@ WITH lk AS ( \
   ON CONFLICT (owner_kind, owner_id, window_key, categories) DO UPDATE \
      SET amount_minor = GREATEST(0, c.amount_minor + EXCLUDED.amount_minor), \
          count = GREATEST(0, c.count + EXCLUDED.count), updated_at_ms = $4 \
-) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a) + (SELECT count(*) FROM u))";
+) SELECT ledger_expect_rows($41, (SELECT count(*) FROM a) + (SELECT count(*) FROM u))"
+);
 
 impl Store {
     /// Decides and books `items` together (also a single item). On Postgres: two round
@@ -466,7 +487,7 @@ async fn batch_in<'i, R>(
 where
     R: Fn(&AuthorizationResult) -> Vec<u8>,
 {
-    let mut snapshot = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
+    let (mut snapshot, rules) = read_batch(tx, items, clearing, tz, locking, cards_read).await?;
     let controlled = controlled_cards(items, &snapshot);
     if !controlled.is_empty() {
         if !locking {
@@ -492,7 +513,7 @@ where
         }
     }
     let events = subscribers.rows(|| authorizations(items, &plan.writes));
-    match write_batch(tx, items, &plan.writes, events.as_ref()).await {
+    match write_batch(tx, items, (&plan.writes, &rules), events.as_ref()).await {
         Ok(()) => Ok(Step::Done(
             plan.outcomes,
             events.map(OutboxRows::handed).unwrap_or_default(),
@@ -593,7 +614,8 @@ async fn read_batch<'i>(
     tz: &TimeZone,
     locking: bool,
     cards_read: &mut Vec<(&'i str, Option<CardRecord>)>,
-) -> Result<Snapshot, sqlx::Error> {
+) -> Result<(Snapshot, AccountRules), sqlx::Error> {
+    let mut rules = AccountRules::new();
     let keys: Vec<&str> = items.iter().map(|i| i.call.idempotency_key).collect();
     let tx_ids: Vec<&str> = items.iter().map(|i| i.tx.transaction_id).collect();
     let (mut users, mut codes) = (Vec::new(), Vec::new());
@@ -626,6 +648,10 @@ async fn read_batch<'i>(
         .fetch_all(&mut *tx)
         .await?
     {
+        if r.try_get::<i32, _>("tag")? == 3 {
+            let fingerprint = r.try_get::<Option<String>, _>("amount_text")?;
+            rules.insert(r.try_get("id")?, fingerprint.unwrap_or_default());
+        }
         match snapshot_row!(s, r, i32) {
             None => {}
             Some(7) => counter_from_row(
@@ -649,8 +675,11 @@ async fn read_batch<'i>(
     s.movement_ids.sort_unstable();
     s.posting_ids.sort_unstable();
     cards_read.extend(card_ids.iter().map(|id| (*id, s.cards.get(*id).cloned())));
-    Ok(s)
+    Ok((s, rules))
 }
+
+/// Each account's rules as the batch read them ([`account_rules!`]), by account id.
+type AccountRules = HashMap<i64, String>;
 
 /// One column of `rows`, as an array to bind.
 fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
@@ -662,7 +691,7 @@ fn col<'a, T, U>(rows: &'a [T], f: impl Fn(&'a T) -> U) -> Vec<U> {
 async fn write_batch(
     tx: &mut sqlx::PgConnection,
     items: &[BatchItem<'_>],
-    w: &Writes,
+    (w, rules): (&Writes, &AccountRules),
     events: Option<&OutboxRows>,
 ) -> Result<(), sqlx::Error> {
     let now = items
@@ -785,7 +814,10 @@ async fn write_batch(
         .bind(owed.iter().map(|o| o.0).collect::<Vec<_>>())
         .bind(owed.into_iter().map(|o| o.1).collect::<Vec<_>>())
         .bind(col(&w.accounts, |a| a.read_daily_day))
-        .bind(col(&w.accounts, |a| a.read_daily_spent));
+        .bind(col(&w.accounts, |a| a.read_daily_spent))
+        .bind(col(&w.accounts, |a| {
+            rules.get(&a.id).map_or("", String::as_str)
+        }));
     let q = match events {
         Some(e) if !e.event_ids.is_empty() => q
             .bind(e.event_type)
