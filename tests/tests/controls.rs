@@ -180,6 +180,21 @@ async fn documents_are_stored_canonical_and_bad_ones_change_nothing(app: TestApp
         "a JSON string is not an object: {:?}",
         r.json()
     );
+    // A member named twice: which one would count is not for us to guess.
+    let twice = br#"{"blocked_categories":["7273"],"blocked_categories":[]}"#;
+    let req = app
+        .client
+        .put(format!("{}{path}", app.base))
+        .insert_header(("authorization", format!("Bearer {ADMIN_TOKEN}")))
+        .insert_header(("content-type", "application/json"));
+    let r = app.send_request(req, twice.to_vec()).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "malformed_request");
+    assert!(
+        r.error_message()
+            .contains("duplicate field `blocked_categories`")
+    );
+    assert_eq!(stored_part(app.admin_get(path).await), stored);
     // Owners that do not exist.
     let r = put_controls(&app, "/v1/accounts/nobody/ARS/controls", json!({})).await;
     assert_eq!(r.status, 404);

@@ -180,10 +180,18 @@ async fn account_answer(
     answer(stored, usage)
 }
 
-/// Reads a controls document: 400 when it is not JSON, 422 naming the first bad field.
+/// Reads a controls document: 400 when it is not JSON or names a member twice (which one
+/// would count is not for us to guess), 422 naming the first bad field.
 fn parse(raw: &[u8], account_currency: Option<Currency>) -> Result<Controls> {
     let value: Value = serde_json::from_slice(raw)
         .map_err(|e| AdminError::bad("malformed_request", super::admin::json_error(&e)))?;
+    // serde_json keeps the last of a repeated member; the strict reader refuses it.
+    if let Err(instore::JsonError::DuplicateMember(name)) = instore::parse(raw) {
+        return Err(AdminError::bad(
+            "malformed_request",
+            format!("duplicate field `{name}`"),
+        ));
+    }
     Controls::from_value(&value, account_currency)
         .map_err(|e| AdminError::unprocessable("invalid_controls", e.to_string()))
 }
