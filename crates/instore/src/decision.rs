@@ -402,12 +402,23 @@ pub fn injected_balance_differs(
         || to_minor(injected.amount, injected.precision, currency) != Ok(ledger_balance)
 }
 
-/// A wrong PIN at lookup: the store increments the try counter and blocks the card when it
+/// A wrong PIN (at lookup or on Redeem): the store increments the try counter and blocks the card when it
 /// reaches `instore.pin_tries_max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PinFailure {
     pub tries_after: u32,
     pub block: bool,
+}
+
+impl PinFailure {
+    /// One more wrong PIN on `card`.
+    fn on(card: &SvCard, pin_tries_max: u32) -> PinFailure {
+        let tries_after = card.pin_tries.saturating_add(1);
+        PinFailure {
+            tries_after,
+            block: tries_after >= pin_tries_max,
+        }
+    }
 }
 
 /// The result of `storedvaluecard/:number`.
@@ -459,13 +470,9 @@ pub fn decide_lookup(
                 };
             }
             Some(p) if !secret_matches(secret_hash_key, stored, p) => {
-                let tries_after = card.pin_tries.saturating_add(1);
                 return LookupDecision::Declined {
                     reason: Reason::InvalidPin,
-                    pin_failure: Some(PinFailure {
-                        tries_after,
-                        block: tries_after >= pin_tries_max,
-                    }),
+                    pin_failure: Some(PinFailure::on(card, pin_tries_max)),
                 };
             }
             Some(_) => {}
@@ -492,11 +499,8 @@ pub fn redeem_pin_failure<'a>(
         let (Some(stored), Some(pin)) = (&card.pin_hash, c.pin) else {
             return None;
         };
-        (!secret_matches(secret_hash_key, stored, pin)).then(|| {
-            let tries_after = card.pin_tries.saturating_add(1);
-            let block = tries_after >= pin_tries_max;
-            (c.number, PinFailure { tries_after, block })
-        })
+        (!secret_matches(secret_hash_key, stored, pin))
+            .then(|| (c.number, PinFailure::on(card, pin_tries_max)))
     })
 }
 

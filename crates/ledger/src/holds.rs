@@ -435,10 +435,7 @@ pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, Hold
         event_amount: amount,
         // Money given back the day it was reserved comes off that day's counter, as a
         // credit adjustment's does a card purchase's (never more than stands captured).
-        daily_give_back: hold.give_back(
-            now_ms,
-            amount.clamp(0, hold.captured.saturating_sub(hold.refunded.max(0)).max(0)),
-        ),
+        daily_give_back: hold.give_back(now_ms, credit_left(hold.captured, hold.refunded, amount)),
         counted_day: hold.counted_day(),
     })
 }
@@ -454,8 +451,18 @@ pub fn credit_give_back(
     now_ms: i64,
     credit: i64,
 ) -> i64 {
+    daily_give_back(
+        booked_at_ms,
+        now_ms,
+        credit_left(debited, credited_before, credit),
+    )
+}
+
+/// The part of a credit of `credit` that the debit's `debited` amount still holds after
+/// earlier credits (`credited_before`): what a credit may give back, never more.
+fn credit_left(debited: i64, credited_before: i64, credit: i64) -> i64 {
     let left = debited.saturating_sub(credited_before.max(0)).max(0);
-    daily_give_back(booked_at_ms, now_ms, credit.clamp(0, left))
+    credit.clamp(0, left)
 }
 
 /// Applies a daily give-back to the counter of `today` (never below zero; a counter of
