@@ -643,8 +643,10 @@ async fn check_key(tx: &mut Tx, call: &ChannelCall<'_>) -> Result<Option<Channel
             .map(|rec| {
                 // A record names the path it answered (a reservation's own, for a capture,
                 // cancel or refund). One written before paths were recorded names the
-                // route's template, `{reservation_id}` and all: its body alone decides.
-                let legacy = rec.endpoint.contains('{') && rec.request_hash == call.request_hash;
+                // template of the call's route, `{reservation_id}` and all: its body alone
+                // decides. (A reservation id may hold a brace: only the template is legacy.)
+                let legacy = rec.request_hash == call.request_hash
+                    && rec.endpoint == route_template(call.endpoint);
                 if legacy || rec.same_request(&call.request_hash, call.endpoint) {
                     ChannelOutcome::Replay(rec.response)
                 } else {
@@ -652,6 +654,17 @@ async fn check_key(tx: &mut Tx, call: &ChannelCall<'_>) -> Result<Option<Channel
                 }
             }),
     )
+}
+
+/// The route template a channel path was answered under before paths were recorded:
+/// `/channels/v1/reservations/{reservation_id}` with its action, if any.
+fn route_template(path: &str) -> String {
+    let mut parts: Vec<&str> = path.split('/').collect();
+    // "", "channels", "v1", "reservations", the id, the action.
+    if let Some(id) = parts.get_mut(4) {
+        *id = "{reservation_id}";
+    }
+    parts.join("/")
 }
 
 /// Records `response` as the answer to `call` under its idempotency key.
