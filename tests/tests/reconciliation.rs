@@ -351,6 +351,40 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     let outcome = run(&s, &app.store, &opts).await.unwrap();
     recon::assert_clean(&outcome);
     assert_eq!(outcome.exit_code(), 0);
+    let ds = date.to_string();
+    assert_eq!(app.store.run(&ds).await.unwrap().unwrap().status, "clean");
+    // A row that cannot be read was not checked: the day is not clean, and it counts
+    // against the threshold like a break.
+    let unreadable = tx_row(
+        &uid("x"),
+        "ADJUSTMENT",
+        "APPROVED",
+        "CREDIT",
+        "1O.00",
+        "ARS",
+        "",
+    );
+    recon::write_transactions(files.path(), &date, &format!("{rows}\n{unreadable}"));
+    let outcome = run(&s, &app.store, &opts).await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Done {
+                breaks: 0,
+                above_threshold: true,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(outcome.exit_code(), 1);
+    let rec = app.store.run(&ds).await.unwrap().unwrap();
+    assert_eq!((rec.status.as_str(), rec.malformed_rows), ("incomplete", 1));
+    let text = std::fs::read_to_string(reports.path().join(&ds).join("summary.txt")).unwrap();
+    assert!(
+        text.starts_with(&format!("Reconciliation of {ds} - INCOMPLETE")),
+        "{text}"
+    );
     // No file for a date: could not run.
     let missing = RunOptions {
         date: BusinessDate::parse("1999-01-02").unwrap(),
@@ -762,8 +796,41 @@ async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     assert_eq!(summary["claimed_by_day_before"], 1, "{summary}");
 }
 
+/// A day's presentments may come in several files (`presentments_{date}_1.csv`, `_2.csv`),
+/// each numbering its lines from 2: a row is matched as its own whatever its line, and a
+/// break names the file it stands in. (A purchase presented net of its refund on the second
+/// file's line 2 once took the first file's line 2 for its own and dropped its break.)
+async fn presentments_in_several_files(app: TestApp) {
+    let p = uid("m");
+    let id = |s: &str| format!("{p}-{s}");
+    // `y` is refunded 10.00 (`r`), not presented on its own: `y` is due net of it.
+    approved_yesterday(&app, &p, &[("x", "90.00"), ("y", "50.00")], "y", 12 * 60).await;
+    let date = recon::today();
+    let d = date.format("%Y%m%d").to_string();
+    let files = tempfile::tempdir().unwrap();
+    recon::write_transactions(files.path(), &date, TX_HEADER);
+    write_presentments(files.path(), &format!("{d}_1"), &[(id("x"), "120.00")]);
+    write_presentments(files.path(), &format!("{d}_2"), &[(id("y"), "40.00")]);
+    let expected = [(
+        "presentment_amount_differs",
+        id("x"),
+        Some(-9_000),
+        Some(-12_000),
+    )];
+    let run_rec = run_of(&app, (&date, 0), files.path(), &expected).await;
+    assert_eq!(run_rec.presentments_matched, 1, "{}", run_rec.summary);
+    let b = app.store.run_breaks(&date.to_string(), None, 10, 0).await;
+    let b = b.unwrap();
+    let first_file = format!("presentments_{d}_1.csv");
+    assert_eq!(
+        (b[0].file.as_deref(), b[0].line),
+        (Some(&*first_file), Some(2))
+    );
+}
+
 both_backends!(
     every_break_class,
+    presentments_in_several_files,
     a_clean_day_and_the_single_instance_lock,
     presentments_of_earlier_days,
     transactions_of_earlier_days,

@@ -172,25 +172,7 @@ async fn main() -> anyhow::Result<()> {
     }];
     let r = reconcile(&s, &store, &date, &inputs).await?;
     let matched_at = t.elapsed();
-    let breaks: Vec<store::BreakRecord> = r
-        .report
-        .breaks
-        .iter()
-        .enumerate()
-        .map(|(i, b)| store::BreakRecord {
-            seq: i as i64 + 1,
-            class: b.class.as_str().into(),
-            transaction_id: b.transaction_id.clone(),
-            kind: None,
-            currency: b.currency.map(|c| c.code().to_owned()),
-            ledger_amount_minor: b.ledger_amount_minor,
-            file_amount_minor: b.file_amount_minor,
-            difference_minor: b.difference_minor,
-            file: b.file.map(str::to_owned),
-            line: b.line.map(|l| l as i64),
-            detail: b.detail.clone(),
-        })
-        .collect();
+    let breaks = r.break_records();
     let summary = reconciler::report::summary_json("2024-03-01", &r, &inputs, t.elapsed());
     let run = store::RunRecord {
         business_date: "2024-03-01".into(),
@@ -204,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         malformed_rows: r.malformed.len() as i64,
         summary: summary.to_string(),
     };
-    let presented = r.report.presented_rows();
+    let presented = r.presented_rows();
     store.replace_run(&run, &breaks, &presented).await?;
     reconciler::report::write_files(
         &s.report.dir.join("2024-03-01"),

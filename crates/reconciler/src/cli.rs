@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Reconcile one business date once. Exit 0 clean, 1 breaks above the threshold, 2 could not run.
+    /// Reconcile one business date once. Exit 0 clean, 1 breaks (and unreadable rows) above the threshold, 2 could not run.
     Run {
         #[arg(long)]
         date: String,
@@ -93,8 +93,9 @@ pub async fn main(cli: Cli) -> i32 {
                 print_outcome(&store, &date, &outcome, s.report.largest).await?;
                 if outcome == Outcome::Unchanged {
                     // Nothing new: the date's standing result decides the exit code.
-                    let breaks = store.run(&date).await?.map(|r| r.break_count).unwrap_or(0);
-                    return Ok(i32::from(breaks as u64 > s.report.break_threshold));
+                    let standing = store.run(&date).await?;
+                    let counted = standing.map_or(0, |r| r.break_count + r.malformed_rows);
+                    return Ok(i32::from(counted as u64 > s.report.break_threshold));
                 }
                 Ok(outcome.exit_code())
             }

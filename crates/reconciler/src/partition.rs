@@ -86,6 +86,42 @@ pub struct Spill {
     buf: Vec<u8>,
 }
 
+/// Where each of a day's files starts in the line numbers the matcher sees. A day may have
+/// several files of a kind (`presentments_{date}_1.csv`, `_2.csv`): each one's lines are
+/// counted on from the last line of the one before, so that a line names one row of the
+/// day (the matcher pairs a presentment with its break by line). The first file of a kind
+/// starts at 0: a day of one file per kind keeps the files' own line numbers.
+#[derive(Debug, Clone, Default)]
+pub struct LineBases {
+    /// Kind (`"transactions"`, `"presentments"`), file name, base; in reading order.
+    files: Vec<(&'static str, String, u64)>,
+}
+
+impl LineBases {
+    /// Notes that `name`, of `kind`, is read next from `base`.
+    pub fn start(&mut self, kind: &'static str, name: &str, base: u64) {
+        self.files.push((kind, name.to_owned(), base));
+    }
+
+    /// The file a matcher line of `kind` stands in, as a report names it (the kind, when the
+    /// day has one file of it; else the file's name), and the line within that file.
+    pub fn locate(&self, kind: &str, line: u64) -> (String, u64) {
+        let of_kind: Vec<_> = self.files.iter().filter(|(k, ..)| *k == kind).collect();
+        let Some(first) = of_kind.first() else {
+            return (kind.to_owned(), line);
+        };
+        let (_, name, base) = (of_kind.iter().rev())
+            .find(|(_, _, base)| *base < line)
+            .unwrap_or(first);
+        let label = if of_kind.len() > 1 {
+            name.clone()
+        } else {
+            kind.to_owned()
+        };
+        (label, line - base)
+    }
+}
+
 /// The directory of a run's spilled partitions (its own, even when runs of several
 /// databases share a staging directory), removed when dropped.
 pub struct SpillDir(tempfile::TempDir);
@@ -213,7 +249,8 @@ impl Spill {
         Ok(())
     }
 
-    pub fn transaction(&mut self, t: &FileTransaction) -> anyhow::Result<()> {
+    /// Spills one row; its line is counted from `base` (see [`LineBases`]).
+    pub fn transaction(&mut self, t: &FileTransaction, base: u64) -> anyhow::Result<()> {
         let part = part_of(t.transaction_id.as_bytes(), self.parts());
         self.put(
             part,
@@ -223,13 +260,14 @@ impl Spill {
                 flag: u8::from(t.approved),
                 currency: t.currency,
                 amount: t.amount_minor,
-                n: i64::try_from(t.line).unwrap_or(i64::MAX),
+                n: i64::try_from(t.line.saturating_add(base)).unwrap_or(i64::MAX),
                 id: &t.transaction_id,
             },
         )
     }
 
-    pub fn presentment(&mut self, p: &Presentment) -> anyhow::Result<()> {
+    /// Spills one row; its line is counted from `base` (see [`LineBases`]).
+    pub fn presentment(&mut self, p: &Presentment, base: u64) -> anyhow::Result<()> {
         let part = part_of(p.transaction_id.as_bytes(), self.parts());
         self.put(
             part,
@@ -239,7 +277,7 @@ impl Spill {
                 flag: 0,
                 currency: p.currency,
                 amount: p.amount_minor,
-                n: i64::try_from(p.line).unwrap_or(i64::MAX),
+                n: i64::try_from(p.line.saturating_add(base)).unwrap_or(i64::MAX),
                 id: &p.transaction_id,
             },
         )
@@ -412,6 +450,26 @@ impl PartReader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_line_is_located_in_its_file() {
+        let mut b = LineBases::default();
+        b.start("transactions", "transactions_20240301.csv", 0);
+        b.start("presentments", "presentments_20240301_1.csv", 0);
+        b.start("presentments", "presentments_20240301_2.csv", 7);
+        let at = |kind, line| b.locate(kind, line);
+        // One file of its kind: named by the kind, its own lines.
+        assert_eq!(at("transactions", 9), ("transactions".into(), 9));
+        assert_eq!(
+            at("presentments", 7),
+            ("presentments_20240301_1.csv".into(), 7)
+        );
+        assert_eq!(
+            at("presentments", 9),
+            ("presentments_20240301_2.csv".into(), 2)
+        );
+        assert_eq!(at("other", 3), ("other".into(), 3));
+    }
 
     #[test]
     fn ids_spread_over_the_partitions() {

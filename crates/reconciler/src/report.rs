@@ -131,10 +131,10 @@ pub fn summary_text(
         s,
         "Reconciliation of {} - {}",
         run.business_date,
-        if run.break_count == 0 {
-            "CLEAN"
-        } else {
-            "BREAKS FOUND"
+        match (run.break_count, run.malformed_rows) {
+            (0, 0) => "CLEAN",
+            (0, _) => "INCOMPLETE: rows not read",
+            _ => "BREAKS FOUND",
         }
     );
     let _ = writeln!(s, "{}", "=".repeat(60));

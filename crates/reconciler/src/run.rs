@@ -2,7 +2,7 @@
 
 use crate::config::{Settings, Source};
 use crate::parse::{self, CsvFormat, Malformed};
-use crate::partition::{self, PartReader, Record, Spill, SpillDir};
+use crate::partition::{self, LineBases, PartReader, Record, Spill, SpillDir};
 use crate::report;
 use crate::schedule::{day_window_ms, parse_offset};
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
@@ -10,7 +10,8 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use ledger::reconcile::{
     Break, BreakClass, EntryKind, FileTransaction, LedgerEntry, MatchConfig, Matcher, Owed,
-    PresentedElsewhere, PresentedOn, Presentment, Purchase, Report, sort_breaks,
+    PRESENTMENTS_FILE, PresentedElsewhere, PresentedOn, Presentment, Purchase, Report,
+    TRANSACTIONS_FILE, sort_breaks,
 };
 use sha2::{Digest, Sha256};
 use std::io::IsTerminal;
@@ -50,7 +51,7 @@ pub struct Input {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Reconciled; `breaks` above the threshold makes the exit code 1.
+    /// Reconciled; `breaks` and unreadable rows above the threshold make the exit code 1.
     Done {
         breaks: u64,
         above_threshold: bool,
@@ -313,6 +314,26 @@ pub struct Reconciled {
     pub elapsed: std::time::Duration,
     /// Peak resident size of the process when matching ended, if the system tells.
     pub peak_rss_kib: Option<u64>,
+    /// Where each file's lines start in the report's line numbers.
+    pub line_bases: LineBases,
+}
+
+impl Reconciled {
+    /// The breaks as a run stores and writes them, each row's line as its file has it.
+    pub fn break_records(&self) -> Vec<BreakRecord> {
+        (self.report.breaks.iter().enumerate())
+            .map(|(i, b)| break_record(i as i64 + 1, b, &self.line_bases))
+            .collect()
+    }
+
+    /// The first presentments as the run keeps them (id, line in its file, amount, currency).
+    pub fn presented_rows(&self) -> Vec<(&str, u64, i64, ledger::Currency)> {
+        let mut rows = self.report.presented_rows();
+        for r in &mut rows {
+            r.1 = self.line_bases.locate(PRESENTMENTS_FILE, r.1).1;
+        }
+        rows
+    }
 }
 
 /// Matches the day partition by partition (see [`crate::partition`]): both sides are
@@ -360,17 +381,30 @@ pub async fn reconcile(
             failed: None,
         };
         let mut rows = 0;
+        let mut bases = LineBases::default();
+        let mut top = 0;
         for input in files.iter().filter(|i| i.role == Role::Transactions) {
-            rows += side.spill(&input.path, &map.transactions, |r| spill.transaction(r))?;
+            let base = top;
+            bases.start(TRANSACTIONS_FILE, &input.name, base);
+            rows += side.spill(&input.path, &map.transactions, |r| {
+                top = top.max(base + r.line);
+                spill.transaction(r, base)
+            })?;
         }
+        top = 0;
         for input in files.iter().filter(|i| i.role == Role::Presentments) {
-            rows += side.spill(&input.path, &map.presentments, |r| spill.presentment(r))?;
+            let base = top;
+            bases.start(PRESENTMENTS_FILE, &input.name, base);
+            rows += side.spill(&input.path, &map.presentments, |r| {
+                top = top.max(base + r.line);
+                spill.presentment(r, base)
+            })?;
         }
         if let Some(e) = side.failed {
             return Err(e);
         }
         let malformed = side.malformed;
-        Ok((spill.finish()?, malformed, rows))
+        Ok((spill.finish()?, malformed, rows, bases))
     });
     let mut ledger_spill = Spill::new(parts, dir.as_deref(), "ledger")?;
     let mut failed: Option<anyhow::Error> = None;
@@ -391,7 +425,7 @@ pub async fn reconcile(
     if let Some(e) = failed {
         return Err(e);
     }
-    let (file_written, malformed, rows) = file_side??;
+    let (file_written, malformed, rows, line_bases) = file_side??;
     let ledger_written = ledger_spill.finish()?;
 
     let c = counters.clone();
@@ -462,6 +496,7 @@ pub async fn reconcile(
         claimed_by_day_before,
         elapsed: clock.elapsed(),
         peak_rss_kib: peak_rss_kib(),
+        line_bases,
     })
 }
 
@@ -938,7 +973,14 @@ fn made_from(summary: &str, inputs: &[Input]) -> bool {
     now == then
 }
 
-fn break_record(seq: i64, b: &Break) -> BreakRecord {
+fn break_record(seq: i64, b: &Break, bases: &LineBases) -> BreakRecord {
+    let (file, line) = match (b.file, b.line) {
+        (Some(kind), Some(line)) => {
+            let (file, line) = bases.locate(kind, line);
+            (Some(file), Some(line))
+        }
+        (file, line) => (file.map(str::to_owned), line),
+    };
     BreakRecord {
         seq,
         class: b.class.as_str().to_owned(),
@@ -948,9 +990,19 @@ fn break_record(seq: i64, b: &Break) -> BreakRecord {
         ledger_amount_minor: b.ledger_amount_minor,
         file_amount_minor: b.file_amount_minor,
         difference_minor: b.difference_minor,
-        file: b.file.map(str::to_owned),
-        line: b.line.and_then(|l| i64::try_from(l).ok()),
+        file,
+        line: line.and_then(|l| i64::try_from(l).ok()),
         detail: b.detail.clone(),
+    }
+}
+
+/// A run's status: `breaks`; else `incomplete` when rows of its files could not be read
+/// (they were not checked); else `clean`.
+fn run_status(breaks: usize, malformed: usize) -> &'static str {
+    match (breaks, malformed) {
+        (0, 0) => "clean",
+        (0, _) => "incomplete",
+        _ => "breaks",
     }
 }
 
@@ -1019,12 +1071,13 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             return Ok(Outcome::Unchanged);
         }
         let r = reconcile(s, store, &opts.date, &inputs).await?;
-        let breaks: Vec<BreakRecord> = r.report.breaks.iter().enumerate().map(|(i, b)| break_record(i as i64 + 1, b)).collect();
+        let breaks = r.break_records();
         let summary = report::summary_json(&date_str, &r, &inputs, clock.elapsed());
-        let above = breaks.len() as u64 > s.report.break_threshold;
+        // A row that could not be read was not checked: it counts as a break would.
+        let above = (breaks.len() + r.malformed.len()) as u64 > s.report.break_threshold;
         let run = RunRecord {
             business_date: date_str.clone(),
-            status: if breaks.is_empty() { "clean".into() } else { "breaks".into() },
+            status: run_status(breaks.len(), r.malformed.len()).into(),
             started_at_ms: started,
             finished_at_ms: store::now_ms(),
             matched: r.report.matched as i64,
@@ -1034,7 +1087,7 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        let presented = r.report.presented_rows();
+        let presented = r.presented_rows();
         store.replace_run(&run, &breaks, &presented).await?;
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;

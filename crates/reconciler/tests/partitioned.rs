@@ -233,16 +233,37 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
         .unwrap();
     let fmt = CsvFormat::from(&s.csv);
     let mut malformed = Vec::new();
+    // A kind's files are numbered on from the last line of the one before, as a run does.
+    let mut top = 0;
     for i in inputs.iter().filter(|i| i.role == Role::Transactions) {
-        parse::rows(&i.path, &s.mapping.transactions, fmt, &mut malformed, |r| {
-            m.transaction(r)
-        })
+        let base = top;
+        parse::rows(
+            &i.path,
+            &s.mapping.transactions,
+            fmt,
+            &mut malformed,
+            |mut r| {
+                r.line += base;
+                top = top.max(r.line);
+                m.transaction(r)
+            },
+        )
         .unwrap();
     }
+    top = 0;
     for i in inputs.iter().filter(|i| i.role == Role::Presentments) {
-        parse::rows(&i.path, &s.mapping.presentments, fmt, &mut malformed, |r| {
-            m.presentment(r)
-        })
+        let base = top;
+        parse::rows(
+            &i.path,
+            &s.mapping.presentments,
+            fmt,
+            &mut malformed,
+            |mut r| {
+                r.line += base;
+                top = top.max(r.line);
+                m.presentment(r)
+            },
+        )
         .unwrap();
     }
     let mut report = m.finish();

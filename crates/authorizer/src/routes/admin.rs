@@ -1671,6 +1671,8 @@ pub struct Health {
 pub struct Run {
     /// `YYYY-MM-DD`.
     pub business_date: String,
+    /// `clean`; `breaks`; or `incomplete`: no break, but rows of the files could not be
+    /// read (`malformed_rows`), so they were not checked.
     pub status: String,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
@@ -1699,6 +1701,9 @@ pub struct Break {
     pub ledger_amount: Option<String>,
     pub file_amount: Option<String>,
     pub difference: Option<String>,
+    /// The file of the row the break comes from: `transactions` or `presentments`, or the
+    /// file's own name when the day had several files of that kind; `line` is the row's
+    /// line in it (the header is line 1).
     pub file: Option<String>,
     pub line: Option<i64>,
     pub detail: String,
