@@ -747,6 +747,19 @@ async fn a_failed_run_is_run_again(app: TestApp) {
     // The first file delivered again: its run again.
     file("10.00");
     assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(0));
+    // Report files that cannot be written fail the run before it is stored: the date keeps
+    // its run, and the next run writes both.
+    let ds = date.to_string();
+    let dir = reports.path().join(&ds);
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::write(&dir, "in the way").unwrap();
+    file("11.00");
+    assert!(run(&s, &app.store, &opts).await.is_err());
+    assert_eq!(app.store.run(&ds).await.unwrap().unwrap().break_count, 0);
+    std::fs::remove_file(&dir).unwrap();
+    assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(1));
+    let text = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
+    assert!(text.contains("BREAKS FOUND"), "{text}");
 }
 
 /// The other way round: the processor's clock put a purchase before midnight, ours after

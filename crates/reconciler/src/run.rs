@@ -1087,10 +1087,14 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             malformed_rows: r.malformed.len() as i64,
             summary: summary.to_string(),
         };
-        let presented = r.presented_rows();
-        store.replace_run(&run, &breaks, &presented).await?;
+        // The report files first: a run whose files cannot be written is not stored, so the
+        // next run makes it again (stored first, it would be taken as done with the files
+        // stale). Files written for a run that then fails to be stored are rewritten by the
+        // next run, which the stored run does not answer.
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;
+        let presented = r.presented_rows();
+        store.replace_run(&run, &breaks, &presented).await?;
         tracing::info!(
             business_date = %date_str,
             matched = r.report.matched,
