@@ -3,14 +3,20 @@
 # (0 clean, 1 breaks above report.break_threshold, 2 could not run). For schedulers that
 # start a job at a time (a Kubernetes CronJob) instead of `reconciler daemon`.
 #
-# The business day is taken in RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00), which must be
-# set: the reconciler reads the same variable, so the date and the matching window agree.
-# Extra arguments go to `reconciler run` (e.g. --force).
+# The business day is taken in RECONCILER__MATCHING__TIME_ZONE (e.g. America/Santiago) when
+# it is set: the reconciler itself takes the day before today's there (`--date yesterday`),
+# daylight saving time and all. Otherwise in RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00),
+# which must then be set: the reconciler reads the same variables, so the date and the
+# matching window agree. Extra arguments go to `reconciler run` (e.g. --force).
 set -euo pipefail
 
+if [ -n "${RECONCILER__MATCHING__TIME_ZONE:-}" ]; then
+    echo "reconcile-yesterday: the business date before today's in $RECONCILER__MATCHING__TIME_ZONE" >&2
+    exec "${RECONCILER_BIN:-reconciler}" run --date yesterday "$@"
+fi
 offset=${RECONCILER__MATCHING__UTC_OFFSET:-}
 if [ -z "$offset" ]; then
-    echo "reconcile-yesterday: set RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00), the business day's UTC offset" >&2
+    echo "reconcile-yesterday: set RECONCILER__MATCHING__TIME_ZONE (e.g. America/Santiago) or RECONCILER__MATCHING__UTC_OFFSET (e.g. -03:00), where the business day is counted" >&2
     exit 2
 fi
 # A POSIX TZ counts hours west of UTC: -03:00 is "UTC+03:00", +05:30 is "UTC-05:30".

@@ -3,7 +3,7 @@
 use crate::config::{Settings, Source};
 use crate::report;
 use crate::run::{Outcome, RunOptions, run};
-use crate::schedule::{Cron, civil_from_days, parse_offset};
+use crate::schedule::{Cron, Zone, civil_from_days};
 use crate::sftp::BusinessDate;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -32,6 +32,8 @@ pub struct Cli {
 pub enum Command {
     /// Reconcile one business date once. Exit 0 clean, 1 breaks (and unreadable rows) above the threshold, 2 could not run.
     Run {
+        /// `YYYY-MM-DD`, or `yesterday`: the business date before today's, in
+        /// matching.time_zone or at matching.utc_offset.
         #[arg(long)]
         date: String,
         /// "sftp" or "dir:/path" (default: source.kind).
@@ -83,6 +85,12 @@ pub async fn main(cli: Cli) -> i32 {
                 source,
                 force,
             } => {
+                let date = if date == "yesterday" {
+                    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
+                    days_before(store::now_ms(), &zone, 1).to_string()
+                } else {
+                    date
+                };
                 let opts = RunOptions {
                     date: BusinessDate::parse(&date)
                         .map_err(|e| anyhow::anyhow!("--date {date}: {e}"))?,
@@ -151,8 +159,8 @@ async fn print_outcome(
 }
 
 /// The business date `n` days before the local day of `at_ms`.
-fn days_before(at_ms: i64, offset_min: i64, n: i64) -> BusinessDate {
-    let day = (at_ms + offset_min * 60_000).div_euclid(86_400_000) - n;
+fn days_before(at_ms: i64, zone: &Zone, n: i64) -> BusinessDate {
+    let day = zone.day_of(at_ms) - n;
     let (year, month, day) = civil_from_days(day);
     BusinessDate { year, month, day }
 }
@@ -165,16 +173,16 @@ fn without_presentments(summary: &str) -> bool {
 
 /// What a fire at `at_ms` looks at: the `catch_up_days` business dates ending with
 /// yesterday, oldest first (a day's run reads the run of the day before).
-fn dates_of_fire(at_ms: i64, offset_min: i64, catch_up_days: u32) -> Vec<BusinessDate> {
+fn dates_of_fire(at_ms: i64, zone: &Zone, catch_up_days: u32) -> Vec<BusinessDate> {
     (1..=i64::from(catch_up_days.max(1)))
         .rev()
-        .map(|n| days_before(at_ms, offset_min, n))
+        .map(|n| days_before(at_ms, zone, n))
         .collect()
 }
 
 async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
     let cron = Cron::parse(&s.schedule.cron)?;
-    let offset = parse_offset(&s.matching.utc_offset)?;
+    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
     // SIGTERM (a container or service manager stopping us) and SIGINT both stop the daemon
     // between runs; one that arrives during a run lets the run finish first.
     #[cfg(unix)]
@@ -191,7 +199,7 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
     loop {
         let now = store::now_ms();
         let next = cron
-            .next_after(now, offset)
+            .next_in(now, &zone)
             .ok_or_else(|| anyhow::anyhow!("schedule.cron never fires"))?;
         tracing::info!(
             in_secs = (next - now) / 1000,
@@ -204,7 +212,7 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
                 return Ok(0);
             }
         }
-        let dates = dates_of_fire(next, offset, s.schedule.catch_up_days);
+        let dates = dates_of_fire(next, &zone, s.schedule.catch_up_days);
         let last = dates.len() - 1;
         // A date reconciled anew changes what the next date's run reads of its day before
         // (the entries it left pending or claimed): a next date with a run runs again.
@@ -259,8 +267,11 @@ mod tests {
     fn yesterday_is_in_the_business_timezone() {
         // 2024-01-02T02:00Z is still Jan 1 in Buenos Aires: yesterday is Dec 31.
         let t = crate::schedule::days_from_civil(2024, 1, 2) * 86_400_000 + 2 * 3_600_000;
-        assert_eq!(days_before(t, -180, 1).to_string(), "2023-12-31");
-        assert_eq!(days_before(t, 0, 1).to_string(), "2024-01-01");
+        assert_eq!(
+            days_before(t, &Zone::Fixed(-180), 1).to_string(),
+            "2023-12-31"
+        );
+        assert_eq!(days_before(t, &Zone::Fixed(0), 1).to_string(), "2024-01-01");
     }
 
     #[test]
@@ -275,12 +286,12 @@ mod tests {
     #[test]
     fn a_fire_looks_at_the_dates_up_to_yesterday_oldest_first() {
         let t = crate::schedule::days_from_civil(2024, 3, 1) * 86_400_000 + 6 * 3_600_000;
-        let dates: Vec<String> = dates_of_fire(t, 0, 3)
+        let dates: Vec<String> = dates_of_fire(t, &Zone::Fixed(0), 3)
             .iter()
             .map(|d| d.to_string())
             .collect();
         assert_eq!(dates, ["2024-02-27", "2024-02-28", "2024-02-29"]);
-        let one: Vec<String> = dates_of_fire(t, 0, 1)
+        let one: Vec<String> = dates_of_fire(t, &Zone::Fixed(0), 1)
             .iter()
             .map(|d| d.to_string())
             .collect();

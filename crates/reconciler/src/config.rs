@@ -2,7 +2,7 @@
 //! directory), `config/reconciler.<RECONCILER_ENV>.toml`, then `RECONCILER__SECTION__KEY`.
 
 use crate::parse::FileColumns;
-use crate::schedule::{Cron, parse_offset};
+use crate::schedule::{Cron, Zone, parse_offset};
 use serde::Deserialize;
 use settings::{ConfigError, Secret};
 use std::path::{Path, PathBuf};
@@ -109,6 +109,10 @@ pub struct PresentmentColumns {
 #[serde(deny_unknown_fields)]
 pub struct MatchingSettings {
     pub utc_offset: String,
+    /// A time zone of the tz database (`America/Santiago`): when set, the business day is
+    /// counted in it, daylight saving time and all, instead of at `utc_offset`.
+    #[serde(default)]
+    pub time_zone: String,
     pub presentment_tolerance_minor: i64,
     /// Per currency, `"<code> <amount>"` in the currency's major units (`"ARS 0.10"`):
     /// replaces `presentment_tolerance_minor` for that currency.
@@ -190,6 +194,9 @@ impl Settings {
         Source::parse(&self.source.kind)?;
         if let Err(e) = parse_offset(&self.matching.utc_offset) {
             return bad(format!("matching.utc_offset: {e}"));
+        }
+        if let Err(e) = Zone::parse(&self.matching.utc_offset, &self.matching.time_zone) {
+            return bad(format!("matching.time_zone: {e:#}"));
         }
         if let Err(e) = Cron::parse(&self.schedule.cron) {
             return bad(format!("schedule.cron: {e}"));
@@ -355,6 +362,11 @@ mod tests {
                 "RECONCILER__MATCHING__UTC_OFFSET",
                 "ART",
                 "matching.utc_offset",
+            ),
+            (
+                "RECONCILER__MATCHING__TIME_ZONE",
+                "America/Atlantis",
+                "matching.time_zone",
             ),
             ("RECONCILER__SOURCE__KIND", "ftp", "source"),
             (

@@ -4,7 +4,7 @@ use crate::config::{Settings, Source};
 use crate::parse::{self, CsvFormat, Malformed};
 use crate::partition::{self, LineBases, PartReader, Record, Spill, SpillDir};
 use crate::report;
-use crate::schedule::{day_window_ms, parse_offset};
+use crate::schedule::Zone;
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -347,8 +347,8 @@ pub async fn reconcile(
     inputs: &[Input],
 ) -> anyhow::Result<Reconciled> {
     let clock = Instant::now();
-    let offset = parse_offset(&s.matching.utc_offset)?;
-    let (from, to) = day_window_ms(date.year, date.month, date.day, offset);
+    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
+    let (from, to) = zone.day_window_ms(date.year, date.month, date.day);
     let config = MatchConfig {
         presentment_tolerance_minor: s.matching.presentment_tolerance_minor,
         presentment_tolerance_by_currency: s.presentment_tolerances()?,

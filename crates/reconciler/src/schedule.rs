@@ -1,11 +1,12 @@
-//! Civil dates in a fixed UTC offset, and the daily cron schedule of `reconciler daemon`.
-//! A fixed offset is exact for the processor's markets (none of them observes DST).
+//! Civil dates, the zone a business day is counted in (a fixed UTC offset, or a time zone
+//! whose offset changes with daylight saving time), and the daily cron schedule of
+//! `reconciler daemon`.
 
 use anyhow::{Context, bail};
 use croner::parser::{CronParser, Seconds, Year};
 use jiff::civil::Date;
-use jiff::tz::Offset;
-use jiff::{Span, Timestamp};
+use jiff::tz::{Offset, TimeZone};
+use jiff::{Span, Timestamp, Zoned};
 
 const EPOCH: Date = Date::constant(1970, 1, 1);
 const DAY_MS: i64 = 86_400_000;
@@ -65,6 +66,62 @@ pub fn day_window_ms(y: i32, m: u32, d: u32, offset_min: i64) -> (i64, i64) {
     (start, start + DAY_MS)
 }
 
+/// Where a business day is counted: a fixed UTC offset (`matching.utc_offset`), or a time
+/// zone of the tz database (`matching.time_zone`, e.g. `America/Santiago`), whose days are
+/// 23 or 25 hours long when its clocks change.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Zone {
+    /// Minutes east of UTC.
+    Fixed(i64),
+    Named(TimeZone),
+}
+
+impl Zone {
+    /// A time zone's name when `time_zone` is set, else the fixed `utc_offset`.
+    pub fn parse(utc_offset: &str, time_zone: &str) -> anyhow::Result<Zone> {
+        if time_zone.is_empty() {
+            return Ok(Zone::Fixed(parse_offset(utc_offset)?));
+        }
+        let tz = TimeZone::get(time_zone)
+            .with_context(|| format!("'{time_zone}' is not a time zone of the tz database"))?;
+        Ok(Zone::Named(tz))
+    }
+
+    /// The UTC window `[start, end)` in unix ms of a business date: from its first instant
+    /// to the next date's.
+    pub fn day_window_ms(&self, y: i32, m: u32, d: u32) -> (i64, i64) {
+        match self {
+            Zone::Fixed(offset_min) => day_window_ms(y, m, d, *offset_min),
+            Zone::Named(tz) => {
+                let day = days_from_civil(y, m, d);
+                (start_of_day_ms(tz, day), start_of_day_ms(tz, day + 1))
+            }
+        }
+    }
+
+    /// The day number (days since 1970-01-01) of the local date at `at_ms`.
+    pub fn day_of(&self, at_ms: i64) -> i64 {
+        match self {
+            Zone::Fixed(offset_min) => (at_ms + offset_min * 60_000).div_euclid(DAY_MS),
+            Zone::Named(tz) => Timestamp::from_millisecond(at_ms)
+                .map(|t| t.to_zoned(tz.clone()).date())
+                .map_or(at_ms.div_euclid(DAY_MS), |date| {
+                    date.duration_since(EPOCH).as_secs() / 86_400
+                }),
+        }
+    }
+}
+
+/// The first instant of day number `day` in `tz` (its midnight, or the end of a clock change
+/// that skips midnight), unix ms.
+fn start_of_day_ms(tz: &TimeZone, day: i64) -> i64 {
+    let (y, m, d) = civil_from_days(day);
+    let date = Date::new(y as i16, m as i8, d as i8).expect("a calendar date");
+    date.to_zoned(tz.clone())
+        .and_then(|z| z.start_of_day())
+        .map_or(day * DAY_MS, |z| z.timestamp().as_millisecond())
+}
+
 /// A five-field cron expression: minute hour day-of-month month day-of-week, each `*`,
 /// a number, a range `a-b`, a list `a,b`, or a step `*/n`, `a/n` / `a-b/n`. Day of week 0-6,
 /// Sunday 0 (7 is also Sunday). When both day fields are restricted, either matches.
@@ -100,6 +157,22 @@ impl Cron {
             .parse(expr)
             .with_context(|| format!("cron '{expr}'"))?;
         Ok(Cron(cron))
+    }
+
+    /// The first matching minute strictly after `after_ms` (unix ms), in `zone`: a time
+    /// zone's clock change is followed (a fire in a skipped hour comes at its end).
+    pub fn next_in(&self, after_ms: i64, zone: &Zone) -> Option<i64> {
+        let tz = match zone {
+            Zone::Fixed(offset_min) => return self.next_after(after_ms, *offset_min),
+            Zone::Named(tz) => tz,
+        };
+        let first_min = after_ms.div_euclid(60_000) + 1;
+        let first = Timestamp::from_millisecond(first_min * 60_000)
+            .ok()?
+            .to_zoned(tz.clone());
+        let next: Zoned = self.0.find_next_occurrence(&first, true).ok()?;
+        let next_ms = next.timestamp().as_millisecond();
+        ((next_ms - first_min * 60_000) / DAY_MS < HORIZON_DAYS).then_some(next_ms)
     }
 
     /// The first matching minute strictly after `after_ms` (unix ms), at `offset_min`.
@@ -143,6 +216,56 @@ mod tests {
         let (s, e) = day_window_ms(2024, 1, 1, -180);
         assert_eq!(s, 1_704_078_000_000);
         assert_eq!(e - s, 86_400_000);
+    }
+
+    #[test]
+    fn a_time_zone_follows_its_clock_changes() {
+        let santiago = Zone::parse("Z", "America/Santiago").unwrap();
+        let hour = 3_600_000;
+        let midnight = |y, m, d| days_from_civil(y, m, d) * 86_400_000;
+        // Summer (-03:00) and winter (-04:00).
+        assert_eq!(
+            santiago.day_window_ms(2024, 1, 15),
+            (
+                midnight(2024, 1, 15) + 3 * hour,
+                midnight(2024, 1, 16) + 3 * hour
+            )
+        );
+        assert_eq!(
+            santiago.day_window_ms(2024, 7, 15),
+            (
+                midnight(2024, 7, 15) + 4 * hour,
+                midnight(2024, 7, 16) + 4 * hour
+            )
+        );
+        // 2024-09-08: the clocks go from 00:00 to 01:00 (-04:00 to -03:00): 23 hours, from
+        // 01:00 local; 2024-04-06 ends at 00:00 -03:00, which is 23:00 -04:00 again: 25.
+        let (s, e) = santiago.day_window_ms(2024, 9, 8);
+        assert_eq!((s, e - s), (midnight(2024, 9, 8) + 4 * hour, 23 * hour));
+        let (s, e) = santiago.day_window_ms(2024, 4, 6);
+        assert_eq!((s, e - s), (midnight(2024, 4, 6) + 3 * hour, 25 * hour));
+        // 02:30 UTC on 2024-01-16 is still the 15th there; 03:00 is the 16th.
+        let day = days_from_civil(2024, 1, 15);
+        assert_eq!(santiago.day_of(midnight(2024, 1, 16) + 150 * 60_000), day);
+        assert_eq!(santiago.day_of(midnight(2024, 1, 16) + 3 * hour), day + 1);
+        // 06:00 local: 09:00 UTC in summer, 10:00 in winter.
+        let c = Cron::parse("0 6 * * *").unwrap();
+        assert_eq!(
+            c.next_in(midnight(2024, 1, 15), &santiago),
+            Some(midnight(2024, 1, 15) + 9 * hour)
+        );
+        assert_eq!(
+            c.next_in(midnight(2024, 7, 15), &santiago),
+            Some(midnight(2024, 7, 15) + 10 * hour)
+        );
+        // A fixed offset is what it was.
+        let fixed = Zone::parse("-03:00", "").unwrap();
+        assert_eq!(
+            fixed.day_window_ms(2024, 7, 15),
+            day_window_ms(2024, 7, 15, -180)
+        );
+        assert_eq!(c.next_in(0, &fixed), c.next_after(0, -180));
+        assert!(Zone::parse("Z", "America/Atlantis").is_err());
     }
 
     #[test]

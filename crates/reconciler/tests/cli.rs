@@ -62,6 +62,33 @@ fn exit_codes_and_reports() {
     let o = reconciler(dir.path(), &["report", "--date", "2024-03-02"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(text(&o).contains("ctx-2"));
+    // `yesterday` is the date before today's in the business day's time zone.
+    let zone = reconciler::schedule::Zone::parse("Z", "America/Santiago").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let day = zone.day_of(now.as_millis() as i64) - 1;
+    let (y, m, d) = reconciler::schedule::civil_from_days(day);
+    let yesterday = format!("{y:04}{m:02}{d:02}");
+    let row = "ctx-3,AUTHORIZATION,PURCHASE,REJECTED,DEBIT,1.00,ARS,,c,u,2024-03-01";
+    let name = format!("transactions_{yesterday}.csv");
+    std::fs::write(files.join(name), format!("{header}{row}\n")).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_reconciler"))
+        .env_clear()
+        .env("RECONCILER__DATABASE__DATA_DIR", dir.path())
+        .env("RECONCILER__REPORT__DIR", dir.path().join("reports"))
+        .env("RECONCILER__MATCHING__TIME_ZONE", "America/Santiago")
+        .args(["--config-dir", "/nonexistent"])
+        .args(["run", "--date", "yesterday", "--source", &source])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let iso = format!("{y:04}-{m:02}-{d:02}");
+    assert!(
+        dir.path().join("reports").join(iso).exists(),
+        "{}",
+        text(&o)
+    );
     // Could not run: no file, no run, bad date, bad setting.
     for args in [
         vec!["run", "--date", "2024-03-03", "--source", source.as_str()],
