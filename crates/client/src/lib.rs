@@ -21,7 +21,9 @@ pub struct Answer {
     pub headers: HeaderMap,
     pub body: Bytes,
     /// For a processor call: whether X-Signature verifies over X-Timestamp ++ X-Endpoint ++
-    /// body with our secret, and X-Endpoint echoes the path we signed. False otherwise.
+    /// body with our secret, X-Endpoint echoes the path we signed, and X-Timestamp is within
+    /// [`ANSWER_SKEW_SECS`] of now (an answer recorded earlier and played back is refused).
+    /// False otherwise.
     pub signature_ok: bool,
 }
 
@@ -98,8 +100,24 @@ pub fn header_text<'a>(headers: &'a HeaderMap, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Whether `headers` carry our signature over `body` for `path` (see [`Answer::signature_ok`]).
+/// How far an answer's X-Timestamp may be from our clock, either way: the skew the
+/// authorizer allows a request.
+pub const ANSWER_SKEW_SECS: i64 = 300;
+
+/// Whether `headers` carry our signature over `body` for `path`, stamped now (see
+/// [`Answer::signature_ok`]).
 pub fn verify(secret: &ApiSecret, path: &str, headers: &HeaderMap, body: &[u8]) -> bool {
+    verify_at(secret, path, headers, body, unix_now())
+}
+
+/// [`verify`] with `now` (unix seconds) as our clock.
+pub fn verify_at(
+    secret: &ApiSecret,
+    path: &str,
+    headers: &HeaderMap,
+    body: &[u8],
+    now: i64,
+) -> bool {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
     match (
         header(headers::TIMESTAMP),
@@ -107,7 +125,10 @@ pub fn verify(secret: &ApiSecret, path: &str, headers: &HeaderMap, body: &[u8]) 
         header(headers::SIGNATURE),
     ) {
         (Some(ts), Some(ep), Some(sig)) => {
-            ep == path && signature::verify(secret, ts, ep, body, sig).is_ok()
+            let fresh = ts
+                .parse::<i64>()
+                .is_ok_and(|t| t.abs_diff(now) <= ANSWER_SKEW_SECS.unsigned_abs());
+            fresh && ep == path && signature::verify(secret, ts, ep, body, sig).is_ok()
         }
         _ => false,
     }
@@ -482,11 +503,26 @@ mod tests {
                 HeaderValue::from_str(v).unwrap(),
             );
         }
-        assert!(verify(&s, "/transactions/authorizations", &h, body));
-        assert!(!verify(&s, "/transactions/authorizations/debit", &h, body));
-        assert!(!verify(&s, "/transactions/authorizations", &h, b"{}"));
-        h.remove(headers::SIGNATURE);
+        let at = |path, body: &[u8], now| verify_at(&s, path, &h, body, now);
+        let now = 1_700_000_000;
+        assert!(at("/transactions/authorizations", body, now));
+        assert!(!at("/transactions/authorizations/debit", body, now));
+        assert!(!at("/transactions/authorizations", b"{}", now));
+        // Stamped at most ANSWER_SKEW_SECS away from our clock, either way.
+        assert!(at("/transactions/authorizations", body, now + 300));
+        assert!(at("/transactions/authorizations", body, now - 300));
+        assert!(!at("/transactions/authorizations", body, now + 301));
+        assert!(!at("/transactions/authorizations", body, now - 301));
+        // An answer stamped long ago, played back now.
         assert!(!verify(&s, "/transactions/authorizations", &h, body));
+        h.remove(headers::SIGNATURE);
+        assert!(!verify_at(
+            &s,
+            "/transactions/authorizations",
+            &h,
+            body,
+            now
+        ));
     }
 }
 
