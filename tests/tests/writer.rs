@@ -102,6 +102,7 @@ fn render_channel(a: &ChannelAnswer<'_>) -> Vec<u8> {
         ChannelAnswer::Cancelled(_) => "cancelled".to_owned(),
         ChannelAnswer::Refunded { amount, .. } => format!("refunded {amount}"),
         ChannelAnswer::Declined(d, _) => format!("declined {d:?}"),
+        ChannelAnswer::Refused(e) => format!("refused {}", e.code()),
     }
     .into_bytes()
 }
@@ -140,6 +141,7 @@ fn answer(d: Done) -> (&'static str, String) {
             ChannelOutcome::Fresh { response, .. } => ("fresh", text(response)),
             ChannelOutcome::Replay(r) => ("replay", text(r)),
             ChannelOutcome::Refused { error, .. } => ("refused", format!("{error:?}")),
+            ChannelOutcome::KeyConflict => ("key conflict", String::new()),
             other => panic!("unexpected hold outcome {other:?}"),
         },
         Done::Expiry(r) => {
@@ -277,7 +279,7 @@ async fn hold_operations_share_the_batch(app: TestApp) {
     assert_eq!(out[3], ("refused", "AlreadyCaptured".to_owned()));
     assert_eq!(app.available(&user, "ARS").await, "1.00");
 
-    // Both batches again: replayed (the refusal refused again), nothing moves.
+    // Both batches again: replayed (the refusal too: its key names it), nothing moves.
     let again = batch(&app, &first).await;
     assert!(again.iter().all(|a| a.0 == "replay"), "{again:?}");
     let again = batch(&app, &second).await;
@@ -286,7 +288,13 @@ async fn hold_operations_share_the_batch(app: TestApp) {
         3,
         "{again:?}"
     );
-    assert_eq!(again[3], ("refused", "AlreadyCaptured".to_owned()));
+    assert_eq!(again[3], ("replay", "refused ALREADY_CAPTURED".to_owned()));
+    // Another request under the refusal's key is a conflict.
+    let other = [Work::Hold(HoldOp::Cancel {
+        call: channel_call(&keys[7], 8, now),
+        reservation_id: &reservation,
+    })];
+    assert_eq!(batch(&app, &other).await[0], ("key conflict", String::new()));
     assert_eq!(app.available(&user, "ARS").await, "1.00");
 }
 

@@ -400,6 +400,7 @@ pub fn render(a: &ChannelAnswer<'_>) -> Vec<u8> {
             ..approved("Refunded", hold)
         },
         ChannelAnswer::Declined(d, message) => declined(*d, *message),
+        ChannelAnswer::Refused(e) => return crate::routes::error_body(e.code(), e.message()),
     };
     serde_json::to_vec(&resp).unwrap_or_default()
 }

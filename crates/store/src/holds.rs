@@ -115,6 +115,8 @@ pub enum ChannelAnswer<'a> {
         refund_id: &'a str,
         amount: i64,
     },
+    /// A rule refused the request (answered with its `http_status`).
+    Refused(HoldError),
 }
 
 /// How a channel call ended.
@@ -132,7 +134,14 @@ pub enum ChannelOutcome {
     /// No such reservation for this channel.
     NotFound,
     /// A rule refused it; `expired` when a lazy expiry was committed on the way.
-    Refused { error: HoldError, expired: bool },
+    /// `recorded`: the refusal as stored under the call's idempotency key (a repeat replays
+    /// it, another request under the key is a conflict); `None` for an amount refused
+    /// before the request was looked at.
+    Refused {
+        error: HoldError,
+        expired: bool,
+        recorded: Option<StoredResponse>,
+    },
 }
 
 /// Which due holds an expiry takes.
@@ -709,18 +718,21 @@ async fn record_in(
 /// The answer already given under `id` in `scope` (a reservation id, a refund id), now
 /// recorded under the call's key too; refused with `reused` when another request gave
 /// the id. `None`: go on.
-async fn replay_id(
+async fn replay_id<R>(
     tx: &mut Tx,
     call: &ChannelCall<'_>,
     (scope, id): (&str, &str),
-    reused: HoldError,
-    expired: bool,
-) -> Result<Option<ChannelOutcome>, Step> {
+    (reused, expired): (HoldError, bool),
+    render: &R,
+) -> Result<Option<ChannelOutcome>, Step>
+where
+    R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+{
     let Some(rec) = find_idempotent(tx, scope, id).await? else {
         return Ok(None);
     };
     if rec.request_hash != call.request_hash {
-        return refuse(reused, expired).map(Some);
+        return refuse(tx, call, (reused, expired), render).await.map(Some);
     }
     record_key(tx, call, &rec.response).await?;
     Ok(Some(ChannelOutcome::Replay(rec.response)))
@@ -728,8 +740,26 @@ async fn replay_id(
 
 /// A refusal: a lazy expiry on the way is committed with the transaction; nothing else of
 /// the request was written.
-fn refuse(error: HoldError, expired: bool) -> Result<ChannelOutcome, Step> {
-    Ok(ChannelOutcome::Refused { error, expired })
+/// The refusal is recorded under the call's key, as an answer is: the key names this request.
+async fn refuse<R>(
+    tx: &mut Tx,
+    call: &ChannelCall<'_>,
+    (error, expired): (HoldError, bool),
+    render: &R,
+) -> Result<ChannelOutcome, Step>
+where
+    R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
+{
+    let response = StoredResponse {
+        status: error.http_status(),
+        body: render(&ChannelAnswer::Refused(error)),
+    };
+    record_key(tx, call, &response).await?;
+    Ok(ChannelOutcome::Refused {
+        error,
+        expired,
+        recorded: Some(response),
+    })
 }
 
 /// Which of capture and cancel.
@@ -858,6 +888,7 @@ impl Store {
                         return Ok(Err(ChannelOutcome::Refused {
                             error: HoldError::InvalidAmount,
                             expired: false,
+                            recorded: None,
                         }));
                     }
                 };
@@ -949,7 +980,7 @@ impl Store {
         let res_scope = reservation_scope(call.channel);
         let id = (&res_scope[..], req.reservation_id);
         let reused = HoldError::ReservationIdReused;
-        if let Some(o) = replay_id(&mut tx, call, id, reused, false).await? {
+        if let Some(o) = replay_id(&mut tx, call, id, (reused, false), render).await? {
             return Ok(o);
         }
         let account = match req.currency {
@@ -1092,7 +1123,7 @@ impl Store {
             Ending::Cancel => holds::cancel(&rule, call.now_ms),
         };
         let effects = match decided {
-            Err(e) => return refuse(e, locked.expired),
+            Err(e) => return refuse(tx, call, (e, locked.expired), render).await,
             Ok(Transition::Replay) => {
                 let body = locked.hold.final_response.clone().unwrap_or_default();
                 let response = StoredResponse { status: 200, body };
@@ -1137,12 +1168,13 @@ impl Store {
         // another key while the first was being written waits here for it, then replays it
         // (read before the lock, it missed the first and was judged as a second refund).
         let reused = HoldError::RefundIdReused;
-        if let Some(o) = replay_id(tx, call, (&scope, refund_id), reused, locked.expired).await? {
+        let key = (&scope[..], refund_id);
+        if let Some(o) = replay_id(tx, call, key, (reused, locked.expired), render).await? {
             return Ok(o);
         }
         let effects = match holds::refund(&locked.hold.rule(), ask, call.now_ms) {
             Ok(e) => e,
-            Err(e) => return refuse(e, locked.expired),
+            Err(e) => return refuse(tx, call, (e, locked.expired), render).await,
         };
         let meta = EventMeta::of(call, Some(refund_id));
         locked.apply(self, tx, &effects, clearing, meta).await?;

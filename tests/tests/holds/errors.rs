@@ -349,6 +349,27 @@ async fn a_key_is_bound_to_its_path(app: TestApp) {
         .channel("POST", &cancel_path(&a), b"{}", Some(&key))
         .await;
     assert_eq!(error_code(&r, 409), "idempotency_key_reused");
+    // A refusal is the answer its key names too: the same request replays it, another
+    // request under the key (a capture the hold allows) is a conflict and holds on.
+    let (key, over, within) = (
+        uid("k-over"),
+        br#"{"amount":"25.00"}"#,
+        br#"{"amount":"5.00"}"#,
+    );
+    let refused = app
+        .channel("POST", &capture_path(&b), over, Some(&key))
+        .await;
+    assert_eq!(error_code(&refused, 409), "AMOUNT_EXCEEDS_RESERVED");
+    let again = app
+        .channel("POST", &capture_path(&b), over, Some(&key))
+        .await;
+    assert_eq!((again.status, &again.body), (409, &refused.body));
+    let other = app
+        .channel("POST", &capture_path(&b), within, Some(&key))
+        .await;
+    assert_eq!(error_code(&other, 409), "idempotency_key_reused");
+    let held = app.channel("GET", &get_path(&b), b"", None).await.text();
+    assert!(held.contains(r#""state":"RESERVED""#), "{held}");
 }
 
 both_backends!(error_rows, transport_and_input, a_key_is_bound_to_its_path);

@@ -355,11 +355,22 @@ async fn finish(
             "No reservation with this reservation_id for this channel",
             "NOT_FOUND",
         ),
-        Ok(ChannelOutcome::Refused { error, expired }) => {
+        Ok(ChannelOutcome::Refused {
+            error,
+            expired,
+            recorded,
+        }) => {
             if expired {
                 count_events(state, &[ledger::holds::HoldEventKind::Expired]);
             }
-            refused(error)
+            match recorded {
+                Some(response) => Answer {
+                    status: StatusCode::from_u16(response.status).unwrap_or(StatusCode::CONFLICT),
+                    body: claims.finish(hash, response).await,
+                    outcome: error.code(),
+                },
+                None => refused(error),
+            }
         }
         Err(e) => signed::store_unavailable(state, route.path(), &e, "channel"),
     }
