@@ -10,9 +10,17 @@
 # matching window agree. Extra arguments go to `reconciler run` (e.g. --force).
 set -euo pipefail
 
-if [ -n "${RECONCILER__MATCHING__TIME_ZONE:-}" ]; then
-    echo "reconcile-yesterday: the business date before today's in $RECONCILER__MATCHING__TIME_ZONE" >&2
-    exec "${RECONCILER_BIN:-reconciler}" run --date yesterday "$@"
+zone=${RECONCILER__MATCHING__TIME_ZONE:-}
+if [ -n "$zone" ]; then
+    if [ -z "${RECONCILE_NOW:-}" ]; then
+        echo "reconcile-yesterday: the business date before today's in $zone" >&2
+        exec "${RECONCILER_BIN:-reconciler}" run --date yesterday "$@"
+    fi
+    # RECONCILE_NOW (unix seconds) pins "now" for tests: the day before its date there.
+    today=$(TZ=$zone date -d "@$RECONCILE_NOW" +%F)
+    date=$(TZ=$zone date -d "$today -1 day" +%F)
+    echo "reconcile-yesterday: business date $date (time zone $zone)" >&2
+    exec "${RECONCILER_BIN:-reconciler}" run --date "$date" "$@"
 fi
 offset=${RECONCILER__MATCHING__UTC_OFFSET:-}
 if [ -z "$offset" ]; then

@@ -760,6 +760,20 @@ async fn a_failed_run_is_run_again(app: TestApp) {
     assert_eq!(breaks(&run(&s, &app.store, &opts).await.unwrap()), Some(1));
     let text = std::fs::read_to_string(dir.join("summary.txt")).unwrap();
     assert!(text.contains("BREAKS FOUND"), "{text}");
+    // Files that are not the stored run's (written by a run whose store then failed) are
+    // written again from it by the next run, which changes nothing else.
+    std::fs::write(dir.join("summary.json"), "{}").unwrap();
+    std::fs::remove_file(dir.join("breaks.csv")).unwrap();
+    assert!(matches!(
+        run(&s, &app.store, &opts).await.unwrap(),
+        Outcome::Unchanged
+    ));
+    let csv = std::fs::read_to_string(dir.join("breaks.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    let stored = app.store.run(&ds).await.unwrap().unwrap().summary;
+    let json = std::fs::read_to_string(dir.join("summary.json")).unwrap();
+    let parse = |t: &str| serde_json::from_str::<serde_json::Value>(t).unwrap();
+    assert_eq!(parse(&json), parse(&stored));
 }
 
 /// The other way round: the processor's clock put a purchase before midnight, ours after

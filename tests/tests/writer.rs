@@ -294,7 +294,10 @@ async fn hold_operations_share_the_batch(app: TestApp) {
         call: channel_call(&keys[7], 8, now),
         reservation_id: &reservation,
     })];
-    assert_eq!(batch(&app, &other).await[0], ("key conflict", String::new()));
+    assert_eq!(
+        batch(&app, &other).await[0],
+        ("key conflict", String::new())
+    );
     assert_eq!(app.available(&user, "ARS").await, "1.00");
 }
 

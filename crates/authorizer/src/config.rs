@@ -246,15 +246,7 @@ impl ControlsSettings {
     /// The zone the setting names.
     pub fn resolve(&self) -> Result<ledger::controls::TimeZone, ConfigError> {
         let name = self.time_zone.trim();
-        // Only a plain IANA name is looked up on disk (no `..`, no absolute path).
-        let tzif = (!name.is_empty()
-            && !name.starts_with('/')
-            && !name.contains("..")
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c)))
-        .then(|| std::fs::read(Path::new("/usr/share/zoneinfo").join(name)).ok())
-        .flatten();
+        let tzif = settings::system_zoneinfo(name);
         ledger::controls::time_zone(name, tzif.as_deref()).map_err(|e| ConfigError(e.to_string()))
     }
 }

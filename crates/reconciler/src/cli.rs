@@ -272,6 +272,13 @@ mod tests {
             "2023-12-31"
         );
         assert_eq!(days_before(t, &Zone::Fixed(0), 1).to_string(), "2024-01-01");
+        // 2024-07-16T03:30Z is 23:30 of the 15th in Santiago (-04:00 in winter), 00:30 of
+        // the 16th at a fixed -03:00.
+        let santiago = Zone::parse("Z", "America/Santiago").unwrap();
+        let winter = crate::schedule::days_from_civil(2024, 7, 16) * 86_400_000 + 210 * 60_000;
+        assert_eq!(days_before(winter, &santiago, 1).to_string(), "2024-07-14");
+        let fixed = days_before(winter, &Zone::Fixed(-180), 1);
+        assert_eq!(fixed.to_string(), "2024-07-15");
     }
 
     #[test]

@@ -996,6 +996,37 @@ fn break_record(seq: i64, b: &Break, bases: &LineBases) -> BreakRecord {
     }
 }
 
+/// Writes the report files of `stored` again when `summary.json` is not that run's: a run
+/// whose files were written but whose store failed left them ahead of the stored run (the
+/// files go first, so that a run whose files cannot be written is not stored).
+async fn restore_report_files(
+    s: &Settings,
+    store: &Store,
+    stored: &RunRecord,
+) -> anyhow::Result<()> {
+    let dir = s.report.dir.join(&stored.business_date);
+    let summary: serde_json::Value = serde_json::from_str(&stored.summary)?;
+    let on_disk = std::fs::read(dir.join("summary.json")).ok();
+    if on_disk.and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        == Some(summary.clone())
+    {
+        return Ok(());
+    }
+    let mut breaks = Vec::new();
+    loop {
+        let after = breaks.last().map_or(0, |b: &BreakRecord| b.seq);
+        let page = store
+            .run_breaks(&stored.business_date, None, 1000, after)
+            .await?;
+        if page.is_empty() {
+            break;
+        }
+        breaks.extend(page);
+    }
+    tracing::warn!(business_date = %stored.business_date, "the report files were not the stored run's: written again");
+    report::write_files(&dir, stored, &breaks, &summary, s.report.largest)
+}
+
 /// A run's status: `breaks`; else `incomplete` when rows of its files could not be read
 /// (they were not checked); else `clean`.
 fn run_status(breaks: usize, malformed: usize) -> &'static str {
@@ -1068,6 +1099,7 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             if changed {
                 tracing::info!(business_date = %date_str, "the date's run was made from these files");
             }
+            restore_report_files(s, store, &last).await?;
             return Ok(Outcome::Unchanged);
         }
         let r = reconcile(s, store, &opts.date, &inputs).await?;
@@ -1089,8 +1121,8 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
         };
         // The report files first: a run whose files cannot be written is not stored, so the
         // next run makes it again (stored first, it would be taken as done with the files
-        // stale). Files written for a run that then fails to be stored are rewritten by the
-        // next run, which the stored run does not answer.
+        // stale). Files written for a run that then fails to be stored are written again,
+        // from the stored run, by the next run (`restore_report_files`).
         let dir = s.report.dir.join(&date_str);
         report::write_files(&dir, &run, &breaks, &summary, s.report.largest)?;
         let presented = r.presented_rows();

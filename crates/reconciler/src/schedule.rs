@@ -67,8 +67,9 @@ pub fn day_window_ms(y: i32, m: u32, d: u32, offset_min: i64) -> (i64, i64) {
 }
 
 /// Where a business day is counted: a fixed UTC offset (`matching.utc_offset`), or a time
-/// zone of the tz database (`matching.time_zone`, e.g. `America/Santiago`), whose days are
-/// 23 or 25 hours long when its clocks change.
+/// zone of the system's tz database (`matching.time_zone`, e.g. `America/Santiago`, read as
+/// the authorizer reads `controls.time_zone`), whose days are 23 or 25 hours long when its
+/// clocks change.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Zone {
     /// Minutes east of UTC.
@@ -82,8 +83,9 @@ impl Zone {
         if time_zone.is_empty() {
             return Ok(Zone::Fixed(parse_offset(utc_offset)?));
         }
-        let tz = TimeZone::get(time_zone)
-            .with_context(|| format!("'{time_zone}' is not a time zone of the tz database"))?;
+        let tzif = settings::system_zoneinfo(time_zone);
+        let tz = ledger::controls::time_zone(time_zone, tzif.as_deref())
+            .map_err(|e| anyhow::anyhow!("'{time_zone}': {}", e.reason))?;
         Ok(Zone::Named(tz))
     }
 
@@ -159,8 +161,11 @@ impl Cron {
         Ok(Cron(cron))
     }
 
-    /// The first matching minute strictly after `after_ms` (unix ms), in `zone`: a time
-    /// zone's clock change is followed (a fire in a skipped hour comes at its end).
+    /// The first matching minute strictly after `after_ms` (unix ms), in `zone`'s local time.
+    /// Across a clock change, a job at one time of day (one minute, one hour: the daemon's
+    /// use) whose time is skipped fires at the end of the gap, and once in a repeated hour;
+    /// one with several hours or minutes may miss the skipped one (the next fire's catch-up
+    /// reconciles the date then).
     pub fn next_in(&self, after_ms: i64, zone: &Zone) -> Option<i64> {
         let tz = match zone {
             Zone::Fixed(offset_min) => return self.next_after(after_ms, *offset_min),
@@ -257,6 +262,16 @@ mod tests {
         assert_eq!(
             c.next_in(midnight(2024, 7, 15), &santiago),
             Some(midnight(2024, 7, 15) + 10 * hour)
+        );
+        // Midnight of 2024-09-08 does not exist there: a midnight job fires at its end, 01:00
+        // (-03:00), and the next one at 00:00 of the 9th.
+        let midnight_job = Cron::parse("0 0 * * *").unwrap();
+        let noon_7th = midnight(2024, 9, 7) + 16 * hour;
+        let first = midnight_job.next_in(noon_7th, &santiago).unwrap();
+        assert_eq!(first, midnight(2024, 9, 8) + 4 * hour);
+        assert_eq!(
+            midnight_job.next_in(first, &santiago),
+            Some(midnight(2024, 9, 9) + 3 * hour)
         );
         // A fixed offset is what it was.
         let fixed = Zone::parse("-03:00", "").unwrap();

@@ -264,6 +264,22 @@ fn scalar(s: &str) -> toml::Value {
     }
 }
 
+/// The TZif data of time zone `name` (`America/Santiago`) from the system's tz database
+/// (`/usr/share/zoneinfo`, the `tzdata` package): `None` when `name` is not a plain zone
+/// name (no absolute path, no `..`) or the system has no such zone. The build bundles no tz
+/// database, so a change of a country's clock rules arrives with the system's package.
+pub fn system_zoneinfo(name: &str) -> Option<Vec<u8>> {
+    let plain = !name.is_empty()
+        && !name.starts_with('/')
+        && !name.contains("..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+    plain
+        .then(|| std::fs::read(Path::new("/usr/share/zoneinfo").join(name)).ok())
+        .flatten()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

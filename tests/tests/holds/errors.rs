@@ -333,20 +333,24 @@ async fn a_key_is_bound_to_its_path(app: TestApp) {
         .await;
     assert_eq!(again.body, first.body);
     // A record written before paths were recorded names the route's template: the same
-    // body on that route is its replay.
+    // body on that route is its replay. (A copy of the first's record under a key never
+    // sent, so that the answer comes from the database, not from this instance's memory.)
+    let old = uid("k-old");
     DirectConn::open(&app)
         .await
         .execute(&format!(
-            "UPDATE idempotency_keys SET endpoint = \
-             '/channels/v1/reservations/{{reservation_id}}/capture' WHERE key = '{key}'"
+            "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, \
+             response_body, created_at_ms, explanation) SELECT scope, '{old}', request_hash, \
+             '/channels/v1/reservations/{{reservation_id}}/capture', response_status, \
+             response_body, created_at_ms, explanation FROM idempotency_keys WHERE key = '{key}'"
         ))
         .await;
     let legacy = app
-        .channel("POST", &capture_path(&a), b"{}", Some(&key))
+        .channel("POST", &capture_path(&a), b"{}", Some(&old))
         .await;
     assert_eq!(legacy.body, first.body);
     let r = app
-        .channel("POST", &cancel_path(&a), b"{}", Some(&key))
+        .channel("POST", &cancel_path(&a), b"{}", Some(&old))
         .await;
     assert_eq!(error_code(&r, 409), "idempotency_key_reused");
     // A refusal is the answer its key names too: the same request replays it, another
