@@ -579,14 +579,47 @@ async fn a_number_with_history_stays_its_accounts(app: TestApp, _rx: CallbackRec
         async move { app.admin_put(&path, body).await }
     };
     assert_eq!(link("crd-u1", SECOND).await.status, 200);
-    app.funded("u2", "USD", "1.00").await;
-    let card = json!({"user_id": "u2", "status": "ACTIVE"});
-    let r = app.admin_put("/v1/cards/crd-u2", card).await;
-    assert!(r.status == 200 || r.status == 201, "{}", r.text());
+    // `user` with 1.00 USD and an active card `crd-{user}`.
+    let carded = |user: &'static str| {
+        let app = &app;
+        async move {
+            app.funded(user, "USD", "1.00").await;
+            let card = json!({"user_id": user, "status": "ACTIVE"});
+            let r = app.admin_put(&format!("/v1/cards/crd-{user}"), card).await;
+            assert!(r.status == 200 || r.status == 201, "{}", r.text());
+        }
+    };
+    carded("u2").await;
     let r = link("crd-u2", NUMBER).await;
     assert_eq!(r.status, 409, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "number_taken");
     assert_eq!(link("crd-u1", NUMBER).await.status, 200);
+    // Another card (u3's) links a number while u2's link of it is on its way: u2's finds it
+    // taken when it writes, and does not take the row over.
+    const THIRD: &str = "6280001234567820";
+    carded("u3").await;
+    let mut other = DirectConn::open(&app).await;
+    let begin = match app.backend {
+        Backend::Postgres => "BEGIN",
+        Backend::Sqlite => "BEGIN IMMEDIATE",
+    };
+    other.execute(begin).await;
+    other
+        .execute(&format!(
+            "INSERT INTO instore_cards (number, card_id, user_id, currency, card_type, tenants, \
+             linked, pin_tries, created_at_ms, updated_at_ms) \
+             VALUES ('{THIRD}', 'crd-u3', 'u3', 'USD', 'GiftCard', 'x', TRUE, 0, 1, 1)"
+        ))
+        .await;
+    let commit_later = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        other.execute("COMMIT").await;
+    };
+    let (r, ()) = futures_util::future::join(link("crd-u2", THIRD), commit_later).await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "number_taken");
+    let first = app.admin_get("/v1/stored-value-cards/crd-u3").await;
+    assert_eq!(first["numbers"][0]["tenants"], json!(["x"]), "{first}");
 }
 
 /// One balance: a processor authorization, a channel hold and a Redeem on the same account

@@ -1025,7 +1025,8 @@ impl Store {
                  card_type = excluded.card_type, tenants = excluded.tenants, \
                  pin_hash = COALESCE(excluded.pin_hash, instore_cards.pin_hash), \
                  pin_tries = CASE WHEN excluded.pin_hash IS NULL THEN instore_cards.pin_tries ELSE 0 END, \
-                 updated_at_ms = excluded.updated_at_ms",
+                 updated_at_ms = excluded.updated_at_ms \
+                 WHERE instore_cards.card_id = excluded.card_id",
             )
             .bind(link.number)
             .bind(link.card_id)
@@ -1040,7 +1041,10 @@ impl Store {
             .map(|r| r.rows_affected())
         });
         match result {
-            Ok(_) => {}
+            Ok(1) => {}
+            // Another card's link of the number committed after the check above read it
+            // free: its row stays its own (the update applies to the same card only).
+            Ok(_) => return Ok(SvLinkOutcome::NumberTaken),
             Err(e) if crate::is_unique_violation(&e) => return Ok(SvLinkOutcome::NumberTaken),
             Err(e) => return Err(e.into()),
         }
