@@ -270,7 +270,8 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
     assert!(!r.text().contains("700"), "{}", r.text());
     let r = log_read(&app, NUMBER, "req-9a8b0001").await;
     assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
-    // Nor may an enveloped request take a read's requestId: nothing moves.
+    // Nor may an enveloped request take a read's requestId: nothing moves. Also not when
+    // the read commits while the request is being written.
     let r = app
         .instore_envelope(
             "storedvaluecard_process",
@@ -278,6 +279,32 @@ async fn vectors_end_to_end(app: TestApp, _rx: CallbackReceiver) {
             "https://instore.example/callback/read-id",
         )
         .await;
+    assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
+    let mut reader = DirectConn::open(&app).await;
+    let (begin, hash) = match app.backend {
+        Backend::Postgres => ("BEGIN", "decode('01', 'hex')"),
+        Backend::Sqlite => ("BEGIN IMMEDIATE", "X'01'"),
+    };
+    reader.execute(begin).await;
+    reader
+        .execute(&format!(
+            "INSERT INTO idempotency_keys (scope, key, request_hash, endpoint, response_status, \
+             response_body, created_at_ms) VALUES ('instore-read:{}', 'req-race-1', {hash}, \
+             'storedvaluelog', 200, {hash}, 1)",
+            e2e::instore::TENANT
+        ))
+        .await;
+    let commit_later = async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        reader.execute("COMMIT").await;
+    };
+    let payload = redeem("req-race-1", NUMBER, 100);
+    let redeeming = app.instore_envelope(
+        "storedvaluecard_process",
+        &payload,
+        "https://instore.example/callback/read-race",
+    );
+    let (r, ()) = futures_util::future::join(redeeming, commit_later).await;
     assert_eq!(refusal(&r, 409), "IDEMPOTENCY_CONFLICT");
     // Another card's log, or a wrong signature: 404 and 401.
     let r = log_read(&app, "6280007654321010", "req-9a8b0006").await;
@@ -612,7 +639,7 @@ async fn a_number_with_history_stays_its_accounts(app: TestApp, _rx: CallbackRec
         ))
         .await;
     let commit_later = async {
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(150)).await;
         other.execute("COMMIT").await;
     };
     let (r, ()) = futures_util::future::join(link("crd-u2", THIRD), commit_later).await;

@@ -398,7 +398,7 @@ async fn find_request(
             "SELECT action, request_hash, ack_body FROM instore_requests \
              WHERE tenant_id = $1 AND request_id = $2 \
              UNION ALL SELECT 'Log', '', response_body FROM idempotency_keys \
-             WHERE scope = $3 AND key = $2",
+             WHERE scope = $3 AND key = $2 AND endpoint = 'storedvaluelog'",
         )
         .bind(tenant_id)
         .bind(request_id)
@@ -626,6 +626,21 @@ pub(crate) async fn record_request(
         .bind(&event_id)
         .bind(payment_id)
         .bind(call.correlation_id.as_deref())
+        .bind(call.now_ms)
+        .execute(&mut *c)
+        .await?;
+        // The id's claim in the namespace log reads share (§1.5), under the key a log read
+        // of it writes: of the two at once, one waits for the other's commit and is refused
+        // (the check of either table alone would let both pass on Postgres).
+        sqlx::query(
+            "INSERT INTO idempotency_keys \
+             (scope, key, request_hash, endpoint, response_status, response_body, created_at_ms) \
+             VALUES ($1, $2, $3, 'instore_request', 200, $4, $5)",
+        )
+        .bind(read_scope(&call.tenant_id))
+        .bind(&call.request_id)
+        .bind(&[0u8; 32][..])
+        .bind(&[][..] as &[u8])
         .bind(call.now_ms)
         .execute(c)
         .await?
@@ -1213,16 +1228,17 @@ impl Store {
         let out = if fresh > 0 {
             ReadKey::Fresh
         } else {
-            let first: Vec<u8> = run!(&mut tx, c => {
-                sqlx::query_scalar(
-                    "SELECT request_hash FROM idempotency_keys WHERE scope = $1 AND key = $2",
+            let (first, endpoint): (Vec<u8>, String) = run!(&mut tx, c => {
+                sqlx::query_as(
+                    "SELECT request_hash, endpoint FROM idempotency_keys WHERE scope = $1 AND key = $2",
                 )
                 .bind(&scope)
                 .bind(request_id)
                 .fetch_one(&mut *c)
                 .await?
             });
-            if first[..] == fingerprint[..] {
+            // `instore_request`: an enveloped request's claim of the id.
+            if endpoint == "storedvaluelog" && first[..] == fingerprint[..] {
                 ReadKey::Repeat
             } else {
                 ReadKey::Conflict
