@@ -81,8 +81,7 @@ fn key_file(data_dir: &Path) -> PathBuf {
 fn read_key_file(path: &Path) -> anyhow::Result<(String, ApiSecret)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let k: KeyFile =
-        toml::from_str(&text).with_context(|| format!("{} is not a key file", path.display()))?;
+    let k: KeyFile = settings::from_toml(&text, &format!("{} is not a key file", path.display()))?;
     let secret = ApiSecret::from_base64(k.api_secret.trim())
         .map_err(|_| anyhow::anyhow!("{}: api_secret is not base64", path.display()))?;
     Ok((k.api_key, secret))

@@ -509,7 +509,7 @@ impl Sim {
         let mut resp = req
             .send_body(body)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {}: {e}", origin(&url)))?;
         let ack = resp.body().limit(1 << 20).await?.to_vec();
         let status = resp.status().as_u16();
         let callback = if status == 200 {
@@ -546,11 +546,18 @@ impl Sim {
     }
 }
 
+/// The scheme, host and port of `url`: its path may hold a card number, which the
+/// simulator's output never shows whole.
+fn origin(url: &str) -> &str {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    url[start..].find('/').map_or(url, |i| &url[..start + i])
+}
+
 /// The status and JSON body (`Null` when not JSON) of an answer.
 async fn answer(sending: awc::SendClientRequest, url: &str) -> anyhow::Result<Log> {
     let mut resp = sending
         .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {url}: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("cannot reach the authorizer at {}: {e}", origin(url)))?;
     let body = resp.body().limit(8 << 20).await?;
     Ok(Log {
         status: resp.status().as_u16(),
@@ -604,6 +611,13 @@ fn query_value(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unreachable_authorizer_is_named_without_the_path() {
+        let url = "http://127.0.0.1:8080/instore/storedvaluelog/6280001234567895?requestId=r";
+        assert_eq!(origin(url), "http://127.0.0.1:8080");
+        assert_eq!(origin("http://h"), "http://h");
+    }
 
     #[test]
     fn money_is_exact() {

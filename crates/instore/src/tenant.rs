@@ -168,7 +168,8 @@ impl Tenants {
             }
             for p in &c.callback_url_prefixes {
                 check_callback_prefix(p).map_err(|why| {
-                    TenantConfigError::BadCallbackPrefix(id.clone(), p.clone(), why)
+                    // A prefix refused for its user and password is not shown with them.
+                    TenantConfigError::BadCallbackPrefix(id.clone(), settings::redact_url(p), why)
                 })?;
             }
             let mut limits = BTreeMap::new();
@@ -384,6 +385,17 @@ pub(crate) mod tests {
         ] {
             assert!(check_callback_prefix(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_prefix_with_a_password_is_not_shown_with_it() {
+        let mut c = config("a", "0123456789abcdef");
+        c.callback_url_prefixes = vec!["https://cb:s3cret@instore.example/".into()];
+        let e = Tenants::new(vec![c]).err().expect("refused").to_string();
+        assert!(
+            e.contains("https://cb:***@instore.example/") && !e.contains("s3cret"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -174,27 +174,13 @@ pub struct Turns {
     pub command: String,
 }
 
-#[derive(serde::Deserialize)]
-struct KeyFile {
-    api_key: String,
-    api_secret: String,
-}
-
 /// The processor key pair and admin token an authorizer generated in its data directory.
 pub fn read_data_dir(dir: &Path) -> anyhow::Result<(String, String, String)> {
-    let key_path = dir.join("processor-key.toml");
-    let text = std::fs::read_to_string(&key_path)
-        .with_context(|| format!("cannot read {}", key_path.display()))?;
-    let k: KeyFile = toml::from_str(&text)
-        .with_context(|| format!("{} is not a processor key file", key_path.display()))?;
+    let (api_key, api_secret) = settings::read_key_file(dir)?;
     let token_path = dir.join("admin-token");
     let token = std::fs::read_to_string(&token_path)
         .with_context(|| format!("cannot read {}", token_path.display()))?;
-    Ok((
-        k.api_key.trim().to_owned(),
-        k.api_secret.trim().to_owned(),
-        token.trim().to_owned(),
-    ))
+    Ok((api_key, api_secret, token.trim().to_owned()))
 }
 
 fn random_tag() -> String {

@@ -271,7 +271,8 @@ pub struct Audit {
 
 /// Runs `command` with `sh -c`; it must exit 0.
 pub fn audit(command: &str) -> Audit {
-    eprintln!("running the audit: {command}");
+    let shown = settings::redact_command(command);
+    eprintln!("running the audit: {shown}");
     match std::process::Command::new("sh")
         .arg("-c")
         .arg(command)
@@ -286,14 +287,14 @@ pub fn audit(command: &str) -> Audit {
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(20)..].join("\n");
             Audit {
-                command: command.to_owned(),
+                command: shown,
                 exit_code: out.status.code(),
                 passed: out.status.success(),
                 output: tail,
             }
         }
         Err(e) => Audit {
-            command: command.to_owned(),
+            command: shown,
             exit_code: None,
             passed: false,
             output: format!("could not start: {e}"),

@@ -103,7 +103,7 @@ impl Default for Config {
 impl Config {
     /// Reads and checks a TOML file's text.
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        let cfg: Config = toml::from_str(text)?;
+        let cfg: Config = settings::from_toml(text, "mobilepay-sim configuration")?;
         cfg.validate()?;
         Ok(cfg)
     }

@@ -25,12 +25,12 @@ pub struct LoadArgs {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     pub authorizer: String,
     /// The authorizer's admin token (opening and funding accounts, reading them back).
-    #[arg(long, env = "AUTHORIZER_ADMIN_TOKEN")]
+    #[arg(long, env = "AUTHORIZER_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: String,
     /// A `[[channels.keys]]` pair of the authorizer.
     #[arg(long, env = "MOBILEPAY_SIM_CHANNEL_API_KEY")]
     pub channel_api_key: String,
-    #[arg(long, env = "MOBILEPAY_SIM_CHANNEL_API_SECRET")]
+    #[arg(long, env = "MOBILEPAY_SIM_CHANNEL_API_SECRET", hide_env_values = true)]
     pub channel_api_secret: String,
     /// Tills (PoS), each with its own cardholder.
     #[arg(long, default_value_t = 20)]

@@ -260,21 +260,10 @@ pub struct Credentials {
     pub secret: protocol::ApiSecret,
 }
 
-#[derive(Deserialize)]
-struct KeyFile {
-    api_key: String,
-    api_secret: String,
-}
-
 /// The processor key pair an authorizer generated in its data directory
 /// (`processor-key.toml`, as `serve` writes it and loadgen reads it).
 pub fn read_key_file(dir: &Path) -> anyhow::Result<(String, String)> {
-    let path = dir.join("processor-key.toml");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    let k: KeyFile = toml::from_str(&text)
-        .with_context(|| format!("{} is not a processor key file", path.display()))?;
-    Ok((k.api_key.trim().to_owned(), k.api_secret.trim().to_owned()))
+    Ok(settings::read_key_file(dir)?)
 }
 
 /// The admin token an authorizer generated in its data directory.
@@ -288,8 +277,7 @@ pub fn read_admin_token(dir: &Path) -> anyhow::Result<String> {
 
 impl Config {
     pub fn from_toml(text: &str) -> anyhow::Result<Config> {
-        let c: Config = toml::from_str(text).context("point-sim configuration")?;
-        Ok(c)
+        Ok(settings::from_toml(text, "point-sim configuration")?)
     }
 
     pub fn load(path: &Path) -> anyhow::Result<Config> {

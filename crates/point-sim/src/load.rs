@@ -72,7 +72,7 @@ pub struct LoadArgs {
     #[arg(long, default_value = "100000.00")]
     pub fund: String,
     /// Admin token of the authorizer (else read from --data-dir).
-    #[arg(long, env = "POINT_SIM_ADMIN_TOKEN")]
+    #[arg(long, env = "POINT_SIM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// Abandonment timer in load mode, seconds.
     #[arg(long, default_value_t = 2)]

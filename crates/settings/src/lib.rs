@@ -129,7 +129,102 @@ pub fn load<T: DeserializeOwned>(
     }
     check_types(&defaults, &root, "", l.open_keys)?;
     root.try_into()
-        .map_err(|e: toml::de::Error| ConfigError(e.message().to_owned()))
+        .map_err(|e: toml::de::Error| ConfigError(without_values(e.message())))
+}
+
+/// Parses `text` (named `origin` in the error) as `T`. The error says what is wrong and
+/// where by name, never the file's line nor a value: a key file or configuration holds
+/// secrets, and the parser's own message quotes the line and the value it refused.
+pub fn from_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, ConfigError> {
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        ConfigError(format!("{origin}: {}", without_values(e.message())))
+    })
+}
+
+/// `message` with each value the parser quotes between backticks left out: "invalid type:
+/// integer `1234`, expected a string" reads "invalid type: integer (value not shown),
+/// expected a string".
+fn without_values(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for (i, part) in message.split('`').enumerate() {
+        if i % 2 == 0 {
+            out.push_str(part);
+        } else {
+            out.push_str("(value not shown)");
+        }
+    }
+    out
+}
+
+/// `url` with its password and the values of query parameters that carry one (a name with
+/// `pass`, `secret`, `token` or `key` in it) replaced by `***`, for logs and messages.
+pub fn redact_url(url: &str) -> String {
+    let (head, query) = match url.split_once('?') {
+        Some((h, q)) => (h, Some(q)),
+        None => (url, None),
+    };
+    let mut out = match (head.find("://"), head.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &head[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &head[..s + 3], &creds[..c], &head[at..]),
+                None => head.to_owned(),
+            }
+        }
+        _ => head.to_owned(),
+    };
+    if let Some(q) = query {
+        let secret = |name: &str| {
+            let n = name.to_ascii_lowercase();
+            ["pass", "secret", "token", "key"]
+                .iter()
+                .any(|w| n.contains(w))
+        };
+        let parts: Vec<String> = q
+            .split('&')
+            .map(|p| match p.split_once('=') {
+                Some((name, _)) if secret(name) => format!("{name}=***"),
+                _ => p.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&parts.join("&"));
+    }
+    out
+}
+
+/// A shell command as it may be shown: each word that holds a URL, [`redact_url`]ed
+/// (`DATABASE_URL=postgres://u:secret@h/db` shows `DATABASE_URL=postgres://u:***@h/db`).
+pub fn redact_command(command: &str) -> String {
+    command
+        .split(' ')
+        .map(|w| {
+            if w.contains("://") {
+                redact_url(w)
+            } else {
+                w.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The key pair an authorizer generated in `dir` (`processor-key.toml`, as `serve` writes
+/// it and the load generator and simulators read it): `(api_key, api_secret)`, trimmed.
+pub fn read_key_file(dir: &Path) -> Result<(String, String), ConfigError> {
+    #[derive(Deserialize)]
+    struct KeyFile {
+        api_key: String,
+        api_secret: String,
+    }
+    let path = dir.join("processor-key.toml");
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+    let k: KeyFile = from_toml(
+        &text,
+        &format!("{} is not a processor key file", path.display()),
+    )?;
+    Ok((k.api_key.trim().to_owned(), k.api_secret.trim().to_owned()))
 }
 
 /// Every setting must have the type of its default, so a mistake is reported with the
@@ -282,6 +377,48 @@ pub fn system_zoneinfo(name: &str) -> Option<Vec<u8>> {
 
 #[cfg(test)]
 mod tests {
+    use super::{redact_command, redact_url};
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact_url("sqlite:data/a.db"), "sqlite:data/a.db");
+        assert_eq!(
+            redact_url("postgres://h/db?sslmode=require&sslpassword=s3&PASSWORD=p"),
+            "postgres://h/db?sslmode=require&sslpassword=***&PASSWORD=***"
+        );
+        assert_eq!(
+            redact_command("env DATABASE_URL=postgres://u:secret@h/db authorizer audit"),
+            "env DATABASE_URL=postgres://u:***@h/db authorizer audit"
+        );
+    }
+
+    #[test]
+    fn a_parse_error_shows_no_line_nor_value() {
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct K {
+            api_secret: String,
+        }
+        for text in [
+            "api_secret = 1234567890123456",
+            "api_secret = \"c2VjcmV0\" extra",
+            "api-secret = \"c2VjcmV0\"",
+        ] {
+            let e = super::from_toml::<K>(text, "key file")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("key file: "), "{e}");
+            for secret in ["1234567890123456", "c2VjcmV0"] {
+                assert!(!e.contains(secret), "{e}");
+            }
+        }
+    }
+
     use super::*;
 
     fn toml(text: &str) -> toml::Value {

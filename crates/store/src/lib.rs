@@ -211,19 +211,7 @@ impl std::fmt::Debug for StoreConfig {
     }
 }
 
-/// The URL with any password replaced, for logs.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_owned(),
-            }
-        }
-        _ => url.to_owned(),
-    }
-}
+pub use settings::redact_url;
 
 #[derive(Clone)]
 pub(crate) enum Db {
@@ -517,16 +505,6 @@ pub use ledger::plan::{StoredResponse, day_of};
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("postgres://u:secret@h:5432/db"),
-            "postgres://u:***@h:5432/db"
-        );
-        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(redact_url("sqlite:data/a.db"), "sqlite:data/a.db");
-    }
 
     #[test]
     fn the_first_of_commit_and_deadline_wins() {
