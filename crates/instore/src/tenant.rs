@@ -168,7 +168,7 @@ impl Tenants {
             }
             for p in &c.callback_url_prefixes {
                 check_callback_prefix(p).map_err(|why| {
-                    // A prefix refused for its user and password is not shown with them.
+                    // A prefix refused for its user information is shown without its password.
                     TenantConfigError::BadCallbackPrefix(id.clone(), settings::redact_url(p), why)
                 })?;
             }

@@ -141,49 +141,61 @@ pub fn from_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, Con
     })
 }
 
-/// `message` with each value the parser quotes between backticks left out: "invalid type:
-/// integer `1234`, expected a string" reads "invalid type: integer (value not shown),
-/// expected a string".
+/// `message` without the value a type or value error quotes ("invalid type: integer `1234`,
+/// expected a string" reads "invalid type: integer (value not shown), expected a string"; a
+/// string is quoted `string "..."`). The names of fields and variants are kept.
 fn without_values(message: &str) -> String {
-    let mut out = String::with_capacity(message.len());
-    for (i, part) in message.split('`').enumerate() {
-        if i % 2 == 0 {
-            out.push_str(part);
-        } else {
-            out.push_str("(value not shown)");
-        }
+    if !(message.starts_with("invalid type: ") || message.starts_with("invalid value: ")) {
+        return message.to_owned();
+    }
+    let (head, tail) = message
+        .split_once(", expected")
+        .map_or((message, None), |(h, t)| (h, Some(t)));
+    let cut = head.find(['`', '"']).unwrap_or(head.len());
+    let mut out = format!("{}(value not shown)", &head[..cut]);
+    if let Some(t) = tail {
+        out.push_str(", expected");
+        out.push_str(t);
     }
     out
 }
 
+/// Whether a parameter or variable of this name carries a secret.
+fn secret_name(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    ["pass", "pwd", "secret", "token", "key", "auth", "sig"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
 /// `url` with its password and the values of query parameters that carry one (a name with
-/// `pass`, `secret`, `token` or `key` in it) replaced by `***`, for logs and messages.
+/// `pass`, `pwd`, `secret`, `token`, `key`, `auth` or `sig` in it) replaced by `***`, for
+/// logs and messages. The user name is kept.
 pub fn redact_url(url: &str) -> String {
-    let (head, query) = match url.split_once('?') {
-        Some((h, q)) => (h, Some(q)),
-        None => (url, None),
-    };
-    let mut out = match (head.find("://"), head.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &head[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &head[..s + 3], &creds[..c], &head[at..]),
-                None => head.to_owned(),
-            }
+    // The user information ends at the last `@` (a password may hold `?`, `/` or `@`).
+    let scheme_end = url.find("://").map(|s| s + 3);
+    let at = scheme_end.and_then(|s| url.rfind('@').filter(|&at| at > s));
+    let (mut out, rest) = match (scheme_end, at) {
+        (Some(s), Some(at)) => {
+            let creds = &url[s..at];
+            let shown = match creds.find(':') {
+                Some(c) => format!("{}:***", &creds[..c]),
+                None => creds.to_owned(),
+            };
+            (format!("{}{shown}", &url[..s]), &url[at..])
         }
-        _ => head.to_owned(),
+        _ => (String::new(), url),
     };
+    let (path, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
+    };
+    out.push_str(path);
     if let Some(q) = query {
-        let secret = |name: &str| {
-            let n = name.to_ascii_lowercase();
-            ["pass", "secret", "token", "key"]
-                .iter()
-                .any(|w| n.contains(w))
-        };
         let parts: Vec<String> = q
             .split('&')
             .map(|p| match p.split_once('=') {
-                Some((name, _)) if secret(name) => format!("{name}=***"),
+                Some((name, _)) if secret_name(name) => format!("{name}=***"),
                 _ => p.to_owned(),
             })
             .collect();
@@ -193,17 +205,15 @@ pub fn redact_url(url: &str) -> String {
     out
 }
 
-/// A shell command as it may be shown: each word that holds a URL, [`redact_url`]ed
-/// (`DATABASE_URL=postgres://u:secret@h/db` shows `DATABASE_URL=postgres://u:***@h/db`).
+/// A shell command as it may be shown: each word that holds a URL [`redact_url`]ed, and the
+/// value of each `NAME=value` word whose name carries a secret (`PGPASSWORD=...`) hidden.
 pub fn redact_command(command: &str) -> String {
     command
         .split(' ')
-        .map(|w| {
-            if w.contains("://") {
-                redact_url(w)
-            } else {
-                w.to_owned()
-            }
+        .map(|w| match w.split_once('=') {
+            Some((name, _)) if !name.contains("://") && secret_name(name) => format!("{name}=***"),
+            _ if w.contains("://") => redact_url(w),
+            _ => w.to_owned(),
         })
         .collect::<Vec<_>>()
         .join(" ")
@@ -395,6 +405,37 @@ mod tests {
             redact_command("env DATABASE_URL=postgres://u:secret@h/db authorizer audit"),
             "env DATABASE_URL=postgres://u:***@h/db authorizer audit"
         );
+        assert_eq!(
+            redact_url("postgres://u:pa?ss@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:p@ss/x@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_command("PGPASSWORD=s3 psql --url=postgres://u:s3@h/db"),
+            "PGPASSWORD=*** psql --url=postgres://u:***@h/db"
+        );
+    }
+
+    #[test]
+    fn only_the_value_of_a_type_error_is_hidden() {
+        use super::without_values;
+        assert_eq!(
+            without_values("invalid type: integer `1234`, expected a string"),
+            "invalid type: integer (value not shown), expected a string"
+        );
+        assert_eq!(
+            without_values("invalid type: string \"https://u:s3@h/\", expected a sequence"),
+            "invalid type: string (value not shown), expected a sequence"
+        );
+        for kept in [
+            "missing field `tenant_id`",
+            "unknown field `callback_url_prefix`",
+        ] {
+            assert_eq!(without_values(kept), kept);
+        }
     }
 
     #[test]

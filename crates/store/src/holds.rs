@@ -741,6 +741,9 @@ where
 /// A refusal: a lazy expiry on the way is committed with the transaction; nothing else of
 /// the request was written.
 /// The refusal is recorded under the call's key, as an answer is: the key names this request.
+/// Two are not: an amount refused as such (input, not the hold's state), and `NOT_CAPTURED`,
+/// the one state a hold leaves (a refund sent before its capture committed may be sent again
+/// under its key once it has).
 async fn refuse<R>(
     tx: &mut Tx,
     call: &ChannelCall<'_>,
@@ -750,6 +753,13 @@ async fn refuse<R>(
 where
     R: Fn(&ChannelAnswer<'_>) -> Vec<u8>,
 {
+    if matches!(error, HoldError::InvalidAmount | HoldError::NotCaptured) {
+        return Ok(ChannelOutcome::Refused {
+            error,
+            expired,
+            recorded: None,
+        });
+    }
     let response = StoredResponse {
         status: error.http_status(),
         body: render(&ChannelAnswer::Refused(error)),

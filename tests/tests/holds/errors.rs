@@ -374,6 +374,21 @@ async fn a_key_is_bound_to_its_path(app: TestApp) {
     assert_eq!(error_code(&other, 409), "idempotency_key_reused");
     let held = app.channel("GET", &get_path(&b), b"", None).await.text();
     assert!(held.contains(r#""state":"RESERVED""#), "{held}");
+    // Not stored: NOT_CAPTURED, which a hold outgrows. The refund sent before its capture
+    // goes through under its key once the capture is in.
+    let (key, body) = (uid("k-early"), refund("rf-early", "5.00").to_string());
+    let early = app
+        .channel("POST", &refund_path(&b), body.as_bytes(), Some(&key))
+        .await;
+    assert_eq!(error_code(&early, 409), "NOT_CAPTURED");
+    let captured = app
+        .channel("POST", &capture_path(&b), b"{}", Some(&uid("k")))
+        .await;
+    assert_eq!(captured.status, 200, "{}", captured.text());
+    let later = app
+        .channel("POST", &refund_path(&b), body.as_bytes(), Some(&key))
+        .await;
+    assert_eq!(later.status, 200, "{}", later.text());
 }
 
 both_backends!(error_rows, transport_and_input, a_key_is_bound_to_its_path);
