@@ -1193,10 +1193,14 @@ both_backends!(
 
 /// A stand-in authorizer whose answers the simulator must not trust: a 200 whose signature
 /// does not verify, or a 503. It records the advices it gets.
+/// With `signs`, it signs its answers as the authorizer does, and answers credit
+/// adjustments with `adjustment_status` (a refusal of a reversal).
 #[derive(Default)]
 struct Fake {
     status: u16,
     advices: Vec<Value>,
+    signs: bool,
+    adjustment_status: u16,
 }
 
 async fn fake_any(req: HttpRequest, body: web::Bytes, st: Shared<Fake>) -> HttpResponse {
@@ -1207,15 +1211,70 @@ async fn fake_any(req: HttpRequest, body: web::Bytes, st: Shared<Fake>) -> HttpR
             .push(serde_json::from_slice(&body).unwrap_or(Value::Null));
         return HttpResponse::Ok().finish();
     }
-    let status = st.lock().unwrap().status;
+    let (status, signs) = {
+        let s = st.lock().unwrap();
+        match req.path() {
+            ADJ_CREDIT => (s.adjustment_status, s.signs),
+            _ => (s.status, s.signs),
+        }
+    };
+    let answer = r#"{"status":"APPROVED","status_detail":"APPROVED","message":"Approved"}"#;
+    let (ts, signature) = if signs {
+        let secret = protocol::ApiSecret::from_base64(API_SECRET).unwrap();
+        processor_client::sign(&secret, crate_now(), req.path(), answer.as_bytes())
+    } else {
+        let bad = "hmac-sha256 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+        (crate_now().to_string(), bad.to_owned())
+    };
     HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
-        .insert_header(("x-timestamp", crate_now().to_string()))
+        .insert_header(("x-timestamp", ts))
         .insert_header(("x-endpoint", req.path().to_owned()))
-        .insert_header((
-            "x-signature",
-            "hmac-sha256 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
-        ))
-        .body(r#"{"status":"APPROVED","status_detail":"APPROVED","message":"Approved"}"#)
+        .insert_header(("x-signature", signature))
+        .body(answer)
+}
+
+/// point-sim on `fake`, with the demo device and `csv` as its transactions file.
+async fn on_fake(fake: &Loopback<Fake>, csv: std::path::PathBuf) -> Point {
+    let run = point_sim::start(Config {
+        authorizer_url: fake.base.clone(),
+        processor_api_key: Some(API_KEY.into()),
+        processor_api_secret: Some(API_SECRET.into()),
+        devices: vec![point_sim::config::demo_device()],
+        transactions_csv: csv.display().to_string(),
+        ..Config::default()
+    })
+    .await
+    .unwrap();
+    Point::new(run, csv)
+}
+
+/// §2.5: the reversal of an 1100 approval refused for good (a 4xx) leaves the payment
+/// approved, and the transactions file says the processor rejected the reversal: the money
+/// stayed taken.
+#[actix_rt::test]
+async fn a_refused_reversal_leaves_the_payment_approved() {
+    let fake = Loopback::start(
+        Fake {
+            status: 200,
+            signs: true,
+            adjustment_status: 400,
+            ..Fake::default()
+        },
+        fake_any,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let pt = on_fake(&fake, dir.path().join("tx.csv")).await;
+    let done = pt.sale(1100, "usr-x", json!({})).await;
+    assert_eq!(done["payment"]["state"], "approved", "{done}");
+    assert_eq!(
+        pt.payment(&done["payment"]["id"]).await["status"],
+        "approved"
+    );
+    let csv = std::fs::read_to_string(dir.path().join("tx.csv")).unwrap();
+    let reversal = csv.lines().find(|l| l.contains("REVERSAL_PURCHASE"));
+    assert!(reversal.is_some_and(|l| l.contains(",REJECTED,")), "{csv}");
+    pt.run.stop().await;
+    fake.stop().await;
 }
 
 /// §2.5: an answer whose signature does not verify is a rejection (advice
@@ -1229,16 +1288,7 @@ async fn untrusted_answers() {
         },
         fake_any,
     );
-    let run = point_sim::start(Config {
-        authorizer_url: fake.base.clone(),
-        processor_api_key: Some(API_KEY.into()),
-        processor_api_secret: Some(API_SECRET.into()),
-        devices: vec![point_sim::config::demo_device()],
-        ..Config::default()
-    })
-    .await
-    .unwrap();
-    let pt = Point::new(run, std::path::PathBuf::new());
+    let pt = on_fake(&fake, std::path::PathBuf::new()).await;
     let done = pt.sale(1500, "usr-x", json!({})).await;
     assert_eq!(done["state"], "FINISHED");
     assert_eq!(done["payment"]["state"], "rejected");

@@ -49,7 +49,10 @@
 //!   that a final 4xx (not 408/425/429) stops them (`followups_refused`). A present call
 //!   waits for them at most `followup_wait_ms` (10 s) and then answers; they continue in the
 //!   background. The intent's outcome is the network's and does not wait on them, except
-//!   a refund whose adjustment is refused for good, which ends `ERROR`.
+//!   a refund whose adjustment is refused for good, which ends `ERROR`, and the 1100
+//!   reversal refused for good, which leaves the payment `approved` (the money stayed
+//!   taken). An adjustment's line of `transactions_csv` is written when the authorizer has
+//!   settled it: `APPROVED` when taken, `REJECTED` when refused for good.
 //! * `GET /v1/payments/{id}` answers `in_process` while the intent runs; `status_detail` is
 //!   our `status_detail` or the advice's (`INVALID_PIN`, `CLIENT_TIMEOUT`, …), `REVERSED`
 //!   for 1100 and `REFUNDED` after a refund. `transaction_amount` is a JSON number (major

@@ -169,7 +169,8 @@ async fn collect(sim: &Arc<Sim>, client: &awc::Client, body: &Value) -> Value {
         detail.is_none(),
     )]);
     if let Some(d) = detail {
-        sim.followup(client, NOTIFY, &adv_key, reject(&d)).await;
+        sim.followup(client, NOTIFY, &adv_key, reject(&d), None)
+            .await;
         return with_cart(failure(&d));
     }
     let data = data_of(&id, &card);
@@ -215,8 +216,10 @@ async fn adjust(
         ),
         minor,
     );
-    let taken = sim.followup(client, ADJ_CREDIT, key, body.to_bytes()).await;
-    sim.record_csv(&[crate::csv::Row::of(&body, "ADJUSTMENT", true)]);
+    let row = crate::csv::Row::of(&body, "ADJUSTMENT", true);
+    let taken = sim
+        .followup(client, ADJ_CREDIT, key, body.to_bytes(), Some(row))
+        .await;
     taken != Some(false)
 }
 

@@ -743,15 +743,11 @@ impl Sim {
         match self.begin(&device, &card)? {
             Begun::Done(v) => Ok(v),
             Begun::Refund { id, pid, body } => {
+                let row = crate::csv::Row::of(&body, "ADJUSTMENT", true);
+                let key = format!("pt-refund-{id}");
                 let taken = self
-                    .followup(
-                        client,
-                        ADJ_CREDIT,
-                        &format!("pt-refund-{id}"),
-                        body.to_bytes(),
-                    )
+                    .followup(client, ADJ_CREDIT, &key, body.to_bytes(), Some(row))
                     .await;
-                self.record_csv(&[crate::csv::Row::of(&body, "ADJUSTMENT", true)]);
                 Ok(self.end_refund(&id, pid, taken != Some(false)))
             }
             Begun::Sale {
@@ -912,13 +908,13 @@ impl Sim {
         let advise = |detail: &str| traffic::advice(auth, detail, &adv_key);
         if magic == Some(1200) {
             // A processor-side decline before the issuer: only the advice.
-            self.followup(client, NOTIFY, &adv_key, advise("INVALID_PIN"))
+            self.followup(client, NOTIFY, &adv_key, advise("INVALID_PIN"), None)
                 .await;
             return Ending::finished("rejected", "rejected", "INVALID_PIN");
         }
         let outcome = self.authorize(client, auth, id, answer_delay_ms).await;
         let approved = matches!(outcome, AuthOutcome::Approved);
-        let mut csv = vec![crate::csv::Row::of(
+        let csv = vec![crate::csv::Row::of(
             auth,
             "AUTHORIZATION",
             approved && magic != Some(1300),
@@ -945,17 +941,25 @@ impl Sim {
                     "REVERSAL_PURCHASE",
                     &local_date_time(now_ms(), offset),
                 );
-                self.followup(client, ADJ_CREDIT, &format!("pt-rev-{id}"), rev.to_bytes())
+                let row = crate::csv::Row::of(&rev, "ADJUSTMENT", true);
+                let key = format!("pt-rev-{id}");
+                let taken = self
+                    .followup(client, ADJ_CREDIT, &key, rev.to_bytes(), Some(row))
                     .await;
-                csv.push(crate::csv::Row::of(&rev, "ADJUSTMENT", true));
-                Ending::finished("reversed", "cancelled", "REVERSED")
+                if taken == Some(false) {
+                    // The reversal was refused for good: the money stays taken, and the
+                    // payment says so (the reconciliation shows the refused reversal).
+                    Ending::finished("approved", "approved", "APPROVED")
+                } else {
+                    Ending::finished("reversed", "cancelled", "REVERSED")
+                }
             }
             (AuthOutcome::Approved, _) => Ending::finished("approved", "approved", "APPROVED"),
             (AuthOutcome::Rejected(d), _) => Ending::finished("rejected", "rejected", &d),
         };
         // A rejection, ours or the processor's, is followed by its advice.
         if ending.status == "rejected" {
-            self.followup(client, NOTIFY, &adv_key, advise(&ending.detail))
+            self.followup(client, NOTIFY, &adv_key, advise(&ending.detail), None)
                 .await;
         }
         self.record_csv(&csv);
@@ -1059,13 +1063,16 @@ impl Sim {
 
     /// Sends a follow-up (advice, reversal, refund) until the authorizer takes it, in the
     /// background; waits for it at most `followup_wait_ms`. `Some(true)`: taken;
-    /// `Some(false)`: refused for good; `None`: still being retried.
+    /// `Some(false)`: refused for good; `None`: still being retried. `row`, an adjustment's
+    /// line of the transactions CSV, is written when the authorizer has settled it, as
+    /// `APPROVED` only when it was taken (the processor's file says what it made effective).
     pub(crate) async fn followup(
         self: &Arc<Self>,
         client: &awc::Client,
         path: &'static str,
         key: &str,
         body: Vec<u8>,
+        row: Option<crate::csv::Row>,
     ) -> Option<bool> {
         let sim = self.clone();
         let c = client.clone();
@@ -1081,6 +1088,10 @@ impl Sim {
                 .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if r.is_err() {
                 inc(&sim.stats.followups_refused);
+            }
+            if let Some(mut row) = row {
+                row.approved = r.is_ok();
+                sim.record_csv(&[row]);
             }
             r.is_ok()
         });
