@@ -382,23 +382,28 @@ pub async fn reconcile(
         };
         let mut rows = 0;
         let mut bases = LineBases::default();
-        let mut top = 0;
-        for input in files.iter().filter(|i| i.role == Role::Transactions) {
-            let base = top;
-            bases.start(TRANSACTIONS_FILE, &input.name, base);
-            rows += side.spill(&input.path, &map.transactions, |r| {
-                top = top.max(base + r.line);
-                spill.transaction(r, base)
-            })?;
-        }
-        top = 0;
-        for input in files.iter().filter(|i| i.role == Role::Presentments) {
-            let base = top;
-            bases.start(PRESENTMENTS_FILE, &input.name, base);
-            rows += side.spill(&input.path, &map.presentments, |r| {
-                top = top.max(base + r.line);
-                spill.presentment(r, base)
-            })?;
+        // Each kind's files in name order, each numbered on from the last line of the one
+        // before (see `LineBases`).
+        for (role, kind) in [
+            (Role::Transactions, TRANSACTIONS_FILE),
+            (Role::Presentments, PRESENTMENTS_FILE),
+        ] {
+            let mut top = 0;
+            for input in files.iter().filter(|i| i.role == role) {
+                let (base, path) = (top, &input.path);
+                bases.start(kind, &input.name, base);
+                let mut seen = |line: u64| top = top.max(base + line);
+                rows += match role {
+                    Role::Transactions => side.spill(path, &map.transactions, |r| {
+                        seen(r.line);
+                        spill.transaction(r, base)
+                    })?,
+                    Role::Presentments => side.spill(path, &map.presentments, |r| {
+                        seen(r.line);
+                        spill.presentment(r, base)
+                    })?,
+                };
+            }
         }
         if let Some(e) = side.failed {
             return Err(e);

@@ -234,37 +234,31 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
     let fmt = CsvFormat::from(&s.csv);
     let mut malformed = Vec::new();
     // A kind's files are numbered on from the last line of the one before, as a run does.
-    let mut top = 0;
-    for i in inputs.iter().filter(|i| i.role == Role::Transactions) {
-        let base = top;
-        parse::rows(
-            &i.path,
-            &s.mapping.transactions,
-            fmt,
-            &mut malformed,
-            |mut r| {
-                r.line += base;
-                top = top.max(r.line);
-                m.transaction(r)
-            },
-        )
-        .unwrap();
-    }
-    top = 0;
-    for i in inputs.iter().filter(|i| i.role == Role::Presentments) {
-        let base = top;
-        parse::rows(
-            &i.path,
-            &s.mapping.presentments,
-            fmt,
-            &mut malformed,
-            |mut r| {
-                r.line += base;
-                top = top.max(r.line);
-                m.presentment(r)
-            },
-        )
-        .unwrap();
+    for role in [Role::Transactions, Role::Presentments] {
+        let mut top = 0;
+        for i in inputs.iter().filter(|i| i.role == role) {
+            let base = top;
+            let mut seen = |line: &mut u64| {
+                *line += base;
+                top = top.max(*line);
+            };
+            let (path, cols) = (&i.path, &s.mapping);
+            match role {
+                Role::Transactions => {
+                    parse::rows(path, &cols.transactions, fmt, &mut malformed, |mut r| {
+                        seen(&mut r.line);
+                        m.transaction(r)
+                    })
+                }
+                Role::Presentments => {
+                    parse::rows(path, &cols.presentments, fmt, &mut malformed, |mut r| {
+                        seen(&mut r.line);
+                        m.presentment(r)
+                    })
+                }
+            }
+            .unwrap();
+        }
     }
     let mut report = m.finish();
     let purchases = reconciler::run::refund_purchases(&store, &report)
