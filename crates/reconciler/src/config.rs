@@ -52,6 +52,7 @@ pub struct SftpSettings {
     pub connect_timeout_ms: u64,
     pub attempts: u32,
     pub backoff_ms: u64,
+    pub min_file_age_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -132,6 +132,7 @@ fn sftp_config(s: &Settings) -> SftpConfig {
         connect_timeout_ms: c.connect_timeout_ms,
         attempts: c.attempts,
         backoff_ms: c.backoff_ms,
+        min_file_age_secs: c.min_file_age_secs,
     }
 }
 

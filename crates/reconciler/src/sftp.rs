@@ -126,6 +126,10 @@ pub struct SftpConfig {
     /// Sleep before the second attempt; doubles for each further attempt (capped
     /// at 10 minutes per sleep).
     pub backoff_ms: u64,
+    /// A file modified less than this long ago (by the server's clock against ours) is
+    /// taken for one still being written, and the fetch fails, to be retried: for a server
+    /// that writes its files in place instead of renaming them into place when done. 0: off.
+    pub min_file_age_secs: u64,
 }
 
 impl SftpConfig {
@@ -661,6 +665,19 @@ impl Job<'_> {
         let expected = stat.size.or(listed_size).ok_or_else(|| {
             FetchError::Transfer(format!("the server reports no size for {rdisp}"))
         })?;
+        if self.cfg.min_file_age_secs > 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let age = stat.mtime.map(|m| now.saturating_sub(m));
+            if age.is_none_or(|a| a < self.cfg.min_file_age_secs) {
+                return Err(FetchError::Transfer(format!(
+                    "{rdisp} was modified {} ago, under sftp.min_file_age_secs ({} s): taken for a file still being written",
+                    age.map_or("at an unknown time".into(), |a| format!("{a} s")),
+                    self.cfg.min_file_age_secs
+                )));
+            }
+        }
 
         let final_path = self.staging.join(name);
         let mut part = PartFile::create(self.staging, name)?;

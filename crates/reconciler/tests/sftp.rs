@@ -39,6 +39,7 @@ fn config(sshd: &Sshd) -> SftpConfig {
         connect_timeout_ms: 10_000,
         attempts: 3,
         backoff_ms: 100,
+        min_file_age_secs: 0,
     }
 }
 
@@ -261,6 +262,30 @@ fn missing_remote_dir_is_a_config_error_not_retried() {
     assert!(took < Duration::from_millis(3_000));
 }
 
+/// A file modified within `min_file_age_secs` is taken for one still being written: the
+/// fetch fails, retryably, and fetches nothing; once it is older, it is fetched.
+#[test]
+fn a_file_still_being_written_is_not_fetched() {
+    let sshd = start_sshd();
+    let path = sshd.serve_file("transactions_20240315.csv", b"id\n");
+    let mut cfg = config(&sshd);
+    (cfg.min_file_age_secs, cfg.attempts) = (120, 1);
+    let staging = tempfile::tempdir().unwrap();
+    let (err, _) = fetch_fails(&cfg, staging.path());
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains("still being written"), "{err}");
+    assert_eq!(dir_names(staging.path()), Vec::<String>::new());
+    let old = std::time::SystemTime::now() - Duration::from_secs(600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let got = fetch(&cfg, &date(), staging.path()).expect("an older file is fetched");
+    assert_eq!(got.len(), 1);
+}
+
 #[test]
 fn connection_drop_mid_transfer_leaves_no_file() {
     let sshd = start_sshd();
@@ -309,6 +334,7 @@ fn nobody_at(port: u16, backoff_ms: u64) -> SftpConfig {
         connect_timeout_ms: 2_000,
         attempts: 3,
         backoff_ms,
+        min_file_age_secs: 0,
     }
 }
 
@@ -498,6 +524,7 @@ fn valid_config(dir: &Path) -> SftpConfig {
         connect_timeout_ms: 1_000,
         attempts: 3,
         backoff_ms: 10,
+        min_file_age_secs: 0,
     }
 }
 
