@@ -55,7 +55,7 @@
 //!   settled it: `APPROVED` when taken, `REJECTED` when refused for good.
 //! * `GET /v1/payments/{id}` answers `in_process` while the intent runs; `status_detail` is
 //!   our `status_detail` or the advice's (`INVALID_PIN`, `CLIENT_TIMEOUT`, …), `REVERSED`
-//!   for 1100 and `REFUNDED` after a refund. `transaction_amount` is a JSON number (major
+//!   for 1100 (`APPROVED` when its reversal was refused for good) and `REFUNDED` after a refund. `transaction_amount` is a JSON number (major
 //!   units) as Mercado Pago writes it; the exact integer is repeated as `amount`.
 //! * Notifications: `OPEN` is never notified (creation is the integrator's own call).
 //!   `payment` appears once a payment id exists (from `PROCESSING`), with `state` `""`

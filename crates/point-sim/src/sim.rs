@@ -1083,9 +1083,6 @@ impl Sim {
                 .signer
                 .until_taken(&c, path, &key, Bytes::from(body), &sim.stats)
                 .await;
-            sim.stats
-                .followups_pending
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if r.is_err() {
                 inc(&sim.stats.followups_refused);
             }
@@ -1093,12 +1090,17 @@ impl Sim {
                 row.approved = r.is_ok();
                 sim.record_csv(&[row]);
             }
+            // Not pending once its line is written.
+            sim.stats
+                .followups_pending
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             r.is_ok()
         });
+        // A task that did not finish (the simulator stopping) settled nothing.
         actix_rt::time::timeout(Duration::from_millis(self.cfg.followup_wait_ms), task)
             .await
             .ok()
-            .map(|r| r.unwrap_or(false))
+            .and_then(Result::ok)
     }
 }
 

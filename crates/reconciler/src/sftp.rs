@@ -669,11 +669,18 @@ impl Job<'_> {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let age = stat.mtime.map(|m| now.saturating_sub(m));
-            if age.is_none_or(|a| a < self.cfg.min_file_age_secs) {
+            // Without a modification time the age cannot be known: a setting this server
+            // cannot serve, not a file to wait for.
+            let Some(mtime) = stat.mtime else {
+                return Err(FetchError::Config(format!(
+                    "{} reports no modification time for {rdisp}: sftp.min_file_age_secs cannot apply (set it to 0)",
+                    self.target()
+                )));
+            };
+            let age = now.saturating_sub(mtime);
+            if age < self.cfg.min_file_age_secs {
                 return Err(FetchError::Transfer(format!(
-                    "{rdisp} was modified {} ago, under sftp.min_file_age_secs ({} s): taken for a file still being written",
-                    age.map_or("at an unknown time".into(), |a| format!("{a} s")),
+                    "{rdisp} was modified {age} s ago, under sftp.min_file_age_secs ({} s): taken for a file still being written",
                     self.cfg.min_file_age_secs
                 )));
             }

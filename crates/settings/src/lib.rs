@@ -145,14 +145,17 @@ pub fn from_toml<T: DeserializeOwned>(text: &str, origin: &str) -> Result<T, Con
 /// expected a string" reads "invalid type: integer (value not shown), expected a string"; a
 /// string is quoted `string "..."`). The names of fields and variants are kept.
 fn without_values(message: &str) -> String {
-    if !(message.starts_with("invalid type: ") || message.starts_with("invalid value: ")) {
+    let valued = ["invalid type: ", "invalid value: ", "unknown variant "];
+    if !valued.iter().any(|p| message.starts_with(p)) {
         return message.to_owned();
     }
     let (head, tail) = message
-        .split_once(", expected")
+        .rsplit_once(", expected")
         .map_or((message, None), |(h, t)| (h, Some(t)));
-    let cut = head.find(['`', '"']).unwrap_or(head.len());
-    let mut out = format!("{}(value not shown)", &head[..cut]);
+    let mut out = match head.find(['`', '"']) {
+        Some(cut) => format!("{}(value not shown)", &head[..cut]),
+        None => head.to_owned(),
+    };
     if let Some(t) = tail {
         out.push_str(", expected");
         out.push_str(t);
@@ -162,19 +165,27 @@ fn without_values(message: &str) -> String {
 
 /// Whether a parameter or variable of this name carries a secret.
 fn secret_name(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    ["pass", "pwd", "secret", "token", "key", "auth", "sig"]
-        .iter()
-        .any(|w| n.contains(w))
+    name.to_ascii_lowercase()
+        .split(['_', '-', '.'])
+        .any(|part| {
+            ["pass", "pwd", "secret", "token", "key"]
+                .iter()
+                .any(|w| part.contains(w))
+                || ["auth", "sig", "signature"].contains(&part)
+        })
 }
 
 /// `url` with its password and the values of query parameters that carry one (a name with
 /// `pass`, `pwd`, `secret`, `token`, `key`, `auth` or `sig` in it) replaced by `***`, for
 /// logs and messages. The user name is kept.
 pub fn redact_url(url: &str) -> String {
-    // The user information ends at the last `@` (a password may hold `?`, `/` or `@`).
+    // The user information ends at the last `@` before the query's first `=` or `&` (a
+    // password may hold `?`, `/` or `@`; a query value may hold `@`).
     let scheme_end = url.find("://").map(|s| s + 3);
-    let at = scheme_end.and_then(|s| url.rfind('@').filter(|&at| at > s));
+    let at = scheme_end.and_then(|s| {
+        let limit = url[s..].find(['=', '&']).map_or(url.len(), |i| s + i);
+        url[s..limit].rfind('@').map(|i| s + i)
+    });
     let (mut out, rest) = match (scheme_end, at) {
         (Some(s), Some(at)) => {
             let creds = &url[s..at];
@@ -184,6 +195,7 @@ pub fn redact_url(url: &str) -> String {
             };
             (format!("{}{shown}", &url[..s]), &url[at..])
         }
+        (Some(s), None) => (url[..s].to_owned(), &url[s..]),
         _ => (String::new(), url),
     };
     let (path, query) = match rest.split_once('?') {
@@ -417,6 +429,19 @@ mod tests {
             redact_command("PGPASSWORD=s3 psql --url=postgres://u:s3@h/db"),
             "PGPASSWORD=*** psql --url=postgres://u:***@h/db"
         );
+        // An `@` in the query is not the end of the user information.
+        assert_eq!(
+            redact_url("https://h/cb?email=a@b.c&sig=S3"),
+            "https://h/cb?email=a@b.c&sig=***"
+        );
+        assert_eq!(
+            redact_url("postgres://u:pw@h/db?application_name=a@b&password=x"),
+            "postgres://u:***@h/db?application_name=a@b&password=***"
+        );
+        assert_eq!(
+            redact_command("AUTHORIZER__DATABASE__URL=postgres://u:pw@h/db authorizer audit"),
+            "AUTHORIZER__DATABASE__URL=postgres://u:***@h/db authorizer audit"
+        );
     }
 
     #[test]
@@ -430,6 +455,12 @@ mod tests {
             without_values("invalid type: string \"https://u:s3@h/\", expected a sequence"),
             "invalid type: string (value not shown), expected a sequence"
         );
+        assert_eq!(
+            without_values("invalid type: string \"a, expected b\", expected a sequence"),
+            "invalid type: string (value not shown), expected a sequence"
+        );
+        let no_value = "invalid type: sequence, expected a string";
+        assert_eq!(without_values(no_value), no_value);
         for kept in [
             "missing field `tenant_id`",
             "unknown field `callback_url_prefix`",
