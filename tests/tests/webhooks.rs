@@ -27,8 +27,28 @@ both_backends!(
     settings = quick;
     challenge_guards_the_url,
     hold_events_reach_the_subscriber,
-    a_row_goes_to_the_url_of_now
+    a_row_goes_to_the_url_of_now,
+    a_row_of_a_deleted_subscription_dies
 );
+
+/// A row naming a subscription that no longer exists (on Postgres, an event written while
+/// its subscription was being deleted) is not left PENDING for the give-up age: the sender's
+/// pass, once a second, makes it DEAD, "subscription deleted".
+async fn a_row_of_a_deleted_subscription_dies(app: TestApp) {
+    let rx = Receiver::start();
+    let id = active(&app, &rx, "/a", json!(["account.funded"])).await;
+    rx.fail_first(1000);
+    app.funded("u1", "DKK", "10.00").await;
+    // The subscription goes as the race leaves it: its row still PENDING.
+    let gone = format!("DELETE FROM webhook_subscriptions WHERE id = {id}");
+    DirectConn::open(&app).await.execute(&gone).await;
+    wait_until("DEAD", Duration::from_secs(5), || async {
+        let dead = outbox(&app, Some("DEAD")).await;
+        dead.len() == 1 && dead[0]["last_error"] == "subscription deleted"
+    })
+    .await;
+    rx.stop().await;
+}
 
 /// Creates a subscription of `rx` at `path` for `types` and tells `rx` its secret.
 pub(crate) async fn subscribe(app: &TestApp, rx: &Receiver, path: &str, types: Value) -> i64 {

@@ -1592,7 +1592,9 @@ impl Store {
         Ok(())
     }
 
-    /// Rows pending since before `now_ms - give_up_ms` and not being sent become DEAD;
+    /// Rows pending since before `now_ms - give_up_ms` and not being sent become DEAD, and so
+    /// do the pending rows of a subscription that no longer exists ("subscription deleted":
+    /// on Postgres an event written while its subscription was being deleted may name it);
     /// returns them (for the log and the metric).
     pub async fn give_up_deliveries(
         &self,
@@ -1602,9 +1604,12 @@ impl Store {
         let cutoff = now_ms.saturating_sub(give_up_ms);
         let rows: Vec<(i64, String, String, i32, Option<String>)> = run_pool!(&self.db, p => {
             sqlx::query_as(
-                "UPDATE outbox SET state = 'DEAD', leased_until_ms = NULL, updated_at_ms = $1 \
-                 WHERE state = 'PENDING' AND pending_since_ms <= $2 \
-                 AND (leased_until_ms IS NULL OR leased_until_ms <= $1) \
+                "UPDATE outbox SET state = 'DEAD', leased_until_ms = NULL, updated_at_ms = $1, \
+                 last_error = CASE WHEN pending_since_ms <= $2 THEN last_error \
+                                   ELSE 'subscription deleted' END \
+                 WHERE state = 'PENDING' AND (leased_until_ms IS NULL OR leased_until_ms <= $1) \
+                 AND (pending_since_ms <= $2 OR (subscription_id IS NOT NULL AND NOT EXISTS \
+                      (SELECT 1 FROM webhook_subscriptions s WHERE s.id = outbox.subscription_id))) \
                  RETURNING id, event_id, url, attempts, last_error",
             )
             .bind(now_ms)
