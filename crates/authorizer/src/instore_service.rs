@@ -684,32 +684,34 @@ fn plan_move(
     }
     let decided = match m.action {
         MoneyAction::Load => decision::decide_load(m.wire, &requests),
-        MoneyAction::Redeem => decision::decide_redeem(m.wire, &requests, ctx.secret_hash_key),
-    };
-    // A Redeem's PIN counts tries as a lookup's does: a wrong one (blocking the card at
-    // `instore.pin_tries_max`), a right one after wrong ones on approval.
-    if matches!(m.action, MoneyAction::Redeem) {
-        let key = ctx.secret_hash_key;
-        if let Err(decision::Reason::InvalidPin) = decided
-            && let Some((number, f)) =
-                decision::redeem_pin_failure(&requests, key, ctx.pin_tries_max)
-        {
-            out.pin_updates.push(SvPinUpdate {
-                number: number.to_owned(),
-                pin_tries: i64::from(f.tries_after),
-                block: f.block,
-            });
-        }
-        if decided.is_ok() {
-            for number in decision::redeem_pin_resets(&requests, key) {
+        MoneyAction::Redeem => {
+            let key = ctx.secret_hash_key;
+            let decided = decision::decide_redeem(m.wire, &requests, key);
+            // A Redeem's PIN counts tries as a lookup's does: a wrong one (blocking the card
+            // at `instore.pin_tries_max`), a right one after wrong ones on approval.
+            let updates = match decided {
+                Err(decision::Reason::InvalidPin) => {
+                    decision::redeem_pin_failure(&requests, key, ctx.pin_tries_max)
+                        .map(|(number, f)| (number, i64::from(f.tries_after), f.block))
+                        .into_iter()
+                        .collect()
+                }
+                Ok(_) => decision::redeem_pin_resets(&requests, key)
+                    .into_iter()
+                    .map(|number| (number, 0, false))
+                    .collect(),
+                Err(_) => Vec::new(),
+            };
+            for (number, pin_tries, block) in updates {
                 out.pin_updates.push(SvPinUpdate {
                     number: number.to_owned(),
-                    pin_tries: 0,
-                    block: false,
+                    pin_tries,
+                    block,
                 });
             }
+            decided
         }
-    }
+    };
     let own = decided_cards[0].as_ref().filter(|c| c.tenant_matches);
     let movement = match decided {
         Ok(mv) => mv,

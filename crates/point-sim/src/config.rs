@@ -260,12 +260,6 @@ pub struct Credentials {
     pub secret: protocol::ApiSecret,
 }
 
-/// The processor key pair an authorizer generated in its data directory
-/// (`processor-key.toml`, as `serve` writes it and loadgen reads it).
-pub fn read_key_file(dir: &Path) -> anyhow::Result<(String, String)> {
-    Ok(settings::read_key_file(dir)?)
-}
-
 /// The admin token an authorizer generated in its data directory.
 pub fn read_admin_token(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join("admin-token");
@@ -291,7 +285,7 @@ impl Config {
         let (key, secret) = match (&self.processor_api_key, &self.processor_api_secret) {
             (Some(k), Some(s)) if !k.is_empty() && !s.is_empty() => (k.clone(), s.clone()),
             _ => match &self.data_dir {
-                Some(d) => read_key_file(d)?,
+                Some(d) => settings::read_key_file(d)?,
                 None => bail!(
                     "no processor key pair: set processor_api_key and processor_api_secret, or data_dir"
                 ),

@@ -46,10 +46,23 @@ pub fn challenge_matches(token: &str, code: &str, answer: &str) -> bool {
     }
 }
 
+/// What a signature's HMAC covers: `id:..;request-id:..;ts:..;`, then for `v2`
+/// `sha256:<hex SHA-256 of the body>;`.
+fn manifest(id: &str, request_id: &str, ts_ms: i64, body: Option<&[u8]>) -> String {
+    let mut m = format!("id:{id};request-id:{request_id};ts:{ts_ms};");
+    if let Some(b) = body {
+        m.push_str(&format!("sha256:{};", hex(&Sha256::digest(b))));
+    }
+    m
+}
+
+fn signed(token: &str, manifest: &str) -> String {
+    hex(&mac(token, manifest.as_bytes()).finalize().into_bytes())
+}
+
 /// `x-signature` of a delivery: `ts=<ms>,v1=<hex HMAC(token, "id:..;request-id:..;ts:..;")>`.
 pub fn x_signature(token: &str, id: &str, request_id: &str, ts_ms: i64) -> String {
-    let manifest = format!("id:{id};request-id:{request_id};ts:{ts_ms};");
-    let v1 = hex(&mac(token, manifest.as_bytes()).finalize().into_bytes());
+    let v1 = signed(token, &manifest(id, request_id, ts_ms, None));
     format!("ts={ts_ms},v1={v1}")
 }
 
@@ -65,9 +78,7 @@ pub fn x_signature_with_body(
     ts_ms: i64,
     body: &[u8],
 ) -> String {
-    let digest = hex(&Sha256::digest(body));
-    let manifest = format!("id:{id};request-id:{request_id};ts:{ts_ms};sha256:{digest};");
-    let v2 = hex(&mac(token, manifest.as_bytes()).finalize().into_bytes());
+    let v2 = signed(token, &manifest(id, request_id, ts_ms, Some(body)));
     format!("{},v2={v2}", x_signature(token, id, request_id, ts_ms))
 }
 
@@ -78,22 +89,29 @@ fn part<'a>(header: &'a str, name: &str) -> Option<&'a str> {
         .find_map(|p| p.trim().strip_prefix(name)?.strip_prefix('='))
 }
 
-/// `ts` of a signature header, when it is within `tolerance_ms` of `now_ms`.
-fn fresh_ts(header: &str, now_ms: i64, tolerance_ms: i64) -> Option<i64> {
-    let ts = part(header, "ts")?.parse::<i64>().ok()?;
-    (now_ms.abs_diff(ts) <= tolerance_ms.unsigned_abs()).then_some(ts)
-}
-
-/// Whether the hex `got` is `expected` (64 hex digits), compared in constant time.
-fn same_hex(expected: &str, got: Option<&str>) -> bool {
-    got.is_some_and(|g| {
-        g.len() == expected.len()
-            && expected
-                .bytes()
-                .zip(g.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
-    })
+/// Whether `header`'s `ts` is within `tolerance_ms` of `now_ms` and its part `version`
+/// (64 lowercase hex digits) is the HMAC of the manifest of `id`, `request_id` and `body`
+/// at that `ts`, compared in constant time after decoding.
+fn verify(
+    token: &str,
+    header: &str,
+    (version, id, request_id): (&str, &str, &str),
+    body: Option<&[u8]>,
+    (now_ms, tolerance_ms): (i64, i64),
+) -> bool {
+    let Some(ts) = part(header, "ts").and_then(|t| t.parse::<i64>().ok()) else {
+        return false;
+    };
+    if now_ms.abs_diff(ts) > tolerance_ms.unsigned_abs() {
+        return false;
+    }
+    part(header, version)
+        .filter(|h| h.len() == 64 && !h.bytes().any(|b| b.is_ascii_uppercase()))
+        .and_then(unhex)
+        .is_some_and(|tag| {
+            let m = manifest(id, request_id, ts, body);
+            mac(token, m.as_bytes()).verify_slice(&tag).is_ok()
+        })
 }
 
 /// Whether `header` (`ts=…,v1=…`, other parts ignored) signs `id` and `request_id` with
@@ -106,11 +124,8 @@ pub fn verify_x_signature(
     now_ms: i64,
     tolerance_ms: i64,
 ) -> bool {
-    let Some(ts) = fresh_ts(header, now_ms, tolerance_ms) else {
-        return false;
-    };
-    let expected = x_signature(token, id, request_id, ts);
-    same_hex(&expected[expected.len() - 64..], part(header, "v1"))
+    let window = (now_ms, tolerance_ms);
+    verify(token, header, ("v1", id, request_id), None, window)
 }
 
 /// Whether `header` carries a `v2` ([`x_signature_with_body`]) that signs `id`,
@@ -123,11 +138,8 @@ pub fn verify_x_signature_with_body(
     now_ms: i64,
     tolerance_ms: i64,
 ) -> bool {
-    let Some(ts) = fresh_ts(header, now_ms, tolerance_ms) else {
-        return false;
-    };
-    let expected = x_signature_with_body(token, id, request_id, ts, body);
-    same_hex(&expected[expected.len() - 64..], part(header, "v2"))
+    let window = (now_ms, tolerance_ms);
+    verify(token, header, ("v2", id, request_id), Some(body), window)
 }
 
 #[cfg(test)]

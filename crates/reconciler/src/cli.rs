@@ -86,7 +86,7 @@ pub async fn main(cli: Cli) -> i32 {
                 force,
             } => {
                 let date = if date == "yesterday" {
-                    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
+                    let zone = s.matching.zone()?;
                     days_before(store::now_ms(), &zone, 1).to_string()
                 } else {
                     date
@@ -182,7 +182,7 @@ fn dates_of_fire(at_ms: i64, zone: &Zone, catch_up_days: u32) -> Vec<BusinessDat
 
 async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
     let cron = Cron::parse(&s.schedule.cron)?;
-    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
+    let zone = s.matching.zone()?;
     // SIGTERM (a container or service manager stopping us) and SIGINT both stop the daemon
     // between runs; one that arrives during a run lets the run finish first.
     #[cfg(unix)]

@@ -168,6 +168,13 @@ impl Source {
     }
 }
 
+impl MatchingSettings {
+    /// Where the business day is counted: `time_zone` when set, else `utc_offset`.
+    pub fn zone(&self) -> anyhow::Result<Zone> {
+        Zone::parse(&self.utc_offset, &self.time_zone)
+    }
+}
+
 impl Settings {
     pub fn load(config_dir: &Path) -> Result<Settings, ConfigError> {
         let env: Vec<(String, String)> = std::env::vars().collect();
@@ -196,7 +203,7 @@ impl Settings {
         if let Err(e) = parse_offset(&self.matching.utc_offset) {
             return bad(format!("matching.utc_offset: {e}"));
         }
-        if let Err(e) = Zone::parse(&self.matching.utc_offset, &self.matching.time_zone) {
+        if let Err(e) = self.matching.zone() {
             return bad(format!("matching.time_zone: {e:#}"));
         }
         if let Err(e) = Cron::parse(&self.schedule.cron) {

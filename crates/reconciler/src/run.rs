@@ -4,7 +4,6 @@ use crate::config::{Settings, Source};
 use crate::parse::{self, CsvFormat, Malformed};
 use crate::partition::{self, LineBases, PartReader, Record, Spill, SpillDir};
 use crate::report;
-use crate::schedule::Zone;
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -348,7 +347,7 @@ pub async fn reconcile(
     inputs: &[Input],
 ) -> anyhow::Result<Reconciled> {
     let clock = Instant::now();
-    let zone = Zone::parse(&s.matching.utc_offset, &s.matching.time_zone)?;
+    let zone = s.matching.zone()?;
     let (from, to) = zone.day_window_ms(date.year, date.month, date.day);
     let config = MatchConfig {
         presentment_tolerance_minor: s.matching.presentment_tolerance_minor,

@@ -767,14 +767,15 @@ where
         system,
     };
     let plan = plan_adjustment(terms, &facts, t);
+    // Only money that reaches the cardholder's account gives back (not a credit parked on
+    // suspense: a negative amount, or an account that cannot take it).
+    let credits_account = matches!((&plan.movement, &account), (Some(m), Some(a))
+        if m.postings.holder == Leg::User && m.holder_id == a.id && m.postings.holder_amount > 0);
     // A credit against a debit booked today on the account it is booked to comes off
     // today's legacy daily counter, as the controls' counters get it back below.
     let daily = match (&plan.movement, &account, t.original_transaction_id) {
         (Some(m), Some(a), Some(original))
-            if direction == RequestKind::Credit
-                && m.postings.holder == Leg::User
-                && m.holder_id == a.id
-                && m.postings.holder_amount > 0 =>
+            if direction == RequestKind::Credit && credits_account =>
         {
             let (debited, booked_at, credited) = debit_left(tx, original, a.id).await?;
             let back = holds::credit_give_back(
@@ -788,21 +789,16 @@ where
         }
         _ => None,
     };
-    // Only money that reaches the cardholder's account gives back (not a credit parked on
-    // suspense: a negative amount, or an account that cannot take it).
-    let credits_account = matches!((&plan.movement, &account), (Some(m), Some(a))
-        if m.postings.holder == Leg::User && m.holder_id == a.id && m.postings.holder_amount > 0);
     let movement_id =
         write_movement(tx, plan.movement, account.as_ref(), call.now_ms, daily).await?;
     // A credit against an authorization of the account it is booked to gives back the
     // room that authorization took in its controls.
-    if let (RequestKind::Credit, Some(original), Some(_), Some(amount), Some(booked_to), true) = (
+    if let (true, RequestKind::Credit, Some(original), Some(amount), Some(booked_to)) = (
+        credits_account,
         direction,
         t.original_transaction_id,
-        movement_id,
         plan.amount_minor,
         terms.account(t),
-        credits_account,
     ) {
         let give = ledger::plan::GiveBack::Credit {
             amount: amount.abs(),
