@@ -45,7 +45,8 @@ pub struct State {
 }
 
 /// A test server on a free loopback port (one worker) whose every request goes to one
-/// handler sharing a state `S`; its base URL is `base` (`http://127.0.0.1:<port>`).
+/// handler sharing a state `S`; its base URL is `base` (`http://127.0.0.1:<port>`, or
+/// `https://` when started with a certificate).
 pub struct Loopback<S> {
     pub base: String,
     state: Arc<Mutex<S>>,
@@ -61,6 +62,21 @@ impl<S: Send + 'static> Loopback<S> {
     where
         H: actix_web::Handler<(HttpRequest, web::Bytes, Shared<S>), Output = HttpResponse> + Send,
     {
+        Loopback::serve(state, handler, None)
+    }
+
+    /// [`Loopback::start`] over https with `cert`.
+    pub fn start_tls<H>(state: S, handler: H, cert: &TestCert) -> Loopback<S>
+    where
+        H: actix_web::Handler<(HttpRequest, web::Bytes, Shared<S>), Output = HttpResponse> + Send,
+    {
+        Loopback::serve(state, handler, Some(cert.server.clone()))
+    }
+
+    fn serve<H>(state: S, handler: H, tls: Option<rustls::ServerConfig>) -> Loopback<S>
+    where
+        H: actix_web::Handler<(HttpRequest, web::Bytes, Shared<S>), Output = HttpResponse> + Send,
+    {
         let state = Arc::new(Mutex::new(state));
         let data = web::Data::new(state.clone());
         let server = HttpServer::new(move || {
@@ -69,10 +85,13 @@ impl<S: Send + 'static> Loopback<S> {
                 .default_service(web::route().to(handler.clone()))
         })
         .workers(1)
-        .disable_signals()
-        .bind("127.0.0.1:0")
-        .expect("bind");
-        let base = format!("http://{}", server.addrs()[0]);
+        .disable_signals();
+        let (server, scheme) = match tls {
+            Some(config) => (server.bind_rustls_0_23("127.0.0.1:0", config), "https"),
+            None => (server.bind("127.0.0.1:0"), "http"),
+        };
+        let server = server.expect("bind");
+        let base = format!("{scheme}://{}", server.addrs()[0]);
         let server = server.run();
         let handle = server.handle();
         actix_rt::spawn(server);
@@ -94,6 +113,53 @@ impl<S: Send + 'static> Loopback<S> {
 
     pub async fn stop(&self) {
         self.handle.stop(false).await;
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost: the server's configuration, and
+/// the PEM file of the certificate (what `webhooks.ca_file` names to trust it).
+pub struct TestCert {
+    pub pem_path: String,
+    pub server: rustls::ServerConfig,
+}
+
+impl TestCert {
+    /// A new certificate, its PEM file under the temporary directory.
+    pub fn new() -> TestCert {
+        let ck = rcgen::generate_simple_self_signed(vec![
+            "127.0.0.1".to_owned(),
+            "localhost".to_owned(),
+        ])
+        .expect("certificate");
+        let dir = std::env::temp_dir().join(format!("e2e-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("certificate directory");
+        let pem_path = dir.join(format!("{}.pem", crate::uid("cert")));
+        std::fs::write(&pem_path, ck.cert.pem()).expect("certificate file");
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
+        let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("TLS versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![ck.cert.der().clone()], key)
+        .expect("server certificate");
+        TestCert {
+            pem_path: pem_path.display().to_string(),
+            server,
+        }
+    }
+
+    /// One certificate for the whole test process: the one a settings tweak can name.
+    pub fn shared() -> &'static TestCert {
+        static CERT: std::sync::OnceLock<TestCert> = std::sync::OnceLock::new();
+        CERT.get_or_init(TestCert::new)
+    }
+}
+
+impl Default for TestCert {
+    fn default() -> TestCert {
+        TestCert::new()
     }
 }
 
@@ -135,6 +201,18 @@ impl std::ops::Deref for Receiver {
     type Target = Loopback<State>;
     fn deref(&self) -> &Loopback<State> {
         &self.0
+    }
+}
+
+impl State {
+    fn new() -> State {
+        State {
+            secret: String::new(),
+            challenge: Challenge::Right,
+            fail_first: 0,
+            fail_every: 0,
+            posts: Vec::new(),
+        }
     }
 }
 
@@ -208,14 +286,12 @@ async fn route(req: HttpRequest, body: web::Bytes, state: Shared<State>) -> Http
 impl Receiver {
     /// Starts a receiver that knows no secret yet and answers challenges right.
     pub fn start() -> Receiver {
-        let state = State {
-            secret: String::new(),
-            challenge: Challenge::Right,
-            fail_first: 0,
-            fail_every: 0,
-            posts: Vec::new(),
-        };
-        Receiver(Loopback::start(state, route))
+        Receiver(Loopback::start(State::new(), route))
+    }
+
+    /// [`Receiver::start`] over https with `cert`.
+    pub fn start_tls(cert: &TestCert) -> Receiver {
+        Receiver(Loopback::start_tls(State::new(), route, cert))
     }
 
     pub fn set_secret(&self, secret: &str) {

@@ -6,7 +6,7 @@
 
 use crate::holds::common::*;
 use authorizer::Settings;
-use e2e::receiver::{Challenge, Receiver};
+use e2e::receiver::{Challenge, Receiver, TestCert};
 use e2e::*;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
@@ -30,6 +30,52 @@ both_backends!(
     a_row_goes_to_the_url_of_now,
     a_row_of_a_deleted_subscription_dies
 );
+
+mod https {
+    use super::*;
+
+    /// [`quick`], trusting the test process's certificate for https receivers.
+    fn quick_trusting(s: &mut Settings) {
+        quick(s);
+        s.webhooks.ca_file = TestCert::shared().pem_path.clone();
+    }
+
+    both_backends!(
+        settings = quick_trusting;
+        an_https_receiver_is_challenged_and_delivered_to
+    );
+
+    /// An https subscriber whose certificate `webhooks.ca_file` trusts passes the challenge and
+    /// gets its events over TLS; one whose certificate nothing trusts fails the challenge, and
+    /// stays PENDING_VALIDATION with nothing sent to it.
+    async fn an_https_receiver_is_challenged_and_delivered_to(app: TestApp) {
+        let rx = Receiver::start_tls(TestCert::shared());
+        assert!(rx.base.starts_with("https://"), "{}", rx.base);
+        active(&app, &rx, "/hook", json!(["account.funded"])).await;
+        let stranger = Receiver::start_tls(&TestCert::new());
+        let id = subscribe(&app, &stranger, "/hook", json!(["account.funded"])).await;
+        let r = check(&app, id).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert_eq!(
+            r.json()["error"]["code"],
+            "webhook_validation_failed",
+            "{}",
+            r.text()
+        );
+        app.funded("u1", "DKK", "10.00").await;
+        let rows = outbox(&app, None).await;
+        assert_eq!(
+            rows.len(),
+            1,
+            "only the active subscription is owed: {rows:?}"
+        );
+        rx.wait_for(&ids(&rows), Duration::from_secs(10)).await;
+        assert_identical_and_signed(&rx);
+        assert!(stranger.posts().is_empty());
+        rx.stop().await;
+        stranger.stop().await;
+    }
+}
 
 /// A row naming a subscription that no longer exists (on Postgres, an event written while
 /// its subscription was being deleted) is not left PENDING for the give-up age: the sender's

@@ -52,6 +52,8 @@ pub struct AppState {
     pub admin_token_id: String,
     /// The InStore tenants and the key of the PIN and CVC hashes.
     pub instore: crate::routes::instore::InstoreState,
+    /// TLS of the https calls to receivers (`webhooks.ca_file` beside the bundled roots).
+    pub outbound_tls: Arc<rustls::ClientConfig>,
 }
 
 /// A bound, not yet running, authorizer.
@@ -243,12 +245,14 @@ impl Application {
             metrics.clone(),
             Duration::from_millis(settings.holds.sweep_interval_ms),
         ));
+        let outbound_tls = settings.webhooks.tls()?;
         let dispatcher = if settings.webhooks.dispatch {
             Some(crate::outbox::start(
                 store.clone(),
                 settings.store_config(),
                 metrics.clone(),
                 settings.webhooks.clone(),
+                outbound_tls.clone(),
                 settings
                     .processor
                     .deadline_ms
@@ -281,6 +285,7 @@ impl Application {
                 settings.admin.auth_failures_burst,
             ),
             instore,
+            outbound_tls,
         });
         let workers = match settings.server.workers {
             0 => std::thread::available_parallelism()

@@ -39,6 +39,7 @@ impl Reply {
 impl Client {
     pub fn new(base: String, api_key: String, secret: ApiSecret, admin_token: String) -> Client {
         let http = awc::Client::builder()
+            .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
             .timeout(Duration::from_secs(30))
             .finish();
         let inner = processor_client::Client::new(http, &base, &api_key, secret, &admin_token)

@@ -170,6 +170,21 @@ pub struct WebhookSettings {
     /// Subscribers' delivery rows settled (DELIVERED or DEAD) and older than this are
     /// deleted; 0 keeps every row. Callbacks are kept.
     pub retention_days: u32,
+    /// A PEM file of certificates trusted for https receivers (webhooks, InStore callbacks,
+    /// subscription challenges) beside the bundled Mozilla roots: a private CA, or a
+    /// receiver's self-signed certificate. Empty: the bundled roots only.
+    pub ca_file: String,
+}
+
+impl WebhookSettings {
+    /// The TLS client configuration of every https call to a receiver: the bundled roots
+    /// and `ca_file`'s certificates. A file that cannot be read, or holds no certificate,
+    /// is a setting error.
+    pub fn tls(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, ConfigError> {
+        let file = (!self.ca_file.is_empty()).then(|| std::path::Path::new(&self.ca_file));
+        processor_client::tls_config(file)
+            .map_err(|e| ConfigError(format!("webhooks.ca_file: {e}")))
+    }
 }
 
 /// The InStore payment extensions (`instore-extensions.md`), served under `base_path`.
@@ -443,6 +458,7 @@ impl Settings {
                     .into(),
             );
         }
+        w.tls()?;
         if !(0..=19).contains(&w.dispatcher_nice) {
             return bad("webhooks.dispatcher_nice must be between 0 and 19".into());
         }
@@ -729,6 +745,11 @@ mod tests {
                 "AUTHORIZER__PROCESSOR__COMMIT_BATCH_LINGER_US",
                 "800000",
                 "processor.commit_batch_linger_us",
+            ),
+            (
+                "AUTHORIZER__WEBHOOKS__CA_FILE",
+                "/nonexistent/ca.pem",
+                "webhooks.ca_file: /nonexistent/ca.pem",
             ),
             (
                 "AUTHORIZER__WEBHOOKS__RETENTION_DAYS",

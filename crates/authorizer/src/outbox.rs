@@ -66,6 +66,7 @@ pub fn start(
     config: store::StoreConfig,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
+    tls: Arc<rustls::ClientConfig>,
     longest_commit_ms: u64,
 ) -> std::io::Result<Dispatcher> {
     let (stop_tx, stop) = tokio::sync::watch::channel(false);
@@ -101,7 +102,7 @@ pub fn start(
                         stop.clone(),
                     ))
                 });
-                run(store, handed, metrics, settings, stop).await;
+                run(store, handed, metrics, settings, tls, stop).await;
                 if let Some(k) = keeping {
                     // It releases the sender once every delivery is settled (bounded too).
                     let _ = tokio::time::timeout(round, k).await;
@@ -152,11 +153,13 @@ async fn run(
     mut handed: Option<store::HandOver>,
     metrics: Arc<Metrics>,
     settings: WebhookSettings,
+    tls: Arc<rustls::ClientConfig>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let timeout = Duration::from_millis(settings.callback_timeout_ms);
     // Redirects are never followed: the URL that passed the challenge is the only target.
     let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls))
         .disable_redirects()
         .timeout(timeout)
         .finish();

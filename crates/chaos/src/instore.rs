@@ -177,6 +177,7 @@ impl Instore {
     ) -> Instore {
         Instore {
             client: awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
                 .disable_redirects()
                 .timeout(timeout)
                 .finish(),

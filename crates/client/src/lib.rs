@@ -10,6 +10,9 @@ use serde_json::Value;
 use std::time::Duration;
 
 pub mod support;
+mod tls;
+
+pub use tls::{tls_config, tls_from_env};
 
 pub use awc::http::Method;
 pub use awc::http::header::HeaderMap;
@@ -562,15 +565,18 @@ pub fn with_query(url: &str, name: &str, value: &str) -> String {
 }
 
 /// Calls `GET <url>?challengeCode=<code>` (no redirects followed, `timeout` for the whole
-/// exchange) and checks the answer: 200 JSON whose `encrypted_challenge` is
-/// HMAC-SHA256(`secret`, `code`) in hex (point-integration §1.7). `Err` says why not.
+/// exchange, https trusting `tls`) and checks the answer: 200 JSON whose
+/// `encrypted_challenge` is HMAC-SHA256(`secret`, `code`) in hex (point-integration §1.7).
+/// `Err` says why not.
 pub async fn webhook_challenge(
     url: &str,
     secret: &str,
     code: &str,
     timeout: Duration,
+    tls: std::sync::Arc<rustls::ClientConfig>,
 ) -> Result<(), String> {
     let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(tls))
         .disable_redirects()
         .timeout(timeout)
         .finish();

@@ -308,6 +308,7 @@ impl Sim {
             admin: None,
             receiver,
             http: awc::Client::builder()
+                .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
                 .timeout(Duration::from_secs(10))
                 .finish(),
             run: run.iter().map(|b| format!("{b:02x}")).collect(),

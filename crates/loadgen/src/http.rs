@@ -42,7 +42,10 @@ impl Http {
         connections: usize,
         timeout: Duration,
     ) -> Http {
-        let connector = awc::Connector::new().limit(connections).timeout(timeout);
+        let connector = awc::Connector::new()
+            .rustls_0_23(processor_client::tls_from_env())
+            .limit(connections)
+            .timeout(timeout);
         let admin_timeout = (timeout * 5).max(ADMIN_TIMEOUT_MIN);
         let http = awc::Client::builder()
             .connector(connector)

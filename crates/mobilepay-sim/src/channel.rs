@@ -67,7 +67,11 @@ pub struct Channel {
 impl Channel {
     pub fn new(base: &str, key: ChannelKey, timeout: Duration, retries: u32) -> Channel {
         let http = awc::Client::builder()
-            .connector(awc::Connector::new().timeout(timeout))
+            .connector(
+                awc::Connector::new()
+                    .rustls_0_23(processor_client::tls_from_env())
+                    .timeout(timeout),
+            )
             .timeout(timeout + Duration::from_secs(1))
             .finish();
         let api = processor_client::Client::new(http, base, &key.api_key, key.secret.clone(), "")

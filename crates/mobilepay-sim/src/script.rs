@@ -313,7 +313,11 @@ terminals = [{}]
     ))?;
     let sim = crate::Sim::start(cfg).await?;
     let client = awc::Client::builder()
-        .connector(awc::Connector::new().limit(args.tills * 2 + 8))
+        .connector(
+            awc::Connector::new()
+                .rustls_0_23(processor_client::tls_from_env())
+                .limit(args.tills * 2 + 8),
+        )
         .timeout(Duration::from_secs(60))
         .finish();
     let http = Rc::new(Http {

@@ -250,6 +250,7 @@ async fn load(mut cfg: Config, args: LoadArgs, admin_token: String) -> anyhow::R
     let timeout_ms = cfg.authorization_timeout_ms;
     let running = crate::start(cfg.clone()).await?;
     let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
         .timeout(Duration::from_secs(60))
         .finish();
     let http = Rc::new(Http {

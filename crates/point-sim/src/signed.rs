@@ -48,6 +48,7 @@ const BODY_LIMIT: usize = 1 << 20;
 /// A client for processor calls. Each call bounds its own wait; this is only the ceiling.
 pub fn client() -> awc::Client {
     awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
         .timeout(Duration::from_secs(60))
         .finish()
 }

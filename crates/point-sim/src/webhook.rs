@@ -17,7 +17,8 @@ pub use processor_client::valid_webhook_url as valid_url;
 /// checks the answer.
 pub async fn run_challenge(url: &str, token: &str, timeout: Duration) -> bool {
     let code = hex(&random_bytes::<16>());
-    processor_client::webhook_challenge(url, token, &code, timeout)
+    let tls = processor_client::tls_from_env();
+    processor_client::webhook_challenge(url, token, &code, timeout, tls)
         .await
         .is_ok()
 }
@@ -72,6 +73,7 @@ pub fn enqueue(sim: &Arc<Sim>, intent_id: &str, body: Vec<u8>) {
 
 async fn drain(sim: Arc<Sim>, intent_id: String) {
     let client = awc::Client::builder()
+        .connector(awc::Connector::new().rustls_0_23(processor_client::tls_from_env()))
         .disable_redirects()
         .timeout(Duration::from_millis(sim.cfg.webhook_timeout_ms))
         .finish();

@@ -334,7 +334,10 @@ pub async fn check_subscription(
         let code = random_hex::<16>()?;
         let timeout =
             std::time::Duration::from_millis(state.settings.webhooks.challenge_timeout_ms);
-        if let Err(why) = processor_client::webhook_challenge(&url, &secret, &code, timeout).await {
+        let tls = state.outbound_tls.clone();
+        if let Err(why) =
+            processor_client::webhook_challenge(&url, &secret, &code, timeout, tls).await
+        {
             tracing::info!(subscription = path.id, reason = %why, "webhook challenge failed");
             return Err(AdminError::bad(
                 "webhook_validation_failed",
