@@ -115,7 +115,7 @@ pub fn load<T: DeserializeOwned>(
         if get(&prefixed).is_none()
             && let Some(v) = get(alias)
         {
-            set_path(&mut root, path, toml::Value::String(v))?;
+            set_path(&mut root, path, &v)?;
         }
     }
     for (name, value) in env {
@@ -124,8 +124,7 @@ pub fn load<T: DeserializeOwned>(
         };
         let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
-        set_path(&mut root, &refs, scalar(value))
-            .map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
+        set_path(&mut root, &refs, value).map_err(|e| ConfigError(format!("{name}: {}", e.0)))?;
     }
     check_types(&defaults, &root, "", l.open_keys)?;
     root.try_into()
@@ -179,13 +178,8 @@ fn secret_name(name: &str) -> bool {
 /// `pass`, `pwd`, `secret`, `token`, `key`, `auth` or `sig` in it) replaced by `***`, for
 /// logs and messages. The user name is kept.
 pub fn redact_url(url: &str) -> String {
-    // The user information ends at the last `@` before the query's first `=` or `&` (a
-    // password may hold `?`, `/` or `@`; a query value may hold `@`).
     let scheme_end = url.find("://").map(|s| s + 3);
-    let at = scheme_end.and_then(|s| {
-        let limit = url[s..].find(['=', '&']).map_or(url.len(), |i| s + i);
-        url[s..limit].rfind('@').map(|i| s + i)
-    });
+    let at = scheme_end.and_then(|s| user_info_end(url, s));
     let (mut out, rest) = match (scheme_end, at) {
         (Some(s), Some(at)) => {
             let creds = &url[s..at];
@@ -215,6 +209,28 @@ pub fn redact_url(url: &str) -> String {
         out.push_str(&parts.join("&"));
     }
     out
+}
+
+/// Where the user information of `url` (its authority starting at `start`) ends: the last
+/// `@` that a host follows (names, addresses, ports, a comma-separated host list, up to the
+/// path, the query, the fragment or the end) and whose user name holds no `/`, `?` or `#`.
+/// A password may hold `?`, `/`, `@`, `=` or `&`; a query value may hold `@`, and is not
+/// taken for user information because no host follows it or a `/` or `?` precedes it.
+fn user_info_end(url: &str, start: usize) -> Option<usize> {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_%:,[]".contains(c);
+    let mut upto = url.len();
+    while let Some(i) = url[start..upto].rfind('@') {
+        let at = start + i;
+        let after = &url[at + 1..];
+        let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        let creds = &url[start..at];
+        let user = creds.split_once(':').map_or(creds, |(u, _)| u);
+        if !host.is_empty() && host.chars().all(host_char) && !user.contains(['/', '?', '#']) {
+            return Some(at);
+        }
+        upto = at;
+    }
+    None
 }
 
 /// A shell command as it may be shown: each word that holds a URL [`redact_url`]ed, and the
@@ -327,7 +343,10 @@ fn merge(base: &mut toml::Value, over: toml::Value) {
     }
 }
 
-fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result<(), ConfigError> {
+/// Sets the setting at `path` from the environment's text `raw`, typed as its default is: a
+/// string setting takes the text as it is (`000417` stays `000417`), a list splits it at
+/// commas, anything else reads it as a number or a boolean.
+fn set_path(root: &mut toml::Value, path: &[&str], raw: &str) -> Result<(), ConfigError> {
     let (last, parents) = path
         .split_last()
         .ok_or_else(|| ConfigError("empty setting name".into()))?;
@@ -344,27 +363,17 @@ fn set_path(root: &mut toml::Value, path: &[&str], value: toml::Value) -> Result
     if !table.contains_key(*last) {
         return Err(ConfigError(format!("unknown setting '{last}'")));
     }
-    // Keep the type of the default: "8080" stays a string where a string is expected.
-    let typed = match (&table[*last], value) {
-        (toml::Value::String(_), toml::Value::Integer(i)) => toml::Value::String(i.to_string()),
-        (toml::Value::String(_), toml::Value::Boolean(b)) => toml::Value::String(b.to_string()),
+    let typed = match &table[*last] {
+        toml::Value::String(_) => toml::Value::String(raw.to_owned()),
         // A list from the environment: comma-separated, blanks ignored.
-        (toml::Value::Array(_), v) => {
-            let text = match v {
-                toml::Value::String(s) => s,
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => String::new(),
-            };
-            toml::Value::Array(
-                text.split(',')
-                    .map(str::trim)
-                    .filter(|p| !p.is_empty())
-                    .map(|p| toml::Value::String(p.to_owned()))
-                    .collect(),
-            )
-        }
-        (_, v) => v,
+        toml::Value::Array(_) => toml::Value::Array(
+            raw.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(|p| toml::Value::String(p.to_owned()))
+                .collect(),
+        ),
+        _ => scalar(raw),
     };
     table.insert((*last).to_owned(), typed);
     Ok(())
@@ -438,10 +447,47 @@ mod tests {
             redact_url("postgres://u:pw@h/db?application_name=a@b&password=x"),
             "postgres://u:***@h/db?application_name=a@b&password=***"
         );
+        // `=` and `&` in a password; `@` in a query value after a password.
+        assert_eq!(
+            redact_url("postgres://u:abc=@h/db"),
+            "postgres://u:***@h/db"
+        );
+        assert_eq!(
+            redact_url("postgres://u:a&b=c@h:5432,h2:5433/db?sslmode=require"),
+            "postgres://u:***@h:5432,h2:5433/db?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("https://h/cb?token=t0k&email=a@b.c"),
+            "https://h/cb?token=***&email=a@b.c"
+        );
         assert_eq!(
             redact_command("AUTHORIZER__DATABASE__URL=postgres://u:pw@h/db authorizer audit"),
             "AUTHORIZER__DATABASE__URL=postgres://u:***@h/db authorizer audit"
         );
+    }
+
+    #[test]
+    fn a_string_setting_keeps_the_text_of_the_environment() {
+        let defaults = "[processor]\napi_key = \"\"\nport = 1\npeers = []\n";
+        let layers = Layers {
+            built_in: defaults,
+            config_dir: Path::new("/nonexistent"),
+            base_file: "default.toml",
+            env_name_var: "APP_ENV",
+            env_file_prefix: "",
+            prefix: "APP__",
+            aliases: &[],
+            open_keys: &[],
+        };
+        let env = |k: &str, v: &str| vec![(k.to_owned(), v.to_owned())];
+        let v: toml::Value = load(&layers, &env("APP__PROCESSOR__API_KEY", "000417")).unwrap();
+        assert_eq!(v["processor"]["api_key"].as_str(), Some("000417"));
+        let v: toml::Value = load(&layers, &env("APP__PROCESSOR__API_KEY", "+1")).unwrap();
+        assert_eq!(v["processor"]["api_key"].as_str(), Some("+1"));
+        let v: toml::Value = load(&layers, &env("APP__PROCESSOR__PORT", "0042")).unwrap();
+        assert_eq!(v["processor"]["port"].as_integer(), Some(42));
+        let v: toml::Value = load(&layers, &env("APP__PROCESSOR__PEERS", "a, 007")).unwrap();
+        assert_eq!(v["processor"]["peers"], toml::Value::from(vec!["a", "007"]));
     }
 
     #[test]
