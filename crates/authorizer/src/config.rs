@@ -187,6 +187,18 @@ impl WebhookSettings {
     }
 }
 
+/// The first path segments of the routes other than InStore's: the processor's, the
+/// channels', the admin API and the service's own.
+const RESERVED_FIRST_SEGMENTS: [&str; 7] = [
+    "transactions",
+    "channels",
+    "v1",
+    "healthz",
+    "readyz",
+    "metrics",
+    "openapi.json",
+];
+
 /// The InStore payment extensions (`instore-extensions.md`), served under `base_path`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -476,6 +488,16 @@ impl Settings {
                 i.base_path
             ));
         }
+        // The InStore scope is matched first: under another route's first segment it would
+        // take that route's requests (and the admin guard would count them as failed logins).
+        let first = i.base_path[1..].split('/').next().unwrap_or("");
+        if RESERVED_FIRST_SEGMENTS.contains(&first) {
+            return bad(format!(
+                "instore.base_path: '{}' is under /{first}, which other routes serve; choose \
+                 another first segment (e.g. /instore)",
+                i.base_path
+            ));
+        }
         if !(100..=60_000).contains(&i.ack_deadline_ms) {
             return bad("instore.ack_deadline_ms must be between 100 and 60000".into());
         }
@@ -745,6 +767,16 @@ mod tests {
                 "AUTHORIZER__PROCESSOR__COMMIT_BATCH_LINGER_US",
                 "800000",
                 "processor.commit_batch_linger_us",
+            ),
+            (
+                "AUTHORIZER__INSTORE__BASE_PATH",
+                "/v1/instore",
+                "instore.base_path: '/v1/instore' is under /v1",
+            ),
+            (
+                "AUTHORIZER__INSTORE__BASE_PATH",
+                "/channels",
+                "is under /channels",
             ),
             (
                 "AUTHORIZER__WEBHOOKS__CA_FILE",

@@ -41,6 +41,15 @@ impl Network {
                 "'{text}' has host bits set below /{prefix}; write the network address"
             ));
         }
+        // An IPv4-mapped block (`::ffff:10.0.0.0/104`, the form a dual-stack listener shows
+        // IPv4 peers in) is the IPv4 block it maps: peers are compared as IPv4.
+        if let IpAddr::V6(v6) = addr
+            && let Some(v4) = v6.to_ipv4_mapped()
+            && prefix >= 96
+        {
+            let net = IpNet::new(IpAddr::V4(v4), prefix - 96).map_err(|e| e.to_string())?;
+            return Ok(Network(net));
+        }
         Ok(Network(net))
     }
 
@@ -162,6 +171,13 @@ mod tests {
         assert!(!n.contains(ip("9.255.255.255")));
         assert!(n.contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
         assert!(!n.contains(ip("::1")));
+        // A block written in the mapped form is the IPv4 block.
+        let mapped = Network::parse("::ffff:10.0.0.0/104").unwrap();
+        assert_eq!(mapped.to_string(), "10.0.0.0/8");
+        assert!(mapped.contains(ip("10.9.8.7")) && mapped.contains(ip("::ffff:10.9.8.7")));
+        assert!(!mapped.contains(ip("11.0.0.1")));
+        let one = Network::parse("::ffff:127.0.0.1").unwrap();
+        assert!(one.contains(ip("127.0.0.1")) && !one.contains(ip("127.0.0.2")));
         let h = Network::parse("127.0.0.1").unwrap();
         assert_eq!(h.to_string(), "127.0.0.1/32");
         assert!(h.contains(ip("127.0.0.1")) && !h.contains(ip("127.0.0.2")));
