@@ -24,6 +24,8 @@ pub use node::{Node, NodeOptions, count_in, kill9_once_committed};
 pub const API_KEY: &str = "Lp0g+cwb19eEfTn1YIOydEnqPcZOg8YxHctnMe+1cQA=";
 pub const API_SECRET: &str = "uC8fVXzXMyaw1PseV452i6ozQwIIa4olcSpjuvn5E4E=";
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// The InStore PIN and CVC hash key of every test instance.
+pub const INSTORE_HASH_KEY: &str = "test-instore-hash-key-0123456789";
 /// The two-phase channel every test app knows (`[[channels.keys]]`).
 pub const CHANNEL_NAME: &str = "mobilepay-test";
 pub const CHANNEL_KEY: &str = "chan-key-mobilepay-test";
@@ -526,6 +528,16 @@ impl TestApp {
         database_url: Option<String>,
         tweak: impl FnOnce(&mut Settings),
     ) -> TestApp {
+        Self::try_spawn_on(database_url, tweak)
+            .await
+            .expect("authorizer starts")
+    }
+
+    /// [`TestApp::spawn_on`], with the reason when the authorizer refuses to start.
+    pub async fn try_spawn_on(
+        database_url: Option<String>,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> anyhow::Result<TestApp> {
         let backend = match database_url {
             Some(_) => Backend::Postgres,
             None => Backend::Sqlite,
@@ -539,6 +551,8 @@ impl TestApp {
         settings.database.data_dir = data_dir.path().to_path_buf();
         settings.database.pool_connections_max = 16;
         settings.log.filter = "warn".into();
+        // One key for every instance, as a fleet must have.
+        settings.instore.secret_hash_key = Secret::new(INSTORE_HASH_KEY);
         settings.channels.keys.push(authorizer::config::ChannelKey {
             name: CHANNEL_NAME.into(),
             api_key: CHANNEL_KEY.into(),
@@ -557,9 +571,7 @@ impl TestApp {
             api_key: API_KEY.into(),
             api_secret: secret.clone(),
         };
-        let app = Application::build(settings, creds)
-            .await
-            .expect("authorizer starts");
+        let app = Application::build(settings, creds).await?;
         let base = format!("http://{}", app.addr());
         let store = app.store().clone();
         let metrics = app.metrics.clone();
@@ -575,7 +587,7 @@ impl TestApp {
             secret.clone(),
             ADMIN_TOKEN,
         );
-        TestApp {
+        Ok(TestApp {
             backend,
             base,
             client,
@@ -587,7 +599,7 @@ impl TestApp {
             metrics,
             grouped_commits,
             handle,
-        }
+        })
     }
 
     pub async fn stop(&self) {

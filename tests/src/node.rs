@@ -1,7 +1,9 @@
 //! An authorizer as a real process (the command line, `serve`), for the tests that kill,
 //! signal or restart it: its bound address read from its log, the log kept for assertions.
 
-use crate::{ADMIN_TOKEN, API_KEY, API_SECRET, CHANNEL_KEY, CHANNEL_NAME, CHANNEL_SECRET};
+use crate::{
+    ADMIN_TOKEN, API_KEY, API_SECRET, CHANNEL_KEY, CHANNEL_NAME, CHANNEL_SECRET, INSTORE_HASH_KEY,
+};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -74,6 +76,7 @@ impl Node {
             .env("AUTHORIZER__PROCESSOR__API_KEY", API_KEY)
             .env("AUTHORIZER__PROCESSOR__API_SECRET", API_SECRET)
             .env("AUTHORIZER__ADMIN__TOKEN", ADMIN_TOKEN)
+            .env("AUTHORIZER__INSTORE__SECRET_HASH_KEY", INSTORE_HASH_KEY)
             .env("AUTHORIZER__LOG__FILTER", "info")
             .env("DATABASE_URL", db)
             .stdout(Stdio::null())

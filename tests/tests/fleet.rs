@@ -9,12 +9,61 @@
 //! only that one.
 
 use authorizer::Settings;
+use authorizer::config::Secret;
 use e2e::*;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+/// The InStore PIN and CVC hash key is the fleet's: an instance started with another one
+/// (a key of its own generated in its data directory, or another configured key) refuses to
+/// start, naming the setting, instead of answering every PIN stored elsewhere as wrong and
+/// blocking cards. An instance with the same key starts. On the embedded store, the key
+/// generated on first start is kept, and a configured key that differs is refused.
+#[actix_rt::test]
+async fn an_instance_with_another_instore_hash_key_does_not_start() {
+    let db = fresh_pg_database().await;
+    let first = TestApp::spawn_on(Some(db.clone()), |_| {}).await;
+    let refused = |r: anyhow::Result<TestApp>| match r {
+        Ok(_) => panic!("started with another instore.secret_hash_key"),
+        Err(e) => format!("{e:#}"),
+    };
+    let generated = TestApp::try_spawn_on(Some(db.clone()), |s| {
+        s.instore.secret_hash_key = Secret::new("");
+    })
+    .await;
+    let e = refused(generated);
+    assert!(
+        e.contains("instore.secret_hash_key is not the key") && e.contains("generated its own"),
+        "{e}"
+    );
+    let other = TestApp::try_spawn_on(Some(db.clone()), |s| {
+        s.instore.secret_hash_key = Secret::new("another-key-0123456789");
+    })
+    .await;
+    assert!(!refused(other).contains("generated"));
+    let second = TestApp::spawn_on(Some(db), |_| {}).await;
+    second.stop().await;
+    first.stop().await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let on_dir = |key: &'static str| {
+        let path = path.clone();
+        move |s: &mut Settings| {
+            s.database.data_dir = path;
+            s.instore.secret_hash_key = Secret::new(key);
+        }
+    };
+    let own = TestApp::spawn_on(None, on_dir("")).await;
+    own.stop().await;
+    let e = refused(TestApp::try_spawn_on(None, on_dir("a-configured-key-0123")).await);
+    assert!(e.contains("instore.secret_hash_key is not the key"), "{e}");
+    let again = TestApp::spawn_on(None, on_dir("")).await;
+    again.stop().await;
+}
 
 // ------------------------------------------------------------------ helpers --
 

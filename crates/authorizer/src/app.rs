@@ -137,6 +137,7 @@ impl Application {
                 tracing::info!(migration = %m, "migration applied");
             }
         }
+        crate::credentials::check_instore_secret_hash_key(&store, &settings).await?;
         let listener = TcpListener::bind(settings.listen_addr()?)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         Self::with_listener(settings, credentials, store, listener)

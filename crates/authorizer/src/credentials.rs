@@ -33,6 +33,46 @@ pub fn instore_secret_hash_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("{} is not base64", path.display()))
 }
 
+/// Refuses to start with an InStore hash key other than the one the database's PIN and CVC
+/// hashes were made with. The first instance keeps a check value of its key (a SHA-256 of
+/// a label and the key); every later start compares. Without this, an instance of a fleet
+/// that generated a key of its own (no `instore.secret_hash_key` configured, each with its
+/// own data directory) would answer every PIN it did not store as wrong, and block cards.
+pub async fn check_instore_secret_hash_key(
+    store: &store::Store,
+    settings: &Settings,
+) -> anyhow::Result<()> {
+    use sha2::{Digest, Sha256};
+    let key = instore_secret_hash_key(settings)?;
+    let mut h = Sha256::new();
+    h.update(b"instore secret hash key check\0");
+    h.update(&key);
+    let check: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let kept = store
+        .key_check("instore.secret_hash_key", &check, store::now_ms())
+        .await
+        .context("cannot check instore.secret_hash_key against the database")?;
+    if kept != check {
+        bail!(
+            "instore.secret_hash_key is not the key this database's PIN and CVC hashes were \
+             made with (its check value differs){}: set the same key on every instance",
+            if settings.instore.secret_hash_key.expose().is_empty() {
+                format!(
+                    "; this instance generated its own in {}",
+                    settings
+                        .database
+                        .data_dir
+                        .join(INSTORE_SECRET_HASH_FILE)
+                        .display()
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    Ok(())
+}
+
 /// Resolved credentials, and a line for each one that was generated or loaded from disk.
 pub struct Credentials {
     pub keys: KeyRing,

@@ -1184,6 +1184,37 @@ pub enum ReadKey {
 }
 
 impl Store {
+    /// The check value kept for key `name`: `check` when none was kept yet (it is kept
+    /// now), else the one the first instance wrote. A caller whose `check` differs holds
+    /// another key than the one the database's hashes were made with.
+    pub async fn key_check(
+        &self,
+        name: &str,
+        check: &str,
+        now_ms: i64,
+    ) -> Result<String, StoreError> {
+        let mut tx = self.begin().await?;
+        let kept: String = run!(&mut tx, c => {
+            sqlx::query(
+                "INSERT INTO key_checks (name, check_value, created_at_ms) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO NOTHING",
+            )
+            .bind(name)
+            .bind(check)
+            .bind(now_ms)
+            .execute(&mut *c)
+            .await?;
+            sqlx::query_scalar("SELECT check_value FROM key_checks WHERE name = $1")
+                .bind(name)
+                .fetch_one(&mut *c)
+                .await?
+        });
+        tx.commit().await?;
+        Ok(kept)
+    }
+}
+
+impl Store {
     /// Records `request_id` of `tenant` as the id of a log read whose path and parameters
     /// hash to `fingerprint`, or says what it was used for before. A GET's signature may
     /// leave the card number out; this binds it to the one card it read, for the life of

@@ -46,6 +46,7 @@ const MIGRATIONS: &[Migration] = &[
     migration!(19, "0019_recon_presentments"),
     migration!(20, "0020_recon_presentment_amounts"),
     migration!(21, "0021_hold_counted_day"),
+    migration!(22, "0022_key_checks"),
 ];
 
 const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (\
