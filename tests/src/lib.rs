@@ -311,21 +311,47 @@ macro_rules! calls_over_http {
             secret: &ApiSecret,
             timestamp: i64,
         ) -> Resp {
+            let signed = Signed {
+                api_key,
+                endpoint: path,
+                signature: Some(processor_client::sign(secret, timestamp, path, body)),
+                idempotency_key: key,
+            };
+            self.channel_sent(method, path, signed, body).await
+        }
+
+        /// A channel request signed, with the test channel's key now, for `endpoint`, and
+        /// sent to `path`.
+        pub async fn channel_signed_for(
+            &self,
+            path: &str,
+            endpoint: &str,
+            body: &[u8],
+            key: Option<&str>,
+        ) -> Resp {
+            let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
+            let signed = Signed {
+                api_key: CHANNEL_KEY,
+                endpoint,
+                signature: Some(processor_client::sign(&secret, crate_now(), endpoint, body)),
+                idempotency_key: key,
+            };
+            self.channel_sent("POST", path, signed, body).await
+        }
+
+        async fn channel_sent(
+            &self,
+            method: &str,
+            path: &str,
+            signed: Signed<'_>,
+            body: &[u8],
+        ) -> Resp {
             let method = if method == "GET" {
                 Method::GET
             } else {
                 Method::POST
             };
-            let req = self.api.signed_request(
-                method,
-                path,
-                Signed {
-                    api_key,
-                    endpoint: path,
-                    signature: Some(processor_client::sign(secret, timestamp, path, body)),
-                    idempotency_key: key,
-                },
-            );
+            let req = self.api.signed_request(method, path, signed);
             $finish(exchange(&self.api, req, body.to_vec()).await)
         }
 

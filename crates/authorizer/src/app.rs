@@ -210,6 +210,13 @@ impl Application {
                 "kept in this instance (no redis.url)"
             }
         );
+        if settings.processor.endpoint_check == crate::config::EndpointCheck::Off {
+            tracing::warn!(
+                "processor.endpoint_check = off: X-Endpoint is not compared with the processor \
+                 route served, so a request signed for one route is accepted on another within \
+                 its skew (the channel routes still compare it)"
+            );
+        }
         let channels = settings.channel_ring()?;
         if let Some(k) = channels
             .keys

@@ -391,4 +391,48 @@ async fn a_key_is_bound_to_its_path(app: TestApp) {
     assert_eq!(later.status, 200, "{}", later.text());
 }
 
+/// A channel request's signed path names its reservation, so it is checked even with
+/// `processor.endpoint_check = "off"` (there for processors whose gateway rewrites their own
+/// routes' paths): a capture signed for one reservation and sent to another is refused, and
+/// the other's hold stays reserved.
+async fn a_signature_binds_its_reservation(app: TestApp) {
+    app.funded("u1", "DKK", "100.00").await;
+    reserve_approved(&app, "sig-a", "10.00", "DKK").await;
+    reserve_approved(&app, "sig-b", "20.00", "DKK").await;
+    let body = bytes(&json!({"amount": "20.00"}));
+    let r = app
+        .channel_signed_for(
+            &capture_path("sig-b"),
+            &capture_path("sig-a"),
+            &body,
+            Some(&uid("ck")),
+        )
+        .await;
+    assert_eq!(error_code(&r, 401), "unauthorized");
+    assert_eq!(balances(&app, "DKK").await.1, "30.00", "both still held");
+    // Signed for its own path, the same capture goes through.
+    let r = app
+        .channel_signed_for(
+            &capture_path("sig-b"),
+            &capture_path("sig-b"),
+            &body,
+            Some(&uid("ck")),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(balances(&app, "DKK").await.1, "10.00");
+}
+
+fn without_endpoint_check(s: &mut authorizer::Settings) {
+    s.processor.endpoint_check = authorizer::config::EndpointCheck::Off;
+}
+
+mod endpoint_check_off {
+    use super::*;
+    both_backends!(
+        settings = without_endpoint_check;
+        a_signature_binds_its_reservation
+    );
+}
+
 both_backends!(error_rows, transport_and_input, a_key_is_bound_to_its_path);

@@ -6,6 +6,7 @@
 
 use crate::app::AppState;
 use crate::channel_service::{self, reservation_json};
+use crate::config::EndpointCheck;
 use crate::signed::{self, Answer, Incoming, SignedRoute, Verified, header, request_hash};
 use actix_web::HttpRequest;
 use actix_web::http::StatusCode;
@@ -162,7 +163,12 @@ impl SignedRoute for ChannelRoute {
             &state.channels.keys,
             state.settings.channels.skew_secs,
             r.req.path(),
-            state.settings.processor.endpoint_check,
+            // The path names the reservation and a capture's or cancel's body does not: the
+            // signed path is always checked here, even where the processor's is not.
+            match state.settings.processor.endpoint_check {
+                EndpointCheck::Off => EndpointCheck::Suffix,
+                check => check,
+            },
         )?;
         match state.channels.names.get(key) {
             Some(name) => Ok((verified, name.clone())),

@@ -7,7 +7,8 @@ use crate::decision::{AccountState, CardState};
 impl Controls {
     /// The controls an account's legacy fields amount to: blocked MCCs become blocked
     /// categories, the per-transaction limit a `per_authorization` spending limit and the
-    /// daily limit a `daily` one (a calendar day in the configured zone). Evaluated beside
+    /// daily limit a `daily` one (the decision reads it on the account's own counter of the
+    /// UTC day, `daily_spent`, not on a window counter). Evaluated beside
     /// the account's own controls, so both must pass.
     pub fn from_account_state(account: &AccountState) -> Controls {
         let mut spending_limits: Vec<SpendingLimit> = [
