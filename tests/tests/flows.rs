@@ -517,6 +517,20 @@ async fn unknown_user_or_currency(app: TestApp) {
         .await;
     assert_eq!(h["movements"][0]["postings"][0]["account"], "SUSPENSE");
     assert_eq!(h["movements"][0]["postings"][0]["amount"], "5.0000");
+    // Not a currency code at all: nothing can be booked, and the answer says so, as the
+    // record does (it said "Adjustment booked").
+    let adj3 = Tx::new(&uid("ctx"), "REFUND", "u1", "5.00", "ars");
+    let r = app.send(ADJ_CREDIT, &adj3).await.json();
+    assert_eq!(r["status_detail"], "INVALID_AMOUNT", "{r}");
+    assert!(
+        r["message"].as_str().unwrap_or("").contains("not bookable"),
+        "{r}"
+    );
+    let h = app
+        .admin_get(&format!("/v1/transactions/{}", adj3.id))
+        .await;
+    assert_eq!(h["records"][0]["status_detail"], "INVALID_AMOUNT", "{h}");
+    assert_eq!(h["movements"], json!([]), "{h}");
     assert_eq!(app.available("u1", "ARS").await, "100.00");
 }
 

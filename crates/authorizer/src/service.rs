@@ -400,8 +400,7 @@ pub fn decision_label(r: &AuthorizationResult) -> &'static str {
 
 /// The exact body of an adjustment answer.
 pub fn render_adjustment(r: &AdjustmentResult) -> Vec<u8> {
-    let booked = r.movement_id.is_some();
-    let (detail, mut message) = if booked || !r.flags.has(store::Flags::OUT_OF_RANGE) {
+    let (detail, mut message) = if r.status_detail != "INVALID_AMOUNT" {
         (StatusDetail::Approved, String::from("Adjustment booked"))
     } else {
         (

@@ -163,6 +163,9 @@ impl CommitDeadline {
 #[derive(Debug, Clone)]
 pub struct AdjustmentResult {
     pub flags: Flags,
+    /// `INVALID_AMOUNT` when nothing could be booked (no amount, none in range, or no
+    /// currency at all), else `APPROVED`: the record's and the answer's.
+    pub status_detail: &'static str,
     pub movement_id: Option<i64>,
     /// Cardholder balance after, when it went to a cardholder account.
     pub balance_after: Option<i64>,
@@ -808,6 +811,7 @@ where
     }
     let result = AdjustmentResult {
         flags: plan.flags,
+        status_detail: plan.status_detail,
         movement_id,
         balance_after: plan.balance_after,
     };

@@ -375,7 +375,13 @@ async fn adjustment(
                     transaction_id = %parsed.transaction.id,
                     idempotency_key = key,
                     flags = %result.flags.stored(),
-                    "adjustment booked"
+                    status_detail = result.status_detail,
+                    "{}",
+                    if result.movement_id.is_some() {
+                        "adjustment booked"
+                    } else {
+                        "adjustment recorded, no movement"
+                    }
                 );
             }
             settle(state, route, claims, hash, outcome, |_| "APPROVED").await
