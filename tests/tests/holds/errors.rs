@@ -236,6 +236,12 @@ async fn transport_and_input(app: TestApp) {
     assert_eq!(error_code(&r, 400), "malformed_request");
     let r = post(&app, RES, &reservation(&"x".repeat(65), "1.00", "DKK")).await;
     assert_eq!(error_code(&r, 400), "malformed_request");
+    // an id no path can carry as it is: nothing could ever capture or cancel its hold
+    for id in ["ord/1", "ord?1", "ord#1", "ord%2F1"] {
+        let r = post(&app, RES, &reservation(id, "1.00", "DKK")).await;
+        assert_eq!(error_code(&r, 400), "malformed_request", "{id}");
+        assert!(r.text().contains("may not hold"), "{}", r.text());
+    }
     // a string no store can hold (Postgres text refuses U+0000): refused before the writer,
     // where it would have failed the transaction it shared with other requests
     let mut b = reservation(&uid("t"), "1.00", "DKK");

@@ -393,6 +393,16 @@ async fn reserve(
         Ok(b) => b,
         Err(e) => return bad("malformed_request", &super::admin::json_error(&e)),
     };
+    // The id stands in the path of every later call: one that a path cannot carry as it is
+    // (`/` splits it, `?` and `#` end it, `%` is read as an escape) would hold money that no
+    // capture, cancel or refund could reach.
+    if b.reservation_id.contains(['/', '?', '#', '%']) {
+        return bad(
+            "malformed_request",
+            "reservation_id may not hold / ? # or %: it stands in the path of the capture, \
+             cancel, refund and read",
+        );
+    }
     for (field, id) in [
         ("reservation_id", Some(&b.reservation_id)),
         ("user_id", Some(&b.user_id)),
