@@ -379,17 +379,22 @@ pub fn window_kept(current: &HashSet<WindowKey>, k: &WindowKey) -> bool {
         .any(|c| c.interval() == k.interval() && k >= c)
 }
 
-/// The window keys of every instant of `times` in `tz`, each converted once per quarter
-/// hour of UTC: every time zone's offset is a whole number of quarter hours, so a local day
-/// starts on a quarter hour of UTC and the instants of one quarter hour share their
-/// windows. (Once an hour missed the new day of a request past a half-hour zone's
-/// midnight, as in India, when an earlier one of the batch fell in the same UTC hour.)
+/// The window keys of every instant of `times` in `tz`: each instant's local day, and each
+/// day's windows once. (Grouping the instants by the hour, then by the quarter hour, of UTC
+/// missed the new day of a request past the midnight of a zone whose offset is no whole
+/// number of those: India's half hour, or a POSIX rule such as `<+0020>-0:20`.)
 pub fn windows_of(times: impl IntoIterator<Item = i64>, tz: &TimeZone) -> HashSet<WindowKey> {
-    let mut slots = HashSet::new();
-    times
+    let days: HashSet<jiff::civil::Date> = times
         .into_iter()
-        .filter(|t| slots.insert(t.div_euclid(900_000)))
-        .flat_map(|t| window_keys(t, tz))
+        .map(|t| {
+            local_day(
+                Timestamp::from_millisecond(t).unwrap_or(Timestamp::UNIX_EPOCH),
+                tz,
+            )
+        })
+        .collect();
+    days.into_iter()
+        .flat_map(|day| Interval::ALL.iter().filter_map(move |i| i.key_of_day(day)))
         .collect()
 }
 

@@ -720,6 +720,17 @@ fn a_batch_across_a_half_hour_zones_midnight_reads_both_days() {
         ["daily:2026-12-03", "daily:2026-12-04"]
     );
     assert_eq!(daily(&[before + 2_000]), ["daily:2026-12-04"]);
+    // A zone 20 minutes ahead: 23:35Z is 23:55 of the 3rd there, 23:42Z 00:02 of the 4th,
+    // in the same quarter hour of UTC.
+    let twenty = crate::controls::time_zone("<+0020>-0:20", None).expect("a POSIX rule");
+    let at_2335 = 1_796_340_900_000;
+    let mut d: Vec<String> = windows_of([at_2335, at_2335 + 420_000], &twenty)
+        .iter()
+        .filter(|k| k.interval() == Interval::Daily)
+        .map(ToString::to_string)
+        .collect();
+    d.sort();
+    assert_eq!(d, ["daily:2026-12-03", "daily:2026-12-04"]);
 }
 
 #[test]
