@@ -1210,8 +1210,9 @@ impl Store {
         channel: &str,
         reservation_id: &str,
     ) -> Result<Option<HoldView>, StoreError> {
-        // One snapshot for the hold and its refunds; the transaction only reads.
-        let mut tx = self.begin().await?;
+        // One snapshot for the hold and its refunds (a refund committed between the two
+        // reads would show in the list and not in `refunded`).
+        let mut tx = self.begin_read().await?;
         let Some(mut h) = find_hold(&mut tx, channel, reservation_id, false).await? else {
             return Ok(None);
         };

@@ -427,6 +427,20 @@ impl Store {
         })
     }
 
+    /// A transaction that only reads, from one snapshot: on Postgres `REPEATABLE READ READ
+    /// ONLY` (each statement of a READ COMMITTED transaction sees its own); on SQLite a
+    /// deferred transaction, which takes no write lock (every transaction there is one
+    /// snapshot).
+    pub(crate) async fn begin_read(&self) -> Result<Tx, StoreError> {
+        Ok(match &self.db {
+            Db::Pg(p) => Tx::Pg(
+                p.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await?,
+            ),
+            Db::Lite(p) => Tx::Lite(p.begin().await?),
+        })
+    }
+
     /// A system account's id, when this instance already knows it.
     pub(crate) fn cached_system_id(&self, kind: SystemAccount, currency: Currency) -> Option<i64> {
         self.system_ids
