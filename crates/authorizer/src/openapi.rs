@@ -386,7 +386,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
         ChannelRoute::Refund => (
             "refundReservation",
             "Refund part of a captured reservation; the account is credited at once",
-            "HOLD_REFUND against PoS clearing. The same refund_id and body replays; another body: 409 REFUND_ID_REUSED. 409 NOT_CAPTURED, CURRENCY_MISMATCH, PAYMENT_TOO_OLD (holds.refund_window_days after the capture), REFUND_EXCEEDS_CAPTURED; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
+            "HOLD_REFUND against PoS clearing. The same refund_id and body replays; another body: 409 REFUND_ID_REUSED. 409 NOT_CAPTURED, CURRENCY_MISMATCH, PAYMENT_TOO_OLD (holds.refund_window_days and a day after the capture), REFUND_EXCEEDS_CAPTURED; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
             Some(("RefundBody", true)),
             "ChannelResponse",
         ),

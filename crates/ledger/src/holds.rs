@@ -391,6 +391,10 @@ pub fn cancel(hold: &Hold, now_ms: i64) -> Result<Transition, HoldError> {
     }
 }
 
+/// How long past `window_days` a refund is still taken: the most a channel waits between
+/// creating a refund and capturing it (MobilePay: 24 h).
+pub const REFUND_CAPTURE_GRACE_MS: i64 = DAY_MS;
+
 /// A refund as asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RefundAsk {
@@ -414,7 +418,10 @@ pub fn refund(hold: &Hold, ask: &RefundAsk, now_ms: i64) -> Result<Effects, Hold
     if !ask.currency_matches {
         return Err(HoldError::CurrencyMismatch);
     }
-    let window_ms = i64::from(ask.window_days) * DAY_MS;
+    // The channel sends a refund when it captures it, which may be a day after the customer
+    // asked for it (MobilePay auto-captures a refund after 24 h): one asked for on the last
+    // day of the window arrives after it, and the channel has paid it out already.
+    let window_ms = i64::from(ask.window_days) * DAY_MS + REFUND_CAPTURE_GRACE_MS;
     let captured_at = hold.captured_at_ms.unwrap_or(hold.reserved_at_ms);
     if now_ms.saturating_sub(captured_at) > window_ms {
         return Err(HoldError::PaymentTooOld);
