@@ -534,9 +534,14 @@ async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
 /// `authorizer backtest` as an operator runs it, on the scenario's database; returns the
 /// exit code, stdout and stderr.
 fn backtest(app: &TestApp, document: &Value, args: &[&str]) -> (i32, String, String) {
+    backtest_text(app, &document.to_string(), args)
+}
+
+/// [`backtest`] of a document's exact text.
+fn backtest_text(app: &TestApp, document: &str, args: &[&str]) -> (i32, String, String) {
     let dir = app.data_dir.path();
     let file = dir.join(format!("{}.json", uid("controls")));
-    std::fs::write(&file, document.to_string()).expect("controls file");
+    std::fs::write(&file, document).expect("controls file");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_authorizer-node"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -987,6 +992,20 @@ async fn backtest_replays_booked_traffic_against_stricter_and_looser_controls(ap
         r.error_message()
             .starts_with("spending_limits[0].amount: must be greater than zero")
     );
+    // A field named twice, as PUT refuses it (the last one used to win).
+    let twice = r#"{"blocked_categories": ["gambling"], "blocked_categories": []}"#;
+    let (code, _, err) = backtest_text(&app, twice, &args);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("duplicate field `blocked_categories`"),
+        "{err}"
+    );
+    // A null currency is an absent one with --all, as PUT takes it.
+    let mut args = vec!["--all"];
+    args.extend(period);
+    let (code, out, err) = backtest(&app, &json!({"currency": null}), &args);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("6 authorizations replayed"), "{out}");
     // Nothing was booked by any of it.
     assert_eq!(app.available("u1", "ARS").await, available);
 }

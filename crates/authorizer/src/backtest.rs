@@ -304,6 +304,15 @@ pub async fn backtest(
         field: String::new(),
         message: format!("not valid JSON: {e}"),
     })?;
+    // As the admin API reads it: a member named twice is refused (serde_json keeps the last,
+    // and which one counts is not for us to guess).
+    if let Err(instore::JsonError::DuplicateMember(name)) = instore::parse(document.as_bytes()) {
+        return Err(ControlsError {
+            field: name.clone(),
+            message: format!("duplicate field `{name}`"),
+        }
+        .into());
+    }
     let mut docs = Documents {
         document: &value,
         parsed: HashMap::new(),
@@ -323,7 +332,7 @@ pub async fn backtest(
         }
         Target::All => {
             let named =
-                match value.get("currency") {
+                match value.get("currency").filter(|v| !v.is_null()) {
                     Some(v) => Some(Currency::parse(v.as_str().unwrap_or("")).map_err(|_| {
                         ControlsError {
                             field: "currency".into(),
