@@ -436,6 +436,15 @@ def cmd_env_of(root, what):
         kind, name = {"k8s-authorizer": ("Deployment", "authorizer"), "k8s-reconciler": ("CronJob", "reconciler")}[what]
         d = next(d for _, d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
         c = pod_spec(d)["containers"][0]
+        if what == "k8s-authorizer":
+            # Every setting the Secret holds reaches the pods (a key only in the Secret is
+            # never read: each pod would make up its own).
+            named = {e["valueFrom"]["secretKeyRef"]["key"] for e in c.get("env", []) if "valueFrom" in e}
+            for key in secs["authorizer-secrets"]:
+                if key.startswith("AUTHORIZER__") and key not in named:
+                    fail(f"deployment.yaml: {key} of the authorizer-secrets Secret reaches no pod")
+            if FAILS:
+                sys.exit(1)
         for ef in c.get("envFrom", []):
             lines.update(cms[ef["configMapRef"]["name"]])
         for e in c.get("env", []):

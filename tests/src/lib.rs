@@ -294,9 +294,7 @@ macro_rules! calls_over_http {
             body: &[u8],
             key: Option<&str>,
         ) -> Resp {
-            let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-            self.channel_signed(method, path, body, key, CHANNEL_KEY, &secret, crate_now())
-                .await
+            self.channel_signed_for(method, path, path, body, key).await
         }
 
         /// Full control over the key and time a channel request is signed with.
@@ -311,45 +309,45 @@ macro_rules! calls_over_http {
             secret: &ApiSecret,
             timestamp: i64,
         ) -> Resp {
-            let signed = Signed {
-                api_key,
-                endpoint: path,
-                signature: Some(processor_client::sign(secret, timestamp, path, body)),
-                idempotency_key: key,
-            };
-            self.channel_sent(method, path, signed, body).await
+            self.channel_sent(method, (path, path), body, key, (api_key, secret, timestamp))
+                .await
         }
 
         /// A channel request signed, with the test channel's key now, for `endpoint`, and
         /// sent to `path`.
         pub async fn channel_signed_for(
             &self,
+            method: &str,
             path: &str,
             endpoint: &str,
             body: &[u8],
             key: Option<&str>,
         ) -> Resp {
             let secret = ApiSecret::from_base64(CHANNEL_SECRET).expect("channel secret");
-            let signed = Signed {
-                api_key: CHANNEL_KEY,
-                endpoint,
-                signature: Some(processor_client::sign(&secret, crate_now(), endpoint, body)),
-                idempotency_key: key,
-            };
-            self.channel_sent("POST", path, signed, body).await
+            let signer = (CHANNEL_KEY, &secret, crate_now());
+            self.channel_sent(method, (path, endpoint), body, key, signer)
+                .await
         }
 
+        /// Sends `body` to `path`, signed for `endpoint` by `(api key, secret, timestamp)`.
         async fn channel_sent(
             &self,
             method: &str,
-            path: &str,
-            signed: Signed<'_>,
+            (path, endpoint): (&str, &str),
             body: &[u8],
+            key: Option<&str>,
+            (api_key, secret, timestamp): (&str, &ApiSecret, i64),
         ) -> Resp {
             let method = if method == "GET" {
                 Method::GET
             } else {
                 Method::POST
+            };
+            let signed = Signed {
+                api_key,
+                endpoint,
+                signature: Some(processor_client::sign(secret, timestamp, endpoint, body)),
+                idempotency_key: key,
             };
             let req = self.api.signed_request(method, path, signed);
             $finish(exchange(&self.api, req, body.to_vec()).await)

@@ -425,18 +425,23 @@ async fn controls_and_the_legacy_rules_both_apply(app: TestApp) {
     );
 }
 
-async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
+/// u1 with 1000.00 ARS, 500.00 a month to spend and `count` authorizations a day.
+async fn u1_with_500_a_month(app: &TestApp, count: u32) {
     app.funded("u1", "ARS", "1000.00").await;
     let r = put_controls(
-        &app,
+        app,
         "/v1/accounts/u1/ARS/controls",
         json!({
             "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
-            "velocity_limits": [{"count": 2, "interval": "daily"}],
+            "velocity_limits": [{"count": count, "interval": "daily"}],
         }),
     )
     .await;
-    assert_eq!(r.status, 200);
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+async fn reversals_refunds_and_rejections_give_the_room_back(app: TestApp) {
+    u1_with_500_a_month(&app, 2).await;
     let buy = |amount: &str| {
         Tx::new(
             &uid("ctx"),
@@ -716,17 +721,7 @@ async fn forced_bookings_count(app: TestApp) {
 /// It counts money only, not a use of the card in velocity limits, and the audit holds the
 /// counters to what the adjustment kept.
 async fn debit_adjustments_count_their_money(app: TestApp) {
-    app.funded("u1", "ARS", "1000.00").await;
-    let r = put_controls(
-        &app,
-        "/v1/accounts/u1/ARS/controls",
-        json!({
-            "spending_limits": [{"amount": "500.00", "interval": "monthly"}],
-            "velocity_limits": [{"count": 5, "interval": "daily"}],
-        }),
-    )
-    .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    u1_with_500_a_month(&app, 5).await;
     let (first, answer) = purchase(&app, "u1", "450.00", unchanged).await;
     assert_approved(&answer);
     let refund = Tx::new(&uid("ctx"), "REFUND", "u1", "450.00", "ARS").original(&first);
