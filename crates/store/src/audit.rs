@@ -513,7 +513,7 @@ const COUNTERS_DIFFER: &str = "every control counter holds what the records it c
 type CounterId = (Owner, String, CounterKey);
 
 /// The spending controls' counters against the records that counted in them: each
-/// authorization, debit adjustment, hold and wallet payment keeps what it counted and what it gave back
+/// authorization, hold and wallet payment keeps what it counted and what it gave back
 /// since, so every counter must hold the sum of what its records still hold. A card's
 /// counter rows are kept for every window; an account's row drops the windows that are
 /// over, so its counters are checked in the windows holding `now_ms` (in `tz`).
@@ -538,7 +538,7 @@ async fn counter_violations(
     run!(tx, c => {
         let mut rows = sqlx::query_scalar::<_, String>(
             "SELECT controls_counted FROM processor_transactions \
-             WHERE kind IN ('AUTHORIZATION', 'ADJUSTMENT') AND controls_counted IS NOT NULL \
+             WHERE kind = 'AUTHORIZATION' AND controls_counted IS NOT NULL \
              UNION ALL SELECT controls_counted FROM holds WHERE controls_counted IS NOT NULL",
         )
         .fetch(c);

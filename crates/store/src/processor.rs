@@ -792,32 +792,8 @@ where
         }
         _ => None,
     };
-    // A debit the processor booked to the cardholder's account is money spent: a closing
-    // amount above the authorized one, a refund or payment reversed, a forced purchase. It
-    // counts in today's legacy daily counter and in the spending limits' windows, as an
-    // approved advice does, but not in velocity limits: it is no new use of the card. (A
-    // refund gave its room back; the debit that reverses it takes room again.)
-    let forced = match (&plan.movement, &account) {
-        (Some(m), Some(a))
-            if direction == RequestKind::Debit
-                && m.postings.holder == Leg::User
-                && m.holder_id == a.id
-                && m.postings.holder_amount < 0 =>
-        {
-            Some(forced_counting(store, tx, t, m, a, call.now_ms, false).await?)
-        }
-        _ => None,
-    };
-    let daily = daily.or_else(|| forced.as_ref().map(|f| f.0));
     let movement_id =
         write_movement(tx, plan.movement, account.as_ref(), call.now_ms, daily).await?;
-    let counted = match (&forced, &account) {
-        (Some((_, Some(counting))), Some(a)) => {
-            crate::controls::write_counting(tx, a.id, counting, call.now_ms).await?;
-            Some(counting.kept.as_str())
-        }
-        _ => None,
-    };
     // A credit against an authorization of the account it is booked to gives back the
     // room that authorization took in its controls.
     if let (true, RequestKind::Credit, Some(original), Some(amount), Some(booked_to)) = (
@@ -861,20 +837,6 @@ where
         },
     )
     .await?;
-    if let Some(kept) = counted {
-        // What it counted, for the audit (which holds every counter to its records).
-        run!(tx, c => {
-            sqlx::query(
-                "UPDATE processor_transactions SET controls_counted = $2 \
-                 WHERE kind = 'ADJUSTMENT' AND transaction_id = $1",
-            )
-            .bind(t.transaction_id)
-            .bind(kept)
-            .execute(c)
-            .await?
-            .rows_affected()
-        });
-    }
     record_answer(tx, scope, call, &response).await?;
     store
         .publish(tx, ADJUSTMENT_BOOKED, || {
@@ -960,7 +922,7 @@ where
                 && m.holder_id == a.id
                 && m.postings.holder_amount < 0 =>
         {
-            Some(forced_counting(store, tx, t, m, a, n.now_ms, true).await?)
+            Some(forced_counting(store, tx, t, m, a, n.now_ms).await?)
         }
         _ => None,
     };
@@ -1064,8 +1026,7 @@ where
 
 /// What a forced debit booking `m` of `t` on the cardholder's locked account `a` counts: the
 /// account's daily spending once it is booked, and what it adds to the spending controls'
-/// counters in the windows of `now_ms` (`None`: no control counts it); `use_of_card` as
-/// [`count_forced`] takes it.
+/// counters in the windows of `now_ms` (`None`: no control counts it).
 async fn forced_counting(
     store: &Store,
     tx: &mut Tx,
@@ -1073,7 +1034,6 @@ async fn forced_counting(
     m: &MovementPlan<'_>,
     a: &LockedAccount,
     now_ms: i64,
-    use_of_card: bool,
 ) -> Result<((i64, i64), Option<ledger::plan::Counting>), StoreError> {
     let daily = crate::instore::daily_after(a, day_of(now_ms), m.postings.holder_amount);
     let card = match t.card_id {
@@ -1083,10 +1043,7 @@ async fn forced_counting(
     let card = card.as_ref().map(|(id, c)| (*id, c));
     let minor = m.postings.holder_amount.saturating_neg();
     let tz = &store.controls_time_zone;
-    Ok((
-        daily,
-        count_forced(t, minor, now_ms, a, card, tz, use_of_card),
-    ))
+    Ok((daily, count_forced(t, minor, now_ms, a, card, tz)))
 }
 
 impl NotificationCall<'_> {

@@ -139,13 +139,11 @@ pub fn plan_debit(
 }
 
 /// What money the network made effective without our approval counts: an approved advice
-/// of debit `t`, which we declined or never saw, or a debit adjustment, booked at `now_ms`
-/// as `minor` (positive) from its cardholder's `account`. It adds what an approval would
-/// have added to the account's and the card's counters (the card's only when it is
-/// registered to the cardholder) in the windows of `now_ms`, without deciding: the money is
-/// spent whatever the controls say. `use_of_card`: it also counts one in velocity limits (an
-/// advice is an authorization; an adjustment corrects the money of one, or reverses a
-/// refund, and counts money only). `None` when no control counts it.
+/// of debit `t`, which we declined or never saw, booked at `now_ms` as `minor` (positive)
+/// from its cardholder's `account`. It adds what an approval would have added to the
+/// account's and the card's counters (the card's only when it is registered to the
+/// cardholder) in the windows of `now_ms`, without deciding: the money is spent whatever
+/// the controls say. `None` when no control counts it.
 pub fn count_forced(
     t: &CardTransaction<'_>,
     minor: i64,
@@ -153,7 +151,6 @@ pub fn count_forced(
     account: &Account,
     card: Option<(&str, &CardRecord)>,
     tz: &TimeZone,
-    use_of_card: bool,
 ) -> Option<Counting> {
     let user_id = t.user_id?;
     let card = card.filter(|(_, c)| c.user_id == user_id);
@@ -167,13 +164,7 @@ pub fn count_forced(
         channels: t.channels,
         at: Timestamp::from_millisecond(now_ms).unwrap_or(Timestamp::UNIX_EPOCH),
     };
-    let mut deltas = approval_deltas(&layers.set(), &request, tz);
-    if !use_of_card {
-        for d in &mut deltas {
-            d.count = 0;
-        }
-        deltas.retain(|d| d.amount != 0);
-    }
+    let deltas = approval_deltas(&layers.set(), &request, tz);
     if deltas.is_empty() {
         return None;
     }

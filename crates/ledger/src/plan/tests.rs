@@ -755,26 +755,19 @@ fn a_forced_debit_counts_what_an_approval_would_without_deciding() {
     };
     // Over the account's limit and the card's count, and counted all the same.
     let own = card("u1");
-    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &own)), &TimeZone::UTC, true).unwrap();
+    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &own)), &TimeZone::UTC).unwrap();
     let written: HashMap<_, _> = decode_counters(c.account.as_deref().unwrap()).collect();
     let daily = written.iter().find(|(k, _)| k.window == today).unwrap().1;
     assert_eq!((daily.amount, daily.count), (1_400, 2));
     assert_eq!(c.card.len(), 1);
     assert_eq!((c.card[0].owner_id.as_str(), c.card[0].count), ("c1", 1));
     assert!(c.kept.contains("c1"), "{}", c.kept);
-    // A debit adjustment counts its money only: no use of the card, so the card's velocity
-    // limit counts nothing, and the account's window one more amount and no more count.
-    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &own)), &TimeZone::UTC, false).unwrap();
-    let written: HashMap<_, _> = decode_counters(c.account.as_deref().unwrap()).collect();
-    let daily = written.iter().find(|(k, _)| k.window == today).unwrap().1;
-    assert_eq!((daily.amount, daily.count), (1_400, 1));
-    assert!(c.card.is_empty());
     // Another user's card is not this cardholder's: only the account counts.
     let other = card("u2");
-    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &other)), &TimeZone::UTC, true).unwrap();
+    let c = count_forced(&t, 500, NOW, &a, Some(("c1", &other)), &TimeZone::UTC).unwrap();
     assert!(c.card.is_empty());
     // Nothing set, nothing counted.
-    assert!(count_forced(&t, 500, NOW, &account(0), None, &TimeZone::UTC, true).is_none());
+    assert!(count_forced(&t, 500, NOW, &account(0), None, &TimeZone::UTC).is_none());
 }
 
 /// An active card of `user` under the card controls `controls`.
