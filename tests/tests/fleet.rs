@@ -17,52 +17,62 @@ use sqlx::Connection;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// The InStore PIN and CVC hash key is the fleet's: an instance started with another one
-/// (a key of its own generated in its data directory, or another configured key) refuses to
-/// start, naming the setting, instead of answering every PIN stored elsewhere as wrong and
-/// blocking cards. An instance with the same key starts. On the embedded store, the key
-/// generated on first start is kept, and a configured key that differs is refused.
+/// The InStore PIN and CVC hash key is the fleet's. Before InStore is in use, an instance
+/// with a key of its own starts (a fleet that does not use InStore never depends on it). Once
+/// it is (a tenant configured), an instance started with another key (generated in its own
+/// data directory, or configured) refuses to start, naming the setting, instead of answering
+/// every PIN stored elsewhere as wrong and blocking cards; one with the same key starts. On
+/// the embedded store, the generated key is kept, a configured key that differs is refused,
+/// and the generated one moved into the setting as `base64:` is the same key.
 #[actix_rt::test]
 async fn an_instance_with_another_instore_hash_key_does_not_start() {
     let db = fresh_pg_database().await;
-    let first = TestApp::spawn_on(Some(db.clone()), |_| {}).await;
+    let own_key = |s: &mut Settings| s.instore.secret_hash_key = Secret::new("");
+    let not_yet = TestApp::spawn_on(Some(db.clone()), own_key).await;
+    not_yet.stop().await;
+    let tenant = |s: &mut Settings| e2e::instore::tenant_settings(s, "http://127.0.0.1:9");
+    let first = TestApp::spawn_on(Some(db.clone()), tenant).await;
     let refused = |r: anyhow::Result<TestApp>| match r {
         Ok(_) => panic!("started with another instore.secret_hash_key"),
         Err(e) => format!("{e:#}"),
     };
-    let generated = TestApp::try_spawn_on(Some(db.clone()), |s| {
-        s.instore.secret_hash_key = Secret::new("");
-    })
-    .await;
-    let e = refused(generated);
+    let e = refused(TestApp::try_spawn_on(Some(db.clone()), |s| own_key(s)).await);
     assert!(
         e.contains("instore.secret_hash_key is not the key") && e.contains("generated its own"),
         "{e}"
     );
     let other = TestApp::try_spawn_on(Some(db.clone()), |s| {
+        tenant(s);
         s.instore.secret_hash_key = Secret::new("another-key-0123456789");
     })
     .await;
-    assert!(!refused(other).contains("generated"));
-    let second = TestApp::spawn_on(Some(db), |_| {}).await;
+    let e = refused(other);
+    assert!(
+        e.contains("is not the key") && !e.contains("generated its own"),
+        "{e}"
+    );
+    let second = TestApp::spawn_on(Some(db), tenant).await;
     second.stop().await;
     first.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();
-    let on_dir = |key: &'static str| {
+    let on_dir = |key: String| {
         let path = path.clone();
         move |s: &mut Settings| {
+            tenant(s);
             s.database.data_dir = path;
             s.instore.secret_hash_key = Secret::new(key);
         }
     };
-    let own = TestApp::spawn_on(None, on_dir("")).await;
+    let own = TestApp::spawn_on(None, on_dir(String::new())).await;
     own.stop().await;
-    let e = refused(TestApp::try_spawn_on(None, on_dir("a-configured-key-0123")).await);
+    let configured = on_dir("a-configured-key-0123".into());
+    let e = refused(TestApp::try_spawn_on(None, configured).await);
     assert!(e.contains("instore.secret_hash_key is not the key"), "{e}");
-    let again = TestApp::spawn_on(None, on_dir("")).await;
-    again.stop().await;
+    let generated = std::fs::read_to_string(dir.path().join("instore-secret-hash.key")).unwrap();
+    let moved = TestApp::spawn_on(None, on_dir(format!("base64:{}", generated.trim()))).await;
+    moved.stop().await;
 }
 
 // ------------------------------------------------------------------ helpers --

@@ -12,11 +12,18 @@ pub const PROCESSOR_KEY_FILE: &str = "processor-key.toml";
 pub const ADMIN_TOKEN_FILE: &str = "admin-token";
 pub const INSTORE_SECRET_HASH_FILE: &str = "instore-secret-hash.key";
 
-/// The key of the hashes under which InStore PINs and CVCs are stored: the configured one,
-/// else one generated on first start and kept beside the database (mode 0600). It must
-/// never change while hashes made with it exist.
+/// The key of the hashes under which InStore PINs and CVCs are stored: the configured one
+/// (its text, or after `base64:` the bytes that base64 stands for: the form of the generated
+/// file's contents), else one generated on first start and kept beside the database (mode
+/// 0600). It must never change while hashes made with it exist.
 pub fn instore_secret_hash_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
     let configured = settings.instore.secret_hash_key.expose();
+    if let Some(encoded) = configured.strip_prefix("base64:") {
+        return match STANDARD.decode(encoded.trim()) {
+            Ok(key) if !key.is_empty() => Ok(key),
+            _ => bail!("instore.secret_hash_key: what follows base64: is not base64"),
+        };
+    }
     if !configured.is_empty() {
         return Ok(configured.as_bytes().to_vec());
     }
@@ -34,37 +41,48 @@ pub fn instore_secret_hash_key(settings: &Settings) -> anyhow::Result<Vec<u8>> {
 }
 
 /// Refuses to start with an InStore hash key other than the one the database's PIN and CVC
-/// hashes were made with. The first instance keeps a check value of its key (a SHA-256 of
-/// a label and the key); every later start compares. Without this, an instance of a fleet
-/// that generated a key of its own (no `instore.secret_hash_key` configured, each with its
-/// own data directory) would answer every PIN it did not store as wrong, and block cards.
+/// hashes were made with. Once InStore is in use (a tenant configured, or a PIN or CVC
+/// stored), the first instance keeps a check value of its key (a SHA-256 of a label and the
+/// key), and every later start compares; before that, nothing is kept or checked, so a
+/// fleet that does not use InStore never depends on the key. Without this, an instance of a
+/// fleet that generated a key of its own (no `instore.secret_hash_key` configured, each with
+/// its own data directory) would answer every PIN it did not store as wrong, and block cards.
 pub async fn check_instore_secret_hash_key(
     store: &store::Store,
     settings: &Settings,
 ) -> anyhow::Result<()> {
     use sha2::{Digest, Sha256};
+    const NAME: &str = "instore.secret_hash_key";
     let key = instore_secret_hash_key(settings)?;
     let mut h = Sha256::new();
     h.update(b"instore secret hash key check\0");
     h.update(&key);
     let check: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let kept = store
-        .key_check("instore.secret_hash_key", &check, store::now_ms())
+    let checking = async {
+        let in_use = !settings.instore.tenants.is_empty() || store.instore_secrets_kept().await?;
+        if in_use {
+            store
+                .key_check(NAME, &check, store::now_ms())
+                .await
+                .map(Some)
+        } else {
+            store.key_check_kept(NAME).await
+        }
+    };
+    let kept = checking
         .await
         .context("cannot check instore.secret_hash_key against the database")?;
-    if kept != check {
+    if kept.is_some_and(|k| k != check) {
+        let file = settings.database.data_dir.join(INSTORE_SECRET_HASH_FILE);
         bail!(
             "instore.secret_hash_key is not the key this database's PIN and CVC hashes were \
-             made with (its check value differs){}: set the same key on every instance",
+             made with (its check value differs){}. Set the same key on every instance: to \
+             keep a generated one, instore.secret_hash_key = \"base64:<the contents of \
+             instore-secret-hash.key of the instance that made the hashes>\". To start over \
+             with a new key (every PIN and CVC stored before then fails), delete the row \
+             '{NAME}' of the table key_checks",
             if settings.instore.secret_hash_key.expose().is_empty() {
-                format!(
-                    "; this instance generated its own in {}",
-                    settings
-                        .database
-                        .data_dir
-                        .join(INSTORE_SECRET_HASH_FILE)
-                        .display()
-                )
+                format!("; this instance generated its own in {}", file.display())
             } else {
                 String::new()
             }

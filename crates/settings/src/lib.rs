@@ -212,10 +212,12 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Where the user information of `url` (its authority starting at `start`) ends: the last
-/// `@` that a host follows (names, addresses, ports, a comma-separated host list, up to the
-/// path, the query, the fragment or the end) and whose user name holds no `/`, `?` or `#`.
-/// A password may hold `?`, `/`, `@`, `=` or `&`; a query value may hold `@`, and is not
-/// taken for user information because no host follows it or a `/` or `?` precedes it.
+/// `@` that a host follows (names, addresses, ports, a comma-separated host list, or none, as
+/// in `postgres://u:pw@/db?host=/run/postgresql`; up to the path, the query, the fragment or
+/// the end) and whose user name holds no `/`, `?` or `#`, nor is a host and port
+/// (`h:8443/cb?email=a@b.c`). A password may hold `?`, `/`, `@`, `=` or `&`; a query value may
+/// hold `@`. When no `@` qualifies (a host of other characters than these), the last `@`
+/// before the query's first `=` or `&` ends it: a password is hidden rather than shown.
 fn user_info_end(url: &str, start: usize) -> Option<usize> {
     let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_%:,[]".contains(c);
     let mut upto = url.len();
@@ -224,13 +226,18 @@ fn user_info_end(url: &str, start: usize) -> Option<usize> {
         let after = &url[at + 1..];
         let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
         let creds = &url[start..at];
-        let user = creds.split_once(':').map_or(creds, |(u, _)| u);
-        if !host.is_empty() && host.chars().all(host_char) && !user.contains(['/', '?', '#']) {
+        let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+        let port_digits = password.bytes().take_while(u8::is_ascii_digit).count();
+        let a_port = port_digits > 0 && password[port_digits..].starts_with(['/', '?', '#']);
+        if host.chars().all(host_char) && !user.contains(['/', '?', '#']) && !a_port {
             return Some(at);
         }
         upto = at;
     }
-    None
+    let limit = url[start..]
+        .find(['=', '&'])
+        .map_or(url.len(), |i| start + i);
+    url[start..limit].rfind('@').map(|i| start + i)
 }
 
 /// A shell command as it may be shown: each word that holds a URL [`redact_url`]ed, and the
@@ -446,6 +453,24 @@ mod tests {
         assert_eq!(
             redact_url("postgres://u:pw@h/db?application_name=a@b&password=x"),
             "postgres://u:***@h/db?application_name=a@b&password=***"
+        );
+        // No host (a Unix socket named in the query), a host of other characters, a host and
+        // port before a query holding `@`: the password hidden, the rest kept.
+        assert_eq!(
+            redact_url("postgres://u:pw@/db?host=/var/run/postgresql"),
+            "postgres://u:***@/db?host=/var/run/postgresql"
+        );
+        assert_eq!(
+            redact_url("https://u:pw@bücher.example/"),
+            "https://u:***@bücher.example/"
+        );
+        assert_eq!(
+            redact_url("https://h:8443/cb?email=a@b.c"),
+            "https://h:8443/cb?email=a@b.c"
+        );
+        assert_eq!(
+            redact_url("postgres://u:1234/x@h/db"),
+            "postgres://u:***@h/db"
         );
         // `=` and `&` in a password; `@` in a query value after a password.
         assert_eq!(

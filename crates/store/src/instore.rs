@@ -1212,6 +1212,29 @@ impl Store {
         tx.commit().await?;
         Ok(kept)
     }
+
+    /// The check value kept for key `name`, if any (nothing is written).
+    pub async fn key_check_kept(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(run_pool!(&self.db, p => {
+            sqlx::query_scalar("SELECT check_value FROM key_checks WHERE name = $1")
+                .bind(name)
+                .fetch_optional(p)
+                .await?
+        }))
+    }
+
+    /// Whether any stored-value card keeps a PIN or CVC hash.
+    pub async fn instore_secrets_kept(&self) -> Result<bool, StoreError> {
+        let any: Option<String> = run_pool!(&self.db, p => {
+            sqlx::query_scalar(
+                "SELECT number FROM instore_cards \
+                 WHERE pin_hash IS NOT NULL OR cvc_hash IS NOT NULL LIMIT 1",
+            )
+            .fetch_optional(p)
+            .await?
+        });
+        Ok(any.is_some())
+    }
 }
 
 impl Store {
