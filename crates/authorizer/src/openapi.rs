@@ -415,7 +415,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
     if route != ChannelRoute::Reserve {
         params.push(path_param(
             "reservation_id",
-            "The channel's reservation id, 1 to 64 visible ASCII characters, none of / ? # %.",
+            "The channel's reservation id, 1 to 64 visible ASCII characters, none of / ? # %, and not . or ...",
         ));
     }
     let mut op = operation(operation_id, "channels", summary, description, params)

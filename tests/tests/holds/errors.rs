@@ -240,7 +240,7 @@ async fn transport_and_input(app: TestApp) {
     let r = post(&app, RES, &reservation(&"x".repeat(65), "1.00", "DKK")).await;
     assert_eq!(error_code(&r, 400), "malformed_request");
     // an id no path can carry as it is: nothing could ever capture or cancel its hold
-    for id in ["ord/1", "ord?1", "ord#1", "ord%2F1"] {
+    for id in ["ord/1", "ord?1", "ord#1", "ord%2F1", ".", ".."] {
         let r = post(&app, RES, &reservation(id, "1.00", "DKK")).await;
         assert_eq!(error_code(&r, 400), "malformed_request", "{id}");
         assert!(r.text().contains("may not hold"), "{}", r.text());

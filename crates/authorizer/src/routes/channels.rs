@@ -394,13 +394,16 @@ async fn reserve(
         Err(e) => return bad("malformed_request", &super::admin::json_error(&e)),
     };
     // The id stands in the path of every later call: one that a path cannot carry as it is
-    // (`/` splits it, `?` and `#` end it, `%` is read as an escape) would hold money that no
-    // capture, cancel or refund could reach.
-    if b.reservation_id.contains(['/', '?', '#', '%']) {
+    // (`/` splits it, `?` and `#` end it, `%` is read as an escape, and clients and proxies
+    // resolve the segments `.` and `..`) would hold money that no capture, cancel or refund
+    // could reach.
+    if b.reservation_id.contains(['/', '?', '#', '%'])
+        || matches!(b.reservation_id.as_str(), "." | "..")
+    {
         return bad(
             "malformed_request",
-            "reservation_id may not hold / ? # or %: it stands in the path of the capture, \
-             cancel, refund and read",
+            "reservation_id may not hold / ? # or %, nor be . or ..: it stands in the path \
+             of the capture, cancel, refund and read",
         );
     }
     for (field, id) in [
