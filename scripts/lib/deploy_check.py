@@ -436,15 +436,6 @@ def cmd_env_of(root, what):
         kind, name = {"k8s-authorizer": ("Deployment", "authorizer"), "k8s-reconciler": ("CronJob", "reconciler")}[what]
         d = next(d for _, d in docs if d["kind"] == kind and d["metadata"]["name"] == name)
         c = pod_spec(d)["containers"][0]
-        if what == "k8s-authorizer":
-            # Every setting the Secret holds reaches the pods (a key only in the Secret is
-            # never read: each pod would make up its own).
-            named = {e["valueFrom"]["secretKeyRef"]["key"] for e in c.get("env", []) if "valueFrom" in e}
-            for key in secs["authorizer-secrets"]:
-                if key.startswith("AUTHORIZER__") and key not in named:
-                    fail(f"deployment.yaml: {key} of the authorizer-secrets Secret reaches no pod")
-            if FAILS:
-                sys.exit(1)
         for ef in c.get("envFrom", []):
             lines.update(cms[ef["configMapRef"]["name"]])
         for e in c.get("env", []):
@@ -455,6 +446,21 @@ def cmd_env_of(root, what):
                 lines[e["name"]] = secs[ref["name"]][ref["key"]]
     for k, v in lines.items():
         print(f"{k}={v}")
+
+
+def cmd_k8s_secrets(root):
+    """Every setting the authorizer's Secret holds reaches the Deployment's pods: a key only
+    in the Secret is never read (an instance would make up its own)."""
+    docs = k8s_docs(root)
+    secret = next(d for _, d in docs if d["kind"] == "Secret" and d["metadata"]["name"] == "authorizer-secrets")
+    deployment = next(d for _, d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == "authorizer")
+    env = pod_spec(deployment)["containers"][0].get("env", [])
+    named = {e["valueFrom"]["secretKeyRef"]["key"] for e in env if "valueFrom" in e}
+    keys = [k for k in secret.get("stringData", {}) if k.startswith("AUTHORIZER__")]
+    for key in keys:
+        if key not in named:
+            fail(f"deployment.yaml: {key} of the authorizer-secrets Secret reaches no pod")
+    done(f"k8s: the {len(keys)} AUTHORIZER__ settings of the authorizer-secrets Secret reach the pods")
 
 
 def cmd_k8s_scrape(root, out):
@@ -546,6 +552,8 @@ def main():
         cmd_dashboard(root)
     elif cmd == "env-of":
         cmd_env_of(root, sys.argv[3])
+    elif cmd == "k8s-secrets":
+        cmd_k8s_secrets(root)
     elif cmd == "k8s-scrape":
         cmd_k8s_scrape(root, sys.argv[3])
     elif cmd == "lb":

@@ -19,11 +19,13 @@ use std::time::{Duration, Instant};
 
 /// The InStore PIN and CVC hash key is the fleet's. Before InStore is in use, an instance
 /// with a key of its own starts (a fleet that does not use InStore never depends on it). Once
-/// it is (a tenant configured), an instance started with another key (generated in its own
-/// data directory, or configured) refuses to start, naming the setting, instead of answering
-/// every PIN stored elsewhere as wrong and blocking cards; one with the same key starts. On
-/// the embedded store, the generated key is kept, a configured key that differs is refused,
-/// and the generated one moved into the setting as `base64:` is the same key.
+/// it is (a tenant configured), an instance with a key generated in its own data directory
+/// refuses to start, naming the setting, instead of answering every PIN stored elsewhere as
+/// wrong and blocking cards. A key configured on purpose replaces the check while no PIN or
+/// CVC is stored (it loses nothing), and is refused once one is. The fleet's key starts. On
+/// the embedded store, the generated key is kept, a configured key that differs is refused
+/// once a PIN is stored, and the generated one moved into the setting as `base64:` is the
+/// same key.
 #[actix_rt::test]
 async fn an_instance_with_another_instore_hash_key_does_not_start() {
     let db = fresh_pg_database().await;
@@ -31,6 +33,10 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
     let not_yet = TestApp::spawn_on(Some(db.clone()), own_key).await;
     not_yet.stop().await;
     let tenant = |s: &mut Settings| e2e::instore::tenant_settings(s, "http://127.0.0.1:9");
+    let another = |s: &mut Settings| {
+        tenant(s);
+        s.instore.secret_hash_key = Secret::new("another-key-0123456789");
+    };
     let first = TestApp::spawn_on(Some(db.clone()), tenant).await;
     let refused = |r: anyhow::Result<TestApp>| match r {
         Ok(_) => panic!("started with another instore.secret_hash_key"),
@@ -41,12 +47,17 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
         e.contains("instore.secret_hash_key is not the key") && e.contains("generated its own"),
         "{e}"
     );
-    let other = TestApp::try_spawn_on(Some(db.clone()), |s| {
-        tenant(s);
-        s.instore.secret_hash_key = Secret::new("another-key-0123456789");
-    })
-    .await;
-    let e = refused(other);
+    // No PIN yet: a configured key takes over, and the fleet's takes it back.
+    TestApp::spawn_on(Some(db.clone()), another)
+        .await
+        .stop()
+        .await;
+    TestApp::spawn_on(Some(db.clone()), tenant)
+        .await
+        .stop()
+        .await;
+    stored_pin(&first).await;
+    let e = refused(TestApp::try_spawn_on(Some(db.clone()), another).await);
     assert!(
         e.contains("is not the key") && !e.contains("generated its own"),
         "{e}"
@@ -66,6 +77,7 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
         }
     };
     let own = TestApp::spawn_on(None, on_dir(String::new())).await;
+    stored_pin(&own).await;
     own.stop().await;
     let configured = on_dir("a-configured-key-0123".into());
     let e = refused(TestApp::try_spawn_on(None, configured).await);
@@ -76,6 +88,22 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
 }
 
 // ------------------------------------------------------------------ helpers --
+
+/// A stored-value card of u1 with a PIN: what the InStore hash key is held to from then on.
+async fn stored_pin(app: &TestApp) {
+    let number = "6280001234567895";
+    app.stored_value_card("u1", "USD", "100.00", number).await;
+    let r = app
+        .admin_put(
+            "/v1/stored-value-cards/crd-u1",
+            json!({
+                "number": number, "currency": "USD", "pin": "1234",
+                "tenants": [e2e::instore::TENANT], "type": "GiftCard",
+            }),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
 
 fn prefix() -> String {
     format!("{}:", uid("authz-test"))

@@ -386,7 +386,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
         ChannelRoute::Refund => (
             "refundReservation",
             "Refund part of a captured reservation; the account is credited at once",
-            "HOLD_REFUND against PoS clearing. The same refund_id and body replays; another body: 409 REFUND_ID_REUSED. 409 NOT_CAPTURED, CURRENCY_MISMATCH, PAYMENT_TOO_OLD (holds.refund_window_days and a day after the capture), REFUND_EXCEEDS_CAPTURED; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
+            "HOLD_REFUND against PoS clearing. The same refund_id and body replays; another body: 409 REFUND_ID_REUSED. 409 NOT_CAPTURED, CURRENCY_MISMATCH, PAYMENT_TOO_OLD (holds.refund_window_days and two days after the capture), REFUND_EXCEEDS_CAPTURED; 400 INVALID_AMOUNT. 503 with nothing committed: send it again.",
             Some(("RefundBody", true)),
             "ChannelResponse",
         ),
@@ -415,7 +415,7 @@ fn channel_operation(route: ChannelRoute) -> utoipa::openapi::path::Operation {
     if route != ChannelRoute::Reserve {
         params.push(path_param(
             "reservation_id",
-            "The channel's reservation id, 1 to 64 visible ASCII characters, none of / ? # %, and not . or ...",
+            "The channel's reservation id, 1 to 64 visible ASCII characters, none of / ? # % \\, and not . or ...",
         ));
     }
     let mut op = operation(operation_id, "channels", summary, description, params)

@@ -212,32 +212,40 @@ pub fn redact_url(url: &str) -> String {
 }
 
 /// Where the user information of `url` (its authority starting at `start`) ends: the last
-/// `@` that a host follows (names, addresses, ports, a comma-separated host list, or none, as
-/// in `postgres://u:pw@/db?host=/run/postgresql`; up to the path, the query, the fragment or
-/// the end) and whose user name holds no `/`, `?` or `#`, nor is a host and port
-/// (`h:8443/cb?email=a@b.c`). A password may hold `?`, `/`, `@`, `=` or `&`; a query value may
-/// hold `@`. When no `@` qualifies (a host of other characters than these), the last `@`
-/// before the query's first `=` or `&` ends it: a password is hidden rather than shown.
+/// `@` whose user name holds no `/`, `?` or `#` (nor opens an IPv6 literal), that a host
+/// follows (names, addresses, ports, a comma-separated host list, or none, as in
+/// `postgres://u:pw@/db?host=/run/postgresql`; up to the path, the query, the fragment or the
+/// end), and whose password does not read as a port and a path (`h:8443/cb?email=a@b.c&x=1`
+/// has neither a host after its `@` nor a password). A password may hold `?`, `/`, `@`, `=`
+/// or `&`; a query value may hold `@`. An `@` with one of the two oddities (a password that
+/// reads as a port, as `2024#Spring=` does, or a host of other characters) still ends the
+/// user information when no other does: a password is hidden rather than shown.
 fn user_info_end(url: &str, start: usize) -> Option<usize> {
     let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_%:,[]".contains(c);
+    let mut doubtful = None;
     let mut upto = url.len();
     while let Some(i) = url[start..upto].rfind('@') {
         let at = start + i;
-        let after = &url[at + 1..];
-        let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        upto = at;
         let creds = &url[start..at];
         let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
+        if creds.starts_with('[') || user.contains(['/', '?', '#']) {
+            continue;
+        }
+        let after = &url[at + 1..];
+        let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
+        let host_ok = host.chars().all(host_char);
         let port_digits = password.bytes().take_while(u8::is_ascii_digit).count();
         let a_port = port_digits > 0 && password[port_digits..].starts_with(['/', '?', '#']);
-        if host.chars().all(host_char) && !user.contains(['/', '?', '#']) && !a_port {
-            return Some(at);
+        match (host_ok, a_port) {
+            (true, false) => return Some(at),
+            (false, true) => {}
+            _ => {
+                doubtful.get_or_insert(at);
+            }
         }
-        upto = at;
     }
-    let limit = url[start..]
-        .find(['=', '&'])
-        .map_or(url.len(), |i| start + i);
-    url[start..limit].rfind('@').map(|i| start + i)
+    doubtful
 }
 
 /// A shell command as it may be shown: each word that holds a URL [`redact_url`]ed, and the
@@ -465,13 +473,24 @@ mod tests {
             "https://u:***@bücher.example/"
         );
         assert_eq!(
-            redact_url("https://h:8443/cb?email=a@b.c"),
-            "https://h:8443/cb?email=a@b.c"
+            redact_url("https://h:8443/cb?email=a@b.c&sig=S3"),
+            "https://h:8443/cb?email=a@b.c&sig=***"
         );
         assert_eq!(
-            redact_url("postgres://u:1234/x@h/db"),
-            "postgres://u:***@h/db"
+            redact_url("postgres://[::1]:5432/db?application_name=ops@corp"),
+            "postgres://[::1]:5432/db?application_name=ops@corp"
         );
+        // A password that reads as a port and a path is hidden all the same.
+        for (url, shown) in [
+            ("postgres://u:1234/x@h/db", "postgres://u:***@h/db"),
+            ("postgres://u:12/x=y@h/db", "postgres://u:***@h/db"),
+            (
+                "postgres://app:2024#Spring=@db:5432/app",
+                "postgres://app:***@db:5432/app",
+            ),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         // `=` and `&` in a password; `@` in a query value after a password.
         assert_eq!(
             redact_url("postgres://u:abc=@h/db"),

@@ -397,13 +397,13 @@ async fn reserve(
     // (`/` splits it, `?` and `#` end it, `%` is read as an escape, and clients and proxies
     // resolve the segments `.` and `..`) would hold money that no capture, cancel or refund
     // could reach.
-    if b.reservation_id.contains(['/', '?', '#', '%'])
+    if b.reservation_id.contains(['/', '?', '#', '%', '\\'])
         || matches!(b.reservation_id.as_str(), "." | "..")
     {
         return bad(
             "malformed_request",
-            "reservation_id may not hold / ? # or %, nor be . or ..: it stands in the path \
-             of the capture, cancel, refund and read",
+            "reservation_id may not hold / ? # % or \\, nor be . or ..: it stands in the \
+             path of the capture, cancel, refund and read",
         );
     }
     for (field, id) in [
