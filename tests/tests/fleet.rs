@@ -19,13 +19,12 @@ use std::time::{Duration, Instant};
 
 /// The InStore PIN and CVC hash key is the fleet's. Before InStore is in use, an instance
 /// with a key of its own starts (a fleet that does not use InStore never depends on it). Once
-/// it is (a tenant configured), an instance with a key generated in its own data directory
-/// refuses to start, naming the setting, instead of answering every PIN stored elsewhere as
-/// wrong and blocking cards. A key configured on purpose replaces the check while no PIN or
-/// CVC is stored (it loses nothing), and is refused once one is. The fleet's key starts. On
-/// the embedded store, the generated key is kept, a configured key that differs is refused
-/// once a PIN is stored, and the generated one moved into the setting as `base64:` is the
-/// same key.
+/// it is (a tenant configured), an instance with another key, generated in its own data
+/// directory or configured, refuses to start, naming the setting, instead of answering every
+/// PIN stored elsewhere as wrong and blocking cards; the fleet's key starts. Deleting the
+/// check's row starts over with another key. On the embedded store, the generated key is
+/// kept, a configured key that differs is refused, and the generated one moved into the
+/// setting as `base64:` is the same key.
 #[actix_rt::test]
 async fn an_instance_with_another_instore_hash_key_does_not_start() {
     let db = fresh_pg_database().await;
@@ -47,24 +46,19 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
         e.contains("instore.secret_hash_key is not the key") && e.contains("generated its own"),
         "{e}"
     );
-    // No PIN yet: a configured key takes over, and the fleet's takes it back.
-    TestApp::spawn_on(Some(db.clone()), another)
-        .await
-        .stop()
-        .await;
-    TestApp::spawn_on(Some(db.clone()), tenant)
-        .await
-        .stop()
-        .await;
     stored_pin(&first).await;
     let e = refused(TestApp::try_spawn_on(Some(db.clone()), another).await);
     assert!(
         e.contains("is not the key") && !e.contains("generated its own"),
         "{e}"
     );
-    let second = TestApp::spawn_on(Some(db), tenant).await;
+    let second = TestApp::spawn_on(Some(db.clone()), tenant).await;
     second.stop().await;
     first.stop().await;
+    // Starting over, as the refusal says: the row deleted, another key is the fleet's.
+    let reset = "DELETE FROM key_checks WHERE name = 'instore.secret_hash_key'";
+    DirectConn::open(&second).await.execute(reset).await;
+    TestApp::spawn_on(Some(db), another).await.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().to_path_buf();

@@ -58,7 +58,6 @@ pub async fn check_instore_secret_hash_key(
     h.update(b"instore secret hash key check\0");
     h.update(&key);
     let check: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let configured = !settings.instore.secret_hash_key.expose().is_empty();
     let checking = async {
         let secrets = store.instore_secrets_kept().await?;
         let in_use = !settings.instore.tenants.is_empty() || secrets;
@@ -73,18 +72,6 @@ pub async fn check_instore_secret_hash_key(
                     );
                 }
                 Some(store.key_check(NAME, &check, store::now_ms()).await?)
-            }
-            // A key set on purpose before any PIN or CVC was stored replaces the check: it
-            // loses nothing. (A generated key never does: each instance would make its own.)
-            Some(kept) if kept != check && configured && !secrets => {
-                store
-                    .key_check_replace(NAME, &check, store::now_ms())
-                    .await?;
-                tracing::info!(
-                    "instore.secret_hash_key changed before any PIN or CVC was stored: the \
-                     database now holds this key's check value"
-                );
-                Some(check.clone())
             }
             kept => kept,
         };
@@ -102,7 +89,7 @@ pub async fn check_instore_secret_hash_key(
              instore-secret-hash.key of the instance that made the hashes>\". To start over \
              with a new key (every PIN and CVC stored before then fails), delete the row \
              '{NAME}' of the table key_checks",
-            if !configured {
+            if settings.instore.secret_hash_key.expose().is_empty() {
                 format!("; this instance generated its own in {}", file.display())
             } else {
                 String::new()

@@ -177,75 +177,68 @@ fn secret_name(name: &str) -> bool {
 /// `url` with its password and the values of query parameters that carry one (a name with
 /// `pass`, `pwd`, `secret`, `token`, `key`, `auth` or `sig` in it) replaced by `***`, for
 /// logs and messages. The user name is kept.
+///
+/// Where the user information ends cannot always be told: a password may hold `@`, `:`,
+/// `/`, `?`, `#`, `=` or `&`, and a query value may hold `@`. So the rule hides rather than
+/// shows: the user information ends at the last `@` whose user name (up to the first `:`)
+/// holds no `/`, `?` or `#` and is no bracketed IPv6 host; failing that, at the last `@`
+/// before the first `?` (all of it hidden). A URL without credentials but with a port and an
+/// `@` later on (`https://h:8443/u/ops@example.com`) loses its host and port in what is
+/// shown. Every `name=value` of the URL is checked for a secret, wherever it stands.
 pub fn redact_url(url: &str) -> String {
-    let scheme_end = url.find("://").map(|s| s + 3);
-    let at = scheme_end.and_then(|s| user_info_end(url, s));
-    let (mut out, rest) = match (scheme_end, at) {
-        (Some(s), Some(at)) => {
-            let creds = &url[s..at];
-            let shown = match creds.find(':') {
-                Some(c) => format!("{}:***", &creds[..c]),
-                None => creds.to_owned(),
-            };
-            (format!("{}{shown}", &url[..s]), &url[at..])
-        }
-        (Some(s), None) => (url[..s].to_owned(), &url[s..]),
-        _ => (String::new(), url),
+    let Some(start) = url.find("://").map(|s| s + 3) else {
+        return redact_params(url);
     };
-    let (path, query) = match rest.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (rest, None),
+    let creds_like = |creds: &str| {
+        let user = creds.split_once(':').map_or(creds, |(u, _)| u);
+        !creds.starts_with('[') && !user.contains(['/', '?', '#'])
     };
-    out.push_str(path);
-    if let Some(q) = query {
-        let parts: Vec<String> = q
-            .split('&')
-            .map(|p| match p.split_once('=') {
-                Some((name, _)) if secret_name(name) => format!("{name}=***"),
-                _ => p.to_owned(),
-            })
-            .collect();
-        out.push('?');
-        out.push_str(&parts.join("&"));
-    }
-    out
-}
-
-/// Where the user information of `url` (its authority starting at `start`) ends: the last
-/// `@` whose user name holds no `/`, `?` or `#` (nor opens an IPv6 literal), that a host
-/// follows (names, addresses, ports, a comma-separated host list, or none, as in
-/// `postgres://u:pw@/db?host=/run/postgresql`; up to the path, the query, the fragment or the
-/// end), and whose password does not read as a port and a path (`h:8443/cb?email=a@b.c&x=1`
-/// has neither a host after its `@` nor a password). A password may hold `?`, `/`, `@`, `=`
-/// or `&`; a query value may hold `@`. An `@` with one of the two oddities (a password that
-/// reads as a port, as `2024#Spring=` does, or a host of other characters) still ends the
-/// user information when no other does: a password is hidden rather than shown.
-fn user_info_end(url: &str, start: usize) -> Option<usize> {
-    let host_char = |c: char| c.is_ascii_alphanumeric() || ".-_%:,[]".contains(c);
-    let mut doubtful = None;
+    let mut at = None;
     let mut upto = url.len();
     while let Some(i) = url[start..upto].rfind('@') {
-        let at = start + i;
-        upto = at;
-        let creds = &url[start..at];
-        let (user, password) = creds.split_once(':').unwrap_or((creds, ""));
-        if creds.starts_with('[') || user.contains(['/', '?', '#']) {
-            continue;
-        }
-        let after = &url[at + 1..];
-        let host = &after[..after.find(['/', '?', '#']).unwrap_or(after.len())];
-        let host_ok = host.chars().all(host_char);
-        let port_digits = password.bytes().take_while(u8::is_ascii_digit).count();
-        let a_port = port_digits > 0 && password[port_digits..].starts_with(['/', '?', '#']);
-        match (host_ok, a_port) {
-            (true, false) => return Some(at),
-            (false, true) => {}
-            _ => {
-                doubtful.get_or_insert(at);
-            }
+        upto = start + i;
+        if creds_like(&url[start..upto]) {
+            at = Some((upto, true));
+            break;
         }
     }
-    doubtful
+    if at.is_none() {
+        let query = url[start..].find('?').map_or(url.len(), |i| start + i);
+        at = url[start..query].rfind('@').map(|i| (start + i, false));
+    }
+    let Some((at, named)) = at else {
+        return redact_params(url);
+    };
+    let creds = &url[start..at];
+    let shown = match creds.split_once(':') {
+        Some((user, _)) if named => format!("{user}:***"),
+        None if named => creds.to_owned(),
+        _ => "***".to_owned(),
+    };
+    format!("{}{shown}{}", &url[..start], redact_params(&url[at..]))
+}
+
+/// `text` with the value of every `name=value` part (parts are separated by `?` and `&`)
+/// whose name carries a secret replaced by `***`.
+fn redact_params(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    loop {
+        let end = rest.find(['?', '&']).unwrap_or(rest.len());
+        let part = &rest[..end];
+        match part.split_once('=') {
+            Some((name, _)) if secret_name(name) => {
+                out.push_str(name);
+                out.push_str("=***");
+            }
+            _ => out.push_str(part),
+        }
+        if end == rest.len() {
+            return out;
+        }
+        out.push_str(&rest[end..=end]);
+        rest = &rest[end + 1..];
+    }
 }
 
 /// A shell command as it may be shown: each word that holds a URL [`redact_url`]ed, and the
@@ -458,9 +451,11 @@ mod tests {
             redact_url("https://h/cb?email=a@b.c&sig=S3"),
             "https://h/cb?email=a@b.c&sig=***"
         );
+        // An `@` in a query value after a password: hidden up to it (the host is lost,
+        // never the password).
         assert_eq!(
             redact_url("postgres://u:pw@h/db?application_name=a@b&password=x"),
-            "postgres://u:***@h/db?application_name=a@b&password=***"
+            "postgres://u:***@b&password=***"
         );
         // No host (a Unix socket named in the query), a host of other characters, a host and
         // port before a query holding `@`: the password hidden, the rest kept.
@@ -474,8 +469,36 @@ mod tests {
         );
         assert_eq!(
             redact_url("https://h:8443/cb?email=a@b.c&sig=S3"),
-            "https://h:8443/cb?email=a@b.c&sig=***"
+            "https://h:***@b.c&sig=***"
         );
+        // What the reviews found shown in clear, hidden: a password before a host of other
+        // characters, a user name holding `@`, a secret after an `@` in the query, and a
+        // user name holding `/`.
+        for (url, shown) in [
+            (
+                "postgres://app:2024#Spring@bücher.example/app",
+                "postgres://app:***@bücher.example/app",
+            ),
+            (
+                "postgres://app:2024#Spring@$(DB_HOST):5432/app",
+                "postgres://app:***@$(DB_HOST):5432/app",
+            ),
+            (
+                "postgres://myadmin@srv:2024#Spring@srv.postgres.database.azure.com/app",
+                "postgres://myadmin@srv:***@srv.postgres.database.azure.com/app",
+            ),
+            (
+                "https://ci.example:8443/hook?repo=git@github.com:org/repo.git&token=ghp_X",
+                "https://ci.example:***@github.com:org/repo.git&token=***",
+            ),
+            (
+                "https://u:pw@h/cb?next=https://x@y/z&api_key=K",
+                "https://u:***@y/z&api_key=***",
+            ),
+            ("postgres://do/main:pw@h/db", "postgres://***@h/db"),
+        ] {
+            assert_eq!(redact_url(url), shown, "{url}");
+        }
         assert_eq!(
             redact_url("postgres://[::1]:5432/db?application_name=ops@corp"),
             "postgres://[::1]:5432/db?application_name=ops@corp"

@@ -1213,30 +1213,6 @@ impl Store {
         Ok(kept)
     }
 
-    /// Replaces the check value kept for key `name` (a key changed before anything was
-    /// made with it).
-    pub async fn key_check_replace(
-        &self,
-        name: &str,
-        check: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        let mut tx = self.begin().await?;
-        run!(&mut tx, c => {
-            sqlx::query(
-                "UPDATE key_checks SET check_value = $2, created_at_ms = $3 WHERE name = $1",
-            )
-            .bind(name)
-            .bind(check)
-            .bind(now_ms)
-            .execute(&mut *c)
-            .await?
-            .rows_affected()
-        });
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// The check value kept for key `name`, if any (nothing is written).
     pub async fn key_check_kept(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(run_pool!(&self.db, p => {
