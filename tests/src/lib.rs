@@ -479,6 +479,21 @@ macro_rules! calls_over_http {
             assert_eq!(r.status, 200, "link: {:?}", r.json());
         }
 
+        /// A USD stored-value card `number` of u1 (100.00 on its account) with PIN 1234.
+        pub async fn stored_value_card_with_pin(&self, number: &str) {
+            self.stored_value_card("u1", "USD", "100.00", number).await;
+            let r = self
+                .admin_put(
+                    "/v1/stored-value-cards/crd-u1",
+                    json!({
+                        "number": number, "currency": "USD", "pin": "1234",
+                        "tenants": [crate::instore::TENANT], "type": "GiftCard",
+                    }),
+                )
+                .await;
+            assert_eq!(r.status, 200, "{}", r.text());
+        }
+
         /// An admin POST to `path`, without a body or an idempotency key.
         pub async fn admin_post(&self, path: &str) -> Resp {
             self.admin("POST", path, None, None).await

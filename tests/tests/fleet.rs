@@ -46,7 +46,7 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
         e.contains("instore.secret_hash_key is not the key") && e.contains("generated its own"),
         "{e}"
     );
-    stored_pin(&first).await;
+    first.stored_value_card_with_pin("6280001234567895").await;
     let e = refused(TestApp::try_spawn_on(Some(db.clone()), another).await);
     assert!(
         e.contains("is not the key") && !e.contains("generated its own"),
@@ -71,7 +71,7 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
         }
     };
     let own = TestApp::spawn_on(None, on_dir(String::new())).await;
-    stored_pin(&own).await;
+    own.stored_value_card_with_pin("6280001234567895").await;
     own.stop().await;
     let configured = on_dir("a-configured-key-0123".into());
     let e = refused(TestApp::try_spawn_on(None, configured).await);
@@ -82,22 +82,6 @@ async fn an_instance_with_another_instore_hash_key_does_not_start() {
 }
 
 // ------------------------------------------------------------------ helpers --
-
-/// A stored-value card of u1 with a PIN: what the InStore hash key is held to from then on.
-async fn stored_pin(app: &TestApp) {
-    let number = "6280001234567895";
-    app.stored_value_card("u1", "USD", "100.00", number).await;
-    let r = app
-        .admin_put(
-            "/v1/stored-value-cards/crd-u1",
-            json!({
-                "number": number, "currency": "USD", "pin": "1234",
-                "tenants": [e2e::instore::TENANT], "type": "GiftCard",
-            }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
-}
 
 fn prefix() -> String {
     format!("{}:", uid("authz-test"))

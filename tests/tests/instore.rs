@@ -547,17 +547,7 @@ async fn a_cancelled_redeem_gives_todays_daily_limit_back(app: TestApp, _rx: Cal
 /// the count back to zero, and the last of `instore.pin_tries_max` (3) wrong ones in a row
 /// blocks the card, which then answers without its PIN being checked.
 async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver) {
-    app.stored_value_card("u1", "USD", "100.00", NUMBER).await;
-    let r = app
-        .admin_put(
-            "/v1/stored-value-cards/crd-u1",
-            json!({
-                "number": NUMBER, "currency": "USD", "pin": "1234",
-                "tenants": [e2e::instore::TENANT], "type": "GiftCard",
-            }),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    app.stored_value_card_with_pin(NUMBER).await;
     let with_pin = |n: usize, pin: &str| {
         let mut p = redeem(&format!("req-pin-{n}"), NUMBER, 100);
         p["accounts"] = json!([{"number": NUMBER, "pin": pin}]);
