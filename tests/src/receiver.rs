@@ -116,15 +116,18 @@ impl<S: Send + 'static> Loopback<S> {
     }
 }
 
-/// A self-signed certificate for 127.0.0.1 and localhost: the server's configuration, and
-/// the PEM file of the certificate (what `webhooks.ca_file` names to trust it).
+/// A self-signed certificate for 127.0.0.1 and localhost: the server's configuration, the
+/// PEM files of the certificate (what `webhooks.ca_file` names to trust it) and of its key,
+/// and the certificate itself (what a test client trusts).
 pub struct TestCert {
     pub pem_path: String,
+    pub key_path: String,
+    pub der: rustls::pki_types::CertificateDer<'static>,
     pub server: rustls::ServerConfig,
 }
 
 impl TestCert {
-    /// A new certificate, its PEM file under the temporary directory.
+    /// A new certificate, its PEM files under the temporary directory.
     pub fn new() -> TestCert {
         let ck = rcgen::generate_simple_self_signed(vec![
             "127.0.0.1".to_owned(),
@@ -133,8 +136,11 @@ impl TestCert {
         .expect("certificate");
         let dir = std::env::temp_dir().join(format!("e2e-tls-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("certificate directory");
-        let pem_path = dir.join(format!("{}.pem", crate::uid("cert")));
+        let name = crate::uid("cert");
+        let pem_path = dir.join(format!("{name}.pem"));
         std::fs::write(&pem_path, ck.cert.pem()).expect("certificate file");
+        let key_path = dir.join(format!("{name}.key.pem"));
+        std::fs::write(&key_path, ck.key_pair.serialize_pem()).expect("key file");
         let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.key_pair.serialize_der().into());
         let server = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
@@ -146,6 +152,8 @@ impl TestCert {
         .expect("server certificate");
         TestCert {
             pem_path: pem_path.display().to_string(),
+            key_path: key_path.display().to_string(),
+            der: ck.cert.der().clone(),
             server,
         }
     }

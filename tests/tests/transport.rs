@@ -1,6 +1,7 @@
 //! Transport security: HTTPS with a certificate made here, checked by a real TLS client, and
 //! the processor routes' network allow-list (IPv4 and IPv6).
 
+use e2e::receiver::TestCert;
 use e2e::*;
 use protocol::signature;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -8,31 +9,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// A self-signed certificate for 127.0.0.1 and localhost, written as PEM files.
-struct Cert {
-    _dir: tempfile::TempDir,
-    cert_path: String,
-    key_path: String,
-    der: CertificateDer<'static>,
-}
-
-fn make_cert() -> Cert {
-    let ck =
-        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-            .expect("certificate");
-    let dir = tempfile::tempdir().unwrap();
-    let cert_path = dir.path().join("cert.pem");
-    let key_path = dir.path().join("key.pem");
-    std::fs::write(&cert_path, ck.cert.pem()).unwrap();
-    std::fs::write(&key_path, ck.key_pair.serialize_pem()).unwrap();
-    Cert {
-        der: ck.cert.der().clone(),
-        cert_path: cert_path.display().to_string(),
-        key_path: key_path.display().to_string(),
-        _dir: dir,
-    }
-}
 
 fn client_config(trusted: &CertificateDer<'static>) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
@@ -94,8 +70,8 @@ fn split(answer: &str) -> (u16, &str, &str) {
 
 #[actix_rt::test]
 async fn https_serves_the_processor_and_admin_routes() {
-    let cert = make_cert();
-    let (c, k) = (cert.cert_path.clone(), cert.key_path.clone());
+    let cert = TestCert::new();
+    let (c, k) = (cert.pem_path.clone(), cert.key_path.clone());
     let app = TestApp::spawn_with(Backend::Sqlite, move |s| {
         s.server.tls.cert_path = c;
         s.server.tls.key_path = k;
@@ -174,7 +150,7 @@ async fn https_serves_the_processor_and_admin_routes() {
         "plain HTTP must not be served"
     );
     // A client that does not trust this certificate refuses the handshake.
-    let stranger = make_cert();
+    let stranger = TestCert::new();
     let refused = https_async(
         &addr,
         client_config(&stranger.der),
@@ -193,21 +169,21 @@ async fn https_serves_the_processor_and_admin_routes() {
 
 #[actix_rt::test]
 async fn a_bad_certificate_or_key_stops_the_start() {
-    let cert = make_cert();
-    let other = make_cert();
+    let cert = TestCert::new();
+    let other = TestCert::new();
     let dir = tempfile::tempdir().unwrap();
     let garbage = dir.path().join("garbage.pem");
     std::fs::write(&garbage, "not a pem file").unwrap();
     let garbage = garbage.display().to_string();
     for (c, k, want) in [
         (
-            cert.cert_path.clone(),
+            cert.pem_path.clone(),
             other.key_path.clone(),
             "do not form a usable pair",
         ),
         (garbage.clone(), cert.key_path.clone(), "no certificate"),
         (
-            cert.cert_path.clone(),
+            cert.pem_path.clone(),
             garbage.clone(),
             "no readable PEM private key",
         ),

@@ -57,7 +57,7 @@ pub async fn check_instore_secret_hash_key(
     let mut h = Sha256::new();
     h.update(b"instore secret hash key check\0");
     h.update(&key);
-    let check: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let check = protocol::webhook::hex(&h.finalize());
     let checking = async {
         let secrets = store.instore_secrets_kept().await?;
         let in_use = !settings.instore.tenants.is_empty() || secrets;

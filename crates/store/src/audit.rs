@@ -1,6 +1,6 @@
 //! Proves the ledger's invariants on a live database.
 
-use crate::{Db, Store, StoreError, run};
+use crate::{Store, StoreError, run};
 use futures_util::TryStreamExt;
 use ledger::controls::{Counter, CounterKey, Owner, TimeZone, decode_counters};
 use ledger::plan::{
@@ -430,20 +430,14 @@ impl Store {
                     id_after(pg, "evt-withdrawal-")
                 ),
             );
-        let mut tx = match &self.db {
-            Db::Pg(p) => {
-                let mut tx = p
-                    .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await?;
-                // The audit reads the whole ledger: the request path's statement timeout
-                // (`database.statement_ms_max`) would fail it once the ledger has grown.
-                sqlx::query("SET LOCAL statement_timeout = 0")
-                    .execute(&mut *tx)
-                    .await?;
-                crate::Tx::Pg(tx)
-            }
-            Db::Lite(p) => crate::Tx::Lite(p.begin().await?),
-        };
+        let mut tx = self.begin_read().await?;
+        if let crate::Tx::Pg(tx) = &mut tx {
+            // The audit reads the whole ledger: the request path's statement timeout
+            // (`database.statement_ms_max`) would fail it once the ledger has grown.
+            sqlx::query("SET LOCAL statement_timeout = 0")
+                .execute(&mut **tx)
+                .await?;
+        }
         let mut report = AuditReport::default();
         run!(&mut tx, c => {
             let r = sqlx::query(COUNTS).fetch_one(&mut *c).await?;
