@@ -2,7 +2,7 @@
 //! attempt gets a clear refusal and changes nothing in the ledger. Complements
 //! `bad_input.rs` (malformed bodies, bad signatures, odd but valid requests).
 
-use crate::support::assert_amounts_malformed;
+use crate::support::{assert_amounts_malformed, assert_booked_flagged};
 use e2e::*;
 use protocol::signature;
 use std::time::{Duration, Instant};
@@ -227,6 +227,9 @@ async fn duplicate_keys(app: TestApp) {
     ];
     for (name, b) in &cases {
         for path in [AUTH, AUTH_DEBIT, ADJ_DEBIT, ADJ_CREDIT] {
+            if *name == "user id twice" && [ADJ_DEBIT, ADJ_CREDIT].contains(&path) {
+                continue; // below: an adjustment cannot be refused
+            }
             let r = app.processor(path, b, &uid("k")).await;
             assert_eq!(r.status, 400, "{name} on {path}");
             app.assert_signed(&r, path);
@@ -241,6 +244,16 @@ async fn duplicate_keys(app: TestApp) {
             );
         }
     }
+    // Nor is an adjustment's user with two ids read either way: an adjustment cannot be
+    // refused, so it is booked on suspense for review, and no cardholder's money moves.
+    let adjustment = Tx::new(&uid("ctx"), "REFUND", "u1", "10.00", "ARS");
+    let b = replace(
+        &adjustment.body(),
+        "\"user\":{\"id\":\"u1\"}",
+        "\"user\":{\"id\":\"u1\",\"id\":\"u2\"}",
+    );
+    let r = app.processor(ADJ_CREDIT, &b, &uid("k")).await;
+    assert_booked_flagged(&app, &r, ADJ_CREDIT, &["UNREAD_FIELDS", "SUSPENSE"]);
     // A notification with a duplicated key is never read one way or the other: it is kept
     // for review and changes no money.
     let key = uid("adv");
@@ -273,10 +286,11 @@ async fn duplicate_keys(app: TestApp) {
             &after.available
         ),
         (
-            before.movements,
-            before.processor_transactions,
+            before.movements + 1,
+            before.processor_transactions + 1,
             &before.available
-        )
+        ),
+        "only the adjustment on suspense"
     );
     assert_eq!(
         after.notifications,

@@ -21,6 +21,17 @@ pub async fn admin_money(
     .await
 }
 
+/// Asserts an adjustment's answer on `path`: booked (200, signed), its message naming each
+/// of `flags`.
+pub fn assert_booked_flagged(app: &TestApp, r: &Resp, path: &str, flags: &[&str]) {
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    app.assert_signed(r, path);
+    let message = r.json()["message"].as_str().unwrap_or("").to_owned();
+    for flag in flags {
+        assert!(message.contains(flag), "{flag} on {path}: {message}");
+    }
+}
+
 /// Purchases on u1's ARS account of each raw JSON `amount`, with one BASE detail line of the
 /// raw JSON `detail_amount`, sent to each processor route of `paths` under a fresh key: each
 /// is refused before any decision, a signed 400 `malformed_request`.

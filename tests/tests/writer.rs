@@ -28,8 +28,7 @@ fn card_tx<'a>(tid: &'a str, kind: &'a str, user: &'a str, amount: &'a str) -> C
         amount: Decimal::from_str(amount).ok(),
         mcc: Some("5045"),
         original_transaction_id: None,
-        country: None,
-        channels: Default::default(),
+        ..CardTransaction::default()
     }
 }
 

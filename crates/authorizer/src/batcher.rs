@@ -30,10 +30,10 @@ use protocol::wire::TransactionRequest;
 use std::sync::Arc;
 use std::time::Instant;
 use store::{
-    AdjustmentResult, AuthorizationResult, BatchItem, ChannelOutcome, Done, Expired, ExpiryCall,
-    ExpiryScope, FundingCall, FundingOutcome, InstoreCall, InstoreOp, InstoreOutcome,
-    NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store, StoreError,
-    StoredResponse, Verdict, WalletCall, WalletOp, WalletPlanner, Work,
+    AdjustmentResult, AuthorizationResult, BatchItem, CardTransaction, ChannelOutcome, Done,
+    Expired, ExpiryCall, ExpiryScope, FundingCall, FundingOutcome, InstoreCall, InstoreOp,
+    InstoreOutcome, NotificationCall, NotificationResult, Outcome, ProcessorCall, Renders, Store,
+    StoreError, StoredResponse, Verdict, WalletCall, WalletOp, WalletPlanner, Work,
 };
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -79,6 +79,8 @@ pub struct AuthorizationJob {
 pub struct AdjustmentJob {
     pub body: Vec<u8>,
     pub parsed: TransactionRequest,
+    /// Optional fields of the body were malformed and left out of `parsed`.
+    pub unread_fields: bool,
     pub idempotency_key: String,
     pub request_hash: [u8; 32],
     pub endpoint: String,
@@ -386,7 +388,10 @@ impl Job {
                     commit_by: None,
                     commit_started: None,
                 },
-                tx: card_transaction(&j.parsed),
+                tx: CardTransaction {
+                    unread_fields: j.unread_fields,
+                    ..card_transaction(&j.parsed)
+                },
                 direction: j.direction,
             },
             Job::Notification(j) => Work::Notification(NotificationCall {

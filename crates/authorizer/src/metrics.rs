@@ -174,6 +174,10 @@ impl Metrics {
                 "Processor requests refused for an id that breaks the id rule, by route and field.",
             ),
             (
+                "authorizer_unread_fields_total",
+                "Optional fields of adjustments left out because they could not be read (the adjustment is booked, flagged UNREAD_FIELDS), by route and field.",
+            ),
+            (
                 "authorizer_transaction_conflicts_total",
                 "Transaction ids resent under a new key asking for other money (HTTP 409), by route.",
             ),

@@ -266,14 +266,14 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         Route::Adjustment(wire::Direction::Debit) => (
             "adjustDebit",
             "Book a debit the network already made effective",
-            "Cannot be refused: always booked (a balance may go negative; an unknown user or currency is parked on suspense and flagged). 503 when it could not be stored: the processor sends it again.",
+            "Cannot be refused: always booked (a balance may go negative; an unknown user or currency is parked on suspense and flagged). An optional field of the wrong type (merchant, card, user, amount.transaction, amount.settlement, amount.details, transaction.point_type and the like) is left out and the booking flagged UNREAD_FIELDS; 400 only when transaction.id, type, original_transaction_id or amount.local cannot be read. 503 when it could not be stored: the processor sends it again.",
             "TransactionRequest",
             "AdjustmentResponse",
         ),
         Route::Adjustment(wire::Direction::Credit) => (
             "adjustCredit",
             "Book a credit (refund, reversal, payment, clearing difference)",
-            "Cannot be refused: always booked. 503 when it could not be stored: the processor sends it again.",
+            "Cannot be refused: always booked; malformed optional fields are left out as for adjustDebit (flag UNREAD_FIELDS). 503 when it could not be stored: the processor sends it again.",
             "TransactionRequest",
             "AdjustmentResponse",
         ),
@@ -307,7 +307,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
             RequestBodyBuilder::new()
                 .required(Some(Required::True))
                 .description(Some(
-                    "Raw JSON; the signature covers these exact bytes. Unknown fields are accepted and kept; a duplicated key in a typed object is refused (400).",
+                    "Raw JSON; the signature covers these exact bytes. Unknown fields are accepted and kept; a duplicated key in a typed object is refused (400), except on adjustments where the field can be left out (see the operation).",
                 ))
                 .content("application/json", json_content(schema_ref(request)))
                 .build(),
@@ -317,7 +317,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         .response(
             "400",
             signed(error(
-                "The body is not a request of this kind (not UTF-8 JSON, a field of the wrong type, an amount with leading zeros, an id that breaks the id rule: 1 to 255 visible ASCII characters), or x-idempotency-key is missing or breaks that rule; the message names the field; nothing stored. Signed.",
+                "The body is not a request of this kind (not UTF-8 JSON, a field of the wrong type, an amount with leading zeros, an id that breaks the id rule: 1 to 255 visible ASCII characters; on adjustments only in transaction.id, type, original_transaction_id or amount.local, the rest being left out), or x-idempotency-key is missing or breaks that rule; the message names the field; nothing stored. Signed.",
             ))
             .build(),
         )

@@ -204,6 +204,7 @@ pub async fn adjust<H: 'static>(
     state: &AppState,
     call: &ProcessorCall<'_>,
     parsed: &TransactionRequest,
+    unread_fields: bool,
     direction: RequestKind,
     hold: H,
 ) -> Result<(Outcome<AdjustmentResult>, H), StoreError> {
@@ -211,6 +212,7 @@ pub async fn adjust<H: 'static>(
         Job::Adjustment(AdjustmentJob {
             body: call.raw_body.to_vec(),
             parsed: parsed.clone(),
+            unread_fields,
             idempotency_key: call.idempotency_key.to_owned(),
             request_hash: call.request_hash,
             endpoint: call.endpoint.to_owned(),
@@ -285,6 +287,7 @@ pub struct OwnedTransaction {
     original_transaction_id: Option<String>,
     country: Option<String>,
     channels: ledger::controls::Channels,
+    unread_fields: bool,
 }
 
 impl OwnedTransaction {
@@ -301,6 +304,7 @@ impl OwnedTransaction {
             original_transaction_id: t.original_transaction_id.map(str::to_owned),
             country: t.country.map(str::to_owned),
             channels: t.channels,
+            unread_fields: t.unread_fields,
         }
     }
 
@@ -317,6 +321,7 @@ impl OwnedTransaction {
             original_transaction_id: self.original_transaction_id.as_deref(),
             country: self.country.as_deref(),
             channels: self.channels,
+            unread_fields: self.unread_fields,
         }
     }
 }
@@ -342,6 +347,7 @@ pub fn card_transaction(r: &TransactionRequest) -> CardTransaction<'_> {
             r.transaction.entry_mode.as_ref().map(|e| e.as_str()),
             r.transaction.origin.as_ref().map(|o| o.as_str()),
         ),
+        unread_fields: false,
     }
 }
 

@@ -38,7 +38,7 @@ macro_rules! flags {
 flags! {
     SUSPENSE UNKNOWN_CURRENCY EXCESS_PRECISION NEGATIVE_AMOUNT NEGATIVE_BALANCE OUT_OF_RANGE
     UNKNOWN_ORIGINAL FORCED_BY_PROCESSOR UNKNOWN_DIRECTION MISSING_AMOUNT CONFLICTING_VERDICT
-    UNPARSED ORIGINAL_NOT_BOOKED ALREADY_CREDITED
+    UNPARSED ORIGINAL_NOT_BOOKED ALREADY_CREDITED UNREAD_FIELDS
 }
 
 impl Flags {
@@ -273,6 +273,9 @@ impl AdjustmentTerms {
     /// Reads the currency and amount of adjustment `t` on a route of `direction`.
     pub fn new(t: &CardTransaction<'_>, direction: RequestKind) -> AdjustmentTerms {
         let mut flags = Flags::default();
+        if t.unread_fields {
+            flags.add(Flags::UNREAD_FIELDS);
+        }
         let currency = match Currency::parse_any(t.currency) {
             Ok(c) => {
                 if !c.is_listed() {

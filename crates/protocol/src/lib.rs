@@ -11,6 +11,7 @@
 //! * [`webhook`]: the URL challenge and the `x-signature` of webhook deliveries.
 
 pub mod amount;
+pub mod lenient;
 pub mod minor;
 #[cfg(feature = "openapi")]
 pub mod openapi;

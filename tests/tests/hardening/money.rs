@@ -1,12 +1,13 @@
 //! Hardening: money never moves the wrong way, twice, or past a block.
 
-use crate::support::admin_money;
+use crate::support::{admin_money, assert_booked_flagged};
 use e2e::*;
 use serde_json::{Value, json};
 
 both_backends!(
     negative_advice_never_credits_the_cardholder,
     negative_adjustments_never_move_against_their_route,
+    adjustments_with_malformed_optional_fields_are_booked_and_flagged,
     resent_transaction_id_asking_other_money_is_refused,
     resent_adjustment_id_asking_other_money_is_refused,
     deposit_beyond_the_ledger_range_is_a_clear_422,
@@ -96,13 +97,7 @@ async fn negative_adjustments_never_move_against_their_route(app: TestApp) {
         let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, amount, "ARS");
         let r = app.processor(route, &tx.body(), &uid("adj")).await;
         // Adjustments cannot be refused: booked, answered, flagged.
-        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
-        app.assert_signed(&r, route);
-        let message = r.json()["message"].as_str().unwrap_or("").to_owned();
-        assert!(
-            message.contains("NEGATIVE_AMOUNT") && message.contains("SUSPENSE"),
-            "{route}: {message}"
-        );
+        assert_booked_flagged(&app, &r, route, &["NEGATIVE_AMOUNT", "SUSPENSE"]);
         assert_eq!(app.available(&user, "ARS").await, "100.00", "{route}");
         let h = history(&app, &tx.id).await;
         let f = flags(&h["records"][0]);
@@ -114,6 +109,90 @@ async fn negative_adjustments_never_move_against_their_route(app: TestApp) {
     let r = app.processor(ADJ_CREDIT, &tx.body(), &uid("adj")).await;
     assert_eq!(r.status, 200);
     assert_eq!(app.available(&user, "ARS").await, "130.00");
+}
+
+/// `tx`'s body with `from` (found exactly once) replaced by `to`.
+fn edited(tx: &Tx, from: &str, to: &str) -> Vec<u8> {
+    let body = String::from_utf8(tx.body()).expect("a test body is text");
+    assert_eq!(body.matches(from).count(), 1, "{from} in {body}");
+    body.replacen(from, to, 1).into_bytes()
+}
+
+async fn adjustments_with_malformed_optional_fields_are_booked_and_flagged(app: TestApp) {
+    let user = uid("unread");
+    app.funded(&user, "ARS", "100.00").await;
+    let unread = |field: &str| {
+        format!("authorizer_unread_fields_total{{route=\"{ADJ_DEBIT}\",field=\"{field}\"}}")
+    };
+    let before = (
+        counter(&app, &unread("merchant.mcc")).await,
+        counter(&app, &unread("amount.settlement")).await,
+    );
+
+    // A debit adjustment with a numeric MCC and a null settlement total: the network made it
+    // effective, so it is booked on the cardholder, flagged, and answered APPROVED.
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "\"30.00\"", "ARS");
+    let body = edited(&tx, r#""mcc":"5045""#, r#""mcc":5045"#);
+    let body = String::from_utf8(body).unwrap().replacen(
+        r#""settlement":{"total":11.0"#,
+        r#""settlement":{"total":null"#,
+        1,
+    );
+    let key = uid("adj");
+    let r = app.processor(ADJ_DEBIT, body.as_bytes(), &key).await;
+    assert_booked_flagged(&app, &r, ADJ_DEBIT, &["UNREAD_FIELDS"]);
+    assert_eq!(r.json()["status_detail"], "APPROVED");
+    assert_eq!(app.available(&user, "ARS").await, "70.00");
+    let h = history(&app, &tx.id).await;
+    assert!(flags(&h["records"][0]).iter().any(|f| f == "UNREAD_FIELDS"));
+    assert_eq!(counter(&app, &unread("merchant.mcc")).await, before.0 + 1);
+    assert_eq!(
+        counter(&app, &unread("amount.settlement")).await,
+        before.1 + 1
+    );
+    // The processor's resends replay it, under its key or a new one; nothing moves or
+    // counts twice.
+    for k in [key.clone(), uid("adj")] {
+        let again = app.processor(ADJ_DEBIT, body.as_bytes(), &k).await;
+        assert_eq!((again.status, again.json()), (200, r.json()));
+    }
+    assert_eq!(app.available(&user, "ARS").await, "70.00");
+    assert_eq!(counter(&app, &unread("merchant.mcc")).await, before.0 + 1);
+
+    // A user id that cannot be read: no cardholder is credited, the money waits on suspense.
+    let tx = Tx::new(&uid("ctx"), "REFUND", &user, "\"5.00\"", "ARS");
+    let body = edited(
+        &tx,
+        &format!(r#""user":{{"id":"{user}"}}"#),
+        r#""user":{"id":12}"#,
+    );
+    let r = app.processor(ADJ_CREDIT, &body, &uid("adj")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let f = flags(&history(&app, &tx.id).await["records"][0]);
+    for want in ["UNREAD_FIELDS", "SUSPENSE"] {
+        assert!(f.iter().any(|x| x == want), "{want} in {f:?}");
+    }
+    assert_eq!(app.available(&user, "ARS").await, "70.00");
+
+    // What the money needs is never guessed: refused as before, nothing stored.
+    let tx = Tx::new(&uid("ctx"), "REFUND", &user, "null", "ARS");
+    let r = app.processor(ADJ_CREDIT, &tx.body(), &uid("adj")).await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    let r = app
+        .admin("GET", &format!("/v1/transactions/{}", tx.id), None, None)
+        .await;
+    assert_eq!(r.status, 404);
+    // And an authorization, which may be refused, is refused.
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", &user, "\"1.00\"", "ARS");
+    let r = app
+        .processor(
+            AUTH_DEBIT,
+            &edited(&tx, r#""mcc":"5045""#, r#""mcc":5045"#),
+            &uid("auth"),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(app.available(&user, "ARS").await, "70.00");
 }
 
 async fn resent_transaction_id_asking_other_money_is_refused(app: TestApp) {

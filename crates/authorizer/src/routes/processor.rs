@@ -148,24 +148,38 @@ fn parse_request(
 ) -> Result<TransactionRequest, Answer> {
     // Ids are checked by the parser: stored and logged unquoted only once they are known to
     // be visible ASCII of bounded length.
-    TransactionRequest::from_slice(body).map_err(|e| {
-        let reason = match e.id_field() {
-            Some(field) => {
-                count_invalid_id(state, route, field);
-                "invalid_id"
-            }
-            None => "malformed_request",
-        };
-        state
-            .metrics
-            .inc("authorizer_bad_requests_total", &[("reason", reason)]);
-        Answer::error(
-            StatusCode::BAD_REQUEST,
-            "malformed_request",
-            e.message(),
-            "BAD_REQUEST",
-        )
-    })
+    TransactionRequest::from_slice(body).map_err(|e| refused(&e, state, route))
+}
+
+/// The 400 for a body that does not parse, counted.
+fn refused(e: &protocol::wire::WireError, state: &AppState, route: Route) -> Answer {
+    let reason = match e.id_field() {
+        Some(field) => {
+            count_invalid_id(state, route, field);
+            "invalid_id"
+        }
+        None => "malformed_request",
+    };
+    state
+        .metrics
+        .inc("authorizer_bad_requests_total", &[("reason", reason)]);
+    Answer::error(
+        StatusCode::BAD_REQUEST,
+        "malformed_request",
+        e.message(),
+        "BAD_REQUEST",
+    )
+}
+
+/// An adjustment's body: read strictly, or without the optional fields that are malformed
+/// (`protocol::lenient`), named. An adjustment cannot be refused: a 400 is resent forever
+/// and its money never booked. The stored raw request keeps what is left out.
+fn parse_adjustment(
+    body: &[u8],
+    state: &AppState,
+    route: Route,
+) -> Result<(TransactionRequest, Vec<&'static str>), Answer> {
+    TransactionRequest::from_slice_lenient(body).map_err(|e| refused(&e, state, route))
 }
 
 /// The idempotency key and the parsed body of a processor request, or the refusal.
@@ -343,7 +357,8 @@ async fn adjustment(
     route: Route,
     direction: Direction,
 ) -> Answer {
-    let (key, parsed) = or_answer!(keyed_request(req, body, state, route));
+    let key = or_answer!(idempotency_key(req, state, route));
+    let (parsed, unread) = or_answer!(parse_adjustment(body, state, route));
     let (hash, claims) = or_answer!(claim(state, route, key, body).await);
     let call = ProcessorCall {
         idempotency_key: key,
@@ -354,9 +369,33 @@ async fn adjustment(
         commit_by: None,
         commit_started: None,
     };
-    match service::adjust(state, &call, &parsed, request_kind(direction), claims).await {
+    match service::adjust(
+        state,
+        &call,
+        &parsed,
+        !unread.is_empty(),
+        request_kind(direction),
+        claims,
+    )
+    .await
+    {
         Ok((outcome, claims)) => {
             if let Outcome::Fresh { result, .. } = &outcome {
+                // Once per booking, as the flags are: by field name, never its value.
+                for field in &unread {
+                    state.metrics.inc(
+                        "authorizer_unread_fields_total",
+                        &[("route", route.path()), ("field", field)],
+                    );
+                }
+                if !unread.is_empty() {
+                    tracing::warn!(
+                        route = route.path(),
+                        transaction_id = %parsed.transaction.id,
+                        fields = ?unread,
+                        "adjustment booked without the fields that could not be read (the raw request keeps them)"
+                    );
+                }
                 for flag in result.flags.as_slice() {
                     state
                         .metrics

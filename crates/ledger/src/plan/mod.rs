@@ -75,6 +75,10 @@ pub struct CardTransaction<'a> {
     pub country: Option<&'a str>,
     /// The channels the request shows (`point_type`, `entry_mode`, `origin`, `type`).
     pub channels: Channels,
+    /// Fields of the body that could not be read were left out (an adjustment's optional
+    /// fields, which the protocol crate's lenient parse drops); the stored raw request
+    /// keeps them.
+    pub unread_fields: bool,
 }
 
 /// The rules of a card we hold a record for.

@@ -1,0 +1,354 @@
+//! Reading an adjustment whose optional fields are malformed.
+//!
+//! An adjustment cannot be refused: the network already made it effective, and a 400 is
+//! resent by the processor forever while the money stays unbooked. When a body fails the
+//! strict parse only because an optional field has the wrong type (a numeric
+//! `merchant.mcc`, a card without an `id`, a `null` settlement total, a user id that
+//! breaks the id rule), [`TransactionRequest::from_slice_lenient`] leaves those fields out
+//! and parses the rest strictly. The caller books it, flagged, and keeps the raw body as
+//! received, so nothing left out is lost.
+//!
+//! What money needs is never left out: `transaction.id`, `transaction.type`,
+//! `transaction.original_transaction_id` (it decides which authorization a reversal
+//! corrects) and `amount.local`. A body whose fault is there is refused as before.
+
+use std::fmt;
+
+use serde::de::{DeserializeOwned, MapAccess, Visitor};
+use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
+
+use crate::wire::{
+    AmountDetail, CardRef, EntryMode, Merchant, MoneyField, Origin, PointType, ProductType,
+    Provider, Source, TransactionRequest, UserRef, WireError, check_id, refused_before_parsing,
+};
+
+/// A JSON object's members in order, each value as its exact text (amounts keep their
+/// literal). A name may stand twice: the strict parse of the rebuilt text refuses that for
+/// the names it reads, and a member that may be left out is, when it is given twice.
+struct Members(Vec<(String, Box<RawValue>)>);
+
+impl<'de> Deserialize<'de> for Members {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Entries;
+        impl<'de> Visitor<'de> for Entries {
+            type Value = Members;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Members, A::Error> {
+                let mut out: Vec<(String, Box<RawValue>)> = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Box<RawValue>>()? {
+                    out.push(entry);
+                }
+                Ok(Members(out))
+            }
+        }
+        d.deserialize_map(Entries)
+    }
+}
+
+impl Members {
+    fn of(raw: &RawValue) -> Option<Members> {
+        serde_json::from_str(raw.get()).ok()
+    }
+
+    fn positions(&self, name: &str) -> Vec<usize> {
+        (0..self.0.len()).filter(|&i| self.0[i].0 == name).collect()
+    }
+
+    /// Leaves out member `name` unless it stands once and its value reads as `T` and passes
+    /// `valid`; records `path` when it does.
+    fn keep_if<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        path: &'static str,
+        valid: impl Fn(&T) -> bool,
+        left_out: &mut Vec<&'static str>,
+    ) {
+        let at = self.positions(name);
+        let readable = match at.as_slice() {
+            [] => return,
+            [i] => serde_json::from_str::<T>(self.0[*i].1.get()).is_ok_and(|v| valid(&v)),
+            _ => false,
+        };
+        if !readable {
+            for i in at.into_iter().rev() {
+                self.0.remove(i);
+            }
+            left_out.push(path);
+        }
+    }
+
+    /// Leaves out member `name` unless it reads as `T` (or is `null`).
+    fn keep<T: DeserializeOwned>(
+        &mut self,
+        name: &str,
+        path: &'static str,
+        left_out: &mut Vec<&'static str>,
+    ) {
+        self.keep_if::<Option<T>>(name, path, |_| true, left_out);
+    }
+
+    /// Applies `repair` to the members of object `name`, when it is one and stands once.
+    fn within(&mut self, name: &str, repair: impl FnOnce(&mut Members)) {
+        let [i] = self.positions(name)[..] else {
+            return;
+        };
+        let Some(mut inner) = Members::of(&self.0[i].1) else {
+            return;
+        };
+        repair(&mut inner);
+        if let Some(raw) = inner.to_raw() {
+            self.0[i].1 = raw;
+        }
+    }
+
+    /// The members as one JSON object (names written by serde_json, values that were
+    /// valid JSON: always valid).
+    fn to_raw(&self) -> Option<Box<RawValue>> {
+        let mut text = String::from("{");
+        for (i, (name, value)) in self.0.iter().enumerate() {
+            if i > 0 {
+                text.push(',');
+            }
+            text.push_str(&serde_json::to_string(name).ok()?);
+            text.push(':');
+            text.push_str(value.get());
+        }
+        text.push('}');
+        RawValue::from_string(text).ok()
+    }
+}
+
+impl TransactionRequest {
+    /// [`TransactionRequest::from_slice`], or, when that fails only because optional fields
+    /// are malformed, the request without them and their paths (`merchant.mcc`, `card`,
+    /// ...). Never looser about money: see the [module](crate::lenient) text. An empty
+    /// list means the body parsed strictly.
+    pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<&'static str>), WireError> {
+        let strict = match Self::from_slice(body) {
+            Ok(parsed) => return Ok((parsed, Vec::new())),
+            Err(e) => e,
+        };
+        if refused_before_parsing(body) {
+            return Err(strict);
+        }
+        let Ok(mut top) = serde_json::from_slice::<Members>(body) else {
+            return Err(strict);
+        };
+        let mut left_out = Vec::new();
+        let out = &mut left_out;
+        top.within("transaction", |t| {
+            t.keep::<PointType>("point_type", "transaction.point_type", out);
+            t.keep::<EntryMode>("entry_mode", "transaction.entry_mode", out);
+            t.keep::<Origin>("origin", "transaction.origin", out);
+            t.keep::<Source>("source", "transaction.source", out);
+            t.keep::<String>("country_code", "transaction.country_code", out);
+            t.keep::<String>("local_date_time", "transaction.local_date_time", out);
+        });
+        top.within("merchant", |m| {
+            m.keep::<String>("id", "merchant.id", out);
+            m.keep::<String>("mcc", "merchant.mcc", out);
+            m.keep::<String>("name", "merchant.name", out);
+            m.keep::<String>("terminal_id", "merchant.terminal_id", out);
+            m.keep::<String>("country", "merchant.country", out);
+            m.keep::<String>("city", "merchant.city", out);
+            m.keep::<String>("address", "merchant.address", out);
+        });
+        top.keep::<Merchant>("merchant", "merchant", out);
+        top.within("card", |c| {
+            c.keep::<ProductType>("product_type", "card.product_type", out);
+            c.keep::<Provider>("provider", "card.provider", out);
+            c.keep::<String>("last_four", "card.last_four", out);
+        });
+        top.keep_if::<Option<CardRef>>(
+            "card",
+            "card",
+            |c| {
+                c.as_ref()
+                    .is_none_or(|c| check_id("card.id", &c.id).is_ok())
+            },
+            out,
+        );
+        // Without a readable user the adjustment is booked on suspense, for review.
+        top.keep_if::<Option<UserRef>>(
+            "user",
+            "user",
+            |u| {
+                u.as_ref()
+                    .is_none_or(|u| check_id("user.id", &u.id).is_ok())
+            },
+            out,
+        );
+        top.within("amount", |a| {
+            a.keep::<MoneyField>("transaction", "amount.transaction", out);
+            a.keep::<MoneyField>("settlement", "amount.settlement", out);
+            a.keep::<Vec<AmountDetail>>("details", "amount.details", out);
+        });
+        if left_out.is_empty() {
+            return Err(strict);
+        }
+        match top
+            .to_raw()
+            .map(|raw| Self::from_slice(raw.get().as_bytes()))
+        {
+            Some(Ok(parsed)) => Ok((parsed, left_out)),
+            _ => Err(strict),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = concat!(
+        r#"{"transaction":{"id":"ctx-1","type":"PURCHASE","point_type":"POS","#,
+        r#""original_transaction_id":"ctx-0"},"#,
+        r#""merchant":{"id":"m1","mcc":"5045","name":"Shop"},"#,
+        r#""card":{"id":"crd-1","product_type":"PREPAID","last_four":"6708"},"#,
+        r#""user":{"id":"usr-1"},"#,
+        r#""amount":{"local":{"total":990.10,"currency":"ARS"},"#,
+        r#""settlement":{"total":"11.00","currency":"USD"}},"#,
+        r#""extra_data":{"pin_presence":"ONLINE"}}"#
+    );
+
+    fn with(from: &str, to: &str) -> String {
+        assert_eq!(GOOD.matches(from).count(), 1, "{from}");
+        GOOD.replacen(from, to, 1)
+    }
+
+    #[test]
+    fn a_strict_body_reads_as_it_does_strictly() {
+        let (lenient, left_out) = TransactionRequest::from_slice_lenient(GOOD.as_bytes()).unwrap();
+        assert!(left_out.is_empty());
+        assert_eq!(
+            lenient,
+            TransactionRequest::from_slice(GOOD.as_bytes()).unwrap()
+        );
+    }
+
+    #[test]
+    fn malformed_optional_fields_are_left_out_and_named() {
+        let cases: &[(&str, &str, &[&str])] = &[
+            (r#""mcc":"5045""#, r#""mcc":5045"#, &["merchant.mcc"]),
+            (r#""id":"crd-1","#, "", &["card"]),
+            (r#""id":"crd-1""#, r#""id":"crd-1\nx""#, &["card"]),
+            (
+                r#""product_type":"PREPAID""#,
+                r#""product_type":7"#,
+                &["card.product_type"],
+            ),
+            (
+                r#""total":"11.00""#,
+                r#""total":null"#,
+                &["amount.settlement"],
+            ),
+            (r#""id":"usr-1""#, r#""id":12"#, &["user"]),
+            (
+                r#""point_type":"POS""#,
+                r#""point_type":["POS"]"#,
+                &["transaction.point_type"],
+            ),
+            (
+                r#""merchant":{"id":"m1","mcc":"5045","name":"Shop"}"#,
+                r#""merchant":"Shop""#,
+                &["merchant"],
+            ),
+            (
+                r#""name":"Shop"},"card":{"id":"crd-1","#,
+                r#""name":false},"card":{"id":5,"#,
+                &["merchant.name", "card"],
+            ),
+            // A name given twice where a field may be left out: that field is (never one of
+            // the two picked), or the whole object when the name is one it needs.
+            (r#""id":"m1","#, r#""id":"m1","mcc":5,"#, &["merchant.mcc"]),
+            (
+                r#""point_type":"POS","#,
+                r#""point_type":"POS","point_type":"ATM","#,
+                &["transaction.point_type"],
+            ),
+            (r#""id":"usr-1""#, r#""id":"usr-1","id":"usr-2""#, &["user"]),
+            (
+                r#""user":{"id":"usr-1"}"#,
+                r#""user":{"id":"usr-1"},"user":{"id":"usr-2"}"#,
+                &["user"],
+            ),
+            // A name the request does not read may stand twice, as it may strictly.
+            (
+                r#""extra_data":{"pin_presence":"ONLINE"}"#,
+                r#""extra_data":{},"extra_data":{},"merchant":null,"merchant":7"#,
+                &["merchant"],
+            ),
+        ];
+        for (from, to, named) in cases {
+            let body = with(from, to);
+            assert!(
+                TransactionRequest::from_slice(body.as_bytes()).is_err(),
+                "{body}"
+            );
+            let (parsed, left_out) = TransactionRequest::from_slice_lenient(body.as_bytes())
+                .unwrap_or_else(|e| panic!("{body}: {}", e.message()));
+            assert_eq!(&left_out, named, "{body}");
+            // The money and the ids it needs are read exactly as sent.
+            assert_eq!(parsed.transaction.id, "ctx-1");
+            assert_eq!(parsed.amount.local.total.text(), "990.10");
+            assert_eq!(
+                parsed.transaction.original_transaction_id.as_deref(),
+                Some("ctx-0")
+            );
+        }
+    }
+
+    #[test]
+    fn what_money_needs_is_never_left_out() {
+        for (from, to) in [
+            (r#""total":990.10"#, r#""total":null"#),
+            (r#""currency":"ARS""#, r#""currency":32"#),
+            (r#""id":"ctx-1""#, r#""id":1"#),
+            (r#""type":"PURCHASE""#, r#""type":3"#),
+            (
+                r#""original_transaction_id":"ctx-0""#,
+                r#""original_transaction_id":7"#,
+            ),
+            // A name given twice outside what may be left out is refused, here as strictly.
+            (
+                r#""local":"#,
+                r#""local":{"total":1,"currency":"ARS"},"local":"#,
+            ),
+            (
+                r#""type":"PURCHASE""#,
+                r#""type":"PURCHASE","type":"REFUND""#,
+            ),
+            // Amounts keep their exact rules.
+            (r#""total":990.10"#, r#""total":"990,10""#),
+        ] {
+            let body = with(from, to);
+            let strict = TransactionRequest::from_slice(body.as_bytes()).unwrap_err();
+            let lenient = TransactionRequest::from_slice_lenient(body.as_bytes()).unwrap_err();
+            assert_eq!(lenient.message(), strict.message(), "{body}");
+        }
+        // Nor when a field that may be left out is wrong as well.
+        let only_mcc = with(r#""mcc":"5045""#, r#""mcc":5"#);
+        assert!(TransactionRequest::from_slice_lenient(only_mcc.as_bytes()).is_ok());
+        for (from, to) in [
+            (r#""total":990.10"#, r#""total":null"#),
+            (
+                r#""original_transaction_id":"ctx-0""#,
+                r#""original_transaction_id":"ctx 0""#,
+            ),
+            (r#""id":"ctx-1""#, r#""id":"ctx-1\u001b[31m""#),
+            (r#""type":"PURCHASE""#, r#""type":{}"#),
+        ] {
+            assert_eq!(only_mcc.matches(from).count(), 1, "{from}");
+            let body = only_mcc.replace(from, to);
+            assert!(
+                TransactionRequest::from_slice_lenient(body.as_bytes()).is_err(),
+                "{body}"
+            );
+        }
+    }
+}
