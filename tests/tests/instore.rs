@@ -345,13 +345,12 @@ async fn callback_retries_until_delivered(app: TestApp, rx: CallbackReceiver) {
         assert_eq!(p.signature, sign(&p.body), "signed with the tenant's key");
         assert_eq!(p.correlation_id, "corr-test");
     }
-    // Backoff: about 1, 2 and 4 s (±20 %) between attempts.
+    // Backoff: at least about 1, 2 and 4 s (-20 %) between attempts. The schedule itself
+    // is `store::outbox::backoff_ms`'s unit test; no upper bound per gap here, since on a
+    // loaded machine a sender's round may come late (the 30 s wait above bounds it).
     for (i, want) in [1.0f64, 2.0, 4.0].iter().enumerate() {
         let gap = posts[i + 1].at.duration_since(posts[i].at).as_secs_f64();
-        assert!(
-            gap >= want * 0.8 - 0.05 && gap <= want * 1.2 + 1.0,
-            "gap {i}: {gap}s"
-        );
+        assert!(gap >= want * 0.8 - 0.05, "gap {i}: {gap}s");
     }
     let created: Value = serde_json::from_slice(&posts[0].body).unwrap();
     assert_eq!(created["action"], "Create");
