@@ -678,8 +678,10 @@ async fn timeout_then_advice(app: TestApp) {
     let p = pt.payment(&done["payment"]["id"]).await;
     assert_eq!(p["status"], "rejected");
     assert_eq!(p["status_detail"], "CLIENT_TIMEOUT");
-    // Our authorizer approved and booked in time for itself; the advice reversed it. On a
-    // busy machine the advice may reach us before the authorization it settles: wait for it.
+    // Usually our authorizer approved and booked in time for itself, and the advice
+    // reversed it. On a busy machine the advice may reach us first: the late authorization
+    // then meets the processor's verdict and books nothing. Both orders are right; wait for
+    // the authorization to be recorded either way.
     let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
     let h = loop {
         let (_, h) = transaction(&app, &format!("ctx-pt-{id}")).await;
@@ -688,9 +690,18 @@ async fn timeout_then_advice(app: TestApp) {
         }
         actix_rt::time::sleep(std::time::Duration::from_millis(50)).await;
     };
-    assert_eq!(h["records"][0]["status"], "APPROVED");
     assert_eq!(h["notifications"][0]["status_detail"], "CLIENT_TIMEOUT");
-    assert_eq!(h["notifications"][0]["effect"], "REVERSED");
+    let order = (
+        h["records"][0]["status"].as_str(),
+        h["notifications"][0]["effect"].as_str(),
+    );
+    assert!(
+        matches!(
+            order,
+            (Some("APPROVED"), Some("REVERSED")) | (Some("REJECTED"), Some("NOOP"))
+        ),
+        "{h}"
+    );
     assert_eq!(app.available(&user, "ARS").await, "100.00");
     let posts = pt.wait_for(id, "CONFIRMATION_REQUIRED").await;
     assert_eq!(
