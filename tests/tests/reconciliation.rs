@@ -336,6 +336,12 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     ]
     .join("\n");
     recon::write_transactions(files.path(), &date, &rows);
+    // A day without clearing yet: its presentments file holds the header alone.
+    write_presentments_text(
+        files.path(),
+        &date,
+        "transaction_id,direction,local_amount,local_currency,card_id,date\n",
+    );
     let s = recon::settings(&app, reports.path());
     let opts = recon::from_dir(&date, files.path());
     // While another instance holds the lock, a run refuses to start.
@@ -621,6 +627,8 @@ async fn transactions_of_earlier_days(app: TestApp) {
         "no run of its day before"
     );
     assert_eq!(summary["presentments_delivered"], false, "{summary}");
+    // Without breaks, but its clearing not checked: not clean.
+    assert_eq!(run_rec.status, "incomplete");
     // Booked today, in today's file.
     approve(&app, &id("c"), "20.00").await;
 

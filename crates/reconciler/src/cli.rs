@@ -102,8 +102,11 @@ pub async fn main(cli: Cli) -> i32 {
                 if outcome == Outcome::Unchanged {
                     // Nothing new: the date's standing result decides the exit code.
                     let standing = store.run(&date).await?;
-                    let counted = standing.map_or(0, |r| r.break_count + r.malformed_rows);
-                    return Ok(i32::from(counted as u64 > s.report.break_threshold));
+                    let Some(r) = standing else { return Ok(0) };
+                    let counted = (r.break_count + r.malformed_rows) as u64;
+                    return Ok(i32::from(
+                        counted > s.report.break_threshold || without_presentments(&r.summary),
+                    ));
                 }
                 Ok(outcome.exit_code())
             }
@@ -244,7 +247,7 @@ async fn daemon(s: &Settings, store: &Store) -> anyhow::Result<i32> {
                     if outcome.exit_code() == 0 {
                         tracing::info!(business_date = %date, ?outcome, "scheduled reconciliation done")
                     } else {
-                        tracing::warn!(business_date = %date, ?outcome, "scheduled reconciliation found breaks above report.break_threshold")
+                        tracing::warn!(business_date = %date, ?outcome, "scheduled reconciliation found breaks above report.break_threshold, or had no presentments file")
                     }
                 }
                 // Another instance holds the lock, or the files are not there yet: log; the

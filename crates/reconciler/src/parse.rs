@@ -1,6 +1,8 @@
 //! Streaming CSV parsing of the processor's files, driven by the column mapping. Memory is
-//! bounded whatever the file size: one record buffer is reused for every row. A row that
-//! cannot be read is collected with its file, line and reason; it never stops the run.
+//! bounded whatever the file size: one record buffer is reused for every row, and of the
+//! rows that cannot be read the first thousand are kept (every one is counted). Such a row
+//! is reported with its file, line and reason and never stops the run; a file that cannot
+//! be read to its end does (the rest of it would go unchecked).
 
 use crate::config::{CsvSettings, PresentmentColumns, TransactionColumns};
 use anyhow::{Context, bail};
@@ -15,6 +17,40 @@ pub struct Malformed {
     pub file: String,
     pub line: u64,
     pub reason: String,
+}
+
+/// The rows that could not be read: every one counted, the first [`MalformedRows::KEPT`]
+/// kept with their file, line and reason (what the summary shows), so that a large file of
+/// bad rows (a changed layout) costs no more memory than a few.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct MalformedRows {
+    kept: Vec<Malformed>,
+    count: usize,
+}
+
+impl MalformedRows {
+    pub const KEPT: usize = 1000;
+
+    pub fn push(&mut self, m: Malformed) {
+        if self.kept.len() < Self::KEPT {
+            self.kept.push(m);
+        }
+        self.count += 1;
+    }
+
+    /// Every row that could not be read, kept or not.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The kept rows, in the order they were read.
+    pub fn iter(&self) -> std::slice::Iter<'_, Malformed> {
+        self.kept.iter()
+    }
 }
 
 /// How amounts are written.
@@ -167,7 +203,7 @@ fn stream<T>(
     name: &str,
     fmt: CsvFormat,
     wanted: &[(&str, &str, bool)],
-    malformed: &mut Vec<Malformed>,
+    malformed: &mut MalformedRows,
     mut parse: impl FnMut(&csv::ByteRecord, &[Option<usize>], u64) -> Result<T, String>,
     mut row: impl FnMut(T),
 ) -> anyhow::Result<u64> {
@@ -182,26 +218,30 @@ fn stream<T>(
         return Ok(0);
     }
     let cols = resolve(r.byte_headers()?, wanted, &name)?;
+    let width = r.byte_headers()?.len();
     let mut rec = csv::ByteRecord::new();
     let mut n = 0u64;
     loop {
-        let line = r.position().line() + 1;
-        match r.read_byte_record(&mut rec) {
-            Ok(false) => break,
-            Ok(true) => {}
-            Err(e) => {
-                n += 1;
-                malformed.push(Malformed {
-                    file: name.clone(),
-                    line,
-                    reason: format!("unreadable row: {e}"),
-                });
-                continue;
-            }
+        let at = r.position().line();
+        // A read error is the file's, not a row's: the reader cannot go on past it, and the
+        // rest of the file would be taken for its end, unchecked.
+        if !r
+            .read_byte_record(&mut rec)
+            .with_context(|| format!("{name}: cannot be read from line {at} on"))?
+        {
+            break;
         }
         n += 1;
-        let line = rec.position().map(|p| p.line()).unwrap_or(line);
-        match parse(&rec, &cols.0, line) {
+        let line = rec.position().map(|p| p.line()).unwrap_or(at);
+        // Another number of fields than the header's: a delimiter inside an unquoted value
+        // (or one missing) moved the columns, and a value read where another should be
+        // could pass for it.
+        let parsed = if rec.len() == width {
+            parse(&rec, &cols.0, line)
+        } else {
+            Err(format!("{} fields where the header has {width}", rec.len()))
+        };
+        match parsed {
             Ok(t) => row(t),
             Err(reason) => malformed.push(Malformed {
                 file: name.clone(),
@@ -331,7 +371,7 @@ pub fn rows<C: FileColumns>(
     path: &Path,
     map: &C,
     fmt: CsvFormat,
-    malformed: &mut Vec<Malformed>,
+    malformed: &mut MalformedRows,
     row: impl FnMut(C::Row),
 ) -> anyhow::Result<u64> {
     rows_from(open(path)?, &file_name(path), map, fmt, malformed, row)
@@ -343,7 +383,7 @@ pub fn rows_from<C: FileColumns>(
     name: &str,
     map: &C,
     fmt: CsvFormat,
-    malformed: &mut Vec<Malformed>,
+    malformed: &mut MalformedRows,
     row: impl FnMut(C::Row),
 ) -> anyhow::Result<u64> {
     stream(
@@ -374,14 +414,84 @@ mod tests {
     fn an_empty_file_is_no_rows_and_a_file_without_its_columns_an_error() {
         let s = crate::config::Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
         let map = &s.mapping.transactions;
-        let mut malformed = Vec::new();
-        let read = |text: &'static str, malformed: &mut Vec<Malformed>| {
+        let mut malformed = MalformedRows::default();
+        let read = |text: &'static str, malformed: &mut MalformedRows| {
             rows_from(text.as_bytes(), "t.csv", map, DOT, malformed, |_| {})
         };
         assert_eq!(read("", &mut malformed).unwrap(), 0);
         assert!(malformed.is_empty());
         let err = read("id,amount\n1,2\n", &mut malformed).unwrap_err();
         assert!(err.to_string().contains("no column"), "{err}");
+    }
+
+    #[test]
+    fn rows_of_another_width_are_malformed_and_only_the_first_are_kept() {
+        let s = crate::config::Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+        let map = &s.mapping.transactions;
+        let header = "transaction_id,kind,status,direction,local_amount,local_currency,original_transaction_id";
+        let good = "ctx-1,AUTHORIZATION,APPROVED,DEBIT,10.00,ARS,";
+        // A comma inside an unquoted value moved the amount into the currency's column.
+        let wide = "ctx-2,AUTHORIZATION,APPROVED,DEBIT,10,00,ARS,";
+        let narrow = "ctx-3,AUTHORIZATION,APPROVED,DEBIT,10.00";
+        let text = format!("{header}\n{good}\n{wide}\n{narrow}\n");
+        let mut malformed = MalformedRows::default();
+        let mut ids = Vec::new();
+        let n = rows_from(text.as_bytes(), "t.csv", map, DOT, &mut malformed, |r| {
+            ids.push(r.transaction_id)
+        })
+        .unwrap();
+        assert_eq!((n, ids), (3, vec!["ctx-1".to_owned()]));
+        let reasons: Vec<_> = malformed
+            .iter()
+            .map(|m| (m.line, m.reason.as_str()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (3, "8 fields where the header has 7"),
+                (4, "5 fields where the header has 7")
+            ]
+        );
+        // A file of bad rows: every one counted, a thousand kept.
+        let text = format!("{header}\n{}", format!("{wide}\n").repeat(2500));
+        let mut malformed = MalformedRows::default();
+        rows_from(text.as_bytes(), "t.csv", map, DOT, &mut malformed, |_| {}).unwrap();
+        assert_eq!((malformed.len(), malformed.iter().count()), (2500, 1000));
+    }
+
+    #[test]
+    fn a_file_that_cannot_be_read_to_its_end_stops_the_run() {
+        struct Breaks(&'static [u8]);
+        impl std::io::Read for Breaks {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if self.0.is_empty() {
+                    return Err(std::io::Error::other("connection reset"));
+                }
+                let n = buf.len().min(self.0.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let s = crate::config::Settings::load_from(Path::new("/nonexistent"), &[]).unwrap();
+        let input = Breaks(
+            b"transaction_id,kind,status,direction,local_amount,local_currency,original_transaction_id\n\
+              ctx-1,AUTHORIZATION,APPROVED,DEBIT,10.00,ARS,\n",
+        );
+        let mut malformed = MalformedRows::default();
+        let err = rows_from(
+            input,
+            "t.csv",
+            &s.mapping.transactions,
+            DOT,
+            &mut malformed,
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("t.csv: cannot be read from line 3 on"),
+            "{err:#}"
+        );
     }
 
     #[test]

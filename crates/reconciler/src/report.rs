@@ -131,9 +131,10 @@ pub fn summary_text(
         s,
         "Reconciliation of {} - {}",
         run.business_date,
-        match (run.break_count, run.malformed_rows) {
-            (0, 0) => "CLEAN",
-            (0, _) => "INCOMPLETE: rows not read",
+        match (run.break_count, run.malformed_rows, run.status.as_str()) {
+            (0, 0, "incomplete") => "INCOMPLETE: no presentments file",
+            (0, 0, _) => "CLEAN",
+            (0, _, _) => "INCOMPLETE: rows not read",
             _ => "BREAKS FOUND",
         }
     );

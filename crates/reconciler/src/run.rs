@@ -1,7 +1,7 @@
 //! One reconciliation of a business date: fetch, record, match, store, report.
 
 use crate::config::{Settings, Source};
-use crate::parse::{self, CsvFormat, Malformed};
+use crate::parse::{self, CsvFormat, MalformedRows};
 use crate::partition::{self, LineBases, PartReader, Record, Spill, SpillDir};
 use crate::report;
 use crate::sftp::{self, BusinessDate, Fetched, SftpAuth, SftpConfig};
@@ -50,10 +50,13 @@ pub struct Input {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Reconciled; `breaks` and unreadable rows above the threshold make the exit code 1.
+    /// Reconciled; `breaks` and unreadable rows above the threshold make the exit code 1,
+    /// and so does a date without a presentments file (its clearing was not checked).
     Done {
         breaks: u64,
         above_threshold: bool,
+        /// No presentments file was delivered for the date.
+        without_presentments: bool,
         report_dir: PathBuf,
     },
     /// Every file was already imported and the date was reconciled: nothing changed.
@@ -64,9 +67,10 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Done {
-                above_threshold: true,
+                above_threshold,
+                without_presentments,
                 ..
-            } => 1,
+            } if *above_threshold || *without_presentments => 1,
             _ => 0,
         }
     }
@@ -294,7 +298,7 @@ pub fn peak_rss_kib() -> Option<u64> {
 /// Everything a run produced, before it is stored.
 pub struct Reconciled {
     pub report: Report,
-    pub malformed: Vec<Malformed>,
+    pub malformed: MalformedRows,
     pub ledger_entries: u64,
     pub rows: u64,
     /// Partitions the day was matched in (1: it fit in memory at once).
@@ -376,7 +380,7 @@ pub async fn reconcile(
         let mut spill = Spill::new(parts, file_dir.as_deref(), "file")?;
         let mut side = FileSide {
             fmt,
-            malformed: Vec::new(),
+            malformed: MalformedRows::default(),
             read: &c.rows,
             failed: None,
         };
@@ -1032,12 +1036,12 @@ async fn restore_report_files(
     report::write_files(&dir, stored, &breaks, &summary, s.report.largest)
 }
 
-/// A run's status: `breaks`; else `incomplete` when rows of its files could not be read
-/// (they were not checked); else `clean`.
-fn run_status(breaks: usize, malformed: usize) -> &'static str {
-    match (breaks, malformed) {
-        (0, 0) => "clean",
-        (0, _) => "incomplete",
+/// A run's status: `breaks`; else `incomplete` when rows of its files could not be read,
+/// or no presentments file came (what was not read was not checked); else `clean`.
+fn run_status(breaks: usize, malformed: usize, presentments_delivered: bool) -> &'static str {
+    match (breaks, malformed, presentments_delivered) {
+        (0, 0, true) => "clean",
+        (0, _, _) => "incomplete",
         _ => "breaks",
     }
 }
@@ -1112,9 +1116,10 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
         let summary = report::summary_json(&date_str, &r, &inputs, clock.elapsed());
         // A row that could not be read was not checked: it counts as a break would.
         let above = (breaks.len() + r.malformed.len()) as u64 > s.report.break_threshold;
+        let presentments_delivered = inputs.iter().any(|i| i.role == Role::Presentments);
         let run = RunRecord {
             business_date: date_str.clone(),
-            status: run_status(breaks.len(), r.malformed.len()).into(),
+            status: run_status(breaks.len(), r.malformed.len(), presentments_delivered).into(),
             started_at_ms: started,
             finished_at_ms: store::now_ms(),
             matched: r.report.matched as i64,
@@ -1142,7 +1147,12 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
             elapsed_ms = clock.elapsed().as_millis() as u64,
             "reconciliation finished"
         );
-        Ok(Outcome::Done { breaks: breaks.len() as u64, above_threshold: above, report_dir: dir })
+        Ok(Outcome::Done {
+            breaks: breaks.len() as u64,
+            above_threshold: above,
+            without_presentments: !presentments_delivered,
+            report_dir: dir,
+        })
     }
     .await;
     lock.release().await;
@@ -1154,7 +1164,7 @@ pub async fn run(s: &Settings, store: &Store, opts: &RunOptions) -> anyhow::Resu
 /// more is spilled, but every file is still read to its end so that its rows are counted.
 struct FileSide<'a> {
     fmt: CsvFormat,
-    malformed: Vec<Malformed>,
+    malformed: MalformedRows,
     read: &'a AtomicU64,
     failed: Option<anyhow::Error>,
 }

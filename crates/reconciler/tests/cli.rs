@@ -1,4 +1,5 @@
-//! The `reconciler` binary as cron runs it: exit 0 clean, 1 breaks, 2 could not run.
+//! The `reconciler` binary as cron runs it: exit 0 clean, 1 breaks (or no presentments
+//! file: the clearing was not checked), 2 could not run.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -31,10 +32,21 @@ fn exit_codes_and_reports() {
     std::fs::create_dir_all(&files).unwrap();
     let source = format!("dir:{}", files.display());
     let header = "transaction_id,kind,type,status,direction,local_amount,local_currency,original_transaction_id,card_id,user_id,date\n";
+    // A day without clearing: a presentments file of its header alone.
+    let no_clearing = |day: &str| {
+        let name = format!("presentments_{day}.csv");
+        let header = "transaction_id,direction,local_amount,local_currency,card_id,date\n";
+        std::fs::write(files.join(name), header).unwrap();
+    };
     // A day's transactions file of one row, then the run of that day.
     let run_day = |date: &str, row: &str| {
-        let name = format!("transactions_{}.csv", date.replace('-', ""));
-        std::fs::write(files.join(name), format!("{header}{row}\n")).unwrap();
+        let day = date.replace('-', "");
+        std::fs::write(
+            files.join(format!("transactions_{day}.csv")),
+            format!("{header}{row}\n"),
+        )
+        .unwrap();
+        no_clearing(&day);
         reconciler(dir.path(), &["run", "--date", date, "--source", &source])
     };
     // A day with only a declined transaction: nothing to book, nothing missing.
@@ -44,6 +56,19 @@ fn exit_codes_and_reports() {
     );
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("CLEAN"));
+    // The same day without its presentments file: nothing wrong was found, but the clearing
+    // was not checked.
+    std::fs::remove_file(files.join("presentments_20240301.csv")).unwrap();
+    let o = reconciler(
+        dir.path(),
+        &["run", "--date", "2024-03-01", "--source", &source],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("INCOMPLETE: no presentments file"),
+        "{}",
+        text(&o)
+    );
     // A day where the processor approved something the ledger never booked.
     let o = run_day(
         "2024-03-02",
@@ -73,6 +98,7 @@ fn exit_codes_and_reports() {
     let row = "ctx-3,AUTHORIZATION,PURCHASE,REJECTED,DEBIT,1.00,ARS,,c,u,2024-03-01";
     let name = format!("transactions_{yesterday}.csv");
     std::fs::write(files.join(name), format!("{header}{row}\n")).unwrap();
+    no_clearing(&yesterday);
     let o = Command::new(env!("CARGO_BIN_EXE_reconciler"))
         .env_clear()
         .env("RECONCILER__DATABASE__DATA_DIR", dir.path())

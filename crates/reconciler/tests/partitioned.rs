@@ -6,7 +6,7 @@
 mod embedded;
 
 use ledger::reconcile::{MatchConfig, Matcher, Report};
-use reconciler::parse::{self, CsvFormat, Malformed};
+use reconciler::parse::{self, CsvFormat, MalformedRows};
 use reconciler::run::{Input, Reconciled, Role, reconcile};
 use reconciler::sftp::BusinessDate;
 use sqlx::Connection;
@@ -217,7 +217,7 @@ async fn run(dir: &Path, inputs: &[Input], partition_entries: u64) -> Reconciled
 /// The day matched as before partitions existed: the whole ledger in one matcher, the
 /// files streamed through it; then its purchases held against their refunds presented on
 /// their own (which must change the report: the day has such refunds).
-async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
+async fn reference(dir: &Path, inputs: &[Input]) -> (Report, MalformedRows) {
     let s = embedded::settings(dir);
     let store = store::Store::connect(&s.store_config()).await.unwrap();
     let (from, to) = reconciler::schedule::day_window_ms(2024, 3, 1, 0);
@@ -232,7 +232,7 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
         .await
         .unwrap();
     let fmt = CsvFormat::from(&s.csv);
-    let mut malformed = Vec::new();
+    let mut malformed = MalformedRows::default();
     // A kind's files are numbered on from the last line of the one before, as a run does.
     for role in [Role::Transactions, Role::Presentments] {
         let mut top = 0;
@@ -275,7 +275,7 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, Vec<Malformed>) {
     (report, malformed)
 }
 
-fn assert_same(got: &Reconciled, want: &Report, malformed: &[Malformed]) {
+fn assert_same(got: &Reconciled, want: &Report, malformed: &MalformedRows) {
     if let Some(i) = (0..got.report.breaks.len().max(want.breaks.len()))
         .find(|&i| got.report.breaks.get(i) != want.breaks.get(i))
     {
@@ -310,7 +310,7 @@ fn assert_same(got: &Reconciled, want: &Report, malformed: &[Malformed]) {
             want.ledger_entries
         )
     );
-    assert_eq!(got.malformed, malformed);
+    assert_eq!(&got.malformed, malformed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1672,7 +1672,7 @@ pub struct Run {
     /// `YYYY-MM-DD`.
     pub business_date: String,
     /// `clean`; `breaks`; or `incomplete`: no break, but rows of the files could not be
-    /// read (`malformed_rows`), so they were not checked.
+    /// read (`malformed_rows`), or no presentments file came, so they were not checked.
     pub status: String,
     pub started_at_ms: i64,
     pub finished_at_ms: i64,
