@@ -252,6 +252,12 @@ y,REFUND,APPROVED,CREDIT,1.00,ARS,";
     // The dashboard's gauge shows the latest run's breaks.
     let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
     assert!(m.contains("\nauthorizer_reconciliation_breaks 8\n"), "{m}");
+    let stored = app.store.run(&ds).await.unwrap().unwrap();
+    let finished = format!(
+        "\nauthorizer_reconciliation_finished_timestamp_seconds {}\n",
+        stored.finished_at_ms / 1000
+    );
+    assert!(m.contains(&finished), "{finished} in {m}");
     let page = app
         .admin_get(&format!(
             "/v1/reconciliation/runs/{ds}/breaks?class=amount_mismatch"
@@ -359,6 +365,13 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     assert_eq!(outcome.exit_code(), 0);
     let ds = date.to_string();
     assert_eq!(app.store.run(&ds).await.unwrap().unwrap().status, "clean");
+    let incomplete = |m: &str| {
+        m.lines()
+            .find_map(|l| l.strip_prefix("authorizer_reconciliation_incomplete "))
+            .map(str::to_owned)
+    };
+    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert_eq!(incomplete(&m).as_deref(), Some("0"), "{m}");
     // A row that cannot be read was not checked: the day is not clean, and it counts
     // against the threshold like a break.
     let unreadable = tx_row(
@@ -386,6 +399,8 @@ async fn a_clean_day_and_the_single_instance_lock(app: TestApp) {
     assert_eq!(outcome.exit_code(), 1);
     let rec = app.store.run(&ds).await.unwrap().unwrap();
     assert_eq!((rec.status.as_str(), rec.malformed_rows), ("incomplete", 1));
+    let m = String::from_utf8(app.get("/metrics").await.body).unwrap();
+    assert_eq!(incomplete(&m).as_deref(), Some("1"), "{m}");
     let text = std::fs::read_to_string(reports.path().join(&ds).join("summary.txt")).unwrap();
     assert!(
         text.starts_with(&format!("Reconciliation of {ds} - INCOMPLETE")),

@@ -246,6 +246,14 @@ impl Metrics {
                 "Malformed file rows of the latest reconciliation run.",
             ),
             (
+                "authorizer_reconciliation_finished_timestamp_seconds",
+                "When the latest reconciliation run finished (unix seconds); a failed run is not stored, so an old value means reconciliation stopped.",
+            ),
+            (
+                "authorizer_reconciliation_incomplete",
+                "1 when the latest reconciliation run is incomplete: rows not read, or no presentments file (its clearing not checked).",
+            ),
+            (
                 "authorizer_holds_total",
                 "Hold events of the channels' reservations by event (reserved, captured, cancelled, expired, refunded).",
             ),

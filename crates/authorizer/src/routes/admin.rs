@@ -1293,6 +1293,18 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                     &[],
                     run.malformed_rows,
                 );
+                // A run that failed is not stored: an alert on this growing old (a day and
+                // more) sees a reconciliation that stopped, which the counts cannot show.
+                state.metrics.set_gauge(
+                    "authorizer_reconciliation_finished_timestamp_seconds",
+                    &[],
+                    run.finished_at_ms / 1000,
+                );
+                state.metrics.set_gauge(
+                    "authorizer_reconciliation_incomplete",
+                    &[],
+                    i64::from(run.status == "incomplete"),
+                );
             }
         }
         Err(e) => tracing::warn!(error = %e, "metrics: cannot read the latest reconciliation run"),
