@@ -60,36 +60,35 @@ impl Members {
     }
 
     /// Leaves out member `name` unless it stands once and its value reads as `T` and passes
-    /// `valid`; records `path` when it does.
+    /// `valid`; records its path (`name` within the object at `at`, `""` at the top) when it
+    /// does.
     fn keep_if<T: DeserializeOwned>(
         &mut self,
+        at: &str,
         name: &str,
-        path: &'static str,
         valid: impl Fn(&T) -> bool,
-        left_out: &mut Vec<&'static str>,
+        left_out: &mut Vec<String>,
     ) {
-        let at = self.positions(name);
-        let readable = match at.as_slice() {
+        let found = self.positions(name);
+        let readable = match found.as_slice() {
             [] => return,
             [i] => serde_json::from_str::<T>(self.0[*i].1.get()).is_ok_and(|v| valid(&v)),
             _ => false,
         };
         if !readable {
-            for i in at.into_iter().rev() {
+            for i in found.into_iter().rev() {
                 self.0.remove(i);
             }
-            left_out.push(path);
+            left_out.push(match at {
+                "" => name.to_owned(),
+                _ => format!("{at}.{name}"),
+            });
         }
     }
 
     /// Leaves out member `name` unless it reads as `T` (or is `null`).
-    fn keep<T: DeserializeOwned>(
-        &mut self,
-        name: &str,
-        path: &'static str,
-        left_out: &mut Vec<&'static str>,
-    ) {
-        self.keep_if::<Option<T>>(name, path, |_| true, left_out);
+    fn keep<T: DeserializeOwned>(&mut self, at: &str, name: &str, left_out: &mut Vec<String>) {
+        self.keep_if::<Option<T>>(at, name, |_| true, left_out);
     }
 
     /// Applies `repair` to the members of object `name`, when it is one and stands once.
@@ -128,7 +127,7 @@ impl TransactionRequest {
     /// are malformed, the request without them and their paths (`merchant.mcc`, `card`,
     /// ...). Never looser about money: see the [module](crate::lenient) text. An empty
     /// list means the body parsed strictly.
-    pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<&'static str>), WireError> {
+    pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<String>), WireError> {
         let strict = match Self::from_slice(body) {
             Ok(parsed) => return Ok((parsed, Vec::new())),
             Err(e) => e,
@@ -142,51 +141,52 @@ impl TransactionRequest {
         let mut left_out = Vec::new();
         let out = &mut left_out;
         top.within("transaction", |t| {
-            t.keep::<PointType>("point_type", "transaction.point_type", out);
-            t.keep::<EntryMode>("entry_mode", "transaction.entry_mode", out);
-            t.keep::<Origin>("origin", "transaction.origin", out);
-            t.keep::<Source>("source", "transaction.source", out);
-            t.keep::<String>("country_code", "transaction.country_code", out);
-            t.keep::<String>("local_date_time", "transaction.local_date_time", out);
+            let at = "transaction";
+            t.keep::<PointType>(at, "point_type", out);
+            t.keep::<EntryMode>(at, "entry_mode", out);
+            t.keep::<Origin>(at, "origin", out);
+            t.keep::<Source>(at, "source", out);
+            for name in ["country_code", "local_date_time"] {
+                t.keep::<String>(at, name, out);
+            }
         });
         top.within("merchant", |m| {
-            m.keep::<String>("id", "merchant.id", out);
-            m.keep::<String>("mcc", "merchant.mcc", out);
-            m.keep::<String>("name", "merchant.name", out);
-            m.keep::<String>("terminal_id", "merchant.terminal_id", out);
-            m.keep::<String>("country", "merchant.country", out);
-            m.keep::<String>("city", "merchant.city", out);
-            m.keep::<String>("address", "merchant.address", out);
+            for name in [
+                "id",
+                "mcc",
+                "name",
+                "terminal_id",
+                "country",
+                "city",
+                "address",
+            ] {
+                m.keep::<String>("merchant", name, out);
+            }
         });
-        top.keep::<Merchant>("merchant", "merchant", out);
+        top.keep::<Merchant>("", "merchant", out);
         top.within("card", |c| {
-            c.keep::<ProductType>("product_type", "card.product_type", out);
-            c.keep::<Provider>("provider", "card.provider", out);
-            c.keep::<String>("last_four", "card.last_four", out);
+            c.keep::<ProductType>("card", "product_type", out);
+            c.keep::<Provider>("card", "provider", out);
+            c.keep::<String>("card", "last_four", out);
         });
+        let id_ok = |field, id: &str| check_id(field, id).is_ok();
         top.keep_if::<Option<CardRef>>(
+            "",
             "card",
-            "card",
-            |c| {
-                c.as_ref()
-                    .is_none_or(|c| check_id("card.id", &c.id).is_ok())
-            },
+            |c| c.as_ref().is_none_or(|c| id_ok("card.id", &c.id)),
             out,
         );
         // Without a readable user the adjustment is booked on suspense, for review.
         top.keep_if::<Option<UserRef>>(
+            "",
             "user",
-            "user",
-            |u| {
-                u.as_ref()
-                    .is_none_or(|u| check_id("user.id", &u.id).is_ok())
-            },
+            |u| u.as_ref().is_none_or(|u| id_ok("user.id", &u.id)),
             out,
         );
         top.within("amount", |a| {
-            a.keep::<MoneyField>("transaction", "amount.transaction", out);
-            a.keep::<MoneyField>("settlement", "amount.settlement", out);
-            a.keep::<Vec<AmountDetail>>("details", "amount.details", out);
+            a.keep::<MoneyField>("amount", "transaction", out);
+            a.keep::<MoneyField>("amount", "settlement", out);
+            a.keep::<Vec<AmountDetail>>("amount", "details", out);
         });
         if left_out.is_empty() {
             return Err(strict);

@@ -178,7 +178,7 @@ fn parse_adjustment(
     body: &[u8],
     state: &AppState,
     route: Route,
-) -> Result<(TransactionRequest, Vec<&'static str>), Answer> {
+) -> Result<(TransactionRequest, Vec<String>), Answer> {
     TransactionRequest::from_slice_lenient(body).map_err(|e| refused(&e, state, route))
 }
 
@@ -385,7 +385,7 @@ async fn adjustment(
                 for field in &unread {
                     state.metrics.inc(
                         "authorizer_unread_fields_total",
-                        &[("route", route.path()), ("field", field)],
+                        &[("route", route.path()), ("field", field.as_str())],
                     );
                 }
                 if !unread.is_empty() {
