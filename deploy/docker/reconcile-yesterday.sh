@@ -1,6 +1,7 @@
 #!/bin/bash
 # Reconciles the business day before today, once, and exits with the reconciler's code
-# (0 clean, 1 breaks above report.break_threshold, 2 could not run). For schedulers that
+# (0 clean, 1 breaks above report.break_threshold, 2 could not run, 3 no presentments file
+# yet: the clearing was not checked). For schedulers that
 # start a job at a time (a Kubernetes CronJob) instead of `reconciler daemon`.
 #
 # The business day is taken in RECONCILER__MATCHING__TIME_ZONE (e.g. America/Santiago) when

@@ -251,7 +251,7 @@ impl Metrics {
             ),
             (
                 "authorizer_reconciliation_incomplete",
-                "1 when the latest reconciliation run is incomplete: rows not read, or no presentments file (its clearing not checked).",
+                "1 when the latest reconciliation run did not check everything, with breaks or without: rows not read, or no presentments file (its clearing not checked).",
             ),
             (
                 "authorizer_holds_total",

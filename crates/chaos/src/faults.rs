@@ -370,8 +370,9 @@ pub async fn malformed(engine: &Rc<Engine>, plan: &Plan) -> anyhow::Result<Malfo
         let category = categories[i as usize % categories.len()];
         let account = engine.range(0, i64::from(engine.accounts) - 1) as u32;
         let seq = engine.next_seq();
-        // A flipped byte can turn one id into another: the byte-flipped bodies take ids one
-        // character longer than the rest, so no flip of theirs can land on another category's
+        // A flipped byte can turn one id into another: the byte-flipped bodies take ids whose
+        // tag (`flip-`) differs from the rest's (`bad-`) in four places, so no one flipped byte
+        // of theirs can land on another category's
         // (a "bad-1" flipped to "bad-3" would be booked under the id a later zero purchase
         // takes, which then meets a transaction with other terms: 409).
         let tag = if category == "signed_byte_flip" {

@@ -196,7 +196,19 @@ impl TransactionRequest {
             .map(|raw| Self::from_slice(raw.get().as_bytes()))
         {
             Some(Ok(parsed)) => Ok((parsed, left_out)),
-            _ => Err(strict),
+            // The fault that refuses it, not one of those it would have done without: an
+            // id breaking the rule names its field; another names the position in the body
+            // as received only when nothing was left out before it, so it says what was.
+            Some(Err(e)) if e.id_field().is_some() => Err(e),
+            Some(Err(e)) => {
+                let reason = e.message();
+                let reason = reason.rfind(" at line ").map_or(reason, |i| &reason[..i]);
+                Err(WireError::new(format!(
+                    "{reason} (read without {}, which an adjustment may do without)",
+                    left_out.join(", ")
+                )))
+            }
+            None => Err(strict),
         }
     }
 }
@@ -334,21 +346,39 @@ mod tests {
         // Nor when a field that may be left out is wrong as well.
         let only_mcc = with(r#""mcc":"5045""#, r#""mcc":5"#);
         assert!(TransactionRequest::from_slice_lenient(only_mcc.as_bytes()).is_ok());
-        for (from, to) in [
-            (r#""total":990.10"#, r#""total":null"#),
+        // The refusal names the fault that refuses it, not the MCC.
+        for (from, to, id_field, says) in [
+            (
+                r#""total":990.10"#,
+                r#""total":null"#,
+                None,
+                "read without merchant.mcc",
+            ),
             (
                 r#""original_transaction_id":"ctx-0""#,
                 r#""original_transaction_id":"ctx 0""#,
+                Some("transaction.original_transaction_id"),
+                "transaction.original_transaction_id must be",
             ),
-            (r#""id":"ctx-1""#, r#""id":"ctx-1\u001b[31m""#),
-            (r#""type":"PURCHASE""#, r#""type":{}"#),
+            (
+                r#""id":"ctx-1""#,
+                r#""id":"ctx-1\u001b[31m""#,
+                Some("transaction.id"),
+                "transaction.id must be",
+            ),
+            (
+                r#""type":"PURCHASE""#,
+                r#""type":{}"#,
+                None,
+                "read without merchant.mcc",
+            ),
         ] {
             assert_eq!(only_mcc.matches(from).count(), 1, "{from}");
             let body = only_mcc.replace(from, to);
-            assert!(
-                TransactionRequest::from_slice_lenient(body.as_bytes()).is_err(),
-                "{body}"
-            );
+            let e = TransactionRequest::from_slice_lenient(body.as_bytes()).unwrap_err();
+            assert_eq!(e.id_field(), id_field, "{body}");
+            assert!(e.message().contains(says), "{body}: {}", e.message());
+            assert!(!e.message().contains(" at line "), "{}", e.message());
         }
     }
 }

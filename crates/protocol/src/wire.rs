@@ -288,6 +288,14 @@ pub struct WireError {
 }
 
 impl WireError {
+    /// A refusal for `message`, naming no id field.
+    pub(crate) fn new(message: String) -> WireError {
+        WireError {
+            message,
+            id_field: None,
+        }
+    }
+
     /// Human-readable reason, suitable for a 400 answer.
     pub fn message(&self) -> &str {
         &self.message

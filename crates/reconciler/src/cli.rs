@@ -30,7 +30,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Reconcile one business date once. Exit 0 clean, 1 breaks (and unreadable rows) above the threshold, 2 could not run.
+    /// Reconcile one business date once. Exit 0 clean, 1 breaks (and unreadable rows) above the threshold, 2 could not run, 3 no presentments file (the clearing was not checked).
     Run {
         /// `YYYY-MM-DD`, or `yesterday`: the business date before today's, in
         /// matching.time_zone or at matching.utc_offset.
@@ -104,9 +104,13 @@ pub async fn main(cli: Cli) -> i32 {
                     let standing = store.run(&date).await?;
                     let Some(r) = standing else { return Ok(0) };
                     let counted = (r.break_count + r.malformed_rows) as u64;
-                    return Ok(i32::from(
-                        counted > s.report.break_threshold || without_presentments(&r.summary),
-                    ));
+                    return Ok(if counted > s.report.break_threshold {
+                        1
+                    } else if without_presentments(&r.summary) {
+                        3
+                    } else {
+                        0
+                    });
                 }
                 Ok(outcome.exit_code())
             }

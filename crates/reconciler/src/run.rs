@@ -50,8 +50,8 @@ pub struct Input {
 /// How a run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Reconciled; `breaks` and unreadable rows above the threshold make the exit code 1,
-    /// and so does a date without a presentments file (its clearing was not checked).
+    /// Reconciled; `breaks` and unreadable rows above the threshold make the exit code 1;
+    /// else a date without a presentments file (its clearing was not checked) makes it 3.
     Done {
         breaks: u64,
         above_threshold: bool,
@@ -67,10 +67,13 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Done {
-                above_threshold,
-                without_presentments,
+                above_threshold: true,
                 ..
-            } if *above_threshold || *without_presentments => 1,
+            } => 1,
+            Outcome::Done {
+                without_presentments: true,
+                ..
+            } => 3,
             _ => 0,
         }
     }

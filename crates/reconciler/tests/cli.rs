@@ -1,5 +1,5 @@
-//! The `reconciler` binary as cron runs it: exit 0 clean, 1 breaks (or no presentments
-//! file: the clearing was not checked), 2 could not run.
+//! The `reconciler` binary as cron runs it: exit 0 clean, 1 breaks, 2 could not run, 3 no
+//! presentments file (the clearing was not checked).
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -63,12 +63,20 @@ fn exit_codes_and_reports() {
         dir.path(),
         &["run", "--date", "2024-03-01", "--source", &source],
     );
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
     assert!(
         text(&o).contains("INCOMPLETE: no presentments file"),
         "{}",
         text(&o)
     );
+    // Run again before the file comes: still 3 (a scheduler's retry), then 0 once it is
+    // there.
+    let again = ["run", "--date", "2024-03-01", "--source", &source];
+    assert_eq!(reconciler(dir.path(), &again).status.code(), Some(3));
+    no_clearing("20240301");
+    let o = reconciler(dir.path(), &again);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    assert!(text(&o).contains("CLEAN"), "{}", text(&o));
     // A day where the processor approved something the ledger never booked.
     let o = run_day(
         "2024-03-02",

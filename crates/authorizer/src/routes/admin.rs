@@ -1300,10 +1300,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
                     &[],
                     run.finished_at_ms / 1000,
                 );
+                // Breaks or not: rows not read, or a day whose clearing was not checked.
+                let unchecked = serde_json::from_str::<serde_json::Value>(&run.summary)
+                    .is_ok_and(|s| s["presentments_delivered"] == serde_json::Value::Bool(false));
                 state.metrics.set_gauge(
                     "authorizer_reconciliation_incomplete",
                     &[],
-                    i64::from(run.status == "incomplete"),
+                    i64::from(run.malformed_rows > 0 || unchecked),
                 );
             }
         }
