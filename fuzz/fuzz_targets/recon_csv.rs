@@ -39,7 +39,7 @@ fuzz_target!(|data: &[u8]| {
         user_id: "user_id".into(),
         date: "date".into(),
     };
-    let mut malformed = Vec::new();
+    let mut malformed = parse::MalformedRows::default();
     let mut good = 0u64;
     if let Ok(n) = parse::rows_from(file, "t.csv", &tmap, fmt, &mut malformed, |t| {
         good += 1;
@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
         card_id: "card_id".into(),
         date: "date".into(),
     };
-    let mut malformed = Vec::new();
+    let mut malformed = parse::MalformedRows::default();
     let mut good = 0u64;
     if let Ok(n) = parse::rows_from(file, "p.csv", &pmap, fmt, &mut malformed, |_| {
         good += 1;
