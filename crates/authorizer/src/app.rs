@@ -31,6 +31,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
     pub inflight: Arc<InFlight>,
+    /// The channels' reservations whose reserve this instance is deciding.
+    pub reserving: Arc<crate::channel_service::Reserving>,
     /// The admin bearer token's digest (the token itself is not kept).
     pub admin_token: TokenDigest,
     /// Peers allowed on the processor routes (empty: all).
@@ -280,6 +282,7 @@ impl Application {
             channels,
             metrics: metrics.clone(),
             inflight: Arc::new(InFlight::default()),
+            reserving: Arc::default(),
             admin_token_id: crate::ratelimit::token_id(credentials.admin_token.expose()),
             admin_token: TokenDigest::of(credentials.admin_token.expose()),
             processor_peers,

@@ -15,13 +15,60 @@ use crate::batcher::{ExpiryJob, ExpiryOf, HoldJob, Job};
 use ledger::{Currency, Decline, format_minor};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use store::{
     ChannelAnswer, ChannelCall, ChannelOutcome, CommitGate, HoldOp, HoldView, ReserveRequest,
     StoreError,
 };
 use utoipa::ToSchema;
+
+/// The reservations whose reserve this process is deciding, by channel and reservation id.
+/// A capture, cancel or refund reads its hold before its transaction, so while a slow batch
+/// still commits the reserve it finds none. Answered 404, the channel would stop (MobilePay
+/// cancels after an approve that timed out, until 200 or 404), and the hold it meant to
+/// release would stand until it expired: it waits for the reserve and looks again instead.
+#[derive(Debug, Default)]
+pub struct Reserving(Mutex<HashMap<(String, String), usize>>);
+
+impl Reserving {
+    /// Marks a reserve of `reservation_id` on `channel` in flight until the guard drops.
+    fn enter(self: &Arc<Self>, channel: &str, reservation_id: &str) -> ReservingGuard {
+        let key = (channel.to_owned(), reservation_id.to_owned());
+        *self.lock().entry(key.clone()).or_default() += 1;
+        ReservingGuard {
+            set: self.clone(),
+            key,
+        }
+    }
+
+    fn in_flight(&self, channel: &str, reservation_id: &str) -> bool {
+        self.lock()
+            .contains_key(&(channel.to_owned(), reservation_id.to_owned()))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), usize>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+struct ReservingGuard {
+    set: Arc<Reserving>,
+    key: (String, String),
+}
+
+impl Drop for ReservingGuard {
+    fn drop(&mut self) {
+        let mut m = self.set.lock();
+        if let Some(n) = m.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.key);
+            }
+        }
+    }
+}
 
 /// Reserves, answering within the deadline counted from `started`.
 pub async fn reserve(
@@ -35,6 +82,8 @@ pub async fn reserve(
         Duration::from_millis(state.settings.processor.deadline_ms),
     );
     let gate = Arc::new(CommitGate::new());
+    // Until its outcome is known (a commit that started is waited for).
+    let _deciding = state.reserving.enter(call.channel, req.reservation_id);
     let call = ChannelCall {
         commit_by: Some(commit_by),
         ..call
@@ -52,14 +101,38 @@ pub async fn reserve(
 }
 
 /// A capture, cancel or refund through the one writer (the channel resends on a 5xx).
-pub async fn hold(state: &AppState, op: HoldOp<'_>) -> Result<ChannelOutcome, StoreError> {
-    crate::service::through_writer(state, |reply| {
-        Job::Hold(HoldJob {
-            op: HoldRequest::of(&op, None),
-            reply: Some(reply),
+pub async fn hold(
+    state: &AppState,
+    op: HoldOp<'_>,
+    channel: &str,
+    reservation_id: &str,
+) -> Result<ChannelOutcome, StoreError> {
+    let once = || {
+        crate::service::through_writer(state, |reply| {
+            Job::Hold(HoldJob {
+                op: HoldRequest::of(&op, None),
+                reply: Some(reply),
+            })
         })
-    })
-    .await
+    };
+    let r = once().await;
+    if !matches!(r, Ok(ChannelOutcome::NotFound))
+        || !state.reserving.in_flight(channel, reservation_id)
+    {
+        return r;
+    }
+    // Its reserve is being decided here: wait for it (bounded as any answer is), then look
+    // again. Still undecided: 503, sent again, rather than a 404 that ends the retries.
+    let until = Instant::now() + Duration::from_millis(state.settings.processor.answer_ms_max);
+    while state.reserving.in_flight(channel, reservation_id) {
+        if Instant::now() >= until {
+            return Err(StoreError::Timeout(
+                "the reserve of this reservation is still being decided".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    once().await
 }
 
 /// A reservation as it stands, with whether this read expired it: an overdue one is

@@ -50,6 +50,53 @@ async fn a_blocked_database(app: TestApp) {
 
 both_backends!(a_blocked_database);
 
+/// A cancel that finds no hold while its reserve is still being decided (a slow batch still
+/// commits it) waits for the reserve and cancels what it holds, instead of answering 404:
+/// MobilePay cancels after an approve that timed out and stops at a 404, and the hold would
+/// have stood until it expired. The reserve is held back by a row lock, so Postgres only
+/// (the embedded store's one connection orders the two).
+#[actix_rt::test]
+async fn postgres_a_cancel_waits_for_its_reserve_in_flight() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        // Room for the held-back reserve to commit once it is let go.
+        s.processor.deadline_ms = 9_000;
+        s.database.statement_ms_max = 6_000;
+        s.database.lock_wait_ms_max = 5_000;
+    })
+    .await;
+    app.funded("u1", "DKK", "100.00").await;
+    let blocker = block_writes(&app, "u1").await;
+    let body = bytes(&reservation("race-1", "20.00", "DKK"));
+    let (rk, ck) = (uid("rk"), uid("ck"));
+    let reserve = app.channel("POST", RES, &body, Some(&rk));
+    let cancel = async {
+        // By then the reserve waits on the row lock.
+        actix_rt::time::sleep(Duration::from_millis(700)).await;
+        app.channel("POST", &cancel_path("race-1"), b"{}", Some(&ck))
+            .await
+    };
+    let release = async move {
+        actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+        blocker.release().await;
+    };
+    let (reserved, cancelled, ()) = tokio::join!(reserve, cancel, release);
+    assert_eq!(
+        reserved.json()["status"],
+        "APPROVED",
+        "{:?}",
+        reserved.json()
+    );
+    assert_eq!(
+        cancelled.status,
+        200,
+        "{}",
+        String::from_utf8_lossy(&cancelled.body)
+    );
+    assert_eq!(cancelled.json()["reservation"]["state"], "CANCELLED");
+    assert_posted_held(&app, "DKK", "100.00", "0.00").await;
+    app.assert_audit_clean().await;
+}
+
 /// The connection lost while a reservation's commit is answered (the commit happened): not
 /// REJECTED/SYSTEM_ERROR, which tells the channel that nothing is held, but 503, so that it
 /// sends the same key again and hears what was committed. A network fault, so Postgres only.
