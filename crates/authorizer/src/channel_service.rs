@@ -29,26 +29,40 @@ use utoipa::ToSchema;
 /// still commits the reserve it finds none. Answered 404, the channel would stop (MobilePay
 /// cancels after an approve that timed out, until 200 or 404), and the hold it meant to
 /// release would stand until it expired: it waits for the reserve and looks again instead.
+///
+/// A reserve is in flight from its request until its batch has committed or rolled back
+/// (the guard travels with its job, so a client that hangs up does not end it early), and
+/// every reserve that ends counts in `finished`: a capture, cancel or refund that read
+/// nothing while one ended (its own batch slower than the reserve's) looks again too.
 #[derive(Debug, Default)]
-pub struct Reserving(Mutex<HashMap<(String, String), usize>>);
+pub struct Reserving(Mutex<InFlight>);
+
+#[derive(Debug, Default)]
+struct InFlight {
+    deciding: HashMap<(String, String), usize>,
+    finished: u64,
+}
 
 impl Reserving {
     /// Marks a reserve of `reservation_id` on `channel` in flight until the guard drops.
     fn enter(self: &Arc<Self>, channel: &str, reservation_id: &str) -> ReservingGuard {
         let key = (channel.to_owned(), reservation_id.to_owned());
-        *self.lock().entry(key.clone()).or_default() += 1;
+        *self.lock().deciding.entry(key.clone()).or_default() += 1;
         ReservingGuard {
             set: self.clone(),
             key,
         }
     }
 
-    fn in_flight(&self, channel: &str, reservation_id: &str) -> bool {
-        self.lock()
-            .contains_key(&(channel.to_owned(), reservation_id.to_owned()))
+    /// Whether a reserve of this reservation is being decided, and how many reserves
+    /// (of any reservation) have ended so far.
+    fn look(&self, channel: &str, reservation_id: &str) -> (bool, u64) {
+        let m = self.lock();
+        let key = (channel.to_owned(), reservation_id.to_owned());
+        (m.deciding.contains_key(&key), m.finished)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<(String, String), usize>> {
+    fn lock(&self) -> MutexGuard<'_, InFlight> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -61,10 +75,11 @@ struct ReservingGuard {
 impl Drop for ReservingGuard {
     fn drop(&mut self) {
         let mut m = self.set.lock();
-        if let Some(n) = m.get_mut(&self.key) {
+        m.finished = m.finished.wrapping_add(1);
+        if let Some(n) = m.deciding.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
-                m.remove(&self.key);
+                m.deciding.remove(&self.key);
             }
         }
     }
@@ -82,15 +97,16 @@ pub async fn reserve(
         Duration::from_millis(state.settings.processor.deadline_ms),
     );
     let gate = Arc::new(CommitGate::new());
-    // Until its outcome is known (a commit that started is waited for).
-    let _deciding = state.reserving.enter(call.channel, req.reservation_id);
     let call = ChannelCall {
         commit_by: Some(commit_by),
         ..call
     };
     let (reply, answer) = tokio::sync::oneshot::channel();
+    let mut op = HoldRequest::of(&HoldOp::Reserve { call, req: *req }, Some(gate.clone()));
+    // In flight until its batch has ended (or the job is dropped unsent).
+    op.deciding = Some(state.reserving.enter(call.channel, req.reservation_id));
     let job = Job::Hold(HoldJob {
-        op: HoldRequest::of(&HoldOp::Reserve { call, req: *req }, Some(gate.clone())),
+        op,
         reply: Some(reply),
     });
     let r = crate::service::by_deadline(state, job, answer, &gate, due, "reservation").await;
@@ -101,11 +117,14 @@ pub async fn reserve(
 }
 
 /// A capture, cancel or refund through the one writer (the channel resends on a 5xx).
+/// `started`: when its request came; a wait for its reserve ends
+/// `processor.answer_ms_max` after it.
 pub async fn hold(
     state: &AppState,
     op: HoldOp<'_>,
     channel: &str,
     reservation_id: &str,
+    started: Instant,
 ) -> Result<ChannelOutcome, StoreError> {
     let once = || {
         crate::service::through_writer(state, |reply| {
@@ -115,16 +134,18 @@ pub async fn hold(
             })
         })
     };
+    let (_, seen) = state.reserving.look(channel, reservation_id);
     let r = once().await;
-    if !matches!(r, Ok(ChannelOutcome::NotFound))
-        || !state.reserving.in_flight(channel, reservation_id)
-    {
+    let (deciding, finished) = state.reserving.look(channel, reservation_id);
+    if !matches!(r, Ok(ChannelOutcome::NotFound)) || (!deciding && finished == seen) {
         return r;
     }
-    // Its reserve is being decided here: wait for it (bounded as any answer is), then look
-    // again. Still undecided: 503, sent again, rather than a 404 that ends the retries.
-    let until = Instant::now() + Duration::from_millis(state.settings.processor.answer_ms_max);
-    while state.reserving.in_flight(channel, reservation_id) {
+    // Its reserve is being decided here, or a reserve ended while this one read nothing
+    // (it may have been this reservation's): wait for any still deciding (bounded as any
+    // answer is), then look again. Still undecided: 503, sent again, rather than a 404
+    // that ends the retries.
+    let until = started + Duration::from_millis(state.settings.processor.answer_ms_max);
+    while state.reserving.look(channel, reservation_id).0 {
         if Instant::now() >= until {
             return Err(StoreError::Timeout(
                 "the reserve of this reservation is still being decided".into(),
@@ -172,6 +193,9 @@ pub struct HoldRequest {
     commit_by: Option<Instant>,
     /// A reservation's: taken just before its batch commits, unless it gave up first.
     gate: Option<Arc<CommitGate>>,
+    /// A reservation's: marks it in flight in [`Reserving`] until this request is dropped,
+    /// after its batch.
+    deciding: Option<ReservingGuard>,
     kind: HoldKind,
 }
 
@@ -271,6 +295,7 @@ impl HoldRequest {
             now_ms: call.now_ms,
             commit_by: call.commit_by,
             gate,
+            deciding: None,
             kind,
         }
     }

@@ -97,6 +97,54 @@ async fn postgres_a_cancel_waits_for_its_reserve_in_flight() {
     app.assert_audit_clean().await;
 }
 
+/// A cancel whose own batch ends after its reserve's (a deposit in it waits on the same
+/// account) read nothing while the reserve was still uncommitted, but hears so only once
+/// the reserve has ended: it looks again and cancels, rather than answer 404. The batches
+/// are formed by a long overlap: the cancel and the deposit queue while the reserve's batch
+/// is waited for, and form the next one. Postgres only, as above.
+#[actix_rt::test]
+async fn postgres_a_cancel_in_a_slower_batch_than_its_reserve_looks_again() {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        s.processor.deadline_ms = 9_000;
+        s.processor.commit_batch_overlap_ms = 400;
+        s.database.statement_ms_max = 6_000;
+        s.database.lock_wait_ms_max = 5_000;
+    })
+    .await;
+    app.funded("u1", "DKK", "100.00").await;
+    let blocker = block_writes(&app, "u1").await;
+    let body = bytes(&reservation("race-2", "20.00", "DKK"));
+    let (rk, ck, dk) = (uid("rk"), uid("ck"), uid("dk"));
+    let reserve = app.channel("POST", RES, &body, Some(&rk));
+    let cancel = async {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        app.channel("POST", &cancel_path("race-2"), b"{}", Some(&ck))
+            .await
+    };
+    let deposit = async {
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+        let amount = json!({"amount": "5.00"});
+        app.admin(
+            "POST",
+            "/v1/accounts/u1/DKK/deposits",
+            Some(amount),
+            Some(&dk),
+        )
+        .await
+    };
+    let release = async move {
+        actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+        blocker.release().await;
+    };
+    let (reserved, cancelled, deposited, ()) = tokio::join!(reserve, cancel, deposit, release);
+    assert_eq!(reserved.json()["status"], "APPROVED", "{}", reserved.text());
+    assert_eq!(deposited.status, 201, "{}", deposited.text());
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["reservation"]["state"], "CANCELLED");
+    assert_posted_held(&app, "DKK", "105.00", "0.00").await;
+    app.assert_audit_clean().await;
+}
+
 /// The connection lost while a reservation's commit is answered (the commit happened): not
 /// REJECTED/SYSTEM_ERROR, which tells the channel that nothing is held, but 503, so that it
 /// sends the same key again and hears what was committed. A network fault, so Postgres only.

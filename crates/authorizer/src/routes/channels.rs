@@ -287,7 +287,7 @@ async fn serve(
         ChannelRoute::Get => return get(state, channel, reservation_id).await,
     };
     let claims = or_answer!(claim(state, route, channel, req.path(), key, &hash).await);
-    let r = channel_service::hold(state, op, channel, reservation_id).await;
+    let r = channel_service::hold(state, op, channel, reservation_id, started).await;
     finish(state, route, claims, hash, r).await
 }
 
