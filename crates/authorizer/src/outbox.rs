@@ -29,6 +29,12 @@ const DELIVERIES: &str = "authorizer_webhook_deliveries_total";
 const ATTEMPTS: &str = "authorizer_webhook_attempts_total";
 const PRUNED: &str = "authorizer_webhook_pruned_total";
 
+/// How many rounds of handed deliveries the dispatcher keeps in memory at most. Past them
+/// (a receiver that answers slowly, a burst the sends cannot keep up with) it takes no more
+/// from the hand-over: the commits' deliveries then have their rows written PENDING and are
+/// claimed from the database, so memory stays bounded whatever the backlog.
+const WAITING_ROUNDS_MAX: usize = 64;
+
 /// The running dispatcher. [`Dispatcher::stop`] stops it gracefully; dropping it stops it
 /// too, without waiting for the end.
 pub struct Dispatcher {
@@ -196,12 +202,14 @@ async fn run(
             pruned_at = Some(Instant::now());
             prune_more = prune(&store, &metrics, retention_ms).await;
         }
-        if let Some(from) = &mut handed {
-            while let Ok(rows) = from.rows.try_recv() {
-                waiting.extend(rows);
-            }
-        }
         let round_max = usize::try_from(batch_max).unwrap_or(usize::MAX);
+        if let Some(from) = &mut handed {
+            receive_handed(
+                &mut from.rows,
+                &mut waiting,
+                round_max.saturating_mul(WAITING_ROUNDS_MAX),
+            );
+        }
         // Everything else is claimed: once a pause, or at once while a claim leaves more due.
         // A claim that is due gets half the round at least, so that a backlog of handed
         // deliveries never holds up the retries and the other events.
@@ -284,6 +292,21 @@ fn give_back(handed: Option<store::HandOver>, mut waiting: VecDeque<Handed>) {
         }
     }
     waiting.into_iter().for_each(Handed::unsent);
+}
+
+/// Moves what was handed over into `waiting` until it holds `max` (one commit's may pass
+/// it): the rest stays in the hand-over, which once full has the rows written PENDING.
+fn receive_handed<T>(
+    from: &mut tokio::sync::mpsc::Receiver<Vec<T>>,
+    waiting: &mut VecDeque<T>,
+    max: usize,
+) {
+    while waiting.len() < max {
+        match from.try_recv() {
+            Ok(rows) => waiting.extend(rows),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Up to `max` of the deliveries handed over, oldest first.
@@ -686,6 +709,23 @@ mod tests {
         // A short attempt and a long deadline: the commit's time and a second.
         assert_eq!(sender_lease_ms(&settings(500), 15_000), 16_000);
         assert_eq!(sender_lease_ms(&settings(500), 0), 1_000);
+    }
+
+    #[test]
+    fn what_is_handed_over_waits_in_memory_up_to_a_bound() {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u32>>(8);
+        for i in 0..5 {
+            tx.try_send(vec![i * 2, i * 2 + 1]).expect("room");
+        }
+        let mut waiting = VecDeque::new();
+        receive_handed(&mut rx, &mut waiting, 3);
+        // Two commits' (the second passes the bound); the rest stays handed over.
+        assert_eq!(waiting, [0, 1, 2, 3]);
+        receive_handed(&mut rx, &mut waiting, 3);
+        assert_eq!(waiting.len(), 4, "nothing more while it is over the bound");
+        waiting.clear();
+        receive_handed(&mut rx, &mut waiting, 100);
+        assert_eq!(waiting, [4, 5, 6, 7, 8, 9]);
     }
 
     #[test]
