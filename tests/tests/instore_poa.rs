@@ -403,6 +403,21 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
         assert_eq!(orders, ["o-2", "o-1"]);
         assert!(logs[0]["received_at"].as_str().unwrap().ends_with('Z'));
     }
+    // A signature must name the account whose log it reads: one over the query's other
+    // parameters alone (as JSON or raw) would read every account's log, replayed to
+    // another path.
+    let query = "locationId=L1";
+    for signed in [r#"{"locationId":"L1"}"#, query] {
+        let r = app
+            .instore_get("payonaccountlog/555", query, &sign(signed.as_bytes()))
+            .await;
+        assert_eq!(r.status, 401, "{signed}: {}", r.text());
+    }
+    let named = sign(br#"{"locationId":"L1","account_number":"555"}"#);
+    let r = app.instore_get("payonaccountlog/555", query, &named).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = app.instore_get("payonaccountlog/556", query, &named).await;
+    assert_eq!(r.status, 401, "{}", r.text());
 }
 
 /// The ledger user of a POA account of the section 7 tenant.

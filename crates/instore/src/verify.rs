@@ -492,8 +492,14 @@ pub fn verify_get<'t>(
         }
         js(&Value::Object(members)).into_bytes()
     };
+    // The path's number, named by neither the query nor a `requestId` (which is bound to
+    // its first path): only the form that signs it (b) is taken, or one signature would
+    // read every number's log (a replay to another path).
+    let unbound = route
+        .bound_parameter()
+        .filter(|(field, _)| request_id.is_none() && !params.iter().any(|(n, _)| n == field));
     let mut candidates = Vec::new();
-    if !params.is_empty() {
+    if !params.is_empty() && unbound.is_none() {
         candidates.push((MatchedForm::QueryJson, object(None)));
     }
     if let Some((field, value)) = route.bound_parameter()
@@ -501,7 +507,7 @@ pub fn verify_get<'t>(
     {
         candidates.push((MatchedForm::QueryJson, object(Some((field, value)))));
     }
-    if !query.is_empty() {
+    if !query.is_empty() && unbound.is_none() {
         candidates.push((MatchedForm::QueryRaw, query.as_bytes().to_vec()));
     }
     let matched = first_match(tenant.verification_key(), &candidates, &signature)
