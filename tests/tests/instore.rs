@@ -544,7 +544,9 @@ async fn a_cancelled_redeem_gives_todays_daily_limit_back(app: TestApp, _rx: Cal
 
 /// A wrong PIN on a Redeem counts a try as at lookup: the right one after wrong ones sets
 /// the count back to zero, and the last of `instore.pin_tries_max` (3) wrong ones in a row
-/// blocks the card, which then answers without its PIN being checked.
+/// blocks the card, which then answers without its PIN being checked. A decline for the PIN
+/// (or a blocked card) does not tell the balance, as a lookup does not: a Redeem would
+/// otherwise be a balance query without the PIN.
 async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver) {
     app.stored_value_card_with_pin(NUMBER).await;
     let with_pin = |n: usize, pin: &str| {
@@ -559,7 +561,9 @@ async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver)
         app.instore_acknowledged("storedvaluecard_process", &with_pin(n, pin), to)
             .await;
         let cb = app.instore_callback(&format!("req-pin-{n}")).await;
-        cb["error"].as_str().unwrap_or("none").to_owned()
+        let error = cb["error"].as_str().unwrap_or("none").to_owned();
+        assert_eq!(cb["data"]["balance"].is_null(), error != "none", "{cb}");
+        error
     };
     for (pin, answer) in [
         ("0000", "INVALID_PIN"),

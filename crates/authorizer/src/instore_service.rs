@@ -719,7 +719,9 @@ fn plan_move(
             let data = MovementData {
                 number: m.number,
                 amount: m.wire.resolve().ok().map(|(c, a)| Amount::new(a, c)),
-                balance: own.map(|c| Amount::new(c.funds.available(), c.funds.currency)),
+                balance: own
+                    .filter(|_| !reason.withholds_balance())
+                    .map(|c| Amount::new(c.funds.available(), c.funds.currency)),
                 external_transaction_id: None,
                 external_payment_id: None,
                 session_id: m.session_id,

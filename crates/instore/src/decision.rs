@@ -41,6 +41,15 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// A decline for a secret (PIN, CVC) or a card not active: its answer leaves the balance
+    /// out, as a lookup's does, or a till without the secret could read it.
+    pub fn withholds_balance(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidPin | Reason::InvalidCvc | Reason::CardInactive
+        )
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::CardNotFound => "CARD_NOT_FOUND",
