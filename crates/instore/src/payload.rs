@@ -7,12 +7,64 @@ use std::fmt;
 use crate::error::{ErrorCode, InstoreError};
 use crate::json::{Node, Value, js};
 use crate::money::{WireAmount, WireUint, read_uint};
-use crate::signature::sha256_hex;
+use crate::signature::{hmac_sha256, sha256_hex, to_hex};
 use crate::tenant::SecretString;
 
-/// The request hash of section 1.5: SHA-256 of `JS(payload)`, lower-case hex.
-pub fn request_hash(payload: &Value) -> String {
-    sha256_hex(js(payload).as_bytes())
+/// The request hash of section 1.5: SHA-256 of `JS(payload)`, lower-case hex, with every
+/// string member named `pin` or `cvc` (at any depth) replaced first by its keyed hash under
+/// `secret_key` (`instore.secret_hash_key`), as the PINs and CVCs themselves are kept. The
+/// hash is stored with each request: over the plain secret, a copy of the database could
+/// test a 4-digit PIN's 10,000 guesses against it (every other member can be read back from
+/// the stored rows). A payload without such members hashes as section 1.5 says.
+pub fn request_hash(payload: &Value, secret_key: &[u8]) -> String {
+    sha256_hex(js(&keyed_secrets(payload, secret_key)).as_bytes())
+}
+
+fn keyed_secrets<'a>(value: &'a Value, key: &[u8]) -> std::borrow::Cow<'a, Value> {
+    use std::borrow::Cow;
+    let node = |value: Value| Node { value, span: 0..0 };
+    match value {
+        Value::Object(members) if members.iter().any(|(n, v)| holds_secret(n, &v.value)) => {
+            Cow::Owned(Value::Object(
+                members
+                    .iter()
+                    .map(|(n, v)| {
+                        let v = match &v.value {
+                            Value::String(s) if is_secret(n) => Value::String(format!(
+                                "hmac-sha256:{}",
+                                to_hex(&hmac_sha256(key, s.as_bytes()))
+                            )),
+                            other => keyed_secrets(other, key).into_owned(),
+                        };
+                        (n.clone(), node(v))
+                    })
+                    .collect(),
+            ))
+        }
+        Value::Array(items) if items.iter().any(|v| holds_secret("", &v.value)) => {
+            Cow::Owned(Value::Array(
+                items
+                    .iter()
+                    .map(|v| node(keyed_secrets(&v.value, key).into_owned()))
+                    .collect(),
+            ))
+        }
+        other => Cow::Borrowed(other),
+    }
+}
+
+fn is_secret(name: &str) -> bool {
+    name == "pin" || name == "cvc"
+}
+
+/// Whether a member `name` of this value is, or holds, a secret to key.
+fn holds_secret(name: &str, value: &Value) -> bool {
+    match value {
+        Value::String(_) => is_secret(name),
+        Value::Object(members) => members.iter().any(|(n, v)| holds_secret(n, &v.value)),
+        Value::Array(items) => items.iter().any(|v| holds_secret("", &v.value)),
+        _ => false,
+    }
 }
 
 /// A stored-value or account number. `Debug` shows only the last four characters: a full
@@ -998,14 +1050,46 @@ mod tests {
     fn request_hash_is_over_the_js_form() {
         let compact = value(r#"{"a":"á","n":1}"#);
         let pretty = value("{\n  \"a\": \"\\u00e1\",\n  \"n\": 1\n}");
-        assert_eq!(request_hash(&compact), request_hash(&pretty));
+        assert_eq!(request_hash(&compact, b"k"), request_hash(&pretty, b"k"));
         assert_eq!(
-            request_hash(&compact),
+            request_hash(&compact, b"k"),
             sha256_hex("{\"a\":\"á\",\"n\":1}".as_bytes())
         );
         assert_ne!(
-            request_hash(&compact),
-            request_hash(&value(r#"{"n":1,"a":"á"}"#))
+            request_hash(&compact, b"k"),
+            request_hash(&value(r#"{"n":1,"a":"á"}"#), b"k")
+        );
+    }
+
+    #[test]
+    fn request_hash_keys_the_pins_and_cvcs() {
+        let body = r#"{"number":"1","pin":"1234","accounts":[{"number":"2","pin":"0000"}],"card":{"cvc":"123"},"n":{"pin":5}}"#;
+        let keyed =
+            |k: &[u8], s: &str| format!("hmac-sha256:{}", to_hex(&hmac_sha256(k, s.as_bytes())));
+        let expected = format!(
+            r#"{{"number":"1","pin":"{}","accounts":[{{"number":"2","pin":"{}"}}],"card":{{"cvc":"{}"}},"n":{{"pin":5}}}}"#,
+            keyed(b"k", "1234"),
+            keyed(b"k", "0000"),
+            keyed(b"k", "123"),
+        );
+        assert_eq!(
+            request_hash(&value(body), b"k"),
+            sha256_hex(expected.as_bytes())
+        );
+        // Without the key, no guess of the PIN rebuilds the stored hash.
+        assert_ne!(
+            request_hash(&value(body), b"k"),
+            sha256_hex(body.as_bytes())
+        );
+        assert_ne!(
+            request_hash(&value(body), b"k"),
+            request_hash(&value(body), b"j")
+        );
+        // Another PIN is another request (409 under the same id).
+        let other = body.replace("0000", "0001");
+        assert_ne!(
+            request_hash(&value(body), b"k"),
+            request_hash(&value(&other), b"k")
         );
     }
 }

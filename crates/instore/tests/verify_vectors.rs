@@ -166,7 +166,7 @@ fn request_hash_tells_replays_from_conflicts() {
     let tenants = tenants();
     let first = verify_post(&tenants, &process(), sig(MAC_71), BODY_71.as_bytes(), MAX).unwrap();
     assert_eq!(
-        request_hash(&first.payload.value),
+        request_hash(&first.payload.value, b"k"),
         sha256_hex(PAYLOAD_71.as_bytes())
     );
     let changed = PAYLOAD_71.replace("\"amount\":1220", "\"amount\":1221");
@@ -175,8 +175,8 @@ fn request_hash_tells_replays_from_conflicts() {
     let second = verify_post(&tenants, &process(), sig(&mac), body.as_bytes(), MAX).unwrap();
     assert_eq!(second.signed_request_id(), Some("req-9a8b0001"));
     assert_ne!(
-        request_hash(&first.payload.value),
-        request_hash(&second.payload.value)
+        request_hash(&first.payload.value, b"k"),
+        request_hash(&second.payload.value, b"k")
     );
 }
 

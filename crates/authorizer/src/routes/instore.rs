@@ -299,7 +299,8 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
     };
     let request_id = envelope.request_id.as_str();
     let correlation_id = header(req, "x-correlation-id");
-    let request_hash = payload::request_hash(&verified.payload.value);
+    let request_hash =
+        payload::request_hash(&verified.payload.value, &state.instore.secret_hash_key);
     let action = request.action();
     let (location_id, workstation_id) = request.location();
     let call = InstoreCall {

@@ -69,7 +69,7 @@ pub(super) async fn post(
         &tenant.tenant_id,
         key,
         envelope.map_or("", |e| e.callback_url.as_str()),
-        payload::request_hash(value),
+        payload::request_hash(value, &state.instore.secret_hash_key),
     );
     match crate::instore_service::execute(state, call, planner.clone()).await {
         Ok(InstoreOutcome::Done { ack }) => {

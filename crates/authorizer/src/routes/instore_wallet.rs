@@ -47,7 +47,8 @@ pub(super) async fn post(
         return Reply::ok(answer.into_bytes(), tenant, "approved");
     }
     let mut call = request.call(action, &tenant.tenant_id);
-    call.request_hash = payload::request_hash(&verified.payload.value);
+    call.request_hash =
+        payload::request_hash(&verified.payload.value, &state.instore.secret_hash_key);
     call.envelope = envelope.map(|e| (e.request_id.clone(), e.callback_url.clone()));
     call.correlation_id = header(req, "x-correlation-id").map(str::to_owned);
     let planner = Arc::new(Planner::new(
