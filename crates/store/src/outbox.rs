@@ -53,7 +53,7 @@ pub fn backoff_ms(attempts: i64, jitter_permille: i64) -> i64 {
     base + base * jitter_permille.clamp(-200, 200) / 1000
 }
 
-/// A subscription that may receive events now (no `Debug`: it holds the secret).
+/// A subscription owed events now (no `Debug`: it holds the secret).
 #[derive(Clone)]
 struct Active {
     id: i64,
@@ -62,6 +62,9 @@ struct Active {
     /// Signs its deliveries: kept for the ones handed straight to the dispatcher (shared by
     /// them, not copied on the writer's path).
     secret: Arc<str>,
+    /// Its new URL has not answered the challenge yet: its events are written PENDING (never
+    /// handed over), and the claims take them once the URL passed it.
+    held: bool,
 }
 
 impl Active {
@@ -729,12 +732,14 @@ pub(crate) async fn enqueue(tx: &mut Tx, d: &Delivery<'_>, now_ms: i64) -> Resul
     .await
 }
 
-/// The statement that lists the active subscriptions.
-const ACTIVE_SUBSCRIPTIONS: &str = "SELECT id, url, event_types, secret FROM webhook_subscriptions \
-     WHERE state = 'ACTIVE' ORDER BY id";
+/// The statement that lists the subscriptions owed events: the active ones, and those that
+/// were active and wait for a new URL to answer the challenge (a URL change must not lose
+/// the events committed meanwhile).
+const ACTIVE_SUBSCRIPTIONS: &str = "SELECT id, url, event_types, secret, state FROM webhook_subscriptions \
+     WHERE state = 'ACTIVE' OR active_since_ms IS NOT NULL ORDER BY id";
 
 /// A row of [`ACTIVE_SUBSCRIPTIONS`].
-type ActiveRow = (i64, String, String, String);
+type ActiveRow = (i64, String, String, String, String);
 
 /// One event to publish: its stable id (derived from the row it reports), its time and its
 /// data. The body is `{"created_at_ms", "data", "id", "type"}`, rendered once and stored
@@ -931,15 +936,18 @@ impl Subscribers {
             rows.owed_to = self
                 .wanted
                 .iter()
+                .filter(|s| !s.held)
                 .map(|s| s.id.to_string())
                 .collect::<Vec<_>>()
                 .join(",");
         }
         for e in build() {
             let body = e.body(self.event_type);
-            match rows.sender {
-                Some(sender) if e.rebuilt => {
-                    for s in &self.wanted {
+            let mut owing = false;
+            for s in &self.wanted {
+                match rows.sender {
+                    // A held subscription's rows are written, to wait for its URL.
+                    Some(sender) if e.rebuilt && !s.held => {
                         let owed = Owed::new(
                             e.id.clone(),
                             self.event_type,
@@ -949,11 +957,9 @@ impl Subscribers {
                             sender,
                         );
                         rows.owed.push((owed, body.clone(), s.secret.clone()));
+                        owing = true;
                     }
-                    rows.owing.push(e.id);
-                }
-                _ => {
-                    for s in &self.wanted {
+                    _ => {
                         rows.event_ids.push(e.id.clone());
                         rows.subscription_ids.push(s.id);
                         rows.urls.push(s.url.clone());
@@ -962,6 +968,9 @@ impl Subscribers {
                         rows.at_ms.push(e.now_ms);
                     }
                 }
+            }
+            if owing {
+                rows.owing.push(e.id);
             }
         }
         (!rows.event_ids.is_empty() || !rows.owing.is_empty()).then_some(rows)
@@ -985,11 +994,12 @@ impl Store {
     fn remember_subscriptions(&self, rows: Vec<ActiveRow>) -> Arc<[Active]> {
         let subs: Arc<[Active]> = rows
             .into_iter()
-            .map(|(id, url, types, secret)| Active {
+            .map(|(id, url, types, secret, state)| Active {
                 id,
                 url,
                 types,
                 secret: secret.into(),
+                held: state != ACTIVE,
             })
             .collect();
         if let Ok(mut g) = self.subscriptions.cached.write() {
@@ -1234,7 +1244,9 @@ impl Store {
     }
 
     /// A new URL: validation starts over, and the pending deliveries follow the
-    /// subscriber to it (sent once it passes the challenge). `false`: no such subscription.
+    /// subscriber to it (sent once it passes the challenge). A subscription that was active
+    /// keeps `active_since_ms`: its events go on being written meanwhile, and wait for the
+    /// new URL too. `false`: no such subscription.
     pub async fn set_subscription_url(
         &self,
         id: i64,
@@ -1245,7 +1257,7 @@ impl Store {
         let n = run!(&mut tx, c => {
             let n = sqlx::query(
                 "UPDATE webhook_subscriptions SET url = $1, state = 'PENDING_VALIDATION', \
-                 active_since_ms = NULL, updated_at_ms = $2 WHERE id = $3",
+                 updated_at_ms = $2 WHERE id = $3",
             )
             .bind(url)
             .bind(now_ms)
@@ -1917,6 +1929,7 @@ mod tests {
             url: String::new(),
             types: "hold.captured,account.funded".into(),
             secret: "".into(),
+            held: false,
         };
         assert!(a.wants("hold.captured") && a.wants("account.funded"));
         assert!(!a.wants("hold.reserved") && !a.wants("hold"));
@@ -1948,6 +1961,7 @@ mod tests {
             url: "http://127.0.0.1:9/hook".into(),
             types: "*".into(),
             secret: "s3".into(),
+            held: false,
         }];
         let rows = Subscribers::of(&subs, "authorization.decided", || None)
             .rows(|| {
@@ -2016,18 +2030,21 @@ mod tests {
                 url: "http://127.0.0.1:9/a".into(),
                 types: "*".into(),
                 secret: "s4".into(),
+                held: false,
             },
             Active {
                 id: 5,
                 url: "http://127.0.0.1:9/b".into(),
                 types: "hold.reserved".into(),
                 secret: "s5".into(),
+                held: false,
             },
             Active {
                 id: 6,
                 url: "http://127.0.0.1:9/c".into(),
                 types: "authorization.decided".into(),
                 secret: "s6".into(),
+                held: false,
             },
         ];
         let tracker = Arc::new(Tracker::default());
@@ -2038,6 +2055,22 @@ mod tests {
             .rows(|| rebuilt(id))
             .expect("two subscribers want it")
         };
+        // Subscription 6 waits for a new URL to answer the challenge: its row is written
+        // with the commit (PENDING, for the claims), never handed over.
+        let mut waiting = subs.clone();
+        waiting[2].held = true;
+        let own = Arc::new(Tracker::default());
+        let rows = Subscribers::of(&waiting, "authorization.decided", || {
+            Some(Handing::new(7, own.clone()))
+        })
+        .rows(|| rebuilt("evt-auth-t1"))
+        .expect("two subscribers want it");
+        assert_eq!(rows.owed_by("evt-auth-t1"), (Some(7), Some("4")));
+        assert_eq!(
+            (rows.event_ids.as_slice(), rows.subscription_ids.as_slice()),
+            (&["evt-auth-t1".to_owned()][..], &[6][..])
+        );
+        assert_eq!(rows.handed().len(), 1, "subscription 4's only");
         let rows = rows_of("evt-auth-t2");
         assert_eq!(rows.sender, Some(7));
         assert!(rows.event_ids.is_empty(), "no row written with the commit");
@@ -2123,6 +2156,7 @@ mod tests {
             url: "http://127.0.0.1:9/a".into(),
             types: "*".into(),
             secret: "s4".into(),
+            held: false,
         }];
         let tracker = Arc::new(Tracker::default());
         assert!(tracker.all_settled());

@@ -51,6 +51,8 @@ pub struct Subscription {
     /// `PENDING_VALIDATION` until the URL answered the challenge, then `ACTIVE`.
     #[schema(example = "ACTIVE")]
     state: String,
+    /// When it first became active: it is owed every event since, also while a new URL
+    /// waits for the challenge. Null until then.
     active_since_ms: Option<i64>,
     created_at_ms: i64,
     updated_at_ms: i64,
@@ -241,7 +243,7 @@ pub async fn get_subscription(
     .await
 }
 
-/// Change a subscription's URL: it receives nothing until the new URL passes the challenge
+/// Change a subscription's URL: it receives nothing until the new URL passes the challenge; an active one's events are kept for it meanwhile
 #[utoipa::path(
     patch,
     path = "/v1/webhooks/subscriptions/{id}",
@@ -250,7 +252,7 @@ pub async fn get_subscription(
     params(IdPath),
     request_body = SubscriptionChange,
     responses(
-        (status = 200, description = "Changed, PENDING_VALIDATION; undelivered events follow it to the new URL.", body = Subscription),
+        (status = 200, description = "Changed, PENDING_VALIDATION; undelivered events, and those committed until the new URL passes the challenge (for a subscription that was active), follow it to the new URL.", body = Subscription),
         errors::BadInput, errors::NotFound, errors::BodyTimeout, errors::BodyTooLarge,
     ),
 )]
