@@ -474,7 +474,35 @@ async fn returns_give_todays_daily_limit_back(app: TestApp, _rx: CallbackReceive
     app.assert_audit_clean().await;
 }
 
+/// A bare cancel that finds no payment for its barcode (it came before the payment, which
+/// another instance may still be committing) keeps no answer: sent again once the payment
+/// stands, it is decided again and reverses it, instead of replaying "not found" while the
+/// customer stays charged.
+async fn a_cancel_before_its_payment_is_decided_again(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-c", "100.00").await;
+    let b = barcode(&app, "u-c", None).await;
+    let cancel = json!({"barcode": b});
+    let early = wallet(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(verdict(&early), ("Failure", "25"), "{early}");
+    let p = wallet(&app, "pay_wallet", &pay(&b, 2500, 0, "t1")).await;
+    assert_eq!(verdict(&p), ("Success", "00"), "{p}");
+    assert_eq!(app.available("u-c", "USD").await, "75.00");
+    let again = wallet(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(
+        (verdict(&again), &again["reversed"]),
+        (("Success", "00"), &json!(true)),
+        "{again}"
+    );
+    assert_eq!(app.available("u-c", "USD").await, "100.00");
+    // Once it found the payment, its answer is kept: the same cancel replays it.
+    let third = wallet_raw(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(third.json(), again);
+    assert_eq!(app.available("u-c", "USD").await, "100.00");
+    app.assert_audit_clean().await;
+}
+
 e2e::instore_scenarios!(
+    a_cancel_before_its_payment_is_decided_again,
     returns_give_todays_daily_limit_back,
     wallet_story,
     wallet_and_authorization_share_the_balance,

@@ -344,6 +344,23 @@ async fn read_payment(tx: &mut Tx, call: &WalletCall) -> Result<Option<PaymentRo
         (None, Some(b)) => ("barcode = $1", b),
         (None, None) => return Ok(None),
     };
+    if call.payment_transaction_id.is_none() {
+        // Named by its barcode: the barcode's account is locked first, so a payment with it
+        // that another instance is committing is waited for and seen, as `read_barcode`
+        // sees it (a transaction id exists only once its payment committed).
+        let account: Option<i64> = run!(tx, c => {
+            sqlx::query_scalar(
+                "SELECT a.id FROM wallet_barcodes b JOIN accounts a ON a.kind = 'USER' \
+                 AND a.user_id = b.user_id AND a.currency = b.currency WHERE b.barcode = $1",
+            )
+            .bind(key)
+            .fetch_optional(c)
+            .await?
+        });
+        if let Some(id) = account {
+            lock_account_by_id(tx, id).await?;
+        }
+    }
     let sql = format!(
         "SELECT transaction_id, tenant_id, currency, total_minor, account_id, controls_counted, \
          created_at_ms FROM wallet_payments WHERE {filter}"
