@@ -28,8 +28,74 @@ both_backends!(
     challenge_guards_the_url,
     hold_events_reach_the_subscriber,
     a_row_goes_to_the_url_of_now,
-    a_row_of_a_deleted_subscription_dies
+    a_row_of_a_deleted_subscription_dies,
+    an_outcome_counts_only_under_its_lease
 );
+
+/// An attempt's outcome is recorded only while its row is still under the claim's lease: a
+/// holder whose lease ran out (another instance took the row over) neither clears the new
+/// holder's lease with its failure (a third would send it too) nor settles the row with its
+/// acknowledgement. The row is due ten days ahead, so the app's own dispatcher never takes
+/// it.
+async fn an_outcome_counts_only_under_its_lease(app: TestApp) {
+    let at = store::now_ms() + 10 * 86_400_000;
+    let delivery = store::outbox::Delivery {
+        event_id: "evt-lease-1",
+        event_type: "test.lease",
+        url: "http://127.0.0.1:9/hook",
+        body: b"{}",
+        headers: &[],
+    };
+    let store = &app.store;
+    store
+        .enqueue_delivery(&delivery, at)
+        .await
+        .expect("enqueue");
+    let claim = |now: i64| async move {
+        let rows = store.claim_deliveries(now, 1_000, 10).await.expect("claim");
+        rows.iter()
+            .filter(|c| c.event_id == "evt-lease-1")
+            .map(|c| (c.id, c.leased_until_ms))
+            .collect::<Vec<_>>()
+    };
+    let first = claim(at).await;
+    assert_eq!(first.len(), 1, "claimed");
+    assert!(claim(at + 500).await.is_empty(), "leased");
+    // The first holder's lease runs out: another takes the row.
+    let second = claim(at + 2_000).await;
+    assert_eq!(second.len(), 1, "taken over");
+    let state = || async {
+        let d = store
+            .delivery(first[0].0)
+            .await
+            .expect("read")
+            .expect("row");
+        (d.state, d.attempts)
+    };
+    store
+        .mark_failed(first[0], "late", at + 2_100, at + 2_100)
+        .await
+        .expect("mark");
+    assert!(claim(at + 2_500).await.is_empty(), "the new lease stands");
+    store
+        .mark_delivered(&first, at + 2_600)
+        .await
+        .expect("mark");
+    assert_eq!(
+        state().await,
+        ("PENDING".to_owned(), 0),
+        "the late ack settles nothing"
+    );
+    store
+        .mark_delivered(&second, at + 2_700)
+        .await
+        .expect("mark");
+    assert_eq!(state().await, ("DELIVERED".to_owned(), 1));
+    // The row reports no ledger row (the audit of the scenario's end would flag it).
+    let mut c = DirectConn::open(&app).await;
+    c.execute("DELETE FROM outbox WHERE event_id = 'evt-lease-1'")
+        .await;
+}
 
 mod https {
     use super::*;

@@ -243,7 +243,7 @@ async fn run(
             let mut owed = Vec::new();
             for sent in futures_util::future::join_all(sends).await {
                 match sent {
-                    Sent::Claimed(id) => delivered.push(id),
+                    Sent::Claimed(row) => delivered.push(row),
                     Sent::Owed(o, settled) => owed.push((o, settled)),
                     Sent::Retried => {}
                 }
@@ -493,11 +493,11 @@ where
 /// Records a round's acknowledgements. The receiver has them: a failure to record them would
 /// send each again once its lease runs out, so it is tried again ([`recorded`]) before the
 /// rows are left to their leases: at least once, and seldom twice.
-async fn record_delivered(store: &Store, ids: &[i64]) {
-    let write = || store.mark_delivered(ids, store::now_ms());
-    if let Err(e) = recorded(ids.len(), write).await {
+async fn record_delivered(store: &Store, rows: &[(i64, i64)]) {
+    let write = || store.mark_delivered(rows, store::now_ms());
+    if let Err(e) = recorded(rows.len(), write).await {
         // The leases run out and the rows are sent again: at least once.
-        tracing::warn!(deliveries = ids.len(), error = %e, "could not record deliveries");
+        tracing::warn!(deliveries = rows.len(), error = %e, "could not record deliveries");
     }
 }
 
@@ -613,8 +613,8 @@ async fn attempt(client: &awc::Client, d: &Claimed) -> Result<(), String> {
 
 /// What one attempt left to record.
 enum Sent {
-    /// A claimed row acknowledged: the round records it with the others.
-    Claimed(i64),
+    /// A claimed row acknowledged (its id and lease): the round records it with the others.
+    Claimed((i64, i64)),
     /// A delivery owed by its record, sent or failed: the round writes its row.
     Owed(store::Owed, store::Settled),
     /// A claimed row failed: its next attempt is recorded.
@@ -638,7 +638,7 @@ async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Cla
             );
             match &d.handed {
                 Some(o) => Sent::Owed(o.clone(), store::Settled::Delivered),
-                None => Sent::Claimed(d.id),
+                None => Sent::Claimed((d.id, d.leased_until_ms)),
             }
         }
         Err(e) => {
@@ -655,7 +655,8 @@ async fn deliver(store: &Store, metrics: &Metrics, client: &awc::Client, d: &Cla
                     },
                 );
             }
-            if let Err(e) = store.mark_failed(d.id, &e, next_attempt_at_ms, now).await {
+            let row = (d.id, d.leased_until_ms);
+            if let Err(e) = store.mark_failed(row, &e, next_attempt_at_ms, now).await {
                 // The lease runs out and the row is sent again: at least once.
                 tracing::warn!(delivery = d.id, error = %e, "could not record a delivery outcome");
             }

@@ -410,7 +410,8 @@ async fn find_request(
 
 /// A duplicate's callback goes out once more, to the duplicate's (allowed) URL: a
 /// delivered or dead row is pending again with its attempts reset; a pending one keeps its
-/// schedule. The bytes never change.
+/// schedule. The bytes never change. A row being sent to another URL loses its lease: that
+/// send's acknowledgement no longer settles it, and it goes to the new URL too.
 async fn requeue_callback(
     tx: &mut Tx,
     event_id: &str,
@@ -423,6 +424,7 @@ async fn requeue_callback(
              attempts = CASE WHEN state = 'PENDING' THEN attempts ELSE 0 END, \
              next_attempt_at_ms = CASE WHEN state = 'PENDING' THEN next_attempt_at_ms ELSE $2 END, \
              pending_since_ms = CASE WHEN state = 'PENDING' THEN pending_since_ms ELSE $2 END, \
+             leased_until_ms = CASE WHEN url = $1 THEN leased_until_ms ELSE NULL END, \
              delivered_at_ms = NULL, state = 'PENDING', updated_at_ms = $2 \
              WHERE event_id = $3 AND subscription_id IS NULL",
         )

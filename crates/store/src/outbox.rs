@@ -402,6 +402,7 @@ impl Handed {
             signing_secret: Some(self.secret.to_string()),
             attempts: 0,
             created_at_ms: self.owed.at_ms,
+            leased_until_ms: 0,
             handed: Some(self.owed.clone()),
         }
     }
@@ -477,6 +478,10 @@ pub struct Claimed {
     pub signing_secret: Option<String>,
     pub attempts: i64,
     pub created_at_ms: i64,
+    /// The claim's lease: the outcome is recorded only while the row still holds it (a
+    /// holder whose lease ran out, taken over by another, or a callback re-targeted by a
+    /// duplicate meanwhile, records nothing). 0 for one handed over.
+    pub leased_until_ms: i64,
     /// Handed over by the commit that owes it (no row yet, `id` 0): its row is written
     /// once it is sent, or its attempt failed.
     pub handed: Option<Owed>,
@@ -1410,6 +1415,7 @@ impl Store {
                     signing_secret: sub.and(secret),
                     attempts: i64::from(r.try_get::<i32, _>(6)?),
                     created_at_ms: r.try_get(7)?,
+                    leased_until_ms: now_ms + lease_ms,
                     handed: None,
                 });
             }
@@ -1434,16 +1440,26 @@ impl Store {
         Ok(claimed)
     }
 
-    /// The receivers acknowledged rows `ids`: one statement for a round's deliveries.
-    pub async fn mark_delivered(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-        self.update_rows(
-            "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
-             leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
-             updated_at_ms = $1 WHERE state = 'PENDING'",
-            ids,
-            now_ms,
-        )
-        .await
+    /// The receivers acknowledged the claimed rows `(id, lease)`: one statement for a
+    /// round's deliveries of one claim. A row no longer under that lease is left as it is.
+    pub async fn mark_delivered(&self, rows: &[(i64, i64)], now_ms: i64) -> Result<(), StoreError> {
+        let mut leases: Vec<i64> = rows.iter().map(|&(_, l)| l).collect();
+        leases.sort_unstable();
+        leases.dedup();
+        for lease in leases {
+            let ids: Vec<i64> = rows.iter().filter(|r| r.1 == lease).map(|r| r.0).collect();
+            self.update_rows(
+                &format!(
+                    "UPDATE outbox SET state = 'DELIVERED', attempts = attempts + 1, \
+                     leased_until_ms = NULL, last_error = NULL, delivered_at_ms = $1, \
+                     updated_at_ms = $1 WHERE state = 'PENDING' AND leased_until_ms = {lease}"
+                ),
+                &ids,
+                now_ms,
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs `update` (whose `$1` is `now_ms`, and whose `WHERE` the rows' ids are added to)
@@ -1464,11 +1480,12 @@ impl Store {
         Ok(())
     }
 
-    /// An attempt on row `id` failed: try again at `next_attempt_at_ms`
-    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s.
+    /// An attempt on claimed row `(id, lease)` failed: try again at `next_attempt_at_ms`
+    /// (see [`backoff_ms`]). The give-up age is [`Store::give_up_deliveries`]'s. A row no
+    /// longer under that lease is left as it is: its new holder's lease stands.
     pub async fn mark_failed(
         &self,
-        id: i64,
+        (id, lease): (i64, i64),
         error: &str,
         next_attempt_at_ms: i64,
         now_ms: i64,
@@ -1477,12 +1494,13 @@ impl Store {
             sqlx::query(
                 "UPDATE outbox SET state = 'PENDING', attempts = attempts + 1, \
                  leased_until_ms = NULL, last_error = $1, next_attempt_at_ms = $2, \
-                 updated_at_ms = $3 WHERE id = $4 AND state = 'PENDING'",
+                 updated_at_ms = $3 WHERE id = $4 AND state = 'PENDING' AND leased_until_ms = $5",
             )
             .bind(error)
             .bind(next_attempt_at_ms)
             .bind(now_ms)
             .bind(id)
+            .bind(lease)
             .execute(p)
             .await?
             .rows_affected()
@@ -2005,6 +2023,7 @@ mod tests {
             signing_secret: Some("whsec_0123".into()),
             attempts: 1,
             created_at_ms: 5,
+            leased_until_ms: 0,
             handed: None,
         };
         let shown = format!("{d:?}");
