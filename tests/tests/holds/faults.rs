@@ -50,6 +50,25 @@ async fn a_blocked_database(app: TestApp) {
 
 both_backends!(a_blocked_database);
 
+/// A Postgres app with u1 funded 100.00 DKK, and a row lock on u1's account that holds its
+/// writes back until released; `overlap_ms`: the writer's `commit_batch_overlap_ms` (0: the
+/// default).
+async fn held_back(overlap_ms: u64) -> (TestApp, DirectConn) {
+    let app = TestApp::spawn_with(Backend::Postgres, |s| {
+        // Room for a held-back reserve to commit once it is let go.
+        s.processor.deadline_ms = 9_000;
+        if overlap_ms > 0 {
+            s.processor.commit_batch_overlap_ms = overlap_ms;
+        }
+        s.database.statement_ms_max = 6_000;
+        s.database.lock_wait_ms_max = 5_000;
+    })
+    .await;
+    app.funded("u1", "DKK", "100.00").await;
+    let blocker = block_writes(&app, "u1").await;
+    (app, blocker)
+}
+
 /// A cancel that finds no hold while its reserve is still being decided (a slow batch still
 /// commits it) waits for the reserve and cancels what it holds, instead of answering 404:
 /// MobilePay cancels after an approve that timed out and stops at a 404, and the hold would
@@ -57,15 +76,7 @@ both_backends!(a_blocked_database);
 /// (the embedded store's one connection orders the two).
 #[actix_rt::test]
 async fn postgres_a_cancel_waits_for_its_reserve_in_flight() {
-    let app = TestApp::spawn_with(Backend::Postgres, |s| {
-        // Room for the held-back reserve to commit once it is let go.
-        s.processor.deadline_ms = 9_000;
-        s.database.statement_ms_max = 6_000;
-        s.database.lock_wait_ms_max = 5_000;
-    })
-    .await;
-    app.funded("u1", "DKK", "100.00").await;
-    let blocker = block_writes(&app, "u1").await;
+    let (app, blocker) = held_back(0).await;
     let body = bytes(&reservation("race-1", "20.00", "DKK"));
     let (rk, ck) = (uid("rk"), uid("ck"));
     let reserve = app.channel("POST", RES, &body, Some(&rk));
@@ -104,15 +115,7 @@ async fn postgres_a_cancel_waits_for_its_reserve_in_flight() {
 /// is waited for, and form the next one. Postgres only, as above.
 #[actix_rt::test]
 async fn postgres_a_cancel_in_a_slower_batch_than_its_reserve_looks_again() {
-    let app = TestApp::spawn_with(Backend::Postgres, |s| {
-        s.processor.deadline_ms = 9_000;
-        s.processor.commit_batch_overlap_ms = 400;
-        s.database.statement_ms_max = 6_000;
-        s.database.lock_wait_ms_max = 5_000;
-    })
-    .await;
-    app.funded("u1", "DKK", "100.00").await;
-    let blocker = block_writes(&app, "u1").await;
+    let (app, blocker) = held_back(400).await;
     let body = bytes(&reservation("race-2", "20.00", "DKK"));
     let (rk, ck, dk) = (uid("rk"), uid("ck"), uid("dk"));
     let reserve = app.channel("POST", RES, &body, Some(&rk));
