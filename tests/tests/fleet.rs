@@ -295,6 +295,38 @@ async fn duplicates_across_instances_book_once() {
     apps[0].assert_audit_clean().await;
 }
 
+/// A cancel that lands on another instance than its reserve while that reserve is still
+/// being decided (held back by a row lock) waits for it through the fleet's mark in Redis
+/// and cancels the hold, instead of answering 404: MobilePay stops cancelling at a 404, and
+/// the money would stay held until the hold expired.
+#[actix_rt::test]
+async fn a_cancel_on_another_instance_waits_for_its_reserve() {
+    use crate::holds::common::{RES, assert_posted_held, bytes, cancel_path, reservation};
+    let redis = redis_url();
+    let (apps, _) = fleet(2, Some(&redis), |_| {}).await;
+    apps[0].funded("u1", "DKK", "100.00").await;
+    let blocker = block_writes(&apps[0], "u1").await;
+    let body = bytes(&reservation("fleet-1", "20.00", "DKK"));
+    let (rk, ck) = (uid("rk"), uid("ck"));
+    let reserve = apps[0].channel("POST", RES, &body, Some(&rk));
+    let cancel = async {
+        // By then the reserve waits on the row lock.
+        actix_rt::time::sleep(Duration::from_millis(700)).await;
+        apps[1]
+            .channel("POST", &cancel_path("fleet-1"), b"{}", Some(&ck))
+            .await
+    };
+    let release = async move {
+        actix_rt::time::sleep(Duration::from_millis(1_500)).await;
+        blocker.release().await;
+    };
+    let (reserved, cancelled, ()) = tokio::join!(reserve, cancel, release);
+    assert_eq!(reserved.json()["status"], "APPROVED", "{}", reserved.text());
+    assert_eq!(cancelled.status, 200, "{}", cancelled.text());
+    assert_eq!(cancelled.json()["reservation"]["state"], "CANCELLED");
+    assert_posted_held(&apps[0], "DKK", "100.00", "0.00").await;
+}
+
 #[actix_rt::test]
 async fn concurrent_purchases_on_one_account_never_overdraw() {
     let redis = redis_url();

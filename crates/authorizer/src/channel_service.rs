@@ -97,6 +97,13 @@ pub async fn reserve(
         Duration::from_millis(state.settings.processor.deadline_ms),
     );
     let gate = Arc::new(CommitGate::new());
+    // The fleet's mark, for as long as its commit may end after it came.
+    let ttl_ms =
+        state.settings.processor.deadline_ms + state.settings.database.statement_ms_max + 1_000;
+    let mark = state
+        .fleet
+        .mark_reserving(call.channel, req.reservation_id, ttl_ms)
+        .await;
     let call = ChannelCall {
         commit_by: Some(commit_by),
         ..call
@@ -110,6 +117,20 @@ pub async fn reserve(
         reply: Some(reply),
     });
     let r = crate::service::by_deadline(state, job, answer, &gate, due, "reservation").await;
+    let held = matches!(&r, Ok(ChannelOutcome::Fresh { events, .. }) if !events.is_empty());
+    if let Some(token) = mark
+        && r.is_ok()
+        && !held
+    {
+        // Decided without a hold: nobody need wait for it. (An outcome not known, an
+        // error, leaves the mark to expire.)
+        let (fleet, channel, id) = (
+            state.fleet.clone(),
+            call.channel.to_owned(),
+            req.reservation_id.to_owned(),
+        );
+        tokio::spawn(async move { fleet.unmark_reserving(&channel, &id, token).await });
+    }
     if let (Ok(ChannelOutcome::Fresh { .. }), Some(delay)) = (&r, answer_delay()) {
         tokio::time::sleep(delay).await;
     }
@@ -135,25 +156,42 @@ pub async fn hold(
         })
     };
     let (_, seen) = state.reserving.look(channel, reservation_id);
-    let r = once().await;
-    let (deciding, finished) = state.reserving.look(channel, reservation_id);
-    if !matches!(r, Ok(ChannelOutcome::NotFound)) || (!deciding && finished == seen) {
+    let mut r = once().await;
+    if !matches!(r, Ok(ChannelOutcome::NotFound)) {
         return r;
     }
-    // Its reserve is being decided here, or a reserve ended while this one read nothing
-    // (it may have been this reservation's): wait for any still deciding (bounded as any
-    // answer is), then look again. Still undecided: 503, sent again, rather than a 404
-    // that ends the retries.
+    let undecided = || {
+        Err(StoreError::Timeout(
+            "the reserve of this reservation is still being decided".into(),
+        ))
+    };
     let until = started + Duration::from_millis(state.settings.processor.answer_ms_max);
-    while state.reserving.look(channel, reservation_id).0 {
-        if Instant::now() >= until {
-            return Err(StoreError::Timeout(
-                "the reserve of this reservation is still being decided".into(),
-            ));
+    let (deciding, finished) = state.reserving.look(channel, reservation_id);
+    if deciding || finished != seen {
+        // Its reserve is being decided here, or a reserve ended while this one read
+        // nothing (it may have been this reservation's): wait for any still deciding
+        // (bounded as any answer is), then look again. Still undecided: 503, sent again,
+        // rather than a 404 that ends the retries.
+        while state.reserving.look(channel, reservation_id).0 {
+            if Instant::now() >= until {
+                return undecided();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        tokio::time::sleep(Duration::from_millis(5)).await;
+        r = once().await;
     }
-    once().await
+    // Another instance of the fleet marked a reserve of it: look again until the hold
+    // stands or the mark is gone (declined, or its time to commit passed).
+    while matches!(r, Ok(ChannelOutcome::NotFound))
+        && state.fleet.reserving(channel, reservation_id).await
+    {
+        if Instant::now() >= until {
+            return undecided();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        r = once().await;
+    }
+    r
 }
 
 /// A reservation as it stands, with whether this read expired it: an overdue one is

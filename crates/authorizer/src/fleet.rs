@@ -17,6 +17,10 @@
 //! - `idem:inflight:<scope>:<key>`: the in-flight marker (`SET NX PX`), value
 //!   `<claim id>:<ttl ms>`, expiring after `redis.in_flight_ttl_secs`.
 //! - `ratelimit:admin:<token id>`: a token bucket (hash of `tokens`, `ts`).
+//! - `reserving:<channel>:<reservation id>`: a reserve of that reservation is being decided
+//!   by some instance (`SET PX`, for as long as its commit may take; deleted once it is
+//!   declined): a capture, cancel or refund that finds no hold on another instance waits
+//!   for it and looks again.
 //! - channel `rules`: `card:<card id>` when an admin change touched a card.
 
 use crate::config::RedisSettings;
@@ -208,6 +212,67 @@ fn random_hex(n: usize) -> String {
 }
 
 impl Fleet {
+    /// Marks a reserve of `reservation_id` on `channel` as being decided, for `ttl_ms` (the
+    /// longest its commit may end after it came): the other instances' captures, cancels and
+    /// refunds that find no hold wait for it. `None`: no Redis (or it failed); the mark is
+    /// then this instance's alone.
+    pub async fn mark_reserving(
+        &self,
+        channel: &str,
+        reservation_id: &str,
+        ttl_ms: u64,
+    ) -> Option<String> {
+        let link = self.link.as_ref()?;
+        let key = link.reserving_key(channel, reservation_id);
+        let token = format!("{}-{}", link.instance, random_hex(8));
+        let value = token.clone();
+        link.call("reserving_mark", move |mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .arg("PX")
+                .arg(ttl_ms.max(1))
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await?;
+        Some(token)
+    }
+
+    /// Ends this instance's mark `token` early (the reserve was declined: no hold will
+    /// come); an approved one is left to expire, so that a capture, cancel or refund that
+    /// read nothing just before it committed still looks again.
+    pub async fn unmark_reserving(&self, channel: &str, reservation_id: &str, token: String) {
+        let Some(link) = &self.link else {
+            return;
+        };
+        let key = link.reserving_key(channel, reservation_id);
+        link.call("reserving_unmark", move |mut c| async move {
+            RELEASE_SCRIPT
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await;
+    }
+
+    /// Whether some instance marked a reserve of this reservation (false without Redis).
+    pub async fn reserving(&self, channel: &str, reservation_id: &str) -> bool {
+        let Some(link) = &self.link else {
+            return false;
+        };
+        let key = link.reserving_key(channel, reservation_id);
+        link.call("reserving_read", move |mut c| async move {
+            redis::cmd("EXISTS")
+                .arg(key)
+                .query_async::<i64>(&mut c)
+                .await
+        })
+        .await
+        .is_some_and(|n| n > 0)
+    }
+
     /// No Redis: a single instance with in-process state only.
     pub fn none() -> Fleet {
         Fleet::default()
@@ -430,6 +495,10 @@ fn decode_answer(v: &[u8]) -> Option<Finished> {
 }
 
 impl Link {
+    fn reserving_key(&self, channel: &str, reservation_id: &str) -> String {
+        format!("{}reserving:{channel}:{reservation_id}", self.prefix)
+    }
+
     fn idem_keys(&self, scoped_key: &str) -> (String, String) {
         (
             format!("{}idem:answer:{scoped_key}", self.prefix),
