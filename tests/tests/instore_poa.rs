@@ -413,6 +413,14 @@ async fn admin_audit_and_logs(app: TestApp, _rx: CallbackReceiver) {
             .await;
         assert_eq!(r.status, 401, "{signed}: {}", r.text());
     }
+    // A requestId does not bind this log's path (none is kept): the same holds with one.
+    let with_id = "requestId=r-log-1&locationId=L1";
+    for signed in [r#"{"requestId":"r-log-1","locationId":"L1"}"#, with_id] {
+        let r = app
+            .instore_get("payonaccountlog/555", with_id, &sign(signed.as_bytes()))
+            .await;
+        assert_eq!(r.status, 401, "{signed}: {}", r.text());
+    }
     let named = sign(br#"{"locationId":"L1","account_number":"555"}"#);
     let r = app.instore_get("payonaccountlog/555", query, &named).await;
     assert_eq!(r.status, 200, "{}", r.text());

@@ -492,12 +492,14 @@ pub fn verify_get<'t>(
         }
         js(&Value::Object(members)).into_bytes()
     };
-    // The path's number, named by neither the query nor a `requestId` (which is bound to
-    // its first path): only the form that signs it (b) is taken, or one signature would
-    // read every number's log (a replay to another path).
+    // The path's number, named by neither the query nor a `requestId` that binds its first
+    // path (the stored-value log records its ids; the pay-on-account log keeps none): only
+    // the form that signs it (b) is taken, or one signature would read every number's log
+    // (a replay to another path).
+    let binds_request_id = matches!(route, Route::StoredValueLog { .. }) && request_id.is_some();
     let unbound = route
         .bound_parameter()
-        .filter(|(field, _)| request_id.is_none() && !params.iter().any(|(n, _)| n == field));
+        .filter(|(field, _)| !binds_request_id && !params.iter().any(|(n, _)| n == field));
     let mut candidates = Vec::new();
     if !params.is_empty() && unbound.is_none() {
         candidates.push((MatchedForm::QueryJson, object(None)));
