@@ -549,6 +549,15 @@ async fn a_cancelled_redeem_gives_todays_daily_limit_back(app: TestApp, _rx: Cal
 /// otherwise be a balance query without the PIN.
 async fn a_wrong_pin_on_redeem_counts_a_try(app: TestApp, _rx: CallbackReceiver) {
     app.stored_value_card_with_pin(NUMBER).await;
+    // Without its PIN, a decline for another reason (more than the card holds) does not
+    // tell the balance either.
+    let over = redeem("req-pin-over", NUMBER, 1_000_000);
+    let to = "https://instore.example/callback/pin";
+    app.instore_acknowledged("storedvaluecard_process", &over, to)
+        .await;
+    let cb = app.instore_callback("req-pin-over").await;
+    assert_eq!(cb["error"], "INSUFFICIENT_FUNDS", "{cb}");
+    assert!(cb["data"]["balance"].is_null(), "{cb}");
     let with_pin = |n: usize, pin: &str| {
         let mut p = redeem(&format!("req-pin-{n}"), NUMBER, 100);
         p["accounts"] = json!([{"number": NUMBER, "pin": pin}]);

@@ -719,8 +719,13 @@ fn plan_move(
             let data = MovementData {
                 number: m.number,
                 amount: m.wire.resolve().ok().map(|(c, a)| Amount::new(a, c)),
+                // A card with a PIN or CVC on record tells its balance to a lookup with
+                // the PIN only: no decline of it tells it (a Redeem without the secret, or
+                // for more than it holds, would read it).
                 balance: own
-                    .filter(|_| !reason.withholds_balance())
+                    .filter(|c| {
+                        !reason.withholds_balance() && c.pin_hash.is_none() && c.cvc_hash.is_none()
+                    })
                     .map(|c| Amount::new(c.funds.available(), c.funds.currency)),
                 external_transaction_id: None,
                 external_payment_id: None,
