@@ -871,7 +871,45 @@ async fn a_split_over_two_numbers_of_one_account_spends_it_once(
     assert_eq!(movements(&app, "u1", "USD", "SV_REDEEM").await, 1);
 }
 
+/// A request with a PIN recorded by an earlier version (its hash over the PIN as sent, before
+/// the PINs were keyed) and sent again after the upgrade replays, rather than conflicting
+/// (409), which a POS could take for a failure and send again under a new id.
+async fn a_request_recorded_before_the_keyed_hash_replays(app: TestApp, _rx: CallbackReceiver) {
+    app.stored_value_card_with_pin(NUMBER).await;
+    let with_pin = |pin: &str| {
+        let mut p = redeem("req-up-1", NUMBER, 100);
+        p["accounts"] = json!([{"number": NUMBER, "pin": pin}]);
+        p
+    };
+    let to = "https://instore.example/callback/up";
+    let first = app
+        .instore_acknowledged("storedvaluecard_process", &with_pin("1234"), to)
+        .await;
+    let payload = ::instore::json::parse(with_pin("1234").to_string().as_bytes()).expect("JSON");
+    let unkeyed = ::instore::payload::request_hash_unkeyed(&payload.value).expect("it has a PIN");
+    let mut c = DirectConn::open(&app).await;
+    c.execute(&format!(
+        "UPDATE instore_requests SET request_hash = '{unkeyed}' WHERE request_id = 'req-up-1'"
+    ))
+    .await;
+    let again = app
+        .instore_envelope("storedvaluecard_process", &with_pin("1234"), to)
+        .await;
+    assert_eq!(
+        (again.status, &again.body),
+        (200, &first.body),
+        "{}",
+        again.text()
+    );
+    let other = app
+        .instore_envelope("storedvaluecard_process", &with_pin("0000"), to)
+        .await;
+    assert_eq!(other.status, 409, "{}", other.text());
+    assert_eq!(app.available("u1", "USD").await, "99.00");
+}
+
 e2e::instore_scenarios!(
+    a_request_recorded_before_the_keyed_hash_replays,
     vectors_end_to_end,
     a_wrong_pin_on_redeem_counts_a_try,
     a_number_with_history_stays_its_accounts,

@@ -495,6 +495,7 @@ fn redeem_call(request_id: &str) -> InstoreCall {
         request_id: request_id.to_owned(),
         action: "Redeem",
         request_hash: format!("hash-{request_id}"),
+        request_hash_unkeyed: None,
         callback_url: "https://instore.example/callback".to_owned(),
         correlation_id: None,
         numbers: vec![SV_NUMBER.to_owned()],

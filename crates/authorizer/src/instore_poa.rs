@@ -150,6 +150,7 @@ impl PoaPlanner {
             request_id: key.clone().unwrap_or_default(),
             action,
             request_hash,
+            request_hash_unkeyed: None,
             callback_url: callback_url.to_owned(),
             correlation_id: self.correlation_id.clone(),
             numbers: Vec::new(),

@@ -20,6 +20,13 @@ pub fn request_hash(payload: &Value, secret_key: &[u8]) -> String {
     sha256_hex(js(&keyed_secrets(payload, secret_key)).as_bytes())
 }
 
+/// The request hash as versions before the keyed secrets took it: SHA-256 of `JS(payload)`
+/// with the secrets as sent. `None` when the payload has none (the two are one). Only
+/// compared with a request recorded before the upgrade, never stored.
+pub fn request_hash_unkeyed(payload: &Value) -> Option<String> {
+    holds_secret("", payload).then(|| sha256_hex(js(payload).as_bytes()))
+}
+
 fn keyed_secrets<'a>(value: &'a Value, key: &[u8]) -> std::borrow::Cow<'a, Value> {
     use std::borrow::Cow;
     let node = |value: Value| Node { value, span: 0..0 };

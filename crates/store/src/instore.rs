@@ -99,8 +99,11 @@ pub struct InstoreCall {
     pub request_id: String,
     /// `Create`, `Lookup`, `Load`, `Redeem` or `Cancel`.
     pub action: &'static str,
-    /// SHA-256 of `JS(payload)`, hex.
+    /// SHA-256 of `JS(payload)`, hex (its PINs and CVCs keyed first).
     pub request_hash: String,
+    /// The hash of a payload with a PIN or CVC as versions before the keying took it: a
+    /// request recorded by one of them and sent again replays rather than conflicts.
+    pub request_hash_unkeyed: Option<String>,
     /// Where the callback goes (already within the tenant's allow-list).
     pub callback_url: String,
     pub correlation_id: Option<String>,
@@ -447,7 +450,8 @@ pub(crate) async fn recorded(
     else {
         return Ok(None);
     };
-    if action != call.action || hash != call.request_hash {
+    let same = hash == call.request_hash || call.request_hash_unkeyed.as_ref() == Some(&hash);
+    if action != call.action || !same {
         return Ok(Some(InstoreOutcome::Conflict));
     }
     let event_id = callback_event_id(&call.tenant_id, &call.request_id);

@@ -222,6 +222,7 @@ fn instore_call(call: &WalletCall) -> Option<InstoreCall> {
         request_id,
         action: call.action,
         request_hash: call.request_hash.clone(),
+        request_hash_unkeyed: None,
         callback_url,
         correlation_id: call.correlation_id.clone(),
         numbers: Vec::new(),

@@ -308,6 +308,7 @@ async fn post(req: &HttpRequest, payload: web::Payload, state: &AppState, route:
         request_id: request_id.to_owned(),
         action: action.as_str(),
         request_hash,
+        request_hash_unkeyed: payload::request_hash_unkeyed(&verified.payload.value),
         callback_url: envelope.callback_url.clone(),
         correlation_id: correlation_id.map(str::to_owned),
         numbers: request.numbers(),
