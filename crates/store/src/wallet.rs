@@ -34,6 +34,8 @@ pub const KIND_WALLET_REVERSAL: &str = "WALLET_REVERSAL";
 /// The wallet action that `log_cancel_wallet` is stored under, whose `reference` a refund
 /// tells as `original_reference`.
 pub const ACTION_LOG_CANCEL: &str = "log_cancel_wallet";
+/// The action of a cancel of a wallet payment.
+const ACTION_CANCEL: &str = "cancel_wallet_payment";
 
 /// Transport facts of one wallet request, owned: the request waits for the writer's batch
 /// on another task.
@@ -255,6 +257,26 @@ async fn recorded_body(tx: &mut Tx, call: &WalletCall) -> Result<Option<Vec<u8>>
 async fn replayed(tx: &mut Tx, call: &WalletCall) -> Result<Option<InstoreOutcome>, Step> {
     if let Some(ic) = instore_call(call) {
         return recorded(tx, &ic).await;
+    }
+    let names_payment = call.payment_transaction_id.is_some() || call.payment_barcode.is_some();
+    if call.replay_by_body
+        && names_payment
+        && [ACTION_CANCEL, ACTION_LOG_CANCEL].contains(&call.action)
+    {
+        // An answer kept by an earlier version for a cancel or log that found no payment:
+        // decided again, as this version keeps none (the payment may stand by now).
+        run!(tx, c => {
+            sqlx::query(
+                "DELETE FROM wallet_requests WHERE tenant_id = $1 AND action = $2 \
+                 AND request_hash = $3 AND payment_transaction_id IS NULL",
+            )
+            .bind(&call.tenant_id)
+            .bind(call.action)
+            .bind(&call.request_hash)
+            .execute(c)
+            .await?
+            .rows_affected()
+        });
     }
     if call.replay_by_body
         && let Some(body) = recorded_body(tx, call).await?
