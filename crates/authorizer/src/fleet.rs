@@ -153,14 +153,8 @@ impl Drop for Ticket {
         let claim_id = std::mem::take(&mut self.claim_id);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
-                link.call("idempotency_release", move |mut c| async move {
-                    RELEASE_SCRIPT
-                        .key(marker_key)
-                        .arg(claim_id)
-                        .invoke_async::<i64>(&mut c)
-                        .await
-                })
-                .await;
+                link.release("idempotency_release", marker_key, claim_id)
+                    .await;
             });
         }
     }
@@ -247,14 +241,7 @@ impl Fleet {
             return;
         };
         let key = link.reserving_key(channel, reservation_id);
-        link.call("reserving_unmark", move |mut c| async move {
-            RELEASE_SCRIPT
-                .key(key)
-                .arg(token)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await;
+        link.release("reserving_unmark", key, token).await;
     }
 
     /// Whether some instance marked a reserve of this reservation (false without Redis).
@@ -495,6 +482,18 @@ fn decode_answer(v: &[u8]) -> Option<Finished> {
 }
 
 impl Link {
+    /// Deletes `key` if it still holds `token` (ours: another's is left as it is).
+    async fn release(&self, op: &'static str, key: String, token: String) {
+        self.call(op, move |mut c| async move {
+            RELEASE_SCRIPT
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(&mut c)
+                .await
+        })
+        .await;
+    }
+
     fn reserving_key(&self, channel: &str, reservation_id: &str) -> String {
         format!("{}reserving:{channel}:{reservation_id}", self.prefix)
     }
