@@ -115,9 +115,12 @@ impl Sim {
         .await
     }
 
-    /// `GET payonaccountlog/{account}`: the account's records, newest first.
+    /// `GET payonaccountlog/{account}?..&account_number={account}`: the account's records,
+    /// newest first. The account is in the signed query too: a signature over the other
+    /// parameters alone would read any account's log, and is refused.
     pub async fn poa_logs(&self, account: &str) -> anyhow::Result<Log> {
-        self.signed_get(&format!("payonaccountlog/{account}"), "")
+        let more = format!("&account_number={}", crate::sim::query_value(account));
+        self.signed_get(&format!("payonaccountlog/{account}"), &more)
             .await
     }
 

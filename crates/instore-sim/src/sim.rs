@@ -597,7 +597,7 @@ pub fn envelope(
 }
 
 /// Percent-encodes a query value (everything but unreserved characters).
-fn query_value(s: &str) -> String {
+pub(crate) fn query_value(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
