@@ -325,6 +325,21 @@ async fn a_cancel_on_another_instance_waits_for_its_reserve() {
     assert_eq!(cancelled.status, 200, "{}", cancelled.text());
     assert_eq!(cancelled.json()["reservation"]["state"], "CANCELLED");
     assert_posted_held(&apps[0], "DKK", "100.00", "0.00").await;
+    // A reserve declined (more than the account holds) leaves no mark: a cancel on the
+    // other instance answers 404 at once, not after waiting out the mark's time.
+    let body = bytes(&reservation("fleet-2", "500.00", "DKK"));
+    let declined = apps[0].channel("POST", RES, &body, Some(&uid("rk"))).await;
+    assert_eq!(declined.json()["status"], "REJECTED", "{}", declined.text());
+    let asked = Instant::now();
+    let r = apps[1]
+        .channel("POST", &cancel_path("fleet-2"), b"{}", Some(&uid("ck")))
+        .await;
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
 }
 
 #[actix_rt::test]

@@ -12,6 +12,7 @@
 
 use crate::app::AppState;
 use crate::batcher::{ExpiryJob, ExpiryOf, HoldJob, Job};
+use crate::fleet::ReserveMark;
 use ledger::{Currency, Decline, format_minor};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -97,13 +98,15 @@ pub async fn reserve(
         Duration::from_millis(state.settings.processor.deadline_ms),
     );
     let gate = Arc::new(CommitGate::new());
-    // The fleet's mark, for as long as its commit may end after it came.
+    // The fleet's mark, for as long as its commit may end after it came: set beside the
+    // decision (a slow Redis never eats into the deadline), ended once it is known.
     let ttl_ms =
         state.settings.processor.deadline_ms + state.settings.database.statement_ms_max + 1_000;
-    let mark = state
-        .fleet
-        .mark_reserving(call.channel, req.reservation_id, ttl_ms)
-        .await;
+    let (channel, id) = (call.channel.to_owned(), req.reservation_id.to_owned());
+    let marking = state.fleet.is_configured().then(|| {
+        let (fleet, channel, id) = (state.fleet.clone(), channel.clone(), id.clone());
+        tokio::spawn(async move { fleet.mark_reserving(&channel, &id, ttl_ms).await })
+    });
     let call = ChannelCall {
         commit_by: Some(commit_by),
         ..call
@@ -117,19 +120,20 @@ pub async fn reserve(
         reply: Some(reply),
     });
     let r = crate::service::by_deadline(state, job, answer, &gate, due, "reservation").await;
-    let held = matches!(&r, Ok(ChannelOutcome::Fresh { events, .. }) if !events.is_empty());
-    if let Some(token) = mark
-        && r.is_ok()
-        && !held
+    // A commit whose outcome is not known leaves the mark to expire; any other outcome is
+    // known: a hold committed, or nothing (a decline, a refusal, the deadline given up).
+    if let Some(marking) = marking
+        && !matches!(r, Err(StoreError::Uncertain(_)))
     {
-        // Decided without a hold: nobody need wait for it. (An outcome not known, an
-        // error, leaves the mark to expire.)
-        let (fleet, channel, id) = (
-            state.fleet.clone(),
-            call.channel.to_owned(),
-            req.reservation_id.to_owned(),
-        );
-        tokio::spawn(async move { fleet.unmark_reserving(&channel, &id, token).await });
+        let held = matches!(&r, Ok(ChannelOutcome::Fresh { events, .. }) if !events.is_empty());
+        let fleet = state.fleet.clone();
+        tokio::spawn(async move {
+            if let Ok(Some(token)) = marking.await {
+                fleet
+                    .finish_reserving(&channel, &id, token, held, ttl_ms)
+                    .await;
+            }
+        });
     }
     if let (Ok(ChannelOutcome::Fresh { .. }), Some(delay)) = (&r, answer_delay()) {
         tokio::time::sleep(delay).await;
@@ -180,18 +184,29 @@ pub async fn hold(
         }
         r = once().await;
     }
-    // Another instance of the fleet marked a reserve of it: look again until the hold
-    // stands or the mark is gone (declined, or its time to commit passed).
-    while matches!(r, Ok(ChannelOutcome::NotFound))
-        && state.fleet.reserving(channel, reservation_id).await
-    {
-        if Instant::now() >= until {
-            return undecided();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        r = once().await;
+    if !matches!(r, Ok(ChannelOutcome::NotFound)) {
+        return r;
     }
-    r
+    // Another instance of the fleet marked a reserve of it: wait while it is being decided,
+    // then look once again if it was seen (it may have committed the hold since the read).
+    let mut marked = false;
+    loop {
+        match state.fleet.reserving(channel, reservation_id).await {
+            ReserveMark::None => break,
+            ReserveMark::Done => {
+                marked = true;
+                break;
+            }
+            ReserveMark::Deciding => {
+                marked = true;
+                if Instant::now() >= until {
+                    return undecided();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+    if marked { once().await } else { r }
 }
 
 /// A reservation as it stands, with whether this read expired it: an overdue one is

@@ -18,9 +18,10 @@
 //!   `<claim id>:<ttl ms>`, expiring after `redis.in_flight_ttl_secs`.
 //! - `ratelimit:admin:<token id>`: a token bucket (hash of `tokens`, `ts`).
 //! - `reserving:<channel>:<reservation id>`: a reserve of that reservation is being decided
-//!   by some instance (`SET PX`, for as long as its commit may take; deleted once it is
-//!   declined): a capture, cancel or refund that finds no hold on another instance waits
-//!   for it and looks again.
+//!   by some instance (`SET NX PX`, for as long as its commit may take); once decided,
+//!   `done` for as long again when it committed a hold, else deleted: a capture, cancel or
+//!   refund that finds no hold on another instance waits while it is being decided, and
+//!   looks again once it is done.
 //! - channel `rules`: `card:<card id>` when an admin change touched a card.
 
 use crate::config::RedisSettings;
@@ -67,6 +68,27 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Ends our own reserve mark: "done" for a while when it holds (ARGV[2] = 1), else deleted.
+const FINISH_MARK: &str = r"
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+if ARGV[2] == '1' then redis.call('SET', KEYS[1], 'done', 'PX', ARGV[3]) else redis.call('DEL', KEYS[1]) end
+return 1
+";
+
+/// The value of a reserve mark whose reserve committed its hold.
+const DONE: &str = "done";
+
+/// What the fleet's mark says of a reserve of one reservation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReserveMark {
+    /// No reserve of it is being decided, nor just committed.
+    None,
+    /// One is being decided: a hold may come.
+    Deciding,
+    /// One committed its hold a moment ago: a read before it may have missed it.
+    Done,
+}
+
 /// Token bucket on Redis' own clock: {allowed (1/0), ms until the next token}.
 const TAKE_TOKEN: &str = r"
 local rate = tonumber(ARGV[1])
@@ -94,6 +116,7 @@ static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 static TAKE_OVER_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_OVER));
 static FINISH_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH));
 static RELEASE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(RELEASE));
+static FINISH_MARK_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FINISH_MARK));
 static TAKE_TOKEN_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(TAKE_TOKEN));
 
 /// What Redis says about an idempotency key.
@@ -207,9 +230,9 @@ fn random_hex(n: usize) -> String {
 
 impl Fleet {
     /// Marks a reserve of `reservation_id` on `channel` as being decided, for `ttl_ms` (the
-    /// longest its commit may end after it came): the other instances' captures, cancels and
-    /// refunds that find no hold wait for it. `None`: no Redis (or it failed); the mark is
-    /// then this instance's alone.
+    /// longest its commit may end after it came), unless another reserve of it holds the
+    /// mark: the other instances' captures, cancels and refunds that find no hold wait for
+    /// it. `None`: not marked by this call (no Redis, it failed, or the mark is another's).
     pub async fn mark_reserving(
         &self,
         channel: &str,
@@ -220,44 +243,69 @@ impl Fleet {
         let key = link.reserving_key(channel, reservation_id);
         let token = format!("{}-{}", link.instance, random_hex(8));
         let value = token.clone();
-        link.call("reserving_mark", move |mut c| async move {
-            redis::cmd("SET")
-                .arg(key)
-                .arg(value)
-                .arg("PX")
-                .arg(ttl_ms.max(1))
-                .query_async::<()>(&mut c)
-                .await
-        })
-        .await?;
-        Some(token)
+        let set: Option<String> = link
+            .call("reserving_mark", move |mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms.max(1))
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await?;
+        set.map(|_| token)
     }
 
-    /// Ends this instance's mark `token` early (the reserve was declined: no hold will
-    /// come); an approved one is left to expire, so that a capture, cancel or refund that
-    /// read nothing just before it committed still looks again.
-    pub async fn unmark_reserving(&self, channel: &str, reservation_id: &str, token: String) {
+    /// Ends this instance's mark `token` once its reserve is decided: `held`, it reads
+    /// "done" for `ttl_ms` more (a capture, cancel or refund that read nothing just before
+    /// the hold committed looks once again); else it is deleted (no hold will come).
+    pub async fn finish_reserving(
+        &self,
+        channel: &str,
+        reservation_id: &str,
+        token: String,
+        held: bool,
+        ttl_ms: u64,
+    ) {
         let Some(link) = &self.link else {
             return;
         };
         let key = link.reserving_key(channel, reservation_id);
-        link.release("reserving_unmark", key, token).await;
-    }
-
-    /// Whether some instance marked a reserve of this reservation (false without Redis).
-    pub async fn reserving(&self, channel: &str, reservation_id: &str) -> bool {
-        let Some(link) = &self.link else {
-            return false;
-        };
-        let key = link.reserving_key(channel, reservation_id);
-        link.call("reserving_read", move |mut c| async move {
-            redis::cmd("EXISTS")
-                .arg(key)
-                .query_async::<i64>(&mut c)
+        link.call("reserving_finish", move |mut c| async move {
+            FINISH_MARK_SCRIPT
+                .key(key)
+                .arg(token)
+                .arg(if held { "1" } else { "0" })
+                .arg(ttl_ms.max(1))
+                .invoke_async::<i64>(&mut c)
                 .await
         })
-        .await
-        .is_some_and(|n| n > 0)
+        .await;
+    }
+
+    /// The fleet's mark of a reserve of this reservation ([`ReserveMark::None`] without
+    /// Redis, or when it fails).
+    pub async fn reserving(&self, channel: &str, reservation_id: &str) -> ReserveMark {
+        let Some(link) = &self.link else {
+            return ReserveMark::None;
+        };
+        let key = link.reserving_key(channel, reservation_id);
+        let value = link
+            .call("reserving_read", move |mut c| async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async::<Option<String>>(&mut c)
+                    .await
+            })
+            .await
+            .flatten();
+        match value.as_deref() {
+            None => ReserveMark::None,
+            Some(DONE) => ReserveMark::Done,
+            Some(_) => ReserveMark::Deciding,
+        }
     }
 
     /// No Redis: a single instance with in-process state only.

@@ -434,15 +434,15 @@ impl Planner {
         out.response =
             body::wallet_status(self.request_id.as_deref(), outcome, None, Some(reversed))
                 .into_bytes();
-        if names_payment && row.is_none() {
-            // No payment (yet: it may be committing elsewhere, the cancel having overtaken
-            // it): the answer is not kept, so the same request sent again is decided again
-            // and reverses the payment that stands by then.
-            out.record = false;
-        }
         out.record_payment = row
             .filter(|p| p.tenant_id == self.tenant.tenant_id)
             .map(|p| p.transaction_id.clone());
+        if names_payment && out.record_payment.is_none() {
+            // No payment of this tenant (yet: it may be committing elsewhere, the cancel
+            // having overtaken it): the answer is not kept, so the same request sent again
+            // is decided again and reverses the payment that stands by then.
+            out.record = false;
+        }
         outcome
     }
 }
