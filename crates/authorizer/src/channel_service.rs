@@ -16,7 +16,7 @@ use crate::fleet::ReserveMark;
 use ledger::{Currency, Decline, format_minor};
 use rust_decimal::Decimal;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use store::{
@@ -33,16 +33,29 @@ use utoipa::ToSchema;
 ///
 /// A reserve is in flight from its request until its batch has committed or rolled back
 /// (the guard travels with its job, so a client that hangs up does not end it early), and
-/// every reserve that ends counts in `finished`: a capture, cancel or refund that read
-/// nothing while one ended (its own batch slower than the reserve's) looks again too.
+/// the end of each is kept for a minute, numbered: a capture, cancel or refund that read
+/// nothing while a reserve of its reservation ended (its own batch slower than the
+/// reserve's) looks again too. Any other 404 is answered after one read.
 #[derive(Debug, Default)]
 pub struct Reserving(Mutex<InFlight>);
 
+type ReservationKey = (String, String);
+
 #[derive(Debug, Default)]
 struct InFlight {
-    deciding: HashMap<(String, String), usize>,
-    finished: u64,
+    deciding: HashMap<ReservationKey, usize>,
+    /// How many reserves have ended, of any reservation.
+    generation: u64,
+    /// The number of the last reserve of each reservation that ended in the last minute.
+    ended: HashMap<ReservationKey, u64>,
+    /// The same, oldest first, for pruning.
+    order: VecDeque<(Instant, u64, ReservationKey)>,
 }
+
+/// How long the end of a reserve is kept: far longer than any batch takes to answer.
+const ENDED_KEEP: Duration = Duration::from_secs(60);
+/// Ends kept at most (a flood of reserves prunes them sooner).
+const ENDED_MAX: usize = 100_000;
 
 impl Reserving {
     /// Marks a reserve of `reservation_id` on `channel` in flight until the guard drops.
@@ -55,12 +68,17 @@ impl Reserving {
         }
     }
 
-    /// Whether a reserve of this reservation is being decided, and how many reserves
-    /// (of any reservation) have ended so far.
-    fn look(&self, channel: &str, reservation_id: &str) -> (bool, u64) {
+    /// How many reserves have ended so far (of any reservation).
+    fn generation(&self) -> u64 {
+        self.lock().generation
+    }
+
+    /// Whether a reserve of this reservation is being decided, and the number of the last
+    /// of its reserves that ended (in the last minute).
+    fn look(&self, channel: &str, reservation_id: &str) -> (bool, Option<u64>) {
         let m = self.lock();
         let key = (channel.to_owned(), reservation_id.to_owned());
-        (m.deciding.contains_key(&key), m.finished)
+        (m.deciding.contains_key(&key), m.ended.get(&key).copied())
     }
 
     fn lock(&self) -> MutexGuard<'_, InFlight> {
@@ -76,7 +94,21 @@ struct ReservingGuard {
 impl Drop for ReservingGuard {
     fn drop(&mut self) {
         let mut m = self.set.lock();
-        m.finished = m.finished.wrapping_add(1);
+        m.generation += 1;
+        let (generation, now) = (m.generation, Instant::now());
+        m.ended.insert(self.key.clone(), generation);
+        m.order.push_back((now, generation, self.key.clone()));
+        while let Some((at, g, _)) = m.order.front() {
+            if now.duration_since(*at) < ENDED_KEEP && m.order.len() <= ENDED_MAX {
+                break;
+            }
+            let g = *g;
+            if let Some((_, _, key)) = m.order.pop_front()
+                && m.ended.get(&key) == Some(&g)
+            {
+                m.ended.remove(&key);
+            }
+        }
         if let Some(n) = m.deciding.get_mut(&self.key) {
             *n -= 1;
             if *n == 0 {
@@ -159,7 +191,7 @@ pub async fn hold(
             })
         })
     };
-    let (_, seen) = state.reserving.look(channel, reservation_id);
+    let seen = state.reserving.generation();
     let mut r = once().await;
     if !matches!(r, Ok(ChannelOutcome::NotFound)) {
         return r;
@@ -170,8 +202,8 @@ pub async fn hold(
         ))
     };
     let until = started + Duration::from_millis(state.settings.processor.answer_ms_max);
-    let (deciding, finished) = state.reserving.look(channel, reservation_id);
-    if deciding || finished != seen {
+    let (deciding, ended) = state.reserving.look(channel, reservation_id);
+    if deciding || ended.is_some_and(|g| g > seen) {
         // Its reserve is being decided here, or a reserve ended while this one read
         // nothing (it may have been this reservation's): wait for any still deciding
         // (bounded as any answer is), then look again. Still undecided: 503, sent again,
@@ -588,5 +620,25 @@ mod tests {
         assert_eq!(rfc3339(1_700_604_900_000), "2023-11-21T22:15:00Z");
         assert_eq!(rfc3339(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(-1000), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn a_read_looks_again_only_when_its_own_reservation_ended_meanwhile() {
+        let set = Arc::new(Reserving::default());
+        let seen = set.generation();
+        let guard = set.enter("mp", "r-1");
+        assert_eq!(set.look("mp", "r-1"), (true, None), "being decided");
+        let other = set.enter("mp", "r-2");
+        drop(other);
+        // Another reservation's end is no reason to read again.
+        assert_eq!(set.look("mp", "r-1"), (true, None));
+        drop(guard);
+        let (deciding, ended) = set.look("mp", "r-1");
+        assert!(!deciding);
+        assert!(ended.is_some_and(|g| g > seen), "{ended:?}");
+        // A read that began after that end has no reason either.
+        let later = set.generation();
+        assert!(set.look("mp", "r-1").1.is_some_and(|g| g <= later));
+        assert_eq!(set.look("other", "r-1"), (false, None), "by channel too");
     }
 }
