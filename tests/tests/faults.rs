@@ -281,3 +281,46 @@ async fn postgres_a_locked_account_does_not_hold_up_the_others() {
     assert_eq!(app.available("u1", "ARS").await, "100.00");
     app.assert_audit_clean().await;
 }
+
+/// The embedded store's file held by another process when an instance starts (a backup, an
+/// operator's `sqlite3` shell, a disk busy flushing): opening it takes longer than
+/// `database.pool_acquire_ms_max`, and the instance waits for it, as it waits for its
+/// migrations, rather than failing its start at once.
+#[actix_rt::test]
+async fn sqlite_an_instance_waits_for_its_store_file_held_by_another() {
+    use sqlx::Connection;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        dir.path().join("authorizer.db").display()
+    );
+    let mut holder = sqlx::SqliteConnection::connect(&url).await.expect("open");
+    sqlx::query("BEGIN EXCLUSIVE")
+        .execute(&mut holder)
+        .await
+        .expect("lock the file");
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        sqlx::query("COMMIT")
+            .execute(&mut holder)
+            .await
+            .expect("unlock");
+        let _ = holder.close().await;
+    });
+    let started = Instant::now();
+    let data_dir = dir.path().to_path_buf();
+    let app = TestApp::spawn_on(None, move |s| {
+        s.database.data_dir = data_dir;
+        s.database.pool_acquire_ms_max = 300;
+        s.database.lock_wait_ms_max = 400;
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(1_400),
+        "{:?}",
+        started.elapsed()
+    );
+    release.await.expect("released");
+    app.funded("u1", "ARS", "10.00").await;
+    assert_eq!(app.available("u1", "ARS").await, "10.00");
+}

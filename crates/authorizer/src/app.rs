@@ -97,22 +97,28 @@ impl Drop for InFlightGuard {
 /// too slow to hand it a connection.
 const MIGRATE_PATIENCE: Duration = Duration::from_secs(30);
 
-/// The migrations at start, retried for up to [`MIGRATE_PATIENCE`] while the database is
-/// unreachable or too slow (an instance restarted after a crash may meet a database still
-/// busy with the dead process's sessions, or one that is itself starting). A failing
-/// migration or a bad setting fails at once.
-async fn migrate_patiently(store: &Store) -> Result<Vec<String>, store::StoreError> {
+/// A step of the start (opening the store, its migrations), retried for up to
+/// [`MIGRATE_PATIENCE`] while the database is unreachable or too slow (an instance restarted
+/// after a crash may meet a database still busy with the dead process's sessions, or one
+/// that is itself starting; the embedded store's file may sit on a disk busy flushing, so
+/// that opening it takes longer than `database.pool_acquire_ms_max`). A failing migration
+/// or a bad setting fails at once.
+async fn patiently<T, F, Fut>(what: &str, mut step: F) -> Result<T, store::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, store::StoreError>>,
+{
     let give_up = std::time::Instant::now() + MIGRATE_PATIENCE;
     let mut wait = Duration::from_millis(200);
     loop {
-        match store.migrate().await {
+        match step().await {
             Err(e @ (store::StoreError::Unavailable(_) | store::StoreError::Timeout(_)))
                 if std::time::Instant::now() + wait < give_up =>
             {
                 tracing::warn!(
                     error = %e,
                     retry_in_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
-                    "cannot apply migrations yet; retrying"
+                    "{what} yet; retrying"
                 );
                 tokio::time::sleep(wait).await;
                 wait = (wait * 2).min(Duration::from_secs(2));
@@ -128,11 +134,12 @@ impl Application {
         settings: Settings,
         credentials: Credentials,
     ) -> anyhow::Result<Application> {
-        let store = Store::connect(&settings.store_config())
+        let config = settings.store_config();
+        let store = patiently("cannot open the ledger store", || Store::connect(&config))
             .await
             .context("cannot open the ledger store")?;
         if settings.database.migrate_on_start {
-            let applied = migrate_patiently(&store)
+            let applied = patiently("cannot apply migrations", || store.migrate())
                 .await
                 .context("cannot apply migrations")?;
             for m in applied {
