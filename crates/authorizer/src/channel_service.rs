@@ -73,12 +73,18 @@ impl Reserving {
         self.lock().generation
     }
 
-    /// Whether a reserve of this reservation is being decided, and the number of the last
-    /// of its reserves that ended (in the last minute).
-    fn look(&self, channel: &str, reservation_id: &str) -> (bool, Option<u64>) {
+    /// This instance's mark of a reserve of this reservation, as the fleet's reads: being
+    /// decided, or ended since `seen` (a [`Reserving::generation`]), or neither.
+    fn mark(&self, channel: &str, reservation_id: &str, seen: u64) -> ReserveMark {
         let m = self.lock();
         let key = (channel.to_owned(), reservation_id.to_owned());
-        (m.deciding.contains_key(&key), m.ended.get(&key).copied())
+        if m.deciding.contains_key(&key) {
+            ReserveMark::Deciding
+        } else if m.ended.get(&key).is_some_and(|&g| g > seen) {
+            ReserveMark::Done
+        } else {
+            ReserveMark::None
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, InFlight> {
@@ -88,7 +94,7 @@ impl Reserving {
 
 struct ReservingGuard {
     set: Arc<Reserving>,
-    key: (String, String),
+    key: ReservationKey,
 }
 
 impl Drop for ReservingGuard {
@@ -134,9 +140,9 @@ pub async fn reserve(
     // decision (a slow Redis never eats into the deadline), ended once it is known.
     let ttl_ms =
         state.settings.processor.deadline_ms + state.settings.database.statement_ms_max + 1_000;
-    let (channel, id) = (call.channel.to_owned(), req.reservation_id.to_owned());
     let marking = state.fleet.is_configured().then(|| {
-        let (fleet, channel, id) = (state.fleet.clone(), channel.clone(), id.clone());
+        let fleet = state.fleet.clone();
+        let (channel, id) = (call.channel.to_owned(), req.reservation_id.to_owned());
         tokio::spawn(async move { fleet.mark_reserving(&channel, &id, ttl_ms).await })
     });
     let call = ChannelCall {
@@ -159,6 +165,7 @@ pub async fn reserve(
     {
         let held = matches!(&r, Ok(ChannelOutcome::Fresh { events, .. }) if !events.is_empty());
         let fleet = state.fleet.clone();
+        let (channel, id) = (call.channel.to_owned(), req.reservation_id.to_owned());
         tokio::spawn(async move {
             if let Ok(Some(token)) = marking.await {
                 fleet
@@ -202,43 +209,43 @@ pub async fn hold(
         ))
     };
     let until = started + Duration::from_millis(state.settings.processor.answer_ms_max);
-    let (deciding, ended) = state.reserving.look(channel, reservation_id);
-    if deciding || ended.is_some_and(|g| g > seen) {
-        // Its reserve is being decided here, or a reserve ended while this one read
-        // nothing (it may have been this reservation's): wait for any still deciding
-        // (bounded as any answer is), then look again. Still undecided: 503, sent again,
-        // rather than a 404 that ends the retries.
-        while state.reserving.look(channel, reservation_id).0 {
-            if Instant::now() >= until {
-                return undecided();
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
+    // A reserve of it being decided (here, then anywhere in the fleet), or one that ended
+    // while this read nothing: wait while it is decided (bounded as any answer is), then
+    // look again. Still undecided: 503, sent again, rather than a 404 that ends the retries.
+    let here = || async { state.reserving.mark(channel, reservation_id, seen) };
+    if here().await != ReserveMark::None {
+        if !waited_out(here, Duration::from_millis(5), until).await {
+            return undecided();
         }
         r = once().await;
-    }
-    if !matches!(r, Ok(ChannelOutcome::NotFound)) {
-        return r;
-    }
-    // Another instance of the fleet marked a reserve of it: wait while it is being decided,
-    // then look once again if it was seen (it may have committed the hold since the read).
-    let mut marked = false;
-    loop {
-        match state.fleet.reserving(channel, reservation_id).await {
-            ReserveMark::None => break,
-            ReserveMark::Done => {
-                marked = true;
-                break;
-            }
-            ReserveMark::Deciding => {
-                marked = true;
-                if Instant::now() >= until {
-                    return undecided();
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        if !matches!(r, Ok(ChannelOutcome::NotFound)) {
+            return r;
         }
     }
-    if marked { once().await } else { r }
+    let fleet = || state.fleet.reserving(channel, reservation_id);
+    if fleet().await == ReserveMark::None {
+        return r;
+    }
+    if !waited_out(fleet, Duration::from_millis(20), until).await {
+        return undecided();
+    }
+    once().await
+}
+
+/// Waits while `mark` reads [`ReserveMark::Deciding`], looking every `every`; `false` when
+/// it still does at `until`.
+async fn waited_out<F, Fut>(mark: F, every: Duration, until: Instant) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ReserveMark>,
+{
+    while mark().await == ReserveMark::Deciding {
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+    true
 }
 
 /// A reservation as it stands, with whether this read expired it: an overdue one is
@@ -627,18 +634,20 @@ mod tests {
         let set = Arc::new(Reserving::default());
         let seen = set.generation();
         let guard = set.enter("mp", "r-1");
-        assert_eq!(set.look("mp", "r-1"), (true, None), "being decided");
+        assert_eq!(set.mark("mp", "r-1", seen), ReserveMark::Deciding);
         let other = set.enter("mp", "r-2");
         drop(other);
         // Another reservation's end is no reason to read again.
-        assert_eq!(set.look("mp", "r-1"), (true, None));
+        assert_eq!(set.mark("mp", "r-1", seen), ReserveMark::Deciding);
         drop(guard);
-        let (deciding, ended) = set.look("mp", "r-1");
-        assert!(!deciding);
-        assert!(ended.is_some_and(|g| g > seen), "{ended:?}");
+        assert_eq!(set.mark("mp", "r-1", seen), ReserveMark::Done);
         // A read that began after that end has no reason either.
         let later = set.generation();
-        assert!(set.look("mp", "r-1").1.is_some_and(|g| g <= later));
-        assert_eq!(set.look("other", "r-1"), (false, None), "by channel too");
+        assert_eq!(set.mark("mp", "r-1", later), ReserveMark::None);
+        assert_eq!(
+            set.mark("other", "r-1", seen),
+            ReserveMark::None,
+            "by channel too"
+        );
     }
 }

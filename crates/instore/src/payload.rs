@@ -17,6 +17,9 @@ use crate::tenant::SecretString;
 /// test a 4-digit PIN's 10,000 guesses against it (every other member can be read back from
 /// the stored rows). A payload without such members hashes as section 1.5 says.
 pub fn request_hash(payload: &Value, secret_key: &[u8]) -> String {
+    if !holds_secret("", payload) {
+        return sha256_hex(js(payload).as_bytes());
+    }
     sha256_hex(js(&keyed_secrets(payload, secret_key)).as_bytes())
 }
 
@@ -27,36 +30,32 @@ pub fn request_hash_unkeyed(payload: &Value) -> Option<String> {
     holds_secret("", payload).then(|| sha256_hex(js(payload).as_bytes()))
 }
 
-fn keyed_secrets<'a>(value: &'a Value, key: &[u8]) -> std::borrow::Cow<'a, Value> {
-    use std::borrow::Cow;
+/// `value` with every string member named `pin` or `cvc` replaced by its keyed hash.
+fn keyed_secrets(value: &Value, key: &[u8]) -> Value {
     let node = |value: Value| Node { value, span: 0..0 };
     match value {
-        Value::Object(members) if members.iter().any(|(n, v)| holds_secret(n, &v.value)) => {
-            Cow::Owned(Value::Object(
-                members
-                    .iter()
-                    .map(|(n, v)| {
-                        let v = match &v.value {
-                            Value::String(s) if is_secret(n) => Value::String(format!(
-                                "hmac-sha256:{}",
-                                to_hex(&hmac_sha256(key, s.as_bytes()))
-                            )),
-                            other => keyed_secrets(other, key).into_owned(),
-                        };
-                        (n.clone(), node(v))
-                    })
-                    .collect(),
-            ))
-        }
-        Value::Array(items) if items.iter().any(|v| holds_secret("", &v.value)) => {
-            Cow::Owned(Value::Array(
-                items
-                    .iter()
-                    .map(|v| node(keyed_secrets(&v.value, key).into_owned()))
-                    .collect(),
-            ))
-        }
-        other => Cow::Borrowed(other),
+        Value::Object(members) => Value::Object(
+            members
+                .iter()
+                .map(|(n, v)| {
+                    let v = match &v.value {
+                        Value::String(s) if is_secret(n) => Value::String(format!(
+                            "hmac-sha256:{}",
+                            to_hex(&hmac_sha256(key, s.as_bytes()))
+                        )),
+                        other => keyed_secrets(other, key),
+                    };
+                    (n.clone(), node(v))
+                })
+                .collect(),
+        ),
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .map(|v| node(keyed_secrets(&v.value, key)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
