@@ -96,6 +96,71 @@ async fn audit_finds_tampering(app: TestApp) {
 
 both_backends!(blocked_database);
 
+/// The writer waits seconds on a lock held elsewhere (on the embedded store, another
+/// process writing the file).
+fn long_lock_waits(s: &mut Settings) {
+    s.database.lock_wait_ms_max = 3_000;
+    s.database.statement_ms_max = 3_500;
+}
+
+/// The admin API's views answer from what is committed while a write waits on a lock: on
+/// the embedded store they do not queue for the writer's one connection (which the waiting
+/// write holds for longer than `pool_acquire_ms_max`, and the listing answered 503). The
+/// write, once let go, books once.
+async fn a_listing_answers_while_a_write_waits(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let blocker = block_writes(&app, "u1").await;
+    let key = uid("dep");
+    let deposit = app.admin(
+        "POST",
+        "/v1/accounts/u1/ARS/deposits",
+        Some(serde_json::json!({"amount": "10.00"})),
+        Some(&key),
+    );
+    let views = async {
+        // The deposit is in the writer, waiting for the lock.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let postings = app
+            .admin("GET", "/v1/accounts/u1/ARS/postings", None, None)
+            .await;
+        let account = app.admin("GET", "/v1/accounts/u1/ARS", None, None).await;
+        blocker.release().await;
+        (postings, account)
+    };
+    let (first, (postings, account)) = tokio::join!(deposit, views);
+    assert_eq!(postings.status, 200, "{}", postings.text());
+    assert_eq!(
+        postings.json()["postings"].as_array().map(Vec::len),
+        Some(1),
+        "the funding only: {}",
+        postings.text()
+    );
+    assert_eq!(account.status, 200, "{}", account.text());
+    assert_eq!(account.json()["available"], "100.00");
+    // Booked when let go, or refused in time ("try again"): the retry books it once.
+    assert!(
+        [201, 503].contains(&first.status),
+        "{} {}",
+        first.status,
+        first.text()
+    );
+    let again = app
+        .admin(
+            "POST",
+            "/v1/accounts/u1/ARS/deposits",
+            Some(serde_json::json!({"amount": "10.00"})),
+            Some(&key),
+        )
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text());
+    assert_eq!(app.available("u1", "ARS").await, "110.00");
+}
+
+mod long_waits {
+    use super::*;
+    both_backends!(settings = long_lock_waits; a_listing_answers_while_a_write_waits);
+}
+
 /// Adjustments wait for the database longer than `processor.answer_ms_max` here: its lock
 /// waits and statements may take seconds (the deadline moved up to allow them).
 fn stalls_outlast_the_answer(s: &mut Settings) {

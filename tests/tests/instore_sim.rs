@@ -42,7 +42,8 @@ fn sim(key: &str) -> Sim {
     .expect("simulator starts")
 }
 
-/// Runs `scenario` with a server whose tenant allows the simulator's callbacks.
+/// Runs `scenario` with a server whose tenant allows the simulator's callbacks. The
+/// scenario keeps the server (`TestApp`) to its end: its data directory goes with it.
 async fn with_sim<F, Fut>(backend: Backend, key: &str, scenario: F)
 where
     F: FnOnce(TestApp, Sim) -> Fut,
@@ -148,7 +149,8 @@ fn has_line(lines: &[String], line: &str) {
 }
 
 async fn demo(backend: Backend) {
-    with_sim(backend, KEY, |_app, sim| async move {
+    with_sim(backend, KEY, |app, sim| async move {
+        let _app = app;
         let d = story::demo(&sim, usd("50.00"), usd("12.20"), false)
             .await
             .expect("demo runs");
@@ -221,7 +223,8 @@ async fn demo(backend: Backend) {
 /// applied once and told as such the second time, an inactive card cannot be loaded, an
 /// unknown number is not found.
 async fn single_actions(backend: Backend) {
-    with_sim(backend, KEY, |_app, sim| async move {
+    with_sim(backend, KEY, |app, sim| async move {
+        let _app = app;
         let created = sim
             .create(&card("ReturnCard", true, "10.00"))
             .await
@@ -289,7 +292,8 @@ async fn wrong_key(backend: Backend) {
     with_sim(
         backend,
         "another-key-of-the-same-length!!",
-        |_app, sim| async move {
+        |app, sim| async move {
+            let _app = app;
             let o = sim
                 .create(&card("GiftCard", true, "1.00"))
                 .await
@@ -462,7 +466,8 @@ async fn summary(backend: Backend) {
 /// The pay-on-account demo: the account opened, charged, refused beyond its line, renamed,
 /// asked, its sale recorded and listed; the issuer's view of what it owes.
 async fn poa_demo(backend: Backend) {
-    with_sim_tweaked(backend, KEY, poa_enabled, |_app, sim| async move {
+    with_sim_tweaked(backend, KEY, poa_enabled, |app, sim| async move {
+        let _app = app;
         let d = poa::demo(&sim, usd("500.00"), usd("120.00"), false)
             .await
             .expect("demo runs");
@@ -528,7 +533,8 @@ async fn poa_demo(backend: Backend) {
 /// issuer's higher limit letting a refused charge through, a block, the issuer's reversal
 /// of a charge (once).
 async fn poa_single_actions(backend: Backend) {
-    with_sim_tweaked(backend, KEY, poa_enabled, |_app, sim| async move {
+    with_sim_tweaked(backend, KEY, poa_enabled, |app, sim| async move {
+        let _app = app;
         let account = "7700112233";
         let unknown = sim.poa_inquiry(account).await.expect("inquiry");
         assert_eq!(

@@ -9,7 +9,7 @@
 use crate::outbox::{Delivery, enqueue};
 use crate::poa::{PoaCall, PoaSnapshot, PoaWrite};
 use crate::processor::{
-    Holder, LockedAccount, MovementMeta, Step, book, in_own_tx, lock_account_by_id,
+    Holder, LockedAccount, MovementMeta, Step, account_by_id, book, in_own_tx, lock_account_by_id,
 };
 use crate::{Store, StoreError, Tx, run, run_pool};
 use ledger::instore::{SvAccount, SvKind, plan_stored_value};
@@ -926,11 +926,12 @@ impl Store {
         number: &str,
         tenant_id: &str,
     ) -> Result<Option<SvCardRow>, StoreError> {
-        let mut tx = self.begin().await?;
+        // A view: one snapshot, no lock.
+        let mut tx = self.begin_read().await?;
         let head = card_head(&mut tx, number).await?;
         let out = match head {
             Some(h) if h.tenants.iter().any(|t| t == tenant_id) => {
-                let account = lock_account_by_id(&mut tx, h.account_id).await?;
+                let account = account_by_id(&mut tx, h.account_id, false).await?;
                 Some(h.with_account(account))
             }
             _ => None,
@@ -1077,7 +1078,8 @@ impl Store {
     pub async fn stored_value_cards(&self, card_id: &str) -> Result<Vec<SvCardView>, StoreError> {
         let sql = format!("{CARD_COLUMNS} WHERE s.card_id = $1 ORDER BY s.currency");
         let mut heads = Vec::new();
-        let mut tx = self.begin().await?;
+        // A view: one snapshot, no lock (nor, on the embedded store, the write lock).
+        let mut tx = self.begin_read().await?;
         run!(&mut tx, c => {
             for r in sqlx::query(&sql).bind(card_id).fetch_all(&mut *c).await? {
                 heads.push(card_head_of!(r));
@@ -1085,7 +1087,7 @@ impl Store {
         });
         let mut out = Vec::new();
         for h in heads {
-            let a = lock_account_by_id(&mut tx, h.account_id).await?;
+            let a = account_by_id(&mut tx, h.account_id, false).await?;
             out.push(SvCardView {
                 number_last4: last_four(&h.number).to_owned(),
                 card_id: h.card_id,

@@ -181,6 +181,9 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
 
+/// The embedded store's read-only connections (for [`Store::reader`]).
+const READ_CONNECTIONS: u32 = 2;
+
 /// Where and how to keep the ledger.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -237,6 +240,9 @@ impl Tx {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) db: Db,
+    /// Where [`Store::reader`] reads: the same pool on Postgres; on the embedded store, its
+    /// own read-only connections, which WAL lets read beside the one writer.
+    reads: Db,
     description: Arc<str>,
     /// The embedded database file, when that is the backend.
     sqlite_path: Option<PathBuf>,
@@ -275,7 +281,7 @@ impl Store {
             },
             None => Some(cfg.sqlite_path.clone()),
         };
-        let (db, description) = match sqlite_path.clone() {
+        let (db, reads, description) = match sqlite_path.clone() {
             None => {
                 let url = cfg.url.as_deref().unwrap_or_default();
                 let opts = PgConnectOptions::from_str(url)
@@ -316,7 +322,7 @@ impl Store {
                     .max_connections(cfg.pool_connections_max)
                     .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
                     .connect_lazy_with(opts);
-                (Db::Pg(pool), description)
+                (Db::Pg(pool.clone()), Db::Pg(pool), description)
             }
             Some(path) => {
                 if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -324,6 +330,10 @@ impl Store {
                         StoreError::Invalid(format!("cannot create {}: {e}", dir.display()))
                     })?;
                 }
+                let read_opts = SqliteConnectOptions::new()
+                    .filename(&path)
+                    .pragma("query_only", "ON")
+                    .busy_timeout(Duration::from_millis(cfg.lock_wait_ms_max));
                 let opts = SqliteConnectOptions::new()
                     .filename(&path)
                     .create_if_missing(true)
@@ -348,11 +358,24 @@ impl Store {
                     .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
                     .connect_with(opts)
                     .await?;
-                (Db::Lite(pool), format!("sqlite {}", path.display()))
+                // The admin API's listings read on connections of their own, opened when
+                // first needed: a page of postings never waits for the writer's batch (and
+                // its flush to disk) to end, nor holds up the next one.
+                let reads = SqlitePoolOptions::new()
+                    .max_connections(READ_CONNECTIONS)
+                    .test_before_acquire(false)
+                    .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
+                    .connect_lazy_with(read_opts);
+                (
+                    Db::Lite(pool),
+                    Db::Lite(reads),
+                    format!("sqlite {}", path.display()),
+                )
             }
         };
         Ok(Store {
             db,
+            reads,
             description: description.into(),
             sqlite_path,
             system_ids: Arc::new(Mutex::new(HashMap::new())),
@@ -394,6 +417,16 @@ impl Store {
         self.beside(cfg, true).await
     }
 
+    /// This store, reading where reads need not queue behind writes: for the views of the
+    /// admin API (a read-only connection on the embedded store; anything written through
+    /// it fails). Postgres: the same store.
+    pub fn reader(&self) -> Store {
+        Store {
+            db: self.reads.clone(),
+            ..self.clone()
+        }
+    }
+
     /// Which store is in use and where, for the startup line.
     pub fn describe(&self) -> &str {
         &self.description
@@ -415,7 +448,8 @@ impl Store {
     }
 
     pub async fn close(&self) {
-        run_pool!(&self.db, p => p.close().await)
+        run_pool!(&self.db, p => p.close().await);
+        run_pool!(&self.reads, p => p.close().await)
     }
 
     pub(crate) async fn begin(&self) -> Result<Tx, StoreError> {

@@ -334,7 +334,17 @@ pub(crate) async fn lock_user_account(
 }
 
 pub(crate) async fn lock_account_by_id(tx: &mut Tx, id: i64) -> Result<LockedAccount, sqlx::Error> {
-    let sql = for_update!(tx, concat!(account_columns!(), " WHERE id = $1"));
+    account_by_id(tx, id, true).await
+}
+
+/// Reads account `id` as `tx` sees it; `lock`: and locks it (Postgres; on SQLite the
+/// transaction's write lock covers it).
+pub(crate) async fn account_by_id(
+    tx: &mut Tx,
+    id: i64,
+    lock: bool,
+) -> Result<LockedAccount, sqlx::Error> {
+    let sql = for_update!(tx, concat!(account_columns!(), " WHERE id = $1"), if lock);
     run!(tx, c => {
         let r = sqlx::query(sql).bind(id).fetch_one(c).await?;
         Ok(locked_account_from_row!(r))

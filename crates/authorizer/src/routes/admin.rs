@@ -556,6 +556,7 @@ pub async fn get_account(
         let (uid, c) = path.account()?;
         let view = state
             .store
+            .reader()
             .account(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
@@ -838,6 +839,7 @@ pub async fn reservation_decision(
         printable(&reservation_id, "invalid_reservation_id", "reservation id")?;
         let d = state
             .store
+            .reader()
             .reservation_decision(&channel, &reservation_id)
             .await?
             .ok_or_else(|| AdminError::not_found("reservation"))?;
@@ -902,6 +904,7 @@ pub async fn holds(
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
+            .reader()
             .account_holds(uid, c, hold_state, before, limit + 1)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
@@ -960,6 +963,7 @@ pub async fn postings(
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
+            .reader()
             .postings(uid, c, limit + 1, before)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
@@ -1147,6 +1151,7 @@ pub async fn get_transaction(
         }
         let h = state
             .store
+            .reader()
             .transaction_history(&id)
             .await?
             .ok_or_else(|| AdminError::not_found("transaction"))?;
@@ -1359,7 +1364,7 @@ pub async fn reconciliation_runs(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let limit = page_limit(query.limit, 30, 366)?;
-        let runs = state.store.runs(limit).await?;
+        let runs = state.store.reader().runs(limit).await?;
         Ok(json_response(
             StatusCode::OK,
             &RunsPage {
@@ -1401,6 +1406,7 @@ pub async fn reconciliation_breaks(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
+        let reads = state.store.reader();
         let date = path.into_inner().date;
         // A calendar date, or nothing reaches the store (U+0000 would make it fail).
         if date.len() != 10 || date.parse::<jiff::civil::Date>().is_err() {
@@ -1418,13 +1424,11 @@ pub async fn reconciliation_breaks(
                 format!("no break class '{c}'"),
             ));
         }
-        let run = state
-            .store
+        let run = reads
             .run(&date)
             .await?
             .ok_or_else(|| AdminError::not_found("reconciliation run"))?;
-        let rows = state
-            .store
+        let rows = reads
             .run_breaks(
                 &date,
                 query.class.as_deref(),

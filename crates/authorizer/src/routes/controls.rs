@@ -153,13 +153,12 @@ fn answer(s: StoredControls, usage: Vec<LimitUsage>) -> Result<HttpResponse> {
 
 /// The answer of the card's controls `stored`, with where its limits stand at `now`.
 async fn card_answer(
-    state: &AppState,
+    store: &store::Store,
     card_id: &str,
     stored: StoredControls,
     now: i64,
 ) -> Result<HttpResponse> {
-    let usage = state
-        .store
+    let usage = store
         .card_limit_usage(card_id, &stored.document, now)
         .await?;
     answer(stored, usage)
@@ -168,13 +167,12 @@ async fn card_answer(
 /// The answer of an account's controls `stored`, with where its limits (its legacy ones
 /// first) stand at `now`.
 async fn account_answer(
-    state: &AppState,
+    store: &store::Store,
     (user, currency): (&str, Currency),
     stored: StoredControls,
     now: i64,
 ) -> Result<HttpResponse> {
-    let usage = state
-        .store
+    let usage = store
         .account_limit_usage(user, currency, &stored.document, now)
         .await?;
     answer(stored, usage)
@@ -235,7 +233,7 @@ pub async fn put_account_controls(
             .set_account_controls(uid, c, &stored_text(&controls), now)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
-        account_answer(&state, (uid, c), stored, now).await
+        account_answer(&state.store, (uid, c), stored, now).await
     })
     .await
 }
@@ -258,13 +256,13 @@ pub async fn get_account_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
+        let reads = state.store.reader();
         let (uid, c) = path.account()?;
-        let stored = state
-            .store
+        let stored = reads
             .account_controls(uid, c)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
-        account_answer(&state, (uid, c), stored, store::now_ms()).await
+        account_answer(&reads, (uid, c), stored, store::now_ms()).await
     })
     .await
 }
@@ -300,7 +298,7 @@ pub async fn put_card_controls(
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
         card_changed(&state, &id).await;
-        card_answer(&state, &id, stored, now).await
+        card_answer(&state.store, &id, stored, now).await
     })
     .await
 }
@@ -323,13 +321,13 @@ pub async fn get_card_controls(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
+        let reads = state.store.reader();
         let id = path.into_inner().card_id()?;
-        let stored = state
-            .store
+        let stored = reads
             .card_controls(&id)
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
-        card_answer(&state, &id, stored, store::now_ms()).await
+        card_answer(&reads, &id, stored, store::now_ms()).await
     })
     .await
 }

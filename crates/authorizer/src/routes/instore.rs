@@ -492,6 +492,7 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route, number: &str) -
     }
     let card = match state
         .store
+        .reader()
         .instore_card(number.as_str(), &tenant.tenant_id)
         .await
     {
@@ -507,6 +508,7 @@ async fn get(req: &HttpRequest, state: &AppState, route: &Route, number: &str) -
     let limit = usize::from(query.limit);
     let mut rows = match state
         .store
+        .reader()
         .instore_log(number.as_str(), before, i64::from(query.limit) + 1)
         .await
     {

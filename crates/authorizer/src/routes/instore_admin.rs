@@ -93,8 +93,8 @@ fn number_json(v: &SvCardView) -> SvNumber {
     }
 }
 
-async fn card_json(state: &AppState, card_id: &str) -> Result<SvCard> {
-    let views = state.store.stored_value_cards(card_id).await?;
+async fn card_json(store: &store::Store, card_id: &str) -> Result<SvCard> {
+    let views = store.stored_value_cards(card_id).await?;
     let first = views
         .first()
         .ok_or_else(|| AdminError::not_found("stored-value card"))?;
@@ -190,7 +190,7 @@ pub async fn put_stored_value_card(
         }
         Ok(json_response(
             StatusCode::OK,
-            &card_json(&state, &card_id).await?,
+            &card_json(&state.store, &card_id).await?,
         ))
     })
     .await
@@ -217,7 +217,7 @@ pub async fn get_stored_value_card(
         let card_id = path.into_inner().card_id()?;
         Ok(json_response(
             StatusCode::OK,
-            &card_json(&state, &card_id).await?,
+            &card_json(&state.store.reader(), &card_id).await?,
         ))
     })
     .await
@@ -314,6 +314,7 @@ pub async fn stored_value_movements(
         }
         let rows = state
             .store
+            .reader()
             .stored_value_movements(&card_id, query.cursor, limit + 1)
             .await?;
         let (page, next_cursor) = page_of(&rows, limit, |m| m.movement_id);
@@ -474,6 +475,7 @@ pub async fn instore_summary(
         })?;
         let rows = state
             .store
+            .reader()
             .instore_summary(&tenant_id, bounds.0, bounds.1)
             .await?;
         Ok(json_response(

@@ -179,8 +179,14 @@ pub async fn list_instore_callbacks(
 ) -> HttpResponse {
     admin_call(&req, &state, async {
         let (wanted, cursor, limit) = query.checked()?;
-        let (rows, next_cursor) =
-            outbox_page(&state, Some(CALLBACK_EVENT_TYPE), wanted, cursor, limit).await?;
+        let (rows, next_cursor) = outbox_page(
+            &state.store.reader(),
+            Some(CALLBACK_EVENT_TYPE),
+            wanted,
+            cursor,
+            limit,
+        )
+        .await?;
         Ok(json_response(
             StatusCode::OK,
             &InstoreCallbackPage {

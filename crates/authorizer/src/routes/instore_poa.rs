@@ -123,6 +123,7 @@ pub(super) async fn get(
     };
     let rows = match state
         .store
+        .reader()
         .poa_logs(&tenant.tenant_id, number.as_str(), LOG_RECORDS_MAX)
         .await
     {

@@ -153,6 +153,7 @@ pub async fn wallet_payments(
         let before = cursor(query.cursor.as_deref())?;
         let rows = state
             .store
+            .reader()
             .wallet_decisions(uid, c, before, limit + 1)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;

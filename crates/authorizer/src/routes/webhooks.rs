@@ -199,7 +199,7 @@ pub async fn create_subscription(
 )]
 pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
     admin_call(&req, &state, async {
-        let subs = state.store.subscriptions().await?;
+        let subs = state.store.reader().subscriptions().await?;
         Ok(json_response(
             StatusCode::OK,
             &SubscriptionList {
@@ -211,9 +211,8 @@ pub async fn list_subscriptions(req: HttpRequest, state: web::Data<AppState>) ->
 }
 
 /// The answer showing subscription `id` as it is now.
-async fn subscription_answer(state: &AppState, id: i64) -> Result<HttpResponse> {
-    let sub = state
-        .store
+async fn subscription_answer(store: &store::Store, id: i64) -> Result<HttpResponse> {
+    let sub = store
         .subscription(id)
         .await?
         .ok_or_else(|| AdminError::not_found("subscription"))?;
@@ -238,7 +237,7 @@ pub async fn get_subscription(
     state: web::Data<AppState>,
 ) -> HttpResponse {
     admin_call(&req, &state, async {
-        subscription_answer(&state, path.id).await
+        subscription_answer(&state.store.reader(), path.id).await
     })
     .await
 }
@@ -272,7 +271,7 @@ pub async fn change_subscription(
         {
             return Err(AdminError::not_found("subscription"));
         }
-        subscription_answer(&state, path.id).await
+        subscription_answer(&state.store, path.id).await
     })
     .await
 }
@@ -358,7 +357,7 @@ pub async fn check_subscription(
             ));
         }
         tracing::info!(subscription = path.id, "webhook subscription active");
-        subscription_answer(&state, path.id).await
+        subscription_answer(&state.store, path.id).await
     })
     .await
 }
@@ -462,7 +461,8 @@ pub async fn list_outbox(
             ));
         }
         let limit = page_limit(query.limit, 100, 1000)?;
-        let (rows, next_cursor) = outbox_page(&state, None, wanted, query.cursor, limit).await?;
+        let (rows, next_cursor) =
+            outbox_page(&state.store.reader(), None, wanted, query.cursor, limit).await?;
         Ok(json_response(
             StatusCode::OK,
             &OutboxPage {
@@ -481,14 +481,13 @@ pub(crate) const STATES: [&str; 3] = [PENDING, DELIVERED, DEAD];
 /// state `wanted` (any when `None`) before row `cursor`, and the cursor of the next page
 /// (`None` on the last).
 pub(crate) async fn outbox_page(
-    state: &AppState,
+    store: &store::Store,
     event_type: Option<&str>,
     wanted: Option<&str>,
     cursor: Option<i64>,
     limit: i64,
 ) -> Result<(Vec<DeliveryView>, Option<i64>)> {
-    let rows = state
-        .store
+    let rows = store
         .deliveries_of(event_type, wanted, cursor, limit)
         .await?;
     let next_cursor = (i64::try_from(rows.len()).unwrap_or(i64::MAX) == limit)
