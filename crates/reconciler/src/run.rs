@@ -201,18 +201,8 @@ pub async fn collect(
     // The same bytes under another name (`transactions_20260315_r1.csv` beside
     // `transactions_20260315.csv`) are one file delivered twice: read twice, every row
     // would be its own duplicate.
-    // A presentments file of no bytes has not even its header: an upload cut off or not
-    // begun, not a day without clearing (that file holds its header). Read as a day without
-    // rows it would leave the day's clearing unchecked and call it clean; it counts as not
-    // delivered yet, so the run is `incomplete` and is made again once the file comes. (An
-    // empty transactions file stays a day without rows: whatever the ledger booked that day
-    // is then reported missing from it.)
     let mut seen = std::collections::HashSet::new();
     inputs.retain(|i| {
-        if i.size == 0 && i.role == Role::Presentments {
-            tracing::warn!(file = %i.name, "empty presentments file (0 bytes, not even its header): left out as not delivered yet");
-            return false;
-        }
         let first = seen.insert((i.role as u8, i.sha256));
         if !first {
             tracing::warn!(file = %i.name, "the same content as another file of the date: left out");
