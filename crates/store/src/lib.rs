@@ -184,6 +184,13 @@ pub(crate) fn is_unique_violation(e: &sqlx::Error) -> bool {
 /// The embedded store's read-only connections (for [`Store::reader`]).
 const READ_CONNECTIONS: u32 = 2;
 
+/// Whether the embedded store at `path` lives in memory (`sqlite::memory:`,
+/// `sqlite:file:x?mode=memory`): each connection to it opens a database of its own.
+fn in_memory(path: &std::path::Path) -> bool {
+    let p = path.to_string_lossy();
+    p.starts_with(":memory:") || p.contains("mode=memory")
+}
+
 /// Where and how to keep the ledger.
 #[derive(Clone)]
 pub struct StoreConfig {
@@ -360,12 +367,17 @@ impl Store {
                     .await?;
                 // The admin API's listings read on connections of their own, opened when
                 // first needed: a page of postings never waits for the writer's batch (and
-                // its flush to disk) to end, nor holds up the next one.
-                let reads = SqlitePoolOptions::new()
-                    .max_connections(READ_CONNECTIONS)
-                    .test_before_acquire(false)
-                    .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
-                    .connect_lazy_with(read_opts);
+                // its flush to disk) to end, nor holds up the next one. A database in
+                // memory is the connection's own: there they read on the writer's.
+                let reads = if in_memory(&path) {
+                    pool.clone()
+                } else {
+                    SqlitePoolOptions::new()
+                        .max_connections(READ_CONNECTIONS)
+                        .test_before_acquire(false)
+                        .acquire_timeout(Duration::from_millis(cfg.pool_acquire_ms_max))
+                        .connect_lazy_with(read_opts)
+                };
                 (
                     Db::Lite(pool),
                     Db::Lite(reads),
@@ -387,7 +399,7 @@ impl Store {
 
     /// A second pool on the same database that shares this store's caches (system account
     /// ids, the active webhook subscriptions: a change made through one is seen by the
-    /// other at once). The embedded store has one connection: the same store again.
+    /// other at once). The embedded store writes on one connection: the same store again.
     pub async fn connect_beside(&self, cfg: &StoreConfig) -> Result<Store, StoreError> {
         self.beside(cfg, false).await
     }
@@ -567,6 +579,40 @@ mod tests {
         assert!(g.abandon());
         assert!(!g.start_commit(), "an abandoned request is never committed");
         assert!(g.abandon() && !g.committing());
+    }
+
+    /// A database in memory is its connection's own: the views read it on the writer's
+    /// connection (a reader of their own would open another, empty database).
+    #[tokio::test]
+    async fn the_views_of_a_store_in_memory_read_its_database() {
+        let store = Store::connect(&StoreConfig {
+            url: Some("sqlite::memory:".into()),
+            sqlite_path: PathBuf::new(),
+            pool_connections_max: 1,
+            pool_acquire_ms_max: 1_000,
+            statement_ms_max: 1_000,
+            lock_wait_ms_max: 1_000,
+            index_probes_only: false,
+            controls_time_zone: ledger::controls::TimeZone::UTC,
+        })
+        .await
+        .expect("connect");
+        store.migrate().await.expect("migrate");
+        let ars = Currency::parse_any("ARS").expect("ARS");
+        assert!(
+            store
+                .reader()
+                .account("nobody", ars)
+                .await
+                .expect("read")
+                .is_none(),
+            "the reader sees the migrated tables"
+        );
+        assert!(in_memory(std::path::Path::new(":memory:")));
+        assert!(in_memory(std::path::Path::new(
+            "file:x?mode=memory&cache=shared"
+        )));
+        assert!(!in_memory(std::path::Path::new("data/authorizer.db")));
     }
 
     #[test]
