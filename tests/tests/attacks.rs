@@ -515,6 +515,9 @@ async fn hostile_amounts(app: TestApp) {
         "123456789012345678901234567890",
         "9223372036854775807",
         "\"92233720368547758.08\"",
+        // i64::MIN minor units: a debit records the negated amount asked.
+        "-92233720368547758.08",
+        "\"-92233720368547758.08\"",
         "0.0000000000000000000000000001",
     ] {
         let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", amount, "ARS");

@@ -14,6 +14,8 @@ pub enum AmountError {
 
 /// Converts an exact decimal to minor units of `currency`, refusing anything that
 /// would need rounding. `990.0 ARS` -> `99000`; `10.005 ARS` -> `ExcessPrecision`.
+/// The range is symmetric, `-i64::MAX..=i64::MAX`: every amount read may be negated (a
+/// debit records what it asked as a negative amount, a reversal undoes a movement).
 pub fn to_minor(amount: Decimal, currency: Currency) -> Result<i64, AmountError> {
     let scaled = amount
         .checked_mul(Decimal::from(10i64.pow(u32::from(currency.exponent()))))
@@ -21,7 +23,10 @@ pub fn to_minor(amount: Decimal, currency: Currency) -> Result<i64, AmountError>
     if !scaled.fract().is_zero() {
         return Err(AmountError::ExcessPrecision);
     }
-    i64::try_from(scaled.trunc()).map_err(|_| AmountError::OutOfRange)
+    i64::try_from(scaled.trunc())
+        .ok()
+        .filter(|&m| m != i64::MIN)
+        .ok_or(AmountError::OutOfRange)
 }
 
 /// Like [`to_minor`] but rounds half to even when the amount is finer than the minor
@@ -98,6 +103,9 @@ mod tests {
             (&max, "USD", Err(AmountError::OutOfRange)),
             (&min, "KWD", Err(AmountError::OutOfRange)),
             ("92233720368547758.07", "USD", Ok(i64::MAX)),
+            // i64::MIN has no negation in i64.
+            ("-92233720368547758.08", "USD", Err(AmountError::OutOfRange)),
+            ("-92233720368547758.07", "USD", Ok(-i64::MAX)),
         ]);
     }
 
