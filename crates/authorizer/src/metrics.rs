@@ -175,7 +175,7 @@ impl Metrics {
             ),
             (
                 "authorizer_unread_fields_total",
-                "Optional fields of adjustments left out because they could not be read (the adjustment is booked, flagged UNREAD_FIELDS), by route and field.",
+                "Optional fields of adjustments and notifications left out because they could not be read (the adjustment is booked, the notification's verdict applied, flagged UNREAD_FIELDS), by route and field.",
             ),
             (
                 "authorizer_transaction_conflicts_total",

@@ -595,6 +595,9 @@ pub fn plan_notification<'a>(
             record: RecordWrite::None,
         });
     };
+    if t.unread_fields {
+        flags.add(Flags::UNREAD_FIELDS);
+    }
     let plan = |effect, flags, movement, record| {
         Ok(NotificationPlan {
             effect,

@@ -1,4 +1,4 @@
-//! Reading an adjustment whose optional fields are malformed.
+//! Reading an adjustment or a notification whose optional fields are malformed.
 //!
 //! An adjustment cannot be refused: the network already made it effective, and a 400 is
 //! resent by the processor forever while the money stays unbooked. When a body fails the
@@ -11,6 +11,10 @@
 //! What money needs is never left out: `transaction.id`, `transaction.type`,
 //! `transaction.original_transaction_id` (it decides which authorization a reversal
 //! corrects) and `amount.local`. A body whose fault is there is refused as before.
+//!
+//! A notification carries the processor's final verdict, which must not be lost either:
+//! [`Notification::from_slice_lenient`] reads its `event_detail` the same way, and keeps
+//! `event_id` and `event_detail.status` (the verdict) strict.
 
 use std::fmt;
 
@@ -19,8 +23,9 @@ use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 
 use crate::wire::{
-    AmountDetail, CardRef, EntryMode, Merchant, MoneyField, Origin, PointType, ProductType,
-    Provider, Source, TransactionRequest, UserRef, WireError, check_id, refused_before_parsing,
+    AmountDetail, CardRef, EntryMode, Merchant, MoneyField, Notification, Origin, PointType,
+    ProductType, Provider, Source, TransactionRequest, UserRef, WireError, check_id,
+    refused_before_parsing,
 };
 
 /// A JSON object's members in order, each value as its exact text (amounts keep their
@@ -122,6 +127,70 @@ impl Members {
     }
 }
 
+/// Leaves out the optional fields of a request-shaped object (`transaction`'s extras,
+/// `merchant`, `card`, `user`, `amount` but its `local`) that do not read, naming each in
+/// `out` by its path under `at` (`""`: the top of the body). What money needs is kept as
+/// it is: see the [module](crate::lenient) text.
+fn leave_out_unreadable(obj: &mut Members, at: &str, out: &mut Vec<String>) {
+    let path = |name: &str| match at {
+        "" => name.to_owned(),
+        _ => format!("{at}.{name}"),
+    };
+    let (t_at, m_at, c_at, a_at) = (
+        path("transaction"),
+        path("merchant"),
+        path("card"),
+        path("amount"),
+    );
+    obj.within("transaction", |t| {
+        t.keep::<PointType>(&t_at, "point_type", out);
+        t.keep::<EntryMode>(&t_at, "entry_mode", out);
+        t.keep::<Origin>(&t_at, "origin", out);
+        t.keep::<Source>(&t_at, "source", out);
+        for name in ["country_code", "local_date_time"] {
+            t.keep::<String>(&t_at, name, out);
+        }
+    });
+    obj.within("merchant", |m| {
+        for name in [
+            "id",
+            "mcc",
+            "name",
+            "terminal_id",
+            "country",
+            "city",
+            "address",
+        ] {
+            m.keep::<String>(&m_at, name, out);
+        }
+    });
+    obj.keep::<Merchant>(at, "merchant", out);
+    obj.within("card", |c| {
+        c.keep::<ProductType>(&c_at, "product_type", out);
+        c.keep::<Provider>(&c_at, "provider", out);
+        c.keep::<String>(&c_at, "last_four", out);
+    });
+    let id_ok = |field: &'static str, id: &str| check_id(field, id).is_ok();
+    obj.keep_if::<Option<CardRef>>(
+        at,
+        "card",
+        |c| c.as_ref().is_none_or(|c| id_ok("card.id", &c.id)),
+        out,
+    );
+    // Without a readable user the money is booked on suspense, for review.
+    obj.keep_if::<Option<UserRef>>(
+        at,
+        "user",
+        |u| u.as_ref().is_none_or(|u| id_ok("user.id", &u.id)),
+        out,
+    );
+    obj.within("amount", |a| {
+        a.keep::<MoneyField>(&a_at, "transaction", out);
+        a.keep::<MoneyField>(&a_at, "settlement", out);
+        a.keep::<Vec<AmountDetail>>(&a_at, "details", out);
+    });
+}
+
 impl TransactionRequest {
     /// [`TransactionRequest::from_slice`], or, when that fails only because optional fields
     /// are malformed, the request without them and their paths (`merchant.mcc`, `card`,
@@ -139,55 +208,7 @@ impl TransactionRequest {
             return Err(strict);
         };
         let mut left_out = Vec::new();
-        let out = &mut left_out;
-        top.within("transaction", |t| {
-            let at = "transaction";
-            t.keep::<PointType>(at, "point_type", out);
-            t.keep::<EntryMode>(at, "entry_mode", out);
-            t.keep::<Origin>(at, "origin", out);
-            t.keep::<Source>(at, "source", out);
-            for name in ["country_code", "local_date_time"] {
-                t.keep::<String>(at, name, out);
-            }
-        });
-        top.within("merchant", |m| {
-            for name in [
-                "id",
-                "mcc",
-                "name",
-                "terminal_id",
-                "country",
-                "city",
-                "address",
-            ] {
-                m.keep::<String>("merchant", name, out);
-            }
-        });
-        top.keep::<Merchant>("", "merchant", out);
-        top.within("card", |c| {
-            c.keep::<ProductType>("card", "product_type", out);
-            c.keep::<Provider>("card", "provider", out);
-            c.keep::<String>("card", "last_four", out);
-        });
-        let id_ok = |field, id: &str| check_id(field, id).is_ok();
-        top.keep_if::<Option<CardRef>>(
-            "",
-            "card",
-            |c| c.as_ref().is_none_or(|c| id_ok("card.id", &c.id)),
-            out,
-        );
-        // Without a readable user the adjustment is booked on suspense, for review.
-        top.keep_if::<Option<UserRef>>(
-            "",
-            "user",
-            |u| u.as_ref().is_none_or(|u| id_ok("user.id", &u.id)),
-            out,
-        );
-        top.within("amount", |a| {
-            a.keep::<MoneyField>("amount", "transaction", out);
-            a.keep::<MoneyField>("amount", "settlement", out);
-            a.keep::<Vec<AmountDetail>>("amount", "details", out);
-        });
+        leave_out_unreadable(&mut top, "", &mut left_out);
         if left_out.is_empty() {
             return Err(strict);
         }
@@ -208,6 +229,46 @@ impl TransactionRequest {
                     left_out.join(", ")
                 )))
             }
+            None => Err(strict),
+        }
+    }
+}
+
+impl Notification {
+    /// [`Notification::from_slice`], or, when that fails only because optional fields of
+    /// `event_detail` are malformed, the notification without them and their paths
+    /// (`event_detail.merchant.mcc`, `event_detail.user`, ...). The processor's verdict
+    /// must not be lost for a field it does not need: what it needs (`event_id`,
+    /// `event_detail.status`, the transaction's id, type and original, `amount.local`) is
+    /// read strictly, and a body whose fault is there is not read (it is kept for review).
+    pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<String>), WireError> {
+        let strict = match Self::from_slice(body) {
+            Ok(parsed) => return Ok((parsed, Vec::new())),
+            Err(e) => e,
+        };
+        if refused_before_parsing(body) {
+            return Err(strict);
+        }
+        let Ok(mut top) = serde_json::from_slice::<Members>(body) else {
+            return Err(strict);
+        };
+        let mut left_out = Vec::new();
+        top.within("event_detail", |d| {
+            leave_out_unreadable(d, "event_detail", &mut left_out);
+            for name in ["status_detail", "extra_detail"] {
+                d.keep::<String>("event_detail", name, &mut left_out);
+            }
+        });
+        if left_out.is_empty() {
+            return Err(strict);
+        }
+        match top
+            .to_raw()
+            .map(|raw| Self::from_slice(raw.get().as_bytes()))
+        {
+            Some(Ok(parsed)) => Ok((parsed, left_out)),
+            // The fault that is left: the notification is not read.
+            Some(Err(e)) => Err(e),
             None => Err(strict),
         }
     }
@@ -379,6 +440,62 @@ mod tests {
             assert_eq!(e.id_field(), id_field, "{body}");
             assert!(e.message().contains(says), "{body}: {}", e.message());
             assert!(!e.message().contains(" at line "), "{}", e.message());
+        }
+    }
+
+    /// An advice whose detail holds malformed optional fields keeps its verdict.
+    #[test]
+    fn a_notification_keeps_its_verdict_without_the_fields_it_cannot_read() {
+        let advice = concat!(
+            r#"{"event_id":"authorization-advice","event_detail":{"#,
+            r#""transaction":{"id":"ctx-1","type":"PURCHASE","point_type":7},"#,
+            r#""merchant":{"id":"m1","mcc":5045},"card":{"id":"crd 1"},"user":{"id":"usr-1"},"#,
+            r#""amount":{"local":{"total":"10.00","currency":"ARS"}},"#,
+            r#""status":"REJECTED","status_detail":7},"idempotency_key":"adv-1"}"#
+        );
+        assert!(Notification::from_slice(advice.as_bytes()).is_err());
+        let (n, left_out) = Notification::from_slice_lenient(advice.as_bytes()).unwrap();
+        assert_eq!(
+            left_out,
+            [
+                "event_detail.transaction.point_type",
+                "event_detail.merchant.mcc",
+                "event_detail.card",
+                "event_detail.status_detail",
+            ]
+        );
+        assert_eq!(n.verdict(), Some(crate::wire::Verdict::Rejected));
+        let d = &n.event_detail;
+        assert_eq!(d.transaction.as_ref().map(|t| t.id.as_str()), Some("ctx-1"));
+        assert_eq!(d.user.as_ref().map(|u| u.id.as_str()), Some("usr-1"));
+        assert_eq!(
+            d.merchant.as_ref().map(|m| m.id.as_deref()),
+            Some(Some("m1"))
+        );
+        assert!(d.card.is_none() && d.status_detail.is_none());
+        // A strict body reads as it does strictly.
+        let strict = advice
+            .replace(r#","point_type":7"#, "")
+            .replace(r#","mcc":5045"#, "")
+            .replace(r#""card":{"id":"crd 1"},"#, "")
+            .replace(r#","status_detail":7"#, "");
+        let (n, left_out) = Notification::from_slice_lenient(strict.as_bytes()).unwrap();
+        assert!(left_out.is_empty());
+        assert_eq!(n, Notification::from_slice(strict.as_bytes()).unwrap());
+        // What the verdict needs is never left out: such a body is not read.
+        for (from, to) in [
+            (r#""status":"REJECTED""#, r#""status":1"#),
+            (r#""id":"ctx-1""#, r#""id":"ctx 1""#),
+            (r#""type":"PURCHASE""#, r#""type":3"#),
+            (r#""total":"10.00""#, r#""total":null"#),
+            (r#""event_id":"authorization-advice""#, r#""event_id":9"#),
+        ] {
+            assert_eq!(advice.matches(from).count(), 1, "{from}");
+            let body = advice.replace(from, to);
+            assert!(
+                Notification::from_slice_lenient(body.as_bytes()).is_err(),
+                "{body}"
+            );
         }
     }
 }

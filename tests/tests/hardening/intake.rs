@@ -6,6 +6,7 @@
 
 use crate::support::{admin_money, assert_amounts_malformed, assert_booked_flagged};
 use e2e::*;
+use serde_json::json;
 
 fn replace(body: &[u8], from: &str, to: &str) -> Vec<u8> {
     let text = String::from_utf8(body.to_vec()).expect("own body is UTF-8");
@@ -230,9 +231,10 @@ async fn every_booked_id_is_retrievable(app: TestApp) {
     );
 }
 
-/// Items 3 and 10: a notification whose detail carries an id that breaks the rule (a control
-/// character, or 10 kB) is kept for review and moves no money: a 400 would be resent forever
-/// and the processor's verdict lost. It is not linked to any transaction (its ids stay in the
+/// Items 3 and 10: a notification whose transaction id breaks the rule (a control character,
+/// or 10 kB) is kept for review and moves no money: a 400 would be resent forever and the
+/// processor's verdict lost (a card or user id that breaks it is left out:
+/// `a_verdict_stands_without_the_fields_it_cannot_read`). It is not linked to any transaction (its ids stay in the
 /// raw body), so no index holds them: on Postgres a 10 kB id in an indexed column would fail
 /// every resend with 503. A key that breaks the rule cannot dedupe: 400, nothing stored.
 async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
@@ -246,29 +248,17 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
             "ctx-1\nINFO forged".to_owned(),
         ),
         ("event_detail.transaction.id", long.clone()),
-        ("event_detail.card.id", long.clone()),
-        ("event_detail.user.id", long.clone()),
     ] {
         let ok = uid("ctx");
         let t = Tx::new(&ok, "PURCHASE", "u1", "40.00", "ARS");
         let key = uid("adv");
         let advice = t.approved_advice(&key);
         let bad = json_inner(&id);
-        let advice = match field {
-            "event_detail.transaction.id" => replace(
-                &advice,
-                &format!("\"id\":\"{ok}\""),
-                &format!("\"id\":\"{bad}\""),
-            ),
-            "event_detail.card.id" => {
-                replace(&advice, "\"id\":\"crd-u1\"", &format!("\"id\":\"{bad}\""))
-            }
-            _ => replace(
-                &advice,
-                "\"user\":{\"id\":\"u1\"}",
-                &format!("\"user\":{{\"id\":\"{bad}\"}}"),
-            ),
-        };
+        let advice = replace(
+            &advice,
+            &format!("\"id\":\"{ok}\""),
+            &format!("\"id\":\"{bad}\""),
+        );
         let counted = app.metrics.counter(
             "authorizer_invalid_ids_total",
             &[("route", NOTIFY), ("field", field)],
@@ -779,10 +769,106 @@ async fn hostile_ids_forge_no_log_line() {
     }
 }
 
+/// A notification whose `event_detail` holds an optional field that does not read (a numeric
+/// MCC, a card or user id that breaks the id rule, a numeric `status_detail`) keeps its
+/// verdict: the field is left out, as for an adjustment, and the notification flagged
+/// `UNREAD_FIELDS`. Before, the whole detail went unread: a rejection left the cardholder
+/// debited, an approval of a purchase we never saw was not booked.
+async fn a_verdict_stands_without_the_fields_it_cannot_read(app: TestApp) {
+    app.funded("u1", "ARS", "100.00").await;
+    let unread = |field: &str| {
+        app.metrics.counter(
+            "authorizer_unread_fields_total",
+            &[("route", NOTIFY), ("field", field)],
+        )
+    };
+    let (mcc, card, detail) = (
+        unread("event_detail.merchant.mcc"),
+        unread("event_detail.card"),
+        unread("event_detail.status_detail"),
+    );
+    // A rejection of an approved purchase, with a numeric MCC, a 10 kB card id and a
+    // numeric status_detail: the purchase is reversed.
+    let t = Tx::new(&uid("ctx"), "PURCHASE", "u1", "40.00", "ARS");
+    assert_eq!(app.send(AUTH, &t).await.json()["status"], "APPROVED");
+    assert_eq!(app.available("u1", "ARS").await, "60.00");
+    let key = uid("adv");
+    let advice = t.advice("authorization-advice", "REJECTED", "OTHER", &key);
+    let advice = replace(&advice, "\"mcc\":\"5045\"", "\"mcc\":5045");
+    let advice = replace(
+        &advice,
+        "\"id\":\"crd-u1\"",
+        &format!("\"id\":\"{}\"", "9".repeat(10_000)),
+    );
+    let advice = replace(
+        &advice,
+        "\"status_detail\":\"OTHER\"",
+        "\"status_detail\":7",
+    );
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    app.assert_signed_status(&r, 200, NOTIFY, "rejection");
+    assert_eq!(r.json()["effect"], "REVERSED", "{}", r.text());
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    let h = app.admin_get(&format!("/v1/transactions/{}", t.id)).await;
+    assert_eq!(
+        h["notifications"][0]["flags"],
+        json!(["UNREAD_FIELDS"]),
+        "{h}"
+    );
+    // A resend is the same answer and counts nothing more.
+    let again = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!((again.status, &again.body), (200, &r.body));
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    assert_eq!(
+        (
+            unread("event_detail.merchant.mcc"),
+            unread("event_detail.card"),
+            unread("event_detail.status_detail"),
+        ),
+        (mcc + 1, card + 1, detail + 1),
+        "each field once, by name"
+    );
+    // The approval of a purchase we never saw, whose user id breaks the rule: booked on
+    // the currency's suspense account (no user to book it on), flagged for a person.
+    let unseen = Tx::new(&uid("ctx"), "PURCHASE", "u1", "25.00", "ARS");
+    let key = uid("adv");
+    let advice = replace(
+        &unseen.approved_advice(&key),
+        "\"user\":{\"id\":\"u1\"}",
+        "\"user\":{\"id\":\"u1\\nINFO forged\"}",
+    );
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.json()["effect"], "FORCED", "{}", r.text());
+    assert_eq!(app.available("u1", "ARS").await, "100.00");
+    let h = app
+        .admin_get(&format!("/v1/transactions/{}", unseen.id))
+        .await;
+    let flags = h["notifications"][0]["flags"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    for flag in ["FORCED_BY_PROCESSOR", "UNREAD_FIELDS", "SUSPENSE"] {
+        assert!(flags.contains(&json!(flag)), "{flag}: {h}");
+    }
+    // A status that does not read is what the verdict needs: kept for review, nothing moved.
+    let other = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    assert_eq!(app.send(AUTH, &other).await.json()["status"], "APPROVED");
+    let key = uid("adv");
+    let advice = replace(
+        &other.advice("authorization-advice", "REJECTED", "OTHER", &key),
+        "\"status\":\"REJECTED\"",
+        "\"status\":0",
+    );
+    let r = app.processor(NOTIFY, &advice, &key).await;
+    assert_eq!(r.json()["effect"], "REVIEW", "{}", r.text());
+    assert_eq!(app.available("u1", "ARS").await, "90.00");
+}
+
 both_backends!(
     hostile_ids_are_refused_on_intake,
     every_booked_id_is_retrievable,
     notifications_with_bad_ids_are_kept_for_review,
+    a_verdict_stands_without_the_fields_it_cannot_read,
     long_ids_are_refused_with_400,
     hostile_card_and_user_ids_leave_an_adjustment_booked_without_them,
     invalid_utf8_anywhere_is_refused,

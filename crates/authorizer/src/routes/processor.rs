@@ -433,7 +433,12 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     let route = Route::Notification;
     // A notification must never be lost: when its detail does not parse, keep what we can
     // read (event id and key) and store it for review rather than refuse it forever.
-    let parsed = Notification::from_slice(body);
+    // An optional field of `event_detail` that does not read is left out, as for an
+    // adjustment: the verdict stands without it, flagged UNREAD_FIELDS.
+    let (parsed, unread) = match Notification::from_slice_lenient(body) {
+        Ok((n, unread)) => (Ok(n), unread),
+        Err(e) => (Err(e), Vec::new()),
+    };
     // An id that breaks the rule is kept for review like any unreadable detail: a 400 would
     // be resent forever, and the verdict lost with it. Its ids stay in the raw body only.
     // (A bad key itself is counted where it is refused, below.)
@@ -518,6 +523,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                 amount: local.and_then(|l| l.total.value()),
                 mcc: d.merchant.as_ref().and_then(|m| m.mcc.as_deref()),
                 original_transaction_id: tx.original_transaction_id.as_deref(),
+                unread_fields: !unread.is_empty(),
                 ..CardTransaction::default()
             });
             let direction = d
@@ -570,6 +576,22 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                     flags = %result.flags.stored(),
                     "notification stored"
                 );
+                // Once per stored notification, as the flags are: by field name, never its
+                // value (the raw body keeps it).
+                for field in &unread {
+                    state.metrics.inc(
+                        "authorizer_unread_fields_total",
+                        &[("route", route.path()), ("field", field.as_str())],
+                    );
+                }
+                if !unread.is_empty() {
+                    tracing::warn!(
+                        route = route.path(),
+                        event_id,
+                        fields = ?unread,
+                        "notification stored without the fields that could not be read (the raw request keeps them)"
+                    );
+                }
                 if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
                     state.metrics.inc("authorizer_negative_balances_total", &[]);
                 }
