@@ -280,7 +280,7 @@ fn processor_operation(route: Route) -> utoipa::openapi::path::Operation {
         Route::Notification => (
             "notify",
             "Store the processor's final verdict on a transaction",
-            "Deduplicated on `idempotency_key` (body) or x-idempotency-key. A REJECTED verdict reverses a movement we booked (once); an APPROVED verdict for something we declined or never saw books it and flags it. An optional field of event_detail of the wrong type (merchant, card, user, amount.transaction, amount.settlement, amount.details, status_detail and the like) is left out and the verdict applied, flagged UNREAD_FIELDS. A body that cannot be read as a notification (its event_id, status or transaction) but is a JSON object is still stored, for review (effect REVIEW). 503 when it could not be stored.",
+            "Deduplicated on `idempotency_key` (body) or x-idempotency-key. A REJECTED verdict reverses a movement we booked (once); an APPROVED verdict for something we declined or never saw books it and flags it. An optional field of event_detail of the wrong type (merchant, card, user, amount.transaction, amount.settlement, amount.details, status_detail and the like) is left out and the verdict applied, flagged UNREAD_FIELDS. A body whose event_id, status, transaction (id, type, original) or amount.local cannot be read, but is a JSON object, is still stored, for review (effect REVIEW). 503 when it could not be stored.",
             "Notification",
             "NotificationAnswer",
         ),
