@@ -191,46 +191,59 @@ fn leave_out_unreadable(obj: &mut Members, at: &str, out: &mut Vec<String>) {
     });
 }
 
+/// `parse(body)`, or, when that fails, `parse` of the body without the members `repair`
+/// leaves out, and their paths. `Err((fault, left_out))`: the strict parse's fault when
+/// nothing was left out, else the fault that is left.
+fn read_leniently<T>(
+    body: &[u8],
+    parse: impl Fn(&[u8]) -> Result<T, WireError>,
+    repair: impl FnOnce(&mut Members, &mut Vec<String>),
+) -> Result<(T, Vec<String>), (WireError, Vec<String>)> {
+    let strict = match parse(body) {
+        Ok(parsed) => return Ok((parsed, Vec::new())),
+        Err(e) => e,
+    };
+    if refused_before_parsing(body) {
+        return Err((strict, Vec::new()));
+    }
+    let Ok(mut top) = serde_json::from_slice::<Members>(body) else {
+        return Err((strict, Vec::new()));
+    };
+    let mut left_out = Vec::new();
+    repair(&mut top, &mut left_out);
+    if left_out.is_empty() {
+        return Err((strict, left_out));
+    }
+    match top.to_raw().map(|raw| parse(raw.get().as_bytes())) {
+        Some(Ok(parsed)) => Ok((parsed, left_out)),
+        Some(Err(e)) => Err((e, left_out)),
+        None => Err((strict, Vec::new())),
+    }
+}
+
 impl TransactionRequest {
     /// [`TransactionRequest::from_slice`], or, when that fails only because optional fields
     /// are malformed, the request without them and their paths (`merchant.mcc`, `card`,
     /// ...). Never looser about money: see the [module](crate::lenient) text. An empty
     /// list means the body parsed strictly.
     pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<String>), WireError> {
-        let strict = match Self::from_slice(body) {
-            Ok(parsed) => return Ok((parsed, Vec::new())),
-            Err(e) => e,
-        };
-        if refused_before_parsing(body) {
-            return Err(strict);
-        }
-        let Ok(mut top) = serde_json::from_slice::<Members>(body) else {
-            return Err(strict);
-        };
-        let mut left_out = Vec::new();
-        leave_out_unreadable(&mut top, "", &mut left_out);
-        if left_out.is_empty() {
-            return Err(strict);
-        }
-        match top
-            .to_raw()
-            .map(|raw| Self::from_slice(raw.get().as_bytes()))
-        {
-            Some(Ok(parsed)) => Ok((parsed, left_out)),
+        read_leniently(body, Self::from_slice, |top, out| {
+            leave_out_unreadable(top, "", out);
+        })
+        .map_err(|(e, left_out)| {
             // The fault that refuses it, not one of those it would have done without: an
             // id breaking the rule names its field; another names the position in the body
             // as received only when nothing was left out before it, so it says what was.
-            Some(Err(e)) if e.id_field().is_some() => Err(e),
-            Some(Err(e)) => {
-                let reason = e.message();
-                let reason = reason.rfind(" at line ").map_or(reason, |i| &reason[..i]);
-                Err(WireError::new(format!(
-                    "{reason} (read without {}, which an adjustment may do without)",
-                    left_out.join(", ")
-                )))
+            if left_out.is_empty() || e.id_field().is_some() {
+                return e;
             }
-            None => Err(strict),
-        }
+            let reason = e.message();
+            let reason = reason.rfind(" at line ").map_or(reason, |i| &reason[..i]);
+            WireError::new(format!(
+                "{reason} (read without {}, which an adjustment may do without)",
+                left_out.join(", ")
+            ))
+        })
     }
 }
 
@@ -242,35 +255,15 @@ impl Notification {
     /// `event_detail.status`, the transaction's id, type and original, `amount.local`) is
     /// read strictly, and a body whose fault is there is not read (it is kept for review).
     pub fn from_slice_lenient(body: &[u8]) -> Result<(Self, Vec<String>), WireError> {
-        let strict = match Self::from_slice(body) {
-            Ok(parsed) => return Ok((parsed, Vec::new())),
-            Err(e) => e,
-        };
-        if refused_before_parsing(body) {
-            return Err(strict);
-        }
-        let Ok(mut top) = serde_json::from_slice::<Members>(body) else {
-            return Err(strict);
-        };
-        let mut left_out = Vec::new();
-        top.within("event_detail", |d| {
-            leave_out_unreadable(d, "event_detail", &mut left_out);
-            for name in ["status_detail", "extra_detail"] {
-                d.keep::<String>("event_detail", name, &mut left_out);
-            }
-        });
-        if left_out.is_empty() {
-            return Err(strict);
-        }
-        match top
-            .to_raw()
-            .map(|raw| Self::from_slice(raw.get().as_bytes()))
-        {
-            Some(Ok(parsed)) => Ok((parsed, left_out)),
-            // The fault that is left: the notification is not read.
-            Some(Err(e)) => Err(e),
-            None => Err(strict),
-        }
+        read_leniently(body, Self::from_slice, |top, out| {
+            top.within("event_detail", |d| {
+                leave_out_unreadable(d, "event_detail", out);
+                for name in ["status_detail", "extra_detail"] {
+                    d.keep::<String>("event_detail", name, out);
+                }
+            });
+        })
+        .map_err(|(e, _)| e)
     }
 }
 

@@ -345,6 +345,26 @@ async fn authorization(
     }
 }
 
+/// Counts and logs the fields an adjustment or notification was stored without: once per
+/// stored request, as its flags are, by field name, never its value (the raw request keeps
+/// it). `id`: its transaction id (adjustment) or event id (notification).
+fn count_unread(state: &AppState, route: Route, unread: &[String], id: &str) {
+    for field in unread {
+        state.metrics.inc(
+            "authorizer_unread_fields_total",
+            &[("route", route.path()), ("field", field.as_str())],
+        );
+    }
+    if !unread.is_empty() {
+        tracing::warn!(
+            route = route.path(),
+            id,
+            fields = ?unread,
+            "stored without the fields that could not be read (the raw request keeps them)"
+        );
+    }
+}
+
 fn unavailable(state: &AppState, route: Route, e: &StoreError) -> Answer {
     // Not answered in time: it may still be stored, and the resend replays it if so.
     signed::store_unavailable(state, route.path(), e, "processor")
@@ -381,21 +401,7 @@ async fn adjustment(
     {
         Ok((outcome, claims)) => {
             if let Outcome::Fresh { result, .. } = &outcome {
-                // Once per booking, as the flags are: by field name, never its value.
-                for field in &unread {
-                    state.metrics.inc(
-                        "authorizer_unread_fields_total",
-                        &[("route", route.path()), ("field", field.as_str())],
-                    );
-                }
-                if !unread.is_empty() {
-                    tracing::warn!(
-                        route = route.path(),
-                        transaction_id = %parsed.transaction.id,
-                        fields = ?unread,
-                        "adjustment booked without the fields that could not be read (the raw request keeps them)"
-                    );
-                }
+                count_unread(state, route, &unread, &parsed.transaction.id);
                 for flag in result.flags.as_slice() {
                     state
                         .metrics
@@ -576,22 +582,7 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
                     flags = %result.flags.stored(),
                     "notification stored"
                 );
-                // Once per stored notification, as the flags are: by field name, never its
-                // value (the raw body keeps it).
-                for field in &unread {
-                    state.metrics.inc(
-                        "authorizer_unread_fields_total",
-                        &[("route", route.path()), ("field", field.as_str())],
-                    );
-                }
-                if !unread.is_empty() {
-                    tracing::warn!(
-                        route = route.path(),
-                        event_id,
-                        fields = ?unread,
-                        "notification stored without the fields that could not be read (the raw request keeps them)"
-                    );
-                }
+                count_unread(state, route, &unread, event_id);
                 if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
                     state.metrics.inc("authorizer_negative_balances_total", &[]);
                 }
