@@ -347,8 +347,8 @@ async fn authorization(
 
 /// Counts and logs the fields an adjustment or notification was stored without: once per
 /// stored request, as its flags are, by field name, never its value (the raw request keeps
-/// it). `id`: its transaction id (adjustment) or event id (notification).
-fn count_unread(state: &AppState, route: Route, unread: &[String], id: &str) {
+/// it).
+fn count_unread(state: &AppState, route: Route, unread: &[String], transaction_id: &str) {
     for field in unread {
         state.metrics.inc(
             "authorizer_unread_fields_total",
@@ -358,7 +358,7 @@ fn count_unread(state: &AppState, route: Route, unread: &[String], id: &str) {
     if !unread.is_empty() {
         tracing::warn!(
             route = route.path(),
-            id,
+            transaction_id,
             fields = ?unread,
             "stored without the fields that could not be read (the raw request keeps them)"
         );
@@ -574,15 +574,16 @@ async fn notification(req: &HttpRequest, body: &[u8], state: &AppState) -> Answe
     match service::notify(state, &call, claims).await {
         Ok((outcome, claims)) => {
             if let Outcome::Fresh { result, .. } = &outcome {
+                let transaction_id = transaction.map(|t| t.transaction_id).unwrap_or("");
                 tracing::info!(
                     event_id,
                     idempotency_key = key,
-                    transaction_id = transaction.map(|t| t.transaction_id).unwrap_or(""),
+                    transaction_id,
                     effect = result.effect.as_str(),
                     flags = %result.flags.stored(),
                     "notification stored"
                 );
-                count_unread(state, route, &unread, event_id);
+                count_unread(state, route, &unread, transaction_id);
                 if result.flags.has(store::Flags::NEGATIVE_BALANCE) {
                     state.metrics.inc("authorizer_negative_balances_total", &[]);
                 }
