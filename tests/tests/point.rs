@@ -473,6 +473,7 @@ async fn approved_purchase(app: TestApp) {
     assert_eq!(p["status"], "approved");
     assert_eq!(p["currency_id"], "ARS");
     assert_eq!(p["amount"], 1500);
+    assert_eq!(p["transaction_amount"], 15);
     assert_eq!(
         p["external_reference"],
         created["additional_info"]["external_reference"]

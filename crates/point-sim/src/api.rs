@@ -351,28 +351,69 @@ async fn sim_stats(req: HttpRequest, sim: Data) -> HttpResponse {
 }
 
 async fn get_payment(req: HttpRequest, sim: Data, path: web::Path<String>) -> HttpResponse {
-    guarded!(req, sim, {
-        let not_found = || ApiError::new(404, "payment_not_found", "payment not found");
-        let id: u64 = path.parse().map_err(|_| not_found())?;
-        let m = sim.lock();
-        let p = m.payments.get(&id).ok_or_else(not_found)?;
+    if let Err(e) = auth(&req, &sim) {
+        return error(e);
+    }
+    let Some(view) = path
+        .parse()
+        .ok()
+        .and_then(|id| PaymentView::of(&sim.lock(), id))
+    else {
+        return error(ApiError::new(404, "payment_not_found", "payment not found"));
+    };
+    HttpResponse::Ok().json(view)
+}
+
+/// `GET /v1/payments/{id}`: a typed answer, so that `transaction_amount` reaches the body as
+/// written by [`major_units`] and never as a float.
+#[derive(serde::Serialize)]
+struct PaymentView {
+    id: u64,
+    status: String,
+    status_detail: String,
+    transaction_amount: Box<serde_json::value::RawValue>,
+    currency_id: String,
+    external_reference: Option<String>,
+    date_created: String,
+    point_of_interaction: Value,
+    card: Value,
+    amount: i64,
+}
+
+impl PaymentView {
+    fn of(m: &Model, id: u64) -> Option<PaymentView> {
+        let p = m.payments.get(&id)?;
         let final_ = m
             .intents
             .get(&p.intent_id)
             .is_none_or(|i| i.state.is_final() || i.state == State::Processed);
-        Ok(json!({
-            "id": p.id,
-            "status": if final_ { p.status.as_str() } else { "in_process" },
-            "status_detail": p.status_detail,
-            "transaction_amount": p.amount as f64 / 100.0,
-            "currency_id": p.currency,
-            "external_reference": p.external_reference,
-            "date_created": p.date_created,
-            "point_of_interaction": {"device_id": p.device_id, "payment_intent_id": p.intent_id},
-            "card": {"id": p.card_id},
-            "amount": p.amount,
-        }))
-    })
+        Some(PaymentView {
+            id: p.id,
+            status: if final_ { &p.status } else { "in_process" }.to_owned(),
+            status_detail: p.status_detail.clone(),
+            transaction_amount: major_units(p.amount),
+            currency_id: p.currency.clone(),
+            external_reference: p.external_reference.clone(),
+            date_created: p.date_created.clone(),
+            point_of_interaction: json!({"device_id": p.device_id, "payment_intent_id": p.intent_id}),
+            card: json!({"id": p.card_id}),
+            amount: p.amount,
+        })
+    }
+}
+
+/// Minor units (cents: every site's currency has two places) as the JSON number of major
+/// units that Mercado Pago writes (`15`, `15.5`, `-0.05`), rendered from the integer, so no
+/// amount passes through a float.
+fn major_units(cents: i64) -> Box<serde_json::value::RawValue> {
+    let sign = if cents < 0 { "-" } else { "" };
+    let (int, frac) = (cents.unsigned_abs() / 100, cents.unsigned_abs() % 100);
+    let text = match frac {
+        0 => format!("{sign}{int}"),
+        f if f % 10 == 0 => format!("{sign}{int}.{}", f / 10),
+        f => format!("{sign}{int}.{f:02}"),
+    };
+    serde_json::value::RawValue::from_string(text).expect("a decimal is a JSON number")
 }
 
 /// Every route of the simulator.
@@ -430,4 +471,26 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         cfg.route(path, route);
     }
     crate::reader::routes(cfg);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::major_units;
+
+    #[test]
+    fn minor_units_render_as_the_number_mercado_pago_writes() {
+        for (cents, text) in [
+            (1500, "15"),
+            (1550, "15.5"),
+            (1505, "15.05"),
+            (5, "0.05"),
+            (-5, "-0.05"),
+            (0, "0"),
+            (7_000_000, "70000"),
+            (9_007_199_254_740_993, "90071992547409.93"),
+            (i64::MIN, "-92233720368547758.08"),
+        ] {
+            assert_eq!(major_units(cents).get(), text, "{cents}");
+        }
+    }
 }
