@@ -585,6 +585,32 @@ async fn a_partial_reversal_keeps_the_count(app: TestApp) {
     assert_approved(&answer);
 }
 
+/// A controls PUT is stored in the transaction that reads the usage it answers with: when
+/// that read fails, the caller hears an error and the card's controls stay as they were.
+async fn a_controls_change_that_cannot_answer_changes_nothing(app: TestApp) {
+    let daily = |count: u32| json!({"velocity_limits": [{"count": count, "interval": "daily"}]});
+    u1_with_card_controls(&app, daily(1)).await;
+    let path = "/v1/cards/crd-u1/controls";
+    let before = app.admin_get(path).await;
+    // The counters cannot be read for the length of one PUT.
+    let mut db = DirectConn::open(&app).await;
+    db.execute("ALTER TABLE control_counters RENAME TO control_counters_away")
+        .await;
+    let r = put_controls(&app, path, daily(5)).await;
+    db.execute("ALTER TABLE control_counters_away RENAME TO control_counters")
+        .await;
+    assert!(r.status >= 500, "{} {}", r.status, r.text());
+    assert_eq!(app.admin_get(path).await, before, "nothing changed");
+    // The limit of 1 is still the one in force.
+    assert_approved(&purchase(&app, "u1", "1.00", unchanged).await.1);
+    let (_, answer) = purchase(&app, "u1", "1.00", unchanged).await;
+    assert_declined(
+        &answer,
+        "INVALID_AMOUNT",
+        "daily limit of 1 authorization reached on the card",
+    );
+}
+
 /// A purchase of `amount` by u1, declined by the limit `message` names; its id.
 async fn over_a_limit(app: &TestApp, amount: &str, message: &str) -> String {
     let (id, answer) = purchase(app, "u1", amount, unchanged).await;
@@ -1188,4 +1214,5 @@ both_backends!(
     a_debit_waits_for_another_writer_counting_on_its_card,
     backtest_replays_booked_traffic_against_stricter_and_looser_controls,
     reservations_apply_the_controls_and_give_back_what_they_release,
+    a_controls_change_that_cannot_answer_changes_nothing,
 );

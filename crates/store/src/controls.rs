@@ -56,16 +56,18 @@ impl Store {
         Ok(row.map(stored))
     }
 
-    /// Replaces the account's controls with `canonical` (`''`: none); `None`: no such
-    /// account, nothing changed.
+    /// Replaces the account's controls with `canonical` (`''`: none) and reads where their
+    /// limits stand at `now_ms`, in one transaction: the change is committed only with the
+    /// usage it answers with. `None`: no such account, nothing changed.
     pub async fn set_account_controls(
         &self,
         user_id: &str,
         currency: Currency,
         canonical: &str,
         now_ms: i64,
-    ) -> Result<Option<StoredControls>, StoreError> {
-        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<(String, i64)> = run!(&mut tx, c => {
             sqlx::query_as(
                 "UPDATE accounts SET controls = $3, controls_version = controls_version + 1, \
                  updated_at_ms = $4 WHERE kind = 'USER' AND user_id = $1 AND currency = $2 \
@@ -75,10 +77,17 @@ impl Store {
             .bind(currency.code())
             .bind(canonical)
             .bind(now_ms)
-            .fetch_optional(p)
+            .fetch_optional(c)
             .await?
         });
-        Ok(row.map(stored))
+        let Some(stored) = row.map(stored) else {
+            return Ok(None);
+        };
+        let usage = self
+            .account_usage_in(&mut tx, user_id, currency, &stored.document, now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((stored, usage)))
     }
 
     /// The controls of the card (`None`: no such card).
@@ -92,15 +101,17 @@ impl Store {
         Ok(row.map(stored))
     }
 
-    /// Replaces the card's controls with `canonical` (`''`: none); `None`: no such card,
-    /// nothing changed.
+    /// Replaces the card's controls with `canonical` (`''`: none) and reads where their
+    /// limits stand at `now_ms`, in one transaction (see
+    /// [`Store::set_account_controls`]). `None`: no such card, nothing changed.
     pub async fn set_card_controls(
         &self,
         card_id: &str,
         canonical: &str,
         now_ms: i64,
-    ) -> Result<Option<StoredControls>, StoreError> {
-        let row: Option<(String, i64)> = run_pool!(&self.db, p => {
+    ) -> Result<Option<(StoredControls, Vec<LimitUsage>)>, StoreError> {
+        let mut tx = self.begin().await?;
+        let row: Option<(String, i64)> = run!(&mut tx, c => {
             sqlx::query_as(
                 "UPDATE cards SET controls = $2, controls_version = controls_version + 1, \
                  updated_at_ms = $3 WHERE card_id = $1 RETURNING controls, controls_version",
@@ -108,10 +119,17 @@ impl Store {
             .bind(card_id)
             .bind(canonical)
             .bind(now_ms)
-            .fetch_optional(p)
+            .fetch_optional(c)
             .await?
         });
-        Ok(row.map(stored))
+        let Some(stored) = row.map(stored) else {
+            return Ok(None);
+        };
+        let usage = self
+            .card_usage_in(&mut tx, card_id, &stored.document, now_ms)
+            .await?;
+        tx.commit().await?;
+        Ok(Some((stored, usage)))
     }
 }
 
@@ -125,8 +143,22 @@ impl Store {
         document: &str,
         now_ms: i64,
     ) -> Result<Vec<LimitUsage>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        self.account_usage_in(&mut tx, user_id, currency, document, now_ms)
+            .await
+    }
+
+    /// [`Store::account_limit_usage`] on `tx`.
+    async fn account_usage_in(
+        &self,
+        tx: &mut Tx,
+        user_id: &str,
+        currency: Currency,
+        document: &str,
+        now_ms: i64,
+    ) -> Result<Vec<LimitUsage>, StoreError> {
         type Row = (String, Option<i64>, Option<i64>, i64, i64);
-        let row: Option<Row> = run_pool!(&self.db, p => {
+        let row: Option<Row> = run!(tx, c => {
             sqlx::query_as(
                 "SELECT counters, per_transaction_limit_minor, daily_limit_minor, \
                  daily_spent_day, daily_spent_minor FROM accounts \
@@ -134,7 +166,7 @@ impl Store {
             )
             .bind(user_id)
             .bind(currency.code())
-            .fetch_optional(p)
+            .fetch_optional(c)
             .await?
         });
         let Some((counters, per_transaction, daily, spent_day, spent)) = row else {
@@ -164,13 +196,25 @@ impl Store {
         document: &str,
         now_ms: i64,
     ) -> Result<Vec<LimitUsage>, StoreError> {
+        let mut tx = self.begin_read().await?;
+        self.card_usage_in(&mut tx, card_id, document, now_ms).await
+    }
+
+    /// [`Store::card_limit_usage`] on `tx`.
+    async fn card_usage_in(
+        &self,
+        tx: &mut Tx,
+        card_id: &str,
+        document: &str,
+        now_ms: i64,
+    ) -> Result<Vec<LimitUsage>, StoreError> {
         let (sql, windows) = card_counters_read(now_ms, &self.controls_time_zone);
-        let rows: Vec<CounterRow> = run_pool!(&self.db, p => {
+        let rows: Vec<CounterRow> = run!(tx, c => {
             let mut q = sqlx::query_as(&sql).bind(owner_kind(Owner::Card)).bind(card_id);
             for w in &windows {
                 q = q.bind(w.as_str());
             }
-            q.fetch_all(p).await?
+            q.fetch_all(c).await?
         });
         Ok(self.usage_of(document, None, &counters_of(rows), now_ms))
     }

@@ -228,12 +228,13 @@ pub async fn put_account_controls(
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, Some(c))?;
         let now = store::now_ms();
-        let stored = state
+        // Stored and read in one transaction: an error means nothing changed.
+        let (stored, usage) = state
             .store
             .set_account_controls(uid, c, &stored_text(&controls), now)
             .await?
             .ok_or_else(|| AdminError::not_found("account"))?;
-        account_answer(&state.store, (uid, c), stored, now).await
+        answer(stored, usage)
     })
     .await
 }
@@ -292,13 +293,14 @@ pub async fn put_card_controls(
         let raw = body(&req, payload, &state).await?;
         let controls = parse(&raw, None)?;
         let now = store::now_ms();
-        let stored = state
+        // Stored and read in one transaction: an error means nothing changed.
+        let (stored, usage) = state
             .store
             .set_card_controls(&id, &stored_text(&controls), now)
             .await?
             .ok_or_else(|| AdminError::not_found("card"))?;
         card_changed(&state, &id).await;
-        card_answer(&state.store, &id, stored, now).await
+        answer(stored, usage)
     })
     .await
 }
