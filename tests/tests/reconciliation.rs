@@ -878,6 +878,42 @@ async fn presentments_in_several_files(app: TestApp) {
     );
 }
 
+/// A day's presentment of an authorization of an earlier day is held against the ledger as
+/// it stood at the end of that day (and its grace minutes): a reversal booked afterwards
+/// does not make it differ, and the day reconciled again later finds what it found.
+async fn adjustments_after_the_day_do_not_change_its_presentments(app: TestApp) {
+    app.funded("u1", "ARS", "1000.00").await;
+    let p = uid("q");
+    let id = |s: &str| format!("{p}-{s}");
+    approve(&app, &id("a"), "100.00").await;
+    // Booked the day before yesterday, at noon.
+    booked_yesterday(&app, &p, 36 * 60).await;
+    let date = recon::days_ago(1);
+    let files = tempfile::tempdir().unwrap();
+    recon::write_transactions(files.path(), &date, TX_HEADER);
+    write_presentments(files.path(), &date.format("%Y%m%d"), &[(id("a"), "100.00")]);
+    let first = run_of(&app, (&date, 0), files.path(), &[]).await;
+    assert_eq!(first.presentments_matched, 1, "{}", first.summary);
+    // Today, after yesterday ended: 30.00 of it reversed.
+    let reversal = Tx::new(&id("v"), "REVERSAL_PURCHASE", "u1", "30.00", "ARS").original(&id("a"));
+    assert_eq!(app.send(ADJ_CREDIT, &reversal).await.status, 200);
+    assert_eq!(app.available("u1", "ARS").await, "930.00");
+    let reports = tempfile::tempdir().unwrap();
+    let s = recon::settings(&app, reports.path());
+    let opts = RunOptions {
+        force: true,
+        ..recon::from_dir(&date, files.path())
+    };
+    let outcome = run(&s, &app.store, &opts).await.expect("runs again");
+    assert!(
+        matches!(outcome, Outcome::Done { breaks: 0, .. }),
+        "{outcome:?}: {:?}",
+        app.store.run_breaks(&date.to_string(), None, 10, 0).await
+    );
+    let again = app.store.run(&date.to_string()).await.unwrap().unwrap();
+    assert_eq!(again.presentments_matched, 1, "{}", again.summary);
+}
+
 both_backends!(
     every_break_class,
     presentments_in_several_files,
@@ -885,5 +921,6 @@ both_backends!(
     presentments_of_earlier_days,
     transactions_of_earlier_days,
     rows_booked_in_the_next_days_first_minutes,
-    a_failed_run_is_run_again
+    a_failed_run_is_run_again,
+    adjustments_after_the_day_do_not_change_its_presentments
 );

@@ -443,7 +443,10 @@ pub async fn reconcile(
     let c = counters.clone();
     let second = config.clone();
     let third = config.clone();
-    let owed = owed_by_day_before(store, date).await?;
+    // The next day's first minutes, whose entries this day's file may hold; nothing booked
+    // after them is held against it.
+    let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
+    let owed = owed_by_day_before(store, date, next_day.1).await?;
     if owed.is_none() {
         tracing::warn!(
             date = %date,
@@ -455,7 +458,6 @@ pub async fn reconcile(
     // A rejected row the matcher holds no entry for is set aside, not taken as a decline
     // both sides agree on, when we booked the entry: owed by the day before, or booked in
     // the next day's first minutes (the processor's clock before midnight, ours after).
-    let next_day = (to, to.saturating_add(s.matching.grace_minutes * 60_000));
     let mut owing: std::collections::HashSet<(EntryKind, Box<str>)> = owed
         .keys()
         .map(|(k, id)| (*k, Box::from(id.as_str())))
@@ -483,7 +485,7 @@ pub async fn reconcile(
     // Presentments held against those of other business dates: the same id again, and
     // purchases and their refunds presented on their own.
     let mut report = report;
-    let purchases = refund_purchases(store, &report).await?;
+    let purchases = refund_purchases(store, &report, next_day.1).await?;
     let other = presented_on_other_dates(store, date, &report, &purchases).await?;
     if !other.is_empty() {
         let again = other
@@ -652,7 +654,11 @@ async fn presented_on_other_dates(
 /// The purchases that a refund presentment of this day could concern, as the ledger holds
 /// them now: those presented this day with refunds linked, and those whose refund was
 /// presented on its own this day.
-pub async fn refund_purchases(store: &Store, report: &Report) -> anyhow::Result<Vec<Purchase>> {
+pub async fn refund_purchases(
+    store: &Store,
+    report: &Report,
+    booked_before_ms: i64,
+) -> anyhow::Result<Vec<Purchase>> {
     if report.refunds_presented.is_empty() && report.presented_with_refunds.is_empty() {
         return Ok(Vec::new());
     }
@@ -667,7 +673,7 @@ pub async fn refund_purchases(store: &Store, report: &Report) -> anyhow::Result<
         .iter()
         .map(|a| a.to_string())
         .collect();
-    for e in store.ledger_entries_of(&refunds).await? {
+    for e in store.ledger_entries_of(&refunds, booked_before_ms).await? {
         if e.refund
             && presented.contains(&*e.transaction_id)
             && let Some(original) = e.original_transaction_id
@@ -676,7 +682,7 @@ pub async fn refund_purchases(store: &Store, report: &Report) -> anyhow::Result<
         }
     }
     let ids: Vec<String> = ids.into_iter().collect();
-    let entries = store.ledger_entries_of(&ids).await?;
+    let entries = store.ledger_entries_of(&ids, booked_before_ms).await?;
     let mut purchases: std::collections::HashMap<&str, Purchase> = entries
         .iter()
         .filter(|e| e.kind == EntryKind::Authorization && e.effective)
@@ -804,6 +810,7 @@ async fn claimed_by_day_before(
 async fn owed_by_day_before(
     store: &Store,
     date: &BusinessDate,
+    booked_before_ms: i64,
 ) -> anyhow::Result<Option<std::collections::HashMap<(EntryKind, String), LedgerEntry>>> {
     let mut owed = std::collections::HashMap::new();
     let Some(keys) = day_before_entries(store, date, "pending_entries").await? else {
@@ -813,7 +820,7 @@ async fn owed_by_day_before(
         return Ok(Some(owed));
     }
     let ids: Vec<String> = keys.iter().map(|(_, id)| id.clone()).collect();
-    for e in store.ledger_entries_of(&ids).await? {
+    for e in store.ledger_entries_of(&ids, booked_before_ms).await? {
         let key = (e.kind, e.transaction_id.to_string());
         if e.effective && keys.contains(&key) {
             owed.insert(key, e);
@@ -865,7 +872,7 @@ async fn rematch(
     // Refunds, which may be presented on their own.
     let mut refunds = std::collections::HashSet::new();
     let mut early_next_day = std::collections::HashSet::new();
-    for e in store.ledger_entries_of(&unknown).await? {
+    for e in store.ledger_entries_of(&unknown, next_until).await? {
         let key = (e.kind, e.transaction_id.to_string());
         if e.refund {
             refunds.insert(key.1.clone());

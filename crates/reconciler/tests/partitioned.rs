@@ -261,7 +261,7 @@ async fn reference(dir: &Path, inputs: &[Input]) -> (Report, MalformedRows) {
         }
     }
     let mut report = m.finish();
-    let purchases = reconciler::run::refund_purchases(&store, &report)
+    let purchases = reconciler::run::refund_purchases(&store, &report, i64::MAX)
         .await
         .unwrap();
     store.close().await;

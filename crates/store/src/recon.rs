@@ -239,10 +239,16 @@ impl Store {
     }
 
     /// The entries `ids` (authorizations and adjustments) and the adjustments that name
-    /// them, whenever booked: what a day's rows of entries booked on other days are matched
-    /// against (clearing comes over days; an entry of a day's last minutes is in the next
-    /// day's file).
-    pub async fn ledger_entries_of(&self, ids: &[String]) -> Result<Vec<LedgerEntry>, StoreError> {
+    /// them, booked before `booked_before_ms`: what a day's rows of entries booked on other
+    /// days are matched against (clearing comes over days; an entry of a day's last minutes
+    /// is in the next day's file). The bound is the end of the day's grace window, so that a
+    /// reversal booked after the day does not change what its file is held against, and a
+    /// run made again later finds what the first one found.
+    pub async fn ledger_entries_of(
+        &self,
+        ids: &[String],
+        booked_before_ms: i64,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
         let mut out = Vec::new();
         for chunk in ids.chunks(500) {
             let list = (1..=chunk.len())
@@ -251,14 +257,17 @@ impl Store {
                 .join(", ");
             let sql = format!(
                 "{} ((kind IN ('AUTHORIZATION', 'ADJUSTMENT') AND transaction_id IN ({list})) \
-                 OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list})))",
-                ledger_side!("")
+                 OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list}))) \
+                 AND created_at_ms < ${}",
+                ledger_side!(""),
+                chunk.len() + 1
             );
             run_pool!(&self.db, p => {
                 let mut q = sqlx::query(&sql);
                 for id in chunk {
                     q = q.bind(id);
                 }
+                q = q.bind(booked_before_ms);
                 for r in q.fetch_all(p).await? {
                     let code: &str = r.try_get(2)?;
                     let Ok(currency) = Currency::parse_any(code) else { continue };
