@@ -104,13 +104,10 @@ pub async fn main(cli: Cli) -> i32 {
                     let standing = store.run(&date).await?;
                     let Some(r) = standing else { return Ok(0) };
                     let counted = (r.break_count + r.malformed_rows) as u64;
-                    return Ok(if counted > s.report.break_threshold {
-                        1
-                    } else if without_presentments(&r.summary) {
-                        3
-                    } else {
-                        0
-                    });
+                    return Ok(crate::run::exit_code(
+                        counted > s.report.break_threshold,
+                        without_presentments(&r.summary),
+                    ));
                 }
                 Ok(outcome.exit_code())
             }

@@ -67,15 +67,27 @@ impl Outcome {
     pub fn exit_code(&self) -> i32 {
         match self {
             Outcome::Done {
-                above_threshold: true,
+                above_threshold,
+                without_presentments,
                 ..
-            } => 1,
-            Outcome::Done {
-                without_presentments: true,
-                ..
-            } => 3,
-            _ => 0,
+            } => exit_code(*above_threshold, *without_presentments),
+            Outcome::Unchanged => 0,
         }
+    }
+}
+
+/// A run's exit code for cron and schedulers: 3 when the presentments file was not there
+/// (a scheduler's retry reconciles it once it comes, and a retry whose files did not change
+/// costs nothing), else 1 when the breaks are above the threshold, else 0. A day without its
+/// presentments file and with breaks is 3 until the file comes: were it 1, the retry that
+/// would check the clearing never runs.
+pub fn exit_code(above_threshold: bool, without_presentments: bool) -> i32 {
+    if without_presentments {
+        3
+    } else if above_threshold {
+        1
+    } else {
+        0
     }
 }
 
@@ -171,7 +183,11 @@ pub async fn collect(
                 std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
             {
                 let entry = entry?;
-                if entry.file_type()?.is_file() {
+                // Following links: a mounted volume's files (Kubernetes) are links.
+                let path = entry.path();
+                let meta = std::fs::metadata(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                if meta.is_file() {
                     v.push((
                         entry.file_name().to_string_lossy().into_owned(),
                         entry.path(),

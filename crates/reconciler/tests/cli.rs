@@ -77,13 +77,35 @@ fn exit_codes_and_reports() {
     let o = reconciler(dir.path(), &again);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("CLEAN"), "{}", text(&o));
-    // A day where the processor approved something the ledger never booked.
-    let o = run_day(
-        "2024-03-02",
-        "ctx-2,AUTHORIZATION,PURCHASE,APPROVED,DEBIT,12.50,ARS,,c,u,2024-03-02",
+    // A day where the processor approved something the ledger never booked, first without
+    // its presentments file: 3 (retried until the clearing is checked), not 1.
+    std::fs::write(
+        files.join("transactions_20240302.csv"),
+        format!("{header}ctx-2,AUTHORIZATION,PURCHASE,APPROVED,DEBIT,12.50,ARS,,c,u,2024-03-02\n"),
+    )
+    .unwrap();
+    let day = ["run", "--date", "2024-03-02", "--source", &source];
+    let o = reconciler(dir.path(), &day);
+    assert_eq!(o.status.code(), Some(3), "{}", text(&o));
+    assert!(text(&o).contains("missing_in_ledger"), "{}", text(&o));
+    assert_eq!(
+        reconciler(dir.path(), &day).status.code(),
+        Some(3),
+        "retried"
     );
+    // Its presentments file comes as a link (as on a mounted volume): read, and the breaks
+    // decide.
+    let elsewhere = dir.path().join("presentments_elsewhere.csv");
+    std::fs::write(
+        &elsewhere,
+        "transaction_id,direction,local_amount,local_currency,card_id,date\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(&elsewhere, files.join("presentments_20240302.csv")).unwrap();
+    let o = reconciler(dir.path(), &day);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("missing_in_ledger"), "{}", text(&o));
+    assert!(!text(&o).contains("INCOMPLETE"), "{}", text(&o));
     assert!(dir.path().join("reports/2024-03-02/breaks.csv").exists());
     // The same files again change nothing, and still report the standing result.
     let o = reconciler(
