@@ -96,6 +96,18 @@ fn canonical_form_round_trips_and_is_stable() {
     // An account's stored form reads back under the account too.
     assert_eq!(Controls::from_json(&text, Some(ars())).unwrap(), a);
     assert_eq!(account("{}").to_canonical_json(), "{}");
+    // Zeros beyond the currency's places are exact: the same limit as "20.50".
+    assert_eq!(
+        account(r#"{"spending_limits": [{"amount": "20.5000", "interval": "daily"}]}"#)
+            .to_canonical_json(),
+        r#"{"currency":"ARS","spending_limits":[{"amount":"20.50","interval":"daily"}]}"#
+    );
+    // Codes are not merged into ranges: two lists, two counters.
+    let codes = account(r#"{"blocked_categories": ["5812", "5811"]}"#);
+    assert_eq!(
+        codes.to_canonical_json(),
+        r#"{"blocked_categories":["5811","5812"]}"#
+    );
     // Currencies without minor units and with three.
     let clp = Controls::from_json(
         r#"{"spending_limits":[{"amount":"15000","interval":"daily"}]}"#,
