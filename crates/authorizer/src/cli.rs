@@ -11,6 +11,17 @@ use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 use std::path::PathBuf;
 
+/// `println!` for a command's output ([`settings::print`]: a reader that went away ends the
+/// output, not the command).
+macro_rules! say {
+    ($($arg:tt)*) => { settings::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for a command's output ([`settings::print`]).
+macro_rules! put {
+    ($($arg:tt)*) => { settings::print(format_args!($($arg)*)) };
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "authorizer",
@@ -40,7 +51,8 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
-    /// Check the ledger's invariants; exits 1 on any violation, printing each.
+    /// Check the ledger's invariants; exits 1 on any violation, printing each (2: no ledger
+    /// to audit, or the database did not answer).
     Audit,
     /// Send one request to a running authorizer exactly as the processor would, check the
     /// answer's signature and show the balance after. Exits 1 if the signature does not verify.
@@ -206,7 +218,7 @@ pub enum CardAction {
 pub async fn run(cli: Cli) -> i32 {
     if matches!(cli.command, Command::Openapi) {
         // Needs no configuration: the document depends on the code only.
-        print!("{}", crate::openapi::json());
+        put!("{}", crate::openapi::json());
         return 0;
     }
     let settings = match Settings::load(&cli.config_dir) {
@@ -225,7 +237,11 @@ pub async fn run(cli: Cli) -> i32 {
     let result = match cli.command {
         Command::Serve { no_migrate } => serve(settings, no_migrate).await,
         Command::Migrate => migrate(settings).await,
-        Command::Audit => audit(settings).await,
+        // 1 is for violations: a ledger that could not be audited is 2.
+        Command::Audit => audit(settings).await.or_else(|e| {
+            eprintln!("authorizer: cannot audit: {e:#}");
+            Ok(2)
+        }),
         Command::Simulate { sim, url, json } => {
             with_client(&settings, url, |c| async move {
                 run_simulation(&c, &sim, json).await
@@ -321,22 +337,31 @@ async fn serve(mut settings: Settings, no_migrate: bool) -> anyhow::Result<i32> 
 async fn migrate(settings: Settings) -> anyhow::Result<i32> {
     let store = store::Store::connect(&settings.store_config()).await?;
     let applied = store.migrate().await?;
-    println!(
+    say!(
         "{}: {} migration(s) applied",
         store.describe(),
         applied.len()
     );
     for m in applied {
-        println!("  {m}");
+        say!("  {m}");
     }
     Ok(0)
 }
 
 async fn audit(settings: Settings) -> anyhow::Result<i32> {
-    let store = store::Store::connect(&settings.store_config()).await?;
+    let config = settings.store_config();
+    // Connecting would make an empty embedded file, and the audit would fail on its tables.
+    if config.url.is_none() && !config.sqlite_path.exists() {
+        anyhow::bail!(
+            "no ledger at {} (`authorizer serve` or `authorizer migrate` makes it; \
+             DATABASE_URL names a Postgres one)",
+            config.sqlite_path.display()
+        );
+    }
+    let store = store::Store::connect(&config).await?;
     let sweep_interval_ms = i64::try_from(settings.holds.sweep_interval_ms).unwrap_or(i64::MAX);
     let r = store.audit_with(sweep_interval_ms).await?;
-    println!(
+    say!(
         "audit of {}: {} accounts, {} movements, {} postings, {} processor transactions, {} notifications, {} holds",
         store.describe(),
         r.accounts,
@@ -349,7 +374,7 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
     let owed_none = r.processor_movements - r.processor_movements_owed_events;
     // Nobody subscribes: no event is owed, and nothing to explain.
     if owed_none > 0 && r.active_subscriptions > 0 {
-        println!(
+        say!(
             "events: {owed_none} of {} processor money movements were owed no event row (committed \
              before any subscription of their type was active, or within 2 s of its activation)",
             r.processor_movements
@@ -360,24 +385,24 @@ async fn audit(settings: Settings) -> anyhow::Result<i32> {
             |_| r.deliveries_pruned_before_ms.to_string(),
             |t| t.to_string(),
         );
-        println!(
+        say!(
             "events: settled delivery rows of events before {before} were deleted \
              (webhooks.retention_days); events are checked for their rows from then on"
         );
     }
     for v in &r.violations {
-        println!("VIOLATION [{}] {}", v.invariant, v.detail);
+        say!("VIOLATION [{}] {}", v.invariant, v.detail);
     }
     // Not violations: every operation expires an overdue hold before it looks at it, and a
     // stuck delivery is late, not lost.
     for w in &r.warnings {
-        println!("WARNING [{}] {}", w.invariant, w.detail);
+        say!("WARNING [{}] {}", w.invariant, w.detail);
     }
     if r.is_clean() {
-        println!("clean: every invariant holds");
+        say!("clean: every invariant holds");
         Ok(0)
     } else {
-        println!("{} violation(s)", r.violations.len());
+        say!("{} violation(s)", r.violations.len());
         Ok(1)
     }
 }
@@ -401,11 +426,11 @@ async fn backtest(
         }
         Err(e) => return Err(e.into()),
     };
-    print!("{}", report.text());
+    put!("{}", report.text());
     if let Some(path) = csv {
         std::fs::write(&path, report.csv())
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        println!("changed decisions written to {}", path.display());
+        say!("changed decisions written to {}", path.display());
     }
     Ok(0)
 }
@@ -421,9 +446,9 @@ where
 async fn run_simulation(client: &Client, sim: &Simulation, as_json: bool) -> anyhow::Result<i32> {
     let (report, human, signature_ok) = simulate(client, sim).await?;
     if as_json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        say!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{human}");
+        say!("{human}");
     }
     Ok(if signature_ok { 0 } else { 1 })
 }
@@ -441,9 +466,9 @@ fn show(
         bail!("HTTP {status} {code}: {msg}");
     }
     if as_json {
-        println!("{}", serde_json::to_string_pretty(v)?);
+        say!("{}", serde_json::to_string_pretty(v)?);
     } else {
-        println!("{}", human(v));
+        say!("{}", human(v));
     }
     Ok(0)
 }
@@ -558,7 +583,7 @@ async fn instore(c: &Client, action: InstoreAction, as_json: bool) -> anyhow::Re
     );
     let (st, v) = c.admin("GET", &path, None, None).await?;
     if csv && (200..300).contains(&st) {
-        print!("{}", summary_csv(&v));
+        put!("{}", summary_csv(&v));
         return Ok(0);
     }
     show(st, &v, as_json, summary_text)
@@ -908,7 +933,7 @@ async fn demo(mut settings: Settings) -> anyhow::Result<i32> {
     );
     let app = Application::build(settings, creds).await?;
     let base = format!("http://{}", app.addr());
-    println!(
+    say!(
         "Demo authorizer on {base}, ledger in {} (removed at the end)\n",
         app.store().describe()
     );
@@ -927,7 +952,7 @@ async fn demo(mut settings: Settings) -> anyhow::Result<i32> {
 
 async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
     let user = "demo-user";
-    let step = |n: u32, text: &str| println!("{n}. {text}");
+    let step = |n: u32, text: &str| say!("{n}. {text}");
     step(
         1,
         "The issuer opens an ARS account for demo-user and deposits 1000.00",
@@ -985,20 +1010,20 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
         (SimKind::Balance, "0", "A balance inquiry at an ATM"),
     ];
     for (n, (kind, amount, text)) in (2..).zip(steps) {
-        println!("{n}. {text}");
+        say!("{n}. {text}");
         let original = if kind == SimKind::Refund {
             purchase.clone()
         } else {
             None
         };
         let (report, human, ok) = simulate(c, &sim(kind, amount, original)).await?;
-        println!("   {}", human.replace('\n', "\n   "));
+        say!("   {}", human.replace('\n', "\n   "));
         all_verified &= ok;
         if purchase.is_none() {
             purchase = report["transaction_id"].as_str().map(str::to_owned);
         }
     }
-    println!("6. The posting history explains the balance");
+    say!("6. The posting history explains the balance");
     let (st, v) = c
         .admin(
             "GET",
@@ -1024,7 +1049,7 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
             .join("\n")
     })?;
     let report = store.audit().await?;
-    println!(
+    say!(
         "7. Audit: {} movements, {} postings, {}",
         report.movements,
         report.postings,
@@ -1034,7 +1059,7 @@ async fn demo_story(c: &Client, store: &store::Store) -> anyhow::Result<i32> {
             format!("{} VIOLATIONS", report.violations.len())
         }
     );
-    println!(
+    say!(
         "\nNext: `authorizer serve` keeps a ledger in ./data; `authorizer simulate purchase --amount 125.50` talks to it."
     );
     Ok(if all_verified && report.is_clean() {

@@ -40,6 +40,13 @@ fn a_bad_setting_fails_at_startup_with_one_line_naming_it() {
 fn migrate_then_audit_an_empty_embedded_ledger() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
+    // Nothing to audit yet: said so, exit 2 (not 1, which is for violations), and no empty
+    // ledger left behind.
+    let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("no ledger at"), "{err}");
+    assert!(!data.join("authorizer.db").exists());
     let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "migrate");
     assert!(
         out.status.success(),
@@ -55,6 +62,33 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
     let out = run("AUTHORIZER__DATABASE__DATA_DIR", &data, "audit");
     assert_eq!(out.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&out.stdout).contains("clean"));
+}
+
+/// A reader that goes away (`authorizer openapi | head -1`) ends the output, not the
+/// command: it exits 0, not 101 with a panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    let mut child = bin()
+        .arg("openapi")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read nothing: the pipe closes while the document (far larger than its buffer) is
+    // being written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Sends the raw HTTP/1.1 request `req` to `addr` (closing the connection) and reads

@@ -9,6 +9,17 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use store::Store;
 
+/// `println!` for a command's output ([`settings::print`]: a reader that went away ends the
+/// output, not the command).
+macro_rules! say {
+    ($($arg:tt)*) => { settings::print(format_args!("{}\n", format_args!($($arg)*))) };
+}
+
+/// `print!` for a command's output ([`settings::print`]).
+macro_rules! put {
+    ($($arg:tt)*) => { settings::print(format_args!($($arg)*)) };
+}
+
 #[derive(Parser, Debug)]
 #[command(
     name = "reconciler",
@@ -137,7 +148,7 @@ async fn print_run(store: &Store, date: &str, largest: usize) -> anyhow::Result<
     };
     let breaks = store.run_breaks(date, None, 1_000_000, 0).await?;
     let summary: serde_json::Value = serde_json::from_str(&run.summary)?;
-    print!("{}", report::summary_text(&run, &breaks, &summary, largest));
+    put!("{}", report::summary_text(&run, &breaks, &summary, largest));
     Ok(true)
 }
 
@@ -149,14 +160,14 @@ async fn print_outcome(
 ) -> anyhow::Result<()> {
     match outcome {
         Outcome::Unchanged => {
-            println!(
+            say!(
                 "{date}: every file was already imported and reconciled; nothing changed (use --force to re-run)"
             );
             print_run(store, date, largest).await?;
         }
         Outcome::Done { report_dir, .. } => {
             print_run(store, date, largest).await?;
-            println!("\nreports: {}", report_dir.display());
+            say!("\nreports: {}", report_dir.display());
         }
     }
     Ok(())

@@ -7,6 +7,14 @@ use serde::de::DeserializeOwned;
 use std::fmt;
 use std::path::Path;
 
+/// Writes a command's output to standard output. A reader that went away (`cmd | head`)
+/// ends the output, not the command, which goes on to its end and exits with its own code
+/// (`print!` would panic, exit 101).
+pub fn print(args: fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let _ = std::io::stdout().lock().write_fmt(args);
+}
+
 /// A secret string whose `Debug` never shows it.
 #[derive(Clone, Default, Deserialize, PartialEq, Eq)]
 #[serde(transparent)]
