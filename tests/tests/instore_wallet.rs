@@ -395,6 +395,70 @@ async fn a_bare_payment_sent_again_in_an_envelope_replays_with_its_request_id(
     assert_eq!(app.movements("u-r", "USD", "WALLET_PAYMENT").await, 1);
 }
 
+/// A signature covers the body, not the action it is sent to. Our signed answers sent back
+/// as requests are refused (400: `result` and `code` are never a request's); the payment's
+/// own signed body sent to the actions that give money back is refused (409: it was
+/// verified under `pay_wallet`), bare or wrapped in an envelope of the sender's making.
+/// Nothing moves; the till's own cancel still reverses the payment.
+async fn a_signed_body_moves_money_under_its_own_action_only(app: TestApp, _rx: CallbackReceiver) {
+    wallet_user(&app, "u-x", "100.00").await;
+    let b = barcode(&app, "u-x", None).await;
+    let body = json!({"barcode": b, "currency": "USD", "total": 1000, "tip": 0});
+    let paid = wallet_raw(&app, "pay_wallet", &body).await;
+    let answer = paid.json();
+    assert_eq!(verdict(&answer), ("Success", "00"), "{answer}");
+    assert_eq!(app.available("u-x", "USD").await, "90.00");
+    let signed_answer = paid
+        .header("X-Signature")
+        .expect("a signed answer")
+        .to_owned();
+    for action in ["refund_wallet_payment", "cancel_wallet_payment"] {
+        let r = app
+            .instore_post(action, &paid.body, Some(&signed_answer))
+            .await;
+        assert_eq!(r.status, 400, "{action}: {}", r.text());
+        assert_eq!(r.json()["error"], "INVALID_FIELD", "{action}: {}", r.text());
+    }
+    let bytes = body.to_string();
+    let signature = sign(bytes.as_bytes());
+    for action in ["cancel_wallet_payment", "log_cancel_wallet"] {
+        let r = app
+            .instore_post(action, bytes.as_bytes(), Some(&signature))
+            .await;
+        assert_eq!(r.status, 409, "{action}: {}", r.text());
+        assert_eq!(r.json()["error"], "IDEMPOTENCY_CONFLICT", "{}", r.text());
+    }
+    let (wrapped, same) = instore_sim::sim::envelope(
+        e2e::instore::KEY.as_bytes(),
+        TENANT,
+        "https://issuer.example/instore/cancel_wallet_payment",
+        &bytes,
+        "req-x-1",
+        "https://instore.example/callback/x1",
+    );
+    assert_eq!(same, signature, "the captured signature is all it takes");
+    let r = app
+        .instore_post("cancel_wallet_payment", wrapped.as_bytes(), Some(&same))
+        .await;
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(
+        app.available("u-x", "USD").await,
+        "90.00",
+        "nothing given back"
+    );
+    assert_eq!(app.movements("u-x", "USD", "WALLET_REVERSAL").await, 0);
+    // The till's own cancel names the payment.
+    let cancel = json!({"transaction_id": answer["transaction_id"]});
+    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
+    assert_eq!(
+        (verdict(&r), &r["reversed"]),
+        (("Success", "00"), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(app.available("u-x", "USD").await, "100.00");
+    app.assert_audit_clean().await;
+}
+
 /// The admin route refuses what it cannot issue, with 422 and nothing stored.
 async fn barcode_route_validates(app: TestApp, _rx: CallbackReceiver) {
     wallet_user(&app, "u-b", "1.00").await;
@@ -528,6 +592,7 @@ e2e::instore_scenarios!(
     enveloped_payment_calls_back,
     a_bare_payment_sent_again_in_an_envelope_replays_with_its_request_id,
     barcode_route_validates,
+    a_signed_body_moves_money_under_its_own_action_only,
 );
 
 /// A wallet payment is decided as a card authorization is (section 4): the spending controls

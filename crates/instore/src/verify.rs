@@ -301,6 +301,19 @@ pub fn verify_post<'t>(
     // Step 7.
     check_api_key(tenant, headers.x_api_key)?;
 
+    // Our answers and callbacks are signed with the key requests are verified with, and the
+    // signature does not name the action: one of them sent back as a request (a payment's
+    // answer names its payment) would verify. Every answer has `result` or `code`; no
+    // request has either.
+    for member in ["result", "code"] {
+        if payload.value.get(member).is_some() {
+            return Err(reject(InstoreError::invalid(
+                member,
+                "is a member of our answers, never of a request",
+            )));
+        }
+    }
+
     // The bindings of the unsigned envelope members.
     if let Some(e) = &envelope {
         match payload.value.get("requestId").map(|n| &n.value) {

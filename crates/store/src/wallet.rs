@@ -286,6 +286,36 @@ async fn replayed(tx: &mut Tx, call: &WalletCall) -> Result<Option<InstoreOutcom
     Ok(None)
 }
 
+/// Whether this body is one already verified under another action of `payment`: its
+/// `pay_wallet`, or a cancel, log or refund of it. A bare body's signature covers the body
+/// only, not the action it was sent to, and the wallet's bodies share their members (a
+/// payment's body reads as a `log_cancel_wallet` of itself), so a captured request sent to
+/// another action would verify and move money.
+async fn signed_for_another_action(
+    tx: &mut Tx,
+    call: &WalletCall,
+    payment: &str,
+) -> Result<bool, sqlx::Error> {
+    // Enveloped too: an envelope's `requestId` binds only when the signed payload carries
+    // it, and a captured bare body can be wrapped in an envelope of the sender's making.
+    if !call.replay_by_body {
+        return Ok(false);
+    }
+    let found: Option<i32> = run!(tx, c => {
+        sqlx::query_scalar(
+            "SELECT 1 FROM wallet_payments WHERE transaction_id = $1 AND request_hash = $2 \
+             UNION ALL SELECT 1 FROM wallet_requests WHERE payment_transaction_id = $1 \
+             AND request_hash = $2 AND action <> $3 LIMIT 1",
+        )
+        .bind(payment)
+        .bind(&call.request_hash)
+        .bind(call.action)
+        .fetch_optional(c)
+        .await?
+    });
+    Ok(found.is_some())
+}
+
 /// A barcode's row, as read before its account's lock.
 type BarcodeHead = (
     String,
@@ -562,6 +592,11 @@ impl Store {
         // A duplicate that waited for the account's lock finds the first one's record now.
         if let Some(done) = replayed(tx, call).await? {
             return Ok(done);
+        }
+        if let Some(payment) = &snap.payment
+            && signed_for_another_action(tx, call, &payment.transaction_id).await?
+        {
+            return Ok(InstoreOutcome::Conflict);
         }
         let plan = op.planner.plan(&snap);
         self.write_wallet_plan(tx, call, &snap, &plan).await?;

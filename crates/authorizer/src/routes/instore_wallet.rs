@@ -75,7 +75,11 @@ pub(super) async fn post(
         Ok(InstoreOutcome::Conflict) => Reply::error(
             &InstoreError::new(
                 ErrorCode::IdempotencyConflict,
-                "this requestId was used with another action or payload",
+                if request_id.is_some() {
+                    "this requestId was used with another action or payload"
+                } else {
+                    "this body was signed for another action"
+                },
             )
             .with_request_id(request_id),
             Some(tenant),
