@@ -545,11 +545,27 @@ impl Settings {
             .into_iter()
             .chain(p.keys.iter().map(|k| (&k.api_key, &k.api_secret)))
         {
+            if key.is_empty() {
+                return Err(ConfigError(
+                    "processor.keys: an entry has an empty api_key".into(),
+                ));
+            }
             let s = ApiSecret::from_base64(secret.expose().trim()).map_err(|_| {
                 ConfigError(format!(
                     "processor api_secret for api_key {key} is not standard base64"
                 ))
             })?;
+            // The same pair twice is harmless (a key being promoted may stand in both
+            // places); one key with two secrets would keep one of them silently, and every
+            // request signed with the other would be refused.
+            if ring
+                .get(key)
+                .is_some_and(|known| known.to_base64() != s.to_base64())
+            {
+                return Err(ConfigError(format!(
+                    "processor api_key {key} is configured twice with different secrets"
+                )));
+            }
             ring.insert(key.clone(), s);
         }
         Ok(ring)
@@ -648,6 +664,35 @@ mod tests {
         let dbg = format!("{s:?}");
         assert!(!dbg.contains("pw@h"), "{dbg}");
         assert!(!dbg.contains("0123456789abcdef0123"), "{dbg}");
+    }
+
+    #[test]
+    fn a_processor_key_with_two_secrets_stops_the_start() {
+        let (one, two) = (
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            "HwECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let load = |extra: &str| {
+            std::fs::write(dir.path().join("default.toml"), extra).unwrap();
+            Settings::load_from(
+                dir.path(),
+                &env(&[
+                    ("AUTHORIZER__PROCESSOR__API_KEY", "k1"),
+                    ("AUTHORIZER__PROCESSOR__API_SECRET", one),
+                ]),
+            )
+        };
+        let entry = |key: &str, secret: &str| {
+            format!("[[processor.keys]]\napi_key = \"{key}\"\napi_secret = \"{secret}\"\n")
+        };
+        // The same pair in both places (a key being promoted): one key.
+        let s = load(&entry("k1", one)).unwrap();
+        assert_eq!(s.key_ring().unwrap().api_keys(), ["k1"]);
+        let err = load(&entry("k1", two)).unwrap_err().to_string();
+        assert!(err.contains("k1 is configured twice"), "{err}");
+        let err = load(&entry("", two)).unwrap_err().to_string();
+        assert!(err.contains("empty api_key"), "{err}");
     }
 
     #[test]
