@@ -945,6 +945,8 @@ impl PrivateRedis {
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
             .args(["--save", "", "--appendonly", "no"])
+            // DEBUG SLEEP: Redis busy for a while, as under a slow command or a fork.
+            .args(["--enable-debug-command", "yes"])
             .arg("--dir")
             .arg(self.dir.path())
             .stdout(Stdio::null())
@@ -1056,6 +1058,72 @@ async fn redis_outage_falls_back_to_postgres_without_double_booking() {
     let (s, again) = send(&bases[2], AUTH, &body, &key).await;
     assert_eq!((s, &again), (200, &first));
     assert_eq!(apps[1].available("u1", "ARS").await, "890.00");
+    apps[0].assert_audit_clean().await;
+}
+
+/// A claim whose answer timed out still runs on Redis once Redis is free again, and sets an
+/// in-flight marker that no request holds. The instance that claimed releases it when Redis
+/// answers: a duplicate on another instance then replays the committed answer, instead of
+/// being told 425 until the marker is stale (`in_flight_stale_ms`, 30 s here).
+#[actix_rt::test]
+async fn a_marker_left_by_a_timed_out_claim_is_released() {
+    let own = PrivateRedis::start();
+    let url = own.url();
+    let (apps, prefix) = fleet(2, Some(&url), |s| s.redis.command_ms_max = 100).await;
+    apps[0].funded("u1", "ARS", "1000.00").await;
+    let bases: Vec<String> = apps.iter().map(|a| a.base.clone()).collect();
+    // The scripts are loaded in Redis (as on any instance that has served a request).
+    let warm = Tx::new(&uid("ctx"), "PURCHASE", "u1", "1.00", "ARS");
+    let (s, _) = send(&bases[0], AUTH, &warm.body(), &uid("k")).await;
+    assert_eq!(s, 200);
+    let tx = Tx::new(&uid("ctx"), "PURCHASE", "u1", "10.00", "ARS");
+    let (body, key) = (tx.body(), uid("k"));
+    // Redis is busy for 600 ms: the first instance's claim times out (100 ms), it decides
+    // on the database alone, and the claim runs on Redis afterwards.
+    let mut conn = redis_conn(&url).await;
+    let mut sleeper = redis_conn(&url).await;
+    let busy_since = Instant::now();
+    let busy = actix_rt::spawn(async move {
+        let _: () = redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg("0.6")
+            .query_async(&mut sleeper)
+            .await
+            .expect("DEBUG SLEEP");
+    });
+    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    let (s, first) = send(&bases[0], AUTH, &body, &key).await;
+    assert_eq!(s, 200);
+    assert_eq!(status_detail(&first), "APPROVED/APPROVED");
+    // The duplicate comes to the other instance once Redis serves again.
+    busy.await.expect("the sleep ends");
+    actix_rt::time::sleep(Duration::from_millis(700).saturating_sub(busy_since.elapsed())).await;
+    let marker = format!("{prefix}idem:inflight:authorization:{AUTH}:{key}");
+    let started = Instant::now();
+    let mut too_early = 0;
+    let again = loop {
+        let (s, b) = send(&bases[1], AUTH, &body, &key).await;
+        if s == 200 {
+            break b;
+        }
+        assert_eq!(s, 425, "{}", String::from_utf8_lossy(&b));
+        too_early += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still 425 after {:?} ({too_early} times); marker {marker}",
+            started.elapsed()
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    };
+    println!("a marker left by a timed-out claim: 425 {too_early} times, then the replay");
+    assert_eq!(again, first, "the committed answer");
+    assert_eq!(apps[1].available("u1", "ARS").await, "989.00");
+    let left: Option<String> = redis::cmd("GET")
+        .arg(&marker)
+        .query_async(&mut conn)
+        .await
+        .expect("GET");
+    assert_eq!(left, None, "no marker left");
     apps[0].assert_audit_clean().await;
 }
 

@@ -152,17 +152,23 @@ impl Ticket {
         let (answer_key, marker_key) = link.idem_keys(&self.scoped_key);
         let ttl = link.answers_ttl_ms;
         let claim_id = std::mem::take(&mut self.claim_id);
-        link.call("idempotency_store", move |mut c| async move {
-            FINISH_SCRIPT
-                .key(answer_key)
-                .key(marker_key)
-                .arg(value)
-                .arg(ttl)
-                .arg(claim_id)
-                .invoke_async::<i64>(&mut c)
-                .await
-        })
-        .await;
+        let (marker, mine) = (marker_key.clone(), claim_id.clone());
+        let stored = link
+            .call("idempotency_store", move |mut c| async move {
+                FINISH_SCRIPT
+                    .key(answer_key)
+                    .key(marker_key)
+                    .arg(value)
+                    .arg(ttl)
+                    .arg(claim_id)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
+            .await;
+        if stored.is_none() {
+            // The answer is in the database; the marker must not outlive it.
+            link.release_later(marker, mine);
+        }
     }
 }
 
@@ -171,15 +177,9 @@ impl Drop for Ticket {
         if self.done {
             return;
         }
-        let link = self.link.clone();
-        let (_, marker_key) = link.idem_keys(&self.scoped_key);
+        let (_, marker_key) = self.link.idem_keys(&self.scoped_key);
         let claim_id = std::mem::take(&mut self.claim_id);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(async move {
-                link.release("idempotency_release", marker_key, claim_id)
-                    .await;
-            });
-        }
+        self.link.release_later(marker_key, claim_id);
     }
 }
 
@@ -407,6 +407,9 @@ impl Fleet {
             .await
         };
         let Some(reply) = reply else {
+            // A claim that timed out may still run on Redis and set the marker, which no
+            // ticket here would clear: released once Redis answers again.
+            link.release_later(marker_key, claim_id);
             return FleetClaim::Unavailable;
         };
         let owner = |claim_id: String| {
@@ -531,6 +534,30 @@ fn decode_answer(v: &[u8]) -> Option<Finished> {
 
 impl Link {
     /// Deletes `key` if it still holds `token` (ours: another's is left as it is).
+    /// Releases the in-flight marker `marker_key` if it still holds `claim_id`, in the
+    /// background and once Redis answers (a marker no ticket will clear: a claim whose
+    /// answer timed out, a finish or release skipped while Redis was down). Left alone,
+    /// every other instance would answer the key's duplicates 425 until the marker is stale,
+    /// though the database holds the answer. Given up once it would be stale anyway.
+    fn release_later(self: &Arc<Self>, marker_key: String, claim_id: String) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let link = self.clone();
+        rt.spawn(async move {
+            let stale = Duration::from_millis(u64::try_from(link.stale_ms).unwrap_or(u64::MAX));
+            let until = tokio::time::Instant::now() + stale;
+            while link.down.load(Ordering::SeqCst) {
+                if tokio::time::Instant::now() >= until {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            link.release("idempotency_release", marker_key, claim_id)
+                .await;
+        });
+    }
+
     async fn release(&self, op: &'static str, key: String, token: String) {
         self.call(op, move |mut c| async move {
             RELEASE_SCRIPT
