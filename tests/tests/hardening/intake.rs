@@ -297,6 +297,14 @@ async fn notifications_with_bad_ids_are_kept_for_review(app: TestApp) {
         let r = app.processor(NOTIFY, &advice, &uid("k")).await;
         assert_refused(&app, &r, NOTIFY, "idempotency_key", "body key");
     }
+    // A signed body that is no notification at all (our own answer to one, sent back under a
+    // key of the sender's choosing) is refused, not kept for a person.
+    for key in [uid("k"), uid("k")] {
+        let ours = br#"{"message":"Notification stored","effect":"REVERSED"}"#;
+        let r = app.processor(NOTIFY, ours, &key).await;
+        assert_eq!(r.status, 400, "{}", r.text());
+        assert!(r.text().contains("not a notification"), "{}", r.text());
+    }
     let after = app.ledger().await;
     assert_eq!(
         (
