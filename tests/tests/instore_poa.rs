@@ -139,6 +139,23 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
             Some("f6c47b3ab97d91303261465c492ee357a22c6a7683d67004997dc9e4e90ca61e")
         );
     }
+    // That answer, with our signature, sent back as a request under a key of its own: an
+    // answer is no request (400), and nothing is charged again.
+    let r = app
+        .instore_send(
+            "payonaccount/process",
+            answer.as_bytes(),
+            Some("f6c47b3ab97d91303261465c492ee357a22c6a7683d67004997dc9e4e90ca61e"),
+            Some("corr-poa-reflected"),
+            &[("tenant_id", e2e::instore::TENANT)],
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.json()["error"].as_str()),
+        (400, Some("INVALID_FIELD")),
+        "{}",
+        r.text()
+    );
     // The key with another body: 409, nothing booked.
     let r = app
         .instore_bare(

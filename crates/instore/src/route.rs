@@ -165,6 +165,16 @@ impl Route {
         )
     }
 
+    /// Top-level members of our answers to this route that no request to it has: a payload
+    /// holding one is an answer of ours sent back (`result`, `code`; an approved pay-on-account
+    /// answer has neither, only its `status`).
+    pub fn answer_members(&self) -> &'static [&'static str] {
+        match self {
+            Route::PoaProcess => &["result", "code", "status"],
+            _ => &["result", "code"],
+        }
+    }
+
     /// The route parameter and the payload or query field it must equal.
     pub fn bound_parameter(&self) -> Option<(&'static str, &str)> {
         match self {

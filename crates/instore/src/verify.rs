@@ -303,9 +303,9 @@ pub fn verify_post<'t>(
 
     // Our answers and callbacks are signed with the key requests are verified with, and the
     // signature does not name the action: one of them sent back as a request (a payment's
-    // answer names its payment) would verify. Every answer has `result` or `code`; no
-    // request has either.
-    for member in ["result", "code"] {
+    // answer names its payment, a pay-on-account charge's answer reads as the charge again)
+    // would verify.
+    for &member in route.answer_members() {
         if payload.value.get(member).is_some() {
             return Err(reject(InstoreError::invalid(
                 member,
