@@ -238,12 +238,12 @@ impl Store {
         Ok(n)
     }
 
-    /// The entries `ids` (authorizations and adjustments) and the adjustments that name
-    /// them, booked before `booked_before_ms`: what a day's rows of entries booked on other
-    /// days are matched against (clearing comes over days; an entry of a day's last minutes
-    /// is in the next day's file). The bound is the end of the day's grace window, so that a
-    /// reversal booked after the day does not change what its file is held against, and a
-    /// run made again later finds what the first one found.
+    /// The entries `ids` (authorizations and adjustments), whenever booked, and the
+    /// adjustments that name them booked before `booked_before_ms`: what a day's rows of
+    /// entries booked on other days are matched against (clearing comes over days; an entry
+    /// of a day's last minutes is in the next day's file; one the processor forced in later
+    /// is booked when its verdict came). The bound is the end of the day's grace window, so
+    /// that a reversal booked after the day does not change what its file is held against.
     pub async fn ledger_entries_of(
         &self,
         ids: &[String],
@@ -257,8 +257,8 @@ impl Store {
                 .join(", ");
             let sql = format!(
                 "{} ((kind IN ('AUTHORIZATION', 'ADJUSTMENT') AND transaction_id IN ({list})) \
-                 OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list}))) \
-                 AND created_at_ms < ${}",
+                 OR (kind = 'ADJUSTMENT' AND original_transaction_id IN ({list}) \
+                     AND created_at_ms < ${}))",
                 ledger_side!(""),
                 chunk.len() + 1
             );
