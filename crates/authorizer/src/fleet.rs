@@ -392,6 +392,8 @@ impl Fleet {
             link.in_flight_ttl_ms
         );
         let ttl = link.in_flight_ttl_ms;
+        // Whether the claim goes to Redis at all (down or not connected: it is not sent).
+        let sent = !link.down.load(Ordering::SeqCst) && link.conn.get().is_some();
         let reply = {
             let (answer_key, marker_key, claim_id) =
                 (answer_key.clone(), marker_key.clone(), claim_id.clone());
@@ -407,9 +409,11 @@ impl Fleet {
             .await
         };
         let Some(reply) = reply else {
-            // A claim that timed out may still run on Redis and set the marker, which no
-            // ticket here would clear: released once Redis answers again.
-            link.release_later(marker_key, claim_id);
+            // A claim sent that timed out may still run on Redis and set the marker, which
+            // no ticket here would clear: released once Redis answers again.
+            if sent {
+                link.release_later(marker_key, claim_id);
+            }
             return FleetClaim::Unavailable;
         };
         let owner = |claim_id: String| {
