@@ -183,11 +183,10 @@ pub async fn collect(
                 std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
             {
                 let entry = entry?;
-                // Following links: a mounted volume's files (Kubernetes) are links.
-                let path = entry.path();
-                let meta = std::fs::metadata(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                if meta.is_file() {
+                // Links too: a mounted volume's files (Kubernetes) are links. One of the
+                // date's files that leads nowhere fails when it is read; others are not read.
+                let kind = entry.file_type()?;
+                if kind.is_file() || kind.is_symlink() {
                     v.push((
                         entry.file_name().to_string_lossy().into_owned(),
                         entry.path(),
