@@ -65,7 +65,7 @@ fn migrate_then_audit_an_empty_embedded_ledger() {
 }
 
 /// A reader that goes away (`authorizer openapi | head -1`) ends the output, not the
-/// command: it exits 0, not 101 with a panic.
+/// command: it exits 0, not 101 with a panic. A full disk is another matter: exit 2.
 #[test]
 fn a_closed_pipe_ends_the_output_quietly() {
     let mut child = bin()
@@ -89,6 +89,20 @@ fn a_closed_pipe_ends_the_output_quietly() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Output that cannot be written (a full disk) is said, and is no success.
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = bin()
+        .arg("openapi")
+        .stdout(Stdio::from(full))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.matches("cannot write the output").count(), 1, "{err}");
 }
 
 /// Sends the raw HTTP/1.1 request `req` to `addr` (closing the connection) and reads

@@ -3,5 +3,11 @@ use clap::Parser;
 #[tokio::main]
 async fn main() {
     let cli = reconciler::cli::Cli::parse();
-    std::process::exit(reconciler::cli::main(cli).await);
+    let code = reconciler::cli::main(cli).await;
+    // Output that could not be written (a full disk) is no success.
+    std::process::exit(if code == 0 && settings::output_failed() {
+        2
+    } else {
+        code
+    });
 }

@@ -9,10 +9,28 @@ use std::path::Path;
 
 /// Writes a command's output to standard output. A reader that went away (`cmd | head`)
 /// ends the output, not the command, which goes on to its end and exits with its own code
-/// (`print!` would panic, exit 101).
+/// (`print!` would panic, exit 101). Any other failure (a full disk under `> file`) is said
+/// once on standard error, and [`output_failed`] tells the command to exit non-zero.
 pub fn print(args: fmt::Arguments<'_>) {
     use std::io::Write as _;
-    let _ = std::io::stdout().lock().write_fmt(args);
+    match std::io::stdout().lock().write_fmt(args) {
+        // Said once: the first failure is the one that matters.
+        Err(e)
+            if e.kind() != std::io::ErrorKind::BrokenPipe
+                && !OUTPUT_FAILED.swap(true, std::sync::atomic::Ordering::SeqCst) =>
+        {
+            eprintln!("cannot write the output: {e}");
+        }
+        _ => {}
+    }
+}
+
+static OUTPUT_FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`print`] could not write some of a command's output (other than to a reader
+/// that went away): the command then exits 2 where it would have exited 0.
+pub fn output_failed() -> bool {
+    OUTPUT_FAILED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// A secret string whose `Debug` never shows it.
