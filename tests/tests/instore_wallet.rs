@@ -83,6 +83,19 @@ fn pay(barcode: &str, total: i64, tip: i64, time: &str) -> Value {
     })
 }
 
+/// `cancel` sent as the till's `cancel_wallet_payment`: its payment reversed and `user` back
+/// at 100.00 USD; the answer.
+async fn cancelled(app: &TestApp, user: &str, cancel: &Value) -> Value {
+    let r = wallet(app, "cancel_wallet_payment", cancel).await;
+    assert_eq!(
+        (verdict(&r), &r["reversed"]),
+        (("Success", "00"), &json!(true)),
+        "{r}"
+    );
+    assert_eq!(app.available(user, "USD").await, "100.00");
+    r
+}
+
 /// `(result, code)` of a wallet answer.
 fn verdict(v: &Value) -> (&str, &str) {
     (
@@ -449,13 +462,7 @@ async fn a_signed_body_moves_money_under_its_own_action_only(app: TestApp, _rx: 
     assert_eq!(app.movements("u-x", "USD", "WALLET_REVERSAL").await, 0);
     // The till's own cancel names the payment.
     let cancel = json!({"transaction_id": answer["transaction_id"]});
-    let r = wallet(&app, "cancel_wallet_payment", &cancel).await;
-    assert_eq!(
-        (verdict(&r), &r["reversed"]),
-        (("Success", "00"), &json!(true)),
-        "{r}"
-    );
-    assert_eq!(app.available("u-x", "USD").await, "100.00");
+    cancelled(&app, "u-x", &cancel).await;
     app.assert_audit_clean().await;
 }
 
@@ -569,13 +576,7 @@ async fn a_cancel_before_its_payment_is_decided_again(app: TestApp, _rx: Callbac
     let p = wallet(&app, "pay_wallet", &pay(&b, 2500, 0, "t1")).await;
     assert_eq!(verdict(&p), ("Success", "00"), "{p}");
     assert_eq!(app.available("u-c", "USD").await, "75.00");
-    let again = wallet(&app, "cancel_wallet_payment", &cancel).await;
-    assert_eq!(
-        (verdict(&again), &again["reversed"]),
-        (("Success", "00"), &json!(true)),
-        "{again}"
-    );
-    assert_eq!(app.available("u-c", "USD").await, "100.00");
+    let again = cancelled(&app, "u-c", &cancel).await;
     // Once it found the payment, its answer is kept: the same cancel replays it.
     let third = wallet_raw(&app, "cancel_wallet_payment", &cancel).await;
     assert_eq!(third.json(), again);
