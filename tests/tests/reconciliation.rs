@@ -802,14 +802,25 @@ async fn a_failed_run_is_run_again(app: TestApp) {
 /// The other way round: the processor's clock put a purchase before midnight, ours after
 /// it. Yesterday's file holds its row and the ledger booked it in today's first minutes
 /// (within `grace_minutes`): yesterday's run matches the row against that entry and claims
-/// it, and today's run, whose file does not hold it, does not report it missing.
+/// it, and today's run, whose file does not hold it, does not report it missing. An
+/// approved row of one we declined there is a status mismatch, not a row of no entry.
 async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     app.funded("u1", "ARS", "1000.00").await;
     let (early, p) = (uid("n"), uid("n"));
-    let (a, c) = (format!("{early}-a"), format!("{early}-c"));
+    let (a, c, d) = (
+        format!("{early}-a"),
+        format!("{early}-c"),
+        format!("{early}-d"),
+    );
     let b = format!("{p}-b");
     approve(&app, &a, "25.00").await;
     approve(&app, &c, "7.00").await;
+    // `d` declined by us (more than the balance), approved in the processor's file.
+    let declined = Tx::new(&d, "PURCHASE", "u1", "5000.00", "ARS");
+    assert_eq!(
+        app.send(AUTH_DEBIT, &declined).await.json()["status"],
+        "REJECTED"
+    );
     booked_yesterday(&app, &early, -1).await;
     approve(&app, &b, "5.00").await;
     let before = recon::days_ago(1);
@@ -817,8 +828,12 @@ async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
     // `c` rejected in the processor's file: we booked it, so not a decline both sides
     // agree on.
     let rejected = tx_row(&c, "AUTHORIZATION", "REJECTED", "DEBIT", "7.00", "ARS", "");
-    write_rows(files.path(), &before, &[debit_row(&a, "25.00"), rejected]);
-    let expected = [("status_mismatch", c.clone(), Some(-700), Some(-700))];
+    let rows = [debit_row(&a, "25.00"), rejected, debit_row(&d, "5000.00")];
+    write_rows(files.path(), &before, &rows);
+    let expected = [
+        ("status_mismatch", c.clone(), Some(-700), Some(-700)),
+        ("status_mismatch", d.clone(), Some(-500_000), Some(-500_000)),
+    ];
     let run_rec = run_of(&app, (&before, 30), files.path(), &expected).await;
     assert_eq!(run_rec.matched, 1, "{}", run_rec.summary);
     let summary: serde_json::Value = serde_json::from_str(&run_rec.summary).unwrap();
@@ -826,7 +841,7 @@ async fn rows_booked_in_the_next_days_first_minutes(app: TestApp) {
         .filter_map(|e| e[1].as_str())
         .collect();
     claimed.sort();
-    assert_eq!(claimed, [a.as_str(), c.as_str()], "{summary}");
+    assert_eq!(claimed, [a.as_str(), c.as_str(), d.as_str()], "{summary}");
 
     let date = recon::today();
     let files = tempfile::tempdir().unwrap();

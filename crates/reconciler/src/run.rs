@@ -892,7 +892,9 @@ async fn rematch(
         if e.refund {
             refunds.insert(key.1.clone());
         }
-        if e.effective && (next_from..next_until).contains(&e.booked_at_ms) {
+        // Declined ones too: an approved row of one is a status mismatch, not a row of no
+        // entry at all.
+        if (next_from..next_until).contains(&e.booked_at_ms) {
             early_next_day.insert(key.clone());
         }
         found.insert(key);
