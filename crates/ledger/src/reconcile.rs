@@ -1296,6 +1296,7 @@ impl Matcher {
         b.kind = Some(EntryKind::Adjustment);
         if class == BreakClass::CurrencyMismatch {
             b.currency = Some(core.currency);
+            b.file_amount_minor = None;
             b.difference_minor = None;
         }
         self.report.breaks.push(b);
@@ -1357,7 +1358,9 @@ impl Matcher {
     }
 
     /// Reports `row` as recorded in another currency than the ledger's `ledger` entry: the
-    /// break carries the ledger's currency and no difference.
+    /// break carries the ledger's currency and amount, and no file amount or difference (the
+    /// file's amount is in another currency, which the break's one currency cannot show; the
+    /// detail names it).
     fn push_currency_mismatch(&mut self, row: impl FileRow, ledger: Core, detail: String) {
         let mut b = file_break(
             BreakClass::CurrencyMismatch,
@@ -1366,6 +1369,7 @@ impl Matcher {
             detail,
         );
         b.currency = Some(ledger.currency);
+        b.file_amount_minor = None;
         b.difference_minor = None;
         self.report.breaks.push(b);
     }
@@ -1640,7 +1644,8 @@ mod tests {
                 kind: Some(EntryKind::Authorization),
                 currency: Some(cur("ARS")),
                 ledger_amount_minor: Some(-5000),
-                file_amount_minor: Some(-5000),
+                // USD minor units, which the break's ARS would misread.
+                file_amount_minor: None,
                 difference_minor: None,
                 file: Some("transactions"),
                 line: Some(4),
@@ -2253,7 +2258,8 @@ mod tests {
         assert_eq!(b.class, BreakClass::CurrencyMismatch);
         assert_eq!(b.file, Some("presentments"));
         assert_eq!(b.currency, Some(cur("ARS")));
-        assert_eq!(b.difference_minor, None);
+        assert_eq!((b.file_amount_minor, b.difference_minor), (None, None));
+        assert!(b.detail.contains("presented -5.00 USD"), "{}", b.detail);
         assert_eq!(r.presentment_totals[&cur("USD")].count, 1);
     }
 
