@@ -837,7 +837,10 @@ fn instore_operation(
             .response("200", answer)
             .response(
                 "409",
-                instore_error("The requestId was used with another action or payload."),
+                instore_error(
+                    "The requestId was used with another action or payload, or a wallet \
+                     body was signed for another action of its payment.",
+                ),
             )
             .response(
                 "413",

@@ -76,7 +76,8 @@ pub(super) async fn post(
             &InstoreError::new(
                 ErrorCode::IdempotencyConflict,
                 if request_id.is_some() {
-                    "this requestId was used with another action or payload"
+                    "this requestId was used with another action or payload, or its payload \
+                     was signed for another action"
                 } else {
                     "this body was signed for another action"
                 },
