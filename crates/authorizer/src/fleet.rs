@@ -392,12 +392,10 @@ impl Fleet {
             link.in_flight_ttl_ms
         );
         let ttl = link.in_flight_ttl_ms;
-        // Whether the claim goes to Redis at all (down or not connected: it is not sent).
-        let sent = !link.down.load(Ordering::SeqCst) && link.conn.get().is_some();
         let reply = {
             let (answer_key, marker_key, claim_id) =
                 (answer_key.clone(), marker_key.clone(), claim_id.clone());
-            link.call("idempotency_claim", move |mut c| async move {
+            link.dispatch("idempotency_claim", move |mut c| async move {
                 CLAIM_SCRIPT
                     .key(answer_key)
                     .key(marker_key)
@@ -408,13 +406,16 @@ impl Fleet {
             })
             .await
         };
-        let Some(reply) = reply else {
-            // A claim sent that timed out may still run on Redis and set the marker, which
-            // no ticket here would clear: released once Redis answers again.
-            if sent {
-                link.release_later(marker_key, claim_id);
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(sent) => {
+                // A claim sent that failed or timed out may still run on Redis and set the
+                // marker, which no ticket here would clear: released once Redis answers.
+                if sent {
+                    link.release_later(marker_key, claim_id);
+                }
+                return FleetClaim::Unavailable;
             }
-            return FleetClaim::Unavailable;
         };
         let owner = |claim_id: String| {
             FleetClaim::Owner(Ticket {
@@ -449,11 +450,11 @@ impl Fleet {
                 }
                 // Its owner never answered (its instance died): take it over. The
                 // database replays the answer if the owner had committed one.
-                let (marker_key, mine) = (marker_key.clone(), claim_id.clone());
+                let (marker, mine) = (marker_key.clone(), claim_id.clone());
                 let took = link
-                    .call("idempotency_claim", move |mut c| async move {
+                    .dispatch("idempotency_claim", move |mut c| async move {
                         TAKE_OVER_SCRIPT
-                            .key(marker_key)
+                            .key(marker)
                             .arg(holder)
                             .arg(mine)
                             .arg(ttl)
@@ -462,7 +463,7 @@ impl Fleet {
                     })
                     .await;
                 match took {
-                    Some(1) => {
+                    Ok(1) => {
                         tracing::warn!(
                             key = scoped_key,
                             age_ms = age,
@@ -470,8 +471,14 @@ impl Fleet {
                         );
                         owner(claim_id)
                     }
-                    Some(_) => FleetClaim::Busy,
-                    None => FleetClaim::Unavailable,
+                    Ok(_) => FleetClaim::Busy,
+                    Err(sent) => {
+                        // A take-over that ran on Redis unheard holds the marker for us.
+                        if sent {
+                            link.release_later(marker_key.clone(), claim_id);
+                        }
+                        FleetClaim::Unavailable
+                    }
                 }
             }
             _ => {
@@ -608,24 +615,35 @@ impl Link {
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: std::future::Future<Output = redis::RedisResult<T>>,
     {
+        self.dispatch(op, f).await.ok()
+    }
+
+    /// [`Link::call`], telling a call that was not sent (Redis down or not connected yet:
+    /// `Err(false)`) from one sent that failed or timed out, which may still run on Redis
+    /// (`Err(true)`).
+    async fn dispatch<T, F, Fut>(&self, op: &'static str, f: F) -> Result<T, bool>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = redis::RedisResult<T>>,
+    {
         if self.down.load(Ordering::SeqCst) {
             self.metrics
                 .inc("authorizer_redis_fallbacks_total", &[("op", op)]);
-            return None;
+            return Err(false);
         }
         let Some(conn) = self.conn.get() else {
             self.fallback(op, "not connected yet");
-            return None;
+            return Err(false);
         };
         match tokio::time::timeout(self.command, f(conn.clone())).await {
-            Ok(Ok(v)) => Some(v),
+            Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.fallback(op, &e.to_string());
-                None
+                Err(true)
             }
             Err(_) => {
                 self.fallback(op, "timed out");
-                None
+                Err(true)
             }
         }
     }
