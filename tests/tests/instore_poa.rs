@@ -232,6 +232,12 @@ async fn charges_within_the_credit_limit(app: TestApp, _rx: CallbackReceiver) {
     let v = process(&app, update.clone(), None).await;
     assert_eq!(decision(&v).0, "approved", "{v}");
     assert_eq!(v["company_name"], "My Store Ltd");
+    // Its status echoed too: tolerated on an Update (only a Credit carrying one is an answer
+    // of ours sent back).
+    let mut echoed = update.clone();
+    echoed["status"] = json!("approved");
+    let v = process(&app, echoed, None).await;
+    assert_eq!(decision(&v).0, "approved", "{v}");
     update["credit_limit"] = usd("60000");
     let v = process(&app, update.clone(), None).await;
     assert_eq!(decision(&v), ("declined", "FIELD_NOT_UPDATABLE", "12"));

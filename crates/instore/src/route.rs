@@ -165,12 +165,14 @@ impl Route {
         )
     }
 
-    /// Top-level members of our answers to this route that no request to it has: a payload
-    /// holding one is an answer of ours sent back (`result`, `code`; an approved pay-on-account
-    /// answer has neither, only its `status`).
-    pub fn answer_members(&self) -> &'static [&'static str] {
-        match self {
-            Route::PoaProcess => &["result", "code", "status"],
+    /// Top-level members of our answers to this route that no request to it has, for a
+    /// request whose `action` is `action`: a payload holding one is an answer of ours sent
+    /// back (`result`, `code`; an approved pay-on-account answer has neither, only its
+    /// `status`, which only a `Credit` must not carry: an echoed record on an `Update` is
+    /// tolerated, and moves nothing).
+    pub fn answer_members(&self, action: Option<&str>) -> &'static [&'static str] {
+        match (self, action) {
+            (Route::PoaProcess, Some("Credit")) => &["result", "code", "status"],
             _ => &["result", "code"],
         }
     }

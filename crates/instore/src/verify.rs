@@ -305,7 +305,11 @@ pub fn verify_post<'t>(
     // signature does not name the action: one of them sent back as a request (a payment's
     // answer names its payment, a pay-on-account charge's answer reads as the charge again)
     // would verify.
-    for &member in route.answer_members() {
+    let action = match payload.value.get("action").map(|n| &n.value) {
+        Some(Value::String(a)) => Some(a.as_str()),
+        _ => None,
+    };
+    for &member in route.answer_members(action) {
         if payload.value.get(member).is_some() {
             return Err(reject(InstoreError::invalid(
                 member,
