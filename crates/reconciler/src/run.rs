@@ -107,7 +107,9 @@ fn sha256_file(path: &Path) -> anyhow::Result<(u64, [u8; 32])> {
     let mut buf = vec![0u8; 64 * 1024];
     let mut size = 0u64;
     loop {
-        let n = f.read(&mut buf)?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("cannot read {}", path.display()))?;
         if n == 0 {
             break;
         }
@@ -183,10 +185,13 @@ pub async fn collect(
                 std::fs::read_dir(dir).with_context(|| format!("cannot read {}", dir.display()))?
             {
                 let entry = entry?;
-                // Links too: a mounted volume's files (Kubernetes) are links. One of the
-                // date's files that leads nowhere fails when it is read; others are not read.
+                // Links too: a mounted volume's files (Kubernetes) are links. A link to a
+                // directory is skipped as a directory is; one that leads nowhere is kept, and
+                // fails when it is read if it is one of the date's files.
                 let kind = entry.file_type()?;
-                if kind.is_file() || kind.is_symlink() {
+                let to_directory =
+                    kind.is_symlink() && std::fs::metadata(entry.path()).is_ok_and(|m| m.is_dir());
+                if (kind.is_file() || kind.is_symlink()) && !to_directory {
                     v.push((
                         entry.file_name().to_string_lossy().into_owned(),
                         entry.path(),
