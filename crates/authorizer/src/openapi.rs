@@ -689,6 +689,15 @@ fn wallet_operation(
                 .build(),
         ),
     );
+    op.responses.responses.insert(
+        "409".to_owned(),
+        response(
+            "The requestId was used with another action or payload, or the body was signed \
+             for another action of its payment (its pay_wallet, or another cancel, log or refund).",
+            "InstoreErrorBody",
+        )
+        .into(),
+    );
     op
 }
 
@@ -837,10 +846,7 @@ fn instore_operation(
             .response("200", answer)
             .response(
                 "409",
-                instore_error(
-                    "The requestId was used with another action or payload, or a wallet \
-                     body was signed for another action of its payment.",
-                ),
+                instore_error("The requestId was used with another action or payload."),
             )
             .response(
                 "413",
