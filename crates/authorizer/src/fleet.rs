@@ -475,7 +475,7 @@ impl Fleet {
                     Err(sent) => {
                         // A take-over that ran on Redis unheard holds the marker for us.
                         if sent {
-                            link.release_later(marker_key.clone(), claim_id);
+                            link.release_later(marker_key, claim_id);
                         }
                         FleetClaim::Unavailable
                     }
@@ -544,7 +544,6 @@ fn decode_answer(v: &[u8]) -> Option<Finished> {
 }
 
 impl Link {
-    /// Deletes `key` if it still holds `token` (ours: another's is left as it is).
     /// Releases the in-flight marker `marker_key` if it still holds `claim_id`, in the
     /// background and once Redis answers (a marker no ticket will clear: a claim whose
     /// answer timed out, a finish or release skipped while Redis was down). Left alone,
@@ -569,6 +568,7 @@ impl Link {
         });
     }
 
+    /// Deletes `key` if it still holds `token` (ours: another's is left as it is).
     async fn release(&self, op: &'static str, key: String, token: String) {
         self.call(op, move |mut c| async move {
             RELEASE_SCRIPT
